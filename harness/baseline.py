@@ -1,0 +1,155 @@
+"""Baselines: results files promoted to references, never overwritten silently.
+
+A baseline is a results file plus provenance (who, when, why, from which file) in its metadata. Creating one
+refuses to replace an existing file unless forced; a forced create or an update first keeps the previous file
+beside it with a timestamp, then writes the new one atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pyarrow.parquet as pq
+
+from harness.errors import BaselineExists, BaselineMissing, HarnessError
+from harness.results import METADATA_KEY, ResultsFile, atomic_output
+
+__all__ = ["DEFAULT_BASELINE_DIR", "baseline_path", "create_baseline", "list_baselines", "provenance"]
+
+DEFAULT_BASELINE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "baselines"
+
+
+def baseline_path(name: str, directory: "str | Path | None" = None) -> Path:
+    """``NAME`` -> ``<dir>/NAME.parquet``; a name that already is a path is used as it is."""
+    if name.endswith(".parquet") or os.sep in name:
+        return Path(name)
+    return Path(directory or DEFAULT_BASELINE_DIR) / f"{name}.parquet"
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _keep_previous(target: Path) -> Path:
+    """Move the current baseline aside (``NAME.<timestamp>.parquet``) so nothing is ever lost."""
+    kept = target.with_name(f"{target.stem}.{_timestamp()}{target.suffix}")
+    shutil.copy2(target, kept)
+    return kept
+
+
+def create_baseline(
+    source: "str | Path",
+    target: "str | Path",
+    *,
+    force: bool = False,
+    reason: Optional[str] = None,
+    action: str = "create",
+) -> Dict[str, Any]:
+    """Promote a results file to a baseline; returns the provenance recorded.
+
+    Raises:
+        BaselineExists: ``target`` exists and neither ``force`` nor an update was asked for.
+        BaselineMissing: an update of a baseline that does not exist.
+    """
+    results = ResultsFile(source)  # validates the source before anything is touched
+    target = Path(target)
+    previous: Optional[Path] = None
+    if action == "update":
+        if not target.exists():
+            raise BaselineMissing(f"{target}: no baseline to update (use 'harness baseline create')")
+        if not reason:
+            raise HarnessError(f"{target}: 'baseline update' needs --reason")
+    elif target.exists() and not force:
+        raise BaselineExists(f"{target}: baseline exists; refusing to overwrite (use --force to replace it, keeping the old file)")
+    history: List[Dict[str, Any]] = []
+    if target.exists():
+        old = ResultsFile(target)
+        old_prov = old.meta.get("baseline", {})
+        history = list(old_prov.get("history", [])) + ([_strip(old_prov)] if old_prov else [])
+        previous = _keep_previous(target)
+    prov = {
+        "name": target.stem,
+        "action": action if previous else "create",
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_by": _who(),
+        "reason": reason or "",
+        "source_file": str(Path(source).resolve()),
+        "previous_file": str(previous) if previous else None,
+        "history": history,
+    }
+    _rewrite_with_metadata(results, target, {**results.meta, "baseline": prov})
+    return prov
+
+
+def _strip(prov: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in prov.items() if k != "history"}
+
+
+def _rewrite_with_metadata(results: ResultsFile, target: Path, meta: Dict[str, Any]) -> None:
+    """Copy a results file row group by row group under new metadata (bounded memory), atomically."""
+    source = pq.ParquetFile(str(results.path))
+    schema = source.schema_arrow.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+    with atomic_output(target) as tmp:
+        with pq.ParquetWriter(str(tmp), schema, compression="none", use_dictionary=["model_id", "task", "role"]) as writer:
+            for i in range(source.num_row_groups):
+                writer.write_table(source.read_row_group(i).cast(schema))
+
+
+def provenance(path: "str | Path") -> Dict[str, Any]:
+    """What ``harness baseline show`` prints: provenance, corpus, models, environment summary."""
+    results = ResultsFile(path)
+    return {
+        "path": str(results.path),
+        "baseline": results.meta.get("baseline", {}),
+        "created_at": results.meta.get("created_at"),
+        "harness_version": results.meta.get("harness_version"),
+        "schema_version": results.meta.get("schema_version"),
+        "corpus": results.corpus,
+        "run": results.meta.get("run", {}),
+        "models": {
+            k: {key: v.get(key) for key in ("kind", "status", "weights_sha256", "loaded_dtype", "attn_implementation", "dim")}
+            for k, v in results.models.items()
+        },
+        "fingerprint": results.fingerprint,
+    }
+
+
+def list_baselines(directory: "str | Path | None" = None) -> List[Dict[str, Any]]:
+    """Current baselines in a directory (kept previous versions are listed under ``previous``)."""
+    root = Path(directory or DEFAULT_BASELINE_DIR)
+    files = sorted(root.glob("*.parquet"))
+    current = [f for f in files if "." not in f.stem]
+    out = []
+    for path in current:
+        try:
+            results = ResultsFile(path)
+            status = "ok"
+            meta = results.meta
+        except HarnessError as err:
+            status, meta = f"unreadable: {err}", {}
+        out.append({
+            "name": path.stem,
+            "path": str(path),
+            "status": status,
+            "models": sorted(meta.get("models", {})),
+            "device": meta.get("run", {}).get("device"),
+            "dtype": meta.get("run", {}).get("dtype"),
+            "created_at": meta.get("baseline", {}).get("created_at") or meta.get("created_at"),
+            "previous": [f.name for f in files if f.stem.startswith(path.stem + ".")],
+        })
+    return out

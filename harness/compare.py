@@ -1,0 +1,160 @@
+"""Pure numpy drift metrics between aligned baseline and candidate arrays (no I/O, no policy, no logging).
+
+Rank metrics are tie-aware: two items whose baseline scores differ by no more than ``tie_tolerance`` may swap
+without counting as a reorder, because fp32 noise (~1e-7) legitimately flips exact near-ties. Raw Kendall tau
+is reported alongside so nothing is hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "ElementStats",
+    "element_stats",
+    "row_cosine",
+    "row_max_abs",
+    "kendall_tau",
+    "significant_swaps",
+    "topk_agreement",
+    "TopKAgreement",
+    "group_rows",
+    "align",
+]
+
+_REL_FLOOR = 1e-12
+
+
+@dataclass(frozen=True)
+class ElementStats:
+    """Statistics of ``|candidate - baseline|`` over all elements."""
+
+    count: int
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float
+    argmax_row: int
+
+
+def element_stats(baseline: np.ndarray, candidate: np.ndarray) -> ElementStats:
+    """Absolute and relative differences; relative is ``|d| / |baseline|`` (floored to avoid 0-division)."""
+    base = np.asarray(baseline, dtype=np.float64)
+    diff = np.abs(np.asarray(candidate, dtype=np.float64) - base)
+    if diff.size == 0:
+        return ElementStats(0, 0.0, 0.0, 0.0, 0.0, -1)
+    flat = diff.reshape(len(diff), -1) if diff.ndim > 1 else diff.reshape(-1, 1)
+    rel = diff / np.maximum(np.abs(base), _REL_FLOOR)
+    return ElementStats(
+        count=int(diff.size),
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        p99_abs=float(np.percentile(diff, 99)),
+        max_rel=float(rel.max()),
+        argmax_row=int(np.argmax(flat.max(axis=1))),
+    )
+
+
+def row_max_abs(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Largest absolute element difference per row (per text), to name the worst texts."""
+    return np.abs(candidate.astype(np.float64) - baseline.astype(np.float64)).max(axis=1)
+
+
+def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each baseline row with the same candidate row (1.0 for two zero rows)."""
+    a = baseline.astype(np.float64)
+    b = candidate.astype(np.float64)
+    dot = np.einsum("ij,ij->i", a, b)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    both_zero = norms == 0
+    out = np.divide(dot, norms, out=np.ones_like(dot), where=~both_zero)
+    return np.clip(out, -1.0, 1.0)
+
+
+def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall tau-a between two score vectors over the same items (1.0 = same order)."""
+    n = len(x)
+    if n < 2:
+        return 1.0
+    sx = np.sign(x[:, None] - x[None, :])
+    sy = np.sign(y[:, None] - y[None, :])
+    upper = np.triu_indices(n, 1)
+    return float((sx[upper] * sy[upper]).sum() / len(upper[0]))
+
+
+def significant_swaps(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> int:
+    """Pairs ordered one way by the baseline and the other way by the candidate, where the baseline gap
+    exceeds ``tie_tolerance`` (a swap of near-tied items is noise, not a reorder)."""
+    if len(baseline) < 2:
+        return 0
+    gap = baseline[:, None] - baseline[None, :]
+    flipped = (np.sign(gap) * np.sign(candidate[:, None] - candidate[None, :])) < 0
+    return int(np.triu(flipped & (np.abs(gap) > tie_tolerance), 1).sum())
+
+
+@dataclass(frozen=True)
+class TopKAgreement:
+    """Per-query top-k agreement between baseline and candidate scores."""
+
+    k: int
+    same_order: np.ndarray  # bool per query, tie-aware
+    same_set: np.ndarray  # bool per query, tie-aware
+    overlap: np.ndarray  # |top-k(base) & top-k(cand)| / k, raw
+    raw_same_order: np.ndarray  # bool per query, exact
+
+    def share(self, field: str) -> float:
+        values = getattr(self, field)
+        return float(values.mean()) if len(values) else 1.0
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores per row, best first; ties broken by index for determinism."""
+    order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)
+    return order[:, :k]
+
+
+def topk_agreement(base_scores: np.ndarray, cand_scores: np.ndarray, k: int, tie_tolerance: float) -> TopKAgreement:
+    """Compare each row's top-k lists (rows = queries, columns = candidates).
+
+    Order: the candidate's top-k, scored by the baseline, must be non-increasing up to ``tie_tolerance``.
+    Set: any item that left the top-k must score within ``tie_tolerance`` of the baseline's k-th score.
+    """
+    k = min(k, base_scores.shape[1])
+    top_b = _topk(base_scores, k)
+    top_c = _topk(cand_scores, k)
+    rows = np.arange(len(base_scores))[:, None]
+    kth = base_scores[rows[:, 0], top_b[:, -1]] if k else np.zeros(len(base_scores))
+    # Order: walk the candidate's list with baseline scores; an increase beyond the tolerance is a reorder.
+    base_of_cand = base_scores[rows, top_c]
+    rises = np.diff(base_of_cand, axis=1) > tie_tolerance
+    entered = base_of_cand < (kth[:, None] - tie_tolerance)  # a candidate item the baseline ranked well below k
+    same_set = ~entered.any(axis=1)
+    overlap = np.array([len(np.intersect1d(b, c)) for b, c in zip(top_b, top_c)], dtype=np.float64) / max(k, 1)
+    return TopKAgreement(
+        k=k,
+        same_order=same_set & ~rises.any(axis=1),
+        same_set=same_set,
+        overlap=overlap,
+        raw_same_order=(top_b == top_c).all(axis=1),
+    )
+
+
+def group_rows(keys: Sequence[str]) -> Dict[str, List[int]]:
+    """Row indices per key, in first-seen order."""
+    groups: Dict[str, List[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def align(base_ids: np.ndarray, cand_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Index arrays putting both sides in the baseline's order, plus ids only in baseline / only in candidate."""
+    if len(base_ids) == len(cand_ids) and np.array_equal(base_ids, cand_ids):
+        idx = np.arange(len(base_ids))
+        return idx, idx, np.array([], dtype=base_ids.dtype), np.array([], dtype=base_ids.dtype)
+    common, bi, ci = np.intersect1d(base_ids, cand_ids, assume_unique=True, return_indices=True)
+    order = np.argsort(bi, kind="stable")
+    return bi[order], ci[order], np.setdiff1d(base_ids, common), np.setdiff1d(cand_ids, common)

@@ -1,0 +1,201 @@
+"""The model registry: model ids mapped to where their files come from (a TOML file, data not code).
+
+Resolution is offline-first: a hub id is looked up in the local cache with ``local_files_only=True`` and the
+network is used only when the caller allows it. Nothing here imports torch or sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from harness.errors import ModelLoadError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised in old matrix cells
+    import tomli as tomllib
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "KINDS",
+    "ModelSpec",
+    "Registry",
+    "load_registry",
+    "resolve_model_dir",
+    "weight_files",
+]
+
+DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "models" / "registry.toml"
+KINDS = ("bi-encoder", "cross-encoder")
+SOURCES = ("path", "package", "hub")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry."""
+
+    id: str
+    kind: str
+    source: str
+    path: Optional[str] = None
+    package: Optional[str] = None
+    subdir: str = ""
+    hub_id: Optional[str] = None
+    cache_dir: Optional[str] = None
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    note: str = ""
+
+    def describe(self) -> Dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    models: Dict[str, ModelSpec]
+    sets: Dict[str, List[str]] = field(default_factory=dict)
+
+    def select(self, names: Optional[List[str]]) -> List[ModelSpec]:
+        """Specs for ids, set names or model directories (default: the ``default`` set)."""
+        wanted = names or ["default"]
+        specs: List[ModelSpec] = []
+        for name in wanted:
+            if name in self.sets:
+                specs.extend(self._get(n) for n in self.sets[name])
+            else:
+                specs.append(self._get(name))
+        seen: Dict[str, ModelSpec] = {}
+        for spec in specs:
+            seen.setdefault(spec.id, spec)
+        return list(seen.values())
+
+    def _get(self, name: str) -> ModelSpec:
+        if name in self.models:
+            return self.models[name]
+        candidate = Path(name)
+        if candidate.is_dir():
+            return ModelSpec(id=candidate.name, kind=_guess_kind(candidate), source="path", path=str(candidate.resolve()))
+        known = ", ".join(sorted(self.models)) or "none"
+        raise ModelLoadError(f"unknown model id '{name}' (not in {self.path}, not a directory; known: {known})")
+
+
+def _guess_kind(directory: Path) -> str:
+    """A model directory with ``modules.json`` is a sentence-transformers bi-encoder; else a cross-encoder."""
+    return "bi-encoder" if (directory / "modules.json").is_file() else "cross-encoder"
+
+
+def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
+    """Read and validate a registry TOML file; relative paths in it are relative to the file."""
+    reg_path = Path(path) if path is not None else DEFAULT_REGISTRY
+    try:
+        data = tomllib.loads(reg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{reg_path}: model registry not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ModelLoadError(f"{reg_path}: invalid TOML ({err})") from None
+    models: Dict[str, ModelSpec] = {}
+    for model_id, entry in (data.get("models") or {}).items():
+        models[model_id] = _parse_entry(reg_path, model_id, entry)
+    sets = {name: list(ids) for name, ids in (data.get("sets") or {}).items()}
+    for name, ids in sets.items():
+        unknown = [i for i in ids if i not in models]
+        if unknown:
+            raise ModelLoadError(f"{reg_path}: set '{name}' names unknown model(s) {', '.join(unknown)}")
+    return Registry(path=reg_path, models=models, sets=sets)
+
+
+def _parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSpec:
+    where = f"{reg_path}: model '{model_id}'"
+    allowed = set(ModelSpec.__dataclass_fields__) - {"id"}
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise ModelLoadError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    if entry.get("kind") not in KINDS:
+        raise ModelLoadError(f"{where}: kind must be one of {', '.join(KINDS)}")
+    if entry.get("source") not in SOURCES:
+        raise ModelLoadError(f"{where}: source must be one of {', '.join(SOURCES)}")
+    required = {"path": "path", "package": "package", "hub": "hub_id"}[entry["source"]]
+    if not entry.get(required):
+        raise ModelLoadError(f"{where}: source '{entry['source']}' needs '{required}'")
+    values = dict(entry)
+    for key in ("path", "cache_dir"):
+        if values.get(key) and not os.path.isabs(values[key]):
+            values[key] = str((reg_path.parent / values[key]).resolve())
+    return ModelSpec(id=model_id, **values)
+
+
+def weight_files(directory: Path) -> List[Path]:
+    """Weight files of a model directory (all sub-modules), sorted so that hashes are stable."""
+    return sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and "onnx" not in p.parts
+    )
+
+
+def _package_dir(spec: ModelSpec) -> Optional[Path]:
+    found = importlib.util.find_spec(spec.package) if spec.package else None
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]) / spec.subdir
+
+
+def _hub_snapshot(spec: ModelSpec, allow_network: bool) -> Tuple[Path, str]:
+    """Resolve a hub id to a local snapshot directory: cache first, the network only if allowed."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelLoadError(f"model '{spec.id}': huggingface_hub is not installed, cannot resolve '{spec.hub_id}'") from None
+    cache = spec.cache_dir or _default_hub_cache()
+    try:
+        return Path(snapshot_download(spec.hub_id, revision=spec.revision, cache_dir=cache, local_files_only=True)), "cache"
+    except Exception as err:  # noqa: BLE001 - hub raises several types for "not cached"
+        if not allow_network:
+            raise ModelLoadError(
+                f"model '{spec.id}': hub id '{spec.hub_id}' is not in the local cache {cache} "
+                f"({type(err).__name__}); pass --allow-network to download it"
+            ) from None
+    try:
+        return Path(snapshot_download(spec.hub_id, revision=spec.revision, cache_dir=cache)), "network"
+    except Exception as err:  # noqa: BLE001
+        raise ModelLoadError(f"model '{spec.id}': download of '{spec.hub_id}' failed ({type(err).__name__}: {err})") from None
+
+
+def _default_hub_cache() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except (ImportError, AttributeError):  # pragma: no cover - very old huggingface_hub
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def resolve_model_dir(spec: ModelSpec, allow_network: bool = False) -> Tuple[Path, str]:
+    """The local directory holding the model's files, and how it was found (path/package/cache/network)."""
+    if spec.source == "path":
+        directory, how = Path(spec.path or ""), "path"
+    elif spec.source == "package":
+        package_dir = _package_dir(spec)
+        if package_dir is None:
+            if not spec.hub_id:
+                raise ModelLoadError(f"model '{spec.id}': package '{spec.package}' is not installed")
+            try:
+                return _hub_snapshot(spec, allow_network)
+            except ModelLoadError as err:
+                raise ModelLoadError(
+                    f"model '{spec.id}': package '{spec.package}' is not installed "
+                    f"(pip install {spec.package.replace('_', '-')}), and {str(err).split(': ', 1)[1]}"
+                ) from None
+        directory, how = package_dir, "package"
+    else:
+        directory, how = _hub_snapshot(spec, allow_network)
+    if not directory.is_dir():
+        raise ModelLoadError(f"model '{spec.id}': directory {directory} does not exist")
+    if not weight_files(directory):
+        raise ModelLoadError(f"model '{spec.id}': {directory} holds no weights (no *.safetensors or *.bin file)")
+    return directory, how

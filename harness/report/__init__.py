@@ -1,0 +1,1 @@
+"""Renderers: each turns ``Comparison.serialize()`` data into one output format, and does nothing else."""

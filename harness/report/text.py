@@ -1,0 +1,91 @@
+"""Terminal rendering of one comparison: a table per model, then every failure explained."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+__all__ = ["render_comparison", "format_env", "fmt"]
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Numbers as engineers read drift: scientific for tiny values, plain otherwise."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) < 1e-3 or abs(value) >= 1e5:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits + 5}g}" if 0.99 < abs(value) <= 1 else f"{value:.{digits}g}"
+    return str(value)
+
+
+def format_env(env: Dict[str, Any]) -> str:
+    """One-line environment summary: python, torch, ST, transformers, device, dtype."""
+    pkgs = env.get("packages", {}) or {}
+    device = env.get("gpu_name") or env.get("device") or "?"
+    return (
+        f"python {env.get('python', '?')}, torch {pkgs.get('torch') or env.get('torch_version', '?')}, "
+        f"sentence-transformers {pkgs.get('sentence-transformers', '?')}, transformers {pkgs.get('transformers', '?')}, "
+        f"{device} {env.get('dtype', '?')}"
+    )
+
+
+def _table(rows: List[List[str]]) -> List[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _topk(metrics: Dict[str, Any]) -> str:
+    for key, value in metrics.items():
+        if key.endswith("order_agreement"):
+            return f"{100 * value:.1f}%"
+    return "-"
+
+
+def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
+    """The verdict as text: summary table, failure explanations with worst offenders, environment changes."""
+    models = data["models"]
+    failing = [m for m in models if m["status"] != "pass"]
+    lines = [
+        f"harness compare: {data['status'].upper()} ({len(failing)} of {len(models)} model(s) not passing)",
+        f"  baseline:  {data['baseline']}  [{format_env(data.get('baseline_env', {}))}]",
+        f"  candidate: {data['candidate']}  [{format_env(data.get('candidate_env', {}))}]",
+        f"  policy:    {data['policy']}",
+        "",
+    ]
+    rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX ABS DIFF", "MIN COSINE", "ORDER AGREEMENT"]]
+    for model in models:
+        metrics = model.get("metrics", {})
+        rows.append([
+            model["model_id"], model["kind"], model["tolerance_class"], model["status"].upper(),
+            fmt(metrics.get("max_abs_diff")), fmt(metrics.get("min_cosine")), _topk(metrics),
+        ])
+    lines += _table(rows)
+    for model in failing:
+        lines += ["", f"{model['status'].upper()} {model['model_id']} (tolerance class {model['tolerance_class']}):"]
+        failed = [c for c in model.get("checks", []) if not c["passed"]]
+        for check in failed:
+            lines.append(f"  {check['name']}: {fmt(check['observed'])} (limit {check['op']} {fmt(check['limit'])}); {check['detail']}")
+        if not failed and model.get("reason"):
+            lines.append(f"  {model['reason']}")
+        if model.get("offenders"):
+            lines.append("  worst items:")
+            for off in model["offenders"]:
+                lines.append(f"    {off['item_id']:<24} {off['metric']:<18} {fmt(off['value']):>10}  {off['detail']}")
+        if failed and model.get("min_passing"):
+            need = ", ".join(f"{k} {fmt(v)}" for k, v in model["min_passing"].items())
+            lines.append(f"  would pass with: {need} (and the ratio checks above)")
+    changes = data.get("env_changes", [])
+    if changes:
+        lines += ["", f"Environment changes vs baseline ({len(changes)}):"]
+        lines += [f"  {c['key']}: {fmt(c['baseline'])} -> {fmt(c['candidate'])}" for c in changes[:40]]
+        if len(changes) > 40:
+            lines.append(f"  ... {len(changes) - 40} more (see the JSON report)")
+    if failing and regen_hint:
+        lines += ["", regen_hint]
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Verdict types: what the comparator concludes, with the evidence, in one serializable form.
+
+Every report (terminal, Markdown, JSON, JUnit, HTML) renders from ``Comparison.serialize()``, so they can never
+disagree with each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+__all__ = ["Status", "Check", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+class Status(str, enum.Enum):
+    """Per-model outcome. ``incompatible`` is a property of the environment, not drift."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCOMPATIBLE = "incompatible"
+    ERROR = "error"
+
+    @staticmethod
+    def worst(statuses: List["Status"]) -> "Status":
+        order = [Status.PASS, Status.INCOMPATIBLE, Status.FAIL, Status.ERROR]
+        return max(statuses, key=order.index, default=Status.PASS)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One tolerance check: ``observed`` compared with ``limit`` by ``op`` ("<=" or ">=")."""
+
+    name: str
+    observed: float
+    limit: float
+    op: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Offender:
+    """One of the texts, pairs or queries that moved most."""
+
+    item_id: str
+    value: float
+    metric: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    model_id: str
+    kind: str
+    status: Status
+    tolerance_class: str
+    checks: List[Check] = field(default_factory=list)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    offenders: List[Offender] = field(default_factory=list)
+    reason: str = ""
+    tolerance: Dict[str, Any] = field(default_factory=dict)
+    #: the loosest limits under which this comparison would have passed (for "what would it take")
+    min_passing: Dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.status is Status.PASS
+
+    @property
+    def failed_checks(self) -> List[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+@dataclass(frozen=True)
+class EnvChange:
+    """One fingerprint entry that differs between baseline and candidate."""
+
+    key: str
+    baseline: Any
+    candidate: Any
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: str
+    candidate: str
+    policy: str
+    models: List[ModelVerdict]
+    env_changes: List[EnvChange] = field(default_factory=list)
+    baseline_env: Dict[str, Any] = field(default_factory=dict)
+    candidate_env: Dict[str, Any] = field(default_factory=dict)
+    corpus: Dict[str, Any] = field(default_factory=dict)
+    label: Optional[str] = None
+
+    @property
+    def status(self) -> Status:
+        return Status.worst([m.status for m in self.models])
+
+    def __bool__(self) -> bool:
+        return self.status is Status.PASS
+
+    def serialize(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["format_version"] = FORMAT_VERSION
+        data["status"] = self.status.value
+        for model in data["models"]:
+            model["status"] = Status(model["status"]).value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Comparison":
+        models = [
+            ModelVerdict(
+                **{
+                    **m,
+                    "status": Status(m["status"]),
+                    "checks": [Check(**c) for c in m.get("checks", [])],
+                    "offenders": [Offender(**o) for o in m.get("offenders", [])],
+                }
+            )
+            for m in data["models"]
+        ]
+        return cls(
+            baseline=data["baseline"],
+            candidate=data["candidate"],
+            policy=data["policy"],
+            models=models,
+            env_changes=[EnvChange(**e) for e in data.get("env_changes", [])],
+            baseline_env=data.get("baseline_env", {}),
+            candidate_env=data.get("candidate_env", {}),
+            corpus=data.get("corpus", {}),
+            label=data.get("label"),
+        )
