@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -114,10 +115,11 @@ def _describe(model: Any, kind: str) -> Dict[str, Any]:
     config = getattr(hf, "config", None)
     tokenizer = getattr(model, "tokenizer", None)
     params = next(iter(model.parameters()), None)
-    if kind == "bi-encoder":
+    with warnings.catch_warnings():  # the attribute was renamed across versions; read whichever exists
+        warnings.simplefilter("ignore")
         max_len = getattr(model, "max_seq_length", None)
-    else:
-        max_len = getattr(model, "max_length", None) or getattr(tokenizer, "model_max_length", None)
+        if max_len is None and kind == "cross-encoder":
+            max_len = getattr(model, "max_length", None) or getattr(tokenizer, "model_max_length", None)
     return {
         "architecture": type(hf).__name__ if hf is not None else None,
         "attn_implementation": getattr(config, "_attn_implementation", None),

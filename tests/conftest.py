@@ -1,0 +1,36 @@
+"""Shared fixtures: one real run of the tiny models per test session (seconds), reused by many tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def run_tiny(out: Path, **overrides) -> Path:
+    """Run the runner on the tiny models in-process and return the results path."""
+    from harness.corpus import DEFAULT_CORPUS_DIR
+    from harness.registry import load_registry
+    from harness.runner import RunOptions, run
+
+    options = RunOptions(out=out, corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(), models=["tiny"], device="cpu")
+    options = RunOptions(**{**options.__dict__, **overrides})
+    summary = run(options)
+    assert summary.ok, summary.reasons
+    return summary.path
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_tiny(tmp_path_factory.mktemp("tiny") / "tiny.parquet")
+
+
+@pytest.fixture(scope="session")
+def tiny_results_again(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second, independent run with a different batch size: real run-to-run and batch drift."""
+    return run_tiny(tmp_path_factory.mktemp("tiny2") / "tiny-bs1.parquet", batch_size=1)
