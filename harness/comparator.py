@@ -212,7 +212,13 @@ def _compare_embeddings(base: ResultsFile, cand: ResultsFile, model_id: str, tol
         for i in worst
         if per_row[i] > 0
     ]
-    return _verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, {"atol": stats.max_abs, "min_cosine": metrics["min_cosine"]})
+    min_passing = {"atol": stats.max_abs, "min_cosine": metrics["min_cosine"]}
+    if "topk" in metrics:
+        min_passing.update(
+            min_topk_order_agreement=metrics["topk_order_agreement"],
+            min_topk_set_agreement=metrics["topk_set_agreement"],
+        )
+    return _verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing)
 
 
 def _cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -288,7 +294,8 @@ def _compare_rerank(base: ResultsFile, cand: ResultsFile, model_id: str, tol: To
         Offender(item_id=q, value=float(swaps[q]), metric="significant_swaps", detail="candidate pairs swapped")
         for q in sorted(reordered, key=lambda q: -swaps[q])[:WORST_N]
     ]
-    return _verdict(model_id, "cross-encoder", tol, checks, metrics, offenders, {"score_atol": stats.max_abs})
+    min_passing = {"score_atol": stats.max_abs, "min_rerank_order_agreement": agreement}
+    return _verdict(model_id, "cross-encoder", tol, checks, metrics, offenders, min_passing)
 
 
 def _verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],

@@ -100,6 +100,9 @@ def atomic_output(path: "str | os.PathLike[str]") -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file should be as readable as any other
     try:
         yield tmp
         with open(tmp, "rb") as handle:

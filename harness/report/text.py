@@ -79,7 +79,7 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
                 lines.append(f"    {off['item_id']:<24} {off['metric']:<18} {fmt(off['value']):>10}  {off['detail']}")
         if failed and model.get("min_passing"):
             need = ", ".join(f"{k} {fmt(v)}" for k, v in model["min_passing"].items())
-            lines.append(f"  would pass with: {need} (and the ratio checks above)")
+            lines.append(f"  would pass with: {need}")
     changes = data.get("env_changes", [])
     if changes:
         lines += ["", f"Environment changes vs baseline ({len(changes)}):"]

@@ -1,0 +1,156 @@
+"""JUnit XML rendering of a matrix report, so CI systems show each cell x model as a test.
+
+One ``<testsuite>`` per cell (its params as properties), one ``<testcase>`` per model. Drift is a
+``<failure>``, an incompatible model or cell is ``<skipped>`` (a property of the environment, not a regression),
+and install/run failures are ``<error>``. A cell that never produced a comparison gets one testcase named
+``setup``, so it still shows up. Built with ElementTree, which escapes; characters XML 1.0 forbids (terminal
+escape codes in a pip log) are replaced first, because ElementTree would write them through verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, List, Optional, Tuple
+
+from harness.report.text import fmt
+
+__all__ = ["render_junit", "xml_safe"]
+
+_INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MESSAGE_MAX = 1000
+_RUN_ERRORS = ("install-failed", "run-failed", "error")
+
+
+def xml_safe(text: Any) -> str:
+    """Text XML 1.0 can carry: forbidden control characters become visible ``\\xNN`` escapes."""
+    return _INVALID_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if text is None else str(text))
+
+
+def _message(text: str) -> str:
+    """Attribute-sized one-liner: CI viewers show ``message`` in a list, the element text holds the full story."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MESSAGE_MAX else flat[: _MESSAGE_MAX - 1] + "…"
+
+
+def _outcome(parent: ET.Element, tag: str, message: str, kind: str, body: str = "") -> None:
+    element = ET.SubElement(parent, tag, {"message": xml_safe(_message(message)), "type": kind})
+    if body:
+        element.text = xml_safe(body)
+
+
+def _failure_body(model: Dict[str, Any]) -> str:
+    """Failed checks with their detail, then the worst offenders: what a CI viewer shows when expanded."""
+    lines = [
+        f"{c['name']}: {fmt(c['observed'])} (limit {c['op']} {fmt(c['limit'])}); {c.get('detail', '')}"
+        for c in model.get("checks", [])
+        if not c.get("passed")
+    ]
+    if not lines and model.get("reason"):
+        lines.append(model["reason"])
+    if model.get("offenders"):
+        lines.append("worst items:")
+        lines += [f"  {o['item_id']}  {o['metric']} {fmt(o['value'])}  {o.get('detail', '')}" for o in model["offenders"]]
+    lines.append(f"tolerance class: {model.get('tolerance_class', '-')}")
+    return "\n".join(lines)
+
+
+def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> str:
+    case = ET.SubElement(suite, "testcase", {"classname": xml_safe(f"matrix.{cell_id}"), "name": xml_safe(model["model_id"])})
+    status = model["status"]
+    reason = model.get("reason") or status
+    if status == "fail":
+        _outcome(case, "failure", reason, "drift", _failure_body(model))
+    elif status == "incompatible":
+        _outcome(case, "skipped", reason, "incompatible")
+    elif status != "pass":
+        _outcome(case, "error", reason, status, reason)
+    return status
+
+
+def _needs_setup_case(cell: Dict[str, Any], model_statuses: List[str]) -> bool:
+    """A cell without a comparison, or whose own failure no model testcase already reports."""
+    if cell.get("comparison") is None:
+        return True
+    if cell["status"] in _RUN_ERRORS:
+        return "error" not in model_statuses
+    if cell["status"] == "incompatible":
+        return "incompatible" not in model_statuses
+    return False
+
+
+def _setup_case(suite: ET.Element, cell: Dict[str, Any]) -> str:
+    attrs = {"classname": xml_safe(f"matrix.{cell['cell_id']}"), "name": "setup"}
+    if cell.get("setup_s") is not None:
+        attrs["time"] = f"{float(cell['setup_s']):.3f}"
+    case = ET.SubElement(suite, "testcase", attrs)
+    status, reason = cell["status"], cell.get("reason") or cell["status"]
+    if status == "incompatible":
+        _outcome(case, "skipped", reason, "incompatible")
+        return "incompatible"
+    if status in _RUN_ERRORS:
+        _outcome(case, "error", reason, status, reason)
+        return "error"
+    if status == "fail":
+        _outcome(case, "failure", reason, "drift", reason)
+    return status
+
+
+def _properties(suite: ET.Element, cell: Dict[str, Any]) -> None:
+    props = ET.SubElement(suite, "properties")
+    pairs: List[Tuple[str, Any]] = list(cell.get("params", {}).items())
+    pairs += [("cell.status", cell["status"]), ("cell.reason", cell.get("reason")), ("cell.results", cell.get("results"))]
+    for name, value in pairs:
+        if value not in (None, ""):
+            ET.SubElement(props, "property", {"name": xml_safe(name), "value": xml_safe(value)})
+
+
+def _env_out(cell: Dict[str, Any]) -> Optional[str]:
+    changes = (cell.get("comparison") or {}).get("env_changes", [])
+    if not changes:
+        return None
+    lines = [f"environment changes vs baseline ({len(changes)}):"]
+    lines += [f"  {c['key']}: {fmt(c['baseline'])} -> {fmt(c['candidate'])}" for c in changes]
+    return "\n".join(lines)
+
+
+def _count(statuses: List[str]) -> Dict[str, int]:
+    return {
+        "tests": len(statuses),
+        "failures": statuses.count("fail"),
+        "errors": sum(s not in ("pass", "fail", "incompatible") for s in statuses),
+        "skipped": statuses.count("incompatible"),
+    }
+
+
+def _suite(root: ET.Element, cell: Dict[str, Any], timestamp: str) -> Tuple[List[str], float]:
+    suite = ET.SubElement(root, "testsuite", {"name": xml_safe(cell["cell_id"]), "timestamp": xml_safe(timestamp)})
+    _properties(suite, cell)
+    statuses = [_model_case(suite, cell["cell_id"], m) for m in (cell.get("comparison") or {}).get("models", [])]
+    if _needs_setup_case(cell, statuses):
+        statuses.append(_setup_case(suite, cell))
+    env = _env_out(cell)
+    if env:
+        ET.SubElement(suite, "system-out").text = xml_safe(env)
+    seconds = sum(float(cell[k]) for k in ("setup_s", "run_s") if cell.get(k) is not None)
+    for key, value in _count(statuses).items():
+        suite.set(key, str(value))
+    suite.set("time", f"{seconds:.3f}")
+    return statuses, seconds
+
+
+def render_junit(report: Dict[str, Any]) -> str:
+    """The matrix as JUnit XML (``<testsuites>`` root, totals on every level)."""
+    root = ET.Element("testsuites", {"name": xml_safe(f"matrix {report['matrix']}")})
+    timestamp = str(report.get("created_at", ""))[:19]  # JUnit's xsd wants ISO 8601 without a zone
+    all_statuses: List[str] = []
+    total = 0.0
+    for cell in report["cells"]:
+        statuses, seconds = _suite(root, cell, timestamp)
+        all_statuses += statuses
+        total += seconds
+    for key, value in _count(all_statuses).items():
+        root.set(key, str(value))
+    root.set("time", f"{total:.3f}")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

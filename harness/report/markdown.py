@@ -1,0 +1,194 @@
+"""Markdown rendering of a matrix report: for PR comments and CI job summaries, where there is no HTML or JS.
+
+Renders only from the matrix report dict (see ``harness.report.matrix``), so it cannot disagree with the
+JSON, JUnit or HTML rendering of the same run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Sequence
+
+from harness.report.matrix import (
+    CELL_STATUSES,
+    NOT_RUN_STATUSES,
+    fmt_cosine,
+    fmt_percent,
+    history_series,
+    meaningful_env_changes,
+    order_agreement,
+)
+from harness.report.text import fmt
+
+__all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
+
+#: how many past runs the trend section shows per cell and model
+TREND_RUNS = 10
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+_BAD_STATUSES = {"fail", "run-failed", "install-failed", "error"}
+
+
+def md_escape(text: Any) -> str:
+    """Prose in a table cell: one line, Markdown and HTML specials escaped (ids like ``q1|d2`` contain pipes)."""
+    flat = " ".join(str(text).split())
+    return _SPECIAL.sub(r"\\\1", flat.replace("&", "&amp;"))
+
+
+def _code(text: Any) -> str:
+    """An identifier as inline code; pipes still need escaping inside GFM tables."""
+    flat = " ".join(str(text).split()).replace("|", "\\|")
+    fence = "``" if "`" in flat else "`"
+    return f"{fence} {flat} {fence}" if fence == "``" else f"`{flat}`"
+
+
+def _status(status: str) -> str:
+    """Bold the statuses that need someone to act."""
+    return f"**{status.upper()}**" if status in _BAD_STATUSES else status
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+# -- sections ---------------------------------------------------------------------------------------------------
+
+
+def _header(report: Dict[str, Any]) -> List[str]:
+    counts = report.get("counts", {})
+    summary = ", ".join(f"{counts[s]} {s}" for s in CELL_STATUSES if counts.get(s))
+    date = str(report.get("created_at", ""))[:10]
+    return [
+        f"# Drift report: {md_escape(report['matrix'])} — {_status(report['status'])} ({date})",
+        "",
+        f"- created: {md_escape(report.get('created_at', '-'))}",
+        f"- baseline: {_code(report.get('baseline', '-'))}",
+        f"- cells: {len(report['cells'])} ({summary or 'none'})",
+    ]
+
+
+def _summary_row(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
+    metrics = model.get("metrics", {})
+    label, value = order_agreement(model)
+    return [
+        _code(cell["cell_id"]),
+        _code(model["model_id"]),
+        _status(model["status"]),
+        fmt(metrics.get("max_abs_diff")),
+        fmt_cosine(metrics.get("min_cosine")),
+        f"{fmt_percent(value)} ({label})" if label else "-",
+        md_escape(model.get("tolerance_class", "-")),
+    ]
+
+
+def _summary(report: Dict[str, Any]) -> List[str]:
+    rows: List[List[str]] = []
+    for cell in report["cells"]:
+        models = (cell.get("comparison") or {}).get("models", [])
+        rows += [_summary_row(cell, m) for m in models]
+        if not models:
+            rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-"])
+    header = ["Cell", "Model", "Verdict", "Max abs diff", "Min cosine", "Order agreement", "Class"]
+    return ["", "## Summary", ""] + _table(header, rows)
+
+
+def _short(value: Any) -> str:
+    """Hashes cut to 12 characters: enough to tell two apart, short enough for a table."""
+    text = fmt(value)
+    return text[:12] + "…" if re.fullmatch(r"[0-9a-f]{40,}", text) else text
+
+
+def _env_section(report: Dict[str, Any]) -> List[str]:
+    lines = ["", "## Environment changes vs baseline"]
+    for cell in report["cells"]:
+        comparison = cell.get("comparison")
+        if comparison is None:
+            continue
+        kept, hidden = meaningful_env_changes(comparison.get("env_changes", []))
+        lines += ["", f"### {md_escape(cell['cell_id'])}", ""]
+        if kept:
+            rows = [[_code(c["key"]), md_escape(_short(c["baseline"])), md_escape(_short(c["candidate"]))] for c in kept]
+            lines += _table(["Key", "Baseline", "Candidate"], rows)
+        else:
+            lines.append("No package, device, dtype or flag changes.")
+        if hidden:
+            lines += ["", f"_{hidden} other fingerprint difference(s) not shown (see report.json)._"]
+    return lines
+
+
+def _failed_model(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
+    lines = [
+        "",
+        f"### {md_escape(cell['cell_id'])} / {md_escape(model['model_id'])}: {_status(model['status'])} "
+        f"(class {md_escape(model.get('tolerance_class', '-'))})",
+        "",
+    ]
+    failed = [c for c in model.get("checks", []) if not c.get("passed")]
+    for check in failed:
+        lines.append(
+            f"- {_code(check['name'])}: {fmt(check['observed'])} (limit {md_escape(check['op'])} {fmt(check['limit'])})"
+            f" — {md_escape(check.get('detail', ''))}"
+        )
+    if not failed and model.get("reason"):
+        lines.append(f"- {md_escape(model['reason'])}")
+    if failed and model.get("min_passing"):
+        need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model["min_passing"].items())
+        lines.append(f"- would pass with: {need} (and the ratio checks above)")
+    offenders = model.get("offenders", [])
+    if offenders:
+        rows = [[_code(o["item_id"]), md_escape(o["metric"]), fmt(o["value"]), md_escape(o.get("detail", ""))] for o in offenders]
+        lines += ["", "Worst items:", ""] + _table(["Item", "Metric", "Value", "Detail"], rows)
+    return lines
+
+
+def _failures(report: Dict[str, Any]) -> List[str]:
+    lines: List[str] = []
+    for cell in report["cells"]:
+        for model in (cell.get("comparison") or {}).get("models", []):
+            if model["status"] != "pass":
+                lines += _failed_model(cell, model)
+    return ["", "## Failures explained"] + lines if lines else []
+
+
+def _not_run(report: Dict[str, Any]) -> List[str]:
+    """Cells without a comparison, or whose status says setup, install or the run itself went wrong."""
+    rows = [
+        [_code(c["cell_id"]), _status(c["status"]), md_escape(c.get("reason") or "-"), _seconds(c.get("setup_s"))]
+        for c in report["cells"]
+        if c.get("comparison") is None or c["status"] in NOT_RUN_STATUSES
+    ]
+    if not rows:
+        return []
+    return ["", "## Cells that did not run", ""] + _table(["Cell", "Status", "Reason", "Setup"], rows)
+
+
+def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> List[str]:
+    rows = []
+    for cell in report["cells"]:
+        for model in (cell.get("comparison") or {}).get("models", []):
+            points = history_series(history, report["matrix"], cell["cell_id"], model["model_id"], TREND_RUNS)
+            if points:
+                values = " → ".join(fmt(v) if s != "fail" else f"**{fmt(v)}**" for _, s, v in points)
+                rows.append([_code(cell["cell_id"]), _code(model["model_id"]), str(len(points)), values])
+    if not rows:
+        return []
+    return (
+        ["", f"## Trend (max abs diff, last {TREND_RUNS} runs, oldest → newest; failing runs in bold)", ""]
+        + _table(["Cell", "Model", "Runs", "Max abs diff"], rows)
+    )
+
+
+def render_markdown(report: Dict[str, Any], history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
+    """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend.
+
+    ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
+    """
+    lines = _header(report) + _summary(report) + _env_section(report) + _failures(report) + _not_run(report)
+    if history:
+        lines += _trend(report, history)
+    return "\n".join(lines) + "\n"

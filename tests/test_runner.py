@@ -1,0 +1,155 @@
+"""The runner on the tiny models: what it records, how it loads (offline-first), and how it refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import ModelLoadError
+from harness.registry import ModelSpec, load_registry, resolve_model_dir
+from harness.results import ResultsFile
+from harness.runner import rank_within_queries
+
+from conftest import ROOT, run_tiny
+
+MODELS = ROOT / "fixtures" / "models"
+
+
+def test_results_record_fingerprint_corpus_and_model_facts(tiny_results: Path) -> None:
+    results = ResultsFile(tiny_results)
+    fp = results.fingerprint
+    for key in ("python", "torch_version", "cpu_model", "device", "dtype", "tf32_matmul", "num_threads",
+                "deterministic_algorithms", "torch_build", "cudnn", "gpu_name"):
+        assert key in fp, key
+    for pkg in ("torch", "transformers", "sentence-transformers", "tokenizers", "numpy"):
+        assert fp["packages"][pkg], pkg
+    assert fp["torch_build"]["blas_info"]
+    corpus = results.corpus
+    manifest = json.loads((ROOT / "fixtures" / "corpus" / "MANIFEST.json").read_text())
+    assert corpus["sha256"] == manifest["sha256"]
+    bi = results.models["tiny-bi-encoder"]
+    assert bi["status"] == "ok" and bi["dim"] == 32 and len(bi["weights_sha256"]) == 64
+    assert bi["loaded_dtype"] == "float32" and bi["attn_implementation"]
+    assert bi["saved_versions"]["sentence_transformers"] == "2.7.0"
+    ce = results.models["tiny-cross-encoder"]
+    assert ce["items"] == corpus["pairs"] and ce["items_per_s"] > 0
+
+
+def test_vectors_are_normalized_and_ranks_are_consistent(tiny_results: Path) -> None:
+    results = ResultsFile(tiny_results)
+    ids, roles, vectors = results.embeddings("tiny-bi-encoder")
+    assert len(ids) == results.corpus["documents"] + results.corpus["queries"]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    rr = results.rerank("tiny-cross-encoder")
+    for qid in np.unique(rr["query_id"]):
+        sel = rr["query_id"] == qid
+        order = np.argsort(rr["rank"][sel])
+        assert np.all(np.diff(rr["score"][sel][order]) <= 0)
+
+
+def test_rank_within_queries_ties_keep_file_order() -> None:
+    ranks = rank_within_queries(["a", "a", "b", "a"], np.array([0.5, 0.9, 0.1, 0.5]))
+    assert ranks.tolist() == [2, 1, 1, 3]
+
+
+def test_same_run_twice_is_bit_identical(tiny_results: Path, tmp_path: Path) -> None:
+    again = run_tiny(tmp_path / "again.parquet")
+    a, b = ResultsFile(tiny_results), ResultsFile(again)
+    np.testing.assert_array_equal(a.embeddings("tiny-bi-encoder")[2], b.embeddings("tiny-bi-encoder")[2])
+    np.testing.assert_array_equal(a.rerank("tiny-cross-encoder")["score"], b.rerank("tiny-cross-encoder")["score"])
+
+
+def _newer_st_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "from-the-future"
+    shutil.copytree(MODELS / "tiny-bi-encoder", target)
+    config = target / "config_sentence_transformers.json"
+    data = json.loads(config.read_text())
+    data["__version__"]["sentence_transformers"] = "99.0.0"
+    config.write_text(json.dumps(data))
+    return target
+
+
+def test_model_saved_by_newer_sentence_transformers_is_incompatible_not_a_crash(tmp_path: Path) -> None:
+    future = _newer_st_copy(tmp_path)
+    from harness.corpus import DEFAULT_CORPUS_DIR
+    from harness.runner import RunOptions, run
+
+    summary = run(RunOptions(out=tmp_path / "r.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
+                             models=[str(future), "tiny-cross-encoder"], device="cpu"))
+    assert summary.statuses == {"from-the-future": "incompatible", "tiny-cross-encoder": "ok"}
+    info = ResultsFile(summary.path).models["from-the-future"]
+    assert "99.0.0" in info["reason"] and info["saved_versions"]["sentence_transformers"] == "99.0.0"
+
+
+def test_hub_id_resolves_offline_from_local_cache() -> None:
+    spec = load_registry().models["tiny-hub-bi-encoder"]
+    directory, how = resolve_model_dir(spec)
+    assert how == "cache" and (directory / "model.safetensors").is_file()
+
+
+def test_hub_id_not_in_cache_fails_with_model_and_cache_path(tmp_path: Path) -> None:
+    spec = ModelSpec(id="missing", kind="bi-encoder", source="hub", hub_id="org/not-cached", cache_dir=str(tmp_path))
+    with pytest.raises(ModelLoadError) as info:
+        resolve_model_dir(spec, allow_network=False)
+    message = str(info.value)
+    assert "org/not-cached" in message and str(tmp_path) in message and "--allow-network" in message
+
+
+def test_package_source_without_package_and_cache_names_the_install(tmp_path: Path) -> None:
+    spec = ModelSpec(id="pkg", kind="bi-encoder", source="package", package="no_such_model_pkg",
+                     hub_id="org/none", cache_dir=str(tmp_path))
+    with pytest.raises(ModelLoadError, match="pip install no-such-model-pkg"):
+        resolve_model_dir(spec)
+
+
+def test_pickle_only_cache_loads_and_is_recorded(tmp_path: Path) -> None:
+    """A cache holding only pytorch_model.bin (no safetensors) still loads, and the format is recorded."""
+    out = run_tiny(tmp_path / "bin.parquet", models=[str(MODELS / "incomplete-cache"), "tiny-bi-encoder"])
+    results = ResultsFile(out)
+    assert results.models["incomplete-cache"]["weights_format"] == "pickle"
+    np.testing.assert_array_equal(results.embeddings("incomplete-cache")[2], results.embeddings("tiny-bi-encoder")[2])
+
+
+def test_directory_without_weights_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "no-weights"
+    shutil.copytree(MODELS / "tiny-bi-encoder", empty)
+    (empty / "model.safetensors").unlink()
+    spec = ModelSpec(id="no-weights", kind="bi-encoder", source="path", path=str(empty))
+    with pytest.raises(ModelLoadError, match="holds no weights"):
+        resolve_model_dir(spec)
+
+
+def test_unknown_model_id_lists_known_ones() -> None:
+    with pytest.raises(ModelLoadError, match="unknown model id 'nope'.*tiny-bi-encoder"):
+        load_registry().select(["nope"])
+
+
+def test_remote_code_is_refused_unless_allowed(tmp_path: Path) -> None:
+    custom = tmp_path / "custom-code"
+    shutil.copytree(MODELS / "tiny-bi-encoder", custom)
+    config = json.loads((custom / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (custom / "config.json").write_text(json.dumps(config))
+    from harness.corpus import DEFAULT_CORPUS_DIR
+    from harness.runner import RunOptions, run
+
+    with pytest.raises(ModelLoadError, match="trust_remote_code"):
+        run(RunOptions(out=tmp_path / "r.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
+                       models=[str(custom)], device="cpu"))
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_runner_and_comparator_import_diets() -> None:
+    """The runner loads torch only when running; the comparator never (it must not drift itself)."""
+    code = (
+        "import sys, harness.runner, harness._cli; assert 'torch' not in sys.modules, 'runner'; "
+        "import harness.comparator, harness.report.text; "
+        "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules, 'comparator'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
