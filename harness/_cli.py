@@ -40,6 +40,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cell-id", help="matrix cell id recorded in the results")
 
 
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
+    parser.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, tf32, fp16, bf16, ...)")
+    parser.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
+    parser.add_argument("--json", type=Path, help="also write the full verdict as JSON")
+
+
 def _run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptions imported lazily
     from harness.registry import load_registry
     from harness.runner import RunOptions
@@ -102,6 +109,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     print(render_comparison(data, regen_hint=hint))
     return ExitCode.OK if comparison else ExitCode.DRIFT
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the baseline's models here with the baseline's options, then compare (one command)."""
+    from harness.baseline import baseline_path
+    from harness.check import default_check_path, options_from_baseline
+    from harness.results import ResultsFile
+
+    baseline = ResultsFile(baseline_path(args.baseline))
+    recorded = options_from_baseline(baseline, device=None if args.device == "auto" else args.device)
+    for key, value in recorded.items():
+        if key == "device" and args.device != "auto":
+            continue
+        setattr(args, key, value)
+    out = args.out or default_check_path()
+    code = _execute_run(args, out)
+    if code != ExitCode.OK:
+        print("note: not every model ran cleanly; see the verdict below", file=sys.stderr)
+    args.candidate, args.baseline = out, baseline.path
+    return cmd_compare(args)
 
 
 def cmd_baseline_create(args: argparse.Namespace) -> int:
@@ -171,12 +198,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="compare a candidate results file with a baseline")
     cmp_.add_argument("baseline", type=Path)
     cmp_.add_argument("candidate", type=Path)
-    cmp_.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
-    cmp_.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, tf32, fp16, bf16, ...)")
     cmp_.add_argument("--models", nargs="+", help="compare only these models")
-    cmp_.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
-    cmp_.add_argument("--json", type=Path, help="also write the full verdict as JSON")
+    _add_compare_options(cmp_)
     cmp_.set_defaults(func=cmd_compare)
+
+    check = sub.add_parser("check", help="run a baseline's models here (as the baseline was made) and compare")
+    check.add_argument("baseline", nargs="?", default="default-cpu-float32", help="baseline name or path (default: %(default)s)")
+    _add_run_options(check)
+    _add_compare_options(check)
+    check.add_argument("--out", type=Path, help="where to keep this run's results (default: reports/checks/check-<time>.parquet)")
+    check.set_defaults(func=cmd_check)
 
     base = sub.add_parser("baseline", help="create, update, list and show baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-__all__ = ["render_comparison", "format_env", "fmt"]
+__all__ = ["render_comparison", "format_env", "fmt", "fmt_cosine"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -22,6 +22,17 @@ def fmt(value: Any, digits: int = 3) -> str:
             return f"{value:.{digits - 1}e}"
         return f"{value:.{digits + 5}g}" if 0.99 < abs(value) <= 1 else f"{value:.{digits}g}"
     return str(value)
+
+
+def fmt_cosine(value: Any) -> str:
+    """Cosines near 1 are read by their distance from 1 (``1 - 2.4e-08``), which is what drifts."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    if value == 1:
+        return "1"
+    if 0.999 <= value < 1:
+        return f"1 - {1 - value:.1e}"
+    return f"{value:.6f}"
 
 
 def format_env(env: Dict[str, Any]) -> str:
@@ -63,7 +74,7 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
         metrics = model.get("metrics", {})
         rows.append([
             model["model_id"], model["kind"], model["tolerance_class"], model["status"].upper(),
-            fmt(metrics.get("max_abs_diff")), fmt(metrics.get("min_cosine")), _topk(metrics),
+            fmt(metrics.get("max_abs_diff")), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
         ])
     lines += _table(rows)
     for model in failing:
