@@ -131,6 +131,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return cmd_compare(args)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """List the factors that differ between two runs with their known drift, next to the observed drift."""
+    from harness.comparator import compare_files
+    from harness.explain import explain
+    from harness.report.text import render_explanation
+
+    factors = explain(args.baseline, args.candidate)
+    comparison = compare_files(args.baseline, args.candidate, allow_model_change=True)
+    print(render_explanation(factors, comparison.serialize()))
+    return ExitCode.OK
+
+
 def cmd_baseline_create(args: argparse.Namespace) -> int:
     from harness.baseline import baseline_path, create_baseline
 
@@ -208,6 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_compare_options(check)
     check.add_argument("--out", type=Path, help="where to keep this run's results (default: reports/checks/check-<time>.parquet)")
     check.set_defaults(func=cmd_check)
+
+    expl = sub.add_parser("explain", help="which environment factors differ between two runs, and their known drift")
+    expl.add_argument("baseline", type=Path)
+    expl.add_argument("candidate", type=Path)
+    expl.set_defaults(func=cmd_explain)
 
     base = sub.add_parser("baseline", help="create, update, list and show baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-__all__ = ["render_comparison", "format_env", "fmt", "fmt_cosine"]
+__all__ = ["render_comparison", "render_explanation", "format_env", "fmt", "fmt_cosine"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -100,3 +100,36 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
     if failing and regen_hint:
         lines += ["", regen_hint]
     return "\n".join(lines)
+
+
+def render_explanation(factors: List[Any], comparison: Dict[str, Any]) -> str:
+    """Factors that differ, each with its known drift, under the drift actually observed per model."""
+    lines = ["Observed drift:"]
+    observed = 0.0
+    for model in comparison["models"]:
+        value = model.get("metrics", {}).get("max_abs_diff")
+        observed = max(observed, value or 0.0)
+        lines.append(f"  {model['model_id']:<24} {model['status'].upper():<12} max abs diff {fmt(value)}")
+    if not factors:
+        lines += ["", "No environment factor differs: any drift comes from the model files or nondeterminism."]
+        return "\n".join(lines)
+    lines += ["", "Factors that differ (largest known drift first):"]
+    rows = [["FACTOR", "BASELINE -> CANDIDATE", "KNOWN MAX ABS", "EXPLAINS OBSERVED?", "MEASURED BY"]]
+    for factor in factors:
+        change = factor.changes[0]
+        more = f" (+{len(factor.changes) - 1} more)" if len(factor.changes) > 1 else ""
+        verdict = factor.can_explain(observed)
+        rows.append([
+            factor.name,
+            f"{_short(change.baseline)} -> {_short(change.candidate)}{more}",
+            fmt(factor.known_max_abs) if factor.known_max_abs is not None else "unbounded",
+            {True: "yes", False: "no (too small)", None: "possibly"}[verdict],
+            str(factor.known.get("source", "not measured yet")),
+        ])
+    lines += _table(rows)
+    return "\n".join(lines)
+
+
+def _short(value: Any, width: int = 28) -> str:
+    text = fmt(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,126 @@
+"""``harness explain``: which environment factors differ between two runs, and what each is known to cause.
+
+Every fingerprint difference is mapped to a factor (torch, transformers, device, dtype, TF32, attention,
+batch size, weights, ...) and paired with the drift that factor is known to cause, from a table of measured
+magnitudes (``harness/data/drift_magnitudes.toml``). With the observed drift beside it, a user sees at once
+which factors could explain it: a 1e-4 drift cannot come from a batch-size change known to cause 3e-7.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from harness.comparator import env_changes
+from harness.results import ResultsFile
+from harness.verdict import EnvChange
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Factor", "explain", "factor_of", "load_magnitudes", "MAGNITUDES_PATH"]
+
+MAGNITUDES_PATH = Path(__file__).resolve().parent / "data" / "drift_magnitudes.toml"
+
+#: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
+_KEY_FACTORS = (
+    ("packages.sentence-transformers", "sentence-transformers"),
+    ("packages.transformers", "transformers"),
+    ("packages.torch", "torch"),
+    ("torch_version", "torch"),
+    ("packages.tokenizers", "tokenizers"),
+    ("packages.numpy", "numpy"),
+    ("python", "python"),
+    ("device", "device"),
+    ("gpu_", "device"),
+    ("cuda_", "device"),
+    ("torch_cuda", "device"),
+    ("cudnn", "device"),
+    ("dtype", "dtype"),
+    ("tf32", "tf32"),
+    ("float32_matmul_precision", "tf32"),
+    ("num_threads", "threads"),
+    ("num_interop_threads", "threads"),
+    ("env.OMP_NUM_THREADS", "threads"),
+    ("torch_build", "blas"),
+    ("cpu_model", "cpu"),
+    ("run.batch_size", "batch_size"),
+)
+_MODEL_FACTORS = {
+    "loaded_dtype": "dtype",
+    "attn_implementation": "attention",
+    "weights_sha256": "weights",
+    "max_seq_length": "max_seq_length",
+    "padding_side": "padding_side",
+    "saved_versions": "weights",
+}
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor that differs, the fingerprint entries behind it, and its known drift."""
+
+    name: str
+    changes: List[EnvChange]
+    known: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def known_max_abs(self) -> Optional[float]:
+        value = self.known.get("max_abs")
+        return float(value) if value is not None else None
+
+    def can_explain(self, observed_max_abs: float) -> Optional[bool]:
+        """Whether this factor alone is known to move numbers as far as observed (None: unbounded/unknown)."""
+        known = self.known_max_abs
+        if known is None:
+            return None
+        return observed_max_abs <= 10 * known  # same order of magnitude: measurements are per model
+
+
+def load_magnitudes(path: "str | Path | None" = None) -> Dict[str, Dict[str, Any]]:
+    data = tomllib.loads(Path(path or MAGNITUDES_PATH).read_text(encoding="utf-8"))
+    return dict(data.get("factors", {}))
+
+
+def factor_of(change: EnvChange) -> Optional[str]:
+    """The factor a flattened fingerprint key belongs to (None for keys that do not affect numbers)."""
+    key = change.key
+    if key.startswith("models."):
+        leaf = key.split(".")[2] if key.count(".") >= 2 else key
+        factor = _MODEL_FACTORS.get(leaf)
+        if factor == "dtype" and "bfloat16" in (str(change.baseline), str(change.candidate)):
+            return "dtype_bf16"
+        return factor
+    for prefix, factor in _KEY_FACTORS:
+        if key.startswith(prefix):
+            if factor == "dtype" and "bfloat16" in (str(change.baseline), str(change.candidate)):
+                return "dtype_bf16"
+            return factor
+    return None
+
+
+def _environment(results: ResultsFile) -> Dict[str, Any]:
+    run = results.meta.get("run", {})
+    keys = ("loaded_dtype", "attn_implementation", "weights_sha256", "max_seq_length", "padding_side")
+    return {
+        **results.fingerprint,
+        "run": {"batch_size": run.get("batch_size")},
+        "models": {m: {k: info.get(k) for k in keys} for m, info in results.models.items()},
+    }
+
+
+def explain(baseline: "str | Path", candidate: "str | Path", magnitudes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Factor]:
+    """Factors that differ between two results files, largest known drift first."""
+    table = magnitudes if magnitudes is not None else load_magnitudes()
+    changes = env_changes(_environment(ResultsFile(baseline)), _environment(ResultsFile(candidate)))
+    grouped: Dict[str, List[EnvChange]] = {}
+    for change in changes:
+        factor = factor_of(change)
+        if factor:
+            grouped.setdefault(factor, []).append(change)
+    factors = [Factor(name=name, changes=items, known=table.get(name, {})) for name, items in grouped.items()]
+    return sorted(factors, key=lambda f: -(f.known_max_abs if f.known_max_abs is not None else float("inf")))
