@@ -32,7 +32,7 @@ __all__ = [
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "models" / "registry.toml"
 KINDS = ("bi-encoder", "cross-encoder")
-SOURCES = ("path", "package", "hub")
+SOURCES = ("path", "package", "hub", "derived")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 
 
@@ -50,6 +50,8 @@ class ModelSpec:
     cache_dir: Optional[str] = None
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    base: Optional[str] = None  # "derived": the registry id of the bi-encoder whose weights are reused
+    seed: Optional[int] = None
     note: str = ""
 
     def describe(self) -> Dict[str, Any]:
@@ -104,6 +106,9 @@ def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     for model_id, entry in (data.get("models") or {}).items():
         models[model_id] = _parse_entry(reg_path, model_id, entry)
     sets = {name: list(ids) for name, ids in (data.get("sets") or {}).items()}
+    for spec in models.values():
+        if spec.source == "derived" and (spec.base not in models or not spec.path):
+            raise ModelLoadError(f"{reg_path}: model '{spec.id}' is derived from unknown model '{spec.base}' or has no path")
     for name, ids in sets.items():
         unknown = [i for i in ids if i not in models]
         if unknown:
@@ -121,7 +126,7 @@ def _parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelS
         raise ModelLoadError(f"{where}: kind must be one of {', '.join(KINDS)}")
     if entry.get("source") not in SOURCES:
         raise ModelLoadError(f"{where}: source must be one of {', '.join(SOURCES)}")
-    required = {"path": "path", "package": "package", "hub": "hub_id"}[entry["source"]]
+    required = {"path": "path", "package": "package", "hub": "hub_id", "derived": "base"}[entry["source"]]
     if not entry.get(required):
         raise ModelLoadError(f"{where}: source '{entry['source']}' needs '{required}'")
     values = dict(entry)
@@ -175,8 +180,16 @@ def _default_hub_cache() -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
-def resolve_model_dir(spec: ModelSpec, allow_network: bool = False) -> Tuple[Path, str]:
-    """The local directory holding the model's files, and how it was found (path/package/cache/network)."""
+def resolve_model_dir(spec: ModelSpec, allow_network: bool = False, registry: Optional[Registry] = None) -> Tuple[Path, str]:
+    """The local directory holding the model's files, and how it was found (path/package/cache/network/derived)."""
+    if spec.source == "derived":
+        from harness.derive import DERIVED_SEED, build_derived_cross_encoder
+
+        if registry is None or spec.base not in registry.models:
+            raise ModelLoadError(f"model '{spec.id}': base model '{spec.base}' is not in the registry")
+        base_dir, _ = resolve_model_dir(registry.models[spec.base], allow_network, registry)
+        out = build_derived_cross_encoder(base_dir, Path(spec.path or ""), spec.seed or DERIVED_SEED)
+        return out, "derived"
     if spec.source == "path":
         directory, how = Path(spec.path or ""), "path"
     elif spec.source == "package":

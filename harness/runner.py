@@ -152,7 +152,7 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
 
     info: Dict[str, Any] = {"kind": spec.kind, "source": spec.describe()}
     started = time.perf_counter()
-    directory, found_via = resolve_model_dir(spec, allow_network=options.allow_network)
+    directory, found_via = resolve_model_dir(spec, allow_network=options.allow_network, registry=options.registry)
     info.update(directory=str(directory), found_via=found_via)
     try:
         loaded = load_model(

@@ -1,0 +1,72 @@
+"""Build a real-size cross-encoder offline: a bi-encoder's BERT weights under a seeded classification head.
+
+No trained reranker can be fetched here, yet reranking must be exercised on the real compute path (6 layers,
+384 hidden, 512 tokens), on every run and in every matrix cell. So the all-MiniLM-L6-v2 encoder is reused
+as ``BertForSequenceClassification`` with ``num_labels=1`` and a classifier drawn from a fixed seed. Its
+scores test numerical stability, not relevance. Only numpy and safetensors are used, so every environment
+builds byte-identical files; the directory is built atomically (temp dir + rename) on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+__all__ = ["build_derived_cross_encoder", "DERIVED_SEED"]
+
+DERIVED_SEED = 20261123
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _classification_config(base_config: Dict[str, Any]) -> Dict[str, Any]:
+    config = {k: v for k, v in base_config.items() if k not in ("_name_or_path", "gradient_checkpointing")}
+    config.update(
+        architectures=["BertForSequenceClassification"],
+        num_labels=1,
+        id2label={"0": "LABEL_0"},
+        label2id={"LABEL_0": 0},
+        torch_dtype="float32",
+        harness_note="derived by embedding-harness: encoder weights of the base model + seeded classifier; "
+        "scores test numerical stability, not relevance",
+    )
+    return config
+
+
+def build_derived_cross_encoder(base_dir: Path, out_dir: Path, seed: int = DERIVED_SEED) -> Path:
+    """Write the derived cross-encoder to ``out_dir`` (no-op when it already holds weights)."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    out_dir = Path(out_dir)
+    if (out_dir / "model.safetensors").is_file():
+        return out_dir
+    base = load_file(str(Path(base_dir) / "model.safetensors"))
+    base_config = json.loads((Path(base_dir) / "config.json").read_text(encoding="utf-8"))
+    hidden = int(base_config["hidden_size"])
+    rng = np.random.default_rng(seed)
+    tensors = {f"bert.{name}": np.ascontiguousarray(value) for name, value in base.items()}
+    # Scale so that logits spread over a few units: sigmoid scores then differ by >1e-3 between candidates.
+    tensors["classifier.weight"] = (rng.standard_normal((1, hidden)) * (4.0 / np.sqrt(hidden))).astype(np.float32)
+    tensors["classifier.bias"] = np.zeros((1,), dtype=np.float32)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=str(out_dir.parent)))
+    try:
+        save_file({k: tensors[k] for k in sorted(tensors)}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = _classification_config(base_config)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for name in _TOKENIZER_FILES:
+            if (Path(base_dir) / name).is_file():
+                shutil.copyfile(Path(base_dir) / name, tmp / name)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:  # another process built it first: theirs is byte-identical
+            if not (out_dir / "model.safetensors").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
