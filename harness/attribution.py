@@ -1,0 +1,201 @@
+"""Drift attribution by experiment: walk from the baseline environment to the candidate one factor at a time.
+
+Package factors (python, torch, transformers, sentence-transformers, numpy, tokenizers) change through matrix
+cells (one virtualenv each); runtime factors (dtype, attention implementation, TF32, batch size, threads,
+device) change through runner flags inside the candidate's environment. Each step is run and compared with the
+previous one, so the total drift is split into the steps that caused it. Where package requirements forbid a
+single-factor step (e.g. torch 2.2 does not exist for Python 3.13), factors are grouped and the plan says why.
+
+Pure planning and bookkeeping: running the steps is the noxfile's job (``nox -s attribute``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from harness.matrix import Cell
+
+__all__ = [
+    "PACKAGE_FACTORS",
+    "RUNTIME_FACTORS",
+    "RuntimeSettings",
+    "Step",
+    "plan_steps",
+    "waterfall",
+]
+
+#: package factors in the order they are changed; python first because it gates which wheels exist
+PACKAGE_FACTORS: Tuple[Tuple[str, str], ...] = (
+    ("python", "python"),
+    ("torch", "torch"),
+    ("transformers", "transformers"),
+    ("sentence-transformers", "sentence_transformers"),
+    ("numpy", "numpy"),
+    ("tokenizers", "tokenizers"),
+)
+RUNTIME_FACTORS = ("device", "dtype", "attn_implementation", "tf32", "batch_size", "threads")
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Runner flags that move numbers without changing any package."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    attn_implementation: Optional[str] = None
+    tf32: Optional[bool] = None
+    batch_size: int = 32
+    threads: Optional[int] = None
+
+    def run_args(self) -> List[str]:
+        """The ``harness run`` flags that pin these settings."""
+        args = ["--device", self.device, "--dtype", self.dtype, "--batch-size", str(self.batch_size)]
+        if self.attn_implementation:
+            args += ["--attn-implementation", self.attn_implementation]
+        if self.tf32 is not None:
+            args += ["--tf32", "on" if self.tf32 else "off"]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
+        return args
+
+
+@dataclass(frozen=True)
+class Step:
+    """One environment on the walk; ``factors`` are what changed from the previous step."""
+
+    index: int
+    factors: Tuple[str, ...]
+    cell: Cell
+    runtime: RuntimeSettings
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return "baseline" if not self.factors else "+" + "+".join(self.factors)
+
+    @property
+    def step_id(self) -> str:
+        return f"step{self.index:02d}-" + ("baseline" if not self.factors else "-".join(self.factors))
+
+    def describe(self) -> Dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "step_id": self.step_id,
+            "factors": list(self.factors),
+            "params": self.cell.params,
+            "runtime": dataclasses.asdict(self.runtime),
+            "note": self.note,
+        }
+
+
+#: resolves(cell) -> None when the cell's requirements can be installed, else the reason
+Resolver = Callable[[Cell], Optional[str]]
+
+
+def plan_steps(
+    base: Cell,
+    base_runtime: RuntimeSettings,
+    cand: Cell,
+    cand_runtime: RuntimeSettings,
+    resolves: Resolver,
+) -> List[Step]:
+    """The walk from baseline to candidate, one factor per step where the requirements allow it."""
+    steps = [Step(0, (), dataclasses.replace(base, id="step00-baseline", matrix="attribute"), base_runtime)]
+    current = steps[0].cell
+    pending: List[Tuple[str, str]] = []
+    reasons: List[str] = []
+    for name, attr in PACKAGE_FACTORS:
+        if getattr(base, attr) == getattr(cand, attr):
+            continue
+        pending.append((name, attr))
+        trial = current
+        for _, pending_attr in pending:
+            trial = dataclasses.replace(trial, **{pending_attr: getattr(cand, pending_attr)})
+        factors = tuple(n for n, _ in pending)
+        step_id = f"step{len(steps):02d}-" + "-".join(factors)
+        trial = dataclasses.replace(trial, id=step_id, matrix="attribute")
+        problem = resolves(trial)
+        if problem is None:
+            note = ("grouped: " + "; ".join(reasons)) if reasons else ""
+            steps.append(Step(len(steps), factors, trial, base_runtime, note))
+            current, pending, reasons = trial, [], []
+        else:
+            reasons.append(f"{' + '.join(factors)} alone does not install ({problem})")
+    if pending:  # the remaining factors only resolve together with everything else: the candidate's own pins
+        factors = tuple(n for n, _ in pending)
+        step_id = f"step{len(steps):02d}-" + "-".join(factors)
+        final = dataclasses.replace(cand, id=step_id, matrix="attribute")
+        steps.append(Step(len(steps), factors, final, base_runtime, "grouped: " + "; ".join(reasons)))
+        current = final
+    runtime = base_runtime
+    for name in RUNTIME_FACTORS:
+        if getattr(base_runtime, name) == getattr(cand_runtime, name):
+            continue
+        runtime = dataclasses.replace(runtime, **{name: getattr(cand_runtime, name)})
+        steps.append(Step(len(steps), (name,), current, runtime))
+    return steps
+
+
+def _model_row(verdict: Dict[str, Any]) -> Dict[str, Any]:
+    metrics = verdict.get("metrics", {})
+    order = next((v for k, v in metrics.items() if k.endswith("order_agreement") and not k.startswith("topk_raw")), None)
+    return {
+        "status": verdict["status"],
+        "max_abs_diff": metrics.get("max_abs_diff"),
+        "min_cosine": metrics.get("min_cosine"),
+        "order_agreement": order,
+        "reason": verdict.get("reason", ""),
+    }
+
+
+def waterfall(
+    steps: Sequence[Step],
+    results: Dict[str, Optional[Path]],
+    compare: Callable[[Path, Path], Dict[str, Any]],
+    failures: Optional[Dict[str, str]] = None,
+) -> Dict[str, Any]:
+    """Compare each step with the previous one and with the baseline; name the step that moved most.
+
+    ``results`` maps step ids to results files (None when the step did not run); ``compare`` returns a
+    serialized comparison (``Comparison.serialize()``), so this module stays free of I/O and policy.
+    """
+    failures = failures or {}
+    rows: List[Dict[str, Any]] = []
+    base_path = results.get(steps[0].step_id)
+    previous: Optional[Path] = base_path
+    for step in steps:
+        path = results.get(step.step_id)
+        row: Dict[str, Any] = {**step.describe(), "results": str(path) if path else None, "models": {}}
+        if path is None:
+            row["error"] = failures.get(step.step_id, "step did not produce results")
+        elif step.index > 0 and previous is not None and base_path is not None:
+            step_cmp = compare(previous, path)
+            total_cmp = compare(base_path, path)
+            cumulative = {v["model_id"]: v for v in total_cmp["models"]}
+            for verdict in step_cmp["models"]:
+                model_id = verdict["model_id"]
+                row["models"][model_id] = {
+                    "step": _model_row(verdict),
+                    "cumulative": _model_row(cumulative[model_id]) if model_id in cumulative else None,
+                }
+        rows.append(row)
+        if path is not None:
+            previous = path
+    return {"format_version": 1, "steps": rows, "main_cause": _main_cause(rows)}
+
+
+def _main_cause(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per model, the step whose own change moved the numbers most (by max abs diff)."""
+    best: Dict[str, Dict[str, Any]] = {}
+    for row in rows:
+        for model_id, entry in row.get("models", {}).items():
+            value = entry["step"]["max_abs_diff"]
+            if value is None:
+                continue
+            if model_id not in best or value > best[model_id]["max_abs_diff"]:
+                best[model_id] = {"step": row["name"], "factors": row["factors"], "max_abs_diff": value, "note": row.get("note", "")}
+    return best

@@ -1,0 +1,87 @@
+"""Attribution planning and the waterfall: one factor per step, grouping only where installs forbid it,
+and the step that really moved the numbers named as the main cause (on real tiny-model runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from harness.attribution import RuntimeSettings, plan_steps, waterfall
+from harness.comparator import compare_files
+from harness.matrix import Cell
+
+from conftest import run_tiny
+
+OLD = Cell(matrix="m", python="3.9", torch="2.2.2", sentence_transformers="2.7.0", transformers="4.40.2", numpy="<2")
+NEW = Cell(matrix="m", python="3.13", torch="2.15.0", sentence_transformers="6.2.0", transformers="5.23.0")
+
+
+def _all_install(cell: Cell) -> Optional[str]:
+    return None
+
+
+def _realistic(cell: Cell) -> Optional[str]:
+    """Stand-in for `uv pip compile`: python 3.13 needs torch >= 2.5; ST 6 needs transformers 5."""
+    if cell.python == "3.13" and cell.torch.startswith("2.2"):
+        return "no torch 2.2.2 wheel for Python 3.13"
+    if cell.sentence_transformers.startswith("6") and cell.transformers.startswith("4"):
+        return "sentence-transformers 6.2.0 requires transformers>=5"
+    return None
+
+
+def test_one_factor_per_step_when_everything_installs() -> None:
+    steps = plan_steps(OLD, RuntimeSettings(), NEW, RuntimeSettings(dtype="bfloat16", batch_size=8), _all_install)
+    assert [s.name for s in steps] == [
+        "baseline", "+python", "+torch", "+transformers", "+sentence-transformers", "+numpy", "+dtype", "+batch_size",
+    ]
+    assert steps[-1].cell.torch == "2.15.0" and steps[-1].runtime.dtype == "bfloat16"
+    assert steps[-1].runtime.run_args()[-2:] == ["--batch-size", "8"]
+    assert len({s.step_id for s in steps}) == len(steps)
+
+
+def test_factors_are_grouped_where_requirements_forbid_a_single_step() -> None:
+    steps = plan_steps(OLD, RuntimeSettings(), NEW, RuntimeSettings(), _realistic)
+    names = [s.name for s in steps]
+    assert names == ["baseline", "+python+torch", "+transformers", "+sentence-transformers", "+numpy"]
+    assert "no torch 2.2.2 wheel" in steps[1].note
+
+
+def test_grouping_with_the_last_factor_falls_back_to_the_candidate() -> None:
+    def st_needs_new_tf(cell: Cell) -> Optional[str]:
+        if cell.transformers == "5.23.0" and cell.sentence_transformers == "2.7.0":
+            return "sentence-transformers 2.7.0 requires transformers<5"
+        return None
+
+    base = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="2.7.0", transformers="4.40.2")
+    cand = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
+    steps = plan_steps(base, RuntimeSettings(), cand, RuntimeSettings(), st_needs_new_tf)
+    assert [s.name for s in steps] == ["baseline", "+transformers+sentence-transformers"]
+    assert "requires transformers<5" in steps[1].note
+
+
+def test_waterfall_names_the_step_that_moved(tmp_path: Path, tiny_results: Path) -> None:
+    """Runtime steps on the tiny models for real: batch size moves ~1e-7, bfloat16 moves ~1e-3."""
+    cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
+    steps = plan_steps(cell, RuntimeSettings(), cell, RuntimeSettings(batch_size=4, dtype="bfloat16"), _all_install)
+    assert [s.name for s in steps] == ["baseline", "+dtype", "+batch_size"]
+    paths = {steps[0].step_id: tiny_results}
+    for step in steps[1:]:
+        paths[step.step_id] = run_tiny(tmp_path / f"{step.step_id}.parquet", dtype=step.runtime.dtype,
+                                       batch_size=step.runtime.batch_size)
+    result = waterfall(steps, paths, lambda a, b: compare_files(a, b, tolerance_class="fp32").serialize())
+    cause = result["main_cause"]["tiny-bi-encoder"]
+    assert cause["step"] == "+dtype" and cause["max_abs_diff"] > 1e-3
+    batch_row = result["steps"][2]["models"]["tiny-bi-encoder"]
+    assert batch_row["step"]["max_abs_diff"] < cause["max_abs_diff"]
+    assert batch_row["cumulative"]["max_abs_diff"] > 1e-3
+
+
+def test_a_step_known_not_to_move_is_not_blamed(tmp_path: Path, tiny_results: Path) -> None:
+    """One CPU thread vs the default: measured to change nothing in fp32 (shared/drift-h100.md)."""
+    cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
+    steps = plan_steps(cell, RuntimeSettings(), cell, RuntimeSettings(threads=1), _all_install)
+    assert [s.name for s in steps] == ["baseline", "+threads"]
+    paths = {steps[0].step_id: tiny_results, steps[1].step_id: run_tiny(tmp_path / "t1.parquet", threads=1)}
+    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize())
+    row = result["steps"][1]["models"]["tiny-bi-encoder"]["step"]
+    assert row["status"] == "pass" and row["max_abs_diff"] <= 1e-6
