@@ -85,3 +85,18 @@ def test_a_step_known_not_to_move_is_not_blamed(tmp_path: Path, tiny_results: Pa
     result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize())
     row = result["steps"][1]["models"]["tiny-bi-encoder"]["step"]
     assert row["status"] == "pass" and row["max_abs_diff"] <= 1e-6
+
+
+def test_waterfall_renders_in_markdown_json_and_html() -> None:
+    from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
+
+    cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
+    newer = Cell(matrix="m", python="3.11", torch="2.14.1", sentence_transformers="6.2.0", transformers="5.23.0")
+    steps = plan_steps(cell, RuntimeSettings(), newer, RuntimeSettings(dtype="float16"), _all_install)
+    verdict = {"model_id": "m1", "status": "fail", "metrics": {"max_abs_diff": 4e-4, "min_cosine": 0.9999, "topk_order_agreement": 0.9}}
+    data = waterfall(steps, {s.step_id: Path(f"/r/{s.step_id}") for s in steps}, lambda a, b: {"models": [verdict]})
+    md = render_attribution_markdown(data)
+    assert "| +torch | torch 2.13.0 -> 2.14.1 | m1 | 4.00e-04" in md and "+dtype" in md and "Main cause" in md
+    assert '"main_cause"' in render_attribution_json(data)
+    page = render_attribution_html(data)
+    assert page.count("<svg") == 3 and "<script" not in page

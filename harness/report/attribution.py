@@ -1,0 +1,98 @@
+"""Render an attribution waterfall (``harness.attribution.waterfall`` data) as Markdown, JSON and HTML.
+
+The waterfall reads top to bottom: baseline -> +torch -> +transformers -> ... -> candidate, each row the drift
+that step alone caused (vs the previous step) and the drift accumulated so far (vs the baseline).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any, Dict, List, Optional
+
+from harness.report.text import fmt, fmt_cosine
+
+__all__ = ["render_attribution_markdown", "render_attribution_json", "render_attribution_html"]
+
+
+def _change(row: Dict[str, Any], previous: Optional[Dict[str, Any]]) -> str:
+    if previous is None:
+        params = row["params"]
+        return ", ".join(f"{k} {v}" for k, v in params.items() if k != "extra") + f", {row['runtime']['dtype']}"
+    parts = []
+    for factor in row["factors"]:
+        if factor in row["params"]:
+            parts.append(f"{factor} {previous['params'].get(factor, '-')} -> {row['params'][factor]}")
+        else:
+            parts.append(f"{factor} {previous['runtime'].get(factor)} -> {row['runtime'].get(factor)}")
+    return "; ".join(parts)
+
+
+def _rows(data: Dict[str, Any]) -> List[List[str]]:
+    out = []
+    steps = data["steps"]
+    for i, row in enumerate(steps):
+        change = _change(row, steps[i - 1] if i else None)
+        if row.get("error"):
+            out.append([row["name"], change, "-", "-", "-", "-", "-", f"did not run: {row['error']}"])
+            continue
+        if not row["models"]:
+            out.append([row["name"], change, "-", "-", "-", "-", "-", row.get("note", "")])
+        for model_id, entry in row["models"].items():
+            step, total = entry["step"], entry["cumulative"] or {}
+            order = step.get("order_agreement")
+            out.append([
+                row["name"], change, model_id, fmt(step["max_abs_diff"]), fmt_cosine(step["min_cosine"]),
+                f"{100 * order:.1f}%" if order is not None else "-", fmt(total.get("max_abs_diff")), row.get("note", ""),
+            ])
+    return out
+
+
+def render_attribution_markdown(data: Dict[str, Any]) -> str:
+    header = ["step", "change", "model", "step max abs diff", "step min cosine", "step order agreement",
+              "cumulative max abs diff", "note"]
+    lines = ["# Drift attribution", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _rows(data)]
+    causes = data.get("main_cause", {})
+    if causes:
+        lines += ["", "Main cause per model (the step that alone moved the numbers most):", ""]
+        lines += [f"- **{m}**: `{c['step']}` (max abs diff {fmt(c['max_abs_diff'])})" for m, c in causes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_attribution_json(data: Dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+def _bar(value: Optional[float], width: int = 360) -> str:
+    """A log-scale bar from 1e-9 to 1e-1 for one step's max abs diff."""
+    if not value:
+        return '<svg width="%d" height="14"></svg>' % width
+    frac = min(max((math.log10(value) + 9) / 8, 0.0), 1.0)
+    colour = "#c0392b" if value > 1e-5 else "#2e86c1"
+    return (f'<svg width="{width}" height="14" role="img" aria-label="{fmt(value)}">'
+            f'<rect x="0" y="2" width="{frac * width:.1f}" height="10" fill="{colour}"/></svg>')
+
+
+def render_attribution_html(data: Dict[str, Any]) -> str:
+    """A self-contained page: the waterfall as a table with log-scale bars (no scripts, no external files)."""
+    body = []
+    for row in data["steps"]:
+        for model_id, entry in (row.get("models") or {"-": None}).items():
+            step = (entry or {}).get("step") or {}
+            body.append(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                    html.escape(row["name"]), html.escape(model_id), html.escape(fmt(step.get("max_abs_diff"))),
+                    _bar(step.get("max_abs_diff")), html.escape(fmt_cosine(step.get("min_cosine"))),
+                    html.escape(row.get("note") or row.get("error") or ""),
+                )
+            )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Drift attribution</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}th{background:#f4f4f4}</style></head><body>"
+        "<h1>Drift attribution</h1><p>Each bar: max abs difference caused by that step alone, log scale 1e-9 .. 1e-1;"
+        " red above 1e-5.</p><table><tr><th>step</th><th>model</th><th>max abs diff</th><th>(log scale)</th>"
+        "<th>min cosine</th><th>note</th></tr>" + "".join(body) + "</table></body></html>"
+    )
