@@ -28,6 +28,7 @@ from harness.report.text import fmt
 __all__ = ["render_html", "histogram_svg", "TREND_RUNS"]
 
 TREND_RUNS = 10
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 _CSS = """
@@ -44,6 +45,8 @@ h2 { font-size: 20px; margin: 36px 0 12px; padding-bottom: 6px; border-bottom: 1
 h3 { font-size: 16px; margin: 0; display: flex; gap: 10px; align-items: center; flex-wrap: wrap; }
 h4 { font-size: 13px; margin: 16px 0 6px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+h2 code, h3 code { font-size: 0.92em; }
+.nowrap { white-space: nowrap; }
 .meta { color: var(--muted); margin: 2px 0; }
 .meta code { color: var(--ink); }
 .chips { display: flex; gap: 8px; margin: 12px 0 0; flex-wrap: wrap; }
@@ -79,6 +82,7 @@ section.cell { margin-top: 28px; }
 .grid { display: grid; grid-template-columns: 540px minmax(0, 1fr); gap: 24px; margin-top: 10px; }
 @media (max-width: 1000px) { .grid { grid-template-columns: minmax(0, 1fr); } }
 figure { margin: 0; }
+svg.sparkline { display: block; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 2px; }
 svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; }
 dl.metrics { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 0; }
@@ -105,7 +109,9 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12px; border-top: 1px
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escaped text; control characters (terminal colour codes in a pip log) shown as ``\\xNN``."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if value is None else str(value))
+    return html.escape(text, quote=True)
 
 
 def _status_class(status: str) -> str:
@@ -173,7 +179,7 @@ def _verdict_td(model: Optional[Dict[str, Any]]) -> str:
 
 
 def _overview_row(index: int, cell: Dict[str, Any], params: List[str], models: List[str]) -> List[str]:
-    row = [f'<td><a href="#{_anchor(index, cell["cell_id"])}"><code>{_e(cell["cell_id"])}</code></a></td>']
+    row = [f'<td class="nowrap"><a href="#{_anchor(index, cell["cell_id"])}"><code>{_e(cell["cell_id"])}</code></a></td>']
     row += [_td(cell.get("params", {}).get(k, "-"), "num") for k in params]
     row.append(f'<td>{_badge(cell["status"])}</td>')
     comparison = cell.get("comparison")
@@ -227,7 +233,7 @@ def histogram_svg(hist: Dict[str, Any], tolerance: Optional[float], title: str =
     if len(edges) < 2 or len(counts) != len(edges) - 1 or min(edges) <= 0:
         return '<p class="note">no difference histogram in this comparison</p>'
     zeros = _zeros(hist)
-    width, height, left, right, top, bottom = 520, 220, 50, 14, 24, 44
+    width, height, left, right, top, bottom = 520, 230, 50, 14, 36, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     slot = plot_w / (len(counts) + 1.6)
     start = left + 1.6 * slot
@@ -259,10 +265,10 @@ def histogram_svg(hist: Dict[str, Any], tolerance: Optional[float], title: str =
     parts += _x_axis(edges, x_of, start, left, width - right, base_y)
     if tolerance is not None and tolerance > 0:
         tx = x_of(tolerance)
-        parts.append(f'<line x1="{tx:.1f}" y1="{top - 8}" x2="{tx:.1f}" y2="{base_y}" stroke="#cf222e" stroke-width="1.5" stroke-dasharray="5 3"/>')
+        parts.append(f'<line x1="{tx:.1f}" y1="{top - 20}" x2="{tx:.1f}" y2="{base_y}" stroke="#cf222e" stroke-width="1.5" stroke-dasharray="5 3"/>')
         anchor = "end" if tx > width - 110 else "start"
         offset = -4 if anchor == "end" else 4
-        parts.append(f'<text x="{tx + offset:.1f}" y="{top - 10}" font-size="11" fill="#cf222e" text-anchor="{anchor}">tolerance {_e(fmt(tolerance))}</text>')
+        parts.append(f'<text x="{tx + offset:.1f}" y="{top - 22}" font-size="11" fill="#cf222e" text-anchor="{anchor}">tolerance {_e(fmt(tolerance))}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" font-size="11" text-anchor="middle" fill="#59636e">|candidate − baseline| per element (log scale)</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -292,7 +298,7 @@ def _x_axis(edges: List[float], x_of: Any, start: float, x0: float, x1: float, b
     for i, edge in enumerate(edges):
         x = x_of(edge)
         out.append(f'<line x1="{x:.1f}" y1="{base_y}" x2="{x:.1f}" y2="{base_y + 4}" stroke="#8c959f"/>')
-        if i % 2 == 0 or i == len(edges) - 1:
+        if i % 2 == 0:
             out.append(f'<text x="{x:.1f}" y="{base_y + 15}" font-size="10" text-anchor="middle" fill="#59636e">{_e(_power(edge))}</text>')
     return out
 
@@ -397,7 +403,7 @@ def _model_card(model: Dict[str, Any]) -> str:
         f'<small>{_e(model.get("kind", "?"))} · tolerance class {_e(model.get("tolerance_class", "-"))}</small></h3>'
     )
     reason = ""
-    if status != "pass" and model.get("reason"):
+    if status != "pass" and model.get("reason") and not any(not c.get("passed") for c in model.get("checks", [])):
         reason = f'<div class="callout {_status_class(status)}"><pre>{_e(model["reason"])}</pre></div>'
     hist = model.get("metrics", {}).get("abs_diff_histogram")
     if not model.get("metrics"):

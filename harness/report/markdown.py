@@ -25,18 +25,19 @@ __all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
 #: how many past runs the trend section shows per cell and model
 TREND_RUNS = 10
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _BAD_STATUSES = {"fail", "run-failed", "install-failed", "error"}
 
 
 def md_escape(text: Any) -> str:
     """Prose in a table cell: one line, Markdown and HTML specials escaped (ids like ``q1|d2`` contain pipes)."""
-    flat = " ".join(str(text).split())
+    flat = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", " ".join(str(text).split()))
     return _SPECIAL.sub(r"\\\1", flat.replace("&", "&amp;"))
 
 
 def _code(text: Any) -> str:
     """An identifier as inline code; pipes still need escaping inside GFM tables."""
-    flat = " ".join(str(text).split()).replace("|", "\\|")
+    flat = _CONTROL.sub("?", " ".join(str(text).split())).replace("|", "\\|")
     fence = "``" if "`" in flat else "`"
     return f"{fence} {flat} {fence}" if fence == "``" else f"`{flat}`"
 
@@ -64,7 +65,7 @@ def _header(report: Dict[str, Any]) -> List[str]:
     summary = ", ".join(f"{counts[s]} {s}" for s in CELL_STATUSES if counts.get(s))
     date = str(report.get("created_at", ""))[:10]
     return [
-        f"# Drift report: {md_escape(report['matrix'])} — {_status(report['status'])} ({date})",
+        f"# Drift report: {md_escape(report['matrix'])} — {_status(report['status']).upper()} ({date})",
         "",
         f"- created: {md_escape(report.get('created_at', '-'))}",
         f"- baseline: {_code(report.get('baseline', '-'))}",
@@ -138,7 +139,7 @@ def _failed_model(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
         lines.append(f"- {md_escape(model['reason'])}")
     if failed and model.get("min_passing"):
         need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model["min_passing"].items())
-        lines.append(f"- would pass with: {need} (and the ratio checks above)")
+        lines.append(f"- would pass with: {need}")
     offenders = model.get("offenders", [])
     if offenders:
         rows = [[_code(o["item_id"]), md_escape(o["metric"]), fmt(o["value"]), md_escape(o.get("detail", ""))] for o in offenders]
@@ -164,7 +165,7 @@ def _not_run(report: Dict[str, Any]) -> List[str]:
     ]
     if not rows:
         return []
-    return ["", "## Cells that did not run", ""] + _table(["Cell", "Status", "Reason", "Setup"], rows)
+    return ["", "## Cells that did not run (or not completely)", ""] + _table(["Cell", "Status", "Reason", "Setup"], rows)
 
 
 def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> List[str]:

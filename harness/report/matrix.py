@@ -190,7 +190,7 @@ def history_entry(report: Dict[str, Any]) -> Dict[str, Any]:
 def append_history(report: Dict[str, Any], history_path: "str | os.PathLike[str]") -> Dict[str, Any]:
     """Append one JSON line with a single ``write`` (O_APPEND), then fsync, so concurrent runs never interleave."""
     entry = history_entry(report)
-    line = (json.dumps(entry, sort_keys=True, default=str, allow_nan=True) + "\n").encode("utf-8")
+    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode("utf-8")
     path = Path(history_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

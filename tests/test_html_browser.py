@@ -1,0 +1,96 @@
+"""The HTML report in a real headless browser: it loads from disk, renders, and its DOM has the tables and plots.
+
+To repeat by hand (Debian: ``apt-get install -y chromium``), render a report and run::
+
+    chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \\
+        --disable-background-networking --disable-component-update --disable-sync \\
+        --user-data-dir=$(mktemp -d) --screenshot=/tmp/report.png --window-size=1400,2000 \\
+        file:///path/to/report.html
+
+and open ``/tmp/report.png``. Replace ``--screenshot=...`` with ``--dump-dom`` to print the rendered DOM.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from harness.report.html import render_html
+from harness.report.matrix import append_history, load_history
+from test_reports import synthetic_matrix
+
+WIDTH, HEIGHT = 1400, 2000
+
+
+def _chromium() -> Optional[str]:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_chromium() is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)"),
+]
+
+
+def _browser(profile: Path, *args: str) -> List[str]:
+    """Headless, offline-minded flags: no GPU, no sync, no background fetches, a throwaway profile."""
+    return [
+        str(_chromium()), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", *args,
+    ]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    """A failing + passing matrix report (real comparator on synthetic results) with a two-run trend."""
+    tmp = tmp_path_factory.mktemp("browser")
+    report = synthetic_matrix(tmp)
+    history_path = tmp / "history.jsonl"
+    append_history({**report, "created_at": "2026-11-22T15:00:00+00:00"}, history_path)
+    append_history(report, history_path)
+    target = tmp / "report.html"
+    target.write_text(render_html(report, history=load_history(history_path)), encoding="utf-8")
+    return {"html": target, "tmp": tmp}
+
+
+def _png_size(path: Path) -> tuple:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_screenshot_renders(page: Dict[str, Path]) -> None:
+    shot = page["tmp"] / "report.png"
+    result = subprocess.run(
+        _browser(page["tmp"] / "profile-shot", f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}",
+                 page["html"].resolve().as_uri()),
+        capture_output=True, text=True, timeout=180,
+    )
+    assert shot.is_file(), f"no screenshot (rc {result.returncode}): {result.stderr[-2000:]}"
+    assert _png_size(shot) == (WIDTH, HEIGHT)
+    assert shot.stat().st_size > 50_000, "a blank page compresses to a few kB; the report is tables, bars and plots"
+
+
+def test_dom_has_tables_and_plots(page: Dict[str, Path]) -> None:
+    result = subprocess.run(
+        _browser(page["tmp"] / "profile-dom", "--dump-dom", page["html"].resolve().as_uri()),
+        capture_output=True, text=True, timeout=180,
+    )
+    dom = result.stdout
+    assert result.returncode == 0 and dom, result.stderr[-2000:]
+    assert '<table class="overview">' in dom
+    assert dom.count('<svg class="histogram"') == 4
+    assert dom.count('<svg class="sparkline"') == 4
+    assert dom.count("<table") >= 10
+    assert 'id="cell-1-py3.11-torch2.14.0-st6.3.0"' in dom
+    assert "torch 1.13.1 has no wheel for python 3.13" in dom

@@ -1,0 +1,483 @@
+"""Matrix reports: Markdown, JUnit, JSON and HTML rendered from one dict, plus the history log.
+
+Fast tests build small synthetic results files with ``write_results`` (realistic metadata, real comparator);
+one ``slow`` test runs the tiny models for real. ``perturb_results`` is the helper to make a failing candidate
+from any results file: it copies it and adds noise to one model's vectors or scores.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import re
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pytest
+
+from harness.comparator import compare_files
+from harness.report.html import histogram_svg, render_html
+from harness.report.json_report import render_json
+from harness.report.junit import render_junit
+from harness.report.markdown import render_markdown
+from harness.report.matrix import (
+    append_history,
+    build_matrix_report,
+    fmt_cosine,
+    load_history,
+    worst_status,
+    write_matrix_report,
+)
+from harness.report.text import fmt
+from harness.results import ModelRows, ResultsFile, write_results
+from harness.verdict import Comparison
+
+BI, CROSS = "tiny-bi-encoder", "tiny-cross-encoder"
+N_DOCS, N_QUERIES, DIM, PASSAGES_PER_QUERY = 40, 8, 16, 6
+CORPUS = {"name": "synthetic", "version": "1", "sha256": "ab" * 32, "documents": N_DOCS, "queries": N_QUERIES,
+          "pairs": N_QUERIES * PASSAGES_PER_QUERY}
+NASTY_REASON = "pip: <error> & \"quotes\" | pipe \x1b[31mred\x1b[0m\nsecond line"
+
+
+# -- synthetic results files ------------------------------------------------------------------------------------
+
+
+def fingerprint(**changes: Any) -> Dict[str, Any]:
+    """A fingerprint shaped like ``collect_fingerprint``'s; ``changes`` use dotted keys (``packages.torch``)."""
+    fp: Dict[str, Any] = {
+        "python": "3.11.7", "python_implementation": "CPython", "executable": "/usr/bin/python3.11",
+        "platform": "Linux-6.1-x86_64-with-glibc2.36", "machine": "x86_64", "cpu_model": "AMD EPYC", "cpu_count": 2,
+        "packages": {"torch": "2.13.0+cpu", "transformers": "5.23.0", "sentence-transformers": "6.2.0",
+                     "tokenizers": "0.23.3", "numpy": "2.4.6", "pyarrow": "26.0.1"},
+        "torch_version": "2.13.0+cpu", "device": "cpu", "device_type": "cpu", "dtype": "float32",
+        "gpu_name": None, "tf32_matmul": False, "tf32_cudnn": True, "float32_matmul_precision": "highest",
+        "num_threads": 2, "num_interop_threads": 2, "env": {},
+    }
+    for key, value in changes.items():
+        _set_dotted(fp, key, value)
+    return fp
+
+
+def _set_dotted(data: Dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def _model_info(kind: str, **extra: Any) -> Dict[str, Any]:
+    info = {"kind": kind, "status": "ok", "loaded_dtype": "float32", "attn_implementation": "sdpa",
+            "weights_sha256": ("c5" if kind == "bi-encoder" else "be") * 32, "max_seq_length": 128}
+    if kind == "bi-encoder":
+        info.update(dim=DIM, vector_dtype="float32")
+    info.update(extra)
+    return info
+
+
+def rank_within_queries(query_ids: List[str], scores: np.ndarray) -> np.ndarray:
+    """1-based rank per query by descending score (what the runner writes)."""
+    ranks = np.zeros(len(scores), dtype=np.int32)
+    for qid in dict.fromkeys(query_ids):
+        idx = np.array([i for i, q in enumerate(query_ids) if q == qid])
+        ranks[idx[np.argsort(-scores[idx], kind="stable")]] = np.arange(1, len(idx) + 1)
+    return ranks
+
+
+def write_synthetic_baseline(path: Path) -> Path:
+    """A deterministic results file with one bi-encoder and one cross-encoder."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((N_DOCS + N_QUERIES, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"d{i:03d}" for i in range(N_DOCS)] + [f"q{i:03d}" for i in range(N_QUERIES)]
+    roles = ["document"] * N_DOCS + ["query"] * N_QUERIES
+    query_ids = [f"q{q:03d}" for q in range(N_QUERIES) for _ in range(PASSAGES_PER_QUERY)]
+    passage_ids = [f"d{(q * 5 + p) % N_DOCS:03d}" for q in range(N_QUERIES) for p in range(PASSAGES_PER_QUERY)]
+    scores = rng.uniform(-4, 4, len(query_ids)).astype(np.float32)
+    rows = [
+        ModelRows(model_id=BI, task="embed", item_ids=ids, roles=roles, vectors=vectors),
+        ModelRows(model_id=CROSS, task="rerank", item_ids=[f"{q}|{p}" for q, p in zip(query_ids, passage_ids)],
+                  query_ids=query_ids, passage_ids=passage_ids, scores=scores, ranks=rank_within_queries(query_ids, scores)),
+    ]
+    meta = {"harness_version": "0.1.0", "created_at": "2026-11-23T14:00:00+00:00", "cell_id": None, "corpus": CORPUS,
+            "run": {"device": "cpu", "dtype": "float32", "batch_size": 32}, "fingerprint": fingerprint(),
+            "models": {BI: _model_info("bi-encoder"), CROSS: _model_info("cross-encoder")}}
+    return write_results(path, rows, meta)
+
+
+def perturb_results(
+    src: Path,
+    dst: Path,
+    *,
+    noise: Optional[Dict[str, float]] = None,
+    swap_first_pair: bool = False,
+    fingerprint_changes: Optional[Dict[str, Any]] = None,
+    incompatible: Optional[Dict[str, str]] = None,
+    seed: int = 0,
+) -> Path:
+    """Copy a results file, adding Gaussian noise per model (``{model_id: sigma}``) and optionally changing
+    fingerprint entries; ``swap_first_pair`` swaps the top two scores of the first rerank query (a real reorder);
+    ``incompatible`` (``{model_id: reason}``) marks models as not run, as the runner does."""
+    source = ResultsFile(src)
+    rng = np.random.default_rng(seed)
+    rows = []
+    meta = {k: v for k, v in source.meta.items() if k != "schema_version"}
+    for model_id, reason in (incompatible or {}).items():
+        meta["models"][model_id] = {"kind": meta["models"][model_id]["kind"], "status": "incompatible", "reason": reason}
+    for model_id, info in meta["models"].items():
+        if info.get("status", "ok") != "ok":
+            continue
+        sigma = (noise or {}).get(model_id, 0.0)
+        if info["kind"] == "bi-encoder":
+            ids, roles, vectors = source.embeddings(model_id)
+            vectors = (vectors.astype(np.float64) + sigma * rng.standard_normal(vectors.shape)).astype(np.float32)
+            rows.append(ModelRows(model_id=model_id, task="embed", item_ids=list(ids), roles=list(roles), vectors=vectors))
+        else:
+            data = source.rerank(model_id)
+            scores = (data["score"].astype(np.float64) + sigma * rng.standard_normal(len(data["score"]))).astype(np.float32)
+            if swap_first_pair:
+                first = np.flatnonzero(data["query_id"] == data["query_id"][0])
+                top2 = first[np.argsort(-scores[first])[:2]]
+                scores[top2] = scores[top2[::-1]]
+            qids = list(data["query_id"])
+            rows.append(ModelRows(model_id=model_id, task="rerank", item_ids=list(data["item_id"]), query_ids=qids,
+                                  passage_ids=list(data["passage_id"]), scores=scores, ranks=rank_within_queries(qids, scores)))
+    for key, value in (fingerprint_changes or {}).items():
+        _set_dotted(meta["fingerprint"], key, value)
+    return write_results(dst, rows, meta)
+
+
+def synthetic_matrix(tmp: Path, created_at: str = "2026-11-23T15:00:00+00:00") -> Dict[str, Any]:
+    """Pass, fail (noise + reorder + torch upgrade), incompatible, install-failed and run-failed cells."""
+    base = write_synthetic_baseline(tmp / "baseline.parquet")
+    ok = perturb_results(base, tmp / "ok.parquet", noise={BI: 5e-8, CROSS: 5e-8}, seed=1)
+    bad = perturb_results(
+        base, tmp / "bad.parquet", noise={BI: 1e-4}, swap_first_pair=True, seed=2,
+        fingerprint_changes={"packages.torch": "2.14.0+cpu", "torch_version": "2.14.0+cpu",
+                             "packages.sentence-transformers": "6.3.0", "platform": "Linux-6.2", "num_threads": 4},
+    )
+    cells = [
+        {"cell_id": "py3.11-torch2.13.0-st6.2.0", "status": "pass", "reason": "", "setup_s": 12.3, "run_s": 30.1,
+         "params": {"python": "3.11", "torch": "2.13.0", "sentence-transformers": "6.2.0", "transformers": "5.23.0"},
+         "results": str(ok), "comparison": compare_files(base, ok).serialize()},
+        {"cell_id": "py3.11-torch2.14.0-st6.3.0", "status": "fail", "reason": "2 model(s) drifted", "setup_s": 14.0,
+         "run_s": 31.5, "params": {"python": "3.11", "torch": "2.14.0", "sentence-transformers": "6.3.0", "transformers": "5.23.0"},
+         "results": str(bad), "comparison": compare_files(base, bad)},
+        {"cell_id": "py3.13-torch1.13.1-st2.7.0", "status": "incompatible", "setup_s": None, "run_s": None,
+         "reason": "torch 1.13.1 has no wheel for python 3.13", "results": None, "comparison": None,
+         "params": {"python": "3.13", "torch": "1.13.1", "sentence-transformers": "2.7.0", "transformers": "4.40.0"}},
+        {"cell_id": "py3.12-torch2.4.0-st3.0.0", "status": "install-failed", "setup_s": 40.2, "run_s": None,
+         "reason": NASTY_REASON, "results": None, "comparison": None,
+         "params": {"python": "3.12", "torch": "2.4.0", "sentence-transformers": "3.0.0", "transformers": "4.41.0"}},
+        {"cell_id": "py3.12-torch2.5.1-st3.3.0", "status": "run-failed", "setup_s": 20.0, "run_s": 3.2,
+         "reason": "harness run exited 2: tiny-bi-encoder: RuntimeError: CUDA out of memory", "results": None,
+         "comparison": None, "params": {"python": "3.12", "torch": "2.5.1", "sentence-transformers": "3.3.0"}},
+    ]
+    return build_matrix_report("smoke", base, cells, created_at=created_at)
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    return synthetic_matrix(tmp_path_factory.mktemp("matrix"))
+
+
+def _models(report: Dict[str, Any]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    return [(c, m) for c in report["cells"] for m in (c["comparison"] or {}).get("models", [])]
+
+
+# -- the matrix report dict -------------------------------------------------------------------------------------
+
+
+def test_synthetic_matrix_has_the_intended_verdicts(report: Dict[str, Any]) -> None:
+    """Guards the fixture itself: the other tests rely on one passing and one doubly failing cell."""
+    verdicts = {(c["cell_id"][:18], m["model_id"]): m["status"] for c, m in _models(report)}
+    assert verdicts == {
+        ("py3.11-torch2.13.0", BI): "pass", ("py3.11-torch2.13.0", CROSS): "pass",
+        ("py3.11-torch2.14.0", BI): "fail", ("py3.11-torch2.14.0", CROSS): "fail",
+    }
+
+
+def test_build_computes_worst_status_and_counts(report: Dict[str, Any]) -> None:
+    assert report["format_version"] == 1 and report["matrix"] == "smoke"
+    assert report["status"] == "install-failed"
+    assert report["counts"] == {"pass": 1, "incompatible": 1, "fail": 1, "run-failed": 1, "install-failed": 1, "error": 0}
+    assert isinstance(report["cells"][1]["comparison"], dict), "a live Comparison is serialized"
+
+
+@pytest.mark.parametrize(
+    "statuses, worst",
+    [([], "pass"), (["pass"], "pass"), (["pass", "incompatible"], "incompatible"),
+     (["incompatible", "fail", "pass"], "fail"), (["fail", "run-failed"], "run-failed"),
+     (["run-failed", "install-failed"], "install-failed"), (["error", "fail"], "error")],
+)
+def test_worst_status_order(statuses: List[str], worst: str) -> None:
+    assert worst_status(statuses) == worst
+
+
+def test_build_rejects_unknown_status_and_duplicate_ids() -> None:
+    with pytest.raises(ValueError, match="unknown cell status"):
+        build_matrix_report("m", "b", [{"cell_id": "a", "status": "passed"}])
+    with pytest.raises(ValueError, match="duplicate cell id"):
+        build_matrix_report("m", "b", [{"cell_id": "a", "status": "pass"}, {"cell_id": "a", "status": "fail"}])
+
+
+def test_fmt_cosine_shows_the_distance_from_one() -> None:
+    assert fmt_cosine(1.0) == "1"
+    assert fmt_cosine(1 - 1.2e-7) == "1 - 1.2e-07"
+    assert fmt_cosine(0.5) == "0.5"
+    assert fmt_cosine(None) == "-"
+
+
+# -- Markdown ---------------------------------------------------------------------------------------------------
+
+
+def test_markdown_has_every_cell_model_status_and_number(report: Dict[str, Any]) -> None:
+    text = render_markdown(report)
+    assert text.startswith("# Drift report: smoke — **INSTALL-FAILED** (2026-11-23)")
+    for cell in report["cells"]:
+        assert f"`{cell['cell_id']}`" in text
+    for cell, model in _models(report):
+        metrics = model["metrics"]
+        status = "**FAIL**" if model["status"] == "fail" else "pass"
+        row = next(line for line in text.splitlines() if f"`{cell['cell_id']}` | `{model['model_id']}` | {status}" in line)
+        assert fmt(metrics["max_abs_diff"]) in row
+        if "min_cosine" in metrics:
+            assert fmt_cosine(metrics["min_cosine"]) in row and "1 - " in row
+        assert re.search(r"\d+\.\d% \((top-10|rerank) order\)", row)
+
+
+def test_markdown_explains_failures_env_changes_and_non_run_cells(report: Dict[str, Any]) -> None:
+    text = render_markdown(report)
+    failing = report["cells"][1]["comparison"]["models"]
+    for model in failing:
+        for check in (c for c in model["checks"] if not c["passed"]):
+            assert f"`{check['name']}`" in text
+    assert "queries reordered beyond score ties" in text
+    assert "Worst items:" in text and r"`q000\|d" in text, "rerank offender ids keep their pipe, escaped"
+    assert "| `packages.torch` | 2.13.0+cpu | 2.14.0+cpu |" in text
+    assert "| `num_threads` | 2 | 4 |" in text
+    assert "platform" not in text.split("## Environment changes")[1].split("## Failures")[0].replace("_1 other", "")
+    assert "1 other fingerprint difference" in text
+    assert "torch 1.13.1 has no wheel for python 3.13" in text
+    assert "CUDA out of memory" in text
+    assert r'pip: \<error\> &amp; "quotes" \| pipe \\x1b\[31mred' in text, "escaped, control codes made visible"
+    assert "\x1b" not in text
+
+
+def test_markdown_tables_have_consistent_columns(report: Dict[str, Any]) -> None:
+    """An unescaped pipe in an id or reason would shift a table's columns."""
+    text = render_markdown(report)
+    for block in re.split(r"\n(?!\|)", text):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
+        assert len(widths) <= 1, block
+
+
+# -- JUnit ------------------------------------------------------------------------------------------------------
+
+
+def test_junit_parses_with_right_counts(report: Dict[str, Any]) -> None:
+    root = ET.fromstring(render_junit(report).encode("utf-8"))
+    assert root.tag == "testsuites"
+    assert {k: root.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "7", "failures": "2", "errors": "2", "skipped": "1"}
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert list(suites) == [c["cell_id"] for c in report["cells"]]
+    expected = {
+        "py3.11-torch2.13.0-st6.2.0": ("2", "0", "0", "0"),
+        "py3.11-torch2.14.0-st6.3.0": ("2", "2", "0", "0"),
+        "py3.13-torch1.13.1-st2.7.0": ("1", "0", "0", "1"),
+        "py3.12-torch2.4.0-st3.0.0": ("1", "0", "1", "0"),
+        "py3.12-torch2.5.1-st3.3.0": ("1", "0", "1", "0"),
+    }
+    for name, counts in expected.items():
+        suite = suites[name]
+        assert tuple(suite.get(k) for k in ("tests", "failures", "errors", "skipped")) == counts, name
+        assert len(suite.findall("testcase")) == int(counts[0])
+        assert all(tc.get("classname") == f"matrix.{name}" for tc in suite.findall("testcase"))
+
+
+def test_junit_content_of_failures_skips_errors_and_properties(report: Dict[str, Any]) -> None:
+    root = ET.fromstring(render_junit(report).encode("utf-8"))
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    failing = suites["py3.11-torch2.14.0-st6.3.0"]
+    bi = failing.find(f"testcase[@name='{BI}']/failure")
+    assert bi is not None and "max_abs_diff" in bi.get("message") and "elements" in bi.text and "worst items" in bi.text
+    props = {p.get("name"): p.get("value") for p in failing.iter("property")}
+    assert props["torch"] == "2.14.0" and props["cell.status"] == "fail"
+    assert "packages.torch: 2.13.0+cpu -> 2.14.0+cpu" in failing.find("system-out").text
+    skipped = suites["py3.13-torch1.13.1-st2.7.0"].find("testcase[@name='setup']/skipped")
+    assert skipped.get("message") == "torch 1.13.1 has no wheel for python 3.13"
+    error = suites["py3.12-torch2.4.0-st3.0.0"].find("testcase[@name='setup']/error")
+    assert error.get("type") == "install-failed"
+    assert "<error> & \"quotes\"" in error.get("message") and "\\x1b[31m" in error.text and "\x1b" not in error.text
+    passing = suites["py3.11-torch2.13.0-st6.2.0"]
+    assert [list(tc) for tc in passing.findall("testcase")] == [[], []]
+
+
+def test_a_model_incompatible_inside_a_run_cell(tmp_path: Path) -> None:
+    """The cell ran, one model could not load: a skipped testcase for it, no extra setup testcase, reason shown."""
+    base = write_synthetic_baseline(tmp_path / "base.parquet")
+    cand = perturb_results(base, tmp_path / "cand.parquet", incompatible={CROSS: "needs sentence-transformers >= 3"})
+    cell = {"cell_id": "py3.10-torch2.2.0-st2.7.0", "status": "incompatible", "reason": "1 model incompatible",
+            "comparison": compare_files(base, cand)}
+    single = build_matrix_report("m", base, [cell])
+    suite = ET.fromstring(render_junit(single)).find("testsuite")
+    assert [tc.get("name") for tc in suite.findall("testcase")] == [BI, CROSS]
+    assert suite.find(f"testcase[@name='{CROSS}']/skipped").get("message") == "candidate: needs sentence-transformers >= 3"
+    assert (suite.get("tests"), suite.get("skipped"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0", "0")
+    assert r"candidate: needs sentence-transformers \>= 3" in render_markdown(single)
+    page = render_html(single)
+    assert "candidate: needs sentence-transformers &gt;= 3" in page and page.count('<svg class="histogram"') == 1
+
+
+# -- JSON -------------------------------------------------------------------------------------------------------
+
+
+def test_json_round_trips(report: Dict[str, Any]) -> None:
+    text = render_json(report)
+    loaded = json.loads(text)
+    assert loaded == json.loads(json.dumps(report, default=str))
+    assert text == render_json(loaded), "stable: sorted keys, same indent"
+    for cell in loaded["cells"]:
+        if cell["comparison"]:
+            again = Comparison.from_dict(cell["comparison"]).serialize()
+            assert json.loads(json.dumps(again, default=str)) == cell["comparison"]
+
+
+# -- HTML -------------------------------------------------------------------------------------------------------
+
+
+class _TagChecker(html.parser.HTMLParser):
+    """Fails on unbalanced non-void tags: a cheap well-formedness check without a browser."""
+
+    VOID = {"meta", "br", "hr", "img", "input", "link", "line", "rect", "circle", "polyline", "path"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: List[str] = []
+        self.tags: Dict[str, int] = {}
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: Any) -> None:
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID:
+            return
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+
+
+def test_html_is_self_contained_with_plots(report: Dict[str, Any]) -> None:
+    page = render_html(report)
+    checker = _TagChecker()
+    checker.feed(page)
+    checker.close()
+    assert checker.stack == ["html"] or checker.stack == [], checker.stack
+    assert page.count('<svg class="histogram"') == len(_models(report)) == 4
+    assert page.count("tolerance 1.00e-05") == 4
+    lowered = page.lower()
+    for forbidden in ("<script", "<link", "url(", "@import", "http://", "https://", "<iframe", "<img"):
+        assert forbidden not in lowered, forbidden
+    for cell in report["cells"]:
+        assert cell["cell_id"] in page
+    assert "&lt;error&gt; &amp; &quot;quotes&quot;" in page and "<error>" not in page
+    assert "torch 1.13.1 has no wheel for python 3.13" in page
+    assert "Kendall τ (min)" in page and "top-10 order" in page
+    assert "packages.torch" in page and "2.14.0+cpu" in page
+
+
+def test_histogram_svg_accepts_both_zero_shapes_and_marks_bins_beyond_tolerance() -> None:
+    hist = {"edges": [10.0 ** e for e in range(-12, 2)], "counts": [0] * 6 + [5, 0, 2] + [0] * 4, "zeros": [9]}
+    svg = histogram_svg(hist, 1e-5)
+    assert svg.startswith("<svg") and "exactly equal: 9" in svg and "tolerance 1.00e-05" in svg
+    assert len(re.findall(r'<rect[^>]*fill="#cf222e"', svg)) == 1, "only the bin at 1e-4 lies beyond the tolerance"
+    assert "exactly equal: 9" in histogram_svg({**hist, "zeros": 9}, None)
+    assert "no difference histogram" in histogram_svg({}, 1e-5)
+
+
+# -- files and history ------------------------------------------------------------------------------------------
+
+
+def test_write_matrix_report_writes_four_formats(report: Dict[str, Any], tmp_path: Path) -> None:
+    paths = write_matrix_report(report, tmp_path / "out")
+    assert {p.name for p in paths.values()} == {"summary.md", "report.json", "junit.xml", "report.html"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["junit.xml", "report.html", "report.json", "summary.md"]
+    assert paths["markdown"].read_text(encoding="utf-8") == render_markdown(report)
+    assert json.loads(paths["json"].read_text(encoding="utf-8"))["status"] == report["status"]
+    ET.parse(paths["junit"])
+
+
+def test_history_appends_two_runs_and_renders_a_trend(report: Dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "history.jsonl"
+    later = {**report, "created_at": "2026-11-24T15:00:00+00:00"}
+    append_history(report, path)
+    append_history(later, path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    history = load_history(path)
+    assert [h["created_at"] for h in history] == [report["created_at"], later["created_at"]]
+    first = history[0]
+    assert first["matrix"] == "smoke" and first["status"] == "install-failed"
+    failing = first["cells"]["py3.11-torch2.14.0-st6.3.0"]
+    assert failing["status"] == "fail"
+    assert failing["max_abs_diff"][BI] == report["cells"][1]["comparison"]["models"][0]["metrics"]["max_abs_diff"]
+    assert set(failing["min_cosine"]) == {BI}, "cross-encoders have no cosine"
+    assert first["cells"]["py3.13-torch1.13.1-st2.7.0"] == {"status": "incompatible", "max_abs_diff": {}, "min_cosine": {}}
+    markdown = render_markdown(later, history=history)
+    assert "## Trend" in markdown and " → " in markdown
+    page = render_html(later, history=history)
+    assert 'id="trend"' in page and page.count('<svg class="sparkline"') == 4
+
+
+def test_load_history_skips_a_torn_last_line_but_not_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    assert load_history(path) == []
+    path.write_text('{"matrix": "m", "cells": {}}\n{"matrix": "m", "cel', encoding="utf-8")
+    assert len(load_history(path)) == 1
+    path.write_text('{"matrix": "m"}\nnot json\n{"matrix": "m"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"history.jsonl:2"):
+        load_history(path)
+
+
+def test_concurrent_appends_never_interleave(report: Dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    threads = [threading.Thread(target=append_history, args=(report, path)) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(load_history(path)) == 16
+
+
+# -- one real run -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_tiny_runs_render_in_every_format(tiny_results: Path, tiny_results_again: Path, tmp_path: Path) -> None:
+    """The tiny models at batch 32 vs batch 1 (real fp32 noise) and vs a 1e-4-perturbed copy (drift).
+
+    ``tiny_results`` / ``tiny_results_again`` are conftest's session runs (one real run each per session).
+    """
+    base, batch1 = tiny_results, tiny_results_again
+    drifted = perturb_results(base, tmp_path / "c.parquet", noise={BI: 1e-4}, seed=3)
+    cells = [
+        {"cell_id": "batch1", "status": "pass", "params": {"batch_size": "1"}, "comparison": compare_files(base, batch1)},
+        {"cell_id": "perturbed", "status": "fail", "params": {"noise": "1e-4"}, "comparison": compare_files(base, drifted)},
+    ]
+    assert [c["comparison"].status.value for c in cells] == ["pass", "fail"]
+    report = build_matrix_report("tiny-real", base, cells)
+    paths = write_matrix_report(report, tmp_path / "out")
+    root = ET.parse(paths["junit"]).getroot()
+    assert (root.get("tests"), root.get("failures")) == ("4", "1")
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count('<svg class="histogram"') == 4
+    summary = paths["markdown"].read_text(encoding="utf-8")
+    assert "`perturbed` | `tiny-bi-encoder` | **FAIL**" in summary and "`batch1` | `tiny-cross-encoder` | pass" in summary
