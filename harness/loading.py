@@ -100,13 +100,23 @@ def _supported_kwargs(cls: Any, wanted: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _hf_model(model: Any) -> Any:
-    """The underlying ``transformers.PreTrainedModel`` (its location differs across ST versions)."""
+    """The underlying ``transformers.PreTrainedModel`` (its location differs across ST versions).
+
+    A sentence-transformers < 4 ``CrossEncoder`` is not a torch module: it holds the model in ``.model``.
+    """
     from transformers import PreTrainedModel
 
-    for module in model.modules():
+    if isinstance(getattr(model, "model", None), PreTrainedModel):
+        return model.model
+    for module in model.modules() if hasattr(model, "modules") else ():
         if isinstance(module, PreTrainedModel):
             return module
     return None
+
+
+def _torch_module(model: Any) -> Any:
+    """What to cast and put in eval mode: the wrapper when it is a torch module, else the HF model inside."""
+    return model if hasattr(model, "parameters") else _hf_model(model)
 
 
 def _describe(model: Any, kind: str) -> Dict[str, Any]:
@@ -114,7 +124,7 @@ def _describe(model: Any, kind: str) -> Dict[str, Any]:
     hf = _hf_model(model)
     config = getattr(hf, "config", None)
     tokenizer = getattr(model, "tokenizer", None)
-    params = next(iter(model.parameters()), None)
+    params = next(iter(_torch_module(model).parameters()), None)
     with warnings.catch_warnings():  # the attribute was renamed across versions; read whichever exists
         warnings.simplefilter("ignore")
         max_len = getattr(model, "max_seq_length", None)
@@ -177,9 +187,10 @@ def load_model(
         ) from err
     before = _describe(model, spec.kind)
     target = getattr(torch, dtype)
-    if any(p.dtype != target for p in model.parameters()):
-        model.to(target)
-    model.eval()
+    module = _torch_module(model)
+    if any(p.dtype != target for p in module.parameters()):
+        module.to(target)
+    module.eval()
     info = {**before, "loaded_dtype_before_cast": before["loaded_dtype"], **_describe(model, spec.kind)}
     info.update(saved_versions=saved, **weights_sha256(directory))
     return LoadedModel(spec=spec, directory=directory, found_via=found_via, model=model, info=info)
