@@ -25,9 +25,10 @@ def _tf32(value: str) -> Optional[bool]:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     from harness.corpus import DEFAULT_CORPUS_DIR
 
-    parser.add_argument("--models", nargs="+", metavar="ID", help="model ids, set names or model directories (default: the registry's 'default' set)")
+    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names or model directories (default: the registry's 'default' set, or every model of the project config)")
     parser.add_argument("--registry", type=Path, help="model registry TOML (default: fixtures/models/registry.toml)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS_DIR, help="corpus directory (default: %(default)s)")
+    parser.add_argument("--config", type=Path, help="project config: your models, encode settings and corpus (default: ./harness.toml, or [tool.harness] in ./pyproject.toml)")
+    parser.add_argument("--corpus", type=Path, help=f"corpus directory, data file (.jsonl/.csv/.tsv/.parquet with id,text: documents only) or TOML with a [corpus] table (default: the config's [corpus], else {DEFAULT_CORPUS_DIR})")
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -48,13 +49,14 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptions imported lazily
-    from harness.registry import load_registry
+    from harness.project import run_inputs
     from harness.runner import RunOptions
 
+    registry, corpus, _ = run_inputs(args.config, args.registry, args.corpus)
     return RunOptions(
         out=out,
-        corpus_dir=args.corpus,
-        registry=load_registry(args.registry),
+        corpus_dir=corpus,
+        registry=registry,
         models=args.models,
         device=args.device,
         dtype=args.dtype,
@@ -197,6 +199,51 @@ def cmd_baseline_show(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _provenance_line(label: str, path: Path) -> str:
+    from harness.results import ResultsFile
+
+    meta = ResultsFile(path).meta
+    prov = meta.get("baseline", {})
+    when = prov.get("created_at") or meta.get("created_at") or "?"
+    who = f" by {prov['created_by']}" if prov.get("created_by") else ""
+    why = f": {prov['reason']}" if prov.get("reason") else ""
+    return f"{label} {path}: {prov.get('action', 'run')} {when}{who}, harness {meta.get('harness_version', '?')}{why}"
+
+
+def cmd_baseline_diff(args: argparse.Namespace) -> int:
+    """Compare two baselines (A as the reference, B as the candidate): what moved, and what changed."""
+    from harness.baseline import baseline_path
+    from harness.comparator import compare_files
+    from harness.errors import BaselineMissing
+    from harness.policy import load_policy
+    from harness.report.text import render_comparison
+
+    first, second = baseline_path(args.a, args.dir), baseline_path(args.b, args.dir)
+    for path in (first, second):
+        if not path.is_file():
+            raise BaselineMissing(f"{path}: no such baseline")
+    comparison = compare_files(
+        first,
+        second,
+        load_policy(args.policy),
+        tolerance_class=args.tolerance_class,
+        models=args.models,
+        allow_model_change=args.allow_model_change,
+        label=f"baseline diff {first.stem} {second.stem}",
+    )
+    data = comparison.serialize()
+    if args.json:
+        from harness.lock import locked_output
+
+        with locked_output(args.json) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    print(_provenance_line("A", first))
+    print(_provenance_line("B", second))
+    print()
+    print(render_comparison(data).replace("harness compare:", "harness baseline diff:", 1))
+    return ExitCode.OK if comparison else ExitCode.DRIFT
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Embedding and reranking consistency harness.")
     parser.add_argument("--version", action="version", version=f"embedding-harness {__version__}")
@@ -226,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
     expl.add_argument("candidate", type=Path)
     expl.set_defaults(func=cmd_explain)
 
-    base = sub.add_parser("baseline", help="create, update, list and show baselines")
+    base = sub.add_parser("baseline", help="create, update, list, show and diff baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True)
     create = bsub.add_parser("create", help="write a new baseline (refuses to overwrite without --force)")
     create.add_argument("name", help="baseline name (fixtures/baselines/NAME.parquet) or a .parquet path")
@@ -249,6 +296,16 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--dir", type=Path)
     show.set_defaults(func=cmd_baseline_show)
+    diff = bsub.add_parser("diff", help="compare two baselines: verdict per model and environment changes (exit 0/1/2)")
+    diff.add_argument("a", help="reference baseline (name or .parquet path)")
+    diff.add_argument("b", help="baseline compared with it (name or .parquet path)")
+    diff.add_argument("--dir", type=Path, help="baseline directory for names (default: fixtures/baselines)")
+    diff.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
+    diff.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, cpu-vs-cuda, tf32, ...)")
+    diff.add_argument("--models", nargs="+", help="compare only these models")
+    diff.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
+    diff.add_argument("--json", type=Path, help="also write the full verdict as JSON")
+    diff.set_defaults(func=cmd_baseline_diff)
     return parser
 
 

@@ -16,12 +16,14 @@ import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import BaselineExists, BaselineMissing, HarnessError
-from harness.results import METADATA_KEY, ResultsFile, atomic_output
+from harness.errors import BaselineExists, BaselineMissing, HarnessError, ResultsFileError
+from harness.lock import locked_output
+from harness.results import METADATA_KEY, ResultsFile
 
-__all__ = ["DEFAULT_BASELINE_DIR", "baseline_path", "create_baseline", "list_baselines", "provenance"]
+__all__ = ["DEFAULT_BASELINE_DIR", "baseline_path", "create_baseline", "list_baselines", "provenance", "rerun_options"]
 
 DEFAULT_BASELINE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "baselines"
 
@@ -102,12 +104,19 @@ def _strip(prov: Dict[str, Any]) -> Dict[str, Any]:
 
 def _rewrite_with_metadata(results: ResultsFile, target: Path, meta: Dict[str, Any]) -> None:
     """Copy a results file row group by row group under new metadata (bounded memory), atomically."""
-    source = pq.ParquetFile(str(results.path))
+    source = pq.ParquetFile(str(results.path), page_checksum_verification=True)
     schema = source.schema_arrow.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_output(target) as tmp:
-        with pq.ParquetWriter(str(tmp), schema, compression="none", use_dictionary=["model_id", "task", "role"]) as writer:
+    with locked_output(target) as tmp:
+        # Page CRCs: a baseline lives for years; bit rot must read as a broken file, never as model drift.
+        with pq.ParquetWriter(str(tmp), schema, compression="none", use_dictionary=["model_id", "task", "role"],
+                              write_page_checksum=True) as writer:
             for i in range(source.num_row_groups):
-                writer.write_table(source.read_row_group(i).cast(schema))
+                try:
+                    table = source.read_row_group(i)
+                except (pa.ArrowException, OSError) as err:
+                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                    raise ResultsFileError(f"{results.path}: row group {i} is unreadable ({first})") from None
+                writer.write_table(table.cast(schema))
 
 
 def provenance(path: "str | Path") -> Dict[str, Any]:
@@ -153,3 +162,51 @@ def list_baselines(directory: "str | Path | None" = None) -> List[Dict[str, Any]
             "previous": [f.name for f in files if f.stem.startswith(path.stem + ".")],
         })
     return out
+
+
+def rerun_options(
+    path: "str | Path",
+    out: "str | Path",
+    *,
+    device: Optional[str] = None,
+    registry: Any = None,
+    corpus_dir: "str | Path | None" = None,
+) -> Any:
+    """``RunOptions`` that repeat a baseline's run here: its models, device, dtype, batch size and flags.
+
+    Models are looked up in the registry by id; one the registry does not know is rebuilt from the source
+    the baseline recorded for it. ``device`` overrides the recorded device (e.g. ``cuda`` against a CPU
+    baseline). The network stays off and remote code stays refused, whatever the baseline was made with.
+    """
+    from harness.corpus import DEFAULT_CORPUS_DIR
+    from harness.errors import ModelLoadError
+    from harness.registry import ModelSpec, Registry, load_registry
+    from harness.runner import RunOptions
+
+    results = ResultsFile(path)
+    registry = registry if registry is not None else load_registry()
+    known = dict(registry.models)
+    fields = set(ModelSpec.__dataclass_fields__)
+    for model_id, info in results.models.items():
+        if model_id in known:
+            continue
+        source = {k: v for k, v in (info.get("source") or {}).items() if k in fields and k != "id"}
+        if not source.get("kind") or not source.get("source"):
+            raise ModelLoadError(
+                f"{results.path}: model '{model_id}' is not in the registry {registry.path} "
+                "and the baseline does not record where it came from"
+            )
+        known[model_id] = ModelSpec(id=model_id, **source)
+    run = results.meta.get("run", {})
+    return RunOptions(
+        out=Path(out),
+        corpus_dir=Path(corpus_dir) if corpus_dir else DEFAULT_CORPUS_DIR,
+        registry=Registry(path=registry.path, models=known, sets=dict(registry.sets)),
+        models=list(results.models),
+        device=device or run.get("device") or "auto",
+        dtype=run.get("dtype") or "float32",
+        batch_size=int(run.get("batch_size") or 32),
+        tf32=run.get("tf32_requested"),
+        threads=run.get("threads_requested"),
+        attn_implementation=run.get("attn_implementation_requested"),
+    )

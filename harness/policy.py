@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -20,7 +20,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_class"]
+__all__ = [
+    "Tolerance",
+    "Policy",
+    "load_policy",
+    "DEFAULT_POLICY_PATH",
+    "auto_class",
+    "PRECISION_ORDER",
+    "device_type",
+    "select_class",
+]
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "data" / "default_policy.toml"
 
@@ -48,10 +57,13 @@ class Tolerance:
 
 _KEYS = {f.name for f in fields(Tolerance)}
 _NUMERIC = _KEYS - {"name", "description"}
+#: The precision classes ``auto`` picks from one side's settings, strictest first (the looser side wins).
+PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
+_TABLES = ("policy", "classes", "models", "device_classes")
 
 
 def _check_values(where: str, values: Dict[str, Any], allow_class: bool) -> None:
-    allowed = _KEYS - {"name"} | ({"class"} if allow_class else set())
+    allowed = _KEYS - {"name"} | ({"class", "classes"} if allow_class else set())
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
@@ -63,6 +75,11 @@ def _check_values(where: str, values: Dict[str, Any], allow_class: bool) -> None
             raise PolicyError(f"{where}: '{key}' must be at most 1, got {value!r}")
     if "topk" in values and (int(values["topk"]) != values["topk"] or values["topk"] < 1):
         raise PolicyError(f"{where}: 'topk' must be a positive integer, got {values['topk']!r}")
+    per_class = values.get("classes", {}) if allow_class else {}
+    if not isinstance(per_class, dict) or not all(isinstance(v, dict) for v in per_class.values()):
+        raise PolicyError(f"{where}: 'classes' must be tables [models.\"<id>\".classes.<class>] of tolerance keys")
+    for name, overrides in per_class.items():
+        _check_values(f"{where} class '{name}'", overrides, allow_class=False)
 
 
 @dataclass(frozen=True)
@@ -73,17 +90,34 @@ class Policy:
     default_class: str
     classes: Dict[str, Dict[str, Any]]
     models: Dict[str, Dict[str, Any]]
+    #: ``"<device type>-vs-<device type>"`` -> class for full-precision comparisons (order-insensitive)
+    device_classes: Dict[str, str] = field(default_factory=dict)
 
     def tolerance(self, model_id: str, class_name: str) -> Tolerance:
-        """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides."""
+        """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides.
+
+        Model overrides apply in every class; ``[models."<id>".classes.<class>]`` ones only in that class.
+        """
         overrides = dict(self.models.get(model_id, {}))
         chosen = overrides.pop("class", class_name)
+        per_class = overrides.pop("classes", {})
         if chosen not in self.classes:
             raise PolicyError(f"{self.source}: unknown tolerance class '{chosen}' (known: {', '.join(self.classes)})")
-        return Tolerance(name=chosen, **{**self.classes[chosen], **overrides})
+        return Tolerance(name=chosen, **{**self.classes[chosen], **overrides, **per_class.get(chosen, {})})
+
+    def device_class(self, baseline_device: str, candidate_device: str) -> Optional[str]:
+        """The class ``[device_classes]`` names for this pair of device types (either order), if any."""
+        a, b = _device_type(baseline_device), _device_type(candidate_device)
+        return self.device_classes.get(f"{a}-vs-{b}") or self.device_classes.get(f"{b}-vs-{a}")
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"source": self.source, "default_class": self.default_class, "classes": self.classes, "models": self.models}
+        return {
+            "source": self.source,
+            "default_class": self.default_class,
+            "classes": self.classes,
+            "models": self.models,
+            "device_classes": self.device_classes,
+        }
 
 
 def _read_toml(path: Path) -> Dict[str, Any]:
@@ -101,9 +135,9 @@ def load_policy(path: "str | Path | None" = None) -> Policy:
     source = "built-in default policy"
     if path is not None:
         user = _read_toml(Path(path))
-        unknown = sorted(set(user) - {"policy", "classes", "models"})
+        unknown = sorted(set(user) - set(_TABLES))
         if unknown:
-            raise PolicyError(f"{path}: unknown table(s) {', '.join(unknown)} (allowed: policy, classes, models)")
+            raise PolicyError(f"{path}: unknown table(s) {', '.join(unknown)} (allowed: {', '.join(_TABLES)})")
         data = _merge(data, user)
         source = str(path)
     classes = data.get("classes", {})
@@ -114,10 +148,19 @@ def load_policy(path: "str | Path | None" = None) -> Policy:
         _check_values(f"{source}: model '{name}'", values, allow_class=True)
         if "class" in values and values["class"] not in classes:
             raise PolicyError(f"{source}: model '{name}' names unknown class '{values['class']}'")
+        for class_name in values.get("classes", {}):
+            if class_name not in classes:
+                raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
     default_class = data.get("policy", {}).get("default_class", "auto")
     if default_class != "auto" and default_class not in classes:
         raise PolicyError(f"{source}: default_class '{default_class}' is not a class")
-    return Policy(source=source, default_class=default_class, classes=classes, models=models)
+    device_classes = data.get("device_classes", {})
+    for pair, class_name in device_classes.items():
+        if not isinstance(pair, str) or len(pair.split("-vs-")) != 2 or not all(pair.split("-vs-")):
+            raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
+        if class_name not in classes:
+            raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
+    return Policy(source=source, default_class=default_class, classes=classes, models=models, device_classes=device_classes)
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -140,3 +183,38 @@ def auto_class(fingerprint: Dict[str, Any], model_info: Optional[Dict[str, Any]]
     on_cuda = str(fingerprint.get("device_type", "")) == "cuda"
     tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
     return "tf32" if on_cuda and tf32 else "fp32"
+
+
+def _device_type(device: Any) -> str:
+    return str(device or "cpu").split(":")[0]
+
+
+def device_type(fingerprint: Dict[str, Any]) -> str:
+    """The device type a run used (``cpu``, ``cuda``, ``mps``), from its fingerprint."""
+    return _device_type(fingerprint.get("device_type") or fingerprint.get("device"))
+
+
+def select_class(
+    policy: Policy,
+    baseline_fingerprint: Dict[str, Any],
+    baseline_model: Optional[Dict[str, Any]],
+    candidate_fingerprint: Dict[str, Any],
+    candidate_model: Optional[Dict[str, Any]],
+    forced: Optional[str] = None,
+) -> str:
+    """The tolerance class for one model of a (baseline, candidate) pair.
+
+    A forced class wins, then a ``default_class`` other than ``auto``. ``auto`` takes the looser of what
+    either side's precision calls for (``auto_class``: bf16 > fp16 > tf32 > fp32); when both sides ran at
+    full precision it is the ``[device_classes]`` entry for the two device types (e.g. ``cpu-vs-cuda``),
+    falling back to ``fp32``. Reduced precision always wins over a device class: it dominates the drift.
+    """
+    if forced:
+        return forced
+    if policy.default_class != "auto":
+        return policy.default_class
+    picks = [auto_class(baseline_fingerprint, baseline_model), auto_class(candidate_fingerprint, candidate_model)]
+    precision = max(picks, key=lambda c: PRECISION_ORDER.index(c) if c in PRECISION_ORDER else 0)
+    if precision != "fp32":
+        return precision
+    return policy.device_class(device_type(baseline_fingerprint), device_type(candidate_fingerprint)) or "fp32"

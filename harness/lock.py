@@ -1,0 +1,89 @@
+"""One writer at a time per output file, and cleanup of the temp files a killed writer leaves behind.
+
+``results.atomic_output`` writes ``.<name>.<random>.tmp`` beside the target and renames it into place, so a
+reader never sees a partial file. A writer killed with SIGKILL (or a power cut) between those two steps leaves
+its temp file behind, and nothing can tell a dead writer's temp file from a live one's by name alone. So
+writers of the same target take an exclusive ``flock`` on ``.<name>.lock`` while they write: whoever holds
+the lock knows that every other ``.<name>.*.tmp`` belongs to a writer that died, and removes it. The kernel
+drops the lock of a killed process, so a crash can never leave the lock held.
+
+Concurrent writers of the same target (two matrix cells given the same ``--out``) are serialized; the last one
+to finish wins and the file is always complete. Where ``fcntl`` does not exist (Windows) the lock is a no-op
+and stale temp files are left (they are hidden, and never read).
+
+Stdlib only: imported by the runner inside old matrix environments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, List
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["output_lock", "stale_temp_files", "locked_output"]
+
+
+def _lock_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.lock"
+
+
+def stale_temp_files(target: "str | os.PathLike[str]") -> List[Path]:
+    """Temp files ``atomic_output`` makes for ``target`` (``.<name>.*.tmp``) that exist now."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    prefix = f".{target.name}."
+    return sorted(p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp"))
+
+
+@contextlib.contextmanager
+def output_lock(target: "str | os.PathLike[str]") -> Iterator[None]:
+    """Hold the exclusive write lock of ``target`` (blocking); on entry, remove dead writers' temp files.
+
+    The lock file is removed on exit while still locked; a waiter that then gets the lock of the removed
+    file notices (its inode is no longer the one at the path) and locks the new file instead.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path = _lock_path(target)
+    while True:
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = os.stat(str(path))
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if current.st_ino == os.fstat(fd).st_ino and current.st_dev == os.fstat(fd).st_dev:
+            break
+        os.close(fd)  # we locked a lock file that its previous holder removed: start again
+    try:
+        for stale in stale_temp_files(target):  # every live writer of this target would hold the lock
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path))
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked_output(target: "str | os.PathLike[str]") -> Iterator[Path]:
+    """``results.atomic_output`` under ``output_lock``: yields the temp path to write."""
+    from harness.results import atomic_output
+
+    with output_lock(target), atomic_output(target) as tmp:
+        yield tmp

@@ -1,0 +1,263 @@
+"""pytest plugin (entry point ``pytest11: harness``): baselines as release-checklist test items.
+
+``pytest -m harness --harness-baseline fixtures/baselines/default-cpu-float32.parquet`` adds one test item per
+model of that baseline. The first item to run re-runs the baseline's models here, once per session and per
+set of run options (device, dtype, batch size, flags, all read from the baseline), and every item then judges
+its model with the tolerance policy, failing with a numpy.testing-style report (``harness.assertions``).
+
+This module is imported by every pytest run in an environment where embedding-harness is installed, so it
+holds only options, the small item/collector classes, and fixtures; everything heavy (numpy, pyarrow, torch,
+the runner, the comparator) is imported when a check actually runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pytest
+
+_MARK = "harness"
+_STASH = pytest.StashKey["_Candidates"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "embedding-harness release checks")
+    group.addoption("--harness-baseline", action="append", default=[], metavar="PATH",
+                    help="check the models of this baseline in this environment, one test item per model (repeatable)")
+    group.addoption("--harness-policy", metavar="FILE", help="tolerance policy TOML overlaying the defaults")
+    group.addoption("--harness-class", metavar="NAME", help="force a tolerance class (fp32, cpu-vs-cuda, tf32, fp16, bf16, ...)")
+    group.addoption("--harness-candidate", metavar="PATH",
+                    help="judge this existing results file instead of running the models now")
+    group.addoption("--harness-device", metavar="DEVICE",
+                    help="run on this device instead of the baseline's (e.g. cuda against a CPU baseline)")
+    group.addoption("--harness-regen", action="store_true",
+                    help="create missing baselines (from --harness-candidate or a run now), then fail so they get reviewed")
+    group.addoption("--harness-models", nargs="+", metavar="ID",
+                    help="with --harness-regen: models (ids or set names) of a baseline created from a run")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{_MARK}: a model check generated from --harness-baseline (select with -m {_MARK})")
+    config.stash[_STASH] = _Candidates(config)
+
+
+def pytest_report_header(config: pytest.Config) -> Optional[List[str]]:
+    baselines = config.getoption("harness_baseline")
+    if not baselines:
+        return None
+    source = config.getoption("harness_candidate") or "run here, once per session"
+    return [f"harness: baselines {', '.join(baselines)}; candidate: {source}; "
+            f"policy: {config.getoption('harness_policy') or 'built-in'}; class: {config.getoption('harness_class') or 'auto'}"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m/-k deselection, so that `-m harness` selects these items
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
+    for raw in dict.fromkeys(config.getoption("harness_baseline")):
+        name = _display(config, Path(raw))  # node ids like a test file's: path/to/baseline.parquet::model
+        collector = BaselineChecks.from_parent(session, name=name, nodeid=name, baseline=Path(raw))
+        items.extend(session.genitems(collector))  # with the collect hooks and reports, so counts are right
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    runs = config.stash[_STASH].runs
+    if runs:
+        terminalreporter.section("harness")
+        for line in runs:
+            terminalreporter.write_line(line)
+
+
+def _display(config: pytest.Config, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return str(path)
+
+
+class _Candidates:
+    """The candidate results of this session: one run per set of run options, shared by all items."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._done: Dict[Tuple[Any, ...], Tuple[Optional[Path], Optional[BaseException]]] = {}
+        self.runs: List[str] = []
+
+    def _tmp(self) -> Path:
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        if factory is not None:
+            return Path(factory.mktemp("harness-candidate"))
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="harness-candidate-"))
+
+    def for_baseline(self, baseline: Path) -> Path:
+        """The results of running ``baseline``'s models here (or ``--harness-candidate``)."""
+        given = self.config.getoption("harness_candidate")
+        if given:
+            return Path(given)
+        import dataclasses
+
+        from harness.baseline import rerun_options
+
+        options = rerun_options(baseline, "candidate.parquet", device=self.config.getoption("harness_device"))
+        key = (options.device, options.dtype, options.batch_size, options.tf32, options.threads,
+               options.attn_implementation, tuple(options.models or ()))
+        if key not in self._done:
+            self._done[key] = self._run(dataclasses.replace(options, out=self._tmp() / "candidate.parquet"))
+        path, error = self._done[key]
+        if error is not None:
+            raise error
+        assert path is not None
+        return path
+
+    def fresh_run(self, models: Optional[List[str]]) -> Path:
+        """A run of ``models`` (default: the registry's default set) with default options, for --harness-regen."""
+        from harness.corpus import DEFAULT_CORPUS_DIR
+        from harness.registry import load_registry
+        from harness.runner import RunOptions
+
+        options = RunOptions(out=self._tmp() / "candidate.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
+                             models=models, device=self.config.getoption("harness_device") or "auto")
+        path, error = self._run(options)
+        if error is not None:
+            raise error
+        assert path is not None
+        return path
+
+    def _run(self, options: Any) -> Tuple[Optional[Path], Optional[BaseException]]:
+        from harness.errors import HarnessError
+        from harness.runner import run
+
+        started = time.perf_counter()
+        try:
+            summary = run(options)
+        except Exception as err:  # noqa: BLE001 - kept and raised by every item that needs this run
+            self.runs.append(f"run failed: {err}" if isinstance(err, HarnessError) else f"run failed: {err!r}")
+            return None, err
+        statuses = ", ".join(f"{k} {v}" for k, v in summary.statuses.items())
+        self.runs.append(f"candidate {summary.path} ({options.device} {options.dtype}, batch {options.batch_size}; "
+                         f"{statuses}; {time.perf_counter() - started:.1f} s)")
+        return summary.path, None
+
+
+class BaselineChecks(pytest.Collector):
+    """The checks of one baseline file: one ``ModelCheck`` per model, or one ``MissingBaseline``."""
+
+    def __init__(self, *, baseline: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.baseline = baseline
+
+    def collect(self) -> List[pytest.Item]:
+        if not self.baseline.is_file():
+            return [MissingBaseline.from_parent(self, name="missing-baseline")]
+        from harness.errors import HarnessError
+        from harness.results import ResultsFile
+
+        try:
+            models = list(ResultsFile(self.baseline).models)
+        except HarnessError as err:
+            return [BrokenBaseline.from_parent(self, name="unreadable-baseline", error=str(err))]
+        return [ModelCheck.from_parent(self, name=model_id) for model_id in models]
+
+    def reportinfo(self) -> Tuple[Path, Optional[int], str]:
+        return self.baseline, None, f"harness baseline {self.baseline}"
+
+
+class _HarnessItem(pytest.Item):
+    parent: BaselineChecks
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_marker(_MARK)
+
+    @property
+    def candidates(self) -> _Candidates:
+        return self.config.stash[_STASH]
+
+    def reportinfo(self) -> Tuple[Path, Optional[int], str]:
+        return self.parent.baseline, None, f"{self.name} vs {self.parent.baseline}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        from harness.errors import HarnessError
+
+        if isinstance(excinfo.value, (AssertionError, HarnessError)):
+            prefix = "" if isinstance(excinfo.value, AssertionError) else "harness error: "
+            return prefix + str(excinfo.value)
+        return str(super().repr_failure(excinfo, style=style))
+
+
+class ModelCheck(_HarnessItem):
+    """One model of a baseline, judged against this environment's run."""
+
+    def runtest(self) -> None:
+        from harness.assertions import assert_model_matches
+
+        candidate = self.candidates.for_baseline(self.parent.baseline)
+        assert_model_matches(
+            candidate,
+            self.parent.baseline,
+            self.name,
+            self.config.getoption("harness_policy"),
+            tolerance_class=self.config.getoption("harness_class"),
+        )
+
+
+class MissingBaseline(_HarnessItem):
+    """A --harness-baseline that does not exist: fails, or with --harness-regen creates it and fails."""
+
+    def runtest(self) -> None:
+        target = self.parent.baseline
+        if not self.config.getoption("harness_regen"):
+            raise AssertionError(
+                f"Baseline {target} does not exist.\n"
+                f"Create it from a reviewed run: harness baseline create {target} [--from results.parquet], "
+                "or rerun pytest with --harness-regen"
+            )
+        from harness.baseline import create_baseline
+
+        source = self.config.getoption("harness_candidate")
+        source_path = Path(source) if source else self.candidates.fresh_run(self.config.getoption("harness_models"))
+        prov = create_baseline(source_path, target, reason="created by pytest --harness-regen")
+        raise AssertionError(
+            f"Baseline {target} did not exist and was created from {prov['source_file']}.\n"
+            "Review it (harness baseline show), commit it, and run again: a new baseline is never a pass."
+        )
+
+
+class BrokenBaseline(_HarnessItem):
+    """A --harness-baseline that exists but cannot be read (never regenerated: nothing is overwritten)."""
+
+    def __init__(self, *, error: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def runtest(self) -> None:
+        from harness.errors import ResultsFileError
+
+        raise ResultsFileError(self.error)
+
+
+# -- fixtures for users' own tests ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def harness_policy(pytestconfig: pytest.Config) -> Any:
+    """The tolerance ``Policy`` of this session (``--harness-policy`` overlaying the defaults)."""
+    from harness.policy import load_policy
+
+    return load_policy(pytestconfig.getoption("harness_policy"))
+
+
+@pytest.fixture(scope="session")
+def harness_candidate_for(pytestconfig: pytest.Config) -> Callable[["str | Path"], Path]:
+    """``harness_candidate_for(baseline)``: results of re-running that baseline's models here (cached per session)."""
+    candidates = pytestconfig.stash[_STASH]
+    return lambda baseline: candidates.for_baseline(Path(baseline))
+
+
+@pytest.fixture(scope="session")
+def harness_baselines(pytestconfig: pytest.Config) -> List[Path]:
+    """The ``--harness-baseline`` paths of this session."""
+    return [Path(p) for p in pytestconfig.getoption("harness_baseline")]
+

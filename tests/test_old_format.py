@@ -1,0 +1,96 @@
+"""Baselines written by older harness versions stay readable and comparable (``fixtures/baselines/legacy/``)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness._cli import main
+from harness.baseline import list_baselines, provenance
+from harness.comparator import compare_files
+from harness.policy import load_policy, select_class
+from harness.results import SCHEMA_VERSION, ResultsFile
+from harness.verdict import Status
+
+from conftest import ROOT
+
+LEGACY = ROOT / "fixtures" / "baselines" / "legacy"
+V1 = LEGACY / "v1-tiny.parquet"
+#: the frozen file's bytes: a legacy baseline must never be rewritten (add a new file for a new format)
+V1_SHA256 = "ead4d8cf84b8c81f05dd649be3aa51651c00311e4145229a9e9a0fd021564ffa"
+TINY = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+
+
+def test_v1_file_is_frozen() -> None:
+    assert hashlib.sha256(V1.read_bytes()).hexdigest() == V1_SHA256, (
+        f"{V1} changed: legacy baselines are frozen; restore it (git checkout) and add a new file instead"
+    )
+
+
+def test_v1_file_loads() -> None:
+    results = ResultsFile(V1)
+    assert results.meta["schema_version"] == 1 <= SCHEMA_VERSION
+    assert results.meta["harness_version"] == "0.1.0"
+    ids, roles, vectors = results.embeddings("tiny-bi-encoder")
+    assert vectors.shape == (747, 32) and vectors.dtype == np.float32
+    assert set(roles) == {"document", "query"}
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    rerank = results.rerank("tiny-cross-encoder")
+    assert len(rerank["score"]) == 1758 and np.isfinite(rerank["score"]).all()
+    shown = provenance(V1)
+    assert shown["baseline"]["reason"] and shown["fingerprint"]["device_type"] == "cpu"
+
+
+def test_v1_baseline_compares_with_a_run_of_today(tiny_results: Path) -> None:
+    comparison = compare_files(V1, tiny_results)
+    assert comparison.status is Status.PASS, comparison.serialize()
+    assert {m.model_id for m in comparison.models} == {"tiny-bi-encoder", "tiny-cross-encoder"}
+    assert all(m.tolerance_class == "fp32" for m in comparison.models)
+
+
+def test_v1_baseline_through_the_cli(tiny_results: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compare", str(V1), str(tiny_results)]) == 0
+    assert "harness compare: PASS" in capsys.readouterr().out
+    assert main(["baseline", "diff", str(V1), str(TINY)]) == 0
+    out = capsys.readouterr().out
+    assert "harness baseline diff: PASS" in out and "harness 0.1.0" in out
+    assert main(["baseline", "show", str(V1)]) == 0
+    assert '"schema_version": 1' in capsys.readouterr().out
+
+
+def test_legacy_directory_is_listed_apart() -> None:
+    assert "v1-tiny" not in [b["name"] for b in list_baselines(ROOT / "fixtures" / "baselines")]
+    assert [(b["name"], b["status"]) for b in list_baselines(LEGACY)] == [("v1-tiny", "ok")]
+
+
+def test_class_selection_reads_old_fingerprints() -> None:
+    """Fingerprints of older files may lack ``device_type``: the device string is used instead."""
+    policy = load_policy()
+    old_cpu = {"device": "cpu", "dtype": "float32"}
+    assert select_class(policy, old_cpu, {}, {"device": "cuda:0", "dtype": "float32"}, {}) == "cpu-vs-cuda"
+    assert select_class(policy, old_cpu, None, old_cpu, None) == "fp32"
+    assert select_class(policy, ResultsFile(V1).fingerprint, {}, ResultsFile(V1).fingerprint, {}) == "fp32"
+
+
+def test_baseline_diff_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``harness baseline diff A B``: 0 when B is within tolerance of A, 1 on drift (explained), 2 on bad input."""
+    from harness.baseline import create_baseline
+    from harness.testing import add_noise_to_one, perturb_results
+
+    noisy = perturb_results(TINY, tmp_path / "noisy.parquet", "tiny-bi-encoder", vectors=add_noise_to_one(4, 1e-3))
+    create_baseline(noisy, tmp_path / "moved.parquet", reason="torch upgrade")
+    create_baseline(TINY, tmp_path / "ref.parquet", reason="reference")
+    report = tmp_path / "diff.json"
+    assert main(["baseline", "diff", "ref", "moved", "--dir", str(tmp_path), "--json", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"A {tmp_path / 'ref.parquet'}: create ") and ": torch upgrade" in out
+    assert "harness baseline diff: FAIL" in out and "FAIL tiny-bi-encoder (tolerance class fp32)" in out
+    assert '"status": "fail"' in report.read_text()
+    assert main(["baseline", "diff", "ref", "moved", "--dir", str(tmp_path), "--models", "tiny-cross-encoder"]) == 0
+    capsys.readouterr()
+    assert main(["baseline", "diff", "ref", "nope", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'nope.parquet'}: no such baseline"
