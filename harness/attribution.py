@@ -153,26 +153,28 @@ def _model_row(verdict: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def waterfall(
-    steps: Sequence[Step],
+    steps: Sequence["Step | Dict[str, Any]"],
     results: Dict[str, Optional[Path]],
     compare: Callable[[Path, Path], Dict[str, Any]],
     failures: Optional[Dict[str, str]] = None,
 ) -> Dict[str, Any]:
     """Compare each step with the previous one and with the baseline; name the step that moved most.
 
-    ``results`` maps step ids to results files (None when the step did not run); ``compare`` returns a
-    serialized comparison (``Comparison.serialize()``), so this module stays free of I/O and policy.
+    ``steps`` are ``Step`` objects or their ``describe()`` dicts (as saved in a plan file); ``results`` maps step
+    ids to results files (None when the step did not run); ``compare`` returns a serialized comparison
+    (``Comparison.serialize()``), so this module stays free of I/O and policy.
     """
     failures = failures or {}
+    described = [s.describe() if isinstance(s, Step) else dict(s) for s in steps]
     rows: List[Dict[str, Any]] = []
-    base_path = results.get(steps[0].step_id)
+    base_path = results.get(described[0]["step_id"])
     previous: Optional[Path] = base_path
-    for step in steps:
-        path = results.get(step.step_id)
-        row: Dict[str, Any] = {**step.describe(), "results": str(path) if path else None, "models": {}}
+    for step in described:
+        path = results.get(step["step_id"])
+        row: Dict[str, Any] = {**step, "results": str(path) if path else None, "models": {}}
         if path is None:
-            row["error"] = failures.get(step.step_id, "step did not produce results")
-        elif step.index > 0 and previous is not None and base_path is not None:
+            row["error"] = failures.get(step["step_id"], "step did not produce results")
+        elif step["index"] > 0 and previous is not None and base_path is not None:
             step_cmp = compare(previous, path)
             total_cmp = compare(base_path, path)
             cumulative = {v["model_id"]: v for v in total_cmp["models"]}
@@ -199,3 +201,37 @@ def _main_cause(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
             if model_id not in best or value > best[model_id]["max_abs_diff"]:
                 best[model_id] = {"step": row["name"], "factors": row["factors"], "max_abs_diff": value, "note": row.get("note", "")}
     return best
+
+
+def report_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m harness.attribution PLAN.json --out DIR``: waterfall from a plan's step results (controlling env)."""
+    import argparse
+    import json
+
+    from harness.comparator import compare_files
+    from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
+    from harness.results import atomic_output
+
+    parser = argparse.ArgumentParser(prog="python -m harness.attribution")
+    parser.add_argument("plan", type=Path, help="plan.json written by nox -s attribute")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--class", dest="tolerance_class", default="fp32", help="class each step is judged by")
+    args = parser.parse_args(argv)
+    plan = json.loads(args.plan.read_text(encoding="utf-8"))
+    results = {s["step_id"]: (Path(s["results"]) if s.get("results") and Path(s["results"]).is_file() else None)
+               for s in plan["steps"]}
+    failures = {s["step_id"]: s.get("error", "") for s in plan["steps"] if s.get("error")}
+    data = waterfall(plan["steps"], results,
+                     lambda a, b: compare_files(a, b, tolerance_class=args.tolerance_class, allow_model_change=True).serialize(),
+                     failures)
+    data["plan"] = {k: v for k, v in plan.items() if k != "steps"}
+    for name, text in (("attribution.md", render_attribution_markdown(data)), ("attribution.json", render_attribution_json(data)),
+                       ("attribution.html", render_attribution_html(data))):
+        with atomic_output(args.out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    print(render_attribution_markdown(data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(report_main())

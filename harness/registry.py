@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -21,11 +22,16 @@ else:  # pragma: no cover - exercised in old matrix cells
     import tomli as tomllib
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_REGISTRY",
+    "ENCODE_KEYS",
     "KINDS",
+    "PRECISIONS",
     "ModelSpec",
     "Registry",
+    "base_model_id",
     "load_registry",
+    "parse_entry",
     "resolve_model_dir",
     "weight_files",
 ]
@@ -34,6 +40,36 @@ DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "models
 KINDS = ("bi-encoder", "cross-encoder")
 SOURCES = ("path", "package", "hub", "derived")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
+BACKENDS = ("torch", "onnx", "openvino")
+#: ``precision`` values: float32, or sentence-transformers' quantized outputs (``quantize_embeddings``)
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+#: how int8/uint8 ranges are calibrated: "corpus" = quantize_embeddings(calibration_embeddings=the corpus's own
+#: float embeddings), "encode" = encode(precision=...), which takes the ranges from each encode() call
+QUANTIZATIONS = ("corpus", "encode")
+
+#: Per-model settings that change the numbers (recorded per model, passed to encode()/predict() where the
+#: installed sentence-transformers supports them), with the kinds they apply to and their types.
+_BOTH = ("bi-encoder", "cross-encoder")
+_BI = ("bi-encoder",)
+_SETTINGS: Dict[str, Tuple[Tuple[str, ...], type]] = {
+    "backend": (_BOTH, str),
+    "batch_size": (_BOTH, int),
+    "max_seq_length": (_BOTH, int),
+    "prompt": (_BOTH, str),
+    "prompt_name": (_BOTH, str),
+    "query_prompt": (_BI, str),
+    "query_prompt_name": (_BI, str),
+    "document_prompt": (_BI, str),
+    "document_prompt_name": (_BI, str),
+    "normalize_embeddings": (_BI, bool),
+    "truncate_dim": (_BI, int),
+    "precision": (_BI, str),
+    "quantization": (_BI, str),
+    "logits": (("cross-encoder",), bool),
+}
+ENCODE_KEYS = tuple(_SETTINGS)
+#: Model ids the runner derives from one cross-encoder: ``<id>@logits``, ``<id>@label<i>``, ``<id>@label<i>@logits``.
+_DERIVED_ID = re.compile(r"^(?P<base>.+?)@(?:logits|label\d+(?:@logits)?)$")
 
 
 @dataclass(frozen=True)
@@ -53,9 +89,28 @@ class ModelSpec:
     base: Optional[str] = None  # "derived": the registry id of the bi-encoder whose weights are reused
     seed: Optional[int] = None
     note: str = ""
+    # Settings that change the numbers (see ENCODE_KEYS); None means "the library's default".
+    backend: Optional[str] = None  # "torch" (default), "onnx", "openvino" (sentence-transformers >= 3.2)
+    batch_size: Optional[int] = None  # overrides the run's --batch-size for this model
+    max_seq_length: Optional[int] = None  # set on the model after loading
+    prompt: Optional[str] = None  # both roles (bi-encoder) / every pair (cross-encoder)
+    prompt_name: Optional[str] = None
+    query_prompt: Optional[str] = None  # bi-encoder: queries only (overrides prompt)
+    query_prompt_name: Optional[str] = None
+    document_prompt: Optional[str] = None  # bi-encoder: documents only (overrides prompt)
+    document_prompt_name: Optional[str] = None
+    normalize_embeddings: Optional[bool] = None
+    truncate_dim: Optional[int] = None  # Matryoshka truncation (sentence-transformers >= 2.7)
+    precision: Optional[str] = None  # float32 | int8 | uint8 | binary | ubinary
+    quantization: Optional[str] = None  # int8/uint8 calibration: "corpus" (default) or "encode"
+    logits: Optional[bool] = None  # cross-encoder: also record raw logits as "<id>@logits"
 
     def describe(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+    def settings(self) -> Dict[str, Any]:
+        """The encode settings this entry sets (not the library defaults it leaves alone)."""
+        return {k: getattr(self, k) for k in ENCODE_KEYS if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -79,13 +134,28 @@ class Registry:
         return list(seen.values())
 
     def _get(self, name: str) -> ModelSpec:
+        base = base_model_id(name)
+        if base != name:  # "<id>@logits" / "<id>@label<i>" come from running "<id>" (e.g. ids read from a baseline)
+            if base in self.models or Path(base).is_dir():
+                name = base
+            elif name in self.models:  # an entry rebuilt from a baseline's recorded source: run its model
+                return replace(self.models[name], id=base)
         if name in self.models:
             return self.models[name]
         candidate = Path(name)
         if candidate.is_dir():
             return ModelSpec(id=candidate.name, kind=_guess_kind(candidate), source="path", path=str(candidate.resolve()))
         known = ", ".join(sorted(self.models)) or "none"
-        raise ModelLoadError(f"unknown model id '{name}' (not in {self.path}, not a directory; known: {known})")
+        raise ModelLoadError(
+            f"unknown model id '{name}' (not in {self.path}, not a directory; known: {known}; "
+            "a project's models need --config FILE or ./harness.toml)"
+        )
+
+
+def base_model_id(model_id: str) -> str:
+    """The model a results entry came from: ``"x@logits"`` and ``"x@label1"`` -> ``"x"``; others unchanged."""
+    match = _DERIVED_ID.match(model_id)
+    return match.group("base") if match else model_id
 
 
 def _guess_kind(directory: Path) -> str:
@@ -104,7 +174,7 @@ def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
         raise ModelLoadError(f"{reg_path}: invalid TOML ({err})") from None
     models: Dict[str, ModelSpec] = {}
     for model_id, entry in (data.get("models") or {}).items():
-        models[model_id] = _parse_entry(reg_path, model_id, entry)
+        models[model_id] = parse_entry(reg_path, model_id, entry)
     sets = {name: list(ids) for name, ids in (data.get("sets") or {}).items()}
     for spec in models.values():
         if spec.source == "derived" and (spec.base not in models or not spec.path):
@@ -116,12 +186,17 @@ def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     return Registry(path=reg_path, models=models, sets=sets)
 
 
-def _parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSpec:
+def parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSpec:
+    """Validate one ``[models."<id>"]`` table (registry or project config); relative paths are made absolute."""
     where = f"{reg_path}: model '{model_id}'"
+    if not isinstance(entry, dict):
+        raise ModelLoadError(f"{where}: must be a table of keys, got {type(entry).__name__}")
+    if "@" in model_id or not model_id.strip():
+        raise ModelLoadError(f"{where}: model ids must be non-empty and must not contain '@' (reserved for <id>@logits)")
     allowed = set(ModelSpec.__dataclass_fields__) - {"id"}
     unknown = sorted(set(entry) - allowed)
     if unknown:
-        raise ModelLoadError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise ModelLoadError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
     if entry.get("kind") not in KINDS:
         raise ModelLoadError(f"{where}: kind must be one of {', '.join(KINDS)}")
     if entry.get("source") not in SOURCES:
@@ -129,11 +204,41 @@ def _parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelS
     required = {"path": "path", "package": "package", "hub": "hub_id", "derived": "base"}[entry["source"]]
     if not entry.get(required):
         raise ModelLoadError(f"{where}: source '{entry['source']}' needs '{required}'")
+    _check_settings(where, entry)
     values = dict(entry)
     for key in ("path", "cache_dir"):
         if values.get(key) and not os.path.isabs(values[key]):
             values[key] = str((reg_path.parent / values[key]).resolve())
     return ModelSpec(id=model_id, **values)
+
+
+def _check_settings(where: str, entry: Dict[str, Any]) -> None:
+    """Types, value ranges and kinds of the encode settings, each problem as one line naming the key."""
+    kind = entry["kind"]
+    for key, (kinds, expected) in _SETTINGS.items():
+        if key not in entry:
+            continue
+        value = entry[key]
+        if kind not in kinds:
+            raise ModelLoadError(f"{where}: '{key}' applies to {' and '.join(kinds)}s only, this is a {kind}")
+        if expected is bool:
+            ok = isinstance(value, bool)
+        elif expected is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            what = {bool: "true or false", int: "a positive integer", str: "a string"}[expected]
+            raise ModelLoadError(f"{where}: '{key}' must be {what}, got {value!r}")
+    choices = {"backend": BACKENDS, "precision": PRECISIONS, "quantization": QUANTIZATIONS}
+    for key, allowed in choices.items():
+        if key in entry and entry[key] not in allowed:
+            raise ModelLoadError(f"{where}: '{key}' must be one of {', '.join(allowed)}, got {entry[key]!r}")
+    for prefix in ("", "query_", "document_"):
+        if f"{prefix}prompt" in entry and f"{prefix}prompt_name" in entry:
+            raise ModelLoadError(f"{where}: set '{prefix}prompt' or '{prefix}prompt_name', not both")
+    if "quantization" in entry and entry.get("precision", "float32") == "float32":
+        raise ModelLoadError(f"{where}: 'quantization' needs a quantized 'precision' (int8, uint8, binary, ubinary)")
 
 
 def weight_files(directory: Path) -> List[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import harness
 from harness.corpus import Corpus, load_corpus
 from harness.errors import HarnessError
 from harness.fingerprint import collect_fingerprint
-from harness.loading import DTYPES, Incompatible, LoadedModel, load_model
+from harness.loading import DTYPES, Incompatible, LoadedModel, check_corpus_fits, embed_texts, load_model, score_pairs
+from harness.lock import output_lock
 from harness.registry import ModelSpec, Registry, resolve_model_dir
 from harness.results import ModelRows, write_results
 
@@ -56,6 +58,34 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return all(s == "ok" for s in self.statuses.values())
+
+
+#: Module attributes that cache the offline switch at import time (huggingface_hub; transformers 4.x).
+_OFFLINE_FLAGS = (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("transformers.utils.hub", "_is_offline_mode"))
+
+
+def _go_offline() -> None:
+    """Offline by default: nothing in transformers or huggingface_hub may reach for the network.
+
+    The environment variables cover libraries imported from now on; libraries already imported in this
+    process (a notebook, the pytest plugin) read them at import time, so their cached flags are set too.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    for module_name, attr in _OFFLINE_FLAGS:
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, attr):
+            setattr(module, attr, True)
+
+
+def _peak_rss_bytes() -> Optional[int]:
+    """This process's peak resident memory so far (``getrusage``; None where the platform has no ``resource``)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
 
 
 def pick_device(requested: str) -> str:
@@ -103,51 +133,42 @@ def _to_float32(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[ModelRows, int]:
-    """Documents and queries in two ``encode`` calls, as a search system embeds them."""
-    parts = []
-    for texts in (corpus.documents, corpus.queries):
-        encoded = loaded.model.encode(
-            [t.text for t in texts],
-            batch_size=options.batch_size,
-            show_progress_bar=options.progress,
-            convert_to_tensor=True,
-        )
-        parts.append(_to_float32(encoded))
-    vectors = np.concatenate(parts)
+def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
+    """Documents and queries in two ``encode`` calls, as a search system embeds them, with the model's
+    settings (prompts, normalize, truncate_dim, precision: see ``harness.loading.embed_texts``)."""
+    vectors = embed_texts(loaded, [t.text for t in corpus.documents], [t.text for t in corpus.queries],
+                          batch_size=options.batch_size, progress=options.progress)
     ids = [t.id for t in corpus.documents] + [t.id for t in corpus.queries]
     roles = ["document"] * len(corpus.documents) + ["query"] * len(corpus.queries)
-    return ModelRows(model_id=loaded.spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors), len(ids)
+    return [ModelRows(model_id=loaded.spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors)], len(ids)
 
 
-def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[ModelRows, int]:
-    """Every (query, candidate) pair in one ``predict`` call; ranks are computed per query."""
+def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
+    """Every (query, candidate) pair in one ``predict`` call; ranks are computed per query. One entry per
+    output (``harness.loading.score_pairs``): the model's id, ``<id>@logits``, ``<id>@label<i>``."""
     texts = {t.id: t.text for t in corpus.texts()}
     pairs = corpus.pairs
-    scores = _to_float32(
-        loaded.model.predict(
-            [(texts[p.query_id], texts[p.passage_id]) for p in pairs],
-            batch_size=options.batch_size,
-            show_progress_bar=options.progress,
-            convert_to_tensor=True,
-        )
-    )
-    if scores.ndim > 1:
-        scores = scores[:, 0] if scores.shape[1] == 1 else scores.max(axis=1)
+    outputs = score_pairs(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs],
+                          batch_size=options.batch_size, progress=options.progress)
     query_ids = [p.query_id for p in pairs]
-    rows = ModelRows(
-        model_id=loaded.spec.id,
-        task="rerank",
-        item_ids=[f"{p.query_id}|{p.passage_id}" for p in pairs],
-        query_ids=query_ids,
-        passage_ids=[p.passage_id for p in pairs],
-        scores=scores,
-        ranks=rank_within_queries(query_ids, scores),
-    )
+    rows = [
+        ModelRows(
+            model_id=loaded.spec.id + suffix,
+            task="rerank",
+            item_ids=[f"{p.query_id}|{p.passage_id}" for p in pairs],
+            query_ids=query_ids,
+            passage_ids=[p.passage_id for p in pairs],
+            scores=_to_float32(scores),
+            ranks=rank_within_queries(query_ids, _to_float32(scores)),
+        )
+        for suffix, scores, _ in outputs
+    ]
+    loaded.encode["entries"] = {loaded.spec.id + suffix: extra for suffix, _, extra in outputs}
     return rows, len(pairs)
 
 
-def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str) -> Tuple[Optional[ModelRows], Dict[str, Any]]:
+def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str) -> Tuple[List[ModelRows], Dict[str, Dict[str, Any]]]:
+    """The rows and the metadata of every results entry one registry model produces (see ``_entries``)."""
     import torch
 
     info: Dict[str, Any] = {"kind": spec.kind, "source": spec.describe()}
@@ -166,7 +187,7 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
         )
     except Incompatible as err:
         info.update(status="incompatible", reason=err.reason, saved_versions=err.saved)
-        return None, info
+        return [], {spec.id: info}
     info.update(loaded.info, load_s=round(time.perf_counter() - started, 4))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -180,11 +201,26 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
         items=count,
         items_per_s=round(count / elapsed, 2) if elapsed > 0 else None,
     )
-    if rows.vectors is not None:
-        info.update(dim=int(rows.vectors.shape[1]), vector_dtype="float32")
     if device.startswith("cuda"):
         info["cuda_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
-    return rows, info
+    return rows, _entries(spec, rows, info, loaded.encode)
+
+
+def _entries(spec: ModelSpec, rows: List[ModelRows], info: Dict[str, Any], encode: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Metadata per results entry: the settings applied (``encode``), the stored vector dtype and width
+    (``dim`` is the packed length for binary precisions), and for ``<id>@logits``/``<id>@label<i>`` entries
+    the model they were derived from."""
+    per_entry = encode.pop("entries", {})
+    out: Dict[str, Dict[str, Any]] = {}
+    for entry in rows:
+        entry_info = {**info, "encode": {**encode, **per_entry.get(entry.model_id, {})}}
+        if entry.vectors is not None:
+            precision = encode.get("precision", "float32")
+            entry_info.update(dim=int(entry.vectors.shape[1]), vector_dtype=str(entry.vectors.dtype), precision=precision)
+        if entry.model_id != spec.id:
+            entry_info["derived_from"] = spec.id
+        out[entry.model_id] = entry_info
+    return out
 
 
 def run(options: RunOptions) -> RunSummary:
@@ -194,11 +230,10 @@ def run(options: RunOptions) -> RunSummary:
     if options.batch_size < 1:
         raise HarnessError(f"--batch-size must be >= 1, got {options.batch_size}")
     if not options.allow_network:
-        # Offline by default: nothing in transformers or huggingface_hub may reach for the network.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        _go_offline()
     corpus = load_corpus(options.corpus_dir)
     specs = options.registry.select(options.models)
+    check_corpus_fits(specs, corpus)
     device = pick_device(options.device)
     _configure_torch(options)
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -206,10 +241,9 @@ def run(options: RunOptions) -> RunSummary:
     all_rows: List[ModelRows] = []
     models: Dict[str, Dict[str, Any]] = {}
     for spec in specs:
-        rows, info = _run_model(spec, corpus, options, device)
-        models[spec.id] = info
-        if rows is not None:
-            all_rows.append(rows)
+        rows, infos = _run_model(spec, corpus, options, device)
+        models.update(infos)
+        all_rows.extend(rows)
     metadata = {
         "harness_version": harness.__version__,
         "created_at": started.isoformat(timespec="seconds"),
@@ -232,11 +266,13 @@ def run(options: RunOptions) -> RunSummary:
             "attn_implementation_requested": options.attn_implementation,
             "allow_network": options.allow_network,
             "duration_s": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 3),
+            "peak_rss_bytes": _peak_rss_bytes(),
         },
         "fingerprint": fingerprint,
         "models": models,
     }
-    path = write_results(options.out, all_rows, metadata)
+    with output_lock(options.out):  # one writer per file; removes temp files of writers killed mid-write
+        path = write_results(options.out, all_rows, metadata)
     return RunSummary(
         path=path,
         statuses={k: v["status"] for k, v in models.items()},

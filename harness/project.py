@@ -1,0 +1,197 @@
+"""Project configuration: the user's own models, encode settings and corpus, as data.
+
+A project config is ``harness.toml`` in the working directory, or the ``[tool.harness]`` table of its
+``pyproject.toml``, or any file named with ``--config FILE``. It has the registry's shape plus a corpus::
+
+    [models.my-embedder]                 # same keys as fixtures/models/registry.toml entries
+    kind = "bi-encoder"
+    source = "path"                      # or "package" / "hub" (resolved offline-first from the local cache)
+    path = "models/my-embedder"          # relative to this file
+    query_prompt = "query: "             # encode settings: see harness.registry.ENCODE_KEYS
+    normalize_embeddings = true
+
+    [models.tiny-bi-encoder]             # no 'source': overrides settings of the built-in entry
+    batch_size = 8
+
+    [sets]
+    nightly = ["my-embedder"]            # optional; without a "default" set, the default is every model here
+
+    [corpus]                             # optional: see harness.corpus (documents / queries / pairs files)
+    documents = "corpus/faq.csv"
+
+    registry = "other-registry.toml"     # optional: the built-in registry to extend (default: the shipped one)
+
+Project models extend the built-in registry and override its entries of the same id. Everything here is stdlib
+and harness-internal, so ``harness run --config FILE`` works inside old matrix cells too, and the matrix code
+can build a cell's model list with ``project_registry(FILE)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from harness.corpus import DEFAULT_CORPUS_DIR, corpus_table
+from harness.errors import HarnessError
+from harness.registry import Registry, load_registry, parse_entry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised in old matrix cells
+    import tomli as tomllib
+
+__all__ = [
+    "CONFIG_FILE",
+    "Project",
+    "ProjectError",
+    "find_config",
+    "load_project",
+    "project_registry",
+    "run_inputs",
+]
+
+CONFIG_FILE = "harness.toml"
+_KEYS = ("models", "sets", "corpus", "registry")
+
+
+class ProjectError(HarnessError):
+    """A project config (harness.toml / [tool.harness]) is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Project:
+    """A parsed project config; ``models`` are the raw ``[models.<id>]`` tables, validated on merge."""
+
+    path: Path
+    models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    sets: Dict[str, List[str]] = field(default_factory=dict)
+    corpus: Optional[Dict[str, Any]] = None
+    registry_path: Optional[Path] = None
+
+    @property
+    def has_corpus(self) -> bool:
+        return self.corpus is not None
+
+    def registry(self, base: Optional[Registry] = None) -> Registry:
+        """The built-in registry (or ``base``) extended and overridden by this project's models and sets."""
+        base = base if base is not None else load_registry(self.registry_path)
+        models = dict(base.models)
+        for model_id, entry in self.models.items():
+            if not isinstance(entry, dict):
+                raise ProjectError(f"{self.path}: model '{model_id}' must be a table of keys")
+            if "source" not in entry and "kind" not in entry and model_id in base.models:
+                inherited = {k: v for k, v in base.models[model_id].__dict__.items() if k != "id" and v not in (None, "")}
+                entry = {**inherited, **entry}
+            elif "source" not in entry:
+                known = "" if model_id not in base.models else " (or only settings, to override the built-in entry)"
+                raise ProjectError(f"{self.path}: model '{model_id}' needs 'kind' and 'source'{known}")
+            models[model_id] = parse_entry(self.path, model_id, entry)
+        for spec in models.values():
+            if spec.source == "derived" and spec.base not in models:
+                raise ProjectError(f"{self.path}: model '{spec.id}' is derived from unknown model '{spec.base}'")
+        sets = {**base.sets, **self.sets}
+        if self.models and "default" not in self.sets:
+            sets["default"] = list(self.models)
+        for name, ids in self.sets.items():
+            unknown = [i for i in ids if i not in models]
+            if unknown:
+                raise ProjectError(f"{self.path}: set '{name}' names unknown model(s) {', '.join(unknown)}")
+        return Registry(path=self.path, models=models, sets=sets)
+
+
+def find_config(directory: "str | os.PathLike[str] | None" = None) -> Optional[Path]:
+    """``harness.toml`` in ``directory`` (default: the working directory), else its ``pyproject.toml`` when that
+    has a ``[tool.harness]`` table, else None."""
+    root = Path(directory) if directory is not None else Path.cwd()
+    candidate = root / CONFIG_FILE
+    if candidate.is_file():
+        return candidate
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+            return None  # not ours to judge; an explicit --config pyproject.toml reports it
+        if isinstance(data.get("tool"), dict) and "harness" in data["tool"]:
+            return pyproject
+    return None
+
+
+def load_project(path: "str | os.PathLike[str]") -> Project:
+    """Parse and check the shape of a project config (entries are validated against the registry on merge)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: project config not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ProjectError(f"{path}: invalid TOML ({err})") from None
+    table = data
+    if path.name == "pyproject.toml":
+        table = (data.get("tool") or {}).get("harness")
+        if not isinstance(table, dict):
+            raise ProjectError(f"{path}: no [tool.harness] table")
+    unknown = sorted(set(table) - set(_KEYS))
+    if unknown:
+        raise ProjectError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(_KEYS)})")
+    models = table.get("models") or {}
+    sets = table.get("sets") or {}
+    if not isinstance(models, dict):
+        raise ProjectError(f"{path}: 'models' must be tables [models.\"<id>\"]")
+    if not isinstance(sets, dict) or not all(
+        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in sets.values()
+    ):
+        raise ProjectError(f"{path}: 'sets' must map set names to lists of model ids")
+    registry = table.get("registry")
+    if registry is not None and not isinstance(registry, str):
+        raise ProjectError(f"{path}: 'registry' must be a path to a registry TOML file")
+    registry_path = None
+    if registry:
+        registry_path = Path(registry) if os.path.isabs(registry) else path.parent / registry
+    return Project(
+        path=path,
+        models=dict(models),
+        sets={name: list(ids) for name, ids in sets.items()},
+        corpus=corpus_table(path, data),
+        registry_path=registry_path,
+    )
+
+
+def project_registry(config: "str | os.PathLike[str] | None" = None,
+                     registry: "str | os.PathLike[str] | None" = None) -> Registry:
+    """The registry a run with ``--config config`` (and ``--registry registry``) sees; for matrix code.
+
+    Without ``config`` the working directory's config is used when there is one, else the plain registry.
+    """
+    path = Path(config) if config is not None else find_config()
+    if path is None:
+        return load_registry(registry)
+    project = load_project(path)
+    base = load_registry(registry if registry is not None else project.registry_path)
+    return project.registry(base)
+
+
+def run_inputs(config: "str | os.PathLike[str] | None", registry: "str | os.PathLike[str] | None",
+               corpus: "str | os.PathLike[str] | None") -> Tuple[Registry, Path, Optional[Project]]:
+    """What ``harness run/check/baseline create`` run with: the registry (project models merged in), the corpus
+    source (``--corpus``, else the project's ``[corpus]``, else the shipped fixture corpus), and the project.
+
+    ``config`` None means: look for ``harness.toml`` / ``[tool.harness]`` in the working directory.
+    """
+    path = Path(config) if config is not None else find_config()
+    if path is None:
+        return load_registry(registry), Path(corpus) if corpus is not None else DEFAULT_CORPUS_DIR, None
+    project = load_project(path)
+    base = load_registry(registry if registry is not None else project.registry_path)
+    merged = project.registry(base)
+    if corpus is not None:
+        source = Path(corpus)
+    elif project.has_corpus:
+        source = project.path
+    else:
+        source = DEFAULT_CORPUS_DIR
+    return merged, source, project
+
