@@ -14,6 +14,11 @@ comparator stream large files. The column width is the widest model's vector; ea
 Everything else about a run (environment fingerprint, corpus hash, per-model weight hashes and status) is JSON
 in the parquet schema metadata under the key ``harness``. This module needs only numpy and pyarrow, because it
 is imported both inside old matrix environments (runner) and in the controlling one (comparator).
+
+Files are written whole (``write_results``) or in chunks (``ResultsWriter``, for files larger than memory), and
+read lazily, one row group at a time. ``ResultsFile`` also opens ``scheme://`` URIs (``s3://``, ``gs://``,
+``file://``, ...) through ``pyarrow.fs.FileSystem.from_uri``, so a merge job can read cells' results straight
+from object storage.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +45,7 @@ __all__ = [
     "COLUMNS",
     "ModelRows",
     "ResultsFile",
+    "ResultsWriter",
     "atomic_output",
     "write_results",
 ]
@@ -157,24 +165,118 @@ def _model_table(rows: ModelRows, schema: pa.Schema, width: int) -> pa.Table:
     )
 
 
+class ResultsWriter:
+    """Write one results file in chunks, atomically, holding at most about one row group in memory.
+
+    ``vector_width`` is the vector column's width in bytes: the widest model's ``dim * itemsize`` (1536 for 384
+    float32 values). ``metadata`` is written as the ``harness`` JSON, as ``write_results`` does; it must be
+    complete when the writer opens (parquet stores it in the schema). Chunks of one model are buffered into
+    full row groups of ``ROW_GROUP_ROWS`` rows, and a row group never mixes models, so a model's rows may
+    arrive in any number of ``write`` calls; the file appears at ``path`` only when the ``with`` block
+    succeeds::
+
+        with ResultsWriter(path, metadata, vector_width=384 * 4) as writer:
+            for chunk in chunks:
+                writer.write(ModelRows("my-model", "embed", ids, roles=roles, vectors=chunk))
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", metadata: Dict[str, Any], vector_width: int) -> None:
+        self.path = Path(path)
+        self.width = max(int(vector_width), 1)
+        meta = dict(metadata)
+        meta["schema_version"] = SCHEMA_VERSION
+        self.schema = _schema(self.width).with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
+        self._stack: Optional[contextlib.ExitStack] = None
+        self._writer: Optional[pq.ParquetWriter] = None
+        self._pending: List[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_model: Optional[str] = None
+
+    def __enter__(self) -> "ResultsWriter":
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_output(self.path))
+            self._writer = stack.enter_context(
+                pq.ParquetWriter(
+                    str(tmp),
+                    self.schema,
+                    compression="none",  # float32 noise does not compress; snappy only costs decode time
+                    use_dictionary=["model_id", "task", "role"],
+                )
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, rows: ModelRows) -> None:
+        """Append one model's rows (a whole model or one chunk of it)."""
+        if self._writer is None:
+            raise RuntimeError("ResultsWriter.write outside its 'with' block")
+        if not len(rows.item_ids):
+            return
+        if rows.vectors is not None and rows.vectors.shape[1] * rows.vectors.dtype.itemsize > self.width:
+            raise ValueError(
+                f"model '{rows.model_id}': vectors are {rows.vectors.shape[1] * rows.vectors.dtype.itemsize} bytes "
+                f"wide, the file's vector column holds {self.width}"
+            )
+        if rows.model_id != self._pending_model:
+            self._flush(everything=True)
+            self._pending_model = rows.model_id
+        self._pending.append(_model_table(rows, self.schema, self.width))
+        self._pending_rows += len(rows.item_ids)
+        self._flush(everything=False)
+
+    def _flush(self, everything: bool) -> None:
+        """Write the buffered rows as full row groups (all of them, the last one short, when ``everything``)."""
+        assert self._writer is not None
+        if not self._pending_rows or (not everything and self._pending_rows < ROW_GROUP_ROWS):
+            return
+        table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        full = self._pending_rows if everything else self._pending_rows - self._pending_rows % ROW_GROUP_ROWS
+        self._writer.write_table(table.slice(0, full), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(full)
+        self._pending = [rest] if len(rest) else []
+        self._pending_rows = len(rest)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Optional[bool]:
+        stack, self._stack = self._stack, None
+        assert stack is not None, "ResultsWriter exited without being entered"
+        try:
+            if exc_type is None:
+                self._flush(everything=True)
+        except BaseException:
+            exc_type, exc, tb = sys.exc_info()
+            raise
+        finally:
+            self._writer, self._pending, self._pending_rows = None, [], 0
+            # closes the parquet writer, then renames the file into place (or removes it after an error)
+            stack.__exit__(exc_type, exc, tb)
+        return None
+
+
 def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], metadata: Dict[str, Any]) -> Path:
     """Write one results file atomically; ``metadata`` becomes the ``harness`` JSON in the schema metadata."""
     widths = [r.vectors.shape[1] * r.vectors.dtype.itemsize for r in rows if r.vectors is not None]
-    width = max(widths, default=4)
-    meta = dict(metadata)
-    meta["schema_version"] = SCHEMA_VERSION
-    schema = _schema(width).with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_output(path) as tmp:
-        with pq.ParquetWriter(
-            str(tmp),
-            schema,
-            compression="none",  # float32 noise does not compress; snappy only costs decode time
-            use_dictionary=["model_id", "task", "role"],
-        ) as writer:
-            for model_rows in rows:
-                if len(model_rows.item_ids):
-                    writer.write_table(_model_table(model_rows, schema, width), row_group_size=ROW_GROUP_ROWS)
+    with ResultsWriter(path, metadata, vector_width=max(widths, default=4)) as writer:
+        for model_rows in rows:
+            writer.write(model_rows)
     return Path(path)
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def _locate(path: "str | os.PathLike[str]") -> Tuple[Union[Path, str], Any, str]:
+    """``(shown path, pyarrow filesystem or None, path inside it)``; only ``scheme://`` strings use a filesystem."""
+    if isinstance(path, str) and _URI.match(path):
+        import pyarrow.fs as pafs
+
+        try:
+            filesystem, inner = pafs.FileSystem.from_uri(path)
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise ResultsFileError(f"{path}: cannot open ({_first_line(err)})") from None
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            return Path(inner), None, inner
+        return path, filesystem, inner
+    return Path(path), None, str(path)
 
 
 class ResultsFile:
@@ -182,14 +284,33 @@ class ResultsFile:
 
     Opening checks only the footer: that it is parquet, carries harness metadata of a readable schema version,
     and has the expected columns. Data is read per model and row group, so large files stay out of memory.
+
+    ``path`` is a local path, or a URI with a scheme (``s3://bucket/run.parquet``, ``gs://...``,
+    ``file:///abs/path``) opened with ``pyarrow.fs.FileSystem.from_uri``; a ``file://`` URI becomes a local
+    ``Path``, any other stays the URI string in ``self.path``. Object stores need pyarrow built with them and
+    the usual credentials in the environment.
     """
 
     def __init__(self, path: "str | os.PathLike[str]") -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ResultsFileError(f"{self.path}: no such file")
+        self.path: Union[Path, str]
+        self.path, self._fs, inner = _locate(path)
+        if self._fs is None:
+            if not Path(inner).is_file():
+                raise ResultsFileError(f"{self.path}: no such file")
+        else:
+            import pyarrow.fs as pafs
+
+            try:
+                info = self._fs.get_file_info(inner)
+            except (pa.ArrowException, OSError) as err:
+                raise ResultsFileError(f"{self.path}: cannot open ({_first_line(err)})") from None
+            if info.type != pafs.FileType.File:
+                raise ResultsFileError(f"{self.path}: no such file")
         try:
-            self._file = pq.ParquetFile(str(self.path))
+            # Local files: no pre-buffering (it holds a second copy of each column chunk while decoding), read
+            # through a 4 MiB buffer instead; remote ones keep pre-buffering, which coalesces small requests.
+            remote = self._fs is not None
+            self._file = pq.ParquetFile(inner, filesystem=self._fs, pre_buffer=remote, buffer_size=0 if remote else 1 << 22)
         except (pa.ArrowException, OSError) as err:
             raise ResultsFileError(f"{self.path}: not a readable parquet file ({_first_line(err)})") from None
         raw = (self._file.schema_arrow.metadata or {}).get(METADATA_KEY)
@@ -210,6 +331,7 @@ class ResultsFile:
         missing = [c for c in COLUMNS if c not in self._file.schema_arrow.names]
         if missing:
             raise ResultsFileError(f"{self.path}: missing column(s) {', '.join(missing)}")
+        self._pure: Dict[int, str] = {}
         self._groups = self._index_row_groups()
 
     # -- metadata -------------------------------------------------------------------------------------------
@@ -239,27 +361,56 @@ class ResultsFile:
             stats = self._file.metadata.row_group(i).column(col).statistics
             if stats is not None and stats.has_min_max and stats.min == stats.max:
                 index.setdefault(stats.min, []).append(i)
+                self._pure[i] = stats.min
             else:  # a file written by another tool: fall back to reading the column
                 ids = self._read_group(i, ["model_id"]).column(0).unique().to_pylist()
                 for model_id in ids:
                     index.setdefault(model_id, []).append(i)
+                if len(ids) == 1:
+                    self._pure[i] = ids[0]
         return index
 
     def _read_group(self, index: int, columns: List[str]) -> pa.Table:
         try:
-            return self._file.read_row_group(index, columns=columns)
+            # one column at a time in practice: pyarrow's decoding threads would only add contention
+            return self._file.read_row_group(index, columns=columns, use_threads=len(columns) > 1)
         except (pa.ArrowException, OSError) as err:
             raise ResultsFileError(f"{self.path}: row group {index} is unreadable ({_first_line(err)})") from None
+
+    def _model_group(self, model_id: str, index: int, columns: Sequence[str]) -> pa.Table:
+        """One row group's rows of one model (rows of other models filtered out in files that mix them)."""
+        if self._pure.get(index) == model_id:
+            return self._read_group(index, list(columns))
+        table = self._read_group(index, list({"model_id", *columns}))
+        if table.column("model_id").unique().to_pylist() != [model_id]:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.equal(table.column("model_id"), model_id))
+        return table.select(list(columns))
 
     def model_table(self, model_id: str, columns: Sequence[str]) -> Iterator[pa.Table]:
         """Yield this model's rows row group by row group (bounded memory)."""
         for i in self._groups.get(model_id, []):
-            table = self._read_group(i, list({"model_id", *columns}))
-            if table.column("model_id").unique().to_pylist() != [model_id]:
-                import pyarrow.compute as pc
+            yield self._model_group(model_id, i, columns)
 
-                table = table.filter(pc.equal(table.column("model_id"), model_id))
-            yield table.select(list(columns))
+    def model_row_groups(self, model_id: str) -> List[Tuple[int, int]]:
+        """``(row group index, number of this model's rows in it)`` in file order (from the footer when it can)."""
+        out = []
+        for i in self._groups.get(model_id, []):
+            if self._pure.get(i) == model_id:
+                out.append((i, int(self._file.metadata.row_group(i).num_rows)))
+            else:
+                out.append((i, len(self._model_group(model_id, i, ["model_id"]))))
+        return out
+
+    def model_columns(self, model_id: str, columns: Sequence[str]) -> Dict[str, pa.ChunkedArray]:
+        """Whole columns of one model's rows (ids, roles: small next to the vectors), one chunk per row group."""
+        tables = list(self.model_table(model_id, columns))
+        schema = self._file.schema_arrow
+        return {
+            c: pa.chunked_array([_single_chunk(t.column(c)) for t in tables], type=schema.field(c).type)
+            for c in columns
+        }
 
     # -- data -----------------------------------------------------------------------------------------------
 
@@ -270,25 +421,37 @@ class ResultsFile:
         except (KeyError, TypeError, ValueError):
             raise ResultsFileError(f"{self.path}: model '{model_id}' has no valid dim/vector_dtype metadata") from None
 
-    def iter_embeddings(self, model_id: str) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(item_ids, roles, vectors)`` per row group for one bi-encoder; vectors are (n, dim)."""
+    def _vectors(self, model_id: str, column: "pa.ChunkedArray | pa.Array") -> np.ndarray:
+        """The vector column's raw bytes as an (n, dim) array: a read-only view of the arrow buffer when the
+        column is exactly as wide as this model's vectors, else a copy of the leading bytes of each value."""
         dim, dtype = self.vector_spec(model_id)
         need = dim * dtype.itemsize
+        vec = _single_chunk(column)
+        if vec.null_count:
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has embed rows without a vector")
+        width = vec.type.byte_width
+        if width < need:
+            raise ResultsFileError(
+                f"{self.path}: model '{model_id}' vectors are {width} bytes wide, metadata says dim {dim}"
+            )
+        if not len(vec):
+            return np.zeros((0, dim), dtype=dtype)
+        buf = np.frombuffer(vec.buffers()[1], dtype=np.uint8, count=(vec.offset + len(vec)) * width)
+        rows = buf.reshape(-1, width)[vec.offset :, :need]
+        return np.ascontiguousarray(rows).view(dtype).reshape(len(vec), dim)
+
+    def read_vectors(self, model_id: str, group: int) -> np.ndarray:
+        """One row group's vectors of one bi-encoder, (n, dim) in the model's vector dtype (may be read-only)."""
+        return self._vectors(model_id, self._model_group(model_id, group, ["vector"]).column("vector"))
+
+    def iter_embeddings(self, model_id: str) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(item_ids, roles, vectors)`` per row group for one bi-encoder; vectors are (n, dim)."""
+        self.vector_spec(model_id)
         for table in self.model_table(model_id, ["item_id", "role", "vector"]):
-            vec = table.column("vector").combine_chunks()
-            if vec.null_count:
-                raise ResultsFileError(f"{self.path}: model '{model_id}' has embed rows without a vector")
-            width = vec.type.byte_width
-            if width < need:
-                raise ResultsFileError(
-                    f"{self.path}: model '{model_id}' vectors are {width} bytes wide, metadata says dim {dim}"
-                )
-            buf = np.frombuffer(vec.buffers()[1], dtype=np.uint8, count=(vec.offset + len(vec)) * width)
-            rows = buf.reshape(-1, width)[vec.offset :, :need]
-            vectors = np.ascontiguousarray(rows).view(dtype).reshape(len(vec), dim)
+            vectors = self._vectors(model_id, table.column("vector"))
             yield (
-                table.column("item_id").to_numpy(zero_copy_only=False).astype(str),
-                table.column("role").to_numpy(zero_copy_only=False).astype(str),
+                arrow_to_numpy(table.column("item_id")),
+                arrow_to_numpy(table.column("role")),
                 vectors,
             )
 
@@ -307,10 +470,37 @@ class ResultsFile:
         if not tables:
             return {c: np.array([]) for c in cols}
         table = pa.concat_tables(tables)
-        out = {c: table.column(c).to_numpy(zero_copy_only=False) for c in cols}
-        for c in ("item_id", "query_id", "passage_id"):
-            out[c] = out[c].astype(str)
-        return out
+        return {c: arrow_to_numpy(table.column(c)) for c in cols}
+
+
+def _single_chunk(column: "pa.ChunkedArray | pa.Array") -> pa.Array:
+    """One array; a single chunk as is (``combine_chunks`` copies even then)."""
+    if isinstance(column, pa.ChunkedArray):
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
+
+
+def arrow_to_numpy(column: "pa.ChunkedArray | pa.Array") -> np.ndarray:
+    """A column as numpy: strings as ``str``, numbers and booleans without nulls straight from the buffers.
+
+    Avoids ``Array.to_numpy``, which imports pandas (about 0.4 s and 50 MB of RSS in a fresh process) even
+    where no pandas object is involved; the comparator stays lean in memory.
+    """
+    array = _single_chunk(column)
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return np.array(array.to_pylist(), dtype=str) if len(array) else np.array([], dtype=str)
+    if array.null_count or not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+        return array.to_numpy(zero_copy_only=False)
+    if not len(array):
+        return np.zeros(0, dtype=bool if pa.types.is_boolean(kind) else None)
+    end = array.offset + len(array)
+    if pa.types.is_boolean(kind):
+        bits = np.frombuffer(array.buffers()[1], dtype=np.uint8, count=(end + 7) // 8)
+        return np.unpackbits(bits, bitorder="little")[array.offset : end].astype(bool)
+    code = "f" if pa.types.is_floating(kind) else "i" if pa.types.is_signed_integer(kind) else "u"
+    data = np.frombuffer(array.buffers()[1], dtype=np.dtype(f"<{code}{kind.bit_width // 8}"), count=end)
+    return data[array.offset :].copy()
 
 
 def _first_line(err: BaseException) -> str:

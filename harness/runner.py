@@ -79,7 +79,18 @@ def _go_offline() -> None:
 
 
 def _peak_rss_bytes() -> Optional[int]:
-    """This process's peak resident memory so far (``getrusage``; None where the platform has no ``resource``)."""
+    """This process's peak resident memory so far: ``VmHWM`` on Linux, else ``getrusage`` (None without it).
+
+    On Linux ``ru_maxrss`` survives ``fork`` + ``exec``: a run started by a large parent (nox, pytest) would
+    report the parent's size. ``VmHWM`` belongs to this program's own address space.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

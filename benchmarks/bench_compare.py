@@ -1,0 +1,263 @@
+"""Comparator throughput and memory at scale: two results files of N texts x DIM float32, compared by
+``harness.comparator.compare_files`` in a fresh subprocess per size (so peak RSS is the comparison's own).
+
+    python benchmarks/bench_compare.py                          # N = 10k, 100k, 1M; layout variant at 200k
+    python benchmarks/bench_compare.py --sizes 1000000 --repeat 2
+    python benchmarks/bench_compare.py --sizes 10000 --layout-size 0 --queries 10   # quick
+
+The files (2 x N x DIM x 4 bytes, ~3.1 GB at 1M x 384) go to a temporary directory under --workdir (default:
+the system temp dir), checked for free space first and removed at the end (--keep keeps them). The candidate
+is the baseline plus N(0, 1e-7) noise on every element and N(0, 1e-5) on a few rows (a realistic small
+drift: fp32 device noise plus a handful of texts that really moved), the last --queries rows are queries (as
+the runner writes them: documents, then queries). Throughput is one side's float32 bytes / wall time of
+``compare_files`` (opening both files, ids pass, query read, streamed statistics, exact top-k), measured with
+a warm page cache (the files were just written). Targets (issue 5): >= 500 MB/s and peak RSS < 1 GB at 1M x 384.
+
+``--reverse-candidate`` writes the candidate's rows in reverse order, so its ids no longer line up with the
+baseline's and the comparator realigns it (in memory up to 256 MiB of vectors, else with a bucket sort through
+a temporary file of the candidate's size).
+
+The layout variant writes the same vectors as ``fixed_size_list<float32>`` and times the naive read of that
+layout (``read_row_group`` + ``values.to_numpy()``, max |d| only) against the same minimal loop over the
+``fixed_size_binary`` layout the results schema uses, and reports the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process: VmHWM on Linux. ``ru_maxrss`` is not used there: it survives fork + exec, so a
+    child of this (large) generating process would report the parent's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
+
+
+TARGET_MBPS = 500.0
+TARGET_RSS_MB = 1024.0
+MODEL = "bench-bi-encoder"
+CHUNK = 65_536
+
+
+def _metadata(n: int, dim: int, queries: int) -> Dict:
+    return {
+        "corpus": {"name": "bench", "version": "1", "sha256": "b" * 64, "documents": n - queries, "queries": queries},
+        "fingerprint": {},
+        "models": {MODEL: {"kind": "bi-encoder", "status": "ok", "dim": dim, "vector_dtype": "float32",
+                           "weights_sha256": "a" * 64}},
+    }
+
+
+def _chunk(n: int, dim: int, queries: int, bad_rows: set, seed: int, start: int):
+    """Rows start .. start + CHUNK: (ids, roles, base, cand), the same every time it is asked for."""
+    stop = min(n, start + CHUNK)
+    rng = np.random.default_rng([seed, start])
+    base = rng.standard_normal((stop - start, dim), dtype=np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    cand = base + rng.standard_normal(base.shape, dtype=np.float32) * np.float32(1e-7)
+    for row in sorted(r for r in bad_rows if start <= r < stop):
+        cand[row - start] += rng.standard_normal(dim, dtype=np.float32) * np.float32(1e-5)
+    ids = [f"t{i:08d}" for i in range(start, stop)]
+    roles = ["query" if i >= n - queries else "document" for i in range(start, stop)]
+    return ids, roles, base, cand
+
+
+def _chunks(n: int, dim: int, queries: int, perturbed: int, seed: int, reverse: bool = False):
+    bad_rows = set(np.random.default_rng(seed + 1).choice(n, size=min(perturbed, n), replace=False).tolist())
+    starts = range(0, n, CHUNK)
+    for start in (reversed(starts) if reverse else starts):
+        yield _chunk(n, dim, queries, bad_rows, seed, start)
+
+
+def write_pair(directory: Path, n: int, dim: int, queries: int, perturbed: int = 5, seed: int = 0,
+               reverse: bool = False) -> List[Path]:
+    """Baseline and candidate; with ``reverse`` the candidate's rows are in the opposite order (its ids no
+    longer line up with the baseline's: the comparator's realignment path)."""
+    from harness.results import ModelRows, ResultsWriter
+
+    paths = [directory / f"base-{n}.parquet", directory / f"cand-{n}{'-reversed' if reverse else ''}.parquet"]
+    meta = _metadata(n, dim, queries)
+    if not reverse:
+        with ResultsWriter(paths[0], meta, dim * 4) as wb, ResultsWriter(paths[1], meta, dim * 4) as wc:
+            for ids, roles, base, cand in _chunks(n, dim, queries, perturbed, seed):
+                wb.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=base))
+                wc.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=cand))
+        return paths
+    for path, reverse_side in ((paths[0], False), (paths[1], True)):
+        with ResultsWriter(path, meta, dim * 4) as writer:
+            for ids, roles, base, cand in _chunks(n, dim, queries, perturbed, seed, reverse=reverse_side):
+                if reverse_side:
+                    writer.write(ModelRows(MODEL, "embed", ids[::-1], roles=roles[::-1], vectors=cand[::-1]))
+                else:
+                    writer.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=base))
+    return paths
+
+
+def write_list_pair(directory: Path, n: int, dim: int, seed: int = 0) -> List[Path]:
+    """The same vectors with the vector column as fixed_size_list<float32, dim> (everything else alike)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [directory / f"list-base-{n}.parquet", directory / f"list-cand-{n}.parquet"]
+    schema = pa.schema([("item_id", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
+    writers = [pq.ParquetWriter(str(p), schema, compression="none") for p in paths]
+    try:
+        for ids, _, base, cand in _chunks(n, dim, 0, 5, seed):
+            for writer, vectors in zip(writers, (base, cand)):
+                column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim)
+                writer.write_table(pa.table({"item_id": ids, "vector": column}, schema=schema), row_group_size=CHUNK)
+    finally:
+        for writer in writers:
+            writer.close()
+    return paths
+
+
+# -- children (fresh processes: clean RSS) -------------------------------------------------------------------
+
+
+def child_compare(base: str, cand: str) -> Dict:
+    started = time.perf_counter()
+    from harness.comparator import compare_files
+
+    imported = time.perf_counter()
+    cpu = time.process_time()
+    comparison = compare_files(base, cand, tolerance_class="fp32")
+    wall = time.perf_counter() - imported
+    cpu = time.process_time() - cpu
+    verdict = comparison.models[0]
+    metrics = verdict.metrics
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "import_s": imported - started,
+        "rss_mb": peak_rss_mb(),
+        "status": verdict.status.value,
+        "texts": metrics["texts"],
+        "max_abs_diff": metrics["max_abs_diff"],
+        "texts_beyond_tolerance": metrics["texts_beyond_tolerance"],
+        "topk_order_agreement": metrics.get("topk_order_agreement"),
+        "offenders": [o.item_id for o in verdict.offenders],
+    }
+
+
+def child_minimal(base: str, cand: str, layout: str) -> Dict:
+    """Read both files row group by row group and compute max |d| only: the layout's own cost."""
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    files = [pq.ParquetFile(base, pre_buffer=False), pq.ParquetFile(cand, pre_buffer=False)]
+    worst, count = 0.0, 0
+    for i in range(files[0].num_row_groups):
+        arrays = []
+        for f in files:
+            column = f.read_row_group(i, columns=["vector"]).column(0).combine_chunks()
+            if layout == "list":
+                arrays.append(column.values.to_numpy())  # the naive read: flatten the list values
+            else:
+                arrays.append(np.frombuffer(column.buffers()[1], dtype=np.float32))
+        worst = max(worst, float(np.abs(arrays[1] - arrays[0]).max()))
+        count += arrays[0].size
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "bytes": count * 4, "max_abs_diff": worst, "rss_mb": peak_rss_mb()}
+
+
+def _spawn(*args: str, threads: int = 0) -> Dict:
+    env = dict(os.environ)
+    if threads:
+        env["HARNESS_COMPARE_THREADS"] = str(threads)
+    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"child {args} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--queries", type=int, default=100, help="rows with role query (top-k agreement)")
+    parser.add_argument("--repeat", type=int, default=1, help="comparisons per size (fresh process each)")
+    parser.add_argument("--threads", type=int, default=0, help="HARNESS_COMPARE_THREADS for the child (0: default)")
+    parser.add_argument("--layout-size", type=int, default=200_000, help="N for the layout variant (0: skip)")
+    parser.add_argument("--reverse-candidate", action="store_true",
+                        help="write the candidate's rows in reverse order (ids out of line: the realignment path)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, *rest = args.child
+        print(json.dumps(child_compare(*rest) if kind == "compare" else child_minimal(*rest)))
+        return 0
+
+    need = 2 * max(args.sizes + [args.layout_size]) * args.dim * 4 * 1.05 + (64 << 20)
+    free = shutil.disk_usage(args.workdir).free
+    if free < need:
+        raise SystemExit(f"{args.workdir}: {free / 1e9:.1f} GB free, the largest pair needs {need / 1e9:.1f} GB")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), dim {args.dim}, {args.queries} queries, threads "
+          f"{args.threads or 'default'}, workdir {args.workdir} ({free / 1e9:.0f} GB free)")
+    header = (f"{'N':>9} {'file MB':>8} {'wall s':>7} {'CPU s':>6} {'MB/s':>7} {'peak RSS MB':>11} "
+              f"{'MB/s / 500':>10} {'RSS / 1GB':>9}  status")
+    print(header)
+    print("-" * len(header))
+    results = []
+    tmp = Path(tempfile.mkdtemp(prefix="harness-bench-", dir=args.workdir))
+    try:
+        for n in args.sizes:
+            started = time.perf_counter()
+            base, cand = write_pair(tmp, n, args.dim, min(args.queries, n // 2), reverse=args.reverse_candidate)
+            written = time.perf_counter() - started
+            for _ in range(args.repeat):
+                r = _spawn("compare", str(base), str(cand), threads=args.threads)
+                mb = n * args.dim * 4 / 1e6
+                mbps = mb / r["wall_s"]
+                print(f"{n:>9} {base.stat().st_size / 1e6:>8.0f} {r['wall_s']:>7.2f} {r['cpu_s']:>6.1f} {mbps:>7.0f} {r['rss_mb']:>11.0f} "
+                      f"{mbps / TARGET_MBPS:>10.2f} {r['rss_mb'] / TARGET_RSS_MB:>9.2f}  {r['status']} "
+                      f"(max |d| {r['max_abs_diff']:.2e}, {r['texts_beyond_tolerance']} texts beyond, "
+                      f"top-k order {r['topk_order_agreement']}; written in {written:.0f} s)", flush=True)
+                results.append({"n": n, **r})
+            if not args.keep:
+                base.unlink()
+                cand.unlink()
+        if args.layout_size:
+            n = args.layout_size
+            print(f"\n# layout: fixed_size_list<float32> read naively vs fixed_size_binary (ours), N={n}, max |d| only")
+            base, cand = write_pair(tmp, n, args.dim, 0)
+            lbase, lcand = write_list_pair(tmp, n, args.dim)
+            ours = _spawn("minimal", str(base), str(cand), "binary")
+            naive = _spawn("minimal", str(lbase), str(lcand), "list")
+            full = _spawn("compare", str(base), str(cand), threads=args.threads)
+            mb = n * args.dim * 4 / 1e6
+            for name, r in (("fixed_size_list, naive", naive), ("fixed_size_binary, same loop", ours),
+                            ("fixed_size_binary, full comparator", full)):
+                print(f"{name:<36} {mb / r['wall_s']:>7.0f} MB/s  {r['wall_s']:>6.2f} s  peak RSS {r['rss_mb']:>5.0f} MB")
+            print(f"binary / list throughput ratio (same loop): {naive['wall_s'] / ours['wall_s']:.2f}x")
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"# files kept in {tmp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
