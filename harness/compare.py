@@ -69,13 +69,19 @@ def row_max_abs(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 
 def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each baseline row with the same candidate row (1.0 for two zero rows)."""
+    """Cosine similarity of each baseline row with the same candidate row.
+
+    Two zero rows are identical (1.0); a zero row against a non-zero one has nothing in common (0.0), so a
+    vector that collapsed to zeros can never pass a cosine limit.
+    """
     a = baseline.astype(np.float64)
     b = candidate.astype(np.float64)
     dot = np.einsum("ij,ij->i", a, b)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    both_zero = norms == 0
-    out = np.divide(dot, norms, out=np.ones_like(dot), where=~both_zero)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both_zero = (na == 0) & (nb == 0)
+    one_zero = (na == 0) ^ (nb == 0)
+    out = np.divide(dot, na * nb, out=np.ones_like(dot), where=~(both_zero | one_zero))
+    out[one_zero] = 0.0
     return np.clip(out, -1.0, 1.0)
 
 

@@ -201,6 +201,7 @@ class ResultsWriter:
                     self.schema,
                     compression="none",  # float32 noise does not compress; snappy only costs decode time
                     use_dictionary=["model_id", "task", "role"],
+                    write_page_checksum=True,  # a flipped byte in a vector page must read as corruption, not drift
                 )
             )
             self._stack = stack.pop_all()
@@ -310,7 +311,8 @@ class ResultsFile:
             # Local files: no pre-buffering (it holds a second copy of each column chunk while decoding), read
             # through a 4 MiB buffer instead; remote ones keep pre-buffering, which coalesces small requests.
             remote = self._fs is not None
-            self._file = pq.ParquetFile(inner, filesystem=self._fs, pre_buffer=remote, buffer_size=0 if remote else 1 << 22)
+            self._file = pq.ParquetFile(inner, filesystem=self._fs, pre_buffer=remote, buffer_size=0 if remote else 1 << 22,
+                                        page_checksum_verification=True)
         except (pa.ArrowException, OSError) as err:
             raise ResultsFileError(f"{self.path}: not a readable parquet file ({_first_line(err)})") from None
         raw = (self._file.schema_arrow.metadata or {}).get(METADATA_KEY)
@@ -415,11 +417,26 @@ class ResultsFile:
     # -- data -----------------------------------------------------------------------------------------------
 
     def vector_spec(self, model_id: str) -> Tuple[int, np.dtype]:
+        """``(dim, dtype)`` of one model's vectors, checked against the vector column's width."""
         info = self.models.get(model_id, {})
+        dim = info.get("dim")
         try:
-            return int(info["dim"]), np.dtype(info.get("vector_dtype", "float32")).newbyteorder("<")
-        except (KeyError, TypeError, ValueError):
-            raise ResultsFileError(f"{self.path}: model '{model_id}' has no valid dim/vector_dtype metadata") from None
+            dtype = np.dtype(info.get("vector_dtype", "float32")).newbyteorder("<")
+        except (TypeError, ValueError):
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype {info.get('vector_dtype')!r}") from None
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {dim!r} (a positive integer is required)")
+        width = self._file.schema_arrow.field("vector").type.byte_width
+        widest = max(
+            (int(i["dim"]) * np.dtype(i.get("vector_dtype", "float32")).itemsize
+             for i in self.models.values() if isinstance(i.get("dim"), int) and not isinstance(i.get("dim"), bool) and i.get("dim", 0) > 0),
+            default=0,
+        )
+        if dim * dtype.itemsize > width or (widest and widest != width):
+            raise ResultsFileError(
+                f"{self.path}: model '{model_id}' dim {dim} does not match the vector column ({width} bytes per row)"
+            )
+        return dim, dtype
 
     def _vectors(self, model_id: str, column: "pa.ChunkedArray | pa.Array") -> np.ndarray:
         """The vector column's raw bytes as an (n, dim) array: a read-only view of the arrow buffer when the

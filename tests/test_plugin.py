@@ -361,11 +361,6 @@ def test_cpu_vs_cuda_class_can_be_forced_from_the_cli(tmp_path: Path, capsys: py
     assert "FAIL tiny-bi-encoder (tolerance class cpu-vs-cuda)" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "comparator._choose_class still takes the looser of auto_class() per side and never sees the device pair: "
-    "wire it to harness.policy.select_class(policy, base.fingerprint, base.models.get(model_id), "
-    "cand.fingerprint, cand.models.get(model_id), forced=forced), then remove this marker"
-))
 def test_comparator_auto_picks_cpu_vs_cuda(tmp_path: Path) -> None:
     from harness.comparator import compare_files
 

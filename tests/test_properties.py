@@ -194,12 +194,6 @@ def test_row_cosine_of_a_row_with_itself_is_one(a: np.ndarray) -> None:
     assert (m.row_max_abs(a, a.copy()) == 0).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "compare.py: row_cosine treats a row as 'both zero' when the product of the two norms is 0, so a candidate "
-    "vector that collapsed to all zeros gets cosine 1.0 against any baseline vector; with a policy that relies "
-    "on min_cosine (large atol) such a model passes. Fix: both_zero = (|a| == 0) & (|b| == 0), and 0.0 when "
-    "only one side is zero"
-))
 def test_row_cosine_with_one_zero_row_is_zero() -> None:
     base = np.array([[0.6, 0.8]], dtype=np.float32)
     zero = np.zeros((1, 2), dtype=np.float32)

@@ -10,24 +10,22 @@ documents. No timings here: throughput lives in ``benchmarks/``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import harness.compare as cm
 import harness.comparator as comparator
 import harness.results as results_mod
 from harness import compare as m
 from harness.comparator import compare_files
-from harness.errors import ResultsFileError
+from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.policy import Tolerance, load_policy
-from harness.results import ModelRows, ResultsFile, ResultsWriter, write_results
+from harness.results import ModelRows, ResultsFile, ResultsWriter
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
 from harness.verdict import Status
 
@@ -257,7 +255,7 @@ def test_p99_is_exact_below_the_cap_and_sampled_above(synthetic: Dict[str, Any],
     exact = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
     diff = np.abs(s["cand"].astype(np.float64) - s["base"].astype(np.float64))
     assert exact == float(np.percentile(diff, 99))
-    monkeypatch.setattr(cm, "P99_MAX_KEPT", 4_000)  # keeps every 5th row
+    monkeypatch.setattr(m, "P99_MAX_KEPT", 4_000)  # keeps every 5th row
     sampled = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
     assert sampled != exact and sampled == pytest.approx(exact, rel=0.03)
 
@@ -291,10 +289,9 @@ def test_duplicates_and_missing_ids(synthetic: Dict[str, Any], tmp_path: Path) -
     ids = s["ids"].copy()
     ids[[5, 199_999]] = ["zz-new", "aa-new"]
     other = _write(tmp_path / "other.parquet", ids, s["roles"], s["cand"])
-    verdict = compare_files(s["base_path"], other).models[0]
-    assert verdict.status is Status.FAIL and not verdict.checks
-    assert verdict.reason == ("2 id(s) missing from candidate (e.g. id-000005, id-199999), "
-                              "2 extra (e.g. aa-new, zz-new)")
+    with pytest.raises(IncompatibleInputs, match=r"ids differ from the baseline's.*2 missing \(e\.g\. id-000005, "
+                                                  r"id-199999\), 2 extra \(e\.g\. aa-new, zz-new\)"):
+        compare_files(s["base_path"], other)
 
 
 # -- the streaming top-k on its own: ties, near-ties, more queries than documents ---------------------------
@@ -389,3 +386,8 @@ def test_compare_does_not_import_pandas(tiny_results: Path, tiny_results_again: 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_runs_record_their_peak_memory(tiny_results: Path) -> None:
+    run = ResultsFile(tiny_results).meta["run"]
+    assert run["peak_rss_bytes"] > 10 << 20
