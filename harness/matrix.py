@@ -72,7 +72,7 @@ _CORE_PINS = (("torch", "torch"), ("sentence-transformers", "st"), ("transformer
 #: optional pins: an exact version ("1.26.4") or a specifier ("<2")
 _OPTIONAL_PINS = ("numpy", "tokenizers")
 _CELL_KEYS = ("python", *(k for k, _ in _CORE_PINS), *_OPTIONAL_PINS, "extra", "id", "note")
-_MATRIX_KEYS = ("description", "models", "baseline", "policy", "device", "dtype", "batch_size", "cells")
+_MATRIX_KEYS = ("description", "models", "baseline", "policy", "config", "device", "dtype", "batch_size", "cells")
 _DTYPES = ("float32", "float16", "bfloat16")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PYTHON = re.compile(r"^3\.(\d+)$")
@@ -190,6 +190,7 @@ class Matrix:
     source: Path
     description: str = ""
     policy: Optional[Path] = None
+    config: Optional[Path] = None  # a project config (harness.toml): the user's models, settings and corpus
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 32
@@ -212,6 +213,7 @@ class Matrix:
     def run_args(self) -> List[str]:
         """``harness run`` options every cell of this matrix runs with (the baseline's settings)."""
         return [
+            *(["--config", str(self.config)] if self.config else []),
             "--models", *self.models,
             "--device", self.device,
             "--dtype", self.dtype,
@@ -221,10 +223,10 @@ class Matrix:
     def model_packages(self, registry: "str | Path | None" = None) -> List[str]:
         """Distributions shipping this matrix's ``source = "package"`` models (installed with ``--no-deps``)."""
         from harness.errors import ModelLoadError
-        from harness.registry import load_registry
+        from harness.project import project_registry
 
         try:
-            specs = load_registry(registry).select(list(self.models))
+            specs = project_registry(self.config, registry).select(list(self.models))
         except (ModelLoadError, HarnessError) as err:
             raise MatrixError(f"{self.source}: matrix '{self.name}': {err}") from None
         return sorted({canonicalize_name(s.package) for s in specs if s.source == "package" and s.package})
@@ -353,6 +355,7 @@ def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
     if not (_NAME.match(baseline) or baseline.endswith(".parquet")):
         raise _fail(path, where, f"'baseline' must be a baseline name (fixtures/baselines/NAME.parquet) or a .parquet path, got {baseline!r}")
     policy = _string(path, where, data, "policy", required=False)
+    config = _string(path, where, data, "config", required=False)
     device = _string(path, where, data, "device", required=False) or "cpu"
     dtype = _string(path, where, data, "dtype", required=False) or "float32"
     if dtype not in _DTYPES:
@@ -383,6 +386,7 @@ def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
         source=path,
         description=description,
         policy=(path.parent / policy) if policy else None,
+        config=(path.parent / config).resolve() if config else None,
         device=device,
         dtype=dtype,
         batch_size=batch_size,

@@ -457,3 +457,11 @@ def test_smoke_matrix_runs_for_real(request: pytest.FixtureRequest, tmp_path: Pa
     assert (latest / "summary.md").read_text(encoding="utf-8").splitlines()[0] in output
     failing = [c for c in report["cells"] if c["status"] in hm.FAILING_STATUSES]
     assert (proc.returncode != 0) == bool(failing), output[-5000:]
+
+
+def test_a_matrix_can_run_a_project_config() -> None:
+    """`config = ...` in matrix.toml passes --config to every cell's run (the README's worked example)."""
+    matrix = hm.load_matrix_file().select("example")
+    assert matrix.config is not None and matrix.config.is_file()
+    args = matrix.run_args()
+    assert args[:2] == ["--config", str(matrix.config)]
