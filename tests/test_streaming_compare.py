@@ -279,6 +279,35 @@ def test_nan_is_refused_naming_the_first_text_in_file_order(synthetic: Dict[str,
         compare_files(bad, reversed_bad)
 
 
+def test_a_failing_worker_stops_the_comparison(synthetic: Dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error in one worker is raised, and neither the other worker nor the read-ahead thread hangs."""
+    import threading
+
+    calls = []
+
+    def broken(self: Any, *args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("boom in a worker")
+
+    monkeypatch.setattr(m.TopKStream, "add", broken)
+    monkeypatch.setattr(comparator, "COMPARE_THREADS", 2)
+    outcome: Dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            compare_files(synthetic["base_path"], synthetic["cand_path"])
+        except ValueError as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the comparison hung after a worker failed"
+    assert "boom in a worker" in str(outcome.get("error"))
+    assert not [t for t in threading.enumerate() if t.name.startswith("harness-compare")]
+
+
 def test_duplicates_and_missing_ids(synthetic: Dict[str, Any], tmp_path: Path) -> None:
     s = synthetic
     ids = s["ids"].copy()
