@@ -281,17 +281,6 @@ def _element_lines(actual: _Side, baseline: _Side, atol: float, rtol: float, uni
 # -- embeddings -----------------------------------------------------------------------------------------------
 
 
-def _row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Cosine per row: 1.0 for two zero rows, 0.0 when only one of them is zero (it lost all direction)."""
-    a = baseline.astype(np.float64)
-    b = candidate.astype(np.float64)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    norms = na * nb
-    out = np.where((na == 0) & (nb == 0), 1.0, 0.0)
-    np.divide(np.einsum("ij,ij->i", a, b), norms, out=out, where=norms != 0)
-    return np.clip(out, -1.0, 1.0)
-
-
 def _cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     b = b.astype(np.float64)
@@ -303,7 +292,7 @@ def _cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _embedding_checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
     lines, n_bad = _element_lines(actual, baseline, tol.atol, tol.rtol, "text", "elements")
     passed = n_bad == 0
-    cosine = _row_cosine(baseline.values, actual.values)
+    cosine = m.row_cosine(baseline.values, actual.values)
     if len(cosine):
         low = int(np.argmin(cosine))
         below = int((cosine < tol.min_cosine).sum())
