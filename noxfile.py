@@ -111,6 +111,8 @@ def _options(session: nox.Session, *, cell_required: bool = False) -> argparse.N
     parser.add_argument("--reuse-venvs", action="store_true", default=os.environ.get("HARNESS_REUSE_VENVS") == "1")
     parser.add_argument("--force", action="store_true", help="baseline: replace an existing baseline (the old one is kept)")
     parser.add_argument("--reason", help="baseline: why it is (re)generated")
+    parser.add_argument("--runs", help="report: gather cells from this directory or URI (s3://bucket/prefix, gs://...) "
+                                       "instead of reports/runs/<matrix>/")
     try:
         return parser.parse_args(session.posargs)
     except SystemExit as exit_:
@@ -365,11 +367,11 @@ def _run_cell_locked(
     return state
 
 
-def _report(session: nox.Session, matrix: hm.Matrix, *extra: str) -> None:
+def _report(session: nox.Session, matrix: hm.Matrix, *extra: str, runs: Optional[str] = None) -> None:
     """Compare and render in the controlling environment; the session fails on drift or failed cells."""
     session.run(
         "python", "-m", "harness.matrix", "report", "--matrix", matrix.name,
-        *(["--file", str(matrix.source)]), "--runs", str(REPORTS / "runs" / matrix.name), *extra,
+        *(["--file", str(matrix.source)]), "--runs", runs or str(REPORTS / "runs" / matrix.name), *extra,
     )
 
 
@@ -450,12 +452,14 @@ def baseline(session: nox.Session) -> None:
 
 @nox.session(venv_backend=VENV_BACKEND)
 def report(session: nox.Session) -> None:
-    """Re-render ``reports/latest/`` from the existing ``reports/runs/<matrix>/*/`` without running any cell."""
+    """Re-render ``reports/latest/`` from the existing ``reports/runs/<matrix>/*/`` without running any cell, or
+    gather cells uploaded elsewhere: ``-- --runs s3://bucket/nightly/<date>`` (a directory or any URI pyarrow or
+    fsspec opens)."""
     opts = _options(session)
     chosen = _matrix(session, opts.matrix)
     _controller(session)
     _report(session, chosen, "--out", str(REPORTS / "latest"), "--skip-missing",
-            *(["--cells", *opts.cells] if opts.cells else []))
+            *(["--cells", *opts.cells] if opts.cells else []), runs=opts.runs)
 
 
 @nox.session(venv_backend=VENV_BACKEND)

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 from harness import __version__
 from harness.errors import ExitCode, HarnessError
@@ -255,8 +255,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     cmp_ = sub.add_parser("compare", help="compare a candidate results file with a baseline")
-    cmp_.add_argument("baseline", type=Path)
-    cmp_.add_argument("candidate", type=Path)
+    # Strings, not Paths: results files may be URIs (s3://, gs://, file://) that pyarrow opens.
+    cmp_.add_argument("baseline", help="baseline results file (path or URI such as s3://bucket/key.parquet)")
+    cmp_.add_argument("candidate", help="candidate results file (path or URI)")
     cmp_.add_argument("--models", nargs="+", help="compare only these models")
     _add_compare_options(cmp_)
     cmp_.set_defaults(func=cmd_compare)
@@ -269,8 +270,8 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     expl = sub.add_parser("explain", help="which environment factors differ between two runs, and their known drift")
-    expl.add_argument("baseline", type=Path)
-    expl.add_argument("candidate", type=Path)
+    expl.add_argument("baseline", help="baseline results file (path or URI)")
+    expl.add_argument("candidate", help="candidate results file (path or URI)")
     expl.set_defaults(func=cmd_explain)
 
     base = sub.add_parser("baseline", help="create, update, list, show and diff baselines")

@@ -281,14 +281,6 @@ def _element_lines(actual: _Side, baseline: _Side, atol: float, rtol: float, uni
 # -- embeddings -----------------------------------------------------------------------------------------------
 
 
-def _cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
-    return a @ b.T
-
-
 def _embedding_checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
     lines, n_bad = _element_lines(actual, baseline, tol.atol, tol.rtol, "text", "elements")
     passed = n_bad == 0
@@ -312,8 +304,8 @@ def _embedding_checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[L
         q, d = roles == "query", roles == "document"
         if q.any() and d.any():
             agree = m.topk_agreement(
-                _cosine_matrix(baseline.values[q], baseline.values[d]),
-                _cosine_matrix(actual.values[q], actual.values[d]),
+                m.cosine_matrix(baseline.values[q], baseline.values[d]),
+                m.cosine_matrix(actual.values[q], actual.values[d]),
                 tol.topk,
                 tol.tie_tolerance,
             )

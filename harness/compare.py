@@ -16,6 +16,7 @@ __all__ = [
     "ElementStats",
     "element_stats",
     "row_cosine",
+    "cosine_matrix",
     "row_max_abs",
     "kendall_tau",
     "significant_swaps",
@@ -555,8 +556,7 @@ class TopKStream:
 
     Queries are few and given first; documents arrive in blocks, in any order, from one or several instances
     (``merge`` them). Per query a pool keeps every document that could still be in the baseline's or the
-    candidate's top-k, with both exact scores: cosines computed in float64 as ``_cosine_matrix`` in the
-    comparator does, so ties, tie tolerance and tie-breaking by document position are the in-memory ones.
+    candidate's top-k, with both exact scores: cosines computed in float64 as ``cosine_matrix`` does, so ties, tie tolerance and tie-breaking by document position are the in-memory ones.
 
     Screening costs one product per block, against the baseline only: with ``s`` the exact cosine and ``S``
     the float32 estimate (raw float32 vectors, scaled by float32 norms), ``|S - s| <= eps`` with
@@ -692,6 +692,12 @@ class TopKStream:
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length in float64, exactly as the in-memory cosine matrix does."""
+    """Rows scaled to unit length in float64 (a zero row stays zero), as ``cosine_matrix`` scales them."""
     a = np.asarray(rows, dtype=np.float64)
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of every row of ``a`` with every row of ``b``, in float64: the in-memory retrieval scores that
+    ``topk_agreement`` ranks and ``TopKStream`` reproduces streamed."""
+    return _unit_rows(a) @ _unit_rows(b).T

@@ -19,6 +19,8 @@ __all__ = [
     "ModelLoadError",
     "PolicyError",
     "IncompatibleInputs",
+    "StorageError",
+    "first_line",
 ]
 
 
@@ -65,3 +67,13 @@ class PolicyError(HarnessError):
 
 class IncompatibleInputs(HarnessError):
     """Two results files cannot be compared (different corpus or different models)."""
+
+
+class StorageError(HarnessError):
+    """A URI that no installed filesystem can open or read (the message names the URI and why)."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line of text (library errors run long), or its type name when it has none."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from harness.errors import ModelLoadError
+from harness.errors import ModelLoadError, first_line
 from harness.registry import ModelSpec, weight_files
 
 __all__ = [
@@ -228,17 +228,17 @@ def load_model(
             warnings.simplefilter("ignore")  # export chatter ("Saving the exported ONNX model is recommended")
             model = cls(str(load_dir), **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
-        raise ModelLoadError(f"model '{spec.id}': cannot load {directory} ({_first_line(err)})") from None
+        raise ModelLoadError(f"model '{spec.id}': cannot load {directory} ({first_line(err)})") from None
     except (AttributeError, TypeError, KeyError, ImportError) as err:
         # Libraries too old or too new for the saved files fail in these ways; it is a cell state, not a bug.
         raise Incompatible(
-            f"sentence-transformers {_installed_st()} cannot load this model: {type(err).__name__}: {_first_line(err)}",
+            f"sentence-transformers {_installed_st()} cannot load this model: {type(err).__name__}: {first_line(err)}",
             saved,
         ) from err
     except Exception as err:  # noqa: BLE001 - a backend whose packages import but do not work (optimum vs transformers)
         if backend == "torch":
             raise
-        raise Incompatible(f"backend {backend} failed to load: {type(err).__name__}: {_first_line(err)}", saved) from err
+        raise Incompatible(f"backend {backend} failed to load: {type(err).__name__}: {first_line(err)}", saved) from err
     before = _describe(model, spec.kind)
     target = getattr(torch, dtype)
     module = _torch_module(model)
@@ -600,7 +600,3 @@ def _needs_remote_code(directory: Path) -> bool:
         config = {}
     return bool(config.get("auto_map")) or any(directory.glob("*.py"))
 
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__

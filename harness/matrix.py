@@ -29,6 +29,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from harness import storage
 from harness.errors import HarnessError
 
 if sys.version_info >= (3, 11):
@@ -471,11 +472,13 @@ def baseline_file(name: str, directory: "str | os.PathLike[str] | None" = None) 
 
 
 def read_cell_state(run_dir: "str | os.PathLike[str]") -> Optional[Dict[str, Any]]:
-    path = Path(run_dir) / "cell.json"
-    if not path.is_file():
+    """A cell's ``cell.json`` (None if the cell never ran); ``run_dir`` may be a URI (``s3://.../<cell-id>``)."""
+    path = storage.join(run_dir, "cell.json")
+    text = storage.read_text(path)
+    if text is None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except ValueError as err:
         raise MatrixError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
@@ -496,7 +499,9 @@ def write_cell_state(run_dir: "str | os.PathLike[str]", state: Mapping[str, Any]
 # -- verdicts (controlling environment: numpy + pyarrow, never torch) -------------------------------------------
 
 
-def _relative(path: Path) -> str:
+def _relative(path: "Path | str") -> str:
+    if storage.is_uri(path):
+        return str(path)
     try:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
@@ -522,9 +527,10 @@ def cell_record(
     (``pass``, ``fail``, ``incompatible`` when a model could not be loaded there, ``error``); ``error`` too when the
     results cannot be compared at all (missing baseline, different corpus or models).
     """
-    run_dir = Path(run_dir)
+    run_dir = run_dir if storage.is_uri(run_dir) else Path(run_dir)
     state = read_cell_state(run_dir) or {}
-    results = run_dir / "results.parquet"
+    results = storage.join(run_dir, "results.parquet")
+    written = storage.is_file(results)
     record: Dict[str, Any] = {
         "cell_id": cell.cell_id,
         "params": cell.params,
@@ -532,17 +538,17 @@ def cell_record(
         "reason": "",
         "setup_s": state.get("setup_s"),
         "run_s": state.get("run_s"),
-        "results": _relative(results) if results.is_file() else None,
+        "results": _relative(results) if written else None,
         "comparison": None,
     }
     stage = state.get("status")
     if not state:
-        record["reason"] = f"not run: no {_relative(run_dir / 'cell.json')}"
+        record["reason"] = f"not run: no {_relative(storage.join(run_dir, 'cell.json'))}"
         return record
     if stage in ("install-failed", "run-failed"):
         record.update(status=stage, reason=state.get("reason", ""))
         return record
-    if not results.is_file():
+    if not written:
         record.update(status="run-failed", reason=state.get("reason") or f"{_relative(results)} was not written")
         return record
     from harness.comparator import compare_files
@@ -572,8 +578,10 @@ def report_matrix(
 ) -> Tuple[Dict[str, Any], Dict[str, Path]]:
     """Compare every (selected) cell's results with the baseline and write the matrix report to ``out_dir``.
 
-    ``history``: append this run to that JSONL log (and show the trend). ``include_missing``: cells that were
-    never run count as ``error``; otherwise they are left out (re-rendering a partial run).
+    ``runs_dir`` holds ``<cell-id>/cell.json`` and ``<cell-id>/results.parquet``: a directory, or a URI where CI
+    jobs uploaded them (``s3://bucket/nightly/2026-11-23``; see ``harness.storage``). ``history``: append this run
+    to that JSONL log (and show the trend). ``include_missing``: cells that were never run count as ``error``;
+    otherwise they are left out (re-rendering a partial run).
     """
     from harness.report.matrix import (
         append_history,
@@ -583,11 +591,11 @@ def report_matrix(
     )
 
     base = Path(baseline) if baseline else baseline_file(matrix.baseline)
-    runs = Path(runs_dir)
+    runs = runs_dir if storage.is_uri(runs_dir) else Path(runs_dir)
     chosen = matrix.select(cells)
     records = []
     for cell in chosen:
-        run_dir = runs / cell.cell_id
+        run_dir = storage.join(runs, cell.cell_id)
         if not include_missing and read_cell_state(run_dir) is None:
             continue
         records.append(cell_record(cell, run_dir, base, matrix.policy))
@@ -611,7 +619,8 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="compare cell results with the baseline and write the matrix report")
     report.add_argument("--matrix", required=True, help="matrix name in the matrix file")
     report.add_argument("--file", type=Path, help="matrix file (default: matrix.toml at the repository root)")
-    report.add_argument("--runs", type=Path, required=True, help="directory holding <cell-id>/cell.json and results.parquet")
+    report.add_argument("--runs", required=True,
+                        help="directory or URI (s3://bucket/prefix, gs://..., file://...) holding <cell-id>/cell.json and results.parquet")
     report.add_argument("--out", type=Path, required=True, help="directory to write summary.md, report.json, junit.xml, report.html")
     report.add_argument("--cells", nargs="+", metavar="CELL_ID", help="only these cells")
     report.add_argument("--history", type=Path, help="append this run to this JSONL history log")

@@ -50,6 +50,19 @@ class Tolerance:
     min_topk_order_agreement: float = 1.0
     min_topk_set_agreement: float = 1.0
     min_rerank_order_agreement: float = 1.0
+    # quantized embeddings (precision int8/uint8/binary/ubinary, ``harness.quantized``): integers, not floats
+    max_bit_flips: int = 2
+    max_int_distance: int = 1
+    max_changed_fraction: float = 1.0
+    # top-k retrieval by quantized scores (Hamming distance, int8 dot products) is coarser than by floats: one
+    # flipped bit or moved bucket reorders near neighbours, so it has its own limits
+    min_quantized_topk_order_agreement: float = 1.0
+    min_quantized_topk_set_agreement: float = 1.0
+
+    def quantized(self) -> Dict[str, Any]:
+        """The limits ``harness.quantized.compare_quantized`` reads."""
+        return {"max_bit_flips": self.max_bit_flips, "max_int_distance": self.max_int_distance,
+                "max_changed_fraction": self.max_changed_fraction}
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -57,6 +70,7 @@ class Tolerance:
 
 _KEYS = {f.name for f in fields(Tolerance)}
 _NUMERIC = _KEYS - {"name", "description"}
+_INTEGER = {"max_bit_flips", "max_int_distance"}
 #: The precision classes ``auto`` picks from one side's settings, strictest first (the looser side wins).
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
 _TABLES = ("policy", "classes", "models", "device_classes")
@@ -71,10 +85,13 @@ def _check_values(where: str, values: Dict[str, Any], allow_class: bool) -> None
         value = values[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise PolicyError(f"{where}: '{key}' must be a non-negative number, got {value!r}")
-        if key.startswith("min_") and value > 1:
+        if (key.startswith("min_") or key.endswith("_fraction")) and value > 1:
             raise PolicyError(f"{where}: '{key}' must be at most 1, got {value!r}")
     if "topk" in values and (int(values["topk"]) != values["topk"] or values["topk"] < 1):
         raise PolicyError(f"{where}: 'topk' must be a positive integer, got {values['topk']!r}")
+    for key in _INTEGER & set(values):
+        if int(values[key]) != values[key]:
+            raise PolicyError(f"{where}: '{key}' must be a whole number, got {values[key]!r}")
     per_class = values.get("classes", {}) if allow_class else {}
     if not isinstance(per_class, dict) or not all(isinstance(v, dict) for v in per_class.values()):
         raise PolicyError(f"{where}: 'classes' must be tables [models.\"<id>\".classes.<class>] of tolerance keys")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -37,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import ResultsFileError, SchemaMismatch
+from harness import storage
+from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -262,24 +262,6 @@ def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], met
     return Path(path)
 
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-
-
-def _locate(path: "str | os.PathLike[str]") -> Tuple[Union[Path, str], Any, str]:
-    """``(shown path, pyarrow filesystem or None, path inside it)``; only ``scheme://`` strings use a filesystem."""
-    if isinstance(path, str) and _URI.match(path):
-        import pyarrow.fs as pafs
-
-        try:
-            filesystem, inner = pafs.FileSystem.from_uri(path)
-        except (pa.ArrowException, OSError, ValueError) as err:
-            raise ResultsFileError(f"{path}: cannot open ({_first_line(err)})") from None
-        if isinstance(filesystem, pafs.LocalFileSystem):
-            return Path(inner), None, inner
-        return path, filesystem, inner
-    return Path(path), None, str(path)
-
-
 class ResultsFile:
     """A validated, lazily read results (or baseline) file.
 
@@ -294,7 +276,10 @@ class ResultsFile:
 
     def __init__(self, path: "str | os.PathLike[str]") -> None:
         self.path: Union[Path, str]
-        self.path, self._fs, inner = _locate(path)
+        try:
+            self.path, self._fs, inner = storage.locate(path)
+        except StorageError as err:
+            raise ResultsFileError(str(err)) from None
         if self._fs is None:
             if not Path(inner).is_file():
                 raise ResultsFileError(f"{self.path}: no such file")
@@ -304,7 +289,7 @@ class ResultsFile:
             try:
                 info = self._fs.get_file_info(inner)
             except (pa.ArrowException, OSError) as err:
-                raise ResultsFileError(f"{self.path}: cannot open ({_first_line(err)})") from None
+                raise ResultsFileError(f"{self.path}: cannot open ({first_line(err)})") from None
             if info.type != pafs.FileType.File:
                 raise ResultsFileError(f"{self.path}: no such file")
         try:
@@ -314,7 +299,7 @@ class ResultsFile:
             self._file = pq.ParquetFile(inner, filesystem=self._fs, pre_buffer=remote, buffer_size=0 if remote else 1 << 22,
                                         page_checksum_verification=True)
         except (pa.ArrowException, OSError) as err:
-            raise ResultsFileError(f"{self.path}: not a readable parquet file ({_first_line(err)})") from None
+            raise ResultsFileError(f"{self.path}: not a readable parquet file ({first_line(err)})") from None
         raw = (self._file.schema_arrow.metadata or {}).get(METADATA_KEY)
         if raw is None:
             raise ResultsFileError(f"{self.path}: not a harness results file (no '{METADATA_KEY.decode()}' metadata)")
@@ -377,7 +362,7 @@ class ResultsFile:
             # one column at a time in practice: pyarrow's decoding threads would only add contention
             return self._file.read_row_group(index, columns=columns, use_threads=len(columns) > 1)
         except (pa.ArrowException, OSError) as err:
-            raise ResultsFileError(f"{self.path}: row group {index} is unreadable ({_first_line(err)})") from None
+            raise ResultsFileError(f"{self.path}: row group {index} is unreadable ({first_line(err)})") from None
 
     def _model_group(self, model_id: str, index: int, columns: Sequence[str]) -> pa.Table:
         """One row group's rows of one model (rows of other models filtered out in files that mix them)."""
@@ -519,7 +504,3 @@ def arrow_to_numpy(column: "pa.ChunkedArray | pa.Array") -> np.ndarray:
     data = np.frombuffer(array.buffers()[1], dtype=np.dtype(f"<{code}{kind.bit_width // 8}"), count=end)
     return data[array.offset :].copy()
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

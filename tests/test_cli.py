@@ -41,6 +41,18 @@ def test_compare_bad_input_exit_2_one_line(tmp_path: Path, capsys: pytest.Captur
     assert err.startswith("error: ") and str(bogus) in err and len(err.splitlines()) == 1
 
 
+def test_compare_and_explain_take_uris(tiny_results: Path, capsys: pytest.CaptureFixture) -> None:
+    """Results gathered in object storage are compared where they lie: the CLI hands URIs to pyarrow as they
+    are (a ``Path`` would fold ``file:///x`` into ``file:/x``)."""
+    uri = tiny_results.resolve().as_uri()
+    assert main(["compare", uri, uri]) == 0
+    assert "harness compare: PASS" in capsys.readouterr().out
+    assert main(["explain", uri, uri]) == 0
+    assert main(["compare", uri, "nosuchscheme://bucket/run.parquet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: nosuchscheme://bucket/run.parquet") and len(err.splitlines()) == 1
+
+
 def test_policy_file_overrides_and_bad_policy(tiny_results: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     noisy = perturb_results(tiny_results, tmp_path / "noisy.parquet", "tiny-bi-encoder", vectors=add_noise_to_one(5, 1e-4))
     loose = tmp_path / "loose.toml"

@@ -17,7 +17,7 @@ import pytest
 from harness.errors import ModelLoadError
 from harness.loading import LoadedModel, _quantize_function, embed_texts, score_pairs
 from harness.quantized import bit_flips, compare_quantized, int_distance, is_quantized
-from harness.registry import ModelSpec, Registry, load_registry
+from harness.registry import ModelSpec, Registry
 from harness.results import ResultsFile
 
 from conftest import ROOT

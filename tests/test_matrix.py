@@ -396,6 +396,40 @@ def test_report_skips_or_counts_cells_never_run(tmp_path: Path, baseline: Path) 
         hm.report_matrix(matrix, tmp_path / "empty", tmp_path / "c", baseline=baseline, include_missing=False)
 
 
+def _upload(local: Path, uri: str) -> None:
+    """Copy a directory tree into an fsspec filesystem, the way CI jobs upload cell directories."""
+    import fsspec
+
+    filesystem, root = fsspec.core.url_to_fs(uri)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            with filesystem.open(f"{root}/{path.relative_to(local).as_posix()}", "wb") as handle:
+                handle.write(path.read_bytes())
+
+
+def test_report_gathers_cells_from_object_storage(tmp_path: Path, baseline: Path) -> None:
+    """Cells uploaded by separate CI jobs are reported where they lie: a non-local filesystem (fsspec's in-memory
+    one, through the same pyarrow filesystem path as s3:// or gs://) gives the report a local directory gives."""
+    pytest.importorskip("harness.report.matrix")
+    pytest.importorskip("fsspec")
+    matrix = _two_cell_matrix(tmp_path)
+    runs = _populate(tmp_path, matrix, bump=0.5)
+    uri = f"memory://harness-test-{os.getpid()}/nightly"
+    _upload(runs, uri)
+    local, _ = hm.report_matrix(matrix, runs, tmp_path / "local", baseline=baseline)
+    remote, _ = hm.report_matrix(matrix, uri, tmp_path / "remote", baseline=baseline)
+    assert [c["status"] for c in remote["cells"]] == [c["status"] for c in local["cells"]] == ["pass", "fail"]
+    assert remote["cells"][1]["results"] == f"{uri}/{matrix.cells[1].cell_id}/results.parquet"
+    for a, b in zip(local["cells"], remote["cells"]):
+        assert a["comparison"]["models"] == b["comparison"]["models"]
+    _upload(tmp_path / "nothing-here", uri + "-empty")
+    with pytest.raises(hm.MatrixError, match="no cell of matrix 'm' has been run"):
+        hm.report_matrix(matrix, uri + "-empty", tmp_path / "c", baseline=baseline, include_missing=False)
+    code = hm.main(["report", "--file", str(matrix.source), "--matrix", "m", "--baseline", str(baseline),
+                    "--runs", "nosuchscheme://bucket/x", "--out", str(tmp_path / "d")])
+    assert code == 2
+
+
 def test_report_bad_matrix_name_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = hm.main(["report", "--file", str(_write(tmp_path, MINIMAL)), "--matrix", "x", "--runs", str(tmp_path), "--out", str(tmp_path)])
     assert code == 2

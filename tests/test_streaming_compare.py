@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import harness.comparator as comparator
+import harness.streaming as streaming
 import harness.results as results_mod
 from harness import compare as m
 from harness.comparator import compare_files
@@ -35,14 +36,6 @@ EDGES = [10.0 ** e for e in range(-12, 2)]
 
 
 # -- the reference: in memory, float64, exactly the pre-streaming comparator --------------------------------
-
-
-def _cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
-    return a @ b.T
 
 
 _REFERENCE_CACHE: Dict[Any, Dict[str, Any]] = {}
@@ -88,7 +81,7 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
     }
     q, d = roles == "query", roles == "document"
     if q.any() and d.any():
-        agree = m.topk_agreement(_cosine_matrix(bv[q], bv[d]), _cosine_matrix(cv[q], cv[d]), tol.topk, tol.tie_tolerance)
+        agree = m.topk_agreement(m.cosine_matrix(bv[q], bv[d]), m.cosine_matrix(cv[q], cv[d]), tol.topk, tol.tie_tolerance)
         out["metrics"].update(topk=agree.k, topk_order_agreement=agree.share("same_order"),
                               topk_set_agreement=agree.share("same_set"),
                               topk_raw_order_agreement=agree.share("raw_same_order"),
@@ -211,7 +204,7 @@ def test_synthetic_same_order_matches_the_reference(synthetic: Dict[str, Any]) -
 @pytest.mark.parametrize("threads", [1, 3])
 def test_thread_count_does_not_change_anything(synthetic: Dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                                 threads: int) -> None:
-    monkeypatch.setattr(comparator, "COMPARE_THREADS", threads)
+    monkeypatch.setattr(streaming, "COMPARE_THREADS", threads)
     assert_same(synthetic["base_path"], synthetic["cand_path"], SYN)
 
 
@@ -221,7 +214,7 @@ def test_ids_in_another_order_match_the_reference(synthetic: Dict[str, Any], tmp
     s = synthetic
     shuffled = _write(tmp_path / "shuffled.parquet", s["ids"][order], s["roles"][order], s["cand"][order])
     assert_same(s["base_path"], shuffled, SYN)  # realigned in memory
-    monkeypatch.setattr(comparator, "ALIGN_IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(streaming, "ALIGN_IN_MEMORY_BYTES", 0)
     assert_same(s["base_path"], shuffled, SYN)  # realigned through a temporary file
     # and the other way round: the baseline is the shuffled one
     assert_same(shuffled, s["cand_path"], SYN)
@@ -267,7 +260,7 @@ def test_nan_is_refused_naming_the_first_text_in_file_order(synthetic: Dict[str,
     cand[[150_000, 3, 70_000], 1] = np.nan
     bad = _write(tmp_path / "nan.parquet", s["ids"], s["roles"], cand)
     for threads in (1, 2):
-        monkeypatch.setattr(comparator, "COMPARE_THREADS", threads)
+        monkeypatch.setattr(streaming, "COMPARE_THREADS", threads)
         with pytest.raises(ResultsFileError, match=r"non-finite vector values in 3 row\(s\) \(first: 'id-000003'\)"):
             compare_files(s["base_path"], bad)
     order = np.arange(len(cand))[::-1]  # candidate in reverse order: its first bad row is id-150000
@@ -291,7 +284,7 @@ def test_a_failing_worker_stops_the_comparison(synthetic: Dict[str, Any], monkey
             raise ValueError("boom in a worker")
 
     monkeypatch.setattr(m.TopKStream, "add", broken)
-    monkeypatch.setattr(comparator, "COMPARE_THREADS", 2)
+    monkeypatch.setattr(streaming, "COMPARE_THREADS", 2)
     outcome: Dict[str, Any] = {}
 
     def run() -> None:
@@ -336,7 +329,7 @@ def test_topk_stream_equals_topk_agreement(seed: int) -> None:
     queries = rng.standard_normal((nq, dim)).astype(np.float32)
     cand_q = (queries + rng.normal(0, 1e-6, queries.shape)).astype(np.float32)
     tie = [1e-6, 2e-4, 0.0, 1e-2][seed]
-    expected = m.topk_agreement(_cosine_matrix(queries, docs), _cosine_matrix(cand_q, cand), 10, tie)
+    expected = m.topk_agreement(m.cosine_matrix(queries, docs), m.cosine_matrix(cand_q, cand), 10, tie)
     streams = [m.TopKStream(queries, cand_q, 10, tie) for _ in range(2)]
     order = rng.permutation(n // 100)
     for i, block in enumerate(order):  # blocks out of order, split between two instances

@@ -20,10 +20,9 @@ from harness.report.matrix import (
     fmt_percent,
     history_series,
     meaningful_env_changes,
-    order_agreement,
     report_models,
 )
-from harness.report.text import fmt
+from harness.report.text import fmt, fmt_drift
 
 __all__ = ["render_html", "histogram_svg", "TREND_RUNS"]
 
@@ -171,10 +170,9 @@ def _param_keys(report: Dict[str, Any]) -> List[str]:
 def _verdict_td(model: Optional[Dict[str, Any]]) -> str:
     if model is None:
         return '<td class="verdict">-</td>'
-    max_abs = model.get("metrics", {}).get("max_abs_diff")
     return (
         f'<td class="verdict {_status_class(model["status"])}"><span class="big">{_e(model["status"])}</span>'
-        f'<span class="small">max |Δ| {_e(fmt(max_abs))}</span></td>'
+        f'<span class="small">max |Δ| {_e(fmt_drift(model.get("metrics", {})))}</span></td>'
     )
 
 
@@ -353,6 +351,12 @@ _METRIC_ROWS: Tuple[Tuple[str, str], ...] = (
     ("max_rel_diff", "max relative Δ"),
     ("min_cosine", "min cosine"),
     ("elements_beyond_tolerance", "elements beyond tolerance"),
+    ("max_bit_flips", "max bits flipped per text"),
+    ("mean_bit_flips", "mean bits flipped per text"),
+    ("max_int_distance", "max buckets moved"),
+    ("elements_changed", "elements changed"),
+    ("rows_changed", "texts changed"),
+    ("rows_changed_fraction", "share of texts changed"),
     ("texts_beyond_tolerance", "texts beyond tolerance"),
     ("texts", "texts"),
     ("dim", "dim"),

@@ -18,7 +18,7 @@ from harness.report.matrix import (
     meaningful_env_changes,
     order_agreement,
 )
-from harness.report.text import fmt
+from harness.report.text import fmt, fmt_drift
 
 __all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
 
@@ -80,7 +80,7 @@ def _summary_row(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
         _code(cell["cell_id"]),
         _code(model["model_id"]),
         _status(model["status"]),
-        fmt(metrics.get("max_abs_diff")),
+        fmt_drift(metrics),
         fmt_cosine(metrics.get("min_cosine")),
         f"{fmt_percent(value)} ({label})" if label else "-",
         md_escape(model.get("tolerance_class", "-")),

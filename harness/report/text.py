@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-__all__ = ["render_comparison", "render_explanation", "format_env", "fmt", "fmt_cosine"]
+__all__ = ["render_comparison", "render_explanation", "format_env", "fmt", "fmt_cosine", "fmt_drift"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -22,6 +22,15 @@ def fmt(value: Any, digits: int = 3) -> str:
             return f"{value:.{digits - 1}e}"
         return f"{value:.{digits + 5}g}" if 0.99 < abs(value) <= 1 else f"{value:.{digits}g}"
     return str(value)
+
+
+def fmt_drift(metrics: Dict[str, Any]) -> str:
+    """A model's largest drift in its own unit: max |diff| for floats, bits or buckets for quantized vectors."""
+    if "max_bit_flips" in metrics:
+        return f"{metrics['max_bit_flips']} bit(s)"
+    if "max_int_distance" in metrics:
+        return f"{metrics['max_int_distance']} bucket(s)"
+    return fmt(metrics.get("max_abs_diff"))
 
 
 def fmt_cosine(value: Any) -> str:
@@ -69,12 +78,12 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
         f"  policy:    {data['policy']}",
         "",
     ]
-    rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX ABS DIFF", "MIN COSINE", "ORDER AGREEMENT"]]
+    rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX DRIFT", "MIN COSINE", "ORDER AGREEMENT"]]
     for model in models:
         metrics = model.get("metrics", {})
         rows.append([
             model["model_id"], model["kind"], model["tolerance_class"], model["status"].upper(),
-            fmt(metrics.get("max_abs_diff")), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
+            fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
         ])
     lines += _table(rows)
     for model in failing:

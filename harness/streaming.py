@@ -1,0 +1,431 @@
+"""Streaming two results files side by side: aligned row segments of one model, fed to worker threads.
+
+The comparator judges; this module only moves rows. Both files are read row group by row group, so memory is a
+few row groups whatever the file size. Only ids and roles are read whole (small next to vectors):
+
+1. ids pass (``plan``): item_id + role of both sides; duplicates, missing ids and the alignment are decided.
+2. queries (``read_rows``): the rows with role "query", read from the row groups holding them.
+3. vectors (``stream``): aligned segments of both files go to ``COMPARE_THREADS`` workers (reads serialized,
+   compute in parallel: numpy and pyarrow release the GIL), each with its own accumulators, merged by the caller.
+
+Same item_id order on both sides (one runner, one corpus: the normal case) streams both files side by side, even
+when their row groups are cut differently. Another order realigns the candidate to the baseline's order: in
+memory up to ``ALIGN_IN_MEMORY_BYTES`` of candidate vectors, else through a temporary file of the candidate's
+vectors in baseline order (written once, read sequentially; needs that much free space in the temporary
+directory). Works for any stored vector dtype (float32/float16/float64 and the int8/uint8 of quantized runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harness.errors import IncompatibleInputs, ResultsFileError
+from harness.results import ResultsFile, _single_chunk, arrow_to_numpy
+
+__all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
+           "refuse_nonfinite", "stream"]
+
+def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarray,
+                       path: "Path | str" = "candidate") -> None:
+    """Same corpus hash but different ids means a broken or hand-edited file: bad input, never a drift verdict."""
+    if not len(only_base) and not len(only_cand):
+        return None
+    raise IncompatibleInputs(
+        f"{path}: model '{model_id}' ids differ from the baseline's although the corpus hash matches: "
+        f"{len(only_base)} missing (e.g. {', '.join(map(str, only_base[:3])) or '-'}), "
+        f"{len(only_cand)} extra (e.g. {', '.join(map(str, only_cand[:3])) or '-'})"
+    )
+
+
+#: worker threads for the streamed comparison (``HARNESS_COMPARE_THREADS`` overrides; 1 = no threads). Two
+#: keep two cores busy; more need more cores, and each holds up to a row group pair (~0.2 GB at 384 dims).
+COMPARE_THREADS = max(1, int(os.environ.get("HARNESS_COMPARE_THREADS", "0") or 0) or min(2, os.cpu_count() or 1))
+#: a candidate whose ids are in another order is realigned in memory up to this many bytes of vectors
+ALIGN_IN_MEMORY_BYTES = 256 << 20
+
+Segment = Tuple[int, np.ndarray, np.ndarray]
+
+
+@dataclass
+class Plan:
+    """What the ids pass decided about one bi-encoder."""
+
+    rows: int
+    dim: int
+    base_ids: pa.ChunkedArray  # baseline order; offenders are named from it by position
+    queries: np.ndarray  # baseline positions of role "query"
+    documents: np.ndarray  # bool per baseline position, role "document"
+    cand_pos: Optional[np.ndarray]  # candidate position of each baseline row; None: same order
+
+
+def _duplicates(ids: pa.ChunkedArray) -> List[str]:
+    """Ids that occur more than once, sorted. Strictly increasing ids (the runner writes the corpus in its
+    sorted file order) need one comparison pass; others a hash pass (~10x slower)."""
+    flat = _single_chunk(ids)
+    if len(flat) < 2 or pc.all(pc.greater(flat.slice(1), flat.slice(0, len(flat) - 1))).as_py():
+        return []
+    counts = pc.value_counts(flat)
+    if len(counts) == len(ids):
+        return []
+    values = counts.field("values").to_pylist()
+    return sorted(values[i] for i in np.flatnonzero(arrow_to_numpy(counts.field("counts")) > 1))
+
+
+def _role_mask(roles: pa.ChunkedArray, role: str) -> np.ndarray:
+    """``roles == role`` as numpy, through a dictionary encoding (no Python value is converted to arrow)."""
+    encoded = _single_chunk(roles).dictionary_encode() if len(roles) else None
+    if encoded is None:
+        return np.zeros(0, dtype=bool)
+    names = encoded.dictionary.to_pylist()
+    if role not in names:
+        return np.zeros(len(roles), dtype=bool)
+    return arrow_to_numpy(encoded.indices) == names.index(role)
+
+
+def refuse_nonfinite(results: ResultsFile, model_id: str, rows: int, first: Optional[str]) -> None:
+    if rows:
+        raise ResultsFileError(
+            f"{results.path}: model '{model_id}' has non-finite vector values in {rows} row(s) (first: '{first}')"
+        )
+
+
+def _scan_nonfinite(results: ResultsFile, model_id: str, ids: pa.ChunkedArray) -> None:
+    """Refuse a file with NaN/Inf vectors (a separate pass, only taken when the files are not compared)."""
+    bad, first, position = 0, None, 0
+    for group, count in results.model_row_groups(model_id):
+        vectors = results.read_vectors(model_id, group)
+        rows = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if len(rows) and first is None:
+            first = ids[position + int(rows[0])].as_py()
+        bad += len(rows)
+        position += count
+    refuse_nonfinite(results, model_id, bad, first)
+
+
+def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
+    """Ids pass: refuse broken inputs in the order the checks always ran, decide the alignment."""
+    cols = base.model_columns(model_id, ["item_id", "role"])
+    b_ids, c_ids = cols["item_id"], cand.model_columns(model_id, ["item_id"])["item_id"]
+    dup = _duplicates(b_ids)
+    if dup:
+        raise ResultsFileError(f"{base.path}: model '{model_id}' has duplicate id(s) {', '.join(dup[:3])}")
+    same_order = b_ids.equals(c_ids)
+    c_dup = [] if same_order else _duplicates(c_ids)
+    b_dim, c_dim = base.vector_spec(model_id)[0], cand.vector_spec(model_id)[0]
+    cand_pos = only_b = only_c = None
+    if not c_dup and not same_order:
+        c_flat = c_ids.combine_chunks()
+        b_flat = b_ids.combine_chunks()
+        in_cand = pc.is_in(b_flat, value_set=c_flat)
+        in_base = pc.is_in(c_flat, value_set=b_flat)
+        only_b = np.sort(arrow_to_numpy(b_flat.filter(pc.invert(in_cand))))
+        only_c = np.sort(arrow_to_numpy(c_flat.filter(pc.invert(in_base))))
+        if not len(only_b) and not len(only_c):
+            cand_pos = arrow_to_numpy(pc.index_in(b_flat, value_set=c_flat)).astype(np.int64)
+    missing = only_b is not None and (len(only_b) or len(only_c))
+    if c_dup or b_dim != c_dim or missing:
+        _scan_nonfinite(base, model_id, b_ids)
+        if c_dup:
+            raise ResultsFileError(f"{cand.path}: model '{model_id}' has duplicate id(s) {', '.join(c_dup[:3])}")
+        _scan_nonfinite(cand, model_id, c_ids)
+        if b_dim != c_dim:
+            raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors have dim {c_dim}, baseline {b_dim}")
+        refuse_id_mismatch(model_id, only_b, only_c, cand.path)  # raises
+    roles = cols["role"]
+    return Plan(
+        rows=len(b_ids),
+        dim=b_dim,
+        base_ids=b_ids,
+        queries=np.flatnonzero(_role_mask(roles, "query")),
+        documents=_role_mask(roles, "document"),
+        cand_pos=cand_pos,
+    )
+
+
+def read_rows(results: ResultsFile, model_id: str, positions: np.ndarray) -> np.ndarray:
+    """The vectors at file positions ``positions`` (in that order), reading only the row groups holding them."""
+    dim, dtype = results.vector_spec(model_id)
+    out = np.zeros((len(positions), dim), dtype=dtype)
+    start = 0
+    for group, count in results.model_row_groups(model_id):
+        inside = np.flatnonzero((positions >= start) & (positions < start + count))
+        if len(inside):
+            out[inside] = results.read_vectors(model_id, group)[positions[inside] - start]
+        start += count
+    return out
+
+
+class _Budget:
+    """Tokens for row groups in memory: the reader waits for one, and stops waiting once the comparison is
+    abandoned (a worker failed: its traceback may keep a row group alive, the token would never come back)."""
+
+    def __init__(self, tokens: int) -> None:
+        self._tokens = threading.Semaphore(tokens)
+        self.abandoned = threading.Event()
+
+    def acquire(self) -> None:
+        while not self._tokens.acquire(timeout=0.05):
+            if self.abandoned.is_set():
+                raise RuntimeError("comparison abandoned")
+
+    def release(self) -> None:
+        self._tokens.release()
+
+
+def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optional[_Budget]) -> np.ndarray:
+    """``read_vectors``, first taking one of ``budget``'s tokens, given back when the rows are freed (by whichever
+    thread drops the last slice): the read-ahead never holds more than ``budget`` baseline row groups."""
+    if budget is None:
+        return results.read_vectors(model_id, group)
+    budget.acquire()
+    try:
+        rows = results.read_vectors(model_id, group)
+    except BaseException:
+        budget.release()
+        raise
+    owner = rows
+    while isinstance(owner.base, np.ndarray):  # slices keep the array that owns the memory alive
+        owner = owner.base
+    weakref.finalize(owner, budget.release)
+    return rows
+
+
+def _same_order_segments(base: ResultsFile, cand: ResultsFile, model_id: str, pieces: int = 1,
+                         budget: Optional[_Budget] = None) -> Iterator[Segment]:
+    """Both files side by side, in equal-length slices (row groups may be cut differently on each side), each
+    cut into ``pieces``."""
+    files = (base, cand)
+    groups = [iter(f.model_row_groups(model_id)) for f in files]
+    current: List[np.ndarray] = [np.zeros((0, 0)), np.zeros((0, 0))]
+    offset = [0, 0]
+    position = 0
+    while True:
+        for side in (0, 1):
+            while offset[side] >= len(current[side]):
+                current[side] = np.zeros((0, 0))  # let go of a finished row group before reading the next
+                nxt = next(groups[side], None)
+                if nxt is None:
+                    return
+                current[side] = _read_counted(files[side], model_id, nxt[0], budget if side == 0 else None)
+                offset[side] = 0
+        take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
+        for start, stop in _pieces(take, pieces):  # the workers share a row group instead of holding one each
+            yield (position + start, current[0][offset[0] + start : offset[0] + stop],
+                   current[1][offset[1] + start : offset[1] + stop])
+        offset[0] += take
+        offset[1] += take
+        position += take
+
+
+def _pieces(count: int, pieces: int) -> List[Tuple[int, int]]:
+    """``count`` rows cut into ``pieces`` nearly equal ranges."""
+    bounds = [count * i // pieces for i in range(pieces + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _realigned_segments(base: ResultsFile, cand: ResultsFile, model_id: str, cand_pos: np.ndarray,
+                        pieces: int = 1, budget: Optional[_Budget] = None) -> Iterator[Segment]:
+    """The baseline in file order, the candidate's rows put in the baseline's order (ids in another order)."""
+    dim, dtype = cand.vector_spec(model_id)
+    row_bytes = dim * dtype.itemsize
+    groups = base.model_row_groups(model_id)
+    if len(cand_pos) * row_bytes <= ALIGN_IN_MEMORY_BYTES:
+        whole = np.concatenate([cand.read_vectors(model_id, g) for g, _ in cand.model_row_groups(model_id)])
+        position = 0
+        for group, _ in groups:
+            rows = _read_counted(base, model_id, group, budget)
+            aligned = whole[cand_pos[position : position + len(rows)]]
+            for start, stop in _pieces(len(rows), pieces):
+                yield position + start, rows[start:stop], aligned[start:stop]
+            position += len(rows)
+        return
+    # Out of core, in two sequential passes (a bucket sort by baseline row group): each candidate row is
+    # appended to the region of the temporary file that covers its baseline row group, then each region is
+    # read back whole and put in order in memory. Memory: one row group; disk: the candidate's vectors.
+    starts = np.cumsum([0] + [count for _, count in groups])
+    target = np.empty(len(cand_pos), dtype=np.int64)
+    target[cand_pos] = np.arange(len(cand_pos), dtype=np.int64)  # baseline position of each candidate row
+    with tempfile.TemporaryFile(prefix="harness-realign-") as spill:
+        filled = starts[:-1].copy()  # next free row in each region
+        arrived: List[List[np.ndarray]] = [[] for _ in groups]  # baseline positions, in the order written
+        first = 0
+        for group, count in cand.model_row_groups(model_id):
+            rows = cand.read_vectors(model_id, group)
+            where = target[first : first + count]
+            bucket = np.searchsorted(starts, where, side="right") - 1
+            order = np.argsort(bucket, kind="stable")
+            cuts = np.searchsorted(bucket[order], np.arange(len(groups) + 1))
+            step = max(1, (8 << 20) // max(row_bytes, 1))
+            for b in np.flatnonzero(np.diff(cuts)):
+                pick = order[cuts[b] : cuts[b + 1]]
+                spill.seek(int(filled[b]) * row_bytes)
+                for first_row in range(0, len(pick), step):  # gathered and written 8 MiB at a time
+                    spill.write(memoryview(np.ascontiguousarray(rows[pick[first_row : first_row + step]])).cast("B"))
+                filled[b] += len(pick)
+                arrived[b].append(where[pick])
+            first += count
+        for b, (group, count) in enumerate(groups):
+            rows = _read_counted(base, model_id, group, budget)
+            where = np.concatenate(arrived[b]) - starts[b] if arrived[b] else np.zeros(0, np.int64)
+            ordered = np.empty((count, dim), dtype=dtype)
+            chunk = max(1, (8 << 20) // max(row_bytes, 1))  # read back in 8 MiB pieces, scattered into place
+            spill.seek(int(starts[b]) * row_bytes)
+            for first_row in range(0, count, chunk):
+                part = np.empty((min(chunk, count - first_row), dim), dtype=dtype)
+                _read_all(spill, memoryview(part).cast("B"))
+                ordered[where[first_row : first_row + len(part)]] = part
+            for start, stop in _pieces(count, pieces):
+                yield int(starts[b]) + start, rows[start:stop], ordered[start:stop]
+
+
+def _read_all(handle: Any, buffer: memoryview) -> None:
+    while len(buffer):
+        got = handle.readinto(buffer)
+        if not got:
+            raise ResultsFileError("realigning the candidate: temporary file ended early")
+        buffer = buffer[got:]
+
+
+def _blas_threads(limit: Optional[int]) -> Any:
+    """Limit BLAS threads while the workers run (threadpoolctl: a core dependency, skipped if missing). The
+    workers already keep the cores busy, and an idle OpenBLAS thread spins: with two workers and two BLAS threads
+    each, a 1M x 384 comparison used 35% more CPU and ran 40% longer (3.2 s instead of 2.3 s on 2 cores)."""
+    if limit is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api="blas")
+
+
+class _Prefetch:
+    """Advance ``source`` (which reads the files) in a background thread, ``depth`` items ahead, so that the
+    next row group is read while the workers compute on the current one. Errors come out of ``next``."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator[Segment], depth: int, stop: Optional[threading.Event] = None) -> None:
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, depth))
+        self._stop = stop or threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source,), name="harness-compare-read", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source: Iterator[Segment]) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    break
+                del item
+            self._put(self._END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumers
+            self._put(err)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> "_Prefetch":
+        return self
+
+    def __next__(self) -> Segment:
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(self._END)  # for the other consumers
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._queue.put(item)
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # drop what was read ahead, so that the reader is not blocked
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+
+def _run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segment], None]]) -> None:
+    """Feed ``segments`` to the workers, one thread each: the iterator (which reads) is advanced under a lock,
+    the statistics are computed outside it. The first error anywhere stops every thread and is raised."""
+    lock = threading.Lock()
+    errors: List[BaseException] = []
+
+    def loop(worker: Callable[[Segment], None]) -> None:
+        while True:
+            with lock:
+                if errors:
+                    return
+                try:
+                    segment = next(segments)
+                except StopIteration:
+                    return
+                except BaseException as err:  # noqa: BLE001 - handed to the calling thread
+                    errors.append(err)
+                    return
+            try:
+                worker(segment)
+            except BaseException as err:  # noqa: BLE001
+                with lock:
+                    errors.append(err)
+                return
+            finally:
+                del segment
+
+    threads = [threading.Thread(target=loop, args=(w,), name=f"harness-compare-{i}", daemon=True)
+               for i, w in enumerate(workers[1:], 1)]
+    for thread in threads:
+        thread.start()
+    try:
+        loop(workers[0])
+    finally:
+        for thread in threads:
+            thread.join()
+        close = getattr(segments, "close", None)
+        if close is not None:
+            with lock:
+                close()
+    if errors:
+        raise errors[0]
+
+
+def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
+           workers: Sequence[Callable[[Segment], None]]) -> None:
+    """Call the workers (one thread each) on aligned segments covering every row of ``model_id`` once.
+
+    With several workers, the next row group pair is read while the workers share the current one: at most two
+    pairs in memory (~0.4 GB at 384 dims), the read overlapping the compute (+30% throughput at 1M)."""
+    budget = _Budget(2) if len(workers) > 1 else None
+    segments: Iterator[Segment] = (
+        _same_order_segments(base, cand, model_id, len(workers), budget)
+        if layout.cand_pos is None
+        else _realigned_segments(base, cand, model_id, layout.cand_pos, len(workers), budget)
+    )
+    if budget is not None:
+        segments = _Prefetch(segments, depth=len(workers), stop=budget.abandoned)
+    with _blas_threads(1 if len(workers) > 1 else None):
+        _run_segments(segments, workers)
