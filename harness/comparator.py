@@ -265,8 +265,9 @@ def _compare_quantized(base: ResultsFile, cand: ResultsFile, model_id: str, tol:
               detail=f"{rows_changed} / {plan.rows} texts differ in at least one {'bit' if limit_key == 'max_bit_flips' else 'element'}"),
     ]
     checks += _topk_checks(tol, plan, topk, metrics, quantized_scores=True)
+    where = "bit(s)" if limit_key == "max_bit_flips" else "dimension(s)"
     offenders = [Offender(item_id=str(plan.base_ids[w["row"]].as_py()), value=float(w[limit_key]), metric=limit_key,
-                          detail=unit) for w in result["worst"]]
+                          detail=f"{unit}; {where} {', '.join(map(str, w['dims']))}") for w in result["worst"]]
     min_passing: Dict[str, float] = {limit_key: float(metrics[limit_key]),
                                      "max_changed_fraction": metrics["rows_changed_fraction"]}
     if "topk" in metrics:

@@ -140,11 +140,24 @@ def compare_quantized(
     metrics.update(rows_changed=changed, rows_changed_fraction=changed / rows if rows else 0.0)
     order = np.argsort(-per_row, kind="stable")[: max(0, worst_n)]
     worst = [
-        {"row": int(i) + row_offset, "id": (str(ids[i]) if ids is not None else None), limit_key: int(per_row[i])}
+        {"row": int(i) + row_offset, "id": (str(ids[i]) if ids is not None else None), limit_key: int(per_row[i]),
+         "dims": _where(base[i], cand[i], precision)}
         for i in order
         if per_row[i] > 0
     ]
     return _verdict(precision, metrics, worst, tolerance)
+
+
+def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) -> List[int]:
+    """Where one text moved: the flipped bit positions (binary), or the elements (dimensions) that moved most
+    (int), largest first; at most ``most``. Dimensions that keep moving across texts point at the calibration
+    (e.g. a dimension the model leaves near zero, whose tiny range turns noise into many buckets)."""
+    if precision in BINARY_PRECISIONS:
+        xor = np.bitwise_xor(base.view(np.uint8), cand.view(np.uint8))
+        return [int(b) for b in np.flatnonzero(np.unpackbits(xor))[:most]]
+    moved = np.abs(base.astype(np.int16) - cand.astype(np.int16))
+    order = np.argsort(-moved, kind="stable")[:most]
+    return [int(d) for d in order if moved[d] > 0]
 
 
 def _verdict(precision: str, metrics: Dict[str, Any], worst: List[Dict[str, Any]], tolerance: Mapping[str, Any]) -> Dict[str, Any]:

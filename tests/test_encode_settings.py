@@ -354,7 +354,7 @@ def test_compare_quantized_verdicts() -> None:
     cand[3, 0] ^= 0b101  # two bits in one text
     verdict = compare_quantized(base, cand, "ubinary", ids=[f"t{i}" for i in range(50)])
     assert not verdict["passed"] and verdict["metrics"]["max_bit_flips"] == 2 and verdict["metrics"]["rows_changed"] == 1
-    assert verdict["worst"] == [{"row": 3, "id": "t3", "max_bit_flips": 2}]
+    assert verdict["worst"] == [{"row": 3, "id": "t3", "max_bit_flips": 2, "dims": [5, 7]}]  # packbits: MSB first
     assert compare_quantized(base, cand, "ubinary", {"max_bit_flips": 2})["passed"]
     assert not compare_quantized(base, cand, "ubinary", {"max_bit_flips": 2, "max_changed_fraction": 0.0})["passed"]
 
@@ -372,7 +372,11 @@ def test_compare_quantized_verdicts() -> None:
 
 
 def test_quantized_runs_compare_across_batch_sizes(tmp_path: Path) -> None:
-    """Two real runs (batch 32 vs 1) of int8 and binary outputs: what a cross-setting comparison reports."""
+    """Real runs of int8 and binary outputs through the comparator: batch 32 vs 1 (fp32 noise, ~1e-7) passes the
+    fp32 class; a real bfloat16 run fails it, named by the integer checks; the bf16 class judges it."""
+    from harness.comparator import compare_files
+    from harness.verdict import Status
+
     plain = plain_bi_encoder(tmp_path / "plain")
     specs = [_bi("int8", plain, precision="int8"), _bi("binary", plain, precision="binary")]
     first = run_specs(tmp_path / "a.parquet", specs)
@@ -384,6 +388,16 @@ def test_quantized_runs_compare_across_batch_sizes(tmp_path: Path) -> None:
         assert compare_quantized(a, a, precision)["passed"]
         verdict = compare_quantized(a, b, precision, {"max_bit_flips": 2, "max_int_distance": 1}, ids=ids)
         assert verdict["passed"], verdict  # batch-size noise (~1e-7) moves at most one bucket / a few bits
+    same = compare_files(first.path, second.path)
+    assert same.status is Status.PASS, [m.reason for m in same.models]
+    assert {m.model_id: m.checks[0].name for m in same.models} == {"int8": "max_int_distance", "binary": "max_bit_flips"}
+    half = run_specs(tmp_path / "bf16.parquet", specs, dtype="bfloat16")
+    drifted = {m.model_id: m for m in compare_files(first.path, half.path, tolerance_class="fp32").models}
+    assert drifted["int8"].status is Status.FAIL and drifted["int8"].reason.startswith("max_int_distance")
+    # 25 texts x 32 dims of the tiny model have no element close enough to zero for bf16 to flip its sign
+    # (the MiniLM measurement in the README flips up to 8 bits per text); it is still judged in bits:
+    assert drifted["binary"].metrics["bits_per_row"] == 32 and "max_abs_diff" not in drifted["binary"].metrics
+    assert {m.tolerance_class for m in compare_files(first.path, half.path).models} == {"bf16"}  # auto
 
 
 def test_merge_quantized_equals_one_pass() -> None:

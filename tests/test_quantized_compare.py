@@ -211,3 +211,23 @@ def test_cli_reports_quantized_checks(tmp_path: Path) -> None:
     model = report["models"][0]
     assert model["metrics"]["max_int_distance"] >= 2 and model["status"] == "fail"
     assert ResultsFile(base).models[MODEL]["precision"] == "int8"
+
+
+def test_collapsed_calibration_range_is_named_by_dimension(tmp_path: Path) -> None:
+    """What a float16 run does to all-MiniLM-L6-v2's int8 output: dimensions the model leaves near 1e-32
+    underflow to 0, sentence-transformers' calibration range for them collapses, and their buckets jump (255
+    measured). The verdict fails and the worst texts name those dimensions first."""
+    quantization = pytest.importorskip("sentence_transformers.quantization")
+    floats, roles = _floats()
+    floats[:, [5, 40]] = np.random.default_rng(2).normal(0, 1e-32, size=(len(floats), 2)).astype(np.float32)
+    half = floats.astype(np.float16).astype(np.float32)  # the dead dimensions become exactly 0
+    with np.errstate(all="ignore"):  # sentence-transformers divides by the zero range
+        base = quantization.quantize_embeddings(floats, precision="int8", calibration_embeddings=floats)
+        cand = quantization.quantize_embeddings(half, precision="int8", calibration_embeddings=half)
+    a = _write(tmp_path / "a.parquet", base, roles, "int8")
+    b = _write(tmp_path / "b.parquet", cand, roles, "int8")
+    verdict = _verdict(a, b, tolerance_class="fp16")
+    assert verdict.status is Status.FAIL and verdict.metrics["max_int_distance"] > 100
+    for offender in verdict.offenders:
+        named = offender.detail.split("dimension(s) ")[1].split(", ")
+        assert set(named[:2]) <= {"5", "40"}, offender.detail
