@@ -13,6 +13,10 @@ the runner writes them: documents, then queries). Throughput is one side's float
 ``compare_files`` (opening both files, ids pass, query read, streamed statistics, exact top-k), measured with
 a warm page cache (the files were just written). Targets (issue 5): >= 500 MB/s and peak RSS < 1 GB at 1M x 384.
 
+``--precision int8|binary`` stores the same vectors quantized (int8 buckets over [-0.25, 0.25]; packed sign bits)
+and times the comparator's integer path (bits flipped / buckets moved per text, top-k by the quantized scores);
+MB/s is then of the stored bytes (4x / 32x fewer than float32), and texts/s compares across precisions.
+
 ``--reverse-candidate`` writes the candidate's rows in reverse order, so its ids no longer line up with the
 baseline's and the comparator realigns it (in memory up to 256 MiB of vectors, else with a bucket sort through
 a temporary file of the candidate's size).
@@ -57,13 +61,24 @@ MODEL = "bench-bi-encoder"
 CHUNK = 65_536
 
 
-def _metadata(n: int, dim: int, queries: int) -> Dict:
+def _metadata(n: int, dim: int, queries: int, precision: str = "float32") -> Dict:
+    stored = {"float32": (dim, "float32"), "int8": (dim, "int8"), "binary": (dim // 8, "int8")}[precision]
     return {
         "corpus": {"name": "bench", "version": "1", "sha256": "b" * 64, "documents": n - queries, "queries": queries},
         "fingerprint": {},
-        "models": {MODEL: {"kind": "bi-encoder", "status": "ok", "dim": dim, "vector_dtype": "float32",
-                           "weights_sha256": "a" * 64}},
+        "models": {MODEL: {"kind": "bi-encoder", "status": "ok", "dim": stored[0], "vector_dtype": stored[1],
+                           "precision": precision, "weights_sha256": "a" * 64}},
     }
+
+
+def quantize(vectors: np.ndarray, precision: str) -> np.ndarray:
+    """Stored form of ``vectors`` (unit rows) for a precision, by sentence-transformers' rules with fixed ranges."""
+    if precision == "float32":
+        return vectors
+    if precision == "binary":
+        return (np.packbits(vectors > 0, axis=1).astype(np.int16) - 128).astype(np.int8)
+    buckets = np.floor((vectors + np.float32(0.25)) / np.float32(0.5 / 255))
+    return (np.clip(buckets, 0, 255) - 128).astype(np.int8)
 
 
 def _chunk(n: int, dim: int, queries: int, bad_rows: set, seed: int, start: int):
@@ -88,26 +103,28 @@ def _chunks(n: int, dim: int, queries: int, perturbed: int, seed: int, reverse: 
 
 
 def write_pair(directory: Path, n: int, dim: int, queries: int, perturbed: int = 5, seed: int = 0,
-               reverse: bool = False) -> List[Path]:
+               reverse: bool = False, precision: str = "float32") -> List[Path]:
     """Baseline and candidate; with ``reverse`` the candidate's rows are in the opposite order (its ids no
     longer line up with the baseline's: the comparator's realignment path)."""
     from harness.results import ModelRows, ResultsWriter
 
-    paths = [directory / f"base-{n}.parquet", directory / f"cand-{n}{'-reversed' if reverse else ''}.parquet"]
-    meta = _metadata(n, dim, queries)
+    tag = "" if precision == "float32" else f"-{precision}"
+    paths = [directory / f"base-{n}{tag}.parquet", directory / f"cand-{n}{tag}{'-reversed' if reverse else ''}.parquet"]
+    meta = _metadata(n, dim, queries, precision)
+    width = meta["models"][MODEL]["dim"] * (4 if precision == "float32" else 1)
     if not reverse:
-        with ResultsWriter(paths[0], meta, dim * 4) as wb, ResultsWriter(paths[1], meta, dim * 4) as wc:
+        with ResultsWriter(paths[0], meta, width) as wb, ResultsWriter(paths[1], meta, width) as wc:
             for ids, roles, base, cand in _chunks(n, dim, queries, perturbed, seed):
-                wb.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=base))
-                wc.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=cand))
+                wb.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=quantize(base, precision)))
+                wc.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=quantize(cand, precision)))
         return paths
     for path, reverse_side in ((paths[0], False), (paths[1], True)):
-        with ResultsWriter(path, meta, dim * 4) as writer:
+        with ResultsWriter(path, meta, width) as writer:
             for ids, roles, base, cand in _chunks(n, dim, queries, perturbed, seed, reverse=reverse_side):
                 if reverse_side:
-                    writer.write(ModelRows(MODEL, "embed", ids[::-1], roles=roles[::-1], vectors=cand[::-1]))
+                    writer.write(ModelRows(MODEL, "embed", ids[::-1], roles=roles[::-1], vectors=quantize(cand[::-1], precision)))
                 else:
-                    writer.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=base))
+                    writer.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=quantize(base, precision)))
     return paths
 
 
@@ -151,8 +168,8 @@ def child_compare(base: str, cand: str) -> Dict:
         "rss_mb": peak_rss_mb(),
         "status": verdict.status.value,
         "texts": metrics["texts"],
-        "max_abs_diff": metrics["max_abs_diff"],
-        "texts_beyond_tolerance": metrics["texts_beyond_tolerance"],
+        "max_abs_diff": metrics.get("max_abs_diff", metrics.get("max_int_distance", metrics.get("max_bit_flips"))),
+        "texts_beyond_tolerance": metrics.get("texts_beyond_tolerance", metrics.get("rows_changed")),
         "topk_order_agreement": metrics.get("topk_order_agreement"),
         "offenders": [o.item_id for o in verdict.offenders],
     }
@@ -199,6 +216,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--layout-size", type=int, default=200_000, help="N for the layout variant (0: skip)")
     parser.add_argument("--reverse-candidate", action="store_true",
                         help="write the candidate's rows in reverse order (ids out of line: the realignment path)")
+    parser.add_argument("--precision", choices=("float32", "int8", "binary"), default="float32",
+                        help="store the vectors quantized: times the comparator's integer path")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -213,9 +232,9 @@ def main(argv: List[str]) -> int:
     if free < need:
         raise SystemExit(f"{args.workdir}: {free / 1e9:.1f} GB free, the largest pair needs {need / 1e9:.1f} GB")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), dim {args.dim}, {args.queries} queries, threads "
+    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), dim {args.dim} {args.precision}, {args.queries} queries, threads "
           f"{args.threads or 'default'}, workdir {args.workdir} ({free / 1e9:.0f} GB free)")
-    header = (f"{'N':>9} {'file MB':>8} {'wall s':>7} {'CPU s':>6} {'MB/s':>7} {'peak RSS MB':>11} "
+    header = (f"{'N':>9} {'file MB':>8} {'wall s':>7} {'CPU s':>6} {'MB/s':>7} {'texts/s':>9} {'peak RSS MB':>11} "
               f"{'MB/s / 500':>10} {'RSS / 1GB':>9}  status")
     print(header)
     print("-" * len(header))
@@ -224,15 +243,17 @@ def main(argv: List[str]) -> int:
     try:
         for n in args.sizes:
             started = time.perf_counter()
-            base, cand = write_pair(tmp, n, args.dim, min(args.queries, n // 2), reverse=args.reverse_candidate)
+            base, cand = write_pair(tmp, n, args.dim, min(args.queries, n // 2), reverse=args.reverse_candidate,
+                                    precision=args.precision)
             written = time.perf_counter() - started
             for _ in range(args.repeat):
                 r = _spawn("compare", str(base), str(cand), threads=args.threads)
-                mb = n * args.dim * 4 / 1e6
+                mb = n * args.dim * {"float32": 4, "int8": 1, "binary": 1 / 8}[args.precision] / 1e6
                 mbps = mb / r["wall_s"]
-                print(f"{n:>9} {base.stat().st_size / 1e6:>8.0f} {r['wall_s']:>7.2f} {r['cpu_s']:>6.1f} {mbps:>7.0f} {r['rss_mb']:>11.0f} "
+                print(f"{n:>9} {base.stat().st_size / 1e6:>8.0f} {r['wall_s']:>7.2f} {r['cpu_s']:>6.1f} {mbps:>7.0f} "
+                      f"{n / r['wall_s']:>9.0f} {r['rss_mb']:>11.0f} "
                       f"{mbps / TARGET_MBPS:>10.2f} {r['rss_mb'] / TARGET_RSS_MB:>9.2f}  {r['status']} "
-                      f"(max |d| {r['max_abs_diff']:.2e}, {r['texts_beyond_tolerance']} texts beyond, "
+                      f"(max drift {r['max_abs_diff']:.3g}, {r['texts_beyond_tolerance']} texts beyond/changed, "
                       f"top-k order {r['topk_order_agreement']}; written in {written:.0f} s)", flush=True)
                 results.append({"n": n, **r})
             if not args.keep:

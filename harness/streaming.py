@@ -23,6 +23,8 @@ import queue
 import tempfile
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -203,30 +205,50 @@ def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optio
 
 
 def _same_order_segments(base: ResultsFile, cand: ResultsFile, model_id: str, pieces: int = 1,
-                         budget: Optional[_Budget] = None) -> Iterator[Segment]:
+                         budget: Optional[_Budget] = None, parallel_reads: bool = False) -> Iterator[Segment]:
     """Both files side by side, in equal-length slices (row groups may be cut differently on each side), each
-    cut into ``pieces``."""
+    cut into ``pieces``. With ``parallel_reads``, a row group pair needed at the same time (equal cuts: the
+    normal case) is read on two threads: reading and checksumming is half the work at 1M x 384, and pyarrow
+    releases the GIL while it decodes."""
     files = (base, cand)
     groups = [iter(f.model_row_groups(model_id)) for f in files]
     current: List[np.ndarray] = [np.zeros((0, 0)), np.zeros((0, 0))]
     offset = [0, 0]
     position = 0
-    while True:
-        for side in (0, 1):
-            while offset[side] >= len(current[side]):
-                current[side] = np.zeros((0, 0))  # let go of a finished row group before reading the next
-                nxt = next(groups[side], None)
-                if nxt is None:
+    pool = ThreadPoolExecutor(1, thread_name_prefix="harness-compare-read-candidate") if parallel_reads else None
+    try:
+        while True:
+            if pool is not None and offset[0] >= len(current[0]) and offset[1] >= len(current[1]):
+                current = [np.zeros((0, 0)), np.zeros((0, 0))]  # let go of the finished pair first
+                nxt = [next(groups[0], None), next(groups[1], None)]
+                if nxt[0] is None or nxt[1] is None:
                     return
-                current[side] = _read_counted(files[side], model_id, nxt[0], budget if side == 0 else None)
-                offset[side] = 0
-        take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
-        for start, stop in _pieces(take, pieces):  # the workers share a row group instead of holding one each
-            yield (position + start, current[0][offset[0] + start : offset[0] + stop],
-                   current[1][offset[1] + start : offset[1] + stop])
-        offset[0] += take
-        offset[1] += take
-        position += take
+                other = pool.submit(_read_counted, cand, model_id, nxt[1][0], None)
+                try:
+                    current[0] = _read_counted(base, model_id, nxt[0][0], budget)
+                except BaseException:
+                    futures_wait([other])
+                    raise
+                current[1] = other.result()
+                offset = [0, 0]
+            for side in (0, 1):
+                while offset[side] >= len(current[side]):
+                    current[side] = np.zeros((0, 0))  # let go of a finished row group before reading the next
+                    nxt_group = next(groups[side], None)
+                    if nxt_group is None:
+                        return
+                    current[side] = _read_counted(files[side], model_id, nxt_group[0], budget if side == 0 else None)
+                    offset[side] = 0
+            take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
+            for start, stop in _pieces(take, pieces):  # the workers share a row group instead of holding one each
+                yield (position + start, current[0][offset[0] + start : offset[0] + stop],
+                       current[1][offset[1] + start : offset[1] + stop])
+            offset[0] += take
+            offset[1] += take
+            position += take
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def _pieces(count: int, pieces: int) -> List[Tuple[int, int]]:
@@ -421,7 +443,7 @@ def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
     pairs in memory (~0.4 GB at 384 dims), the read overlapping the compute (+30% throughput at 1M)."""
     budget = _Budget(2) if len(workers) > 1 else None
     segments: Iterator[Segment] = (
-        _same_order_segments(base, cand, model_id, len(workers), budget)
+        _same_order_segments(base, cand, model_id, len(workers), budget, parallel_reads=budget is not None)
         if layout.cand_pos is None
         else _realigned_segments(base, cand, model_id, layout.cand_pos, len(workers), budget)
     )
