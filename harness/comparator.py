@@ -4,10 +4,11 @@ Stages: open both files -> refuse incomparable inputs -> per model: align rows, 
 apply the tolerance (``policy``) -> a ``Comparison`` (``verdict``). Nothing here imports torch or
 sentence-transformers: the comparator runs in the controlling environment so that it cannot drift itself.
 
-Bi-encoders are compared streaming: row group by row group, in two threads, memory independent of the file
-size (1M x 384 on 2 cores: ~0.7 GB peak, 500-600 MB/s with 100 queries, 650-760 MB/s without; measured in
-``benchmarks/README.md``). Cross-encoder scores, one float per pair, are compared in memory. Nothing here
-imports pandas either (pyarrow's ``to_numpy`` would: +0.4 s, +50 MB).
+Bi-encoders are compared streaming (``harness.streaming``): row group by row group, in two threads, memory
+independent of the file size (1M x 384 on 2 cores: ~0.8 GB peak, 460-610 MB/s with 100 queries; measured in
+``benchmarks/README.md``). Quantized embeddings (precision int8/uint8/binary/ubinary) are streamed alike and
+judged as integers (``harness.quantized``). Cross-encoder scores, one float per pair, are compared in memory.
+Nothing here imports pandas either (pyarrow's ``to_numpy`` would: +0.4 s, +50 MB).
 """
 
 from __future__ import annotations
