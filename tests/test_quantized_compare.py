@@ -231,3 +231,30 @@ def test_collapsed_calibration_range_is_named_by_dimension(tmp_path: Path) -> No
     for offender in verdict.offenders:
         named = offender.detail.split("dimension(s) ")[1].split(", ")
         assert set(named[:2]) <= {"5", "40"}, offender.detail
+
+
+def test_reports_show_quantized_drift_in_its_own_units(tmp_path: Path) -> None:
+    """Terminal, Markdown and HTML name bits / buckets and the quantized limits, never a float |diff|."""
+    from harness.report.html import render_html
+    from harness.report.markdown import render_markdown
+    from harness.report.matrix import build_matrix_report
+    from harness.report.text import render_comparison
+
+    base, drifted, _, _ = _pair(tmp_path, "binary", _half_precision_drift)
+    comparison = compare_files(base, drifted, tolerance_class="fp32").serialize()
+    flips = comparison["models"][0]["metrics"]["max_bit_flips"]
+    text = render_comparison(comparison)
+    assert f"{flips} bit(s)" in text and "max_bit_flips" in text and "bit(s) " in text
+    cell = {"cell_id": "c", "status": comparison["status"], "setup_s": 1.0, "run_s": 1.0, "reason": "",
+            "results": str(drifted), "comparison": comparison, "params": {"torch": "2.13.0"}}
+    report = build_matrix_report("q", str(base), [cell])
+    assert f"{flips} bit(s)" in render_markdown(report)
+    page = render_html(report)
+    assert "max bits flipped per text" in page and f"max |Δ| {flips} bit(s)" in page
+    assert "no difference histogram" not in page  # no empty float plot for integers
+    # the rank bars mark the quantized limits (bf16: top-10 set 0.4), not the float ones (0.85)
+    loose = compare_files(base, drifted, tolerance_class="bf16").serialize()
+    page = render_html(build_matrix_report("q", str(base), [{**cell, "comparison": loose, "status": loose["status"]}]))
+    tol = load_policy().tolerance(MODEL, "bf16")
+    assert f'title="limit {tol.min_quantized_topk_set_agreement:g}"' in page
+    assert f'title="limit {tol.min_topk_set_agreement:g}"' not in page

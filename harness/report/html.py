@@ -330,9 +330,10 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
         ]
     else:
         k = metrics.get("topk", "k")
+        limit = "min_quantized_topk_" if _quantized(model) else "min_topk_"  # quantized scores have their own limits
         rows = [
-            _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), tol.get("min_topk_order_agreement"), fmt_percent(metrics.get("topk_order_agreement"))),
-            _bar_row(f"top-{k} set", metrics.get("topk_set_agreement"), tol.get("min_topk_set_agreement"), fmt_percent(metrics.get("topk_set_agreement"))),
+            _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), tol.get(limit + "order_agreement"), fmt_percent(metrics.get("topk_order_agreement"))),
+            _bar_row(f"top-{k} set", metrics.get("topk_set_agreement"), tol.get(limit + "set_agreement"), fmt_percent(metrics.get("topk_set_agreement"))),
             _bar_row(f"top-{k} raw order", metrics.get("topk_raw_order_agreement"), None, fmt_percent(metrics.get("topk_raw_order_agreement"))),
             _bar_row(f"top-{k} overlap", metrics.get("topk_mean_overlap"), None, fmt_percent(metrics.get("topk_mean_overlap"))),
         ]
@@ -400,6 +401,12 @@ def _offenders_table(model: Dict[str, Any]) -> str:
     return f"<h4>Worst items</h4>{_table(['Item', 'Metric', 'Value', 'Detail'], rows)}" if rows else ""
 
 
+def _quantized(model: Dict[str, Any]) -> bool:
+    """Quantized embeddings are judged in bits / buckets: no float difference histogram for them."""
+    metrics = model.get("metrics", {})
+    return "max_bit_flips" in metrics or "max_int_distance" in metrics
+
+
 def _model_card(model: Dict[str, Any]) -> str:
     status = model["status"]
     head = (
@@ -413,7 +420,7 @@ def _model_card(model: Dict[str, Any]) -> str:
     if not model.get("metrics"):
         return f'<div class="card {_status_class(status)}">{head}{reason}</div>'
     svg = histogram_svg(hist or {}, diff_tolerance(model), f"{model['model_id']} differences")
-    figure = f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
+    figure = "" if _quantized(model) else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
     side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
     return (
         f'<div class="card {_status_class(status)}">{head}{reason}<div class="grid">{figure}{side}</div>'
