@@ -201,7 +201,7 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
         return [], {spec.id: info}
     info.update(loaded.info, load_s=round(time.perf_counter() - started, 4))
     if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)  # of the device this run uses (cuda:N), not the current one
     compute_started = time.perf_counter()
     with torch.inference_mode():
         rows, count = (_embed if spec.kind == "bi-encoder" else _rerank)(loaded, corpus, options)
@@ -213,7 +213,7 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
         items_per_s=round(count / elapsed, 2) if elapsed > 0 else None,
     )
     if device.startswith("cuda"):
-        info["cuda_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+        info["cuda_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return rows, _entries(spec, rows, info, loaded.encode)
 
 
