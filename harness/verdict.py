@@ -64,6 +64,9 @@ class ModelVerdict:
     tolerance: Dict[str, Any] = field(default_factory=dict)
     #: the loosest limits under which this comparison would have passed (for "what would it take")
     min_passing: Dict[str, float] = field(default_factory=dict)
+    #: how fast each side ran it, on what: {"baseline": {...}, "candidate": {...}} with device, items_per_s,
+    #: compute_s, cuda_peak_memory_bytes (CUDA runs), peak_rss_bytes (the whole run); reported, never judged
+    performance: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.status is Status.PASS

@@ -158,3 +158,27 @@ def test_serialization_round_trips(tiny_results: Path, tmp_path: Path) -> None:
     comparison = compare_files(tiny_results, noisy)
     again = Comparison.from_dict(comparison.serialize())
     assert again.serialize() == comparison.serialize()
+
+
+def test_verdicts_carry_each_sides_speed_and_memory(tiny_results: Path, tiny_results_again: Path) -> None:
+    """Throughput and memory per device go into every report (never into the verdict): a matrix over GPU types
+    shows how each runs the models."""
+    from harness.report.markdown import render_markdown
+    from harness.report.matrix import build_matrix_report
+    from harness.report.text import render_comparison
+
+    comparison = compare_files(tiny_results, tiny_results_again)
+    for verdict in comparison.models:
+        base, cand = verdict.performance["baseline"], verdict.performance["candidate"]
+        recorded = ResultsFile(tiny_results_again).models[verdict.model_id]
+        assert cand["items_per_s"] == recorded["items_per_s"] > 0 and cand["device"] == "cpu"
+        assert base["items_per_s"] == ResultsFile(tiny_results).models[verdict.model_id]["items_per_s"]
+        assert cand["peak_rss_bytes"] > 0 and "cuda_peak_memory_bytes" not in cand  # a CPU run
+    data = comparison.serialize()
+    text = render_comparison(data)
+    assert "Speed and memory of the candidate run" in text
+    rate = data["models"][0]["performance"]["candidate"]["items_per_s"]
+    assert f"{rate:,.0f}" in text or f"{rate:.3g}" in text
+    cell = {"cell_id": "c", "status": data["status"], "setup_s": 1.0, "run_s": 1.0, "reason": "", "results": "r",
+            "comparison": data, "params": {}}
+    assert "## Speed and memory (reported, not judged)" in render_markdown(build_matrix_report("m", "b", [cell]))

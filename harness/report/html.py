@@ -22,7 +22,7 @@ from harness.report.matrix import (
     meaningful_env_changes,
     report_models,
 )
-from harness.report.text import fmt, fmt_drift
+from harness.report.text import fmt, fmt_drift, speed_cells
 
 __all__ = ["render_html", "histogram_svg", "TREND_RUNS"]
 
@@ -376,6 +376,11 @@ def _metrics_list(model: Dict[str, Any]) -> str:
     tolerance = diff_tolerance(model)
     if tolerance is not None:
         rows.append(f"<dt>tolerance (atol)</dt><dd>{_e(fmt(tolerance))}</dd>")
+    if model.get("performance"):
+        device, rate, ratio, cuda, rss = speed_cells(model)
+        rows += [f"<dt>device</dt><dd>{_e(device)}</dd>", f"<dt>texts/s</dt><dd>{_e(rate)} ({_e(ratio)} of baseline)</dd>"]
+        rows += [f"<dt>CUDA peak</dt><dd>{_e(cuda)}</dd>"] if cuda != "-" else []
+        rows += [f"<dt>run peak RSS</dt><dd>{_e(rss)}</dd>"] if rss != "-" else []
     return f'<dl class="metrics">{"".join(rows)}</dl>' if rows else ""
 
 

@@ -18,7 +18,7 @@ from harness.report.matrix import (
     meaningful_env_changes,
     order_agreement,
 )
-from harness.report.text import fmt, fmt_drift
+from harness.report.text import fmt, fmt_drift, speed_cells
 
 __all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
 
@@ -184,12 +184,27 @@ def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> List[st
     )
 
 
+def _speed(report: Dict[str, Any]) -> List[str]:
+    """Throughput and memory per cell and model: how each environment (CPU, GPU type) runs the models."""
+    rows = [
+        [_code(cell["cell_id"]), _code(model["model_id"]), *(md_escape(c) for c in speed_cells(model))]
+        for cell in report["cells"]
+        for model in (cell.get("comparison") or {}).get("models", [])
+        if model.get("performance")
+    ]
+    if not rows:
+        return []
+    header = ["Cell", "Model", "Device", "Texts/s", "vs baseline", "CUDA peak", "Run peak RSS"]
+    return ["", "## Speed and memory (reported, not judged)", ""] + _table(header, rows)
+
+
 def render_markdown(report: Dict[str, Any], history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
     """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend.
 
     ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
     """
     lines = _header(report) + _summary(report) + _env_section(report) + _failures(report) + _not_run(report)
+    lines += _speed(report)
     if history:
         lines += _trend(report, history)
     return "\n".join(lines) + "\n"

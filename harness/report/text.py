@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-__all__ = ["render_comparison", "render_explanation", "format_env", "fmt", "fmt_cosine", "fmt_drift"]
+__all__ = ["render_comparison", "render_explanation", "format_env", "fmt", "fmt_cosine", "fmt_drift", "speed_cells"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -31,6 +31,25 @@ def fmt_drift(metrics: Dict[str, Any]) -> str:
     if "max_int_distance" in metrics:
         return f"{metrics['max_int_distance']} bucket(s)"
     return fmt(metrics.get("max_abs_diff"))
+
+
+def _mb(value: Any) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value / 2**20:,.0f} MB"
+
+
+def speed_cells(model: Dict[str, Any]) -> List[str]:
+    """``[device, texts/s, vs baseline, CUDA peak, run peak RSS]`` of a verdict's candidate, as shown in every
+    report (never judged: speed depends on the machine, not on correctness)."""
+    perf = model.get("performance") or {}
+    cand, base = perf.get("candidate") or {}, perf.get("baseline") or {}
+    if not cand:
+        return ["-"] * 5
+    device = str(cand.get("device", "?")) + (f" ({cand['hardware']})" if cand.get("hardware") else "")
+    rate, base_rate = cand.get("items_per_s"), base.get("items_per_s")
+    ratio = f"{rate / base_rate:.2f}x" if rate and base_rate else "-"
+    shown = "-" if not rate else f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+    return [device, shown, ratio, _mb(cand.get("cuda_peak_memory_bytes")),
+            _mb(cand.get("peak_rss_bytes"))]
 
 
 def fmt_cosine(value: Any) -> str:
@@ -86,6 +105,10 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
             fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
         ])
     lines += _table(rows)
+    speed = [["MODEL", "DEVICE", "TEXTS/S", "VS BASELINE", "CUDA PEAK", "RUN PEAK RSS"]]
+    speed += [[model["model_id"], *speed_cells(model)] for model in models if model.get("performance")]
+    if len(speed) > 1:
+        lines += ["", "Speed and memory of the candidate run (reported, not judged):"] + _table(speed)
     for model in failing:
         lines += ["", f"{model['status'].upper()} {model['model_id']} (tolerance class {model['tolerance_class']}):"]
         failed = [c for c in model.get("checks", []) if not c["passed"]]
