@@ -26,6 +26,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from harness import compare as m
+from harness import quantized
 from harness.errors import IncompatibleInputs
 from harness.policy import Policy, Tolerance, load_policy, select_class
 from harness.results import ResultsFile
@@ -89,8 +90,9 @@ class _Side:
 
 
 def _array(value: Any, name: str, ndim: int) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor (any dtype, any device): compare its float32 values
-        value = value.detach().float().cpu().numpy()
+    if hasattr(value, "detach"):  # a torch tensor (any device): float32 values, or its integers (quantized)
+        value = value.detach().cpu()
+        value = (value.float() if value.is_floating_point() else value).numpy()
     try:
         array = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - anything not array-like is a caller error
@@ -299,32 +301,82 @@ def _embedding_checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[L
             worst = beyond[np.argsort(-per_row[beyond], kind="stable")]
             named = ", ".join(f"{baseline.row(int(i), 'text')} ({_g(float(per_row[i]))})" for i in worst[:_MAX_NAMED])
             lines.append(f"Texts beyond atol: {_pct(len(beyond), len(per_row))}: {named}")
+    more, topk_passed = _topk_lines(actual, baseline, tol, tol.min_topk_order_agreement, tol.min_topk_set_agreement)
+    return lines + more, bool(passed and topk_passed)
+
+
+def _topk_lines(actual: _Side, baseline: _Side, tol: Tolerance, order_limit: float, set_limit: float,
+                scores: Any = None) -> Tuple[List[str], bool]:
+    """Top-k retrieval agreement (when the rows have roles), scored by ``scores(values)`` (default: as given)."""
     roles = baseline.roles if baseline.roles is not None else actual.roles
-    if roles is not None:
-        q, d = roles == "query", roles == "document"
-        if q.any() and d.any():
-            agree = m.topk_agreement(
-                m.cosine_matrix(baseline.values[q], baseline.values[d]),
-                m.cosine_matrix(actual.values[q], actual.values[d]),
-                tol.topk,
-                tol.tie_tolerance,
-            )
-            n_q, k = int(q.sum()), agree.k
-            queries = baseline.ids[q]
-            for label, field, limit in (
-                ("order", "same_order", tol.min_topk_order_agreement),
-                ("set", "same_set", tol.min_topk_set_agreement),
-            ):
-                same = getattr(agree, field)
-                share = agree.share(field)
-                passed &= share >= limit
-                changed = queries[~same]
-                lines.append(
-                    f"Top-{k} retrieval {label} agreement: {100 * share:.1f}% ({len(changed)} / {n_q} queries changed"
-                    + (f": {_names(changed)}" if len(changed) else "")
-                    + f"; at least {100 * limit:g}% required, ties within {tol.tie_tolerance:g} ignored)"
-                )
+    lines: List[str] = []
+    passed = True
+    if roles is None:
+        return lines, passed
+    q, d = roles == "query", roles == "document"
+    if not (q.any() and d.any()):
+        return lines, passed
+    as_scores = scores or (lambda values: values)
+    agree = m.topk_agreement(
+        m.cosine_matrix(as_scores(baseline.values[q]), as_scores(baseline.values[d])),
+        m.cosine_matrix(as_scores(actual.values[q]), as_scores(actual.values[d])),
+        tol.topk,
+        tol.tie_tolerance,
+    )
+    n_q, k = int(q.sum()), agree.k
+    queries = baseline.ids[q]
+    for label, field, limit in (("order", "same_order", order_limit), ("set", "same_set", set_limit)):
+        same = getattr(agree, field)
+        share = agree.share(field)
+        passed &= share >= limit
+        changed = queries[~same]
+        lines.append(
+            f"Top-{k} retrieval {label} agreement: {100 * share:.1f}% ({len(changed)} / {n_q} queries changed"
+            + (f": {_names(changed)}" if len(changed) else "")
+            + f"; at least {100 * limit:g}% required, ties within {tol.tie_tolerance:g} ignored)"
+        )
     return lines, bool(passed)
+
+
+def _quantized_checks(precision: str) -> Any:
+    """Checks for quantized embeddings (``harness.quantized``): integers, judged in bits or buckets."""
+
+    def checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
+        result = quantized.compare_quantized(baseline.values, actual.values, precision, tol.quantized(), worst_n=_MAX_NAMED)
+        metrics = result["metrics"]
+        binary = precision in quantized.BINARY_PRECISIONS
+        key, unit, where = ("max_bit_flips", "bit(s) flipped", "bits") if binary else ("max_int_distance", "bucket(s) moved", "dims")
+        lines = [
+            f"Texts changed ({precision}): {_pct(metrics['rows_changed'], metrics['rows'])} "
+            f"(at most {100 * tol.max_changed_fraction:g}% may change)",
+            f"Most {unit} in one text: {metrics[key]} (up to {getattr(tol, key)} allowed)",
+        ]
+        lines += [f"  {baseline.row(w['row'], 'text')}: {w[key]} {unit}, {where} {', '.join(map(str, w['dims']))}"
+                  for w in result["worst"]]
+        more, topk_passed = _topk_lines(actual, baseline, tol, tol.min_quantized_topk_order_agreement,
+                                        tol.min_quantized_topk_set_agreement,
+                                        scores=lambda values: quantized.scoring_floats(values, precision))
+        return lines + more, bool(result["passed"] and topk_passed)
+
+    return checks
+
+
+def _precision(files: Sequence[ResultsFile], model_id: Optional[str], given: Optional[str], *arrays: np.ndarray) -> Optional[str]:
+    """The quantized precision to judge by: given, else the files' model metadata; None for floats."""
+    if given is not None and given != "float32":
+        if given not in quantized.PRECISIONS:
+            raise ValueError(f"precision must be one of float32, {', '.join(quantized.PRECISIONS)}, got {given!r}")
+        return given
+    recorded = {f.models.get(model_id or "", {}).get("precision", "float32") for f in files}
+    recorded.discard("float32")
+    if len(recorded) > 1:
+        raise ValueError(f"the results files hold {' and '.join(sorted(recorded))} vectors of '{model_id}': not comparable")
+    if recorded:
+        return recorded.pop()
+    if given is None and any(np.asarray(values).dtype.kind in "iu" for values in arrays):
+        raise ValueError("integer embeddings: pass precision='int8', 'uint8', 'binary' or 'ubinary' "
+                         "(bits and buckets are compared differently)")
+    return None
 
 
 def assert_embeddings_close(
@@ -336,6 +388,7 @@ def assert_embeddings_close(
     ids: Optional[Sequence[str]] = None,
     tolerance_class: Optional[str] = None,
     roles: Optional[Sequence[str]] = None,
+    precision: Optional[str] = None,
 ) -> None:
     """Assert that embeddings match a baseline within the tolerance policy.
 
@@ -350,6 +403,9 @@ def assert_embeddings_close(
         tolerance_class: force a class (``fp32``, ``cpu-vs-cuda``, ``tf32``, ...). Default: the policy's
             ``default_class``; ``auto`` picks from both files' settings, or from the arrays' dtype.
         roles: ``"document"``/``"query"`` per row of an array, to check top-k retrieval as well.
+        precision: ``int8``/``uint8``/``binary``/``ubinary`` for quantized arrays (results files record it):
+            judged as integers, by bits flipped or buckets moved per text (``max_bit_flips``,
+            ``max_int_distance``, ``max_changed_fraction``, ``min_quantized_topk_*``), not by atol.
 
     Raises:
         AssertionError: with a numpy.testing-style report of what differs and where.
@@ -368,11 +424,18 @@ def assert_embeddings_close(
         for side in (a_side, b_side):
             if side.results is None and len(side.values) == len(roles):
                 side.roles = np.asarray(roles, dtype=str)
-    _require_finite(title, a_side, "value")
-    _require_finite(title, b_side, "value")
+    kind = _precision(files, model_id, precision, a_side.values, b_side.values)
+    if kind is None:
+        _require_finite(title, a_side, "value")
+        _require_finite(title, b_side, "value")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
-    _judge(title, a_side, b_side, pol, model_id, tolerance_class, _embedding_checks,
-           ("atol", "rtol", "min_cosine", "min_topk_order_agreement", "min_topk_set_agreement"))
+    if kind is None:
+        _judge(title, a_side, b_side, pol, model_id, tolerance_class, _embedding_checks,
+               ("atol", "rtol", "min_cosine", "min_topk_order_agreement", "min_topk_set_agreement"))
+    else:
+        key = "max_bit_flips" if kind in quantized.BINARY_PRECISIONS else "max_int_distance"
+        _judge(title, a_side, b_side, pol, model_id, tolerance_class, _quantized_checks(kind),
+               (key, "max_changed_fraction", "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement"))
 
 
 # -- rerank ---------------------------------------------------------------------------------------------------

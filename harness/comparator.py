@@ -202,17 +202,6 @@ def _compare_embeddings(base: ResultsFile, cand: ResultsFile, model_id: str, tol
     return _embedding_verdict(model_id, tol, plan, st, first.topk)
 
 
-def _as_scoring_floats(rows: np.ndarray, precision: str) -> np.ndarray:
-    """Quantized rows as the floats retrieval ranks by: packed bits as +-1 per bit (so the dot product is
-    ``bits - 2 * hamming``: cosine ranks exactly as Hamming distance does), int buckets as numbers (uint8
-    centred like int8)."""
-    if precision in quantized.BINARY_PRECISIONS:
-        packed = rows.view(np.uint8) ^ np.uint8(0x80) if precision == "binary" else rows.view(np.uint8)
-        return np.unpackbits(packed, axis=1).astype(np.float32) * 2 - 1
-    floats = rows.astype(np.float32)
-    return floats - 128 if precision == "uint8" else floats
-
-
 class _QuantizedWorker:
     """One thread's accumulators for quantized vectors: per-segment ``compare_quantized`` results, and the
     top-k agreement of retrieval by the quantized scores (Hamming distance for bits)."""
@@ -221,7 +210,7 @@ class _QuantizedWorker:
                  queries: Optional[Tuple[np.ndarray, np.ndarray, int]]) -> None:
         self.plan, self.tol, self.precision = plan, tol, precision
         self.parts: List[Dict[str, Any]] = []
-        self.topk = (m.TopKStream(_as_scoring_floats(queries[0], precision), _as_scoring_floats(queries[1], precision),
+        self.topk = (m.TopKStream(quantized.scoring_floats(queries[0], precision), quantized.scoring_floats(queries[1], precision),
                                   queries[2], tol.tie_tolerance) if queries else None)
 
     def __call__(self, segment: streaming.Segment) -> None:
@@ -230,8 +219,8 @@ class _QuantizedWorker:
                                                       worst_n=WORST_N, row_offset=position))
         docs = np.flatnonzero(self.plan.documents[position : position + len(base)]) if self.topk else []
         if len(docs):
-            fb = _as_scoring_floats(base[docs], self.precision)
-            fc = _as_scoring_floats(cand[docs], self.precision)
+            fb = quantized.scoring_floats(base[docs], self.precision)
+            fc = quantized.scoring_floats(cand[docs], self.precision)
             self.topk.add(position + docs, fb, fc, np.einsum("ij,ij->i", fb, fb), np.einsum("ij,ij->i", fc - fb, fc - fb))
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "int_distance",
     "is_quantized",
     "merge_quantized",
+    "scoring_floats",
 ]
 
 BINARY_PRECISIONS = ("binary", "ubinary")
@@ -44,6 +45,17 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 def is_quantized(model_info: Mapping[str, Any]) -> bool:
     """Whether a results file's model metadata says its vectors are quantized (``precision`` key)."""
     return model_info.get("precision") in PRECISIONS
+
+
+def scoring_floats(rows: np.ndarray, precision: str) -> np.ndarray:
+    """Quantized rows as the floats retrieval ranks by: packed bits as +-1 per bit (so the dot product is
+    ``bits - 2 * hamming`` and cosine ranks exactly as Hamming distance does), int buckets as numbers (uint8
+    centred like int8)."""
+    if precision in BINARY_PRECISIONS:
+        packed = rows.view(np.uint8) ^ np.uint8(0x80) if precision == "binary" else rows.view(np.uint8)
+        return np.unpackbits(packed, axis=1).astype(np.float32) * 2 - 1
+    floats = rows.astype(np.float32)
+    return floats - 128 if precision == "uint8" else floats
 
 
 def _pair(a: np.ndarray, b: np.ndarray, what: str) -> None:

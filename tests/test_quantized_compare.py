@@ -258,3 +258,32 @@ def test_reports_show_quantized_drift_in_its_own_units(tmp_path: Path) -> None:
     tol = load_policy().tolerance(MODEL, "bf16")
     assert f'title="limit {tol.min_quantized_topk_set_agreement:g}"' in page
     assert f'title="limit {tol.min_topk_set_agreement:g}"' not in page
+
+
+def test_assertions_api_judges_quantized_arrays_and_files(tmp_path: Path) -> None:
+    """``assert_embeddings_close`` on int8/binary arrays (precision given) or quantized results files: the
+    integer checks decide and the message speaks in bits / buckets, naming the texts and dimensions."""
+    from harness.assertions import assert_embeddings_close
+
+    floats, roles = _floats()
+    ranges = np.stack([floats.min(axis=0), floats.max(axis=0)])
+    ids = [f"t{i:05d}" for i in range(len(floats))]
+    for precision in ("int8", "binary"):
+        base = _quantize(floats, precision, ranges)
+        assert_embeddings_close(_quantize(_fp32_noise(floats), precision, ranges), base, precision=precision,
+                                ids=ids, roles=list(roles))
+        moved = _quantize(_half_precision_drift(floats), precision, ranges)
+        with pytest.raises(AssertionError) as failure:
+            assert_embeddings_close(moved, base, precision=precision, ids=ids, roles=list(roles))
+        message = str(failure.value)
+        unit = "bit(s) flipped" if precision == "binary" else "bucket(s) moved"
+        assert f"Most {unit} in one text:" in message and "Texts changed" in message and "text 't" in message
+        assert "Greatest absolute difference" not in message  # no float wording for integers
+        assert ("max_bit_flips" if precision == "binary" else "max_int_distance") in message  # tolerance line
+    with pytest.raises(ValueError, match="integer embeddings: pass precision"):
+        assert_embeddings_close(base, base)
+    a = _write(tmp_path / "a.parquet", _quantize(floats, "int8", ranges), roles, "int8")
+    b = _write(tmp_path / "b.parquet", _quantize(_half_precision_drift(floats), "int8", ranges), roles, "int8")
+    assert_embeddings_close(a, a)
+    with pytest.raises(AssertionError, match="Most bucket\\(s\\) moved in one text"):
+        assert_embeddings_close(b, a)
