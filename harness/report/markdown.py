@@ -94,7 +94,7 @@ def _summary(report: Dict[str, Any]) -> List[str]:
         rows += [_summary_row(cell, m) for m in models]
         if not models:
             rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-"])
-    header = ["Cell", "Model", "Verdict", "Max abs diff", "Min cosine", "Order agreement", "Class"]
+    header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class"]
     return ["", "## Summary", ""] + _table(header, rows)
 
 
