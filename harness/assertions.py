@@ -344,8 +344,8 @@ def _quantized_checks(precision: str) -> Any:
     def checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
         result = quantized.compare_quantized(baseline.values, actual.values, precision, tol.quantized(), worst_n=_MAX_NAMED)
         metrics = result["metrics"]
-        binary = precision in quantized.BINARY_PRECISIONS
-        key, unit, where = ("max_bit_flips", "bit(s) flipped", "bits") if binary else ("max_int_distance", "bucket(s) moved", "dims")
+        key = quantized.limit_key(precision)
+        unit, where = ("bit(s) flipped", "bits") if key == "max_bit_flips" else ("bucket(s) moved", "dims")
         lines = [
             f"Texts changed ({precision}): {_pct(metrics['rows_changed'], metrics['rows'])} "
             f"(at most {100 * tol.max_changed_fraction:g}% may change)",
@@ -433,9 +433,8 @@ def assert_embeddings_close(
         _judge(title, a_side, b_side, pol, model_id, tolerance_class, _embedding_checks,
                ("atol", "rtol", "min_cosine", "min_topk_order_agreement", "min_topk_set_agreement"))
     else:
-        key = "max_bit_flips" if kind in quantized.BINARY_PRECISIONS else "max_int_distance"
         _judge(title, a_side, b_side, pol, model_id, tolerance_class, _quantized_checks(kind),
-               (key, "max_changed_fraction", "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement"))
+               (quantized.limit_key(kind), "max_changed_fraction", "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement"))
 
 
 # -- rerank ---------------------------------------------------------------------------------------------------

@@ -176,14 +176,21 @@ class _Worker:
                 self.topk.add(position + docs, base[docs], cand[docs], base_sq[docs], diff_sq[docs])
 
 
+def _query_rows(base: ResultsFile, cand: ResultsFile, model_id: str, plan: streaming.Plan,
+                tol: Tolerance) -> Optional[Tuple[np.ndarray, np.ndarray, int]]:
+    """Both sides' query vectors (candidate's in baseline order) and k, for the streamed top-k; None when the
+    model has no queries or no documents."""
+    n_docs = int(plan.documents.sum())
+    if not len(plan.queries) or not n_docs:
+        return None
+    cand_q = plan.queries if plan.cand_pos is None else plan.cand_pos[plan.queries]
+    return streaming.read_rows(base, model_id, plan.queries), streaming.read_rows(cand, model_id, cand_q), min(tol.topk, n_docs)
+
+
 def _compare_embeddings(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance) -> ModelVerdict:
     plan = streaming.plan(base, cand, model_id)
     dtype = np.result_type(base.vector_spec(model_id)[1], cand.vector_spec(model_id)[1])
-    queries = None
-    n_docs = int(plan.documents.sum())
-    if len(plan.queries) and n_docs:
-        cand_q = plan.queries if plan.cand_pos is None else plan.cand_pos[plan.queries]
-        queries = (streaming.read_rows(base, model_id, plan.queries), streaming.read_rows(cand, model_id, cand_q), min(tol.topk, n_docs))
+    queries = _query_rows(base, cand, model_id, plan, tol)
     workers = [_Worker(plan, tol, dtype, queries) for _ in range(max(1, streaming.COMPARE_THREADS))]
     streaming.stream(base, cand, model_id, plan, workers)
     first, *others = workers
@@ -234,19 +241,14 @@ def _compare_quantized(base: ResultsFile, cand: ResultsFile, model_id: str, tol:
             "compare a quantized run only with a baseline of the same precision"
         )
     precision = precisions[0]
-    dtypes = [f.vector_spec(model_id)[1] for f in (base, cand)]
-    if any(d != quantized.STORED_DTYPE[precision] for d in dtypes):
-        raise ResultsFileError(
-            f"{cand.path if dtypes[1] != quantized.STORED_DTYPE[precision] else base.path}: model '{model_id}' "
-            f"is {precision} but its vectors are stored as {dtypes[1]} (expected {quantized.STORED_DTYPE[precision]})"
-        )
+    expected = quantized.STORED_DTYPE[precision]
+    for side in (base, cand):
+        stored = side.vector_spec(model_id)[1]
+        if stored != expected:
+            raise ResultsFileError(f"{side.path}: model '{model_id}' is {precision} but its vectors are stored as "
+                                   f"{stored} (expected {expected})")
     plan = streaming.plan(base, cand, model_id)
-    queries = None
-    n_docs = int(plan.documents.sum())
-    if len(plan.queries) and n_docs:
-        cand_q = plan.queries if plan.cand_pos is None else plan.cand_pos[plan.queries]
-        queries = (streaming.read_rows(base, model_id, plan.queries), streaming.read_rows(cand, model_id, cand_q),
-                   min(tol.topk, n_docs))
+    queries = _query_rows(base, cand, model_id, plan, tol)
     workers = [_QuantizedWorker(plan, tol, precision, queries) for _ in range(max(1, streaming.COMPARE_THREADS))]
     streaming.stream(base, cand, model_id, plan, workers)
     parts = [part for w in workers for part in w.parts]
@@ -256,7 +258,7 @@ def _compare_quantized(base: ResultsFile, cand: ResultsFile, model_id: str, tol:
     for other in workers[1:]:
         if topk is not None and other.topk is not None:
             topk.merge(other.topk)
-    limit_key = "max_bit_flips" if precision in quantized.BINARY_PRECISIONS else "max_int_distance"
+    limit_key = quantized.limit_key(precision)
     unit = "bits flipped" if limit_key == "max_bit_flips" else "bucket(s) moved"
     metrics: Dict[str, Any] = {"texts": plan.rows, "dim": plan.dim, **result["metrics"]}
     rows_changed = metrics["rows_changed"]

@@ -27,6 +27,7 @@ __all__ = [
     "compare_quantized",
     "int_distance",
     "is_quantized",
+    "limit_key",
     "merge_quantized",
     "scoring_floats",
 ]
@@ -45,6 +46,12 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 def is_quantized(model_info: Mapping[str, Any]) -> bool:
     """Whether a results file's model metadata says its vectors are quantized (``precision`` key)."""
     return model_info.get("precision") in PRECISIONS
+
+
+def limit_key(precision: str) -> str:
+    """The per-text tolerance key a precision is judged by: ``max_bit_flips`` for packed bits, else
+    ``max_int_distance`` (also the name of its metric and of the worst texts' value)."""
+    return "max_bit_flips" if precision in BINARY_PRECISIONS else "max_int_distance"
 
 
 def scoring_floats(rows: np.ndarray, precision: str) -> np.ndarray:
@@ -135,7 +142,6 @@ def compare_quantized(
             "total_bit_flips": total,
             "flipped_bit_fraction": total / (rows * bits) if rows and bits else 0.0,
         }
-        limit_key = "max_bit_flips"
     else:
         per_row = int_distance(base, cand)
         changed_elements = int(np.count_nonzero(base != cand))
@@ -147,12 +153,12 @@ def compare_quantized(
             "elements_changed": changed_elements,
             "elements_changed_fraction": changed_elements / base.size if base.size else 0.0,
         }
-        limit_key = "max_int_distance"
+    key = limit_key(precision)
     changed = int(np.count_nonzero(per_row))
     metrics.update(rows_changed=changed, rows_changed_fraction=changed / rows if rows else 0.0)
     order = np.argsort(-per_row, kind="stable")[: max(0, worst_n)]
     worst = [
-        {"row": int(i) + row_offset, "id": (str(ids[i]) if ids is not None else None), limit_key: int(per_row[i]),
+        {"row": int(i) + row_offset, "id": (str(ids[i]) if ids is not None else None), key: int(per_row[i]),
          "dims": _where(base[i], cand[i], precision)}
         for i in order
         if per_row[i] > 0
@@ -173,11 +179,11 @@ def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) ->
 
 
 def _verdict(precision: str, metrics: Dict[str, Any], worst: List[Dict[str, Any]], tolerance: Mapping[str, Any]) -> Dict[str, Any]:
-    limit_key = "max_bit_flips" if precision in BINARY_PRECISIONS else "max_int_distance"
-    limit = tolerance.get(limit_key, 0)
+    key = limit_key(precision)
+    limit = tolerance.get(key, 0)
     fraction_limit = tolerance.get("max_changed_fraction", 1.0)
     checks = [
-        {"name": limit_key, "observed": metrics[limit_key], "limit": limit, "passed": metrics[limit_key] <= limit},
+        {"name": key, "observed": metrics[key], "limit": limit, "passed": metrics[key] <= limit},
         {"name": "rows_changed_fraction", "observed": metrics["rows_changed_fraction"], "limit": fraction_limit,
          "passed": metrics["rows_changed_fraction"] <= fraction_limit},
     ]
@@ -206,7 +212,6 @@ def merge_quantized(parts: Sequence[Mapping[str, Any]], tolerance: Optional[Mapp
             "total_bit_flips": total,
             "flipped_bit_fraction": total / (rows * bits) if rows and bits else 0.0,
         }
-        key = "max_bit_flips"
     else:
         elements, size = sum(m["elements_changed"] for m in ms), sum(m["elements"] for m in ms)
         metrics = {
@@ -216,7 +221,7 @@ def merge_quantized(parts: Sequence[Mapping[str, Any]], tolerance: Optional[Mapp
             "elements_changed": elements,
             "elements_changed_fraction": elements / size if size else 0.0,
         }
-        key = "max_int_distance"
+    key = limit_key(precision)
     metrics.update(rows_changed=changed, rows_changed_fraction=changed / rows if rows else 0.0)
     worst = sorted((w for p in parts for w in p["worst"]), key=lambda w: (-w[key], w["row"]))[: max(0, worst_n)]
     return _verdict(precision, metrics, worst, dict(tolerance or {}))
