@@ -514,11 +514,15 @@ def _model_reasons(comparison: Mapping[str, Any], statuses: Sequence[str]) -> st
     )
 
 
+_UNREAD: Any = object()
+
+
 def cell_record(
     cell: Cell,
     run_dir: "str | os.PathLike[str]",
     baseline: "str | os.PathLike[str]",
     policy: "str | os.PathLike[str] | None" = None,
+    state: Optional[Dict[str, Any]] = _UNREAD,
 ) -> Dict[str, Any]:
     """The report's record of one cell: its stage outcome from ``cell.json`` and, when it produced results, the
     comparison with the baseline (``Comparison.serialize()``).
@@ -528,7 +532,8 @@ def cell_record(
     results cannot be compared at all (missing baseline, different corpus or models).
     """
     run_dir = run_dir if storage.is_uri(run_dir) else Path(run_dir)
-    state = read_cell_state(run_dir) or {}
+    # ``state``: the cell.json a caller already read (None: never ran), so object storage is asked once
+    state = (read_cell_state(run_dir) if state is _UNREAD else state) or {}
     results = storage.join(run_dir, "results.parquet")
     written = storage.is_file(results)
     record: Dict[str, Any] = {
@@ -596,9 +601,10 @@ def report_matrix(
     records = []
     for cell in chosen:
         run_dir = storage.join(runs, cell.cell_id)
-        if not include_missing and read_cell_state(run_dir) is None:
+        state = read_cell_state(run_dir)
+        if not include_missing and state is None:
             continue
-        records.append(cell_record(cell, run_dir, base, matrix.policy))
+        records.append(cell_record(cell, run_dir, base, matrix.policy, state=state))
     if not records:
         raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
     report = build_matrix_report(matrix.name, _relative(base), records)
