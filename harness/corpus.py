@@ -37,17 +37,13 @@ import hashlib
 import io
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Optional, Tuple, Union
 
+from harness.tomlfile import read_toml
 from harness.errors import CorpusError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised in old matrix cells
-    import tomli as tomllib
 
 __all__ = [
     "Text",
@@ -343,12 +339,7 @@ def corpus_table(path: Path, data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 def load_corpus_config(path: PathLike) -> Corpus:
     """Load the corpus that the ``[corpus]`` table of a TOML file (``harness.toml``, ``pyproject.toml``) describes."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorpusError(f"{_display(path)}: missing file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise CorpusError(f"{_display(path)}: invalid TOML ({err})") from None
+    data = read_toml(path, CorpusError, "missing file", shown=_display(path))
     table = corpus_table(path, data)
     if table is None:
         where = "[tool.harness.corpus]" if path.name == "pyproject.toml" else "[corpus]"

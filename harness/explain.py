@@ -8,19 +8,15 @@ which factors could explain it: a 1e-4 drift cannot come from a batch-size chang
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from harness.tomlfile import tomllib
 from harness.comparator import env_changes
 from harness.results import ResultsFile
 from harness.verdict import EnvChange
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["Factor", "explain", "factor_of", "load_magnitudes", "MAGNITUDES_PATH"]
 

@@ -29,13 +29,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from harness.tomlfile import tomllib
 from harness import storage
 from harness.errors import HarnessError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - nox on an older Python ships tomli
-    import tomli as tomllib
 
 __all__ = [
     "CELL_STATUSES",

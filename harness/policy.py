@@ -8,17 +8,13 @@ fails before any comparison runs.
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from harness.tomlfile import read_toml
 from harness.errors import PolicyError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = [
     "Tolerance",
@@ -138,12 +134,7 @@ class Policy:
 
 
 def _read_toml(path: Path) -> Dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: policy file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise PolicyError(f"{path}: invalid TOML ({err})") from None
+    return read_toml(path, PolicyError, "policy file not found")
 
 
 def load_policy(path: "str | Path | None" = None) -> Policy:

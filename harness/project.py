@@ -29,19 +29,15 @@ can build a cell's model list with ``project_registry(FILE)``.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from harness.tomlfile import read_toml, tomllib
 from harness.corpus import DEFAULT_CORPUS_DIR, corpus_table
 from harness.errors import HarnessError
 from harness.registry import Registry, load_registry, parse_entry
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised in old matrix cells
-    import tomli as tomllib
 
 __all__ = [
     "CONFIG_FILE",
@@ -123,12 +119,7 @@ def find_config(directory: "str | os.PathLike[str] | None" = None) -> Optional[P
 def load_project(path: "str | os.PathLike[str]") -> Project:
     """Parse and check the shape of a project config (entries are validated against the registry on merge)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProjectError(f"{path}: project config not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ProjectError(f"{path}: invalid TOML ({err})") from None
+    data = read_toml(path, ProjectError, "project config not found")
     table = data
     if path.name == "pyproject.toml":
         table = (data.get("tool") or {}).get("harness")

@@ -9,17 +9,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from harness.tomlfile import read_toml
 from harness.errors import ModelLoadError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised in old matrix cells
-    import tomli as tomllib
 
 __all__ = [
     "BACKENDS",
@@ -166,12 +162,7 @@ def _guess_kind(directory: Path) -> str:
 def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     """Read and validate a registry TOML file; relative paths in it are relative to the file."""
     reg_path = Path(path) if path is not None else DEFAULT_REGISTRY
-    try:
-        data = tomllib.loads(reg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelLoadError(f"{reg_path}: model registry not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ModelLoadError(f"{reg_path}: invalid TOML ({err})") from None
+    data = read_toml(reg_path, ModelLoadError, "model registry not found")
     models: Dict[str, ModelSpec] = {}
     for model_id, entry in (data.get("models") or {}).items():
         models[model_id] = parse_entry(reg_path, model_id, entry)

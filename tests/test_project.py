@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -347,3 +347,20 @@ def test_quantized_measurement_config_resolves() -> None:
     precisions = {m: registry.models[m].precision for m in registry.models if m.startswith(("minilm-float", "minilm-int", "minilm-uint", "minilm-bin", "minilm-ubin"))}
     assert precisions == {"minilm-float32": None, "minilm-int8": "int8", "minilm-uint8": "uint8",
                           "minilm-binary": "binary", "minilm-ubinary": "ubinary"}
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "model registry not found"),
+    (b"[models\n", "invalid TOML"),
+    (b"[models.x]\nnote = \"\xff\"\n", "invalid TOML"),  # not UTF-8: one line, not a traceback
+])
+def test_bad_registry_file_is_one_line(tmp_path: Path, content: Any, message: str) -> None:
+    from harness.errors import ModelLoadError
+    from harness.registry import load_registry
+
+    path = tmp_path / "registry.toml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message) as failure:
+        load_registry(path)
+    assert str(failure.value).startswith(str(path)) and len(str(failure.value).splitlines()) == 1
