@@ -74,7 +74,7 @@ except ImportError:  # Windows
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-hm = importlib.import_module("harness.matrix")  # stdlib + packaging only: importable in nox's own Python
+hm = importlib.import_module("harness.matrix.spec")  # stdlib + packaging only: importable in nox's own Python
 
 nox.options.sessions = ["lint", "tests"]  # a bare `nox` never starts the (long) matrix
 
@@ -541,7 +541,7 @@ def attribute(session: nox.Session) -> None:
     """Attribute drift between two matrix cells to single factors: ``-- BASELINE_CELL CANDIDATE_CELL [--to-dtype ...]``."""
     import dataclasses
 
-    from harness.attribution import PACKAGE_FACTORS, RuntimeSettings, plan_steps
+    from harness.matrix.attribution import PACKAGE_FACTORS, RuntimeSettings, plan_steps
 
     opts = _attribute_options(session)
     chosen = _matrix(session, opts.matrix)
@@ -591,5 +591,5 @@ def attribute(session: nox.Session) -> None:
         entry["results"] = str(results)
         plan["steps"].append(entry)
     (out_dir / "plan.json").write_text(json.dumps(plan, indent=2), encoding="utf-8")
-    session.run("python", "-m", "harness.attribution", str(out_dir / "plan.json"), "--out", str(out_dir))
+    session.run("python", "-m", "harness.matrix.attribution", str(out_dir / "plan.json"), "--out", str(out_dir))
     session.log(f"attribution report: {out_dir / 'attribution.md'} (and .json, .html)")

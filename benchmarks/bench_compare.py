@@ -1,5 +1,5 @@
 """Comparator throughput and memory at scale: two results files of N texts x DIM float32, compared by
-``harness.comparator.compare_files`` in a fresh subprocess per size (so peak RSS is the comparison's own).
+``harness.compare.comparator.compare_files`` in a fresh subprocess per size (so peak RSS is the comparison's own).
 
     python benchmarks/bench_compare.py                          # N = 10k, 100k, 1M; layout variant at 200k
     python benchmarks/bench_compare.py --sizes 1000000 --repeat 2
@@ -106,7 +106,7 @@ def write_pair(directory: Path, n: int, dim: int, queries: int, perturbed: int =
                reverse: bool = False, precision: str = "float32") -> List[Path]:
     """Baseline and candidate; with ``reverse`` the candidate's rows are in the opposite order (its ids no
     longer line up with the baseline's: the comparator's realignment path)."""
-    from harness.results import ModelRows, ResultsWriter
+    from harness.results.reader import ModelRows, ResultsWriter
 
     tag = "" if precision == "float32" else f"-{precision}"
     paths = [directory / f"base-{n}{tag}.parquet", directory / f"cand-{n}{tag}{'-reversed' if reverse else ''}.parquet"]
@@ -152,7 +152,7 @@ def write_list_pair(directory: Path, n: int, dim: int, seed: int = 0) -> List[Pa
 
 def child_compare(base: str, cand: str) -> Dict:
     started = time.perf_counter()
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     imported = time.perf_counter()
     cpu = time.process_time()

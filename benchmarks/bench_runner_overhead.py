@@ -57,7 +57,7 @@ print(json.dumps({"inner_s": time.perf_counter() - started}))
 
 
 def _models(model_set: str) -> List[Tuple[str, str]]:
-    from harness.registry import load_registry, resolve_model_dir
+    from harness.config.registry import load_registry, resolve_model_dir
 
     registry = load_registry()
     return [(spec.kind, str(resolve_model_dir(spec, allow_network=False)[0])) for spec in registry.select([model_set])]
@@ -84,7 +84,7 @@ def _timed(cmd: List[str]) -> Tuple[float, float]:
 
 
 def run_set(model_set: str, args: argparse.Namespace, out: Path) -> Dict[str, object]:
-    from harness.corpus import DEFAULT_CORPUS_DIR
+    from harness.config.corpus import DEFAULT_CORPUS_DIR
 
     spec = {"threads": args.threads, "batch_size": args.batch_size, "corpus": str(DEFAULT_CORPUS_DIR),
             "models": _models(model_set)}

@@ -37,7 +37,7 @@ SETTINGS: Dict[str, Tuple[List[str], str]] = {
 
 def _run(baseline: Path, device: str, setting: str, out: Path) -> float:
     from harness.check import options_from_baseline
-    from harness.results import ResultsFile
+    from harness.results.reader import ResultsFile
 
     recorded = options_from_baseline(ResultsFile(baseline), device=device)
     models = recorded.get("models") or ["default"]
@@ -65,7 +65,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "device-drift")
     args = parser.parse_args(argv)
 
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     on_cuda = args.device.startswith("cuda")
     settings = args.settings or [s for s in SETTINGS if on_cuda or s != "tf32"]

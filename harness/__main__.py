@@ -1,6 +1,6 @@
 """``python -m harness``: the same as the ``harness`` console script."""
 
-from harness._cli import entrypoint
+from harness.cli import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

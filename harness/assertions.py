@@ -25,11 +25,11 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from harness import compare as m
-from harness import quantized
+from harness.compare import metrics as m
+from harness.compare import quantized
 from harness.errors import IncompatibleInputs
-from harness.policy import Policy, Tolerance, load_policy, select_class
-from harness.results import ResultsFile
+from harness.compare.policy import Policy, Tolerance, load_policy, select_class
+from harness.results.reader import ResultsFile
 
 __all__ = ["assert_embeddings_close", "assert_rerank_stable", "assert_model_matches"]
 
@@ -339,7 +339,7 @@ def _topk_lines(actual: _Side, baseline: _Side, tol: Tolerance, order_limit: flo
 
 
 def _quantized_checks(precision: str) -> Any:
-    """Checks for quantized embeddings (``harness.quantized``): integers, judged in bits or buckets."""
+    """Checks for quantized embeddings (``harness.compare.quantized``): integers, judged in bits or buckets."""
 
     def checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
         result = quantized.compare_quantized(baseline.values, actual.values, precision, tol.quantized(), worst_n=_MAX_NAMED)
@@ -529,7 +529,7 @@ def _judge(title: str, actual: _Side, baseline: _Side, policy: Policy, model_id:
     __tracebackhide__ = True
     comparison = None
     if actual.results is not None and baseline.results is not None and model_id:
-        from harness.comparator import compare_results
+        from harness.compare.comparator import compare_results
 
         cls = select_class(
             policy,

@@ -10,7 +10,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness.results import ResultsFile
+from harness.results.reader import ResultsFile
 
 __all__ = ["options_from_baseline", "default_check_path"]
 

@@ -98,7 +98,7 @@ class _Candidates:
             return Path(given)
         import dataclasses
 
-        from harness.baseline import rerun_options
+        from harness.baselines import rerun_options
 
         options = rerun_options(baseline, "candidate.parquet", device=self.config.getoption("harness_device"))
         key = (options.device, options.dtype, options.batch_size, options.tf32, options.threads,
@@ -113,9 +113,9 @@ class _Candidates:
 
     def fresh_run(self, models: Optional[List[str]]) -> Path:
         """A run of ``models`` (default: the registry's default set) with default options, for --harness-regen."""
-        from harness.corpus import DEFAULT_CORPUS_DIR
-        from harness.registry import load_registry
-        from harness.runner import RunOptions
+        from harness.config.corpus import DEFAULT_CORPUS_DIR
+        from harness.config.registry import load_registry
+        from harness.run.runner import RunOptions
 
         options = RunOptions(out=self._tmp() / "candidate.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
                              models=models, device=self.config.getoption("harness_device") or "auto")
@@ -127,7 +127,7 @@ class _Candidates:
 
     def _run(self, options: Any) -> Tuple[Optional[Path], Optional[BaseException]]:
         from harness.errors import HarnessError
-        from harness.runner import run
+        from harness.run.runner import run
 
         started = time.perf_counter()
         try:
@@ -152,7 +152,7 @@ class BaselineChecks(pytest.Collector):
         if not self.baseline.is_file():
             return [MissingBaseline.from_parent(self, name="missing-baseline")]
         from harness.errors import HarnessError
-        from harness.results import ResultsFile
+        from harness.results.reader import ResultsFile
 
         try:
             models = list(ResultsFile(self.baseline).models)
@@ -214,7 +214,7 @@ class MissingBaseline(_HarnessItem):
                 f"Create it from a reviewed run: harness baseline create {target} [--from results.parquet], "
                 "or rerun pytest with --harness-regen"
             )
-        from harness.baseline import create_baseline
+        from harness.baselines import create_baseline
 
         source = self.config.getoption("harness_candidate")
         source_path = Path(source) if source else self.candidates.fresh_run(self.config.getoption("harness_models"))
@@ -244,7 +244,7 @@ class BrokenBaseline(_HarnessItem):
 @pytest.fixture(scope="session")
 def harness_policy(pytestconfig: pytest.Config) -> Any:
     """The tolerance ``Policy`` of this session (``--harness-policy`` overlaying the defaults)."""
-    from harness.policy import load_policy
+    from harness.compare.policy import load_policy
 
     return load_policy(pytestconfig.getoption("harness_policy"))
 

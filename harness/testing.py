@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.results import METADATA_KEY, ResultsFile, atomic_output
+from harness.results.reader import METADATA_KEY, ResultsFile, atomic_output
 
 __all__ = ["perturb_results", "tf32_round", "bf16_round", "add_noise_to_one"]
 

@@ -14,9 +14,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def run_tiny(out: Path, **overrides) -> Path:
     """Run the runner on the tiny models in-process and return the results path."""
-    from harness.corpus import DEFAULT_CORPUS_DIR
-    from harness.registry import load_registry
-    from harness.runner import RunOptions, run
+    from harness.config.corpus import DEFAULT_CORPUS_DIR
+    from harness.config.registry import load_registry
+    from harness.run.runner import RunOptions, run
 
     options = RunOptions(out=out, corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(), models=["tiny"], device="cpu")
     options = RunOptions(**{**options.__dict__, **overrides})

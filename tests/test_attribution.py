@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from harness.attribution import RuntimeSettings, plan_steps, waterfall
-from harness.comparator import compare_files
-from harness.matrix import Cell
+from harness.matrix.attribution import RuntimeSettings, plan_steps, waterfall
+from harness.compare.comparator import compare_files
+from harness.matrix.spec import Cell
 
 from conftest import run_tiny
 

@@ -17,10 +17,10 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import pytest
 
-import harness.loading as loading
-from harness.corpus import DEFAULT_CORPUS_DIR
-from harness.project import run_inputs
-from harness.results import ResultsFile
+import harness.run.load as loading
+from harness.config.corpus import DEFAULT_CORPUS_DIR
+from harness.config.project import run_inputs
+from harness.results.reader import ResultsFile
 
 from conftest import ROOT
 
@@ -39,7 +39,7 @@ def _config(path: Path, backend: str, logits: bool = True) -> Path:
 
 
 def _run_in_process(config: Path, out: Path, corpus: Path = DEFAULT_CORPUS_DIR, **options) -> ResultsFile:
-    from harness.runner import RunOptions, run
+    from harness.run.runner import RunOptions, run
 
     registry, _, _ = run_inputs(config, None, corpus)
     summary = run(RunOptions(out=out, corpus_dir=corpus, registry=registry, device="cpu", **options))
@@ -160,7 +160,7 @@ def torch_and_onnx(onnx_runner: Callable[[Path, Path], ResultsFile], tmp_path_fa
 
 
 def test_onnx_matches_torch_within_the_onnx_class(torch_and_onnx: Dict[str, object]) -> None:
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     torch_results, onnx_results = torch_and_onnx["torch"], torch_and_onnx["onnx"]
     for model_id in ("tiny-bi-encoder", "tiny-cross-encoder", "tiny-cross-encoder@logits"):

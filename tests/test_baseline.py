@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from harness._cli import main
-from harness.baseline import create_baseline, list_baselines, provenance
+from harness.cli import main
+from harness.baselines import create_baseline, list_baselines, provenance
 from harness.errors import BaselineExists, BaselineMissing, HarnessError
-from harness.results import ResultsFile
+from harness.results.reader import ResultsFile
 from harness.testing import add_noise_to_one, perturb_results
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._cli import main
+from harness.cli import main
 from harness.testing import add_noise_to_one, perturb_results
 
 from conftest import ROOT

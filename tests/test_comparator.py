@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.comparator import compare_files
+from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.results import ResultsFile
+from harness.results.reader import ResultsFile
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
-from harness.verdict import Comparison, Status
+from harness.compare.verdict import Comparison, Status
 
 BI, CE = "tiny-bi-encoder", "tiny-cross-encoder"
 

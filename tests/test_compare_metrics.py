@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import compare as m
-
-
+from harness.compare import metrics as m
 def test_element_stats_known_values() -> None:
     base = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
     cand = base + np.array([[0.0, 0.5], [0.0, -1.0]], dtype=np.float32)

@@ -1,4 +1,4 @@
-"""The committed corpus (fixtures/corpus) and its loader (harness.corpus).
+"""The committed corpus (fixtures/corpus) and its loader (harness.config.corpus).
 
 The corpus is only useful as a cross-environment fixture if it is exactly reproducible, covers the
 inputs that move embedding numbers, and is rejected loudly (file:line: problem) when edited badly.
@@ -19,7 +19,7 @@ from typing import List, Union
 
 import pytest
 
-from harness.corpus import (
+from harness.config.corpus import (
     CORPUS_FILES,
     DEFAULT_CORPUS_DIR,
     DOCUMENTS_FILE,

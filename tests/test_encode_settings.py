@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from harness.errors import ModelLoadError
-from harness.loading import LoadedModel, _quantize_function, embed_texts, score_pairs
-from harness.quantized import bit_flips, compare_quantized, int_distance, is_quantized
-from harness.registry import ModelSpec, Registry
-from harness.results import ResultsFile
+from harness.run.load import LoadedModel, _quantize_function, embed_texts, score_pairs
+from harness.compare.quantized import bit_flips, compare_quantized, int_distance, is_quantized
+from harness.config.registry import ModelSpec, Registry
+from harness.results.reader import ResultsFile
 
 from conftest import ROOT
 
@@ -57,7 +57,7 @@ def multi_label_cross_encoder(directory: Path, labels: int = 3, seed: int = 7) -
 
 
 def run_specs(out: Path, specs: List[ModelSpec], corpus: Path = EXAMPLE_CONFIG, **options: Any) -> ResultsFile:
-    from harness.runner import RunOptions, run
+    from harness.run.runner import RunOptions, run
 
     registry = Registry(path=out, models={s.id: s for s in specs})
     summary = run(RunOptions(out=out, corpus_dir=corpus, registry=registry, models=[s.id for s in specs], device="cpu", **options))
@@ -147,7 +147,7 @@ def test_truncate_dim(bi_run: ResultsFile) -> None:
 def test_max_seq_length(bi_run: ResultsFile) -> None:
     from transformers import AutoTokenizer
 
-    from harness.corpus import load_corpus
+    from harness.config.corpus import load_corpus
 
     ids, _, raw = bi_run.embeddings("raw")
     short = _vectors(bi_run, "short")
@@ -284,7 +284,7 @@ def test_multi_label_cross_encoder_one_entry_per_label(ce_run: ResultsFile) -> N
 
 
 def test_multi_label_results_compare_per_label(ce_run: ResultsFile) -> None:
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     comparison = compare_files(ce_run.path, ce_run.path, models=[m for m in ce_run.models if m.startswith("ce-multi")])
     assert comparison and len(comparison.models) == 6
@@ -294,8 +294,8 @@ def test_rank_order_equals_predict_order() -> None:
     """``CrossEncoder.rank()`` orders each query's candidates as the recorded predict() scores do."""
     from sentence_transformers import CrossEncoder
 
-    from harness.corpus import load_corpus
-    from harness.runner import rank_within_queries
+    from harness.config.corpus import load_corpus
+    from harness.run.runner import rank_within_queries
 
     corpus = load_corpus(EXAMPLE_CONFIG)
     texts = {t.id: t.text for t in corpus.texts()}
@@ -374,8 +374,8 @@ def test_compare_quantized_verdicts() -> None:
 def test_quantized_runs_compare_across_batch_sizes(tmp_path: Path) -> None:
     """Real runs of int8 and binary outputs through the comparator: batch 32 vs 1 (fp32 noise, ~1e-7) passes the
     fp32 class; a real bfloat16 run fails it, named by the integer checks; the bf16 class judges it."""
-    from harness.comparator import compare_files
-    from harness.verdict import Status
+    from harness.compare.comparator import compare_files
+    from harness.compare.verdict import Status
 
     plain = plain_bi_encoder(tmp_path / "plain")
     specs = [_bi("int8", plain, precision="int8"), _bi("binary", plain, precision="binary")]
@@ -402,7 +402,7 @@ def test_quantized_runs_compare_across_batch_sizes(tmp_path: Path) -> None:
 
 def test_merge_quantized_equals_one_pass() -> None:
     """A streaming comparator can judge row group by row group and merge: same verdict as one pass."""
-    from harness.quantized import merge_quantized
+    from harness.compare.quantized import merge_quantized
 
     rng = np.random.default_rng(1)
     for precision, dtype, key in (("ubinary", np.uint8, "max_bit_flips"), ("int8", np.int8, "max_int_distance")):

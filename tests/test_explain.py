@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from harness._cli import main
-from harness.explain import explain, factor_of, load_magnitudes
+from harness.cli import main
+from harness.compare.explain import explain, factor_of, load_magnitudes
 from harness.testing import perturb_results, tf32_round
-from harness.verdict import EnvChange
+from harness.compare.verdict import EnvChange
 
 
 def _env_changed(meta: dict) -> dict:

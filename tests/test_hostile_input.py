@@ -46,10 +46,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness._cli import main
+from harness.cli import main
 from harness.errors import ResultsFileError
-from harness.lock import output_lock, stale_temp_files
-from harness.results import ModelRows, ResultsFile, write_results
+from harness.fsio import output_lock, stale_temp_files
+from harness.results.reader import ModelRows, ResultsFile, write_results
 from harness.testing import perturb_results
 
 from conftest import ROOT, run_tiny
@@ -141,7 +141,7 @@ def test_corrupt_string_page_is_a_results_file_error_at_compare_time(tmp_path: P
 
 def test_corrupt_vector_page_of_a_baseline_is_caught_by_its_checksums(tmp_path: Path) -> None:
     """``harness baseline create`` writes page CRCs, so bit rot in a baseline is detectable by a reader."""
-    from harness.baseline import create_baseline
+    from harness.baselines import create_baseline
 
     target = tmp_path / "base.parquet"
     create_baseline(TINY, target)
@@ -151,7 +151,7 @@ def test_corrupt_vector_page_of_a_baseline_is_caught_by_its_checksums(tmp_path: 
 
 
 def test_corrupt_vector_page_is_a_results_file_error_at_compare_time(tmp_path: Path, tiny_results: Path) -> None:
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     copy = tmp_path / "run.parquet"
     shutil.copy(tiny_results, copy)
@@ -182,7 +182,7 @@ def test_metadata_dim_wider_than_bytes(tmp_path: Path, capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize("dim", [16, 0, -1])
 def test_metadata_dim_narrower_than_bytes_is_refused(tmp_path: Path, dim: int) -> None:
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     def narrower(meta: dict) -> dict:
         return {**meta, "models": {**meta["models"], BI: {**meta["models"][BI], "dim": dim}}}
@@ -451,7 +451,7 @@ def test_stale_temp_file_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
     out = tmp_path / "run.parquet"
     script = (
         "import os, signal, sys\n"
-        "from harness.results import atomic_output\n"
+        "from harness.results.reader import atomic_output\n"
         "with atomic_output(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'PAR1 half a file')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -467,8 +467,8 @@ def test_stale_temp_file_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 import numpy as np
-from harness.lock import output_lock
-from harness.results import ModelRows, write_results
+from harness.fsio import output_lock
+from harness.results.reader import ModelRows, write_results
 
 target, writer, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 n, dim = 20000, 64
@@ -529,6 +529,6 @@ def test_two_concurrent_cli_runs_write_one_complete_file(tmp_path: Path) -> None
     codes = [r.finish() for r in runs]
     assert codes == [0, 0], [r.err.decode(errors="replace")[-2000:] for r in runs]
     assert _leftovers(out.parent) == ["same.parquet"]
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     assert compare_files(TINY, out)  # complete and equal to the baseline

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 
-from harness import matrix as hm
+from harness.matrix import spec as hm
 from harness.errors import HarnessError
-from harness.results import ModelRows, write_results
+from harness.results.reader import ModelRows, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -344,7 +344,7 @@ def test_record_of_incomparable_results_is_an_error(tmp_path: Path, baseline: Pa
     assert missing["status"] == "error" and "no such file" in missing["reason"]
 
 
-# -- the report step (python -m harness.matrix report) ----------------------------------------------------------
+# -- the report step (python -m harness.matrix.spec report) ----------------------------------------------------------
 
 
 def _two_cell_matrix(tmp_path: Path) -> hm.Matrix:

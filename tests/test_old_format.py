@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness._cli import main
-from harness.baseline import list_baselines, provenance
-from harness.comparator import compare_files
-from harness.policy import load_policy, select_class
-from harness.results import SCHEMA_VERSION, ResultsFile
-from harness.verdict import Status
+from harness.cli import main
+from harness.baselines import list_baselines, provenance
+from harness.compare.comparator import compare_files
+from harness.compare.policy import load_policy, select_class
+from harness.results.reader import SCHEMA_VERSION, ResultsFile
+from harness.compare.verdict import Status
 
 from conftest import ROOT
 
@@ -77,7 +77,7 @@ def test_class_selection_reads_old_fingerprints() -> None:
 
 def test_baseline_diff_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``harness baseline diff A B``: 0 when B is within tolerance of A, 1 on drift (explained), 2 on bad input."""
-    from harness.baseline import create_baseline
+    from harness.baselines import create_baseline
     from harness.testing import add_noise_to_one, perturb_results
 
     noisy = perturb_results(TINY, tmp_path / "noisy.parquet", "tiny-bi-encoder", vectors=add_noise_to_one(4, 1e-3))

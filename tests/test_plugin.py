@@ -16,7 +16,7 @@ import pytest
 
 from harness.assertions import assert_embeddings_close, assert_model_matches, assert_rerank_stable
 from harness.errors import IncompatibleInputs
-from harness.results import ResultsFile
+from harness.results.reader import ResultsFile
 from harness.testing import add_noise_to_one, perturb_results, tf32_round
 
 from conftest import ROOT
@@ -294,7 +294,7 @@ def test_copying_a_baseline_is_a_pass(tmp_path: Path) -> None:
     assert_model_matches(copy, TINY, BI)
 
 
-# -- device classes (harness.policy.select_class, used by the plugin and the assertions) ---------------------
+# -- device classes (harness.compare.policy.select_class, used by the plugin and the assertions) ---------------------
 
 
 def _on(device: str, **extra: object) -> Callable[[dict], dict]:
@@ -305,7 +305,7 @@ def _on(device: str, **extra: object) -> Callable[[dict], dict]:
 
 
 def test_select_class_by_device_pair_and_precision() -> None:
-    from harness.policy import load_policy, select_class
+    from harness.compare.policy import load_policy, select_class
 
     policy = load_policy()
     cpu, cuda = {"device_type": "cpu"}, {"device_type": "cuda"}
@@ -321,7 +321,7 @@ def test_select_class_by_device_pair_and_precision() -> None:
 
 def test_policy_file_device_classes_and_per_model_class_overrides(tmp_path: Path) -> None:
     from harness.errors import PolicyError
-    from harness.policy import load_policy, select_class
+    from harness.compare.policy import load_policy, select_class
 
     path = tmp_path / "p.toml"
     path.write_text(
@@ -354,7 +354,7 @@ def test_cpu_vs_cuda_is_picked_and_reported(tmp_path: Path) -> None:
 
 
 def test_cpu_vs_cuda_class_can_be_forced_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from harness._cli import main
+    from harness.cli import main
 
     noisy = perturb_results(TINY, tmp_path / "noisy.parquet", BI, vectors=add_noise_to_one(3, 1e-3))
     assert main(["compare", str(TINY), str(noisy), "--class", "cpu-vs-cuda"]) == 1
@@ -362,7 +362,7 @@ def test_cpu_vs_cuda_class_can_be_forced_from_the_cli(tmp_path: Path, capsys: py
 
 
 def test_comparator_auto_picks_cpu_vs_cuda(tmp_path: Path) -> None:
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
 
     on_cuda = perturb_results(TINY, tmp_path / "cuda.parquet", BI, meta_update=_on("cuda:0"))
     assert {v.tolerance_class for v in compare_files(TINY, on_cuda).models} == {"cpu-vs-cuda"}

@@ -10,12 +10,12 @@ from typing import Any, Dict, List
 
 import pytest
 
-from harness._cli import main
-from harness.corpus import load_corpus
+from harness.cli import main
+from harness.config.corpus import load_corpus
 from harness.errors import CorpusError, ModelLoadError
-from harness.project import ProjectError, find_config, load_project, project_registry, run_inputs
-from harness.registry import load_registry
-from harness.results import ResultsFile
+from harness.config.project import ProjectError, find_config, load_project, project_registry, run_inputs
+from harness.config.registry import load_registry
+from harness.results.reader import ResultsFile
 
 from conftest import ROOT
 
@@ -139,7 +139,7 @@ def test_registry_maps_derived_entry_ids_back_to_their_model() -> None:
     selected = registry.select(["tiny-cross-encoder", "tiny-cross-encoder@logits", "tiny-cross-encoder@label1@logits"])
     assert [s.id for s in selected] == ["tiny-cross-encoder"]
     # a multi-label model known only from a baseline's recorded sources (baseline.rerun_options): run it once
-    from harness.registry import ModelSpec, Registry
+    from harness.config.registry import ModelSpec, Registry
 
     rebuilt = {f"m@label{i}": ModelSpec(id=f"m@label{i}", kind="cross-encoder", source="path", path="/m") for i in range(2)}
     selected = Registry(path=Path("baseline.parquet"), models=rebuilt).select(list(rebuilt))
@@ -356,7 +356,7 @@ def test_quantized_measurement_config_resolves() -> None:
 ])
 def test_bad_registry_file_is_one_line(tmp_path: Path, content: Any, message: str) -> None:
     from harness.errors import ModelLoadError
-    from harness.registry import load_registry
+    from harness.config.registry import load_registry
 
     path = tmp_path / "registry.toml"
     if content is not None:

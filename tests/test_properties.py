@@ -1,5 +1,5 @@
 """Properties of the comparator that must hold for every input (hypothesis), on small synthetic results files
-written with ``write_results`` and on the pure metric functions of ``harness.compare``.
+written with ``write_results`` and on the pure metric functions of ``harness.compare.metrics``.
 
 * identical inputs always pass, whatever the row order;
 * the verdict is symmetric where the rules are: rtol = 0 and tie_tolerance = 0 (a relative check divides by
@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from harness import compare as m
-from harness.comparator import compare_files
-from harness.policy import Policy, load_policy
-from harness.results import ModelRows, write_results
-from harness.verdict import Status
+from harness.compare import metrics as m
+from harness.compare.comparator import compare_files
+from harness.compare.policy import Policy, load_policy
+from harness.results.reader import ModelRows, write_results
+from harness.compare.verdict import Status
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=100, deadline=None)

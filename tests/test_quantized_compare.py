@@ -18,14 +18,14 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import pytest
 
-import harness.streaming as streaming
-from harness import compare as m
-from harness.comparator import compare_files
+import harness.compare.streaming as streaming
+from harness.compare import metrics as m
+from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, PolicyError
-from harness.policy import load_policy
-from harness.quantized import compare_quantized
-from harness.results import ModelRows, ResultsFile, ResultsWriter
-from harness.verdict import Status
+from harness.compare.policy import load_policy
+from harness.compare.quantized import compare_quantized
+from harness.results.reader import ModelRows, ResultsFile, ResultsWriter
+from harness.compare.verdict import Status
 
 MODEL = "q-model"
 N_DOCS, N_QUERIES, DIM = 3_000, 40, 64

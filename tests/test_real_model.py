@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.baseline import DEFAULT_BASELINE_DIR
-from harness.comparator import compare_files
-from harness.results import ResultsFile
+from harness.baselines import DEFAULT_BASELINE_DIR
+from harness.compare.comparator import compare_files
+from harness.results.reader import ResultsFile
 from harness.testing import perturb_results, tf32_round
-from harness.verdict import Status
+from harness.compare.verdict import Status
 
 from conftest import run_tiny
 

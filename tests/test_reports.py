@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import pytest
 
-from harness.comparator import compare_files
+from harness.compare.comparator import compare_files
 from harness.report.html import histogram_svg, render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
@@ -32,8 +32,8 @@ from harness.report.matrix import (
     write_matrix_report,
 )
 from harness.report.text import fmt
-from harness.results import ModelRows, ResultsFile, write_results
-from harness.verdict import Comparison
+from harness.results.reader import ModelRows, ResultsFile, write_results
+from harness.compare.verdict import Comparison
 
 BI, CROSS = "tiny-bi-encoder", "tiny-cross-encoder"
 N_DOCS, N_QUERIES, DIM, PASSAGES_PER_QUERY = 40, 8, 16, 6

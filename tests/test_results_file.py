@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.errors import ResultsFileError, SchemaMismatch
-from harness.results import METADATA_KEY, SCHEMA_VERSION, ModelRows, ResultsFile, atomic_output, write_results
+from harness.results.reader import METADATA_KEY, SCHEMA_VERSION, ModelRows, ResultsFile, atomic_output, write_results
 
 
 def _meta(dims: dict) -> dict:

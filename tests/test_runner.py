@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from harness.errors import ModelLoadError
-from harness.registry import ModelSpec, load_registry, resolve_model_dir
-from harness.results import ResultsFile
-from harness.runner import rank_within_queries
+from harness.config.registry import ModelSpec, load_registry, resolve_model_dir
+from harness.results.reader import ResultsFile
+from harness.run.runner import rank_within_queries
 
 from conftest import ROOT, run_tiny
 
@@ -77,8 +77,8 @@ def _newer_st_copy(tmp_path: Path) -> Path:
 
 def test_model_saved_by_newer_sentence_transformers_is_incompatible_not_a_crash(tmp_path: Path) -> None:
     future = _newer_st_copy(tmp_path)
-    from harness.corpus import DEFAULT_CORPUS_DIR
-    from harness.runner import RunOptions, run
+    from harness.config.corpus import DEFAULT_CORPUS_DIR
+    from harness.run.runner import RunOptions, run
 
     summary = run(RunOptions(out=tmp_path / "r.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
                              models=[str(future), "tiny-cross-encoder"], device="cpu"))
@@ -136,8 +136,8 @@ def test_remote_code_is_refused_unless_allowed(tmp_path: Path) -> None:
     config = json.loads((custom / "config.json").read_text())
     config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
     (custom / "config.json").write_text(json.dumps(config))
-    from harness.corpus import DEFAULT_CORPUS_DIR
-    from harness.runner import RunOptions, run
+    from harness.config.corpus import DEFAULT_CORPUS_DIR
+    from harness.run.runner import RunOptions, run
 
     with pytest.raises(ModelLoadError, match="trust_remote_code"):
         run(RunOptions(out=tmp_path / "r.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
@@ -148,8 +148,8 @@ def test_remote_code_is_refused_unless_allowed(tmp_path: Path) -> None:
 def test_runner_and_comparator_import_diets() -> None:
     """The runner loads torch only when running; the comparator never (it must not drift itself)."""
     code = (
-        "import sys, harness.runner, harness._cli; assert 'torch' not in sys.modules, 'runner'; "
-        "import harness.comparator, harness.report.text; "
+        "import sys, harness.run.runner, harness.cli; assert 'torch' not in sys.modules, 'runner'; "
+        "import harness.compare.comparator, harness.report.text; "
         "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules, 'comparator'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -2,7 +2,7 @@
 
 The reference below is the comparator as it was before streaming: whole matrices in numpy, float64 throughout.
 The streamed one must agree on every check, count, offender and histogram bin, and on the floating-point
-metrics to rounding (see ``harness.compare``: cosines of bit-identical rows are exactly 1.0 there). Inputs: real
+metrics to rounding (see ``harness.compare.metrics``: cosines of bit-identical rows are exactly 1.0 there). Inputs: real
 runs of the tiny models and their perturbations, and synthetic files with several row groups, ids in another
 order, row groups cut differently, queries in other row groups than documents, near-tied and duplicated
 documents. No timings here: throughput lives in ``benchmarks/``.
@@ -19,16 +19,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import harness.comparator as comparator
-import harness.streaming as streaming
-import harness.results as results_mod
-from harness import compare as m
-from harness.comparator import compare_files
+import harness.compare.comparator as comparator
+import harness.compare.streaming as streaming
+import harness.results.reader as results_mod
+from harness.compare import metrics as m
+from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.policy import Tolerance, load_policy
-from harness.results import ModelRows, ResultsFile, ResultsWriter
+from harness.compare.policy import Tolerance, load_policy
+from harness.results.reader import ModelRows, ResultsFile, ResultsWriter
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
-from harness.verdict import Status
+from harness.compare.verdict import Status
 
 BI = "tiny-bi-encoder"
 SYN = "syn-bi-encoder"
@@ -403,7 +403,7 @@ def test_results_file_opens_file_uris(tiny_results: Path, tiny_results_again: Pa
 def test_compare_does_not_import_pandas(tiny_results: Path, tiny_results_again: Path) -> None:
     """pyarrow's ``to_numpy`` and ``pa.array`` import pandas (~50 MB RSS, 0.4 s): the comparator avoids them."""
     code = (
-        "import sys; from harness.comparator import compare_files; "
+        "import sys; from harness.compare.comparator import compare_files; "
         f"compare_files({str(tiny_results)!r}, {str(tiny_results_again)!r}); print('pandas' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""Render an attribution waterfall (``harness.attribution.waterfall`` data) as Markdown, JSON and HTML.
+"""Render an attribution waterfall (``harness.matrix.attribution.waterfall`` data) as Markdown, JSON and HTML.
 
 The waterfall reads top to bottom: baseline -> +torch -> +transformers -> ... -> candidate, each row the drift
 that step alone caused (vs the previous step) and the drift accumulated so far (vs the baseline).

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from harness.report.text import fmt
-from harness.results import atomic_output
+from harness.report.format import fmt_cosine, fmt_percent
+from harness.fsio import atomic_output
 
 __all__ = [
     "MATRIX_FORMAT_VERSION",
@@ -283,20 +283,3 @@ def diff_tolerance(model: Dict[str, Any]) -> Optional[float]:
     tolerance = model.get("tolerance", {})
     key = "score_atol" if model.get("kind") == "cross-encoder" else "atol"
     return tolerance.get(key)
-
-
-def fmt_cosine(value: Optional[float]) -> str:
-    """Cosines near 1 as ``1 - 1.2e-07``: ``0.99999988`` hides how many nines there are."""
-    if value is None:
-        return "-"
-    if value == 1:
-        return "1"
-    if 0.999 < value < 1:
-        return f"1 - {1 - value:.1e}"
-    return fmt(float(value))
-
-
-def fmt_percent(value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    return f"{100 * value:.1f}%"

@@ -4,24 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from harness.report.format import fmt, fmt_cosine
+
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt", "fmt_cosine", "fmt_drift", "speed_cells"]
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """Numbers as engineers read drift: scientific for tiny values, plain otherwise."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) < 1e-3 or abs(value) >= 1e5:
-            return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits + 5}g}" if 0.99 < abs(value) <= 1 else f"{value:.{digits}g}"
-    return str(value)
 
 
 def fmt_drift(metrics: Dict[str, Any]) -> str:
@@ -50,17 +35,6 @@ def speed_cells(model: Dict[str, Any]) -> List[str]:
     shown = "-" if not rate else f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
     return [device, shown, ratio, _mb(cand.get("cuda_peak_memory_bytes")),
             _mb(cand.get("peak_rss_bytes"))]
-
-
-def fmt_cosine(value: Any) -> str:
-    """Cosines near 1 are read by their distance from 1 (``1 - 2.4e-08``), which is what drifts."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return "-"
-    if value == 1:
-        return "1"
-    if 0.999 <= value < 1:
-        return f"1 - {1 - value:.1e}"
-    return f"{value:.6f}"
 
 
 def format_env(env: Dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 A matrix is data (``matrix.toml`` at the repository root): named matrices, each with the models to run, the
 baseline to compare with, run options, and cells that pin python, torch, sentence-transformers and transformers
 (optionally numpy, tokenizers and extra requirements). ``noxfile.py`` turns each cell into a virtualenv, runs
-``harness run`` inside it, and then calls ``python -m harness.matrix report`` in the *controlling* environment,
+``harness run`` inside it, and then calls ``python -m harness.matrix.spec report`` in the *controlling* environment,
 which compares every cell's results with the baseline and writes one matrix report.
 
 Module level imports are the stdlib, ``packaging`` and stdlib-only harness modules, because the noxfile imports
@@ -29,8 +29,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from harness.tomlfile import tomllib
-from harness import storage
+from harness import paths
+from harness.config.tomlfile import tomllib
+from harness.results import storage
 from harness.errors import HarnessError
 
 
@@ -54,9 +55,9 @@ __all__ = [
     "write_cell_state",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MATRIX_FILE = ROOT / "matrix.toml"
-DEFAULT_BASELINE_DIR = ROOT / "fixtures" / "baselines"
+ROOT = paths.project_root()
+DEFAULT_MATRIX_FILE = paths.default_matrix_file()
+DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
 #: every status a cell can end with (the same set ``harness.report.matrix`` renders)
 CELL_STATUSES = ("pass", "incompatible", "fail", "run-failed", "install-failed", "error")
@@ -221,7 +222,7 @@ class Matrix:
     def model_packages(self, registry: "str | Path | None" = None) -> List[str]:
         """Distributions shipping this matrix's ``source = "package"`` models (installed with ``--no-deps``)."""
         from harness.errors import ModelLoadError
-        from harness.project import project_registry
+        from harness.config.project import project_registry
 
         try:
             specs = project_registry(self.config, registry).select(list(self.models))
@@ -461,7 +462,7 @@ def find_python(version: str) -> Optional[str]:
 
 
 def baseline_file(name: str, directory: "str | os.PathLike[str] | None" = None) -> Path:
-    """``NAME`` -> ``fixtures/baselines/NAME.parquet`` (as ``harness.baseline.baseline_path``, without pyarrow)."""
+    """``NAME`` -> ``fixtures/baselines/NAME.parquet`` (as ``harness.baselines.baseline_path``, without pyarrow)."""
     if name.endswith(".parquet") or os.sep in name:
         path = Path(name)
         return path if path.is_absolute() else ROOT / path
@@ -553,8 +554,8 @@ def cell_record(
     if not written:
         record.update(status="run-failed", reason=state.get("reason") or f"{_relative(results)} was not written")
         return record
-    from harness.comparator import compare_files
-    from harness.policy import load_policy
+    from harness.compare.comparator import compare_files
+    from harness.compare.policy import load_policy
 
     try:
         comparison = compare_files(baseline, results, load_policy(policy), label=cell.cell_id).serialize()
@@ -581,7 +582,7 @@ def report_matrix(
     """Compare every (selected) cell's results with the baseline and write the matrix report to ``out_dir``.
 
     ``runs_dir`` holds ``<cell-id>/cell.json`` and ``<cell-id>/results.parquet``: a directory, or a URI where CI
-    jobs uploaded them (``s3://bucket/nightly/2026-11-23``; see ``harness.storage``). ``history``: append this run
+    jobs uploaded them (``s3://bucket/nightly/2026-11-23``; see ``harness.results.storage``). ``history``: append this run
     to that JSONL log (and show the trend). ``include_missing``: cells that were never run count as ``error``;
     otherwise they are left out (re-rendering a partial run).
     """
@@ -613,11 +614,11 @@ def report_matrix(
     return report, paths
 
 
-# -- `python -m harness.matrix` (what noxfile.py runs in the controlling environment) ---------------------------
+# -- `python -m harness.matrix.spec` (what noxfile.py runs in the controlling environment) ---------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness.matrix", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.matrix.spec", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     report = sub.add_parser("report", help="compare cell results with the baseline and write the matrix report")
     report.add_argument("--matrix", required=True, help="matrix name in the matrix file")

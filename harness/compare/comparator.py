@@ -4,10 +4,10 @@ Stages: open both files -> refuse incomparable inputs -> per model: align rows, 
 apply the tolerance (``policy``) -> a ``Comparison`` (``verdict``). Nothing here imports torch or
 sentence-transformers: the comparator runs in the controlling environment so that it cannot drift itself.
 
-Bi-encoders are compared streaming (``harness.streaming``): row group by row group, in two threads, memory
+Bi-encoders are compared streaming (``harness.compare.streaming``): row group by row group, in two threads, memory
 independent of the file size (1M x 384 on 2 cores: ~0.8 GB peak, 460-610 MB/s with 100 queries; measured in
 ``benchmarks/README.md``). Quantized embeddings (precision int8/uint8/binary/ubinary) are streamed alike and
-judged as integers (``harness.quantized``). Cross-encoder scores, one float per pair, are compared in memory.
+judged as integers (``harness.compare.quantized``). Cross-encoder scores, one float per pair, are compared in memory.
 Nothing here imports pandas either (pyarrow's ``to_numpy`` would: +0.4 s, +50 MB).
 """
 
@@ -19,12 +19,13 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from harness import compare as m
-from harness import quantized, streaming
+from harness.compare import metrics as m
+from harness.compare import quantized
+from harness.compare import streaming
 from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.policy import Policy, Tolerance, load_policy, select_class
-from harness.results import ResultsFile
-from harness.verdict import Check, Comparison, EnvChange, ModelVerdict, Offender, Status
+from harness.compare.policy import Policy, Tolerance, load_policy, select_class
+from harness.results.reader import ResultsFile
+from harness.compare.verdict import Check, Comparison, EnvChange, ModelVerdict, Offender, Status
 
 __all__ = ["compare_files", "compare_results", "env_changes", "WORST_N"]
 
@@ -232,7 +233,7 @@ class _QuantizedWorker:
 
 
 def _compare_quantized(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance) -> ModelVerdict:
-    """Quantized embeddings are judged as integers (``harness.quantized``): bits flipped or buckets moved per
+    """Quantized embeddings are judged as integers (``harness.compare.quantized``): bits flipped or buckets moved per
     text, how many texts changed at all, and the top-k agreement of retrieval by the quantized scores."""
     precisions = [f.models[model_id].get("precision", "float32") for f in (base, cand)]
     if precisions[0] != precisions[1]:

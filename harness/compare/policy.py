@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness.tomlfile import read_toml
+from harness import paths
+from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
 
 
@@ -27,7 +28,7 @@ __all__ = [
     "select_class",
 ]
 
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "data" / "default_policy.toml"
+DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Tolerance:
     min_topk_order_agreement: float = 1.0
     min_topk_set_agreement: float = 1.0
     min_rerank_order_agreement: float = 1.0
-    # quantized embeddings (precision int8/uint8/binary/ubinary, ``harness.quantized``): integers, not floats
+    # quantized embeddings (precision int8/uint8/binary/ubinary, ``harness.compare.quantized``): integers, not floats
     max_bit_flips: int = 2
     max_int_distance: int = 1
     max_changed_fraction: float = 1.0
@@ -56,7 +57,7 @@ class Tolerance:
     min_quantized_topk_set_agreement: float = 1.0
 
     def quantized(self) -> Dict[str, Any]:
-        """The limits ``harness.quantized.compare_quantized`` reads."""
+        """The limits ``harness.compare.quantized.compare_quantized`` reads."""
         return {"max_bit_flips": self.max_bit_flips, "max_int_distance": self.max_int_distance,
                 "max_changed_fraction": self.max_changed_fraction}
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.tomlfile import read_toml
+from harness import paths
+from harness.config.tomlfile import read_toml
 from harness.errors import ModelLoadError
 
 
@@ -32,7 +33,7 @@ __all__ = [
     "weight_files",
 ]
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "models" / "registry.toml"
+DEFAULT_REGISTRY = paths.default_registry()
 KINDS = ("bi-encoder", "cross-encoder")
 SOURCES = ("path", "package", "hub", "derived")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
@@ -279,7 +280,7 @@ def _default_hub_cache() -> str:
 def resolve_model_dir(spec: ModelSpec, allow_network: bool = False, registry: Optional[Registry] = None) -> Tuple[Path, str]:
     """The local directory holding the model's files, and how it was found (path/package/cache/network/derived)."""
     if spec.source == "derived":
-        from harness.derive import DERIVED_SEED, build_derived_cross_encoder
+        from harness.run.derive import DERIVED_SEED, build_derived_cross_encoder
 
         if registry is None or spec.base not in registry.models:
             raise ModelLoadError(f"model '{spec.id}': base model '{spec.base}' is not in the registry")

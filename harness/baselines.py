@@ -19,13 +19,14 @@ from typing import Any, Dict, List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness import paths
 from harness.errors import BaselineExists, BaselineMissing, HarnessError, ResultsFileError
-from harness.lock import locked_output
-from harness.results import METADATA_KEY, ResultsFile
+from harness.fsio import locked_output
+from harness.results.reader import METADATA_KEY, ResultsFile
 
 __all__ = ["DEFAULT_BASELINE_DIR", "baseline_path", "create_baseline", "list_baselines", "provenance", "rerun_options"]
 
-DEFAULT_BASELINE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "baselines"
+DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
 
 def baseline_path(name: str, directory: "str | Path | None" = None) -> Path:
@@ -178,10 +179,10 @@ def rerun_options(
     the baseline recorded for it. ``device`` overrides the recorded device (e.g. ``cuda`` against a CPU
     baseline). The network stays off and remote code stays refused, whatever the baseline was made with.
     """
-    from harness.corpus import DEFAULT_CORPUS_DIR
+    from harness.config.corpus import DEFAULT_CORPUS_DIR
     from harness.errors import ModelLoadError
-    from harness.registry import ModelSpec, Registry, load_registry
-    from harness.runner import RunOptions
+    from harness.config.registry import ModelSpec, Registry, load_registry
+    from harness.run.runner import RunOptions
 
     results = ResultsFile(path)
     registry = registry if registry is not None else load_registry()

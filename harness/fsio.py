@@ -1,6 +1,6 @@
-"""One writer at a time per output file, and cleanup of the temp files a killed writer leaves behind.
+"""Every file the harness writes goes through here: atomic replacement, one writer at a time per file.
 
-``results.atomic_output`` writes ``.<name>.<random>.tmp`` beside the target and renames it into place, so a
+``atomic_output`` writes ``.<name>.<random>.tmp`` beside the target and renames it into place, so a
 reader never sees a partial file. A writer killed with SIGKILL (or a power cut) between those two steps leaves
 its temp file behind, and nothing can tell a dead writer's temp file from a live one's by name alone. So
 writers of the same target take an exclusive ``flock`` on ``.<name>.lock`` while they write: whoever holds
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator, List
 
@@ -26,7 +27,33 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["output_lock", "stale_temp_files", "locked_output"]
+__all__ = ["atomic_output", "output_lock", "stale_temp_files", "locked_output", "write_text"]
+
+
+@contextlib.contextmanager
+def atomic_output(path: "str | os.PathLike[str]") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it.
+
+    The rename is atomic on POSIX, so readers (and a later run after Ctrl-C or kill) see either the old file or
+    the complete new one, never a partial file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
+    os.close(fd)
+    tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file should be as readable as any other
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def _lock_path(target: Path) -> Path:
@@ -82,8 +109,14 @@ def output_lock(target: "str | os.PathLike[str]") -> Iterator[None]:
 
 @contextlib.contextmanager
 def locked_output(target: "str | os.PathLike[str]") -> Iterator[Path]:
-    """``results.atomic_output`` under ``output_lock``: yields the temp path to write."""
-    from harness.results import atomic_output
+    """``atomic_output`` under ``output_lock``: yields the temp path to write."""
 
     with output_lock(target), atomic_output(target) as tmp:
         yield tmp
+
+
+def write_text(path: "str | os.PathLike[str]", text: str) -> Path:
+    """Write a text file (JSON, HTML, Markdown, cell.json) atomically under the target's lock."""
+    with locked_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from harness.tomlfile import tomllib
-from harness.comparator import env_changes
-from harness.results import ResultsFile
-from harness.verdict import EnvChange
+from harness import paths
+from harness.config.tomlfile import tomllib
+from harness.compare.comparator import env_changes
+from harness.results.reader import ResultsFile
+from harness.compare.verdict import EnvChange
 
 
 __all__ = ["Factor", "explain", "factor_of", "load_magnitudes", "MAGNITUDES_PATH"]
 
-MAGNITUDES_PATH = Path(__file__).resolve().parent / "data" / "drift_magnitudes.toml"
+MAGNITUDES_PATH = paths.DRIFT_MAGNITUDES
 
 #: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
 _KEY_FACTORS = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from harness.matrix import Cell
+from harness.matrix.spec import Cell
 
 __all__ = [
     "PACKAGE_FACTORS",
@@ -204,15 +204,15 @@ def _main_cause(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def report_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m harness.attribution PLAN.json --out DIR``: waterfall from a plan's step results (controlling env)."""
+    """``python -m harness.matrix.attribution PLAN.json --out DIR``: waterfall from a plan's step results (controlling env)."""
     import argparse
     import json
 
-    from harness.comparator import compare_files
+    from harness.compare.comparator import compare_files
     from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
-    from harness.results import atomic_output
+    from harness.fsio import atomic_output
 
-    parser = argparse.ArgumentParser(prog="python -m harness.attribution")
+    parser = argparse.ArgumentParser(prog="python -m harness.matrix.attribution")
     parser.add_argument("plan", type=Path, help="plan.json written by nox -s attribute")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--class", dest="tolerance_class", default="fp32", help="class each step is judged by")

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Optional, Tuple, Union
 
-from harness.tomlfile import read_toml
+from harness import paths
+from harness.config.tomlfile import read_toml
 from harness.errors import CorpusError
 
 
@@ -69,7 +70,7 @@ MANIFEST_FILE = "MANIFEST.json"
 #: The files the corpus hash covers, in the fixed order they are hashed.
 CORPUS_FILES = (DOCUMENTS_FILE, QUERIES_FILE, RERANK_FILE)
 #: The corpus shipped with the repository (``<repo>/fixtures/corpus``).
-DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
+DEFAULT_CORPUS_DIR = paths.default_corpus_dir()
 
 _TEXT_KEYS = ("id", "text", "kind")
 _PAIR_KEYS = ("query_id", "passage_id", "label")

@@ -4,7 +4,7 @@ compared and reported where they were gathered (``s3://bucket/nightly/...``) wit
 A ``scheme://`` string is opened with pyarrow's own filesystems first (``s3``, ``gs``, ``hdfs``, ``abfs``,
 ``file``); a scheme pyarrow does not know goes through fsspec (``memory://``, ``az://`` with adlfs, ...) when
 fsspec and that filesystem's package are installed. Anything else is a local path. pyarrow is imported only
-when a URI is used: ``harness.matrix`` imports this module in the Python that runs nox.
+when a URI is used: ``harness.matrix.spec`` imports this module in the Python that runs nox.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ A project config is ``harness.toml`` in the working directory, or the ``[tool.ha
     kind = "bi-encoder"
     source = "path"                      # or "package" / "hub" (resolved offline-first from the local cache)
     path = "models/my-embedder"          # relative to this file
-    query_prompt = "query: "             # encode settings: see harness.registry.ENCODE_KEYS
+    query_prompt = "query: "             # encode settings: see harness.config.registry.ENCODE_KEYS
     normalize_embeddings = true
 
     [models.tiny-bi-encoder]             # no 'source': overrides settings of the built-in entry
@@ -16,7 +16,7 @@ A project config is ``harness.toml`` in the working directory, or the ``[tool.ha
     [sets]
     nightly = ["my-embedder"]            # optional; without a "default" set, the default is every model here
 
-    [corpus]                             # optional: see harness.corpus (documents / queries / pairs files)
+    [corpus]                             # optional: see harness.config.corpus (documents / queries / pairs files)
     documents = "corpus/faq.csv"
 
     registry = "other-registry.toml"     # optional: the built-in registry to extend (default: the shipped one)
@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.tomlfile import read_toml, tomllib
-from harness.corpus import DEFAULT_CORPUS_DIR, corpus_table
+from harness.config.tomlfile import read_toml, tomllib
+from harness.config.corpus import DEFAULT_CORPUS_DIR, corpus_table
 from harness.errors import HarnessError
-from harness.registry import Registry, load_registry, parse_entry
+from harness.config.registry import Registry, load_registry, parse_entry
 
 
 __all__ = [

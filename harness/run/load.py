@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from harness.errors import ModelLoadError, first_line
-from harness.registry import ModelSpec, weight_files
+from harness.config.registry import ModelSpec, weight_files
 
 __all__ = [
     "DTYPES",

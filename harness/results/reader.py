@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -36,7 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness import storage
+from harness.results import storage
+from harness.fsio import atomic_output
 from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
 
 __all__ = [
@@ -94,32 +94,6 @@ class ModelRows:
     passage_ids: Optional[Sequence[str]] = None
     scores: Optional[np.ndarray] = None
     ranks: Optional[np.ndarray] = None
-
-
-@contextlib.contextmanager
-def atomic_output(path: "str | os.PathLike[str]") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it.
-
-    The rename is atomic on POSIX, so readers (and a later run after Ctrl-C or kill) see either the old file or
-    the complete new one, never a partial file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file should be as readable as any other
-    try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def _vector_bytes(vectors: np.ndarray, width: int) -> pa.Array:

@@ -1,0 +1,43 @@
+"""The ``harness`` command line: parses arguments, calls the library, prints, and maps errors to exit codes.
+
+Only this package prints or exits. Heavy imports (torch, sentence-transformers) happen inside the commands
+that need them, so ``harness compare`` starts fast and works where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from harness import __version__
+from harness.cli import baseline_commands, commands
+from harness.errors import ExitCode, HarnessError
+
+__all__ = ["main", "entrypoint"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Embedding and reranking consistency harness.")
+    parser.add_argument("--version", action="version", version=f"embedding-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands.register(sub)
+    baseline_commands.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit code (0 pass, 1 drift, 2 bad input, 130 interrupted)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HarnessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def entrypoint() -> None:
+    sys.exit(main(sys.argv[1:]))

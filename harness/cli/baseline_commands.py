@@ -1,0 +1,149 @@
+"""``harness baseline create|update|list|show|diff``: the lifecycle of reference results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ExitCode, HarnessError
+from harness.cli.commands import execute_run
+from harness.cli.options import add_run_options
+
+__all__ = ["register"]
+
+
+def cmd_baseline_create(args: argparse.Namespace) -> int:
+    from harness.baselines import baseline_path, create_baseline
+
+    target = baseline_path(args.name, args.dir)
+    if target.exists() and not args.force:
+        from harness.errors import BaselineExists
+
+        raise BaselineExists(f"{target}: baseline exists; refusing to overwrite (use --force to replace it, keeping the old file)")
+    source = args.source
+    if source is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="harness-baseline-") as tmp:
+            source = Path(tmp) / "run.parquet"
+            code = execute_run(args, source)
+            if code != ExitCode.OK:
+                raise HarnessError(f"{target}: not created, the run did not finish cleanly for every model")
+            prov = create_baseline(source, target, force=args.force, reason=args.reason)
+    else:
+        prov = create_baseline(source, target, force=args.force, reason=args.reason)
+    kept = f" (previous kept as {prov['previous_file']})" if prov.get("previous_file") else ""
+    print(f"baseline {target} written{kept}")
+    return ExitCode.OK
+
+
+def cmd_baseline_update(args: argparse.Namespace) -> int:
+    from harness.baselines import baseline_path, create_baseline
+
+    target = baseline_path(args.name, args.dir)
+    prov = create_baseline(args.source, target, reason=args.reason, action="update")
+    print(f"baseline {target} updated (previous kept as {prov['previous_file']})")
+    return ExitCode.OK
+
+
+def cmd_baseline_list(args: argparse.Namespace) -> int:
+    from harness.baselines import list_baselines
+
+    rows = list_baselines(args.dir)
+    if not rows:
+        print(f"no baselines in {args.dir or 'fixtures/baselines'}")
+    for row in rows:
+        prev = f", {len(row['previous'])} previous" if row["previous"] else ""
+        print(f"{row['name']:<28} {row['device'] or '-':<6} {row['dtype'] or '-':<9} {row['created_at'] or '-':<26} "
+              f"{', '.join(row['models'])}{prev}" + ("" if row["status"] == "ok" else f"  [{row['status']}]"))
+    return ExitCode.OK
+
+
+def cmd_baseline_show(args: argparse.Namespace) -> int:
+    from harness.baselines import baseline_path, provenance
+
+    print(json.dumps(provenance(baseline_path(args.name, args.dir)), indent=2, default=str))
+    return ExitCode.OK
+
+
+def _provenance_line(label: str, path: Path) -> str:
+    from harness.results.reader import ResultsFile
+
+    meta = ResultsFile(path).meta
+    prov = meta.get("baseline", {})
+    when = prov.get("created_at") or meta.get("created_at") or "?"
+    who = f" by {prov['created_by']}" if prov.get("created_by") else ""
+    why = f": {prov['reason']}" if prov.get("reason") else ""
+    return f"{label} {path}: {prov.get('action', 'run')} {when}{who}, harness {meta.get('harness_version', '?')}{why}"
+
+
+def cmd_baseline_diff(args: argparse.Namespace) -> int:
+    """Compare two baselines (A as the reference, B as the candidate): what moved, and what changed."""
+    from harness.baselines import baseline_path
+    from harness.compare.comparator import compare_files
+    from harness.errors import BaselineMissing
+    from harness.compare.policy import load_policy
+    from harness.report.text import render_comparison
+
+    first, second = baseline_path(args.a, args.dir), baseline_path(args.b, args.dir)
+    for path in (first, second):
+        if not path.is_file():
+            raise BaselineMissing(f"{path}: no such baseline")
+    comparison = compare_files(
+        first,
+        second,
+        load_policy(args.policy),
+        tolerance_class=args.tolerance_class,
+        models=args.models,
+        allow_model_change=args.allow_model_change,
+        label=f"baseline diff {first.stem} {second.stem}",
+    )
+    data = comparison.serialize()
+    if args.json:
+        from harness.fsio import locked_output
+
+        with locked_output(args.json) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    print(_provenance_line("A", first))
+    print(_provenance_line("B", second))
+    print()
+    print(render_comparison(data).replace("harness compare:", "harness baseline diff:", 1))
+    return ExitCode.OK if comparison else ExitCode.DRIFT
+
+
+def register(sub: Any) -> None:
+    base = sub.add_parser("baseline", help="create, update, list, show and diff baselines")
+    bsub = base.add_subparsers(dest="baseline_command", required=True)
+    create = bsub.add_parser("create", help="write a new baseline (refuses to overwrite without --force)")
+    create.add_argument("name", help="baseline name (fixtures/baselines/NAME.parquet) or a .parquet path")
+    create.add_argument("--from", dest="source", type=Path, help="promote this results file instead of running now")
+    create.add_argument("--force", action="store_true", help="replace an existing baseline, keeping the old file")
+    create.add_argument("--reason", help="why this baseline exists (recorded)")
+    create.add_argument("--dir", type=Path, help="baseline directory (default: fixtures/baselines)")
+    add_run_options(create)
+    create.set_defaults(func=cmd_baseline_create)
+    update = bsub.add_parser("update", help="replace a baseline with a results file, keeping the old one")
+    update.add_argument("name")
+    update.add_argument("--from", dest="source", type=Path, required=True)
+    update.add_argument("--reason", required=True)
+    update.add_argument("--dir", type=Path)
+    update.set_defaults(func=cmd_baseline_update)
+    lst = bsub.add_parser("list", help="list baselines")
+    lst.add_argument("--dir", type=Path)
+    lst.set_defaults(func=cmd_baseline_list)
+    show = bsub.add_parser("show", help="print a baseline's provenance and environment")
+    show.add_argument("name")
+    show.add_argument("--dir", type=Path)
+    show.set_defaults(func=cmd_baseline_show)
+    diff = bsub.add_parser("diff", help="compare two baselines: verdict per model and environment changes (exit 0/1/2)")
+    diff.add_argument("a", help="reference baseline (name or .parquet path)")
+    diff.add_argument("b", help="baseline compared with it (name or .parquet path)")
+    diff.add_argument("--dir", type=Path, help="baseline directory for names (default: fixtures/baselines)")
+    diff.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
+    diff.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, cpu-vs-cuda, tf32, ...)")
+    diff.add_argument("--models", nargs="+", help="compare only these models")
+    diff.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
+    diff.add_argument("--json", type=Path, help="also write the full verdict as JSON")
+    diff.set_defaults(func=cmd_baseline_diff)

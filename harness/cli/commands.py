@@ -1,0 +1,115 @@
+"""``harness run``, ``compare``, ``check`` and ``explain``: run models, judge two results files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ExitCode
+from harness.cli.options import add_compare_options, add_run_options, run_options
+
+__all__ = ["register", "execute_run", "cmd_compare"]
+
+
+def execute_run(args: argparse.Namespace, out: Path) -> int:
+    from harness.run.runner import run
+
+    summary = run(run_options(args, out))
+    for model_id, status in summary.statuses.items():
+        reason = summary.reasons.get(model_id)
+        print(f"{model_id}: {status}" + (f" ({reason})" if reason else ""), file=sys.stderr)
+    print(f"wrote {summary.path}")
+    return ExitCode.OK if summary.ok else ExitCode.BAD_INPUT
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return execute_run(args, args.out)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare.comparator import compare_files
+    from harness.compare.policy import load_policy
+    from harness.report.text import render_comparison
+
+    comparison = compare_files(
+        args.baseline,
+        args.candidate,
+        load_policy(args.policy),
+        tolerance_class=args.tolerance_class,
+        models=args.models,
+        allow_model_change=args.allow_model_change,
+    )
+    data = comparison.serialize()
+    if args.json:
+        from harness.fsio import atomic_output
+
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    hint = (
+        f'To accept the candidate as the new baseline: harness baseline update {args.baseline} '
+        f'--from {args.candidate} --reason "..."'
+    )
+    print(render_comparison(data, regen_hint=hint))
+    return ExitCode.OK if comparison else ExitCode.DRIFT
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the baseline's models here with the baseline's options, then compare (one command)."""
+    from harness.baselines import baseline_path
+    from harness.check import default_check_path, options_from_baseline
+    from harness.results.reader import ResultsFile
+
+    baseline = ResultsFile(baseline_path(args.baseline))
+    recorded = options_from_baseline(baseline, device=None if args.device == "auto" else args.device)
+    for key, value in recorded.items():
+        if key == "device" and args.device != "auto":
+            continue
+        setattr(args, key, value)
+    out = args.out or default_check_path()
+    code = execute_run(args, out)
+    if code != ExitCode.OK:
+        print("note: not every model ran cleanly; see the verdict below", file=sys.stderr)
+    args.candidate, args.baseline = out, baseline.path
+    return cmd_compare(args)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """List the factors that differ between two runs with their known drift, next to the observed drift."""
+    from harness.compare.comparator import compare_files
+    from harness.compare.explain import explain
+    from harness.report.text import render_explanation
+
+    factors = explain(args.baseline, args.candidate)
+    comparison = compare_files(args.baseline, args.candidate, allow_model_change=True)
+    print(render_explanation(factors, comparison.serialize()))
+    return ExitCode.OK
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser("run", help="embed and rerank the corpus, write a results parquet file")
+    add_run_options(run)
+    run.add_argument("--out", type=Path, required=True, help="results file to write (atomically)")
+    run.set_defaults(func=cmd_run)
+
+    cmp_ = sub.add_parser("compare", help="compare a candidate results file with a baseline")
+    # Strings, not Paths: results files may be URIs (s3://, gs://, file://) that pyarrow opens.
+    cmp_.add_argument("baseline", help="baseline results file (path or URI such as s3://bucket/key.parquet)")
+    cmp_.add_argument("candidate", help="candidate results file (path or URI)")
+    cmp_.add_argument("--models", nargs="+", help="compare only these models")
+    add_compare_options(cmp_)
+    cmp_.set_defaults(func=cmd_compare)
+
+    check = sub.add_parser("check", help="run a baseline's models here (as the baseline was made) and compare")
+    check.add_argument("baseline", nargs="?", default="default-cpu-float32", help="baseline name or path (default: %(default)s)")
+    add_run_options(check)
+    add_compare_options(check)
+    check.add_argument("--out", type=Path, help="where to keep this run's results (default: reports/checks/check-<time>.parquet)")
+    check.set_defaults(func=cmd_check)
+
+    expl = sub.add_parser("explain", help="which environment factors differ between two runs, and their known drift")
+    expl.add_argument("baseline", help="baseline results file (path or URI)")
+    expl.add_argument("candidate", help="candidate results file (path or URI)")
+    expl.set_defaults(func=cmd_explain)

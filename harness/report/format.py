@@ -1,0 +1,41 @@
+"""The one number formatter of every report (terminal, Markdown, HTML, JUnit, JSON summaries, assertions)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+__all__ = ["fmt", "fmt_cosine", "fmt_percent"]
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Numbers as engineers read drift: scientific for tiny values, plain otherwise."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) < 1e-3 or abs(value) >= 1e5:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits + 5}g}" if 0.99 < abs(value) <= 1 else f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_cosine(value: Any) -> str:
+    """Cosines near 1 are read by their distance from 1 (``1 - 2.4e-08``), which is what drifts."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    if value == 1:
+        return "1"
+    if 0.999 <= value < 1:
+        return f"1 - {1 - value:.1e}"
+    return fmt(float(value))
+
+
+def fmt_percent(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}%"
