@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import getpass
 import json
-import os
 import shutil
 import socket
 from pathlib import Path
@@ -30,10 +29,8 @@ DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
 
 def baseline_path(name: str, directory: "str | Path | None" = None) -> Path:
-    """``NAME`` -> ``<dir>/NAME.parquet``; a name that already is a path is used as it is."""
-    if name.endswith(".parquet") or os.sep in name:
-        return Path(name)
-    return Path(directory or DEFAULT_BASELINE_DIR) / f"{name}.parquet"
+    """``NAME`` -> ``<dir>/NAME.parquet``; a name that already is a path is used as it is (``paths.baseline_path``)."""
+    return paths.baseline_path(name, directory or DEFAULT_BASELINE_DIR)
 
 
 def _timestamp() -> str:

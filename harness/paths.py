@@ -26,6 +26,7 @@ __all__ = [
     "default_baseline_dir",
     "default_matrix_file",
     "require",
+    "baseline_path",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -78,3 +79,14 @@ def require(path: Path, what: str) -> Path:
         f"{path}: {what} not found (the harness's fixtures live in its source checkout: run from the checkout, "
         "set HARNESS_HOME to it, or pass the file explicitly)"
     )
+
+
+def baseline_path(name: str, directory: "str | os.PathLike[str] | None" = None,
+                  relative_to: "str | os.PathLike[str] | None" = None) -> Path:
+    """``NAME`` -> ``<directory or the default baseline dir>/NAME.parquet``; a name that already is a path is
+    used as it is (relative ones resolved against ``relative_to`` when given: matrix.toml names them from the
+    checkout, the CLI from the working directory)."""
+    if name.endswith(".parquet") or os.sep in name:
+        path = Path(name)
+        return path if path.is_absolute() or relative_to is None else Path(relative_to) / path
+    return Path(directory or default_baseline_dir()) / f"{name}.parquet"

@@ -462,11 +462,8 @@ def find_python(version: str) -> Optional[str]:
 
 
 def baseline_file(name: str, directory: "str | os.PathLike[str] | None" = None) -> Path:
-    """``NAME`` -> ``fixtures/baselines/NAME.parquet`` (as ``harness.baselines.baseline_path``, without pyarrow)."""
-    if name.endswith(".parquet") or os.sep in name:
-        path = Path(name)
-        return path if path.is_absolute() else ROOT / path
-    return Path(directory or DEFAULT_BASELINE_DIR) / f"{name}.parquet"
+    """A matrix's baseline: ``paths.baseline_path`` with relative paths taken from the checkout."""
+    return paths.baseline_path(name, directory or DEFAULT_BASELINE_DIR, relative_to=ROOT)
 
 
 def read_cell_state(run_dir: "str | os.PathLike[str]") -> Optional[Dict[str, Any]]:
