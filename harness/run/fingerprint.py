@@ -11,24 +11,14 @@ import os
 import platform
 import re
 import sys
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+from harness.hardware import NUMERICS_ENV_VARS, cpu_facts
 
 __all__ = ["collect_fingerprint", "package_versions", "cpu_model", "FINGERPRINT_ENV_VARS"]
 
-#: Environment variables that change numerics or loading; recorded verbatim when set.
-FINGERPRINT_ENV_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "CUBLAS_WORKSPACE_CONFIG",
-    "NVIDIA_TF32_OVERRIDE",
-    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
-    "ONEDNN_DEFAULT_FPMATH_MODE",
-    "DNNL_DEFAULT_FPMATH_MODE",
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "PYTORCH_ENABLE_MPS_FALLBACK",
-)
+#: Environment variables that change numerics or loading; recorded verbatim when set (one list: harness.hardware).
+FINGERPRINT_ENV_VARS = NUMERICS_ENV_VARS
 
 _PACKAGES = (
     "torch",
@@ -97,6 +87,19 @@ def _torch_build(torch: Any) -> Dict[str, Any]:
     return found
 
 
+def blas_runtime() -> List[Dict[str, Any]]:
+    """The BLAS/OpenMP libraries loaded in this process as threadpoolctl sees them: which one, which version,
+    which kernel architecture it dispatched to (e.g. OpenBLAS ``SkylakeX`` vs ``Haswell``), and its threads.
+    torch's own MKL is linked statically and invisible here: ``torch_build`` and ``cpu_capability`` cover it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("user_api", "internal_api", "version", "architecture", "num_threads", "threading_layer")
+    return [{"library": os.path.basename(str(info.get("filepath", ""))), **{k: info[k] for k in keys if info.get(k) is not None}}
+            for info in (_safe(threadpool_info) or [])]
+
+
 def _torch_flags(torch: Any) -> Dict[str, Any]:
     cuda = torch.backends.cuda
     cudnn = torch.backends.cudnn
@@ -146,6 +149,8 @@ def collect_fingerprint(device: str, dtype: str) -> Dict[str, Any]:
         "machine": platform.machine(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_facts(),
+        "blas_runtime": blas_runtime(),
         "packages": package_versions(),
         "torch_version": torch.__version__,
         "torch_build": _torch_build(torch),
