@@ -1,0 +1,293 @@
+"""Attribution planning by search: the finest walk from a baseline cell to a candidate cell that installs.
+
+Changing one package at a time in a fixed order fails as soon as that order needs an environment no resolver
+accepts (python 3.10 before transformers 5 is gone), and grouping on in that order hides steps another order
+could isolate. Here each environment on the way is a subset of the package factors already moved to the
+candidate's value (at most 2^n of them for n differing factors; n is small), its installability is asked of a
+resolver callback once and remembered, and a shortest-path search picks, in this order of importance:
+
+1. the smallest largest step (single factors wherever any order allows it);
+2. the fewest steps that move several factors;
+3. torch and python moved alone (the factors users ask about);
+4. the fewest factors inside grouped steps;
+5. pins added early and removed late (an unpinned numpy floats with every other step: python 3.11 -> 3.10
+   silently takes numpy 2.4 -> 2.2, so moving the candidate's ``numpy<2`` first keeps that out of the python
+   step);
+6. the factors' own order (``attribution.PACKAGE_FACTORS``, then ``extra``), so plans are reproducible.
+
+Runtime factors (device, dtype, attention, TF32, batch size, threads) follow as single steps in the last
+package environment, as in ``attribution.plan_steps``. Stdlib and ``packaging`` only: nox's own Python imports
+this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from harness.errors import HarnessError
+from harness.matrix.attribution import PACKAGE_FACTORS, RUNTIME_FACTORS, RuntimeSettings, Step
+from harness.matrix.spec import Cell
+
+__all__ = [
+    "AttributionPlanError",
+    "Resolver",
+    "package_factors",
+    "plan_path",
+    "uv_reason",
+    "uv_resolver",
+]
+
+#: resolves(cell) -> None when the cell's requirements install together, else the resolver's one-line reason
+Resolver = Callable[[Cell], Optional[str]]
+
+#: the factors users ask about most: a plan that moves them inside a group is worse than one that does not
+_ISOLATE = ("torch", "python")
+#: where the local CPU wheels live on the development machine (the noxfile sets UV_FIND_LINKS to it too)
+_LOCAL_WHEELS = Path("/opt/wheels")
+#: a uv dry run normally takes seconds; one that hangs (a dead network) must not stall the plan forever
+_UV_TIMEOUT_S = 300.0
+
+
+class AttributionPlanError(HarnessError):
+    """No walk from the baseline cell to the candidate cell installs (the resolver rejects an end point)."""
+
+
+def package_factors() -> Tuple[Tuple[str, str], ...]:
+    """``(name, Cell attribute)`` of every package factor, in preference order: ``PACKAGE_FACTORS`` + ``extra``."""
+    if any(attr == "extra" for _, attr in PACKAGE_FACTORS):
+        return tuple(PACKAGE_FACTORS)
+    return (*PACKAGE_FACTORS, ("extra", "extra"))
+
+
+# -- states: which factors have moved, and whether that environment installs ------------------------------------
+
+
+class _States:
+    """Environments as bitmasks over the differing factors; each one's resolver answer asked at most once."""
+
+    def __init__(self, base: Cell, cand: Cell, factors: Sequence[Tuple[str, str]], resolves: Resolver) -> None:
+        self.base, self.cand, self.factors = base, cand, tuple(factors)
+        self.full = (1 << len(self.factors)) - 1
+        self._resolves = resolves
+        self._answers: Dict[int, Optional[str]] = {}
+
+    def names(self, mask: int) -> Tuple[str, ...]:
+        return tuple(name for i, (name, _) in enumerate(self.factors) if mask >> i & 1)
+
+    def cell(self, mask: int, step_id: Optional[str] = None) -> Cell:
+        """The baseline with the factors in ``mask`` set to the candidate's values."""
+        moved = {attr: getattr(self.cand, attr) for i, (_, attr) in enumerate(self.factors) if mask >> i & 1}
+        return dataclasses.replace(self.base, **moved, id=step_id, matrix="attribute")
+
+    def problem(self, mask: int) -> Optional[str]:
+        """None when the environment installs, else the resolver's line (cached: one call per environment)."""
+        if mask not in self._answers:
+            answer = self._resolves(self.cell(mask))
+            self._answers[mask] = None if answer is None else " ".join(str(answer).split()) or "does not install"
+        return self._answers[mask]
+
+    def known_bad(self, mask: int) -> bool:
+        return self._answers.get(mask, None) is not None
+
+    def unpinned(self, mask: int) -> int:
+        """How many factors have no pin in this environment (their version floats with every other change)."""
+        cell = self.cell(mask)
+        return sum(1 for _, attr in self.factors if not getattr(cell, attr))
+
+
+# -- the search ---------------------------------------------------------------------------------------------------
+
+
+def _submasks(mask: int, largest: int) -> List[int]:
+    """Every non-empty subset of ``mask`` with at most ``largest`` bits."""
+    out, sub = [], mask
+    while sub:
+        if bin(sub).count("1") <= largest:
+            out.append(sub)
+        sub = (sub - 1) & mask
+    return out
+
+
+def _step_cost(states: _States, sub: int, target: int) -> Tuple[int, int, int, int]:
+    """Additive cost of one step: (grouped step?, torch/python inside a group, factors grouped, unpinned after)."""
+    size = bin(sub).count("1")
+    grouped = size > 1
+    isolated_lost = sum(1 for n in states.names(sub) if n in _ISOLATE) if grouped else 0
+    floating = states.unpinned(target) if target != states.full else 0
+    return (int(grouped), isolated_lost, size if grouped else 0, floating)
+
+
+def _best_path(states: _States, largest: int) -> Optional[List[int]]:
+    """The cheapest walk whose steps move at most ``largest`` factors each (Dijkstra; states asked when popped)."""
+    heap: List[Tuple[int, int, int, int, Tuple[Tuple[int, ...], ...], Tuple[int, ...]]] = [(0, 0, 0, 0, (), (0,))]
+    settled = set()
+    while heap:
+        *cost, order, path = heapq.heappop(heap)
+        mask = path[-1]
+        if mask in settled:
+            continue
+        settled.add(mask)
+        if mask == states.full:
+            return list(path)
+        if mask and states.problem(mask) is not None:
+            continue
+        rest = states.full & ~mask
+        for sub in _submasks(rest, largest):
+            target = mask | sub
+            if target in settled or states.known_bad(target):
+                continue
+            step = _step_cost(states, sub, target)
+            key = tuple(i for i in range(len(states.factors)) if sub >> i & 1)
+            heapq.heappush(heap, (*(a + b for a, b in zip(cost, step)), order + (key,), path + (target,)))
+    return None
+
+
+def _group_note(states: _States, before: int, sub: int) -> str:
+    """Why ``sub`` moves together: every finer alternative from ``before``, with the resolver's own line.
+
+    Every proper subset is asked (once). None of them installs on a best walk: splitting a group at an
+    installable subset never makes the largest step bigger, and with the seven factors a Cell has no second group is
+    big enough to make the split cost more, so each alternative gets its "does not install" line.
+    """
+    alternatives = sorted(_submasks(sub, bin(sub).count("1") - 1),
+                          key=lambda s: (bin(s).count("1"), [i for i in range(len(states.factors)) if s >> i & 1]))
+    reasons = []
+    for alt in alternatives:
+        problem = states.problem(before | alt)
+        if problem is not None:
+            reasons.append(f"{' + '.join(states.names(alt))} alone does not install ({problem})")
+    return "grouped: " + "; ".join(reasons)
+
+
+def _check_ends(states: _States) -> None:
+    base_id, cand_id = states.base.cell_id, states.cand.cell_id
+    for mask, which in ((states.full, "the candidate"), (0, "the baseline")):
+        problem = states.problem(mask)
+        if problem is not None:
+            raise AttributionPlanError(
+                f"cannot plan attribution {base_id} -> {cand_id}: {which} does not install ({problem})")
+
+
+def plan_path(
+    base: Cell,
+    base_runtime: RuntimeSettings,
+    cand: Cell,
+    cand_runtime: RuntimeSettings,
+    resolves: Resolver,
+) -> List[Step]:
+    """The walk from baseline to candidate with the finest steps any order allows (drop-in for ``plan_steps``).
+
+    Raises:
+        AttributionPlanError: the resolver rejects the candidate's or the baseline's own pins, so no walk installs.
+    """
+    steps = [Step(0, (), dataclasses.replace(base, id="step00-baseline", matrix="attribute"), base_runtime)]
+    differing = [(n, a) for n, a in package_factors() if getattr(base, a) != getattr(cand, a)]
+    current = steps[0].cell
+    if differing:
+        states = _States(base, cand, differing, resolves)
+        _check_ends(states)
+        path: Optional[List[int]] = None
+        for largest in range(1, len(differing) + 1):
+            path = _best_path(states, largest)
+            if path is not None:
+                break
+        assert path is not None  # the one step straight to the (installable) candidate always exists
+        for before, after in zip(path, path[1:]):
+            sub = after & ~before
+            names = states.names(sub)
+            step_id = f"step{len(steps):02d}-" + "-".join(names)
+            note = _group_note(states, before, sub) if len(names) > 1 else ""
+            current = states.cell(after, step_id)
+            steps.append(Step(len(steps), names, current, base_runtime, note))
+    runtime = base_runtime
+    for name in RUNTIME_FACTORS:
+        if getattr(base_runtime, name) == getattr(cand_runtime, name):
+            continue
+        runtime = dataclasses.replace(runtime, **{name: getattr(cand_runtime, name)})
+        steps.append(Step(len(steps), (name,), current, runtime))
+    return steps
+
+
+# -- the resolver: a `uv pip compile` dry run, installing nothing ------------------------------------------------
+
+
+def _find_uv() -> Optional[str]:
+    """nox's own uv (the one its uv backend uses), else uv on PATH: the uv the cells install with."""
+    try:
+        from nox.virtualenv import find_uv  # nox >= 2024.3
+    except ImportError:
+        find_uv = None
+    if find_uv is not None:
+        has_uv, uv, *_ = find_uv()
+        if has_uv:
+            return str(uv)
+    return shutil.which("uv")
+
+
+def uv_reason(stderr: str, returncode: int) -> str:
+    """The one line of a failed ``uv pip compile`` that names the conflict.
+
+    uv ends with "And because you require X, we can conclude that your requirements are unsatisfiable." or a
+    ``hint:``; the ``cause:`` line before them says which requirement forbids which, so that one is kept.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        text = line.lstrip("╰─▶ ").strip()
+        if text.startswith("cause: "):
+            return text[len("cause: "):].strip()
+        if text.startswith("Because "):
+            return text
+    plain = [line for line in lines if not line.startswith("hint:")]
+    if plain or lines:
+        return (plain or lines)[-1]
+    return f"uv pip compile exited {returncode}"
+
+
+def uv_resolver(
+    cache: Optional[Dict[str, Optional[str]]] = None,
+    *,
+    uv: Optional[str] = None,
+    timeout_s: float = _UV_TIMEOUT_S,
+) -> Resolver:
+    """``uv pip compile`` of a cell's requirements for its Python: None when they resolve, else uv's reason.
+
+    Resolves against what the cells install from: ``HARNESS_TORCH_INDEX_URL`` as ``--index`` (as the noxfile's
+    ``uv pip install`` gets it) and ``UV_FIND_LINKS`` (default ``/opt/wheels`` where it exists, as the noxfile
+    sets it). Where uv is missing the answer is None ("try it": the install decides). ``cache`` (shared between
+    calls if given) keys on Python, requirements, index and find-links.
+    """
+    answers: Dict[str, Optional[str]] = {} if cache is None else cache
+
+    def resolves(cell: Cell) -> Optional[str]:
+        exe = uv or _find_uv()
+        if exe is None:
+            return None
+        index = os.environ.get("HARNESS_TORCH_INDEX_URL")
+        env = dict(os.environ)
+        if _LOCAL_WHEELS.is_dir():
+            env.setdefault("UV_FIND_LINKS", str(_LOCAL_WHEELS))
+        requirements = cell.requirements()
+        key = json.dumps([cell.python, requirements, index, env.get("UV_FIND_LINKS")])
+        if key in answers:
+            return answers[key]
+        cmd = [exe, "pip", "compile", "-", "--quiet", "--python-version", cell.python, "--no-header",
+               *(["--index", index] if index else [])]
+        try:
+            proc = subprocess.run(cmd, input="\n".join(requirements) + "\n", capture_output=True, text=True,
+                                  env=env, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            answers[key] = f"uv pip compile did not finish in {timeout_s:g} s"
+            return answers[key]
+        except OSError:
+            return None  # uv vanished or cannot run: as if missing, let the install decide
+        answers[key] = None if proc.returncode == 0 else uv_reason(proc.stderr, proc.returncode)
+        return answers[key]
+
+    return resolves
