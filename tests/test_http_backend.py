@@ -213,6 +213,27 @@ def test_concurrency_is_bounded_and_keeps_order(serve):
     assert 2 <= server.max_inflight <= 3 and record["requests"] == 10 and record["concurrency"] == 3
 
 
+def test_a_failed_request_stops_the_retries_of_the_others(serve):
+    busy = {"left": 0}
+
+    def handler(req):
+        if req["json"]["input"] == ["bad"]:
+            return Reply({"error": "no"}, status=400)
+        if req["json"]["input"] == ["slow"]:
+            return Reply({"busy": True}, status=503, delay=0.2)
+        busy["left"] -= 1
+        return Reply({}, status=503) if busy["left"] >= 0 else openai_reply(req)
+
+    server = serve(handler)
+    sleeps: list = []
+    with HttpModelClient(settings(server, batch_size=1, concurrency=2, retries=5), sleep=sleeps.append) as client:
+        with pytest.raises(ServerError, match="HTTP 400"):
+            client.embed(["bad", "slow"])
+        assert sleeps == [] and len(server.posts()) == 2
+        busy["left"] = 1  # the next call retries again as usual
+        assert client.embed(["a"]).shape == (1, 4) and sleeps == [0.5]
+
+
 # -- bad answers: one line, naming the URL and the problem --------------------------------------------------------
 def _bad(server: FakeServer, match: str, texts: List[str] = TEXTS, **kw: Any) -> str:
     with pytest.raises(ServerError, match=match) as info:
@@ -372,6 +393,10 @@ def test_bad_header_settings_name_the_problem_not_the_value(monkeypatch):
     ({"timeout_s": 0}, "timeout_s"),
     ({"backoff_s": 9.0, "max_backoff_s": 8.0}, "backoff_s <= max_backoff_s"),
     ({"body": {"input": ["x"], "truncate": True}}, "body cannot set input"),
+    ({"batch_size": "32"}, "batch_size must be int, not str"),
+    ({"retries": True}, "retries must be int, not bool"),
+    ({"headers": ["Authorization"]}, "headers must be mapping, not list"),
+    ({"model": 7}, "model must be none or str, not int"),
 ])
 def test_settings_are_validated(kw, match):
     with pytest.raises(HttpSettingsError, match=match):

@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import time
+from collections import abc
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -39,6 +40,12 @@ _ENV_VALUE = re.compile(r"^(?P<prefix>[^\r\n]*?)env:(?P<var>[A-Za-z_][A-Za-z0-9_
 #: Response headers kept for the fingerprint (plus any whose name contains "version"); nothing else.
 _KEPT_HEADERS = ("server", "x-model-id", "x-compute-type", "openai-model", "openai-version", "via")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_NUMBER = (int, float)
+_FIELD_TYPES: Dict[str, Tuple[type, ...]] = {
+    "url": (str,), "api": (str,), "model": (str, type(None)), "headers": (abc.Mapping,), "batch_size": (int,),
+    "concurrency": (int,), "timeout_s": _NUMBER, "retries": (int,), "backoff_s": _NUMBER, "max_backoff_s": _NUMBER,
+    "expected_dim": (int, type(None)), "raw_scores": (bool,), "check_model": (bool,), "body": (abc.Mapping,),
+}
 
 
 class HttpSettingsError(HarnessError):
@@ -72,6 +79,12 @@ class HttpSettings:
     body: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                wanted = " or ".join(sorted("none" if k is type(None) else k.__name__.lower() for k in kinds))
+                raise HttpSettingsError(f"{shown_url(self.url) if isinstance(self.url, str) else 'url'}: {name} must be "
+                                        f"{wanted}, not {type(value).__name__}")
         parts = urlsplit(self.url)
         clash = sorted(set(self.body) & RESERVED_BODY_KEYS)
         problems = [
@@ -155,6 +168,7 @@ class HttpModelClient:
                                   limits=httpx.Limits(max_connections=settings.concurrency))
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # set when one request of a batch failed: the others stop retrying
         self._counts = {"requests": 0, "answered": 0, "retries_used": 0, "reordered_responses": 0}
         self._echoed: set = set()
         self._headers: Dict[str, str] = {}
@@ -223,7 +237,7 @@ class HttpModelClient:
                 if response.status_code not in RETRY_STATUSES:
                     raise self._error(route, problem)
                 wait_s = _retry_after(response.headers.get("retry-after"))
-            if attempt == limit:
+            if attempt == limit or self._stopping.is_set():
                 answered = self._counts["answered"]
                 died = f"; it had answered {answered} request(s) before: did the server stop mid-run?" if answered else ""
                 raise self._error(route, f"{problem} (after {attempt + 1} attempt(s){died})")
@@ -325,7 +339,9 @@ class HttpModelClient:
                 raise failed[0].exception()  # type: ignore[misc]
             return [f.result() for f in futures]
         finally:
+            self._stopping.set()  # also on Ctrl-C: requests in flight end within timeout_s, none is retried
             pool.shutdown(wait=True, cancel_futures=True)
+            self._stopping.clear()
 
     def server_info(self) -> Dict[str, Any]:
         """Best-effort facts for the fingerprint (TEI ``/info``, ``/models``, Infinity's OpenAPI version); an

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from harness.errors import HarnessError
 
@@ -111,7 +111,7 @@ class ServerProcess:
     """One server process on ``127.0.0.1:<port>``. ``command`` is a function of the port, so a port lost to a
     race is replaced by a fresh one (up to ``port_attempts`` times)."""
 
-    def __init__(self, command: Any, *, log_path: Path, health_path: str = "/health", env: Optional[Mapping[str, str]] = None,
+    def __init__(self, command: Callable[[int], Sequence[Any]], *, log_path: Path, health_path: str = "/health", env: Optional[Mapping[str, str]] = None,
                  startup_timeout_s: float = 180.0, stop_grace_s: float = 10.0, port_attempts: int = 3) -> None:
         self._command = command
         self.log_path = Path(log_path)
