@@ -1,10 +1,12 @@
 """Assertions for tests and release checklists, with failure messages that read like ``numpy.testing``.
 
 ``assert_embeddings_close`` and ``assert_rerank_stable`` take numpy arrays or results files (paths or
-``ResultsFile``) on either side. They judge by the same tolerance policy as ``harness compare``: when both
-sides are results files the comparator itself decides (corpus and weights checks included); for arrays the
-same rules are applied here (``|actual - baseline| <= atol + rtol * |baseline|`` per element, cosine per
-text, top-k retrieval order and set, rerank order beyond score ties). On failure they raise ``AssertionError``::
+``ResultsFile``) on either side. This module only adapts inputs: it reads files, converts tensors, aligns rows
+by id (a few texts may be checked against a whole baseline), refuses NaN/Inf and shapes that cannot match.
+Judging is the comparator's: two results files go through ``compare_results`` (corpus and weights checks
+included), arrays through the same judges (``harness.compare.kinds``) with the tolerance class chosen by the
+same function (``policy.select_class``). On failure the ``AssertionError`` is rendered from the verdict's
+evidence (``harness.report.assertion``)::
 
     Embeddings are not close!
 
@@ -19,23 +21,30 @@ Only numpy, pyarrow and the comparator are imported: no torch (the comparator mu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from harness.compare import metrics as m
-from harness.compare import quantized
-from harness.errors import IncompatibleInputs
-from harness.compare.policy import Policy, Tolerance, load_policy, select_class
+from harness.compare import kinds, quantized
+from harness.compare.metrics import align
+from harness.compare.policy import Policy, load_policy, select_class
+from harness.compare.verdict import ModelVerdict
+from harness.errors import HarnessError, IncompatibleInputs, ResultsFileError
 from harness.results.reader import ResultsFile
 
-__all__ = ["assert_embeddings_close", "assert_rerank_stable", "assert_model_matches"]
+__all__ = ["assert_embeddings_close", "assert_rerank_stable", "assert_model_matches", "NonFiniteInput"]
 
 ArrayOrFile = Union[np.ndarray, Sequence[Any], "str", "os.PathLike[str]", ResultsFile]
 PolicyLike = Union[Policy, "str", "os.PathLike[str]", None]
 _MAX_NAMED = 5
+
+
+class NonFiniteInput(HarnessError, AssertionError):
+    """NaN or Inf in an array given to an assertion: bad input (a ``HarnessError``), which fails a test like
+    any assertion does (an ``AssertionError``)."""
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------
@@ -81,12 +90,14 @@ class _Side:
     query_ids: Optional[np.ndarray] = None
     positional: bool = False  # ids are row numbers (two bare arrays), not names
 
-    def row(self, index: int, unit: str) -> str:
-        return f"row {index}" if self.positional else f"{unit} '{self.ids[index]}'"
-
     @property
     def label(self) -> str:
         return f"{self.name} {self.results.path}" if self.results is not None else self.name
+
+    def pick(self, idx: np.ndarray) -> "_Side":
+        return _Side(self.name, self.values[idx], None if self.ids is None else self.ids[idx],
+                     None if self.roles is None else self.roles[idx], self.results,
+                     None if self.query_ids is None else self.query_ids[idx], self.positional)
 
 
 def _array(value: Any, name: str, ndim: int) -> np.ndarray:
@@ -107,29 +118,29 @@ def _array(value: Any, name: str, ndim: int) -> np.ndarray:
 
 
 def _embedding_side(value: Any, name: str, model_id: str, ids: Optional[Sequence[str]]) -> _Side:
-    results = value if isinstance(value, ResultsFile) else None
-    if results is not None:
-        item_ids, roles, vectors = results.embeddings(model_id)
-        return _Side(name, vectors, item_ids, roles, results)
+    if isinstance(value, ResultsFile):
+        item_ids, roles, vectors = value.embeddings(model_id)
+        return _Side(name, vectors, item_ids, roles, value)
     return _Side(name, _array(value, name, 2), None if ids is None else np.asarray(ids, dtype=str))
 
 
 def _rerank_side(value: Any, name: str, model_id: str, ids: Optional[Sequence[str]], query_ids: Optional[Sequence[str]]) -> _Side:
-    results = value if isinstance(value, ResultsFile) else None
-    if results is not None:
-        data = results.rerank(model_id)
-        return _Side(name, data["score"].astype(np.float64), data["item_id"], None, results, data["query_id"])
-    return _Side(
-        name,
-        _array(value, name, 1),
-        None if ids is None else np.asarray(ids, dtype=str),
-        query_ids=None if query_ids is None else np.asarray(query_ids, dtype=str),
-    )
+    if isinstance(value, ResultsFile):
+        data = value.rerank(model_id)
+        return _Side(name, data["score"].astype(np.float64), data["item_id"], None, value, data["query_id"])
+    return _Side(name, _array(value, name, 1), None if ids is None else np.asarray(ids, dtype=str),
+                 query_ids=None if query_ids is None else np.asarray(query_ids, dtype=str))
 
 
 def _fail(title: str, lines: List[str]) -> None:
     __tracebackhide__ = True
     raise AssertionError(f"{title}\n\n" + "\n".join(lines))
+
+
+def _names(ids: Sequence[Any]) -> str:
+    shown = ", ".join(f"'{i}'" for i in list(ids)[:_MAX_NAMED])
+    more = len(ids) - _MAX_NAMED
+    return (shown + (f" and {more} more" if more > 0 else "")) or "-"
 
 
 def _align(title: str, actual: _Side, baseline: _Side, subset: bool = False) -> Tuple[_Side, _Side]:
@@ -158,7 +169,7 @@ def _align(title: str, actual: _Side, baseline: _Side, subset: bool = False) -> 
             _fail(title, [f"{side.label} has duplicate id(s): {_names(unique[counts > 1])}"])
     if actual.values.ndim == 2 and actual.values.shape[1] != baseline.values.shape[1]:
         _fail(title, [f"The dimensions do not match: actual {actual.values.shape[1]} != baseline {baseline.values.shape[1]}"])
-    bi, ci, only_b, only_a = m.align(baseline.ids, actual.ids)
+    bi, ci, only_b, only_a = align(baseline.ids, actual.ids)
     if subset:
         only_b = only_b[:0]
     if len(only_b) or len(only_a):
@@ -166,199 +177,26 @@ def _align(title: str, actual: _Side, baseline: _Side, subset: bool = False) -> 
             f"The ids do not match: {len(only_b)} missing from actual ({_names(only_b)}), "
             f"{len(only_a)} not in baseline ({_names(only_a)})"
         ])
-
-    def pick(side: _Side, idx: np.ndarray) -> _Side:
-        return _Side(
-            side.name,
-            side.values[idx],
-            side.ids[idx],
-            None if side.roles is None else side.roles[idx],
-            side.results,
-            None if side.query_ids is None else side.query_ids[idx],
-        )
+    return actual.pick(ci), baseline.pick(bi)
 
 
-    return pick(actual, ci), pick(baseline, bi)
-
-
-def _require_finite(title: str, side: _Side, what: str) -> None:
+def _require_finite(side: _Side, model_id: str, what: str) -> None:
+    """NaN/Inf is bad input: a file's is named like the comparator names it, an array's by row and dimension."""
     __tracebackhide__ = True
     values = side.values.reshape(len(side.values), -1)
     bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        where = f"'{side.ids[row]}'" if side.ids is not None else f"row {row}"  # before alignment: real ids only
-        dim = f" dim {col}" if side.values.ndim == 2 else ""
-        _fail(title, [
-            f"{side.label} has {int(bad.sum())} non-finite {what}(s) in {int(bad.any(axis=1).sum())} row(s); "
-            f"first: {values[row, col]} at {where}{dim}"
-        ])
-
-
-# -- formatting -----------------------------------------------------------------------------------------------
-
-
-def _g(value: float) -> str:
-    """Numbers as drift is read: scientific when small (1.22e-04), plain otherwise."""
-    value = float(value)
-    if value == 0 or not np.isfinite(value):
-        return "0" if value == 0 else str(value)
-    if abs(value) < 1e-3 or abs(value) >= 1e5:
-        return f"{value:.2e}"
-    return f"{value:.6g}"
-
-
-def _limit(value: float) -> str:
-    return f"{float(value):g}"
-
-
-def _names(ids: Sequence[Any]) -> str:
-    shown = ", ".join(f"'{i}'" for i in list(ids)[:_MAX_NAMED])
-    more = len(ids) - _MAX_NAMED
-    return (shown + (f" and {more} more" if more > 0 else "")) or "-"
-
-
-def _pct(count: int, total: int) -> str:
-    return f"{count} / {total} ({100.0 * count / max(total, 1):.{2 if total >= 1000 else 1}f}%)"
-
-
-def _tolerance_line(tol: Tolerance, model_id: Optional[str], policy: Policy, keys: Sequence[str]) -> str:
-    limits = ", ".join(f"{k}={_limit(getattr(tol, k))}" for k in keys)
-    model = f" for model '{model_id}'" if model_id else ""
-    return f"Tolerance: class {tol.name}{model} ({policy.source}): {limits}"
-
-
-def _env_lines(comparison: Any) -> List[str]:
-    if comparison is None:
-        return []
-    from harness.report.text import format_env
-
-    lines = [
-        f"actual:   {comparison.candidate} [{format_env(comparison.candidate_env)}]",
-        f"baseline: {comparison.baseline} [{format_env(comparison.baseline_env)}]",
-    ]
-    changes = comparison.env_changes
-    if changes:
-        shown = "; ".join(f"{c.key}: {c.baseline} -> {c.candidate}" for c in changes[:8])
-        more = f"; ... {len(changes) - 8} more" if len(changes) > 8 else ""
-        lines.append(f"Environment changes ({len(changes)}): {shown}{more}")
-    return lines
-
-
-def _hint(comparison: Any) -> List[str]:
-    if comparison is None:
-        return []
-    return [
-        "If this change is intended, accept it: harness baseline update "
-        f"{comparison.baseline} --from {comparison.candidate} --reason \"...\""
-    ]
-
-
-def _element_lines(actual: _Side, baseline: _Side, atol: float, rtol: float, unit: str, noun: str) -> Tuple[List[str], int]:
-    """Mismatched count, greatest absolute and relative difference with their location and values."""
-    a = actual.values.astype(np.float64)
-    b = baseline.values.astype(np.float64)
-    diff = np.abs(a - b)
-    rel = diff / np.maximum(np.abs(b), 1e-12)
-    bad = diff > atol + rtol * np.abs(b)
-    n_bad, total = int(bad.sum()), int(diff.size)
-
-    def where(flat_index: int) -> str:
-        if diff.ndim == 1:
-            return f"index ({flat_index},)" if baseline.positional else baseline.row(flat_index, unit)
-        row, col = np.unravel_index(flat_index, diff.shape)
-        return f"index ({row}, {col})" if baseline.positional else f"{baseline.row(int(row), unit)} dim {col}"
-
-    lines = [f"Mismatched {noun}: {_pct(n_bad, total)}"]
-    if total:
-        i_abs, i_rel = int(np.argmax(diff)), int(np.argmax(rel))
-        lines += [
-            f"Greatest absolute difference: {_g(float(diff.flat[i_abs]))} at {where(i_abs)} (up to {_limit(atol)} allowed)",
-            f"Greatest relative difference: {_g(float(rel.flat[i_rel]))} at {where(i_rel)} (up to {_limit(rtol)} allowed)",
-            f"actual value {float(a.flat[i_abs]):.9g}, baseline value {float(b.flat[i_abs]):.9g}",
-        ]
-    return lines, n_bad
-
-
-# -- embeddings -----------------------------------------------------------------------------------------------
-
-
-def _embedding_checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
-    lines, n_bad = _element_lines(actual, baseline, tol.atol, tol.rtol, "text", "elements")
-    passed = n_bad == 0
-    cosine = m.row_cosine(baseline.values, actual.values)
-    if len(cosine):
-        low = int(np.argmin(cosine))
-        below = int((cosine < tol.min_cosine).sum())
-        passed &= below == 0
-        lines.append(
-            f"Lowest cosine similarity: {cosine[low]:.9f} at {baseline.row(low, 'text')} "
-            f"(at least {tol.min_cosine:g} required; {_pct(below, len(cosine))} texts below)"
-        )
-        per_row = m.row_max_abs(baseline.values, actual.values)
-        beyond = np.flatnonzero(per_row > tol.atol)
-        if len(beyond):
-            worst = beyond[np.argsort(-per_row[beyond], kind="stable")]
-            named = ", ".join(f"{baseline.row(int(i), 'text')} ({_g(float(per_row[i]))})" for i in worst[:_MAX_NAMED])
-            lines.append(f"Texts beyond atol: {_pct(len(beyond), len(per_row))}: {named}")
-    more, topk_passed = _topk_lines(actual, baseline, tol, tol.min_topk_order_agreement, tol.min_topk_set_agreement)
-    return lines + more, bool(passed and topk_passed)
-
-
-def _topk_lines(actual: _Side, baseline: _Side, tol: Tolerance, order_limit: float, set_limit: float,
-                scores: Any = None) -> Tuple[List[str], bool]:
-    """Top-k retrieval agreement (when the rows have roles), scored by ``scores(values)`` (default: as given)."""
-    roles = baseline.roles if baseline.roles is not None else actual.roles
-    lines: List[str] = []
-    passed = True
-    if roles is None:
-        return lines, passed
-    q, d = roles == "query", roles == "document"
-    if not (q.any() and d.any()):
-        return lines, passed
-    as_scores = scores or (lambda values: values)
-    agree = m.topk_agreement(
-        m.cosine_matrix(as_scores(baseline.values[q]), as_scores(baseline.values[d])),
-        m.cosine_matrix(as_scores(actual.values[q]), as_scores(actual.values[d])),
-        tol.topk,
-        tol.tie_tolerance,
-    )
-    n_q, k = int(q.sum()), agree.k
-    queries = baseline.ids[q]
-    for label, field, limit in (("order", "same_order", order_limit), ("set", "same_set", set_limit)):
-        same = getattr(agree, field)
-        share = agree.share(field)
-        passed &= share >= limit
-        changed = queries[~same]
-        lines.append(
-            f"Top-{k} retrieval {label} agreement: {100 * share:.1f}% ({len(changed)} / {n_q} queries changed"
-            + (f": {_names(changed)}" if len(changed) else "")
-            + f"; at least {100 * limit:g}% required, ties within {tol.tie_tolerance:g} ignored)"
-        )
-    return lines, bool(passed)
-
-
-def _quantized_checks(precision: str) -> Any:
-    """Checks for quantized embeddings (``harness.compare.quantized``): integers, judged in bits or buckets."""
-
-    def checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
-        result = quantized.compare_quantized(baseline.values, actual.values, precision, tol.quantized(), worst_n=_MAX_NAMED)
-        metrics = result["metrics"]
-        key = quantized.limit_key(precision)
-        unit, where = ("bit(s) flipped", "bits") if key == "max_bit_flips" else ("bucket(s) moved", "dims")
-        lines = [
-            f"Texts changed ({precision}): {_pct(metrics['rows_changed'], metrics['rows'])} "
-            f"(at most {100 * tol.max_changed_fraction:g}% may change)",
-            f"Most {unit} in one text: {metrics[key]} (up to {getattr(tol, key)} allowed)",
-        ]
-        lines += [f"  {baseline.row(w['row'], 'text')}: {w[key]} {unit}, {where} {', '.join(map(str, w['dims']))}"
-                  for w in result["worst"]]
-        more, topk_passed = _topk_lines(actual, baseline, tol, tol.min_quantized_topk_order_agreement,
-                                        tol.min_quantized_topk_set_agreement,
-                                        scores=lambda values: quantized.scoring_floats(values, precision))
-        return lines + more, bool(result["passed"] and topk_passed)
-
-    return checks
+    if not bad.any():
+        return
+    row, col = np.argwhere(bad)[0]
+    rows = int(bad.any(axis=1).sum())
+    if side.results is not None:
+        noun = "vector values" if side.values.ndim == 2 else "scores"
+        raise ResultsFileError(f"{side.results.path}: model '{model_id}' has non-finite {noun} in {rows} row(s) "
+                               f"(first: '{side.ids[row]}')")
+    where = f"'{side.ids[row]}'" if side.ids is not None else f"row {row}"  # before alignment: real ids only
+    dim = f" dim {col}" if side.values.ndim == 2 else ""
+    raise NonFiniteInput(f"{side.label} has {int(bad.sum())} non-finite {what}(s) in {rows} row(s); "
+                         f"first: {values[row, col]} at {where}{dim}")
 
 
 def _precision(files: Sequence[ResultsFile], model_id: Optional[str], given: Optional[str], *arrays: np.ndarray) -> Optional[str]:
@@ -377,6 +215,47 @@ def _precision(files: Sequence[ResultsFile], model_id: Optional[str], given: Opt
         raise ValueError("integer embeddings: pass precision='int8', 'uint8', 'binary' or 'ubinary' "
                          "(bits and buckets are compared differently)")
     return None
+
+
+# -- judging --------------------------------------------------------------------------------------------------
+
+
+def _settings(side: _Side, other: _Side, model_id: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """What ``select_class`` reads of one side: a file's fingerprint and model metadata; for an array, a
+    fingerprint derived from it (its dtype; its device is unknown, so it is taken to be the other side's)."""
+    if side.results is not None:
+        return side.results.fingerprint, side.results.models.get(model_id)
+    derived: Dict[str, Any] = {"dtype": "float16"} if side.values.dtype == np.float16 else {}
+    if other.results is not None:
+        derived.update({k: v for k, v in other.results.fingerprint.items() if k in ("device", "device_type")})
+    return derived, None
+
+
+def _array_tolerance(policy: Policy, model_id: str, forced: Optional[str], actual: _Side, baseline: _Side) -> Any:
+    fb, mb = _settings(baseline, actual, model_id)
+    fc, mc = _settings(actual, baseline, model_id)
+    return policy.tolerance(model_id, select_class(policy, fb, mb, fc, mc, forced=forced))
+
+
+def _raise(title: str, verdict: ModelVerdict, policy: Policy, positional: bool = False,
+           comparison: Optional[Dict[str, Any]] = None) -> None:
+    __tracebackhide__ = True
+    from harness.report.assertion import render_failure
+
+    raise AssertionError(render_failure(title, dataclasses.asdict(verdict), policy=policy.source,
+                                        positional=positional, comparison=comparison))
+
+
+def _judge_files(title: str, actual: ResultsFile, baseline: ResultsFile, policy: Policy, model_id: str,
+                 tolerance_class: Optional[str]) -> None:
+    """Two results files: the comparator decides, everything included (corpus, weights, environment)."""
+    __tracebackhide__ = True
+    from harness.compare.comparator import compare_results
+
+    comparison = compare_results(baseline, actual, policy, tolerance_class=tolerance_class, models=[model_id])
+    verdict = comparison.models[0]
+    if not verdict:
+        _raise(title, verdict, policy, comparison=comparison.serialize())
 
 
 def assert_embeddings_close(
@@ -409,7 +288,8 @@ def assert_embeddings_close(
 
     Raises:
         AssertionError: with a numpy.testing-style report of what differs and where.
-        HarnessError: an unreadable file, or files that cannot be compared (other corpus, other weights).
+        HarnessError: an unreadable file, NaN/Inf (``NonFiniteInput`` for arrays, also an ``AssertionError``),
+            or files that cannot be compared (other corpus, other weights).
     """
     __tracebackhide__ = True
     title = "Embeddings are not close!"
@@ -418,6 +298,10 @@ def assert_embeddings_close(
     files = [f for f in (a_file, b_file) if f is not None]
     if files:
         model_id = _only_model(files, "bi-encoder", model_id)
+    if a_file is not None and b_file is not None:
+        _precision(files, model_id, precision)
+        _judge_files(title, a_file, b_file, pol, model_id, tolerance_class)
+        return
     a_side = _embedding_side(actual if a_file is None else a_file, "actual", model_id or "", ids)
     b_side = _embedding_side(baseline if b_file is None else b_file, "baseline", model_id or "", None)
     if roles is not None:
@@ -426,62 +310,16 @@ def assert_embeddings_close(
                 side.roles = np.asarray(roles, dtype=str)
     kind = _precision(files, model_id, precision, a_side.values, b_side.values)
     if kind is None:
-        _require_finite(title, a_side, "value")
-        _require_finite(title, b_side, "value")
+        _require_finite(a_side, model_id or "", "value")
+        _require_finite(b_side, model_id or "", "value")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
-    if kind is None:
-        _judge(title, a_side, b_side, pol, model_id, tolerance_class, _embedding_checks,
-               ("atol", "rtol", "min_cosine", "min_topk_order_agreement", "min_topk_set_agreement"))
-    else:
-        _judge(title, a_side, b_side, pol, model_id, tolerance_class, _quantized_checks(kind),
-               (quantized.limit_key(kind), "max_changed_fraction", "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement"))
-
-
-# -- rerank ---------------------------------------------------------------------------------------------------
-
-
-def _rerank_checks(actual: _Side, baseline: _Side, tol: Tolerance) -> Tuple[List[str], bool]:
-    lines, n_bad = _element_lines(actual, baseline, tol.score_atol, tol.score_rtol, "pair", "scores")
-    passed = n_bad == 0
-    queries = baseline.query_ids if baseline.query_ids is not None else actual.query_ids
-    if queries is None:
-        return lines, bool(passed)
-    bs = baseline.values.astype(np.float64)
-    cs = actual.values.astype(np.float64)
-    reordered: List[Tuple[str, int, str]] = []
-    taus: List[Tuple[float, str]] = []
-    groups = m.group_rows(queries)
-    for qid, rows in groups.items():
-        idx = np.asarray(rows)
-        taus.append((m.kendall_tau(bs[idx], cs[idx]), qid))
-        swaps = m.significant_swaps(bs[idx], cs[idx], tol.tie_tolerance)
-        if swaps:
-            reordered.append((qid, swaps, _worst_swap([baseline.row(int(i), 'pair') for i in idx], bs[idx], cs[idx], tol.tie_tolerance)))
-    n_q = len(groups)
-    agreement = 1.0 - len(reordered) / max(n_q, 1)
-    passed &= agreement >= tol.min_rerank_order_agreement
-    lines.append(
-        f"Queries reordered: {_pct(len(reordered), n_q)} beyond score ties of {tol.tie_tolerance:g} "
-        f"(at least {100 * tol.min_rerank_order_agreement:g}% must keep their order)"
-    )
-    for qid, swaps, example in sorted(reordered, key=lambda r: -r[1])[:_MAX_NAMED]:
-        lines.append(f"  query '{qid}': {swaps} pair(s) swapped, e.g. {example}")
-    if taus:
-        low, qid = min(taus)
-        lines.append(f"Lowest Kendall tau: {low:.6g} at query '{qid}'")
-    return lines, bool(passed)
-
-
-def _worst_swap(labels: Sequence[str], base: np.ndarray, cand: np.ndarray, tie: float) -> str:
-    """The swapped pair with the largest baseline score gap, spelled out."""
-    gap = base[:, None] - base[None, :]
-    flipped = (np.sign(gap) * np.sign(cand[:, None] - cand[None, :]) < 0) & (np.abs(gap) > tie)
-    i, j = np.unravel_index(int(np.argmax(np.where(flipped, np.abs(gap), -1.0))), gap.shape)
-    hi, lo = (i, j) if base[i] > base[j] else (j, i)
-    return (
-        f"{labels[hi]} above {labels[lo]} in baseline ({base[hi]:.7g} > {base[lo]:.7g}), "
-        f"below it in actual ({cand[hi]:.7g} < {cand[lo]:.7g})"
-    )
+    tol = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
+    pair = kinds.ArrayPair(b_side.ids, b_side.roles if b_side.roles is not None else a_side.roles, b_side.values,
+                           a_side.values, labels=(b_side.label, a_side.label), model_id=model_id or "")
+    verdict = (kinds.judge_embeddings(model_id or "", tol, pair) if kind is None
+               else kinds.judge_quantized(model_id or "", tol, pair, kind))
+    if not verdict:
+        _raise(title, verdict, pol, positional=a_side.positional)
 
 
 def assert_rerank_stable(
@@ -509,58 +347,21 @@ def assert_rerank_stable(
     files = [f for f in (a_file, b_file) if f is not None]
     if files:
         model_id = _only_model(files, "cross-encoder", model_id)
+    if a_file is not None and b_file is not None:
+        _judge_files(title, a_file, b_file, pol, model_id, tolerance_class)
+        return
     a_side = _rerank_side(actual_scores if a_file is None else a_file, "actual", model_id or "", ids, query_ids)
     b_side = _rerank_side(baseline_scores if b_file is None else b_file, "baseline", model_id or "", None, None)
     if b_side.results is None and query_ids is not None and len(b_side.values) == len(query_ids):
         b_side.query_ids = np.asarray(query_ids, dtype=str)
-    _require_finite(title, a_side, "score")
-    _require_finite(title, b_side, "score")
+    _require_finite(a_side, model_id or "", "score")
+    _require_finite(b_side, model_id or "", "score")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
-    _judge(title, a_side, b_side, pol, model_id, tolerance_class, _rerank_checks,
-           ("score_atol", "score_rtol", "tie_tolerance", "min_rerank_order_agreement"))
-
-
-# -- judging --------------------------------------------------------------------------------------------------
-
-
-def _judge(title: str, actual: _Side, baseline: _Side, policy: Policy, model_id: Optional[str],
-           tolerance_class: Optional[str], checks: Any, keys: Sequence[str]) -> None:
-    """Decide (the comparator when both sides are files, else the checks here) and explain a failure."""
-    __tracebackhide__ = True
-    comparison = None
-    if actual.results is not None and baseline.results is not None and model_id:
-        from harness.compare.comparator import compare_results
-
-        cls = select_class(
-            policy,
-            baseline.results.fingerprint,
-            baseline.results.models.get(model_id),
-            actual.results.fingerprint,
-            actual.results.models.get(model_id),
-            forced=tolerance_class,
-        )
-        comparison = compare_results(baseline.results, actual.results, policy, tolerance_class=cls, models=[model_id])
-        verdict = comparison.models[0]
-        tol = policy.tolerance(model_id, verdict.tolerance_class)
-        lines, _ = checks(actual, baseline, tol)
-        if verdict:
-            return
-        if verdict.reason and not verdict.checks:  # not compared at all (e.g. ids missing): say why
-            lines.insert(0, verdict.reason)
-        would = ", ".join(f"{k} {v:.9g}" if k.startswith("min_") else f"{k} {_g(v)}" for k, v in verdict.min_passing.items())
-        if would:
-            lines.append(f"Would pass with: {would}")
-    else:
-        cls = tolerance_class or policy.default_class
-        if cls == "auto":
-            dtypes = {actual.values.dtype, baseline.values.dtype}
-            cls = "fp16" if np.dtype(np.float16) in dtypes else "fp32"
-        tol = policy.tolerance(model_id or "", cls)
-        lines, passed = checks(actual, baseline, tol)
-        if passed:
-            return
-    lines.append(_tolerance_line(tol, model_id, policy, keys))
-    _fail(title, lines + _env_lines(comparison) + _hint(comparison))
+    tol = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
+    queries = b_side.query_ids if b_side.query_ids is not None else a_side.query_ids
+    verdict = kinds.judge_rerank(model_id or "", tol, b_side.ids, queries, b_side.values, a_side.values)
+    if not verdict:
+        _raise(title, verdict, pol, positional=a_side.positional)
 
 
 def assert_model_matches(

@@ -182,3 +182,24 @@ def test_verdicts_carry_each_sides_speed_and_memory(tiny_results: Path, tiny_res
     cell = {"cell_id": "c", "status": data["status"], "setup_s": 1.0, "run_s": 1.0, "reason": "", "results": "r",
             "comparison": data, "params": {}}
     assert "## Speed and memory (reported, not judged)" in render_markdown(build_matrix_report("m", "b", [cell]))
+
+
+def test_evidence_is_small_json_and_old_reports_still_load(tiny_results: Path, tmp_path: Path) -> None:
+    """Every verdict carries the evidence messages quote: a few entries per list whatever the drift, plain JSON
+    values; a report written before evidence existed loads with none."""
+    import json
+
+    rounded = perturb_results(tiny_results, tmp_path / "bf16.parquet", BI, vectors=bf16_round)
+    swapped = perturb_results(rounded, tmp_path / "both.parquet", CE, scores=lambda s: s[::-1].copy())
+    data = compare_files(tiny_results, swapped).serialize()
+    bi, ce = (m["evidence"] for m in data["models"])
+    assert bi["kind"] == "embedding" and ce["kind"] == "rerank"
+    assert data["models"][0]["metrics"]["texts_beyond_tolerance"] > 5 and len(bi["texts_beyond"]) == 5
+    assert bi["topk"]["order_changed"]["count"] > 5 and len(bi["topk"]["order_changed"]["ids"]) == 5
+    assert ce["reordered_count"] > 5 and len(ce["reordered"]) == 5
+    assert bi["max_abs"]["value"] == data["models"][0]["metrics"]["max_abs_diff"]
+    assert json.loads(json.dumps(data)) == data  # no default=str needed: plain JSON values only
+    old = json.loads(json.dumps(data))
+    for model in old["models"]:
+        del model["evidence"]
+    assert all(v.evidence == {} for v in Comparison.from_dict(old).models)

@@ -4,7 +4,9 @@ written with ``write_results`` and on the pure metric functions of ``harness.com
 * identical inputs always pass, whatever the row order;
 * the verdict is symmetric where the rules are: rtol = 0 and tie_tolerance = 0 (a relative check divides by
   the baseline, and a tie tolerance is measured on the baseline's scores, so those are not symmetric);
-* one element moved by at least 2 * atol always fails; moves below atol / 2 never fail the element check.
+* one element moved by at least 2 * atol always fails; moves below atol / 2 never fail the element check;
+* one judge: arrays (``harness.compare.kinds`` over an ``ArrayPair``, and the assertions) and results files
+  (``compare_files``) get the same verdict, evidence included, whatever the inputs and the files' row order.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import pytest
@@ -20,11 +22,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from harness.assertions import assert_embeddings_close, assert_rerank_stable
+from harness.compare import kinds
 from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
 from harness.compare.policy import Policy, load_policy
+from harness.compare.verdict import ModelVerdict, Status
 from harness.results.reader import ModelRows, write_results
-from harness.compare.verdict import Status
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=100, deadline=None)
@@ -169,6 +173,85 @@ def test_moves_below_half_atol_never_fail_the_element_checks(run: dict, data: st
         comparison = compare_files(a, b)
     assert _check(comparison, "bi", "max_abs_diff")
     assert _check(comparison, "ce", "max_score_diff")
+
+
+# -- one judge: the array path and the file path ---------------------------------------------------------------
+
+
+def _same_verdict(by_file: ModelVerdict, by_arrays: ModelVerdict) -> None:
+    """Equal in everything but speed (files only) and sums taken in another order (two streaming threads)."""
+    assert by_file.status is by_arrays.status
+    assert by_file.checks == by_arrays.checks
+    assert by_file.offenders == by_arrays.offenders
+    assert by_file.min_passing == by_arrays.min_passing
+    assert by_file.evidence == by_arrays.evidence
+    assert by_file.tolerance_class == by_arrays.tolerance_class and by_file.reason == by_arrays.reason
+    assert set(by_file.metrics) == set(by_arrays.metrics)
+    for key, value in by_file.metrics.items():
+        if key == "mean_abs_diff":
+            assert value == pytest.approx(by_arrays.metrics[key], rel=1e-9, abs=1e-300)
+        else:
+            assert value == by_arrays.metrics[key], key
+
+
+def _raises(check: Callable[[], None]) -> bool:
+    try:
+        check()
+    except AssertionError:
+        return True
+    return False
+
+
+@PROPERTY
+@given(run=runs(), data=st.data())
+def test_arrays_and_files_get_one_verdict(run: dict, data: st.DataObject) -> None:
+    n, dim = run["vectors"].shape
+    deltas = data.draw(hnp.arrays(np.float32, (n, dim), elements=st.sampled_from([0.0, 3e-6, -3e-6, 4e-5, -4e-5, 0.5])))
+    score_deltas = data.draw(hnp.arrays(np.float32, run["scores"].shape, elements=st.sampled_from([0.0, 3e-6, -4e-5, 0.5])))
+    order = np.array(data.draw(st.permutations(range(n))))
+    pair_order = np.array(data.draw(st.permutations(range(len(run["pairs"])))))
+    vectors, scores = run["vectors"] + deltas, run["scores"] + score_deltas
+    policy = _policy()
+    with _tmp() as tmp:
+        a = _write(tmp / "a.parquet", run)
+        b = _write(tmp / "b.parquet", run, vectors=vectors, scores=scores, order=order, pair_order=pair_order)
+        by_file = {v.model_id: v for v in compare_files(a, b, policy).models}
+    tol = policy.tolerance("bi", "prop")
+    bi = kinds.judge_embeddings("bi", tol, kinds.ArrayPair(run["ids"], run["roles"], run["vectors"], vectors))
+    ce = kinds.judge_rerank("ce", tol, run["pairs"], run["pair_queries"], run["scores"], scores)
+    _same_verdict(by_file["bi"], bi)
+    _same_verdict(by_file["ce"], ce)
+    # and the assertions on the same arrays decide alike
+    assert _raises(lambda: assert_embeddings_close(vectors, run["vectors"], policy, model_id="bi", ids=run["ids"],
+                                                   roles=run["roles"])) is (bi.status is Status.FAIL)
+    assert _raises(lambda: assert_rerank_stable(scores, run["scores"], run["pair_queries"], policy, model_id="ce",
+                                                ids=run["pairs"])) is (ce.status is Status.FAIL)
+
+
+@PROPERTY
+@given(precision=st.sampled_from(["binary", "int8"]), n_docs=st.integers(1, 15), n_q=st.integers(0, 3),
+       width=st.integers(1, 6), data=st.data())
+def test_quantized_arrays_and_files_get_one_verdict(precision: str, n_docs: int, n_q: int, width: int,
+                                                     data: st.DataObject) -> None:
+    n = n_docs + n_q
+    base = data.draw(hnp.arrays(np.int8, (n, width)))
+    moves = data.draw(hnp.arrays(np.int8, (n, width), elements=st.sampled_from([0, 0, 0, 1, -1, 4])))
+    cand = (base ^ moves) if precision == "binary" else np.clip(base.astype(np.int16) + moves, -128, 127).astype(np.int8)
+    ids, roles = [f"t{i}" for i in range(n)], ["document"] * n_docs + ["query"] * n_q
+    order = np.array(data.draw(st.permutations(range(n))))
+    meta = {"corpus": {"name": "prop", "sha256": "p" * 64}, "fingerprint": {"device_type": "cpu"},
+            "models": {"q": {"kind": "bi-encoder", "status": "ok", "dim": width, "vector_dtype": "int8",
+                             "precision": precision}}}
+    policy = _policy()
+    with _tmp() as tmp:
+        a = write_results(tmp / "a.parquet", [ModelRows("q", "embed", ids, roles=roles, vectors=base)], meta)
+        b = write_results(tmp / "b.parquet", [ModelRows("q", "embed", list(np.array(ids)[order]),
+                                                        roles=list(np.array(roles)[order]), vectors=cand[order])], meta)
+        by_file = compare_files(a, b, policy).models[0]
+    by_arrays = kinds.judge_quantized("q", policy.tolerance("q", "prop"), kinds.ArrayPair(ids, roles, base, cand), precision)
+    _same_verdict(by_file, by_arrays)
+    assert _raises(lambda: assert_embeddings_close(cand, base, policy, model_id="q", ids=ids, roles=roles,
+                                                   precision=precision)) is (by_arrays.status is Status.FAIL)
 
 
 # -- the pure metric functions --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The reference below is the comparator as it was before streaming: whole matrices in numpy, float64 throughout.
 The streamed one must agree on every check, count, offender and histogram bin, and on the floating-point
-metrics to rounding (see ``harness.compare.metrics``: cosines of bit-identical rows are exactly 1.0 there). Inputs: real
+metrics to rounding (see ``harness.compare.stats.diff``: cosines of bit-identical rows are exactly 1.0 there). Inputs: real
 runs of the tiny models and their perturbations, and synthetic files with several row groups, ids in another
 order, row groups cut differently, queries in other row groups than documents, near-tied and duplicated
 documents. No timings here: throughput lives in ``benchmarks/``.
@@ -23,6 +23,8 @@ import harness.compare.comparator as comparator
 import harness.compare.streaming as streaming
 import harness.results.reader as results_mod
 from harness.compare import metrics as m
+from harness.compare import stats
+from harness.compare.stats import diff as diff_stats
 from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.compare.policy import Tolerance, load_policy
@@ -248,7 +250,7 @@ def test_p99_is_exact_below_the_cap_and_sampled_above(synthetic: Dict[str, Any],
     exact = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
     diff = np.abs(s["cand"].astype(np.float64) - s["base"].astype(np.float64))
     assert exact == float(np.percentile(diff, 99))
-    monkeypatch.setattr(m, "P99_MAX_KEPT", 4_000)  # keeps every 5th row
+    monkeypatch.setattr(diff_stats, "P99_MAX_KEPT", 4_000)  # keeps every 5th row
     sampled = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
     assert sampled != exact and sampled == pytest.approx(exact, rel=0.03)
 
@@ -283,7 +285,7 @@ def test_a_failing_worker_stops_the_comparison(synthetic: Dict[str, Any], monkey
         if len(calls) == 2:
             raise ValueError("boom in a worker")
 
-    monkeypatch.setattr(m.TopKStream, "add", broken)
+    monkeypatch.setattr(stats.TopKStream, "add", broken)
     monkeypatch.setattr(streaming, "COMPARE_THREADS", 2)
     outcome: Dict[str, Any] = {}
 
@@ -330,7 +332,7 @@ def test_topk_stream_equals_topk_agreement(seed: int) -> None:
     cand_q = (queries + rng.normal(0, 1e-6, queries.shape)).astype(np.float32)
     tie = [1e-6, 2e-4, 0.0, 1e-2][seed]
     expected = m.topk_agreement(m.cosine_matrix(queries, docs), m.cosine_matrix(cand_q, cand), 10, tie)
-    streams = [m.TopKStream(queries, cand_q, 10, tie) for _ in range(2)]
+    streams = [stats.TopKStream(queries, cand_q, 10, tie) for _ in range(2)]
     order = rng.permutation(n // 100)
     for i, block in enumerate(order):  # blocks out of order, split between two instances
         rows = np.arange(block * 100, block * 100 + 100)
@@ -351,7 +353,7 @@ def test_percentile_from_top_is_numpys_percentile() -> None:
         values[: count // 3] = 0.0
         need = count - int(np.floor((count - 1) * 0.99))
         top = np.sort(values)[count - need :]
-        assert m.percentile_from_top(rng.permutation(top), count) == float(np.percentile(values, 99)), count
+        assert stats.percentile_from_top(rng.permutation(top), count) == float(np.percentile(values, 99)), count
 
 
 # -- results files: chunked writing, URIs ---------------------------------------------------------------------

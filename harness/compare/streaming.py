@@ -6,7 +6,8 @@ few row groups whatever the file size. Only ids and roles are read whole (small 
 1. ids pass (``plan``): item_id + role of both sides; duplicates, missing ids and the alignment are decided.
 2. queries (``read_rows``): the rows with role "query", read from the row groups holding them.
 3. vectors (``stream``): aligned segments of both files go to ``COMPARE_THREADS`` workers (reads serialized,
-   compute in parallel: numpy and pyarrow release the GIL), each with its own accumulators, merged by the caller.
+   compute in parallel: numpy and pyarrow release the GIL), each with its own accumulators, merged by the caller
+   (the threads themselves: ``harness.compare.workers``).
 
 Same item_id order on both sides (one runner, one corpus: the normal case) streams both files side by side, even
 when their row groups are cut differently. Another order realigns the candidate to the baseline's order: in
@@ -17,11 +18,8 @@ directory). Works for any stored vector dtype (float32/float16/float64 and the i
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import tempfile
-import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -33,11 +31,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, run_segments
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results.reader import ResultsFile, _single_chunk, arrow_to_numpy
 
 __all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
            "refuse_nonfinite", "stream"]
+
 
 def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarray,
                        path: "Path | str" = "candidate") -> None:
@@ -56,8 +56,6 @@ def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarr
 COMPARE_THREADS = max(1, int(os.environ.get("HARNESS_COMPARE_THREADS", "0") or 0) or min(2, os.cpu_count() or 1))
 #: a candidate whose ids are in another order is realigned in memory up to this many bytes of vectors
 ALIGN_IN_MEMORY_BYTES = 256 << 20
-
-Segment = Tuple[int, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -169,24 +167,7 @@ def read_rows(results: ResultsFile, model_id: str, positions: np.ndarray) -> np.
     return out
 
 
-class _Budget:
-    """Tokens for row groups in memory: the reader waits for one, and stops waiting once the comparison is
-    abandoned (a worker failed: its traceback may keep a row group alive, the token would never come back)."""
-
-    def __init__(self, tokens: int) -> None:
-        self._tokens = threading.Semaphore(tokens)
-        self.abandoned = threading.Event()
-
-    def acquire(self) -> None:
-        while not self._tokens.acquire(timeout=0.05):
-            if self.abandoned.is_set():
-                raise RuntimeError("comparison abandoned")
-
-    def release(self) -> None:
-        self._tokens.release()
-
-
-def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optional[_Budget]) -> np.ndarray:
+def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optional[Budget]) -> np.ndarray:
     """``read_vectors``, first taking one of ``budget``'s tokens, given back when the rows are freed (by whichever
     thread drops the last slice): the read-ahead never holds more than ``budget`` baseline row groups."""
     if budget is None:
@@ -205,7 +186,7 @@ def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optio
 
 
 def _same_order_segments(base: ResultsFile, cand: ResultsFile, model_id: str, pieces: int = 1,
-                         budget: Optional[_Budget] = None, parallel_reads: bool = False) -> Iterator[Segment]:
+                         budget: Optional[Budget] = None, parallel_reads: bool = False) -> Iterator[Segment]:
     """Both files side by side, in equal-length slices (row groups may be cut differently on each side), each
     cut into ``pieces``. With ``parallel_reads``, a row group pair needed at the same time (equal cuts: the
     normal case) is read on two threads: reading and checksumming is half the work at 1M x 384, and pyarrow
@@ -258,7 +239,7 @@ def _pieces(count: int, pieces: int) -> List[Tuple[int, int]]:
 
 
 def _realigned_segments(base: ResultsFile, cand: ResultsFile, model_id: str, cand_pos: np.ndarray,
-                        pieces: int = 1, budget: Optional[_Budget] = None) -> Iterator[Segment]:
+                        pieces: int = 1, budget: Optional[Budget] = None) -> Iterator[Segment]:
     """The baseline in file order, the candidate's rows put in the baseline's order (ids in another order)."""
     dim, dtype = cand.vector_spec(model_id)
     row_bytes = dim * dtype.itemsize
@@ -320,134 +301,19 @@ def _read_all(handle: Any, buffer: memoryview) -> None:
         buffer = buffer[got:]
 
 
-def _blas_threads(limit: Optional[int]) -> Any:
-    """Limit BLAS threads while the workers run (threadpoolctl: a core dependency, skipped if missing). The
-    workers already keep the cores busy, and an idle OpenBLAS thread spins: with two workers and two BLAS threads
-    each, a 1M x 384 comparison used 35% more CPU and ran 40% longer (3.2 s instead of 2.3 s on 2 cores)."""
-    if limit is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=limit, user_api="blas")
-
-
-class _Prefetch:
-    """Advance ``source`` (which reads the files) in a background thread, ``depth`` items ahead, so that the
-    next row group is read while the workers compute on the current one. Errors come out of ``next``."""
-
-    _END = object()
-
-    def __init__(self, source: Iterator[Segment], depth: int, stop: Optional[threading.Event] = None) -> None:
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, depth))
-        self._stop = stop or threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(source,), name="harness-compare-read", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, source: Iterator[Segment]) -> None:
-        try:
-            for item in source:
-                if not self._put(item):
-                    break
-                del item
-            self._put(self._END)
-        except BaseException as err:  # noqa: BLE001 - handed to the consumers
-            self._put(err)
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    def __iter__(self) -> "_Prefetch":
-        return self
-
-    def __next__(self) -> Segment:
-        item = self._queue.get()
-        if item is self._END:
-            self._queue.put(self._END)  # for the other consumers
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self._queue.put(item)
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:  # drop what was read ahead, so that the reader is not blocked
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join()
-
-
-def _run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segment], None]]) -> None:
-    """Feed ``segments`` to the workers, one thread each: the iterator (which reads) is advanced under a lock,
-    the statistics are computed outside it. The first error anywhere stops every thread and is raised."""
-    lock = threading.Lock()
-    errors: List[BaseException] = []
-
-    def loop(worker: Callable[[Segment], None]) -> None:
-        while True:
-            with lock:
-                if errors:
-                    return
-                try:
-                    segment = next(segments)
-                except StopIteration:
-                    return
-                except BaseException as err:  # noqa: BLE001 - handed to the calling thread
-                    errors.append(err)
-                    return
-            try:
-                worker(segment)
-            except BaseException as err:  # noqa: BLE001
-                with lock:
-                    errors.append(err)
-                return
-            finally:
-                del segment
-
-    threads = [threading.Thread(target=loop, args=(w,), name=f"harness-compare-{i}", daemon=True)
-               for i, w in enumerate(workers[1:], 1)]
-    for thread in threads:
-        thread.start()
-    try:
-        loop(workers[0])
-    finally:
-        for thread in threads:
-            thread.join()
-        close = getattr(segments, "close", None)
-        if close is not None:
-            with lock:
-                close()
-    if errors:
-        raise errors[0]
-
-
 def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
            workers: Sequence[Callable[[Segment], None]]) -> None:
     """Call the workers (one thread each) on aligned segments covering every row of ``model_id`` once.
 
     With several workers, the next row group pair is read while the workers share the current one: at most two
     pairs in memory (~0.4 GB at 384 dims), the read overlapping the compute (+30% throughput at 1M)."""
-    budget = _Budget(2) if len(workers) > 1 else None
+    budget = Budget(2) if len(workers) > 1 else None
     segments: Iterator[Segment] = (
         _same_order_segments(base, cand, model_id, len(workers), budget, parallel_reads=budget is not None)
         if layout.cand_pos is None
         else _realigned_segments(base, cand, model_id, layout.cand_pos, len(workers), budget)
     )
     if budget is not None:
-        segments = _Prefetch(segments, depth=len(workers), stop=budget.abandoned)
-    with _blas_threads(1 if len(workers) > 1 else None):
-        _run_segments(segments, workers)
+        segments = Prefetch(segments, depth=len(workers), stop=budget.abandoned)
+    with blas_threads(1 if len(workers) > 1 else None):
+        run_segments(segments, workers)

@@ -67,6 +67,11 @@ class ModelVerdict:
     #: how fast each side ran it, on what: {"baseline": {...}, "candidate": {...}} with device, items_per_s,
     #: compute_s, cuda_peak_memory_bytes (CUDA runs), peak_rss_bytes (the whole run); reported, never judged
     performance: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: where the drift is, for messages that quote it (``harness.report.assertion``): the worst element's text,
+    #: dimension and both values, the largest relative difference, the lowest cosine, the queries whose top-k
+    #: or rerank order changed (a few named, with counts), an example swap. JSON values only, a few entries each;
+    #: ``kind`` says which of ``embedding``, ``quantized``, ``rerank`` it describes (empty: not compared)
+    evidence: Dict[str, Any] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.status is Status.PASS

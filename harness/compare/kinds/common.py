@@ -1,0 +1,91 @@
+"""What every kind of output shares: ratio checks, the top-k retrieval checks with their evidence, the verdict.
+
+Evidence (``ModelVerdict.evidence``) is what a message quotes beyond the checks and metrics: where the drift
+is, named by id. It stays small (``NAMED`` ids per list, counts beside them) and JSON-serializable (plain
+``str``/``int``/``float``/lists/dicts), because it travels in every report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from harness.compare.metrics import TopKAgreement
+from harness.compare.policy import Tolerance
+from harness.compare.verdict import Check, ModelVerdict, Offender, Status
+
+__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "ratio_check", "topk_checks"]
+
+#: offenders kept per verdict (texts, pairs or queries that moved most)
+WORST_N = 5
+#: ids named per evidence list (changed queries, texts beyond atol, reordered queries)
+NAMED = 5
+
+
+def ratio_check(name: str, observed: float, limit: float, detail: str) -> Check:
+    """A share that must reach ``limit`` (agreements: 1.0 = every query unchanged)."""
+    return Check(name=name, observed=observed, limit=limit, op=">=", passed=observed >= limit, detail=detail)
+
+
+def named(ids: Sequence[Any]) -> Dict[str, Any]:
+    """A count and the first ``NAMED`` of ``ids``, as evidence."""
+    return {"count": len(ids), "ids": [str(i) for i in list(ids)[:NAMED]]}
+
+
+def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], str], metrics: Dict[str, Any],
+                quantized_scores: bool = False) -> Tuple[List[Check], Dict[str, Any]]:
+    """Top-k retrieval agreement: its metrics added to ``metrics``; the order and set checks, and the evidence
+    (k, queries, the changed ones named; ``query_id(i)`` names query ``i``)."""
+    order_limit, set_limit = (
+        (tol.min_quantized_topk_order_agreement, tol.min_quantized_topk_set_agreement) if quantized_scores
+        else (tol.min_topk_order_agreement, tol.min_topk_set_agreement)
+    )
+    k = agree.k
+    metrics.update(
+        topk=k,
+        topk_order_agreement=agree.share("same_order"),
+        topk_set_agreement=agree.share("same_set"),
+        topk_raw_order_agreement=agree.share("raw_same_order"),
+        topk_mean_overlap=agree.share("overlap"),
+    )
+    n_q = len(agree.same_order)
+    changed_order = np.flatnonzero(~agree.same_order)
+    changed_set = np.flatnonzero(~agree.same_set)
+    checks = [
+        ratio_check(
+            f"top{k}_order_agreement", agree.share("same_order"), order_limit,
+            f"{len(changed_order)} / {n_q} queries changed their top-{k} order (ties within {tol.tie_tolerance:g} ignored)",
+        ),
+        ratio_check(
+            f"top{k}_set_agreement", agree.share("same_set"), set_limit,
+            f"{len(changed_set)} / {n_q} queries changed their top-{k} set",
+        ),
+    ]
+    evidence = {
+        "k": k,
+        "queries": n_q,
+        "order_changed": {"count": len(changed_order), "ids": [query_id(int(i)) for i in changed_order[:NAMED]]},
+        "set_changed": {"count": len(changed_set), "ids": [query_id(int(i)) for i in changed_set[:NAMED]]},
+    }
+    return checks, evidence
+
+
+def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],
+                  offenders: List[Offender], min_passing: Dict[str, float], evidence: Dict[str, Any]) -> ModelVerdict:
+    """The verdict: fail when any check failed, with those checks spelled out as the reason."""
+    failed = [c for c in checks if not c.passed]
+    reason = "; ".join(f"{c.name} {c.observed:.3g} (limit {c.op} {c.limit:g}): {c.detail}" for c in failed)
+    return ModelVerdict(
+        model_id=model_id,
+        kind=kind,
+        status=Status.FAIL if failed else Status.PASS,
+        tolerance_class=tol.name,
+        checks=checks,
+        metrics=metrics,
+        offenders=offenders,
+        reason=reason,
+        tolerance=tol.as_dict(),
+        min_passing=min_passing,
+        evidence=evidence,
+    )

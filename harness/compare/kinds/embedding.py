@@ -1,0 +1,148 @@
+"""Float embeddings: every element within ``atol + rtol * |baseline|``, every text's cosine above ``min_cosine``,
+and each query's top-k retrieval order and set unchanged (ties within ``tie_tolerance`` ignored).
+
+One judge for files and arrays: a pair source (``kinds.source``) feeds segments of both sides to workers, each
+with its own ``DiffStats`` and ``TopKStream`` (merged afterwards); the verdict and its evidence (the worst
+element, the largest relative difference, the lowest cosine, the changed queries) come from those alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, topk_checks
+from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.policy import Tolerance
+from harness.compare.stats import DiffStats, TopKStream
+from harness.compare.verdict import Check, ModelVerdict, Offender
+
+__all__ = ["judge_embeddings", "query_rows"]
+
+
+def query_rows(pair: EmbeddingPair, k: int) -> Optional[Tuple[np.ndarray, np.ndarray, int]]:
+    """Both sides' query vectors and the k to compare (at most the documents there are); None when there are
+    no queries or no documents (no retrieval to judge)."""
+    n_docs = int(pair.documents.sum())
+    if not len(pair.queries) or not n_docs:
+        return None
+    base_q, cand_q = pair.query_vectors()
+    return base_q, cand_q, min(k, n_docs)
+
+
+class _Worker:
+    """One thread's accumulators."""
+
+    def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype,
+                 queries: Optional[Tuple[np.ndarray, np.ndarray, int]]) -> None:
+        self.documents = pair.documents
+        self.stats = DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
+                               min_cosine=tol.min_cosine, worst_n=WORST_N)
+        self.topk = TopKStream(queries[0], queries[1], queries[2], tol.tie_tolerance) if queries else None
+
+    def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/Inf rows: refused afterwards
+            self._add(segment)
+
+    def _add(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
+        position, base, cand = segment
+        base_sq, diff_sq = self.stats.add(position, base, cand)
+        if self.topk is not None:
+            docs = np.flatnonzero(self.documents[position : position + len(base)])
+            if len(docs) == len(base):
+                self.topk.add(position + docs, base, cand, base_sq, diff_sq)
+            elif len(docs):
+                self.topk.add(position + docs, base[docs], cand[docs], base_sq[docs], diff_sq[docs])
+
+
+def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair) -> ModelVerdict:
+    """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises)."""
+    dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
+    queries = query_rows(pair, tol.topk)
+    workers = [_Worker(pair, tol, dtype, queries) for _ in range(max(1, pair.threads))]
+    pair.feed(workers)
+    first, *others = workers
+    for other in others:
+        first.stats.merge(other.stats)
+        if first.topk is not None and other.topk is not None:
+            first.topk.merge(other.topk)
+    st = first.stats
+    if st.nonfinite_base or st.nonfinite_cand:
+        pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)
+    return _verdict(model_id, tol, pair, st, first.topk)
+
+
+def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Dict[str, Any]:
+    """Where the elements moved: the worst element, the largest relative difference, the lowest cosine (each
+    the first in baseline order among equals, as numpy's argmax/argmin name them), the texts beyond atol."""
+    evidence: Dict[str, Any] = {"kind": "embedding", "elements": st.count}
+    if st.worst:
+        w = st.worst[0]
+        evidence["max_abs"] = {"id": pair.item_id(w.position), "row": w.position, "dim": max(w.dim, 0),
+                               "value": float(w.value), "actual": float(w.cand_value), "baseline": float(w.base_value)}
+        row = st.max_rel_position if st.max_rel_position >= 0 else 0  # nothing moved relatively: the first
+        evidence["max_rel"] = {"id": pair.item_id(row), "row": row, "dim": max(st.max_rel_dim, 0),
+                               "value": float(st.max_rel)}
+    if pair.rows:
+        row = st.min_cos_position if st.min_cos_position >= 0 else 0  # every cosine exactly 1: the first
+        evidence["min_cosine"] = {"id": pair.item_id(row), "row": row, "value": float(st.min_cos),
+                                 "below": int(st.below_cosine)}
+    evidence["texts_beyond"] = [{"id": pair.item_id(w.position), "row": w.position, "value": float(w.value)}
+                                for w in st.worst if w.value > tol.atol][:NAMED]
+    return evidence
+
+
+def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
+             topk: Optional[TopKStream]) -> ModelVerdict:
+    stats = st.summary()
+    total = st.count
+    n_bad = st.bad_elements
+    min_cos = st.min_cos if pair.rows else 1.0
+    checks: List[Check] = [
+        Check(
+            name="max_abs_diff",
+            observed=stats.max_abs,
+            limit=tol.atol,
+            op="<=",
+            passed=n_bad == 0,
+            detail=f"{n_bad} / {total} elements ({100.0 * n_bad / max(total, 1):.2f}%) exceed "
+                   f"atol={tol.atol:g} + rtol={tol.rtol:g}*|baseline|",
+        ),
+        Check(
+            name="min_cosine",
+            observed=min_cos,
+            limit=tol.min_cosine,
+            op=">=",
+            passed=st.below_cosine == 0,
+            detail=f"{st.below_cosine} / {pair.rows} texts below cosine {tol.min_cosine}",
+        ),
+    ]
+    metrics: Dict[str, Any] = {
+        "texts": pair.rows,
+        "dim": pair.dim,
+        "max_abs_diff": stats.max_abs,
+        "mean_abs_diff": stats.mean_abs,
+        "p99_abs_diff": stats.p99_abs,
+        "max_rel_diff": stats.max_rel,
+        "min_cosine": min_cos,
+        "elements_beyond_tolerance": n_bad,
+        "texts_beyond_tolerance": st.texts_beyond,
+        "abs_diff_histogram": st.histogram(),
+    }
+    evidence = _evidence(pair, tol, st)
+    if topk is not None:
+        more, evidence["topk"] = topk_checks(tol, topk.agreement(), lambda i: pair.item_id(int(pair.queries[i])), metrics)
+        checks += more
+    offenders = [
+        Offender(item_id=pair.item_id(w.position), value=w.value, metric="max_abs_diff", detail=f"cosine {w.cosine:.9f}")
+        for w in st.worst
+        if w.value > 0
+    ]
+    min_passing = {"atol": stats.max_abs, "min_cosine": metrics["min_cosine"]}
+    if "topk" in metrics:
+        min_passing.update(
+            min_topk_order_agreement=metrics["topk_order_agreement"],
+            min_topk_set_agreement=metrics["topk_set_agreement"],
+        )
+    return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)

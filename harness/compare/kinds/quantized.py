@@ -1,0 +1,109 @@
+"""Quantized embeddings (precision int8/uint8/binary/ubinary), judged as integers (``harness.compare.quantized``):
+bits flipped or buckets moved per text, the share of texts that changed at all, and the top-k agreement of
+retrieval by the quantized scores (Hamming distance for bits). Files and arrays alike, through a pair source.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from harness.compare import quantized
+from harness.compare.kinds.common import WORST_N, build_verdict, topk_checks
+from harness.compare.kinds.embedding import query_rows
+from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.policy import Tolerance
+from harness.compare.stats import TopKStream
+from harness.compare.verdict import Check, ModelVerdict, Offender
+from harness.errors import IncompatibleInputs, ResultsFileError
+from harness.results.reader import ResultsFile
+
+__all__ = ["file_precision", "judge_quantized"]
+
+
+def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
+    """The precision both files' vectors of ``model_id`` have; refuses different ones, or vectors stored in
+    another dtype than their precision's."""
+    precisions = [f.models[model_id].get("precision", "float32") for f in (base, cand)]
+    if precisions[0] != precisions[1]:
+        raise IncompatibleInputs(
+            f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's {precisions[0]}: "
+            "compare a quantized run only with a baseline of the same precision"
+        )
+    precision = precisions[0]
+    expected = quantized.STORED_DTYPE[precision]
+    for side in (base, cand):
+        stored = side.vector_spec(model_id)[1]
+        if stored != expected:
+            raise ResultsFileError(f"{side.path}: model '{model_id}' is {precision} but its vectors are stored as "
+                                   f"{stored} (expected {expected})")
+    return precision
+
+
+class _Worker:
+    """One thread's accumulators: per-segment ``compare_quantized`` results, and the top-k agreement of
+    retrieval by the quantized scores."""
+
+    def __init__(self, pair: EmbeddingPair, tol: Tolerance, precision: str,
+                 queries: Optional[Tuple[np.ndarray, np.ndarray, int]]) -> None:
+        self.documents, self.tol, self.precision = pair.documents, tol, precision
+        self.parts: List[Dict[str, Any]] = []
+        self.topk = (TopKStream(quantized.scoring_floats(queries[0], precision), quantized.scoring_floats(queries[1], precision),
+                                queries[2], tol.tie_tolerance) if queries else None)
+
+    def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
+        position, base, cand = segment
+        self.parts.append(quantized.compare_quantized(base, cand, self.precision, self.tol.quantized(),
+                                                      worst_n=WORST_N, row_offset=position))
+        docs = np.flatnonzero(self.documents[position : position + len(base)]) if self.topk else []
+        if len(docs):
+            fb = quantized.scoring_floats(base[docs], self.precision)
+            fc = quantized.scoring_floats(cand[docs], self.precision)
+            self.topk.add(position + docs, fb, fc, np.einsum("ij,ij->i", fb, fb), np.einsum("ij,ij->i", fc - fb, fc - fb))
+
+
+def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
+    """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
+    queries = query_rows(pair, tol.topk)
+    workers = [_Worker(pair, tol, precision, queries) for _ in range(max(1, pair.threads))]
+    pair.feed(workers)
+    parts = [part for w in workers for part in w.parts]
+    empty = np.zeros((0, 1), np.int8)
+    result = (quantized.merge_quantized(parts, tol.quantized(), worst_n=WORST_N) if parts
+              else quantized.compare_quantized(empty, empty, precision, tol.quantized()))
+    topk = workers[0].topk
+    for other in workers[1:]:
+        if topk is not None and other.topk is not None:
+            topk.merge(other.topk)
+    limit_key = quantized.limit_key(precision)
+    bits = limit_key == "max_bit_flips"
+    unit = "bits flipped" if bits else "bucket(s) moved"
+    metrics: Dict[str, Any] = {"texts": pair.rows, "dim": pair.dim, **result["metrics"]}
+    rows_changed = metrics["rows_changed"]
+    checks = [
+        Check(name=limit_key, observed=float(metrics[limit_key]), limit=float(getattr(tol, limit_key)), op="<=",
+              passed=metrics[limit_key] <= getattr(tol, limit_key),
+              detail=f"{rows_changed} / {pair.rows} texts changed; the most in one text: {metrics[limit_key]} {unit}"),
+        Check(name="changed_fraction", observed=metrics["rows_changed_fraction"], limit=tol.max_changed_fraction,
+              op="<=", passed=metrics["rows_changed_fraction"] <= tol.max_changed_fraction,
+              detail=f"{rows_changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
+    ]
+    evidence: Dict[str, Any] = {
+        "kind": "quantized", "precision": precision, "limit_key": limit_key,
+        "worst": [{"id": pair.item_id(w["row"]), "row": int(w["row"]), "value": int(w[limit_key]),
+                   "dims": [int(d) for d in w["dims"]]} for w in result["worst"]],
+    }
+    if topk is not None:
+        more, evidence["topk"] = topk_checks(tol, topk.agreement(), lambda i: pair.item_id(int(pair.queries[i])),
+                                             metrics, quantized_scores=True)
+        checks += more
+    where = "bit(s)" if bits else "dimension(s)"
+    offenders = [Offender(item_id=pair.item_id(w["row"]), value=float(w[limit_key]), metric=limit_key,
+                          detail=f"{unit}; {where} {', '.join(map(str, w['dims']))}") for w in result["worst"]]
+    min_passing: Dict[str, float] = {limit_key: float(metrics[limit_key]),
+                                     "max_changed_fraction": metrics["rows_changed_fraction"]}
+    if "topk" in metrics:
+        min_passing.update(min_quantized_topk_order_agreement=metrics["topk_order_agreement"],
+                           min_quantized_topk_set_agreement=metrics["topk_set_agreement"])
+    return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)

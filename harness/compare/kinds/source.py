@@ -1,0 +1,128 @@
+"""Where a bi-encoder's two sides come from: two results files (streamed) or two arrays (in memory).
+
+A pair source hands the judges (``kinds.embedding``, ``kinds.quantized``) what they need and nothing else: the
+rows in the baseline's order, each row's id and role, the query vectors, and aligned segments of both sides
+fed to the judge's workers. The judges, their accumulators (``harness.compare.stats``) and their verdicts are
+the same for files and arrays; only the feeding differs:
+
+* ``FilePair``: ``streaming.plan`` (ids pass, alignment) and ``streaming.stream`` (row group pairs, one
+  thread per worker, memory independent of the file size);
+* ``ArrayPair``: arrays already aligned (the caller's job: ``harness.assertions`` aligns by id), cut into a
+  few in-memory segments for one worker.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from harness.compare import streaming
+from harness.errors import HarnessError
+from harness.results.reader import ResultsFile
+
+__all__ = ["ArrayPair", "EmbeddingPair", "FilePair", "Worker"]
+
+#: a worker takes one aligned segment: (baseline position of its first row, baseline rows, candidate rows)
+Worker = Callable[[streaming.Segment], None]
+
+
+class EmbeddingPair:
+    """Both sides of one bi-encoder, in the baseline's row order."""
+
+    rows: int
+    dim: int
+    base_dtype: np.dtype
+    cand_dtype: np.dtype
+    queries: np.ndarray  # baseline positions of the rows with role "query"
+    documents: np.ndarray  # bool per baseline position: role "document"
+    threads: int  # how many workers ``feed`` keeps busy
+
+    def item_id(self, position: int) -> str:
+        """The id of the text at baseline position ``position``."""
+        raise NotImplementedError
+
+    def query_vectors(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Both sides' query vectors, in the order of ``queries``."""
+        raise NotImplementedError
+
+    def feed(self, workers: Sequence[Worker]) -> None:
+        """Call the workers on aligned segments covering every row once."""
+        raise NotImplementedError
+
+    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
+        """Raise for NaN/Inf rows (baseline positions) found while feeding: bad input, never a verdict."""
+        raise NotImplementedError
+
+
+class FilePair(EmbeddingPair):
+    """One bi-encoder of two results files, streamed row group by row group."""
+
+    def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+        self.base, self.cand, self.model_id = base, cand, model_id
+        self.plan = streaming.plan(base, cand, model_id)
+        self.rows, self.dim = self.plan.rows, self.plan.dim
+        self.base_dtype, self.cand_dtype = base.vector_spec(model_id)[1], cand.vector_spec(model_id)[1]
+        self.queries, self.documents = self.plan.queries, self.plan.documents
+        self.threads = max(1, streaming.COMPARE_THREADS)
+
+    def item_id(self, position: int) -> str:
+        return str(self.plan.base_ids[position].as_py())
+
+    def query_vectors(self) -> Tuple[np.ndarray, np.ndarray]:
+        plan = self.plan
+        cand_q = plan.queries if plan.cand_pos is None else plan.cand_pos[plan.queries]
+        return (streaming.read_rows(self.base, self.model_id, plan.queries),
+                streaming.read_rows(self.cand, self.model_id, cand_q))
+
+    def feed(self, workers: Sequence[Worker]) -> None:
+        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers)
+
+    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
+        """The baseline first; each file's first bad row in its own file order."""
+        if base_rows:
+            streaming.refuse_nonfinite(self.base, self.model_id, len(base_rows), self.item_id(min(base_rows)))
+        if cand_rows:
+            rows = np.asarray(cand_rows)
+            file_rows = rows if self.plan.cand_pos is None else self.plan.cand_pos[rows]
+            streaming.refuse_nonfinite(self.cand, self.model_id, len(rows), self.item_id(int(rows[np.argmin(file_rows)])))
+
+
+class ArrayPair(EmbeddingPair):
+    """Two aligned in-memory arrays (row i of each is the same text), with the rows' ids and roles."""
+
+    #: rows per segment handed to the worker (the accumulators are fed as from a file's row groups)
+    SEGMENT_ROWS = 1 << 16
+
+    def __init__(self, ids: Sequence[str], roles: Optional[Sequence[str]], base: np.ndarray, cand: np.ndarray,
+                 labels: Tuple[str, str] = ("baseline", "candidate"), model_id: str = "") -> None:
+        if base.shape != cand.shape or base.ndim != 2 or len(ids) != len(base):
+            raise ValueError(f"ArrayPair: expected two aligned (rows, dim) arrays and one id per row, got "
+                             f"{base.shape}, {cand.shape} and {len(ids)} ids")
+        self.ids = np.asarray(ids, dtype=str)
+        self.base, self.cand = base, cand
+        self.labels, self.model_id = labels, model_id
+        self.rows, self.dim = int(base.shape[0]), int(base.shape[1])
+        self.base_dtype, self.cand_dtype = base.dtype, cand.dtype
+        role = np.asarray(roles, dtype=str) if roles is not None else np.full(self.rows, "", dtype=str)
+        self.queries = np.flatnonzero(role == "query")
+        self.documents = role == "document"
+        self.threads = 1
+
+    def item_id(self, position: int) -> str:
+        return str(self.ids[position])
+
+    def query_vectors(self) -> Tuple[np.ndarray, np.ndarray]:
+        return self.base[self.queries], self.cand[self.queries]
+
+    def feed(self, workers: Sequence[Worker]) -> None:
+        for start in range(0, self.rows, self.SEGMENT_ROWS):
+            stop = min(self.rows, start + self.SEGMENT_ROWS)
+            workers[0]((start, self.base[start:stop], self.cand[start:stop]))
+
+    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
+        for label, rows in zip(self.labels, (base_rows, cand_rows)):
+            if rows:
+                model = f" model '{self.model_id}'" if self.model_id else ""
+                raise HarnessError(f"{label}:{model} has non-finite vector values in {len(rows)} row(s) "
+                                   f"(first: '{self.item_id(min(rows))}')")

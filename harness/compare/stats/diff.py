@@ -1,0 +1,331 @@
+"""Streaming statistics of ``cand - base`` over aligned blocks of rows: ``DiffStats``, the in-memory metrics of
+``harness.compare.metrics`` for inputs larger than memory (blocks of aligned rows go in, one pass, bounded memory).
+
+Exactness. Per-element work runs in float32 (the vectors' own precision): the difference of two float32
+values is exact in float32 when they are within a factor 2 of each other (Sterbenz), which holds for nearly
+every element of a comparison anywhere near passing; elsewhere (sign changes, large moves) |d| is the float64
+difference rounded to float32 (relative error <= 2**-24). Cheap float32 row quantities (max, sums of squares,
+min |baseline|) bound what a row can contribute; rows that could decide a metric (beyond the tolerance, the
+worst texts, the lowest cosine, the largest relative difference) are recomputed in float64 with the in-memory
+functions, so checks, counts, offenders, max and min metrics are the in-memory ones. Sums accumulate in float64
+(mean_abs_diff agrees to ~1e-12 relative, ~1e-8 when elements were rounded). A cosine of bit-identical rows is
+1.0 exactly, where the float64 formula may round it to 1 - 2e-16. The histogram and p99 use the float32 |d|.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from harness.compare.metrics import HISTOGRAM_EDGES, REL_FLOOR, ElementStats, row_cosine
+from harness.compare.stats.percentile import TopValues, percentile_from_top
+
+__all__ = ["BLOCK_VALUES", "P99_MAX_KEPT", "DiffStats", "Worst"]
+
+#: values per block of the element kernel (2 MiB of float32: the block's scratch arrays stay in cache)
+BLOCK_VALUES = 1 << 19
+#: p99 is exact (the largest 1% of |d| are kept) while that is at most this many values: up to ~26M elements,
+#: 68k texts at 384 dims. Beyond, it is the exact p99 of the rows at positions 0, s, 2s, ... (s chosen to keep
+#: this many, i.e. >= 26M sampled elements): a sample that large puts it within a fraction of a percent of the
+#: exact value (binomial rank error ~0.03% for Gaussian noise), and costs ~0.1 ns per element instead of ~2 (selecting the top 1%
+#: of every block while the running threshold is still low dominated the whole comparison).
+P99_MAX_KEPT = 1 << 18
+
+
+
+def _ceil_value(dtype: np.dtype, value: float) -> np.generic:
+    """The smallest ``dtype`` value >= ``value``: for x of that dtype, ``x >= value`` iff ``x >= result``."""
+    out = dtype.type(value)
+    if float(out) < value:
+        out = np.nextafter(out, dtype.type(np.inf))
+    return out
+
+
+
+@dataclass
+class Worst:
+    """One of the rows that moved most, with its exact (float64) largest element difference and cosine, and
+    where that difference is: the dimension and both sides' values there (the evidence messages quote)."""
+
+    value: float
+    position: int
+    cosine: float
+    dim: int = -1
+    base_value: float = 0.0
+    cand_value: float = 0.0
+
+
+class DiffStats:
+    """Streaming statistics of ``cand - base`` over aligned blocks of rows (one pass, bounded memory).
+
+    Feed ``add(position, base, cand)`` blocks in any order (``position`` = index of the block's first row in
+    the baseline), from one or several threads each with its own instance, then ``merge`` the instances.
+    Produces what the in-memory ``element_stats``/``row_cosine``/``row_max_abs`` give: see ``summary``.
+
+    Args:
+        dim: values per row.
+        dtype: the rows' dtype (float16/float32 computed in float32, float64 in float64).
+        total_rows: rows that will be added in all (all instances together), for the exact p99.
+        atol, rtol: element tolerance ``|d| <= atol + rtol * |base|`` (``rtol >= 0``).
+        min_cosine: per-row cosine limit.
+        worst_n: how many worst rows to keep.
+    """
+
+    def __init__(self, dim: int, dtype: "np.dtype | type", total_rows: int, *, atol: float, rtol: float,
+                 min_cosine: float, worst_n: int = 5) -> None:
+        self.dim = int(dim)
+        self.ft = np.dtype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32)
+        self.atol, self.rtol, self.min_cosine, self.worst_n = float(atol), float(rtol), float(min_cosine), int(worst_n)
+        ft = self.ft
+        eps = float(np.finfo(ft).eps) / 2  # unit roundoff
+        self._kappa = (self.dim + 4) * eps  # bound on the relative error of a row's sum of squares
+        self._unit = eps
+        # x >= T[e]  <=>  x >= HISTOGRAM_EDGES[e] for x of dtype ft (edges 1e-11 .. 1; 1e-12 and 10 are clip ends)
+        self._edges = [_ceil_value(ft, e) for e in HISTOGRAM_EDGES[1:-1]]
+        self._tiny = np.finfo(ft).smallest_subnormal
+        # rows whose largest |d| reaches this may have elements beyond atol: they get the exact check
+        self._atol_screen = ft.type(self.atol * (1 - 8 * eps))
+        self._cos_gap = (1.0 - self.min_cosine) - 1e-12  # rows with 1 - cos provably <= this pass the limit
+        # exact p99 from the largest 1% (every s-th row beyond P99_MAX_KEPT kept values)
+        total = int(total_rows) * self.dim
+        need = total - int(np.floor((total - 1) * 0.99)) if total else 1
+        self.p99_every = max(1, -(-need // P99_MAX_KEPT))
+        sampled_rows = -(-int(total_rows) // self.p99_every)
+        self.p99_count = sampled_rows * self.dim
+        self._top = TopValues(self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)) if self.p99_count else 1)
+        # accumulators
+        self.rows = 0
+        self.count = 0
+        self.sum_abs = 0.0
+        self.nonzero = 0
+        self.at_least = np.zeros(len(self._edges), dtype=np.int64)
+        self.bad_elements = 0
+        self.texts_beyond = 0
+        self.max_rel = 0.0
+        self.max_rel_position = -1  # where the largest relative difference is: baseline row and dimension
+        self.max_rel_dim = -1
+        self.min_cos = 1.0
+        self.min_cos_position = -1
+        self.below_cosine = 0
+        self.worst: List[Worst] = []
+        self.nonfinite_base: List[int] = []  # baseline positions of rows with NaN/Inf
+        self.nonfinite_cand: List[int] = []
+        self._block_rows = max(1, BLOCK_VALUES // max(self.dim, 1))
+        self._d = np.empty((self._block_rows, self.dim), dtype=ft)
+        self._a = np.empty((self._block_rows, self.dim), dtype=ft)
+        self._mask = np.empty((self._block_rows, self.dim), dtype=bool)
+
+    # -- feeding ------------------------------------------------------------------------------------------
+
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Add aligned rows ``position ..``; returns per-row ``(|base|^2, |cand - base|^2)`` in the work dtype
+        (relative error <= ``(dim + 4) * unit roundoff``), which the streaming top-k uses to bound scores."""
+        base = np.asarray(base)
+        cand = np.asarray(cand)
+        if base.dtype != self.ft:
+            base = base.astype(self.ft)
+        if cand.dtype != self.ft:
+            cand = cand.astype(self.ft)
+        n = len(base)
+        bsq = np.empty(n, dtype=self.ft)
+        dsq = np.empty(n, dtype=self.ft)
+        for s in range(0, n, self._block_rows):
+            e = min(n, s + self._block_rows)
+            self._block(position + s, base[s:e], cand[s:e], bsq[s:e], dsq[s:e])
+        return bsq, dsq
+
+    def _block(self, position: int, b: np.ndarray, c: np.ndarray, bsq: np.ndarray, dsq: np.ndarray) -> None:
+        m = len(b)
+        d = np.subtract(c, b, out=self._d[:m])
+        np.einsum("ij,ij->i", d, d, out=dsq)
+        np.einsum("ij,ij->i", b, b, out=bsq)
+        if not (np.isfinite(dsq).all() and np.isfinite(bsq).all()):
+            self._drop_nonfinite(position, b, c, d, bsq, dsq)
+        self.rows += m
+        self.count += d.size
+        ad = np.abs(d, out=d)
+        rmax = ad.max(axis=1)
+        top = float(rmax.max()) if m else 0.0
+        if top == 0.0:  # bit-identical rows: nothing moved, every statistic stays as it is
+            self._worst_candidates(position, b, c, rmax)
+            return
+        self.sum_abs += float(ad.sum(axis=1, dtype=np.float64).sum())
+        mask = self._mask[:m]
+        # highest edge first: once every nonzero value reaches an edge, it reaches all lower ones too
+        nonzero = int(np.count_nonzero(np.greater_equal(ad, self._tiny, out=mask)))
+        self.nonzero += nonzero
+        for i in range(len(self._edges) - 1, -1, -1):
+            if self._edges[i] > top:
+                continue
+            count = int(np.count_nonzero(np.greater_equal(ad, self._edges[i], out=mask)))
+            self.at_least[i] += count
+            if count == nonzero:
+                self.at_least[:i] += nonzero
+                break
+        if self.p99_every == 1:
+            self._top.add(ad.ravel())
+        else:
+            first = (-position) % self.p99_every
+            self._top.add(ad[first :: self.p99_every].ravel())
+        # rows that may decide a metric, screened with float32 bounds, then recomputed exactly
+        exact_rows: Dict[int, Tuple[float, ...]] = {}
+
+        def exact(rows: np.ndarray) -> None:
+            rows = np.asarray([r for r in rows.tolist() if r not in exact_rows], dtype=np.intp)
+            if len(rows):
+                for r, values in zip(rows.tolist(), zip(*_exact_rows(b[rows], c[rows]))):
+                    exact_rows[r] = values
+                    at = position + r  # equal values: the first row, as np.argmin / np.argmax would name
+                    if values[2] < self.min_cos or (values[2] == self.min_cos and 0 <= at < self.min_cos_position):
+                        self.min_cos, self.min_cos_position = values[2], at
+                    if values[1] > self.max_rel or (values[1] == self.max_rel > 0 and at < self.max_rel_position):
+                        self.max_rel, self.max_rel_position, self.max_rel_dim = values[1], at, int(values[4])
+
+        beyond = np.flatnonzero(rmax >= self._atol_screen)
+        if len(beyond):
+            self._beyond(b[beyond], c[beyond])
+        # cosine: 1 - cos <= |d|^2 / (2 |b| (|b| - |d|)) (exact arithmetic; inflated for float32 row sums)
+        dd = dsq.astype(np.float64) * (1 + self._kappa)
+        nb = np.sqrt(bsq.astype(np.float64) * (1 - self._kappa))
+        denom = 2 * nb * (nb - np.sqrt(dd))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = np.where(denom > 0, dd / np.where(denom > 0, denom, 1.0), 2.0) * (1 + 1e-9)
+        dev[dd == 0] = 0.0
+        # relative: |d_i| / max(|b_i|, 1e-12) <= max|d| / max(min|b|, 1e-12)
+        bmin = np.abs(b, out=self._a[:m]).min(axis=1).astype(np.float64)
+        rel = rmax.astype(np.float64) * (1 + 4 * self._unit) / np.maximum(bmin, REL_FLOOR)
+        below = np.flatnonzero(dev > self._cos_gap)  # may be below min_cosine: count exactly
+        first = np.union1d(below, _top_rows(dev, 4, above=1.0 - self.min_cos))
+        first = np.union1d(first, _top_rows(rel, 4, above=self.max_rel))
+        exact(first)
+        for r in below.tolist():
+            if exact_rows[r][2] < self.min_cosine:
+                self.below_cosine += 1
+        # every other row that could still lower the minimum cosine or raise the maximum relative difference
+        exact(np.flatnonzero((dev > 1.0 - self.min_cos) | (rel > self.max_rel)))
+        self._worst_candidates(position, b, c, rmax, exact_rows)
+
+    def _beyond(self, b: np.ndarray, c: np.ndarray) -> None:
+        """Rows whose largest difference reaches atol: exact element count and text count (float64)."""
+        for s in range(0, len(b), 256):
+            b64 = b[s : s + 256].astype(np.float64)
+            diff = np.abs(c[s : s + 256].astype(np.float64) - b64)
+            allowed = self.atol + self.rtol * np.abs(b64) if self.rtol else self.atol
+            self.bad_elements += int(np.count_nonzero(diff > allowed))
+            self.texts_beyond += int(np.count_nonzero(diff.max(axis=1) > self.atol))
+
+    def _worst_candidates(self, position: int, b: np.ndarray, c: np.ndarray, rmax: np.ndarray,
+                          exact_rows: Optional[Dict[int, Tuple[float, ...]]] = None) -> None:
+        n = self.worst_n
+        if not n or not len(rmax):
+            return
+        if len(self.worst) >= n:
+            bound = float(rmax.max()) * (1 + 4 * self._unit)
+            if bound < self.worst[-1].value or bound == self.worst[-1].value == 0.0:
+                return
+        rows = _top_rows(rmax.astype(np.float64), n, above=-1.0, ties=True)
+        exact_rows = exact_rows or {}
+        missing = [r for r in rows.tolist() if r not in exact_rows]
+        if missing:
+            idx = np.asarray(missing, dtype=np.intp)
+            for r, values in zip(missing, zip(*_exact_rows(b[idx], c[idx]))):
+                exact_rows[r] = values
+        self.worst += [Worst(exact_rows[r][0], position + r, exact_rows[r][2], int(exact_rows[r][3]),
+                             float(exact_rows[r][5]), float(exact_rows[r][6])) for r in rows.tolist()]
+        self.worst = sorted(self.worst, key=lambda w: (-w.value, w.position))[:n]
+
+    def _drop_nonfinite(self, position: int, b: np.ndarray, c: np.ndarray, d: np.ndarray,
+                        bsq: np.ndarray, dsq: np.ndarray) -> None:
+        """Record rows with NaN/Inf (the caller refuses the input) and zero them so the statistics stay finite."""
+        rows = np.flatnonzero(~(np.isfinite(dsq) & np.isfinite(bsq)))
+        bad_b = ~np.isfinite(b[rows]).all(axis=1)
+        bad_c = ~np.isfinite(c[rows]).all(axis=1)
+        self.nonfinite_base += (position + rows[bad_b]).tolist()
+        self.nonfinite_cand += (position + rows[bad_c]).tolist()
+        bad = rows[bad_b | bad_c]  # finite rows that overflowed a sum of squares stay
+        d[bad] = 0
+        dsq[bad] = 0
+        bsq[bad] = 0
+
+    # -- results ------------------------------------------------------------------------------------------
+
+    def merge(self, other: "DiffStats") -> None:
+        """Fold in the statistics of another instance that saw other rows."""
+        for name in ("rows", "count", "sum_abs", "nonzero", "bad_elements", "texts_beyond", "below_cosine"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.at_least += other.at_least
+        if other.max_rel > self.max_rel or (other.max_rel == self.max_rel > 0 and other.max_rel_position < self.max_rel_position):
+            self.max_rel, self.max_rel_position, self.max_rel_dim = other.max_rel, other.max_rel_position, other.max_rel_dim
+        if (other.min_cos, other.min_cos_position) < (self.min_cos, self.min_cos_position) and other.min_cos_position >= 0:
+            self.min_cos, self.min_cos_position = other.min_cos, other.min_cos_position
+        self.worst = sorted(self.worst + other.worst, key=lambda w: (-w.value, w.position))[: self.worst_n]
+        self.nonfinite_base += other.nonfinite_base
+        self.nonfinite_cand += other.nonfinite_cand
+        self._top.merge(other._top)
+
+    @property
+    def p99_exact(self) -> bool:
+        """False when p99 was estimated from a row sample (more than ``P99_MAX_KEPT`` values to keep)."""
+        return self.p99_every == 1
+
+    def p99(self) -> float:
+        if not self.count:
+            return 0.0
+        top = self._top.values()
+        if len(top) < self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)):  # zeros were never kept
+            top = np.concatenate([np.zeros(self.p99_count - len(top)), top])
+        return percentile_from_top(top, self.p99_count)
+
+    def histogram(self) -> Dict[str, List[float]]:
+        """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
+        ge = [int(x) for x in self.at_least]
+        counts = [self.nonzero - ge[0]] + [ge[i] - ge[i + 1] for i in range(len(ge) - 1)] + [ge[-1]]
+        return {"edges": list(HISTOGRAM_EDGES), "counts": counts, "zeros": [self.count - self.nonzero]}
+
+    def summary(self) -> ElementStats:
+        """The ``element_stats`` of everything added (``argmax_row`` = baseline position of the worst row)."""
+        if not self.count:
+            return ElementStats(0, 0.0, 0.0, 0.0, 0.0, -1)
+        worst = self.worst[0] if self.worst else Worst(0.0, -1, 1.0)
+        return ElementStats(
+            count=self.count,
+            max_abs=worst.value,
+            mean_abs=self.sum_abs / self.count,
+            p99_abs=self.p99(),
+            max_rel=self.max_rel,
+            argmax_row=worst.position,
+        )
+
+
+def _top_rows(values: np.ndarray, n: int, above: float, ties: bool = False) -> np.ndarray:
+    """Indices of the ``n`` largest values that exceed ``above`` (with ``ties``: lowest index first among equal
+    values, as a stable descending sort would pick)."""
+    if not len(values) or n <= 0:
+        return np.zeros(0, dtype=np.intp)
+    if len(values) > n:
+        cut = np.partition(values, len(values) - n)[len(values) - n]
+        idx = np.flatnonzero(values > cut)
+        if ties:
+            idx = np.concatenate([idx, np.flatnonzero(values == cut)[: n - len(idx)]])
+        else:
+            idx = np.concatenate([idx, np.flatnonzero(values == cut)])[:n]
+    else:
+        idx = np.arange(len(values))
+    return idx[values[idx] > above]
+
+
+def _exact_rows(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, ...]:
+    """Per row, in float64 exactly as the in-memory metrics: largest |d|, largest relative |d|, cosine, then
+    where: the dimension of the largest |d| and of the largest relative |d|, and both sides' values at the first."""
+    b64 = base.astype(np.float64)
+    c64 = cand.astype(np.float64)
+    diff = np.abs(c64 - b64)
+    rel = diff / np.maximum(np.abs(b64), REL_FLOOR)
+    rows = np.arange(len(diff))
+    dim_abs = diff.argmax(axis=1) if diff.shape[1] else np.zeros(len(diff), dtype=np.intp)
+    dim_rel = rel.argmax(axis=1) if rel.shape[1] else dim_abs
+    return (diff.max(axis=1, initial=0.0), rel.max(axis=1, initial=0.0), row_cosine(b64, c64), dim_abs, dim_rel,
+            b64[rows, dim_abs] if diff.shape[1] else np.zeros(len(diff)),
+            c64[rows, dim_abs] if diff.shape[1] else np.zeros(len(diff)))

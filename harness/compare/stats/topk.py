@@ -1,0 +1,151 @@
+"""Exact top-k retrieval agreement over documents streamed in blocks: ``harness.compare.metrics.topk_agreement``
+for a corpus that does not fit in memory (only the documents that could still be in some query's top-k are kept).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
+
+__all__ = ["TopKStream"]
+
+
+class TopKStream:
+    """Exact top-k retrieval agreement with documents streamed in blocks (``topk_agreement`` semantics).
+
+    Queries are few and given first; documents arrive in blocks, in any order, from one or several instances
+    (``merge`` them). Per query a pool keeps every document that could still be in the baseline's or the
+    candidate's top-k, with both exact scores: cosines computed in float64 as ``cosine_matrix`` does, so ties, tie tolerance and tie-breaking by document position are the in-memory ones.
+
+    Screening costs one product per block, against the baseline only: with ``s`` the exact cosine and ``S``
+    the float32 estimate (raw float32 vectors, scaled by float32 norms), ``|S - s| <= eps`` with
+    ``eps = (2 dim + 16) u`` (``u = 2**-24``; a dot product's rounding is at most ``dim u |q||b|``); and the
+    candidate's cosine of the same pair is within ``|ĉ_q - b̂_q| + |ĉ_d - b̂_d|`` of the baseline's (unit
+    vectors), with ``|ĉ - b̂| <= 2 |c - b| / |b|``. A document is dropped when neither side can reach the
+    best k-th score known so far (``kth_b``/``kth_c``: exact k-th scores of the pool, or from the block's own
+    top-k estimates before the pool has k documents). Memory: about ``k`` + a few documents per query.
+    """
+
+    def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float) -> None:
+        dim = base_queries.shape[1]
+        self.work = np.dtype(np.float64 if base_queries.dtype.itemsize > 4 else np.float32)
+        unit = float(np.finfo(self.work).eps) / 2
+        self.eps = (2 * dim + 16) * unit + 1e-12
+        self.kappa = (dim + 4) * unit
+        self.k = int(k)
+        self.tie_tolerance = float(tie_tolerance)
+        self.qb = unit_rows(base_queries)
+        self.qc = unit_rows(cand_queries)
+        self.qb_work_t = np.ascontiguousarray(self.qb.T, dtype=self.work)
+        self.dq = np.linalg.norm(self.qc - self.qb, axis=1) * (1 + 1e-9) + 1e-12
+        nq = len(self.qb)
+        self.pool_q = np.zeros(0, dtype=np.intp)
+        self.pool_pos = np.zeros(0, dtype=np.int64)
+        self.pool_sb = np.zeros(0)
+        self.pool_sc = np.zeros(0)
+        self.counts = np.zeros(nq, dtype=np.int64)
+        self.kth_b = np.full(nq, -np.inf)
+        self.kth_c = np.full(nq, -np.inf)
+
+    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
+            diff_sq: np.ndarray) -> None:
+        """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
+        m = len(base)
+        if not m or not len(self.qb):
+            return
+        base = np.asarray(base, dtype=self.work)
+        bsq = base_sq.astype(np.float64)
+        norm_b = np.sqrt(bsq)
+        scores = base @ self.qb_work_t  # (documents, queries): streams the block once, faster than Q @ B.T
+        # Normalized embeddings (|b| = 1 up to rounding) skip scaling the scores: the bound widens instead.
+        off_unit = float(np.abs(norm_b - 1.0).max(initial=0.0)) + self.kappa
+        if off_unit <= 1e-3:
+            eps = self.eps + off_unit * (1 + 1e-6)
+        else:
+            eps = self.eps
+            scores *= (1.0 / np.maximum(norm_b, 1e-30)).astype(self.work)[:, None]
+        low_b = np.sqrt(bsq * (1 - self.kappa))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            moved = np.where(low_b > 0, 2 * np.sqrt(diff_sq.astype(np.float64) * (1 + self.kappa)) / low_b, 2.0)
+        moved = np.minimum(moved, 2.0) * (1 + 1e-6) + 1e-12
+        # A few documents that moved far more than the rest (a real change, or NaN rows about to be refused)
+        # would loosen the screen for the whole block: they skip it and go straight to the per-document check.
+        cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
+        far = np.flatnonzero(moved > cut)
+        near_most = float(moved.max()) if not len(far) else float(moved[moved <= cut].max(initial=0.0))
+        lb_b, lb_c = self.kth_b.copy(), self.kth_c.copy()
+        short = np.flatnonzero(self.counts < self.k)
+        near = m - len(far)
+        if len(short) and near >= self.k:  # k near documents score at least the k-th estimate, minus eps
+            pool = scores[:, short] if not len(far) else np.delete(scores, far, axis=0)[:, short]
+            kth = np.partition(pool, near - self.k, axis=0)[near - self.k].astype(np.float64)
+            lb_b[short] = np.maximum(lb_b[short], kth - eps)
+            lb_c[short] = np.maximum(lb_c[short], kth - eps - self.dq[short] - near_most)
+        limit = np.minimum(lb_b, lb_c - self.dq - near_most) - eps
+        limit_work = limit.astype(self.work)
+        limit_work = np.where(limit_work.astype(np.float64) > limit, np.nextafter(limit_work, self.work.type(-np.inf)),
+                              limit_work)
+        hits = np.flatnonzero(scores >= limit_work[None, :])  # 1-d: much faster than a 2-d nonzero
+        nq = len(self.qb)
+        dj, qi = np.divmod(hits, nq)
+        if len(far):
+            keep_near = moved[dj] <= cut
+            dj = np.concatenate([dj[keep_near], np.repeat(far, nq)])
+            qi = np.concatenate([qi[keep_near], np.tile(np.arange(nq), len(far))])
+        if not len(qi):
+            return
+        est = scores[dj, qi].astype(np.float64)
+        keep = (est + eps >= lb_b[qi]) | (est + eps + self.dq[qi] + moved[dj] >= lb_c[qi])
+        qi, dj = qi[keep], dj[keep]
+        if not len(qi):
+            return
+        cols, col_of = np.unique(dj, return_inverse=True)
+        sb = (self.qb @ unit_rows(base[cols]).T)[qi, col_of]
+        sc = (self.qc @ unit_rows(np.asarray(cand)[cols]).T)[qi, col_of]
+        self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
+
+    def _extend(self, q: np.ndarray, pos: np.ndarray, sb: np.ndarray, sc: np.ndarray) -> None:
+        self.pool_q = np.concatenate([self.pool_q, q])
+        self.pool_pos = np.concatenate([self.pool_pos, pos])
+        self.pool_sb = np.concatenate([self.pool_sb, sb])
+        self.pool_sc = np.concatenate([self.pool_sc, sc])
+        self._prune()
+
+    def _kth(self, scores: np.ndarray) -> np.ndarray:
+        """Per query, the k-th best exact score in the pool (-inf while a query has fewer than k)."""
+        out = np.full(len(self.counts), -np.inf)
+        order = np.lexsort((-scores, self.pool_q))
+        starts = np.cumsum(self.counts) - self.counts
+        full = np.flatnonzero(self.counts >= self.k)
+        out[full] = scores[order[starts[full] + self.k - 1]]
+        return out
+
+    def _prune(self) -> None:
+        self.counts = np.bincount(self.pool_q, minlength=len(self.counts)).astype(np.int64)
+        self.kth_b = np.maximum(self.kth_b, self._kth(self.pool_sb))
+        self.kth_c = np.maximum(self.kth_c, self._kth(self.pool_sc))
+        keep = (self.pool_sb >= self.kth_b[self.pool_q]) | (self.pool_sc >= self.kth_c[self.pool_q])
+        if not keep.all():
+            self.pool_q, self.pool_pos = self.pool_q[keep], self.pool_pos[keep]
+            self.pool_sb, self.pool_sc = self.pool_sb[keep], self.pool_sc[keep]
+            self.counts = np.bincount(self.pool_q, minlength=len(self.counts)).astype(np.int64)
+
+    def merge(self, other: "TopKStream") -> None:
+        """Fold in another instance's pools (same queries, other documents)."""
+        self.kth_b = np.maximum(self.kth_b, other.kth_b)
+        self.kth_c = np.maximum(self.kth_c, other.kth_c)
+        self._extend(other.pool_q, other.pool_pos, other.pool_sb, other.pool_sc)
+
+    def agreement(self) -> TopKAgreement:
+        """``topk_agreement`` over every document added (needs at least k documents)."""
+        k, nq = self.k, len(self.counts)
+        if nq and self.counts.min() < k:
+            raise ValueError(f"TopKStream: a query has {self.counts.min()} documents in its pool, fewer than k={k}")
+        starts = (np.cumsum(self.counts) - self.counts)[:, None] + np.arange(k)[None, :]
+        by_b = np.lexsort((self.pool_pos, -self.pool_sb, self.pool_q))[starts]
+        by_c = np.lexsort((self.pool_pos, -self.pool_sc, self.pool_q))[starts]
+        return topk_agreement_from_lists(
+            self.pool_pos[by_b], self.pool_pos[by_c], self.pool_sb[by_c], self.pool_sb[by_b[:, -1]], k,
+            self.tie_tolerance,
+        )

@@ -1,0 +1,202 @@
+"""The ``AssertionError`` text of ``harness.assertions``, rendered from a verdict's evidence (numpy.testing style).
+
+Nothing is computed here: counts come from the verdict's metrics, locations and values from its ``evidence``
+(``harness.compare.kinds``), limits from its ``tolerance``. The same verdict renders the same message whether
+the two sides were arrays or results files::
+
+    Embeddings are not close!
+
+    Mismatched elements: 7 / 24576 (0.03%)
+    Greatest absolute difference: 1.20e-04 at text 'd0012' dim 17 (up to 1e-05 allowed)
+    Greatest relative difference: 3.41e-03 at text 'd0012' dim 17 (up to 0 allowed)
+    actual value 0.0352200121, baseline value 0.0351000014
+    ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+__all__ = ["render_failure"]
+
+_EMBEDDING_KEYS = ("atol", "rtol", "min_cosine", "min_topk_order_agreement", "min_topk_set_agreement")
+_QUANTIZED_KEYS = ("max_changed_fraction", "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement")
+_RERANK_KEYS = ("score_atol", "score_rtol", "tie_tolerance", "min_rerank_order_agreement")
+#: environment changes listed before "... N more"
+_ENV_SHOWN = 8
+
+
+def _g(value: float) -> str:
+    """Numbers as drift is read: scientific when small (1.22e-04), plain otherwise (numpy.testing's style)."""
+    value = float(value)
+    if value == 0 or value != value or value in (float("inf"), float("-inf")):
+        return "0" if value == 0 else str(value)
+    if abs(value) < 1e-3 or abs(value) >= 1e5:
+        return f"{value:.2e}"
+    return f"{value:.6g}"
+
+
+def _limit(value: Any) -> str:
+    return f"{float(value):g}"
+
+
+def _pct(count: int, total: int) -> str:
+    return f"{count} / {total} ({100.0 * count / max(total, 1):.{2 if total >= 1000 else 1}f}%)"
+
+
+def _names(named: Mapping[str, Any]) -> str:
+    """``'a', 'b' and 3 more`` from evidence ``{"count": 5, "ids": ["a", "b"]}``."""
+    shown = ", ".join(f"'{i}'" for i in named["ids"])
+    more = named["count"] - len(named["ids"])
+    return (shown + (f" and {more} more" if more > 0 else "")) or "-"
+
+
+class _Where:
+    """How a row is named: by id (``text 'd0012'``), or by position for two bare arrays (numpy's ``index``)."""
+
+    def __init__(self, unit: str, positional: bool) -> None:
+        self.unit, self.positional = unit, positional
+
+    def row(self, at: Mapping[str, Any]) -> str:
+        return f"row {at['row']}" if self.positional else f"{self.unit} '{at['id']}'"
+
+    def element(self, at: Mapping[str, Any]) -> str:
+        if "dim" not in at:
+            return f"index ({at['row']},)" if self.positional else self.row(at)
+        return f"index ({at['row']}, {at['dim']})" if self.positional else f"{self.row(at)} dim {at['dim']}"
+
+
+def _element_lines(evidence: Mapping[str, Any], mismatched: int, total: int, noun: str, atol: Any, rtol: Any,
+                   where: _Where) -> List[str]:
+    lines = [f"Mismatched {noun}: {_pct(mismatched, total)}"]
+    worst, rel = evidence.get("max_abs"), evidence.get("max_rel")
+    if worst and rel:
+        lines += [
+            f"Greatest absolute difference: {_g(worst['value'])} at {where.element(worst)} (up to {_limit(atol)} allowed)",
+            f"Greatest relative difference: {_g(rel['value'])} at {where.element(rel)} (up to {_limit(rtol)} allowed)",
+            f"actual value {worst['actual']:.9g}, baseline value {worst['baseline']:.9g}",
+        ]
+    return lines
+
+
+def _topk_lines(verdict: Mapping[str, Any], order_key: str, set_key: str) -> List[str]:
+    topk = verdict["evidence"].get("topk")
+    if not topk:
+        return []
+    tol, metrics = verdict["tolerance"], verdict["metrics"]
+    lines = []
+    for label, changed, share, limit in (
+        ("order", topk["order_changed"], metrics["topk_order_agreement"], tol[order_key]),
+        ("set", topk["set_changed"], metrics["topk_set_agreement"], tol[set_key]),
+    ):
+        lines.append(
+            f"Top-{topk['k']} retrieval {label} agreement: {100 * share:.1f}% ({changed['count']} / {topk['queries']} "
+            "queries changed" + (f": {_names(changed)}" if changed["count"] else "")
+            + f"; at least {100 * limit:g}% required, ties within {tol['tie_tolerance']:g} ignored)"
+        )
+    return lines
+
+
+def _embedding_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
+    evidence, metrics, tol = verdict["evidence"], verdict["metrics"], verdict["tolerance"]
+    where = _Where("text", positional)
+    lines = _element_lines(evidence, metrics["elements_beyond_tolerance"], evidence["elements"], "elements",
+                           tol["atol"], tol["rtol"], where)
+    low = evidence.get("min_cosine")
+    if low:
+        lines.append(f"Lowest cosine similarity: {low['value']:.9f} at {where.row(low)} (at least {tol['min_cosine']:g} "
+                     f"required; {_pct(low['below'], metrics['texts'])} texts below)")
+    if evidence.get("texts_beyond"):
+        named = ", ".join(f"{where.row(t)} ({_g(t['value'])})" for t in evidence["texts_beyond"])
+        lines.append(f"Texts beyond atol: {_pct(metrics['texts_beyond_tolerance'], metrics['texts'])}: {named}")
+    return lines + _topk_lines(verdict, "min_topk_order_agreement", "min_topk_set_agreement")
+
+
+def _quantized_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
+    evidence, metrics, tol = verdict["evidence"], verdict["metrics"], verdict["tolerance"]
+    key, where = evidence["limit_key"], _Where("text", positional)
+    unit, dims = ("bit(s) flipped", "bits") if key == "max_bit_flips" else ("bucket(s) moved", "dims")
+    lines = [
+        f"Texts changed ({evidence['precision']}): {_pct(metrics['rows_changed'], metrics['rows'])} "
+        f"(at most {100 * tol['max_changed_fraction']:g}% may change)",
+        f"Most {unit} in one text: {metrics[key]} (up to {tol[key]} allowed)",
+    ]
+    lines += [f"  {where.row(w)}: {w['value']} {unit}, {dims} {', '.join(map(str, w['dims']))}" for w in evidence["worst"]]
+    return lines + _topk_lines(verdict, "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement")
+
+
+def _rerank_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
+    evidence, metrics, tol = verdict["evidence"], verdict["metrics"], verdict["tolerance"]
+    where = _Where("pair", positional)
+    lines = _element_lines(evidence, metrics["elements_beyond_tolerance"], evidence["pairs"], "scores",
+                           tol["score_atol"], tol["score_rtol"], where)
+    if "queries" not in evidence:
+        return lines
+    lines.append(f"Queries reordered: {_pct(evidence['reordered_count'], evidence['queries'])} beyond score ties of "
+                 f"{tol['tie_tolerance']:g} (at least {100 * tol['min_rerank_order_agreement']:g}% must keep their order)")
+    for q in evidence["reordered"]:
+        above = where.row({"id": q["above"], "row": q["above_row"]})
+        below = where.row({"id": q["below"], "row": q["below_row"]})
+        (b_hi, b_lo), (a_hi, a_lo) = q["baseline"], q["actual"]
+        lines.append(f"  query '{q['query']}': {q['swaps']} pair(s) swapped, e.g. {above} above {below} in baseline "
+                     f"({b_hi:.7g} > {b_lo:.7g}), below it in actual ({a_hi:.7g} < {a_lo:.7g})")
+    if evidence.get("min_kendall_tau"):
+        low = evidence["min_kendall_tau"]
+        lines.append(f"Lowest Kendall tau: {low['value']:.6g} at query '{low['query']}'")
+    return lines
+
+
+def _tolerance_line(verdict: Mapping[str, Any], keys: Sequence[str], policy: str) -> str:
+    limits = ", ".join(f"{k}={_limit(verdict['tolerance'][k])}" for k in keys if k in verdict["tolerance"])
+    model = f" for model '{verdict['model_id']}'" if verdict.get("model_id") else ""
+    return f"Tolerance: class {verdict['tolerance_class']}{model} ({policy}): {limits}"
+
+
+def _env_lines(comparison: Mapping[str, Any]) -> List[str]:
+    from harness.report.text import format_env
+
+    lines = [
+        f"actual:   {comparison['candidate']} [{format_env(comparison.get('candidate_env', {}))}]",
+        f"baseline: {comparison['baseline']} [{format_env(comparison.get('baseline_env', {}))}]",
+    ]
+    changes = comparison.get("env_changes") or []
+    if changes:
+        shown = "; ".join(f"{c['key']}: {c['baseline']} -> {c['candidate']}" for c in changes[:_ENV_SHOWN])
+        more = f"; ... {len(changes) - _ENV_SHOWN} more" if len(changes) > _ENV_SHOWN else ""
+        lines.append(f"Environment changes ({len(changes)}): {shown}{more}")
+    lines.append("If this change is intended, accept it: harness baseline update "
+                 f"{comparison['baseline']} --from {comparison['candidate']} --reason \"...\"")
+    return lines
+
+
+def render_failure(title: str, verdict: Mapping[str, Any], *, policy: str, positional: bool = False,
+                   comparison: Optional[Mapping[str, Any]] = None) -> str:
+    """The message for a verdict that did not pass.
+
+    Args:
+        title: the first line (``Embeddings are not close!``).
+        verdict: one model's verdict as data (``dataclasses.asdict(ModelVerdict)`` or an entry of
+            ``Comparison.serialize()["models"]``).
+        policy: where the tolerance came from (``Policy.source``), for the Tolerance line.
+        positional: the rows have no ids (two bare arrays): name them by position, as numpy does.
+        comparison: the serialized comparison of two results files, for the environment lines and the
+            ``harness baseline update`` hint (None for arrays).
+    """
+    evidence: Dict[str, Any] = verdict.get("evidence") or {}
+    kind = evidence.get("kind") or ("embedding" if verdict.get("kind") == "bi-encoder" else "rerank")
+    lines: List[str] = []
+    if verdict.get("reason") and not verdict.get("checks"):  # not compared at all (did not run): say why
+        lines.append(verdict["reason"])
+    if evidence:
+        lines += {"embedding": _embedding_lines, "quantized": _quantized_lines,
+                  "rerank": _rerank_lines}[kind](verdict, positional)
+    would = ", ".join(f"{k} {v:.9g}" if k.startswith("min_") else f"{k} {_g(v)}"
+                      for k, v in (verdict.get("min_passing") or {}).items())
+    if would:
+        lines.append(f"Would pass with: {would}")
+    keys = {"embedding": _EMBEDDING_KEYS, "rerank": _RERANK_KEYS,
+            "quantized": (evidence.get("limit_key", "max_int_distance"), *_QUANTIZED_KEYS)}[kind]
+    lines.append(_tolerance_line(verdict, keys, policy))
+    if comparison is not None:
+        lines += _env_lines(comparison)
+    return f"{title}\n\n" + "\n".join(lines)
