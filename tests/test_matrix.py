@@ -363,7 +363,7 @@ def _populate(tmp_path: Path, matrix: hm.Matrix, **second: Any) -> Path:
 
 
 def test_report_main_exit_codes(tmp_path: Path, baseline: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("harness.report.matrix")
+    pytest.importorskip("harness.report.matrix_report")
     matrix = _two_cell_matrix(tmp_path)
     args = ["report", "--file", str(matrix.source), "--matrix", "m", "--baseline", str(baseline)]
     runs = _populate(tmp_path, matrix, incompatible=True)
@@ -382,7 +382,7 @@ def test_report_main_exit_codes(tmp_path: Path, baseline: Path, capsys: pytest.C
 
 
 def test_report_skips_or_counts_cells_never_run(tmp_path: Path, baseline: Path) -> None:
-    pytest.importorskip("harness.report.matrix")
+    pytest.importorskip("harness.report.matrix_report")
     matrix = _two_cell_matrix(tmp_path)
     runs = tmp_path / "runs"
     first = matrix.cells[0]
@@ -410,7 +410,7 @@ def _upload(local: Path, uri: str) -> None:
 def test_report_gathers_cells_from_object_storage(tmp_path: Path, baseline: Path) -> None:
     """Cells uploaded by separate CI jobs are reported where they lie: a non-local filesystem (fsspec's in-memory
     one, through the same pyarrow filesystem path as s3:// or gs://) gives the report a local directory gives."""
-    pytest.importorskip("harness.report.matrix")
+    pytest.importorskip("harness.report.matrix_report")
     pytest.importorskip("fsspec")
     matrix = _two_cell_matrix(tmp_path)
     runs = _populate(tmp_path, matrix, bump=0.5)

@@ -30,6 +30,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from harness import paths
+from harness.compare.verdict import CellStatus
 from harness.config.tomlfile import tomllib
 from harness.results import storage
 from harness.errors import HarnessError
@@ -59,10 +60,10 @@ ROOT = paths.project_root()
 DEFAULT_MATRIX_FILE = paths.default_matrix_file()
 DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
-#: every status a cell can end with (the same set ``harness.report.matrix`` renders)
-CELL_STATUSES = ("pass", "incompatible", "fail", "run-failed", "install-failed", "error")
+#: every status a cell can end with (``CellStatus`` values, best first)
+CELL_STATUSES = tuple(s.value for s in CellStatus)
 #: statuses that fail the matrix; ``incompatible`` is a fact about the environment and is only reported
-FAILING_STATUSES = ("fail", "run-failed", "install-failed", "error")
+FAILING_STATUSES = tuple(s.value for s in CellStatus if s.failing)
 #: what the runner stage writes into ``cell.json`` (the verdict is decided later, in the controlling env)
 STAGE_STATUSES = ("ok", "install-failed", "run-failed")
 
@@ -583,12 +584,8 @@ def report_matrix(
     to that JSONL log (and show the trend). ``include_missing``: cells that were never run count as ``error``;
     otherwise they are left out (re-rendering a partial run).
     """
-    from harness.report.matrix import (
-        append_history,
-        build_matrix_report,
-        load_history,
-        write_matrix_report,
-    )
+    from harness.matrix.publish import publish_matrix_report
+    from harness.report.matrix_report import build_matrix_report
 
     base = Path(baseline) if baseline else baseline_file(matrix.baseline)
     runs = runs_dir if storage.is_uri(runs_dir) else Path(runs_dir)
@@ -603,12 +600,7 @@ def report_matrix(
     if not records:
         raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
     report = build_matrix_report(matrix.name, _relative(base), records)
-    past: Optional[List[Dict[str, Any]]] = None
-    if history is not None:
-        append_history(report, history)
-        past = load_history(history)
-    paths = write_matrix_report(report, out_dir, history=past)
-    return report, paths
+    return report, publish_matrix_report(report, out_dir, history)
 
 
 # -- `python -m harness.matrix.spec` (what noxfile.py runs in the controlling environment) ---------------------------
