@@ -94,6 +94,7 @@ def _baseline_runtime(matrix: Any) -> Tuple[Any, str]:
     if not path.is_file():
         settings = RuntimeSettings(device=matrix.device, dtype=matrix.dtype, batch_size=matrix.batch_size)
         return settings, f"{matrix.source} (no baseline {path})"
+    # only the run settings are used: the walk's steps choose their own output files, so ``out`` is a placeholder
     options = rerun_options(path, path.with_suffix(".rerun.parquet"), registry=project_registry(matrix.config))
     return RuntimeSettings.from_run_options(options), str(path)
 
