@@ -164,7 +164,7 @@ def test_verdicts_carry_each_sides_speed_and_memory(tiny_results: Path, tiny_res
     """Throughput and memory per device go into every report (never into the verdict): a matrix over GPU types
     shows how each runs the models."""
     from harness.report.markdown import render_markdown
-    from harness.report.matrix import build_matrix_report
+    from harness.report.matrix_report import build_matrix_report
     from harness.report.text import render_comparison
 
     comparison = compare_files(tiny_results, tiny_results_again)

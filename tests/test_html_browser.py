@@ -20,8 +20,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from harness.matrix.publish import append_history, load_history
 from harness.report.html import render_html
-from harness.report.matrix import append_history, load_history
 from test_reports import synthetic_matrix
 
 WIDTH, HEIGHT = 1400, 2000

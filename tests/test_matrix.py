@@ -1,5 +1,5 @@
-"""matrix.toml parsing and validation, cell ids and pins, per-cell verdict records, and (marked ``matrix``) one
-real ``nox -s matrix -- --matrix smoke`` run.
+"""matrix.toml parsing and validation, cell ids and pins, cell.json, per-cell verdict records, ``harness matrix``,
+the noxfile, and (marked ``matrix``) one real ``nox -s matrix -- --matrix smoke`` run.
 
 Everything but the ``matrix``-marked test is fast: no virtualenvs, no torch (results files are synthetic).
 The real matrix run builds two virtualenvs and takes minutes; it runs only when selected with ``-m matrix``
@@ -21,8 +21,14 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 
-from harness.matrix import spec as hm
+from harness.cli import main as harness_main
+from harness.compare.verdict import CellStatus
 from harness.errors import HarnessError
+from harness.matrix import spec as hm
+from harness.matrix.cells import CellState, StageStatus, read_cell_state, write_cell_state
+from harness.matrix.collect import cell_record, collect_matrix
+from harness.matrix.pins import runner_requirements
+from harness.matrix.pythons import find_python
 from harness.results.reader import ModelRows, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,10 +141,10 @@ def test_requirements_merge_a_cell_pin_with_the_runner_requirement() -> None:
 
 
 def test_runner_requirements_are_the_projects_core_dependencies() -> None:
-    names = {Requirement(line).name for line in hm.runner_requirements()}
+    names = {Requirement(line).name for line in runner_requirements()}
     assert {"numpy", "pyarrow", "packaging", "tqdm", "tomli"} <= names
     assert not {"torch", "sentence-transformers"} & names
-    assert hm.runner_requirements(ROOT / "no-such-pyproject.toml")  # falls back to the built-in list
+    assert runner_requirements(ROOT / "no-such-pyproject.toml")  # falls back to the built-in list
 
 
 # -- validation -------------------------------------------------------------------------------------------------
@@ -220,15 +226,15 @@ def test_unknown_model_is_a_matrix_error(tmp_path: Path) -> None:
 
 def test_find_python_finds_the_running_one() -> None:
     version = "{}.{}".format(*sys.version_info[:2])
-    assert hm.find_python(version) == sys.executable
+    assert find_python(version) == sys.executable
 
 
 def test_find_python_honours_the_override_and_reports_absence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARNESS_PYTHON_3_99", "/opt/python3.99")
-    assert hm.find_python("3.99") == "/opt/python3.99"
+    assert find_python("3.99") == "/opt/python3.99"
     monkeypatch.delenv("HARNESS_PYTHON_3_99")
     monkeypatch.setenv("PYENV_ROOT", "/nonexistent")
-    assert hm.find_python("3.99") is None
+    assert find_python("3.99") is None
 
 
 def test_baseline_file() -> None:
@@ -237,12 +243,18 @@ def test_baseline_file() -> None:
 
 
 def test_cell_state_round_trip(tmp_path: Path) -> None:
-    assert hm.read_cell_state(tmp_path) is None
-    hm.write_cell_state(tmp_path / "c", {"status": "ok", "setup_s": 1.5})
-    assert hm.read_cell_state(tmp_path / "c") == {"status": "ok", "setup_s": 1.5}
+    assert read_cell_state(tmp_path) is None
+    state = CellState(status=StageStatus.OK, setup_s=1.5, params={"torch": "2.13.0"}, run_exit_code=0)
+    write_cell_state(tmp_path / "c", state)
+    assert read_cell_state(tmp_path / "c") == state
+    on_disk = json.loads((tmp_path / "c" / "cell.json").read_text(encoding="utf-8"))
+    assert on_disk["status"] == "ok" and on_disk["setup_s"] == 1.5, "string-valued, as older readers expect"
     (tmp_path / "c" / "cell.json").write_text("{", encoding="utf-8")
     with pytest.raises(hm.MatrixError, match="cell.json: not valid JSON"):
-        hm.read_cell_state(tmp_path / "c")
+        read_cell_state(tmp_path / "c")
+    (tmp_path / "c" / "cell.json").write_text('{"status": "done"}', encoding="utf-8")
+    with pytest.raises(hm.MatrixError, match="cell.json: status 'done' is not one of ok, install-failed, run-failed"):
+        read_cell_state(tmp_path / "c")
 
 
 # -- per-cell records (synthetic results files: numpy + pyarrow, no torch) --------------------------------------
@@ -283,7 +295,8 @@ def baseline(tmp_path: Path) -> Path:
 
 def _run_dir(tmp_path: Path, status: str = "ok", results: bool = True, **results_kwargs: Any) -> Path:
     run_dir = tmp_path / "runs" / "cell"
-    hm.write_cell_state(run_dir, {"status": status, "reason": "boom" if status != "ok" else "", "setup_s": 2.0, "run_s": 3.0})
+    stage = StageStatus(status)
+    write_cell_state(run_dir, CellState(status=stage, reason="" if stage is StageStatus.OK else "boom", setup_s=2.0, run_s=3.0))
     if results:
         _results(run_dir / "results.parquet", **results_kwargs)
     return run_dir
@@ -291,12 +304,12 @@ def _run_dir(tmp_path: Path, status: str = "ok", results: bool = True, **results
 
 def _check_record(record: Dict[str, Any]) -> None:
     assert set(record) == {"cell_id", "params", "status", "reason", "setup_s", "run_s", "results", "comparison"}
-    assert record["status"] in hm.CELL_STATUSES
+    assert record["status"] in [s.value for s in CellStatus]
     json.dumps(record)  # JSON-able as it is
 
 
 def test_record_of_an_identical_run_passes(tmp_path: Path, baseline: Path) -> None:
-    record = hm.cell_record(_cell(), _run_dir(tmp_path), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path), baseline)
     _check_record(record)
     assert record["status"] == "pass" and record["reason"] == ""
     assert (record["setup_s"], record["run_s"]) == (2.0, 3.0)
@@ -306,14 +319,14 @@ def test_record_of_an_identical_run_passes(tmp_path: Path, baseline: Path) -> No
 
 
 def test_record_of_a_drifted_run_fails_and_says_why(tmp_path: Path, baseline: Path) -> None:
-    record = hm.cell_record(_cell(), _run_dir(tmp_path, bump=0.5), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, bump=0.5), baseline)
     _check_record(record)
     assert record["status"] == "fail"
     assert record["reason"].startswith("bi: ") and "max_abs_diff" in record["reason"]
 
 
 def test_record_with_an_incompatible_model_is_incompatible(tmp_path: Path, baseline: Path) -> None:
-    record = hm.cell_record(_cell(), _run_dir(tmp_path, incompatible=True), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, incompatible=True), baseline)
     _check_record(record)
     assert record["status"] == "incompatible"
     assert "sentence-transformers 9.0.0" in record["reason"]
@@ -321,30 +334,30 @@ def test_record_with_an_incompatible_model_is_incompatible(tmp_path: Path, basel
 
 @pytest.mark.parametrize("stage", ["install-failed", "run-failed"])
 def test_record_of_a_failed_stage_keeps_the_stage_and_reason(tmp_path: Path, baseline: Path, stage: str) -> None:
-    record = hm.cell_record(_cell(), _run_dir(tmp_path, status=stage, results=False), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, status=stage, results=False), baseline)
     _check_record(record)
     assert (record["status"], record["reason"], record["comparison"], record["results"]) == (stage, "boom", None, None)
 
 
 def test_record_without_results_is_run_failed(tmp_path: Path, baseline: Path) -> None:
-    record = hm.cell_record(_cell(), _run_dir(tmp_path, results=False), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, results=False), baseline)
     assert record["status"] == "run-failed" and "results.parquet was not written" in record["reason"]
 
 
 def test_record_of_a_cell_never_run_is_an_error(tmp_path: Path, baseline: Path) -> None:
-    record = hm.cell_record(_cell(), tmp_path / "nothing", baseline)
+    record = cell_record(_cell(), tmp_path / "nothing", baseline)
     _check_record(record)
     assert record["status"] == "error" and record["reason"].startswith("not run")
 
 
 def test_record_of_incomparable_results_is_an_error(tmp_path: Path, baseline: Path) -> None:
-    record = hm.cell_record(_cell(), _run_dir(tmp_path, corpus="b" * 64), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, corpus="b" * 64), baseline)
     assert record["status"] == "error" and "corpus differs" in record["reason"]
-    missing = hm.cell_record(_cell(), _run_dir(tmp_path), tmp_path / "no-baseline.parquet")
+    missing = cell_record(_cell(), _run_dir(tmp_path), tmp_path / "no-baseline.parquet")
     assert missing["status"] == "error" and "no such file" in missing["reason"]
 
 
-# -- the report step (python -m harness.matrix.spec report) ----------------------------------------------------------
+# -- the report step (harness matrix report) --------------------------------------------------------------------
 
 
 def _two_cell_matrix(tmp_path: Path) -> hm.Matrix:
@@ -355,21 +368,21 @@ def _two_cell_matrix(tmp_path: Path) -> hm.Matrix:
 def _populate(tmp_path: Path, matrix: hm.Matrix, **second: Any) -> Path:
     runs = tmp_path / "runs"
     first, other = matrix.cells
-    hm.write_cell_state(runs / first.cell_id, {"status": "ok", "setup_s": 1.0, "run_s": 2.0})
+    write_cell_state(runs / first.cell_id, CellState(status=StageStatus.OK, setup_s=1.0, run_s=2.0))
     _results(runs / first.cell_id / "results.parquet")
-    hm.write_cell_state(runs / other.cell_id, {"status": "ok", "setup_s": 1.0, "run_s": 2.0})
+    write_cell_state(runs / other.cell_id, CellState(status=StageStatus.OK, setup_s=1.0, run_s=2.0))
     _results(runs / other.cell_id / "results.parquet", **second)
     return runs
 
 
-def test_report_main_exit_codes(tmp_path: Path, baseline: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("harness.report.matrix")
+def test_matrix_report_command_exit_codes(tmp_path: Path, baseline: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("harness.report.matrix_report")
     matrix = _two_cell_matrix(tmp_path)
-    args = ["report", "--file", str(matrix.source), "--matrix", "m", "--baseline", str(baseline)]
+    args = ["matrix", "report", "--file", str(matrix.source), "--matrix", "m", "--baseline", str(baseline)]
     runs = _populate(tmp_path, matrix, incompatible=True)
     out = tmp_path / "latest"
     history = tmp_path / "history.jsonl"
-    assert hm.main([*args, "--runs", str(runs), "--out", str(out), "--history", str(history)]) == 0  # incompatible only
+    assert harness_main([*args, "--runs", str(runs), "--out", str(out), "--history", str(history)]) == 0  # incompatible only
     assert {p.name for p in out.iterdir()} >= {"summary.md", "report.json", "junit.xml", "report.html"}
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert [c["status"] for c in report["cells"]] == ["pass", "incompatible"]
@@ -377,23 +390,23 @@ def test_report_main_exit_codes(tmp_path: Path, baseline: Path, capsys: pytest.C
     assert "Drift report" in capsys.readouterr().out or (out / "summary.md").read_text(encoding="utf-8")
 
     runs = _populate(tmp_path, matrix, bump=0.5)
-    assert hm.main([*args, "--runs", str(runs), "--out", str(out)]) == 1  # drift fails
+    assert harness_main([*args, "--runs", str(runs), "--out", str(out)]) == 1  # drift fails
     assert json.loads((out / "report.json").read_text(encoding="utf-8"))["status"] == "fail"
 
 
 def test_report_skips_or_counts_cells_never_run(tmp_path: Path, baseline: Path) -> None:
-    pytest.importorskip("harness.report.matrix")
+    pytest.importorskip("harness.report.matrix_report")
     matrix = _two_cell_matrix(tmp_path)
     runs = tmp_path / "runs"
     first = matrix.cells[0]
-    hm.write_cell_state(runs / first.cell_id, {"status": "ok"})
+    write_cell_state(runs / first.cell_id, CellState(status=StageStatus.OK))
     _results(runs / first.cell_id / "results.parquet")
-    report, _ = hm.report_matrix(matrix, runs, tmp_path / "a", baseline=baseline, include_missing=False)
+    report = collect_matrix(matrix, runs, baseline=baseline, include_missing=False)
     assert [c["cell_id"] for c in report["cells"]] == [first.cell_id]
-    report, _ = hm.report_matrix(matrix, runs, tmp_path / "b", baseline=baseline)
+    report = collect_matrix(matrix, runs, baseline=baseline)
     assert [c["status"] for c in report["cells"]] == ["pass", "error"]
     with pytest.raises(hm.MatrixError, match="no cell of matrix 'm' has been run"):
-        hm.report_matrix(matrix, tmp_path / "empty", tmp_path / "c", baseline=baseline, include_missing=False)
+        collect_matrix(matrix, tmp_path / "empty", baseline=baseline, include_missing=False)
 
 
 def _upload(local: Path, uri: str) -> None:
@@ -410,28 +423,28 @@ def _upload(local: Path, uri: str) -> None:
 def test_report_gathers_cells_from_object_storage(tmp_path: Path, baseline: Path) -> None:
     """Cells uploaded by separate CI jobs are reported where they lie: a non-local filesystem (fsspec's in-memory
     one, through the same pyarrow filesystem path as s3:// or gs://) gives the report a local directory gives."""
-    pytest.importorskip("harness.report.matrix")
+    pytest.importorskip("harness.report.matrix_report")
     pytest.importorskip("fsspec")
     matrix = _two_cell_matrix(tmp_path)
     runs = _populate(tmp_path, matrix, bump=0.5)
     uri = f"memory://harness-test-{os.getpid()}/nightly"
     _upload(runs, uri)
-    local, _ = hm.report_matrix(matrix, runs, tmp_path / "local", baseline=baseline)
-    remote, _ = hm.report_matrix(matrix, uri, tmp_path / "remote", baseline=baseline)
+    local = collect_matrix(matrix, runs, baseline=baseline)
+    remote = collect_matrix(matrix, uri, baseline=baseline)
     assert [c["status"] for c in remote["cells"]] == [c["status"] for c in local["cells"]] == ["pass", "fail"]
     assert remote["cells"][1]["results"] == f"{uri}/{matrix.cells[1].cell_id}/results.parquet"
     for a, b in zip(local["cells"], remote["cells"]):
         assert a["comparison"]["models"] == b["comparison"]["models"]
     _upload(tmp_path / "nothing-here", uri + "-empty")
     with pytest.raises(hm.MatrixError, match="no cell of matrix 'm' has been run"):
-        hm.report_matrix(matrix, uri + "-empty", tmp_path / "c", baseline=baseline, include_missing=False)
-    code = hm.main(["report", "--file", str(matrix.source), "--matrix", "m", "--baseline", str(baseline),
+        collect_matrix(matrix, uri + "-empty", baseline=baseline, include_missing=False)
+    code = harness_main(["matrix", "report", "--file", str(matrix.source), "--matrix", "m", "--baseline", str(baseline),
                     "--runs", "nosuchscheme://bucket/x", "--out", str(tmp_path / "d")])
     assert code == 2
 
 
 def test_report_bad_matrix_name_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = hm.main(["report", "--file", str(_write(tmp_path, MINIMAL)), "--matrix", "x", "--runs", str(tmp_path), "--out", str(tmp_path)])
+    code = harness_main(["matrix", "report", "--file", str(_write(tmp_path, MINIMAL)), "--matrix", "x", "--runs", str(tmp_path), "--out", str(tmp_path)])
     assert code == 2
     assert "no matrix named 'x'" in capsys.readouterr().err
 
@@ -445,11 +458,30 @@ def test_nox_lists_every_cell_as_its_own_session() -> None:
         [sys.executable, "-m", "nox", "-l", "--noxfile", str(ROOT / "noxfile.py")],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
-    for session in ("matrix", "baseline", "report", "tests", "lint"):
+    for session in ("matrix", "baseline", "report", "tests", "lint", "bench", "attribute"):
         assert re.search(rf"^[*-] {session} ->", out, re.MULTILINE), out
     for matrix in hm.load_matrix_file().matrices.values():
         for cell in matrix.cells:
             assert f"matrix_cell({cell.label}) [matrix-{matrix.name}]" in out
+
+
+def test_noxfile_loads_in_a_python_without_numpy_or_pyarrow() -> None:
+    """nox's own Python (``pip install nox uv`` in CI) has no numpy or pyarrow: the noxfile and the matrix modules
+    it runs cells with must import without them."""
+    pytest.importorskip("nox")
+    script = (
+        "import sys\n"
+        "for name in ('numpy', 'pyarrow', 'torch', 'pandas', 'sentence_transformers'):\n"
+        "    sys.modules[name] = None  # any import of them now fails\n"
+        "import runpy\n"
+        f"ns = runpy.run_path({str(ROOT / 'noxfile.py')!r})\n"
+        "assert ns['CELL_PARAMS'] and ns['MATRICES'] is not None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('harness')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = proc.stdout
+    assert "harness.matrix.cellrun" in loaded and "harness.results" not in loaded and "harness.compare.comparator" not in loaded
 
 
 def _wanted(config: pytest.Config) -> bool:
@@ -479,17 +511,17 @@ def test_smoke_matrix_runs_for_real(request: pytest.FixtureRequest, tmp_path: Pa
     assert report["matrix"] == "smoke"
     assert [c["cell_id"] for c in report["cells"]] == [c.cell_id for c in smoke.cells]
     for cell in report["cells"]:
-        assert cell["status"] in hm.CELL_STATUSES
+        assert cell["status"] in [s.value for s in CellStatus]
         if cell["status"] in ("pass", "fail"):
             assert cell["comparison"] and cell["comparison"]["status"] == cell["status"]
         else:
             assert cell["reason"], cell
-        state = hm.read_cell_state(tmp_path / "reports" / "runs" / "smoke" / cell["cell_id"])
-        assert state and state["setup_s"] is not None
+        state = read_cell_state(tmp_path / "reports" / "runs" / "smoke" / cell["cell_id"])
+        assert state and state.setup_s is not None
     history = (tmp_path / "reports" / "history" / "history.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(history) == 1
     assert (latest / "summary.md").read_text(encoding="utf-8").splitlines()[0] in output
-    failing = [c for c in report["cells"] if c["status"] in hm.FAILING_STATUSES]
+    failing = [c for c in report["cells"] if CellStatus(c["status"]).failing]
     assert (proc.returncode != 0) == bool(failing), output[-5000:]
 
 

@@ -237,7 +237,7 @@ def test_reports_show_quantized_drift_in_its_own_units(tmp_path: Path) -> None:
     """Terminal, Markdown and HTML name bits / buckets and the quantized limits, never a float |diff|."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
-    from harness.report.matrix import build_matrix_report
+    from harness.report.matrix_report import build_matrix_report
     from harness.report.text import render_comparison
 
     base, drifted, _, _ = _pair(tmp_path, "binary", _half_precision_drift)

@@ -19,21 +19,17 @@ import numpy as np
 import pytest
 
 from harness.compare.comparator import compare_files
-from harness.report.html import histogram_svg, render_html
+from harness.compare.verdict import CellStatus, Comparison
+from harness.matrix.publish import append_history, load_history, publish_matrix_report, write_matrix_report
+from harness.matrix.spec import MatrixError
+from harness.report.format import fmt, fmt_cosine
+from harness.report.html import render_html
+from harness.report.html_svg import histogram_svg
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix import (
-    append_history,
-    build_matrix_report,
-    fmt_cosine,
-    load_history,
-    worst_status,
-    write_matrix_report,
-)
-from harness.report.text import fmt
+from harness.report.matrix_report import build_matrix_report
 from harness.results.reader import ModelRows, ResultsFile, write_results
-from harness.compare.verdict import Comparison
 
 BI, CROSS = "tiny-bi-encoder", "tiny-cross-encoder"
 N_DOCS, N_QUERIES, DIM, PASSAGES_PER_QUERY = 40, 8, 16, 6
@@ -213,7 +209,8 @@ def test_build_computes_worst_status_and_counts(report: Dict[str, Any]) -> None:
      (["run-failed", "install-failed"], "install-failed"), (["error", "fail"], "error")],
 )
 def test_worst_status_order(statuses: List[str], worst: str) -> None:
-    assert worst_status(statuses) == worst
+    assert CellStatus.worst(statuses) is CellStatus(worst)
+    assert CellStatus.worst(CellStatus(s) for s in statuses).value == worst
 
 
 def test_build_rejects_unknown_status_and_duplicate_ids() -> None:
@@ -443,8 +440,31 @@ def test_load_history_skips_a_torn_last_line_but_not_corruption(tmp_path: Path) 
     path.write_text('{"matrix": "m", "cells": {}}\n{"matrix": "m", "cel', encoding="utf-8")
     assert len(load_history(path)) == 1
     path.write_text('{"matrix": "m"}\nnot json\n{"matrix": "m"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"history.jsonl:2"):
+    with pytest.raises(MatrixError, match=r"history.jsonl:2"):
         load_history(path)
+
+
+def test_append_after_a_torn_last_line_keeps_the_log_readable(report: Dict[str, Any], tmp_path: Path) -> None:
+    """A run killed mid-append by an older harness left half a line; the next append must not glue onto it."""
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"matrix": "m", "cells": {}}\n{"matrix": "m", "cel', encoding="utf-8")
+    append_history(report, path)
+    assert [h["matrix"] for h in load_history(path)] == ["m", "smoke"]
+    assert path.read_text(encoding="utf-8").endswith("\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"], "no temp or lock file left behind"
+
+
+def test_publish_refuses_a_corrupt_history_before_writing_anything(report: Dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    corrupt = '{"matrix": "m"}\nnot json\n{"matrix": "m"}\n'
+    path.write_text(corrupt, encoding="utf-8")
+    with pytest.raises(MatrixError, match=r"history.jsonl:2: not a JSON history line"):
+        publish_matrix_report(report, tmp_path / "out", path)
+    assert not (tmp_path / "out").exists()
+    assert path.read_text(encoding="utf-8") == corrupt
+    written = publish_matrix_report(report, tmp_path / "out", tmp_path / "fresh.jsonl")
+    assert "## Trend" in written["markdown"].read_text(encoding="utf-8"), "the run just appended is in the trend"
+    assert len(load_history(tmp_path / "fresh.jsonl")) == 1
 
 
 def test_concurrent_appends_never_interleave(report: Dict[str, Any], tmp_path: Path) -> None:

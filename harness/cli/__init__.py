@@ -11,7 +11,7 @@ import sys
 from typing import Optional, Sequence
 
 from harness import __version__
-from harness.cli import baseline_commands, commands
+from harness.cli import baseline_commands, commands, matrix_commands
 from harness.errors import ExitCode, HarnessError
 
 __all__ = ["main", "entrypoint"]
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands.register(sub)
     baseline_commands.register(sub)
+    matrix_commands.register(sub)
     return parser
 
 

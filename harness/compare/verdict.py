@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
-__all__ = ["Status", "Check", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
+__all__ = ["Status", "CellStatus", "Check", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -141,3 +141,56 @@ class Comparison:
             corpus=data.get("corpus", {}),
             label=data.get("label"),
         )
+
+
+class CellStatus(str, enum.Enum):
+    """A matrix cell's outcome, best first; cell.json and report.json hold the ``value``.
+
+    ``incompatible`` (a model cannot load there) is a fact about the environment and is only reported;
+    ``fail`` is drift; ``run-failed``, ``install-failed`` and ``error`` are equally bad: none produced a
+    trustworthy comparison. A cell that was never run counts as ``error``. A model's ``Status`` value is a
+    ``CellStatus`` value too, so one vocabulary renders both.
+    """
+
+    PASS = "pass"
+    INCOMPATIBLE = "incompatible"
+    FAIL = "fail"
+    RUN_FAILED = "run-failed"
+    INSTALL_FAILED = "install-failed"
+    ERROR = "error"
+
+    @property
+    def severity(self) -> int:
+        """0 pass, 1 incompatible, 2 drift, 3 no trustworthy comparison."""
+        if self is CellStatus.PASS:
+            return 0
+        if self is CellStatus.INCOMPATIBLE:
+            return 1
+        if self is CellStatus.FAIL:
+            return 2
+        return 3
+
+    @property
+    def failing(self) -> bool:
+        """Fails the matrix (drift or not judged); ``incompatible`` does not."""
+        return self.severity >= 2
+
+    @property
+    def unjudged(self) -> bool:
+        """The cell (or model) produced no comparison to trust: install, run or comparison went wrong."""
+        return self.severity >= 3
+
+    @classmethod
+    def parse(cls, value: "str | CellStatus | Status") -> "CellStatus":
+        """``value`` as a member; an unknown word raises ``ValueError`` naming the known ones."""
+        try:
+            return cls(getattr(value, "value", value))
+        except ValueError:
+            known = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown cell status {value!r} (known: {known})") from None
+
+    @classmethod
+    def worst(cls, statuses: "Iterable[str | CellStatus | Status]") -> "CellStatus":
+        """The worst of ``statuses`` by severity (ties: the later in this Enum); ``PASS`` for none."""
+        members = list(cls)
+        return max((cls.parse(s) for s in statuses), key=lambda s: (s.severity, members.index(s)), default=cls.PASS)

@@ -1,6 +1,8 @@
-"""``python -m harness.matrix``: kept for scripts written before ``harness matrix``."""
+"""``python -m harness.matrix ARGS``: the same as ``harness matrix ARGS`` (kept for scripts written before it)."""
 
-from harness.matrix.spec import main
+import sys
+
+from harness.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["matrix", *sys.argv[1:]]))

@@ -6,7 +6,8 @@ device) change through runner flags inside the candidate's environment. Each ste
 previous one, so the total drift is split into the steps that caused it. Where package requirements forbid a
 single-factor step (e.g. torch 2.2 does not exist for Python 3.13), factors are grouped and the plan says why.
 
-Pure planning and bookkeeping: running the steps is the noxfile's job (``nox -s attribute``).
+Pure planning and bookkeeping, stdlib only (nox's own Python may plan): running the steps is
+``harness.matrix.attribution_run``'s job (``harness attribute run``, ``nox -s attribute``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.matrix.spec import Cell
 
 __all__ = [
     "PACKAGE_FACTORS",
     "RUNTIME_FACTORS",
+    "Resolver",
     "RuntimeSettings",
     "Step",
     "plan_steps",
@@ -49,6 +51,18 @@ class RuntimeSettings:
     tf32: Optional[bool] = None
     batch_size: int = 32
     threads: Optional[int] = None
+
+    @classmethod
+    def from_run_options(cls, options: Any) -> "RuntimeSettings":
+        """The settings of a ``RunOptions`` (e.g. ``harness.baselines.rerun_options``: how a baseline was run)."""
+        return cls(**{name: getattr(options, name) for name in RUNTIME_FACTORS})
+
+    def with_changes(self, changes: Mapping[str, Any]) -> "RuntimeSettings":
+        """These settings with some changed; unknown names are a ``ValueError`` naming the known ones."""
+        unknown = sorted(set(changes) - set(RUNTIME_FACTORS))
+        if unknown:
+            raise ValueError(f"unknown runtime setting(s) {', '.join(unknown)} (known: {', '.join(RUNTIME_FACTORS)})")
+        return dataclasses.replace(self, **changes)
 
     def run_args(self) -> List[str]:
         """The ``harness run`` flags that pin these settings."""
@@ -201,37 +215,3 @@ def _main_cause(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
             if model_id not in best or value > best[model_id]["max_abs_diff"]:
                 best[model_id] = {"step": row["name"], "factors": row["factors"], "max_abs_diff": value, "note": row.get("note", "")}
     return best
-
-
-def report_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m harness.matrix.attribution PLAN.json --out DIR``: waterfall from a plan's step results (controlling env)."""
-    import argparse
-    import json
-
-    from harness.compare.comparator import compare_files
-    from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
-    from harness.fsio import atomic_output
-
-    parser = argparse.ArgumentParser(prog="python -m harness.matrix.attribution")
-    parser.add_argument("plan", type=Path, help="plan.json written by nox -s attribute")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--class", dest="tolerance_class", default="fp32", help="class each step is judged by")
-    args = parser.parse_args(argv)
-    plan = json.loads(args.plan.read_text(encoding="utf-8"))
-    results = {s["step_id"]: (Path(s["results"]) if s.get("results") and Path(s["results"]).is_file() else None)
-               for s in plan["steps"]}
-    failures = {s["step_id"]: s.get("error", "") for s in plan["steps"] if s.get("error")}
-    data = waterfall(plan["steps"], results,
-                     lambda a, b: compare_files(a, b, tolerance_class=args.tolerance_class, allow_model_change=True).serialize(),
-                     failures)
-    data["plan"] = {k: v for k, v in plan.items() if k != "steps"}
-    for name, text in (("attribution.md", render_attribution_markdown(data)), ("attribution.json", render_attribution_json(data)),
-                       ("attribution.html", render_attribution_html(data))):
-        with atomic_output(args.out / name) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    print(render_attribution_markdown(data))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(report_main())

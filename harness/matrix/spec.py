@@ -1,25 +1,18 @@
-"""Version matrices: ``matrix.toml`` parsed and validated, cells and their pins, and per-cell verdict records.
+"""Version matrices: ``matrix.toml`` parsed and validated into matrices and their cells.
 
 A matrix is data (``matrix.toml`` at the repository root): named matrices, each with the models to run, the
 baseline to compare with, run options, and cells that pin python, torch, sentence-transformers and transformers
-(optionally numpy, tokenizers and extra requirements). ``noxfile.py`` turns each cell into a virtualenv, runs
-``harness run`` inside it, and then calls ``python -m harness.matrix.spec report`` in the *controlling* environment,
-which compares every cell's results with the baseline and writes one matrix report.
+(optionally numpy, tokenizers and extra requirements). ``harness.matrix.cellrun`` turns a cell into a virtualenv
+and runs ``harness run`` inside it; ``harness.matrix.collect`` compares the cells' results with the baseline.
 
-Module level imports are the stdlib, ``packaging`` and stdlib-only harness modules, because the noxfile imports
-this module in whatever Python runs nox (no numpy, no torch there). The comparator and the report renderers are
-imported inside the functions that need them.
+Stdlib, ``packaging`` and stdlib-only harness modules: nox's own Python imports this module (no numpy, no torch
+there).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -31,59 +24,30 @@ from packaging.version import InvalidVersion, Version
 
 from harness import paths
 from harness.config.tomlfile import tomllib
-from harness.results import storage
 from harness.errors import HarnessError
-
+from harness.matrix.pins import CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
 
 __all__ = [
-    "CELL_STATUSES",
     "DEFAULT_MATRIX_FILE",
-    "FAILING_STATUSES",
     "ROOT",
     "Cell",
     "Matrix",
     "MatrixError",
     "MatrixFile",
     "baseline_file",
-    "cell_record",
-    "find_python",
     "load_matrix_file",
-    "main",
-    "read_cell_state",
-    "report_matrix",
-    "runner_requirements",
-    "write_cell_state",
 ]
 
 ROOT = paths.project_root()
 DEFAULT_MATRIX_FILE = paths.default_matrix_file()
 DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
-#: every status a cell can end with (the same set ``harness.report.matrix`` renders)
-CELL_STATUSES = ("pass", "incompatible", "fail", "run-failed", "install-failed", "error")
-#: statuses that fail the matrix; ``incompatible`` is a fact about the environment and is only reported
-FAILING_STATUSES = ("fail", "run-failed", "install-failed", "error")
-#: what the runner stage writes into ``cell.json`` (the verdict is decided later, in the controlling env)
-STAGE_STATUSES = ("ok", "install-failed", "run-failed")
-
-#: the three libraries every cell pins to one exact version, with the short names used in cell ids
-_CORE_PINS = (("torch", "torch"), ("sentence-transformers", "st"), ("transformers", "tf"))
-#: optional pins: an exact version ("1.26.4") or a specifier ("<2")
-_OPTIONAL_PINS = ("numpy", "tokenizers")
-_CELL_KEYS = ("python", *(k for k, _ in _CORE_PINS), *_OPTIONAL_PINS, "extra", "id", "note")
+_CELL_KEYS = ("python", *(k for k, _ in CORE_PINS), *OPTIONAL_PINS, "extra", "id", "note")
 _MATRIX_KEYS = ("description", "models", "baseline", "policy", "config", "device", "dtype", "batch_size", "cells")
 _DTYPES = ("float32", "float16", "bfloat16")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PYTHON = re.compile(r"^3\.(\d+)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: the runner's own dependencies when pyproject.toml is not at hand (an installed, non-editable harness)
-_FALLBACK_RUNNER_REQUIREMENTS = (
-    "numpy>=1.21",
-    "pyarrow>=14",
-    "packaging>=21",
-    "tqdm>=4.60",
-    "tomli>=1.1; python_version < '3.11'",
-)
 
 
 class MatrixError(HarnessError):
@@ -95,11 +59,6 @@ class MatrixError(HarnessError):
 
 def _safe(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-")
-
-
-def _pin(name: str, value: str) -> str:
-    """``"2.4.1"`` -> ``name==2.4.1``; a specifier (``"<2"``, ``">=1.26,<2"``) is used as it is."""
-    return f"{name}{value}" if value[:1] in "<>=!~" else f"{name}=={value}"
 
 
 @dataclass(frozen=True)
@@ -123,7 +82,7 @@ class Cell:
         if self.id:
             return self.id
         pins = (self.torch, self.sentence_transformers, self.transformers)
-        parts = [f"{short}-{_safe(value)}" for (_, short), value in zip(_CORE_PINS, pins)]
+        parts = [f"{short}-{_safe(value)}" for (_, short), value in zip(CORE_PINS, pins)]
         return "_".join(parts) + f"_py{self.python}"
 
     @property
@@ -140,7 +99,7 @@ class Cell:
             "sentence-transformers": self.sentence_transformers,
             "transformers": self.transformers,
         }
-        for key in _OPTIONAL_PINS:
+        for key in OPTIONAL_PINS:
             if getattr(self, key):
                 out[key] = getattr(self, key)
         if self.extra:
@@ -154,7 +113,7 @@ class Cell:
             f"sentence-transformers=={self.sentence_transformers}",
             f"transformers=={self.transformers}",
         ]
-        lines += [_pin(k, getattr(self, k)) for k in _OPTIONAL_PINS if getattr(self, k)]
+        lines += [pin(k, getattr(self, k)) for k in OPTIONAL_PINS if getattr(self, k)]
         return lines + list(self.extra)
 
     def requirements(self, runner: Optional[Sequence[str]] = None) -> List[str]:
@@ -163,19 +122,7 @@ class Cell:
         A runner requirement on a package the cell also pins (``numpy>=1.21`` and ``numpy<2``) is merged into one
         line, so neither pip nor uv sees the same name twice.
         """
-        own = [Requirement(line) for line in self.pins()]
-        by_name = {canonicalize_name(r.name): r for r in own}
-        out = [str(r) for r in own]
-        for line in runner if runner is not None else runner_requirements():
-            req = Requirement(line)
-            mine = by_name.get(canonicalize_name(req.name))
-            if mine is None:
-                out.append(line)
-                continue
-            merged = SpecifierSet(str(mine.specifier)) & SpecifierSet(str(req.specifier))
-            index = out.index(str(mine))
-            out[index] = f"{mine.name}{','.join(sorted(str(s) for s in merged))}" + (f"; {mine.marker}" if mine.marker else "")
-        return out
+        return merge_requirements(self.pins(), runner if runner is not None else runner_requirements())
 
 
 @dataclass(frozen=True)
@@ -209,30 +156,39 @@ class Matrix:
         chosen = {self.cell(c).cell_id for c in wanted}
         return [c for c in self.cells if c.cell_id in chosen]
 
+    def model_args(self) -> List[str]:
+        """``harness run`` options that choose what runs: the project config (if any) and the models."""
+        return [*(["--config", str(self.config)] if self.config else []), "--models", *self.models]
+
     def run_args(self) -> List[str]:
         """``harness run`` options every cell of this matrix runs with (the baseline's settings)."""
-        return [
-            *(["--config", str(self.config)] if self.config else []),
-            "--models", *self.models,
-            "--device", self.device,
-            "--dtype", self.dtype,
-            "--batch-size", str(self.batch_size),
-        ]
+        return [*self.model_args(), "--device", self.device, "--dtype", self.dtype, "--batch-size", str(self.batch_size)]
+
+    def require_baseline(self) -> Path:
+        """The baseline file every cell is compared with; a missing one says how to make it from a cell."""
+        path = baseline_file(self.baseline)
+        if not path.is_file():
+            raise MatrixError(
+                f"{path}: baseline '{self.baseline}' of matrix '{self.name}' does not exist; create it from a "
+                f"reference cell: nox -s baseline -- --matrix {self.name} --cell {self.cells[-1].cell_id}"
+            )
+        return path
 
     def model_packages(self, registry: "str | Path | None" = None) -> List[str]:
         """Distributions shipping this matrix's ``source = "package"`` models (installed with ``--no-deps``)."""
-        from harness.errors import ModelLoadError
         from harness.config.project import project_registry
 
         try:
             specs = project_registry(self.config, registry).select(list(self.models))
-        except (ModelLoadError, HarnessError) as err:
+        except HarnessError as err:
             raise MatrixError(f"{self.source}: matrix '{self.name}': {err}") from None
         return sorted({canonicalize_name(s.package) for s in specs if s.source == "package" and s.package})
 
 
 @dataclass(frozen=True)
 class MatrixFile:
+    """Every matrix of one ``matrix.toml``, by name."""
+
     path: Path
     matrices: Dict[str, Matrix] = field(default_factory=dict)
 
@@ -297,12 +253,12 @@ def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
     if not _PYTHON.match(python):
         raise _fail(path, where, f"'python' must be a minor version like '3.11', got {python!r}")
     pins = {}
-    for key, _ in _CORE_PINS:
+    for key, _ in CORE_PINS:
         value = _string(path, where, data, key)
         assert value is not None
         pins[key] = _exact_version(path, where, key, value)
     optional = {}
-    for key in _OPTIONAL_PINS:
+    for key in OPTIONAL_PINS:
         value = _string(path, where, data, key, required=False)
         if value is not None:
             optional[key] = _version_or_specifier(path, where, key, value)
@@ -412,258 +368,6 @@ def load_matrix_file(path: "str | os.PathLike[str] | None" = None) -> MatrixFile
     return MatrixFile(path=source, matrices={name: _parse_matrix(source, name, m) for name, m in matrices.items()})
 
 
-def runner_requirements(pyproject: "str | os.PathLike[str] | None" = None) -> List[str]:
-    """What ``harness run`` needs besides torch and sentence-transformers: the project's core dependencies."""
-    source = Path(pyproject) if pyproject else ROOT / "pyproject.toml"
-    try:
-        deps = tomllib.loads(source.read_text(encoding="utf-8"))["project"]["dependencies"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
-        return list(_FALLBACK_RUNNER_REQUIREMENTS)
-    return [str(d) for d in deps]
-
-
-# -- environment helpers (used by noxfile.py) -------------------------------------------------------------------
-
-
-def _python_works(executable: str, version: str) -> bool:
-    """A pyenv shim for a Python that is installed but not selected exists and fails: run it to be sure."""
-    try:
-        out = subprocess.run(
-            [executable, "-c", "import sys; print('{}.{}'.format(*sys.version_info[:2]))"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.returncode == 0 and out.stdout.strip() == version
-
-
-def find_python(version: str) -> Optional[str]:
-    """An interpreter for ``3.X``: ``$HARNESS_PYTHON_3_X``, the running one, pyenv's versions, then ``PATH``."""
-    override = os.environ.get("HARNESS_PYTHON_" + version.replace(".", "_"))
-    if override:
-        return override
-    if "{}.{}".format(*sys.version_info[:2]) == version:
-        return sys.executable
-    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    candidates: List[Tuple[Tuple[int, ...], Path]] = []
-    if pyenv_root.is_dir():
-        for entry in pyenv_root.iterdir():
-            match = re.match(rf"^{re.escape(version)}\.(\d+)$", entry.name)
-            exe = entry / "bin" / f"python{version}"
-            if match and exe.is_file():
-                candidates.append(((int(match.group(1)),), exe))
-    for _, exe in sorted(candidates, reverse=True):
-        if _python_works(str(exe), version):
-            return str(exe)
-    found = shutil.which(f"python{version}")
-    if found and _python_works(found, version):
-        return found
-    return None
-
-
 def baseline_file(name: str, directory: "str | os.PathLike[str] | None" = None) -> Path:
     """A matrix's baseline: ``paths.baseline_path`` with relative paths taken from the checkout."""
     return paths.baseline_path(name, directory or DEFAULT_BASELINE_DIR, relative_to=ROOT)
-
-
-def read_cell_state(run_dir: "str | os.PathLike[str]") -> Optional[Dict[str, Any]]:
-    """A cell's ``cell.json`` (None if the cell never ran); ``run_dir`` may be a URI (``s3://.../<cell-id>``)."""
-    path = storage.join(run_dir, "cell.json")
-    text = storage.read_text(path)
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise MatrixError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise MatrixError(f"{path}: not a cell state object")
-    return data
-
-
-def write_cell_state(run_dir: "str | os.PathLike[str]", state: Mapping[str, Any]) -> Path:
-    """Write ``cell.json`` atomically (a killed run leaves the old file or the new one, not half of one)."""
-    target = Path(run_dir) / "cell.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".cell.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dict(state), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
-
-
-# -- verdicts (controlling environment: numpy + pyarrow, never torch) -------------------------------------------
-
-
-def _relative(path: "Path | str") -> str:
-    if storage.is_uri(path):
-        return str(path)
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def _model_reasons(comparison: Mapping[str, Any], statuses: Sequence[str]) -> str:
-    return "; ".join(
-        f"{m['model_id']}: {m.get('reason') or m['status']}" for m in comparison.get("models", []) if m["status"] in statuses
-    )
-
-
-_UNREAD: Any = object()
-
-
-def cell_record(
-    cell: Cell,
-    run_dir: "str | os.PathLike[str]",
-    baseline: "str | os.PathLike[str]",
-    policy: "str | os.PathLike[str] | None" = None,
-    state: Optional[Dict[str, Any]] = _UNREAD,
-) -> Dict[str, Any]:
-    """The report's record of one cell: its stage outcome from ``cell.json`` and, when it produced results, the
-    comparison with the baseline (``Comparison.serialize()``).
-
-    Status: ``install-failed`` / ``run-failed`` from the runner stage; otherwise the comparison's status
-    (``pass``, ``fail``, ``incompatible`` when a model could not be loaded there, ``error``); ``error`` too when the
-    results cannot be compared at all (missing baseline, different corpus or models).
-    """
-    run_dir = run_dir if storage.is_uri(run_dir) else Path(run_dir)
-    # ``state``: the cell.json a caller already read (None: never ran), so object storage is asked once
-    state = (read_cell_state(run_dir) if state is _UNREAD else state) or {}
-    results = storage.join(run_dir, "results.parquet")
-    written = storage.is_file(results)
-    record: Dict[str, Any] = {
-        "cell_id": cell.cell_id,
-        "params": cell.params,
-        "status": "error",
-        "reason": "",
-        "setup_s": state.get("setup_s"),
-        "run_s": state.get("run_s"),
-        "results": _relative(results) if written else None,
-        "comparison": None,
-    }
-    stage = state.get("status")
-    if not state:
-        record["reason"] = f"not run: no {_relative(storage.join(run_dir, 'cell.json'))}"
-        return record
-    if stage in ("install-failed", "run-failed"):
-        record.update(status=stage, reason=state.get("reason", ""))
-        return record
-    if not written:
-        record.update(status="run-failed", reason=state.get("reason") or f"{_relative(results)} was not written")
-        return record
-    from harness.compare.comparator import compare_files
-    from harness.compare.policy import load_policy
-
-    try:
-        comparison = compare_files(baseline, results, load_policy(policy), label=cell.cell_id).serialize()
-    except HarnessError as err:
-        record.update(status="error", reason=str(err))
-        return record
-    status = comparison["status"]
-    record.update(status=status, comparison=comparison)
-    if status != "pass":
-        record["reason"] = _model_reasons(comparison, ("fail", "incompatible", "error"))
-    return record
-
-
-def report_matrix(
-    matrix: Matrix,
-    runs_dir: "str | os.PathLike[str]",
-    out_dir: "str | os.PathLike[str]",
-    *,
-    cells: Optional[Sequence[str]] = None,
-    history: "str | os.PathLike[str] | None" = None,
-    baseline: "str | os.PathLike[str] | None" = None,
-    include_missing: bool = True,
-) -> Tuple[Dict[str, Any], Dict[str, Path]]:
-    """Compare every (selected) cell's results with the baseline and write the matrix report to ``out_dir``.
-
-    ``runs_dir`` holds ``<cell-id>/cell.json`` and ``<cell-id>/results.parquet``: a directory, or a URI where CI
-    jobs uploaded them (``s3://bucket/nightly/2026-11-23``; see ``harness.results.storage``). ``history``: append this run
-    to that JSONL log (and show the trend). ``include_missing``: cells that were never run count as ``error``;
-    otherwise they are left out (re-rendering a partial run).
-    """
-    from harness.report.matrix import (
-        append_history,
-        build_matrix_report,
-        load_history,
-        write_matrix_report,
-    )
-
-    base = Path(baseline) if baseline else baseline_file(matrix.baseline)
-    runs = runs_dir if storage.is_uri(runs_dir) else Path(runs_dir)
-    chosen = matrix.select(cells)
-    records = []
-    for cell in chosen:
-        run_dir = storage.join(runs, cell.cell_id)
-        state = read_cell_state(run_dir)
-        if not include_missing and state is None:
-            continue
-        records.append(cell_record(cell, run_dir, base, matrix.policy, state=state))
-    if not records:
-        raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
-    report = build_matrix_report(matrix.name, _relative(base), records)
-    past: Optional[List[Dict[str, Any]]] = None
-    if history is not None:
-        append_history(report, history)
-        past = load_history(history)
-    paths = write_matrix_report(report, out_dir, history=past)
-    return report, paths
-
-
-# -- `python -m harness.matrix.spec` (what noxfile.py runs in the controlling environment) ---------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness.matrix.spec", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    report = sub.add_parser("report", help="compare cell results with the baseline and write the matrix report")
-    report.add_argument("--matrix", required=True, help="matrix name in the matrix file")
-    report.add_argument("--file", type=Path, help="matrix file (default: matrix.toml at the repository root)")
-    report.add_argument("--runs", required=True,
-                        help="directory or URI (s3://bucket/prefix, gs://..., file://...) holding <cell-id>/cell.json and results.parquet")
-    report.add_argument("--out", type=Path, required=True, help="directory to write summary.md, report.json, junit.xml, report.html")
-    report.add_argument("--cells", nargs="+", metavar="CELL_ID", help="only these cells")
-    report.add_argument("--history", type=Path, help="append this run to this JSONL history log")
-    report.add_argument("--baseline", type=Path, help="compare with this file instead of the matrix's baseline")
-    report.add_argument("--skip-missing", action="store_true", help="leave out cells that were never run")
-    lst = sub.add_parser("list", help="print the cells of a matrix (one id per line)")
-    lst.add_argument("--matrix", required=True)
-    lst.add_argument("--file", type=Path)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """0: no cell failed (incompatible is fine); 1: a cell drifted or failed; 2: bad input."""
-    args = _parser().parse_args(argv)
-    try:
-        matrix = load_matrix_file(args.file).select(args.matrix)
-        if args.command == "list":
-            for cell in matrix.cells:
-                print(cell.cell_id)
-            return 0
-        report, paths = report_matrix(
-            matrix,
-            args.runs,
-            args.out,
-            cells=args.cells,
-            history=args.history,
-            baseline=args.baseline,
-            include_missing=not args.skip_missing,
-        )
-    except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    markdown = paths.get("markdown") or next((p for p in paths.values() if Path(p).suffix == ".md"), None)
-    if markdown is not None:
-        print(Path(markdown).read_text(encoding="utf-8"))
-    for kind, path in paths.items():
-        print(f"wrote {kind}: {_relative(Path(path))}", file=sys.stderr)
-    failing = [c for c in report["cells"] if c["status"] in FAILING_STATUSES]
-    for cell in failing:
-        print(f"{cell['status'].upper()}: {cell['cell_id']}: {cell['reason'].splitlines()[0] if cell['reason'] else ''}", file=sys.stderr)
-    return 1 if failing else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any, Dict, List, Optional
 
-from harness.report.text import fmt, fmt_cosine
+from harness.report.format import fmt, fmt_cosine, fmt_percent
 
 __all__ = ["render_attribution_markdown", "render_attribution_json", "render_attribution_html"]
 
@@ -41,10 +41,9 @@ def _rows(data: Dict[str, Any]) -> List[List[str]]:
             out.append([row["name"], change, "-", "-", "-", "-", "-", row.get("note", "")])
         for model_id, entry in row["models"].items():
             step, total = entry["step"], entry["cumulative"] or {}
-            order = step.get("order_agreement")
             out.append([
                 row["name"], change, model_id, fmt(step["max_abs_diff"]), fmt_cosine(step["min_cosine"]),
-                f"{100 * order:.1f}%" if order is not None else "-", fmt(total.get("max_abs_diff")), row.get("note", ""),
+                fmt_percent(step.get("order_agreement")), fmt(total.get("max_abs_diff")), row.get("note", ""),
             ])
     return out
 

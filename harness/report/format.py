@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["fmt", "fmt_cosine", "fmt_percent"]
+__all__ = ["fmt", "fmt_cosine", "fmt_percent", "fmt_seconds"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -36,6 +36,14 @@ def fmt_cosine(value: Any) -> str:
 
 
 def fmt_percent(value: Optional[float]) -> str:
+    """A share (0..1) as a percentage with one decimal (``99.5%``)."""
     if value is None:
         return "-"
     return f"{100 * value:.1f}%"
+
+
+def fmt_seconds(value: Optional[float]) -> str:
+    """A duration as reports show it (``12.3 s``); ``-`` when unknown."""
+    if value is None:
+        return "-"
+    return f"{value:.1f} s"

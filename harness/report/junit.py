@@ -13,13 +13,13 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.report.text import fmt
+from harness.compare.verdict import CellStatus, Status
+from harness.report.format import fmt
 
 __all__ = ["render_junit", "xml_safe"]
 
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MESSAGE_MAX = 1000
-_RUN_ERRORS = ("install-failed", "run-failed", "error")
 
 
 def xml_safe(text: Any) -> str:
@@ -55,43 +55,44 @@ def _failure_body(model: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> str:
+def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> CellStatus:
     case = ET.SubElement(suite, "testcase", {"classname": _classname(cell_id), "name": xml_safe(model["model_id"])})
-    status = model["status"]
-    reason = model.get("reason") or status
-    if status == "fail":
+    status = Status(model["status"])
+    reason = model.get("reason") or status.value
+    if status is Status.FAIL:
         _outcome(case, "failure", reason, "drift", _failure_body(model))
-    elif status == "incompatible":
-        _outcome(case, "skipped", reason, "incompatible")
-    elif status != "pass":
-        _outcome(case, "error", reason, status, reason)
-    return status
+    elif status is Status.INCOMPATIBLE:
+        _outcome(case, "skipped", reason, status.value)
+    elif status is not Status.PASS:
+        _outcome(case, "error", reason, status.value, reason)
+    return CellStatus.parse(status)
 
 
-def _needs_setup_case(cell: Dict[str, Any], model_statuses: List[str]) -> bool:
+def _needs_setup_case(cell: Dict[str, Any], model_statuses: List[CellStatus]) -> bool:
     """A cell without a comparison, or whose own failure no model testcase already reports."""
     if cell.get("comparison") is None:
         return True
-    if cell["status"] in _RUN_ERRORS:
-        return "error" not in model_statuses
-    if cell["status"] == "incompatible":
-        return "incompatible" not in model_statuses
+    status = CellStatus(cell["status"])
+    if status.unjudged:
+        return CellStatus.ERROR not in model_statuses
+    if status is CellStatus.INCOMPATIBLE:
+        return CellStatus.INCOMPATIBLE not in model_statuses
     return False
 
 
-def _setup_case(suite: ET.Element, cell: Dict[str, Any]) -> str:
+def _setup_case(suite: ET.Element, cell: Dict[str, Any]) -> CellStatus:
     attrs = {"classname": _classname(cell["cell_id"]), "name": "setup"}
     if cell.get("setup_s") is not None:
         attrs["time"] = f"{float(cell['setup_s']):.3f}"
     case = ET.SubElement(suite, "testcase", attrs)
-    status, reason = cell["status"], cell.get("reason") or cell["status"]
-    if status == "incompatible":
-        _outcome(case, "skipped", reason, "incompatible")
-        return "incompatible"
-    if status in _RUN_ERRORS:
-        _outcome(case, "error", reason, status, reason)
-        return "error"
-    if status == "fail":
+    status = CellStatus(cell["status"])
+    reason = cell.get("reason") or status.value
+    if status is CellStatus.INCOMPATIBLE:
+        _outcome(case, "skipped", reason, status.value)
+    elif status.unjudged:  # install-failed, run-failed, error: counted as one JUnit error each
+        _outcome(case, "error", reason, status.value, reason)
+        return CellStatus.ERROR
+    elif status is CellStatus.FAIL:
         _outcome(case, "failure", reason, "drift", reason)
     return status
 
@@ -114,16 +115,16 @@ def _env_out(cell: Dict[str, Any]) -> Optional[str]:
     return "\n".join(lines)
 
 
-def _count(statuses: List[str]) -> Dict[str, int]:
+def _count(statuses: List[CellStatus]) -> Dict[str, int]:
     return {
         "tests": len(statuses),
-        "failures": statuses.count("fail"),
-        "errors": sum(s not in ("pass", "fail", "incompatible") for s in statuses),
-        "skipped": statuses.count("incompatible"),
+        "failures": statuses.count(CellStatus.FAIL),
+        "errors": sum(s.unjudged for s in statuses),
+        "skipped": statuses.count(CellStatus.INCOMPATIBLE),
     }
 
 
-def _suite(root: ET.Element, cell: Dict[str, Any], timestamp: str) -> Tuple[List[str], float]:
+def _suite(root: ET.Element, cell: Dict[str, Any], timestamp: str) -> Tuple[List[CellStatus], float]:
     suite = ET.SubElement(root, "testsuite", {"name": xml_safe(cell["cell_id"]), "timestamp": xml_safe(timestamp)})
     _properties(suite, cell)
     statuses = [_model_case(suite, cell["cell_id"], m) for m in (cell.get("comparison") or {}).get("models", [])]
@@ -143,7 +144,7 @@ def render_junit(report: Dict[str, Any]) -> str:
     """The matrix as JUnit XML (``<testsuites>`` root, totals on every level)."""
     root = ET.Element("testsuites", {"name": xml_safe(f"matrix {report['matrix']}")})
     timestamp = str(report.get("created_at", ""))[:19]  # JUnit's xsd wants ISO 8601 without a zone
-    all_statuses: List[str] = []
+    all_statuses: List[CellStatus] = []
     total = 0.0
     for cell in report["cells"]:
         statuses, seconds = _suite(root, cell, timestamp)

@@ -1,6 +1,6 @@
 """Markdown rendering of a matrix report: for PR comments and CI job summaries, where there is no HTML or JS.
 
-Renders only from the matrix report dict (see ``harness.report.matrix``), so it cannot disagree with the
+Renders only from the matrix report dict (see ``harness.report.matrix_report``), so it cannot disagree with the
 JSON, JUnit or HTML rendering of the same run.
 """
 
@@ -9,16 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence
 
-from harness.report.matrix import (
-    CELL_STATUSES,
-    NOT_RUN_STATUSES,
-    fmt_cosine,
-    fmt_percent,
-    history_series,
-    meaningful_env_changes,
-    order_agreement,
-)
-from harness.report.text import fmt, fmt_drift, speed_cells
+from harness.compare.verdict import CellStatus, Status
+from harness.report.format import fmt, fmt_cosine, fmt_percent, fmt_seconds
+from harness.report.matrix_report import history_series, incomplete, meaningful_env_changes, order_agreement
+from harness.report.text import fmt_drift, speed_cells
 
 __all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
 
@@ -26,7 +20,6 @@ __all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
 TREND_RUNS = 10
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_BAD_STATUSES = {"fail", "run-failed", "install-failed", "error"}
 
 
 def md_escape(text: Any) -> str:
@@ -43,8 +36,9 @@ def _code(text: Any) -> str:
 
 
 def _status(status: str) -> str:
-    """Bold the statuses that need someone to act."""
-    return f"**{status.upper()}**" if status in _BAD_STATUSES else status
+    """A cell's or model's status word; bold and upper case where someone needs to act."""
+    word = CellStatus.parse(status)
+    return f"**{word.value.upper()}**" if word.failing else word.value
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
@@ -53,16 +47,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     return lines
 
 
-def _seconds(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.1f} s"
-
-
 # -- sections ---------------------------------------------------------------------------------------------------
 
 
 def _header(report: Dict[str, Any]) -> List[str]:
     counts = report.get("counts", {})
-    summary = ", ".join(f"{counts[s]} {s}" for s in CELL_STATUSES if counts.get(s))
+    summary = ", ".join(f"{counts[s.value]} {s.value}" for s in CellStatus if counts.get(s.value))
     date = str(report.get("created_at", ""))[:10]
     return [
         f"# Drift report: {md_escape(report['matrix'])} — {_status(report['status']).upper()} ({date})",
@@ -151,7 +141,7 @@ def _failures(report: Dict[str, Any]) -> List[str]:
     lines: List[str] = []
     for cell in report["cells"]:
         for model in (cell.get("comparison") or {}).get("models", []):
-            if model["status"] != "pass":
+            if Status(model["status"]) is not Status.PASS:
                 lines += _failed_model(cell, model)
     return ["", "## Failures explained"] + lines if lines else []
 
@@ -159,9 +149,9 @@ def _failures(report: Dict[str, Any]) -> List[str]:
 def _not_run(report: Dict[str, Any]) -> List[str]:
     """Cells without a comparison, or whose status says setup, install or the run itself went wrong."""
     rows = [
-        [_code(c["cell_id"]), _status(c["status"]), md_escape(c.get("reason") or "-"), _seconds(c.get("setup_s"))]
+        [_code(c["cell_id"]), _status(c["status"]), md_escape(c.get("reason") or "-"), fmt_seconds(c.get("setup_s"))]
         for c in report["cells"]
-        if c.get("comparison") is None or c["status"] in NOT_RUN_STATUSES
+        if incomplete(c)
     ]
     if not rows:
         return []
@@ -174,7 +164,7 @@ def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> List[st
         for model in (cell.get("comparison") or {}).get("models", []):
             points = history_series(history, report["matrix"], cell["cell_id"], model["model_id"], TREND_RUNS)
             if points:
-                values = " → ".join(fmt(v) if s != "fail" else f"**{fmt(v)}**" for _, s, v in points)
+                values = " → ".join(f"**{fmt(v)}**" if s is CellStatus.FAIL else fmt(v) for _, s, v in points)
                 rows.append([_code(cell["cell_id"]), _code(model["model_id"]), str(len(points)), values])
     if not rows:
         return []

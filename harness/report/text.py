@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from harness.report.format import fmt, fmt_cosine
+from harness.compare.verdict import Status
+from harness.report.format import fmt, fmt_cosine, fmt_percent
 
-__all__ = ["render_comparison", "render_explanation", "format_env", "fmt", "fmt_cosine", "fmt_drift", "speed_cells"]
+__all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells"]
 
 
 def fmt_drift(metrics: Dict[str, Any]) -> str:
@@ -56,16 +57,16 @@ def _table(rows: List[List[str]]) -> List[str]:
 def _topk(metrics: Dict[str, Any]) -> str:
     for key, value in metrics.items():
         if key.endswith("order_agreement"):
-            return f"{100 * value:.1f}%"
+            return fmt_percent(value)
     return "-"
 
 
 def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
     """The verdict as text: summary table, failure explanations with worst offenders, environment changes."""
     models = data["models"]
-    failing = [m for m in models if m["status"] != "pass"]
+    failing = [m for m in models if Status(m["status"]) is not Status.PASS]
     lines = [
-        f"harness compare: {data['status'].upper()} ({len(failing)} of {len(models)} model(s) not passing)",
+        f"harness compare: {Status(data['status']).value.upper()} ({len(failing)} of {len(models)} model(s) not passing)",
         f"  baseline:  {data['baseline']}  [{format_env(data.get('baseline_env', {}))}]",
         f"  candidate: {data['candidate']}  [{format_env(data.get('candidate_env', {}))}]",
         f"  policy:    {data['policy']}",
@@ -75,7 +76,7 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
     for model in models:
         metrics = model.get("metrics", {})
         rows.append([
-            model["model_id"], model["kind"], model["tolerance_class"], model["status"].upper(),
+            model["model_id"], model["kind"], model["tolerance_class"], Status(model["status"]).value.upper(),
             fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
         ])
     lines += _table(rows)
@@ -84,7 +85,7 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
     if len(speed) > 1:
         lines += ["", "Speed and memory of the candidate run (reported, not judged):"] + _table(speed)
     for model in failing:
-        lines += ["", f"{model['status'].upper()} {model['model_id']} (tolerance class {model['tolerance_class']}):"]
+        lines += ["", f"{Status(model['status']).value.upper()} {model['model_id']} (tolerance class {model['tolerance_class']}):"]
         failed = [c for c in model.get("checks", []) if not c["passed"]]
         for check in failed:
             lines.append(f"  {check['name']}: {fmt(check['observed'])} (limit {check['op']} {fmt(check['limit'])}); {check['detail']}")
@@ -115,7 +116,7 @@ def render_explanation(factors: List[Any], comparison: Dict[str, Any]) -> str:
     for model in comparison["models"]:
         value = model.get("metrics", {}).get("max_abs_diff")
         observed = max(observed, value or 0.0)
-        lines.append(f"  {model['model_id']:<24} {model['status'].upper():<12} max abs diff {fmt(value)}")
+        lines.append(f"  {model['model_id']:<24} {Status(model['status']).value.upper():<12} max abs diff {fmt(value)}")
     if not factors:
         lines += ["", "No environment factor differs: any drift comes from the model files or nondeterminism."]
         return "\n".join(lines)

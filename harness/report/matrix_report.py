@@ -1,52 +1,35 @@
 """The matrix report: one JSON-able dict for a whole version matrix, the single source every format renders from.
 
 ``build_matrix_report`` assembles it from per-cell outcomes (each carrying ``Comparison.serialize()`` data or
-``None``), ``write_matrix_report`` renders all four formats from that one dict, and ``append_history`` /
-``load_history`` keep a JSONL log of past runs for the trend sections. The small accessors below are shared by
-the renderers, so that e.g. "which agreement metric is the headline" is decided once, not once per format.
+``None``); ``history_entry`` is the compact record of one run kept in the history log, and ``history_series``
+reads a trend back out of that log. The small accessors below are shared by the renderers, so that e.g. "which
+agreement metric is the headline" is decided once, not once per format. Data only: writing the files (and the
+log) is ``harness.matrix.publish``'s job.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
-import json
 import os
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from harness.report.format import fmt_cosine, fmt_percent
-from harness.fsio import atomic_output
+from harness.compare.verdict import CellStatus
 
 __all__ = [
     "MATRIX_FORMAT_VERSION",
-    "CELL_STATUSES",
-    "NOT_RUN_STATUSES",
     "ENV_KEY_PATTERNS",
     "build_matrix_report",
-    "write_matrix_report",
-    "append_history",
     "history_entry",
-    "load_history",
-    "worst_status",
+    "history_series",
     "meaningful_env_changes",
     "order_agreement",
     "diff_tolerance",
-    "fmt_cosine",
-    "fmt_percent",
-    "history_series",
     "report_models",
-    "OUTPUT_FILES",
+    "incomplete",
 ]
 
 MATRIX_FORMAT_VERSION = 1
-
-#: every cell status, best first; the overall status is the worst one present
-CELL_STATUSES: Tuple[str, ...] = ("pass", "incompatible", "fail", "run-failed", "install-failed", "error")
-#: run-failed, install-failed and error are equally bad: none of them produced a trustworthy comparison
-_SEVERITY = {"pass": 0, "incompatible": 1, "fail": 2, "run-failed": 3, "install-failed": 3, "error": 3}
-#: statuses whose cells normally have no comparison to show
-NOT_RUN_STATUSES: Tuple[str, ...] = ("incompatible", "install-failed", "run-failed", "error")
 
 #: fingerprint keys that plausibly move the numbers; the rest (platform strings, cpu_count, ...) is noise in a report
 ENV_KEY_PATTERNS: Tuple[str, ...] = (
@@ -65,24 +48,8 @@ ENV_KEY_PATTERNS: Tuple[str, ...] = (
     "models.*.weights_sha256",
 )
 
-OUTPUT_FILES: Dict[str, str] = {
-    "markdown": "summary.md",
-    "json": "report.json",
-    "junit": "junit.xml",
-    "html": "report.html",
-}
-
 
 # -- building ---------------------------------------------------------------------------------------------------
-
-
-def worst_status(statuses: Iterable[str]) -> str:
-    """Worst cell status (pass < incompatible < fail < run/install failures, error); ``pass`` for none."""
-    known = list(statuses)
-    for status in known:
-        if status not in _SEVERITY:
-            raise ValueError(f"unknown cell status {status!r} (known: {', '.join(CELL_STATUSES)})")
-    return max(known, key=lambda s: (_SEVERITY[s], CELL_STATUSES.index(s)), default="pass")
 
 
 def _now() -> str:
@@ -96,18 +63,16 @@ def _normalize_cell(cell: Mapping[str, Any]) -> Dict[str, Any]:
     comparison = cell.get("comparison")
     if comparison is not None and hasattr(comparison, "serialize"):
         comparison = comparison.serialize()
-    out = {
+    return {
         "cell_id": str(cell["cell_id"]),
         "params": dict(cell.get("params") or {}),
-        "status": cell.get("status", "error"),
+        "status": CellStatus.parse(cell.get("status", CellStatus.ERROR)).value,
         "reason": cell.get("reason") or "",
         "setup_s": cell.get("setup_s"),
         "run_s": cell.get("run_s"),
         "results": None if cell.get("results") is None else str(cell["results"]),
         "comparison": comparison,
     }
-    worst_status([out["status"]])  # validates
-    return out
 
 
 def build_matrix_report(
@@ -123,43 +88,16 @@ def build_matrix_report(
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ValueError(f"duplicate cell id(s): {', '.join(duplicates)}")
-    statuses = [c["status"] for c in normalized]
+    statuses = [CellStatus(c["status"]) for c in normalized]
     return {
         "format_version": MATRIX_FORMAT_VERSION,
         "matrix": matrix_name,
         "created_at": created_at or _now(),
         "baseline": str(baseline),
-        "status": worst_status(statuses),
-        "counts": {s: statuses.count(s) for s in CELL_STATUSES},
+        "status": CellStatus.worst(statuses).value,
+        "counts": {s.value: statuses.count(s) for s in CellStatus},
         "cells": normalized,
     }
-
-
-def write_matrix_report(
-    report: Dict[str, Any],
-    out_dir: "str | os.PathLike[str]",
-    *,
-    history: Optional[List[Dict[str, Any]]] = None,
-) -> Dict[str, Path]:
-    """Render every format from the same dict and write each file atomically (no half-written report)."""
-    from harness.report.html import render_html
-    from harness.report.json_report import render_json
-    from harness.report.junit import render_junit
-    from harness.report.markdown import render_markdown
-
-    rendered = {
-        "markdown": render_markdown(report, history=history),
-        "json": render_json(report),
-        "junit": render_junit(report),
-        "html": render_html(report, history=history),
-    }
-    paths: Dict[str, Path] = {}
-    for fmt_name, text in rendered.items():
-        target = Path(out_dir) / OUTPUT_FILES[fmt_name]
-        with atomic_output(target) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-        paths[fmt_name] = target
-    return paths
 
 
 # -- history ----------------------------------------------------------------------------------------------------
@@ -187,45 +125,12 @@ def history_entry(report: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def append_history(report: Dict[str, Any], history_path: "str | os.PathLike[str]") -> Dict[str, Any]:
-    """Append one JSON line with a single ``write`` (O_APPEND), then fsync, so concurrent runs never interleave."""
-    entry = history_entry(report)
-    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode("utf-8")
-    path = Path(history_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def _logged_status(value: Any) -> Optional[CellStatus]:
+    """A status as the log recorded it; None for a missing or unknown word (a hand-edited or newer log)."""
     try:
-        written = os.write(fd, line)
-        if written != len(line):
-            raise OSError(f"{path}: short write appending history ({written} of {len(line)} bytes)")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return entry
-
-
-def load_history(path: "str | os.PathLike[str]") -> List[Dict[str, Any]]:
-    """Every run in the log, oldest first; a missing file is an empty history.
-
-    A torn last line (a run killed mid-append, without its newline) is skipped; a malformed line anywhere else
-    means the log was edited or corrupted and raises, naming the line.
-    """
-    target = Path(path)
-    if not target.is_file():
-        return []
-    text = target.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    entries: List[Dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(json.loads(line))
-        except ValueError as err:
-            if number == len(lines):  # no trailing newline: an interrupted append
-                break
-            raise ValueError(f"{target}:{number}: not a JSON history line ({err})") from None
-    return entries
+        return CellStatus.parse(value)
+    except ValueError:
+        return None
 
 
 def history_series(
@@ -234,7 +139,7 @@ def history_series(
     cell_id: str,
     model_id: str,
     last: int = 10,
-) -> List[Tuple[str, str, Optional[float]]]:
+) -> List[Tuple[str, Optional[CellStatus], Optional[float]]]:
     """``(created_at, cell status, max abs diff)`` of the last ``last`` runs of one cell and model, oldest first."""
     points = []
     for entry in history:
@@ -243,7 +148,8 @@ def history_series(
         cell = entry.get("cells", {}).get(cell_id)
         if cell is None:
             continue
-        points.append((str(entry.get("created_at", "")), cell.get("status", "?"), cell.get("max_abs_diff", {}).get(model_id)))
+        status = _logged_status(cell.get("status"))
+        points.append((str(entry.get("created_at", "")), status, cell.get("max_abs_diff", {}).get(model_id)))
     return points[-last:] if last > 0 else points
 
 
@@ -257,6 +163,13 @@ def report_models(report: Dict[str, Any]) -> List[str]:
         for model in (cell.get("comparison") or {}).get("models", []):
             seen.setdefault(model["model_id"], None)
     return list(seen)
+
+
+def incomplete(cell: Dict[str, Any]) -> bool:
+    """A cell without a comparison, or whose status says setup, install, the run or a model's loading went wrong
+    (its reason is worth showing beside, or instead of, the model verdicts)."""
+    status = CellStatus(cell["status"])
+    return cell.get("comparison") is None or status is CellStatus.INCOMPATIBLE or status.unjudged
 
 
 def meaningful_env_changes(changes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:

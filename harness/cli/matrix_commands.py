@@ -1,0 +1,197 @@
+"""``harness matrix report|list`` and ``harness attribute run|report``: the version matrix's commands.
+
+``nox -s matrix`` runs the cells and then ``harness matrix report`` in its controlling environment;
+``nox -s attribute`` runs ``harness attribute run`` there. Both work without nox too, on run directories
+gathered from anywhere (``--runs s3://...``) or a saved attribution plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+from harness.errors import ExitCode
+
+__all__ = ["register"]
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _shown(path: "Path | str") -> str:
+    """A path relative to the checkout where it lies inside it."""
+    from harness.matrix.spec import ROOT
+
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def _log(message: str) -> None:
+    print(f"harness attribute: {message}", file=sys.stderr, flush=True)
+
+
+def _echo(line: str) -> None:
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+def cmd_matrix_report(args: argparse.Namespace) -> int:
+    """Compare every cell with the baseline, write the report; 1 when a cell drifted or could not be judged."""
+    from harness.compare.verdict import CellStatus
+    from harness.matrix.collect import collect_matrix
+    from harness.matrix.publish import publish_matrix_report
+    from harness.matrix.spec import load_matrix_file
+
+    matrix = load_matrix_file(args.file).select(args.matrix)
+    report = collect_matrix(matrix, args.runs, cells=args.cells, baseline=args.baseline, include_missing=not args.skip_missing)
+    written = publish_matrix_report(report, args.out, args.history)
+    print(written["markdown"].read_text(encoding="utf-8"))
+    for kind, path in written.items():
+        print(f"wrote {kind}: {_shown(path)}", file=sys.stderr)
+    failing = [c for c in report["cells"] if CellStatus(c["status"]).failing]
+    for cell in failing:
+        print(f"{cell['status'].upper()}: {cell['cell_id']}: {_first_line(cell['reason'])}", file=sys.stderr)
+    return ExitCode.DRIFT if failing else ExitCode.OK
+
+
+def cmd_matrix_list(args: argparse.Namespace) -> int:
+    from harness.matrix.spec import load_matrix_file
+
+    for cell in load_matrix_file(args.file).select(args.matrix).cells:
+        print(cell.cell_id)
+    return ExitCode.OK
+
+
+def _candidate_changes(args: argparse.Namespace) -> Dict[str, Any]:
+    """The ``--to-*`` options given, as runtime settings."""
+    changes: Dict[str, Any] = {}
+    for name in ("device", "dtype", "attn_implementation", "batch_size", "threads"):
+        value = getattr(args, f"to_{name}")
+        if value is not None:
+            changes[name] = value
+    if args.to_tf32 is not None:
+        changes["tf32"] = args.to_tf32 == "on"
+    return changes
+
+
+def _baseline_runtime(matrix: Any) -> Tuple[Any, str]:
+    """How the matrix's baseline was run (``harness.baselines.rerun_options``), and where that came from; the
+    matrix's own device, dtype and batch size where the baseline file does not exist yet."""
+    from harness.baselines import rerun_options
+    from harness.config.project import project_registry
+    from harness.matrix.attribution import RuntimeSettings
+    from harness.matrix.spec import baseline_file
+
+    path = baseline_file(matrix.baseline)
+    if not path.is_file():
+        settings = RuntimeSettings(device=matrix.device, dtype=matrix.dtype, batch_size=matrix.batch_size)
+        return settings, f"{matrix.source} (no baseline {path})"
+    # only the run settings are used: the walk's steps choose their own output files, so ``out`` is a placeholder
+    options = rerun_options(path, path.with_suffix(".rerun.parquet"), registry=project_registry(matrix.config))
+    return RuntimeSettings.from_run_options(options), str(path)
+
+
+def _write_attribution(plan: Path, out_dir: Path, tolerance_class: str) -> int:
+    from harness.matrix.attribution_run import judge_plan
+    from harness.matrix.publish import write_attribution
+
+    written = write_attribution(judge_plan(plan, tolerance_class), out_dir)
+    print(written["markdown"].read_text(encoding="utf-8"))
+    for kind, path in written.items():
+        print(f"wrote {kind}: {_shown(path)}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_attribute_run(args: argparse.Namespace) -> int:
+    """Walk from one cell to another one factor at a time, run every step, and write the waterfall."""
+    from harness.matrix.attribution_run import run_attribution
+    from harness.matrix.cellrun import Workspace
+    from harness.matrix.spec import ROOT, load_matrix_file
+    from harness.matrix.venvs import choose_backend, compile_resolver, find_uv
+
+    matrix = load_matrix_file(args.file).select(args.matrix)
+    base, cand = matrix.cell(args.baseline_cell), matrix.cell(args.candidate_cell)
+    base_runtime, source = _baseline_runtime(matrix)
+    cand_runtime = base_runtime.with_changes(_candidate_changes(args))
+    uv = args.uv or find_uv()
+    reports = (args.reports or Path(os.environ.get("HARNESS_REPORTS_DIR") or ROOT / "reports")).resolve()
+    ws = Workspace(root=ROOT, runs=reports / "runs", venvs=(args.venvs or ROOT / ".nox" / "matrix-cells").resolve(),
+                   backend=choose_backend(args.backend, uv), uv=uv, reuse_venvs=args.reuse_venvs, log=_log, echo=_echo)
+    _log(f"starting point: {' '.join(base_runtime.run_args())} (from {_shown(source)})")
+    out_dir = reports / "attribution" / f"{base.cell_id}__{cand.cell_id}"
+    plan = run_attribution(ws, matrix, base, base_runtime, cand, cand_runtime, compile_resolver(uv), out_dir,
+                           runtime_from=source)
+    return _write_attribution(plan, out_dir, args.tolerance_class)
+
+
+def cmd_attribute_report(args: argparse.Namespace) -> int:
+    """Judge a saved plan's step results again (nothing runs)."""
+    return _write_attribution(args.plan, args.out or args.plan.parent, args.tolerance_class)
+
+
+def _add_matrix_file(parser: argparse.ArgumentParser, *, default_matrix: bool = False) -> None:
+    if default_matrix:
+        parser.add_argument("--matrix", default=os.environ.get("HARNESS_MATRIX", "default"),
+                            help="matrix name in the matrix file (default: $HARNESS_MATRIX or %(default)s)")
+    else:
+        parser.add_argument("--matrix", required=True, help="matrix name in the matrix file")
+    parser.add_argument("--file", type=Path, help="matrix file (default: matrix.toml at the repository root)")
+
+
+def _register_matrix(sub: Any) -> None:
+    matrix = sub.add_parser("matrix", help="the version matrix (matrix.toml): report a run, list its cells")
+    msub = matrix.add_subparsers(dest="matrix_command", required=True)
+    report = msub.add_parser("report", help="compare cell results with the baseline and write the matrix report (exit 0/1/2)")
+    _add_matrix_file(report)
+    report.add_argument("--runs", required=True,
+                        help="directory or URI (s3://bucket/prefix, gs://..., file://...) holding <cell-id>/cell.json and results.parquet")
+    report.add_argument("--out", type=Path, required=True, help="directory to write summary.md, report.json, junit.xml, report.html")
+    report.add_argument("--cells", nargs="+", metavar="CELL_ID", help="only these cells")
+    report.add_argument("--history", type=Path, help="append this run to this JSONL history log")
+    report.add_argument("--baseline", type=Path, help="compare with this file instead of the matrix's baseline")
+    report.add_argument("--skip-missing", action="store_true", help="leave out cells that were never run")
+    report.set_defaults(func=cmd_matrix_report)
+    lst = msub.add_parser("list", help="print the cells of a matrix (one id per line)")
+    _add_matrix_file(lst)
+    lst.set_defaults(func=cmd_matrix_list)
+
+
+def _register_attribute(sub: Any) -> None:
+    attr = sub.add_parser("attribute", help="attribute drift between two matrix cells to single factors, by experiment")
+    asub = attr.add_subparsers(dest="attribute_command", required=True)
+    run = asub.add_parser("run", help="walk from BASELINE_CELL to CANDIDATE_CELL one factor at a time, run each step, "
+                                      "write reports/attribution/<a>__<b>/attribution.{md,json,html}")
+    run.add_argument("baseline_cell", help="cell id (matrix.toml) of the starting environment")
+    run.add_argument("candidate_cell", help="cell id of the target environment")
+    _add_matrix_file(run, default_matrix=True)
+    run.add_argument("--backend", choices=("auto", "uv", "pip"), default=os.environ.get("HARNESS_VENV_BACKEND", "auto"))
+    run.add_argument("--reuse-venvs", action=argparse.BooleanOptionalAction, default=True,
+                     help="reuse cell venvs whose pins did not change (default: yes)")
+    for flag, kind, help_ in (("device", str, "cpu|cuda|mps"), ("dtype", str, "|".join(_DTYPES)),
+                              ("attn-implementation", str, "eager|sdpa"), ("batch-size", int, "N"), ("threads", int, "N")):
+        run.add_argument(f"--to-{flag}", type=kind, choices=_DTYPES if flag == "dtype" else None,
+                         help=f"candidate runtime setting ({help_}); default: the baseline's")
+    run.add_argument("--to-tf32", choices=("on", "off"), help="candidate TF32 setting; default: the baseline's")
+    run.add_argument("--reports", type=Path, help="reports directory (default: $HARNESS_REPORTS_DIR or reports/)")
+    run.add_argument("--venvs", type=Path, help="where cell virtualenvs live (default: .nox/matrix-cells)")
+    run.add_argument("--uv", help="the uv executable (default: nox's own uv, else uv on PATH)")
+    run.add_argument("--class", dest="tolerance_class", default="fp32", help="class each step is judged by (default: %(default)s)")
+    run.set_defaults(func=cmd_attribute_run)
+    report = asub.add_parser("report", help="judge a saved attribution plan's step results again and write the waterfall")
+    report.add_argument("plan", type=Path, help="plan.json written by 'harness attribute run'")
+    report.add_argument("--out", type=Path, help="directory for attribution.{md,json,html} (default: the plan's)")
+    report.add_argument("--class", dest="tolerance_class", default="fp32", help="class each step is judged by (default: %(default)s)")
+    report.set_defaults(func=cmd_attribute_report)
+
+
+def register(sub: Any) -> None:
+    _register_matrix(sub)
+    _register_attribute(sub)

@@ -1,0 +1,127 @@
+"""Running an attribution walk and judging it: the steps ``attribution.plan_steps`` planned, then the waterfall.
+
+Package steps are matrix cells (one virtualenv each, built by ``cellrun``); runtime steps rerun ``harness run``
+with different flags in the last package step's virtualenv. What each step produced is recorded in
+``plan.json`` beside the report, so ``harness attribute report PLAN.json`` can judge (or re-judge, with another
+tolerance class) without running anything. Judging runs in the controlling environment: every comparison is
+``harness.compare.comparator.compare_files``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from harness.matrix.attribution import PACKAGE_FACTORS, Resolver, RuntimeSettings, plan_steps, waterfall
+from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
+from harness.matrix.cells import StageStatus
+from harness.matrix.publish import write_json
+from harness.matrix.spec import Cell, Matrix, MatrixError
+
+__all__ = ["PLAN_FILE", "STEP_MATRIX", "run_attribution", "load_plan", "judge_plan"]
+
+PLAN_FILE = "plan.json"
+#: package steps run as cells of this pseudo-matrix (run directories ``<runs>/attribute/<step-id>``)
+STEP_MATRIX = "attribute"
+_STEP_KEYS = ("step_id", "index", "name", "factors", "params", "runtime")
+_PACKAGES = {name for name, _ in PACKAGE_FACTORS}
+
+
+def run_attribution(
+    ws: Workspace,
+    matrix: Matrix,
+    base: Cell,
+    base_runtime: RuntimeSettings,
+    cand: Cell,
+    cand_runtime: RuntimeSettings,
+    resolves: Resolver,
+    out_dir: Path,
+    *,
+    runtime_from: str = "",
+) -> Path:
+    """Plan the walk, run every step, write ``out_dir/plan.json`` (replacing ``out_dir``); its path.
+
+    A step that fails is recorded with its reason (``error``) and the walk goes on.
+    """
+    steps = plan_steps(base, base_runtime, cand, cand_runtime, resolves)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    plan: Dict[str, Any] = {"matrix": matrix.name, "baseline_cell": base.cell_id, "candidate_cell": cand.cell_id,
+                            "models": list(matrix.models), "runtime_from": runtime_from, "steps": []}
+    venv: Optional[Path] = None
+    for step in steps:
+        entry = step.describe()
+        ws.log(f"{step.step_id}: {step.name} {step.note}".rstrip())
+        run_args = [*matrix.model_args(), *step.runtime.run_args()]
+        if not step.factors or step.factors[0] in _PACKAGES:
+            step_matrix = dataclasses.replace(matrix, name=STEP_MATRIX, device=step.runtime.device,
+                                              dtype=step.runtime.dtype, batch_size=step.runtime.batch_size)
+            state = run_cell(ws, step_matrix, step.cell, run_args)
+            results = ws.run_dir(STEP_MATRIX, step.cell.cell_id) / RESULTS_FILE
+            venv = Path(state.venv)
+            if state.status is not StageStatus.OK or not results.is_file():
+                entry["error"] = f"{state.status.value}: {state.reason}"
+        else:  # runtime factor: same packages, the previous step's venv, different runner flags
+            assert venv is not None  # step 0 is always a package step
+            run_dir = out_dir / step.step_id
+            run_dir.mkdir(parents=True, exist_ok=True)
+            results = run_dir / RESULTS_FILE
+            code, tail = run_harness(ws, venv, run_args, results, run_dir / "run.log")
+            if not results.is_file():
+                entry["error"] = failure(ws, "`harness run`", code, tail, run_dir / "run.log")
+        entry["results"] = str(results)
+        plan["steps"].append(entry)
+    return write_json(out_dir / PLAN_FILE, plan)
+
+
+def load_plan(path: "str | os.PathLike[str]") -> Dict[str, Any]:
+    """A ``plan.json`` as written by ``run_attribution``; anything else is a one-line ``MatrixError``."""
+    source = Path(path)
+    try:
+        plan = json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MatrixError(f"{source}: no such plan file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MatrixError(f"{source}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    except ValueError as err:
+        raise MatrixError(f"{source}: not valid JSON ({err})") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("steps"), list) or not plan["steps"]:
+        raise MatrixError(f"{source}: not an attribution plan (an object with a non-empty 'steps' list)")
+    for number, step in enumerate(plan["steps"], start=1):
+        if not isinstance(step, dict):
+            raise MatrixError(f"{source}: step {number} is not an object")
+        missing = [key for key in _STEP_KEYS if key not in step]
+        if missing:
+            raise MatrixError(f"{source}: step {number}: missing {', '.join(repr(k) for k in missing)}")
+    return plan
+
+
+def _results_of(step: Dict[str, Any], base: Path) -> Optional[Path]:
+    """The step's results file if it exists; a relative path is taken from the plan's directory."""
+    if not step.get("results"):
+        return None
+    path = Path(step["results"])
+    path = path if path.is_absolute() else base / path
+    return path if path.is_file() else None
+
+
+def judge_plan(plan_path: "str | os.PathLike[str]", tolerance_class: str = "fp32") -> Dict[str, Any]:
+    """The waterfall of a plan's step results: each step compared with the previous one and with the first."""
+    from harness.compare import comparator
+
+    plan = load_plan(plan_path)
+    where = Path(plan_path).parent
+    results = {s["step_id"]: _results_of(s, where) for s in plan["steps"]}
+    failures = {s["step_id"]: s.get("error", "") for s in plan["steps"] if s.get("error")}
+
+    def compare(a: Path, b: Path) -> Dict[str, Any]:
+        return comparator.compare_files(a, b, tolerance_class=tolerance_class, allow_model_change=True).serialize()
+
+    data = waterfall(plan["steps"], results, compare, failures)
+    data["plan"] = {k: v for k, v in plan.items() if k != "steps"}
+    return data
+

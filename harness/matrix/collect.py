@@ -1,0 +1,125 @@
+"""Collecting a matrix run: each cell's stage outcome and its comparison with the baseline, into the report dict.
+
+Runs in the controlling environment (numpy + pyarrow, never torch). The cells' run directories may lie on
+local disk or where CI jobs uploaded them (``s3://bucket/nightly/2026-11-23``; see
+``harness.results.storage``). Every comparison is ``harness.compare.comparator.compare_files``: the one judge.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from harness.compare import comparator
+from harness.compare.policy import load_policy
+from harness.compare.verdict import CellStatus
+from harness.errors import HarnessError
+from harness.matrix.cells import CELL_FILE, CellState, read_cell_state
+from harness.matrix.spec import ROOT, Cell, Matrix, MatrixError, baseline_file
+from harness.report.matrix_report import build_matrix_report
+from harness.results import storage
+
+__all__ = ["RESULTS_FILE", "cell_record", "collect_matrix"]
+
+RESULTS_FILE = "results.parquet"
+_UNREAD: Any = object()
+
+
+def _relative(path: "Path | str") -> str:
+    """A local path relative to the checkout (shorter in reports); a URI as it is."""
+    if storage.is_uri(path):
+        return str(path)
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _model_reasons(comparison: Dict[str, Any]) -> str:
+    """``model: reason`` for every model that did not pass."""
+    return "; ".join(
+        f"{m['model_id']}: {m.get('reason') or m['status']}"
+        for m in comparison.get("models", [])
+        if CellStatus.parse(m["status"]) is not CellStatus.PASS
+    )
+
+
+def cell_record(
+    cell: Cell,
+    run_dir: "str | os.PathLike[str]",
+    baseline: "str | os.PathLike[str]",
+    policy: "str | os.PathLike[str] | None" = None,
+    state: Optional[CellState] = _UNREAD,
+) -> Dict[str, Any]:
+    """The report's record of one cell: its stage outcome from ``cell.json`` and, when it produced results, the
+    comparison with the baseline (``Comparison.serialize()``).
+
+    Status: ``install-failed`` / ``run-failed`` from the runner stage; otherwise the comparison's status
+    (``pass``, ``fail``, ``incompatible`` when a model could not be loaded there, ``error``); ``error`` too when the
+    results cannot be compared at all (missing baseline, different corpus or models) or the cell never ran.
+    ``state``: the ``cell.json`` a caller already read (None: never ran), so object storage is asked once.
+    """
+    location: Union[Path, str] = run_dir if storage.is_uri(run_dir) else Path(run_dir)
+    if state is _UNREAD:
+        state = read_cell_state(location)
+    results = storage.join(location, RESULTS_FILE)
+    written = storage.is_file(results)
+    record: Dict[str, Any] = {
+        "cell_id": cell.cell_id,
+        "params": cell.params,
+        "status": CellStatus.ERROR.value,
+        "reason": "",
+        "setup_s": state.setup_s if state else None,
+        "run_s": state.run_s if state else None,
+        "results": _relative(results) if written else None,
+        "comparison": None,
+    }
+    if state is None:
+        record["reason"] = f"not run: no {_relative(storage.join(location, CELL_FILE))}"
+        return record
+    decided = state.status.cell_status
+    if decided is not None:
+        record.update(status=decided.value, reason=state.reason)
+        return record
+    if not written:
+        record.update(status=CellStatus.RUN_FAILED.value, reason=state.reason or f"{_relative(results)} was not written")
+        return record
+    try:
+        comparison = comparator.compare_files(baseline, results, load_policy(policy), label=cell.cell_id).serialize()
+    except HarnessError as err:
+        record.update(status=CellStatus.ERROR.value, reason=str(err))
+        return record
+    status = CellStatus.parse(comparison["status"])
+    record.update(status=status.value, comparison=comparison)
+    if status is not CellStatus.PASS:
+        record["reason"] = _model_reasons(comparison)
+    return record
+
+
+def collect_matrix(
+    matrix: Matrix,
+    runs_dir: "str | os.PathLike[str]",
+    *,
+    cells: Optional[Sequence[str]] = None,
+    baseline: "str | os.PathLike[str] | None" = None,
+    include_missing: bool = True,
+) -> Dict[str, Any]:
+    """Compare every (selected) cell's results with the baseline: the matrix report dict.
+
+    ``runs_dir`` holds ``<cell-id>/cell.json`` and ``<cell-id>/results.parquet``, as a directory or a URI.
+    ``include_missing``: cells that were never run count as ``error``; otherwise they are left out (re-rendering
+    a partial run), and none run at all is a ``MatrixError``.
+    """
+    base = Path(baseline) if baseline else baseline_file(matrix.baseline)
+    runs: Union[Path, str] = runs_dir if storage.is_uri(runs_dir) else Path(runs_dir)
+    records: List[Dict[str, Any]] = []
+    for cell in matrix.select(cells):
+        run_dir = storage.join(runs, cell.cell_id)
+        state = read_cell_state(run_dir)
+        if not include_missing and state is None:
+            continue
+        records.append(cell_record(cell, run_dir, base, matrix.policy, state=state))
+    if not records:
+        raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
+    return build_matrix_report(matrix.name, _relative(base), records)
