@@ -31,6 +31,8 @@ import pytest
 from harness.assertions import assert_embeddings_close, assert_rerank_stable
 from harness.errors import HarnessError
 from harness.matrix import spec as hm
+from harness.matrix.cells import CellState, write_cell_state
+from harness.matrix.collect import collect_matrix
 from harness.results.reader import ModelRows, ResultsFile, write_results
 from harness.testing import perturb_results
 
@@ -122,9 +124,9 @@ def door_matrix(base: Path, cand: Path, out: Path) -> Tuple[str, Dict[str, Outco
                     'torch = "2.13.0"\nsentence-transformers = "6.2.0"\ntransformers = "5.23.0"\n', encoding="utf-8")
     matrix = hm.load_matrix_file(toml).select("m")
     cell_dir = out / "runs" / matrix.cells[0].cell_id
-    hm.write_cell_state(cell_dir, {"status": "ok", "setup_s": 1.0, "run_s": 1.0})
+    write_cell_state(cell_dir, CellState.from_dict({"status": "ok", "setup_s": 1.0, "run_s": 1.0}))
     shutil.copy(cand, cell_dir / "results.parquet")
-    report, _ = hm.report_matrix(matrix, out / "runs", out / "report", baseline=base)
+    report = collect_matrix(matrix, out / "runs", baseline=base)
     cell = report["cells"][0]
     if cell["comparison"] is None:
         return cell["status"], {"*": Outcome(BAD, text=cell["reason"])}
