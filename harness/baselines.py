@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import getpass
-import json
 import shutil
 import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from harness import paths
-from harness.errors import BaselineExists, BaselineMissing, HarnessError, ResultsFileError
-from harness.fsio import locked_output
-from harness.results.reader import METADATA_KEY, ResultsFile
+from harness.errors import BaselineExists, BaselineMissing, HarnessError
+from harness.fsio import atomic_output, output_lock
+from harness.results.reader import ResultsFile
+from harness.results.writer import rewrite_metadata
 
 __all__ = ["DEFAULT_BASELINE_DIR", "baseline_path", "create_baseline", "list_baselines", "provenance", "rerun_options"]
 
@@ -46,9 +43,10 @@ def _who() -> str:
 
 
 def _keep_previous(target: Path) -> Path:
-    """Move the current baseline aside (``NAME.<timestamp>.parquet``) so nothing is ever lost."""
+    """Copy the current baseline aside (``NAME.<timestamp>.parquet``, atomically) so nothing is ever lost."""
     kept = target.with_name(f"{target.stem}.{_timestamp()}{target.suffix}")
-    shutil.copy2(target, kept)
+    with atomic_output(kept) as tmp:
+        shutil.copy2(target, tmp)
     return kept
 
 
@@ -76,45 +74,34 @@ def create_baseline(
             raise HarnessError(f"{target}: 'baseline update' needs --reason")
     elif target.exists() and not force:
         raise BaselineExists(f"{target}: baseline exists; refusing to overwrite (use --force to replace it, keeping the old file)")
-    history: List[Dict[str, Any]] = []
-    if target.exists():
-        old = ResultsFile(target)
-        old_prov = old.meta.get("baseline", {})
-        history = list(old_prov.get("history", [])) + ([_strip(old_prov)] if old_prov else [])
-        previous = _keep_previous(target)
-    prov = {
-        "name": target.stem,
-        "action": action if previous else "create",
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "created_by": _who(),
-        "reason": reason or "",
-        "source_file": str(Path(source).resolve()),
-        "previous_file": str(previous) if previous else None,
-        "history": history,
-    }
-    _rewrite_with_metadata(results, target, {**results.meta, "baseline": prov})
+    with output_lock(target):  # one writer of this baseline at a time, from keeping the old file to the rename
+        history: List[Dict[str, Any]] = []
+        if target.exists():
+            old = ResultsFile(target)
+            old_prov = old.meta.get("baseline", {})
+            history = list(old_prov.get("history", [])) + ([_strip(old_prov)] if old_prov else [])
+            previous = _keep_previous(target)
+        prov = {
+            "name": target.stem,
+            "action": action if previous else "create",
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_by": _who(),
+            "reason": reason or "",
+            "source_file": str(Path(source).resolve()),
+            "previous_file": str(previous) if previous else None,
+            "history": history,
+        }
+        try:
+            rewrite_metadata(results, target, {**results.meta, "baseline": prov})
+        except BaseException:
+            if previous is not None:  # the baseline is unchanged: its kept copy would only be clutter
+                previous.unlink()
+            raise
     return prov
 
 
 def _strip(prov: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in prov.items() if k != "history"}
-
-
-def _rewrite_with_metadata(results: ResultsFile, target: Path, meta: Dict[str, Any]) -> None:
-    """Copy a results file row group by row group under new metadata (bounded memory), atomically."""
-    source = pq.ParquetFile(str(results.path), page_checksum_verification=True)
-    schema = source.schema_arrow.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with locked_output(target) as tmp:
-        # Page CRCs: a baseline lives for years; bit rot must read as a broken file, never as model drift.
-        with pq.ParquetWriter(str(tmp), schema, compression="none", use_dictionary=["model_id", "task", "role"],
-                              write_page_checksum=True) as writer:
-            for i in range(source.num_row_groups):
-                try:
-                    table = source.read_row_group(i)
-                except (pa.ArrowException, OSError) as err:
-                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    raise ResultsFileError(f"{results.path}: row group {i} is unreadable ({first})") from None
-                writer.write_table(table.cast(schema))
 
 
 def provenance(path: "str | Path") -> Dict[str, Any]:

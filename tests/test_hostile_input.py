@@ -49,7 +49,7 @@ import pytest
 from harness.cli import main
 from harness.errors import ResultsFileError
 from harness.fsio import output_lock, stale_temp_files
-from harness.results.reader import ModelRows, ResultsFile, write_results
+from harness.results import ModelRows, ResultsFile, write_results
 from harness.testing import perturb_results
 
 from conftest import ROOT, run_tiny
@@ -451,7 +451,7 @@ def test_stale_temp_file_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
     out = tmp_path / "run.parquet"
     script = (
         "import os, signal, sys\n"
-        "from harness.results.reader import atomic_output\n"
+        "from harness.fsio import atomic_output\n"
         "with atomic_output(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'PAR1 half a file')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -468,7 +468,7 @@ _WRITER = """
 import sys
 import numpy as np
 from harness.fsio import output_lock
-from harness.results.reader import ModelRows, write_results
+from harness.results import ModelRows, write_results
 
 target, writer, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 n, dim = 20000, 64

@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 
 from harness.matrix import spec as hm
 from harness.errors import HarnessError
-from harness.results.reader import ModelRows, write_results
+from harness.results import ModelRows, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -12,7 +12,7 @@ from harness.cli import main
 from harness.baselines import list_baselines, provenance
 from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy, select_class
-from harness.results.reader import SCHEMA_VERSION, ResultsFile
+from harness.results import SCHEMA_VERSION, ResultsFile
 from harness.compare.verdict import Status
 
 from conftest import ROOT

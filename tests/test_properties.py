@@ -23,7 +23,7 @@ from hypothesis.extra import numpy as hnp
 from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
 from harness.compare.policy import Policy, load_policy
-from harness.results.reader import ModelRows, write_results
+from harness.results import ModelRows, write_results
 from harness.compare.verdict import Status
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -32,7 +32,7 @@ from harness.report.matrix import (
     write_matrix_report,
 )
 from harness.report.text import fmt
-from harness.results.reader import ModelRows, ResultsFile, write_results
+from harness.results import ModelRows, ResultsFile, write_results
 from harness.compare.verdict import Comparison
 
 BI, CROSS = "tiny-bi-encoder", "tiny-cross-encoder"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.errors import ResultsFileError, SchemaMismatch
-from harness.results.reader import METADATA_KEY, SCHEMA_VERSION, ModelRows, ResultsFile, atomic_output, write_results
+from harness.results import METADATA_KEY, SCHEMA_VERSION, ModelRows, ResultsFile, atomic_output, write_results
 
 
 def _meta(dims: dict) -> dict:
@@ -94,3 +94,62 @@ def test_missing_columns_are_named(tmp_path: Path) -> None:
     pq.write_table(pa.table({"model_id": ["m"]}).replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
     with pytest.raises(ResultsFileError, match="missing column"):
         ResultsFile(path)
+
+
+# -- rewrites: the writer's copies of an existing file ---------------------------------------------------------
+
+
+def _two_models(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    meta = _meta({"a": 3, "b": 2})
+    rows = [
+        ModelRows("a", "embed", ["a0", "a1", "a2", "a3"], roles=["document"] * 3 + ["query"],
+                  vectors=rng.standard_normal((4, 3)).astype(np.float32)),
+        ModelRows("b", "embed", [f"b{i}" for i in range(400)], roles=["document"] * 399 + ["query"],
+                  vectors=rng.standard_normal((400, 2)).astype(np.float32)),
+    ]
+    return write_results(path, rows, meta)
+
+
+def test_rewrite_metadata_keeps_rows_checksums_and_the_source_schema_version(tmp_path: Path) -> None:
+    from harness.results import rewrite_metadata
+
+    source = _two_models(tmp_path / "s.parquet")
+    target = rewrite_metadata(source, tmp_path / "t.parquet", {**ResultsFile(source).meta, "schema_version": 1, "note": "x"})
+    before, after = ResultsFile(source), ResultsFile(target)
+    assert after.meta["note"] == "x" and after.meta["schema_version"] == 1
+    for model_id in ("a", "b"):
+        for old, new in zip(before.embeddings(model_id), after.embeddings(model_id)):
+            np.testing.assert_array_equal(old, new)
+    assert pq.ParquetFile(target).metadata.num_row_groups == pq.ParquetFile(source).metadata.num_row_groups
+    assert pq.ParquetFile(target).metadata.row_group(0).column(0).statistics.min == "a"  # row groups stay pure
+
+
+def test_rewrite_of_a_broken_source_writes_nothing(tmp_path: Path) -> None:
+    from harness.results import rewrite_metadata
+
+    source = _two_models(tmp_path / "s.parquet")
+    data = bytearray(source.read_bytes())
+    chunk = pq.ParquetFile(source).metadata.row_group(1).column(6)  # b's vectors
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data[middle : middle + 16] = b"\xff" * 16
+    source.write_bytes(bytes(data))
+    with pytest.raises(ResultsFileError, match="row group 1 is unreadable"):
+        rewrite_metadata(source, tmp_path / "t.parquet", {"note": "x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+
+
+def test_rewrite_model_replaces_one_models_values_only(tmp_path: Path) -> None:
+    from harness.results import rewrite_model
+
+    source = _two_models(tmp_path / "s.parquet")
+    before = ResultsFile(source)
+    new = np.arange(12, dtype=np.float32).reshape(4, 3)
+    target = rewrite_model(source, tmp_path / "t.parquet", "a", vectors=new)
+    after = ResultsFile(target)
+    np.testing.assert_array_equal(after.embeddings("a")[2], new)
+    np.testing.assert_array_equal(after.embeddings("b")[2], before.embeddings("b")[2])
+    assert after.meta == before.meta
+    with pytest.raises(ValueError, match="model 'a' has 4 rows, got 3 vectors"):
+        rewrite_model(source, tmp_path / "u.parquet", "a", vectors=new[:3])
+    assert not (tmp_path / "u.parquet").exists()

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.results.reader import ResultsFile, _single_chunk, arrow_to_numpy
+from harness.results.reader import ResultsFile, arrow_to_numpy, single_chunk as _single_chunk
 
 __all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
            "refuse_nonfinite", "stream"]

@@ -24,7 +24,8 @@ from harness.run.fingerprint import collect_fingerprint
 from harness.run.load import DTYPES, Incompatible, LoadedModel, check_corpus_fits, embed_texts, load_model, score_pairs
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry, resolve_model_dir
-from harness.results.reader import ModelRows, write_results
+from harness.results.schema import ModelRows
+from harness.results.writer import write_results
 
 __all__ = ["RunOptions", "RunSummary", "run", "pick_device", "rank_within_queries"]
 
