@@ -25,6 +25,7 @@ __all__ = [
     "default_corpus_dir",
     "default_baseline_dir",
     "default_matrix_file",
+    "missing_message",
     "require",
     "baseline_path",
 ]
@@ -71,14 +72,19 @@ def default_matrix_file() -> Path:
     return project_root() / "matrix.toml"
 
 
+def missing_message(path: Path, what: str) -> str:
+    """One line naming what is missing, where it was looked for, and how to supply it."""
+    home = os.environ.get("HARNESS_HOME")
+    where = (f"HARNESS_HOME={home} has no such file: point it at a checkout of embedding-harness"
+             if home else "the harness's fixtures live in its source checkout: run from the checkout, set HARNESS_HOME to it")
+    return f"{path}: {what} not found ({where}, or pass the file explicitly)"
+
+
 def require(path: Path, what: str) -> Path:
-    """``path`` if it exists, else a one-line error naming what is missing and how to supply it."""
+    """``path`` if it exists, else a one-line ``HarnessError`` (``missing_message``)."""
     if path.exists():
         return path
-    raise HarnessError(
-        f"{path}: {what} not found (the harness's fixtures live in its source checkout: run from the checkout, "
-        "set HARNESS_HOME to it, or pass the file explicitly)"
-    )
+    raise HarnessError(missing_message(path, what))
 
 
 def baseline_path(name: str, directory: "str | os.PathLike[str] | None" = None,

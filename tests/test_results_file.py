@@ -153,3 +153,46 @@ def test_rewrite_model_replaces_one_models_values_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model 'a' has 4 rows, got 3 vectors"):
         rewrite_model(source, tmp_path / "u.parquet", "a", vectors=new[:3])
     assert not (tmp_path / "u.parquet").exists()
+
+
+# -- typed views of the metadata -------------------------------------------------------------------------------
+
+
+def test_typed_views_read_what_the_runner_wrote(tiny_results: Path) -> None:
+    results = ResultsFile(tiny_results)
+    assert results.run.device == "cpu" and results.run.batch_size == 32 and results.run.tf32_requested is None
+    assert results.run.peak_rss_bytes and results.run.peak_rss_bytes > 0
+    bi = results.records["tiny-bi-encoder"]
+    assert bi.ok and bi.kind == "bi-encoder" and bi.dim == 32 and bi.vector_dtype == "float32"
+    assert bi.source and bi.source["kind"] == "bi-encoder" and bi.items_per_s and bi.encode is not None
+    assert results.records["tiny-cross-encoder"].dim is None and results.provenance is None
+    assert results.corpus_meta.sha256 == results.corpus["sha256"] and results.harness_version
+
+
+def test_metadata_round_trips_and_keeps_unknown_keys() -> None:
+    from harness.results import ResultsMeta
+
+    data = {"harness_version": "9.9", "future": {"x": 1}, "run": {"device": "cpu", "new_flag": True},
+            "models": {"m": {"kind": "bi-encoder", "status": "ok", "dim": 4, "backend_sha256": None}}}
+    meta = ResultsMeta.from_dict(data, "f.parquet")
+    assert meta.run.extra == {"new_flag": True} and meta.models["m"].extra == {"backend_sha256": None}
+    again = meta.to_dict()
+    assert again["future"] == {"x": 1} and again["run"]["new_flag"] is True and again["run"]["device"] == "cpu"
+    assert again["models"]["m"] == data["models"]["m"]
+
+
+@pytest.mark.parametrize("section, value, field", [
+    ("run", {"batch_size": "32"}, "run.batch_size' must be an integer, got '32'"),
+    ("run", {"tf32_requested": 1}, "run.tf32_requested' must be true or false, got 1"),
+    ("run", [1, 2], "metadata 'run' must be an object, got list"),
+    ("models", {"m": {"dim": True}}, "models.m.dim' must be an integer, got True"),
+    ("baseline", {"history": [{"reason": 3}]}, "baseline.history[0].reason' must be a string, got 3"),
+])
+def test_a_field_of_the_wrong_type_names_the_file_and_the_field(tmp_path: Path, section: str, value: object, field: str) -> None:
+    path = write_results(tmp_path / "bad.parquet", [], {section: value})
+    results = ResultsFile(path)  # opening checks the footer only: the views check their own fields
+    view = {"run": "run", "models": "records", "baseline": "provenance"}[section]
+    with pytest.raises(ResultsFileError) as info:
+        getattr(results, view)
+    assert str(info.value).startswith(f"{path}: metadata '") and field in str(info.value)
+    assert "\n" not in str(info.value)

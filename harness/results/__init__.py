@@ -5,6 +5,7 @@
 """
 
 from harness.fsio import atomic_output
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
 from harness.results.reader import ResultsFile, arrow_to_numpy, single_chunk
 from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, ModelRows
 from harness.results.writer import ResultsWriter, rewrite_metadata, rewrite_model, write_results
@@ -13,9 +14,14 @@ __all__ = [
     "SCHEMA_VERSION",
     "METADATA_KEY",
     "COLUMNS",
+    "CorpusMeta",
+    "ModelRecord",
     "ModelRows",
+    "Provenance",
     "ResultsFile",
+    "ResultsMeta",
     "ResultsWriter",
+    "RunMeta",
     "arrow_to_numpy",
     "atomic_output",
     "rewrite_metadata",

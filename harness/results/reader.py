@@ -7,10 +7,11 @@ layout it reads is ``harness.results.schema``; ``embeddings()`` turns the raw ve
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
 from harness.results import storage
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, RunMeta
 from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION
 
 __all__ = ["ResultsFile", "arrow_to_numpy", "single_chunk"]
@@ -96,6 +98,51 @@ class ResultsFile:
     @property
     def fingerprint(self) -> Dict[str, Any]:
         return dict(self.meta.get("fingerprint", {}))
+
+    # typed views (``harness.results.meta``): a field of the wrong type is a ResultsFileError naming it
+
+    @functools.cached_property
+    def run(self) -> RunMeta:
+        """How the run was made: device, dtype, batch size, TF32/threads/attention requested, peak memory."""
+        return RunMeta.from_dict(self.meta.get("run"), str(self.path), "run")
+
+    @functools.cached_property
+    def records(self) -> Dict[str, ModelRecord]:
+        """Per-model records (kind, status, source, weights hash, dim, speed, ...), by model id."""
+        models = self.meta.get("models")
+        if models is not None and not isinstance(models, dict):
+            raise ResultsFileError(f"{self.path}: metadata 'models' must be an object, got {type(models).__name__}")
+        return {k: ModelRecord.from_dict(v, str(self.path), f"models.{k}") for k, v in (models or {}).items()}
+
+    @functools.cached_property
+    def provenance(self) -> Optional[Provenance]:
+        """Why this baseline exists (who, when, why, from which file); None for a plain run's results."""
+        if self.meta.get("baseline") is None:
+            return None
+        return Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
+
+    @functools.cached_property
+    def corpus_meta(self) -> CorpusMeta:
+        """Which corpus the run embedded (name, version, sha256, sizes)."""
+        return CorpusMeta.from_dict(self.meta.get("corpus"), str(self.path), "corpus")
+
+    @property
+    def created_at(self) -> Optional[str]:
+        return self._text("created_at")
+
+    @property
+    def harness_version(self) -> Optional[str]:
+        return self._text("harness_version")
+
+    @property
+    def cell_id(self) -> Optional[str]:
+        return self._text("cell_id")
+
+    def _text(self, key: str) -> Optional[str]:
+        value = self.meta.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ResultsFileError(f"{self.path}: metadata '{key}' must be a string, got {value!r}")
+        return value
 
     @property
     def num_rows(self) -> int:
