@@ -25,6 +25,7 @@ __all__ = [
     "default_corpus_dir",
     "default_baseline_dir",
     "default_matrix_file",
+    "cache_dir",
     "missing_message",
     "require",
     "baseline_path",
@@ -70,6 +71,15 @@ def default_baseline_dir() -> Path:
 
 def default_matrix_file() -> Path:
     return project_root() / "matrix.toml"
+
+
+def cache_dir() -> Path:
+    """Where the harness keeps what it builds (backend exports): ``$HARNESS_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/embedding-harness`` (``~/.cache/embedding-harness``)."""
+    explicit = os.environ.get("HARNESS_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedding-harness"
 
 
 def missing_message(path: Path, what: str) -> str:

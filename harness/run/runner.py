@@ -22,7 +22,8 @@ import harness
 from harness.config.corpus import Corpus, load_corpus
 from harness.errors import HarnessError
 from harness.run.fingerprint import collect_fingerprint
-from harness.run.load import DTYPES, Incompatible, LoadedModel, check_corpus_fits, embed_texts, load_model, score_pairs
+from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
+from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry, resolve_model_dir
 from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta
@@ -149,7 +150,7 @@ def _to_float32(values: Any) -> np.ndarray:
 
 def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
     """Documents and queries in two ``encode`` calls, as a search system embeds them, with the model's
-    settings (prompts, normalize, truncate_dim, precision: see ``harness.run.load.embed_texts``)."""
+    settings (prompts, normalize, truncate_dim, precision: see ``harness.run.encode.embed_texts``)."""
     vectors = embed_texts(loaded, [t.text for t in corpus.documents], [t.text for t in corpus.queries],
                           batch_size=options.batch_size, progress=options.progress)
     ids = [t.id for t in corpus.documents] + [t.id for t in corpus.queries]
@@ -159,7 +160,7 @@ def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[Li
 
 def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
     """Every (query, candidate) pair in one ``predict`` call; ranks are computed per query. One entry per
-    output (``harness.run.load.score_pairs``): the model's id, ``<id>@logits``, ``<id>@label<i>``."""
+    output (``harness.run.encode.score_pairs``): the model's id, ``<id>@logits``, ``<id>@label<i>``."""
     texts = {t.id: t.text for t in corpus.texts()}
     pairs = corpus.pairs
     outputs = score_pairs(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs],
