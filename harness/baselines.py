@@ -58,10 +58,10 @@ def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
     raise BaselineMissing(f"{path}: no such baseline")
 
 
-def default_check_path(root: "str | Path" = "reports/checks") -> Path:
+def default_check_path(root: "str | Path | None" = None) -> Path:
     """Where a check's candidate results go when ``--out`` is not given (kept, so a drift can be studied)."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(root) / f"check-{stamp}.parquet"
+    return Path(root or paths.default_check_dir()) / f"check-{stamp}.parquet"
 
 
 def _timestamp() -> str:
