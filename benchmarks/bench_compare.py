@@ -106,7 +106,7 @@ def write_pair(directory: Path, n: int, dim: int, queries: int, perturbed: int =
                reverse: bool = False, precision: str = "float32") -> List[Path]:
     """Baseline and candidate; with ``reverse`` the candidate's rows are in the opposite order (its ids no
     longer line up with the baseline's: the comparator's realignment path)."""
-    from harness.results.reader import ModelRows, ResultsWriter
+    from harness.results import ModelRows, ResultsWriter
 
     tag = "" if precision == "float32" else f"-{precision}"
     paths = [directory / f"base-{n}{tag}.parquet", directory / f"cand-{n}{tag}{'-reversed' if reverse else ''}.parquet"]

@@ -36,13 +36,12 @@ SETTINGS: Dict[str, Tuple[List[str], str]] = {
 
 
 def _run(baseline: Path, device: str, setting: str, out: Path) -> float:
-    from harness.check import options_from_baseline
-    from harness.results.reader import ResultsFile
+    from harness.baselines import rerun_options
 
-    recorded = options_from_baseline(ResultsFile(baseline), device=device)
-    models = recorded.get("models") or ["default"]
+    recorded = rerun_options(baseline, out, device=device)
+    models = recorded.models or ["default"]
     command = [sys.executable, "-m", "harness", "run", "--device", device, "--models", *models,
-               "--batch-size", str(recorded.get("batch_size", 32)), "--out", str(out), "--no-progress",
+               "--batch-size", str(recorded.batch_size), "--out", str(out), "--no-progress",
                *SETTINGS[setting][0]]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)

@@ -33,7 +33,7 @@ from harness.compare.metrics import align
 from harness.compare.policy import Policy, load_policy, select_class
 from harness.compare.verdict import ModelVerdict
 from harness.errors import HarnessError, IncompatibleInputs, ResultsFileError
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 __all__ = ["assert_embeddings_close", "assert_rerank_stable", "assert_model_matches", "NonFiniteInput"]
 

@@ -1,36 +1,67 @@
-"""Baselines: results files promoted to references, never overwritten silently.
+"""Baselines: results files promoted to references, never overwritten silently, and re-run the way they were made.
 
 A baseline is a results file plus provenance (who, when, why, from which file) in its metadata. Creating one
 refuses to replace an existing file unless forced; a forced create or an update first keeps the previous file
-beside it with a timestamp, then writes the new one atomically.
+beside it with a timestamp, then writes the new one atomically. ``rerun_options`` is the one way to repeat a
+baseline's run in this environment: ``harness check`` and the pytest plugin (``--harness-baseline``) both use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import getpass
-import json
 import shutil
 import socket
 from pathlib import Path
-from typing import Any, Dict, List, Optional
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from harness import paths
-from harness.errors import BaselineExists, BaselineMissing, HarnessError, ResultsFileError
-from harness.fsio import locked_output
-from harness.results.reader import METADATA_KEY, ResultsFile
+from harness.errors import BaselineExists, BaselineMissing, HarnessError, IncompatibleInputs, ModelLoadError
+from harness.fsio import atomic_output, output_lock
+from harness.results.meta import Provenance
+from harness.results import ResultsFile
+from harness.results.writer import rewrite_metadata
 
-__all__ = ["DEFAULT_BASELINE_DIR", "baseline_path", "create_baseline", "list_baselines", "provenance", "rerun_options"]
+if TYPE_CHECKING:  # the runner pulls in the registry and corpus loaders: imported when a re-run is built
+    from harness.config.registry import ModelSpec
+    from harness.run.runner import RunOptions
 
+__all__ = [
+    "DEFAULT_BASELINE_DIR",
+    "baseline_path",
+    "create_baseline",
+    "default_check_path",
+    "find_baseline",
+    "list_baselines",
+    "provenance",
+    "rerun_options",
+]
+
+#: The shipped baselines' directory when this module was imported (``paths.default_baseline_dir()`` is current).
 DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
 
 def baseline_path(name: str, directory: "str | Path | None" = None) -> Path:
     """``NAME`` -> ``<dir>/NAME.parquet``; a name that already is a path is used as it is (``paths.baseline_path``)."""
-    return paths.baseline_path(name, directory or DEFAULT_BASELINE_DIR)
+    return paths.baseline_path(name, directory)
+
+
+def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
+    """An existing baseline by name or path; a missing one is a one-line ``BaselineMissing`` saying where it
+    was looked for (a shipped baseline missing from this install says so, and how to point at a checkout)."""
+    path = baseline_path(name, directory)
+    if path.is_file():
+        return path
+    if directory is None and path.parent == paths.default_baseline_dir():
+        raise BaselineMissing(paths.missing_message(path, f"baseline '{name}'"))
+    raise BaselineMissing(f"{path}: no such baseline")
+
+
+def default_check_path(root: "str | Path | None" = None) -> Path:
+    """Where a check's candidate results go when ``--out`` is not given (kept, so a drift can be studied)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(root or paths.default_check_dir()) / f"check-{stamp}.parquet"
 
 
 def _timestamp() -> str:
@@ -46,9 +77,10 @@ def _who() -> str:
 
 
 def _keep_previous(target: Path) -> Path:
-    """Move the current baseline aside (``NAME.<timestamp>.parquet``) so nothing is ever lost."""
+    """Copy the current baseline aside (``NAME.<timestamp>.parquet``, atomically) so nothing is ever lost."""
     kept = target.with_name(f"{target.stem}.{_timestamp()}{target.suffix}")
-    shutil.copy2(target, kept)
+    with atomic_output(kept) as tmp:
+        shutil.copy2(target, tmp)
     return kept
 
 
@@ -76,61 +108,47 @@ def create_baseline(
             raise HarnessError(f"{target}: 'baseline update' needs --reason")
     elif target.exists() and not force:
         raise BaselineExists(f"{target}: baseline exists; refusing to overwrite (use --force to replace it, keeping the old file)")
-    history: List[Dict[str, Any]] = []
-    if target.exists():
-        old = ResultsFile(target)
-        old_prov = old.meta.get("baseline", {})
-        history = list(old_prov.get("history", [])) + ([_strip(old_prov)] if old_prov else [])
-        previous = _keep_previous(target)
-    prov = {
-        "name": target.stem,
-        "action": action if previous else "create",
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "created_by": _who(),
-        "reason": reason or "",
-        "source_file": str(Path(source).resolve()),
-        "previous_file": str(previous) if previous else None,
-        "history": history,
-    }
-    _rewrite_with_metadata(results, target, {**results.meta, "baseline": prov})
-    return prov
-
-
-def _strip(prov: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in prov.items() if k != "history"}
-
-
-def _rewrite_with_metadata(results: ResultsFile, target: Path, meta: Dict[str, Any]) -> None:
-    """Copy a results file row group by row group under new metadata (bounded memory), atomically."""
-    source = pq.ParquetFile(str(results.path), page_checksum_verification=True)
-    schema = source.schema_arrow.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with locked_output(target) as tmp:
-        # Page CRCs: a baseline lives for years; bit rot must read as a broken file, never as model drift.
-        with pq.ParquetWriter(str(tmp), schema, compression="none", use_dictionary=["model_id", "task", "role"],
-                              write_page_checksum=True) as writer:
-            for i in range(source.num_row_groups):
-                try:
-                    table = source.read_row_group(i)
-                except (pa.ArrowException, OSError) as err:
-                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                    raise ResultsFileError(f"{results.path}: row group {i} is unreadable ({first})") from None
-                writer.write_table(table.cast(schema))
+    with output_lock(target):  # one writer of this baseline at a time, from keeping the old file to the rename
+        history: List[Provenance] = []
+        if target.exists():
+            old = ResultsFile(target).provenance
+            history = list(old.history) + [old.without_history()] if old is not None else []
+            previous = _keep_previous(target)
+        prov = Provenance(
+            name=target.stem,
+            action=action if previous else "create",
+            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created_by=_who(),
+            reason=reason or "",
+            source_file=str(Path(source).resolve()),
+            previous_file=str(previous) if previous else None,
+            history=tuple(history),
+        )
+        try:
+            rewrite_metadata(results, target, {**results.meta, "baseline": prov.to_dict()})
+        except BaseException:
+            if previous is not None:  # the baseline is unchanged: its kept copy would only be clutter
+                previous.unlink()
+            raise
+    return prov.to_dict()
 
 
 def provenance(path: "str | Path") -> Dict[str, Any]:
     """What ``harness baseline show`` prints: provenance, corpus, models, environment summary."""
     results = ResultsFile(path)
+    prov = results.provenance
     return {
         "path": str(results.path),
-        "baseline": results.meta.get("baseline", {}),
-        "created_at": results.meta.get("created_at"),
-        "harness_version": results.meta.get("harness_version"),
+        "baseline": prov.to_dict() if prov is not None else {},
+        "created_at": results.created_at,
+        "harness_version": results.harness_version,
         "schema_version": results.meta.get("schema_version"),
-        "corpus": results.corpus,
-        "run": results.meta.get("run", {}),
+        "corpus": results.corpus_meta.to_dict(),
+        "run": results.run.to_dict(),
         "models": {
-            k: {key: v.get(key) for key in ("kind", "status", "weights_sha256", "loaded_dtype", "attn_implementation", "dim")}
-            for k, v in results.models.items()
+            model_id: {key: getattr(record, key) for key in ("kind", "status", "weights_sha256", "loaded_dtype",
+                                                             "attn_implementation", "dim")}
+            for model_id, record in results.records.items()
         },
         "fingerprint": results.fingerprint,
     }
@@ -138,28 +156,65 @@ def provenance(path: "str | Path") -> Dict[str, Any]:
 
 def list_baselines(directory: "str | Path | None" = None) -> List[Dict[str, Any]]:
     """Current baselines in a directory (kept previous versions are listed under ``previous``)."""
-    root = Path(directory or DEFAULT_BASELINE_DIR)
+    root = Path(directory or paths.default_baseline_dir())
     files = sorted(root.glob("*.parquet"))
-    current = [f for f in files if "." not in f.stem]
     out = []
-    for path in current:
+    for path in (f for f in files if "." not in f.stem):
+        row: Dict[str, Any] = {"name": path.stem, "path": str(path), "status": "ok", "models": [], "device": None,
+                               "dtype": None, "created_at": None}
         try:
             results = ResultsFile(path)
-            status = "ok"
-            meta = results.meta
+            prov = results.provenance
+            row.update(models=sorted(results.records), device=results.run.device, dtype=results.run.dtype,
+                       created_at=(prov.created_at if prov is not None else None) or results.created_at)
         except HarnessError as err:
-            status, meta = f"unreadable: {err}", {}
-        out.append({
-            "name": path.stem,
-            "path": str(path),
-            "status": status,
-            "models": sorted(meta.get("models", {})),
-            "device": meta.get("run", {}).get("device"),
-            "dtype": meta.get("run", {}).get("dtype"),
-            "created_at": meta.get("baseline", {}).get("created_at") or meta.get("created_at"),
-            "previous": [f.name for f in files if f.stem.startswith(path.stem + ".")],
-        })
+            row["status"] = f"unreadable: {err}"
+        row["previous"] = [f.name for f in files if f.stem.startswith(path.stem + ".")]
+        out.append(row)
     return out
+
+
+# -- re-running a baseline here ------------------------------------------------------------------------------
+
+
+def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, "ModelSpec"], registry_path: Path) -> Optional["ModelSpec"]:
+    """The spec that re-runs ``model_id`` with the settings the baseline recorded (None: nothing to change).
+
+    A model the registry knows is found where the registry says (paths differ between machines) and given the
+    recorded encode settings (prompts, normalize, precision, backend, ...); one it does not know is rebuilt
+    from the recorded source.
+    """
+    from harness.config.registry import ENCODE_KEYS, ModelSpec, base_model_id
+
+    fields = set(ModelSpec.__dataclass_fields__) - {"id"}
+    source = results.records[model_id].source
+    recorded = {k: v for k, v in (source or {}).items() if k in fields}
+    local = known.get(base_model_id(model_id)) or known.get(model_id)
+    if local is not None:
+        if source is None or recorded.get("kind") != local.kind:
+            return None  # nothing recorded (or another model by that id here): the registry's entry as it is
+        return dataclasses.replace(local, **{k: recorded.get(k) for k in ENCODE_KEYS})
+    if not recorded.get("kind") or not recorded.get("source"):
+        raise ModelLoadError(
+            f"{results.path}: model '{model_id}' is not in the registry {registry_path} "
+            "and the baseline does not record where it came from"
+        )
+    return ModelSpec(id=model_id, **recorded)
+
+
+def _check_corpus(results: ResultsFile, corpus_source: Path) -> None:
+    """Refuse, before any model runs, a corpus other than the one the baseline embedded."""
+    from harness.config.corpus import load_corpus
+
+    recorded = results.corpus_meta
+    if not recorded.sha256:
+        return
+    here = load_corpus(corpus_source)
+    if here.sha256 != recorded.sha256:
+        raise IncompatibleInputs(
+            f"{results.path}: the baseline embedded corpus {recorded.name} {recorded.sha256[:12]}, the corpus here "
+            f"({corpus_source}) is {here.name} {here.sha256[:12]}; pass the baseline's corpus with --corpus"
+        )
 
 
 def rerun_options(
@@ -167,44 +222,55 @@ def rerun_options(
     out: "str | Path",
     *,
     device: Optional[str] = None,
-    registry: Any = None,
-    corpus_dir: "str | Path | None" = None,
-) -> Any:
-    """``RunOptions`` that repeat a baseline's run here: its models, device, dtype, batch size and flags.
+    models: Optional[Sequence[str]] = None,
+    config: "str | Path | None" = None,
+    registry: "str | Path | None" = None,
+    corpus: "str | Path | None" = None,
+) -> "RunOptions":
+    """``RunOptions`` that repeat a baseline's run here: its models with the settings they ran with, and its
+    device, dtype, batch size, TF32, threads and attention implementation.
 
-    Models are looked up in the registry by id; one the registry does not know is rebuilt from the source
-    the baseline recorded for it. ``device`` overrides the recorded device (e.g. ``cuda`` against a CPU
-    baseline). The network stays off and remote code stays refused, whatever the baseline was made with.
+    The registry and corpus are found as ``harness run`` finds them (``config``, ``registry`` and ``corpus``
+    as its ``--config/--registry/--corpus``, else ``./harness.toml`` or the shipped ones); see ``_spec_for``
+    for how each model is located. ``device`` overrides the recorded device (``cuda`` against a CPU baseline);
+    ``models`` re-runs only those of the baseline's models. The network stays off and remote code refused,
+    whatever the baseline was made with: callers opt in with ``dataclasses.replace``.
+
+    Raises:
+        BaselineMissing / ResultsFileError: ``path`` is not a readable baseline.
+        HarnessError: ``models`` names a model the baseline does not have.
+        ModelLoadError: a model is neither in the registry nor recorded with its source.
+        IncompatibleInputs: the corpus here is not the one the baseline embedded.
     """
-    from harness.config.corpus import DEFAULT_CORPUS_DIR
-    from harness.errors import ModelLoadError
-    from harness.config.registry import ModelSpec, Registry, load_registry
+    from harness.config.project import run_inputs
+    from harness.config.registry import Registry
     from harness.run.runner import RunOptions
 
     results = ResultsFile(path)
-    registry = registry if registry is not None else load_registry()
-    known = dict(registry.models)
-    fields = set(ModelSpec.__dataclass_fields__)
-    for model_id, info in results.models.items():
-        if model_id in known:
-            continue
-        source = {k: v for k, v in (info.get("source") or {}).items() if k in fields and k != "id"}
-        if not source.get("kind") or not source.get("source"):
-            raise ModelLoadError(
-                f"{results.path}: model '{model_id}' is not in the registry {registry.path} "
-                "and the baseline does not record where it came from"
-            )
-        known[model_id] = ModelSpec(id=model_id, **source)
-    run = results.meta.get("run", {})
+    wanted = list(results.records)
+    if models:
+        unknown = [m for m in models if m not in results.records]
+        if unknown:
+            raise HarnessError(f"{results.path}: the baseline has no model(s) {', '.join(unknown)} "
+                               f"(it has: {', '.join(results.records) or 'none'})")
+        wanted = list(dict.fromkeys(models))
+    base, corpus_source, _ = run_inputs(config, registry, corpus)
+    specs = dict(base.models)
+    for model_id in wanted:
+        spec = _spec_for(results, model_id, base.models, base.path)
+        if spec is not None:
+            specs[spec.id] = spec
+    _check_corpus(results, corpus_source)
+    run = results.run
     return RunOptions(
         out=Path(out),
-        corpus_dir=Path(corpus_dir) if corpus_dir else DEFAULT_CORPUS_DIR,
-        registry=Registry(path=registry.path, models=known, sets=dict(registry.sets)),
-        models=list(results.models),
-        device=device or run.get("device") or "auto",
-        dtype=run.get("dtype") or "float32",
-        batch_size=int(run.get("batch_size") or 32),
-        tf32=run.get("tf32_requested"),
-        threads=run.get("threads_requested"),
-        attn_implementation=run.get("attn_implementation_requested"),
+        corpus_dir=Path(corpus_source),
+        registry=Registry(path=base.path, models=specs, sets=dict(base.sets)),
+        models=wanted,
+        device=device or run.device or "auto",
+        dtype=run.dtype or "float32",
+        batch_size=run.batch_size or 32,
+        tf32=run.tf32_requested,
+        threads=run.threads_requested,
+        attn_implementation=run.attn_implementation_requested,
     )

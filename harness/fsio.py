@@ -11,6 +11,9 @@ Concurrent writers of the same target (two matrix cells given the same ``--out``
 to finish wins and the file is always complete. Where ``fcntl`` does not exist (Windows) the lock is a no-op
 and stale temp files are left (they are hidden, and never read).
 
+Directories built whole (a derived model, a backend export's copy) go through ``atomic_directory``: built in a
+hidden temp directory beside the target and renamed into place, so nobody ever loads half a model.
+
 Stdlib only: imported by the runner inside old matrix environments.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, List
@@ -27,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_output", "output_lock", "stale_temp_files", "locked_output", "write_text"]
+__all__ = ["atomic_output", "atomic_directory", "output_lock", "stale_temp_files", "locked_output", "write_text"]
 
 
 @contextlib.contextmanager
@@ -54,6 +58,29 @@ def atomic_output(path: "str | os.PathLike[str]") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: "str | os.PathLike[str]") -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``path``; on success rename it onto ``path``.
+
+    For directories whose content is decided by their inputs (a derived model, a copied model): when another
+    process renamed its own copy into place first, that one is kept and ours dropped. On any error the
+    temporary directory is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmpdir", dir=str(target.parent)))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process built it first: same content by construction
+            if not target.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _lock_path(target: Path) -> Path:

@@ -1,10 +1,16 @@
-"""Where the harness finds what it ships: the data beside the code, and the checkout's fixtures.
+"""Where the harness finds what it ships, and where it keeps what it builds: every default path, named once.
 
-Every default path the harness uses (policy, drift magnitudes, model registry, corpus, baselines, matrix file)
-is named here once. Package data (``harness/data``) always travels with the code. The fixtures (corpus, tiny
-models, committed baselines) and ``matrix.toml`` live in the source checkout: an editable install finds them
-beside the package; any other install finds them under ``$HARNESS_HOME`` (a checkout) or the current directory,
-and a missing one is a one-line ``HarnessError`` saying what is missing and how to point at it.
+Package data (``harness/data``: policy, drift magnitudes) always travels with the code. The fixtures the CLI
+defaults to (corpus, tiny models, model registry, committed baselines) are looked up in this order:
+
+1. ``$HARNESS_HOME/fixtures`` when ``HARNESS_HOME`` names a checkout of embedding-harness;
+2. the checkout the package lives in (a source tree or an editable install);
+3. the copy a wheel ships inside the package (``harness/_fixtures``, see ``pyproject.toml``), so an installed
+   harness runs ``harness check`` from any working directory;
+4. ``./fixtures``, where a missing file is then reported.
+
+A missing default is a one-line ``HarnessError`` saying what is missing and how to point at it
+(``missing_message``). ``matrix.toml`` and the matrix machinery need a checkout (``project_root``).
 """
 
 from __future__ import annotations
@@ -19,12 +25,17 @@ __all__ = [
     "DATA_DIR",
     "DEFAULT_POLICY",
     "DRIFT_MAGNITUDES",
+    "SHIPPED_FIXTURES",
     "project_root",
     "fixtures_dir",
+    "is_shipped",
     "default_registry",
     "default_corpus_dir",
     "default_baseline_dir",
     "default_matrix_file",
+    "default_check_dir",
+    "cache_dir",
+    "missing_message",
     "require",
     "baseline_path",
 ]
@@ -33,26 +44,50 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"
 DEFAULT_POLICY = DATA_DIR / "default_policy.toml"
 DRIFT_MAGNITUDES = DATA_DIR / "drift_magnitudes.toml"
+#: The fixtures a wheel ships inside the package (absent in a checkout, where ``fixtures/`` is used).
+SHIPPED_FIXTURES = PACKAGE_DIR / "_fixtures"
 
 
-def _is_checkout(directory: Path) -> bool:
-    return (directory / "fixtures" / "models" / "registry.toml").is_file()
+def _has_fixtures(directory: Path) -> bool:
+    return (directory / "models" / "registry.toml").is_file()
+
+
+def _home() -> "Path | None":
+    home = os.environ.get("HARNESS_HOME")
+    return Path(home).expanduser().resolve() if home else None
 
 
 def project_root() -> Path:
     """The checkout holding ``fixtures/`` and ``matrix.toml``: ``$HARNESS_HOME``, else the one the package lives
     in (editable install), else the current directory (where a missing file is then reported)."""
-    home = os.environ.get("HARNESS_HOME")
-    if home:
-        return Path(home).expanduser().resolve()
+    home = _home()
+    if home is not None:
+        return home
     beside = PACKAGE_DIR.parent
-    if _is_checkout(beside):
+    if _has_fixtures(beside / "fixtures"):
         return beside
     return Path.cwd()
 
 
 def fixtures_dir() -> Path:
-    return project_root() / "fixtures"
+    """The fixtures in use, in the order of this module's docstring."""
+    home = _home()
+    if home is not None:
+        return home / "fixtures"
+    if _has_fixtures(PACKAGE_DIR.parent / "fixtures"):
+        return PACKAGE_DIR.parent / "fixtures"
+    if _has_fixtures(SHIPPED_FIXTURES):
+        return SHIPPED_FIXTURES
+    return Path.cwd() / "fixtures"
+
+
+def is_shipped(path: "str | os.PathLike[str]") -> bool:
+    """Whether ``path`` lies in the fixtures shipped inside the installed package (read-only, in effect)."""
+    try:
+        Path(path).resolve().relative_to(SHIPPED_FIXTURES)
+    except ValueError:
+        return False
+    return True
 
 
 def default_registry() -> Path:
@@ -71,14 +106,35 @@ def default_matrix_file() -> Path:
     return project_root() / "matrix.toml"
 
 
+def default_check_dir() -> Path:
+    """Where ``harness check`` keeps its runs without ``--out``: ``reports/checks`` of the working directory."""
+    return Path("reports") / "checks"
+
+
+def cache_dir() -> Path:
+    """Where the harness keeps what it builds (backend exports, models derived from a shipped registry):
+    ``$HARNESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/embedding-harness`` (``~/.cache/embedding-harness``)."""
+    explicit = os.environ.get("HARNESS_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedding-harness"
+
+
+def missing_message(path: Path, what: str) -> str:
+    """One line naming what is missing, where it was looked for, and how to supply it."""
+    home = os.environ.get("HARNESS_HOME")
+    if home:
+        where = f"HARNESS_HOME={home} has no such file: point it at a checkout of embedding-harness"
+    else:
+        where = "neither this install nor a checkout beside it has it: set HARNESS_HOME to a checkout of embedding-harness"
+    return f"{path}: {what} not found ({where}, or pass the file explicitly)"
+
+
 def require(path: Path, what: str) -> Path:
-    """``path`` if it exists, else a one-line error naming what is missing and how to supply it."""
+    """``path`` if it exists, else a one-line ``HarnessError`` (``missing_message``)."""
     if path.exists():
         return path
-    raise HarnessError(
-        f"{path}: {what} not found (the harness's fixtures live in its source checkout: run from the checkout, "
-        "set HARNESS_HOME to it, or pass the file explicitly)"
-    )
+    raise HarnessError(missing_message(path, what))
 
 
 def baseline_path(name: str, directory: "str | os.PathLike[str] | None" = None,

@@ -2,7 +2,8 @@
 
 ``pytest -m harness --harness-baseline fixtures/baselines/default-cpu-float32.parquet`` adds one test item per
 model of that baseline. The first item to run re-runs the baseline's models here, once per session and per
-set of run options (device, dtype, batch size, flags, all read from the baseline), and every item then judges
+set of run options (``harness.baselines.rerun_options``, as ``harness check`` does: the models with their
+recorded settings, device, dtype, batch size, TF32, threads, attention), and every item then judges
 its model with the tolerance policy, failing with a numpy.testing-style report (``harness.assertions``).
 
 This module is imported by every pytest run in an environment where embedding-harness is installed, so it
@@ -92,7 +93,7 @@ class _Candidates:
         return Path(tempfile.mkdtemp(prefix="harness-candidate-"))
 
     def for_baseline(self, baseline: Path) -> Path:
-        """The results of running ``baseline``'s models here (or ``--harness-candidate``)."""
+        """The results of re-running ``baseline`` here as ``harness check`` does (or ``--harness-candidate``)."""
         given = self.config.getoption("harness_candidate")
         if given:
             return Path(given)
@@ -102,7 +103,7 @@ class _Candidates:
 
         options = rerun_options(baseline, "candidate.parquet", device=self.config.getoption("harness_device"))
         key = (options.device, options.dtype, options.batch_size, options.tf32, options.threads,
-               options.attn_implementation, tuple(options.models or ()))
+               options.attn_implementation, str(options.corpus_dir), tuple(options.registry.select(options.models)))
         if key not in self._done:
             self._done[key] = self._run(dataclasses.replace(options, out=self._tmp() / "candidate.parquet"))
         path, error = self._done[key]
@@ -112,12 +113,12 @@ class _Candidates:
         return path
 
     def fresh_run(self, models: Optional[List[str]]) -> Path:
-        """A run of ``models`` (default: the registry's default set) with default options, for --harness-regen."""
-        from harness.config.corpus import DEFAULT_CORPUS_DIR
-        from harness.config.registry import load_registry
+        """A run of ``models`` (default: the default set) as ``harness run`` would make it here, for --harness-regen."""
+        from harness.config.project import run_inputs
         from harness.run.runner import RunOptions
 
-        options = RunOptions(out=self._tmp() / "candidate.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
+        registry, corpus, _ = run_inputs(None, None, None)
+        options = RunOptions(out=self._tmp() / "candidate.parquet", corpus_dir=corpus, registry=registry,
                              models=models, device=self.config.getoption("harness_device") or "auto")
         path, error = self._run(options)
         if error is not None:
@@ -152,10 +153,10 @@ class BaselineChecks(pytest.Collector):
         if not self.baseline.is_file():
             return [MissingBaseline.from_parent(self, name="missing-baseline")]
         from harness.errors import HarnessError
-        from harness.results.reader import ResultsFile
+        from harness.results import ResultsFile
 
         try:
-            models = list(ResultsFile(self.baseline).models)
+            models = list(ResultsFile(self.baseline).records)
         except HarnessError as err:
             return [BrokenBaseline.from_parent(self, name="unreadable-baseline", error=str(err))]
         return [ModelCheck.from_parent(self, name=model_id) for model_id in models]

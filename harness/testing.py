@@ -4,15 +4,13 @@ results file, so that a tolerance can be shown to fail on a real, known change.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from harness.results.reader import METADATA_KEY, ResultsFile, atomic_output
+from harness.results import ResultsFile
+from harness.results.writer import rewrite_model
 
 __all__ = ["perturb_results", "tf32_round", "bf16_round", "add_noise_to_one"]
 
@@ -56,29 +54,9 @@ def perturb_results(
 ) -> Path:
     """Copy a results file, applying ``vectors`` (n, dim) or ``scores`` (n,) functions to one model's rows."""
     results = ResultsFile(source)
-    table = pq.read_table(str(source))
-    mask = np.asarray(table.column("model_id").to_pylist()) == model_id
-    rows = np.flatnonzero(mask)
-    if vectors is not None:
-        dim, dtype = results.vector_spec(model_id)
-        col = table.column("vector").combine_chunks()
-        width = col.type.byte_width
-        raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * width : (col.offset + len(col)) * width]
-        raw = raw.reshape(len(col), width).copy()
-        current = raw[rows, : dim * dtype.itemsize].copy().view(dtype).reshape(len(rows), dim)
-        raw[rows, : dim * dtype.itemsize] = np.ascontiguousarray(vectors(current), dtype=dtype).view(np.uint8).reshape(len(rows), -1)
-        validity = col.buffers()[0]
-        new = pa.FixedSizeBinaryArray.from_buffers(col.type, len(col), [validity, pa.py_buffer(raw.tobytes())], offset=0)
-        table = table.set_column(table.schema.get_field_index("vector"), table.schema.field("vector"), new)
-    if scores is not None:
-        col = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float32)
-        col[rows] = scores(col[rows])
-        arr = pa.array(col, mask=~np.asarray(table.column("score").is_valid()), type=pa.float32())
-        table = table.set_column(table.schema.get_field_index("score"), table.schema.field("score"), arr)
+    new_vectors = vectors(results.embeddings(model_id)[2].copy()) if vectors is not None else None
+    new_scores = scores(np.asarray(results.rerank(model_id)["score"], dtype=np.float32).copy()) if scores is not None else None
     meta = dict(results.meta)
     if meta_update is not None:
         meta = meta_update(meta)
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-    with atomic_output(target) as tmp:
-        pq.write_table(table, str(tmp), compression="none")
-    return Path(target)
+    return rewrite_model(results, target, model_id, vectors=new_vectors, scores=new_scores, metadata=meta)

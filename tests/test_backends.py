@@ -17,10 +17,11 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import pytest
 
-import harness.run.load as loading
+import harness.run.backends as backends
+from harness import paths
 from harness.config.corpus import DEFAULT_CORPUS_DIR
 from harness.config.project import run_inputs
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 from conftest import ROOT
 
@@ -51,9 +52,9 @@ def _run_in_process(config: Path, out: Path, corpus: Path = DEFAULT_CORPUS_DIR, 
 
 def test_missing_backend_packages_are_incompatible_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def missing(backend: str) -> Optional[str]:
-        return f"backend {backend} needs {loading._BACKEND_INSTALL[backend]}; 'x' is not installed"
+        return f"backend {backend} needs {backends._BACKEND_INSTALL[backend]}; 'x' is not installed"
 
-    monkeypatch.setattr(loading, "backend_missing", missing)
+    monkeypatch.setattr(backends, "backend_missing", missing)
     config = tmp_path / "harness.toml"
     config.write_text('[models.tiny-bi-encoder]\nbackend = "onnx"\n[models.tiny-cross-encoder]\nbackend = "openvino"\n'
                       '[models.torch-one]\nkind = "bi-encoder"\nsource = "path"\n'
@@ -66,7 +67,7 @@ def test_missing_backend_packages_are_incompatible_not_a_crash(tmp_path: Path, m
 
 
 def test_this_environment_reports_its_own_missing_backends(tmp_path: Path) -> None:
-    reasons = {b: loading.backend_missing(b) for b in ("onnx", "openvino")}
+    reasons = {b: backends.backend_missing(b) for b in ("onnx", "openvino")}
     if all(r is None for r in reasons.values()):
         pytest.skip("both backends are installed here")
     for backend, reason in reasons.items():
@@ -81,7 +82,7 @@ def test_this_environment_reports_its_own_missing_backends(tmp_path: Path) -> No
 
 
 def test_backend_runs_float32_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "backend_missing", lambda backend: None)
+    monkeypatch.setattr(backends, "backend_missing", lambda backend: None)
     results = _run_in_process(_config(tmp_path / "harness.toml", "onnx", logits=False), tmp_path / "r.parquet",
                               corpus=EXAMPLE_CONFIG, dtype="bfloat16")
     info = results.models["tiny-bi-encoder"]
@@ -91,16 +92,16 @@ def test_backend_runs_float32_only(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_backend_cache_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HARNESS_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert loading.backend_cache_root() == tmp_path / "xdg" / "embedding-harness"
+    assert paths.cache_dir() == tmp_path / "xdg" / "embedding-harness"
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "mine"))
-    assert loading.backend_cache_root() == tmp_path / "mine"
+    assert paths.cache_dir() == tmp_path / "mine"
 
 
 # -- with ONNX Runtime: torch vs ONNX through the comparator ---------------------------------------------------------
 
 
 def _onnx_in_process() -> bool:
-    if loading.backend_missing("onnx") is not None:
+    if backends.backend_missing("onnx") is not None:
         return False
     try:
         import optimum.onnxruntime  # noqa: F401 - the import itself is the check (optimum vs transformers)

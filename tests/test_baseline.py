@@ -9,7 +9,7 @@ import pytest
 from harness.cli import main
 from harness.baselines import create_baseline, list_baselines, provenance
 from harness.errors import BaselineExists, BaselineMissing, HarnessError
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 from harness.testing import add_noise_to_one, perturb_results
 
 

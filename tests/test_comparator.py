@@ -10,7 +10,7 @@ import pytest
 
 from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
 from harness.compare.verdict import Comparison, Status
 

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from harness.errors import ModelLoadError
-from harness.run.load import LoadedModel, _quantize_function, embed_texts, score_pairs
+from harness.run.encode import _quantize_function, embed_texts, score_pairs
+from harness.run.load import LoadedModel
 from harness.compare.quantized import bit_flips, compare_quantized, int_distance, is_quantized
 from harness.config.registry import ModelSpec, Registry
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 from conftest import ROOT
 

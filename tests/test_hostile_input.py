@@ -11,6 +11,7 @@ Where each case is covered (cases already tested elsewhere at the library level 
 | missing columns                                   | test_results_file::test_missing_columns_are_named          | test_missing_column |
 | newer schema version                              | test_results_file::test_newer_schema_version_is_refused    | - |
 | metadata dim vs vector bytes                      | -                                                          | test_metadata_dim_wider_than_bytes, test_metadata_dim_* (xfail) |
+| metadata field of the wrong type                  | test_results_file::test_a_field_of_the_wrong_type_names_*  | test_metadata_field_of_the_wrong_type |
 | baseline dim != candidate dim                     | -                                                          | test_baseline_and_candidate_dims_differ |
 | NaN / Inf in candidate or baseline                | test_comparator::test_nan_in_candidate_is_bad_input        | test_non_finite_values |
 | duplicate / missing text ids                      | -                                                          | test_duplicate_ids, test_missing_ids (xfail) |
@@ -49,7 +50,7 @@ import pytest
 from harness.cli import main
 from harness.errors import ResultsFileError
 from harness.fsio import output_lock, stale_temp_files
-from harness.results.reader import ModelRows, ResultsFile, write_results
+from harness.results import ModelRows, ResultsFile, write_results
 from harness.testing import perturb_results
 
 from conftest import ROOT, run_tiny
@@ -190,6 +191,16 @@ def test_metadata_dim_narrower_than_bytes_is_refused(tmp_path: Path, dim: int) -
     bad = perturb_results(TINY, tmp_path / "narrow.parquet", BI, meta_update=narrower)
     with pytest.raises(ResultsFileError, match="dim"):
         compare_files(bad, bad)
+
+
+def test_metadata_field_of_the_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    def text_batch(meta: dict) -> dict:
+        return {**meta, "run": {**meta["run"], "batch_size": "32"}}
+
+    bad = perturb_results(TINY, tmp_path / "typed.parquet", BI, meta_update=text_batch)
+    _bad_input(["baseline", "show", str(bad)], capsys, str(bad), "metadata 'run.batch_size' must be an integer, got '32'")
+    _bad_input(["check", str(bad)], capsys, str(bad), "run.batch_size")
+    _compare_refused(TINY, bad, capsys, str(bad), "run.batch_size")
 
 
 def test_baseline_and_candidate_dims_differ(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -451,7 +462,7 @@ def test_stale_temp_file_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
     out = tmp_path / "run.parquet"
     script = (
         "import os, signal, sys\n"
-        "from harness.results.reader import atomic_output\n"
+        "from harness.fsio import atomic_output\n"
         "with atomic_output(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'PAR1 half a file')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -468,7 +479,7 @@ _WRITER = """
 import sys
 import numpy as np
 from harness.fsio import output_lock
-from harness.results.reader import ModelRows, write_results
+from harness.results import ModelRows, write_results
 
 target, writer, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 n, dim = 20000, 64

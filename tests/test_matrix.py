@@ -29,7 +29,7 @@ from harness.matrix.cells import CellState, StageStatus, read_cell_state, write_
 from harness.matrix.collect import cell_record, collect_matrix
 from harness.matrix.pins import runner_requirements
 from harness.matrix.pythons import find_python
-from harness.results.reader import ModelRows, write_results
+from harness.results import ModelRows, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")

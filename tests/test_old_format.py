@@ -12,7 +12,7 @@ from harness.cli import main
 from harness.baselines import list_baselines, provenance
 from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy, select_class
-from harness.results.reader import SCHEMA_VERSION, ResultsFile
+from harness.results import SCHEMA_VERSION, ResultsFile
 from harness.compare.verdict import Status
 
 from conftest import ROOT
@@ -94,3 +94,14 @@ def test_baseline_diff_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert main(["baseline", "diff", "ref", "nope", "--dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {tmp_path / 'nope.parquet'}: no such baseline"
+
+
+def test_v1_file_reads_through_the_typed_views() -> None:
+    """Keys added since v1 (peak memory, encode settings, ...) are absent there: the views say None, not crash."""
+    results = ResultsFile(V1)
+    assert (results.run.device, results.run.dtype, results.run.batch_size) == ("cpu", "float32", 32)
+    assert results.run.peak_rss_bytes is None and results.run.tf32_requested is None
+    bi = results.records["tiny-bi-encoder"]
+    assert bi.ok and bi.dim == 32 and bi.encode is None and bi.weights_sha256
+    assert results.provenance is not None and results.provenance.reason == "reference: tiny models, CPU fp32"
+    assert results.provenance.history == () and results.created_at == "2026-11-23T15:45:27+00:00"

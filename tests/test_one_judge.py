@@ -33,7 +33,7 @@ from harness.errors import HarnessError
 from harness.matrix import spec as hm
 from harness.matrix.cells import CellState, write_cell_state
 from harness.matrix.collect import collect_matrix
-from harness.results.reader import ModelRows, ResultsFile, write_results
+from harness.results import ModelRows, ResultsFile, write_results
 from harness.testing import perturb_results
 
 from conftest import ROOT

@@ -16,7 +16,7 @@ import pytest
 
 from harness.assertions import assert_embeddings_close, assert_model_matches, assert_rerank_stable
 from harness.errors import IncompatibleInputs
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 from harness.testing import add_noise_to_one, perturb_results, tf32_round
 
 from conftest import ROOT

@@ -15,7 +15,7 @@ from harness.config.corpus import load_corpus
 from harness.errors import CorpusError, ModelLoadError
 from harness.config.project import ProjectError, find_config, load_project, project_registry, run_inputs
 from harness.config.registry import load_registry
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 from conftest import ROOT
 

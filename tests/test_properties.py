@@ -28,7 +28,7 @@ from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
 from harness.compare.policy import Policy, load_policy
 from harness.compare.verdict import ModelVerdict, Status
-from harness.results.reader import ModelRows, write_results
+from harness.results import ModelRows, write_results
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=100, deadline=None)

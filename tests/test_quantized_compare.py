@@ -24,7 +24,7 @@ from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, PolicyError
 from harness.compare.policy import load_policy
 from harness.compare.quantized import compare_quantized
-from harness.results.reader import ModelRows, ResultsFile, ResultsWriter
+from harness.results import ModelRows, ResultsFile, ResultsWriter
 from harness.compare.verdict import Status
 
 MODEL = "q-model"

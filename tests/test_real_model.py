@@ -8,7 +8,7 @@ import pytest
 
 from harness.baselines import DEFAULT_BASELINE_DIR
 from harness.compare.comparator import compare_files
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 from harness.testing import perturb_results, tf32_round
 from harness.compare.verdict import Status
 

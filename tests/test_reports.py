@@ -29,7 +29,7 @@ from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.matrix_report import build_matrix_report
-from harness.results.reader import ModelRows, ResultsFile, write_results
+from harness.results import ModelRows, ResultsFile, write_results
 
 BI, CROSS = "tiny-bi-encoder", "tiny-cross-encoder"
 N_DOCS, N_QUERIES, DIM, PASSAGES_PER_QUERY = 40, 8, 16, 6

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.errors import ResultsFileError, SchemaMismatch
-from harness.results.reader import METADATA_KEY, SCHEMA_VERSION, ModelRows, ResultsFile, atomic_output, write_results
+from harness.results import METADATA_KEY, SCHEMA_VERSION, ModelRows, ResultsFile, atomic_output, write_results
 
 
 def _meta(dims: dict) -> dict:
@@ -94,3 +94,105 @@ def test_missing_columns_are_named(tmp_path: Path) -> None:
     pq.write_table(pa.table({"model_id": ["m"]}).replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
     with pytest.raises(ResultsFileError, match="missing column"):
         ResultsFile(path)
+
+
+# -- rewrites: the writer's copies of an existing file ---------------------------------------------------------
+
+
+def _two_models(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    meta = _meta({"a": 3, "b": 2})
+    rows = [
+        ModelRows("a", "embed", ["a0", "a1", "a2", "a3"], roles=["document"] * 3 + ["query"],
+                  vectors=rng.standard_normal((4, 3)).astype(np.float32)),
+        ModelRows("b", "embed", [f"b{i}" for i in range(400)], roles=["document"] * 399 + ["query"],
+                  vectors=rng.standard_normal((400, 2)).astype(np.float32)),
+    ]
+    return write_results(path, rows, meta)
+
+
+def test_rewrite_metadata_keeps_rows_checksums_and_the_source_schema_version(tmp_path: Path) -> None:
+    from harness.results import rewrite_metadata
+
+    source = _two_models(tmp_path / "s.parquet")
+    target = rewrite_metadata(source, tmp_path / "t.parquet", {**ResultsFile(source).meta, "schema_version": 1, "note": "x"})
+    before, after = ResultsFile(source), ResultsFile(target)
+    assert after.meta["note"] == "x" and after.meta["schema_version"] == 1
+    for model_id in ("a", "b"):
+        for old, new in zip(before.embeddings(model_id), after.embeddings(model_id)):
+            np.testing.assert_array_equal(old, new)
+    assert pq.ParquetFile(target).metadata.num_row_groups == pq.ParquetFile(source).metadata.num_row_groups
+    assert pq.ParquetFile(target).metadata.row_group(0).column(0).statistics.min == "a"  # row groups stay pure
+
+
+def test_rewrite_of_a_broken_source_writes_nothing(tmp_path: Path) -> None:
+    from harness.results import rewrite_metadata
+
+    source = _two_models(tmp_path / "s.parquet")
+    data = bytearray(source.read_bytes())
+    chunk = pq.ParquetFile(source).metadata.row_group(1).column(6)  # b's vectors
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data[middle : middle + 16] = b"\xff" * 16
+    source.write_bytes(bytes(data))
+    with pytest.raises(ResultsFileError, match="row group 1 is unreadable"):
+        rewrite_metadata(source, tmp_path / "t.parquet", {"note": "x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+
+
+def test_rewrite_model_replaces_one_models_values_only(tmp_path: Path) -> None:
+    from harness.results import rewrite_model
+
+    source = _two_models(tmp_path / "s.parquet")
+    before = ResultsFile(source)
+    new = np.arange(12, dtype=np.float32).reshape(4, 3)
+    target = rewrite_model(source, tmp_path / "t.parquet", "a", vectors=new)
+    after = ResultsFile(target)
+    np.testing.assert_array_equal(after.embeddings("a")[2], new)
+    np.testing.assert_array_equal(after.embeddings("b")[2], before.embeddings("b")[2])
+    assert after.meta == before.meta
+    with pytest.raises(ValueError, match="model 'a' has 4 rows, got 3 vectors"):
+        rewrite_model(source, tmp_path / "u.parquet", "a", vectors=new[:3])
+    assert not (tmp_path / "u.parquet").exists()
+
+
+# -- typed views of the metadata -------------------------------------------------------------------------------
+
+
+def test_typed_views_read_what_the_runner_wrote(tiny_results: Path) -> None:
+    results = ResultsFile(tiny_results)
+    assert results.run.device == "cpu" and results.run.batch_size == 32 and results.run.tf32_requested is None
+    assert results.run.peak_rss_bytes and results.run.peak_rss_bytes > 0
+    bi = results.records["tiny-bi-encoder"]
+    assert bi.ok and bi.kind == "bi-encoder" and bi.dim == 32 and bi.vector_dtype == "float32"
+    assert bi.source and bi.source["kind"] == "bi-encoder" and bi.items_per_s and bi.encode is not None
+    assert results.records["tiny-cross-encoder"].dim is None and results.provenance is None
+    assert results.corpus_meta.sha256 == results.corpus["sha256"] and results.harness_version
+
+
+def test_metadata_round_trips_and_keeps_unknown_keys() -> None:
+    from harness.results import ResultsMeta
+
+    data = {"harness_version": "9.9", "future": {"x": 1}, "run": {"device": "cpu", "new_flag": True},
+            "models": {"m": {"kind": "bi-encoder", "status": "ok", "dim": 4, "backend_sha256": None}}}
+    meta = ResultsMeta.from_dict(data, "f.parquet")
+    assert meta.run.extra == {"new_flag": True} and meta.models["m"].extra == {"backend_sha256": None}
+    again = meta.to_dict()
+    assert again["future"] == {"x": 1} and again["run"]["new_flag"] is True and again["run"]["device"] == "cpu"
+    assert again["models"]["m"] == data["models"]["m"]
+
+
+@pytest.mark.parametrize("section, value, field", [
+    ("run", {"batch_size": "32"}, "run.batch_size' must be an integer, got '32'"),
+    ("run", {"tf32_requested": 1}, "run.tf32_requested' must be true or false, got 1"),
+    ("run", [1, 2], "metadata 'run' must be an object, got list"),
+    ("models", {"m": {"dim": True}}, "models.m.dim' must be an integer, got True"),
+    ("baseline", {"history": [{"reason": 3}]}, "baseline.history[0].reason' must be a string, got 3"),
+])
+def test_a_field_of_the_wrong_type_names_the_file_and_the_field(tmp_path: Path, section: str, value: object, field: str) -> None:
+    path = write_results(tmp_path / "bad.parquet", [], {section: value})
+    results = ResultsFile(path)  # opening checks the footer only: the views check their own fields
+    view = {"run": "run", "models": "records", "baseline": "provenance"}[section]
+    with pytest.raises(ResultsFileError) as info:
+        getattr(results, view)
+    assert str(info.value).startswith(f"{path}: metadata '") and field in str(info.value)
+    assert "\n" not in str(info.value)

@@ -13,7 +13,7 @@ import pytest
 
 from harness.errors import ModelLoadError
 from harness.config.registry import ModelSpec, load_registry, resolve_model_dir
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 from harness.run.runner import rank_within_queries
 
 from conftest import ROOT, run_tiny
@@ -153,3 +153,21 @@ def test_runner_and_comparator_import_diets() -> None:
         "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules, 'comparator'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.stdlib_module_names is 3.10+")
+def test_runner_imports_only_stdlib_numpy_and_pyarrow() -> None:
+    """Matrix cells import the runner inside old environments: beyond numpy and pyarrow (and what they pull in
+    themselves), importing it may load nothing but the stdlib and harness."""
+    code = (
+        "import sys\n"
+        "def third_party():\n"
+        "    tops = {m.split('.')[0] for m in sys.modules}\n"
+        "    return {t for t in tops if t not in sys.stdlib_module_names and not t.startswith('_')}\n"
+        "import numpy, pyarrow, pyarrow.parquet, pyarrow.fs\n"
+        "before = third_party()\n"
+        "import harness.run.runner\n"
+        "print(sorted(third_party() - before - {'harness'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -21,14 +21,14 @@ import pytest
 
 import harness.compare.comparator as comparator
 import harness.compare.streaming as streaming
-import harness.results.reader as results_mod
+import harness.results.schema as results_mod
 from harness.compare import metrics as m
 from harness.compare import stats
 from harness.compare.stats import diff as diff_stats
 from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.compare.policy import Tolerance, load_policy
-from harness.results.reader import ModelRows, ResultsFile, ResultsWriter
+from harness.results import ModelRows, ResultsFile, ResultsWriter
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
 from harness.compare.verdict import Status
 

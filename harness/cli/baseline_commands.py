@@ -53,7 +53,9 @@ def cmd_baseline_list(args: argparse.Namespace) -> int:
 
     rows = list_baselines(args.dir)
     if not rows:
-        print(f"no baselines in {args.dir or 'fixtures/baselines'}")
+        from harness import paths
+
+        print(f"no baselines in {args.dir or paths.default_baseline_dir()}")
     for row in rows:
         prev = f", {len(row['previous'])} previous" if row["previous"] else ""
         print(f"{row['name']:<28} {row['device'] or '-':<6} {row['dtype'] or '-':<9} {row['created_at'] or '-':<26} "
@@ -69,14 +71,15 @@ def cmd_baseline_show(args: argparse.Namespace) -> int:
 
 
 def _provenance_line(label: str, path: Path) -> str:
-    from harness.results.reader import ResultsFile
+    from harness.results import ResultsFile
 
-    meta = ResultsFile(path).meta
-    prov = meta.get("baseline", {})
-    when = prov.get("created_at") or meta.get("created_at") or "?"
-    who = f" by {prov['created_by']}" if prov.get("created_by") else ""
-    why = f": {prov['reason']}" if prov.get("reason") else ""
-    return f"{label} {path}: {prov.get('action', 'run')} {when}{who}, harness {meta.get('harness_version', '?')}{why}"
+    results = ResultsFile(path)
+    prov = results.provenance
+    action = (prov.action if prov is not None else None) or "run"
+    when = (prov.created_at if prov is not None else None) or results.created_at or "?"
+    who = f" by {prov.created_by}" if prov is not None and prov.created_by else ""
+    why = f": {prov.reason}" if prov is not None and prov.reason else ""
+    return f"{label} {path}: {action} {when}{who}, harness {results.harness_version or '?'}{why}"
 
 
 def cmd_baseline_diff(args: argparse.Namespace) -> int:
@@ -102,10 +105,9 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     )
     data = comparison.serialize()
     if args.json:
-        from harness.fsio import locked_output
+        from harness.fsio import write_text
 
-        with locked_output(args.json) as tmp:
-            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+        write_text(args.json, json.dumps(data, indent=2, default=str))
     print(_provenance_line("A", first))
     print(_provenance_line("B", second))
     print()

@@ -8,16 +8,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.errors import ExitCode
-from harness.cli.options import add_compare_options, add_run_options, run_options
+from harness.fsio import write_text
 
 __all__ = ["register", "execute_run", "cmd_compare"]
 
 
 def execute_run(args: argparse.Namespace, out: Path) -> int:
+    """``harness run`` (and ``baseline create`` without ``--from``): the options on the command line."""
+    return _execute(run_options(args, out))
+
+
+def _execute(options: Any) -> int:
     from harness.run.runner import run
 
-    summary = run(run_options(args, out))
+    summary = run(options)
     for model_id, status in summary.statuses.items():
         reason = summary.reasons.get(model_id)
         print(f"{model_id}: {status}" + (f" ({reason})" if reason else ""), file=sys.stderr)
@@ -44,10 +50,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     data = comparison.serialize()
     if args.json:
-        from harness.fsio import atomic_output
-
-        with atomic_output(args.json) as tmp:
-            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+        write_text(args.json, json.dumps(data, indent=2, default=str))
     hint = (
         f'To accept the candidate as the new baseline: harness baseline update {args.baseline} '
         f'--from {args.candidate} --reason "..."'
@@ -57,22 +60,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Run the baseline's models here with the baseline's options, then compare (one command)."""
-    from harness.baselines import baseline_path
-    from harness.check import default_check_path, options_from_baseline
-    from harness.results.reader import ResultsFile
+    """Run the baseline's models here the way the baseline was made (``harness.baselines.rerun_options``),
+    then compare: one command for "did my upgrade move anything?"."""
+    from harness.baselines import default_check_path, find_baseline
 
-    baseline = ResultsFile(baseline_path(args.baseline))
-    recorded = options_from_baseline(baseline, device=None if args.device == "auto" else args.device)
-    for key, value in recorded.items():
-        if key == "device" and args.device != "auto":
-            continue
-        setattr(args, key, value)
+    baseline = find_baseline(args.baseline)
     out = args.out or default_check_path()
-    code = execute_run(args, out)
+    code = _execute(rerun_options(args, baseline, out))
     if code != ExitCode.OK:
         print("note: not every model ran cleanly; see the verdict below", file=sys.stderr)
-    args.candidate, args.baseline = out, baseline.path
+    args.candidate, args.baseline = out, baseline
     return cmd_compare(args)
 
 
@@ -102,9 +99,13 @@ def register(sub: Any) -> None:
     add_compare_options(cmp_)
     cmp_.set_defaults(func=cmd_compare)
 
-    check = sub.add_parser("check", help="run a baseline's models here (as the baseline was made) and compare")
+    check = sub.add_parser(
+        "check", help="run a baseline's models here (as the baseline was made) and compare",
+        description="Re-run a baseline's models in this environment with the settings the baseline recorded "
+                    "(models and their encode settings, device, dtype, batch size, TF32, threads, attention), "
+                    "then compare. A run flag given here overrides the recorded setting.")
     check.add_argument("baseline", nargs="?", default="default-cpu-float32", help="baseline name or path (default: %(default)s)")
-    add_run_options(check)
+    add_check_options(check)
     add_compare_options(check)
     check.add_argument("--out", type=Path, help="where to keep this run's results (default: reports/checks/check-<time>.parquet)")
     check.set_defaults(func=cmd_check)

@@ -86,7 +86,6 @@ def _baseline_runtime(matrix: Any) -> Tuple[Any, str]:
     """How the matrix's baseline was run (``harness.baselines.rerun_options``), and where that came from; the
     matrix's own device, dtype and batch size where the baseline file does not exist yet."""
     from harness.baselines import rerun_options
-    from harness.config.project import project_registry
     from harness.matrix.attribution import RuntimeSettings
     from harness.matrix.spec import baseline_file
 
@@ -95,7 +94,7 @@ def _baseline_runtime(matrix: Any) -> Tuple[Any, str]:
         settings = RuntimeSettings(device=matrix.device, dtype=matrix.dtype, batch_size=matrix.batch_size)
         return settings, f"{matrix.source} (no baseline {path})"
     # only the run settings are used: the walk's steps choose their own output files, so ``out`` is a placeholder
-    options = rerun_options(path, path.with_suffix(".rerun.parquet"), registry=project_registry(matrix.config))
+    options = rerun_options(path, path.with_suffix(".rerun.parquet"), config=matrix.config)
     return RuntimeSettings.from_run_options(options), str(path)
 
 

@@ -8,37 +8,62 @@ from pathlib import Path
 from typing import Optional
 
 
-__all__ = ["add_run_options", "add_compare_options", "run_options"]
+__all__ = ["add_run_options", "add_check_options", "add_compare_options", "run_options", "rerun_options"]
 
 
 def _tf32(value: str) -> Optional[bool]:
     return {"on": True, "off": False, "default": None}[value]
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    from harness.config.corpus import DEFAULT_CORPUS_DIR
-
-    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names or model directories (default: the registry's 'default' set, or every model of the project config)")
-    parser.add_argument("--registry", type=Path, help="model registry TOML (default: fixtures/models/registry.toml)")
+def _add_inputs(parser: argparse.ArgumentParser) -> None:
+    """Where models and the corpus are found (``harness run`` and ``harness check`` alike)."""
+    parser.add_argument("--registry", type=Path, help="model registry TOML (default: the shipped fixtures/models/registry.toml)")
     parser.add_argument("--config", type=Path, help="project config: your models, encode settings and corpus (default: ./harness.toml, or [tool.harness] in ./pyproject.toml)")
-    parser.add_argument("--corpus", type=Path, help=f"corpus directory, data file (.jsonl/.csv/.tsv/.parquet with id,text: documents only) or TOML with a [corpus] table (default: the config's [corpus], else {DEFAULT_CORPUS_DIR})")
-    parser.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--tf32", choices=["on", "off", "default"], default="default", help="pin TF32 matmul/cuDNN (default: leave torch's default)")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
-    parser.add_argument("--attn-implementation", help="eager|sdpa|flash_attention_2 (sentence-transformers >= 3)")
+    parser.add_argument("--corpus", type=Path, help="corpus directory, data file (.jsonl/.csv/.tsv/.parquet with id,text: documents only) or TOML with a [corpus] table (default: the config's [corpus], else the shipped fixtures/corpus)")
+
+
+def _add_consent(parser: argparse.ArgumentParser) -> None:
+    """Opt-ins that no recorded run switches on by itself, and how the run looks."""
     parser.add_argument("--allow-network", action="store_true", help="allow downloading models not in the local cache")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: when stderr is a terminal)")
     parser.add_argument("--cell-id", help="matrix cell id recorded in the results")
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names or model directories (default: the registry's 'default' set, or every model of the project config)")
+    _add_inputs(parser)
+    parser.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tf32", choices=["on", "off", "default"], default="default", help="pin TF32 matmul/cuDNN (default: leave torch's default)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--attn-implementation", help="eager|sdpa|flash_attention_2 (sentence-transformers >= 3)")
+    _add_consent(parser)
+
+
+def add_check_options(parser: argparse.ArgumentParser) -> None:
+    """``harness check``: every run setting defaults to what the baseline recorded; a flag given overrides it."""
+    recorded = "default: as the baseline recorded"
+    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="check only these of the baseline's models (default: all of them)")
+    _add_inputs(parser)
+    parser.add_argument("--device", help=f"auto|cpu|cuda|cuda:N|mps ({recorded}; e.g. cuda against a CPU baseline)")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help=f"torch dtype of the weights ({recorded})")
+    parser.add_argument("--batch-size", type=int, help=f"encode/predict batch size ({recorded})")
+    parser.add_argument("--tf32", choices=["on", "off", "default"], help=f"pin TF32 matmul/cuDNN ({recorded})")
+    parser.add_argument("--threads", type=int, help=f"torch.set_num_threads ({recorded})")
+    parser.add_argument("--attn-implementation", help=f"eager|sdpa|flash_attention_2 ({recorded})")
+    _add_consent(parser)
+
 def add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
     parser.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, tf32, fp16, bf16, ...)")
     parser.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
     parser.add_argument("--json", type=Path, help="also write the full verdict as JSON")
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else args.progress
 
 
 def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptions imported lazily
@@ -59,7 +84,24 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
         attn_implementation=args.attn_implementation,
         allow_network=args.allow_network,
         trust_remote_code=args.trust_remote_code,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        progress=_progress(args),
         cell_id=args.cell_id,
     )
+
+
+def rerun_options(args: argparse.Namespace, baseline: Path, out: Path):  # noqa: ANN202 - RunOptions imported lazily
+    """``harness check``: the baseline's own run (``harness.baselines.rerun_options``), plus the flags given."""
+    import dataclasses
+
+    from harness.baselines import rerun_options as recorded
+
+    options = recorded(baseline, out, device=args.device, models=args.models, config=args.config,
+                       registry=args.registry, corpus=args.corpus)
+    explicit = {"dtype": args.dtype, "batch_size": args.batch_size, "threads": args.threads,
+                "attn_implementation": args.attn_implementation}
+    overrides = {k: v for k, v in explicit.items() if v is not None}
+    if args.tf32 is not None:
+        overrides["tf32"] = _tf32(args.tf32)
+    return dataclasses.replace(options, **overrides, allow_network=args.allow_network,
+                               trust_remote_code=args.trust_remote_code, progress=_progress(args), cell_id=args.cell_id)
 

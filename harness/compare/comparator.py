@@ -23,7 +23,7 @@ from harness.compare.kinds.common import WORST_N
 from harness.compare.policy import Policy, Tolerance, load_policy, select_class
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.errors import IncompatibleInputs
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 __all__ = ["compare_files", "compare_results", "env_changes", "WORST_N"]
 
@@ -55,21 +55,21 @@ def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[Env
 
 def _model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Per-model facts worth diffing (loaded dtype, attention kernel, weights) next to the fingerprint."""
-    info = results.models.get(model_id, {})
+    record = results.records.get(model_id)
     keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions")
-    return {k: info.get(k) for k in keys if k in info}
+    return {k: getattr(record, k) for k in keys if record is not None and getattr(record, k) is not None}
 
 
 def _performance(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Speed and memory of one side's run of one model, with the device it ran on (for the reports)."""
-    info = results.models.get(model_id, {})
-    fp, run = results.fingerprint, results.meta.get("run", {}) or {}
-    device = str(run.get("device") or fp.get("device") or "?")
+    record, fp, run = results.records.get(model_id), results.fingerprint, results.run
+    device = str(run.device or fp.get("device") or "?")
     hardware = fp.get("gpu_name") if device.startswith("cuda") else fp.get("cpu_model")
     out = {"device": device, "hardware": hardware,
-           **{k: info[k] for k in ("items_per_s", "items", "compute_s", "cuda_peak_memory_bytes") if info.get(k) is not None}}
-    if run.get("peak_rss_bytes") is not None:
-        out["peak_rss_bytes"] = run["peak_rss_bytes"]
+           **{k: getattr(record, k) for k in ("items_per_s", "items", "compute_s", "cuda_peak_memory_bytes")
+              if record is not None and getattr(record, k) is not None}}
+    if run.peak_rss_bytes is not None:
+        out["peak_rss_bytes"] = run.peak_rss_bytes
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from harness import paths
 from harness.config.tomlfile import tomllib
 from harness.compare.comparator import env_changes
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 from harness.compare.verdict import EnvChange
 
 
@@ -101,12 +101,11 @@ def factor_of(change: EnvChange) -> Optional[str]:
 
 
 def _environment(results: ResultsFile) -> Dict[str, Any]:
-    run = results.meta.get("run", {})
     keys = ("loaded_dtype", "attn_implementation", "weights_sha256", "max_seq_length", "padding_side")
     return {
         **results.fingerprint,
-        "run": {"batch_size": run.get("batch_size")},
-        "models": {m: {k: info.get(k) for k in keys} for m, info in results.models.items()},
+        "run": {"batch_size": results.run.batch_size},
+        "models": {m: {k: getattr(record, k) for k in keys} for m, record in results.records.items()},
     }
 
 

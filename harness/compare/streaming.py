@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, run_segments
 from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.results.reader import ResultsFile, _single_chunk, arrow_to_numpy
+from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
 __all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
            "refuse_nonfinite", "stream"]
@@ -73,7 +73,7 @@ class Plan:
 def _duplicates(ids: pa.ChunkedArray) -> List[str]:
     """Ids that occur more than once, sorted. Strictly increasing ids (the runner writes the corpus in its
     sorted file order) need one comparison pass; others a hash pass (~10x slower)."""
-    flat = _single_chunk(ids)
+    flat = single_chunk(ids)
     if len(flat) < 2 or pc.all(pc.greater(flat.slice(1), flat.slice(0, len(flat) - 1))).as_py():
         return []
     counts = pc.value_counts(flat)
@@ -85,7 +85,7 @@ def _duplicates(ids: pa.ChunkedArray) -> List[str]:
 
 def _role_mask(roles: pa.ChunkedArray, role: str) -> np.ndarray:
     """``roles == role`` as numpy, through a dictionary encoding (no Python value is converted to arrow)."""
-    encoded = _single_chunk(roles).dictionary_encode() if len(roles) else None
+    encoded = single_chunk(roles).dictionary_encode() if len(roles) else None
     if encoded is None:
         return np.zeros(0, dtype=bool)
     names = encoded.dictionary.to_pylist()

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.config.tomlfile import read_toml, tomllib
-from harness.config.corpus import DEFAULT_CORPUS_DIR, corpus_table
+from harness import paths
+from harness.config.corpus import corpus_table
 from harness.errors import HarnessError
 from harness.config.registry import Registry, load_registry, parse_entry
 
@@ -174,7 +175,7 @@ def run_inputs(config: "str | os.PathLike[str] | None", registry: "str | os.Path
     """
     path = Path(config) if config is not None else find_config()
     if path is None:
-        return load_registry(registry), Path(corpus) if corpus is not None else DEFAULT_CORPUS_DIR, None
+        return load_registry(registry), Path(corpus) if corpus is not None else _shipped_corpus(), None
     project = load_project(path)
     base = load_registry(registry if registry is not None else project.registry_path)
     merged = project.registry(base)
@@ -183,6 +184,11 @@ def run_inputs(config: "str | os.PathLike[str] | None", registry: "str | os.Path
     elif project.has_corpus:
         source = project.path
     else:
-        source = DEFAULT_CORPUS_DIR
+        source = _shipped_corpus()
     return merged, source, project
+
+
+def _shipped_corpus() -> Path:
+    """The fixture corpus (``paths.default_corpus_dir()``); missing, a one-line error saying how to supply one."""
+    return paths.require(paths.default_corpus_dir(), "corpus (documents.jsonl, queries.jsonl, rerank.jsonl)")
 

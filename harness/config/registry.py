@@ -33,6 +33,7 @@ __all__ = [
     "weight_files",
 ]
 
+#: The shipped registry when this module was imported (``paths.default_registry()`` is the current one).
 DEFAULT_REGISTRY = paths.default_registry()
 KINDS = ("bi-encoder", "cross-encoder")
 SOURCES = ("path", "package", "hub", "derived")
@@ -162,7 +163,12 @@ def _guess_kind(directory: Path) -> str:
 
 def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     """Read and validate a registry TOML file; relative paths in it are relative to the file."""
-    reg_path = Path(path) if path is not None else DEFAULT_REGISTRY
+    if path is None:
+        reg_path = paths.default_registry()
+        if not reg_path.is_file():
+            raise ModelLoadError(paths.missing_message(reg_path, "model registry"))
+    else:
+        reg_path = Path(path)
     data = read_toml(reg_path, ModelLoadError, "model registry not found")
     models: Dict[str, ModelSpec] = {}
     for model_id, entry in (data.get("models") or {}).items():
@@ -200,7 +206,10 @@ def parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSp
     values = dict(entry)
     for key in ("path", "cache_dir"):
         if values.get(key) and not os.path.isabs(values[key]):
-            values[key] = str((reg_path.parent / values[key]).resolve())
+            base = reg_path.parent
+            if key == "path" and entry["source"] == "derived" and paths.is_shipped(reg_path):
+                base = paths.cache_dir()  # built on first use: into the cache, never into the installed package
+            values[key] = str((base / values[key]).resolve())
     return ModelSpec(id=model_id, **values)
 
 

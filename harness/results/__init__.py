@@ -1,15 +1,31 @@
-"""The results format: the one contract between the runner and the comparator (see ``harness.results.reader``)."""
+"""The results format: the one contract between the runner and the comparator.
 
-from harness.results.reader import (
-    COLUMNS,
-    METADATA_KEY,
-    SCHEMA_VERSION,
-    ModelRows,
-    ResultsFile,
-    ResultsWriter,
-    atomic_output,
-    write_results,
-)
+``schema`` names the columns and metadata key, ``writer`` is the only code that writes results files,
+``reader`` reads them lazily, ``meta`` gives typed views of their metadata, ``storage`` opens URIs.
+"""
 
-__all__ = ["SCHEMA_VERSION", "METADATA_KEY", "COLUMNS", "ModelRows", "ResultsFile", "ResultsWriter", "atomic_output",
-           "write_results"]
+from harness.fsio import atomic_output
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
+from harness.results.reader import ResultsFile, arrow_to_numpy, single_chunk
+from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, ModelRows
+from harness.results.writer import ResultsWriter, rewrite_metadata, rewrite_model, write_results
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "METADATA_KEY",
+    "COLUMNS",
+    "CorpusMeta",
+    "ModelRecord",
+    "ModelRows",
+    "Provenance",
+    "ResultsFile",
+    "ResultsMeta",
+    "ResultsWriter",
+    "RunMeta",
+    "arrow_to_numpy",
+    "atomic_output",
+    "rewrite_metadata",
+    "rewrite_model",
+    "single_chunk",
+    "write_results",
+]

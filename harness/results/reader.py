@@ -1,33 +1,15 @@
-"""The results file format: the one contract between the runner and the comparator.
+"""Reading results files: validated on open, then read lazily, one model and row group at a time.
 
-A results file is one parquet file per run, long format:
-
-* one ``task="embed"`` row per text per bi-encoder, the vector in ``vector``;
-* one ``task="rerank"`` row per (query, candidate) pair per cross-encoder, with ``score`` and ``rank``.
-
-The vector column is ``fixed_size_binary`` holding raw little-endian values (float32 unless the model's
-metadata says otherwise). A ``fixed_size_list<float32>`` column decodes 3-7x slower in pyarrow because parquet
-stores a repetition level per element (measured, see ``benchmarks/``), so the raw layout is what lets the
-comparator stream large files. The column width is the widest model's vector; each model's ``dim`` and
-``vector_dtype`` live in the file metadata, and ``embeddings()`` turns the bytes back into a numpy matrix.
-
-Everything else about a run (environment fingerprint, corpus hash, per-model weight hashes and status) is JSON
-in the parquet schema metadata under the key ``harness``. This module needs only numpy and pyarrow, because it
-is imported both inside old matrix environments (runner) and in the controlling one (comparator).
-
-Files are written whole (``write_results``) or in chunks (``ResultsWriter``, for files larger than memory), and
-read lazily, one row group at a time. ``ResultsFile`` also opens ``scheme://`` URIs (``s3://``, ``gs://``,
-``file://``, ...) through ``pyarrow.fs.FileSystem.from_uri``, so a merge job can read cells' results straight
-from object storage.
+``ResultsFile`` opens local paths and ``scheme://`` URIs (``s3://``, ``gs://``, ``file://``, ...) through
+``pyarrow.fs.FileSystem.from_uri``, so a merge job can read cells' results straight from object storage. The
+layout it reads is ``harness.results.schema``; ``embeddings()`` turns the raw vector bytes back into numpy.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -35,205 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.results import storage
-from harness.fsio import atomic_output
 from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
+from harness.results import storage
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, RunMeta
+from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "METADATA_KEY",
-    "COLUMNS",
-    "ModelRows",
-    "ResultsFile",
-    "ResultsWriter",
-    "atomic_output",
-    "write_results",
-]
-
-#: Bump when a change makes old readers misread new files; readers accept every version up to this one.
-SCHEMA_VERSION = 1
-METADATA_KEY = b"harness"
-ROW_GROUP_ROWS = 65_536
-
-COLUMNS = ("model_id", "task", "role", "item_id", "query_id", "passage_id", "vector", "score", "rank")
-ROLES = ("document", "query", "pair")
-
-
-def _schema(vector_width: int) -> pa.Schema:
-    vector_field = pa.field(
-        "vector",
-        pa.binary(max(vector_width, 1)),
-        nullable=True,
-        metadata={b"harness.encoding": b"raw little-endian; dim and vector_dtype per model in file metadata"},
-    )
-    return pa.schema(
-        [
-            pa.field("model_id", pa.string(), nullable=False),
-            pa.field("task", pa.string(), nullable=False),
-            pa.field("role", pa.string(), nullable=False),
-            pa.field("item_id", pa.string(), nullable=False),
-            pa.field("query_id", pa.string()),
-            pa.field("passage_id", pa.string()),
-            vector_field,
-            pa.field("score", pa.float32()),
-            pa.field("rank", pa.int32()),
-        ]
-    )
-
-
-@dataclass(frozen=True)
-class ModelRows:
-    """The rows one model contributes to a results file."""
-
-    model_id: str
-    task: str  # "embed" or "rerank"
-    item_ids: Sequence[str]
-    roles: Sequence[str] = ()  # "document"/"query" per embed row; rerank rows are all "pair"
-    vectors: Optional[np.ndarray] = None  # (n, dim), embed only
-    query_ids: Optional[Sequence[str]] = None  # rerank only
-    passage_ids: Optional[Sequence[str]] = None
-    scores: Optional[np.ndarray] = None
-    ranks: Optional[np.ndarray] = None
-
-
-def _vector_bytes(vectors: np.ndarray, width: int) -> pa.Array:
-    """Pack an (n, dim) matrix as fixed-size binary of ``width`` bytes per row (zero padded)."""
-    raw = np.ascontiguousarray(vectors)
-    little = raw.dtype.newbyteorder("<")
-    raw = raw.astype(little, copy=False).view(np.uint8).reshape(len(raw), -1)
-    if raw.shape[1] < width:
-        raw = np.hstack([raw, np.zeros((len(raw), width - raw.shape[1]), dtype=np.uint8)])
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(raw), [None, pa.py_buffer(raw.tobytes())])
-
-
-def _model_table(rows: ModelRows, schema: pa.Schema, width: int) -> pa.Table:
-    n = len(rows.item_ids)
-    nulls_str = pa.nulls(n, pa.string())
-    if rows.task == "embed":
-        assert rows.vectors is not None and len(rows.vectors) == n
-        columns = {
-            "query_id": nulls_str,
-            "passage_id": nulls_str,
-            "vector": _vector_bytes(rows.vectors, width),
-            "score": pa.nulls(n, pa.float32()),
-            "rank": pa.nulls(n, pa.int32()),
-        }
-    else:
-        assert rows.scores is not None and rows.ranks is not None
-        columns = {
-            "query_id": pa.array(list(rows.query_ids or ()), pa.string()),
-            "passage_id": pa.array(list(rows.passage_ids or ()), pa.string()),
-            "vector": pa.nulls(n, pa.binary(width)),
-            "score": pa.array(np.asarray(rows.scores, dtype=np.float32)),
-            "rank": pa.array(np.asarray(rows.ranks, dtype=np.int32)),
-        }
-    return pa.table(
-        {
-            "model_id": pa.array([rows.model_id] * n, pa.string()),
-            "task": pa.array([rows.task] * n, pa.string()),
-            "role": pa.array(list(rows.roles) if rows.task == "embed" else ["pair"] * n, pa.string()),
-            "item_id": pa.array(list(rows.item_ids), pa.string()),
-            **columns,
-        },
-        schema=schema,
-    )
-
-
-class ResultsWriter:
-    """Write one results file in chunks, atomically, holding at most about one row group in memory.
-
-    ``vector_width`` is the vector column's width in bytes: the widest model's ``dim * itemsize`` (1536 for 384
-    float32 values). ``metadata`` is written as the ``harness`` JSON, as ``write_results`` does; it must be
-    complete when the writer opens (parquet stores it in the schema). Chunks of one model are buffered into
-    full row groups of ``ROW_GROUP_ROWS`` rows, and a row group never mixes models, so a model's rows may
-    arrive in any number of ``write`` calls; the file appears at ``path`` only when the ``with`` block
-    succeeds::
-
-        with ResultsWriter(path, metadata, vector_width=384 * 4) as writer:
-            for chunk in chunks:
-                writer.write(ModelRows("my-model", "embed", ids, roles=roles, vectors=chunk))
-    """
-
-    def __init__(self, path: "str | os.PathLike[str]", metadata: Dict[str, Any], vector_width: int) -> None:
-        self.path = Path(path)
-        self.width = max(int(vector_width), 1)
-        meta = dict(metadata)
-        meta["schema_version"] = SCHEMA_VERSION
-        self.schema = _schema(self.width).with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True).encode()})
-        self._stack: Optional[contextlib.ExitStack] = None
-        self._writer: Optional[pq.ParquetWriter] = None
-        self._pending: List[pa.Table] = []
-        self._pending_rows = 0
-        self._pending_model: Optional[str] = None
-
-    def __enter__(self) -> "ResultsWriter":
-        with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_output(self.path))
-            self._writer = stack.enter_context(
-                pq.ParquetWriter(
-                    str(tmp),
-                    self.schema,
-                    compression="none",  # float32 noise does not compress; snappy only costs decode time
-                    use_dictionary=["model_id", "task", "role"],
-                    write_page_checksum=True,  # a flipped byte in a vector page must read as corruption, not drift
-                )
-            )
-            self._stack = stack.pop_all()
-        return self
-
-    def write(self, rows: ModelRows) -> None:
-        """Append one model's rows (a whole model or one chunk of it)."""
-        if self._writer is None:
-            raise RuntimeError("ResultsWriter.write outside its 'with' block")
-        if not len(rows.item_ids):
-            return
-        if rows.vectors is not None and rows.vectors.shape[1] * rows.vectors.dtype.itemsize > self.width:
-            raise ValueError(
-                f"model '{rows.model_id}': vectors are {rows.vectors.shape[1] * rows.vectors.dtype.itemsize} bytes "
-                f"wide, the file's vector column holds {self.width}"
-            )
-        if rows.model_id != self._pending_model:
-            self._flush(everything=True)
-            self._pending_model = rows.model_id
-        self._pending.append(_model_table(rows, self.schema, self.width))
-        self._pending_rows += len(rows.item_ids)
-        self._flush(everything=False)
-
-    def _flush(self, everything: bool) -> None:
-        """Write the buffered rows as full row groups (all of them, the last one short, when ``everything``)."""
-        assert self._writer is not None
-        if not self._pending_rows or (not everything and self._pending_rows < ROW_GROUP_ROWS):
-            return
-        table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
-        full = self._pending_rows if everything else self._pending_rows - self._pending_rows % ROW_GROUP_ROWS
-        self._writer.write_table(table.slice(0, full), row_group_size=ROW_GROUP_ROWS)
-        rest = table.slice(full)
-        self._pending = [rest] if len(rest) else []
-        self._pending_rows = len(rest)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Optional[bool]:
-        stack, self._stack = self._stack, None
-        assert stack is not None, "ResultsWriter exited without being entered"
-        try:
-            if exc_type is None:
-                self._flush(everything=True)
-        except BaseException:
-            exc_type, exc, tb = sys.exc_info()
-            raise
-        finally:
-            self._writer, self._pending, self._pending_rows = None, [], 0
-            # closes the parquet writer, then renames the file into place (or removes it after an error)
-            stack.__exit__(exc_type, exc, tb)
-        return None
-
-
-def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], metadata: Dict[str, Any]) -> Path:
-    """Write one results file atomically; ``metadata`` becomes the ``harness`` JSON in the schema metadata."""
-    widths = [r.vectors.shape[1] * r.vectors.dtype.itemsize for r in rows if r.vectors is not None]
-    with ResultsWriter(path, metadata, vector_width=max(widths, default=4)) as writer:
-        for model_rows in rows:
-            writer.write(model_rows)
-    return Path(path)
+__all__ = ["ResultsFile", "arrow_to_numpy", "single_chunk"]
 
 
 class ResultsFile:
@@ -310,9 +99,64 @@ class ResultsFile:
     def fingerprint(self) -> Dict[str, Any]:
         return dict(self.meta.get("fingerprint", {}))
 
+    # typed views (``harness.results.meta``): a field of the wrong type is a ResultsFileError naming it
+
+    @functools.cached_property
+    def run(self) -> RunMeta:
+        """How the run was made: device, dtype, batch size, TF32/threads/attention requested, peak memory."""
+        return RunMeta.from_dict(self.meta.get("run"), str(self.path), "run")
+
+    @functools.cached_property
+    def records(self) -> Dict[str, ModelRecord]:
+        """Per-model records (kind, status, source, weights hash, dim, speed, ...), by model id."""
+        models = self.meta.get("models")
+        if models is not None and not isinstance(models, dict):
+            raise ResultsFileError(f"{self.path}: metadata 'models' must be an object, got {type(models).__name__}")
+        return {k: ModelRecord.from_dict(v, str(self.path), f"models.{k}") for k, v in (models or {}).items()}
+
+    @functools.cached_property
+    def provenance(self) -> Optional[Provenance]:
+        """Why this baseline exists (who, when, why, from which file); None for a plain run's results."""
+        if self.meta.get("baseline") is None:
+            return None
+        return Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
+
+    @functools.cached_property
+    def corpus_meta(self) -> CorpusMeta:
+        """Which corpus the run embedded (name, version, sha256, sizes)."""
+        return CorpusMeta.from_dict(self.meta.get("corpus"), str(self.path), "corpus")
+
+    @property
+    def created_at(self) -> Optional[str]:
+        return self._text("created_at")
+
+    @property
+    def harness_version(self) -> Optional[str]:
+        return self._text("harness_version")
+
+    @property
+    def cell_id(self) -> Optional[str]:
+        return self._text("cell_id")
+
+    def _text(self, key: str) -> Optional[str]:
+        value = self.meta.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ResultsFileError(f"{self.path}: metadata '{key}' must be a string, got {value!r}")
+        return value
+
     @property
     def num_rows(self) -> int:
         return int(self._file.metadata.num_rows)
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        """The file's arrow schema, its ``harness`` metadata included."""
+        return self._file.schema_arrow
+
+    def iter_row_groups(self) -> Iterator[pa.Table]:
+        """Every row group whole (all columns), in file order: what a rewrite copies."""
+        for i in range(self._file.num_row_groups):
+            yield self._read_group(i, list(self._file.schema_arrow.names))
 
     def _index_row_groups(self) -> Dict[str, List[int]]:
         """Map model id -> row groups holding its rows (the writer never mixes models inside a row group)."""
@@ -369,7 +213,7 @@ class ResultsFile:
         tables = list(self.model_table(model_id, columns))
         schema = self._file.schema_arrow
         return {
-            c: pa.chunked_array([_single_chunk(t.column(c)) for t in tables], type=schema.field(c).type)
+            c: pa.chunked_array([single_chunk(t.column(c)) for t in tables], type=schema.field(c).type)
             for c in columns
         }
 
@@ -402,7 +246,7 @@ class ResultsFile:
         column is exactly as wide as this model's vectors, else a copy of the leading bytes of each value."""
         dim, dtype = self.vector_spec(model_id)
         need = dim * dtype.itemsize
-        vec = _single_chunk(column)
+        vec = single_chunk(column)
         if vec.null_count:
             raise ResultsFileError(f"{self.path}: model '{model_id}' has embed rows without a vector")
         width = vec.type.byte_width
@@ -449,7 +293,7 @@ class ResultsFile:
         return {c: arrow_to_numpy(table.column(c)) for c in cols}
 
 
-def _single_chunk(column: "pa.ChunkedArray | pa.Array") -> pa.Array:
+def single_chunk(column: "pa.ChunkedArray | pa.Array") -> pa.Array:
     """One array; a single chunk as is (``combine_chunks`` copies even then)."""
     if isinstance(column, pa.ChunkedArray):
         return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
@@ -462,7 +306,7 @@ def arrow_to_numpy(column: "pa.ChunkedArray | pa.Array") -> np.ndarray:
     Avoids ``Array.to_numpy``, which imports pandas (about 0.4 s and 50 MB of RSS in a fresh process) even
     where no pandas object is involved; the comparator stays lean in memory.
     """
-    array = _single_chunk(column)
+    array = single_chunk(column)
     kind = array.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return np.array(array.to_pylist(), dtype=str) if len(array) else np.array([], dtype=str)

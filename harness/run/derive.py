@@ -4,17 +4,17 @@ No trained reranker can be fetched here, yet reranking must be exercised on the 
 384 hidden, 512 tokens), on every run and in every matrix cell. So the all-MiniLM-L6-v2 encoder is reused
 as ``BertForSequenceClassification`` with ``num_labels=1`` and a classifier drawn from a fixed seed. Its
 scores test numerical stability, not relevance. Only numpy and safetensors are used, so every environment
-builds byte-identical files; the directory is built atomically (temp dir + rename) on first use.
+builds byte-identical files; the directory is built atomically (``fsio.atomic_directory``) on first use.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
+
+from harness.fsio import atomic_directory, write_text
 
 __all__ = ["build_derived_cross_encoder", "DERIVED_SEED"]
 
@@ -52,21 +52,11 @@ def build_derived_cross_encoder(base_dir: Path, out_dir: Path, seed: int = DERIV
     # Scale so that logits spread over a few units: sigmoid scores then differ by >1e-3 between candidates.
     tensors["classifier.weight"] = (rng.standard_normal((1, hidden)) * (4.0 / np.sqrt(hidden))).astype(np.float32)
     tensors["classifier.bias"] = np.zeros((1,), dtype=np.float32)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=str(out_dir.parent)))
-    try:
+    with atomic_directory(out_dir) as tmp:  # built whole: a concurrent build of the same model is byte-identical
         save_file({k: tensors[k] for k in sorted(tensors)}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config = _classification_config(base_config)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_text(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         for name in _TOKENIZER_FILES:
             if (Path(base_dir) / name).is_file():
                 shutil.copyfile(Path(base_dir) / name, tmp / name)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:  # another process built it first: theirs is byte-identical
-            if not (out_dir / "model.safetensors").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

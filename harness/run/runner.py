@@ -7,6 +7,7 @@ Runs inside matrix cells with old libraries, so it imports only the stdlib, nump
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import sys
@@ -21,10 +22,13 @@ import harness
 from harness.config.corpus import Corpus, load_corpus
 from harness.errors import HarnessError
 from harness.run.fingerprint import collect_fingerprint
-from harness.run.load import DTYPES, Incompatible, LoadedModel, check_corpus_fits, embed_texts, load_model, score_pairs
+from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
+from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry, resolve_model_dir
-from harness.results.reader import ModelRows, write_results
+from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta
+from harness.results.schema import ModelRows
+from harness.results.writer import write_results
 
 __all__ = ["RunOptions", "RunSummary", "run", "pick_device", "rank_within_queries"]
 
@@ -146,7 +150,7 @@ def _to_float32(values: Any) -> np.ndarray:
 
 def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
     """Documents and queries in two ``encode`` calls, as a search system embeds them, with the model's
-    settings (prompts, normalize, truncate_dim, precision: see ``harness.run.load.embed_texts``)."""
+    settings (prompts, normalize, truncate_dim, precision: see ``harness.run.encode.embed_texts``)."""
     vectors = embed_texts(loaded, [t.text for t in corpus.documents], [t.text for t in corpus.queries],
                           batch_size=options.batch_size, progress=options.progress)
     ids = [t.id for t in corpus.documents] + [t.id for t in corpus.queries]
@@ -156,7 +160,7 @@ def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[Li
 
 def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
     """Every (query, candidate) pair in one ``predict`` call; ranks are computed per query. One entry per
-    output (``harness.run.load.score_pairs``): the model's id, ``<id>@logits``, ``<id>@label<i>``."""
+    output (``harness.run.encode.score_pairs``): the model's id, ``<id>@logits``, ``<id>@label<i>``."""
     texts = {t.id: t.text for t in corpus.texts()}
     pairs = corpus.pairs
     outputs = score_pairs(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs],
@@ -178,14 +182,13 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
     return rows, len(pairs)
 
 
-def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str) -> Tuple[List[ModelRows], Dict[str, Dict[str, Any]]]:
-    """The rows and the metadata of every results entry one registry model produces (see ``_entries``)."""
+def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str) -> Tuple[List[ModelRows], Dict[str, ModelRecord]]:
+    """The rows and the records of every results entry one registry model produces (see ``_entries``)."""
     import torch
 
-    info: Dict[str, Any] = {"kind": spec.kind, "source": spec.describe()}
     started = time.perf_counter()
     directory, found_via = resolve_model_dir(spec, allow_network=options.allow_network, registry=options.registry)
-    info.update(directory=str(directory), found_via=found_via)
+    located = {"kind": spec.kind, "source": spec.describe(), "directory": str(directory), "found_via": found_via}
     try:
         loaded = load_model(
             spec,
@@ -197,40 +200,43 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
             trust_remote_code=options.trust_remote_code,
         )
     except Incompatible as err:
-        info.update(status="incompatible", reason=err.reason, saved_versions=err.saved)
-        return [], {spec.id: info}
-    info.update(loaded.info, load_s=round(time.perf_counter() - started, 4))
+        return [], {spec.id: ModelRecord.of(**located, status="incompatible", reason=err.reason, saved_versions=err.saved)}
+    load_s = round(time.perf_counter() - started, 4)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)  # of the device this run uses (cuda:N), not the current one
     compute_started = time.perf_counter()
     with torch.inference_mode():
         rows, count = (_embed if spec.kind == "bi-encoder" else _rerank)(loaded, corpus, options)
     elapsed = time.perf_counter() - compute_started
-    info.update(
-        status="ok",
-        compute_s=round(elapsed, 4),
-        items=count,
-        items_per_s=round(count / elapsed, 2) if elapsed > 0 else None,
-    )
-    if device.startswith("cuda"):
-        info["cuda_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
-    return rows, _entries(spec, rows, info, loaded.encode)
+    record = ModelRecord.of(**{
+        **located,
+        **loaded.info,
+        "load_s": load_s,
+        "status": "ok",
+        "compute_s": round(elapsed, 4),
+        "items": count,
+        "items_per_s": round(count / elapsed, 2) if elapsed > 0 else None,
+        "cuda_peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)) if device.startswith("cuda") else None,
+    })
+    return rows, _entries(spec, rows, record, loaded.encode)
 
 
-def _entries(spec: ModelSpec, rows: List[ModelRows], info: Dict[str, Any], encode: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """Metadata per results entry: the settings applied (``encode``), the stored vector dtype and width
+def _entries(spec: ModelSpec, rows: List[ModelRows], record: ModelRecord, encode: Dict[str, Any]) -> Dict[str, ModelRecord]:
+    """The record of each results entry: the settings applied (``encode``), the stored vector dtype and width
     (``dim`` is the packed length for binary precisions), and for ``<id>@logits``/``<id>@label<i>`` entries
     the model they were derived from."""
     per_entry = encode.pop("entries", {})
-    out: Dict[str, Dict[str, Any]] = {}
+    out: Dict[str, ModelRecord] = {}
     for entry in rows:
-        entry_info = {**info, "encode": {**encode, **per_entry.get(entry.model_id, {})}}
-        if entry.vectors is not None:
-            precision = encode.get("precision", "float32")
-            entry_info.update(dim=int(entry.vectors.shape[1]), vector_dtype=str(entry.vectors.dtype), precision=precision)
-        if entry.model_id != spec.id:
-            entry_info["derived_from"] = spec.id
-        out[entry.model_id] = entry_info
+        vectors = entry.vectors
+        out[entry.model_id] = dataclasses.replace(
+            record,
+            encode={**encode, **per_entry.get(entry.model_id, {})},
+            dim=int(vectors.shape[1]) if vectors is not None else None,
+            vector_dtype=str(vectors.dtype) if vectors is not None else None,
+            precision=encode.get("precision", "float32") if vectors is not None else None,
+            derived_from=spec.id if entry.model_id != spec.id else None,
+        )
     return out
 
 
@@ -250,42 +256,36 @@ def run(options: RunOptions) -> RunSummary:
     started = _dt.datetime.now(_dt.timezone.utc)
     fingerprint = collect_fingerprint(device, options.dtype)
     all_rows: List[ModelRows] = []
-    models: Dict[str, Dict[str, Any]] = {}
+    records: Dict[str, ModelRecord] = {}
     for spec in specs:
-        rows, infos = _run_model(spec, corpus, options, device)
-        models.update(infos)
+        rows, entries = _run_model(spec, corpus, options, device)
+        records.update(entries)
         all_rows.extend(rows)
-    metadata = {
-        "harness_version": harness.__version__,
-        "created_at": started.isoformat(timespec="seconds"),
-        "cell_id": options.cell_id,
-        "corpus": {
-            "name": corpus.name,
-            "version": corpus.version,
-            "sha256": corpus.sha256,
-            "documents": len(corpus.documents),
-            "queries": len(corpus.queries),
-            "pairs": len(corpus.pairs),
-        },
-        "run": {
-            "device": device,
-            "device_requested": options.device,
-            "dtype": options.dtype,
-            "batch_size": options.batch_size,
-            "tf32_requested": options.tf32,
-            "threads_requested": options.threads,
-            "attn_implementation_requested": options.attn_implementation,
-            "allow_network": options.allow_network,
-            "duration_s": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 3),
-            "peak_rss_bytes": _peak_rss_bytes(),
-        },
-        "fingerprint": fingerprint,
-        "models": models,
-    }
+    metadata = ResultsMeta(
+        harness_version=harness.__version__,
+        created_at=started.isoformat(timespec="seconds"),
+        cell_id=options.cell_id,
+        corpus=CorpusMeta(name=corpus.name, version=corpus.version, sha256=corpus.sha256, documents=len(corpus.documents),
+                          queries=len(corpus.queries), pairs=len(corpus.pairs)),
+        run=RunMeta(
+            device=device,
+            device_requested=options.device,
+            dtype=options.dtype,
+            batch_size=options.batch_size,
+            tf32_requested=options.tf32,
+            threads_requested=options.threads,
+            attn_implementation_requested=options.attn_implementation,
+            allow_network=options.allow_network,
+            duration_s=round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 3),
+            peak_rss_bytes=_peak_rss_bytes(),
+        ),
+        fingerprint=fingerprint,
+        models=records,
+    )
     with output_lock(options.out):  # one writer per file; removes temp files of writers killed mid-write
-        path = write_results(options.out, all_rows, metadata)
+        path = write_results(options.out, all_rows, metadata.to_dict())
     return RunSummary(
         path=path,
-        statuses={k: v["status"] for k, v in models.items()},
-        reasons={k: v.get("reason", "") for k, v in models.items()},
+        statuses={k: str(r.status) for k, r in records.items()},
+        reasons={k: r.reason or "" for k, r in records.items()},
     )

@@ -17,7 +17,7 @@ from harness.compare.policy import Tolerance
 from harness.compare.stats import TopKStream
 from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 __all__ = ["file_precision", "judge_quantized"]
 

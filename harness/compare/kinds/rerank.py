@@ -17,7 +17,7 @@ from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_ch
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.errors import ResultsFileError
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 __all__ = ["judge_rerank", "judge_rerank_files"]
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.compare import streaming
 from harness.errors import HarnessError
-from harness.results.reader import ResultsFile
+from harness.results import ResultsFile
 
 __all__ = ["ArrayPair", "EmbeddingPair", "FilePair", "Worker"]
 

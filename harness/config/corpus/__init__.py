@@ -1,0 +1,182 @@
+"""The corpus: documents, queries and rerank pairs, loaded and validated.
+
+The corpus is the input every environment embeds and reranks, so two results files are only comparable
+when they were produced from byte-identical corpus files. ``corpus_sha256`` pins those bytes, and
+``load_corpus`` refuses anything malformed with a one-line ``CorpusError`` (``file:line: problem``) rather
+than letting a bad row surface later as a confusing numeric difference.
+
+``load_corpus`` takes one of:
+
+* a directory holding ``documents.jsonl``, ``queries.jsonl`` and ``rerank.jsonl`` (the shipped fixture corpus,
+  strict keys, optional ``MANIFEST.json``);
+* one data file (``.jsonl``, ``.csv``, ``.tsv`` or ``.parquet``) with ``id`` and ``text`` columns: documents only;
+* a TOML file with a ``[corpus]`` table (``harness.toml``; ``[tool.harness.corpus]`` in ``pyproject.toml``) naming
+  a documents file and optionally a queries file and a rerank pairs file, with configurable column names::
+
+      [corpus]
+      name = "faq"                       # default: the documents file's stem
+      version = "2024-06"                # default: "unversioned"
+      documents = "faq.csv"              # relative to the TOML file
+      queries = { path = "questions.jsonl", id_column = "qid", text_column = "question" }
+      pairs = "judgements.csv"           # query_id, passage_id[, label]
+      id_column = "id"                   # defaults for every file
+      text_column = "text"
+      allow_empty = false                # empty texts are errors unless declared
+
+User files may have extra columns (ignored); ids may be strings or integers; a ``kind`` column is used when
+present. Their hash covers each file's bytes and the columns read from it, not its name or location.
+
+Stdlib only (``pyarrow`` is imported for parquet files alone): this package is imported by the comparator, which
+must run in any matrix cell. The types and the file helpers live here; ``directory`` loads the committed format,
+``user`` users' data files and TOML configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
+
+from harness import paths
+from harness.errors import CorpusError
+
+__all__ = [
+    "Text",
+    "RerankPair",
+    "Corpus",
+    "DOCUMENTS_FILE",
+    "QUERIES_FILE",
+    "RERANK_FILE",
+    "MANIFEST_FILE",
+    "CORPUS_FILES",
+    "DEFAULT_CORPUS_DIR",
+    "DATA_FORMATS",
+    "corpus_sha256",
+    "corpus_table",
+    "load_corpus",
+    "load_corpus_config",
+]
+
+DOCUMENTS_FILE = "documents.jsonl"
+QUERIES_FILE = "queries.jsonl"
+RERANK_FILE = "rerank.jsonl"
+MANIFEST_FILE = "MANIFEST.json"
+#: The files the corpus hash covers, in the fixed order they are hashed.
+CORPUS_FILES = (DOCUMENTS_FILE, QUERIES_FILE, RERANK_FILE)
+#: The shipped corpus when this module was imported (``paths.default_corpus_dir()`` is the current one).
+DEFAULT_CORPUS_DIR = paths.default_corpus_dir()
+
+#: The kind of a text whose file names none.
+NO_KIND = "unspecified"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Text:
+    """One document or query; ``kind`` names the edge case it exercises (``"long"``, ``"cjk"``, ...)."""
+
+    id: str
+    text: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class RerankPair:
+    """One (query, candidate passage) pair for the cross-encoder, with a 0/1 relevance label."""
+
+    query_id: str
+    passage_id: str
+    label: int
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A loaded, validated corpus; ``sha256`` identifies its exact bytes (see ``corpus_sha256``)."""
+
+    name: str
+    version: str
+    documents: Tuple[Text, ...]
+    queries: Tuple[Text, ...]
+    pairs: Tuple[RerankPair, ...]
+    sha256: str
+    path: str
+
+    def texts(self) -> Tuple[Text, ...]:
+        """Every text to embed: documents first, then queries (ids are unique across both)."""
+        return self.documents + self.queries
+
+    def text_by_id(self) -> Dict[str, Text]:
+        """Documents and queries keyed by id, for resolving rerank pairs to their texts."""
+        return {t.id: t for t in self.texts()}
+
+    def pairs_by_query(self) -> Dict[str, List[RerankPair]]:
+        """Rerank pairs grouped by query id, queries and pairs both in file order."""
+        grouped: Dict[str, List[RerankPair]] = {}
+        for pair in self.pairs:
+            grouped.setdefault(pair.query_id, []).append(pair)
+        return grouped
+
+
+def display(path: Path) -> str:
+    """The path as it should appear in an error: relative to the cwd when under it, else as given."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def read_bytes(path: Path) -> bytes:
+    """A corpus file's bytes; a missing one is a ``CorpusError`` naming it."""
+    if not path.is_file():
+        raise CorpusError(f"{display(path)}: missing file")
+    return path.read_bytes()
+
+
+def json_lines(path: Path, data: bytes) -> List[Tuple[int, Dict[str, Any]]]:
+    """Parse a JSONL file into (line number, object) pairs; blank lines are errors, not skipped."""
+    where = display(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CorpusError(f"{where}:{line}: not valid UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line, it does not start a new one
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise CorpusError(f"{where}:{number}: blank line")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{where}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise CorpusError(f"{where}:{number}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((number, obj))
+    return rows
+
+
+# The loaders need the types and helpers above, and import them from this module: so they are imported last.
+from harness.config.corpus.directory import corpus_sha256, load_directory  # noqa: E402
+from harness.config.corpus.user import DATA_FORMATS, corpus_table, load_corpus_config, load_user_corpus  # noqa: E402
+
+
+def load_corpus(source: PathLike) -> Corpus:
+    """Load and validate a corpus (a directory, a data file, or a TOML file with a ``[corpus]`` table).
+
+    Raises ``CorpusError`` on the first problem, naming the file and line (or row).
+    """
+    path = Path(source)
+    if path.is_dir():
+        return load_directory(path)
+    if not path.exists():
+        raise CorpusError(f"{display(path)}: no such corpus file or directory")
+    if path.suffix.lower() == ".toml":
+        return load_corpus_config(path)
+    return load_user_corpus(path.parent, {"documents": str(path.name)}, path)
+
+

@@ -1,0 +1,267 @@
+"""Users' corpora: JSONL / CSV / TSV / parquet files, alone or described by a ``[corpus]`` table in a TOML file.
+
+User files may have extra columns (ignored); ids may be strings or integers; a ``kind`` column is used when
+present; column names are configurable per file. Their hash covers each file's bytes and the columns read from
+it, not its name or location. ``pyarrow`` is imported for parquet files alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import AbstractSet, Any, Dict, List, Optional, Tuple
+
+from harness.config.corpus import NO_KIND, Corpus, PathLike, RerankPair, Text, display, json_lines, read_bytes
+from harness.config.tomlfile import read_toml
+from harness.errors import CorpusError
+
+__all__ = ["DATA_FORMATS", "corpus_table", "load_corpus_config", "load_user_corpus"]
+
+#: data file suffixes and the format each means (``format = "..."`` in a file's table overrides the suffix)
+DATA_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+_CORPUS_KEYS = ("name", "version", "documents", "queries", "pairs", "id_column", "text_column", "kind_column",
+                "allow_empty", "format")
+_TEXT_FILE_KEYS = ("path", "id_column", "text_column", "kind_column", "allow_empty", "format")
+_PAIR_FILE_KEYS = ("path", "query_id_column", "passage_id_column", "label_column", "format")
+
+
+def corpus_table(path: Path, data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The ``[corpus]`` table of a parsed config (``[tool.harness.corpus]`` in a ``pyproject.toml``), if any."""
+    if path.name == "pyproject.toml":
+        data = (data.get("tool") or {}).get("harness") or {}
+    table = data.get("corpus")
+    if table is not None and not isinstance(table, dict):
+        raise CorpusError(f"{display(path)}: 'corpus' must be a table")
+    return table
+
+
+def load_corpus_config(path: PathLike) -> Corpus:
+    """Load the corpus that the ``[corpus]`` table of a TOML file (``harness.toml``, ``pyproject.toml``) describes."""
+    path = Path(path)
+    data = read_toml(path, CorpusError, "missing file", shown=display(path))
+    table = corpus_table(path, data)
+    if table is None:
+        where = "[tool.harness.corpus]" if path.name == "pyproject.toml" else "[corpus]"
+        raise CorpusError(f"{display(path)}: no {where} table naming the corpus files")
+    return load_user_corpus(path.parent, table, path)
+
+
+def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Optional[Dict[str, Any]]:
+    """One file's reading settings: the corpus-wide defaults overlaid by the file's own inline table.
+
+    ``config`` is named in errors; relative paths are relative to ``base`` (the config file's directory).
+    """
+    where = f"{display(config)}: corpus {role}"
+    entry = table.get(role)
+    if entry is None:
+        return None
+    if isinstance(entry, str):
+        entry = {"path": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
+        raise CorpusError(f"{where}: must be a file path or a table with 'path'")
+    allowed = _PAIR_FILE_KEYS if role == "pairs" else _TEXT_FILE_KEYS
+    unknown = sorted(set(entry) - set(allowed))
+    if unknown:
+        raise CorpusError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+    if role == "pairs":
+        spec = {"query_id_column": "query_id", "passage_id_column": "passage_id", "label_column": "label"}
+    else:
+        spec = {k: table.get(k, d) for k, d in (("id_column", "id"), ("text_column", "text"),
+                                                 ("kind_column", "kind"), ("allow_empty", False))}
+    spec.update({"format": table.get("format")}, **entry)
+    file_path = Path(spec["path"])
+    spec["file"] = file_path if file_path.is_absolute() else base / file_path
+    fmt = spec.get("format") or DATA_FORMATS.get(spec["file"].suffix.lower())
+    if fmt not in DATA_FORMATS.values():
+        raise CorpusError(
+            f"{display(spec['file'])}: unknown corpus file format (use one of "
+            f"{', '.join(sorted(DATA_FORMATS))}, or set format = \"csv\" ...)"
+        )
+    spec["format"] = fmt
+    for key, value in spec.items():
+        if key.endswith("_column") and (not isinstance(value, str) or not value):
+            raise CorpusError(f"{where}: '{key}' must be a non-empty string")
+    if role != "pairs" and not isinstance(spec["allow_empty"], bool):
+        raise CorpusError(f"{where}: 'allow_empty' must be true or false")
+    return spec
+
+
+def load_user_corpus(base: Path, table: Dict[str, Any], config: Path) -> Corpus:
+    unknown = sorted(set(table) - set(_CORPUS_KEYS))
+    if unknown:
+        raise CorpusError(f"{display(config)}: corpus: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(_CORPUS_KEYS)})")
+    specs = {role: _file_spec(config, base, table, role) for role in ("documents", "queries", "pairs")}
+    if specs["documents"] is None:
+        raise CorpusError(f"{display(config)}: corpus: 'documents' (a file path) is required")
+    if specs["pairs"] is not None and specs["queries"] is None:
+        raise CorpusError(f"{display(config)}: corpus: 'pairs' needs a 'queries' file (pairs name query ids)")
+    contents = {role: read_bytes(spec["file"]) for role, spec in specs.items() if spec is not None}
+    seen: Dict[str, str] = {}
+    documents = _user_texts(specs["documents"], contents["documents"], seen)
+    if not documents:
+        raise CorpusError(f"{display(specs['documents']['file'])}: empty corpus (no documents)")
+    queries = _user_texts(specs["queries"], contents["queries"], seen) if specs["queries"] else ()
+    pairs = (
+        _user_pairs(specs["pairs"], contents["pairs"], {q.id for q in queries}, {d.id for d in documents})
+        if specs["pairs"] else ()
+    )
+    name = table.get("name", specs["documents"]["file"].stem)
+    version = table.get("version", "unversioned")
+    for key, value in (("name", name), ("version", version)):
+        if not isinstance(value, str) or not value:
+            raise CorpusError(f"{display(config)}: corpus: '{key}' must be a non-empty string")
+    return Corpus(
+        name=name,
+        version=version,
+        documents=documents,
+        queries=queries,
+        pairs=pairs,
+        sha256=_user_hash(specs, contents),
+        path=str(config),
+    )
+
+
+def _user_hash(specs: Dict[str, Optional[Dict[str, Any]]], contents: Dict[str, bytes]) -> str:
+    """SHA-256 over each file's bytes plus how it is read (format, columns): not its name or location."""
+    outer = hashlib.sha256(b"embedding-harness user corpus v1\n")
+    for role in ("documents", "queries", "pairs"):
+        spec = specs[role]
+        if spec is None:
+            continue
+        reading = {k: v for k, v in sorted(spec.items()) if k.endswith("_column") or k == "format"}
+        outer.update(
+            role.encode("ascii") + b"\0" + hashlib.sha256(contents[role]).hexdigest().encode("ascii") + b"\0"
+            + json.dumps(reading, sort_keys=True).encode("utf-8") + b"\n"
+        )
+    return outer.hexdigest()
+
+
+def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
+    """``(location, row)`` pairs of one data file; ``needed`` columns must exist (checked on the header)."""
+    path, fmt = spec["file"], spec["format"]
+    where = display(path)
+    if fmt == "parquet":
+        return _parquet_rows(path, data, needed)
+    if fmt == "jsonl":
+        rows = [(f"{where}:{number}", obj) for number, obj in json_lines(path, data)]
+        for location, obj in rows:
+            for column in needed:
+                if column not in obj:
+                    raise CorpusError(f"{location}: missing column {column!r} (has: {', '.join(obj) or 'none'})")
+        return rows
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CorpusError(f"{where}:{line}: not valid UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",", strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise CorpusError(f"{where}: empty file (no header row)")
+        for column in needed:
+            if column not in header:
+                raise CorpusError(f"{where}:1: missing column {column!r} (header: {', '.join(header)})")
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:
+            raise CorpusError(f"{where}:1: duplicate column(s) {', '.join(duplicated)} in the header")
+        rows = []
+        start = reader.line_num + 1
+        for record in reader:
+            location = f"{where}:{start}"
+            start = reader.line_num + 1
+            if not record or record == [""]:
+                raise CorpusError(f"{location}: blank line")
+            if len(record) != len(header):
+                raise CorpusError(f"{location}: {len(record)} field(s), the header has {len(header)}")
+            rows.append((location, dict(zip(header, record))))
+    except csv.Error as err:
+        raise CorpusError(f"{where}:{reader.line_num}: malformed {fmt.upper()} ({err})") from None
+    return rows
+
+
+def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
+    where = display(path)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is a core dependency
+        raise CorpusError(f"{where}: reading parquet corpora needs pyarrow") from None
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CorpusError(f"{where}: not a readable parquet file ({first})") from None
+    for column in needed:
+        if column not in table.column_names:
+            raise CorpusError(f"{where}: missing column {column!r} (columns: {', '.join(table.column_names)})")
+    columns = {c: table.column(c).to_pylist() for c in table.column_names}
+    return [(f"{where}: row {i + 1}", {c: v[i] for c, v in columns.items()}) for i in range(table.num_rows)]
+
+
+def _id_value(location: str, row: Dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        problem = "null" if value is None else f"non-string ({type(value).__name__})"
+        raise CorpusError(f"{location}: {problem} {column!r}")
+    value = str(value)
+    if not value.strip():
+        raise CorpusError(f"{location}: empty {column!r}")
+    return value
+
+
+def _user_texts(spec: Dict[str, Any], data: bytes, seen: Dict[str, str]) -> Tuple[Text, ...]:
+    id_col, text_col, kind_col = spec["id_column"], spec["text_column"], spec["kind_column"]
+    texts = []
+    for location, row in _rows(spec, data, (id_col, text_col)):
+        text_id = _id_value(location, row, id_col)
+        text = row.get(text_col)
+        if not isinstance(text, str):
+            problem = "null" if text is None else f"non-string ({type(text).__name__})"
+            raise CorpusError(f"{location}: {problem} {text_col!r} for id {text_id!r}")
+        if not text.strip() and not spec["allow_empty"]:
+            raise CorpusError(f"{location}: empty text for id {text_id!r} (set allow_empty = true to embed empty texts)")
+        if text_id in seen:
+            raise CorpusError(f"{location}: duplicate id {text_id!r} (first at {seen[text_id]})")
+        seen[text_id] = location.rsplit("/", 1)[-1]
+        kind = row.get(kind_col)
+        texts.append(Text(id=text_id, text=text, kind=kind if isinstance(kind, str) and kind else NO_KIND))
+    return tuple(texts)
+
+
+def _user_pairs(spec: Dict[str, Any], data: bytes, query_ids: AbstractSet[str], document_ids: AbstractSet[str]) -> Tuple[RerankPair, ...]:
+    q_col, p_col, l_col = spec["query_id_column"], spec["passage_id_column"], spec["label_column"]
+    pairs = []
+    seen: Dict[Tuple[str, str], str] = {}
+    for location, row in _rows(spec, data, (q_col, p_col)):
+        query_id, passage_id = _id_value(location, row, q_col), _id_value(location, row, p_col)
+        if query_id not in query_ids:
+            raise CorpusError(f"{location}: unknown {q_col} {query_id!r} (not in the queries file)")
+        if passage_id not in document_ids:
+            raise CorpusError(f"{location}: unknown {p_col} {passage_id!r} (not in the documents file)")
+        raw = row.get(l_col, 0)
+        label = _label(raw)
+        if label is None:
+            raise CorpusError(f"{location}: {l_col} must be an integer, got {json.dumps(raw)}")
+        key = (query_id, passage_id)
+        if key in seen:
+            raise CorpusError(f"{location}: duplicate pair ({query_id!r}, {passage_id!r}) (first at {seen[key]})")
+        seen[key] = location.rsplit("/", 1)[-1]
+        pairs.append(RerankPair(query_id=query_id, passage_id=passage_id, label=label))
+    return tuple(pairs)
+
+
+def _label(value: Any) -> Optional[int]:
+    """An integer relevance label from JSON/parquet (int) or CSV (digits); absent or empty means 0."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None

@@ -1,0 +1,229 @@
+"""Typed views of a results file's ``harness`` metadata: one place that knows its keys.
+
+The runner builds its metadata from these types (``ResultsMeta(...).to_dict()``) and every reader reads them
+(``ResultsFile.run``, ``.records``, ``.provenance``) instead of digging in the raw dict. ``from_dict`` is
+lenient about what is missing, because files written by older harness versions (``fixtures/baselines/legacy``)
+lack keys added since and must stay readable, and it keeps keys it does not know in ``extra``, so a file from a
+newer harness round-trips. It is strict about types: a field of the wrong type is a ``ResultsFileError`` naming
+the file and the field, never a ``TypeError`` deep inside the comparator.
+
+Stdlib only, besides ``harness.errors``: the runner imports this inside old matrix environments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+
+from harness.errors import ResultsFileError
+
+__all__ = ["CorpusMeta", "RunMeta", "ModelRecord", "Provenance", "ResultsMeta"]
+
+T = TypeVar("T", bound="_Record")
+_WHAT = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object", list: "a list"}
+
+
+def _record_class(hint: Any) -> Any:
+    return hint if isinstance(hint, type) and issubclass(hint, _Record) else None
+
+
+def _expected(hint: Any) -> Tuple[type, Any]:
+    """``(the JSON type a value must have, the record class of its items, or None)`` for a field's type hint."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        return _expected(args[0])
+    if origin is dict:
+        return dict, _record_class(args[1]) if len(args) == 2 else None
+    if origin in (list, tuple):
+        return list, _record_class(args[0]) if args else None
+    return hint, None
+
+
+def _check(value: Any, expected: type, where: str) -> Any:
+    """``value`` if it is a JSON value of ``expected`` type (ints are numbers, booleans are not ints)."""
+    if value is None:
+        return None
+    ok = isinstance(value, expected) and not (expected in (int, float) and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ResultsFileError(f"{where} must be {_WHAT.get(expected, expected.__name__)}, got {shown}")
+    return value
+
+
+class _Record:
+    """``from_dict``/``to_dict`` for the frozen dataclasses below, driven by their type hints."""
+
+    #: fields left out of ``to_dict`` while they are None (keys the runner writes only when they apply)
+    _OMIT_NONE: typing.ClassVar[bool] = False
+
+    @classmethod
+    def from_dict(cls: Type[T], data: Any, source: str = "results file", section: str = "") -> T:
+        """The typed view of ``data`` (None: all defaults); ``source`` and ``section`` name it in errors."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            shown = f"metadata '{section}'" if section else "harness metadata"
+            raise ResultsFileError(f"{source}: {shown} must be an object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        values: Dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if spec.name == "extra" or spec.name not in data:
+                continue
+            name = f"{section}.{spec.name}" if section else spec.name
+            expected, nested = _expected(hints[spec.name])
+            if _record_class(expected) is not None:
+                values[spec.name] = expected.from_dict(data[spec.name], source, name)
+                continue
+            value = _check(data[spec.name], expected, f"{source}: metadata '{name}'")
+            if value is None:  # JSON null: the field's default (None, or an empty table)
+                continue
+            if expected is dict and nested is not None:
+                value = {key: nested.from_dict(item, source, f"{name}.{key}") for key, item in value.items()}
+            elif expected is list:
+                value = tuple(value if nested is None else
+                              (nested.from_dict(item, source, f"{name}[{i}]") for i, item in enumerate(value)))
+            values[spec.name] = value
+        known = {spec.name for spec in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})  # type: ignore[call-arg]
+
+    @classmethod
+    def of(cls: Type[T], **values: Any) -> T:
+        """A record from keyword values the code computed: known keys become fields, the others ``extra``."""
+        known = {spec.name for spec in dataclasses.fields(cls)} - {"extra"}  # type: ignore[arg-type]
+        extra = {k: v for k, v in values.items() if k not in known}
+        return cls(**{k: v for k, v in values.items() if k in known}, extra=extra)  # type: ignore[call-arg]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON the runner writes (unknown keys read from a newer file included)."""
+        out: Dict[str, Any] = {}
+        for spec in dataclasses.fields(self):  # type: ignore[arg-type]
+            if spec.name == "extra":
+                continue
+            value = getattr(self, spec.name)
+            if value is None and self._OMIT_NONE:
+                continue
+            if isinstance(value, tuple):
+                value = [v.to_dict() if isinstance(v, _Record) else v for v in value]
+            elif isinstance(value, _Record):
+                value = value.to_dict()
+            elif isinstance(value, dict):
+                value = {k: v.to_dict() if isinstance(v, _Record) else v for k, v in value.items()}
+            out[spec.name] = value
+        return {**self.extra, **out}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class CorpusMeta(_Record):
+    """Which corpus a run embedded: its name, version, and the hash that makes two runs comparable."""
+
+    name: Optional[str] = None
+    version: Optional[str] = None
+    sha256: Optional[str] = None
+    documents: Optional[int] = None
+    queries: Optional[int] = None
+    pairs: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunMeta(_Record):
+    """How a run was made (the ``run`` table): what a re-run of a baseline restores, and what it cost."""
+
+    device: Optional[str] = None
+    device_requested: Optional[str] = None
+    dtype: Optional[str] = None
+    batch_size: Optional[int] = None
+    tf32_requested: Optional[bool] = None
+    threads_requested: Optional[int] = None
+    attn_implementation_requested: Optional[str] = None
+    allow_network: Optional[bool] = None
+    duration_s: Optional[float] = None
+    peak_rss_bytes: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelRecord(_Record):
+    """One results entry's record (``models.<id>``): what ran, how it was loaded and called, how fast.
+
+    ``status`` is ``ok`` or ``incompatible`` (with ``reason``); ``source`` is the registry entry it ran from
+    (``ModelSpec.describe()``), which a re-run elsewhere rebuilds it from; ``encode`` the settings applied.
+    Keys the loaders add beyond these (backend files, tokenizer class, ...) stay in ``extra``.
+    """
+
+    _OMIT_NONE: typing.ClassVar[bool] = True
+
+    kind: Optional[str] = None
+    status: Optional[str] = None
+    reason: Optional[str] = None
+    source: Optional[Dict[str, Any]] = None
+    directory: Optional[str] = None
+    found_via: Optional[str] = None
+    weights_sha256: Optional[str] = None
+    weight_files: Optional[Tuple[str, ...]] = None
+    weights_format: Optional[str] = None
+    saved_versions: Optional[Dict[str, Any]] = None
+    backend: Optional[str] = None
+    architecture: Optional[str] = None
+    attn_implementation: Optional[str] = None
+    loaded_dtype: Optional[str] = None
+    loaded_dtype_before_cast: Optional[str] = None
+    config_dtype: Optional[str] = None
+    max_seq_length: Optional[int] = None
+    padding_side: Optional[str] = None
+    num_labels: Optional[int] = None
+    encode: Optional[Dict[str, Any]] = None
+    dim: Optional[int] = None
+    vector_dtype: Optional[str] = None
+    precision: Optional[str] = None
+    derived_from: Optional[str] = None
+    load_s: Optional[float] = None
+    compute_s: Optional[float] = None
+    items: Optional[int] = None
+    items_per_s: Optional[float] = None
+    cuda_peak_memory_bytes: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class Provenance(_Record):
+    """Why a baseline exists (the ``baseline`` table ``harness.baselines.create_baseline`` writes).
+
+    ``history`` holds the provenance of every version it replaced, oldest first (without their own history).
+    """
+
+    name: Optional[str] = None
+    action: Optional[str] = None
+    created_at: Optional[str] = None
+    created_by: Optional[str] = None
+    reason: Optional[str] = None
+    source_file: Optional[str] = None
+    previous_file: Optional[str] = None
+    history: Tuple["Provenance", ...] = ()
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def without_history(self) -> "Provenance":
+        return dataclasses.replace(self, history=())
+
+
+@dataclass(frozen=True)
+class ResultsMeta(_Record):
+    """The whole ``harness`` metadata of a results file, as the runner writes it."""
+
+    harness_version: Optional[str] = None
+    created_at: Optional[str] = None
+    cell_id: Optional[str] = None
+    corpus: CorpusMeta = field(default_factory=CorpusMeta)
+    run: RunMeta = field(default_factory=RunMeta)
+    fingerprint: Dict[str, Any] = field(default_factory=dict)
+    models: Dict[str, ModelRecord] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,95 @@
+"""The results file format: columns, the arrow schema, the metadata key and the rows one model contributes.
+
+A results file is one parquet file per run, long format:
+
+* one ``task="embed"`` row per text per bi-encoder, the vector in ``vector``;
+* one ``task="rerank"`` row per (query, candidate) pair per cross-encoder, with ``score`` and ``rank``.
+
+The vector column is ``fixed_size_binary`` holding raw little-endian values (float32 unless the model's
+metadata says otherwise). A ``fixed_size_list<float32>`` column decodes 3-7x slower in pyarrow because parquet
+stores a repetition level per element (measured, see ``benchmarks/``), so the raw layout is what lets the
+comparator stream large files. The column width is the widest model's vector; each model's ``dim`` and
+``vector_dtype`` live in the file metadata.
+
+Everything else about a run (environment fingerprint, corpus hash, per-model weight hashes and status) is JSON
+in the parquet schema metadata under the key ``harness`` (typed views: ``harness.results.meta``). The package
+needs only numpy and pyarrow: it is imported inside old matrix environments (runner) and in the controlling one
+(comparator).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "METADATA_KEY",
+    "ROW_GROUP_ROWS",
+    "COLUMNS",
+    "ROLES",
+    "ModelRows",
+    "arrow_schema",
+    "metadata_bytes",
+]
+
+#: Bump when a change makes old readers misread new files; readers accept every version up to this one.
+SCHEMA_VERSION = 1
+METADATA_KEY = b"harness"
+#: Rows per row group: the unit the comparator streams (the writer reads it at write time, so tests can shrink it).
+ROW_GROUP_ROWS = 65_536
+
+COLUMNS = ("model_id", "task", "role", "item_id", "query_id", "passage_id", "vector", "score", "rank")
+ROLES = ("document", "query", "pair")
+
+
+def arrow_schema(vector_width: int) -> pa.Schema:
+    """The columns of a results file whose vector column holds ``vector_width`` bytes per row."""
+    vector_field = pa.field(
+        "vector",
+        pa.binary(max(vector_width, 1)),
+        nullable=True,
+        metadata={b"harness.encoding": b"raw little-endian; dim and vector_dtype per model in file metadata"},
+    )
+    return pa.schema(
+        [
+            pa.field("model_id", pa.string(), nullable=False),
+            pa.field("task", pa.string(), nullable=False),
+            pa.field("role", pa.string(), nullable=False),
+            pa.field("item_id", pa.string(), nullable=False),
+            pa.field("query_id", pa.string()),
+            pa.field("passage_id", pa.string()),
+            vector_field,
+            pa.field("score", pa.float32()),
+            pa.field("rank", pa.int32()),
+        ]
+    )
+
+
+def metadata_bytes(metadata: Mapping[str, Any], *, rewrite: bool = False) -> bytes:
+    """The ``harness`` schema metadata for ``metadata``: sorted JSON with a ``schema_version``.
+
+    A new file gets this ``SCHEMA_VERSION``; a ``rewrite`` (same rows, new metadata) keeps the version the
+    metadata already names, because its rows are still laid out the way that version wrote them.
+    """
+    payload = {"schema_version": SCHEMA_VERSION, **metadata} if rewrite else {**metadata, "schema_version": SCHEMA_VERSION}
+    return json.dumps(payload, sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class ModelRows:
+    """The rows one model contributes to a results file."""
+
+    model_id: str
+    task: str  # "embed" or "rerank"
+    item_ids: Sequence[str]
+    roles: Sequence[str] = ()  # "document"/"query" per embed row; rerank rows are all "pair"
+    vectors: Optional[np.ndarray] = None  # (n, dim), embed only
+    query_ids: Optional[Sequence[str]] = None  # rerank only
+    passage_ids: Optional[Sequence[str]] = None
+    scores: Optional[np.ndarray] = None
+    ranks: Optional[np.ndarray] = None

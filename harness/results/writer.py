@@ -1,0 +1,253 @@
+"""The only code that writes results files: whole runs, chunked runs, and rewrites of existing files.
+
+Files are written whole (``write_results``) or in chunks (``ResultsWriter``, for files larger than memory).
+An existing file is rewritten row group by row group (bounded memory): under new metadata
+(``rewrite_metadata``, how a run becomes a baseline) or with one model's vectors or scores replaced
+(``rewrite_model``, how tests make known perturbations). Every write is atomic (``harness.fsio.atomic_output``):
+the file appears complete at its path or not at all. Callers that may race for one path hold
+``harness.fsio.output_lock`` around the write (the runner does; ``harness.baselines`` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.fsio import atomic_output
+from harness.results import schema
+from harness.results.reader import ResultsFile, single_chunk
+from harness.results.schema import METADATA_KEY, ModelRows, arrow_schema, metadata_bytes
+
+__all__ = ["ResultsWriter", "write_results", "rewrite_metadata", "rewrite_model"]
+
+Source = Union[ResultsFile, str, "os.PathLike[str]"]
+
+
+@contextlib.contextmanager
+def _parquet_writer(path: Path, file_schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A parquet writer onto a temp file that becomes ``path`` when the block succeeds."""
+    with atomic_output(path) as tmp, pq.ParquetWriter(
+        str(tmp),
+        file_schema,
+        compression="none",  # float32 noise does not compress; snappy only costs decode time
+        use_dictionary=["model_id", "task", "role"],
+        write_page_checksum=True,  # a flipped byte in a vector page must read as corruption, not drift
+    ) as writer:
+        yield writer
+
+
+def _vector_bytes(vectors: np.ndarray, width: int) -> pa.Array:
+    """Pack an (n, dim) matrix as fixed-size binary of ``width`` bytes per row (zero padded)."""
+    raw = np.ascontiguousarray(vectors)
+    little = raw.dtype.newbyteorder("<")
+    raw = raw.astype(little, copy=False).view(np.uint8).reshape(len(raw), -1)
+    if raw.shape[1] < width:
+        raw = np.hstack([raw, np.zeros((len(raw), width - raw.shape[1]), dtype=np.uint8)])
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(raw), [None, pa.py_buffer(raw.tobytes())])
+
+
+def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Table:
+    n = len(rows.item_ids)
+    nulls_str = pa.nulls(n, pa.string())
+    if rows.task == "embed":
+        assert rows.vectors is not None and len(rows.vectors) == n
+        columns = {
+            "query_id": nulls_str,
+            "passage_id": nulls_str,
+            "vector": _vector_bytes(rows.vectors, width),
+            "score": pa.nulls(n, pa.float32()),
+            "rank": pa.nulls(n, pa.int32()),
+        }
+    else:
+        assert rows.scores is not None and rows.ranks is not None
+        columns = {
+            "query_id": pa.array(list(rows.query_ids or ()), pa.string()),
+            "passage_id": pa.array(list(rows.passage_ids or ()), pa.string()),
+            "vector": pa.nulls(n, pa.binary(width)),
+            "score": pa.array(np.asarray(rows.scores, dtype=np.float32)),
+            "rank": pa.array(np.asarray(rows.ranks, dtype=np.int32)),
+        }
+    return pa.table(
+        {
+            "model_id": pa.array([rows.model_id] * n, pa.string()),
+            "task": pa.array([rows.task] * n, pa.string()),
+            "role": pa.array(list(rows.roles) if rows.task == "embed" else ["pair"] * n, pa.string()),
+            "item_id": pa.array(list(rows.item_ids), pa.string()),
+            **columns,
+        },
+        schema=file_schema,
+    )
+
+
+class ResultsWriter:
+    """Write one results file in chunks, atomically, holding at most about one row group in memory.
+
+    ``vector_width`` is the vector column's width in bytes: the widest model's ``dim * itemsize`` (1536 for 384
+    float32 values). ``metadata`` is written as the ``harness`` JSON, as ``write_results`` does; it must be
+    complete when the writer opens (parquet stores it in the schema). Chunks of one model are buffered into
+    full row groups of ``ROW_GROUP_ROWS`` rows, and a row group never mixes models, so a model's rows may
+    arrive in any number of ``write`` calls; the file appears at ``path`` only when the ``with`` block
+    succeeds::
+
+        with ResultsWriter(path, metadata, vector_width=384 * 4) as writer:
+            for chunk in chunks:
+                writer.write(ModelRows("my-model", "embed", ids, roles=roles, vectors=chunk))
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", metadata: Mapping[str, Any], vector_width: int) -> None:
+        self.path = Path(path)
+        self.width = max(int(vector_width), 1)
+        self.schema = arrow_schema(self.width).with_metadata({METADATA_KEY: metadata_bytes(metadata)})
+        self._stack: Optional[contextlib.ExitStack] = None
+        self._writer: Optional[pq.ParquetWriter] = None
+        self._pending: List[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_model: Optional[str] = None
+
+    def __enter__(self) -> "ResultsWriter":
+        with contextlib.ExitStack() as stack:
+            self._writer = stack.enter_context(_parquet_writer(self.path, self.schema))
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, rows: ModelRows) -> None:
+        """Append one model's rows (a whole model or one chunk of it)."""
+        if self._writer is None:
+            raise RuntimeError("ResultsWriter.write outside its 'with' block")
+        if not len(rows.item_ids):
+            return
+        if rows.vectors is not None and rows.vectors.shape[1] * rows.vectors.dtype.itemsize > self.width:
+            raise ValueError(
+                f"model '{rows.model_id}': vectors are {rows.vectors.shape[1] * rows.vectors.dtype.itemsize} bytes "
+                f"wide, the file's vector column holds {self.width}"
+            )
+        if rows.model_id != self._pending_model:
+            self._flush(everything=True)
+            self._pending_model = rows.model_id
+        self._pending.append(_model_table(rows, self.schema, self.width))
+        self._pending_rows += len(rows.item_ids)
+        self._flush(everything=False)
+
+    def _flush(self, everything: bool) -> None:
+        """Write the buffered rows as full row groups (all of them, the last one short, when ``everything``)."""
+        assert self._writer is not None
+        group = schema.ROW_GROUP_ROWS
+        if not self._pending_rows or (not everything and self._pending_rows < group):
+            return
+        table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        full = self._pending_rows if everything else self._pending_rows - self._pending_rows % group
+        self._writer.write_table(table.slice(0, full), row_group_size=group)
+        rest = table.slice(full)
+        self._pending = [rest] if len(rest) else []
+        self._pending_rows = len(rest)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Optional[bool]:
+        stack, self._stack = self._stack, None
+        assert stack is not None, "ResultsWriter exited without being entered"
+        try:
+            if exc_type is None:
+                self._flush(everything=True)
+        except BaseException:
+            exc_type, exc, tb = sys.exc_info()
+            raise
+        finally:
+            self._writer, self._pending, self._pending_rows = None, [], 0
+            # closes the parquet writer, then renames the file into place (or removes it after an error)
+            stack.__exit__(exc_type, exc, tb)
+        return None
+
+
+def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], metadata: Mapping[str, Any]) -> Path:
+    """Write one results file atomically; ``metadata`` becomes the ``harness`` JSON in the schema metadata."""
+    widths = [r.vectors.shape[1] * r.vectors.dtype.itemsize for r in rows if r.vectors is not None]
+    with ResultsWriter(path, metadata, vector_width=max(widths, default=4)) as writer:
+        for model_rows in rows:
+            writer.write(model_rows)
+    return Path(path)
+
+
+# -- rewrites of existing files: same rows (or one model's values replaced), row group by row group -------------
+
+
+def _open(source: Source) -> ResultsFile:
+    return source if isinstance(source, ResultsFile) else ResultsFile(source)
+
+
+def rewrite_metadata(source: Source, target: "str | os.PathLike[str]", metadata: Mapping[str, Any]) -> Path:
+    """Copy a results file to ``target`` under new ``harness`` metadata (the rows untouched), atomically.
+
+    Page checksums are written, as for every results file: a baseline lives for years, and bit rot must read
+    as a broken file, never as model drift.
+
+    Raises:
+        ResultsFileError: ``source`` is not a readable results file (nothing is written then).
+    """
+    results = _open(source)
+    file_schema = results.arrow_schema.with_metadata({METADATA_KEY: metadata_bytes(metadata, rewrite=True)})
+    with _parquet_writer(Path(target), file_schema) as writer:
+        for table in results.iter_row_groups():
+            writer.write_table(table.cast(file_schema))
+    return Path(target)
+
+
+def _replace_vectors(column: pa.Array, rows: np.ndarray, values: np.ndarray, dtype: np.dtype) -> pa.Array:
+    """The fixed-size binary ``column`` with the leading bytes of ``rows`` replaced by ``values`` (n, dim)."""
+    width = column.type.byte_width
+    raw = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=(column.offset + len(column)) * width)
+    raw = raw.reshape(-1, width)[column.offset :].copy()
+    packed = np.ascontiguousarray(values, dtype=dtype.newbyteorder("<")).view(np.uint8).reshape(len(rows), -1)
+    raw[rows, : packed.shape[1]] = packed
+    validity = column.buffers()[0] if column.null_count else None
+    return pa.FixedSizeBinaryArray.from_buffers(column.type, len(column), [validity, pa.py_buffer(raw.tobytes())],
+                                                null_count=column.null_count)
+
+
+def _replace_scores(column: pa.Array, rows: np.ndarray, values: np.ndarray) -> pa.Array:
+    valid = np.asarray(column.is_valid())
+    scores = np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.float32).copy()
+    scores[rows] = values
+    return pa.array(scores, mask=~valid, type=pa.float32())
+
+
+def rewrite_model(
+    source: Source,
+    target: "str | os.PathLike[str]",
+    model_id: str,
+    *,
+    vectors: Optional[np.ndarray] = None,
+    scores: Optional[np.ndarray] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Copy a results file with one model's ``vectors`` (n, dim) or ``scores`` (n,) replaced, atomically.
+
+    The new values are in the model's row order in the file (the order ``embeddings``/``rerank`` read them);
+    ``metadata`` replaces the file's own when given. Other models' rows are copied as they are.
+    """
+    results = _open(source)
+    meta: Dict[str, Any] = dict(results.meta if metadata is None else metadata)
+    file_schema = results.arrow_schema.with_metadata({METADATA_KEY: metadata_bytes(meta, rewrite=True)})
+    dtype = results.vector_spec(model_id)[1] if vectors is not None else np.dtype("<f4")
+    done = 0
+    with _parquet_writer(Path(target), file_schema) as writer:
+        for table in results.iter_row_groups():
+            rows = np.flatnonzero(np.asarray(table.column("model_id").to_pylist(), dtype=object) == model_id)
+            end = done + len(rows)
+            if len(rows) and vectors is not None:
+                column = _replace_vectors(single_chunk(table.column("vector")), rows, vectors[done:end], dtype)
+                table = table.set_column(table.schema.get_field_index("vector"), file_schema.field("vector"), column)
+            if len(rows) and scores is not None:
+                column = _replace_scores(single_chunk(table.column("score")), rows, np.asarray(scores[done:end]))
+                table = table.set_column(table.schema.get_field_index("score"), file_schema.field("score"), column)
+            done = end
+            writer.write_table(table.cast(file_schema))
+        for name, values in (("vectors", vectors), ("scores", scores)):
+            if values is not None and len(values) != done:
+                raise ValueError(f"{results.path}: model '{model_id}' has {done} rows, got {len(values)} {name}")
+    return Path(target)
