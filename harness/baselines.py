@@ -212,8 +212,8 @@ def _check_corpus(results: ResultsFile, corpus_source: Path) -> None:
     here = load_corpus(corpus_source)
     if here.sha256 != recorded.sha256:
         raise IncompatibleInputs(
-            f"{results.path}: the baseline embedded corpus {recorded.name} {recorded.sha256[:12]}, the corpus here "
-            f"({corpus_source}) is {here.name} {here.sha256[:12]}; pass the baseline's corpus with --corpus"
+            f"{results.path}: corpus differs: the baseline embedded {recorded.name} {recorded.sha256[:12]}, the corpus "
+            f"here ({corpus_source}) is {here.name} {here.sha256[:12]}; pass the baseline's corpus with --corpus"
         )
 
 

@@ -3,10 +3,12 @@ and the step that really moved the numbers named as the main cause (on real tiny
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from harness.matrix.attribution import RuntimeSettings, plan_steps, waterfall
+from harness.matrix.attribution import RuntimeSettings, waterfall
+from harness.matrix.plan import plan_path
 from harness.compare.comparator import compare_files
 from harness.matrix.spec import Cell
 
@@ -30,7 +32,7 @@ def _realistic(cell: Cell) -> Optional[str]:
 
 
 def test_one_factor_per_step_when_everything_installs() -> None:
-    steps = plan_steps(OLD, RuntimeSettings(), NEW, RuntimeSettings(dtype="bfloat16", batch_size=8), _all_install)
+    steps = plan_path(OLD, RuntimeSettings(), NEW, RuntimeSettings(dtype="bfloat16", batch_size=8), _all_install)
     assert [s.name for s in steps] == [
         "baseline", "+python", "+torch", "+transformers", "+sentence-transformers", "+numpy", "+dtype", "+batch_size",
     ]
@@ -39,22 +41,26 @@ def test_one_factor_per_step_when_everything_installs() -> None:
     assert len({s.step_id for s in steps}) == len(steps)
 
 
-def test_factors_are_grouped_where_requirements_forbid_a_single_step() -> None:
-    steps = plan_steps(OLD, RuntimeSettings(), NEW, RuntimeSettings(), _realistic)
+def test_an_order_that_installs_is_found_where_the_fixed_order_would_group() -> None:
+    """python 3.13 cannot take torch 2.2.2, so python first fails; torch first, then python, installs."""
+    assert _realistic(dataclasses.replace(OLD, python="3.13")) is not None
+    steps = plan_path(OLD, RuntimeSettings(), NEW, RuntimeSettings(), _realistic)
     names = [s.name for s in steps]
-    assert names == ["baseline", "+python+torch", "+transformers", "+sentence-transformers", "+numpy"]
-    assert "no torch 2.2.2 wheel" in steps[1].note
+    assert names == ["baseline", "+torch", "+python", "+transformers", "+sentence-transformers", "+numpy"]
+    assert all(_realistic(s.cell) is None for s in steps)
 
 
 def test_grouping_with_the_last_factor_falls_back_to_the_candidate() -> None:
     def st_needs_new_tf(cell: Cell) -> Optional[str]:
         if cell.transformers == "5.23.0" and cell.sentence_transformers == "2.7.0":
             return "sentence-transformers 2.7.0 requires transformers<5"
+        if cell.transformers == "4.40.2" and cell.sentence_transformers == "6.2.0":
+            return "sentence-transformers 6.2.0 requires transformers>=5"
         return None
 
     base = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="2.7.0", transformers="4.40.2")
     cand = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
-    steps = plan_steps(base, RuntimeSettings(), cand, RuntimeSettings(), st_needs_new_tf)
+    steps = plan_path(base, RuntimeSettings(), cand, RuntimeSettings(), st_needs_new_tf)
     assert [s.name for s in steps] == ["baseline", "+transformers+sentence-transformers"]
     assert "requires transformers<5" in steps[1].note
 
@@ -62,7 +68,7 @@ def test_grouping_with_the_last_factor_falls_back_to_the_candidate() -> None:
 def test_waterfall_names_the_step_that_moved(tmp_path: Path, tiny_results: Path) -> None:
     """Runtime steps on the tiny models for real: batch size moves ~1e-7, bfloat16 moves ~1e-3."""
     cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
-    steps = plan_steps(cell, RuntimeSettings(), cell, RuntimeSettings(batch_size=4, dtype="bfloat16"), _all_install)
+    steps = plan_path(cell, RuntimeSettings(), cell, RuntimeSettings(batch_size=4, dtype="bfloat16"), _all_install)
     assert [s.name for s in steps] == ["baseline", "+dtype", "+batch_size"]
     paths = {steps[0].step_id: tiny_results}
     for step in steps[1:]:
@@ -77,9 +83,9 @@ def test_waterfall_names_the_step_that_moved(tmp_path: Path, tiny_results: Path)
 
 
 def test_a_step_known_not_to_move_is_not_blamed(tmp_path: Path, tiny_results: Path) -> None:
-    """One CPU thread vs the default: measured to change nothing in fp32 (shared/drift-h100.md)."""
+    """One CPU thread vs the default: measured to change nothing in fp32 (docs/drift-magnitudes.md)."""
     cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
-    steps = plan_steps(cell, RuntimeSettings(), cell, RuntimeSettings(threads=1), _all_install)
+    steps = plan_path(cell, RuntimeSettings(), cell, RuntimeSettings(threads=1), _all_install)
     assert [s.name for s in steps] == ["baseline", "+threads"]
     paths = {steps[0].step_id: tiny_results, steps[1].step_id: run_tiny(tmp_path / "t1.parquet", threads=1)}
     result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize())
@@ -92,7 +98,7 @@ def test_waterfall_renders_in_markdown_json_and_html() -> None:
 
     cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
     newer = Cell(matrix="m", python="3.11", torch="2.14.1", sentence_transformers="6.2.0", transformers="5.23.0")
-    steps = plan_steps(cell, RuntimeSettings(), newer, RuntimeSettings(dtype="float16"), _all_install)
+    steps = plan_path(cell, RuntimeSettings(), newer, RuntimeSettings(dtype="float16"), _all_install)
     verdict = {"model_id": "m1", "status": "fail", "metrics": {"max_abs_diff": 4e-4, "min_cosine": 0.9999, "topk_order_agreement": 0.9}}
     data = waterfall(steps, {s.step_id: Path(f"/r/{s.step_id}") for s in steps}, lambda a, b: {"models": [verdict]})
     md = render_attribution_markdown(data)

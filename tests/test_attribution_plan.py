@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from harness.errors import HarnessError
 from harness.matrix import plan
-from harness.matrix.attribution import RuntimeSettings, plan_steps
+from harness.matrix.attribution import RuntimeSettings
 from harness.matrix.plan import AttributionPlanError, package_factors, plan_path, uv_reason, uv_resolver
 from harness.matrix.spec import Cell
 
@@ -68,8 +68,7 @@ def test_the_fixed_order_groups_but_another_order_gives_single_steps() -> None:
     def no_cp310_torch_2_13(cell: Cell) -> Optional[str]:
         return "no torch 2.13.0 wheel for cp310" if (cell.python, cell.torch) == ("3.10", "2.13.0") else None
 
-    old = plan_steps(base, RuntimeSettings(), cand, RuntimeSettings(), no_cp310_torch_2_13)
-    assert [s.name for s in old] == ["baseline", "+python+torch"]
+    assert no_cp310_torch_2_13(dataclasses.replace(base, python="3.10")) is not None  # python first cannot work
     steps = plan_path(base, RuntimeSettings(), cand, RuntimeSettings(), no_cp310_torch_2_13)
     assert [s.name for s in steps] == ["baseline", "+torch", "+python"]
     assert [s.step_id for s in steps] == ["step00-baseline", "step01-torch", "step02-python"]
@@ -79,8 +78,6 @@ def test_the_fixed_order_groups_but_another_order_gives_single_steps() -> None:
 
 
 def test_the_issue_walk_isolates_torch_and_python_and_groups_only_st_with_transformers() -> None:
-    old = plan_steps(NEW, RuntimeSettings(), OLD, RuntimeSettings(), _like_uv)
-    assert [s.name for s in old][1] == "+python+torch+transformers+sentence-transformers"
     steps = plan_path(NEW, RuntimeSettings(), OLD, RuntimeSettings(), _like_uv)
     # numpy<2 first: torch 2.4.1 never meets numpy 2, and the python step cannot silently move numpy
     assert [s.name for s in steps] == ["baseline", "+numpy", "+torch", "+transformers+sentence-transformers", "+python"]
@@ -159,13 +156,17 @@ def test_nothing_to_move_asks_nothing_and_runtime_steps_use_the_last_environment
     assert steps[-1].runtime.batch_size == 8 and all(s.runtime.batch_size == 32 for s in steps[:-1])
 
 
-def test_a_drop_in_for_plan_steps_where_everything_installs() -> None:
-    """Same steps, cells, ids and runtime as the fixed-order planner when its order already works."""
+def test_where_everything_installs_every_factor_is_a_step_in_the_factors_order() -> None:
+    """Single steps in PACKAGE_FACTORS order (a removed pin last), then the runtime steps in the last venv."""
     old = Cell(matrix="m", python="3.9", torch="2.2.2", sentence_transformers="2.7.0", transformers="4.40.2", numpy="<2")
     new = Cell(matrix="m", python="3.13", torch="2.15.0", sentence_transformers="6.2.0", transformers="5.23.0")
     runtime = RuntimeSettings(dtype="bfloat16", batch_size=8)
-    expected = plan_steps(old, RuntimeSettings(), new, runtime, lambda c: None)
-    assert plan_path(old, RuntimeSettings(), new, runtime, lambda c: None) == expected
+    steps = plan_path(old, RuntimeSettings(), new, runtime, lambda c: None)
+    assert [s.name for s in steps] == [
+        "baseline", "+python", "+torch", "+transformers", "+sentence-transformers", "+numpy", "+dtype", "+batch_size",
+    ]
+    assert [s.index for s in steps] == list(range(len(steps))) and len({s.step_id for s in steps}) == len(steps)
+    assert steps[-1].cell == steps[-3].cell and steps[-1].runtime == runtime
 
 
 def test_extra_requirement_lines_are_a_factor_of_their_own() -> None:

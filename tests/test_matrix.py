@@ -531,3 +531,15 @@ def test_a_matrix_can_run_a_project_config() -> None:
     assert matrix.config is not None and matrix.config.is_file()
     args = matrix.run_args()
     assert args[:2] == ["--config", str(matrix.config)]
+
+
+def test_a_numpy_1_cell_caps_pyarrow_which_does_not_declare_its_numpy_2_need() -> None:
+    """pyarrow 26 refuses numpy < 2 at import (seen in an attribution step: python 3.11 + numpy<2), yet resolves."""
+    from harness.matrix.pins import implied_requirements
+
+    one = hm.Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0", numpy="<2")
+    assert "pyarrow<26,>=14" in one.requirements(["numpy>=1.21", "pyarrow>=14"])
+    two = hm.Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
+    assert "pyarrow>=14" in two.requirements(["numpy>=1.21", "pyarrow>=14"])
+    assert implied_requirements(["numpy==1.26.4"]) == ["pyarrow<26"]
+    assert implied_requirements(["numpy>=1.21"]) == [] and implied_requirements(["numpy==2.4.6"]) == []

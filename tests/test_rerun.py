@@ -106,7 +106,7 @@ def test_a_corpus_other_than_the_baselines_is_refused_before_running(tmp_path: P
 
     meta = ResultsFile(TINY).meta
     other = rewrite_metadata(TINY, tmp_path / "other.parquet", {**meta, "corpus": {**meta["corpus"], "sha256": "0" * 64}})
-    with pytest.raises(IncompatibleInputs, match="the baseline embedded corpus harness-corpus 000000000000"):
+    with pytest.raises(IncompatibleInputs, match="corpus differs: the baseline embedded harness-corpus 000000000000"):
         rerun_options(other, tmp_path / "x.parquet")
     assert main(["check", str(other), "--out", str(tmp_path / "x.parquet")]) == 2
     assert "pass the baseline's corpus with --corpus" in capsys.readouterr().err

@@ -114,7 +114,8 @@ def cmd_attribute_run(args: argparse.Namespace) -> int:
     from harness.matrix.attribution_run import run_attribution
     from harness.matrix.cellrun import Workspace
     from harness.matrix.spec import ROOT, load_matrix_file
-    from harness.matrix.venvs import choose_backend, compile_resolver, find_uv
+    from harness.matrix.plan import uv_resolver
+    from harness.matrix.venvs import choose_backend, find_uv
 
     matrix = load_matrix_file(args.file).select(args.matrix)
     base, cand = matrix.cell(args.baseline_cell), matrix.cell(args.candidate_cell)
@@ -126,7 +127,7 @@ def cmd_attribute_run(args: argparse.Namespace) -> int:
                    backend=choose_backend(args.backend, uv), uv=uv, reuse_venvs=args.reuse_venvs, log=_log, echo=_echo)
     _log(f"starting point: {' '.join(base_runtime.run_args())} (from {_shown(source)})")
     out_dir = reports / "attribution" / f"{base.cell_id}__{cand.cell_id}"
-    plan = run_attribution(ws, matrix, base, base_runtime, cand, cand_runtime, compile_resolver(uv), out_dir,
+    plan = run_attribution(ws, matrix, base, base_runtime, cand, cand_runtime, uv_resolver(uv=uv), out_dir,
                            runtime_from=source)
     return _write_attribution(plan, out_dir, args.tolerance_class)
 

@@ -25,7 +25,6 @@ __all__ = [
     "Resolver",
     "RuntimeSettings",
     "Step",
-    "plan_steps",
     "waterfall",
 ]
 
@@ -108,50 +107,6 @@ class Step:
 
 #: resolves(cell) -> None when the cell's requirements can be installed, else the reason
 Resolver = Callable[[Cell], Optional[str]]
-
-
-def plan_steps(
-    base: Cell,
-    base_runtime: RuntimeSettings,
-    cand: Cell,
-    cand_runtime: RuntimeSettings,
-    resolves: Resolver,
-) -> List[Step]:
-    """The walk from baseline to candidate, one factor per step where the requirements allow it."""
-    steps = [Step(0, (), dataclasses.replace(base, id="step00-baseline", matrix="attribute"), base_runtime)]
-    current = steps[0].cell
-    pending: List[Tuple[str, str]] = []
-    reasons: List[str] = []
-    for name, attr in PACKAGE_FACTORS:
-        if getattr(base, attr) == getattr(cand, attr):
-            continue
-        pending.append((name, attr))
-        trial = current
-        for _, pending_attr in pending:
-            trial = dataclasses.replace(trial, **{pending_attr: getattr(cand, pending_attr)})
-        factors = tuple(n for n, _ in pending)
-        step_id = f"step{len(steps):02d}-" + "-".join(factors)
-        trial = dataclasses.replace(trial, id=step_id, matrix="attribute")
-        problem = resolves(trial)
-        if problem is None:
-            note = ("grouped: " + "; ".join(reasons)) if reasons else ""
-            steps.append(Step(len(steps), factors, trial, base_runtime, note))
-            current, pending, reasons = trial, [], []
-        else:
-            reasons.append(f"{' + '.join(factors)} alone does not install ({problem})")
-    if pending:  # the remaining factors only resolve together with everything else: the candidate's own pins
-        factors = tuple(n for n, _ in pending)
-        step_id = f"step{len(steps):02d}-" + "-".join(factors)
-        final = dataclasses.replace(cand, id=step_id, matrix="attribute")
-        steps.append(Step(len(steps), factors, final, base_runtime, "grouped: " + "; ".join(reasons)))
-        current = final
-    runtime = base_runtime
-    for name in RUNTIME_FACTORS:
-        if getattr(base_runtime, name) == getattr(cand_runtime, name):
-            continue
-        runtime = dataclasses.replace(runtime, **{name: getattr(cand_runtime, name)})
-        steps.append(Step(len(steps), (name,), current, runtime))
-    return steps
 
 
 def _model_row(verdict: Dict[str, Any]) -> Dict[str, Any]:

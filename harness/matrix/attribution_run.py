@@ -1,4 +1,4 @@
-"""Running an attribution walk and judging it: the steps ``attribution.plan_steps`` planned, then the waterfall.
+"""Running an attribution walk and judging it: the steps ``plan.plan_path`` planned, then the waterfall.
 
 Package steps are matrix cells (one virtualenv each, built by ``cellrun``); runtime steps rerun ``harness run``
 with different flags in the last package step's virtualenv. What each step produced is recorded in
@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness.matrix.attribution import PACKAGE_FACTORS, Resolver, RuntimeSettings, plan_steps, waterfall
+from harness.matrix.attribution import Resolver, RuntimeSettings, waterfall
+from harness.matrix.plan import package_factors, plan_path
 from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
 from harness.matrix.cells import StageStatus
 from harness.matrix.publish import write_json
@@ -28,7 +29,7 @@ PLAN_FILE = "plan.json"
 #: package steps run as cells of this pseudo-matrix (run directories ``<runs>/attribute/<step-id>``)
 STEP_MATRIX = "attribute"
 _STEP_KEYS = ("step_id", "index", "name", "factors", "params", "runtime")
-_PACKAGES = {name for name, _ in PACKAGE_FACTORS}
+_PACKAGES = {name for name, _ in package_factors()}  # extra included
 
 
 def run_attribution(
@@ -47,7 +48,7 @@ def run_attribution(
 
     A step that fails is recorded with its reason (``error``) and the walk goes on.
     """
-    steps = plan_steps(base, base_runtime, cand, cand_runtime, resolves)
+    steps = plan_path(base, base_runtime, cand, cand_runtime, resolves)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     plan: Dict[str, Any] = {"matrix": matrix.name, "baseline_cell": base.cell_id, "candidate_cell": cand.cell_id,

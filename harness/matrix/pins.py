@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 from harness import paths
 from harness.config.tomlfile import tomllib
 
-__all__ = ["CORE_PINS", "OPTIONAL_PINS", "pin", "merge_requirements", "runner_requirements"]
+__all__ = ["CORE_PINS", "OPTIONAL_PINS", "pin", "merge_requirements", "runner_requirements", "implied_requirements"]
 
 #: the three libraries every cell pins to one exact version, with the short names used in cell ids
 CORE_PINS: Tuple[Tuple[str, str], ...] = (("torch", "torch"), ("sentence-transformers", "st"), ("transformers", "tf"))
@@ -40,19 +40,31 @@ def pin(name: str, value: str) -> str:
 def merge_requirements(own: Sequence[str], runner: Sequence[str]) -> List[str]:
     """``own`` lines, then each ``runner`` line; a runner line on a package ``own`` already names is merged into
     that line (``numpy<2`` and ``numpy>=1.21`` -> ``numpy<2,>=1.21``), so neither pip nor uv sees a name twice."""
-    mine = [Requirement(line) for line in own]
-    by_name = {canonicalize_name(r.name): r for r in mine}
-    out = [str(r) for r in mine]
+    out = list(own)
+    position = {canonicalize_name(Requirement(line).name): i for i, line in enumerate(own)}
     for line in runner:
         req = Requirement(line)
-        match = by_name.get(canonicalize_name(req.name))
-        if match is None:
+        index = position.get(canonicalize_name(req.name))
+        if index is None:
             out.append(line)
             continue
+        match = Requirement(out[index])
         merged = SpecifierSet(str(match.specifier)) & SpecifierSet(str(req.specifier))
-        index = out.index(str(match))
         out[index] = f"{match.name}{','.join(sorted(str(s) for s in merged))}" + (f"; {match.marker}" if match.marker else "")
     return out
+
+
+#: (package, version it must stay below, why): binary incompatibilities that packages do not declare, so no
+#: resolver sees them; each applies when the cell's numpy pin admits no numpy 2
+_NUMPY1_CAPS = (("pyarrow", "26", "pyarrow 26 refuses numpy < 2 at import time but does not declare it"),)
+
+
+def implied_requirements(lines: Sequence[str]) -> List[str]:
+    """Caps the resolver cannot know about, implied by a cell's pins (a numpy < 2 cell gets ``pyarrow<26``)."""
+    numpy = next((Requirement(line) for line in lines if canonicalize_name(Requirement(line).name) == "numpy"), None)
+    if numpy is None or not str(numpy.specifier) or any(numpy.specifier.contains(v) for v in ("2.0.0", "2.2.6", "2.4.6")):
+        return []
+    return [f"{name}<{below}" for name, below, _ in _NUMPY1_CAPS]
 
 
 def runner_requirements(pyproject: "str | os.PathLike[str] | None" = None) -> List[str]:

@@ -16,7 +16,7 @@ resolver callback once and remembered, and a shortest-path search picks, in this
 6. the factors' own order (``attribution.PACKAGE_FACTORS``, then ``extra``), so plans are reproducible.
 
 Runtime factors (device, dtype, attention, TF32, batch size, threads) follow as single steps in the last
-package environment, as in ``attribution.plan_steps``. Stdlib and ``packaging`` only: nox's own Python imports
+package environment, as the fixed-order planner did. Stdlib and ``packaging`` only: nox's own Python imports
 this module.
 """
 
@@ -182,7 +182,7 @@ def plan_path(
     cand_runtime: RuntimeSettings,
     resolves: Resolver,
 ) -> List[Step]:
-    """The walk from baseline to candidate with the finest steps any order allows (drop-in for ``plan_steps``).
+    """The walk from baseline to candidate with the finest steps any order allows (it replaced the fixed-order ``plan_steps``).
 
     Raises:
         AttributionPlanError: the resolver rejects the candidate's or the baseline's own pins, so no walk installs.

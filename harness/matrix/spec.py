@@ -25,7 +25,7 @@ from packaging.version import InvalidVersion, Version
 from harness import paths
 from harness.config.tomlfile import tomllib
 from harness.errors import HarnessError
-from harness.matrix.pins import CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
+from harness.matrix.pins import implied_requirements, CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
 
 __all__ = [
     "DEFAULT_MATRIX_FILE",
@@ -122,7 +122,8 @@ class Cell:
         A runner requirement on a package the cell also pins (``numpy>=1.21`` and ``numpy<2``) is merged into one
         line, so neither pip nor uv sees the same name twice.
         """
-        return merge_requirements(self.pins(), runner if runner is not None else runner_requirements())
+        merged = merge_requirements(self.pins(), runner if runner is not None else runner_requirements())
+        return merge_requirements(merged, implied_requirements(merged))
 
 
 @dataclass(frozen=True)

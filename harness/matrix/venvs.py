@@ -15,12 +15,11 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
-from harness.matrix.spec import Cell, MatrixError
+from harness.matrix.spec import MatrixError
 
 __all__ = [
     "BACKENDS",
@@ -33,7 +32,6 @@ __all__ = [
     "install_stamp",
     "reusable",
     "cell_lock",
-    "compile_resolver",
 ]
 
 #: ``auto`` picks uv when it is found, else pip
@@ -148,25 +146,3 @@ def cell_lock(venv: Path, on_wait: Callable[[str], None]) -> Iterator[None]:
         yield
 
 
-def compile_resolver(uv: Optional[str]) -> Callable[[Cell], Optional[str]]:
-    """``uv pip compile`` dry run of a cell's pins: None when they install together, else uv's last line.
-
-    Without uv the answer is always None (try the step and let the install decide). Answers are remembered per
-    Python and requirement set.
-    """
-    answers: Dict[str, Optional[str]] = {}
-
-    def resolves(cell: Cell) -> Optional[str]:
-        if uv is None:
-            return None
-        key = "\n".join([cell.python, *cell.requirements()])
-        if key not in answers:
-            proc = subprocess.run(
-                [uv, "pip", "compile", "-", "--quiet", "--python-version", cell.python, "--no-header"],
-                input="\n".join(cell.requirements()), capture_output=True, text=True, env=dict(os.environ), check=False,
-            )
-            last = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-            answers[key] = None if proc.returncode == 0 else (last[-1].strip() if last else f"exit {proc.returncode}")
-        return answers[key]
-
-    return resolves
