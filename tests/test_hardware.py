@@ -50,10 +50,85 @@ def test_the_fingerprint_records_kernel_variables_and_the_cpu(monkeypatch: pytes
     pytest.importorskip("torch")
     from harness.run.fingerprint import collect_fingerprint
 
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
-    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    # variables without effect on a CPU run: a kernel variable set here would pin the whole test session's torch
+    monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "1")
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
     fp = collect_fingerprint("cpu", "float32")
-    assert fp["env"]["ATEN_CPU_CAPABILITY"] == "avx2" and fp["env"]["MKL_CBWR"] == "COMPATIBLE"
+    assert fp["env"]["CUDA_LAUNCH_BLOCKING"] == "1" and fp["env"]["NVIDIA_TF32_OVERRIDE"] == "0"
     assert isinstance(fp["cpu"]["isa"], list) and fp["cpu"]["logical_cpus"]
     assert isinstance(fp["blas_runtime"], list)
     assert fp["torch_build"]["cpu_capability"]  # e.g. AVX2, AVX512, DEFAULT
+
+
+# -- shown: hardware and kernel changes are a group of their own in every report --------------------------------
+
+
+def test_cpu_isa_and_kernel_variables_are_the_hardware_group() -> None:
+    from harness.compare.factors import factor_of_key, group_changes, group_of
+
+    assert factor_of_key("torch_build.cpu_capability") == "kernels"
+    assert factor_of_key("env.ATEN_CPU_CAPABILITY") == "kernels"
+    assert factor_of_key("env.OMP_NUM_THREADS") == "threads"
+    assert factor_of_key("cpu.model_name") == "cpu" and factor_of_key("cpu_model") == "cpu"
+    assert factor_of_key("blas_runtime") == "blas"
+    assert group_of("cpu.isa") == "hardware and kernels" and group_of("packages.torch") == "packages"
+    groups, hidden = group_changes([
+        {"key": "torch_build.cpu_capability", "baseline": "AVX2", "candidate": "AVX512"},
+        {"key": "packages.torch", "baseline": "2.4.1", "candidate": "2.13.0"},
+        {"key": "platform", "baseline": "Linux-a", "candidate": "Linux-b"},
+    ])
+    assert [g for g, _ in groups] == ["packages", "hardware and kernels"] and hidden == 1
+
+
+def test_summary_and_cli_verdict_show_a_cpu_capability_change(tmp_path, tiny_results) -> None:
+    """The control cell's case: same packages, another CPU. The change is named, not 'N other differences'."""
+    from harness.compare.comparator import compare_files
+    from harness.report.markdown import render_markdown
+    from harness.report.matrix_report import build_matrix_report
+    from harness.report.text import render_comparison
+    from harness.testing import perturb_results
+
+    def other_cpu(meta: dict) -> dict:
+        fp = dict(meta["fingerprint"])
+        fp["torch_build"] = {**fp.get("torch_build", {}), "cpu_capability": "ZVECTOR"}  # never this machine's
+        fp["cpu_model"] = "AMD EPYC"
+        return {**meta, "fingerprint": fp}
+
+    base = perturb_results(tiny_results, tmp_path / "base.parquet", "tiny-bi-encoder", meta_update=other_cpu)
+    comparison = compare_files(base, tiny_results).serialize()
+    text = render_comparison(comparison)
+    assert "hardware and kernels:" in text and "torch_build.cpu_capability: ZVECTOR ->" in text
+    cell = {"cell_id": "control", "status": "pass", "params": {}, "comparison": comparison}
+    summary = render_markdown(build_matrix_report("m", str(base), [cell]))
+    assert "| hardware and kernels | `torch_build.cpu_capability` | ZVECTOR |" in summary
+    assert "| hardware and kernels | `cpu_model` | AMD EPYC |" in summary
+
+
+# -- proven by experiment: kernels pinned to an instruction set, as a run option and an attribution step ---------
+
+
+@pytest.mark.slow
+def test_harness_run_cpu_isa_pins_the_kernels_and_records_it(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from harness.results import ResultsFile
+
+    out = tmp_path / "avx2.parquet"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--models", "tiny-bi-encoder", "--device", "cpu",
+                           "--cpu-isa", "avx2", "--out", str(out), "--no-progress"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    fp = ResultsFile(out).fingerprint
+    assert fp["env"]["ATEN_CPU_CAPABILITY"] == "avx2" and fp["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert fp["torch_build"]["cpu_capability"] in ("AVX2", "DEFAULT")  # never above the pinned level
+
+
+def test_cpu_isa_is_a_runtime_step_of_attribution() -> None:
+    from harness.matrix.attribution import RuntimeSettings
+    from harness.matrix.plan import plan_path
+    from harness.matrix.spec import Cell
+
+    cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
+    steps = plan_path(cell, RuntimeSettings(), cell, RuntimeSettings(cpu_isa="avx2", threads=1), lambda c: None)
+    assert [s.name for s in steps] == ["baseline", "+threads", "+cpu_isa"]
+    assert steps[-1].runtime.run_args()[-2:] == ["--cpu-isa", "avx2"]

@@ -73,7 +73,7 @@ def cmd_matrix_list(args: argparse.Namespace) -> int:
 def _candidate_changes(args: argparse.Namespace) -> Dict[str, Any]:
     """The ``--to-*`` options given, as runtime settings."""
     changes: Dict[str, Any] = {}
-    for name in ("device", "dtype", "attn_implementation", "batch_size", "threads"):
+    for name in ("device", "dtype", "attn_implementation", "batch_size", "threads", "cpu_isa"):
         value = getattr(args, f"to_{name}")
         if value is not None:
             changes[name] = value
@@ -180,6 +180,9 @@ def _register_attribute(sub: Any) -> None:
         run.add_argument(f"--to-{flag}", type=kind, choices=_DTYPES if flag == "dtype" else None,
                          help=f"candidate runtime setting ({help_}); default: the baseline's")
     run.add_argument("--to-tf32", choices=("on", "off"), help="candidate TF32 setting; default: the baseline's")
+    run.add_argument("--to-cpu-isa", choices=("default", "avx2", "avx512"),
+                     help="candidate kernel instruction set (harness run --cpu-isa): how much of a cross-machine drift "
+                          "is kernel dispatch; default: this machine's own")
     run.add_argument("--reports", type=Path, help="reports directory (default: $HARNESS_REPORTS_DIR or reports/)")
     run.add_argument("--venvs", type=Path, help="where cell virtualenvs live (default: .nox/matrix-cells)")
     run.add_argument("--uv", help="the uv executable (default: nox's own uv, else uv on PATH)")

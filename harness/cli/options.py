@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 
-__all__ = ["add_run_options", "add_check_options", "add_compare_options", "run_options", "rerun_options"]
+__all__ = ["add_run_options", "add_check_options", "add_compare_options", "run_options", "rerun_options", "pin_cpu_isa"]
 
 
 def _tf32(value: str) -> Optional[bool]:
@@ -28,6 +29,10 @@ def _add_consent(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: when stderr is a terminal)")
     parser.add_argument("--cell-id", help="matrix cell id recorded in the results")
+    parser.add_argument("--cpu-isa", choices=["default", "avx2", "avx512"],
+                        help="pin ATen, oneDNN and MKL kernels to this x86 instruction set (sets ATEN_CPU_CAPABILITY, "
+                             "ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS for the run; recorded in the fingerprint): "
+                             "reproduces a baseline machine's kernel dispatch on this one")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +67,20 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="also write the full verdict as JSON")
 
 
+def pin_cpu_isa(args: argparse.Namespace) -> None:
+    """Set the kernel-pinning variables of ``--cpu-isa`` before torch loads (they are read once, at import)."""
+    level = getattr(args, "cpu_isa", None)
+    if not level:
+        return
+    from harness.errors import HarnessError
+    from harness.hardware import isa_env
+
+    if "torch" in sys.modules:
+        raise HarnessError("--cpu-isa: torch is already imported in this process, so its kernels are chosen; "
+                           "set ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and MKL_ENABLE_INSTRUCTIONS before starting it")
+    os.environ.update(isa_env(level))
+
+
 def _progress(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() if args.progress is None else args.progress
 
@@ -70,6 +89,7 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
     from harness.config.project import run_inputs
     from harness.run.runner import RunOptions
 
+    pin_cpu_isa(args)
     registry, corpus, _ = run_inputs(args.config, args.registry, args.corpus)
     return RunOptions(
         out=out,
@@ -95,6 +115,7 @@ def rerun_options(args: argparse.Namespace, baseline: Path, out: Path):  # noqa:
 
     from harness.baselines import rerun_options as recorded
 
+    pin_cpu_isa(args)
     options = recorded(baseline, out, device=args.device, models=args.models, config=args.config,
                        registry=args.registry, corpus=args.corpus)
     explicit = {"dtype": args.dtype, "batch_size": args.batch_size, "threads": args.threads,

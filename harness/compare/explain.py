@@ -16,46 +16,13 @@ from harness import paths
 from harness.config.tomlfile import tomllib
 from harness.compare.comparator import env_changes
 from harness.results import ResultsFile
+from harness.compare.factors import FACTOR_GROUPS, factor_of_key
 from harness.compare.verdict import EnvChange
 
 
 __all__ = ["Factor", "explain", "factor_of", "load_magnitudes", "MAGNITUDES_PATH"]
 
 MAGNITUDES_PATH = paths.DRIFT_MAGNITUDES
-
-#: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
-_KEY_FACTORS = (
-    ("packages.sentence-transformers", "sentence-transformers"),
-    ("packages.transformers", "transformers"),
-    ("packages.torch", "torch"),
-    ("torch_version", "torch"),
-    ("packages.tokenizers", "tokenizers"),
-    ("packages.numpy", "numpy"),
-    ("python", "python"),
-    ("device", "device"),
-    ("gpu_", "device"),
-    ("cuda_", "device"),
-    ("torch_cuda", "device"),
-    ("cudnn", "device"),
-    ("dtype", "dtype"),
-    ("tf32", "tf32"),
-    ("float32_matmul_precision", "tf32"),
-    ("num_threads", "threads"),
-    ("num_interop_threads", "threads"),
-    ("env.OMP_NUM_THREADS", "threads"),
-    ("torch_build", "blas"),
-    ("cpu_model", "cpu"),
-    ("run.batch_size", "batch_size"),
-)
-_MODEL_FACTORS = {
-    "loaded_dtype": "dtype",
-    "attn_implementation": "attention",
-    "weights_sha256": "weights",
-    "max_seq_length": "max_seq_length",
-    "padding_side": "padding_side",
-    "saved_versions": "weights",
-}
-
 
 @dataclass(frozen=True)
 class Factor:
@@ -64,6 +31,11 @@ class Factor:
     name: str
     changes: List[EnvChange]
     known: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        """The report group (``harness.compare.factors.FACTOR_GROUPS``): packages, hardware and kernels, ..."""
+        return FACTOR_GROUPS.get(self.name, "other")
 
     @property
     def known_max_abs(self) -> Optional[float]:
@@ -85,19 +57,7 @@ def load_magnitudes(path: "str | Path | None" = None) -> Dict[str, Dict[str, Any
 
 def factor_of(change: EnvChange) -> Optional[str]:
     """The factor a flattened fingerprint key belongs to (None for keys that do not affect numbers)."""
-    key = change.key
-    if key.startswith("models."):
-        leaf = key.split(".")[2] if key.count(".") >= 2 else key
-        factor = _MODEL_FACTORS.get(leaf)
-        if factor == "dtype" and "bfloat16" in (str(change.baseline), str(change.candidate)):
-            return "dtype_bf16"
-        return factor
-    for prefix, factor in _KEY_FACTORS:
-        if key.startswith(prefix):
-            if factor == "dtype" and "bfloat16" in (str(change.baseline), str(change.candidate)):
-                return "dtype_bf16"
-            return factor
-    return None
+    return factor_of_key(change.key, change.baseline, change.candidate)
 
 
 def _environment(results: ResultsFile) -> Dict[str, Any]:

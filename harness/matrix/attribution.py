@@ -37,7 +37,7 @@ PACKAGE_FACTORS: Tuple[Tuple[str, str], ...] = (
     ("numpy", "numpy"),
     ("tokenizers", "tokenizers"),
 )
-RUNTIME_FACTORS = ("device", "dtype", "attn_implementation", "tf32", "batch_size", "threads")
+RUNTIME_FACTORS = ("device", "dtype", "attn_implementation", "tf32", "batch_size", "threads", "cpu_isa")
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,13 @@ class RuntimeSettings:
     tf32: Optional[bool] = None
     batch_size: int = 32
     threads: Optional[int] = None
+    #: x86 instruction set the kernels are pinned to (``harness run --cpu-isa``); None: the machine's own
+    cpu_isa: Optional[str] = None
 
     @classmethod
     def from_run_options(cls, options: Any) -> "RuntimeSettings":
         """The settings of a ``RunOptions`` (e.g. ``harness.baselines.rerun_options``: how a baseline was run)."""
-        return cls(**{name: getattr(options, name) for name in RUNTIME_FACTORS})
+        return cls(**{name: getattr(options, name, None) for name in RUNTIME_FACTORS if hasattr(options, name)})
 
     def with_changes(self, changes: Mapping[str, Any]) -> "RuntimeSettings":
         """These settings with some changed; unknown names are a ``ValueError`` naming the known ones."""
@@ -72,6 +74,8 @@ class RuntimeSettings:
             args += ["--tf32", "on" if self.tf32 else "off"]
         if self.threads:
             args += ["--threads", str(self.threads)]
+        if self.cpu_isa:
+            args += ["--cpu-isa", self.cpu_isa]
         return args
 
 

@@ -245,9 +245,10 @@ def _env_block(comparison: Dict[str, Any]) -> str:
     kept, hidden = meaningful_env_changes(comparison.get("env_changes", []))
     note = f'<p class="note">{hidden} other fingerprint difference(s) not shown (see report.json).</p>' if hidden else ""
     if not kept:
-        return f'<h4>Environment changes vs baseline</h4><p class="note">No package, device, dtype or flag changes.</p>{note}'
-    rows = [[f"<td><code>{_e(c['key'])}</code></td>", _td(fmt(c["baseline"]), "num"), _td(fmt(c["candidate"]), "num")] for c in kept]
-    return f"<h4>Environment changes vs baseline ({len(kept)})</h4>{_table(['Key', 'Baseline', 'Candidate'], rows)}{note}"
+        return f'<h4>Environment changes vs baseline</h4><p class="note">No package, device, precision, hardware, kernel or run-setting changes.</p>{note}'
+    rows = [[_td(c["group"]), f"<td><code>{_e(c['key'])}</code></td>", _td(fmt(c["baseline"]), "num"), _td(fmt(c["candidate"]), "num")]
+            for c in kept]
+    return f"<h4>Environment changes vs baseline ({len(kept)})</h4>{_table(['Group', 'Key', 'Baseline', 'Candidate'], rows)}{note}"
 
 
 def _cell_meta(cell: Dict[str, Any]) -> str:

@@ -103,10 +103,11 @@ def _env_section(report: Dict[str, Any]) -> List[str]:
         kept, hidden = meaningful_env_changes(comparison.get("env_changes", []))
         lines += ["", f"### {md_escape(cell['cell_id'])}", ""]
         if kept:
-            rows = [[_code(c["key"]), md_escape(_short(c["baseline"])), md_escape(_short(c["candidate"]))] for c in kept]
-            lines += _table(["Key", "Baseline", "Candidate"], rows)
+            rows = [[md_escape(c["group"]), _code(c["key"]), md_escape(_short(c["baseline"])), md_escape(_short(c["candidate"]))]
+                    for c in kept]
+            lines += _table(["Group", "Key", "Baseline", "Candidate"], rows)
         else:
-            lines.append("No package, device, dtype or flag changes.")
+            lines.append("No package, device, precision, hardware, kernel or run-setting changes.")
         if hidden:
             lines += ["", f"_{hidden} other fingerprint difference(s) not shown (see report.json)._"]
     return lines

@@ -10,15 +10,14 @@ log) is ``harness.matrix.publish``'s job.
 from __future__ import annotations
 
 import datetime as _dt
-import fnmatch
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from harness.compare.factors import group_changes
 from harness.compare.verdict import CellStatus
 
 __all__ = [
     "MATRIX_FORMAT_VERSION",
-    "ENV_KEY_PATTERNS",
     "build_matrix_report",
     "history_entry",
     "history_series",
@@ -31,22 +30,6 @@ __all__ = [
 
 MATRIX_FORMAT_VERSION = 1
 
-#: fingerprint keys that plausibly move the numbers; the rest (platform strings, cpu_count, ...) is noise in a report
-ENV_KEY_PATTERNS: Tuple[str, ...] = (
-    "python",
-    "packages.*",
-    "torch_version",
-    "device*",
-    "dtype",
-    "tf32*",
-    "float32_matmul_precision",
-    "num_threads",
-    "gpu_name",
-    "cpu_model",
-    "models.*.loaded_dtype",
-    "models.*.attn_implementation",
-    "models.*.weights_sha256",
-)
 
 
 # -- building ---------------------------------------------------------------------------------------------------
@@ -173,9 +156,11 @@ def incomplete(cell: Dict[str, Any]) -> bool:
 
 
 def meaningful_env_changes(changes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
-    """The env changes that can move numbers, plus how many others were left out (they stay in report.json)."""
-    kept = [c for c in changes if any(fnmatch.fnmatchcase(c["key"], p) for p in ENV_KEY_PATTERNS)]
-    return kept, len(changes) - len(kept)
+    """The env changes that belong to a factor (``harness.compare.factors``), each with its ``group``, in group
+    order; plus how many others (platform strings, paths) were left out (they stay in report.json). Hardware and
+    kernel changes are a group of their own: never hidden."""
+    groups, hidden = group_changes(changes)
+    return [dict(c, group=group) for group, items in groups for c in items], hidden
 
 
 def order_agreement(model: Dict[str, Any]) -> Tuple[str, Optional[float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from harness.compare.verdict import Status
+from harness.compare.factors import group_changes
 from harness.report.format import fmt, fmt_cosine, fmt_percent
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells"]
@@ -100,10 +101,15 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
             lines.append(f"  would pass with: {need}")
     changes = data.get("env_changes", [])
     if changes:
+        groups, unclassified = group_changes(changes)
         lines += ["", f"Environment changes vs baseline ({len(changes)}):"]
-        lines += [f"  {c['key']}: {fmt(c['baseline'])} -> {fmt(c['candidate'])}" for c in changes[:40]]
-        if len(changes) > 40:
-            lines.append(f"  ... {len(changes) - 40} more (see the JSON report)")
+        for group, items in groups:
+            lines.append(f"  {group}:")
+            lines += [f"    {c['key']}: {_short(c['baseline'], 40)} -> {_short(c['candidate'], 40)}" for c in items[:20]]
+            if len(items) > 20:
+                lines.append(f"    ... {len(items) - 20} more (see the JSON report)")
+        if unclassified:
+            lines.append(f"  {unclassified} other difference(s) (platform strings, paths) in the JSON report")
     if failing and regen_hint:
         lines += ["", regen_hint]
     return "\n".join(lines)
@@ -121,19 +127,26 @@ def render_explanation(factors: List[Any], comparison: Dict[str, Any]) -> str:
         lines += ["", "No environment factor differs: any drift comes from the model files or nondeterminism."]
         return "\n".join(lines)
     lines += ["", "Factors that differ (largest known drift first):"]
-    rows = [["FACTOR", "BASELINE -> CANDIDATE", "KNOWN MAX ABS", "EXPLAINS OBSERVED?", "MEASURED BY"]]
+    rows = [["FACTOR", "GROUP", "BASELINE -> CANDIDATE", "KNOWN MAX ABS", "EXPLAINS OBSERVED?", "MEASURED BY"]]
     for factor in factors:
         change = factor.changes[0]
         more = f" (+{len(factor.changes) - 1} more)" if len(factor.changes) > 1 else ""
         verdict = factor.can_explain(observed)
         rows.append([
             factor.name,
+            factor.group,
             f"{_short(change.baseline)} -> {_short(change.candidate)}{more}",
             fmt(factor.known_max_abs) if factor.known_max_abs is not None else "unbounded",
             {True: "yes", False: "no (too small)", None: "possibly"}[verdict],
             str(factor.known.get("source", "not measured yet")),
         ])
     lines += _table(rows)
+    names = {f.name for f in factors}
+    if "cpu" in names:
+        lines += ["", "The CPU differs. How much of the drift is kernel dispatch can be measured on this machine: rerun with",
+                  "`harness check --cpu-isa avx2` (or the baseline's instruction set) and compare; what remains with every",
+                  "library pinned to the same instruction set is the other microarchitecture, which no setting reproduces",
+                  "on one machine (docs/drift-magnitudes.md, CPU table)."]
     return "\n".join(lines)
 
 

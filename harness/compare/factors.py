@@ -1,0 +1,99 @@
+"""Which factor a fingerprint difference belongs to, and which group of factors: one table for every report.
+
+``harness explain`` attaches measured magnitudes to factors; the CLI verdict, summary.md, the HTML report and
+JUnit show environment changes grouped the same way, so a CPU, instruction-set or kernel-variable change is its
+own group ("hardware and kernels") and never hidden as noise. Stdlib only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from harness.hardware import env_group
+
+__all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "factor_of_key", "group_of", "group_changes"]
+
+#: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
+_KEY_FACTORS: Tuple[Tuple[str, str], ...] = (
+    ("packages.sentence-transformers", "sentence-transformers"),
+    ("packages.transformers", "transformers"),
+    ("packages.torch", "torch"),
+    ("torch_version", "torch"),
+    ("packages.tokenizers", "tokenizers"),
+    ("packages.numpy", "numpy"),
+    ("packages.", "packages"),
+    ("python_implementation", "python"),
+    ("python", "python"),
+    ("device", "device"),
+    ("gpu_", "device"),
+    ("cuda_", "device"),
+    ("torch_cuda", "device"),
+    ("cudnn", "device"),
+    ("dtype", "dtype"),
+    ("tf32", "tf32"),
+    ("float32_matmul_precision", "tf32"),
+    ("num_threads", "threads"),
+    ("num_interop_threads", "threads"),
+    ("torch_build.cpu_capability", "kernels"),
+    ("cpu.isa", "kernels"),
+    ("torch_build", "blas"),
+    ("blas_runtime", "blas"),
+    ("cpu.", "cpu"),
+    ("cpu_model", "cpu"),
+    ("cpu_count", "cpu"),
+    ("run.batch_size", "batch_size"),
+)
+_MODEL_FACTORS = {
+    "loaded_dtype": "dtype",
+    "attn_implementation": "attention",
+    "weights_sha256": "weights",
+    "max_seq_length": "max_seq_length",
+    "padding_side": "padding_side",
+    "saved_versions": "weights",
+}
+_ENV_GROUP_FACTORS = {"kernels": "kernels", "threads": "threads", "cuda": "device", "device": "device"}
+
+#: factor -> the group a report shows it under
+FACTOR_GROUPS: Dict[str, str] = {
+    **{f: "packages" for f in ("torch", "transformers", "sentence-transformers", "tokenizers", "numpy", "python", "packages")},
+    **{f: "device and precision" for f in ("device", "dtype", "dtype_bf16", "tf32", "attention")},
+    **{f: "hardware and kernels" for f in ("cpu", "kernels", "blas", "threads")},
+    **{f: "run settings" for f in ("batch_size", "max_seq_length", "padding_side")},
+    "weights": "model files",
+}
+GROUP_ORDER = ("packages", "device and precision", "hardware and kernels", "run settings", "model files")
+
+
+def factor_of_key(key: str, baseline: Any = None, candidate: Any = None) -> Optional[str]:
+    """The factor of one flattened fingerprint key (None for entries that do not move numbers)."""
+    bf16 = "bfloat16" in (str(baseline), str(candidate))
+    if key.startswith("models."):
+        leaf = key.split(".")[2] if key.count(".") >= 2 else key
+        factor = _MODEL_FACTORS.get(leaf)
+        return "dtype_bf16" if factor == "dtype" and bf16 else factor
+    if key.startswith("env."):
+        group = env_group(key[4:])
+        return _ENV_GROUP_FACTORS.get(group or "")
+    for prefix, factor in _KEY_FACTORS:
+        if key.startswith(prefix):
+            return "dtype_bf16" if factor == "dtype" and bf16 else factor
+    return None
+
+
+def group_of(key: str, baseline: Any = None, candidate: Any = None) -> Optional[str]:
+    factor = factor_of_key(key, baseline, candidate)
+    return FACTOR_GROUPS.get(factor) if factor else None
+
+
+def group_changes(changes: Sequence[Mapping[str, Any]]) -> Tuple[List[Tuple[str, List[Mapping[str, Any]]]], int]:
+    """Env changes (serialized ``EnvChange`` dicts) by group in ``GROUP_ORDER``, and how many belong to no factor
+    (platform strings, paths: left out of the reports, kept in report.json)."""
+    groups: Dict[str, List[Mapping[str, Any]]] = {}
+    unclassified = 0
+    for change in changes:
+        group = group_of(str(change["key"]), change.get("baseline"), change.get("candidate"))
+        if group is None:
+            unclassified += 1
+        else:
+            groups.setdefault(group, []).append(change)
+    return [(g, groups[g]) for g in GROUP_ORDER if g in groups], unclassified
