@@ -171,3 +171,14 @@ def test_runner_imports_only_stdlib_numpy_and_pyarrow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.slow
+def test_a_run_under_transformers_5_prints_no_torch_dtype_deprecation(tmp_path: Path) -> None:
+    """The runner reads ``config.dtype`` where it exists; reading ``torch_dtype`` warned on every run."""
+    out = tmp_path / "r.parquet"
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", "--models", "tiny", "--device", "cpu", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch_dtype" not in proc.stderr + proc.stdout
+    assert ResultsFile(out).records["tiny-bi-encoder"].config_dtype == "float32"

@@ -152,7 +152,7 @@ def _describe(model: Any, kind: str) -> Dict[str, Any]:
         "architecture": type(hf).__name__ if hf is not None else None,
         "attn_implementation": getattr(config, "_attn_implementation", None),
         "loaded_dtype": str(params.dtype).replace("torch.", "") if params is not None else None,
-        "config_dtype": str(getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or "")
+        "config_dtype": str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "")
         .replace("torch.", "") or None,
         "max_seq_length": int(max_len) if isinstance(max_len, int) else None,
         "padding_side": getattr(tokenizer, "padding_side", None),
