@@ -57,7 +57,8 @@ print(json.dumps({"inner_s": time.perf_counter() - started}))
 
 
 def _models(model_set: str) -> List[Tuple[str, str]]:
-    from harness.config.registry import load_registry, resolve_model_dir
+    from harness.config.registry import load_registry
+    from harness.run.resolve import resolve_model_dir
 
     registry = load_registry()
     return [(spec.kind, str(resolve_model_dir(spec, allow_network=False)[0])) for spec in registry.select([model_set])]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.run.derive import build_derived_cross_encoder
-from harness.config.registry import load_registry, resolve_model_dir
+from harness.config.registry import load_registry
+from harness.run.resolve import resolve_model_dir
 
 
 def _sha(path: Path) -> str:

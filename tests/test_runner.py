@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from harness.errors import ModelLoadError
-from harness.config.registry import ModelSpec, load_registry, resolve_model_dir
+from harness.config.registry import ModelSpec, load_registry
+from harness.run.resolve import resolve_model_dir
 from harness.results import ResultsFile
 from harness.run.runner import rank_within_queries
 

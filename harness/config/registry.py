@@ -6,7 +6,6 @@ network is used only when the caller allows it. Nothing here imports torch or se
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,6 @@ __all__ = [
     "base_model_id",
     "load_registry",
     "parse_entry",
-    "resolve_model_dir",
     "weight_files",
 ]
 
@@ -247,74 +245,3 @@ def weight_files(directory: Path) -> List[Path]:
     return sorted(
         p for p in directory.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and "onnx" not in p.parts
     )
-
-
-def _package_dir(spec: ModelSpec) -> Optional[Path]:
-    found = importlib.util.find_spec(spec.package) if spec.package else None
-    if found is None or not found.submodule_search_locations:
-        return None
-    return Path(list(found.submodule_search_locations)[0]) / spec.subdir
-
-
-def _hub_snapshot(spec: ModelSpec, allow_network: bool) -> Tuple[Path, str]:
-    """Resolve a hub id to a local snapshot directory: cache first, the network only if allowed."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ModelLoadError(f"model '{spec.id}': huggingface_hub is not installed, cannot resolve '{spec.hub_id}'") from None
-    cache = spec.cache_dir or _default_hub_cache()
-    try:
-        return Path(snapshot_download(spec.hub_id, revision=spec.revision, cache_dir=cache, local_files_only=True)), "cache"
-    except Exception as err:  # noqa: BLE001 - hub raises several types for "not cached"
-        if not allow_network:
-            raise ModelLoadError(
-                f"model '{spec.id}': hub id '{spec.hub_id}' is not in the local cache {cache} "
-                f"({type(err).__name__}); pass --allow-network to download it"
-            ) from None
-    try:
-        return Path(snapshot_download(spec.hub_id, revision=spec.revision, cache_dir=cache)), "network"
-    except Exception as err:  # noqa: BLE001
-        raise ModelLoadError(f"model '{spec.id}': download of '{spec.hub_id}' failed ({type(err).__name__}: {err})") from None
-
-
-def _default_hub_cache() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except (ImportError, AttributeError):  # pragma: no cover - very old huggingface_hub
-        return os.path.expanduser("~/.cache/huggingface/hub")
-
-
-def resolve_model_dir(spec: ModelSpec, allow_network: bool = False, registry: Optional[Registry] = None) -> Tuple[Path, str]:
-    """The local directory holding the model's files, and how it was found (path/package/cache/network/derived)."""
-    if spec.source == "derived":
-        from harness.run.derive import DERIVED_SEED, build_derived_cross_encoder
-
-        if registry is None or spec.base not in registry.models:
-            raise ModelLoadError(f"model '{spec.id}': base model '{spec.base}' is not in the registry")
-        base_dir, _ = resolve_model_dir(registry.models[spec.base], allow_network, registry)
-        out = build_derived_cross_encoder(base_dir, Path(spec.path or ""), spec.seed or DERIVED_SEED)
-        return out, "derived"
-    if spec.source == "path":
-        directory, how = Path(spec.path or ""), "path"
-    elif spec.source == "package":
-        package_dir = _package_dir(spec)
-        if package_dir is None:
-            if not spec.hub_id:
-                raise ModelLoadError(f"model '{spec.id}': package '{spec.package}' is not installed")
-            try:
-                return _hub_snapshot(spec, allow_network)
-            except ModelLoadError as err:
-                raise ModelLoadError(
-                    f"model '{spec.id}': package '{spec.package}' is not installed "
-                    f"(pip install {spec.package.replace('_', '-')}), and {str(err).split(': ', 1)[1]}"
-                ) from None
-        directory, how = package_dir, "package"
-    else:
-        directory, how = _hub_snapshot(spec, allow_network)
-    if not directory.is_dir():
-        raise ModelLoadError(f"model '{spec.id}': directory {directory} does not exist")
-    if not weight_files(directory):
-        raise ModelLoadError(f"model '{spec.id}': {directory} holds no weights (no *.safetensors or *.bin file)")
-    return directory, how

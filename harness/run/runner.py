@@ -25,7 +25,8 @@ from harness.run.fingerprint import collect_fingerprint
 from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
 from harness.fsio import output_lock
-from harness.config.registry import ModelSpec, Registry, resolve_model_dir
+from harness.config.registry import ModelSpec, Registry
+from harness.run.resolve import resolve_model_dir
 from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta
 from harness.results.schema import ModelRows
 from harness.results.writer import write_results
