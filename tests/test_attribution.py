@@ -106,3 +106,18 @@ def test_waterfall_renders_in_markdown_json_and_html() -> None:
     assert '"main_cause"' in render_attribution_json(data)
     page = render_attribution_html(data)
     assert page.count("<svg") == 3 and "<script" not in page
+
+
+def test_a_step_after_one_that_did_not_run_says_its_delta_holds_both(tmp_path: Path, tiny_results: Path) -> None:
+    """A step that resolves but cannot run (transformers 5.23 imports fail under torch 2.4.1): the next step is
+    compared with the last one that ran, and says that its delta also holds the failed step's change."""
+    cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
+    steps = plan_path(cell, RuntimeSettings(), cell, RuntimeSettings(threads=1, batch_size=4), _all_install)
+    assert [s.name for s in steps] == ["baseline", "+batch_size", "+threads"]
+    paths = {steps[0].step_id: tiny_results, steps[1].step_id: None,
+             steps[2].step_id: run_tiny(tmp_path / "b4t1.parquet", batch_size=4, threads=1)}
+    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize(), {steps[1].step_id: "run-failed: boom"})
+    assert result["steps"][1]["error"] == "run-failed: boom"
+    last = result["steps"][2]
+    assert last["includes"] == ["+batch_size"] and "also holds the change of +batch_size" in last["note"]
+    assert last["models"]["tiny-bi-encoder"]["step"]["max_abs_diff"] > 0  # batch size 4 moved it, inside this delta
