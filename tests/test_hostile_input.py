@@ -448,6 +448,15 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, sig: signal.Signals) -> 
     run = _Harness(out, "--progress", "--batch-size", "1")  # batch size 1: seconds of model work to interrupt
     run.wait_for(b"Batches")
     run.proc.send_signal(sig)
+    if sig == signal.SIGINT:
+        # As a user presses Ctrl-C again: a library's bare ``except:`` around a load step may swallow one SIGINT
+        # (seen once in CI: the run went on to finish); the harness's own handling is what is tested here.
+        for _ in range(3):
+            try:
+                run.proc.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                run.proc.send_signal(sig)
     code = run.finish()
     if sig == signal.SIGINT:
         assert code == 130 and b"interrupted" in run.err, run.err[-2000:]
