@@ -75,3 +75,17 @@ def test_run_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(["run", "--models", "nope", "--out", str(tmp_path / "x.parquet")]) == 2
     assert "unknown model id 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.slow
+def test_a_closed_pipe_is_quiet_and_never_the_drift_code() -> None:
+    """`harness compare A B | head -1` on a pass: no BrokenPipeError traceback, and not exit 1."""
+    tiny = "fixtures/baselines/tiny-cpu-float32.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "compare", tiny, tiny], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the verdict is printed (as `| head -1` after its line)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    code = proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code in (0, 141), code

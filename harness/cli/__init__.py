@@ -7,6 +7,7 @@ that need them, so ``harness compare`` starts fast and works where torch is not 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -14,7 +15,10 @@ from harness import __version__
 from harness.cli import baseline_commands, commands, matrix_commands
 from harness.errors import ExitCode, HarnessError
 
-__all__ = ["main", "entrypoint"]
+__all__ = ["main", "entrypoint", "EXIT_BROKEN_PIPE"]
+
+#: exit code when stdout closed early (as a process killed by SIGPIPE: 128 + 13)
+EXIT_BROKEN_PIPE = 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,4 +45,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def entrypoint() -> None:
-    sys.exit(main(sys.argv[1:]))
+    try:
+        code = main(sys.argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (`harness compare A B | head -1`): quiet, and the conventional 128 + SIGPIPE,
+        # never the drift code; stdout is pointed at /dev/null so the interpreter's final flush stays silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)
