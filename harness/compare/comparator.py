@@ -56,7 +56,8 @@ def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[Env
 def _model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Per-model facts worth diffing (loaded dtype, attention kernel, weights) next to the fingerprint."""
     record = results.records.get(model_id)
-    keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions")
+    keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions",
+            "backend")
     return {k: getattr(record, k) for k in keys if record is not None and getattr(record, k) is not None}
 
 
@@ -99,6 +100,8 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
             )
         wanted = sorted(bmodels)
     for model_id in wanted:
+        # A served side has no weights hash (the files are the server's): it is compared as the registry model
+        # its entry names (the same id), which is the user's claim; weights are checked when both sides have them.
         bw = base.models[model_id].get("weights_sha256")
         cw = cand.models[model_id].get("weights_sha256")
         if bw and cw and bw != cw and not allow_model_change:
