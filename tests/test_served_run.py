@@ -159,3 +159,30 @@ def test_bad_http_entries_are_one_line_errors_naming_file_and_model(tmp_path, ca
     else:
         import re
         assert re.search(match, err) and f"{path}: model 'tiny-bi-encoder'" in err, err
+
+
+def test_the_served_class_is_chosen_at_full_precision_only():
+    import dataclasses
+
+    from harness.compare.policy import load_policy, select_class
+
+    policy, cpu, http = load_policy(), {"device_type": "cpu", "dtype": "float32"}, {"device_type": "http", "dtype": "float32"}
+    served, library = {"backend": "http"}, {"loaded_dtype": "float32"}
+    assert select_class(policy, cpu, library, http, served) == "served"
+    assert select_class(policy, http, served, cpu, library) == "served"
+    assert select_class(policy, cpu, {"loaded_dtype": "float16"}, http, served) == "fp16"  # reduced precision dominates
+    assert select_class(policy, cpu, library, cpu, library) == "fp32"
+    without = dataclasses.replace(policy, classes={k: v for k, v in policy.classes.items() if k != "served"})
+    assert select_class(without, cpu, library, http, served) == "fp32"
+
+
+def test_an_ad_hoc_served_model_url_names_the_registry_model(serve, answers, tmp_path, capsys):
+    server = serve(infinity_like(*answers))
+    out = tmp_path / "adhoc.parquet"
+    assert main(["run", "--model", f"{server.url}/tiny-bi-encoder", "--api", "infinity", "--out", str(out)]) == 0
+    record = ResultsFile(out).models["tiny-bi-encoder"]
+    assert record["backend"] == "http" and record["source"]["source"] == "path" and record["http"]["url"] == server.url
+    assert main(["compare", str(BASELINE), str(out), "--models", "tiny-bi-encoder"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--model", "http://127.0.0.1:1", "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "the last segment names the model" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from harness import paths
 from harness.config.tomlfile import tomllib
-from harness.compare.comparator import env_changes
+from harness.compare.comparator import env_changes, without_unserved
 from harness.results import ResultsFile
 from harness.compare.verdict import EnvChange
 
@@ -125,7 +125,8 @@ def _part_of_serving(change: EnvChange, served: "set[str]") -> bool:
 def explain(baseline: "str | Path", candidate: "str | Path", magnitudes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Factor]:
     """Factors that differ between two results files, largest known drift first."""
     table = magnitudes if magnitudes is not None else load_magnitudes()
-    changes = env_changes(_environment(ResultsFile(baseline)), _environment(ResultsFile(candidate)))
+    base, cand = ResultsFile(baseline), ResultsFile(candidate)
+    changes = without_unserved(env_changes(_environment(base), _environment(cand)), base.fingerprint, cand.fingerprint)
     served = {c.key.split(".")[1] for c in changes if c.key.startswith("models.") and c.key.endswith(".backend")
               and "http" in (c.baseline, c.candidate)}
     grouped: Dict[str, List[EnvChange]] = {}
