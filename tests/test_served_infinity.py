@@ -272,3 +272,33 @@ def test_a_port_lost_to_a_race_is_retried_on_a_fresh_port(tmp_path):
         assert server.alive()
     log = (tmp_path / "log" / "server.log").read_text(encoding="utf-8")
     assert log.count("--- harness: starting") == 2 and "address already in use" in log
+
+
+# -- the whole stack: harness run --config (backend = "http") -> harness compare against the committed baseline ----
+def test_harness_run_against_infinity_passes_compare_with_the_tiny_baseline(tiny_server, tmp_path, capsys):
+    from harness.cli import main
+    from harness.results import ResultsFile
+
+    config = tmp_path / "harness.toml"
+    config.write_text("".join(
+        f'[models.{name}]\nbackend = "http"\nhttp = {{ url = "{tiny_server.url}", api = "infinity", batch_size = {REQUEST_BATCH} }}\n'
+        for name in ("tiny-bi-encoder", "tiny-cross-encoder")), encoding="utf-8")
+    served = tmp_path / "served.parquet"
+    assert main(["run", "--config", str(config), "--out", str(served)]) == 0
+    facts = ResultsFile(served).fingerprint["served"]
+    assert facts["tiny-bi-encoder"]["server"]["info"]["/openapi.json"]["version"] == "0.0.77"
+    report = tmp_path / "verdict.json"
+    baseline = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+    code = main(["compare", str(baseline), str(served), "--json", str(report)])
+    print(capsys.readouterr().out)
+    assert code == 0
+    verdicts = json.loads(report.read_text(encoding="utf-8"))["models"]
+    assert {v["model_id"]: v["tolerance_class"] for v in verdicts} == {"tiny-bi-encoder": "served", "tiny-cross-encoder": "served"}
+    assert main(["explain", str(baseline), str(served)]) == 0
+    assert "server" in capsys.readouterr().out
+    # a server that is gone: exit 2, one line, no file
+    broken = tmp_path / "broken.toml"
+    broken.write_text(f'[models.tiny-bi-encoder]\nbackend = "http"\nhttp = {{ url = "{tiny_server.url}/nowhere", api = "infinity", '
+                      'retries = 0 }\n', encoding="utf-8")
+    assert main(["run", "--config", str(broken), "--out", str(tmp_path / "none.parquet")]) == 2
+    assert "HTTP 404" in capsys.readouterr().err and not (tmp_path / "none.parquet").exists()

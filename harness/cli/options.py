@@ -36,7 +36,8 @@ def _add_consent(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names or model directories (default: the registry's 'default' set, or every model of the project config)")
+    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names, model directories or served models http://HOST:PORT[/PREFIX]/MODEL (default: the registry's 'default' set, or every model of the project config)")
+    parser.add_argument("--api", default="openai", choices=["openai", "infinity", "tei", "cohere"], help="wire format of --model http://... (default: openai)")
     _add_inputs(parser)
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -89,13 +90,16 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
     from harness.config.project import run_inputs
     from harness.run.runner import RunOptions
 
+    from harness.config.served import with_served_urls
+
     pin_cpu_isa(args)
     registry, corpus, _ = run_inputs(args.config, args.registry, args.corpus)
+    registry, models = with_served_urls(registry, args.models, getattr(args, "api", "openai"))
     return RunOptions(
         out=out,
         corpus_dir=corpus,
         registry=registry,
-        models=args.models,
+        models=models,
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,

@@ -53,10 +53,22 @@ def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[Env
     ]
 
 
+def without_unserved(changes: List[EnvChange], baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
+    """Drop the entries a run of served models only (fingerprint ``device = "http"``) cannot have: that process
+    loaded nothing, so its missing torch, device and model-loading facts are not changes; what its servers did
+    is under ``served``."""
+    sides = [i for i, fp in enumerate((baseline, candidate)) if str(fp.get("device_type")) == "http"]
+    if not sides:
+        return changes
+    return [c for c in changes if c.key.startswith("served.") or c.key in ("device", "device_type")
+            or not any((c.baseline, c.candidate)[i] is None for i in sides)]
+
+
 def _model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Per-model facts worth diffing (loaded dtype, attention kernel, weights) next to the fingerprint."""
     record = results.records.get(model_id)
-    keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions")
+    keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions",
+            "backend")
     return {k: getattr(record, k) for k in keys if record is not None and getattr(record, k) is not None}
 
 
@@ -99,6 +111,8 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
             )
         wanted = sorted(bmodels)
     for model_id in wanted:
+        # A served side has no weights hash (the files are the server's): it is compared as the registry model
+        # its entry names (the same id), which is the user's claim; weights are checked when both sides have them.
         bw = base.models[model_id].get("weights_sha256")
         cw = cand.models[model_id].get("weights_sha256")
         if bw and cw and bw != cw and not allow_model_change:
@@ -163,7 +177,7 @@ def compare_results(
         candidate=str(cand.path),
         policy=policy.source,
         models=verdicts,
-        env_changes=env_changes(base_env, cand_env),
+        env_changes=without_unserved(env_changes(base_env, cand_env), base.fingerprint, cand.fingerprint),
         baseline_env=base.fingerprint,
         candidate_env=cand.fingerprint,
         corpus=base.corpus,

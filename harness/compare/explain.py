@@ -1,5 +1,7 @@
 """``harness explain``: which environment factors differ between two runs, and what each is known to cause.
 
+A served run (``backend = "http"``) adds the ``server`` factor: the server's version, its settings (``/models``,
+``/info``, version headers) and the request batch size, recorded under ``served`` in the fingerprint.
 Every fingerprint difference is mapped to a factor (torch, transformers, device, dtype, TF32, attention,
 batch size, weights, ...) and paired with the drift that factor is known to cause, from a table of measured
 magnitudes (``harness/data/drift_magnitudes.toml``). With the observed drift beside it, a user sees at once
@@ -14,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from harness import paths
 from harness.config.tomlfile import tomllib
-from harness.compare.comparator import env_changes
+from harness.compare.comparator import env_changes, without_unserved
 from harness.results import ResultsFile
 from harness.compare.factors import FACTOR_GROUPS, factor_of_key
 from harness.compare.verdict import EnvChange
@@ -61,7 +63,7 @@ def factor_of(change: EnvChange) -> Optional[str]:
 
 
 def _environment(results: ResultsFile) -> Dict[str, Any]:
-    keys = ("loaded_dtype", "attn_implementation", "weights_sha256", "max_seq_length", "padding_side")
+    keys = ("loaded_dtype", "attn_implementation", "weights_sha256", "max_seq_length", "padding_side", "backend")
     return {
         **results.fingerprint,
         "run": {"batch_size": results.run.batch_size},
@@ -69,13 +71,27 @@ def _environment(results: ResultsFile) -> Dict[str, Any]:
     }
 
 
+def _part_of_serving(change: EnvChange, served: "set[str]") -> bool:
+    """A difference that only says one side was served: its ``device = "http"``, or a served model's weights
+    (absent on the server's side)."""
+    if change.key in ("device", "device_type"):
+        return "http" in (change.baseline, change.candidate)
+    parts = change.key.split(".")
+    return len(parts) >= 3 and parts[0] == "models" and parts[1] in served and parts[2] in ("weights_sha256", "saved_versions")
+
+
 def explain(baseline: "str | Path", candidate: "str | Path", magnitudes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Factor]:
     """Factors that differ between two results files, largest known drift first."""
     table = magnitudes if magnitudes is not None else load_magnitudes()
-    changes = env_changes(_environment(ResultsFile(baseline)), _environment(ResultsFile(candidate)))
+    base, cand = ResultsFile(baseline), ResultsFile(candidate)
+    changes = without_unserved(env_changes(_environment(base), _environment(cand)), base.fingerprint, cand.fingerprint)
+    served = {c.key.split(".")[1] for c in changes if c.key.startswith("models.") and c.key.endswith(".backend")
+              and "http" in (c.baseline, c.candidate)}
     grouped: Dict[str, List[EnvChange]] = {}
     for change in changes:
         factor = factor_of(change)
+        if served and _part_of_serving(change, served):
+            factor = "server"  # the served side has no local device or weights hash: the server stands for both
         if factor:
             grouped.setdefault(factor, []).append(change)
     factors = [Factor(name=name, changes=items, known=table.get(name, {})) for name, items in grouped.items()]

@@ -42,6 +42,7 @@ _KEY_FACTORS: Tuple[Tuple[str, str], ...] = (
     ("cpu_model", "cpu"),
     ("cpu_count", "cpu"),
     ("run.batch_size", "batch_size"),
+    ("served.", "server"),
 )
 _MODEL_FACTORS = {
     "loaded_dtype": "dtype",
@@ -50,6 +51,7 @@ _MODEL_FACTORS = {
     "max_seq_length": "max_seq_length",
     "padding_side": "padding_side",
     "saved_versions": "weights",
+    "backend": "server",
 }
 _ENV_GROUP_FACTORS = {"kernels": "kernels", "threads": "threads", "cuda": "device", "device": "device"}
 
@@ -60,8 +62,9 @@ FACTOR_GROUPS: Dict[str, str] = {
     **{f: "hardware and kernels" for f in ("cpu", "kernels", "blas", "threads")},
     **{f: "run settings" for f in ("batch_size", "max_seq_length", "padding_side")},
     "weights": "model files",
+    "server": "serving",
 }
-GROUP_ORDER = ("packages", "device and precision", "hardware and kernels", "run settings", "model files")
+GROUP_ORDER = ("packages", "serving", "device and precision", "hardware and kernels", "run settings", "model files")
 
 
 def factor_of_key(key: str, baseline: Any = None, candidate: Any = None) -> Optional[str]:

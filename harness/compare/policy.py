@@ -26,6 +26,7 @@ __all__ = [
     "PRECISION_ORDER",
     "device_type",
     "select_class",
+    "is_served",
 ]
 
 DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
@@ -194,6 +195,11 @@ def auto_class(fingerprint: Dict[str, Any], model_info: Optional[Dict[str, Any]]
     return "tf32" if on_cuda and tf32 else "fp32"
 
 
+def is_served(model_info: Optional[Dict[str, Any]]) -> bool:
+    """Whether a results entry came from a server (``backend = "http"``) rather than a library in-process."""
+    return bool(model_info) and (model_info or {}).get("backend") == "http"
+
+
 def _device_type(device: Any) -> str:
     return str(device or "cpu").split(":")[0]
 
@@ -217,6 +223,9 @@ def select_class(
     either side's precision calls for (``auto_class``: bf16 > fp16 > tf32 > fp32); when both sides ran at
     full precision it is the ``[device_classes]`` entry for the two device types (e.g. ``cpu-vs-cuda``),
     falling back to ``fp32``. Reduced precision always wins over a device class: it dominates the drift.
+    A full-precision comparison in which either side's model was served (``backend = "http"``) gets the
+    ``served`` class (when the policy has one): the server's batching and library versions, not the device,
+    set that drift, and the reports name it apart.
     """
     if forced:
         return forced
@@ -226,4 +235,6 @@ def select_class(
     precision = max(picks, key=lambda c: PRECISION_ORDER.index(c) if c in PRECISION_ORDER else 0)
     if precision != "fp32":
         return precision
+    if "served" in policy.classes and any(is_served(m) for m in (baseline_model, candidate_model)):
+        return "served"
     return policy.device_class(device_type(baseline_fingerprint), device_type(candidate_fingerprint)) or "fp32"

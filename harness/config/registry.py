@@ -21,6 +21,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_REGISTRY",
     "ENCODE_KEYS",
+    "HTTP_SETTINGS",
     "KINDS",
     "PRECISIONS",
     "ModelSpec",
@@ -34,9 +35,12 @@ __all__ = [
 #: The shipped registry when this module was imported (``paths.default_registry()`` is the current one).
 DEFAULT_REGISTRY = paths.default_registry()
 KINDS = ("bi-encoder", "cross-encoder")
-SOURCES = ("path", "package", "hub", "derived")
+SOURCES = ("path", "package", "hub", "derived", "served")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = ("torch", "onnx", "openvino", "http")
+#: Settings a served model (``backend = "http"``) may set besides its ``http`` table: the server applies the rest
+#: (prompts, pooling, normalization, truncation) itself, so setting them here would record what was not applied.
+HTTP_SETTINGS = ("backend", "batch_size", "logits")
 #: ``precision`` values: float32, or sentence-transformers' quantized outputs (``quantize_embeddings``)
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 #: how int8/uint8 ranges are calibrated: "corpus" = quantize_embeddings(calibration_embeddings=the corpus's own
@@ -100,6 +104,9 @@ class ModelSpec:
     precision: Optional[str] = None  # float32 | int8 | uint8 | binary | ubinary
     quantization: Optional[str] = None  # int8/uint8 calibration: "corpus" (default) or "encode"
     logits: Optional[bool] = None  # cross-encoder: also record raw logits as "<id>@logits"
+    # backend = "http": how to reach the server (``harness.run.http_backend.HttpSettings`` keys: url, api, model,
+    # headers, concurrency, timeout_s, retries, ...); validated when the entry is read
+    http: Optional[Dict[str, Any]] = None
 
     def describe(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
@@ -195,12 +202,15 @@ def parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSp
         raise ModelLoadError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
     if entry.get("kind") not in KINDS:
         raise ModelLoadError(f"{where}: kind must be one of {', '.join(KINDS)}")
+    if entry.get("backend") == "http" and "source" not in entry:
+        entry = {**entry, "source": "served"}  # a model known only by its server
     if entry.get("source") not in SOURCES:
         raise ModelLoadError(f"{where}: source must be one of {', '.join(SOURCES)}")
-    required = {"path": "path", "package": "package", "hub": "hub_id", "derived": "base"}[entry["source"]]
+    required = {"path": "path", "package": "package", "hub": "hub_id", "derived": "base", "served": "http"}[entry["source"]]
     if not entry.get(required):
         raise ModelLoadError(f"{where}: source '{entry['source']}' needs '{required}'")
     _check_settings(where, entry)
+    _check_http(where, model_id, entry)
     values = dict(entry)
     for key in ("path", "cache_dir"):
         if values.get(key) and not os.path.isabs(values[key]):
@@ -238,6 +248,25 @@ def _check_settings(where: str, entry: Dict[str, Any]) -> None:
             raise ModelLoadError(f"{where}: set '{prefix}prompt' or '{prefix}prompt_name', not both")
     if "quantization" in entry and entry.get("precision", "float32") == "float32":
         raise ModelLoadError(f"{where}: 'quantization' needs a quantized 'precision' (int8, uint8, binary, ubinary)")
+
+
+def _check_http(where: str, model_id: str, entry: Dict[str, Any]) -> None:
+    """A served model: ``backend = "http"`` with an ``http`` table of client settings, and no library setting
+    the server would not apply. The table is validated by ``harness.run.http_backend.settings_from_mapping``."""
+    served, table = entry.get("backend") == "http", entry.get("http")
+    if table is not None and not served:
+        raise ModelLoadError(f"{where}: an 'http' table needs backend = \"http\"")
+    if not served:
+        return
+    if not isinstance(table, dict):
+        raise ModelLoadError(f"{where}: backend = \"http\" needs a table http = {{ url = \"http://host:port\", api = \"...\" }}")
+    applied_by_server = sorted(k for k in ENCODE_KEYS if k in entry and k not in HTTP_SETTINGS)
+    if applied_by_server:
+        raise ModelLoadError(f"{where}: {', '.join(applied_by_server)} cannot be set for backend = \"http\" "
+                             "(the server applies its own; set them on the server)")
+    from harness.run.http_backend import settings_from_mapping
+
+    settings_from_mapping({"model": model_id, **table}, where=where)
 
 
 def weight_files(directory: Path) -> List[Path]:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from harness.hardware import NUMERICS_ENV_VARS, cpu_facts
 
-__all__ = ["collect_fingerprint", "package_versions", "cpu_model", "FINGERPRINT_ENV_VARS"]
+__all__ = ["collect_fingerprint", "collect_client_fingerprint", "package_versions", "cpu_model", "FINGERPRINT_ENV_VARS"]
 
 #: Environment variables that change numerics or loading; recorded verbatim when set (one list: harness.hardware).
 FINGERPRINT_ENV_VARS = NUMERICS_ENV_VARS
@@ -160,4 +160,20 @@ def collect_fingerprint(device: str, dtype: str) -> Dict[str, Any]:
         **_gpu(torch, device),
         **_torch_flags(torch),
         "env": {k: os.environ[k] for k in FINGERPRINT_ENV_VARS if k in os.environ},
+    }
+
+
+def collect_client_fingerprint(dtype: str) -> Dict[str, Any]:
+    """The fingerprint of a run whose models are all served (``backend = "http"``): this process only sends
+    texts, so no torch facts (torch need not be installed); the servers' facts are added under ``served``."""
+    return {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": package_versions(),
+        "device": "http",
+        "device_type": "http",
+        "dtype": dtype,
     }

@@ -1,6 +1,8 @@
 """The runner: embed and rerank the fixed corpus in the current environment, write one results file.
 
 Stages: load corpus -> configure torch -> for each model: resolve, load, embed or rerank -> write results.
+A served model (``backend = "http"``, ``harness.run.served``) is not loaded: its server embeds or scores, and
+torch is not imported for a run of served models only.
 Runs inside matrix cells with old libraries, so it imports only the stdlib, numpy and pyarrow at module level
 (torch and sentence-transformers inside functions) and nothing from the comparator.
 """
@@ -21,9 +23,10 @@ import numpy as np
 import harness
 from harness.config.corpus import Corpus, load_corpus
 from harness.errors import HarnessError
-from harness.run.fingerprint import collect_fingerprint
+from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
 from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
+from harness.run.served import is_served, run_served
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry
 from harness.run.resolve import resolve_model_dir
@@ -252,16 +255,24 @@ def run(options: RunOptions) -> RunSummary:
     corpus = load_corpus(options.corpus_dir)
     specs = options.registry.select(options.models)
     check_corpus_fits(specs, corpus)
-    device = pick_device(options.device)
-    _configure_torch(options)
+    local = [spec for spec in specs if not is_served(spec)]
+    device = pick_device(options.device) if local else "http"
+    if local:
+        _configure_torch(options)
     started = _dt.datetime.now(_dt.timezone.utc)
-    fingerprint = collect_fingerprint(device, options.dtype)
+    fingerprint = collect_fingerprint(device, options.dtype) if local else collect_client_fingerprint(options.dtype)
     all_rows: List[ModelRows] = []
     records: Dict[str, ModelRecord] = {}
+    served: Dict[str, Dict[str, object]] = {}
     for spec in specs:
-        rows, entries = _run_model(spec, corpus, options, device)
+        if is_served(spec):  # a ServerError propagates: no results file is written
+            rows, entries, served[spec.id] = run_served(spec, corpus, options.batch_size, rank_within_queries)
+        else:
+            rows, entries = _run_model(spec, corpus, options, device)
         records.update(entries)
         all_rows.extend(rows)
+    if served:
+        fingerprint = {**fingerprint, "served": served}
     metadata = ResultsMeta(
         harness_version=harness.__version__,
         created_at=started.isoformat(timespec="seconds"),

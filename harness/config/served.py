@@ -1,0 +1,53 @@
+"""Ad hoc served models: ``harness run --model http://HOST:PORT[/PREFIX]/MODEL --api infinity``.
+
+The last path segment is the model name the server is asked for (and the results id); the rest is the base
+URL. When the name is a registry model, the served entry keeps that entry's kind and source (so ``harness
+compare`` judges it as the registry model it names); otherwise it is a bi-encoder (a cross-encoder for the
+rerank-only ``cohere`` api). Stdlib only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import List, Optional, Tuple
+from urllib.parse import urlsplit, urlunsplit
+
+from harness.config.registry import Registry, parse_entry
+from harness.errors import ModelLoadError
+
+__all__ = ["is_url", "with_served_urls"]
+
+
+def is_url(name: str) -> bool:
+    return name.startswith(("http://", "https://"))
+
+
+def _split(url: str) -> Tuple[str, str]:
+    parts = urlsplit(url)
+    base, _, model = parts.path.rstrip("/").rpartition("/")
+    if not model or not parts.hostname:
+        raise ModelLoadError(f"--model {urlunsplit(parts._replace(query='', fragment=''))}: a served model is "
+                             "http://HOST:PORT[/PREFIX]/MODEL (the last segment names the model)")
+    return urlunsplit(parts._replace(path=base)), model
+
+
+def with_served_urls(registry: Registry, names: Optional[List[str]], api: str) -> Tuple[Registry, Optional[List[str]]]:
+    """The registry with one served entry per URL among ``names``, and the names with each URL replaced by its id."""
+    if not names or not any(is_url(n) for n in names):
+        return registry, names
+    models, out = dict(registry.models), []
+    for name in names:
+        if not is_url(name):
+            out.append(name)
+            continue
+        url, model = _split(name)
+        known = registry.models.get(model)
+        kind = known.kind if known else ("cross-encoder" if api == "cohere" else "bi-encoder")
+        entry = {"kind": kind, "backend": "http", "http": {"url": url, "api": api, "model": model}}
+        if known is not None and known.source != "served":
+            keep = {k: v for k, v in known.__dict__.items() if k in ("source", "path", "package", "subdir", "hub_id",
+                                                                     "revision", "note") and v not in (None, "")}
+            entry = {**keep, **entry}
+        models[model] = parse_entry(registry.path, model, entry)
+        out.append(model)
+    return replace(registry, models=models), out
