@@ -137,16 +137,23 @@ def _gpu(torch: Any, device: str) -> Dict[str, Any]:
     return info
 
 
-def collect_fingerprint(device: str, dtype: str) -> Dict[str, Any]:
-    """Everything about this process that can move the numbers, as a flat-ish JSON-able dict."""
-    import torch
-
+def _process() -> Dict[str, Any]:
+    """The interpreter and platform of this process (every run records them, served or not)."""
     return {
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "executable": sys.executable,
         "platform": platform.platform(),
         "machine": platform.machine(),
+    }
+
+
+def collect_fingerprint(device: str, dtype: str) -> Dict[str, Any]:
+    """Everything about this process that can move the numbers, as a flat-ish JSON-able dict."""
+    import torch
+
+    return {
+        **_process(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu": cpu_facts(),
@@ -167,11 +174,7 @@ def collect_client_fingerprint(dtype: str) -> Dict[str, Any]:
     """The fingerprint of a run whose models are all served (``backend = "http"``): this process only sends
     texts, so no torch facts (torch need not be installed); the servers' facts are added under ``served``."""
     return {
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "executable": sys.executable,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
+        **_process(),
         "packages": package_versions(),
         "device": "http",
         "device_type": "http",
