@@ -51,3 +51,19 @@ def test_align_reorders_and_reports_missing() -> None:
     bi, ci, only_b, only_c = m.align(base, cand)
     assert base[bi].tolist() == ["a", "c"] and cand[ci].tolist() == ["a", "c"]
     assert only_b.tolist() == ["b"] and only_c.tolist() == ["x"]
+
+
+def test_worst_texts_are_decided_by_exact_values_where_float32_maxima_tie() -> None:
+    """|d| rounded to float32 ties at 0.5 for every row; the exact ones differ (0.5 + 7.45e-9 for the last row).
+    Found by the arrays-vs-files property test: the worst texts must be the exact worst, whatever the row order."""
+    from harness.compare import kinds
+    from harness.compare.policy import load_policy
+
+    base = np.array([[0.999], [0], [0], [0], [0], [-0.05116857]], dtype=np.float32)
+    cand = base + np.float32(0.5)
+    tol = load_policy().tolerance("x", "fp32")
+    verdict = kinds.judge_embeddings("x", tol, kinds.ArrayPair([f"t{i}" for i in range(6)], None, base, cand))
+    exact = np.abs(cand.astype(np.float64) - base.astype(np.float64))[:, 0]
+    expected = [f"t{i}" for i in sorted(range(6), key=lambda i: (-exact[i], i))[:5]]
+    assert [o.item_id for o in verdict.offenders] == expected
+    assert "t5" in expected

@@ -225,7 +225,14 @@ class DiffStats:
             bound = float(rmax.max()) * (1 + 4 * self._unit)
             if bound < self.worst[-1].value or bound == self.worst[-1].value == 0.0:
                 return
-        rows = _top_rows(rmax.astype(np.float64), n, above=-1.0, ties=True)
+        r64 = rmax.astype(np.float64)
+        cut = float(np.partition(r64, len(r64) - n)[len(r64) - n]) if len(r64) > n else 0.0
+        if cut > 0:
+            # float32 row maxima can tie or swap where the exact ones differ (|d| rounded): every row within
+            # rounding of the n-th largest is a candidate, decided by its exact value below
+            rows = np.flatnonzero(r64 >= cut * (1 - 8 * self._unit))
+        else:
+            rows = _top_rows(r64, n, above=-1.0, ties=True)
         exact_rows = exact_rows or {}
         missing = [r for r in rows.tolist() if r not in exact_rows]
         if missing:
