@@ -1,46 +1,6 @@
-"""Nox sessions: the version matrix, baselines from a reference cell, report re-rendering, tests and lint.
-
-Matrix design
--------------
-The matrices are data (``matrix.toml``). Nox fixes session parametrization when it imports this file, but the
-matrix is chosen at run time, so:
-
-``nox -s matrix -- --matrix smoke`` runs every cell of one matrix in sequence (default matrix: ``$HARNESS_MATRIX``
-or ``default``), then compares and writes one report. ``--cells ID ...`` runs a subset.
-
-``matrix_cell`` is parametrized with every cell of *every* matrix (ids ``MATRIX/CELL-ID``, tagged
-``matrix-MATRIX``), so one cell runs alone with ``nox -s "matrix_cell(smoke/torch-2.13.0_st-6.2.0_tf-5.23.0_py3.11)"``,
-``nox -s matrix_cell -k smoke`` or ``nox -t matrix-smoke``; it writes a one-cell report into its run directory.
-``nox -l`` lists them.
-
-Each session's own nox virtualenv is the *controlling* environment: the harness core (numpy, pyarrow; never
-torch) installed from this checkout. Cells are separate virtualenvs under ``.nox/matrix-cells/<cell-id>``, built
-and run by ``harness.matrix.cellrun`` from nox's own Python (``uv`` or ``--backend pip`` /
-``HARNESS_VENV_BACKEND=pip``, automatic when uv is missing; see ``harness.matrix.venvs``); one nox run at a time
-per cell. Each cell writes ``<runs>/<matrix>/<cell-id>/`` (``results.parquet``, ``cell.json``, ``setup.log``,
-``run.log``); an install or run failure is recorded and the next cell still runs. Afterwards ``harness matrix
-report`` compares every cell with the baseline in the controlling environment and writes ``summary.md``,
-``report.json``, ``junit.xml`` and ``report.html`` to ``reports/latest/`` and appends to
-``reports/history/history.jsonl``. The session fails when any cell drifted (``fail``) or could not be judged
-(``install-failed``, ``run-failed``, ``error``); ``incompatible`` cells are reported only. Run directories are per
-matrix (``reports/runs/<matrix>/<cell-id>/``) because two matrices may hold a cell with the same pins but
-different models.
-
-Options (after ``--``): ``--matrix NAME``, ``--cells ID ...``, ``--backend auto|uv|pip``, ``--reuse-venvs`` (keep a
-cell virtualenv whose pins did not change instead of recreating it).
-
-Environment: ``HARNESS_MATRIX`` (default matrix), ``HARNESS_MATRIX_FILE`` (another matrix file),
-``HARNESS_REPORTS_DIR`` (default ``reports/``), ``HARNESS_VENV_BACKEND``, ``HARNESS_REUSE_VENVS=1``,
-``HARNESS_TORCH_INDEX_URL`` (an index for torch, e.g. https://download.pytorch.org/whl/cpu: uv ``--index``
-(preferred over PyPI), pip ``--extra-index-url``), ``HARNESS_PYTHON_3_X`` (interpreter for Python 3.X cells).
-``UV_FIND_LINKS`` defaults to ``/opt/wheels`` where that directory exists, ``UV_COMPILE_BYTECODE`` to 1 (bytecode
-is compiled at install, so ``run_s`` times the run, not compilation; ``UV_COMPILE_BYTECODE=0`` trades 25-60 s
-less setup per fresh cell for a first run that compiles what it imports), and pip in cells runs with
-``PIP_CONSTRAINT=/dev/null`` so a machine-wide torch cap does not block newer cells. Cells may write .pyc files
-(``PYTHONDONTWRITEBYTECODE`` is dropped for them).
-
-This file imports only the stdlib, nox and ``harness.matrix`` modules that are stdlib + ``packaging``: nox's own
-Python has no numpy or pyarrow.
+"""Nox sessions: the version matrix (``nox -s matrix -- --matrix NAME``), one cell alone (``matrix_cell``),
+baselines, reports, tests, lint and benchmarks. Options, environment variables and the run layout: README,
+"The version matrix"; ``nox -s matrix -- --help`` lists the options.
 """
 
 from __future__ import annotations
@@ -60,7 +20,8 @@ if str(ROOT) not in sys.path:
 
 from harness.matrix import cellrun, venvs  # noqa: E402 - stdlib + packaging only: importable in nox's own Python
 from harness.matrix.cells import CellState  # noqa: E402
-from harness.matrix.spec import Matrix, MatrixError, MatrixFile, baseline_file, load_matrix_file  # noqa: E402
+from harness.matrix.lenient import MatrixProblem, load_lenient  # noqa: E402
+from harness.matrix.spec import Matrix, MatrixError, MatrixFile, baseline_file  # noqa: E402
 
 nox.options.sessions = ["lint", "tests"]  # a bare `nox` never starts the (long) matrix
 
@@ -71,17 +32,29 @@ if Path("/opt/wheels").is_dir():
     os.environ.setdefault("UV_FIND_LINKS", "/opt/wheels")
 os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
-try:
-    MATRICES: Optional[MatrixFile] = load_matrix_file(os.environ.get("HARNESS_MATRIX_FILE"))
-    MATRIX_ERROR = ""
-except MatrixError as _err:  # report it from the matrix sessions; lint and tests must still work
-    MATRICES, MATRIX_ERROR = None, str(_err)
+# A broken matrix.toml never removes sessions: valid cells stay ``matrix_cell`` sessions, each broken cell (or
+# matrix, or the whole file) becomes a ``matrix_cell(<matrix>/cell-N-invalid)`` session that fails with the file,
+# the cell and the problem, ``nox -l`` lists the problems first, and every matrix session warns about them.
+MATRICES: Optional[MatrixFile]
+MATRICES, PROBLEMS = load_lenient(os.environ.get("HARNESS_MATRIX_FILE"))
+if PROBLEMS:
+    __doc__ = (__doc__ or "") + "\nmatrix.toml problems (those cells are sessions that fail; the rest still run):\n" + "".join(
+        f"  {problem.label}: {problem.message}\n" for problem in PROBLEMS)
 
 CELL_PARAMS = [
-    nox.param(matrix.name, cell.cell_id, id=cell.label, tags=[f"matrix-{matrix.name}"])
+    nox.param(matrix.name, cell.cell_id, "", id=cell.label, tags=[f"matrix-{matrix.name}"])
     for matrix in (MATRICES.matrices.values() if MATRICES else [])
     for cell in matrix.cells
+] + [
+    nox.param(problem.matrix or "", "", problem.message, id=problem.label,
+              tags=[f"matrix-{problem.matrix}"] if problem.matrix else [])
+    for problem in PROBLEMS
 ]
+
+
+def _warn_problems(session: nox.Session, problems: List[MatrixProblem]) -> None:
+    for problem in problems:
+        session.warn(f"skipped, does not validate: {problem.message}")
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -105,9 +78,14 @@ def _options(session: nox.Session, *, cell_required: bool = False) -> argparse.N
         session.error(f"bad options {session.posargs!r}")
 
 
-def _matrix(session: nox.Session, name: str) -> Matrix:
-    if MATRICES is None:
-        session.error(MATRIX_ERROR)
+def _matrix(session: nox.Session, name: str, *, partial: bool = False) -> Matrix:
+    """The matrix ``name``. A broken part of it (or of the whole file) fails the session, unless ``partial`` and
+    the matrix itself is valid (one valid cell of it runs); every other problem in the file is warned about."""
+    own = [p for p in PROBLEMS if p.matrix in (name, None)]
+    if own and (not partial or MATRICES is None or name not in MATRICES.matrices):
+        session.error("; ".join(p.message for p in own))
+    _warn_problems(session, [p for p in PROBLEMS if partial or p not in own])
+    assert MATRICES is not None  # no matrices means a whole-file problem, which failed above
     try:
         return MATRICES.select(name)
     except MatrixError as err:
@@ -176,11 +154,13 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend=VENV_BACKEND)
-@nox.parametrize(("matrix_name", "cell_id"), CELL_PARAMS)
-def matrix_cell(session: nox.Session, matrix_name: str, cell_id: str) -> None:
+@nox.parametrize(("matrix_name", "cell_id", "problem"), CELL_PARAMS)
+def matrix_cell(session: nox.Session, matrix_name: str, cell_id: str, problem: str) -> None:
     """Run one cell alone and write a one-cell report into its run directory (not reports/latest)."""
+    if problem:  # a cell (or matrix) of matrix.toml that does not validate: say which and why
+        session.error(problem)
     opts = _options(session)
-    chosen = _matrix(session, matrix_name)
+    chosen = _matrix(session, matrix_name, partial=True)
     _prepare(session, chosen, [cell_id])
     _controller(session)
     cellrun.run_cell(_workspace(session, opts), chosen, chosen.cell(cell_id))
@@ -191,7 +171,7 @@ def matrix_cell(session: nox.Session, matrix_name: str, cell_id: str) -> None:
 def baseline(session: nox.Session) -> None:
     """(Re)generate a matrix's baseline from a reference cell: ``-- --matrix smoke --cell ID [--force]``."""
     opts = _options(session, cell_required=True)
-    chosen = _matrix(session, opts.matrix)
+    chosen = _matrix(session, opts.matrix, partial=True)
     if len(opts.cells) != 1:
         session.error("--cell takes one cell id")
     try:

@@ -1,0 +1,94 @@
+"""A lenient read of ``matrix.toml`` for the noxfile: valid cells stay sessions, broken parts are named.
+
+Nox fixes its session list when it imports the noxfile, so a strict load that fails on one typo leaves no
+``matrix_cell`` session at all (``nox -l`` shows it as a no-op, ``nox -s "matrix_cell(...)"`` answers "Sessions
+not found" even for valid cells). Here each matrix, and within it each cell, is validated on its own by the same
+parser as ``load_matrix_file``; what fails becomes a ``MatrixProblem`` carrying the one-line error (file, matrix,
+cell, problem) that the noxfile turns into a session of its own and a warning in every matrix session.
+
+Stdlib and ``harness.matrix.spec`` only: nox's own Python imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from harness.config.tomlfile import tomllib
+from harness.matrix.spec import DEFAULT_MATRIX_FILE, Matrix, MatrixError, MatrixFile, load_matrix_file
+from harness.matrix.spec import _parse_cell, _parse_matrix  # noqa: PLC2701 - the one parser, applied piecewise
+
+__all__ = ["MatrixProblem", "load_lenient"]
+
+
+@dataclass(frozen=True)
+class MatrixProblem:
+    """One part of a matrix file that did not validate.
+
+    ``cell`` is 1-based, as in the error text; None when the matrix table itself is at fault (and ``matrix`` None
+    too when the whole file is). ``message`` is the ``MatrixError`` line: file, where, problem.
+    """
+
+    matrix: Optional[str]
+    cell: Optional[int]
+    message: str
+
+    @property
+    def label(self) -> str:
+        """A session parameter id no valid cell can have (cell ids never end in ``-invalid`` by accident)."""
+        if self.matrix is None:
+            return "matrix-file-invalid"
+        return f"{self.matrix}/cell-{self.cell}-invalid" if self.cell else f"{self.matrix}/invalid"
+
+
+def _matrix_leniently(source: Path, name: str, table: Any, problems: List[MatrixProblem]) -> Optional[Matrix]:
+    """The matrix with its valid cells (None when the table itself is broken or no cell is valid)."""
+    try:
+        return _parse_matrix(source, name, table)
+    except MatrixError as whole:
+        raw_cells = table.get("cells") if isinstance(table, dict) else None
+        if not isinstance(raw_cells, list):
+            problems.append(MatrixProblem(name, None, str(whole)))
+            return None
+        kept = []
+        for index, raw in enumerate(raw_cells):
+            try:
+                _parse_cell(source, name, index, raw)
+            except MatrixError as err:
+                problems.append(MatrixProblem(name, index + 1, str(err)))
+            else:
+                kept.append(raw)
+        if not kept:
+            return None
+        try:
+            return _parse_matrix(source, name, {**table, "cells": kept})
+        except MatrixError as err:  # the table's own keys, or two cells with one id
+            problems.append(MatrixProblem(name, None, str(err)))
+            return None
+
+
+def load_lenient(path: "str | os.PathLike[str] | None" = None) -> Tuple[Optional[MatrixFile], List[MatrixProblem]]:
+    """Every valid matrix and cell of ``path``, plus a problem per broken matrix or cell.
+
+    A file that cannot be read or parsed at all (or has no matrix) is one problem with no matrices.
+    """
+    source = Path(path) if path else DEFAULT_MATRIX_FILE
+    try:
+        return load_matrix_file(source), []
+    except MatrixError as strict:
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return None, [MatrixProblem(None, None, str(strict))]
+        tables = data.get("matrix") if set(data) <= {"matrix"} else None
+        if not isinstance(tables, dict) or not tables:
+            return None, [MatrixProblem(None, None, str(strict))]
+    problems: List[MatrixProblem] = []
+    matrices: Dict[str, Matrix] = {}
+    for name, table in tables.items():
+        matrix = _matrix_leniently(source, name, table, problems)
+        if matrix is not None:
+            matrices[name] = matrix
+    return MatrixFile(path=source, matrices=matrices), problems
