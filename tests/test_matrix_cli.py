@@ -48,13 +48,15 @@ def test_report_of_a_drifted_cell_exits_1_and_says_which(runs: Dict[str, Any], c
     code = main([*runs["args"], "--out", str(out), "--history", str(runs["tmp"] / "h" / "history.jsonl")])
     captured = capsys.readouterr()
     assert code == 1
-    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "report.html", "report.json", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "report.html", "report.json", "summary.md",
+                                                     "verdicts.csv", "verdicts.parquet"]
     assert captured.out.strip() == (out / "summary.md").read_text(encoding="utf-8").strip()
     assert captured.out.startswith("# Drift report: m — **FAIL**")
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert [c["status"] for c in report["cells"]] == ["pass", "fail"] and report["counts"]["fail"] == 1
     err = captured.err.splitlines()
-    assert {line.split(":")[0] for line in err if line.startswith("wrote ")} == {"wrote markdown", "wrote json", "wrote junit", "wrote html"}
+    assert {line.split(":")[0] for line in err if line.startswith("wrote ")} == {"wrote markdown", "wrote json", "wrote junit", "wrote html",
+                                                                                "wrote verdicts", "wrote verdicts csv"}
     assert f"FAIL: {runs['cells'][1]}: bi: " in captured.err and "max_abs_diff" in captured.err
     assert len((runs["tmp"] / "h" / "history.jsonl").read_text(encoding="utf-8").splitlines()) == 1
 

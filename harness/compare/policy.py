@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 
 from harness import paths
 from harness.config.tomlfile import read_toml
+from harness.compare.verdict import BUILT_IN_POLICY
 from harness.errors import PolicyError
 
 
@@ -142,7 +143,7 @@ def _read_toml(path: Path) -> Dict[str, Any]:
 def load_policy(path: "str | Path | None" = None) -> Policy:
     """The default policy, overlaid with ``path`` when given (classes and models merge key by key)."""
     data = _read_toml(DEFAULT_POLICY_PATH)
-    source = "built-in default policy"
+    source = BUILT_IN_POLICY
     if path is not None:
         user = _read_toml(Path(path))
         unknown = sorted(set(user) - set(_TABLES))

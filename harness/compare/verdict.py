@@ -10,9 +10,11 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Optional
 
-__all__ = ["Status", "CellStatus", "Check", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
+__all__ = ["Status", "CellStatus", "Check", "limit_used", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
+#: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
+BUILT_IN_POLICY = "built-in default policy"
 
 
 class Status(str, enum.Enum):
@@ -29,9 +31,27 @@ class Status(str, enum.Enum):
         return max(statuses, key=order.index, default=Status.PASS)
 
 
+def limit_used(observed: float, limit: float, op: str) -> Optional[float]:
+    """How much of a check's allowance the drift used: 0 none, 1 all of it, above 1 over the limit.
+
+    ``<=`` checks (a difference, bits, a share of texts) allow ``limit``: used is ``observed / limit``. ``>=``
+    checks are on quantities whose perfect value is 1 (cosine, agreements): they allow ``1 - limit`` of shortfall,
+    and used is ``(1 - observed) / (1 - limit)``; the plain ``observed / limit`` of a cosine of 0.9999998 against
+    0.999999 would read "100%" whatever the drift. A zero allowance (``atol = 0``, agreement 1) gives 0 when
+    nothing moved and None (no finite share: over) when something did.
+    """
+    used, allowed = (observed, limit) if op == "<=" else (1.0 - observed, 1.0 - limit)
+    if allowed > 0:
+        return max(float(used), 0.0) / float(allowed)
+    return 0.0 if used <= 0 else None
+
+
 @dataclass(frozen=True)
 class Check:
-    """One tolerance check: ``observed`` compared with ``limit`` by ``op`` ("<=" or ">=")."""
+    """One tolerance check: ``observed`` compared with ``limit`` by ``op`` ("<=" or ">=").
+
+    ``used`` (``limit_used``) is derived, so every report shows the same headroom (1 - used) for it.
+    """
 
     name: str
     observed: float
@@ -39,6 +59,10 @@ class Check:
     op: str
     passed: bool
     detail: str = ""
+    used: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "used", limit_used(self.observed, self.limit, self.op))
 
 
 @dataclass(frozen=True)

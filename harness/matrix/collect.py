@@ -122,4 +122,4 @@ def collect_matrix(
         records.append(cell_record(cell, run_dir, base, matrix.policy, state=state))
     if not records:
         raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
-    return build_matrix_report(matrix.name, _relative(base), records)
+    return build_matrix_report(matrix.name, _relative(base), records, matrix_cells=[c.cell_id for c in matrix.cells])

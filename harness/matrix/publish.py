@@ -1,9 +1,14 @@
-"""Writing what the matrix produces: the four report files, the history log, attribution pages and plans.
+"""Writing what the matrix produces: the report files, the history log, attribution pages and plans.
 
 ``harness.report`` only renders text; this module decides file names and writes every file through
 ``harness.fsio`` (a temp file renamed into place under the file's lock), so a reader never sees half a report
 and two runs writing the same file take turns. The history log is rewritten the same way on each append: read,
-add one line, replace (it holds one short line per run).
+add one line, replace (it holds one short line per run); ``history.parquet`` beside it is the same log in long
+format, rewritten with it.
+
+A ``--cells`` run (a ``partial`` report) never replaces a whole-matrix report: where ``--out`` holds the last
+full report of the same matrix, baseline and policy, the re-run cells are merged into it and the report says so
+(``merged``); otherwise it is written as the partial report it is. Its history line is marked ``partial``.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from typing import Any, Dict, List, Optional
 
 from harness.fsio import atomic_output, output_lock, write_text
 from harness.matrix.spec import MatrixError
+from harness.report.matrix_report import build_matrix_report
 from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
 from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.matrix_report import history_entry
+from harness.report.tables import history_table, verdicts_table
 
 __all__ = [
     "OUTPUT_FILES",
@@ -31,6 +38,8 @@ __all__ = [
     "load_history",
     "write_attribution",
     "write_json",
+    "merge_into_full",
+    "TABLE_FILES",
 ]
 
 #: the matrix report's files in ``--out``, by format
@@ -40,6 +49,8 @@ OUTPUT_FILES: Dict[str, str] = {
     "junit": "junit.xml",
     "html": "report.html",
 }
+#: the flat verdict table beside the report (one row per cell x model x check), by format
+TABLE_FILES: Dict[str, str] = {"parquet": "verdicts.parquet", "csv": "verdicts.csv"}
 #: the attribution report's files, by format
 ATTRIBUTION_FILES: Dict[str, str] = {
     "markdown": "attribution.md",
@@ -61,7 +72,58 @@ def write_matrix_report(
         "junit": render_junit(report),
         "html": render_html(report, history=history),
     }
-    return {name: write_text(Path(out_dir) / OUTPUT_FILES[name], text) for name, text in rendered.items()}
+    written = {name: write_text(Path(out_dir) / OUTPUT_FILES[name], text) for name, text in rendered.items()}
+    return {**written, **_write_table(verdicts_table(report), Path(out_dir) / TABLE_FILES["parquet"], csv=True)}
+
+
+def _write_table(table: Any, path: Path, *, csv: bool = False) -> Dict[str, Path]:
+    """A report table as parquet (and CSV beside it), each written atomically."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    written: Dict[str, Path] = {}
+    with atomic_output(path) as tmp:
+        pq.write_table(table, str(tmp))
+    written[path.stem] = path
+    if csv:
+        with atomic_output(path.with_suffix(".csv")) as tmp:
+            pa_csv.write_csv(table, str(tmp))
+        written[f"{path.stem} csv"] = path.with_suffix(".csv")
+    return written
+
+
+def _full_report(out_dir: Path, report: Dict[str, Any]) -> "Optional[Dict[str, Any]] | bool":
+    """The whole-matrix report already in ``out_dir`` that a ``--cells`` run of ``report`` merges into; False when
+    there is none (the partial report may be written there); True when there is one it cannot merge into (another
+    baseline or policy: it is kept, and the partial report goes to ``<out>/partial/``)."""
+    path = out_dir / OUTPUT_FILES["json"]
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise MatrixError(f"{path}: not a JSON matrix report ({err}); move it away to write a new one") from None
+    if not isinstance(old, dict) or old.get("partial") or not isinstance(old.get("cells"), list):
+        return False
+    same = all(old.get(k) == report.get(k) for k in ("matrix", "baseline", "policy"))
+    return old if same else True
+
+
+def merge_into_full(full: Dict[str, Any], partial: Dict[str, Any]) -> Dict[str, Any]:
+    """The full report with ``partial``'s cells replacing its own (matrix order), status recomputed, marked merged."""
+    fresh = {c["cell_id"]: c for c in partial["cells"]}
+    order = list(partial.get("matrix_cells") or full.get("matrix_cells") or [c["cell_id"] for c in full["cells"]])
+    by_id = {**{c["cell_id"]: c for c in full["cells"]}, **fresh}
+    cells = [by_id[i] for i in order if i in by_id] + [c for i, c in by_id.items() if i not in order]
+    merged = build_matrix_report(full["matrix"], full["baseline"], cells, created_at=partial["created_at"],
+                                 matrix_cells=order)
+    previous = full.get("merged") or {}
+    merged["merged"] = {
+        "cells": sorted(set(previous.get("cells", [])) | set(fresh)),
+        "created_at": partial["created_at"],
+        "full_run_created_at": previous.get("full_run_created_at") or full["created_at"],
+    }
+    return merged
 
 
 def publish_matrix_report(
@@ -71,14 +133,19 @@ def publish_matrix_report(
 ) -> Dict[str, Path]:
     """Append the run to ``history`` (if given; the trend then includes it) and write the report files.
 
-    The log is read first, so a corrupt one fails before anything is written.
+    The log (and an existing report a ``--cells`` run merges into) is read first, so a corrupt one fails before
+    anything is written.
     """
     past: Optional[List[Dict[str, Any]]] = None
+    full = _full_report(Path(out_dir), report) if report.get("partial") else False
+    if full is True:
+        out_dir, full = Path(out_dir) / "partial", False
     if history is not None:
         load_history(history)
         append_history(report, history)
         past = load_history(history)
-    return write_matrix_report(report, out_dir, history=past)
+        _write_table(history_table(past), Path(history).with_suffix(".parquet"))
+    return write_matrix_report(merge_into_full(full, report) if isinstance(full, dict) else report, out_dir, history=past)
 
 
 def _kept_lines(text: str) -> str:

@@ -14,8 +14,10 @@ from harness.compare.verdict import CellStatus, Status
 from harness.report.format import fmt, fmt_cosine, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS, badge as _badge, escape as _e, status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
-from harness.report.matrix_report import diff_tolerance, history_series, incomplete, meaningful_env_changes, report_models
-from harness.report.text import fmt_drift, speed_cells
+from harness.report.matrix_report import (
+    diff_tolerance, history_series, incomplete, meaningful_env_changes, report_models, report_policy, scope_line,
+)
+from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells
 
 __all__ = ["render_html", "TREND_RUNS"]
 
@@ -50,8 +52,8 @@ def _header(report: Dict[str, Any]) -> str:
     return (
         f"<header><h1>Drift report: {_e(report['matrix'])} {_badge(report['status'])}</h1>"
         f'<p class="meta">created {_e(report.get("created_at", "-"))} · baseline <code>{_e(report.get("baseline", "-"))}</code>'
-        f" · {len(report['cells'])} cell(s)</p>"
-        f'<div class="chips">{chips}</div></header>'
+        f" · {len(report['cells'])} cell(s) · policy <code class=\"policy\">{_e(report_policy(report))}</code></p>"
+        f'<p class="meta scope">{_e(scope_line(report))}</p><div class="chips">{chips}</div></header>'
     )
 
 
@@ -135,7 +137,11 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
             _bar_row(f"top-{k} overlap", metrics.get("topk_mean_overlap"), None, fmt_percent(metrics.get("topk_mean_overlap"))),
         ]
     body = "".join(rows)
-    return f'<h4>Rank agreement</h4><div class="bars">{body}</div>' if body else ""
+    if not body:
+        return ""
+    note = f'<p class="note order-note">Green/red bars are judged against their limit (the mark); blue ones are reported, not judged: {_e(ORDER_FIGURES_NOTE)}</p>'
+    return f'<h4>Rank agreement</h4><div class="bars">{body}</div>{note}'
+
 
 
 def _tau(value: Optional[float]) -> str:
@@ -187,12 +193,19 @@ def _checks_table(model: Dict[str, Any]) -> str:
             f"<td><code>{_e(c['name'])}</code></td>",
             _td(fmt(c["observed"]) if "cosine" not in c["name"] else fmt_cosine(c["observed"]), "num"),
             _td(f"{c['op']} {fmt(c['limit'])}", "num"),
+            _td(fmt_used(c), "num used"),
             _td("pass" if c.get("passed") else "FAIL", "res-pass" if c.get("passed") else "res-fail"),
             _td(c.get("detail", "")),
         ]
         for c in model.get("checks", [])
     ]
-    return f"<h4>Checks</h4>{_table(['Check', 'Observed', 'Limit', 'Result', 'Detail'], rows, 'checks')}" if rows else ""
+    if not rows:
+        return ""
+    table = _table(["Check", "Observed", "Limit", "Limit used", "Result", "Detail"], rows, "checks")
+    failed = any(not c.get("passed") for c in model.get("checks", []))
+    need = ", ".join(f"{k} {fmt(v)}" for k, v in (model.get("min_passing") or {}).items())
+    would = f'<p class="would-pass">would pass with: <code>{_e(need)}</code></p>' if failed and need else ""
+    return f"<h4>Checks</h4>{table}{would}"
 
 
 def _offenders_table(model: Dict[str, Any]) -> str:

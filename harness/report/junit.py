@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from harness.compare.verdict import CellStatus, Status
 from harness.report.format import fmt
+from harness.report.matrix_report import report_policy
+from harness.report.text import check_line
 
 __all__ = ["render_junit", "xml_safe"]
 
@@ -41,18 +43,21 @@ def _outcome(parent: ET.Element, tag: str, message: str, kind: str, body: str = 
 
 def _failure_body(model: Dict[str, Any]) -> str:
     """Failed checks with their detail, then the worst offenders: what a CI viewer shows when expanded."""
-    lines = [
-        f"{c['name']}: {fmt(c['observed'])} (limit {c['op']} {fmt(c['limit'])}); {c.get('detail', '')}"
-        for c in model.get("checks", [])
-        if not c.get("passed")
-    ]
+    lines = [f"{check_line(c)}; {c.get('detail', '')}" for c in model.get("checks", []) if not c.get("passed")]
     if not lines and model.get("reason"):
         lines.append(model["reason"])
     if model.get("offenders"):
         lines.append("worst items:")
         lines += [f"  {o['item_id']}  {o['metric']} {fmt(o['value'])}  {o.get('detail', '')}" for o in model["offenders"]]
+    if model.get("min_passing"):
+        lines.append("would pass with: " + ", ".join(f"{k} {fmt(v)}" for k, v in model["min_passing"].items()))
     lines.append(f"tolerance class: {model.get('tolerance_class', '-')}")
     return "\n".join(lines)
+
+
+def _checks_out(model: Dict[str, Any]) -> str:
+    """Every check with its limit and the share of it used: the headroom a passing case still has."""
+    return "\n".join(check_line(c) + ("" if c.get("passed") else " FAILED") for c in model.get("checks", []))
 
 
 def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> CellStatus:
@@ -65,6 +70,8 @@ def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> CellS
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
+    if model.get("checks"):
+        ET.SubElement(case, "system-out").text = xml_safe(_checks_out(model))
     return CellStatus.parse(status)
 
 
@@ -97,9 +104,9 @@ def _setup_case(suite: ET.Element, cell: Dict[str, Any]) -> CellStatus:
     return status
 
 
-def _properties(suite: ET.Element, cell: Dict[str, Any]) -> None:
+def _properties(suite: ET.Element, cell: Dict[str, Any], policy: str) -> None:
     props = ET.SubElement(suite, "properties")
-    pairs: List[Tuple[str, Any]] = list(cell.get("params", {}).items())
+    pairs: List[Tuple[str, Any]] = list(cell.get("params", {}).items()) + [("policy", policy)]
     pairs += [("cell.status", cell["status"]), ("cell.reason", cell.get("reason")), ("cell.results", cell.get("results"))]
     for name, value in pairs:
         if value not in (None, ""):
@@ -124,9 +131,9 @@ def _count(statuses: List[CellStatus]) -> Dict[str, int]:
     }
 
 
-def _suite(root: ET.Element, cell: Dict[str, Any], timestamp: str) -> Tuple[List[CellStatus], float]:
+def _suite(root: ET.Element, cell: Dict[str, Any], timestamp: str, policy: str) -> Tuple[List[CellStatus], float]:
     suite = ET.SubElement(root, "testsuite", {"name": xml_safe(cell["cell_id"]), "timestamp": xml_safe(timestamp)})
-    _properties(suite, cell)
+    _properties(suite, cell, policy)
     statuses = [_model_case(suite, cell["cell_id"], m) for m in (cell.get("comparison") or {}).get("models", [])]
     if _needs_setup_case(cell, statuses):
         statuses.append(_setup_case(suite, cell))
@@ -147,7 +154,7 @@ def render_junit(report: Dict[str, Any]) -> str:
     all_statuses: List[CellStatus] = []
     total = 0.0
     for cell in report["cells"]:
-        statuses, seconds = _suite(root, cell, timestamp)
+        statuses, seconds = _suite(root, cell, timestamp, report_policy(report))
         all_statuses += statuses
         total += seconds
     for key, value in _count(all_statuses).items():

@@ -11,8 +11,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from harness.compare.verdict import CellStatus, Status
 from harness.report.format import fmt, fmt_cosine, fmt_percent, fmt_seconds
-from harness.report.matrix_report import history_series, incomplete, meaningful_env_changes, order_agreement
-from harness.report.text import fmt_drift, speed_cells
+from harness.report.matrix_report import (
+    check_used, history_series, incomplete, meaningful_env_changes, order_agreement, report_policy, scope_line,
+)
+from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, speed_cells
 
 __all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
 
@@ -59,7 +61,9 @@ def _header(report: Dict[str, Any]) -> List[str]:
         "",
         f"- created: {md_escape(report.get('created_at', '-'))}",
         f"- baseline: {_code(report.get('baseline', '-'))}",
+        f"- policy: {_code(report_policy(report))}",
         f"- cells: {len(report['cells'])} ({summary or 'none'})",
+        f"- scope: {md_escape(scope_line(report))}",
     ]
 
 
@@ -74,7 +78,17 @@ def _summary_row(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
         fmt_cosine(metrics.get("min_cosine")),
         f"{fmt_percent(value)} ({label})" if label else "-",
         md_escape(model.get("tolerance_class", "-")),
+        _worst_check(model),
     ]
+
+
+def _worst_check(model: Dict[str, Any]) -> str:
+    """The check closest to (or furthest over) its limit, with the share of the allowance it used."""
+    checks = model.get("checks", [])
+    if not checks:
+        return "-"
+    worst = max(checks, key=lambda c: float("inf") if check_used(c) is None else check_used(c))
+    return f"{_code(worst['name'])} {md_escape(fmt_used(worst))}"
 
 
 def _summary(report: Dict[str, Any]) -> List[str]:
@@ -83,9 +97,27 @@ def _summary(report: Dict[str, Any]) -> List[str]:
         models = (cell.get("comparison") or {}).get("models", [])
         rows += [_summary_row(cell, m) for m in models]
         if not models:
-            rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-"])
-    header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class"]
+            rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-", "-"])
+    header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)"]
     return ["", "## Summary", ""] + _table(header, rows)
+
+
+def _checks(report: Dict[str, Any]) -> List[str]:
+    """Every check with its limit and the share of the allowance used (100% = at the limit; headroom is the rest)."""
+    rows = [
+        [_code(cell["cell_id"]), _code(model["model_id"]), _code(c["name"]), fmt(c["observed"]),
+         f"{md_escape(c['op'])} {fmt(c['limit'])}", md_escape(fmt_used(c)), "pass" if c.get("passed") else "**FAIL**"]
+        for cell in report["cells"]
+        for model in (cell.get("comparison") or {}).get("models", [])
+        for c in model.get("checks", [])
+    ]
+    if not rows:
+        return []
+    table = _table(["Cell", "Model", "Check", "Observed", "Limit", "Used", "Result"], rows)
+    return (["", "## Checks", "", f"Judged by {_code(report_policy(report))}. Used: the share of each limit's allowance "
+             "the drift used (`<=` checks: observed / limit; `>=` checks: (1 - observed) / (1 - limit)).", "",
+             "<details><summary>every check</summary>", ""] + table
+            + ["", "</details>", "", f"_Order figures: {md_escape(ORDER_FIGURES_NOTE)}_"])
 
 
 def _short(value: Any) -> str:
@@ -122,10 +154,7 @@ def _failed_model(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
     ]
     failed = [c for c in model.get("checks", []) if not c.get("passed")]
     for check in failed:
-        lines.append(
-            f"- {_code(check['name'])}: {fmt(check['observed'])} (limit {md_escape(check['op'])} {fmt(check['limit'])})"
-            f" — {md_escape(check.get('detail', ''))}"
-        )
+        lines.append(f"- {md_escape(check_line(check))} — {md_escape(check.get('detail', ''))}")
     if not failed and model.get("reason"):
         lines.append(f"- {md_escape(model['reason'])}")
     if failed and model.get("min_passing"):
@@ -194,7 +223,8 @@ def render_markdown(report: Dict[str, Any], history: Optional[Sequence[Dict[str,
 
     ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
     """
-    lines = _header(report) + _summary(report) + _env_section(report) + _failures(report) + _not_run(report)
+    lines = _header(report) + _summary(report) + _checks(report) + _env_section(report) + _failures(report)
+    lines += _not_run(report)
     lines += _speed(report)
     if history:
         lines += _trend(report, history)

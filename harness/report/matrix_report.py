@@ -14,7 +14,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
-from harness.compare.verdict import CellStatus
+from harness.compare.verdict import CellStatus, limit_used
 
 __all__ = [
     "MATRIX_FORMAT_VERSION",
@@ -26,6 +26,11 @@ __all__ = [
     "diff_tolerance",
     "report_models",
     "incomplete",
+    "report_policy",
+    "scope_line",
+    "verdict_rows",
+    "VERDICT_COLUMNS",
+    "check_used",
 ]
 
 MATRIX_FORMAT_VERSION = 1
@@ -64,8 +69,13 @@ def build_matrix_report(
     cells: Sequence[Mapping[str, Any]],
     *,
     created_at: Optional[str] = None,
+    matrix_cells: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
-    """The one matrix report dict: cells as given plus the overall status and per-status counts."""
+    """The one matrix report dict: cells as given plus the overall status and per-status counts.
+
+    ``matrix_cells``: every cell id of the matrix; a report of fewer cells (``--cells``) is ``partial``, so it
+    never passes for a whole-matrix run (``harness.matrix.publish`` merges it into the last full report).
+    """
     normalized = [_normalize_cell(c) for c in cells]
     ids = [c["cell_id"] for c in normalized]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -77,10 +87,65 @@ def build_matrix_report(
         "matrix": matrix_name,
         "created_at": created_at or _now(),
         "baseline": str(baseline),
+        "policy": _policy_of(normalized),
         "status": CellStatus.worst(statuses).value,
         "counts": {s.value: statuses.count(s) for s in CellStatus},
+        "partial": matrix_cells is not None and not set(matrix_cells) <= set(ids),
+        "matrix_cells": list(matrix_cells) if matrix_cells is not None else ids,
         "cells": normalized,
     }
+
+
+def _policy_of(cells: Sequence[Dict[str, Any]]) -> str:
+    """The policy every comparison was judged by (``Comparison.policy``: a file, or the built-in one)."""
+    sources = sorted({str(c["comparison"].get("policy")) for c in cells if c.get("comparison")})
+    return "; ".join(sources) if sources else "-"
+
+
+def scope_line(report: Dict[str, Any]) -> str:
+    """What the report covers: the whole matrix, a ``--cells`` run, or a run merged into the last full report."""
+    merged = report.get("merged")
+    total = len(report.get("matrix_cells") or report["cells"])
+    if merged:
+        return (f"full matrix ({total} cells) from the run of {merged['full_run_created_at']}, with "
+                f"{', '.join(merged['cells'])} re-run at {merged['created_at']} (--cells) and merged in")
+    if report.get("partial"):
+        return f"partial: {len(report['cells'])} of {total} cells (--cells); not a whole-matrix run"
+    return f"full matrix ({total} cells)"
+
+
+def report_policy(report: Dict[str, Any]) -> str:
+    """The report's policy line (reports written before it was recorded: read from the comparisons)."""
+    return str(report.get("policy") or _policy_of(report.get("cells", [])))
+
+
+def check_used(check: Mapping[str, Any]) -> Optional[float]:
+    """The share of a check's allowance used (``limit_used``), also for checks saved before it was recorded."""
+    return limit_used(float(check["observed"]), float(check["limit"]), str(check["op"]))
+
+
+#: the flat verdict table: one row per cell x model x check (a cell or model without checks: one row, check "")
+VERDICT_COLUMNS = ("matrix", "created_at", "policy", "cell_id", "cell_status", "model_id", "kind", "model_status",
+                   "tolerance_class", "check", "op", "observed", "limit", "used", "passed")
+
+
+def verdict_rows(report: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every check of every model of every cell as one flat record (``VERDICT_COLUMNS``), for dataframes."""
+    top = {"matrix": report["matrix"], "created_at": report["created_at"], "policy": report_policy(report)}
+    rows: List[Dict[str, Any]] = []
+    for cell in report["cells"]:
+        base = {**top, "cell_id": cell["cell_id"], "cell_status": cell["status"]}
+        models = (cell.get("comparison") or {}).get("models", [])
+        if not models:
+            rows.append({**base, "model_id": "", "kind": "", "model_status": cell["status"], "tolerance_class": "",
+                         "check": "", "op": "", "observed": None, "limit": None, "used": None, "passed": None})
+        for model in models:
+            head = {**base, "model_id": model["model_id"], "kind": model.get("kind", ""), "model_status": model["status"],
+                    "tolerance_class": model.get("tolerance_class", "")}
+            checks = model.get("checks") or [{}]
+            rows += [{**head, "check": c.get("name", ""), "op": c.get("op", ""), "observed": c.get("observed"),
+                      "limit": c.get("limit"), "used": check_used(c) if c else None, "passed": c.get("passed")} for c in checks]
+    return rows
 
 
 # -- history ----------------------------------------------------------------------------------------------------
@@ -104,6 +169,7 @@ def history_entry(report: Dict[str, Any]) -> Dict[str, Any]:
         "created_at": report["created_at"],
         "matrix": report["matrix"],
         "status": report["status"],
+        "partial": bool(report.get("partial")),  # a --cells run: only these cells, never a whole-matrix line
         "cells": {c["cell_id"]: _history_cell(c) for c in report["cells"]},
     }
 

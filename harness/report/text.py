@@ -7,8 +7,18 @@ from typing import Any, Dict, List
 from harness.compare.verdict import Status
 from harness.compare.factors import group_changes
 from harness.report.format import fmt, fmt_cosine, fmt_percent
+from harness.report.matrix_report import check_used
 
-__all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells"]
+__all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
+           "ORDER_FIGURES_NOTE"]
+
+#: what the unjudged rank figures beside a passing order check mean (HTML bars, Markdown, terminal)
+ORDER_FIGURES_NOTE = (
+    "raw order counts every changed top-k order, near-ties included (the judged order agreement ignores swaps "
+    "between items whose baseline scores differ by no more than tie_tolerance: fp32 noise flips those); Kendall "
+    "tau is the rank correlation of each query's reranked order with the baseline's (1 = same order, min over "
+    "queries and mean). Both are reported, not judged."
+)
 
 
 def fmt_drift(metrics: Dict[str, Any]) -> str:
@@ -18,6 +28,21 @@ def fmt_drift(metrics: Dict[str, Any]) -> str:
     if "max_int_distance" in metrics:
         return f"{metrics['max_int_distance']} bucket(s)"
     return fmt(metrics.get("max_abs_diff"))
+
+
+def fmt_used(check: Dict[str, Any]) -> str:
+    """A check's share of its allowance used (``limit_used``): ``37%``, ``31x`` far over, ``over (none allowed)``."""
+    used = check_used(check)
+    if used is None:
+        return "over (none allowed)"
+    if used >= 10:
+        return f"{used:,.0f}x"
+    return "<1%" if 0 < used < 0.01 else f"{used:.0%}"
+
+
+def check_line(check: Dict[str, Any]) -> str:
+    """``name: observed (limit op L, used 37%)``: the one wording every report gives a check."""
+    return f"{check['name']}: {fmt(check['observed'])} (limit {check['op']} {fmt(check['limit'])}, used {fmt_used(check)})"
 
 
 def _mb(value: Any) -> str:
@@ -81,6 +106,11 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
             fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
         ])
     lines += _table(rows)
+    checks = [["MODEL", "CHECK", "OBSERVED", "LIMIT", "USED", "RESULT"]]
+    checks += [[model["model_id"], c["name"], fmt(c["observed"]), f"{c['op']} {fmt(c['limit'])}", fmt_used(c),
+                "pass" if c["passed"] else "FAIL"] for model in models for c in model.get("checks", [])]
+    if len(checks) > 1:
+        lines += ["", "Checks (USED: share of the limit's allowance the drift used; 100% is at the limit):"] + _table(checks)
     speed = [["MODEL", "DEVICE", "TEXTS/S", "VS BASELINE", "CUDA PEAK", "RUN PEAK RSS"]]
     speed += [[model["model_id"], *speed_cells(model)] for model in models if model.get("performance")]
     if len(speed) > 1:
@@ -89,7 +119,7 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
         lines += ["", f"{Status(model['status']).value.upper()} {model['model_id']} (tolerance class {model['tolerance_class']}):"]
         failed = [c for c in model.get("checks", []) if not c["passed"]]
         for check in failed:
-            lines.append(f"  {check['name']}: {fmt(check['observed'])} (limit {check['op']} {fmt(check['limit'])}); {check['detail']}")
+            lines.append(f"  {check_line(check)}; {check['detail']}")
         if not failed and model.get("reason"):
             lines.append(f"  {model['reason']}")
         if model.get("offenders"):

@@ -1,0 +1,57 @@
+"""Flat tables of a matrix report for notebooks and dashboards: one ``pd.read_parquet`` / ``read_csv`` each.
+
+``verdicts_table``: one row per cell x model x check (``matrix_report.VERDICT_COLUMNS``: observed, limit, the
+share of the limit used, status). ``history_table``: the history log in long format, one row per run x cell x
+model (the nested JSON lines need no unpacking). Data only, typed columns; ``harness.matrix.publish`` writes
+them. These are report tables, not results files (``harness.results`` owns those and their schema).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import pyarrow as pa
+
+from harness.report.matrix_report import verdict_rows
+
+__all__ = ["verdicts_table", "history_table", "VERDICTS_SCHEMA", "HISTORY_SCHEMA"]
+
+VERDICTS_SCHEMA = pa.schema([
+    ("matrix", pa.string()), ("created_at", pa.string()), ("policy", pa.string()), ("cell_id", pa.string()),
+    ("cell_status", pa.string()), ("model_id", pa.string()), ("kind", pa.string()), ("model_status", pa.string()),
+    ("tolerance_class", pa.string()), ("check", pa.string()), ("op", pa.string()), ("observed", pa.float64()),
+    ("limit", pa.float64()), ("used", pa.float64()), ("passed", pa.bool_()),
+])
+HISTORY_SCHEMA = pa.schema([
+    ("created_at", pa.string()), ("matrix", pa.string()), ("run_status", pa.string()), ("partial", pa.bool_()),
+    ("cell_id", pa.string()), ("cell_status", pa.string()), ("model_id", pa.string()),
+    ("max_abs_diff", pa.float64()), ("min_cosine", pa.float64()),
+])
+
+
+def _number(value: Any) -> Any:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def verdicts_table(report: Dict[str, Any]) -> pa.Table:
+    """Every check of the report as a row (a cell or model without checks: one row with an empty ``check``)."""
+    rows = verdict_rows(report)
+    for row in rows:
+        for key in ("observed", "limit", "used"):
+            row[key] = _number(row[key])
+    return pa.Table.from_pylist(rows, schema=VERDICTS_SCHEMA)
+
+
+def history_table(history: Sequence[Dict[str, Any]]) -> pa.Table:
+    """The history log (``publish.load_history``) in long format: one row per run, cell and model."""
+    rows: List[Dict[str, Any]] = []
+    for entry in history:
+        head = {"created_at": str(entry.get("created_at", "")), "matrix": str(entry.get("matrix", "")),
+                "run_status": str(entry.get("status", "")), "partial": bool(entry.get("partial", False))}
+        for cell_id, cell in (entry.get("cells") or {}).items():
+            diffs, cosines = cell.get("max_abs_diff") or {}, cell.get("min_cosine") or {}
+            base = {**head, "cell_id": str(cell_id), "cell_status": str(cell.get("status", ""))}
+            models = list(dict.fromkeys([*diffs, *cosines])) or [""]
+            rows += [{**base, "model_id": m, "max_abs_diff": _number(diffs.get(m)), "min_cosine": _number(cosines.get(m))}
+                     for m in models]
+    return pa.Table.from_pylist(rows, schema=HISTORY_SCHEMA)
