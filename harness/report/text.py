@@ -31,10 +31,11 @@ def fmt_drift(metrics: Dict[str, Any]) -> str:
 
 
 def fmt_used(check: Dict[str, Any]) -> str:
-    """A check's share of its allowance used (``limit_used``): ``37%``, ``31x`` far over, ``over (none allowed)``."""
+    """A check's share of its allowance used (``limit_used``): ``37%``, ``31x`` far over; ``none allowed`` when the
+    limit allows no drift and there was some."""
     used = check_used(check)
     if used is None:
-        return "over (none allowed)"
+        return "none allowed"
     if used >= 10:
         return f"{used:,.0f}x"
     return "<1%" if 0 < used < 0.01 else f"{used:.0%}"
@@ -42,7 +43,9 @@ def fmt_used(check: Dict[str, Any]) -> str:
 
 def check_line(check: Dict[str, Any]) -> str:
     """``name: observed (limit op L, used 37%)``: the one wording every report gives a check."""
-    return f"{check['name']}: {fmt(check['observed'])} (limit {check['op']} {fmt(check['limit'])}, used {fmt_used(check)})"
+    used = fmt_used(check)
+    shown = used if used == "none allowed" else f"used {used}"
+    return f"{check['name']}: {fmt(check['observed'])} (limit {check['op']} {fmt(check['limit'])}, {shown})"
 
 
 def _mb(value: Any) -> str:
