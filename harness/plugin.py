@@ -6,6 +6,12 @@ set of run options (``harness.baselines.rerun_options``, as ``harness check`` do
 recorded settings, device, dtype, batch size, TF32, threads, attention), and every item then judges
 its model with the tolerance policy, failing with a numpy.testing-style report (``harness.assertions``).
 
+Baselines, policy and class can live in the project's configuration instead of every command line
+(``[tool.pytest.ini_options]``: ``harness_baseline = ["fixtures/baselines/x.parquet"]``, ``harness_policy``,
+``harness_class``; paths relative to that file); a command-line option wins over its ini key. A run made here is
+kept beside its baseline as ``<name>.obtained.parquet`` (pytest-regressions' convention), so a failure's
+"accept it: harness baseline update ..." command names a file that exists and can be reviewed first.
+
 This module is imported by every pytest run in an environment where embedding-harness is installed, so it
 holds only options, the small item/collector classes, and fixtures; everything heavy (numpy, pyarrow, torch,
 the runner, the comparator) is imported when a check actually runs.
@@ -37,27 +43,87 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="create missing baselines (from --harness-candidate or a run now), then fail so they get reviewed")
     group.addoption("--harness-models", nargs="+", metavar="ID",
                     help="with --harness-regen: models (ids or set names) of a baseline created from a run")
+    parser.addini("harness_baseline", type="paths", default=[],
+                  help="baselines to check (--harness-baseline adds to them), relative to the config file")
+    parser.addini("harness_policy", default="", help="tolerance policy TOML, relative to the config file")
+    parser.addini("harness_class", default="", help="force a tolerance class")
+
+
+def _baselines(config: pytest.Config) -> List[Path]:
+    """The ini's baselines, then the command line's, each once (paths as given, or from the config file's dir)."""
+    paths = [Path(p) for p in config.getini("harness_baseline")] + [Path(p) for p in config.getoption("harness_baseline")]
+    return list(dict.fromkeys(paths))
+
+
+def _policy(config: pytest.Config) -> Optional[str]:
+    """``--harness-policy``, else the ini's ``harness_policy`` taken from the config file's directory."""
+    given = config.getoption("harness_policy")
+    if given:
+        return str(given)
+    ini = str(config.getini("harness_policy") or "")
+    if not ini:
+        return None
+    base = config.inipath.parent if config.inipath else config.rootpath
+    return str(base / ini)
+
+
+def _class(config: pytest.Config) -> Optional[str]:
+    return config.getoption("harness_class") or str(config.getini("harness_class") or "") or None
+
+
+def obtained_path(baseline: Path) -> Path:
+    """Where a run made here for ``baseline`` is kept for review: ``<dir>/<name>.obtained.parquet``."""
+    return baseline.parent / f"{baseline.name.removesuffix('.parquet')}.obtained.parquet"
+
+
+#: options whose value is a path: written ``--opt PATH``, pytest takes PATH for a test path when it picks the
+#: rootdir (before any plugin's options are known), so a path outside the project moves the rootdir
+_PATH_OPTIONS = ("--harness-baseline", "--harness-policy", "--harness-candidate")
+
+
+def _rootdir_without_option_values(config: pytest.Config) -> Optional[Path]:
+    """The rootdir pytest would have chosen had no harness path option been read as a test path (None: cannot
+    tell on this pytest, or none was given as a separate argument)."""
+    raw = list(config.invocation_params.args)
+    if not any(arg in _PATH_OPTIONS for arg in raw[:-1]):
+        return None
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        return determine_setup(inifile=config.option.inifilename, override_ini=config.option.override_ini,
+                               args=[str(a) for a in config.option.file_or_dir or []],
+                               rootdir_cmd_arg=config.option.rootdir or None,
+                               invocation_dir=config.invocation_params.dir)[0]
+    except (ImportError, TypeError, AttributeError, ValueError):  # another pytest: no check, no harm
+        return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    expected = _rootdir_without_option_values(config)
+    if expected is not None and expected != config.rootpath:
+        raise pytest.UsageError(
+            f"a harness path option moved pytest's rootdir to {config.rootpath} (it would be {expected}): pytest "
+            "reads '--harness-... PATH' as a test path before plugins load; write --harness-baseline=PATH (with '=') "
+            "or set harness_baseline / harness_policy in [tool.pytest.ini_options]"
+        )
     config.addinivalue_line("markers", f"{_MARK}: a model check generated from --harness-baseline (select with -m {_MARK})")
     config.stash[_STASH] = _Candidates(config)
 
 
 def pytest_report_header(config: pytest.Config) -> Optional[List[str]]:
-    baselines = config.getoption("harness_baseline")
+    baselines = _baselines(config)
     if not baselines:
         return None
-    source = config.getoption("harness_candidate") or "run here, once per session"
-    return [f"harness: baselines {', '.join(baselines)}; candidate: {source}; "
-            f"policy: {config.getoption('harness_policy') or 'built-in'}; class: {config.getoption('harness_class') or 'auto'}"]
+    source = config.getoption("harness_candidate") or "run here, kept as <baseline>.obtained.parquet"
+    return [f"harness: baselines {', '.join(_display(config, b) for b in baselines)}; candidate: {source}; "
+            f"policy: {_policy(config) or 'built-in'}; class: {_class(config) or 'auto'}"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselection, so that `-m harness` selects these items
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
-    for raw in dict.fromkeys(config.getoption("harness_baseline")):
-        name = _display(config, Path(raw))  # node ids like a test file's: path/to/baseline.parquet::model
-        collector = BaselineChecks.from_parent(session, name=name, nodeid=name, baseline=Path(raw))
+    for path in _baselines(config):
+        name = _display(config, path)  # node ids like a test file's: path/to/baseline.parquet::model
+        collector = BaselineChecks.from_parent(session, name=name, nodeid=name, baseline=path)
         items.extend(session.genitems(collector))  # with the collect hooks and reports, so counts are right
 
 
@@ -70,10 +136,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def _display(config: pytest.Config, path: Path) -> str:
+    """A node id that names the file: relative to the rootdir inside it, absolute outside (never a relative path
+    that points nowhere from the rootdir)."""
+    resolved = path.resolve()
     try:
-        return path.resolve().relative_to(config.rootpath).as_posix()
+        return resolved.relative_to(config.rootpath).as_posix()
     except ValueError:
-        return str(path)
+        return resolved.as_posix()
 
 
 class _Candidates:
@@ -104,13 +173,21 @@ class _Candidates:
         options = rerun_options(baseline, "candidate.parquet", device=self.config.getoption("harness_device"))
         key = (options.device, options.dtype, options.batch_size, options.tf32, options.threads,
                options.attn_implementation, str(options.corpus_dir), tuple(options.registry.select(options.models)))
+        kept = obtained_path(baseline)  # beside the baseline, for review and promotion
         if key not in self._done:
-            self._done[key] = self._run(dataclasses.replace(options, out=self._tmp() / "candidate.parquet"))
+            self._done[key] = self._run(dataclasses.replace(options, out=kept))
         path, error = self._done[key]
         if error is not None:
             raise error
         assert path is not None
-        return path
+        if path.resolve() != kept.resolve():  # one run shared by baselines with the same options: each keeps a copy
+            import shutil
+
+            from harness.fsio import atomic_output
+
+            with atomic_output(kept) as tmp:
+                shutil.copyfile(path, tmp)
+        return kept
 
     def fresh_run(self, models: Optional[List[str]]) -> Path:
         """A run of ``models`` (default: the default set) as ``harness run`` would make it here, for --harness-regen."""
@@ -199,8 +276,8 @@ class ModelCheck(_HarnessItem):
             candidate,
             self.parent.baseline,
             self.name,
-            self.config.getoption("harness_policy"),
-            tolerance_class=self.config.getoption("harness_class"),
+            _policy(self.config),
+            tolerance_class=_class(self.config),
         )
 
 
@@ -247,7 +324,7 @@ def harness_policy(pytestconfig: pytest.Config) -> Any:
     """The tolerance ``Policy`` of this session (``--harness-policy`` overlaying the defaults)."""
     from harness.compare.policy import load_policy
 
-    return load_policy(pytestconfig.getoption("harness_policy"))
+    return load_policy(_policy(pytestconfig))
 
 
 @pytest.fixture(scope="session")
@@ -259,6 +336,6 @@ def harness_candidate_for(pytestconfig: pytest.Config) -> Callable[["str | Path"
 
 @pytest.fixture(scope="session")
 def harness_baselines(pytestconfig: pytest.Config) -> List[Path]:
-    """The ``--harness-baseline`` paths of this session."""
-    return [Path(p) for p in pytestconfig.getoption("harness_baseline")]
+    """The baselines of this session (``harness_baseline`` in the ini, then ``--harness-baseline``)."""
+    return _baselines(pytestconfig)
 

@@ -55,7 +55,7 @@ def test_options_are_registered(pytester: pytest.Pytester) -> None:
 
 def test_one_item_per_model_selectable_with_marker(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_other="def test_unrelated():\n    pass\n")
-    result = pytester.runpytest("--collect-only", "-q", "-m", "harness", "--harness-baseline", str(TINY))
+    result = pytester.runpytest("--collect-only", "-q", "-m", "harness", f"--harness-baseline={TINY}")
     result.stdout.fnmatch_lines([f"*tiny-cpu-float32.parquet::{BI}", f"*tiny-cpu-float32.parquet::{CE}"])
     result.stdout.no_fnmatch_line("*test_unrelated*")
     result.stdout.fnmatch_lines(["*2/3 tests collected (1 deselected)*"])
@@ -71,7 +71,7 @@ def test_runs_models_once_passes_and_explains_a_failure(pytester: pytest.Pyteste
     """A real run here, shared by two baselines with the same run options; the perturbed one fails."""
     perturbed = perturb_results(TINY, tmp_path / "perturbed.parquet", BI, vectors=add_noise_to_one(12, 1e-4))
     ids = ResultsFile(TINY).embeddings(BI)[0]
-    result = pytester.runpytest("-m", "harness", "--harness-baseline", str(TINY), "--harness-baseline", str(perturbed))
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={TINY}", f"--harness-baseline={perturbed}")
     result.assert_outcomes(passed=3, failed=1)
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
@@ -82,8 +82,9 @@ def test_runs_models_once_passes_and_explains_a_failure(pytester: pytest.Pyteste
         "actual value *, baseline value *",
         f"Texts beyond atol: 1 / 747 (0.1%): text '{ids[12]}' (*)",
         "Tolerance: class fp32 for model 'tiny-bi-encoder' (built-in default policy): atol=1e-05*",
-        "*harness baseline update*perturbed.parquet --from *candidate.parquet*",
+        f"*harness baseline update*perturbed.parquet --from {tmp_path / 'perturbed.obtained.parquet'}*",
     ])
+    assert (tmp_path / "perturbed.obtained.parquet").is_file() and (TINY.parent / "tiny-cpu-float32.obtained.parquet").is_file()
     summary = [line for line in out.splitlines() if line.startswith("candidate ") and "cpu float32" in line]
     assert len(summary) == 1, out  # one run for both baselines: same models and run options
     assert "Traceback" not in out and "harness/assertions.py" not in out  # __tracebackhide__ / repr_failure
@@ -91,7 +92,7 @@ def test_runs_models_once_passes_and_explains_a_failure(pytester: pytest.Pyteste
 
 def test_candidate_option_judges_an_existing_file(pytester: pytest.Pytester, tmp_path: Path, tiny_results: Path) -> None:
     swapped = perturb_results(TINY, tmp_path / "swapped.parquet", CE, scores=_swap_first_two)
-    result = pytester.runpytest("-m", "harness", "--harness-baseline", str(swapped), "--harness-candidate", str(tiny_results))
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={swapped}", f"--harness-candidate={tiny_results}")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*Rerank scores are not stable!*",
@@ -105,20 +106,65 @@ def test_candidate_option_judges_an_existing_file(pytester: pytest.Pytester, tmp
 
 def test_policy_and_class_options(pytester: pytest.Pytester, tmp_path: Path) -> None:
     rounded = perturb_results(TINY, tmp_path / "tf32.parquet", BI, vectors=tf32_round)
-    common = ["-m", "harness", "--harness-baseline", str(TINY), "--harness-candidate", str(rounded)]
+    common = ["-m", "harness", f"--harness-baseline={TINY}", f"--harness-candidate={rounded}"]
     pytester.runpytest(*common).assert_outcomes(passed=1, failed=1)
     pytester.runpytest(*common, "--harness-class", "tf32").assert_outcomes(passed=2)
     loose = tmp_path / "loose.toml"
     loose.write_text('[models."tiny-bi-encoder"]\natol = 1e-3\nmin_cosine = 0.999\nmin_topk_order_agreement = 0.5\nmin_topk_set_agreement = 0.5\n')
-    pytester.runpytest(*common, "--harness-policy", str(loose)).assert_outcomes(passed=2)
+    pytester.runpytest(*common, f"--harness-policy={loose}").assert_outcomes(passed=2)
     bad = pytester.runpytest(*common, "--harness-class", "nope")
     bad.assert_outcomes(failed=2)
     bad.stdout.fnmatch_lines(["harness error: *unknown tolerance class 'nope'*"])
 
 
+def test_baseline_policy_and_class_from_the_ini(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """``[tool.pytest.ini_options]`` holds what a project checks: paths relative to the config file, ids too."""
+    data = pytester.mkdir("checks")
+    shutil.copyfile(TINY, data / "tiny.parquet")
+    rounded = perturb_results(TINY, tmp_path / "tf32.parquet", BI, vectors=tf32_round)
+    (data / "loose.toml").write_text('[models."tiny-bi-encoder"]\natol = 1e-3\nmin_cosine = 0.999\n'
+                                     'min_topk_order_agreement = 0.5\nmin_topk_set_agreement = 0.5\n')
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nharness_baseline = ["checks/tiny.parquet"]\n')
+    sub = pytester.mkdir("sub")  # run from elsewhere: the ini's paths are the config file's, not the cwd's
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(sub)
+        listed = pytester.runpytest("--collect-only", "-q", "-m", "harness", "--rootdir", str(pytester.path))
+    listed.stdout.fnmatch_lines([f"checks/tiny.parquet::{BI}", f"checks/tiny.parquet::{CE}"])
+    moved = pytester.runpytest("-m", "harness", "--harness-candidate", str(rounded))  # a path outside: refused
+    assert moved.ret == pytest.ExitCode.USAGE_ERROR
+    moved.stderr.fnmatch_lines(["*a harness path option moved pytest's rootdir to * write --harness-baseline=PATH*"])
+    common = ["-m", "harness", f"--harness-candidate={rounded}"]
+    pytester.runpytest(*common).assert_outcomes(passed=1, failed=1)
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nharness_baseline = ["checks/tiny.parquet"]\nharness_class = "tf32"\n')
+    pytester.runpytest(*common).assert_outcomes(passed=2)
+    pytester.runpytest(*common, "--harness-class", "fp32").assert_outcomes(passed=1, failed=1)  # the option wins
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nharness_baseline = ["checks/tiny.parquet"]\n'
+                               'harness_policy = "checks/loose.toml"\n')
+    result = pytester.runpytest(*common)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"harness: baselines checks/tiny.parquet; *policy: {data / 'loose.toml'};*"])
+
+
+def test_a_baseline_outside_the_rootdir_keeps_rootdir_and_gets_an_id_that_exists(
+        pytester: pytest.Pytester, tmp_path: Path, tiny_results: Path) -> None:
+    outside = tmp_path / "elsewhere" / "tiny.parquet"
+    outside.parent.mkdir()
+    shutil.copyfile(TINY, outside)
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+    result = pytester.runpytest("--collect-only", "-q", "-m", "harness", f"--harness-baseline={outside}")
+    ids = [line for line in result.stdout.lines if "::" in line]
+    assert ids == [f"{outside.as_posix()}::{BI}", f"{outside.as_posix()}::{CE}"]  # not '../elsewhere/...'
+    assert all(Path(i.split("::")[0]).is_file() for i in ids)
+    header = pytester.runpytest("--collect-only", "-m", "harness", f"--harness-baseline={outside}")
+    header.stdout.fnmatch_lines([f"rootdir: {pytester.path}*"])
+    spaced = pytester.runpytest("--collect-only", "-m", "harness", "--harness-baseline", str(outside))
+    assert spaced.ret == pytest.ExitCode.USAGE_ERROR  # would have moved the rootdir: refused, with the fix named
+    spaced.stderr.fnmatch_lines(["*moved pytest's rootdir*--harness-baseline=PATH*"])
+
+
 def test_missing_baseline_fails_with_instructions(pytester: pytest.Pytester, tmp_path: Path) -> None:
     missing = tmp_path / "nope.parquet"
-    result = pytester.runpytest("-m", "harness", "--harness-baseline", str(missing))
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={missing}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"Baseline {missing} does not exist.", "*harness baseline create*--harness-regen*"])
     assert not missing.exists()
@@ -126,7 +172,7 @@ def test_missing_baseline_fails_with_instructions(pytester: pytest.Pytester, tmp
 
 def test_regen_creates_missing_baseline_from_candidate_then_passes(pytester: pytest.Pytester, tmp_path: Path, tiny_results: Path) -> None:
     target = tmp_path / "new" / "fresh.parquet"
-    args = ["-m", "harness", "--harness-baseline", str(target), "--harness-candidate", str(tiny_results)]
+    args = ["-m", "harness", f"--harness-baseline={target}", f"--harness-candidate={tiny_results}"]
     first = pytester.runpytest(*args, "--harness-regen")
     first.assert_outcomes(failed=1)  # a new baseline is never a pass: it has to be reviewed first
     first.stdout.fnmatch_lines([f"Baseline {target} did not exist and was created from {tiny_results.resolve()}.", "Review it*"])
@@ -139,7 +185,7 @@ def test_regen_creates_missing_baseline_from_candidate_then_passes(pytester: pyt
 
 def test_regen_without_candidate_runs_the_models(pytester: pytest.Pytester, tmp_path: Path) -> None:
     target = tmp_path / "regen.parquet"
-    result = pytester.runpytest("-m", "harness", "--harness-baseline", str(target), "--harness-regen", "--harness-models", "tiny")
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={target}", "--harness-regen", "--harness-models", "tiny")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*was created from*candidate.parquet.*"])
     assert sorted(ResultsFile(target).models) == [BI, CE]
@@ -148,7 +194,7 @@ def test_regen_without_candidate_runs_the_models(pytester: pytest.Pytester, tmp_
 def test_unreadable_baseline_is_an_error_and_never_regenerated(pytester: pytest.Pytester, tmp_path: Path) -> None:
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"PAR1 this is not parquet")
-    result = pytester.runpytest("-m", "harness", "--harness-baseline", str(junk), "--harness-regen")
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={junk}", "--harness-regen")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"harness error: {junk}: not a readable parquet file*"])
     assert junk.read_bytes() == b"PAR1 this is not parquet"
@@ -160,7 +206,7 @@ def test_run_that_cannot_start_fails_every_item_with_one_line(pytester: pytest.P
         return {**meta, "models": models}
 
     odd = perturb_results(TINY, tmp_path / "odd.parquet", BI, meta_update=unknown_model)
-    result = pytester.runpytest("-m", "harness", "--harness-baseline", str(odd))
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={odd}")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["harness error: *model 'no-such-model' is not in the registry*does not record where it came from"])
 
@@ -175,7 +221,7 @@ def test_fixtures_for_own_checks(pytester: pytest.Pytester, tiny_results: Path) 
             assert_embeddings_close(candidate, r"{TINY}", harness_policy, model_id="{BI}")
             assert_rerank_stable(candidate, r"{TINY}", policy=harness_policy)
     """)
-    result = pytester.runpytest("test_release.py", "--harness-baseline", str(TINY), "--harness-candidate", str(tiny_results))
+    result = pytester.runpytest("test_release.py", f"--harness-baseline={TINY}", f"--harness-candidate={tiny_results}")
     result.assert_outcomes(passed=3)  # the user's test and the two generated model checks
 
 
