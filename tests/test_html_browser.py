@@ -94,3 +94,7 @@ def test_dom_has_tables_and_plots(page: Dict[str, Path]) -> None:
     assert dom.count("<table") >= 10
     assert 'id="cell-1-py3.11-torch2.14.0-st6.3.0"' in dom
     assert "torch 1.13.1 has no wheel for python 3.13" in dom
+    # the policy, each check's limit and share used, what would pass, and what the blue bars are
+    assert 'policy <code class="policy">built-in default policy</code>' in dom
+    assert dom.count("<th>Limit used</th>") == 4 and dom.count('class="would-pass"') == 2
+    assert dom.count('class="note order-note"') == 4 and "blue ones are reported, not judged" in dom

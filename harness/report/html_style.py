@@ -86,6 +86,8 @@ dl.metrics dd { margin: 0; font-variant-numeric: tabular-nums; font-family: ui-m
 .checks td.res-pass { color: var(--pass); font-weight: 600; }
 .checks td.res-fail { color: var(--fail); font-weight: 600; }
 .note { color: var(--muted); font-size: 12.5px; margin: 4px 0; }
+.order-note { max-width: 60ch; }
+.would-pass { font-size: 13px; margin: 6px 0; }
 details { margin: 10px 0; }
 details summary { cursor: pointer; color: var(--muted); font-weight: 600; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--line); padding-top: 10px; }
