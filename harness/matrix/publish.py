@@ -20,13 +20,12 @@ from typing import Any, Dict, List, Optional
 
 from harness.fsio import atomic_output, output_lock, write_text
 from harness.matrix.spec import MatrixError
-from harness.report.matrix_report import build_matrix_report
 from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
 from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import history_entry
+from harness.report.matrix_report import build_matrix_report, history_entry
 from harness.report.tables import history_table, verdicts_table
 
 __all__ = [
