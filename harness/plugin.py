@@ -100,12 +100,12 @@ def _rootdir_without_option_values(config: pytest.Config) -> Optional[Path]:
 
 def pytest_configure(config: pytest.Config) -> None:
     expected = _rootdir_without_option_values(config)
-    if expected is not None and expected != config.rootpath:
-        raise pytest.UsageError(
-            f"a harness path option moved pytest's rootdir to {config.rootpath} (it would be {expected}): pytest "
-            "reads '--harness-... PATH' as a test path before plugins load; write --harness-baseline=PATH (with '=') "
-            "or set harness_baseline / harness_policy in [tool.pytest.ini_options]"
-        )
+    if expected is not None and expected != config.rootpath:  # pytest decided before this plugin loaded: say so
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"a harness path option moved pytest's rootdir to {config.rootpath} (it would be {expected}, with that "
+            "directory's configuration): pytest reads '--harness-... PATH' as a test path before plugins load; "
+            "write --harness-baseline=PATH (with '=') or set harness_baseline / harness_policy in "
+            "[tool.pytest.ini_options]"), stacklevel=2)
     config.addinivalue_line("markers", f"{_MARK}: a model check generated from --harness-baseline (select with -m {_MARK})")
     config.stash[_STASH] = _Candidates(config)
 
