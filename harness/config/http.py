@@ -104,7 +104,9 @@ def settings_from_mapping(entry: Mapping[str, Any], *, where: str) -> HttpSettin
     if unknown:
         raise HttpSettingsError(f"{where}: unknown http setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     if "url" not in entry:
-        raise HttpSettingsError(f"{where}: backend = \"http\" needs url")
+        raise HttpSettingsError(f"{where}: backend = \"http\" needs url (the server's address, http = {{ url = "
+                                "\"http://HOST:PORT\", api = \"...\" }); a baseline made from a served run is re-run "
+                                "through the config that served it: harness check BASELINE --config harness.toml")
     try:
         return HttpSettings(**entry)
     except (HttpSettingsError, TypeError) as err:
