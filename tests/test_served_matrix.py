@@ -286,3 +286,23 @@ def test_the_served_matrix_judges_the_library_and_infinity_cells_in_one_report(r
             assert record["version"] == cell.server_version and record["host"] == "127.0.0.1"
             assert f"infinity-emb {cell.server_version} healthy on http://127.0.0.1:" in output
     assert proc.returncode == 0, output[-5000:]
+
+
+def test_the_server_gets_every_number_moving_option_explicitly() -> None:
+    """The server's batch is ``server_batch_size`` (else the matrix's), device/dtype the matrix's; an OpenAI-style
+    prefix is a server option too (``/v1``: infinity then serves ``/v1/embeddings``)."""
+    import dataclasses
+
+    from harness.run.server import InfinityOptions, ServedModel, infinity_command
+
+    matrix = hm.load_matrix_file().select("served")
+    cell = next(c for c in matrix.cells if c.server)
+    assert served_cell.server_options(matrix, cell) == InfinityOptions(batch_size=32, device="cpu", dtype="float32")
+    assert served_cell.server_options(matrix, dataclasses.replace(cell, server_batch_size=4)).batch_size == 4
+    argv = infinity_command(Path("/x/bin/infinity_emb"), [ServedModel(Path("/m"), "m")], 1234, InfinityOptions(url_prefix="/v1"))
+    pairs = dict(zip(argv[2::1], argv[3::1]))
+    assert pairs["--url-prefix"] == "/v1" and pairs["--port"] == "1234" and pairs["--host"] == "127.0.0.1"
+    assert pairs["--dtype"] == "float32" and "--no-bettertransformer" in argv and "--no-model-warmup" in argv
+    args = served_cell.served_run_args(matrix, cell, "http://127.0.0.1:1234", ["tiny-bi-encoder", "tiny-cross-encoder"])
+    assert args == ["--models", "http://127.0.0.1:1234/tiny-bi-encoder", "http://127.0.0.1:1234/tiny-cross-encoder",
+                    "--api", "infinity", "--batch-size", "32"]
