@@ -421,3 +421,22 @@ def test_openai_has_no_rerank_and_cohere_no_raw_scores(serve):
     with HttpModelClient(settings(server, api="cohere", raw_scores=True)) as client, pytest.raises(HttpSettingsError, match="raw scores"):
         client.rerank("q", ["a"])
     assert server.requests == []
+
+
+def test_the_http_settings_are_configuration_and_the_config_never_imports_the_runner():
+    """``HttpSettings`` lives in ``harness.config.http`` (re-exported by the client): reading a registry entry
+    must not reach up into ``harness.run`` (lazy imports count: an arrow is an arrow)."""
+    import ast
+    from pathlib import Path
+
+    from harness.config import http as config_http
+
+    config_dir = Path(config_http.__file__).parent
+    upward = []
+    for path in sorted(config_dir.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            upward += [f"{path.name}:{node.lineno} imports {n}" for n in names if n == "harness.run" or n.startswith("harness.run.")]
+    assert not upward
+    assert HttpSettings is config_http.HttpSettings and settings_from_mapping is config_http.settings_from_mapping

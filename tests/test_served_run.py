@@ -186,3 +186,45 @@ def test_an_ad_hoc_served_model_url_names_the_registry_model(serve, answers, tmp
     capsys.readouterr()
     assert main(["run", "--model", "http://127.0.0.1:1", "--out", str(tmp_path / "x.parquet")]) == 2
     assert "the last segment names the model" in capsys.readouterr().err
+
+
+def test_a_url_query_value_never_reaches_the_results_file(serve, answers, tmp_path, capsys):
+    """A gateway key in the URL (``?api_key=...``) is sent, but the results record the URL without its query."""
+    server = serve(infinity_like(*answers))
+    path = tmp_path / "harness.toml"
+    path.write_text(f'[models.tiny-bi-encoder]\nbackend = "http"\nhttp = {{ url = "{server.url}?api_key=query-secret-77", '
+                    'api = "infinity" }\n', encoding="utf-8")
+    out = tmp_path / "served.parquet"
+    assert main(["run", "--config", str(path), "--out", str(out)]) == 0
+    assert server.posts()[0]["query"] == "api_key=query-secret-77"  # it was used
+    assert b"query-secret-77" not in out.read_bytes()
+    assert ResultsFile(out).models["tiny-bi-encoder"]["source"]["http"]["url"] == server.url
+    assert "query-secret-77" not in capsys.readouterr().out
+
+
+def test_harness_check_of_a_served_baseline_reaches_the_server_through_its_config_or_says_how(
+        serve, answers, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SERVED_TOKEN", "tok-check-1")
+    server = serve(infinity_like(*answers))
+    served_config = config(tmp_path, server.url)
+    baseline = tmp_path / "served-baseline.parquet"
+    assert main(["run", "--config", str(served_config), "--out", str(baseline)]) == 0
+    before = len(server.posts())
+    # through the config that served it: the same server, judged as served, passing
+    again = tmp_path / "again.parquet"
+    assert main(["check", str(baseline), "--config", str(served_config), "--out", str(again)]) == 0
+    assert len(server.posts()) > before and ResultsFile(again).fingerprint["device"] == "http"
+    assert "served  PASS" in capsys.readouterr().out
+    # without it (the shipped registry has no server for these ids): one line that says how, no file
+    monkeypatch.chdir(tmp_path / "..")
+    lost = tmp_path / "lost.parquet"
+    assert main(["check", str(baseline), "--out", str(lost)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "model 'tiny-bi-encoder': backend = \"http\" needs url" in err
+    assert "harness check BASELINE --config harness.toml" in err and not lost.exists()
+    # the server is gone: exit 2, one line naming its URL, no file
+    server.stop()
+    gone = tmp_path / "gone.parquet"
+    assert main(["check", str(baseline), "--config", str(served_config), "--out", str(gone)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{server.url}" in err[0] and "connection refused" in err[0] and not gone.exists()

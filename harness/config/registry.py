@@ -104,7 +104,7 @@ class ModelSpec:
     precision: Optional[str] = None  # float32 | int8 | uint8 | binary | ubinary
     quantization: Optional[str] = None  # int8/uint8 calibration: "corpus" (default) or "encode"
     logits: Optional[bool] = None  # cross-encoder: also record raw logits as "<id>@logits"
-    # backend = "http": how to reach the server (``harness.run.http_backend.HttpSettings`` keys: url, api, model,
+    # backend = "http": how to reach the server (``harness.config.http.HttpSettings`` keys: url, api, model,
     # headers, concurrency, timeout_s, retries, ...); validated when the entry is read
     http: Optional[Dict[str, Any]] = None
 
@@ -252,7 +252,7 @@ def _check_settings(where: str, entry: Dict[str, Any]) -> None:
 
 def _check_http(where: str, model_id: str, entry: Dict[str, Any]) -> None:
     """A served model: ``backend = "http"`` with an ``http`` table of client settings, and no library setting
-    the server would not apply. The table is validated by ``harness.run.http_backend.settings_from_mapping``."""
+    the server would not apply. The table is validated by ``harness.config.http.settings_from_mapping``."""
     served, table = entry.get("backend") == "http", entry.get("http")
     if table is not None and not served:
         raise ModelLoadError(f"{where}: an 'http' table needs backend = \"http\"")
@@ -264,7 +264,7 @@ def _check_http(where: str, model_id: str, entry: Dict[str, Any]) -> None:
     if applied_by_server:
         raise ModelLoadError(f"{where}: {', '.join(applied_by_server)} cannot be set for backend = \"http\" "
                              "(the server applies its own; set them on the server)")
-    from harness.run.http_backend import settings_from_mapping
+    from harness.config.http import settings_from_mapping
 
     settings_from_mapping({"model": model_id, **table}, where=where)
 

@@ -185,7 +185,17 @@ def _run_locked(ws: Workspace, matrix: Matrix, cell: Cell, venv: Path, run_args:
     if state.status is StageStatus.OK:
         results = run_dir / RESULTS_FILE
         started, cpu = time.perf_counter(), _child_cpu_s()
-        code, tail = run_harness(ws, venv, [*run_args, "--cell-id", cell.cell_id], results, run_dir / "run.log")
+        # -- a server cell (harness.matrix.served_cell) runs this same `harness run` through its own server --
+        if cell.server:
+            from harness.matrix import served_cell
+
+            code, tail = served_cell.run(
+                matrix, cell, venv, run_dir, venvs.cell_env(venv, ws.backend),
+                lambda args: run_harness(ws, venv, [*args, "--cell-id", cell.cell_id], results, run_dir / "run.log"),
+                bin_dir=venvs.bin_dir(venv), cwd=ws.root, say=ws.log)
+        # -- end of the server cell hook --
+        else:
+            code, tail = run_harness(ws, venv, [*run_args, "--cell-id", cell.cell_id], results, run_dir / "run.log")
         state.run_s = round(time.perf_counter() - started, 2)
         state.run_cpu_s = round(_child_cpu_s() - cpu, 2)
         state.run_exit_code = code

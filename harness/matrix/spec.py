@@ -2,8 +2,10 @@
 
 A matrix is data (``matrix.toml`` at the repository root): named matrices, each with the models to run, the
 baseline to compare with, run options, and cells that pin python, torch, sentence-transformers and transformers
-(optionally numpy, tokenizers and extra requirements). ``harness.matrix.cellrun`` turns a cell into a virtualenv
-and runs ``harness run`` inside it; ``harness.matrix.collect`` compares the cells' results with the baseline.
+(optionally numpy, tokenizers and extra requirements). A server cell (``server = "infinity-emb"``,
+``server_version``: ``harness.matrix.servers``) installs that server instead and is run through it.
+``harness.matrix.cellrun`` turns a cell into a virtualenv and runs ``harness run`` inside it;
+``harness.matrix.collect`` compares the cells' results with the baseline.
 
 Stdlib, ``packaging`` and stdlib-only harness modules: nox's own Python imports this module (no numpy, no torch
 there).
@@ -26,6 +28,7 @@ from harness import paths
 from harness.config.tomlfile import tomllib
 from harness.errors import HarnessError
 from harness.matrix.pins import implied_requirements, CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
+from harness.matrix.servers import SERVER_KEYS, SERVERS, parse_server_keys
 
 __all__ = [
     "DEFAULT_MATRIX_FILE",
@@ -42,7 +45,7 @@ ROOT = paths.project_root()
 DEFAULT_MATRIX_FILE = paths.default_matrix_file()
 DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
-_CELL_KEYS = ("python", *(k for k, _ in CORE_PINS), *OPTIONAL_PINS, "extra", "id", "note")
+_CELL_KEYS = ("python", *(k for k, _ in CORE_PINS), *OPTIONAL_PINS, "extra", "id", "note", *SERVER_KEYS)
 _MATRIX_KEYS = ("description", "models", "baseline", "policy", "config", "device", "dtype", "batch_size", "cells")
 _DTYPES = ("float32", "float16", "bfloat16")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -63,7 +66,9 @@ def _safe(text: str) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One environment of a matrix: exact torch / sentence-transformers / transformers on one Python."""
+    """One environment of a matrix: exact torch / sentence-transformers / transformers on one Python, or a
+    server (``server``/``server_version``) on exact torch, whose sentence-transformers / transformers pins may
+    be specifiers or left to the server ("")."""
 
     matrix: str
     python: str
@@ -75,12 +80,18 @@ class Cell:
     extra: Tuple[str, ...] = ()
     id: Optional[str] = None
     note: str = ""
+    server: Optional[str] = None  #: a ``harness.matrix.servers.SERVERS`` name: this cell is served
+    server_version: Optional[str] = None
+    server_batch_size: Optional[int] = None  #: the server's own batch (default: the matrix's batch_size)
 
     @property
     def cell_id(self) -> str:
-        """Readable and filesystem-safe, e.g. ``torch-2.13.0_st-6.2.0_tf-5.23.0_py3.11`` (or the explicit ``id``)."""
+        """Readable and filesystem-safe, e.g. ``torch-2.13.0_st-6.2.0_tf-5.23.0_py3.11`` (or the explicit ``id``);
+        a server cell is ``infinity-emb-0.0.77_torch-2.13.0_py3.11``."""
         if self.id:
             return self.id
+        if self.server:
+            return f"{_safe(self.server)}-{_safe(self.server_version or '')}_torch-{_safe(self.torch)}_py{self.python}"
         pins = (self.torch, self.sentence_transformers, self.transformers)
         parts = [f"{short}-{_safe(value)}" for (_, short), value in zip(CORE_PINS, pins)]
         return "_".join(parts) + f"_py{self.python}"
@@ -93,12 +104,12 @@ class Cell:
     @property
     def params(self) -> Dict[str, Any]:
         """The pins as the report shows them (only the ones this cell sets)."""
-        out: Dict[str, Any] = {
-            "python": self.python,
-            "torch": self.torch,
-            "sentence-transformers": self.sentence_transformers,
-            "transformers": self.transformers,
-        }
+        out: Dict[str, Any] = {"python": self.python}
+        if self.server:
+            out.update({"server": self.server, "server-version": self.server_version,
+                        "server-batch-size": self.server_batch_size})
+        out.update({"torch": self.torch, "sentence-transformers": self.sentence_transformers, "transformers": self.transformers})
+        out = {k: v for k, v in out.items() if v not in (None, "")}
         for key in OPTIONAL_PINS:
             if getattr(self, key):
                 out[key] = getattr(self, key)
@@ -108,13 +119,12 @@ class Cell:
 
     def pins(self) -> List[str]:
         """This cell's own requirement lines (exact core pins, optional pins, extras)."""
-        lines = [
-            f"torch=={self.torch}",
-            f"sentence-transformers=={self.sentence_transformers}",
-            f"transformers=={self.transformers}",
-        ]
+        server = SERVERS[self.server] if self.server else None
+        lines = [server.requirement(self.server_version or "")] if server else []
+        lines += [pin(name, value) for name, value in (("torch", self.torch), ("sentence-transformers", self.sentence_transformers),
+                                                       ("transformers", self.transformers)) if value]
         lines += [pin(k, getattr(self, k)) for k in OPTIONAL_PINS if getattr(self, k)]
-        return lines + list(self.extra)
+        return lines + list(server.requirements if server else ()) + list(self.extra)
 
     def requirements(self, runner: Optional[Sequence[str]] = None) -> List[str]:
         """Every requirement line the cell installs: its pins plus the runner's needs (numpy, pyarrow, ...).
@@ -253,11 +263,15 @@ def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
     assert python is not None
     if not _PYTHON.match(python):
         raise _fail(path, where, f"'python' must be a minor version like '3.11', got {python!r}")
+    try:
+        served = parse_server_keys(data)
+    except ValueError as err:
+        raise _fail(path, where, str(err)) from None
     pins = {}
-    for key, _ in CORE_PINS:
-        value = _string(path, where, data, key)
-        assert value is not None
-        pins[key] = _exact_version(path, where, key, value)
+    for key, _ in CORE_PINS:  # a server cell: exact torch; its sentence-transformers/transformers may be specifiers
+        value = _string(path, where, data, key, required=not served["server"] or key == "torch")
+        check = _version_or_specifier if served["server"] and key != "torch" else _exact_version
+        pins[key] = check(path, where, key, value) if value is not None else ""
     optional = {}
     for key in OPTIONAL_PINS:
         value = _string(path, where, data, key, required=False)
@@ -289,6 +303,7 @@ def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
         extra=tuple(extra),
         id=explicit,
         note=note,
+        **served,
     )
 
 

@@ -9,7 +9,8 @@ hands out.
 
 Retries: only connect errors, timeouts, dropped connections and HTTP 429/502/503/504, at most ``retries``
 times, waiting ``backoff_s * 2**n`` (at least ``Retry-After``), never more than ``max_backoff_s``.
-httpx is imported inside functions (the runner's import diet).
+httpx is imported inside functions (the runner's import diet). The settings are configuration
+(``harness.config.http``) and re-exported here.
 """
 
 from __future__ import annotations
@@ -19,104 +20,28 @@ import os
 import re
 import threading
 import time
-from collections import abc
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
+from harness.config.http import MAX_RETRIES, HttpSettings, HttpSettingsError, settings_from_mapping
 from harness.errors import HarnessError
-from harness.run.http_wire import (APIS, RESERVED_BODY_KEYS, ROUTES, curate_info, embed_body, join_path, read_embeddings,
-                                   read_scores, rerank_body, shown_url)
+from harness.run.http_wire import ROUTES, curate_info, embed_body, join_path, read_embeddings, read_scores, rerank_body, shown_url
 
 __all__ = ["HttpSettings", "HttpSettingsError", "ServerError", "HttpModelClient", "settings_from_mapping",
            "embed_texts", "score_pairs", "RETRY_STATUSES", "MAX_RETRIES"]
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-MAX_RETRIES = 10
 _ENV_VALUE = re.compile(r"^(?P<prefix>[^\r\n]*?)env:(?P<var>[A-Za-z_][A-Za-z0-9_]*)$")
 #: Response headers kept for the fingerprint (plus any whose name contains "version"); nothing else.
 _KEPT_HEADERS = ("server", "x-model-id", "x-compute-type", "openai-model", "openai-version", "via")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_NUMBER = (int, float)
-_FIELD_TYPES: Dict[str, Tuple[type, ...]] = {
-    "url": (str,), "api": (str,), "model": (str, type(None)), "headers": (abc.Mapping,), "batch_size": (int,),
-    "concurrency": (int,), "timeout_s": _NUMBER, "retries": (int,), "backoff_s": _NUMBER, "max_backoff_s": _NUMBER,
-    "expected_dim": (int, type(None)), "raw_scores": (bool,), "check_model": (bool,), "body": (abc.Mapping,),
-}
-
-
-class HttpSettingsError(HarnessError):
-    """A ``backend = "http"`` setting is invalid (unknown api, literal header value, unset variable...)."""
 
 
 class ServerError(HarnessError):
     """The server did not answer, or answered something other than the embeddings or scores asked for."""
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """How to reach one served model. ``headers`` maps a name to ``"env:VAR"`` or ``"<prefix>env:VAR"``
-    (``"Bearer env:TOKEN"``); ``body`` adds fields to every request (recorded); ``raw_scores`` asks
-    Infinity/TEI for logits instead of sigmoid scores; ``expected_dim`` refuses vectors of another width;
-    ``check_model`` refuses answers that echo another model name than ``model``."""
-
-    url: str
-    api: str = "openai"
-    model: Optional[str] = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    batch_size: int = 32
-    concurrency: int = 1
-    timeout_s: float = 60.0
-    retries: int = 3
-    backoff_s: float = 0.5
-    max_backoff_s: float = 8.0
-    expected_dim: Optional[int] = None
-    raw_scores: bool = False
-    check_model: bool = True
-    body: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name, kinds in _FIELD_TYPES.items():
-            value = getattr(self, name)
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                wanted = " or ".join(sorted("none" if k is type(None) else k.__name__.lower() for k in kinds))
-                raise HttpSettingsError(f"{shown_url(self.url) if isinstance(self.url, str) else 'url'}: {name} must be "
-                                        f"{wanted}, not {type(value).__name__}")
-        parts = urlsplit(self.url)
-        clash = sorted(set(self.body) & RESERVED_BODY_KEYS)
-        problems = [
-            (self.api not in APIS, f"api must be one of {', '.join(APIS)}, not {self.api!r}"),
-            (parts.scheme not in ("http", "https") or not parts.hostname, "url must be http(s)://host[:port][/path]"),
-            (parts.username is not None or parts.password is not None,
-             "no credentials in the url: send them as a header read from the environment (headers = {...'env:VAR'})"),
-            (not 1 <= self.batch_size <= 100_000, "batch_size must be between 1 and 100000"),
-            (not 1 <= self.concurrency <= 64, "concurrency must be between 1 and 64"),
-            (not 0 < self.timeout_s <= 3600, "timeout_s must be above 0 and at most 3600"),
-            (not 0 <= self.retries <= MAX_RETRIES, f"retries must be between 0 and {MAX_RETRIES}"),
-            (not 0 <= self.backoff_s <= self.max_backoff_s <= 300, "need 0 <= backoff_s <= max_backoff_s <= 300"),
-            (self.expected_dim is not None and self.expected_dim < 1, "expected_dim must be positive"),
-            (bool(clash), f"body cannot set {', '.join(clash)} (the client sets them)"),
-        ]
-        for bad, message in problems:
-            if bad:
-                raise HttpSettingsError(f"{shown_url(self.url)}: {message}")
-
-
-def settings_from_mapping(entry: Mapping[str, Any], *, where: str) -> HttpSettings:
-    """``HttpSettings`` from a registry/config table; ``where`` names it in errors (unknown keys refused)."""
-    known = set(HttpSettings.__dataclass_fields__)
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise HttpSettingsError(f"{where}: unknown http setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    if "url" not in entry:
-        raise HttpSettingsError(f"{where}: backend = \"http\" needs url")
-    try:
-        return HttpSettings(**entry)
-    except (HttpSettingsError, TypeError) as err:
-        raise HttpSettingsError(f"{where}: {err}") from None
 
 
 def _resolve_headers(headers: Mapping[str, str], where: str) -> Tuple[Dict[str, str], List[str]]:

@@ -11,14 +11,14 @@ reported as reordered; a missing, duplicate, out-of-range or non-integer index i
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+
+from harness.config.http import APIS, RESERVED_BODY_KEYS, join_path, shown_url
 
 __all__ = ["APIS", "ROUTES", "RESERVED_BODY_KEYS", "shown_url", "join_path", "embed_body", "rerank_body",
            "read_embeddings", "read_scores", "curate_info"]
 
-APIS = ("openai", "infinity", "tei", "cohere")
 #: Route per task and the informational GETs asked for the fingerprint (paths relative to the base URL).
 ROUTES: Dict[str, Dict[str, Any]] = {
     "openai": {"embed": "/v1/embeddings", "info": ("/v1/models",)},
@@ -26,24 +26,6 @@ ROUTES: Dict[str, Dict[str, Any]] = {
     "tei": {"embed": "/embed", "rerank": "/rerank", "info": ("/info",)},
     "cohere": {"rerank": "/v1/rerank", "info": ()},
 }
-#: Body fields the client sets itself; a configured ``body`` may not override them.
-RESERVED_BODY_KEYS = frozenset({"input", "inputs", "query", "documents", "texts", "model", "raw_scores", "encoding_format"})
-
-
-def join_path(base: str, route: str) -> str:
-    """``base`` + ``route``, without a second ``/v1`` when the base URL already ends in one."""
-    base = base.rstrip("/")
-    if route.startswith("/v1/") and base.endswith("/v1"):
-        route = route[3:]
-    return base + route
-
-
-def shown_url(url: str, route: str = "") -> str:
-    """The URL as errors and records show it: no user, password, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, join_path(parts.path, route), "", ""))
 
 
 def embed_body(api: str, texts: List[str], model: Optional[str], extra: Mapping[str, Any]) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ from harness.config.registry import ModelSpec
 from harness.results.meta import ModelRecord
 from harness.results.schema import ModelRows
 
-__all__ = ["is_served", "run_served", "served_settings", "server_facts"]
+__all__ = ["is_served", "run_served", "served_settings", "server_facts", "recorded_source"]
 
 
 def is_served(spec: ModelSpec) -> bool:
@@ -41,6 +41,17 @@ def server_facts(record: Dict[str, Any]) -> Dict[str, Any]:
     ``/models``, version headers). The URL stays in the model's record only."""
     keys = ("api", "model", "request_batch_size", "concurrency", "raw_scores", "body")
     return {**{k: record.get(k) for k in keys}, "server": record.get("server")}
+
+
+def recorded_source(spec: ModelSpec) -> Dict[str, Any]:
+    """The entry as the results file records it: its ``http.url`` without user, query or fragment (a query
+    value may be a key; the client scrubs it from everything else it hands out)."""
+    from harness.config.http import shown_url
+
+    source = spec.describe()
+    if isinstance(source.get("http"), dict) and isinstance(source["http"].get("url"), str):
+        source["http"] = {**source["http"], "url": shown_url(source["http"]["url"])}
+    return source
 
 
 Ranker = Callable[[List[str], np.ndarray], np.ndarray]
@@ -96,7 +107,7 @@ def run_served(spec: ModelSpec, corpus: Corpus, batch_size: int,
     for entry in rows:
         vectors: Optional[np.ndarray] = entry.vectors
         records[entry.model_id] = ModelRecord.of(
-            kind=spec.kind, status="ok", source=spec.describe(), found_via="server", backend="http",
+            kind=spec.kind, status="ok", source=recorded_source(spec), found_via="server", backend="http",
             encode={"backend": "http", "request_batch_size": client_record.get("request_batch_size"),
                     **({"raw_scores": True} if entry.model_id.endswith("@logits") else {})},
             dim=int(vectors.shape[1]) if vectors is not None else None,

@@ -69,12 +69,14 @@ class InfinityOptions:
     engine: str = "torch"
     bettertransformer: bool = False
     warmup: bool = False
+    url_prefix: str = ""  #: ``"/v1"`` serves the OpenAI routes (``/v1/embeddings``, ``/v1/models``) for ``api = "openai"``
     extra_args: Sequence[str] = ()
 
     def as_record(self) -> Dict[str, Any]:
         return {"batch_size": self.batch_size, "device": self.device, "dtype": self.dtype,
                 "embedding_dtype": self.embedding_dtype, "engine": self.engine,
-                "bettertransformer": self.bettertransformer, "warmup": self.warmup, "extra_args": list(self.extra_args)}
+                "bettertransformer": self.bettertransformer, "warmup": self.warmup, "url_prefix": self.url_prefix,
+                "extra_args": list(self.extra_args)}
 
 
 def free_port(host: str = HOST) -> int:
@@ -237,7 +239,7 @@ def infinity_command(executable: Path, models: Sequence[ServedModel], port: int,
     argv += ["--port", str(port), "--host", HOST, "--batch-size", str(options.batch_size), "--device", options.device,
              "--dtype", options.dtype, "--embedding-dtype", options.embedding_dtype, "--engine", options.engine,
              "--bettertransformer" if options.bettertransformer else "--no-bettertransformer",
-             "--model-warmup" if options.warmup else "--no-model-warmup", "--no-vector-disk-cache", "--url-prefix", ""]
+             "--model-warmup" if options.warmup else "--no-model-warmup", "--no-vector-disk-cache", "--url-prefix", options.url_prefix]
     return argv + [str(a) for a in options.extra_args]
 
 
@@ -252,4 +254,4 @@ def infinity_server(executable: Path, models: Sequence[ServedModel], *, log_path
             raise ServerStartError(f"{model.directory}: not a model directory (no config.json)")
     binary = infinity_executable(executable)
     return ServerProcess(lambda port: infinity_command(binary, models, port, options), log_path=log_path,
-                         startup_timeout_s=startup_timeout_s, env=env)
+                         startup_timeout_s=startup_timeout_s, env=env)  # /health stays unprefixed
