@@ -26,6 +26,7 @@ from harness.errors import HarnessError
 from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
 from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
+from harness.run.progress import ProgressEvent, ProgressListener, notify
 from harness.run.served import is_served, run_served
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry
@@ -55,6 +56,8 @@ class RunOptions:
     trust_remote_code: bool = False
     progress: bool = False
     cell_id: Optional[str] = None
+    #: called with a ``ProgressEvent`` as each model starts and finishes (the CLI's progress display)
+    on_progress: Optional[ProgressListener] = None
 
 
 @dataclass
@@ -264,11 +267,20 @@ def run(options: RunOptions) -> RunSummary:
     all_rows: List[ModelRows] = []
     records: Dict[str, ModelRecord] = {}
     served: Dict[str, Dict[str, object]] = {}
-    for spec in specs:
+    for index, spec in enumerate(specs, 1):
+        roles = ("document", "query") if spec.kind == "bi-encoder" else ("pair",)
+        items = len(corpus.documents) + len(corpus.queries) if spec.kind == "bi-encoder" else len(corpus.pairs)
+        event = ProgressEvent("start", spec.id, spec.kind, index, len(specs), roles=roles, items=items)
+        notify(options.on_progress, event)
+        model_started = time.perf_counter()
         if is_served(spec):  # a ServerError propagates: no results file is written
             rows, entries, served[spec.id] = run_served(spec, corpus, options.batch_size, rank_within_queries)
         else:
             rows, entries = _run_model(spec, corpus, options, device)
+        first = next(iter(entries.values()), None)
+        notify(options.on_progress, dataclasses.replace(
+            event, stage="finish", status=str(first.status) if first else None, items_per_s=first.items_per_s if first else None,
+            elapsed_s=round(time.perf_counter() - model_started, 3)))
         records.update(entries)
         all_rows.extend(rows)
     if served:
