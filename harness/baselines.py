@@ -53,6 +53,14 @@ def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
     path = baseline_path(name, directory)
     if path.is_file():
         return path
+    is_name = path.name == f"{name}.parquet"
+    if is_name and path.parent.is_dir():  # a name in an existing baseline directory: a near miss, or a new name
+        from harness.config.registry import did_you_mean
+
+        known = sorted(p.stem for p in path.parent.glob("*.parquet") if "." not in p.stem)
+        listing = "harness baseline list" + (f" --dir {directory}" if directory is not None else "")
+        raise BaselineMissing(f"baseline '{name}' not found in {path.parent}{did_you_mean(name, known)} "
+                              f"('{listing}' shows the baselines there; 'harness baseline create {name}' makes one)")
     if directory is None and path.parent == paths.default_baseline_dir():
         raise BaselineMissing(paths.missing_message(path, f"baseline '{name}'"))
     raise BaselineMissing(f"{path}: no such baseline")

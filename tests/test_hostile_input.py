@@ -58,13 +58,15 @@ from conftest import ROOT, run_tiny
 TINY = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 MODELS = ROOT / "fixtures" / "models"
 BI, CE = "tiny-bi-encoder", "tiny-cross-encoder"
+PROGRESS_PREFIXES = ("harness run: ", "harness check: ")
 
 
 def _bad_input(argv: List[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
     """Run the CLI; it must exit 2 with exactly one ``error:`` line containing every expected fragment."""
     code = main(argv)
     captured = capsys.readouterr()
-    err = captured.err.strip()
+    # progress lines of a run that started ("harness run: [1/2] ... started") come before the one error line
+    err = "\n".join(line for line in captured.err.strip().splitlines() if not line.startswith(PROGRESS_PREFIXES))
     assert code == 2, (code, captured.out, err)
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     for fragment in expected:
