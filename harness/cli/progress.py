@@ -24,12 +24,12 @@ _NOUNS = {"document": "documents", "query": "queries", "pair": "pairs"}
 
 
 def _what(event: ProgressEvent) -> str:
-    roles = " + ".join(_NOUNS.get(r, r) for r in event.roles)
-    return f"{event.model_id} ({event.kind}: {event.items:,} {roles})"
+    roles = " + ".join(f"{count:,} {_NOUNS.get(role, role)}" for role, count in event.roles)
+    return f"{event.model_id} ({event.kind}: {roles})"
 
 
 def _rate(event: ProgressEvent) -> str:
-    unit = "pairs/s" if event.roles == ("pair",) else "texts/s"
+    unit = "pairs/s" if [role for role, _ in event.roles] == ["pair"] else "texts/s"
     return f"{event.items_per_s:,.0f} {unit}" if event.items_per_s else f"- {unit}"
 
 

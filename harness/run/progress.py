@@ -17,9 +17,9 @@ __all__ = ["ProgressEvent", "ProgressListener", "notify"]
 class ProgressEvent:
     """``stage`` is ``start`` or ``finish``; ``index`` counts models from 1 to ``total``.
 
-    ``roles`` names what the model embeds or scores (``document``/``query`` for a bi-encoder, ``pair`` for a
-    cross-encoder) and ``items`` how many texts or pairs that is; a finish carries the model's ``status``, the
-    seconds it took (load included) and its measured throughput (texts or pairs per second of compute).
+    ``roles`` names what the model embeds or scores and how many of each (``document``/``query`` for a
+    bi-encoder, ``pair`` for a cross-encoder); a finish carries the model's ``status``, the seconds it took
+    (load included) and its measured throughput (texts or pairs per second of compute).
     """
 
     stage: str
@@ -27,11 +27,15 @@ class ProgressEvent:
     kind: str
     index: int
     total: int
-    roles: Tuple[str, ...] = ()
-    items: int = 0
+    roles: Tuple[Tuple[str, int], ...] = ()
     status: Optional[str] = None
     elapsed_s: Optional[float] = None
     items_per_s: Optional[float] = None
+
+    @property
+    def items(self) -> int:
+        """Texts (or pairs) this model runs over."""
+        return sum(count for _, count in self.roles)
 
 
 ProgressListener = Callable[[ProgressEvent], None]

@@ -268,9 +268,9 @@ def run(options: RunOptions) -> RunSummary:
     records: Dict[str, ModelRecord] = {}
     served: Dict[str, Dict[str, object]] = {}
     for index, spec in enumerate(specs, 1):
-        roles = ("document", "query") if spec.kind == "bi-encoder" else ("pair",)
-        items = len(corpus.documents) + len(corpus.queries) if spec.kind == "bi-encoder" else len(corpus.pairs)
-        event = ProgressEvent("start", spec.id, spec.kind, index, len(specs), roles=roles, items=items)
+        roles = ((("document", len(corpus.documents)), ("query", len(corpus.queries))) if spec.kind == "bi-encoder"
+                 else (("pair", len(corpus.pairs)),))
+        event = ProgressEvent("start", spec.id, spec.kind, index, len(specs), roles=roles)
         notify(options.on_progress, event)
         model_started = time.perf_counter()
         if is_served(spec):  # a ServerError propagates: no results file is written

@@ -16,7 +16,7 @@ from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender, Status
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "ratio_check", "significant", "topk_checks"]
+__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "ratio_check", "retrieval_not_judged", "significant", "topk_checks"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
@@ -107,12 +107,23 @@ def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], 
     return checks, evidence
 
 
+def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], evidence: Dict[str, Any]) -> str:
+    """Say why no top-k check ran (a corpus without queries, or without documents), in the metrics and the
+    evidence, instead of leaving the retrieval columns silently empty; returns the note."""
+    why = "no queries" if not queries else "no documents"
+    metrics["topk_not_judged"] = why
+    evidence["topk"] = {"judged": False, "why": why, "queries": queries, "documents": documents}
+    return f"retrieval not judged: {why}"
+
+
 def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],
                   offenders: List[Offender], min_passing: Dict[str, float], evidence: Dict[str, Any]) -> ModelVerdict:
     """The verdict: fail when any check failed, with those checks spelled out as the reason."""
     failed = [c for c in checks if not c.passed]
-    reason = "; ".join(f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): "
-                       f"{c.detail}" for c in failed)
+    notes = [f"retrieval not judged: {metrics['topk_not_judged']}"] if failed and metrics.get("topk_not_judged") else []
+    reason = "; ".join(
+        [f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): {c.detail}"
+         for c in failed] + notes)
     return ModelVerdict(
         model_id=model_id,
         kind=kind,
