@@ -307,6 +307,13 @@ class ResultsFile:
             return np.array([], dtype=str), np.array([], dtype=str), np.zeros((0, dim), dtype=dtype)
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
+    def to_pandas(self, models: Optional[Sequence[str]] = None) -> Any:
+        """A tidy ``pandas.DataFrame`` of these models' rows (default: all), vectors decoded to numpy arrays and
+        ranks as integers (``harness.results.frame``; pandas is imported only here)."""
+        from harness.results.frame import to_frame
+
+        return to_frame(self, models)
+
     def rerank(self, model_id: str) -> Dict[str, np.ndarray]:
         """``query_id``, ``passage_id``, ``item_id``, ``score`` and ``rank`` arrays of one cross-encoder."""
         cols = ["item_id", "query_id", "passage_id", "score", "rank"]
