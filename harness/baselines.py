@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 from harness import paths
 from harness.errors import BaselineExists, BaselineMissing, HarnessError, IncompatibleInputs, ModelLoadError
 from harness.fsio import atomic_output, output_lock
-from harness.results.meta import Provenance
+from harness.results.meta import Provenance, local_path, path_anchors, portable_metadata
 from harness.results import ResultsFile
 from harness.results.writer import rewrite_metadata
 
@@ -133,12 +133,13 @@ def create_baseline(
             history=tuple(history),
         )
         try:
-            rewrite_metadata(results, target, {**results.meta, "baseline": prov.to_dict()})
+            anchors = path_anchors(paths.project_root())
+            rewrite_metadata(results, target, portable_metadata({**results.meta, "baseline": prov.to_dict()}, anchors))
         except BaseException:
             if previous is not None:  # the baseline is unchanged: its kept copy would only be clutter
                 previous.unlink()
             raise
-    return prov.to_dict()
+    return portable_metadata({"baseline": prov.to_dict()}, path_anchors(paths.project_root()))["baseline"]
 
 
 def provenance(path: "str | Path") -> Dict[str, Any]:
@@ -207,6 +208,9 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, "ModelSpec"]
             f"{results.path}: model '{model_id}' is not in the registry {registry_path} "
             "and the baseline does not record where it came from"
         )
+    for key in ("path", "cache_dir"):  # recorded relative to the checkout, site-packages or home (portable_path)
+        if isinstance(recorded.get(key), str):
+            recorded[key] = local_path(recorded[key], path_anchors(paths.project_root()))
     return ModelSpec(id=model_id, **recorded)
 
 

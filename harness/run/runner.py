@@ -31,7 +31,8 @@ from harness.run.served import is_served, run_served
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry
 from harness.run.resolve import resolve_model_dir
-from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta
+from harness import paths
+from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta, path_anchors, portable_metadata
 from harness.results.schema import ModelRows
 from harness.results.writer import write_results
 
@@ -307,7 +308,8 @@ def run(options: RunOptions) -> RunSummary:
         models=records,
     )
     with output_lock(options.out):  # one writer per file; removes temp files of writers killed mid-write
-        path = write_results(options.out, all_rows, metadata.to_dict())
+        # recorded paths relative to the checkout, site-packages or home: a committed file names no machine's paths
+        path = write_results(options.out, all_rows, portable_metadata(metadata.to_dict(), path_anchors(paths.project_root())))
     return RunSummary(
         path=path,
         statuses={k: str(r.status) for k, r in records.items()},
