@@ -59,7 +59,7 @@ def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
 
         known = sorted(p.stem for p in path.parent.glob("*.parquet") if "." not in p.stem)
         listing = "harness baseline list" + (f" --dir {directory}" if directory is not None else "")
-        raise BaselineMissing(f"baseline '{name}' not found in {path.parent}{did_you_mean(name, known)} "
+        raise BaselineMissing(f"{path}: baseline '{name}' not found{did_you_mean(name, known)} "
                               f"('{listing}' shows the baselines there; 'harness baseline create {name}' makes one)")
     if directory is None and path.parent == paths.default_baseline_dir():
         raise BaselineMissing(paths.missing_message(path, f"baseline '{name}'"))

@@ -57,8 +57,9 @@ class RunOptions:
     trust_remote_code: bool = False
     progress: bool = False
     cell_id: Optional[str] = None
-    #: called with a ``ProgressEvent`` as each model starts and finishes (the CLI's progress display)
-    on_progress: Optional[ProgressListener] = None
+    #: called with a ``ProgressEvent`` as each model starts and finishes (the CLI's progress display); how a run
+    #: is shown, not what it computes, so two options that differ only here are equal
+    on_progress: Optional[ProgressListener] = field(default=None, compare=False)
 
 
 @dataclass
