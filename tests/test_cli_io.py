@@ -192,6 +192,22 @@ def test_the_display_follows_progress_flag_and_terminal() -> None:
     assert type(make_listener(True, io.StringIO())).__name__ == "BarProgress"
 
 
+def test_the_terminal_bar_names_the_model_its_roles_n_of_m_and_the_rate() -> None:
+    import io
+
+    from harness.cli.progress import BarProgress
+
+    screen = io.StringIO()
+    bar = BarProgress(screen)
+    bar(ProgressEvent("start", "tiny-bi-encoder", "bi-encoder", 1, 2, roles=(("document", 687), ("query", 60))))
+    bar(ProgressEvent("finish", "tiny-bi-encoder", "bi-encoder", 1, 2, roles=(("document", 687), ("query", 60)),
+                      status="ok", elapsed_s=3.0, items_per_s=250.0))
+    bar.close()
+    drawn = screen.getvalue()
+    assert "[1/2] tiny-bi-encoder (bi-encoder: 687 documents + 60 queries)" in drawn
+    assert "tiny-bi-encoder: ok, 250 texts/s" in drawn and "1/2" in drawn
+
+
 def test_the_runner_reports_progress_through_its_hook_and_never_prints(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A listener sees each model start and finish in order; the runner itself writes nothing to stdout/stderr
     beyond what the libraries print, and a broken listener does not lose the run."""

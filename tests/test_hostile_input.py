@@ -12,6 +12,8 @@ Where each case is covered (cases already tested elsewhere at the library level 
 | newer schema version                              | test_results_file::test_newer_schema_version_is_refused    | - |
 | metadata dim vs vector bytes                      | -                                                          | test_metadata_dim_wider_than_bytes, test_metadata_dim_* (xfail) |
 | metadata field of the wrong type                  | test_results_file::test_a_field_of_the_wrong_type_names_*  | test_metadata_field_of_the_wrong_type |
+| every metadata field of the wrong type (generated from harness.results.meta), either side | -            | test_a_metadata_field_of_the_wrong_type |
+| every column of the wrong type (generated from the schema), either side | -                          | test_a_column_of_the_wrong_type, test_a_vector_column_of_variable_width_is_named |
 | baseline dim != candidate dim                     | -                                                          | test_baseline_and_candidate_dims_differ |
 | NaN / Inf in candidate or baseline                | test_comparator::test_nan_in_candidate_is_bad_input        | test_non_finite_values |
 | duplicate / missing text ids                      | -                                                          | test_duplicate_ids, test_missing_ids (xfail) |
