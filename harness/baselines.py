@@ -139,7 +139,7 @@ def create_baseline(
             if previous is not None:  # the baseline is unchanged: its kept copy would only be clutter
                 previous.unlink()
             raise
-    return portable_metadata({"baseline": prov.to_dict()}, path_anchors(paths.project_root()))["baseline"]
+    return prov.to_dict()  # local paths, for the caller's messages; the file records them portable
 
 
 def provenance(path: "str | Path") -> Dict[str, Any]:

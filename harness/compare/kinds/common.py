@@ -112,7 +112,7 @@ def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], 
     evidence, instead of leaving the retrieval columns silently empty; returns the note."""
     why = "no queries" if not queries else "no documents"
     metrics["topk_not_judged"] = why
-    evidence["topk"] = {"judged": False, "why": why, "queries": queries, "documents": documents}
+    evidence["topk_not_judged"] = {"why": why, "queries": queries, "documents": documents}
     return f"retrieval not judged: {why}"
 
 
