@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 from harness import paths
 from harness.errors import BaselineExists, BaselineMissing, HarnessError, IncompatibleInputs, ModelLoadError
 from harness.fsio import atomic_output, output_lock
-from harness.results.meta import Provenance
+from harness.results.meta import Provenance, local_path, path_anchors, portable_metadata
 from harness.results import ResultsFile
 from harness.results.writer import rewrite_metadata
 
@@ -53,6 +53,14 @@ def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
     path = baseline_path(name, directory)
     if path.is_file():
         return path
+    is_name = path.name == f"{name}.parquet"
+    if is_name and path.parent.is_dir():  # a name in an existing baseline directory: a near miss, or a new name
+        from harness.config.registry import did_you_mean
+
+        known = sorted(p.stem for p in path.parent.glob("*.parquet") if "." not in p.stem)
+        listing = "harness baseline list" + (f" --dir {directory}" if directory is not None else "")
+        raise BaselineMissing(f"{path}: baseline '{name}' not found{did_you_mean(name, known)} "
+                              f"('{listing}' shows the baselines there; 'harness baseline create {name}' makes one)")
     if directory is None and path.parent == paths.default_baseline_dir():
         raise BaselineMissing(paths.missing_message(path, f"baseline '{name}'"))
     raise BaselineMissing(f"{path}: no such baseline")
@@ -125,12 +133,13 @@ def create_baseline(
             history=tuple(history),
         )
         try:
-            rewrite_metadata(results, target, {**results.meta, "baseline": prov.to_dict()})
+            anchors = path_anchors(paths.project_root())
+            rewrite_metadata(results, target, portable_metadata({**results.meta, "baseline": prov.to_dict()}, anchors))
         except BaseException:
             if previous is not None:  # the baseline is unchanged: its kept copy would only be clutter
                 previous.unlink()
             raise
-    return prov.to_dict()
+    return prov.to_dict()  # local paths, for the caller's messages; the file records them portable
 
 
 def provenance(path: "str | Path") -> Dict[str, Any]:
@@ -199,6 +208,9 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, "ModelSpec"]
             f"{results.path}: model '{model_id}' is not in the registry {registry_path} "
             "and the baseline does not record where it came from"
         )
+    for key in ("path", "cache_dir"):  # recorded relative to the checkout, site-packages or home (portable_path)
+        if isinstance(recorded.get(key), str):
+            recorded[key] = local_path(recorded[key], path_anchors(paths.project_root()))
     return ModelSpec(id=model_id, **recorded)
 
 

@@ -12,6 +12,8 @@ Where each case is covered (cases already tested elsewhere at the library level 
 | newer schema version                              | test_results_file::test_newer_schema_version_is_refused    | - |
 | metadata dim vs vector bytes                      | -                                                          | test_metadata_dim_wider_than_bytes, test_metadata_dim_* (xfail) |
 | metadata field of the wrong type                  | test_results_file::test_a_field_of_the_wrong_type_names_*  | test_metadata_field_of_the_wrong_type |
+| every metadata field of the wrong type (generated from harness.results.meta), either side | -            | test_a_metadata_field_of_the_wrong_type |
+| every column of the wrong type (generated from the schema), either side | -                          | test_a_column_of_the_wrong_type, test_a_vector_column_of_variable_width_is_named |
 | baseline dim != candidate dim                     | -                                                          | test_baseline_and_candidate_dims_differ |
 | NaN / Inf in candidate or baseline                | test_comparator::test_nan_in_candidate_is_bad_input        | test_non_finite_values |
 | duplicate / missing text ids                      | -                                                          | test_duplicate_ids, test_missing_ids (xfail) |
@@ -58,13 +60,15 @@ from conftest import ROOT, run_tiny
 TINY = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 MODELS = ROOT / "fixtures" / "models"
 BI, CE = "tiny-bi-encoder", "tiny-cross-encoder"
+PROGRESS_PREFIXES = ("harness run: ", "harness check: ")
 
 
 def _bad_input(argv: List[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
     """Run the CLI; it must exit 2 with exactly one ``error:`` line containing every expected fragment."""
     code = main(argv)
     captured = capsys.readouterr()
-    err = captured.err.strip()
+    # progress lines of a run that started ("harness run: [1/2] ... started") come before the one error line
+    err = "\n".join(line for line in captured.err.strip().splitlines() if not line.startswith(PROGRESS_PREFIXES))
     assert code == 2, (code, captured.out, err)
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     for fragment in expected:
@@ -546,3 +550,104 @@ def test_two_concurrent_cli_runs_write_one_complete_file(tmp_path: Path) -> None
     from harness.compare.comparator import compare_files
 
     assert compare_files(TINY, out)  # complete and equal to the baseline
+
+
+# -- every column and metadata field of the schema, of the wrong type: exit 2 in either position ----------------
+
+
+def _wrong_column_cases() -> List[Tuple[str, pa.DataType]]:
+    """For each results column, every type of a small palette that is not the schema's (generated, not listed)."""
+    from harness.results.reader import _same_type  # noqa: PLC2701 - the test checks the reader's own rule
+    from harness.results.schema import COLUMNS, arrow_schema
+
+    palette = [pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.string(), pa.binary(), pa.binary(4),
+               pa.list_(pa.float32()), pa.bool_()]
+    expected = arrow_schema(1)
+    return [(name, kind) for name in COLUMNS for kind in palette if not _same_type(kind, expected.field(name).type)]
+
+
+WRONG_COLUMNS = _wrong_column_cases()
+
+
+@pytest.mark.parametrize("side", ["baseline", "candidate"])
+@pytest.mark.parametrize("column, kind", WRONG_COLUMNS, ids=[f"{c}-{k}" for c, k in WRONG_COLUMNS])
+def test_a_column_of_the_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture, side: str, column: str,
+                                    kind: pa.DataType) -> None:
+    good = _synthetic(tmp_path / "good.parquet")
+
+    def retype(table: pa.Table) -> pa.Table:
+        index = table.schema.get_field_index(column)
+        return table.set_column(index, pa.field(column, kind), pa.nulls(table.num_rows, type=kind))
+
+    bad = _rewrite_table(good, tmp_path / "bad.parquet", retype)
+    pair = (bad, good) if side == "baseline" else (good, bad)
+    _compare_refused(*pair, capsys, str(bad), f"column '{column}' must be", f"got {str(kind).split('<')[0]}")
+
+
+def test_a_vector_column_of_variable_width_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Real vectors in a variable-width binary column (a foreign writer's layout), not nulls."""
+    good = _synthetic(tmp_path / "good.parquet")
+    bad = _rewrite_table(good, tmp_path / "bad.parquet", lambda t: t.set_column(
+        t.schema.get_field_index("vector"), "vector", t.column("vector").cast(pa.binary())))
+    _compare_refused(good, bad, capsys, str(bad), "column 'vector' must be fixed_size_binary", "got binary")
+
+
+def _wrong_value(hint: object) -> object:
+    """A JSON value of a type other than the field's (``_expected`` reads the hint as the reader does)."""
+    from harness.results.meta import _expected  # noqa: PLC2701
+
+    kind, _ = _expected(hint)
+    if isinstance(kind, type) and hasattr(kind, "from_dict"):
+        return [1]
+    return {str: 7, int: "7", float: "7.5", bool: "yes", dict: [1], list: "x"}[kind]
+
+
+def _wrong_metadata_cases() -> List[Tuple[str, object]]:
+    """Every typed field of the metadata (``harness.results.meta``), at every place it occurs, as a path."""
+    import dataclasses
+    import typing
+
+    from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
+
+    def fields(cls: type, prefix: str) -> List[Tuple[str, object]]:
+        hints = typing.get_type_hints(cls)
+        return [(f"{prefix}{f.name}", _wrong_value(hints[f.name])) for f in dataclasses.fields(cls) if f.name != "extra"]
+
+    cases = fields(ResultsMeta, "")
+    cases += fields(CorpusMeta, "corpus.") + fields(RunMeta, "run.") + fields(ModelRecord, "models.bi.")
+    cases += fields(Provenance, "baseline.") + fields(Provenance, "baseline.history[0].")
+    return cases
+
+
+WRONG_METADATA = _wrong_metadata_cases()
+
+
+def _set_path(meta: dict, path: str, value: object) -> None:
+    """Set ``a.b.c`` (``history[0]`` is the first entry of a one-entry history) in ``meta``."""
+    node = meta
+    *parents, last = path.replace("history[0]", "history.0").split(".")
+    for part in parents:
+        if part == "0":
+            node = node[0]
+        elif part == "history":
+            node = node.setdefault("history", [{}])
+        else:
+            node = node.setdefault(part, {}) if isinstance(node.get(part), dict) else node.__setitem__(part, {}) or node[part]
+    node[last] = value
+
+
+@pytest.mark.parametrize("side", ["baseline", "candidate"])
+@pytest.mark.parametrize("field, value", WRONG_METADATA, ids=[f for f, _ in WRONG_METADATA])
+def test_a_metadata_field_of_the_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture, side: str, field: str,
+                                            value: object) -> None:
+    from harness.results import METADATA_KEY
+
+    good = _synthetic(tmp_path / "good.parquet")
+    table = pq.read_table(str(good))
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    _set_path(meta, field, value)
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), str(bad))
+    pair = (bad, good) if side == "baseline" else (good, bad)
+    shown = field.split(".", 1)[0] if field in ("corpus", "run", "models", "fingerprint") else field
+    _compare_refused(*pair, capsys, str(bad), f"metadata '{shown}", "must be")

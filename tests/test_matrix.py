@@ -281,7 +281,7 @@ def _results(path: Path, *, bump: float = 0.0, incompatible: bool = False, corpu
         ))
         models["ce"] = {"kind": "cross-encoder", "status": "ok"}
     metadata = {
-        "corpus": {"name": "synthetic", "version": 1, "sha256": corpus},
+        "corpus": {"name": "synthetic", "version": "1", "sha256": corpus},
         "fingerprint": {"device_type": "cpu", "dtype": "float32", "packages": {"torch": "2.13.0"}},
         "models": models,
     }

@@ -249,7 +249,7 @@ class Run:
                       ranks=np.tile(np.arange(1, 6, dtype=np.int32), len(self.pairs) // 5)),
         ]
         meta = {
-            "corpus": {"name": "judge", "version": 1, "sha256": self.corpus},
+            "corpus": {"name": "judge", "version": "1", "sha256": self.corpus},
             "fingerprint": {"device": "cpu", "device_type": "cpu", "dtype": "float32", "python": "3.11",
                             "packages": {"torch": "2.13.0", "sentence-transformers": "6.2.0"}},
             "run": {"device": "cpu", "dtype": "float32", "batch_size": 32},

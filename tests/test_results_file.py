@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.errors import ResultsFileError, SchemaMismatch
+from harness.errors import HarnessError, ResultsFileError, SchemaMismatch
 from harness.results import METADATA_KEY, SCHEMA_VERSION, ModelRows, ResultsFile, atomic_output, write_results
 
 
@@ -190,9 +190,48 @@ def test_metadata_round_trips_and_keeps_unknown_keys() -> None:
 ])
 def test_a_field_of_the_wrong_type_names_the_file_and_the_field(tmp_path: Path, section: str, value: object, field: str) -> None:
     path = write_results(tmp_path / "bad.parquet", [], {section: value})
-    results = ResultsFile(path)  # opening checks the footer only: the views check their own fields
-    view = {"run": "run", "models": "records", "baseline": "provenance"}[section]
     with pytest.raises(ResultsFileError) as info:
-        getattr(results, view)
+        ResultsFile(path)  # opening checks every typed field, before any comparison reads one
     assert str(info.value).startswith(f"{path}: metadata '") and field in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# -- a results file as a pandas DataFrame ----------------------------------------------------------------------
+
+COMMITTED_TINY = Path(__file__).resolve().parent.parent / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+
+
+def test_to_pandas_is_tidy_with_decoded_vectors_and_integer_ranks() -> None:
+    import numpy as np
+
+    from harness.results import read_frame
+
+    results = ResultsFile(COMMITTED_TINY)
+    frame = results.to_pandas()
+    assert list(frame.columns) == ["model_id", "task", "role", "item_id", "query_id", "passage_id", "vector", "score", "rank"]
+    assert len(frame) == results.num_rows and str(frame["rank"].dtype) == "Int32" and str(frame["score"].dtype) == "float32"
+    ids, roles, vectors = results.embeddings("tiny-bi-encoder")
+    embed = frame[frame["model_id"] == "tiny-bi-encoder"]
+    assert list(embed["item_id"]) == list(ids) and list(embed["role"]) == list(roles)
+    assert np.array_equal(np.stack(embed["vector"].to_list()), vectors)  # bit for bit, each row an array
+    assert embed["rank"].isna().all() and embed["score"].isna().all()
+    rerank = results.rerank("tiny-cross-encoder")
+    scored = frame[frame["model_id"] == "tiny-cross-encoder"]
+    assert scored["rank"].to_numpy(dtype=np.int64).tolist() == rerank["rank"].tolist()
+    assert np.array_equal(scored["score"].to_numpy(), rerank["score"]) and scored["vector"].isna().all()
+    one = read_frame(COMMITTED_TINY, ["tiny-cross-encoder"])
+    assert set(one["model_id"]) == {"tiny-cross-encoder"} and len(one) == len(scored)
+    with pytest.raises(HarnessError, match="has no model"):
+        results.to_pandas(["nope"])
+
+
+def test_the_results_package_imports_without_pandas() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pandas'] = None\n"  # an environment without pandas
+            "import harness.results as r; f = r.ResultsFile(sys.argv[1]); f.embeddings('tiny-bi-encoder')\n"
+            "try:\n    f.to_pandas()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(COMMITTED_TINY)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("HarnessError") and "needs pandas" in done.stdout

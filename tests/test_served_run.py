@@ -118,12 +118,17 @@ def test_a_served_run_reproduces_the_baseline_and_compare_judges_it_as_served(se
     assert "server" in explained and "weights" not in explained.split("server", 1)[0].splitlines()[-1]
 
 
+def _error_lines(err: str) -> str:
+    """stderr without the run's progress lines (``harness run: [1/2] ... started``): what the error said."""
+    return "\n".join(line for line in err.strip().splitlines() if not line.startswith("harness run: "))
+
+
 def test_a_bad_answer_is_exit_2_with_one_line_and_no_results_file(serve, answers, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SERVED_TOKEN", "tok-abcdef123")
     server = serve(infinity_like(*answers, break_it="nan"))
     out = tmp_path / "served.parquet"
     assert main(["run", "--config", str(config(tmp_path, server.url)), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
+    err = _error_lines(capsys.readouterr().err)
     assert f"{server.url}/embeddings: unexpected answer: NaN or Inf in 1 vector(s)" in err and "\n" not in err
     assert not out.exists() and not list(tmp_path.glob("*.parquet*"))
 
@@ -152,7 +157,7 @@ def test_bad_http_entries_are_one_line_errors_naming_file_and_model(tmp_path, ca
     path = tmp_path / "harness.toml"
     path.write_text(f"[models.tiny-bi-encoder]\n{entry}\n", encoding="utf-8")
     code = main(["run", "--config", str(path), "--out", str(tmp_path / "r.parquet")])
-    err = capsys.readouterr().err.strip()
+    err = _error_lines(capsys.readouterr().err)
     assert code == 2 and "\n" not in err and not (tmp_path / "r.parquet").exists()
     if match is None:  # a literal header value is refused when the client starts, and never echoed
         assert "header 'X' must be 'env:VARIABLE'" in err and "literal" not in err

@@ -21,6 +21,23 @@ __all__ = ["main", "entrypoint", "EXIT_BROKEN_PIPE"]
 EXIT_BROKEN_PIPE = 141
 
 
+#: the epilog of every command's ``--help``: one vocabulary of exit codes (``harness.errors.ExitCode``)
+EXIT_CODES_HELP = (
+    "exit codes: 0 pass, 1 drift (a model failed its tolerance, or a matrix cell could not be judged), "
+    "2 bad input (one line on stderr naming the file and the problem; nothing is written), 130 interrupted, "
+    "141 stdout closed early"
+)
+
+
+def _with_exit_codes(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every subcommand under it the exit-code epilog."""
+    parser.epilog = f"{parser.epilog}\n\n{EXIT_CODES_HELP}" if parser.epilog else EXIT_CODES_HELP
+    for action in parser._actions:  # argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _with_exit_codes(child)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Embedding and reranking consistency harness.")
     parser.add_argument("--version", action="version", version=f"embedding-harness {__version__}")
@@ -28,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.register(sub)
     baseline_commands.register(sub)
     matrix_commands.register(sub)
+    _with_exit_codes(parser)
     return parser
 
 

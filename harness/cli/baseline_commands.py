@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ExitCode, HarnessError
-from harness.cli.commands import execute_run
+from harness.cli.commands import execute_run, same_file_note
+from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
 from harness.cli.options import add_run_options
 
 __all__ = ["register"]
@@ -90,6 +91,7 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     from harness.compare.policy import load_policy
     from harness.report.text import render_comparison
 
+    check_outputs(args)
     first, second = baseline_path(args.a, args.dir), baseline_path(args.b, args.dir)
     for path in (first, second):
         if not path.is_file():
@@ -104,14 +106,15 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
         label=f"baseline diff {first.stem} {second.stem}",
     )
     data = comparison.serialize()
-    if args.json:
-        from harness.fsio import write_text
-
-        write_text(args.json, json.dumps(data, indent=2, default=str))
-    print(_provenance_line("A", first))
-    print(_provenance_line("B", second))
-    print()
-    print(render_comparison(data).replace("harness compare:", "harness baseline diff:", 1))
+    write_outputs(args, data, comparison.status)
+    human = human_stream(args)
+    print(_provenance_line("A", first), file=human)
+    print(_provenance_line("B", second), file=human)
+    print(file=human)
+    print(render_comparison(data).replace("harness compare:", "harness baseline diff:", 1), file=human)
+    note = same_file_note(first, second)
+    if note:
+        print(note, file=human)
     return ExitCode.OK if comparison else ExitCode.DRIFT
 
 
@@ -147,5 +150,5 @@ def register(sub: Any) -> None:
     diff.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, cpu-vs-cuda, tf32, ...)")
     diff.add_argument("--models", nargs="+", help="compare only these models")
     diff.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
-    diff.add_argument("--json", type=Path, help="also write the full verdict as JSON")
+    add_output_options(diff)
     diff.set_defaults(func=cmd_baseline_diff)

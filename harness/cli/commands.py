@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.errors import ExitCode
-from harness.fsio import write_text
+from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
 
 __all__ = ["register", "execute_run", "cmd_compare"]
 
 
 def execute_run(args: argparse.Namespace, out: Path) -> int:
     """``harness run`` (and ``baseline create`` without ``--from``): the options on the command line."""
-    return _execute(run_options(args, out))
+    return _execute(run_options(args, out), args)
 
 
-def _execute(options: Any) -> int:
+def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run") -> int:
+    """Run with the progress display of ``--progress`` (``harness.cli.progress``) and report each model."""
+    import dataclasses
+
+    from harness.cli.progress import make_listener
     from harness.run.runner import run
 
-    summary = run(options)
+    listener = make_listener(getattr(args, "progress", None), sys.stderr, prefix)
+    try:
+        summary = run(dataclasses.replace(options, on_progress=listener))
+    finally:
+        if listener is not None:
+            listener.close()
     for model_id, status in summary.statuses.items():
         reason = summary.reasons.get(model_id)
         print(f"{model_id}: {status}" + (f" ({reason})" if reason else ""), file=sys.stderr)
-    print(f"wrote {summary.path}")
+    print(f"wrote {summary.path}", file=human_stream(args))
     return ExitCode.OK if summary.ok else ExitCode.BAD_INPUT
 
 
@@ -35,11 +43,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute_run(args, args.out)
 
 
+def same_file_note(baseline: "str | Path", candidate: "str | Path") -> str:
+    """A note when both sides are one file: such a comparison passes by construction and proves nothing."""
+    import os
+
+    try:
+        same = os.path.samefile(str(baseline), str(candidate))
+    except OSError:  # URIs, missing files (the comparison reports those)
+        same = str(baseline) == str(candidate)
+    if not same:
+        return ""
+    return (f"note: baseline and candidate are the same file ({candidate}): it passes by construction, "
+            "this comparison cannot detect drift")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare.comparator import compare_files
     from harness.compare.policy import load_policy
     from harness.report.text import render_comparison
 
+    check_outputs(args)
     comparison = compare_files(
         args.baseline,
         args.candidate,
@@ -49,13 +72,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         allow_model_change=args.allow_model_change,
     )
     data = comparison.serialize()
-    if args.json:
-        write_text(args.json, json.dumps(data, indent=2, default=str))
+    write_outputs(args, data, comparison.status)
     hint = (
         f'To accept the candidate as the new baseline: harness baseline update {args.baseline} '
         f'--from {args.candidate} --reason "..."'
     )
-    print(render_comparison(data, regen_hint=hint))
+    human = human_stream(args)
+    print(render_comparison(data, regen_hint=hint), file=human)
+    note = same_file_note(args.baseline, args.candidate)
+    if note:
+        print(note, file=human)
     return ExitCode.OK if comparison else ExitCode.DRIFT
 
 
@@ -66,7 +92,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     baseline = find_baseline(args.baseline)
     out = args.out or default_check_path()
-    code = _execute(rerun_options(args, baseline, out))
+    check_outputs(args)
+    code = _execute(rerun_options(args, baseline, out), args, prefix="harness check")
     if code != ExitCode.OK:
         print("note: not every model ran cleanly; see the verdict below", file=sys.stderr)
     args.candidate, args.baseline = out, baseline

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from harness.cli.outputs import add_output_options
+
 
 __all__ = ["add_run_options", "add_check_options", "add_compare_options", "run_options", "rerun_options", "pin_cpu_isa"]
 
@@ -17,17 +19,30 @@ def _tf32(value: str) -> Optional[bool]:
 
 
 def _add_inputs(parser: argparse.ArgumentParser) -> None:
-    """Where models and the corpus are found (``harness run`` and ``harness check`` alike)."""
+    """Where models and the corpus are found (``harness run``)."""
     parser.add_argument("--registry", type=Path, help="model registry TOML (default: the shipped fixtures/models/registry.toml)")
     parser.add_argument("--config", type=Path, help="project config: your models, encode settings and corpus (default: ./harness.toml, or [tool.harness] in ./pyproject.toml)")
-    parser.add_argument("--corpus", type=Path, help="corpus directory, data file (.jsonl/.csv/.tsv/.parquet with id,text: documents only) or TOML with a [corpus] table (default: the config's [corpus], else the shipped fixtures/corpus)")
+    parser.add_argument("--corpus", type=Path, help="corpus directory, data file (.jsonl/.csv/.tsv/.parquet with id,text; "
+                        "queries: a role=query column or --queries FILE) or TOML with a [corpus] table "
+                        "(default: the config's [corpus], else the shipped fixtures/corpus)")
+    parser.add_argument("--queries", type=Path, help="queries for a --corpus data file (id,text), so retrieval top-k is judged too")
+
+
+def _add_check_inputs(parser: argparse.ArgumentParser) -> None:
+    """Where the baseline's models and corpus are found on this machine (``harness check``)."""
+    parser.add_argument("--registry", type=Path, help="model registry TOML that locates the baseline's models here "
+                        "(default: the shipped one; models it lacks are rebuilt from the baseline's record)")
+    parser.add_argument("--config", type=Path, help="project config the baseline was made with "
+                        "(default: ./harness.toml, or [tool.harness] in ./pyproject.toml)")
+    parser.add_argument("--corpus", type=Path, help="where the baseline's corpus lies here (default: the config's "
+                        "[corpus], else the shipped fixtures/corpus); another corpus is refused before anything runs")
 
 
 def _add_consent(parser: argparse.ArgumentParser) -> None:
     """Opt-ins that no recorded run switches on by itself, and how the run looks."""
     parser.add_argument("--allow-network", action="store_true", help="allow downloading models not in the local cache")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bars (default: when stderr is a terminal)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="--progress: progress bars; --no-progress: none (default: bars on a terminal, else one line per model start/finish with elapsed time)")
     parser.add_argument("--cell-id", help="matrix cell id recorded in the results")
     parser.add_argument("--cpu-isa", choices=["default", "avx2", "avx512"],
                         help="pin ATen, oneDNN and MKL kernels to this x86 instruction set (sets ATEN_CPU_CAPABILITY, "
@@ -37,6 +52,8 @@ def _add_consent(parser: argparse.ArgumentParser) -> None:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names, model directories or served models http://HOST:PORT[/PREFIX]/MODEL (default: the registry's 'default' set, or every model of the project config)")
+    parser.add_argument("--model-id", metavar="NAME", help="record the one --model DIR under this id (default: the "
+                        "registry id when DIR is a registry model's files, else the directory's name)")
     parser.add_argument("--api", default="openai", choices=["openai", "infinity", "tei", "cohere"], help="wire format of --model http://... (default: openai)")
     _add_inputs(parser)
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
@@ -52,7 +69,7 @@ def add_check_options(parser: argparse.ArgumentParser) -> None:
     """``harness check``: every run setting defaults to what the baseline recorded; a flag given overrides it."""
     recorded = "default: as the baseline recorded"
     parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="check only these of the baseline's models (default: all of them)")
-    _add_inputs(parser)
+    _add_check_inputs(parser)
     parser.add_argument("--device", help=f"auto|cpu|cuda|cuda:N|mps ({recorded}; e.g. cuda against a CPU baseline)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help=f"torch dtype of the weights ({recorded})")
     parser.add_argument("--batch-size", type=int, help=f"encode/predict batch size ({recorded})")
@@ -65,7 +82,7 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
     parser.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, tf32, fp16, bf16, ...)")
     parser.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
-    parser.add_argument("--json", type=Path, help="also write the full verdict as JSON")
+    add_output_options(parser)
 
 
 def pin_cpu_isa(args: argparse.Namespace) -> None:
@@ -95,6 +112,12 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
     pin_cpu_isa(args)
     registry, corpus, _ = run_inputs(args.config, args.registry, args.corpus)
     registry, models = with_served_urls(registry, args.models, getattr(args, "api", "openai"))
+    if getattr(args, "model_id", None):
+        registry, models = registry.with_model_id(models, args.model_id)
+    if getattr(args, "queries", None):
+        from harness.config.corpus.user import DataFiles
+
+        corpus = DataFiles(Path(corpus), args.queries)
     return RunOptions(
         out=out,
         corpus_dir=corpus,

@@ -6,6 +6,7 @@ network is used only when the caller allows it. Nothing here imports torch or se
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ __all__ = [
     "ModelSpec",
     "Registry",
     "base_model_id",
+    "did_you_mean",
     "load_registry",
     "parse_entry",
     "weight_files",
@@ -147,12 +149,58 @@ class Registry:
             return self.models[name]
         candidate = Path(name)
         if candidate.is_dir():
-            return ModelSpec(id=candidate.name, kind=_guess_kind(candidate), source="path", path=str(candidate.resolve()))
+            return self.directory_spec(candidate)
         known = ", ".join(sorted(self.models)) or "none"
         raise ModelLoadError(
-            f"unknown model id '{name}' (not in {self.path}, not a directory; known: {known}; "
-            "a project's models need --config FILE or ./harness.toml)"
+            f"unknown model id '{name}'{did_you_mean(name, [*self.models, *self.sets])} (not in {self.path}, "
+            f"not a directory; known: {known}; a project's models need --config FILE or ./harness.toml)"
         )
+
+    def directory_spec(self, directory: Path, model_id: Optional[str] = None) -> ModelSpec:
+        """A model directory given on the command line, under an id users can match across runs: ``model_id``
+        when given, else the id of the registry entry whose files these are, else the directory's name."""
+        resolved = directory.resolve()
+        if model_id is None:
+            model_id = next((spec.id for spec in self.models.values() if _spec_directory(spec) == resolved), None)
+            if model_id is not None:
+                return self.models[model_id]
+        return ModelSpec(id=model_id or resolved.name, kind=_guess_kind(resolved), source="path", path=str(resolved))
+
+    def with_model_id(self, names: Optional[List[str]], model_id: str) -> Tuple["Registry", List[str]]:
+        """``--model DIR --model-id NAME``: the registry with DIR's model entered as NAME, and the names to run."""
+        dirs = [n for n in names or [] if n not in self.models and n not in self.sets and Path(n).is_dir()]
+        if len(dirs) != 1 or not names or len(names) != 1:
+            raise ModelLoadError(f"--model-id {model_id}: needs exactly one --model DIR (a model directory), got "
+                                 f"{' '.join(names or []) or 'none'}")
+        if "@" in model_id or not model_id.strip():
+            raise ModelLoadError(f"--model-id '{model_id}': must be non-empty and must not contain '@'")
+        spec = self.directory_spec(Path(dirs[0]), model_id)
+        return replace(self, models={**self.models, model_id: spec}), [model_id]
+
+
+def did_you_mean(name: str, known: List[str]) -> str:
+    """``"; did you mean 'x'?"`` for a near miss among ``known`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=2, cutoff=0.8)
+    if not close:
+        lowered = {k.lower(): k for k in known}
+        close = [lowered[name.lower()]] if name.lower() in lowered else []
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _spec_directory(spec: ModelSpec) -> Optional[Path]:
+    """Where a registry entry's files lie when that is known without resolving anything (path, package)."""
+    if spec.source == "path" and spec.path:
+        return Path(spec.path).resolve()
+    if spec.source == "package" and spec.package:
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(spec.package)
+        except (ImportError, ValueError):
+            return None
+        locations = list(found.submodule_search_locations or []) if found is not None else []
+        return (Path(locations[0]) / spec.subdir).resolve() if locations else None
+    return None
 
 
 def base_model_id(model_id: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["fmt", "fmt_cosine", "fmt_percent", "fmt_seconds"]
+from harness.compare.kinds.common import significant
+
+__all__ = ["fmt", "fmt_cosine", "fmt_percent", "fmt_seconds", "significant"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -20,7 +22,7 @@ def fmt(value: Any, digits: int = 3) -> str:
             return "0"
         if abs(value) < 1e-3 or abs(value) >= 1e5:
             return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits + 5}g}" if 0.99 < abs(value) <= 1 else f"{value:.{digits}g}"
+        return significant(value, digits=digits)
     return str(value)
 
 

@@ -84,6 +84,8 @@ def _table(rows: List[List[str]]) -> List[str]:
 
 
 def _topk(metrics: Dict[str, Any]) -> str:
+    if metrics.get("topk_not_judged"):
+        return f"retrieval not judged: {metrics['topk_not_judged']}"
     for key, value in metrics.items():
         if key.endswith("order_agreement"):
             return fmt_percent(value)

@@ -1,8 +1,12 @@
 """The results format: the one contract between the runner and the comparator.
 
 ``schema`` names the columns and metadata key, ``writer`` is the only code that writes results files,
-``reader`` reads them lazily, ``meta`` gives typed views of their metadata, ``storage`` opens URIs.
+``reader`` reads them lazily, ``meta`` gives typed views of their metadata, ``storage`` opens URIs, ``frame``
+turns one into a pandas DataFrame (``read_frame``; pandas imported only then).
 """
+
+import os as _os
+from typing import Any as _Any, Optional as _Optional, Sequence as _Sequence
 
 from harness.fsio import atomic_output
 from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
@@ -24,8 +28,14 @@ __all__ = [
     "RunMeta",
     "arrow_to_numpy",
     "atomic_output",
+    "read_frame",
     "rewrite_metadata",
     "rewrite_model",
     "single_chunk",
     "write_results",
 ]
+
+
+def read_frame(path: "str | _os.PathLike[str]", models: _Optional[_Sequence[str]] = None) -> _Any:
+    """A results file as a tidy ``pandas.DataFrame``: ``ResultsFile(path).to_pandas(models)``."""
+    return ResultsFile(path).to_pandas(models)

@@ -13,13 +13,19 @@ Stdlib only, besides ``harness.errors``: the runner imports this inside old matr
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import sysconfig
+import tempfile
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from harness.errors import ResultsFileError
 
-__all__ = ["CorpusMeta", "RunMeta", "ModelRecord", "Provenance", "ResultsMeta"]
+__all__ = ["CorpusMeta", "RunMeta", "ModelRecord", "Provenance", "ResultsMeta", "path_anchors", "portable_metadata",
+           "portable_path", "local_path"]
 
 T = TypeVar("T", bound="_Record")
 _WHAT = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object", list: "a list"}
@@ -227,3 +233,88 @@ class ResultsMeta(_Record):
     fingerprint: Dict[str, Any] = field(default_factory=dict)
     models: Dict[str, ModelRecord] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
+
+
+# -- paths a results file records: relative to where they lie, never the machine's absolute ones ----------------
+
+#: (prefix, directory) pairs: a recorded path under ``directory`` is written ``<prefix>/<rest>``
+Anchors = Sequence[Tuple[str, str]]
+
+
+def path_anchors(project_root: "str | os.PathLike[str] | None" = None) -> List[Tuple[str, str]]:
+    """Where recorded paths are made relative to, most specific first: the checkout (plain relative paths),
+    the installed packages (``site-packages/...``), the temp directory (``<tmp>/...``), the home (``~/...``)."""
+    found = [("site-packages", sysconfig.get_paths()[key]) for key in ("purelib", "platlib")]
+    found += [("site-packages", entry) for entry in sys.path if entry.endswith(("site-packages", "dist-packages"))]
+    found += [("<tmp>", tempfile.gettempdir()), ("~", str(Path.home()))]
+    if project_root is not None:
+        found.append(("", str(project_root)))
+    unique: Dict[str, str] = {}
+    for prefix, directory in found:
+        unique.setdefault(os.path.realpath(directory), prefix)
+    return sorted(((prefix, d) for d, prefix in unique.items()), key=lambda a: -len(a[1]))
+
+
+def portable_path(path: Optional[str], anchors: Anchors) -> Optional[str]:
+    """``path`` relative to the first anchor that holds it (``fixtures/models/x``, ``site-packages/pkg/model``,
+    ``~/models/x``); a relative path, a URL, or one under no anchor is returned as it is."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return path
+    real = os.path.realpath(path)
+    for prefix, directory in anchors:
+        for candidate in (path, real):
+            if candidate == directory or candidate.startswith(directory.rstrip(os.sep) + os.sep):
+                rest = Path(os.path.relpath(candidate, directory)).as_posix()
+                rest = "" if rest == "." else rest
+                return f"{prefix}/{rest}".rstrip("/") if prefix else (rest or ".")
+    return path
+
+
+def local_path(recorded: str, anchors: Anchors) -> str:
+    """The inverse of ``portable_path`` on this machine: the first anchor of the recorded prefix where it exists."""
+    if os.path.isabs(recorded) or "://" in recorded:
+        return recorded
+    head, _, rest = recorded.partition("/")
+    options = [d for prefix, d in anchors if prefix == head] if head in {p for p, _ in anchors if p} else []
+    if not options:
+        options, rest = [d for prefix, d in anchors if prefix == ""], recorded
+    for directory in options:
+        candidate = os.path.join(directory, rest)
+        if os.path.exists(candidate):
+            return candidate
+    return os.path.join(options[0], rest) if options else recorded
+
+
+def portable_metadata(meta: Mapping[str, Any], anchors: Anchors) -> Dict[str, Any]:
+    """A copy of a results file's metadata with every machine path it records made portable: each model's
+    ``source.path``/``cache_dir`` and ``directory``, the baseline's ``source_file``/``previous_file`` (and its
+    history's), and the
+    fingerprint's ``executable``. Everything else is left exactly as it is."""
+    out: Dict[str, Any] = dict(meta)
+    models = out.get("models")
+    if isinstance(models, dict):
+        fixed = {}
+        for model_id, record in models.items():
+            record = dict(record) if isinstance(record, dict) else record
+            if isinstance(record, dict):
+                if isinstance(record.get("source"), dict):
+                    record["source"] = {k: portable_path(v, anchors) if k in ("path", "cache_dir") else v
+                                        for k, v in record["source"].items()}
+                if "directory" in record:
+                    record["directory"] = portable_path(record["directory"], anchors)
+            fixed[model_id] = record
+        out["models"] = fixed
+    if isinstance(out.get("fingerprint"), dict) and "executable" in out["fingerprint"]:
+        out["fingerprint"] = {**out["fingerprint"], "executable": portable_path(out["fingerprint"]["executable"], anchors)}
+
+    def provenance(entry: Any) -> Any:
+        if not isinstance(entry, dict):
+            return entry
+        entry = {k: portable_path(v, anchors) if k in ("source_file", "previous_file") else v for k, v in entry.items()}
+        if isinstance(entry.get("history"), list):
+            entry["history"] = [provenance(h) for h in entry["history"]]
+        return entry
+
+    if out.get("baseline") is not None:
+        out["baseline"] = provenance(out["baseline"])
+    return out

@@ -19,10 +19,29 @@ import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
 from harness.results import storage
-from harness.results.meta import CorpusMeta, ModelRecord, Provenance, RunMeta
-from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
+from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, arrow_schema
 
-__all__ = ["ResultsFile", "arrow_to_numpy", "single_chunk"]
+__all__ = ["ResultsFile", "arrow_to_numpy", "check_column_types", "single_chunk"]
+
+
+def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
+    """A column's type as the schema has it (strings may also be ``large_string``: the same values)."""
+    if pa.types.is_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    if pa.types.is_fixed_size_binary(expected):
+        return pa.types.is_fixed_size_binary(found)
+    return found == expected
+
+
+def check_column_types(schema: pa.Schema, source: str) -> None:
+    """Refuse a file whose columns do not have the types of ``harness.results.schema`` (named, one line)."""
+    expected = arrow_schema(1)
+    for name in COLUMNS:
+        found, want = schema.field(name).type, expected.field(name).type
+        if not _same_type(found, want):
+            shown = "fixed_size_binary (one width: raw vectors)" if pa.types.is_fixed_size_binary(want) else str(want)
+            raise ResultsFileError(f"{source}: column '{name}' must be {shown}, got {found}")
 
 
 class ResultsFile:
@@ -81,6 +100,11 @@ class ResultsFile:
         missing = [c for c in COLUMNS if c not in self._file.schema_arrow.names]
         if missing:
             raise ResultsFileError(f"{self.path}: missing column(s) {', '.join(missing)}")
+        check_column_types(self._file.schema_arrow, str(self.path))
+        # every typed field checked once, on open: a wrong type is bad input in either position, never a traceback
+        ResultsMeta.from_dict(self.meta, str(self.path))
+        if self.meta.get("baseline") is not None:
+            Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
         self._pure: Dict[int, str] = {}
         self._groups = self._index_row_groups()
 
@@ -282,6 +306,13 @@ class ResultsFile:
             dim, dtype = self.vector_spec(model_id)
             return np.array([], dtype=str), np.array([], dtype=str), np.zeros((0, dim), dtype=dtype)
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+    def to_pandas(self, models: Optional[Sequence[str]] = None) -> Any:
+        """A tidy ``pandas.DataFrame`` of these models' rows (default: all), vectors decoded to numpy arrays and
+        ranks as integers (``harness.results.frame``; pandas is imported only here)."""
+        from harness.results.frame import to_frame
+
+        return to_frame(self, models)
 
     def rerank(self, model_id: str) -> Dict[str, np.ndarray]:
         """``query_id``, ``passage_id``, ``item_id``, ``score`` and ``rank`` arrays of one cross-encoder."""

@@ -26,11 +26,13 @@ from harness.errors import HarnessError
 from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
 from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
+from harness.run.progress import ProgressEvent, ProgressListener, notify
 from harness.run.served import is_served, run_served
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry
 from harness.run.resolve import resolve_model_dir
-from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta
+from harness import paths
+from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta, path_anchors, portable_metadata
 from harness.results.schema import ModelRows
 from harness.results.writer import write_results
 
@@ -55,6 +57,9 @@ class RunOptions:
     trust_remote_code: bool = False
     progress: bool = False
     cell_id: Optional[str] = None
+    #: called with a ``ProgressEvent`` as each model starts and finishes (the CLI's progress display); how a run
+    #: is shown, not what it computes, so two options that differ only here are equal
+    on_progress: Optional[ProgressListener] = field(default=None, compare=False)
 
 
 @dataclass
@@ -264,11 +269,20 @@ def run(options: RunOptions) -> RunSummary:
     all_rows: List[ModelRows] = []
     records: Dict[str, ModelRecord] = {}
     served: Dict[str, Dict[str, object]] = {}
-    for spec in specs:
+    for index, spec in enumerate(specs, 1):
+        roles = ((("document", len(corpus.documents)), ("query", len(corpus.queries))) if spec.kind == "bi-encoder"
+                 else (("pair", len(corpus.pairs)),))
+        event = ProgressEvent("start", spec.id, spec.kind, index, len(specs), roles=roles)
+        notify(options.on_progress, event)
+        model_started = time.perf_counter()
         if is_served(spec):  # a ServerError propagates: no results file is written
             rows, entries, served[spec.id] = run_served(spec, corpus, options.batch_size, rank_within_queries)
         else:
             rows, entries = _run_model(spec, corpus, options, device)
+        first = next(iter(entries.values()), None)
+        notify(options.on_progress, dataclasses.replace(
+            event, stage="finish", status=str(first.status) if first else None, items_per_s=first.items_per_s if first else None,
+            elapsed_s=round(time.perf_counter() - model_started, 3)))
         records.update(entries)
         all_rows.extend(rows)
     if served:
@@ -295,7 +309,8 @@ def run(options: RunOptions) -> RunSummary:
         models=records,
     )
     with output_lock(options.out):  # one writer per file; removes temp files of writers killed mid-write
-        path = write_results(options.out, all_rows, metadata.to_dict())
+        # recorded paths relative to the checkout, site-packages or home: a committed file names no machine's paths
+        path = write_results(options.out, all_rows, portable_metadata(metadata.to_dict(), path_anchors(paths.project_root())))
     return RunSummary(
         path=path,
         statuses={k: str(r.status) for k, r in records.items()},

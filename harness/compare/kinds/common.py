@@ -7,7 +7,8 @@ is, named by id. It stays small (``NAMED`` ids per list, counts beside them) and
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,12 +16,47 @@ from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender, Status
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "ratio_check", "topk_checks"]
+__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "ratio_check", "retrieval_not_judged", "significant", "topk_checks"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
 #: ids named per evidence list (changed queries, texts beyond atol, reordered queries)
 NAMED = 5
+
+
+def significant(value: Any, against: Optional[float] = None, digits: int = 3) -> str:
+    """A number for a reason or message, with as many significant digits as it takes to stay true.
+
+    At least ``digits`` (near 1: ``digits`` of the distance from 1, 0.99999719 and not 0.999997); more while the
+    shown value would read as a different one: a non-integer shown as an
+    integer (a min cosine of 0.99999719 is never "1"), or, next to ``against`` (its limit), a shown pair whose
+    order differs from the values' (0.9999994 against 0.999999 stays above it). The one rule for numbers in
+    verdict reasons; ``harness.report.format`` uses it for the numbers of every report.
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if not math.isfinite(value) or value == 0:
+        return "0" if value == 0 else str(value)
+
+    def order(a: float, b: float) -> int:
+        return (a > b) - (a < b)
+
+    start = digits
+    if 0.5 < abs(value) < 2 and abs(value) != 1:  # near 1 what drifts is the distance from 1: keep its digits
+        start += max(0, math.ceil(-math.log10(abs(abs(value) - 1))))
+    for width in range(min(start, 17), 18):
+        shown = f"{value:.{width}g}"
+        if float(shown).is_integer() and not value.is_integer():
+            continue
+        if against is not None and math.isfinite(against):
+            other = f"{float(against):.{width}g}"
+            if order(float(shown), float(other)) != order(value, float(against)):
+                continue
+        return shown
+    return repr(value)
 
 
 def ratio_check(name: str, observed: float, limit: float, detail: str) -> Check:
@@ -55,7 +91,7 @@ def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], 
     checks = [
         ratio_check(
             f"top{k}_order_agreement", agree.share("same_order"), order_limit,
-            f"{len(changed_order)} / {n_q} queries changed their top-{k} order (ties within {tol.tie_tolerance:g} ignored)",
+            f"{len(changed_order)} / {n_q} queries changed their top-{k} order (ties within {significant(tol.tie_tolerance)} ignored)",
         ),
         ratio_check(
             f"top{k}_set_agreement", agree.share("same_set"), set_limit,
@@ -71,11 +107,23 @@ def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], 
     return checks, evidence
 
 
+def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], evidence: Dict[str, Any]) -> str:
+    """Say why no top-k check ran (a corpus without queries, or without documents), in the metrics and the
+    evidence, instead of leaving the retrieval columns silently empty; returns the note."""
+    why = "no queries" if not queries else "no documents"
+    metrics["topk_not_judged"] = why
+    evidence["topk_not_judged"] = {"why": why, "queries": queries, "documents": documents}
+    return f"retrieval not judged: {why}"
+
+
 def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],
                   offenders: List[Offender], min_passing: Dict[str, float], evidence: Dict[str, Any]) -> ModelVerdict:
     """The verdict: fail when any check failed, with those checks spelled out as the reason."""
     failed = [c for c in checks if not c.passed]
-    reason = "; ".join(f"{c.name} {c.observed:.3g} (limit {c.op} {c.limit:g}): {c.detail}" for c in failed)
+    notes = [f"retrieval not judged: {metrics['topk_not_judged']}"] if failed and metrics.get("topk_not_judged") else []
+    reason = "; ".join(
+        [f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): {c.detail}"
+         for c in failed] + notes)
     return ModelVerdict(
         model_id=model_id,
         kind=kind,

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, topk_checks
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, topk_checks
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats, TopKStream
@@ -134,6 +134,8 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
     if topk is not None:
         more, evidence["topk"] = topk_checks(tol, topk.agreement(), lambda i: pair.item_id(int(pair.queries[i])), metrics)
         checks += more
+    else:
+        retrieval_not_judged(len(pair.queries), int(pair.documents.sum()), metrics, evidence)
     offenders = [
         Offender(item_id=pair.item_id(w.position), value=w.value, metric="max_abs_diff", detail=f"cosine {w.cosine:.9f}")
         for w in st.worst

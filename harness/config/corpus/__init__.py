@@ -162,7 +162,7 @@ def json_lines(path: Path, data: bytes) -> List[Tuple[int, Dict[str, Any]]]:
 
 # The loaders need the types and helpers above, and import them from this module: so they are imported last.
 from harness.config.corpus.directory import corpus_sha256, load_directory  # noqa: E402
-from harness.config.corpus.user import DATA_FORMATS, corpus_table, load_corpus_config, load_user_corpus  # noqa: E402
+from harness.config.corpus.user import DATA_FORMATS, DataFiles, corpus_table, load_corpus_config, load_data_files, load_user_corpus  # noqa: E402
 
 
 def load_corpus(source: PathLike) -> Corpus:
@@ -170,6 +170,8 @@ def load_corpus(source: PathLike) -> Corpus:
 
     Raises ``CorpusError`` on the first problem, naming the file and line (or row).
     """
+    if isinstance(source, DataFiles):  # --corpus FILE --queries FILE
+        return load_data_files(source)
     path = Path(source)
     if path.is_dir():
         return load_directory(path)

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Optional, Tuple
 
@@ -18,7 +19,11 @@ from harness.config.corpus import NO_KIND, Corpus, PathLike, RerankPair, Text, d
 from harness.config.tomlfile import read_toml
 from harness.errors import CorpusError
 
-__all__ = ["DATA_FORMATS", "corpus_table", "load_corpus_config", "load_user_corpus"]
+__all__ = ["DATA_FORMATS", "DataFiles", "ROLE_COLUMN", "corpus_table", "load_corpus_config", "load_data_files", "load_user_corpus"]
+
+#: the column of a lone documents file that marks rows as queries (``role = query``), so ad hoc corpora get
+#: retrieval top-k checks; other values: ``document`` or empty
+ROLE_COLUMN = "role"
 
 #: data file suffixes and the format each means (``format = "..."`` in a file's table overrides the suffix)
 DATA_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
@@ -89,6 +94,41 @@ def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Op
     return spec
 
 
+@dataclass(frozen=True)
+class DataFiles:
+    """An ad hoc corpus from the command line: ``--corpus docs.csv`` and optionally ``--queries queries.csv``."""
+
+    documents: Path
+    queries: Optional[Path] = None
+
+    def __str__(self) -> str:
+        return f"{self.documents}" + (f" + {self.queries}" if self.queries else "")
+
+
+def load_data_files(files: DataFiles) -> Corpus:
+    """Documents (with queries marked in a ``role`` column, or given as a second file) as one corpus."""
+    for path in (files.documents, files.queries):
+        if path is not None and (path.is_dir() or path.suffix.lower() == ".toml"):
+            raise CorpusError(f"{display(path)}: --queries needs --corpus to be a data file "
+                              f"({', '.join(sorted(DATA_FORMATS))}), not a directory or a TOML config")
+    table: Dict[str, Any] = {"documents": str(files.documents.resolve())}
+    if files.queries is not None:
+        table["queries"] = str(files.queries.resolve())
+    return load_user_corpus(files.documents.parent, table, files.documents)
+
+
+def _split_roles(spec: Dict[str, Any], texts: Tuple[Any, ...], roles: List[Any]) -> Tuple[Tuple[Any, ...], Tuple[Any, ...]]:
+    """A lone file's rows split into documents and queries by its ``role`` column (absent: all documents)."""
+    if "query" not in roles:
+        return texts, ()
+    for text, role in zip(texts, roles):
+        if role not in (None, "", "document", "query"):
+            raise CorpusError(f"{display(spec['file'])}: id {text.id!r}: {ROLE_COLUMN!r} must be 'document', 'query' "
+                              f"or empty, got {role!r}")
+    spec["role_column"] = ROLE_COLUMN  # read this way: part of the corpus hash
+    return (tuple(t for t, r in zip(texts, roles) if r != "query"), tuple(t for t, r in zip(texts, roles) if r == "query"))
+
+
 def load_user_corpus(base: Path, table: Dict[str, Any], config: Path) -> Corpus:
     unknown = sorted(set(table) - set(_CORPUS_KEYS))
     if unknown:
@@ -100,10 +140,13 @@ def load_user_corpus(base: Path, table: Dict[str, Any], config: Path) -> Corpus:
         raise CorpusError(f"{display(config)}: corpus: 'pairs' needs a 'queries' file (pairs name query ids)")
     contents = {role: read_bytes(spec["file"]) for role, spec in specs.items() if spec is not None}
     seen: Dict[str, str] = {}
-    documents = _user_texts(specs["documents"], contents["documents"], seen)
+    roles: List[Any] = []
+    documents = _user_texts(specs["documents"], contents["documents"], seen, roles)
+    queries = _user_texts(specs["queries"], contents["queries"], seen) if specs["queries"] else ()
+    if specs["queries"] is None and specs["pairs"] is None:
+        documents, queries = _split_roles(specs["documents"], documents, roles)
     if not documents:
         raise CorpusError(f"{display(specs['documents']['file'])}: empty corpus (no documents)")
-    queries = _user_texts(specs["queries"], contents["queries"], seen) if specs["queries"] else ()
     pairs = (
         _user_pairs(specs["pairs"], contents["pairs"], {q.id for q in queries}, {d.id for d in documents})
         if specs["pairs"] else ()
@@ -213,10 +256,13 @@ def _id_value(location: str, row: Dict[str, Any], column: str) -> str:
     return value
 
 
-def _user_texts(spec: Dict[str, Any], data: bytes, seen: Dict[str, str]) -> Tuple[Text, ...]:
+def _user_texts(spec: Dict[str, Any], data: bytes, seen: Dict[str, str], roles: Optional[List[Any]] = None) -> Tuple[Text, ...]:
+    """The texts of one file; ``roles`` (when given) collects each row's ``role`` column value, or None."""
     id_col, text_col, kind_col = spec["id_column"], spec["text_column"], spec["kind_column"]
     texts = []
     for location, row in _rows(spec, data, (id_col, text_col)):
+        if roles is not None:
+            roles.append(row.get(ROLE_COLUMN))
         text_id = _id_value(location, row, id_col)
         text = row.get(text_col)
         if not isinstance(text, str):

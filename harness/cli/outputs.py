@@ -1,0 +1,87 @@
+"""Where a verdict goes besides the terminal: ``--json``, ``--markdown``, ``--junit`` files, or ``-`` for stdout.
+
+``-`` means standard output, as in most Unix tools: ``harness compare A B --json - | jq .status``. When stdout
+carries a machine-readable verdict, the human verdict moves to stderr, so the pipe reads one document only.
+Files are written atomically (``harness.fsio.write_text``), after the verdict is computed: a comparison that
+fails on bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+
+from harness.errors import HarnessError
+from harness.fsio import write_text
+
+__all__ = ["STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
+
+#: the path that means standard output
+STDOUT = "-"
+#: (option, dest, what it writes)
+_OUTPUTS: Tuple[Tuple[str, str, str], ...] = (
+    ("--json", "json", "the full verdict as JSON"),
+    ("--markdown", "markdown", "the verdict as a Markdown summary (a PR comment, a job summary)"),
+    ("--junit", "junit", "the verdict as JUnit XML (one test case per model, for CI test reports)"),
+)
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--json/--markdown/--junit PATH``; ``-`` writes to stdout (the human verdict then goes to stderr)."""
+    for option, dest, what in _OUTPUTS:
+        parser.add_argument(option, dest=dest, metavar="PATH",
+                            help=f"also write {what} to PATH ('-': stdout, the human verdict then goes to stderr)")
+
+
+def _given(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    return [(option, getattr(args, dest)) for option, dest, _ in _OUTPUTS if getattr(args, dest, None)]
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, two outputs on stdout (their documents would interleave)."""
+    on_stdout = [option for option, path in _given(args) if str(path) == STDOUT]
+    if len(on_stdout) > 1:
+        raise HarnessError(f"{' and '.join(on_stdout)}: only one output can go to stdout ('-')")
+
+
+def human_stream(args: argparse.Namespace) -> TextIO:
+    """stderr when a machine-readable verdict takes stdout, else stdout."""
+    return sys.stderr if any(str(path) == STDOUT for _, path in _given(args)) else sys.stdout
+
+
+def _renderers() -> Dict[str, Callable[[Dict[str, Any], Any], str]]:
+    import json
+
+    def as_report(data: Dict[str, Any], status: Any) -> Dict[str, Any]:
+        from harness.report.matrix_report import build_matrix_report
+
+        cell = {"cell_id": data.get("label") or "compare", "status": status, "comparison": data}
+        return build_matrix_report("compare", data["baseline"], [cell])
+
+    def markdown(data: Dict[str, Any], status: Any) -> str:
+        from harness.report.markdown import render_markdown
+
+        return render_markdown(as_report(data, status))
+
+    def junit(data: Dict[str, Any], status: Any) -> str:
+        from harness.report.junit import render_junit
+
+        return render_junit(as_report(data, status))
+
+    return {
+        "--json": lambda data, _status: json.dumps(data, indent=2, default=str) + "\n",
+        "--markdown": markdown,
+        "--junit": junit,
+    }
+
+
+def write_outputs(args: argparse.Namespace, data: Dict[str, Any], status: Any, stdout: Optional[TextIO] = None) -> None:
+    """Write every output asked for: to its file, or to stdout for ``-``."""
+    renderers = _renderers()
+    for option, path in _given(args):
+        text = renderers[option](data, status)
+        if str(path) == STDOUT:
+            (stdout or sys.stdout).write(text)
+        else:
+            write_text(path, text)

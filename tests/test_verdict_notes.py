@@ -1,0 +1,133 @@
+"""What a verdict says beyond pass/fail (issue #13): numbers with the digits that matter, and retrieval that
+could not be judged said so, with ad hoc corpora able to bring queries (a ``role`` column or ``--queries``)."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.cli import main
+from harness.compare.kinds import ArrayPair, judge_embeddings
+from harness.compare.kinds.common import significant
+from harness.compare.policy import load_policy
+from harness.config.corpus import load_corpus
+from harness.config.corpus.user import DataFiles
+from harness.errors import CorpusError
+from harness.report.format import fmt
+
+from conftest import ROOT
+
+MODELS = ROOT / "fixtures" / "models"
+
+
+# -- significant digits ----------------------------------------------------------------------------------------
+
+
+def _rotated(cosine: float, dim: int = 8) -> tuple:
+    """Two unit vectors at exactly ``cosine`` (in float64) as the second row of two 2-row float32 arrays."""
+    base = np.zeros((2, dim), np.float64)
+    base[:, 0] = 1.0
+    cand = base.copy()
+    cand[1, 0], cand[1, 1] = cosine, math.sqrt(1 - cosine * cosine)
+    return base.astype(np.float32), cand.astype(np.float32)
+
+
+def test_a_min_cosine_just_below_its_limit_keeps_its_digits_in_the_reason() -> None:
+    base, cand = _rotated(0.99999719)
+    tol = load_policy().tolerance("m", "fp32")
+    verdict = judge_embeddings("m", tol, ArrayPair(["a", "b"], ["document", "document"], base, cand))
+    observed = verdict.metrics["min_cosine"]
+    assert 0.9999970 < observed < 0.9999974 and not verdict
+    shown = re.search(r"min_cosine (\S+) \(limit >= (\S+)\)", verdict.reason)
+    assert shown is not None, verdict.reason
+    assert shown.group(1) != "1" and float(shown.group(1)) < float(shown.group(2)) == tol.min_cosine
+    assert abs(float(shown.group(1)) - observed) < 5e-9  # the distance from 1 (2.8e-6) keeps 3 digits
+
+
+def test_report_numbers_near_one_keep_their_digits() -> None:
+    assert fmt(0.99999719) == "0.99999719" and fmt(1.0000003) == "1.0000003" and fmt(1.0) == "1"
+    assert fmt(0.933) == "0.933" and fmt(2.44e-4) == "2.44e-04" and fmt(12.5) == "12.5"
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), limit=st.floats(min_value=-1e6, max_value=1e6))
+def test_significant_keeps_the_order_against_the_limit_and_never_shows_a_false_integer(value: float, limit: float) -> None:
+    shown, other = float(significant(value, limit)), float(significant(limit, value))
+    assert (shown > other) - (shown < other) == (value > limit) - (value < limit)
+    if not float(value).is_integer():
+        assert not shown.is_integer() or value == 0
+    assert abs(shown - value) <= 5e-3 * abs(value) + 1e-300  # at least 3 significant digits
+
+
+# -- retrieval that cannot be judged ---------------------------------------------------------------------------
+
+
+def test_a_corpus_without_queries_says_retrieval_was_not_judged() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((4, 8)).astype(np.float32)
+    tol = load_policy().tolerance("m", "fp32")
+    verdict = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 4, base, base.copy()))
+    assert verdict and verdict.metrics["topk_not_judged"] == "no queries"
+    assert verdict.evidence["topk_not_judged"] == {"why": "no queries", "queries": 0, "documents": 4}
+    assert "topk" not in verdict.evidence  # the renderers' top-k evidence stays what it was: absent
+    moved = base.copy()
+    moved[0, 0] += 1e-3
+    failed = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 4, base, moved))
+    assert not failed and failed.reason.endswith("retrieval not judged: no queries")
+    with_queries = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 3 + ["query"], base, base.copy()))
+    assert "topk_not_judged" not in with_queries.metrics and with_queries.metrics["topk_order_agreement"] == 1.0
+
+
+def _files(tmp_path: Path) -> tuple:
+    docs = tmp_path / "docs.csv"
+    docs.write_text("id,text\nd1,the cat sat on the mat\nd2,dogs bark at night\nd3,fish swim in the sea\n")
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("id,text,role\nd1,the cat sat on the mat,\nd2,dogs bark at night,document\n"
+                     "d3,fish swim in the sea,\nq1,which animal barks,query\n")
+    queries = tmp_path / "queries.csv"
+    queries.write_text("id,text\nq1,which animal barks\nq2,what swims\n")
+    return docs, mixed, queries
+
+
+def test_an_ad_hoc_corpus_takes_queries_from_a_role_column_or_a_second_file(tmp_path: Path) -> None:
+    docs, mixed, queries = _files(tmp_path)
+    plain = load_corpus(docs)
+    assert len(plain.documents) == 3 and plain.queries == ()
+    split = load_corpus(mixed)
+    assert [t.id for t in split.documents] == ["d1", "d2", "d3"] and [t.id for t in split.queries] == ["q1"]
+    both = load_corpus(DataFiles(docs, queries))
+    assert [t.id for t in both.queries] == ["q1", "q2"] and len(both.documents) == 3
+    assert len({plain.sha256, split.sha256, both.sha256}) == 3  # queries are part of what two runs must share
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,text,role\nd1,x,document\nq1,y,query\nz1,z,admin\n")
+    with pytest.raises(CorpusError, match="'role' must be 'document', 'query' or empty, got 'admin'"):
+        load_corpus(bad)
+    with pytest.raises(CorpusError, match="--queries needs --corpus to be a data file"):
+        load_corpus(DataFiles(ROOT / "fixtures" / "corpus", queries))
+
+
+@pytest.mark.slow
+def test_harness_run_with_queries_gets_top_k_checks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    docs, _, queries = _files(tmp_path)
+    model = str(MODELS / "tiny-bi-encoder")
+    plain, ranked = tmp_path / "plain.parquet", tmp_path / "ranked.parquet"
+    assert main(["run", "--corpus", str(docs), "--model", model, "--device", "cpu", "--out", str(plain)]) == 0
+    assert main(["run", "--corpus", str(docs), "--queries", str(queries), "--model", model, "--device", "cpu",
+                 "--out", str(ranked)]) == 0
+    capsys.readouterr()
+    copy = tmp_path / "plain-copy.parquet"
+    shutil.copy(plain, copy)
+    assert main(["compare", str(plain), str(copy)]) == 0
+    assert "retrieval not judged: no queries" in capsys.readouterr().out
+    again = tmp_path / "ranked-copy.parquet"
+    shutil.copy(ranked, again)
+    assert main(["compare", str(ranked), str(again)]) == 0
+    out = capsys.readouterr().out
+    assert "retrieval not judged" not in out and "100.0%" in out
