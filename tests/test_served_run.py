@@ -8,6 +8,7 @@ The real server is in ``test_served_infinity.py`` (the same commands against inf
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -120,7 +121,8 @@ def test_a_served_run_reproduces_the_baseline_and_compare_judges_it_as_served(se
 
 def _error_lines(err: str) -> str:
     """stderr without the run's progress lines (``harness run: [1/2] ... started``): what the error said."""
-    return "\n".join(line for line in err.strip().splitlines() if not line.startswith("harness run: "))
+    return "\n".join(line for line in err.strip().splitlines()
+                     if not re.match(r"harness (run|check): \[\d+/\d+\] ", line))
 
 
 def test_a_bad_answer_is_exit_2_with_one_line_and_no_results_file(serve, answers, tmp_path, monkeypatch, capsys):
@@ -224,12 +226,12 @@ def test_harness_check_of_a_served_baseline_reaches_the_server_through_its_confi
     monkeypatch.chdir(tmp_path / "..")
     lost = tmp_path / "lost.parquet"
     assert main(["check", str(baseline), "--out", str(lost)]) == 2
-    err = capsys.readouterr().err.strip()
+    err = _error_lines(capsys.readouterr().err)
     assert "\n" not in err and "model 'tiny-bi-encoder': backend = \"http\" needs url" in err
     assert "harness check BASELINE --config harness.toml" in err and not lost.exists()
     # the server is gone: exit 2, one line naming its URL, no file
     server.stop()
     gone = tmp_path / "gone.parquet"
     assert main(["check", str(baseline), "--config", str(served_config), "--out", str(gone)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys.readouterr().err).splitlines()
     assert len(err) == 1 and f"{server.url}" in err[0] and "connection refused" in err[0] and not gone.exists()

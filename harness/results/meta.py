@@ -256,7 +256,7 @@ def path_anchors(project_root: "str | os.PathLike[str] | None" = None) -> List[T
 
 
 def portable_path(path: Optional[str], anchors: Anchors) -> Optional[str]:
-    """``path`` relative to the first anchor that holds it (``fixtures/models/x``, ``site-packages/pkg/model``,
+    """``path`` relative to the first anchor that holds it (``fixtures/models/tiny-bi-encoder``, ``site-packages/pkg/model``,
     ``~/models/x``); a relative path, a URL, or one under no anchor is returned as it is."""
     if not isinstance(path, str) or not os.path.isabs(path):
         return path
