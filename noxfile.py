@@ -101,11 +101,16 @@ def _options(session: nox.Session, *, cell_required: bool = False) -> argparse.N
     parser.add_argument("--runs", help="report: gather cells from this directory or URI (s3://bucket/prefix, gs://...) "
                                        "instead of reports/runs/<matrix>/")
     try:
-        return parser.parse_args(session.posargs)
+        opts = parser.parse_args(session.posargs)
     except SystemExit as exit_:
         if not exit_.code:
             session.skip("help printed")
         session.error(f"bad options {session.posargs!r}")
+    try:
+        schedule.thread_share(opts.jobs)  # --jobs 0 is bad input, said before minutes of installing
+    except MatrixError as err:
+        session.error(str(err))
+    return opts
 
 
 def _matrix(session: nox.Session, name: str) -> Matrix:
@@ -157,10 +162,6 @@ def _report(session: nox.Session, matrix: Matrix, *extra: str, runs: Optional[st
 def _run_and_report(session: nox.Session, opts: argparse.Namespace, matrix: Matrix, cells: List[Cell], out: Path,
                     *extra: str) -> None:
     """Set up and run ``cells`` with a line per step, judge them once, then a verdict line per cell."""
-    try:
-        schedule.thread_share(opts.jobs)  # --jobs 0 is bad input, before minutes of installing
-    except MatrixError as err:
-        session.error(str(err))
     started = time.perf_counter()
     schedule.run_cells(_workspace(session, opts), matrix, cells, opts.jobs, session.log)
     session.log(f"{len(cells)} cell(s) set up and run in {time.perf_counter() - started:.1f} s")

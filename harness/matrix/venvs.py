@@ -56,6 +56,8 @@ STAMP_FILE = "harness-cell.stamp"
 LOCK_FILE = "requirements.lock"
 #: ``pip freeze`` of a cell virtualenv right after its clean install, kept inside the virtualenv
 FREEZE_FILE = "harness-cell.freeze"
+#: wheels on local disk (the machine's CPU torch builds) that uv may take ahead of an index's, where it exists
+LOCAL_WHEELS = "/opt/wheels"
 #: the index that ``HARNESS_TORCH_INDEX_URL`` names, e.g. https://download.pytorch.org/whl/cpu
 TORCH_INDEX_VARIABLE = "HARNESS_TORCH_INDEX_URL"
 
@@ -96,6 +98,8 @@ def cell_env(venv: Path, backend: str) -> Dict[str, str]:
     # with UV_COMPILE_BYTECODE=0 the first import writes .pyc files instead of recompiling torch on every import
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.setdefault("UV_COMPILE_BYTECODE", "0")  # nothing compiled at install: a run compiles what it imports, once
+    if Path(LOCAL_WHEELS).is_dir():  # every caller (nox, `harness attribute run`, tests) resolves the same torch
+        env.setdefault("UV_FIND_LINKS", LOCAL_WHEELS)
     env["PATH"] = os.pathsep.join([str(bin_dir(venv)), env.get("PATH", "")])
     if backend == "pip":
         env["PIP_CONSTRAINT"] = "/dev/null"  # a machine-wide torch cap must not decide which torch a cell gets
