@@ -278,7 +278,8 @@ def bench(session: nox.Session) -> None:
     ``-- device --device cuda`` runs ``benchmarks/device_drift.py`` (drift per precision on one device; only
     when asked: it is the GPU check, minutes per setting)."""
     session.install("torch==2.13.0", "-e", f"{ROOT}[run,models]")
-    scripts = {"compare": "bench_compare.py", "overhead": "bench_runner_overhead.py", "device": "device_drift.py"}
+    scripts = {"compare": "bench_compare.py", "overhead": "bench_runner_overhead.py", "device": "device_drift.py",
+               "cells": "bench_cell_setup.py"}  # cells: matrix cell setup/reuse and run vs compute, only when asked
     if session.posargs and session.posargs[0] in scripts:
         session.run("python", str(ROOT / "benchmarks" / scripts[session.posargs[0]]), *session.posargs[1:])
         return

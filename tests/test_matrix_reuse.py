@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,12 @@ def test_a_cell_is_reused_while_its_lock_and_packages_stay_and_rebuilt_when_eith
     tampered = run_cell(ws, matrix, cell)
     assert not tampered.reused_venv and "installed packages changed since the install: +rich==14.0.0" in tampered.setup_note
     assert run_cell(ws, matrix, cell).reused_venv, "the rebuilt cell is what its lock says: reused from now on"
+
+    # the same virtualenv somewhere else: its scripts still point at the old place
+    shutil.copytree(tmp_path / "venvs", tmp_path / "moved", symlinks=True)
+    moved_ws = _workspace(tmp_path, fake, venvs=tmp_path / "moved")
+    assert not run_cell(moved_ws, matrix, cell).reused_venv and run_cell(moved_ws, matrix, cell).reused_venv
+    _calls(fake)
 
     fresh = run_cell(_workspace(tmp_path, fake, reuse_venvs=False), matrix, cell)
     assert not fresh.reused_venv and fresh.setup_note == "built: --fresh"

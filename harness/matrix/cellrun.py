@@ -171,7 +171,7 @@ def run_cell(ws: Workspace, matrix: Matrix, cell: Cell, run_args: Optional[List[
 
     ``run_args`` default to the matrix's (``Matrix.run_args``); the attribution walk passes its step's flags.
     """
-    venv = ws.venvs / cell.cell_id
+    venv = ws.venvs / matrix.name / cell.cell_id  # per matrix: smoke and default share cell ids, not model packages
     with venvs.cell_lock(venv, ws.log):
         return _run_locked(ws, matrix, cell, venv, matrix.run_args() if run_args is None else run_args)
 
@@ -220,7 +220,8 @@ def _setup(ws: Workspace, state: CellState, cell: Cell, no_deps: List[str], venv
         else:
             lock_text, install_from = lock.read_text(encoding="utf-8"), lock
     if python is not None:
-        key = venvs.lock_key(venvs.install_stamp(os.path.realpath(python), ws.backend, requirements, no_deps), lock_text)
+        stamp = venvs.install_stamp(os.path.realpath(python), ws.backend, requirements, no_deps)
+        key = venvs.lock_key(f"{stamp} {venv.resolve()}", lock_text)  # a moved virtualenv's scripts point elsewhere
         why_not, cpu_freeze = _why_not_reuse(ws, venv, key, run_dir, env)
         cpu += cpu_freeze
         if not why_not:

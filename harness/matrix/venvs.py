@@ -1,6 +1,6 @@
 """Matrix-cell virtualenvs: which installer, the commands that build one, when one can be reused, one user at a time.
 
-Cells are plain virtualenvs under ``.nox/matrix-cells/<cell-id>``, built with ``uv venv`` + ``uv pip install``
+Cells are plain virtualenvs under ``.nox/matrix-cells/<matrix>/<cell-id>``, built with ``uv venv`` + ``uv pip install``
 (or ``virtualenv`` + pip: backend ``pip``, automatic when uv is missing), because one nox session cannot own
 several nox-managed virtualenvs. A cell gets only what the runner needs: its pins, the runner's core
 dependencies, this project with ``--no-deps`` and model packages with ``--no-deps``.
