@@ -7,7 +7,10 @@ Targets (issue 14), as ratios and bounds measured in this one run, so a busy mac
 - a fresh cell does not byte-compile ~10k files it will never import: fresh setup without compiling is faster
   than with it (``UV_COMPILE_BYTECODE=1``, the old default);
 - the warm run (virtualenv reused, ``.pyc`` written by an earlier run) is within 1.5x of the model compute
-  (``run_s / compute_s``; the rest is interpreter start, imports, model loading, writing results).
+  (``run_s / compute_s``; the rest is interpreter start, imports, model loading, writing results). This bound
+  is the default matrix's (``--matrix default --cell torch-2.13.0_st-6.2.0_tf-5.23.0_py3.11``, the one default
+  cell without CUDA wheels); tiny models compute for a few seconds, less than the ~4.5 CPU s that importing
+  torch and sentence-transformers takes, so for ``smoke`` it is printed, not checked.
 
 ``python benchmarks/bench_cell_setup.py [--matrix smoke] [--cell ID] [--venvs DIR]``: builds its own cell
 virtualenvs under ``--venvs`` (default: a temporary directory, removed afterwards). Stdlib + ``harness.matrix``.
@@ -86,9 +89,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     checks = [
         (f"reused setup {warm.setup_s} s <= {REUSED_SETUP_MAX_S} s", warm.reused_venv and warm.setup_s <= REUSED_SETUP_MAX_S),
         (f"fresh setup without compiling / with: {new.setup_s / old.setup_s:.2f} < 1", new.setup_s < old.setup_s),
-        (f"warm run / compute {warm.run_s / warm.compute_s:.2f} <= {WARM_RUN_OVER_COMPUTE_MAX}",
-         warm.run_s <= WARM_RUN_OVER_COMPUTE_MAX * warm.compute_s),
     ]
+    ratio = f"warm run / compute {warm.run_s / warm.compute_s:.2f} <= {WARM_RUN_OVER_COMPUTE_MAX}"
+    if args.matrix == "default":  # the target is the default models'; tiny models compute too little to carry imports
+        checks.append((ratio, warm.run_s <= WARM_RUN_OVER_COMPUTE_MAX * warm.compute_s))
+    else:
+        print(f"info {ratio} (the bound is checked with --matrix default)")
     print(f"\nload average {os.getloadavg()[0]:.1f}")
     for text, ok in checks:
         print(f"{'met ' if ok else 'MISS'} {text}")
