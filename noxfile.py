@@ -94,7 +94,7 @@ def _options(session: nox.Session, *, cell_required: bool = False) -> argparse.N
     parser.add_argument("--fresh", action="store_true", default=os.environ.get("HARNESS_FRESH_VENVS") == "1",
                         help="rebuild every cell virtualenv (default: keep one whose resolved lock did not change)")
     parser.add_argument("--reuse-venvs", action="store_true", help="the default now; kept so older commands still work")
-    parser.add_argument("--jobs", "-j", type=int, default=int(os.environ.get("HARNESS_MATRIX_JOBS") or 1), metavar="N",
+    parser.add_argument("--jobs", "-j", type=int, default=os.environ.get("HARNESS_MATRIX_JOBS") or "1", metavar="N",
                         help="cells run side by side, each with cores/N threads (default 1)")
     parser.add_argument("--force", action="store_true", help="baseline: replace an existing baseline (the old one is kept)")
     parser.add_argument("--reason", help="baseline: why it is (re)generated")
