@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.matrix import cellrun, venvs  # noqa: E402 - stdlib + packaging only: importable in nox's own Python
+from harness.matrix import cellrun, schedule, venvs  # noqa: E402 - stdlib + packaging only: importable in nox's own Python
 from harness.matrix.cells import CellState  # noqa: E402
 from harness.matrix.lenient import MatrixProblem, load_lenient  # noqa: E402
-from harness.matrix.spec import Matrix, MatrixError, MatrixFile, baseline_file  # noqa: E402
+from harness.matrix.spec import Cell, Matrix, MatrixError, MatrixFile, baseline_file  # noqa: E402
 
 nox.options.sessions = ["lint", "tests"]  # a bare `nox` never starts the (long) matrix
 
@@ -30,7 +30,6 @@ REPORTS = Path(os.environ.get("HARNESS_REPORTS_DIR") or ROOT / "reports").resolv
 
 if Path("/opt/wheels").is_dir():
     os.environ.setdefault("UV_FIND_LINKS", "/opt/wheels")
-os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 # A broken matrix.toml never removes sessions: valid cells stay ``matrix_cell`` sessions, each broken cell (or
 # matrix, or the whole file) becomes a ``matrix_cell(<matrix>/cell-N-invalid)`` session that fails with the file,
@@ -65,17 +64,26 @@ def _options(session: nox.Session, *, cell_required: bool = False) -> argparse.N
     parser.add_argument("--matrix", default=os.environ.get("HARNESS_MATRIX", "default"), help="matrix name in matrix.toml")
     parser.add_argument("--cells", "--cell", nargs="+", dest="cells", required=cell_required, metavar="CELL_ID")
     parser.add_argument("--backend", choices=venvs.BACKENDS, default=os.environ.get("HARNESS_VENV_BACKEND", "auto"))
-    parser.add_argument("--reuse-venvs", action="store_true", default=os.environ.get("HARNESS_REUSE_VENVS") == "1")
+    parser.add_argument("--fresh", action="store_true", default=os.environ.get("HARNESS_FRESH_VENVS") == "1",
+                        help="rebuild every cell virtualenv (default: keep one whose resolved lock did not change)")
+    parser.add_argument("--reuse-venvs", action="store_true", help="the default now; kept so older commands still work")
+    parser.add_argument("--jobs", "-j", type=int, default=os.environ.get("HARNESS_MATRIX_JOBS") or "1", metavar="N",
+                        help="cells run side by side, each with cores/N threads (default 1)")
     parser.add_argument("--force", action="store_true", help="baseline: replace an existing baseline (the old one is kept)")
     parser.add_argument("--reason", help="baseline: why it is (re)generated")
     parser.add_argument("--runs", help="report: gather cells from this directory or URI (s3://bucket/prefix, gs://...) "
                                        "instead of reports/runs/<matrix>/")
     try:
-        return parser.parse_args(session.posargs)
+        opts = parser.parse_args(session.posargs)
     except SystemExit as exit_:
         if not exit_.code:
             session.skip("help printed")
         session.error(f"bad options {session.posargs!r}")
+    try:
+        schedule.thread_share(opts.jobs)  # --jobs 0 is bad input, said before minutes of installing
+    except MatrixError as err:
+        session.error(str(err))
+    return opts
 
 
 def _matrix(session: nox.Session, name: str, *, partial: bool = False) -> Matrix:
@@ -105,7 +113,7 @@ def _workspace(session: nox.Session, opts: argparse.Namespace) -> cellrun.Worksp
     except MatrixError as err:
         session.error(str(err))
     return cellrun.Workspace(root=ROOT, runs=REPORTS / "runs", venvs=_cells_root(session), backend=backend, uv=uv,
-                             reuse_venvs=opts.reuse_venvs, log=session.log, echo=sys.stdout.write)
+                             reuse_venvs=not opts.fresh, log=session.log, echo=sys.stdout.write)
 
 
 def _controller(session: nox.Session) -> None:
@@ -129,6 +137,25 @@ def _report(session: nox.Session, matrix: Matrix, *extra: str, runs: Optional[st
                 "--runs", runs or str(REPORTS / "runs" / matrix.name), *extra)
 
 
+def _run_and_report(session: nox.Session, opts: argparse.Namespace, matrix: Matrix, cells: List[Cell], out: Path,
+                    *extra: str) -> None:
+    """Set up and run ``cells`` with a line per step, judge them once, then a verdict line per cell."""
+    started = time.perf_counter()
+    schedule.run_cells(_workspace(session, opts), matrix, cells, opts.jobs, session.log)
+    session.log(f"{len(cells)} cell(s) set up and run in {time.perf_counter() - started:.1f} s")
+    # exit 1 (drift, unjudged cells) is read back from report.json after the verdict lines; 2 (bad input) fails here
+    session.run("harness", "matrix", "report", "--matrix", matrix.name, "--file", str(matrix.source),
+                "--runs", str(REPORTS / "runs" / matrix.name), "--out", str(out), *extra, success_codes=[0, 1])
+    try:
+        for line in schedule.verdict_lines(out / "report.json", cells):
+            session.log(line)
+        status = schedule.report_status(out / "report.json")
+    except MatrixError as err:
+        session.error(str(err))
+    if status.failing:
+        session.error(f"matrix {matrix.name}: {status.value} (see {out / 'summary.md'})")
+
+
 # -- sessions ---------------------------------------------------------------------------------------------------
 
 
@@ -139,18 +166,10 @@ def matrix(session: nox.Session) -> None:
     chosen = _matrix(session, opts.matrix)
     _prepare(session, chosen, opts.cells)
     _controller(session)
-    workspace = _workspace(session, opts)
     cells = chosen.select(opts.cells)
-    started = time.perf_counter()
-    for cell in cells:
-        cellrun.run_cell(workspace, chosen, cell)
-    session.log(f"{len(cells)} cell(s) set up and run in {time.perf_counter() - started:.1f} s")
-    _report(
-        session, chosen,
-        "--out", str(REPORTS / "latest"),
-        "--history", str(REPORTS / "history" / "history.jsonl"),
-        *(["--cells", *[c.cell_id for c in cells]] if opts.cells else []),
-    )
+    _run_and_report(session, opts, chosen, cells, REPORTS / "latest",
+                    "--history", str(REPORTS / "history" / "history.jsonl"),
+                    *(["--cells", *[c.cell_id for c in cells]] if opts.cells else []))
 
 
 @nox.session(venv_backend=VENV_BACKEND)
@@ -163,8 +182,8 @@ def matrix_cell(session: nox.Session, matrix_name: str, cell_id: str, problem: s
     chosen = _matrix(session, matrix_name, partial=True)
     _prepare(session, chosen, [cell_id])
     _controller(session)
-    cellrun.run_cell(_workspace(session, opts), chosen, chosen.cell(cell_id))
-    _report(session, chosen, "--cells", cell_id, "--out", str(REPORTS / "runs" / chosen.name / cell_id / "report"))
+    _run_and_report(session, opts, chosen, [chosen.cell(cell_id)], REPORTS / "runs" / chosen.name / cell_id / "report",
+                    "--cells", cell_id)
 
 
 @nox.session(venv_backend=VENV_BACKEND)
@@ -239,7 +258,8 @@ def bench(session: nox.Session) -> None:
     ``-- device --device cuda`` runs ``benchmarks/device_drift.py`` (drift per precision on one device; only
     when asked: it is the GPU check, minutes per setting)."""
     session.install("torch==2.13.0", "-e", f"{ROOT}[run,models]")
-    scripts = {"compare": "bench_compare.py", "overhead": "bench_runner_overhead.py", "device": "device_drift.py"}
+    scripts = {"compare": "bench_compare.py", "overhead": "bench_runner_overhead.py", "device": "device_drift.py",
+               "cells": "bench_cell_setup.py"}  # cells: matrix cell setup/reuse and run vs compute, only when asked
     if session.posargs and session.posargs[0] in scripts:
         session.run("python", str(ROOT / "benchmarks" / scripts[session.posargs[0]]), *session.posargs[1:])
         return

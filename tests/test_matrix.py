@@ -303,7 +303,7 @@ def _run_dir(tmp_path: Path, status: str = "ok", results: bool = True, **results
 
 
 def _check_record(record: Dict[str, Any]) -> None:
-    assert set(record) == {"cell_id", "params", "status", "reason", "setup_s", "run_s", "results", "comparison"}
+    assert set(record) == {"cell_id", "params", "status", "reason", "setup_s", "run_s", "compute_s", "results", "comparison"}
     assert record["status"] in [s.value for s in CellStatus]
     json.dumps(record)  # JSON-able as it is
 

@@ -69,7 +69,7 @@ def test_a_cell_without_its_python_is_recorded_and_the_next_one_runs(tmp_path: P
     assert read_cell_state(run_dir) == state
     assert (state.cell_id, state.matrix, state.models, state.backend) == (cell.cell_id, "m", ["tiny"], "pip")
     assert (run_dir / "requirements.txt").read_text(encoding="utf-8").splitlines()[0] == "torch==2.13.0"
-    assert not (tmp_path / "venvs" / cell.cell_id).exists()
+    assert (tmp_path / "venvs" / "m").is_dir() and not (tmp_path / "venvs" / "m" / cell.cell_id).exists()
     assert logged[-1].startswith(f"cell {cell.label}: install-failed")
     record = cell_record(cell, run_dir, tmp_path / "unused-baseline.parquet")
     assert (record["status"], record["reason"]) == ("install-failed", state.reason)

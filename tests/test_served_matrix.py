@@ -100,13 +100,30 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+FAKE_LOCK = "infinity-emb==0.0.77\ntorch==2.13.0\n"
+FAKE_UV = f"""import sys
+from pathlib import Path
+args = sys.argv[1:]
+if args[:2] == ["pip", "compile"]:
+    Path(args[args.index("-o") + 1]).write_text({FAKE_LOCK!r})
+elif args[:2] == ["pip", "freeze"]:
+    print({FAKE_LOCK!r}, end="")
+else:
+    sys.exit(f"stand-in uv: {{args[:2]}} not expected (the cell must be reused)")
+"""
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, answers: Path, monkeypatch: pytest.MonkeyPatch):
     """A workspace whose one server cell has a ready virtualenv (stamp matches: no install) with a stand-in server."""
     matrix = hm.load_matrix_file().select("served")
     cell = next(c for c in matrix.cells if c.server)
-    ws = cellrun.Workspace(root=ROOT, runs=tmp_path / "runs", venvs=tmp_path / "venvs", backend="uv", reuse_venvs=True)
-    venv = ws.venvs / cell.cell_id
+    # a stand-in uv: the cell resolves to one lock and lists the packages recorded at its install (so it is reused)
+    fake_uv = tmp_path / "uv"
+    _script(fake_uv, f"#!{sys.executable}\n{FAKE_UV}")
+    ws = cellrun.Workspace(root=ROOT, runs=tmp_path / "runs", venvs=tmp_path / "venvs", backend="uv", uv=str(fake_uv),
+                           reuse_venvs=True)
+    venv = ws.venvs / matrix.name / cell.cell_id
     bin_dir = venvs.bin_dir(venv)
     bin_dir.mkdir(parents=True)
     here = Path(sys.executable).parent
@@ -116,7 +133,9 @@ def workspace(tmp_path: Path, answers: Path, monkeypatch: pytest.MonkeyPatch):
     python = find_python(cell.python)
     assert python, f"no Python {cell.python}"
     stamp = venvs.install_stamp(os.path.realpath(python), ws.backend, cell.requirements(), matrix.model_packages())
-    (venv / venvs.STAMP_FILE).write_text(stamp + "\n", encoding="utf-8")
+    key = venvs.lock_key(f"{stamp} {venv.resolve()}", FAKE_LOCK)
+    (venv / venvs.STAMP_FILE).write_text(key + "\n", encoding="utf-8")
+    (venv / venvs.FREEZE_FILE).write_text(FAKE_LOCK, encoding="utf-8")
     monkeypatch.setenv("STAND_IN_ANSWERS", str(answers))
     monkeypatch.setenv("STAND_IN_SEEN", str(tmp_path / "seen.json"))
     return ws, matrix, cell, tmp_path / "seen.json"
@@ -226,7 +245,7 @@ def test_ctrl_c_during_the_run_stops_the_server(workspace, monkeypatch) -> None:
         assert not _gone(pid)  # the server is up while the cell's `harness run` runs
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cellrun, "run_harness", interrupted)
+    monkeypatch.setattr(cellrun, "_run_harness", interrupted)
     with pytest.raises(KeyboardInterrupt):
         cellrun.run_cell(ws, matrix, cell)
     assert _gone(json.loads(seen_file.read_text(encoding="utf-8"))["pid"])
@@ -234,7 +253,7 @@ def test_ctrl_c_during_the_run_stops_the_server(workspace, monkeypatch) -> None:
 
 def test_a_failed_harness_run_still_stops_the_server_and_keeps_its_exit_code(workspace, monkeypatch) -> None:
     ws, matrix, cell, seen_file = workspace
-    monkeypatch.setattr(cellrun, "run_harness", lambda *a, **k: (2, "harness run: error: http://127.0.0.1:1/x: refused"))
+    monkeypatch.setattr(cellrun, "_run_harness", lambda *a, **k: cellrun.Ran(2, "harness run: error: http://127.0.0.1:1/x: refused", 0.0))
     state = cellrun.run_cell(ws, matrix, cell)
     assert state.status is StageStatus.RUN_FAILED and state.run_exit_code == 2 and "refused" in state.reason
     assert _gone(json.loads(seen_file.read_text(encoding="utf-8"))["pid"])

@@ -64,6 +64,14 @@ class CellState:
     run_cpu_s: Optional[float] = None
     cleanup_s: Optional[float] = None
     reused_venv: bool = False
+    #: why the virtualenv was reused or built (``reused: ...``, ``built: --fresh``, ``built: the pins ... changed``)
+    setup_note: str = ""
+    #: the model compute part of ``run_s`` (encode/predict calls, summed over models), as the run measured it
+    compute_s: Optional[float] = None
+    #: the run's own breakdown (``harness.run.timings``): startup, imports, model loads, compute, write
+    timings: Dict[str, Any] = field(default_factory=dict)
+    #: the thread pools' limit the run had (``--jobs`` gives each cell a share of the cores); None: not limited
+    threads: Optional[int] = None
     run_exit_code: Optional[int] = None
     #: the last lines of a failed (or not fully clean) command's output
     output_tail: str = ""
@@ -92,6 +100,8 @@ class CellState:
             raise MatrixError(f"{where}: status {data.get('status')!r} is not one of {choices}") from None
         values["reason"] = values.get("reason") or ""
         values["output_tail"] = values.get("output_tail") or ""
+        values["setup_note"] = values.get("setup_note") or ""
+        values["timings"] = values.get("timings") if isinstance(values.get("timings"), dict) else {}
         return cls(**values)
 
 

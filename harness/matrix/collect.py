@@ -72,6 +72,7 @@ def cell_record(
         "reason": "",
         "setup_s": state.setup_s if state else None,
         "run_s": state.run_s if state else None,
+        "compute_s": state.compute_s if state else None,
         "results": _relative(results) if written else None,
         "comparison": None,
     }

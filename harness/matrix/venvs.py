@@ -1,9 +1,17 @@
 """Matrix-cell virtualenvs: which installer, the commands that build one, when one can be reused, one user at a time.
 
-Cells are plain virtualenvs under ``.nox/matrix-cells/<cell-id>``, built with ``uv venv`` + ``uv pip install``
+Cells are plain virtualenvs under ``.nox/matrix-cells/<matrix>/<cell-id>``, built with ``uv venv`` + ``uv pip install``
 (or ``virtualenv`` + pip: backend ``pip``, automatic when uv is missing), because one nox session cannot own
 several nox-managed virtualenvs. A cell gets only what the runner needs: its pins, the runner's core
 dependencies, this project with ``--no-deps`` and model packages with ``--no-deps``.
+
+Reuse is keyed by the resolved lock, not only the pins: with uv, every setup first runs ``uv pip compile`` of the
+cell's requirements (~1 s from uv's cache) and installs from that lock; the virtualenv is kept when the install
+stamp *and the lock* are what it was built from, and ``pip freeze`` of it still equals what was recorded after
+the install (nothing added, removed or upgraded by hand). A new release of an unpinned dependency changes the
+lock, so the cell is rebuilt. With pip there is no compile step: the key is the pins and the recorded freeze.
+Nothing is byte-compiled at install (``UV_COMPILE_BYTECODE=0``, ``pip --no-compile``): compiling ~10k files
+took 18-37 s per fresh cell; Python writes the ``.pyc`` of what a run imports on its first import instead.
 
 Stdlib only: nox's own Python imports this module.
 """
@@ -32,12 +40,24 @@ __all__ = [
     "install_stamp",
     "reusable",
     "cell_lock",
+    "LOCK_FILE",
+    "FREEZE_FILE",
+    "compile_command",
+    "freeze_command",
+    "lock_key",
+    "freeze_difference",
 ]
 
 #: ``auto`` picks uv when it is found, else pip
 BACKENDS = ("auto", "uv", "pip")
 #: written into a cell's virtualenv after a clean install: what it was installed from
 STAMP_FILE = "harness-cell.stamp"
+#: the resolved requirements a cell is installed from (``uv pip compile``), in its run directory
+LOCK_FILE = "requirements.lock"
+#: ``pip freeze`` of a cell virtualenv right after its clean install, kept inside the virtualenv
+FREEZE_FILE = "harness-cell.freeze"
+#: wheels on local disk (the machine's CPU torch builds) that uv may take ahead of an index's, where it exists
+LOCAL_WHEELS = "/opt/wheels"
 #: the index that ``HARNESS_TORCH_INDEX_URL`` names, e.g. https://download.pytorch.org/whl/cpu
 TORCH_INDEX_VARIABLE = "HARNESS_TORCH_INDEX_URL"
 
@@ -77,6 +97,9 @@ def cell_env(venv: Path, backend: str) -> Dict[str, str]:
     env.pop("CONDA_PREFIX", None)
     # with UV_COMPILE_BYTECODE=0 the first import writes .pyc files instead of recompiling torch on every import
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("UV_COMPILE_BYTECODE", "0")  # nothing compiled at install: a run compiles what it imports, once
+    if Path(LOCAL_WHEELS).is_dir():  # every caller (nox, `harness attribute run`, tests) resolves the same torch
+        env.setdefault("UV_FIND_LINKS", LOCAL_WHEELS)
     env["PATH"] = os.pathsep.join([str(bin_dir(venv)), env.get("PATH", "")])
     if backend == "pip":
         env["PIP_CONSTRAINT"] = "/dev/null"  # a machine-wide torch cap must not decide which torch a cell gets
@@ -107,9 +130,48 @@ def install_commands(
     index_args = ["--extra-index-url", index] if index else []
     return [
         create,
-        [vpy, "-m", "pip", "install", *index_args, "-r", str(requirements)],
-        [vpy, "-m", "pip", "install", "--no-deps", "-e", str(root), *no_deps],
+        [vpy, "-m", "pip", "install", "--no-compile", *index_args, "-r", str(requirements)],
+        [vpy, "-m", "pip", "install", "--no-compile", "--no-deps", "-e", str(root), *no_deps],
     ]
+
+
+def compile_command(uv: Optional[str], python: str, requirements: Path, lock: Path) -> List[str]:
+    """``uv pip compile`` of the cell's requirements for its interpreter into ``lock`` (same index as the install)."""
+    index = os.environ.get(TORCH_INDEX_VARIABLE)
+    return [uv or "uv", "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--python", python,
+            *(["--index", index] if index else []), str(requirements), "-o", str(lock)]
+
+
+def freeze_command(backend: str, venv: Path, uv: Optional[str]) -> List[str]:
+    """List what is installed in the cell virtualenv, one ``name==version`` (or ``-e url``) a line."""
+    vpy = str(bin_dir(venv) / "python")
+    if backend == "uv":
+        return [uv or "uv", "pip", "freeze", "--python", vpy]
+    return [vpy, "-m", "pip", "freeze", "--all"]
+
+
+def lock_key(stamp: str, lock_text: Optional[str]) -> str:
+    """The reuse key: the install stamp and the resolved lock (None with pip: the stamp alone)."""
+    if lock_text is None:
+        return stamp
+    return hashlib.sha256(f"{stamp}\n{_canonical_lines(lock_text)}".encode()).hexdigest()
+
+
+def _canonical_lines(text: str) -> str:
+    """Requirement lines without comments, blanks and ordering, so an equal set of packages reads equal."""
+    lines = {line.split("#", 1)[0].strip() for line in text.splitlines()}
+    return "\n".join(sorted(line for line in lines if line))
+
+
+def freeze_difference(recorded: Optional[str], current: str) -> str:
+    """Empty when ``current`` (freeze now) equals ``recorded`` (after the install); else what differs, one line."""
+    if recorded is None:
+        return "no record of what was installed"
+    old, new = set(_canonical_lines(recorded).splitlines()), set(_canonical_lines(current).splitlines())
+    changes = [f"-{line}" for line in sorted(old - new)] + [f"+{line}" for line in sorted(new - old)]
+    if not changes:
+        return ""
+    return "installed packages changed since the install: " + ", ".join(changes[:6]) + (" ..." if len(changes) > 6 else "")
 
 
 def install_stamp(python: str, backend: str, requirements: Sequence[str], no_deps: Sequence[str]) -> str:

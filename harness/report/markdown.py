@@ -91,14 +91,23 @@ def _worst_check(model: Dict[str, Any]) -> str:
     return f"{_code(worst['name'])} {md_escape(fmt_used(worst))}"
 
 
+def _run_time(cell: Dict[str, Any]) -> str:
+    """The cell's run seconds and the model compute part of them (the rest is imports and model loading)."""
+    if cell.get("run_s") is None:
+        return "-"
+    compute = cell.get("compute_s")
+    return f"{fmt_seconds(cell['run_s'])} ({fmt_seconds(compute)})" if compute is not None else fmt_seconds(cell["run_s"])
+
+
 def _summary(report: Dict[str, Any]) -> List[str]:
     rows: List[List[str]] = []
     for cell in report["cells"]:
         models = (cell.get("comparison") or {}).get("models", [])
-        rows += [_summary_row(cell, m) for m in models]
+        rows += [[*_summary_row(cell, m), _run_time(cell) if i == 0 else ""] for i, m in enumerate(models)]
         if not models:
-            rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-", "-"])
-    header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)"]
+            rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-", "-", _run_time(cell)])
+    header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)",
+              "Run (compute)"]
     return ["", "## Summary", ""] + _table(header, rows)
 
 

@@ -58,6 +58,7 @@ def _normalize_cell(cell: Mapping[str, Any]) -> Dict[str, Any]:
         "reason": cell.get("reason") or "",
         "setup_s": cell.get("setup_s"),
         "run_s": cell.get("run_s"),
+        "compute_s": cell.get("compute_s"),  # the models' encode/predict part of run_s (the rest: imports, loads)
         "results": None if cell.get("results") is None else str(cell["results"]),
         "comparison": comparison,
     }

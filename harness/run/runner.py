@@ -28,6 +28,7 @@ from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
 from harness.run.progress import ProgressEvent, ProgressListener, notify
 from harness.run.served import is_served, run_served
+from harness.run.timings import RunTimings
 from harness.fsio import output_lock
 from harness.config.registry import ModelSpec, Registry
 from harness.run.resolve import resolve_model_dir
@@ -249,8 +250,20 @@ def _entries(spec: ModelSpec, rows: List[ModelRows], record: ModelRecord, encode
     return out
 
 
+def _import_libraries() -> None:
+    """torch and sentence-transformers imported up front, so their import time is a phase of its own rather
+    than part of the first model's load; a library that fails to import is reported by ``load_model``."""
+    import torch  # noqa: F401
+
+    try:
+        import sentence_transformers  # noqa: F401
+    except Exception:  # noqa: BLE001 - an old or broken install: load_model says why, per model (incompatible)
+        pass
+
+
 def run(options: RunOptions) -> RunSummary:
     """Run every selected model over the corpus and write the results file atomically."""
+    timings = RunTimings()
     if options.dtype not in DTYPES:
         raise HarnessError(f"--dtype must be one of {', '.join(DTYPES)}, got '{options.dtype}'")
     if options.batch_size < 1:
@@ -261,11 +274,15 @@ def run(options: RunOptions) -> RunSummary:
     specs = options.registry.select(options.models)
     check_corpus_fits(specs, corpus)
     local = [spec for spec in specs if not is_served(spec)]
+    if local:
+        with timings.phase("import"):
+            _import_libraries()
     device = pick_device(options.device) if local else "http"
     if local:
         _configure_torch(options)
     started = _dt.datetime.now(_dt.timezone.utc)
-    fingerprint = collect_fingerprint(device, options.dtype) if local else collect_client_fingerprint(options.dtype)
+    with timings.phase("fingerprint"):
+        fingerprint = collect_fingerprint(device, options.dtype) if local else collect_client_fingerprint(options.dtype)
     all_rows: List[ModelRows] = []
     records: Dict[str, ModelRecord] = {}
     served: Dict[str, Dict[str, object]] = {}
@@ -283,6 +300,7 @@ def run(options: RunOptions) -> RunSummary:
         notify(options.on_progress, dataclasses.replace(
             event, stage="finish", status=str(first.status) if first else None, items_per_s=first.items_per_s if first else None,
             elapsed_s=round(time.perf_counter() - model_started, 3)))
+        timings.model(spec.id, first.load_s if first else None, first.compute_s if first else None)
         records.update(entries)
         all_rows.extend(rows)
     if served:
@@ -308,9 +326,10 @@ def run(options: RunOptions) -> RunSummary:
         fingerprint=fingerprint,
         models=records,
     )
-    with output_lock(options.out):  # one writer per file; removes temp files of writers killed mid-write
+    with timings.phase("write"), output_lock(options.out):  # one writer per file; removes temp files of dead writers
         # recorded paths relative to the checkout, site-packages or home: a committed file names no machine's paths
         path = write_results(options.out, all_rows, portable_metadata(metadata.to_dict(), path_anchors(paths.project_root())))
+    timings.write()
     return RunSummary(
         path=path,
         statuses={k: str(r.status) for k, r in records.items()},
