@@ -1,0 +1,131 @@
+"""Proving top-k agreement without scoring every query against every document.
+
+When every vector moved by little (fp32 drift), a query's candidate top-k is the baseline's, in the same order,
+whenever the baseline's own top-(k+1) scores are spaced wider than any score can move. With unit vectors (all
+cosines are computed on ``unit_rows``), for a query q and a document d:
+
+    |cos_c(q, d) - cos_b(q, d)| <= |ĉ_q - b̂_q| + |ĉ_d - b̂_d| =: e_q + D_d
+
+``e_q`` is computed exactly from the query vectors (read first); ``D_d`` is bounded per document from the
+``|b|^2`` and ``|c - b|^2`` the streaming pass already computes (``move_bounds``). Documents that moved far
+more than the rest of their block (``far``) are scored exactly against every query instead, so that a handful
+of real changes does not loosen the bound for all. With ``delta_q = e_q + max D over the other documents``
+(plus rounding), and the baseline's exact top-(k+1) ``s_1 >= ... >= s_{k+1}`` (``harness.compare.certificate``):
+
+* no far document among the query's baseline top-(k+1), and every far document's exact candidate score
+  below ``s_k - delta_q``;
+* ``s_k - delta_q > s_{k+1} + delta_q``: no document outside the baseline's top-k can enter the candidate's;
+* ``s_i - delta_q > s_{i+1} + delta_q`` for i < k: the candidate's scores of the top-k strictly decrease in
+  the baseline's order, so its order (ties by position included) is the baseline's.
+
+Then ``topk_agreement`` would find this query's order and set unchanged, overlap 1 and the raw order equal:
+the query is *certified*. Any other query is scored exactly (``TopKStream``). The bound only decides which
+queries need scoring; a bound too loose costs time, never a wrong verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from harness.compare.metrics import TopKAgreement, unit_rows
+from harness.compare.stats.topk import TILE_BYTES, move_bounds
+
+__all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
+
+#: slack for the float64 rounding of the cosines compared (a dot product of unit rows is off by at most
+#: ~dim * 2**-53; this covers dim up to ~10^4 with a wide margin)
+ROUNDING = 1e-11
+
+
+def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarray:
+    """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up)."""
+    return np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
+
+
+def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per query, whether the baseline's top scores ``scores`` (queries x (k or k+1), best first) are spaced
+    wider than ``2 delta`` (and clear of ``far_best``, the best exact candidate score of the far documents)."""
+    s = np.asarray(scores, dtype=np.float64)
+    nq = len(s)
+    if not nq:
+        return np.zeros(0, dtype=bool)
+    d = np.asarray(delta, dtype=np.float64)[:, None]
+    ok = np.ones(nq, dtype=bool)
+    if k > 1:
+        ok &= ((s[:, : k - 1] - d) > (s[:, 1:k] + d)).all(axis=1)
+    kth = s[:, k - 1] - d[:, 0]
+    if s.shape[1] > k:
+        ok &= kth > s[:, k] + d[:, 0]
+    if far_best is not None:
+        ok &= kth > far_best
+    return ok
+
+
+class CertifyStream:
+    """What the bound needs from the streamed documents: the largest move ``D`` of the documents that were
+    not singled out, and for those that were (``far``) their positions and exact candidate scores (the best per
+    query). Fed like ``TopKStream`` (same ``add`` arguments), mergeable across threads; memory: a few floats per
+    query and one tile of far documents' scores."""
+
+    def __init__(self, cand_queries: np.ndarray, tile_bytes: int = TILE_BYTES) -> None:
+        self.qc = unit_rows(cand_queries)
+        dim = cand_queries.shape[1]
+        self.kappa = (dim + 4) * float(np.finfo(np.float32).eps) / 2 if cand_queries.dtype.itemsize <= 4 \
+            else (dim + 4) * float(np.finfo(np.float64).eps) / 2
+        self.tile_rows = max(1, int(tile_bytes) // (8 * max(1, len(self.qc))))
+        self.near_move = 0.0
+        self.far_best = np.full(len(self.qc), -np.inf)
+        self.far_positions: list = []
+
+    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
+            diff_sq: np.ndarray) -> None:
+        m = len(base)
+        if not m:
+            return
+        moved = move_bounds(base_sq, diff_sq, self.kappa)
+        # the same rule as TopKStream's screen: a few documents far beyond the block's 99th percentile
+        cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
+        far = np.flatnonzero(~(moved <= cut))  # NaN rows too (refused afterwards)
+        near = np.delete(moved, far) if len(far) else moved
+        self.near_move = max(self.near_move, float(near.max(initial=0.0)))
+        if not len(far):
+            return
+        self.far_positions.append(np.asarray(positions, dtype=np.int64)[far])
+        for s in range(0, len(far), self.tile_rows):
+            rows = far[s : s + self.tile_rows]
+            scores = self.qc @ unit_rows(np.asarray(cand)[rows]).T
+            self.far_best = np.fmax(self.far_best, scores.max(axis=1))
+
+    def merge(self, other: "CertifyStream") -> None:
+        self.near_move = max(self.near_move, other.near_move)
+        self.far_best = np.fmax(self.far_best, other.far_best)
+        self.far_positions += other.far_positions
+
+    def certified(self, top_positions: np.ndarray, top_scores: np.ndarray, k: int, moves: np.ndarray) -> np.ndarray:
+        """Per query, whether its top-k agreement is proven (module docstring), from the baseline's top-(k+1)
+        ``top_positions``/``top_scores`` (queries x (k or k+1)) and the query moves ``e_q``."""
+        delta = (np.asarray(moves) + self.near_move) * (1 + 1e-6) + ROUNDING
+        ok = certifiable(top_scores, k, delta, self.far_best)
+        if self.far_positions:
+            far = np.unique(np.concatenate(self.far_positions))
+            ok &= ~np.isin(top_positions, far).any(axis=1)
+        return ok & np.isfinite(delta)
+
+
+def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence["tuple[np.ndarray, TopKAgreement]"]) -> TopKAgreement:
+    """One ``TopKAgreement`` for all queries: certified ones unchanged, the others from exact parts (each the
+    query indices it covers and its agreement over them)."""
+    same_order = np.ones(nq, dtype=bool)
+    same_set = np.ones(nq, dtype=bool)
+    overlap = np.ones(nq, dtype=np.float64)
+    raw = np.ones(nq, dtype=bool)
+    covered = np.asarray(certified, dtype=bool).copy()
+    for rows, agree in exact:
+        same_order[rows], same_set[rows] = agree.same_order, agree.same_set
+        overlap[rows], raw[rows] = agree.overlap, agree.raw_same_order
+        covered[rows] = True
+    if not covered.all():
+        raise ValueError(f"combine: {int((~covered).sum())} queries neither certified nor scored")
+    return TopKAgreement(k=k, same_order=same_order, same_set=same_set, overlap=overlap, raw_same_order=raw)
