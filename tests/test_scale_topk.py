@@ -151,3 +151,71 @@ def test_tiled_queries_give_the_untiled_agreement() -> None:
     positions, scores = stream.baseline_top()
     assert positions.shape == (300, 10)
     np.testing.assert_allclose(scores, np.sort(m.cosine_matrix(queries, docs), axis=1)[:, ::-1][:, :10], rtol=0, atol=1e-15)
+
+
+# -- the certificate cache: keyed by the baseline's content, never trusted over the data ---------------------
+
+
+MODEL = "scale-bi-encoder"
+
+
+def _write(path: Path, vectors: np.ndarray, nq: int) -> Path:
+    from harness.results import ModelRows, ResultsWriter
+
+    n, dim = vectors.shape
+    meta = {"corpus": {"name": "scale", "sha256": "d" * 64}, "fingerprint": {},
+            "models": {MODEL: {"kind": "bi-encoder", "status": "ok", "dim": dim, "vector_dtype": "float32"}}}
+    roles = ["document"] * (n - nq) + ["query"] * nq
+    with ResultsWriter(path, meta, vector_width=dim * 4) as writer:
+        writer.write(ModelRows(MODEL, "embed", [f"t{i:06d}" for i in range(n)], roles=roles, vectors=vectors))
+    return path
+
+
+def _compare(base: Path, cand: Path) -> Dict[str, Any]:
+    from harness.compare.comparator import compare_files
+
+    (model,) = [v for v in compare_files(base, cand).serialize()["models"] if v["model_id"] == MODEL]
+    return model
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(certs, "CERTIFY_MIN_PAIRS", 1)
+    return tmp_path / "cache"
+
+
+def test_certificate_is_built_then_used_and_a_stale_or_corrupt_one_ignored(tmp_path: Path, cache: Path) -> None:
+    rng = np.random.default_rng(3)
+    nq = 60
+    vectors = rng.standard_normal((20_000, 8)).astype(np.float32)
+    base = _write(tmp_path / "base.parquet", vectors, nq)
+    cand = _write(tmp_path / "cand.parquet", (vectors + rng.normal(0, 1e-7, vectors.shape)).astype(np.float32), nq)
+    first = _compare(base, cand)
+    assert (first["evidence"]["topk"]["certified"], first["evidence"]["topk"]["scored_exactly"]) == (0, nq)
+    (filed,) = list((cache / "topk-certificates").glob("*/*.npz"))
+    second = _compare(base, cand)
+    assert second["evidence"]["topk"]["certified"] >= nq - 3
+    assert second["metrics"] == first["metrics"] and second["status"] == first["status"]
+    filed.write_bytes(filed.read_bytes()[:100])  # corrupt: ignored, every query scored, rebuilt
+    third = _compare(base, cand)
+    assert third["evidence"]["topk"]["certified"] == 0 and third["metrics"] == first["metrics"]
+    assert _compare(base, cand)["evidence"]["topk"]["certified"] >= nq - 3
+    # the baseline replaced by another (same path and size, documents a hair apart): the old certificate would
+    # still certify nearly every query, but it describes other content and must not be used
+    moved = vectors.copy()
+    moved[:-nq] += rng.normal(0, 1e-7, moved[:-nq].shape).astype(np.float32)
+    _write(base, moved, nq)
+    changed = _compare(base, cand)
+    assert changed["evidence"]["topk"]["certified"] == 0
+    q, d = slice(len(moved) - nq, None), slice(0, len(moved) - nq)
+    cv = np.asarray(ResultsFileVectors(cand))
+    expected = m.topk_agreement(m.cosine_matrix(moved[q], moved[d]), m.cosine_matrix(cv[q], cv[d]), 10, 1e-6)
+    assert changed["metrics"]["topk_order_agreement"] == expected.share("same_order")
+    assert changed["metrics"]["topk_set_agreement"] == expected.share("same_set")
+
+
+def ResultsFileVectors(path: Path) -> np.ndarray:
+    from harness.results import ResultsFile
+
+    return ResultsFile(path).embeddings(MODEL)[2]
