@@ -39,9 +39,17 @@ __all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
 ROUNDING = 1e-11
 
 
+#: queries whose float64 unit rows are made at a time (memory: QUERY_CHUNK x dim x 8 bytes per side)
+QUERY_CHUNK = 4096
+
+
 def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarray:
-    """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up)."""
-    return np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
+    """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up), as ``TopKStream`` computes it."""
+    out = np.zeros(len(base_queries))
+    for s in range(0, len(base_queries), QUERY_CHUNK):
+        e = s + QUERY_CHUNK
+        out[s:e] = np.linalg.norm(unit_rows(cand_queries[s:e]) - unit_rows(base_queries[s:e]), axis=1)
+    return out * (1 + 1e-9) + 1e-12
 
 
 def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optional[np.ndarray] = None) -> np.ndarray:
@@ -70,13 +78,13 @@ class CertifyStream:
     query and one tile of far documents' scores."""
 
     def __init__(self, cand_queries: np.ndarray, tile_bytes: int = TILE_BYTES) -> None:
-        self.qc = unit_rows(cand_queries)
+        self.cand_queries = cand_queries  # raw rows: unit rows made QUERY_CHUNK at a time when scoring
         dim = cand_queries.shape[1]
         self.kappa = (dim + 4) * float(np.finfo(np.float32).eps) / 2 if cand_queries.dtype.itemsize <= 4 \
             else (dim + 4) * float(np.finfo(np.float64).eps) / 2
-        self.tile_rows = max(1, int(tile_bytes) // (8 * max(1, len(self.qc))))
+        self.tile_rows = max(1, int(tile_bytes) // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
         self.near_move = 0.0
-        self.far_best = np.full(len(self.qc), -np.inf)
+        self.far_best = np.full(len(cand_queries), -np.inf)
         self.far_positions: list = []
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
@@ -93,10 +101,11 @@ class CertifyStream:
         if not len(far):
             return
         self.far_positions.append(np.asarray(positions, dtype=np.int64)[far])
-        for s in range(0, len(far), self.tile_rows):
-            rows = far[s : s + self.tile_rows]
-            scores = self.qc @ unit_rows(np.asarray(cand)[rows]).T
-            self.far_best = np.fmax(self.far_best, scores.max(axis=1))
+        for s in range(0, len(self.cand_queries), QUERY_CHUNK):
+            qc = unit_rows(self.cand_queries[s : s + QUERY_CHUNK])
+            for f in range(0, len(far), self.tile_rows):
+                scores = qc @ unit_rows(np.asarray(cand)[far[f : f + self.tile_rows]]).T
+                self.far_best[s : s + len(qc)] = np.fmax(self.far_best[s : s + len(qc)], scores.max(axis=1))
 
     def merge(self, other: "CertifyStream") -> None:
         self.near_move = max(self.near_move, other.near_move)

@@ -45,10 +45,8 @@ class TopKStream:
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
             diff_sq: np.ndarray) -> None:
         """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
-        for s in range(0, len(base), TILE_DOC_ROWS):
-            e = s + TILE_DOC_ROWS
-            for tile in self.tiles:
-                tile.add(positions[s:e], base[s:e], cand[s:e], base_sq[s:e], diff_sq[s:e])
+        for tile in self.tiles:
+            tile.add(positions, base, cand, base_sq, diff_sq)
 
     @property
     def pooled(self) -> int:
@@ -97,11 +95,11 @@ class _Tile:
         self.kappa = (dim + 4) * unit
         self.k = int(k)  # documents kept per query (the agreement's k or more)
         self.tie_tolerance = float(tie_tolerance)
-        self.qb = unit_rows(base_queries)
-        self.qc = unit_rows(cand_queries)
-        self.qb_work_t = np.ascontiguousarray(self.qb.T, dtype=self.work)
-        self.dq = np.linalg.norm(self.qc - self.qb, axis=1) * (1 + 1e-9) + 1e-12
-        nq = len(self.qb)
+        # the raw query rows (views, not copies); their unit rows are recomputed per ``add`` (queries x dim, next
+        # to the documents x queries x dim product): 80k queries' float64 unit rows would be 0.5 GB per side
+        self.base_queries, self.cand_queries = base_queries, cand_queries
+        self.dq = np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
+        nq = len(base_queries)
         self.pool_q = np.zeros(0, dtype=np.intp)
         self.pool_pos = np.zeros(0, dtype=np.int64)
         self.pool_sb = np.zeros(0)
@@ -113,13 +111,22 @@ class _Tile:
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
             diff_sq: np.ndarray) -> None:
         """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
-        m = len(base)
-        if not m or not len(self.qb):
+        if not len(base) or not len(self.base_queries):
             return
+        qb = unit_rows(self.base_queries)
+        qb_work_t = np.ascontiguousarray(qb.T, dtype=self.work)
+        qc: list = []  # computed when first needed
+        for s in range(0, len(base), TILE_DOC_ROWS):
+            e = s + TILE_DOC_ROWS
+            self._add(qb, qb_work_t, qc, positions[s:e], base[s:e], cand[s:e], base_sq[s:e], diff_sq[s:e])
+
+    def _add(self, qb: np.ndarray, qb_work_t: np.ndarray, qc: list, positions: np.ndarray, base: np.ndarray,
+             cand: np.ndarray, base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
+        m = len(base)
         base = np.asarray(base, dtype=self.work)
         bsq = base_sq.astype(np.float64)
         norm_b = np.sqrt(bsq)
-        scores = base @ self.qb_work_t  # (documents, queries): streams the block once, faster than Q @ B.T
+        scores = base @ qb_work_t  # (documents, queries): streams the block once, faster than Q @ B.T
         # Normalized embeddings (|b| = 1 up to rounding) skip scaling the scores: the bound widens instead.
         off_unit = float(np.abs(norm_b - 1.0).max(initial=0.0)) + self.kappa
         if off_unit <= 1e-3:
@@ -146,7 +153,7 @@ class _Tile:
         limit_work = np.where(limit_work.astype(np.float64) > limit, np.nextafter(limit_work, self.work.type(-np.inf)),
                               limit_work)
         hits = np.flatnonzero(scores >= limit_work[None, :])  # 1-d: much faster than a 2-d nonzero
-        nq = len(self.qb)
+        nq = len(qb)
         dj, qi = np.divmod(hits, nq)
         if len(far):
             keep_near = moved[dj] <= cut
@@ -160,8 +167,10 @@ class _Tile:
         if not len(qi):
             return
         cols, col_of = np.unique(dj, return_inverse=True)
-        sb = (self.qb @ unit_rows(base[cols]).T)[qi, col_of]
-        sc = (self.qc @ unit_rows(np.asarray(cand)[cols]).T)[qi, col_of]
+        if not qc:
+            qc.append(unit_rows(self.cand_queries))
+        sb = (qb @ unit_rows(base[cols]).T)[qi, col_of]
+        sc = (qc[0] @ unit_rows(np.asarray(cand)[cols]).T)[qi, col_of]
         self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
 
     def _extend(self, q: np.ndarray, pos: np.ndarray, sb: np.ndarray, sc: np.ndarray) -> None:
