@@ -28,7 +28,7 @@ def _tolerance(k: int, tie: float) -> Tolerance:
 def brute_certificate(base: np.ndarray, queries: np.ndarray, docs: np.ndarray, k: int) -> certs.Certificate:
     """The baseline's exact top-(k+1) by the in-memory scores (ties by position)."""
     scores = m.cosine_matrix(base[queries], base[docs])
-    width = min(k + 1, len(docs))
+    width = certs.width(k, len(docs))
     order = np.lexsort((np.broadcast_to(np.arange(len(docs)), scores.shape), -scores), axis=1)[:, :width]
     return certs.Certificate(positions=docs[order].astype(np.int64),
                              scores=np.take_along_axis(scores, order, axis=1))

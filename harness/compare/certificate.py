@@ -33,9 +33,18 @@ import numpy as np
 from harness.fsio import atomic_output, write_text
 from harness.paths import cache_dir
 
-__all__ = ["CERTIFY_MIN_PAIRS", "Certificate", "Lookup", "enabled", "lookup"]
+__all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "Lookup", "enabled", "width"]
 
 FORMAT = 1
+#: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is
+#: still decided from the certificate when its k-th clears the last of these (by both sides' exact scores of
+#: these documents alone, gathered as they stream by)
+EXTRA = 10
+
+
+def width(k: int, documents: int) -> int:
+    """Documents a certificate keeps per query: the best k + 1 + ``EXTRA``, or all there are."""
+    return min(int(k) + 1 + EXTRA, int(documents))
 #: below this many query x document pairs the exact top-k is cheap (100 queries x 500k documents: ~0.4 s)
 CERTIFY_MIN_PAIRS = int(os.environ.get("HARNESS_TOPK_CERTIFY_MIN_PAIRS", "") or 50_000_000)
 #: a stat signature is trusted only if the file's last change is this long before the hash was taken
@@ -50,8 +59,8 @@ def enabled(queries: int, documents: int, path: Any) -> bool:
 
 @dataclass(frozen=True)
 class Certificate:
-    """Per query (in the order of the baseline's query rows), the baseline's best k+1 documents (or all of
-    them when there are fewer), best first with ties by position: baseline positions and exact cosines."""
+    """Per query (in the order of the baseline's query rows), the baseline's best ``width(k, documents)``
+    documents, best first with ties by position: baseline positions and exact cosines."""
 
     positions: np.ndarray
     scores: np.ndarray
@@ -168,8 +177,7 @@ def _validated(data: Any, model_id: str, k: int, queries: np.ndarray, documents:
         return None
     positions, scores = np.asarray(data["positions"]), np.asarray(data["scores"])
     n_docs = int(documents.sum())
-    width = min(k + 1, n_docs)
-    if positions.shape != (len(queries), width) or scores.shape != positions.shape:
+    if positions.shape != (len(queries), width(k, n_docs)) or scores.shape != positions.shape:
         return None
     if positions.dtype != np.int64 or scores.dtype != np.float64 or not np.isfinite(scores).all():
         return None
@@ -177,8 +185,8 @@ def _validated(data: Any, model_id: str, k: int, queries: np.ndarray, documents:
         return None
     if len(positions) and not documents[positions].all():
         return None
-    if width > 1 and (np.diff(scores, axis=1) > 0).any():
+    if (np.diff(scores, axis=1) > 0).any():
         return None
-    if width > 1 and (np.diff(np.sort(positions, axis=1), axis=1) == 0).any():
+    if (np.diff(np.sort(positions, axis=1), axis=1) == 0).any():
         return None
     return Certificate(positions=positions, scores=scores)

@@ -8,7 +8,7 @@ import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 
-__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "TopKStream", "move_bounds"]
+__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "TopKStream", "move_bounds", "pair_dots"]
 
 #: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
 #: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
@@ -25,6 +25,16 @@ def move_bounds(base_sq: np.ndarray, diff_sq: np.ndarray, kappa: float) -> np.nd
     with np.errstate(divide="ignore", invalid="ignore"):
         moved = np.where(low_b > 0, 2 * np.sqrt(diff_sq.astype(np.float64) * (1 + kappa)) / low_b, 2.0)
     return np.minimum(moved, 2.0) * (1 + 1e-6) + 1e-12
+
+
+def pair_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``a[a_rows[i]] . b[b_rows[i]]`` for each i, one pair at a time: the same two rows give the same bits in
+    any batch (a matrix product's rounding depends on where a column falls in its tiles, so duplicated documents
+    scored in different blocks could differ by an ulp and break their tie differently)."""
+    out = np.empty(len(a_rows))
+    for s in range(0, len(a_rows), chunk):
+        out[s : s + chunk] = np.einsum("ij,ij->i", a[a_rows[s : s + chunk]], b[b_rows[s : s + chunk]])
+    return out
 
 
 class TopKStream:
@@ -169,8 +179,8 @@ class _Tile:
         cols, col_of = np.unique(dj, return_inverse=True)
         if not qc:
             qc.append(unit_rows(self.cand_queries))
-        sb = (qb @ unit_rows(base[cols]).T)[qi, col_of]
-        sc = (qc[0] @ unit_rows(np.asarray(cand)[cols]).T)[qi, col_of]
+        sb = pair_dots(qb, qi, unit_rows(base[cols]), col_of)
+        sc = pair_dots(qc[0], qi, unit_rows(np.asarray(cand)[cols]), col_of)
         self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
 
     def _extend(self, q: np.ndarray, pos: np.ndarray, sb: np.ndarray, sc: np.ndarray) -> None:
