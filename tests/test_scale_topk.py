@@ -219,3 +219,39 @@ def ResultsFileVectors(path: Path) -> np.ndarray:
     from harness.results import ResultsFile
 
     return ResultsFile(path).embeddings(MODEL)[2]
+
+
+# -- rerank: pairwise rank metrics in bounded memory -----------------------------------------------------
+
+
+def _pairwise_reference(x: np.ndarray, y: np.ndarray, tie: float) -> Tuple[float, int, Any]:
+    """The whole n x n matrices at once (the metrics before they were cut into row blocks)."""
+    n = len(x)
+    sx, sy = np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :])
+    upper = np.triu_indices(n, 1)
+    tau = float((sx[upper] * sy[upper]).sum() / len(upper[0])) if n > 1 else 1.0
+    gap = x[:, None] - x[None, :]
+    flipped = (sx * sy < 0) & (np.abs(gap) > tie)
+    swaps = int(np.triu(flipped, 1).sum())
+    if not flipped.any():
+        return tau, swaps, None
+    i, j = np.unravel_index(int(np.argmax(np.where(flipped, np.abs(gap), -1.0))), gap.shape)
+    return tau, swaps, ((int(i), int(j)) if x[i] > x[j] else (int(j), int(i)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(0, 90), block=st.sampled_from([1, 7, 64, 1 << 22]),
+       noise=st.sampled_from([0.0, 1e-3, 1.0]), tie=st.sampled_from([0.0, 1e-2]))
+def test_pairwise_rank_metrics_in_row_blocks_are_the_whole_matrix_ones(seed: int, n: int, block: int, noise: float,
+                                                                       tie: float) -> None:
+    rng = np.random.default_rng(seed)
+    x = np.round(rng.standard_normal(n), 1)  # rounded: ties
+    y = x + rng.standard_normal(n) * noise
+    old = m.PAIR_BLOCK
+    m.PAIR_BLOCK = block
+    try:
+        got = (m.kendall_tau(x, y), m.significant_swaps(x, y, tie), m.worst_swap(x, y, tie))
+    finally:
+        m.PAIR_BLOCK = old
+    tau, swaps, worst = _pairwise_reference(x, y, tie)
+    assert got[0] == pytest.approx(tau, abs=1e-12) and got[1] == swaps and got[2] == worst
