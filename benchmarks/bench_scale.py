@@ -57,13 +57,15 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the generated files")
     parser.add_argument("--skip-exact", action="store_true", help="leave out the certificates-off run")
+    parser.add_argument("--cache", type=Path, help="certificate cache directory, kept (default: a fresh one per Q, "
+                        "removed); with a certificate already there, 'cold' is warm too")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), N {args.size} x {args.dim} float32, workdir {args.workdir}")
     print(f"  {'run':<6} {'wall s':>8} {'CPU s':>7} {'/ bare':>8} {'RSS MB':>8} {'certified':>9} {'exact':>9}")
     for q in args.queries:
         base, cand = _files(args.workdir, args.size, args.dim, q)
-        cache = Path(tempfile.mkdtemp(prefix="harness-bench-cache-", dir=args.workdir))
+        cache = args.cache or Path(tempfile.mkdtemp(prefix="harness-bench-cache-", dir=args.workdir))
         try:
             print(f"Q = {q} ({base.stat().st_size / 1e6:.0f} MB per file)", flush=True)
             bare = _spawn("minimal", str(base), str(cand), "binary")
@@ -73,7 +75,8 @@ def main(argv: List[str]) -> int:
             for label, env in runs:
                 print(_row(label, _spawn("compare", str(base), str(cand), env_extra=env), bare), flush=True)
         finally:
-            shutil.rmtree(cache, ignore_errors=True)
+            if not args.cache:
+                shutil.rmtree(cache, ignore_errors=True)
             if not args.keep:
                 shutil.rmtree(base.parent, ignore_errors=True)
     return 0

@@ -112,20 +112,6 @@ def test_documents_that_really_moved_are_scored_not_bounded() -> None:
     assert got["topk"]["certified"] >= 180, got["topk"]
 
 
-def test_a_doctored_certificate_is_caught_by_the_brute_force_comparison() -> None:
-    """The perturbation the property test must notice: a certificate that hides the baseline's real k+1-th score
-    (claims a wide gap) certifies queries whose candidate top-k changed; without the check the verdict lies."""
-    base, cand, roles = _case(5, 400, 40, 4, 1e-3, 0.0, False)
-    docs, queries = np.flatnonzero(roles == "document"), np.flatnonzero(roles == "query")
-    cert = brute_certificate(base, queries, docs, 10)
-    expected = _expected(base, cand, roles, 10, 0.0)
-    assert not expected.raw_same_order.all()  # some queries really changed
-    lied = certs.Certificate(positions=cert.positions,
-                             scores=cert.scores[:, :1] - np.arange(cert.scores.shape[1])[None, :] * 0.1)
-    got = _judge(base, cand, roles, 10, 0.0, lied)
-    assert got["metrics"]["topk_raw_order_agreement"] > expected.share("raw_same_order")
-
-
 # -- bounded memory: the queries are tiled ---------------------------------------------------------------
 
 

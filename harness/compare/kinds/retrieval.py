@@ -35,11 +35,6 @@ def _squares(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, np.ndarray
     return np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", d, d)
 
 
-def _subset(agree: TopKAgreement, rows: np.ndarray) -> TopKAgreement:
-    return TopKAgreement(k=agree.k, same_order=agree.same_order[rows], same_set=agree.same_set[rows],
-                         overlap=agree.overlap[rows], raw_same_order=agree.raw_same_order[rows])
-
-
 class _Accumulators:
     """One worker's retrieval accumulators, fed the document rows of each segment."""
 
@@ -73,14 +68,12 @@ class Retrieval:
         self.certificate = certificate
         self.rebuild = self.lookup is not None and certificate is None  # file the exact pass's top-(k+1)
         self.exact_rows = np.arange(nq)  # queries scored exactly in the stream
-        self.ordered = np.zeros(0, dtype=np.intp)
         if certificate is not None:
             self.moves = query_moves(self.base_q, self.cand_q)
             guess = 4 * float(np.quantile(self.moves, 0.99)) + 1e-9 if nq else 0.0
             every = certificate.scores.shape[1] >= n_docs
-            proven, within = certifiable(certificate.scores, self.k, (self.moves + guess) * (1 + 1e-6) + ROUNDING,
-                                         every_document=every)
-            self.ordered = np.flatnonzero(within & ~proven)  # decided by both sides' exact scores of W documents
+            within = certifiable(certificate.scores, self.k, (self.moves + guess) * (1 + 1e-6) + ROUNDING,
+                                 every_document=every)
             if within.mean() >= 0.5:
                 self.exact_rows = np.flatnonzero(~within)
             else:  # large moves: nothing much would certify, the exact pass is the whole cost anyway
@@ -93,14 +86,13 @@ class Retrieval:
             keep = self.keep if self.rebuild else 0
             parts.append(TopKStream(self.base_q[rows], self.cand_q[rows], self.k, self.tie, keep=keep))
         if self.certificate is not None:
-            parts.append(CertifyStream(self.base_q, self.cand_q, self.ordered,
-                                       self.certificate.positions[self.ordered]))
+            parts.append(CertifyStream(self.base_q, self.cand_q, self.certificate.positions))
         return _Accumulators(parts)
 
     def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, int]:
-        """The agreement over all queries, the number certified (proven by the bound, or the bound proving that
-        the baseline's top W documents hold the candidate's top-k, decided by both sides' exact scores of those
-        W alone) and the number scored against every document."""
+        """The agreement over all queries, the number certified (the bound proves the candidate's top-k lies in
+        the certificate's W documents, decided by both sides' exact scores of those W alone) and the number
+        scored against every document."""
         nq = len(self.base_q)
         parts = list(merged.parts)
         exact = parts.pop(0) if len(self.exact_rows) else None
@@ -118,22 +110,18 @@ class Retrieval:
             self.lookup.save(certs.Certificate(positions=positions, scores=scores), self.pair.queries)
             return combine(nq, self.k, np.zeros(nq, bool), [(np.arange(nq), again.agreement())]), 0, nq
         every = self.certificate.scores.shape[1] >= int(self.pair.documents.sum())
-        proven, within = proof.certified(self.certificate.positions, self.certificate.scores, self.k, self.moves,
-                                         every)
+        certified = proof.certified(self.certificate.scores, self.k, self.moves, every)
         in_stream = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True
-        full = proven & ~in_stream
-        rows, by_scores = proof.gathered_agreement(self.k, self.tie)
-        use = within[rows] & ~full[rows] & ~in_stream[rows]
-        if use.any():
-            exact_parts.append((rows[use], _subset(by_scores, use)))
+        full = certified & ~in_stream
+        if full.any():
+            exact_parts.append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), self.k, self.tie)))
         settled = full | in_stream
-        settled[rows[use]] = True
         missed = np.flatnonzero(~settled)
         if len(missed):
             exact_parts.append((missed, self._rescore(missed).agreement()))
-        n_certified = int(full.sum() + use.sum())
-        return combine(nq, self.k, full, exact_parts), n_certified, nq - n_certified
+        n_certified = int(full.sum())
+        return combine(nq, self.k, np.zeros(nq, bool), exact_parts), n_certified, nq - n_certified
 
     def _rescore(self, rows: np.ndarray, keep: int = 0) -> TopKStream:
         """A second pass over the pair: exact top-k of the queries ``rows`` only."""

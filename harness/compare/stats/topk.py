@@ -12,7 +12,7 @@ __all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "TopKStream", "move_bounds", "pair_dot
 
 #: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
 #: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
-TILE_BYTES = 32 << 20
+TILE_BYTES = 16 << 20
 #: documents per score tile (a block is cut into pieces of this many rows)
 TILE_DOC_ROWS = 16384
 
