@@ -197,7 +197,9 @@ def topk_agreement_from_lists(top_b: np.ndarray, top_c: np.ndarray, base_of_cand
     rises = np.diff(base_of_cand, axis=1) > tie_tolerance
     entered = base_of_cand < (kth[:, None] - tie_tolerance)  # a candidate item the baseline ranked well below k
     same_set = ~entered.any(axis=1)
-    overlap = np.array([len(np.intersect1d(b, c)) for b, c in zip(top_b, top_c)], dtype=np.float64) / max(k, 1)
+    # ids are distinct within a list: the overlap is the number of equal (baseline, candidate) entries per row
+    overlap = (np.asarray(top_b)[:, :, None] == np.asarray(top_c)[:, None, :]).sum(axis=(1, 2)).astype(np.float64) \
+        / max(k, 1)
     return TopKAgreement(
         k=k,
         same_order=same_set & ~rises.any(axis=1),

@@ -1,11 +1,12 @@
 """The bi-encoder's top-k retrieval judgement over streamed documents: exact for every query (``TopKStream``),
-or proven by the baseline's certificate for most queries and exact for the rest (``stats.certify``).
+or decided from the baseline's certificate for most queries and exact for the rest (``stats.certify``).
 
-Which queries are scored exactly is decided before the stream from the certificate's score gaps and the
-queries' own moves (the documents are not read yet: their moves are guessed from the queries'); the proof is
-checked after it with the documents' real moves. Queries the guess missed are scored exactly in a second pass
-over the files (only they), so the verdict is exact either way; the guess only decides whether that pass runs.
-A certificate whose baseline content is not confirmed is not used: every query is scored exactly then.
+Which queries are scored against every document in the stream is decided before it, from the certificate's
+scores and the queries' own moves (the documents are not read yet: their moves are guessed from the
+queries'); the proof is checked after it with the documents' real moves. A query the guess missed is scored in
+a second pass over the files (only such queries), so the verdict is exact either way; the guess only decides
+whether that pass runs. A certificate whose baseline content is not confirmed is not used: every query is
+scored exactly then, and the certificate rebuilt.
 """
 
 from __future__ import annotations

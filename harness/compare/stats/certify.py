@@ -44,6 +44,18 @@ ROUNDING = 1e-11
 QUERY_CHUNK = 4096
 
 
+#: gathered (query, document) pairs scored at a time
+PAIR_CHUNK = 4096
+
+
+def _norms(rows: np.ndarray) -> np.ndarray:
+    """Float64 row norms as ``unit_rows`` floors them (a zero row stays zero)."""
+    out = np.empty(len(rows))
+    for s in range(0, len(rows), QUERY_CHUNK):
+        out[s : s + QUERY_CHUNK] = np.linalg.norm(np.asarray(rows[s : s + QUERY_CHUNK], dtype=np.float64), axis=1)
+    return np.maximum(out, 1e-30)
+
+
 def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarray:
     """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up), as ``TopKStream`` computes it."""
     out = np.zeros(len(base_queries))
@@ -93,6 +105,7 @@ class CertifyStream:
         self.req_row, self.req_col = np.divmod(order, max(width, 1))
         self.sb = np.full(self.pos.shape, np.nan)
         self.sc = np.full(self.pos.shape, np.nan)
+        self.norm_b, self.norm_c = _norms(base_queries), _norms(cand_queries)
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
             diff_sq: np.ndarray) -> None:
@@ -137,10 +150,14 @@ class CertifyStream:
         at = np.minimum(np.searchsorted(positions, want), len(positions) - 1)
         hit = positions[at] == want
         rows, cols, at = self.req_row[lo:hi][hit], self.req_col[lo:hi][hit], at[hit]
-        for s in range(0, len(rows), QUERY_CHUNK):
-            r, c, a = rows[s : s + QUERY_CHUNK], cols[s : s + QUERY_CHUNK], at[s : s + QUERY_CHUNK]
-            self.sb[r, c] = np.einsum("ij,ij->i", unit_rows(self.base_queries[r]), unit_rows(base[a]))
-            self.sc[r, c] = np.einsum("ij,ij->i", unit_rows(self.cand_queries[r]), unit_rows(cand[a]))
+        if not len(rows):
+            return
+        for s in range(0, len(rows), PAIR_CHUNK):  # q . d / |q|: no per-pair norm of the query row
+            r, c, a = rows[s : s + PAIR_CHUNK], cols[s : s + PAIR_CHUNK], at[s : s + PAIR_CHUNK]
+            docs, which = np.unique(a, return_inverse=True)
+            unit_b, unit_c = unit_rows(base[docs]), unit_rows(cand[docs])  # each document once per chunk
+            self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
+            self.sc[r, c] = np.einsum("ij,ij->i", self.cand_queries[r].astype(np.float64), unit_c[which]) / self.norm_c[r]
 
     def merge(self, other: "CertifyStream") -> None:
         self.near_move = max(self.near_move, other.near_move)
