@@ -69,6 +69,7 @@ class Retrieval:
         self.certificate = certificate
         self.rebuild = self.lookup is not None and certificate is None  # file the exact pass's top-(k+1)
         self.exact_rows = np.arange(nq)  # queries scored exactly in the stream
+        self._shared: Optional[Tuple[np.ndarray, ...]] = None
         if certificate is not None:
             self.moves = query_moves(self.base_q, self.cand_q)
             guess = 4 * float(np.quantile(self.moves, 0.99)) + 1e-9 if nq else 0.0
@@ -87,7 +88,9 @@ class Retrieval:
             keep = self.keep if self.rebuild else 0
             parts.append(TopKStream(self.base_q[rows], self.cand_q[rows], self.k, self.tie, keep=keep))
         if self.certificate is not None:
-            parts.append(CertifyStream(self.base_q, self.cand_q, self.certificate.positions))
+            if self._shared is None:
+                self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
+            parts.append(CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared))
         return _Accumulators(parts)
 
     def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, int]:
