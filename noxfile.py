@@ -253,15 +253,17 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (never part of a bare ``nox``): comparator throughput and peak RSS at 10k/100k/1M x 384
     (``benchmarks/bench_compare.py``; ~3 GB of temporary files at 1M), and the runner's overhead over bare
-    ``encode``/``predict`` calls (``benchmarks/bench_runner_overhead.py``). ``-- compare ARGS`` or
+    ``encode``/``predict`` calls (``benchmarks/bench_runner_overhead.py``), and many queries at 1M x 384 as ratios
+    to a bare read (``benchmarks/bench_scale.py``; ``-- rerank`` for 1M cross-encoder pairs). ``-- compare ARGS`` or
     ``-- overhead ARGS`` runs one of them with its own arguments (e.g. ``-- compare --sizes 100000``);
     ``-- device --device cuda`` runs ``benchmarks/device_drift.py`` (drift per precision on one device; only
     when asked: it is the GPU check, minutes per setting)."""
     session.install("torch==2.13.0", "-e", f"{ROOT}[run,models]")
     scripts = {"compare": "bench_compare.py", "overhead": "bench_runner_overhead.py", "device": "device_drift.py",
+               "scale": "bench_scale.py", "rerank": "bench_rerank.py",
                "cells": "bench_cell_setup.py"}  # cells: matrix cell setup/reuse and run vs compute, only when asked
     if session.posargs and session.posargs[0] in scripts:
         session.run("python", str(ROOT / "benchmarks" / scripts[session.posargs[0]]), *session.posargs[1:])
         return
-    for script in (scripts["compare"], scripts["overhead"]):
+    for script in (scripts["compare"], scripts["scale"], scripts["overhead"]):
         session.run("python", str(ROOT / "benchmarks" / script))

@@ -171,6 +171,8 @@ def child_compare(base: str, cand: str) -> Dict:
         "max_abs_diff": metrics.get("max_abs_diff", metrics.get("max_int_distance", metrics.get("max_bit_flips"))),
         "texts_beyond_tolerance": metrics.get("texts_beyond_tolerance", metrics.get("rows_changed")),
         "topk_order_agreement": metrics.get("topk_order_agreement"),
+        "certified": verdict.evidence.get("topk", {}).get("certified"),
+        "scored_exactly": verdict.evidence.get("topk", {}).get("scored_exactly"),
         "offenders": [o.item_id for o in verdict.offenders],
     }
 
@@ -196,8 +198,8 @@ def child_minimal(base: str, cand: str, layout: str) -> Dict:
     return {"wall_s": wall, "bytes": count * 4, "max_abs_diff": worst, "rss_mb": peak_rss_mb()}
 
 
-def _spawn(*args: str, threads: int = 0) -> Dict:
-    env = dict(os.environ)
+def _spawn(*args: str, threads: int = 0, env_extra: "Dict[str, str] | None" = None) -> Dict:
+    env = {**os.environ, **(env_extra or {})}
     if threads:
         env["HARNESS_COMPARE_THREADS"] = str(threads)
     done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)

@@ -70,8 +70,9 @@ def test_no_baseline_option_adds_nothing(pytester: pytest.Pytester) -> None:
 def test_runs_models_once_passes_and_explains_a_failure(pytester: pytest.Pytester, tmp_path: Path) -> None:
     """A real run here, shared by two baselines with the same run options; the perturbed one fails."""
     perturbed = perturb_results(TINY, tmp_path / "perturbed.parquet", BI, vectors=add_noise_to_one(12, 1e-4))
+    tiny = Path(shutil.copy(TINY, tmp_path / TINY.name))  # the run is kept beside its baseline: not in the checkout
     ids = ResultsFile(TINY).embeddings(BI)[0]
-    result = pytester.runpytest("-m", "harness", f"--harness-baseline={TINY}", f"--harness-baseline={perturbed}")
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={tiny}", f"--harness-baseline={perturbed}")
     result.assert_outcomes(passed=3, failed=1)
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
@@ -84,7 +85,7 @@ def test_runs_models_once_passes_and_explains_a_failure(pytester: pytest.Pyteste
         "Tolerance: class fp32 for model 'tiny-bi-encoder' (built-in default policy): atol=1e-05*",
         f"*harness baseline update*perturbed.parquet --from {tmp_path / 'perturbed.obtained.parquet'}*",
     ])
-    assert (tmp_path / "perturbed.obtained.parquet").is_file() and (TINY.parent / "tiny-cpu-float32.obtained.parquet").is_file()
+    assert (tmp_path / "perturbed.obtained.parquet").is_file() and (tmp_path / "tiny-cpu-float32.obtained.parquet").is_file()
     summary = [line for line in out.splitlines() if line.startswith("candidate ") and "cpu float32" in line]
     assert len(summary) == 1, out  # one run for both baselines: same models and run options
     assert "Traceback" not in out and "harness/assertions.py" not in out  # __tracebackhide__ / repr_failure

@@ -31,6 +31,7 @@ __all__ = [
     "group_rows",
     "align",
     "REL_FLOOR",
+    "PAIR_BLOCK",
 ]
 
 #: relative differences divide by |baseline| floored to this (no division by zero)
@@ -89,35 +90,66 @@ def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
+#: pairwise rank metrics hold at most this many (i, j) pairs at a time (a few float64/bool arrays of it: ~40 MB),
+#: so one query with many passages costs time, not memory
+PAIR_BLOCK = 1 << 22
+
+
+def _row_blocks(n: int) -> "List[Tuple[int, int]]":
+    """Rows of the n x n pair matrix, cut so that each block holds at most ``PAIR_BLOCK`` pairs."""
+    step = max(1, PAIR_BLOCK // max(n, 1))
+    return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def _pair_signs(x: np.ndarray, y: np.ndarray, i0: int, i1: int) -> "Tuple[np.ndarray, np.ndarray]":
+    """Rows i0..i1 of ``x_i - x_j`` and of ``sign(x_i - x_j) * sign(y_i - y_j)``."""
+    gap = x[i0:i1, None] - x[None, :]
+    return gap, np.sign(gap) * np.sign(y[i0:i1, None] - y[None, :])
+
+
+def _upper(i0: int, i1: int, n: int) -> np.ndarray:
+    return np.arange(n)[None, :] > np.arange(i0, i1)[:, None]
+
+
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall tau-a between two score vectors over the same items (1.0 = same order)."""
     n = len(x)
     if n < 2:
         return 1.0
-    sx = np.sign(x[:, None] - x[None, :])
-    sy = np.sign(y[:, None] - y[None, :])
-    upper = np.triu_indices(n, 1)
-    return float((sx[upper] * sy[upper]).sum() / len(upper[0]))
+    total = 0.0
+    for i0, i1 in _row_blocks(n):
+        _, sign = _pair_signs(x, y, i0, i1)
+        total += float(sign[_upper(i0, i1, n)].sum())
+    return float(total / (n * (n - 1) // 2))
 
 
 def significant_swaps(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> int:
     """Pairs ordered one way by the baseline and the other way by the candidate, where the baseline gap
     exceeds ``tie_tolerance`` (a swap of near-tied items is noise, not a reorder)."""
-    if len(baseline) < 2:
+    n = len(baseline)
+    if n < 2:
         return 0
-    gap = baseline[:, None] - baseline[None, :]
-    flipped = (np.sign(gap) * np.sign(candidate[:, None] - candidate[None, :])) < 0
-    return int(np.triu(flipped & (np.abs(gap) > tie_tolerance), 1).sum())
+    count = 0
+    for i0, i1 in _row_blocks(n):
+        gap, sign = _pair_signs(baseline, candidate, i0, i1)
+        count += int(((sign < 0) & (np.abs(gap) > tie_tolerance) & _upper(i0, i1, n)).sum())
+    return count
 
 
 def worst_swap(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> Optional[Tuple[int, int]]:
     """The significant swap with the largest baseline gap, as ``(higher, lower)``: the item the baseline ranked
     above the other, and that other (indices into the arrays); ``None`` when nothing swapped beyond ties."""
-    gap = baseline[:, None] - baseline[None, :]
-    flipped = (np.sign(gap) * np.sign(candidate[:, None] - candidate[None, :]) < 0) & (np.abs(gap) > tie_tolerance)
-    if not flipped.any():
+    n = len(baseline)
+    best, where = -1.0, None
+    for i0, i1 in _row_blocks(n):  # the first largest in row-major order, as argmax over the whole matrix
+        gap, sign = _pair_signs(baseline, candidate, i0, i1)
+        score = np.where((sign < 0) & (np.abs(gap) > tie_tolerance), np.abs(gap), -1.0)
+        flat = int(np.argmax(score))
+        if score.flat[flat] > best:
+            best, where = float(score.flat[flat]), (i0 + flat // n, flat % n)
+    if where is None:
         return None
-    i, j = np.unravel_index(int(np.argmax(np.where(flipped, np.abs(gap), -1.0))), gap.shape)
+    i, j = where
     return (int(i), int(j)) if baseline[i] > baseline[j] else (int(j), int(i))
 
 
@@ -165,7 +197,9 @@ def topk_agreement_from_lists(top_b: np.ndarray, top_c: np.ndarray, base_of_cand
     rises = np.diff(base_of_cand, axis=1) > tie_tolerance
     entered = base_of_cand < (kth[:, None] - tie_tolerance)  # a candidate item the baseline ranked well below k
     same_set = ~entered.any(axis=1)
-    overlap = np.array([len(np.intersect1d(b, c)) for b, c in zip(top_b, top_c)], dtype=np.float64) / max(k, 1)
+    # ids are distinct within a list: the overlap is the number of equal (baseline, candidate) entries per row
+    overlap = (np.asarray(top_b)[:, :, None] == np.asarray(top_c)[:, None, :]).sum(axis=(1, 2)).astype(np.float64) \
+        / max(k, 1)
     return TopKAgreement(
         k=k,
         same_order=same_set & ~rises.any(axis=1),

@@ -12,10 +12,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from harness.compare.certificate import Certificate
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, topk_checks
+from harness.compare.kinds.retrieval import Retrieval
 from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
-from harness.compare.stats import DiffStats, TopKStream
+from harness.compare.stats import DiffStats
 from harness.compare.verdict import Check, ModelVerdict, Offender
 
 __all__ = ["judge_embeddings", "query_rows"]
@@ -31,15 +34,27 @@ def query_rows(pair: EmbeddingPair, k: int) -> Optional[Tuple[np.ndarray, np.nda
     return base_q, cand_q, min(k, n_docs)
 
 
+def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, int]]:
+    """Ranges of ``docs`` (segment rows holding documents) to feed the top-k at a time: each contiguous run
+    whole (a view of the segment), or, when the roles interleave (more than 64 runs), pieces of
+    ``copy_rows`` rows (copied): memory stays a few MB whatever the segment and the number of queries."""
+    if not len(docs):
+        return []
+    breaks = np.flatnonzero(np.diff(docs) != 1) + 1
+    if len(breaks) <= 64:
+        bounds = [0, *breaks.tolist(), len(docs)]
+        return list(zip(bounds[:-1], bounds[1:]))
+    return [(s, min(len(docs), s + copy_rows)) for s in range(0, len(docs), copy_rows)]
+
+
 class _Worker:
     """One thread's accumulators."""
 
-    def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype,
-                 queries: Optional[Tuple[np.ndarray, np.ndarray, int]]) -> None:
+    def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype, retrieval: Optional[Retrieval]) -> None:
         self.documents = pair.documents
         self.stats = DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
                                min_cosine=tol.min_cosine, worst_n=WORST_N)
-        self.topk = TopKStream(queries[0], queries[1], queries[2], tol.tie_tolerance) if queries else None
+        self.topk = retrieval.accumulators() if retrieval is not None else None
 
     def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/Inf rows: refused afterwards
@@ -50,17 +65,20 @@ class _Worker:
         base_sq, diff_sq = self.stats.add(position, base, cand)
         if self.topk is not None:
             docs = np.flatnonzero(self.documents[position : position + len(base)])
-            if len(docs) == len(base):
-                self.topk.add(position + docs, base, cand, base_sq, diff_sq)
-            elif len(docs):
-                self.topk.add(position + docs, base[docs], cand[docs], base_sq[docs], diff_sq[docs])
+            for a, b in _document_runs(docs):
+                lo, hi = int(docs[a]), int(docs[b - 1]) + 1
+                rows = slice(lo, hi) if hi - lo == b - a else docs[a:b]  # a view where contiguous: no copy
+                self.topk.add(position + docs[a:b], base[rows], cand[rows], base_sq[rows], diff_sq[rows])
 
 
-def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair) -> ModelVerdict:
-    """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises)."""
+def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
+                     certificate: Optional[Certificate] = None) -> ModelVerdict:
+    """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
+    ``certificate``: the baseline's top-(k+1) (else a results file's is looked up in the cache)."""
     dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
     queries = query_rows(pair, tol.topk)
-    workers = [_Worker(pair, tol, dtype, queries) for _ in range(max(1, pair.threads))]
+    retrieval = Retrieval(pair, queries, tol.tie_tolerance, model_id, certificate) if queries else None
+    workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
     pair.feed(workers)
     first, *others = workers
     for other in others:
@@ -70,7 +88,8 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair) -> Mode
     st = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)
-    return _verdict(model_id, tol, pair, st, first.topk)
+    topk = retrieval.finish(first.topk) if retrieval is not None and first.topk is not None else None
+    return _verdict(model_id, tol, pair, st, topk)
 
 
 def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Dict[str, Any]:
@@ -94,7 +113,7 @@ def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Dict[str, A
 
 
 def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
-             topk: Optional[TopKStream]) -> ModelVerdict:
+             topk: Optional[Tuple[TopKAgreement, int, int]]) -> ModelVerdict:
     stats = st.summary()
     total = st.count
     n_bad = st.bad_elements
@@ -132,7 +151,9 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
     }
     evidence = _evidence(pair, tol, st)
     if topk is not None:
-        more, evidence["topk"] = topk_checks(tol, topk.agreement(), lambda i: pair.item_id(int(pair.queries[i])), metrics)
+        agreement, certified, scored = topk
+        more, evidence["topk"] = topk_checks(tol, agreement, lambda i: pair.item_id(int(pair.queries[i])), metrics)
+        evidence["topk"].update(certified=certified, scored_exactly=scored)  # how the agreement was decided
         checks += more
     else:
         retrieval_not_judged(len(pair.queries), int(pair.documents.sum()), metrics, evidence)

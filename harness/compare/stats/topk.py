@@ -8,10 +8,80 @@ import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 
-__all__ = ["TopKStream"]
+__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "TopKStream", "move_bounds", "pair_dots"]
+
+#: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
+#: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
+TILE_BYTES = 16 << 20
+#: documents per score tile (a block is cut into pieces of this many rows)
+TILE_DOC_ROWS = 16384
+
+
+def move_bounds(base_sq: np.ndarray, diff_sq: np.ndarray, kappa: float) -> np.ndarray:
+    """Per document, a bound on ``|ĉ - b̂|`` (how far its unit vector moved) from ``DiffStats.add``'s ``|b|^2``
+    and ``|c - b|^2`` (each within relative ``kappa``): ``|ĉ - b̂| <= 2 |c - b| / |b|``, and 2 at most."""
+    bsq = base_sq.astype(np.float64)
+    low_b = np.sqrt(bsq * (1 - kappa))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = np.where(low_b > 0, 2 * np.sqrt(diff_sq.astype(np.float64) * (1 + kappa)) / low_b, 2.0)
+    return np.minimum(moved, 2.0) * (1 + 1e-6) + 1e-12
+
+
+def pair_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``a[a_rows[i]] . b[b_rows[i]]`` for each i, one pair at a time: the same two rows give the same bits in
+    any batch (a matrix product's rounding depends on where a column falls in its tiles, so duplicated documents
+    scored in different blocks could differ by an ulp and break their tie differently)."""
+    out = np.empty(len(a_rows))
+    for s in range(0, len(a_rows), chunk):
+        out[s : s + chunk] = np.einsum("ij,ij->i", a[a_rows[s : s + chunk]], b[b_rows[s : s + chunk]])
+    return out
 
 
 class TopKStream:
+    """Exact top-k agreement over many queries: the queries cut into tiles of ``tile_bytes`` worth of scores
+    per ``TILE_DOC_ROWS`` documents, each tile a ``_Tile`` (below); peak memory is one tile's scores, not
+    queries x documents. ``keep`` (>= k) documents per query are kept exactly: ``keep = k + 1`` gives the
+    baseline's top-(k+1) (``baseline_top``) that certifies later comparisons (``harness.compare.certificate``)."""
+
+    def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float,
+                 keep: int = 0, tile_bytes: int = TILE_BYTES) -> None:
+        self.k = int(k)
+        nq = len(base_queries)
+        per_tile = max(1, int(tile_bytes) // (TILE_DOC_ROWS * max(1, base_queries.dtype.itemsize)))
+        self.starts = list(range(0, nq, per_tile)) or [0]
+        self.tiles = [_Tile(base_queries[s : s + per_tile], cand_queries[s : s + per_tile], max(self.k, keep),
+                            tie_tolerance) for s in self.starts]
+
+    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
+            diff_sq: np.ndarray) -> None:
+        """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
+        for tile in self.tiles:
+            tile.add(positions, base, cand, base_sq, diff_sq)
+
+    @property
+    def pooled(self) -> int:
+        """Documents held in the pools, all queries together (about ``keep`` + a few per query)."""
+        return sum(len(tile.pool_q) for tile in self.tiles)
+
+    def merge(self, other: "TopKStream") -> None:
+        """Fold in another instance's pools (same queries, other documents)."""
+        for mine, theirs in zip(self.tiles, other.tiles):
+            mine.merge(theirs)
+
+    def agreement(self) -> TopKAgreement:
+        """``topk_agreement`` over every document added (needs at least k documents)."""
+        parts = [tile.agreement(self.k) for tile in self.tiles]
+        return TopKAgreement(k=parts[0].k, **{field: np.concatenate([getattr(p, field) for p in parts])
+                                              for field in ("same_order", "same_set", "overlap", "raw_same_order")})
+
+    def baseline_top(self) -> "tuple[np.ndarray, np.ndarray]":
+        """Per query, the baseline's best ``keep`` documents (or all there are), best first, ties by position:
+        (positions, exact scores), shape (queries, keep)."""
+        parts = [tile.baseline_top() for tile in self.tiles]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class _Tile:
     """Exact top-k retrieval agreement with documents streamed in blocks (``topk_agreement`` semantics).
 
     Queries are few and given first; documents arrive in blocks, in any order, from one or several instances
@@ -33,13 +103,13 @@ class TopKStream:
         unit = float(np.finfo(self.work).eps) / 2
         self.eps = (2 * dim + 16) * unit + 1e-12
         self.kappa = (dim + 4) * unit
-        self.k = int(k)
+        self.k = int(k)  # documents kept per query (the agreement's k or more)
         self.tie_tolerance = float(tie_tolerance)
-        self.qb = unit_rows(base_queries)
-        self.qc = unit_rows(cand_queries)
-        self.qb_work_t = np.ascontiguousarray(self.qb.T, dtype=self.work)
-        self.dq = np.linalg.norm(self.qc - self.qb, axis=1) * (1 + 1e-9) + 1e-12
-        nq = len(self.qb)
+        # the raw query rows (views, not copies); their unit rows are recomputed per ``add`` (queries x dim, next
+        # to the documents x queries x dim product): 80k queries' float64 unit rows would be 0.5 GB per side
+        self.base_queries, self.cand_queries = base_queries, cand_queries
+        self.dq = np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
+        nq = len(base_queries)
         self.pool_q = np.zeros(0, dtype=np.intp)
         self.pool_pos = np.zeros(0, dtype=np.int64)
         self.pool_sb = np.zeros(0)
@@ -51,13 +121,22 @@ class TopKStream:
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
             diff_sq: np.ndarray) -> None:
         """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
-        m = len(base)
-        if not m or not len(self.qb):
+        if not len(base) or not len(self.base_queries):
             return
+        qb = unit_rows(self.base_queries)
+        qb_work_t = np.ascontiguousarray(qb.T, dtype=self.work)
+        qc: list = []  # computed when first needed
+        for s in range(0, len(base), TILE_DOC_ROWS):
+            e = s + TILE_DOC_ROWS
+            self._add(qb, qb_work_t, qc, positions[s:e], base[s:e], cand[s:e], base_sq[s:e], diff_sq[s:e])
+
+    def _add(self, qb: np.ndarray, qb_work_t: np.ndarray, qc: list, positions: np.ndarray, base: np.ndarray,
+             cand: np.ndarray, base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
+        m = len(base)
         base = np.asarray(base, dtype=self.work)
         bsq = base_sq.astype(np.float64)
         norm_b = np.sqrt(bsq)
-        scores = base @ self.qb_work_t  # (documents, queries): streams the block once, faster than Q @ B.T
+        scores = base @ qb_work_t  # (documents, queries): streams the block once, faster than Q @ B.T
         # Normalized embeddings (|b| = 1 up to rounding) skip scaling the scores: the bound widens instead.
         off_unit = float(np.abs(norm_b - 1.0).max(initial=0.0)) + self.kappa
         if off_unit <= 1e-3:
@@ -65,10 +144,7 @@ class TopKStream:
         else:
             eps = self.eps
             scores *= (1.0 / np.maximum(norm_b, 1e-30)).astype(self.work)[:, None]
-        low_b = np.sqrt(bsq * (1 - self.kappa))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            moved = np.where(low_b > 0, 2 * np.sqrt(diff_sq.astype(np.float64) * (1 + self.kappa)) / low_b, 2.0)
-        moved = np.minimum(moved, 2.0) * (1 + 1e-6) + 1e-12
+        moved = move_bounds(bsq, diff_sq, self.kappa)
         # A few documents that moved far more than the rest (a real change, or NaN rows about to be refused)
         # would loosen the screen for the whole block: they skip it and go straight to the per-document check.
         cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
@@ -87,7 +163,7 @@ class TopKStream:
         limit_work = np.where(limit_work.astype(np.float64) > limit, np.nextafter(limit_work, self.work.type(-np.inf)),
                               limit_work)
         hits = np.flatnonzero(scores >= limit_work[None, :])  # 1-d: much faster than a 2-d nonzero
-        nq = len(self.qb)
+        nq = len(qb)
         dj, qi = np.divmod(hits, nq)
         if len(far):
             keep_near = moved[dj] <= cut
@@ -101,8 +177,10 @@ class TopKStream:
         if not len(qi):
             return
         cols, col_of = np.unique(dj, return_inverse=True)
-        sb = (self.qb @ unit_rows(base[cols]).T)[qi, col_of]
-        sc = (self.qc @ unit_rows(np.asarray(cand)[cols]).T)[qi, col_of]
+        if not qc:
+            qc.append(unit_rows(self.cand_queries))
+        sb = pair_dots(qb, qi, unit_rows(base[cols]), col_of)
+        sc = pair_dots(qc[0], qi, unit_rows(np.asarray(cand)[cols]), col_of)
         self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
 
     def _extend(self, q: np.ndarray, pos: np.ndarray, sb: np.ndarray, sc: np.ndarray) -> None:
@@ -131,20 +209,30 @@ class TopKStream:
             self.pool_sb, self.pool_sc = self.pool_sb[keep], self.pool_sc[keep]
             self.counts = np.bincount(self.pool_q, minlength=len(self.counts)).astype(np.int64)
 
-    def merge(self, other: "TopKStream") -> None:
+    def merge(self, other: "_Tile") -> None:
         """Fold in another instance's pools (same queries, other documents)."""
         self.kth_b = np.maximum(self.kth_b, other.kth_b)
         self.kth_c = np.maximum(self.kth_c, other.kth_c)
         self._extend(other.pool_q, other.pool_pos, other.pool_sb, other.pool_sc)
 
-    def agreement(self) -> TopKAgreement:
-        """``topk_agreement`` over every document added (needs at least k documents)."""
-        k, nq = self.k, len(self.counts)
-        if nq and self.counts.min() < k:
-            raise ValueError(f"TopKStream: a query has {self.counts.min()} documents in its pool, fewer than k={k}")
+    def _sorted(self, k: int) -> "tuple[np.ndarray, np.ndarray]":
+        """Pool indices of each query's best ``k`` by the baseline and by the candidate (ties by position)."""
         starts = (np.cumsum(self.counts) - self.counts)[:, None] + np.arange(k)[None, :]
         by_b = np.lexsort((self.pool_pos, -self.pool_sb, self.pool_q))[starts]
         by_c = np.lexsort((self.pool_pos, -self.pool_sc, self.pool_q))[starts]
+        return by_b, by_c
+
+    def baseline_top(self) -> "tuple[np.ndarray, np.ndarray]":
+        keep = int(min(self.k, self.counts.min(initial=self.k)))
+        by_b = self._sorted(keep)[0]
+        return self.pool_pos[by_b], self.pool_sb[by_b]
+
+    def agreement(self, k: int) -> TopKAgreement:
+        """``topk_agreement`` over every document added (needs at least k documents)."""
+        nq = len(self.counts)
+        if nq and self.counts.min() < k:
+            raise ValueError(f"TopKStream: a query has {self.counts.min()} documents in its pool, fewer than k={k}")
+        by_b, by_c = self._sorted(k)
         return topk_agreement_from_lists(
             self.pool_pos[by_b], self.pool_pos[by_c], self.pool_sb[by_c], self.pool_sb[by_b[:, -1]], k,
             self.tie_tolerance,

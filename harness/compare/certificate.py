@@ -1,0 +1,192 @@
+"""The baseline's exact top-(k+1) per query, kept beside the harness's cache so that later comparisons against
+the same baseline can prove top-k agreement instead of scoring every query against every document
+(``harness.compare.stats.certify``).
+
+A certificate is keyed by the baseline file's content hash (SHA-256 of its bytes), the model and k:
+``<cache_dir>/topk-certificates/<sha256>/<sha256 of model id>-k<k>.npz``, written atomically. Hashing a 1.5 GB
+file costs seconds, so an index entry per file path remembers the hash with the file's stat signature (size,
+mtime, ctime, inode, device), as git's index does; it is trusted only when the signature is unchanged and the
+file was last changed well before it was hashed (a change within the same clock tick would keep the signature).
+Otherwise the file is hashed again in a background thread while the comparison streams, and a certificate
+used meanwhile counts only if the hash it was filed under is confirmed (``Lookup.confirmed``); if not, the
+comparison scores every query exactly. A certificate that does not match what it should describe (queries,
+documents, shapes, sorted finite scores) is ignored and rebuilt: a cache is never trusted over the data.
+
+``HARNESS_TOPK_CERTIFICATES=0`` turns it off; comparisons under ``CERTIFY_MIN_PAIRS`` query-document pairs
+never use it (scoring them exactly is cheap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from harness.fsio import atomic_output, write_text
+from harness.paths import cache_dir
+
+__all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "Lookup", "enabled", "width"]
+
+FORMAT = 1
+#: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is
+#: still decided from the certificate when its k-th clears the last of these (by both sides' exact scores of
+#: these documents alone, gathered as they stream by)
+EXTRA = 10
+
+
+def width(k: int, documents: int) -> int:
+    """Documents a certificate keeps per query: the best k + 1 + ``EXTRA``, or all there are."""
+    return min(int(k) + 1 + EXTRA, int(documents))
+#: below this many query x document pairs the exact top-k is cheap (100 queries x 500k documents: ~0.4 s)
+CERTIFY_MIN_PAIRS = int(os.environ.get("HARNESS_TOPK_CERTIFY_MIN_PAIRS", "") or 50_000_000)
+#: a stat signature is trusted only if the file's last change is this long before the hash was taken
+RACY_NS = 2_000_000_000
+
+
+def enabled(queries: int, documents: int, path: Any) -> bool:
+    """Whether a comparison of this size against this baseline uses certificates (local files only)."""
+    return (os.environ.get("HARNESS_TOPK_CERTIFICATES", "1") != "0" and isinstance(path, Path)
+            and queries * documents >= CERTIFY_MIN_PAIRS)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Per query (in the order of the baseline's query rows), the baseline's best ``width(k, documents)``
+    documents, best first with ties by position: baseline positions and exact cosines."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+
+
+def _signature(path: Path) -> Dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
+            "dev": st.st_dev}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Lookup:
+    """The certificate for one baseline file, model and k: ``certificate`` (None when there is none usable yet),
+    ``confirmed()`` (the baseline's content is the one it was filed under), ``save`` (after an exact pass)."""
+
+    def __init__(self, path: Path, model_id: str, k: int, root: Optional[Path] = None) -> None:
+        self.path, self.model_id, self.k = path, model_id, int(k)
+        self.root = (root or cache_dir()) / "topk-certificates"
+        self.index = self.root / "index" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest() + ".json")
+        self.certificate: Optional[Certificate] = None
+        self.filed_under: Optional[str] = None  # the content hash the loaded certificate was filed under
+        self._hash: Optional[str] = None
+        self._thread: Optional[threading.Thread] = None
+        self._hash_error: Optional[BaseException] = None
+        known = self._from_index()
+        if known is None:
+            self._thread = threading.Thread(target=self._hash_now, name="harness-compare-hash", daemon=True)
+            self._thread.start()
+        self._known = known
+
+    def _from_index(self) -> Optional[str]:
+        """The content hash remembered for this file's unchanged stat signature, or None (and the remembered hash,
+        trusted or not, in ``self._guess``)."""
+        self._guess: Optional[str] = None
+        try:
+            entry = json.loads(self.index.read_text(encoding="utf-8"))
+            self._guess = str(entry["sha256"])
+            signature = _signature(self.path)
+            if entry["signature"] == signature and signature["ctime_ns"] + RACY_NS < int(entry["hashed_at_ns"]):
+                return self._guess
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _hash_now(self) -> None:
+        try:
+            started = time.time_ns()
+            before = _signature(self.path)
+            digest = _sha256(self.path)
+            if _signature(self.path) != before:
+                return  # changed while hashing: nothing is remembered, nothing confirmed
+            self._hash = digest
+            with contextlib.suppress(OSError):
+                write_text(self.index, json.dumps({"path": str(self.path.resolve()), "sha256": digest,
+                                                   "signature": before, "hashed_at_ns": started}))
+        except BaseException as err:  # noqa: BLE001 - an unreadable file just means no certificate
+            self._hash_error = err
+
+    def content_hash(self) -> Optional[str]:
+        """The baseline's content hash, waiting for the background hash if one runs (None if it failed)."""
+        if self._known is not None:
+            return self._known
+        if self._thread is not None:
+            self._thread.join()
+        return self._hash
+
+    def _file(self, digest: str) -> Path:
+        return self.root / digest / f"{hashlib.sha256(self.model_id.encode()).hexdigest()[:32]}-k{self.k}.npz"
+
+    def load(self, queries: np.ndarray, documents: np.ndarray) -> Optional[Certificate]:
+        """The certificate filed under the known (or remembered) content hash, if it describes these queries and
+        documents; else None. Sets ``certificate``."""
+        digest = self._known or self._guess
+        if digest is None:
+            return None
+        try:
+            with np.load(self._file(digest), allow_pickle=False) as data:
+                cert = _validated(data, self.model_id, self.k, queries, documents)
+        except Exception:  # noqa: BLE001 - missing, truncated, corrupt or stale: ignored, rebuilt
+            cert = None
+        self.certificate, self.filed_under = cert, digest if cert is not None else None
+        return cert
+
+    def confirmed(self) -> bool:
+        """Whether the loaded certificate was filed under the baseline's actual content hash."""
+        return self.certificate is not None and self.content_hash() == self.filed_under
+
+    def save(self, cert: Certificate, queries: np.ndarray) -> None:
+        """File ``cert`` under the content hash (nothing when the file could not be hashed); a cache write that
+        fails is skipped, never a comparison error."""
+        digest = self.content_hash()
+        if digest is None:
+            return
+        with contextlib.suppress(OSError), atomic_output(self._file(digest)) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, format=np.array(FORMAT), model=np.array(self.model_id), k=np.array(self.k),
+                         queries=np.asarray(queries, dtype=np.int64), positions=cert.positions.astype(np.int64),
+                         scores=cert.scores.astype(np.float64))
+
+
+def _validated(data: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray) -> Optional[Certificate]:
+    """The certificate in ``data`` if it is one for exactly this model, k, query rows and document rows."""
+    if int(data["format"]) != FORMAT or str(data["model"]) != model_id or int(data["k"]) != k:
+        return None
+    if not np.array_equal(data["queries"], queries):
+        return None
+    positions, scores = np.asarray(data["positions"]), np.asarray(data["scores"])
+    n_docs = int(documents.sum())
+    if positions.shape != (len(queries), width(k, n_docs)) or scores.shape != positions.shape:
+        return None
+    if positions.dtype != np.int64 or scores.dtype != np.float64 or not np.isfinite(scores).all():
+        return None
+    if len(positions) and ((positions < 0).any() or (positions >= len(documents)).any()):
+        return None
+    if len(positions) and not documents[positions].all():
+        return None
+    if (np.diff(scores, axis=1) > 0).any():
+        return None
+    if (np.diff(np.sort(positions, axis=1), axis=1) == 0).any():
+        return None
+    return Certificate(positions=positions, scores=scores)

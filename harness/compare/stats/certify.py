@@ -1,0 +1,202 @@
+"""Deciding top-k agreement without scoring every query against every document.
+
+The baseline's certificate (``harness.compare.certificate``) holds each query's best W documents (W = k + 11)
+with their exact scores ``s_1 >= ... >= s_W``. While the files stream, both sides' exact scores of just those
+W documents are gathered (W per query, whatever the number of documents), and a bound proves that no other
+document can enter the candidate's top-k. With unit vectors (all cosines are computed on ``unit_rows``), for a
+query q and a document d:
+
+    |cos_c(q, d) - cos_b(q, d)| <= |ĉ_q - b̂_q| + |ĉ_d - b̂_d| =: e_q + D_d
+
+``e_q`` is computed from the query vectors (read first); ``D_d`` is bounded per document from the ``|b|^2``
+and ``|c - b|^2`` the streaming pass already computes (``move_bounds``). Documents that moved far more than
+the rest of their block (``far``) are scored exactly against every query instead, so that a handful of real
+changes does not loosen the bound for all. With ``delta_q = e_q + max D over the other documents`` (plus
+rounding): the candidate scores each of the baseline's top k at least ``s_k - delta_q``, and any document
+outside the W at most ``s_W + delta_q`` (or, if far, its exact score). So when
+
+    s_k - delta_q > s_W + delta_q   and   s_k - delta_q > every far document's exact score (outside the W)
+
+the candidate's top-k lies within the W, and ``topk_agreement`` over the W documents' exact scores (in position
+order: ties broken by position as in memory) is the in-memory ``topk_agreement`` over all documents: order,
+set, overlap and raw order, ties and tie tolerance included. Such a query is *certified*; any other is scored
+exactly (``TopKStream``). The bound only decides which queries need scoring: too loose costs time, never a
+wrong verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from harness.compare.metrics import TopKAgreement, topk_agreement, unit_rows
+from harness.compare.stats.topk import TILE_BYTES, move_bounds
+
+__all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
+
+#: slack for the float64 rounding of the cosines compared (a dot product of unit rows is off by at most
+#: ~dim * 2**-53; this covers dim up to ~10^4 with a wide margin)
+ROUNDING = 1e-11
+
+
+#: queries whose float64 unit rows are made at a time (memory: QUERY_CHUNK x dim x 8 bytes per side)
+QUERY_CHUNK = 4096
+
+
+#: gathered (query, document) pairs scored at a time
+PAIR_CHUNK = 4096
+
+
+def _norms(rows: np.ndarray) -> np.ndarray:
+    """Float64 row norms as ``unit_rows`` floors them (a zero row stays zero)."""
+    out = np.empty(len(rows))
+    for s in range(0, len(rows), QUERY_CHUNK):
+        out[s : s + QUERY_CHUNK] = np.linalg.norm(np.asarray(rows[s : s + QUERY_CHUNK], dtype=np.float64), axis=1)
+    return np.maximum(out, 1e-30)
+
+
+def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarray:
+    """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up), as ``TopKStream`` computes it."""
+    out = np.zeros(len(base_queries))
+    for s in range(0, len(base_queries), QUERY_CHUNK):
+        e = s + QUERY_CHUNK
+        out[s:e] = np.linalg.norm(unit_rows(cand_queries[s:e]) - unit_rows(base_queries[s:e]), axis=1)
+    return out * (1 + 1e-9) + 1e-12
+
+
+def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optional[np.ndarray] = None,
+                every_document: bool = False) -> np.ndarray:
+    """Per query, from the baseline's top scores ``scores`` (queries x W, best first; ``every_document``: the W
+    are all the documents there are): whether the bound proves the candidate's top-k lies within these W
+    (``far_best``: per query, the best exact candidate score of far documents outside its W)."""
+    s = np.asarray(scores, dtype=np.float64)
+    nq, width = s.shape if s.ndim == 2 else (0, 0)
+    if not nq:
+        return np.zeros(0, dtype=bool)
+    d = np.asarray(delta, dtype=np.float64)
+    kth = s[:, k - 1] - d
+    within = np.isfinite(kth) if every_document else kth > s[:, width - 1] + d
+    return within & (kth > far_best) if far_best is not None else within
+
+
+class CertifyStream:
+    """What the certificate needs from the streamed documents: both sides' exact scores of each query's W
+    documents (``top``: queries x W baseline positions), the largest move ``D`` of the documents not singled
+    out, and the best exact candidate score per query of those that were (``far``), outside the query's W.
+    Fed like ``TopKStream`` (same ``add`` arguments), mergeable across threads; memory: 2 x W floats per query
+    and one tile of far documents' scores."""
+
+    def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray,
+                 tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None) -> None:
+        self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
+        dim = cand_queries.shape[1]
+        unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
+        self.kappa = (dim + 4) * unit
+        self.tile_rows = max(1, int(tile_bytes) // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
+        self.near_move = 0.0
+        self.far_best = np.full(len(cand_queries), -np.inf)
+        self.pos = np.asarray(top, dtype=np.int64)
+        self.req_pos, self.req_row, self.req_col, self.norm_b, self.norm_c = shared or self.shared(
+            base_queries, cand_queries, self.pos)
+        self.sb = np.full(self.pos.shape, np.nan)
+        self.sc = np.full(self.pos.shape, np.nan)
+
+    @staticmethod
+    def shared(base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray) -> Tuple[np.ndarray, ...]:
+        """What every worker's instance reads and none writes (pass it as ``shared``: one copy, ~0.1 GB at 80k
+        queries): the certificate's (query, document) pairs sorted by document position, the query norms."""
+        width = top.shape[1] if top.ndim == 2 else 0
+        flat = np.asarray(top, dtype=np.int64).ravel()
+        order = np.argsort(flat, kind="stable")
+        rows, cols = np.divmod(order, max(width, 1))
+        return flat[order], rows, cols, _norms(base_queries), _norms(cand_queries)
+
+    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
+            diff_sq: np.ndarray) -> None:
+        m = len(base)
+        if not m:
+            return
+        positions = np.asarray(positions, dtype=np.int64)
+        self._gather(positions, base, cand)
+        moved = move_bounds(base_sq, diff_sq, self.kappa)
+        # the same rule as TopKStream's screen: a few documents far beyond the block's 99th percentile
+        cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
+        far = np.flatnonzero(~(moved <= cut))  # NaN rows too (refused afterwards)
+        near = np.delete(moved, far) if len(far) else moved
+        self.near_move = max(self.near_move, float(near.max(initial=0.0)))
+        if len(far):
+            self._score_far(positions[far], np.asarray(cand)[far])
+
+    def _score_far(self, far_pos: np.ndarray, far_rows: np.ndarray) -> None:
+        """Exact candidate scores of far documents against every query; a far document in a query's own W is
+        left out of that query's best (its exact scores are gathered)."""
+        lo, hi = np.searchsorted(self.req_pos, far_pos, "left"), np.searchsorted(self.req_pos, far_pos, "right")
+        owners = np.concatenate([self.req_row[a:b] for a, b in zip(lo, hi)]) if (hi > lo).any() else np.zeros(0, np.intp)
+        which = np.repeat(np.arange(len(far_pos)), hi - lo)
+        units = unit_rows(far_rows)
+        for s in range(0, len(self.cand_queries), QUERY_CHUNK):
+            qc = unit_rows(self.cand_queries[s : s + QUERY_CHUNK])
+            inside = (owners >= s) & (owners < s + len(qc))
+            for f in range(0, len(far_pos), self.tile_rows):
+                scores = qc @ units[f : f + self.tile_rows].T
+                mine = inside & (which >= f) & (which < f + self.tile_rows)
+                scores[owners[mine] - s, which[mine] - f] = -np.inf
+                self.far_best[s : s + len(qc)] = np.fmax(self.far_best[s : s + len(qc)], scores.max(axis=1))
+
+    def _gather(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray) -> None:
+        """Both sides' exact scores of the certificate's (query, document) pairs among these documents
+        (``positions`` ascending, as the segments hand them), pair by pair (``pair_dots``: the same bits in any
+        batch)."""
+        lo, hi = np.searchsorted(self.req_pos, [positions[0], positions[-1] + 1])
+        if hi <= lo:
+            return
+        want = self.req_pos[lo:hi]
+        at = np.minimum(np.searchsorted(positions, want), len(positions) - 1)
+        hit = positions[at] == want
+        rows, cols, at = self.req_row[lo:hi][hit], self.req_col[lo:hi][hit], at[hit]
+        if not len(rows):
+            return
+        for s in range(0, len(rows), PAIR_CHUNK):  # q . d / |q|: no per-pair norm of the query row
+            r, c, a = rows[s : s + PAIR_CHUNK], cols[s : s + PAIR_CHUNK], at[s : s + PAIR_CHUNK]
+            docs, which = np.unique(a, return_inverse=True)
+            unit_b, unit_c = unit_rows(base[docs]), unit_rows(cand[docs])  # each document once per chunk
+            self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
+            self.sc[r, c] = np.einsum("ij,ij->i", self.cand_queries[r].astype(np.float64), unit_c[which]) / self.norm_c[r]
+
+    def merge(self, other: "CertifyStream") -> None:
+        self.near_move = max(self.near_move, other.near_move)
+        self.far_best = np.fmax(self.far_best, other.far_best)
+        self.sb = np.where(np.isnan(self.sb), other.sb, self.sb)
+        self.sc = np.where(np.isnan(self.sc), other.sc, self.sc)
+
+    def certified(self, top_scores: np.ndarray, k: int, moves: np.ndarray, every_document: bool) -> np.ndarray:
+        """Per query, whether the real bound (module docstring) proves its candidate top-k within its W and all W
+        exact scores were gathered."""
+        delta = (np.asarray(moves) + self.near_move) * (1 + 1e-6) + ROUNDING
+        within = certifiable(top_scores, k, delta, self.far_best, every_document)
+        gathered = ~(np.isnan(self.sb).any(axis=1) | np.isnan(self.sc).any(axis=1))
+        return within & gathered & np.isfinite(delta)
+
+    def agreement(self, rows: np.ndarray, k: int, tie_tolerance: float) -> TopKAgreement:
+        """``topk_agreement`` of the queries ``rows`` over their W documents' exact scores, in position order."""
+        by_pos = np.argsort(self.pos[rows], axis=1, kind="stable")
+        idx = np.asarray(rows)[:, None]
+        return topk_agreement(self.sb[idx, by_pos], self.sc[idx, by_pos], k, tie_tolerance)
+
+
+def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence["tuple[np.ndarray, TopKAgreement]"]) -> TopKAgreement:
+    """One ``TopKAgreement`` for all queries: certified ones unchanged, the others from exact parts (each the
+    query indices it covers and its agreement over them)."""
+    same_order = np.ones(nq, dtype=bool)
+    same_set = np.ones(nq, dtype=bool)
+    overlap = np.ones(nq, dtype=np.float64)
+    raw = np.ones(nq, dtype=bool)
+    covered = np.asarray(certified, dtype=bool).copy()
+    for rows, agree in exact:
+        same_order[rows], same_set[rows] = agree.same_order, agree.same_set
+        overlap[rows], raw[rows] = agree.overlap, agree.raw_same_order
+        covered[rows] = True
+    if not covered.all():
+        raise ValueError(f"combine: {int((~covered).sum())} queries neither certified nor scored")
+    return TopKAgreement(k=k, same_order=same_order, same_set=same_set, overlap=overlap, raw_same_order=raw)
