@@ -34,3 +34,12 @@ def tiny_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_results_again(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second, independent run with a different batch size: real run-to-run and batch drift."""
     return run_tiny(tmp_path_factory.mktemp("tiny2") / "tiny-bs1.parquet", batch_size=1)
+
+
+def pid_gone(pid: int) -> bool:
+    """No process ``pid`` any more (a server the harness started was stopped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Dict
 
@@ -18,6 +17,7 @@ import pytest
 
 from harness.matrix.lenient import load_lenient
 from harness.matrix.spec import MatrixError, load_matrix_file
+from test_matrix import _write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,12 +46,6 @@ torch = "2.13.0"
 sentence-transformers = "6.2.0"
 transformers = "5.23.0"
 """
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "matrix.toml"
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
 
 
 def test_lenient_load_keeps_valid_cells_and_names_each_broken_part(tmp_path: Path) -> None:

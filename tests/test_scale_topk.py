@@ -3,7 +3,6 @@ the baseline's top-(k+1) instead of scored) giving exactly the brute-force in-me
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, Tuple
 

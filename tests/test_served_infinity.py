@@ -30,7 +30,7 @@ import harness.run.server as server_module
 from harness.run.http_backend import HttpModelClient, HttpSettings, ServerError
 from harness.run.server import InfinityOptions, ServedModel, ServerProcess, ServerStartError, infinity_server
 
-from conftest import ROOT
+from conftest import ROOT, pid_gone
 
 pytestmark = pytest.mark.slow
 
@@ -202,12 +202,7 @@ def stand_in(tmp_path: Path, mode: str, **kw) -> ServerProcess:
                          **{"startup_timeout_s": 30, **kw})
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+_gone = pid_gone
 
 
 def test_a_process_is_healthy_inside_the_block_and_gone_after(tmp_path):

@@ -21,7 +21,7 @@ from typing import Dict, List
 import pytest
 
 import harness.matrix.spec as hm
-from conftest import ROOT
+from conftest import ROOT, pid_gone
 from harness.compare.verdict import CellStatus
 from harness.matrix import cellrun, served_cell, venvs
 from harness.matrix.cells import StageStatus, read_cell_state
@@ -84,12 +84,7 @@ def _script(path: Path, text: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+_gone = pid_gone
 
 
 @pytest.fixture(scope="module")

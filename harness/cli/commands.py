@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.errors import ExitCode
-from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
+from harness.cli.outputs import check_outputs, human_stream, write_outputs
 
 __all__ = ["register", "execute_run", "cmd_compare"]
 

@@ -10,7 +10,6 @@ The whole selection is read into memory: it is meant for corpus-sized files. The
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
