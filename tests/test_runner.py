@@ -176,10 +176,12 @@ def test_runner_imports_only_stdlib_numpy_and_pyarrow() -> None:
 
 @pytest.mark.slow
 def test_a_run_under_transformers_5_prints_no_torch_dtype_deprecation(tmp_path: Path) -> None:
-    """The runner reads ``config.dtype`` where it exists; reading ``torch_dtype`` warned on every run."""
+    """The runner reads ``config.dtype`` where it exists; reading ``torch_dtype`` warned on every run. Nor does
+    transformers' own "Loading weights" bar reach the log (the harness reports progress itself)."""
     out = tmp_path / "r.parquet"
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--models", "tiny", "--device", "cpu", "--out", str(out),
                            "--no-progress"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "torch_dtype" not in proc.stderr + proc.stdout
+    assert "Loading weights" not in proc.stderr + proc.stdout
     assert ResultsFile(out).records["tiny-bi-encoder"].config_dtype == "float32"

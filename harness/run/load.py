@@ -161,6 +161,18 @@ def _describe(model: Any, kind: str) -> Dict[str, Any]:
     }
 
 
+def _quiet_weight_loading() -> None:
+    """transformers 5 draws a "Loading weights" bar per model on stderr (carriage returns in a CI log); the
+    harness reports progress itself, so the library's own bar is turned off where the version has the switch."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    disable = getattr(transformers_logging, "disable_progress_bar", None)
+    if disable is not None:
+        disable()
+
+
 def load_model(
     spec: ModelSpec,
     directory: Path,
@@ -187,6 +199,7 @@ def load_model(
         )
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
+    _quiet_weight_loading()
     cls = SentenceTransformer if spec.kind == "bi-encoder" else CrossEncoder
     wanted: Dict[str, Any] = {"device": device, "local_files_only": True, "trust_remote_code": trust_remote_code}
     if attn_implementation:
