@@ -37,7 +37,16 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
         prov = create_baseline(source, target, force=args.force, reason=args.reason)
     kept = f" (previous kept as {prov['previous_file']})" if prov.get("previous_file") else ""
     print(f"baseline {target} written{kept}")
+    _file_certificates(target)
     return ExitCode.OK
+
+
+def _file_certificates(target: Path) -> None:
+    """The new baseline's top-k certificates, so that the first comparison against it is the certified one."""
+    from harness.compare.prepare import file_certificates
+
+    for model_id, queries in file_certificates(target):
+        print(f"top-k certificate filed for {model_id} ({queries:,} queries)")
 
 
 def cmd_baseline_update(args: argparse.Namespace) -> int:
@@ -46,6 +55,7 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
     target = baseline_path(args.name, args.dir)
     prov = create_baseline(args.source, target, reason=args.reason, action="update")
     print(f"baseline {target} updated (previous kept as {prov['previous_file']})")
+    _file_certificates(target)
     return ExitCode.OK
 
 

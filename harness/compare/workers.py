@@ -7,15 +7,27 @@ all of them, the read-ahead never holds more than its budget of row groups, BLAS
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Budget", "Prefetch", "Segment", "blas_threads", "run_segments"]
+__all__ = ["MEMORY_MB", "Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight", "run_segments"]
 
 Segment = Tuple[int, np.ndarray, np.ndarray]
+
+#: megabytes of row groups the streamed comparison holds at once, read ahead and in use together
+#: (``HARNESS_COMPARE_MEMORY_MB``): at 384 float32 dims a row group pair is 200 MB, so the default 512 keeps two
+#: pairs (the next read overlaps the compute) and 256 keeps one (no overlap, ~100 MB less peak RSS)
+MEMORY_MB = int(os.environ.get("HARNESS_COMPARE_MEMORY_MB", "") or 512)
+
+
+def pairs_in_flight(pair_bytes: int, memory_mb: Optional[int] = None) -> int:
+    """Row group pairs of ``pair_bytes`` (both sides) that fit in the budget; always at least one."""
+    budget = (MEMORY_MB if memory_mb is None else memory_mb) << 20
+    return max(1, budget // max(1, int(pair_bytes)))
 
 
 class Budget:
