@@ -50,7 +50,7 @@ def test_row_groups_in_flight_never_exceed_the_budget(pair: List[Path], monkeypa
     """Whole row groups alive at once (both sides, read ahead and in use), counted as the comparison streams:
     never more than the budget's pairs, however many row groups the files have (six here)."""
     pair_mb = 2 * ROW_GROUP_ROWS * 8 * 4 >> 20  # both sides' row groups at 8 float32 dims: 4 MiB
-    monkeypatch.setattr(workers, "MEMORY_MB", pairs * pair_mb)
+    monkeypatch.setattr(workers, "MEMORY_MB", pairs * pair_mb + 1)  # + 1: the 40 query rows held count too
     monkeypatch.setattr(streaming, "COMPARE_THREADS", 2)
     lock, live, peak = threading.Lock(), [0], [0]
     read = ResultsFile.read_vectors
@@ -78,6 +78,14 @@ def test_row_groups_in_flight_never_exceed_the_budget(pair: List[Path], monkeypa
         verdict = compare_files(*pair).serialize()["models"][0]
         assert verdict["status"] == "pass"
         assert 1 <= peak[0] <= 2 * pairs, f"{peak[0]} row groups alive at once, budget {pairs} pair(s)"
+
+
+def test_the_query_vectors_held_count_against_the_budget() -> None:
+    pair = 2 * 65_536 * 384 * 4  # 384 float32 dims, both sides
+    assert workers.pairs_in_flight(pair, 0, memory_mb=512) == 2
+    assert workers.pairs_in_flight(pair, 2 * 80_000 * 384 * 4, memory_mb=512) == 1  # 80k queries: 245 MB
+    assert workers.pairs_in_flight(pair, 10 << 30, memory_mb=512) == 1  # never none
+    assert workers.pairs_in_flight(pair, 0, memory_mb=4096) == 21
 
 
 def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:

@@ -306,12 +306,14 @@ def _read_all(handle: Any, buffer: memoryview) -> None:
         buffer = buffer[got:]
 
 
-def _pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) -> int:
-    """Bytes of the largest row group of each side, together: what one budget token stands for."""
+def _pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str, rows: int = 0) -> int:
+    """Bytes of the largest row group of each side, together (what one budget token stands for); with ``rows``,
+    the bytes of that many rows of each side instead (the query vectors held)."""
     total = 0
     for results in (base, cand):
         dim, dtype = results.vector_spec(model_id)
-        total += max((count for _, count in results.model_row_groups(model_id)), default=0) * dim * dtype.itemsize
+        count = rows or max((count for _, count in results.model_row_groups(model_id)), default=0)
+        total += count * dim * dtype.itemsize
     return total
 
 
@@ -321,8 +323,9 @@ def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
 
     With several workers, the next row group pair is read while the workers share the current one, the read
     overlapping the compute (+30% throughput at 1M with two pairs): at most ``pairs_in_flight`` pairs in memory
-    (``HARNESS_COMPARE_MEMORY_MB``), whatever the number of rows or queries."""
-    budget = Budget(pairs_in_flight(_pair_bytes(base, cand, model_id))) if len(workers) > 1 else None
+    (``HARNESS_COMPARE_MEMORY_MB``, the query vectors counted in it), whatever the number of rows."""
+    held = _pair_bytes(base, cand, model_id, rows=len(layout.queries)) if len(layout.queries) else 0
+    budget = Budget(pairs_in_flight(_pair_bytes(base, cand, model_id), held)) if len(workers) > 1 else None
     segments: Iterator[Segment] = (
         _same_order_segments(base, cand, model_id, len(workers), budget, parallel_reads=budget is not None)
         if layout.cand_pos is None
