@@ -149,3 +149,16 @@ def test_baseline_create_files_nothing_for_a_small_baseline(pair: List[Path], tm
     assert main(["baseline", "create", "small", "--from", str(pair[0]), "--dir", str(tmp_path / "b")]) == 0
     assert "certificate" not in capsys.readouterr().out
     assert not (tmp_path / "cache" / "topk-certificates").exists()
+
+
+def test_baseline_create_with_bad_vectors_is_written_and_says_why_no_certificate(
+        pair: List[Path], cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from harness.cli import main
+
+    vectors = np.asarray(np.random.default_rng(1).standard_normal((2_000, 8)), dtype=np.float32)
+    vectors[7, 3] = np.nan
+    source = _write(tmp_path / "nan.parquet", vectors, 40)
+    assert main(["baseline", "create", "nan", "--from", str(source), "--dir", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "top-k certificate not filed:" in err and "non-finite" in err and "Traceback" not in err
+    assert (tmp_path / "b" / "nan.parquet").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,12 @@ def _file_certificates(target: Path) -> None:
     """The new baseline's top-k certificates, so that the first comparison against it is the certified one."""
     from harness.compare.prepare import file_certificates
 
-    for model_id, queries in file_certificates(target):
+    try:
+        filed = file_certificates(target)
+    except HarnessError as err:  # the baseline is written and complete; the first comparison will say why
+        print(f"top-k certificate not filed: {err}", file=sys.stderr)
+        return
+    for model_id, queries in filed:
         print(f"top-k certificate filed for {model_id} ({queries:,} queries)")
 
 
