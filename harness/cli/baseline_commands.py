@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,21 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
         prov = create_baseline(source, target, force=args.force, reason=args.reason)
     kept = f" (previous kept as {prov['previous_file']})" if prov.get("previous_file") else ""
     print(f"baseline {target} written{kept}")
+    _file_certificates(target)
     return ExitCode.OK
+
+
+def _file_certificates(target: Path) -> None:
+    """The new baseline's top-k certificates, so that the first comparison against it is the certified one."""
+    from harness.compare.prepare import file_certificates
+
+    try:
+        filed = file_certificates(target)
+    except HarnessError as err:  # the baseline is written and complete; the first comparison will say why
+        print(f"top-k certificate not filed: {err}", file=sys.stderr)
+        return
+    for model_id, queries in filed:
+        print(f"top-k certificate filed for {model_id} ({queries:,} queries)")
 
 
 def cmd_baseline_update(args: argparse.Namespace) -> int:
@@ -46,6 +61,7 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
     target = baseline_path(args.name, args.dir)
     prov = create_baseline(args.source, target, reason=args.reason, action="update")
     print(f"baseline {target} updated (previous kept as {prov['previous_file']})")
+    _file_certificates(target)
     return ExitCode.OK
 
 

@@ -156,6 +156,11 @@ class Lookup:
         """Whether the loaded certificate was filed under the baseline's actual content hash."""
         return self.certificate is not None and self.content_hash() == self.filed_under
 
+    def filed(self) -> bool:
+        """Whether a certificate file exists under the baseline's content hash (not validated: ``load`` does)."""
+        digest = self.content_hash()
+        return digest is not None and self._file(digest).is_file()
+
     def save(self, cert: Certificate, queries: np.ndarray) -> None:
         """File ``cert`` under the content hash (nothing when the file could not be hashed); a cache write that
         fails is skipped, never a comparison error."""

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, run_segments
+from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, pairs_in_flight, run_segments
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
@@ -167,12 +167,15 @@ def read_rows(results: ResultsFile, model_id: str, positions: np.ndarray) -> np.
     return out
 
 
-def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optional[Budget]) -> np.ndarray:
-    """``read_vectors``, first taking one of ``budget``'s tokens, given back when the rows are freed (by whichever
-    thread drops the last slice): the read-ahead never holds more than ``budget`` baseline row groups."""
+def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optional[Budget],
+                  taken: bool = False) -> np.ndarray:
+    """``read_vectors``, first taking one of ``budget``'s tokens (unless ``taken``: already held for it), given
+    back when the rows are freed (by whichever thread drops the last slice): the read-ahead never holds more
+    than ``budget`` baseline row groups (row group pairs: the candidate's is read under the same token)."""
     if budget is None:
         return results.read_vectors(model_id, group)
-    budget.acquire()
+    if not taken:
+        budget.acquire()
     try:
         rows = results.read_vectors(model_id, group)
     except BaseException:
@@ -204,9 +207,11 @@ def _same_order_segments(base: ResultsFile, cand: ResultsFile, model_id: str, pi
                 nxt = [next(groups[0], None), next(groups[1], None)]
                 if nxt[0] is None or nxt[1] is None:
                     return
+                if budget is not None:
+                    budget.acquire()  # one token for the pair: the candidate's read starts only once it is held
                 other = pool.submit(_read_counted, cand, model_id, nxt[1][0], None)
                 try:
-                    current[0] = _read_counted(base, model_id, nxt[0][0], budget)
+                    current[0] = _read_counted(base, model_id, nxt[0][0], budget, taken=True)
                 except BaseException:
                     futures_wait([other])
                     raise
@@ -301,13 +306,26 @@ def _read_all(handle: Any, buffer: memoryview) -> None:
         buffer = buffer[got:]
 
 
+def _pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str, rows: int = 0) -> int:
+    """Bytes of the largest row group of each side, together (what one budget token stands for); with ``rows``,
+    the bytes of that many rows of each side instead (the query vectors held)."""
+    total = 0
+    for results in (base, cand):
+        dim, dtype = results.vector_spec(model_id)
+        count = rows or max((count for _, count in results.model_row_groups(model_id)), default=0)
+        total += count * dim * dtype.itemsize
+    return total
+
+
 def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
            workers: Sequence[Callable[[Segment], None]]) -> None:
     """Call the workers (one thread each) on aligned segments covering every row of ``model_id`` once.
 
-    With several workers, the next row group pair is read while the workers share the current one: at most two
-    pairs in memory (~0.4 GB at 384 dims), the read overlapping the compute (+30% throughput at 1M)."""
-    budget = Budget(2) if len(workers) > 1 else None
+    With several workers, the next row group pair is read while the workers share the current one, the read
+    overlapping the compute (+30% throughput at 1M with two pairs): at most ``pairs_in_flight`` pairs in memory
+    (``HARNESS_COMPARE_MEMORY_MB``, the query vectors counted in it), whatever the number of rows."""
+    held = _pair_bytes(base, cand, model_id, rows=len(layout.queries)) if len(layout.queries) else 0
+    budget = Budget(pairs_in_flight(_pair_bytes(base, cand, model_id), held)) if len(workers) > 1 else None
     segments: Iterator[Segment] = (
         _same_order_segments(base, cand, model_id, len(workers), budget, parallel_reads=budget is not None)
         if layout.cand_pos is None

@@ -7,15 +7,29 @@ all of them, the read-ahead never holds more than its budget of row groups, BLAS
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Budget", "Prefetch", "Segment", "blas_threads", "run_segments"]
+__all__ = ["MEMORY_MB", "Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight", "run_segments"]
 
 Segment = Tuple[int, np.ndarray, np.ndarray]
+
+#: megabytes the streamed comparison holds at once for its rows (``HARNESS_COMPARE_MEMORY_MB``): the query vectors
+#: (held whole: retrieval needs every query against every document) and the row group pairs read ahead and in
+#: use. At 384 float32 dims a row group pair is 192 MiB and a query 3 KiB (both sides): the default 512 keeps two
+#: pairs (the next read overlapping the compute) up to ~43k queries, one beyond (no overlap); at least one always.
+MEMORY_MB = int(os.environ.get("HARNESS_COMPARE_MEMORY_MB", "") or 512)
+
+
+def pairs_in_flight(pair_bytes: int, held_bytes: int = 0, memory_mb: Optional[int] = None) -> int:
+    """Row group pairs of ``pair_bytes`` (both sides) that fit in the budget next to ``held_bytes`` already
+    held for the whole comparison (the query vectors); always at least one."""
+    budget = ((MEMORY_MB if memory_mb is None else memory_mb) << 20) - max(0, int(held_bytes))
+    return max(1, budget // max(1, int(pair_bytes)))
 
 
 class Budget:

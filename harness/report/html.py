@@ -17,7 +17,7 @@ from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
 from harness.report.matrix_report import (
     diff_tolerance, history_series, incomplete, meaningful_env_changes, report_models, report_policy, scope_line,
 )
-from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells
+from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
 
 __all__ = ["render_html", "TREND_RUNS"]
 
@@ -139,6 +139,9 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
     body = "".join(rows)
     if not body:
         return ""
+    decided = topk_decided(model)
+    if decided:
+        body += f'<p class="note topk-decided">{_e(decided)}</p>'
     note = f'<p class="note order-note">Green/red bars are judged against their limit (the mark); blue ones are reported, not judged: {_e(ORDER_FIGURES_NOTE)}</p>'
     return f'<h4>Rank agreement</h4><div class="bars">{body}</div>{note}'
 

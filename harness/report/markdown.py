@@ -14,7 +14,7 @@ from harness.report.format import fmt, fmt_cosine, fmt_percent, fmt_seconds
 from harness.report.matrix_report import (
     check_used, history_series, incomplete, meaningful_env_changes, order_agreement, report_policy, scope_line,
 )
-from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, speed_cells
+from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, speed_cells, topk_decided
 
 __all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
 
@@ -108,7 +108,9 @@ def _summary(report: Dict[str, Any]) -> List[str]:
             rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-", "-", _run_time(cell)])
     header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)",
               "Run (compute)"]
-    return ["", "## Summary", ""] + _table(header, rows)
+    decided = [f"- {_code(cell['cell_id'])} / {_code(m['model_id'])}: {md_escape(topk_decided(m))}"
+               for cell in report["cells"] for m in (cell.get("comparison") or {}).get("models", []) if topk_decided(m)]
+    return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
 
 
 def _checks(report: Dict[str, Any]) -> List[str]:

@@ -92,6 +92,18 @@ def _topk(metrics: Dict[str, Any]) -> str:
     return "-"
 
 
+def topk_decided(model: Dict[str, Any]) -> str:
+    """How the top-k agreement was decided, when a certificate proved some of it (``harness.compare.certificate``):
+    "top-10: 10,000 queries, 9,990 certified by the bound, 10 scored exactly"; "" otherwise."""
+    topk = model.get("evidence", {}).get("topk") or {}
+    certified, exact = topk.get("certified"), topk.get("scored_exactly")
+    if not certified or exact is None:
+        return ""
+    k = model.get("metrics", {}).get("topk", "k")
+    return (f"top-{k}: {certified + exact:,} queries, {certified:,} certified by the bound, "
+            f"{exact:,} scored exactly")
+
+
 def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
     """The verdict as text: summary table, failure explanations with worst offenders, environment changes."""
     models = data["models"]
@@ -111,6 +123,8 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
             fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
         ])
     lines += _table(rows)
+    decided = [(model["model_id"], topk_decided(model)) for model in models]
+    lines += [f"  {model_id} {line}" for model_id, line in decided if line]
     checks = [["MODEL", "CHECK", "OBSERVED", "LIMIT", "USED", "RESULT"]]
     checks += [[model["model_id"], c["name"], fmt(c["observed"]), f"{c['op']} {fmt(c['limit'])}", fmt_used(c),
                 "pass" if c["passed"] else "FAIL"] for model in models for c in model.get("checks", [])]

@@ -28,6 +28,13 @@ def _documents(pair: EmbeddingPair, position: int, count: int) -> np.ndarray:
     return np.flatnonzero(pair.documents[position : position + count])
 
 
+def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows_of[rows]``, but the array itself (no copy: 123 MB per side at 80k x 384) when ``rows`` is every row."""
+    if len(rows) == len(rows_of) and (not len(rows) or (rows[0] == 0 and (np.diff(rows) == 1).all())):
+        return rows_of
+    return rows_of[rows]
+
+
 def _squares(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """``|b|^2`` and ``|c - b|^2`` per row as ``DiffStats.add`` returns them (float32 rows: within (dim + 4) u)."""
     work = np.float64 if np.result_type(base.dtype, cand.dtype).itemsize > 4 else np.float32
@@ -86,7 +93,7 @@ class Retrieval:
         rows = self.exact_rows
         if len(rows):
             keep = self.keep if self.rebuild else 0
-            parts.append(TopKStream(self.base_q[rows], self.cand_q[rows], self.k, self.tie, keep=keep))
+            parts.append(TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), self.k, self.tie, keep=keep))
         if self.certificate is not None:
             if self._shared is None:
                 self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
@@ -129,7 +136,7 @@ class Retrieval:
 
     def _rescore(self, rows: np.ndarray, keep: int = 0) -> TopKStream:
         """A second pass over the pair: exact top-k of the queries ``rows`` only."""
-        streams = [TopKStream(self.base_q[rows], self.cand_q[rows], self.k, self.tie, keep=keep)
+        streams = [TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), self.k, self.tie, keep=keep)
                    for _ in range(max(1, self.pair.threads))]
 
         def worker(stream: TopKStream):  # type: ignore[no-untyped-def]
