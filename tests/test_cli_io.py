@@ -9,7 +9,7 @@ import shutil
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -155,6 +155,36 @@ def test_a_file_compared_with_itself_passes_with_a_note(tmp_path: Path, capsys: 
     shutil.copy(TINY, copy)  # an equal copy is another file: no note
     assert main(["compare", str(TINY), str(copy)]) == 0
     assert "same file" not in capsys.readouterr().out
+
+
+def test_the_same_file_note_is_on_the_verdict_in_every_format(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = {suffix: tmp_path / f"v.{suffix}" for suffix in ("json", "md", "xml")}
+    assert main(["compare", str(TINY), str(TINY), "--json", str(out["json"]), "--markdown", str(out["md"]),
+                 "--junit", str(out["xml"])]) == 0
+    text = capsys.readouterr().out
+    (note,) = json.loads(out["json"].read_text())["notes"]
+    assert note.startswith("baseline and candidate are the same file") and f"note: {note}" in text
+    assert "## Notes" in out["md"].read_text() and "passes by construction" in out["md"].read_text()
+    props = ET.parse(out["xml"]).getroot().findall("testsuite/properties/property[@name='note']")
+    assert [p.get("value") for p in props] == [note]
+    copy = tmp_path / "copy.parquet"
+    shutil.copy(TINY, copy)
+    assert main(["compare", str(TINY), str(copy), "--json", str(out["json"])]) == 0
+    assert json.loads(out["json"].read_text())["notes"] == []
+
+
+def test_files_without_a_model_in_common_say_so_and_list_both_sides(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from harness.testing import perturb_results
+
+    def only(model_id: str) -> Callable[[dict], dict]:
+        return lambda meta: {**meta, "models": {model_id: meta["models"][model_id]}}
+
+    bi = perturb_results(TINY, tmp_path / "bi.parquet", "tiny-bi-encoder", meta_update=only("tiny-bi-encoder"))
+    cross = perturb_results(TINY, tmp_path / "cross.parquet", "tiny-cross-encoder", meta_update=only("tiny-cross-encoder"))
+    assert main(["compare", str(bi), str(cross)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--models" not in err, err
+    assert "no model in common" in err and "baseline: tiny-bi-encoder; candidate: tiny-cross-encoder" in err
 
 
 # -- progress --------------------------------------------------------------------------------------------------

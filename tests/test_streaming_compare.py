@@ -26,6 +26,7 @@ from harness.compare import metrics as m
 from harness.compare import stats
 from harness.compare.stats import diff as diff_stats
 from harness.compare.comparator import compare_files
+from harness.compare.kinds.common import share, significant
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.compare.policy import Tolerance, load_policy
 from harness.results import ModelRows, ResultsFile, ResultsWriter
@@ -66,10 +67,11 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
     out: Dict[str, Any] = {
         "checks": {
             "max_abs_diff": (n_bad == 0, float(diff.max()),
-                             f"{n_bad} / {diff.size} elements ({100.0 * n_bad / diff.size:.2f}%) exceed "
-                             f"atol={tol.atol:g} + rtol={tol.rtol:g}*|baseline|"),
+                             f"{share(n_bad, diff.size)} elements exceed "
+                             f"atol={significant(tol.atol, float(diff.max()))} + rtol={significant(tol.rtol)}*|baseline|"),
             "min_cosine": (bool((cosine >= tol.min_cosine).all()), float(cosine.min()),
-                           f"{int((cosine < tol.min_cosine).sum())} / {len(cosine)} texts below cosine {tol.min_cosine}"),
+                           f"{int((cosine < tol.min_cosine).sum())} / {len(cosine)} texts below cosine "
+                           f"{significant(tol.min_cosine, float(cosine.min()))}"),
         },
         "metrics": {
             "texts": len(ids), "dim": bv.shape[1], "max_abs_diff": stats.max_abs, "mean_abs_diff": stats.mean_abs,
@@ -78,7 +80,7 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
             "abs_diff_histogram": {"edges": EDGES, "counts": [int(c) for c in counts],
                                    "zeros": [int((diff == 0).sum())]},
         },
-        "offenders": [(str(ids[i]), float(per_row[i]), f"cosine {cosine[i]:.9f}")
+        "offenders": [(str(ids[i]), float(per_row[i]), f"cosine {significant(cosine[i], tol.min_cosine)}")
                       for i in np.argsort(-per_row, kind="stable")[:comparator.WORST_N] if per_row[i] > 0],
     }
     q, d = roles == "query", roles == "document"

@@ -3,8 +3,10 @@ could not be judged said so, with ad hoc corpora able to bring queries (a ``role
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import xml.etree.ElementTree as ET
 import shutil
 from pathlib import Path
 
@@ -14,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.cli import main
-from harness.compare.kinds import ArrayPair, judge_embeddings
-from harness.compare.kinds.common import significant
+from harness.compare.kinds import ArrayPair, judge_embeddings, judge_rerank
+from harness.compare.kinds.common import share, significant
 from harness.compare.policy import load_policy
 from harness.config.corpus import load_corpus
 from harness.config.corpus.user import DataFiles
@@ -131,3 +133,83 @@ def test_harness_run_with_queries_gets_top_k_checks(tmp_path: Path, capsys: pyte
     assert main(["compare", str(ranked), str(again)]) == 0
     out = capsys.readouterr().out
     assert "retrieval not judged" not in out and "100.0%" in out
+
+
+# -- every report says retrieval was not judged ----------------------------------------------------------------
+
+
+def _no_query_report(with_queries: bool = False) -> dict:
+    """A one-cell matrix report of a bi-encoder compared over a corpus without queries (or with one)."""
+    from harness.compare.verdict import Comparison
+    from harness.report.matrix_report import build_matrix_report
+
+    base = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    roles = ["document"] * 3 + ["query"] if with_queries else ["document"] * 4
+    verdict = judge_embeddings("m", load_policy().tolerance("m", "fp32"), ArrayPair(list("abcd"), roles, base, base.copy()))
+    comparison = Comparison(baseline="b.parquet", candidate="c.parquet", policy="built-in", models=[verdict])
+    cell = {"cell_id": "c1", "status": "pass", "comparison": comparison.serialize()}
+    return build_matrix_report("m", "b.parquet", [cell])
+
+
+def test_markdown_html_and_junit_say_retrieval_was_not_judged() -> None:
+    from harness.report.html import render_html
+    from harness.report.junit import render_junit
+    from harness.report.markdown import render_markdown
+
+    report = _no_query_report()
+    summary_row = next(line for line in render_markdown(report).splitlines() if line.startswith("| `c1`"))
+    assert "retrieval not judged: no queries" in summary_row
+    assert '<p class="note not-judged">retrieval not judged: no queries</p>' in render_html(report)
+    case = ET.fromstring(render_junit(report)).find("testsuite/testcase")
+    assert case is not None and "retrieval not judged: no queries" in case.findtext("system-out", "")
+    judged = _no_query_report(with_queries=True)  # a corpus with a query: the agreement, no note
+    markdown = render_markdown(judged)
+    assert "retrieval not judged" not in markdown and "100.0% (top-3 order)" in markdown
+    assert "not-judged" not in render_html(judged) and "retrieval not judged" not in render_junit(judged)
+
+
+# -- counts and limits printed on their side -------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=st.integers(min_value=0, max_value=10**7), extra=st.integers(min_value=0, max_value=10**7))
+def test_a_share_never_hides_a_count(count: int, extra: int) -> None:
+    total = count + extra
+    shown = share(count, total)
+    assert shown.startswith(f"{count} of {total}")
+    if total:
+        percent = float(re.fullmatch(r".*\((\S+)%\)", shown).group(1))
+        assert (percent > 0) == (count > 0) and (percent < 100) == (count < total)
+        assert abs(percent - 100 * count / total) <= 5e-3 * 100 * count / total + 1e-12
+
+
+@settings(max_examples=200, deadline=None)
+@given(limit=st.floats(min_value=1e-9, max_value=10), ratio=st.floats(min_value=0.999, max_value=1.001),
+       rtol=st.sampled_from([0.0, 1e-7, 1e-4]))
+def test_a_reason_never_prints_a_score_difference_on_the_other_side_of_its_limit(limit: float, ratio: float, rtol: float) -> None:
+    tol = dataclasses.replace(load_policy().tolerance("m", "fp32"), score_atol=limit, score_rtol=rtol)
+    observed = limit * ratio
+    base = np.array([0.0, 0.0, 0.0])
+    verdict = judge_rerank("m", tol, ["p1", "p2", "p3"], None, base, np.array([observed, 0.0, 0.0]))
+    check = verdict.checks[0]
+    if check.passed:
+        return
+    head = re.match(r"max_score_diff (\S+) \(limit <= (\S+)\): (\d+) of 3 \((\S+)%\) elements exceed atol=(\S+) "
+                    r"\+ rtol=(\S+)\*\|baseline\|", verdict.reason)
+    assert head is not None, verdict.reason
+    shown_obs, shown_limit, atol_shown = float(head.group(1)), float(head.group(2)), float(head.group(5))
+    order = (check.observed > limit) - (check.observed < limit)
+    assert (shown_obs > shown_limit) - (shown_obs < shown_limit) == order
+    assert (shown_obs > atol_shown) - (shown_obs < atol_shown) == order
+    assert float(head.group(6)) == rtol and float(head.group(4)) > 0
+
+
+def test_an_offender_cosine_is_not_rounded_to_one() -> None:
+    base = np.zeros((2, 8), np.float64)
+    base[:, 0] = 1.0
+    cand = base.copy()
+    cand[1, 1] = 1e-6  # cosine 1 - 5e-13: ":.9f" printed it as 1.000000000
+    verdict = judge_embeddings("m", load_policy().tolerance("m", "fp32"), ArrayPair(["a", "b"], ["document"] * 2, base, cand))
+    (offender,) = verdict.offenders
+    shown = float(offender.detail.removeprefix("cosine "))
+    assert shown < 1 and abs(shown - verdict.metrics["min_cosine"]) < 1e-15, offender.detail

@@ -44,17 +44,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def same_file_note(baseline: "str | Path", candidate: "str | Path") -> str:
-    """A note when both sides are one file: such a comparison passes by construction and proves nothing."""
-    import os
+    """The comparator's note when both sides are one file (``comparator.same_file_note``), as a printed line."""
+    from harness.compare.comparator import same_file_note as notes
 
-    try:
-        same = os.path.samefile(str(baseline), str(candidate))
-    except OSError:  # URIs, missing files (the comparison reports those)
-        same = str(baseline) == str(candidate)
-    if not same:
-        return ""
-    return (f"note: baseline and candidate are the same file ({candidate}): it passes by construction, "
-            "this comparison cannot detect drift")
+    return "".join(f"note: {n}" for n in notes(baseline, candidate))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -79,9 +72,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     human = human_stream(args)
     print(render_comparison(data, regen_hint=hint), file=human)
-    note = same_file_note(args.baseline, args.candidate)
-    if note:
-        print(note, file=human)
+    for note in data.get("notes", []):  # the verdict's own notes (a file compared with itself)
+        print(f"note: {note}", file=human)
     return ExitCode.OK if comparison else ExitCode.DRIFT
 
 

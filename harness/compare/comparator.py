@@ -15,6 +15,7 @@ pandas either (pyarrow's ``to_numpy`` would: +0.4 s, +50 MB).
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -25,7 +26,7 @@ from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 
-__all__ = ["compare_files", "compare_results", "env_changes", "WORST_N"]
+__all__ = ["compare_files", "compare_results", "env_changes", "same_file", "same_file_note", "WORST_N"]
 
 #: fingerprint keys that differ between any two machines without meaning anything for the numbers
 _VOLATILE_KEYS = ("executable", "env.HF_HUB_OFFLINE", "env.TRANSFORMERS_OFFLINE")
@@ -95,6 +96,11 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
             "results from different corpora cannot be compared"
         )
     bmodels, cmodels = set(base.models), set(cand.models)
+    if not bmodels & cmodels:
+        raise IncompatibleInputs(
+            f"{cand.path}: no model in common with baseline {base.path} "
+            f"(baseline: {', '.join(sorted(bmodels)) or '-'}; candidate: {', '.join(sorted(cmodels)) or '-'})"
+        )
     if models:
         wanted = list(dict.fromkeys(models))
         for side, have in ((base, bmodels), (cand, cmodels)):
@@ -121,6 +127,22 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
                 f"({cw[:12]} vs {bw[:12]}); pass --allow-model-change to compare anyway"
             )
     return wanted
+
+
+def same_file(baseline: "str | Path", candidate: "str | Path") -> bool:
+    """Both sides are one file (one path, or two names of it): such a comparison passes by construction."""
+    try:
+        return os.path.samefile(str(baseline), str(candidate))
+    except OSError:  # URIs, files gone since they were opened
+        return str(baseline) == str(candidate)
+
+
+def same_file_note(baseline: "str | Path", candidate: "str | Path") -> List[str]:
+    """The note a comparison of a file with itself carries: it proves nothing."""
+    if not same_file(baseline, candidate):
+        return []
+    return [f"baseline and candidate are the same file ({candidate}): it passes by construction, "
+            "this comparison cannot detect drift"]
 
 
 def _not_run_verdict(model_id: str, info_b: Dict[str, Any], info_c: Dict[str, Any], tol: Tolerance) -> Optional[ModelVerdict]:
@@ -182,6 +204,7 @@ def compare_results(
         candidate_env=cand.fingerprint,
         corpus=base.corpus,
         label=label,
+        notes=same_file_note(base.path, cand.path),
     )
 
 

@@ -125,6 +125,9 @@ class Comparison:
     candidate_env: Dict[str, Any] = field(default_factory=dict)
     corpus: Dict[str, Any] = field(default_factory=dict)
     label: Optional[str] = None
+    #: what the reader must know beyond the verdicts (a file compared with itself passes by construction);
+    #: set by the comparator, rendered by every report
+    notes: List[str] = field(default_factory=list)
 
     @property
     def status(self) -> Status:
@@ -164,6 +167,7 @@ class Comparison:
             candidate_env=data.get("candidate_env", {}),
             corpus=data.get("corpus", {}),
             label=data.get("label"),
+            notes=list(data.get("notes", [])),
         )
 
 

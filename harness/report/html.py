@@ -15,7 +15,8 @@ from harness.report.format import fmt, fmt_cosine, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS, badge as _badge, escape as _e, status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
 from harness.report.matrix_report import (
-    diff_tolerance, history_series, incomplete, meaningful_env_changes, report_models, report_policy, scope_line,
+    comparison_notes, diff_tolerance, history_series, incomplete, meaningful_env_changes, report_models, report_policy,
+    retrieval_not_judged, scope_line,
 )
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
 
@@ -137,6 +138,9 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
             _bar_row(f"top-{k} overlap", metrics.get("topk_mean_overlap"), None, fmt_percent(metrics.get("topk_mean_overlap"))),
         ]
     body = "".join(rows)
+    why = retrieval_not_judged(model)
+    if why and not body:  # said, not left out: a card without bars would read as "nothing to judge"
+        return f'<h4>Rank agreement</h4><p class="note not-judged">{_e(why)}</p>'
     if not body:
         return ""
     decided = topk_decided(model)
@@ -281,6 +285,7 @@ def _cell_section(index: int, cell: Dict[str, Any]) -> str:
         f'<h2><code>{_e(cell["cell_id"])}</code> {_badge(status)}</h2>',
         _cell_meta(cell),
     ]
+    parts += [f'<p class="note verdict-note">note: {_e(note)}</p>' for note in comparison_notes(cell)]
     comparison = cell.get("comparison")
     if cell.get("reason") and incomplete(cell):
         what = "did not run" if comparison is None else "did not complete"

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from harness.compare.verdict import CellStatus, Status
 from harness.report.format import fmt
-from harness.report.matrix_report import report_policy
+from harness.report.matrix_report import comparison_notes, report_policy, retrieval_not_judged
 from harness.report.text import check_line
 
 __all__ = ["render_junit", "xml_safe"]
@@ -70,8 +70,9 @@ def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> CellS
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
-    if model.get("checks"):
-        ET.SubElement(case, "system-out").text = xml_safe(_checks_out(model))
+    out = "\n".join(filter(None, [_checks_out(model), retrieval_not_judged(model)]))
+    if out:
+        ET.SubElement(case, "system-out").text = xml_safe(out)
     return CellStatus.parse(status)
 
 
@@ -108,6 +109,7 @@ def _properties(suite: ET.Element, cell: Dict[str, Any], policy: str) -> None:
     props = ET.SubElement(suite, "properties")
     pairs: List[Tuple[str, Any]] = list(cell.get("params", {}).items()) + [("policy", policy)]
     pairs += [("cell.status", cell["status"]), ("cell.reason", cell.get("reason")), ("cell.results", cell.get("results"))]
+    pairs += [("note", note) for note in comparison_notes(cell)]
     for name, value in pairs:
         if value not in (None, ""):
             ET.SubElement(props, "property", {"name": xml_safe(name), "value": xml_safe(value)})

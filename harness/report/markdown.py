@@ -10,9 +10,10 @@ import re
 from typing import Any, Dict, List, Optional, Sequence
 
 from harness.compare.verdict import CellStatus, Status
-from harness.report.format import fmt, fmt_cosine, fmt_percent, fmt_seconds
+from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import (
-    check_used, history_series, incomplete, meaningful_env_changes, order_agreement, report_policy, scope_line,
+    check_used, comparison_notes, history_series, incomplete, meaningful_env_changes, order_shown, report_policy,
+    scope_line,
 )
 from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, speed_cells, topk_decided
 
@@ -69,14 +70,13 @@ def _header(report: Dict[str, Any]) -> List[str]:
 
 def _summary_row(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
     metrics = model.get("metrics", {})
-    label, value = order_agreement(model)
     return [
         _code(cell["cell_id"]),
         _code(model["model_id"]),
         _status(model["status"]),
         fmt_drift(metrics),
         fmt_cosine(metrics.get("min_cosine")),
-        f"{fmt_percent(value)} ({label})" if label else "-",
+        md_escape(order_shown(model)),
         md_escape(model.get("tolerance_class", "-")),
         _worst_check(model),
     ]
@@ -111,6 +111,12 @@ def _summary(report: Dict[str, Any]) -> List[str]:
     decided = [f"- {_code(cell['cell_id'])} / {_code(m['model_id'])}: {md_escape(topk_decided(m))}"
                for cell in report["cells"] for m in (cell.get("comparison") or {}).get("models", []) if topk_decided(m)]
     return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
+
+
+def _notes(report: Dict[str, Any]) -> List[str]:
+    """What the comparisons say beyond their verdicts (a file compared with itself passes by construction)."""
+    lines = [f"- {_code(cell['cell_id'])}: {md_escape(note)}" for cell in report["cells"] for note in comparison_notes(cell)]
+    return ["", "## Notes", ""] + lines if lines else []
 
 
 def _checks(report: Dict[str, Any]) -> List[str]:
@@ -234,7 +240,7 @@ def render_markdown(report: Dict[str, Any], history: Optional[Sequence[Dict[str,
 
     ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
     """
-    lines = _header(report) + _summary(report) + _checks(report) + _env_section(report) + _failures(report)
+    lines = _header(report) + _summary(report) + _notes(report) + _checks(report) + _env_section(report) + _failures(report)
     lines += _not_run(report)
     lines += _speed(report)
     if history:

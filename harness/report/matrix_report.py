@@ -14,7 +14,9 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
+from harness.compare.kinds.common import not_judged_note
 from harness.compare.verdict import CellStatus, limit_used
+from harness.report.format import fmt_percent
 
 __all__ = [
     "MATRIX_FORMAT_VERSION",
@@ -23,6 +25,9 @@ __all__ = [
     "history_series",
     "meaningful_env_changes",
     "order_agreement",
+    "order_shown",
+    "comparison_notes",
+    "retrieval_not_judged",
     "diff_tolerance",
     "report_models",
     "incomplete",
@@ -238,6 +243,27 @@ def order_agreement(model: Dict[str, Any]) -> Tuple[str, Optional[float]]:
     if "rerank_order_agreement" in metrics:
         return "rerank order", metrics["rerank_order_agreement"]
     return "", None
+
+
+def retrieval_not_judged(model: Dict[str, Any]) -> Optional[str]:
+    """Why no retrieval check ran ("retrieval not judged: no queries"), or None when it ran or does not apply."""
+    why = model.get("metrics", {}).get("topk_not_judged")
+    return not_judged_note(why) if why else None
+
+
+def order_shown(model: Dict[str, Any]) -> str:
+    """What every report's order-agreement column shows: the headline agreement and its label, or why retrieval
+    was not judged (never a bare "-" that reads as "nothing to say"); "-" only for a model without either."""
+    why = retrieval_not_judged(model)
+    if why:
+        return why
+    label, value = order_agreement(model)
+    return f"{fmt_percent(value)} ({label})" if label else "-"
+
+
+def comparison_notes(cell: Mapping[str, Any]) -> List[str]:
+    """The notes a cell's comparison carries (``Comparison.notes``: a file compared with itself), for every report."""
+    return [str(n) for n in (cell.get("comparison") or {}).get("notes", [])]
 
 
 def diff_tolerance(model: Dict[str, Any]) -> Optional[float]:

@@ -16,7 +16,7 @@ from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender, Status
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "ratio_check", "retrieval_not_judged", "significant", "topk_checks"]
+__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "not_judged_note", "ratio_check", "retrieval_not_judged", "share", "significant", "topk_checks"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
@@ -57,6 +57,16 @@ def significant(value: Any, against: Optional[float] = None, digits: int = 3) ->
                 continue
         return shown
     return repr(value)
+
+
+def share(count: int, total: int) -> str:
+    """``count`` of ``total`` with its percentage by ``significant``: "3 of 150000 (0.002%)", never a "0.00%"
+    that hides a nonzero count nor a "100%" that hides a missing one."""
+    if not total:
+        return f"{count} of {total}"
+    percent = 100.0 * count / total
+    limit = 0.0 if count and percent < 50 else 100.0
+    return f"{count} of {total} ({significant(percent, limit)}%)"
 
 
 def ratio_check(name: str, observed: float, limit: float, detail: str) -> Check:
@@ -107,20 +117,25 @@ def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], 
     return checks, evidence
 
 
+def not_judged_note(why: str) -> str:
+    """The words every report uses for retrieval that no check judged (``metrics["topk_not_judged"]``)."""
+    return f"retrieval not judged: {why}"
+
+
 def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], evidence: Dict[str, Any]) -> str:
     """Say why no top-k check ran (a corpus without queries, or without documents), in the metrics and the
     evidence, instead of leaving the retrieval columns silently empty; returns the note."""
     why = "no queries" if not queries else "no documents"
     metrics["topk_not_judged"] = why
     evidence["topk_not_judged"] = {"why": why, "queries": queries, "documents": documents}
-    return f"retrieval not judged: {why}"
+    return not_judged_note(why)
 
 
 def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],
                   offenders: List[Offender], min_passing: Dict[str, float], evidence: Dict[str, Any]) -> ModelVerdict:
     """The verdict: fail when any check failed, with those checks spelled out as the reason."""
     failed = [c for c in checks if not c.passed]
-    notes = [f"retrieval not judged: {metrics['topk_not_judged']}"] if failed and metrics.get("topk_not_judged") else []
+    notes = [not_judged_note(metrics["topk_not_judged"])] if failed and metrics.get("topk_not_judged") else []
     reason = "; ".join(
         [f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): {c.detail}"
          for c in failed] + notes)

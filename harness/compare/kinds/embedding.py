@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from harness.compare.certificate import Certificate
-from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, topk_checks
+from harness.compare.kinds.common import (NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant,
+                                          topk_checks)
 from harness.compare.kinds.retrieval import Retrieval
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
@@ -125,8 +126,8 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
             limit=tol.atol,
             op="<=",
             passed=n_bad == 0,
-            detail=f"{n_bad} / {total} elements ({100.0 * n_bad / max(total, 1):.2f}%) exceed "
-                   f"atol={tol.atol:g} + rtol={tol.rtol:g}*|baseline|",
+            detail=f"{share(n_bad, total)} elements exceed "
+                   f"atol={significant(tol.atol, stats.max_abs)} + rtol={significant(tol.rtol)}*|baseline|",
         ),
         Check(
             name="min_cosine",
@@ -134,7 +135,7 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
             limit=tol.min_cosine,
             op=">=",
             passed=st.below_cosine == 0,
-            detail=f"{st.below_cosine} / {pair.rows} texts below cosine {tol.min_cosine}",
+            detail=f"{st.below_cosine} / {pair.rows} texts below cosine {significant(tol.min_cosine, min_cos)}",
         ),
     ]
     metrics: Dict[str, Any] = {
@@ -158,7 +159,8 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
     else:
         retrieval_not_judged(len(pair.queries), int(pair.documents.sum()), metrics, evidence)
     offenders = [
-        Offender(item_id=pair.item_id(w.position), value=w.value, metric="max_abs_diff", detail=f"cosine {w.cosine:.9f}")
+        Offender(item_id=pair.item_id(w.position), value=w.value, metric="max_abs_diff",
+                 detail=f"cosine {significant(w.cosine, tol.min_cosine)}")
         for w in st.worst
         if w.value > 0
     ]

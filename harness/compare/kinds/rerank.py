@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.compare import metrics as m
 from harness.compare import streaming
-from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.errors import ResultsFileError
@@ -86,8 +86,8 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str], query_i
     n_bad = int((diff > tol.score_atol + tol.score_rtol * np.abs(bs)).sum())
     checks: List[Check] = [Check(
         name="max_score_diff", observed=stats.max_abs, limit=tol.score_atol, op="<=", passed=n_bad == 0,
-        detail=f"{n_bad} / {len(diff)} elements ({100.0 * n_bad / max(len(diff), 1):.2f}%) exceed "
-               f"atol={tol.score_atol:g} + rtol={tol.score_rtol:g}*|baseline|",
+        detail=f"{share(n_bad, len(diff))} elements exceed "
+               f"atol={significant(tol.score_atol, stats.max_abs)} + rtol={significant(tol.score_rtol)}*|baseline|",
     )]
     groups = m.group_rows(np.asarray(query_ids, dtype=str)) if query_ids is not None else None
     metrics: Dict[str, Any] = {"pairs": len(bs), **({"queries": len(groups)} if groups is not None else {}),
@@ -102,7 +102,7 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str], query_i
         evidence["max_rel"] = {"id": str(ids[i_rel]), "row": i_rel, "value": float(rel[i_rel])}
     offenders = [
         Offender(item_id=str(ids[i]), value=float(diff[i]), metric="score_abs_diff",
-                 detail=f"baseline {bs[i]:.7g}, candidate {cs[i]:.7g}")
+                 detail=f"baseline {significant(bs[i], cs[i])}, candidate {significant(cs[i], bs[i])}")
         for i in np.argsort(-diff, kind="stable")[:WORST_N]
         if diff[i] > 0
     ]
@@ -114,7 +114,7 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str], query_i
         agreement = 1.0 - len(reordered) / max(len(groups), 1)
         checks.append(ratio_check(
             "rerank_order_agreement", agreement, tol.min_rerank_order_agreement,
-            f"{len(reordered)} / {len(groups)} queries reordered beyond score ties of {tol.tie_tolerance:g}",
+            f"{len(reordered)} / {len(groups)} queries reordered beyond score ties of {significant(tol.tie_tolerance)}",
         ))
         metrics.update({
             "rerank_order_agreement": agreement,
