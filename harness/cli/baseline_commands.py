@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ExitCode, HarnessError
-from harness.cli.commands import execute_run, same_file_note
+from harness.cli.commands import execute_run
 from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
 from harness.cli.options import add_run_options
 
@@ -128,9 +128,8 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     print(_provenance_line("B", second), file=human)
     print(file=human)
     print(render_comparison(data).replace("harness compare:", "harness baseline diff:", 1), file=human)
-    note = same_file_note(first, second)
-    if note:
-        print(note, file=human)
+    for note in data.get("notes", []):  # the verdict's own notes (a file compared with itself)
+        print(f"note: {note}", file=human)
     return ExitCode.OK if comparison else ExitCode.DRIFT
 
 

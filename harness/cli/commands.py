@@ -43,13 +43,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return execute_run(args, args.out)
 
 
-def same_file_note(baseline: "str | Path", candidate: "str | Path") -> str:
-    """The comparator's note when both sides are one file (``comparator.same_file_note``), as a printed line."""
-    from harness.compare.comparator import same_file_note as notes
-
-    return "".join(f"note: {n}" for n in notes(baseline, candidate))
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare.comparator import compare_files
     from harness.compare.policy import load_policy
