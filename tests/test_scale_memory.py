@@ -13,20 +13,9 @@ import pytest
 
 from harness.compare import certificate as certs
 from harness.compare import streaming, workers
-from harness.results import ModelRows, ResultsFile, ResultsWriter
+from harness.results import ResultsFile
 from harness.results.schema import ROW_GROUP_ROWS
-
-MODEL = "scale-bi-encoder"
-
-
-def _write(path: Path, vectors: np.ndarray, nq: int) -> Path:
-    n, dim = vectors.shape
-    meta = {"corpus": {"name": "scale", "sha256": "d" * 64}, "fingerprint": {},
-            "models": {MODEL: {"kind": "bi-encoder", "status": "ok", "dim": dim, "vector_dtype": "float32"}}}
-    roles = ["document"] * (n - nq) + ["query"] * nq
-    with ResultsWriter(path, meta, vector_width=dim * 4) as writer:
-        writer.write(ModelRows(MODEL, "embed", [f"t{i:06d}" for i in range(n)], roles=roles, vectors=vectors))
-    return path
+from test_scale_topk import MODEL, _write
 
 
 @pytest.fixture()
