@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 from harness.compare.verdict import Status
 from harness.compare.factors import group_changes
 from harness.report.format import fmt, fmt_cosine, fmt_percent
-from harness.report.matrix_report import check_used
+from harness.report.matrix_report import check_used, retrieval_not_judged
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
            "ORDER_FIGURES_NOTE"]
@@ -83,10 +83,11 @@ def _table(rows: List[List[str]]) -> List[str]:
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def _topk(metrics: Dict[str, Any]) -> str:
-    if metrics.get("topk_not_judged"):
-        return f"retrieval not judged: {metrics['topk_not_judged']}"
-    for key, value in metrics.items():
+def _topk(model: Dict[str, Any]) -> str:
+    not_judged = retrieval_not_judged(model)  # the words every report uses
+    if not_judged:
+        return not_judged
+    for key, value in model.get("metrics", {}).items():
         if key.endswith("order_agreement"):
             return fmt_percent(value)
     return "-"
@@ -120,7 +121,7 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
         metrics = model.get("metrics", {})
         rows.append([
             model["model_id"], model["kind"], model["tolerance_class"], Status(model["status"]).value.upper(),
-            fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(metrics),
+            fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(model),
         ])
     lines += _table(rows)
     decided = [(model["model_id"], topk_decided(model)) for model in models]
