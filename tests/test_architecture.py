@@ -118,6 +118,11 @@ def test_the_runner_never_imports_the_comparator_or_the_reports() -> None:
     assert not _offending("harness.run", ("harness.compare", "harness.report", "harness.assertions", "harness.matrix"))
 
 
+def test_the_matrix_never_imports_the_runner() -> None:
+    """Cells run the runner by subprocess, in their own environments; nox's Python never loads it."""
+    assert not _offending("harness.matrix", ("harness.run",))
+
+
 def test_the_comparator_never_imports_torch() -> None:
     assert not _offending("harness.compare", ("torch", "sentence_transformers", "transformers", "harness.run"))
 

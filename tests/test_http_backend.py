@@ -21,7 +21,7 @@ pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)"
 from harness.errors import HarnessError  # noqa: E402
 from harness.run.http_backend import (HttpModelClient, HttpSettings, HttpSettingsError, ServerError,  # noqa: E402
                                       settings_from_mapping)
-from harness.run.server import free_port  # noqa: E402
+from harness.matrix.server_process import free_port  # noqa: E402
 
 SECRET = "tok-9f8e7d6c5b4a3921"
 

@@ -8,7 +8,7 @@ the virtualenv). Without one these tests skip and say so. A working set (Python 
     /path/to/venv-infinity/bin/pip install torch==2.13.0 "infinity-emb[server,torch]==0.0.77" "click==8.1.8"
     export HARNESS_INFINITY_BIN=/path/to/venv-infinity/bin/infinity_emb
 
-(typer 0.12 breaks on click >= 8.2; BetterTransformer is turned off, ``harness.run.server.InfinityOptions``.)
+(typer 0.12 breaks on click >= 8.2; BetterTransformer is turned off, ``harness.matrix.server_process.InfinityOptions``.)
 The drift printed here is served vs library over the committed corpus: infinity's own batching and padding,
 plus the library versions of its virtualenv against this one.
 """
@@ -26,9 +26,9 @@ from typing import Dict, Iterator, List, Tuple
 import numpy as np
 import pytest
 
-import harness.run.server as server_module
+import harness.matrix.server_process as server_module
 from harness.run.http_backend import HttpModelClient, HttpSettings, ServerError
-from harness.run.server import InfinityOptions, ServedModel, ServerProcess, ServerStartError, infinity_server
+from harness.matrix.server_process import InfinityOptions, ServedModel, ServerProcess, ServerStartError, infinity_server
 
 from conftest import ROOT, pid_gone
 

@@ -307,7 +307,7 @@ def test_the_server_gets_every_number_moving_option_explicitly() -> None:
     prefix is a server option too (``/v1``: infinity then serves ``/v1/embeddings``)."""
     import dataclasses
 
-    from harness.run.server import InfinityOptions, ServedModel, infinity_command
+    from harness.matrix.server_process import InfinityOptions, ServedModel, infinity_command
 
     matrix = hm.load_matrix_file().select("served")
     cell = next(c for c in matrix.cells if c.server)

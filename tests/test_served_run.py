@@ -136,7 +136,7 @@ def test_a_bad_answer_is_exit_2_with_one_line_and_no_results_file(serve, answers
 
 
 def test_nothing_listens_is_exit_2_and_no_file(tmp_path, monkeypatch, capsys):
-    from harness.run.server import free_port
+    from harness.matrix.server_process import free_port
 
     monkeypatch.setenv("SERVED_TOKEN", "tok-abcdef123")
     url = f"http://127.0.0.1:{free_port()}"

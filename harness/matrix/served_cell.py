@@ -7,7 +7,7 @@ project). Then, instead of loading the models in-process, the cell:
 1. finds the matrix's model directories with the cell's own Python (``harness.run.resolve``, so a
    ``source = "package"`` model is the copy installed in the cell);
 2. starts the server from the cell's ``bin`` on 127.0.0.1 on a free port with those directories and every
-   number-moving option explicit (``harness.run.server``: its batch is ``server_batch_size``, else the
+   number-moving option explicit (``harness.matrix.server_process``: its batch is ``server_batch_size``, else the
    matrix's ``batch_size``), and waits for its health URL;
 3. runs ``harness run --models http://127.0.0.1:PORT/<id> ... --api <api> --batch-size <matrix batch>``
    in the cell: the request batch and the server's own batch are both recorded (the results' ``http``
@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 from harness.fsio import write_text
 from harness.matrix.servers import SERVERS
 from harness.matrix.spec import Cell, Matrix
-from harness.run.server import InfinityOptions, ServedModel, ServerStartError, infinity_server
+from harness.matrix.server_process import InfinityOptions, ServedModel, ServerStartError, infinity_server
 
 __all__ = ["SERVER_LOG", "SERVER_RECORD", "STARTUP_TIMEOUT_S", "model_directories", "served_run_args", "run"]
 
