@@ -178,7 +178,7 @@ def test_certificate_is_built_then_used_and_a_stale_or_corrupt_one_ignored(tmp_p
     cand = _write(tmp_path / "cand.parquet", (vectors + rng.normal(0, 1e-7, vectors.shape)).astype(np.float32), nq)
     first = _compare(base, cand)
     assert (first["evidence"]["topk"]["certified"], first["evidence"]["topk"]["scored_exactly"]) == (0, nq)
-    (filed,) = list((cache / "topk-certificates").glob("*/*.npz"))
+    (filed,) = list((cache / "topk-certificates").glob("*/*.npy"))
     second = _compare(base, cand)
     assert second["evidence"]["topk"]["certified"] >= nq - 3
     assert second["metrics"] == first["metrics"] and second["status"] == first["status"]

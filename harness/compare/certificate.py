@@ -3,14 +3,17 @@ the same baseline can prove top-k agreement instead of scoring every query again
 (``harness.compare.stats.certify``).
 
 A certificate is keyed by the baseline file's content hash (SHA-256 of its bytes), the model and k:
-``<cache_dir>/topk-certificates/<sha256>/<sha256 of model id>-k<k>.npz``, written atomically. Hashing a 1.5 GB
-file costs seconds, so an index entry per file path remembers the hash with the file's stat signature (size,
-mtime, ctime, inode, device), as git's index does; it is trusted only when the signature is unchanged and the
-file was last changed well before it was hashed (a change within the same clock tick would keep the signature).
-Otherwise the file is hashed again in a background thread while the comparison streams, and a certificate
-used meanwhile counts only if the hash it was filed under is confirmed (``Lookup.confirmed``); if not, the
-comparison scores every query exactly. A certificate that does not match what it should describe (queries,
-documents, shapes, sorted finite scores) is ignored and rebuilt: a cache is never trusted over the data.
+``<cache_dir>/topk-certificates/<sha256>/<sha256 of model id>-k<k>.v2.npy``, written atomically. It is one
+``.npy`` array of records (query position, W document positions, W scores), written and read a query batch at a
+time (``CertificateWriter``, ``CertificateFile.rows``): memory follows the comparison's query batches, never the
+number of queries. Hashing a 1.5 GB file costs seconds, so an index entry per file path remembers the hash with
+the file's stat signature (size, mtime, ctime, inode, device), as git's index does; it is trusted only when the
+signature is unchanged and the file was last changed well before it was hashed (a change within the same clock
+tick would keep the signature). Otherwise the file is hashed again in a background thread while the comparison
+streams, and a certificate used meanwhile counts only if the hash it was filed under is confirmed
+(``Lookup.confirmed``); if not, the comparison scores every query exactly. A certificate that does not match what
+it should describe (queries, documents, shapes, sorted finite scores) is ignored and rebuilt: a cache is never
+trusted over the data.
 
 ``HARNESS_TOPK_CERTIFICATES=0`` turns it off; comparisons under ``CERTIFY_MIN_PAIRS`` query-document pairs
 never use it (scoring them exactly is cheap).
@@ -33,9 +36,10 @@ import numpy as np
 from harness.fsio import atomic_output, write_text
 from harness.paths import cache_dir
 
-__all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "Lookup", "enabled", "width"]
+__all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "CertificateFile", "CertificateWriter", "Lookup", "enabled",
+           "width"]
 
-FORMAT = 1
+FORMAT = 2
 #: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is
 #: still decided from the certificate when its k-th clears the last of these (by both sides' exact scores of
 #: these documents alone, gathered as they stream by)
@@ -65,6 +69,132 @@ class Certificate:
     positions: np.ndarray
     scores: np.ndarray
 
+    @property
+    def width(self) -> int:
+        return int(self.scores.shape[1]) if self.scores.ndim == 2 else 0
+
+    def rows(self, start: int, stop: int) -> "Certificate":
+        """The queries ``start:stop`` (a query batch)."""
+        return Certificate(positions=self.positions[start:stop], scores=self.scores[start:stop])
+
+
+def _records(width: int) -> np.dtype:
+    """One query's record in the certificate file."""
+    return np.dtype([("query", "<i8"), ("positions", "<i8", (width,)), ("scores", "<f8", (width,))])
+
+
+#: queries read (or checked) at a time from a certificate file
+READ_ROWS = 16384
+
+
+class CertificateFile:
+    """A filed certificate, read a query batch at a time (``rows``); checked whole, in batches, by ``open``."""
+
+    def __init__(self, path: Path, count: int, width: int, offset: int) -> None:
+        self.path, self.count, self.width, self.offset = path, count, width, offset
+        self.dtype = _records(width)
+
+    @classmethod
+    def open(cls, path: Path, queries: np.ndarray, documents: np.ndarray, k: int) -> Optional["CertificateFile"]:
+        """The certificate at ``path`` if it is one for exactly these query rows and document rows (k's width);
+        None if it is missing, truncated, corrupt or describes something else."""
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version != (1, 0):
+                return None
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            offset = handle.tell()
+        n_docs = int(documents.sum())
+        expected = width(k, n_docs)
+        if fortran or shape != (len(queries),) or dtype != _records(expected):
+            return None
+        cert = cls(path, len(queries), expected, offset)
+        if path.stat().st_size != offset + len(queries) * cert.dtype.itemsize:
+            return None
+        for start in range(0, len(queries), READ_ROWS):
+            stop = min(len(queries), start + READ_ROWS)
+            records = cert._read(start, stop)
+            if not np.array_equal(records["query"], queries[start:stop]):
+                return None
+            if not _plausible(records["positions"], records["scores"], documents):
+                return None
+        return cert
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + start * self.dtype.itemsize)
+            records = np.fromfile(handle, dtype=self.dtype, count=stop - start)
+        if len(records) != stop - start:
+            raise OSError(f"{self.path}: certificate ended early")
+        return records
+
+    def rows(self, start: int, stop: int) -> Certificate:
+        """The queries ``start:stop``, in memory."""
+        records = self._read(start, stop)
+        return Certificate(positions=np.ascontiguousarray(records["positions"]),
+                           scores=np.ascontiguousarray(records["scores"]))
+
+
+def _plausible(positions: np.ndarray, scores: np.ndarray, documents: np.ndarray) -> bool:
+    """Whether these rows could be a baseline's top documents: known document positions, distinct per query,
+    finite scores sorted best first."""
+    if not len(positions):
+        return True
+    if not np.isfinite(scores).all() or (np.diff(scores, axis=1) > 0).any():
+        return False
+    if (positions < 0).any() or (positions >= len(documents)).any() or not documents[positions].all():
+        return False
+    return not (np.diff(np.sort(positions, axis=1), axis=1) == 0).any()
+
+
+class CertificateWriter:
+    """Writes a certificate a query batch at a time (``append``, in query order) into a temporary file that
+    replaces the filed one only when every query was written and the comparison did not fail; a cache write that
+    fails is dropped, never a comparison error."""
+
+    def __init__(self, target: Path, queries: np.ndarray, width: int) -> None:
+        self.queries, self.width, self.written = np.asarray(queries, dtype=np.int64), int(width), 0
+        self.dtype = _records(self.width)
+        self._stack = contextlib.ExitStack()
+        self._handle: Optional[Any] = None
+        try:
+            tmp = self._stack.enter_context(atomic_output(target))
+            self._handle = self._stack.enter_context(open(tmp, "wb"))
+            np.lib.format.write_array_header_1_0(self._handle, {
+                "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                "shape": (len(self.queries),)})
+        except OSError:
+            self._drop()
+
+    def append(self, cert: Certificate) -> None:
+        if self._handle is None:
+            return
+        count = len(cert.positions)
+        records = np.empty(count, dtype=self.dtype)
+        records["query"] = self.queries[self.written : self.written + count]
+        records["positions"], records["scores"] = cert.positions, cert.scores
+        try:
+            records.tofile(self._handle)
+        except OSError:
+            self._drop()
+        self.written += count
+
+    def _drop(self) -> None:
+        self._handle = None
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(OSError, OSError("dropped"), None)  # atomic_output removes the temporary file
+
+    def close(self, ok: bool) -> None:
+        """File it (``ok`` and complete) or drop it."""
+        if self._handle is None:
+            return
+        if not ok or self.written != len(self.queries):
+            self._drop()
+            return
+        self._handle = None
+        with contextlib.suppress(OSError):
+            self._stack.close()
+
 
 def _signature(path: Path) -> Dict[str, int]:
     st = path.stat()
@@ -88,7 +218,7 @@ class Lookup:
         self.path, self.model_id, self.k = path, model_id, int(k)
         self.root = (root or cache_dir()) / "topk-certificates"
         self.index = self.root / "index" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest() + ".json")
-        self.certificate: Optional[Certificate] = None
+        self.certificate: Optional[CertificateFile] = None
         self.filed_under: Optional[str] = None  # the content hash the loaded certificate was filed under
         self._hash: Optional[str] = None
         self._thread: Optional[threading.Thread] = None
@@ -136,17 +266,16 @@ class Lookup:
         return self._hash
 
     def _file(self, digest: str) -> Path:
-        return self.root / digest / f"{hashlib.sha256(self.model_id.encode()).hexdigest()[:32]}-k{self.k}.npz"
+        return self.root / digest / f"{hashlib.sha256(self.model_id.encode()).hexdigest()[:32]}-k{self.k}.v{FORMAT}.npy"
 
-    def load(self, queries: np.ndarray, documents: np.ndarray) -> Optional[Certificate]:
+    def load(self, queries: np.ndarray, documents: np.ndarray) -> Optional[CertificateFile]:
         """The certificate filed under the known (or remembered) content hash, if it describes these queries and
         documents; else None. Sets ``certificate``."""
         digest = self._known or self._guess
         if digest is None:
             return None
         try:
-            with np.load(self._file(digest), allow_pickle=False) as data:
-                cert = _validated(data, self.model_id, self.k, queries, documents)
+            cert = CertificateFile.open(self._file(digest), np.asarray(queries, dtype=np.int64), documents, self.k)
         except Exception:  # noqa: BLE001 - missing, truncated, corrupt or stale: ignored, rebuilt
             cert = None
         self.certificate, self.filed_under = cert, digest if cert is not None else None
@@ -161,37 +290,7 @@ class Lookup:
         digest = self.content_hash()
         return digest is not None and self._file(digest).is_file()
 
-    def save(self, cert: Certificate, queries: np.ndarray) -> None:
-        """File ``cert`` under the content hash (nothing when the file could not be hashed); a cache write that
-        fails is skipped, never a comparison error."""
+    def writer(self, queries: np.ndarray, width: int) -> Optional[CertificateWriter]:
+        """A writer filing a new certificate under the content hash (None when the file could not be hashed)."""
         digest = self.content_hash()
-        if digest is None:
-            return
-        with contextlib.suppress(OSError), atomic_output(self._file(digest)) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, format=np.array(FORMAT), model=np.array(self.model_id), k=np.array(self.k),
-                         queries=np.asarray(queries, dtype=np.int64), positions=cert.positions.astype(np.int64),
-                         scores=cert.scores.astype(np.float64))
-
-
-def _validated(data: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray) -> Optional[Certificate]:
-    """The certificate in ``data`` if it is one for exactly this model, k, query rows and document rows."""
-    if int(data["format"]) != FORMAT or str(data["model"]) != model_id or int(data["k"]) != k:
-        return None
-    if not np.array_equal(data["queries"], queries):
-        return None
-    positions, scores = np.asarray(data["positions"]), np.asarray(data["scores"])
-    n_docs = int(documents.sum())
-    if positions.shape != (len(queries), width(k, n_docs)) or scores.shape != positions.shape:
-        return None
-    if positions.dtype != np.int64 or scores.dtype != np.float64 or not np.isfinite(scores).all():
-        return None
-    if len(positions) and ((positions < 0).any() or (positions >= len(documents)).any()):
-        return None
-    if len(positions) and not documents[positions].all():
-        return None
-    if (np.diff(scores, axis=1) > 0).any():
-        return None
-    if (np.diff(np.sort(positions, axis=1), axis=1) == 0).any():
-        return None
-    return Certificate(positions=positions, scores=scores)
+        return None if digest is None else CertificateWriter(self._file(digest), queries, width)

@@ -36,7 +36,7 @@ from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
 __all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
-           "refuse_nonfinite", "stream"]
+           "refuse_nonfinite", "row_group_pair_bytes", "stream"]
 
 
 def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarray,
@@ -306,26 +306,26 @@ def _read_all(handle: Any, buffer: memoryview) -> None:
         buffer = buffer[got:]
 
 
-def _pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str, rows: int = 0) -> int:
-    """Bytes of the largest row group of each side, together (what one budget token stands for); with ``rows``,
-    the bytes of that many rows of each side instead (the query vectors held)."""
+def row_group_pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) -> int:
+    """Bytes of the largest row group of each side, together (what one budget token stands for)."""
     total = 0
     for results in (base, cand):
         dim, dtype = results.vector_spec(model_id)
-        count = rows or max((count for _, count in results.model_row_groups(model_id)), default=0)
+        count = max((count for _, count in results.model_row_groups(model_id)), default=0)
         total += count * dim * dtype.itemsize
     return total
 
 
 def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
-           workers: Sequence[Callable[[Segment], None]]) -> None:
+           workers: Sequence[Callable[[Segment], None]], held_bytes: int = 0) -> None:
     """Call the workers (one thread each) on aligned segments covering every row of ``model_id`` once.
 
     With several workers, the next row group pair is read while the workers share the current one, the read
     overlapping the compute (+30% throughput at 1M with two pairs): at most ``pairs_in_flight`` pairs in memory
-    (``HARNESS_COMPARE_MEMORY_MB``, the query vectors counted in it), whatever the number of rows."""
-    held = _pair_bytes(base, cand, model_id, rows=len(layout.queries)) if len(layout.queries) else 0
-    budget = Budget(pairs_in_flight(_pair_bytes(base, cand, model_id), held)) if len(workers) > 1 else None
+    (``HARNESS_COMPARE_MEMORY_MB``, ``held_bytes`` counted in it: the caller's query batch), whatever the number
+    of rows."""
+    held = max(0, int(held_bytes))
+    budget = Budget(pairs_in_flight(row_group_pair_bytes(base, cand, model_id), held)) if len(workers) > 1 else None
     segments: Iterator[Segment] = (
         _same_order_segments(base, cand, model_id, len(workers), budget, parallel_reads=budget is not None)
         if layout.cand_pos is None

@@ -14,22 +14,33 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["MEMORY_MB", "Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight", "run_segments"]
+__all__ = ["MEMORY_MB", "MIN_QUERIES_PER_PASS", "Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight",
+           "queries_per_pass", "run_segments"]
 
 Segment = Tuple[int, np.ndarray, np.ndarray]
 
-#: megabytes the streamed comparison holds at once for its rows (``HARNESS_COMPARE_MEMORY_MB``): the query vectors
-#: (held whole: retrieval needs every query against every document) and the row group pairs read ahead and in
-#: use. At 384 float32 dims a row group pair is 192 MiB and a query 3 KiB (both sides): the default 512 keeps two
-#: pairs (the next read overlapping the compute) up to ~43k queries, one beyond (no overlap); at least one always.
+#: megabytes the streamed comparison holds at once for its rows (``HARNESS_COMPARE_MEMORY_MB``): a batch of queries
+#: (their vectors and retrieval state: every query of the batch is scored against every document in one pass) and
+#: the row group pairs read ahead and in use. At 384 float32 dims a row group pair is 192 MiB; the default 512 keeps
+#: two pairs (the next read overlapping the compute) while the queries are few, one beside a large batch.
 MEMORY_MB = int(os.environ.get("HARNESS_COMPARE_MEMORY_MB", "") or 512)
+#: the smallest query batch, whatever the budget (a pass over the documents per batch: tiny batches would read
+#: the files over and over)
+MIN_QUERIES_PER_PASS = 1024
 
 
 def pairs_in_flight(pair_bytes: int, held_bytes: int = 0, memory_mb: Optional[int] = None) -> int:
     """Row group pairs of ``pair_bytes`` (both sides) that fit in the budget next to ``held_bytes`` already
-    held for the whole comparison (the query vectors); always at least one."""
+    held for the whole pass (the query batch); always at least one."""
     budget = ((MEMORY_MB if memory_mb is None else memory_mb) << 20) - max(0, int(held_bytes))
     return max(1, budget // max(1, int(pair_bytes)))
+
+
+def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: Optional[int] = None) -> int:
+    """Queries of ``query_bytes`` each (vectors and state) that one pass over the documents holds: what the
+    budget leaves beside one row group pair of ``pair_bytes``, at least ``MIN_QUERIES_PER_PASS``."""
+    budget = ((MEMORY_MB if memory_mb is None else memory_mb) << 20) - max(0, int(pair_bytes))
+    return max(MIN_QUERIES_PER_PASS, budget // max(1, int(query_bytes)))
 
 
 class Budget:

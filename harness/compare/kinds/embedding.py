@@ -22,17 +22,16 @@ from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats
 from harness.compare.verdict import Check, ModelVerdict, Offender
 
-__all__ = ["judge_embeddings", "query_rows"]
+__all__ = ["judge_embeddings", "retrieval_k"]
 
 
-def query_rows(pair: EmbeddingPair, k: int) -> Optional[Tuple[np.ndarray, np.ndarray, int]]:
-    """Both sides' query vectors and the k to compare (at most the documents there are); None when there are
-    no queries or no documents (no retrieval to judge)."""
+def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
+    """The k to compare (at most the documents there are); None when there are no queries or no documents (no
+    retrieval to judge)."""
     n_docs = int(pair.documents.sum())
     if not len(pair.queries) or not n_docs:
         return None
-    base_q, cand_q = pair.query_vectors()
-    return base_q, cand_q, min(k, n_docs)
+    return min(k, n_docs)
 
 
 def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, int]]:
@@ -77,10 +76,10 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
     """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
     ``certificate``: the baseline's top-(k+1) (else a results file's is looked up in the cache)."""
     dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
-    queries = query_rows(pair, tol.topk)
-    retrieval = Retrieval(pair, queries, tol.tie_tolerance, model_id, certificate) if queries else None
+    k = retrieval_k(pair, tol.topk)
+    retrieval = Retrieval(pair, k, tol.tie_tolerance, model_id, certificate) if k is not None else None
     workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
-    pair.feed(workers)
+    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0)
     first, *others = workers
     for other in others:
         first.stats.merge(other.stats)

@@ -11,7 +11,7 @@ import numpy as np
 
 from harness.compare import quantized
 from harness.compare.kinds.common import WORST_N, build_verdict, topk_checks
-from harness.compare.kinds.embedding import query_rows
+from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.policy import Tolerance
 from harness.compare.stats import TopKStream
@@ -65,7 +65,8 @@ class _Worker:
 
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
     """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
-    queries = query_rows(pair, tol.topk)
+    k = retrieval_k(pair, tol.topk)
+    queries = (*pair.query_vectors(), k) if k is not None else None  # held whole: quantized runs are small
     workers = [_Worker(pair, tol, precision, queries) for _ in range(max(1, pair.threads))]
     pair.feed(workers)
     parts = [part for w in workers for part in w.parts]

@@ -1,17 +1,23 @@
-"""The bi-encoder's top-k retrieval judgement over streamed documents: exact for every query (``TopKStream``),
-or decided from the baseline's certificate for most queries and exact for the rest (``stats.certify``).
+"""The bi-encoder's top-k retrieval judgement over streamed documents, a batch of queries at a time: exact for
+every query of a batch (``TopKStream``), or decided from the baseline's certificate for most and exact for the
+rest (``stats.certify``).
 
-Which queries are scored against every document in the stream is decided before it, from the certificate's
-scores and the queries' own moves (the documents are not read yet: their moves are guessed from the
+Memory is the budget's, whatever the number of queries: the queries are cut into batches whose vectors and
+retrieval state fit beside one row group pair (``workers.queries_per_pass``; at 384 float32 dims and the default
+512 MB, ~46k queries). The first batch rides along the judge's own pass over the files (with the element
+statistics); each further batch is one more pass, retrieval only. The verdict is the same for any batch size.
+
+Which queries of a batch are scored against every document in the stream is decided before it, from the
+certificate's scores and the queries' own moves (the documents are not read yet: their moves are guessed from the
 queries'); the proof is checked after it with the documents' real moves. A query the guess missed is scored in
-a second pass over the files (only such queries), so the verdict is exact either way; the guess only decides
+one more pass over the files (only such queries), so the verdict is exact either way; the guess only decides
 whether that pass runs. A certificate whose baseline content is not confirmed is not used: every query is
-scored exactly then, and the certificate rebuilt.
+scored exactly then, and the certificate rebuilt (written a batch at a time, filed when all are done).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -20,8 +26,22 @@ from harness.compare.kinds.source import EmbeddingPair, FilePair
 from harness.compare.metrics import TopKAgreement
 from harness.compare.stats import TopKStream
 from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
+from harness.compare.workers import queries_per_pass
 
-__all__ = ["Retrieval"]
+__all__ = ["Retrieval", "query_bytes"]
+
+#: bytes of retrieval state per query and kept document, for each worker and once more for what they share: the
+#: exact pool's entries (query, position, both scores: 32 B, twice while a block's hits are merged and pruned), or
+#: the certificate's position and score, both sides' gathered scores and the sorted request arrays
+STATE_BYTES_PER_KEPT = 64
+
+Source = Union[certs.Certificate, certs.CertificateFile]
+
+
+def query_bytes(pair: EmbeddingPair, keep: int) -> int:
+    """What one query of a batch costs: both sides' vectors and its retrieval state (``keep`` documents)."""
+    vectors = pair.dim * (pair.base_dtype.itemsize + pair.cand_dtype.itemsize)
+    return vectors + STATE_BYTES_PER_KEPT * keep * (max(1, pair.threads) + 1) + 64
 
 
 def _documents(pair: EmbeddingPair, position: int, count: int) -> np.ndarray:
@@ -29,7 +49,7 @@ def _documents(pair: EmbeddingPair, position: int, count: int) -> np.ndarray:
 
 
 def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``rows_of[rows]``, but the array itself (no copy: 123 MB per side at 80k x 384) when ``rows`` is every row."""
+    """``rows_of[rows]``, but the array itself (no copy) when ``rows`` is every row."""
     if len(rows) == len(rows_of) and (not len(rows) or (rows[0] == 0 and (np.diff(rows) == 1).all())):
         return rows_of
     return rows_of[rows]
@@ -46,8 +66,8 @@ def _squares(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, np.ndarray
 class _Accumulators:
     """One worker's retrieval accumulators, fed the document rows of each segment."""
 
-    def __init__(self, parts: Sequence[object]) -> None:
-        self.parts = list(parts)
+    def __init__(self, parts: List[object]) -> None:
+        self.parts = parts
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray) -> None:
         for part in self.parts:
@@ -59,30 +79,88 @@ class _Accumulators:
 
 
 class Retrieval:
-    """Top-k agreement of one bi-encoder: ``accumulators()`` per worker (fed by the judge's workers),
-    then ``finish(merged)`` gives the agreement and how many queries were certified / scored exactly."""
+    """Top-k agreement of one bi-encoder: ``accumulators()`` per worker for the judge's pass (the first query
+    batch; ``held_bytes`` is what that batch holds), then ``finish(merged)`` runs the other batches and gives
+    the agreement over all queries and how many were certified / scored exactly."""
 
-    def __init__(self, pair: EmbeddingPair, queries: Tuple[np.ndarray, np.ndarray, int], tie_tolerance: float,
-                 model_id: str = "", certificate: Optional[certs.Certificate] = None) -> None:
-        self.pair = pair
-        self.base_q, self.cand_q, self.k = queries
-        self.tie = float(tie_tolerance)
-        nq, n_docs = len(self.base_q), int(pair.documents.sum())
-        self.keep = certs.width(self.k, n_docs)
+    def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, model_id: str = "",
+                 certificate: Optional[certs.Certificate] = None) -> None:
+        self.pair, self.k, self.tie = pair, int(k), float(tie_tolerance)
+        nq, self.n_docs = len(pair.queries), int(pair.documents.sum())
+        self.keep = certs.width(self.k, self.n_docs)
         self.lookup: Optional[certs.Lookup] = None
-        if certificate is None and isinstance(pair, FilePair) and certs.enabled(nq, n_docs, pair.base.path):
+        source: Optional[Source] = certificate
+        if certificate is None and isinstance(pair, FilePair) and certs.enabled(nq, self.n_docs, pair.base.path):
             self.lookup = certs.Lookup(pair.base.path, model_id, self.k)
-            certificate = self.lookup.load(pair.queries, pair.documents)
-        self.certificate = certificate
-        self.rebuild = self.lookup is not None and certificate is None  # file the exact pass's top-(k+1)
+            source = self.lookup.load(pair.queries, pair.documents)
+        self.source = source
+        self.rebuild = self.lookup is not None and source is None  # file the exact passes' top-(k+1)
+        self.query_bytes = query_bytes(pair, self.keep)
+        size = queries_per_pass(self.query_bytes, pair.segment_bytes)
+        self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
+        self.first: Optional[_Batch] = _Batch(self, *self.batches[0])
+
+    @property
+    def held_bytes(self) -> int:
+        """What the first batch holds through the judge's pass (counted against the memory budget)."""
+        return self.query_bytes * (self.batches[0][1] - self.batches[0][0])
+
+    def accumulators(self) -> _Accumulators:
+        assert self.first is not None
+        return self.first.accumulators()
+
+    def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, int]:
+        """The agreement over all queries, the number certified (the bound proves the candidate's top-k lies in
+        the certificate's W documents, decided by both sides' exact scores of those W alone) and the number
+        scored against every document."""
+        nq = len(self.pair.queries)
+        first, self.first = self.first, None
+        assert first is not None
+        if self.lookup is not None and self.source is not None and not self.lookup.confirmed():
+            # the baseline is not the one the certificate describes: every query scored, the certificate rebuilt
+            self.source, self.rebuild = None, True
+            merged.parts.clear()
+            first = None
+        writer = self.lookup.writer(self.pair.queries, self.keep) if self.rebuild and self.lookup else None
+        parts: List[Tuple[np.ndarray, TopKAgreement]] = []
+        certified, complete = 0, False
+        try:
+            for start, stop in self.batches:
+                if first is not None:
+                    batch, accumulated = first, merged
+                    first = None
+                else:
+                    batch = _Batch(self, start, stop)
+                    accumulated = batch.own_pass(batch.accumulators)
+                agreement, n_certified, top = batch.finish(accumulated)
+                accumulated.parts.clear()  # let go of this batch's pools before the next pass
+                if writer is not None and top is not None:
+                    writer.append(top)
+                parts.append((np.arange(start, stop), agreement))
+                certified += n_certified
+            complete = True
+        finally:
+            if writer is not None:
+                writer.close(complete)
+        return combine(nq, self.k, np.zeros(nq, bool), parts), certified, nq - certified
+
+
+class _Batch:
+    """The queries ``start:stop``: their vectors, their part of the certificate, which of them the stream
+    scores exactly, and their agreement."""
+
+    def __init__(self, owner: Retrieval, start: int, stop: int) -> None:
+        self.owner, self.start, self.stop = owner, start, stop
+        self.base_q, self.cand_q = owner.pair.query_vectors(start, stop)
+        nq = stop - start
+        self.certificate = owner.source.rows(start, stop) if owner.source is not None else None
         self.exact_rows = np.arange(nq)  # queries scored exactly in the stream
         self._shared: Optional[Tuple[np.ndarray, ...]] = None
-        if certificate is not None:
+        if self.certificate is not None:
             self.moves = query_moves(self.base_q, self.cand_q)
             guess = 4 * float(np.quantile(self.moves, 0.99)) + 1e-9 if nq else 0.0
-            every = certificate.scores.shape[1] >= n_docs
-            within = certifiable(certificate.scores, self.k, (self.moves + guess) * (1 + 1e-6) + ROUNDING,
-                                 every_document=every)
+            within = certifiable(self.certificate.scores, owner.k, (self.moves + guess) * (1 + 1e-6) + ROUNDING,
+                                 every_document=self.certificate.width >= owner.n_docs)
             if within.mean() >= 0.5:
                 self.exact_rows = np.flatnonzero(~within)
             else:  # large moves: nothing much would certify, the exact pass is the whole cost anyway
@@ -90,67 +168,61 @@ class Retrieval:
 
     def accumulators(self) -> _Accumulators:
         parts: List[object] = []
-        rows = self.exact_rows
+        rows, owner = self.exact_rows, self.owner
         if len(rows):
-            keep = self.keep if self.rebuild else 0
-            parts.append(TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), self.k, self.tie, keep=keep))
+            keep = owner.keep if owner.rebuild else 0
+            parts.append(TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep))
         if self.certificate is not None:
             if self._shared is None:
                 self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
             parts.append(CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared))
         return _Accumulators(parts)
 
-    def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, int]:
-        """The agreement over all queries, the number certified (the bound proves the candidate's top-k lies in
-        the certificate's W documents, decided by both sides' exact scores of those W alone) and the number
-        scored against every document."""
-        nq = len(self.base_q)
+    def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, Optional[certs.Certificate]]:
+        """The batch's agreement, how many of its queries were certified, and (rebuilding) its certificate rows."""
+        owner, nq = self.owner, self.stop - self.start
         parts = list(merged.parts)
         exact = parts.pop(0) if len(self.exact_rows) else None
         exact_parts = [(self.exact_rows, exact.agreement())] if exact is not None else []
         if self.certificate is None:
-            if self.rebuild and self.lookup is not None and exact is not None:
+            top = None
+            if owner.rebuild and exact is not None:
                 positions, scores = exact.baseline_top()
-                self.lookup.save(certs.Certificate(positions=positions, scores=scores), self.pair.queries)
-            return combine(nq, self.k, np.zeros(nq, bool), exact_parts), 0, nq
+                top = certs.Certificate(positions=positions, scores=scores)
+            return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), 0, top
         proof: CertifyStream = parts.pop(0)  # type: ignore[assignment]
-        if self.lookup is not None and not self.lookup.confirmed():
-            # the baseline is not the one the certificate describes: every query scored, the certificate rebuilt
-            again = self._rescore(np.arange(nq), keep=self.keep)
-            positions, scores = again.baseline_top()
-            self.lookup.save(certs.Certificate(positions=positions, scores=scores), self.pair.queries)
-            return combine(nq, self.k, np.zeros(nq, bool), [(np.arange(nq), again.agreement())]), 0, nq
-        every = self.certificate.scores.shape[1] >= int(self.pair.documents.sum())
-        certified = proof.certified(self.certificate.scores, self.k, self.moves, every)
+        certified = proof.certified(self.certificate.scores, owner.k, self.moves,
+                                    self.certificate.width >= owner.n_docs)
         in_stream = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True
         full = certified & ~in_stream
         if full.any():
-            exact_parts.append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), self.k, self.tie)))
-        settled = full | in_stream
-        missed = np.flatnonzero(~settled)
+            exact_parts.append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), owner.k, owner.tie)))
+        missed = np.flatnonzero(~(full | in_stream))
         if len(missed):
-            exact_parts.append((missed, self._rescore(missed).agreement()))
+            rescored = self.own_pass(lambda: _Accumulators([TopKStream(_take(self.base_q, missed),
+                                                                       _take(self.cand_q, missed), owner.k, owner.tie)]))
+            exact_parts.append((missed, rescored.parts[0].agreement()))  # type: ignore[attr-defined]
         n_certified = int(full.sum())
-        return combine(nq, self.k, np.zeros(nq, bool), exact_parts), n_certified, nq - n_certified
+        return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), n_certified, None
 
-    def _rescore(self, rows: np.ndarray, keep: int = 0) -> TopKStream:
-        """A second pass over the pair: exact top-k of the queries ``rows`` only."""
-        streams = [TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), self.k, self.tie, keep=keep)
-                   for _ in range(max(1, self.pair.threads))]
+    def own_pass(self, make: Callable[[], _Accumulators]) -> _Accumulators:
+        """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""
+        pair = self.owner.pair
+        accumulators = [make() for _ in range(max(1, pair.threads))]
 
-        def worker(stream: TopKStream):  # type: ignore[no-untyped-def]
+        def worker(acc: _Accumulators) -> Callable[[Tuple[int, np.ndarray, np.ndarray]], None]:
             def add(segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
                 position, base, cand = segment
-                docs = _documents(self.pair, position, len(base))
+                docs = _documents(pair, position, len(base))
                 if len(docs):
                     b, c = base[docs], cand[docs]
                     with np.errstate(invalid="ignore", over="ignore"):
-                        stream.add(position + docs, b, c, *_squares(b, c))
+                        acc.add(position + docs, b, c, *_squares(b, c))
             return add
 
-        self.pair.feed([worker(s) for s in streams])
-        first, *others = streams
+        pair.feed([worker(a) for a in accumulators], held_bytes=self.owner.query_bytes * (self.stop - self.start))
+        first, *others = accumulators
         for other in others:
             first.merge(other)
         return first

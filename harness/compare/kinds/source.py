@@ -37,17 +37,19 @@ class EmbeddingPair:
     queries: np.ndarray  # baseline positions of the rows with role "query"
     documents: np.ndarray  # bool per baseline position: role "document"
     threads: int  # how many workers ``feed`` keeps busy
+    segment_bytes: int = 0  # bytes of the largest segment pair ``feed`` reads (0: both sides already in memory)
 
     def item_id(self, position: int) -> str:
         """The id of the text at baseline position ``position``."""
         raise NotImplementedError
 
-    def query_vectors(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Both sides' query vectors, in the order of ``queries``."""
+    def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Both sides' vectors of the queries ``start:stop`` (a query batch), in the order of ``queries``."""
         raise NotImplementedError
 
-    def feed(self, workers: Sequence[Worker]) -> None:
-        """Call the workers on aligned segments covering every row once."""
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0) -> None:
+        """Call the workers on aligned segments covering every row once (``held_bytes``: what the caller holds
+        for the whole pass, the query batch, counted against the memory budget before any row group is read)."""
         raise NotImplementedError
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
@@ -65,18 +67,20 @@ class FilePair(EmbeddingPair):
         self.base_dtype, self.cand_dtype = base.vector_spec(model_id)[1], cand.vector_spec(model_id)[1]
         self.queries, self.documents = self.plan.queries, self.plan.documents
         self.threads = max(1, streaming.COMPARE_THREADS)
+        self.segment_bytes = streaming.row_group_pair_bytes(base, cand, model_id)
 
     def item_id(self, position: int) -> str:
         return str(self.plan.base_ids[position].as_py())
 
-    def query_vectors(self) -> Tuple[np.ndarray, np.ndarray]:
+    def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         plan = self.plan
-        cand_q = plan.queries if plan.cand_pos is None else plan.cand_pos[plan.queries]
-        return (streaming.read_rows(self.base, self.model_id, plan.queries),
+        rows = plan.queries[start:stop]
+        cand_q = rows if plan.cand_pos is None else plan.cand_pos[rows]
+        return (streaming.read_rows(self.base, self.model_id, rows),
                 streaming.read_rows(self.cand, self.model_id, cand_q))
 
-    def feed(self, workers: Sequence[Worker]) -> None:
-        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers)
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0) -> None:
+        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes)
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
         """The baseline first; each file's first bad row in its own file order."""
@@ -112,10 +116,11 @@ class ArrayPair(EmbeddingPair):
     def item_id(self, position: int) -> str:
         return str(self.ids[position])
 
-    def query_vectors(self) -> Tuple[np.ndarray, np.ndarray]:
-        return self.base[self.queries], self.cand[self.queries]
+    def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        rows = self.queries[start:stop]
+        return self.base[rows], self.cand[rows]
 
-    def feed(self, workers: Sequence[Worker]) -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0) -> None:
         for start in range(0, self.rows, self.SEGMENT_ROWS):
             stop = min(self.rows, start + self.SEGMENT_ROWS)
             workers[0]((start, self.base[start:stop], self.cand[start:stop]))
