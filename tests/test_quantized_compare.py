@@ -121,12 +121,19 @@ def test_fp32_noise_passes_and_half_precision_drift_fails(tmp_path: Path, precis
     assert failed.min_passing[key] == failed.metrics[key]
 
 
+@pytest.mark.parametrize("batch", [0, 7])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["int8", "binary"])
 def test_streamed_and_realigned_equal_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str,
-                                               threads: int) -> None:
-    """Row groups, worker threads and a candidate in another order give the in-memory verdict, top-k included."""
+                                               threads: int, batch: int) -> None:
+    """Row groups, worker threads, a candidate in another order and queries judged in batches of 7 (one pass
+    over the documents each) give the in-memory verdict, top-k included."""
     monkeypatch.setattr(streaming, "COMPARE_THREADS", threads)
+    if batch:
+        from harness.compare import workers
+
+        monkeypatch.setattr(workers, "MEMORY_MB", 0)
+        monkeypatch.setattr(workers, "MIN_QUERIES_PER_PASS", batch)
     shuffle = np.random.default_rng(5).permutation(N_DOCS + N_QUERIES)
     base, cand, b, c = _pair(tmp_path, precision, _half_precision_drift)
     shuffled = _write(tmp_path / "shuffled.parquet", c, _floats()[1], precision, order=shuffle)

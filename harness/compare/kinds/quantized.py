@@ -14,7 +14,7 @@ from harness.compare.kinds.common import WORST_N, build_verdict, topk_checks
 from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.policy import Tolerance
-from harness.compare.stats import TopKStream
+from harness.compare.kinds.retrieval import Retrieval
 from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
@@ -43,21 +43,19 @@ def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
 
 class _Worker:
     """One thread's accumulators: per-segment ``compare_quantized`` results, and the top-k agreement of
-    retrieval by the quantized scores."""
+    retrieval by the quantized scores (the first query batch's: ``kinds.retrieval`` runs the others)."""
 
-    def __init__(self, pair: EmbeddingPair, tol: Tolerance, precision: str,
-                 queries: Optional[Tuple[np.ndarray, np.ndarray, int]]) -> None:
+    def __init__(self, pair: EmbeddingPair, tol: Tolerance, precision: str, retrieval: Optional[Retrieval]) -> None:
         self.documents, self.tol, self.precision = pair.documents, tol, precision
         self.parts: List[Dict[str, Any]] = []
-        self.topk = (TopKStream(quantized.scoring_floats(queries[0], precision), quantized.scoring_floats(queries[1], precision),
-                                queries[2], tol.tie_tolerance) if queries else None)
+        self.topk = retrieval.accumulators() if retrieval is not None else None
 
     def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
         position, base, cand = segment
         self.parts.append(quantized.compare_quantized(base, cand, self.precision, self.tol.quantized(),
                                                       worst_n=WORST_N, row_offset=position))
         docs = np.flatnonzero(self.documents[position : position + len(base)]) if self.topk else []
-        if len(docs):
+        if len(docs) and self.topk is not None:
             fb = quantized.scoring_floats(base[docs], self.precision)
             fc = quantized.scoring_floats(cand[docs], self.precision)
             self.topk.add(position + docs, fb, fc, np.einsum("ij,ij->i", fb, fb), np.einsum("ij,ij->i", fc - fb, fc - fb))
@@ -66,17 +64,19 @@ class _Worker:
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
     """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
     k = retrieval_k(pair, tol.topk)
-    queries = (*pair.query_vectors(), k) if k is not None else None  # held whole: quantized runs are small
-    workers = [_Worker(pair, tol, precision, queries) for _ in range(max(1, pair.threads))]
-    pair.feed(workers)
+    retrieval = (Retrieval(pair, k, tol.tie_tolerance, model_id,
+                           scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
+    workers = [_Worker(pair, tol, precision, retrieval) for _ in range(max(1, pair.threads))]
+    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0)
     parts = [part for w in workers for part in w.parts]
     empty = np.zeros((0, 1), np.int8)
     result = (quantized.merge_quantized(parts, tol.quantized(), worst_n=WORST_N) if parts
               else quantized.compare_quantized(empty, empty, precision, tol.quantized()))
-    topk = workers[0].topk
+    merged = workers[0].topk
     for other in workers[1:]:
-        if topk is not None and other.topk is not None:
-            topk.merge(other.topk)
+        if merged is not None and other.topk is not None:
+            merged.merge(other.topk)
+    agreement = retrieval.finish(merged)[0] if retrieval is not None and merged is not None else None
     limit_key = quantized.limit_key(precision)
     bits = limit_key == "max_bit_flips"
     unit = "bits flipped" if bits else "bucket(s) moved"
@@ -95,8 +95,8 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
         "worst": [{"id": pair.item_id(w["row"]), "row": int(w["row"]), "value": int(w[limit_key]),
                    "dims": [int(d) for d in w["dims"]]} for w in result["worst"]],
     }
-    if topk is not None:
-        more, evidence["topk"] = topk_checks(tol, topk.agreement(), lambda i: pair.item_id(int(pair.queries[i])),
+    if agreement is not None:
+        more, evidence["topk"] = topk_checks(tol, agreement, lambda i: pair.item_id(int(pair.queries[i])),
                                              metrics, quantized_scores=True)
         checks += more
     where = "bit(s)" if bits else "dimension(s)"

@@ -38,9 +38,17 @@ STATE_BYTES_PER_KEPT = 64
 Source = Union[certs.Certificate, certs.CertificateFile]
 
 
-def query_bytes(pair: EmbeddingPair, keep: int) -> int:
-    """What one query of a batch costs: both sides' vectors and its retrieval state (``keep`` documents)."""
-    vectors = pair.dim * (pair.base_dtype.itemsize + pair.cand_dtype.itemsize)
+#: rows as retrieval scores them (quantized rows: ``quantized.scoring_floats``), None for float vectors as they are
+Scoring = Optional[Callable[[np.ndarray], np.ndarray]]
+
+
+def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None) -> int:
+    """What one query of a batch costs: both sides' vectors as scored and its retrieval state (``keep``
+    documents)."""
+    if scoring is None:
+        vectors = pair.dim * (pair.base_dtype.itemsize + pair.cand_dtype.itemsize)
+    else:
+        vectors = 2 * scoring(np.zeros((1, pair.dim), dtype=pair.base_dtype)).nbytes
     return vectors + STATE_BYTES_PER_KEPT * keep * (max(1, pair.threads) + 1) + 64
 
 
@@ -84,18 +92,20 @@ class Retrieval:
     the agreement over all queries and how many were certified / scored exactly."""
 
     def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, model_id: str = "",
-                 certificate: Optional[certs.Certificate] = None) -> None:
-        self.pair, self.k, self.tie = pair, int(k), float(tie_tolerance)
+                 certificate: Optional[certs.Certificate] = None, scoring: Scoring = None) -> None:
+        self.pair, self.k, self.tie, self.scoring = pair, int(k), float(tie_tolerance), scoring
         nq, self.n_docs = len(pair.queries), int(pair.documents.sum())
         self.keep = certs.width(self.k, self.n_docs)
         self.lookup: Optional[certs.Lookup] = None
         source: Optional[Source] = certificate
-        if certificate is None and isinstance(pair, FilePair) and certs.enabled(nq, self.n_docs, pair.base.path):
+        certifying = scoring is None  # quantized rows: exact passes only
+        if certificate is None and certifying and isinstance(pair, FilePair) and certs.enabled(nq, self.n_docs,
+                                                                                                pair.base.path):
             self.lookup = certs.Lookup(pair.base.path, model_id, self.k)
             source = self.lookup.load(pair.queries, pair.documents)
         self.source = source
         self.rebuild = self.lookup is not None and source is None  # file the exact passes' top-(k+1)
-        self.query_bytes = query_bytes(pair, self.keep)
+        self.query_bytes = query_bytes(pair, self.keep, scoring)
         size = queries_per_pass(self.query_bytes, pair.segment_bytes)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
         self.first: Optional[_Batch] = _Batch(self, *self.batches[0])
@@ -152,6 +162,8 @@ class _Batch:
     def __init__(self, owner: Retrieval, start: int, stop: int) -> None:
         self.owner, self.start, self.stop = owner, start, stop
         self.base_q, self.cand_q = owner.pair.query_vectors(start, stop)
+        if owner.scoring is not None:
+            self.base_q, self.cand_q = owner.scoring(self.base_q), owner.scoring(self.cand_q)
         nq = stop - start
         self.certificate = owner.source.rows(start, stop) if owner.source is not None else None
         self.exact_rows = np.arange(nq)  # queries scored exactly in the stream
@@ -208,7 +220,7 @@ class _Batch:
 
     def own_pass(self, make: Callable[[], _Accumulators]) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""
-        pair = self.owner.pair
+        pair, scoring = self.owner.pair, self.owner.scoring
         accumulators = [make() for _ in range(max(1, pair.threads))]
 
         def worker(acc: _Accumulators) -> Callable[[Tuple[int, np.ndarray, np.ndarray]], None]:
@@ -217,6 +229,8 @@ class _Batch:
                 docs = _documents(pair, position, len(base))
                 if len(docs):
                     b, c = base[docs], cand[docs]
+                    if scoring is not None:
+                        b, c = scoring(b), scoring(c)
                     with np.errstate(invalid="ignore", over="ignore"):
                         acc.add(position + docs, b, c, *_squares(b, c))
             return add
