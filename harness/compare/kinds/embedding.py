@@ -85,6 +85,7 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
         first.stats.merge(other.stats)
         if first.topk is not None and other.topk is not None:
             first.topk.merge(other.topk)
+        other.stats, other.topk = None, None  # type: ignore[assignment]  # merged: held no longer
     st = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)

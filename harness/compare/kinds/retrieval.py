@@ -143,7 +143,8 @@ class Retrieval:
                     batch = _Batch(self, start, stop)
                     accumulated = batch.own_pass(batch.accumulators)
                 agreement, n_certified, top = batch.finish(accumulated)
-                accumulated.parts.clear()  # let go of this batch's pools before the next pass
+                accumulated.parts.clear()  # this batch's pools and vectors go before the next batch is read
+                del batch
                 if writer is not None and top is not None:
                     writer.append(top)
                 parts.append((np.arange(start, stop), agreement))
