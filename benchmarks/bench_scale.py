@@ -2,9 +2,9 @@
 Q queries, as ratios to a bare parquet read of the same two files (both read row group by row group, max |d|
 only: what any comparison has to pay), for each Q of --queries.
 
-    python benchmarks/bench_scale.py                                  # N = 1M, Q = 100, 10k
-    python benchmarks/bench_scale.py --queries 100 10000 80000 --workdir /tmp/harness-scale --keep
-    python benchmarks/bench_scale.py --size 100000 --queries 100 1000   # quick
+    python benchmarks/bench_scale.py                       # 1M documents, Q = 100, 10k, 80k (80k cold: ~25 min)
+    python benchmarks/bench_scale.py --queries 100 10000 --workdir /tmp/harness-scale --keep
+    python benchmarks/bench_scale.py --size 100000 --queries 100 1000   # quick: 100k rows per file in all
 
 Per Q, in fresh processes: the bare read; ``exact`` (certificates off: every query scored against every
 document, the queries tiled in a fixed byte budget); ``cold`` (no certificate yet: the same exact pass, which
@@ -51,9 +51,10 @@ def _row(label: str, r: Dict, bare: Dict) -> str:
 
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=1_000_000, help="rows per file (documents + queries)")
+    parser.add_argument("--documents", type=int, default=1_000_000, help="documents per file (the Q queries added)")
+    parser.add_argument("--size", type=int, help="rows per file (documents + queries), instead of --documents")
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--queries", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--queries", type=int, nargs="+", default=[100, 10_000, 80_000])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the generated files")
     parser.add_argument("--skip-exact", action="store_true", help="leave out the certificates-off run")
@@ -61,10 +62,11 @@ def main(argv: List[str]) -> int:
                         "removed); with a certificate already there, 'cold' is warm too")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), N {args.size} x {args.dim} float32, workdir {args.workdir}")
+    rows = (f"{args.size} rows" if args.size else f"{args.documents} documents + Q queries") + f" x {args.dim}"
+    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), {rows} float32, workdir {args.workdir}")
     print(f"  {'run':<6} {'wall s':>8} {'CPU s':>7} {'/ bare':>8} {'RSS MB':>8} {'certified':>9} {'exact':>9}")
     for q in args.queries:
-        base, cand = _files(args.workdir, args.size, args.dim, q)
+        base, cand = _files(args.workdir, args.size or args.documents + q, args.dim, q)
         cache = args.cache or Path(tempfile.mkdtemp(prefix="harness-bench-cache-", dir=args.workdir))
         try:
             print(f"Q = {q} ({base.stat().st_size / 1e6:.0f} MB per file)", flush=True)

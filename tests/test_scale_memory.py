@@ -69,12 +69,22 @@ def test_row_groups_in_flight_never_exceed_the_budget(pair: List[Path], monkeypa
         assert 1 <= peak[0] <= 2 * pairs, f"{peak[0]} row groups alive at once, budget {pairs} pair(s)"
 
 
-def test_the_query_vectors_held_count_against_the_budget() -> None:
+def test_the_query_batch_held_counts_against_the_budget() -> None:
     pair = 2 * 65_536 * 384 * 4  # 384 float32 dims, both sides
     assert workers.pairs_in_flight(pair, 0, memory_mb=512) == 2
-    assert workers.pairs_in_flight(pair, 2 * 80_000 * 384 * 4, memory_mb=512) == 1  # 80k queries: 245 MB
+    assert workers.pairs_in_flight(pair, 46_000 * 7168, memory_mb=512) == 1  # a full batch: one pair
     assert workers.pairs_in_flight(pair, 10 << 30, memory_mb=512) == 1  # never none
     assert workers.pairs_in_flight(pair, 0, memory_mb=4096) == 21
+
+
+def test_queries_per_pass_fill_what_one_row_group_pair_leaves() -> None:
+    from harness.compare.kinds.retrieval import STATE_BYTES_PER_KEPT
+
+    pair = 2 * 65_536 * 384 * 4
+    per_query = 2 * 384 * 4 + STATE_BYTES_PER_KEPT * 21 * 3 + 64  # vectors + state of W = 21, 2 workers
+    assert workers.queries_per_pass(per_query, pair, memory_mb=512) == (320 << 20) // per_query  # ~46.8k
+    assert workers.queries_per_pass(per_query, pair, memory_mb=4096) == (3904 << 20) // per_query
+    assert workers.queries_per_pass(per_query, pair, memory_mb=64) == workers.MIN_QUERIES_PER_PASS  # the floor
 
 
 def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:
