@@ -258,11 +258,13 @@ def bench(session: nox.Session) -> None:
     one-off exact pass). ``-- compare ARGS``, ``-- scale ARGS``, ``-- overhead ARGS`` runs one of them with its own
     arguments (e.g. ``-- scale --queries 100 10000``); ``-- rerank`` for 1M cross-encoder pairs;
     ``-- device --device cuda`` runs ``benchmarks/device_drift.py`` (drift per precision on one device; only
-    when asked: it is the GPU check, minutes per setting)."""
+    when asked: it is the GPU check, minutes per setting); ``-- matrix`` runs ``benchmarks/bench_matrix_warm.py``
+    (the default matrix warm against its cells' compute, from the cell virtualenvs ``nox -s matrix`` built)."""
     session.install("torch==2.13.0", "-e", f"{ROOT}[run,models]")
     scripts = {"compare": "bench_compare.py", "overhead": "bench_runner_overhead.py", "device": "device_drift.py",
                "scale": "bench_scale.py", "rerank": "bench_rerank.py",
-               "cells": "bench_cell_setup.py"}  # cells: matrix cell setup/reuse and run vs compute, only when asked
+               "cells": "bench_cell_setup.py",  # cells: matrix cell setup/reuse and run vs compute, only when asked
+               "matrix": "bench_matrix_warm.py"}  # matrix: a whole matrix warm vs its compute (minutes), only when asked
     if session.posargs and session.posargs[0] in scripts:
         session.run("python", str(ROOT / "benchmarks" / scripts[session.posargs[0]]), *session.posargs[1:])
         return
