@@ -15,7 +15,7 @@ import numpy as np
 from harness.compare.certificate import Certificate
 from harness.compare.kinds.common import (NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant,
                                           topk_checks)
-from harness.compare.kinds.retrieval import Retrieval
+from harness.compare.kinds.retrieval import Retrieval, document_runs
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
@@ -32,19 +32,6 @@ def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
     if not len(pair.queries) or not n_docs:
         return None
     return min(k, n_docs)
-
-
-def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, int]]:
-    """Ranges of ``docs`` (segment rows holding documents) to feed the top-k at a time: each contiguous run
-    whole (a view of the segment), or, when the roles interleave (more than 64 runs), pieces of
-    ``copy_rows`` rows (copied): memory stays a few MB whatever the segment and the number of queries."""
-    if not len(docs):
-        return []
-    breaks = np.flatnonzero(np.diff(docs) != 1) + 1
-    if len(breaks) <= 64:
-        bounds = [0, *breaks.tolist(), len(docs)]
-        return list(zip(bounds[:-1], bounds[1:]))
-    return [(s, min(len(docs), s + copy_rows)) for s in range(0, len(docs), copy_rows)]
 
 
 class _Worker:
@@ -65,7 +52,7 @@ class _Worker:
         base_sq, diff_sq = self.stats.add(position, base, cand)
         if self.topk is not None:
             docs = np.flatnonzero(self.documents[position : position + len(base)])
-            for a, b in _document_runs(docs):
+            for a, b in document_runs(docs):
                 lo, hi = int(docs[a]), int(docs[b - 1]) + 1
                 rows = slice(lo, hi) if hi - lo == b - a else docs[a:b]  # a view where contiguous: no copy
                 self.topk.add(position + docs[a:b], base[rows], cand[rows], base_sq[rows], diff_sq[rows])

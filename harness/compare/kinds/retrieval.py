@@ -28,7 +28,7 @@ from harness.compare.stats import TopKStream
 from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
 from harness.compare.workers import queries_per_pass
 
-__all__ = ["Retrieval", "query_bytes"]
+__all__ = ["Retrieval", "document_runs", "query_bytes"]
 
 #: bytes of retrieval state per query and kept document, for each worker and once more for what they share: the
 #: exact pool's entries (query, position, both scores: 32 B, twice while a block's hits are merged and pruned), or
@@ -63,12 +63,29 @@ def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return rows_of[rows]
 
 
-def _squares(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``|b|^2`` and ``|c - b|^2`` per row as ``DiffStats.add`` returns them (float32 rows: within (dim + 4) u)."""
+def _squares(base: np.ndarray, cand: np.ndarray, chunk: int = 8192) -> Tuple[np.ndarray, np.ndarray]:
+    """``|b|^2`` and ``|c - b|^2`` per row as ``DiffStats.add`` returns them (float32 rows: within (dim + 4) u),
+    ``chunk`` rows at a time (the difference is a temporary)."""
     work = np.float64 if np.result_type(base.dtype, cand.dtype).itemsize > 4 else np.float32
-    b, c = base.astype(work, copy=False), cand.astype(work, copy=False)
-    d = c - b
-    return np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", d, d)
+    bsq, dsq = np.empty(len(base), dtype=work), np.empty(len(base), dtype=work)
+    for s in range(0, len(base), chunk):
+        b, c = base[s : s + chunk].astype(work, copy=False), cand[s : s + chunk].astype(work, copy=False)
+        d = c - b
+        bsq[s : s + chunk], dsq[s : s + chunk] = np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", d, d)
+    return bsq, dsq
+
+
+def document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, int]]:
+    """Ranges of ``docs`` (segment rows holding documents) to feed the top-k at a time: each contiguous run
+    whole (a view of the segment), or, when the roles interleave (more than 64 runs), pieces of
+    ``copy_rows`` rows (copied): memory stays a few MB whatever the segment and the number of queries."""
+    if not len(docs):
+        return []
+    breaks = np.flatnonzero(np.diff(docs) != 1) + 1
+    if len(breaks) <= 64:
+        bounds = [0, *breaks.tolist(), len(docs)]
+        return list(zip(bounds[:-1], bounds[1:]))
+    return [(s, min(len(docs), s + copy_rows)) for s in range(0, len(docs), copy_rows)]
 
 
 class _Accumulators:
@@ -228,12 +245,14 @@ class _Batch:
             def add(segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
                 position, base, cand = segment
                 docs = _documents(pair, position, len(base))
-                if len(docs):
-                    b, c = base[docs], cand[docs]
+                for a, z in document_runs(docs):  # views of the segment where the documents are contiguous
+                    lo, hi = int(docs[a]), int(docs[z - 1]) + 1
+                    rows = slice(lo, hi) if hi - lo == z - a else docs[a:z]
+                    b, c = base[rows], cand[rows]
                     if scoring is not None:
                         b, c = scoring(b), scoring(c)
                     with np.errstate(invalid="ignore", over="ignore"):
-                        acc.add(position + docs, b, c, *_squares(b, c))
+                        acc.add(position + docs[a:z], b, c, *_squares(b, c))
             return add
 
         pair.feed([worker(a) for a in accumulators], held_bytes=self.owner.query_bytes * (self.stop - self.start))
