@@ -1,0 +1,389 @@
+"""Where a cross-encoder's two sides come from when they are results files: scores streamed row group by row
+group in the baseline's order, each query handed to ``RerankStats`` whole, in memory bounded by configuration.
+
+What is held, and what bounds it (``MEMORY_MB`` = ``HARNESS_COMPARE_MEMORY_MB``):
+
+* Same pair ids in the same order (the normal case; checked chunk by chunk, ids strictly increasing so no
+  duplicates): one row group of each side, plus the query cut by a row group boundary, carried to the next
+  chunk (a query is always whole in memory: its size bounds its own cost).
+* Another order, ids not increasing (duplicates possible) or ids missing: the pairs of both sides are bucketed
+  by a hash of their id, each bucket joined in memory (duplicates and missing ids found there, as exactly as
+  before), and the candidate's scores written back in baseline order, bucketed by baseline row group. Each
+  bucket holds about ``MEMORY_MB / 2``; one bucket stays in memory, more go to temporary files (disk: ~50 bytes
+  per pair of each side).
+* Queries not contiguous in the baseline (a query id seen again after its rows ended): a second pass buckets
+  the pairs by a hash of their query id (the same way) and judges each query from its bucket.
+* Per query: a hash of its id while streaming (to notice a query that comes back), and ``RerankStats``' four
+  numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harness.compare import metrics as m
+from harness.compare import streaming, workers
+from harness.compare.stats.rerank import RerankStats
+from harness.errors import ResultsFileError
+from harness.results import ResultsFile, arrow_to_numpy, single_chunk
+
+__all__ = ["RerankPair", "bucket_rows"]
+
+#: one aligned chunk: (baseline position of its first pair, query ids, baseline scores, candidate scores)
+Chunk = Tuple[int, pa.Array, np.ndarray, np.ndarray]
+#: bytes a bucketed pair costs in memory (ids, positions, scores, arrow offsets; ids of ~20 characters)
+PAIR_BYTES = 64
+
+
+class _OtherOrder(Exception):
+    """The candidate's ids are not the baseline's, in the same strictly increasing order."""
+
+
+def bucket_rows(rows: int, memory_mb: Optional[int] = None) -> int:
+    """How many buckets spread ``rows`` pairs so that one bucket fits in half the comparison's memory."""
+    budget = ((workers.MEMORY_MB if memory_mb is None else memory_mb) << 20) // 2
+    return max(1, math.ceil(rows * PAIR_BYTES / max(budget, 1)))
+
+
+class Buckets:
+    """Tables cut into ``count`` buckets: in memory for one bucket, else one arrow stream file per bucket."""
+
+    def __init__(self, count: int, schema: pa.Schema, directory: Optional[Path]) -> None:
+        self.count, self.schema = count, schema
+        self.parts: List[pa.RecordBatch] = []
+        self.writers: List[pa.ipc.RecordBatchStreamWriter] = []
+        self.paths: List[Path] = []
+        if count > 1:
+            assert directory is not None
+            self.paths = [directory / f"bucket-{i}.arrows" for i in range(count)]
+            self.writers = [pa.ipc.new_stream(str(p), schema) for p in self.paths]
+
+    def add(self, batch: pa.RecordBatch, bucket: Optional[np.ndarray]) -> None:
+        if self.count == 1 or bucket is None:
+            self.parts.append(batch)
+            return
+        order = np.argsort(bucket, kind="stable")
+        cuts = np.searchsorted(bucket[order], np.arange(self.count + 1))
+        taken = batch.take(pa.array(order))
+        for b in np.flatnonzero(np.diff(cuts)).tolist():
+            self.writers[b].write_batch(taken.slice(int(cuts[b]), int(cuts[b + 1] - cuts[b])))
+
+    def tables(self) -> Iterator[pa.Table]:
+        if self.count == 1:
+            yield pa.Table.from_batches(self.parts, schema=self.schema)
+            self.parts = []
+            return
+        for writer in self.writers:
+            writer.close()
+        for path in self.paths:
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            yield table
+            del table
+            path.unlink()
+
+
+def _hash_buckets(values: pa.Array, count: int) -> Optional[np.ndarray]:
+    """Bucket of each string, by its hash (one process: Python's string hash is stable within it)."""
+    if count == 1:
+        return None
+    encoded = values.dictionary_encode()
+    names = np.fromiter((hash(v) % count for v in encoded.dictionary.to_pylist()), dtype=np.int64)
+    return names[arrow_to_numpy(encoded.indices)]
+
+
+def _scores(table: pa.Table) -> np.ndarray:
+    return arrow_to_numpy(table.column("score")).astype(np.float64)
+
+
+def _smallest(found: List[str], more: Sequence[str], n: int = 3) -> List[str]:
+    return sorted(set(found) | set(map(str, more)))[:n]
+
+
+class _Returning:
+    """Hashes of the query ids already finished, to notice one that comes back (its rows not contiguous)."""
+
+    def __init__(self) -> None:
+        self.recent: Set[int] = set()
+        self.old = np.zeros(0, dtype=np.int64)
+
+    def seen_again(self, query: str) -> bool:
+        h = hash(query)
+        at = int(np.searchsorted(self.old, h))
+        if h in self.recent or (at < len(self.old) and self.old[at] == h):
+            return True  # a hash collision only sends the comparison down the grouped path: still exact
+        self.recent.add(h)
+        if len(self.recent) > 1 << 16:
+            self.old = np.union1d(self.old, np.fromiter(self.recent, dtype=np.int64))
+            self.recent = set()
+        return False
+
+
+class _QueryRuns:
+    """Queries as runs of equal query ids in baseline order; the last run of a chunk is carried to the next."""
+
+    def __init__(self, stats: RerankStats) -> None:
+        self.stats, self.returning = stats, _Returning()
+        self.open: Optional[Tuple[str, int, List[np.ndarray], List[np.ndarray]]] = None
+
+    def add(self, position: int, queries: pa.Array, bs: np.ndarray, cs: np.ndarray) -> bool:
+        """False when a query came back after its rows ended (the caller groups through buckets instead)."""
+        if not len(bs):
+            return True
+        encoded = single_chunk(queries).dictionary_encode()
+        codes, names = arrow_to_numpy(encoded.indices), encoded.dictionary.to_pylist()
+        starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1, [len(codes)]]).tolist()
+        for s, e in zip(starts, starts[1:]):
+            query = str(names[codes[s]])
+            if self.open is not None and self.open[0] == query:
+                self.open[2].append(bs[s:e])
+                self.open[3].append(cs[s:e])
+                continue
+            if not self.close():
+                return False
+            self.open = (query, position + s, [bs[s:e]], [cs[s:e]])
+        return True
+
+    def close(self) -> bool:
+        if self.open is None:
+            return True
+        query, first, bs, cs = self.open
+        self.open = None
+        if self.returning.seen_again(query):
+            return False
+        b, c = (np.concatenate(bs), np.concatenate(cs)) if len(bs) > 1 else (bs[0], cs[0])
+        self.stats.add_query(query, np.arange(first, first + len(b)), b, c)
+        return True
+
+
+class RerankPair:
+    """One cross-encoder of two results files, fed to ``RerankStats`` (see the module's docstring)."""
+
+    def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+        self.base, self.cand, self.model_id = base, cand, model_id
+        self.groups = base.model_row_groups(model_id)
+        self.starts = np.cumsum([0] + [count for _, count in self.groups])
+        self.rows = int(self.starts[-1])
+        self._emitted: Optional[_Emitted] = None
+
+    def feed(self, stats: RerankStats) -> None:
+        """Every pair's scores once, every query whole once; refuses broken input (one line, file named)."""
+        try:
+            self._feed(stats, self._same_order_chunks)
+        except _OtherOrder:
+            stats.reset()
+            with tempfile.TemporaryDirectory(prefix="harness-rerank-") as tmp:
+                self._align(Path(tmp))
+                try:
+                    self._feed(stats, self._realigned_chunks)
+                finally:
+                    self._emitted.close()
+
+    def _feed(self, stats: RerankStats, chunks: Callable[[], Iterator[Chunk]]) -> None:
+        runs: Optional[_QueryRuns] = _QueryRuns(stats)
+        for position, queries, bs, cs in chunks():
+            stats.add_scores(position, bs, cs)
+            if runs is not None and not runs.add(position, queries, bs, cs):
+                runs = None
+        if runs is not None and runs.close():
+            return
+        stats.reset_queries()
+        with tempfile.TemporaryDirectory(prefix="harness-rerank-queries-") as tmp:
+            self._grouped(stats, chunks, Path(tmp))
+
+    def _grouped(self, stats: RerankStats, chunks: Callable[[], Iterator[Chunk]], directory: Path) -> None:
+        """Queries whose rows are not contiguous: bucketed by query id, each bucket grouped in memory."""
+        schema = pa.schema([("position", pa.int64()), ("query", pa.string()), ("b", pa.float64()), ("c", pa.float64())])
+        store = Buckets(bucket_rows(self.rows), schema, directory)
+        for position, queries, bs, cs in chunks():
+            queries = single_chunk(queries).cast(pa.string())
+            batch = pa.RecordBatch.from_arrays([pa.array(np.arange(position, position + len(bs))), queries,
+                                                pa.array(bs), pa.array(cs)], schema=schema)
+            store.add(batch, _hash_buckets(queries, store.count))
+        for table in store.tables():
+            positions = arrow_to_numpy(table.column("position"))
+            encoded = single_chunk(table.column("query")).dictionary_encode()
+            codes, names = arrow_to_numpy(encoded.indices), encoded.dictionary.to_pylist()
+            rows = np.argsort(codes, kind="stable")  # rows were written in baseline order
+            bs, cs = arrow_to_numpy(table.column("b")), arrow_to_numpy(table.column("c"))
+            for part in np.split(rows, np.flatnonzero(np.diff(codes[rows])) + 1):
+                if len(part):
+                    stats.add_query(str(names[codes[part[0]]]), positions[part], bs[part], cs[part])
+
+    # -- same order --------------------------------------------------------------------------------------
+
+    def _same_order_chunks(self) -> Iterator[Chunk]:
+        """Both files side by side in equal-length slices (row groups may be cut differently on each side)."""
+        sides = [self.base.model_table(self.model_id, ["item_id", "query_id", "score"]),
+                 self.cand.model_table(self.model_id, ["item_id", "score"])]
+        current: List[Optional[pa.Table]] = [next(sides[0], None), next(sides[1], None)]
+        offset, position, last = [0, 0], 0, None
+        bad: List[List] = [[0, None], [0, None]]
+        while True:
+            for side in (0, 1):
+                while current[side] is not None and offset[side] >= len(current[side]):
+                    current[side], offset[side] = next(sides[side], None), 0
+            if current[0] is None or current[1] is None:
+                if current[0] is not None or current[1] is not None:
+                    raise _OtherOrder()
+                break
+            take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
+            b, c = current[0].slice(offset[0], take), current[1].slice(offset[1], take)
+            ids = single_chunk(b.column("item_id"))
+            if not ids.equals(single_chunk(c.column("item_id"))):
+                raise _OtherOrder()
+            if take > 1 and not pc.all(pc.greater(ids.slice(1), ids.slice(0, take - 1))).as_py():
+                raise _OtherOrder()
+            if last is not None and not ids[0].as_py() > last:
+                raise _OtherOrder()
+            last = ids[take - 1].as_py()
+            bs, cs = _scores(b), _scores(c)
+            for side, values in enumerate((bs, cs)):
+                wrong = ~np.isfinite(values)
+                if wrong.any():
+                    bad[side][0] += int(wrong.sum())
+                    if bad[side][1] is None:
+                        bad[side][1] = ids[int(np.argmax(wrong))].as_py()
+            yield position, b.column("query_id"), bs, cs
+            position += take
+            offset[0] += take
+            offset[1] += take
+        for results, (count, first) in zip((self.base, self.cand), bad):
+            _refuse_nonfinite(results, self.model_id, count, first)
+
+    # -- another order -----------------------------------------------------------------------------------
+
+    def _align(self, directory: Path) -> None:
+        """Refuse duplicates, non-finite scores, missing ids (in the order and words they always had), and put
+        the candidate's scores in baseline order (``_realigned`` in memory, else regions of a temporary file)."""
+        count = bucket_rows(self.rows + sum(n for _, n in self.cand.model_row_groups(self.model_id)))
+        schema = pa.schema([("id", pa.string()), ("position", pa.int64()), ("score", pa.float64())])
+        stores, bad = [], []
+        for side, results in enumerate((self.base, self.cand)):
+            store = Buckets(count, schema, directory / str(side) if count > 1 else None)
+            if count > 1:
+                (directory / str(side)).mkdir()
+            wrong_count, first, position = 0, None, 0
+            for table in results.model_table(self.model_id, ["item_id", "score"]):
+                ids, scores = single_chunk(table.column("item_id")).cast(pa.string()), _scores(table)
+                wrong = ~np.isfinite(scores)
+                if wrong.any():
+                    wrong_count += int(wrong.sum())
+                    first = ids[int(np.argmax(wrong))].as_py() if first is None else first
+                batch = pa.RecordBatch.from_arrays([ids, pa.array(np.arange(position, position + len(ids))),
+                                                    pa.array(scores)], schema=schema)
+                store.add(batch, _hash_buckets(ids, count))
+                position += len(ids)
+            stores.append(store)
+            bad.append((wrong_count, first))
+        dups: List[List[str]] = [[], []]
+        missing: List[List] = [[0, []], [0, []]]  # count and first ids, baseline side then candidate side
+        emitted = _Emitted(self.rows, self.starts, directory)
+        for b_tab, c_tab in zip(stores[0].tables(), stores[1].tables()):
+            b_ids, c_ids = arrow_to_numpy(b_tab.column("id")), arrow_to_numpy(c_tab.column("id"))
+            for side, ids in enumerate((b_ids, c_ids)):
+                unique, counts = np.unique(ids, return_counts=True)
+                dups[side] = _smallest(dups[side], unique[counts > 1][:3])
+            if dups[0] or dups[1]:
+                continue
+            bi, ci, only_b, only_c = m.align(b_ids, c_ids)
+            for side, only in enumerate((only_b, only_c)):
+                missing[side] = [missing[side][0] + len(only), _smallest(missing[side][1], only[:3])]
+            emitted.add(arrow_to_numpy(b_tab.column("position"))[bi], arrow_to_numpy(c_tab.column("score"))[ci])
+        for side, results in enumerate((self.base, self.cand)):
+            if dups[side]:
+                raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups[side])}")
+            _refuse_nonfinite(results, self.model_id, *bad[side])
+        streaming.refuse_id_mismatch(self.model_id, _Firsts(*missing[0]), _Firsts(*missing[1]), self.cand.path)
+        self._emitted = emitted
+
+    def _realigned_chunks(self) -> Iterator[Chunk]:
+        for g, (group, _) in enumerate(self.groups):
+            table = self.base.read_model_group(self.model_id, group, ["query_id", "score"])
+            assert self._emitted is not None
+            yield int(self.starts[g]), table.column("query_id"), _scores(table), self._emitted.region(g)
+
+    # -- naming ------------------------------------------------------------------------------------------
+
+    def pair_ids(self, positions: Sequence[int]) -> Dict[int, str]:
+        """The baseline's pair ids at these positions, reading only the row groups that hold them."""
+        out: Dict[int, str] = {}
+        where = np.searchsorted(self.starts, np.asarray(positions, dtype=np.int64), side="right") - 1
+        for g in sorted(set(where.tolist())):
+            ids = self.base.read_model_group(self.model_id, self.groups[g][0], ["item_id"]).column("item_id")
+            for p, at in zip(positions, where.tolist()):
+                if at == g:
+                    out[p] = str(ids[p - int(self.starts[g])].as_py())
+        return out
+
+
+class _Firsts:
+    """The ids only on one side, as ``refuse_id_mismatch`` reads them: how many, and the first few (sorted)."""
+
+    def __init__(self, count: int, first: List[str]) -> None:
+        self.count, self.first = count, first
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: slice) -> List[str]:
+        return self.first[index]
+
+
+def _refuse_nonfinite(results: ResultsFile, model_id: str, count: int, first: Optional[str]) -> None:
+    if count:
+        raise ResultsFileError(f"{results.path}: model '{model_id}' has non-finite scores in {count} row(s) "
+                               f"(first: '{first}')")
+
+
+class _Emitted:
+    """The candidate's scores in baseline order, written as the buckets are joined: in memory up to half the
+    budget, else appended as (position, score) records to the region of their baseline row group of a
+    temporary file, each region read back whole (one row group) and put in order."""
+
+    RECORD = np.dtype([("position", "<i8"), ("score", "<f8")])
+
+    def __init__(self, rows: int, starts: np.ndarray, directory: Path) -> None:
+        self.starts = starts
+        self.memory: Optional[np.ndarray] = None
+        self.file: Any = None
+        if rows * 8 <= (workers.MEMORY_MB << 20) // 2:
+            self.memory = np.zeros(rows, dtype=np.float64)
+        else:
+            self.file = open(directory / "aligned.bin", "w+b")  # noqa: SIM115 (closed with the directory)
+            self.filled = starts[:-1].copy()
+
+    def add(self, positions: np.ndarray, scores: np.ndarray) -> None:
+        if self.memory is not None:
+            self.memory[positions] = scores
+            return
+        order = np.argsort(positions, kind="stable")
+        positions, scores = positions[order], scores[order]
+        cuts = np.searchsorted(positions, self.starts)
+        for g in np.flatnonzero(np.diff(cuts)).tolist():
+            records = np.empty(int(cuts[g + 1] - cuts[g]), dtype=self.RECORD)
+            records["position"], records["score"] = positions[cuts[g] : cuts[g + 1]], scores[cuts[g] : cuts[g + 1]]
+            self.file.seek(int(self.filled[g]) * self.RECORD.itemsize)
+            self.file.write(records.tobytes())
+            self.filled[g] += len(records)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def region(self, g: int) -> np.ndarray:
+        start, stop = int(self.starts[g]), int(self.starts[g + 1])
+        if self.memory is not None:
+            return self.memory[start:stop]
+        self.file.seek(start * self.RECORD.itemsize)
+        records = np.frombuffer(self.file.read((stop - start) * self.RECORD.itemsize), dtype=self.RECORD)
+        out = np.empty(stop - start, dtype=np.float64)
+        out[records["position"] - start] = records["score"]
+        return out
