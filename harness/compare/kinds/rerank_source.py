@@ -251,6 +251,7 @@ class RerankPair:
                     bad[side][0] += int(wrong.sum())
                     if bad[side][1] is None:
                         bad[side][1] = ids[int(np.argmax(wrong))].as_py()
+                    values[wrong] = 0.0  # refused once counted: the statistics meanwhile stay finite
             yield position, b.column("query_id"), bs, cs
             position += take
             offset[0] += take
@@ -267,9 +268,9 @@ class RerankPair:
         schema = pa.schema([("id", pa.string()), ("position", pa.int64()), ("score", pa.float64())])
         stores, bad = [], []
         for side, results in enumerate((self.base, self.cand)):
-            store = Buckets(count, schema, directory / str(side) if count > 1 else None)
             if count > 1:
                 (directory / str(side)).mkdir()
+            store = Buckets(count, schema, directory / str(side) if count > 1 else None)
             wrong_count, first, position = 0, None, 0
             for table in results.model_table(self.model_id, ["item_id", "score"]):
                 ids, scores = single_chunk(table.column("item_id")).cast(pa.string()), _scores(table)
