@@ -28,7 +28,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.compare import metrics as m
 from harness.compare import streaming, workers
 from harness.compare.stats.rerank import RerankStats
 from harness.errors import ResultsFileError
@@ -105,6 +104,11 @@ def _scores(table: pa.Table) -> np.ndarray:
 
 def _smallest(found: List[str], more: Sequence[str], n: int = 3) -> List[str]:
     return sorted(set(found) | set(map(str, more)))[:n]
+
+
+def _first_sorted(values: pa.Array, n: int = 3) -> List[str]:
+    """The ``n`` smallest strings (arrow sorts bytewise: the code point order of Python and numpy)."""
+    return values.take(pc.sort_indices(values)[:n]).to_pylist() if len(values) else []
 
 
 class _Returning:
@@ -288,16 +292,21 @@ class RerankPair:
         missing: List[List] = [[0, []], [0, []]]  # count and first ids, baseline side then candidate side
         emitted = _Emitted(self.rows, self.starts, directory)
         for b_tab, c_tab in zip(stores[0].tables(), stores[1].tables()):
-            b_ids, c_ids = arrow_to_numpy(b_tab.column("id")), arrow_to_numpy(c_tab.column("id"))
-            for side, ids in enumerate((b_ids, c_ids)):
-                unique, counts = np.unique(ids, return_counts=True)
-                dups[side] = _smallest(dups[side], unique[counts > 1][:3])
+            b_ids, c_ids = single_chunk(b_tab.column("id")), single_chunk(c_tab.column("id"))
+            for side, ids in enumerate((b_ids, c_ids)):  # arrow's hash tables: no Python string per pair
+                counts = pc.value_counts(ids)
+                if len(counts) != len(ids):
+                    dups[side] = _smallest(dups[side], _first_sorted(
+                        counts.field("values").filter(pc.greater(counts.field("counts"), 1))))
             if dups[0] or dups[1]:
                 continue
-            bi, ci, only_b, only_c = m.align(b_ids, c_ids)
-            for side, only in enumerate((only_b, only_c)):
-                missing[side] = [missing[side][0] + len(only), _smallest(missing[side][1], only[:3])]
-            emitted.add(arrow_to_numpy(b_tab.column("position"))[bi], arrow_to_numpy(c_tab.column("score"))[ci])
+            at = pc.index_in(b_ids, value_set=c_ids)  # the candidate row of each baseline row (null: missing)
+            found = pc.is_valid(at)
+            only_c = c_ids.filter(pc.invert(pc.is_in(c_ids, value_set=b_ids)))
+            for side, only in enumerate((b_ids.filter(pc.invert(found)), only_c)):
+                missing[side] = [missing[side][0] + len(only), _smallest(missing[side][1], _first_sorted(only))]
+            positions = arrow_to_numpy(b_tab.column("position").filter(found))
+            emitted.add(positions, arrow_to_numpy(c_tab.column("score"))[arrow_to_numpy(at.filter(found))])
         for side, results in enumerate((self.base, self.cand)):
             if dups[side]:
                 raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups[side])}")
