@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import rerank_reference as reference
 from harness.compare import kinds, workers
-from harness.compare.kinds import rerank_source
+from harness.compare.kinds import rerank_spill
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import ModelVerdict
 from harness.errors import HarnessError
@@ -50,15 +50,15 @@ def _write(path: Path, ids: List[str], queries: List[str], scores: np.ndarray, o
 @contextlib.contextmanager
 def _layout(group_rows: int, path: str) -> Iterator[None]:
     """Small row groups, and one of the feeding paths forced (buckets and temporary files at any size)."""
-    saved = schema.ROW_GROUP_ROWS, workers.MEMORY_MB, rerank_source.bucket_rows
+    saved = schema.ROW_GROUP_ROWS, workers.MEMORY_MB, rerank_spill.bucket_rows
     schema.ROW_GROUP_ROWS = group_rows
     if path in ("buckets", "files"):
-        rerank_source.bucket_rows = lambda rows, memory_mb=None: 3 if path == "files" else 1  # type: ignore[assignment]
+        rerank_spill.bucket_rows = lambda rows, memory_mb=None: 3 if path == "files" else 1  # type: ignore[assignment]
         workers.MEMORY_MB = 0 if path == "files" else saved[1]
     try:
         yield
     finally:
-        schema.ROW_GROUP_ROWS, workers.MEMORY_MB, rerank_source.bucket_rows = saved
+        schema.ROW_GROUP_ROWS, workers.MEMORY_MB, rerank_spill.bucket_rows = saved
 
 
 def _same(streamed: ModelVerdict, expected: ModelVerdict, exact_mean: bool = True) -> None:

@@ -19,83 +19,28 @@ What is held, and what bounds it (``MEMORY_MB`` = ``HARNESS_COMPARE_MEMORY_MB``)
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.compare import streaming, workers
+from harness.compare import streaming
+from harness.compare.kinds import rerank_spill as spill
 from harness.compare.stats.rerank import RerankStats
 from harness.errors import ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["RerankPair", "bucket_rows"]
+__all__ = ["RerankPair"]
 
 #: one aligned chunk: (baseline position of its first pair, query ids, baseline scores, candidate scores)
 Chunk = Tuple[int, pa.Array, np.ndarray, np.ndarray]
-#: bytes a bucketed pair costs in memory (ids, positions, scores, arrow offsets; ids of ~20 characters)
-PAIR_BYTES = 64
 
 
 class _OtherOrder(Exception):
     """The candidate's ids are not the baseline's, in the same strictly increasing order."""
-
-
-def bucket_rows(rows: int, memory_mb: Optional[int] = None) -> int:
-    """How many buckets spread ``rows`` pairs so that one bucket fits in half the comparison's memory."""
-    budget = ((workers.MEMORY_MB if memory_mb is None else memory_mb) << 20) // 2
-    return max(1, math.ceil(rows * PAIR_BYTES / max(budget, 1)))
-
-
-class Buckets:
-    """Tables cut into ``count`` buckets: in memory for one bucket, else one arrow stream file per bucket."""
-
-    def __init__(self, count: int, schema: pa.Schema, directory: Optional[Path]) -> None:
-        self.count, self.schema = count, schema
-        self.parts: List[pa.RecordBatch] = []
-        self.writers: List[pa.ipc.RecordBatchStreamWriter] = []
-        self.paths: List[Path] = []
-        if count > 1:
-            assert directory is not None
-            self.paths = [directory / f"bucket-{i}.arrows" for i in range(count)]
-            self.writers = [pa.ipc.new_stream(str(p), schema) for p in self.paths]
-
-    def add(self, batch: pa.RecordBatch, bucket: Optional[np.ndarray]) -> None:
-        if self.count == 1 or bucket is None:
-            self.parts.append(batch)
-            return
-        order = np.argsort(bucket, kind="stable")
-        cuts = np.searchsorted(bucket[order], np.arange(self.count + 1))
-        taken = batch.take(pa.array(order))
-        for b in np.flatnonzero(np.diff(cuts)).tolist():
-            self.writers[b].write_batch(taken.slice(int(cuts[b]), int(cuts[b + 1] - cuts[b])))
-
-    def tables(self) -> Iterator[pa.Table]:
-        if self.count == 1:
-            yield pa.Table.from_batches(self.parts, schema=self.schema)
-            self.parts = []
-            return
-        for writer in self.writers:
-            writer.close()
-        for path in self.paths:
-            with pa.memory_map(str(path)) as source:
-                table = pa.ipc.open_stream(source).read_all()
-            yield table
-            del table
-            path.unlink()
-
-
-def _hash_buckets(values: pa.Array, count: int) -> Optional[np.ndarray]:
-    """Bucket of each string, by its hash (one process: Python's string hash is stable within it)."""
-    if count == 1:
-        return None
-    encoded = values.dictionary_encode()
-    names = np.fromiter((hash(v) % count for v in encoded.dictionary.to_pylist()), dtype=np.int64)
-    return names[arrow_to_numpy(encoded.indices)]
 
 
 def _scores(table: pa.Table) -> np.ndarray:
@@ -175,7 +120,7 @@ class RerankPair:
         self.groups = base.model_row_groups(model_id)
         self.starts = np.cumsum([0] + [count for _, count in self.groups])
         self.rows = int(self.starts[-1])
-        self._emitted: Optional[_Emitted] = None
+        self._emitted: Optional[spill.AlignedScores] = None
 
     def feed(self, stats: RerankStats) -> None:
         """Every pair's scores once, every query whole once; refuses broken input (one line, file named)."""
@@ -205,12 +150,12 @@ class RerankPair:
     def _grouped(self, stats: RerankStats, chunks: Callable[[], Iterator[Chunk]], directory: Path) -> None:
         """Queries whose rows are not contiguous: bucketed by query id, each bucket grouped in memory."""
         schema = pa.schema([("position", pa.int64()), ("query", pa.string()), ("b", pa.float64()), ("c", pa.float64())])
-        store = Buckets(bucket_rows(self.rows), schema, directory)
+        store = spill.Buckets(spill.bucket_rows(self.rows), schema, directory)
         for position, queries, bs, cs in chunks():
             queries = single_chunk(queries).cast(pa.string())
             batch = pa.RecordBatch.from_arrays([pa.array(np.arange(position, position + len(bs))), queries,
                                                 pa.array(bs), pa.array(cs)], schema=schema)
-            store.add(batch, _hash_buckets(queries, store.count))
+            store.add(batch, spill.hash_buckets(queries, store.count))
         for table in store.tables():
             positions = arrow_to_numpy(table.column("position"))
             encoded = single_chunk(table.column("query")).dictionary_encode()
@@ -268,13 +213,13 @@ class RerankPair:
     def _align(self, directory: Path) -> None:
         """Refuse duplicates, non-finite scores, missing ids (in the order and words they always had), and put
         the candidate's scores in baseline order (``_realigned`` in memory, else regions of a temporary file)."""
-        count = bucket_rows(self.rows + sum(n for _, n in self.cand.model_row_groups(self.model_id)))
+        count = spill.bucket_rows(self.rows + sum(n for _, n in self.cand.model_row_groups(self.model_id)))
         schema = pa.schema([("id", pa.string()), ("position", pa.int64()), ("score", pa.float64())])
         stores, bad = [], []
         for side, results in enumerate((self.base, self.cand)):
             if count > 1:
                 (directory / str(side)).mkdir()
-            store = Buckets(count, schema, directory / str(side) if count > 1 else None)
+            store = spill.Buckets(count, schema, directory / str(side) if count > 1 else None)
             wrong_count, first, position = 0, None, 0
             for table in results.model_table(self.model_id, ["item_id", "score"]):
                 ids, scores = single_chunk(table.column("item_id")).cast(pa.string()), _scores(table)
@@ -284,13 +229,13 @@ class RerankPair:
                     first = ids[int(np.argmax(wrong))].as_py() if first is None else first
                 batch = pa.RecordBatch.from_arrays([ids, pa.array(np.arange(position, position + len(ids))),
                                                     pa.array(scores)], schema=schema)
-                store.add(batch, _hash_buckets(ids, count))
+                store.add(batch, spill.hash_buckets(ids, count))
                 position += len(ids)
             stores.append(store)
             bad.append((wrong_count, first))
         dups: List[List[str]] = [[], []]
         missing: List[List] = [[0, []], [0, []]]  # count and first ids, baseline side then candidate side
-        emitted = _Emitted(self.rows, self.starts, directory)
+        emitted = spill.AlignedScores(self.rows, self.starts, directory)
         for b_tab, c_tab in zip(stores[0].tables(), stores[1].tables()):
             b_ids, c_ids = single_chunk(b_tab.column("id")), single_chunk(c_tab.column("id"))
             for side, ids in enumerate((b_ids, c_ids)):  # arrow's hash tables: no Python string per pair
@@ -305,8 +250,9 @@ class RerankPair:
             only_c = c_ids.filter(pc.invert(pc.is_in(c_ids, value_set=b_ids)))
             for side, only in enumerate((b_ids.filter(pc.invert(found)), only_c)):
                 missing[side] = [missing[side][0] + len(only), _smallest(missing[side][1], _first_sorted(only))]
-            positions = arrow_to_numpy(b_tab.column("position").filter(found))
-            emitted.add(positions, arrow_to_numpy(c_tab.column("score"))[arrow_to_numpy(at.filter(found))])
+            positions = arrow_to_numpy(b_tab.column("position").filter(found)).astype(np.int64)
+            rows = arrow_to_numpy(at.filter(found)).astype(np.int64)  # (an empty numpy column has no int dtype)
+            emitted.add(positions, arrow_to_numpy(c_tab.column("score"))[rows])
         for side, results in enumerate((self.base, self.cand)):
             if dups[side]:
                 raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups[side])}")
@@ -351,49 +297,3 @@ def _refuse_nonfinite(results: ResultsFile, model_id: str, count: int, first: Op
     if count:
         raise ResultsFileError(f"{results.path}: model '{model_id}' has non-finite scores in {count} row(s) "
                                f"(first: '{first}')")
-
-
-class _Emitted:
-    """The candidate's scores in baseline order, written as the buckets are joined: in memory up to half the
-    budget, else appended as (position, score) records to the region of their baseline row group of a
-    temporary file, each region read back whole (one row group) and put in order."""
-
-    RECORD = np.dtype([("position", "<i8"), ("score", "<f8")])
-
-    def __init__(self, rows: int, starts: np.ndarray, directory: Path) -> None:
-        self.starts = starts
-        self.memory: Optional[np.ndarray] = None
-        self.file: Any = None
-        if rows * 8 <= (workers.MEMORY_MB << 20) // 2:
-            self.memory = np.zeros(rows, dtype=np.float64)
-        else:
-            self.file = open(directory / "aligned.bin", "w+b")  # noqa: SIM115 (closed with the directory)
-            self.filled = starts[:-1].copy()
-
-    def add(self, positions: np.ndarray, scores: np.ndarray) -> None:
-        if self.memory is not None:
-            self.memory[positions] = scores
-            return
-        order = np.argsort(positions, kind="stable")
-        positions, scores = positions[order], scores[order]
-        cuts = np.searchsorted(positions, self.starts)
-        for g in np.flatnonzero(np.diff(cuts)).tolist():
-            records = np.empty(int(cuts[g + 1] - cuts[g]), dtype=self.RECORD)
-            records["position"], records["score"] = positions[cuts[g] : cuts[g + 1]], scores[cuts[g] : cuts[g + 1]]
-            self.file.seek(int(self.filled[g]) * self.RECORD.itemsize)
-            self.file.write(records.tobytes())
-            self.filled[g] += len(records)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-    def region(self, g: int) -> np.ndarray:
-        start, stop = int(self.starts[g]), int(self.starts[g + 1])
-        if self.memory is not None:
-            return self.memory[start:stop]
-        self.file.seek(start * self.RECORD.itemsize)
-        records = np.frombuffer(self.file.read((stop - start) * self.RECORD.itemsize), dtype=self.RECORD)
-        out = np.empty(stop - start, dtype=np.float64)
-        out[records["position"] - start] = records["score"]
-        return out
