@@ -72,7 +72,7 @@ def child_compare(base: str, cand: str) -> Dict:
     cpu = time.process_time()
     verdict = compare_files(base, cand, tolerance_class="fp32").models[0]
     return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "rss_mb": peak_rss_mb(),
-            "status": verdict.status.value, "queries": verdict.metrics.get("queries"),
+            "status": verdict.status.value, "pairs": verdict.metrics.get("pairs"), "queries": verdict.metrics.get("queries"),
             "agreement": verdict.metrics.get("rerank_order_agreement")}
 
 
@@ -116,7 +116,7 @@ def main(argv: List[str]) -> int:
         print(f"bare read   {bare['wall_s']:7.2f} s  peak RSS {bare['rss_mb']:6.0f} MB")
         print(f"compare     {full['wall_s']:7.2f} s  peak RSS {full['rss_mb']:6.0f} MB  ({full['wall_s'] / bare['wall_s']:.1f}x "
               f"the bare read's time, {full['rss_mb'] / bare['rss_mb']:.2f}x its RSS; CPU {full['cpu_s']:.1f} s; "
-              f"{full['status']}, order agreement {full['agreement']})")
+              f"{full['status']}: {full['pairs']} pairs and {full['queries']} queries judged, order agreement {full['agreement']})")
         if factor == 1:
             first = full
         else:
