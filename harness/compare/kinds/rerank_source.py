@@ -153,8 +153,8 @@ class RerankPair:
         store = spill.Buckets(spill.bucket_rows(self.rows), schema, directory)
         for position, queries, bs, cs in chunks():
             queries = single_chunk(queries).cast(pa.string())
-            batch = pa.RecordBatch.from_arrays([pa.array(np.arange(position, position + len(bs))), queries,
-                                                pa.array(bs), pa.array(cs)], schema=schema)
+            batch = pa.RecordBatch.from_arrays([spill.as_arrow(np.arange(position, position + len(bs), dtype=np.int64)),
+                                                queries, spill.as_arrow(bs), spill.as_arrow(cs)], schema=schema)
             store.add(batch, spill.hash_buckets(queries, store.count))
         for table in store.tables():
             positions = arrow_to_numpy(table.column("position"))
@@ -227,8 +227,9 @@ class RerankPair:
                 if wrong.any():
                     wrong_count += int(wrong.sum())
                     first = ids[int(np.argmax(wrong))].as_py() if first is None else first
-                batch = pa.RecordBatch.from_arrays([ids, pa.array(np.arange(position, position + len(ids))),
-                                                    pa.array(scores)], schema=schema)
+                batch = pa.RecordBatch.from_arrays(
+                    [ids, spill.as_arrow(np.arange(position, position + len(ids), dtype=np.int64)),
+                     spill.as_arrow(scores)], schema=schema)
                 store.add(batch, spill.hash_buckets(ids, count))
                 position += len(ids)
             stores.append(store)

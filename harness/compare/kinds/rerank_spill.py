@@ -16,12 +16,20 @@ import pyarrow as pa
 from harness.compare import workers
 from harness.results import arrow_to_numpy
 
-__all__ = ["PAIR_BYTES", "AlignedScores", "Buckets", "bucket_rows", "hash_buckets"]
+__all__ = ["PAIR_BYTES", "AlignedScores", "Buckets", "as_arrow", "bucket_rows", "hash_buckets"]
 
 #: bytes a bucketed pair costs in memory while its bucket is joined: the row (id of ~20 characters, position,
 #: score) and arrow's hash tables over the ids (duplicates, ``index_in``, ``is_in``). Measured: the shuffled
 #: ``bench_rerank.py`` at 1M pairs (one bucket) peaked ~300 MB above its bare read for 2M rows, ~150 bytes each
 PAIR_BYTES = 160
+
+
+def as_arrow(values: np.ndarray) -> pa.Array:
+    """An int64 or float64 numpy array as arrow, over the same bytes: ``pa.array`` would import pandas (~50 MB
+    of RSS, 0.4 s), which the comparator never does."""
+    kinds = {np.dtype(np.int64): pa.int64(), np.dtype(np.float64): pa.float64()}
+    data = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(kinds[data.dtype], len(data), [None, pa.py_buffer(data)])
 
 
 def bucket_rows(rows: int, memory_mb: Optional[int] = None) -> int:
@@ -49,7 +57,7 @@ class Buckets:
             return
         order = np.argsort(bucket, kind="stable")
         cuts = np.searchsorted(bucket[order], np.arange(self.count + 1))
-        taken = batch.take(pa.array(order))
+        taken = batch.take(as_arrow(order.astype(np.int64)))
         for b in np.flatnonzero(np.diff(cuts)).tolist():
             self.writers[b].write_batch(taken.slice(int(cuts[b]), int(cuts[b + 1] - cuts[b])))
 
