@@ -1,8 +1,10 @@
 """The cross-encoder comparison at scale: P (query, passage) pairs over Q queries, time and peak RSS of
-``compare_files`` in a fresh process, and the ratio to a bare read of the same two files' columns.
+``compare_files`` in a fresh process, and the ratios to a bare read of the same two files' columns; then the
+same at ``--scale`` times the pairs and queries (memory must not follow the pairs: it is streamed).
 
-    python benchmarks/bench_rerank.py                       # 1M pairs, 10k queries (100 passages each)
-    python benchmarks/bench_rerank.py --pairs 100000 --queries 1000 --big-query 20000
+    python benchmarks/bench_rerank.py                       # 1M pairs / 10k queries, then 4M / 40k
+    python benchmarks/bench_rerank.py --shuffle             # the candidate's pairs in another order
+    python benchmarks/bench_rerank.py --pairs 100000 --queries 1000 --big-query 20000 --scale 1
 
 The candidate's scores are the baseline's plus N(0, 1e-7) (fp32 drift). ``--big-query N`` gives the first
 query N passages (the rest shared out among the others): one long list, the case a per-query pairwise
@@ -30,9 +32,12 @@ MODEL = "bench-cross-encoder"
 CHUNK = 200_000
 
 
-def write_pair(directory: Path, pairs: int, queries: int, big_query: int) -> List[Path]:
+def write_pair(directory: Path, pairs: int, queries: int, big_query: int, shuffle_candidate: bool = False) -> List[Path]:
+    """Baseline and candidate files; with ``shuffle_candidate`` the candidate's pairs are permuted within each
+    chunk of ``CHUNK`` (another order: the comparison realigns it by pair id)."""
     from harness.results import ModelRows, ResultsWriter
 
+    directory.mkdir(parents=True, exist_ok=True)
     meta = {"corpus": {"name": "bench", "version": "1", "sha256": "b" * 64}, "fingerprint": {},
             "models": {MODEL: {"kind": "cross-encoder", "status": "ok", "weights_sha256": "a" * 64}}}
     rng = np.random.default_rng(0)
@@ -52,9 +57,11 @@ def write_pair(directory: Path, pairs: int, queries: int, big_query: int) -> Lis
             base = rng.standard_normal(n).astype(np.float32) * 4
             cand = base + rng.standard_normal(n).astype(np.float32) * np.float32(1e-7)
             ranks = np.zeros(n, dtype=np.int32)
-            for w, scores in ((wb, base), (wc, cand)):
-                w.write(ModelRows(MODEL, "rerank", ids, roles=["pair"] * n, query_ids=qids, passage_ids=pids,
-                                  scores=scores, ranks=ranks))
+            wb.write(ModelRows(MODEL, "rerank", ids, roles=["pair"] * n, query_ids=qids, passage_ids=pids,
+                               scores=base, ranks=ranks))
+            p = rng.permutation(n) if shuffle_candidate else np.arange(n)
+            wc.write(ModelRows(MODEL, "rerank", [ids[i] for i in p], roles=["pair"] * n, query_ids=[qids[i] for i in p],
+                               passage_ids=[pids[i] for i in p], scores=cand[p], ranks=ranks))
     return paths
 
 
@@ -65,7 +72,7 @@ def child_compare(base: str, cand: str) -> Dict:
     cpu = time.process_time()
     verdict = compare_files(base, cand, tolerance_class="fp32").models[0]
     return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "rss_mb": peak_rss_mb(),
-            "status": verdict.status.value, "queries": verdict.metrics.get("queries"),
+            "status": verdict.status.value, "pairs": verdict.metrics.get("pairs"), "queries": verdict.metrics.get("queries"),
             "agreement": verdict.metrics.get("rerank_order_agreement")}
 
 
@@ -86,22 +93,35 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--pairs", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--big-query", type=int, default=0)
+    parser.add_argument("--scale", type=int, default=4, help="then SCALE x the pairs and queries (1: once)")
+    parser.add_argument("--shuffle", action="store_true", help="the candidate's pairs in another order")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, base, cand = args.child
         print(json.dumps(child_compare(base, cand) if kind == "compare" else child_bare(base, cand)))
         return 0
-    load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="harness-bench-rerank-") as tmp:
-        base, cand = write_pair(Path(tmp), args.pairs, args.queries, args.big_query)
-        bare = _spawn_here("bare", base, cand)
-        full = _spawn_here("compare", base, cand)
-    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}); {args.pairs} pairs, {args.queries} queries"
-          f"{f', one of {args.big_query} passages' if args.big_query else ''}")
-    print(f"bare read   {bare['wall_s']:7.2f} s  peak RSS {bare['rss_mb']:6.0f} MB")
-    print(f"compare     {full['wall_s']:7.2f} s  peak RSS {full['rss_mb']:6.0f} MB  ({full['wall_s'] / bare['wall_s']:.1f}x "
-          f"the bare read; CPU {full['cpu_s']:.1f} s; {full['status']}, order agreement {full['agreement']})")
+    runs = [1] + ([args.scale] if args.scale > 1 else [])
+    first: Dict = {}
+    for factor in runs:
+        pairs, queries = args.pairs * factor, args.queries * factor
+        load = os.getloadavg()[0]
+        with tempfile.TemporaryDirectory(prefix="harness-bench-rerank-") as tmp:
+            base, cand = write_pair(Path(tmp), pairs, queries, args.big_query, args.shuffle)
+            bare = _spawn_here("bare", base, cand)
+            full = _spawn_here("compare", base, cand)
+        print(f"# {os.cpu_count()} CPUs (load average {load:.1f}); {pairs} pairs, {queries} queries"
+              f"{f', one of {args.big_query} passages' if args.big_query else ''}"
+              f"{', candidate in another order' if args.shuffle else ''}")
+        print(f"bare read   {bare['wall_s']:7.2f} s  peak RSS {bare['rss_mb']:6.0f} MB")
+        print(f"compare     {full['wall_s']:7.2f} s  peak RSS {full['rss_mb']:6.0f} MB  ({full['wall_s'] / bare['wall_s']:.1f}x "
+              f"the bare read's time, {full['rss_mb'] / bare['rss_mb']:.2f}x its RSS; CPU {full['cpu_s']:.1f} s; "
+              f"{full['status']}: {full['pairs']} pairs and {full['queries']} queries judged, order agreement {full['agreement']})")
+        if factor == 1:
+            first = full
+        else:
+            print(f"x{factor} the pairs: {full['wall_s'] / first['wall_s']:.1f}x the time, "
+                  f"{full['rss_mb'] / first['rss_mb']:.2f}x the peak RSS of the first run")
     return 0
 
 

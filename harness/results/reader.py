@@ -222,6 +222,11 @@ class ResultsFile:
         for i in self._groups.get(model_id, []):
             yield self._model_group(model_id, i, columns)
 
+    def read_model_group(self, model_id: str, group: int, columns: Sequence[str]) -> pa.Table:
+        """Some columns of one row group's rows of one model (a row group of ``model_row_groups``): what a
+        streamed comparison reads of a cross-encoder, one row group at a time."""
+        return self._model_group(model_id, group, columns)
+
     def model_row_groups(self, model_id: str) -> List[Tuple[int, int]]:
         """``(row group index, number of this model's rows in it)`` in file order (from the footer when it can)."""
         out = []

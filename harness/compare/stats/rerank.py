@@ -1,0 +1,219 @@
+"""Streaming statistics of one cross-encoder: ``RerankStats``, fed aligned scores in baseline order and whole
+queries, builds the verdict from a few numbers per query, never from the pairs themselves.
+
+Why a separate accumulator: 1M+ (query, passage) pairs over 10k+ queries are compared row group by row group,
+and arrays (``judge_rerank``) are fed in one chunk, so both give one verdict by construction. What it holds:
+
+* per pair nothing; the largest 1% of |d| for the exact p99 (``TopValues``; beyond ``P99_MAX_KEPT`` values, of
+  every s-th pair by baseline position, as ``DiffStats`` does), the ``WORST_N`` largest |d|, the sum of |d| kept
+  exactly (integer mantissas per binary exponent), so the mean does not depend on how rows were cut;
+* per query four numbers (first baseline position, Kendall tau, top-k order held, significant swaps) and, for
+  the ``NAMED`` most reordered queries, their example swap.
+
+Which pairs a query holds is the feeder's job (``kinds.rerank_source``): every query arrives whole, its rows in
+baseline order, in any order of queries (results are ordered by first baseline position at the end).
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from harness.compare import metrics as m
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
+from harness.compare.policy import Tolerance
+from harness.compare.stats.diff import P99_MAX_KEPT
+from harness.compare.stats.percentile import TopValues, percentile_from_top
+from harness.compare.verdict import Check, ModelVerdict, Offender
+
+__all__ = ["ExactSum", "RerankStats"]
+
+#: values per block of the exact sum: 27-bit half mantissas summed in float64 stay exact below 2**26 of them
+_SUM_BLOCK = 1 << 20
+_HALF = 26
+_SHIFT = 1073  # |d| = M * 2**(e - 53) with e >= -1073: the sum is kept in units of 2**-1126
+
+
+class ExactSum:
+    """The exact sum of finite non-negative float64 values, whatever order or cut they come in (non-finite
+    values are skipped: the caller refuses them). ``mean(n)`` is the correctly rounded sum / n."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, values: np.ndarray) -> None:
+        for s in range(0, len(values), _SUM_BLOCK):
+            block = values[s : s + _SUM_BLOCK]
+            block = block[np.isfinite(block) & (block != 0)]
+            if not len(block):
+                continue
+            mant, exp = np.frexp(block)
+            whole = (mant * float(1 << 53)).astype(np.int64)
+            low = exp.min()
+            at = exp - low
+            hi = np.bincount(at, weights=(whole >> _HALF).astype(np.float64))
+            lo = np.bincount(at, weights=(whole & ((1 << _HALF) - 1)).astype(np.float64))
+            for e in np.flatnonzero(hi + lo).tolist():
+                self.total += ((int(hi[e]) << _HALF) + int(lo[e])) << (int(low) + e + _SHIFT)
+
+    def mean(self, count: int) -> float:
+        return self.total / (count << (53 + _SHIFT)) if count else 0.0
+
+
+#: (value, baseline position, baseline score, candidate score) of one pair
+_Pair = Tuple[float, int, float, float]
+
+
+class RerankStats:
+    """The rerank verdict's statistics, accumulated: ``add_scores`` (aligned scores, baseline positions
+    ``position ..``) over every pair once, ``add_query`` over every query once (with ``with_queries``).
+
+    Args:
+        total_pairs: pairs that will be added in all (for the exact p99).
+        tol: the tolerance judged against (score atol/rtol, top-k, tie tolerance).
+        with_queries: whether queries are judged (``judge_rerank`` without query ids judges scores only).
+    """
+
+    def __init__(self, total_pairs: int, tol: Tolerance, with_queries: bool) -> None:
+        self.tol, self.with_queries, self.total = tol, with_queries, int(total_pairs)
+        need = self.total - int(np.floor((self.total - 1) * 0.99)) if self.total else 1
+        self.p99_every = max(1, -(-need // P99_MAX_KEPT))
+        self.p99_count = -(-self.total // self.p99_every)
+        self._top = TopValues(self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)) if self.p99_count else 1)
+        self.pairs = 0
+        self._sum = ExactSum()
+        self.beyond = 0
+        self.histogram = {"counts": np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64), "zeros": 0}
+        self.max_abs: Optional[_Pair] = None
+        self.max_rel: Optional[Tuple[float, int]] = None
+        self.worst: List[_Pair] = []
+        self.first_pos, self.taus, self.topk_same, self.swaps = array("q"), array("d"), array("b"), array("q")
+        self.min_tau: Optional[Tuple[float, str]] = None
+        self.examples: List[Tuple[int, int, str, Dict[str, Any]]] = []  # (-swaps, first position, query, example)
+
+    def reset(self) -> None:
+        """Forget everything added (the feeder starts over another way)."""
+        self.__init__(self.total, self.tol, self.with_queries)  # type: ignore[misc]
+
+    def reset_queries(self) -> None:
+        """Forget the queries added, keep the scores (the feeder groups the queries another way)."""
+        self.first_pos, self.taus, self.topk_same, self.swaps = array("q"), array("d"), array("b"), array("q")
+        self.min_tau = None
+        self.examples = []
+
+    def add_scores(self, position: int, base: np.ndarray, cand: np.ndarray) -> None:
+        """Aligned scores of the pairs at baseline positions ``position ..``, in float64."""
+        bs, cs = np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
+        if not len(bs):
+            return
+        diff = np.abs(cs - bs)
+        rel = diff / np.maximum(np.abs(bs), m.REL_FLOOR)
+        self.pairs += len(diff)
+        self._sum.add(diff)
+        self.beyond += int((diff > self.tol.score_atol + self.tol.score_rtol * np.abs(bs)).sum())
+        hist = m.log_histogram(diff)
+        self.histogram["counts"] += np.asarray(hist["counts"], dtype=np.int64)
+        self.histogram["zeros"] += hist["zeros"][0]
+        first = (-position) % self.p99_every
+        self._top.add(diff[first :: self.p99_every].copy() if self.p99_every > 1 else diff)
+        i_abs, i_rel = int(np.argmax(diff)), int(np.argmax(rel))
+        if self.max_abs is None or diff[i_abs] > self.max_abs[0]:  # equal values: the first position stays
+            self.max_abs = (float(diff[i_abs]), position + i_abs, float(bs[i_abs]), float(cs[i_abs]))
+        if self.max_rel is None or rel[i_rel] > self.max_rel[0]:
+            self.max_rel = (float(rel[i_rel]), position + i_rel)
+        top = np.argsort(-diff, kind="stable")[:WORST_N]
+        self.worst = sorted(self.worst + [(float(diff[i]), position + int(i), float(bs[i]), float(cs[i]))
+                                          for i in top.tolist() if diff[i] > 0], key=lambda w: (-w[0], w[1]))[:WORST_N]
+
+    def add_query(self, query: str, positions: np.ndarray, base: np.ndarray, cand: np.ndarray) -> None:
+        """One whole query: its pairs' baseline positions (increasing) and both sides' scores, in float64."""
+        bs, cs = np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
+        tol = self.tol
+        tau = m.kendall_tau(bs, cs)
+        swaps = m.significant_swaps(bs, cs, tol.tie_tolerance)
+        same = bool(m.topk_agreement(bs[None, :], cs[None, :], tol.topk, tol.tie_tolerance).same_order[0])
+        first = int(positions[0])
+        self.first_pos.append(first)
+        self.taus.append(tau)
+        self.topk_same.append(same)
+        self.swaps.append(swaps)
+        if self.min_tau is None or (tau, query) < self.min_tau:
+            self.min_tau = (tau, query)
+        keep = max(NAMED, WORST_N)
+        if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1][:2]):
+            hi, lo = m.worst_swap(bs, cs, tol.tie_tolerance) or (0, 0)
+            example = {"above_row": int(positions[hi]), "below_row": int(positions[lo]),
+                       "baseline": [float(bs[hi]), float(bs[lo])], "actual": [float(cs[hi]), float(cs[lo])]}
+            self.examples = sorted(self.examples + [(-swaps, first, query, example)], key=lambda e: e[:2])[:keep]
+
+    # -- the verdict --------------------------------------------------------------------------------------
+
+    def named_positions(self) -> List[int]:
+        """Baseline positions of the pairs the verdict names (their ids are looked up once, at the end)."""
+        out = [w[1] for w in self.worst] + [e[3][k] for e in self.examples for k in ("above_row", "below_row")]
+        return out + ([self.max_abs[1]] if self.max_abs else []) + ([self.max_rel[1]] if self.max_rel else [])
+
+    def p99(self) -> float:
+        if not self.pairs:
+            return 0.0
+        top = self._top.values()
+        need = self.p99_count - int(np.floor((self.p99_count - 1) * 0.99))
+        if len(top) < need:
+            top = np.concatenate([np.zeros(need - len(top)), top])
+        return percentile_from_top(top, self.p99_count)
+
+    def verdict(self, model_id: str, pair_id: Callable[[Sequence[int]], Dict[int, str]]) -> ModelVerdict:
+        """The verdict ``judge_rerank`` gives; ``pair_id`` maps baseline positions to pair ids."""
+        tol, n = self.tol, self.pairs
+        ids = pair_id(sorted(set(self.named_positions())))
+        max_abs = self.max_abs[0] if self.max_abs else 0.0
+        checks: List[Check] = [Check(
+            name="max_score_diff", observed=max_abs, limit=tol.score_atol, op="<=", passed=self.beyond == 0,
+            detail=f"{share(self.beyond, n)} elements exceed "
+                   f"atol={significant(tol.score_atol, max_abs)} + rtol={significant(tol.score_rtol)}*|baseline|",
+        )]
+        queries = len(self.first_pos)
+        metrics: Dict[str, Any] = {"pairs": n, **({"queries": queries} if self.with_queries else {}),
+                                   "max_abs_diff": max_abs, "mean_abs_diff": self._sum.mean(n),
+                                   "p99_abs_diff": self.p99(), "max_rel_diff": self.max_rel[0] if self.max_rel else 0.0,
+                                   "elements_beyond_tolerance": self.beyond}
+        evidence: Dict[str, Any] = {"kind": "rerank", "pairs": n}
+        if self.max_abs and self.max_rel:
+            value, at, base, cand = self.max_abs
+            evidence["max_abs"] = {"id": ids[at], "row": at, "value": value, "actual": cand, "baseline": base}
+            evidence["max_rel"] = {"id": ids[self.max_rel[1]], "row": self.max_rel[1], "value": self.max_rel[0]}
+        offenders = [Offender(item_id=ids[at], value=value, metric="score_abs_diff",
+                              detail=f"baseline {significant(base, cand)}, candidate {significant(cand, base)}")
+                     for value, at, base, cand in self.worst]
+        min_passing: Dict[str, float] = {"score_atol": max_abs}
+        if self.with_queries:
+            order = np.argsort(np.array(self.first_pos, dtype=np.int64), kind="stable")
+            taus = np.array(self.taus, dtype=np.float64)[order]
+            reordered = int(np.count_nonzero(np.array(self.swaps, dtype=np.int64)))
+            agreement = 1.0 - reordered / max(queries, 1)
+            checks.append(ratio_check(
+                "rerank_order_agreement", agreement, tol.min_rerank_order_agreement,
+                f"{reordered} / {queries} queries reordered beyond score ties of {significant(tol.tie_tolerance)}",
+            ))
+            same = np.array(self.topk_same, dtype=bool)[order]
+            metrics.update({
+                "rerank_order_agreement": agreement,
+                "min_kendall_tau": float(self.min_tau[0]) if self.min_tau else 1.0,
+                "mean_kendall_tau": float(np.mean(taus)) if queries else 1.0,
+                f"top{tol.topk}_order_agreement": float(np.mean(same)) if queries else 1.0,
+            })
+            examples = [{"query": str(q), "swaps": -s, "above": ids[e["above_row"]], "above_row": e["above_row"],
+                         "below": ids[e["below_row"]], "below_row": e["below_row"], "baseline": e["baseline"],
+                         "actual": e["actual"]} for s, _, q, e in self.examples]
+            evidence.update(queries=queries, reordered_count=reordered, reordered=examples[:NAMED])
+            if self.min_tau:
+                evidence["min_kendall_tau"] = {"query": str(self.min_tau[1]), "value": float(self.min_tau[0])}
+            offenders += [Offender(item_id=q, value=float(-s), metric="significant_swaps",
+                                   detail="candidate pairs swapped") for s, _, q, _ in self.examples[:WORST_N]]
+            min_passing["min_rerank_order_agreement"] = agreement
+        edges = list(m.HISTOGRAM_EDGES)
+        metrics["abs_diff_histogram"] = {"edges": edges, "counts": [int(c) for c in self.histogram["counts"]],
+                                         "zeros": [int(self.histogram["zeros"])]}
+        return build_verdict(model_id, "cross-encoder", tol, checks, metrics, offenders, min_passing, evidence)
