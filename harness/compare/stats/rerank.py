@@ -1,5 +1,5 @@
 """Streaming statistics of one cross-encoder: ``RerankStats``, fed aligned scores in baseline order and whole
-queries, builds the verdict from a few numbers per query, never from the pairs themselves.
+queries, keeps what the verdict (``kinds.rerank``) needs: a few numbers per query, never the pairs themselves.
 
 Why a separate accumulator: 1M+ (query, passage) pairs over 10k+ queries are compared row group by row group,
 and arrays (``judge_rerank``) are fed in one chunk, so both give one verdict by construction. What it holds:
@@ -17,16 +17,14 @@ baseline order, in any order of queries (results are ordered by first baseline p
 from __future__ import annotations
 
 from array import array
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from harness.compare import metrics as m
-from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
 from harness.compare.policy import Tolerance
 from harness.compare.stats.diff import P99_MAX_KEPT
 from harness.compare.stats.percentile import TopValues, percentile_from_top
-from harness.compare.verdict import Check, ModelVerdict, Offender
 
 __all__ = ["ExactSum", "RerankStats"]
 
@@ -74,10 +72,12 @@ class RerankStats:
         total_pairs: pairs that will be added in all (for the exact p99).
         tol: the tolerance judged against (score atol/rtol, top-k, tie tolerance).
         with_queries: whether queries are judged (``judge_rerank`` without query ids judges scores only).
+        worst_n: the largest |d| pairs kept; examples: the most reordered queries whose example swap is kept.
     """
 
-    def __init__(self, total_pairs: int, tol: Tolerance, with_queries: bool) -> None:
+    def __init__(self, total_pairs: int, tol: Tolerance, with_queries: bool, worst_n: int, examples: int) -> None:
         self.tol, self.with_queries, self.total = tol, with_queries, int(total_pairs)
+        self.worst_n, self.keep_examples = int(worst_n), int(examples)
         need = self.total - int(np.floor((self.total - 1) * 0.99)) if self.total else 1
         self.p99_every = max(1, -(-need // P99_MAX_KEPT))
         self.p99_count = -(-self.total // self.p99_every)
@@ -95,7 +95,7 @@ class RerankStats:
 
     def reset(self) -> None:
         """Forget everything added (the feeder starts over another way)."""
-        self.__init__(self.total, self.tol, self.with_queries)  # type: ignore[misc]
+        self.__init__(self.total, self.tol, self.with_queries, self.worst_n, self.keep_examples)  # type: ignore[misc]
 
     def reset_queries(self) -> None:
         """Forget the queries added, keep the scores (the feeder groups the queries another way)."""
@@ -123,9 +123,9 @@ class RerankStats:
             self.max_abs = (float(diff[i_abs]), position + i_abs, float(bs[i_abs]), float(cs[i_abs]))
         if self.max_rel is None or rel[i_rel] > self.max_rel[0]:
             self.max_rel = (float(rel[i_rel]), position + i_rel)
-        top = np.argsort(-diff, kind="stable")[:WORST_N]
+        top = np.argsort(-diff, kind="stable")[: self.worst_n]
         self.worst = sorted(self.worst + [(float(diff[i]), position + int(i), float(bs[i]), float(cs[i]))
-                                          for i in top.tolist() if diff[i] > 0], key=lambda w: (-w[0], w[1]))[:WORST_N]
+                                          for i in top.tolist() if diff[i] > 0], key=lambda w: (-w[0], w[1]))[: self.worst_n]
 
     def add_query(self, query: str, positions: np.ndarray, base: np.ndarray, cand: np.ndarray) -> None:
         """One whole query: its pairs' baseline positions (increasing) and both sides' scores, in float64."""
@@ -141,14 +141,14 @@ class RerankStats:
         self.swaps.append(swaps)
         if self.min_tau is None or (tau, query) < self.min_tau:
             self.min_tau = (tau, query)
-        keep = max(NAMED, WORST_N)
+        keep = self.keep_examples
         if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1][:2]):
             hi, lo = m.worst_swap(bs, cs, tol.tie_tolerance) or (0, 0)
             example = {"above_row": int(positions[hi]), "below_row": int(positions[lo]),
                        "baseline": [float(bs[hi]), float(bs[lo])], "actual": [float(cs[hi]), float(cs[lo])]}
             self.examples = sorted(self.examples + [(-swaps, first, query, example)], key=lambda e: e[:2])[:keep]
 
-    # -- the verdict --------------------------------------------------------------------------------------
+    # -- what the verdict reads (``kinds.rerank``) ---------------------------------------------------------
 
     def named_positions(self) -> List[int]:
         """Baseline positions of the pairs the verdict names (their ids are looked up once, at the end)."""
@@ -164,56 +164,6 @@ class RerankStats:
             top = np.concatenate([np.zeros(need - len(top)), top])
         return percentile_from_top(top, self.p99_count)
 
-    def verdict(self, model_id: str, pair_id: Callable[[Sequence[int]], Dict[int, str]]) -> ModelVerdict:
-        """The verdict ``judge_rerank`` gives; ``pair_id`` maps baseline positions to pair ids."""
-        tol, n = self.tol, self.pairs
-        ids = pair_id(sorted(set(self.named_positions())))
-        max_abs = self.max_abs[0] if self.max_abs else 0.0
-        checks: List[Check] = [Check(
-            name="max_score_diff", observed=max_abs, limit=tol.score_atol, op="<=", passed=self.beyond == 0,
-            detail=f"{share(self.beyond, n)} elements exceed "
-                   f"atol={significant(tol.score_atol, max_abs)} + rtol={significant(tol.score_rtol)}*|baseline|",
-        )]
-        queries = len(self.first_pos)
-        metrics: Dict[str, Any] = {"pairs": n, **({"queries": queries} if self.with_queries else {}),
-                                   "max_abs_diff": max_abs, "mean_abs_diff": self._sum.mean(n),
-                                   "p99_abs_diff": self.p99(), "max_rel_diff": self.max_rel[0] if self.max_rel else 0.0,
-                                   "elements_beyond_tolerance": self.beyond}
-        evidence: Dict[str, Any] = {"kind": "rerank", "pairs": n}
-        if self.max_abs and self.max_rel:
-            value, at, base, cand = self.max_abs
-            evidence["max_abs"] = {"id": ids[at], "row": at, "value": value, "actual": cand, "baseline": base}
-            evidence["max_rel"] = {"id": ids[self.max_rel[1]], "row": self.max_rel[1], "value": self.max_rel[0]}
-        offenders = [Offender(item_id=ids[at], value=value, metric="score_abs_diff",
-                              detail=f"baseline {significant(base, cand)}, candidate {significant(cand, base)}")
-                     for value, at, base, cand in self.worst]
-        min_passing: Dict[str, float] = {"score_atol": max_abs}
-        if self.with_queries:
-            order = np.argsort(np.array(self.first_pos, dtype=np.int64), kind="stable")
-            taus = np.array(self.taus, dtype=np.float64)[order]
-            reordered = int(np.count_nonzero(np.array(self.swaps, dtype=np.int64)))
-            agreement = 1.0 - reordered / max(queries, 1)
-            checks.append(ratio_check(
-                "rerank_order_agreement", agreement, tol.min_rerank_order_agreement,
-                f"{reordered} / {queries} queries reordered beyond score ties of {significant(tol.tie_tolerance)}",
-            ))
-            same = np.array(self.topk_same, dtype=bool)[order]
-            metrics.update({
-                "rerank_order_agreement": agreement,
-                "min_kendall_tau": float(self.min_tau[0]) if self.min_tau else 1.0,
-                "mean_kendall_tau": float(np.mean(taus)) if queries else 1.0,
-                f"top{tol.topk}_order_agreement": float(np.mean(same)) if queries else 1.0,
-            })
-            examples = [{"query": str(q), "swaps": -s, "above": ids[e["above_row"]], "above_row": e["above_row"],
-                         "below": ids[e["below_row"]], "below_row": e["below_row"], "baseline": e["baseline"],
-                         "actual": e["actual"]} for s, _, q, e in self.examples]
-            evidence.update(queries=queries, reordered_count=reordered, reordered=examples[:NAMED])
-            if self.min_tau:
-                evidence["min_kendall_tau"] = {"query": str(self.min_tau[1]), "value": float(self.min_tau[0])}
-            offenders += [Offender(item_id=q, value=float(-s), metric="significant_swaps",
-                                   detail="candidate pairs swapped") for s, _, q, _ in self.examples[:WORST_N]]
-            min_passing["min_rerank_order_agreement"] = agreement
-        edges = list(m.HISTOGRAM_EDGES)
-        metrics["abs_diff_histogram"] = {"edges": edges, "counts": [int(c) for c in self.histogram["counts"]],
-                                         "zeros": [int(self.histogram["zeros"])]}
-        return build_verdict(model_id, "cross-encoder", tol, checks, metrics, offenders, min_passing, evidence)
+    def mean(self) -> float:
+        """The mean |d|, exact whatever the cut."""
+        return self._sum.mean(self.pairs)
