@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, pairs_in_flight, run_segments
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
+from harness.config.environment import int_setting
 
 __all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
            "refuse_nonfinite", "row_group_pair_bytes", "stream"]
@@ -53,7 +54,7 @@ def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarr
 
 #: worker threads for the streamed comparison (``HARNESS_COMPARE_THREADS`` overrides; 1 = no threads). Two
 #: keep two cores busy; more need more cores, and each holds up to a row group pair (~0.2 GB at 384 dims).
-COMPARE_THREADS = max(1, int(os.environ.get("HARNESS_COMPARE_THREADS", "0") or 0) or min(2, os.cpu_count() or 1))
+COMPARE_THREADS = int_setting("HARNESS_COMPARE_THREADS", 0) or min(2, os.cpu_count() or 1)
 #: a candidate whose ids are in another order is realigned in memory up to this many bytes of vectors
 ALIGN_IN_MEMORY_BYTES = 256 << 20
 

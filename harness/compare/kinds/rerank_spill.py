@@ -32,10 +32,15 @@ def as_arrow(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(kinds[data.dtype], len(data), [None, pa.py_buffer(data)])
 
 
+#: at most this many buckets (one temporary file open per bucket while writing: within the usual limit of 1024
+#: open files); past MAX_BUCKETS x half the budget of pairs (64 GB at the default 512 MB) a bucket holds more
+MAX_BUCKETS = 256
+
+
 def bucket_rows(rows: int, memory_mb: Optional[int] = None) -> int:
     """How many buckets spread ``rows`` pairs so that one bucket fits in half the comparison's memory."""
     budget = ((workers.MEMORY_MB if memory_mb is None else memory_mb) << 20) // 2
-    return max(1, math.ceil(rows * PAIR_BYTES / max(budget, 1)))
+    return min(MAX_BUCKETS, max(1, math.ceil(rows * PAIR_BYTES / max(budget, 1))))
 
 
 class Buckets:

@@ -1,0 +1,48 @@
+"""Numeric settings from environment variables: a bad value is bad input (exit 2, one line naming the
+variable), never a traceback from the module that reads it; and no setting can ask for unbounded resources."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+
+
+@pytest.mark.parametrize("variable, value, problem", [
+    ("HARNESS_COMPARE_MEMORY_MB", "abc", "expected a whole number"),
+    ("HARNESS_COMPARE_MEMORY_MB", "0", "must be at least 16"),
+    ("HARNESS_COMPARE_MEMORY_MB", "-5", "must be at least 16"),
+    ("HARNESS_COMPARE_THREADS", "two", "expected a whole number"),
+    ("HARNESS_TOPK_CERTIFY_MIN_PAIRS", "1e9", "expected a whole number"),
+])
+def test_a_bad_setting_is_one_line_and_exit_2(variable: str, value: str, problem: str) -> None:
+    env = {**os.environ, variable: value}
+    done = subprocess.run([sys.executable, "-m", "harness", "compare", str(BASELINE), str(BASELINE)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"error: environment variable {variable}={value!r}: {problem}" + lines[0].split(problem, 1)[1]]
+    assert "Traceback" not in done.stderr and variable in lines[0] and problem in lines[0]
+
+
+def test_a_good_setting_is_used() -> None:
+    env = {**os.environ, "HARNESS_COMPARE_MEMORY_MB": " 64 "}
+    probe = "from harness.compare import workers; print(workers.MEMORY_MB)"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "64", done.stderr
+
+
+def test_rerank_buckets_stay_within_the_open_file_limit() -> None:
+    """A tiny budget over many pairs would ask for one temporary file per bucket beyond what a process may open
+    (HARNESS_COMPARE_MEMORY_MB=0 did: 'Too many open files' from deep inside the join)."""
+    from harness.compare.kinds import rerank_spill
+
+    assert rerank_spill.bucket_rows(10**9, memory_mb=16) == rerank_spill.MAX_BUCKETS
+    assert rerank_spill.bucket_rows(100_000, memory_mb=16) == 2  # 160 B a pair, 8 MB a bucket
+    assert rerank_spill.bucket_rows(1_000, memory_mb=512) == 1
