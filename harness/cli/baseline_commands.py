@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.cli.compare_progress import showing_progress
 from harness.errors import ExitCode, HarnessError
 from harness.cli.commands import execute_run
 from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
@@ -47,7 +48,8 @@ def _file_certificates(target: Path) -> None:
     from harness.compare.prepare import file_certificates
 
     try:
-        filed = file_certificates(target)
+        with showing_progress():
+            filed = file_certificates(target)
     except HarnessError as err:  # the baseline is written and complete; the first comparison will say why
         print(f"top-k certificate not filed: {err}", file=sys.stderr)
         return
@@ -112,15 +114,16 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     for path in (first, second):
         if not path.is_file():
             raise BaselineMissing(f"{path}: no such baseline")
-    comparison = compare_files(
-        first,
-        second,
-        load_policy(args.policy),
-        tolerance_class=args.tolerance_class,
-        models=args.models,
-        allow_model_change=args.allow_model_change,
-        label=f"baseline diff {first.stem} {second.stem}",
-    )
+    with showing_progress():
+        comparison = compare_files(
+            first,
+            second,
+            load_policy(args.policy),
+            tolerance_class=args.tolerance_class,
+            models=args.models,
+            allow_model_change=args.allow_model_change,
+            label=f"baseline diff {first.stem} {second.stem}",
+        )
     data = comparison.serialize()
     write_outputs(args, data, comparison.status)
     human = human_stream(args)

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.errors import ExitCode
+from harness.cli.compare_progress import showing_progress
 from harness.cli.outputs import check_outputs, human_stream, write_outputs
 
 __all__ = ["register", "execute_run", "cmd_compare"]
@@ -49,14 +50,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.report.text import render_comparison
 
     check_outputs(args)
-    comparison = compare_files(
-        args.baseline,
-        args.candidate,
-        load_policy(args.policy),
-        tolerance_class=args.tolerance_class,
-        models=args.models,
-        allow_model_change=args.allow_model_change,
-    )
+    with showing_progress():
+        comparison = compare_files(
+            args.baseline,
+            args.candidate,
+            load_policy(args.policy),
+            tolerance_class=args.tolerance_class,
+            models=args.models,
+            allow_model_change=args.allow_model_change,
+        )
     data = comparison.serialize()
     write_outputs(args, data, comparison.status)
     hint = (

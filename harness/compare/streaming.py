@@ -318,7 +318,8 @@ def row_group_pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) ->
 
 
 def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
-           workers: Sequence[Callable[[Segment], None]], held_bytes: int = 0) -> None:
+           workers: Sequence[Callable[[Segment], None]], held_bytes: int = 0,
+           on_rows: Optional[Callable[[int], None]] = None) -> None:
     """Call the workers (one thread each) on aligned segments covering every row of ``model_id`` once.
 
     With several workers, the next row group pair is read while the workers share the current one, the read
@@ -334,5 +335,14 @@ def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
     )
     if budget is not None:
         segments = Prefetch(segments, depth=len(workers), stop=budget.abandoned)
+    if on_rows is not None:  # each segment's rows reported once its worker is done with them
+        workers = [_reporting(worker, on_rows) for worker in workers]
     with blas_threads(1 if len(workers) > 1 else None):
         run_segments(segments, workers)
+
+
+def _reporting(worker: Callable[[Segment], None], on_rows: Callable[[int], None]) -> Callable[[Segment], None]:
+    def run(segment: Segment) -> None:
+        worker(segment)
+        on_rows(len(segment[1]))
+    return run

@@ -66,7 +66,8 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
     k = retrieval_k(pair, tol.topk)
     retrieval = Retrieval(pair, k, tol.tie_tolerance, model_id, certificate) if k is not None else None
     workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
-    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0)
+    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
+              what=retrieval.pass_name(0) if retrieval is not None else "")
     first, *others = workers
     for other in others:
         first.stats.merge(other.stats)

@@ -67,7 +67,8 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     retrieval = (Retrieval(pair, k, tol.tie_tolerance, model_id,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
     workers = [_Worker(pair, tol, precision, retrieval) for _ in range(max(1, pair.threads))]
-    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0)
+    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
+              what=retrieval.pass_name(0) if retrieval is not None else "")
     parts = [part for w in workers for part in w.parts]
     empty = np.zeros((0, 1), np.int8)
     result = (quantized.merge_quantized(parts, tol.quantized(), worst_n=WORST_N) if parts

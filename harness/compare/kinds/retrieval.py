@@ -127,6 +127,14 @@ class Retrieval:
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
         self.first: Optional[_Batch] = _Batch(self, *self.batches[0])
 
+    def pass_name(self, index: int) -> str:
+        """How the progress reports name the pass of batch ``index``."""
+        nq, (start, stop) = len(self.pair.queries), self.batches[index]
+        how = ("scored exactly, filing the certificate" if self.rebuild
+               else "certified" if self.source is not None else "scored exactly")
+        queries = f"queries {start + 1:,}-{stop:,} of {nq:,}" if len(self.batches) > 1 else f"{nq:,} queries"
+        return f"pass {index + 1}/{len(self.batches)}: {queries} ({how})"
+
     @property
     def held_bytes(self) -> int:
         """What the first batch holds through the judge's pass (counted against the memory budget)."""
@@ -152,13 +160,13 @@ class Retrieval:
         parts: List[Tuple[np.ndarray, TopKAgreement]] = []
         certified, complete = 0, False
         try:
-            for start, stop in self.batches:
+            for index, (start, stop) in enumerate(self.batches):
                 if first is not None:
                     batch, accumulated = first, merged
                     first = None
                 else:
                     batch = _Batch(self, start, stop)
-                    accumulated = batch.own_pass(batch.accumulators)
+                    accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
                 agreement, n_certified, top = batch.finish(accumulated)
                 accumulated.parts.clear()  # this batch's pools and vectors go before the next batch is read
                 del batch
@@ -231,12 +239,13 @@ class _Batch:
         missed = np.flatnonzero(~(full | in_stream))
         if len(missed):
             rescored = self.own_pass(lambda: _Accumulators([TopKStream(_take(self.base_q, missed),
-                                                                       _take(self.cand_q, missed), owner.k, owner.tie)]))
+                                                                       _take(self.cand_q, missed), owner.k, owner.tie)]),
+                                     f"one more pass: {len(missed):,} queries the bound could not clear")
             exact_parts.append((missed, rescored.parts[0].agreement()))  # type: ignore[attr-defined]
         n_certified = int(full.sum())
         return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), n_certified, None
 
-    def own_pass(self, make: Callable[[], _Accumulators]) -> _Accumulators:
+    def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""
         pair, scoring = self.owner.pair, self.owner.scoring
         accumulators = [make() for _ in range(max(1, pair.threads))]
@@ -255,7 +264,8 @@ class _Batch:
                         acc.add(position + docs[a:z], b, c, *_squares(b, c))
             return add
 
-        pair.feed([worker(a) for a in accumulators], held_bytes=self.owner.query_bytes * (self.stop - self.start))
+        pair.feed([worker(a) for a in accumulators], held_bytes=self.owner.query_bytes * (self.stop - self.start),
+                  what=what)
         first, *others = accumulators
         for other in others:
             first.merge(other)

@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.compare import streaming
+from harness.compare import progress, streaming
 from harness.errors import HarnessError
 from harness.results import ResultsFile
 
@@ -47,9 +47,10 @@ class EmbeddingPair:
         """Both sides' vectors of the queries ``start:stop`` (a query batch), in the order of ``queries``."""
         raise NotImplementedError
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0) -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
         """Call the workers on aligned segments covering every row once (``held_bytes``: what the caller holds
-        for the whole pass, the query batch, counted against the memory budget before any row group is read)."""
+        for the whole pass, the query batch, counted against the memory budget before any row group is read;
+        ``what``: the pass, as its progress reports name it)."""
         raise NotImplementedError
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
@@ -79,8 +80,10 @@ class FilePair(EmbeddingPair):
         return (streaming.read_rows(self.base, self.model_id, rows),
                 streaming.read_rows(self.cand, self.model_id, cand_q))
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0) -> None:
-        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes)
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
+        counter = progress.tracker(self.model_id, what or "one pass", self.rows)
+        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes,
+                         on_rows=counter.add if counter is not None else None)
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
         """The baseline first; each file's first bad row in its own file order."""
@@ -120,7 +123,7 @@ class ArrayPair(EmbeddingPair):
         rows = self.queries[start:stop]
         return self.base[rows], self.cand[rows]
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0) -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
         for start in range(0, self.rows, self.SEGMENT_ROWS):
             stop = min(self.rows, start + self.SEGMENT_ROWS)
             workers[0]((start, self.base[start:stop], self.cand[start:stop]))
