@@ -248,5 +248,7 @@ def unit_rows(rows: np.ndarray) -> np.ndarray:
 
 def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine of every row of ``a`` with every row of ``b``, in float64: the in-memory retrieval scores that
-    ``topk_agreement`` ranks and ``TopKStream`` reproduces streamed."""
-    return unit_rows(a) @ unit_rows(b).T
+    ``topk_agreement`` ranks and ``TopKStream`` reproduces streamed. Pair by pair (``einsum``, no BLAS): two
+    identical rows get identical scores, as in the streamed judge; a matrix product's rounding depends on where a
+    column falls in its tiles and broke exact ties of duplicated documents by an ulp in 83 of 300 random cases."""
+    return np.einsum("ik,jk->ij", unit_rows(a), unit_rows(b))
