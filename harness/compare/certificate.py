@@ -33,9 +33,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from harness.config.environment import int_setting
 from harness.fsio import atomic_output, write_text
 from harness.paths import cache_dir
-from harness.config.environment import int_setting
 
 __all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "CertificateFile", "CertificateWriter", "Lookup", "enabled",
            "width"]

@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, pairs_in_flight, run_segments
+from harness.config.environment import int_setting
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
-from harness.config.environment import int_setting
 
 __all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
            "refuse_nonfinite", "row_group_pair_bytes", "stream"]

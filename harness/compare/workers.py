@@ -12,6 +12,7 @@ import threading
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
 from harness.config.environment import int_setting
 
 __all__ = ["MEMORY_MB", "MIN_QUERIES_PER_PASS", "Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight",

@@ -15,7 +15,7 @@ import numpy as np
 from harness.compare.certificate import Certificate
 from harness.compare.kinds.common import (NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant,
                                           topk_checks)
-from harness.compare.kinds.retrieval import Retrieval, document_runs
+from harness.compare.kinds.retrieval import Retrieval
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
@@ -38,7 +38,7 @@ class _Worker:
     """One thread's accumulators."""
 
     def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype, retrieval: Optional[Retrieval]) -> None:
-        self.documents = pair.documents
+        self.retrieval = retrieval
         self.stats = DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
                                min_cosine=tol.min_cosine, worst_n=WORST_N)
         self.topk = retrieval.accumulators() if retrieval is not None else None
@@ -49,13 +49,9 @@ class _Worker:
 
     def _add(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
         position, base, cand = segment
-        base_sq, diff_sq = self.stats.add(position, base, cand)
-        if self.topk is not None:
-            docs = np.flatnonzero(self.documents[position : position + len(base)])
-            for a, b in document_runs(docs):
-                lo, hi = int(docs[a]), int(docs[b - 1]) + 1
-                rows = slice(lo, hi) if hi - lo == b - a else docs[a:b]  # a view where contiguous: no copy
-                self.topk.add(position + docs[a:b], base[rows], cand[rows], base_sq[rows], diff_sq[rows])
+        squares = self.stats.add(position, base, cand)
+        if self.retrieval is not None and self.topk is not None:
+            self.retrieval.add_segment(self.topk, position, base, cand, squares)
 
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,

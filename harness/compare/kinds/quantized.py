@@ -46,7 +46,7 @@ class _Worker:
     retrieval by the quantized scores (the first query batch's: ``kinds.retrieval`` runs the others)."""
 
     def __init__(self, pair: EmbeddingPair, tol: Tolerance, precision: str, retrieval: Optional[Retrieval]) -> None:
-        self.documents, self.tol, self.precision = pair.documents, tol, precision
+        self.retrieval, self.tol, self.precision = retrieval, tol, precision
         self.parts: List[Dict[str, Any]] = []
         self.topk = retrieval.accumulators() if retrieval is not None else None
 
@@ -54,11 +54,8 @@ class _Worker:
         position, base, cand = segment
         self.parts.append(quantized.compare_quantized(base, cand, self.precision, self.tol.quantized(),
                                                       worst_n=WORST_N, row_offset=position))
-        docs = np.flatnonzero(self.documents[position : position + len(base)]) if self.topk else []
-        if len(docs) and self.topk is not None:
-            fb = quantized.scoring_floats(base[docs], self.precision)
-            fc = quantized.scoring_floats(cand[docs], self.precision)
-            self.topk.add(position + docs, fb, fc, np.einsum("ij,ij->i", fb, fb), np.einsum("ij,ij->i", fc - fb, fc - fb))
+        if self.retrieval is not None and self.topk is not None:  # the rows as retrieval scores them
+            self.retrieval.add_segment(self.topk, position, base, cand)
 
 
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:

@@ -28,7 +28,7 @@ from harness.compare.stats import TopKStream
 from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
 from harness.compare.workers import queries_per_pass
 
-__all__ = ["Retrieval", "document_runs", "query_bytes"]
+__all__ = ["Retrieval", "query_bytes"]
 
 #: bytes of retrieval state per query and kept document, for each worker and once more for what they share: the
 #: exact pool's entries (query, position, both scores: 32 B, twice while a block's hits are merged and pruned), or
@@ -52,10 +52,6 @@ def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None) -> int:
     return vectors + STATE_BYTES_PER_KEPT * keep * (max(1, pair.threads) + 1) + 64
 
 
-def _documents(pair: EmbeddingPair, position: int, count: int) -> np.ndarray:
-    return np.flatnonzero(pair.documents[position : position + count])
-
-
 def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``rows_of[rows]``, but the array itself (no copy) when ``rows`` is every row."""
     if len(rows) == len(rows_of) and (not len(rows) or (rows[0] == 0 and (np.diff(rows) == 1).all())):
@@ -75,7 +71,7 @@ def _squares(base: np.ndarray, cand: np.ndarray, chunk: int = 8192) -> Tuple[np.
     return bsq, dsq
 
 
-def document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, int]]:
+def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, int]]:
     """Ranges of ``docs`` (segment rows holding documents) to feed the top-k at a time: each contiguous run
     whole (a view of the segment), or, when the roles interleave (more than 64 runs), pieces of
     ``copy_rows`` rows (copied): memory stays a few MB whatever the segment and the number of queries."""
@@ -126,6 +122,21 @@ class Retrieval:
         size = queries_per_pass(self.query_bytes, pair.segment_bytes)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
         self.first: Optional[_Batch] = _Batch(self, *self.batches[0])
+
+    def add_segment(self, accumulators: "_Accumulators", position: int, base: np.ndarray, cand: np.ndarray,
+                    squares: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
+        """Feed a segment's document rows to one worker's ``accumulators``: views of the segment where the
+        documents are contiguous (``_document_runs``), as ``scoring`` makes them, with the segment's ``|b|^2`` and
+        ``|c - b|^2`` (``squares``: ``DiffStats.add``'s, of the raw rows) or computed here."""
+        docs = np.flatnonzero(self.pair.documents[position : position + len(base)])
+        for a, z in _document_runs(docs):
+            lo, hi = int(docs[a]), int(docs[z - 1]) + 1
+            rows = slice(lo, hi) if hi - lo == z - a else docs[a:z]
+            b, c = base[rows], cand[rows]
+            if self.scoring is not None:
+                b, c = self.scoring(b), self.scoring(c)
+            bsq, dsq = (squares[0][rows], squares[1][rows]) if squares is not None else _squares(b, c)
+            accumulators.add(position + docs[a:z], b, c, bsq, dsq)
 
     def pass_name(self, index: int) -> str:
         """How the progress reports name the pass of batch ``index``."""
@@ -247,21 +258,13 @@ class _Batch:
 
     def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""
-        pair, scoring = self.owner.pair, self.owner.scoring
+        owner, pair = self.owner, self.owner.pair
         accumulators = [make() for _ in range(max(1, pair.threads))]
 
         def worker(acc: _Accumulators) -> Callable[[Tuple[int, np.ndarray, np.ndarray]], None]:
             def add(segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-                position, base, cand = segment
-                docs = _documents(pair, position, len(base))
-                for a, z in document_runs(docs):  # views of the segment where the documents are contiguous
-                    lo, hi = int(docs[a]), int(docs[z - 1]) + 1
-                    rows = slice(lo, hi) if hi - lo == z - a else docs[a:z]
-                    b, c = base[rows], cand[rows]
-                    if scoring is not None:
-                        b, c = scoring(b), scoring(c)
-                    with np.errstate(invalid="ignore", over="ignore"):
-                        acc.add(position + docs[a:z], b, c, *_squares(b, c))
+                with np.errstate(invalid="ignore", over="ignore"):
+                    owner.add_segment(acc, *segment)
             return add
 
         pair.feed([worker(a) for a in accumulators], held_bytes=self.owner.query_bytes * (self.stop - self.start),
