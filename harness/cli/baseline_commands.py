@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.cli.compare_progress import showing_progress
 from harness.errors import ExitCode, HarnessError
 from harness.cli.commands import execute_run
 from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
@@ -45,6 +44,7 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
 
 def _file_certificates(target: Path) -> None:
     """The new baseline's top-k certificates, so that the first comparison against it is the certified one."""
+    from harness.cli.compare_progress import showing_progress
     from harness.compare.prepare import file_certificates
 
     try:
@@ -104,6 +104,7 @@ def _provenance_line(label: str, path: Path) -> str:
 def cmd_baseline_diff(args: argparse.Namespace) -> int:
     """Compare two baselines (A as the reference, B as the candidate): what moved, and what changed."""
     from harness.baselines import baseline_path
+    from harness.cli.compare_progress import showing_progress
     from harness.compare.comparator import compare_files
     from harness.errors import BaselineMissing
     from harness.compare.policy import load_policy

@@ -9,7 +9,6 @@ from typing import Any
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.errors import ExitCode
-from harness.cli.compare_progress import showing_progress
 from harness.cli.outputs import check_outputs, human_stream, write_outputs
 
 __all__ = ["register", "execute_run", "cmd_compare"]
@@ -45,6 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.cli.compare_progress import showing_progress
     from harness.compare.comparator import compare_files
     from harness.compare.policy import load_policy
     from harness.report.text import render_comparison
