@@ -243,6 +243,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend=VENV_BACKEND)
+def fuzz(session: nox.Session) -> None:
+    """Every parser fuzzed with a large hypothesis budget (tests marked ``fuzz``; HARNESS_FUZZ_EXAMPLES per test,
+    default 5000): any input gives a valid object or one HarnessError line, never another exception."""
+    session.install("torch==2.13.0", "-e", f"{ROOT}[run,dev,models]")
+    session.run("pytest", "-m", "fuzz", "-p", "no:cacheprovider", "--hypothesis-show-statistics", *session.posargs,
+                env={"HYPOTHESIS_PROFILE": "fuzz"})
+
+
+@nox.session(venv_backend=VENV_BACKEND)
 def lint(session: nox.Session) -> None:
     """ruff on the package, the tests and this file."""
     session.install("ruff")

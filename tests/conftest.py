@@ -6,10 +6,18 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Parser fuzzing (tests marked ``fuzz``) runs a small budget in the suite and a large one in ``nox -s fuzz``
+# (HYPOTHESIS_PROFILE=fuzz). Fuzz tests take their budget from the profile: no max_examples of their own.
+settings.register_profile("suite", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=int(os.environ.get("HARNESS_FUZZ_EXAMPLES", "5000")), deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 def run_tiny(out: Path, **overrides) -> Path:

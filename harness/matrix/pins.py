@@ -28,6 +28,7 @@ _FALLBACK_RUNNER_REQUIREMENTS = (
     "pyarrow>=14",
     "packaging>=21",
     "tqdm>=4.60",
+    "pydantic>=2.7,<3",
     "tomli>=1.1; python_version < '3.11'",
 )
 
