@@ -1,7 +1,8 @@
 """Errors the harness raises on bad input, and the exit codes the CLI maps them to.
 
 Every ``HarnessError`` renders as one user-facing line (``str(err)``) that names the file or model and the
-problem. Real bugs are not wrapped: they surface as tracebacks.
+problem. Anything else that escapes a command is a bug: the CLI writes its traceback to a crash file and exits
+3 (``ExitCode.INTERNAL``), never 1, which only a drift verdict may return.
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ class ExitCode(enum.IntEnum):
     """Process exit codes of the ``harness`` CLI (one place, so scripts can rely on them)."""
 
     OK = 0
+    #: only a verdict returns it: a model failed its tolerance, or a matrix cell could not be judged
     DRIFT = 1
+    #: one line on stderr naming the source and the problem; nothing was written
     BAD_INPUT = 2
+    #: a bug: one line on stderr naming a crash file that holds the traceback
+    INTERNAL = 3
+    #: Ctrl-C / SIGINT
     INTERRUPTED = 130
+    #: stdout closed early (``harness compare A B | head -1``), as a process killed by SIGPIPE: 128 + 13
+    BROKEN_PIPE = 141
 
 
 class HarnessError(Exception):

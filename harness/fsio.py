@@ -14,6 +14,11 @@ and stale temp files are left (they are hidden, and never read).
 Directories built whole (a derived model, a backend export's copy) go through ``atomic_directory``: built in a
 hidden temp directory beside the target and renamed into place, so nobody ever loads half a model.
 
+An output never replaces what it should not: ``check_output`` refuses, before any work, a target that is a
+directory, lies under a file, cannot be written, is a symbolic link or not a regular file (a device node, a
+pipe), or is one of the command's own inputs (same inode); ``atomic_output`` refuses the last three again at the
+rename, so no path bypasses it.
+
 Stdlib only: imported by the runner inside old matrix environments.
 """
 
@@ -24,14 +29,64 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, List
+import stat
+from typing import Iterable, Iterator, List, Tuple
+
+from harness.errors import HarnessError
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_output", "atomic_directory", "output_lock", "stale_temp_files", "locked_output", "write_text"]
+__all__ = ["atomic_output", "atomic_directory", "output_lock", "stale_temp_files", "locked_output", "write_text",
+           "OutputRefused", "check_output"]
+
+
+class OutputRefused(HarnessError):
+    """An output path that must not be written: it would replace an input, a link, a device, or cannot be written."""
+
+
+def _replaceable(target: Path, what: str) -> None:
+    """Refuse a target that exists as a symbolic link or as anything but a regular file."""
+    try:
+        info = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):  # nothing there to replace (a parent that is a file: see below)
+        return
+    except OSError as err:
+        raise OutputRefused(f"{what} {target}: cannot be checked ({err.strerror or err})") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise OutputRefused(f"{what} {target}: is a symbolic link; refusing to replace it (name its target, "
+                            f"{os.path.realpath(target)}, to write there)")
+    if stat.S_ISDIR(info.st_mode):
+        raise OutputRefused(f"{what} {target}: is a directory; name a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise OutputRefused(f"{what} {target}: is not a regular file (a device, pipe or socket); refusing to replace "
+                            "it (use '-' where an option writes to stdout)")
+
+
+def check_output(path: "str | os.PathLike[str]", what: str, inputs: Iterable[Tuple[str, "str | os.PathLike[str] | None"]] = ()) -> Path:
+    """Refuse, before any work, an output ``path`` (named ``what`` in messages, e.g. ``--json``) that could not
+    be written or must not be replaced; ``inputs`` are ``(name, path)`` pairs of the same command's inputs."""
+    target = Path(path)
+    _replaceable(target, what)
+    for name, given in inputs:
+        if given is None or "://" in str(given):
+            continue
+        try:
+            same = os.path.samefile(target, given)
+        except OSError:  # one of them does not exist (yet)
+            same = os.path.abspath(target) == os.path.abspath(given)
+        if same:
+            raise OutputRefused(f"{what} {target}: is also the {name} of this command; refusing to overwrite an input")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputRefused(f"{what} {target}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputRefused(f"{what} {target}: {parent} is not writable")
+    return target
 
 
 @contextlib.contextmanager
@@ -53,6 +108,7 @@ def atomic_output(path: "str | os.PathLike[str]") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        _replaceable(target, "output")  # a rename onto a link or a device node would replace it
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

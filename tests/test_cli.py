@@ -71,7 +71,7 @@ def test_python_dash_m_entry_point() -> None:
 
 def test_run_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "--models", "tiny", "--batch-size", "0", "--out", str(tmp_path / "x.parquet")]) == 2
-    assert "--batch-size must be >= 1" in capsys.readouterr().err
+    assert "--batch-size: 0 is out of range" in capsys.readouterr().err
     assert main(["run", "--models", "nope", "--out", str(tmp_path / "x.parquet")]) == 2
     assert "unknown model id 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()

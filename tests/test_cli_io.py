@@ -77,8 +77,8 @@ def test_every_command_help_lists_the_exit_codes() -> None:
     assert len(parsers) > 10  # run, compare, check, explain, baseline *, matrix *, attribute *
     for name, parser in parsers:
         text = parser.format_help()
-        assert "exit codes: 0 pass, 1 drift" in " ".join(text.split()), name
-    assert "130 interrupted" in EXIT_CODES_HELP
+        assert "exit codes: 0 pass; 1 drift (only a verdict returns it" in " ".join(text.split()), name
+    assert "3 internal error" in EXIT_CODES_HELP and "130 interrupted" in EXIT_CODES_HELP
 
 
 def test_check_help_describes_the_baseline_run_not_run_defaults() -> None:

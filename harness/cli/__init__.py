@@ -7,26 +7,37 @@ that need them, so ``harness compare`` starts fast and works where torch is not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from harness import __version__
 from harness.cli import baseline_commands, commands, matrix_commands
+from harness.cli.crash import internal_error_line, one_line, scrub, write_crash_file
+from harness.config.environment import check_settings
 from harness.errors import ExitCode, HarnessError
 
 __all__ = ["main", "entrypoint", "EXIT_BROKEN_PIPE"]
 
 #: exit code when stdout closed early (as a process killed by SIGPIPE: 128 + 13)
-EXIT_BROKEN_PIPE = 141
+EXIT_BROKEN_PIPE = int(ExitCode.BROKEN_PIPE)
 
 
 #: the epilog of every command's ``--help``: one vocabulary of exit codes (``harness.errors.ExitCode``)
 EXIT_CODES_HELP = (
-    "exit codes: 0 pass, 1 drift (a model failed its tolerance, or a matrix cell could not be judged), "
-    "2 bad input (one line on stderr naming the file and the problem; nothing is written), 130 interrupted, "
-    "141 stdout closed early"
+    "exit codes: 0 pass; 1 drift (only a verdict returns it: a model failed its tolerance, or a matrix cell could "
+    "not be judged); 2 bad input (one line on stderr naming the source and the problem; nothing is written); "
+    "3 internal error (a bug: one line naming a crash file with the details); 130 interrupted; 141 stdout closed early"
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the contract's one line (exit 2), pointing at ``--help`` for the usage."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(ExitCode.BAD_INPUT, f"error: {self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def _with_exit_codes(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +50,7 @@ def _with_exit_codes(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Embedding and reranking consistency harness.")
+    parser = _Parser(prog="harness", description="Embedding and reranking consistency harness.")
     parser.add_argument("--version", action="version", version=f"embedding-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands.register(sub)
@@ -50,16 +61,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; returns the exit code (0 pass, 1 drift, 2 bad input, 130 interrupted)."""
-    args = _parser().parse_args(argv)
+    """Run the CLI; returns the exit code (``ExitCode``). The one place where exceptions become exit codes:
+    ``HarnessError`` is bad input (2, one line), ``KeyboardInterrupt`` 130, anything else a bug (3, one line and
+    a crash file): only a verdict a command computed returns 1."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = _parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version (0) or a usage error (2, one line already printed)
+        return done.code if isinstance(done.code, int) else ExitCode.BAD_INPUT
+    try:
+        check_settings()  # every HARNESS_* number, before any model loads or any file is read
         return int(args.func(args))
     except HarnessError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(scrub(str(err))) or type(err).__name__}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the contract: a bug is exit 3 with a crash file, never exit 1
+        print(internal_error_line(err, write_crash_file(err, argv)), file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+def _exit_on_second_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C while the interpreter shuts down (a library's atexit hook running): leave now, quietly."""
+    os._exit(ExitCode.INTERRUPTED)
 
 
 def entrypoint() -> None:
@@ -71,4 +99,9 @@ def entrypoint() -> None:
         # never the drift code; stdout is pointed at /dev/null so the interpreter's final flush stays silent
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:  # between main's return and the flush
+        code = ExitCode.INTERRUPTED
+    # torch and others run atexit hooks; a Ctrl-C during them would print a KeyboardInterrupt traceback
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+        signal.signal(signal.SIGINT, _exit_on_second_interrupt)
     sys.exit(code)

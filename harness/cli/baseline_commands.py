@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ExitCode, HarnessError
-from harness.cli.commands import execute_run
+from harness.cli.commands import execute_run, run_inputs
 from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
 from harness.cli.options import add_run_options
 
@@ -20,6 +20,7 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
     from harness.baselines import baseline_path, create_baseline
 
     target = baseline_path(args.name, args.dir)
+    check_outputs(args, [("--from file", args.source), *run_inputs(args)], files=[("baseline", target)])
     if target.exists() and not args.force:
         from harness.errors import BaselineExists
 
@@ -30,8 +31,7 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory(prefix="harness-baseline-") as tmp:
             source = Path(tmp) / "run.parquet"
-            code = execute_run(args, source)
-            if code != ExitCode.OK:
+            if not execute_run(args, source):
                 raise HarnessError(f"{target}: not created, the run did not finish cleanly for every model")
             prov = create_baseline(source, target, force=args.force, reason=args.reason)
     else:
@@ -61,6 +61,7 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
     from harness.baselines import baseline_path, create_baseline
 
     target = baseline_path(args.name, args.dir)
+    check_outputs(args, [("--from file", args.source)], files=[("baseline", target)])
     prov = create_baseline(args.source, target, reason=args.reason, action="update")
     print(f"baseline {target} updated (previous kept as {prov['previous_file']})")
     _file_certificates(target)
@@ -110,8 +111,8 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     from harness.compare.policy import load_policy
     from harness.report.text import render_comparison
 
-    check_outputs(args)
     first, second = baseline_path(args.a, args.dir), baseline_path(args.b, args.dir)
+    check_outputs(args, [("baseline A", first), ("baseline B", second), ("policy", args.policy)])
     for path in (first, second):
         if not path.is_file():
             raise BaselineMissing(f"{path}: no such baseline")

@@ -5,21 +5,46 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Tuple
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
-from harness.errors import ExitCode
+from harness.errors import ExitCode, HarnessError
 from harness.cli.outputs import check_outputs, human_stream, write_outputs
 
 __all__ = ["register", "execute_run", "cmd_compare"]
 
 
-def execute_run(args: argparse.Namespace, out: Path) -> int:
-    """``harness run`` (and ``baseline create`` without ``--from``): the options on the command line."""
+def run_inputs(args: argparse.Namespace) -> List[Tuple[str, Any]]:
+    """The files a run reads that its outputs must never replace."""
+    return [("corpus", getattr(args, "corpus", None)), ("--queries file", getattr(args, "queries", None)),
+            ("config", getattr(args, "config", None)), ("registry", getattr(args, "registry", None)),
+            ("policy", getattr(args, "policy", None))]
+
+
+def refuse_baseline_target(out: Path) -> None:
+    """A run's ``--out`` never replaces a baseline: that is ``harness baseline update``'s job (keeps the old)."""
+    if not out.is_file():
+        return
+    from harness.results.reader import ResultsFile
+
+    try:
+        provenance = ResultsFile(out).provenance
+    except HarnessError:  # not a results file (or a broken one): an ordinary output
+        return
+    if provenance is not None:
+        raise HarnessError(f"--out {out}: is a baseline; refusing to overwrite it (write the run elsewhere, then "
+                           f"'harness baseline update {out} --from RUN --reason ...' keeps the old one)")
+
+
+def execute_run(args: argparse.Namespace, out: Path) -> bool:
+    """``harness run`` (and ``baseline create`` without ``--from``): the options on the command line; True when
+    every model ran (without ``--record-incompatible`` a model that did not run is a ``HarnessError``)."""
+    check_outputs(args, run_inputs(args), files=[("--out", out)])
+    refuse_baseline_target(out)
     return _execute(run_options(args, out), args)
 
 
-def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run") -> int:
+def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run") -> bool:
     """Run with the progress display of ``--progress`` (``harness.cli.progress``) and report each model."""
     import dataclasses
 
@@ -36,25 +61,36 @@ def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run"
         reason = summary.reasons.get(model_id)
         print(f"{model_id}: {status}" + (f" ({reason})" if reason else ""), file=sys.stderr)
     print(f"wrote {summary.path}", file=human_stream(args))
-    return ExitCode.OK if summary.ok else ExitCode.BAD_INPUT
+    return summary.ok
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return execute_run(args, args.out)
+    execute_run(args, args.out)
+    return ExitCode.OK
+
+
+def _compare_inputs(args: argparse.Namespace, baseline: Any, candidate: Any) -> List[Tuple[str, Any]]:
+    return [("baseline", baseline), ("candidate", candidate), ("policy", args.policy)]
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare.policy import load_policy
+
+    check_outputs(args, _compare_inputs(args, args.baseline, args.candidate))
+    return _compare(args, args.baseline, args.candidate, load_policy(args.policy))
+
+
+def _compare(args: argparse.Namespace, baseline: Any, candidate: Any, policy: Any) -> int:
+    """Judge ``candidate`` against ``baseline``, write the outputs asked for, print the verdict."""
     from harness.cli.compare_progress import showing_progress
     from harness.compare.comparator import compare_files
-    from harness.compare.policy import load_policy
     from harness.report.text import render_comparison
 
-    check_outputs(args)
     with showing_progress():
         comparison = compare_files(
-            args.baseline,
-            args.candidate,
-            load_policy(args.policy),
+            baseline,
+            candidate,
+            policy,
             tolerance_class=args.tolerance_class,
             models=args.models,
             allow_model_change=args.allow_model_change,
@@ -62,8 +98,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data = comparison.serialize()
     write_outputs(args, data, comparison.status)
     hint = (
-        f'To accept the candidate as the new baseline: harness baseline update {args.baseline} '
-        f'--from {args.candidate} --reason "..."'
+        f'To accept the candidate as the new baseline: harness baseline update {baseline} '
+        f'--from {candidate} --reason "..."'
     )
     human = human_stream(args)
     print(render_comparison(data, regen_hint=hint), file=human)
@@ -76,15 +112,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Run the baseline's models here the way the baseline was made (``harness.baselines.rerun_options``),
     then compare: one command for "did my upgrade move anything?"."""
     from harness.baselines import default_check_path, find_baseline
+    from harness.compare.policy import load_policy
 
     baseline = find_baseline(args.baseline)
     out = args.out or default_check_path()
-    check_outputs(args)
-    code = _execute(rerun_options(args, baseline, out), args, prefix="harness check")
-    if code != ExitCode.OK:
+    # everything the comparison needs is checked before the run, not after it
+    check_outputs(args, [*run_inputs(args), ("baseline", baseline)], files=[("--out", out)])
+    refuse_baseline_target(out)
+    policy = load_policy(args.policy)
+    options = rerun_options(args, baseline, out)
+    if not _execute(options, args, prefix="harness check"):
         print("note: not every model ran cleanly; see the verdict below", file=sys.stderr)
-    args.candidate, args.baseline = out, baseline
-    return cmd_compare(args)
+    return _compare(args, baseline, out, policy)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import threading
 from typing import Dict, Iterator, Optional, TextIO, Tuple
 
 from harness.compare import progress
-from harness.config.environment import float_setting
+from harness.config.environment import setting
 
 __all__ = ["ComparePrinter", "showing_progress"]
 
@@ -25,7 +25,7 @@ class ComparePrinter:
 
     def __init__(self, stream: Optional[TextIO] = None, interval_s: Optional[float] = None) -> None:
         self.stream = stream or sys.stderr
-        self.interval_s = interval_s if interval_s is not None else float_setting("HARNESS_PROGRESS_INTERVAL", 30.0)
+        self.interval_s = interval_s if interval_s is not None else float(setting("HARNESS_PROGRESS_INTERVAL"))
         self._printed: Dict[Tuple[str, str], float] = {}
         self._lock = threading.Lock()
 

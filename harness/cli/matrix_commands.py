@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+from harness.cli.options import device, whole_number
 from harness.errors import ExitCode
 
 __all__ = ["register"]
@@ -175,8 +176,9 @@ def _register_attribute(sub: Any) -> None:
     run.add_argument("--backend", choices=("auto", "uv", "pip"), default=os.environ.get("HARNESS_VENV_BACKEND", "auto"))
     run.add_argument("--reuse-venvs", action=argparse.BooleanOptionalAction, default=True,
                      help="reuse cell venvs whose pins did not change (default: yes)")
-    for flag, kind, help_ in (("device", str, "cpu|cuda|mps"), ("dtype", str, "|".join(_DTYPES)),
-                              ("attn-implementation", str, "eager|sdpa"), ("batch-size", int, "N"), ("threads", int, "N")):
+    for flag, kind, help_ in (("device", device, "cpu|cuda|mps"), ("dtype", str, "|".join(_DTYPES)),
+                              ("attn-implementation", str, "eager|sdpa"), ("batch-size", whole_number(1, 1_000_000), "N"),
+                              ("threads", whole_number(1, 4096), "N")):
         run.add_argument(f"--to-{flag}", type=kind, choices=_DTYPES if flag == "dtype" else None,
                          help=f"candidate runtime setting ({help_}); default: the baseline's")
     run.add_argument("--to-tf32", choices=("on", "off"), help="candidate TF32 setting; default: the baseline's")

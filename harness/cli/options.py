@@ -4,14 +4,44 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from harness.cli.outputs import add_output_options
 
 
 __all__ = ["add_run_options", "add_check_options", "add_compare_options", "run_options", "rerun_options", "pin_cpu_isa"]
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+
+
+def device(value: str) -> str:
+    """``--device``: checked when the command line is read, long before a model loads."""
+    if not _DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device (auto, cpu, cuda, cuda:N, mps)")
+    return value
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for a whole number in ``[low, high]``."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
+        return number
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+_BATCH = whole_number(1, 1_000_000)
+_THREADS = whole_number(1, 4096)
 
 
 def _tf32(value: str) -> Optional[bool]:
@@ -56,13 +86,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         "registry id when DIR is a registry model's files, else the directory's name)")
     parser.add_argument("--api", default="openai", choices=["openai", "infinity", "tei", "cohere"], help="wire format of --model http://... (default: openai)")
     _add_inputs(parser)
-    parser.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default: auto)")
+    parser.add_argument("--device", default="auto", type=device, help="auto|cpu|cuda|cuda:N|mps (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=_BATCH, default=32)
     parser.add_argument("--tf32", choices=["on", "off", "default"], default="default", help="pin TF32 matmul/cuDNN (default: leave torch's default)")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=_THREADS, help="torch.set_num_threads")
     parser.add_argument("--attn-implementation", help="eager|sdpa|flash_attention_2 (sentence-transformers >= 3)")
     _add_consent(parser)
+    parser.add_argument("--record-incompatible", action="store_true",
+                        help="a model that cannot run here is recorded in the results as incompatible (exit 0) instead "
+                             "of failing the run with nothing written (exit 2); matrix cells use it")
 
 
 def add_check_options(parser: argparse.ArgumentParser) -> None:
@@ -70,11 +103,11 @@ def add_check_options(parser: argparse.ArgumentParser) -> None:
     recorded = "default: as the baseline recorded"
     parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="check only these of the baseline's models (default: all of them)")
     _add_check_inputs(parser)
-    parser.add_argument("--device", help=f"auto|cpu|cuda|cuda:N|mps ({recorded}; e.g. cuda against a CPU baseline)")
+    parser.add_argument("--device", type=device, help=f"auto|cpu|cuda|cuda:N|mps ({recorded}; e.g. cuda against a CPU baseline)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help=f"torch dtype of the weights ({recorded})")
-    parser.add_argument("--batch-size", type=int, help=f"encode/predict batch size ({recorded})")
+    parser.add_argument("--batch-size", type=_BATCH, help=f"encode/predict batch size ({recorded})")
     parser.add_argument("--tf32", choices=["on", "off", "default"], help=f"pin TF32 matmul/cuDNN ({recorded})")
-    parser.add_argument("--threads", type=int, help=f"torch.set_num_threads ({recorded})")
+    parser.add_argument("--threads", type=_THREADS, help=f"torch.set_num_threads ({recorded})")
     parser.add_argument("--attn-implementation", help=f"eager|sdpa|flash_attention_2 ({recorded})")
     _add_consent(parser)
 
@@ -133,6 +166,7 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
         trust_remote_code=args.trust_remote_code,
         progress=_progress(args),
         cell_id=args.cell_id,
+        record_incompatible=args.record_incompatible,
     )
 
 
@@ -151,5 +185,6 @@ def rerun_options(args: argparse.Namespace, baseline: Path, out: Path):  # noqa:
     if args.tf32 is not None:
         overrides["tf32"] = _tf32(args.tf32)
     return dataclasses.replace(options, **overrides, allow_network=args.allow_network,
-                               trust_remote_code=args.trust_remote_code, progress=_progress(args), cell_id=args.cell_id)
+                               trust_remote_code=args.trust_remote_code, progress=_progress(args), cell_id=args.cell_id,
+                               record_incompatible=True)  # a model that no longer runs here is the check's finding
 

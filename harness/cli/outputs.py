@@ -3,17 +3,19 @@
 ``-`` means standard output, as in most Unix tools: ``harness compare A B --json - | jq .status``. When stdout
 carries a machine-readable verdict, the human verdict moves to stderr, so the pipe reads one document only.
 Files are written atomically (``harness.fsio.write_text``), after the verdict is computed: a comparison that
-fails on bad input writes nothing.
+fails on bad input writes nothing. Every output path is checked before any work (``check_outputs``): not a
+directory, not under a file, writable, not a link or device, and not one of the command's inputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
 from harness.errors import HarnessError
-from harness.fsio import write_text
+from harness.fsio import check_output, write_text
 
 __all__ = ["STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
 
@@ -38,11 +40,24 @@ def _given(args: argparse.Namespace) -> List[Tuple[str, str]]:
     return [(option, getattr(args, dest)) for option, dest, _ in _OUTPUTS if getattr(args, dest, None)]
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, two outputs on stdout (their documents would interleave)."""
-    on_stdout = [option for option, path in _given(args) if str(path) == STDOUT]
+def check_outputs(args: argparse.Namespace, inputs: Iterable[Tuple[str, Any]] = (),
+                  files: Iterable[Tuple[str, Any]] = ()) -> None:
+    """Refuse, before any work: two outputs on stdout (their documents would interleave), two outputs onto one
+    file, and any output file ``fsio.check_output`` refuses. ``inputs`` are the command's ``(name, path)`` inputs;
+    ``files`` its other outputs (``("--out", path)``)."""
+    given = _given(args)
+    on_stdout = [option for option, path in given if str(path) == STDOUT]
     if len(on_stdout) > 1:
         raise HarnessError(f"{' and '.join(on_stdout)}: only one output can go to stdout ('-')")
+    inputs = [(name, path) for name, path in inputs if path is not None]
+    outputs = [(option, path) for option, path in [*files, *given] if path is not None and str(path) != STDOUT]
+    seen: Dict[str, str] = {}
+    for option, path in outputs:
+        check_output(path, option, inputs)
+        key = os.path.abspath(path)
+        if key in seen:
+            raise HarnessError(f"{seen[key]} and {option}: both write {path}; give each output its own file")
+        seen[key] = option
 
 
 def human_stream(args: argparse.Namespace) -> TextIO:

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Optional, TextIO
 
-from harness.config.environment import float_setting
+from harness.config.environment import setting
 from harness.run.progress import ProgressEvent
 
 __all__ = ["make_listener", "LineProgress", "BarProgress"]
@@ -38,7 +38,7 @@ class LineProgress:
 
     def __init__(self, stream: TextIO, prefix: str = "harness run", interval_s: Optional[float] = None) -> None:
         self.stream, self.prefix = stream, prefix
-        self.interval_s = interval_s if interval_s is not None else float_setting("HARNESS_PROGRESS_INTERVAL", 30.0)
+        self.interval_s = interval_s if interval_s is not None else float(setting("HARNESS_PROGRESS_INTERVAL"))
         self._stop: Optional[threading.Event] = None
 
     def _line(self, text: str) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from harness.config.environment import int_setting
+from harness.config.environment import setting
 from harness.fsio import atomic_output, write_text
 from harness.paths import cache_dir
 
@@ -51,7 +51,7 @@ def width(k: int, documents: int) -> int:
     """Documents a certificate keeps per query: the best k + 1 + ``EXTRA``, or all there are."""
     return min(int(k) + 1 + EXTRA, int(documents))
 #: below this many query x document pairs the exact top-k is cheap (100 queries x 500k documents: ~0.4 s)
-CERTIFY_MIN_PAIRS = int_setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS", 50_000_000)
+CERTIFY_MIN_PAIRS = int(setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS"))
 #: a stat signature is trusted only if the file's last change is this long before the hash was taken
 RACY_NS = 2_000_000_000
 

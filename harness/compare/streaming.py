@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, pairs_in_flight, run_segments
-from harness.config.environment import int_setting
+from harness.config.environment import setting
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
@@ -54,7 +54,7 @@ def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarr
 
 #: worker threads for the streamed comparison (``HARNESS_COMPARE_THREADS`` overrides; 1 = no threads). Two
 #: keep two cores busy; more need more cores, and each holds up to a row group pair (~0.2 GB at 384 dims).
-COMPARE_THREADS = int_setting("HARNESS_COMPARE_THREADS", 0) or min(2, os.cpu_count() or 1)
+COMPARE_THREADS = int(setting("HARNESS_COMPARE_THREADS")) or min(2, os.cpu_count() or 1)
 #: a candidate whose ids are in another order is realigned in memory up to this many bytes of vectors
 ALIGN_IN_MEMORY_BYTES = 256 << 20
 

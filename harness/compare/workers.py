@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.config.environment import int_setting
+from harness.config.environment import setting
 
 __all__ = ["MEMORY_MB", "MIN_QUERIES_PER_PASS", "Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight",
            "queries_per_pass", "run_segments"]
@@ -24,7 +24,7 @@ Segment = Tuple[int, np.ndarray, np.ndarray]
 #: (their vectors and retrieval state: every query of the batch is scored against every document in one pass) and
 #: the row group pairs read ahead and in use. At 384 float32 dims a row group pair is 192 MiB; the default 512 keeps
 #: two pairs (the next read overlapping the compute) while the queries are few, one beside a large batch.
-MEMORY_MB = int_setting("HARNESS_COMPARE_MEMORY_MB", 512, minimum=16)
+MEMORY_MB = int(setting("HARNESS_COMPARE_MEMORY_MB"))
 #: the smallest query batch, whatever the budget (a pass over the documents per batch: tiny batches would read
 #: the files over and over)
 MIN_QUERIES_PER_PASS = 1024

@@ -1,15 +1,17 @@
 """Numeric settings read from environment variables (``HARNESS_COMPARE_MEMORY_MB`` and the like), parsed in one
 place: a value that is not a number, or is out of range, is refused in one line naming the variable (exit 2),
-never a traceback from deep inside the comparator."""
+never a traceback from deep inside the comparator. ``SETTINGS`` lists every one of them, so the CLI checks them all
+before any work starts (``check_settings``): a bad value is refused at once, not after an hour-long run."""
 
 from __future__ import annotations
 
 import os
-from typing import Callable, TypeVar
+from dataclasses import dataclass
+from typing import Callable, Tuple, TypeVar, Union
 
 from harness.errors import HarnessError
 
-__all__ = ["float_setting", "int_setting"]
+__all__ = ["float_setting", "int_setting", "Setting", "SETTINGS", "setting", "check_settings"]
 
 Number = TypeVar("Number", int, float)
 
@@ -35,3 +37,43 @@ def int_setting(name: str, default: int, minimum: int = 0) -> int:
 def float_setting(name: str, default: float, minimum: float = 0.0) -> float:
     """``$name`` as a number of at least ``minimum``; ``default`` when unset or empty."""
     return _setting(name, default, minimum, float, "a number")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One numeric environment setting: its name, default, minimum and whether it is whole."""
+
+    name: str
+    default: Union[int, float]
+    minimum: Union[int, float]
+    whole: bool
+    help: str
+
+    def read(self) -> Union[int, float]:
+        if self.whole:
+            return int_setting(self.name, int(self.default), int(self.minimum))
+        return float_setting(self.name, float(self.default), float(self.minimum))
+
+
+#: every numeric setting the harness reads from the environment (the modules that use one read it through here)
+SETTINGS: Tuple[Setting, ...] = (
+    Setting("HARNESS_COMPARE_MEMORY_MB", 512, 16, True, "memory the comparator may hold beside its inputs, in MB"),
+    Setting("HARNESS_COMPARE_THREADS", 0, 0, True, "comparator worker threads (0: up to 2, by CPU count)"),
+    Setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS", 50_000_000, 0, True,
+            "query x document pairs from which top-k is certified instead of computed exactly"),
+    Setting("HARNESS_PROGRESS_INTERVAL", 30.0, 0.0, False, "seconds between progress lines of a long comparison"),
+)
+
+
+def setting(name: str) -> Union[int, float]:
+    """The value of the declared setting ``name`` (its default when unset)."""
+    for item in SETTINGS:
+        if item.name == name:
+            return item.read()
+    raise KeyError(name)
+
+
+def check_settings() -> None:
+    """Read every declared setting once: a bad value is one ``HarnessError`` line before any work starts."""
+    for item in SETTINGS:
+        item.read()

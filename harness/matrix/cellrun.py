@@ -158,7 +158,8 @@ def run_harness(ws: Workspace, venv: Path, run_args: Sequence[str], results: Pat
 def _run_harness(ws: Workspace, venv: Path, run_args: Sequence[str], results: Path, log: Path,
                  timings: Optional[Path]) -> Ran:
     """``run_harness`` with the CPU seconds; ``timings``: where the run writes what it measured of itself."""
-    cmd = [str(venvs.bin_dir(venv) / "harness"), "run", *run_args, "--out", str(results), "--no-progress"]
+    cmd = [str(venvs.bin_dir(venv) / "harness"), "run", *run_args, "--out", str(results), "--no-progress",
+           "--record-incompatible"]
     env = venvs.cell_env(venv, ws.backend)
     # OpenMP threads that spin while waiting steal the cores their own siblings need whenever anything else runs
     # on the machine: tiny models took 17-28 s instead of 1.6-3.5 s on the shared 2-core machine (README)

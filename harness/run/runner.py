@@ -22,7 +22,7 @@ import numpy as np
 
 import harness
 from harness.config.corpus import Corpus, load_corpus
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ModelLoadError
 from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
 from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
@@ -58,6 +58,9 @@ class RunOptions:
     trust_remote_code: bool = False
     progress: bool = False
     cell_id: Optional[str] = None
+    #: a model that cannot run here (``status = "incompatible"``) is recorded in the results file (a matrix cell,
+    #: the library's default) instead of failing the run before anything is written (``harness run``'s default)
+    record_incompatible: bool = True
     #: called with a ``ProgressEvent`` as each model starts and finishes (the CLI's progress display); how a run
     #: is shown, not what it computes, so two options that differ only here are equal
     on_progress: Optional[ProgressListener] = field(default=None, compare=False)
@@ -305,6 +308,12 @@ def run(options: RunOptions) -> RunSummary:
         all_rows.extend(rows)
     if served:
         fingerprint = {**fingerprint, "served": served}
+    failed = [(k, r) for k, r in records.items() if str(r.status) != "ok"]
+    if failed and not options.record_incompatible:
+        model_id, record = failed[0]
+        raise ModelLoadError(f"{model_id}: {record.status}: {record.reason or 'did not run'}; nothing written "
+                             f"({len(failed)} of {len(records)} model(s) did not run; --record-incompatible writes "
+                             "the results with them recorded as such)")
     metadata = ResultsMeta(
         harness_version=harness.__version__,
         created_at=started.isoformat(timespec="seconds"),
