@@ -20,6 +20,7 @@ the runner, the comparator) is imported when a check actually runs.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -153,6 +154,11 @@ class _Candidates:
         self._done: Dict[Tuple[Any, ...], Tuple[Optional[Path], Optional[BaseException]]] = {}
         self.runs: List[str] = []
 
+    def note(self, line: str) -> None:
+        """A line for the session's ``harness`` summary section (each once)."""
+        if f"note: {line}" not in self.runs:
+            self.runs.append(f"note: {line}")
+
     def _tmp(self) -> Path:
         factory = getattr(self.config, "_tmp_path_factory", None)
         if factory is not None:
@@ -256,6 +262,14 @@ class _HarnessItem(pytest.Item):
     def reportinfo(self) -> Tuple[Path, Optional[int], str]:
         return self.parent.baseline, None, f"{self.name} vs {self.parent.baseline}"
 
+    def _repr_failure_py(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """An error in ``setup`` (the run, bad input): one line for a ``HarnessError``, a traceback for a bug."""
+        from harness.errors import HarnessError
+
+        if isinstance(excinfo.value, HarnessError):
+            return f"harness error: {excinfo.value}"
+        return super()._repr_failure_py(excinfo, style=style)
+
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         from harness.errors import HarnessError
 
@@ -266,19 +280,33 @@ class _HarnessItem(pytest.Item):
 
 
 class ModelCheck(_HarnessItem):
-    """One model of a baseline, judged against this environment's run."""
+    """One model of a baseline, judged against this environment's run.
 
-    def runtest(self) -> None:
+    The run and the judging happen in ``setup``: anything that goes wrong there (bad input, a bug) is reported
+    as an *error* of the item, and only a verdict that failed its tolerance is a *failed* test."""
+
+    _failure: Optional[AssertionError] = None
+
+    def setup(self) -> None:
         from harness.assertions import assert_model_matches
+        from harness.compare.comparator import same_file_note
+        from harness.errors import HarnessError
 
         candidate = self.candidates.for_baseline(self.parent.baseline)
-        assert_model_matches(
-            candidate,
-            self.parent.baseline,
-            self.name,
-            _policy(self.config),
-            tolerance_class=_class(self.config),
-        )
+        for note in same_file_note(self.parent.baseline, candidate):
+            warnings.warn(pytest.PytestWarning(f"{self.nodeid}: {note}"), stacklevel=1)
+            self.candidates.note(note)
+        try:
+            assert_model_matches(candidate, self.parent.baseline, self.name, _policy(self.config),
+                                 tolerance_class=_class(self.config))
+        except HarnessError:
+            raise
+        except AssertionError as failure:
+            self._failure = failure
+
+    def runtest(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 class MissingBaseline(_HarnessItem):

@@ -114,7 +114,7 @@ def test_policy_and_class_options(pytester: pytest.Pytester, tmp_path: Path) -> 
     loose.write_text('[models."tiny-bi-encoder"]\natol = 1e-3\nmin_cosine = 0.999\nmin_topk_order_agreement = 0.5\nmin_topk_set_agreement = 0.5\n')
     pytester.runpytest(*common, f"--harness-policy={loose}").assert_outcomes(passed=2)
     bad = pytester.runpytest(*common, "--harness-class", "nope")
-    bad.assert_outcomes(failed=2)
+    bad.assert_outcomes(errors=2)  # bad input is an error of the item, never a failed comparison
     bad.stdout.fnmatch_lines(["harness error: *unknown tolerance class 'nope'*"])
 
 
@@ -202,14 +202,14 @@ def test_unreadable_baseline_is_an_error_and_never_regenerated(pytester: pytest.
     assert junk.read_bytes() == b"PAR1 this is not parquet"
 
 
-def test_run_that_cannot_start_fails_every_item_with_one_line(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_run_that_cannot_start_errors_every_item_with_one_line(pytester: pytest.Pytester, tmp_path: Path) -> None:
     def unknown_model(meta: dict) -> dict:
         models = {"no-such-model": {**meta["models"][BI], "source": {}}, CE: meta["models"][CE]}
         return {**meta, "models": models}
 
     odd = perturb_results(TINY, tmp_path / "odd.parquet", BI, meta_update=unknown_model)
     result = pytester.runpytest("-m", "harness", f"--harness-baseline={odd}")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["harness error: *model 'no-such-model' is not in the registry*does not record where it came from"])
 
 

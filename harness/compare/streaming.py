@@ -95,11 +95,14 @@ def _role_mask(roles: pa.ChunkedArray, role: str) -> np.ndarray:
     return arrow_to_numpy(encoded.indices) == names.index(role)
 
 
-def refuse_nonfinite(results: ResultsFile, model_id: str, rows: int, first: Optional[str]) -> None:
+#: the problems ``refuse_nonfinite`` names
+NONFINITE = "non-finite vector values"
+ZERO_VECTORS = "all-zero vectors (no direction: cosine is undefined, so nothing can be judged)"
+
+
+def refuse_nonfinite(results: ResultsFile, model_id: str, rows: int, first: Optional[str], problem: str = NONFINITE) -> None:
     if rows:
-        raise ResultsFileError(
-            f"{results.path}: model '{model_id}' has non-finite vector values in {rows} row(s) (first: '{first}')"
-        )
+        raise ResultsFileError(f"{results.path}: model '{model_id}' has {problem} in {rows} row(s) (first: '{first}')")
 
 
 def _scan_nonfinite(results: ResultsFile, model_id: str, ids: pa.ChunkedArray) -> None:

@@ -16,7 +16,7 @@ from harness.compare.certificate import Certificate
 from harness.compare.kinds.common import (NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant,
                                           topk_checks)
 from harness.compare.kinds.retrieval import Retrieval
-from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.kinds.source import ZERO_VECTORS, EmbeddingPair
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats
@@ -73,6 +73,8 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
     st = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)
+    if st.zero_base:  # zeros against zeros would pass with cosine 1: a baseline without direction proves nothing
+        pair.refuse_nonfinite(st.zero_base, [], problem=ZERO_VECTORS)
     topk = retrieval.finish(first.topk) if retrieval is not None and first.topk is not None else None
     return _verdict(model_id, tol, pair, st, topk)
 

@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.compare import progress, streaming
+from harness.compare.streaming import NONFINITE, ZERO_VECTORS
 from harness.errors import HarnessError
 from harness.results import ResultsFile
 
@@ -53,8 +54,9 @@ class EmbeddingPair:
         ``what``: the pass, as its progress reports name it)."""
         raise NotImplementedError
 
-    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
-        """Raise for NaN/Inf rows (baseline positions) found while feeding: bad input, never a verdict."""
+    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
+        """Raise for NaN/Inf rows (baseline positions) found while feeding, or all-zero baseline rows
+        (``problem``): bad input, never a verdict."""
         raise NotImplementedError
 
 
@@ -85,14 +87,15 @@ class FilePair(EmbeddingPair):
         streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes,
                          on_rows=counter.add if counter is not None else None)
 
-    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
+    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
         """The baseline first; each file's first bad row in its own file order."""
         if base_rows:
-            streaming.refuse_nonfinite(self.base, self.model_id, len(base_rows), self.item_id(min(base_rows)))
+            streaming.refuse_nonfinite(self.base, self.model_id, len(base_rows), self.item_id(min(base_rows)), problem)
         if cand_rows:
             rows = np.asarray(cand_rows)
             file_rows = rows if self.plan.cand_pos is None else self.plan.cand_pos[rows]
-            streaming.refuse_nonfinite(self.cand, self.model_id, len(rows), self.item_id(int(rows[np.argmin(file_rows)])))
+            streaming.refuse_nonfinite(self.cand, self.model_id, len(rows), self.item_id(int(rows[np.argmin(file_rows)])),
+                                       problem)
 
 
 class ArrayPair(EmbeddingPair):
@@ -128,9 +131,9 @@ class ArrayPair(EmbeddingPair):
             stop = min(self.rows, start + self.SEGMENT_ROWS)
             workers[0]((start, self.base[start:stop], self.cand[start:stop]))
 
-    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int]) -> None:
+    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
         for label, rows in zip(self.labels, (base_rows, cand_rows)):
             if rows:
                 model = f" model '{self.model_id}'" if self.model_id else ""
-                raise HarnessError(f"{label}:{model} has non-finite vector values in {len(rows)} row(s) "
+                raise HarnessError(f"{label}:{model} has {problem} in {len(rows)} row(s) "
                                    f"(first: '{self.item_id(min(rows))}')")

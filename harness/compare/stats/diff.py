@@ -112,6 +112,7 @@ class DiffStats:
         self.worst: List[Worst] = []
         self.nonfinite_base: List[int] = []  # baseline positions of rows with NaN/Inf
         self.nonfinite_cand: List[int] = []
+        self.zero_base: List[int] = []  # baseline positions of all-zero rows (no direction: cosine undefined)
         self._block_rows = max(1, BLOCK_VALUES // max(self.dim, 1))
         self._d = np.empty((self._block_rows, self.dim), dtype=ft)
         self._a = np.empty((self._block_rows, self.dim), dtype=ft)
@@ -143,6 +144,8 @@ class DiffStats:
         np.einsum("ij,ij->i", b, b, out=bsq)
         if not (np.isfinite(dsq).all() and np.isfinite(bsq).all()):
             self._drop_nonfinite(position, b, c, d, bsq, dsq)
+        if not bsq.all():
+            self.zero_base += (position + np.flatnonzero(bsq == 0)).tolist()
         self.rows += m
         self.count += d.size
         ad = np.abs(d, out=d)
@@ -270,6 +273,7 @@ class DiffStats:
         self.worst = sorted(self.worst + other.worst, key=lambda w: (-w.value, w.position))[: self.worst_n]
         self.nonfinite_base += other.nonfinite_base
         self.nonfinite_cand += other.nonfinite_cand
+        self.zero_base += other.zero_base
         self._top.merge(other._top)
 
     @property

@@ -1,0 +1,284 @@
+"""The exit-code contract, door by door: 0 pass, 1 drift (only a verdict), 2 bad input (one line, nothing
+written), 3 a bug (one line + a crash file), 130 interrupted. And no output ever replaces an input, a baseline,
+a link or a device node.
+
+Every case asserts the whole contract: the code, exactly one ``error:`` line on stderr, no traceback, and the
+inputs byte-identical afterwards (``_unchanged``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.testing import perturb_results
+
+from conftest import ROOT
+
+pytest_plugins = ["pytester"]
+
+TINY = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+BI, CE = "tiny-bi-encoder", "tiny-cross-encoder"
+RUN_PREFIXES = ("harness run: ", "harness check: ", "tiny-", "wrote ")
+
+
+def _digests(*paths: Path) -> Dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if not line.startswith(RUN_PREFIXES)]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err, err
+    return lines[0]
+
+
+def _bad_input(argv: List[str], capsys: pytest.CaptureFixture, *fragments: str) -> str:
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, (code, captured.out, captured.err)
+    line = _one_error_line(captured.err)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+@pytest.fixture()
+def pair(tmp_path: Path) -> Dict[str, Path]:
+    """A baseline, a drifted candidate and a policy: copies, so the test can prove they are left untouched."""
+    base = shutil.copy(TINY, tmp_path / "baseline.parquet")
+    cand = perturb_results(TINY, tmp_path / "candidate.parquet", BI, vectors=lambda v: v + 1e-4)
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[classes.fp32]\natol = 1e-5\n")
+    return {"baseline": Path(base), "candidate": cand, "policy": policy}
+
+
+# -- outputs never replace an input, a link or a device ------------------------------------------------------
+
+
+@pytest.mark.parametrize("option,target", [("--json", "baseline"), ("--markdown", "candidate"), ("--junit", "policy")])
+def test_an_output_onto_an_input_is_refused_before_any_work(option: str, target: str, pair: Dict[str, Path],
+                                                            capsys: pytest.CaptureFixture) -> None:
+    before = _digests(*pair.values())
+    _bad_input(["compare", str(pair["baseline"]), str(pair["candidate"]), "--policy", str(pair["policy"]),
+                option, str(pair[target])], capsys, option, "refusing to overwrite an input")
+    assert _digests(*pair.values()) == before
+
+
+def test_an_output_through_another_name_of_an_input_is_refused(pair: Dict[str, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    hard = tmp_path / "other-name.json"
+    os.link(pair["baseline"], hard)
+    before = _digests(pair["baseline"])
+    _bad_input(["compare", str(pair["baseline"]), str(pair["candidate"]), "--json", str(hard)], capsys, "is also the baseline")
+    assert _digests(pair["baseline"]) == before
+
+
+def test_run_out_onto_its_own_corpus_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text('{"id": "a", "text": "one"}\n{"id": "b", "text": "two"}\n')
+    before = _digests(corpus)
+    _bad_input(["run", "--models", "tiny", "--device", "cpu", "--corpus", str(corpus), "--out", str(corpus)], capsys,
+               "is also the corpus")
+    assert _digests(corpus) == before
+
+
+def test_a_symlink_output_is_refused_and_left_a_link(pair: Dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    real = tmp_path / "real.json"
+    real.write_text("keep me")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    _bad_input(["compare", str(pair["baseline"]), str(pair["candidate"]), "--json", str(link)], capsys, "symbolic link")
+    assert link.is_symlink() and real.read_text() == "keep me"
+
+
+def test_a_device_node_output_is_refused_and_left_a_device(pair: Dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    _bad_input(["compare", str(pair["baseline"]), str(pair["candidate"]), "--json", os.devnull], capsys, "not a regular file")
+    assert Path(os.devnull).is_char_device()
+
+
+def test_atomic_output_never_renames_onto_a_link(tmp_path: Path) -> None:
+    """The writers' own last line of defence, whatever door was used."""
+    from harness.fsio import OutputRefused, write_text
+
+    real = tmp_path / "real.txt"
+    real.write_text("keep")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    with pytest.raises(OutputRefused):
+        write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "keep" and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("where", ["directory", "under-a-file", "two-outputs-one-file"])
+def test_unwritable_outputs_are_refused_before_the_verdict(where: str, pair: Dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    argv = {"directory": ["--json", str(tmp_path)],
+            "under-a-file": ["--json", str(plain / "report.json")],
+            "two-outputs-one-file": ["--json", str(tmp_path / "o.txt"), "--markdown", str(tmp_path / "o.txt")]}[where]
+    _bad_input(["compare", str(pair["baseline"]), str(pair["candidate"]), *argv], capsys)
+    assert not (tmp_path / "o.txt").exists() and plain.read_text() == "x"
+
+
+def test_run_never_replaces_a_baseline(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    baseline = tmp_path / "b.parquet"
+    assert main(["baseline", "create", str(baseline), "--from", str(TINY), "--reason", "test"]) == 0
+    capsys.readouterr()
+    before = _digests(baseline)
+    _bad_input(["run", "--models", "tiny", "--device", "cpu", "--out", str(baseline)], capsys, "is a baseline")
+    assert _digests(baseline) == before
+
+
+# -- inputs are checked before any model loads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags,fragment", [(["--device", "tpu"], "not a device"), (["--threads", "-1"], "out of range"),
+                                            (["--batch-size", "0"], "out of range"), (["--threads", "x"], "not a whole number")])
+def test_run_flags_are_checked_when_read(flags: List[str], fragment: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "r.parquet"
+    _bad_input(["run", "--models", "tiny", *flags, "--out", str(out)], capsys, fragment)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_bad_setting_is_refused_before_the_run_of_check(tmp_path: Path) -> None:
+    """Was: refused only after the whole run, with the candidate written."""
+    out = tmp_path / "check.parquet"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "harness", "check", str(TINY), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HARNESS_COMPARE_MEMORY_MB": "abc"})
+    assert proc.returncode == 2, proc.stderr
+    assert "HARNESS_COMPARE_MEMORY_MB" in _one_error_line(proc.stderr)
+    assert not out.exists() and time.perf_counter() - started < 30  # no model loaded (a run takes longer)
+
+
+def test_check_refuses_a_bad_policy_before_its_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    policy = tmp_path / "p.toml"
+    policy.write_text("[classes.fp32\n")
+    out = tmp_path / "check.parquet"
+    _bad_input(["check", str(TINY), "--policy", str(policy), "--out", str(out)], capsys, str(policy))
+    assert not out.exists()
+
+
+def test_a_model_that_cannot_run_writes_nothing_unless_recorded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    future = tmp_path / "from-the-future"
+    shutil.copytree(ROOT / "fixtures" / "models" / BI, future)
+    config = future / "config_sentence_transformers.json"
+    data = json.loads(config.read_text())
+    data["__version__"]["sentence_transformers"] = "99.0.0"
+    config.write_text(json.dumps(data))
+    out = tmp_path / "r.parquet"
+    argv = ["run", "--models", str(future), CE, "--device", "cpu", "--out", str(out)]
+    _bad_input(argv, capsys, "from-the-future: incompatible", "nothing written")
+    assert not out.exists()
+    assert main([*argv, "--record-incompatible"]) == 0
+    capsys.readouterr()
+    assert out.is_file()
+
+
+# -- wrong passes -------------------------------------------------------------------------------------------
+
+
+def test_zeros_against_zeros_is_bad_input_not_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    zeros = perturb_results(TINY, tmp_path / "zeros.parquet", BI, vectors=np.zeros_like)
+    _bad_input(["compare", str(zeros), str(zeros), "--models", BI], capsys, "all-zero vectors", str(zeros))
+
+
+def test_a_candidate_of_zeros_is_drift(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    zeros = perturb_results(TINY, tmp_path / "zeros.parquet", BI, vectors=np.zeros_like)
+    assert main(["compare", str(TINY), str(zeros), "--models", BI]) == 1
+    capsys.readouterr()
+
+
+# -- a bug is exit 3 with a crash file, never exit 1 -----------------------------------------------------------
+
+_BUG = """
+import sys
+import harness.compare.comparator as comparator
+from harness import cli
+
+def broken(*args, **kwargs):
+    raise ZeroDivisionError("boom at http://alice:s3cret@example.com/x?api_key=SECRET-VALUE&x=1 " + sys.argv[-1])
+
+comparator.compare_files = broken
+sys.argv = ["harness", "compare", sys.argv[1], sys.argv[1]]
+cli.entrypoint()
+"""
+
+
+def test_a_bug_is_exit_3_with_one_line_and_a_scrubbed_crash_file(tmp_path: Path) -> None:
+    env = {**os.environ, "HARNESS_CRASH_DIR": str(tmp_path / "crashes"), "MY_API_TOKEN": "tok-123456789"}
+    proc = subprocess.run([sys.executable, "-c", _BUG, str(TINY), "tok-123456789"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("internal error") and "ZeroDivisionError" in lines[0], proc.stderr
+    crash = Path(lines[0].rsplit("details in ", 1)[1].split(";")[0])
+    assert crash.parent == tmp_path / "crashes"
+    text = crash.read_text()
+    assert "Traceback" in text and "ZeroDivisionError" in text
+    for secret in ("s3cret", "SECRET-VALUE", "tok-123456789"):
+        assert secret not in text and secret not in proc.stderr, secret
+
+
+def test_a_bug_in_process_is_3_not_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    import harness.compare.comparator as comparator
+
+    monkeypatch.setenv("HARNESS_CRASH_DIR", str(tmp_path))
+    monkeypatch.setattr(comparator, "compare_files", lambda *a, **k: [][1])
+    assert main(["compare", str(TINY), str(TINY)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("internal error") and "IndexError" in err and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_is_130_without_a_traceback(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--models", "tiny", "--device", "cpu",
+                             "--out", str(out), "--no-progress"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # torch imported or importing, models loading
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and not out.exists(), err
+
+
+# -- the plugin door -------------------------------------------------------------------------------------------
+
+
+def test_plugin_says_when_the_baseline_is_judged_against_itself(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={TINY}", f"--harness-candidate={TINY}")
+    result.assert_outcomes(passed=2, warnings=2)
+    result.stdout.fnmatch_lines(["*the same file*cannot detect drift*"])
+
+
+def test_plugin_reports_a_bug_as_an_error_not_a_failed_comparison(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makeconftest("""
+        import harness.assertions as assertions
+
+        def _broken(*args, **kwargs):
+            raise ZeroDivisionError("a bug")
+
+        assertions.assert_model_matches = _broken
+    """)
+    cand = perturb_results(TINY, tmp_path / "c.parquet", BI, vectors=lambda v: v + 1e-4)
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={TINY}", f"--harness-candidate={cand}")
+    result.assert_outcomes(errors=2)
