@@ -282,3 +282,15 @@ def test_plugin_reports_a_bug_as_an_error_not_a_failed_comparison(pytester: pyte
     cand = perturb_results(TINY, tmp_path / "c.parquet", BI, vectors=lambda v: v + 1e-4)
     result = pytester.runpytest("-m", "harness", f"--harness-baseline={TINY}", f"--harness-candidate={cand}")
     result.assert_outcomes(errors=2)
+
+
+# -- the matrix door ---------------------------------------------------------------------------------------------
+
+
+def test_matrix_report_into_a_file_is_refused_before_any_cell_is_judged(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    plain = tmp_path / "report"
+    plain.write_text("not a directory")
+    _bad_input(["matrix", "report", "--matrix", "smoke", "--runs", str(tmp_path / "runs"), "--out", str(plain)], capsys,
+               "--out", "not a directory")
+    assert plain.read_text() == "not a directory"

@@ -166,10 +166,14 @@ def door_plugin(pytester: pytest.Pytester, base: Path, cand: Path) -> Tuple[int,
     result = pytester.runpytest("-m", "harness", "--harness-baseline", str(base), "--harness-candidate", str(cand))
     out = {}
     for report in result.reprec.getreports("pytest_runtest_logreport"):
-        if report.when != "call":
-            continue
         model = report.nodeid.split("::")[-1]
         text = str(report.longrepr) if report.failed else ""
+        if report.when == "setup" and report.failed:  # bad input is an error of the item (its setup), not a failure
+            assert text.startswith("harness error: "), text
+            out[model] = Outcome(BAD, text=text)
+            continue
+        if report.when != "call":
+            continue
         if report.passed:
             out[model] = Outcome("pass")
         elif text.startswith("harness error: "):

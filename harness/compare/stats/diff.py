@@ -144,8 +144,9 @@ class DiffStats:
         np.einsum("ij,ij->i", b, b, out=bsq)
         if not (np.isfinite(dsq).all() and np.isfinite(bsq).all()):
             self._drop_nonfinite(position, b, c, d, bsq, dsq)
-        if not bsq.all():
-            self.zero_base += (position + np.flatnonzero(bsq == 0)).tolist()
+        if not bsq.all():  # |b|^2 underflows for tiny rows: only rows of exact zeros count
+            zero = np.flatnonzero(bsq == 0)
+            self.zero_base += (position + zero[~b[zero].any(axis=1)]).tolist()
         self.rows += m
         self.count += d.size
         ad = np.abs(d, out=d)
