@@ -199,7 +199,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 def stand_in(tmp_path: Path, mode: str, **kw) -> ServerProcess:
     marker = tmp_path / "marker"
     return ServerProcess(lambda port: [sys.executable, "-c", STAND_IN, port, mode, marker], log_path=tmp_path / "log" / "server.log",
-                         **{"startup_timeout_s": 30, **kw})
+                         **{"startup_timeout_s": 30, "state_dir": tmp_path / "servers", **kw})
 
 
 _gone = pid_gone

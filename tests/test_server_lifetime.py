@@ -200,6 +200,12 @@ def test_a_harness_killed_with_sigkill_never_leaves_its_server_running(work: Pat
                                  f"its harness (parent now {open(f'/proc/{servers[0]}/stat').read().rsplit(')', 1)[1].split()[1]})"
         took.append(gone)
         check_results(work)
+    from harness.matrix.server_lifetime import ServerLedger
+
+    ledger = ServerLedger(work / "cache" / "servers")
+    assert len(ledger.records()) <= 1  # each start swept the records its killed predecessor left
+    ledger.sweep()
+    assert not list(ledger.directory.iterdir()), "the next start leaves no record and no temp file behind"
     print(f"\nserver gone {max(took) * 1000:.0f} ms at most after its harness was killed (10 kills)")
 
 
@@ -221,3 +227,57 @@ def test_ctrl_c_stops_a_server_that_ignores_sigterm_within_two_seconds(work: Pat
             driver.kill()
     assert gone is not None and driver.poll() is not None and took < 2.0, f"Ctrl-C took {took:.2f} s (server gone: {gone})"
     print(f"\nCtrl-C: harness and a SIGTERM-ignoring server gone after {took:.2f} s")
+
+
+def _plant(directory: Path, pid: int, start: str, owner: int, owner_start: str, token: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"server-{token}.json"
+    path.write_text(json.dumps({"pid": pid, "start": start, "pgid": pid, "owner_pid": owner, "owner_start": owner_start,
+                                "token": token, "argv": ["planted", str(pid)]}), encoding="utf-8")
+    return path
+
+
+def test_the_next_start_kills_servers_of_dead_harnesses_and_never_a_recycled_pid(work: Path) -> None:
+    from harness.matrix.server_lifetime import TOKEN_VARIABLE, new_token, start_time
+    from harness.matrix.server_process import ServerProcess
+
+    ledger = work / "servers"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a harness that is gone (and a pid nobody has: the "leader" of a group whose worker survived)
+    tokens = {name: new_token() for name in ("orphan", "worker", "stranger", "kept")}
+
+    def sleeper(token: Optional[str] = None) -> "subprocess.Popen[bytes]":
+        env = {**os.environ, **({TOKEN_VARIABLE: token} if token else {})}
+        proc = subprocess.Popen(["sleep", "60"], start_new_session=True, env=env)
+        with open(work / "server.pids", "a") as f:  # the fixture kills them whatever happens
+            f.write(f"{proc.pid}\n")
+        return proc
+
+    orphan, worker, stranger, kept = sleeper(tokens["orphan"]), sleeper(tokens["worker"]), sleeper(), sleeper()
+    for proc in (orphan, stranger, kept):
+        wait_for(lambda: start_time(proc.pid) is not None, 5, "the process to show in /proc")
+    me, my_start = os.getpid(), start_time(os.getpid()) or ""
+    records = {
+        "orphan": _plant(ledger, orphan.pid, start_time(orphan.pid) or "", dead.pid, "1", tokens["orphan"]),
+        # a leader already gone, a process of its group (its token in the environment) still up
+        "worker": _plant(ledger, dead.pid, "1", dead.pid, "1", tokens["worker"]),
+        # the recorded pid now belongs to another process: same pid, different start time
+        "stranger": _plant(ledger, stranger.pid, str(int(start_time(stranger.pid) or 0) - 1), dead.pid, "1", tokens["stranger"]),
+        # a harness that is alive (this one) stops its own servers
+        "kept": _plant(ledger, kept.pid, start_time(kept.pid) or "", me, my_start, tokens["kept"]),
+    }
+    server = ServerProcess(lambda port: [sys.executable, str(work / "stand_in.py"), port, work / "server.pids", 0, "plain"],
+                           log_path=work / "server.log", startup_timeout_s=20, state_dir=ledger)
+    with server:
+        assert wait_gone([orphan.pid, worker.pid], timeout_s=3.0) is not None, "the orphans of a dead harness survived its sweep"
+        assert running(stranger.pid) and running(kept.pid)
+        assert not records["orphan"].exists() and not records["worker"].exists() and not records["stranger"].exists()
+        assert records["kept"].exists()
+        own = [p for p in ledger.glob("server-*.json") if json.loads(p.read_text())["pid"] == server.pid]
+        assert len(own) == 1 and json.loads(own[0].read_text())["owner_pid"] == me
+        log = (work / "server.log").read_text()
+        assert f"killed server planted {orphan.pid} (pid {orphan.pid}) left by dead harness {dead.pid}" in log
+        assert f"killed server planted {dead.pid} (pid {worker.pid})" in log
+        assert f"forgot server planted {stranger.pid}" in log
+    assert not own[0].exists(), "a stopped server stays in the ledger"
+    assert running(stranger.pid) and running(kept.pid)
