@@ -281,3 +281,21 @@ def test_the_next_start_kills_servers_of_dead_harnesses_and_never_a_recycled_pid
         assert f"forgot server planted {stranger.pid}" in log
     assert not own[0].exists(), "a stopped server stays in the ledger"
     assert running(stranger.pid) and running(kept.pid)
+
+
+def test_a_server_started_from_a_thread_that_ends_lives_until_it_is_stopped(work: Path) -> None:
+    """The parent-death signal follows the thread that forked: a worker thread's server must not die with it."""
+    import threading
+
+    from harness.matrix.server_process import ServerProcess
+
+    server = ServerProcess(lambda port: [sys.executable, str(work / "stand_in.py"), port, work / "server.pids", 0, "plain"],
+                           log_path=work / "server.log", startup_timeout_s=20, state_dir=work / "servers")
+    worker = threading.Thread(target=server.start)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive() and server.pid is not None
+    time.sleep(0.3)
+    pid = server.pid
+    assert server.alive() and running(pid), "the server died with the thread that started it"
+    assert server.stop(grace_s=1.0) is not None and wait_gone([pid], timeout_s=3.0) is not None
