@@ -133,6 +133,7 @@ def workspace(tmp_path: Path, answers: Path, monkeypatch: pytest.MonkeyPatch):
     key = venvs.lock_key(f"{stamp} {venv.resolve()}", FAKE_LOCK)
     (venv / venvs.STAMP_FILE).write_text(key + "\n", encoding="utf-8")
     (venv / venvs.FREEZE_FILE).write_text(FAKE_LOCK, encoding="utf-8")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))  # the server ledger (server_lifetime)
     monkeypatch.setenv("STAND_IN_ANSWERS", str(answers))
     monkeypatch.setenv("STAND_IN_SEEN", str(tmp_path / "seen.json"))
     return ws, matrix, cell, tmp_path / "seen.json"

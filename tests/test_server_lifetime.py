@@ -144,9 +144,9 @@ def work(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "driver.py").write_text(DRIVER, encoding="utf-8")
     yield tmp_path
     for pid in pids_in(tmp_path / "server.pids"):
-        for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        for kill in (os.killpg, os.kill):
             try:
-                kill()
+                kill(pid, signal.SIGKILL)
             except OSError:
                 pass
 
@@ -182,10 +182,10 @@ def test_a_harness_killed_with_sigkill_never_leaves_its_server_running(work: Pat
         driver = start_driver(work, delay=0.4)
         try:
             if kind == "starting":  # spawned, not yet healthy (it sleeps 0.4 s first)
-                wait_for(lambda: len(pids_in(work / "server.pids")) > seen, 15, "the server to be spawned")
+                wait_for(lambda seen=seen: len(pids_in(work / "server.pids")) > seen, 15, "the server to be spawned")
                 time.sleep(rng.uniform(0.0, 0.3))
             else:
-                wait_for(lambda: kind in phases(work, driver.pid), 15, f"the driver to reach {kind}")
+                wait_for(lambda kind=kind, pid=driver.pid: kind in phases(work, pid), 15, f"the driver to reach {kind}")
                 time.sleep(rng.uniform(0.0, 0.12))
             finished = "written" in phases(work, driver.pid)
             driver.kill()
@@ -196,8 +196,9 @@ def test_a_harness_killed_with_sigkill_never_leaves_its_server_running(work: Pat
         servers = pids_in(work / "server.pids")[seen:]
         assert len(servers) == 1, (kind, servers)
         gone = wait_gone(servers, timeout_s=3.0)
-        assert gone is not None, f"iteration {i} ({kind}{', finished' if finished else ''}): server {servers[0]} outlived " \
-                                 f"its harness (parent now {open(f'/proc/{servers[0]}/stat').read().rsplit(')', 1)[1].split()[1]})"
+        parent = open(f"/proc/{servers[0]}/stat").read().rsplit(")", 1)[1].split()[1] if gone is None else "-"
+        assert gone is not None, f"iteration {i} ({kind}{', finished' if finished else ''}): server {servers[0]} " \
+                                 f"outlived its harness (parent now {parent})"
         took.append(gone)
         check_results(work)
     from harness.matrix.server_lifetime import ServerLedger
@@ -255,7 +256,7 @@ def test_the_next_start_kills_servers_of_dead_harnesses_and_never_a_recycled_pid
 
     orphan, worker, stranger, kept = sleeper(tokens["orphan"]), sleeper(tokens["worker"]), sleeper(), sleeper()
     for proc in (orphan, stranger, kept):
-        wait_for(lambda: start_time(proc.pid) is not None, 5, "the process to show in /proc")
+        wait_for(lambda pid=proc.pid: start_time(pid) is not None, 5, "the process to show in /proc")
     me, my_start = os.getpid(), start_time(os.getpid()) or ""
     records = {
         "orphan": _plant(ledger, orphan.pid, start_time(orphan.pid) or "", dead.pid, "1", tokens["orphan"]),

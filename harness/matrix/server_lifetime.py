@@ -91,7 +91,7 @@ class _Spawner:
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(job())
-                except BaseException as err:  # handed to the caller, who raises it
+                except Exception as err:  # handed to the caller, who raises it
                     future.set_exception(err)
 
     def call(self, job: Callable[[], Any]) -> Any:

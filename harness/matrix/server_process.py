@@ -304,7 +304,8 @@ def infinity_command(executable: Path, models: Sequence[ServedModel], port: int,
 
 def infinity_server(executable: Path, models: Sequence[ServedModel], *, log_path: Path,
                     options: InfinityOptions = InfinityOptions(), startup_timeout_s: float = 180.0,
-                    env: Optional[Mapping[str, str]] = None, state_dir: Optional[Path] = None) -> ServerProcess:
+                    env: Optional[Mapping[str, str]] = None,
+                    state_dir: Optional[Path] = None) -> ServerProcess:
     """A ``ServerProcess`` (use it in ``with``) serving ``models`` from the infinity-emb at ``executable``."""
     if not models:
         raise ServerStartError("infinity_server needs at least one model")
