@@ -172,6 +172,51 @@ def test_all_minilm_l6_v2_served_matches_the_library(tmp_path):
     assert max_abs < 5e-6 and min_cos > 1 - 1e-9  # measured 2.8e-7, the size of ST 3.4 vs ST 6.2 on the same files
 
 
+# -- a real infinity-emb dies with the harness that started it (SIGKILL) and within 2 s of its Ctrl-C ------------------
+INFINITY_DRIVER = """
+import os, sys, time
+from pathlib import Path
+from harness.matrix.server_process import ServedModel, infinity_server
+work, executable, model = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+with infinity_server(Path(executable), [ServedModel(Path(model), "tiny-bi-encoder")], log_path=work / "server.log",
+                     startup_timeout_s=300, state_dir=work / "servers") as server:
+    (work / "pid").write_text(str(server.pid))
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+def test_a_real_infinity_dies_with_its_harness(tmp_path, how):
+    import signal
+    import subprocess
+
+    from test_server_lifetime import running, wait_for, wait_gone
+
+    executable = str(_infinity())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    harness = subprocess.Popen([sys.executable, "-c", INFINITY_DRIVER, str(tmp_path), executable, str(MODELS / "tiny-bi-encoder")],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        wait_for((tmp_path / "pid").exists, 300, "infinity to be healthy")
+        server = int((tmp_path / "pid").read_text())
+        assert running(server)
+        started = time.monotonic()
+        harness.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
+        gone = wait_gone([server], timeout_s=5.0)
+        took = time.monotonic() - started
+        assert gone is not None, f"infinity {server} outlived its harness ({how})"
+        print(f"\nreal infinity-emb gone {took * 1000:.0f} ms after its harness got {how}")
+        assert how == "sigkill" or took < 2.0
+        harness.wait(timeout=5)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+        if server is not None and running(server):
+            os.kill(server, 9)
+
+
 # -- the process lifecycle, with a stdlib server standing in (runs without infinity) --------------------------------
 STAND_IN = """
 import http.server, os, signal, sys, time
@@ -199,7 +244,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 def stand_in(tmp_path: Path, mode: str, **kw) -> ServerProcess:
     marker = tmp_path / "marker"
     return ServerProcess(lambda port: [sys.executable, "-c", STAND_IN, port, mode, marker], log_path=tmp_path / "log" / "server.log",
-                         **{"startup_timeout_s": 30, **kw})
+                         **{"startup_timeout_s": 30, "state_dir": tmp_path / "servers", **kw})
 
 
 _gone = pid_gone

@@ -4,15 +4,16 @@ A server cell (``server = "infinity-emb"`` in ``matrix.toml``, ``harness.matrix.
 any cell (``harness.matrix.cellrun``: its virtualenv holds the server package at its pinned version, and this
 project). Then, instead of loading the models in-process, the cell:
 
-1. finds the matrix's model directories with the cell's own Python (``harness.run.resolve``, so a
-   ``source = "package"`` model is the copy installed in the cell);
+1. finds the matrix's model directories with the cell's own Python (``python -m harness.run.model_dirs``, so
+   a ``source = "package"`` model is the copy installed in the cell);
 2. starts the server from the cell's ``bin`` on 127.0.0.1 on a free port with those directories and every
    number-moving option explicit (``harness.matrix.server_process``: its batch is ``server_batch_size``, else the
    matrix's ``batch_size``), and waits for its health URL;
 3. runs ``harness run --models http://127.0.0.1:PORT/<id> ... --api <api> --batch-size <matrix batch>``
    in the cell: the request batch and the server's own batch are both recorded (the results' ``http``
    records and ``served`` fingerprint; ``server.json`` in the run directory keeps the server's argv);
-4. stops the server on every path: results written, ``harness run`` failed, an exception, Ctrl-C.
+4. stops the server on every path: results written, ``harness run`` failed, an exception, Ctrl-C (within
+   2 s); a harness killed outright takes the server along (``harness.matrix.server_lifetime``).
 
 A server that does not start is a failed run of the cell with the server log's last lines as its reason
 (``server.log`` in the run directory). The attribution walk's per-step flags do not apply to a server cell.
@@ -37,19 +38,10 @@ SERVER_LOG = "server.log"
 SERVER_RECORD = "server.json"
 STARTUP_TIMEOUT_S = 300.0  # a cold start of torch + the server on a busy 2-core machine took up to ~60 s
 
-#: Run by the cell's Python: the matrix's models and where their files are in that cell (one JSON line).
-_RESOLVE = """
-import json, sys
-from harness.config.project import project_registry
-from harness.errors import HarnessError
-from harness.run.resolve import resolve_model_dir
-try:
-    registry = project_registry(sys.argv[1] or None)
-    found = {s.id: str(resolve_model_dir(s, registry=registry)[0]) for s in registry.select(sys.argv[2:])}
-except HarnessError as err:
-    sys.exit(f"error: {err}")
-print(json.dumps(found))
-"""
+#: Run by the cell's Python: the matrix's models and where their files are in that cell (one JSON line). A module
+#: of the package, run by name: the matrix never imports the runner.
+MODEL_DIRS_MODULE = "harness.run.model_dirs"
+MODEL_DIRS_TIMEOUT_S = 600.0  # imports and, for a derived model, a build: minutes at worst on a busy machine
 
 HarnessRun = Callable[[List[str]], Tuple[int, str]]
 
@@ -64,10 +56,14 @@ class _CellProblem(Exception):
 
 def model_directories(python: Path, matrix: Matrix, env: Mapping[str, str], cwd: Path, log: Path) -> Dict[str, Path]:
     """The matrix's model ids and their directories as the cell resolves them (``_CellProblem`` when it cannot)."""
-    cmd = [str(python), "-c", _RESOLVE, str(matrix.config or ""), *matrix.models]
-    proc = subprocess.run(cmd, cwd=cwd, env=dict(env), capture_output=True, text=True, errors="replace")
+    cmd = [str(python), "-m", MODEL_DIRS_MODULE, str(matrix.config or ""), *matrix.models]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=dict(env), capture_output=True, text=True, errors="replace",
+                              timeout=MODEL_DIRS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise _CellProblem(1, f"error: {' '.join(cmd[:3])} did not finish within {MODEL_DIRS_TIMEOUT_S:g} s") from None
     with open(log, "a", encoding="utf-8") as handle:  # beside the run's own output
-        handle.write(f"$ {python} -c <resolve model directories> {' '.join(matrix.models)}\n{proc.stdout}{proc.stderr}")
+        handle.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
         raise _CellProblem(proc.returncode, (proc.stdout + proc.stderr).strip() or "no output")
     try:

@@ -2,8 +2,11 @@
 
 ``ServerProcess`` is a context manager around one server process: it starts it in its own process group
 with its output in a log file, polls a health URL with a bounded timeout (a process that exits first is a
-``ServerStartError`` carrying the log's last lines), and on leaving (normally, on an error or on Ctrl-C)
-terminates the group, then kills it after a grace period. ``infinity_server`` builds the command for
+``ServerStartError`` carrying the log's last lines), and on leaving terminates the group, then kills it after
+a grace period: ``stop_grace_s`` on a normal exit, ``interrupt_grace_s`` (1 s) on an error or Ctrl-C, so
+Ctrl-C is done within 2 s whatever the server does. Every wait has a deadline. A harness that dies without
+stopping it (SIGKILL) takes it along (``harness.matrix.server_lifetime``: the parent-death signal, and a
+sweep of recorded servers at the next start). ``infinity_server`` builds the command for
 infinity-emb (``infinity_emb v2``) from a virtualenv's executable. The server's environment is offline (no
 hub downloads, no telemetry): the only network it is given is the loopback address it listens on.
 Imports only the stdlib.
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from harness.errors import HarnessError
+from harness.matrix.server_lifetime import TOKEN_VARIABLE, ServerLedger, ServerRecord, default_state_dir, new_token, spawn
 
 __all__ = ["ServerStartError", "ServedModel", "InfinityOptions", "ServerProcess", "free_port", "infinity_executable",
            "infinity_command", "infinity_server", "OFFLINE_ENV"]
@@ -39,6 +43,9 @@ OFFLINE_ENV = {
     "INFINITY_ANONYMOUS_USAGE_STATS": "0",
 }
 _PORT_TAKEN = ("address already in use", "errno 98", "errno 48")
+INTERRUPT_GRACE_S = 1.0  # infinity-emb exits about 1.3 s after SIGTERM; Ctrl-C must be done within 2 s
+KILL_WAIT_S = 5.0  # after SIGKILL: only a process stuck in the kernel takes longer, and then we stop waiting
+_POLL_S = 0.02
 
 
 class ServerStartError(HarnessError):
@@ -109,23 +116,48 @@ def _healthy(url: str, timeout_s: float) -> bool:
         return False
 
 
+def _exited(proc: "subprocess.Popen[bytes]") -> bool:
+    """Whether the process ended, without reaping it: until it is reaped its pid (its group's id) stays ours."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped elsewhere
+        proc.poll()
+        return True
+
+
+def _signal_group(proc: "subprocess.Popen[bytes]", sig: int) -> None:
+    if proc.returncode is not None:  # reaped: its group id may belong to someone else by now
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except OSError:
+        pass
+
+
 class ServerProcess:
     """One server process on ``127.0.0.1:<port>``. ``command`` is a function of the port, so a port lost to a
-    race is replaced by a fresh one (up to ``port_attempts`` times)."""
+    race is replaced by a fresh one (up to ``port_attempts`` times). ``state_dir``: the ledger of started servers
+    (``server_lifetime.default_state_dir()``); each start first sweeps what dead harnesses left there."""
 
     def __init__(self, command: Callable[[int], Sequence[Any]], *, log_path: Path, health_path: str = "/health", env: Optional[Mapping[str, str]] = None,
-                 startup_timeout_s: float = 180.0, stop_grace_s: float = 10.0, port_attempts: int = 3) -> None:
+                 startup_timeout_s: float = 180.0, stop_grace_s: float = 10.0, port_attempts: int = 3,
+                 interrupt_grace_s: float = INTERRUPT_GRACE_S, state_dir: Optional[Path] = None) -> None:
         self._command = command
         self.log_path = Path(log_path)
         self.health_path = health_path
         self._env = {**os.environ, **OFFLINE_ENV, **dict(env or {})}
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
+        self.interrupt_grace_s = interrupt_grace_s
         self.port_attempts = max(1, port_attempts)
+        self.ledger = ServerLedger(Path(state_dir) if state_dir is not None else default_state_dir())
         self.port: Optional[int] = None
         self.startup_s: Optional[float] = None
         self.argv: List[str] = []
         self._proc: Optional[subprocess.Popen] = None
+        self._record: Optional[ServerRecord] = None
 
     @property
     def url(self) -> str:
@@ -141,41 +173,59 @@ class ServerProcess:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.stop(grace_s=None if exc_type is None else self.interrupt_grace_s)
 
     def start(self) -> None:
         """Start and wait until ``health_path`` answers 2xx; on any failure (Ctrl-C included) stop it first."""
+        self._log(self._sweep())
         for attempt in range(self.port_attempts):
             try:
                 self._start_once(free_port())
                 return
             except ServerStartError as err:
-                self.stop()
+                self.stop(grace_s=self.interrupt_grace_s)
                 taken = any(marker in line.lower() for line in err.log_tail for marker in _PORT_TAKEN)
                 if not taken or attempt == self.port_attempts - 1:
                     raise
             except BaseException:
-                self.stop()
+                self.stop(grace_s=self.interrupt_grace_s)
                 raise
+
+    def _sweep(self) -> List[str]:
+        try:
+            return self.ledger.sweep()
+        except OSError as err:  # an unreadable ledger must not stop the run; the parent-death signal still holds
+            return [f"cannot sweep {self.ledger.directory}: {err}"]
+
+    def _log(self, lines: Sequence[str]) -> None:
+        if lines:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.writelines(f"--- harness: {line}\n" for line in lines)
 
     def _start_once(self, port: int) -> None:
         self.port, self.argv = port, [str(a) for a in self._command(port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        started, token = time.monotonic(), new_token()
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- harness: starting {' '.join(self.argv)}\n".encode())
             log.flush()
             try:
-                self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                              env=self._env, start_new_session=True)
+                self._proc = spawn(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**self._env, TOKEN_VARIABLE: token})
             except OSError as err:
                 raise ServerStartError(f"cannot start {self.argv[0]}: {err.strerror or err}") from None
+        try:
+            self._record = self.ledger.add(self._proc.pid, token, self.argv)
+        except OSError as err:
+            self._log([f"cannot record the server in {self.ledger.directory} ({err}): a harness killed now "
+                       "leaves it to the parent-death signal alone"])
         health = self.url + self.health_path
         deadline = started + self.startup_timeout_s
         while True:
-            code = self._proc.poll()
-            if code is not None:
+            if _exited(self._proc):
+                code = self._finish(self._proc)
                 tail = _tail(self.log_path)
                 raise ServerStartError(f"{Path(self.argv[0]).name} exited with code {code} before {health} answered "
                                        f"(log {self.log_path}): {_summary(tail)}", tail)
@@ -189,29 +239,38 @@ class ServerProcess:
             time.sleep(0.25)
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and not _exited(self._proc)
 
-    def stop(self) -> Optional[int]:
-        """Terminate the process group, kill it after ``stop_grace_s``; returns the exit code (None if never started)."""
-        proc, self._proc = self._proc, None
+    def stop(self, grace_s: Optional[float] = None) -> Optional[int]:
+        """Terminate the process group, kill it after ``grace_s`` (default ``stop_grace_s``); returns the exit
+        code (None if never started, or if it did not die within ``KILL_WAIT_S`` of SIGKILL)."""
+        proc = self._proc
         if proc is None:
             return None
-        for sig, grace in ((signal.SIGTERM, self.stop_grace_s), (signal.SIGKILL, 10.0)):
-            if proc.poll() is not None:
-                break
-            try:
-                os.killpg(proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                proc.send_signal(sig)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
+        grace = self.stop_grace_s if grace_s is None else grace_s
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (workers) once the leader is gone
-        except (ProcessLookupError, PermissionError):
-            pass
-        return proc.poll()
+            if not _exited(proc):
+                _signal_group(proc, signal.SIGTERM)
+                deadline = time.monotonic() + grace
+                while not _exited(proc) and time.monotonic() < deadline:
+                    time.sleep(_POLL_S)
+        finally:  # a second Ctrl-C while waiting lands here too: the group is killed either way
+            code = self._finish(proc)
+        return code
+
+    def _finish(self, proc: "subprocess.Popen[bytes]") -> Optional[int]:
+        """SIGKILL the group (a leader that ignored SIGTERM, stragglers of one that exited), reap the leader
+        within ``KILL_WAIT_S``, and forget the server once it is gone."""
+        self._proc = None
+        _signal_group(proc, signal.SIGKILL)  # the leader is not reaped yet: the group id is still ours
+        try:
+            proc.wait(timeout=KILL_WAIT_S)
+        except subprocess.TimeoutExpired:  # stuck in the kernel: the ledger keeps it for the next sweep
+            return None
+        if self._record is not None:
+            self.ledger.remove(self._record)
+            self._record = None
+        return proc.returncode
 
     def record(self) -> Dict[str, Any]:
         """What the fingerprint says about the process (argv has no credentials: none is ever passed)."""
@@ -245,7 +304,8 @@ def infinity_command(executable: Path, models: Sequence[ServedModel], port: int,
 
 def infinity_server(executable: Path, models: Sequence[ServedModel], *, log_path: Path,
                     options: InfinityOptions = InfinityOptions(), startup_timeout_s: float = 180.0,
-                    env: Optional[Mapping[str, str]] = None) -> ServerProcess:
+                    env: Optional[Mapping[str, str]] = None,
+                    state_dir: Optional[Path] = None) -> ServerProcess:
     """A ``ServerProcess`` (use it in ``with``) serving ``models`` from the infinity-emb at ``executable``."""
     if not models:
         raise ServerStartError("infinity_server needs at least one model")
@@ -254,4 +314,4 @@ def infinity_server(executable: Path, models: Sequence[ServedModel], *, log_path
             raise ServerStartError(f"{model.directory}: not a model directory (no config.json)")
     binary = infinity_executable(executable)
     return ServerProcess(lambda port: infinity_command(binary, models, port, options), log_path=log_path,
-                         startup_timeout_s=startup_timeout_s, env=env)  # /health stays unprefixed
+                         startup_timeout_s=startup_timeout_s, env=env, state_dir=state_dir)  # /health stays unprefixed
