@@ -244,3 +244,29 @@ def test_hostile_matrix_files_are_one_line_naming_the_key(tmp_path: Path, text: 
     _refused(tmp_path, "matrix.toml", text, load_matrix_file, *fragments)
     matrices, problems = load_lenient(tmp_path / "matrix.toml")
     assert problems and all("\n" not in p.message for p in problems)
+
+
+def test_schemas_cover_the_dataclasses_they_build() -> None:
+    """A key added to ``Tolerance`` or ``ModelSpec`` without its schema field would be refused as unknown."""
+    from harness.compare.policy import Tolerance, ToleranceValues
+    from harness.config.registry import ModelEntry, ModelSpec
+    from harness.matrix.pins import CORE_PINS, OPTIONAL_PINS
+    from harness.matrix.servers import SERVER_KEYS
+    from harness.matrix.spec import CellTable
+
+    assert set(ToleranceValues.model_fields) == set(Tolerance.__dataclass_fields__) - {"name"}
+    assert set(ModelEntry.model_fields) == set(ModelSpec.__dataclass_fields__) - {"id"}
+    cell_keys = {f.alias or k for k, f in CellTable.model_fields.items()}
+    assert cell_keys == {"python", *(k for k, _ in CORE_PINS), *OPTIONAL_PINS, "extra", "id", "note", *SERVER_KEYS}
+
+
+def test_keys_with_line_breaks_stay_on_one_line(tmp_path: Path) -> None:
+    for name, load, text in [("p.toml", load_policy, '[models."a\\nb"]\nclass = "nope"\n'),
+                             ("r.toml", load_registry, '[models."a\\u2028b"]\nkind = "x"\n'),
+                             ("m.toml", load_matrix_file, '[matrix."a\\nb"]\nmodels = "tiny"\n'),
+                             ("q.toml", load_policy, '[policy]\n"default\\nclas" = 1\n')]:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(HarnessError) as info:
+            load(path)
+        assert len(str(info.value).splitlines()) == 1, str(info.value)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 from harness import paths
 from pydantic import field_validator
 
-from harness.config.schema import Schema, setting, validate, whole_number
+from harness.config.schema import Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml
 from harness.compare.verdict import BUILT_IN_POLICY
 from harness.errors import PolicyError
@@ -179,6 +179,7 @@ def _read_policy(path: Path, source: str) -> Dict[str, Any]:
     return model.model_dump(exclude_unset=True, by_alias=True)
 
 
+@one_line_errors
 def load_policy(path: "str | Path | None" = None) -> Policy:
     """The default policy, overlaid with ``path`` when given (classes and models merge key by key)."""
     data = _read_policy(DEFAULT_POLICY_PATH, str(DEFAULT_POLICY_PATH))

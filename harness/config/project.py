@@ -38,7 +38,7 @@ from pydantic import ConfigDict
 from harness.config.tomlfile import read_toml, tomllib
 from harness import paths
 from harness.config.corpus import corpus_table
-from harness.config.schema import Loc, Schema, setting, validate
+from harness.config.schema import Loc, Schema, one_line_errors, setting, validate
 from harness.errors import HarnessError
 from harness.config.registry import Registry, RegistryFile, entry_label, load_registry, parse_entry
 
@@ -103,6 +103,7 @@ class Project:
     def has_corpus(self) -> bool:
         return self.corpus is not None
 
+    @one_line_errors
     def registry(self, base: Optional[Registry] = None) -> Registry:
         """The built-in registry (or ``base``) extended and overridden by this project's models and sets."""
         base = base if base is not None else load_registry(self.registry_path)
@@ -148,6 +149,7 @@ def find_config(directory: "str | os.PathLike[str] | None" = None) -> Optional[P
     return None
 
 
+@one_line_errors
 def load_project(path: "str | os.PathLike[str]") -> Project:
     """Parse and check the shape of a project config (entries are validated against the registry on merge)."""
     path = Path(path)
@@ -175,6 +177,7 @@ def load_project(path: "str | os.PathLike[str]") -> Project:
     )
 
 
+@one_line_errors
 def project_registry(config: "str | os.PathLike[str] | None" = None,
                      registry: "str | os.PathLike[str] | None" = None) -> Registry:
     """The registry a run with ``--config config`` (and ``--registry registry``) sees; for matrix code.
@@ -189,6 +192,7 @@ def project_registry(config: "str | os.PathLike[str] | None" = None,
     return project.registry(base)
 
 
+@one_line_errors
 def run_inputs(config: "str | os.PathLike[str] | None", registry: "str | os.PathLike[str] | None",
                corpus: "str | os.PathLike[str] | None") -> Tuple[Registry, Path, Optional[Project]]:
     """What ``harness run/check/baseline create`` run with: the registry (project models merged in), the corpus

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from harness import paths
-from harness.config.schema import Loc, Schema, dotted, setting, validate
+from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting, validate
 from harness.config.tomlfile import read_toml
 from harness.errors import ModelLoadError
 
@@ -280,6 +280,7 @@ def _guess_kind(directory: Path) -> str:
     return "bi-encoder" if (directory / "modules.json").is_file() else "cross-encoder"
 
 
+@one_line_errors
 def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     """Read and validate a registry TOML file; relative paths in it are relative to the file."""
     if path is None:
@@ -304,6 +305,7 @@ def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     return Registry(path=reg_path, models=models, sets=sets)
 
 
+@one_line_errors
 def parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSpec:
     """Validate one ``[models."<id>"]`` table (registry or project config); relative paths are made absolute."""
     where = f"{reg_path}: model '{model_id}'"

@@ -17,6 +17,8 @@ naming an unknown model) stay with the loaders: they need the whole file.
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 import reprlib
 import typing
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
@@ -25,9 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import HarnessError
 
-__all__ = ["Schema", "Loc", "setting", "validate", "dotted", "whole_number"]
+__all__ = ["Schema", "Loc", "setting", "validate", "dotted", "whole_number", "one_line", "one_line_errors"]
 
 M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 Loc = Tuple[Any, ...]
 #: ``label(loc)`` -> a loader's own name for the table at ``loc`` (``model 'x'``), or None for the dotted path
 Label = Callable[[Loc], Optional[str]]
@@ -41,6 +44,31 @@ _GENERIC = {
     "finite_number": "be a finite number", "missing": "be set", "string_too_short": "be a non-empty string",
     "too_short": "not be empty", "recursion_loop": "not nest this deeply",
 }
+
+
+#: characters ``str.splitlines`` breaks at (and other controls): a key or name holding one would split the line
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters escaped (``\\n``): user keys and names go into errors."""
+    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def one_line_errors(func: F) -> F:
+    """A loader whose ``HarnessError`` stays one line even when it quotes a key like ``"a\\nb"`` from the file."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HarnessError as err:
+            text = str(err)
+            if not _BREAKS.search(text):
+                raise
+            raise type(err)(one_line(text)) from None
+
+    return typing.cast(F, wrapper)
 
 
 class Schema(BaseModel):
@@ -226,4 +254,4 @@ def validate(model: Type[M], data: Any, *, source: str, error: Type[HarnessError
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise error(f"{source}: {_message(err, model, data, at, label, quote_keys)}") from None
+        raise error(one_line(f"{source}: {_message(err, model, data, at, label, quote_keys)}")) from None

@@ -43,6 +43,8 @@ def read_toml(path: Path, error: Type[Exception], missing: str, shown: Optional[
         raise error(f"{where}: {invalid} (not UTF-8: byte {err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise error(f"{where}: {invalid} ({' '.join(str(err).split())})") from None
+    except ValueError as err:  # a path with a NUL byte
+        raise error(f"{where}: cannot read ({err})") from None
     except (RecursionError, MemoryError):
         raise error(f"{where}: {invalid} (nested too deeply)") from None
     if _too_deep(data):

@@ -27,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import field_validator
 
 from harness import paths
-from harness.config.schema import Loc, Schema, dotted, setting, validate
+from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting, validate
 from harness.config.tomlfile import read_toml
 from harness.errors import HarnessError
 from harness.matrix.pins import implied_requirements, CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
@@ -314,6 +314,7 @@ def _version_or_specifier(path: Path, where: str, key: str, value: str) -> str:
     return value
 
 
+@one_line_errors
 def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
     where = f"matrix '{matrix}' cell {index + 1}"
     _validate(CellTable, data, path, ("matrix", matrix, "cells", index))
@@ -351,6 +352,7 @@ def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
                 extra=tuple(extra), id=explicit, note=note, **served)
 
 
+@one_line_errors
 def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
     where = f"matrix '{name}'"
     if not _NAME.match(name):
@@ -386,6 +388,7 @@ def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
                   batch_size=data.get("batch_size", 32))
 
 
+@one_line_errors
 def load_matrix_file(path: "str | os.PathLike[str] | None" = None) -> MatrixFile:
     """Read and validate ``matrix.toml`` (default: the repository's); every problem is one ``MatrixError`` line."""
     source = Path(path) if path else DEFAULT_MATRIX_FILE
