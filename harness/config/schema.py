@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import HarnessError
 
-__all__ = ["Schema", "Loc", "setting", "validate", "dotted", "whole_number", "one_line", "one_line_errors"]
+__all__ = ["Schema", "Loc", "setting", "validate", "dotted", "whole_number", "one_line", "one_line_errors", "shown"]
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,7 +111,7 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').encode("unicode_escape").decode("ascii") + '"'
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A short one-line rendering of a bad value (a huge table or a deep array stays short)."""
     try:
         text = _SHORT.repr(value)
@@ -219,9 +219,9 @@ def _message(err: ValidationError, model: Type[BaseModel], data: Any, at: Loc, l
         table = loc[:-1]
         unknown = [str(e["loc"][-1]) for e in errors if e["type"] == "extra_forbidden" and tuple(e["loc"][:-1]) == table]
         holder, _ = _walk(model, loc)
-        shown = ", ".join(repr(k) if quote_keys else k for k in unknown)
+        keys = ", ".join(repr(k) if quote_keys else k for k in unknown)
         where = _where(at + table, label)
-        text = f"unknown key(s) {shown}{_suggest(unknown, _names(holder))}"
+        text = f"unknown key(s) {keys}{_suggest(unknown, _names(holder))}"
         return f"{where}: {text}" if where else text
     _, last = _walk(model, loc)
     info = None
@@ -237,7 +237,7 @@ def _message(err: ValidationError, model: Type[BaseModel], data: Any, at: Loc, l
         text = f"missing '{key}'"
     else:
         problem = _problem(first, info)
-        got = "" if first["type"] == "value_error" else f", got {_shown(_value_at(data, loc))}"
+        got = "" if first["type"] == "value_error" else f", got {shown(_value_at(data, loc))}"
         subject = "" if not loc else f"item {key + 1} " if isinstance(key, int) else f"'{key}' "
         text = f"{subject}{problem}{got}"
     where = _where(at + table, label)

@@ -7,8 +7,8 @@ baseline to compare with, run options, and cells that pin python, torch, sentenc
 ``harness.matrix.cellrun`` turns a cell into a virtualenv and runs ``harness run`` inside it;
 ``harness.matrix.collect`` compares the cells' results with the baseline.
 
-Stdlib, ``packaging``, ``pydantic`` (the file's schema: ``harness.config.schema``) and stdlib-only harness
-modules: nox's own Python imports this module (no numpy, no torch there).
+Stdlib, ``packaging``, ``pydantic`` (``harness.config.schema``), stdlib-only harness modules: nox's own Python
+imports this module (no numpy, no torch there).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import field_validator
 
 from harness import paths
-from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting, validate
+from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting, shown, validate
 from harness.config.tomlfile import read_toml
 from harness.errors import HarnessError
 from harness.matrix.pins import implied_requirements, CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
@@ -57,9 +57,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class MatrixError(HarnessError):
     """``matrix.toml`` is malformed, names an unknown matrix or cell, or a matrix run cannot be reported."""
 
-
 # -- the file's schema (harness.config.schema): types and ranges; versions and cross-checks are the parser's ------
-
 _TEXT = "be a non-empty string"
 _text = lambda: setting(None, expect=_TEXT)  # noqa: E731 - one field definition, many keys
 
@@ -97,15 +95,13 @@ class MatrixTable(Schema):
     @field_validator("models")
     @classmethod
     def set_or_ids(cls, models: Any) -> Any:
-        if isinstance(models, str) and models.strip():
+        if isinstance(models, str) and models.strip() or isinstance(models, list) and models and all(
+                isinstance(m, str) and m.strip() for m in models):
             return models
-        if isinstance(models, list) and models and all(isinstance(m, str) and m.strip() for m in models):
-            return models
-        shown = models if not isinstance(models, (list, dict)) or len(models) < 8 else type(models).__name__
-        raise ValueError(f"must be a registry set name or a non-empty list of model ids, got {shown!r}")
+        raise ValueError(f"must be a registry set name or a non-empty list of model ids, got {shown(models)}")
 
 
-class MatrixDocument(Schema):
+class MatrixDocument(Schema):  # the top level: unknown keys are refused first, with a hint (load_matrix_file)
     matrix: Optional[Dict[str, Any]] = setting(None, expect="be tables [matrix.NAME] with [[matrix.NAME.cells]]")
 
 
@@ -285,14 +281,12 @@ def _fail(path: Path, where: str, problem: str) -> MatrixError:
 
 
 def _string(path: Path, where: str, data: Mapping[str, Any], key: str, required: bool = True) -> Optional[str]:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise _fail(path, where, f"missing '{key}'")
-        return None
-    if not isinstance(value, str) or not value.strip():
+    value = data.get(key)  # a string or None: CellTable/MatrixTable checked the type
+    if value is None and required:
+        raise _fail(path, where, f"missing '{key}'")
+    if value is not None and not value.strip():
         raise _fail(path, where, f"'{key}' must be a non-empty string, got {value!r}")
-    return value.strip()
+    return value.strip() if value is not None else None
 
 
 def _exact_version(path: Path, where: str, key: str, value: str) -> str:
@@ -318,8 +312,7 @@ def _version_or_specifier(path: Path, where: str, key: str, value: str) -> str:
 def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
     where = f"matrix '{matrix}' cell {index + 1}"
     _validate(CellTable, data, path, ("matrix", matrix, "cells", index))
-    python = _string(path, where, data, "python")
-    assert python is not None
+    python = _string(path, where, data, "python") or ""
     if not _PYTHON.match(python):
         raise _fail(path, where, f"'python' must be a minor version like '3.11', got {python!r}")
     try:
@@ -362,8 +355,7 @@ def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
     if models is None:
         raise _fail(path, where, "missing 'models' (a registry set name or a list of model ids)")
     model_list = (models.strip(),) if isinstance(models, str) else tuple(m.strip() for m in models)
-    baseline = _string(path, where, data, "baseline")
-    assert baseline is not None
+    baseline = _string(path, where, data, "baseline") or ""
     if not (_NAME.match(baseline) or baseline.endswith(".parquet")):
         raise _fail(path, where, f"'baseline' must be a baseline name (fixtures/baselines/NAME.parquet) or a .parquet path, got {baseline!r}")
     policy = _string(path, where, data, "policy", required=False)
