@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from harness import paths
+from pydantic import field_validator
+
+from harness.config.schema import Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml
 from harness.compare.verdict import BUILT_IN_POLICY
 from harness.errors import PolicyError
@@ -68,34 +71,67 @@ class Tolerance:
 
 
 _KEYS = {f.name for f in fields(Tolerance)}
-_NUMERIC = _KEYS - {"name", "description"}
-_INTEGER = {"max_bit_flips", "max_int_distance"}
 #: The precision classes ``auto`` picks from one side's settings, strictest first (the looser side wins).
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
-_TABLES = ("policy", "classes", "models", "device_classes")
+
+# -- the file's schema (harness.config.schema): types and ranges of every key --------------------------------------
+
+_LIMIT = "be a finite, non-negative number"
+_SHARE = "be a finite, non-negative number at most 1"
 
 
-def _check_values(where: str, values: Dict[str, Any], allow_class: bool) -> None:
-    allowed = _KEYS - {"name"} | ({"class", "classes"} if allow_class else set())
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    for key in _NUMERIC & set(values):
-        value = values[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise PolicyError(f"{where}: '{key}' must be a non-negative number, got {value!r}")
-        if (key.startswith("min_") or key.endswith("_fraction")) and value > 1:
-            raise PolicyError(f"{where}: '{key}' must be at most 1, got {value!r}")
-    if "topk" in values and (int(values["topk"]) != values["topk"] or values["topk"] < 1):
-        raise PolicyError(f"{where}: 'topk' must be a positive integer, got {values['topk']!r}")
-    for key in _INTEGER & set(values):
-        if int(values[key]) != values[key]:
-            raise PolicyError(f"{where}: '{key}' must be a whole number, got {values[key]!r}")
-    per_class = values.get("classes", {}) if allow_class else {}
-    if not isinstance(per_class, dict) or not all(isinstance(v, dict) for v in per_class.values()):
-        raise PolicyError(f"{where}: 'classes' must be tables [models.\"<id>\".classes.<class>] of tolerance keys")
-    for name, overrides in per_class.items():
-        _check_values(f"{where} class '{name}'", overrides, allow_class=False)
+def _number(expect: str = _LIMIT, top: Optional[float] = None) -> Any:
+    return setting(None, expect=expect, ge=0, le=top)
+
+
+def _whole(top: int) -> Any:
+    return setting(None, expect=f"be a non-negative whole number at most {top}", ge=0, le=top)
+
+
+class ToleranceValues(Schema):
+    """The tolerance keys of one class (or of one model's overrides): every one optional, each in its range."""
+
+    description: Optional[str] = setting(None, expect="be a string")
+    atol: Optional[float] = _number()
+    rtol: Optional[float] = _number()
+    min_cosine: Optional[float] = _number(_SHARE, 1)
+    score_atol: Optional[float] = _number()
+    score_rtol: Optional[float] = _number()
+    topk: Optional[int] = setting(None, expect="be a positive whole number at most 100000", ge=1, le=100_000)
+    tie_tolerance: Optional[float] = _number()
+    min_topk_order_agreement: Optional[float] = _number(_SHARE, 1)
+    min_topk_set_agreement: Optional[float] = _number(_SHARE, 1)
+    min_rerank_order_agreement: Optional[float] = _number(_SHARE, 1)
+    max_bit_flips: Optional[int] = _whole(1 << 24)
+    max_int_distance: Optional[int] = _whole(255)
+    max_changed_fraction: Optional[float] = _number(_SHARE, 1)
+    min_quantized_topk_order_agreement: Optional[float] = _number(_SHARE, 1)
+    min_quantized_topk_set_agreement: Optional[float] = _number(_SHARE, 1)
+
+    @field_validator("topk", "max_bit_flips", "max_int_distance", mode="before")
+    @classmethod
+    def whole_floats(cls, value: Any) -> Any:
+        return whole_number(value)
+
+
+class ModelOverrides(ToleranceValues):
+    """``[models."<id>"]``: a forced ``class``, tolerance keys for every class, and per-class ones."""
+
+    class_: Optional[str] = setting(None, alias="class", expect="be a string naming a class")
+    classes: Optional[Dict[str, ToleranceValues]] = None
+
+
+class PolicySettings(Schema):
+    default_class: Optional[str] = setting(None, expect="be a string: \"auto\" or a class name")
+
+
+class PolicyFile(Schema):
+    """A policy TOML file: ``[policy]``, ``[device_classes]``, ``[classes.<name>]``, ``[models."<id>"]``."""
+
+    policy: Optional[PolicySettings] = None
+    classes: Optional[Dict[str, ToleranceValues]] = None
+    models: Optional[Dict[str, ModelOverrides]] = None
+    device_classes: Optional[Dict[str, str]] = None
 
 
 @dataclass(frozen=True)
@@ -136,27 +172,24 @@ class Policy:
         }
 
 
-def _read_toml(path: Path) -> Dict[str, Any]:
-    return read_toml(path, PolicyError, "policy file not found")
+def _read_policy(path: Path, source: str) -> Dict[str, Any]:
+    """One policy file validated by ``PolicyFile``, as the plain tables it set (keys it leaves out stay out)."""
+    data = read_toml(path, PolicyError, "policy file not found", shown=source)
+    model = validate(PolicyFile, data, source=source, error=PolicyError)
+    return model.model_dump(exclude_unset=True, by_alias=True)
 
 
+@one_line_errors
 def load_policy(path: "str | Path | None" = None) -> Policy:
     """The default policy, overlaid with ``path`` when given (classes and models merge key by key)."""
-    data = _read_toml(DEFAULT_POLICY_PATH)
+    data = _read_policy(DEFAULT_POLICY_PATH, str(DEFAULT_POLICY_PATH))
     source = BUILT_IN_POLICY
     if path is not None:
-        user = _read_toml(Path(path))
-        unknown = sorted(set(user) - set(_TABLES))
-        if unknown:
-            raise PolicyError(f"{path}: unknown table(s) {', '.join(unknown)} (allowed: {', '.join(_TABLES)})")
-        data = _merge(data, user)
         source = str(path)
+        data = _merge(data, _read_policy(Path(path), source))
     classes = data.get("classes", {})
-    for name, values in classes.items():
-        _check_values(f"{source}: class '{name}'", values, allow_class=False)
     models = data.get("models", {})
     for name, values in models.items():
-        _check_values(f"{source}: model '{name}'", values, allow_class=True)
         if "class" in values and values["class"] not in classes:
             raise PolicyError(f"{source}: model '{name}' names unknown class '{values['class']}'")
         for class_name in values.get("classes", {}):
@@ -167,7 +200,7 @@ def load_policy(path: "str | Path | None" = None) -> Policy:
         raise PolicyError(f"{source}: default_class '{default_class}' is not a class")
     device_classes = data.get("device_classes", {})
     for pair, class_name in device_classes.items():
-        if not isinstance(pair, str) or len(pair.split("-vs-")) != 2 or not all(pair.split("-vs-")):
+        if len(pair.split("-vs-")) != 2 or not all(pair.split("-vs-")):
             raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
         if class_name not in classes:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")

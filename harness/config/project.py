@@ -33,11 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from pydantic import ConfigDict
+
 from harness.config.tomlfile import read_toml, tomllib
 from harness import paths
 from harness.config.corpus import corpus_table
+from harness.config.schema import Loc, Schema, one_line_errors, setting, validate
 from harness.errors import HarnessError
-from harness.config.registry import Registry, load_registry, parse_entry
+from harness.config.registry import Registry, RegistryFile, entry_label, load_registry, parse_entry
 
 
 __all__ = [
@@ -51,11 +54,39 @@ __all__ = [
 ]
 
 CONFIG_FILE = "harness.toml"
-_KEYS = ("models", "sets", "corpus", "registry")
+_TOOL = ("tool", "harness")
 
 
 class ProjectError(HarnessError):
     """A project config (harness.toml / [tool.harness]) is missing or malformed."""
+
+
+class ProjectFile(RegistryFile):
+    """``harness.toml`` / ``[tool.harness]``: the registry's tables (entries may set only settings, over a
+    built-in entry) plus the corpus (checked by ``harness.config.corpus``) and the registry to extend."""
+
+    corpus: Optional[Dict[str, Any]] = setting(None, expect="be a table [corpus] naming the corpus files")
+    registry: Optional[str] = setting(None, expect="be a path to a registry TOML file")
+
+
+class _Tool(Schema):
+    model_config = ConfigDict(extra="allow")
+    harness: Optional[ProjectFile] = None
+
+
+class PyProjectFile(Schema):
+    """A ``pyproject.toml``: only ``[tool.harness]`` is ours; every other table belongs to other tools."""
+
+    model_config = ConfigDict(extra="allow")
+    tool: Optional[_Tool] = None
+
+
+def _label(loc: Loc) -> Optional[str]:
+    """Entries as ``model 'x'`` (``[tool.harness] model 'x'`` in a pyproject.toml), other tables dotted."""
+    if tuple(loc[:2]) == _TOOL and len(loc) > 2:
+        inner = entry_label(loc[2:])
+        return f"[tool.harness] {inner}" if inner else None
+    return entry_label(loc)
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,7 @@ class Project:
     def has_corpus(self) -> bool:
         return self.corpus is not None
 
+    @one_line_errors
     def registry(self, base: Optional[Registry] = None) -> Registry:
         """The built-in registry (or ``base``) extended and overridden by this project's models and sets."""
         base = base if base is not None else load_registry(self.registry_path)
@@ -110,36 +142,29 @@ def find_config(directory: "str | os.PathLike[str] | None" = None) -> Optional[P
     if pyproject.is_file():
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError, RecursionError):
             return None  # not ours to judge; an explicit --config pyproject.toml reports it
         if isinstance(data.get("tool"), dict) and "harness" in data["tool"]:
             return pyproject
     return None
 
 
+@one_line_errors
 def load_project(path: "str | os.PathLike[str]") -> Project:
     """Parse and check the shape of a project config (entries are validated against the registry on merge)."""
     path = Path(path)
     data = read_toml(path, ProjectError, "project config not found")
     table = data
     if path.name == "pyproject.toml":
+        validate(PyProjectFile, data, source=str(path), error=ProjectError, label=_label)
         table = (data.get("tool") or {}).get("harness")
         if not isinstance(table, dict):
             raise ProjectError(f"{path}: no [tool.harness] table")
-    unknown = sorted(set(table) - set(_KEYS))
-    if unknown:
-        raise ProjectError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(_KEYS)})")
+    else:
+        validate(ProjectFile, data, source=str(path), error=ProjectError, label=_label)
     models = table.get("models") or {}
     sets = table.get("sets") or {}
-    if not isinstance(models, dict):
-        raise ProjectError(f"{path}: 'models' must be tables [models.\"<id>\"]")
-    if not isinstance(sets, dict) or not all(
-        isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in sets.values()
-    ):
-        raise ProjectError(f"{path}: 'sets' must map set names to lists of model ids")
     registry = table.get("registry")
-    if registry is not None and not isinstance(registry, str):
-        raise ProjectError(f"{path}: 'registry' must be a path to a registry TOML file")
     registry_path = None
     if registry:
         registry_path = Path(registry) if os.path.isabs(registry) else path.parent / registry
@@ -152,6 +177,7 @@ def load_project(path: "str | os.PathLike[str]") -> Project:
     )
 
 
+@one_line_errors
 def project_registry(config: "str | os.PathLike[str] | None" = None,
                      registry: "str | os.PathLike[str] | None" = None) -> Registry:
     """The registry a run with ``--config config`` (and ``--registry registry``) sees; for matrix code.
@@ -166,6 +192,7 @@ def project_registry(config: "str | os.PathLike[str] | None" = None,
     return project.registry(base)
 
 
+@one_line_errors
 def run_inputs(config: "str | os.PathLike[str] | None", registry: "str | os.PathLike[str] | None",
                corpus: "str | os.PathLike[str] | None") -> Tuple[Registry, Path, Optional[Project]]:
     """What ``harness run/check/baseline create`` run with: the registry (project models merged in), the corpus

@@ -11,9 +11,10 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from harness import paths
+from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting, validate
 from harness.config.tomlfile import read_toml
 from harness.errors import ModelLoadError
 
@@ -24,6 +25,8 @@ __all__ = [
     "ENCODE_KEYS",
     "HTTP_SETTINGS",
     "KINDS",
+    "ModelEntry",
+    "RegistryFile",
     "PRECISIONS",
     "ModelSpec",
     "Registry",
@@ -31,6 +34,7 @@ __all__ = [
     "did_you_mean",
     "load_registry",
     "parse_entry",
+    "entry_label",
     "weight_files",
 ]
 
@@ -72,6 +76,68 @@ _SETTINGS: Dict[str, Tuple[Tuple[str, ...], type]] = {
 ENCODE_KEYS = tuple(_SETTINGS)
 #: Model ids the runner derives from one cross-encoder: ``<id>@logits``, ``<id>@label<i>``, ``<id>@label<i>@logits``.
 _DERIVED_ID = re.compile(r"^(?P<base>.+?)@(?:logits|label\d+(?:@logits)?)$")
+
+_TEXT = "be a string"
+_FLAG = "be true or false"
+_SIZE = "be a positive integer (at most 1048576)"
+
+
+def _size() -> Any:
+    return setting(None, expect=_SIZE, ge=1, le=1 << 20)
+
+
+def _one_of(choices: Tuple[str, ...]) -> str:
+    return f"be one of {', '.join(choices)}"
+
+
+class ModelEntry(Schema):
+    """The keys of one ``[models."<id>"]`` table, each optional here: which ones an entry needs depends on its
+    ``source`` (and a project entry may set only settings, over a built-in entry), checked by ``parse_entry``."""
+
+    kind: Optional[Literal[KINDS]] = setting(None, expect=_one_of(KINDS))
+    source: Optional[Literal[SOURCES]] = setting(None, expect=_one_of(SOURCES))
+    path: Optional[str] = setting(None, expect=_TEXT)
+    package: Optional[str] = setting(None, expect=_TEXT)
+    subdir: Optional[str] = setting(None, expect=_TEXT)
+    hub_id: Optional[str] = setting(None, expect=_TEXT)
+    cache_dir: Optional[str] = setting(None, expect=_TEXT)
+    revision: Optional[str] = setting(None, expect=_TEXT)
+    trust_remote_code: Optional[bool] = setting(None, expect=_FLAG)
+    base: Optional[str] = setting(None, expect=_TEXT)
+    seed: Optional[int] = setting(None, expect="be an integer from 0 to 4294967295", ge=0, le=(1 << 32) - 1)
+    note: Optional[str] = setting(None, expect=_TEXT)
+    backend: Optional[Literal[BACKENDS]] = setting(None, expect=_one_of(BACKENDS))
+    batch_size: Optional[int] = _size()
+    max_seq_length: Optional[int] = _size()
+    prompt: Optional[str] = setting(None, expect=_TEXT)
+    prompt_name: Optional[str] = setting(None, expect=_TEXT)
+    query_prompt: Optional[str] = setting(None, expect=_TEXT)
+    query_prompt_name: Optional[str] = setting(None, expect=_TEXT)
+    document_prompt: Optional[str] = setting(None, expect=_TEXT)
+    document_prompt_name: Optional[str] = setting(None, expect=_TEXT)
+    normalize_embeddings: Optional[bool] = setting(None, expect=_FLAG)
+    truncate_dim: Optional[int] = _size()
+    precision: Optional[Literal[PRECISIONS]] = setting(None, expect=_one_of(PRECISIONS))
+    quantization: Optional[Literal[QUANTIZATIONS]] = setting(None, expect=_one_of(QUANTIZATIONS))
+    logits: Optional[bool] = setting(None, expect=_FLAG)
+    # validated by harness.config.http.settings_from_mapping (its own keys and ranges)
+    http: Optional[Dict[str, Any]] = setting(None, expect='be a table http = { url = "http://HOST:PORT", api = "..." }')
+
+
+class RegistryFile(Schema):
+    """A registry TOML file (and the registry part of a project config)."""
+
+    models: Optional[Dict[str, ModelEntry]] = None
+    sets: Optional[Dict[str, List[str]]] = setting(None, expect="map set names to lists of model ids")
+
+
+def entry_label(loc: Loc) -> Optional[str]:
+    """``("models", "x", ...)`` -> ``model 'x' ...``: the name registry errors have always used for an entry."""
+    if len(loc) >= 2 and loc[0] == "models":
+        rest = dotted(loc[2:])
+        return f"model '{loc[1]}'" + (f" {rest}" if rest else "")
+    return None
+
 
 
 @dataclass(frozen=True)
@@ -214,6 +280,7 @@ def _guess_kind(directory: Path) -> str:
     return "bi-encoder" if (directory / "modules.json").is_file() else "cross-encoder"
 
 
+@one_line_errors
 def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     """Read and validate a registry TOML file; relative paths in it are relative to the file."""
     if path is None:
@@ -223,6 +290,7 @@ def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     else:
         reg_path = Path(path)
     data = read_toml(reg_path, ModelLoadError, "model registry not found")
+    validate(RegistryFile, data, source=str(reg_path), error=ModelLoadError, label=entry_label)
     models: Dict[str, ModelSpec] = {}
     for model_id, entry in (data.get("models") or {}).items():
         models[model_id] = parse_entry(reg_path, model_id, entry)
@@ -237,23 +305,19 @@ def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
     return Registry(path=reg_path, models=models, sets=sets)
 
 
+@one_line_errors
 def parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSpec:
     """Validate one ``[models."<id>"]`` table (registry or project config); relative paths are made absolute."""
     where = f"{reg_path}: model '{model_id}'"
-    if not isinstance(entry, dict):
-        raise ModelLoadError(f"{where}: must be a table of keys, got {type(entry).__name__}")
+    validate(ModelEntry, entry, source=str(reg_path), error=ModelLoadError, at=("models", model_id), label=entry_label)
     if "@" in model_id or not model_id.strip():
         raise ModelLoadError(f"{where}: model ids must be non-empty and must not contain '@' (reserved for <id>@logits)")
-    allowed = set(ModelSpec.__dataclass_fields__) - {"id"}
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise ModelLoadError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
     if entry.get("kind") not in KINDS:
-        raise ModelLoadError(f"{where}: kind must be one of {', '.join(KINDS)}")
+        raise ModelLoadError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
     if entry.get("backend") == "http" and "source" not in entry:
         entry = {**entry, "source": "served"}  # a model known only by its server
     if entry.get("source") not in SOURCES:
-        raise ModelLoadError(f"{where}: source must be one of {', '.join(SOURCES)}")
+        raise ModelLoadError(f"{where}: 'source' must be one of {', '.join(SOURCES)}")
     required = {"path": "path", "package": "package", "hub": "hub_id", "derived": "base", "served": "http"}[entry["source"]]
     if not entry.get(required):
         raise ModelLoadError(f"{where}: source '{entry['source']}' needs '{required}'")
@@ -270,27 +334,12 @@ def parse_entry(reg_path: Path, model_id: str, entry: Dict[str, Any]) -> ModelSp
 
 
 def _check_settings(where: str, entry: Dict[str, Any]) -> None:
-    """Types, value ranges and kinds of the encode settings, each problem as one line naming the key."""
+    """Which kinds each encode setting applies to, and settings that exclude each other (types and ranges
+    are ``ModelEntry``'s), each problem as one line naming the key."""
     kind = entry["kind"]
-    for key, (kinds, expected) in _SETTINGS.items():
-        if key not in entry:
-            continue
-        value = entry[key]
-        if kind not in kinds:
+    for key, (kinds, _) in _SETTINGS.items():
+        if key in entry and kind not in kinds:
             raise ModelLoadError(f"{where}: '{key}' applies to {' and '.join(kinds)}s only, this is a {kind}")
-        if expected is bool:
-            ok = isinstance(value, bool)
-        elif expected is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            what = {bool: "true or false", int: "a positive integer", str: "a string"}[expected]
-            raise ModelLoadError(f"{where}: '{key}' must be {what}, got {value!r}")
-    choices = {"backend": BACKENDS, "precision": PRECISIONS, "quantization": QUANTIZATIONS}
-    for key, allowed in choices.items():
-        if key in entry and entry[key] not in allowed:
-            raise ModelLoadError(f"{where}: '{key}' must be one of {', '.join(allowed)}, got {entry[key]!r}")
     for prefix in ("", "query_", "document_"):
         if f"{prefix}prompt" in entry and f"{prefix}prompt_name" in entry:
             raise ModelLoadError(f"{where}: set '{prefix}prompt' or '{prefix}prompt_name', not both")

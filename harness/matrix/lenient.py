@@ -6,7 +6,7 @@ not found" even for valid cells). Here each matrix, and within it each cell, is 
 parser as ``load_matrix_file``; what fails becomes a ``MatrixProblem`` carrying the one-line error (file, matrix,
 cell, problem) that the noxfile turns into a session of its own and a warning in every matrix session.
 
-Stdlib and ``harness.matrix.spec`` only: nox's own Python imports this module.
+Stdlib and ``harness.matrix.spec`` (so pydantic) only: nox's own Python imports this module.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.config.tomlfile import tomllib
+from harness.config.tomlfile import read_toml
 from harness.matrix.spec import DEFAULT_MATRIX_FILE, Matrix, MatrixError, MatrixFile, load_matrix_file
 from harness.matrix.spec import _parse_cell, _parse_matrix  # noqa: PLC2701 - the one parser, applied piecewise
 
@@ -79,8 +79,8 @@ def load_lenient(path: "str | os.PathLike[str] | None" = None) -> Tuple[Optional
         return load_matrix_file(source), []
     except MatrixError as strict:
         try:
-            data = tomllib.loads(source.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
+            data = read_toml(source, MatrixError, "no such matrix file")
+        except MatrixError:  # unreadable, not TOML, too deep: the strict error says which
             return None, [MatrixProblem(None, None, str(strict))]
         tables = data.get("matrix") if set(data) <= {"matrix"} else None
         if not isinstance(tables, dict) or not tables:

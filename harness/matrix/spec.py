@@ -7,8 +7,8 @@ baseline to compare with, run options, and cells that pin python, torch, sentenc
 ``harness.matrix.cellrun`` turns a cell into a virtualenv and runs ``harness run`` inside it;
 ``harness.matrix.collect`` compares the cells' results with the baseline.
 
-Stdlib, ``packaging`` and stdlib-only harness modules: nox's own Python imports this module (no numpy, no torch
-there).
+Stdlib, ``packaging``, ``pydantic`` (``harness.config.schema``), stdlib-only harness modules: nox's own Python
+imports this module (no numpy, no torch there).
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from pydantic import field_validator
+
 from harness import paths
-from harness.config.tomlfile import tomllib
+from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting, shown, validate
+from harness.config.tomlfile import read_toml
 from harness.errors import HarnessError
 from harness.matrix.pins import implied_requirements, CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
 from harness.matrix.servers import SERVER_KEYS, SERVERS, parse_server_keys
@@ -45,8 +48,6 @@ ROOT = paths.project_root()
 DEFAULT_MATRIX_FILE = paths.default_matrix_file()
 DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
-_CELL_KEYS = ("python", *(k for k, _ in CORE_PINS), *OPTIONAL_PINS, "extra", "id", "note", *SERVER_KEYS)
-_MATRIX_KEYS = ("description", "models", "baseline", "policy", "config", "device", "dtype", "batch_size", "cells")
 _DTYPES = ("float32", "float16", "bfloat16")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PYTHON = re.compile(r"^3\.(\d+)$")
@@ -55,6 +56,67 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 class MatrixError(HarnessError):
     """``matrix.toml`` is malformed, names an unknown matrix or cell, or a matrix run cannot be reported."""
+
+# -- the file's schema (harness.config.schema): types and ranges; versions and cross-checks are the parser's ------
+_TEXT = "be a non-empty string"
+_text = lambda: setting(None, expect=_TEXT)  # noqa: E731 - one field definition, many keys
+
+
+class CellTable(Schema):
+    """One ``[[matrix.NAME.cells]]`` table (which pins are required depends on ``server``: the parser's)."""
+
+    python: Optional[str] = _text()
+    torch: Optional[str] = _text()
+    sentence_transformers: Optional[str] = setting(None, alias="sentence-transformers", expect=_TEXT)
+    transformers: Optional[str] = _text()
+    numpy: Optional[str] = _text()
+    tokenizers: Optional[str] = _text()
+    extra: Optional[List[str]] = setting(None, expect="be a list of requirement strings")
+    id: Optional[str] = _text()
+    note: Optional[str] = setting(None, expect="be a string")
+    server: Optional[str] = setting(None, expect=f"be one of {', '.join(SERVERS)}")
+    server_version: Optional[str] = setting(None, expect="be the exact server version to install, like '0.0.77'")
+    server_batch_size: Optional[int] = setting(None, expect="be an integer between 1 and 4096", ge=1, le=4096)
+
+
+class MatrixTable(Schema):
+    """One ``[matrix.NAME]`` table; its cells are ``CellTable`` each (validated one by one: see ``lenient``)."""
+
+    description: Optional[str] = setting(None, expect="be a string")
+    models: Optional[Any] = None
+    baseline: Optional[str] = _text()
+    policy: Optional[str] = _text()
+    config: Optional[str] = _text()
+    device: Optional[str] = _text()
+    dtype: Optional[Literal[_DTYPES]] = setting(None, expect=f"be one of {', '.join(_DTYPES)}")
+    batch_size: Optional[int] = setting(None, expect="be a positive integer (at most 1048576)", ge=1, le=1 << 20)
+    cells: Optional[List[Any]] = setting(None, expect="be an array of tables [[matrix.NAME.cells]]")
+
+    @field_validator("models")
+    @classmethod
+    def set_or_ids(cls, models: Any) -> Any:
+        if isinstance(models, str) and models.strip() or isinstance(models, list) and models and all(
+                isinstance(m, str) and m.strip() for m in models):
+            return models
+        raise ValueError(f"must be a registry set name or a non-empty list of model ids, got {shown(models)}")
+
+
+class MatrixDocument(Schema):  # the top level: unknown keys are refused first, with a hint (load_matrix_file)
+    matrix: Optional[Dict[str, Any]] = setting(None, expect="be tables [matrix.NAME] with [[matrix.NAME.cells]]")
+
+
+def _label(loc: Loc) -> Optional[str]:
+    """``matrix 'm'`` and ``matrix 'm' cell 2``: the names matrix errors have always used."""
+    if len(loc) < 2 or loc[0] != "matrix":
+        return None
+    head, rest = f"matrix '{loc[1]}'", tuple(loc[2:])
+    if len(rest) >= 2 and rest[0] == "cells" and isinstance(rest[1], int):
+        head, rest = f"{head} cell {rest[1] + 1}", rest[2:]
+    return head + (f" {dotted(rest)}" if rest else "")
+
+
+def _validate(model: Any, data: Any, path: Path, at: Loc) -> Any:
+    return validate(model, data, source=str(path), error=MatrixError, at=at, label=_label, quote_keys=True)
 
 
 # -- the data model ---------------------------------------------------------------------------------------------
@@ -219,20 +281,12 @@ def _fail(path: Path, where: str, problem: str) -> MatrixError:
 
 
 def _string(path: Path, where: str, data: Mapping[str, Any], key: str, required: bool = True) -> Optional[str]:
-    value = data.get(key)
-    if value is None:
-        if required:
-            raise _fail(path, where, f"missing '{key}'")
-        return None
-    if not isinstance(value, str) or not value.strip():
+    value = data.get(key)  # a string or None: CellTable/MatrixTable checked the type
+    if value is None and required:
+        raise _fail(path, where, f"missing '{key}'")
+    if value is not None and not value.strip():
         raise _fail(path, where, f"'{key}' must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _unknown_keys(path: Path, where: str, data: Mapping[str, Any], known: Sequence[str]) -> None:
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise _fail(path, where, f"unknown key(s) {', '.join(repr(k) for k in unknown)} (known: {', '.join(known)})")
+    return value.strip() if value is not None else None
 
 
 def _exact_version(path: Path, where: str, key: str, value: str) -> str:
@@ -254,13 +308,11 @@ def _version_or_specifier(path: Path, where: str, key: str, value: str) -> str:
     return value
 
 
+@one_line_errors
 def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
     where = f"matrix '{matrix}' cell {index + 1}"
-    if not isinstance(data, dict):
-        raise _fail(path, where, "must be a table ([[matrix.NAME.cells]])")
-    _unknown_keys(path, where, data, _CELL_KEYS)
-    python = _string(path, where, data, "python")
-    assert python is not None
+    _validate(CellTable, data, path, ("matrix", matrix, "cells", index))
+    python = _string(path, where, data, "python") or ""
     if not _PYTHON.match(python):
         raise _fail(path, where, f"'python' must be a minor version like '3.11', got {python!r}")
     try:
@@ -278,8 +330,6 @@ def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
         if value is not None:
             optional[key] = _version_or_specifier(path, where, key, value)
     extra = data.get("extra", [])
-    if not isinstance(extra, list) or not all(isinstance(e, str) for e in extra):
-        raise _fail(path, where, f"'extra' must be a list of requirement strings, got {extra!r}")
     for line in extra:
         try:
             Requirement(line)
@@ -290,53 +340,28 @@ def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
     if explicit is not None and not _NAME.match(explicit):
         raise _fail(path, where, f"'id' may contain only letters, digits, '.', '_' and '-', got {explicit!r}")
     note = data.get("note", "")
-    if not isinstance(note, str):
-        raise _fail(path, where, "'note' must be a string")
-    return Cell(
-        matrix=matrix,
-        python=python,
-        torch=pins["torch"],
-        sentence_transformers=pins["sentence-transformers"],
-        transformers=pins["transformers"],
-        numpy=optional.get("numpy"),
-        tokenizers=optional.get("tokenizers"),
-        extra=tuple(extra),
-        id=explicit,
-        note=note,
-        **served,
-    )
+    return Cell(matrix=matrix, python=python, torch=pins["torch"], sentence_transformers=pins["sentence-transformers"],
+                transformers=pins["transformers"], numpy=optional.get("numpy"), tokenizers=optional.get("tokenizers"),
+                extra=tuple(extra), id=explicit, note=note, **served)
 
 
+@one_line_errors
 def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
     where = f"matrix '{name}'"
     if not _NAME.match(name):
         raise _fail(path, where, "a matrix name may contain only letters, digits, '.', '_' and '-'")
-    if not isinstance(data, dict):
-        raise _fail(path, where, "must be a table ([matrix.NAME])")
-    _unknown_keys(path, where, data, _MATRIX_KEYS)
+    _validate(MatrixTable, data, path, ("matrix", name))
     models = data.get("models")
-    if isinstance(models, str) and models.strip():
-        model_list: Tuple[str, ...] = (models.strip(),)
-    elif isinstance(models, list) and models and all(isinstance(m, str) and m.strip() for m in models):
-        model_list = tuple(m.strip() for m in models)
-    else:
-        raise _fail(path, where, f"'models' must be a registry set name or a non-empty list of model ids, got {models!r}")
-    baseline = _string(path, where, data, "baseline")
-    assert baseline is not None
+    if models is None:
+        raise _fail(path, where, "missing 'models' (a registry set name or a list of model ids)")
+    model_list = (models.strip(),) if isinstance(models, str) else tuple(m.strip() for m in models)
+    baseline = _string(path, where, data, "baseline") or ""
     if not (_NAME.match(baseline) or baseline.endswith(".parquet")):
         raise _fail(path, where, f"'baseline' must be a baseline name (fixtures/baselines/NAME.parquet) or a .parquet path, got {baseline!r}")
     policy = _string(path, where, data, "policy", required=False)
     config = _string(path, where, data, "config", required=False)
     device = _string(path, where, data, "device", required=False) or "cpu"
-    dtype = _string(path, where, data, "dtype", required=False) or "float32"
-    if dtype not in _DTYPES:
-        raise _fail(path, where, f"'dtype' must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-    batch_size = data.get("batch_size", 32)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise _fail(path, where, f"'batch_size' must be a positive integer, got {batch_size!r}")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise _fail(path, where, "'description' must be a string")
+    dtype = _string(path, where, data, "dtype", required=False) or "float32"  # one of _DTYPES: MatrixTable
     raw_cells = data.get("cells")
     if not isinstance(raw_cells, list) or not raw_cells:
         raise _fail(path, where, "needs at least one cell ([[matrix.NAME.cells]])")
@@ -349,35 +374,21 @@ def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
                 f"cell id '{cell.cell_id}' repeats cell {seen[cell.cell_id] + 1}; give one of them an explicit 'id'",
             )
         seen[cell.cell_id] = i
-    return Matrix(
-        name=name,
-        models=model_list,
-        baseline=baseline,
-        cells=cells,
-        source=path,
-        description=description,
-        policy=(path.parent / policy) if policy else None,
-        config=(path.parent / config).resolve() if config else None,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-    )
+    return Matrix(name=name, models=model_list, baseline=baseline, cells=cells, source=path,
+                  description=data.get("description", ""), policy=(path.parent / policy) if policy else None,
+                  config=(path.parent / config).resolve() if config else None, device=device, dtype=dtype,
+                  batch_size=data.get("batch_size", 32))
 
 
+@one_line_errors
 def load_matrix_file(path: "str | os.PathLike[str] | None" = None) -> MatrixFile:
     """Read and validate ``matrix.toml`` (default: the repository's); every problem is one ``MatrixError`` line."""
     source = Path(path) if path else DEFAULT_MATRIX_FILE
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MatrixError(f"{source}: no such matrix file") from None
-    except OSError as err:
-        raise MatrixError(f"{source}: cannot read ({err.strerror or err})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise MatrixError(f"{source}: not valid TOML ({' '.join(str(err).split())})") from None
+    data = read_toml(source, MatrixError, "no such matrix file", invalid="not valid TOML")
     unknown = sorted(set(data) - {"matrix"})
     if unknown:
         raise MatrixError(f"{source}: unknown top-level key(s) {', '.join(unknown)} (matrices go under [matrix.NAME])")
+    _validate(MatrixDocument, data, source, ())
     matrices = data.get("matrix")
     if not isinstance(matrices, dict) or not matrices:
         raise MatrixError(f"{source}: defines no matrix (add a [matrix.NAME] table with [[matrix.NAME.cells]])")
