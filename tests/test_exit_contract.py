@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -105,9 +106,21 @@ def test_a_symlink_output_is_refused_and_left_a_link(pair: Dict[str, Path], tmp_
     assert link.is_symlink() and real.read_text() == "keep me"
 
 
-def test_a_device_node_output_is_refused_and_left_a_device(pair: Dict[str, Path], capsys: pytest.CaptureFixture) -> None:
-    _bad_input(["compare", str(pair["baseline"]), str(pair["candidate"]), "--json", os.devnull], capsys, "not a regular file")
-    assert Path(os.devnull).is_char_device()
+@pytest.mark.parametrize("kind", ["character-device", "fifo"])
+def test_a_device_node_output_is_refused_and_left_a_device(kind: str, pair: Dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """A node of our own (never /dev/null itself: a regression would replace the machine's device)."""
+    node = tmp_path / "node"
+    if kind == "fifo":
+        os.mkfifo(node)
+    else:
+        try:
+            os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # what /dev/null is
+        except PermissionError:
+            pytest.skip("making a device node needs root")
+    _bad_input(["compare", str(pair["baseline"]), str(pair["candidate"]), "--json", str(node)], capsys, "not a regular file")
+    mode = node.lstat().st_mode
+    assert stat.S_ISCHR(mode) if kind != "fifo" else stat.S_ISFIFO(mode)
 
 
 def test_atomic_output_never_renames_onto_a_link(tmp_path: Path) -> None:
@@ -280,7 +293,8 @@ def test_plugin_reports_a_bug_as_an_error_not_a_failed_comparison(pytester: pyte
         assertions.assert_model_matches = _broken
     """)
     cand = perturb_results(TINY, tmp_path / "c.parquet", BI, vectors=lambda v: v + 1e-4)
-    result = pytester.runpytest("-m", "harness", f"--harness-baseline={TINY}", f"--harness-candidate={cand}")
+    # a process of its own: the conftest's patch must not outlive this test
+    result = pytester.runpytest_subprocess("-m", "harness", f"--harness-baseline={TINY}", f"--harness-candidate={cand}")
     result.assert_outcomes(errors=2)
 
 
