@@ -248,14 +248,14 @@ class ResultsFile:
         """``(dim, dtype)`` of one model's vectors, checked against the vector column's width."""
         info = self.models.get(model_id, {})
         dim = info.get("dim")
-        dtype = _vector_dtype(info.get("vector_dtype", "float32"))
+        dtype = _vector_dtype(info.get("vector_dtype"))
         if dtype is None:
             raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype "
                                    f"{_short(info.get('vector_dtype'))} (a numeric dtype such as float32 is required)")
         if not _positive_int(dim):
             raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} (a positive integer is required)")
         width = self._file.schema_arrow.field("vector").type.byte_width
-        sizes = [(i.get("dim"), _vector_dtype(i.get("vector_dtype", "float32"))) for i in self.models.values()]
+        sizes = [(i.get("dim"), _vector_dtype(i.get("vector_dtype"))) for i in self.models.values()]
         widest = max((d * t.itemsize for d, t in sizes if _positive_int(d) and t is not None), default=0)
         if dim * dtype.itemsize > width or (widest and widest != width):
             raise ResultsFileError(
@@ -323,8 +323,10 @@ class ResultsFile:
 
 
 def _vector_dtype(value: Any) -> Optional[np.dtype]:
-    """The little-endian numeric dtype a ``vector_dtype`` names (float32, int8, ...), or None for anything else
+    """The little-endian numeric dtype a ``vector_dtype`` names (float32, int8, ...; absent: float32), or None for anything else
     (an object, string or void dtype cannot be viewed from raw bytes)."""
+    if value is None:  # JSON null: the default, as for every typed field
+        value = "float32"
     if not isinstance(value, str):
         return None
     try:
