@@ -202,7 +202,7 @@ def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...],
         for location, obj in rows:
             for column in needed:
                 if column not in obj:
-                    raise CorpusError(f"{location}: missing column {column!r} (has: {', '.join(obj) or 'none'})")
+                    raise CorpusError(f"{location}: missing column {shown(column)} (has: {_names(obj)})")
         return rows
     try:
         text = data.decode("utf-8-sig")
@@ -218,10 +218,10 @@ def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...],
             raise CorpusError(f"{where}: empty file (no header row)")
         for column in needed:
             if column not in header:
-                raise CorpusError(f"{where}:1: missing column {column!r} (header: {', '.join(header)})")
+                raise CorpusError(f"{where}:1: missing column {shown(column)} (header: {_names(header)})")
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if duplicated:
-            raise CorpusError(f"{where}:1: duplicate column(s) {', '.join(duplicated)} in the header")
+            raise CorpusError(f"{where}:1: duplicate column(s) {_names(duplicated)} in the header")
         rows = []
         start = reader.line_num + 1
         for record in reader:
@@ -239,6 +239,13 @@ def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...],
     return rows
 
 
+def _names(columns: Any) -> str:
+    """Column names for a one-line message: as plain text when they are, quoted when not (a newline in a name)."""
+    names = [c if c.isprintable() and len(c) <= 40 else shown(c, 40) for c in map(str, columns)]
+    text = ", ".join(names) or "none"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...], optional: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
     """The rows of a parquet file, of the ``needed`` and present ``optional`` columns only."""
     where = display(path)
@@ -253,7 +260,7 @@ def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...], optional: Tu
         raise CorpusError(f"{where}: not a readable parquet file ({first_line(err)})") from None
     for column in needed:
         if column not in names:
-            raise CorpusError(f"{where}: missing column {shown(column)} (columns: {shown(', '.join(names), 200)})")
+            raise CorpusError(f"{where}: missing column {shown(column)} (columns: {_names(names)})")
     wanted = list(dict.fromkeys(c for c in needed + optional if c in names))
     duplicated = [c for c in wanted if names.count(c) > 1]
     if duplicated:
