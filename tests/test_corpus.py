@@ -369,6 +369,12 @@ def test_minimal_corpus_without_manifest(tmp_path: Path) -> None:
 NESTED = "[" * 100_000 + "]" * 100_000
 
 
+def _short_id(value: object) -> str:
+    """A readable test id for a parameter that may be 200 kB of brackets."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _one_line_naming(err: CorpusError, name: str) -> str:
     message = str(err)
     assert "\n" not in message and name in message and len(message) < 400, message
@@ -401,7 +407,7 @@ def _parquet(path: Path, **columns: object) -> Path:
     ('{"id": "a", "id": "b", "text": "x"}', "docs.jsonl:2: key 'id' appears twice"),
     ('{"id": NaN, "text": "x"}', "docs.jsonl:2: non-string (float) 'id'"),
     ('{"id": "a", "text": ' + NESTED[:50] + NESTED[-50:] + '}', "docs.jsonl:2: non-string (list) 'text' for id 'a'"),
-])
+], ids=_short_id)
 def test_hostile_jsonl_lines_are_one_line_errors(tmp_path: Path, line: str, expected: str) -> None:
     path = tmp_path / "docs.jsonl"
     path.write_text('{"id": "z", "text": "fine"}\n' + line + "\n", encoding="utf-8")
@@ -521,7 +527,7 @@ def test_long_ids_are_cut_in_messages(tmp_path: Path) -> None:
     ('{"id": "a", "text": "x", "meta": ' + NESTED + '}\n', []),
     ('{"id": "a\\ud800", "text": "x"}\n', []),
     ('{"id": "a", "text": "x"}\n', ["--queries", "EMPTY"]),
-])
+], ids=_short_id)
 def test_hostile_corpora_through_the_cli_are_exit_2_and_no_file(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                content: str, args: List[str]) -> None:
     from harness.cli import main

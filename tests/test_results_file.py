@@ -318,7 +318,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
     (b'{"schema_version": 1, "cell_id": "\\ud800"}', "the string at 'cell_id' is not valid Unicode text"),
     (b'{"schema_version": 1, "models": {"m\\udc00": {}}}', "a key at 'models' is not valid Unicode text"),
     (b'{"schema_version": 1e0}', "no valid schema_version"),
-])
+], ids=lambda v: (v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v))[:40])
 def test_malformed_metadata_is_one_line(tmp_path: Path, raw: bytes, problem: str) -> None:
     path = _with_raw_metadata(tmp_path, raw)
     with pytest.raises(ResultsFileError) as info:

@@ -109,15 +109,15 @@ class ResultsFile:
     @property
     def models(self) -> Dict[str, Dict[str, Any]]:
         """Per-model metadata (kind, status, weights hash, dim, ...), by model id."""
-        return dict(self.meta.get("models", {}))
+        return dict(self.meta.get("models") or {})  # JSON null: empty, as in the typed views
 
     @property
     def corpus(self) -> Dict[str, Any]:
-        return dict(self.meta.get("corpus", {}))
+        return dict(self.meta.get("corpus") or {})  # JSON null: empty, as in the typed views
 
     @property
     def fingerprint(self) -> Dict[str, Any]:
-        return dict(self.meta.get("fingerprint", {}))
+        return dict(self.meta.get("fingerprint") or {})  # JSON null: empty, as in the typed views
 
     # typed views (``harness.results.meta``): a field of the wrong type is a ResultsFileError naming it
 
