@@ -519,7 +519,8 @@ def test_an_empty_queries_file_is_refused(tmp_path: Path, name: str, content: Un
 
 def test_long_ids_are_cut_in_messages(tmp_path: Path) -> None:
     long_id = "x" * 100_000
-    (tmp_path / "d.jsonl").write_text(json.dumps({"id": long_id, "text": "a"}) + "\n" + json.dumps({"id": long_id, "text": "b"}) + "\n")
+    rows = [json.dumps({"id": long_id, "text": text}) + "\n" for text in ("a", "b")]
+    (tmp_path / "d.jsonl").write_text("".join(rows), encoding="utf-8")
     assert len(_refused(tmp_path / "d.jsonl", "d.jsonl:2: duplicate id 'xxx")) < 200
 
 

@@ -37,7 +37,9 @@ def _line(draw: Any) -> str:
         return '{"id": "n", "text": ' + "[" * depth + "]" * depth + "}"
     if choice == 1:  # raw garbage
         return draw(st.text(max_size=40))
-    return json.dumps(draw(ROW), ensure_ascii=draw(st.booleans()), allow_nan=True) if choice < 5 else json.dumps(draw(JSON_VALUES))
+    if choice == 5:  # a line that is JSON but no object
+        return json.dumps(draw(JSON_VALUES))
+    return json.dumps(draw(ROW), ensure_ascii=draw(st.booleans()), allow_nan=True)
 
 
 @st.composite

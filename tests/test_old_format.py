@@ -137,12 +137,14 @@ def test_ids_with_a_bar_stay_distinct_end_to_end(tmp_path: Path, capsys: pytest.
     (tmp_path / "queries.jsonl").write_text('{"id": "a|b", "text": "first query"}\n{"id": "a", "text": "second"}\n',
                                             encoding="utf-8")
     (tmp_path / "pairs.jsonl").write_text('{"query_id": "a|b", "passage_id": "c"}\n{"query_id": "a", "passage_id": "b|c"}\n'
-                                          '{"query_id": "a", "passage_id": "c"}\n{"query_id": "a|b", "passage_id": "back\\\\slash"}\n',
+                                          '{"query_id": "a", "passage_id": "c"}\n'
+                                          '{"query_id": "a|b", "passage_id": "back\\\\slash"}\n',
                                           encoding="utf-8")
     (tmp_path / "harness.toml").write_text('[corpus]\ndocuments = "docs.jsonl"\nqueries = "queries.jsonl"\n'
                                            'pairs = "pairs.jsonl"\n', encoding="utf-8")
     out = tmp_path / "run.parquet"
-    assert main(["run", "--models", "tiny", "--device", "cpu", "--corpus", str(tmp_path / "harness.toml"), "--out", str(out)]) == 0
+    config = str(tmp_path / "harness.toml")
+    assert main(["run", "--models", "tiny", "--device", "cpu", "--corpus", config, "--out", str(out)]) == 0
     results = ResultsFile(out)
     rerankers = [m for m, r in results.models.items() if r.get("kind") == "cross-encoder"]
     assert rerankers

@@ -253,7 +253,8 @@ class ResultsFile:
             raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype "
                                    f"{_short(info.get('vector_dtype'))} (a numeric dtype such as float32 is required)")
         if not _positive_int(dim):
-            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} (a positive integer is required)")
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} "
+                                   "(a positive integer is required)")
         width = self._file.schema_arrow.field("vector").type.byte_width
         sizes = [(i.get("dim"), _vector_dtype(i.get("vector_dtype"))) for i in self.models.values()]
         widest = max((d * t.itemsize for d, t in sizes if _positive_int(d) and t is not None), default=0)

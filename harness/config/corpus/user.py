@@ -246,7 +246,8 @@ def _names(columns: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...], optional: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
+def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...],
+                  optional: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
     """The rows of a parquet file, of the ``needed`` and present ``optional`` columns only."""
     where = display(path)
     try:
