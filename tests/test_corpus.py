@@ -362,3 +362,183 @@ def test_minimal_corpus_without_manifest(tmp_path: Path) -> None:
     loaded = load_corpus(str(tmp_path))
     assert [(t.id, t.text, t.kind) for t in loaded.texts()] == [("a", "x", "unspecified")]
     assert loaded.queries == () and loaded.pairs == () and loaded.version == "unversioned"
+
+
+# -- hostile input: every file is read correctly or refused with one CorpusError line naming it -----------------
+
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+def _short_id(value: object) -> str:
+    """A readable test id for a parameter that may be 200 kB of brackets."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_line_naming(err: CorpusError, name: str) -> str:
+    message = str(err)
+    assert "\n" not in message and name in message and len(message) < 400, message
+    return message
+
+
+def _refused(source: object, name: str, *expected: str) -> str:
+    with pytest.raises(CorpusError) as info:
+        load_corpus(source)  # type: ignore[arg-type]
+    message = _one_line_naming(info.value, name)
+    for part in expected:
+        assert part in message, message
+    return message
+
+
+def _parquet(path: Path, **columns: object) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"id": "a", "text": "x", "extra": ' + NESTED + '}', "docs.jsonl:2: JSON nested too deeply"),
+    ('{"id": "a\\ud800", "text": "x"}', "docs.jsonl:2: 'id' holds a lone surrogate (U+D800"),
+    ('{"id": "a", "text": "x\\udfff y"}', "docs.jsonl:2: the text of id 'a' holds a lone surrogate (U+DFFF"),
+    ('{"id": "a", "text": "x", "kind": "\\ud800"}', "docs.jsonl:2: 'kind' holds a lone surrogate"),
+    ('{"id": ' + "9" * 5000 + ', "text": "x"}', "docs.jsonl:2: invalid JSON"),
+    ('{"id": "a", "id": "b", "text": "x"}', "docs.jsonl:2: key 'id' appears twice"),
+    ('{"id": NaN, "text": "x"}', "docs.jsonl:2: non-string (float) 'id'"),
+    ('{"id": "a", "text": ' + NESTED[:50] + NESTED[-50:] + '}', "docs.jsonl:2: non-string (list) 'text' for id 'a'"),
+], ids=_short_id)
+def test_hostile_jsonl_lines_are_one_line_errors(tmp_path: Path, line: str, expected: str) -> None:
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": "z", "text": "fine"}\n' + line + "\n", encoding="utf-8")
+    _refused(path, "docs.jsonl", expected)
+
+
+@pytest.mark.parametrize("name", [DOCUMENTS_FILE, QUERIES_FILE])
+def test_hostile_lines_in_the_committed_format(copy: Path, name: str) -> None:
+    with (copy / name).open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "q\\ud800", "text": "x"}\n' if name == QUERIES_FILE else '{"id": "d", "text": "x\\udc00"}\n')
+    _refused(copy, name, "holds a lone surrogate")
+    (copy / name).write_text('{"id": "a", "text": "x", "kind": ' + NESTED + '}\n', encoding="utf-8")
+    _refused(copy, name, f"{name}:1: JSON nested too deeply")
+
+
+def test_a_nested_manifest_is_one_line(copy: Path) -> None:
+    (copy / MANIFEST_FILE).write_text(NESTED, encoding="utf-8")
+    _refused(copy, MANIFEST_FILE, "invalid JSON")
+
+
+def test_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    for name, content in (("b.jsonl", '{"id": "a", "text": "x"}\n'), ("b.csv", "id,text\na,x\n"), ("b.tsv", "id\ttext\na\tx\n")):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + content.encode())
+        assert [(t.id, t.text) for t in load_corpus(tmp_path / name).documents] == [("a", "x")]
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("bad.jsonl", b'{"id": "a", "text": "x"}\n{"id": "b", "text": "\xff"}\n', "bad.jsonl:2: not valid UTF-8"),
+    ("bad.csv", b"id,text\na,x\nb,\xed\xa0\x80\n", "bad.csv:3: not valid UTF-8"),  # a surrogate, UTF-8 encoded
+    ("bad.tsv", b"id\ttext\na\t\xc3\n", "bad.tsv:2: not valid UTF-8"),
+])
+def test_invalid_utf8_names_the_line(tmp_path: Path, name: str, content: bytes, expected: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    _refused(tmp_path / name, name, expected)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".parquet"])
+def test_a_huge_line_is_read(tmp_path: Path, suffix: str) -> None:
+    text = "word " * 200_000  # 1 MB: more than the csv module's default field limit (128 KiB)
+    path = tmp_path / f"big{suffix}"
+    if suffix == ".jsonl":
+        path.write_text(json.dumps({"id": "a", "text": text}) + "\n", encoding="utf-8")
+    elif suffix == ".parquet":
+        _parquet(path, id=["a"], text=[text])
+    else:
+        sep = "," if suffix == ".csv" else "\t"
+        path.write_text(f"id{sep}text\na{sep}{text}\n", encoding="utf-8")
+    assert load_corpus(path).documents[0].text == text
+
+
+def test_parquet_reads_only_the_columns_it_uses(tmp_path: Path) -> None:
+    """Out-of-range timestamps (year 10000+ does not fit a Python datetime) in a column nobody reads."""
+    import pyarrow as pa
+
+    far = pa.array([2**62, -(2**62)], pa.int64()).cast(pa.timestamp("us"))
+    path = _parquet(tmp_path / "docs.parquet", id=["a", "b"], text=["x", "y"], created=far,
+                    blob=pa.array([b"\xff\xfe", b""]), nested=pa.array([[{"k": [1]}], []]))
+    loaded = load_corpus(path)
+    assert [(t.id, t.text) for t in loaded.documents] == [("a", "x"), ("b", "y")]
+    # the same garbage in a column it does read (the kind column) is one line naming the column
+    _parquet(tmp_path / "kinds.parquet", id=["a", "b"], text=["x", "y"], kind=far)
+    _refused(tmp_path / "kinds.parquet", "kinds.parquet", "column 'kind'")
+
+
+def _invalid_utf8_strings(values: List[bytes]) -> object:
+    """A string column holding bytes that are no UTF-8 (what another tool may write; pyarrow's own builders refuse)."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.string(), len(values), pa.array(values, pa.binary()).buffers())
+
+
+@pytest.mark.parametrize("column", ["id", "text"])
+def test_parquet_strings_that_are_no_utf8(tmp_path: Path, column: str) -> None:
+    surrogate = "a\ud800".encode("utf-8", "surrogatepass")
+    columns = {"id": ["a", "b"], "text": ["x", "y"]}
+    columns[column] = _invalid_utf8_strings([b"fine", surrogate])
+    path = _parquet(tmp_path / "h.parquet", **columns)
+    _refused(path, "h.parquet", f"column '{column}'")
+
+
+@pytest.mark.parametrize("columns, expected", [
+    ({"id": [1, 2**60], "text": ["x", None]}, "row 2: null 'text' for id '1152921504606846976'"),
+    ({"id": [b"a"], "text": ["x"]}, "row 1: non-string (bytes) 'id'"),
+    ({"id": ["a"], "text": [["x"]]}, "row 1: non-string (list) 'text' for id 'a'"),
+])
+def test_hostile_parquet_values(tmp_path: Path, columns: dict, expected: str) -> None:
+    path = _parquet(tmp_path / "h.parquet", **columns)
+    _refused(path, "h.parquet", expected)
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("queries.jsonl", "", "queries.jsonl: empty queries file (no queries)"),
+    ("queries.csv", "id,text\n", "queries.csv: empty queries file (no queries)"),
+    ("queries.csv", "", "queries.csv: empty file (no header row)"),
+    ("queries.parquet", None, "queries.parquet: empty queries file (no queries)"),
+])
+def test_an_empty_queries_file_is_refused(tmp_path: Path, name: str, content: Union[str, None], expected: str) -> None:
+    from harness.config.corpus.user import DataFiles
+
+    (tmp_path / "docs.csv").write_text("id,text\na,x\n", encoding="utf-8")
+    if content is None:
+        _parquet(tmp_path / name, id=[], text=[])
+    else:
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    _refused(DataFiles(tmp_path / "docs.csv", tmp_path / name), name, expected)
+    (tmp_path / "harness.toml").write_text(f'[corpus]\ndocuments = "docs.csv"\nqueries = "{name}"\n', encoding="utf-8")
+    _refused(tmp_path / "harness.toml", name, expected.split(": ", 1)[1])
+
+
+def test_long_ids_are_cut_in_messages(tmp_path: Path) -> None:
+    long_id = "x" * 100_000
+    rows = [json.dumps({"id": long_id, "text": text}) + "\n" for text in ("a", "b")]
+    (tmp_path / "d.jsonl").write_text("".join(rows), encoding="utf-8")
+    assert len(_refused(tmp_path / "d.jsonl", "d.jsonl:2: duplicate id 'xxx")) < 200
+
+
+@pytest.mark.parametrize("content, args", [
+    ('{"id": "a", "text": "x", "meta": ' + NESTED + '}\n', []),
+    ('{"id": "a\\ud800", "text": "x"}\n', []),
+    ('{"id": "a", "text": "x"}\n', ["--queries", "EMPTY"]),
+], ids=_short_id)
+def test_hostile_corpora_through_the_cli_are_exit_2_and_no_file(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                               content: str, args: List[str]) -> None:
+    from harness.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(content, encoding="utf-8")
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    args = [str(tmp_path / "empty.jsonl") if a == "EMPTY" else a for a in args]
+    assert main(["run", "--models", "tiny", "--device", "cpu", "--corpus", str(corpus), *args, "--out", str(out)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and ("empty.jsonl" if args else "corpus.jsonl") in errors[0], errors
+    assert not out.exists()

@@ -132,3 +132,31 @@ def test_cpu_isa_is_a_runtime_step_of_attribution() -> None:
     steps = plan_path(cell, RuntimeSettings(), cell, RuntimeSettings(cpu_isa="avx2", threads=1), lambda c: None)
     assert [s.name for s in steps] == ["baseline", "+threads", "+cpu_isa"]
     assert steps[-1].runtime.run_args()[-2:] == ["--cpu-isa", "avx2"]
+
+
+# -- blas_runtime: the same libraries in another order are no change -----------------------------------------------
+
+
+def test_blas_runtime_is_recorded_in_one_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from harness.run import fingerprint
+
+    libs = [{"filepath": "/x/libopenblas.so", "user_api": "blas", "internal_api": "openblas", "version": "0.3.27"},
+            {"filepath": "/x/libgomp.so", "user_api": "openmp", "internal_api": "openmp", "num_threads": 4}]
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: libs)
+    first = fingerprint.blas_runtime()
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: libs[::-1])
+    assert fingerprint.blas_runtime() == first and [e["library"] for e in first] == ["libopenblas.so", "libgomp.so"]
+
+
+def test_a_reordered_blas_runtime_is_no_change_even_in_old_files() -> None:
+    from harness.compare.factors import factor_of_key, group_changes, same_setting
+
+    a = [{"library": "libgomp.so", "user_api": "openmp"}, {"library": "libopenblas.so", "user_api": "blas"}]
+    change = {"key": "blas_runtime", "baseline": a, "candidate": a[::-1]}  # what comparing two old files lists
+    assert same_setting("blas_runtime", a, a[::-1]) and not same_setting("blas_runtime", a, a[:1])
+    assert factor_of_key("blas_runtime", a, a[::-1]) is None and factor_of_key("blas_runtime", a, a[:1]) == "blas"
+    assert group_changes([change]) == ([], 0)
+    groups, _ = group_changes([{**change, "candidate": a[:1]}])
+    assert [g for g, _ in groups] == ["hardware and kernels"]
+    assert not same_setting("cpu.isa", ["avx2", "avx512f"], ["avx512f", "avx2"])  # other lists keep their order

@@ -105,3 +105,53 @@ def test_v1_file_reads_through_the_typed_views() -> None:
     assert bi.ok and bi.dim == 32 and bi.encode is None and bi.weights_sha256
     assert results.provenance is not None and results.provenance.reason == "reference: tiny models, CPU fp32"
     assert results.provenance.history == () and results.created_at == "2026-11-23T15:45:27+00:00"
+
+
+# -- rerank pair ids: committed baselines keep theirs, and ids with '|' no longer collide -------------------------
+
+
+def test_committed_baselines_hold_the_pair_ids_the_runner_writes_today() -> None:
+    """Every rerank item id of every committed baseline (and the legacy v1 file) is exactly ``pair_item_id`` of
+    its query and passage ids: the escaping changed nothing for them, so they compare with new runs as before."""
+    from harness.results import pair_item_id
+
+    files = sorted((ROOT / "fixtures" / "baselines").glob("*.parquet")) + [V1]
+    checked = 0
+    for path in files:
+        results = ResultsFile(path)
+        for model_id, record in results.models.items():
+            if record.get("kind") != "cross-encoder" or record.get("status") != "ok":
+                continue
+            data = results.rerank(model_id)
+            assert [pair_item_id(q, p) for q, p in zip(data["query_id"], data["passage_id"])] == list(data["item_id"])
+            checked += len(data["item_id"])
+    assert checked > 0
+
+
+def test_ids_with_a_bar_stay_distinct_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """'a|b' + 'c' and 'a' + 'b|c' were both the item id 'a|b|c': the run exited 0 with an unusable file."""
+    from harness.results import split_pair_item_id
+
+    (tmp_path / "docs.jsonl").write_text('{"id": "c", "text": "a passage"}\n{"id": "b|c", "text": "another one"}\n'
+                                         '{"id": "back\\\\slash", "text": "third"}\n', encoding="utf-8")
+    (tmp_path / "queries.jsonl").write_text('{"id": "a|b", "text": "first query"}\n{"id": "a", "text": "second"}\n',
+                                            encoding="utf-8")
+    (tmp_path / "pairs.jsonl").write_text('{"query_id": "a|b", "passage_id": "c"}\n{"query_id": "a", "passage_id": "b|c"}\n'
+                                          '{"query_id": "a", "passage_id": "c"}\n'
+                                          '{"query_id": "a|b", "passage_id": "back\\\\slash"}\n',
+                                          encoding="utf-8")
+    (tmp_path / "harness.toml").write_text('[corpus]\ndocuments = "docs.jsonl"\nqueries = "queries.jsonl"\n'
+                                           'pairs = "pairs.jsonl"\n', encoding="utf-8")
+    out = tmp_path / "run.parquet"
+    config = str(tmp_path / "harness.toml")
+    assert main(["run", "--models", "tiny", "--device", "cpu", "--corpus", config, "--out", str(out)]) == 0
+    results = ResultsFile(out)
+    rerankers = [m for m, r in results.models.items() if r.get("kind") == "cross-encoder"]
+    assert rerankers
+    for model_id in rerankers:
+        data = results.rerank(model_id)
+        ids = list(data["item_id"])
+        assert len(set(ids)) == len(ids) == 4, ids
+        assert [split_pair_item_id(i) for i in ids] == list(zip(data["query_id"], data["passage_id"]))
+    capsys.readouterr()
+    assert main(["compare", str(out), str(out)]) == 0

@@ -44,7 +44,7 @@ def _write(path: Path, ids: List[str], queries: List[str], scores: np.ndarray, o
     rows = ModelRows(MODEL, "rerank", [ids[i] for i in order], query_ids=[queries[i] for i in order],
                      passage_ids=[ids[i].split("|")[1] for i in order], scores=np.asarray(scores, np.float32)[order],
                      ranks=np.arange(1, len(order) + 1, dtype=np.int32))
-    return write_results(path, [rows], META)
+    return write_results(path, [rows], META, unique_ids=False)  # some cases duplicate ids on purpose
 
 
 @contextlib.contextmanager

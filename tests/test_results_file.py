@@ -235,3 +235,104 @@ def test_the_results_package_imports_without_pandas() -> None:
     done = subprocess.run([sys.executable, "-c", code, str(COMMITTED_TINY)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("HarnessError") and "needs pandas" in done.stdout
+
+
+# -- rerank pair ids: injective, and 'q|p' unchanged for plain ids ----------------------------------------------
+
+
+def test_pair_item_ids_are_injective_and_unchanged_for_plain_ids() -> None:
+    from harness.results import pair_item_id, split_pair_item_id
+
+    assert pair_item_id("q001", "d0042") == "q001|d0042"  # what every committed baseline holds
+    assert pair_item_id("a|b", "c") != pair_item_id("a", "b|c")
+    assert pair_item_id("a\\", "|b") != pair_item_id("a\\|", "b")
+    for q, p in (("a|b", "c"), ("a", "b|c"), ("\\", "|"), ("", ""), ("a\\|b", "\\\\|")):
+        assert split_pair_item_id(pair_item_id(q, p)) == (q, p)
+    for broken in ("no-separator", "a|b|c", "a\\x|b", "a|b\\"):
+        with pytest.raises(ValueError):
+            split_pair_item_id(broken)
+
+
+def _rerank_rows(item_ids: list, model: str = "ce") -> ModelRows:
+    n = len(item_ids)
+    return ModelRows(model, "rerank", item_ids, query_ids=["q"] * n, passage_ids=[f"p{i}" for i in range(n)],
+                     scores=np.zeros(n, np.float32), ranks=np.arange(1, n + 1, dtype=np.int32))
+
+
+def test_the_writer_refuses_duplicate_item_ids_per_model(tmp_path: Path) -> None:
+    from harness.results import ResultsWriter
+
+    path = tmp_path / "dup.parquet"
+    with pytest.raises(ResultsFileError, match=r"dup.parquet: model 'ce': duplicate item id 'q\|p' \(item ids are unique"):
+        write_results(path, [_rerank_rows(["q|a", "q|p", "q|p"])], _meta({}))
+    assert not path.exists()
+    with pytest.raises(ResultsFileError, match="duplicate item id 'q|a'"):  # across chunks of one model
+        with ResultsWriter(path, _meta({}), vector_width=4) as writer:
+            writer.write(_rerank_rows(["q|a", "q|b"]))
+            writer.write(_rerank_rows(["q|c", "q|a"]))
+    assert not path.exists()
+    # the same ids under two models are fine, and so are many chunks of distinct ids
+    with ResultsWriter(path, _meta({}), vector_width=4) as writer:
+        writer.write(_rerank_rows(["q|a", "q|b"], "ce"))
+        writer.write(_rerank_rows(["q|a", "q|b"], "ce@logits"))
+        for start in range(0, 3000, 7):
+            writer.write(_rerank_rows([f"x|{i}" for i in range(start, start + 7)], "big"))
+    assert ResultsFile(path).num_rows == 4 + 3003
+
+
+def test_the_writer_names_a_lone_surrogate(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    with pytest.raises(ResultsFileError, match=r"bad.parquet: model 'ce': item_id 'q\|\\ud800' is not valid Unicode"):
+        write_results(path, [_rerank_rows(["q|ok", "q|\ud800"])], _meta({}))
+    assert not path.exists()
+
+
+# -- metadata read back: anything malformed is one ResultsFileError line naming the file ------------------------
+
+
+def _with_raw_metadata(tmp_path: Path, raw: bytes) -> Path:
+    """A valid small results file whose ``harness`` metadata bytes are replaced by ``raw`` as they are."""
+    good = write_results(tmp_path / "good.parquet", [ModelRows("m", "embed", ["a"], ["document"], np.ones((1, 2), np.float32))],
+                         _meta({"m": 2}))
+    table = pq.read_table(good)
+    path = tmp_path / "bad.parquet"
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: raw}), path)
+    return path
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("raw, problem", [
+    (b"[1, 2]", "must be a JSON object, got list"),
+    (b'"text"', "must be a JSON object, got str"),
+    (b"{", "not valid JSON"),
+    (b"\xff\xfe{}", "not valid JSON"),
+    (b'{"schema_version": 1, "x": ' + DEEP.encode() + b"}", "not valid JSON (nested too deeply)"),
+    (b'{"schema_version": 1, "fingerprint": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", "nested deeper than 32 levels"),
+    (b'{"schema_version": 1, "run": {"duration_s": NaN}}', "NaN is not a JSON number"),
+    (b'{"schema_version": 1, "run": {"duration_s": -Infinity}}', "Infinity is not a JSON number"),
+    (b'{"schema_version": 1, "run": {"duration_s": 1e400}}', "the number at 'run.duration_s' is not finite"),
+    (b'{"schema_version": 1, "run": {"batch_size": ' + b"9" * 30 + b"}}", "the integer at 'run.batch_size' does not fit"),
+    (b'{"schema_version": 1, "x": ' + b"9" * 5000 + b"}", "not valid JSON"),
+    (b'{"schema_version": 1, "cell_id": "\\ud800"}', "the string at 'cell_id' is not valid Unicode text"),
+    (b'{"schema_version": 1, "models": {"m\\udc00": {}}}', "a key at 'models' is not valid Unicode text"),
+    (b'{"schema_version": 1e0}', "no valid schema_version"),
+], ids=lambda v: (v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v))[:40])
+def test_malformed_metadata_is_one_line(tmp_path: Path, raw: bytes, problem: str) -> None:
+    path = _with_raw_metadata(tmp_path, raw)
+    with pytest.raises(ResultsFileError) as info:
+        ResultsFile(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and problem in message and "\n" not in message and len(message) < 400, message
+
+
+@pytest.mark.parametrize("dtype", ["object", "U8", "V4", "datetime64[s]", "complex64", "nonsense", "(2,)f4"])
+def test_a_vector_dtype_that_is_no_number_is_one_line(tmp_path: Path, dtype: object) -> None:
+    meta = _meta({"m": 2, "other": 2})
+    meta["models"]["other"]["vector_dtype"] = dtype  # in another model: vector_spec of 'm' looks at every model
+    rows = [ModelRows(k, "embed", ["a"], ["document"], np.ones((1, 2), np.float32)) for k in ("m", "other")]
+    results = ResultsFile(write_results(tmp_path / "r.parquet", rows, meta))
+    assert results.vector_spec("m")[0] == 2
+    with pytest.raises(ResultsFileError, match="model 'other' has an invalid vector_dtype"):
+        results.embeddings("other")

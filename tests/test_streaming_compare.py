@@ -164,7 +164,7 @@ def _meta(dim: int) -> Dict[str, Any]:
 
 def _write(path: Path, ids: np.ndarray, roles: np.ndarray, vectors: np.ndarray, chunk: int = 30_000) -> Path:
     """Written in chunks through ResultsWriter, which cuts full row groups of ROW_GROUP_ROWS."""
-    with ResultsWriter(path, _meta(vectors.shape[1]), vector_width=vectors.shape[1] * 4) as writer:
+    with ResultsWriter(path, _meta(vectors.shape[1]), vector_width=vectors.shape[1] * 4, unique_ids=False) as writer:
         for s in range(0, len(ids), chunk):
             writer.write(ModelRows(SYN, "embed", list(ids[s : s + chunk]), roles=list(roles[s : s + chunk]),
                                    vectors=vectors[s : s + chunk]))

@@ -7,11 +7,12 @@ own group ("hardware and kernels") and never hidden as noise. Stdlib only.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.hardware import env_group
 
-__all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "factor_of_key", "group_of", "group_changes"]
+__all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "UNORDERED_KEYS", "factor_of_key", "group_of", "group_changes", "same_setting"]
 
 #: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
 _KEY_FACTORS: Tuple[Tuple[str, str], ...] = (
@@ -67,8 +68,30 @@ FACTOR_GROUPS: Dict[str, str] = {
 GROUP_ORDER = ("packages", "serving", "device and precision", "hardware and kernels", "run settings", "model files")
 
 
+#: fingerprint keys whose value is a list in no meaningful order (threadpoolctl lists BLAS libraries in load
+#: order): the same entries in another order are the same setting. Files written before the fingerprint
+#: sorted them stay comparable because the comparison, not only the writer, ignores the order.
+UNORDERED_KEYS = ("blas_runtime",)
+
+
+def _canonical(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    return sorted(value, key=lambda entry: json.dumps(entry, sort_keys=True, default=str))
+
+
+def same_setting(key: str, baseline: Any, candidate: Any) -> bool:
+    """Whether a fingerprint entry is the same on both sides (order-insensitive for ``UNORDERED_KEYS``)."""
+    if key in UNORDERED_KEYS:
+        return _canonical(baseline) == _canonical(candidate)
+    return baseline == candidate
+
+
 def factor_of_key(key: str, baseline: Any = None, candidate: Any = None) -> Optional[str]:
-    """The factor of one flattened fingerprint key (None for entries that do not move numbers)."""
+    """The factor of one flattened fingerprint key (None for entries that do not move numbers, and for an
+    unordered entry whose two sides hold the same items in another order: no change at all)."""
+    if key in UNORDERED_KEYS and baseline is not None and candidate is not None and same_setting(key, baseline, candidate):
+        return None
     bf16 = "bfloat16" in (str(baseline), str(candidate))
     if key.startswith("models."):
         leaf = key.split(".")[2] if key.count(".") >= 2 else key
@@ -94,6 +117,8 @@ def group_changes(changes: Sequence[Mapping[str, Any]]) -> Tuple[List[Tuple[str,
     groups: Dict[str, List[Mapping[str, Any]]] = {}
     unclassified = 0
     for change in changes:
+        if same_setting(str(change["key"]), change.get("baseline"), change.get("candidate")):
+            continue  # the same libraries in another order (a file from before the fingerprint sorted them)
         group = group_of(str(change["key"]), change.get("baseline"), change.get("candidate"))
         if group is None:
             unclassified += 1

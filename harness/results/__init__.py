@@ -11,7 +11,7 @@ from typing import Any as _Any, Optional as _Optional, Sequence as _Sequence
 from harness.fsio import atomic_output
 from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
 from harness.results.reader import ResultsFile, arrow_to_numpy, single_chunk
-from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, ModelRows
+from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, ModelRows, pair_item_id, split_pair_item_id
 from harness.results.writer import ResultsWriter, rewrite_metadata, rewrite_model, write_results
 
 __all__ = [
@@ -28,10 +28,12 @@ __all__ = [
     "RunMeta",
     "arrow_to_numpy",
     "atomic_output",
+    "pair_item_id",
     "read_frame",
     "rewrite_metadata",
     "rewrite_model",
     "single_chunk",
+    "split_pair_item_id",
     "write_results",
 ]
 

@@ -8,7 +8,6 @@ layout it reads is ``harness.results.schema``; ``embeddings()`` turns the raw ve
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
 from harness.results import storage
-from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta, parse_metadata
 from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, arrow_schema
 
 __all__ = ["ResultsFile", "arrow_to_numpy", "check_column_types", "single_chunk"]
@@ -85,10 +84,7 @@ class ResultsFile:
         raw = (self._file.schema_arrow.metadata or {}).get(METADATA_KEY)
         if raw is None:
             raise ResultsFileError(f"{self.path}: not a harness results file (no '{METADATA_KEY.decode()}' metadata)")
-        try:
-            self.meta: Dict[str, Any] = json.loads(raw)
-        except ValueError as err:
-            raise ResultsFileError(f"{self.path}: harness metadata is not valid JSON ({err})") from None
+        self.meta: Dict[str, Any] = parse_metadata(raw, str(self.path))
         version = self.meta.get("schema_version")
         if not isinstance(version, int) or version < 1:
             raise ResultsFileError(f"{self.path}: harness metadata has no valid schema_version")
@@ -113,15 +109,15 @@ class ResultsFile:
     @property
     def models(self) -> Dict[str, Dict[str, Any]]:
         """Per-model metadata (kind, status, weights hash, dim, ...), by model id."""
-        return dict(self.meta.get("models", {}))
+        return dict(self.meta.get("models") or {})  # JSON null: empty, as in the typed views
 
     @property
     def corpus(self) -> Dict[str, Any]:
-        return dict(self.meta.get("corpus", {}))
+        return dict(self.meta.get("corpus") or {})  # JSON null: empty, as in the typed views
 
     @property
     def fingerprint(self) -> Dict[str, Any]:
-        return dict(self.meta.get("fingerprint", {}))
+        return dict(self.meta.get("fingerprint") or {})  # JSON null: empty, as in the typed views
 
     # typed views (``harness.results.meta``): a field of the wrong type is a ResultsFileError naming it
 
@@ -252,18 +248,16 @@ class ResultsFile:
         """``(dim, dtype)`` of one model's vectors, checked against the vector column's width."""
         info = self.models.get(model_id, {})
         dim = info.get("dim")
-        try:
-            dtype = np.dtype(info.get("vector_dtype", "float32")).newbyteorder("<")
-        except (TypeError, ValueError):
-            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype {info.get('vector_dtype')!r}") from None
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {dim!r} (a positive integer is required)")
+        dtype = _vector_dtype(info.get("vector_dtype"))
+        if dtype is None:
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype "
+                                   f"{_short(info.get('vector_dtype'))} (a numeric dtype such as float32 is required)")
+        if not _positive_int(dim):
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} "
+                                   "(a positive integer is required)")
         width = self._file.schema_arrow.field("vector").type.byte_width
-        widest = max(
-            (int(i["dim"]) * np.dtype(i.get("vector_dtype", "float32")).itemsize
-             for i in self.models.values() if isinstance(i.get("dim"), int) and not isinstance(i.get("dim"), bool) and i.get("dim", 0) > 0),
-            default=0,
-        )
+        sizes = [(i.get("dim"), _vector_dtype(i.get("vector_dtype"))) for i in self.models.values()]
+        widest = max((d * t.itemsize for d, t in sizes if _positive_int(d) and t is not None), default=0)
         if dim * dtype.itemsize > width or (widest and widest != width):
             raise ResultsFileError(
                 f"{self.path}: model '{model_id}' dim {dim} does not match the vector column ({width} bytes per row)"
@@ -327,6 +321,29 @@ class ResultsFile:
             return {c: np.array([]) for c in cols}
         table = pa.concat_tables(tables)
         return {c: arrow_to_numpy(table.column(c)) for c in cols}
+
+
+def _vector_dtype(value: Any) -> Optional[np.dtype]:
+    """The little-endian numeric dtype a ``vector_dtype`` names (float32, int8, ...; absent: float32), or None for anything else
+    (an object, string or void dtype cannot be viewed from raw bytes)."""
+    if value is None:  # JSON null: the default, as for every typed field
+        value = "float32"
+    if not isinstance(value, str):
+        return None
+    try:
+        dtype = np.dtype(value)
+    except (TypeError, ValueError, SyntaxError):
+        return None
+    return dtype.newbyteorder("<") if dtype.kind in "fiu" and 1 <= dtype.itemsize <= 16 else None
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def single_chunk(column: "pa.ChunkedArray | pa.Array") -> pa.Array:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,8 @@ __all__ = [
     "ModelRows",
     "arrow_schema",
     "metadata_bytes",
+    "pair_item_id",
+    "split_pair_item_id",
 ]
 
 #: Bump when a change makes old readers misread new files; readers accept every version up to this one.
@@ -45,6 +47,39 @@ ROW_GROUP_ROWS = 65_536
 
 COLUMNS = ("model_id", "task", "role", "item_id", "query_id", "passage_id", "vector", "score", "rank")
 ROLES = ("document", "query", "pair")
+
+
+def _escape(text_id: str) -> str:
+    return text_id.replace("\\", "\\\\").replace("|", "\\|") if "\\" in text_id or "|" in text_id else text_id
+
+
+def pair_item_id(query_id: str, passage_id: str) -> str:
+    """The ``item_id`` of a rerank pair: both ids joined by ``|``, with ``\\`` and ``|`` inside each id escaped
+    by a backslash. Injective (``a|b`` + ``c`` and ``a`` + ``b|c`` stay apart), and ``q|p`` exactly as before
+    for ids without either character, so results files written before the escaping still compare."""
+    return f"{_escape(query_id)}|{_escape(passage_id)}"
+
+
+def split_pair_item_id(item_id: str) -> Tuple[str, str]:
+    """``(query_id, passage_id)`` of a ``pair_item_id``; ``ValueError`` for a string it cannot have made."""
+    parts: List[str] = []
+    current: List[str] = []
+    chars = iter(item_id)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            if escaped not in ("\\", "|"):
+                raise ValueError(f"not a rerank pair id (a backslash escapes only '\\' and '|'): {item_id!r}")
+            current.append(escaped)
+        elif char == "|":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    if len(parts) != 2:
+        raise ValueError(f"not a rerank pair id (one unescaped '|' expected): {item_id!r}")
+    return parts[0], parts[1]
 
 
 def arrow_schema(vector_width: int) -> pa.Schema:

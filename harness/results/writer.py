@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.errors import ResultsFileError
 from harness.fsio import atomic_output
 from harness.results import schema
 from harness.results.reader import ResultsFile, single_chunk
@@ -53,6 +54,57 @@ def _vector_bytes(vectors: np.ndarray, width: int) -> pa.Array:
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(raw), [None, pa.py_buffer(raw.tobytes())])
 
 
+def _short(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _SeenIds:
+    """The item ids one model has written, as sorted runs of 64-bit hashes (8 bytes a row, not the strings: a
+    chunked file may be larger than memory). Exact inside one ``write`` call (the runner writes a model in
+    one); across calls two distinct ids collide with odds of about rows**2 / 2**65 (1e-8 at a million rows)."""
+
+    def __init__(self) -> None:
+        self._runs: List[np.ndarray] = []
+
+    def add(self, ids: Sequence[str]) -> Optional[str]:
+        """Record ``ids``; the first of them that was already there (or is there twice), else None."""
+        seen: set = set()
+        for item_id in ids:
+            if item_id in seen:
+                return item_id
+            seen.add(item_id)
+        hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids))
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            hits = np.flatnonzero(run[at] == hashes)
+            if len(hits):
+                return ids[int(hits[0])]
+        self._runs.append(np.sort(hashes))
+        while len(self._runs) > 1 and len(self._runs[-1]) >= len(self._runs[-2]):  # merged like a binary counter
+            last = self._runs.pop()
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="mergesort")
+        return None
+
+
+def _strings(values: Sequence[Any], model_id: str, column: str) -> pa.Array:
+    """A string column; a value that is no Unicode text (a lone surrogate) is named, not a UnicodeEncodeError."""
+    try:
+        return pa.array(list(values), pa.string())
+    except UnicodeEncodeError:
+        bad = next(v for v in values if isinstance(v, str) and not _encodes(v))
+        raise ResultsFileError(f"model '{model_id}': {column} {_short(bad)} is not valid Unicode text (a lone "
+                               "surrogate): it cannot be written") from None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Table:
     n = len(rows.item_ids)
     nulls_str = pa.nulls(n, pa.string())
@@ -68,8 +120,8 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
     else:
         assert rows.scores is not None and rows.ranks is not None
         columns = {
-            "query_id": pa.array(list(rows.query_ids or ()), pa.string()),
-            "passage_id": pa.array(list(rows.passage_ids or ()), pa.string()),
+            "query_id": _strings(rows.query_ids or (), rows.model_id, "query_id"),
+            "passage_id": _strings(rows.passage_ids or (), rows.model_id, "passage_id"),
             "vector": pa.nulls(n, pa.binary(width)),
             "score": pa.array(np.asarray(rows.scores, dtype=np.float32)),
             "rank": pa.array(np.asarray(rows.ranks, dtype=np.int32)),
@@ -79,7 +131,7 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
             "model_id": pa.array([rows.model_id] * n, pa.string()),
             "task": pa.array([rows.task] * n, pa.string()),
             "role": pa.array(list(rows.roles) if rows.task == "embed" else ["pair"] * n, pa.string()),
-            "item_id": pa.array(list(rows.item_ids), pa.string()),
+            "item_id": _strings(rows.item_ids, rows.model_id, "item_id"),
             **columns,
         },
         schema=file_schema,
@@ -94,14 +146,16 @@ class ResultsWriter:
     complete when the writer opens (parquet stores it in the schema). Chunks of one model are buffered into
     full row groups of ``ROW_GROUP_ROWS`` rows, and a row group never mixes models, so a model's rows may
     arrive in any number of ``write`` calls; the file appears at ``path`` only when the ``with`` block
-    succeeds::
+    succeeds. A model's item ids must be unique (the comparator aligns rows by them): a duplicate is a
+    ``ResultsFileError`` and no file (``unique_ids=False`` lets tests make such broken files on purpose)::
 
         with ResultsWriter(path, metadata, vector_width=384 * 4) as writer:
             for chunk in chunks:
                 writer.write(ModelRows("my-model", "embed", ids, roles=roles, vectors=chunk))
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", metadata: Mapping[str, Any], vector_width: int) -> None:
+    def __init__(self, path: "str | os.PathLike[str]", metadata: Mapping[str, Any], vector_width: int, *,
+                 unique_ids: bool = True) -> None:
         self.path = Path(path)
         self.width = max(int(vector_width), 1)
         self.schema = arrow_schema(self.width).with_metadata({METADATA_KEY: metadata_bytes(metadata)})
@@ -110,6 +164,7 @@ class ResultsWriter:
         self._pending: List[pa.Table] = []
         self._pending_rows = 0
         self._pending_model: Optional[str] = None
+        self._seen: Optional[Dict[str, _SeenIds]] = {} if unique_ids else None
 
     def __enter__(self) -> "ResultsWriter":
         with contextlib.ExitStack() as stack:
@@ -128,10 +183,18 @@ class ResultsWriter:
                 f"model '{rows.model_id}': vectors are {rows.vectors.shape[1] * rows.vectors.dtype.itemsize} bytes "
                 f"wide, the file's vector column holds {self.width}"
             )
+        duplicate = None if self._seen is None else self._seen.setdefault(rows.model_id, _SeenIds()).add(rows.item_ids)
+        if duplicate is not None:  # the comparator aligns rows by item id: a second one would make the file unusable
+            raise ResultsFileError(f"{self.path}: model '{rows.model_id}': duplicate item id {_short(duplicate)} "
+                                   "(item ids are unique per model; nothing was written)")
+        try:
+            table = _model_table(rows, self.schema, self.width)
+        except ResultsFileError as err:
+            raise ResultsFileError(f"{self.path}: {err} (nothing was written)") from None
         if rows.model_id != self._pending_model:
             self._flush(everything=True)
             self._pending_model = rows.model_id
-        self._pending.append(_model_table(rows, self.schema, self.width))
+        self._pending.append(table)
         self._pending_rows += len(rows.item_ids)
         self._flush(everything=False)
 
@@ -164,10 +227,12 @@ class ResultsWriter:
         return None
 
 
-def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], metadata: Mapping[str, Any]) -> Path:
-    """Write one results file atomically; ``metadata`` becomes the ``harness`` JSON in the schema metadata."""
+def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], metadata: Mapping[str, Any], *,
+                  unique_ids: bool = True) -> Path:
+    """Write one results file atomically; ``metadata`` becomes the ``harness`` JSON in the schema metadata.
+    ``unique_ids=False`` lets duplicate item ids through: only for tests that make broken files on purpose."""
     widths = [r.vectors.shape[1] * r.vectors.dtype.itemsize for r in rows if r.vectors is not None]
-    with ResultsWriter(path, metadata, vector_width=max(widths, default=4)) as writer:
+    with ResultsWriter(path, metadata, vector_width=max(widths, default=4), unique_ids=unique_ids) as writer:
         for model_rows in rows:
             writer.write(model_rows)
     return Path(path)

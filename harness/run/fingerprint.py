@@ -7,6 +7,7 @@ imports torch lazily and tolerates old versions that lack a flag (recorded as ``
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -96,8 +97,10 @@ def blas_runtime() -> List[Dict[str, Any]]:
     except ImportError:
         return []
     keys = ("user_api", "internal_api", "version", "architecture", "num_threads", "threading_layer")
-    return [{"library": os.path.basename(str(info.get("filepath", ""))), **{k: info[k] for k in keys if info.get(k) is not None}}
-            for info in (_safe(threadpool_info) or [])]
+    found = [{"library": os.path.basename(str(info.get("filepath", ""))), **{k: info[k] for k in keys if info.get(k) is not None}}
+             for info in (_safe(threadpool_info) or [])]
+    # sorted: threadpoolctl lists libraries in load order, which import order changes without changing anything
+    return sorted(found, key=lambda entry: json.dumps(entry, sort_keys=True, default=str))
 
 
 def _torch_flags(torch: Any) -> Dict[str, Any]:

@@ -36,6 +36,7 @@ from harness import paths
 from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta, path_anchors, portable_metadata
 from harness.results.schema import ModelRows
 from harness.results.writer import write_results
+from harness.results.schema import pair_item_id
 
 __all__ = ["RunOptions", "RunSummary", "run", "pick_device", "rank_within_queries"]
 
@@ -183,7 +184,7 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
         ModelRows(
             model_id=loaded.spec.id + suffix,
             task="rerank",
-            item_ids=[f"{p.query_id}|{p.passage_id}" for p in pairs],
+            item_ids=[pair_item_id(p.query_id, p.passage_id) for p in pairs],
             query_ids=query_ids,
             passage_ids=[p.passage_id for p in pairs],
             scores=_to_float32(scores),

@@ -18,6 +18,7 @@ from harness.config.corpus import Corpus
 from harness.config.registry import ModelSpec
 from harness.results.meta import ModelRecord
 from harness.results.schema import ModelRows
+from harness.results.schema import pair_item_id
 
 __all__ = ["is_served", "run_served", "served_settings", "server_facts", "recorded_source"]
 
@@ -87,7 +88,7 @@ def _rerank(spec: ModelSpec, corpus: Corpus, batch_size: int, rank: Ranker) -> T
             scores = client.score_pairs(pairs)
             records[suffix] = client.record()
         rows.append(ModelRows(model_id=spec.id + suffix, task="rerank",
-                              item_ids=[f"{p.query_id}|{p.passage_id}" for p in corpus.pairs], query_ids=query_ids,
+                              item_ids=[pair_item_id(p.query_id, p.passage_id) for p in corpus.pairs], query_ids=query_ids,
                               passage_ids=[p.passage_id for p in corpus.pairs], scores=scores,
                               ranks=rank(query_ids, scores)))
     record = records[""]

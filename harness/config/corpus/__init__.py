@@ -37,10 +37,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from harness import paths
-from harness.errors import CorpusError
+from harness.errors import CorpusError, first_line
 
 __all__ = [
     "Text",
@@ -128,18 +128,65 @@ def display(path: Path) -> str:
         return str(path)
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (JSON's words for None and booleans, a container's type name):
+    an id or value quoted in a one-line error, however long or deeply nested it is."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"  # repr() refuses more than 4300 digits (Python 3.11+)
+    text = repr(value) if isinstance(value, (str, int, float)) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def valid_text(where: str, what: str, value: str, text_id: Optional[str] = None) -> str:
+    """``value`` unless it holds a lone surrogate (``"\\ud800"`` from a JSON escape): such a string is no Unicode
+    text, so no tokenizer and no parquet file can take it; refused here, before any model runs. ``what`` names
+    the field, ``text_id`` the id whose text it is (the message is built only on failure: this runs per line)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            owner = f" of id {shown(text_id)}" if text_id is not None else ""
+            raise CorpusError(f"{where}: {what}{owner} holds a lone surrogate (U+{ord(value[exc.start]):04X} at "
+                              f"character {exc.start + 1}): not valid Unicode text") from None
+    return value
+
+
 def read_bytes(path: Path) -> bytes:
-    """A corpus file's bytes; a missing one is a ``CorpusError`` naming it."""
+    """A corpus file's bytes; a missing or unreadable one is a ``CorpusError`` naming it."""
     if not path.is_file():
         raise CorpusError(f"{display(path)}: missing file")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise CorpusError(f"{display(path)}: cannot read ({err.strerror or type(err).__name__})") from None
+
+
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """A JSON object whose keys are unique: ``{"id": "a", "id": "b"}`` would silently keep the last one."""
+    obj: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+class _DuplicateKey(ValueError):
+    """A key twice in one JSON object (raised from inside ``json.loads``, turned into a ``CorpusError``)."""
 
 
 def json_lines(path: Path, data: bytes) -> List[Tuple[int, Dict[str, Any]]]:
-    """Parse a JSONL file into (line number, object) pairs; blank lines are errors, not skipped."""
+    """Parse a JSONL file into (line number, object) pairs; blank lines are errors, not skipped.
+
+    A leading UTF-8 byte order mark is skipped (editors on Windows add one). Whatever a line holds (nesting
+    deeper than the parser's stack, numbers too long to convert, a key twice) ends as a ``CorpusError`` naming
+    the line, never another exception.
+    """
     where = display(path)
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise CorpusError(f"{where}:{line}: not valid UTF-8") from None
@@ -151,9 +198,15 @@ def json_lines(path: Path, data: bytes) -> List[Tuple[int, Dict[str, Any]]]:
         if not line.strip():
             raise CorpusError(f"{where}:{number}: blank line")
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise CorpusError(f"{where}:{number}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except _DuplicateKey as exc:
+            raise CorpusError(f"{where}:{number}: key {shown(exc.args[0])} appears twice in one object") from None
+        except RecursionError:
+            raise CorpusError(f"{where}:{number}: JSON nested too deeply") from None
+        except ValueError as exc:  # an integer of more digits than Python converts (3.11+)
+            raise CorpusError(f"{where}:{number}: invalid JSON: {first_line(exc)}") from None
         if not isinstance(obj, dict):
             raise CorpusError(f"{where}:{number}: expected a JSON object, got {type(obj).__name__}")
         rows.append((number, obj))

@@ -26,6 +26,8 @@ from harness.config.corpus import (
     display,
     json_lines,
     read_bytes,
+    shown,
+    valid_text,
 )
 from harness.errors import CorpusError
 
@@ -66,19 +68,19 @@ def _string_field(where: str, obj: Dict[str, Any], key: str) -> str:
 def _parse_texts(path: Path, data: bytes, seen: Dict[str, str]) -> Tuple[Text, ...]:
     """Documents or queries; ``seen`` maps id -> location and is shared so ids are unique across files."""
     texts = []
-    shown = display(path)  # once per file: per line it cost 0.12 s of a default run
+    file_shown = display(path)  # once per file: per line it cost 0.12 s of a default run
     for number, obj in json_lines(path, data):
-        where = f"{shown}:{number}"
+        where = f"{file_shown}:{number}"
         _check_keys(where, obj, _TEXT_KEYS)
-        text_id = _string_field(where, obj, "id")
-        text = _string_field(where, obj, "text")
-        kind = _string_field(where, obj, "kind") if "kind" in obj else NO_KIND
+        text_id = valid_text(where, "'id'", _string_field(where, obj, "id"))
+        text = valid_text(where, "the text", _string_field(where, obj, "text"), text_id)
+        kind = valid_text(where, "'kind'", _string_field(where, obj, "kind")) if "kind" in obj else NO_KIND
         if not text_id:
             raise CorpusError(f"{where}: empty id")
         if not text.strip():
-            raise CorpusError(f"{where}: empty text for id {text_id!r}")
+            raise CorpusError(f"{where}: empty text for id {shown(text_id)}")
         if text_id in seen:
-            raise CorpusError(f"{where}: duplicate id {text_id!r} (first at {seen[text_id]})")
+            raise CorpusError(f"{where}: duplicate id {shown(text_id)} (first at {seen[text_id]})")
         seen[text_id] = f"{path.name}:{number}"
         texts.append(Text(id=text_id, text=text, kind=kind))
     return tuple(texts)
@@ -87,22 +89,22 @@ def _parse_texts(path: Path, data: bytes, seen: Dict[str, str]) -> Tuple[Text, .
 def _parse_pairs(path: Path, data: bytes, query_ids: AbstractSet[str], document_ids: AbstractSet[str]) -> Tuple[RerankPair, ...]:
     pairs = []
     seen: Dict[Tuple[str, str], int] = {}
-    shown = display(path)
+    file_shown = display(path)
     for number, obj in json_lines(path, data):
-        where = f"{shown}:{number}"
+        where = f"{file_shown}:{number}"
         _check_keys(where, obj, _PAIR_KEYS)
         query_id = _string_field(where, obj, "query_id")
         passage_id = _string_field(where, obj, "passage_id")
         if query_id not in query_ids:
-            raise CorpusError(f"{where}: unknown query_id {query_id!r}")
+            raise CorpusError(f"{where}: unknown query_id {shown(query_id)}")
         if passage_id not in document_ids:
-            raise CorpusError(f"{where}: unknown passage_id {passage_id!r}")
+            raise CorpusError(f"{where}: unknown passage_id {shown(passage_id)}")
         label = obj.get("label")
         if type(label) is not int or label not in (0, 1):  # bool is an int subclass: reject true/false too
-            raise CorpusError(f"{where}: label must be 0 or 1, got {json.dumps(label)}")
+            raise CorpusError(f"{where}: label must be 0 or 1, got {shown(label)}")
         key = (query_id, passage_id)
         if key in seen:
-            raise CorpusError(f"{where}: duplicate pair ({query_id!r}, {passage_id!r}) (first at line {seen[key]})")
+            raise CorpusError(f"{where}: duplicate pair ({shown(query_id)}, {shown(passage_id)}) (first at line {seen[key]})")
         seen[key] = number
         pairs.append(RerankPair(query_id=query_id, passage_id=passage_id, label=label))
     return tuple(pairs)
@@ -112,7 +114,9 @@ def _read_manifest(path: Path) -> Dict[str, Any]:
     where = display(path)
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise CorpusError(f"{where}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # not UTF-8, not JSON, an integer too long to convert
         raise CorpusError(f"{where}: invalid JSON: {exc}".replace("\n", " ")) from None
     if not isinstance(manifest, dict):
         raise CorpusError(f"{where}: expected a JSON object")

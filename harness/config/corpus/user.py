@@ -11,13 +11,14 @@ import csv
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Optional, Tuple
 
-from harness.config.corpus import NO_KIND, Corpus, PathLike, RerankPair, Text, display, json_lines, read_bytes
+from harness.config.corpus import NO_KIND, Corpus, PathLike, RerankPair, Text, display, json_lines, read_bytes, shown, valid_text
 from harness.config.tomlfile import read_toml
-from harness.errors import CorpusError
+from harness.errors import CorpusError, first_line
 
 __all__ = ["DATA_FORMATS", "DataFiles", "ROLE_COLUMN", "corpus_table", "load_corpus_config", "load_data_files", "load_user_corpus"]
 
@@ -31,6 +32,9 @@ _CORPUS_KEYS = ("name", "version", "documents", "queries", "pairs", "id_column",
                 "allow_empty", "format")
 _TEXT_FILE_KEYS = ("path", "id_column", "text_column", "kind_column", "allow_empty", "format")
 _PAIR_FILE_KEYS = ("path", "query_id_column", "passage_id_column", "label_column", "format")
+#: the longest CSV/TSV field read (the csv module's default, 128 KiB, refused long documents JSONL accepts)
+_MAX_FIELD = 1 << 30
+_LABEL = re.compile(r"-?[0-9]{1,19}")
 
 
 def corpus_table(path: Path, data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -123,8 +127,8 @@ def _split_roles(spec: Dict[str, Any], texts: Tuple[Any, ...], roles: List[Any])
         return texts, ()
     for text, role in zip(texts, roles):
         if role not in (None, "", "document", "query"):
-            raise CorpusError(f"{display(spec['file'])}: id {text.id!r}: {ROLE_COLUMN!r} must be 'document', 'query' "
-                              f"or empty, got {role!r}")
+            raise CorpusError(f"{display(spec['file'])}: id {shown(text.id)}: {ROLE_COLUMN!r} must be 'document', 'query' "
+                              f"or empty, got {shown(role)}")
     spec["role_column"] = ROLE_COLUMN  # read this way: part of the corpus hash
     return (tuple(t for t, r in zip(texts, roles) if r != "query"), tuple(t for t, r in zip(texts, roles) if r == "query"))
 
@@ -143,6 +147,8 @@ def load_user_corpus(base: Path, table: Dict[str, Any], config: Path) -> Corpus:
     roles: List[Any] = []
     documents = _user_texts(specs["documents"], contents["documents"], seen, roles)
     queries = _user_texts(specs["queries"], contents["queries"], seen) if specs["queries"] else ()
+    if specs["queries"] is not None and not queries:  # a named queries file that holds none: no silent "no retrieval"
+        raise CorpusError(f"{display(specs['queries']['file'])}: empty queries file (no queries)")
     if specs["queries"] is None and specs["pairs"] is None:
         documents, queries = _split_roles(specs["documents"], documents, roles)
     if not documents:
@@ -182,18 +188,21 @@ def _user_hash(specs: Dict[str, Optional[Dict[str, Any]]], contents: Dict[str, b
     return outer.hexdigest()
 
 
-def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
-    """``(location, row)`` pairs of one data file; ``needed`` columns must exist (checked on the header)."""
+def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...],
+          optional: Tuple[str, ...] = ()) -> List[Tuple[str, Dict[str, Any]]]:
+    """``(location, row)`` pairs of one data file; ``needed`` columns must exist (checked on the header), the
+    ``optional`` ones are read when present. A parquet file's other columns are never read: their contents
+    (out-of-range timestamps, types Python cannot hold) cannot matter."""
     path, fmt = spec["file"], spec["format"]
     where = display(path)
     if fmt == "parquet":
-        return _parquet_rows(path, data, needed)
+        return _parquet_rows(path, data, needed, optional)
     if fmt == "jsonl":
         rows = [(f"{where}:{number}", obj) for number, obj in json_lines(path, data)]
         for location, obj in rows:
             for column in needed:
                 if column not in obj:
-                    raise CorpusError(f"{location}: missing column {column!r} (has: {', '.join(obj) or 'none'})")
+                    raise CorpusError(f"{location}: missing column {shown(column)} (has: {_names(obj)})")
         return rows
     try:
         text = data.decode("utf-8-sig")
@@ -201,16 +210,18 @@ def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...]) -> List[Tu
         line = data[: exc.start].count(b"\n") + 1
         raise CorpusError(f"{where}:{line}: not valid UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",", strict=True)
+    limit = csv.field_size_limit()
     try:
+        csv.field_size_limit(_MAX_FIELD)  # a long document is a document: JSONL takes it, so CSV does too
         header = next(reader, None)
         if header is None:
             raise CorpusError(f"{where}: empty file (no header row)")
         for column in needed:
             if column not in header:
-                raise CorpusError(f"{where}:1: missing column {column!r} (header: {', '.join(header)})")
+                raise CorpusError(f"{where}:1: missing column {shown(column)} (header: {_names(header)})")
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if duplicated:
-            raise CorpusError(f"{where}:1: duplicate column(s) {', '.join(duplicated)} in the header")
+            raise CorpusError(f"{where}:1: duplicate column(s) {_names(duplicated)} in the header")
         rows = []
         start = reader.line_num + 1
         for record in reader:
@@ -223,10 +234,21 @@ def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...]) -> List[Tu
             rows.append((location, dict(zip(header, record))))
     except csv.Error as err:
         raise CorpusError(f"{where}:{reader.line_num}: malformed {fmt.upper()} ({err})") from None
+    finally:
+        csv.field_size_limit(limit)
     return rows
 
 
-def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
+def _names(columns: Any) -> str:
+    """Column names for a one-line message: as plain text when they are, quoted when not (a newline in a name)."""
+    names = [c if c.isprintable() and len(c) <= 40 else shown(c, 40) for c in map(str, columns)]
+    text = ", ".join(names) or "none"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...],
+                  optional: Tuple[str, ...]) -> List[Tuple[str, Dict[str, Any]]]:
+    """The rows of a parquet file, of the ``needed`` and present ``optional`` columns only."""
     where = display(path)
     try:
         import pyarrow as pa
@@ -234,25 +256,40 @@ def _parquet_rows(path: Path, data: bytes, needed: Tuple[str, ...]) -> List[Tupl
     except ImportError:  # pragma: no cover - pyarrow is a core dependency
         raise CorpusError(f"{where}: reading parquet corpora needs pyarrow") from None
     try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CorpusError(f"{where}: not a readable parquet file ({first})") from None
+        names = pq.ParquetFile(pa.BufferReader(data)).schema_arrow.names
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise CorpusError(f"{where}: not a readable parquet file ({first_line(err)})") from None
     for column in needed:
-        if column not in table.column_names:
-            raise CorpusError(f"{where}: missing column {column!r} (columns: {', '.join(table.column_names)})")
-    columns = {c: table.column(c).to_pylist() for c in table.column_names}
+        if column not in names:
+            raise CorpusError(f"{where}: missing column {shown(column)} (columns: {_names(names)})")
+    wanted = list(dict.fromkeys(c for c in needed + optional if c in names))
+    duplicated = [c for c in wanted if names.count(c) > 1]
+    if duplicated:
+        raise CorpusError(f"{where}: duplicate column(s) {', '.join(map(shown, duplicated))}")
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=wanted)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise CorpusError(f"{where}: not a readable parquet file ({first_line(err)})") from None
+    columns = {}
+    for c in wanted:
+        try:
+            columns[c] = table.column(c).to_pylist()
+        except (pa.ArrowException, ValueError, OverflowError, TypeError) as err:  # e.g. a timestamp past year 9999
+            raise CorpusError(f"{where}: column {shown(c)}: values Python cannot read ({first_line(err)})") from None
     return [(f"{where}: row {i + 1}", {c: v[i] for c, v in columns.items()}) for i in range(table.num_rows)]
 
 
 def _id_value(location: str, row: Dict[str, Any], column: str) -> str:
+    """An id (a string, or an integer written as one), refused when empty or not valid Unicode text."""
     value = row.get(column)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         problem = "null" if value is None else f"non-string ({type(value).__name__})"
-        raise CorpusError(f"{location}: {problem} {column!r}")
-    value = str(value)
+        raise CorpusError(f"{location}: {problem} {shown(column)}")
+    if isinstance(value, int) and value.bit_length() > 256:
+        raise CorpusError(f"{location}: {shown(column)} is {shown(value)}: too long for an id")
+    value = valid_text(location, shown(column), str(value))
     if not value.strip():
-        raise CorpusError(f"{location}: empty {column!r}")
+        raise CorpusError(f"{location}: empty {shown(column)}")
     return value
 
 
@@ -260,21 +297,23 @@ def _user_texts(spec: Dict[str, Any], data: bytes, seen: Dict[str, str], roles: 
     """The texts of one file; ``roles`` (when given) collects each row's ``role`` column value, or None."""
     id_col, text_col, kind_col = spec["id_column"], spec["text_column"], spec["kind_column"]
     texts = []
-    for location, row in _rows(spec, data, (id_col, text_col)):
+    for location, row in _rows(spec, data, (id_col, text_col), (kind_col, ROLE_COLUMN) if roles is not None else (kind_col,)):
         if roles is not None:
             roles.append(row.get(ROLE_COLUMN))
         text_id = _id_value(location, row, id_col)
         text = row.get(text_col)
         if not isinstance(text, str):
             problem = "null" if text is None else f"non-string ({type(text).__name__})"
-            raise CorpusError(f"{location}: {problem} {text_col!r} for id {text_id!r}")
+            raise CorpusError(f"{location}: {problem} {shown(text_col)} for id {shown(text_id)}")
+        valid_text(location, "the text", text, text_id)
         if not text.strip() and not spec["allow_empty"]:
-            raise CorpusError(f"{location}: empty text for id {text_id!r} (set allow_empty = true to embed empty texts)")
+            raise CorpusError(f"{location}: empty text for id {shown(text_id)} (set allow_empty = true to embed empty texts)")
         if text_id in seen:
-            raise CorpusError(f"{location}: duplicate id {text_id!r} (first at {seen[text_id]})")
+            raise CorpusError(f"{location}: duplicate id {shown(text_id)} (first at {seen[text_id]})")
         seen[text_id] = location.rsplit("/", 1)[-1]
         kind = row.get(kind_col)
-        texts.append(Text(id=text_id, text=text, kind=kind if isinstance(kind, str) and kind else NO_KIND))
+        kind = valid_text(location, shown(kind_col), kind) if isinstance(kind, str) and kind else NO_KIND
+        texts.append(Text(id=text_id, text=text, kind=kind))
     return tuple(texts)
 
 
@@ -282,32 +321,34 @@ def _user_pairs(spec: Dict[str, Any], data: bytes, query_ids: AbstractSet[str], 
     q_col, p_col, l_col = spec["query_id_column"], spec["passage_id_column"], spec["label_column"]
     pairs = []
     seen: Dict[Tuple[str, str], str] = {}
-    for location, row in _rows(spec, data, (q_col, p_col)):
+    for location, row in _rows(spec, data, (q_col, p_col), (l_col,)):
         query_id, passage_id = _id_value(location, row, q_col), _id_value(location, row, p_col)
         if query_id not in query_ids:
-            raise CorpusError(f"{location}: unknown {q_col} {query_id!r} (not in the queries file)")
+            raise CorpusError(f"{location}: unknown {q_col} {shown(query_id)} (not in the queries file)")
         if passage_id not in document_ids:
-            raise CorpusError(f"{location}: unknown {p_col} {passage_id!r} (not in the documents file)")
+            raise CorpusError(f"{location}: unknown {p_col} {shown(passage_id)} (not in the documents file)")
         raw = row.get(l_col, 0)
         label = _label(raw)
         if label is None:
-            raise CorpusError(f"{location}: {l_col} must be an integer, got {json.dumps(raw)}")
+            got = json.dumps(raw) if isinstance(raw, str) and len(raw) <= 60 else shown(raw)
+            raise CorpusError(f"{location}: {l_col} must be an integer, got {got}")
         key = (query_id, passage_id)
         if key in seen:
-            raise CorpusError(f"{location}: duplicate pair ({query_id!r}, {passage_id!r}) (first at {seen[key]})")
+            raise CorpusError(f"{location}: duplicate pair ({shown(query_id)}, {shown(passage_id)}) (first at {seen[key]})")
         seen[key] = location.rsplit("/", 1)[-1]
         pairs.append(RerankPair(query_id=query_id, passage_id=passage_id, label=label))
     return tuple(pairs)
 
 
 def _label(value: Any) -> Optional[int]:
-    """An integer relevance label from JSON/parquet (int) or CSV (digits); absent or empty means 0."""
+    """An integer relevance label from JSON/parquet (int) or CSV (ASCII digits); absent or empty means 0.
+    Labels beyond 64 bits are refused (no relevance scale needs them, and Python 3.11 will not print them)."""
     if value is None or value == "":
         return 0
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
+    if isinstance(value, str) and _LABEL.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, int) and -(1 << 63) <= value < (1 << 63):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
     return None
