@@ -160,3 +160,11 @@ def test_a_reordered_blas_runtime_is_no_change_even_in_old_files() -> None:
     groups, _ = group_changes([{**change, "candidate": a[:1]}])
     assert [g for g, _ in groups] == ["hardware and kernels"]
     assert not same_setting("cpu.isa", ["avx2", "avx512f"], ["avx512f", "avx2"])  # other lists keep their order
+
+
+def test_the_comparator_lists_no_change_for_a_reordered_blas_runtime() -> None:
+    from harness.compare.comparator import env_changes
+
+    a = [{"library": "libgomp.so", "user_api": "openmp"}, {"library": "libopenblas.so", "user_api": "blas"}]
+    assert env_changes({"blas_runtime": a}, {"blas_runtime": a[::-1]}) == []
+    assert [c.key for c in env_changes({"blas_runtime": a}, {"blas_runtime": a[:1]})] == ["blas_runtime"]

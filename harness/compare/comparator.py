@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from harness.compare import kinds, quantized
+from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
 from harness.compare.policy import Policy, Tolerance, load_policy, select_class
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
@@ -50,7 +51,7 @@ def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[Env
     return [
         EnvChange(key=k, baseline=fb.get(k), candidate=fc.get(k))
         for k in keys
-        if fb.get(k) != fc.get(k) and k not in _VOLATILE_KEYS
+        if not same_setting(k, fb.get(k), fc.get(k)) and k not in _VOLATILE_KEYS
     ]
 
 
