@@ -308,3 +308,43 @@ def test_matrix_report_into_a_file_is_refused_before_any_cell_is_judged(tmp_path
     _bad_input(["matrix", "report", "--matrix", "smoke", "--runs", str(tmp_path / "runs"), "--out", str(plain)], capsys,
                "--out", "not a directory")
     assert plain.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("text", ["[classes]\nfp32 = 5\n", "default_clas = 'fp16'\n", "[classes.fp32]\natol = nan\n"])
+def test_matrix_file_and_policy_typos_are_one_line(text: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A policy of the wrong shape, a typo or a NaN limit: one line naming the file, never a pass (was: a traceback,
+    a silently ignored key, and a PASS of a 1e-4 drift)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(text)
+    cand = perturb_results(TINY, tmp_path / "c.parquet", BI, vectors=lambda v: v + 1e-4)
+    _bad_input(["compare", str(TINY), str(cand), "--policy", str(policy)], capsys, str(policy))
+
+
+@pytest.mark.parametrize("text,fragment", [("[matrix.x]\nmodels = 5\n", "models"),
+                                           ("[matrix.x]\nmodels = ['tiny']\nbaseline = 'b'\n[[matrix.x.cells]]\ntorhc = '2.4'\n", "torhc")])
+def test_matrix_door_refuses_a_bad_matrix_file_in_one_line(text: str, fragment: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(text)
+    _bad_input(["matrix", "list", "--matrix", "x", "--file", str(matrix)], capsys, str(matrix), fragment)
+
+
+def test_plugin_reports_a_nan_policy_as_an_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[classes.fp32]\natol = nan\n")
+    cand = perturb_results(TINY, tmp_path / "c.parquet", BI, vectors=lambda v: v + 1e-4)
+    result = pytester.runpytest("-m", "harness", f"--harness-baseline={TINY}", f"--harness-candidate={cand}",
+                                f"--harness-policy={policy}")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*harness error: *policy.toml*"])
+
+
+def test_assertions_api_refuses_a_nan_policy(tmp_path: Path) -> None:
+    from harness.assertions import assert_embeddings_close
+    from harness.errors import HarnessError
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[classes.fp32]\nmin_cosine = nan\n")
+    base = np.eye(4, dtype=np.float32)
+    with pytest.raises(HarnessError, match="policy.toml"):
+        assert_embeddings_close(base + 1e-4, base, str(policy))
