@@ -105,7 +105,7 @@ def fails(server: MisbehavingServer, match: str, within_s: float = 10.0, texts: 
     (lambda r: response(200, b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "nested"),
     (lambda r: json_response({"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]}), r"duplicates \[0\]"),
     (lambda r: json_response({"data": [{"index": 1.0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}]}), "integer 'index'"),
-    (lambda r: json_response({"data": [{"index": 0, "embedding": [1.0]}, {"index": 10 ** 400, "embedding": [1.0]}]}), "index"),
+    (lambda r: json_response({"data": [{"index": 0, "embedding": [1.0]}, {"index": 10 ** 400, "embedding": [1.0]}]}), "integer"),
     (lambda r: response(200, b"this is not gzip at all", {"content-encoding": "gzip"}), "decode|gzip|encoding"),
     (lambda r: [response(200, b'{"data": [{"index": 0', length=5000), Close()], "dropped|closed|incomplete"),
     (lambda r: response(200, b" " * (3 * 1024 * 1024) + b"[]"), "larger than 2 MiB"),
@@ -210,7 +210,7 @@ def test_secrets_are_scrubbed_in_every_form(serve, monkeypatch):
 @pytest.mark.parametrize("value, problem", [
     (TOKEN + "\n", "line break"),
     (TOKEN + "\u00e9", "ASCII"),
-    ("tok\x00en", "control"),
+    ("tok\x01en", "control"),
 ])
 def test_a_header_value_that_cannot_be_sent_is_refused_without_showing_it(monkeypatch, value, problem):
     monkeypatch.setenv("HOSTILE_TOKEN", value)
@@ -265,7 +265,7 @@ def test_the_cli_door_refuses_bad_urls_in_one_line(tmp_path, capsys, url, match)
 
 def test_a_config_body_that_is_not_json_is_refused(tmp_path, capsys):
     path = tmp_path / "harness.toml"
-    path.write_text('[models.m]\nbackend = "http"\nhttp = { url = "http://127.0.0.1:9", body = { x = nan } }\n', encoding="utf-8")
+    path.write_text('[models.m]\nkind = "bi-encoder"\nsource = "served"\nbackend = "http"\nhttp = { url = "http://127.0.0.1:9", body = { x = nan } }\n', encoding="utf-8")
     assert main(["run", "--config", str(path), "--out", str(tmp_path / "r.parquet")]) == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "body" in lines[0] and "model 'm'" in lines[0]
@@ -276,7 +276,7 @@ def test_the_cli_door_with_timeout_a_drip_and_a_secret(serve, tmp_path, capsys, 
     head = response(200, b"", length=100).split(b"\r\n\r\n")[0] + b"\r\n\r\n"
     server = serve(info_then(lambda req: drip(head, (SECRET + TOKEN).encode() * 10, every_s=0.2)))
     path = tmp_path / "harness.toml"
-    path.write_text(f'[models.m]\nbackend = "http"\nhttp = {{ url = "{server.url}?api_key={quote_plus(SECRET)}", '
+    path.write_text(f'[models.m]\nkind = "bi-encoder"\nsource = "served"\nbackend = "http"\nhttp = {{ url = "{server.url}?api_key={quote_plus(SECRET)}", '
                     'headers = { Authorization = "Bearer env:HOSTILE_TOKEN" }, concurrency = 2, batch_size = 2 }\n',
                     encoding="utf-8")
     out = tmp_path / "r.parquet"
@@ -296,7 +296,7 @@ def test_the_cli_door_with_timeout_a_drip_and_a_secret(serve, tmp_path, capsys, 
 def test_ctrl_c_stops_a_concurrent_run_within_two_seconds(serve, tmp_path):
     server = serve(info_then(lambda req: [Hang()]))
     path = tmp_path / "harness.toml"
-    path.write_text(f'[models.m]\nbackend = "http"\nhttp = {{ url = "{server.url}", concurrency = 2, batch_size = 2, '
+    path.write_text(f'[models.m]\nkind = "bi-encoder"\nsource = "served"\nbackend = "http"\nhttp = {{ url = "{server.url}", concurrency = 2, batch_size = 2, '
                     'timeout_s = 300 }\n', encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--config", str(path), "--out", str(tmp_path / "r.parquet"),
