@@ -7,6 +7,7 @@ uses it is ``harness.run.http_backend`` (which re-exports these names). Stdlib o
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import abc
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, url
 from harness.errors import HarnessError
 
 __all__ = ["APIS", "RESERVED_BODY_KEYS", "MAX_RETRIES", "ENV_VALUE", "HttpSettings", "HttpSettingsError",
-           "settings_from_mapping", "shown_url", "join_path", "url_problem", "header_value_problem", "secret_forms"]
+           "settings_from_mapping", "shown_url", "join_path", "url_problem", "header_value_problem", "secret_forms",
+           "resolve_headers", "query_secrets"]
 
 APIS = ("openai", "infinity", "tei", "cohere")
 #: Body fields the client sets itself; a configured ``body`` may not override them.
@@ -132,6 +134,33 @@ def secret_forms(secret: str) -> List[str]:
         escaped = json.dumps(value)[1:-1]
         forms.update([value, escaped, escaped.replace("/", "\\/")] + encoded)
     return sorted((f for f in forms if len(f) >= 3), key=len, reverse=True)
+
+
+def resolve_headers(headers: Mapping[str, str], where: str) -> Tuple[Dict[str, str], List[str]]:
+    """Header values read from the environment (checked: they must be sendable), and every form of them to
+    scrub from text. Errors name the header and the variable, never the value."""
+    resolved, secrets = {}, []
+    for name, spec in headers.items():
+        match = ENV_VALUE.match(spec) if isinstance(spec, str) else None
+        if match is None:  # never echo the value: it may be a pasted token
+            raise HttpSettingsError(f"{where}: header {name!r} must be 'env:VARIABLE' or '<prefix>env:VARIABLE' "
+                                    "(values come from the environment, never from a config)")
+        value = os.environ.get(match["var"], "")
+        if not value:
+            raise HttpSettingsError(f"{where}: header {name!r} reads environment variable {match['var']}, which is not set")
+        problem = header_value_problem(match["prefix"] + value)
+        if problem:
+            raise HttpSettingsError(f"{where}: header {name!r} reads environment variable {match['var']}, whose value "
+                                    f"{problem}")
+        resolved[name] = match["prefix"] + value
+        secrets += secret_forms(value) + secret_forms(resolved[name])
+    return resolved, secrets
+
+
+def query_secrets(query: str) -> List[str]:
+    """Every value of a URL query (``?api_key=...``), as written and decoded: any of them may be a key."""
+    values = [part.partition("=")[2] for part in re.split(r"[&;]", query)]
+    return [form for value in values if value for form in secret_forms(value)]
 
 
 @dataclass(frozen=True)

@@ -20,26 +20,25 @@ diet). The settings are configuration (``harness.config.http``) and re-exported 
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from harness.config.http import (ENV_VALUE, MAX_RETRIES, HttpSettings, HttpSettingsError, header_value_problem,
-                                 secret_forms, settings_from_mapping)
+from harness.config.http import (MAX_RETRIES, HttpSettings, HttpSettingsError, query_secrets, resolve_headers,
+                                 settings_from_mapping)
 from harness.errors import HarnessError
-from harness.run.http_wire import (ROUTES, NotJson, WireError, curate_info, embed_body, join_path, parse_json,
-                                   read_embeddings, read_scores, rerank_body, shown_url)
+from harness.run.http_wire import (RETRY_STATUSES, ROUTES, NotJson, WireError, curate_info, embed_body, join_path,
+                                   one_line, parse_json, read_embeddings, read_scores, rerank_body, retry_after,
+                                   shown_url, status_problem, transport_problem)
 
 __all__ = ["HttpSettings", "HttpSettingsError", "ServerError", "NoAnswer", "HttpModelClient", "settings_from_mapping",
            "embed_texts", "score_pairs", "RETRY_STATUSES", "MAX_RETRIES"]
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: Response headers kept for the fingerprint (plus any whose name contains "version"); nothing else.
 _KEPT_HEADERS = ("server", "x-model-id", "x-compute-type", "openai-model", "openai-version", "via")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -68,45 +67,6 @@ class _Attempt:
         self.too_big = False
 
 
-def _resolve_headers(headers: Mapping[str, str], where: str) -> Tuple[Dict[str, str], List[str]]:
-    """Header values read from the environment, and every secret string to scrub from text."""
-    resolved, secrets = {}, []
-    for name, spec in headers.items():
-        match = ENV_VALUE.match(spec) if isinstance(spec, str) else None
-        if match is None:  # never echo the value: it may be a pasted token
-            raise HttpSettingsError(f"{where}: header {name!r} must be 'env:VARIABLE' or '<prefix>env:VARIABLE' "
-                                    "(values come from the environment, never from a config)")
-        value = os.environ.get(match["var"], "")
-        if not value:
-            raise HttpSettingsError(f"{where}: header {name!r} reads environment variable {match['var']}, which is not set")
-        problem = header_value_problem(match["prefix"] + value)
-        if problem:
-            raise HttpSettingsError(f"{where}: header {name!r} reads environment variable {match['var']}, whose value "
-                                    f"{problem}")
-        resolved[name] = match["prefix"] + value
-        secrets += secret_forms(value) + secret_forms(resolved[name])
-    return resolved, secrets
-
-
-def _query_secrets(query: str) -> List[str]:
-    """Every value of a URL query (``?api_key=...``), as written and decoded: any of them may be a key."""
-    values = [part.partition("=")[2] for part in re.split(r"[&;]", query)]
-    return [form for value in values if value for form in secret_forms(value)]
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    try:
-        wait = float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: the backoff applies
-    return max(0.0, wait) if wait is not None and wait == wait else None
-
-
 class HttpModelClient:
     """Embeds texts and scores pairs through one server; a context manager that closes its connections.
 
@@ -120,14 +80,14 @@ class HttpModelClient:
         self.settings = settings
         self.shown = shown_url(settings.url)
         self._routes = ROUTES[settings.api]
-        headers, secrets = _resolve_headers(settings.headers, self.shown)
+        headers, secrets = resolve_headers(settings.headers, self.shown)
         parts = urlsplit(settings.url)
-        secrets = sorted(set(secrets + _query_secrets(parts.query)), key=len, reverse=True)
+        secrets = sorted(set(secrets + query_secrets(parts.query)), key=len, reverse=True)
         self._secret_re = re.compile("|".join(map(re.escape, secrets)), re.IGNORECASE) if secrets else None
         try:
             httpx.URL(settings.url)
         except (httpx.InvalidURL, ValueError) as err:
-            raise HttpSettingsError(self._scrub(f"{self.shown}: url is not a valid URL ({_one_line(err, 120)})")) from None
+            raise HttpSettingsError(self._scrub(f"{self.shown}: url is not a valid URL ({one_line(err, 120)})")) from None
         self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(settings.timeout_s), follow_redirects=False,
                                   trust_env=(parts.hostname or "") not in _LOOPBACK,  # no proxy for loopback
                                   # not capped at concurrency: a request abandoned at its deadline may hold a
@@ -166,7 +126,7 @@ class HttpModelClient:
         return value
 
     def _error(self, route: str, problem: str, kind: type = ServerError) -> ServerError:
-        return kind(self._scrub(f"{shown_url(self.settings.url, route)}: {_one_line(problem, 400)}"))
+        return kind(self._scrub(f"{shown_url(self.settings.url, route)}: {one_line(problem, 400)}"))
 
     def _bump(self, key: str) -> None:
         with self._lock:
@@ -222,36 +182,14 @@ class HttpModelClient:
         finally:
             attempt.cancelled = not attempt.done.is_set()
 
-    def _failure(self, attempt: _Attempt, route: str, url: str) -> Tuple[str, str]:
-        """``(problem, retry class)`` of a finished attempt: ``"transient"``, ``"final"`` or ``""`` (an answer)."""
-        import httpx
-
-        err = attempt.error
-        if err is not None:
-            if isinstance(err, httpx.TimeoutException):
-                return f"no complete answer within {self.settings.timeout_s:g}s ({type(err).__name__})", "silence"
-            if isinstance(err, httpx.ConnectError):
-                return ("connection refused" if "refused" in str(err).lower() else f"cannot connect ({err})"), "transient"
-            if isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-                return f"the connection was dropped mid-request ({err})", "transient"
-            if isinstance(err, httpx.DecodingError):
-                return f"the answer's content-encoding cannot be decoded ({err})", "final"
-            return f"{type(err).__name__}: {err}", "final"
+    def _failure(self, attempt: _Attempt, url: str) -> Tuple[str, str]:
+        """``(problem, retry class)`` of a finished attempt (``http_wire.transport_problem``/``status_problem``)."""
+        if attempt.error is not None:
+            return transport_problem(attempt.error, self.settings.timeout_s)
         if attempt.too_big:
             return f"the answer is larger than {self.settings.max_response_mb} MiB (max_response_mb)", "final"
-        if 300 <= attempt.status < 400:
-            location = attempt.headers.get("location", "")
-            try:
-                target = shown_url(urljoin(url, location)) if location else "nowhere (no Location header)"
-            except ValueError:
-                target = "an invalid Location"
-            return (f"HTTP {attempt.status} redirect to {target} (redirects are not followed: set the url to the "
-                    "final address)"), "final"
-        if attempt.status >= 400:
-            text = self._scrub(attempt.body.decode("utf-8", "replace"))  # before repr() escapes a secret's form
-            problem = f"HTTP {attempt.status} {attempt.reason}: {_one_line(text)!r}"
-            return problem, ("transient" if attempt.status in RETRY_STATUSES else "final")
-        return "", ""
+        text = self._scrub(attempt.body.decode("utf-8", "replace"))  # before repr() escapes a secret's form
+        return status_problem(attempt.status, attempt.reason, attempt.headers, text, url)
 
     def _request(self, method: str, route: str, body: Optional[Dict[str, Any]] = None, *,
                  retries: Optional[int] = None, timeout_s: Optional[float] = None) -> Any:
@@ -277,7 +215,7 @@ class HttpModelClient:
                                              f"{self.settings.deadline_s():g}s (run_timeout_s)", NoAnswer)
                 problem, retry = f"no complete answer within {timeout_s:g}s (timeout_s, --timeout)", "silence"
             else:
-                problem, retry = self._failure(attempt, route, url)
+                problem, retry = self._failure(attempt, url)
             if not retry:
                 self._bump("answered")
                 self._keep_headers(attempt.headers)
@@ -286,14 +224,14 @@ class HttpModelClient:
                 except NotJson:
                     kind = attempt.headers.get("content-type", "no content-type")
                     text = attempt.body[:4096].decode("utf-8", "replace")
-                    raise self._error(route, f"the answer is not JSON ({kind}): {_one_line(text)!r}") from None
+                    raise self._error(route, f"the answer is not JSON ({kind}): {one_line(text)!r}") from None
                 except WireError as err:
                     raise self._error(route, f"unexpected answer: {err}") from None
             if retry == "final":
                 raise self._error(route, problem)
             silences += retry == "silence"
             if retry == "transient":
-                wait_s = _retry_after(attempt.headers.get("retry-after"))
+                wait_s = retry_after(attempt.headers.get("retry-after"))
             pause = min(self.settings.max_backoff_s, max(self.settings.backoff_s * 2 ** attempt_no, wait_s or 0.0))
             stop = getattr(self._local, "stop", None)
             no_time = time.monotonic() + pause >= self._run_deadline
@@ -313,7 +251,7 @@ class HttpModelClient:
             for name, value in headers.items():
                 name = name.lower()
                 if (name in _KEPT_HEADERS or "version" in name) and name not in self._headers:
-                    self._headers[name] = _one_line(value, 120)
+                    self._headers[name] = one_line(value, 120)
 
     def _check_model(self, payload: Any, route: str) -> None:
         echoed = payload.get("model") if isinstance(payload, dict) else None
@@ -325,9 +263,9 @@ class HttpModelClient:
                 raise self._error(route, f"the answer's 'model' is a {type(echoed).__name__}, not a name")
             return
         with self._lock:
-            self._echoed.add(_one_line(echoed, 120))
+            self._echoed.add(one_line(echoed, 120))
         if asked is not None and self.settings.check_model and echoed != asked:
-            raise self._error(route, f"the server answered for model {_one_line(echoed, 120)!r}, not the {asked!r} asked for")
+            raise self._error(route, f"the server answered for model {one_line(echoed, 120)!r}, not the {asked!r} asked for")
 
     def _read(self, route: str, read: Callable[[], Tuple[np.ndarray, bool]]) -> np.ndarray:
         """Run a ``http_wire`` reader; its ``ValueError`` (or a shape surprise) becomes a ``ServerError``."""

@@ -16,6 +16,7 @@ import json
 import math
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urljoin
 
 import numpy as np
 
@@ -23,8 +24,11 @@ from harness.config.http import APIS, RESERVED_BODY_KEYS, join_path, shown_url
 from harness.errors import HarnessError
 
 __all__ = ["APIS", "ROUTES", "RESERVED_BODY_KEYS", "shown_url", "join_path", "embed_body", "rerank_body",
-           "read_embeddings", "read_scores", "curate_info", "parse_json", "WireError", "NotJson", "MAX_JSON_DEPTH"]
+           "read_embeddings", "read_scores", "curate_info", "parse_json", "WireError", "NotJson", "MAX_JSON_DEPTH", "one_line", "retry_after",
+           "RETRY_STATUSES", "status_problem", "transport_problem"]
 
+#: Statuses retried (with the connect and dropped-connection failures): the server may answer on a later try.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: Deepest nesting accepted in an answer (a wire answer needs 4; an OpenAPI document about 20).
 MAX_JSON_DEPTH = 64
 #: Longest integer literal accepted (float32 ends near 3.4e38: a longer integer can only be an attack or a bug).
@@ -81,6 +85,53 @@ ROUTES: Dict[str, Dict[str, Any]] = {
     "tei": {"embed": "/embed", "rerank": "/rerank", "info": ("/info",)},
     "cohere": {"rerank": "/v1/rerank", "info": ()},
 }
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a server's answer can be anything)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds of a ``Retry-After`` header (None for an HTTP date, garbage or NaN)."""
+    try:
+        wait = float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: the backoff applies
+    return max(0.0, wait) if wait is not None and wait == wait else None
+
+
+
+def transport_problem(err: BaseException, timeout_s: float) -> Tuple[str, str]:
+    """``(problem, retry class)`` of an exception raised by a request: ``"silence"`` (retried once at most),
+    ``"transient"`` (retried) or ``"final"``; any exception is named, none escapes."""
+    import httpx
+
+    if isinstance(err, httpx.TimeoutException):
+        return f"no complete answer within {timeout_s:g}s ({type(err).__name__})", "silence"
+    if isinstance(err, httpx.ConnectError):
+        return ("connection refused" if "refused" in str(err).lower() else f"cannot connect ({err})"), "transient"
+    if isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return f"the connection was dropped mid-request ({err})", "transient"
+    if isinstance(err, httpx.DecodingError):
+        return f"the answer's content-encoding cannot be decoded ({err})", "final"
+    return f"{type(err).__name__}: {err}", "final"
+
+
+def status_problem(status: int, reason: str, headers: Mapping[str, str], text: str, url: str) -> Tuple[str, str]:
+    """``(problem, retry class)`` of an answer's status; ``("", "")`` for a success. A redirect is refused,
+    naming where it pointed (shown without credentials or query): its body is not the answer asked for."""
+    if 300 <= status < 400:
+        location = headers.get("location", "")
+        try:
+            target = shown_url(urljoin(url, location)) if location else "nowhere (no Location header)"
+        except ValueError:
+            target = "an invalid Location"
+        return f"HTTP {status} redirect to {target} (redirects are not followed: set the url to the final address)", "final"
+    if status >= 400:
+        return f"HTTP {status} {reason}: {one_line(text)!r}", ("transient" if status in RETRY_STATUSES else "final")
+    return "", ""
 
 
 def embed_body(api: str, texts: List[str], model: Optional[str], extra: Mapping[str, Any]) -> Dict[str, Any]:
