@@ -1,21 +1,19 @@
 """Embeddings and rerank scores from a served model, so that a serving stack is judged like a library upgrade.
 
-``HttpModelClient`` talks to one server in one of the wire formats of ``harness.run.http_wire`` (``openai``,
-``infinity``, ``tei``, ``cohere``) and returns float32 arrays in input order plus a ``record()`` for the results
-metadata. Every failure is a ``HarnessError`` (``ServerError``, ``HttpSettingsError``): one line naming the URL
-(without credentials or query) and the problem. Secrets (header values read from the environment, URL query
-values) are replaced by ``***`` in every text the client hands out, in raw, percent-encoded and decoded forms.
+``HttpModelClient`` talks to one server in a wire format of ``harness.run.http_wire`` and returns float32
+arrays in input order plus a ``record()`` for the results metadata. Every failure is a ``HarnessError``: one
+line naming the URL (without credentials or query). Secrets (header values from the environment, URL query
+values) become ``***`` in every text the client hands out, in raw, percent-encoded and decoded forms.
 
-Limits, because a gate must not hang on a server: each request runs in a daemon thread and its caller waits
-at most ``timeout_s`` of wall clock (connect, send, wait and the whole body: a drip ends there too) and never
-past the client's run deadline (``HttpSettings.deadline_s``); answers larger than ``max_response_mb`` (decoded)
-are refused as they arrive; redirects are refused (not followed), naming both URLs. Ctrl-C is never waited
-on: nothing joins a request thread.
+Limits, because a gate must not hang: each request runs in a daemon thread, and its caller waits at most
+``timeout_s`` of wall clock (connect, send, wait, the whole body: a drip ends there too), never past the run
+deadline (``HttpSettings.deadline_s``); answers over ``max_response_mb`` (decoded) are refused as they arrive;
+redirects are refused, naming both URLs. Nothing joins a request thread: Ctrl-C is never waited on.
 
-Retries: only connect errors, dropped connections and HTTP 429/502/503/504, at most ``retries`` times, waiting
-``backoff_s * 2**n`` (at least ``Retry-After``), never more than ``max_backoff_s``; a request with no complete
-answer within its deadline is retried once at most. httpx is imported inside functions (the runner's import
-diet). The settings are configuration (``harness.config.http``) and re-exported here.
+Retries: connect errors, dropped connections and HTTP 429/502/503/504, at most ``retries`` times, waiting
+``backoff_s * 2**n`` (at least ``Retry-After``, at most ``max_backoff_s``); no complete answer in time: once at
+most. httpx is imported inside functions (the runner's import diet); the settings (``harness.config.http``)
+are re-exported here.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ from harness.run.http_wire import (RETRY_STATUSES, ROUTES, NotJson, WireError, c
                                    shown_url, status_problem, transport_problem)
 
 __all__ = ["HttpSettings", "HttpSettingsError", "ServerError", "NoAnswer", "HttpModelClient", "settings_from_mapping",
-           "embed_texts", "score_pairs", "RETRY_STATUSES", "MAX_RETRIES"]
+           "RETRY_STATUSES", "MAX_RETRIES"]
 
 #: Response headers kept for the fingerprint (plus any whose name contains "version"); nothing else.
 _KEPT_HEADERS = ("server", "x-model-id", "x-compute-type", "openai-model", "openai-version", "via")
@@ -60,11 +58,9 @@ class _Attempt:
     """What one exchange produced; filled by its request thread, read by the waiting caller once ``done``."""
 
     def __init__(self) -> None:
-        self.done = threading.Event()
-        self.cancelled = False
+        self.done, self.cancelled, self.too_big = threading.Event(), False, False
         self.status, self.reason, self.headers, self.body = 0, "", {}, b""
         self.error: Optional[BaseException] = None
-        self.too_big = False
 
 
 class HttpModelClient:
@@ -90,8 +86,7 @@ class HttpModelClient:
             raise HttpSettingsError(self._scrub(f"{self.shown}: url is not a valid URL ({one_line(err, 120)})")) from None
         self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(settings.timeout_s), follow_redirects=False,
                                   trust_env=(parts.hostname or "") not in _LOOPBACK,  # no proxy for loopback
-                                  # not capped at concurrency: a request abandoned at its deadline may hold a
-                                  # connection a little longer, and must not block the retry
+                                  # uncapped: a request abandoned at its deadline must not block the retry
                                   limits=httpx.Limits(max_connections=None, max_keepalive_connections=settings.concurrency))
         self._sleep = sleep or self._pause
         self._lock = threading.Lock()
@@ -135,10 +130,7 @@ class HttpModelClient:
     def _pause(self, seconds: float) -> None:
         """The default backoff wait: interruptible, and cut short when the worker's batch was stopped."""
         stop = getattr(self._local, "stop", None)
-        if stop is not None:
-            stop.wait(seconds)
-        else:
-            time.sleep(seconds)
+        stop.wait(seconds) if stop is not None else time.sleep(seconds)
 
     def _exchange(self, attempt: _Attempt, method: str, url: str, body: Optional[Dict[str, Any]], deadline: float) -> None:
         """One request, run in its own thread: the status, headers and body (capped as bytes arrive)."""
@@ -401,16 +393,3 @@ class HttpModelClient:
                    "server": {"info": self._info, "headers": dict(self._headers)}}
         return self._scrub(rec)
 
-
-def embed_texts(settings: HttpSettings, texts: Sequence[str]) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Served embeddings of ``texts`` and the record of how they were obtained (server facts included)."""
-    with HttpModelClient(settings) as client:
-        client.server_info()
-        return client.embed(texts), client.record()
-
-
-def score_pairs(settings: HttpSettings, pairs: Sequence[Tuple[str, str]]) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Served rerank scores of ``pairs`` and the record of how they were obtained (server facts included)."""
-    with HttpModelClient(settings) as client:
-        client.server_info()
-        return client.score_pairs(pairs), client.record()
