@@ -27,13 +27,12 @@ from hypothesis import strategies as st
 
 pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)")
 
-from conftest import ROOT  # noqa: E402
-from misbehaving_server import Close, Hang, MisbehavingServer, Pause, drip, json_response, response  # noqa: E402
+from misbehaving_server import Close, Hang, MisbehavingServer, drip, json_response, response  # noqa: E402
 
 from harness.cli import main  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.run import http_wire  # noqa: E402
-from harness.run.http_backend import HttpModelClient, HttpSettings, HttpSettingsError, ServerError, settings_from_mapping  # noqa: E402
+from harness.run.http_backend import HttpModelClient, HttpSettings, HttpSettingsError, settings_from_mapping  # noqa: E402
 
 SECRET = "SECRET+a/b=="  # a query value whose raw, quote, quote_plus and decoded forms all differ
 TOKEN = "tok-5e6f7a8b9c0d"
@@ -298,7 +297,10 @@ def test_ctrl_c_stops_a_concurrent_run_within_two_seconds(serve, tmp_path):
     path = tmp_path / "harness.toml"
     path.write_text(f'[models.m]\nkind = "bi-encoder"\nsource = "served"\nbackend = "http"\nhttp = {{ url = "{server.url}", concurrency = 2, batch_size = 2, '
                     'timeout_s = 300 }\n', encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    import harness
+
+    code = Path(harness.__file__).resolve().parent.parent  # the harness under test, not necessarily this checkout
+    env = {**os.environ, "PYTHONPATH": str(code) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--config", str(path), "--out", str(tmp_path / "r.parquet"),
                              "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
