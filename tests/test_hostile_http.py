@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import numpy as np
 import pytest
@@ -369,13 +369,21 @@ _toml_like = st.recursive(
     lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=6), kids, max_size=3)), max_leaves=10)
 
 
+_URLS = st.sampled_from(["http://127.0.0.1:9", "http://127.0.0.1:99999/m", "http://[::1/m", "http://h/m\x01",
+                         "http://u:p@h/", "https://h:0/", "http://h/m x", "http://h:abc/"])
+
+
 @pytest.mark.fuzz
-@given(entry=st.dictionaries(st.sampled_from(sorted(HttpSettings.__dataclass_fields__) + ["other"]), _toml_like, max_size=6))
-def test_fuzz_the_settings_parser(entry):
+@given(url=_URLS, fuzzed=st.dictionaries(st.sampled_from(sorted(HttpSettings.__dataclass_fields__) + ["other"]), _toml_like,
+                                         max_size=2),
+       body=st.dictionaries(st.text(max_size=4), _toml_like, max_size=2))
+def test_fuzz_the_settings_parser(url, fuzzed, body):
+    entry = {"url": url, "body": body, **fuzzed}  # mostly valid, one or two settings anything
     try:
         settings = settings_from_mapping(entry, where="harness.toml [models.x]")
     except HttpSettingsError as err:
         assert "\n" not in str(err)
         return
-    assert math.isfinite(settings.timeout_s) and settings.url.startswith("http")
+    assert math.isfinite(settings.timeout_s) and math.isfinite(settings.deadline_s()) and settings.url.startswith("http")
+    assert urlsplit(settings.url).port != 0 and "\n" not in http_wire.shown_url(settings.url)  # a port parses
     json.dumps(dict(settings.body), allow_nan=False)
