@@ -229,7 +229,8 @@ def test_a_failed_request_stops_the_retries_of_the_others(serve):
     with HttpModelClient(settings(server, batch_size=1, concurrency=2, retries=5), sleep=sleeps.append) as client:
         with pytest.raises(ServerError, match="HTTP 400"):
             client.embed(["bad", "slow"])
-        assert sleeps == [] and len(server.posts()) == 2
+        time.sleep(0.4)  # the failure is raised at once; the slow request, if it was sent, ends unretried
+        assert sleeps == [] and len(server.posts()) <= 2
         busy["left"] = 1  # the next call retries again as usual
         assert client.embed(["a"]).shape == (1, 4) and sleeps == [0.5]
 
@@ -325,8 +326,8 @@ def test_connection_refused_is_retried_a_bounded_number_of_times():
 
 def test_a_timeout_is_an_error_after_the_retries(serve):
     server = serve(lambda req: Reply(openai_reply(req).body, delay=0.6))
-    _bad(server, r"no answer within 0.15s \(ReadTimeout\) \(after 2 attempt\(s\)\)$", timeout_s=0.15, retries=1)
-    assert len(server.requests) == 2
+    _bad(server, r"no complete answer within 0.15s \(timeout_s, --timeout\) \(after 2 attempt\(s\)\)$", timeout_s=0.15, retries=3)
+    assert len(server.requests) == 2  # no complete answer in time: retried once at most
 
 
 def test_a_server_that_dies_mid_run(serve):

@@ -235,3 +235,19 @@ def test_harness_check_of_a_served_baseline_reaches_the_server_through_its_confi
     assert main(["check", str(baseline), "--config", str(served_config), "--out", str(gone)]) == 2
     err = _error_lines(capsys.readouterr().err).splitlines()
     assert len(err) == 1 and f"{server.url}" in err[0] and "connection refused" in err[0] and not gone.exists()
+
+
+def test_timeout_reaches_every_served_model_of_run_and_check(serve, answers, tmp_path, monkeypatch, capsys):
+    """``--timeout`` sets each served model's request deadline (recorded), and the per-run deadline follows it."""
+    monkeypatch.setenv("SERVED_TOKEN", "tok-timeout-1")
+    server = serve(infinity_like(*answers))
+    served_config = config(tmp_path, server.url)
+    baseline = tmp_path / "served-baseline.parquet"
+    assert main(["run", "--config", str(served_config), "--timeout", "7", "--out", str(baseline)]) == 0
+    records = ResultsFile(baseline).models
+    assert {m: (r["http"]["timeout_s"], r["http"]["run_timeout_s"]) for m, r in records.items()} == {
+        "tiny-bi-encoder": (7.0, 600.0), "tiny-cross-encoder": (7.0, 600.0)}
+    again = tmp_path / "again.parquet"
+    assert main(["check", str(baseline), "--config", str(served_config), "--timeout", "30", "--out", str(again)]) == 0
+    assert ResultsFile(again).models["tiny-bi-encoder"]["http"]["run_timeout_s"] == 1800.0
+    capsys.readouterr()

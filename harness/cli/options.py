@@ -68,6 +68,23 @@ def _add_check_inputs(parser: argparse.ArgumentParser) -> None:
                         "[corpus], else the shipped fixtures/corpus); another corpus is refused before anything runs")
 
 
+def _timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 3600 seconds, not {value!r}")
+    return seconds
+
+
+def _add_timeout(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--timeout", type=_timeout, metavar="SECONDS",
+                        help="served models (backend = \"http\"): wall-clock deadline of each request, body included "
+                             f"({default}); the per-run deadline follows: 60 x SECONDS, at least 600 s, unless the "
+                             "http table sets run_timeout_s")
+
+
 def _add_consent(parser: argparse.ArgumentParser) -> None:
     """Opt-ins that no recorded run switches on by itself, and how the run looks."""
     parser.add_argument("--allow-network", action="store_true", help="allow downloading models not in the local cache")
@@ -92,6 +109,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tf32", choices=["on", "off", "default"], default="default", help="pin TF32 matmul/cuDNN (default: leave torch's default)")
     parser.add_argument("--threads", type=_THREADS, help="torch.set_num_threads")
     parser.add_argument("--attn-implementation", help="eager|sdpa|flash_attention_2 (sentence-transformers >= 3)")
+    _add_timeout(parser, "default: the http table's timeout_s, else 20")
     _add_consent(parser)
     parser.add_argument("--record-incompatible", action="store_true",
                         help="a model that cannot run here is recorded in the results as incompatible (exit 0) instead "
@@ -109,6 +127,7 @@ def add_check_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tf32", choices=["on", "off", "default"], help=f"pin TF32 matmul/cuDNN ({recorded})")
     parser.add_argument("--threads", type=_THREADS, help=f"torch.set_num_threads ({recorded})")
     parser.add_argument("--attn-implementation", help=f"eager|sdpa|flash_attention_2 ({recorded})")
+    _add_timeout(parser, recorded)
     _add_consent(parser)
 
 def add_compare_options(parser: argparse.ArgumentParser) -> None:
@@ -140,11 +159,12 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
     from harness.config.project import run_inputs
     from harness.run.runner import RunOptions
 
-    from harness.config.served import with_served_urls
+    from harness.config.served import with_served_urls, with_timeout
 
     pin_cpu_isa(args)
     registry, corpus, _ = run_inputs(args.config, args.registry, args.corpus)
     registry, models = with_served_urls(registry, args.models, getattr(args, "api", "openai"))
+    registry = with_timeout(registry, getattr(args, "timeout", None))
     if getattr(args, "model_id", None):
         registry, models = registry.with_model_id(models, args.model_id)
     if getattr(args, "queries", None):
@@ -184,6 +204,9 @@ def rerun_options(args: argparse.Namespace, baseline: Path, out: Path):  # noqa:
     overrides = {k: v for k, v in explicit.items() if v is not None}
     if args.tf32 is not None:
         overrides["tf32"] = _tf32(args.tf32)
+    from harness.config.served import with_timeout
+
+    overrides["registry"] = with_timeout(options.registry, getattr(args, "timeout", None))
     return dataclasses.replace(options, **overrides, allow_network=args.allow_network,
                                trust_remote_code=args.trust_remote_code, progress=_progress(args), cell_id=args.cell_id,
                                record_incompatible=True)  # a model that no longer runs here is the check's finding

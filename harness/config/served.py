@@ -3,7 +3,9 @@
 The last path segment is the model name the server is asked for (and the results id); the rest is the base
 URL. When the name is a registry model, the served entry keeps that entry's kind and source (so ``harness
 compare`` judges it as the registry model it names); otherwise it is a bi-encoder (a cross-encoder for the
-rerank-only ``cohere`` api). Stdlib only.
+rerank-only ``cohere`` api). A URL is checked before it is split (port, brackets, control characters,
+credentials) and shown in errors without credentials or query. ``with_timeout`` applies ``--timeout`` to every
+served entry. Stdlib only.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import replace
 from typing import List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
+from harness.config.http import shown_url, url_problem
 from harness.config.registry import Registry, parse_entry
 from harness.errors import ModelLoadError
 
-__all__ = ["is_url", "with_served_urls"]
+__all__ = ["is_url", "with_served_urls", "with_timeout"]
 
 
 def is_url(name: str) -> bool:
@@ -23,10 +26,13 @@ def is_url(name: str) -> bool:
 
 
 def _split(url: str) -> Tuple[str, str]:
+    problem = url_problem(url)
+    if problem:
+        raise ModelLoadError(f"--model {shown_url(url)}: {problem}")
     parts = urlsplit(url)
     base, _, model = parts.path.rstrip("/").rpartition("/")
     if not model or not parts.hostname:
-        raise ModelLoadError(f"--model {urlunsplit(parts._replace(query='', fragment=''))}: a served model is "
+        raise ModelLoadError(f"--model {shown_url(url)}: a served model is "
                              "http://HOST:PORT[/PREFIX]/MODEL (the last segment names the model)")
     return urlunsplit(parts._replace(path=base)), model
 
@@ -51,3 +57,13 @@ def with_served_urls(registry: Registry, names: Optional[List[str]], api: str) -
         models[model] = parse_entry(registry.path, model, entry)
         out.append(model)
     return replace(registry, models=models), out
+
+
+def with_timeout(registry: Registry, timeout_s: Optional[float]) -> Registry:
+    """The registry with ``http.timeout_s`` of every served entry set to ``--timeout`` (None: unchanged). The
+    per-run deadline follows it unless the entry sets ``run_timeout_s`` (``HttpSettings.deadline_s``)."""
+    if timeout_s is None:
+        return registry
+    models = {mid: replace(spec, http={**spec.http, "timeout_s": timeout_s}) if spec.backend == "http" and spec.http else spec
+              for mid, spec in registry.models.items()}
+    return replace(registry, models=models)

@@ -1,99 +1,97 @@
 """Embeddings and rerank scores from a served model, so that a serving stack is judged like a library upgrade.
 
-``HttpModelClient`` talks to one server in one of the wire formats of ``harness.run.http_wire`` (``openai``,
-``infinity``, ``tei``, ``cohere``) and returns float32 arrays in input order plus a ``record()`` for the results
-metadata. Every bad answer is a ``ServerError``: one line naming the URL (without credentials or query) and
-the problem. Header values come only from environment variables and never appear in a record or an error:
-each resolved value (and each URL query value) is replaced by ``***`` in any text the client
-hands out.
+``HttpModelClient`` talks to one server in a wire format of ``harness.run.http_wire`` and returns float32
+arrays in input order plus a ``record()`` for the results metadata. Every failure is a ``HarnessError``: one
+line naming the URL (without credentials or query). Secrets (header values from the environment, URL query
+values) become ``***`` in every text the client hands out, in raw, percent-encoded and decoded forms.
 
-Retries: only connect errors, timeouts, dropped connections and HTTP 429/502/503/504, at most ``retries``
-times, waiting ``backoff_s * 2**n`` (at least ``Retry-After``), never more than ``max_backoff_s``.
-httpx is imported inside functions (the runner's import diet). The settings are configuration
-(``harness.config.http``) and re-exported here.
+Limits, because a gate must not hang: each request runs in a daemon thread, and its caller waits at most
+``timeout_s`` of wall clock (connect, send, wait, the whole body: a drip ends there too), never past the run
+deadline (``HttpSettings.deadline_s``); answers over ``max_response_mb`` (decoded) are refused as they arrive;
+redirects are refused, naming both URLs. Nothing joins a request thread: Ctrl-C is never waited on.
+
+Retries: connect errors, dropped connections and HTTP 429/502/503/504, at most ``retries`` times, waiting
+``backoff_s * 2**n`` (at least ``Retry-After``, at most ``max_backoff_s``); no complete answer in time: once at
+most. httpx is imported inside functions (the runner's import diet); the settings (``harness.config.http``)
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import queue
 import re
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from harness.config.http import MAX_RETRIES, HttpSettings, HttpSettingsError, settings_from_mapping
+from harness.config.http import (MAX_RETRIES, HttpSettings, HttpSettingsError, query_secrets, resolve_headers,
+                                 settings_from_mapping)
 from harness.errors import HarnessError
-from harness.run.http_wire import ROUTES, curate_info, embed_body, join_path, read_embeddings, read_scores, rerank_body, shown_url
+from harness.run.http_wire import (RETRY_STATUSES, ROUTES, NotJson, WireError, curate_info, embed_body, join_path,
+                                   one_line, parse_json, read_embeddings, read_scores, rerank_body, retry_after,
+                                   shown_url, status_problem, transport_problem)
 
-__all__ = ["HttpSettings", "HttpSettingsError", "ServerError", "HttpModelClient", "settings_from_mapping",
-           "embed_texts", "score_pairs", "RETRY_STATUSES", "MAX_RETRIES"]
+__all__ = ["HttpSettings", "HttpSettingsError", "ServerError", "NoAnswer", "HttpModelClient", "settings_from_mapping",
+           "RETRY_STATUSES", "MAX_RETRIES"]
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-_ENV_VALUE = re.compile(r"^(?P<prefix>[^\r\n]*?)env:(?P<var>[A-Za-z_][A-Za-z0-9_]*)$")
 #: Response headers kept for the fingerprint (plus any whose name contains "version"); nothing else.
 _KEPT_HEADERS = ("server", "x-model-id", "x-compute-type", "openai-model", "openai-version", "via")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_MIB = 1024 * 1024
+_ERROR_EXCERPT_BYTES = 64 * 1024  # of an error answer, only an excerpt is shown
+_INFO_TIMEOUT_S = 10.0  # server facts are best-effort: a slow /info does not hold the run for a full timeout_s
+_TICK_S = 0.25  # how often a waiting worker looks whether its batch was stopped
 
 
 class ServerError(HarnessError):
     """The server did not answer, or answered something other than the embeddings or scores asked for."""
 
 
-def _resolve_headers(headers: Mapping[str, str], where: str) -> Tuple[Dict[str, str], List[str]]:
-    """Header values read from the environment, and every secret string to scrub from text (longest first)."""
-    resolved, secrets = {}, []
-    for name, spec in headers.items():
-        match = _ENV_VALUE.match(spec) if isinstance(spec, str) else None
-        if match is None:  # never echo the value: it may be a pasted token
-            raise HttpSettingsError(f"{where}: header {name!r} must be 'env:VARIABLE' or '<prefix>env:VARIABLE' "
-                                    "(values come from the environment, never from a config)")
-        value = os.environ.get(match["var"], "")
-        if not value:
-            raise HttpSettingsError(f"{where}: header {name!r} reads environment variable {match['var']}, which is not set")
-        resolved[name] = match["prefix"] + value
-        secrets += [value, resolved[name]]
-    return resolved, sorted(set(secrets), key=len, reverse=True)
+class NoAnswer(ServerError):
+    """No complete answer: refused or dropped connection, or a deadline passed."""
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+class _Attempt:
+    """What one exchange produced; filled by its request thread, read by the waiting caller once ``done``."""
 
-
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: the backoff applies
+    def __init__(self) -> None:
+        self.done, self.cancelled, self.too_big = threading.Event(), False, False
+        self.status, self.reason, self.headers, self.body = 0, "", {}, b""
+        self.error: Optional[BaseException] = None
 
 
 class HttpModelClient:
     """Embeds texts and scores pairs through one server; a context manager that closes its connections.
 
-    ``sleep`` is the backoff wait (tests pass a recorder). Counters are shared by the request threads.
+    ``sleep`` is the backoff wait (tests pass a recorder). Counters are shared by the request threads. The run
+    deadline starts when the client is made.
     """
 
-    def __init__(self, settings: HttpSettings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: HttpSettings, *, sleep: Optional[Callable[[float], None]] = None) -> None:
         import httpx
 
         self.settings = settings
         self.shown = shown_url(settings.url)
         self._routes = ROUTES[settings.api]
-        headers, self._secrets = _resolve_headers(settings.headers, self.shown)
-        parts = urlsplit(settings.url)  # a query value (``?key=``) may be a secret too
-        self._secrets += [v for _, v in parse_qsl(parts.query) if v]
-        self._secrets.sort(key=len, reverse=True)
-        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(settings.timeout_s),
+        headers, secrets = resolve_headers(settings.headers, self.shown)
+        parts = urlsplit(settings.url)
+        secrets = sorted(set(secrets + query_secrets(parts.query)), key=len, reverse=True)
+        self._secret_re = re.compile("|".join(map(re.escape, secrets)), re.IGNORECASE) if secrets else None
+        try:
+            httpx.URL(settings.url)
+        except (httpx.InvalidURL, ValueError) as err:
+            raise HttpSettingsError(self._scrub(f"{self.shown}: url is not a valid URL ({one_line(err, 120)})")) from None
+        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(settings.timeout_s), follow_redirects=False,
                                   trust_env=(parts.hostname or "") not in _LOOPBACK,  # no proxy for loopback
-                                  limits=httpx.Limits(max_connections=settings.concurrency))
-        self._sleep = sleep
+                                  # uncapped: a request abandoned at its deadline must not block the retry
+                                  limits=httpx.Limits(max_connections=None, max_keepalive_connections=settings.concurrency))
+        self._sleep = sleep or self._pause
         self._lock = threading.Lock()
-        self._stopping = threading.Event()  # set when one request of a batch failed: the others stop retrying
+        self._local = threading.local()  # .stop: the batch of a worker thread was stopped (another request failed)
+        self._run_deadline = time.monotonic() + settings.deadline_s()
         self._counts = {"requests": 0, "answered": 0, "retries_used": 0, "reordered_responses": 0}
         self._echoed: set = set()
         self._headers: Dict[str, str] = {}
@@ -107,67 +105,137 @@ class HttpModelClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Close the connections without waiting on a request thread still blocked in a read (Ctrl-C)."""
+        closer = threading.Thread(target=self._http.close, daemon=True, name="harness-http-close")
+        closer.start()
+        closer.join(1.0)
 
     def _scrub(self, value: Any) -> Any:
-        """Every string the client hands out passes here: resolved header values become ``***``."""
+        """Every string the client hands out passes here: secrets, in any of their forms, become ``***``."""
         if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, "***")
-            return value
+            return self._secret_re.sub("***", value) if self._secret_re is not None else value
         if isinstance(value, dict):
             return {self._scrub(k): self._scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self._scrub(v) for v in value]
         return value
 
-    def _error(self, route: str, problem: str) -> ServerError:
-        return ServerError(self._scrub(f"{shown_url(self.settings.url, route)}: {_one_line(problem, 400)}"))
+    def _error(self, route: str, problem: str, kind: type = ServerError) -> ServerError:
+        return kind(self._scrub(f"{shown_url(self.settings.url, route)}: {one_line(problem, 400)}"))
 
     def _bump(self, key: str) -> None:
         with self._lock:
             self._counts[key] += 1
 
-    def _request(self, method: str, route: str, body: Optional[Dict[str, Any]] = None, *,
-                 retries: Optional[int] = None) -> Any:
-        """The parsed JSON answer of one request, retrying transient failures a bounded number of times."""
-        import httpx
+    def _pause(self, seconds: float) -> None:
+        """The default backoff wait: interruptible, and cut short when the worker's batch was stopped."""
+        stop = getattr(self._local, "stop", None)
+        stop.wait(seconds) if stop is not None else time.sleep(seconds)
 
+    def _exchange(self, attempt: _Attempt, method: str, url: str, body: Optional[Dict[str, Any]], deadline: float) -> None:
+        """One request, run in its own thread: the status, headers and body (capped as bytes arrive)."""
+        cap = self.settings.max_response_mb * _MIB
+        try:
+            with self._http.stream(method, url, json=body) as response:
+                attempt.status, attempt.reason = response.status_code, response.reason_phrase
+                attempt.headers = {k.lower(): v for k, v in response.headers.items()}
+                limit = cap if attempt.status < 300 else _ERROR_EXCERPT_BYTES
+                declared = attempt.headers.get("content-length", "")
+                if attempt.status < 300 and declared.isdigit() and int(declared) > cap:
+                    attempt.too_big = True
+                    return
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        attempt.too_big = attempt.status < 300
+                        break
+                    chunks.append(chunk)
+                    if attempt.cancelled or time.monotonic() > deadline:
+                        return
+                attempt.body = b"".join(chunks)
+        except BaseException as err:  # handed to the caller, which turns it into one line
+            attempt.error = err
+        finally:
+            attempt.done.set()
+
+    def _wait(self, attempt: _Attempt, deadline: float) -> bool:
+        """Whether ``attempt`` finished by ``deadline``; Ctrl-C and a stopped batch end the wait at once."""
+        stop = getattr(self._local, "stop", None)
+        try:
+            while not attempt.done.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                attempt.done.wait(min(left, _TICK_S))
+                if stop is not None and stop.is_set() and not attempt.done.is_set():
+                    return False
+            return True
+        finally:
+            attempt.cancelled = not attempt.done.is_set()
+
+    def _failure(self, attempt: _Attempt, url: str) -> Tuple[str, str]:
+        """``(problem, retry class)`` of a finished attempt (``http_wire.transport_problem``/``status_problem``)."""
+        if attempt.error is not None:
+            return transport_problem(attempt.error, self.settings.timeout_s)
+        if attempt.too_big:
+            return f"the answer is larger than {self.settings.max_response_mb} MiB (max_response_mb)", "final"
+        text = self._scrub(attempt.body.decode("utf-8", "replace"))  # before repr() escapes a secret's form
+        return status_problem(attempt.status, attempt.reason, attempt.headers, text, url)
+
+    def _request(self, method: str, route: str, body: Optional[Dict[str, Any]] = None, *,
+                 retries: Optional[int] = None, timeout_s: Optional[float] = None) -> Any:
+        """The parsed JSON answer of one request, within its deadlines, retrying transient failures a bounded
+        number of times (a request that got no complete answer in time: once at most)."""
         limit = self.settings.retries if retries is None else retries
+        timeout_s = timeout_s or self.settings.timeout_s
         parts = urlsplit(self.settings.url)
         url = parts._replace(path=join_path(parts.path, route)).geturl()
-        for attempt in range(limit + 1):
+        silences = 0
+        for attempt_no in range(limit + 1):
+            now = time.monotonic()
+            if now >= self._run_deadline:
+                raise self._error(route, f"the run deadline of {self.settings.deadline_s():g}s passed (run_timeout_s)", NoAnswer)
             self._bump("requests")
-            wait_s = None
-            try:
-                response = self._http.request(method, url, json=body)
-            except httpx.TimeoutException as err:
-                problem = f"no answer within {self.settings.timeout_s:g}s ({type(err).__name__})"
-            except httpx.ConnectError as err:
-                problem = "connection refused" if "refused" in str(err).lower() else f"cannot connect ({err})"
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
-                problem = f"the connection was dropped mid-request ({err})"
-            except httpx.HTTPError as err:
-                raise self._error(route, f"{type(err).__name__}: {err}") from None
+            deadline, wait_s = min(now + timeout_s, self._run_deadline), None
+            attempt = _Attempt()
+            threading.Thread(target=self._exchange, args=(attempt, method, url, body, deadline), daemon=True,
+                             name="harness-http-request").start()
+            if not self._wait(attempt, deadline):
+                if deadline >= self._run_deadline:
+                    raise self._error(route, f"no complete answer before the run deadline of "
+                                             f"{self.settings.deadline_s():g}s (run_timeout_s)", NoAnswer)
+                problem, retry = f"no complete answer within {timeout_s:g}s (timeout_s, --timeout)", "silence"
             else:
-                if response.status_code < 400:
-                    self._bump("answered")
-                    self._keep_headers(response.headers)
-                    try:
-                        return json.loads(response.content)
-                    except ValueError:
-                        kind = response.headers.get("content-type", "no content-type")
-                        raise self._error(route, f"the answer is not JSON ({kind}): {_one_line(response.text)!r}") from None
-                problem = f"HTTP {response.status_code} {response.reason_phrase}: {_one_line(response.text)!r}"
-                if response.status_code not in RETRY_STATUSES:
-                    raise self._error(route, problem)
-                wait_s = _retry_after(response.headers.get("retry-after"))
-            if attempt == limit or self._stopping.is_set():
+                problem, retry = self._failure(attempt, url)
+            if not retry:
+                self._bump("answered")
+                self._keep_headers(attempt.headers)
+                try:
+                    return parse_json(attempt.body)
+                except NotJson:
+                    kind = attempt.headers.get("content-type", "no content-type")
+                    text = attempt.body[:4096].decode("utf-8", "replace")
+                    raise self._error(route, f"the answer is not JSON ({kind}): {one_line(text)!r}") from None
+                except WireError as err:
+                    raise self._error(route, f"unexpected answer: {err}") from None
+            if retry == "final":
+                raise self._error(route, problem)
+            silences += retry == "silence"
+            if retry == "transient":
+                wait_s = retry_after(attempt.headers.get("retry-after"))
+            pause = min(self.settings.max_backoff_s, max(self.settings.backoff_s * 2 ** attempt_no, wait_s or 0.0))
+            stop = getattr(self._local, "stop", None)
+            no_time = time.monotonic() + pause >= self._run_deadline
+            if attempt_no == limit or silences > 1 or (stop is not None and stop.is_set()) or no_time:
                 answered = self._counts["answered"]
                 died = f"; it had answered {answered} request(s) before: did the server stop mid-run?" if answered else ""
-                raise self._error(route, f"{problem} (after {attempt + 1} attempt(s){died})")
+                if no_time and attempt_no < limit:
+                    died += f"; no retry: the run deadline of {self.settings.deadline_s():g}s (run_timeout_s) is too near"
+                kind = NoAnswer if retry == "silence" or attempt.status == 0 else ServerError
+                raise self._error(route, f"{problem} (after {attempt_no + 1} attempt(s){died})", kind)
             self._bump("retries_used")
-            self._sleep(min(self.settings.max_backoff_s, max(self.settings.backoff_s * 2 ** attempt, wait_s or 0.0)))
+            self._sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _keep_headers(self, headers: Any) -> None:
@@ -175,26 +243,28 @@ class HttpModelClient:
             for name, value in headers.items():
                 name = name.lower()
                 if (name in _KEPT_HEADERS or "version" in name) and name not in self._headers:
-                    self._headers[name] = _one_line(value, 120)
+                    self._headers[name] = one_line(value, 120)
 
     def _check_model(self, payload: Any, route: str) -> None:
         echoed = payload.get("model") if isinstance(payload, dict) else None
         if echoed is None:
             return
-        with self._lock:
-            self._echoed.add(str(echoed))
         asked = self.settings.model
+        if not isinstance(echoed, str):
+            if asked is not None and self.settings.check_model:
+                raise self._error(route, f"the answer's 'model' is a {type(echoed).__name__}, not a name")
+            return
+        with self._lock:
+            self._echoed.add(one_line(echoed, 120))
         if asked is not None and self.settings.check_model and echoed != asked:
-            raise self._error(route, f"the server answered for model {echoed!r}, not the {asked!r} asked for")
+            raise self._error(route, f"the server answered for model {one_line(echoed, 120)!r}, not the {asked!r} asked for")
 
     def _read(self, route: str, read: Callable[[], Tuple[np.ndarray, bool]]) -> np.ndarray:
         """Run a ``http_wire`` reader; its ``ValueError`` (or a shape surprise) becomes a ``ServerError``."""
         try:
             values, reordered = read()
-        except ValueError as err:
+        except WireError as err:
             raise self._error(route, f"unexpected answer: {err}") from None
-        except (KeyError, TypeError, AttributeError) as err:
-            raise self._error(route, f"unexpected answer shape ({type(err).__name__}: {err})") from None
         if reordered:
             self._bump("reordered_responses")
         return values
@@ -251,31 +321,60 @@ class HttpModelClient:
         return out
 
     def _map(self, fn: Callable[[Any], np.ndarray], jobs: List[Any]) -> List[np.ndarray]:
-        """``fn`` over ``jobs`` with at most ``concurrency`` requests in flight; the first failure cancels the
-        requests not yet sent and is raised (the ones in flight end within ``timeout_s``)."""
+        """``fn`` over ``jobs`` with at most ``concurrency`` requests in flight, in daemon threads. The first
+        failure (or Ctrl-C) is raised at once: the batch is stopped (no retry, no new request) and no thread is
+        waited on; one blocked in a read ends by its own deadline."""
         if self.settings.concurrency == 1 or len(jobs) <= 1:
             return [fn(job) for job in jobs]
-        pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="harness-http")
+        stop, outcomes, lock = threading.Event(), queue.Queue(), threading.Lock()  # type: ignore[var-annotated]
+        pending = iter(enumerate(jobs))
+
+        def worker() -> None:
+            self._local.stop = stop
+            while not stop.is_set():
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                try:
+                    outcomes.put((item[0], fn(item[1]), None))
+                except BaseException as err:  # handed to the caller
+                    outcomes.put((item[0], None, err))
+                    return
+
+        for _ in range(min(self.settings.concurrency, len(jobs))):
+            threading.Thread(target=worker, daemon=True, name="harness-http").start()
+        results: List[Any] = [None] * len(jobs)
         try:
-            futures = [pool.submit(fn, job) for job in jobs]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f in done and f.exception() is not None]
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
-            return [f.result() for f in futures]
+            for _ in jobs:
+                while True:
+                    try:
+                        index, value, err = outcomes.get(timeout=_TICK_S)  # a timed wait: Ctrl-C gets through
+                        break
+                    except queue.Empty:
+                        continue
+                if err is not None:
+                    raise err
+                results[index] = value
+            return results
         finally:
-            self._stopping.set()  # also on Ctrl-C: requests in flight end within timeout_s, none is retried
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._stopping.clear()
+            stop.set()
 
     def server_info(self) -> Dict[str, Any]:
         """Best-effort facts for the fingerprint (TEI ``/info``, ``/models``, Infinity's OpenAPI version); an
-        endpoint that fails is recorded as its one-line error, never raised."""
+        endpoint that fails is recorded as its one-line error, never raised; after one that got no answer the
+        others are not asked (a dead server costs one short deadline here, not one per route)."""
         info: Dict[str, Any] = {}
+        silent: Optional[str] = None
         for route in self._routes["info"]:
+            if silent is not None:
+                info[route] = {"error": f"not asked: {silent} got no answer"}
+                continue
             try:
-                payload = self._request("GET", route, retries=min(1, self.settings.retries))
+                payload = self._request("GET", route, retries=0, timeout_s=min(_INFO_TIMEOUT_S, self.settings.timeout_s))
                 info[route] = curate_info(route, payload, self.settings.model)
+            except NoAnswer as err:
+                info[route], silent = {"error": str(err)}, route
             except ServerError as err:
                 info[route] = {"error": str(err)}
         self._info = self._scrub(info)
@@ -288,21 +387,9 @@ class HttpModelClient:
         with self._lock:
             rec = {"api": s.api, "url": self.shown, "model": s.model, "models_echoed": sorted(self._echoed),
                    "request_batch_size": s.batch_size, "concurrency": s.concurrency, "timeout_s": s.timeout_s,
+                   "run_timeout_s": s.deadline_s(), "max_response_mb": s.max_response_mb,
                    "max_retries": s.retries, **self._counts, "raw_scores": s.raw_scores,
                    "header_names": sorted(s.headers), "body": dict(s.body), "dim": self._dim,
                    "server": {"info": self._info, "headers": dict(self._headers)}}
         return self._scrub(rec)
 
-
-def embed_texts(settings: HttpSettings, texts: Sequence[str]) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Served embeddings of ``texts`` and the record of how they were obtained (server facts included)."""
-    with HttpModelClient(settings) as client:
-        client.server_info()
-        return client.embed(texts), client.record()
-
-
-def score_pairs(settings: HttpSettings, pairs: Sequence[Tuple[str, str]]) -> Tuple[np.ndarray, Dict[str, Any]]:
-    """Served rerank scores of ``pairs`` and the record of how they were obtained (server facts included)."""
-    with HttpModelClient(settings) as client:
-        client.server_info()
-        return client.score_pairs(pairs), client.record()
