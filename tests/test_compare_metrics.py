@@ -59,7 +59,8 @@ def test_worst_texts_are_decided_by_exact_values_where_float32_maxima_tie() -> N
     from harness.compare import kinds
     from harness.compare.policy import load_policy
 
-    base = np.array([[0.999], [0], [0], [0], [0], [-0.05116857]], dtype=np.float32)
+    # tiny rows, not zeros (a baseline row of zeros is bad input): their |d| still rounds to 0.5 in float32
+    base = np.array([[0.999], [1e-9], [2e-9], [3e-9], [4e-9], [-0.05116857]], dtype=np.float32)
     cand = base + np.float32(0.5)
     tol = load_policy().tolerance("x", "fp32")
     verdict = kinds.judge_embeddings("x", tol, kinds.ArrayPair([f"t{i}" for i in range(6)], None, base, cand))
