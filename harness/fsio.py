@@ -30,7 +30,8 @@ import shutil
 import tempfile
 from pathlib import Path
 import stat
-from typing import Iterable, Iterator, List, Tuple
+import time
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from harness.errors import HarnessError
 
@@ -152,9 +153,29 @@ def stale_temp_files(target: "str | os.PathLike[str]") -> List[Path]:
     return sorted(p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp"))
 
 
+#: how long a writer waits for another writer of the same file before it gives up (every wait has a deadline)
+LOCK_TIMEOUT_S = 900.0
+
+
+def _lock_within(fd: int, target: Path, deadline: float) -> None:
+    """``flock(LOCK_EX)`` that gives up at ``deadline`` (a writer that hangs must not hang every other one)."""
+    pause = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OutputRefused(f"{target}: another process has been writing it for longer than the "
+                                    f"{LOCK_TIMEOUT_S:g} s a writer waits; try again when it has finished") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+
 @contextlib.contextmanager
-def output_lock(target: "str | os.PathLike[str]") -> Iterator[None]:
-    """Hold the exclusive write lock of ``target`` (blocking); on entry, remove dead writers' temp files.
+def output_lock(target: "str | os.PathLike[str]", timeout_s: Optional[float] = None) -> Iterator[None]:
+    """Hold the exclusive write lock of ``target`` (waiting at most ``timeout_s``, default ``LOCK_TIMEOUT_S``);
+    on entry, remove dead writers' temp files.
 
     The lock file is removed on exit while still locked; a waiter that then gets the lock of the removed
     file notices (its inode is no longer the one at the path) and locks the new file instead.
@@ -164,11 +185,12 @@ def output_lock(target: "str | os.PathLike[str]") -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
+    deadline = time.monotonic() + (LOCK_TIMEOUT_S if timeout_s is None else timeout_s)
     path = _lock_path(target)
     while True:
         fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock_within(fd, target, deadline)
             current = os.stat(str(path))
         except FileNotFoundError:
             os.close(fd)

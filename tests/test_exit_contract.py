@@ -348,3 +348,33 @@ def test_assertions_api_refuses_a_nan_policy(tmp_path: Path) -> None:
     base = np.eye(4, dtype=np.float32)
     with pytest.raises(HarnessError, match="policy.toml"):
         assert_embeddings_close(base + 1e-4, base, str(policy))
+
+
+def test_a_writer_waits_for_another_writer_with_a_deadline(tmp_path: Path) -> None:
+    """Every wait has a deadline: a writer that hangs holding the lock makes the next one give up, in one line."""
+    import multiprocessing
+
+    from harness.fsio import OutputRefused, output_lock
+
+    target = tmp_path / "r.parquet"
+    held = multiprocessing.get_context("fork").Event()
+
+    def hold() -> None:
+        with output_lock(target):
+            held.set()
+            time.sleep(30)
+
+    holder = multiprocessing.get_context("fork").Process(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert held.wait(20)
+        started = time.monotonic()
+        with pytest.raises(OutputRefused, match="another process"):
+            with output_lock(target, timeout_s=0.5):
+                pass
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.join(10)
+    with output_lock(target, timeout_s=5):  # the kernel dropped the killed holder's lock
+        pass
