@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import sysconfig
 import tempfile
@@ -86,9 +87,26 @@ def parse_metadata(raw: bytes, source: str) -> Dict[str, Any]:
     if not isinstance(meta, dict):
         raise ResultsFileError(f"{source}: harness metadata must be a JSON object, got {type(meta).__name__}")
     problem = _first_problem(meta)
-    if problem is not None:
-        raise ResultsFileError(f"{source}: harness metadata: {problem}")
+    if problem is not None:  # keys from the file may hold line breaks: escaped, so the message stays one line
+        raise ResultsFileError(f"{source}: harness metadata: {_CONTROL.sub(lambda m: repr(m.group())[1:-1], problem)}")
+    shape = _shape_problem(meta)
+    if shape is not None:
+        raise ResultsFileError(f"{source}: {_CONTROL.sub(lambda m: repr(m.group())[1:-1], shape)}")
     return meta
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _shape_problem(meta: Dict[str, Any]) -> Optional[str]:
+    """The tables every reader walks must be objects (or null, read as empty); so must each model's record."""
+    for key in ("models", "corpus", "fingerprint", "run", "baseline"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            return f"metadata '{key}' must be an object, got {type(meta[key]).__name__}"
+    for model_id, record in (meta.get("models") or {}).items():
+        if not isinstance(record, dict):
+            return f"metadata 'models.{model_id}' must be an object, got {type(record).__name__}"
+    return None
 
 
 def _one_line(err: BaseException) -> str:
