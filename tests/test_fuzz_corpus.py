@@ -7,7 +7,6 @@ Budget: the hypothesis profile (tests/conftest.py); ``nox -s fuzz`` runs the lar
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest

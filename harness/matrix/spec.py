@@ -31,7 +31,7 @@ from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting,
 from harness.config.tomlfile import read_toml
 from harness.errors import HarnessError
 from harness.matrix.pins import implied_requirements, CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
-from harness.matrix.servers import SERVER_KEYS, SERVERS, parse_server_keys
+from harness.matrix.servers import SERVERS, parse_server_keys
 
 __all__ = [
     "DEFAULT_MATRIX_FILE",

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
 from harness.results import storage
-from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta, parse_metadata
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
+from harness.results.metadata_json import parse_metadata
 from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, arrow_schema
 
 __all__ = ["ResultsFile", "arrow_to_numpy", "check_column_types", "single_chunk"]

@@ -16,7 +16,8 @@ from harness.compare.certificate import Certificate
 from harness.compare.kinds.common import (NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant,
                                           topk_checks)
 from harness.compare.kinds.retrieval import Retrieval
-from harness.compare.kinds.source import ZERO_VECTORS, EmbeddingPair
+from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.streaming import ZERO_VECTORS
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats

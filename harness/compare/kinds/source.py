@@ -18,7 +18,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.compare import progress, streaming
-from harness.compare.streaming import NONFINITE, ZERO_VECTORS
+from harness.compare.streaming import NONFINITE
 from harness.errors import HarnessError
 from harness.results import ResultsFile
 
