@@ -97,7 +97,7 @@ def _chromium() -> Optional[str]:
 
 RENDERED: Dict[str, List[str]] = {  # page -> text the rendered DOM must hold
     "index.html": ["embedding-harness", "Getting started", "How-to guides", "Reference"],
-    "getting-started.html": ["harness check tiny-cpu-float32", "Ask why it moved", "dtype_bf16"],
+    "getting-started.html": ["Check that the install works", "Find the drift", "Ask why it moved"],
     "reference/cli.html": ["harness matrix list", "--format", "exit codes"],
     "how-to/nightly-ci.html": ["fromJSON", "JOB_COMPLETION_INDEX", "Indexed"],
 }

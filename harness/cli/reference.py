@@ -11,7 +11,6 @@ without a line in ``ENV_HELP`` below fails the generation: a new variable cannot
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import importlib
 import inspect
