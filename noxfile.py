@@ -2,8 +2,8 @@
 # dependencies = ["nox>=2025.2.9", "packaging>=21", "pydantic>=2.7,<3", "tomli>=1.1; python_version < '3.11'"]
 # ///
 """Nox sessions: the version matrix (``nox -s matrix -- --matrix NAME``), one cell alone (``matrix_cell``),
-baselines, reports, tests, lint and benchmarks. Options, environment variables and the run layout: README,
-"The version matrix"; ``nox -s matrix -- --help`` lists the options.
+baselines, reports, tests, lint, benchmarks and the documentation site. Options, environment variables and the
+run layout: docs/how-to/matrix.md; ``nox -s matrix -- --help`` lists the options.
 
 The script block above is what this file imports in nox's own Python (harness.matrix validates matrix.toml with
 pydantic): where nox lacks one of them, nox makes an environment with them and runs itself there (PEP 723).
