@@ -2,8 +2,8 @@
 # dependencies = ["nox>=2025.2.9", "packaging>=21", "pydantic>=2.7,<3", "tomli>=1.1; python_version < '3.11'"]
 # ///
 """Nox sessions: the version matrix (``nox -s matrix -- --matrix NAME``), one cell alone (``matrix_cell``),
-baselines, reports, tests, lint and benchmarks. Options, environment variables and the run layout: README,
-"The version matrix"; ``nox -s matrix -- --help`` lists the options.
+baselines, reports, tests, lint, benchmarks and the documentation site. Options, environment variables and the
+run layout: docs/how-to/matrix.md; ``nox -s matrix -- --help`` lists the options.
 
 The script block above is what this file imports in nox's own Python (harness.matrix validates matrix.toml with
 pydantic): where nox lacks one of them, nox makes an environment with them and runs itself there (PEP 723).
@@ -285,3 +285,19 @@ def bench(session: nox.Session) -> None:
         return
     for script, args in ((scripts["compare"], []), (scripts["scale"], ["--skip-exact"]), (scripts["overhead"], [])):
         session.run("python", str(ROOT / "benchmarks" / script), *args)
+
+
+@nox.session(venv_backend=VENV_BACKEND)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ in strict mode (a broken link, a missing page or a stale page fails).
+
+    The reference pages generated from the code (``docs/reference/``) are checked first: ``-- --regenerate``
+    rewrites them instead (the same as ``python -m harness.cli.reference``); ``-- --serve`` previews the site."""
+    session.install("-c", str(ROOT / ".ci" / "constraints.txt"), "-e", f"{ROOT}[docs]")
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    regenerate = "--regenerate" in session.posargs
+    session.run("python", "-m", "harness.cli.reference", *([] if regenerate else ["--check"]))
+    if "--serve" in session.posargs:
+        session.run("python", "-m", "mkdocs", "serve", "-f", str(ROOT / "mkdocs.yml"), env=env)
+        return
+    session.run("python", "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), env=env)

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 from harness.cli.options import device, whole_number
 from harness.errors import ExitCode
@@ -57,7 +57,7 @@ def cmd_matrix_report(args: argparse.Namespace) -> int:
         check_output(Path(args.out) / name, "--out", inputs)
     if args.history is not None:
         check_output(args.history, "--history", inputs)
-    matrix = load_matrix_file(args.file).select(args.matrix)
+    matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)
     report = collect_matrix(matrix, args.runs, cells=args.cells, baseline=args.baseline, include_missing=not args.skip_missing)
     written = publish_matrix_report(report, args.out, args.history)
     print(written["markdown"].read_text(encoding="utf-8"))
@@ -69,12 +69,86 @@ def cmd_matrix_report(args: argparse.Namespace) -> int:
     return ExitCode.DRIFT if failing else ExitCode.OK
 
 
-def cmd_matrix_list(args: argparse.Namespace) -> int:
+def _matrix_file_arg(args: argparse.Namespace) -> "Path | None":
+    """``--file``, else ``$HARNESS_MATRIX_FILE`` (the variable nox honours too), else the repository's matrix.toml."""
+    if args.file is not None:
+        return args.file
+    env = os.environ.get("HARNESS_MATRIX_FILE", "").strip()
+    return Path(env) if env else None
+
+
+def _listed(args: argparse.Namespace) -> List[Tuple[Any, int, Any]]:
+    """(matrix, index within it, cell) for the matrix asked for, or every matrix of the file."""
     from harness.matrix.spec import load_matrix_file
 
-    for cell in load_matrix_file(args.file).select(args.matrix).cells:
-        print(cell.cell_id)
+    matrices = load_matrix_file(_matrix_file_arg(args))
+    chosen = [matrices.select(args.matrix)] if args.matrix else list(matrices.matrices.values())
+    return [(matrix, index, cell) for matrix in chosen for index, cell in enumerate(matrix.cells)]
+
+
+def cell_entry(matrix: Any, index: int, cell: Any) -> Dict[str, Any]:
+    """One cell as ``--format json|github`` prints it (the keys a CI job's ``matrix.*`` expressions read)."""
+    return {"matrix": matrix.name, "index": index, "cell": cell.cell_id, "label": cell.label,
+            "python": cell.python, "params": cell.params, "note": cell.note or ""}
+
+
+def cmd_matrix_list(args: argparse.Namespace) -> int:
+    """The cells of one matrix (``--matrix``) or of every matrix, as text, JSON, or a GitHub Actions matrix."""
+    import json
+
+    from harness.matrix.spec import MatrixError
+
+    listed = _listed(args)
+    if args.format == "github":  # one line: strategy.matrix: ${{ fromJSON(...) }} (GitHub allows 256 jobs)
+        if len(listed) > 256:
+            raise MatrixError(f"{len(listed)} cells: a GitHub Actions matrix holds at most 256 jobs (choose --matrix)")
+        print(json.dumps({"include": [cell_entry(*item) for item in listed]}, separators=(",", ":")))
+    elif args.format == "json":
+        print(json.dumps([cell_entry(*item) for item in listed], indent=2))
+    elif args.matrix:
+        for _, _, cell in listed:
+            print(cell.cell_id)
+    else:  # every matrix: MATRIX/CELL-ID, the ``nox -s "matrix_cell(...)"`` id
+        for _, _, cell in listed:
+            print(cell.label)
     return ExitCode.OK
+
+
+def cmd_matrix_cell(args: argparse.Namespace) -> int:
+    """Set up and run one cell, chosen by its position (``--index N``, a Kubernetes Indexed Job's
+    ``$JOB_COMPLETION_INDEX``) or id, into ``RUNS/<matrix>/<cell-id>/``; 1 when it could not be set up or run."""
+    from harness.matrix.cellrun import Workspace, run_cell
+    from harness.matrix.spec import ROOT
+    from harness.matrix.venvs import choose_backend, find_uv
+
+    from harness.matrix.spec import MatrixError, load_matrix_file
+
+    matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)
+    if args.cell is not None:
+        cell = matrix.cell(args.cell)
+    else:
+        index = args.index
+        if index is None:
+            raw = os.environ.get("JOB_COMPLETION_INDEX", "").strip()
+            if not raw:
+                raise MatrixError("harness matrix cell: give --index N, --cell ID, or set JOB_COMPLETION_INDEX")
+            try:
+                index = int(raw)
+            except ValueError:
+                raise MatrixError(f"environment variable JOB_COMPLETION_INDEX={raw!r}: expected a whole number") from None
+        if not 0 <= index < len(matrix.cells):
+            raise MatrixError(f"{_shown(matrix.source)}: matrix '{matrix.name}' has {len(matrix.cells)} cell(s) "
+                              f"(--index 0 to {len(matrix.cells) - 1}), got --index {index}")
+        cell = matrix.cells[index]
+    uv = find_uv()
+    runs = (args.runs or Path(os.environ.get("HARNESS_REPORTS_DIR") or ROOT / "reports") / "runs").resolve()
+    ws = Workspace(root=ROOT, runs=runs, venvs=(args.venvs or ROOT / ".nox" / "matrix-cells").resolve(),
+                   backend=choose_backend(args.backend, uv), uv=uv, reuse_venvs=not args.fresh,
+                   log=lambda line: print(f"harness matrix cell: {line}", file=sys.stderr, flush=True), echo=_echo)
+    state = run_cell(ws, matrix, cell)
+    print(f"{cell.label}: {state.status.value}" + (f" ({_first_line(state.reason)})" if state.reason else ""))
+    print(f"wrote {_shown(ws.run_dir(matrix.name, cell.cell_id))}", file=sys.stderr)
+    return ExitCode.OK if state.ran_cleanly else ExitCode.DRIFT
 
 
 def _candidate_changes(args: argparse.Namespace) -> Dict[str, Any]:
@@ -124,7 +198,7 @@ def cmd_attribute_run(args: argparse.Namespace) -> int:
     from harness.matrix.plan import uv_resolver
     from harness.matrix.venvs import choose_backend, find_uv
 
-    matrix = load_matrix_file(args.file).select(args.matrix)
+    matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)
     base, cand = matrix.cell(args.baseline_cell), matrix.cell(args.candidate_cell)
     base_runtime, source = _baseline_runtime(matrix)
     cand_runtime = base_runtime.with_changes(_candidate_changes(args))
@@ -150,7 +224,8 @@ def _add_matrix_file(parser: argparse.ArgumentParser, *, default_matrix: bool = 
                             help="matrix name in the matrix file (default: $HARNESS_MATRIX or %(default)s)")
     else:
         parser.add_argument("--matrix", required=True, help="matrix name in the matrix file")
-    parser.add_argument("--file", type=Path, help="matrix file (default: matrix.toml at the repository root)")
+    parser.add_argument("--file", type=Path,
+                        help="matrix file (default: $HARNESS_MATRIX_FILE, else matrix.toml at the repository root)")
 
 
 def _register_matrix(sub: Any) -> None:
@@ -166,9 +241,29 @@ def _register_matrix(sub: Any) -> None:
     report.add_argument("--baseline", type=Path, help="compare with this file instead of the matrix's baseline")
     report.add_argument("--skip-missing", action="store_true", help="leave out cells that were never run")
     report.set_defaults(func=cmd_matrix_report)
-    lst = msub.add_parser("list", help="print the cells of a matrix (one id per line)")
-    _add_matrix_file(lst)
+    lst = msub.add_parser("list", help="print the cells of every matrix (MATRIX/CELL-ID), or of one (--matrix: one id "
+                                       "per line); --format github prints a GitHub Actions matrix for fromJSON")
+    lst.add_argument("--matrix", help="only this matrix (default: every matrix in the file)")
+    lst.add_argument("--file", type=Path,
+                     help="matrix file (default: $HARNESS_MATRIX_FILE, else matrix.toml at the repository root)")
+    lst.add_argument("--format", choices=("text", "json", "github"), default="text",
+                     help="text (default); json: a list of cells with their pins; github: one line "
+                          '{"include": [...]} for strategy.matrix: ${{ fromJSON(...) }}')
     lst.set_defaults(func=cmd_matrix_list)
+    cell = msub.add_parser("cell", help="set up and run one cell by position (--index N, e.g. a Kubernetes Indexed "
+                                        "Job's $JOB_COMPLETION_INDEX) into RUNS/<matrix>/<cell-id>/; gather with "
+                                        "'harness matrix report'")
+    _add_matrix_file(cell, default_matrix=True)
+    which = cell.add_mutually_exclusive_group()
+    which.add_argument("--index", type=whole_number(0, 1_000_000), metavar="N",
+                       help="the cell's position in the matrix, from 0 (default: $JOB_COMPLETION_INDEX)")
+    which.add_argument("--cell", metavar="CELL_ID", help="the cell's id instead of its position")
+    cell.add_argument("--runs", type=Path, help="where run directories go (default: $HARNESS_REPORTS_DIR/runs or reports/runs)")
+    cell.add_argument("--venvs", type=Path, help="where cell virtualenvs live (default: .nox/matrix-cells)")
+    cell.add_argument("--backend", choices=("auto", "uv", "pip"), default=os.environ.get("HARNESS_VENV_BACKEND", "auto"),
+                      help="how cell virtualenvs are built (default: $HARNESS_VENV_BACKEND or %(default)s)")
+    cell.add_argument("--fresh", action="store_true", help="rebuild the cell's virtualenv even if its lock did not change")
+    cell.set_defaults(func=cmd_matrix_cell)
 
 
 def _register_attribute(sub: Any) -> None:
