@@ -40,9 +40,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.BAD_INPUT, f"error: {self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
 
 
+#: the epilog of the commands that judge nothing (they never return 1)
+EXIT_CODES_HELP_NO_VERDICT = (
+    "exit codes: 0 done; 2 bad input (one line on stderr naming the source and the problem; nothing is written); "
+    "3 internal error (a bug: one line naming a crash file with the details); 130 interrupted; 141 stdout closed "
+    "early. This command judges nothing, so it never returns 1 (drift)"
+)
+#: the commands whose exit code carries a verdict (1: drift)
+_JUDGING = ("harness", "harness compare", "harness check", "harness baseline", "harness baseline diff", "harness matrix",
+            "harness matrix report", "harness matrix cell", "harness attribute", "harness attribute run",
+            "harness attribute report")
+
+
 def _with_exit_codes(parser: argparse.ArgumentParser) -> None:
-    """Give ``parser`` and every subcommand under it the exit-code epilog."""
-    parser.epilog = f"{parser.epilog}\n\n{EXIT_CODES_HELP}" if parser.epilog else EXIT_CODES_HELP
+    """Give ``parser`` and every subcommand under it its exit-code epilog."""
+    codes = EXIT_CODES_HELP if parser.prog in _JUDGING else EXIT_CODES_HELP_NO_VERDICT
+    parser.epilog = f"{parser.epilog}\n\n{codes}" if parser.epilog else codes
     for action in parser._actions:  # argparse keeps subparsers only here
         if isinstance(action, argparse._SubParsersAction):
             for child in dict.fromkeys(action.choices.values()):
