@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -55,12 +56,14 @@ class ResultsFile:
     the usual credentials in the environment.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]") -> None:
+    def __init__(self, path: "str | os.PathLike[str]", *, shown: "Optional[Union[Path, str]]" = None) -> None:
         self.path: Union[Path, str]
         try:
             self.path, self._fs, inner = storage.locate(path)
         except StorageError as err:
             raise ResultsFileError(str(err)) from None
+        if shown is not None:  # a normalized copy (``harness.results.normalize``) names the file it was made from
+            self.path = shown
         if self._fs is None:
             if not Path(inner).is_file():
                 raise ResultsFileError(f"{self.path}: no such file")
@@ -102,7 +105,8 @@ class ResultsFile:
         if self.meta.get("baseline") is not None:
             Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
         self._pure: Dict[int, str] = {}
-        self._groups = self._index_row_groups()
+        self._indexed = self._index_row_groups()
+        self._checked_order = False  # normalized (``harness.results.normalize``) on the first read of rows
 
     # -- metadata -------------------------------------------------------------------------------------------
 
@@ -165,6 +169,11 @@ class ResultsFile:
         return value
 
     @property
+    def stored_models(self) -> List[str]:
+        """The models that have rows, in the order their rows are stored."""
+        return list(self._groups)
+
+    @property
     def num_rows(self) -> int:
         return int(self._file.metadata.num_rows)
 
@@ -173,8 +182,34 @@ class ResultsFile:
         """The file's arrow schema, its ``harness`` metadata included."""
         return self._file.schema_arrow
 
+    @property
+    def _groups(self) -> Dict[str, List[int]]:
+        """Model id -> its row groups, once the rows are known to be in canonical order (checked on first use)."""
+        if not self._checked_order:
+            self._checked_order = True  # the check itself reads rows through here
+            self._normalize()
+        return self._indexed
+
+    def _normalize(self) -> None:
+        """A file not in canonical order (older versions, other tools) is read from then on from a canonical
+        copy: a temporary file, removed once open (it lives as long as this object)."""
+        from harness.results import normalize  # it reads through this module
+
+        if normalize.is_sorted(self):
+            return
+        handle, name = tempfile.mkstemp(prefix="harness-canonical-", suffix=".parquet")
+        os.close(handle)
+        try:
+            normalize.write_canonical(self, name)
+            self._file = pq.ParquetFile(name, buffer_size=1 << 22, page_checksum_verification=True)
+        finally:
+            Path(name).unlink()
+        self._pure = {}
+        self._indexed = self._index_row_groups()
+
     def iter_row_groups(self) -> Iterator[pa.Table]:
         """Every row group whole (all columns), in file order: what a rewrite copies."""
+        self._groups  # noqa: B018 - in canonical order first
         for i in range(self._file.num_row_groups):
             yield self._read_group(i, list(self._file.schema_arrow.names))
 

@@ -93,16 +93,6 @@ class RerankStats:
         self.min_tau: Optional[Tuple[float, str]] = None
         self.examples: List[Tuple[int, int, str, Dict[str, Any]]] = []  # (-swaps, first position, query, example)
 
-    def reset(self) -> None:
-        """Forget everything added (the feeder starts over another way)."""
-        self.__init__(self.total, self.tol, self.with_queries, self.worst_n, self.keep_examples)  # type: ignore[misc]
-
-    def reset_queries(self) -> None:
-        """Forget the queries added, keep the scores (the feeder groups the queries another way)."""
-        self.first_pos, self.taus, self.topk_same, self.swaps = array("q"), array("d"), array("b"), array("q")
-        self.min_tau = None
-        self.examples = []
-
     def add_scores(self, position: int, base: np.ndarray, cand: np.ndarray) -> None:
         """Aligned scores of the pairs at baseline positions ``position ..``, in float64."""
         bs, cs = np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
