@@ -65,12 +65,12 @@ def _layout(group_rows: int, path: str) -> Iterator[None]:
         schema.ROW_GROUP_ROWS = saved
 
 
-def _same(streamed: ModelVerdict, expected: ModelVerdict, exact_mean: bool = True) -> None:
+def _same(streamed: ModelVerdict, expected: ModelVerdict, exact_mean: bool = False) -> None:
     for field in ("status", "checks", "offenders", "min_passing", "evidence", "reason", "tolerance_class"):
         assert getattr(streamed, field) == getattr(expected, field), field
     assert list(streamed.metrics) == list(expected.metrics)
     for key, value in streamed.metrics.items():
-        if key == "mean_abs_diff" and not exact_mean:  # the reference's np.mean sums pairwise: last bits only
+        if key == "mean_abs_diff" and not exact_mean:  # float64 sums in other cuts: last bits only
             assert value == pytest.approx(expected.metrics[key], rel=1e-12, abs=1e-300)
         else:
             assert value == expected.metrics[key], key

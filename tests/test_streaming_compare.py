@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
+import oracles
 import pyarrow.parquet as pq
 import pytest
 
@@ -59,9 +60,9 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
     assert not len(only_b) and not len(only_c)
     ids, roles, bv, cv = b_ids[bi], b_roles[bi], b_vec[bi].astype(np.float64), c_vec[ci].astype(np.float64)
     diff = np.abs(cv - bv)
-    stats = m.element_stats(bv, cv)
+    stats = oracles.element_stats(bv, cv)
     cosine = m.row_cosine(bv, cv)
-    per_row = m.row_max_abs(bv, cv)
+    per_row = oracles.row_max_abs(bv, cv)
     n_bad = int((diff > tol.atol + tol.rtol * np.abs(bv)).sum())
     nonzero = diff[diff > 0].ravel()
     counts, _ = np.histogram(np.clip(nonzero, EDGES[0], EDGES[-1]), bins=EDGES)

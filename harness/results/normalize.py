@@ -14,19 +14,38 @@ file is read once per output row group then), else the model is read whole once.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, List, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from harness.fsio import atomic_output
 from harness.results import schema
-from harness.results.reader import ResultsFile, arrow_to_numpy
 from harness.results.schema import METADATA_KEY, canonical_order, metadata_bytes
-from harness.results.writer import parquet_writer
 
-__all__ = ["IN_MEMORY_BYTES", "is_sorted", "write_canonical"]
+__all__ = ["IN_MEMORY_BYTES", "canonical_copy", "is_sorted", "parquet_writer", "write_canonical"]
+
+#: ``ResultsFile`` (this module takes one as ``results``/``source``; it imports neither reader nor writer, which
+#: both use it)
+ResultsFile = Any
+
+
+@contextlib.contextmanager
+def parquet_writer(path: Path, file_schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A parquet writer onto a temp file that becomes ``path`` when the block succeeds (every results file)."""
+    with atomic_output(path) as tmp, pq.ParquetWriter(
+        str(tmp),
+        file_schema,
+        compression="none",  # float32 noise does not compress; snappy only costs decode time
+        use_dictionary=["model_id", "task", "role"],
+        write_page_checksum=True,  # a flipped byte in a vector page must read as corruption, not drift
+    ) as writer:
+        yield writer
 
 #: a model up to this many bytes is read whole to be reordered; a larger one an output row group at a time
 IN_MEMORY_BYTES = 512 << 20
@@ -46,7 +65,10 @@ def _order(results: ResultsFile, model_id: str) -> Optional[np.ndarray]:
     columns = results.model_columns(model_id, _keys(task))
     keys = pa.Table.from_arrays(list(columns.values()), names=list(columns))  # (pa.table imports pandas)
     order = canonical_order(keys, task)
-    return None if order is None else arrow_to_numpy(order).astype(np.int64)
+    if order is None:
+        return None
+    raw = np.frombuffer(order.buffers()[1], dtype=np.uint64, count=order.offset + len(order))  # no nulls
+    return raw[order.offset :].astype(np.int64)
 
 
 def _indices(values: np.ndarray) -> pa.Array:
@@ -103,3 +125,17 @@ def write_canonical(source: ResultsFile, target: "str | os.PathLike[str]",
             for table in tables:
                 writer.write_table(table.cast(file_schema), row_group_size=schema.ROW_GROUP_ROWS)
     return Path(target)
+
+
+def canonical_copy(results: ResultsFile) -> Optional[pq.ParquetFile]:
+    """None when ``results`` is in canonical order, else its canonical copy opened: a temporary file, removed
+    once open (it lives as long as the returned object)."""
+    if is_sorted(results):
+        return None
+    handle, name = tempfile.mkstemp(prefix="harness-canonical-", suffix=".parquet")
+    os.close(handle)
+    try:
+        write_canonical(results, name)
+        return pq.ParquetFile(name, buffer_size=1 << 22, page_checksum_verification=True)
+    finally:
+        Path(name).unlink()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -184,28 +183,17 @@ class ResultsFile:
 
     @property
     def _groups(self) -> Dict[str, List[int]]:
-        """Model id -> its row groups, once the rows are known to be in canonical order (checked on first use)."""
+        """Model id -> its row groups; on first use, a file not in canonical order (older versions, other tools)
+        is replaced by its canonical copy (``harness.results.normalize``), read from then on."""
         if not self._checked_order:
+            from harness.results.normalize import canonical_copy  # it reads through this module
+
             self._checked_order = True  # the check itself reads rows through here
-            self._normalize()
+            copy = canonical_copy(self)
+            if copy is not None:
+                self._file, self._pure = copy, {}
+                self._indexed = self._index_row_groups()
         return self._indexed
-
-    def _normalize(self) -> None:
-        """A file not in canonical order (older versions, other tools) is read from then on from a canonical
-        copy: a temporary file, removed once open (it lives as long as this object)."""
-        from harness.results import normalize  # it reads through this module
-
-        if normalize.is_sorted(self):
-            return
-        handle, name = tempfile.mkstemp(prefix="harness-canonical-", suffix=".parquet")
-        os.close(handle)
-        try:
-            normalize.write_canonical(self, name)
-            self._file = pq.ParquetFile(name, buffer_size=1 << 22, page_checksum_verification=True)
-        finally:
-            Path(name).unlink()
-        self._pure = {}
-        self._indexed = self._index_row_groups()
 
     def iter_row_groups(self) -> Iterator[pa.Table]:
         """Every row group whole (all columns), in file order: what a rewrite copies."""

@@ -14,34 +14,21 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError
-from harness.fsio import atomic_output
 from harness.results import schema
 from harness.results.reader import ResultsFile, single_chunk
+from harness.results.normalize import parquet_writer
 from harness.results.schema import METADATA_KEY, ModelRows, arrow_schema, canonical_order, metadata_bytes
 
-__all__ = ["ResultsWriter", "parquet_writer", "write_results", "rewrite_metadata", "rewrite_model"]
+__all__ = ["ResultsWriter", "write_results", "rewrite_metadata", "rewrite_model"]
 
 Source = Union[ResultsFile, str, "os.PathLike[str]"]
-
-
-@contextlib.contextmanager
-def parquet_writer(path: Path, file_schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A parquet writer onto a temp file that becomes ``path`` when the block succeeds."""
-    with atomic_output(path) as tmp, pq.ParquetWriter(
-        str(tmp),
-        file_schema,
-        compression="none",  # float32 noise does not compress; snappy only costs decode time
-        use_dictionary=["model_id", "task", "role"],
-        write_page_checksum=True,  # a flipped byte in a vector page must read as corruption, not drift
-    ) as writer:
-        yield writer
 
 
 def _vector_bytes(vectors: np.ndarray, width: int) -> pa.Array:
@@ -281,7 +268,7 @@ def rewrite_metadata(source: Source, target: "str | os.PathLike[str]", metadata:
     Raises:
         ResultsFileError: ``source`` is not a readable results file (nothing is written then).
     """
-    from harness.results.normalize import write_canonical  # it writes through this module
+    from harness.results.normalize import write_canonical
 
     return write_canonical(_open(source), target, metadata)
 
