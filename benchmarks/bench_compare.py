@@ -17,9 +17,14 @@ a warm page cache (the files were just written). Targets (issue 5): >= 500 MB/s 
 and times the comparator's integer path (bits flipped / buckets moved per text, top-k by the quantized scores);
 MB/s is then of the stored bytes (4x / 32x fewer than float32), and texts/s compares across precisions.
 
-``--reverse-candidate`` writes the candidate's rows in reverse order, so its ids no longer line up with the
-baseline's and the comparator realigns it (in memory up to 256 MiB of vectors, else with a bucket sort through
-a temporary file of the candidate's size).
+``--reverse-candidate`` writes the candidate's rows in reverse order, as older versions or other tools could (the
+writer's ``canonical=False``): the reader normalizes it once, on its first read of rows, into a canonical copy.
+
+``--floor`` measures ``compare_files`` against the floor on the same files, in one run: reading both files row
+group by row group and taking the max |d| (the probe's loop). Per size and per ``--floor-queries`` count it prints
+both walls and the ratio floor / compare (target >= 0.9: the comparator costs at most ~10% over the bare read)::
+
+    python benchmarks/bench_compare.py --floor --sizes 1000000 --floor-queries 0 100 --repeat 2
 
 The layout variant writes the same vectors as ``fixed_size_list<float32>`` and times the naive read of that
 layout (``read_row_group`` + ``values.to_numpy()``, max |d| only) against the same minimal loop over the
@@ -119,7 +124,7 @@ def write_pair(directory: Path, n: int, dim: int, queries: int, perturbed: int =
                 wc.write(ModelRows(MODEL, "embed", ids, roles=roles, vectors=quantize(cand, precision)))
         return paths
     for path, reverse_side in ((paths[0], False), (paths[1], True)):
-        with ResultsWriter(path, meta, width) as writer:
+        with ResultsWriter(path, meta, width, canonical=not reverse_side) as writer:  # the way other tools write
             for ids, roles, base, cand in _chunks(n, dim, queries, perturbed, seed, reverse=reverse_side):
                 if reverse_side:
                     writer.write(ModelRows(MODEL, "embed", ids[::-1], roles=roles[::-1], vectors=quantize(cand[::-1], precision)))
@@ -177,6 +182,16 @@ def child_compare(base: str, cand: str) -> Dict:
     }
 
 
+def child_certify(base: str) -> Dict:
+    """The explicit certifying step on ``base`` (what ``harness baseline certify`` runs)."""
+    from harness.compare.certify import file_certificates
+
+    started, cpu = time.perf_counter(), time.process_time()
+    filed = file_certificates(base)
+    return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "rss_mb": peak_rss_mb(),
+            "certified": None, "scored_exactly": sum(q for _, q in filed)}
+
+
 def child_minimal(base: str, cand: str, layout: str) -> Dict:
     """Read both files row group by row group and compute max |d| only: the layout's own cost."""
     import pyarrow.parquet as pq
@@ -222,12 +237,17 @@ def main(argv: List[str]) -> int:
                         help="store the vectors quantized: times the comparator's integer path")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--floor", action="store_true", help="ratio of the bare read (floor) to compare, one run")
+    parser.add_argument("--floor-queries", type=int, nargs="+", default=[0, 100], help="query counts for --floor")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, *rest = args.child
-        print(json.dumps(child_compare(*rest) if kind == "compare" else child_minimal(*rest)))
+        children = {"compare": child_compare, "certify": child_certify, "minimal": child_minimal}
+        print(json.dumps(children[kind](*rest)))
         return 0
+    if args.floor:
+        return floor(args)
 
     need = 2 * max(args.sizes + [args.layout_size]) * args.dim * 4 * 1.05 + (64 << 20)
     free = shutil.disk_usage(args.workdir).free
@@ -279,6 +299,30 @@ def main(argv: List[str]) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"# files kept in {tmp}")
+    return 0
+
+
+def floor(args: argparse.Namespace) -> int:
+    """``compare_files`` against the bare read of the same files (both in fresh processes, alternating)."""
+    print(f"# {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), dim {args.dim}, files as the writer "
+          f"writes them (uncompressed, {CHUNK}-row groups); ratio = floor wall / compare wall (target >= 0.9)")
+    print(f"{'N':>9} {'queries':>7} {'floor s':>8} {'compare s':>9} {'ratio':>6} {'RSS MB':>7}  verdict")
+    tmp = Path(tempfile.mkdtemp(prefix="harness-bench-floor-", dir=args.workdir))
+    try:
+        for n in args.sizes:
+            for queries in args.floor_queries:
+                base, cand = write_pair(tmp, n, args.dim, min(queries, n // 2))
+                for _ in range(args.repeat):
+                    bare = _spawn("minimal", str(base), str(cand), "binary")
+                    r = _spawn("compare", str(base), str(cand), threads=args.threads)
+                    print(f"{n:>9} {queries:>7} {bare['wall_s']:>8.2f} {r['wall_s']:>9.2f} "
+                          f"{bare['wall_s'] / r['wall_s']:>6.2f} {r['rss_mb']:>7.0f}  {r['status']} (top-k order "
+                          f"{r['topk_order_agreement']}, certified {r['certified']}, scored {r['scored_exactly']})",
+                          flush=True)
+                base.unlink()
+                cand.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

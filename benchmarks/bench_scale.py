@@ -7,9 +7,9 @@ only: what any comparison has to pay), for each Q of --queries.
     python benchmarks/bench_scale.py --size 100000 --queries 100 1000   # quick: 100k rows per file in all
 
 Per Q, in fresh processes: the bare read; ``exact`` (certificates off: every query scored against every
-document, the queries tiled in a fixed byte budget); ``cold`` (no certificate yet: the same exact pass, which
-also files the baseline's top-(k+1) in a fresh cache directory, and hashes the baseline); ``warm`` (the
-certificate proves most queries' top-k, the rest are scored exactly). ``--skip-exact`` leaves ``exact`` out
+document, the queries tiled in a fixed byte budget); ``cold`` (no certificate yet: the same exact pass; the judge
+files nothing); ``certify`` (the explicit step, ``harness baseline certify``: the baseline's top-(k+1+10) filed in a
+fresh cache directory); ``warm`` (the certificate proves most queries' top-k, the rest are scored exactly). ``--skip-exact`` leaves ``exact`` out
 (``cold`` costs the same). The files (generated as in ``bench_compare.py``: unit vectors, the candidate the
 baseline plus N(0, 1e-7) noise and N(0, 1e-5) on 5 rows; the last Q rows are queries) are kept under
 ``--workdir`` with ``--keep`` and reused by later runs.
@@ -75,6 +75,8 @@ def main(argv: List[str]) -> int:
             runs = [] if args.skip_exact else [("exact", {"HARNESS_TOPK_CERTIFICATES": "0"})]
             runs += [("cold", {"HARNESS_CACHE_DIR": str(cache)}), ("warm", {"HARNESS_CACHE_DIR": str(cache)})]
             for label, env in runs:
+                if label == "warm":
+                    print(_row("certify", _spawn("certify", str(base), env_extra=env), bare), flush=True)
                 print(_row(label, _spawn("compare", str(base), str(cand), env_extra=env), bare), flush=True)
         finally:
             if not args.cache:

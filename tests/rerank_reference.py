@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import oracles
 
 from harness.compare import metrics as m
 from harness.compare import streaming
@@ -78,14 +79,14 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str], query_i
     cs = np.asarray(cand_scores, dtype=np.float64)
     diff = np.abs(cs - bs)
     rel = diff / np.maximum(np.abs(bs), m.REL_FLOOR)
-    stats = m.element_stats(bs, cs)
+    stats = oracles.element_stats(bs, cs)
     n_bad = int((diff > tol.score_atol + tol.score_rtol * np.abs(bs)).sum())
     checks: List[Check] = [Check(
         name="max_score_diff", observed=stats.max_abs, limit=tol.score_atol, op="<=", passed=n_bad == 0,
         detail=f"{share(n_bad, len(diff))} elements exceed "
                f"atol={significant(tol.score_atol, stats.max_abs)} + rtol={significant(tol.score_rtol)}*|baseline|",
     )]
-    groups = m.group_rows(np.asarray(query_ids, dtype=str)) if query_ids is not None else None
+    groups = oracles.group_rows(np.asarray(query_ids, dtype=str)) if query_ids is not None else None
     metrics: Dict[str, Any] = {"pairs": len(bs), **({"queries": len(groups)} if groups is not None else {}),
                                "max_abs_diff": stats.max_abs, "mean_abs_diff": stats.mean_abs,
                                "p99_abs_diff": stats.p99_abs, "max_rel_diff": stats.max_rel,

@@ -36,13 +36,3 @@ def test_a_good_setting_is_used() -> None:
     probe = "from harness.compare import workers; print(workers.MEMORY_MB)"
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "64", done.stderr
-
-
-def test_rerank_buckets_stay_within_the_open_file_limit() -> None:
-    """A tiny budget over many pairs would ask for one temporary file per bucket beyond what a process may open
-    (HARNESS_COMPARE_MEMORY_MB=0 did: 'Too many open files' from deep inside the join)."""
-    from harness.compare.kinds import rerank_spill
-
-    assert rerank_spill.bucket_rows(10**9, memory_mb=16) == rerank_spill.MAX_BUCKETS
-    assert rerank_spill.bucket_rows(100_000, memory_mb=16) == 2  # 160 B a pair, 8 MB a bucket
-    assert rerank_spill.bucket_rows(1_000, memory_mb=512) == 1

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
+import oracles
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -64,6 +65,16 @@ def runs(draw: st.DrawFn, queries: bool = True) -> dict:
         "pair_queries": pair_queries,
         "scores": scores,
     }
+
+
+def _canonical(run: dict) -> dict:
+    """The run in the order results files store it (texts by id, pairs by query then passage): the order the
+    file judge reads the baseline in, so positions and ties among equals name the same rows as the arrays."""
+    o = sorted(range(len(run["ids"])), key=lambda i: run["ids"][i])
+    po = sorted(range(len(run["pairs"])), key=lambda i: (run["pair_queries"][i], run["pairs"][i].split("|")[1]))
+    return {"ids": [run["ids"][i] for i in o], "roles": [run["roles"][i] for i in o], "vectors": run["vectors"][o],
+            "pairs": [run["pairs"][i] for i in po], "pair_queries": [run["pair_queries"][i] for i in po],
+            "scores": run["scores"][po]}
 
 
 def _write(path: Path, run: dict, vectors: Optional[np.ndarray] = None, scores: Optional[np.ndarray] = None,
@@ -206,6 +217,7 @@ def _raises(check: Callable[[], None]) -> bool:
 @PROPERTY
 @given(run=runs(), data=st.data())
 def test_arrays_and_files_get_one_verdict(run: dict, data: st.DataObject) -> None:
+    run = _canonical(run)
     n, dim = run["vectors"].shape
     deltas = data.draw(hnp.arrays(np.float32, (n, dim), elements=st.sampled_from([0.0, 3e-6, -3e-6, 4e-5, -4e-5, 0.5])))
     score_deltas = data.draw(hnp.arrays(np.float32, run["scores"].shape, elements=st.sampled_from([0.0, 3e-6, -4e-5, 0.5])))
@@ -238,7 +250,7 @@ def test_quantized_arrays_and_files_get_one_verdict(precision: str, n_docs: int,
     base = data.draw(hnp.arrays(np.int8, (n, width)))
     moves = data.draw(hnp.arrays(np.int8, (n, width), elements=st.sampled_from([0, 0, 0, 1, -1, 4])))
     cand = (base ^ moves) if precision == "binary" else np.clip(base.astype(np.int16) + moves, -128, 127).astype(np.int8)
-    ids, roles = [f"t{i}" for i in range(n)], ["document"] * n_docs + ["query"] * n_q
+    ids, roles = [f"t{i:02d}" for i in range(n)], ["document"] * n_docs + ["query"] * n_q  # in canonical order
     order = np.array(data.draw(st.permutations(range(n))))
     meta = {"corpus": {"name": "prop", "sha256": "p" * 64}, "fingerprint": {"device_type": "cpu"},
             "models": {"q": {"kind": "bi-encoder", "status": "ok", "dim": width, "vector_dtype": "int8",
@@ -264,18 +276,18 @@ SCORES = hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(-10, 10, 
 @FAST
 @given(a=MATRIX, data=st.data())
 def test_element_stats_zero_on_identity_and_symmetric_in_abs(a: np.ndarray, data: st.DataObject) -> None:
-    same = m.element_stats(a, a.copy())
+    same = oracles.element_stats(a, a.copy())
     assert same.max_abs == same.mean_abs == same.p99_abs == same.max_rel == 0.0
     b = data.draw(hnp.arrays(np.float32, a.shape, elements=VALUE))
-    assert m.element_stats(a, b).max_abs == m.element_stats(b, a).max_abs
-    assert m.element_stats(a, b).mean_abs == pytest.approx(m.element_stats(b, a).mean_abs, rel=1e-12)
+    assert oracles.element_stats(a, b).max_abs == oracles.element_stats(b, a).max_abs
+    assert oracles.element_stats(a, b).mean_abs == pytest.approx(oracles.element_stats(b, a).mean_abs, rel=1e-12)
 
 
 @FAST
 @given(a=MATRIX)
 def test_row_cosine_of_a_row_with_itself_is_one(a: np.ndarray) -> None:
     np.testing.assert_allclose(m.row_cosine(a, a.copy()), 1.0, atol=1e-12)
-    assert (m.row_max_abs(a, a.copy()) == 0).all()
+    assert (oracles.row_max_abs(a, a.copy()) == 0).all()
 
 
 def test_row_cosine_with_one_zero_row_is_zero() -> None:

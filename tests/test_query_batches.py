@@ -3,7 +3,6 @@ the verdict the same for any batch size, and peak memory flat in the number of q
 
 from __future__ import annotations
 
-import json
 import tracemalloc
 from pathlib import Path
 from typing import Any, Dict, List
@@ -77,29 +76,30 @@ def _files(tmp_path: Path, nq: int = 40) -> List[Path]:
 
 def test_files_in_batches_give_the_one_pass_verdict_and_the_same_certificate(tmp_path: Path, cache: Path,
                                                                              batches_of: Any) -> None:
-    """Cold (the certificate written a batch at a time), warm (certified batch by batch), and a stale
-    certificate (every batch rescored, the certificate rebuilt): the verdict of one pass every time."""
+    """No certificate (every query scored), a certificate filed a batch at a time (byte for byte the one-pass
+    one), certified batch by batch, and a certificate removed: the verdict of one pass every time."""
+    from harness.compare.certify import file_certificates
+
     base, cand = _files(tmp_path)
-    one_pass = [_compare(base, cand) for _ in range(2)]  # default budget: one batch (cold, then warm)
-    assert one_pass[1]["evidence"]["topk"]["certified"] > 0
+    exact = _compare(base, cand)  # default budget: one batch
+    file_certificates(base)
     (filed,) = list((cache / "topk-certificates").glob("*/*.npy"))
     whole = filed.read_bytes()
+    warm_one_pass = _compare(base, cand)
+    assert warm_one_pass["evidence"]["topk"]["certified"] > 0
     filed.unlink()
     reads = batches_of(7)
     reads.clear()
     cold = _compare(base, cand)
     assert max(reads) == 7 and sum(reads) >= 40
-    assert filed.read_bytes() == whole  # written batch by batch, byte for byte the one-pass certificate
+    file_certificates(base)
+    assert filed.read_bytes() == whole  # built batch by batch, byte for byte the one-pass certificate
     warm = _compare(base, cand)
-    assert warm["evidence"]["topk"] == one_pass[1]["evidence"]["topk"]
-    for got, expected in ((cold, one_pass[0]), (warm, one_pass[1])):
+    assert warm["evidence"]["topk"] == warm_one_pass["evidence"]["topk"]
+    for got, expected in ((cold, exact), (warm, warm_one_pass), (warm, exact)):
         assert got["metrics"] == expected["metrics"] and got["status"] == expected["status"]
-    index = next((cache / "topk-certificates" / "index").glob("*.json"))
-    entry = json.loads(index.read_text())
-    entry["sha256"] = "0" * 64  # the index points elsewhere: the certificate is not found, rebuilt
-    index.write_text(json.dumps(entry))
-    rebuilt = _compare(base, cand)
-    assert rebuilt["metrics"] == one_pass[0]["metrics"]
+    filed.unlink()  # gone: every query scored again
+    assert _compare(base, cand)["metrics"] == exact["metrics"]
 
 
 def _traced_peak_mb(paths: List[Path]) -> float:

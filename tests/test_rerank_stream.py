@@ -2,9 +2,9 @@
 whole-column judge gave (``rerank_reference``, the code before streaming), for arrays and files alike.
 
 Random inputs (hypothesis): ties and duplicate scores, queries cut across small row groups, one huge query,
-queries interleaved, the candidate in another order, each path (same order, hash buckets in memory, buckets
-in temporary files, queries grouped through buckets). Broken input is refused in the same words. Memory: peak
-RSS in a fresh process at N and 4N pairs differs by far less than the data.
+queries interleaved, the candidate in another order (the writer puts both in canonical order: pairs by query then
+passage; old-style files, written as given, are normalized when a comparison opens them). Broken input is refused
+in the same words. Memory: peak RSS in a fresh process at N and 4N pairs differs by far less than the data.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rerank_reference as reference
-from harness.compare import kinds, workers
-from harness.compare.kinds import rerank_spill
+from harness.compare import kinds
+from harness.compare.comparator import compare_files
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import ModelVerdict
 from harness.errors import HarnessError
@@ -40,33 +40,37 @@ SCORE = st.one_of(st.sampled_from([0.0, 1.0, 1.0000005, 2.0, -3.0]), st.floats(-
 MOVE = st.sampled_from([0.0, 0.0, 5e-7, -2e-6, 3e-6, -4e-5, 0.5, -2.0])
 
 
-def _write(path: Path, ids: List[str], queries: List[str], scores: np.ndarray, order: np.ndarray) -> Path:
+def _write(path: Path, ids: List[str], queries: List[str], scores: np.ndarray, order: np.ndarray,
+           canonical: bool = True) -> Path:
     rows = ModelRows(MODEL, "rerank", [ids[i] for i in order], query_ids=[queries[i] for i in order],
                      passage_ids=[ids[i].split("|")[1] for i in order], scores=np.asarray(scores, np.float32)[order],
                      ranks=np.arange(1, len(order) + 1, dtype=np.int32))
-    return write_results(path, [rows], META, unique_ids=False)  # some cases duplicate ids on purpose
+    # some cases duplicate ids on purpose; ``canonical=False``: a file as older versions wrote it
+    return write_results(path, [rows], META, unique_ids=False, canonical=canonical)
+
+
+def _canonical(ids: List[str], queries: List[str], rows: np.ndarray) -> np.ndarray:
+    """``rows`` in the order the writer stores them: by query, then passage."""
+    return np.array(sorted(rows.tolist(), key=lambda i: (queries[i], ids[i].split("|")[1])), dtype=np.int64)
 
 
 @contextlib.contextmanager
 def _layout(group_rows: int, path: str) -> Iterator[None]:
-    """Small row groups, and one of the feeding paths forced (buckets and temporary files at any size)."""
-    saved = schema.ROW_GROUP_ROWS, workers.MEMORY_MB, rerank_spill.bucket_rows
+    """Small row groups (``path``: the feeding path before canonical order; one is left, "stream")."""
+    saved = schema.ROW_GROUP_ROWS
     schema.ROW_GROUP_ROWS = group_rows
-    if path in ("buckets", "files"):
-        rerank_spill.bucket_rows = lambda rows, memory_mb=None: 3 if path == "files" else 1  # type: ignore[assignment]
-        workers.MEMORY_MB = 0 if path == "files" else saved[1]
     try:
         yield
     finally:
-        schema.ROW_GROUP_ROWS, workers.MEMORY_MB, rerank_spill.bucket_rows = saved
+        schema.ROW_GROUP_ROWS = saved
 
 
-def _same(streamed: ModelVerdict, expected: ModelVerdict, exact_mean: bool = True) -> None:
+def _same(streamed: ModelVerdict, expected: ModelVerdict, exact_mean: bool = False) -> None:
     for field in ("status", "checks", "offenders", "min_passing", "evidence", "reason", "tolerance_class"):
         assert getattr(streamed, field) == getattr(expected, field), field
     assert list(streamed.metrics) == list(expected.metrics)
     for key, value in streamed.metrics.items():
-        if key == "mean_abs_diff" and not exact_mean:  # the reference's np.mean sums pairwise: last bits only
+        if key == "mean_abs_diff" and not exact_mean:  # float64 sums in other cuts: last bits only
             assert value == pytest.approx(expected.metrics[key], rel=1e-12, abs=1e-300)
         else:
             assert value == expected.metrics[key], key
@@ -87,7 +91,7 @@ def rerank_runs(draw: st.DrawFn) -> Dict[str, Any]:
     cand_order = rows if draw(st.booleans()) else np.array(draw(st.permutations(range(n))))
     return {"ids": [f"{q}|p{i:03d}" for i, q in enumerate(queries)], "queries": queries, "base": base, "cand": cand,
             "rows": rows, "cand_order": cand_order, "group_rows": draw(st.sampled_from([1, 3, 7, 1000])),
-            "path": draw(st.sampled_from(["stream", "buckets", "files"])),
+            "path": "stream", "old_style": draw(st.booleans()),
             "tie": draw(st.sampled_from([0.0, 1e-6, 0.1]))}
 
 
@@ -98,13 +102,24 @@ def test_streamed_files_and_arrays_get_the_reference_verdict(run: Dict[str, Any]
     rows = run["rows"]
     ids, queries = np.array(run["ids"])[rows], np.array(run["queries"])[rows]
     base, cand = run["base"][rows].astype(np.float64), run["cand"][rows].astype(np.float64)
+    stored = _canonical(run["ids"], run["queries"], rows)  # the baseline's order in the file
     with tempfile.TemporaryDirectory() as tmp, _layout(run["group_rows"], run["path"]):
         a = _write(Path(tmp) / "a.parquet", run["ids"], run["queries"], run["base"], rows)
         b = _write(Path(tmp) / "b.parquet", run["ids"], run["queries"], run["cand"], run["cand_order"])
         by_file = kinds.judge_rerank_files(ResultsFile(a), ResultsFile(b), MODEL, tol)
         old_file = reference.judge_rerank_files(ResultsFile(a), ResultsFile(b), MODEL, tol)
+        if run["old_style"]:  # files in the orders given, normalized by the comparator when it opens them
+            a_old = _write(Path(tmp) / "a-old.parquet", run["ids"], run["queries"], run["base"], rows, canonical=False)
+            b_old = _write(Path(tmp) / "b-old.parquet", run["ids"], run["queries"], run["cand"], run["cand_order"],
+                           canonical=False)
+            (normalized,) = compare_files(a_old, b_old, models=[MODEL], tolerance_class="fp32").models
+            (canonical,) = compare_files(a, b, models=[MODEL], tolerance_class="fp32").models
+            for field in ("status", "checks", "offenders", "evidence", "reason", "metrics"):
+                assert getattr(normalized, field) == getattr(canonical, field), field
     by_arrays = kinds.judge_rerank(MODEL, tol, ids, queries, base, cand)
-    _same(by_file, by_arrays)
+    in_file = [run["ids"][i] for i in stored], [run["queries"][i] for i in stored]
+    _same(by_file, kinds.judge_rerank(MODEL, tol, *in_file, run["base"][stored].astype(np.float64),
+                                      run["cand"][stored].astype(np.float64)))
     _same(by_arrays, reference.judge_rerank(MODEL, tol, ids, queries, base, cand), exact_mean=False)
     _same(by_file, old_file, exact_mean=False)
     scores_only = kinds.judge_rerank(MODEL, tol, ids, None, base, cand)
@@ -117,7 +132,7 @@ def _refusal(judge: Any, a: Path, b: Path) -> str:
     return str(raised.value)
 
 
-@pytest.mark.parametrize("path", ["stream", "buckets", "files"])
+@pytest.mark.parametrize("path", ["stream"])
 @pytest.mark.parametrize("broken", ["base duplicate", "cand duplicate", "base nan", "cand inf", "both nan",
                                     "missing", "extra", "cand shorter", "duplicate and nan"])
 def test_broken_input_is_refused_in_the_same_words(tmp_path: Path, broken: str, path: str) -> None:

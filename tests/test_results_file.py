@@ -255,7 +255,8 @@ def test_pair_item_ids_are_injective_and_unchanged_for_plain_ids() -> None:
 
 def _rerank_rows(item_ids: list, model: str = "ce") -> ModelRows:
     n = len(item_ids)
-    return ModelRows(model, "rerank", item_ids, query_ids=["q"] * n, passage_ids=[f"p{i}" for i in range(n)],
+    parts = [i.split("|", 1) for i in item_ids]  # the pair's query and passage, as its id names them
+    return ModelRows(model, "rerank", item_ids, query_ids=[q for q, _ in parts], passage_ids=[p for _, p in parts],
                      scores=np.zeros(n, np.float32), ranks=np.arange(1, n + 1, dtype=np.int32))
 
 
@@ -276,7 +277,7 @@ def test_the_writer_refuses_duplicate_item_ids_per_model(tmp_path: Path) -> None
         writer.write(_rerank_rows(["q|a", "q|b"], "ce"))
         writer.write(_rerank_rows(["q|a", "q|b"], "ce@logits"))
         for start in range(0, 3000, 7):
-            writer.write(_rerank_rows([f"x|{i}" for i in range(start, start + 7)], "big"))
+            writer.write(_rerank_rows([f"x|{i:04d}" for i in range(start, start + 7)], "big"))  # in canonical order
     assert ResultsFile(path).num_rows == 4 + 3003
 
 

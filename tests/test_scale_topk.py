@@ -143,7 +143,7 @@ def test_tiled_queries_give_the_untiled_agreement() -> None:
     np.testing.assert_allclose(scores, np.sort(m.cosine_matrix(queries, docs), axis=1)[:, ::-1][:, :10], rtol=0, atol=1e-15)
 
 
-# -- the certificate cache: keyed by the baseline's content, never trusted over the data ---------------------
+# -- certificates: filed by an explicit step, read by the comparator, never trusted over the data ------------
 
 
 MODEL = "scale-bi-encoder"
@@ -175,7 +175,10 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def test_certificate_is_built_then_used_and_a_stale_or_corrupt_one_ignored(tmp_path: Path, cache: Path) -> None:
+def test_certificate_is_filed_by_the_certify_step_then_used_and_a_stale_or_corrupt_one_ignored(
+        tmp_path: Path, cache: Path) -> None:
+    from harness.compare.certify import file_certificates
+
     rng = np.random.default_rng(3)
     nq = 60
     vectors = rng.standard_normal((20_000, 8)).astype(np.float32)
@@ -183,19 +186,25 @@ def test_certificate_is_built_then_used_and_a_stale_or_corrupt_one_ignored(tmp_p
     cand = _write(tmp_path / "cand.parquet", (vectors + rng.normal(0, 1e-7, vectors.shape)).astype(np.float32), nq)
     first = _compare(base, cand)
     assert (first["evidence"]["topk"]["certified"], first["evidence"]["topk"]["scored_exactly"]) == (0, nq)
+    assert not cache.exists()  # the judge files nothing
+    assert file_certificates(base) == [(MODEL, nq)]
     (filed,) = list((cache / "topk-certificates").glob("*/*.npy"))
     second = _compare(base, cand)
     assert second["evidence"]["topk"]["certified"] >= nq - 3
     assert second["metrics"] == first["metrics"] and second["status"] == first["status"]
-    filed.write_bytes(filed.read_bytes()[:100])  # corrupt: ignored, every query scored, rebuilt
+    filed.write_bytes(filed.read_bytes()[:100])  # corrupt: ignored, every query scored
     third = _compare(base, cand)
     assert third["evidence"]["topk"]["certified"] == 0 and third["metrics"] == first["metrics"]
+    file_certificates(base)
     assert _compare(base, cand)["evidence"]["topk"]["certified"] >= nq - 3
     # the baseline replaced by another (same path and size, documents a hair apart): the old certificate would
-    # still certify nearly every query, but it describes other content and must not be used
+    # still certify nearly every query; wherever it is found, its scores are not the baseline's and it is not used
+    old = filed.read_bytes()
     moved = vectors.copy()
     moved[:-nq] += rng.normal(0, 1e-7, moved[:-nq].shape).astype(np.float32)
     _write(base, moved, nq)
+    for where in {filed, *cache.glob("topk-certificates/*/*.npy")}:
+        where.write_bytes(old)  # even filed under the new file's key
     changed = _compare(base, cand)
     assert changed["evidence"]["topk"]["certified"] == 0
     q, d = slice(len(moved) - nq, None), slice(0, len(moved) - nq)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
+import oracles
 import pyarrow.parquet as pq
 import pytest
 
@@ -29,6 +30,7 @@ from harness.compare.comparator import compare_files
 from harness.compare.kinds.common import share, significant
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.compare.policy import Tolerance, load_policy
+from harness.results import normalize
 from harness.results import ModelRows, ResultsFile, ResultsWriter
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
 from harness.compare.verdict import Status
@@ -58,9 +60,9 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
     assert not len(only_b) and not len(only_c)
     ids, roles, bv, cv = b_ids[bi], b_roles[bi], b_vec[bi].astype(np.float64), c_vec[ci].astype(np.float64)
     diff = np.abs(cv - bv)
-    stats = m.element_stats(bv, cv)
+    stats = oracles.element_stats(bv, cv)
     cosine = m.row_cosine(bv, cv)
-    per_row = m.row_max_abs(bv, cv)
+    per_row = oracles.row_max_abs(bv, cv)
     n_bad = int((diff > tol.atol + tol.rtol * np.abs(bv)).sum())
     nonzero = diff[diff > 0].ravel()
     counts, _ = np.histogram(np.clip(nonzero, EDGES[0], EDGES[-1]), bins=EDGES)
@@ -162,9 +164,12 @@ def _meta(dim: int) -> Dict[str, Any]:
     }
 
 
-def _write(path: Path, ids: np.ndarray, roles: np.ndarray, vectors: np.ndarray, chunk: int = 30_000) -> Path:
-    """Written in chunks through ResultsWriter, which cuts full row groups of ROW_GROUP_ROWS."""
-    with ResultsWriter(path, _meta(vectors.shape[1]), vector_width=vectors.shape[1] * 4, unique_ids=False) as writer:
+def _write(path: Path, ids: np.ndarray, roles: np.ndarray, vectors: np.ndarray, chunk: int = 30_000,
+           canonical: bool = True) -> Path:
+    """Written in chunks through ResultsWriter, which cuts full row groups of ROW_GROUP_ROWS (``canonical=False``:
+    rows in the order given, as older versions and other tools wrote them)."""
+    with ResultsWriter(path, _meta(vectors.shape[1]), vector_width=vectors.shape[1] * 4, unique_ids=False,
+                       canonical=canonical) as writer:
         for s in range(0, len(ids), chunk):
             writer.write(ModelRows(SYN, "embed", list(ids[s : s + chunk]), roles=list(roles[s : s + chunk]),
                                    vectors=vectors[s : s + chunk]))
@@ -216,10 +221,11 @@ def test_ids_in_another_order_match_the_reference(synthetic: Dict[str, Any], tmp
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     order = np.random.default_rng(1).permutation(len(synthetic["ids"]))
     s = synthetic
-    shuffled = _write(tmp_path / "shuffled.parquet", s["ids"][order], s["roles"][order], s["cand"][order])
-    assert_same(s["base_path"], shuffled, SYN)  # realigned in memory
-    monkeypatch.setattr(streaming, "ALIGN_IN_MEMORY_BYTES", 0)
-    assert_same(s["base_path"], shuffled, SYN)  # realigned through a temporary file
+    shuffled = _write(tmp_path / "shuffled.parquet", s["ids"][order], s["roles"][order], s["cand"][order],
+                      canonical=False)
+    assert_same(s["base_path"], shuffled, SYN)  # normalized on open, the model read whole
+    monkeypatch.setattr(normalize, "IN_MEMORY_BYTES", 0)
+    assert_same(s["base_path"], shuffled, SYN)  # normalized a row group at a time
     # and the other way round: the baseline is the shuffled one
     assert_same(shuffled, s["cand_path"], SYN)
 
@@ -267,9 +273,11 @@ def test_nan_is_refused_naming_the_first_text_in_file_order(synthetic: Dict[str,
         monkeypatch.setattr(streaming, "COMPARE_THREADS", threads)
         with pytest.raises(ResultsFileError, match=r"non-finite vector values in 3 row\(s\) \(first: 'id-000003'\)"):
             compare_files(s["base_path"], bad)
-    order = np.arange(len(cand))[::-1]  # candidate in reverse order: its first bad row is id-150000
-    reversed_bad = _write(tmp_path / "nan-rev.parquet", s["ids"][order], s["roles"][order], cand[order])
-    with pytest.raises(ResultsFileError, match=r"in 3 row\(s\) \(first: 'id-150000'\)"):
+    # a candidate in reverse order (an old-style file) is normalized when opened: its first bad row in the
+    # canonical order it is read in is id-000003 (before canonical order the realigned file named id-150000)
+    order = np.arange(len(cand))[::-1]
+    reversed_bad = _write(tmp_path / "nan-rev.parquet", s["ids"][order], s["roles"][order], cand[order], canonical=False)
+    with pytest.raises(ResultsFileError, match=f"{reversed_bad}: .* in 3 row\\(s\\) \\(first: 'id-000003'\\)"):
         compare_files(s["base_path"], reversed_bad)
     # the baseline's NaN is reported before anything about the candidate
     with pytest.raises(ResultsFileError, match=f"{bad}.*non-finite"):
@@ -314,7 +322,7 @@ def test_duplicates_and_missing_ids(synthetic: Dict[str, Any], tmp_path: Path) -
         compare_files(s["base_path"], dup)
     ids = s["ids"].copy()
     ids[[5, 199_999]] = ["zz-new", "aa-new"]
-    other = _write(tmp_path / "other.parquet", ids, s["roles"], s["cand"])
+    other = _write(tmp_path / "other.parquet", ids, s["roles"], s["cand"], canonical=False)  # another tool's file
     with pytest.raises(IncompatibleInputs, match=r"ids differ from the baseline's.*2 missing \(e\.g\. id-000005, "
                                                   r"id-199999\), 2 extra \(e\.g\. aa-new, zz-new\)"):
         compare_files(s["base_path"], other)
@@ -370,9 +378,9 @@ def test_writer_cuts_full_row_groups_and_never_mixes_models(tmp_path: Path, monk
     path = tmp_path / "chunked.parquet"
     with ResultsWriter(path, meta, vector_width=12) as writer:
         for s in range(0, 250, 37):
-            writer.write(ModelRows("a", "embed", [f"a{i}" for i in range(s, min(250, s + 37))],
+            writer.write(ModelRows("a", "embed", [f"a{i:03d}" for i in range(s, min(250, s + 37))],
                                    roles=["document"] * len(range(s, min(250, s + 37))), vectors=va[s : s + 37]))
-        writer.write(ModelRows("b", "embed", [f"b{i}" for i in range(130)], roles=["query"] * 130, vectors=vb))
+        writer.write(ModelRows("b", "embed", [f"b{i:03d}" for i in range(130)], roles=["query"] * 130, vectors=vb))
     file = pq.ParquetFile(path)
     sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
     assert sizes == [100, 100, 50, 100, 30]

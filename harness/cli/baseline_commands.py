@@ -45,7 +45,7 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
 def _file_certificates(target: Path) -> None:
     """The new baseline's top-k certificates, so that the first comparison against it is the certified one."""
     from harness.cli.compare_progress import showing_progress
-    from harness.compare.prepare import file_certificates
+    from harness.compare.certify import file_certificates
 
     try:
         with showing_progress():
@@ -65,6 +65,26 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
     prov = create_baseline(args.source, target, reason=args.reason, action="update")
     print(f"baseline {target} updated (previous kept as {prov['previous_file']})")
     _file_certificates(target)
+    return ExitCode.OK
+
+
+def cmd_baseline_certify(args: argparse.Namespace) -> int:
+    """File (or refile) a baseline's top-k certificates: the explicit step comparisons read them from."""
+    from harness.baselines import baseline_path
+    from harness.cli.compare_progress import showing_progress
+    from harness.compare.certify import file_certificates
+    from harness.compare.policy import load_policy
+    from harness.errors import BaselineMissing
+
+    target = baseline_path(args.name, args.dir)
+    if not target.is_file():
+        raise BaselineMissing(f"{target}: no such baseline")
+    with showing_progress():
+        filed = file_certificates(target, load_policy(args.policy))
+    for model_id, queries in filed:
+        print(f"top-k certificate filed for {model_id} ({queries:,} queries)")
+    if not filed:
+        print(f"{target}: no bi-encoder large enough to need a top-k certificate")
     return ExitCode.OK
 
 
@@ -155,6 +175,11 @@ def register(sub: Any) -> None:
     update.add_argument("--reason", required=True)
     update.add_argument("--dir", type=Path)
     update.set_defaults(func=cmd_baseline_update)
+    certify = bsub.add_parser("certify", help="file a baseline's top-k certificates (large retrieval comparisons)")
+    certify.add_argument("name", help="baseline name or .parquet path")
+    certify.add_argument("--dir", type=Path, help="baseline directory for names (default: fixtures/baselines)")
+    certify.add_argument("--policy", type=Path, help="tolerance policy TOML (its class for the baseline gives k)")
+    certify.set_defaults(func=cmd_baseline_certify)
     lst = bsub.add_parser("list", help="list baselines")
     lst.add_argument("--dir", type=Path)
     lst.set_defaults(func=cmd_baseline_list)

@@ -1,46 +1,42 @@
-"""The baseline's exact top-(k+1) per query, kept beside the harness's cache so that later comparisons against
-the same baseline can prove top-k agreement instead of scoring every query against every document
-(``harness.compare.stats.certify``).
+"""The baseline's exact top-(k+1+EXTRA) per query, filed by an explicit step (``harness baseline certify``, and
+``harness baseline create/update``: ``harness.compare.certify``) so that comparisons against that baseline can prove
+top-k agreement instead of scoring every query against every document (``harness.compare.stats.certify``).
 
-A certificate is keyed by the baseline file's content hash (SHA-256 of its bytes), the model and k:
-``<cache_dir>/topk-certificates/<sha256>/<sha256 of model id>-k<k>.v2.npy``, written atomically. It is one
-``.npy`` array of records (query position, W document positions, W scores), written and read a query batch at a
-time (``CertificateWriter``, ``CertificateFile.rows``): memory follows the comparison's query batches, never the
-number of queries. Hashing a 1.5 GB file costs seconds, so an index entry per file path remembers the hash with
-the file's stat signature (size, mtime, ctime, inode, device), as git's index does; it is trusted only when the
-signature is unchanged and the file was last changed well before it was hashed (a change within the same clock
-tick would keep the signature). Otherwise the file is hashed again in a background thread while the comparison
-streams, and a certificate used meanwhile counts only if the hash it was filed under is confirmed
-(``Lookup.confirmed``); if not, the comparison scores every query exactly. A certificate that does not match what
-it should describe (queries, documents, shapes, sorted finite scores) is ignored and rebuilt: a cache is never
-trusted over the data.
+The judge never files or looks up a certificate: the comparator reads the one filed for a baseline (``find``) and
+hands it to the judge as a hint; without one the judge scores every query exactly (same verdict, slower).
 
-``HARNESS_TOPK_CERTIFICATES=0`` turns it off; comparisons under ``CERTIFY_MIN_PAIRS`` query-document pairs
-never use it (scoring them exactly is cheap).
+A certificate is keyed by the baseline's identity (``identity``: SHA-256 of the file's size and parquet footer, a few
+KB read: the footer holds every row group's offsets, sizes and column statistics and the ``harness`` metadata with
+its creation time, so any rewrite of the file gives another key), the model and k:
+``<cache_dir>/topk-certificates/<identity>/<sha256 of model id>-k<k>.v3.npy``, written atomically, one ``.npy``
+array of records (query position, W document positions, W scores), read a query batch at a time
+(``CertificateFile.rows``). Nothing hashes the whole baseline. A certificate is also checked against the data
+while the comparison streams: a query whose W documents' baseline scores are not the certificate's is scored
+exactly (``CertifyStream.certified``), and one that does not describe these queries and documents (shapes,
+positions, sorted finite scores) is not used: a cache is never trusted over the data.
+
+``HARNESS_TOPK_CERTIFICATES=0`` turns the lookup off; comparisons under ``CERTIFY_MIN_PAIRS`` query-document
+pairs never use one (scoring them exactly is cheap).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from harness.config.environment import setting
-from harness.fsio import atomic_output, write_text
+from harness.fsio import atomic_output
 from harness.paths import cache_dir
 
-__all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "CertificateFile", "CertificateWriter", "Lookup", "enabled",
+__all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "CertificateFile", "enabled", "find", "identity", "save",
            "width"]
 
-FORMAT = 2
+FORMAT = 3
 #: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is
 #: still decided from the certificate when its k-th clears the last of these (by both sides' exact scores of
 #: these documents alone, gathered as they stream by)
@@ -52,8 +48,6 @@ def width(k: int, documents: int) -> int:
     return min(int(k) + 1 + EXTRA, int(documents))
 #: below this many query x document pairs the exact top-k is cheap (100 queries x 500k documents: ~0.4 s)
 CERTIFY_MIN_PAIRS = int(setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS"))
-#: a stat signature is trusted only if the file's last change is this long before the hash was taken
-RACY_NS = 2_000_000_000
 
 
 def enabled(queries: int, documents: int, path: Any) -> bool:
@@ -148,150 +142,44 @@ def _plausible(positions: np.ndarray, scores: np.ndarray, documents: np.ndarray)
     return not (np.diff(np.sort(positions, axis=1), axis=1) == 0).any()
 
 
-class CertificateWriter:
-    """Writes a certificate a query batch at a time (``append``, in query order) into a temporary file that
-    replaces the filed one only when every query was written and the comparison did not fail; a cache write that
-    fails is dropped, never a comparison error."""
-
-    def __init__(self, target: Path, queries: np.ndarray, width: int) -> None:
-        self.queries, self.width, self.written = np.asarray(queries, dtype=np.int64), int(width), 0
-        self.dtype = _records(self.width)
-        self._stack = contextlib.ExitStack()
-        self._handle: Optional[Any] = None
-        try:
-            tmp = self._stack.enter_context(atomic_output(target))
-            self._handle = self._stack.enter_context(open(tmp, "wb"))
-            np.lib.format.write_array_header_1_0(self._handle, {
-                "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                "shape": (len(self.queries),)})
-        except OSError:
-            self._drop()
-
-    def append(self, cert: Certificate) -> None:
-        if self._handle is None:
-            return
-        count = len(cert.positions)
-        records = np.empty(count, dtype=self.dtype)
-        records["query"] = self.queries[self.written : self.written + count]
-        records["positions"], records["scores"] = cert.positions, cert.scores
-        try:
-            records.tofile(self._handle)
-        except OSError:
-            self._drop()
-        self.written += count
-
-    def _drop(self) -> None:
-        self._handle = None
-        with contextlib.suppress(Exception):
-            self._stack.__exit__(OSError, OSError("dropped"), None)  # atomic_output removes the temporary file
-
-    def close(self, ok: bool) -> None:
-        """File it (``ok`` and complete) or drop it."""
-        if self._handle is None:
-            return
-        if not ok or self.written != len(self.queries):
-            self._drop()
-            return
-        self._handle = None
-        with contextlib.suppress(OSError):
-            self._stack.close()
-
-
-def _signature(path: Path) -> Dict[str, int]:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
-            "dev": st.st_dev}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def identity(path: Path) -> str:
+    """The baseline's key: SHA-256 of its size and parquet footer (the footer's length is in the last 8 bytes)."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - 8))
+        tail = handle.read(8)
+        length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
+        handle.seek(max(0, size - 8 - length))
+        footer = handle.read(length + 8)
+    return hashlib.sha256(str(size).encode() + b"\0" + footer).hexdigest()
 
 
-class Lookup:
-    """The certificate for one baseline file, model and k: ``certificate`` (None when there is none usable yet),
-    ``confirmed()`` (the baseline's content is the one it was filed under), ``save`` (after an exact pass)."""
+def location(path: Path, model_id: str, k: int, root: Optional[Path] = None) -> Path:
+    """Where the certificate of one baseline file, model and k is filed."""
+    model = hashlib.sha256(model_id.encode()).hexdigest()[:32]
+    return (root or cache_dir()) / "topk-certificates" / identity(path) / f"{model}-k{int(k)}.v{FORMAT}.npy"
 
-    def __init__(self, path: Path, model_id: str, k: int, root: Optional[Path] = None) -> None:
-        self.path, self.model_id, self.k = path, model_id, int(k)
-        self.root = (root or cache_dir()) / "topk-certificates"
-        self.index = self.root / "index" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest() + ".json")
-        self.certificate: Optional[CertificateFile] = None
-        self.filed_under: Optional[str] = None  # the content hash the loaded certificate was filed under
-        self._hash: Optional[str] = None
-        self._thread: Optional[threading.Thread] = None
-        self._hash_error: Optional[BaseException] = None
-        known = self._from_index()
-        if known is None:
-            self._thread = threading.Thread(target=self._hash_now, name="harness-compare-hash", daemon=True)
-            self._thread.start()
-        self._known = known
 
-    def _from_index(self) -> Optional[str]:
-        """The content hash remembered for this file's unchanged stat signature, or None (and the remembered hash,
-        trusted or not, in ``self._guess``)."""
-        self._guess: Optional[str] = None
-        try:
-            entry = json.loads(self.index.read_text(encoding="utf-8"))
-            self._guess = str(entry["sha256"])
-            signature = _signature(self.path)
-            if entry["signature"] == signature and signature["ctime_ns"] + RACY_NS < int(entry["hashed_at_ns"]):
-                return self._guess
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+def find(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray,
+         root: Optional[Path] = None) -> Optional[CertificateFile]:
+    """The certificate filed for this baseline, model and k if there is one that describes these query rows and
+    document rows; None otherwise (missing, unreadable, truncated, stale or turned off: the judge then scores)."""
+    n_docs = int(np.asarray(documents).sum())
+    if not enabled(len(queries), n_docs, path):
+        return None
+    try:
+        return CertificateFile.open(location(path, model_id, k, root), np.asarray(queries, dtype=np.int64), documents, k)
+    except Exception:  # noqa: BLE001 - a cache: anything wrong with it means no certificate
         return None
 
-    def _hash_now(self) -> None:
-        try:
-            started = time.time_ns()
-            before = _signature(self.path)
-            digest = _sha256(self.path)
-            if _signature(self.path) != before:
-                return  # changed while hashing: nothing is remembered, nothing confirmed
-            self._hash = digest
-            with contextlib.suppress(OSError):
-                write_text(self.index, json.dumps({"path": str(self.path.resolve()), "sha256": digest,
-                                                   "signature": before, "hashed_at_ns": started}))
-        except BaseException as err:  # noqa: BLE001 - an unreadable file just means no certificate
-            self._hash_error = err
 
-    def content_hash(self) -> Optional[str]:
-        """The baseline's content hash, waiting for the background hash if one runs (None if it failed)."""
-        if self._known is not None:
-            return self._known
-        if self._thread is not None:
-            self._thread.join()
-        return self._hash
-
-    def _file(self, digest: str) -> Path:
-        return self.root / digest / f"{hashlib.sha256(self.model_id.encode()).hexdigest()[:32]}-k{self.k}.v{FORMAT}.npy"
-
-    def load(self, queries: np.ndarray, documents: np.ndarray) -> Optional[CertificateFile]:
-        """The certificate filed under the known (or remembered) content hash, if it describes these queries and
-        documents; else None. Sets ``certificate``."""
-        digest = self._known or self._guess
-        if digest is None:
-            return None
-        try:
-            cert = CertificateFile.open(self._file(digest), np.asarray(queries, dtype=np.int64), documents, self.k)
-        except Exception:  # noqa: BLE001 - missing, truncated, corrupt or stale: ignored, rebuilt
-            cert = None
-        self.certificate, self.filed_under = cert, digest if cert is not None else None
-        return cert
-
-    def confirmed(self) -> bool:
-        """Whether the loaded certificate was filed under the baseline's actual content hash."""
-        return self.certificate is not None and self.content_hash() == self.filed_under
-
-    def filed(self) -> bool:
-        """Whether a certificate file exists under the baseline's content hash (not validated: ``load`` does)."""
-        digest = self.content_hash()
-        return digest is not None and self._file(digest).is_file()
-
-    def writer(self, queries: np.ndarray, width: int) -> Optional[CertificateWriter]:
-        """A writer filing a new certificate under the content hash (None when the file could not be hashed)."""
-        digest = self.content_hash()
-        return None if digest is None else CertificateWriter(self._file(digest), queries, width)
+def save(path: Path, model_id: str, k: int, queries: np.ndarray, cert: Certificate,
+         root: Optional[Path] = None) -> Path:
+    """File ``cert`` (the baseline's top ``width(k)`` per query, in the order of ``queries``), atomically."""
+    target = location(path, model_id, k, root)
+    records = np.empty(len(queries), dtype=_records(cert.width))
+    records["query"], records["positions"], records["scores"] = queries, cert.positions, cert.scores
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, records, allow_pickle=False)
+    return target

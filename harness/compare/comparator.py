@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from harness.compare import kinds, quantized
+from harness.compare import certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
 from harness.compare.policy import Policy, Tolerance, load_policy, select_class
@@ -166,7 +166,8 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance) 
     if quantized.is_quantized(info_b) or quantized.is_quantized(info_c):
         precision = kinds.file_precision(base, cand, model_id)
         return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id), precision)
-    return kinds.judge_embeddings(model_id, tol, kinds.FilePair(base, cand, model_id))
+    pair = kinds.FilePair(base, cand, model_id)
+    return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol))  # read here, not judged
 
 
 def compare_results(

@@ -9,17 +9,15 @@ are the accumulators of ``harness.compare.stats``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 __all__ = [
     "ElementStats",
-    "element_stats",
     "row_cosine",
     "cosine_matrix",
     "unit_rows",
-    "row_max_abs",
     "kendall_tau",
     "significant_swaps",
     "worst_swap",
@@ -28,7 +26,6 @@ __all__ = [
     "TopKAgreement",
     "HISTOGRAM_EDGES",
     "log_histogram",
-    "group_rows",
     "align",
     "REL_FLOOR",
     "PAIR_BLOCK",
@@ -50,27 +47,6 @@ class ElementStats:
     argmax_row: int
 
 
-def element_stats(baseline: np.ndarray, candidate: np.ndarray) -> ElementStats:
-    """Absolute and relative differences; relative is ``|d| / |baseline|`` (floored to avoid 0-division)."""
-    base = np.asarray(baseline, dtype=np.float64)
-    diff = np.abs(np.asarray(candidate, dtype=np.float64) - base)
-    if diff.size == 0:
-        return ElementStats(0, 0.0, 0.0, 0.0, 0.0, -1)
-    flat = diff.reshape(len(diff), -1) if diff.ndim > 1 else diff.reshape(-1, 1)
-    rel = diff / np.maximum(np.abs(base), REL_FLOOR)
-    return ElementStats(
-        count=int(diff.size),
-        max_abs=float(diff.max()),
-        mean_abs=float(diff.mean()),
-        p99_abs=float(np.percentile(diff, 99)),
-        max_rel=float(rel.max()),
-        argmax_row=int(np.argmax(flat.max(axis=1))),
-    )
-
-
-def row_max_abs(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Largest absolute element difference per row (per text), to name the worst texts."""
-    return np.abs(candidate.astype(np.float64) - baseline.astype(np.float64)).max(axis=1)
 
 
 def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -208,13 +184,6 @@ def topk_agreement_from_lists(top_b: np.ndarray, top_c: np.ndarray, base_of_cand
         raw_same_order=(top_b == top_c).all(axis=1),
     )
 
-
-def group_rows(keys: Sequence[str]) -> Dict[str, List[int]]:
-    """Row indices per key, in first-seen order."""
-    groups: Dict[str, List[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    return groups
 
 
 def align(base_ids: np.ndarray, cand_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

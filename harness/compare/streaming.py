@@ -9,23 +9,21 @@ few row groups whatever the file size. Only ids and roles are read whole (small 
    compute in parallel: numpy and pyarrow release the GIL), each with its own accumulators, merged by the caller
    (the threads themselves: ``harness.compare.workers``).
 
-Same item_id order on both sides (one runner, one corpus: the normal case) streams both files side by side, even
-when their row groups are cut differently. Another order realigns the candidate to the baseline's order: in
-memory up to ``ALIGN_IN_MEMORY_BYTES`` of candidate vectors, else through a temporary file of the candidate's
-vectors in baseline order (written once, read sequentially; needs that much free space in the temporary
-directory). Works for any stored vector dtype (float32/float16/float64 and the int8/uint8 of quantized runs).
+Results files are in canonical order (``harness.results.schema``; the comparator normalizes any other file when
+it opens it), so the two sides of a corpus line up row for row: both files are streamed side by side, even when
+their row groups are cut differently. Works for any stored vector dtype (float32/float16/float64 and the
+int8/uint8 of quantized runs).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +34,7 @@ from harness.config.environment import setting
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["COMPARE_THREADS", "ALIGN_IN_MEMORY_BYTES", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
+__all__ = ["COMPARE_THREADS", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
            "refuse_nonfinite", "row_group_pair_bytes", "stream"]
 
 
@@ -55,8 +53,6 @@ def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarr
 #: worker threads for the streamed comparison (``HARNESS_COMPARE_THREADS`` overrides; 1 = no threads). Two
 #: keep two cores busy; more need more cores, and each holds up to a row group pair (~0.2 GB at 384 dims).
 COMPARE_THREADS = int(setting("HARNESS_COMPARE_THREADS")) or min(2, os.cpu_count() or 1)
-#: a candidate whose ids are in another order is realigned in memory up to this many bytes of vectors
-ALIGN_IN_MEMORY_BYTES = 256 << 20
 
 
 @dataclass
@@ -68,12 +64,11 @@ class Plan:
     base_ids: pa.ChunkedArray  # baseline order; offenders are named from it by position
     queries: np.ndarray  # baseline positions of role "query"
     documents: np.ndarray  # bool per baseline position, role "document"
-    cand_pos: Optional[np.ndarray]  # candidate position of each baseline row; None: same order
 
 
 def _duplicates(ids: pa.ChunkedArray) -> List[str]:
-    """Ids that occur more than once, sorted. Strictly increasing ids (the runner writes the corpus in its
-    sorted file order) need one comparison pass; others a hash pass (~10x slower)."""
+    """Ids that occur more than once, sorted. Strictly increasing ids (canonical order) need one comparison
+    pass; others a hash pass (~10x slower)."""
     flat = single_chunk(ids)
     if len(flat) < 2 or pc.all(pc.greater(flat.slice(1), flat.slice(0, len(flat) - 1))).as_py():
         return []
@@ -119,34 +114,28 @@ def _scan_nonfinite(results: ResultsFile, model_id: str, ids: pa.ChunkedArray) -
 
 
 def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
-    """Ids pass: refuse broken inputs in the order the checks always ran, decide the alignment."""
+    """Ids pass: refuse broken inputs in the order the checks always ran. Both files are in canonical order, so
+    the same ids are the same order: anything else is a duplicate or an id on one side only."""
     cols = base.model_columns(model_id, ["item_id", "role"])
     b_ids, c_ids = cols["item_id"], cand.model_columns(model_id, ["item_id"])["item_id"]
     dup = _duplicates(b_ids)
     if dup:
         raise ResultsFileError(f"{base.path}: model '{model_id}' has duplicate id(s) {', '.join(dup[:3])}")
     same_order = b_ids.equals(c_ids)
-    c_dup = [] if same_order else _duplicates(c_ids)
     b_dim, c_dim = base.vector_spec(model_id)[0], cand.vector_spec(model_id)[0]
-    cand_pos = only_b = only_c = None
-    if not c_dup and not same_order:
-        c_flat = c_ids.combine_chunks()
-        b_flat = b_ids.combine_chunks()
-        in_cand = pc.is_in(b_flat, value_set=c_flat)
-        in_base = pc.is_in(c_flat, value_set=b_flat)
-        only_b = np.sort(arrow_to_numpy(b_flat.filter(pc.invert(in_cand))))
-        only_c = np.sort(arrow_to_numpy(c_flat.filter(pc.invert(in_base))))
-        if not len(only_b) and not len(only_c):
-            cand_pos = arrow_to_numpy(pc.index_in(b_flat, value_set=c_flat)).astype(np.int64)
-    missing = only_b is not None and (len(only_b) or len(only_c))
-    if c_dup or b_dim != c_dim or missing:
+    if not same_order or b_dim != c_dim:
+        c_dup = [] if same_order else _duplicates(c_ids)
         _scan_nonfinite(base, model_id, b_ids)
         if c_dup:
             raise ResultsFileError(f"{cand.path}: model '{model_id}' has duplicate id(s) {', '.join(c_dup[:3])}")
         _scan_nonfinite(cand, model_id, c_ids)
         if b_dim != c_dim:
             raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors have dim {c_dim}, baseline {b_dim}")
-        refuse_id_mismatch(model_id, only_b, only_c, cand.path)  # raises
+        c_flat, b_flat = c_ids.combine_chunks(), b_ids.combine_chunks()
+        only_b = np.sort(arrow_to_numpy(b_flat.filter(pc.invert(pc.is_in(b_flat, value_set=c_flat)))))
+        only_c = np.sort(arrow_to_numpy(c_flat.filter(pc.invert(pc.is_in(c_flat, value_set=b_flat)))))
+        refuse_id_mismatch(model_id, only_b, only_c, cand.path)
+        raise ResultsFileError(f"{cand.path}: model '{model_id}' rows are not in canonical order")  # normalized: never
     roles = cols["role"]
     return Plan(
         rows=len(b_ids),
@@ -154,7 +143,6 @@ def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
         base_ids=b_ids,
         queries=np.flatnonzero(_role_mask(roles, "query")),
         documents=_role_mask(roles, "document"),
-        cand_pos=cand_pos,
     )
 
 
@@ -247,69 +235,6 @@ def _pieces(count: int, pieces: int) -> List[Tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def _realigned_segments(base: ResultsFile, cand: ResultsFile, model_id: str, cand_pos: np.ndarray,
-                        pieces: int = 1, budget: Optional[Budget] = None) -> Iterator[Segment]:
-    """The baseline in file order, the candidate's rows put in the baseline's order (ids in another order)."""
-    dim, dtype = cand.vector_spec(model_id)
-    row_bytes = dim * dtype.itemsize
-    groups = base.model_row_groups(model_id)
-    if len(cand_pos) * row_bytes <= ALIGN_IN_MEMORY_BYTES:
-        whole = np.concatenate([cand.read_vectors(model_id, g) for g, _ in cand.model_row_groups(model_id)])
-        position = 0
-        for group, _ in groups:
-            rows = _read_counted(base, model_id, group, budget)
-            aligned = whole[cand_pos[position : position + len(rows)]]
-            for start, stop in _pieces(len(rows), pieces):
-                yield position + start, rows[start:stop], aligned[start:stop]
-            position += len(rows)
-        return
-    # Out of core, in two sequential passes (a bucket sort by baseline row group): each candidate row is
-    # appended to the region of the temporary file that covers its baseline row group, then each region is
-    # read back whole and put in order in memory. Memory: one row group; disk: the candidate's vectors.
-    starts = np.cumsum([0] + [count for _, count in groups])
-    target = np.empty(len(cand_pos), dtype=np.int64)
-    target[cand_pos] = np.arange(len(cand_pos), dtype=np.int64)  # baseline position of each candidate row
-    with tempfile.TemporaryFile(prefix="harness-realign-") as spill:
-        filled = starts[:-1].copy()  # next free row in each region
-        arrived: List[List[np.ndarray]] = [[] for _ in groups]  # baseline positions, in the order written
-        first = 0
-        for group, count in cand.model_row_groups(model_id):
-            rows = cand.read_vectors(model_id, group)
-            where = target[first : first + count]
-            bucket = np.searchsorted(starts, where, side="right") - 1
-            order = np.argsort(bucket, kind="stable")
-            cuts = np.searchsorted(bucket[order], np.arange(len(groups) + 1))
-            step = max(1, (8 << 20) // max(row_bytes, 1))
-            for b in np.flatnonzero(np.diff(cuts)):
-                pick = order[cuts[b] : cuts[b + 1]]
-                spill.seek(int(filled[b]) * row_bytes)
-                for first_row in range(0, len(pick), step):  # gathered and written 8 MiB at a time
-                    spill.write(memoryview(np.ascontiguousarray(rows[pick[first_row : first_row + step]])).cast("B"))
-                filled[b] += len(pick)
-                arrived[b].append(where[pick])
-            first += count
-        for b, (group, count) in enumerate(groups):
-            rows = _read_counted(base, model_id, group, budget)
-            where = np.concatenate(arrived[b]) - starts[b] if arrived[b] else np.zeros(0, np.int64)
-            ordered = np.empty((count, dim), dtype=dtype)
-            chunk = max(1, (8 << 20) // max(row_bytes, 1))  # read back in 8 MiB pieces, scattered into place
-            spill.seek(int(starts[b]) * row_bytes)
-            for first_row in range(0, count, chunk):
-                part = np.empty((min(chunk, count - first_row), dim), dtype=dtype)
-                _read_all(spill, memoryview(part).cast("B"))
-                ordered[where[first_row : first_row + len(part)]] = part
-            for start, stop in _pieces(count, pieces):
-                yield int(starts[b]) + start, rows[start:stop], ordered[start:stop]
-
-
-def _read_all(handle: Any, buffer: memoryview) -> None:
-    while len(buffer):
-        got = handle.readinto(buffer)
-        if not got:
-            raise ResultsFileError("realigning the candidate: temporary file ended early")
-        buffer = buffer[got:]
-
-
 def row_group_pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) -> int:
     """Bytes of the largest row group of each side, together (what one budget token stands for)."""
     total = 0
@@ -331,11 +256,8 @@ def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
     of rows."""
     held = max(0, int(held_bytes))
     budget = Budget(pairs_in_flight(row_group_pair_bytes(base, cand, model_id), held)) if len(workers) > 1 else None
-    segments: Iterator[Segment] = (
-        _same_order_segments(base, cand, model_id, len(workers), budget, parallel_reads=budget is not None)
-        if layout.cand_pos is None
-        else _realigned_segments(base, cand, model_id, layout.cand_pos, len(workers), budget)
-    )
+    segments: Iterator[Segment] = _same_order_segments(base, cand, model_id, len(workers), budget,
+                                                       parallel_reads=budget is not None)
     if budget is not None:
         segments = Prefetch(segments, depth=len(workers), stop=budget.abandoned)
     if on_rows is not None:  # each segment's rows reported once its worker is done with them

@@ -56,12 +56,14 @@ class ResultsFile:
     the usual credentials in the environment.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]") -> None:
+    def __init__(self, path: "str | os.PathLike[str]", *, shown: "Optional[Union[Path, str]]" = None) -> None:
         self.path: Union[Path, str]
         try:
             self.path, self._fs, inner = storage.locate(path)
         except StorageError as err:
             raise ResultsFileError(str(err)) from None
+        if shown is not None:  # a normalized copy (``harness.results.normalize``) names the file it was made from
+            self.path = shown
         if self._fs is None:
             if not Path(inner).is_file():
                 raise ResultsFileError(f"{self.path}: no such file")
@@ -103,7 +105,8 @@ class ResultsFile:
         if self.meta.get("baseline") is not None:
             Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
         self._pure: Dict[int, str] = {}
-        self._groups = self._index_row_groups()
+        self._indexed = self._index_row_groups()
+        self._checked_order = False  # normalized (``harness.results.normalize``) on the first read of rows
 
     # -- metadata -------------------------------------------------------------------------------------------
 
@@ -166,6 +169,11 @@ class ResultsFile:
         return value
 
     @property
+    def stored_models(self) -> List[str]:
+        """The models that have rows, in the order their rows are stored."""
+        return list(self._groups)
+
+    @property
     def num_rows(self) -> int:
         return int(self._file.metadata.num_rows)
 
@@ -174,8 +182,23 @@ class ResultsFile:
         """The file's arrow schema, its ``harness`` metadata included."""
         return self._file.schema_arrow
 
+    @property
+    def _groups(self) -> Dict[str, List[int]]:
+        """Model id -> its row groups; on first use, a file not in canonical order (older versions, other tools)
+        is replaced by its canonical copy (``harness.results.normalize``), read from then on."""
+        if not self._checked_order:
+            from harness.results.normalize import canonical_copy  # it reads through this module
+
+            self._checked_order = True  # the check itself reads rows through here
+            copy = canonical_copy(self)
+            if copy is not None:
+                self._file, self._pure = copy, {}
+                self._indexed = self._index_row_groups()
+        return self._indexed
+
     def iter_row_groups(self) -> Iterator[pa.Table]:
         """Every row group whole (all columns), in file order: what a rewrite copies."""
+        self._groups  # noqa: B018 - in canonical order first
         for i in range(self._file.num_row_groups):
             yield self._read_group(i, list(self._file.schema_arrow.names))
 

@@ -5,6 +5,12 @@ A results file is one parquet file per run, long format:
 * one ``task="embed"`` row per text per bi-encoder, the vector in ``vector``;
 * one ``task="rerank"`` row per (query, candidate) pair per cross-encoder, with ``score`` and ``rank``.
 
+Rows are in one canonical order, so that two files of one corpus line up row for row and the comparator streams
+them side by side: each model's rows together, a bi-encoder's by ``item_id``, a cross-encoder's by ``query_id``
+then ``passage_id``, strings compared as UTF-8 bytes (code point order: Python's and arrow's). The writer sorts;
+the reader checks it in one vectorized pass over the ids (``in_canonical_order``) and normalizes a file that is not
+(older versions, other tools) once, when it is opened for a comparison (``harness.results.normalize``).
+
 The vector column is ``fixed_size_binary`` holding raw little-endian values (float32 unless the model's
 metadata says otherwise). A ``fixed_size_list<float32>`` column decodes 3-7x slower in pyarrow because parquet
 stores a repetition level per element (measured, see ``benchmarks/``), so the raw layout is what lets the
@@ -25,6 +31,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -34,6 +41,8 @@ __all__ = [
     "ROLES",
     "ModelRows",
     "arrow_schema",
+    "canonical_order",
+    "in_canonical_order",
     "metadata_bytes",
     "pair_item_id",
     "split_pair_item_id",
@@ -103,6 +112,40 @@ def arrow_schema(vector_width: int) -> pa.Schema:
             pa.field("rank", pa.int32()),
         ]
     )
+
+
+def _sort_keys(task: str) -> List[Tuple[str, str]]:
+    keys = ["item_id"] if task == "embed" else ["query_id", "passage_id"]
+    return [(k, "ascending") for k in keys]
+
+
+def canonical_order(table: pa.Table, task: str) -> Optional[pa.Array]:
+    """Indices that put one model's rows of ``table`` in canonical order (stable), or None when they already are
+    (non-strictly: duplicates stay where they are, next to each other)."""
+    if _ordered(table, task, strict=False):
+        return None
+    return pc.sort_indices(table, sort_keys=_sort_keys(task))
+
+
+def _ordered(table: pa.Table, task: str, strict: bool) -> bool:
+    n = table.num_rows
+    if n < 2:
+        return True
+    later = {k: table.column(k).slice(1) for k, _ in _sort_keys(task)}
+    earlier = {k: table.column(k).slice(0, n - 1) for k, _ in _sort_keys(task)}
+    compare = pc.greater if strict else pc.greater_equal
+    if task == "embed":
+        ok = compare(later["item_id"], earlier["item_id"])
+    else:
+        q1, q0, p1, p0 = later["query_id"], earlier["query_id"], later["passage_id"], earlier["passage_id"]
+        ok = pc.or_(pc.greater(q1, q0), pc.and_(pc.equal(q1, q0), compare(p1, p0)))
+    return pc.all(ok, skip_nulls=False).as_py() is True  # a null id is out of order (fill_null imports pandas)
+
+
+def in_canonical_order(table: pa.Table, task: str) -> bool:
+    """Whether one model's rows (the key columns of ``table``: ``item_id``, or ``query_id`` and ``passage_id``) are
+    strictly in canonical order: sorted and no key twice. One vectorized comparison of neighbours."""
+    return _ordered(table, task, strict=True)
 
 
 def metadata_bytes(metadata: Mapping[str, Any], *, rewrite: bool = False) -> bytes:

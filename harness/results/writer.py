@@ -14,34 +14,21 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError
-from harness.fsio import atomic_output
 from harness.results import schema
 from harness.results.reader import ResultsFile, single_chunk
-from harness.results.schema import METADATA_KEY, ModelRows, arrow_schema, metadata_bytes
+from harness.results.normalize import parquet_writer
+from harness.results.schema import METADATA_KEY, ModelRows, arrow_schema, canonical_order, metadata_bytes
 
 __all__ = ["ResultsWriter", "write_results", "rewrite_metadata", "rewrite_model"]
 
 Source = Union[ResultsFile, str, "os.PathLike[str]"]
-
-
-@contextlib.contextmanager
-def _parquet_writer(path: Path, file_schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A parquet writer onto a temp file that becomes ``path`` when the block succeeds."""
-    with atomic_output(path) as tmp, pq.ParquetWriter(
-        str(tmp),
-        file_schema,
-        compression="none",  # float32 noise does not compress; snappy only costs decode time
-        use_dictionary=["model_id", "task", "role"],
-        write_page_checksum=True,  # a flipped byte in a vector page must read as corruption, not drift
-    ) as writer:
-        yield writer
 
 
 def _vector_bytes(vectors: np.ndarray, width: int) -> pa.Array:
@@ -107,6 +94,7 @@ def _encodes(text: str) -> bool:
 
 def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Table:
     n = len(rows.item_ids)
+    item_ids = _strings(rows.item_ids, rows.model_id, "item_id")  # the id named first when a string is bad
     nulls_str = pa.nulls(n, pa.string())
     if rows.task == "embed":
         assert rows.vectors is not None and len(rows.vectors) == n
@@ -131,7 +119,7 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
             "model_id": pa.array([rows.model_id] * n, pa.string()),
             "task": pa.array([rows.task] * n, pa.string()),
             "role": pa.array(list(rows.roles) if rows.task == "embed" else ["pair"] * n, pa.string()),
-            "item_id": _strings(rows.item_ids, rows.model_id, "item_id"),
+            "item_id": item_ids,
             **columns,
         },
         schema=file_schema,
@@ -147,7 +135,12 @@ class ResultsWriter:
     full row groups of ``ROW_GROUP_ROWS`` rows, and a row group never mixes models, so a model's rows may
     arrive in any number of ``write`` calls; the file appears at ``path`` only when the ``with`` block
     succeeds. A model's item ids must be unique (the comparator aligns rows by them): a duplicate is a
-    ``ResultsFileError`` and no file (``unique_ids=False`` lets tests make such broken files on purpose)::
+    ``ResultsFileError`` and no file (``unique_ids=False`` lets tests make such broken files on purpose).
+
+    Rows are written in the canonical order (``schema``): each ``write`` call's rows are sorted, and a model's
+    chunks must come in that order (a chunk starting before the previous one ended is a ``ValueError``: a file
+    larger than memory is not sorted here). ``canonical=False`` writes rows as given: only for tests that make
+    files the way older versions and other tools did::
 
         with ResultsWriter(path, metadata, vector_width=384 * 4) as writer:
             for chunk in chunks:
@@ -155,8 +148,10 @@ class ResultsWriter:
     """
 
     def __init__(self, path: "str | os.PathLike[str]", metadata: Mapping[str, Any], vector_width: int, *,
-                 unique_ids: bool = True) -> None:
+                 unique_ids: bool = True, canonical: bool = True) -> None:
         self.path = Path(path)
+        self.canonical = canonical
+        self._last_key: Dict[str, Any] = {}
         self.width = max(int(vector_width), 1)
         self.schema = arrow_schema(self.width).with_metadata({METADATA_KEY: metadata_bytes(metadata)})
         self._stack: Optional[contextlib.ExitStack] = None
@@ -168,7 +163,7 @@ class ResultsWriter:
 
     def __enter__(self) -> "ResultsWriter":
         with contextlib.ExitStack() as stack:
-            self._writer = stack.enter_context(_parquet_writer(self.path, self.schema))
+            self._writer = stack.enter_context(parquet_writer(self.path, self.schema))
             self._stack = stack.pop_all()
         return self
 
@@ -191,12 +186,28 @@ class ResultsWriter:
             table = _model_table(rows, self.schema, self.width)
         except ResultsFileError as err:
             raise ResultsFileError(f"{self.path}: {err} (nothing was written)") from None
+        if self.canonical:
+            table = self._in_order(rows, table)
         if rows.model_id != self._pending_model:
             self._flush(everything=True)
             self._pending_model = rows.model_id
         self._pending.append(table)
         self._pending_rows += len(rows.item_ids)
         self._flush(everything=False)
+
+    def _in_order(self, rows: ModelRows, table: pa.Table) -> pa.Table:
+        """``table`` sorted in canonical order, after the model's previous chunk (else a ``ValueError``)."""
+        order = canonical_order(table, rows.task)
+        if order is not None:
+            table = table.take(order)
+        names = ["item_id"] if rows.task == "embed" else ["query_id", "passage_id"]
+        first = tuple(table.column(n)[0].as_py() for n in names)
+        last = self._last_key.get(rows.model_id)
+        if last is not None and first < last:
+            raise ValueError(f"{self.path}: model '{rows.model_id}': a chunk starts at {_short(str(first))}, before the "
+                             f"previous chunk's end {_short(str(last))}: write a model's chunks in canonical order")
+        self._last_key[rows.model_id] = tuple(table.column(n)[len(table) - 1].as_py() for n in names)
+        return table
 
     def _flush(self, everything: bool) -> None:
         """Write the buffered rows as full row groups (all of them, the last one short, when ``everything``)."""
@@ -228,11 +239,13 @@ class ResultsWriter:
 
 
 def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], metadata: Mapping[str, Any], *,
-                  unique_ids: bool = True) -> Path:
-    """Write one results file atomically; ``metadata`` becomes the ``harness`` JSON in the schema metadata.
-    ``unique_ids=False`` lets duplicate item ids through: only for tests that make broken files on purpose."""
+                  unique_ids: bool = True, canonical: bool = True) -> Path:
+    """Write one results file atomically, in canonical order; ``metadata`` becomes the ``harness`` JSON in the
+    schema metadata. ``unique_ids=False`` lets duplicate item ids through and ``canonical=False`` keeps the rows'
+    order: only for tests that make broken or old-style files on purpose."""
     widths = [r.vectors.shape[1] * r.vectors.dtype.itemsize for r in rows if r.vectors is not None]
-    with ResultsWriter(path, metadata, vector_width=max(widths, default=4), unique_ids=unique_ids) as writer:
+    with ResultsWriter(path, metadata, vector_width=max(widths, default=4), unique_ids=unique_ids,
+                       canonical=canonical) as writer:
         for model_rows in rows:
             writer.write(model_rows)
     return Path(path)
@@ -246,7 +259,8 @@ def _open(source: Source) -> ResultsFile:
 
 
 def rewrite_metadata(source: Source, target: "str | os.PathLike[str]", metadata: Mapping[str, Any]) -> Path:
-    """Copy a results file to ``target`` under new ``harness`` metadata (the rows untouched), atomically.
+    """Copy a results file to ``target`` under new ``harness`` metadata, atomically, its rows in canonical order
+    (how a baseline is normalized once: ``harness.results.normalize``).
 
     Page checksums are written, as for every results file: a baseline lives for years, and bit rot must read
     as a broken file, never as model drift.
@@ -254,12 +268,9 @@ def rewrite_metadata(source: Source, target: "str | os.PathLike[str]", metadata:
     Raises:
         ResultsFileError: ``source`` is not a readable results file (nothing is written then).
     """
-    results = _open(source)
-    file_schema = results.arrow_schema.with_metadata({METADATA_KEY: metadata_bytes(metadata, rewrite=True)})
-    with _parquet_writer(Path(target), file_schema) as writer:
-        for table in results.iter_row_groups():
-            writer.write_table(table.cast(file_schema))
-    return Path(target)
+    from harness.results.normalize import write_canonical
+
+    return write_canonical(_open(source), target, metadata)
 
 
 def _replace_vectors(column: pa.Array, rows: np.ndarray, values: np.ndarray, dtype: np.dtype) -> pa.Array:
@@ -300,7 +311,7 @@ def rewrite_model(
     file_schema = results.arrow_schema.with_metadata({METADATA_KEY: metadata_bytes(meta, rewrite=True)})
     dtype = results.vector_spec(model_id)[1] if vectors is not None else np.dtype("<f4")
     done = 0
-    with _parquet_writer(Path(target), file_schema) as writer:
+    with parquet_writer(Path(target), file_schema) as writer:
         for table in results.iter_row_groups():
             rows = np.flatnonzero(np.asarray(table.column("model_id").to_pylist(), dtype=object) == model_id)
             end = done + len(rows)

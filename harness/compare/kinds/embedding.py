@@ -12,10 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from harness.compare.certificate import Certificate
 from harness.compare.kinds.common import (NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant,
                                           topk_checks)
-from harness.compare.kinds.retrieval import Retrieval
+from harness.compare.kinds.retrieval import Retrieval, Source
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.streaming import ZERO_VECTORS
 from harness.compare.metrics import TopKAgreement
@@ -56,12 +55,13 @@ class _Worker:
 
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
-                     certificate: Optional[Certificate] = None) -> ModelVerdict:
+                     certificate: Optional[Source] = None) -> ModelVerdict:
     """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
-    ``certificate``: the baseline's top-(k+1) (else a results file's is looked up in the cache)."""
+    ``certificate``: a hint, the baseline's top ``width(k)`` per query (``harness.compare.certificate``): most
+    queries are then decided without scoring every document; the verdict is the same without it."""
     dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
     k = retrieval_k(pair, tol.topk)
-    retrieval = Retrieval(pair, k, tol.tie_tolerance, model_id, certificate) if k is not None else None
+    retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate) if k is not None else None
     workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
     pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
               what=retrieval.pass_name(0) if retrieval is not None else "")

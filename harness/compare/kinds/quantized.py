@@ -61,7 +61,7 @@ class _Worker:
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
     """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
     k = retrieval_k(pair, tol.topk)
-    retrieval = (Retrieval(pair, k, tol.tie_tolerance, model_id,
+    retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
     workers = [_Worker(pair, tol, precision, retrieval) for _ in range(max(1, pair.threads))]
     pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,

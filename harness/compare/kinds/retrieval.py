@@ -11,8 +11,9 @@ Which queries of a batch are scored against every document in the stream is deci
 certificate's scores and the queries' own moves (the documents are not read yet: their moves are guessed from the
 queries'); the proof is checked after it with the documents' real moves. A query the guess missed is scored in
 one more pass over the files (only such queries), so the verdict is exact either way; the guess only decides
-whether that pass runs. A certificate whose baseline content is not confirmed is not used: every query is
-scored exactly then, and the certificate rebuilt (written a batch at a time, filed when all are done).
+whether that pass runs. The certificate is a hint the caller hands in (read by the comparator, filed by
+``harness.compare.certify``); nothing here reads or writes files. ``collect`` keeps the baseline's top documents of
+every exact pass: how the certifying step builds a certificate with this same code.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable, List, Optional, Tuple, Union
 import numpy as np
 
 from harness.compare import certificate as certs
-from harness.compare.kinds.source import EmbeddingPair, FilePair
+from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
 from harness.compare.stats import TopKStream
 from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
@@ -35,6 +36,7 @@ __all__ = ["Retrieval", "query_bytes"]
 #: the certificate's position and score, both sides' gathered scores and the sorted request arrays
 STATE_BYTES_PER_KEPT = 64
 
+#: a certificate in memory, or a filed one read a query batch at a time
 Source = Union[certs.Certificate, certs.CertificateFile]
 
 
@@ -104,20 +106,14 @@ class Retrieval:
     batch; ``held_bytes`` is what that batch holds), then ``finish(merged)`` runs the other batches and gives
     the agreement over all queries and how many were certified / scored exactly."""
 
-    def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, model_id: str = "",
-                 certificate: Optional[certs.Certificate] = None, scoring: Scoring = None) -> None:
+    def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, certificate: Optional[Source] = None,
+                 scoring: Scoring = None, collect: bool = False) -> None:
         self.pair, self.k, self.tie, self.scoring = pair, int(k), float(tie_tolerance), scoring
         nq, self.n_docs = len(pair.queries), int(pair.documents.sum())
         self.keep = certs.width(self.k, self.n_docs)
-        self.lookup: Optional[certs.Lookup] = None
-        source: Optional[Source] = certificate
-        certifying = scoring is None  # quantized rows: exact passes only
-        if certificate is None and certifying and isinstance(pair, FilePair) and certs.enabled(nq, self.n_docs,
-                                                                                                pair.base.path):
-            self.lookup = certs.Lookup(pair.base.path, model_id, self.k)
-            source = self.lookup.load(pair.queries, pair.documents)
-        self.source = source
-        self.rebuild = self.lookup is not None and source is None  # file the exact passes' top-(k+1)
+        self.source: Optional[Source] = certificate if scoring is None else None  # quantized rows: exact only
+        self.collect = collect and scoring is None  # keep the baseline's top ``keep`` of every exact pass
+        self.collected: List[certs.Certificate] = []
         self.query_bytes = query_bytes(pair, self.keep, scoring)
         size = queries_per_pass(self.query_bytes, pair.segment_bytes)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
@@ -141,7 +137,7 @@ class Retrieval:
     def pass_name(self, index: int) -> str:
         """How the progress reports name the pass of batch ``index``."""
         nq, (start, stop) = len(self.pair.queries), self.batches[index]
-        how = ("scored exactly, filing the certificate" if self.rebuild
+        how = ("scored exactly, keeping the certificate" if self.collect
                else "certified" if self.source is not None else "scored exactly")
         queries = f"queries {start + 1:,}-{stop:,} of {nq:,}" if len(self.batches) > 1 else f"{nq:,} queries"
         return f"pass {index + 1}/{len(self.batches)}: {queries} ({how})"
@@ -161,35 +157,30 @@ class Retrieval:
         scored against every document."""
         nq = len(self.pair.queries)
         first, self.first = self.first, None
-        assert first is not None
-        if self.lookup is not None and self.source is not None and not self.lookup.confirmed():
-            # the baseline is not the one the certificate describes: every query scored, the certificate rebuilt
-            self.source, self.rebuild = None, True
-            merged.parts.clear()
-            first = None
-        writer = self.lookup.writer(self.pair.queries, self.keep) if self.rebuild and self.lookup else None
         parts: List[Tuple[np.ndarray, TopKAgreement]] = []
-        certified, complete = 0, False
-        try:
-            for index, (start, stop) in enumerate(self.batches):
-                if first is not None:
-                    batch, accumulated = first, merged
-                    first = None
-                else:
-                    batch = _Batch(self, start, stop)
-                    accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
-                agreement, n_certified, top = batch.finish(accumulated)
-                accumulated.parts.clear()  # this batch's pools and vectors go before the next batch is read
-                del batch
-                if writer is not None and top is not None:
-                    writer.append(top)
-                parts.append((np.arange(start, stop), agreement))
-                certified += n_certified
-            complete = True
-        finally:
-            if writer is not None:
-                writer.close(complete)
+        certified = 0
+        for index, (start, stop) in enumerate(self.batches):
+            if first is not None:
+                batch, accumulated = first, merged
+                first = None
+            else:
+                batch = _Batch(self, start, stop)
+                accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
+            agreement, n_certified, top = batch.finish(accumulated)
+            accumulated.parts.clear()  # this batch's pools and vectors go before the next batch is read
+            del batch
+            if top is not None:
+                self.collected.append(top)
+            parts.append((np.arange(start, stop), agreement))
+            certified += n_certified
         return combine(nq, self.k, np.zeros(nq, bool), parts), certified, nq - certified
+
+    def certificate(self) -> Optional[certs.Certificate]:
+        """The baseline's top ``keep`` documents per query collected by ``finish`` (``collect``), else None."""
+        if not self.collect or len(self.collected) != len(self.batches):
+            return None
+        return certs.Certificate(positions=np.concatenate([c.positions for c in self.collected]),
+                                 scores=np.concatenate([c.scores for c in self.collected]))
 
 
 class _Batch:
@@ -219,7 +210,7 @@ class _Batch:
         parts: List[object] = []
         rows, owner = self.exact_rows, self.owner
         if len(rows):
-            keep = owner.keep if owner.rebuild else 0
+            keep = owner.keep if owner.collect else 0
             parts.append(TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep))
         if self.certificate is not None:
             if self._shared is None:
@@ -235,7 +226,7 @@ class _Batch:
         exact_parts = [(self.exact_rows, exact.agreement())] if exact is not None else []
         if self.certificate is None:
             top = None
-            if owner.rebuild and exact is not None:
+            if owner.collect and exact is not None:
                 positions, scores = exact.baseline_top()
                 top = certs.Certificate(positions=positions, scores=scores)
             return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), 0, top

@@ -78,9 +78,7 @@ class FilePair(EmbeddingPair):
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         plan = self.plan
         rows = plan.queries[start:stop]
-        cand_q = rows if plan.cand_pos is None else plan.cand_pos[rows]
-        return (streaming.read_rows(self.base, self.model_id, rows),
-                streaming.read_rows(self.cand, self.model_id, cand_q))
+        return streaming.read_rows(self.base, self.model_id, rows), streaming.read_rows(self.cand, self.model_id, rows)
 
     def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
         counter = progress.tracker(self.model_id, what or "one pass", self.rows)
@@ -92,10 +90,7 @@ class FilePair(EmbeddingPair):
         if base_rows:
             streaming.refuse_nonfinite(self.base, self.model_id, len(base_rows), self.item_id(min(base_rows)), problem)
         if cand_rows:
-            rows = np.asarray(cand_rows)
-            file_rows = rows if self.plan.cand_pos is None else self.plan.cand_pos[rows]
-            streaming.refuse_nonfinite(self.cand, self.model_id, len(rows), self.item_id(int(rows[np.argmin(file_rows)])),
-                                       problem)
+            streaming.refuse_nonfinite(self.cand, self.model_id, len(cand_rows), self.item_id(min(cand_rows)), problem)
 
 
 class ArrayPair(EmbeddingPair):

@@ -40,6 +40,11 @@ __all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
 ROUNDING = 1e-11
 
 
+#: a baseline score gathered in the stream and the certificate's for it differ by float64 rounding at most (the
+#: same cosine computed in another order); more means the certificate describes another baseline
+SAME_SCORE = 1e-9
+
+
 #: queries whose float64 unit rows are made at a time (memory: QUERY_CHUNK x dim x 8 bytes per side)
 QUERY_CHUNK = 4096
 
@@ -171,12 +176,15 @@ class CertifyStream:
         self.sc = np.where(np.isnan(self.sc), other.sc, self.sc)
 
     def certified(self, top_scores: np.ndarray, k: int, moves: np.ndarray, every_document: bool) -> np.ndarray:
-        """Per query, whether the real bound (module docstring) proves its candidate top-k within its W and all W
-        exact scores were gathered."""
+        """Per query, whether the real bound (module docstring) proves its candidate top-k within its W, all W
+        exact scores were gathered and the baseline's are the certificate's (else it describes another baseline:
+        that query is scored exactly)."""
         delta = (np.asarray(moves) + self.near_move) * (1 + 1e-6) + ROUNDING
         within = certifiable(top_scores, k, delta, self.far_best, every_document)
         gathered = ~(np.isnan(self.sb).any(axis=1) | np.isnan(self.sc).any(axis=1))
-        return within & gathered & np.isfinite(delta)
+        with np.errstate(invalid="ignore"):
+            same = (np.abs(self.sb - np.asarray(top_scores, dtype=np.float64)) <= SAME_SCORE).all(axis=1)
+        return within & gathered & same & np.isfinite(delta)
 
     def agreement(self, rows: np.ndarray, k: int, tie_tolerance: float) -> TopKAgreement:
         """``topk_agreement`` of the queries ``rows`` over their W documents' exact scores, in position order."""

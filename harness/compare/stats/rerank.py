@@ -5,8 +5,8 @@ Why a separate accumulator: 1M+ (query, passage) pairs over 10k+ queries are com
 and arrays (``judge_rerank``) are fed in one chunk, so both give one verdict by construction. What it holds:
 
 * per pair nothing; the largest 1% of |d| for the exact p99 (``TopValues``; beyond ``P99_MAX_KEPT`` values, of
-  every s-th pair by baseline position, as ``DiffStats`` does), the ``WORST_N`` largest |d|, the sum of |d| kept
-  exactly (integer mantissas per binary exponent), so the mean does not depend on how rows were cut;
+  every s-th pair by baseline position, as ``DiffStats`` does), the ``WORST_N`` largest |d|, the float64 sum of |d|
+  (the mean is reported, never judged: how rows were cut moves its last bits at most);
 * per query four numbers (first baseline position, Kendall tau, top-k order held, significant swaps) and, for
   the ``NAMED`` most reordered queries, their example swap.
 
@@ -26,39 +26,7 @@ from harness.compare.policy import Tolerance
 from harness.compare.stats.diff import P99_MAX_KEPT
 from harness.compare.stats.percentile import TopValues, percentile_from_top
 
-__all__ = ["ExactSum", "RerankStats"]
-
-#: values per block of the exact sum: 27-bit half mantissas summed in float64 stay exact below 2**26 of them
-_SUM_BLOCK = 1 << 20
-_HALF = 26
-_SHIFT = 1073  # |d| = M * 2**(e - 53) with e >= -1073: the sum is kept in units of 2**-1126
-
-
-class ExactSum:
-    """The exact sum of finite non-negative float64 values, whatever order or cut they come in (non-finite
-    values are skipped: the caller refuses them). ``mean(n)`` is the correctly rounded sum / n."""
-
-    def __init__(self) -> None:
-        self.total = 0
-
-    def add(self, values: np.ndarray) -> None:
-        for s in range(0, len(values), _SUM_BLOCK):
-            block = values[s : s + _SUM_BLOCK]
-            block = block[np.isfinite(block) & (block != 0)]
-            if not len(block):
-                continue
-            mant, exp = np.frexp(block)
-            whole = (mant * float(1 << 53)).astype(np.int64)
-            low = exp.min()
-            at = exp - low
-            hi = np.bincount(at, weights=(whole >> _HALF).astype(np.float64))
-            lo = np.bincount(at, weights=(whole & ((1 << _HALF) - 1)).astype(np.float64))
-            for e in np.flatnonzero(hi + lo).tolist():
-                self.total += ((int(hi[e]) << _HALF) + int(lo[e])) << (int(low) + e + _SHIFT)
-
-    def mean(self, count: int) -> float:
-        return self.total / (count << (53 + _SHIFT)) if count else 0.0
-
+__all__ = ["RerankStats"]
 
 #: (value, baseline position, baseline score, candidate score) of one pair
 _Pair = Tuple[float, int, float, float]
@@ -83,7 +51,7 @@ class RerankStats:
         self.p99_count = -(-self.total // self.p99_every)
         self._top = TopValues(self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)) if self.p99_count else 1)
         self.pairs = 0
-        self._sum = ExactSum()
+        self._sum = 0.0
         self.beyond = 0
         self.histogram = {"counts": np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64), "zeros": 0}
         self.max_abs: Optional[_Pair] = None
@@ -93,16 +61,6 @@ class RerankStats:
         self.min_tau: Optional[Tuple[float, str]] = None
         self.examples: List[Tuple[int, int, str, Dict[str, Any]]] = []  # (-swaps, first position, query, example)
 
-    def reset(self) -> None:
-        """Forget everything added (the feeder starts over another way)."""
-        self.__init__(self.total, self.tol, self.with_queries, self.worst_n, self.keep_examples)  # type: ignore[misc]
-
-    def reset_queries(self) -> None:
-        """Forget the queries added, keep the scores (the feeder groups the queries another way)."""
-        self.first_pos, self.taus, self.topk_same, self.swaps = array("q"), array("d"), array("b"), array("q")
-        self.min_tau = None
-        self.examples = []
-
     def add_scores(self, position: int, base: np.ndarray, cand: np.ndarray) -> None:
         """Aligned scores of the pairs at baseline positions ``position ..``, in float64."""
         bs, cs = np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
@@ -111,7 +69,7 @@ class RerankStats:
         diff = np.abs(cs - bs)
         rel = diff / np.maximum(np.abs(bs), m.REL_FLOOR)
         self.pairs += len(diff)
-        self._sum.add(diff)
+        self._sum += float(np.sum(diff, where=np.isfinite(diff)))  # non-finite: refused by the caller
         self.beyond += int((diff > self.tol.score_atol + self.tol.score_rtol * np.abs(bs)).sum())
         hist = m.log_histogram(diff)
         self.histogram["counts"] += np.asarray(hist["counts"], dtype=np.int64)
@@ -165,5 +123,5 @@ class RerankStats:
         return percentile_from_top(top, self.p99_count)
 
     def mean(self) -> float:
-        """The mean |d|, exact whatever the cut."""
-        return self._sum.mean(self.pairs)
+        """The mean |d| (a float64 sum: reported, never judged)."""
+        return self._sum / self.pairs if self.pairs else 0.0
