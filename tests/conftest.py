@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -42,6 +44,15 @@ def tiny_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_results_again(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second, independent run with a different batch size: real run-to-run and batch drift."""
     return run_tiny(tmp_path_factory.mktemp("tiny2") / "tiny-bs1.parquet", batch_size=1)
+
+
+def find_chromium() -> Optional[str]:
+    """A headless-capable Chromium on PATH (the HTML report and docs site render tests), or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
 
 
 def pid_gone(pid: int) -> bool:

@@ -7,13 +7,14 @@ To look at it by hand: ``nox -s docs`` (or ``python -m mkdocs build --strict``),
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+
+from conftest import find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,11 +89,7 @@ def test_the_readme_keeps_short_and_links_only_to_pages_that_exist() -> None:
 
 
 def _chromium() -> Optional[str]:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    return find_chromium()
 
 
 RENDERED: Dict[str, List[str]] = {  # page -> text the rendered DOM must hold

@@ -17,6 +17,7 @@ from harness.config.corpus import Corpus, load_corpus
 from harness.config.corpus.user import DataFiles
 from harness.errors import CorpusError
 from harness.results import pair_item_id, split_pair_item_id
+from harness.results.schema import is_unicode_text
 
 pytestmark = pytest.mark.fuzz
 
@@ -135,7 +136,7 @@ def test_a_parquet_corpus_loads_or_is_one_corpus_error(tmp_path_factory: pytest.
     def column(kind: str) -> pa.Array:
         if kind == "strings":
             return pa.array([t.encode("utf-8", "surrogatepass") for t in texts[:n]], pa.binary()).cast(pa.string()) \
-                if all(_encodes(t) for t in texts[:n]) else _invalid(texts[:n])
+                if all(is_unicode_text(t) for t in texts[:n]) else _invalid(texts[:n])
         if kind == "ints":
             return pa.array(list(range(n)), pa.int64())
         if kind == "binary":
@@ -156,12 +157,6 @@ def test_a_parquet_corpus_loads_or_is_one_corpus_error(tmp_path_factory: pytest.
     _load(path, "docs.parquet")
 
 
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _invalid(values: list) -> Any:

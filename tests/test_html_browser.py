@@ -12,7 +12,6 @@ and open ``/tmp/report.png``. Replace ``--screenshot=...`` with ``--dump-dom`` t
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -24,15 +23,13 @@ from harness.matrix.publish import append_history, load_history
 from harness.report.html import render_html
 from test_reports import synthetic_matrix
 
+from conftest import find_chromium
+
 WIDTH, HEIGHT = 1400, 2000
 
 
 def _chromium() -> Optional[str]:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    return find_chromium()
 
 
 pytestmark = [

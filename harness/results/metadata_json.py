@@ -12,6 +12,7 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.errors import ResultsFileError
+from harness.results.schema import is_unicode_text
 
 __all__ = ["MAX_DEPTH", "parse_metadata"]
 
@@ -78,24 +79,14 @@ def _first_problem(meta: Dict[str, Any]) -> Optional[str]:
                 return f"nested deeper than {MAX_DEPTH} levels{at}"
             items = value.items() if isinstance(value, dict) else ((str(i), v) for i, v in enumerate(value))
             for key, item in items:
-                if not _valid_text(key):
+                if not is_unicode_text(key):
                     return f"a key{at} is not valid Unicode text (a lone surrogate)"
                 todo.append((f"{where}.{key}" if where and isinstance(value, dict) else f"{where}[{key}]" if where
                              else key, item, depth + 1))
-        elif isinstance(value, str) and not _valid_text(value):
+        elif isinstance(value, str) and not is_unicode_text(value):
             return f"the string{at} is not valid Unicode text (a lone surrogate)"
         elif isinstance(value, float) and not math.isfinite(value):
             return f"the number{at} is not finite"
         elif isinstance(value, int) and not isinstance(value, bool) and not -_INT_LIMIT <= value < _INT_LIMIT:
             return f"the integer{at} does not fit in 64 bits"
     return None
-
-
-def _valid_text(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 __all__ = [
     "SCHEMA_VERSION",
+    "is_unicode_text",
     "METADATA_KEY",
     "ROW_GROUP_ROWS",
     "COLUMNS",
@@ -171,3 +172,14 @@ class ModelRows:
     passage_ids: Optional[Sequence[str]] = None
     scores: Optional[np.ndarray] = None
     ranks: Optional[np.ndarray] = None
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (parquet strings, JSON): Python strings may hold lone surrogates."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

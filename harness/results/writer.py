@@ -24,7 +24,8 @@ from harness.errors import ResultsFileError
 from harness.results import schema
 from harness.results.reader import ResultsFile, single_chunk
 from harness.results.normalize import parquet_writer
-from harness.results.schema import METADATA_KEY, ModelRows, arrow_schema, canonical_order, metadata_bytes
+from harness.results.schema import (METADATA_KEY, ModelRows, arrow_schema, canonical_order, is_unicode_text,
+                                    metadata_bytes)
 
 __all__ = ["ResultsWriter", "write_results", "rewrite_metadata", "rewrite_model"]
 
@@ -79,17 +80,9 @@ def _strings(values: Sequence[Any], model_id: str, column: str) -> pa.Array:
     try:
         return pa.array(list(values), pa.string())
     except UnicodeEncodeError:
-        bad = next(v for v in values if isinstance(v, str) and not _encodes(v))
+        bad = next(v for v in values if isinstance(v, str) and not is_unicode_text(v))
         raise ResultsFileError(f"model '{model_id}': {column} {_short(bad)} is not valid Unicode text (a lone "
                                "surrogate): it cannot be written") from None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Table:
