@@ -20,28 +20,9 @@ from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first
 from harness.results import storage
 from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
 from harness.results.metadata_json import parse_metadata
-from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, arrow_schema
+from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, check_column_types
 
-__all__ = ["ResultsFile", "arrow_to_numpy", "check_column_types", "single_chunk"]
-
-
-def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
-    """A column's type as the schema has it (strings may also be ``large_string``: the same values)."""
-    if pa.types.is_string(expected):
-        return pa.types.is_string(found) or pa.types.is_large_string(found)
-    if pa.types.is_fixed_size_binary(expected):
-        return pa.types.is_fixed_size_binary(found)
-    return found == expected
-
-
-def check_column_types(schema: pa.Schema, source: str) -> None:
-    """Refuse a file whose columns do not have the types of ``harness.results.schema`` (named, one line)."""
-    expected = arrow_schema(1)
-    for name in COLUMNS:
-        found, want = schema.field(name).type, expected.field(name).type
-        if not _same_type(found, want):
-            shown = "fixed_size_binary (one width: raw vectors)" if pa.types.is_fixed_size_binary(want) else str(want)
-            raise ResultsFileError(f"{source}: column '{name}' must be {shown}, got {found}")
+__all__ = ["ResultsFile", "arrow_to_numpy", "single_chunk"]
 
 
 class ResultsFile:
