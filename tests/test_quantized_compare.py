@@ -57,7 +57,9 @@ def _write(path: Path, vectors: np.ndarray, roles: np.ndarray, precision: str, o
     meta = {"corpus": {"name": "q", "sha256": "d" * 64}, "fingerprint": {},
             "models": {MODEL: {"kind": "bi-encoder", "status": "ok", "dim": vectors.shape[1],
                                "vector_dtype": str(vectors.dtype), "precision": precision}}}
-    with ResultsWriter(path, meta, vector_width=vectors.shape[1] * vectors.dtype.itemsize) as writer:
+    # a given order makes a file as older writers and other tools wrote it (not canonical: normalized on read)
+    with ResultsWriter(path, meta, vector_width=vectors.shape[1] * vectors.dtype.itemsize,
+                       canonical=order is None) as writer:
         for s in range(0, len(ids), chunk):  # several row groups per file
             writer.write(ModelRows(MODEL, "embed", list(ids[s : s + chunk]), roles=list(roles[s : s + chunk]),
                                    vectors=vectors[s : s + chunk]))
