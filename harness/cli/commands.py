@@ -36,16 +36,20 @@ def refuse_baseline_target(out: Path) -> None:
                            f"'harness baseline update {out} --from RUN --reason ...' keeps the old one)")
 
 
-def execute_run(args: argparse.Namespace, out: Path) -> bool:
+def execute_run(args: argparse.Namespace, out: Path, wrote: bool = True) -> bool:
     """``harness run`` (and ``baseline create`` without ``--from``): the options on the command line; True when
     every model ran (without ``--record-incompatible`` a model that did not run is a ``HarnessError``)."""
     check_outputs(args, run_inputs(args), files=[("--out", out)])
     refuse_baseline_target(out)
-    return _execute(run_options(args, out), args)
+    return _execute(run_options(args, out), args, wrote=wrote)
 
 
-def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run") -> bool:
-    """Run with the progress display of ``--progress`` (``harness.cli.progress``) and report each model."""
+def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run", wrote: bool = True) -> bool:
+    """Run with the progress display of ``--progress`` (``harness.cli.progress``) and report each model.
+
+    Per-model lines and ``wrote PATH`` are progress: they go to stderr, so that stdout carries only a command's
+    result (``harness check | head -1`` is the verdict). ``wrote=False``: the file is an intermediate one
+    (``baseline create`` runs into a temporary file and reports the baseline it writes instead)."""
     import dataclasses
 
     from harness.cli.progress import make_listener
@@ -60,7 +64,8 @@ def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run"
     for model_id, status in summary.statuses.items():
         reason = summary.reasons.get(model_id)
         print(f"{model_id}: {status}" + (f" ({reason})" if reason else ""), file=sys.stderr)
-    print(f"wrote {summary.path}", file=human_stream(args))
+    if wrote:
+        print(f"wrote {summary.path}", file=sys.stderr)
     return summary.ok
 
 
