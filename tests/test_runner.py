@@ -187,3 +187,33 @@ def test_a_run_under_transformers_5_prints_no_torch_dtype_deprecation(tmp_path: 
     assert "torch_dtype" not in proc.stderr + proc.stdout
     assert "Loading weights" not in proc.stderr + proc.stdout
     assert ResultsFile(out).records["tiny-bi-encoder"].config_dtype == "float32"
+
+
+def test_device_cuda_without_a_driver_is_refused_before_torch_is_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: ``--device cuda`` on a machine without an NVIDIA driver was refused only after 12.6 s of imports;
+    no /proc/driver/nvidia (nor ROCm's /dev/kfd, WSL's /dev/dxg) and no libcuda: refused before torch loads."""
+    import ctypes.util
+
+    import harness.run.runner as runner
+    from harness.cli import main
+
+    def no_imports() -> None:
+        raise AssertionError("torch imported before the device was refused")
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(runner, "_DRIVER_SIGNS", (str(tmp_path / "no-driver"),))
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(runner, "_import_libraries", no_imports)
+    out = tmp_path / "r.parquet"
+    assert main(["run", "--models", "tiny-bi-encoder", "--device", "cuda", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda requested, but this machine has no NVIDIA driver"), err
+    assert not out.exists()
+    # a driver present (or a libcuda): torch's own check stays the final word
+    (tmp_path / "no-driver").mkdir()
+    runner.refuse_absent_cuda("cuda:1")
+    monkeypatch.setattr(runner, "_DRIVER_SIGNS", ())
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libcuda.so.1")
+    runner.refuse_absent_cuda("cuda")
+    runner.refuse_absent_cuda("cpu")
