@@ -116,10 +116,10 @@ def _compare(args: argparse.Namespace, baseline: Any, candidate: Any, policy: An
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the baseline's models here the way the baseline was made (``harness.baselines.rerun_options``),
     then compare: one command for "did my upgrade move anything?"."""
-    from harness.baselines import default_check_path, find_baseline
+    from harness.baselines import default_check_path, locate_baseline
     from harness.compare.policy import load_policy
 
-    baseline = find_baseline(args.baseline)
+    baseline = locate_baseline(args.baseline, config=args.config)
     out = args.out or default_check_path()
     # everything the comparison needs is checked before the run, not after it
     check_outputs(args, [*run_inputs(args), ("baseline", baseline)], files=[("--out", out)])
@@ -162,7 +162,7 @@ def register(sub: Any) -> None:
         description="Re-run a baseline's models in this environment with the settings the baseline recorded "
                     "(models and their encode settings, device, dtype, batch size, TF32, threads, attention), "
                     "then compare. A run flag given here overrides the recorded setting.")
-    check.add_argument("baseline", nargs="?", default="default-cpu-float32", help="baseline name or path (default: %(default)s)")
+    check.add_argument("baseline", nargs="?", default="default-cpu-float32", help="baseline name or path; a name is looked up in the project's baselines directory, then among the shipped ones (default: %(default)s)")
     add_check_options(check)
     add_compare_options(check)
     check.add_argument("--out", type=Path, help="where to keep this run's results (default: reports/checks/check-<time>.parquet)")
