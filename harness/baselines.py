@@ -180,8 +180,9 @@ def provenance(path: "str | Path") -> Dict[str, Any]:
         "corpus": results.corpus_meta.to_dict(),
         "run": results.run.to_dict(),
         "models": {
-            model_id: {key: getattr(record, key) for key in ("kind", "status", "weights_sha256", "loaded_dtype",
-                                                             "attn_implementation", "dim")}
+            model_id: {key: getattr(record, key) for key in ("kind", "status", "weights_sha256", "weight_files",
+                                                             "weights_format", "loaded_dtype", "attn_implementation",
+                                                             "dim")}
             for model_id, record in results.records.items()
         },
         "fingerprint": results.fingerprint,

@@ -217,3 +217,20 @@ def test_device_cuda_without_a_driver_is_refused_before_torch_is_imported(
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libcuda.so.1")
     runner.refuse_absent_cuda("cuda")
     runner.refuse_absent_cuda("cpu")
+
+
+def test_the_pickle_fallback_says_which_weights_it_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: a cache holding only pytorch_model.bin loaded and said only "ok": the run's per-model line and
+    ``harness baseline show`` name the weights file and format used."""
+    from harness.cli import main
+
+    out = tmp_path / "bin.parquet"
+    assert main(["run", "--models", str(MODELS / "incomplete-cache"), "--device", "cpu", "--out", str(out),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "incomplete-cache: ok [weights pytorch_model.bin (pickle)]" in err, err
+    assert main(["baseline", "create", str(tmp_path / "b.parquet"), "--from", str(out), "--reason", "t"]) == 0
+    capsys.readouterr()
+    assert main(["baseline", "show", str(tmp_path / "b.parquet")]) == 0
+    model = json.loads(capsys.readouterr().out)["models"]["incomplete-cache"]
+    assert model["weight_files"] == ["pytorch_model.bin"] and model["weights_format"] == "pickle"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.errors import ExitCode, HarnessError
@@ -61,12 +61,34 @@ def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run"
     finally:
         if listener is not None:
             listener.close()
+    weights = _weights_used(summary.path)
     for model_id, status in summary.statuses.items():
         reason = summary.reasons.get(model_id)
-        print(f"{model_id}: {status}" + (f" ({reason})" if reason else ""), file=sys.stderr)
+        used = weights.get(model_id) if status == "ok" else None
+        print(f"{model_id}: {status}" + (f" ({reason})" if reason else "") + (f" [{used}]" if used else ""),
+              file=sys.stderr)
     if wrote:
         print(f"wrote {summary.path}", file=sys.stderr)
     return summary.ok
+
+
+def weights_line(files: Any, weights_format: Any) -> str:
+    """``weights pytorch_model.bin (pickle)``: which files a model was loaded from, in which format."""
+    if not files:
+        return ""
+    return f"weights {', '.join(files)}" + (f" ({weights_format})" if weights_format else "")
+
+
+def _weights_used(path: Path) -> Dict[str, str]:
+    """Model id -> ``weights_line`` of the run just written (a cache holding only ``pytorch_model.bin`` loads
+    through the pickle fallback: the per-model line says so, not only "ok")."""
+    from harness.results import ResultsFile
+
+    try:
+        records = ResultsFile(path).records
+    except (HarnessError, OSError):  # the run's own outcome is reported elsewhere; this line is a detail
+        return {}
+    return {model_id: weights_line(r.weight_files, r.weights_format) for model_id, r in records.items()}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
