@@ -234,3 +234,39 @@ def test_the_pickle_fallback_says_which_weights_it_used(tmp_path: Path, capsys: 
     assert main(["baseline", "show", str(tmp_path / "b.parquet")]) == 0
     model = json.loads(capsys.readouterr().out)["models"]["incomplete-cache"]
     assert model["weight_files"] == ["pytorch_model.bin"] and model["weights_format"] == "pickle"
+
+
+def _saved_by_next_patch(tmp_path: Path, name: str) -> Path:
+    """The tiny bi-encoder as if saved by the next patch release of the installed sentence-transformers."""
+    from packaging.version import Version
+
+    from harness.run.load import installed_version
+
+    major, minor, micro = (list(Version(installed_version()).release) + [0, 0])[:3]
+    target = tmp_path / name
+    shutil.copytree(MODELS / "tiny-bi-encoder", target)
+    config = target / "config_sentence_transformers.json"
+    data = json.loads(config.read_text())
+    data["__version__"]["sentence_transformers"] = f"{major}.{minor}.{micro + 1}"
+    config.write_text(json.dumps(data))
+    return target
+
+
+def test_a_model_saved_by_a_newer_patch_release_is_tried_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: a model saved by sentence-transformers 6.3.1 was refused under 6.3.0 without trying. A newer
+    major/minor stays incompatible at once (the test above); a newer patch warns on stderr and loads, and is
+    incompatible only when loading fails."""
+    from harness.config.corpus import DEFAULT_CORPUS_DIR
+    from harness.run.runner import RunOptions, run
+
+    patched = _saved_by_next_patch(tmp_path, "next-patch")
+    broken = _saved_by_next_patch(tmp_path, "next-patch-broken")
+    (broken / "config.json").write_text("{ not json")
+    summary = run(RunOptions(out=tmp_path / "r.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
+                             models=[str(patched), str(broken)], device="cpu"))
+    assert summary.statuses == {"next-patch": "ok", "next-patch-broken": "incompatible"}, summary.reasons
+    err = capsys.readouterr().err
+    assert "warning: model 'next-patch': model saved by sentence-transformers" in err and "trying to load it" in err
+    reason = ResultsFile(summary.path).models["next-patch-broken"]["reason"]
+    assert "is older, and loading failed" in reason, reason
