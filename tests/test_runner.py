@@ -270,3 +270,43 @@ def test_a_model_saved_by_a_newer_patch_release_is_tried_with_a_warning(
     assert "warning: model 'next-patch': model saved by sentence-transformers" in err and "trying to load it" in err
     reason = ResultsFile(summary.path).models["next-patch-broken"]["reason"]
     assert "is older, and loading failed" in reason, reason
+
+
+def test_a_hub_id_on_the_command_line_resolves_from_the_local_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: ``harness run --models org/name`` did not take hub ids and did not say how. A hub id resolves
+    offline from the local cache (HF_HOME / HF_HUB_CACHE); not cached, one line says how to supply it."""
+    from huggingface_hub import constants
+
+    from harness.cli import main
+    from harness.config.registry import Registry
+    from harness.run.resolve import with_hub_ids
+
+    registry = load_registry()
+    # a registry entry with that hub_id runs under its own id
+    assert with_hub_ids(registry, ["harness-test/tiny-bi-encoder"])[1] == ["tiny-hub-bi-encoder"]
+    # any other hub id: from the standard cache, under the hub id, its kind read from its files
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(MODELS / "hub-cache"))
+    bare = Registry(path=tmp_path / "r.toml", models={}, sets={})
+    merged, names = with_hub_ids(bare, ["harness-test/tiny-bi-encoder", "tiny"])
+    assert names == ["harness-test/tiny-bi-encoder", "tiny"]
+    spec = merged.models["harness-test/tiny-bi-encoder"]
+    assert (spec.source, spec.hub_id, spec.kind) == ("hub", "harness-test/tiny-bi-encoder", "bi-encoder")
+    directory, how = resolve_model_dir(spec)
+    assert how == "cache" and (directory / "model.safetensors").is_file()
+    ran = tmp_path / "hub.parquet"
+    empty = tmp_path / "empty-registry.toml"
+    empty.write_text("[models]\n")
+    assert main(["run", "--models", "harness-test/tiny-bi-encoder", "--registry", str(empty), "--device", "cpu",
+                 "--out", str(ran), "--no-progress"]) == 0, capsys.readouterr().err
+    assert ResultsFile(ran).records["harness-test/tiny-bi-encoder"].status == "ok"
+    capsys.readouterr()
+    # not cached: exit 2, one line naming the cache and the ways to supply it, nothing written
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "r.parquet"
+    assert main(["run", "--models", "sentence-transformers/foo", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sentence-transformers/foo" in err[0] and str(tmp_path / "empty-cache") in err[0], err
+    for how_to in ("--allow-network", "HF_HOME", "registry entry"):
+        assert how_to in err[0], (how_to, err[0])
+    assert not out.exists()
