@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # the runner pulls in the registry and corpus loaders: import
 __all__ = [
     "DEFAULT_BASELINE_DIR",
     "baseline_path",
+    "baselines_dir",
+    "locate_baseline",
     "create_baseline",
     "default_check_path",
     "find_baseline",
@@ -45,6 +47,29 @@ DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 def baseline_path(name: str, directory: "str | Path | None" = None) -> Path:
     """``NAME`` -> ``<dir>/NAME.parquet``; a name that already is a path is used as it is (``paths.baseline_path``)."""
     return paths.baseline_path(name, directory)
+
+
+def baselines_dir(directory: "str | Path | None" = None, config: "str | Path | None" = None) -> Optional[Path]:
+    """Where baselines named on the command line live: ``--dir``, else the project's (``baselines`` in its
+    ``harness.toml`` / ``[tool.harness]``, relative to that file, default ``baselines`` beside it; ``config`` or
+    the working directory's), else None: the shipped ``paths.default_baseline_dir()``."""
+    if directory is not None:
+        return Path(directory)
+    from harness.config.project import baseline_dir
+
+    return baseline_dir(config)
+
+
+def locate_baseline(name: str, directory: "str | Path | None" = None, config: "str | Path | None" = None) -> Path:
+    """An existing baseline to read, by name or path: in ``baselines_dir(directory, config)``; a name the project
+    does not have is looked up among the shipped baselines too (``harness check`` against ``default-cpu-float32``
+    from a project)."""
+    where = baselines_dir(directory, config)
+    if directory is None and where is not None and not baseline_path(name, where).is_file():
+        shipped = baseline_path(name)
+        if shipped.is_file():
+            return shipped
+    return find_baseline(name, where)
 
 
 def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
@@ -155,8 +180,9 @@ def provenance(path: "str | Path") -> Dict[str, Any]:
         "corpus": results.corpus_meta.to_dict(),
         "run": results.run.to_dict(),
         "models": {
-            model_id: {key: getattr(record, key) for key in ("kind", "status", "weights_sha256", "loaded_dtype",
-                                                             "attn_implementation", "dim")}
+            model_id: {key: getattr(record, key) for key in ("kind", "status", "weights_sha256", "weight_files",
+                                                             "weights_format", "loaded_dtype", "attn_implementation",
+                                                             "dim")}
             for model_id, record in results.records.items()
         },
         "fingerprint": results.fingerprint,

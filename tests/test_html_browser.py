@@ -12,6 +12,7 @@ and open ``/tmp/report.png``. Replace ``--screenshot=...`` with ``--dump-dom`` t
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 from pathlib import Path
@@ -95,3 +96,24 @@ def test_dom_has_tables_and_plots(page: Dict[str, Path]) -> None:
     assert 'policy <code class="policy">built-in default policy</code>' in dom
     assert dom.count("<th>Limit used</th>") == 4 and dom.count('class="would-pass"') == 2
     assert dom.count('class="note order-note"') == 4 and "blue ones are reported, not judged" in dom
+
+
+def test_a_long_environment_value_keeps_the_page_narrow(tmp_path: Path) -> None:
+    """Issue 26: one unwrapped ``blas_runtime`` value made the page 5,000 px wide. Long values wrap (and are
+    ellipsized, whole in the tooltip): at a 1,400 px window the page stays under 1,600 px."""
+    report = synthetic_matrix(tmp_path)
+    cell = next(c for c in report["cells"] if c["status"] == "fail")
+    lib = {"internal_api": "openblas", "version": "0.3.27", "threading_layer": "pthreads",
+           "filepath": "/opt/conda/envs/" + "x" * 400 + "/lib/python3.11/site-packages/numpy.libs/libopenblas64_p.so"}
+    cell["comparison"]["env_changes"].append(
+        {"key": "blas_runtime", "baseline": [lib] * 3, "candidate": [dict(lib, version="0.3.28")] * 3})
+    html = render_html(report).replace("</body>", "<script>document.body.setAttribute('data-page-width', "
+                                                  "document.documentElement.scrollWidth)</script></body>")
+    assert "blas_runtime" in html
+    target = tmp_path / "long.html"
+    target.write_text(html, encoding="utf-8")
+    result = subprocess.run(_browser(tmp_path / "profile-width", f"--window-size={WIDTH},{HEIGHT}", "--dump-dom",
+                                     target.resolve().as_uri()), capture_output=True, text=True, timeout=180)
+    found = re.search(r'data-page-width="(\d+)"', result.stdout)
+    assert found, result.stderr[-2000:]
+    assert int(found.group(1)) < 1600, found.group(1)

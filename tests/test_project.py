@@ -364,3 +364,44 @@ def test_bad_registry_file_is_one_line(tmp_path: Path, content: Any, message: st
     with pytest.raises(ModelLoadError, match=message) as failure:
         load_registry(path)
     assert str(failure.value).startswith(str(path)) and len(str(failure.value).splitlines()) == 1
+
+
+def test_a_projects_baselines_land_in_the_project(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 26: ``harness baseline create NAME --config harness.toml`` wrote into the harness's own
+    ``fixtures/baselines`` and printed a temporary path as "wrote". A project's baselines live in the project
+    (``baselines`` relative to its config, default ``baselines``), and the path printed is the baseline."""
+    import harness.run.runner as runner
+
+    tiny = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+
+    def run(options: Any) -> Any:  # the tiny baseline as this "run"'s results: no model loads
+        shutil.copyfile(tiny, options.out)
+        return runner.RunSummary(path=Path(options.out), statuses={"tiny-bi-encoder": "ok"})
+
+    monkeypatch.setattr(runner, "run", run)
+    shipped = sorted(p.name for p in (ROOT / "fixtures" / "baselines").iterdir())
+    project = tmp_path / "project"
+    config = _write(project / "harness.toml", "")
+    monkeypatch.chdir(project)
+    assert main(["baseline", "create", "mine", "--config", "harness.toml", "--reason", "t"]) == 0
+    captured = capsys.readouterr()
+    assert (project / "baselines" / "mine.parquet").is_file()
+    assert captured.out.splitlines()[0] == f"baseline {Path('baselines') / 'mine.parquet'} written", captured.out
+    assert "wrote" not in captured.out + captured.err and "harness-baseline-" not in captured.out + captured.err
+    assert sorted(p.name for p in (ROOT / "fixtures" / "baselines").iterdir()) == shipped
+
+    _write(config, 'baselines = "refs"\n')  # the key, relative to the config file, wherever the command runs
+    monkeypatch.chdir(tmp_path)
+    assert main(["baseline", "create", "other", "--config", str(config), "--reason", "t"]) == 0
+    assert (project / "refs" / "other.parquet").is_file()
+    assert f"baseline {project / 'refs' / 'other.parquet'} written" in capsys.readouterr().out
+    monkeypatch.chdir(project)  # the config found in the working directory: names are looked up there
+    assert main(["baseline", "show", "other"]) == 0
+    assert Path(json.loads(capsys.readouterr().out)["path"]).resolve() == (project / "refs" / "other.parquet").resolve()
+    assert main(["baseline", "list"]) == 0 and capsys.readouterr().out.startswith("other ")
+    assert main(["baseline", "show", "tiny-cpu-float32"]) == 0  # a name the project lacks: the shipped one
+    capsys.readouterr()
+    _write(config, "baselines = 5\n")
+    assert main(["baseline", "list"]) == 2
+    assert "baselines" in capsys.readouterr().err

@@ -503,3 +503,22 @@ def test_real_tiny_runs_render_in_every_format(tiny_results: Path, tiny_results_
     assert page.count('<svg class="histogram"') == 4
     summary = paths["markdown"].read_text(encoding="utf-8")
     assert "`perturbed` | `tiny-bi-encoder` | **FAIL**" in summary and "`batch1` | `tiny-cross-encoder` | pass" in summary
+
+
+def test_html_pairs_share_one_formatter_and_time_says_setup_plus_run(report: Dict[str, Any]) -> None:
+    """Issue 26: baseline and candidate numbers were printed with different digits (``3e+03`` next to ``3500``);
+    "Time" did not say it is setup + run; a long value was one unbreakable line."""
+    from harness.report.format import fmt_pair
+
+    assert fmt_pair(2999.998, 3500.0) == ("3000", "3500")
+    assert fmt_pair(0.5, 0.123456) == ("0.500", "0.123")
+    assert fmt_pair(1e-4, 0.5) == ("1.00e-04", "5.00e-01")
+    assert fmt_pair(1.0, 1.0000001) == ("1.0000000", "1.0000001")  # digits until two values read differently
+    assert fmt_pair(8, 16) == ("8", "16") and fmt_pair("a", 1.5) == ("a", "1.5")
+    cell = next(c for c in report["cells"] if c["status"] == "fail")
+    changes = [*cell["comparison"]["env_changes"], {"key": "num_threads", "baseline": 2999.998, "candidate": 3500.0},
+               {"key": "blas_runtime", "baseline": "x" * 1000, "candidate": "y" * 10}]
+    page = render_html({**report, "cells": [{**cell, "comparison": {**cell["comparison"], "env_changes": changes}}]})
+    assert "<th>Time (setup + run)</th>" in page
+    assert '<td class="num">3000</td><td class="num">3500</td>' in page
+    assert f'<td class="val" title="{"x" * 1000}">{"x" * 239}…</td><td class="val">{"y" * 10}</td>' in page

@@ -118,3 +118,17 @@ def test_missing_baseline_by_name_says_where_it_looked(tmp_path: Path, runs: Lis
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no-such-baseline.parquet: baseline 'no-such-baseline' not found" in err
     assert len(err.splitlines()) == 1 and runs == []
+
+
+def test_check_verdict_is_the_first_line_of_stdout(recorded: Path, runs: List[Any], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: ``harness check | head -1`` is the verdict; per-model and ``wrote`` lines are progress (stderr)."""
+    out = tmp_path / "check.parquet"
+    assert main(["check", str(recorded), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith("harness compare: PASS"), captured.out
+    assert "wrote" not in captured.out
+    assert f"wrote {out}" in captured.err
+    assert main(["run", "--models", "tiny-bi-encoder", "--out", str(tmp_path / "run.parquet")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "wrote " in captured.err

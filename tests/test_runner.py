@@ -187,3 +187,126 @@ def test_a_run_under_transformers_5_prints_no_torch_dtype_deprecation(tmp_path: 
     assert "torch_dtype" not in proc.stderr + proc.stdout
     assert "Loading weights" not in proc.stderr + proc.stdout
     assert ResultsFile(out).records["tiny-bi-encoder"].config_dtype == "float32"
+
+
+def test_device_cuda_without_a_driver_is_refused_before_torch_is_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: ``--device cuda`` on a machine without an NVIDIA driver was refused only after 12.6 s of imports;
+    no /proc/driver/nvidia (nor ROCm's /dev/kfd, WSL's /dev/dxg) and no libcuda: refused before torch loads."""
+    import ctypes.util
+
+    import harness.run.runner as runner
+    from harness.cli import main
+
+    def no_imports() -> None:
+        raise AssertionError("torch imported before the device was refused")
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(runner, "_DRIVER_SIGNS", (str(tmp_path / "no-driver"),))
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(runner, "_import_libraries", no_imports)
+    out = tmp_path / "r.parquet"
+    assert main(["run", "--models", "tiny-bi-encoder", "--device", "cuda", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda requested, but this machine has no NVIDIA driver"), err
+    assert not out.exists()
+    # a driver present (or a libcuda): torch's own check stays the final word
+    (tmp_path / "no-driver").mkdir()
+    runner.refuse_absent_cuda("cuda:1")
+    monkeypatch.setattr(runner, "_DRIVER_SIGNS", ())
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libcuda.so.1")
+    runner.refuse_absent_cuda("cuda")
+    runner.refuse_absent_cuda("cpu")
+
+
+def test_the_pickle_fallback_says_which_weights_it_used(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: a cache holding only pytorch_model.bin loaded and said only "ok": the run's per-model line and
+    ``harness baseline show`` name the weights file and format used."""
+    from harness.cli import main
+
+    out = tmp_path / "bin.parquet"
+    assert main(["run", "--models", str(MODELS / "incomplete-cache"), "--device", "cpu", "--out", str(out),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "incomplete-cache: ok [weights pytorch_model.bin (pickle)]" in err, err
+    assert main(["baseline", "create", str(tmp_path / "b.parquet"), "--from", str(out), "--reason", "t"]) == 0
+    capsys.readouterr()
+    assert main(["baseline", "show", str(tmp_path / "b.parquet")]) == 0
+    model = json.loads(capsys.readouterr().out)["models"]["incomplete-cache"]
+    assert model["weight_files"] == ["pytorch_model.bin"] and model["weights_format"] == "pickle"
+
+
+def _saved_by_next_patch(tmp_path: Path, name: str) -> Path:
+    """The tiny bi-encoder as if saved by the next patch release of the installed sentence-transformers."""
+    from packaging.version import Version
+
+    from harness.run.load import installed_version
+
+    major, minor, micro = (list(Version(installed_version()).release) + [0, 0])[:3]
+    target = tmp_path / name
+    shutil.copytree(MODELS / "tiny-bi-encoder", target)
+    config = target / "config_sentence_transformers.json"
+    data = json.loads(config.read_text())
+    data["__version__"]["sentence_transformers"] = f"{major}.{minor}.{micro + 1}"
+    config.write_text(json.dumps(data))
+    return target
+
+
+def test_a_model_saved_by_a_newer_patch_release_is_tried_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: a model saved by sentence-transformers 6.3.1 was refused under 6.3.0 without trying. A newer
+    major/minor stays incompatible at once (the test above); a newer patch warns on stderr and loads, and is
+    incompatible only when loading fails."""
+    from harness.config.corpus import DEFAULT_CORPUS_DIR
+    from harness.run.runner import RunOptions, run
+
+    patched = _saved_by_next_patch(tmp_path, "next-patch")
+    broken = _saved_by_next_patch(tmp_path, "next-patch-broken")
+    (broken / "config.json").write_text("{ not json")
+    summary = run(RunOptions(out=tmp_path / "r.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
+                             models=[str(patched), str(broken)], device="cpu"))
+    assert summary.statuses == {"next-patch": "ok", "next-patch-broken": "incompatible"}, summary.reasons
+    err = capsys.readouterr().err
+    assert "warning: model 'next-patch': model saved by sentence-transformers" in err and "trying to load it" in err
+    reason = ResultsFile(summary.path).models["next-patch-broken"]["reason"]
+    assert "is older, and loading failed" in reason, reason
+
+
+def test_a_hub_id_on_the_command_line_resolves_from_the_local_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Issue 26: ``harness run --models org/name`` did not take hub ids and did not say how. A hub id resolves
+    offline from the local cache (HF_HOME / HF_HUB_CACHE); not cached, one line says how to supply it."""
+    from huggingface_hub import constants
+
+    from harness.cli import main
+    from harness.config.registry import Registry
+    from harness.run.resolve import with_hub_ids
+
+    registry = load_registry()
+    # a registry entry with that hub_id runs under its own id
+    assert with_hub_ids(registry, ["harness-test/tiny-bi-encoder"])[1] == ["tiny-hub-bi-encoder"]
+    # any other hub id: from the standard cache, under the hub id, its kind read from its files
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(MODELS / "hub-cache"))
+    bare = Registry(path=tmp_path / "r.toml", models={}, sets={})
+    merged, names = with_hub_ids(bare, ["harness-test/tiny-bi-encoder", "tiny"])
+    assert names == ["harness-test/tiny-bi-encoder", "tiny"]
+    spec = merged.models["harness-test/tiny-bi-encoder"]
+    assert (spec.source, spec.hub_id, spec.kind) == ("hub", "harness-test/tiny-bi-encoder", "bi-encoder")
+    directory, how = resolve_model_dir(spec)
+    assert how == "cache" and (directory / "model.safetensors").is_file()
+    ran = tmp_path / "hub.parquet"
+    empty = tmp_path / "empty-registry.toml"
+    empty.write_text("[models]\n")
+    assert main(["run", "--models", "harness-test/tiny-bi-encoder", "--registry", str(empty), "--device", "cpu",
+                 "--out", str(ran), "--no-progress"]) == 0, capsys.readouterr().err
+    assert ResultsFile(ran).records["harness-test/tiny-bi-encoder"].status == "ok"
+    capsys.readouterr()
+    # not cached: exit 2, one line naming the cache and the ways to supply it, nothing written
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "r.parquet"
+    assert main(["run", "--models", "sentence-transformers/foo", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sentence-transformers/foo" in err[0] and str(tmp_path / "empty-cache") in err[0], err
+    for how_to in ("--allow-network", "HF_HOME", "registry entry"):
+        assert how_to in err[0], (how_to, err[0])
+    assert not out.exists()

@@ -16,10 +16,17 @@ from harness.cli.options import add_run_options
 __all__ = ["register"]
 
 
-def cmd_baseline_create(args: argparse.Namespace) -> int:
-    from harness.baselines import baseline_path, create_baseline
+def _target(args: argparse.Namespace) -> Path:
+    """The baseline a command writes: NAME in ``--dir``, else the project's baselines directory, else the shipped."""
+    from harness.baselines import baseline_path, baselines_dir
 
-    target = baseline_path(args.name, args.dir)
+    return baseline_path(args.name, baselines_dir(args.dir, getattr(args, "config", None)))
+
+
+def cmd_baseline_create(args: argparse.Namespace) -> int:
+    from harness.baselines import create_baseline
+
+    target = _target(args)
     check_outputs(args, [("--from file", args.source), *run_inputs(args)], files=[("baseline", target)])
     if target.exists() and not args.force:
         from harness.errors import BaselineExists
@@ -31,7 +38,7 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory(prefix="harness-baseline-") as tmp:
             source = Path(tmp) / "run.parquet"
-            if not execute_run(args, source):
+            if not execute_run(args, source, wrote=False):  # the temporary file is not what the user gets
                 raise HarnessError(f"{target}: not created, the run did not finish cleanly for every model")
             prov = create_baseline(source, target, force=args.force, reason=args.reason)
     else:
@@ -58,9 +65,9 @@ def _file_certificates(target: Path) -> None:
 
 
 def cmd_baseline_update(args: argparse.Namespace) -> int:
-    from harness.baselines import baseline_path, create_baseline
+    from harness.baselines import create_baseline
 
-    target = baseline_path(args.name, args.dir)
+    target = _target(args)
     check_outputs(args, [("--from file", args.source)], files=[("baseline", target)])
     prov = create_baseline(args.source, target, reason=args.reason, action="update")
     print(f"baseline {target} updated (previous kept as {prov['previous_file']})")
@@ -70,15 +77,12 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
 
 def cmd_baseline_certify(args: argparse.Namespace) -> int:
     """File (or refile) a baseline's top-k certificates: the explicit step comparisons read them from."""
-    from harness.baselines import baseline_path
+    from harness.baselines import locate_baseline
     from harness.cli.compare_progress import showing_progress
     from harness.compare.certify import file_certificates
     from harness.compare.policy import load_policy
-    from harness.errors import BaselineMissing
 
-    target = baseline_path(args.name, args.dir)
-    if not target.is_file():
-        raise BaselineMissing(f"{target}: no such baseline")
+    target = locate_baseline(args.name, args.dir)
     with showing_progress():
         filed = file_certificates(target, load_policy(args.policy))
     for model_id, queries in filed:
@@ -89,13 +93,14 @@ def cmd_baseline_certify(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_list(args: argparse.Namespace) -> int:
-    from harness.baselines import list_baselines
+    from harness.baselines import baselines_dir, list_baselines
 
-    rows = list_baselines(args.dir)
+    directory = baselines_dir(args.dir)
+    rows = list_baselines(directory)
     if not rows:
         from harness import paths
 
-        print(f"no baselines in {args.dir or paths.default_baseline_dir()}")
+        print(f"no baselines in {directory or paths.default_baseline_dir()}")
     for row in rows:
         prev = f", {len(row['previous'])} previous" if row["previous"] else ""
         print(f"{row['name']:<28} {row['device'] or '-':<6} {row['dtype'] or '-':<9} {row['created_at'] or '-':<26} "
@@ -104,9 +109,9 @@ def cmd_baseline_list(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_show(args: argparse.Namespace) -> int:
-    from harness.baselines import baseline_path, provenance
+    from harness.baselines import locate_baseline, provenance
 
-    print(json.dumps(provenance(baseline_path(args.name, args.dir)), indent=2, default=str))
+    print(json.dumps(provenance(locate_baseline(args.name, args.dir)), indent=2, default=str))
     return ExitCode.OK
 
 
@@ -124,18 +129,14 @@ def _provenance_line(label: str, path: Path) -> str:
 
 def cmd_baseline_diff(args: argparse.Namespace) -> int:
     """Compare two baselines (A as the reference, B as the candidate): what moved, and what changed."""
-    from harness.baselines import baseline_path
+    from harness.baselines import locate_baseline
     from harness.cli.compare_progress import showing_progress
     from harness.compare.comparator import compare_files
-    from harness.errors import BaselineMissing
     from harness.compare.policy import load_policy
     from harness.report.text import render_comparison
 
-    first, second = baseline_path(args.a, args.dir), baseline_path(args.b, args.dir)
+    first, second = locate_baseline(args.a, args.dir), locate_baseline(args.b, args.dir)
     check_outputs(args, [("baseline A", first), ("baseline B", second), ("policy", args.policy)])
-    for path in (first, second):
-        if not path.is_file():
-            raise BaselineMissing(f"{path}: no such baseline")
     with showing_progress():
         comparison = compare_files(
             first,
@@ -158,39 +159,43 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     return ExitCode.OK if comparison else ExitCode.DRIFT
 
 
+_DIR_HELP = ("baseline directory for names (default: the project's, when a harness.toml / [tool.harness] is in use: "
+             "its 'baselines' key, relative to it, default ./baselines beside it; else the shipped fixtures/baselines)")
+
+
 def register(sub: Any) -> None:
     base = sub.add_parser("baseline", help="create, update, list, show and diff baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True)
     create = bsub.add_parser("create", help="write a new baseline (refuses to overwrite without --force)")
-    create.add_argument("name", help="baseline name (fixtures/baselines/NAME.parquet) or a .parquet path")
+    create.add_argument("name", help="baseline name (DIR/NAME.parquet, DIR as --dir says) or a .parquet path")
     create.add_argument("--from", dest="source", type=Path, help="promote this results file instead of running now")
     create.add_argument("--force", action="store_true", help="replace an existing baseline, keeping the old file")
     create.add_argument("--reason", help="why this baseline exists (recorded)")
-    create.add_argument("--dir", type=Path, help="baseline directory (default: fixtures/baselines)")
+    create.add_argument("--dir", type=Path, help=_DIR_HELP)
     add_run_options(create)
     create.set_defaults(func=cmd_baseline_create)
     update = bsub.add_parser("update", help="replace a baseline with a results file, keeping the old one")
     update.add_argument("name")
     update.add_argument("--from", dest="source", type=Path, required=True)
     update.add_argument("--reason", required=True)
-    update.add_argument("--dir", type=Path)
+    update.add_argument("--dir", type=Path, help=_DIR_HELP)
     update.set_defaults(func=cmd_baseline_update)
     certify = bsub.add_parser("certify", help="file a baseline's top-k certificates (large retrieval comparisons)")
     certify.add_argument("name", help="baseline name or .parquet path")
-    certify.add_argument("--dir", type=Path, help="baseline directory for names (default: fixtures/baselines)")
+    certify.add_argument("--dir", type=Path, help=_DIR_HELP)
     certify.add_argument("--policy", type=Path, help="tolerance policy TOML (its class for the baseline gives k)")
     certify.set_defaults(func=cmd_baseline_certify)
     lst = bsub.add_parser("list", help="list baselines")
-    lst.add_argument("--dir", type=Path)
+    lst.add_argument("--dir", type=Path, help=_DIR_HELP)
     lst.set_defaults(func=cmd_baseline_list)
     show = bsub.add_parser("show", help="print a baseline's provenance and environment")
     show.add_argument("name")
-    show.add_argument("--dir", type=Path)
+    show.add_argument("--dir", type=Path, help=_DIR_HELP)
     show.set_defaults(func=cmd_baseline_show)
     diff = bsub.add_parser("diff", help="compare two baselines: verdict per model and environment changes (exit 0/1/2)")
     diff.add_argument("a", help="reference baseline (name or .parquet path)")
     diff.add_argument("b", help="baseline compared with it (name or .parquet path)")
-    diff.add_argument("--dir", type=Path, help="baseline directory for names (default: fixtures/baselines)")
+    diff.add_argument("--dir", type=Path, help=_DIR_HELP)
     diff.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
     diff.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, cpu-vs-cuda, tf32, ...)")
     diff.add_argument("--models", nargs="+", help="compare only these models")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.errors import ExitCode, HarnessError
@@ -36,16 +36,20 @@ def refuse_baseline_target(out: Path) -> None:
                            f"'harness baseline update {out} --from RUN --reason ...' keeps the old one)")
 
 
-def execute_run(args: argparse.Namespace, out: Path) -> bool:
+def execute_run(args: argparse.Namespace, out: Path, wrote: bool = True) -> bool:
     """``harness run`` (and ``baseline create`` without ``--from``): the options on the command line; True when
     every model ran (without ``--record-incompatible`` a model that did not run is a ``HarnessError``)."""
     check_outputs(args, run_inputs(args), files=[("--out", out)])
     refuse_baseline_target(out)
-    return _execute(run_options(args, out), args)
+    return _execute(run_options(args, out), args, wrote=wrote)
 
 
-def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run") -> bool:
-    """Run with the progress display of ``--progress`` (``harness.cli.progress``) and report each model."""
+def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run", wrote: bool = True) -> bool:
+    """Run with the progress display of ``--progress`` (``harness.cli.progress``) and report each model.
+
+    Per-model lines and ``wrote PATH`` are progress: they go to stderr, so that stdout carries only a command's
+    result (``harness check | head -1`` is the verdict). ``wrote=False``: the file is an intermediate one
+    (``baseline create`` runs into a temporary file and reports the baseline it writes instead)."""
     import dataclasses
 
     from harness.cli.progress import make_listener
@@ -57,11 +61,34 @@ def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run"
     finally:
         if listener is not None:
             listener.close()
+    weights = _weights_used(summary.path)
     for model_id, status in summary.statuses.items():
         reason = summary.reasons.get(model_id)
-        print(f"{model_id}: {status}" + (f" ({reason})" if reason else ""), file=sys.stderr)
-    print(f"wrote {summary.path}", file=human_stream(args))
+        used = weights.get(model_id) if status == "ok" else None
+        print(f"{model_id}: {status}" + (f" ({reason})" if reason else "") + (f" [{used}]" if used else ""),
+              file=sys.stderr)
+    if wrote:
+        print(f"wrote {summary.path}", file=sys.stderr)
     return summary.ok
+
+
+def weights_line(files: Any, weights_format: Any) -> str:
+    """``weights pytorch_model.bin (pickle)``: which files a model was loaded from, in which format."""
+    if not files:
+        return ""
+    return f"weights {', '.join(files)}" + (f" ({weights_format})" if weights_format else "")
+
+
+def _weights_used(path: Path) -> Dict[str, str]:
+    """Model id -> ``weights_line`` of the run just written (a cache holding only ``pytorch_model.bin`` loads
+    through the pickle fallback: the per-model line says so, not only "ok")."""
+    from harness.results import ResultsFile
+
+    try:
+        records = ResultsFile(path).records
+    except (HarnessError, OSError):  # the run's own outcome is reported elsewhere; this line is a detail
+        return {}
+    return {model_id: weights_line(r.weight_files, r.weights_format) for model_id, r in records.items()}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -111,10 +138,10 @@ def _compare(args: argparse.Namespace, baseline: Any, candidate: Any, policy: An
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the baseline's models here the way the baseline was made (``harness.baselines.rerun_options``),
     then compare: one command for "did my upgrade move anything?"."""
-    from harness.baselines import default_check_path, find_baseline
+    from harness.baselines import default_check_path, locate_baseline
     from harness.compare.policy import load_policy
 
-    baseline = find_baseline(args.baseline)
+    baseline = locate_baseline(args.baseline, config=args.config)
     out = args.out or default_check_path()
     # everything the comparison needs is checked before the run, not after it
     check_outputs(args, [*run_inputs(args), ("baseline", baseline)], files=[("--out", out)])
@@ -157,7 +184,7 @@ def register(sub: Any) -> None:
         description="Re-run a baseline's models in this environment with the settings the baseline recorded "
                     "(models and their encode settings, device, dtype, batch size, TF32, threads, attention), "
                     "then compare. A run flag given here overrides the recorded setting.")
-    check.add_argument("baseline", nargs="?", default="default-cpu-float32", help="baseline name or path (default: %(default)s)")
+    check.add_argument("baseline", nargs="?", default="default-cpu-float32", help="baseline name or path; a name is looked up in the project's baselines directory, then among the shipped ones (default: %(default)s)")
     add_check_options(check)
     add_compare_options(check)
     check.add_argument("--out", type=Path, help="where to keep this run's results (default: reports/checks/check-<time>.parquet)")

@@ -98,7 +98,7 @@ def _add_consent(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names, model directories or served models http://HOST:PORT[/PREFIX]/MODEL (default: the registry's 'default' set, or every model of the project config)")
+    parser.add_argument("--models", "--model", nargs="+", metavar="ID", help="model ids, set names, model directories, hub ids ORG/NAME (from the local Hugging Face cache; --allow-network to download) or served models http://HOST:PORT[/PREFIX]/MODEL (default: the registry's 'default' set, or every model of the project config)")
     parser.add_argument("--model-id", metavar="NAME", help="record the one --model DIR under this id (default: the "
                         "registry id when DIR is a registry model's files, else the directory's name)")
     parser.add_argument("--api", default="openai", choices=["openai", "infinity", "tei", "cohere"], help="wire format of --model http://... (default: openai)")
@@ -160,10 +160,12 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
     from harness.run.runner import RunOptions
 
     from harness.config.served import with_served_urls, with_timeout
+    from harness.run.resolve import with_hub_ids
 
     pin_cpu_isa(args)
     registry, corpus, _ = run_inputs(args.config, args.registry, args.corpus)
     registry, models = with_served_urls(registry, args.models, getattr(args, "api", "openai"))
+    registry, models = with_hub_ids(registry, models, getattr(args, "allow_network", False))
     registry = with_timeout(registry, getattr(args, "timeout", None))
     if getattr(args, "model_id", None):
         registry, models = registry.with_model_id(models, args.model_id)

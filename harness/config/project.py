@@ -20,6 +20,11 @@ A project config is ``harness.toml`` in the working directory, or the ``[tool.ha
     documents = "corpus/faq.csv"
 
     registry = "other-registry.toml"     # optional: the built-in registry to extend (default: the shipped one)
+    baselines = "baselines"              # optional: where this project's baselines live (relative to this file)
+
+A project's baselines live in the project: ``baselines``, relative to the config file, default ``baselines``
+beside it (``./baselines`` for a ``harness.toml`` in the working directory). ``--dir`` overrides it; without a
+project config the shipped ``fixtures/baselines`` is used (``baseline_dir``).
 
 Project models extend the built-in registry and override its entries of the same id. Everything here is stdlib
 and harness-internal, so ``harness run --config FILE`` works inside old matrix cells too, and the matrix code
@@ -50,10 +55,14 @@ __all__ = [
     "find_config",
     "load_project",
     "project_registry",
+    "baseline_dir",
+    "BASELINES_DIR",
     "run_inputs",
 ]
 
 CONFIG_FILE = "harness.toml"
+#: a project's baselines directory, relative to its config file, when the config does not name one
+BASELINES_DIR = "baselines"
 _TOOL = ("tool", "harness")
 
 
@@ -67,6 +76,8 @@ class ProjectFile(RegistryFile):
 
     corpus: Optional[Dict[str, Any]] = setting(None, expect="be a table [corpus] naming the corpus files")
     registry: Optional[str] = setting(None, expect="be a path to a registry TOML file")
+    baselines: Optional[str] = setting(None, min_length=1, expect="be a directory for this project's baselines "
+                                       "(relative to this file; default: baselines)")
 
 
 class _Tool(Schema):
@@ -98,6 +109,12 @@ class Project:
     sets: Dict[str, List[str]] = field(default_factory=dict)
     corpus: Optional[Dict[str, Any]] = None
     registry_path: Optional[Path] = None
+    baselines: str = BASELINES_DIR
+
+    @property
+    def baselines_dir(self) -> Path:
+        """Where this project's baselines live: ``baselines`` relative to the config file."""
+        return Path(self.baselines) if os.path.isabs(self.baselines) else self.path.parent / self.baselines
 
     @property
     def has_corpus(self) -> bool:
@@ -174,7 +191,15 @@ def load_project(path: "str | os.PathLike[str]") -> Project:
         sets={name: list(ids) for name, ids in sets.items()},
         corpus=corpus_table(path, data),
         registry_path=registry_path,
+        baselines=table.get("baselines") or BASELINES_DIR,
     )
+
+
+def baseline_dir(config: "str | os.PathLike[str] | None" = None) -> Optional[Path]:
+    """The project's baselines directory (``--config``, else ``harness.toml`` / ``[tool.harness]`` in the working
+    directory); None without a project config (the shipped baselines directory is then the default)."""
+    path = Path(config) if config is not None else find_config()
+    return None if path is None else load_project(path).baselines_dir
 
 
 @one_line_errors

@@ -11,7 +11,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.compare.verdict import CellStatus, Status
-from harness.report.format import fmt, fmt_cosine, fmt_percent, fmt_seconds
+from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS, badge as _badge, escape as _e, status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
 from harness.report.matrix_report import (
@@ -96,7 +96,7 @@ def _overview_row(index: int, cell: Dict[str, Any], params: List[str], models: L
 
 def _overview(report: Dict[str, Any]) -> str:
     params, models = _param_keys(report), report_models(report)
-    header = ["Cell", *params, "Status", *(models or ["Models"]), "Time"]
+    header = ["Cell", *params, "Status", *(models or ["Models"]), "Time (setup + run)"]
     rows = [_overview_row(i, c, params, models) for i, c in enumerate(report["cells"])]
     return f'<section id="overview"><h2>Overview</h2>{_table(header, rows, "overview")}</section>'
 
@@ -266,9 +266,29 @@ def _env_block(comparison: Dict[str, Any]) -> str:
     note = f'<p class="note">{hidden} other fingerprint difference(s) not shown (see report.json).</p>' if hidden else ""
     if not kept:
         return f'<h4>Environment changes vs baseline</h4><p class="note">No package, device, precision, hardware, kernel or run-setting changes.</p>{note}'
-    rows = [[_td(c["group"]), f"<td><code>{_e(c['key'])}</code></td>", _td(fmt(c["baseline"]), "num"), _td(fmt(c["candidate"]), "num")]
+    rows = [[_td(c["group"]), f"<td><code>{_e(c['key'])}</code></td>", *_value_tds(c["baseline"], c["candidate"])]
             for c in kept]
     return f"<h4>Environment changes vs baseline ({len(kept)})</h4>{_table(['Group', 'Key', 'Baseline', 'Candidate'], rows)}{note}"
+
+
+#: longer values (a ``blas_runtime`` list of libraries and paths) are cut, whole in the cell's tooltip
+_LONG = 240
+
+
+def _value_td(shown: str, numeric: bool) -> str:
+    """A value cell: numbers stay on one line; text wraps anywhere and is ellipsized past ``_LONG`` characters."""
+    if numeric:
+        return _td(shown, "num")
+    if len(shown) <= _LONG:
+        return _td(shown, "val")
+    return f'<td class="val" title="{_e(shown)}">{_e(shown[:_LONG - 1])}…</td>'
+
+
+def _value_tds(baseline: Any, candidate: Any) -> List[str]:
+    """Baseline and candidate through one formatter (``fmt_pair``: the same digits for both)."""
+    shown = fmt_pair(baseline, candidate)
+    return [_value_td(text, isinstance(value, (int, float)) and not isinstance(value, bool))
+            for text, value in zip(shown, (baseline, candidate))]
 
 
 def _cell_meta(cell: Dict[str, Any]) -> str:

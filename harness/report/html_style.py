@@ -45,6 +45,8 @@ th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--lin
 th { background: var(--panel); font-size: 12px; color: var(--muted); font-weight: 600; white-space: nowrap; }
 td.num { font-variant-numeric: tabular-nums; white-space: nowrap; font-family: ui-monospace, SFMono-Regular,
   Menlo, Consolas, monospace; font-size: 12.5px; }
+td.val { overflow-wrap: anywhere; word-break: break-word; max-width: 560px; font-family: ui-monospace,
+  SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
 table.overview td.verdict { text-align: center; min-width: 150px; }
 table.overview td.verdict .big { display: block; font-weight: 700; text-transform: uppercase; font-size: 12px; }
 table.overview td.verdict .small { display: block; font-size: 12px; font-variant-numeric: tabular-nums; }

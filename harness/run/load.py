@@ -1,8 +1,9 @@
 """Load a resolved model directory with sentence-transformers 2.7 .. newest, and report what was loaded.
 
 Version differences are handled here and nowhere else: constructor keywords are filtered against the installed
-signature, and a model saved by a newer sentence-transformers than the installed one is reported as
-``incompatible`` (with both versions) instead of crashing deep inside the library. The settings of a registry or
+signature, and a model saved by a newer sentence-transformers major or minor release than the installed one is
+reported as ``incompatible`` (with both versions) instead of crashing deep inside the library; one saved by a newer
+patch release is tried, with a warning, and incompatible only if it fails to load. The settings of a registry or
 project entry that act on loading (``max_seq_length``, ``backend``) are applied here; those of the calls
 themselves in ``harness.run.encode``, non-torch backends in ``harness.run.backends``.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from harness.config.registry import ModelSpec, weight_files
 from harness.errors import ModelLoadError, first_line
@@ -90,7 +92,12 @@ def installed_version() -> str:
     return str(sentence_transformers.__version__)
 
 
-def _check_compatible(directory: Path) -> Dict[str, str]:
+def _check_compatible(directory: Path, model_id: str = "") -> Tuple[Dict[str, str], Optional[str]]:
+    """The saved versions, and a note when the model was saved by a newer patch release than the installed one.
+
+    A newer major or minor release of sentence-transformers is the known risk (new config keys, modules): the
+    model is ``incompatible`` without trying. A newer patch release (6.3.1 saved, 6.3.0 installed) rarely changes
+    the files: warn on stderr and try; only a failing load makes it incompatible (``load_model``)."""
     from packaging.version import InvalidVersion, Version
 
     saved = saved_versions(directory)
@@ -98,13 +105,16 @@ def _check_compatible(directory: Path) -> Dict[str, str]:
     wanted = saved.get("sentence_transformers")
     try:
         newer = wanted is not None and Version(wanted) > Version(installed)
+        same_minor = newer and Version(wanted).release[:2] == Version(installed).release[:2]
     except InvalidVersion:
-        newer = False
-    if newer:
-        raise Incompatible(
-            f"model saved by sentence-transformers {wanted}, installed {installed} is older", saved
-        )
-    return saved
+        newer = same_minor = False
+    if not newer:
+        return saved, None
+    note = f"model saved by sentence-transformers {wanted}, installed {installed} is older"
+    if not same_minor:
+        raise Incompatible(note, saved)
+    print(f"warning: model '{model_id}': {note} (a patch release); trying to load it", file=sys.stderr)
+    return saved, note
 
 
 def _supported_kwargs(cls: Any, wanted: Dict[str, Any]) -> Dict[str, Any]:
@@ -186,12 +196,13 @@ def load_model(
     """Load a bi-encoder or cross-encoder from a local directory, offline, on ``device`` in ``dtype``.
 
     Raises:
-        Incompatible: the installed sentence-transformers is older than the one that saved the model.
+        Incompatible: the installed sentence-transformers is an older major/minor release than the one that saved
+            the model, or an older patch release and the model failed to load.
         ModelLoadError: the model needs remote code that was not allowed, or the files cannot be loaded.
     """
     import torch
 
-    saved = _check_compatible(directory)
+    saved, patch_note = _check_compatible(directory, spec.id)
     if (spec.trust_remote_code or _needs_remote_code(directory)) and not trust_remote_code:
         raise ModelLoadError(
             f"model '{spec.id}': needs trust_remote_code (custom code in {directory}); "
@@ -222,11 +233,14 @@ def load_model(
             warnings.simplefilter("ignore")  # export chatter ("Saving the exported ONNX model is recommended")
             model = cls(str(load_dir), **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
+        if patch_note:  # tried, and loading showed it: the newer patch release is the likeliest cause
+            raise Incompatible(f"{patch_note}, and loading failed: {type(err).__name__}: {first_line(err)}", saved) from None
         raise ModelLoadError(f"model '{spec.id}': cannot load {directory} ({first_line(err)})") from None
     except (AttributeError, TypeError, KeyError, ImportError) as err:
         # Libraries too old or too new for the saved files fail in these ways; it is a cell state, not a bug.
         raise Incompatible(
-            f"sentence-transformers {installed_version()} cannot load this model: {type(err).__name__}: {first_line(err)}",
+            f"{patch_note + ': ' if patch_note else ''}sentence-transformers {installed_version()} cannot load this "
+            f"model: {type(err).__name__}: {first_line(err)}",
             saved,
         ) from err
     except Exception as err:  # noqa: BLE001 - a backend whose packages import but do not work (optimum vs transformers)

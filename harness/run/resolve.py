@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from harness.config.registry import ModelSpec, Registry, weight_files
+from harness.config.registry import _guess_kind as guess_kind
 from harness.errors import ModelLoadError
 from harness.run.derive import DERIVED_SEED, build_derived_cross_encoder
 
-__all__ = ["resolve_model_dir"]
+__all__ = ["resolve_model_dir", "with_hub_ids"]
 
 
 def _package_dir(spec: ModelSpec) -> Optional[Path]:
@@ -36,12 +39,44 @@ def _hub_snapshot(spec: ModelSpec, allow_network: bool) -> Tuple[Path, str]:
         if not allow_network:
             raise ModelLoadError(
                 f"model '{spec.id}': hub id '{spec.hub_id}' is not in the local cache {cache} "
-                f"({type(err).__name__}); pass --allow-network to download it"
+                f"({type(err).__name__}); pass --allow-network to download it, or point HF_HOME (or HF_HUB_CACHE) "
+                f"at the cache that holds it, or give it a registry entry (source = \"hub\", cache_dir = ...)"
             ) from None
     try:
         return Path(snapshot_download(spec.hub_id, revision=spec.revision, cache_dir=cache)), "network"
     except Exception as err:  # noqa: BLE001
         raise ModelLoadError(f"model '{spec.id}': download of '{spec.hub_id}' failed ({type(err).__name__}: {err})") from None
+
+
+#: ``org/name``: what a hub id looks like on the command line (a URL has a ':', a path that exists is a path)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def with_hub_ids(registry: Registry, names: Optional[List[str]],
+                 allow_network: bool = False) -> Tuple[Registry, Optional[List[str]]]:
+    """``--models org/name``: a hub id the registry does not know as an id, set or directory. A registry entry with
+    that ``hub_id`` runs under its own id; any other is resolved offline-first here (the local Hugging Face cache,
+    ``HF_HOME`` / ``HF_HUB_CACHE``; the network only with ``allow_network``), entered under the hub id, its kind
+    read from its files. Not cached: one ``ModelLoadError`` line saying how to supply it."""
+    if not names:
+        return registry, names
+    models, chosen = dict(registry.models), []
+    for name in names:
+        if name in models or name in registry.sets or "@" in name or Path(name).exists() or not _HUB_ID.match(name):
+            chosen.append(name)
+            continue
+        known = next((spec.id for spec in models.values() if spec.hub_id == name), None)
+        if known is None:
+            spec = ModelSpec(id=name, kind="bi-encoder", source="hub", hub_id=name)
+            try:
+                directory, _ = _hub_snapshot(spec, allow_network)
+            except ModelLoadError as err:
+                raise ModelLoadError(f"'{name}' is not a model id, set or directory here, and as a "
+                                     f"{str(err).split(': ', 1)[1]}") from None
+            known = name
+            models[name] = replace(spec, kind=guess_kind(directory))
+        chosen.append(known)
+    return Registry(path=registry.path, models=models, sets=dict(registry.sets)), chosen
 
 
 def _default_hub_cache() -> str:

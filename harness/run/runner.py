@@ -117,6 +117,27 @@ def _peak_rss_bytes() -> Optional[int]:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
 
 
+#: what shows an NVIDIA driver (Linux) or a GPU torch may drive as ``cuda`` without one (ROCm, WSL)
+_DRIVER_SIGNS = ("/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def refuse_absent_cuda(requested: str, signs: Optional[Sequence[str]] = None) -> None:
+    """``--device cuda`` where no GPU driver can be there, refused before torch is imported (seconds earlier).
+
+    Only on Linux, and only when none of ``signs`` exists and no ``libcuda`` is found (``ctypes.util``): torch
+    could then not see a CUDA device either. Anything else is left to ``pick_device`` (torch's own check)."""
+    if not requested.startswith("cuda") or not sys.platform.startswith("linux"):
+        return
+    if any(os.path.exists(sign) for sign in (_DRIVER_SIGNS if signs is None else signs)):
+        return
+    import ctypes.util
+
+    if ctypes.util.find_library("cuda") is not None:
+        return
+    raise HarnessError(f"--device {requested} requested, but this machine has no NVIDIA driver "
+                       "(no /proc/driver/nvidia, no libcuda); use --device cpu or auto")
+
+
 def pick_device(requested: str) -> str:
     """``auto`` picks CUDA, then MPS, then CPU; an explicit device that is absent is an input error."""
     import torch
@@ -279,6 +300,7 @@ def run(options: RunOptions) -> RunSummary:
     check_corpus_fits(specs, corpus)
     local = [spec for spec in specs if not is_served(spec)]
     if local:
+        refuse_absent_cuda(options.device)
         with timings.phase("import"):
             _import_libraries()
     device = pick_device(options.device) if local else "http"
