@@ -10,7 +10,7 @@ aligned arrays in one chunk; ``judge_rerank_files`` feeds two results files row 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
