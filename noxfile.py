@@ -259,9 +259,11 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session(venv_backend=VENV_BACKEND)
 def lint(session: nox.Session) -> None:
-    """ruff on the package, the tests and this file."""
-    session.install("ruff")
-    session.run("ruff", "check", "harness", "tests", "noxfile.py", *session.posargs)
+    """ruff on the package, the tests, the benchmarks and this file, then mypy on the package (both configured in
+    pyproject.toml, pinned in .ci/constraints.txt). ``-- --fix`` lets ruff fix what it can."""
+    session.install("-c", str(ROOT / ".ci" / "constraints.txt"), "ruff", "mypy", "pytest", "httpx", "-e", str(ROOT))
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("python", "-m", "mypy")
 
 
 @nox.session(venv_backend=VENV_BACKEND)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -137,7 +137,7 @@ def _fail(title: str, lines: List[str]) -> None:
     raise AssertionError(f"{title}\n\n" + "\n".join(lines))
 
 
-def _names(ids: Sequence[Any]) -> str:
+def _names(ids: Union[Sequence[Any], np.ndarray]) -> str:
     shown = ", ".join(f"'{i}'" for i in list(ids)[:_MAX_NAMED])
     more = len(ids) - _MAX_NAMED
     return (shown + (f" and {more} more" if more > 0 else "")) or "-"
@@ -162,10 +162,11 @@ def _align(title: str, actual: _Side, baseline: _Side, subset: bool = False) -> 
         actual.positional = baseline.positional = True
         return actual, baseline
     for side in (actual, baseline):
-        if len(side.ids) != len(side.values):
-            raise ValueError(f"{side.label}: {len(side.ids)} ids for {len(side.values)} rows")
-        unique, counts = np.unique(side.ids, return_counts=True)
-        if len(unique) != len(side.ids):
+        side_ids = cast(np.ndarray, side.ids)  # both set: the bare-array case returned above
+        if len(side_ids) != len(side.values):
+            raise ValueError(f"{side.label}: {len(side_ids)} ids for {len(side.values)} rows")
+        unique, counts = np.unique(side_ids, return_counts=True)
+        if len(unique) != len(side_ids):
             _fail(title, [f"{side.label} has duplicate id(s): {_names(unique[counts > 1])}"])
     if actual.values.ndim == 2 and actual.values.shape[1] != baseline.values.shape[1]:
         _fail(title, [f"The dimensions do not match: actual {actual.values.shape[1]} != baseline {baseline.values.shape[1]}"])
@@ -192,7 +193,7 @@ def _require_finite(side: _Side, model_id: str, what: str) -> None:
     if side.results is not None:
         noun = "vector values" if side.values.ndim == 2 else "scores"
         raise ResultsFileError(f"{side.results.path}: model '{model_id}' has non-finite {noun} in {rows} row(s) "
-                               f"(first: '{side.ids[row]}')")
+                               f"(first: '{cast(np.ndarray, side.ids)[row]}')")  # a file's side has ids
     where = f"'{side.ids[row]}'" if side.ids is not None else f"row {row}"  # before alignment: real ids only
     dim = f" dim {col}" if side.values.ndim == 2 else ""
     raise NonFiniteInput(f"{side.label} has {int(bad.sum())} non-finite {what}(s) in {rows} row(s); "
@@ -300,7 +301,7 @@ def assert_embeddings_close(
         model_id = _only_model(files, "bi-encoder", model_id)
     if a_file is not None and b_file is not None:
         _precision(files, model_id, precision)
-        _judge_files(title, a_file, b_file, pol, model_id, tolerance_class)
+        _judge_files(title, a_file, b_file, pol, cast(str, model_id), tolerance_class)  # set by _only_model
         return
     a_side = _embedding_side(actual if a_file is None else a_file, "actual", model_id or "", ids)
     b_side = _embedding_side(baseline if b_file is None else b_file, "baseline", model_id or "", None)
@@ -314,7 +315,7 @@ def assert_embeddings_close(
         _require_finite(b_side, model_id or "", "value")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
     tol = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
-    pair = kinds.ArrayPair(b_side.ids, b_side.roles if b_side.roles is not None else a_side.roles, b_side.values,
+    pair = kinds.ArrayPair(cast(np.ndarray, b_side.ids), b_side.roles if b_side.roles is not None else a_side.roles, b_side.values,
                            a_side.values, labels=(b_side.label, a_side.label), model_id=model_id or "")
     verdict = (kinds.judge_embeddings(model_id or "", tol, pair) if kind is None
                else kinds.judge_quantized(model_id or "", tol, pair, kind))
@@ -348,7 +349,7 @@ def assert_rerank_stable(
     if files:
         model_id = _only_model(files, "cross-encoder", model_id)
     if a_file is not None and b_file is not None:
-        _judge_files(title, a_file, b_file, pol, model_id, tolerance_class)
+        _judge_files(title, a_file, b_file, pol, cast(str, model_id), tolerance_class)  # set by _only_model
         return
     a_side = _rerank_side(actual_scores if a_file is None else a_file, "actual", model_id or "", ids, query_ids)
     b_side = _rerank_side(baseline_scores if b_file is None else b_file, "baseline", model_id or "", None, None)
@@ -359,7 +360,7 @@ def assert_rerank_stable(
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
     tol = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
     queries = b_side.query_ids if b_side.query_ids is not None else a_side.query_ids
-    verdict = kinds.judge_rerank(model_id or "", tol, b_side.ids, queries, b_side.values, a_side.values)
+    verdict = kinds.judge_rerank(model_id or "", tol, cast(np.ndarray, b_side.ids), queries, b_side.values, a_side.values)
     if not verdict:
         _raise(title, verdict, pol, positional=a_side.positional)
 

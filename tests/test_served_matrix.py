@@ -391,9 +391,9 @@ def test_no_matrix_module_keeps_a_python_program_in_a_string() -> None:
     offending = []
     for path in sorted((ROOT / "harness" / "matrix").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and not _is_docstring(node, path):
-                if any(marker in node.value for marker in ("import harness", "from harness", "import json, sys")):
-                    offending.append(f"{path.name}:{node.lineno}")
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and not _is_docstring(node, path)
+                    and any(marker in node.value for marker in ("import harness", "from harness", "import json, sys"))):
+                offending.append(f"{path.name}:{node.lineno}")
     assert not offending
 
 

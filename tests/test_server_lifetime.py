@@ -196,7 +196,7 @@ def test_a_harness_killed_with_sigkill_never_leaves_its_server_running(work: Pat
         servers = pids_in(work / "server.pids")[seen:]
         assert len(servers) == 1, (kind, servers)
         gone = wait_gone(servers, timeout_s=3.0)
-        parent = open(f"/proc/{servers[0]}/stat").read().rsplit(")", 1)[1].split()[1] if gone is None else "-"
+        parent = Path(f"/proc/{servers[0]}/stat").read_text().rsplit(")", 1)[1].split()[1] if gone is None else "-"
         assert gone is not None, f"iteration {i} ({kind}{', finished' if finished else ''}): server {servers[0]} " \
                                  f"outlived its harness (parent now {parent})"
         took.append(gone)

@@ -7,9 +7,12 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from harness.cli.outputs import add_output_options
+
+if TYPE_CHECKING:  # imported lazily at run time (torch-free CLI start)
+    from harness.run.runner import RunOptions
 
 
 __all__ = ["add_run_options", "add_check_options", "add_compare_options", "run_options", "rerun_options", "pin_cpu_isa"]
@@ -155,7 +158,7 @@ def _progress(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() if args.progress is None else args.progress
 
 
-def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptions imported lazily
+def run_options(args: argparse.Namespace, out: Path) -> RunOptions:
     from harness.config.project import run_inputs
     from harness.run.runner import RunOptions
 
@@ -163,6 +166,7 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
     from harness.run.resolve import with_hub_ids
 
     pin_cpu_isa(args)
+    corpus: Any  # a path, or with --queries the DataFiles pair
     registry, corpus, _ = run_inputs(args.config, args.registry, args.corpus)
     registry, models = with_served_urls(registry, args.models, getattr(args, "api", "openai"))
     registry, models = with_hub_ids(registry, models, getattr(args, "allow_network", False))
@@ -192,7 +196,7 @@ def run_options(args: argparse.Namespace, out: Path):  # noqa: ANN202 - RunOptio
     )
 
 
-def rerun_options(args: argparse.Namespace, baseline: Path, out: Path):  # noqa: ANN202 - RunOptions imported lazily
+def rerun_options(args: argparse.Namespace, baseline: Path, out: Path) -> RunOptions:
     """``harness check``: the baseline's own run (``harness.baselines.rerun_options``), plus the flags given."""
     import dataclasses
 

@@ -248,7 +248,7 @@ def config_keys_page() -> str:
     from harness.config.registry import ModelEntry, RegistryFile
     from harness.matrix.spec import CellTable, MatrixTable
 
-    sections = [
+    sections: List[Tuple[str, List[Tuple[str, Any]]]] = [
         ("Tolerance policy (`--policy FILE`)", [("top level", PolicyFile), ("`[policy]`", PolicySettings),
                                                 ("`[classes.NAME]` (and `[models.\"ID\".classes.NAME]`)", ToleranceValues),
                                                 ("`[models.\"ID\"]`", ModelOverrides)]),

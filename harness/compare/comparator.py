@@ -210,6 +210,6 @@ def compare_results(
     )
 
 
-def compare_files(baseline: "str | Path", candidate: "str | Path", policy: Optional[Policy] = None, **kwargs: Any) -> Comparison:
+def compare_files(baseline: "str | os.PathLike[str]", candidate: "str | os.PathLike[str]", policy: Optional[Policy] = None, **kwargs: Any) -> Comparison:
     """Open and compare two results files (see ``compare_results`` for the options)."""
     return compare_results(ResultsFile(baseline), ResultsFile(candidate), policy, **kwargs)

@@ -55,8 +55,8 @@ def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     Two zero rows are identical (1.0); a zero row against a non-zero one has nothing in common (0.0), so a
     vector that collapsed to zeros can never pass a cosine limit.
     """
-    a = baseline.astype(np.float64)
-    b = candidate.astype(np.float64)
+    a: np.ndarray = baseline.astype(np.float64)
+    b: np.ndarray = candidate.astype(np.float64)
     dot = np.einsum("ij,ij->i", a, b)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     both_zero = (na == 0) & (nb == 0)

@@ -8,6 +8,7 @@ fails before any comparison runs.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -180,7 +181,7 @@ def _read_policy(path: Path, source: str) -> Dict[str, Any]:
 
 
 @one_line_errors
-def load_policy(path: "str | Path | None" = None) -> Policy:
+def load_policy(path: "str | os.PathLike[str] | None" = None) -> Policy:
     """The default policy, overlaid with ``path`` when given (classes and models merge key by key)."""
     data = _read_policy(DEFAULT_POLICY_PATH, str(DEFAULT_POLICY_PATH))
     source = BUILT_IN_POLICY

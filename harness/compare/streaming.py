@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +38,7 @@ __all__ = ["COMPARE_THREADS", "Plan", "Segment", "plan", "read_rows", "refuse_id
            "refuse_nonfinite", "row_group_pair_bytes", "stream"]
 
 
-def refuse_id_mismatch(model_id: str, only_base: np.ndarray, only_cand: np.ndarray,
+def refuse_id_mismatch(model_id: str, only_base: Any, only_cand: Any,
                        path: "Path | str" = "candidate") -> None:
     """Same corpus hash but different ids means a broken or hand-edited file: bad input, never a drift verdict."""
     if not len(only_base) and not len(only_cand):

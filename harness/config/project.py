@@ -171,7 +171,7 @@ def load_project(path: "str | os.PathLike[str]") -> Project:
     """Parse and check the shape of a project config (entries are validated against the registry on merge)."""
     path = Path(path)
     data = read_toml(path, ProjectError, "project config not found")
-    table = data
+    table: Any = data
     if path.name == "pyproject.toml":
         validate(PyProjectFile, data, source=str(path), error=ProjectError, label=_label)
         table = (data.get("tool") or {}).get("harness")

@@ -94,8 +94,8 @@ class ModelEntry(Schema):
     """The keys of one ``[models."<id>"]`` table, each optional here: which ones an entry needs depends on its
     ``source`` (and a project entry may set only settings, over a built-in entry), checked by ``parse_entry``."""
 
-    kind: Optional[Literal[KINDS]] = setting(None, expect=_one_of(KINDS))
-    source: Optional[Literal[SOURCES]] = setting(None, expect=_one_of(SOURCES))
+    kind: Optional[Literal[KINDS]] = setting(None, expect=_one_of(KINDS))  # type: ignore[valid-type]  # Literal of a tuple constant (pydantic expands it)
+    source: Optional[Literal[SOURCES]] = setting(None, expect=_one_of(SOURCES))  # type: ignore[valid-type]  # Literal of a tuple constant (pydantic expands it)
     path: Optional[str] = setting(None, expect=_TEXT)
     package: Optional[str] = setting(None, expect=_TEXT)
     subdir: Optional[str] = setting(None, expect=_TEXT)
@@ -106,7 +106,7 @@ class ModelEntry(Schema):
     base: Optional[str] = setting(None, expect=_TEXT)
     seed: Optional[int] = setting(None, expect="be an integer from 0 to 4294967295", ge=0, le=(1 << 32) - 1)
     note: Optional[str] = setting(None, expect=_TEXT)
-    backend: Optional[Literal[BACKENDS]] = setting(None, expect=_one_of(BACKENDS))
+    backend: Optional[Literal[BACKENDS]] = setting(None, expect=_one_of(BACKENDS))  # type: ignore[valid-type]  # Literal of a tuple constant (pydantic expands it)
     batch_size: Optional[int] = _size()
     max_seq_length: Optional[int] = _size()
     prompt: Optional[str] = setting(None, expect=_TEXT)
@@ -117,8 +117,8 @@ class ModelEntry(Schema):
     document_prompt_name: Optional[str] = setting(None, expect=_TEXT)
     normalize_embeddings: Optional[bool] = setting(None, expect=_FLAG)
     truncate_dim: Optional[int] = _size()
-    precision: Optional[Literal[PRECISIONS]] = setting(None, expect=_one_of(PRECISIONS))
-    quantization: Optional[Literal[QUANTIZATIONS]] = setting(None, expect=_one_of(QUANTIZATIONS))
+    precision: Optional[Literal[PRECISIONS]] = setting(None, expect=_one_of(PRECISIONS))  # type: ignore[valid-type]  # Literal of a tuple constant (pydantic expands it)
+    quantization: Optional[Literal[QUANTIZATIONS]] = setting(None, expect=_one_of(QUANTIZATIONS))  # type: ignore[valid-type]  # Literal of a tuple constant (pydantic expands it)
     logits: Optional[bool] = setting(None, expect=_FLAG)
     # validated by harness.config.http.settings_from_mapping (its own keys and ranges)
     http: Optional[Dict[str, Any]] = setting(None, expect='be a table http = { url = "http://HOST:PORT", api = "..." }')

@@ -21,7 +21,7 @@ import functools
 import re
 import reprlib
 import typing
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -192,7 +192,7 @@ def _where(loc: Loc, label: Optional[Label]) -> str:
     return named if named is not None else dotted(loc)
 
 
-def _problem(error: Dict[str, Any], info: Any) -> str:
+def _problem(error: Mapping[str, Any], info: Any) -> str:
     """What the key must be: the field's ``expect``, a validator's own text, or pydantic's kind of error."""
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "value_error":

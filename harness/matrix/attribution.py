@@ -56,7 +56,8 @@ class RuntimeSettings:
     @classmethod
     def from_run_options(cls, options: Any) -> "RuntimeSettings":
         """The settings of a ``RunOptions`` (e.g. ``harness.baselines.rerun_options``: how a baseline was run)."""
-        return cls(**{name: getattr(options, name, None) for name in RUNTIME_FACTORS if hasattr(options, name)})
+        values: Dict[str, Any] = {name: getattr(options, name, None) for name in RUNTIME_FACTORS if hasattr(options, name)}
+        return cls(**values)
 
     def with_changes(self, changes: Mapping[str, Any]) -> "RuntimeSettings":
         """These settings with some changed; unknown names are a ``ValueError`` naming the known ones."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union, cast
 
 from harness.compare import comparator
 from harness.compare.policy import load_policy
@@ -60,7 +60,7 @@ def cell_record(
     results cannot be compared at all (missing baseline, different corpus or models) or the cell never ran.
     ``state``: the ``cell.json`` a caller already read (None: never ran), so object storage is asked once.
     """
-    location: Union[Path, str] = run_dir if storage.is_uri(run_dir) else Path(run_dir)
+    location: Union[Path, str] = cast(str, run_dir) if storage.is_uri(run_dir) else Path(run_dir)
     if state is _UNREAD:
         state = read_cell_state(location)
     results = storage.join(location, RESULTS_FILE)
@@ -113,7 +113,7 @@ def collect_matrix(
     a partial run), and none run at all is a ``MatrixError``.
     """
     base = Path(baseline) if baseline else baseline_file(matrix.baseline)
-    runs: Union[Path, str] = runs_dir if storage.is_uri(runs_dir) else Path(runs_dir)
+    runs: Union[Path, str] = cast(str, runs_dir) if storage.is_uri(runs_dir) else Path(runs_dir)
     records: List[Dict[str, Any]] = []
     for cell in matrix.select(cells):
         run_dir = storage.join(runs, cell.cell_id)

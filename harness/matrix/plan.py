@@ -145,7 +145,7 @@ def _best_path(states: _States, largest: int) -> Optional[List[int]]:
                 continue
             step = _step_cost(states, sub, target)
             key = tuple(i for i in range(len(states.factors)) if sub >> i & 1)
-            heapq.heappush(heap, (*(a + b for a, b in zip(cost, step)), order + (key,), path + (target,)))
+            heapq.heappush(heap, (*(a + b for a, b in zip(cost, step)), order + (key,), path + (target,)))  # type: ignore[misc]  # 4 costs, unpacked: mypy cannot count them
     return None
 
 

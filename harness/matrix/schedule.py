@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from harness.compare.verdict import CellStatus
 from harness.matrix.cellrun import Workspace, run_cell
@@ -94,7 +94,7 @@ def run_cells(ws: Workspace, matrix: Matrix, cells: Sequence[Cell], jobs: int,
         return list(pool.map(lambda cell: run_cell(ws, matrix, cell), cells))
 
 
-def _report(report_json: Path) -> Dict[str, object]:
+def _report(report_json: Path) -> Dict[str, Any]:
     try:
         data = json.loads(report_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -106,7 +106,7 @@ def _report(report_json: Path) -> Dict[str, object]:
 
 def verdict_lines(report_json: Path, cells: Sequence[Cell]) -> List[str]:
     """``cell i/N <id>: verdict PASS`` per cell, from the report the judge wrote."""
-    by_id = {c.get("cell_id"): c for c in _report(report_json)["cells"] if isinstance(c, dict)}  # type: ignore[union-attr]
+    by_id = {c.get("cell_id"): c for c in _report(report_json)["cells"] if isinstance(c, dict)}
     lines = []
     for i, cell in enumerate(cells, 1):
         record = by_id.get(cell.cell_id) or {}

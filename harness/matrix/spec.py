@@ -88,7 +88,7 @@ class MatrixTable(Schema):
     policy: Optional[str] = _text()
     config: Optional[str] = _text()
     device: Optional[str] = _text()
-    dtype: Optional[Literal[_DTYPES]] = setting(None, expect=f"be one of {', '.join(_DTYPES)}")
+    dtype: Optional[Literal[_DTYPES]] = setting(None, expect=f"be one of {', '.join(_DTYPES)}")  # type: ignore[valid-type]  # Literal of a tuple constant (pydantic expands it)
     batch_size: Optional[int] = setting(None, expect="be a positive integer (at most 1048576)", ge=1, le=1 << 20)
     cells: Optional[List[Any]] = setting(None, expect="be an array of tables [[matrix.NAME.cells]]")
 

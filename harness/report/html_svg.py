@@ -116,7 +116,7 @@ def _x_axis(edges: List[float], x_of: Any, start: float, x0: float, x1: float, b
 
 
 #: dot colour per cell status in a run; any other status is drawn in the "not judged" purple
-_DOT = {CellStatus.PASS: "#1a7f37", CellStatus.FAIL: "#cf222e", CellStatus.INCOMPATIBLE: "#9a6700"}
+_DOT: Dict[Optional[CellStatus], str] = {CellStatus.PASS: "#1a7f37", CellStatus.FAIL: "#cf222e", CellStatus.INCOMPATIBLE: "#9a6700"}
 
 
 def sparkline(points: Sequence[Tuple[str, Optional[CellStatus], Optional[float]]]) -> str:

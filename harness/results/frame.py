@@ -39,7 +39,7 @@ def _model_rows(results: Any, model_id: str) -> Dict[str, Any]:
                 "score": np.asarray(cols["score"], dtype=np.float32), "rank": cols["rank"]}
     ids, roles, vectors = results.embeddings(model_id)
     n = len(ids)
-    column = np.empty(n, dtype=object)
+    column: np.ndarray = np.empty(n, dtype=object)
     for i in range(n):  # an array per row (a copy: the reader's buffers may be read-only views)
         column[i] = np.array(vectors[i])
     return {"model_id": np.full(n, model_id, dtype=object), "task": np.full(n, "embed", dtype=object),

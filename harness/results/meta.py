@@ -82,8 +82,9 @@ class _Record:
                 continue
             name = f"{section}.{spec.name}" if section else spec.name
             expected, nested = _expected(hints[spec.name])
-            if _record_class(expected) is not None:
-                values[spec.name] = expected.from_dict(data[spec.name], source, name)
+            record = _record_class(expected)
+            if record is not None:
+                values[spec.name] = record.from_dict(data[spec.name], source, name)
                 continue
             value = _check(data[spec.name], expected, f"{source}: metadata '{name}'")
             if value is None:  # JSON null: the field's default (None, or an empty table)

@@ -104,7 +104,7 @@ def _reordered(results: ResultsFile, model_id: str, order: np.ndarray) -> Iterat
             table = results.read_model_group(model_id, groups[g][0], names)
             parts.append(table.take(_indices(positions[inside] - starts[g])))
             picked.append(inside)
-        back = np.empty(len(positions), dtype=np.int64)
+        back: np.ndarray = np.empty(len(positions), dtype=np.int64)
         back[np.concatenate(picked)] = np.arange(len(positions))
         yield pa.concat_tables(parts).take(_indices(back))
 

@@ -252,7 +252,7 @@ class ResultsFile:
     def vector_spec(self, model_id: str) -> Tuple[int, np.dtype]:
         """``(dim, dtype)`` of one model's vectors, checked against the vector column's width."""
         info = self.models.get(model_id, {})
-        dim = info.get("dim")
+        dim: Any = info.get("dim")
         dtype = _vector_dtype(info.get("vector_dtype"))
         if dtype is None:
             raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype "
@@ -261,7 +261,7 @@ class ResultsFile:
             raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} "
                                    "(a positive integer is required)")
         width = self._file.schema_arrow.field("vector").type.byte_width
-        sizes = [(i.get("dim"), _vector_dtype(i.get("vector_dtype"))) for i in self.models.values()]
+        sizes: List[Tuple[Any, Optional[np.dtype]]] = [(i.get("dim"), _vector_dtype(i.get("vector_dtype"))) for i in self.models.values()]
         widest = max((d * t.itemsize for d, t in sizes if _positive_int(d) and t is not None), default=0)
         if dim * dtype.itemsize > width or (widest and widest != width):
             raise ResultsFileError(
@@ -309,7 +309,7 @@ class ResultsFile:
         if not parts:
             dim, dtype = self.vector_spec(model_id)
             return np.array([], dtype=str), np.array([], dtype=str), np.zeros((0, dim), dtype=dtype)
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
     def to_pandas(self, models: Optional[Sequence[str]] = None) -> Any:
         """A tidy ``pandas.DataFrame`` of these models' rows (default: all), vectors decoded to numpy arrays and
@@ -336,7 +336,7 @@ def _vector_dtype(value: Any) -> Optional[np.dtype]:
     if not isinstance(value, str):
         return None
     try:
-        dtype = np.dtype(value)
+        dtype: np.dtype = np.dtype(value)
     except (TypeError, ValueError, SyntaxError):
         return None
     return dtype.newbyteorder("<") if dtype.kind in "fiu" and 1 <= dtype.itemsize <= 16 else None

@@ -216,7 +216,7 @@ def score_pairs(loaded: LoadedModel, pairs: Sequence[Tuple[str, str]], *, batch_
         activated = activated[:, 0]
         raw = raw[:, 0] if raw is not None else None
     if activated.ndim == 1:
-        entries = [("", activated, {"output": "activated"})]
+        entries: List[Tuple[str, Any, Dict[str, Any]]] = [("", activated, {"output": "activated"})]
         if raw is not None:
             entries.append((LOGITS_SUFFIX, raw, {"output": "logits"}))
         return entries

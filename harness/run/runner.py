@@ -165,7 +165,7 @@ def _configure_torch(options: RunOptions) -> None:
 
 def rank_within_queries(query_ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
     """1-based rank of each candidate within its query by descending score; ties keep file order."""
-    ranks = np.zeros(len(scores), dtype=np.int32)
+    ranks: np.ndarray = np.zeros(len(scores), dtype=np.int32)
     groups: Dict[str, List[int]] = {}
     for i, qid in enumerate(query_ids):
         groups.setdefault(qid, []).append(i)

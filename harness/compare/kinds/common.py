@@ -35,7 +35,7 @@ def significant(value: Any, against: Optional[float] = None, digits: int = 3) ->
     """
     if value is None:
         return "-"
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, (bool, int)):
         return str(value)
     value = float(value)
     if not math.isfinite(value) or value == 0:

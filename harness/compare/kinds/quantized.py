@@ -67,7 +67,7 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
               what=retrieval.pass_name(0) if retrieval is not None else "")
     parts = [part for w in workers for part in w.parts]
-    empty = np.zeros((0, 1), np.int8)
+    empty: np.ndarray = np.zeros((0, 1), np.int8)
     result = (quantized.merge_quantized(parts, tol.quantized(), worst_n=WORST_N) if parts
               else quantized.compare_quantized(empty, empty, precision, tol.quantized()))
     merged = workers[0].topk

@@ -18,7 +18,7 @@ every exact pass: how the certifying step builds a certificate with this same co
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -65,7 +65,8 @@ def _squares(base: np.ndarray, cand: np.ndarray, chunk: int = 8192) -> Tuple[np.
     """``|b|^2`` and ``|c - b|^2`` per row as ``DiffStats.add`` returns them (float32 rows: within (dim + 4) u),
     ``chunk`` rows at a time (the difference is a temporary)."""
     work = np.float64 if np.result_type(base.dtype, cand.dtype).itemsize > 4 else np.float32
-    bsq, dsq = np.empty(len(base), dtype=work), np.empty(len(base), dtype=work)
+    bsq: np.ndarray = np.empty(len(base), dtype=work)
+    dsq: np.ndarray = np.empty(len(base), dtype=work)
     for s in range(0, len(base), chunk):
         b, c = base[s : s + chunk].astype(work, copy=False), cand[s : s + chunk].astype(work, copy=False)
         d = c - b
@@ -89,16 +90,16 @@ def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, i
 class _Accumulators:
     """One worker's retrieval accumulators, fed the document rows of each segment."""
 
-    def __init__(self, parts: List[object]) -> None:
+    def __init__(self, parts: List[Any]) -> None:
         self.parts = parts
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray) -> None:
         for part in self.parts:
-            part.add(positions, base, cand, bsq, dsq)  # type: ignore[attr-defined]
+            part.add(positions, base, cand, bsq, dsq)
 
     def merge(self, other: "_Accumulators") -> None:
         for mine, theirs in zip(self.parts, other.parts):
-            mine.merge(theirs)  # type: ignore[attr-defined]
+            mine.merge(theirs)
 
 
 class Retrieval:
@@ -230,10 +231,10 @@ class _Batch:
                 positions, scores = exact.baseline_top()
                 top = certs.Certificate(positions=positions, scores=scores)
             return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), 0, top
-        proof: CertifyStream = parts.pop(0)  # type: ignore[assignment]
+        proof: CertifyStream = parts.pop(0)
         certified = proof.certified(self.certificate.scores, owner.k, self.moves,
                                     self.certificate.width >= owner.n_docs)
-        in_stream = np.zeros(nq, dtype=bool)
+        in_stream: np.ndarray = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True
         full = certified & ~in_stream
         if full.any():
@@ -243,7 +244,7 @@ class _Batch:
             rescored = self.own_pass(lambda: _Accumulators([TopKStream(_take(self.base_q, missed),
                                                                        _take(self.cand_q, missed), owner.k, owner.tie)]),
                                      f"one more pass: {len(missed):,} queries the bound could not clear")
-            exact_parts.append((missed, rescored.parts[0].agreement()))  # type: ignore[attr-defined]
+            exact_parts.append((missed, rescored.parts[0].agreement()))
         n_certified = int(full.sum())
         return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), n_certified, None
 

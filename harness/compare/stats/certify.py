@@ -26,7 +26,7 @@ wrong verdict.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -136,9 +136,11 @@ class CertifyStream:
     def _score_far(self, far_pos: np.ndarray, far_rows: np.ndarray) -> None:
         """Exact candidate scores of far documents against every query; a far document in a query's own W is
         left out of that query's best (its exact scores are gathered)."""
-        lo, hi = np.searchsorted(self.req_pos, far_pos, "left"), np.searchsorted(self.req_pos, far_pos, "right")
+        lo: np.ndarray
+        hi: np.ndarray
+        lo, hi = np.searchsorted(self.req_pos, far_pos, "left"), np.searchsorted(self.req_pos, far_pos, "right")  # type: ignore[assignment]  # arrays: far_pos is an array
         owners = np.concatenate([self.req_row[a:b] for a, b in zip(lo, hi)]) if (hi > lo).any() else np.zeros(0, np.intp)
-        which = np.repeat(np.arange(len(far_pos)), hi - lo)
+        which: np.ndarray = np.repeat(np.arange(len(far_pos)), hi - lo)
         units = unit_rows(far_rows)
         for s in range(0, len(self.cand_queries), QUERY_CHUNK):
             qc = unit_rows(self.cand_queries[s : s + QUERY_CHUNK])
@@ -153,7 +155,8 @@ class CertifyStream:
         """Both sides' exact scores of the certificate's (query, document) pairs among these documents
         (``positions`` ascending, as the segments hand them), pair by pair (``pair_dots``: the same bits in any
         batch)."""
-        lo, hi = np.searchsorted(self.req_pos, [positions[0], positions[-1] + 1])
+        bounds: Any = np.searchsorted(self.req_pos, [positions[0], positions[-1] + 1])  # two positions
+        lo, hi = bounds
         if hi <= lo:
             return
         want = self.req_pos[lo:hi]
@@ -196,10 +199,10 @@ class CertifyStream:
 def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence["tuple[np.ndarray, TopKAgreement]"]) -> TopKAgreement:
     """One ``TopKAgreement`` for all queries: certified ones unchanged, the others from exact parts (each the
     query indices it covers and its agreement over them)."""
-    same_order = np.ones(nq, dtype=bool)
-    same_set = np.ones(nq, dtype=bool)
-    overlap = np.ones(nq, dtype=np.float64)
-    raw = np.ones(nq, dtype=bool)
+    same_order: np.ndarray = np.ones(nq, dtype=bool)
+    same_set: np.ndarray = np.ones(nq, dtype=bool)
+    overlap: np.ndarray = np.ones(nq, dtype=np.float64)
+    raw: np.ndarray = np.ones(nq, dtype=bool)
     covered = np.asarray(certified, dtype=bool).copy()
     for rows, agree in exact:
         same_order[rows], same_set[rows] = agree.same_order, agree.same_set

@@ -15,7 +15,7 @@ functions, so checks, counts, offenders, max and min metrics are the in-memory o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -35,7 +35,7 @@ P99_MAX_KEPT = 1 << 18
 
 
 
-def _ceil_value(dtype: np.dtype, value: float) -> np.generic:
+def _ceil_value(dtype: np.dtype, value: float) -> Any:
     """The smallest ``dtype`` value >= ``value``: for x of that dtype, ``x >= value`` iff ``x >= result``."""
     out = dtype.type(value)
     if float(out) < value:
@@ -100,7 +100,7 @@ class DiffStats:
         self.count = 0
         self.sum_abs = 0.0
         self.nonzero = 0
-        self.at_least = np.zeros(len(self._edges), dtype=np.int64)
+        self.at_least: np.ndarray = np.zeros(len(self._edges), dtype=np.int64)
         self.bad_elements = 0
         self.texts_beyond = 0
         self.max_rel = 0.0
@@ -114,9 +114,9 @@ class DiffStats:
         self.nonfinite_cand: List[int] = []
         self.zero_base: List[int] = []  # baseline positions of all-zero rows (no direction: cosine undefined)
         self._block_rows = max(1, BLOCK_VALUES // max(self.dim, 1))
-        self._d = np.empty((self._block_rows, self.dim), dtype=ft)
-        self._a = np.empty((self._block_rows, self.dim), dtype=ft)
-        self._mask = np.empty((self._block_rows, self.dim), dtype=bool)
+        self._d: np.ndarray = np.empty((self._block_rows, self.dim), dtype=ft)
+        self._a: np.ndarray = np.empty((self._block_rows, self.dim), dtype=ft)
+        self._mask: np.ndarray = np.empty((self._block_rows, self.dim), dtype=bool)
 
     # -- feeding ------------------------------------------------------------------------------------------
 
@@ -130,8 +130,8 @@ class DiffStats:
         if cand.dtype != self.ft:
             cand = cand.astype(self.ft)
         n = len(base)
-        bsq = np.empty(n, dtype=self.ft)
-        dsq = np.empty(n, dtype=self.ft)
+        bsq: np.ndarray = np.empty(n, dtype=self.ft)
+        dsq: np.ndarray = np.empty(n, dtype=self.ft)
         for s in range(0, n, self._block_rows):
             e = min(n, s + self._block_rows)
             self._block(position + s, base[s:e], cand[s:e], bsq[s:e], dsq[s:e])
@@ -214,7 +214,7 @@ class DiffStats:
     def _beyond(self, b: np.ndarray, c: np.ndarray) -> None:
         """Rows whose largest difference reaches atol: exact element count and text count (float64)."""
         for s in range(0, len(b), 256):
-            b64 = b[s : s + 256].astype(np.float64)
+            b64: np.ndarray = b[s : s + 256].astype(np.float64)
             diff = np.abs(c[s : s + 256].astype(np.float64) - b64)
             allowed = self.atol + self.rtol * np.abs(b64) if self.rtol else self.atol
             self.bad_elements += int(np.count_nonzero(diff > allowed))
@@ -229,7 +229,7 @@ class DiffStats:
             bound = float(rmax.max()) * (1 + 4 * self._unit)
             if bound < self.worst[-1].value or bound == self.worst[-1].value == 0.0:
                 return
-        r64 = rmax.astype(np.float64)
+        r64: np.ndarray = rmax.astype(np.float64)
         cut = float(np.partition(r64, len(r64) - n)[len(r64) - n]) if len(r64) > n else 0.0
         if cut > 0:
             # float32 row maxima can tie or swap where the exact ones differ (|d| rounded): every row within
@@ -290,7 +290,7 @@ class DiffStats:
             top = np.concatenate([np.zeros(self.p99_count - len(top)), top])
         return percentile_from_top(top, self.p99_count)
 
-    def histogram(self) -> Dict[str, List[float]]:
+    def histogram(self) -> Dict[str, List[Any]]:
         """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
         ge = [int(x) for x in self.at_least]
         counts = [self.nonzero - ge[0]] + [ge[i] - ge[i + 1] for i in range(len(ge) - 1)] + [ge[-1]]
@@ -331,8 +331,8 @@ def _top_rows(values: np.ndarray, n: int, above: float, ties: bool = False) -> n
 def _exact_rows(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, ...]:
     """Per row, in float64 exactly as the in-memory metrics: largest |d|, largest relative |d|, cosine, then
     where: the dimension of the largest |d| and of the largest relative |d|, and both sides' values at the first."""
-    b64 = base.astype(np.float64)
-    c64 = cand.astype(np.float64)
+    b64: np.ndarray = base.astype(np.float64)
+    c64: np.ndarray = cand.astype(np.float64)
     diff = np.abs(c64 - b64)
     rel = diff / np.maximum(np.abs(b64), REL_FLOOR)
     rows = np.arange(len(diff))

@@ -53,7 +53,7 @@ class RerankStats:
         self.pairs = 0
         self._sum = 0.0
         self.beyond = 0
-        self.histogram = {"counts": np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64), "zeros": 0}
+        self.histogram: Dict[str, Any] = {"counts": np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64), "zeros": 0}
         self.max_abs: Optional[_Pair] = None
         self.max_rel: Optional[Tuple[float, int]] = None
         self.worst: List[_Pair] = []

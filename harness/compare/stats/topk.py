@@ -20,7 +20,7 @@ TILE_DOC_ROWS = 16384
 def move_bounds(base_sq: np.ndarray, diff_sq: np.ndarray, kappa: float) -> np.ndarray:
     """Per document, a bound on ``|ĉ - b̂|`` (how far its unit vector moved) from ``DiffStats.add``'s ``|b|^2``
     and ``|c - b|^2`` (each within relative ``kappa``): ``|ĉ - b̂| <= 2 |c - b| / |b|``, and 2 at most."""
-    bsq = base_sq.astype(np.float64)
+    bsq: np.ndarray = base_sq.astype(np.float64)
     low_b = np.sqrt(bsq * (1 - kappa))
     with np.errstate(divide="ignore", invalid="ignore"):
         moved = np.where(low_b > 0, 2 * np.sqrt(diff_sq.astype(np.float64) * (1 + kappa)) / low_b, 2.0)
@@ -110,11 +110,11 @@ class _Tile:
         self.base_queries, self.cand_queries = base_queries, cand_queries
         self.dq = np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
         nq = len(base_queries)
-        self.pool_q = np.zeros(0, dtype=np.intp)
-        self.pool_pos = np.zeros(0, dtype=np.int64)
+        self.pool_q: np.ndarray = np.zeros(0, dtype=np.intp)
+        self.pool_pos: np.ndarray = np.zeros(0, dtype=np.int64)
         self.pool_sb = np.zeros(0)
         self.pool_sc = np.zeros(0)
-        self.counts = np.zeros(nq, dtype=np.int64)
+        self.counts: np.ndarray = np.zeros(nq, dtype=np.int64)
         self.kth_b = np.full(nq, -np.inf)
         self.kth_c = np.full(nq, -np.inf)
 
@@ -134,7 +134,7 @@ class _Tile:
              cand: np.ndarray, base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
         m = len(base)
         base = np.asarray(base, dtype=self.work)
-        bsq = base_sq.astype(np.float64)
+        bsq: np.ndarray = base_sq.astype(np.float64)
         norm_b = np.sqrt(bsq)
         scores = base @ qb_work_t  # (documents, queries): streams the block once, faster than Q @ B.T
         # Normalized embeddings (|b| = 1 up to rounding) skip scaling the scores: the bound widens instead.

@@ -188,8 +188,8 @@ def json_lines(path: Path, data: bytes) -> List[Tuple[int, Dict[str, Any]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise CorpusError(f"{where}:{line}: not valid UTF-8") from None
+        line_no = data[: exc.start].count(b"\n") + 1
+        raise CorpusError(f"{where}:{line_no}: not valid UTF-8") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line, it does not start a new one

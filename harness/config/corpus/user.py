@@ -76,7 +76,7 @@ def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Op
     if unknown:
         raise CorpusError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
     if role == "pairs":
-        spec = {"query_id_column": "query_id", "passage_id_column": "passage_id", "label_column": "label"}
+        spec: Dict[str, Any] = {"query_id_column": "query_id", "passage_id_column": "passage_id", "label_column": "label"}
     else:
         spec = {k: table.get(k, d) for k, d in (("id_column", "id"), ("text_column", "text"),
                                                  ("kind_column", "kind"), ("allow_empty", False))}
