@@ -47,6 +47,7 @@ from typing import Dict, List
 
 import numpy as np
 
+
 def peak_rss_mb() -> float:
     """Peak RSS of this process: VmHWM on Linux. ``ru_maxrss`` is not used there: it survives fork + exec, so a
     child of this (large) generating process would report the parent's size."""
@@ -213,7 +214,7 @@ def child_minimal(base: str, cand: str, layout: str) -> Dict:
     return {"wall_s": wall, "bytes": count * 4, "max_abs_diff": worst, "rss_mb": peak_rss_mb()}
 
 
-def _spawn(*args: str, threads: int = 0, env_extra: "Dict[str, str] | None" = None) -> Dict:
+def _spawn(*args: str, threads: int = 0, env_extra: Dict[str, str] | None = None) -> Dict:
     env = {**os.environ, **(env_extra or {})}
     if threads:
         env["HARNESS_COMPARE_THREADS"] = str(threads)

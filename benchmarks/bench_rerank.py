@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compare import peak_rss_mb  # noqa: E402
+from bench_compare import peak_rss_mb
 
 MODEL = "bench-cross-encoder"
 CHUNK = 200_000

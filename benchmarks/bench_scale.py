@@ -28,7 +28,7 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_compare import _spawn, write_pair  # noqa: E402
+from bench_compare import _spawn, write_pair
 
 
 def _files(workdir: Path, n: int, dim: int, queries: int) -> List[Path]:

@@ -94,7 +94,7 @@ class _Side:
     def label(self) -> str:
         return f"{self.name} {self.results.path}" if self.results is not None else self.name
 
-    def pick(self, idx: np.ndarray) -> "_Side":
+    def pick(self, idx: np.ndarray) -> _Side:
         return _Side(self.name, self.values[idx], None if self.ids is None else self.ids[idx],
                      None if self.roles is None else self.roles[idx], self.results,
                      None if self.query_ids is None else self.query_ids[idx], self.positional)
@@ -366,8 +366,8 @@ def assert_rerank_stable(
 
 
 def assert_model_matches(
-    candidate: "str | os.PathLike[str] | ResultsFile",
-    baseline: "str | os.PathLike[str] | ResultsFile",
+    candidate: str | os.PathLike[str] | ResultsFile,
+    baseline: str | os.PathLike[str] | ResultsFile,
     model_id: str,
     policy: PolicyLike = None,
     *,

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 from harness import paths
 from harness.errors import BaselineExists, BaselineMissing, HarnessError, IncompatibleInputs, ModelLoadError
 from harness.fsio import atomic_output, output_lock
-from harness.results.meta import Provenance, local_path, path_anchors, portable_metadata
 from harness.results import ResultsFile
+from harness.results.meta import Provenance, local_path, path_anchors, portable_metadata
 from harness.results.writer import rewrite_metadata
 
 if TYPE_CHECKING:  # the runner pulls in the registry and corpus loaders: imported when a re-run is built
@@ -44,12 +44,12 @@ __all__ = [
 DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
 
 
-def baseline_path(name: str, directory: "str | Path | None" = None) -> Path:
+def baseline_path(name: str, directory: str | Path | None = None) -> Path:
     """``NAME`` -> ``<dir>/NAME.parquet``; a name that already is a path is used as it is (``paths.baseline_path``)."""
     return paths.baseline_path(name, directory)
 
 
-def baselines_dir(directory: "str | Path | None" = None, config: "str | Path | None" = None) -> Optional[Path]:
+def baselines_dir(directory: str | Path | None = None, config: str | Path | None = None) -> Optional[Path]:
     """Where baselines named on the command line live: ``--dir``, else the project's (``baselines`` in its
     ``harness.toml`` / ``[tool.harness]``, relative to that file, default ``baselines`` beside it; ``config`` or
     the working directory's), else None: the shipped ``paths.default_baseline_dir()``."""
@@ -60,7 +60,7 @@ def baselines_dir(directory: "str | Path | None" = None, config: "str | Path | N
     return baseline_dir(config)
 
 
-def locate_baseline(name: str, directory: "str | Path | None" = None, config: "str | Path | None" = None) -> Path:
+def locate_baseline(name: str, directory: str | Path | None = None, config: str | Path | None = None) -> Path:
     """An existing baseline to read, by name or path: in ``baselines_dir(directory, config)``; a name the project
     does not have is looked up among the shipped baselines too (``harness check`` against ``default-cpu-float32``
     from a project)."""
@@ -72,7 +72,7 @@ def locate_baseline(name: str, directory: "str | Path | None" = None, config: "s
     return find_baseline(name, where)
 
 
-def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
+def find_baseline(name: str, directory: str | Path | None = None) -> Path:
     """An existing baseline by name or path; a missing one is a one-line ``BaselineMissing`` saying where it
     was looked for (a shipped baseline missing from this install says so, and how to point at a checkout)."""
     path = baseline_path(name, directory)
@@ -91,7 +91,7 @@ def find_baseline(name: str, directory: "str | Path | None" = None) -> Path:
     raise BaselineMissing(f"{path}: no such baseline")
 
 
-def default_check_path(root: "str | Path | None" = None) -> Path:
+def default_check_path(root: str | Path | None = None) -> Path:
     """Where a check's candidate results go when ``--out`` is not given (kept, so a drift can be studied)."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Path(root or paths.default_check_dir()) / f"check-{stamp}.parquet"
@@ -118,8 +118,8 @@ def _keep_previous(target: Path) -> Path:
 
 
 def create_baseline(
-    source: "str | Path",
-    target: "str | Path",
+    source: str | Path,
+    target: str | Path,
     *,
     force: bool = False,
     reason: Optional[str] = None,
@@ -167,7 +167,7 @@ def create_baseline(
     return prov.to_dict()  # local paths, for the caller's messages; the file records them portable
 
 
-def provenance(path: "str | Path") -> Dict[str, Any]:
+def provenance(path: str | Path) -> Dict[str, Any]:
     """What ``harness baseline show`` prints: provenance, corpus, models, environment summary."""
     results = ResultsFile(path)
     prov = results.provenance
@@ -189,7 +189,7 @@ def provenance(path: "str | Path") -> Dict[str, Any]:
     }
 
 
-def list_baselines(directory: "str | Path | None" = None) -> List[Dict[str, Any]]:
+def list_baselines(directory: str | Path | None = None) -> List[Dict[str, Any]]:
     """Current baselines in a directory (kept previous versions are listed under ``previous``)."""
     root = Path(directory or paths.default_baseline_dir())
     files = sorted(root.glob("*.parquet"))
@@ -212,7 +212,7 @@ def list_baselines(directory: "str | Path | None" = None) -> List[Dict[str, Any]
 # -- re-running a baseline here ------------------------------------------------------------------------------
 
 
-def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, "ModelSpec"], registry_path: Path) -> Optional["ModelSpec"]:
+def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], registry_path: Path) -> Optional[ModelSpec]:
     """The spec that re-runs ``model_id`` with the settings the baseline recorded (None: nothing to change).
 
     A model the registry knows is found where the registry says (paths differ between machines) and given the
@@ -257,15 +257,15 @@ def _check_corpus(results: ResultsFile, corpus_source: Path) -> None:
 
 
 def rerun_options(
-    path: "str | Path",
-    out: "str | Path",
+    path: str | Path,
+    out: str | Path,
     *,
     device: Optional[str] = None,
     models: Optional[Sequence[str]] = None,
-    config: "str | Path | None" = None,
-    registry: "str | Path | None" = None,
-    corpus: "str | Path | None" = None,
-) -> "RunOptions":
+    config: str | Path | None = None,
+    registry: str | Path | None = None,
+    corpus: str | Path | None = None,
+) -> RunOptions:
     """``RunOptions`` that repeat a baseline's run here: its models with the settings they ran with, and its
     device, dtype, batch size, TF32, threads and attention implementation.
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
-from pathlib import Path
 import stat
+import tempfile
 import time
+from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 from harness.errors import HarnessError
@@ -66,7 +66,7 @@ def _replaceable(target: Path, what: str) -> None:
                             "it (use '-' where an option writes to stdout)")
 
 
-def check_output(path: "str | os.PathLike[str]", what: str, inputs: Iterable[Tuple[str, "str | os.PathLike[str] | None"]] = ()) -> Path:
+def check_output(path: str | os.PathLike[str], what: str, inputs: Iterable[Tuple[str, str | os.PathLike[str] | None]] = ()) -> Path:
     """Refuse, before any work, an output ``path`` (named ``what`` in messages, e.g. ``--json``) that could not
     be written or must not be replaced; ``inputs`` are ``(name, path)`` pairs of the same command's inputs."""
     target = Path(path)
@@ -91,7 +91,7 @@ def check_output(path: "str | os.PathLike[str]", what: str, inputs: Iterable[Tup
 
 
 @contextlib.contextmanager
-def atomic_output(path: "str | os.PathLike[str]") -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it.
 
     The rename is atomic on POSIX, so readers (and a later run after Ctrl-C or kill) see either the old file or
@@ -118,7 +118,7 @@ def atomic_output(path: "str | os.PathLike[str]") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: "str | os.PathLike[str]") -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``path``; on success rename it onto ``path``.
 
     For directories whose content is decided by their inputs (a derived model, a copied model): when another
@@ -144,7 +144,7 @@ def _lock_path(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
-def stale_temp_files(target: "str | os.PathLike[str]") -> List[Path]:
+def stale_temp_files(target: str | os.PathLike[str]) -> List[Path]:
     """Temp files ``atomic_output`` makes for ``target`` (``.<name>.*.tmp``) that exist now."""
     target = Path(target)
     if not target.parent.is_dir():
@@ -173,7 +173,7 @@ def _lock_within(fd: int, target: Path, deadline: float) -> None:
 
 
 @contextlib.contextmanager
-def output_lock(target: "str | os.PathLike[str]", timeout_s: Optional[float] = None) -> Iterator[None]:
+def output_lock(target: str | os.PathLike[str], timeout_s: Optional[float] = None) -> Iterator[None]:
     """Hold the exclusive write lock of ``target`` (waiting at most ``timeout_s``, default ``LOCK_TIMEOUT_S``);
     on entry, remove dead writers' temp files.
 
@@ -213,14 +213,14 @@ def output_lock(target: "str | os.PathLike[str]", timeout_s: Optional[float] = N
 
 
 @contextlib.contextmanager
-def locked_output(target: "str | os.PathLike[str]") -> Iterator[Path]:
+def locked_output(target: str | os.PathLike[str]) -> Iterator[Path]:
     """``atomic_output`` under ``output_lock``: yields the temp path to write."""
 
     with output_lock(target), atomic_output(target) as tmp:
         yield tmp
 
 
-def write_text(path: "str | os.PathLike[str]", text: str) -> Path:
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write a text file (JSON, HTML, Markdown, cell.json) atomically under the target's lock."""
     with locked_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -52,7 +52,7 @@ def _has_fixtures(directory: Path) -> bool:
     return (directory / "models" / "registry.toml").is_file()
 
 
-def _home() -> "Path | None":
+def _home() -> Path | None:
     home = os.environ.get("HARNESS_HOME")
     return Path(home).expanduser().resolve() if home else None
 
@@ -81,7 +81,7 @@ def fixtures_dir() -> Path:
     return Path.cwd() / "fixtures"
 
 
-def is_shipped(path: "str | os.PathLike[str]") -> bool:
+def is_shipped(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` lies in the fixtures shipped inside the installed package (read-only, in effect)."""
     try:
         Path(path).resolve().relative_to(SHIPPED_FIXTURES)
@@ -137,8 +137,8 @@ def require(path: Path, what: str) -> Path:
     raise HarnessError(missing_message(path, what))
 
 
-def baseline_path(name: str, directory: "str | os.PathLike[str] | None" = None,
-                  relative_to: "str | os.PathLike[str] | None" = None) -> Path:
+def baseline_path(name: str, directory: str | os.PathLike[str] | None = None,
+                  relative_to: str | os.PathLike[str] | None = None) -> Path:
     """``NAME`` -> ``<directory or the default baseline dir>/NAME.parquet``; a name that already is a path is
     used as it is (relative ones resolved against ``relative_to`` when given: matrix.toml names them from the
     checkout, the CLI from the working directory)."""

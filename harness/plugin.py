@@ -356,7 +356,7 @@ def harness_policy(pytestconfig: pytest.Config) -> Any:
 
 
 @pytest.fixture(scope="session")
-def harness_candidate_for(pytestconfig: pytest.Config) -> Callable[["str | Path"], Path]:
+def harness_candidate_for(pytestconfig: pytest.Config) -> Callable[[str | Path], Path]:
     """``harness_candidate_for(baseline)``: results of re-running that baseline's models here (cached per session)."""
     candidates = pytestconfig.stash[_STASH]
     return lambda baseline: candidates.for_baseline(Path(baseline))

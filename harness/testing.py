@@ -44,8 +44,8 @@ def add_noise_to_one(row: int, scale: float, seed: int = 0) -> ArrayFn:
 
 
 def perturb_results(
-    source: "str | Path",
-    target: "str | Path",
+    source: str | Path,
+    target: str | Path,
     model_id: str,
     *,
     vectors: Optional[ArrayFn] = None,

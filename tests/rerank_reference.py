@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import oracles
 
 from harness.compare import metrics as m
 from harness.compare import streaming
@@ -15,6 +14,8 @@ from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.errors import ResultsFileError
 from harness.results import ResultsFile
+
+import oracles
 
 __all__ = ["judge_rerank", "judge_rerank_files"]  # the reference names
 

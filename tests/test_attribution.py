@@ -7,9 +7,9 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
+from harness.compare.comparator import compare_files
 from harness.matrix.attribution import RuntimeSettings, waterfall
 from harness.matrix.plan import plan_path
-from harness.compare.comparator import compare_files
 from harness.matrix.spec import Cell
 
 from conftest import run_tiny

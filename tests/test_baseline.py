@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
 from harness.baselines import create_baseline, list_baselines, provenance
+from harness.cli import main
 from harness.errors import BaselineExists, BaselineMissing, HarnessError
 from harness.results import ResultsFile
 from harness.testing import add_noise_to_one, perturb_results

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import oracles
 
 from harness.compare import metrics as m
+
+import oracles
+
+
 def test_element_stats_known_values() -> None:
     base = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
     cand = base + np.array([[0.0, 0.5], [0.0, -1.0]], dtype=np.float32)

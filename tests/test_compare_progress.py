@@ -12,11 +12,11 @@ from typing import List
 
 import numpy as np
 import pytest
+from test_scale_topk import MODEL, _write
 
 from harness.cli.compare_progress import ComparePrinter
 from harness.compare import progress, workers
 from harness.results import schema
-from test_scale_topk import MODEL, _write
 
 
 @pytest.fixture()

@@ -18,6 +18,7 @@ from harness.errors import HarnessError, PolicyError
 from harness.matrix.lenient import load_lenient
 from harness.matrix.spec import load_matrix_file
 from harness.testing import add_noise_to_one, perturb_results
+
 from conftest import ROOT
 
 BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"

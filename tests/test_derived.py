@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.run.derive import build_derived_cross_encoder
 from harness.config.registry import load_registry
+from harness.run.derive import build_derived_cross_encoder
 from harness.run.resolve import resolve_model_dir
 
 

@@ -22,7 +22,7 @@ pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip insta
 pytest.importorskip("material", reason="mkdocs-material is not installed (pip install -e '.[docs]')")
 
 
-def _build(site: Path, config: Optional[Path] = None) -> "subprocess.CompletedProcess[str]":
+def _build(site: Path, config: Optional[Path] = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config or ROOT / "mkdocs.yml"),
                            "--site-dir", str(site)], capture_output=True, text=True, timeout=300, check=False,
                           cwd=ROOT, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})

@@ -14,12 +14,12 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from harness.errors import ModelLoadError
-from harness.run.encode import _quantize_function, embed_texts, score_pairs
-from harness.run.load import LoadedModel
 from harness.compare.quantized import bit_flips, compare_quantized, int_distance, is_quantized
 from harness.config.registry import ModelSpec, Registry
+from harness.errors import ModelLoadError
 from harness.results import ResultsFile
+from harness.run.encode import _quantize_function, embed_texts, score_pairs
+from harness.run.load import LoadedModel
 
 from conftest import ROOT
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.compare.policy import Tolerance, load_policy
 from harness.config.project import load_project, project_registry

@@ -27,12 +27,12 @@ from hypothesis import strategies as st
 
 pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)")
 
-from misbehaving_server import Close, Hang, MisbehavingServer, drip, json_response, response  # noqa: E402
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.run import http_wire
+from harness.run.http_backend import HttpModelClient, HttpSettings, HttpSettingsError, settings_from_mapping
 
-from harness.cli import main  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.run import http_wire  # noqa: E402
-from harness.run.http_backend import HttpModelClient, HttpSettings, HttpSettingsError, settings_from_mapping  # noqa: E402
+from misbehaving_server import Close, Hang, MisbehavingServer, drip, json_response, response
 
 SECRET = "SECRET+a/b=="  # a query value whose raw, quote, quote_plus and decoded forms all differ
 TOKEN = "tok-5e6f7a8b9c0d"

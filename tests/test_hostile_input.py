@@ -557,8 +557,11 @@ def test_two_concurrent_cli_runs_write_one_complete_file(tmp_path: Path) -> None
 
 def _wrong_column_cases() -> List[Tuple[str, pa.DataType]]:
     """For each results column, every type of a small palette that is not the schema's (generated, not listed)."""
-    from harness.results.schema import _same_type  # noqa: PLC2701 - the test checks the reader's own rule
-    from harness.results.schema import COLUMNS, arrow_schema
+    from harness.results.schema import (
+        COLUMNS,
+        _same_type,  # noqa: PLC2701 - the test checks the reader's own rule
+        arrow_schema,
+    )
 
     palette = [pa.int32(), pa.int64(), pa.float32(), pa.float64(), pa.string(), pa.binary(), pa.binary(4),
                pa.list_(pa.float32()), pa.bool_()]

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from test_reports import synthetic_matrix
 
 from harness.matrix.publish import append_history, load_history
 from harness.report.html import render_html
-from test_reports import synthetic_matrix
 
 from conftest import find_chromium
 

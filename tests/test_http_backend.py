@@ -18,10 +18,9 @@ import pytest
 
 pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)")
 
-from harness.errors import HarnessError  # noqa: E402
-from harness.run.http_backend import (HttpModelClient, HttpSettings, HttpSettingsError, ServerError,  # noqa: E402
-                                      settings_from_mapping)
-from harness.matrix.server_process import free_port  # noqa: E402
+from harness.errors import HarnessError
+from harness.matrix.server_process import free_port
+from harness.run.http_backend import HttpModelClient, HttpSettings, HttpSettingsError, ServerError, settings_from_mapping
 
 SECRET = "tok-9f8e7d6c5b4a3921"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from test_matrix import MINIMAL, _write
 
 from harness.compare.verdict import CellStatus
 from harness.matrix import spec as hm
@@ -15,7 +16,6 @@ from harness.matrix import venvs
 from harness.matrix.cellrun import Workspace, run_cell
 from harness.matrix.cells import StageStatus, read_cell_state
 from harness.matrix.collect import cell_record
-from test_matrix import MINIMAL, _write
 
 ROOT = Path(__file__).resolve().parent.parent
 

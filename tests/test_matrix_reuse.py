@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from test_matrix import MINIMAL, ROOT, _wanted, _write
 
 from harness.matrix import schedule, venvs
 from harness.matrix import spec as hm
 from harness.matrix.cellrun import Workspace, run_cell
 from harness.matrix.cells import CellState, StageStatus, read_cell_state
-from test_matrix import MINIMAL, ROOT, _wanted, _write
 
 TWO_CELLS = MINIMAL + """
 [[matrix.m.cells]]
@@ -253,11 +253,12 @@ def test_jobs_give_the_serial_results(request: pytest.FixtureRequest, tmp_path: 
 
 def test_the_report_shows_each_cells_compute_beside_its_run_time(tmp_path: Path) -> None:
     """cell.json -> the cell's record -> the report dict -> the Markdown summary's "Run (compute)" column."""
+    from test_matrix import _cell
+
     from harness.matrix.cells import write_cell_state
     from harness.matrix.collect import cell_record
     from harness.report.markdown import render_markdown
     from harness.report.matrix_report import build_matrix_report
-    from test_matrix import _cell
 
     run_dir = tmp_path / "runs" / "cell"
     write_cell_state(run_dir, CellState(StageStatus.RUN_FAILED, reason="boom", setup_s=1.0, run_s=12.5, compute_s=9.25))

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
+from test_matrix import _write
 
 from harness.matrix.lenient import load_lenient
 from harness.matrix.spec import MatrixError, load_matrix_file
-from test_matrix import _write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ def test_unparseable_file_is_one_problem(tmp_path: Path) -> None:
     assert problems[0].label == "matrix-file-invalid" and "not valid TOML" in problems[0].message
 
 
-def _nox(path: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+def _nox(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env: Dict[str, str] = {**os.environ, "HARNESS_MATRIX_FILE": str(path)}
     return subprocess.run([sys.executable, "-m", "nox", "--noxfile", str(ROOT / "noxfile.py"), *args],
                           capture_output=True, text=True, timeout=180, env=env, cwd=ROOT, check=False)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cli import main
 from harness.baselines import list_baselines, provenance
+from harness.cli import main
 from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy, select_class
-from harness.results import SCHEMA_VERSION, ResultsFile
 from harness.compare.verdict import Status
+from harness.results import SCHEMA_VERSION, ResultsFile
 
 from conftest import ROOT
 

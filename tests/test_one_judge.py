@@ -240,7 +240,7 @@ class Run:
     scores: np.ndarray
     corpus: str = "c" * 64
 
-    def copy(self, **changes: Any) -> "Run":
+    def copy(self, **changes: Any) -> Run:
         return dataclasses.replace(self, vectors=self.vectors.copy(), bits=self.bits.copy(), scores=self.scores.copy(),
                                    **changes)
 

@@ -368,8 +368,8 @@ def test_select_class_by_device_pair_and_precision() -> None:
 
 
 def test_policy_file_device_classes_and_per_model_class_overrides(tmp_path: Path) -> None:
-    from harness.errors import PolicyError
     from harness.compare.policy import load_policy, select_class
+    from harness.errors import PolicyError
 
     path = tmp_path / "p.toml"
     path.write_text(

@@ -12,9 +12,9 @@ import pytest
 
 from harness.cli import main
 from harness.config.corpus import load_corpus
-from harness.errors import CorpusError, ModelLoadError
 from harness.config.project import ProjectError, find_config, load_project, project_registry, run_inputs
 from harness.config.registry import load_registry
+from harness.errors import CorpusError, ModelLoadError
 from harness.results import ResultsFile
 
 from conftest import ROOT
@@ -355,8 +355,8 @@ def test_quantized_measurement_config_resolves() -> None:
     (b"[models.x]\nnote = \"\xff\"\n", "invalid TOML"),  # not UTF-8: one line, not a traceback
 ])
 def test_bad_registry_file_is_one_line(tmp_path: Path, content: Any, message: str) -> None:
-    from harness.errors import ModelLoadError
     from harness.config.registry import load_registry
+    from harness.errors import ModelLoadError
 
     path = tmp_path / "registry.toml"
     if content is not None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
-import oracles
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -30,6 +29,8 @@ from harness.compare.comparator import compare_files
 from harness.compare.policy import Policy, load_policy
 from harness.compare.verdict import ModelVerdict, Status
 from harness.results import ModelRows, write_results
+
+import oracles
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=100, deadline=None)

@@ -21,11 +21,11 @@ import pytest
 import harness.compare.streaming as streaming
 from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
-from harness.errors import IncompatibleInputs, PolicyError
 from harness.compare.policy import load_policy
 from harness.compare.quantized import compare_quantized
-from harness.results import ModelRows, ResultsFile, ResultsWriter
 from harness.compare.verdict import Status
+from harness.errors import IncompatibleInputs, PolicyError
+from harness.results import ModelRows, ResultsFile, ResultsWriter
 
 MODEL = "q-model"
 N_DOCS, N_QUERIES, DIM = 3_000, 40, 64

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_scale_topk import _case, _compare, _expected, _judge, _same, _write, brute_certificate
 
 from harness.compare import certificate as certs
 from harness.compare import workers
 from harness.compare.kinds import source
-from test_scale_topk import _case, _compare, _expected, _judge, _same, _write, brute_certificate
 
 
 @pytest.fixture()

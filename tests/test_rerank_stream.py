@@ -23,13 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import rerank_reference as reference
 from harness.compare import kinds
 from harness.compare.comparator import compare_files
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import ModelVerdict
 from harness.errors import HarnessError
 from harness.results import ModelRows, ResultsFile, schema, write_results
+
+import rerank_reference as reference
 
 MODEL = "ce"
 META = {"corpus": {"name": "rerank", "sha256": "r" * 64}, "fingerprint": {},

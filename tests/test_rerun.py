@@ -13,7 +13,7 @@ from typing import Any, List
 
 import pytest
 
-import harness.assertions  # noqa: F401 - imported here once: pytester drops modules an inner run imports first
+import harness.assertions  # imported here once: pytester drops modules an inner run imports first
 import harness.compare.comparator  # noqa: F401
 import harness.run.runner as runner
 from harness.cli import main

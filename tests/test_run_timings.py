@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_tiny
 from harness.results import ResultsFile
 from harness.run import timings as run_timings
+
+from conftest import run_tiny
 
 
 def test_a_run_writes_its_compute_apart_from_imports_and_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

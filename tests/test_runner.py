@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import ModelLoadError
 from harness.config.registry import ModelSpec, load_registry
-from harness.run.resolve import resolve_model_dir
+from harness.errors import ModelLoadError
 from harness.results import ResultsFile
+from harness.run.resolve import resolve_model_dir
 from harness.run.runner import rank_within_queries
 
 from conftest import ROOT, run_tiny

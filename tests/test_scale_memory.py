@@ -10,12 +10,12 @@ from typing import Any, Dict, List
 
 import numpy as np
 import pytest
+from test_scale_topk import MODEL, _write
 
 from harness.compare import certificate as certs
 from harness.compare import streaming, workers
 from harness.results import ResultsFile
 from harness.results.schema import ROW_GROUP_ROWS
-from test_scale_topk import MODEL, _write
 
 
 @pytest.fixture()

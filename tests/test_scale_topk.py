@@ -46,7 +46,7 @@ def _case(seed: int, n_docs: int, nq: int, dim: int, move: float, far: float, du
 
 
 def _judge(base: np.ndarray, cand: np.ndarray, roles: np.ndarray, k: int, tie: float,
-           cert: "certs.Certificate | None") -> Dict[str, Any]:
+           cert: certs.Certificate | None) -> Dict[str, Any]:
     pair = ArrayPair([f"t{i:05d}" for i in range(len(base))], roles, base, cand)
     verdict = judge_embeddings("m", _tolerance(k, tie), pair, certificate=cert)
     return {"metrics": verdict.metrics, "topk": verdict.evidence["topk"]}

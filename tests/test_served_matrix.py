@@ -21,14 +21,15 @@ from typing import Dict, List
 import pytest
 
 import harness.matrix.spec as hm
-from conftest import ROOT, pid_gone
 from harness.compare.verdict import CellStatus
 from harness.matrix import cellrun, served_cell, venvs
 from harness.matrix.cells import StageStatus, read_cell_state
 from harness.matrix.pythons import find_python
 
+from conftest import ROOT, pid_gone
+
 pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)")
-from test_served_run import _baseline_answers  # noqa: E402
+from test_served_run import _baseline_answers
 
 BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 
@@ -288,8 +289,9 @@ def test_a_matrix_process_killed_with_sigkill_takes_its_cells_server_along(works
     import pickle
     import time
 
-    from harness.results import ResultsFile
     from test_server_lifetime import running, wait_for, wait_gone
+
+    from harness.results import ResultsFile
 
     ws, matrix, cell, seen_file = workspace
     (tmp_path / "cell.pickle").write_bytes(pickle.dumps((ws, matrix, cell)))

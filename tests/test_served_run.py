@@ -17,11 +17,12 @@ import pytest
 
 pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)")
 
-from conftest import ROOT  # noqa: E402
-from test_http_backend import FakeServer, Reply  # noqa: E402
+from test_http_backend import FakeServer, Reply
 
-from harness.cli import main  # noqa: E402
-from harness.results import ResultsFile  # noqa: E402
+from harness.cli import main
+from harness.results import ResultsFile
+
+from conftest import ROOT
 
 BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 CORPUS = ROOT / "fixtures" / "corpus"

@@ -151,7 +151,7 @@ def work(tmp_path: Path) -> Iterator[Path]:
                 pass
 
 
-def start_driver(work: Path, delay: float, mode: str = "plain") -> "subprocess.Popen[bytes]":
+def start_driver(work: Path, delay: float, mode: str = "plain") -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_CACHE_DIR": str(work / "cache")}
     return subprocess.Popen([sys.executable, str(work / "driver.py"), str(work), str(work / "stand_in.py"), str(delay), mode],
                             env=env, cwd=str(work), stdout=subprocess.DEVNULL, stderr=open(work / "driver.err", "ab"))
@@ -247,7 +247,7 @@ def test_the_next_start_kills_servers_of_dead_harnesses_and_never_a_recycled_pid
     dead.wait()  # a harness that is gone (and a pid nobody has: the "leader" of a group whose worker survived)
     tokens = {name: new_token() for name in ("orphan", "worker", "stranger", "kept")}
 
-    def sleeper(token: Optional[str] = None) -> "subprocess.Popen[bytes]":
+    def sleeper(token: Optional[str] = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, **({TOKEN_VARIABLE: token} if token else {})}
         proc = subprocess.Popen(["sleep", "60"], start_new_session=True, env=env)
         with open(work / "server.pids", "a") as f:  # the fixture kills them whatever happens

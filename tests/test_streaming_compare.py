@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
-import oracles
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,15 +24,16 @@ import harness.compare.streaming as streaming
 import harness.results.schema as results_mod
 from harness.compare import metrics as m
 from harness.compare import stats
-from harness.compare.stats import diff as diff_stats
 from harness.compare.comparator import compare_files
 from harness.compare.kinds.common import share, significant
-from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.compare.policy import Tolerance, load_policy
-from harness.results import normalize
-from harness.results import ModelRows, ResultsFile, ResultsWriter
-from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
+from harness.compare.stats import diff as diff_stats
 from harness.compare.verdict import Status
+from harness.errors import IncompatibleInputs, ResultsFileError
+from harness.results import ModelRows, ResultsFile, ResultsWriter, normalize
+from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
+
+import oracles
 
 BI = "tiny-bi-encoder"
 SYN = "syn-bi-encoder"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import xml.etree.ElementTree as ET
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np

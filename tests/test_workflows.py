@@ -189,7 +189,7 @@ def _report_dir(tmp_path: Path, rows: int = 2) -> Path:
     return out
 
 
-def _script(*args: str) -> "subprocess.CompletedProcess[str]":
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, check=False)
 
 

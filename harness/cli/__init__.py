@@ -36,7 +36,7 @@ EXIT_CODES_HELP = (
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is the contract's one line (exit 2), pointing at ``--help`` for the usage."""
 
-    def error(self, message: str) -> "NoReturn":
+    def error(self, message: str) -> NoReturn:
         self.exit(ExitCode.BAD_INPUT, f"error: {self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
 
 

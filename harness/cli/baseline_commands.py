@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ExitCode, HarnessError
 from harness.cli.commands import execute_run, run_inputs
-from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
 from harness.cli.options import add_run_options
+from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
+from harness.errors import ExitCode, HarnessError
 
 __all__ = ["register"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
-from harness.errors import ExitCode, HarnessError
 from harness.cli.outputs import check_outputs, human_stream, write_outputs
+from harness.errors import ExitCode, HarnessError
 
 __all__ = ["register", "execute_run", "cmd_compare"]
 

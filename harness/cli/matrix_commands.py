@@ -21,7 +21,7 @@ __all__ = ["register"]
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
-def _shown(path: "Path | str") -> str:
+def _shown(path: Path | str) -> str:
     """A path relative to the checkout where it lies inside it."""
     from harness.matrix.spec import ROOT
 
@@ -47,8 +47,8 @@ def _echo(line: str) -> None:
 def cmd_matrix_report(args: argparse.Namespace) -> int:
     """Compare every cell with the baseline, write the report; 1 when a cell drifted or could not be judged."""
     from harness.compare.verdict import CellStatus
-    from harness.matrix.collect import collect_matrix
     from harness.fsio import check_output
+    from harness.matrix.collect import collect_matrix
     from harness.matrix.publish import OUTPUT_FILES, publish_matrix_report
     from harness.matrix.spec import load_matrix_file
 
@@ -69,7 +69,7 @@ def cmd_matrix_report(args: argparse.Namespace) -> int:
     return ExitCode.DRIFT if failing else ExitCode.OK
 
 
-def _matrix_file_arg(args: argparse.Namespace) -> "Path | None":
+def _matrix_file_arg(args: argparse.Namespace) -> Path | None:
     """``--file``, else ``$HARNESS_MATRIX_FILE`` (the variable nox honours too), else the repository's matrix.toml."""
     if args.file is not None:
         return args.file
@@ -118,10 +118,8 @@ def cmd_matrix_cell(args: argparse.Namespace) -> int:
     """Set up and run one cell, chosen by its position (``--index N``, a Kubernetes Indexed Job's
     ``$JOB_COMPLETION_INDEX``) or id, into ``RUNS/<matrix>/<cell-id>/``; 1 when it could not be set up or run."""
     from harness.matrix.cellrun import Workspace, run_cell
-    from harness.matrix.spec import ROOT
+    from harness.matrix.spec import ROOT, MatrixError, load_matrix_file
     from harness.matrix.venvs import choose_backend, find_uv
-
-    from harness.matrix.spec import MatrixError, load_matrix_file
 
     matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)
     if args.cell is not None:
@@ -194,8 +192,8 @@ def cmd_attribute_run(args: argparse.Namespace) -> int:
     """Walk from one cell to another one factor at a time, run every step, and write the waterfall."""
     from harness.matrix.attribution_run import run_attribution
     from harness.matrix.cellrun import Workspace
-    from harness.matrix.spec import ROOT, load_matrix_file
     from harness.matrix.plan import uv_resolver
+    from harness.matrix.spec import ROOT, load_matrix_file
     from harness.matrix.venvs import choose_backend, find_uv
 
     matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)

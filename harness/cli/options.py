@@ -160,10 +160,9 @@ def _progress(args: argparse.Namespace) -> bool:
 
 def run_options(args: argparse.Namespace, out: Path) -> RunOptions:
     from harness.config.project import run_inputs
-    from harness.run.runner import RunOptions
-
     from harness.config.served import with_served_urls, with_timeout
     from harness.run.resolve import with_hub_ids
+    from harness.run.runner import RunOptions
 
     pin_cpu_isa(args)
     corpus: Any  # a path, or with --queries the DataFiles pair

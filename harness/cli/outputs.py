@@ -10,8 +10,8 @@ directory, not under a file, writable, not a link or device, and not one of the 
 from __future__ import annotations
 
 import argparse
-import sys
 import os
+import sys
 from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
 from harness.errors import HarnessError

@@ -68,7 +68,7 @@ class Certificate:
     def width(self) -> int:
         return int(self.scores.shape[1]) if self.scores.ndim == 2 else 0
 
-    def rows(self, start: int, stop: int) -> "Certificate":
+    def rows(self, start: int, stop: int) -> Certificate:
         """The queries ``start:stop`` (a query batch)."""
         return Certificate(positions=self.positions[start:stop], scores=self.scores[start:stop])
 
@@ -90,7 +90,7 @@ class CertificateFile:
         self.dtype = _records(width)
 
     @classmethod
-    def open(cls, path: Path, queries: np.ndarray, documents: np.ndarray, k: int) -> Optional["CertificateFile"]:
+    def open(cls, path: Path, queries: np.ndarray, documents: np.ndarray, k: int) -> Optional[CertificateFile]:
         """The certificate at ``path`` if it is one for exactly these query rows and document rows (k's width);
         None if it is missing, truncated, corrupt or describes something else."""
         with open(path, "rb") as handle:

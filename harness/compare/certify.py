@@ -21,8 +21,8 @@ from harness.compare import quantized
 from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.retrieval import Retrieval, Source
 from harness.compare.kinds.source import FilePair
-from harness.compare.streaming import ZERO_VECTORS
 from harness.compare.policy import Policy, Tolerance, load_policy, select_class
+from harness.compare.streaming import ZERO_VECTORS
 from harness.results import ResultsFile
 
 __all__ = ["build", "file_certificates", "hint"]
@@ -74,7 +74,7 @@ def build(pair: FilePair, k: int, tie_tolerance: float) -> certs.Certificate:
     return cert
 
 
-def file_certificates(path: "str | Path", policy: Optional[Policy] = None) -> List[Tuple[str, int]]:
+def file_certificates(path: str | Path, policy: Optional[Policy] = None) -> List[Tuple[str, int]]:
     """File the certificates of every float bi-encoder in the baseline ``path`` large enough to use one; returns
     (model id, queries) of those filed. Small ones are left alone (nothing read past their ids and roles)."""
     results = ResultsFile(Path(path))

@@ -130,7 +130,7 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
     return wanted
 
 
-def same_file(baseline: "str | Path", candidate: "str | Path") -> bool:
+def same_file(baseline: str | Path, candidate: str | Path) -> bool:
     """Both sides are one file (one path, or two names of it): such a comparison passes by construction."""
     try:
         return os.path.samefile(str(baseline), str(candidate))
@@ -138,7 +138,7 @@ def same_file(baseline: "str | Path", candidate: "str | Path") -> bool:
         return str(baseline) == str(candidate)
 
 
-def same_file_note(baseline: "str | Path", candidate: "str | Path") -> List[str]:
+def same_file_note(baseline: str | Path, candidate: str | Path) -> List[str]:
     """The note a comparison of a file with itself carries: it proves nothing."""
     if not same_file(baseline, candidate):
         return []
@@ -210,6 +210,6 @@ def compare_results(
     )
 
 
-def compare_files(baseline: "str | os.PathLike[str]", candidate: "str | os.PathLike[str]", policy: Optional[Policy] = None, **kwargs: Any) -> Comparison:
+def compare_files(baseline: str | os.PathLike[str], candidate: str | os.PathLike[str], policy: Optional[Policy] = None, **kwargs: Any) -> Comparison:
     """Open and compare two results files (see ``compare_results`` for the options)."""
     return compare_results(ResultsFile(baseline), ResultsFile(candidate), policy, **kwargs)

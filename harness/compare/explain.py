@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from harness import paths
-from harness.config.tomlfile import tomllib
 from harness.compare.comparator import env_changes, without_unserved
-from harness.results import ResultsFile
 from harness.compare.factors import FACTOR_GROUPS, factor_of_key
 from harness.compare.verdict import EnvChange
-
+from harness.config.tomlfile import tomllib
+from harness.results import ResultsFile
 
 __all__ = ["Factor", "explain", "factor_of", "load_magnitudes", "MAGNITUDES_PATH"]
 
@@ -52,7 +51,7 @@ class Factor:
         return observed_max_abs <= 10 * known  # same order of magnitude: measurements are per model
 
 
-def load_magnitudes(path: "str | Path | None" = None) -> Dict[str, Dict[str, Any]]:
+def load_magnitudes(path: str | Path | None = None) -> Dict[str, Dict[str, Any]]:
     data = tomllib.loads(Path(path or MAGNITUDES_PATH).read_text(encoding="utf-8"))
     return dict(data.get("factors", {}))
 
@@ -71,7 +70,7 @@ def _environment(results: ResultsFile) -> Dict[str, Any]:
     }
 
 
-def _part_of_serving(change: EnvChange, served: "set[str]") -> bool:
+def _part_of_serving(change: EnvChange, served: set[str]) -> bool:
     """A difference that only says one side was served: its ``device = "http"``, or a served model's weights
     (absent on the server's side)."""
     if change.key in ("device", "device_type"):
@@ -80,7 +79,7 @@ def _part_of_serving(change: EnvChange, served: "set[str]") -> bool:
     return len(parts) >= 3 and parts[0] == "models" and parts[1] in served and parts[2] in ("weights_sha256", "saved_versions")
 
 
-def explain(baseline: "str | Path", candidate: "str | Path", magnitudes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Factor]:
+def explain(baseline: str | Path, candidate: str | Path, magnitudes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Factor]:
     """Factors that differ between two results files, largest known drift first."""
     table = magnitudes if magnitudes is not None else load_magnitudes()
     base, cand = ResultsFile(baseline), ResultsFile(candidate)

@@ -71,13 +71,13 @@ def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 PAIR_BLOCK = 1 << 22
 
 
-def _row_blocks(n: int) -> "List[Tuple[int, int]]":
+def _row_blocks(n: int) -> List[Tuple[int, int]]:
     """Rows of the n x n pair matrix, cut so that each block holds at most ``PAIR_BLOCK`` pairs."""
     step = max(1, PAIR_BLOCK // max(n, 1))
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
-def _pair_signs(x: np.ndarray, y: np.ndarray, i0: int, i1: int) -> "Tuple[np.ndarray, np.ndarray]":
+def _pair_signs(x: np.ndarray, y: np.ndarray, i0: int, i1: int) -> Tuple[np.ndarray, np.ndarray]:
     """Rows i0..i1 of ``x_i - x_j`` and of ``sign(x_i - x_j) * sign(y_i - y_j)``."""
     gap = x[i0:i1, None] - x[None, :]
     return gap, np.sign(gap) * np.sign(y[i0:i1, None] - y[None, :])

@@ -13,14 +13,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness import paths
 from pydantic import field_validator
 
+from harness import paths
+from harness.compare.verdict import BUILT_IN_POLICY
 from harness.config.schema import Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml
-from harness.compare.verdict import BUILT_IN_POLICY
 from harness.errors import PolicyError
-
 
 __all__ = [
     "Tolerance",
@@ -181,7 +180,7 @@ def _read_policy(path: Path, source: str) -> Dict[str, Any]:
 
 
 @one_line_errors
-def load_policy(path: "str | os.PathLike[str] | None" = None) -> Policy:
+def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     """The default policy, overlaid with ``path`` when given (classes and models merge key by key)."""
     data = _read_policy(DEFAULT_POLICY_PATH, str(DEFAULT_POLICY_PATH))
     source = BUILT_IN_POLICY

@@ -39,7 +39,7 @@ __all__ = ["COMPARE_THREADS", "Plan", "Segment", "plan", "read_rows", "refuse_id
 
 
 def refuse_id_mismatch(model_id: str, only_base: Any, only_cand: Any,
-                       path: "Path | str" = "candidate") -> None:
+                       path: Path | str = "candidate") -> None:
     """Same corpus hash but different ids means a broken or hand-edited file: bad input, never a drift verdict."""
     if not len(only_base) and not len(only_cand):
         return None

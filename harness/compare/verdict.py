@@ -26,7 +26,7 @@ class Status(str, enum.Enum):
     ERROR = "error"
 
     @staticmethod
-    def worst(statuses: List["Status"]) -> "Status":
+    def worst(statuses: List[Status]) -> Status:
         order = [Status.PASS, Status.INCOMPATIBLE, Status.FAIL, Status.ERROR]
         return max(statuses, key=order.index, default=Status.PASS)
 
@@ -145,7 +145,7 @@ class Comparison:
         return data
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Comparison":
+    def from_dict(cls, data: Dict[str, Any]) -> Comparison:
         models = [
             ModelVerdict(
                 **{
@@ -209,7 +209,7 @@ class CellStatus(str, enum.Enum):
         return self.severity >= 3
 
     @classmethod
-    def parse(cls, value: "str | CellStatus | Status") -> "CellStatus":
+    def parse(cls, value: str | CellStatus | Status) -> CellStatus:
         """``value`` as a member; an unknown word raises ``ValueError`` naming the known ones."""
         try:
             return cls(getattr(value, "value", value))
@@ -218,7 +218,7 @@ class CellStatus(str, enum.Enum):
             raise ValueError(f"unknown cell status {value!r} (known: {known})") from None
 
     @classmethod
-    def worst(cls, statuses: "Iterable[str | CellStatus | Status]") -> "CellStatus":
+    def worst(cls, statuses: Iterable[str | CellStatus | Status]) -> CellStatus:
         """The worst of ``statuses`` by severity (ties: the later in this Enum); ``PASS`` for none."""
         members = list(cls)
         return max((cls.parse(s) for s in statuses), key=lambda s: (s.severity, members.index(s)), default=cls.PASS)

@@ -81,7 +81,7 @@ class Prefetch:
     _END = object()
 
     def __init__(self, source: Iterator[Segment], depth: int, stop: Optional[threading.Event] = None) -> None:
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, depth))
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._stop = stop or threading.Event()
         self._thread = threading.Thread(target=self._run, args=(source,), name="harness-compare-read", daemon=True)
         self._thread.start()
@@ -109,7 +109,7 @@ class Prefetch:
             if close is not None:
                 close()
 
-    def __iter__(self) -> "Prefetch":
+    def __iter__(self) -> Prefetch:
         return self
 
     def __next__(self) -> Segment:

@@ -40,13 +40,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from pydantic import ConfigDict
 
-from harness.config.tomlfile import read_toml, tomllib
 from harness import paths
 from harness.config.corpus import corpus_table
-from harness.config.schema import Loc, Schema, one_line_errors, setting, validate
-from harness.errors import HarnessError
 from harness.config.registry import Registry, RegistryFile, entry_label, load_registry, parse_entry
-
+from harness.config.schema import Loc, Schema, one_line_errors, setting, validate
+from harness.config.tomlfile import read_toml, tomllib
+from harness.errors import HarnessError
 
 __all__ = [
     "CONFIG_FILE",
@@ -148,7 +147,7 @@ class Project:
         return Registry(path=self.path, models=models, sets=sets)
 
 
-def find_config(directory: "str | os.PathLike[str] | None" = None) -> Optional[Path]:
+def find_config(directory: str | os.PathLike[str] | None = None) -> Optional[Path]:
     """``harness.toml`` in ``directory`` (default: the working directory), else its ``pyproject.toml`` when that
     has a ``[tool.harness]`` table, else None."""
     root = Path(directory) if directory is not None else Path.cwd()
@@ -167,7 +166,7 @@ def find_config(directory: "str | os.PathLike[str] | None" = None) -> Optional[P
 
 
 @one_line_errors
-def load_project(path: "str | os.PathLike[str]") -> Project:
+def load_project(path: str | os.PathLike[str]) -> Project:
     """Parse and check the shape of a project config (entries are validated against the registry on merge)."""
     path = Path(path)
     data = read_toml(path, ProjectError, "project config not found")
@@ -195,7 +194,7 @@ def load_project(path: "str | os.PathLike[str]") -> Project:
     )
 
 
-def baseline_dir(config: "str | os.PathLike[str] | None" = None) -> Optional[Path]:
+def baseline_dir(config: str | os.PathLike[str] | None = None) -> Optional[Path]:
     """The project's baselines directory (``--config``, else ``harness.toml`` / ``[tool.harness]`` in the working
     directory); None without a project config (the shipped baselines directory is then the default)."""
     path = Path(config) if config is not None else find_config()
@@ -203,8 +202,8 @@ def baseline_dir(config: "str | os.PathLike[str] | None" = None) -> Optional[Pat
 
 
 @one_line_errors
-def project_registry(config: "str | os.PathLike[str] | None" = None,
-                     registry: "str | os.PathLike[str] | None" = None) -> Registry:
+def project_registry(config: str | os.PathLike[str] | None = None,
+                     registry: str | os.PathLike[str] | None = None) -> Registry:
     """The registry a run with ``--config config`` (and ``--registry registry``) sees; for matrix code.
 
     Without ``config`` the working directory's config is used when there is one, else the plain registry.
@@ -218,8 +217,8 @@ def project_registry(config: "str | os.PathLike[str] | None" = None,
 
 
 @one_line_errors
-def run_inputs(config: "str | os.PathLike[str] | None", registry: "str | os.PathLike[str] | None",
-               corpus: "str | os.PathLike[str] | None") -> Tuple[Registry, Path, Optional[Project]]:
+def run_inputs(config: str | os.PathLike[str] | None, registry: str | os.PathLike[str] | None,
+               corpus: str | os.PathLike[str] | None) -> Tuple[Registry, Path, Optional[Project]]:
     """What ``harness run/check/baseline create`` run with: the registry (project models merged in), the corpus
     source (``--corpus``, else the project's ``[corpus]``, else the shipped fixture corpus), and the project.
 

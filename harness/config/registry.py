@@ -18,7 +18,6 @@ from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting,
 from harness.config.tomlfile import read_toml
 from harness.errors import ModelLoadError
 
-
 __all__ = [
     "BACKENDS",
     "DEFAULT_REGISTRY",
@@ -232,7 +231,7 @@ class Registry:
                 return self.models[model_id]
         return ModelSpec(id=model_id or resolved.name, kind=_guess_kind(resolved), source="path", path=str(resolved))
 
-    def with_model_id(self, names: Optional[List[str]], model_id: str) -> Tuple["Registry", List[str]]:
+    def with_model_id(self, names: Optional[List[str]], model_id: str) -> Tuple[Registry, List[str]]:
         """``--model DIR --model-id NAME``: the registry with DIR's model entered as NAME, and the names to run."""
         dirs = [n for n in names or [] if n not in self.models and n not in self.sets and Path(n).is_dir()]
         if len(dirs) != 1 or not names or len(names) != 1:
@@ -281,7 +280,7 @@ def _guess_kind(directory: Path) -> str:
 
 
 @one_line_errors
-def load_registry(path: "str | os.PathLike[str] | None" = None) -> Registry:
+def load_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     """Read and validate a registry TOML file; relative paths in it are relative to the file."""
     if path is None:
         reg_path = paths.default_registry()

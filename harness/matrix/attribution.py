@@ -54,12 +54,12 @@ class RuntimeSettings:
     cpu_isa: Optional[str] = None
 
     @classmethod
-    def from_run_options(cls, options: Any) -> "RuntimeSettings":
+    def from_run_options(cls, options: Any) -> RuntimeSettings:
         """The settings of a ``RunOptions`` (e.g. ``harness.baselines.rerun_options``: how a baseline was run)."""
         values: Dict[str, Any] = {name: getattr(options, name, None) for name in RUNTIME_FACTORS if hasattr(options, name)}
         return cls(**values)
 
-    def with_changes(self, changes: Mapping[str, Any]) -> "RuntimeSettings":
+    def with_changes(self, changes: Mapping[str, Any]) -> RuntimeSettings:
         """These settings with some changed; unknown names are a ``ValueError`` naming the known ones."""
         unknown = sorted(set(changes) - set(RUNTIME_FACTORS))
         if unknown:
@@ -127,7 +127,7 @@ def _model_row(verdict: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def waterfall(
-    steps: Sequence["Step | Dict[str, Any]"],
+    steps: Sequence[Step | Dict[str, Any]],
     results: Dict[str, Optional[Path]],
     compare: Callable[[Path, Path], Dict[str, Any]],
     failures: Optional[Dict[str, str]] = None,

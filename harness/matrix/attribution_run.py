@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from harness.matrix.attribution import Resolver, RuntimeSettings, waterfall
-from harness.matrix.plan import package_factors, plan_path
 from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
 from harness.matrix.cells import StageStatus
+from harness.matrix.plan import package_factors, plan_path
 from harness.matrix.publish import write_json
 from harness.matrix.spec import Cell, Matrix, MatrixError
 
@@ -79,7 +79,7 @@ def run_attribution(
     return write_json(out_dir / PLAN_FILE, plan)
 
 
-def load_plan(path: "str | os.PathLike[str]") -> Dict[str, Any]:
+def load_plan(path: str | os.PathLike[str]) -> Dict[str, Any]:
     """A ``plan.json`` as written by ``run_attribution``; anything else is a one-line ``MatrixError``."""
     source = Path(path)
     try:
@@ -110,7 +110,7 @@ def _results_of(step: Dict[str, Any], base: Path) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def judge_plan(plan_path: "str | os.PathLike[str]", tolerance_class: str = "fp32") -> Dict[str, Any]:
+def judge_plan(plan_path: str | os.PathLike[str], tolerance_class: str = "fp32") -> Dict[str, Any]:
     """The waterfall of a plan's step results: each step compared with the previous one and with the first."""
     from harness.compare import comparator
 

@@ -99,7 +99,7 @@ def _stream(ws: Workspace, cmd: Sequence[str], log: Path, env: Dict[str, str], c
     """
     shown = " ".join(shlex.quote(str(c)) for c in cmd)
     ws.log(shown)
-    tail: "collections.deque[str]" = collections.deque(maxlen=TAIL_LINES)
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     with open(log, "a", encoding="utf-8") as handle:  # a log grows while the command runs: appended, not atomic
         handle.write(f"$ {shown}\n")
         handle.flush()
@@ -125,7 +125,7 @@ def _stream(ws: Workspace, cmd: Sequence[str], log: Path, env: Dict[str, str], c
     return Ran(code, "\n".join(tail), cpu)
 
 
-def _wait(proc: "subprocess.Popen[str]") -> Tuple[int, float]:
+def _wait(proc: subprocess.Popen[str]) -> Tuple[int, float]:
     """Exit code and CPU seconds (user + system) of one finished child."""
     if not hasattr(os, "wait4"):  # Windows
         return proc.wait(), 0.0

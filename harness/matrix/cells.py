@@ -87,7 +87,7 @@ class CellState:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = CELL_FILE) -> "CellState":
+    def from_dict(cls, data: Mapping[str, Any], where: str = CELL_FILE) -> CellState:
         """A state from ``cell.json`` data; keys this version does not know are ignored (newer writers)."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -116,11 +116,11 @@ def parse_cell_state(text: str, where: str) -> CellState:
     return CellState.from_dict(data, where)
 
 
-def _is_uri(location: "str | os.PathLike[str]") -> bool:
+def _is_uri(location: str | os.PathLike[str]) -> bool:
     return isinstance(location, str) and bool(_URI.match(location))
 
 
-def read_cell_state(run_dir: "str | os.PathLike[str]") -> Optional[CellState]:
+def read_cell_state(run_dir: str | os.PathLike[str]) -> Optional[CellState]:
     """A cell's ``cell.json`` (None if the cell never ran); ``run_dir`` may be a URI (``s3://.../<cell-id>``)."""
     where: Union[str, Path]
     if _is_uri(run_dir):
@@ -134,7 +134,7 @@ def read_cell_state(run_dir: "str | os.PathLike[str]") -> Optional[CellState]:
     return None if text is None else parse_cell_state(text, str(where))
 
 
-def write_cell_state(run_dir: "str | os.PathLike[str]", state: CellState) -> Path:
+def write_cell_state(run_dir: str | os.PathLike[str], state: CellState) -> Path:
     """Write ``cell.json`` atomically (a killed run leaves the old file or the new one, not half of one)."""
     target = Path(run_dir) / CELL_FILE
     return write_text(target, json.dumps(state.to_dict(), indent=2, sort_keys=True, default=str) + "\n")

@@ -26,7 +26,7 @@ RESULTS_FILE = "results.parquet"
 _UNREAD: Any = object()
 
 
-def _relative(path: "Path | str") -> str:
+def _relative(path: Path | str) -> str:
     """A local path relative to the checkout (shorter in reports); a URI as it is."""
     if storage.is_uri(path):
         return str(path)
@@ -47,9 +47,9 @@ def _model_reasons(comparison: Dict[str, Any]) -> str:
 
 def cell_record(
     cell: Cell,
-    run_dir: "str | os.PathLike[str]",
-    baseline: "str | os.PathLike[str]",
-    policy: "str | os.PathLike[str] | None" = None,
+    run_dir: str | os.PathLike[str],
+    baseline: str | os.PathLike[str],
+    policy: str | os.PathLike[str] | None = None,
     state: Optional[CellState] = _UNREAD,
 ) -> Dict[str, Any]:
     """The report's record of one cell: its stage outcome from ``cell.json`` and, when it produced results, the
@@ -100,10 +100,10 @@ def cell_record(
 
 def collect_matrix(
     matrix: Matrix,
-    runs_dir: "str | os.PathLike[str]",
+    runs_dir: str | os.PathLike[str],
     *,
     cells: Optional[Sequence[str]] = None,
-    baseline: "str | os.PathLike[str] | None" = None,
+    baseline: str | os.PathLike[str] | None = None,
     include_missing: bool = True,
 ) -> Dict[str, Any]:
     """Compare every (selected) cell's results with the baseline: the matrix report dict.

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.config.tomlfile import read_toml
-from harness.matrix.spec import DEFAULT_MATRIX_FILE, Matrix, MatrixError, MatrixFile, load_matrix_file
-from harness.matrix.spec import _parse_cell, _parse_matrix  # noqa: PLC2701 - the one parser, applied piecewise
+from harness.matrix.spec import DEFAULT_MATRIX_FILE, Matrix, MatrixError, MatrixFile, _parse_cell, _parse_matrix, load_matrix_file  # noqa: PLC2701 - the one parser, applied piecewise
 
 __all__ = ["MatrixProblem", "load_lenient"]
 
@@ -69,7 +68,7 @@ def _matrix_leniently(source: Path, name: str, table: Any, problems: List[Matrix
             return None
 
 
-def load_lenient(path: "str | os.PathLike[str] | None" = None) -> Tuple[Optional[MatrixFile], List[MatrixProblem]]:
+def load_lenient(path: str | os.PathLike[str] | None = None) -> Tuple[Optional[MatrixFile], List[MatrixProblem]]:
     """Every valid matrix and cell of ``path``, plus a problem per broken matrix or cell.
 
     A file that cannot be read or parsed at all (or has no matrix) is one problem with no matrices.

@@ -68,7 +68,7 @@ def implied_requirements(lines: Sequence[str]) -> List[str]:
     return [f"{name}<{below}" for name, below, _ in _NUMPY1_CAPS]
 
 
-def runner_requirements(pyproject: "str | os.PathLike[str] | None" = None) -> List[str]:
+def runner_requirements(pyproject: str | os.PathLike[str] | None = None) -> List[str]:
     """What ``harness run`` needs besides torch and sentence-transformers: the project's core dependencies."""
     source = Path(pyproject) if pyproject else paths.project_root() / "pyproject.toml"
     try:

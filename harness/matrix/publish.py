@@ -60,7 +60,7 @@ ATTRIBUTION_FILES: Dict[str, str] = {
 
 def write_matrix_report(
     report: Dict[str, Any],
-    out_dir: "str | os.PathLike[str]",
+    out_dir: str | os.PathLike[str],
     *,
     history: Optional[List[Dict[str, Any]]] = None,
 ) -> Dict[str, Path]:
@@ -91,7 +91,7 @@ def _write_table(table: Any, path: Path, *, csv: bool = False) -> Dict[str, Path
     return written
 
 
-def _full_report(out_dir: Path, report: Dict[str, Any]) -> "Optional[Dict[str, Any]] | bool":
+def _full_report(out_dir: Path, report: Dict[str, Any]) -> Optional[Dict[str, Any]] | bool:
     """The whole-matrix report already in ``out_dir`` that a ``--cells`` run of ``report`` merges into; False when
     there is none (the partial report may be written there); True when there is one it cannot merge into (another
     baseline or policy: it is kept, and the partial report goes to ``<out>/partial/``)."""
@@ -127,8 +127,8 @@ def merge_into_full(full: Dict[str, Any], partial: Dict[str, Any]) -> Dict[str, 
 
 def publish_matrix_report(
     report: Dict[str, Any],
-    out_dir: "str | os.PathLike[str]",
-    history: "str | os.PathLike[str] | None" = None,
+    out_dir: str | os.PathLike[str],
+    history: str | os.PathLike[str] | None = None,
 ) -> Dict[str, Path]:
     """Append the run to ``history`` (if given; the trend then includes it) and write the report files.
 
@@ -154,7 +154,7 @@ def _kept_lines(text: str) -> str:
     return text[: text.rfind("\n") + 1]
 
 
-def append_history(report: Dict[str, Any], history_path: "str | os.PathLike[str]") -> Dict[str, Any]:
+def append_history(report: Dict[str, Any], history_path: str | os.PathLike[str]) -> Dict[str, Any]:
     """Add one JSON line for this run: under the log's lock, read it, write it back with the line added, rename.
 
     Concurrent runs take turns, so lines never interleave and none is lost; a kill leaves the old log whole.
@@ -169,7 +169,7 @@ def append_history(report: Dict[str, Any], history_path: "str | os.PathLike[str]
     return entry
 
 
-def load_history(path: "str | os.PathLike[str]") -> List[Dict[str, Any]]:
+def load_history(path: str | os.PathLike[str]) -> List[Dict[str, Any]]:
     """Every run in the log, oldest first; a missing file is an empty history.
 
     A torn last line (a run killed mid-append, without its newline) is skipped; a malformed line anywhere else
@@ -195,7 +195,7 @@ def load_history(path: "str | os.PathLike[str]") -> List[Dict[str, Any]]:
     return entries
 
 
-def write_attribution(data: Dict[str, Any], out_dir: "str | os.PathLike[str]") -> Dict[str, Path]:
+def write_attribution(data: Dict[str, Any], out_dir: str | os.PathLike[str]) -> Dict[str, Path]:
     """Write the attribution waterfall as Markdown, JSON and HTML; the paths written, by format."""
     rendered = {
         "markdown": render_attribution_markdown(data),
@@ -205,6 +205,6 @@ def write_attribution(data: Dict[str, Any], out_dir: "str | os.PathLike[str]") -
     return {name: write_text(Path(out_dir) / ATTRIBUTION_FILES[name], text) for name, text in rendered.items()}
 
 
-def write_json(path: "str | os.PathLike[str]", data: Any) -> Path:
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """A JSON file (an attribution plan), indented, atomically."""
     return write_text(path, json.dumps(data, indent=2, default=str) + "\n")

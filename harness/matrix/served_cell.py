@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 from harness.fsio import write_text
+from harness.matrix.server_process import InfinityOptions, ServedModel, ServerStartError, infinity_server
 from harness.matrix.servers import SERVERS
 from harness.matrix.spec import Cell, Matrix
-from harness.matrix.server_process import InfinityOptions, ServedModel, ServerStartError, infinity_server
 
 __all__ = ["SERVER_LOG", "SERVER_RECORD", "STARTUP_TIMEOUT_S", "model_directories", "served_run_args", "run"]
 

@@ -82,7 +82,7 @@ class _Spawner:
     long as the process, so the parent-death signal fires when the process dies, not when a worker thread ends."""
 
     def __init__(self) -> None:
-        self._jobs: "queue.Queue[Tuple[Callable[[], Any], concurrent.futures.Future]]" = queue.Queue()
+        self._jobs: queue.Queue[Tuple[Callable[[], Any], concurrent.futures.Future]] = queue.Queue()
         threading.Thread(target=self._serve, name="harness-server-spawner", daemon=True).start()
 
     def _serve(self) -> None:
@@ -109,7 +109,7 @@ _spawner: Optional[_Spawner] = None
 _spawner_lock = threading.Lock()
 
 
-def spawn(argv: Sequence[str], **popen: Any) -> "subprocess.Popen[bytes]":
+def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
     """``subprocess.Popen(argv)`` as the leader of a new process group, killed by the kernel if this process dies."""
     global _spawner
     kwargs = dict(popen, start_new_session=True, preexec_fn=_child_setup(os.getpid()))

@@ -116,7 +116,7 @@ def _healthy(url: str, timeout_s: float) -> bool:
         return False
 
 
-def _exited(proc: "subprocess.Popen[bytes]") -> bool:
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
     """Whether the process ended, without reaping it: until it is reaped its pid (its group's id) stays ours."""
     if proc.returncode is not None:
         return True
@@ -127,7 +127,7 @@ def _exited(proc: "subprocess.Popen[bytes]") -> bool:
         return True
 
 
-def _signal_group(proc: "subprocess.Popen[bytes]", sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     if proc.returncode is not None:  # reaped: its group id may belong to someone else by now
         return
     try:
@@ -169,7 +169,7 @@ class ServerProcess:
     def pid(self) -> Optional[int]:
         return self._proc.pid if self._proc is not None else None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         self.start()
         return self
 
@@ -258,7 +258,7 @@ class ServerProcess:
             code = self._finish(proc)
         return code
 
-    def _finish(self, proc: "subprocess.Popen[bytes]") -> Optional[int]:
+    def _finish(self, proc: subprocess.Popen[bytes]) -> Optional[int]:
         """SIGKILL the group (a leader that ignored SIGTERM, stragglers of one that exited), reap the leader
         within ``KILL_WAIT_S``, and forget the server once it is gone."""
         self._proc = None

@@ -23,14 +23,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-
 from pydantic import field_validator
 
 from harness import paths
 from harness.config.schema import Loc, Schema, dotted, one_line_errors, setting, shown, validate
 from harness.config.tomlfile import read_toml
 from harness.errors import HarnessError
-from harness.matrix.pins import implied_requirements, CORE_PINS, OPTIONAL_PINS, merge_requirements, pin, runner_requirements
+from harness.matrix.pins import CORE_PINS, OPTIONAL_PINS, implied_requirements, merge_requirements, pin, runner_requirements
 from harness.matrix.servers import SERVERS, parse_server_keys
 
 __all__ = [
@@ -247,7 +246,7 @@ class Matrix:
             )
         return path
 
-    def model_packages(self, registry: "str | Path | None" = None) -> List[str]:
+    def model_packages(self, registry: str | Path | None = None) -> List[str]:
         """Distributions shipping this matrix's ``source = "package"`` models (installed with ``--no-deps``)."""
         from harness.config.project import project_registry
 
@@ -381,7 +380,7 @@ def _parse_matrix(path: Path, name: str, data: Any) -> Matrix:
 
 
 @one_line_errors
-def load_matrix_file(path: "str | os.PathLike[str] | None" = None) -> MatrixFile:
+def load_matrix_file(path: str | os.PathLike[str] | None = None) -> MatrixFile:
     """Read and validate ``matrix.toml`` (default: the repository's); every problem is one ``MatrixError`` line."""
     source = Path(path) if path else DEFAULT_MATRIX_FILE
     data = read_toml(source, MatrixError, "no such matrix file", invalid="not valid TOML")
@@ -395,6 +394,6 @@ def load_matrix_file(path: "str | os.PathLike[str] | None" = None) -> MatrixFile
     return MatrixFile(path=source, matrices={name: _parse_matrix(source, name, m) for name, m in matrices.items()})
 
 
-def baseline_file(name: str, directory: "str | os.PathLike[str] | None" = None) -> Path:
+def baseline_file(name: str, directory: str | os.PathLike[str] | None = None) -> Path:
     """A matrix's baseline: ``paths.baseline_path`` with relative paths taken from the checkout."""
     return paths.baseline_path(name, directory or DEFAULT_BASELINE_DIR, relative_to=ROOT)

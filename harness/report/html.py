@@ -12,11 +12,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.compare.verdict import CellStatus, Status
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
-from harness.report.html_style import CSS, badge as _badge, escape as _e, status_class as _status_class
+from harness.report.html_style import CSS
+from harness.report.html_style import badge as _badge
+from harness.report.html_style import escape as _e
+from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
 from harness.report.matrix_report import (
-    comparison_notes, diff_tolerance, history_series, incomplete, meaningful_env_changes, report_models, report_policy,
-    retrieval_not_judged, scope_line,
+    comparison_notes,
+    diff_tolerance,
+    history_series,
+    incomplete,
+    meaningful_env_changes,
+    report_models,
+    report_policy,
+    retrieval_not_judged,
+    scope_line,
 )
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
 

@@ -12,7 +12,13 @@ from typing import Any, Dict, List, Optional, Sequence
 from harness.compare.verdict import CellStatus, Status
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import (
-    check_used, comparison_notes, history_series, incomplete, meaningful_env_changes, order_shown, report_policy,
+    check_used,
+    comparison_notes,
+    history_series,
+    incomplete,
+    meaningful_env_changes,
+    order_shown,
+    report_policy,
     scope_line,
 )
 from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, speed_cells, topk_decided

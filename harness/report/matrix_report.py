@@ -71,7 +71,7 @@ def _normalize_cell(cell: Mapping[str, Any]) -> Dict[str, Any]:
 
 def build_matrix_report(
     matrix_name: str,
-    baseline: "str | os.PathLike[str]",
+    baseline: str | os.PathLike[str],
     cells: Sequence[Mapping[str, Any]],
     *,
     created_at: Optional[str] = None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from harness.compare.verdict import Status
 from harness.compare.factors import group_changes
+from harness.compare.verdict import Status
 from harness.report.format import fmt, fmt_cosine, fmt_percent
 from harness.report.matrix_report import check_used, retrieval_not_judged
 

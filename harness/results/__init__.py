@@ -6,7 +6,9 @@ turns one into a pandas DataFrame (``read_frame``; pandas imported only then).
 """
 
 import os as _os
-from typing import Any as _Any, Optional as _Optional, Sequence as _Sequence
+from typing import Any as _Any
+from typing import Optional as _Optional
+from typing import Sequence as _Sequence
 
 from harness.fsio import atomic_output
 from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta

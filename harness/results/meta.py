@@ -215,10 +215,10 @@ class Provenance(_Record):
     reason: Optional[str] = None
     source_file: Optional[str] = None
     previous_file: Optional[str] = None
-    history: Tuple["Provenance", ...] = ()
+    history: Tuple[Provenance, ...] = ()
     extra: Dict[str, Any] = field(default_factory=dict)
 
-    def without_history(self) -> "Provenance":
+    def without_history(self) -> Provenance:
         return dataclasses.replace(self, history=())
 
 
@@ -242,7 +242,7 @@ class ResultsMeta(_Record):
 Anchors = Sequence[Tuple[str, str]]
 
 
-def path_anchors(project_root: "str | os.PathLike[str] | None" = None) -> List[Tuple[str, str]]:
+def path_anchors(project_root: str | os.PathLike[str] | None = None) -> List[Tuple[str, str]]:
     """Where recorded paths are made relative to, most specific first: the checkout (plain relative paths),
     the installed packages (``site-packages/...``), the temp directory (``<tmp>/...``), the home (``~/...``)."""
     found = [("site-packages", sysconfig.get_paths()[key]) for key in ("purelib", "platlib")]

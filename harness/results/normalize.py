@@ -109,7 +109,7 @@ def _reordered(results: ResultsFile, model_id: str, order: np.ndarray) -> Iterat
         yield pa.concat_tables(parts).take(_indices(back))
 
 
-def write_canonical(source: ResultsFile, target: "str | os.PathLike[str]",
+def write_canonical(source: ResultsFile, target: str | os.PathLike[str],
                     metadata: Optional[Mapping[str, Any]] = None) -> Path:
     """Copy ``source`` to ``target`` atomically, each model's rows in canonical order (row groups of one model,
     ``ROW_GROUP_ROWS`` rows), under ``metadata`` (default: the file's own; the schema version kept)."""

@@ -37,7 +37,7 @@ class ResultsFile:
     the usual credentials in the environment.
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", *, shown: "Optional[Union[Path, str]]" = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, shown: Optional[Union[Path, str]] = None) -> None:
         self.path: Union[Path, str]
         try:
             self.path, self._fs, inner = storage.locate(path)
@@ -269,7 +269,7 @@ class ResultsFile:
             )
         return dim, dtype
 
-    def _vectors(self, model_id: str, column: "pa.ChunkedArray | pa.Array") -> np.ndarray:
+    def _vectors(self, model_id: str, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         """The vector column's raw bytes as an (n, dim) array: a read-only view of the arrow buffer when the
         column is exactly as wide as this model's vectors, else a copy of the leading bytes of each value."""
         dim, dtype = self.vector_spec(model_id)
@@ -351,14 +351,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def single_chunk(column: "pa.ChunkedArray | pa.Array") -> pa.Array:
+def single_chunk(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     """One array; a single chunk as is (``combine_chunks`` copies even then)."""
     if isinstance(column, pa.ChunkedArray):
         return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     return column
 
 
-def arrow_to_numpy(column: "pa.ChunkedArray | pa.Array") -> np.ndarray:
+def arrow_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A column as numpy: strings as ``str``, numbers and booleans without nulls straight from the buffers.
 
     Avoids ``Array.to_numpy``, which imports pandas (about 0.4 s and 50 MB of RSS in a fresh process) even

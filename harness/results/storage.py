@@ -24,11 +24,11 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 Location = Union[Path, str]
 
 
-def is_uri(path: "str | os.PathLike[str]") -> bool:
+def is_uri(path: str | os.PathLike[str]) -> bool:
     return isinstance(path, str) and bool(_URI.match(path))
 
 
-def locate(path: "str | os.PathLike[str]") -> Tuple[Location, Any, str]:
+def locate(path: str | os.PathLike[str]) -> Tuple[Location, Any, str]:
     """``(shown location, pyarrow filesystem or None, path inside it)``. ``file://`` URIs become local Paths."""
     if not is_uri(path):
         return Path(path), None, str(path)
@@ -59,14 +59,14 @@ def _fsspec(uri: str, pyarrow_says: str) -> Tuple[Any, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), inner
 
 
-def join(base: "str | os.PathLike[str]", *parts: str) -> Location:
+def join(base: str | os.PathLike[str], *parts: str) -> Location:
     """``base / part / ...`` for a Path, ``base/part/...`` for a URI (kept a URI)."""
     if is_uri(base):
         return "/".join([str(base).rstrip("/"), *parts])
     return Path(base).joinpath(*parts)
 
 
-def read_text(path: "str | os.PathLike[str]") -> Optional[str]:
+def read_text(path: str | os.PathLike[str]) -> Optional[str]:
     """The file's text (UTF-8), or None when there is no such file."""
     shown, filesystem, inner = locate(path)
     if filesystem is None:
@@ -84,7 +84,7 @@ def read_text(path: "str | os.PathLike[str]") -> Optional[str]:
         raise StorageError(f"{shown}: cannot read ({first_line(err)})") from None
 
 
-def is_file(path: "str | os.PathLike[str]") -> bool:
+def is_file(path: str | os.PathLike[str]) -> bool:
     shown, filesystem, inner = locate(path)
     if filesystem is None:
         return Path(inner).is_file()

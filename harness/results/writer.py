@@ -22,10 +22,9 @@ import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError
 from harness.results import schema
-from harness.results.reader import ResultsFile, single_chunk
 from harness.results.normalize import parquet_writer
-from harness.results.schema import (METADATA_KEY, ModelRows, arrow_schema, canonical_order, is_unicode_text,
-                                    metadata_bytes)
+from harness.results.reader import ResultsFile, single_chunk
+from harness.results.schema import METADATA_KEY, ModelRows, arrow_schema, canonical_order, is_unicode_text, metadata_bytes
 
 __all__ = ["ResultsWriter", "write_results", "rewrite_metadata", "rewrite_model"]
 
@@ -140,7 +139,7 @@ class ResultsWriter:
                 writer.write(ModelRows("my-model", "embed", ids, roles=roles, vectors=chunk))
     """
 
-    def __init__(self, path: "str | os.PathLike[str]", metadata: Mapping[str, Any], vector_width: int, *,
+    def __init__(self, path: str | os.PathLike[str], metadata: Mapping[str, Any], vector_width: int, *,
                  unique_ids: bool = True, canonical: bool = True) -> None:
         self.path = Path(path)
         self.canonical = canonical
@@ -154,7 +153,7 @@ class ResultsWriter:
         self._pending_model: Optional[str] = None
         self._seen: Optional[Dict[str, _SeenIds]] = {} if unique_ids else None
 
-    def __enter__(self) -> "ResultsWriter":
+    def __enter__(self) -> ResultsWriter:
         with contextlib.ExitStack() as stack:
             self._writer = stack.enter_context(parquet_writer(self.path, self.schema))
             self._stack = stack.pop_all()
@@ -231,7 +230,7 @@ class ResultsWriter:
         return None
 
 
-def write_results(path: "str | os.PathLike[str]", rows: Sequence[ModelRows], metadata: Mapping[str, Any], *,
+def write_results(path: str | os.PathLike[str], rows: Sequence[ModelRows], metadata: Mapping[str, Any], *,
                   unique_ids: bool = True, canonical: bool = True) -> Path:
     """Write one results file atomically, in canonical order; ``metadata`` becomes the ``harness`` JSON in the
     schema metadata. ``unique_ids=False`` lets duplicate item ids through and ``canonical=False`` keeps the rows'
@@ -251,7 +250,7 @@ def _open(source: Source) -> ResultsFile:
     return source if isinstance(source, ResultsFile) else ResultsFile(source)
 
 
-def rewrite_metadata(source: Source, target: "str | os.PathLike[str]", metadata: Mapping[str, Any]) -> Path:
+def rewrite_metadata(source: Source, target: str | os.PathLike[str], metadata: Mapping[str, Any]) -> Path:
     """Copy a results file to ``target`` under new ``harness`` metadata, atomically, its rows in canonical order
     (how a baseline is normalized once: ``harness.results.normalize``).
 
@@ -287,7 +286,7 @@ def _replace_scores(column: pa.Array, rows: np.ndarray, values: np.ndarray) -> p
 
 def rewrite_model(
     source: Source,
-    target: "str | os.PathLike[str]",
+    target: str | os.PathLike[str],
     model_id: str,
     *,
     vectors: Optional[np.ndarray] = None,

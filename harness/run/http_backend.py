@@ -99,7 +99,7 @@ class HttpModelClient:
         self._info: Optional[Dict[str, Any]] = None
         self._dim: Optional[int] = settings.expected_dim
 
-    def __enter__(self) -> "HttpModelClient":
+    def __enter__(self) -> HttpModelClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

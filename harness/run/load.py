@@ -103,8 +103,10 @@ def _check_compatible(directory: Path, model_id: str = "") -> Tuple[Dict[str, st
     saved = saved_versions(directory)
     installed = installed_version()
     wanted = saved.get("sentence_transformers")
+    if wanted is None or installed is None:  # nothing recorded, or no library to compare with (loading will say)
+        return saved, None
     try:
-        newer = wanted is not None and Version(wanted) > Version(installed)
+        newer = Version(wanted) > Version(installed)
         same_minor = newer and Version(wanted).release[:2] == Version(installed).release[:2]
     except InvalidVersion:
         newer = same_minor = False
@@ -232,7 +234,7 @@ def load_model(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # export chatter ("Saving the exported ONNX model is recommended")
             model = cls(str(load_dir), **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         if patch_note:  # tried, and loading showed it: the newer patch release is the likeliest cause
             raise Incompatible(f"{patch_note}, and loading failed: {type(err).__name__}: {first_line(err)}", saved) from None
         raise ModelLoadError(f"model '{spec.id}': cannot load {directory} ({first_line(err)})") from None

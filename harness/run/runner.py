@@ -21,22 +21,21 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 import harness
+from harness import paths
 from harness.config.corpus import Corpus, load_corpus
+from harness.config.registry import ModelSpec, Registry
 from harness.errors import HarnessError, ModelLoadError
-from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
+from harness.fsio import output_lock
+from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta, path_anchors, portable_metadata
+from harness.results.schema import ModelRows, pair_item_id
+from harness.results.writer import write_results
 from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
+from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
 from harness.run.progress import ProgressEvent, ProgressListener, notify
+from harness.run.resolve import resolve_model_dir
 from harness.run.served import is_served, run_served
 from harness.run.timings import RunTimings
-from harness.fsio import output_lock
-from harness.config.registry import ModelSpec, Registry
-from harness.run.resolve import resolve_model_dir
-from harness import paths
-from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta, path_anchors, portable_metadata
-from harness.results.schema import ModelRows
-from harness.results.writer import write_results
-from harness.results.schema import pair_item_id
 
 __all__ = ["RunOptions", "RunSummary", "run", "pick_device", "rank_within_queries"]
 

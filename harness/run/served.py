@@ -17,8 +17,7 @@ import numpy as np
 from harness.config.corpus import Corpus
 from harness.config.registry import ModelSpec
 from harness.results.meta import ModelRecord
-from harness.results.schema import ModelRows
-from harness.results.schema import pair_item_id
+from harness.results.schema import ModelRows, pair_item_id
 
 __all__ = ["is_served", "run_served", "served_settings", "server_facts", "recorded_source"]
 

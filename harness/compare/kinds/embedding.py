@@ -12,14 +12,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from harness.compare.kinds.common import (NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant,
-                                          topk_checks)
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
 from harness.compare.kinds.retrieval import Retrieval, Source
 from harness.compare.kinds.source import EmbeddingPair
-from harness.compare.streaming import ZERO_VECTORS
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats
+from harness.compare.streaming import ZERO_VECTORS
 from harness.compare.verdict import Check, ModelVerdict, Offender
 
 __all__ = ["judge_embeddings", "retrieval_k"]

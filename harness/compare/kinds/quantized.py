@@ -12,9 +12,9 @@ import numpy as np
 from harness.compare import quantized
 from harness.compare.kinds.common import WORST_N, build_verdict, topk_checks
 from harness.compare.kinds.embedding import retrieval_k
+from harness.compare.kinds.retrieval import Retrieval
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.policy import Tolerance
-from harness.compare.kinds.retrieval import Retrieval
 from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile

@@ -37,7 +37,7 @@ def queries_in_memory(query_ids: np.ndarray) -> Iterator[Tuple[str, np.ndarray]]
         yield str(query_ids[part[0]]), part
 
 
-def judge_rerank(model_id: str, tol: Tolerance, pair_ids: "Sequence[str] | np.ndarray", query_ids: "Sequence[str] | np.ndarray | None",
+def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str] | np.ndarray, query_ids: Sequence[str] | np.ndarray | None,
                  base_scores: np.ndarray, cand_scores: np.ndarray) -> ModelVerdict:
     """The verdict on aligned scores (row i of each side is pair ``pair_ids[i]``). Without ``query_ids`` only the
     scores are judged; with them, each query's order too (a query's rows need not be contiguous)."""

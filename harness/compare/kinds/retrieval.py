@@ -97,7 +97,7 @@ class _Accumulators:
         for part in self.parts:
             part.add(positions, base, cand, bsq, dsq)
 
-    def merge(self, other: "_Accumulators") -> None:
+    def merge(self, other: _Accumulators) -> None:
         for mine, theirs in zip(self.parts, other.parts):
             mine.merge(theirs)
 
@@ -120,7 +120,7 @@ class Retrieval:
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
         self.first: Optional[_Batch] = _Batch(self, *self.batches[0])
 
-    def add_segment(self, accumulators: "_Accumulators", position: int, base: np.ndarray, cand: np.ndarray,
+    def add_segment(self, accumulators: _Accumulators, position: int, base: np.ndarray, cand: np.ndarray,
                     squares: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
         """Feed a segment's document rows to one worker's ``accumulators``: views of the segment where the
         documents are contiguous (``_document_runs``), as ``scoring`` makes them, with the segment's ``|b|^2`` and

@@ -99,7 +99,7 @@ class ArrayPair(EmbeddingPair):
     #: rows per segment handed to the worker (the accumulators are fed as from a file's row groups)
     SEGMENT_ROWS = 1 << 16
 
-    def __init__(self, ids: "Sequence[str] | np.ndarray", roles: "Sequence[str] | np.ndarray | None", base: np.ndarray, cand: np.ndarray,
+    def __init__(self, ids: Sequence[str] | np.ndarray, roles: Sequence[str] | np.ndarray | None, base: np.ndarray, cand: np.ndarray,
                  labels: Tuple[str, str] = ("baseline", "candidate"), model_id: str = "") -> None:
         if base.shape != cand.shape or base.ndim != 2 or len(ids) != len(base):
             raise ValueError(f"ArrayPair: expected two aligned (rows, dim) arrays and one id per row, got "

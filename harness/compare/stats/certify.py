@@ -172,7 +172,7 @@ class CertifyStream:
             self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
             self.sc[r, c] = np.einsum("ij,ij->i", self.cand_queries[r].astype(np.float64), unit_c[which]) / self.norm_c[r]
 
-    def merge(self, other: "CertifyStream") -> None:
+    def merge(self, other: CertifyStream) -> None:
         self.near_move = max(self.near_move, other.near_move)
         self.far_best = np.fmax(self.far_best, other.far_best)
         self.sb = np.where(np.isnan(self.sb), other.sb, self.sb)
@@ -196,7 +196,7 @@ class CertifyStream:
         return topk_agreement(self.sb[idx, by_pos], self.sc[idx, by_pos], k, tie_tolerance)
 
 
-def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence["tuple[np.ndarray, TopKAgreement]"]) -> TopKAgreement:
+def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence[tuple[np.ndarray, TopKAgreement]]) -> TopKAgreement:
     """One ``TopKAgreement`` for all queries: certified ones unchanged, the others from exact parts (each the
     query indices it covers and its agreement over them)."""
     same_order: np.ndarray = np.ones(nq, dtype=bool)

@@ -73,7 +73,7 @@ class DiffStats:
         worst_n: how many worst rows to keep.
     """
 
-    def __init__(self, dim: int, dtype: "np.dtype | type", total_rows: int, *, atol: float, rtol: float,
+    def __init__(self, dim: int, dtype: np.dtype | type, total_rows: int, *, atol: float, rtol: float,
                  min_cosine: float, worst_n: int = 5) -> None:
         self.dim = int(dim)
         self.ft = np.dtype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32)
@@ -262,7 +262,7 @@ class DiffStats:
 
     # -- results ------------------------------------------------------------------------------------------
 
-    def merge(self, other: "DiffStats") -> None:
+    def merge(self, other: DiffStats) -> None:
         """Fold in the statistics of another instance that saw other rows."""
         for name in ("rows", "count", "sum_abs", "nonzero", "bad_elements", "texts_beyond", "below_cosine"):
             setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -65,7 +65,7 @@ class TopValues:
             self.floor = float(data.min())
         self.parts, self.size = [data], len(data)
 
-    def merge(self, other: "TopValues") -> None:
+    def merge(self, other: TopValues) -> None:
         self.parts += other.parts
         self.size += other.size
         if other.floor is not None:

@@ -63,7 +63,7 @@ class TopKStream:
         """Documents held in the pools, all queries together (about ``keep`` + a few per query)."""
         return sum(len(tile.pool_q) for tile in self.tiles)
 
-    def merge(self, other: "TopKStream") -> None:
+    def merge(self, other: TopKStream) -> None:
         """Fold in another instance's pools (same queries, other documents)."""
         for mine, theirs in zip(self.tiles, other.tiles):
             mine.merge(theirs)
@@ -74,7 +74,7 @@ class TopKStream:
         return TopKAgreement(k=parts[0].k, **{field: np.concatenate([getattr(p, field) for p in parts])
                                               for field in ("same_order", "same_set", "overlap", "raw_same_order")})
 
-    def baseline_top(self) -> "tuple[np.ndarray, np.ndarray]":
+    def baseline_top(self) -> tuple[np.ndarray, np.ndarray]:
         """Per query, the baseline's best ``keep`` documents (or all there are), best first, ties by position:
         (positions, exact scores), shape (queries, keep)."""
         parts = [tile.baseline_top() for tile in self.tiles]
@@ -209,20 +209,20 @@ class _Tile:
             self.pool_sb, self.pool_sc = self.pool_sb[keep], self.pool_sc[keep]
             self.counts = np.bincount(self.pool_q, minlength=len(self.counts)).astype(np.int64)
 
-    def merge(self, other: "_Tile") -> None:
+    def merge(self, other: _Tile) -> None:
         """Fold in another instance's pools (same queries, other documents)."""
         self.kth_b = np.maximum(self.kth_b, other.kth_b)
         self.kth_c = np.maximum(self.kth_c, other.kth_c)
         self._extend(other.pool_q, other.pool_pos, other.pool_sb, other.pool_sc)
 
-    def _sorted(self, k: int) -> "tuple[np.ndarray, np.ndarray]":
+    def _sorted(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool indices of each query's best ``k`` by the baseline and by the candidate (ties by position)."""
         starts = (np.cumsum(self.counts) - self.counts)[:, None] + np.arange(k)[None, :]
         by_b = np.lexsort((self.pool_pos, -self.pool_sb, self.pool_q))[starts]
         by_c = np.lexsort((self.pool_pos, -self.pool_sc, self.pool_q))[starts]
         return by_b, by_c
 
-    def baseline_top(self) -> "tuple[np.ndarray, np.ndarray]":
+    def baseline_top(self) -> tuple[np.ndarray, np.ndarray]:
         keep = int(min(self.k, self.counts.min(initial=self.k)))
         by_b = self._sorted(keep)[0]
         return self.pool_pos[by_b], self.pool_sb[by_b]

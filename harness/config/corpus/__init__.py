@@ -215,7 +215,14 @@ def json_lines(path: Path, data: bytes) -> List[Tuple[int, Dict[str, Any]]]:
 
 # The loaders need the types and helpers above, and import them from this module: so they are imported last.
 from harness.config.corpus.directory import corpus_sha256, load_directory  # noqa: E402
-from harness.config.corpus.user import DATA_FORMATS, DataFiles, corpus_table, load_corpus_config, load_data_files, load_user_corpus  # noqa: E402
+from harness.config.corpus.user import (  # noqa: E402
+    DATA_FORMATS,
+    DataFiles,
+    corpus_table,
+    load_corpus_config,
+    load_data_files,
+    load_user_corpus,
+)
 
 
 def load_corpus(source: PathLike) -> Corpus:
