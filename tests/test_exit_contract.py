@@ -378,3 +378,24 @@ def test_a_writer_waits_for_another_writer_with_a_deadline(tmp_path: Path) -> No
         holder.join(10)
     with output_lock(target, timeout_s=5):  # the kernel dropped the killed holder's lock
         pass
+
+
+def test_no_form_of_a_secret_reaches_the_error_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The CLI's last line of defence scrubs every form the HTTP client knows (raw, percent-encoded, JSON-escaped,
+    any case) of every secret-named variable, and URL credentials, from the one error line."""
+    from urllib.parse import quote
+
+    import harness.compare.comparator as comparator
+    from harness.errors import HarnessError
+
+    secret = "s3cr3t/Tok+en=="
+    monkeypatch.setenv("GATEWAY_TOKEN", secret)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise HarnessError(f"server said: {secret} {quote(secret, safe='')} {quote(secret, safe='').lower()} "
+                           f"{secret.replace('/', chr(92) + '/')} http://user:pw@host/x")
+
+    monkeypatch.setattr(comparator, "compare_files", refuse)
+    line = _bad_input(["compare", str(TINY), str(TINY)], capsys, "server said")
+    for leak in (secret, quote(secret, safe=""), quote(secret, safe="").lower(), "Tok", "user:pw"):
+        assert leak not in line, (leak, line)

@@ -41,14 +41,17 @@ def _secret_values() -> List[str]:
 
 
 def scrub(text: str, secrets: Optional[Iterable[str]] = None) -> str:
-    """``text`` without URL credentials, secret-looking query values and the values of secret variables."""
-    from urllib.parse import quote, quote_plus
+    """``text`` without URL credentials, secret-looking query values and the values of secret variables, in
+    every form the HTTP client scrubs too (``harness.config.http.secret_forms``: raw, percent-encoded, decoded,
+    JSON-escaped; any case)."""
+    from harness.config.http import secret_forms
 
     text = _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
     text = _QUERY_SECRET.sub(r"\g<key>***", text)
-    for value in _secret_values() if secrets is None else secrets:
-        for form in dict.fromkeys((value, quote(value, safe=""), quote_plus(value, safe=""))):
-            text = text.replace(form, "***")
+    forms = sorted({form for value in (_secret_values() if secrets is None else secrets) for form in secret_forms(value)},
+                   key=len, reverse=True)
+    if forms:
+        text = re.sub("|".join(re.escape(form) for form in forms), "***", text, flags=re.IGNORECASE)
     return text
 
 
