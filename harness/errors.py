@@ -8,6 +8,7 @@ problem. Anything else that escapes a command is a bug: the CLI writes its trace
 from __future__ import annotations
 
 import enum
+import re
 
 __all__ = [
     "ExitCode",
@@ -22,6 +23,8 @@ __all__ = [
     "IncompatibleInputs",
     "StorageError",
     "first_line",
+    "escape_breaks",
+    "squeeze",
 ]
 
 
@@ -85,3 +88,20 @@ def first_line(err: BaseException) -> str:
     """An exception's first line of text (library errors run long), or its type name when it has none."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+#: line breaks and other control characters: one in a key or name quoted from a file would split an error line
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_breaks(text: str) -> str:
+    """``text`` with line breaks and control characters escaped (``\\n``): keys and names from a user's file go
+    into one-line errors."""
+    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def squeeze(text: object, limit: int = 200) -> str:
+    """``text`` on one line (each run of whitespace one space), cut to ``limit`` characters: what a server or a
+    library said can be anything."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

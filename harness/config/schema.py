@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import difflib
 import functools
-import re
 import reprlib
 import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, escape_breaks
 
-__all__ = ["Schema", "Loc", "setting", "validate", "dotted", "whole_number", "one_line", "one_line_errors", "shown"]
+__all__ = ["Schema", "Loc", "setting", "validate", "dotted", "whole_number", "one_line_errors", "shown"]
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,15 +45,6 @@ _GENERIC = {
 }
 
 
-#: characters ``str.splitlines`` breaks at (and other controls): a key or name holding one would split the line
-_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks and control characters escaped (``\\n``): user keys and names go into errors."""
-    return _BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
-
-
 def one_line_errors(func: F) -> F:
     """A loader whose ``HarnessError`` stays one line even when it quotes a key like ``"a\\nb"`` from the file."""
 
@@ -64,9 +54,9 @@ def one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except HarnessError as err:
             text = str(err)
-            if not _BREAKS.search(text):
+            if escape_breaks(text) == text:
                 raise
-            raise type(err)(one_line(text)) from None
+            raise type(err)(escape_breaks(text)) from None
 
     return typing.cast(F, wrapper)
 
@@ -254,4 +244,4 @@ def validate(model: Type[M], data: Any, *, source: str, error: Type[HarnessError
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise error(one_line(f"{source}: {_message(err, model, data, at, label, quote_keys)}")) from None
+        raise error(escape_breaks(f"{source}: {_message(err, model, data, at, label, quote_keys)}")) from None

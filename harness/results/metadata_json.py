@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.errors import ResultsFileError
+from harness.errors import ResultsFileError, escape_breaks, squeeze
 from harness.results.schema import is_unicode_text
 
 __all__ = ["MAX_DEPTH", "parse_metadata"]
@@ -21,10 +20,6 @@ __all__ = ["MAX_DEPTH", "parse_metadata"]
 #: (flattening a fingerprint, making paths portable) must never meet a RecursionError
 MAX_DEPTH = 32
 _INT_LIMIT = 1 << 63
-
-
-#: control characters and line breaks: keys from the file are escaped before they go into a message
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -40,15 +35,15 @@ def parse_metadata(raw: bytes, source: str) -> Dict[str, Any]:
     except RecursionError:
         raise ResultsFileError(f"{source}: harness metadata is not valid JSON (nested too deeply)") from None
     except ValueError as err:  # JSONDecodeError, not UTF-8, NaN/Infinity, an integer too long to convert
-        raise ResultsFileError(f"{source}: harness metadata is not valid JSON ({_one_line(err)})") from None
+        raise ResultsFileError(f"{source}: harness metadata is not valid JSON ({squeeze(err)})") from None
     if not isinstance(meta, dict):
         raise ResultsFileError(f"{source}: harness metadata must be a JSON object, got {type(meta).__name__}")
     problem = _first_problem(meta)
     if problem is not None:  # keys from the file may hold line breaks: escaped, so the message stays one line
-        raise ResultsFileError(f"{source}: harness metadata: {_CONTROL.sub(lambda m: repr(m.group())[1:-1], problem)}")
+        raise ResultsFileError(f"{source}: harness metadata: {escape_breaks(problem)}")
     shape = _shape_problem(meta)
     if shape is not None:
-        raise ResultsFileError(f"{source}: {_CONTROL.sub(lambda m: repr(m.group())[1:-1], shape)}")
+        raise ResultsFileError(f"{source}: {escape_breaks(shape)}")
     return meta
 
 
@@ -61,11 +56,6 @@ def _shape_problem(meta: Dict[str, Any]) -> Optional[str]:
         if not isinstance(record, dict):
             return f"metadata 'models.{model_id}' must be an object, got {type(record).__name__}"
     return None
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _first_problem(meta: Dict[str, Any]) -> Optional[str]:

@@ -29,9 +29,9 @@ import numpy as np
 
 from harness.config.http import (MAX_RETRIES, HttpSettings, HttpSettingsError, query_secrets, resolve_headers,
                                  settings_from_mapping)
-from harness.errors import HarnessError
+from harness.errors import HarnessError, squeeze
 from harness.run.http_wire import (RETRY_STATUSES, ROUTES, NotJson, WireError, curate_info, embed_body, join_path,
-                                   one_line, parse_json, read_embeddings, read_scores, rerank_body, retry_after,
+                                   parse_json, read_embeddings, read_scores, rerank_body, retry_after,
                                    shown_url, status_problem, transport_problem)
 
 __all__ = ["HttpSettings", "HttpSettingsError", "ServerError", "NoAnswer", "HttpModelClient", "settings_from_mapping",
@@ -84,7 +84,7 @@ class HttpModelClient:
         try:
             httpx.URL(settings.url)
         except (httpx.InvalidURL, ValueError) as err:
-            raise HttpSettingsError(self._scrub(f"{self.shown}: url is not a valid URL ({one_line(err, 120)})")) from None
+            raise HttpSettingsError(self._scrub(f"{self.shown}: url is not a valid URL ({squeeze(err, 120)})")) from None
         self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(settings.timeout_s), follow_redirects=False,
                                   trust_env=(parts.hostname or "") not in _LOOPBACK,  # no proxy for loopback
                                   # uncapped: a request abandoned at its deadline must not block the retry
@@ -122,7 +122,7 @@ class HttpModelClient:
         return value
 
     def _error(self, route: str, problem: str, kind: type = ServerError) -> ServerError:
-        return kind(self._scrub(f"{shown_url(self.settings.url, route)}: {one_line(problem, 400)}"))
+        return kind(self._scrub(f"{shown_url(self.settings.url, route)}: {squeeze(problem, 400)}"))
 
     def _bump(self, key: str) -> None:
         with self._lock:
@@ -217,7 +217,7 @@ class HttpModelClient:
                 except NotJson:
                     kind = attempt.headers.get("content-type", "no content-type")
                     text = attempt.body[:4096].decode("utf-8", "replace")
-                    raise self._error(route, f"the answer is not JSON ({kind}): {one_line(text)!r}") from None
+                    raise self._error(route, f"the answer is not JSON ({kind}): {squeeze(text)!r}") from None
                 except WireError as err:
                     raise self._error(route, f"unexpected answer: {err}") from None
             if retry == "final":
@@ -244,7 +244,7 @@ class HttpModelClient:
             for name, value in headers.items():
                 name = name.lower()
                 if (name in _KEPT_HEADERS or "version" in name) and name not in self._headers:
-                    self._headers[name] = one_line(value, 120)
+                    self._headers[name] = squeeze(value, 120)
 
     def _check_model(self, payload: Any, route: str) -> None:
         echoed = payload.get("model") if isinstance(payload, dict) else None
@@ -256,9 +256,9 @@ class HttpModelClient:
                 raise self._error(route, f"the answer's 'model' is a {type(echoed).__name__}, not a name")
             return
         with self._lock:
-            self._echoed.add(one_line(echoed, 120))
+            self._echoed.add(squeeze(echoed, 120))
         if asked is not None and self.settings.check_model and echoed != asked:
-            raise self._error(route, f"the server answered for model {one_line(echoed, 120)!r}, not the {asked!r} asked for")
+            raise self._error(route, f"the server answered for model {squeeze(echoed, 120)!r}, not the {asked!r} asked for")
 
     def _read(self, route: str, read: Callable[[], Tuple[np.ndarray, bool]]) -> np.ndarray:
         """Run a ``http_wire`` reader; its ``ValueError`` (or a shape surprise) becomes a ``ServerError``."""

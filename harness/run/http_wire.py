@@ -21,10 +21,10 @@ from urllib.parse import urljoin
 import numpy as np
 
 from harness.config.http import APIS, RESERVED_BODY_KEYS, join_path, shown_url
-from harness.errors import HarnessError
+from harness.errors import HarnessError, squeeze
 
 __all__ = ["APIS", "ROUTES", "RESERVED_BODY_KEYS", "shown_url", "join_path", "embed_body", "rerank_body",
-           "read_embeddings", "read_scores", "curate_info", "parse_json", "WireError", "NotJson", "MAX_JSON_DEPTH", "one_line", "retry_after",
+           "read_embeddings", "read_scores", "curate_info", "parse_json", "WireError", "NotJson", "MAX_JSON_DEPTH", "retry_after",
            "RETRY_STATUSES", "status_problem", "transport_problem"]
 
 #: Statuses retried (with the connect and dropped-connection failures): the server may answer on a later try.
@@ -87,12 +87,6 @@ ROUTES: Dict[str, Dict[str, Any]] = {
 }
 
 
-def one_line(text: object, limit: int = 200) -> str:
-    """``text`` on one line, cut to ``limit`` characters (a server's answer can be anything)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def retry_after(value: Optional[str]) -> Optional[float]:
     """Seconds of a ``Retry-After`` header (None for an HTTP date, garbage or NaN)."""
     try:
@@ -130,7 +124,7 @@ def status_problem(status: int, reason: str, headers: Mapping[str, str], text: s
             target = "an invalid Location"
         return f"HTTP {status} redirect to {target} (redirects are not followed: set the url to the final address)", "final"
     if status >= 400:
-        return f"HTTP {status} {reason}: {one_line(text)!r}", ("transient" if status in RETRY_STATUSES else "final")
+        return f"HTTP {status} {reason}: {squeeze(text)!r}", ("transient" if status in RETRY_STATUSES else "final")
     return "", ""
 
 
