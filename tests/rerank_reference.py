@@ -1,5 +1,5 @@
 """The cross-encoder judge as it was before it streamed (whole columns in memory, aligned with ``metrics.align``),
-kept verbatim as the reference the streamed judge must reproduce: ``tests/test_rerank_stream.py``."""
+kept verbatim as the reference the streamed judge must reproduce: ``tests/compare/test_rerank_stream.py``."""
 
 from __future__ import annotations
 

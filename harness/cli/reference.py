@@ -4,7 +4,7 @@ numeric ones' defaults from ``harness.config.environment.SETTINGS``), the keys o
 schemas) and the Python API (``__all__`` of the public modules).
 
 ``python -m harness.cli.reference`` rewrites ``docs/reference/*.md``; ``--check`` exits 1 naming each stale page
-(``tests/test_docs_reference.py`` and ``nox -s docs`` run it). A ``HARNESS_*`` variable that appears in the code
+(``tests/docs/test_docs_reference.py`` and ``nox -s docs`` run it). A ``HARNESS_*`` variable that appears in the code
 without a line in ``ENV_HELP`` below fails the generation: a new variable cannot go undocumented.
 """
 

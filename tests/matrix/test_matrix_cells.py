@@ -17,7 +17,7 @@ from harness.matrix.cellrun import Workspace, run_cell
 from harness.matrix.cells import StageStatus, read_cell_state
 from harness.matrix.collect import cell_record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cell_state_reads_files_written_before_the_typed_state(tmp_path: Path) -> None:

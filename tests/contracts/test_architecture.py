@@ -18,7 +18,7 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "harness"
 MAX_LINES = 400
 
@@ -181,3 +181,15 @@ def test_what_the_noxfile_imports_needs_only_stdlib_and_packaging() -> None:
 def test_no_module_is_over_400_lines(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines (at most {MAX_LINES}: split it by job)"
+
+
+def test_tests_mirror_the_package() -> None:
+    """A test file lives in the folder of the package it tests (tests/compare/ for harness/compare/, ...), or in
+    contracts/ (one judge, architecture, hostile input, fuzzing) or docs/ (the documentation and workflows)."""
+    packages = {p.name for p in (ROOT / "harness").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in (ROOT / "harness").glob("*.py")}
+    allowed = packages | modules | {"contracts", "docs"}
+    tests = ROOT / "tests"
+    assert not list(tests.glob("test_*.py")), "test files belong in a folder that mirrors the package"
+    folders = {p.parent.name for p in tests.glob("*/test_*.py")}
+    assert folders <= allowed, f"test folders that mirror nothing in harness/: {sorted(folders - allowed)}"

@@ -16,7 +16,7 @@ import pytest
 from harness.cli import main
 from harness.matrix.spec import load_matrix_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 SCRIPT = ROOT / ".github" / "scripts" / "drift_summary.py"
 

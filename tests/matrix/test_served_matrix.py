@@ -29,7 +29,7 @@ from harness.matrix.pythons import find_python
 from conftest import ROOT, pid_gone
 
 pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)")
-from test_served_run import _baseline_answers
+from synthetic_results import baseline_answers
 
 BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 
@@ -92,7 +92,7 @@ _gone = pid_gone
 
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    vectors, scores = _baseline_answers()
+    vectors, scores = baseline_answers()
     path = tmp_path_factory.mktemp("answers") / "answers.json"
     path.write_text(json.dumps({"vectors": vectors, "scores": {f"{q}\x00{p}": s for (q, p), s in scores.items()}}), encoding="utf-8")
     return path

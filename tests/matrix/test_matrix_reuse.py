@@ -4,7 +4,7 @@ A stand-in ``uv`` (a script: ``venv``, ``pip compile``, ``pip install``, ``pip f
 inside the "virtualenv" let the cell runner's decisions run for real in milliseconds: reuse when the resolved lock
 and the installed packages are unchanged, rebuild when either moved or ``--fresh`` says so, the compute seconds
 the run measured carried into ``cell.json``, the thread share of ``--jobs``. The real builds are the
-``matrix``-marked tests (``tests/test_matrix.py``, ``test_jobs_give_the_serial_results``).
+``matrix``-marked tests (``tests/matrix/test_matrix.py``, ``test_jobs_give_the_serial_results``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import find_chromium
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip install -e '.[docs]')")
 pytest.importorskip("material", reason="mkdocs-material is not installed (pip install -e '.[docs]')")

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-from test_reports import synthetic_matrix
 
 from harness.matrix.publish import append_history, load_history
 from harness.report.html import render_html
 
 from conftest import find_chromium
+from synthetic_results import synthetic_matrix
 
 WIDTH, HEIGHT = 1400, 2000
 

@@ -198,7 +198,7 @@ def test_a_field_of_the_wrong_type_names_the_file_and_the_field(tmp_path: Path, 
 
 # -- a results file as a pandas DataFrame ----------------------------------------------------------------------
 
-COMMITTED_TINY = Path(__file__).resolve().parent.parent / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+COMMITTED_TINY = Path(__file__).resolve().parents[2] / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 
 
 def test_to_pandas_is_tidy_with_decoded_vectors_and_integer_ranks() -> None:

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "models"
 SCRIPT = MODELS_DIR / "make_tiny.py"
 ONE_MB = 1_000_000
 EMBEDDING_DIM = 32

@@ -13,10 +13,11 @@ from typing import Any, Dict
 
 import pandas as pd
 import pytest
-from test_reports import synthetic_matrix
 
 from harness.matrix.publish import load_history, publish_matrix_report
 from harness.report.matrix_report import build_matrix_report, history_series
+
+from synthetic_results import synthetic_matrix
 
 
 @pytest.fixture(scope="module")

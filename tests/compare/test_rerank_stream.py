@@ -165,7 +165,7 @@ def test_broken_input_is_refused_in_the_same_words(tmp_path: Path, broken: str, 
 
 # -- memory -----------------------------------------------------------------------------------------------
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 #: the comparison in a fresh process; peak RSS as VmHWM (``ru_maxrss`` survives fork + exec: the parent's size)
 _CHILD = """
 import json, sys

@@ -31,7 +31,7 @@ from harness.matrix.pins import runner_requirements
 from harness.matrix.pythons import find_python
 from harness.results import ModelRows, write_results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
 MINIMAL = """

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-import numpy as np
 import pytest
 
 pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)")
@@ -23,26 +22,10 @@ from harness.cli import main
 from harness.results import ResultsFile
 
 from conftest import ROOT
+from synthetic_results import baseline_answers
 
 BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 CORPUS = ROOT / "fixtures" / "corpus"
-
-
-def _baseline_answers() -> Tuple[Dict[str, list], Dict[Tuple[str, str], float]]:
-    """text -> the baseline's vector of it; (query text, passage text) -> the baseline's score."""
-    import pyarrow.parquet as pq
-
-    texts = {}
-    for name in ("documents.jsonl", "queries.jsonl"):
-        for line in (CORPUS / name).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                texts[row["id"]] = row["text"]
-    table = pq.read_table(BASELINE).to_pylist()
-    vectors = {texts[r["item_id"]]: np.frombuffer(r["vector"], dtype="<f4").tolist()
-               for r in table if r["model_id"] == "tiny-bi-encoder"}
-    scores = {(texts[r["query_id"]], texts[r["passage_id"]]): r["score"] for r in table if r["model_id"] == "tiny-cross-encoder"}
-    return vectors, scores
 
 
 def infinity_like(vectors: Dict[str, list], scores: Dict[Tuple[str, str], float], break_it: str = ""):
@@ -92,7 +75,7 @@ def serve():
 
 @pytest.fixture(scope="module")
 def answers():
-    return _baseline_answers()
+    return baseline_answers()
 
 
 def test_a_served_run_reproduces_the_baseline_and_compare_judges_it_as_served(serve, answers, tmp_path, monkeypatch, capsys):

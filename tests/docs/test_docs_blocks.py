@@ -14,7 +14,7 @@ from typing import List, Tuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = ("README.md", "docs/getting-started.md")
 _FENCE = re.compile(r"(?P<marker><!--\s*not run[^>]*-->\s*\n)?```(?P<lang>bash|python)\n(?P<body>.*?)```", re.S)
 _EXIT = re.compile(r"#\s*exit\s+(\d+)")

@@ -17,7 +17,7 @@ import pytest
 
 from harness.compare.explain import MAGNITUDES_PATH, load_magnitudes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _PATH = re.compile(
     r"(?<![\w./-])((?:harness|tests|benchmarks|docs|fixtures|\.ci)/[A-Za-z0-9_./-]*[A-Za-z0-9_]"
     r"|noxfile\.py|matrix\.toml|pyproject\.toml)"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-from test_reports import BI, perturb_results, synthetic_matrix, write_synthetic_baseline
 
 from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy
@@ -20,6 +19,8 @@ from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.matrix_report import build_matrix_report
 from harness.report.text import render_comparison
+
+from synthetic_results import BI, perturb_results, synthetic_matrix, write_synthetic_baseline
 
 
 @pytest.fixture(scope="module")

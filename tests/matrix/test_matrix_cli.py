@@ -14,13 +14,14 @@ from typing import Any, Dict, List
 
 import pytest
 from test_matrix import CELL, MINIMAL, _results, _write
-from test_reports import BI, CROSS, perturb_results
 
 from harness.cli import main
 from harness.matrix.cells import CellState, StageStatus, write_cell_state
 from harness.matrix.spec import load_matrix_file
 
-ROOT = Path(__file__).resolve().parent.parent
+from synthetic_results import BI, CROSS, perturb_results
+
+ROOT = Path(__file__).resolve().parents[2]
 TINY_BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 
 

@@ -19,7 +19,7 @@ from test_matrix import _write
 from harness.matrix.lenient import load_lenient
 from harness.matrix.spec import MatrixError, load_matrix_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CELL = """
 [[matrix.m.cells]]

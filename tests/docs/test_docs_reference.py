@@ -9,7 +9,7 @@ import pytest
 
 from harness.cli import reference
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "reference"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference"
 
 
 @pytest.mark.parametrize("name", sorted(reference.pages()))

@@ -54,7 +54,7 @@ def runs(draw: st.DrawFn, queries: bool = True) -> dict:
     n_docs = draw(st.integers(1, 12))
     n_q = draw(st.integers(1, 3)) if queries else 0
     vectors = draw(hnp.arrays(np.float32, (n_docs + n_q, dim), elements=VALUE))
-    vectors[~vectors.any(axis=1), 0] = 1.0  # a baseline row of zeros is bad input (tests/test_exit_contract.py)
+    vectors[~vectors.any(axis=1), 0] = 1.0  # a baseline row of zeros is bad input (tests/contracts/test_exit_contract.py)
     n_pairs = draw(st.integers(1, 10))
     scores = draw(hnp.arrays(np.float32, (n_pairs,), elements=VALUE))
     pair_queries = draw(st.lists(st.sampled_from(["qa", "qb"]), min_size=n_pairs, max_size=n_pairs))
