@@ -30,7 +30,7 @@ import numpy as np
 
 from harness.compare import kinds, quantized
 from harness.compare.metrics import align
-from harness.compare.policy import Policy, load_policy, select_class
+from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
 from harness.compare.verdict import ModelVerdict
 from harness.errors import HarnessError, IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
@@ -232,10 +232,13 @@ def _settings(side: _Side, other: _Side, model_id: str) -> Tuple[Dict[str, Any],
     return derived, None
 
 
-def _array_tolerance(policy: Policy, model_id: str, forced: Optional[str], actual: _Side, baseline: _Side) -> Any:
+def _array_tolerance(policy: Policy, model_id: str, forced: Optional[str], actual: _Side,
+                     baseline: _Side) -> Tuple[Tolerance, str]:
+    """The tolerance (``policy.choose_class``, as the comparator chooses) and its precision-change note."""
     fb, mb = _settings(baseline, actual, model_id)
     fc, mc = _settings(actual, baseline, model_id)
-    return policy.tolerance(model_id, select_class(policy, fb, mb, fc, mc, forced=forced))
+    name, note = choose_class(policy, fb, mb, fc, mc, forced=forced)
+    return policy.tolerance(model_id, name), note
 
 
 def _raise(title: str, verdict: ModelVerdict, policy: Policy, positional: bool = False,
@@ -314,13 +317,13 @@ def assert_embeddings_close(
         _require_finite(a_side, model_id or "", "value")
         _require_finite(b_side, model_id or "", "value")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
-    tol = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
+    tol, note = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
     pair = kinds.ArrayPair(cast(np.ndarray, b_side.ids), b_side.roles if b_side.roles is not None else a_side.roles, b_side.values,
                            a_side.values, labels=(b_side.label, a_side.label), model_id=model_id or "")
     verdict = (kinds.judge_embeddings(model_id or "", tol, pair) if kind is None
                else kinds.judge_quantized(model_id or "", tol, pair, kind))
     if not verdict:
-        _raise(title, verdict, pol, positional=a_side.positional)
+        _raise(title, dataclasses.replace(verdict, precision_change=note), pol, positional=a_side.positional)
 
 
 def assert_rerank_stable(
@@ -358,11 +361,11 @@ def assert_rerank_stable(
     _require_finite(a_side, model_id or "", "score")
     _require_finite(b_side, model_id or "", "score")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
-    tol = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
+    tol, note = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
     queries = b_side.query_ids if b_side.query_ids is not None else a_side.query_ids
     verdict = kinds.judge_rerank(model_id or "", tol, cast(np.ndarray, b_side.ids), queries, b_side.values, a_side.values)
     if not verdict:
-        _raise(title, verdict, pol, positional=a_side.positional)
+        _raise(title, dataclasses.replace(verdict, precision_change=note), pol, positional=a_side.positional)
 
 
 def assert_model_matches(

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from harness.compare import certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
-from harness.compare.policy import Policy, Tolerance, load_policy, select_class
+from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
@@ -184,15 +184,18 @@ def compare_results(
     policy = policy or load_policy()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
     verdicts: List[ModelVerdict] = []
+    notes = same_file_note(base.path, cand.path)
     for model_id in model_ids:
         info_b, info_c = base.models[model_id], cand.models[model_id]
-        cls = select_class(policy, base.fingerprint, info_b, cand.fingerprint, info_c, forced=tolerance_class)
+        cls, precision_note = choose_class(policy, base.fingerprint, info_b, cand.fingerprint, info_c, forced=tolerance_class)
+        notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, info_b, info_c, tol)
         if verdict is None:
             verdict = _judge(base, cand, model_id, tol)
         verdict = dataclasses.replace(verdict, performance={"baseline": _performance(base, model_id),
-                                                            "candidate": _performance(cand, model_id)})
+                                                            "candidate": _performance(cand, model_id)},
+                                      precision_change=precision_note)
         verdicts.append(verdict)
     base_env = {**base.fingerprint, "models": {k: _model_env(base, k) for k in model_ids}}
     cand_env = {**cand.fingerprint, "models": {k: _model_env(cand, k) for k in model_ids}}
@@ -206,7 +209,7 @@ def compare_results(
         candidate_env=cand.fingerprint,
         corpus=base.corpus,
         label=label,
-        notes=same_file_note(base.path, cand.path),
+        notes=notes,
     )
 
 

@@ -11,7 +11,7 @@ import copy
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional, Tuple
 
 from pydantic import field_validator
 
@@ -30,6 +30,7 @@ __all__ = [
     "PRECISION_ORDER",
     "device_type",
     "select_class",
+    "choose_class",
     "is_served",
 ]
 
@@ -71,7 +72,7 @@ class Tolerance:
 
 
 _KEYS = {f.name for f in fields(Tolerance)}
-#: The precision classes ``auto`` picks from one side's settings, strictest first (the looser side wins).
+#: The precision classes ``auto`` picks from one side's settings, strictest first (``choose_class``: the baseline's wins).
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
 
 # -- the file's schema (harness.config.schema): types and ranges of every key --------------------------------------
@@ -123,6 +124,7 @@ class ModelOverrides(ToleranceValues):
 
 class PolicySettings(Schema):
     default_class: Optional[str] = setting(None, expect="be a string: \"auto\" or a class name")
+    precision_change: Optional[Literal["baseline", "candidate"]] = setting(None, expect='be "baseline" or "candidate"')
 
 
 class PolicyFile(Schema):
@@ -144,6 +146,9 @@ class Policy:
     models: Dict[str, Dict[str, Any]]
     #: ``"<device type>-vs-<device type>"`` -> class for full-precision comparisons (order-insensitive)
     device_classes: Dict[str, str] = field(default_factory=dict)
+    #: a candidate at lower precision than its baseline is judged at the baseline's class ("baseline", the
+    #: default: a downgrade never passes silently) or at its own ("candidate")
+    precision_change: str = "baseline"
 
     def tolerance(self, model_id: str, class_name: str) -> Tolerance:
         """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides.
@@ -169,6 +174,7 @@ class Policy:
             "classes": self.classes,
             "models": self.models,
             "device_classes": self.device_classes,
+            "precision_change": self.precision_change,
         }
 
 
@@ -204,7 +210,9 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
             raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
         if class_name not in classes:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
-    return Policy(source=source, default_class=default_class, classes=classes, models=models, device_classes=device_classes)
+    precision_change = data.get("policy", {}).get("precision_change", "baseline")
+    return Policy(source=source, default_class=default_class, classes=classes, models=models, device_classes=device_classes,
+                  precision_change=precision_change)
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -243,6 +251,57 @@ def device_type(fingerprint: Dict[str, Any]) -> str:
     return _device_type(fingerprint.get("device_type") or fingerprint.get("device"))
 
 
+def _rank(precision: str) -> int:
+    return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 0
+
+
+def choose_class(
+    policy: Policy,
+    baseline_fingerprint: Dict[str, Any],
+    baseline_model: Optional[Dict[str, Any]],
+    candidate_fingerprint: Dict[str, Any],
+    candidate_model: Optional[Dict[str, Any]],
+    forced: Optional[str] = None,
+) -> Tuple[str, str]:
+    """The tolerance class for one model of a (baseline, candidate) pair, and a note when the candidate ran at
+    lower precision than its baseline (empty otherwise).
+
+    A forced class wins, then a ``default_class`` other than ``auto``. ``auto`` judges at the baseline's
+    precision (``auto_class``: fp32 < tf32 < fp16 < bf16): a candidate of lower precision than its baseline is
+    held to the baseline's class, so a downgrade never passes silently, unless the policy says
+    ``precision_change = "candidate"`` (or the class is forced); the note names the change and how to judge it
+    at its own class. A baseline of lower precision than the candidate sets the (looser) class itself. When both
+    sides ran at full precision it is the ``[device_classes]`` entry for the two device types (e.g.
+    ``cpu-vs-cuda``), falling back to ``fp32``. A full-precision comparison in which either side's model was served
+    (``backend = "http"``) gets the ``served`` class (when the policy has one): the server's batching and library
+    versions, not the device, set that drift, and the reports name it apart.
+    """
+    base_precision = auto_class(baseline_fingerprint, baseline_model)
+    cand_precision = auto_class(candidate_fingerprint, candidate_model)
+    downgrade = _rank(cand_precision) > _rank(base_precision)
+    explicit = forced or (policy.default_class if policy.default_class != "auto" else None)
+    if explicit:
+        how = "forced by --class" if forced else f"the policy's default_class ({policy.source})"
+        note = (f"the candidate ran at {cand_precision}, the baseline at {base_precision}: judged at {explicit} "
+                f"({how})") if downgrade else ""
+        return explicit, note
+    if downgrade and policy.precision_change == "candidate":
+        return cand_precision, (f"the candidate ran at {cand_precision}, the baseline at {base_precision}: judged at "
+                                f"{cand_precision}, its own precision (precision_change = \"candidate\" in {policy.source})")
+    precision = max(base_precision, cand_precision, key=_rank) if not downgrade else base_precision
+    if precision != "fp32":
+        chosen = precision
+    elif "served" in policy.classes and any(is_served(m) for m in (baseline_model, candidate_model)):
+        chosen = "served"
+    else:
+        chosen = policy.device_class(device_type(baseline_fingerprint), device_type(candidate_fingerprint)) or "fp32"
+    if not downgrade:
+        return chosen, ""
+    return chosen, (f"precision change: the candidate ran at {cand_precision}, the baseline at {base_precision}; judged at "
+                    f"the baseline's class {chosen}. To judge it at {cand_precision}, pass --class {cand_precision} "
+                    f"or set precision_change = \"candidate\" under [policy] in a --policy file")
+
+
 def select_class(
     policy: Policy,
     baseline_fingerprint: Dict[str, Any],
@@ -251,24 +310,5 @@ def select_class(
     candidate_model: Optional[Dict[str, Any]],
     forced: Optional[str] = None,
 ) -> str:
-    """The tolerance class for one model of a (baseline, candidate) pair.
-
-    A forced class wins, then a ``default_class`` other than ``auto``. ``auto`` takes the looser of what
-    either side's precision calls for (``auto_class``: bf16 > fp16 > tf32 > fp32); when both sides ran at
-    full precision it is the ``[device_classes]`` entry for the two device types (e.g. ``cpu-vs-cuda``),
-    falling back to ``fp32``. Reduced precision always wins over a device class: it dominates the drift.
-    A full-precision comparison in which either side's model was served (``backend = "http"``) gets the
-    ``served`` class (when the policy has one): the server's batching and library versions, not the device,
-    set that drift, and the reports name it apart.
-    """
-    if forced:
-        return forced
-    if policy.default_class != "auto":
-        return policy.default_class
-    picks = [auto_class(baseline_fingerprint, baseline_model), auto_class(candidate_fingerprint, candidate_model)]
-    precision = max(picks, key=lambda c: PRECISION_ORDER.index(c) if c in PRECISION_ORDER else 0)
-    if precision != "fp32":
-        return precision
-    if "served" in policy.classes and any(is_served(m) for m in (baseline_model, candidate_model)):
-        return "served"
-    return policy.device_class(device_type(baseline_fingerprint), device_type(candidate_fingerprint)) or "fp32"
+    """The tolerance class for one model of a (baseline, candidate) pair (``choose_class`` without its note)."""
+    return choose_class(policy, baseline_fingerprint, baseline_model, candidate_fingerprint, candidate_model, forced)[0]

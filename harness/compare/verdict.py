@@ -96,6 +96,8 @@ class ModelVerdict:
     #: or rerank order changed (a few named, with counts), an example swap. JSON values only, a few entries each;
     #: ``kind`` says which of ``embedding``, ``quantized``, ``rerank`` it describes (empty: not compared)
     evidence: Dict[str, Any] = field(default_factory=dict)
+    #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
+    precision_change: str = ""
 
     def __bool__(self) -> bool:
         return self.status is Status.PASS

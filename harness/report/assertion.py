@@ -197,6 +197,8 @@ def render_failure(title: str, verdict: Mapping[str, Any], *, policy: str, posit
     keys = {"embedding": _EMBEDDING_KEYS, "rerank": _RERANK_KEYS,
             "quantized": (evidence.get("limit_key", "max_int_distance"), *_QUANTIZED_KEYS)}[kind]
     lines.append(_tolerance_line(verdict, keys, policy))
+    if verdict.get("precision_change"):
+        lines.append(f"Precision: {verdict['precision_change']}")
     if comparison is not None:
         lines += _env_lines(comparison)
     return f"{title}\n\n" + "\n".join(lines)

@@ -109,8 +109,10 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
     """The verdict as text: summary table, failure explanations with worst offenders, environment changes."""
     models = data["models"]
     failing = [m for m in models if Status(m["status"]) is not Status.PASS]
+    lowered = sorted({m["tolerance_class"] for m in models if m.get("precision_change")})
+    at = f" at {', '.join(lowered)}" if lowered else ""  # a precision change: the class it was judged at, first
     lines = [
-        f"harness compare: {Status(data['status']).value.upper()} ({len(failing)} of {len(models)} model(s) not passing)",
+        f"harness compare: {Status(data['status']).value.upper()}{at} ({len(failing)} of {len(models)} model(s) not passing)",
         f"  baseline:  {data['baseline']}  [{format_env(data.get('baseline_env', {}))}]",
         f"  candidate: {data['candidate']}  [{format_env(data.get('candidate_env', {}))}]",
         f"  policy:    {data['policy']}",

@@ -361,8 +361,12 @@ def test_select_class_by_device_pair_and_precision() -> None:
     assert select_class(policy, cpu, {}, cuda, {}) == select_class(policy, cuda, {}, cpu, {}) == "cpu-vs-cuda"
     assert select_class(policy, cuda, {}, cuda, {}) == "fp32"
     assert select_class(policy, cpu, {}, {"device_type": "mps"}, {}) == "fp32"  # not measured: no device class
-    assert select_class(policy, cpu, {}, {**cuda, "tf32_matmul": True}, {}) == "tf32"  # precision dominates
-    assert select_class(policy, cpu, {}, cuda, {"loaded_dtype": "bfloat16"}) == "bf16"
+    # a lower-precision candidate is judged at the baseline's class (never passed silently at its own) ...
+    assert select_class(policy, cpu, {}, {**cuda, "tf32_matmul": True}, {}) == "cpu-vs-cuda"
+    assert select_class(policy, cpu, {}, cuda, {"loaded_dtype": "bfloat16"}) == "cpu-vs-cuda"
+    # ... a lower-precision baseline sets the class: its own rounding dominates the drift
+    assert select_class(policy, {**cuda, "tf32_matmul": True}, {}, cpu, {}) == "tf32"
+    assert select_class(policy, cuda, {"loaded_dtype": "bfloat16"}, cpu, {}) == "bf16"
     assert select_class(policy, cpu, {}, cuda, {}, forced="fp16") == "fp16"
     assert policy.tolerance("m", "cpu-vs-cuda").atol == policy.tolerance("m", "fp32").atol == 1e-5
 

@@ -34,7 +34,7 @@ from harness.matrix import spec as hm
 from harness.matrix.cells import CellState, write_cell_state
 from harness.matrix.collect import collect_matrix
 from harness.results import ModelRows, ResultsFile, write_results
-from harness.testing import perturb_results
+from harness.testing import bf16_round, perturb_results
 
 from conftest import ROOT
 
@@ -239,6 +239,7 @@ class Run:
     pair_queries: List[str]
     scores: np.ndarray
     corpus: str = "c" * 64
+    dtype: str = "float32"
 
     def copy(self, **changes: Any) -> Run:
         return dataclasses.replace(self, vectors=self.vectors.copy(), bits=self.bits.copy(), scores=self.scores.copy(),
@@ -254,9 +255,9 @@ class Run:
         ]
         meta = {
             "corpus": {"name": "judge", "version": "1", "sha256": self.corpus},
-            "fingerprint": {"device": "cpu", "device_type": "cpu", "dtype": "float32", "python": "3.11",
+            "fingerprint": {"device": "cpu", "device_type": "cpu", "dtype": self.dtype, "python": "3.11",
                             "packages": {"torch": "2.13.0", "sentence-transformers": "6.2.0"}},
-            "run": {"device": "cpu", "dtype": "float32", "batch_size": 32},
+            "run": {"device": "cpu", "dtype": self.dtype, "batch_size": 32},
             "models": {
                 BI: {"kind": "bi-encoder", "status": "ok", "dim": DIM, "vector_dtype": "float32"},
                 QB: {"kind": "bi-encoder", "status": "ok", "dim": BITS // 8, "vector_dtype": "int8", "precision": "binary"},
@@ -333,6 +334,13 @@ def _nan(run: Run) -> Run:
     return out
 
 
+def _bf16_run(run: Run) -> Run:
+    """The same model run at bfloat16: every float output rounded to bf16 and the run's dtype recorded as such."""
+    out = run.copy(dtype="bfloat16")
+    out.vectors, out.scores = bf16_round(out.vectors), bf16_round(out.scores)
+    return out
+
+
 KINDS = {BI: "embedding", QB: "quantized", CE: "rerank"}
 #: case -> (candidate from the baseline run, expected status per model, models compared, bad-input phrases)
 GRID: Dict[str, Tuple[Callable[[Run], Run], Dict[str, str], List[str], Tuple[str, ...]]] = {
@@ -343,6 +351,8 @@ GRID: Dict[str, Tuple[Callable[[Run], Run], Dict[str, str], List[str], Tuple[str
     "one-bit-flipped": (_flip_bit, {QB: "pass"}, [BI, QB, CE], ()),
     "rerank-pair-swapped": (_swap_scores, {CE: "fail", BI: "pass"}, [BI, QB, CE], ()),
     "nan": (_nan, {BI: BAD}, [BI], ("non-finite", "'d003'")),
+    # a precision downgrade is judged at the baseline's class (fp32) through every door, never passed at bf16
+    "bf16-downgrade": (_bf16_run, {BI: "fail", CE: "fail"}, [BI, CE], ()),
     "other-corpus": (lambda r: r.copy(corpus="0" * 64), {BI: BAD, QB: BAD, CE: BAD}, [BI, QB, CE], ("corpus differs",)),
 }
 

@@ -398,7 +398,8 @@ def test_quantized_runs_compare_across_batch_sizes(tmp_path: Path) -> None:
     # 25 texts x 32 dims of the tiny model have no element close enough to zero for bf16 to flip its sign
     # (the MiniLM measurement in the README flips up to 8 bits per text); it is still judged in bits:
     assert drifted["binary"].metrics["bits_per_row"] == 32 and "max_abs_diff" not in drifted["binary"].metrics
-    assert {m.tolerance_class for m in compare_files(first.path, half.path).models} == {"bf16"}  # auto
+    assert {m.tolerance_class for m in compare_files(first.path, half.path).models} == {"fp32"}  # the baseline's
+    assert {m.tolerance_class for m in compare_files(half.path, first.path).models} == {"bf16"}  # a bf16 baseline
 
 
 def test_merge_quantized_equals_one_pass() -> None:
