@@ -22,7 +22,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Tuple
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(label: str, run: Callable[[], object], reference: float = 0.0) -> Tuple[float, object]:
+def _timed(label: str, run: Callable[[], Any], reference: float = 0.0) -> Tuple[float, Any]:
     start = time.perf_counter()
     out = run()
     wall = time.perf_counter() - start
@@ -75,31 +75,35 @@ def scale(args: argparse.Namespace) -> None:
           f"{args.queries} queries, dim {args.dim}, k {args.k}")
     print(f"  {'step':<44} {'wall s':>8} {'/ top-k':>7} {'RSS MB':>8}")
     for n in (args.documents, args.index_documents):
-        blocks = _blocks(n, args.dim)
-        print(f"{n:,} documents", flush=True)
-        _timed("bare: the blocks generated", lambda: sum(len(b[0]) for b in blocks()))
+        _one_size(args, bq, cq, n)
 
-        def topk() -> object:
-            stream = TopKStream(bq, cq, args.k, 1e-6)
-            for positions, _, base, cand in blocks():
-                b, c = base.astype(np.float32), cand.astype(np.float32)
-                stream.add(positions, base, cand, np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", c - b, c - b))
-            return stream.agreement()
 
-        reference, _ = _timed("top-k pass (re-embed everything), bare incl.", topk)
-        _, found = _timed("three exact scenarios, bare incl.",
-                          lambda: scenarios_over(blocks, bq, cq, args.k, 1e-6, args.share), reference)
-        for s in found:  # type: ignore[attr-defined]
-            print(f"    {s.title:<56} order {s.share('same_order'):.1%} set {s.share('same_set'):.1%}")
-        if n != args.index_documents:
-            continue
-        docs = np.concatenate([b[2] for b in blocks()])
-        ids = [f"d{i}" for i in range(n)]
-        settings = IndexSettings.model_validate({"type": args.index_type, "threads": args.threads})
-        _, through = _timed(f"through a FAISS {args.index_type} (build + search)",
-                            lambda: index_scenario(bq, cq, docs, ids, args.k, 1e-6, settings), reference)
-        print(f"    order {through.share('same_order'):.1%} set {through.share('same_set'):.1%} "  # type: ignore
-              f"recall {through.recall:.1%}")  # type: ignore[attr-defined]
+def _one_size(args: argparse.Namespace, bq: np.ndarray, cq: np.ndarray, n: int) -> None:
+    blocks = _blocks(n, args.dim)
+    print(f"{n:,} documents", flush=True)
+    _timed("bare: the blocks generated", lambda: sum(len(b[0]) for b in blocks()))
+
+    def topk() -> Any:
+        stream = TopKStream(bq, cq, args.k, 1e-6)
+        for positions, _, base, cand in blocks():
+            b, c = base.astype(np.float32), cand.astype(np.float32)
+            stream.add(positions, base, cand, np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", c - b, c - b))
+        return stream.agreement()
+
+    reference, _ = _timed("top-k pass (re-embed everything), bare incl.", topk)
+    _, found = _timed("three exact scenarios, bare incl.",
+                      lambda: scenarios_over(blocks, bq, cq, args.k, 1e-6, args.share), reference)
+    for s in found:
+        print(f"    {s.title:<56} order {s.share('same_order'):.1%} set {s.share('same_set'):.1%}")
+    if n != args.index_documents:
+        return
+    docs = np.concatenate([b[2] for b in blocks()])
+    ids = [f"d{i}" for i in range(n)]
+    settings = IndexSettings.model_validate({"type": args.index_type, "threads": args.threads})
+    _, through = _timed(f"through a FAISS {args.index_type} (build + search)",
+                        lambda: index_scenario(bq, cq, docs, ids, args.k, 1e-6, settings), reference)
+    print(f"    order {through.share('same_order'):.1%} set {through.share('same_set'):.1%} "
+          f"recall {through.recall:.1%}")
 
 
 def measure(args: argparse.Namespace) -> None:
