@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, List, Sequence, Tuple
 
 import numpy as np
@@ -127,6 +128,9 @@ def load_index(settings: IndexSettings, dim: int, corpus_ids: Sequence[str]) -> 
     if faiss is None:
         raise VectorIndexError(f"index: {reason}")
     path, map_path = str(settings.file), str(settings.id_map)
+    for name, what in ((map_path, "id map"), (path, "index file")):
+        if not Path(name).is_file():  # a FIFO or a device would block or never end
+            raise VectorIndexError(f"{name}: no such {what}, or not a regular file")
     try:
         with open(map_path, "rb") as handle:
             raw = handle.read(ID_MAP_MAX_BYTES + 1)

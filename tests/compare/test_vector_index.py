@@ -4,6 +4,7 @@ and the ``[index]`` settings of a project config."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -107,7 +108,10 @@ def test_a_users_index_file_with_its_id_map_gives_the_built_ones_results(tmp_pat
     ("length", "user.faiss", "holds 400 vectors, its id map"),
     ("unknown", "ids.json", "1 id(s) unknown to the corpus, first \"ghost\""),
     ("garbage", "user.faiss", "not a readable FAISS index"),
-    ("no map", "ids.json", "cannot read the id map"),
+    ("no map", "ids.json", "no such id map, or not a regular file"),
+    ("fifo map", "ids.json", "no such id map, or not a regular file"),
+    ("directory", "user.faiss", "no such index file, or not a regular file"),
+    ("unreadable map", "ids.json", "cannot read the id map"),
     ("bad json", "ids.json", "not a JSON array of corpus ids"),
 ])
 def test_a_bad_index_file_or_id_map_is_one_line_naming_it(tmp_path: Path, case: str, where: str,
@@ -122,6 +126,16 @@ def test_a_bad_index_file_or_id_map_is_one_line_naming_it(tmp_path: Path, case: 
         index_path.write_bytes(b"\x00not an index\n" * 10)
     elif case == "no map":
         map_path.unlink()
+    elif case == "fifo map":
+        map_path.unlink()
+        os.mkfifo(map_path)
+    elif case == "directory":
+        index_path.unlink()
+        index_path.mkdir()
+    elif case == "unreadable map":
+        if os.geteuid() == 0:
+            pytest.skip("root reads any file")
+        map_path.chmod(0)
     elif case == "bad json":
         map_path.write_bytes(b'["doc-1", ')
     with pytest.raises(VectorIndexError) as err:
