@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, List, Sequence, Tuple
 
@@ -186,6 +187,21 @@ def _ranked(index: Any, positions: np.ndarray, queries: np.ndarray, docs: np.nda
     return np.take_along_axis(found, order, 1), np.take_along_axis(scores, order, 1)
 
 
+def _judged(top_b: np.ndarray, score_b: np.ndarray, top_c: np.ndarray, base_of_cand: np.ndarray, k: int,
+            tie: float) -> TopKAgreement:
+    """``topk_agreement_from_lists`` for lists an index may leave short (-1: fewer than k results): the k-th is
+    the baseline list's last result, a missing entry is neutral in the walk, and fewer results than the
+    baseline's is a changed list. Missing entries get distinct ids per slot (ids are distinct within a list)."""
+    found_b, found_c = top_b >= 0, top_c >= 0
+    kth = np.where(found_b.any(axis=1), np.where(found_b, score_b, np.inf).min(axis=1, initial=np.inf),
+                   np.finfo(np.float64).max)
+    slots = -1 - np.arange(k)[None, :]
+    agree = topk_agreement_from_lists(np.where(found_b, top_b, slots), np.where(found_c, top_c, slots),
+                                      np.where(found_c, base_of_cand, kth[:, None]), kth, k, tie)
+    kept = found_c.sum(axis=1) >= found_b.sum(axis=1)
+    return replace(agree, same_order=agree.same_order & kept, same_set=agree.same_set & kept)
+
+
 def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray, doc_ids: Sequence[str], k: int,
                    tie_tolerance: float, settings: IndexSettings) -> Scenario:
     """Keep the index, through the index: built from ``base_docs`` (or the user's file), searched with both
@@ -209,7 +225,7 @@ def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray
         top_c, _ = _ranked(index, positions, cq, base_docs, k, settings.metric)
         rows: np.ndarray = np.repeat(np.arange(len(bq)), k)
         base_of_cand = _exact(bq, base_docs, rows, top_c.ravel(), settings.metric).reshape(top_c.shape)
-        parts.append(topk_agreement_from_lists(top_b, top_c, base_of_cand, score_b[:, -1], k, tie_tolerance))
+        parts.append(_judged(top_b, score_b, top_c, base_of_cand, k, tie_tolerance))
         _, exact = faiss.knn(_rows(bq, settings.metric), rows_f32, k, metric=metric)
         kth = _exact(bq, base_docs, rows, exact.ravel(), settings.metric).reshape(exact.shape).min(axis=1)
         recall.append((score_b >= kth[:, None] - tie_tolerance).mean(axis=1))

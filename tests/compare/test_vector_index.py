@@ -199,3 +199,12 @@ def test_index_settings_in_pyproject_resolve_files_beside_the_config(tmp_path: P
     index = load_project(config).index
     assert (index.type, index.nlist, index.rolling_share) == ("ivf-pq", 64, 1.0)
     assert index.file == str(tmp_path / "idx/user.faiss") and index.id_map == str(tmp_path / "idx/ids.json")
+
+
+def test_an_index_returning_fewer_than_k_results_is_judged_not_a_crash() -> None:
+    """IVF with 100 lists of ~4 documents and one probe: most queries get fewer than 10 results (label -1)."""
+    c = corpus(4)
+    short = through({**c, "cq": c["bq"]}, type="ivf-flat", nlist=100, nprobe=1)
+    assert short.share("same_order") == 1.0 and short.recall is not None and short.recall < 0.6
+    moved = through(corpus(4, move=0.5), type="ivf-flat", nlist=100, nprobe=1)
+    assert moved.share("same_set") < 1.0
