@@ -120,7 +120,9 @@ class _Pass:
     def add(self, positions: np.ndarray, ids: Sequence[str], base: np.ndarray, cand: np.ndarray) -> None:
         work = np.float64 if np.result_type(base.dtype, cand.dtype).itemsize > 4 else np.float32
         b, c = base.astype(work, copy=False), cand.astype(work, copy=False)
-        bsq, dsq = np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", c - b, c - b)
+        d = c - b
+        bsq, dsq = np.einsum("ij,ij->i", b, b), np.einsum("ij,ij->i", d, d)
+        del d
         done = rolled(ids, self.share)
         self.streams["reembed"].add(positions, base, cand, bsq, dsq)
         self.streams["keep_index"].add(positions, base, base, bsq, np.zeros_like(dsq))
