@@ -29,7 +29,6 @@ import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 from harness.compare.scenarios import Scenario
-from harness.compare.stats.topk import pair_dots
 from harness.config.project import IndexSettings
 from harness.errors import HarnessError, first_line
 
@@ -58,14 +57,20 @@ def _metric(faiss: Any, metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
-def _rows(x: np.ndarray, metric: str) -> np.ndarray:
-    """Rows as the index holds and searches them: float32, unit length for ``cosine``."""
-    return np.ascontiguousarray(unit_rows(x) if metric == "cosine" else x, dtype=np.float32)
+def _rows(x: np.ndarray, metric: str, chunk: int = 16384) -> np.ndarray:
+    """Rows as the index holds and searches them: float32, unit length for ``cosine`` (scaled ``chunk`` rows at a
+    time: no float64 copy of the corpus)."""
+    if metric != "cosine":
+        return np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    for s in range(0, len(x), chunk):
+        out[s : s + chunk] = unit_rows(x[s : s + chunk])
+    return out
 
 
-def build_index(docs: np.ndarray, settings: IndexSettings) -> Any:
-    """An index of ``docs`` (baseline documents) as ``settings`` describe it; a setting the corpus cannot
-    satisfy (PQ sub-quantizers that do not divide the dimension, too few documents to train) is an error."""
+def build_index(docs: np.ndarray, settings: IndexSettings, prepared: bool = False) -> Any:
+    """An index of ``docs`` (baseline documents; ``prepared``: already as ``_rows`` makes them) as ``settings``
+    describe it; a setting the corpus cannot satisfy (PQ sub-quantizers that do not divide the dimension, too few documents to train) is an error."""
     faiss, reason = faiss_or_reason()
     if faiss is None:
         raise VectorIndexError(f"index: {reason}")
@@ -95,7 +100,7 @@ def build_index(docs: np.ndarray, settings: IndexSettings) -> Any:
             index.pq.cp.seed, index.pq.cp.min_points_per_centroid = settings.seed, 1
         index.cp.seed, index.nprobe = settings.seed, settings.nprobe
         index.cp.min_points_per_centroid = 1  # a small corpus trains quietly (FAISS would warn on stderr)
-    rows = _rows(docs, settings.metric)
+    rows = docs if prepared else _rows(docs, settings.metric)
     try:
         if not index.is_trained:
             index.train(rows)
@@ -159,18 +164,22 @@ def load_index(settings: IndexSettings, dim: int, corpus_ids: Sequence[str]) -> 
     return index, np.array([where[i] for i in ids], dtype=np.int64)
 
 
-def _exact(queries: np.ndarray, docs: np.ndarray, q_rows: np.ndarray, positions: np.ndarray, metric: str) -> np.ndarray:
-    """The exact float64 score of each (query, document) pair in the index's metric; -inf where ``positions``
-    is -1 (the index returned fewer than k results)."""
-    ok = positions >= 0
+def _exact(queries: np.ndarray, docs: np.ndarray, q_rows: np.ndarray, positions: np.ndarray, metric: str,
+           chunk: int = 8192) -> np.ndarray:
+    """The exact float64 score of each (query, document) pair in the index's metric, ``chunk`` pairs at a time,
+    row by row (``cosine``: the bits ``TopKStream`` gives the same pair); -inf where ``positions`` is -1 (the
+    index returned fewer than k results)."""
     out = np.full(len(positions), -np.inf)
-    q, d = np.asarray(queries, dtype=np.float64), np.asarray(docs, dtype=np.float64)
-    if metric == "cosine":
-        q, d = unit_rows(q), unit_rows(d)
-    dots = pair_dots(q, q_rows[ok], d, positions[ok])
-    if metric == "l2":  # -|q - d|^2, larger is nearer
-        dots = 2 * dots - np.einsum("ij,ij->i", q, q)[q_rows[ok]] - np.einsum("ij,ij->i", d, d)[positions[ok]]
-    out[ok] = dots
+    pairs = np.flatnonzero(positions >= 0)
+    for s in range(0, len(pairs), chunk):
+        at = pairs[s : s + chunk]
+        q = np.asarray(queries[q_rows[at]], dtype=np.float64)
+        d = np.asarray(docs[positions[at]], dtype=np.float64)
+        if metric == "l2":  # -|q - d|^2: larger is nearer
+            d -= q
+            out[at] = -np.einsum("ij,ij->i", d, d)
+        else:
+            out[at] = np.einsum("ij,ij->i", *((unit_rows(q), unit_rows(d)) if metric == "cosine" else (q, d)))
     return out
 
 
@@ -212,12 +221,12 @@ def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray
     if faiss is None:
         return Scenario("index", title, None, reason=reason)
     k = min(int(k), len(base_docs))
+    rows_f32 = _rows(base_docs, settings.metric)  # what the index holds; exact search for the recall (faiss.knn)
     if settings.file is not None:
         index, positions = load_index(settings, base_docs.shape[1], doc_ids)
     else:
-        index, positions = build_index(base_docs, settings), np.arange(len(base_docs), dtype=np.int64)
+        index, positions = build_index(rows_f32, settings, prepared=True), np.arange(len(base_docs), dtype=np.int64)
     metric = _metric(faiss, settings.metric)
-    rows_f32 = _rows(base_docs, settings.metric)  # exact search for the recall (faiss.knn: no index built)
     parts, recall = [], []
     for s in range(0, len(base_q), QUERY_BATCH):
         bq, cq = base_q[s : s + QUERY_BATCH], cand_q[s : s + QUERY_BATCH]
