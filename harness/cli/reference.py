@@ -244,7 +244,7 @@ def _model_table(model: Any) -> List[str]:
 
 def config_keys_page() -> str:
     from harness.compare.policy import ModelOverrides, PolicyFile, PolicySettings, ToleranceValues
-    from harness.config.project import ProjectFile
+    from harness.config.project import IndexSettings, ProjectFile
     from harness.config.registry import ModelEntry, RegistryFile
     from harness.matrix.spec import CellTable, MatrixTable
 
@@ -254,7 +254,8 @@ def config_keys_page() -> str:
                                                 ("`[models.\"ID\"]`", ModelOverrides)]),
         ("Version matrix (`matrix.toml`)", [("`[matrix.NAME]`", MatrixTable), ("`[[matrix.NAME.cells]]`", CellTable)]),
         ("Model registry (`--registry FILE`)", [("top level", RegistryFile), ("`[models.\"ID\"]`", ModelEntry)]),
-        ("Project config (`harness.toml`, `[tool.harness]`)", [("top level (plus the registry's `[models.\"ID\"]`)", ProjectFile)]),
+        ("Project config (`harness.toml`, `[tool.harness]`)", [("top level (plus the registry's `[models.\"ID\"]`)", ProjectFile),
+                                                              ("`[index]`", IndexSettings)]),
     ]
     lines = [GENERATED, "# Configuration keys", "",
              "Every key of every TOML file the harness reads, from the schemas that validate them (unknown keys are "

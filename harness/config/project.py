@@ -22,6 +22,9 @@ A project config is ``harness.toml`` in the working directory, or the ``[tool.ha
     registry = "other-registry.toml"     # optional: the built-in registry to extend (default: the shipped one)
     baselines = "baselines"              # optional: where this project's baselines live (relative to this file)
 
+    [index]                              # optional: the vector index the retrieval scenarios go through
+    type = "hnsw"                        # flat | hnsw | ivf-flat | ivf-pq (IndexSettings below)
+
 A project's baselines live in the project: ``baselines``, relative to the config file, default ``baselines``
 beside it (``./baselines`` for a ``harness.toml`` in the working directory). ``--dir`` overrides it; without a
 project config the shipped ``fixtures/baselines`` is used (``baseline_dir``).
@@ -36,19 +39,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 
 from harness import paths
 from harness.config.corpus import corpus_table
 from harness.config.registry import Registry, RegistryFile, entry_label, load_registry, parse_entry
-from harness.config.schema import Loc, Schema, one_line_errors, setting, validate
+from harness.config.schema import Loc, Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml, tomllib
 from harness.errors import HarnessError
 
 __all__ = [
     "CONFIG_FILE",
+    "IndexSettings",
     "Project",
     "ProjectError",
     "find_config",
@@ -69,6 +73,39 @@ class ProjectError(HarnessError):
     """A project config (harness.toml / [tool.harness]) is missing or malformed."""
 
 
+def _count(low: int, high: int, default: Optional[int] = None) -> Any:
+    return setting(default, ge=low, le=high, expect=f"be a whole number from {low} to {high}")
+
+
+class IndexSettings(Schema):
+    """``[index]``: the vector index the retrieval scenarios build from the baseline's documents
+    (``harness.compare.vector_index``), configured like the user's own, or ``file`` + ``id_map``: the user's
+    FAISS index file and its id map (a JSON array: index position -> corpus id), relative to the config file."""
+
+    type: Literal["flat", "hnsw", "ivf-flat", "ivf-pq"] = "hnsw"
+    metric: Literal["cosine", "ip", "l2"] = setting("cosine", expect="be \"cosine\" (inner product of unit "
+                                                    "vectors, as the harness ranks), \"ip\" or \"l2\"")
+    m: int = _count(2, 256, 16)  # HNSW links per node (FAISS's M)
+    ef_construction: int = _count(1, 1 << 16, 40)
+    ef_search: int = _count(1, 1 << 16, 32)
+    nlist: Optional[int] = _count(1, 1 << 20)  # IVF lists; default about 4 sqrt(documents)
+    nprobe: int = _count(1, 1 << 20, 8)
+    pq_m: int = _count(1, 4096, 8)  # IVF-PQ sub-quantizers (must divide the dimension)
+    pq_nbits: int = _count(1, 16, 8)
+    rolling_share: float = setting(0.5, ge=0, le=1, expect="be a number from 0 to 1 (share of documents "
+                                   "re-embedded in the rolling scenario)")
+    threads: int = _count(1, 1024, 1)
+    seed: int = _count(0, 2**31 - 1, 0)
+    file: Optional[str] = setting(None, min_length=1, expect="be a path to a FAISS index file")
+    id_map: Optional[str] = setting(None, min_length=1, expect="be a path to a JSON array of corpus ids")
+
+    @field_validator("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_nbits", "threads", "seed",
+                     mode="before")
+    @classmethod
+    def whole_floats(cls, value: Any) -> Any:
+        return whole_number(value)
+
+
 class ProjectFile(RegistryFile):
     """``harness.toml`` / ``[tool.harness]``: the registry's tables (entries may set only settings, over a
     built-in entry) plus the corpus (checked by ``harness.config.corpus``) and the registry to extend."""
@@ -77,6 +114,7 @@ class ProjectFile(RegistryFile):
     registry: Optional[str] = setting(None, expect="be a path to a registry TOML file")
     baselines: Optional[str] = setting(None, min_length=1, expect="be a directory for this project's baselines "
                                        "(relative to this file; default: baselines)")
+    index: Optional[IndexSettings] = None
 
 
 class _Tool(Schema):
@@ -109,6 +147,7 @@ class Project:
     corpus: Optional[Dict[str, Any]] = None
     registry_path: Optional[Path] = None
     baselines: str = BASELINES_DIR
+    index: IndexSettings = field(default_factory=IndexSettings)
 
     @property
     def baselines_dir(self) -> Path:
@@ -191,7 +230,17 @@ def load_project(path: str | os.PathLike[str]) -> Project:
         corpus=corpus_table(path, data),
         registry_path=registry_path,
         baselines=table.get("baselines") or BASELINES_DIR,
+        index=_index(path, table.get("index")),
     )
+
+
+def _index(path: Path, table: Any) -> IndexSettings:
+    """``[index]`` validated (again, on its own: the file's check already passed), its files relative to ``path``."""
+    settings = IndexSettings.model_validate(table or {})
+    if (settings.file is None) != (settings.id_map is None):
+        raise ProjectError(f"{path}: index: 'file' and 'id_map' go together (an index file needs its id map)")
+    rebase = {k: str(path.parent / v) for k in ("file", "id_map") if (v := getattr(settings, k)) and not os.path.isabs(v)}
+    return settings.model_copy(update=rebase)
 
 
 def baseline_dir(config: str | os.PathLike[str] | None = None) -> Optional[Path]:
