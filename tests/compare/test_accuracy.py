@@ -12,6 +12,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.compare.accuracy import MULTIPLIERS, Accumulator, accuracy
 from harness.errors import HarnessError
@@ -150,3 +152,17 @@ def test_scores_nan_and_edge_cases() -> None:
     acc.add(["a"], np.zeros((1, 4)), np.zeros((1, 4)), np.zeros((1, 4)))
     with pytest.raises(HarnessError, match="width"):
         acc.add(["b"], np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)))
+
+
+@given(rows=st.integers(1, 40), dim=st.integers(1, 6), block=st.integers(1, 50), seed=st.integers(0, 2**16))
+def test_any_blocking_gives_the_brute_force_rmse(rows: int, dim: int, block: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=(rows, dim))
+    base, cand = ref + rng.normal(scale=1e-8, size=ref.shape), ref + rng.normal(scale=1e-6, size=ref.shape)
+    ids = [f"t{i}" for i in range(rows)]
+    result = accuracy(ids, ref, base, cand, tokens=rng.integers(1, 700, size=rows), block_rows=block)
+    assert result.baseline.rmse == pytest.approx(np.sqrt(np.mean((base - ref) ** 2)), rel=1e-9)
+    assert result.candidate.rmse == pytest.approx(np.sqrt(np.mean((cand - ref) ** 2)), rel=1e-9)
+    assert result.candidate_worse + result.baseline_worse <= rows and sum(b.texts for b in result.buckets) == rows
+    per_text = np.sqrt(np.mean((cand - ref) ** 2, axis=1))
+    assert result.candidate.worst[0] == (ids[int(np.argmax(per_text))], pytest.approx(per_text.max()))
