@@ -175,15 +175,6 @@ def rank_within_queries(query_ids: Sequence[str], scores: np.ndarray) -> np.ndar
     return ranks
 
 
-def _scores(values: Any) -> np.ndarray:
-    """Tensor or array (possibly fp16/bf16 on an accelerator) -> float32 numpy, losslessly; float64 (an fp64
-    reference) stays float64."""
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy() if values.element_size() == 8 else values.detach().float().cpu().numpy()
-    array = np.asarray(values)
-    return array if array.dtype == np.float64 else np.asarray(array, dtype=np.float32)
-
-
 def _tokens(counted: List[Optional[Tuple[np.ndarray, np.ndarray]]]) -> Dict[str, Any]:
     """``ModelRows`` keywords of the token counts of its parts, when every part has them."""
     if not counted or any(c is None for c in counted):
@@ -222,8 +213,8 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
             item_ids=[pair_item_id(p.query_id, p.passage_id) for p in pairs],
             query_ids=query_ids,
             passage_ids=[p.passage_id for p in pairs],
-            scores=_scores(scores),
-            ranks=rank_within_queries(query_ids, _scores(scores)),
+            scores=scores,  # numpy already (``score_pairs``): float32, or float64 in an fp64 run
+            ranks=rank_within_queries(query_ids, scores),
             **tokens,
         )
         for suffix, scores, _ in outputs
