@@ -204,7 +204,9 @@ def list_baselines(directory: str | Path | None = None) -> List[Dict[str, Any]]:
                        created_at=(prov.created_at if prov is not None else None) or results.created_at)
         except HarnessError as err:
             row["status"] = f"unreadable: {err}"
-        row["previous"] = [f.name for f in files if f.stem.startswith(path.stem + ".")]
+        row["previous"] = [f.name for f in files if f.stem.startswith(path.stem + ".")
+                           and not f.stem.startswith(path.stem + ".reference")]  # fp64 references: harness.reference
+        row["reference"] = f"{path.stem}.reference.parquet" if path.with_name(f"{path.stem}.reference.parquet").is_file() else None
         out.append(row)
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli.commands import execute_run, run_inputs
-from harness.cli.options import add_run_options
+from harness.cli.options import _BATCH, _add_check_inputs, add_run_options, device
 from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
 from harness.errors import ExitCode, HarnessError
 
@@ -75,6 +75,21 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_baseline_reference(args: argparse.Namespace) -> int:
+    """Make (or, with --force, remake) a baseline's fp64 reference beside it (``harness.reference``)."""
+    from harness.baselines import locate_baseline
+    from harness.reference import make_reference, reference_path
+
+    baseline = locate_baseline(args.name, args.dir)
+    check_outputs(args, [("baseline", baseline)], files=[("reference", reference_path(baseline))])
+    made = make_reference(baseline, force=args.force, device=args.device, batch_size=args.batch_size,
+                          inputs={"config": args.config, "registry": args.registry, "corpus": args.corpus})
+    kept = f" (previous kept as {made['previous_file']})" if made.get("previous_file") else ""
+    ratio = f", {made['duration_s'] / made['baseline_duration_s']:.1f}x the baseline's run" if made["baseline_duration_s"] else ""
+    print(f"reference {made['path']} written in {made['duration_s']:.1f} s{ratio}{kept}")
+    return ExitCode.OK
+
+
 def cmd_baseline_certify(args: argparse.Namespace) -> int:
     """File (or refile) a baseline's top-k certificates: the explicit step comparisons read them from."""
     from harness.baselines import locate_baseline
@@ -102,7 +117,7 @@ def cmd_baseline_list(args: argparse.Namespace) -> int:
 
         print(f"no baselines in {directory or paths.default_baseline_dir()}")
     for row in rows:
-        prev = f", {len(row['previous'])} previous" if row["previous"] else ""
+        prev = (f", {len(row['previous'])} previous" if row["previous"] else "") + (", fp64 reference" if row["reference"] else "")
         print(f"{row['name']:<28} {row['device'] or '-':<6} {row['dtype'] or '-':<9} {row['created_at'] or '-':<26} "
               f"{', '.join(row['models'])}{prev}" + ("" if row["status"] == "ok" else f"  [{row['status']}]"))
     return ExitCode.OK
@@ -180,6 +195,15 @@ def register(sub: Any) -> None:
     update.add_argument("--reason", required=True)
     update.add_argument("--dir", type=Path, help=_DIR_HELP)
     update.set_defaults(func=cmd_baseline_update)
+    ref = bsub.add_parser("reference", help="run a baseline's corpus and models at float64 on the CPU and store the "
+                          "fp64 reference beside it (NAME.reference.parquet; refuses to overwrite without --force)")
+    ref.add_argument("name", help="baseline name or .parquet path")
+    ref.add_argument("--dir", type=Path, help=_DIR_HELP)
+    ref.add_argument("--force", action="store_true", help="replace an existing reference, keeping the old file")
+    ref.add_argument("--device", default="cpu", type=device, help="where the float64 run runs (default: cpu)")
+    ref.add_argument("--batch-size", type=_BATCH, help="encode/predict batch size (default: the baseline's)")
+    _add_check_inputs(ref)
+    ref.set_defaults(func=cmd_baseline_reference)
     certify = bsub.add_parser("certify", help="file a baseline's top-k certificates (large retrieval comparisons)")
     certify.add_argument("name", help="baseline name or .parquet path")
     certify.add_argument("--dir", type=Path, help=_DIR_HELP)

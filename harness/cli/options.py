@@ -107,7 +107,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", default="openai", choices=["openai", "infinity", "tei", "cohere"], help="wire format of --model http://... (default: openai)")
     _add_inputs(parser)
     parser.add_argument("--device", default="auto", type=device, help="auto|cpu|cuda|cuda:N|mps (default: auto)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"],
+                        help="torch dtype of the weights; float64: an fp64 reference run (CPU, about 3-4x fp32's time)")
     parser.add_argument("--batch-size", type=_BATCH, default=32)
     parser.add_argument("--tf32", choices=["on", "off", "default"], default="default", help="pin TF32 matmul/cuDNN (default: leave torch's default)")
     parser.add_argument("--threads", type=_THREADS, help="torch.set_num_threads")

@@ -20,7 +20,7 @@ from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first
 from harness.results import storage
 from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
 from harness.results.metadata_json import parse_metadata
-from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, check_column_types
+from harness.results.schema import COLUMNS, METADATA_KEY, OPTIONAL_COLUMNS, SCHEMA_VERSION, check_column_types
 
 __all__ = ["ResultsFile", "arrow_to_numpy", "single_chunk"]
 
@@ -317,6 +317,16 @@ class ResultsFile:
         from harness.results.frame import to_frame
 
         return to_frame(self, models)
+
+    def token_columns(self, model_id: str) -> Optional[Dict[str, np.ndarray]]:
+        """``item_id``, ``tokens`` and ``truncated`` of one model's rows, in row order; None where the file
+        (older than these columns) or the model (served over HTTP) has none."""
+        if not all(c in self._file.schema_arrow.names for c in OPTIONAL_COLUMNS):
+            return None
+        columns = self.model_columns(model_id, ["item_id", *OPTIONAL_COLUMNS])
+        if any(columns[c].null_count for c in OPTIONAL_COLUMNS):
+            return None
+        return {name: arrow_to_numpy(values) for name, values in columns.items()}
 
     def rerank(self, model_id: str) -> Dict[str, np.ndarray]:
         """``query_id``, ``passage_id``, ``item_id``, ``score`` and ``rank`` arrays of one cross-encoder."""

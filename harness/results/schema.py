@@ -42,7 +42,9 @@ __all__ = [
     "METADATA_KEY",
     "ROW_GROUP_ROWS",
     "COLUMNS",
+    "OPTIONAL_COLUMNS",
     "ROLES",
+    "SCORE_TYPES",
     "ModelRows",
     "arrow_schema",
     "canonical_order",
@@ -59,6 +61,11 @@ METADATA_KEY = b"harness"
 ROW_GROUP_ROWS = 65_536
 
 COLUMNS = ("model_id", "task", "role", "item_id", "query_id", "passage_id", "vector", "score", "rank")
+#: columns a file may have (files since the fp64 reference): per text or pair, its token count without truncation
+#: and whether the model cut it at its max_seq_length; absent in older files and for served models (null)
+OPTIONAL_COLUMNS = {"tokens": pa.int32(), "truncated": pa.bool_()}
+#: the ``score`` column's types: float32, or float64 in a ``--dtype float64`` run (an fp64 reference)
+SCORE_TYPES = {"float32": pa.float32(), "float64": pa.float64()}
 ROLES = ("document", "query", "pair")
 
 
@@ -95,8 +102,9 @@ def split_pair_item_id(item_id: str) -> Tuple[str, str]:
     return parts[0], parts[1]
 
 
-def arrow_schema(vector_width: int) -> pa.Schema:
-    """The columns of a results file whose vector column holds ``vector_width`` bytes per row."""
+def arrow_schema(vector_width: int, *, score: str = "float32", tokens: bool = False) -> pa.Schema:
+    """The columns of a results file whose vector column holds ``vector_width`` bytes per row, its scores as
+    ``score`` (``SCORE_TYPES``), with the ``OPTIONAL_COLUMNS`` when ``tokens``."""
     vector_field = pa.field(
         "vector",
         pa.binary(max(vector_width, 1)),
@@ -112,8 +120,9 @@ def arrow_schema(vector_width: int) -> pa.Schema:
             pa.field("query_id", pa.string()),
             pa.field("passage_id", pa.string()),
             vector_field,
-            pa.field("score", pa.float32()),
+            pa.field("score", SCORE_TYPES[score]),
             pa.field("rank", pa.int32()),
+            *(pa.field(name, kind) for name, kind in OPTIONAL_COLUMNS.items() if tokens),
         ]
     )
 
@@ -173,8 +182,10 @@ class ModelRows:
     vectors: Optional[np.ndarray] = None  # (n, dim), embed only
     query_ids: Optional[Sequence[str]] = None  # rerank only
     passage_ids: Optional[Sequence[str]] = None
-    scores: Optional[np.ndarray] = None
+    scores: Optional[np.ndarray] = None  # float32, or float64 (stored as such: an fp64 reference)
     ranks: Optional[np.ndarray] = None
+    tokens: Optional[np.ndarray] = None  # (n,) token counts without truncation (``OPTIONAL_COLUMNS``)
+    truncated: Optional[np.ndarray] = None  # (n,) whether the model cut the text
 
 
 def is_unicode_text(text: str) -> bool:
@@ -194,14 +205,17 @@ def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
         return pa.types.is_string(found) or pa.types.is_large_string(found)
     if pa.types.is_fixed_size_binary(expected):
         return pa.types.is_fixed_size_binary(found)
+    if expected == pa.float32():  # the score column: float32, or float64 in an fp64 reference
+        return found in SCORE_TYPES.values()
     return found == expected
 
 
 def check_column_types(schema: pa.Schema, source: str) -> None:
     """Refuse a file whose columns do not have the types of ``harness.results.schema`` (named, one line)."""
-    expected = arrow_schema(1)
-    for name in COLUMNS:
+    expected = arrow_schema(1, tokens=True)
+    for name in (*COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in schema.names)):
         found, want = schema.field(name).type, expected.field(name).type
         if not _same_type(found, want):
-            shown = "fixed_size_binary (one width: raw vectors)" if pa.types.is_fixed_size_binary(want) else str(want)
+            shown = ("fixed_size_binary (one width: raw vectors)" if pa.types.is_fixed_size_binary(want)
+                     else "float or double" if name == "score" else str(want))
             raise ResultsFileError(f"{source}: column '{name}' must be {shown}, got {found}")

@@ -84,8 +84,19 @@ def _strings(values: Sequence[Any], model_id: str, column: str) -> pa.Array:
                                "surrogate): it cannot be written") from None
 
 
+def _optional(rows: ModelRows, file_schema: pa.Schema, n: int) -> Dict[str, pa.Array]:
+    """The ``OPTIONAL_COLUMNS`` the file has: the rows' values, or nulls (a model without them: served)."""
+    out = {}
+    for name, kind in schema.OPTIONAL_COLUMNS.items():
+        if name in file_schema.names:
+            values = getattr(rows, name)
+            out[name] = pa.nulls(n, kind) if values is None else pa.array(np.asarray(values), kind)
+    return out
+
+
 def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Table:
     n = len(rows.item_ids)
+    score = file_schema.field("score").type
     item_ids = _strings(rows.item_ids, rows.model_id, "item_id")  # the id named first when a string is bad
     nulls_str = pa.nulls(n, pa.string())
     if rows.task == "embed":
@@ -94,7 +105,7 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
             "query_id": nulls_str,
             "passage_id": nulls_str,
             "vector": _vector_bytes(rows.vectors, width),
-            "score": pa.nulls(n, pa.float32()),
+            "score": pa.nulls(n, score),
             "rank": pa.nulls(n, pa.int32()),
         }
     else:
@@ -103,7 +114,7 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
             "query_id": _strings(rows.query_ids or (), rows.model_id, "query_id"),
             "passage_id": _strings(rows.passage_ids or (), rows.model_id, "passage_id"),
             "vector": pa.nulls(n, pa.binary(width)),
-            "score": pa.array(np.asarray(rows.scores, dtype=np.float32)),
+            "score": pa.array(np.asarray(rows.scores, dtype=score.to_pandas_dtype())),
             "rank": pa.array(np.asarray(rows.ranks, dtype=np.int32)),
         }
     return pa.table(
@@ -113,6 +124,7 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
             "role": pa.array(list(rows.roles) if rows.task == "embed" else ["pair"] * n, pa.string()),
             "item_id": item_ids,
             **columns,
+            **_optional(rows, file_schema, n),
         },
         schema=file_schema,
     )
@@ -122,7 +134,8 @@ class ResultsWriter:
     """Write one results file in chunks, atomically, holding at most about one row group in memory.
 
     ``vector_width`` is the vector column's width in bytes: the widest model's ``dim * itemsize`` (1536 for 384
-    float32 values). ``metadata`` is written as the ``harness`` JSON, as ``write_results`` does; it must be
+    float32 values); ``score`` the score column's type (``schema.SCORE_TYPES``), ``tokens`` whether the file
+    has the ``schema.OPTIONAL_COLUMNS``. ``metadata`` is written as the ``harness`` JSON, as ``write_results`` does; it must be
     complete when the writer opens (parquet stores it in the schema). Chunks of one model are buffered into
     full row groups of ``ROW_GROUP_ROWS`` rows, and a row group never mixes models, so a model's rows may
     arrive in any number of ``write`` calls; the file appears at ``path`` only when the ``with`` block
@@ -140,12 +153,12 @@ class ResultsWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], metadata: Mapping[str, Any], vector_width: int, *,
-                 unique_ids: bool = True, canonical: bool = True) -> None:
+                 unique_ids: bool = True, canonical: bool = True, score: str = "float32", tokens: bool = False) -> None:
         self.path = Path(path)
         self.canonical = canonical
         self._last_key: Dict[str, Any] = {}
         self.width = max(int(vector_width), 1)
-        self.schema = arrow_schema(self.width).with_metadata({METADATA_KEY: metadata_bytes(metadata)})
+        self.schema = arrow_schema(self.width, score=score, tokens=tokens).with_metadata({METADATA_KEY: metadata_bytes(metadata)})
         self._stack: Optional[contextlib.ExitStack] = None
         self._writer: Optional[pq.ParquetWriter] = None
         self._pending: List[pa.Table] = []
@@ -233,11 +246,12 @@ class ResultsWriter:
 def write_results(path: str | os.PathLike[str], rows: Sequence[ModelRows], metadata: Mapping[str, Any], *,
                   unique_ids: bool = True, canonical: bool = True) -> Path:
     """Write one results file atomically, in canonical order; ``metadata`` becomes the ``harness`` JSON in the
-    schema metadata. ``unique_ids=False`` lets duplicate item ids through and ``canonical=False`` keeps the rows'
+    schema metadata; float64 scores are stored as such, token columns when a model has them. ``unique_ids=False`` lets duplicate item ids through and ``canonical=False`` keeps the rows'
     order: only for tests that make broken or old-style files on purpose."""
     widths = [r.vectors.shape[1] * r.vectors.dtype.itemsize for r in rows if r.vectors is not None]
-    with ResultsWriter(path, metadata, vector_width=max(widths, default=4), unique_ids=unique_ids,
-                       canonical=canonical) as writer:
+    score = "float64" if any(r.scores is not None and np.asarray(r.scores).dtype == np.float64 for r in rows) else "float32"
+    with ResultsWriter(path, metadata, vector_width=max(widths, default=4), unique_ids=unique_ids, canonical=canonical,
+                       score=score, tokens=any(r.tokens is not None for r in rows)) as writer:
         for model_rows in rows:
             writer.write(model_rows)
     return Path(path)
@@ -279,9 +293,9 @@ def _replace_vectors(column: pa.Array, rows: np.ndarray, values: np.ndarray, dty
 
 def _replace_scores(column: pa.Array, rows: np.ndarray, values: np.ndarray) -> pa.Array:
     valid = np.asarray(column.is_valid())
-    scores = np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.float32).copy()
+    scores = np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=column.type.to_pandas_dtype()).copy()
     scores[rows] = values
-    return pa.array(scores, mask=~valid, type=pa.float32())
+    return pa.array(scores, mask=~valid, type=column.type)
 
 
 def rewrite_model(

@@ -17,7 +17,7 @@ from harness.config.registry import ModelSpec
 from harness.errors import ModelLoadError
 from harness.run.load import LoadedModel, hf_model, installed_version
 
-__all__ = ["LOGITS_SUFFIX", "check_corpus_fits", "embed_texts", "score_pairs"]
+__all__ = ["LOGITS_SUFFIX", "check_corpus_fits", "count_tokens", "embed_texts", "score_pairs"]
 
 #: model id suffix of a cross-encoder's raw logits entry (``<id>@logits``); per label: ``<id>@label<i>``
 LOGITS_SUFFIX = "@logits"
@@ -35,16 +35,41 @@ def _named_params(fn: Callable[..., Any]) -> Set[str]:
 
 
 def _to_numpy(values: Any) -> Any:
-    """Tensor or array -> numpy; floats (possibly fp16/bf16 on an accelerator) as float32, integers as they are."""
+    """Tensor or array -> numpy; floats (possibly fp16/bf16 on an accelerator) as float32, float64 (an fp64
+    reference) as it is, integers as they are."""
     import numpy as np
 
     if hasattr(values, "detach"):
         tensor = values.detach()
-        if tensor.is_floating_point():
+        if tensor.is_floating_point() and tensor.element_size() < 8:
             tensor = tensor.float()
         values = tensor.cpu().numpy()
     array = np.asarray(values)
-    return np.ascontiguousarray(array, dtype=np.float32) if array.dtype.kind == "f" else np.ascontiguousarray(array)
+    if array.dtype.kind == "f":
+        return np.ascontiguousarray(array, dtype=np.float64 if array.dtype == np.float64 else np.float32)
+    return np.ascontiguousarray(array)
+
+
+def count_tokens(loaded: LoadedModel, inputs: Sequence[Any], prompt: Optional[str] = None) -> Optional[Tuple[Any, Any]]:
+    """``(token counts, truncated flags)`` of texts (or ``(query, passage)`` pairs) as the model's tokenizer splits
+    them without truncation (``prompt`` prepended, special tokens included), a flag where a count exceeds the
+    max length the model cuts at; None where the model has no tokenizer or no max length to say it."""
+    import numpy as np
+
+    tokenizer, limit = getattr(loaded.model, "tokenizer", None), loaded.info.get("max_seq_length")
+    if not callable(tokenizer) or not isinstance(limit, int):
+        return None
+    counts: Any = np.zeros(len(inputs), dtype=np.int32)
+    for start in range(0, len(inputs), 1024):  # bounded: one block's token ids at a time
+        part = list(inputs[start : start + 1024])
+        texts = [[p[0] for p in part], [p[1] for p in part]] if part and isinstance(part[0], tuple) else [
+            [(prompt or "") + t for t in part]]
+        try:
+            ids = tokenizer(*texts, truncation=False, verbose=False)["input_ids"] if part else []
+        except Exception:  # noqa: BLE001 - a tokenizer that cannot be called this way: counts are optional
+            return None
+        counts[start : start + len(part)] = [len(i) for i in ids]
+    return counts, counts > limit
 
 
 def _quantize_function() -> Optional[Callable[..., Any]]:

@@ -34,7 +34,7 @@ __all__ = [
     "weights_sha256",
 ]
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "float64")  # float64: an fp64 reference (``harness baseline reference``)
 
 
 class Incompatible(Exception):

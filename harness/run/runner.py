@@ -29,7 +29,7 @@ from harness.fsio import output_lock
 from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta, path_anchors, portable_metadata
 from harness.results.schema import ModelRows, pair_item_id
 from harness.results.writer import write_results
-from harness.run.encode import check_corpus_fits, embed_texts, score_pairs
+from harness.run.encode import check_corpus_fits, count_tokens, embed_texts, score_pairs
 from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
 from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
 from harness.run.progress import ProgressEvent, ProgressListener, notify
@@ -175,11 +175,12 @@ def rank_within_queries(query_ids: Sequence[str], scores: np.ndarray) -> np.ndar
     return ranks
 
 
-def _to_float32(values: Any) -> np.ndarray:
-    """Tensor or array (possibly fp16/bf16 on an accelerator) -> float32 numpy, losslessly."""
-    if hasattr(values, "detach"):
-        values = values.detach().float().cpu().numpy()
-    return np.asarray(values, dtype=np.float32)
+def _tokens(counted: List[Optional[Tuple[np.ndarray, np.ndarray]]]) -> Dict[str, Any]:
+    """``ModelRows`` keywords of the token counts of its parts, when every part has them."""
+    if not counted or any(c is None for c in counted):
+        return {}
+    return {"tokens": np.concatenate([c[0] for c in counted if c is not None]),
+            "truncated": np.concatenate([c[1] for c in counted if c is not None])}
 
 
 def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
@@ -189,7 +190,11 @@ def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[Li
                           batch_size=options.batch_size, progress=options.progress)
     ids = [t.id for t in corpus.documents] + [t.id for t in corpus.queries]
     roles = ["document"] * len(corpus.documents) + ["query"] * len(corpus.queries)
-    return [ModelRows(model_id=loaded.spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors)], len(ids)
+    prompts = getattr(loaded.model, "prompts", None) or {}
+    default = prompts.get(loaded.encode.get("default_prompt_name")) if isinstance(prompts, dict) else None
+    tokens = _tokens([count_tokens(loaded, [t.text for t in texts], loaded.encode.get(f"{role}_prompt", default))
+                      for role, texts in (("document", corpus.documents), ("query", corpus.queries)) if texts])
+    return [ModelRows(model_id=loaded.spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors, **tokens)], len(ids)
 
 
 def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
@@ -200,6 +205,7 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
     outputs = score_pairs(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs],
                           batch_size=options.batch_size, progress=options.progress)
     query_ids = [p.query_id for p in pairs]
+    tokens = _tokens([count_tokens(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs])])
     rows = [
         ModelRows(
             model_id=loaded.spec.id + suffix,
@@ -207,8 +213,9 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
             item_ids=[pair_item_id(p.query_id, p.passage_id) for p in pairs],
             query_ids=query_ids,
             passage_ids=[p.passage_id for p in pairs],
-            scores=_to_float32(scores),
-            ranks=rank_within_queries(query_ids, _to_float32(scores)),
+            scores=scores,  # numpy already (``score_pairs``): float32, or float64 in an fp64 run
+            ranks=rank_within_queries(query_ids, scores),
+            **tokens,
         )
         for suffix, scores, _ in outputs
     ]
