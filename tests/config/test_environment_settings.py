@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.compare.kinds.source import FilePair
+from harness.config.environment import CompareSettings
+from harness.results import ResultsFile
+
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
 
@@ -31,8 +35,16 @@ def test_a_bad_setting_is_one_line_and_exit_2(variable: str, value: str, problem
     assert "Traceback" not in done.stderr and variable in lines[0] and problem in lines[0]
 
 
-def test_a_good_setting_is_used() -> None:
-    env = {**os.environ, "HARNESS_COMPARE_MEMORY_MB": " 64 "}
-    probe = "from harness.compare import workers; print(workers.MEMORY_MB)"
-    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "64", done.stderr
+def test_a_good_setting_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_COMPARE_MEMORY_MB", " 64 ")
+    monkeypatch.setenv("HARNESS_TOPK_CERTIFICATES", "0")
+    assert CompareSettings.from_environment() == CompareSettings(memory_mb=64, certificates=False)
+
+
+def test_settings_are_read_when_a_comparison_starts_not_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable set after the comparator was imported still applies (nothing is read at import)."""
+    results = ResultsFile(BASELINE)
+    model = next(m for m, info in results.models.items() if info.get("kind") == "bi-encoder")
+    for threads in ("3", "1"):
+        monkeypatch.setenv("HARNESS_COMPARE_THREADS", threads)
+        assert FilePair(results, results, model).threads == int(threads)
