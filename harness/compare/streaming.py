@@ -252,14 +252,5 @@ def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
                                                        parallel_reads=budget is not None)
     if budget is not None:
         segments = Prefetch(segments, depth=len(workers), stop=budget.abandoned)
-    if on_rows is not None:  # each segment's rows reported once its worker is done with them
-        workers = [_reporting(worker, on_rows) for worker in workers]
     with blas_threads(1 if len(workers) > 1 else None):
-        run_segments(segments, workers)
-
-
-def _reporting(worker: Callable[[Segment], None], on_rows: Callable[[int], None]) -> Callable[[Segment], None]:
-    def run(segment: Segment) -> None:
-        worker(segment)
-        on_rows(len(segment[1]))
-    return run
+        run_segments(segments, workers, on_rows)

@@ -13,8 +13,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight",
-           "queries_per_pass", "run_segments"]
+__all__ = ["Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight", "queries_per_pass", "run_segments"]
 
 Segment = Tuple[int, np.ndarray, np.ndarray]
 
@@ -120,9 +119,11 @@ class Prefetch:
         self._thread.join()
 
 
-def run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segment], None]]) -> None:
+def run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segment], None]],
+                 on_rows: Optional[Callable[[int], None]] = None) -> None:
     """Feed ``segments`` to the workers, one thread each: the iterator (which reads) is advanced under a lock,
-    the statistics are computed outside it. The first error anywhere stops every thread and is raised."""
+    the statistics are computed outside it (``on_rows``: told each segment's rows once its worker is done with
+    them). The first error anywhere stops every thread and is raised."""
     lock = threading.Lock()
     errors: List[BaseException] = []
 
@@ -140,6 +141,8 @@ def run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segmen
                     return
             try:
                 worker(segment)
+                if on_rows is not None:
+                    on_rows(len(segment[1]))
             except BaseException as err:  # noqa: BLE001
                 with lock:
                     errors.append(err)
