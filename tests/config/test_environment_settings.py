@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.compare.kinds.source import FilePair
 from harness.config.environment import CompareSettings
+from harness.errors import HarnessError
 from harness.results import ResultsFile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +52,23 @@ def test_settings_are_read_when_a_comparison_starts_not_at_import(monkeypatch: p
     for threads in ("3", "1"):
         monkeypatch.setenv("HARNESS_COMPARE_THREADS", threads)
         assert FilePair(results, results, model).threads == int(threads)
+
+
+@pytest.mark.fuzz
+@given(threads=st.text(max_size=12), memory=st.text(max_size=12), certificates=st.text(max_size=4))
+def test_any_environment_gives_settings_or_one_harness_error(threads: str, memory: str, certificates: str) -> None:
+    """Whatever the variables hold, the comparison's settings are the numbers they name (defaults when blank) or
+    one ``HarnessError`` naming the variable: never another exception from deep inside the comparator."""
+    values = {"HARNESS_COMPARE_THREADS": threads, "HARNESS_COMPARE_MEMORY_MB": memory,
+              "HARNESS_TOPK_CERTIFICATES": certificates}
+    if any("\0" in value for value in values.values()):
+        return  # not representable in an environment
+    with mock.patch.dict(os.environ, values):
+        try:
+            got = CompareSettings.from_environment()
+        except HarnessError as err:
+            assert str(err).startswith("environment variable HARNESS_COMPARE_") and "\n" not in str(err)
+            return
+    assert got.threads == (int(threads) if threads.strip() else 0) and got.workers >= 1
+    assert got.memory_mb == (int(memory) if memory.strip() else 512) >= 16
+    assert got.certificates == (certificates.strip() != "0")
