@@ -33,8 +33,7 @@ from harness.config.environment import CompareSettings
 from harness.fsio import atomic_output
 from harness.paths import cache_dir
 
-__all__ = ["EXTRA", "Certificate", "CertificateFile", "enabled", "find", "identity", "save",
-           "width"]
+__all__ = ["EXTRA", "Certificate", "CertificateFile", "enabled", "find", "identity", "save", "width"]
 
 FORMAT = 3
 #: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is

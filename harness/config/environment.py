@@ -3,8 +3,9 @@ place: a value that is not a number, or is out of range, is refused in one line 
 never a traceback from deep inside the comparator. ``SETTINGS`` lists every one of them, so the CLI checks them all
 before any work starts (``check_settings``): a bad value is refused at once, not after an hour-long run.
 
-The comparator reads none of them itself: an entry point builds one ``CompareSettings`` (``from_environment``,
-at call time) and passes it down, so tests and callers pass settings instead of patching module constants."""
+Nothing reads them at import: an entry point builds one ``CompareSettings`` (``from_environment``) when a
+comparison starts and passes it down (a pair or comparison given none builds its own the same way, at call time),
+so tests and callers pass settings instead of patching module constants."""
 
 from __future__ import annotations
 
