@@ -197,7 +197,7 @@ def child_minimal(base: str, cand: str, layout: str) -> Dict:
     """Read both files row group by row group and compute max |d| only: the layout's own cost."""
     import pyarrow.parquet as pq
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     files = [pq.ParquetFile(base, pre_buffer=False), pq.ParquetFile(cand, pre_buffer=False)]
     worst, count = 0.0, 0
     for i in range(files[0].num_row_groups):
@@ -210,8 +210,8 @@ def child_minimal(base: str, cand: str, layout: str) -> Dict:
                 arrays.append(np.frombuffer(column.buffers()[1], dtype=np.float32))
         worst = max(worst, float(np.abs(arrays[1] - arrays[0]).max()))
         count += arrays[0].size
-    wall = time.perf_counter() - started
-    return {"wall_s": wall, "bytes": count * 4, "max_abs_diff": worst, "rss_mb": peak_rss_mb()}
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"wall_s": wall, "cpu_s": cpu, "bytes": count * 4, "max_abs_diff": worst, "rss_mb": peak_rss_mb()}
 
 
 def _spawn(*args: str, threads: int = 0, env_extra: Dict[str, str] | None = None) -> Dict:
@@ -306,8 +306,10 @@ def main(argv: List[str]) -> int:
 def floor(args: argparse.Namespace) -> int:
     """``compare_files`` against the bare read of the same files (both in fresh processes, alternating)."""
     print(f"# {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), dim {args.dim}, files as the writer "
-          f"writes them (uncompressed, {CHUNK}-row groups); ratio = floor wall / compare wall (target >= 0.9)")
-    print(f"{'N':>9} {'queries':>7} {'floor s':>8} {'compare s':>9} {'ratio':>6} {'RSS MB':>7}  verdict")
+          f"writes them (uncompressed, {CHUNK}-row groups); ratio = floor wall / compare wall (target >= 0.9); "
+          "CPU s: all threads (on a shared machine the CPU ratio is the steadier one)")
+    print(f"{'N':>9} {'queries':>7} {'floor s':>8} {'compare s':>9} {'ratio':>6} {'floor CPU':>9} {'compare CPU':>11} "
+          f"{'CPU ratio':>9} {'RSS MB':>7} {'load':>5}  verdict")
     tmp = Path(tempfile.mkdtemp(prefix="harness-bench-floor-", dir=args.workdir))
     try:
         for n in args.sizes:
@@ -317,7 +319,9 @@ def floor(args: argparse.Namespace) -> int:
                     bare = _spawn("minimal", str(base), str(cand), "binary")
                     r = _spawn("compare", str(base), str(cand), threads=args.threads)
                     print(f"{n:>9} {queries:>7} {bare['wall_s']:>8.2f} {r['wall_s']:>9.2f} "
-                          f"{bare['wall_s'] / r['wall_s']:>6.2f} {r['rss_mb']:>7.0f}  {r['status']} (top-k order "
+                          f"{bare['wall_s'] / r['wall_s']:>6.2f} {bare['cpu_s']:>9.2f} {r['cpu_s']:>11.2f} "
+                          f"{bare['cpu_s'] / r['cpu_s']:>9.2f} {r['rss_mb']:>7.0f} {os.getloadavg()[0]:>5.1f}  "
+                          f"{r['status']} (top-k order "
                           f"{r['topk_order_agreement']}, certified {r['certified']}, scored {r['scored_exactly']})",
                           flush=True)
                 base.unlink()

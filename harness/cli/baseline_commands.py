@@ -51,12 +51,11 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
 
 def _file_certificates(target: Path) -> None:
     """The new baseline's top-k certificates, so that the first comparison against it is the certified one."""
-    from harness.cli.compare_progress import showing_progress
+    from harness.cli.compare_progress import progress_settings
     from harness.compare.certify import file_certificates
 
     try:
-        with showing_progress():
-            filed = file_certificates(target)
+        filed = file_certificates(target, settings=progress_settings())
     except HarnessError as err:  # the baseline is written and complete; the first comparison will say why
         print(f"top-k certificate not filed: {err}", file=sys.stderr)
         return
@@ -93,13 +92,12 @@ def cmd_baseline_reference(args: argparse.Namespace) -> int:
 def cmd_baseline_certify(args: argparse.Namespace) -> int:
     """File (or refile) a baseline's top-k certificates: the explicit step comparisons read them from."""
     from harness.baselines import locate_baseline
-    from harness.cli.compare_progress import showing_progress
+    from harness.cli.compare_progress import progress_settings
     from harness.compare.certify import file_certificates
     from harness.compare.policy import load_policy
 
     target = locate_baseline(args.name, args.dir)
-    with showing_progress():
-        filed = file_certificates(target, load_policy(args.policy))
+    filed = file_certificates(target, load_policy(args.policy), progress_settings())
     for model_id, queries in filed:
         print(f"top-k certificate filed for {model_id} ({queries:,} queries)")
     if not filed:
@@ -145,23 +143,23 @@ def _provenance_line(label: str, path: Path) -> str:
 def cmd_baseline_diff(args: argparse.Namespace) -> int:
     """Compare two baselines (A as the reference, B as the candidate): what moved, and what changed."""
     from harness.baselines import locate_baseline
-    from harness.cli.compare_progress import showing_progress
+    from harness.cli.compare_progress import progress_settings
     from harness.compare.comparator import compare_files
     from harness.compare.policy import load_policy
     from harness.report.text import render_comparison
 
     first, second = locate_baseline(args.a, args.dir), locate_baseline(args.b, args.dir)
     check_outputs(args, [("baseline A", first), ("baseline B", second), ("policy", args.policy)])
-    with showing_progress():
-        comparison = compare_files(
-            first,
-            second,
-            load_policy(args.policy),
-            tolerance_class=args.tolerance_class,
-            models=args.models,
-            allow_model_change=args.allow_model_change,
-            label=f"baseline diff {first.stem} {second.stem}",
-        )
+    comparison = compare_files(
+        first,
+        second,
+        load_policy(args.policy),
+        tolerance_class=args.tolerance_class,
+        models=args.models,
+        allow_model_change=args.allow_model_change,
+        label=f"baseline diff {first.stem} {second.stem}",
+        settings=progress_settings(),
+    )
     data = comparison.serialize()
     write_outputs(args, data, comparison.status)
     human = human_stream(args)

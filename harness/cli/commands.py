@@ -109,19 +109,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace, baseline: Any, candidate: Any, policy: Any) -> int:
     """Judge ``candidate`` against ``baseline``, write the outputs asked for, print the verdict."""
-    from harness.cli.compare_progress import showing_progress
+    from harness.cli.compare_progress import progress_settings
     from harness.compare.comparator import compare_files
     from harness.report.text import render_comparison
 
-    with showing_progress():
-        comparison = compare_files(
-            baseline,
-            candidate,
-            policy,
-            tolerance_class=args.tolerance_class,
-            models=args.models,
-            allow_model_change=args.allow_model_change,
-        )
+    comparison = compare_files(
+        baseline,
+        candidate,
+        policy,
+        tolerance_class=args.tolerance_class,
+        models=args.models,
+        allow_model_change=args.allow_model_change,
+        settings=progress_settings(),
+    )
     data = comparison.serialize()
     write_outputs(args, data, comparison.status)
     hint = (

@@ -1,19 +1,19 @@
 """How ``harness compare``, ``check`` and ``baseline create/update/diff`` show a long comparison: one line on
 stderr every ``HARNESS_PROGRESS_INTERVAL`` seconds (default 30; 0: never) of a pass over a model's rows, with the
 share done and the time left, and nothing at all for a comparison that ends sooner (the committed baselines
-compare in about a second). The comparator reports (``harness.compare.progress``); only the CLI prints."""
+compare in about a second). The comparator reports to the listener of the settings it is handed
+(``harness.compare.progress``); only the CLI prints."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
-from typing import Dict, Iterator, Optional, TextIO, Tuple
+from typing import Dict, Optional, TextIO, Tuple
 
 from harness.compare import progress
-from harness.config.environment import setting
+from harness.config.environment import CompareSettings, setting
 
-__all__ = ["ComparePrinter", "showing_progress"]
+__all__ = ["ComparePrinter", "progress_settings"]
 
 
 def _duration(seconds: float) -> str:
@@ -41,8 +41,6 @@ class ComparePrinter:
               f"({share:.0%}) in {_duration(event.elapsed_s)}, ~{_duration(left)} left", file=self.stream, flush=True)
 
 
-@contextlib.contextmanager
-def showing_progress(stream: Optional[TextIO] = None) -> Iterator[None]:
-    """Print the progress of the comparisons made inside the block."""
-    with progress.listening(ComparePrinter(stream)):
-        yield
+def progress_settings(stream: Optional[TextIO] = None) -> CompareSettings:
+    """The environment's comparison settings, printing the progress of the comparisons handed them."""
+    return CompareSettings.from_environment(listener=ComparePrinter(stream))

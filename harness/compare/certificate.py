@@ -15,8 +15,8 @@ while the comparison streams: a query whose W documents' baseline scores are not
 exactly (``CertifyStream.certified``), and one that does not describe these queries and documents (shapes,
 positions, sorted finite scores) is not used: a cache is never trusted over the data.
 
-``HARNESS_TOPK_CERTIFICATES=0`` turns the lookup off; comparisons under ``CERTIFY_MIN_PAIRS`` query-document
-pairs never use one (scoring them exactly is cheap).
+``CompareSettings.certificates`` (``HARNESS_TOPK_CERTIFICATES=0``) turns the lookup off; comparisons under its
+``certify_min_pairs`` query-document pairs never use one (scoring them exactly is cheap).
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from harness.config.environment import setting
+from harness.config.environment import CompareSettings
 from harness.fsio import atomic_output
 from harness.paths import cache_dir
 
-__all__ = ["CERTIFY_MIN_PAIRS", "EXTRA", "Certificate", "CertificateFile", "enabled", "find", "identity", "save",
-           "width"]
+__all__ = ["EXTRA", "Certificate", "CertificateFile", "enabled", "find", "identity", "save", "width"]
 
 FORMAT = 3
 #: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is
@@ -46,14 +45,11 @@ EXTRA = 10
 def width(k: int, documents: int) -> int:
     """Documents a certificate keeps per query: the best k + 1 + ``EXTRA``, or all there are."""
     return min(int(k) + 1 + EXTRA, int(documents))
-#: below this many query x document pairs the exact top-k is cheap (100 queries x 500k documents: ~0.4 s)
-CERTIFY_MIN_PAIRS = int(setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS"))
 
 
-def enabled(queries: int, documents: int, path: Any) -> bool:
+def enabled(queries: int, documents: int, path: Any, settings: CompareSettings) -> bool:
     """Whether a comparison of this size against this baseline uses certificates (local files only)."""
-    return (os.environ.get("HARNESS_TOPK_CERTIFICATES", "1") != "0" and isinstance(path, Path)
-            and queries * documents >= CERTIFY_MIN_PAIRS)
+    return settings.certificates and isinstance(path, Path) and queries * documents >= settings.certify_min_pairs
 
 
 @dataclass(frozen=True)
@@ -160,12 +156,12 @@ def location(path: Path, model_id: str, k: int, root: Optional[Path] = None) -> 
     return (root or cache_dir()) / "topk-certificates" / identity(path) / f"{model}-k{int(k)}.v{FORMAT}.npy"
 
 
-def find(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray,
+def find(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray, settings: CompareSettings,
          root: Optional[Path] = None) -> Optional[CertificateFile]:
     """The certificate filed for this baseline, model and k if there is one that describes these query rows and
     document rows; None otherwise (missing, unreadable, truncated, stale or turned off: the judge then scores)."""
     n_docs = int(np.asarray(documents).sum())
-    if not enabled(len(queries), n_docs, path):
+    if not enabled(len(queries), n_docs, path, settings):
         return None
     try:
         return CertificateFile.open(location(path, model_id, k, root), np.asarray(queries, dtype=np.int64), documents, k)

@@ -23,6 +23,7 @@ from harness.compare.kinds.retrieval import Retrieval, Source
 from harness.compare.kinds.source import FilePair
 from harness.compare.policy import Policy, Tolerance, load_policy, select_class
 from harness.compare.streaming import ZERO_VECTORS
+from harness.config.environment import CompareSettings
 from harness.results import ResultsFile
 
 __all__ = ["build", "file_certificates", "hint"]
@@ -39,7 +40,7 @@ def hint(pair: FilePair, tol: Tolerance) -> Optional[Source]:
     k = retrieval_k(pair, tol.topk)
     if k is None:
         return None
-    return certs.find(pair.base.path, pair.model_id, k, pair.queries, pair.documents)
+    return certs.find(pair.base.path, pair.model_id, k, pair.queries, pair.documents, pair.settings)
 
 
 def build(pair: FilePair, k: int, tie_tolerance: float) -> certs.Certificate:
@@ -74,20 +75,22 @@ def build(pair: FilePair, k: int, tie_tolerance: float) -> certs.Certificate:
     return cert
 
 
-def file_certificates(path: str | Path, policy: Optional[Policy] = None) -> List[Tuple[str, int]]:
+def file_certificates(path: str | Path, policy: Optional[Policy] = None,
+                      settings: Optional[CompareSettings] = None) -> List[Tuple[str, int]]:
     """File the certificates of every float bi-encoder in the baseline ``path`` large enough to use one; returns
     (model id, queries) of those filed. Small ones are left alone (nothing read past their ids and roles)."""
     results = ResultsFile(Path(path))
     policy = policy or load_policy()
+    settings = settings or CompareSettings.from_environment()
     filed = []
     for model_id in sorted(results.models):
         if not _certifiable(results, model_id):
             continue
-        pair = FilePair(results, results, model_id)
+        pair = FilePair(results, results, model_id, settings)
         info = results.models[model_id]
         tol = policy.tolerance(model_id, select_class(policy, results.fingerprint, info, results.fingerprint, info))
         k = retrieval_k(pair, tol.topk)
-        if k is None or not certs.enabled(len(pair.queries), int(pair.documents.sum()), results.path):
+        if k is None or not certs.enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):
             continue
         cert = build(pair, k, tol.tie_tolerance)
         certs.save(Path(results.path), model_id, k, pair.queries, cert)

@@ -24,6 +24,7 @@ from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
 from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
+from harness.config.environment import CompareSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 
@@ -158,15 +159,15 @@ def _not_run_verdict(model_id: str, info_b: Dict[str, Any], info_c: Dict[str, An
     return None
 
 
-def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance) -> ModelVerdict:
+def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings) -> ModelVerdict:
     """The kind's judge for one model that both sides ran."""
     info_b, info_c = base.models[model_id], cand.models[model_id]
     if info_b.get("kind") != "bi-encoder":
         return kinds.judge_rerank_files(base, cand, model_id, tol)
     if quantized.is_quantized(info_b) or quantized.is_quantized(info_c):
         precision = kinds.file_precision(base, cand, model_id)
-        return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id), precision)
-    pair = kinds.FilePair(base, cand, model_id)
+        return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
+    pair = kinds.FilePair(base, cand, model_id, settings)
     return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol))  # read here, not judged
 
 
@@ -179,9 +180,12 @@ def compare_results(
     models: Optional[Iterable[str]] = None,
     allow_model_change: bool = False,
     label: Optional[str] = None,
+    settings: Optional[CompareSettings] = None,
 ) -> Comparison:
-    """Judge every shared model of two opened results files."""
+    """Judge every shared model of two opened results files (``settings``: threads, memory, certificates and
+    progress listener; by default ``CompareSettings.from_environment()``, read now)."""
     policy = policy or load_policy()
+    settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
     verdicts: List[ModelVerdict] = []
     notes = same_file_note(base.path, cand.path)
@@ -192,7 +196,7 @@ def compare_results(
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, info_b, info_c, tol)
         if verdict is None:
-            verdict = _judge(base, cand, model_id, tol)
+            verdict = _judge(base, cand, model_id, tol, settings)
         verdict = dataclasses.replace(verdict, performance={"baseline": _performance(base, model_id),
                                                             "candidate": _performance(cand, model_id)},
                                       precision_change=precision_note)

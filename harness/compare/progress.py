@@ -2,19 +2,18 @@
 has come, it never prints (the CLI does: ``harness.cli.progress.ComparePrinter``).
 
 A comparison of 80,000 queries against 1M documents scores every pair once per baseline (minutes); without a
-word in between a user cannot tell it from a hang. Passes report through the listeners registered with
-``listening`` (none: nothing is tracked); each report is one ``PassProgress``.
+word in between a user cannot tell it from a hang. Passes report to the listener of the comparison's settings
+(``CompareSettings.listener``; none: nothing is tracked); each report is one ``PassProgress``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Optional
 
-__all__ = ["PassProgress", "PassTracker", "listening", "tracker"]
+__all__ = ["Listener", "PassProgress", "PassTracker", "tracker"]
 
 
 @dataclass(frozen=True)
@@ -29,24 +28,13 @@ class PassProgress:
 
 
 Listener = Callable[[PassProgress], None]
-_listeners: List[Listener] = []
-
-
-@contextlib.contextmanager
-def listening(listener: Listener) -> Iterator[None]:
-    """Send every pass's progress to ``listener`` while the block runs."""
-    _listeners.append(listener)
-    try:
-        yield
-    finally:
-        _listeners.remove(listener)
 
 
 class PassTracker:
     """Counts the rows of one pass as the workers finish them (any thread) and reports each step."""
 
-    def __init__(self, model_id: str, what: str, rows: int) -> None:
-        self.model_id, self.what, self.rows = model_id, what, int(rows)
+    def __init__(self, listener: Listener, model_id: str, what: str, rows: int) -> None:
+        self.listener, self.model_id, self.what, self.rows = listener, model_id, what, int(rows)
         self.done = 0
         self.started = time.monotonic()
         self._lock = threading.Lock()
@@ -55,10 +43,9 @@ class PassTracker:
         with self._lock:
             self.done += int(rows)
             event = PassProgress(self.model_id, self.what, self.done, self.rows, time.monotonic() - self.started)
-        for listener in list(_listeners):
-            listener(event)
+        self.listener(event)
 
 
-def tracker(model_id: str, what: str, rows: int) -> Optional[PassTracker]:
+def tracker(listener: Optional[Listener], model_id: str, what: str, rows: int) -> Optional[PassTracker]:
     """A tracker for one pass, or None when nobody listens (nothing is counted then)."""
-    return PassTracker(model_id, what, rows) if _listeners else None
+    return PassTracker(listener, model_id, what, rows) if listener is not None else None

@@ -5,7 +5,7 @@ few row groups whatever the file size. Only ids and roles are read whole (small 
 
 1. ids pass (``plan``): item_id + role of both sides; duplicates, missing ids and the alignment are decided.
 2. queries (``read_rows``): the rows with role "query", read from the row groups holding them.
-3. vectors (``stream``): aligned segments of both files go to ``COMPARE_THREADS`` workers (reads serialized,
+3. vectors (``stream``): aligned segments of both files go to the workers (``CompareSettings.threads``) (reads serialized,
    compute in parallel: numpy and pyarrow release the GIL), each with its own accumulators, merged by the caller
    (the threads themselves: ``harness.compare.workers``).
 
@@ -17,7 +17,6 @@ int8/uint8 of quantized runs).
 
 from __future__ import annotations
 
-import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -30,11 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, pairs_in_flight, run_segments
-from harness.config.environment import setting
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["COMPARE_THREADS", "Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
+__all__ = ["Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
            "refuse_nonfinite", "row_group_pair_bytes", "stream"]
 
 
@@ -48,11 +46,6 @@ def refuse_id_mismatch(model_id: str, only_base: Any, only_cand: Any,
         f"{len(only_base)} missing (e.g. {', '.join(map(str, only_base[:3])) or '-'}), "
         f"{len(only_cand)} extra (e.g. {', '.join(map(str, only_cand[:3])) or '-'})"
     )
-
-
-#: worker threads for the streamed comparison (``HARNESS_COMPARE_THREADS`` overrides; 1 = no threads). Two
-#: keep two cores busy; more need more cores, and each holds up to a row group pair (~0.2 GB at 384 dims).
-COMPARE_THREADS = int(setting("HARNESS_COMPARE_THREADS")) or min(2, os.cpu_count() or 1)
 
 
 @dataclass
@@ -246,28 +239,18 @@ def row_group_pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) ->
 
 
 def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
-           workers: Sequence[Callable[[Segment], None]], held_bytes: int = 0,
+           workers: Sequence[Callable[[Segment], None]], held_bytes: int, memory_mb: int,
            on_rows: Optional[Callable[[int], None]] = None) -> None:
     """Call the workers (one thread each) on aligned segments covering every row of ``model_id`` once.
 
     With several workers, the next row group pair is read while the workers share the current one, the read
     overlapping the compute (+30% throughput at 1M with two pairs): at most ``pairs_in_flight`` pairs in memory
-    (``HARNESS_COMPARE_MEMORY_MB``, ``held_bytes`` counted in it: the caller's query batch), whatever the number
-    of rows."""
-    held = max(0, int(held_bytes))
-    budget = Budget(pairs_in_flight(row_group_pair_bytes(base, cand, model_id), held)) if len(workers) > 1 else None
+    (``memory_mb``, ``held_bytes`` counted in it: the caller's query batch), whatever the number of rows."""
+    pairs = pairs_in_flight(row_group_pair_bytes(base, cand, model_id), held_bytes, memory_mb)
+    budget = Budget(pairs) if len(workers) > 1 else None
     segments: Iterator[Segment] = _same_order_segments(base, cand, model_id, len(workers), budget,
                                                        parallel_reads=budget is not None)
     if budget is not None:
         segments = Prefetch(segments, depth=len(workers), stop=budget.abandoned)
-    if on_rows is not None:  # each segment's rows reported once its worker is done with them
-        workers = [_reporting(worker, on_rows) for worker in workers]
     with blas_threads(1 if len(workers) > 1 else None):
-        run_segments(segments, workers)
-
-
-def _reporting(worker: Callable[[Segment], None], on_rows: Callable[[int], None]) -> Callable[[Segment], None]:
-    def run(segment: Segment) -> None:
-        worker(segment)
-        on_rows(len(segment[1]))
-    return run
+        run_segments(segments, workers, on_rows)

@@ -13,35 +13,22 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.config.environment import setting
-
-__all__ = ["MEMORY_MB", "MIN_QUERIES_PER_PASS", "Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight",
-           "queries_per_pass", "run_segments"]
+__all__ = ["Budget", "Prefetch", "Segment", "blas_threads", "pairs_in_flight", "queries_per_pass", "run_segments"]
 
 Segment = Tuple[int, np.ndarray, np.ndarray]
 
-#: megabytes the streamed comparison holds at once for its rows (``HARNESS_COMPARE_MEMORY_MB``): a batch of queries
-#: (their vectors and retrieval state: every query of the batch is scored against every document in one pass) and
-#: the row group pairs read ahead and in use. At 384 float32 dims a row group pair is 192 MiB; the default 512 keeps
-#: two pairs (the next read overlapping the compute) while the queries are few, one beside a large batch.
-MEMORY_MB = int(setting("HARNESS_COMPARE_MEMORY_MB"))
-#: the smallest query batch, whatever the budget (a pass over the documents per batch: tiny batches would read
-#: the files over and over)
-MIN_QUERIES_PER_PASS = 1024
+
+def pairs_in_flight(pair_bytes: int, held_bytes: int, memory_mb: int) -> int:
+    """Row group pairs of ``pair_bytes`` (both sides) that fit in ``memory_mb`` (``CompareSettings.memory_mb``)
+    next to ``held_bytes`` already held for the whole pass (the query batch); always at least one."""
+    return max(1, ((memory_mb << 20) - max(0, int(held_bytes))) // max(1, int(pair_bytes)))
 
 
-def pairs_in_flight(pair_bytes: int, held_bytes: int = 0, memory_mb: Optional[int] = None) -> int:
-    """Row group pairs of ``pair_bytes`` (both sides) that fit in the budget next to ``held_bytes`` already
-    held for the whole pass (the query batch); always at least one."""
-    budget = ((MEMORY_MB if memory_mb is None else memory_mb) << 20) - max(0, int(held_bytes))
-    return max(1, budget // max(1, int(pair_bytes)))
-
-
-def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: Optional[int] = None) -> int:
-    """Queries of ``query_bytes`` each (vectors and state) that one pass over the documents holds: what the
-    budget leaves beside one row group pair of ``pair_bytes``, at least ``MIN_QUERIES_PER_PASS``."""
-    budget = ((MEMORY_MB if memory_mb is None else memory_mb) << 20) - max(0, int(pair_bytes))
-    return max(MIN_QUERIES_PER_PASS, budget // max(1, int(query_bytes)))
+def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: int, minimum: int) -> int:
+    """Queries of ``query_bytes`` each (vectors and state) that one pass over the documents holds: what
+    ``memory_mb`` leaves beside one row group pair of ``pair_bytes``, at least ``minimum`` (a pass over the
+    documents per batch: tiny batches would read the files over and over)."""
+    return max(minimum, ((memory_mb << 20) - max(0, int(pair_bytes))) // max(1, int(query_bytes)))
 
 
 class Budget:
@@ -132,9 +119,11 @@ class Prefetch:
         self._thread.join()
 
 
-def run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segment], None]]) -> None:
+def run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segment], None]],
+                 on_rows: Optional[Callable[[int], None]] = None) -> None:
     """Feed ``segments`` to the workers, one thread each: the iterator (which reads) is advanced under a lock,
-    the statistics are computed outside it. The first error anywhere stops every thread and is raised."""
+    the statistics are computed outside it (``on_rows``: told each segment's rows once its worker is done with
+    them). The first error anywhere stops every thread and is raised."""
     lock = threading.Lock()
     errors: List[BaseException] = []
 
@@ -152,6 +141,8 @@ def run_segments(segments: Iterator[Segment], workers: Sequence[Callable[[Segmen
                     return
             try:
                 worker(segment)
+                if on_rows is not None:
+                    on_rows(len(segment[1]))
             except BaseException as err:  # noqa: BLE001
                 with lock:
                     errors.append(err)

@@ -1,17 +1,21 @@
 """Numeric settings read from environment variables (``HARNESS_COMPARE_MEMORY_MB`` and the like), parsed in one
 place: a value that is not a number, or is out of range, is refused in one line naming the variable (exit 2),
 never a traceback from deep inside the comparator. ``SETTINGS`` lists every one of them, so the CLI checks them all
-before any work starts (``check_settings``): a bad value is refused at once, not after an hour-long run."""
+before any work starts (``check_settings``): a bad value is refused at once, not after an hour-long run.
+
+Nothing reads them at import: an entry point builds one ``CompareSettings`` (``from_environment``) when a
+comparison starts and passes it down (a pair or comparison given none builds its own the same way, at call time),
+so tests and callers pass settings instead of patching module constants."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Tuple, TypeVar, Union
+from typing import Any, Callable, Optional, Tuple, TypeVar, Union
 
 from harness.errors import HarnessError
 
-__all__ = ["float_setting", "int_setting", "Setting", "SETTINGS", "setting", "check_settings"]
+__all__ = ["CompareSettings", "float_setting", "int_setting", "Setting", "SETTINGS", "setting", "check_settings"]
 
 Number = TypeVar("Number", int, float)
 
@@ -77,3 +81,38 @@ def check_settings() -> None:
     """Read every declared setting once: a bad value is one ``HarnessError`` line before any work starts."""
     for item in SETTINGS:
         item.read()
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What a comparison may use, handed down from its entry point to the comparator's streaming, its query
+    batches and its certificate lookup (nothing below reads the environment).
+
+    threads: worker threads (0: up to 2, by CPU count; each holds up to a row group pair, ~0.2 GB at 384 dims).
+    memory_mb: what the streamed comparison holds at once for its rows: a query batch and the row group pairs
+        read ahead and in use (at 384 float32 dims a pair is 192 MiB: 512 keeps two while the queries are few).
+    certify_min_pairs: query x document pairs from which a filed top-k certificate is used (below, scoring
+        every pair is cheap: 100 queries x 500k documents ~0.4 s).
+    certificates: False turns the certificate lookup off (every query scored exactly; the same verdict).
+    min_queries_per_pass: the smallest query batch whatever the budget (each batch is a pass over the files).
+    listener: called with each ``harness.compare.progress.PassProgress`` (from worker threads); None: untracked.
+    """
+
+    threads: int = 0
+    memory_mb: int = 512
+    certify_min_pairs: int = 50_000_000
+    certificates: bool = True
+    min_queries_per_pass: int = 1024
+    listener: Optional[Callable[[Any], None]] = None
+
+    @classmethod
+    def from_environment(cls, listener: Optional[Callable[[Any], None]] = None) -> CompareSettings:
+        """The settings of ``HARNESS_COMPARE_*``/``HARNESS_TOPK_*`` as set now (a bad value: ``HarnessError``)."""
+        return cls(threads=int(setting("HARNESS_COMPARE_THREADS")), memory_mb=int(setting("HARNESS_COMPARE_MEMORY_MB")),
+                   certify_min_pairs=int(setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS")),
+                   certificates=os.environ.get("HARNESS_TOPK_CERTIFICATES", "1").strip() != "0", listener=listener)
+
+    @property
+    def workers(self) -> int:
+        """Worker threads to run: ``threads``, or up to two by CPU count."""
+        return max(1, self.threads or min(2, os.cpu_count() or 1))

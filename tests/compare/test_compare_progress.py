@@ -15,7 +15,8 @@ import pytest
 from test_scale_topk import MODEL, _write
 
 from harness.cli.compare_progress import ComparePrinter
-from harness.compare import progress, workers
+from harness.compare import progress
+from harness.config.environment import CompareSettings
 from harness.results import schema
 
 
@@ -28,12 +29,11 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> List[Path]:
     return [_write(tmp_path / "base.parquet", vectors, 40), _write(tmp_path / "cand.parquet", cand, 40)]
 
 
-def _printed(files: List[Path]) -> List[str]:
+def _printed(files: List[Path], **settings: int) -> List[str]:
     from harness.compare.comparator import compare_files
 
     out = io.StringIO()
-    with progress.listening(ComparePrinter(out, interval_s=1e-9)):
-        compare_files(*files)
+    compare_files(*files, settings=CompareSettings(listener=ComparePrinter(out, interval_s=1e-9), **settings))
     return out.getvalue().splitlines()
 
 
@@ -44,19 +44,17 @@ def test_each_pass_reports_its_rows_until_all_are_done(files: List[Path]) -> Non
     assert lines[-1].split(": ")[-1].startswith("10,000 / 10,000 rows (100%)")
 
 
-def test_query_batches_are_named_pass_by_pass(files: List[Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workers, "MEMORY_MB", 0)
-    monkeypatch.setattr(workers, "MIN_QUERIES_PER_PASS", 15)  # 40 queries: passes of 15, 15, 10
-    passes = {line.split(": ")[1] for line in _printed(files)}
+def test_query_batches_are_named_pass_by_pass(files: List[Path]) -> None:
+    batches = {"memory_mb": 0, "min_queries_per_pass": 15}  # 40 queries: passes of 15, 15, 10
+    passes = {line.split(": ")[1] for line in _printed(files, **batches)}
     assert passes == {"pass 1/3", "pass 2/3", "pass 3/3"}, passes
-    text = "\n".join(_printed(files))
+    text = "\n".join(_printed(files, **batches))
     assert "pass 2/3: queries 16-30 of 40 (scored exactly): 10,000 / 10,000 rows (100%)" in text
 
 
 def test_nothing_is_tracked_without_a_listener() -> None:
-    assert progress.tracker(MODEL, "pass", 10) is None
-    with progress.listening(lambda event: None):
-        assert progress.tracker(MODEL, "pass", 10) is not None
+    assert progress.tracker(None, MODEL, "pass", 10) is None
+    assert progress.tracker(lambda event: None, MODEL, "pass", 10) is not None
 
 
 def test_the_cli_prints_progress_on_stderr_only_past_the_interval(files: List[Path]) -> None:

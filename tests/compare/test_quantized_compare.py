@@ -18,12 +18,12 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import pytest
 
-import harness.compare.streaming as streaming
 from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy
 from harness.compare.quantized import compare_quantized
 from harness.compare.verdict import Status
+from harness.config.environment import CompareSettings
 from harness.errors import IncompatibleInputs, PolicyError
 from harness.results import ModelRows, ResultsFile, ResultsWriter
 
@@ -126,16 +126,11 @@ def test_fp32_noise_passes_and_half_precision_drift_fails(tmp_path: Path, precis
 @pytest.mark.parametrize("batch", [0, 7])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["int8", "binary"])
-def test_streamed_and_realigned_equal_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str,
-                                               threads: int, batch: int) -> None:
+def test_streamed_and_realigned_equal_one_pass(tmp_path: Path, precision: str, threads: int, batch: int) -> None:
     """Row groups, worker threads, a candidate in another order and queries judged in batches of 7 (one pass
     over the documents each) give the in-memory verdict, top-k included."""
-    monkeypatch.setattr(streaming, "COMPARE_THREADS", threads)
-    if batch:
-        from harness.compare import workers
-
-        monkeypatch.setattr(workers, "MEMORY_MB", 0)
-        monkeypatch.setattr(workers, "MIN_QUERIES_PER_PASS", batch)
+    settings = CompareSettings(threads=threads, memory_mb=0, min_queries_per_pass=batch) if batch else \
+        CompareSettings(threads=threads)
     shuffle = np.random.default_rng(5).permutation(N_DOCS + N_QUERIES)
     base, cand, b, c = _pair(tmp_path, precision, _half_precision_drift)
     shuffled = _write(tmp_path / "shuffled.parquet", c, _floats()[1], precision, order=shuffle)
@@ -153,7 +148,7 @@ def test_streamed_and_realigned_equal_one_pass(tmp_path: Path, monkeypatch: pyte
     agree = m.topk_agreement(m.cosine_matrix(scores(b[q]), scores(b[d])), m.cosine_matrix(scores(c[q]), scores(c[d])),
                              tol.topk, tol.tie_tolerance)
     for candidate in (cand, shuffled):
-        verdict = _verdict(base, candidate)
+        verdict = _verdict(base, candidate, settings=settings)
         assert {k: verdict.metrics[k] for k in reference} == pytest.approx(reference)
         assert verdict.metrics["topk_order_agreement"] == agree.share("same_order")
         assert verdict.metrics["topk_set_agreement"] == agree.share("same_set")

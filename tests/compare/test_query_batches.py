@@ -3,6 +3,7 @@ the verdict the same for any batch size, and peak memory flat in the number of q
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from pathlib import Path
 from typing import Any, Dict, List
@@ -13,21 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_scale_topk import _case, _compare, _expected, _judge, _same, _write, brute_certificate
 
-from harness.compare import certificate as certs
-from harness.compare import workers
 from harness.compare.kinds import source
+from harness.config.environment import CompareSettings
 
 
 @pytest.fixture()
 def batches_of(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Force query batches of ``n`` (no budget left beside the row groups: the floor decides), recording each
-    batch read."""
+    """Settings that force query batches of ``n`` (no budget left beside the row groups: the floor decides),
+    and the sizes of the batches read (``batches_of.reads``)."""
     reads: List[int] = []
 
-    def set_batch(n: int) -> List[int]:
-        monkeypatch.setattr(workers, "MEMORY_MB", 0)
-        monkeypatch.setattr(workers, "MIN_QUERIES_PER_PASS", n)
-        return reads
+    def set_batch(n: int) -> CompareSettings:
+        return dataclasses.replace(CompareSettings.from_environment(), memory_mb=0, min_queries_per_pass=n)
 
     for cls in (source.ArrayPair, source.FilePair):
         original = cls.query_vectors
@@ -37,6 +35,7 @@ def batches_of(monkeypatch: pytest.MonkeyPatch) -> Any:
             reads.append(len(out[0]))
             return out
         monkeypatch.setattr(cls, "query_vectors", counted)
+    set_batch.reads = reads  # type: ignore[attr-defined]
     return set_batch
 
 
@@ -48,12 +47,12 @@ def batches_of(monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_any_batch_size_gives_the_brute_force_agreement(batches_of: Any, seed: int, n_docs: int, nq: int,
                                                          batch: int, k: int, move: float, dup: bool,
                                                          certified: bool, tie: float) -> None:
-    reads = batches_of(batch)
+    batched, reads = batches_of(batch), batches_of.reads
     reads.clear()
     base, cand, roles = _case(seed, n_docs, nq, 6, move, 0.0, dup)
     docs, queries = np.flatnonzero(roles == "document"), np.flatnonzero(roles == "query")
     cert = brute_certificate(base, queries, docs, min(k, n_docs)) if certified else None
-    got = _judge(base, cand, roles, k, tie, cert)
+    got = _judge(base, cand, roles, k, tie, cert, batched)
     _same(got, _expected(base, cand, roles, k, tie))
     assert got["topk"]["certified"] + got["topk"]["scored_exactly"] == nq
     assert max(reads) <= batch and sum(reads) >= nq  # never more than a batch of query vectors at a time
@@ -62,7 +61,7 @@ def test_any_batch_size_gives_the_brute_force_agreement(batches_of: Any, seed: i
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(certs, "CERTIFY_MIN_PAIRS", 1)
+    monkeypatch.setenv("HARNESS_TOPK_CERTIFY_MIN_PAIRS", "1")
     return tmp_path / "cache"
 
 
@@ -88,13 +87,13 @@ def test_files_in_batches_give_the_one_pass_verdict_and_the_same_certificate(tmp
     warm_one_pass = _compare(base, cand)
     assert warm_one_pass["evidence"]["topk"]["certified"] > 0
     filed.unlink()
-    reads = batches_of(7)
+    batched, reads = batches_of(7), batches_of.reads
     reads.clear()
-    cold = _compare(base, cand)
+    cold = _compare(base, cand, batched)
     assert max(reads) == 7 and sum(reads) >= 40
-    file_certificates(base)
+    file_certificates(base, settings=batched)
     assert filed.read_bytes() == whole  # built batch by batch, byte for byte the one-pass certificate
-    warm = _compare(base, cand)
+    warm = _compare(base, cand, batched)
     assert warm["evidence"]["topk"] == warm_one_pass["evidence"]["topk"]
     for got, expected in ((cold, exact), (warm, warm_one_pass), (warm, exact)):
         assert got["metrics"] == expected["metrics"] and got["status"] == expected["status"]
@@ -102,14 +101,14 @@ def test_files_in_batches_give_the_one_pass_verdict_and_the_same_certificate(tmp
     assert _compare(base, cand)["metrics"] == exact["metrics"]
 
 
-def _traced_peak_mb(paths: List[Path]) -> float:
+def _traced_peak_mb(paths: List[Path], budget: CompareSettings) -> float:
     """Peak of what the comparison allocates through Python and numpy (tracemalloc): the arrays it holds, not
     what the allocators keep cached (RSS also counts pyarrow's pool and freed heap not yet returned)."""
     from harness.compare.comparator import compare_files
 
     tracemalloc.start()
     try:
-        verdict = compare_files(*paths).serialize()["models"][0]
+        verdict = compare_files(*paths, settings=budget).serialize()["models"][0]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -125,8 +124,6 @@ def test_peak_memory_does_not_grow_with_the_queries(tmp_path: Path, monkeypatch:
     from harness.results import schema
 
     monkeypatch.setattr(schema, "ROW_GROUP_ROWS", 4096)
-    monkeypatch.setenv("HARNESS_TOPK_CERTIFICATES", "0")
-    monkeypatch.setattr(workers, "MEMORY_MB", 1)
     rng = np.random.default_rng(2)
     runs: Dict[int, List[Path]] = {}
     for nq in (2_000, 32_000):
@@ -137,8 +134,8 @@ def test_peak_memory_does_not_grow_with_the_queries(tmp_path: Path, monkeypatch:
         runs[nq] = [_write(folder / "base.parquet", vectors, nq), _write(folder / "cand.parquet", cand, nq)]
     peaks: Dict[str, Dict[int, float]] = {}
     for label, floor in (("batched", 1024), ("whole", 1 << 30)):
-        monkeypatch.setattr(workers, "MIN_QUERIES_PER_PASS", floor)
-        peaks[label] = {nq: _traced_peak_mb(paths) for nq, paths in runs.items()}
+        budget = CompareSettings(memory_mb=1, certificates=False, min_queries_per_pass=floor)
+        peaks[label] = {nq: _traced_peak_mb(paths, budget) for nq, paths in runs.items()}
     grown = 30_000 * 384 * 4 * 2 / 2**20  # MB more query vectors
     assert peaks["batched"][32_000] - peaks["batched"][2_000] < grown / 10, peaks
     assert peaks["whole"][32_000] - peaks["whole"][2_000] > grown * 2 / 3, peaks

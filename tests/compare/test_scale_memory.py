@@ -13,7 +13,8 @@ import pytest
 from test_scale_topk import MODEL, _write
 
 from harness.compare import certificate as certs
-from harness.compare import streaming, workers
+from harness.compare import workers
+from harness.config.environment import CompareSettings
 from harness.results import ResultsFile
 from harness.results.schema import ROW_GROUP_ROWS
 
@@ -29,7 +30,7 @@ def pair(tmp_path: Path) -> List[Path]:
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(certs, "CERTIFY_MIN_PAIRS", 1)
+    monkeypatch.setenv("HARNESS_TOPK_CERTIFY_MIN_PAIRS", "1")
     return tmp_path / "cache"
 
 
@@ -39,8 +40,7 @@ def test_row_groups_in_flight_never_exceed_the_budget(pair: List[Path], monkeypa
     """Whole row groups alive at once (both sides, read ahead and in use), counted as the comparison streams:
     never more than the budget's pairs, however many row groups the files have (six here)."""
     pair_mb = 2 * ROW_GROUP_ROWS * 8 * 4 >> 20  # both sides' row groups at 8 float32 dims: 4 MiB
-    monkeypatch.setattr(workers, "MEMORY_MB", pairs * pair_mb + 1)  # + 1: the 40 query rows held count too
-    monkeypatch.setattr(streaming, "COMPARE_THREADS", 2)
+    budget = CompareSettings(threads=2, memory_mb=pairs * pair_mb + 1)  # + 1: the 40 query rows held count too
     lock, live, peak = threading.Lock(), [0], [0]
     read = ResultsFile.read_vectors
 
@@ -64,17 +64,17 @@ def test_row_groups_in_flight_never_exceed_the_budget(pair: List[Path], monkeypa
 
     for _ in range(3):  # thread timing varies: the bound must hold every time
         peak[0] = 0
-        verdict = compare_files(*pair).serialize()["models"][0]
+        verdict = compare_files(*pair, settings=budget).serialize()["models"][0]
         assert verdict["status"] == "pass"
         assert 1 <= peak[0] <= 2 * pairs, f"{peak[0]} row groups alive at once, budget {pairs} pair(s)"
 
 
 def test_the_query_batch_held_counts_against_the_budget() -> None:
     pair = 2 * 65_536 * 384 * 4  # 384 float32 dims, both sides
-    assert workers.pairs_in_flight(pair, 0, memory_mb=512) == 2
-    assert workers.pairs_in_flight(pair, 46_000 * 7168, memory_mb=512) == 1  # a full batch: one pair
-    assert workers.pairs_in_flight(pair, 10 << 30, memory_mb=512) == 1  # never none
-    assert workers.pairs_in_flight(pair, 0, memory_mb=4096) == 21
+    assert workers.pairs_in_flight(pair, 0, 512) == 2
+    assert workers.pairs_in_flight(pair, 46_000 * 7168, 512) == 1  # a full batch: one pair
+    assert workers.pairs_in_flight(pair, 10 << 30, 512) == 1  # never none
+    assert workers.pairs_in_flight(pair, 0, 4096) == 21
 
 
 def test_queries_per_pass_fill_what_one_row_group_pair_leaves() -> None:
@@ -82,9 +82,9 @@ def test_queries_per_pass_fill_what_one_row_group_pair_leaves() -> None:
 
     pair = 2 * 65_536 * 384 * 4
     per_query = 2 * 384 * 4 + STATE_BYTES_PER_KEPT * 21 * 3 + 64  # vectors + state of W = 21, 2 workers
-    assert workers.queries_per_pass(per_query, pair, memory_mb=512) == (320 << 20) // per_query  # ~46.8k
-    assert workers.queries_per_pass(per_query, pair, memory_mb=4096) == (3904 << 20) // per_query
-    assert workers.queries_per_pass(per_query, pair, memory_mb=64) == workers.MIN_QUERIES_PER_PASS  # the floor
+    assert workers.queries_per_pass(per_query, pair, 512, 1024) == (320 << 20) // per_query  # ~46.8k
+    assert workers.queries_per_pass(per_query, pair, 4096, 1024) == (3904 << 20) // per_query
+    assert workers.queries_per_pass(per_query, pair, 64, 1024) == 1024  # the floor
 
 
 def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:

@@ -17,6 +17,7 @@ from harness.compare import stats
 from harness.compare.kinds.embedding import judge_embeddings
 from harness.compare.kinds.source import ArrayPair
 from harness.compare.policy import Tolerance
+from harness.config.environment import CompareSettings
 
 
 def _tolerance(k: int, tie: float) -> Tolerance:
@@ -46,8 +47,8 @@ def _case(seed: int, n_docs: int, nq: int, dim: int, move: float, far: float, du
 
 
 def _judge(base: np.ndarray, cand: np.ndarray, roles: np.ndarray, k: int, tie: float,
-           cert: certs.Certificate | None) -> Dict[str, Any]:
-    pair = ArrayPair([f"t{i:05d}" for i in range(len(base))], roles, base, cand)
+           cert: certs.Certificate | None, settings: CompareSettings | None = None) -> Dict[str, Any]:
+    pair = ArrayPair([f"t{i:05d}" for i in range(len(base))], roles, base, cand, settings=settings)
     verdict = judge_embeddings("m", _tolerance(k, tie), pair, certificate=cert)
     return {"metrics": verdict.metrics, "topk": verdict.evidence["topk"]}
 
@@ -161,17 +162,18 @@ def _write(path: Path, vectors: np.ndarray, nq: int) -> Path:
     return path
 
 
-def _compare(base: Path, cand: Path) -> Dict[str, Any]:
+def _compare(base: Path, cand: Path, settings: CompareSettings | None = None) -> Dict[str, Any]:
     from harness.compare.comparator import compare_files
 
-    (model,) = [v for v in compare_files(base, cand).serialize()["models"] if v["model_id"] == MODEL]
+    (model,) = [v for v in compare_files(base, cand, settings=settings).serialize()["models"]
+                  if v["model_id"] == MODEL]
     return model
 
 
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(certs, "CERTIFY_MIN_PAIRS", 1)
+    monkeypatch.setenv("HARNESS_TOPK_CERTIFY_MIN_PAIRS", "1")
     return tmp_path / "cache"
 
 

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import harness.compare.comparator as comparator
-import harness.compare.streaming as streaming
 import harness.results.schema as results_mod
 from harness.compare import metrics as m
 from harness.compare import stats
@@ -29,6 +28,7 @@ from harness.compare.kinds.common import share, significant
 from harness.compare.policy import Tolerance, load_policy
 from harness.compare.stats import diff as diff_stats
 from harness.compare.verdict import Status
+from harness.config.environment import CompareSettings
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ModelRows, ResultsFile, ResultsWriter, normalize
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
@@ -211,10 +211,8 @@ def test_synthetic_same_order_matches_the_reference(synthetic: Dict[str, Any]) -
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_thread_count_does_not_change_anything(synthetic: Dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-                                                threads: int) -> None:
-    monkeypatch.setattr(streaming, "COMPARE_THREADS", threads)
-    assert_same(synthetic["base_path"], synthetic["cand_path"], SYN)
+def test_thread_count_does_not_change_anything(synthetic: Dict[str, Any], threads: int) -> None:
+    assert_same(synthetic["base_path"], synthetic["cand_path"], SYN, settings=CompareSettings(threads=threads))
 
 
 def test_ids_in_another_order_match_the_reference(synthetic: Dict[str, Any], tmp_path: Path,
@@ -270,9 +268,8 @@ def test_nan_is_refused_naming_the_first_text_in_file_order(synthetic: Dict[str,
     cand[[150_000, 3, 70_000], 1] = np.nan
     bad = _write(tmp_path / "nan.parquet", s["ids"], s["roles"], cand)
     for threads in (1, 2):
-        monkeypatch.setattr(streaming, "COMPARE_THREADS", threads)
         with pytest.raises(ResultsFileError, match=r"non-finite vector values in 3 row\(s\) \(first: 'id-000003'\)"):
-            compare_files(s["base_path"], bad)
+            compare_files(s["base_path"], bad, settings=CompareSettings(threads=threads))
     # a candidate in reverse order (an old-style file) is normalized when opened: its first bad row in the
     # canonical order it is read in is id-000003 (before canonical order the realigned file named id-150000)
     order = np.arange(len(cand))[::-1]
@@ -296,12 +293,11 @@ def test_a_failing_worker_stops_the_comparison(synthetic: Dict[str, Any], monkey
             raise ValueError("boom in a worker")
 
     monkeypatch.setattr(stats.TopKStream, "add", broken)
-    monkeypatch.setattr(streaming, "COMPARE_THREADS", 2)
     outcome: Dict[str, Any] = {}
 
     def run() -> None:
         try:
-            compare_files(synthetic["base_path"], synthetic["cand_path"])
+            compare_files(synthetic["base_path"], synthetic["cand_path"], settings=CompareSettings(threads=2))
         except ValueError as err:
             outcome["error"] = err
 

@@ -7,8 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.compare.kinds.source import FilePair
+from harness.config.environment import CompareSettings
+from harness.errors import HarnessError
+from harness.results import ResultsFile
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
@@ -31,8 +39,36 @@ def test_a_bad_setting_is_one_line_and_exit_2(variable: str, value: str, problem
     assert "Traceback" not in done.stderr and variable in lines[0] and problem in lines[0]
 
 
-def test_a_good_setting_is_used() -> None:
-    env = {**os.environ, "HARNESS_COMPARE_MEMORY_MB": " 64 "}
-    probe = "from harness.compare import workers; print(workers.MEMORY_MB)"
-    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "64", done.stderr
+def test_a_good_setting_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_COMPARE_MEMORY_MB", " 64 ")
+    monkeypatch.setenv("HARNESS_TOPK_CERTIFICATES", "0")
+    assert CompareSettings.from_environment() == CompareSettings(memory_mb=64, certificates=False)
+
+
+def test_settings_are_read_when_a_comparison_starts_not_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable set after the comparator was imported still applies (nothing is read at import)."""
+    results = ResultsFile(BASELINE)
+    model = next(m for m, info in results.models.items() if info.get("kind") == "bi-encoder")
+    for threads in ("3", "1"):
+        monkeypatch.setenv("HARNESS_COMPARE_THREADS", threads)
+        assert FilePair(results, results, model).threads == int(threads)
+
+
+@pytest.mark.fuzz
+@given(threads=st.text(max_size=12), memory=st.text(max_size=12), certificates=st.text(max_size=4))
+def test_any_environment_gives_settings_or_one_harness_error(threads: str, memory: str, certificates: str) -> None:
+    """Whatever the variables hold, the comparison's settings are the numbers they name (defaults when blank) or
+    one ``HarnessError`` naming the variable: never another exception from deep inside the comparator."""
+    values = {"HARNESS_COMPARE_THREADS": threads, "HARNESS_COMPARE_MEMORY_MB": memory,
+              "HARNESS_TOPK_CERTIFICATES": certificates}
+    if any("\0" in value for value in values.values()):
+        return  # not representable in an environment
+    with mock.patch.dict(os.environ, values):
+        try:
+            got = CompareSettings.from_environment()
+        except HarnessError as err:
+            assert str(err).startswith("environment variable HARNESS_COMPARE_") and "\n" not in str(err)
+            return
+    assert got.threads == (int(threads) if threads.strip() else 0) and got.workers >= 1
+    assert got.memory_mb == (int(memory) if memory.strip() else 512) >= 16
+    assert got.certificates == (certificates.strip() != "0")

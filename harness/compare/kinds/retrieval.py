@@ -116,7 +116,8 @@ class Retrieval:
         self.collect = collect and scoring is None  # keep the baseline's top ``keep`` of every exact pass
         self.collected: List[certs.Certificate] = []
         self.query_bytes = query_bytes(pair, self.keep, scoring)
-        size = queries_per_pass(self.query_bytes, pair.segment_bytes)
+        size = queries_per_pass(self.query_bytes, pair.segment_bytes, pair.settings.memory_mb,
+                                pair.settings.min_queries_per_pass)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
         self.first: Optional[_Batch] = _Batch(self, *self.batches[0])
 

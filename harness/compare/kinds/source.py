@@ -19,6 +19,7 @@ import numpy as np
 
 from harness.compare import progress, streaming
 from harness.compare.streaming import NONFINITE
+from harness.config.environment import CompareSettings
 from harness.errors import HarnessError
 from harness.results import ResultsFile
 
@@ -38,6 +39,7 @@ class EmbeddingPair:
     queries: np.ndarray  # baseline positions of the rows with role "query"
     documents: np.ndarray  # bool per baseline position: role "document"
     threads: int  # how many workers ``feed`` keeps busy
+    settings: CompareSettings  # the comparison's memory budget, certificate use, progress listener
     segment_bytes: int = 0  # bytes of the largest segment pair ``feed`` reads (0: both sides already in memory)
 
     def item_id(self, position: int) -> str:
@@ -63,13 +65,15 @@ class EmbeddingPair:
 class FilePair(EmbeddingPair):
     """One bi-encoder of two results files, streamed row group by row group."""
 
-    def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+    def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str,
+                 settings: Optional[CompareSettings] = None) -> None:
         self.base, self.cand, self.model_id = base, cand, model_id
+        self.settings = settings or CompareSettings.from_environment()
         self.plan = streaming.plan(base, cand, model_id)
         self.rows, self.dim = self.plan.rows, self.plan.dim
         self.base_dtype, self.cand_dtype = base.vector_spec(model_id)[1], cand.vector_spec(model_id)[1]
         self.queries, self.documents = self.plan.queries, self.plan.documents
-        self.threads = max(1, streaming.COMPARE_THREADS)
+        self.threads = self.settings.workers
         self.segment_bytes = streaming.row_group_pair_bytes(base, cand, model_id)
 
     def item_id(self, position: int) -> str:
@@ -81,8 +85,8 @@ class FilePair(EmbeddingPair):
         return streaming.read_rows(self.base, self.model_id, rows), streaming.read_rows(self.cand, self.model_id, rows)
 
     def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
-        counter = progress.tracker(self.model_id, what or "one pass", self.rows)
-        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes,
+        counter = progress.tracker(self.settings.listener, self.model_id, what or "one pass", self.rows)
+        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes, self.settings.memory_mb,
                          on_rows=counter.add if counter is not None else None)
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
@@ -100,7 +104,8 @@ class ArrayPair(EmbeddingPair):
     SEGMENT_ROWS = 1 << 16
 
     def __init__(self, ids: Sequence[str] | np.ndarray, roles: Sequence[str] | np.ndarray | None, base: np.ndarray, cand: np.ndarray,
-                 labels: Tuple[str, str] = ("baseline", "candidate"), model_id: str = "") -> None:
+                 labels: Tuple[str, str] = ("baseline", "candidate"), model_id: str = "",
+                 settings: Optional[CompareSettings] = None) -> None:
         if base.shape != cand.shape or base.ndim != 2 or len(ids) != len(base):
             raise ValueError(f"ArrayPair: expected two aligned (rows, dim) arrays and one id per row, got "
                              f"{base.shape}, {cand.shape} and {len(ids)} ids")
@@ -113,6 +118,7 @@ class ArrayPair(EmbeddingPair):
         self.queries = np.flatnonzero(role == "query")
         self.documents = role == "document"
         self.threads = 1
+        self.settings = settings or CompareSettings.from_environment()
 
     def item_id(self, position: int) -> str:
         return str(self.ids[position])

@@ -34,14 +34,12 @@ BLOCK_VALUES = 1 << 19
 P99_MAX_KEPT = 1 << 18
 
 
-
 def _ceil_value(dtype: np.dtype, value: float) -> Any:
     """The smallest ``dtype`` value >= ``value``: for x of that dtype, ``x >= value`` iff ``x >= result``."""
     out = dtype.type(value)
     if float(out) < value:
         out = np.nextafter(out, dtype.type(np.inf))
     return out
-
 
 
 @dataclass
@@ -276,11 +274,6 @@ class DiffStats:
         self.nonfinite_cand += other.nonfinite_cand
         self.zero_base += other.zero_base
         self._top.merge(other._top)
-
-    @property
-    def p99_exact(self) -> bool:
-        """False when p99 was estimated from a row sample (more than ``P99_MAX_KEPT`` values to keep)."""
-        return self.p99_every == 1
 
     def p99(self) -> float:
         if not self.count:
