@@ -27,6 +27,7 @@ from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.stats import TopKStream
 from harness.compare.workers import queries_per_pass
+from harness.config.environment import CompareSettings
 
 __all__ = ["BLOCK_ROWS", "SCENARIOS", "Decision", "Scenario", "decide", "rolled", "retrieval_scenarios",
            "scenarios_over"]
@@ -131,14 +132,15 @@ class _Pass:
 
 def scenarios_over(blocks: Callable[[], Iterable[Block]], base_queries: np.ndarray, cand_queries: np.ndarray,
                    k: int, tie_tolerance: float, share: float = 0.5,
-                   memory_mb: Optional[int] = None) -> Tuple[Scenario, ...]:
+                   settings: Optional[CompareSettings] = None) -> Tuple[Scenario, ...]:
     """The three exact scenarios over documents streamed by ``blocks()`` (called once per query batch; each
     call yields every document once, at least ``k`` in all): ``reembed``, ``keep_index``, ``rolling``."""
     nq, dim = base_queries.shape
     if len(cand_queries) != nq:
         raise ValueError(f"scenarios: {nq} baseline queries but {len(cand_queries)} candidate queries")
     per_query = 2 * dim * base_queries.dtype.itemsize + 3 * 64 * (k + 4)
-    size = queries_per_pass(per_query, 2 * BLOCK_ROWS * dim * 8, memory_mb)
+    settings = settings or CompareSettings.from_environment()
+    size = queries_per_pass(per_query, 2 * BLOCK_ROWS * dim * 8, settings.memory_mb, settings.min_queries_per_pass)
     parts: dict[str, List[TopKAgreement]] = {key: [] for key in SCENARIOS}
     for start in range(0, nq, size) if nq else []:
         one = _Pass(base_queries[start : start + size], cand_queries[start : start + size], k, tie_tolerance, share)
@@ -160,7 +162,7 @@ def _joined(parts: List[TopKAgreement], k: int) -> TopKAgreement:
 
 def retrieval_scenarios(base_queries: np.ndarray, cand_queries: np.ndarray, base_docs: np.ndarray,
                         cand_docs: np.ndarray, doc_ids: Sequence[str], k: int, tie_tolerance: float,
-                        share: float = 0.5, memory_mb: Optional[int] = None) -> Tuple[Scenario, ...]:
+                        share: float = 0.5, settings: Optional[CompareSettings] = None) -> Tuple[Scenario, ...]:
     """``scenarios_over`` for documents in memory (rows aligned on ``doc_ids``); k is cut to the corpus."""
     n = len(base_docs)
     if n == 0 or len(cand_docs) != n or len(doc_ids) != n:
@@ -171,4 +173,4 @@ def retrieval_scenarios(base_queries: np.ndarray, cand_queries: np.ndarray, base
             e = min(n, s + BLOCK_ROWS)
             yield np.arange(s, e), doc_ids[s:e], base_docs[s:e], cand_docs[s:e]
 
-    return scenarios_over(blocks, base_queries, cand_queries, min(int(k), n), tie_tolerance, share, memory_mb)
+    return scenarios_over(blocks, base_queries, cand_queries, min(int(k), n), tie_tolerance, share, settings)

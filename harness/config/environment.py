@@ -107,7 +107,8 @@ class CompareSettings:
 
     @classmethod
     def from_environment(cls, listener: Optional[Callable[[Any], None]] = None) -> CompareSettings:
-        """The settings of ``HARNESS_COMPARE_*``/``HARNESS_TOPK_*`` as set now (a bad value: ``HarnessError``)."""
+        """The comparator's environment variables (HARNESS_COMPARE_THREADS, HARNESS_COMPARE_MEMORY_MB,
+        HARNESS_TOPK_CERTIFY_MIN_PAIRS, HARNESS_TOPK_CERTIFICATES) as set now (a bad value: ``HarnessError``)."""
         return cls(threads=int(setting("HARNESS_COMPARE_THREADS")), memory_mb=int(setting("HARNESS_COMPARE_MEMORY_MB")),
                    certify_min_pairs=int(setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS")),
                    certificates=os.environ.get("HARNESS_TOPK_CERTIFICATES", "1").strip() != "0", listener=listener)

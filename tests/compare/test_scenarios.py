@@ -14,6 +14,7 @@ from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.scenarios import Scenario, decide, retrieval_scenarios, rolled, scenarios_over
 from harness.compare.stats import TopKStream
+from harness.config.environment import CompareSettings
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
@@ -102,12 +103,10 @@ def test_query_batches_give_the_same_scenarios_as_one_pass(monkeypatch: pytest.M
     ids = [str(i) for i in range(300)]
     whole = retrieval_scenarios(bq, cq, bd, cd, ids, 10, 1e-6)
     import harness.compare.scenarios as scenarios
-    import harness.compare.workers as workers
 
     passes = []
-    monkeypatch.setattr(workers, "MIN_QUERIES_PER_PASS", 5)
     monkeypatch.setattr(scenarios, "TopKStream", lambda *a, **kw: passes.append(a) or TopKStream(*a, **kw))
-    cut = retrieval_scenarios(bq, cq, bd, cd, ids, 10, 1e-6, memory_mb=0)
+    cut = retrieval_scenarios(bq, cq, bd, cd, ids, 10, 1e-6, settings=CompareSettings(memory_mb=0, min_queries_per_pass=5))
     assert len(passes) == 3 * 5  # 23 queries in batches of 5, three scenarios each
     for a, b in zip(whole, cut):
         assert a.agreement is not None and b.agreement is not None
