@@ -265,7 +265,7 @@ class Walk:
         step, cand = self.steps[index], self._args[0]
         if index == 0 or step.factors[0] in RUNTIME_FACTORS or _environment(step.cell) == _environment(cand):
             return False
-        problem = f"installs but does not run ({' '.join(reason.split()) or 'no reason given'})"
+        problem = f"installs but does not run ({(reason.strip().splitlines() or ['no reason given'])[0]})"
         if self._left <= 0:
             self.orders[-1]["rejected"] = f"{step.name} {problem}; no re-plan left, so its change is in the next step's number"
             return False

@@ -120,4 +120,5 @@ def test_a_step_after_one_that_did_not_run_says_its_delta_holds_both(tmp_path: P
     assert result["steps"][1]["error"] == "run-failed: boom"
     last = result["steps"][2]
     assert last["includes"] == ["+batch_size"] and "also holds the change of +batch_size" in last["note"]
+    assert last["number_of"] == ["batch_size", "threads"] and result["steps"][1].get("number_of") is None
     assert last["models"]["tiny-bi-encoder"]["step"]["max_abs_diff"] > 0  # batch size 4 moved it, inside this delta
