@@ -22,7 +22,6 @@ from harness.matrix.spec import Cell
 __all__ = [
     "PACKAGE_FACTORS",
     "RUNTIME_FACTORS",
-    "Resolver",
     "RuntimeSettings",
     "Step",
     "waterfall",
@@ -108,10 +107,6 @@ class Step:
             "runtime": dataclasses.asdict(self.runtime),
             "note": self.note,
         }
-
-
-#: resolves(cell) -> None when the cell's requirements can be installed, else the reason
-Resolver = Callable[[Cell], Optional[str]]
 
 
 def _model_row(verdict: Dict[str, Any]) -> Dict[str, Any]:

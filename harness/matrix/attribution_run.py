@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness.matrix.attribution import Resolver, RuntimeSettings, waterfall
+from harness.matrix.attribution import RuntimeSettings, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
 from harness.matrix.cells import StageStatus
-from harness.matrix.plan import Walk, package_factors
+from harness.matrix.plan import Resolver, Walk, package_factors
 from harness.matrix.publish import write_json
 from harness.matrix.spec import Cell, Matrix, MatrixError
 
