@@ -138,22 +138,21 @@ def waterfall(
     rows: List[Dict[str, Any]] = []
     base_path = results.get(described[0]["step_id"])
     previous: Optional[Path] = base_path
-    skipped: List[str] = []  # steps since the last one that ran: their change is inside the next step's delta
-    folded: List[str] = []  # and their factors
+    skipped: List[Dict[str, Any]] = []  # steps since the last one that ran: their change is inside the next step's delta
     for step in described:
         path = results.get(step["step_id"])
         row: Dict[str, Any] = {**step, "results": str(path) if path else None, "models": {}}
         if path is None:
             row["error"] = failures.get(step["step_id"], "step did not produce results")
-            skipped.append(step["name"])
-            folded += step["factors"]
+            skipped.append(step)
         elif step["index"] > 0 and previous is not None and base_path is not None:
-            row["number_of"] = [*folded, *row["factors"]]  # the factors whose change this step's number holds
+            # the factors whose change this step's number holds
+            row["number_of"] = [factor for s in (*skipped, step) for factor in s["factors"]]
             if skipped:
-                row["includes"] = list(skipped)
-                also = f"also holds the change of {', '.join(skipped)}, which did not run"
+                row["includes"] = [s["name"] for s in skipped]
+                also = f"also holds the change of {', '.join(row['includes'])}, which did not run"
                 row["note"] = f"{also}; {row['note']}" if row.get("note") else also
-                skipped, folded = [], []
+                skipped = []
             step_cmp = compare(previous, path)
             total_cmp = compare(base_path, path)
             cumulative = {v["model_id"]: v for v in total_cmp["models"]}
