@@ -151,14 +151,9 @@ def cmd_matrix_cell(args: argparse.Namespace) -> int:
 
 def _candidate_changes(args: argparse.Namespace) -> Dict[str, Any]:
     """The ``--to-*`` options given, as runtime settings."""
-    changes: Dict[str, Any] = {}
-    for name in ("device", "dtype", "attn_implementation", "batch_size", "threads", "cpu_isa"):
-        value = getattr(args, f"to_{name}")
-        if value is not None:
-            changes[name] = value
-    if args.to_tf32 is not None:
-        changes["tf32"] = args.to_tf32 == "on"
-    return changes
+    names = ("device", "dtype", "attn_implementation", "batch_size", "threads", "cpu_isa", "tf32")
+    changes = {name: getattr(args, f"to_{name}") for name in names if getattr(args, f"to_{name}") is not None}
+    return {**changes, "tf32": changes["tf32"] == "on"} if "tf32" in changes else changes
 
 
 def _baseline_runtime(matrix: Any) -> Tuple[Any, str]:

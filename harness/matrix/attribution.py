@@ -22,7 +22,6 @@ from harness.matrix.spec import Cell
 __all__ = [
     "PACKAGE_FACTORS",
     "RUNTIME_FACTORS",
-    "Resolver",
     "RuntimeSettings",
     "Step",
     "waterfall",
@@ -110,10 +109,6 @@ class Step:
         }
 
 
-#: resolves(cell) -> None when the cell's requirements can be installed, else the reason
-Resolver = Callable[[Cell], Optional[str]]
-
-
 def _model_row(verdict: Dict[str, Any]) -> Dict[str, Any]:
     metrics = verdict.get("metrics", {})
     order = next((v for k, v in metrics.items() if k.endswith("order_agreement") and not k.startswith("topk_raw")), None)
@@ -143,17 +138,19 @@ def waterfall(
     rows: List[Dict[str, Any]] = []
     base_path = results.get(described[0]["step_id"])
     previous: Optional[Path] = base_path
-    skipped: List[str] = []  # steps since the last one that ran: their change is inside the next step's delta
+    skipped: List[Dict[str, Any]] = []  # steps since the last one that ran: their change is inside the next step's delta
     for step in described:
         path = results.get(step["step_id"])
         row: Dict[str, Any] = {**step, "results": str(path) if path else None, "models": {}}
         if path is None:
             row["error"] = failures.get(step["step_id"], "step did not produce results")
-            skipped.append(step["name"])
+            skipped.append(step)
         elif step["index"] > 0 and previous is not None and base_path is not None:
+            # the factors whose change this step's number holds
+            row["number_of"] = [factor for s in (*skipped, step) for factor in s["factors"]]
             if skipped:
-                row["includes"] = list(skipped)
-                also = f"also holds the change of {', '.join(skipped)}, which did not run"
+                row["includes"] = [s["name"] for s in skipped]
+                also = f"also holds the change of {', '.join(row['includes'])}, which did not run"
                 row["note"] = f"{also}; {row['note']}" if row.get("note") else also
                 skipped = []
             step_cmp = compare(previous, path)

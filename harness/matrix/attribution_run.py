@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness.matrix.attribution import Resolver, RuntimeSettings, waterfall
+from harness.matrix.attribution import RuntimeSettings, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
 from harness.matrix.cells import StageStatus
-from harness.matrix.plan import package_factors, plan_path
+from harness.matrix.plan import Resolver, Walk, package_factors
 from harness.matrix.publish import write_json
 from harness.matrix.spec import Cell, Matrix, MatrixError
 
@@ -46,15 +46,20 @@ def run_attribution(
 ) -> Path:
     """Plan the walk, run every step, write ``out_dir/plan.json`` (replacing ``out_dir``); its path.
 
-    A step that fails is recorded with its reason (``error``) and the walk goes on.
+    A package step that installs but does not run (transformers 5.23 does not import under torch 2.4.1) has the
+    rest of the walk planned again around it (``plan.Walk``; ``orders`` lists every order tried and why it was
+    given up); any other failing step is recorded with its reason (``error``) and the walk goes on.
     """
-    steps = plan_path(base, base_runtime, cand, cand_runtime, resolves)
+    walk = Walk(base, base_runtime, cand, cand_runtime, resolves)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     plan: Dict[str, Any] = {"matrix": matrix.name, "baseline_cell": base.cell_id, "candidate_cell": cand.cell_id,
-                            "models": list(matrix.models), "runtime_from": runtime_from, "steps": []}
+                            "models": list(matrix.models), "runtime_from": runtime_from, "steps": [],
+                            "orders": walk.orders}
     venv: Optional[Path] = None
-    for step in steps:
+    index = 0
+    while index < len(walk.steps):
+        step = walk.steps[index]
         entry = step.describe()
         ws.log(f"{step.step_id}: {step.name} {step.note}".rstrip())
         run_args = [*matrix.model_args(), *step.runtime.run_args()]
@@ -63,9 +68,12 @@ def run_attribution(
                                               dtype=step.runtime.dtype, batch_size=step.runtime.batch_size)
             state = run_cell(ws, step_matrix, step.cell, run_args)
             results = ws.run_dir(STEP_MATRIX, step.cell.cell_id) / RESULTS_FILE
-            venv = Path(state.venv)
             if state.status is not StageStatus.OK or not results.is_file():
                 entry["error"] = f"{state.status.value}: {state.reason}"
+                if state.status is StageStatus.RUN_FAILED and walk.failed(index, state.reason):
+                    ws.log(f"{step.step_id} installs but does not run: planned again -> {', '.join(walk.orders[-1]['order'])}")
+                    continue  # the same index now holds the re-planned next step
+            venv = Path(state.venv)
         else:  # runtime factor: same packages, the previous step's venv, different runner flags
             assert venv is not None  # step 0 is always a package step
             run_dir = out_dir / step.step_id
@@ -76,6 +84,7 @@ def run_attribution(
                 entry["error"] = failure(ws, "`harness run`", code, tail, run_dir / "run.log")
         entry["results"] = str(results)
         plan["steps"].append(entry)
+        index += 1
     return write_json(out_dir / PLAN_FILE, plan)
 
 

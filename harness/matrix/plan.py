@@ -29,7 +29,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
 from harness.matrix.attribution import PACKAGE_FACTORS, RUNTIME_FACTORS, RuntimeSettings, Step
@@ -37,7 +37,9 @@ from harness.matrix.spec import Cell
 
 __all__ = [
     "AttributionPlanError",
+    "REPLANS",
     "Resolver",
+    "Walk",
     "package_factors",
     "plan_path",
     "uv_reason",
@@ -53,6 +55,9 @@ _ISOLATE = ("torch", "python")
 _LOCAL_WHEELS = Path("/opt/wheels")
 #: a uv dry run normally takes seconds; one that hangs (a dead network) must not stall the plan forever
 _UV_TIMEOUT_S = 300.0
+#: how many times one walk is planned again around a step that installs but does not run: each try costs a
+#: virtualenv build and a failed run (minutes), and three cover moving the remaining factors around one that fails
+REPLANS = 3
 
 
 class AttributionPlanError(HarnessError):
@@ -162,7 +167,8 @@ def _group_note(states: _States, before: int, sub: int) -> str:
     for alt in alternatives:
         problem = states.problem(before | alt)
         if problem is not None:
-            reasons.append(f"{' + '.join(states.names(alt))} alone does not install ({problem})")
+            why = problem if problem.startswith("installs but") else f"does not install ({problem})"
+            reasons.append(f"{' + '.join(states.names(alt))} alone {why}")
     return "grouped: " + "; ".join(reasons)
 
 
@@ -181,13 +187,16 @@ def plan_path(
     cand: Cell,
     cand_runtime: RuntimeSettings,
     resolves: Resolver,
+    start: int = 0,
 ) -> List[Step]:
     """The walk from baseline to candidate with the finest steps any order allows (it replaced the fixed-order ``plan_steps``).
+
+    ``start`` numbers the steps from there (a walk planned again from its step ``start``).
 
     Raises:
         AttributionPlanError: the resolver rejects the candidate's or the baseline's own pins, so no walk installs.
     """
-    steps = [Step(0, (), dataclasses.replace(base, id="step00-baseline", matrix="attribute"), base_runtime)]
+    steps = [Step(start, (), dataclasses.replace(base, id=f"step{start:02d}-baseline", matrix="attribute"), base_runtime)]
     differing = [(n, a) for n, a in package_factors() if getattr(base, a) != getattr(cand, a)]
     current = steps[0].cell
     if differing:
@@ -202,17 +211,71 @@ def plan_path(
         for before, after in zip(path, path[1:]):
             sub = after & ~before
             names = states.names(sub)
-            step_id = f"step{len(steps):02d}-" + "-".join(names)
+            step_id = f"step{start + len(steps):02d}-" + "-".join(names)
             note = _group_note(states, before, sub) if len(names) > 1 else ""
             current = states.cell(after, step_id)
-            steps.append(Step(len(steps), names, current, base_runtime, note))
+            steps.append(Step(start + len(steps), names, current, base_runtime, note))
     runtime = base_runtime
     for name in RUNTIME_FACTORS:
         if getattr(base_runtime, name) == getattr(cand_runtime, name):
             continue
         runtime = dataclasses.replace(runtime, **{name: getattr(cand_runtime, name)})
-        steps.append(Step(len(steps), (name,), current, runtime))
+        steps.append(Step(start + len(steps), (name,), current, runtime))
     return steps
+
+
+# -- planning again around an environment that installs but does not run ----------------------------------------
+
+
+def _environment(cell: Cell) -> Tuple[str, Tuple[str, ...]]:
+    return cell.python, tuple(cell.requirements())
+
+
+class Walk:
+    """The steps still to run, planned again from the last step when a package step installs but does not run.
+
+    The resolver cannot see that transformers 5.23 does not import under torch 2.4.1 (it declares no bound that
+    excludes it); only running the step shows it. Such an environment is then treated as one that does not
+    install and the rest of the walk is searched again from the step before it (another order of the remaining
+    factors, e.g. the libraries first, then torch alone), at most ``REPLANS`` times. Every order tried is kept
+    with why it was given up (``orders``), for the report.
+    """
+
+    def __init__(self, base: Cell, base_runtime: RuntimeSettings, cand: Cell, cand_runtime: RuntimeSettings,
+                 resolves: Resolver, replans: int = REPLANS) -> None:
+        self._failed: Dict[Tuple[str, Tuple[str, ...]], str] = {}
+        self._args = (cand, cand_runtime)
+        self._resolves, self._left = resolves, replans
+        self.steps = plan_path(base, base_runtime, cand, cand_runtime, self.resolves)
+        self.orders: List[Dict[str, Any]] = [{"order": self._order(), "rejected": ""}]
+
+    def resolves(self, cell: Cell) -> Optional[str]:
+        """The resolver's answer, or why an environment that installed did not run."""
+        return self._failed.get(_environment(cell)) or self._resolves(cell)
+
+    def _order(self) -> List[str]:
+        return [s.name for s in self.steps[1:]]
+
+    def failed(self, index: int, reason: str) -> bool:
+        """Step ``index`` installed but did not run (``reason``): True when the rest was planned again around it.
+
+        False (the step stays, its change is in the next step's number) for the baseline, the candidate's own
+        environment (every walk ends there), a runtime step, or when the re-plans are used up.
+        """
+        step, cand = self.steps[index], self._args[0]
+        if index == 0 or step.factors[0] in RUNTIME_FACTORS or _environment(step.cell) == _environment(cand):
+            return False
+        problem = f"installs but does not run ({(reason.strip().splitlines() or ['no reason given'])[0]})"
+        if self._left <= 0:
+            self.orders[-1]["rejected"] = f"{step.name} {problem}; no re-plan left, so its change is in the next step's number"
+            return False
+        self._left -= 1
+        self._failed[_environment(step.cell)] = problem
+        self.orders[-1]["rejected"] = f"{step.name} {problem}"
+        before = self.steps[index - 1]
+        self.steps = self.steps[:index] + plan_path(before.cell, before.runtime, *self._args, self.resolves, index - 1)[1:]
+        self.orders.append({"order": self._order(), "rejected": ""})
+        return True
 
 
 # -- the resolver: a `uv pip compile` dry run, installing nothing ------------------------------------------------

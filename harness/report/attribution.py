@@ -57,6 +57,12 @@ def render_attribution_markdown(data: Dict[str, Any]) -> str:
     if causes:
         lines += ["", "Main cause per model (the step that alone moved the numbers most):", ""]
         lines += [f"- **{m}**: `{c['step']}` (max abs diff {fmt(c['max_abs_diff'])})" for m, c in causes.items()]
+    orders = data.get("plan", {}).get("orders", [])
+    if len(orders) > 1:  # a step installed but did not run, and the walk was planned again around it
+        lines += ["", "Orders tried (a step that installs but does not run has the rest planned again around it):", ""]
+        lines += [f"{i}. {', '.join(o['order'])}: " + ("run" if not o["rejected"] else
+                  f"given up, {o['rejected']}" if i < len(orders) else f"run, but {o['rejected']}")
+                  for i, o in enumerate(orders, start=1)]
     return "\n".join(lines) + "\n"
 
 

@@ -120,4 +120,18 @@ def test_a_step_after_one_that_did_not_run_says_its_delta_holds_both(tmp_path: P
     assert result["steps"][1]["error"] == "run-failed: boom"
     last = result["steps"][2]
     assert last["includes"] == ["+batch_size"] and "also holds the change of +batch_size" in last["note"]
+    assert last["number_of"] == ["batch_size", "threads"] and result["steps"][1].get("number_of") is None
     assert last["models"]["tiny-bi-encoder"]["step"]["max_abs_diff"] > 0  # batch size 4 moved it, inside this delta
+
+
+def test_the_candidate_changes_are_the_to_options_given() -> None:
+    from argparse import Namespace
+
+    from harness.cli.matrix_commands import _candidate_changes
+
+    none = {f"to_{n}": None for n in ("device", "dtype", "attn_implementation", "batch_size", "threads", "cpu_isa", "tf32")}
+    assert _candidate_changes(Namespace(**none)) == {}
+    given = _candidate_changes(Namespace(**{**none, "to_batch_size": 1, "to_tf32": "off", "to_dtype": "bfloat16"}))
+    assert given == {"batch_size": 1, "tf32": False, "dtype": "bfloat16"}
+    assert _candidate_changes(Namespace(**{**none, "to_tf32": "on"})) == {"tf32": True}
+    assert RuntimeSettings().with_changes(given).run_args()[-2:] == ["--tf32", "off"]
