@@ -25,7 +25,7 @@ from harness.report.matrix_report import (
     meaningful_env_changes,
     report_models,
     report_policy,
-    retrieval_not_judged,
+    retrieval_note,
     scope_line,
 )
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
@@ -130,16 +130,15 @@ def _bar_row(label: str, value: Optional[float], limit: Optional[float], shown: 
 def _agreement_bars(model: Dict[str, Any]) -> str:
     """Rank agreement as horizontal bars; checked metrics are green/red with their limit marked."""
     metrics, tol = model.get("metrics", {}), model.get("tolerance", {})
+    k = metrics.get("topk", "k")
     if model.get("kind") == "cross-encoder":
-        k = tol.get("topk", "k")
         rows = [
             _bar_row("rerank order", metrics.get("rerank_order_agreement"), tol.get("min_rerank_order_agreement"), fmt_percent(metrics.get("rerank_order_agreement"))),
-            _bar_row(f"top-{k} order", metrics.get(f"top{k}_order_agreement"), None, fmt_percent(metrics.get(f"top{k}_order_agreement"))),
+            _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), None, fmt_percent(metrics.get("topk_order_agreement"))),
             _bar_row("Kendall τ (min)", metrics.get("min_kendall_tau"), None, _tau(metrics.get("min_kendall_tau"))),
             _bar_row("Kendall τ (mean)", metrics.get("mean_kendall_tau"), None, _tau(metrics.get("mean_kendall_tau"))),
         ]
     else:
-        k = metrics.get("topk", "k")
         limit = "min_quantized_topk_" if _quantized(model) else "min_topk_"  # quantized scores have their own limits
         rows = [
             _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), tol.get(limit + "order_agreement"), fmt_percent(metrics.get("topk_order_agreement"))),
@@ -148,7 +147,7 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
             _bar_row(f"top-{k} overlap", metrics.get("topk_mean_overlap"), None, fmt_percent(metrics.get("topk_mean_overlap"))),
         ]
     body = "".join(rows)
-    why = retrieval_not_judged(model)
+    why = retrieval_note(model)
     if why and not body:  # said, not left out: a card without bars would read as "nothing to judge"
         return f'<h4>Rank agreement</h4><p class="note not-judged">{_e(why)}</p>'
     if not body:

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from harness.compare.verdict import CellStatus, Status
 from harness.report.format import fmt
-from harness.report.matrix_report import comparison_notes, report_policy, retrieval_not_judged
+from harness.report.matrix_report import comparison_notes, report_policy, retrieval_note
 from harness.report.text import check_line
 
 __all__ = ["render_junit", "xml_safe"]
@@ -70,7 +70,7 @@ def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> CellS
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
-    out = "\n".join(filter(None, [_checks_out(model), retrieval_not_judged(model)]))
+    out = "\n".join(filter(None, [_checks_out(model), retrieval_note(model)]))
     if out:
         ET.SubElement(case, "system-out").text = xml_safe(out)
     return CellStatus.parse(status)

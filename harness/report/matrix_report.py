@@ -27,7 +27,7 @@ __all__ = [
     "order_agreement",
     "order_shown",
     "comparison_notes",
-    "retrieval_not_judged",
+    "retrieval_note",
     "diff_tolerance",
     "report_models",
     "incomplete",
@@ -238,14 +238,14 @@ def meaningful_env_changes(changes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict
 def order_agreement(model: Dict[str, Any]) -> Tuple[str, Optional[float]]:
     """The headline rank metric and its label: top-k order for bi-encoders, tie-aware reorder rate for rerankers."""
     metrics = model.get("metrics", {})
+    if "rerank_order_agreement" in metrics:  # a cross-encoder's top-k order is reported, not its headline
+        return "rerank order", metrics["rerank_order_agreement"]
     if "topk_order_agreement" in metrics:
         return f"top-{metrics.get('topk', '?')} order", metrics["topk_order_agreement"]
-    if "rerank_order_agreement" in metrics:
-        return "rerank order", metrics["rerank_order_agreement"]
     return "", None
 
 
-def retrieval_not_judged(model: Dict[str, Any]) -> Optional[str]:
+def retrieval_note(model: Dict[str, Any]) -> Optional[str]:
     """Why no retrieval check ran ("retrieval not judged: no queries"), or None when it ran or does not apply."""
     why = model.get("metrics", {}).get("topk_not_judged")
     return not_judged_note(why) if why else None
@@ -254,7 +254,7 @@ def retrieval_not_judged(model: Dict[str, Any]) -> Optional[str]:
 def order_shown(model: Dict[str, Any]) -> str:
     """What every report's order-agreement column shows: the headline agreement and its label, or why retrieval
     was not judged (never a bare "-" that reads as "nothing to say"); "-" only for a model without either."""
-    why = retrieval_not_judged(model)
+    why = retrieval_note(model)
     if why:
         return why
     label, value = order_agreement(model)

@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 from harness.compare.factors import group_changes
 from harness.compare.verdict import Status
 from harness.report.format import fmt, fmt_cosine, fmt_percent
-from harness.report.matrix_report import check_used, retrieval_not_judged
+from harness.report.matrix_report import check_used, retrieval_note
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
            "ORDER_FIGURES_NOTE"]
@@ -84,7 +84,7 @@ def _table(rows: List[List[str]]) -> List[str]:
 
 
 def _topk(model: Dict[str, Any]) -> str:
-    not_judged = retrieval_not_judged(model)  # the words every report uses
+    not_judged = retrieval_note(model)  # the words every report uses
     if not_judged:
         return not_judged
     for key, value in model.get("metrics", {}).items():
