@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 from harness.errors import HarnessError
 from harness.fsio import check_output, write_text
 
-__all__ = ["STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
+__all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
 
 #: the path that means standard output
 STDOUT = "-"
@@ -27,6 +27,8 @@ _OUTPUTS: Tuple[Tuple[str, str, str], ...] = (
     ("--markdown", "markdown", "the verdict as a Markdown summary (a PR comment, a job summary)"),
     ("--junit", "junit", "the verdict as JUnit XML (one test case per model, for CI test reports)"),
 )
+#: the ``argparse`` destinations of the output options (all ``write_outputs`` and ``human_stream`` read)
+OUTPUT_DESTS = tuple(dest for _, dest, _ in _OUTPUTS)
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
