@@ -18,15 +18,13 @@ from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
 from harness.report.matrix_report import (
-    comparison_notes,
+    MATRIX_FORMAT_VERSION,
+    MatrixReport,
+    ReportCell,
     diff_tolerance,
     history_series,
-    incomplete,
     meaningful_env_changes,
-    report_models,
-    report_policy,
     retrieval_note,
-    scope_line,
 )
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
 
@@ -55,25 +53,21 @@ def _td(text: Any, css: str = "") -> str:
 # -- header and overview ----------------------------------------------------------------------------------------
 
 
-def _header(report: Dict[str, Any]) -> str:
-    counts = report.get("counts", {})
+def _header(report: MatrixReport) -> str:
+    counts = report.counts
     chips = "".join(
         f'<span class="badge {_status_class(s)}">{counts[s.value]} {_e(s.value)}</span>' for s in CellStatus if counts.get(s.value)
     )
     return (
-        f"<header><h1>Drift report: {_e(report['matrix'])} {_badge(report['status'])}</h1>"
-        f'<p class="meta">created {_e(report.get("created_at", "-"))} · baseline <code>{_e(report.get("baseline", "-"))}</code>'
-        f" · {len(report['cells'])} cell(s) · policy <code class=\"policy\">{_e(report_policy(report))}</code></p>"
-        f'<p class="meta scope">{_e(scope_line(report))}</p><div class="chips">{chips}</div></header>'
+        f"<header><h1>Drift report: {_e(report.matrix)} {_badge(report.status)}</h1>"
+        f'<p class="meta">created {_e(report.created_at or "-")} · baseline <code>{_e(report.baseline)}</code>'
+        f" · {len(report.cells)} cell(s) · policy <code class=\"policy\">{_e(report.policy)}</code></p>"
+        f'<p class="meta scope">{_e(report.scope())}</p><div class="chips">{chips}</div></header>'
     )
 
 
-def _param_keys(report: Dict[str, Any]) -> List[str]:
-    seen: Dict[str, None] = {}
-    for cell in report["cells"]:
-        for key in cell.get("params", {}):
-            seen.setdefault(key, None)
-    return list(seen)
+def _param_keys(report: MatrixReport) -> List[str]:
+    return list(dict.fromkeys(key for cell in report.cells for key in cell.params))
 
 
 def _verdict_td(model: Optional[Dict[str, Any]]) -> str:
@@ -85,29 +79,26 @@ def _verdict_td(model: Optional[Dict[str, Any]]) -> str:
     )
 
 
-def _overview_row(index: int, cell: Dict[str, Any], params: List[str], models: List[str]) -> List[str]:
-    row = [f'<td class="nowrap"><a href="#{_anchor(index, cell["cell_id"])}"><code>{_e(cell["cell_id"])}</code></a></td>']
-    row += [_td(cell.get("params", {}).get(k, "-"), "num") for k in params]
-    row.append(f'<td>{_badge(cell["status"])}</td>')
-    comparison = cell.get("comparison")
-    if comparison is None:
-        reason = cell.get("reason") or cell["status"]
+def _overview_row(index: int, cell: ReportCell, params: List[str], models: List[str]) -> List[str]:
+    row = [f'<td class="nowrap"><a href="#{_anchor(index, cell.cell_id)}"><code>{_e(cell.cell_id)}</code></a></td>']
+    row += [_td(cell.params.get(k, "-"), "num") for k in params]
+    row.append(f'<td>{_badge(cell.status)}</td>')
+    if cell.comparison is None:
+        reason = cell.reason or cell.status.value
         short = reason if len(reason) <= 160 else reason[:159] + "…"
         span = max(len(models), 1)
-        row.append(f'<td class="reason {_status_class(cell["status"])}" colspan="{span}">{_e(short)}</td>')
+        row.append(f'<td class="reason {_status_class(cell.status)}" colspan="{span}">{_e(short)}</td>')
     else:
-        by_id = {m["model_id"]: m for m in comparison.get("models", [])}
+        by_id = {m["model_id"]: m for m in cell.models}
         row += [_verdict_td(by_id.get(model_id)) for model_id in models] or ['<td class="verdict">-</td>']
-    total = sum(float(cell[k]) for k in ("setup_s", "run_s") if cell.get(k) is not None)
-    has_time = any(cell.get(k) is not None for k in ("setup_s", "run_s"))
-    row.append(_td(fmt_seconds(total) if has_time else "-", "num"))
+    row.append(_td("-" if cell.seconds is None else fmt_seconds(cell.seconds), "num"))
     return row
 
 
-def _overview(report: Dict[str, Any]) -> str:
-    params, models = _param_keys(report), report_models(report)
+def _overview(report: MatrixReport) -> str:
+    params, models = _param_keys(report), report.model_ids()
     header = ["Cell", *params, "Status", *(models or ["Models"]), "Time (setup + run)"]
-    rows = [_overview_row(i, c, params, models) for i, c in enumerate(report["cells"])]
+    rows = [_overview_row(i, c, params, models) for i, c in enumerate(report.cells)]
     return f'<section id="overview"><h2>Overview</h2>{_table(header, rows, "overview")}</section>'
 
 
@@ -300,28 +291,27 @@ def _value_tds(baseline: Any, candidate: Any) -> List[str]:
             for text, value in zip(shown, (baseline, candidate))]
 
 
-def _cell_meta(cell: Dict[str, Any]) -> str:
-    params = " · ".join(f"{_e(k)} <code>{_e(v)}</code>" for k, v in cell.get("params", {}).items())
-    timing = f"setup {fmt_seconds(cell.get('setup_s'))} · run {fmt_seconds(cell.get('run_s'))}"
-    results = f" · results <code>{_e(cell['results'])}</code>" if cell.get("results") else ""
+def _cell_meta(cell: ReportCell) -> str:
+    params = " · ".join(f"{_e(k)} <code>{_e(v)}</code>" for k, v in cell.params.items())
+    timing = f"setup {fmt_seconds(cell.setup_s)} · run {fmt_seconds(cell.run_s)}"
+    results = f" · results <code>{_e(cell.results)}</code>" if cell.results else ""
     return f'<p class="meta">{params}</p><p class="meta">{timing}{results}</p>'
 
 
-def _cell_section(index: int, cell: Dict[str, Any]) -> str:
-    status = CellStatus(cell["status"])
+def _cell_section(index: int, cell: ReportCell) -> str:
+    status = cell.status
     parts = [
-        f'<section class="cell" id="{_anchor(index, cell["cell_id"])}">',
-        f'<h2><code>{_e(cell["cell_id"])}</code> {_badge(status)}</h2>',
+        f'<section class="cell" id="{_anchor(index, cell.cell_id)}">',
+        f'<h2><code>{_e(cell.cell_id)}</code> {_badge(status)}</h2>',
         _cell_meta(cell),
     ]
-    parts += [f'<p class="note verdict-note">note: {_e(note)}</p>' for note in comparison_notes(cell)]
-    comparison = cell.get("comparison")
-    if cell.get("reason") and incomplete(cell):
-        what = "did not run" if comparison is None else "did not complete"
-        parts.append(f'<div class="callout {_status_class(status)}"><strong>{_e(what)}: {_e(status.value)}</strong><pre>{_e(cell["reason"])}</pre></div>')
-    if comparison is not None:
-        parts += [_model_card(m) for m in comparison.get("models", [])]
-        parts.append(_env_block(comparison))
+    parts += [f'<p class="note verdict-note">note: {_e(note)}</p>' for note in cell.notes]
+    if cell.reason and cell.incomplete:
+        what = "did not run" if cell.comparison is None else "did not complete"
+        parts.append(f'<div class="callout {_status_class(status)}"><strong>{_e(what)}: {_e(status.value)}</strong><pre>{_e(cell.reason)}</pre></div>')
+    if cell.comparison is not None:
+        parts += [_model_card(m) for m in cell.models]
+        parts.append(_env_block(cell.comparison))
     parts.append("</section>")
     return "".join(parts)
 
@@ -329,15 +319,13 @@ def _cell_section(index: int, cell: Dict[str, Any]) -> str:
 # -- trend ------------------------------------------------------------------------------------------------------
 
 
-def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> str:
+def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> str:
     rows = []
-    for cell in report["cells"]:
-        for model in (cell.get("comparison") or {}).get("models", []):
-            points = history_series(history, report["matrix"], cell["cell_id"], model["model_id"], TREND_RUNS)
-            if not points:
-                continue
+    for cell, model in report.verdicts():
+        points = history_series(history, report.matrix, cell.cell_id, model["model_id"], TREND_RUNS)
+        if points:
             rows.append([
-                f"<td><code>{_e(cell['cell_id'])}</code></td>",
+                f"<td><code>{_e(cell.cell_id)}</code></td>",
                 f"<td><code>{_e(model['model_id'])}</code></td>",
                 f"<td>{sparkline(points)}</td>",
                 _td(" → ".join(fmt(v) for _, _, v in points[-4:]), "num"),
@@ -349,17 +337,17 @@ def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> str:
     return f'<section id="trend"><h2>Trend</h2>{table}</section>'
 
 
-def render_html(report: Dict[str, Any], history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
+def render_html(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
     body = [_header(report), _overview(report)]
     if history:
         body.append(_trend(report, history))
-    body += [_cell_section(i, c) for i, c in enumerate(report["cells"])]
+    body += [_cell_section(i, c) for i, c in enumerate(report.cells)]
     body.append(
-        f"<footer>Rendered from the matrix report (format_version {_e(report.get('format_version', '?'))}); "
+        f"<footer>Rendered from the matrix report (format_version {MATRIX_FORMAT_VERSION}); "
         "the same data as report.json, summary.md and junit.xml.</footer>"
     )
-    title = f"Drift report: {report['matrix']} — {CellStatus(report['status']).value.upper()}"
+    title = f"Drift report: {report.matrix} — {report.status.value.upper()}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
