@@ -140,8 +140,8 @@ def judge(job: CompareJob) -> int:
         f'--from {job.candidate} --reason "..."'
     )
     human = human_stream(job.outputs)
-    print(render_comparison(data, regen_hint=hint), file=human)
-    for note in data.get("notes", []):  # the verdict's own notes (a file compared with itself)
+    print(render_comparison(comparison, regen_hint=hint), file=human)
+    for note in comparison.notes:  # the verdict's own notes (a file compared with itself)
         print(f"note: {note}", file=human)
     return ExitCode.OK if comparison else ExitCode.DRIFT
 
@@ -170,7 +170,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     factors = explain(args.baseline, args.candidate)
     comparison = compare_files(args.baseline, args.candidate, allow_model_change=True)
-    print(render_explanation(factors, comparison.serialize()))
+    print(render_explanation(factors, comparison))
     return ExitCode.OK
 
 

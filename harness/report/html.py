@@ -10,22 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from harness.compare.verdict import CellStatus, Status
+from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS
 from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
-from harness.report.matrix_report import (
-    MATRIX_FORMAT_VERSION,
-    MatrixReport,
-    ReportCell,
-    diff_tolerance,
-    history_series,
-    meaningful_env_changes,
-    retrieval_note,
-)
+from harness.report.matrix_report import MATRIX_FORMAT_VERSION, MatrixReport, ReportCell, history_series, meaningful_env_changes
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
 
 __all__ = ["render_html", "TREND_RUNS"]
@@ -70,12 +62,12 @@ def _param_keys(report: MatrixReport) -> List[str]:
     return list(dict.fromkeys(key for cell in report.cells for key in cell.params))
 
 
-def _verdict_td(model: Optional[Dict[str, Any]]) -> str:
+def _verdict_td(model: Optional[ModelVerdict]) -> str:
     if model is None:
         return '<td class="verdict">-</td>'
     return (
-        f'<td class="verdict {_status_class(model["status"])}"><span class="big">{_e(model["status"])}</span>'
-        f'<span class="small">max |Δ| {_e(fmt_drift(model.get("metrics", {})))}</span></td>'
+        f'<td class="verdict {_status_class(model.status)}"><span class="big">{_e(model.status.value)}</span>'
+        f'<span class="small">max |Δ| {_e(fmt_drift(model.metrics))}</span></td>'
     )
 
 
@@ -89,7 +81,7 @@ def _overview_row(index: int, cell: ReportCell, params: List[str], models: List[
         span = max(len(models), 1)
         row.append(f'<td class="reason {_status_class(cell.status)}" colspan="{span}">{_e(short)}</td>')
     else:
-        by_id = {m["model_id"]: m for m in cell.models}
+        by_id = {m.model_id: m for m in cell.models}
         row += [_verdict_td(by_id.get(model_id)) for model_id in models] or ['<td class="verdict">-</td>']
     row.append(_td("-" if cell.seconds is None else fmt_seconds(cell.seconds), "num"))
     return row
@@ -118,11 +110,11 @@ def _bar_row(label: str, value: Optional[float], limit: Optional[float], shown: 
     )
 
 
-def _agreement_bars(model: Dict[str, Any]) -> str:
+def _agreement_bars(model: ModelVerdict) -> str:
     """Rank agreement as horizontal bars; checked metrics are green/red with their limit marked."""
-    metrics, tol = model.get("metrics", {}), model.get("tolerance", {})
+    metrics, tol = model.metrics, model.tolerance
     k = metrics.get("topk", "k")
-    if model.get("kind") == "cross-encoder":
+    if model.kind == "cross-encoder":
         rows = [
             _bar_row("rerank order", metrics.get("rerank_order_agreement"), tol.get("min_rerank_order_agreement"), fmt_percent(metrics.get("rerank_order_agreement"))),
             _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), None, fmt_percent(metrics.get("topk_order_agreement"))),
@@ -130,7 +122,7 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
             _bar_row("Kendall τ (mean)", metrics.get("mean_kendall_tau"), None, _tau(metrics.get("mean_kendall_tau"))),
         ]
     else:
-        limit = "min_quantized_topk_" if _quantized(model) else "min_topk_"  # quantized scores have their own limits
+        limit = "min_quantized_topk_" if model.quantized else "min_topk_"  # quantized scores have their own limits
         rows = [
             _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), tol.get(limit + "order_agreement"), fmt_percent(metrics.get("topk_order_agreement"))),
             _bar_row(f"top-{k} set", metrics.get("topk_set_agreement"), tol.get(limit + "set_agreement"), fmt_percent(metrics.get("topk_set_agreement"))),
@@ -138,7 +130,7 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
             _bar_row(f"top-{k} overlap", metrics.get("topk_mean_overlap"), None, fmt_percent(metrics.get("topk_mean_overlap"))),
         ]
     body = "".join(rows)
-    why = retrieval_note(model)
+    why = model.retrieval_note()
     if why and not body:  # said, not left out: a card without bars would read as "nothing to judge"
         return f'<h4>Rank agreement</h4><p class="note not-judged">{_e(why)}</p>'
     if not body:
@@ -176,17 +168,17 @@ _METRIC_ROWS: Tuple[Tuple[str, str], ...] = (
 )
 
 
-def _metrics_list(model: Dict[str, Any]) -> str:
-    metrics = model.get("metrics", {})
+def _metrics_list(model: ModelVerdict) -> str:
+    metrics = model.metrics
     rows = []
     for key, label in _METRIC_ROWS:
         if key in metrics:
             shown = fmt_cosine(metrics[key]) if key == "min_cosine" else fmt(metrics[key])
             rows.append(f"<dt>{_e(label)}</dt><dd>{_e(shown)}</dd>")
-    tolerance = diff_tolerance(model)
+    tolerance = model.diff_limit()
     if tolerance is not None:
         rows.append(f"<dt>tolerance (atol)</dt><dd>{_e(fmt(tolerance))}</dd>")
-    if model.get("performance"):
+    if model.performance:
         device, rate, ratio, cuda, rss = speed_cells(model)
         rows += [f"<dt>device</dt><dd>{_e(device)}</dd>", f"<dt>texts/s</dt><dd>{_e(rate)} ({_e(ratio)} of baseline)</dd>"]
         rows += [f"<dt>CUDA peak</dt><dd>{_e(cuda)}</dd>"] if cuda != "-" else []
@@ -194,55 +186,46 @@ def _metrics_list(model: Dict[str, Any]) -> str:
     return f'<dl class="metrics">{"".join(rows)}</dl>' if rows else ""
 
 
-def _checks_table(model: Dict[str, Any]) -> str:
+def _checks_table(model: ModelVerdict) -> str:
     rows = [
         [
-            f"<td><code>{_e(c['name'])}</code></td>",
-            _td(fmt(c["observed"]) if "cosine" not in c["name"] else fmt_cosine(c["observed"]), "num"),
-            _td(f"{c['op']} {fmt(c['limit'])}", "num"),
+            f"<td><code>{_e(c.name)}</code></td>",
+            _td(fmt(c.observed) if "cosine" not in c.name else fmt_cosine(c.observed), "num"),
+            _td(f"{c.op} {fmt(c.limit)}", "num"),
             _td(fmt_used(c), "num used"),
-            _td("pass" if c.get("passed") else "FAIL", "res-pass" if c.get("passed") else "res-fail"),
-            _td(c.get("detail", "")),
+            _td("pass" if c.passed else "FAIL", "res-pass" if c.passed else "res-fail"),
+            _td(c.detail),
         ]
-        for c in model.get("checks", [])
+        for c in model.checks
     ]
     if not rows:
         return ""
     table = _table(["Check", "Observed", "Limit", "Limit used", "Result", "Detail"], rows, "checks")
-    failed = any(not c.get("passed") for c in model.get("checks", []))
-    need = ", ".join(f"{k} {fmt(v)}" for k, v in (model.get("min_passing") or {}).items())
+    failed = bool(model.failed_checks)
+    need = ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items())
     would = f'<p class="would-pass">would pass with: <code>{_e(need)}</code></p>' if failed and need else ""
     return f"<h4>Checks</h4>{table}{would}"
 
 
-def _offenders_table(model: Dict[str, Any]) -> str:
-    rows = [
-        [f"<td><code>{_e(o['item_id'])}</code></td>", _td(o["metric"]), _td(fmt(o["value"]), "num"), _td(o.get("detail", ""))]
-        for o in model.get("offenders", [])
-    ]
+def _offenders_table(model: ModelVerdict) -> str:
+    rows = [[f"<td><code>{_e(o.item_id)}</code></td>", _td(o.metric), _td(fmt(o.value), "num"), _td(o.detail)]
+            for o in model.offenders]
     return f"<h4>Worst items</h4>{_table(['Item', 'Metric', 'Value', 'Detail'], rows)}" if rows else ""
 
 
-def _quantized(model: Dict[str, Any]) -> bool:
-    """Quantized embeddings are judged in bits / buckets: no float difference histogram for them."""
-    metrics = model.get("metrics", {})
-    return "max_bit_flips" in metrics or "max_int_distance" in metrics
-
-
-def _model_card(model: Dict[str, Any]) -> str:
-    status = Status(model["status"])
+def _model_card(model: ModelVerdict) -> str:
+    status = model.status
     head = (
-        f'<h3><code>{_e(model["model_id"])}</code> {_badge(status)}'
-        f'<small>{_e(model.get("kind", "?"))} · tolerance class {_e(model.get("tolerance_class", "-"))}</small></h3>'
+        f'<h3><code>{_e(model.model_id)}</code> {_badge(status)}'
+        f'<small>{_e(model.kind)} · tolerance class {_e(model.tolerance_class)}</small></h3>'
     )
     reason = ""
-    if status is not Status.PASS and model.get("reason") and not any(not c.get("passed") for c in model.get("checks", [])):
-        reason = f'<div class="callout {_status_class(status)}"><pre>{_e(model["reason"])}</pre></div>'
-    hist = model.get("metrics", {}).get("abs_diff_histogram")
-    if not model.get("metrics"):
+    if status is not Status.PASS and model.reason and not model.failed_checks:
+        reason = f'<div class="callout {_status_class(status)}"><pre>{_e(model.reason)}</pre></div>'
+    if not model.metrics:
         return f'<div class="card {_status_class(status)}">{head}{reason}</div>'
-    svg = histogram_svg(hist or {}, diff_tolerance(model), f"{model['model_id']} differences")
-    figure = "" if _quantized(model) else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
+    svg = histogram_svg(model.metrics.get("abs_diff_histogram") or {}, model.diff_limit(), f"{model.model_id} differences")
+    figure = "" if model.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
     side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
     return (
         f'<div class="card {_status_class(status)}">{head}{reason}<div class="grid">{figure}{side}</div>'
@@ -250,8 +233,8 @@ def _model_card(model: Dict[str, Any]) -> str:
     )
 
 
-def _hist_caption(model: Dict[str, Any]) -> str:
-    metrics = model.get("metrics", {})
+def _hist_caption(model: ModelVerdict) -> str:
+    metrics = model.metrics
     hist = metrics.get("abs_diff_histogram") or {}
     total = histogram_zeros(hist) + sum(int(c) for c in hist.get("counts", []))
     beyond = metrics.get("elements_beyond_tolerance")
@@ -322,11 +305,11 @@ def _cell_section(index: int, cell: ReportCell) -> str:
 def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> str:
     rows = []
     for cell, model in report.verdicts():
-        points = history_series(history, report.matrix, cell.cell_id, model["model_id"], TREND_RUNS)
+        points = history_series(history, report.matrix, cell.cell_id, model.model_id, TREND_RUNS)
         if points:
             rows.append([
                 f"<td><code>{_e(cell.cell_id)}</code></td>",
-                f"<td><code>{_e(model['model_id'])}</code></td>",
+                f"<td><code>{_e(model.model_id)}</code></td>",
                 f"<td>{sparkline(points)}</td>",
                 _td(" → ".join(fmt(v) for _, _, v in points[-4:]), "num"),
                 _td(len(points), "num"),

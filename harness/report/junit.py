@@ -13,9 +13,9 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.compare.verdict import CellStatus, Status
+from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report.format import fmt
-from harness.report.matrix_report import MatrixReport, ReportCell, retrieval_note
+from harness.report.matrix_report import MatrixReport, ReportCell
 from harness.report.text import check_line
 
 __all__ = ["render_junit", "xml_safe"]
@@ -41,36 +41,36 @@ def _outcome(parent: ET.Element, tag: str, message: str, kind: str, body: str = 
         element.text = xml_safe(body)
 
 
-def _failure_body(model: Dict[str, Any]) -> str:
+def _failure_body(model: ModelVerdict) -> str:
     """Failed checks with their detail, then the worst offenders: what a CI viewer shows when expanded."""
-    lines = [f"{check_line(c)}; {c.get('detail', '')}" for c in model.get("checks", []) if not c.get("passed")]
-    if not lines and model.get("reason"):
-        lines.append(model["reason"])
-    if model.get("offenders"):
+    lines = [f"{check_line(c)}; {c.detail}" for c in model.failed_checks]
+    if not lines and model.reason:
+        lines.append(model.reason)
+    if model.offenders:
         lines.append("worst items:")
-        lines += [f"  {o['item_id']}  {o['metric']} {fmt(o['value'])}  {o.get('detail', '')}" for o in model["offenders"]]
-    if model.get("min_passing"):
-        lines.append("would pass with: " + ", ".join(f"{k} {fmt(v)}" for k, v in model["min_passing"].items()))
-    lines.append(f"tolerance class: {model.get('tolerance_class', '-')}")
+        lines += [f"  {o.item_id}  {o.metric} {fmt(o.value)}  {o.detail}" for o in model.offenders]
+    if model.min_passing:
+        lines.append("would pass with: " + ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items()))
+    lines.append(f"tolerance class: {model.tolerance_class}")
     return "\n".join(lines)
 
 
-def _checks_out(model: Dict[str, Any]) -> str:
+def _checks_out(model: ModelVerdict) -> str:
     """Every check with its limit and the share of it used: the headroom a passing case still has."""
-    return "\n".join(check_line(c) + ("" if c.get("passed") else " FAILED") for c in model.get("checks", []))
+    return "\n".join(check_line(c) + ("" if c.passed else " FAILED") for c in model.checks)
 
 
-def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> CellStatus:
-    case = ET.SubElement(suite, "testcase", {"classname": _classname(cell_id), "name": xml_safe(model["model_id"])})
-    status = Status(model["status"])
-    reason = model.get("reason") or status.value
+def _model_case(suite: ET.Element, cell_id: str, model: ModelVerdict) -> CellStatus:
+    case = ET.SubElement(suite, "testcase", {"classname": _classname(cell_id), "name": xml_safe(model.model_id)})
+    status = model.status
+    reason = model.reason or status.value
     if status is Status.FAIL:
         _outcome(case, "failure", reason, "drift", _failure_body(model))
     elif status is Status.INCOMPATIBLE:
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
-    out = "\n".join(filter(None, [_checks_out(model), retrieval_note(model)]))
+    out = "\n".join(filter(None, [_checks_out(model), model.retrieval_note()]))
     if out:
         ET.SubElement(case, "system-out").text = xml_safe(out)
     return CellStatus.parse(status)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence
 
-from harness.compare.verdict import CellStatus, Status
+from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import (
     MatrixReport,
     ReportCell,
-    check_used,
     history_series,
     meaningful_env_changes,
     order_shown,
@@ -42,7 +41,7 @@ def _code(text: Any) -> str:
     return f"{fence} {flat} {fence}" if fence == "``" else f"`{flat}`"
 
 
-def _status(status: str) -> str:
+def _status(status: str | CellStatus | Status) -> str:
     """A cell's or model's status word; bold and upper case where someone needs to act."""
     word = CellStatus.parse(status)
     return f"**{word.value.upper()}**" if word.failing else word.value
@@ -71,27 +70,26 @@ def _header(report: MatrixReport) -> List[str]:
     ]
 
 
-def _summary_row(cell: ReportCell, model: Dict[str, Any]) -> List[str]:
-    metrics = model.get("metrics", {})
+def _summary_row(cell: ReportCell, model: ModelVerdict) -> List[str]:
+    metrics = model.metrics
     return [
         _code(cell.cell_id),
-        _code(model["model_id"]),
-        _status(model["status"]),
+        _code(model.model_id),
+        _status(model.status),
         fmt_drift(metrics),
         fmt_cosine(metrics.get("min_cosine")),
         md_escape(order_shown(model)),
-        md_escape(model.get("tolerance_class", "-")),
+        md_escape(model.tolerance_class),
         _worst_check(model),
     ]
 
 
-def _worst_check(model: Dict[str, Any]) -> str:
+def _worst_check(model: ModelVerdict) -> str:
     """The check closest to (or furthest over) its limit, with the share of the allowance it used."""
-    checks = model.get("checks", [])
-    if not checks:
+    if not model.checks:
         return "-"
-    worst = max(checks, key=lambda c: float("inf") if check_used(c) is None else check_used(c))  # type: ignore[arg-type,return-value]  # not None the second time
-    return f"{_code(worst['name'])} {md_escape(fmt_used(worst))}"
+    worst = max(model.checks, key=lambda c: float("inf") if c.used is None else c.used)
+    return f"{_code(worst.name)} {md_escape(fmt_used(worst))}"
 
 
 def _run_time(cell: ReportCell) -> str:
@@ -109,7 +107,7 @@ def _summary(report: MatrixReport) -> List[str]:
             rows.append([_code(cell.cell_id), "(not run)", _status(cell.status), "-", "-", "-", "-", "-", _run_time(cell)])
     header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)",
               "Run (compute)"]
-    decided = [f"- {_code(cell.cell_id)} / {_code(m['model_id'])}: {md_escape(topk_decided(m))}"
+    decided = [f"- {_code(cell.cell_id)} / {_code(m.model_id)}: {md_escape(topk_decided(m))}"
                for cell, m in report.verdicts() if topk_decided(m)]
     return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
 
@@ -123,10 +121,10 @@ def _notes(report: MatrixReport) -> List[str]:
 def _checks(report: MatrixReport) -> List[str]:
     """Every check with its limit and the share of the allowance used (100% = at the limit; headroom is the rest)."""
     rows = [
-        [_code(cell.cell_id), _code(model["model_id"]), _code(c["name"]), fmt(c["observed"]),
-         f"{md_escape(c['op'])} {fmt(c['limit'])}", md_escape(fmt_used(c)), "pass" if c.get("passed") else "**FAIL**"]
+        [_code(cell.cell_id), _code(model.model_id), _code(c.name), fmt(c.observed),
+         f"{md_escape(c.op)} {fmt(c.limit)}", md_escape(fmt_used(c)), "pass" if c.passed else "**FAIL**"]
         for cell, model in report.verdicts()
-        for c in model.get("checks", [])
+        for c in model.checks
     ]
     if not rows:
         return []
@@ -161,30 +159,28 @@ def _env_section(report: MatrixReport) -> List[str]:
     return lines
 
 
-def _failed_model(cell: ReportCell, model: Dict[str, Any]) -> List[str]:
+def _failed_model(cell: ReportCell, model: ModelVerdict) -> List[str]:
     lines = [
         "",
-        f"### {md_escape(cell.cell_id)} / {md_escape(model['model_id'])}: {_status(model['status'])} "
-        f"(class {md_escape(model.get('tolerance_class', '-'))})",
+        f"### {md_escape(cell.cell_id)} / {md_escape(model.model_id)}: {_status(model.status)} "
+        f"(class {md_escape(model.tolerance_class)})",
         "",
     ]
-    failed = [c for c in model.get("checks", []) if not c.get("passed")]
-    for check in failed:
-        lines.append(f"- {md_escape(check_line(check))} — {md_escape(check.get('detail', ''))}")
-    if not failed and model.get("reason"):
-        lines.append(f"- {md_escape(model['reason'])}")
-    if failed and model.get("min_passing"):
-        need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model["min_passing"].items())
+    failed = model.failed_checks
+    lines += [f"- {md_escape(check_line(check))} — {md_escape(check.detail)}" for check in failed]
+    if not failed and model.reason:
+        lines.append(f"- {md_escape(model.reason)}")
+    if failed and model.min_passing:
+        need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model.min_passing.items())
         lines.append(f"- would pass with: {need}")
-    offenders = model.get("offenders", [])
-    if offenders:
-        rows = [[_code(o["item_id"]), md_escape(o["metric"]), fmt(o["value"]), md_escape(o.get("detail", ""))] for o in offenders]
+    if model.offenders:
+        rows = [[_code(o.item_id), md_escape(o.metric), fmt(o.value), md_escape(o.detail)] for o in model.offenders]
         lines += ["", "Worst items:", ""] + _table(["Item", "Metric", "Value", "Detail"], rows)
     return lines
 
 
 def _failures(report: MatrixReport) -> List[str]:
-    lines = [line for cell, model in report.verdicts() if Status(model["status"]) is not Status.PASS
+    lines = [line for cell, model in report.verdicts() if model.status is not Status.PASS
              for line in _failed_model(cell, model)]
     return ["", "## Failures explained"] + lines if lines else []
 
@@ -201,10 +197,10 @@ def _not_run(report: MatrixReport) -> List[str]:
 def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> List[str]:
     rows = []
     for cell, model in report.verdicts():
-        points = history_series(history, report.matrix, cell.cell_id, model["model_id"], TREND_RUNS)
+        points = history_series(history, report.matrix, cell.cell_id, model.model_id, TREND_RUNS)
         if points:
             values = " → ".join(f"**{fmt(v)}**" if s is CellStatus.FAIL else fmt(v) for _, s, v in points)
-            rows.append([_code(cell.cell_id), _code(model["model_id"]), str(len(points)), values])
+            rows.append([_code(cell.cell_id), _code(model.model_id), str(len(points)), values])
     if not rows:
         return []
     return (
@@ -215,8 +211,8 @@ def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> List[str]
 
 def _speed(report: MatrixReport) -> List[str]:
     """Throughput and memory per cell and model: how each environment (CPU, GPU type) runs the models."""
-    rows = [[_code(cell.cell_id), _code(model["model_id"]), *(md_escape(c) for c in speed_cells(model))]
-            for cell, model in report.verdicts() if model.get("performance")]
+    rows = [[_code(cell.cell_id), _code(model.model_id), *(md_escape(c) for c in speed_cells(model))]
+            for cell, model in report.verdicts() if model.performance]
     if not rows:
         return []
     header = ["Cell", "Model", "Device", "Texts/s", "vs baseline", "CUDA peak", "Run peak RSS"]

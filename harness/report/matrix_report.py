@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
-from harness.compare.kinds.common import not_judged_note
-from harness.compare.verdict import CellStatus, limit_used
+from harness.compare.verdict import CellStatus, ModelVerdict
 from harness.report.format import fmt_percent
 
-__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "VERDICT_COLUMNS", "build_matrix_report", "check_used",
-           "diff_tolerance", "history_series", "meaningful_env_changes", "order_agreement", "order_shown",
-           "retrieval_note"]
+__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "VERDICT_COLUMNS", "build_matrix_report",
+           "history_series", "meaningful_env_changes", "order_shown"]
 
 MATRIX_FORMAT_VERSION = 1
 
@@ -67,10 +66,10 @@ class ReportCell:
                    setup_s=cell.get("setup_s"), run_s=cell.get("run_s"), compute_s=cell.get("compute_s"),
                    results=None if cell.get("results") is None else str(cell["results"]), comparison=comparison)
 
-    @property
-    def models(self) -> List[Dict[str, Any]]:
+    @functools.cached_property
+    def models(self) -> List[ModelVerdict]:
         """The model verdicts of its comparison (none when it was not judged)."""
-        return list((self.comparison or {}).get("models", []))
+        return [ModelVerdict.from_dict(m) for m in (self.comparison or {}).get("models", [])]
 
     @property
     def notes(self) -> List[str]:
@@ -96,9 +95,8 @@ class ReportCell:
     def history(self) -> Dict[str, Any]:
         """Its line in the history log: status and each model's headline numbers."""
         return {"status": self.status.value,
-                "max_abs_diff": {m["model_id"]: m.get("metrics", {}).get("max_abs_diff") for m in self.models},
-                "min_cosine": {m["model_id"]: m["metrics"]["min_cosine"] for m in self.models
-                               if "min_cosine" in m.get("metrics", {})}}
+                "max_abs_diff": {m.model_id: m.metrics.get("max_abs_diff") for m in self.models},
+                "min_cosine": {m.model_id: m.metrics["min_cosine"] for m in self.models if "min_cosine" in m.metrics}}
 
     def to_dict(self) -> Dict[str, Any]:
         return {**dataclasses.asdict(self), "status": self.status.value}
@@ -137,13 +135,13 @@ class MatrixReport:
         """Cells per status, every status named."""
         return {s.value: sum(c.status is s for c in self.cells) for s in CellStatus}
 
-    def verdicts(self) -> List[Tuple[ReportCell, Dict[str, Any]]]:
+    def verdicts(self) -> List[Tuple[ReportCell, ModelVerdict]]:
         """Every (cell, model verdict) pair, in report order."""
         return [(c, m) for c in self.cells for m in c.models]
 
     def model_ids(self) -> List[str]:
         """Every model id in the report, in first-seen order (the overview's columns)."""
-        return list(dict.fromkeys(m["model_id"] for _, m in self.verdicts()))
+        return list(dict.fromkeys(m.model_id for _, m in self.verdicts()))
 
     def scope(self) -> str:
         """What it covers: the whole matrix, a ``--cells`` run, or a run merged into the last full report."""
@@ -172,11 +170,13 @@ class MatrixReport:
                              "tolerance_class": "", "check": "", "op": "", "observed": None, "limit": None,
                              "used": None, "passed": None})
             for model in cell.models:
-                head = {**base, "model_id": model["model_id"], "kind": model.get("kind", ""),
-                        "model_status": model["status"], "tolerance_class": model.get("tolerance_class", "")}
-                rows += [{**head, "check": c.get("name", ""), "op": c.get("op", ""), "observed": c.get("observed"),
-                          "limit": c.get("limit"), "used": check_used(c) if c else None, "passed": c.get("passed")}
-                         for c in model.get("checks") or [{}]]
+                head = {**base, "model_id": model.model_id, "kind": model.kind, "model_status": model.status.value,
+                        "tolerance_class": model.tolerance_class}
+                rows += [{**head, "check": c.name, "op": c.op, "observed": c.observed, "limit": c.limit, "used": c.used,
+                          "passed": c.passed} for c in model.checks]
+                if not model.checks:
+                    rows.append({**head, "check": "", "op": "", "observed": None, "limit": None, "used": None,
+                                 "passed": None})
         return rows
 
     def to_dict(self) -> Dict[str, Any]:
@@ -215,11 +215,6 @@ def _policy_of(cells: Sequence[ReportCell]) -> str:
     """The policy every comparison was judged by (``Comparison.policy``: a file, or the built-in one)."""
     sources = sorted({str(c.comparison.get("policy")) for c in cells if c.comparison})
     return "; ".join(sources) if sources else "-"
-
-
-def check_used(check: Mapping[str, Any]) -> Optional[float]:
-    """The share of a check's allowance used (``limit_used``), also for checks saved before it was recorded."""
-    return limit_used(float(check["observed"]), float(check["limit"]), str(check["op"]))
 
 
 #: the flat verdict table: one row per cell x model x check (a cell or model without checks: one row, check "")
@@ -266,38 +261,11 @@ def meaningful_env_changes(changes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict
     return [dict(c, group=group) for group, items in groups for c in items], hidden
 
 
-def order_agreement(model: Dict[str, Any]) -> Tuple[str, Optional[float]]:
-    """The headline rank metric and its label: top-k order for bi-encoders, tie-aware reorder rate for rerankers."""
-    metrics = model.get("metrics", {})
-    if "rerank_order_agreement" in metrics:  # a cross-encoder's top-k order is reported, not its headline
-        return "rerank order", metrics["rerank_order_agreement"]
-    if "topk_order_agreement" in metrics:
-        return f"top-{metrics.get('topk', '?')} order", metrics["topk_order_agreement"]
-    return "", None
-
-
-def retrieval_note(model: Dict[str, Any]) -> Optional[str]:
-    """Why no retrieval check ran ("retrieval not judged: no queries"), or None when it ran or does not apply."""
-    why = model.get("metrics", {}).get("topk_not_judged")
-    return not_judged_note(why) if why else None
-
-
-def order_shown(model: Dict[str, Any]) -> str:
+def order_shown(model: ModelVerdict) -> str:
     """What every report's order-agreement column shows: the headline agreement and its label, or why retrieval
     was not judged (never a bare "-" that reads as "nothing to say"); "-" only for a model without either."""
-    why = retrieval_note(model)
+    why = model.retrieval_note()
     if why:
         return why
-    label, value = order_agreement(model)
+    label, value = model.order_agreement()
     return f"{fmt_percent(value)} ({label})" if label else "-"
-
-
-def diff_tolerance(model: Dict[str, Any]) -> Optional[float]:
-    """The absolute-difference limit the model was judged by (from its element check, else its tolerance)."""
-    for check in model.get("checks", []):
-        if check.get("name") in ("max_abs_diff", "max_score_diff"):
-            return check.get("limit")
-    tolerance = model.get("tolerance", {})
-    key = "score_atol" if model.get("kind") == "cross-encoder" else "atol"
-    return tolerance.get(key)
-

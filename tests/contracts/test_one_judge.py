@@ -130,7 +130,7 @@ def door_matrix(base: Path, cand: Path, out: Path) -> Tuple[str, Dict[str, Outco
     cell = report.cells[0]
     if cell.comparison is None:
         return cell.status.value, {"*": Outcome(BAD, text=cell.reason)}
-    return cell.status.value, {m["model_id"]: _from_json(m) for m in cell.models}
+    return cell.status.value, {m["model_id"]: _from_json(m) for m in cell.comparison["models"]}
 
 
 def door_files(base: Path, cand: Path, models: Dict[str, str]) -> Dict[str, Outcome]:

@@ -45,7 +45,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> MatrixReport:
 
 
 def _models(report: MatrixReport) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    return [(c.to_dict(), m) for c, m in report.verdicts()]
+    return [(c, m) for c in report.to_dict()["cells"] for m in (c["comparison"] or {}).get("models", [])]
 
 
 # -- the matrix report dict -------------------------------------------------------------------------------------
