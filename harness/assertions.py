@@ -21,7 +21,6 @@ Only numpy, pyarrow and the comparator are imported: no torch (the comparator mu
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
@@ -31,7 +30,7 @@ import numpy as np
 from harness.compare import kinds, quantized
 from harness.compare.metrics import align
 from harness.compare.policy import Policy, load_policy, select_class
-from harness.compare.verdict import ModelVerdict
+from harness.compare.verdict import Comparison, ModelVerdict
 from harness.errors import HarnessError, IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
 
@@ -239,11 +238,11 @@ def _array_tolerance(policy: Policy, model_id: str, forced: Optional[str], actua
 
 
 def _raise(title: str, verdict: ModelVerdict, policy: Policy, positional: bool = False,
-           comparison: Optional[Dict[str, Any]] = None) -> None:
+           comparison: Optional[Comparison] = None) -> None:
     __tracebackhide__ = True
     from harness.report.assertion import render_failure
 
-    raise AssertionError(render_failure(title, dataclasses.asdict(verdict), policy=policy.source,
+    raise AssertionError(render_failure(title, verdict, policy=policy.source,
                                         positional=positional, comparison=comparison))
 
 
@@ -256,7 +255,7 @@ def _judge_files(title: str, actual: ResultsFile, baseline: ResultsFile, policy:
     comparison = compare_results(baseline, actual, policy, tolerance_class=tolerance_class, models=[model_id])
     verdict = comparison.models[0]
     if not verdict:
-        _raise(title, verdict, policy, comparison=comparison.serialize())
+        _raise(title, verdict, policy, comparison=comparison)
 
 
 def assert_embeddings_close(
