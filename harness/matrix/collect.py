@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union, cast
+from typing import Any, List, Optional, Sequence, Union, cast
 
 from harness.compare import comparator
 from harness.compare.policy import load_policy
-from harness.compare.verdict import CellStatus
+from harness.compare.verdict import CellStatus, Status
 from harness.errors import HarnessError
 from harness.matrix.cells import CELL_FILE, CellState, read_cell_state
 from harness.matrix.spec import ROOT, Cell, Matrix, MatrixError, baseline_file
@@ -37,13 +37,9 @@ def _relative(path: Path | str) -> str:
         return str(path)
 
 
-def _model_reasons(comparison: Dict[str, Any]) -> str:
+def _model_reasons(cell: ReportCell) -> str:
     """``model: reason`` for every model that did not pass."""
-    return "; ".join(
-        f"{m['model_id']}: {m.get('reason') or m['status']}"
-        for m in comparison.get("models", [])
-        if CellStatus.parse(m["status"]) is not CellStatus.PASS
-    )
+    return "; ".join(f"{m.model_id}: {m.reason or m.status.value}" for m in cell.models if m.status is not Status.PASS)
 
 
 def cell_record(
@@ -81,9 +77,8 @@ def cell_record(
         comparison = comparator.compare_files(baseline, results, load_policy(policy), label=cell.cell_id).serialize()
     except HarnessError as err:
         return dataclasses.replace(record, reason=str(err))
-    status = CellStatus.parse(comparison["status"])
-    return dataclasses.replace(record, status=status, comparison=comparison,
-                               reason="" if status is CellStatus.PASS else _model_reasons(comparison))
+    judged = dataclasses.replace(record, status=CellStatus.parse(comparison["status"]), comparison=comparison)
+    return dataclasses.replace(judged, reason="" if judged.status is CellStatus.PASS else _model_reasons(judged))
 
 
 def collect_matrix(
