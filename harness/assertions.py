@@ -21,9 +21,8 @@ Only numpy, pyarrow and the comparator are imported: no torch (the comparator mu
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
@@ -31,7 +30,7 @@ import numpy as np
 from harness.compare import kinds, quantized
 from harness.compare.metrics import align
 from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
-from harness.compare.verdict import ModelVerdict
+from harness.compare.verdict import Comparison, ModelVerdict
 from harness.errors import HarnessError, IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
 
@@ -242,11 +241,11 @@ def _array_tolerance(policy: Policy, model_id: str, forced: Optional[str], actua
 
 
 def _raise(title: str, verdict: ModelVerdict, policy: Policy, positional: bool = False,
-           comparison: Optional[Dict[str, Any]] = None) -> None:
+           comparison: Optional[Comparison] = None) -> None:
     __tracebackhide__ = True
     from harness.report.assertion import render_failure
 
-    raise AssertionError(render_failure(title, dataclasses.asdict(verdict), policy=policy.source,
+    raise AssertionError(render_failure(title, verdict, policy=policy.source,
                                         positional=positional, comparison=comparison))
 
 
@@ -259,7 +258,7 @@ def _judge_files(title: str, actual: ResultsFile, baseline: ResultsFile, policy:
     comparison = compare_results(baseline, actual, policy, tolerance_class=tolerance_class, models=[model_id])
     verdict = comparison.models[0]
     if not verdict:
-        _raise(title, verdict, policy, comparison=comparison.serialize())
+        _raise(title, verdict, policy, comparison=comparison)
 
 
 def assert_embeddings_close(
@@ -323,7 +322,7 @@ def assert_embeddings_close(
     verdict = (kinds.judge_embeddings(model_id or "", tol, pair) if kind is None
                else kinds.judge_quantized(model_id or "", tol, pair, kind))
     if not verdict:
-        _raise(title, dataclasses.replace(verdict, precision_change=note), pol, positional=a_side.positional)
+        _raise(title, replace(verdict, precision_change=note), pol, positional=a_side.positional)
 
 
 def assert_rerank_stable(
@@ -365,7 +364,7 @@ def assert_rerank_stable(
     queries = b_side.query_ids if b_side.query_ids is not None else a_side.query_ids
     verdict = kinds.judge_rerank(model_id or "", tol, cast(np.ndarray, b_side.ids), queries, b_side.values, a_side.values)
     if not verdict:
-        _raise(title, dataclasses.replace(verdict, precision_change=note), pol, positional=a_side.positional)
+        _raise(title, replace(verdict, precision_change=note), pol, positional=a_side.positional)
 
 
 def assert_model_matches(

@@ -118,7 +118,8 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str], query_i
             "rerank_order_agreement": agreement,
             "min_kendall_tau": float(min(taus)[0]) if taus else 1.0,
             "mean_kendall_tau": float(np.mean([t for t, _ in taus])) if taus else 1.0,
-            f"top{tol.topk}_order_agreement": float(np.mean(order["topk_same"])) if order["topk_same"] else 1.0,
+            "topk": tol.topk,
+            "topk_order_agreement": float(np.mean(order["topk_same"])) if order["topk_same"] else 1.0,
         })
         evidence.update(queries=len(groups), reordered_count=len(reordered),
                         reordered=_reordered(ids, groups, swaps, bs, cs, tol.tie_tolerance))

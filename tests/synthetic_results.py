@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from harness.compare.comparator import compare_files
-from harness.report.matrix_report import build_matrix_report
+from harness.report.matrix_report import MatrixReport, build_matrix_report
 from harness.results import ModelRows, ResultsFile, write_results
 
 from conftest import ROOT
@@ -134,7 +134,7 @@ def perturb_results(
     return write_results(dst, rows, meta)
 
 
-def synthetic_matrix(tmp: Path, created_at: str = "2026-11-23T15:00:00+00:00") -> Dict[str, Any]:
+def synthetic_matrix(tmp: Path, created_at: str = "2026-11-23T15:00:00+00:00") -> MatrixReport:
     """Pass, fail (noise + reorder + torch upgrade), incompatible, install-failed and run-failed cells."""
     base = write_synthetic_baseline(tmp / "baseline.parquet")
     ok = perturb_results(base, tmp / "ok.parquet", noise={BI: 5e-8, CROSS: 5e-8}, seed=1)

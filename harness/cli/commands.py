@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
-from harness.cli.outputs import check_outputs, human_stream, write_outputs
+from harness.cli.outputs import OUTPUT_DESTS, check_outputs, human_stream, write_outputs
 from harness.errors import ExitCode, HarnessError
 
-__all__ = ["register", "execute_run", "cmd_compare"]
+__all__ = ["CompareJob", "register", "execute_run", "cmd_compare", "judge"]
 
 
 def run_inputs(args: argparse.Namespace) -> List[Tuple[str, Any]]:
@@ -96,41 +97,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _compare_inputs(args: argparse.Namespace, baseline: Any, candidate: Any) -> List[Tuple[str, Any]]:
-    return [("baseline", baseline), ("candidate", candidate), ("policy", args.policy)]
+@dataclasses.dataclass(frozen=True)
+class CompareJob:
+    """What ``compare`` and ``check`` judge, built from their options once; ``outputs`` is the namespace of the
+    ``--json/--markdown/--junit`` options only (``harness.cli.outputs`` reads them)."""
+
+    baseline: Any
+    candidate: Any
+    policy: Any
+    tolerance_class: Optional[str]
+    models: Optional[List[str]]
+    allow_model_change: bool
+    outputs: argparse.Namespace
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, baseline: Any, candidate: Any) -> CompareJob:
+        """The job of ``args`` (policy loaded now: a bad policy is refused before any run)."""
+        from harness.compare.policy import load_policy
+
+        return cls(baseline, candidate, load_policy(args.policy), args.tolerance_class, args.models,
+                   args.allow_model_change, argparse.Namespace(**{k: getattr(args, k, None) for k in OUTPUT_DESTS}))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare.policy import load_policy
-
-    check_outputs(args, _compare_inputs(args, args.baseline, args.candidate))
-    return _compare(args, args.baseline, args.candidate, load_policy(args.policy))
+    check_outputs(args, [("baseline", args.baseline), ("candidate", args.candidate), ("policy", args.policy)])
+    return judge(CompareJob.of(args, args.baseline, args.candidate))
 
 
-def _compare(args: argparse.Namespace, baseline: Any, candidate: Any, policy: Any) -> int:
-    """Judge ``candidate`` against ``baseline``, write the outputs asked for, print the verdict."""
+def judge(job: CompareJob) -> int:
+    """Judge ``job.candidate`` against ``job.baseline``, write the outputs asked for, print the verdict."""
     from harness.cli.compare_progress import progress_settings
     from harness.compare.comparator import compare_files
     from harness.report.text import render_comparison
 
-    comparison = compare_files(
-        baseline,
-        candidate,
-        policy,
-        tolerance_class=args.tolerance_class,
-        models=args.models,
-        allow_model_change=args.allow_model_change,
-        settings=progress_settings(),
-    )
+    comparison = compare_files(job.baseline, job.candidate, job.policy, tolerance_class=job.tolerance_class,
+                               models=job.models, allow_model_change=job.allow_model_change,
+                               settings=progress_settings())
     data = comparison.serialize()
-    write_outputs(args, data, comparison.status)
+    write_outputs(job.outputs, data, comparison.status)
     hint = (
-        f'To accept the candidate as the new baseline: harness baseline update {baseline} '
-        f'--from {candidate} --reason "..."'
+        f'To accept the candidate as the new baseline: harness baseline update {job.baseline} '
+        f'--from {job.candidate} --reason "..."'
     )
-    human = human_stream(args)
-    print(render_comparison(data, regen_hint=hint), file=human)
-    for note in data.get("notes", []):  # the verdict's own notes (a file compared with itself)
+    human = human_stream(job.outputs)
+    print(render_comparison(comparison, regen_hint=hint), file=human)
+    for note in comparison.notes:  # the verdict's own notes (a file compared with itself)
         print(f"note: {note}", file=human)
     return ExitCode.OK if comparison else ExitCode.DRIFT
 
@@ -139,18 +150,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Run the baseline's models here the way the baseline was made (``harness.baselines.rerun_options``),
     then compare: one command for "did my upgrade move anything?"."""
     from harness.baselines import default_check_path, locate_baseline
-    from harness.compare.policy import load_policy
 
     baseline = locate_baseline(args.baseline, config=args.config)
     out = args.out or default_check_path()
     # everything the comparison needs is checked before the run, not after it
     check_outputs(args, [*run_inputs(args), ("baseline", baseline)], files=[("--out", out)])
     refuse_baseline_target(out)
-    policy = load_policy(args.policy)
-    options = rerun_options(args, baseline, out)
-    if not _execute(options, args, prefix="harness check"):
+    job = CompareJob.of(args, baseline, out)
+    if not _execute(rerun_options(args, baseline, out), args, prefix="harness check"):
         print("note: not every model ran cleanly; see the verdict below", file=sys.stderr)
-    return _compare(args, baseline, out, policy)
+    return judge(job)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -161,7 +170,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     factors = explain(args.baseline, args.candidate)
     comparison = compare_files(args.baseline, args.candidate, allow_model_change=True)
-    print(render_explanation(factors, comparison.serialize()))
+    print(render_explanation(factors, comparison))
     return ExitCode.OK
 
 

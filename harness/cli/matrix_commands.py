@@ -46,7 +46,6 @@ def _echo(line: str) -> None:
 
 def cmd_matrix_report(args: argparse.Namespace) -> int:
     """Compare every cell with the baseline, write the report; 1 when a cell drifted or could not be judged."""
-    from harness.compare.verdict import CellStatus
     from harness.fsio import check_output
     from harness.matrix.collect import collect_matrix
     from harness.matrix.publish import OUTPUT_FILES, publish_matrix_report
@@ -63,9 +62,9 @@ def cmd_matrix_report(args: argparse.Namespace) -> int:
     print(written["markdown"].read_text(encoding="utf-8"))
     for kind, path in written.items():
         print(f"wrote {kind}: {_shown(path)}", file=sys.stderr)
-    failing = [c for c in report["cells"] if CellStatus(c["status"]).failing]
+    failing = [c for c in report.cells if c.status.failing]
     for cell in failing:
-        print(f"{cell['status'].upper()}: {cell['cell_id']}: {_first_line(cell['reason'])}", file=sys.stderr)
+        print(f"{cell.status.value.upper()}: {cell.cell_id}: {_first_line(cell.reason)}", file=sys.stderr)
     return ExitCode.DRIFT if failing else ExitCode.OK
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
 from harness.errors import HarnessError
 from harness.fsio import check_output, write_text
 
-__all__ = ["STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
+if TYPE_CHECKING:
+    from harness.report.matrix_report import MatrixReport
+
+__all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
 
 #: the path that means standard output
 STDOUT = "-"
@@ -27,6 +30,8 @@ _OUTPUTS: Tuple[Tuple[str, str, str], ...] = (
     ("--markdown", "markdown", "the verdict as a Markdown summary (a PR comment, a job summary)"),
     ("--junit", "junit", "the verdict as JUnit XML (one test case per model, for CI test reports)"),
 )
+#: the ``argparse`` destinations of the output options (all ``write_outputs`` and ``human_stream`` read)
+OUTPUT_DESTS = tuple(dest for _, dest, _ in _OUTPUTS)
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +73,7 @@ def human_stream(args: argparse.Namespace) -> TextIO:
 def _renderers() -> Dict[str, Callable[[Dict[str, Any], Any], str]]:
     import json
 
-    def as_report(data: Dict[str, Any], status: Any) -> Dict[str, Any]:
+    def as_report(data: Dict[str, Any], status: Any) -> MatrixReport:
         from harness.report.matrix_report import build_matrix_report
 
         cell = {"cell_id": data.get("label") or "compare", "status": status, "comparison": data}

@@ -27,6 +27,7 @@ from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.config.environment import CompareSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
+from harness.results.meta import ModelRecord
 
 __all__ = ["compare_files", "compare_results", "env_changes", "same_file", "same_file_note", "WORST_N"]
 
@@ -97,7 +98,7 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
             f"({cand.corpus.get('name')} {str(csha)[:12]} vs {base.corpus.get('name')} {str(bsha)[:12]}); "
             "results from different corpora cannot be compared"
         )
-    bmodels, cmodels = set(base.models), set(cand.models)
+    bmodels, cmodels = set(base.records), set(cand.records)
     if not bmodels & cmodels:
         raise IncompatibleInputs(
             f"{cand.path}: no model in common with baseline {base.path} "
@@ -121,8 +122,7 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
     for model_id in wanted:
         # A served side has no weights hash (the files are the server's): it is compared as the registry model
         # its entry names (the same id), which is the user's claim; weights are checked when both sides have them.
-        bw = base.models[model_id].get("weights_sha256")
-        cw = cand.models[model_id].get("weights_sha256")
+        bw, cw = base.records[model_id].weights_sha256, cand.records[model_id].weights_sha256
         if bw and cw and bw != cw and not allow_model_change:
             raise IncompatibleInputs(
                 f"{cand.path}: model '{model_id}' weights differ from the baseline's "
@@ -147,24 +147,23 @@ def same_file_note(baseline: str | Path, candidate: str | Path) -> List[str]:
             "this comparison cannot detect drift"]
 
 
-def _not_run_verdict(model_id: str, info_b: Dict[str, Any], info_c: Dict[str, Any], tol: Tolerance) -> Optional[ModelVerdict]:
+def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol: Tolerance) -> Optional[ModelVerdict]:
     """A model the candidate (or baseline) could not run is incompatible/error, never compared."""
-    for side, info in (("candidate", info_c), ("baseline", info_b)):
-        status = info.get("status", "ok")
-        if status != "ok":
-            verdict_status = Status.INCOMPATIBLE if status == "incompatible" else Status.ERROR
-            return ModelVerdict(model_id=model_id, kind=info.get("kind", "?"), status=verdict_status,
-                                tolerance_class=tol.name, reason=f"{side}: {info.get('reason', status)}",
+    for side, rec in (("candidate", rec_c), ("baseline", rec_b)):
+        if rec.status not in (None, "ok"):  # a record without a status ran (files older than the field)
+            verdict_status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
+            return ModelVerdict(model_id=model_id, kind=rec.kind or "?", status=verdict_status,
+                                tolerance_class=tol.name, reason=f"{side}: {rec.reason or rec.status}",
                                 tolerance=tol.as_dict())
     return None
 
 
 def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings) -> ModelVerdict:
     """The kind's judge for one model that both sides ran."""
-    info_b, info_c = base.models[model_id], cand.models[model_id]
-    if info_b.get("kind") != "bi-encoder":
+    rec_b, rec_c = base.records[model_id], cand.records[model_id]
+    if rec_b.kind != "bi-encoder":
         return kinds.judge_rerank_files(base, cand, model_id, tol)
-    if quantized.is_quantized(info_b) or quantized.is_quantized(info_c):
+    if rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS:
         precision = kinds.file_precision(base, cand, model_id)
         return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
     pair = kinds.FilePair(base, cand, model_id, settings)
@@ -190,11 +189,12 @@ def compare_results(
     verdicts: List[ModelVerdict] = []
     notes = same_file_note(base.path, cand.path)
     for model_id in model_ids:
-        info_b, info_c = base.models[model_id], cand.models[model_id]
-        cls, precision_note = choose_class(policy, base.fingerprint, info_b, cand.fingerprint, info_c, forced=tolerance_class)
+        # the class is chosen from the metadata as read (``choose_class`` reads it as a mapping)
+        cls, precision_note = choose_class(policy, base.fingerprint, base.models[model_id], cand.fingerprint,
+                                           cand.models[model_id], forced=tolerance_class)
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
-        verdict = _not_run_verdict(model_id, info_b, info_c, tol)
+        verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
         if verdict is None:
             verdict = _judge(base, cand, model_id, tol, settings)
         verdict = dataclasses.replace(verdict, performance={"baseline": _performance(base, model_id),

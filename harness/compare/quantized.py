@@ -128,34 +128,11 @@ def compare_quantized(
     if unknown:
         raise ValueError(f"compare_quantized: unknown tolerance key(s) {', '.join(unknown)} (known: {', '.join(TOLERANCE_KEYS)})")
     base, cand = np.asarray(base), np.asarray(cand)
-    rows = len(base)
-    if precision in BINARY_PRECISIONS:
-        per_row = bit_flips(base, cand)
-        bits = base.shape[1] * 8
-        total = int(per_row.sum())
-        metrics: Dict[str, Any] = {
-            "precision": precision,
-            "rows": rows,
-            "bits_per_row": bits,
-            "max_bit_flips": int(per_row.max()) if rows else 0,
-            "mean_bit_flips": float(per_row.mean()) if rows else 0.0,
-            "total_bit_flips": total,
-            "flipped_bit_fraction": total / (rows * bits) if rows and bits else 0.0,
-        }
-    else:
-        per_row = int_distance(base, cand)
-        changed_elements = int(np.count_nonzero(base != cand))
-        metrics = {
-            "precision": precision,
-            "rows": rows,
-            "max_int_distance": int(per_row.max()) if rows else 0,
-            "elements": int(base.size),
-            "elements_changed": changed_elements,
-            "elements_changed_fraction": changed_elements / base.size if base.size else 0.0,
-        }
+    per_row = bit_flips(base, cand) if precision in BINARY_PRECISIONS else int_distance(base, cand)
     key = limit_key(precision)
-    changed = int(np.count_nonzero(per_row))
-    metrics.update(rows_changed=changed, rows_changed_fraction=changed / rows if rows else 0.0)
+    counts = {"rows": len(base), "rows_changed": int(np.count_nonzero(per_row)), key: int(per_row.max(initial=0)),
+              "bits_per_row": base.shape[1] * 8, "total_bit_flips": int(per_row.sum()), "elements": int(base.size),
+              "elements_changed": int(np.count_nonzero(base != cand))}
     order = np.argsort(-per_row, kind="stable")[: max(0, worst_n)]
     worst = [
         {"row": int(i) + row_offset, "id": (str(ids[i]) if ids is not None else None), key: int(per_row[i]),
@@ -163,7 +140,7 @@ def compare_quantized(
         for i in order
         if per_row[i] > 0
     ]
-    return _verdict(precision, metrics, worst, tolerance)
+    return _verdict(precision, _metrics(precision, [counts]), worst, tolerance)
 
 
 def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) -> List[int]:
@@ -199,29 +176,22 @@ def merge_quantized(parts: Sequence[Mapping[str, Any]], tolerance: Optional[Mapp
     precision = parts[0]["precision"]
     if any(p["precision"] != precision for p in parts):
         raise ValueError("merge_quantized: parts of different precisions")
-    ms = [p["metrics"] for p in parts]
-    rows = sum(m["rows"] for m in ms)
-    changed = sum(m["rows_changed"] for m in ms)
-    if precision in BINARY_PRECISIONS:
-        bits = ms[0]["bits_per_row"]
-        total = sum(m["total_bit_flips"] for m in ms)
-        metrics: Dict[str, Any] = {
-            "precision": precision, "rows": rows, "bits_per_row": bits,
-            "max_bit_flips": max(m["max_bit_flips"] for m in ms),
-            "mean_bit_flips": total / rows if rows else 0.0,
-            "total_bit_flips": total,
-            "flipped_bit_fraction": total / (rows * bits) if rows and bits else 0.0,
-        }
-    else:
-        elements, size = sum(m["elements_changed"] for m in ms), sum(m["elements"] for m in ms)
-        metrics = {
-            "precision": precision, "rows": rows,
-            "max_int_distance": max(m["max_int_distance"] for m in ms),
-            "elements": size,
-            "elements_changed": elements,
-            "elements_changed_fraction": elements / size if size else 0.0,
-        }
     key = limit_key(precision)
-    metrics.update(rows_changed=changed, rows_changed_fraction=changed / rows if rows else 0.0)
     worst = sorted((w for p in parts for w in p["worst"]), key=lambda w: (-w[key], w["row"]))[: max(0, worst_n)]
-    return _verdict(precision, metrics, worst, dict(tolerance or {}))
+    return _verdict(precision, _metrics(precision, [p["metrics"] for p in parts]), worst, dict(tolerance or {}))
+
+
+def _metrics(precision: str, parts: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The metrics of consecutive row groups from their counts (one segment's, or the metrics of several)."""
+    rows, changed = sum(m["rows"] for m in parts), sum(m["rows_changed"] for m in parts)
+    metrics: Dict[str, Any] = {"precision": precision, "rows": rows}
+    if precision in BINARY_PRECISIONS:
+        bits, total = parts[0]["bits_per_row"], sum(m["total_bit_flips"] for m in parts)
+        metrics.update(bits_per_row=bits, max_bit_flips=max(m["max_bit_flips"] for m in parts),
+                       mean_bit_flips=total / rows if rows else 0.0, total_bit_flips=total,
+                       flipped_bit_fraction=total / (rows * bits) if rows and bits else 0.0)
+    else:
+        elements, size = sum(m["elements_changed"] for m in parts), sum(m["elements"] for m in parts)
+        metrics.update(max_int_distance=max(m["max_int_distance"] for m in parts), elements=size,
+                       elements_changed=elements, elements_changed_fraction=elements / size if size else 0.0)
+    return {**metrics, "rows_changed": changed, "rows_changed_fraction": changed / rows if rows else 0.0}

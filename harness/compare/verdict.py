@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-__all__ = ["Status", "CellStatus", "Check", "limit_used", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
+__all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
@@ -44,6 +44,11 @@ def limit_used(observed: float, limit: float, op: str) -> Optional[float]:
     if allowed > 0:
         return max(float(used), 0.0) / float(allowed)
     return 0.0 if used <= 0 else None
+
+
+def not_judged_note(why: str) -> str:
+    """The words every report uses for retrieval that no check judged (``metrics["topk_not_judged"]``)."""
+    return f"retrieval not judged: {why}"
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,40 @@ class ModelVerdict:
     def __bool__(self) -> bool:
         return self.status is Status.PASS
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
+        """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
+        return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
+                      "offenders": [Offender(**o) for o in data.get("offenders", [])]})
+
     @property
     def failed_checks(self) -> List[Check]:
         return [c for c in self.checks if not c.passed]
+
+    @property
+    def quantized(self) -> bool:
+        """Judged in bits or buckets (quantized embeddings), not in float differences."""
+        return "max_bit_flips" in self.metrics or "max_int_distance" in self.metrics
+
+    def order_agreement(self) -> Tuple[str, Optional[float]]:
+        """The headline rank metric and its label: the tie-aware reorder rate for rerankers, else top-k order."""
+        if "rerank_order_agreement" in self.metrics:  # a cross-encoder's top-k order is reported, not its headline
+            return "rerank order", self.metrics["rerank_order_agreement"]
+        if "topk_order_agreement" in self.metrics:
+            return f"top-{self.metrics.get('topk', '?')} order", self.metrics["topk_order_agreement"]
+        return "", None
+
+    def retrieval_note(self) -> Optional[str]:
+        """Why no retrieval check ran ("retrieval not judged: no queries"); None when it ran or does not apply."""
+        why = self.metrics.get("topk_not_judged")
+        return not_judged_note(why) if why else None
+
+    def diff_limit(self) -> Optional[float]:
+        """The absolute-difference limit it was judged by (its element check's, else its tolerance's)."""
+        for check in self.checks:
+            if check.name in ("max_abs_diff", "max_score_diff"):
+                return check.limit
+        return self.tolerance.get("score_atol" if self.kind == "cross-encoder" else "atol")
 
 
 @dataclass(frozen=True)
@@ -147,18 +183,8 @@ class Comparison:
         return data
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> Comparison:
-        models = [
-            ModelVerdict(
-                **{
-                    **m,
-                    "status": Status(m["status"]),
-                    "checks": [Check(**c) for c in m.get("checks", [])],
-                    "offenders": [Offender(**o) for o in m.get("offenders", [])],
-                }
-            )
-            for m in data["models"]
-        ]
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        models = [ModelVerdict.from_dict(m) for m in data["models"]]
         return cls(
             baseline=data["baseline"],
             candidate=data["candidate"],
@@ -192,13 +218,7 @@ class CellStatus(str, enum.Enum):
     @property
     def severity(self) -> int:
         """0 pass, 1 incompatible, 2 drift, 3 no trustworthy comparison."""
-        if self is CellStatus.PASS:
-            return 0
-        if self is CellStatus.INCOMPATIBLE:
-            return 1
-        if self is CellStatus.FAIL:
-            return 2
-        return 3
+        return {"pass": 0, "incompatible": 1, "fail": 2}.get(self.value, 3)
 
     @property
     def failing(self) -> bool:

@@ -1,4 +1,4 @@
-"""Collecting a matrix run: each cell's stage outcome and its comparison with the baseline, into the report dict.
+"""Collecting a matrix run: each cell's stage outcome and its comparison with the baseline, into the report.
 
 Runs in the controlling environment (numpy + pyarrow, never torch). The cells' run directories may lie on
 local disk or where CI jobs uploaded them (``s3://bucket/nightly/2026-11-23``; see
@@ -7,17 +7,18 @@ local disk or where CI jobs uploaded them (``s3://bucket/nightly/2026-11-23``; s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union, cast
+from typing import Any, List, Optional, Sequence, Union, cast
 
 from harness.compare import comparator
 from harness.compare.policy import load_policy
-from harness.compare.verdict import CellStatus
+from harness.compare.verdict import CellStatus, Status
 from harness.errors import HarnessError
 from harness.matrix.cells import CELL_FILE, CellState, read_cell_state
 from harness.matrix.spec import ROOT, Cell, Matrix, MatrixError, baseline_file
-from harness.report.matrix_report import build_matrix_report
+from harness.report.matrix_report import MatrixReport, ReportCell, build_matrix_report
 from harness.results import storage
 
 __all__ = ["RESULTS_FILE", "cell_record", "collect_matrix"]
@@ -36,13 +37,9 @@ def _relative(path: Path | str) -> str:
         return str(path)
 
 
-def _model_reasons(comparison: Dict[str, Any]) -> str:
+def _model_reasons(cell: ReportCell) -> str:
     """``model: reason`` for every model that did not pass."""
-    return "; ".join(
-        f"{m['model_id']}: {m.get('reason') or m['status']}"
-        for m in comparison.get("models", [])
-        if CellStatus.parse(m["status"]) is not CellStatus.PASS
-    )
+    return "; ".join(f"{m.model_id}: {m.reason or m.status.value}" for m in cell.models if m.status is not Status.PASS)
 
 
 def cell_record(
@@ -51,7 +48,7 @@ def cell_record(
     baseline: str | os.PathLike[str],
     policy: str | os.PathLike[str] | None = None,
     state: Optional[CellState] = _UNREAD,
-) -> Dict[str, Any]:
+) -> ReportCell:
     """The report's record of one cell: its stage outcome from ``cell.json`` and, when it produced results, the
     comparison with the baseline (``Comparison.serialize()``).
 
@@ -65,37 +62,23 @@ def cell_record(
         state = read_cell_state(location)
     results = storage.join(location, RESULTS_FILE)
     written = storage.is_file(results)
-    record: Dict[str, Any] = {
-        "cell_id": cell.cell_id,
-        "params": cell.params,
-        "status": CellStatus.ERROR.value,
-        "reason": "",
-        "setup_s": state.setup_s if state else None,
-        "run_s": state.run_s if state else None,
-        "compute_s": state.compute_s if state else None,
-        "results": _relative(results) if written else None,
-        "comparison": None,
-    }
+    record = ReportCell(cell.cell_id, dict(cell.params), setup_s=state.setup_s if state else None,
+                        run_s=state.run_s if state else None, compute_s=state.compute_s if state else None,
+                        results=_relative(results) if written else None)
     if state is None:
-        record["reason"] = f"not run: no {_relative(storage.join(location, CELL_FILE))}"
-        return record
+        return dataclasses.replace(record, reason=f"not run: no {_relative(storage.join(location, CELL_FILE))}")
     decided = state.status.cell_status
     if decided is not None:
-        record.update(status=decided.value, reason=state.reason)
-        return record
+        return dataclasses.replace(record, status=decided, reason=state.reason)
     if not written:
-        record.update(status=CellStatus.RUN_FAILED.value, reason=state.reason or f"{_relative(results)} was not written")
-        return record
+        return dataclasses.replace(record, status=CellStatus.RUN_FAILED,
+                                   reason=state.reason or f"{_relative(results)} was not written")
     try:
         comparison = comparator.compare_files(baseline, results, load_policy(policy), label=cell.cell_id).serialize()
     except HarnessError as err:
-        record.update(status=CellStatus.ERROR.value, reason=str(err))
-        return record
-    status = CellStatus.parse(comparison["status"])
-    record.update(status=status.value, comparison=comparison)
-    if status is not CellStatus.PASS:
-        record["reason"] = _model_reasons(comparison)
-    return record
+        return dataclasses.replace(record, reason=str(err))
+    judged = dataclasses.replace(record, status=CellStatus.parse(comparison["status"]), comparison=comparison)
+    return dataclasses.replace(judged, reason="" if judged.status is CellStatus.PASS else _model_reasons(judged))
 
 
 def collect_matrix(
@@ -105,8 +88,8 @@ def collect_matrix(
     cells: Optional[Sequence[str]] = None,
     baseline: str | os.PathLike[str] | None = None,
     include_missing: bool = True,
-) -> Dict[str, Any]:
-    """Compare every (selected) cell's results with the baseline: the matrix report dict.
+) -> MatrixReport:
+    """Compare every (selected) cell's results with the baseline: the matrix report.
 
     ``runs_dir`` holds ``<cell-id>/cell.json`` and ``<cell-id>/results.parquet``, as a directory or a URI.
     ``include_missing``: cells that were never run count as ``error``; otherwise they are left out (re-rendering
@@ -114,7 +97,7 @@ def collect_matrix(
     """
     base = Path(baseline) if baseline else baseline_file(matrix.baseline)
     runs: Union[Path, str] = cast(str, runs_dir) if storage.is_uri(runs_dir) else Path(runs_dir)
-    records: List[Dict[str, Any]] = []
+    records: List[ReportCell] = []
     for cell in matrix.select(cells):
         run_dir = storage.join(runs, cell.cell_id)
         state = read_cell_state(run_dir)

@@ -25,7 +25,7 @@ from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import build_matrix_report, history_entry
+from harness.report.matrix_report import MatrixReport, build_matrix_report
 from harness.report.tables import history_table, verdicts_table
 
 __all__ = [
@@ -59,12 +59,12 @@ ATTRIBUTION_FILES: Dict[str, str] = {
 
 
 def write_matrix_report(
-    report: Dict[str, Any],
+    report: MatrixReport,
     out_dir: str | os.PathLike[str],
     *,
     history: Optional[List[Dict[str, Any]]] = None,
 ) -> Dict[str, Path]:
-    """Render every format from the same dict and write each file atomically; the paths written, by format."""
+    """Render every format from the same report and write each file atomically; the paths written, by format."""
     rendered = {
         "markdown": render_markdown(report, history=history),
         "json": render_json(report),
@@ -91,7 +91,7 @@ def _write_table(table: Any, path: Path, *, csv: bool = False) -> Dict[str, Path
     return written
 
 
-def _full_report(out_dir: Path, report: Dict[str, Any]) -> Optional[Dict[str, Any]] | bool:
+def _full_report(out_dir: Path, report: MatrixReport) -> Optional[MatrixReport] | bool:
     """The whole-matrix report already in ``out_dir`` that a ``--cells`` run of ``report`` merges into; False when
     there is none (the partial report may be written there); True when there is one it cannot merge into (another
     baseline or policy: it is kept, and the partial report goes to ``<out>/partial/``)."""
@@ -104,29 +104,28 @@ def _full_report(out_dir: Path, report: Dict[str, Any]) -> Optional[Dict[str, An
         raise MatrixError(f"{path}: not a JSON matrix report ({err}); move it away to write a new one") from None
     if not isinstance(old, dict) or old.get("partial") or not isinstance(old.get("cells"), list):
         return False
-    same = all(old.get(k) == report.get(k) for k in ("matrix", "baseline", "policy"))
-    return old if same else True
+    same = [old.get("matrix"), old.get("baseline"), old.get("policy")] == [report.matrix, report.baseline, report.policy]
+    return MatrixReport.from_dict(old) if same else True
 
 
-def merge_into_full(full: Dict[str, Any], partial: Dict[str, Any]) -> Dict[str, Any]:
+def merge_into_full(full: MatrixReport, partial: MatrixReport) -> MatrixReport:
     """The full report with ``partial``'s cells replacing its own (matrix order), status recomputed, marked merged."""
-    fresh = {c["cell_id"]: c for c in partial["cells"]}
-    order = list(partial.get("matrix_cells") or full.get("matrix_cells") or [c["cell_id"] for c in full["cells"]])
-    by_id = {**{c["cell_id"]: c for c in full["cells"]}, **fresh}
+    fresh = {c.cell_id: c for c in partial.cells}
+    order = list(partial.matrix_cells or full.matrix_cells or [c.cell_id for c in full.cells])
+    by_id = {**{c.cell_id: c for c in full.cells}, **fresh}
     cells = [by_id[i] for i in order if i in by_id] + [c for i, c in by_id.items() if i not in order]
-    merged = build_matrix_report(full["matrix"], full["baseline"], cells, created_at=partial["created_at"],
-                                 matrix_cells=order)
-    previous = full.get("merged") or {}
-    merged["merged"] = {
+    merged = build_matrix_report(full.matrix, full.baseline, cells, created_at=partial.created_at, matrix_cells=order)
+    previous = full.merged or {}
+    merged.merged = {
         "cells": sorted(set(previous.get("cells", [])) | set(fresh)),
-        "created_at": partial["created_at"],
-        "full_run_created_at": previous.get("full_run_created_at") or full["created_at"],
+        "created_at": partial.created_at,
+        "full_run_created_at": previous.get("full_run_created_at") or full.created_at,
     }
     return merged
 
 
 def publish_matrix_report(
-    report: Dict[str, Any],
+    report: MatrixReport,
     out_dir: str | os.PathLike[str],
     history: str | os.PathLike[str] | None = None,
 ) -> Dict[str, Path]:
@@ -136,7 +135,7 @@ def publish_matrix_report(
     anything is written.
     """
     past: Optional[List[Dict[str, Any]]] = None
-    full = _full_report(Path(out_dir), report) if report.get("partial") else False
+    full = _full_report(Path(out_dir), report) if report.partial else False
     if full is True:
         out_dir, full = Path(out_dir) / "partial", False
     if history is not None:
@@ -144,7 +143,8 @@ def publish_matrix_report(
         append_history(report, history)
         past = load_history(history)
         _write_table(history_table(past), Path(history).with_suffix(".parquet"))
-    return write_matrix_report(merge_into_full(full, report) if isinstance(full, dict) else report, out_dir, history=past)
+    return write_matrix_report(merge_into_full(full, report) if isinstance(full, MatrixReport) else report, out_dir,
+                               history=past)
 
 
 def _kept_lines(text: str) -> str:
@@ -154,12 +154,12 @@ def _kept_lines(text: str) -> str:
     return text[: text.rfind("\n") + 1]
 
 
-def append_history(report: Dict[str, Any], history_path: str | os.PathLike[str]) -> Dict[str, Any]:
+def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -> Dict[str, Any]:
     """Add one JSON line for this run: under the log's lock, read it, write it back with the line added, rename.
 
     Concurrent runs take turns, so lines never interleave and none is lost; a kill leaves the old log whole.
     """
-    entry = history_entry(report)
+    entry = report.history_entry()
     line = json.dumps(entry, sort_keys=True, default=str) + "\n"
     path = Path(history_path)
     with output_lock(path):

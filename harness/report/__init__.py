@@ -1,4 +1,4 @@
-"""Renderers: each turns ``Comparison.serialize()`` data (or the matrix report built from it) into one output
+"""Renderers: each turns a ``Comparison`` (or the ``MatrixReport`` built from comparisons) into one output
 format, and does nothing else; writing the files is the caller's job (``harness.matrix.publish``, the CLI)."""
 
 from harness.report.html import render_html

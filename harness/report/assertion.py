@@ -15,7 +15,9 @@ the two sides were arrays or results files::
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
+
+from harness.compare.verdict import Comparison, ModelVerdict
 
 __all__ = ["render_failure"]
 
@@ -79,11 +81,11 @@ def _element_lines(evidence: Mapping[str, Any], mismatched: int, total: int, nou
     return lines
 
 
-def _topk_lines(verdict: Mapping[str, Any], order_key: str, set_key: str) -> List[str]:
-    topk = verdict["evidence"].get("topk")
+def _topk_lines(verdict: ModelVerdict, order_key: str, set_key: str) -> List[str]:
+    topk = verdict.evidence.get("topk")
     if not topk:
         return []
-    tol, metrics = verdict["tolerance"], verdict["metrics"]
+    tol, metrics = verdict.tolerance, verdict.metrics
     lines = []
     for label, changed, share, limit in (
         ("order", topk["order_changed"], metrics["topk_order_agreement"], tol[order_key]),
@@ -97,8 +99,8 @@ def _topk_lines(verdict: Mapping[str, Any], order_key: str, set_key: str) -> Lis
     return lines
 
 
-def _embedding_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict["evidence"], verdict["metrics"], verdict["tolerance"]
+def _embedding_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
+    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance
     where = _Where("text", positional)
     lines = _element_lines(evidence, metrics["elements_beyond_tolerance"], evidence["elements"], "elements",
                            tol["atol"], tol["rtol"], where)
@@ -112,8 +114,8 @@ def _embedding_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
     return lines + _topk_lines(verdict, "min_topk_order_agreement", "min_topk_set_agreement")
 
 
-def _quantized_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict["evidence"], verdict["metrics"], verdict["tolerance"]
+def _quantized_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
+    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance
     key, where = evidence["limit_key"], _Where("text", positional)
     unit, dims = ("bit(s) flipped", "bits") if key == "max_bit_flips" else ("bucket(s) moved", "dims")
     lines = [
@@ -125,8 +127,8 @@ def _quantized_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
     return lines + _topk_lines(verdict, "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement")
 
 
-def _rerank_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict["evidence"], verdict["metrics"], verdict["tolerance"]
+def _rerank_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
+    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance
     where = _Where("pair", positional)
     lines = _element_lines(evidence, metrics["elements_beyond_tolerance"], evidence["pairs"], "scores",
                            tol["score_atol"], tol["score_rtol"], where)
@@ -146,59 +148,58 @@ def _rerank_lines(verdict: Mapping[str, Any], positional: bool) -> List[str]:
     return lines
 
 
-def _tolerance_line(verdict: Mapping[str, Any], keys: Sequence[str], policy: str) -> str:
-    limits = ", ".join(f"{k}={_limit(verdict['tolerance'][k])}" for k in keys if k in verdict["tolerance"])
-    model = f" for model '{verdict['model_id']}'" if verdict.get("model_id") else ""
-    return f"Tolerance: class {verdict['tolerance_class']}{model} ({policy}): {limits}"
+def _tolerance_line(verdict: ModelVerdict, keys: Sequence[str], policy: str) -> str:
+    limits = ", ".join(f"{k}={_limit(verdict.tolerance[k])}" for k in keys if k in verdict.tolerance)
+    model = f" for model '{verdict.model_id}'" if verdict.model_id else ""
+    return f"Tolerance: class {verdict.tolerance_class}{model} ({policy}): {limits}"
 
 
-def _env_lines(comparison: Mapping[str, Any]) -> List[str]:
+def _env_lines(comparison: Comparison) -> List[str]:
     from harness.report.text import format_env
 
     lines = [
-        f"actual:   {comparison['candidate']} [{format_env(comparison.get('candidate_env', {}))}]",
-        f"baseline: {comparison['baseline']} [{format_env(comparison.get('baseline_env', {}))}]",
+        f"actual:   {comparison.candidate} [{format_env(comparison.candidate_env)}]",
+        f"baseline: {comparison.baseline} [{format_env(comparison.baseline_env)}]",
     ]
-    changes = comparison.get("env_changes") or []
+    changes = comparison.env_changes
     if changes:
-        shown = "; ".join(f"{c['key']}: {c['baseline']} -> {c['candidate']}" for c in changes[:_ENV_SHOWN])
+        shown = "; ".join(f"{c.key}: {c.baseline} -> {c.candidate}" for c in changes[:_ENV_SHOWN])
         more = f"; ... {len(changes) - _ENV_SHOWN} more" if len(changes) > _ENV_SHOWN else ""
         lines.append(f"Environment changes ({len(changes)}): {shown}{more}")
     lines.append("If this change is intended, accept it: harness baseline update "
-                 f"{comparison['baseline']} --from {comparison['candidate']} --reason \"...\"")
+                 f"{comparison.baseline} --from {comparison.candidate} --reason \"...\"")
     return lines
 
 
-def render_failure(title: str, verdict: Mapping[str, Any], *, policy: str, positional: bool = False,
-                   comparison: Optional[Mapping[str, Any]] = None) -> str:
+def render_failure(title: str, verdict: ModelVerdict, *, policy: str, positional: bool = False,
+                   comparison: Optional[Comparison] = None) -> str:
     """The message for a verdict that did not pass.
 
     Args:
         title: the first line (``Embeddings are not close!``).
-        verdict: one model's verdict as data (``dataclasses.asdict(ModelVerdict)`` or an entry of
-            ``Comparison.serialize()["models"]``).
+        verdict: one model's verdict.
         policy: where the tolerance came from (``Policy.source``), for the Tolerance line.
         positional: the rows have no ids (two bare arrays): name them by position, as numpy does.
-        comparison: the serialized comparison of two results files, for the environment lines and the
+        comparison: the comparison of two results files, for the environment lines and the
             ``harness baseline update`` hint (None for arrays).
     """
-    evidence: Dict[str, Any] = verdict.get("evidence") or {}
-    kind = evidence.get("kind") or ("embedding" if verdict.get("kind") == "bi-encoder" else "rerank")
+    evidence = verdict.evidence
+    kind = evidence.get("kind") or ("embedding" if verdict.kind == "bi-encoder" else "rerank")
     lines: List[str] = []
-    if verdict.get("reason") and not verdict.get("checks"):  # not compared at all (did not run): say why
-        lines.append(verdict["reason"])
+    if verdict.reason and not verdict.checks:  # not compared at all (did not run): say why
+        lines.append(verdict.reason)
     if evidence:
         lines += {"embedding": _embedding_lines, "quantized": _quantized_lines,
                   "rerank": _rerank_lines}[kind](verdict, positional)
     would = ", ".join(f"{k} {v:.9g}" if k.startswith("min_") else f"{k} {_g(v)}"
-                      for k, v in (verdict.get("min_passing") or {}).items())
+                      for k, v in verdict.min_passing.items())
     if would:
         lines.append(f"Would pass with: {would}")
     keys = {"embedding": _EMBEDDING_KEYS, "rerank": _RERANK_KEYS,
             "quantized": (evidence.get("limit_key", "max_int_distance"), *_QUANTIZED_KEYS)}[kind]
     lines.append(_tolerance_line(verdict, keys, policy))
-    if verdict.get("precision_change"):
-        lines.append(f"Precision: {verdict['precision_change']}")
+    if verdict.precision_change:
+        lines.append(f"Precision: {verdict.precision_change}")
     if comparison is not None:
         lines += _env_lines(comparison)
     return f"{title}\n\n" + "\n".join(lines)

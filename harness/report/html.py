@@ -10,24 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from harness.compare.verdict import CellStatus, Status
+from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS
 from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
-from harness.report.matrix_report import (
-    comparison_notes,
-    diff_tolerance,
-    history_series,
-    incomplete,
-    meaningful_env_changes,
-    report_models,
-    report_policy,
-    retrieval_not_judged,
-    scope_line,
-)
+from harness.report.matrix_report import MATRIX_FORMAT_VERSION, MatrixReport, ReportCell, history_series, meaningful_env_changes
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
 
 __all__ = ["render_html", "TREND_RUNS"]
@@ -55,59 +45,52 @@ def _td(text: Any, css: str = "") -> str:
 # -- header and overview ----------------------------------------------------------------------------------------
 
 
-def _header(report: Dict[str, Any]) -> str:
-    counts = report.get("counts", {})
+def _header(report: MatrixReport) -> str:
+    counts = report.counts
     chips = "".join(
         f'<span class="badge {_status_class(s)}">{counts[s.value]} {_e(s.value)}</span>' for s in CellStatus if counts.get(s.value)
     )
     return (
-        f"<header><h1>Drift report: {_e(report['matrix'])} {_badge(report['status'])}</h1>"
-        f'<p class="meta">created {_e(report.get("created_at", "-"))} · baseline <code>{_e(report.get("baseline", "-"))}</code>'
-        f" · {len(report['cells'])} cell(s) · policy <code class=\"policy\">{_e(report_policy(report))}</code></p>"
-        f'<p class="meta scope">{_e(scope_line(report))}</p><div class="chips">{chips}</div></header>'
+        f"<header><h1>Drift report: {_e(report.matrix)} {_badge(report.status)}</h1>"
+        f'<p class="meta">created {_e(report.created_at or "-")} · baseline <code>{_e(report.baseline)}</code>'
+        f" · {len(report.cells)} cell(s) · policy <code class=\"policy\">{_e(report.policy)}</code></p>"
+        f'<p class="meta scope">{_e(report.scope())}</p><div class="chips">{chips}</div></header>'
     )
 
 
-def _param_keys(report: Dict[str, Any]) -> List[str]:
-    seen: Dict[str, None] = {}
-    for cell in report["cells"]:
-        for key in cell.get("params", {}):
-            seen.setdefault(key, None)
-    return list(seen)
+def _param_keys(report: MatrixReport) -> List[str]:
+    return list(dict.fromkeys(key for cell in report.cells for key in cell.params))
 
 
-def _verdict_td(model: Optional[Dict[str, Any]]) -> str:
+def _verdict_td(model: Optional[ModelVerdict]) -> str:
     if model is None:
         return '<td class="verdict">-</td>'
     return (
-        f'<td class="verdict {_status_class(model["status"])}"><span class="big">{_e(model["status"])}</span>'
-        f'<span class="small">max |Δ| {_e(fmt_drift(model.get("metrics", {})))}</span></td>'
+        f'<td class="verdict {_status_class(model.status)}"><span class="big">{_e(model.status.value)}</span>'
+        f'<span class="small">max |Δ| {_e(fmt_drift(model.metrics))}</span></td>'
     )
 
 
-def _overview_row(index: int, cell: Dict[str, Any], params: List[str], models: List[str]) -> List[str]:
-    row = [f'<td class="nowrap"><a href="#{_anchor(index, cell["cell_id"])}"><code>{_e(cell["cell_id"])}</code></a></td>']
-    row += [_td(cell.get("params", {}).get(k, "-"), "num") for k in params]
-    row.append(f'<td>{_badge(cell["status"])}</td>')
-    comparison = cell.get("comparison")
-    if comparison is None:
-        reason = cell.get("reason") or cell["status"]
+def _overview_row(index: int, cell: ReportCell, params: List[str], models: List[str]) -> List[str]:
+    row = [f'<td class="nowrap"><a href="#{_anchor(index, cell.cell_id)}"><code>{_e(cell.cell_id)}</code></a></td>']
+    row += [_td(cell.params.get(k, "-"), "num") for k in params]
+    row.append(f'<td>{_badge(cell.status)}</td>')
+    if cell.comparison is None:
+        reason = cell.reason or cell.status.value
         short = reason if len(reason) <= 160 else reason[:159] + "…"
         span = max(len(models), 1)
-        row.append(f'<td class="reason {_status_class(cell["status"])}" colspan="{span}">{_e(short)}</td>')
+        row.append(f'<td class="reason {_status_class(cell.status)}" colspan="{span}">{_e(short)}</td>')
     else:
-        by_id = {m["model_id"]: m for m in comparison.get("models", [])}
+        by_id = {m.model_id: m for m in cell.models}
         row += [_verdict_td(by_id.get(model_id)) for model_id in models] or ['<td class="verdict">-</td>']
-    total = sum(float(cell[k]) for k in ("setup_s", "run_s") if cell.get(k) is not None)
-    has_time = any(cell.get(k) is not None for k in ("setup_s", "run_s"))
-    row.append(_td(fmt_seconds(total) if has_time else "-", "num"))
+    row.append(_td("-" if cell.seconds is None else fmt_seconds(cell.seconds), "num"))
     return row
 
 
-def _overview(report: Dict[str, Any]) -> str:
-    params, models = _param_keys(report), report_models(report)
+def _overview(report: MatrixReport) -> str:
+    params, models = _param_keys(report), report.model_ids()
     header = ["Cell", *params, "Status", *(models or ["Models"]), "Time (setup + run)"]
-    rows = [_overview_row(i, c, params, models) for i, c in enumerate(report["cells"])]
+    rows = [_overview_row(i, c, params, models) for i, c in enumerate(report.cells)]
     return f'<section id="overview"><h2>Overview</h2>{_table(header, rows, "overview")}</section>'
 
 
@@ -127,20 +110,19 @@ def _bar_row(label: str, value: Optional[float], limit: Optional[float], shown: 
     )
 
 
-def _agreement_bars(model: Dict[str, Any]) -> str:
+def _agreement_bars(model: ModelVerdict) -> str:
     """Rank agreement as horizontal bars; checked metrics are green/red with their limit marked."""
-    metrics, tol = model.get("metrics", {}), model.get("tolerance", {})
-    if model.get("kind") == "cross-encoder":
-        k = tol.get("topk", "k")
+    metrics, tol = model.metrics, model.tolerance
+    k = metrics.get("topk", "k")
+    if model.kind == "cross-encoder":
         rows = [
             _bar_row("rerank order", metrics.get("rerank_order_agreement"), tol.get("min_rerank_order_agreement"), fmt_percent(metrics.get("rerank_order_agreement"))),
-            _bar_row(f"top-{k} order", metrics.get(f"top{k}_order_agreement"), None, fmt_percent(metrics.get(f"top{k}_order_agreement"))),
+            _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), None, fmt_percent(metrics.get("topk_order_agreement"))),
             _bar_row("Kendall τ (min)", metrics.get("min_kendall_tau"), None, _tau(metrics.get("min_kendall_tau"))),
             _bar_row("Kendall τ (mean)", metrics.get("mean_kendall_tau"), None, _tau(metrics.get("mean_kendall_tau"))),
         ]
     else:
-        k = metrics.get("topk", "k")
-        limit = "min_quantized_topk_" if _quantized(model) else "min_topk_"  # quantized scores have their own limits
+        limit = "min_quantized_topk_" if model.quantized else "min_topk_"  # quantized scores have their own limits
         rows = [
             _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), tol.get(limit + "order_agreement"), fmt_percent(metrics.get("topk_order_agreement"))),
             _bar_row(f"top-{k} set", metrics.get("topk_set_agreement"), tol.get(limit + "set_agreement"), fmt_percent(metrics.get("topk_set_agreement"))),
@@ -148,7 +130,7 @@ def _agreement_bars(model: Dict[str, Any]) -> str:
             _bar_row(f"top-{k} overlap", metrics.get("topk_mean_overlap"), None, fmt_percent(metrics.get("topk_mean_overlap"))),
         ]
     body = "".join(rows)
-    why = retrieval_not_judged(model)
+    why = model.retrieval_note()
     if why and not body:  # said, not left out: a card without bars would read as "nothing to judge"
         return f'<h4>Rank agreement</h4><p class="note not-judged">{_e(why)}</p>'
     if not body:
@@ -186,17 +168,17 @@ _METRIC_ROWS: Tuple[Tuple[str, str], ...] = (
 )
 
 
-def _metrics_list(model: Dict[str, Any]) -> str:
-    metrics = model.get("metrics", {})
+def _metrics_list(model: ModelVerdict) -> str:
+    metrics = model.metrics
     rows = []
     for key, label in _METRIC_ROWS:
         if key in metrics:
             shown = fmt_cosine(metrics[key]) if key == "min_cosine" else fmt(metrics[key])
             rows.append(f"<dt>{_e(label)}</dt><dd>{_e(shown)}</dd>")
-    tolerance = diff_tolerance(model)
+    tolerance = model.diff_limit()
     if tolerance is not None:
         rows.append(f"<dt>tolerance (atol)</dt><dd>{_e(fmt(tolerance))}</dd>")
-    if model.get("performance"):
+    if model.performance:
         device, rate, ratio, cuda, rss = speed_cells(model)
         rows += [f"<dt>device</dt><dd>{_e(device)}</dd>", f"<dt>texts/s</dt><dd>{_e(rate)} ({_e(ratio)} of baseline)</dd>"]
         rows += [f"<dt>CUDA peak</dt><dd>{_e(cuda)}</dd>"] if cuda != "-" else []
@@ -204,55 +186,46 @@ def _metrics_list(model: Dict[str, Any]) -> str:
     return f'<dl class="metrics">{"".join(rows)}</dl>' if rows else ""
 
 
-def _checks_table(model: Dict[str, Any]) -> str:
+def _checks_table(model: ModelVerdict) -> str:
     rows = [
         [
-            f"<td><code>{_e(c['name'])}</code></td>",
-            _td(fmt(c["observed"]) if "cosine" not in c["name"] else fmt_cosine(c["observed"]), "num"),
-            _td(f"{c['op']} {fmt(c['limit'])}", "num"),
+            f"<td><code>{_e(c.name)}</code></td>",
+            _td(fmt(c.observed) if "cosine" not in c.name else fmt_cosine(c.observed), "num"),
+            _td(f"{c.op} {fmt(c.limit)}", "num"),
             _td(fmt_used(c), "num used"),
-            _td("pass" if c.get("passed") else "FAIL", "res-pass" if c.get("passed") else "res-fail"),
-            _td(c.get("detail", "")),
+            _td("pass" if c.passed else "FAIL", "res-pass" if c.passed else "res-fail"),
+            _td(c.detail),
         ]
-        for c in model.get("checks", [])
+        for c in model.checks
     ]
     if not rows:
         return ""
     table = _table(["Check", "Observed", "Limit", "Limit used", "Result", "Detail"], rows, "checks")
-    failed = any(not c.get("passed") for c in model.get("checks", []))
-    need = ", ".join(f"{k} {fmt(v)}" for k, v in (model.get("min_passing") or {}).items())
+    failed = bool(model.failed_checks)
+    need = ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items())
     would = f'<p class="would-pass">would pass with: <code>{_e(need)}</code></p>' if failed and need else ""
     return f"<h4>Checks</h4>{table}{would}"
 
 
-def _offenders_table(model: Dict[str, Any]) -> str:
-    rows = [
-        [f"<td><code>{_e(o['item_id'])}</code></td>", _td(o["metric"]), _td(fmt(o["value"]), "num"), _td(o.get("detail", ""))]
-        for o in model.get("offenders", [])
-    ]
+def _offenders_table(model: ModelVerdict) -> str:
+    rows = [[f"<td><code>{_e(o.item_id)}</code></td>", _td(o.metric), _td(fmt(o.value), "num"), _td(o.detail)]
+            for o in model.offenders]
     return f"<h4>Worst items</h4>{_table(['Item', 'Metric', 'Value', 'Detail'], rows)}" if rows else ""
 
 
-def _quantized(model: Dict[str, Any]) -> bool:
-    """Quantized embeddings are judged in bits / buckets: no float difference histogram for them."""
-    metrics = model.get("metrics", {})
-    return "max_bit_flips" in metrics or "max_int_distance" in metrics
-
-
-def _model_card(model: Dict[str, Any]) -> str:
-    status = Status(model["status"])
+def _model_card(model: ModelVerdict) -> str:
+    status = model.status
     head = (
-        f'<h3><code>{_e(model["model_id"])}</code> {_badge(status)}'
-        f'<small>{_e(model.get("kind", "?"))} · tolerance class {_e(model.get("tolerance_class", "-"))}</small></h3>'
+        f'<h3><code>{_e(model.model_id)}</code> {_badge(status)}'
+        f'<small>{_e(model.kind)} · tolerance class {_e(model.tolerance_class)}</small></h3>'
     )
     reason = ""
-    if status is not Status.PASS and model.get("reason") and not any(not c.get("passed") for c in model.get("checks", [])):
-        reason = f'<div class="callout {_status_class(status)}"><pre>{_e(model["reason"])}</pre></div>'
-    hist = model.get("metrics", {}).get("abs_diff_histogram")
-    if not model.get("metrics"):
+    if status is not Status.PASS and model.reason and not model.failed_checks:
+        reason = f'<div class="callout {_status_class(status)}"><pre>{_e(model.reason)}</pre></div>'
+    if not model.metrics:
         return f'<div class="card {_status_class(status)}">{head}{reason}</div>'
-    svg = histogram_svg(hist or {}, diff_tolerance(model), f"{model['model_id']} differences")
-    figure = "" if _quantized(model) else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
+    svg = histogram_svg(model.metrics.get("abs_diff_histogram") or {}, model.diff_limit(), f"{model.model_id} differences")
+    figure = "" if model.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
     side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
     return (
         f'<div class="card {_status_class(status)}">{head}{reason}<div class="grid">{figure}{side}</div>'
@@ -260,8 +233,8 @@ def _model_card(model: Dict[str, Any]) -> str:
     )
 
 
-def _hist_caption(model: Dict[str, Any]) -> str:
-    metrics = model.get("metrics", {})
+def _hist_caption(model: ModelVerdict) -> str:
+    metrics = model.metrics
     hist = metrics.get("abs_diff_histogram") or {}
     total = histogram_zeros(hist) + sum(int(c) for c in hist.get("counts", []))
     beyond = metrics.get("elements_beyond_tolerance")
@@ -301,28 +274,27 @@ def _value_tds(baseline: Any, candidate: Any) -> List[str]:
             for text, value in zip(shown, (baseline, candidate))]
 
 
-def _cell_meta(cell: Dict[str, Any]) -> str:
-    params = " · ".join(f"{_e(k)} <code>{_e(v)}</code>" for k, v in cell.get("params", {}).items())
-    timing = f"setup {fmt_seconds(cell.get('setup_s'))} · run {fmt_seconds(cell.get('run_s'))}"
-    results = f" · results <code>{_e(cell['results'])}</code>" if cell.get("results") else ""
+def _cell_meta(cell: ReportCell) -> str:
+    params = " · ".join(f"{_e(k)} <code>{_e(v)}</code>" for k, v in cell.params.items())
+    timing = f"setup {fmt_seconds(cell.setup_s)} · run {fmt_seconds(cell.run_s)}"
+    results = f" · results <code>{_e(cell.results)}</code>" if cell.results else ""
     return f'<p class="meta">{params}</p><p class="meta">{timing}{results}</p>'
 
 
-def _cell_section(index: int, cell: Dict[str, Any]) -> str:
-    status = CellStatus(cell["status"])
+def _cell_section(index: int, cell: ReportCell) -> str:
+    status = cell.status
     parts = [
-        f'<section class="cell" id="{_anchor(index, cell["cell_id"])}">',
-        f'<h2><code>{_e(cell["cell_id"])}</code> {_badge(status)}</h2>',
+        f'<section class="cell" id="{_anchor(index, cell.cell_id)}">',
+        f'<h2><code>{_e(cell.cell_id)}</code> {_badge(status)}</h2>',
         _cell_meta(cell),
     ]
-    parts += [f'<p class="note verdict-note">note: {_e(note)}</p>' for note in comparison_notes(cell)]
-    comparison = cell.get("comparison")
-    if cell.get("reason") and incomplete(cell):
-        what = "did not run" if comparison is None else "did not complete"
-        parts.append(f'<div class="callout {_status_class(status)}"><strong>{_e(what)}: {_e(status.value)}</strong><pre>{_e(cell["reason"])}</pre></div>')
-    if comparison is not None:
-        parts += [_model_card(m) for m in comparison.get("models", [])]
-        parts.append(_env_block(comparison))
+    parts += [f'<p class="note verdict-note">note: {_e(note)}</p>' for note in cell.notes]
+    if cell.reason and cell.incomplete:
+        what = "did not run" if cell.comparison is None else "did not complete"
+        parts.append(f'<div class="callout {_status_class(status)}"><strong>{_e(what)}: {_e(status.value)}</strong><pre>{_e(cell.reason)}</pre></div>')
+    if cell.comparison is not None:
+        parts += [_model_card(m) for m in cell.models]
+        parts.append(_env_block(cell.comparison))
     parts.append("</section>")
     return "".join(parts)
 
@@ -330,16 +302,14 @@ def _cell_section(index: int, cell: Dict[str, Any]) -> str:
 # -- trend ------------------------------------------------------------------------------------------------------
 
 
-def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> str:
+def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> str:
     rows = []
-    for cell in report["cells"]:
-        for model in (cell.get("comparison") or {}).get("models", []):
-            points = history_series(history, report["matrix"], cell["cell_id"], model["model_id"], TREND_RUNS)
-            if not points:
-                continue
+    for cell, model in report.verdicts():
+        points = history_series(history, report.matrix, cell.cell_id, model.model_id, TREND_RUNS)
+        if points:
             rows.append([
-                f"<td><code>{_e(cell['cell_id'])}</code></td>",
-                f"<td><code>{_e(model['model_id'])}</code></td>",
+                f"<td><code>{_e(cell.cell_id)}</code></td>",
+                f"<td><code>{_e(model.model_id)}</code></td>",
                 f"<td>{sparkline(points)}</td>",
                 _td(" → ".join(fmt(v) for _, _, v in points[-4:]), "num"),
                 _td(len(points), "num"),
@@ -350,17 +320,17 @@ def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> str:
     return f'<section id="trend"><h2>Trend</h2>{table}</section>'
 
 
-def render_html(report: Dict[str, Any], history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
+def render_html(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
     body = [_header(report), _overview(report)]
     if history:
         body.append(_trend(report, history))
-    body += [_cell_section(i, c) for i, c in enumerate(report["cells"])]
+    body += [_cell_section(i, c) for i, c in enumerate(report.cells)]
     body.append(
-        f"<footer>Rendered from the matrix report (format_version {_e(report.get('format_version', '?'))}); "
+        f"<footer>Rendered from the matrix report (format_version {MATRIX_FORMAT_VERSION}); "
         "the same data as report.json, summary.md and junit.xml.</footer>"
     )
-    title = f"Drift report: {report['matrix']} — {CellStatus(report['status']).value.upper()}"
+    title = f"Drift report: {report.matrix} — {report.status.value.upper()}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 from typing import Any, Dict
 
+from harness.report.matrix_report import MatrixReport
+
 __all__ = ["render_json"]
 
 
-def render_json(report: Dict[str, Any]) -> str:
-    """The report verbatim (anything not JSON-native, such as a ``Path``, as its ``str``)."""
-    return json.dumps(report, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+def render_json(report: MatrixReport | Dict[str, Any]) -> str:
+    """The report verbatim (a report.json as read, rendered again, is unchanged; anything not JSON-native, such
+    as a ``Path``, as its ``str``)."""
+    data = report.to_dict() if isinstance(report, MatrixReport) else report
+    return json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"

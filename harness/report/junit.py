@@ -13,9 +13,9 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.compare.verdict import CellStatus, Status
+from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report.format import fmt
-from harness.report.matrix_report import comparison_notes, report_policy, retrieval_not_judged
+from harness.report.matrix_report import MatrixReport, ReportCell
 from harness.report.text import check_line
 
 __all__ = ["render_junit", "xml_safe"]
@@ -41,46 +41,46 @@ def _outcome(parent: ET.Element, tag: str, message: str, kind: str, body: str = 
         element.text = xml_safe(body)
 
 
-def _failure_body(model: Dict[str, Any]) -> str:
+def _failure_body(model: ModelVerdict) -> str:
     """Failed checks with their detail, then the worst offenders: what a CI viewer shows when expanded."""
-    lines = [f"{check_line(c)}; {c.get('detail', '')}" for c in model.get("checks", []) if not c.get("passed")]
-    if not lines and model.get("reason"):
-        lines.append(model["reason"])
-    if model.get("offenders"):
+    lines = [f"{check_line(c)}; {c.detail}" for c in model.failed_checks]
+    if not lines and model.reason:
+        lines.append(model.reason)
+    if model.offenders:
         lines.append("worst items:")
-        lines += [f"  {o['item_id']}  {o['metric']} {fmt(o['value'])}  {o.get('detail', '')}" for o in model["offenders"]]
-    if model.get("min_passing"):
-        lines.append("would pass with: " + ", ".join(f"{k} {fmt(v)}" for k, v in model["min_passing"].items()))
-    lines.append(f"tolerance class: {model.get('tolerance_class', '-')}")
+        lines += [f"  {o.item_id}  {o.metric} {fmt(o.value)}  {o.detail}" for o in model.offenders]
+    if model.min_passing:
+        lines.append("would pass with: " + ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items()))
+    lines.append(f"tolerance class: {model.tolerance_class}")
     return "\n".join(lines)
 
 
-def _checks_out(model: Dict[str, Any]) -> str:
+def _checks_out(model: ModelVerdict) -> str:
     """Every check with its limit and the share of it used: the headroom a passing case still has."""
-    return "\n".join(check_line(c) + ("" if c.get("passed") else " FAILED") for c in model.get("checks", []))
+    return "\n".join(check_line(c) + ("" if c.passed else " FAILED") for c in model.checks)
 
 
-def _model_case(suite: ET.Element, cell_id: str, model: Dict[str, Any]) -> CellStatus:
-    case = ET.SubElement(suite, "testcase", {"classname": _classname(cell_id), "name": xml_safe(model["model_id"])})
-    status = Status(model["status"])
-    reason = model.get("reason") or status.value
+def _model_case(suite: ET.Element, cell_id: str, model: ModelVerdict) -> CellStatus:
+    case = ET.SubElement(suite, "testcase", {"classname": _classname(cell_id), "name": xml_safe(model.model_id)})
+    status = model.status
+    reason = model.reason or status.value
     if status is Status.FAIL:
         _outcome(case, "failure", reason, "drift", _failure_body(model))
     elif status is Status.INCOMPATIBLE:
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
-    out = "\n".join(filter(None, [_checks_out(model), retrieval_not_judged(model)]))
+    out = "\n".join(filter(None, [_checks_out(model), model.retrieval_note()]))
     if out:
         ET.SubElement(case, "system-out").text = xml_safe(out)
     return CellStatus.parse(status)
 
 
-def _needs_setup_case(cell: Dict[str, Any], model_statuses: List[CellStatus]) -> bool:
+def _needs_setup_case(cell: ReportCell, model_statuses: List[CellStatus]) -> bool:
     """A cell without a comparison, or whose own failure no model testcase already reports."""
-    if cell.get("comparison") is None:
+    if cell.comparison is None:
         return True
-    status = CellStatus(cell["status"])
+    status = cell.status
     if status.unjudged:
         return CellStatus.ERROR not in model_statuses
     if status is CellStatus.INCOMPATIBLE:
@@ -88,13 +88,13 @@ def _needs_setup_case(cell: Dict[str, Any], model_statuses: List[CellStatus]) ->
     return False
 
 
-def _setup_case(suite: ET.Element, cell: Dict[str, Any]) -> CellStatus:
-    attrs = {"classname": _classname(cell["cell_id"]), "name": "setup"}
-    if cell.get("setup_s") is not None:
-        attrs["time"] = f"{float(cell['setup_s']):.3f}"
+def _setup_case(suite: ET.Element, cell: ReportCell) -> CellStatus:
+    attrs = {"classname": _classname(cell.cell_id), "name": "setup"}
+    if cell.setup_s is not None:
+        attrs["time"] = f"{float(cell.setup_s):.3f}"
     case = ET.SubElement(suite, "testcase", attrs)
-    status = CellStatus(cell["status"])
-    reason = cell.get("reason") or status.value
+    status = cell.status
+    reason = cell.reason or status.value
     if status is CellStatus.INCOMPATIBLE:
         _outcome(case, "skipped", reason, status.value)
     elif status.unjudged:  # install-failed, run-failed, error: counted as one JUnit error each
@@ -105,18 +105,18 @@ def _setup_case(suite: ET.Element, cell: Dict[str, Any]) -> CellStatus:
     return status
 
 
-def _properties(suite: ET.Element, cell: Dict[str, Any], policy: str) -> None:
+def _properties(suite: ET.Element, cell: ReportCell, policy: str) -> None:
     props = ET.SubElement(suite, "properties")
-    pairs: List[Tuple[str, Any]] = list(cell.get("params", {}).items()) + [("policy", policy)]
-    pairs += [("cell.status", cell["status"]), ("cell.reason", cell.get("reason")), ("cell.results", cell.get("results"))]
-    pairs += [("note", note) for note in comparison_notes(cell)]
+    pairs: List[Tuple[str, Any]] = list(cell.params.items()) + [("policy", policy)]
+    pairs += [("cell.status", cell.status.value), ("cell.reason", cell.reason), ("cell.results", cell.results)]
+    pairs += [("note", note) for note in cell.notes]
     for name, value in pairs:
         if value not in (None, ""):
             ET.SubElement(props, "property", {"name": xml_safe(name), "value": xml_safe(value)})
 
 
-def _env_out(cell: Dict[str, Any]) -> Optional[str]:
-    changes = (cell.get("comparison") or {}).get("env_changes", [])
+def _env_out(cell: ReportCell) -> Optional[str]:
+    changes = cell.env_changes
     if not changes:
         return None
     lines = [f"environment changes vs baseline ({len(changes)}):"]
@@ -133,30 +133,30 @@ def _count(statuses: List[CellStatus]) -> Dict[str, int]:
     }
 
 
-def _suite(root: ET.Element, cell: Dict[str, Any], timestamp: str, policy: str) -> Tuple[List[CellStatus], float]:
-    suite = ET.SubElement(root, "testsuite", {"name": xml_safe(cell["cell_id"]), "timestamp": xml_safe(timestamp)})
+def _suite(root: ET.Element, cell: ReportCell, timestamp: str, policy: str) -> Tuple[List[CellStatus], float]:
+    suite = ET.SubElement(root, "testsuite", {"name": xml_safe(cell.cell_id), "timestamp": xml_safe(timestamp)})
     _properties(suite, cell, policy)
-    statuses = [_model_case(suite, cell["cell_id"], m) for m in (cell.get("comparison") or {}).get("models", [])]
+    statuses = [_model_case(suite, cell.cell_id, m) for m in cell.models]
     if _needs_setup_case(cell, statuses):
         statuses.append(_setup_case(suite, cell))
     env = _env_out(cell)
     if env:
         ET.SubElement(suite, "system-out").text = xml_safe(env)
-    seconds = sum(float(cell[k]) for k in ("setup_s", "run_s") if cell.get(k) is not None)
+    seconds = cell.seconds or 0.0
     for key, value in _count(statuses).items():
         suite.set(key, str(value))
     suite.set("time", f"{seconds:.3f}")
     return statuses, seconds
 
 
-def render_junit(report: Dict[str, Any]) -> str:
+def render_junit(report: MatrixReport) -> str:
     """The matrix as JUnit XML (``<testsuites>`` root, totals on every level)."""
-    root = ET.Element("testsuites", {"name": xml_safe(f"matrix {report['matrix']}")})
-    timestamp = str(report.get("created_at", ""))[:19]  # JUnit's xsd wants ISO 8601 without a zone
+    root = ET.Element("testsuites", {"name": xml_safe(f"matrix {report.matrix}")})
+    timestamp = report.created_at[:19]  # JUnit's xsd wants ISO 8601 without a zone
     all_statuses: List[CellStatus] = []
     total = 0.0
-    for cell in report["cells"]:
-        statuses, seconds = _suite(root, cell, timestamp, report_policy(report))
+    for cell in report.cells:
+        statuses, seconds = _suite(root, cell, timestamp, report.policy)
         all_statuses += statuses
         total += seconds
     for key, value in _count(all_statuses).items():

@@ -1,6 +1,6 @@
 """Markdown rendering of a matrix report: for PR comments and CI job summaries, where there is no HTML or JS.
 
-Renders only from the matrix report dict (see ``harness.report.matrix_report``), so it cannot disagree with the
+Renders only from the matrix report (``MatrixReport``, see ``harness.report.matrix_report``), so it cannot disagree with the
 JSON, JUnit or HTML rendering of the same run.
 """
 
@@ -9,17 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence
 
-from harness.compare.verdict import CellStatus, Status
+from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import (
-    check_used,
-    comparison_notes,
+    MatrixReport,
+    ReportCell,
     history_series,
-    incomplete,
     meaningful_env_changes,
     order_shown,
-    report_policy,
-    scope_line,
 )
 from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, speed_cells, topk_decided
 
@@ -44,7 +41,7 @@ def _code(text: Any) -> str:
     return f"{fence} {flat} {fence}" if fence == "``" else f"`{flat}`"
 
 
-def _status(status: str) -> str:
+def _status(status: str | CellStatus | Status) -> str:
     """A cell's or model's status word; bold and upper case where someone needs to act."""
     word = CellStatus.parse(status)
     return f"**{word.value.upper()}**" if word.failing else word.value
@@ -59,85 +56,80 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
 # -- sections ---------------------------------------------------------------------------------------------------
 
 
-def _header(report: Dict[str, Any]) -> List[str]:
-    counts = report.get("counts", {})
+def _header(report: MatrixReport) -> List[str]:
+    counts = report.counts
     summary = ", ".join(f"{counts[s.value]} {s.value}" for s in CellStatus if counts.get(s.value))
-    date = str(report.get("created_at", ""))[:10]
     return [
-        f"# Drift report: {md_escape(report['matrix'])} — {_status(report['status']).upper()} ({date})",
+        f"# Drift report: {md_escape(report.matrix)} — {_status(report.status).upper()} ({report.created_at[:10]})",
         "",
-        f"- created: {md_escape(report.get('created_at', '-'))}",
-        f"- baseline: {_code(report.get('baseline', '-'))}",
-        f"- policy: {_code(report_policy(report))}",
-        f"- cells: {len(report['cells'])} ({summary or 'none'})",
-        f"- scope: {md_escape(scope_line(report))}",
+        f"- created: {md_escape(report.created_at or '-')}",
+        f"- baseline: {_code(report.baseline)}",
+        f"- policy: {_code(report.policy)}",
+        f"- cells: {len(report.cells)} ({summary or 'none'})",
+        f"- scope: {md_escape(report.scope())}",
     ]
 
 
-def _summary_row(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
-    metrics = model.get("metrics", {})
+def _summary_row(cell: ReportCell, model: ModelVerdict) -> List[str]:
+    metrics = model.metrics
     return [
-        _code(cell["cell_id"]),
-        _code(model["model_id"]),
-        _status(model["status"]),
+        _code(cell.cell_id),
+        _code(model.model_id),
+        _status(model.status),
         fmt_drift(metrics),
         fmt_cosine(metrics.get("min_cosine")),
         md_escape(order_shown(model)),
-        md_escape(model.get("tolerance_class", "-")),
+        md_escape(model.tolerance_class),
         _worst_check(model),
     ]
 
 
-def _worst_check(model: Dict[str, Any]) -> str:
+def _worst_check(model: ModelVerdict) -> str:
     """The check closest to (or furthest over) its limit, with the share of the allowance it used."""
-    checks = model.get("checks", [])
-    if not checks:
+    if not model.checks:
         return "-"
-    worst = max(checks, key=lambda c: float("inf") if check_used(c) is None else check_used(c))  # type: ignore[arg-type,return-value]  # not None the second time
-    return f"{_code(worst['name'])} {md_escape(fmt_used(worst))}"
+    worst = max(model.checks, key=lambda c: float("inf") if c.used is None else c.used)
+    return f"{_code(worst.name)} {md_escape(fmt_used(worst))}"
 
 
-def _run_time(cell: Dict[str, Any]) -> str:
+def _run_time(cell: ReportCell) -> str:
     """The cell's run seconds and the model compute part of them (the rest is imports and model loading)."""
-    if cell.get("run_s") is None:
+    if cell.run_s is None:
         return "-"
-    compute = cell.get("compute_s")
-    return f"{fmt_seconds(cell['run_s'])} ({fmt_seconds(compute)})" if compute is not None else fmt_seconds(cell["run_s"])
+    return fmt_seconds(cell.run_s) + (f" ({fmt_seconds(cell.compute_s)})" if cell.compute_s is not None else "")
 
 
-def _summary(report: Dict[str, Any]) -> List[str]:
+def _summary(report: MatrixReport) -> List[str]:
     rows: List[List[str]] = []
-    for cell in report["cells"]:
-        models = (cell.get("comparison") or {}).get("models", [])
-        rows += [[*_summary_row(cell, m), _run_time(cell) if i == 0 else ""] for i, m in enumerate(models)]
-        if not models:
-            rows.append([_code(cell["cell_id"]), "(not run)", _status(cell["status"]), "-", "-", "-", "-", "-", _run_time(cell)])
+    for cell in report.cells:
+        rows += [[*_summary_row(cell, m), _run_time(cell) if i == 0 else ""] for i, m in enumerate(cell.models)]
+        if not cell.models:
+            rows.append([_code(cell.cell_id), "(not run)", _status(cell.status), "-", "-", "-", "-", "-", _run_time(cell)])
     header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)",
               "Run (compute)"]
-    decided = [f"- {_code(cell['cell_id'])} / {_code(m['model_id'])}: {md_escape(topk_decided(m))}"
-               for cell in report["cells"] for m in (cell.get("comparison") or {}).get("models", []) if topk_decided(m)]
+    decided = [f"- {_code(cell.cell_id)} / {_code(m.model_id)}: {md_escape(topk_decided(m))}"
+               for cell, m in report.verdicts() if topk_decided(m)]
     return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
 
 
-def _notes(report: Dict[str, Any]) -> List[str]:
+def _notes(report: MatrixReport) -> List[str]:
     """What the comparisons say beyond their verdicts (a file compared with itself passes by construction)."""
-    lines = [f"- {_code(cell['cell_id'])}: {md_escape(note)}" for cell in report["cells"] for note in comparison_notes(cell)]
+    lines = [f"- {_code(cell.cell_id)}: {md_escape(note)}" for cell in report.cells for note in cell.notes]
     return ["", "## Notes", ""] + lines if lines else []
 
 
-def _checks(report: Dict[str, Any]) -> List[str]:
+def _checks(report: MatrixReport) -> List[str]:
     """Every check with its limit and the share of the allowance used (100% = at the limit; headroom is the rest)."""
     rows = [
-        [_code(cell["cell_id"]), _code(model["model_id"]), _code(c["name"]), fmt(c["observed"]),
-         f"{md_escape(c['op'])} {fmt(c['limit'])}", md_escape(fmt_used(c)), "pass" if c.get("passed") else "**FAIL**"]
-        for cell in report["cells"]
-        for model in (cell.get("comparison") or {}).get("models", [])
-        for c in model.get("checks", [])
+        [_code(cell.cell_id), _code(model.model_id), _code(c.name), fmt(c.observed),
+         f"{md_escape(c.op)} {fmt(c.limit)}", md_escape(fmt_used(c)), "pass" if c.passed else "**FAIL**"]
+        for cell, model in report.verdicts()
+        for c in model.checks
     ]
     if not rows:
         return []
     table = _table(["Cell", "Model", "Check", "Observed", "Limit", "Used", "Result"], rows)
-    return (["", "## Checks", "", f"Judged by {_code(report_policy(report))}. Used: the share of each limit's allowance "
+    return (["", "## Checks", "", f"Judged by {_code(report.policy)}. Used: the share of each limit's allowance "
              "the drift used (`<=` checks: observed / limit; `>=` checks: (1 - observed) / (1 - limit)).", "",
              "<details><summary>every check</summary>", ""] + table
             + ["", "</details>", "", f"_Order figures: {md_escape(ORDER_FIGURES_NOTE)}_"])
@@ -149,14 +141,13 @@ def _short(value: Any) -> str:
     return text[:12] + "…" if re.fullmatch(r"[0-9a-f]{40,}", text) else text
 
 
-def _env_section(report: Dict[str, Any]) -> List[str]:
+def _env_section(report: MatrixReport) -> List[str]:
     lines = ["", "## Environment changes vs baseline"]
-    for cell in report["cells"]:
-        comparison = cell.get("comparison")
-        if comparison is None:
+    for cell in report.cells:
+        if cell.comparison is None:
             continue
-        kept, hidden = meaningful_env_changes(comparison.get("env_changes", []))
-        lines += ["", f"### {md_escape(cell['cell_id'])}", ""]
+        kept, hidden = meaningful_env_changes(cell.env_changes)
+        lines += ["", f"### {md_escape(cell.cell_id)}", ""]
         if kept:
             rows = [[md_escape(c["group"]), _code(c["key"]), md_escape(_short(c["baseline"])), md_escape(_short(c["candidate"]))]
                     for c in kept]
@@ -168,57 +159,48 @@ def _env_section(report: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def _failed_model(cell: Dict[str, Any], model: Dict[str, Any]) -> List[str]:
+def _failed_model(cell: ReportCell, model: ModelVerdict) -> List[str]:
     lines = [
         "",
-        f"### {md_escape(cell['cell_id'])} / {md_escape(model['model_id'])}: {_status(model['status'])} "
-        f"(class {md_escape(model.get('tolerance_class', '-'))})",
+        f"### {md_escape(cell.cell_id)} / {md_escape(model.model_id)}: {_status(model.status)} "
+        f"(class {md_escape(model.tolerance_class)})",
         "",
     ]
-    failed = [c for c in model.get("checks", []) if not c.get("passed")]
-    for check in failed:
-        lines.append(f"- {md_escape(check_line(check))} — {md_escape(check.get('detail', ''))}")
-    if not failed and model.get("reason"):
-        lines.append(f"- {md_escape(model['reason'])}")
-    if failed and model.get("min_passing"):
-        need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model["min_passing"].items())
+    failed = model.failed_checks
+    lines += [f"- {md_escape(check_line(check))} — {md_escape(check.detail)}" for check in failed]
+    if not failed and model.reason:
+        lines.append(f"- {md_escape(model.reason)}")
+    if failed and model.min_passing:
+        need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model.min_passing.items())
         lines.append(f"- would pass with: {need}")
-    offenders = model.get("offenders", [])
-    if offenders:
-        rows = [[_code(o["item_id"]), md_escape(o["metric"]), fmt(o["value"]), md_escape(o.get("detail", ""))] for o in offenders]
+    if model.offenders:
+        rows = [[_code(o.item_id), md_escape(o.metric), fmt(o.value), md_escape(o.detail)] for o in model.offenders]
         lines += ["", "Worst items:", ""] + _table(["Item", "Metric", "Value", "Detail"], rows)
     return lines
 
 
-def _failures(report: Dict[str, Any]) -> List[str]:
-    lines: List[str] = []
-    for cell in report["cells"]:
-        for model in (cell.get("comparison") or {}).get("models", []):
-            if Status(model["status"]) is not Status.PASS:
-                lines += _failed_model(cell, model)
+def _failures(report: MatrixReport) -> List[str]:
+    lines = [line for cell, model in report.verdicts() if model.status is not Status.PASS
+             for line in _failed_model(cell, model)]
     return ["", "## Failures explained"] + lines if lines else []
 
 
-def _not_run(report: Dict[str, Any]) -> List[str]:
+def _not_run(report: MatrixReport) -> List[str]:
     """Cells without a comparison, or whose status says setup, install or the run itself went wrong."""
-    rows = [
-        [_code(c["cell_id"]), _status(c["status"]), md_escape(c.get("reason") or "-"), fmt_seconds(c.get("setup_s"))]
-        for c in report["cells"]
-        if incomplete(c)
-    ]
+    rows = [[_code(c.cell_id), _status(c.status), md_escape(c.reason or "-"), fmt_seconds(c.setup_s)]
+            for c in report.cells if c.incomplete]
     if not rows:
         return []
     return ["", "## Cells that did not run (or not completely)", ""] + _table(["Cell", "Status", "Reason", "Setup"], rows)
 
 
-def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> List[str]:
+def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> List[str]:
     rows = []
-    for cell in report["cells"]:
-        for model in (cell.get("comparison") or {}).get("models", []):
-            points = history_series(history, report["matrix"], cell["cell_id"], model["model_id"], TREND_RUNS)
-            if points:
-                values = " → ".join(f"**{fmt(v)}**" if s is CellStatus.FAIL else fmt(v) for _, s, v in points)
-                rows.append([_code(cell["cell_id"]), _code(model["model_id"]), str(len(points)), values])
+    for cell, model in report.verdicts():
+        points = history_series(history, report.matrix, cell.cell_id, model.model_id, TREND_RUNS)
+        if points:
+            values = " → ".join(f"**{fmt(v)}**" if s is CellStatus.FAIL else fmt(v) for _, s, v in points)
+            rows.append([_code(cell.cell_id), _code(model.model_id), str(len(points)), values])
     if not rows:
         return []
     return (
@@ -227,21 +209,17 @@ def _trend(report: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> List[st
     )
 
 
-def _speed(report: Dict[str, Any]) -> List[str]:
+def _speed(report: MatrixReport) -> List[str]:
     """Throughput and memory per cell and model: how each environment (CPU, GPU type) runs the models."""
-    rows = [
-        [_code(cell["cell_id"]), _code(model["model_id"]), *(md_escape(c) for c in speed_cells(model))]
-        for cell in report["cells"]
-        for model in (cell.get("comparison") or {}).get("models", [])
-        if model.get("performance")
-    ]
+    rows = [[_code(cell.cell_id), _code(model.model_id), *(md_escape(c) for c in speed_cells(model))]
+            for cell, model in report.verdicts() if model.performance]
     if not rows:
         return []
     header = ["Cell", "Model", "Device", "Texts/s", "vs baseline", "CUDA peak", "Run peak RSS"]
     return ["", "## Speed and memory (reported, not judged)", ""] + _table(header, rows)
 
 
-def render_markdown(report: Dict[str, Any], history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
+def render_markdown(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
     """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend.
 
     ``history`` is rendered as given (``load_history`` output; include the current run by appending first).

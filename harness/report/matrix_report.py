@@ -1,183 +1,225 @@
-"""The matrix report: one JSON-able dict for a whole version matrix, the single source every format renders from.
+"""The matrix report: ``MatrixReport`` of ``ReportCell``s for a whole version matrix, the single source every
+format renders from (``report.json`` is its ``to_dict()``).
 
 ``build_matrix_report`` assembles it from per-cell outcomes (each carrying ``Comparison.serialize()`` data or
-``None``); ``history_entry`` is the compact record of one run kept in the history log, and ``history_series``
-reads a trend back out of that log. The small accessors below are shared by the renderers, so that e.g. "which
-agreement metric is the headline" is decided once, not once per format. Data only: writing the files (and the
-log) is ``harness.matrix.publish``'s job.
+``None``); ``MatrixReport.history_entry`` is the compact record of one run kept in the history log, and
+``history_series`` reads a trend back out of that log. The report and its cells answer the renderers' questions
+(scope, counts, a cell's models and notes); the functions below answer a model verdict's (which agreement metric
+is the headline, why retrieval was not judged), each decided once, not once per format. Data only: writing the
+files (and the log) is ``harness.matrix.publish``'s job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import functools
 import os
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
-from harness.compare.kinds.common import not_judged_note
-from harness.compare.verdict import CellStatus, limit_used
+from harness.compare.verdict import CellStatus, ModelVerdict
 from harness.report.format import fmt_percent
 
-__all__ = [
-    "MATRIX_FORMAT_VERSION",
-    "build_matrix_report",
-    "history_entry",
-    "history_series",
-    "meaningful_env_changes",
-    "order_agreement",
-    "order_shown",
-    "comparison_notes",
-    "retrieval_not_judged",
-    "diff_tolerance",
-    "report_models",
-    "incomplete",
-    "report_policy",
-    "scope_line",
-    "verdict_rows",
-    "VERDICT_COLUMNS",
-    "check_used",
-]
+__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "VERDICT_COLUMNS", "build_matrix_report",
+           "history_series", "meaningful_env_changes", "order_shown"]
 
 MATRIX_FORMAT_VERSION = 1
-
-
-
-# -- building ---------------------------------------------------------------------------------------------------
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _normalize_cell(cell: Mapping[str, Any]) -> Dict[str, Any]:
-    """Fill the optional keys so renderers never need ``.get`` defaults, and serialize a live ``Comparison``."""
-    if not cell.get("cell_id"):
-        raise ValueError(f"matrix cell without a cell_id: {dict(cell)!r}")
-    comparison = cell.get("comparison")
-    if comparison is not None and hasattr(comparison, "serialize"):
-        comparison = comparison.serialize()
-    return {
-        "cell_id": str(cell["cell_id"]),
-        "params": dict(cell.get("params") or {}),
-        "status": CellStatus.parse(cell.get("status", CellStatus.ERROR)).value,
-        "reason": cell.get("reason") or "",
-        "setup_s": cell.get("setup_s"),
-        "run_s": cell.get("run_s"),
-        "compute_s": cell.get("compute_s"),  # the models' encode/predict part of run_s (the rest: imports, loads)
-        "results": None if cell.get("results") is None else str(cell["results"]),
-        "comparison": comparison,
-    }
+@dataclass
+class ReportCell:
+    """One cell of a matrix report: its stage outcome and, when it was judged, its comparison.
+
+    ``comparison`` is ``Comparison.serialize()`` data, the one form every report renders a verdict from; the
+    cell's own questions (its models, notes, whether it is incomplete) are answered here, once for every format.
+    """
+
+    cell_id: str
+    params: Dict[str, Any] = field(default_factory=dict)
+    status: CellStatus = CellStatus.ERROR
+    reason: str = ""
+    setup_s: Optional[float] = None
+    run_s: Optional[float] = None
+    compute_s: Optional[float] = None  # the models' encode/predict part of run_s (the rest: imports, loads)
+    results: Optional[str] = None
+    comparison: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def of(cls, cell: Mapping[str, Any] | ReportCell) -> ReportCell:
+        """A cell from a record (``harness.matrix.collect``, a report.json as read; a live ``Comparison`` is
+        serialized); an unknown status or a missing cell id raises ``ValueError``."""
+        if isinstance(cell, ReportCell):
+            return cell
+        if not cell.get("cell_id"):
+            raise ValueError(f"matrix cell without a cell_id: {dict(cell)!r}")
+        comparison = cell.get("comparison")
+        if comparison is not None and hasattr(comparison, "serialize"):
+            comparison = comparison.serialize()
+        return cls(cell_id=str(cell["cell_id"]), params=dict(cell.get("params") or {}),
+                   status=CellStatus.parse(cell.get("status", CellStatus.ERROR)), reason=cell.get("reason") or "",
+                   setup_s=cell.get("setup_s"), run_s=cell.get("run_s"), compute_s=cell.get("compute_s"),
+                   results=None if cell.get("results") is None else str(cell["results"]), comparison=comparison)
+
+    @functools.cached_property
+    def models(self) -> List[ModelVerdict]:
+        """The model verdicts of its comparison (none when it was not judged)."""
+        return [ModelVerdict.from_dict(m) for m in (self.comparison or {}).get("models", [])]
+
+    @property
+    def notes(self) -> List[str]:
+        """The notes its comparison carries (``Comparison.notes``: a file compared with itself)."""
+        return [str(n) for n in (self.comparison or {}).get("notes", [])]
+
+    @property
+    def env_changes(self) -> List[Dict[str, Any]]:
+        return list((self.comparison or {}).get("env_changes", []))
+
+    @property
+    def incomplete(self) -> bool:
+        """No comparison, or a status saying setup, install, the run or a model's loading went wrong (its reason
+        is worth showing beside, or instead of, the model verdicts)."""
+        return self.comparison is None or self.status is CellStatus.INCOMPATIBLE or self.status.unjudged
+
+    @property
+    def seconds(self) -> Optional[float]:
+        """Setup plus run time; None when neither was recorded."""
+        times = [float(t) for t in (self.setup_s, self.run_s) if t is not None]
+        return sum(times) if times else None
+
+    def history(self) -> Dict[str, Any]:
+        """Its line in the history log: status and each model's headline numbers."""
+        return {"status": self.status.value,
+                "max_abs_diff": {m.model_id: m.metrics.get("max_abs_diff") for m in self.models},
+                "min_cosine": {m.model_id: m.metrics["min_cosine"] for m in self.models if "min_cosine" in m.metrics}}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**dataclasses.asdict(self), "status": self.status.value}
+
+
+@dataclass
+class MatrixReport:
+    """A whole version matrix's outcome, the single source every format renders from (``report.json`` is
+    ``to_dict()``). ``partial``: fewer cells than ``matrix_cells`` (a ``--cells`` run), never a passing whole
+    matrix; ``merged``: such a run merged into the last full report (``harness.matrix.publish``)."""
+
+    matrix: str
+    baseline: str
+    cells: List[ReportCell]
+    created_at: str = ""
+    policy: str = "-"
+    partial: bool = False
+    matrix_cells: List[str] = field(default_factory=list)
+    merged: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MatrixReport:
+        """A report.json as read (reports written before ``policy`` was recorded: read from the comparisons)."""
+        cells = [ReportCell.of(c) for c in data["cells"]]
+        return cls(matrix=str(data["matrix"]), baseline=str(data.get("baseline", "-")), cells=cells,
+                   created_at=str(data.get("created_at", "")), policy=str(data.get("policy") or _policy_of(cells)),
+                   partial=bool(data.get("partial")), matrix_cells=list(data.get("matrix_cells") or []),
+                   merged=data.get("merged"))
+
+    @property
+    def status(self) -> CellStatus:
+        return CellStatus.worst(c.status for c in self.cells)
+
+    @property
+    def counts(self) -> Dict[str, int]:
+        """Cells per status, every status named."""
+        return {s.value: sum(c.status is s for c in self.cells) for s in CellStatus}
+
+    def verdicts(self) -> List[Tuple[ReportCell, ModelVerdict]]:
+        """Every (cell, model verdict) pair, in report order."""
+        return [(c, m) for c in self.cells for m in c.models]
+
+    def model_ids(self) -> List[str]:
+        """Every model id in the report, in first-seen order (the overview's columns)."""
+        return list(dict.fromkeys(m.model_id for _, m in self.verdicts()))
+
+    def scope(self) -> str:
+        """What it covers: the whole matrix, a ``--cells`` run, or a run merged into the last full report."""
+        total = len(self.matrix_cells or self.cells)
+        if self.merged:
+            return (f"full matrix ({total} cells) from the run of {self.merged['full_run_created_at']}, with "
+                    f"{', '.join(self.merged['cells'])} re-run at {self.merged['created_at']} (--cells) and merged in")
+        if self.partial:
+            return f"partial: {len(self.cells)} of {total} cells (--cells); not a whole-matrix run"
+        return f"full matrix ({total} cells)"
+
+    def history_entry(self) -> Dict[str, Any]:
+        """The compact per-run record kept in the history log (numbers only, no offenders or environments)."""
+        return {"format_version": MATRIX_FORMAT_VERSION, "created_at": self.created_at, "matrix": self.matrix,
+                "status": self.status.value, "partial": self.partial,  # a --cells run: never a whole-matrix line
+                "cells": {c.cell_id: c.history() for c in self.cells}}
+
+    def verdict_rows(self) -> List[Dict[str, Any]]:
+        """Every check of every model of every cell as one flat record (``VERDICT_COLUMNS``), for dataframes."""
+        top = {"matrix": self.matrix, "created_at": self.created_at, "policy": self.policy}
+        rows: List[Dict[str, Any]] = []
+        for cell in self.cells:
+            base = {**top, "cell_id": cell.cell_id, "cell_status": cell.status.value}
+            if not cell.models:
+                rows.append({**base, "model_id": "", "kind": "", "model_status": cell.status.value,
+                             "tolerance_class": "", "check": "", "op": "", "observed": None, "limit": None,
+                             "used": None, "passed": None})
+            for model in cell.models:
+                head = {**base, "model_id": model.model_id, "kind": model.kind, "model_status": model.status.value,
+                        "tolerance_class": model.tolerance_class}
+                rows += [{**head, "check": c.name, "op": c.op, "observed": c.observed, "limit": c.limit, "used": c.used,
+                          "passed": c.passed} for c in model.checks]
+                if not model.checks:
+                    rows.append({**head, "check": "", "op": "", "observed": None, "limit": None, "used": None,
+                                 "passed": None})
+        return rows
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The report.json document (keys in the order it has always had)."""
+        out = {"format_version": MATRIX_FORMAT_VERSION, "matrix": self.matrix, "created_at": self.created_at,
+               "baseline": self.baseline, "policy": self.policy, "status": self.status.value, "counts": self.counts,
+               "partial": self.partial, "matrix_cells": list(self.matrix_cells),
+               "cells": [c.to_dict() for c in self.cells]}
+        return {**out, "merged": self.merged} if self.merged is not None else out
 
 
 def build_matrix_report(
     matrix_name: str,
     baseline: str | os.PathLike[str],
-    cells: Sequence[Mapping[str, Any]],
+    cells: Sequence[Mapping[str, Any] | ReportCell],
     *,
     created_at: Optional[str] = None,
     matrix_cells: Optional[Sequence[str]] = None,
-) -> Dict[str, Any]:
-    """The one matrix report dict: cells as given plus the overall status and per-status counts.
+) -> MatrixReport:
+    """The matrix report of ``cells`` (records or ``ReportCell``s), with the policy they were judged by.
 
     ``matrix_cells``: every cell id of the matrix; a report of fewer cells (``--cells``) is ``partial``, so it
     never passes for a whole-matrix run (``harness.matrix.publish`` merges it into the last full report).
     """
-    normalized = [_normalize_cell(c) for c in cells]
-    ids = [c["cell_id"] for c in normalized]
+    typed = [ReportCell.of(c) for c in cells]
+    ids = [c.cell_id for c in typed]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ValueError(f"duplicate cell id(s): {', '.join(duplicates)}")
-    statuses = [CellStatus(c["status"]) for c in normalized]
-    return {
-        "format_version": MATRIX_FORMAT_VERSION,
-        "matrix": matrix_name,
-        "created_at": created_at or _now(),
-        "baseline": str(baseline),
-        "policy": _policy_of(normalized),
-        "status": CellStatus.worst(statuses).value,
-        "counts": {s.value: statuses.count(s) for s in CellStatus},
-        "partial": matrix_cells is not None and not set(matrix_cells) <= set(ids),
-        "matrix_cells": list(matrix_cells) if matrix_cells is not None else ids,
-        "cells": normalized,
-    }
+    return MatrixReport(matrix=matrix_name, baseline=str(baseline), cells=typed, created_at=created_at or _now(),
+                        policy=_policy_of(typed), partial=matrix_cells is not None and not set(matrix_cells) <= set(ids),
+                        matrix_cells=list(matrix_cells) if matrix_cells is not None else ids)
 
 
-def _policy_of(cells: Sequence[Dict[str, Any]]) -> str:
+def _policy_of(cells: Sequence[ReportCell]) -> str:
     """The policy every comparison was judged by (``Comparison.policy``: a file, or the built-in one)."""
-    sources = sorted({str(c["comparison"].get("policy")) for c in cells if c.get("comparison")})
+    sources = sorted({str(c.comparison.get("policy")) for c in cells if c.comparison})
     return "; ".join(sources) if sources else "-"
-
-
-def scope_line(report: Dict[str, Any]) -> str:
-    """What the report covers: the whole matrix, a ``--cells`` run, or a run merged into the last full report."""
-    merged = report.get("merged")
-    total = len(report.get("matrix_cells") or report["cells"])
-    if merged:
-        return (f"full matrix ({total} cells) from the run of {merged['full_run_created_at']}, with "
-                f"{', '.join(merged['cells'])} re-run at {merged['created_at']} (--cells) and merged in")
-    if report.get("partial"):
-        return f"partial: {len(report['cells'])} of {total} cells (--cells); not a whole-matrix run"
-    return f"full matrix ({total} cells)"
-
-
-def report_policy(report: Dict[str, Any]) -> str:
-    """The report's policy line (reports written before it was recorded: read from the comparisons)."""
-    return str(report.get("policy") or _policy_of(report.get("cells", [])))
-
-
-def check_used(check: Mapping[str, Any]) -> Optional[float]:
-    """The share of a check's allowance used (``limit_used``), also for checks saved before it was recorded."""
-    return limit_used(float(check["observed"]), float(check["limit"]), str(check["op"]))
 
 
 #: the flat verdict table: one row per cell x model x check (a cell or model without checks: one row, check "")
 VERDICT_COLUMNS = ("matrix", "created_at", "policy", "cell_id", "cell_status", "model_id", "kind", "model_status",
                    "tolerance_class", "check", "op", "observed", "limit", "used", "passed")
-
-
-def verdict_rows(report: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Every check of every model of every cell as one flat record (``VERDICT_COLUMNS``), for dataframes."""
-    top = {"matrix": report["matrix"], "created_at": report["created_at"], "policy": report_policy(report)}
-    rows: List[Dict[str, Any]] = []
-    for cell in report["cells"]:
-        base = {**top, "cell_id": cell["cell_id"], "cell_status": cell["status"]}
-        models = (cell.get("comparison") or {}).get("models", [])
-        if not models:
-            rows.append({**base, "model_id": "", "kind": "", "model_status": cell["status"], "tolerance_class": "",
-                         "check": "", "op": "", "observed": None, "limit": None, "used": None, "passed": None})
-        for model in models:
-            head = {**base, "model_id": model["model_id"], "kind": model.get("kind", ""), "model_status": model["status"],
-                    "tolerance_class": model.get("tolerance_class", "")}
-            checks = model.get("checks") or [{}]
-            rows += [{**head, "check": c.get("name", ""), "op": c.get("op", ""), "observed": c.get("observed"),
-                      "limit": c.get("limit"), "used": check_used(c) if c else None, "passed": c.get("passed")} for c in checks]
-    return rows
-
-
-# -- history ----------------------------------------------------------------------------------------------------
-
-
-def _history_cell(cell: Dict[str, Any]) -> Dict[str, Any]:
-    models = (cell.get("comparison") or {}).get("models", [])
-    return {
-        "status": cell["status"],
-        "max_abs_diff": {m["model_id"]: m.get("metrics", {}).get("max_abs_diff") for m in models},
-        "min_cosine": {
-            m["model_id"]: m["metrics"]["min_cosine"] for m in models if "min_cosine" in m.get("metrics", {})
-        },
-    }
-
-
-def history_entry(report: Dict[str, Any]) -> Dict[str, Any]:
-    """The compact per-run record kept in the history log (numbers only, no offenders or environments)."""
-    return {
-        "format_version": MATRIX_FORMAT_VERSION,
-        "created_at": report["created_at"],
-        "matrix": report["matrix"],
-        "status": report["status"],
-        "partial": bool(report.get("partial")),  # a --cells run: only these cells, never a whole-matrix line
-        "cells": {c["cell_id"]: _history_cell(c) for c in report["cells"]},
-    }
 
 
 def _logged_status(value: Any) -> Optional[CellStatus]:
@@ -211,22 +253,6 @@ def history_series(
 # -- shared accessors for the renderers -------------------------------------------------------------------------
 
 
-def report_models(report: Dict[str, Any]) -> List[str]:
-    """Every model id in the report, in first-seen order (the overview's columns)."""
-    seen: Dict[str, None] = {}
-    for cell in report["cells"]:
-        for model in (cell.get("comparison") or {}).get("models", []):
-            seen.setdefault(model["model_id"], None)
-    return list(seen)
-
-
-def incomplete(cell: Dict[str, Any]) -> bool:
-    """A cell without a comparison, or whose status says setup, install, the run or a model's loading went wrong
-    (its reason is worth showing beside, or instead of, the model verdicts)."""
-    status = CellStatus(cell["status"])
-    return cell.get("comparison") is None or status is CellStatus.INCOMPATIBLE or status.unjudged
-
-
 def meaningful_env_changes(changes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
     """The env changes that belong to a factor (``harness.compare.factors``), each with its ``group``, in group
     order; plus how many others (platform strings, paths) were left out (they stay in report.json). Hardware and
@@ -235,42 +261,11 @@ def meaningful_env_changes(changes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict
     return [dict(c, group=group) for group, items in groups for c in items], hidden
 
 
-def order_agreement(model: Dict[str, Any]) -> Tuple[str, Optional[float]]:
-    """The headline rank metric and its label: top-k order for bi-encoders, tie-aware reorder rate for rerankers."""
-    metrics = model.get("metrics", {})
-    if "topk_order_agreement" in metrics:
-        return f"top-{metrics.get('topk', '?')} order", metrics["topk_order_agreement"]
-    if "rerank_order_agreement" in metrics:
-        return "rerank order", metrics["rerank_order_agreement"]
-    return "", None
-
-
-def retrieval_not_judged(model: Dict[str, Any]) -> Optional[str]:
-    """Why no retrieval check ran ("retrieval not judged: no queries"), or None when it ran or does not apply."""
-    why = model.get("metrics", {}).get("topk_not_judged")
-    return not_judged_note(why) if why else None
-
-
-def order_shown(model: Dict[str, Any]) -> str:
+def order_shown(model: ModelVerdict) -> str:
     """What every report's order-agreement column shows: the headline agreement and its label, or why retrieval
     was not judged (never a bare "-" that reads as "nothing to say"); "-" only for a model without either."""
-    why = retrieval_not_judged(model)
+    why = model.retrieval_note()
     if why:
         return why
-    label, value = order_agreement(model)
+    label, value = model.order_agreement()
     return f"{fmt_percent(value)} ({label})" if label else "-"
-
-
-def comparison_notes(cell: Mapping[str, Any]) -> List[str]:
-    """The notes a cell's comparison carries (``Comparison.notes``: a file compared with itself), for every report."""
-    return [str(n) for n in (cell.get("comparison") or {}).get("notes", [])]
-
-
-def diff_tolerance(model: Dict[str, Any]) -> Optional[float]:
-    """The absolute-difference limit the model was judged by (from its element check, else its tolerance)."""
-    for check in model.get("checks", []):
-        if check.get("name") in ("max_abs_diff", "max_score_diff"):
-            return check.get("limit")
-    tolerance = model.get("tolerance", {})
-    key = "score_atol" if model.get("kind") == "cross-encoder" else "atol"
-    return tolerance.get(key)

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Sequence
 
 import pyarrow as pa
 
-from harness.report.matrix_report import verdict_rows
+from harness.report.matrix_report import MatrixReport
 
 __all__ = ["verdicts_table", "history_table", "VERDICTS_SCHEMA", "HISTORY_SCHEMA"]
 
@@ -33,9 +33,9 @@ def _number(value: Any) -> Any:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def verdicts_table(report: Dict[str, Any]) -> pa.Table:
+def verdicts_table(report: MatrixReport) -> pa.Table:
     """Every check of the report as a row (a cell or model without checks: one row with an empty ``check``)."""
-    rows = verdict_rows(report)
+    rows = report.verdict_rows()
     for row in rows:
         for key in ("observed", "limit", "used"):
             row[key] = _number(row[key])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import dataclasses
+from typing import Any, Dict, List, Mapping
 
 from harness.compare.factors import group_changes
-from harness.compare.verdict import Status
+from harness.compare.verdict import Check, Comparison, ModelVerdict, Status
 from harness.report.format import fmt, fmt_cosine, fmt_percent
-from harness.report.matrix_report import check_used, retrieval_not_judged
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
            "ORDER_FIGURES_NOTE"]
@@ -30,10 +30,10 @@ def fmt_drift(metrics: Dict[str, Any]) -> str:
     return fmt(metrics.get("max_abs_diff"))
 
 
-def fmt_used(check: Dict[str, Any]) -> str:
+def fmt_used(check: Check) -> str:
     """A check's share of its allowance used (``limit_used``): ``37%``, ``31x`` far over; ``none allowed`` when the
     limit allows no drift and there was some."""
-    used = check_used(check)
+    used = check.used
     if used is None:
         return "none allowed"
     if used >= 10:
@@ -41,21 +41,21 @@ def fmt_used(check: Dict[str, Any]) -> str:
     return "<1%" if 0 < used < 0.01 else f"{used:.0%}"
 
 
-def check_line(check: Dict[str, Any]) -> str:
+def check_line(check: Check) -> str:
     """``name: observed (limit op L, used 37%)``: the one wording every report gives a check."""
     used = fmt_used(check)
     shown = used if used == "none allowed" else f"used {used}"
-    return f"{check['name']}: {fmt(check['observed'])} (limit {check['op']} {fmt(check['limit'])}, {shown})"
+    return f"{check.name}: {fmt(check.observed)} (limit {check.op} {fmt(check.limit)}, {shown})"
 
 
 def _mb(value: Any) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value / 2**20:,.0f} MB"
 
 
-def speed_cells(model: Dict[str, Any]) -> List[str]:
+def speed_cells(model: ModelVerdict) -> List[str]:
     """``[device, texts/s, vs baseline, CUDA peak, run peak RSS]`` of a verdict's candidate, as shown in every
     report (never judged: speed depends on the machine, not on correctness)."""
-    perf = model.get("performance") or {}
+    perf = model.performance
     cand, base = perf.get("candidate") or {}, perf.get("baseline") or {}
     if not cand:
         return ["-"] * 5
@@ -83,75 +83,66 @@ def _table(rows: List[List[str]]) -> List[str]:
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def _topk(model: Dict[str, Any]) -> str:
-    not_judged = retrieval_not_judged(model)  # the words every report uses
-    if not_judged:
-        return not_judged
-    for key, value in model.get("metrics", {}).items():
-        if key.endswith("order_agreement"):
-            return fmt_percent(value)
-    return "-"
+def _topk(model: ModelVerdict) -> str:
+    """The headline agreement, or why retrieval was not judged (the words every report uses)."""
+    label, value = model.order_agreement()
+    return model.retrieval_note() or (fmt_percent(value) if label else "-")
 
 
-def topk_decided(model: Dict[str, Any]) -> str:
+def topk_decided(model: ModelVerdict) -> str:
     """How the top-k agreement was decided, when a certificate proved some of it (``harness.compare.certificate``):
     "top-10: 10,000 queries, 9,990 certified by the bound, 10 scored exactly"; "" otherwise."""
-    topk = model.get("evidence", {}).get("topk") or {}
+    topk = model.evidence.get("topk") or {}
     certified, exact = topk.get("certified"), topk.get("scored_exactly")
     if not certified or exact is None:
         return ""
-    k = model.get("metrics", {}).get("topk", "k")
+    k = model.metrics.get("topk", "k")
     return (f"top-{k}: {certified + exact:,} queries, {certified:,} certified by the bound, "
             f"{exact:,} scored exactly")
 
 
-def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
-    """The verdict as text: summary table, failure explanations with worst offenders, environment changes."""
-    models = data["models"]
-    failing = [m for m in models if Status(m["status"]) is not Status.PASS]
-    lowered = sorted({m["tolerance_class"] for m in models if m.get("precision_change")})
+def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: str = "") -> str:
+    """The verdict as text: summary table, failure explanations with worst offenders, environment changes.
+    ``comparison``: a ``Comparison``, or one as serialized (a JSON verdict as read)."""
+    data = comparison if isinstance(comparison, Comparison) else Comparison.from_dict(comparison)
+    models = data.models
+    failing = [m for m in models if m.status is not Status.PASS]
+    lowered = sorted({m.tolerance_class for m in models if m.precision_change})
     at = f" at {', '.join(lowered)}" if lowered else ""  # a precision change: the class it was judged at, first
     lines = [
-        f"harness compare: {Status(data['status']).value.upper()}{at} ({len(failing)} of {len(models)} model(s) not passing)",
-        f"  baseline:  {data['baseline']}  [{format_env(data.get('baseline_env', {}))}]",
-        f"  candidate: {data['candidate']}  [{format_env(data.get('candidate_env', {}))}]",
-        f"  policy:    {data['policy']}",
+        f"harness compare: {data.status.value.upper()}{at} ({len(failing)} of {len(models)} model(s) not passing)",
+        f"  baseline:  {data.baseline}  [{format_env(data.baseline_env)}]",
+        f"  candidate: {data.candidate}  [{format_env(data.candidate_env)}]",
+        f"  policy:    {data.policy}",
         "",
     ]
     rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX DRIFT", "MIN COSINE", "ORDER AGREEMENT"]]
-    for model in models:
-        metrics = model.get("metrics", {})
-        rows.append([
-            model["model_id"], model["kind"], model["tolerance_class"], Status(model["status"]).value.upper(),
-            fmt_drift(metrics), fmt_cosine(metrics.get("min_cosine")), _topk(model),
-        ])
+    rows += [[model.model_id, model.kind, model.tolerance_class, model.status.value.upper(), fmt_drift(model.metrics),
+              fmt_cosine(model.metrics.get("min_cosine")), _topk(model)] for model in models]
     lines += _table(rows)
-    decided = [(model["model_id"], topk_decided(model)) for model in models]
-    lines += [f"  {model_id} {line}" for model_id, line in decided if line]
+    lines += [f"  {model.model_id} {topk_decided(model)}" for model in models if topk_decided(model)]
     checks = [["MODEL", "CHECK", "OBSERVED", "LIMIT", "USED", "RESULT"]]
-    checks += [[model["model_id"], c["name"], fmt(c["observed"]), f"{c['op']} {fmt(c['limit'])}", fmt_used(c),
-                "pass" if c["passed"] else "FAIL"] for model in models for c in model.get("checks", [])]
+    checks += [[model.model_id, c.name, fmt(c.observed), f"{c.op} {fmt(c.limit)}", fmt_used(c),
+                "pass" if c.passed else "FAIL"] for model in models for c in model.checks]
     if len(checks) > 1:
         lines += ["", "Checks (USED: share of the limit's allowance the drift used; 100% is at the limit):"] + _table(checks)
     speed = [["MODEL", "DEVICE", "TEXTS/S", "VS BASELINE", "CUDA PEAK", "RUN PEAK RSS"]]
-    speed += [[model["model_id"], *speed_cells(model)] for model in models if model.get("performance")]
+    speed += [[model.model_id, *speed_cells(model)] for model in models if model.performance]
     if len(speed) > 1:
         lines += ["", "Speed and memory of the candidate run (reported, not judged):"] + _table(speed)
     for model in failing:
-        lines += ["", f"{Status(model['status']).value.upper()} {model['model_id']} (tolerance class {model['tolerance_class']}):"]
-        failed = [c for c in model.get("checks", []) if not c["passed"]]
-        for check in failed:
-            lines.append(f"  {check_line(check)}; {check['detail']}")
-        if not failed and model.get("reason"):
-            lines.append(f"  {model['reason']}")
-        if model.get("offenders"):
+        lines += ["", f"{model.status.value.upper()} {model.model_id} (tolerance class {model.tolerance_class}):"]
+        failed = model.failed_checks
+        lines += [f"  {check_line(check)}; {check.detail}" for check in failed]
+        if not failed and model.reason:
+            lines.append(f"  {model.reason}")
+        if model.offenders:
             lines.append("  worst items:")
-            for off in model["offenders"]:
-                lines.append(f"    {off['item_id']:<24} {off['metric']:<18} {fmt(off['value']):>10}  {off['detail']}")
-        if failed and model.get("min_passing"):
-            need = ", ".join(f"{k} {fmt(v)}" for k, v in model["min_passing"].items())
+            lines += [f"    {o.item_id:<24} {o.metric:<18} {fmt(o.value):>10}  {o.detail}" for o in model.offenders]
+        if failed and model.min_passing:
+            need = ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items())
             lines.append(f"  would pass with: {need}")
-    changes = data.get("env_changes", [])
+    changes = [dataclasses.asdict(c) for c in data.env_changes]
     if changes:
         groups, unclassified = group_changes(changes)
         lines += ["", f"Environment changes vs baseline ({len(changes)}):"]
@@ -167,14 +158,14 @@ def render_comparison(data: Dict[str, Any], regen_hint: str = "") -> str:
     return "\n".join(lines)
 
 
-def render_explanation(factors: List[Any], comparison: Dict[str, Any]) -> str:
+def render_explanation(factors: List[Any], comparison: Comparison) -> str:
     """Factors that differ, each with its known drift, under the drift actually observed per model."""
     lines = ["Observed drift:"]
     observed = 0.0
-    for model in comparison["models"]:
-        value = model.get("metrics", {}).get("max_abs_diff")
+    for model in comparison.models:
+        value = model.metrics.get("max_abs_diff")
         observed = max(observed, value or 0.0)
-        lines.append(f"  {model['model_id']:<24} {Status(model['status']).value.upper():<12} max abs diff {fmt(value)}")
+        lines.append(f"  {model.model_id:<24} {model.status.value.upper():<12} max abs diff {fmt(value)}")
     if not factors:
         lines += ["", "No environment factor differs: any drift comes from the model files or nondeterminism."]
         return "\n".join(lines)

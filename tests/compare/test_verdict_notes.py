@@ -9,6 +9,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_harness_run_with_queries_gets_top_k_checks(tmp_path: Path, capsys: pyte
 # -- every report says retrieval was not judged ----------------------------------------------------------------
 
 
-def _no_query_report(with_queries: bool = False) -> dict:
+def _no_query_report(with_queries: bool = False) -> Any:
     """A one-cell matrix report of a bi-encoder compared over a corpus without queries (or with one)."""
     from harness.compare.verdict import Comparison
     from harness.report.matrix_report import build_matrix_report

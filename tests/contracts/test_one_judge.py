@@ -127,10 +127,10 @@ def door_matrix(base: Path, cand: Path, out: Path) -> Tuple[str, Dict[str, Outco
     write_cell_state(cell_dir, CellState.from_dict({"status": "ok", "setup_s": 1.0, "run_s": 1.0}))
     shutil.copy(cand, cell_dir / "results.parquet")
     report = collect_matrix(matrix, out / "runs", baseline=base)
-    cell = report["cells"][0]
-    if cell["comparison"] is None:
-        return cell["status"], {"*": Outcome(BAD, text=cell["reason"])}
-    return cell["status"], {m["model_id"]: _from_json(m) for m in cell["comparison"]["models"]}
+    cell = report.cells[0]
+    if cell.comparison is None:
+        return cell.status.value, {"*": Outcome(BAD, text=cell.reason)}
+    return cell.status.value, {m["model_id"]: _from_json(m) for m in cell.comparison["models"]}
 
 
 def door_files(base: Path, cand: Path, models: Dict[str, str]) -> Dict[str, Outcome]:

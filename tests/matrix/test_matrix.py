@@ -309,7 +309,7 @@ def _check_record(record: Dict[str, Any]) -> None:
 
 
 def test_record_of_an_identical_run_passes(tmp_path: Path, baseline: Path) -> None:
-    record = cell_record(_cell(), _run_dir(tmp_path), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path), baseline).to_dict()
     _check_record(record)
     assert record["status"] == "pass" and record["reason"] == ""
     assert (record["setup_s"], record["run_s"]) == (2.0, 3.0)
@@ -319,14 +319,14 @@ def test_record_of_an_identical_run_passes(tmp_path: Path, baseline: Path) -> No
 
 
 def test_record_of_a_drifted_run_fails_and_says_why(tmp_path: Path, baseline: Path) -> None:
-    record = cell_record(_cell(), _run_dir(tmp_path, bump=0.5), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, bump=0.5), baseline).to_dict()
     _check_record(record)
     assert record["status"] == "fail"
     assert record["reason"].startswith("bi: ") and "max_abs_diff" in record["reason"]
 
 
 def test_record_with_an_incompatible_model_is_incompatible(tmp_path: Path, baseline: Path) -> None:
-    record = cell_record(_cell(), _run_dir(tmp_path, incompatible=True), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, incompatible=True), baseline).to_dict()
     _check_record(record)
     assert record["status"] == "incompatible"
     assert "sentence-transformers 9.0.0" in record["reason"]
@@ -334,26 +334,26 @@ def test_record_with_an_incompatible_model_is_incompatible(tmp_path: Path, basel
 
 @pytest.mark.parametrize("stage", ["install-failed", "run-failed"])
 def test_record_of_a_failed_stage_keeps_the_stage_and_reason(tmp_path: Path, baseline: Path, stage: str) -> None:
-    record = cell_record(_cell(), _run_dir(tmp_path, status=stage, results=False), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, status=stage, results=False), baseline).to_dict()
     _check_record(record)
     assert (record["status"], record["reason"], record["comparison"], record["results"]) == (stage, "boom", None, None)
 
 
 def test_record_without_results_is_run_failed(tmp_path: Path, baseline: Path) -> None:
-    record = cell_record(_cell(), _run_dir(tmp_path, results=False), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, results=False), baseline).to_dict()
     assert record["status"] == "run-failed" and "results.parquet was not written" in record["reason"]
 
 
 def test_record_of_a_cell_never_run_is_an_error(tmp_path: Path, baseline: Path) -> None:
-    record = cell_record(_cell(), tmp_path / "nothing", baseline)
+    record = cell_record(_cell(), tmp_path / "nothing", baseline).to_dict()
     _check_record(record)
     assert record["status"] == "error" and record["reason"].startswith("not run")
 
 
 def test_record_of_incomparable_results_is_an_error(tmp_path: Path, baseline: Path) -> None:
-    record = cell_record(_cell(), _run_dir(tmp_path, corpus="b" * 64), baseline)
+    record = cell_record(_cell(), _run_dir(tmp_path, corpus="b" * 64), baseline).to_dict()
     assert record["status"] == "error" and "corpus differs" in record["reason"]
-    missing = cell_record(_cell(), _run_dir(tmp_path), tmp_path / "no-baseline.parquet")
+    missing = cell_record(_cell(), _run_dir(tmp_path), tmp_path / "no-baseline.parquet").to_dict()
     assert missing["status"] == "error" and "no such file" in missing["reason"]
 
 
@@ -402,9 +402,9 @@ def test_report_skips_or_counts_cells_never_run(tmp_path: Path, baseline: Path) 
     write_cell_state(runs / first.cell_id, CellState(status=StageStatus.OK))
     _results(runs / first.cell_id / "results.parquet")
     report = collect_matrix(matrix, runs, baseline=baseline, include_missing=False)
-    assert [c["cell_id"] for c in report["cells"]] == [first.cell_id]
+    assert [c.cell_id for c in report.cells] == [first.cell_id]
     report = collect_matrix(matrix, runs, baseline=baseline)
-    assert [c["status"] for c in report["cells"]] == ["pass", "error"]
+    assert [c.status.value for c in report.cells] == ["pass", "error"]
     with pytest.raises(hm.MatrixError, match="no cell of matrix 'm' has been run"):
         collect_matrix(matrix, tmp_path / "empty", baseline=baseline, include_missing=False)
 
@@ -431,10 +431,10 @@ def test_report_gathers_cells_from_object_storage(tmp_path: Path, baseline: Path
     _upload(runs, uri)
     local = collect_matrix(matrix, runs, baseline=baseline)
     remote = collect_matrix(matrix, uri, baseline=baseline)
-    assert [c["status"] for c in remote["cells"]] == [c["status"] for c in local["cells"]] == ["pass", "fail"]
-    assert remote["cells"][1]["results"] == f"{uri}/{matrix.cells[1].cell_id}/results.parquet"
-    for a, b in zip(local["cells"], remote["cells"]):
-        assert a["comparison"]["models"] == b["comparison"]["models"]
+    assert [c.status.value for c in remote.cells] == [c.status.value for c in local.cells] == ["pass", "fail"]
+    assert remote.cells[1].results == f"{uri}/{matrix.cells[1].cell_id}/results.parquet"
+    for a, b in zip(local.cells, remote.cells):
+        assert a.models == b.models
     _upload(tmp_path / "nothing-here", uri + "-empty")
     with pytest.raises(hm.MatrixError, match="no cell of matrix 'm' has been run"):
         collect_matrix(matrix, uri + "-empty", baseline=baseline, include_missing=False)

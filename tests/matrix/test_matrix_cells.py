@@ -72,4 +72,4 @@ def test_a_cell_without_its_python_is_recorded_and_the_next_one_runs(tmp_path: P
     assert (tmp_path / "venvs" / "m").is_dir() and not (tmp_path / "venvs" / "m" / cell.cell_id).exists()
     assert logged[-1].startswith(f"cell {cell.label}: install-failed")
     record = cell_record(cell, run_dir, tmp_path / "unused-baseline.parquet")
-    assert (record["status"], record["reason"]) == ("install-failed", state.reason)
+    assert (record.status.value, record.reason) == ("install-failed", state.reason)

@@ -263,9 +263,9 @@ def test_the_report_shows_each_cells_compute_beside_its_run_time(tmp_path: Path)
     run_dir = tmp_path / "runs" / "cell"
     write_cell_state(run_dir, CellState(StageStatus.RUN_FAILED, reason="boom", setup_s=1.0, run_s=12.5, compute_s=9.25))
     record = cell_record(_cell(), run_dir, tmp_path / "baseline.parquet")
-    assert (record["run_s"], record["compute_s"]) == (12.5, 9.25)
+    assert (record.run_s, record.compute_s) == (12.5, 9.25)
     report = build_matrix_report("m", "baseline.parquet", [record])
-    assert report["cells"][0]["compute_s"] == 9.25
+    assert report.to_dict()["cells"][0]["compute_s"] == 9.25
     summary = render_markdown(report)
     header = next(line for line in summary.splitlines() if line.startswith("| Cell | Model"))
     row = next(line for line in summary.splitlines() if "(not run)" in line)

@@ -12,6 +12,7 @@ and open ``/tmp/report.png``. Replace ``--screenshot=...`` with ``--dump-dom`` t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import subprocess
@@ -54,7 +55,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     tmp = tmp_path_factory.mktemp("browser")
     report = synthetic_matrix(tmp)
     history_path = tmp / "history.jsonl"
-    append_history({**report, "created_at": "2026-11-22T15:00:00+00:00"}, history_path)
+    append_history(dataclasses.replace(report, created_at="2026-11-22T15:00:00+00:00"), history_path)
     append_history(report, history_path)
     target = tmp / "report.html"
     target.write_text(render_html(report, history=load_history(history_path)), encoding="utf-8")
@@ -102,10 +103,10 @@ def test_a_long_environment_value_keeps_the_page_narrow(tmp_path: Path) -> None:
     """Issue 26: one unwrapped ``blas_runtime`` value made the page 5,000 px wide. Long values wrap (and are
     ellipsized, whole in the tooltip): at a 1,400 px window the page stays under 1,600 px."""
     report = synthetic_matrix(tmp_path)
-    cell = next(c for c in report["cells"] if c["status"] == "fail")
+    cell = next(c for c in report.cells if c.status.value == "fail")
     lib = {"internal_api": "openblas", "version": "0.3.27", "threading_layer": "pthreads",
            "filepath": "/opt/conda/envs/" + "x" * 400 + "/lib/python3.11/site-packages/numpy.libs/libopenblas64_p.so"}
-    cell["comparison"]["env_changes"].append(
+    cell.comparison["env_changes"].append(
         {"key": "blas_runtime", "baseline": [lib] * 3, "candidate": [dict(lib, version="0.3.28")] * 3})
     html = render_html(report).replace("</body>", "<script>document.body.setAttribute('data-page-width', "
                                                   "document.documentElement.scrollWidth)</script></body>")

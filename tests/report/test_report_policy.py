@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Dict
 
 import pytest
 
@@ -17,14 +16,14 @@ from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import build_matrix_report
+from harness.report.matrix_report import MatrixReport, build_matrix_report
 from harness.report.text import render_comparison
 
 from synthetic_results import BI, perturb_results, synthetic_matrix, write_synthetic_baseline
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def report(tmp_path_factory: pytest.TempPathFactory) -> MatrixReport:
     return synthetic_matrix(tmp_path_factory.mktemp("policy"))
 
 
@@ -37,12 +36,12 @@ def test_limit_used_of_both_kinds_of_check() -> None:
     assert Check(**json.loads(json.dumps(check.__dict__))).used == pytest.approx(3.0)  # survives a round trip
 
 
-def test_every_format_names_the_policy_and_each_checks_headroom(report: Dict[str, Any]) -> None:
-    assert report["policy"] == BUILT_IN_POLICY
+def test_every_format_names_the_policy_and_each_checks_headroom(report: MatrixReport) -> None:
+    assert report.policy == BUILT_IN_POLICY
     markdown = render_markdown(report)
     assert f"- policy: `{BUILT_IN_POLICY}`" in markdown
     # the passing bi-encoder's max_abs_diff row, with its limit and the share used (observed / limit)
-    passing = report["cells"][0]["comparison"]["models"][0]
+    passing = report.to_dict()["cells"][0]["comparison"]["models"][0]
     check = next(c for c in passing["checks"] if c["name"] == "max_abs_diff")
     share = f"{check['observed'] / check['limit']:.0%}"
     assert f"| fp32 | `max_abs_diff` {share} |" in markdown  # the summary's closest check
@@ -83,6 +82,6 @@ def test_a_policy_file_is_named_and_its_limits_shown(tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if line.split()[:2] == [BI, "max_abs_diff"])
     assert row.split()[2:] == [f"{check.observed:.2e}", "<=", "4.00e-05", f"{check.observed / 4e-5:.0%}", "pass"]
     report = build_matrix_report("m", base, [{"cell_id": "c", "status": "pass", "comparison": comparison}])
-    assert report["policy"] == str(policy_file)
+    assert report.policy == str(policy_file)
     assert f"policy <code class=\"policy\">{policy_file}</code>" in render_html(report)
     assert Comparison.from_dict(comparison.serialize()).policy == str(policy_file)

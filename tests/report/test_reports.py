@@ -7,6 +7,7 @@ from any results file: it copies it and adds noise to one model's vectors or sco
 
 from __future__ import annotations
 
+import dataclasses
 import html.parser
 import json
 import re
@@ -27,7 +28,7 @@ from harness.report.html_svg import histogram_svg
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import build_matrix_report
+from harness.report.matrix_report import MatrixReport, build_matrix_report
 
 from synthetic_results import (
     BI,
@@ -39,18 +40,18 @@ from synthetic_results import (
 
 
 @pytest.fixture(scope="session")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+def report(tmp_path_factory: pytest.TempPathFactory) -> MatrixReport:
     return synthetic_matrix(tmp_path_factory.mktemp("matrix"))
 
 
-def _models(report: Dict[str, Any]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    return [(c, m) for c in report["cells"] for m in (c["comparison"] or {}).get("models", [])]
+def _models(report: MatrixReport) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    return [(c, m) for c in report.to_dict()["cells"] for m in (c["comparison"] or {}).get("models", [])]
 
 
 # -- the matrix report dict -------------------------------------------------------------------------------------
 
 
-def test_synthetic_matrix_has_the_intended_verdicts(report: Dict[str, Any]) -> None:
+def test_synthetic_matrix_has_the_intended_verdicts(report: MatrixReport) -> None:
     """Guards the fixture itself: the other tests rely on one passing and one doubly failing cell."""
     verdicts = {(c["cell_id"][:18], m["model_id"]): m["status"] for c, m in _models(report)}
     assert verdicts == {
@@ -59,11 +60,11 @@ def test_synthetic_matrix_has_the_intended_verdicts(report: Dict[str, Any]) -> N
     }
 
 
-def test_build_computes_worst_status_and_counts(report: Dict[str, Any]) -> None:
-    assert report["format_version"] == 1 and report["matrix"] == "smoke"
-    assert report["status"] == "install-failed"
-    assert report["counts"] == {"pass": 1, "incompatible": 1, "fail": 1, "run-failed": 1, "install-failed": 1, "error": 0}
-    assert isinstance(report["cells"][1]["comparison"], dict), "a live Comparison is serialized"
+def test_build_computes_worst_status_and_counts(report: MatrixReport) -> None:
+    assert report.to_dict()["format_version"] == 1 and report.matrix == "smoke"
+    assert report.status.value == "install-failed"
+    assert report.counts == {"pass": 1, "incompatible": 1, "fail": 1, "run-failed": 1, "install-failed": 1, "error": 0}
+    assert isinstance(report.cells[1].comparison, dict), "a live Comparison is serialized"
 
 
 @pytest.mark.parametrize(
@@ -94,10 +95,10 @@ def test_fmt_cosine_shows_the_distance_from_one() -> None:
 # -- Markdown ---------------------------------------------------------------------------------------------------
 
 
-def test_markdown_has_every_cell_model_status_and_number(report: Dict[str, Any]) -> None:
+def test_markdown_has_every_cell_model_status_and_number(report: MatrixReport) -> None:
     text = render_markdown(report)
     assert text.startswith("# Drift report: smoke — **INSTALL-FAILED** (2026-11-23)")
-    for cell in report["cells"]:
+    for cell in report.to_dict()["cells"]:
         assert f"`{cell['cell_id']}`" in text
     for cell, model in _models(report):
         metrics = model["metrics"]
@@ -109,9 +110,9 @@ def test_markdown_has_every_cell_model_status_and_number(report: Dict[str, Any])
         assert re.search(r"\d+\.\d% \((top-10|rerank) order\)", row)
 
 
-def test_markdown_explains_failures_env_changes_and_non_run_cells(report: Dict[str, Any]) -> None:
+def test_markdown_explains_failures_env_changes_and_non_run_cells(report: MatrixReport) -> None:
     text = render_markdown(report)
-    failing = report["cells"][1]["comparison"]["models"]
+    failing = report.cells[1].comparison["models"]
     for model in failing:
         for check in (c for c in model["checks"] if not c["passed"]):
             assert f"`{check['name']}`" in text
@@ -127,7 +128,7 @@ def test_markdown_explains_failures_env_changes_and_non_run_cells(report: Dict[s
     assert "\x1b" not in text
 
 
-def test_markdown_tables_have_consistent_columns(report: Dict[str, Any]) -> None:
+def test_markdown_tables_have_consistent_columns(report: MatrixReport) -> None:
     """An unescaped pipe in an id or reason would shift a table's columns."""
     text = render_markdown(report)
     for block in re.split(r"\n(?!\|)", text):
@@ -139,13 +140,13 @@ def test_markdown_tables_have_consistent_columns(report: Dict[str, Any]) -> None
 # -- JUnit ------------------------------------------------------------------------------------------------------
 
 
-def test_junit_parses_with_right_counts(report: Dict[str, Any]) -> None:
+def test_junit_parses_with_right_counts(report: MatrixReport) -> None:
     root = ET.fromstring(render_junit(report).encode("utf-8"))
     assert root.tag == "testsuites"
     assert {k: root.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
         "tests": "7", "failures": "2", "errors": "2", "skipped": "1"}
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert list(suites) == [c["cell_id"] for c in report["cells"]]
+    assert list(suites) == [c["cell_id"] for c in report.to_dict()["cells"]]
     expected = {
         "py3.11-torch2.13.0-st6.2.0": ("2", "0", "0", "0"),
         "py3.11-torch2.14.0-st6.3.0": ("2", "2", "0", "0"),
@@ -160,7 +161,7 @@ def test_junit_parses_with_right_counts(report: Dict[str, Any]) -> None:
         assert all(tc.get("classname") == "matrix." + name.replace(".", "_") for tc in suite.findall("testcase"))
 
 
-def test_junit_content_of_failures_skips_errors_and_properties(report: Dict[str, Any]) -> None:
+def test_junit_content_of_failures_skips_errors_and_properties(report: MatrixReport) -> None:
     root = ET.fromstring(render_junit(report).encode("utf-8"))
     suites = {s.get("name"): s for s in root.findall("testsuite")}
     failing = suites["py3.11-torch2.14.0-st6.3.0"]
@@ -198,10 +199,10 @@ def test_a_model_incompatible_inside_a_run_cell(tmp_path: Path) -> None:
 # -- JSON -------------------------------------------------------------------------------------------------------
 
 
-def test_json_round_trips(report: Dict[str, Any]) -> None:
+def test_json_round_trips(report: MatrixReport) -> None:
     text = render_json(report)
     loaded = json.loads(text)
-    assert loaded == json.loads(json.dumps(report, default=str))
+    assert loaded == json.loads(json.dumps(report.to_dict(), default=str))
     assert text == render_json(loaded), "stable: sorted keys, same indent"
     for cell in loaded["cells"]:
         if cell["comparison"]:
@@ -237,7 +238,7 @@ class _TagChecker(html.parser.HTMLParser):
         self.stack.pop()
 
 
-def test_html_is_self_contained_with_plots(report: Dict[str, Any]) -> None:
+def test_html_is_self_contained_with_plots(report: MatrixReport) -> None:
     page = render_html(report)
     checker = _TagChecker()
     checker.feed(page)
@@ -248,7 +249,7 @@ def test_html_is_self_contained_with_plots(report: Dict[str, Any]) -> None:
     lowered = page.lower()
     for forbidden in ("<script", "<link", "url(", "@import", "http://", "https://", "<iframe", "<img"):
         assert forbidden not in lowered, forbidden
-    for cell in report["cells"]:
+    for cell in report.to_dict()["cells"]:
         assert cell["cell_id"] in page
     assert "&lt;error&gt; &amp; &quot;quotes&quot;" in page and "<error>" not in page
     assert "torch 1.13.1 has no wheel for python 3.13" in page
@@ -268,30 +269,30 @@ def test_histogram_svg_accepts_both_zero_shapes_and_marks_bins_beyond_tolerance(
 # -- files and history ------------------------------------------------------------------------------------------
 
 
-def test_write_matrix_report_writes_four_formats(report: Dict[str, Any], tmp_path: Path) -> None:
+def test_write_matrix_report_writes_four_formats(report: MatrixReport, tmp_path: Path) -> None:
     paths = write_matrix_report(report, tmp_path / "out")
     files = ["junit.xml", "report.html", "report.json", "summary.md", "verdicts.csv", "verdicts.parquet"]
     assert sorted(p.name for p in paths.values()) == files  # four formats plus the flat verdict table
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == files
     assert paths["markdown"].read_text(encoding="utf-8") == render_markdown(report)
-    assert json.loads(paths["json"].read_text(encoding="utf-8"))["status"] == report["status"]
+    assert json.loads(paths["json"].read_text(encoding="utf-8"))["status"] == report.status.value
     ET.parse(paths["junit"])
 
 
-def test_history_appends_two_runs_and_renders_a_trend(report: Dict[str, Any], tmp_path: Path) -> None:
+def test_history_appends_two_runs_and_renders_a_trend(report: MatrixReport, tmp_path: Path) -> None:
     path = tmp_path / "deep" / "history.jsonl"
-    later = {**report, "created_at": "2026-11-24T15:00:00+00:00"}
+    later = dataclasses.replace(report, created_at="2026-11-24T15:00:00+00:00")
     append_history(report, path)
     append_history(later, path)
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
     history = load_history(path)
-    assert [h["created_at"] for h in history] == [report["created_at"], later["created_at"]]
+    assert [h["created_at"] for h in history] == [report.created_at, later.created_at]
     first = history[0]
     assert first["matrix"] == "smoke" and first["status"] == "install-failed"
     failing = first["cells"]["py3.11-torch2.14.0-st6.3.0"]
     assert failing["status"] == "fail"
-    assert failing["max_abs_diff"][BI] == report["cells"][1]["comparison"]["models"][0]["metrics"]["max_abs_diff"]
+    assert failing["max_abs_diff"][BI] == report.cells[1].comparison["models"][0]["metrics"]["max_abs_diff"]
     assert set(failing["min_cosine"]) == {BI}, "cross-encoders have no cosine"
     assert first["cells"]["py3.13-torch1.13.1-st2.7.0"] == {"status": "incompatible", "max_abs_diff": {}, "min_cosine": {}}
     markdown = render_markdown(later, history=history)
@@ -310,7 +311,7 @@ def test_load_history_skips_a_torn_last_line_but_not_corruption(tmp_path: Path) 
         load_history(path)
 
 
-def test_append_after_a_torn_last_line_keeps_the_log_readable(report: Dict[str, Any], tmp_path: Path) -> None:
+def test_append_after_a_torn_last_line_keeps_the_log_readable(report: MatrixReport, tmp_path: Path) -> None:
     """A run killed mid-append by an older harness left half a line; the next append must not glue onto it."""
     path = tmp_path / "history.jsonl"
     path.write_text('{"matrix": "m", "cells": {}}\n{"matrix": "m", "cel', encoding="utf-8")
@@ -320,7 +321,7 @@ def test_append_after_a_torn_last_line_keeps_the_log_readable(report: Dict[str, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"], "no temp or lock file left behind"
 
 
-def test_publish_refuses_a_corrupt_history_before_writing_anything(report: Dict[str, Any], tmp_path: Path) -> None:
+def test_publish_refuses_a_corrupt_history_before_writing_anything(report: MatrixReport, tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     corrupt = '{"matrix": "m"}\nnot json\n{"matrix": "m"}\n'
     path.write_text(corrupt, encoding="utf-8")
@@ -333,7 +334,7 @@ def test_publish_refuses_a_corrupt_history_before_writing_anything(report: Dict[
     assert len(load_history(tmp_path / "fresh.jsonl")) == 1
 
 
-def test_concurrent_appends_never_interleave(report: Dict[str, Any], tmp_path: Path) -> None:
+def test_concurrent_appends_never_interleave(report: MatrixReport, tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     threads = [threading.Thread(target=append_history, args=(report, path)) for _ in range(16)]
     for thread in threads:
@@ -369,7 +370,7 @@ def test_real_tiny_runs_render_in_every_format(tiny_results: Path, tiny_results_
     assert "`perturbed` | `tiny-bi-encoder` | **FAIL**" in summary and "`batch1` | `tiny-cross-encoder` | pass" in summary
 
 
-def test_html_pairs_share_one_formatter_and_time_says_setup_plus_run(report: Dict[str, Any]) -> None:
+def test_html_pairs_share_one_formatter_and_time_says_setup_plus_run(report: MatrixReport) -> None:
     """Issue 26: baseline and candidate numbers were printed with different digits (``3e+03`` next to ``3500``);
     "Time" did not say it is setup + run; a long value was one unbreakable line."""
     from harness.report.format import fmt_pair
@@ -379,10 +380,10 @@ def test_html_pairs_share_one_formatter_and_time_says_setup_plus_run(report: Dic
     assert fmt_pair(1e-4, 0.5) == ("1.00e-04", "5.00e-01")
     assert fmt_pair(1.0, 1.0000001) == ("1.0000000", "1.0000001")  # digits until two values read differently
     assert fmt_pair(8, 16) == ("8", "16") and fmt_pair("a", 1.5) == ("a", "1.5")
-    cell = next(c for c in report["cells"] if c["status"] == "fail")
+    cell = next(c for c in report.to_dict()["cells"] if c["status"] == "fail")
     changes = [*cell["comparison"]["env_changes"], {"key": "num_threads", "baseline": 2999.998, "candidate": 3500.0},
                {"key": "blas_runtime", "baseline": "x" * 1000, "candidate": "y" * 10}]
-    page = render_html({**report, "cells": [{**cell, "comparison": {**cell["comparison"], "env_changes": changes}}]})
+    page = render_html(MatrixReport.from_dict({**report.to_dict(), "cells": [{**cell, "comparison": {**cell["comparison"], "env_changes": changes}}]}))
     assert "<th>Time (setup + run)</th>" in page
     assert '<td class="num">3000</td><td class="num">3500</td>' in page
     assert f'<td class="val" title="{"x" * 1000}">{"x" * 239}…</td><td class="val">{"y" * 10}</td>' in page

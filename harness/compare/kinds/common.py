@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
-from harness.compare.verdict import Check, ModelVerdict, Offender, Status
+from harness.compare.verdict import Check, ModelVerdict, Offender, Status, not_judged_note
 
 __all__ = ["NAMED", "WORST_N", "build_verdict", "named", "not_judged_note", "ratio_check", "retrieval_not_judged", "share", "significant", "topk_checks"]
 
@@ -115,11 +115,6 @@ def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], 
         "set_changed": {"count": len(changed_set), "ids": [query_id(int(i)) for i in changed_set[:NAMED]]},
     }
     return checks, evidence
-
-
-def not_judged_note(why: str) -> str:
-    """The words every report uses for retrieval that no check judged (``metrics["topk_not_judged"]``)."""
-    return f"retrieval not judged: {why}"
 
 
 def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], evidence: Dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ __all__ = ["file_precision", "judge_quantized"]
 def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
     """The precision both files' vectors of ``model_id`` have; refuses different ones, or vectors stored in
     another dtype than their precision's."""
-    precisions = [f.models[model_id].get("precision", "float32") for f in (base, cand)]
+    precisions = [f.records[model_id].precision or "float32" for f in (base, cand)]
     if precisions[0] != precisions[1]:
         raise IncompatibleInputs(
             f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's {precisions[0]}: "

@@ -102,7 +102,8 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
             "rerank_order_agreement": agreement,
             "min_kendall_tau": float(stats.min_tau[0]) if stats.min_tau else 1.0,
             "mean_kendall_tau": float(np.mean(taus)) if queries else 1.0,
-            f"top{tol.topk}_order_agreement": float(np.mean(same)) if queries else 1.0,
+            "topk": tol.topk,
+            "topk_order_agreement": float(np.mean(same)) if queries else 1.0,
         })
         examples = [{"query": str(q), "swaps": -s, "above": ids[e["above_row"]], "above_row": e["above_row"],
                      "below": ids[e["below_row"]], "below_row": e["below_row"], "baseline": e["baseline"],
