@@ -96,6 +96,7 @@ def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:
 
 
 def test_the_verdict_says_how_many_queries_were_certified(pair: List[Path], cache: Path) -> None:
+    from harness.compare.verdict import ModelVerdict
     from harness.report.html import _agreement_bars
     from harness.report.text import render_comparison
 
@@ -105,14 +106,16 @@ def test_the_verdict_says_how_many_queries_were_certified(pair: List[Path], cach
     assert topk["certified"] > 0 and topk["certified"] + topk["scored_exactly"] == 40
     line = f"top-10: 40 queries, {topk['certified']} certified by the bound, {topk['scored_exactly']} scored exactly"
     assert line in render_comparison(data)
-    assert line in _agreement_bars(model)
+    assert line in _agreement_bars(ModelVerdict.from_dict(model))
 
 
 def test_the_summary_markdown_says_how_many_queries_were_certified(pair: List[Path], cache: Path) -> None:
     from harness.report.markdown import _summary
+    from harness.report.matrix_report import MatrixReport
 
     (model,) = _two_comparisons(pair)["models"]
-    report = {"cells": [{"cell_id": "c1", "status": "pass", "comparison": {"models": [model]}}]}
+    report = MatrixReport.from_dict({"matrix": "m", "cells": [{"cell_id": "c1", "status": "pass",
+                                                               "comparison": {"models": [model]}}]})
     text = "\n".join(_summary(report))
     assert f"40 queries, {model['evidence']['topk']['certified']} certified by the bound" in text
 
