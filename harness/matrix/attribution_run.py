@@ -68,9 +68,10 @@ def run_attribution(
                                               dtype=step.runtime.dtype, batch_size=step.runtime.batch_size)
             state = run_cell(ws, step_matrix, step.cell, run_args)
             results = ws.run_dir(STEP_MATRIX, step.cell.cell_id) / RESULTS_FILE
-            if state.status is not StageStatus.OK or not results.is_file():
-                entry["error"] = f"{state.status.value}: {state.reason}"
-                if state.status is StageStatus.RUN_FAILED and walk.failed(index, state.reason):
+            not_run = _none_ran(results)  # e.g. sentence-transformers does not import: every model incompatible
+            if state.status is not StageStatus.OK or not results.is_file() or not_run:
+                entry["error"] = f"{state.status.value}: {state.reason}" if not not_run else f"no model ran: {not_run}"
+                if (state.status is StageStatus.RUN_FAILED or not_run) and walk.failed(index, not_run or state.reason):
                     ws.log(f"{step.step_id} installs but does not run: planned again -> {', '.join(walk.orders[-1]['order'])}")
                     continue  # the same index now holds the re-planned next step
             venv = Path(state.venv)
@@ -86,6 +87,22 @@ def run_attribution(
         plan["steps"].append(entry)
         index += 1
     return write_json(out_dir / PLAN_FILE, plan)
+
+
+def _none_ran(results: Path) -> str:
+    """The reason when a step's results file records no model that ran (the first model's), else ""."""
+    if not results.is_file():
+        return ""
+    from harness.errors import HarnessError
+    from harness.results import ResultsFile
+
+    try:
+        infos = list(ResultsFile(results).models.values())
+    except HarnessError:  # not a results file: the comparison of the step says so
+        return ""
+    if not infos or any(info.get("status", "ok") == "ok" for info in infos):
+        return ""
+    return str(infos[0].get("reason") or infos[0].get("status"))
 
 
 def load_plan(path: str | os.PathLike[str]) -> Dict[str, Any]:

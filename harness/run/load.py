@@ -86,9 +86,14 @@ def weights_sha256(directory: Path) -> Dict[str, Any]:
 
 
 def installed_version() -> str:
-    """The installed sentence-transformers version (what messages and ``incompatible`` reasons name)."""
-    import sentence_transformers
-
+    """The installed sentence-transformers version (what messages and ``incompatible`` reasons name). A library
+    that installs but does not import here (transformers 5.23 under torch 2.4.1: ``NameError``) makes every model
+    ``Incompatible`` with the import error as its reason, not an internal error of the harness."""
+    try:
+        import sentence_transformers
+    except Exception as err:  # noqa: BLE001 - any failure of a third-party import is this environment's
+        reason = f"sentence-transformers does not import in this environment: {type(err).__name__}: {err}"
+        raise Incompatible(" ".join(reason.split())[:400], {}) from None
     return str(sentence_transformers.__version__)
 
 

@@ -18,6 +18,7 @@ from harness.matrix.cells import CellState, StageStatus
 from harness.matrix.plan import Walk
 from harness.matrix.spec import Cell, load_matrix_file
 from harness.report.attribution import render_attribution_markdown
+from harness.results import write_results
 
 from conftest import ROOT
 
@@ -46,7 +47,7 @@ def _tf5_needs_new_torch(cell: Cell) -> Optional[str]:
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: Callable[[Cell], Optional[str]],
-         resolves: Callable[[Cell], Optional[str]] = _resolves) -> Dict[str, Any]:
+         resolves: Callable[[Cell], Optional[str]] = _resolves, recorded: bool = False) -> Dict[str, Any]:
     """``run_attribution`` with a cell runner that writes the cell's pins as its "results" or fails like a run
     whose imports fail; the plan it wrote, with the waterfall of the stand-in comparison as ``waterfall``."""
     ran: List[str] = []
@@ -54,10 +55,17 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: Callable[[Cel
     def run_cell(ws: Workspace, matrix: Any, cell: Cell, run_args: List[str]) -> CellState:
         ran.append(cell.cell_id)
         problem = imports(cell)
+        results = ws.run_dir(matrix.name, cell.cell_id) / RESULTS_FILE
+        if problem and recorded:  # what `harness run --record-incompatible` writes when the library does not import
+            results.parent.mkdir(parents=True, exist_ok=True)
+            reason = f"sentence-transformers does not import in this environment: {problem}"
+            write_results(results, [], {"corpus": {"name": "c", "version": "1", "sha256": "c" * 64},
+                                        "fingerprint": {"device": "cpu"}, "run": {"device": "cpu"},
+                                        "models": {"m": {"kind": "bi-encoder", "status": "incompatible", "reason": reason}}})
+            return CellState(StageStatus.OK, venv="v")
         if problem:
             return CellState(StageStatus.RUN_FAILED, f"`harness run` (no results written) exited 1: {problem}\n"
                                                      f"Traceback (most recent call last):\n{problem}", venv="v")
-        results = ws.run_dir(matrix.name, cell.cell_id) / RESULTS_FILE
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps({f: getattr(cell, f) for f in DRIFT}), encoding="utf-8")
         return CellState(StageStatus.OK, venv="v")
@@ -104,6 +112,18 @@ def test_torch_that_cannot_import_alone_moves_after_the_libraries_with_its_own_n
     md = render_attribution_markdown({**plan["waterfall"], "plan": {"orders": plan["orders"]}})
     assert f"1. {', '.join(first['order'])}: given up, +torch installs but does not run" in md
     assert f"2. {', '.join(second['order'])}: run" in md
+
+
+def test_a_step_whose_models_are_all_recorded_incompatible_is_planned_around_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cell's `harness run --record-incompatible` writes a results file in which every model is incompatible
+    when sentence-transformers does not import: that step did not run either, and torch still gets its number."""
+    plan = _run(tmp_path, monkeypatch, _tf5_needs_new_torch, recorded=True)
+    first, second = plan["orders"]
+    assert first["rejected"].startswith("+torch installs but does not run (sentence-transformers does not import")
+    assert second["order"][-1] == "+torch" and not second["rejected"]
+    by_name = {r["name"]: r for r in plan["waterfall"]["steps"]}
+    assert _own_number(by_name["+torch"]) == DRIFT["torch"]
 
 
 def test_when_no_order_runs_torch_alone_the_group_says_why_and_lists_every_order(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -310,3 +311,26 @@ def test_a_hub_id_on_the_command_line_resolves_from_the_local_cache(
     for how_to in ("--allow-network", "HF_HOME", "registry entry"):
         assert how_to in err[0], (how_to, err[0])
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_library_that_installs_but_does_not_import_is_incompatible_not_an_internal_error(tmp_path: Path) -> None:
+    """transformers 5.23 under torch 2.4.1 raises NameError on import: `harness run` says so in one line (exit 2),
+    and with --record-incompatible records every model as incompatible with that reason (a matrix cell's finding)."""
+
+    broken = tmp_path / "site" / "transformers"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise NameError(\"name 'nn' is not defined\")\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(broken.parent), str(ROOT)]),
+           "HARNESS_CRASH_DIR": str(tmp_path / "crashes")}
+    base = [sys.executable, "-m", "harness", "run", "--models", "tiny-bi-encoder"]
+    plain = subprocess.run([*base, "--out", str(tmp_path / "a.parquet")], env=env, capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 2, plain.stderr
+    last = plain.stderr.strip().splitlines()[-1]
+    assert "sentence-transformers does not import in this environment: NameError" in last and "internal error" not in last
+    assert not (tmp_path / "a.parquet").exists() and not (tmp_path / "crashes").exists()
+    kept = subprocess.run([*base, "--out", str(tmp_path / "b.parquet"), "--record-incompatible"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert kept.returncode == 0, kept.stderr
+    info = ResultsFile(tmp_path / "b.parquet").models["tiny-bi-encoder"]
+    assert info["status"] == "incompatible" and "NameError" in info["reason"]
