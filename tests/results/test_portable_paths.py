@@ -23,12 +23,13 @@ from harness.results.meta import local_path, path_anchors, portable_metadata, po
 from conftest import ROOT
 
 BASELINES = ROOT / "fixtures" / "baselines"
-#: sha256 of each committed baseline's rows (IPC stream of the table without its schema metadata), taken
-#: before their metadata was made portable: the rewrite must not have touched a single vector, score or id
+#: sha256 of each committed baseline's rows (IPC stream of the table without its schema metadata): nothing may
+#: touch a single vector, score or id of a committed baseline silently. Last set when the baselines were
+#: regenerated on purpose (2026-12-07, `harness baseline update`, to record the CPU fingerprint and token counts).
 ROW_SHA256 = {
-    "default-cpu-float32": "236de55af12837a2f308c0dfd3b28d9afc0bccd9e00df61cea452ae8f8814bdc",
-    "example-cpu-float32": "369988fd88e7f71ef983cc578ddfd410201bda2502ddc2f34e9df21d97febdf8",
-    "tiny-cpu-float32": "ff3ecd3120c79a2cacab0b93d1b29f4ad6a33100222339c725515261d0e6cd63",
+    "default-cpu-float32": "4c50b83c0fef0b57f6dcbc62bd1942ac0906ce7d3d0a6950dff92702f2137cb2",
+    "example-cpu-float32": "8004635b2366fb76b6f35714926d46f080d42462df6105d6c8a28dcd73d2b1f3",
+    "tiny-cpu-float32": "75105c4846001000a525c14b9548c84722821436d967622068baa5d7df9e03fb",
 }
 
 
