@@ -302,13 +302,6 @@ def choose_class(
                     f"or set precision_change = \"candidate\" under [policy] in a --policy file")
 
 
-def select_class(
-    policy: Policy,
-    baseline_fingerprint: Dict[str, Any],
-    baseline_model: Optional[Dict[str, Any]],
-    candidate_fingerprint: Dict[str, Any],
-    candidate_model: Optional[Dict[str, Any]],
-    forced: Optional[str] = None,
-) -> str:
-    """The tolerance class for one model of a (baseline, candidate) pair (``choose_class`` without its note)."""
-    return choose_class(policy, baseline_fingerprint, baseline_model, candidate_fingerprint, candidate_model, forced)[0]
+def select_class(*args: Any, **kwargs: Any) -> str:
+    """The tolerance class alone (``choose_class``'s arguments, without its note)."""
+    return choose_class(*args, **kwargs)[0]
