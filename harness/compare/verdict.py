@@ -10,6 +10,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from harness.compare.accuracy import AccuracyVerdict
+
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -103,6 +105,9 @@ class ModelVerdict:
     evidence: Dict[str, Any] = field(default_factory=dict)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
+    #: each side's error against the fp64 reference and the ratio limit (``harness.compare.accuracy_check``);
+    #: None without a reference
+    accuracy: Optional[AccuracyVerdict] = None
 
     def __bool__(self) -> bool:
         return self.status is Status.PASS
@@ -110,8 +115,10 @@ class ModelVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
+        accuracy = data.get("accuracy")
         return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
-                      "offenders": [Offender(**o) for o in data.get("offenders", [])]})
+                      "offenders": [Offender(**o) for o in data.get("offenders", [])],
+                      "accuracy": AccuracyVerdict.from_dict(accuracy) if accuracy else None})
 
     @property
     def failed_checks(self) -> List[Check]:
