@@ -140,7 +140,7 @@ class Accumulator:
     _mismatches: int = 0
     _truncated: List[Tuple[str, str]] = field(default_factory=list)
 
-    def add(self, ids: Sequence[str], reference: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, *,
+    def add(self, ids: Sequence[str] | np.ndarray, reference: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, *,
             tokens: Optional[np.ndarray] = None, truncated: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
             ) -> None:
         """One block: ``ids`` (n,), values (n, dim) vectors or (n,) scores, ``tokens`` (n,) token counts of the

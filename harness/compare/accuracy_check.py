@@ -13,7 +13,7 @@ With ``judge_by = "accuracy"`` the ratio decides the status and the tolerance ch
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import os
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -34,7 +34,7 @@ NO_REFERENCE = "no fp64 reference: accuracy not measured (harness baseline refer
 Block = Dict[str, np.ndarray]
 
 
-def find(base: ResultsFile, given: Union[ResultsFile, str, Path, None] = None) -> Optional[ResultsFile]:
+def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], None] = None) -> Optional[ResultsFile]:
     """The reference to use: ``given``, else ``NAME.reference.parquet`` beside the baseline, else None; refused
     (``IncompatibleInputs``, exit 2) when it is not an fp64 run of the baseline's corpus and models."""
     if given is None:
