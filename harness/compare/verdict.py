@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from harness.compare.accuracy import AccuracyVerdict
+if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
+    from harness.compare.accuracy import AccuracyVerdict
 
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
@@ -115,6 +116,8 @@ class ModelVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
+        from harness.compare.accuracy import AccuracyVerdict
+
         accuracy = data.get("accuracy")
         return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
                       "offenders": [Offender(**o) for o in data.get("offenders", [])],
