@@ -23,6 +23,7 @@ from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy
 from harness.errors import IncompatibleInputs
 from harness.reference import reference_path
+from harness.report.accuracy_lines import lines
 from harness.results import ResultsFile
 from harness.testing import perturb_results
 
@@ -140,3 +141,16 @@ def test_a_wrong_reference_is_refused_and_none_changes_nothing(tmp_path: Path) -
     assert all(m.accuracy is None for m in comparison.models)
     assert comparison.notes.count(NO_REFERENCE) == 1
     assert [c.name for m in comparison.models for c in m.checks if c.name == "accuracy_ratio"] == []
+
+
+def test_a_served_side_is_named_the_server(tmp_path: Path) -> None:
+    """Served vs library: the sides are "the library" (baseline) and "the server" (candidate), the server's the
+    texts it is further from fp64 on."""
+    def served(meta: dict) -> dict:
+        return {**meta, "models": {**meta["models"], BI: {**meta["models"][BI], "backend": "http"}}}
+
+    cand = perturb_results(TINY, tmp_path / "served.parquet", BI, vectors=_noisy(3e-6, every=7, planted=True),
+                           meta_update=served)
+    verdict = compare_files(TINY, cand, models=[BI]).models[0]
+    assert verdict.accuracy is not None and verdict.accuracy.sides == ("the library", "the server")
+    assert any(line.strip().startswith("further from fp64: the server on ") for line in lines(verdict))
