@@ -89,12 +89,12 @@ def test_judged_at_its_own_class_the_limit_scales_and_the_status_line_says_so(tm
     cand = perturb_results(TINY, tmp_path / "bf16.parquet", BI, vectors=bf16_round, meta_update=downgrade)
     own = compare_files(TINY, cand, tolerance_class="bf16", models=[BI])
     verdict = own.models[0]
-    assert verdict.accuracy is not None and verdict.accuracy.scale == 15_000 and verdict.accuracy.limit == 45_000
+    assert verdict.accuracy is not None and verdict.accuracy.scale == 65_536 and verdict.accuracy.limit == 3 * 65_536
     ratio = verdict.accuracy.measured.ratio
-    assert 100 < ratio < 45_000 and verdict.status.value == "pass", verdict.reason
+    assert 100 < ratio < 3 * 65_536 and verdict.status.value == "pass", verdict.reason
     line = render_comparison(own).splitlines()[0]
     assert line.startswith("harness compare: PASS at bf16") and f"{ratio:,.0f}x the baseline's error against fp64" in line
-    assert "= 3 x 15,000 (judged at its own class)" in render_comparison(own)
+    assert "= 3 x 65,536 (judged at its own class)" in render_comparison(own)
     at_baseline = compare_files(TINY, cand, models=[BI]).models[0]
     assert at_baseline.accuracy is not None and at_baseline.accuracy.limit == 2
     assert "accuracy_ratio" in [c.name for c in at_baseline.failed_checks]
