@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.cli.outputs import OUTPUT_DESTS, check_outputs, human_stream, write_outputs
 from harness.errors import ExitCode, HarnessError
+from harness.reference import reference_path
 
 __all__ = ["CompareJob", "register", "execute_run", "cmd_compare", "judge"]
 
@@ -109,18 +110,23 @@ class CompareJob:
     models: Optional[List[str]]
     allow_model_change: bool
     outputs: argparse.Namespace
+    reference: Any = None  # the fp64 reference, opened and checked against the baseline (None: there is none)
 
     @classmethod
     def of(cls, args: argparse.Namespace, baseline: Any, candidate: Any) -> CompareJob:
-        """The job of ``args`` (policy loaded now: a bad policy is refused before any run)."""
+        """The job of ``args`` (policy and fp64 reference checked now: bad ones are refused before any run)."""
+        from harness.compare.accuracy_check import find
         from harness.compare.policy import load_policy
+        from harness.results import ResultsFile
 
         return cls(baseline, candidate, load_policy(args.policy), args.tolerance_class, args.models,
-                   args.allow_model_change, argparse.Namespace(**{k: getattr(args, k, None) for k in OUTPUT_DESTS}))
+                   args.allow_model_change, argparse.Namespace(**{k: getattr(args, k, None) for k in OUTPUT_DESTS}),
+                   find(ResultsFile(baseline), args.reference))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    check_outputs(args, [("baseline", args.baseline), ("candidate", args.candidate), ("policy", args.policy)])
+    check_outputs(args, [("baseline", args.baseline), ("candidate", args.candidate), ("policy", args.policy),
+                         ("reference", args.reference or reference_path(args.baseline))])
     return judge(CompareJob.of(args, args.baseline, args.candidate))
 
 
@@ -132,7 +138,7 @@ def judge(job: CompareJob) -> int:
 
     comparison = compare_files(job.baseline, job.candidate, job.policy, tolerance_class=job.tolerance_class,
                                models=job.models, allow_model_change=job.allow_model_change,
-                               settings=progress_settings())
+                               settings=progress_settings(), reference=job.reference)
     data = comparison.serialize()
     write_outputs(job.outputs, data, comparison.status)
     hint = (
@@ -154,7 +160,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     baseline = locate_baseline(args.baseline, config=args.config)
     out = args.out or default_check_path()
     # everything the comparison needs is checked before the run, not after it
-    check_outputs(args, [*run_inputs(args), ("baseline", baseline)], files=[("--out", out)])
+    check_outputs(args, [*run_inputs(args), ("baseline", baseline),
+                          ("reference", args.reference or reference_path(baseline))], files=[("--out", out)])
     refuse_baseline_target(out)
     job = CompareJob.of(args, baseline, out)
     if not _execute(rerun_options(args, baseline, out), args, prefix="harness check"):

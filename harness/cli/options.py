@@ -138,6 +138,8 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
     parser.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, tf32, fp16, bf16, ...)")
     parser.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
+    parser.add_argument("--reference", type=Path, metavar="PATH",
+                        help="fp64 reference of the baseline (default: NAME.reference.parquet beside it, when there is one)")
     add_output_options(parser)
 
 

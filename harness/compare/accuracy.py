@@ -9,19 +9,20 @@ result passes when its error against fp64 is at most ``m`` times the reference i
 
 Pure numpy, one model at a time, block by block (sums of squares accumulated, a bounded list of worst texts), so
 a baseline of a million rows needs memory for one block. ``Accumulator.add`` takes aligned blocks;
-``accuracy`` runs it over whole arrays. Not yet part of the verdict: the comparator calls it when it is wired in.
+``accuracy`` runs it over whole arrays; ``harness.compare.accuracy_check`` feeds it three files and puts the
+``AccuracyVerdict`` in the model's verdict.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from harness.errors import HarnessError
 
-__all__ = ["MULTIPLIERS", "TOKEN_EDGES", "Accumulator", "Accuracy", "Bucket", "SideError", "accuracy"]
+__all__ = ["MULTIPLIERS", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket", "SideError", "accuracy"]
 
 #: the largest accuracy ratio that is still rounding, by the candidate's dtype (PyTorch's fp64 reference rule)
 MULTIPLIERS: Dict[str, float] = {"float32": 2.0, "float16": 3.0, "bfloat16": 3.0}
@@ -76,6 +77,31 @@ class Accuracy:
         return bool(self.ratio <= MULTIPLIERS[dtype])
 
 
+@dataclass(frozen=True)
+class AccuracyVerdict:
+    """What a model's verdict carries about the fp64 reference (``ModelVerdict.accuracy``): the measurement, the
+    ratio limit it was held to (the class's ``max_accuracy_ratio`` times ``scale``, the expected error ratio of the
+    candidate's precision to the baseline's when it is judged at its own lower class, else 1), whether the ratio
+    is the primary gate (``judge_by = "accuracy"``), and how reports name the two sides ("the server")."""
+
+    measured: Accuracy
+    limit: float
+    scale: float
+    gate: bool
+    sides: Tuple[str, str]
+    reference: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AccuracyVerdict:
+        """As serialized (``asdict``; a report.json as read: lists where tuples were)."""
+        m = dict(data["measured"])
+        pairs = lambda items: tuple(tuple(i) for i in items)  # noqa: E731
+        side = lambda s: SideError(s["rmse"], s["max_abs"], tuple((str(i), float(e)) for i, e in s["worst"]))  # noqa: E731
+        measured = Accuracy(**{**m, "baseline": side(m["baseline"]), "candidate": side(m["candidate"]),
+                               "buckets": tuple(Bucket(**b) for b in m["buckets"]), "truncated": pairs(m["truncated"])})
+        return cls(**{**data, "measured": measured, "sides": tuple(data["sides"])})
+
+
 class _Side:
     """Running sums of one side: squares (overall, per bucket), the largest difference, the worst texts."""
 
@@ -114,7 +140,7 @@ class Accumulator:
     _mismatches: int = 0
     _truncated: List[Tuple[str, str]] = field(default_factory=list)
 
-    def add(self, ids: Sequence[str], reference: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, *,
+    def add(self, ids: Sequence[str] | np.ndarray, reference: np.ndarray, baseline: np.ndarray, candidate: np.ndarray, *,
             tokens: Optional[np.ndarray] = None, truncated: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
             ) -> None:
         """One block: ``ids`` (n,), values (n, dim) vectors or (n,) scores, ``tokens`` (n,) token counts of the

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from harness.compare import certify, kinds, quantized
+from harness.compare import accuracy_check, certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
 from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
@@ -180,14 +180,17 @@ def compare_results(
     allow_model_change: bool = False,
     label: Optional[str] = None,
     settings: Optional[CompareSettings] = None,
+    reference: Optional[ResultsFile | str | os.PathLike[str]] = None,
 ) -> Comparison:
     """Judge every shared model of two opened results files (``settings``: threads, memory, certificates and
-    progress listener; by default ``CompareSettings.from_environment()``, read now)."""
+    progress listener; by default ``CompareSettings.from_environment()``, read now; ``reference``: the fp64
+    reference, by default ``NAME.reference.parquet`` beside the baseline when there is one)."""
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
+    ref = accuracy_check.find(base, reference)
     verdicts: List[ModelVerdict] = []
-    notes = same_file_note(base.path, cand.path)
+    notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy_check.NO_REFERENCE])
     for model_id in model_ids:
         # the class is chosen from the metadata as read (``choose_class`` reads it as a mapping)
         cls, precision_note = choose_class(policy, base.fingerprint, base.models[model_id], cand.fingerprint,
@@ -200,6 +203,7 @@ def compare_results(
         verdict = dataclasses.replace(verdict, performance={"baseline": _performance(base, model_id),
                                                             "candidate": _performance(cand, model_id)},
                                       precision_change=precision_note)
+        verdict = accuracy_check.apply(verdict, ref, base, cand, tol, policy)
         verdicts.append(verdict)
     base_env = {**base.fingerprint, "models": {k: _model_env(base, k) for k in model_ids}}
     cand_env = {**cand.fingerprint, "models": {k: _model_env(cand, k) for k in model_ids}}

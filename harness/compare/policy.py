@@ -61,6 +61,10 @@ class Tolerance:
     # flipped bit or moved bucket reorders near neighbours, so it has its own limits
     min_quantized_topk_order_agreement: float = 1.0
     min_quantized_topk_set_agreement: float = 1.0
+    # the fp64 reference (``harness.compare.accuracy_check``): candidate/baseline RMSE against fp64 allowed, and
+    # the error of this class's precision relative to fp32's (measured), which scales it for a downgrade
+    max_accuracy_ratio: float = 2.0
+    precision_error_ratio: float = 1.0
 
     def quantized(self) -> Dict[str, Any]:
         """The limits ``harness.compare.quantized.compare_quantized`` reads."""
@@ -108,6 +112,8 @@ class ToleranceValues(Schema):
     max_changed_fraction: Optional[float] = _number(_SHARE, 1)
     min_quantized_topk_order_agreement: Optional[float] = _number(_SHARE, 1)
     min_quantized_topk_set_agreement: Optional[float] = _number(_SHARE, 1)
+    max_accuracy_ratio: Optional[float] = _number()
+    precision_error_ratio: Optional[float] = setting(None, expect="be a finite number of at least 1", ge=1)
 
     @field_validator("topk", "max_bit_flips", "max_int_distance", mode="before")
     @classmethod
@@ -125,6 +131,7 @@ class ModelOverrides(ToleranceValues):
 class PolicySettings(Schema):
     default_class: Optional[str] = setting(None, expect="be a string: \"auto\" or a class name")
     precision_change: Optional[Literal["baseline", "candidate"]] = setting(None, expect='be "baseline" or "candidate"')
+    judge_by: Optional[Literal["tolerances", "accuracy"]] = setting(None, expect='be "tolerances" or "accuracy"')
 
 
 class PolicyFile(Schema):
@@ -149,6 +156,9 @@ class Policy:
     #: a candidate at lower precision than its baseline is judged at the baseline's class ("baseline", the
     #: default: a downgrade never passes silently) or at its own ("candidate")
     precision_change: str = "baseline"
+    #: what decides a status when an fp64 reference is there: the tolerance checks and the accuracy ratio
+    #: ("tolerances"), or the accuracy ratio alone ("accuracy": the tolerance checks are reported, not judged)
+    judge_by: str = "tolerances"
 
     def tolerance(self, model_id: str, class_name: str) -> Tolerance:
         """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides.
@@ -175,6 +185,7 @@ class Policy:
             "models": self.models,
             "device_classes": self.device_classes,
             "precision_change": self.precision_change,
+            "judge_by": self.judge_by,
         }
 
 
@@ -212,7 +223,7 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
     precision_change = data.get("policy", {}).get("precision_change", "baseline")
     return Policy(source=source, default_class=default_class, classes=classes, models=models, device_classes=device_classes,
-                  precision_change=precision_change)
+                  precision_change=precision_change, judge_by=data.get("policy", {}).get("judge_by", "tolerances"))
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
+    from harness.compare.accuracy import AccuracyVerdict
 
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
@@ -103,6 +106,9 @@ class ModelVerdict:
     evidence: Dict[str, Any] = field(default_factory=dict)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
+    #: each side's error against the fp64 reference and the ratio limit (``harness.compare.accuracy_check``);
+    #: None without a reference
+    accuracy: Optional[AccuracyVerdict] = None
 
     def __bool__(self) -> bool:
         return self.status is Status.PASS
@@ -110,8 +116,12 @@ class ModelVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
+        from harness.compare.accuracy import AccuracyVerdict
+
+        accuracy = data.get("accuracy")
         return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
-                      "offenders": [Offender(**o) for o in data.get("offenders", [])]})
+                      "offenders": [Offender(**o) for o in data.get("offenders", [])],
+                      "accuracy": AccuracyVerdict.from_dict(accuracy) if accuracy else None})
 
     @property
     def failed_checks(self) -> List[Check]:

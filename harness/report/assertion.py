@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping, Optional, Sequence
 
 from harness.compare.verdict import Comparison, ModelVerdict
+from harness.report import accuracy_lines
 
 __all__ = ["render_failure"]
 
@@ -200,6 +201,7 @@ def render_failure(title: str, verdict: ModelVerdict, *, policy: str, positional
     lines.append(_tolerance_line(verdict, keys, policy))
     if verdict.precision_change:
         lines.append(f"Precision: {verdict.precision_change}")
+    lines += [line.replace("accuracy", "Accuracy", 1) for line in accuracy_lines.lines(verdict)]
     if comparison is not None:
         lines += _env_lines(comparison)
     return f"{title}\n\n" + "\n".join(lines)

@@ -11,6 +11,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.compare.verdict import CellStatus, ModelVerdict, Status
+from harness.report import accuracy_lines
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS
 from harness.report.html_style import badge as _badge
@@ -229,8 +230,15 @@ def _model_card(model: ModelVerdict) -> str:
     side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
     return (
         f'<div class="card {_status_class(status)}">{head}{reason}<div class="grid">{figure}{side}</div>'
-        f"{_checks_table(model)}{_offenders_table(model)}</div>"
+        f"{_checks_table(model)}{_offenders_table(model)}{_accuracy(model)}</div>"
     )
+
+
+def _accuracy(model: ModelVerdict) -> str:
+    """Each side's error against the fp64 reference, and the chart of it by token count."""
+    text = accuracy_lines.lines(model)
+    return (f"<h4>Accuracy against fp64</h4><pre>{_e(chr(10).join(text))}</pre>{accuracy_lines.bucket_svg(model)}"
+            if text else "")
 
 
 def _hist_caption(model: ModelVerdict) -> str:

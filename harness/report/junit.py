@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.compare.verdict import CellStatus, ModelVerdict, Status
+from harness.report import accuracy_lines
 from harness.report.format import fmt
 from harness.report.matrix_report import MatrixReport, ReportCell
 from harness.report.text import check_line
@@ -51,6 +52,7 @@ def _failure_body(model: ModelVerdict) -> str:
         lines += [f"  {o.item_id}  {o.metric} {fmt(o.value)}  {o.detail}" for o in model.offenders]
     if model.min_passing:
         lines.append("would pass with: " + ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items()))
+    lines += accuracy_lines.lines(model)
     lines.append(f"tolerance class: {model.tolerance_class}")
     return "\n".join(lines)
 
@@ -70,7 +72,7 @@ def _model_case(suite: ET.Element, cell_id: str, model: ModelVerdict) -> CellSta
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
-    out = "\n".join(filter(None, [_checks_out(model), model.retrieval_note()]))
+    out = "\n".join(filter(None, [_checks_out(model), model.retrieval_note(), *accuracy_lines.lines(model)]))
     if out:
         ET.SubElement(case, "system-out").text = xml_safe(out)
     return CellStatus.parse(status)

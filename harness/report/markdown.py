@@ -10,6 +10,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence
 
 from harness.compare.verdict import CellStatus, ModelVerdict, Status
+from harness.report import accuracy_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import (
     MatrixReport,
@@ -81,6 +82,7 @@ def _summary_row(cell: ReportCell, model: ModelVerdict) -> List[str]:
         md_escape(order_shown(model)),
         md_escape(model.tolerance_class),
         _worst_check(model),
+        md_escape(accuracy_lines.ratio_text(model.accuracy.measured.ratio)) if model.accuracy else "-",
     ]
 
 
@@ -104,9 +106,10 @@ def _summary(report: MatrixReport) -> List[str]:
     for cell in report.cells:
         rows += [[*_summary_row(cell, m), _run_time(cell) if i == 0 else ""] for i, m in enumerate(cell.models)]
         if not cell.models:
-            rows.append([_code(cell.cell_id), "(not run)", _status(cell.status), "-", "-", "-", "-", "-", _run_time(cell)])
+            rows.append([_code(cell.cell_id), "(not run)", _status(cell.status), "-", "-", "-", "-", "-", "-",
+                         _run_time(cell)])
     header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)",
-              "Run (compute)"]
+              "Error vs fp64 (of the baseline's)", "Run (compute)"]
     decided = [f"- {_code(cell.cell_id)} / {_code(m.model_id)}: {md_escape(topk_decided(m))}"
                for cell, m in report.verdicts() if topk_decided(m)]
     return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
@@ -173,6 +176,7 @@ def _failed_model(cell: ReportCell, model: ModelVerdict) -> List[str]:
     if failed and model.min_passing:
         need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model.min_passing.items())
         lines.append(f"- would pass with: {need}")
+    lines += [f"- {md_escape(line.strip())}" for line in accuracy_lines.lines(model)]
     if model.offenders:
         rows = [[_code(o.item_id), md_escape(o.metric), fmt(o.value), md_escape(o.detail)] for o in model.offenders]
         lines += ["", "Worst items:", ""] + _table(["Item", "Metric", "Value", "Detail"], rows)

@@ -1,7 +1,7 @@
 """Flat tables of a matrix report for notebooks and dashboards: one ``pd.read_parquet`` / ``read_csv`` each.
 
 ``verdicts_table``: one row per cell x model x check (``matrix_report.VERDICT_COLUMNS``: observed, limit, the
-share of the limit used, status). ``history_table``: the history log in long format, one row per run x cell x
+share of the limit used, status; each side's RMSE against the fp64 reference where there is one). ``history_table``: the history log in long format, one row per run x cell x
 model (the nested JSON lines need no unpacking). Data only, typed columns; ``harness.matrix.publish`` writes
 them. These are report tables, not results files (``harness.results`` owns those and their schema).
 """
@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Sequence
 
 import pyarrow as pa
 
+from harness.report import accuracy_lines
 from harness.report.matrix_report import MatrixReport
 
 __all__ = ["verdicts_table", "history_table", "VERDICTS_SCHEMA", "HISTORY_SCHEMA"]
@@ -21,6 +22,7 @@ VERDICTS_SCHEMA = pa.schema([
     ("cell_status", pa.string()), ("model_id", pa.string()), ("kind", pa.string()), ("model_status", pa.string()),
     ("tolerance_class", pa.string()), ("check", pa.string()), ("op", pa.string()), ("observed", pa.float64()),
     ("limit", pa.float64()), ("used", pa.float64()), ("passed", pa.bool_()),
+    ("baseline_rmse_fp64", pa.float64()), ("candidate_rmse_fp64", pa.float64()),
 ])
 HISTORY_SCHEMA = pa.schema([
     ("created_at", pa.string()), ("matrix", pa.string()), ("run_status", pa.string()), ("partial", pa.bool_()),
@@ -36,7 +38,9 @@ def _number(value: Any) -> Any:
 def verdicts_table(report: MatrixReport) -> pa.Table:
     """Every check of the report as a row (a cell or model without checks: one row with an empty ``check``)."""
     rows = report.verdict_rows()
+    errors = {(cell.cell_id, model.model_id): accuracy_lines.error_columns(model) for cell, model in report.verdicts()}
     for row in rows:
+        row.update(errors.get((row["cell_id"], row["model_id"]), accuracy_lines.error_columns_none))
         for key in ("observed", "limit", "used"):
             row[key] = _number(row[key])
     return pa.Table.from_pylist(rows, schema=VERDICTS_SCHEMA)

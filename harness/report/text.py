@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Mapping
 
 from harness.compare.factors import group_changes
 from harness.compare.verdict import Check, Comparison, ModelVerdict, Status
+from harness.report import accuracy_lines
 from harness.report.format import fmt, fmt_cosine, fmt_percent
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
@@ -110,7 +111,8 @@ def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: st
     lowered = sorted({m.tolerance_class for m in models if m.precision_change})
     at = f" at {', '.join(lowered)}" if lowered else ""  # a precision change: the class it was judged at, first
     lines = [
-        f"harness compare: {data.status.value.upper()}{at} ({len(failing)} of {len(models)} model(s) not passing)",
+        f"harness compare: {data.status.value.upper()}{at} ({len(failing)} of {len(models)} model(s) not passing)"
+        f"{accuracy_lines.headline(models)}",
         f"  baseline:  {data.baseline}  [{format_env(data.baseline_env)}]",
         f"  candidate: {data.candidate}  [{format_env(data.candidate_env)}]",
         f"  policy:    {data.policy}",
@@ -126,6 +128,8 @@ def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: st
                 "pass" if c.passed else "FAIL"] for model in models for c in model.checks]
     if len(checks) > 1:
         lines += ["", "Checks (USED: share of the limit's allowance the drift used; 100% is at the limit):"] + _table(checks)
+    measured = [f"  {model.model_id} {line}" for model in models for line in accuracy_lines.lines(model)]
+    lines += ["", "Accuracy against the fp64 reference:", *measured] if measured else []
     speed = [["MODEL", "DEVICE", "TEXTS/S", "VS BASELINE", "CUDA PEAK", "RUN PEAK RSS"]]
     speed += [[model.model_id, *speed_cells(model)] for model in models if model.performance]
     if len(speed) > 1:

@@ -408,6 +408,83 @@ def test_every_door_gives_one_verdict(case: str, grid: Dict[str, Any], pytester:
         assert compare[QB].worst == f"d{_far_document(grid['run']):03d}"
 
 
+# -- the fp64 reference: the accuracy check through every door ------------------------------------------------------
+
+
+FP32_ERROR = 3e-8  # the size of an fp32 run's error against fp64 (all-MiniLM-L6-v2: 3.3e-8 RMSE)
+
+
+def _reference(run: Run) -> Tuple[np.ndarray, np.ndarray]:
+    """The "exact" values the baseline run rounded: its vectors and scores off by fp32-sized errors."""
+    rng = np.random.default_rng(17)
+    return (run.vectors.astype(np.float64) + rng.normal(0, FP32_ERROR, run.vectors.shape),
+            run.scores.astype(np.float64) + rng.normal(0, FP32_ERROR, run.scores.shape))
+
+
+def _write_reference(run: Run, path: Path) -> Path:
+    """An fp64 reference of ``run`` beside it (float64 vectors and scores, run dtype float64)."""
+    vectors, scores = _reference(run)
+    fp64 = dataclasses.replace(run, vectors=vectors, scores=scores, dtype="float64")
+    rows = [ModelRows(BI, "embed", run.ids, roles=run.roles, vectors=vectors),
+            ModelRows(QB, "embed", run.ids, roles=run.roles, vectors=run.bits),
+            ModelRows(CE, "rerank", run.pairs, query_ids=run.pair_queries, passage_ids=[p.split("|")[1] for p in run.pairs],
+                      scores=scores, ranks=np.tile(np.arange(1, 6, dtype=np.int32), len(run.pairs) // 5))]
+    meta = ResultsFile(fp64.write(path.with_name("tmp.parquet"))).meta
+    meta["models"][BI]["vector_dtype"] = "float64"
+    return write_results(path, rows, meta)
+
+
+def _rounded_again(run: Run) -> Run:
+    """Another fp32 run: the reference rounded with errors of the baseline's own size (as accurate)."""
+    vectors, scores = _reference(run)
+    rng = np.random.default_rng(23)
+    out = run.copy()
+    out.vectors = (vectors + rng.normal(0, FP32_ERROR, vectors.shape)).astype(np.float32)
+    out.scores = (scores + rng.normal(0, FP32_ERROR, scores.shape)).astype(np.float32)
+    return out
+
+
+def _planted_loss(run: Run) -> Run:
+    """A loss atol 1e-5 lets through: +-3e-6 on every seventh dimension, +3e-6 on every score (no reorder)."""
+    out = run.copy()
+    signs = np.random.default_rng(29).choice([-1.0, 1.0], out.vectors.shape) * (np.arange(DIM) % 7 == 0)
+    out.vectors = (out.vectors + 3e-6 * signs).astype(np.float32)
+    out.scores = (out.scores + np.float32(3e-6)).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("case,change,expected", [("rounded-again", _rounded_again, "pass"),
+                                                  ("planted-loss", _planted_loss, "fail")])
+def test_every_door_judges_accuracy_against_the_reference(case: str, change: Callable[[Run], Run], expected: str,
+                                                          tmp_path: Path, pytester: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """With an fp64 reference beside the baseline every door runs the accuracy check: noise at the baseline's own
+    level passes, a loss within atol fails (``accuracy_ratio``). Arrays carry no reference: that door is left out."""
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    run = _base_run()
+    base = run.write(tmp_path / "baseline.parquet")
+    _write_reference(run, tmp_path / "baseline.reference.parquet")
+    (tmp_path / case).mkdir()
+    cand = change(run).write(tmp_path / case / "candidate.parquet")
+    code, compare = door_compare(base, cand, tmp_path / case, capsys)
+    cell, matrix = door_matrix(base, cand, tmp_path / case / "matrix")
+    plugin_code, plugin = door_plugin(pytester, base, cand)
+    wanted = {BI: "embedding", CE: "rerank"}
+    doors = {"compare": compare, "matrix": matrix, "plugin": plugin, "files": door_files(base, cand, wanted)}
+    assert_agree(doors, [BI, CE])
+    assert_exit_codes(code, plugin_code, cell)
+    report = json.loads((tmp_path / case / "compare.json").read_text())
+    for model in (BI, CE):
+        assert doors["files"][model].status == expected, (case, model, doors["files"][model])
+        verdict = next(m for m in report["models"] if m["model_id"] == model)
+        ratio = next(c for c in verdict["checks"] if c["name"] == "accuracy_ratio")
+        assert ratio["passed"] == (expected == "pass") and verdict["accuracy"]["measured"]["ratio"] == ratio["observed"]
+        if expected == "fail":  # the tolerances alone would have passed it
+            assert [c["name"] for c in verdict["checks"] if not c["passed"]] == ["accuracy_ratio"]
+            assert "max_accuracy_ratio" in doors["files"][model].would and "Accuracy against fp64" in doors["files"][model].text
+
+
 # -- the slow grid: harness check re-runs the tiny models against a perturbed copy of the tiny baseline ------------
 
 
