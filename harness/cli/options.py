@@ -138,6 +138,10 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, help="tolerance policy TOML overlaying the defaults")
     parser.add_argument("--class", dest="tolerance_class", help="force a tolerance class (fp32, tf32, fp16, bf16, ...)")
     parser.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
+    parser.add_argument("--index", type=Path, metavar="PATH", help="your FAISS index file of the baseline's documents: "
+                        "the retrieval scenarios search it with the candidate's queries (needs --id-map; other "
+                        "[index] settings from ./harness.toml or [tool.harness])")
+    parser.add_argument("--id-map", type=Path, metavar="PATH", help="JSON array of corpus ids, one per --index position")
     add_output_options(parser)
 
 

@@ -10,6 +10,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from harness.compare.scenario_verdict import RetrievalScenarios
+
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -103,6 +105,8 @@ class ModelVerdict:
     evidence: Dict[str, Any] = field(default_factory=dict)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
+    #: "must I re-embed?": the retrieval scenarios and their advice (bi-encoders with queries; reported, not judged)
+    scenarios: Optional[RetrievalScenarios] = None
 
     def __bool__(self) -> bool:
         return self.status is Status.PASS
@@ -111,7 +115,8 @@ class ModelVerdict:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
         return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
-                      "offenders": [Offender(**o) for o in data.get("offenders", [])]})
+                      "offenders": [Offender(**o) for o in data.get("offenders", [])],
+                      "scenarios": RetrievalScenarios.from_dict(data["scenarios"]) if data.get("scenarios") else None})
 
     @property
     def failed_checks(self) -> List[Check]:

@@ -1,0 +1,73 @@
+"""The comparator's "must I re-embed?" for one float bi-encoder of two results files: the exact retrieval
+scenarios (``harness.compare.scenarios``) over the files' documents, row group by row group (memory: one row
+group pair and the query batches the budget allows, whatever the corpus), and, with an ``[index]`` configured
+(or ``--index``), the scenario through a FAISS index (``harness.compare.vector_index``: it holds the baseline's
+documents in memory, as the user's index does). The advice is reported beside the verdict, never gating it."""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, List, Optional
+
+import numpy as np
+
+from harness.compare import scenarios, streaming, vector_index
+from harness.compare.kinds.embedding import retrieval_k
+from harness.compare.kinds.source import FilePair
+from harness.compare.policy import Tolerance
+from harness.compare.scenario_verdict import RetrievalScenarios, ScenarioShare
+from harness.config.project import IndexSettings
+
+__all__ = ["judge_scenarios"]
+
+#: why the scenario through an index did not run without an ``[index]`` table
+NO_INDEX = "no [index] configured (harness.toml, or --index FILE --id-map FILE)"
+
+
+def _blocks(pair: FilePair) -> Iterator[scenarios.Block]:
+    """The documents of both files in baseline order, ``BLOCK_ROWS`` at a time, with their positions and ids."""
+    docs = pair.documents
+    for position, base, cand in streaming._same_order_segments(pair.base, pair.cand, pair.model_id):
+        rows = np.flatnonzero(docs[position : position + len(base)])
+        for s in range(0, len(rows), scenarios.BLOCK_ROWS):
+            at = rows[s : s + scenarios.BLOCK_ROWS]
+            contiguous = at[-1] - at[0] + 1 == len(at)
+            take = slice(int(at[0]), int(at[-1]) + 1) if contiguous else at
+            ids = pair.plan.base_ids.slice(position + int(at[0]), int(at[-1] - at[0]) + 1).to_pylist()
+            yield position + at, [str(ids[i - at[0]]) for i in at], base[take], cand[take]
+
+
+def _through_index(pair: FilePair, base_q: np.ndarray, cand_q: np.ndarray, k: int, tol: Tolerance,
+                   index: Optional[IndexSettings]) -> scenarios.Scenario:
+    if index is None:
+        return scenarios.Scenario("index", "keep the index, through a FAISS index", None, reason=NO_INDEX)
+    at = np.flatnonzero(pair.documents)
+    docs = streaming.read_rows(pair.base, pair.model_id, at)
+    ids: List[str] = [str(i) for i in pair.plan.base_ids.take(at).to_pylist()]
+    return vector_index.index_scenario(base_q, cand_q, docs, ids, k, tol.tie_tolerance, index)
+
+
+def _share(s: scenarios.Scenario) -> ScenarioShare:
+    order, same = (s.share("same_order"), s.share("same_set")) if s.ran else (None, None)
+    return ScenarioShare(s.key, s.title, order, same, s.reason, s.recall)
+
+
+def judge_scenarios(pair: FilePair, tol: Tolerance, index: Optional[IndexSettings] = None,
+                    served: bool = False) -> Optional[RetrievalScenarios]:
+    """The scenarios of ``pair`` judged by ``tol``'s top-k rules and limits; None without queries or documents.
+    ``served``: the candidate came from a server (the keep-the-index line then asks about its queries)."""
+    k = retrieval_k(pair, tol.topk)
+    if k is None:
+        return None
+    base_q, cand_q = pair.query_vectors()
+    share = index.rolling_share if index is not None else 0.5
+
+    def blocks() -> Iterable[scenarios.Block]:
+        return _blocks(pair)
+
+    found = list(scenarios.scenarios_over(blocks, base_q, cand_q, k, tol.tie_tolerance, share, pair.settings))
+    found.append(_through_index(pair, base_q, cand_q, k, tol, index))
+    decision = scenarios.decide(found, tol)
+    return RetrievalScenarios(k=k, queries=len(base_q), min_order=tol.min_topk_order_agreement,
+                              min_set=tol.min_topk_set_agreement, advice=decision.advice, scenario=decision.scenario,
+                              order_margin=decision.order_margin, set_margin=decision.set_margin, served=served,
+                              items=[_share(s) for s in found])
