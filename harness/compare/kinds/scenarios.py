@@ -6,7 +6,8 @@ documents in memory, as the user's index does). The advice is reported beside th
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, Optional
+import dataclasses
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.source import FilePair
 from harness.compare.policy import Tolerance
 from harness.compare.scenario_verdict import RetrievalScenarios, ScenarioShare
+from harness.compare.workers import queries_per_pass
 from harness.config.project import IndexSettings
 
 __all__ = ["judge_scenarios"]
@@ -36,10 +38,11 @@ def _blocks(pair: FilePair) -> Iterator[scenarios.Block]:
             yield position + at, [str(ids[i - at[0]]) for i in at], base[take], cand[take]
 
 
-def _through_index(pair: FilePair, base_q: np.ndarray, cand_q: np.ndarray, k: int, tol: Tolerance,
-                   index: Optional[IndexSettings]) -> scenarios.Scenario:
+def _through_index(pair: FilePair, k: int, tol: Tolerance, index: Optional[IndexSettings]) -> scenarios.Scenario:
+    """Through the index: the documents and every query in memory, as the index holds them."""
     if index is None:
         return scenarios.Scenario("index", "keep the index, through a FAISS index", None, reason=NO_INDEX)
+    base_q, cand_q = pair.query_vectors()
     at = np.flatnonzero(pair.documents)
     docs = streaming.read_rows(pair.base, pair.model_id, at)
     ids: List[str] = [str(i) for i in pair.plan.base_ids.take(at).to_pylist()]
@@ -58,16 +61,21 @@ def judge_scenarios(pair: FilePair, tol: Tolerance, index: Optional[IndexSetting
     k = retrieval_k(pair, tol.topk)
     if k is None:
         return None
-    base_q, cand_q = pair.query_vectors()
     share = index.rolling_share if index is not None else 0.5
-
-    def blocks() -> Iterable[scenarios.Block]:
-        return _blocks(pair)
-
-    found = list(scenarios.scenarios_over(blocks, base_q, cand_q, k, tol.tie_tolerance, share, pair.settings))
-    found.append(_through_index(pair, base_q, cand_q, k, tol, index))
+    nq, settings = len(pair.queries), pair.settings
+    per_query = 2 * pair.dim * 8 + 3 * 64 * (k + 4)  # as ``scenarios_over`` counts: one of its batches per read
+    size = queries_per_pass(per_query, 2 * scenarios.BLOCK_ROWS * pair.dim * 8, settings.memory_mb,
+                            settings.min_queries_per_pass)
+    parts: List[Tuple[scenarios.Scenario, ...]] = []
+    for start in range(0, nq, size):
+        base_q, cand_q = pair.query_vectors(start, min(nq, start + size))
+        parts.append(scenarios.scenarios_over(lambda: _blocks(pair), base_q, cand_q, k, tol.tie_tolerance, share,
+                                              settings))
+    found = [dataclasses.replace(first, agreement=scenarios._joined([a for p in parts if (a := p[i].agreement)], k))
+             for i, first in enumerate(parts[0])]
+    found.append(_through_index(pair, k, tol, index))
     decision = scenarios.decide(found, tol)
-    return RetrievalScenarios(k=k, queries=len(base_q), min_order=tol.min_topk_order_agreement,
+    return RetrievalScenarios(k=k, queries=nq, min_order=tol.min_topk_order_agreement,
                               min_set=tol.min_topk_set_agreement, advice=decision.advice, scenario=decision.scenario,
                               order_margin=decision.order_margin, set_margin=decision.set_margin, served=served,
                               items=[_share(s) for s in found])
