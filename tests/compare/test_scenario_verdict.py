@@ -169,3 +169,16 @@ def test_bring_your_own_index_through_the_cli(tmp_path: Path, moved_documents: P
     model = next(m for m in data["models"] if m["model_id"] == MODEL)
     through = next(s for s in model["scenarios"]["items"] if s["key"] == "index")
     assert "index file" in through["title"] and through["same_order"] == 1.0
+
+
+def test_a_served_candidate_is_asked_about_its_queries(tmp_path: Path) -> None:
+    """A candidate whose model was served (``backend = "http"``): the comparator marks the scenarios served."""
+
+    def served(meta: Dict[str, Any]) -> Dict[str, Any]:
+        meta["models"][MODEL]["backend"] = "http"
+        return meta
+
+    cand = perturb_results(BASE, tmp_path / "served.parquet", MODEL, vectors=lambda v: v, meta_update=served)
+    found = _scenarios(compare_files(BASE, cand, tolerance_class="fp32"))
+    assert found.served and found.line.startswith("can the server's queries be used against the library-built index?")
+    assert not _scenarios(compare_files(BASE, BASE)).served
