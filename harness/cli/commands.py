@@ -135,6 +135,9 @@ def index_settings(args: argparse.Namespace) -> Any:
     index = load_project(config).index if config is not None else None
     if (args.index is None) != (args.id_map is None):
         raise HarnessError("--index and --id-map go together: an index file needs its id map (JSON array of corpus ids)")
+    for flag, path in (("--index", args.index), ("--id-map", args.id_map)):  # before any run: a typo costs nothing
+        if path is not None and not path.is_file():
+            raise HarnessError(f"{flag} {path}: no such file, or not a regular file")
     if args.index is not None:
         index = (index or IndexSettings()).model_copy(update={"file": str(args.index), "id_map": str(args.id_map)})
     return index

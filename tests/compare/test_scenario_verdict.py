@@ -182,3 +182,13 @@ def test_a_served_candidate_is_asked_about_its_queries(tmp_path: Path) -> None:
     found = _scenarios(compare_files(BASE, cand, tolerance_class="fp32"))
     assert found.served and found.line.startswith("can the server's queries be used against the library-built index?")
     assert not _scenarios(compare_files(BASE, BASE)).served
+
+
+def test_a_missing_index_file_is_refused_before_anything_runs(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ids.json").write_text("[]")
+    code = main(["check", "--index", str(tmp_path / "nope.faiss"), "--id-map", str(tmp_path / "ids.json"),
+                 "--out", str(tmp_path / "run.parquet")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nope.faiss: no such file, or not a regular file" in err[0]
+    assert not (tmp_path / "run.parquet").exists()
