@@ -26,15 +26,17 @@ NO_INDEX = "no [index] configured (harness.toml, or --index FILE --id-map FILE)"
 
 
 def _blocks(pair: FilePair) -> Iterator[scenarios.Block]:
-    """The documents of both files in baseline order, ``BLOCK_ROWS`` at a time (copies: no row group is held
-    while the next is read, so one row group pair is in memory at a time), with their positions and ids."""
+    """The documents of both files in baseline order, ``BLOCK_ROWS`` at a time, with their positions and ids
+    (views of the row groups where the documents are contiguous; neither side holds a row group while the next is
+    read: one row group pair is in memory at a time)."""
     docs = pair.documents
     for position, base, cand in streaming._same_order_segments(pair.base, pair.cand, pair.model_id):
         rows = np.flatnonzero(docs[position : position + len(base)])
         for s in range(0, len(rows), scenarios.BLOCK_ROWS):
             at = rows[s : s + scenarios.BLOCK_ROWS]
             ids = pair.plan.base_ids.slice(position + int(at[0]), int(at[-1] - at[0]) + 1).to_pylist()
-            yield position + at, [str(ids[i - at[0]]) for i in at], base.take(at, axis=0), cand.take(at, axis=0)
+            take = slice(int(at[0]), int(at[-1]) + 1) if at[-1] - at[0] + 1 == len(at) else at  # a view if it can
+            yield position + at, [str(ids[i - at[0]]) for i in at], base[take], cand[take]
         del base, cand  # before the next row group pair is read
 
 
