@@ -4,6 +4,11 @@ ratios to the existing top-k pass, and their figures on real results files.
     python benchmarks/bench_index.py                          # 1M x 384 documents, 100 queries, index at 100k
     python benchmarks/bench_index.py --documents 200000 --queries 1000 --index-type hnsw
     python benchmarks/bench_index.py measure BASELINE.parquet CANDIDATE.parquet [--model all-MiniLM-L6-v2]
+    python benchmarks/bench_index.py inside --documents 1000000  # harness compare with / without the scenarios
+
+``inside`` writes two results files as ``bench_compare.py`` does (the candidate the baseline plus N(0, 1e-7)) and
+times ``compare_files`` on them in fresh processes, alternately without the scenarios (``judge_scenarios``
+replaced by a stub: the verdict's own passes only) and with them (the default), ``--repeat`` times each.
 
 Scale: documents generated block by block (unit vectors; the candidate the baseline plus N(0, NOISE) per element,
 about what bf16 rounding does to MiniLM's vectors), never all in memory, under the comparator's memory budget
@@ -32,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.compare.scenarios import BLOCK_ROWS, decide, retrieval_scenarios, scenarios_over
 from harness.compare.stats import TopKStream
 from harness.compare.vector_index import index_scenario
-from harness.compare.workers import MEMORY_MB
+from harness.config.environment import CompareSettings
 from harness.config.project import IndexSettings
 
 NOISE = 3e-4
@@ -73,7 +78,7 @@ def scale(args: argparse.Namespace) -> None:
     bq = _unit(rng, args.queries, args.dim)
     cq = bq + rng.normal(0, NOISE, bq.shape).astype(np.float32)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), HARNESS_COMPARE_MEMORY_MB={MEMORY_MB}, "
+    print(f"# {os.cpu_count()} CPUs (load average {load:.1f}), HARNESS_COMPARE_MEMORY_MB={CompareSettings.from_environment().memory_mb}, "
           f"{args.queries} queries, dim {args.dim}, k {args.k}")
     print(f"  {'step':<44} {'wall s':>8} {'CPU s':>7} {'/ top-k':>7} {'RSS MB':>8}")
     for n in (args.documents, args.index_documents):
@@ -137,6 +142,41 @@ def measure(args: argparse.Namespace) -> None:
         print(decide(found, tolerance).text)
 
 
+def inside(args: argparse.Namespace) -> None:
+    import json
+    import subprocess
+    import tempfile
+
+    from bench_compare import write_pair
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        files = [str(p) for p in write_pair(Path(tmp), args.documents + args.queries, args.dim, args.queries)]
+        runs: dict = {"without": [], "with": []}
+        for _ in range(args.repeat):
+            for how in runs:
+                out = subprocess.run([sys.executable, __file__, "child", *files, how], check=True, text=True,
+                                     capture_output=True).stdout
+                runs[how].append(json.loads(out.splitlines()[-1]))
+        print(f"{args.documents:,} documents x {args.dim}, {args.queries} queries, "
+              f"HARNESS_COMPARE_MEMORY_MB={CompareSettings.from_environment().memory_mb}: best of {args.repeat}")
+        best = {how: min(r, key=lambda x: x["cpu_s"]) for how, r in runs.items()}
+        for how, r in best.items():
+            print(f"  compare {how:<7} the scenarios: {r['cpu_s']:7.2f} CPU s {r['wall_s']:7.2f} s wall "
+                  f"{r['rss_mb']:7.0f} MB peak RSS  ({r['cpu_s'] / best['without']['cpu_s']:.2f}x)")
+
+
+def child(args: argparse.Namespace) -> None:
+    import json
+
+    from harness.compare import comparator
+
+    if args.how == "without":
+        comparator.judge_scenarios = lambda *a, **k: None  # type: ignore[assignment]
+    cpu, wall = time.process_time(), time.perf_counter()
+    comparator.compare_files(args.baseline, args.candidate)
+    print(json.dumps({"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, "rss_mb": _rss_mb()}))
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=10)
@@ -148,6 +188,13 @@ def main(argv: List[str]) -> int:
     real.add_argument("--model", default="all-MiniLM-L6-v2")
     real.add_argument("--tie", type=float, default=1e-6, help="tie tolerance without --class")
     real.add_argument("--class", dest="policy_class", help="the default policy's class whose limits decide")
+    inner = sub.add_parser("inside", help="harness compare's cost with and without the scenarios")
+    inner.add_argument("--repeat", type=int, default=2)
+    inner.add_argument("--workdir", type=Path, default=Path("/tmp"))
+    one = sub.add_parser("child")
+    one.add_argument("baseline")
+    one.add_argument("candidate")
+    one.add_argument("how", choices=["with", "without"])
     parser.add_argument("--documents", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--dim", type=int, default=384)
@@ -155,7 +202,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--index-type", default="ivf-flat", choices=["flat", "hnsw", "ivf-flat", "ivf-pq"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    (measure if args.command == "measure" else scale)(args)
+    {"measure": measure, "inside": inside, "child": child}.get(args.command, scale)(args)
     return 0
 
 

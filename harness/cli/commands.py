@@ -23,6 +23,11 @@ def run_inputs(args: argparse.Namespace) -> List[Tuple[str, Any]]:
             ("policy", getattr(args, "policy", None))]
 
 
+def index_inputs(args: argparse.Namespace) -> List[Tuple[str, Any]]:
+    """``--index`` and ``--id-map``: inputs that no output may replace."""
+    return [("--index", getattr(args, "index", None)), ("--id-map", getattr(args, "id_map", None))]
+
+
 def refuse_baseline_target(out: Path) -> None:
     """A run's ``--out`` never replaces a baseline: that is ``harness baseline update``'s job (keeps the old)."""
     if not out.is_file():
@@ -111,6 +116,7 @@ class CompareJob:
     allow_model_change: bool
     outputs: argparse.Namespace
     reference: Any = None  # the fp64 reference, opened and checked against the baseline (None: there is none)
+    index: Any = None  # the retrieval scenarios' [index] (``index_settings``)
 
     @classmethod
     def of(cls, args: argparse.Namespace, baseline: Any, candidate: Any) -> CompareJob:
@@ -121,12 +127,29 @@ class CompareJob:
 
         return cls(baseline, candidate, load_policy(args.policy), args.tolerance_class, args.models,
                    args.allow_model_change, argparse.Namespace(**{k: getattr(args, k, None) for k in OUTPUT_DESTS}),
-                   find(ResultsFile(baseline), args.reference))
+                   find(ResultsFile(baseline), args.reference), index_settings(args))
+
+
+def index_settings(args: argparse.Namespace) -> Any:
+    """The ``[index]`` of ``--config`` (else ./harness.toml or [tool.harness]), with ``--index`` and ``--id-map``
+    over its ``file`` and ``id_map``; None when neither says anything (exact scenarios only)."""
+    from harness.config.project import IndexSettings, find_config, load_project
+
+    config = getattr(args, "config", None) or find_config()
+    index = load_project(config).index if config is not None else None
+    if (args.index is None) != (args.id_map is None):
+        raise HarnessError("--index and --id-map go together: an index file needs its id map (JSON array of corpus ids)")
+    for flag, path in (("--index", args.index), ("--id-map", args.id_map)):  # before any run: a typo costs nothing
+        if path is not None and not path.is_file():
+            raise HarnessError(f"{flag} {path}: no such file, or not a regular file")
+    if args.index is not None:
+        index = (index or IndexSettings()).model_copy(update={"file": str(args.index), "id_map": str(args.id_map)})
+    return index
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     check_outputs(args, [("baseline", args.baseline), ("candidate", args.candidate), ("policy", args.policy),
-                         ("reference", args.reference or reference_path(args.baseline))])
+                         ("reference", args.reference or reference_path(args.baseline)), *index_inputs(args)])
     return judge(CompareJob.of(args, args.baseline, args.candidate))
 
 
@@ -138,7 +161,7 @@ def judge(job: CompareJob) -> int:
 
     comparison = compare_files(job.baseline, job.candidate, job.policy, tolerance_class=job.tolerance_class,
                                models=job.models, allow_model_change=job.allow_model_change,
-                               settings=progress_settings(), reference=job.reference)
+                               settings=progress_settings(), reference=job.reference, index=job.index)
     data = comparison.serialize()
     write_outputs(job.outputs, data, comparison.status)
     hint = (
@@ -160,7 +183,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     baseline = locate_baseline(args.baseline, config=args.config)
     out = args.out or default_check_path()
     # everything the comparison needs is checked before the run, not after it
-    check_outputs(args, [*run_inputs(args), ("baseline", baseline),
+    check_outputs(args, [*run_inputs(args), ("baseline", baseline), *index_inputs(args),
                           ("reference", args.reference or reference_path(baseline))], files=[("--out", out)])
     refuse_baseline_target(out)
     job = CompareJob.of(args, baseline, out)

@@ -140,6 +140,10 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-model-change", action="store_true", help="compare even if model weights differ")
     parser.add_argument("--reference", type=Path, metavar="PATH",
                         help="fp64 reference of the baseline (default: NAME.reference.parquet beside it, when there is one)")
+    parser.add_argument("--index", type=Path, metavar="PATH", help="your FAISS index file of the baseline's documents: "
+                        "the retrieval scenarios search it with the candidate's queries (needs --id-map; other "
+                        "[index] settings from ./harness.toml or [tool.harness])")
+    parser.add_argument("--id-map", type=Path, metavar="PATH", help="JSON array of corpus ids, one per --index position")
     add_output_options(parser)
 
 

@@ -36,6 +36,8 @@ ENV_HELP: Dict[str, str] = {
     "HARNESS_COMPARE_THREADS": "comparator worker threads; 0: one per core, at most 2",
     "HARNESS_TOPK_CERTIFY_MIN_PAIRS": "query x document pairs from which top-k is certified instead of scored exactly",
     "HARNESS_TOPK_CERTIFICATES": "`0` turns top-k certificates off (every query scored exactly)",
+    "HARNESS_SCENARIOS": "`0` skips the \"must I re-embed?\" retrieval scenarios (reported, never judged; ~1.9x the "
+                         "comparison's CPU at 1M documents)",
     "HARNESS_PROGRESS_INTERVAL": "seconds between progress lines of a long run or comparison; 0: never",
     "HARNESS_TIMINGS_FILE": "where `harness run` writes its own timing breakdown (set by the matrix for each cell)",
     "HARNESS_MATRIX": "the matrix `nox -s matrix`, `harness matrix cell` and `harness attribute run` use without `--matrix` (default `default`)",

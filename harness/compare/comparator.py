@@ -22,9 +22,11 @@ from typing import Any, Dict, Iterable, List, Optional
 from harness.compare import accuracy_check, certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
-from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
+from harness.compare.kinds.scenarios import judge_scenarios
+from harness.compare.policy import Policy, Tolerance, choose_class, is_served, load_policy
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.config.environment import CompareSettings
+from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
@@ -158,7 +160,8 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     return None
 
 
-def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings) -> ModelVerdict:
+def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings,
+           index: Optional[IndexSettings] = None) -> ModelVerdict:
     """The kind's judge for one model that both sides ran."""
     rec_b, rec_c = base.records[model_id], cand.records[model_id]
     if rec_b.kind != "bi-encoder":
@@ -167,7 +170,8 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
         precision = kinds.file_precision(base, cand, model_id)
         return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
     pair = kinds.FilePair(base, cand, model_id, settings)
-    return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol))  # read here, not judged
+    verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol))  # read here, not judged
+    return dataclasses.replace(verdict, scenarios=judge_scenarios(pair, tol, index, is_served(cand.models[model_id])))
 
 
 def compare_results(
@@ -181,10 +185,12 @@ def compare_results(
     label: Optional[str] = None,
     settings: Optional[CompareSettings] = None,
     reference: Optional[ResultsFile | str | os.PathLike[str]] = None,
+    index: Optional[IndexSettings] = None,
 ) -> Comparison:
     """Judge every shared model of two opened results files (``settings``: threads, memory, certificates and
     progress listener; by default ``CompareSettings.from_environment()``, read now; ``reference``: the fp64
-    reference, by default ``NAME.reference.parquet`` beside the baseline when there is one)."""
+    reference, by default ``NAME.reference.parquet`` beside the baseline when there is one; ``index``: the
+    ``[index]`` the retrieval scenarios search through, None: exact scenarios only)."""
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
@@ -199,7 +205,7 @@ def compare_results(
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
         if verdict is None:
-            verdict = _judge(base, cand, model_id, tol, settings)
+            verdict = _judge(base, cand, model_id, tol, settings, index)
         verdict = dataclasses.replace(verdict, performance={"baseline": _performance(base, model_id),
                                                             "candidate": _performance(cand, model_id)},
                                       precision_change=precision_note)

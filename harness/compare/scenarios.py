@@ -147,6 +147,7 @@ def scenarios_over(blocks: Callable[[], Iterable[Block]], base_queries: np.ndarr
         for positions, ids, base, cand in blocks():
             with np.errstate(invalid="ignore", over="ignore"):
                 one.add(np.asarray(positions, dtype=np.int64), ids, base, cand)
+            del base, cand  # a block may be a view of a row group: let it go before the next is read
         for key, stream in one.streams.items():
             parts[key].append(stream.agreement())
     titles = {**SCENARIOS, "rolling": f"rolling re-embed ({share:.0%} of documents done)"}

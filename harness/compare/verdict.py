@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
     from harness.compare.accuracy import AccuracyVerdict
 
+from harness.compare.scenario_verdict import RetrievalScenarios
+
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -109,6 +111,8 @@ class ModelVerdict:
     #: each side's error against the fp64 reference and the ratio limit (``harness.compare.accuracy_check``);
     #: None without a reference
     accuracy: Optional[AccuracyVerdict] = None
+    #: "must I re-embed?": the retrieval scenarios and their advice (bi-encoders with queries; reported, not judged)
+    scenarios: Optional[RetrievalScenarios] = None
 
     def __bool__(self) -> bool:
         return self.status is Status.PASS
@@ -121,7 +125,8 @@ class ModelVerdict:
         accuracy = data.get("accuracy")
         return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
                       "offenders": [Offender(**o) for o in data.get("offenders", [])],
-                      "accuracy": AccuracyVerdict.from_dict(accuracy) if accuracy else None})
+                      "accuracy": AccuracyVerdict.from_dict(accuracy) if accuracy else None,
+                      "scenarios": RetrievalScenarios.from_dict(data["scenarios"]) if data.get("scenarios") else None})
 
     @property
     def failed_checks(self) -> List[Check]:

@@ -95,6 +95,8 @@ class CompareSettings:
         every pair is cheap: 100 queries x 500k documents ~0.4 s).
     certificates: False turns the certificate lookup off (every query scored exactly; the same verdict).
     min_queries_per_pass: the smallest query batch whatever the budget (each batch is a pass over the files).
+    scenarios: False skips the "must I re-embed?" retrieval scenarios (reported, never judged; at 1M documents
+        they cost about 1.9x the rest of the comparison's CPU: docs/performance.md).
     listener: called with each ``harness.compare.progress.PassProgress`` (from worker threads); None: untracked.
     """
 
@@ -103,15 +105,18 @@ class CompareSettings:
     certify_min_pairs: int = 50_000_000
     certificates: bool = True
     min_queries_per_pass: int = 1024
+    scenarios: bool = True
     listener: Optional[Callable[[Any], None]] = None
 
     @classmethod
     def from_environment(cls, listener: Optional[Callable[[Any], None]] = None) -> CompareSettings:
         """The comparator's environment variables (HARNESS_COMPARE_THREADS, HARNESS_COMPARE_MEMORY_MB,
-        HARNESS_TOPK_CERTIFY_MIN_PAIRS, HARNESS_TOPK_CERTIFICATES) as set now (a bad value: ``HarnessError``)."""
+        HARNESS_TOPK_CERTIFY_MIN_PAIRS, HARNESS_TOPK_CERTIFICATES, HARNESS_SCENARIOS) as set now (a bad value:
+        ``HarnessError``)."""
         return cls(threads=int(setting("HARNESS_COMPARE_THREADS")), memory_mb=int(setting("HARNESS_COMPARE_MEMORY_MB")),
                    certify_min_pairs=int(setting("HARNESS_TOPK_CERTIFY_MIN_PAIRS")),
-                   certificates=os.environ.get("HARNESS_TOPK_CERTIFICATES", "1").strip() != "0", listener=listener)
+                   certificates=os.environ.get("HARNESS_TOPK_CERTIFICATES", "1").strip() != "0",
+                   scenarios=os.environ.get("HARNESS_SCENARIOS", "1").strip() != "0", listener=listener)
 
     @property
     def workers(self) -> int:

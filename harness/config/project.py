@@ -147,7 +147,7 @@ class Project:
     corpus: Optional[Dict[str, Any]] = None
     registry_path: Optional[Path] = None
     baselines: str = BASELINES_DIR
-    index: IndexSettings = field(default_factory=IndexSettings)
+    index: Optional[IndexSettings] = None  # None: no [index] table
 
     @property
     def baselines_dir(self) -> Path:
@@ -234,8 +234,10 @@ def load_project(path: str | os.PathLike[str]) -> Project:
     )
 
 
-def _index(path: Path, table: Any) -> IndexSettings:
+def _index(path: Path, table: Any) -> Optional[IndexSettings]:
     """``[index]`` validated (again, on its own: the file's check already passed), its files relative to ``path``."""
+    if table is None:
+        return None
     settings = IndexSettings.model_validate(table or {})
     if (settings.file is None) != (settings.id_map is None):
         raise ProjectError(f"{path}: index: 'file' and 'id_map' go together (an index file needs its id map)")

@@ -15,6 +15,7 @@ from typing import Any, List, Optional, Sequence, Union, cast
 from harness.compare import comparator
 from harness.compare.policy import load_policy
 from harness.compare.verdict import CellStatus, Status
+from harness.config.project import load_project
 from harness.errors import HarnessError
 from harness.matrix.cells import CELL_FILE, CellState, read_cell_state
 from harness.matrix.spec import ROOT, Cell, Matrix, MatrixError, baseline_file
@@ -48,6 +49,7 @@ def cell_record(
     baseline: str | os.PathLike[str],
     policy: str | os.PathLike[str] | None = None,
     state: Optional[CellState] = _UNREAD,
+    index: Any = None,
 ) -> ReportCell:
     """The report's record of one cell: its stage outcome from ``cell.json`` and, when it produced results, the
     comparison with the baseline (``Comparison.serialize()``).
@@ -56,6 +58,7 @@ def cell_record(
     (``pass``, ``fail``, ``incompatible`` when a model could not be loaded there, ``error``); ``error`` too when the
     results cannot be compared at all (missing baseline, different corpus or models) or the cell never ran.
     ``state``: the ``cell.json`` a caller already read (None: never ran), so object storage is asked once.
+    ``index``: the project config's ``[index]`` (``IndexSettings``) the retrieval scenarios search through.
     """
     location: Union[Path, str] = cast(str, run_dir) if storage.is_uri(run_dir) else Path(run_dir)
     if state is _UNREAD:
@@ -74,7 +77,8 @@ def cell_record(
         return dataclasses.replace(record, status=CellStatus.RUN_FAILED,
                                    reason=state.reason or f"{_relative(results)} was not written")
     try:
-        comparison = comparator.compare_files(baseline, results, load_policy(policy), label=cell.cell_id).serialize()
+        comparison = comparator.compare_files(baseline, results, load_policy(policy), label=cell.cell_id,
+                                             index=index).serialize()
     except HarnessError as err:
         return dataclasses.replace(record, reason=str(err))
     judged = dataclasses.replace(record, status=CellStatus.parse(comparison["status"]), comparison=comparison)
@@ -98,12 +102,13 @@ def collect_matrix(
     base = Path(baseline) if baseline else baseline_file(matrix.baseline)
     runs: Union[Path, str] = cast(str, runs_dir) if storage.is_uri(runs_dir) else Path(runs_dir)
     records: List[ReportCell] = []
+    index = load_project(matrix.config).index if matrix.config else None  # the project's [index], as run finds it
     for cell in matrix.select(cells):
         run_dir = storage.join(runs, cell.cell_id)
         state = read_cell_state(run_dir)
         if not include_missing and state is None:
             continue
-        records.append(cell_record(cell, run_dir, base, matrix.policy, state=state))
+        records.append(cell_record(cell, run_dir, base, matrix.policy, state=state, index=index))
     if not records:
         raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
     return build_matrix_report(matrix.name, _relative(base), records, matrix_cells=[c.cell_id for c in matrix.cells])

@@ -11,7 +11,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from harness.compare.verdict import CellStatus, ModelVerdict, Status
-from harness.report import accuracy_lines
+from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS
 from harness.report.html_style import badge as _badge
@@ -330,7 +330,8 @@ def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> str:
 
 def render_html(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
-    body = [_header(report), _overview(report)]
+    body = [_header(report), _overview(report),
+            scenario_lines.html_section([(c.cell_id, m) for c, m in report.verdicts()])]
     if history:
         body.append(_trend(report, history))
     body += [_cell_section(i, c) for i, c in enumerate(report.cells)]

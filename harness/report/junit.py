@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.compare.verdict import CellStatus, ModelVerdict, Status
-from harness.report import accuracy_lines
+from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt
 from harness.report.matrix_report import MatrixReport, ReportCell
 from harness.report.text import check_line
@@ -111,7 +111,7 @@ def _properties(suite: ET.Element, cell: ReportCell, policy: str) -> None:
     props = ET.SubElement(suite, "properties")
     pairs: List[Tuple[str, Any]] = list(cell.params.items()) + [("policy", policy)]
     pairs += [("cell.status", cell.status.value), ("cell.reason", cell.reason), ("cell.results", cell.results)]
-    pairs += [("note", note) for note in cell.notes]
+    pairs += [("note", note) for note in cell.notes] + scenario_lines.junit_properties(cell.models)
     for name, value in pairs:
         if value not in (None, ""):
             ET.SubElement(props, "property", {"name": xml_safe(name), "value": xml_safe(value)})

@@ -10,7 +10,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence
 
 from harness.compare.verdict import CellStatus, ModelVerdict, Status
-from harness.report import accuracy_lines
+from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import (
     MatrixReport,
@@ -228,7 +228,8 @@ def render_markdown(report: MatrixReport, history: Optional[Sequence[Dict[str, A
 
     ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
     """
-    lines = _header(report) + _summary(report) + _notes(report) + _checks(report) + _env_section(report) + _failures(report)
+    lines = _header(report) + _summary(report) + scenario_lines.markdown_lines(
+        [(c.cell_id, m) for c, m in report.verdicts()], md_escape) + _notes(report) + _checks(report) + _env_section(report) + _failures(report)
     lines += _not_run(report)
     lines += _speed(report)
     if history:

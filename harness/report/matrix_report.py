@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
 from harness.compare.verdict import CellStatus, ModelVerdict
+from harness.report import scenario_lines
 from harness.report.format import fmt_percent
 
 __all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "VERDICT_COLUMNS", "build_matrix_report",
@@ -174,6 +175,7 @@ class MatrixReport:
                         "tolerance_class": model.tolerance_class}
                 rows += [{**head, "check": c.name, "op": c.op, "observed": c.observed, "limit": c.limit, "used": c.used,
                           "passed": c.passed} for c in model.checks]
+                rows += scenario_lines.verdict_rows(head, model)
                 if not model.checks:
                     rows.append({**head, "check": "", "op": "", "observed": None, "limit": None, "used": None,
                                  "passed": None})

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping
 
 from harness.compare.factors import group_changes
 from harness.compare.verdict import Check, Comparison, ModelVerdict, Status
-from harness.report import accuracy_lines
+from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_percent
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
@@ -123,6 +123,7 @@ def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: st
               fmt_cosine(model.metrics.get("min_cosine")), _topk(model)] for model in models]
     lines += _table(rows)
     lines += [f"  {model.model_id} {topk_decided(model)}" for model in models if topk_decided(model)]
+    lines += scenario_lines.text_lines(models)
     checks = [["MODEL", "CHECK", "OBSERVED", "LIMIT", "USED", "RESULT"]]
     checks += [[model.model_id, c.name, fmt(c.observed), f"{c.op} {fmt(c.limit)}", fmt_used(c),
                 "pass" if c.passed else "FAIL"] for model in models for c in model.checks]

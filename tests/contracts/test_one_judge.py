@@ -60,6 +60,7 @@ class Outcome:
     worst: Optional[str] = None
     would: Optional[Dict[str, float]] = None
     text: str = ""  # the message (bad input: the error)
+    scenarios: Optional[str] = None  # the retrieval scenarios as the JSON verdict holds them (doors that show them)
 
 
 def _from_json(model: Dict[str, Any]) -> Outcome:
@@ -68,6 +69,7 @@ def _from_json(model: Dict[str, Any]) -> Outcome:
         limits={k: f"{float(v):g}" for k, v in model["tolerance"].items() if k not in ("name", "description")},
         worst=model["offenders"][0]["item_id"] if model["offenders"] else None,
         would={k: float(v) for k, v in model["min_passing"].items()},
+        scenarios=json.dumps(model.get("scenarios"), sort_keys=True),
     )
 
 
@@ -204,6 +206,8 @@ def assert_agree(doors: Dict[str, Dict[str, Outcome]], models: List[str], bad_ph
             if outcome.cls is None:  # a passing assertion shows nothing more
                 continue
             assert outcome.cls == reference.cls, (model, door, outcome.cls, reference.cls)
+            if outcome.scenarios is not None:  # "must I re-embed?": the same through every door that shows it
+                assert outcome.scenarios == reference.scenarios, (model, door, outcome.scenarios, reference.scenarios)
             assert outcome.worst == reference.worst, (model, door, outcome.worst, reference.worst)
             for key, value in outcome.limits.items():
                 assert reference.limits[key] == value, (model, door, key, value, reference.limits[key])

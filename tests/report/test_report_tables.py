@@ -76,7 +76,11 @@ def test_verdict_and_history_tables_read_with_one_call(full: MatrixReport, tmp_p
     verdicts = pd.read_parquet(written["verdicts"])
     checks = [(c, m, k) for c in full.to_dict()["cells"] for m in (c["comparison"] or {}).get("models", []) for k in m["checks"]]
     not_run = [c for c in full.to_dict()["cells"] if not c["comparison"]]
-    assert len(verdicts) == len(checks) + len(not_run)
+    scenario_rows = verdicts[verdicts.check.str.startswith("scenario.")]
+    ran = [s for c in full.to_dict()["cells"] for m in (c["comparison"] or {}).get("models", [])
+           for s in (m.get("scenarios") or {}).get("items", []) if s["same_order"] is not None]
+    assert len(verdicts) - len(scenario_rows) == len(checks) + len(not_run)
+    assert len(scenario_rows) == 2 * len(ran) > 0 and scenario_rows.passed.isna().all()  # reported, not judged
     row = verdicts[(verdicts.cell_id == full.cells[1].cell_id) & (verdicts.check == "max_abs_diff")].iloc[0]
     assert row.model_status == "fail" and row.observed > row.limit and row.used == pytest.approx(row.observed / row.limit)
     assert not row.passed and row.policy == full.policy
