@@ -94,6 +94,12 @@ def _optional(rows: ModelRows, file_schema: pa.Schema, n: int) -> Dict[str, pa.A
     return out
 
 
+def score_dtype(score: pa.DataType) -> type:
+    """numpy's dtype of a score column (float32, or float64 for an fp64 reference), without pyarrow's
+    ``to_pandas_dtype``: that imports pandas, which a matrix cell's environment need not have."""
+    return np.float64 if pa.types.is_float64(score) else np.float32
+
+
 def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Table:
     n = len(rows.item_ids)
     score = file_schema.field("score").type
@@ -114,7 +120,7 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
             "query_id": _strings(rows.query_ids or (), rows.model_id, "query_id"),
             "passage_id": _strings(rows.passage_ids or (), rows.model_id, "passage_id"),
             "vector": pa.nulls(n, pa.binary(width)),
-            "score": pa.array(np.asarray(rows.scores, dtype=score.to_pandas_dtype())),
+            "score": pa.array(np.asarray(rows.scores, dtype=score_dtype(score))),
             "rank": pa.array(np.asarray(rows.ranks, dtype=np.int32)),
         }
     return pa.table(
@@ -293,7 +299,7 @@ def _replace_vectors(column: pa.Array, rows: np.ndarray, values: np.ndarray, dty
 
 def _replace_scores(column: pa.Array, rows: np.ndarray, values: np.ndarray) -> pa.Array:
     valid = np.asarray(column.is_valid())
-    scores = np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=column.type.to_pandas_dtype()).copy()
+    scores = np.asarray(column.fill_null(0).to_numpy(zero_copy_only=False), dtype=score_dtype(column.type)).copy()
     scores[rows] = values
     return pa.array(scores, mask=~valid, type=column.type)
 

@@ -225,14 +225,29 @@ def test_to_pandas_is_tidy_with_decoded_vectors_and_integer_ranks() -> None:
         results.to_pandas(["nope"])
 
 
-def test_the_results_package_imports_without_pandas() -> None:
+def test_the_results_package_reads_and_writes_without_pandas(tmp_path: Path) -> None:
+    """A matrix cell's environment need not have pandas: reading, writing rerank scores (float32 and an fp64
+    reference's float64) and rewriting a model never import it; only ``to_pandas`` says it needs it."""
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['pandas'] = None\n"  # an environment without pandas
-            "import harness.results as r; f = r.ResultsFile(sys.argv[1]); f.embeddings('tiny-bi-encoder')\n"
+    code = ("import sys, importlib.abc\n"  # an environment without pandas: importing it fails as it would there
+            "class NoPandas(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] == 'pandas':\n"
+            "            raise ModuleNotFoundError(\"No module named 'pandas'\")\n"
+            "sys.meta_path.insert(0, NoPandas())\n"
+            "import numpy as np; import harness.results as r; from harness.testing import perturb_results\n"
+            "f = r.ResultsFile(sys.argv[1]); f.embeddings('tiny-bi-encoder'); d = f.rerank('tiny-cross-encoder')\n"
+            "for dtype in (np.float32, np.float64):\n"
+            "    rows = [r.ModelRows('ce', 'rerank', list(d['item_id']), query_ids=list(d['query_id']),\n"
+            "            passage_ids=list(d['passage_id']), scores=d['score'].astype(dtype), ranks=d['rank'])]\n"
+            "    r.write_results(sys.argv[2] + dtype.__name__, rows, {'corpus': f.corpus, 'fingerprint': {}, 'run': {},\n"
+            "                    'models': {'ce': {'kind': 'cross-encoder', 'status': 'ok'}}})\n"
+            "perturb_results(sys.argv[1], sys.argv[2] + 'moved', 'tiny-cross-encoder', scores=lambda s: s + 1e-6)\n"
             "try:\n    f.to_pandas()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(COMMITTED_TINY)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code, str(COMMITTED_TINY), str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("HarnessError") and "needs pandas" in done.stdout
 
