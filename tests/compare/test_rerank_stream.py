@@ -199,11 +199,13 @@ def test_peak_memory_does_not_grow_with_the_pairs(tmp_path: Path, shuffled: bool
     """Peak RSS at 200k and 800k pairs (2k and 8k queries). Held whole, as before streaming, the 600k pairs more
     cost ~300 MB (this test with ``rerank_reference``'s judge in the child: 254 MB at 200k, 549 MB at 800k,
     shuffled); streamed, the peak moves by a few MB (row groups, pyarrow's pool). Shuffled, the candidate is
-    realigned through hash buckets in temporary files (a 16 MB budget: 13 to 49 buckets)."""
+    realigned through hash buckets in temporary files (a 16 MB budget: 13 to 49 buckets). The limit, 100 MB, is a
+    third of what holding them whole costs; the streamed growth measured 10-54 MB over 9 runs on the busy 2-core
+    machine (2026-12-07: pyarrow's pool and malloc arenas, not the pairs), so 50 MB failed by noise."""
     small = _bench_pair(tmp_path / "small", 200_000, shuffled)
     big = _bench_pair(tmp_path / "big", 800_000, shuffled)
     memory = 16 if shuffled else None
     first, second = _peak_mb(*small, memory), _peak_mb(*big, memory)
     assert (first["pairs"], second["pairs"]) == (200_000, 800_000) and second["queries"] == 8_000
     grew = second["rss_mb"] - first["rss_mb"]
-    assert grew < 50, f"peak RSS {first['rss_mb']:.0f} MB at 200k pairs, {second['rss_mb']:.0f} MB at 800k"
+    assert grew < 100, f"peak RSS {first['rss_mb']:.0f} MB at 200k pairs, {second['rss_mb']:.0f} MB at 800k"
