@@ -36,16 +36,21 @@ class Status(str, enum.Enum):
         return max(statuses, key=order.index, default=Status.PASS)
 
 
-def limit_used(observed: float, limit: float, op: str) -> Optional[float]:
+#: checks whose "nothing changed" value is not 0: an accuracy ratio of 1 is "as accurate as the baseline"
+_UNCHANGED = {"accuracy_ratio": 1.0}
+
+
+def limit_used(observed: float, limit: float, op: str, unchanged: float = 0.0) -> Optional[float]:
     """How much of a check's allowance the drift used: 0 none, 1 all of it, above 1 over the limit.
 
     ``<=`` checks (a difference, bits, a share of texts) allow ``limit``: used is ``observed / limit``. ``>=``
     checks are on quantities whose perfect value is 1 (cosine, agreements): they allow ``1 - limit`` of shortfall,
     and used is ``(1 - observed) / (1 - limit)``; the plain ``observed / limit`` of a cosine of 0.9999998 against
     0.999999 would read "100%" whatever the drift. A zero allowance (``atol = 0``, agreement 1) gives 0 when
-    nothing moved and None (no finite share: over) when something did.
+    nothing moved and None (no finite share: over) when something did. ``unchanged``: the value of a ``<=`` check
+    when nothing moved (1 for a ratio to the baseline's own error: a ratio of 1 uses none of a limit of 2).
     """
-    used, allowed = (observed, limit) if op == "<=" else (1.0 - observed, 1.0 - limit)
+    used, allowed = (observed - unchanged, limit - unchanged) if op == "<=" else (1.0 - observed, 1.0 - limit)
     if allowed > 0:
         return max(float(used), 0.0) / float(allowed)
     return 0.0 if used <= 0 else None
@@ -72,7 +77,7 @@ class Check:
     used: Optional[float] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "used", limit_used(self.observed, self.limit, self.op))
+        object.__setattr__(self, "used", limit_used(self.observed, self.limit, self.op, _UNCHANGED.get(self.name, 0.0)))
 
 
 @dataclass(frozen=True)

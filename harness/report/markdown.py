@@ -229,7 +229,7 @@ def render_markdown(report: MatrixReport, history: Optional[Sequence[Dict[str, A
     ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
     """
     lines = _header(report) + _summary(report) + scenario_lines.markdown_lines(
-        [(c.cell_id, m) for c, m in report.verdicts()], md_escape) + _notes(report) + _checks(report) + _env_section(report) + _failures(report)
+        [(c.cell_id, m) for c, m in report.verdicts()], md_escape, _code) + _notes(report) + _checks(report) + _env_section(report) + _failures(report)
     lines += _not_run(report)
     lines += _speed(report)
     if history:

@@ -37,15 +37,16 @@ def text_lines(models: Sequence[ModelVerdict]) -> List[str]:
     return ["", HEADING + ":", *lines] if lines else []
 
 
-def markdown_lines(verdicts: Sequence[Tuple[str, ModelVerdict]], escape_md: Any) -> List[str]:
-    """The Markdown section: the overview table (a column per scenario), then the line per cell and model."""
+def markdown_lines(verdicts: Sequence[Tuple[str, ModelVerdict]], escape_md: Any, code: Any) -> List[str]:
+    """The Markdown section: the overview table (a column per scenario), then the line per cell and model
+    (``escape_md`` for prose, ``code`` for identifiers: the Markdown report's own)."""
     rows = _rows(verdicts)
     if not rows:
         return []
     header = ["Cell", "Model", "Advice", *COLUMNS.values()]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(escape_md(c) for c in row) + " |" for row in rows]
-    lines = [f"- `{escape_md(cell)}` / `{escape_md(m.model_id)}`: {escape_md(m.scenarios.line)}"
+    lines = [f"- {code(cell)} / {code(m.model_id)}: {escape_md(m.scenarios.line)}"
              for cell, m in verdicts if m.scenarios is not None]
     return ["", f"## {HEADING}", "", *table, "", *lines]
 

@@ -104,8 +104,9 @@ def test_served_line_asks_about_the_servers_queries() -> None:
 def test_every_renderer_shows_the_line(moved_documents: Path) -> None:
     comparison = compare_files(BASE, moved_documents, tolerance_class="fp32")
     line = _scenarios(comparison).line
-    report = build_matrix_report("m", str(BASE), [{"cell_id": "cell-a", "params": {}, "comparison": comparison.serialize(),
+    report = build_matrix_report("m", str(BASE), [{"cell_id": "cell_a", "params": {}, "comparison": comparison.serialize(),
                                                    "status": comparison.status.value}])
+    assert f"- `cell_a` / `{MODEL}`:" in render_markdown(report)  # identifiers as code, not escaped prose
     assert line in render_comparison(comparison)
     assert line in render_comparison(json.loads(json.dumps(comparison.serialize())))
     assert line.replace("<", "\\<").replace(">", "\\>") in render_markdown(report) or line in render_markdown(report)
