@@ -237,7 +237,7 @@ def _model_card(model: ModelVerdict) -> str:
 def _accuracy(model: ModelVerdict) -> str:
     """Each side's error against the fp64 reference, and the chart of it by token count."""
     text = accuracy_lines.lines(model)
-    return (f"<h4>Accuracy against fp64</h4><pre>{_e(chr(10).join(text))}</pre>{accuracy_lines.bucket_svg(model)}"
+    return (f"<h4>Accuracy against fp64</h4><pre class='wrap'>{_e(chr(10).join(text))}</pre>{accuracy_lines.bucket_svg(model)}"
             if text else "")
 
 

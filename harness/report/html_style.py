@@ -31,6 +31,7 @@ h4 { font-size: 13px; margin: 16px 0 6px; color: var(--muted); text-transform: u
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
 h2 code, h3 code { font-size: 0.92em; }
 .nowrap { white-space: nowrap; }
+pre.wrap { white-space: pre-wrap; word-break: break-word; }
 .meta { color: var(--muted); margin: 2px 0; }
 .meta code { color: var(--ink); }
 .chips { display: flex; gap: 8px; margin: 12px 0 0; flex-wrap: wrap; }

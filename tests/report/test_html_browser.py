@@ -118,3 +118,34 @@ def test_a_long_environment_value_keeps_the_page_narrow(tmp_path: Path) -> None:
     found = re.search(r'data-page-width="(\d+)"', result.stdout)
     assert found, result.stderr[-2000:]
     assert int(found.group(1)) < 1600, found.group(1)
+
+
+def _page_width(html: str, tmp_path: Path, name: str) -> int:
+    html = html.replace("</body>", "<script>document.body.setAttribute('data-page-width', "
+                                   "document.documentElement.scrollWidth)</script></body>")
+    target = tmp_path / f"{name}.html"
+    target.write_text(html, encoding="utf-8")
+    result = subprocess.run(_browser(tmp_path / f"profile-{name}", f"--window-size={WIDTH},{HEIGHT}", "--dump-dom",
+                                     target.resolve().as_uri()), capture_output=True, text=True, timeout=180)
+    found = re.search(r'data-page-width="(\d+)"', result.stdout)
+    assert found, result.stderr[-2000:]
+    return int(found.group(1))
+
+
+def test_the_accuracy_section_keeps_the_page_narrow(tmp_path: Path) -> None:
+    """The fp64 accuracy lines (one per token-count bucket on one line) made the page wider than the window."""
+    from harness.compare.comparator import compare_files
+    from harness.report.matrix_report import build_matrix_report
+    from harness.testing import add_noise_to_one, perturb_results
+
+    from conftest import ROOT
+
+    base = ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet"
+    moved = perturb_results(base, tmp_path / "moved.parquet", "tiny-bi-encoder", vectors=add_noise_to_one(3, 1e-6))
+    comparison = compare_files(base, moved)
+    assert all(m.accuracy is not None for m in comparison.models)  # the shipped reference was found
+    report = build_matrix_report("m", str(base), [{"cell_id": "c", "params": {}, "status": comparison.status.value,
+                                                  "comparison": comparison.serialize()}])
+    html = render_html(report)
+    assert "Accuracy against fp64" in html and "by token count" in html
+    assert _page_width(html, tmp_path, "accuracy") <= WIDTH
