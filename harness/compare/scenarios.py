@@ -29,7 +29,7 @@ from harness.compare.stats import TopKStream
 from harness.compare.workers import queries_per_pass
 from harness.config.environment import CompareSettings
 
-__all__ = ["BLOCK_ROWS", "SCENARIOS", "Decision", "Scenario", "decide", "rolled", "retrieval_scenarios",
+__all__ = ["BLOCK_ROWS", "SCENARIOS", "batch_size", "Decision", "Scenario", "decide", "rolled", "retrieval_scenarios",
            "scenarios_over"]
 
 #: documents per block fed to the scenarios (the rolling mix is a copy of one block)
@@ -130,6 +130,14 @@ class _Pass:
         self.streams["rolling"].add(positions, base, np.where(done[:, None], cand, base), bsq, np.where(done, dsq, 0))
 
 
+def batch_size(dim: int, itemsize: int, k: int, settings: CompareSettings) -> int:
+    """Queries per pass over the documents within the budget: both sides' query vectors and three scenarios'
+    top-k state each, beside a block pair (the one count for ``scenarios_over`` and its callers that read the
+    queries in batches)."""
+    per_query = 2 * dim * itemsize + 3 * 64 * (k + 4)
+    return queries_per_pass(per_query, 2 * BLOCK_ROWS * dim * 8, settings.memory_mb, settings.min_queries_per_pass)
+
+
 def scenarios_over(blocks: Callable[[], Iterable[Block]], base_queries: np.ndarray, cand_queries: np.ndarray,
                    k: int, tie_tolerance: float, share: float = 0.5,
                    settings: Optional[CompareSettings] = None) -> Tuple[Scenario, ...]:
@@ -138,9 +146,8 @@ def scenarios_over(blocks: Callable[[], Iterable[Block]], base_queries: np.ndarr
     nq, dim = base_queries.shape
     if len(cand_queries) != nq:
         raise ValueError(f"scenarios: {nq} baseline queries but {len(cand_queries)} candidate queries")
-    per_query = 2 * dim * base_queries.dtype.itemsize + 3 * 64 * (k + 4)
     settings = settings or CompareSettings.from_environment()
-    size = queries_per_pass(per_query, 2 * BLOCK_ROWS * dim * 8, settings.memory_mb, settings.min_queries_per_pass)
+    size = batch_size(dim, base_queries.dtype.itemsize, k, settings)
     parts: dict[str, List[TopKAgreement]] = {key: [] for key in SCENARIOS}
     for start in range(0, nq, size) if nq else []:
         one = _Pass(base_queries[start : start + size], cand_queries[start : start + size], k, tie_tolerance, share)

@@ -16,7 +16,6 @@ from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.source import FilePair
 from harness.compare.policy import Tolerance
 from harness.compare.scenario_verdict import RetrievalScenarios, ScenarioShare
-from harness.compare.workers import queries_per_pass
 from harness.config.project import IndexSettings
 
 __all__ = ["judge_scenarios"]
@@ -66,9 +65,7 @@ def judge_scenarios(pair: FilePair, tol: Tolerance, index: Optional[IndexSetting
         return None
     share = index.rolling_share if index is not None else 0.5
     nq, settings = len(pair.queries), pair.settings
-    per_query = 2 * pair.dim * 8 + 3 * 64 * (k + 4)  # as ``scenarios_over`` counts: one of its batches per read
-    size = queries_per_pass(per_query, 2 * scenarios.BLOCK_ROWS * pair.dim * 8, settings.memory_mb,
-                            settings.min_queries_per_pass)
+    size = scenarios.batch_size(pair.dim, 8, k, settings)  # one of scenarios_over's batches per read (float64)
     parts: List[Tuple[scenarios.Scenario, ...]] = []
     for start in range(0, nq, size):
         base_q, cand_q = pair.query_vectors(start, min(nq, start + size))
