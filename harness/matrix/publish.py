@@ -116,11 +116,8 @@ def merge_into_full(full: MatrixReport, partial: MatrixReport) -> MatrixReport:
     cells = [by_id[i] for i in order if i in by_id] + [c for i, c in by_id.items() if i not in order]
     merged = build_matrix_report(full.matrix, full.baseline, cells, created_at=partial.created_at, matrix_cells=order)
     previous = full.merged or {}
-    merged.merged = {
-        "cells": sorted(set(previous.get("cells", [])) | set(fresh)),
-        "created_at": partial.created_at,
-        "full_run_created_at": previous.get("full_run_created_at") or full.created_at,
-    }
+    merged.merge({"cells": sorted(set(previous.get("cells", [])) | set(fresh)), "created_at": partial.created_at,
+                  "full_run_created_at": previous.get("full_run_created_at") or full.created_at})
     return merged
 
 

@@ -18,12 +18,10 @@ from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
-from harness.report.matrix_report import MATRIX_FORMAT_VERSION, MatrixReport, ReportCell, history_series, meaningful_env_changes
+from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
 
-__all__ = ["render_html", "TREND_RUNS"]
-
-TREND_RUNS = 10
+__all__ = ["render_html"]
 
 
 def _anchor(index: int, cell_id: str) -> str:
@@ -55,7 +53,7 @@ def _header(report: MatrixReport) -> str:
         f"<header><h1>Drift report: {_e(report.matrix)} {_badge(report.status)}</h1>"
         f'<p class="meta">created {_e(report.created_at or "-")} · baseline <code>{_e(report.baseline)}</code>'
         f" · {len(report.cells)} cell(s) · policy <code class=\"policy\">{_e(report.policy)}</code></p>"
-        f'<p class="meta scope">{_e(report.scope())}</p><div class="chips">{chips}</div></header>'
+        f'<p class="meta scope">{_e(report.scope)}</p><div class="chips">{chips}</div></header>'
     )
 
 
@@ -89,7 +87,7 @@ def _overview_row(index: int, cell: ReportCell, params: List[str], models: List[
 
 
 def _overview(report: MatrixReport) -> str:
-    params, models = _param_keys(report), report.model_ids()
+    params, models = _param_keys(report), report.model_ids
     header = ["Cell", *params, "Status", *(models or ["Models"]), "Time (setup + run)"]
     rows = [_overview_row(i, c, params, models) for i, c in enumerate(report.cells)]
     return f'<section id="overview"><h2>Overview</h2>{_table(header, rows, "overview")}</section>'
@@ -252,13 +250,12 @@ def _hist_caption(model: ModelVerdict) -> str:
 # -- per cell ---------------------------------------------------------------------------------------------------
 
 
-def _env_block(comparison: Dict[str, Any]) -> str:
-    kept, hidden = meaningful_env_changes(comparison.get("env_changes", []))
+def _env_block(cell: ReportCell) -> str:
+    kept, hidden = cell.env_shown, cell.env_hidden
     note = f'<p class="note">{hidden} other fingerprint difference(s) not shown (see report.json).</p>' if hidden else ""
     if not kept:
         return f'<h4>Environment changes vs baseline</h4><p class="note">No package, device, precision, hardware, kernel or run-setting changes.</p>{note}'
-    rows = [[_td(c["group"]), f"<td><code>{_e(c['key'])}</code></td>", *_value_tds(c["baseline"], c["candidate"])]
-            for c in kept]
+    rows = [[_td(group), f"<td><code>{_e(c.key)}</code></td>", *_value_tds(c.baseline, c.candidate)] for group, c in kept]
     return f"<h4>Environment changes vs baseline ({len(kept)})</h4>{_table(['Group', 'Key', 'Baseline', 'Candidate'], rows)}{note}"
 
 
@@ -302,7 +299,7 @@ def _cell_section(index: int, cell: ReportCell) -> str:
         parts.append(f'<div class="callout {_status_class(status)}"><strong>{_e(what)}: {_e(status.value)}</strong><pre>{_e(cell.reason)}</pre></div>')
     if cell.comparison is not None:
         parts += [_model_card(m) for m in cell.models]
-        parts.append(_env_block(cell.comparison))
+        parts.append(_env_block(cell))
     parts.append("</section>")
     return "".join(parts)
 
@@ -310,18 +307,10 @@ def _cell_section(index: int, cell: ReportCell) -> str:
 # -- trend ------------------------------------------------------------------------------------------------------
 
 
-def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> str:
-    rows = []
-    for cell, model in report.verdicts():
-        points = history_series(history, report.matrix, cell.cell_id, model.model_id, TREND_RUNS)
-        if points:
-            rows.append([
-                f"<td><code>{_e(cell.cell_id)}</code></td>",
-                f"<td><code>{_e(model.model_id)}</code></td>",
-                f"<td>{sparkline(points)}</td>",
-                _td(" → ".join(fmt(v) for _, _, v in points[-4:]), "num"),
-                _td(len(points), "num"),
-            ])
+def _trend(trend: Sequence[TrendRow]) -> str:
+    rows = [[f"<td><code>{_e(row.cell_id)}</code></td>", f"<td><code>{_e(row.model_id)}</code></td>",
+             f"<td>{sparkline(row.points)}</td>", _td(" → ".join(fmt(v) for _, _, v in row.points[-4:]), "num"),
+             _td(len(row.points), "num")] for row in trend]
     if not rows:
         return ""
     table = _table(["Cell", "Model", f"Max |Δ| (last {TREND_RUNS} runs, log scale)", "Latest values", "Runs"], rows)
@@ -331,9 +320,7 @@ def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> str:
 def render_html(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
     body = [_header(report), _overview(report),
-            scenario_lines.html_section([(c.cell_id, m) for c, m in report.verdicts()])]
-    if history:
-        body.append(_trend(report, history))
+            scenario_lines.html_section([(c.cell_id, m) for c, m in report.verdicts]), _trend(report.trend(history))]
     body += [_cell_section(i, c) for i, c in enumerate(report.cells)]
     body.append(
         f"<footer>Rendered from the matrix report (format_version {MATRIX_FORMAT_VERSION}); "

@@ -122,7 +122,7 @@ def _env_out(cell: ReportCell) -> Optional[str]:
     if not changes:
         return None
     lines = [f"environment changes vs baseline ({len(changes)}):"]
-    lines += [f"  {c['key']}: {fmt(c['baseline'])} -> {fmt(c['candidate'])}" for c in changes]
+    lines += [f"  {c.key}: {fmt(c.baseline)} -> {fmt(c.candidate)}" for c in changes]
     return "\n".join(lines)
 
 

@@ -12,19 +12,10 @@ from typing import Any, Dict, List, Optional, Sequence
 from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
-from harness.report.matrix_report import (
-    MatrixReport,
-    ReportCell,
-    history_series,
-    meaningful_env_changes,
-    order_shown,
-)
-from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, speed_cells, topk_decided
+from harness.report.matrix_report import TREND_RUNS, MatrixReport, ReportCell, TrendRow
+from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, order_shown, speed_cells, topk_decided
 
-__all__ = ["render_markdown", "md_escape", "TREND_RUNS"]
-
-#: how many past runs the trend section shows per cell and model
-TREND_RUNS = 10
+__all__ = ["render_markdown", "md_escape"]
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -67,7 +58,7 @@ def _header(report: MatrixReport) -> List[str]:
         f"- baseline: {_code(report.baseline)}",
         f"- policy: {_code(report.policy)}",
         f"- cells: {len(report.cells)} ({summary or 'none'})",
-        f"- scope: {md_escape(report.scope())}",
+        f"- scope: {md_escape(report.scope)}",
     ]
 
 
@@ -111,7 +102,7 @@ def _summary(report: MatrixReport) -> List[str]:
     header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)",
               "Error vs fp64 (of the baseline's)", "Run (compute)"]
     decided = [f"- {_code(cell.cell_id)} / {_code(m.model_id)}: {md_escape(topk_decided(m))}"
-               for cell, m in report.verdicts() if topk_decided(m)]
+               for cell, m in report.verdicts if topk_decided(m)]
     return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
 
 
@@ -126,7 +117,7 @@ def _checks(report: MatrixReport) -> List[str]:
     rows = [
         [_code(cell.cell_id), _code(model.model_id), _code(c.name), fmt(c.observed),
          f"{md_escape(c.op)} {fmt(c.limit)}", md_escape(fmt_used(c)), "pass" if c.passed else "**FAIL**"]
-        for cell, model in report.verdicts()
+        for cell, model in report.verdicts
         for c in model.checks
     ]
     if not rows:
@@ -149,16 +140,15 @@ def _env_section(report: MatrixReport) -> List[str]:
     for cell in report.cells:
         if cell.comparison is None:
             continue
-        kept, hidden = meaningful_env_changes(cell.env_changes)
         lines += ["", f"### {md_escape(cell.cell_id)}", ""]
-        if kept:
-            rows = [[md_escape(c["group"]), _code(c["key"]), md_escape(_short(c["baseline"])), md_escape(_short(c["candidate"]))]
-                    for c in kept]
+        if cell.env_shown:
+            rows = [[md_escape(group), _code(c.key), md_escape(_short(c.baseline)), md_escape(_short(c.candidate))]
+                    for group, c in cell.env_shown]
             lines += _table(["Group", "Key", "Baseline", "Candidate"], rows)
         else:
             lines.append("No package, device, precision, hardware, kernel or run-setting changes.")
-        if hidden:
-            lines += ["", f"_{hidden} other fingerprint difference(s) not shown (see report.json)._"]
+        if cell.env_hidden:
+            lines += ["", f"_{cell.env_hidden} other fingerprint difference(s) not shown (see report.json)._"]
     return lines
 
 
@@ -184,7 +174,7 @@ def _failed_model(cell: ReportCell, model: ModelVerdict) -> List[str]:
 
 
 def _failures(report: MatrixReport) -> List[str]:
-    lines = [line for cell, model in report.verdicts() if model.status is not Status.PASS
+    lines = [line for cell, model in report.verdicts if model.status is not Status.PASS
              for line in _failed_model(cell, model)]
     return ["", "## Failures explained"] + lines if lines else []
 
@@ -198,13 +188,9 @@ def _not_run(report: MatrixReport) -> List[str]:
     return ["", "## Cells that did not run (or not completely)", ""] + _table(["Cell", "Status", "Reason", "Setup"], rows)
 
 
-def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> List[str]:
-    rows = []
-    for cell, model in report.verdicts():
-        points = history_series(history, report.matrix, cell.cell_id, model.model_id, TREND_RUNS)
-        if points:
-            values = " → ".join(f"**{fmt(v)}**" if s is CellStatus.FAIL else fmt(v) for _, s, v in points)
-            rows.append([_code(cell.cell_id), _code(model.model_id), str(len(points)), values])
+def _trend(trend: Sequence[TrendRow]) -> List[str]:
+    rows = [[_code(row.cell_id), _code(row.model_id), str(len(row.points)),
+             " → ".join(f"**{fmt(v)}**" if s is CellStatus.FAIL else fmt(v) for _, s, v in row.points)] for row in trend]
     if not rows:
         return []
     return (
@@ -216,7 +202,7 @@ def _trend(report: MatrixReport, history: Sequence[Dict[str, Any]]) -> List[str]
 def _speed(report: MatrixReport) -> List[str]:
     """Throughput and memory per cell and model: how each environment (CPU, GPU type) runs the models."""
     rows = [[_code(cell.cell_id), _code(model.model_id), *(md_escape(c) for c in speed_cells(model))]
-            for cell, model in report.verdicts() if model.performance]
+            for cell, model in report.verdicts if model.performance]
     if not rows:
         return []
     header = ["Cell", "Model", "Device", "Texts/s", "vs baseline", "CUDA peak", "Run peak RSS"]
@@ -228,10 +214,8 @@ def render_markdown(report: MatrixReport, history: Optional[Sequence[Dict[str, A
 
     ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
     """
+    trend = report.trend(history)
     lines = _header(report) + _summary(report) + scenario_lines.markdown_lines(
-        [(c.cell_id, m) for c, m in report.verdicts()], md_escape, _code) + _notes(report) + _checks(report) + _env_section(report) + _failures(report)
-    lines += _not_run(report)
-    lines += _speed(report)
-    if history:
-        lines += _trend(report, history)
+        [(c.cell_id, m) for c, m in report.verdicts], md_escape, _code) + _notes(report) + _checks(report)
+    lines += _env_section(report) + _failures(report) + _not_run(report) + _speed(report) + _trend(trend)
     return "\n".join(lines) + "\n"

@@ -3,42 +3,55 @@ format renders from (``report.json`` is its ``to_dict()``).
 
 ``build_matrix_report`` assembles it from per-cell outcomes (each carrying ``Comparison.serialize()`` data or
 ``None``); ``MatrixReport.history_entry`` is the compact record of one run kept in the history log, and
-``history_series`` reads a trend back out of that log. The report and its cells answer the renderers' questions
-(scope, counts, a cell's models and notes); the functions below answer a model verdict's (which agreement metric
-is the headline, why retrieval was not judged), each decided once, not once per format. Data only: writing the
-files (and the log) is ``harness.matrix.publish``'s job.
+``history_series`` reads a trend back out of that log. The report and its cells carry what the renderers read
+(scope, counts, every model verdict, a cell's notes and env changes by group), computed once when they are made,
+so each renderer reads fields and returns. Data only: writing the files (and the log) is
+``harness.matrix.publish``'s job.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import datetime as _dt
-import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
-from harness.compare.verdict import CellStatus, ModelVerdict
+from harness.compare.verdict import CellStatus, EnvChange, ModelVerdict
 from harness.report import scenario_lines
-from harness.report.format import fmt_percent
 
-__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "VERDICT_COLUMNS", "build_matrix_report",
-           "history_series", "meaningful_env_changes", "order_shown"]
+__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "TREND_RUNS", "TrendRow", "VERDICT_COLUMNS",
+           "build_matrix_report", "history_series"]
 
 MATRIX_FORMAT_VERSION = 1
+#: how many past runs the trend sections show per cell and model
+TREND_RUNS = 10
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+class TrendRow(NamedTuple):
+    """One cell and model's last runs in the history log: ``(created_at, cell status, max abs diff)``, oldest first."""
+
+    cell_id: str
+    model_id: str
+    points: List[Tuple[str, Optional[CellStatus], Optional[float]]]
+
+
+#: the comparison's data a cell keeps as it was read (report.json holds it verbatim); the rest is typed below
+_STORED = ("cell_id", "params", "status", "reason", "setup_s", "run_s", "compute_s", "results", "comparison")
+
+
 @dataclass
 class ReportCell:
     """One cell of a matrix report: its stage outcome and, when it was judged, its comparison.
 
-    ``comparison`` is ``Comparison.serialize()`` data, the one form every report renders a verdict from; the
-    cell's own questions (its models, notes, whether it is incomplete) are answered here, once for every format.
+    ``comparison`` is ``Comparison.serialize()`` data as report.json holds it; what every renderer reads of it
+    (the model verdicts, notes, env changes by factor group, whether the cell is incomplete) is typed once here,
+    when the cell is made, so no format asks again.
     """
 
     cell_id: str
@@ -50,6 +63,29 @@ class ReportCell:
     compute_s: Optional[float] = None  # the models' encode/predict part of run_s (the rest: imports, loads)
     results: Optional[str] = None
     comparison: Optional[Dict[str, Any]] = None
+    models: List[ModelVerdict] = field(init=False, repr=False, compare=False)
+    notes: List[str] = field(init=False, repr=False, compare=False)
+    env_changes: List[EnvChange] = field(init=False, repr=False, compare=False)
+    #: the env changes that belong to a factor (``harness.compare.factors``) with their group, in group order;
+    #: ``env_hidden`` counts the others (platform strings, paths: they stay in report.json)
+    env_shown: List[Tuple[str, EnvChange]] = field(init=False, repr=False, compare=False)
+    env_hidden: int = field(init=False, repr=False, compare=False)
+    #: no comparison, or a status saying setup, install, the run or a model's loading went wrong
+    incomplete: bool = field(init=False, repr=False, compare=False)
+    #: setup plus run time; None when neither was recorded
+    seconds: Optional[float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        data = self.comparison or {}
+        self.models = [ModelVerdict.from_dict(m) for m in data.get("models", [])]
+        self.notes = [str(n) for n in data.get("notes", [])]
+        self.env_changes = [EnvChange(c["key"], c.get("baseline"), c.get("candidate")) for c in data.get("env_changes", [])]
+        groups, self.env_hidden = group_changes(data.get("env_changes", []))
+        self.env_shown = [(group, EnvChange(c["key"], c.get("baseline"), c.get("candidate")))
+                          for group, items in groups for c in items]
+        self.incomplete = self.comparison is None or self.status is CellStatus.INCOMPATIBLE or self.status.unjudged
+        times = [float(t) for t in (self.setup_s, self.run_s) if t is not None]
+        self.seconds = sum(times) if times else None
 
     @classmethod
     def of(cls, cell: Mapping[str, Any] | ReportCell) -> ReportCell:
@@ -67,47 +103,19 @@ class ReportCell:
                    setup_s=cell.get("setup_s"), run_s=cell.get("run_s"), compute_s=cell.get("compute_s"),
                    results=None if cell.get("results") is None else str(cell["results"]), comparison=comparison)
 
-    @functools.cached_property
-    def models(self) -> List[ModelVerdict]:
-        """The model verdicts of its comparison (none when it was not judged)."""
-        return [ModelVerdict.from_dict(m) for m in (self.comparison or {}).get("models", [])]
-
-    @property
-    def notes(self) -> List[str]:
-        """The notes its comparison carries (``Comparison.notes``: a file compared with itself)."""
-        return [str(n) for n in (self.comparison or {}).get("notes", [])]
-
-    @property
-    def env_changes(self) -> List[Dict[str, Any]]:
-        return list((self.comparison or {}).get("env_changes", []))
-
-    @property
-    def incomplete(self) -> bool:
-        """No comparison, or a status saying setup, install, the run or a model's loading went wrong (its reason
-        is worth showing beside, or instead of, the model verdicts)."""
-        return self.comparison is None or self.status is CellStatus.INCOMPATIBLE or self.status.unjudged
-
-    @property
-    def seconds(self) -> Optional[float]:
-        """Setup plus run time; None when neither was recorded."""
-        times = [float(t) for t in (self.setup_s, self.run_s) if t is not None]
-        return sum(times) if times else None
-
-    def history(self) -> Dict[str, Any]:
-        """Its line in the history log: status and each model's headline numbers."""
-        return {"status": self.status.value,
-                "max_abs_diff": {m.model_id: m.metrics.get("max_abs_diff") for m in self.models},
-                "min_cosine": {m.model_id: m.metrics["min_cosine"] for m in self.models if "min_cosine" in m.metrics}}
-
     def to_dict(self) -> Dict[str, Any]:
-        return {**dataclasses.asdict(self), "status": self.status.value}
+        return {**copy.deepcopy({k: getattr(self, k) for k in _STORED}), "status": self.status.value}
 
 
 @dataclass
 class MatrixReport:
     """A whole version matrix's outcome, the single source every format renders from (``report.json`` is
     ``to_dict()``). ``partial``: fewer cells than ``matrix_cells`` (a ``--cells`` run), never a passing whole
-    matrix; ``merged``: such a run merged into the last full report (``harness.matrix.publish``)."""
+    matrix; ``merged``: such a run merged into the last full report (``harness.matrix.publish``).
+
+    What the renderers read (status, counts, every (cell, model verdict) pair, the model ids, the scope line)
+    is computed once, when the report is made; ``merged`` is set through ``merge`` so the scope follows it.
+    """
 
     matrix: str
     baseline: str
@@ -117,6 +125,34 @@ class MatrixReport:
     partial: bool = False
     matrix_cells: List[str] = field(default_factory=list)
     merged: Optional[Dict[str, Any]] = None
+    status: CellStatus = field(init=False, repr=False, compare=False)
+    #: cells per status, every status named
+    counts: Dict[str, int] = field(init=False, repr=False, compare=False)
+    #: every (cell, model verdict) pair, in report order
+    verdicts: List[Tuple[ReportCell, ModelVerdict]] = field(init=False, repr=False, compare=False)
+    #: every model id in the report, in first-seen order (the overview's columns)
+    model_ids: List[str] = field(init=False, repr=False, compare=False)
+    #: what it covers: the whole matrix, a ``--cells`` run, or a run merged into the last full report
+    scope: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.status = CellStatus.worst(c.status for c in self.cells)
+        self.counts = {s.value: sum(c.status is s for c in self.cells) for s in CellStatus}
+        self.verdicts = [(c, m) for c in self.cells for m in c.models]
+        self.model_ids = list(dict.fromkeys(m.model_id for _, m in self.verdicts))
+        self.merge(self.merged)
+
+    def merge(self, merged: Optional[Dict[str, Any]]) -> None:
+        """Mark it as a ``--cells`` run merged into a full report (``merged``: which cells, when) and say so."""
+        self.merged = merged
+        total = len(self.matrix_cells or self.cells)
+        if merged:
+            self.scope = (f"full matrix ({total} cells) from the run of {merged['full_run_created_at']}, with "
+                          f"{', '.join(merged['cells'])} re-run at {merged['created_at']} (--cells) and merged in")
+        elif self.partial:
+            self.scope = f"partial: {len(self.cells)} of {total} cells (--cells); not a whole-matrix run"
+        else:
+            self.scope = f"full matrix ({total} cells)"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MatrixReport:
@@ -127,58 +163,40 @@ class MatrixReport:
                    partial=bool(data.get("partial")), matrix_cells=list(data.get("matrix_cells") or []),
                    merged=data.get("merged"))
 
-    @property
-    def status(self) -> CellStatus:
-        return CellStatus.worst(c.status for c in self.cells)
-
-    @property
-    def counts(self) -> Dict[str, int]:
-        """Cells per status, every status named."""
-        return {s.value: sum(c.status is s for c in self.cells) for s in CellStatus}
-
-    def verdicts(self) -> List[Tuple[ReportCell, ModelVerdict]]:
-        """Every (cell, model verdict) pair, in report order."""
-        return [(c, m) for c in self.cells for m in c.models]
-
-    def model_ids(self) -> List[str]:
-        """Every model id in the report, in first-seen order (the overview's columns)."""
-        return list(dict.fromkeys(m.model_id for _, m in self.verdicts()))
-
-    def scope(self) -> str:
-        """What it covers: the whole matrix, a ``--cells`` run, or a run merged into the last full report."""
-        total = len(self.matrix_cells or self.cells)
-        if self.merged:
-            return (f"full matrix ({total} cells) from the run of {self.merged['full_run_created_at']}, with "
-                    f"{', '.join(self.merged['cells'])} re-run at {self.merged['created_at']} (--cells) and merged in")
-        if self.partial:
-            return f"partial: {len(self.cells)} of {total} cells (--cells); not a whole-matrix run"
-        return f"full matrix ({total} cells)"
-
     def history_entry(self) -> Dict[str, Any]:
-        """The compact per-run record kept in the history log (numbers only, no offenders or environments)."""
+        """The compact per-run record kept in the history log (numbers only, no offenders or environments):
+        per cell its status and each model's headline numbers."""
+        cells = {c.cell_id: {"status": c.status.value,
+                             "max_abs_diff": {m.model_id: m.metrics.get("max_abs_diff") for m in c.models},
+                             "min_cosine": {m.model_id: m.metrics["min_cosine"] for m in c.models if "min_cosine" in m.metrics}}
+                 for c in self.cells}
         return {"format_version": MATRIX_FORMAT_VERSION, "created_at": self.created_at, "matrix": self.matrix,
                 "status": self.status.value, "partial": self.partial,  # a --cells run: never a whole-matrix line
-                "cells": {c.cell_id: c.history() for c in self.cells}}
+                "cells": cells}
+
+    def trend(self, history: Optional[Sequence[Dict[str, Any]]]) -> List[TrendRow]:
+        """Every (cell, model) with runs in ``history`` (the log as read): its last ``TREND_RUNS`` of them."""
+        rows = [TrendRow(c.cell_id, m.model_id, history_series(history or [], self.matrix, c.cell_id, m.model_id,
+                                                                TREND_RUNS)) for c, m in self.verdicts]
+        return [row for row in rows if row.points]
 
     def verdict_rows(self) -> List[Dict[str, Any]]:
         """Every check of every model of every cell as one flat record (``VERDICT_COLUMNS``), for dataframes."""
         top = {"matrix": self.matrix, "created_at": self.created_at, "policy": self.policy}
+        none = {"check": "", "op": "", "observed": None, "limit": None, "used": None, "passed": None}
         rows: List[Dict[str, Any]] = []
         for cell in self.cells:
             base = {**top, "cell_id": cell.cell_id, "cell_status": cell.status.value}
             if not cell.models:
                 rows.append({**base, "model_id": "", "kind": "", "model_status": cell.status.value,
-                             "tolerance_class": "", "check": "", "op": "", "observed": None, "limit": None,
-                             "used": None, "passed": None})
+                             "tolerance_class": "", **none})
             for model in cell.models:
                 head = {**base, "model_id": model.model_id, "kind": model.kind, "model_status": model.status.value,
                         "tolerance_class": model.tolerance_class}
                 rows += [{**head, "check": c.name, "op": c.op, "observed": c.observed, "limit": c.limit, "used": c.used,
                           "passed": c.passed} for c in model.checks]
                 rows += scenario_lines.verdict_rows(head, model)
-                if not model.checks:
-                    rows.append({**head, "check": "", "op": "", "observed": None, "limit": None, "used": None,
-                                 "passed": None})
+                rows += [] if model.checks else [{**head, **none}]
         return rows
 
     def to_dict(self) -> Dict[str, Any]:
@@ -250,24 +268,3 @@ def history_series(
         status = _logged_status(cell.get("status"))
         points.append((str(entry.get("created_at", "")), status, cell.get("max_abs_diff", {}).get(model_id)))
     return points[-last:] if last > 0 else points
-
-
-# -- shared accessors for the renderers -------------------------------------------------------------------------
-
-
-def meaningful_env_changes(changes: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
-    """The env changes that belong to a factor (``harness.compare.factors``), each with its ``group``, in group
-    order; plus how many others (platform strings, paths) were left out (they stay in report.json). Hardware and
-    kernel changes are a group of their own: never hidden."""
-    groups, hidden = group_changes(changes)
-    return [dict(c, group=group) for group, items in groups for c in items], hidden
-
-
-def order_shown(model: ModelVerdict) -> str:
-    """What every report's order-agreement column shows: the headline agreement and its label, or why retrieval
-    was not judged (never a bare "-" that reads as "nothing to say"); "-" only for a model without either."""
-    why = model.retrieval_note()
-    if why:
-        return why
-    label, value = model.order_agreement()
-    return f"{fmt_percent(value)} ({label})" if label else "-"

@@ -38,7 +38,7 @@ def _number(value: Any) -> Any:
 def verdicts_table(report: MatrixReport) -> pa.Table:
     """Every check of the report as a row (a cell or model without checks: one row with an empty ``check``)."""
     rows = report.verdict_rows()
-    errors = {(cell.cell_id, model.model_id): accuracy_lines.error_columns(model) for cell, model in report.verdicts()}
+    errors = {(cell.cell_id, model.model_id): accuracy_lines.error_columns(model) for cell, model in report.verdicts}
     for row in rows:
         row.update(errors.get((row["cell_id"], row["model_id"]), accuracy_lines.error_columns_none))
         for key in ("observed", "limit", "used"):

@@ -11,7 +11,7 @@ from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_percent
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
-           "ORDER_FIGURES_NOTE"]
+           "order_shown", "ORDER_FIGURES_NOTE"]
 
 #: what the unjudged rank figures beside a passing order check mean (HTML bars, Markdown, terminal)
 ORDER_FIGURES_NOTE = (
@@ -84,10 +84,12 @@ def _table(rows: List[List[str]]) -> List[str]:
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def _topk(model: ModelVerdict) -> str:
-    """The headline agreement, or why retrieval was not judged (the words every report uses)."""
+def order_shown(model: ModelVerdict, labelled: bool = True) -> str:
+    """What every report's order-agreement column shows: the headline agreement (with its label), or why retrieval
+    was not judged (never a bare "-" that reads as "nothing to say"); "-" only for a model without either."""
     label, value = model.order_agreement()
-    return model.retrieval_note() or (fmt_percent(value) if label else "-")
+    shown = (f"{fmt_percent(value)} ({label})" if labelled else fmt_percent(value)) if label else "-"
+    return model.retrieval_note() or shown
 
 
 def topk_decided(model: ModelVerdict) -> str:
@@ -120,7 +122,7 @@ def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: st
     ]
     rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX DRIFT", "MIN COSINE", "ORDER AGREEMENT"]]
     rows += [[model.model_id, model.kind, model.tolerance_class, model.status.value.upper(), fmt_drift(model.metrics),
-              fmt_cosine(model.metrics.get("min_cosine")), _topk(model)] for model in models]
+              fmt_cosine(model.metrics.get("min_cosine")), order_shown(model, labelled=False)] for model in models]
     lines += _table(rows)
     lines += [f"  {model.model_id} {topk_decided(model)}" for model in models if topk_decided(model)]
     lines += scenario_lines.text_lines(models)

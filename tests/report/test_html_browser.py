@@ -23,6 +23,7 @@ import pytest
 
 from harness.matrix.publish import append_history, load_history
 from harness.report.html import render_html
+from harness.report.matrix_report import MatrixReport
 
 from conftest import find_chromium
 from synthetic_results import synthetic_matrix
@@ -108,6 +109,7 @@ def test_a_long_environment_value_keeps_the_page_narrow(tmp_path: Path) -> None:
            "filepath": "/opt/conda/envs/" + "x" * 400 + "/lib/python3.11/site-packages/numpy.libs/libopenblas64_p.so"}
     cell.comparison["env_changes"].append(
         {"key": "blas_runtime", "baseline": [lib] * 3, "candidate": [dict(lib, version="0.3.28")] * 3})
+    report = MatrixReport.from_dict(report.to_dict())  # a report's cells are typed when it is made
     html = render_html(report).replace("</body>", "<script>document.body.setAttribute('data-page-width', "
                                                   "document.documentElement.scrollWidth)</script></body>")
     assert "blas_runtime" in html
