@@ -13,7 +13,7 @@ Pure planning and bookkeeping, stdlib only (nox's own Python may plan): running 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -24,6 +24,10 @@ __all__ = [
     "RUNTIME_FACTORS",
     "RuntimeSettings",
     "Step",
+    "Drift",
+    "StepDrift",
+    "MainCause",
+    "Waterfall",
     "waterfall",
 ]
 
@@ -109,16 +113,93 @@ class Step:
         }
 
 
-def _model_row(verdict: Dict[str, Any]) -> Dict[str, Any]:
-    metrics = verdict.get("metrics", {})
-    order = next((v for k, v in metrics.items() if k.endswith("order_agreement") and not k.startswith("topk_raw")), None)
-    return {
-        "status": verdict["status"],
-        "max_abs_diff": metrics.get("max_abs_diff"),
-        "min_cosine": metrics.get("min_cosine"),
-        "order_agreement": order,
-        "reason": verdict.get("reason", ""),
-    }
+@dataclass(frozen=True)
+class Drift:
+    """One model's drift over one step (or from the baseline to it): the headline numbers of its verdict."""
+
+    status: str
+    max_abs_diff: Optional[float] = None
+    min_cosine: Optional[float] = None
+    order_agreement: Optional[float] = None
+    reason: str = ""
+
+    @classmethod
+    def of(cls, verdict: Mapping[str, Any]) -> Drift:
+        """A serialized model verdict's numbers (the first judged order agreement, not the raw one)."""
+        metrics = verdict.get("metrics", {})
+        order = next((v for k, v in metrics.items() if k.endswith("order_agreement") and not k.startswith("topk_raw")), None)
+        return cls(verdict["status"], metrics.get("max_abs_diff"), metrics.get("min_cosine"), order, verdict.get("reason", ""))
+
+
+@dataclass
+class StepDrift:
+    """A step of the waterfall: the step as planned (``Step.describe()``, a plan.json entry, kept as written) and
+    what it measured per model, ``(this step alone, from the baseline)``; ``error`` when it did not run."""
+
+    planned: Dict[str, Any]
+    results: Optional[str] = None
+    models: Dict[str, Tuple[Drift, Optional[Drift]]] = field(default_factory=dict)
+    error: Optional[str] = None
+    #: the factors whose change this step's number holds (its own and those of steps before it that did not run)
+    number_of: Optional[List[str]] = None
+    #: the steps before it that did not run, whose change its number holds
+    includes: Optional[List[str]] = None
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return str(self.planned["name"])
+
+    def to_dict(self) -> Dict[str, Any]:
+        models = {m: {"step": dataclasses.asdict(s), "cumulative": c and dataclasses.asdict(c)} for m, (s, c) in self.models.items()}
+        optional = {"error": self.error, "number_of": self.number_of, "includes": self.includes}
+        return {**self.planned, "results": self.results, "models": models, "note": self.note,
+                **{k: v for k, v in optional.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepDrift:
+        models = {m: (Drift(**e["step"]), e["cumulative"] and Drift(**e["cumulative"])) for m, e in data["models"].items()}
+        planned = {k: v for k, v in data.items() if k not in ("results", "models", "error", "number_of", "includes", "note")}
+        return cls(planned, data.get("results"), models, data.get("error"), data.get("number_of"), data.get("includes"),
+                   data.get("note", ""))
+
+
+@dataclass(frozen=True)
+class MainCause:
+    """The step whose own change moved a model's numbers most (by max abs diff)."""
+
+    step: str
+    factors: List[str]
+    max_abs_diff: float
+    note: str = ""
+
+
+@dataclass
+class Waterfall:
+    """The attribution of a walk: every step's drift, each model's main cause, and the plan it judged (plan.json
+    without its steps: the orders tried). ``to_dict`` is attribution.json."""
+
+    steps: List[StepDrift]
+    plan: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main_cause(self) -> Dict[str, MainCause]:
+        best: Dict[str, MainCause] = {}
+        for row in self.steps:
+            for model_id, (step, _) in row.models.items():
+                if step.max_abs_diff is not None and (model_id not in best or step.max_abs_diff > best[model_id].max_abs_diff):
+                    best[model_id] = MainCause(row.name, list(row.planned["factors"]), step.max_abs_diff, row.note)
+        return best
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {"format_version": 1, "steps": [s.to_dict() for s in self.steps],
+               "main_cause": {m: dataclasses.asdict(c) for m, c in self.main_cause.items()}}
+        return {**out, "plan": self.plan} if self.plan else out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Waterfall:
+        """An attribution.json as read."""
+        return cls([StepDrift.from_dict(s) for s in data["steps"]], dict(data.get("plan") or {}))
 
 
 def waterfall(
@@ -126,7 +207,7 @@ def waterfall(
     results: Dict[str, Optional[Path]],
     compare: Callable[[Path, Path], Dict[str, Any]],
     failures: Optional[Dict[str, str]] = None,
-) -> Dict[str, Any]:
+) -> Waterfall:
     """Compare each step with the previous one and with the baseline; name the step that moved most.
 
     ``steps`` are ``Step`` objects or their ``describe()`` dicts (as saved in a plan file); ``results`` maps step
@@ -135,47 +216,28 @@ def waterfall(
     """
     failures = failures or {}
     described = [s.describe() if isinstance(s, Step) else dict(s) for s in steps]
-    rows: List[Dict[str, Any]] = []
+    rows: List[StepDrift] = []
     base_path = results.get(described[0]["step_id"])
     previous: Optional[Path] = base_path
     skipped: List[Dict[str, Any]] = []  # steps since the last one that ran: their change is inside the next step's delta
     for step in described:
         path = results.get(step["step_id"])
-        row: Dict[str, Any] = {**step, "results": str(path) if path else None, "models": {}}
+        planned = {k: v for k, v in step.items() if k not in ("results", "error", "note")}
+        row = StepDrift(planned, str(path) if path else None, error=step.get("error"), note=step.get("note", ""))
         if path is None:
-            row["error"] = failures.get(step["step_id"], "step did not produce results")
+            row.error = failures.get(step["step_id"], "step did not produce results")
             skipped.append(step)
         elif step["index"] > 0 and previous is not None and base_path is not None:
-            # the factors whose change this step's number holds
-            row["number_of"] = [factor for s in (*skipped, step) for factor in s["factors"]]
+            row.number_of = [factor for s in (*skipped, step) for factor in s["factors"]]
             if skipped:
-                row["includes"] = [s["name"] for s in skipped]
-                also = f"also holds the change of {', '.join(row['includes'])}, which did not run"
-                row["note"] = f"{also}; {row['note']}" if row.get("note") else also
+                row.includes = [s["name"] for s in skipped]
+                also = f"also holds the change of {', '.join(row.includes)}, which did not run"
+                row.note = f"{also}; {row.note}" if row.note else also
                 skipped = []
             step_cmp = compare(previous, path)
-            total_cmp = compare(base_path, path)
-            cumulative = {v["model_id"]: v for v in total_cmp["models"]}
-            for verdict in step_cmp["models"]:
-                model_id = verdict["model_id"]
-                row["models"][model_id] = {
-                    "step": _model_row(verdict),
-                    "cumulative": _model_row(cumulative[model_id]) if model_id in cumulative else None,
-                }
+            cumulative = {v["model_id"]: Drift.of(v) for v in compare(base_path, path)["models"]}
+            row.models = {v["model_id"]: (Drift.of(v), cumulative.get(v["model_id"])) for v in step_cmp["models"]}
         rows.append(row)
         if path is not None:
             previous = path
-    return {"format_version": 1, "steps": rows, "main_cause": _main_cause(rows)}
-
-
-def _main_cause(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Per model, the step whose own change moved the numbers most (by max abs diff)."""
-    best: Dict[str, Dict[str, Any]] = {}
-    for row in rows:
-        for model_id, entry in row.get("models", {}).items():
-            value = entry["step"]["max_abs_diff"]
-            if value is None:
-                continue
-            if model_id not in best or value > best[model_id]["max_abs_diff"]:
-                best[model_id] = {"step": row["name"], "factors": row["factors"], "max_abs_diff": value, "note": row.get("note", "")}
-    return best
+    return Waterfall(rows)

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from harness.matrix.attribution import RuntimeSettings, waterfall
+from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
 from harness.matrix.cells import StageStatus
 from harness.matrix.plan import Resolver, Walk, package_factors
@@ -136,7 +136,7 @@ def _results_of(step: Dict[str, Any], base: Path) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def judge_plan(plan_path: str | os.PathLike[str], tolerance_class: str = "fp32") -> Dict[str, Any]:
+def judge_plan(plan_path: str | os.PathLike[str], tolerance_class: str = "fp32") -> Waterfall:
     """The waterfall of a plan's step results: each step compared with the previous one and with the first."""
     from harness.compare import comparator
 
@@ -149,6 +149,6 @@ def judge_plan(plan_path: str | os.PathLike[str], tolerance_class: str = "fp32")
         return comparator.compare_files(a, b, tolerance_class=tolerance_class, allow_model_change=True).serialize()
 
     data = waterfall(plan["steps"], results, compare, failures)
-    data["plan"] = {k: v for k, v in plan.items() if k != "steps"}
+    data.plan = {k: v for k, v in plan.items() if k != "steps"}
     return data
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from harness.fsio import atomic_output, output_lock, write_text
+from harness.matrix.attribution import Waterfall
 from harness.matrix.spec import MatrixError
 from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
 from harness.report.html import render_html
@@ -192,7 +193,7 @@ def load_history(path: str | os.PathLike[str]) -> List[Dict[str, Any]]:
     return entries
 
 
-def write_attribution(data: Dict[str, Any], out_dir: str | os.PathLike[str]) -> Dict[str, Path]:
+def write_attribution(data: Waterfall, out_dir: str | os.PathLike[str]) -> Dict[str, Path]:
     """Write the attribution waterfall as Markdown, JSON and HTML; the paths written, by format."""
     rendered = {
         "markdown": render_attribution_markdown(data),

@@ -1,4 +1,4 @@
-"""Render an attribution waterfall (``harness.matrix.attribution.waterfall`` data) as Markdown, JSON and HTML.
+"""Render an attribution waterfall (a ``harness.matrix.attribution.Waterfall``) as Markdown, JSON and HTML.
 
 The waterfall reads top to bottom: baseline -> +torch -> +transformers -> ... -> candidate, each row the drift
 that step alone caused (vs the previous step) and the drift accumulated so far (vs the baseline).
@@ -9,55 +9,50 @@ from __future__ import annotations
 import html
 import json
 import math
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from harness.report.format import fmt, fmt_cosine, fmt_percent
+
+if TYPE_CHECKING:
+    from harness.matrix.attribution import Drift, StepDrift, Waterfall
 
 __all__ = ["render_attribution_markdown", "render_attribution_json", "render_attribution_html"]
 
 
-def _change(row: Dict[str, Any], previous: Optional[Dict[str, Any]]) -> str:
+def _change(row: StepDrift, previous: Optional[StepDrift]) -> str:
+    params, runtime = row.planned["params"], row.planned["runtime"]
     if previous is None:
-        params = row["params"]
-        return ", ".join(f"{k} {v}" for k, v in params.items() if k != "extra") + f", {row['runtime']['dtype']}"
-    parts = []
-    for factor in row["factors"]:
-        if factor in row["params"]:
-            parts.append(f"{factor} {previous['params'].get(factor, '-')} -> {row['params'][factor]}")
-        else:
-            parts.append(f"{factor} {previous['runtime'].get(factor)} -> {row['runtime'].get(factor)}")
-    return "; ".join(parts)
+        return ", ".join(f"{k} {v}" for k, v in params.items() if k != "extra") + f", {runtime['dtype']}"
+    before = previous.planned
+    return "; ".join(f"{f} {before['params'].get(f, '-')} -> {params[f]}" if f in params
+                     else f"{f} {before['runtime'].get(f)} -> {runtime.get(f)}" for f in row.planned["factors"])
 
 
-def _rows(data: Dict[str, Any]) -> List[List[str]]:
+def _rows(data: Waterfall) -> List[List[str]]:
     out = []
-    steps = data["steps"]
-    for i, row in enumerate(steps):
-        change = _change(row, steps[i - 1] if i else None)
-        if row.get("error"):
-            out.append([row["name"], change, "-", "-", "-", "-", "-", f"did not run: {row['error']}"])
+    for i, row in enumerate(data.steps):
+        change = _change(row, data.steps[i - 1] if i else None)
+        if row.error:
+            out.append([row.name, change, "-", "-", "-", "-", "-", f"did not run: {row.error}"])
             continue
-        if not row["models"]:
-            out.append([row["name"], change, "-", "-", "-", "-", "-", row.get("note", "")])
-        for model_id, entry in row["models"].items():
-            step, total = entry["step"], entry["cumulative"] or {}
-            out.append([
-                row["name"], change, model_id, fmt(step["max_abs_diff"]), fmt_cosine(step["min_cosine"]),
-                fmt_percent(step.get("order_agreement")), fmt(total.get("max_abs_diff")), row.get("note", ""),
-            ])
+        if not row.models:
+            out.append([row.name, change, "-", "-", "-", "-", "-", row.note])
+        out += [[row.name, change, model_id, fmt(step.max_abs_diff), fmt_cosine(step.min_cosine),
+                 fmt_percent(step.order_agreement), fmt(total.max_abs_diff if total else None), row.note]
+                for model_id, (step, total) in row.models.items()]
     return out
 
 
-def render_attribution_markdown(data: Dict[str, Any]) -> str:
+def render_attribution_markdown(data: Waterfall) -> str:
     header = ["step", "change", "model", "step max abs diff", "step min cosine", "step order agreement",
               "cumulative max abs diff", "note"]
     lines = ["# Drift attribution", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _rows(data)]
-    causes = data.get("main_cause", {})
+    causes = data.main_cause
     if causes:
         lines += ["", "Main cause per model (the step that alone moved the numbers most):", ""]
-        lines += [f"- **{m}**: `{c['step']}` (max abs diff {fmt(c['max_abs_diff'])})" for m, c in causes.items()]
-    orders = data.get("plan", {}).get("orders", [])
+        lines += [f"- **{m}**: `{c.step}` (max abs diff {fmt(c.max_abs_diff)})" for m, c in causes.items()]
+    orders = data.plan.get("orders", [])
     if len(orders) > 1:  # a step installed but did not run, and the walk was planned again around it
         lines += ["", "Orders tried (a step that installs but does not run has the rest planned again around it):", ""]
         lines += [f"{i}. {', '.join(o['order'])}: " + ("run" if not o["rejected"] else
@@ -66,8 +61,8 @@ def render_attribution_markdown(data: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_attribution_json(data: Dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)
+def render_attribution_json(data: Waterfall) -> str:
+    return json.dumps(data.to_dict(), indent=2, sort_keys=True, default=str)
 
 
 def _bar(value: Optional[float], width: int = 360) -> str:
@@ -80,19 +75,16 @@ def _bar(value: Optional[float], width: int = 360) -> str:
             f'<rect x="0" y="2" width="{frac * width:.1f}" height="10" fill="{colour}"/></svg>')
 
 
-def render_attribution_html(data: Dict[str, Any]) -> str:
+def render_attribution_html(data: Waterfall) -> str:
     """A self-contained page: the waterfall as a table with log-scale bars (no scripts, no external files)."""
     body = []
-    for row in data["steps"]:
-        for model_id, entry in (row.get("models") or {"-": None}).items():
-            step = (entry or {}).get("step") or {}
-            body.append(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
-                    html.escape(row["name"]), html.escape(model_id), html.escape(fmt(step.get("max_abs_diff"))),
-                    _bar(step.get("max_abs_diff")), html.escape(fmt_cosine(step.get("min_cosine"))),
-                    html.escape(row.get("note") or row.get("error") or ""),
-                )
-            )
+    for row in data.steps:
+        shown: Dict[str, Optional[Drift]] = {m: s for m, (s, _) in row.models.items()} or {"-": None}
+        for model_id, step in shown.items():
+            value = step.max_abs_diff if step else None
+            body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in (
+                html.escape(row.name), html.escape(model_id), html.escape(fmt(value)), _bar(value),
+                html.escape(fmt_cosine(step.min_cosine if step else None)), html.escape(row.note or row.error or ""))) + "</tr>")
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Drift attribution</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"

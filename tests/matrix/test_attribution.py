@@ -4,11 +4,12 @@ and the step that really moved the numbers named as the main cause (on real tiny
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Optional
 
 from harness.compare.comparator import compare_files
-from harness.matrix.attribution import RuntimeSettings, waterfall
+from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.plan import plan_path
 from harness.matrix.spec import Cell
 
@@ -74,7 +75,7 @@ def test_waterfall_names_the_step_that_moved(tmp_path: Path, tiny_results: Path)
     for step in steps[1:]:
         paths[step.step_id] = run_tiny(tmp_path / f"{step.step_id}.parquet", dtype=step.runtime.dtype,
                                        batch_size=step.runtime.batch_size)
-    result = waterfall(steps, paths, lambda a, b: compare_files(a, b, tolerance_class="fp32").serialize())
+    result = waterfall(steps, paths, lambda a, b: compare_files(a, b, tolerance_class="fp32").serialize()).to_dict()
     cause = result["main_cause"]["tiny-bi-encoder"]
     assert cause["step"] == "+dtype" and cause["max_abs_diff"] > 1e-3
     batch_row = result["steps"][2]["models"]["tiny-bi-encoder"]
@@ -88,7 +89,7 @@ def test_a_step_known_not_to_move_is_not_blamed(tmp_path: Path, tiny_results: Pa
     steps = plan_path(cell, RuntimeSettings(), cell, RuntimeSettings(threads=1), _all_install)
     assert [s.name for s in steps] == ["baseline", "+threads"]
     paths = {steps[0].step_id: tiny_results, steps[1].step_id: run_tiny(tmp_path / "t1.parquet", threads=1)}
-    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize())
+    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize()).to_dict()
     row = result["steps"][1]["models"]["tiny-bi-encoder"]["step"]
     assert row["status"] == "pass" and row["max_abs_diff"] <= 1e-6
 
@@ -104,6 +105,8 @@ def test_waterfall_renders_in_markdown_json_and_html() -> None:
     md = render_attribution_markdown(data)
     assert "| +torch | torch 2.13.0 -> 2.14.1 | m1 | 4.00e-04" in md and "+dtype" in md and "Main cause" in md
     assert '"main_cause"' in render_attribution_json(data)
+    written = json.loads(render_attribution_json(data))  # attribution.json reads back into the same waterfall
+    assert Waterfall.from_dict(written).to_dict() == written and written["main_cause"]["m1"]["step"] == "+torch"
     page = render_attribution_html(data)
     assert page.count("<svg") == 3 and "<script" not in page
 
@@ -116,7 +119,7 @@ def test_a_step_after_one_that_did_not_run_says_its_delta_holds_both(tmp_path: P
     assert [s.name for s in steps] == ["baseline", "+batch_size", "+threads"]
     paths = {steps[0].step_id: tiny_results, steps[1].step_id: None,
              steps[2].step_id: run_tiny(tmp_path / "b4t1.parquet", batch_size=4, threads=1)}
-    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize(), {steps[1].step_id: "run-failed: boom"})
+    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize(), {steps[1].step_id: "run-failed: boom"}).to_dict()
     assert result["steps"][1]["error"] == "run-failed: boom"
     last = result["steps"][2]
     assert last["includes"] == ["+batch_size"] and "also holds the change of +batch_size" in last["note"]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 import pytest
 
 from harness.matrix import attribution_run
-from harness.matrix.attribution import RuntimeSettings, waterfall
+from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace
 from harness.matrix.cells import CellState, StageStatus
 from harness.matrix.plan import Walk
@@ -83,7 +83,7 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: Callable[[Cel
     plan = json.loads(plan_file.read_text(encoding="utf-8"))
     results = {s["step_id"]: Path(s["results"]) if Path(s["results"]).is_file() else None for s in plan["steps"]}
     failures = {s["step_id"]: s["error"] for s in plan["steps"] if s.get("error")}
-    plan["waterfall"] = waterfall(plan["steps"], results, compare, failures)
+    plan["waterfall"] = waterfall(plan["steps"], results, compare, failures).to_dict()
     plan["ran"] = ran
     return plan
 
@@ -109,7 +109,7 @@ def test_torch_that_cannot_import_alone_moves_after_the_libraries_with_its_own_n
     assert _own_number(by_name["+torch"]) == DRIFT["torch"]
     assert _own_number(by_name["+transformers+sentence-transformers"]) == DRIFT["transformers"] + DRIFT["sentence_transformers"]
     assert by_name["+torch"]["number_of"] == ["torch"] and plan["waterfall"]["main_cause"]["m"]["factors"] == ["torch"]
-    md = render_attribution_markdown({**plan["waterfall"], "plan": {"orders": plan["orders"]}})
+    md = render_attribution_markdown(Waterfall.from_dict({**plan["waterfall"], "plan": {"orders": plan["orders"]}}))
     assert f"1. {', '.join(first['order'])}: given up, +torch installs but does not run" in md
     assert f"2. {', '.join(second['order'])}: run" in md
 
@@ -160,6 +160,6 @@ def test_replans_are_bounded_and_the_last_failure_is_folded_and_reported() -> No
     assert walk.orders[-1]["rejected"] == ("+python installs but does not run (ImportError: x); no re-plan left, so its "
                                            "change is in the next step's number")
     assert len(walk.orders) == 2 and not walk.failed(0, "boom") and not walk.failed(4, "candidate")
-    md = render_attribution_markdown({"steps": [], "plan": {"orders": walk.orders}})
+    md = render_attribution_markdown(Waterfall([], {"orders": walk.orders}))
     assert "1. +numpy, +torch, +transformers+sentence-transformers, +python: given up, +torch installs" in md
     assert "2. +numpy, +transformers+sentence-transformers, +python, +torch: run, but +python installs" in md
