@@ -10,15 +10,16 @@ directory, not under a file, writable, not a link or device, and not one of the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, TextIO, Tuple
 
 from harness.errors import HarnessError
 from harness.fsio import check_output, write_text
 
 if TYPE_CHECKING:
-    from harness.report.matrix_report import MatrixReport
+    from harness.compare.verdict import Status
 
 __all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
 
@@ -70,37 +71,25 @@ def human_stream(args: argparse.Namespace) -> TextIO:
     return sys.stderr if any(str(path) == STDOUT for _, path in _given(args)) else sys.stdout
 
 
-def _renderers() -> Dict[str, Callable[[Dict[str, Any], Any], str]]:
-    import json
+def _render(option: str, data: Dict[str, Any], status: Status) -> str:
+    """``--json``: the verdict document as it is; ``--markdown``, ``--junit``: the matrix report's renderers, of a
+    report with one cell (so a comparison reads as a matrix cell does)."""
+    if option == "--json":
+        return json.dumps(data, indent=2, default=str) + "\n"
+    from harness.compare.verdict import CellStatus
+    from harness.report.junit import render_junit
+    from harness.report.markdown import render_markdown
+    from harness.report.matrix_report import ReportCell, build_matrix_report
 
-    def as_report(data: Dict[str, Any], status: Any) -> MatrixReport:
-        from harness.report.matrix_report import build_matrix_report
-
-        cell = {"cell_id": data.get("label") or "compare", "status": status, "comparison": data}
-        return build_matrix_report("compare", data["baseline"], [cell])
-
-    def markdown(data: Dict[str, Any], status: Any) -> str:
-        from harness.report.markdown import render_markdown
-
-        return render_markdown(as_report(data, status))
-
-    def junit(data: Dict[str, Any], status: Any) -> str:
-        from harness.report.junit import render_junit
-
-        return render_junit(as_report(data, status))
-
-    return {
-        "--json": lambda data, _status: json.dumps(data, indent=2, default=str) + "\n",
-        "--markdown": markdown,
-        "--junit": junit,
-    }
+    cell = ReportCell(data.get("label") or "compare", status=CellStatus.parse(status), comparison=data)
+    report = build_matrix_report("compare", data["baseline"], [cell])
+    return render_markdown(report) if option == "--markdown" else render_junit(report)
 
 
-def write_outputs(args: argparse.Namespace, data: Dict[str, Any], status: Any, stdout: Optional[TextIO] = None) -> None:
-    """Write every output asked for: to its file, or to stdout for ``-``."""
-    renderers = _renderers()
+def write_outputs(args: argparse.Namespace, data: Dict[str, Any], status: Status, stdout: Optional[TextIO] = None) -> None:
+    """Write every output asked for (``data``: ``Comparison.serialize()``): to its file, or to stdout for ``-``."""
     for option, path in _given(args):
-        text = renderers[option](data, status)
+        text = _render(option, data, status)
         if str(path) == STDOUT:
             (stdout or sys.stdout).write(text)
         else:
