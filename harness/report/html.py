@@ -109,25 +109,24 @@ def _bar_row(label: str, value: Optional[float], limit: Optional[float], shown: 
     )
 
 
+#: the rank-agreement bars per kind: (label, metric, the tolerance key judging it or None: reported, not judged);
+#: a quantized bi-encoder's limits are its own (``min_quantized_topk_...``); Kendall tau shown as a number
+_BARS = {
+    "cross-encoder": (("rerank order", "rerank_order_agreement", "min_rerank_order_agreement"),
+                      ("top-{k} order", "topk_order_agreement", None), ("Kendall τ (min)", "min_kendall_tau", None),
+                      ("Kendall τ (mean)", "mean_kendall_tau", None)),
+    "bi-encoder": (("top-{k} order", "topk_order_agreement", "min_{q}topk_order_agreement"),
+                   ("top-{k} set", "topk_set_agreement", "min_{q}topk_set_agreement"),
+                   ("top-{k} raw order", "topk_raw_order_agreement", None), ("top-{k} overlap", "topk_mean_overlap", None)),
+}
+
+
 def _agreement_bars(model: ModelVerdict) -> str:
     """Rank agreement as horizontal bars; checked metrics are green/red with their limit marked."""
-    metrics, tol = model.metrics, model.tolerance
-    k = metrics.get("topk", "k")
-    if model.kind == "cross-encoder":
-        rows = [
-            _bar_row("rerank order", metrics.get("rerank_order_agreement"), tol.get("min_rerank_order_agreement"), fmt_percent(metrics.get("rerank_order_agreement"))),
-            _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), None, fmt_percent(metrics.get("topk_order_agreement"))),
-            _bar_row("Kendall τ (min)", metrics.get("min_kendall_tau"), None, _tau(metrics.get("min_kendall_tau"))),
-            _bar_row("Kendall τ (mean)", metrics.get("mean_kendall_tau"), None, _tau(metrics.get("mean_kendall_tau"))),
-        ]
-    else:
-        limit = "min_quantized_topk_" if model.quantized else "min_topk_"  # quantized scores have their own limits
-        rows = [
-            _bar_row(f"top-{k} order", metrics.get("topk_order_agreement"), tol.get(limit + "order_agreement"), fmt_percent(metrics.get("topk_order_agreement"))),
-            _bar_row(f"top-{k} set", metrics.get("topk_set_agreement"), tol.get(limit + "set_agreement"), fmt_percent(metrics.get("topk_set_agreement"))),
-            _bar_row(f"top-{k} raw order", metrics.get("topk_raw_order_agreement"), None, fmt_percent(metrics.get("topk_raw_order_agreement"))),
-            _bar_row(f"top-{k} overlap", metrics.get("topk_mean_overlap"), None, fmt_percent(metrics.get("topk_mean_overlap"))),
-        ]
+    metrics, tol, q = model.metrics, model.tolerance, "quantized_" if model.quantized else ""
+    bars = _BARS["cross-encoder" if model.kind == "cross-encoder" else "bi-encoder"]
+    rows = [_bar_row(label.format(k=metrics.get("topk", "k")), metrics.get(key), tol.get(limit.format(q=q)) if limit else None,
+                     _tau(metrics.get(key)) if "tau" in key else fmt_percent(metrics.get(key))) for label, key, limit in bars]
     body = "".join(rows)
     why = model.retrieval_note()
     if why and not body:  # said, not left out: a card without bars would read as "nothing to judge"

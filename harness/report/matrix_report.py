@@ -19,9 +19,9 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 
 from harness.compare.factors import group_changes
 from harness.compare.verdict import CellStatus, EnvChange, ModelVerdict
-from harness.report import scenario_lines
+from harness.report import accuracy_lines, scenario_lines
 
-__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "TREND_RUNS", "TrendRow", "VERDICT_COLUMNS",
+__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "TREND_RUNS", "TrendRow",
            "build_matrix_report", "history_series"]
 
 MATRIX_FORMAT_VERSION = 1
@@ -181,7 +181,8 @@ class MatrixReport:
         return [row for row in rows if row.points]
 
     def verdict_rows(self) -> List[Dict[str, Any]]:
-        """Every check of every model of every cell as one flat record (``VERDICT_COLUMNS``), for dataframes."""
+        """Every check of every model of every cell as one flat record (``tables.VERDICTS_SCHEMA``'s columns), for
+        dataframes: a cell or model without checks is one row with an empty ``check``."""
         top = {"matrix": self.matrix, "created_at": self.created_at, "policy": self.policy}
         none = {"check": "", "op": "", "observed": None, "limit": None, "used": None, "passed": None}
         rows: List[Dict[str, Any]] = []
@@ -189,10 +190,10 @@ class MatrixReport:
             base = {**top, "cell_id": cell.cell_id, "cell_status": cell.status.value}
             if not cell.models:
                 rows.append({**base, "model_id": "", "kind": "", "model_status": cell.status.value,
-                             "tolerance_class": "", **none})
+                             "tolerance_class": "", **none, **accuracy_lines.error_columns_none})
             for model in cell.models:
                 head = {**base, "model_id": model.model_id, "kind": model.kind, "model_status": model.status.value,
-                        "tolerance_class": model.tolerance_class}
+                        "tolerance_class": model.tolerance_class, **accuracy_lines.error_columns(model)}
                 rows += [{**head, "check": c.name, "op": c.op, "observed": c.observed, "limit": c.limit, "used": c.used,
                           "passed": c.passed} for c in model.checks]
                 rows += scenario_lines.verdict_rows(head, model)
@@ -235,11 +236,6 @@ def _policy_of(cells: Sequence[ReportCell]) -> str:
     """The policy every comparison was judged by (``Comparison.policy``: a file, or the built-in one)."""
     sources = sorted({str(c.comparison.get("policy")) for c in cells if c.comparison})
     return "; ".join(sources) if sources else "-"
-
-
-#: the flat verdict table: one row per cell x model x check (a cell or model without checks: one row, check "")
-VERDICT_COLUMNS = ("matrix", "created_at", "policy", "cell_id", "cell_status", "model_id", "kind", "model_status",
-                   "tolerance_class", "check", "op", "observed", "limit", "used", "passed")
 
 
 def _logged_status(value: Any) -> Optional[CellStatus]:

@@ -1,6 +1,6 @@
 """Flat tables of a matrix report for notebooks and dashboards: one ``pd.read_parquet`` / ``read_csv`` each.
 
-``verdicts_table``: one row per cell x model x check (``matrix_report.VERDICT_COLUMNS``: observed, limit, the
+``verdicts_table``: one row per cell x model x check (``MatrixReport.verdict_rows``: observed, limit, the
 share of the limit used, status; each side's RMSE against the fp64 reference where there is one). ``history_table``: the history log in long format, one row per run x cell x
 model (the nested JSON lines need no unpacking). Data only, typed columns; ``harness.matrix.publish`` writes
 them. These are report tables, not results files (``harness.results`` owns those and their schema).
@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Sequence
 
 import pyarrow as pa
 
-from harness.report import accuracy_lines
 from harness.report.matrix_report import MatrixReport
 
 __all__ = ["verdicts_table", "history_table", "VERDICTS_SCHEMA", "HISTORY_SCHEMA"]
@@ -38,9 +37,7 @@ def _number(value: Any) -> Any:
 def verdicts_table(report: MatrixReport) -> pa.Table:
     """Every check of the report as a row (a cell or model without checks: one row with an empty ``check``)."""
     rows = report.verdict_rows()
-    errors = {(cell.cell_id, model.model_id): accuracy_lines.error_columns(model) for cell, model in report.verdicts}
     for row in rows:
-        row.update(errors.get((row["cell_id"], row["model_id"]), accuracy_lines.error_columns_none))
         for key in ("observed", "limit", "used"):
             row[key] = _number(row[key])
     return pa.Table.from_pylist(rows, schema=VERDICTS_SCHEMA)
