@@ -15,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.matrix.spec import Cell
+
+if TYPE_CHECKING:  # judging imports the comparator; planning (nox's own Python) does not
+    from harness.compare.verdict import Comparison, ModelVerdict
 
 __all__ = [
     "PACKAGE_FACTORS",
@@ -124,11 +127,11 @@ class Drift:
     reason: str = ""
 
     @classmethod
-    def of(cls, verdict: Mapping[str, Any]) -> Drift:
-        """A serialized model verdict's numbers (the first judged order agreement, not the raw one)."""
-        metrics = verdict.get("metrics", {})
+    def of(cls, verdict: ModelVerdict) -> Drift:
+        """A model verdict's numbers (the first judged order agreement, not the raw one)."""
+        metrics = verdict.metrics
         order = next((v for k, v in metrics.items() if k.endswith("order_agreement") and not k.startswith("topk_raw")), None)
-        return cls(verdict["status"], metrics.get("max_abs_diff"), metrics.get("min_cosine"), order, verdict.get("reason", ""))
+        return cls(verdict.status.value, metrics.get("max_abs_diff"), metrics.get("min_cosine"), order, verdict.reason)
 
 
 @dataclass
@@ -205,38 +208,38 @@ class Waterfall:
 def waterfall(
     steps: Sequence[Step | Dict[str, Any]],
     results: Dict[str, Optional[Path]],
-    compare: Callable[[Path, Path], Dict[str, Any]],
+    compare: Callable[[Path, Path], Comparison],
     failures: Optional[Dict[str, str]] = None,
 ) -> Waterfall:
     """Compare each step with the previous one and with the baseline; name the step that moved most.
 
     ``steps`` are ``Step`` objects or their ``describe()`` dicts (as saved in a plan file); ``results`` maps step
-    ids to results files (None when the step did not run); ``compare`` returns a serialized comparison
-    (``Comparison.serialize()``), so this module stays free of I/O and policy.
+    ids to results files (None when the step did not run); ``compare`` judges two of them (the comparator, in
+    the controlling environment), so this module stays free of I/O and policy.
     """
     failures = failures or {}
     described = [s.describe() if isinstance(s, Step) else dict(s) for s in steps]
     rows: List[StepDrift] = []
     base_path = results.get(described[0]["step_id"])
     previous: Optional[Path] = base_path
-    skipped: List[Dict[str, Any]] = []  # steps since the last one that ran: their change is inside the next step's delta
+    skipped: List[StepDrift] = []  # steps since the last one that ran: their change is inside the next step's delta
     for step in described:
         path = results.get(step["step_id"])
         planned = {k: v for k, v in step.items() if k not in ("results", "error", "note")}
         row = StepDrift(planned, str(path) if path else None, error=step.get("error"), note=step.get("note", ""))
         if path is None:
             row.error = failures.get(step["step_id"], "step did not produce results")
-            skipped.append(step)
+            skipped.append(row)
         elif step["index"] > 0 and previous is not None and base_path is not None:
-            row.number_of = [factor for s in (*skipped, step) for factor in s["factors"]]
+            row.number_of = [factor for s in (*skipped, row) for factor in s.planned["factors"]]
             if skipped:
-                row.includes = [s["name"] for s in skipped]
+                row.includes = [s.name for s in skipped]
                 also = f"also holds the change of {', '.join(row.includes)}, which did not run"
                 row.note = f"{also}; {row.note}" if row.note else also
                 skipped = []
             step_cmp = compare(previous, path)
-            cumulative = {v["model_id"]: Drift.of(v) for v in compare(base_path, path)["models"]}
-            row.models = {v["model_id"]: (Drift.of(v), cumulative.get(v["model_id"])) for v in step_cmp["models"]}
+            cumulative = {v.model_id: Drift.of(v) for v in compare(base_path, path).models}
+            row.models = {v.model_id: (Drift.of(v), cumulative.get(v.model_id)) for v in step_cmp.models}
         rows.append(row)
         if path is not None:
             previous = path

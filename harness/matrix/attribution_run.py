@@ -145,10 +145,8 @@ def judge_plan(plan_path: str | os.PathLike[str], tolerance_class: str = "fp32")
     results = {s["step_id"]: _results_of(s, where) for s in plan["steps"]}
     failures = {s["step_id"]: s.get("error", "") for s in plan["steps"] if s.get("error")}
 
-    def compare(a: Path, b: Path) -> Dict[str, Any]:
-        return comparator.compare_files(a, b, tolerance_class=tolerance_class, allow_model_change=True).serialize()
-
-    data = waterfall(plan["steps"], results, compare, failures)
+    data = waterfall(plan["steps"], results, lambda a, b: comparator.compare_files(
+        a, b, tolerance_class=tolerance_class, allow_model_change=True), failures)
     data.plan = {k: v for k, v in plan.items() if k != "steps"}
     return data
 

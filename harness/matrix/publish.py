@@ -26,7 +26,7 @@ from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import MatrixReport, build_matrix_report
+from harness.report.matrix_report import MatrixReport, Merged, build_matrix_report
 from harness.report.tables import history_table, verdicts_table
 
 __all__ = [
@@ -116,9 +116,9 @@ def merge_into_full(full: MatrixReport, partial: MatrixReport) -> MatrixReport:
     by_id = {**{c.cell_id: c for c in full.cells}, **fresh}
     cells = [by_id[i] for i in order if i in by_id] + [c for i, c in by_id.items() if i not in order]
     merged = build_matrix_report(full.matrix, full.baseline, cells, created_at=partial.created_at, matrix_cells=order)
-    previous = full.merged or {}
-    merged.merge({"cells": sorted(set(previous.get("cells", [])) | set(fresh)), "created_at": partial.created_at,
-                  "full_run_created_at": previous.get("full_run_created_at") or full.created_at})
+    previous = full.merged
+    merged.merge(Merged(sorted(set(previous.cells if previous else []) | set(fresh)), partial.created_at,
+                        (previous.full_run_created_at if previous else "") or full.created_at))
     return merged
 
 

@@ -21,7 +21,7 @@ from harness.compare.factors import group_changes
 from harness.compare.verdict import CellStatus, EnvChange, ModelVerdict
 from harness.report import accuracy_lines, scenario_lines
 
-__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "ReportCell", "TREND_RUNS", "TrendRow",
+__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "Merged", "ReportCell", "TREND_RUNS", "TrendRow",
            "build_matrix_report", "history_series"]
 
 MATRIX_FORMAT_VERSION = 1
@@ -39,6 +39,20 @@ class TrendRow(NamedTuple):
     cell_id: str
     model_id: str
     points: List[Tuple[str, Optional[CellStatus], Optional[float]]]
+
+
+class Merged(NamedTuple):
+    """A ``--cells`` run merged into the last full report: the cells re-run (all merged runs'), when, and when the
+    full run it was merged into ran."""
+
+    cells: List[str]
+    created_at: str
+    full_run_created_at: str
+
+    @classmethod
+    def of(cls, data: Optional[Mapping[str, Any]]) -> Optional[Merged]:
+        """``merged`` of a report.json as read (None: not a merged report)."""
+        return cls(list(data["cells"]), str(data["created_at"]), str(data["full_run_created_at"])) if data else None
 
 
 #: the comparison's data a cell keeps as it was read (report.json holds it verbatim); the rest is typed below
@@ -124,7 +138,7 @@ class MatrixReport:
     policy: str = "-"
     partial: bool = False
     matrix_cells: List[str] = field(default_factory=list)
-    merged: Optional[Dict[str, Any]] = None
+    merged: Optional[Merged] = None
     status: CellStatus = field(init=False, repr=False, compare=False)
     #: cells per status, every status named
     counts: Dict[str, int] = field(init=False, repr=False, compare=False)
@@ -142,13 +156,13 @@ class MatrixReport:
         self.model_ids = list(dict.fromkeys(m.model_id for _, m in self.verdicts))
         self.merge(self.merged)
 
-    def merge(self, merged: Optional[Dict[str, Any]]) -> None:
+    def merge(self, merged: Optional[Merged]) -> None:
         """Mark it as a ``--cells`` run merged into a full report (``merged``: which cells, when) and say so."""
         self.merged = merged
         total = len(self.matrix_cells or self.cells)
         if merged:
-            self.scope = (f"full matrix ({total} cells) from the run of {merged['full_run_created_at']}, with "
-                          f"{', '.join(merged['cells'])} re-run at {merged['created_at']} (--cells) and merged in")
+            self.scope = (f"full matrix ({total} cells) from the run of {merged.full_run_created_at}, with "
+                          f"{', '.join(merged.cells)} re-run at {merged.created_at} (--cells) and merged in")
         elif self.partial:
             self.scope = f"partial: {len(self.cells)} of {total} cells (--cells); not a whole-matrix run"
         else:
@@ -161,7 +175,7 @@ class MatrixReport:
         return cls(matrix=str(data["matrix"]), baseline=str(data.get("baseline", "-")), cells=cells,
                    created_at=str(data.get("created_at", "")), policy=str(data.get("policy") or _policy_of(cells)),
                    partial=bool(data.get("partial")), matrix_cells=list(data.get("matrix_cells") or []),
-                   merged=data.get("merged"))
+                   merged=Merged.of(data.get("merged")))
 
     def history_entry(self) -> Dict[str, Any]:
         """The compact per-run record kept in the history log (numbers only, no offenders or environments):
@@ -206,7 +220,7 @@ class MatrixReport:
                "baseline": self.baseline, "policy": self.policy, "status": self.status.value, "counts": self.counts,
                "partial": self.partial, "matrix_cells": list(self.matrix_cells),
                "cells": [c.to_dict() for c in self.cells]}
-        return {**out, "merged": self.merged} if self.merged is not None else out
+        return {**out, "merged": self.merged._asdict()} if self.merged is not None else out
 
 
 def build_matrix_report(

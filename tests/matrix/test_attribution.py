@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness.compare.comparator import compare_files
+from harness.compare.verdict import Comparison, ModelVerdict, Status
 from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.plan import plan_path
 from harness.matrix.spec import Cell
@@ -75,7 +76,7 @@ def test_waterfall_names_the_step_that_moved(tmp_path: Path, tiny_results: Path)
     for step in steps[1:]:
         paths[step.step_id] = run_tiny(tmp_path / f"{step.step_id}.parquet", dtype=step.runtime.dtype,
                                        batch_size=step.runtime.batch_size)
-    result = waterfall(steps, paths, lambda a, b: compare_files(a, b, tolerance_class="fp32").serialize()).to_dict()
+    result = waterfall(steps, paths, lambda a, b: compare_files(a, b, tolerance_class="fp32")).to_dict()
     cause = result["main_cause"]["tiny-bi-encoder"]
     assert cause["step"] == "+dtype" and cause["max_abs_diff"] > 1e-3
     batch_row = result["steps"][2]["models"]["tiny-bi-encoder"]
@@ -89,7 +90,7 @@ def test_a_step_known_not_to_move_is_not_blamed(tmp_path: Path, tiny_results: Pa
     steps = plan_path(cell, RuntimeSettings(), cell, RuntimeSettings(threads=1), _all_install)
     assert [s.name for s in steps] == ["baseline", "+threads"]
     paths = {steps[0].step_id: tiny_results, steps[1].step_id: run_tiny(tmp_path / "t1.parquet", threads=1)}
-    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize()).to_dict()
+    result = waterfall(steps, paths, compare_files).to_dict()
     row = result["steps"][1]["models"]["tiny-bi-encoder"]["step"]
     assert row["status"] == "pass" and row["max_abs_diff"] <= 1e-6
 
@@ -100,8 +101,10 @@ def test_waterfall_renders_in_markdown_json_and_html() -> None:
     cell = Cell(matrix="m", python="3.11", torch="2.13.0", sentence_transformers="6.2.0", transformers="5.23.0")
     newer = Cell(matrix="m", python="3.11", torch="2.14.1", sentence_transformers="6.2.0", transformers="5.23.0")
     steps = plan_path(cell, RuntimeSettings(), newer, RuntimeSettings(dtype="float16"), _all_install)
-    verdict = {"model_id": "m1", "status": "fail", "metrics": {"max_abs_diff": 4e-4, "min_cosine": 0.9999, "topk_order_agreement": 0.9}}
-    data = waterfall(steps, {s.step_id: Path(f"/r/{s.step_id}") for s in steps}, lambda a, b: {"models": [verdict]})
+    verdict = ModelVerdict("m1", "bi-encoder", Status.FAIL, "fp32",
+                           metrics={"max_abs_diff": 4e-4, "min_cosine": 0.9999, "topk_order_agreement": 0.9})
+    data = waterfall(steps, {s.step_id: Path(f"/r/{s.step_id}") for s in steps},
+                     lambda a, b: Comparison(str(a), str(b), "p", [verdict]))
     md = render_attribution_markdown(data)
     assert "| +torch | torch 2.13.0 -> 2.14.1 | m1 | 4.00e-04" in md and "+dtype" in md and "Main cause" in md
     assert '"main_cause"' in render_attribution_json(data)
@@ -119,7 +122,7 @@ def test_a_step_after_one_that_did_not_run_says_its_delta_holds_both(tmp_path: P
     assert [s.name for s in steps] == ["baseline", "+batch_size", "+threads"]
     paths = {steps[0].step_id: tiny_results, steps[1].step_id: None,
              steps[2].step_id: run_tiny(tmp_path / "b4t1.parquet", batch_size=4, threads=1)}
-    result = waterfall(steps, paths, lambda a, b: compare_files(a, b).serialize(), {steps[1].step_id: "run-failed: boom"}).to_dict()
+    result = waterfall(steps, paths, compare_files, {steps[1].step_id: "run-failed: boom"}).to_dict()
     assert result["steps"][1]["error"] == "run-failed: boom"
     last = result["steps"][2]
     assert last["includes"] == ["+batch_size"] and "also holds the change of +batch_size" in last["note"]

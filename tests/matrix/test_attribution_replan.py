@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
+from harness.compare.verdict import Comparison, ModelVerdict, Status
 from harness.matrix import attribution_run
 from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace
@@ -70,10 +71,10 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: Callable[[Cel
         results.write_text(json.dumps({f: getattr(cell, f) for f in DRIFT}), encoding="utf-8")
         return CellState(StageStatus.OK, venv="v")
 
-    def compare(a: Path, b: Path) -> Dict[str, Any]:
+    def compare(a: Path, b: Path) -> Comparison:
         pa, pb = (json.loads(p.read_text(encoding="utf-8")) for p in (a, b))
         moved = sum(DRIFT[f] for f in DRIFT if pa[f] != pb[f])
-        return {"models": [{"model_id": "m", "status": "pass", "metrics": {"max_abs_diff": moved}}]}
+        return Comparison(str(a), str(b), "p", [ModelVerdict("m", "bi-encoder", Status.PASS, "fp32", metrics={"max_abs_diff": moved})])
 
     monkeypatch.setattr(attribution_run, "run_cell", run_cell)
     ws = Workspace(root=ROOT, runs=tmp_path / "runs", venvs=tmp_path / "venvs", backend="uv")
