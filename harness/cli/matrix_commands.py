@@ -8,13 +8,17 @@ gathered from anywhere (``--runs s3://...``) or a saved attribution plan.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from harness.cli.options import device, whole_number
 from harness.errors import ExitCode
+
+if TYPE_CHECKING:
+    from harness.matrix.attribution import RuntimeSettings
 
 __all__ = ["register"]
 
@@ -148,11 +152,12 @@ def cmd_matrix_cell(args: argparse.Namespace) -> int:
     return ExitCode.OK if state.ran_cleanly else ExitCode.DRIFT
 
 
-def _candidate_changes(args: argparse.Namespace) -> Dict[str, Any]:
-    """The ``--to-*`` options given, as runtime settings."""
-    names = ("device", "dtype", "attn_implementation", "batch_size", "threads", "cpu_isa", "tf32")
-    changes = {name: getattr(args, f"to_{name}") for name in names if getattr(args, f"to_{name}") is not None}
-    return {**changes, "tf32": changes["tf32"] == "on"} if "tf32" in changes else changes
+def _candidate_runtime(args: argparse.Namespace, base: RuntimeSettings) -> RuntimeSettings:
+    """The baseline's runtime settings with the ``--to-*`` options given (one per runtime factor)."""
+    from harness.matrix.attribution import RUNTIME_FACTORS
+
+    changes = {name: getattr(args, f"to_{name}") for name in RUNTIME_FACTORS if getattr(args, f"to_{name}") is not None}
+    return dataclasses.replace(base, **{**changes, "tf32": changes["tf32"] == "on"} if "tf32" in changes else changes)
 
 
 def _baseline_runtime(matrix: Any) -> Tuple[Any, str]:
@@ -193,7 +198,7 @@ def cmd_attribute_run(args: argparse.Namespace) -> int:
     matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)
     base, cand = matrix.cell(args.baseline_cell), matrix.cell(args.candidate_cell)
     base_runtime, source = _baseline_runtime(matrix)
-    cand_runtime = base_runtime.with_changes(_candidate_changes(args))
+    cand_runtime = _candidate_runtime(args, base_runtime)
     uv = args.uv or find_uv()
     reports = (args.reports or Path(os.environ.get("HARNESS_REPORTS_DIR") or ROOT / "reports")).resolve()
     ws = Workspace(root=ROOT, runs=reports / "runs", venvs=(args.venvs or ROOT / ".nox" / "matrix-cells").resolve(),

@@ -65,13 +65,6 @@ class RuntimeSettings:
         values: Dict[str, Any] = {name: getattr(options, name, None) for name in RUNTIME_FACTORS if hasattr(options, name)}
         return cls(**values)
 
-    def with_changes(self, changes: Mapping[str, Any]) -> RuntimeSettings:
-        """These settings with some changed; unknown names are a ``ValueError`` naming the known ones."""
-        unknown = sorted(set(changes) - set(RUNTIME_FACTORS))
-        if unknown:
-            raise ValueError(f"unknown runtime setting(s) {', '.join(unknown)} (known: {', '.join(RUNTIME_FACTORS)})")
-        return dataclasses.replace(self, **changes)
-
     def run_args(self) -> List[str]:
         """The ``harness run`` flags that pin these settings."""
         args = ["--device", self.device, "--dtype", self.dtype, "--batch-size", str(self.batch_size)]

@@ -133,11 +133,12 @@ def test_a_step_after_one_that_did_not_run_says_its_delta_holds_both(tmp_path: P
 def test_the_candidate_changes_are_the_to_options_given() -> None:
     from argparse import Namespace
 
-    from harness.cli.matrix_commands import _candidate_changes
+    from harness.cli.matrix_commands import _candidate_runtime
 
     none = {f"to_{n}": None for n in ("device", "dtype", "attn_implementation", "batch_size", "threads", "cpu_isa", "tf32")}
-    assert _candidate_changes(Namespace(**none)) == {}
-    given = _candidate_changes(Namespace(**{**none, "to_batch_size": 1, "to_tf32": "off", "to_dtype": "bfloat16"}))
-    assert given == {"batch_size": 1, "tf32": False, "dtype": "bfloat16"}
-    assert _candidate_changes(Namespace(**{**none, "to_tf32": "on"})) == {"tf32": True}
-    assert RuntimeSettings().with_changes(given).run_args()[-2:] == ["--tf32", "off"]
+    base = RuntimeSettings(threads=2)
+    assert _candidate_runtime(Namespace(**none), base) == base
+    given = _candidate_runtime(Namespace(**{**none, "to_batch_size": 1, "to_tf32": "off", "to_dtype": "bfloat16"}), base)
+    assert given == RuntimeSettings(batch_size=1, tf32=False, dtype="bfloat16", threads=2)
+    assert _candidate_runtime(Namespace(**{**none, "to_tf32": "on"}), base) == RuntimeSettings(tf32=True, threads=2)
+    assert given.run_args()[-4:] == ["--tf32", "off", "--threads", "2"]
