@@ -14,6 +14,7 @@ Imports only the stdlib.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -80,10 +81,8 @@ class InfinityOptions:
     extra_args: Sequence[str] = ()
 
     def as_record(self) -> Dict[str, Any]:
-        return {"batch_size": self.batch_size, "device": self.device, "dtype": self.dtype,
-                "embedding_dtype": self.embedding_dtype, "engine": self.engine,
-                "bettertransformer": self.bettertransformer, "warmup": self.warmup, "url_prefix": self.url_prefix,
-                "extra_args": list(self.extra_args)}
+        """The options as the cell's record keeps them (JSON: every field, ``extra_args`` a list)."""
+        return {**dataclasses.asdict(self), "extra_args": list(self.extra_args)}
 
 
 def free_port(host: str = HOST) -> int:

@@ -19,7 +19,7 @@ from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
 from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
-from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided
+from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided, would_pass
 
 __all__ = ["render_html"]
 
@@ -200,7 +200,7 @@ def _checks_table(model: ModelVerdict) -> str:
         return ""
     table = _table(["Check", "Observed", "Limit", "Limit used", "Result", "Detail"], rows, "checks")
     failed = bool(model.failed_checks)
-    need = ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items())
+    need = would_pass(model)
     would = f'<p class="would-pass">would pass with: <code>{_e(need)}</code></p>' if failed and need else ""
     return f"<h4>Checks</h4>{table}{would}"
 

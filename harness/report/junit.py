@@ -17,7 +17,7 @@ from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt
 from harness.report.matrix_report import MatrixReport, ReportCell
-from harness.report.text import check_line
+from harness.report.text import check_line, explained, would_pass
 
 __all__ = ["render_junit", "xml_safe"]
 
@@ -44,14 +44,12 @@ def _outcome(parent: ET.Element, tag: str, message: str, kind: str, body: str = 
 
 def _failure_body(model: ModelVerdict) -> str:
     """Failed checks with their detail, then the worst offenders: what a CI viewer shows when expanded."""
-    lines = [f"{check_line(c)}; {c.detail}" for c in model.failed_checks]
-    if not lines and model.reason:
-        lines.append(model.reason)
+    lines = explained(model)
     if model.offenders:
         lines.append("worst items:")
         lines += [f"  {o.item_id}  {o.metric} {fmt(o.value)}  {o.detail}" for o in model.offenders]
     if model.min_passing:
-        lines.append("would pass with: " + ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items()))
+        lines.append(f"would pass with: {would_pass(model)}")
     lines += accuracy_lines.lines(model)
     lines.append(f"tolerance class: {model.tolerance_class}")
     return "\n".join(lines)

@@ -13,7 +13,16 @@ from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import TREND_RUNS, MatrixReport, ReportCell, TrendRow
-from harness.report.text import ORDER_FIGURES_NOTE, check_line, fmt_drift, fmt_used, order_shown, speed_cells, topk_decided
+from harness.report.text import (
+    ORDER_FIGURES_NOTE,
+    check_line,
+    fmt_drift,
+    fmt_used,
+    order_shown,
+    speed_cells,
+    topk_decided,
+    would_pass,
+)
 
 __all__ = ["render_markdown", "md_escape"]
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
@@ -164,8 +173,7 @@ def _failed_model(cell: ReportCell, model: ModelVerdict) -> List[str]:
     if not failed and model.reason:
         lines.append(f"- {md_escape(model.reason)}")
     if failed and model.min_passing:
-        need = ", ".join(f"{md_escape(k)} {fmt(v)}" for k, v in model.min_passing.items())
-        lines.append(f"- would pass with: {need}")
+        lines.append(f"- would pass with: {would_pass(model, md_escape)}")
     lines += [f"- {md_escape(line.strip())}" for line in accuracy_lines.lines(model)]
     if model.offenders:
         rows = [[_code(o.item_id), md_escape(o.metric), fmt(o.value), md_escape(o.detail)] for o in model.offenders]

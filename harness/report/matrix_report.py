@@ -55,6 +55,7 @@ class Merged(NamedTuple):
         return cls(list(data["cells"]), str(data["created_at"]), str(data["full_run_created_at"])) if data else None
 
 
+_STATUS_WORDS = {s.value for s in CellStatus}
 #: the comparison's data a cell keeps as it was read (report.json holds it verbatim); the rest is typed below
 _STORED = ("cell_id", "params", "status", "reason", "setup_s", "run_s", "compute_s", "results", "comparison")
 
@@ -252,14 +253,6 @@ def _policy_of(cells: Sequence[ReportCell]) -> str:
     return "; ".join(sources) if sources else "-"
 
 
-def _logged_status(value: Any) -> Optional[CellStatus]:
-    """A status as the log recorded it; None for a missing or unknown word (a hand-edited or newer log)."""
-    try:
-        return CellStatus.parse(value)
-    except ValueError:
-        return None
-
-
 def history_series(
     history: Sequence[Dict[str, Any]],
     matrix: str,
@@ -275,6 +268,7 @@ def history_series(
         cell = entry.get("cells", {}).get(cell_id)
         if cell is None:
             continue
-        status = _logged_status(cell.get("status"))
+        word = str(cell.get("status"))  # a missing or unknown word (a hand-edited or newer log): no status
+        status = CellStatus(word) if word in _STATUS_WORDS else None
         points.append((str(entry.get("created_at", "")), status, cell.get("max_abs_diff", {}).get(model_id)))
     return points[-last:] if last > 0 else points

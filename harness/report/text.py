@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping
 
 from harness.compare.factors import group_changes
 from harness.compare.verdict import Check, Comparison, ModelVerdict, Status
@@ -11,7 +11,7 @@ from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_percent
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
-           "order_shown", "ORDER_FIGURES_NOTE"]
+           "explained", "would_pass", "order_shown", "ORDER_FIGURES_NOTE"]
 
 #: what the unjudged rank figures beside a passing order check mean (HTML bars, Markdown, terminal)
 ORDER_FIGURES_NOTE = (
@@ -40,6 +40,17 @@ def fmt_used(check: Check) -> str:
     if used >= 10:
         return f"{used:,.0f}x"
     return "<1%" if 0 < used < 0.01 else f"{used:.0%}"
+
+
+def explained(model: ModelVerdict) -> List[str]:
+    """Why a model did not pass, as every plain-text report says it: each failed check with its detail, else
+    the model's reason."""
+    return [f"{check_line(c)}; {c.detail}" for c in model.failed_checks] or ([model.reason] if model.reason else [])
+
+
+def would_pass(model: ModelVerdict, name: Callable[[str], str] = str) -> str:
+    """The loosest limits it would pass with (``atol 3.00e-05, min_cosine 0.999``); "" when there are none."""
+    return ", ".join(f"{name(k)} {fmt(v)}" for k, v in model.min_passing.items())
 
 
 def check_line(check: Check) -> str:
@@ -139,16 +150,12 @@ def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: st
         lines += ["", "Speed and memory of the candidate run (reported, not judged):"] + _table(speed)
     for model in failing:
         lines += ["", f"{model.status.value.upper()} {model.model_id} (tolerance class {model.tolerance_class}):"]
-        failed = model.failed_checks
-        lines += [f"  {check_line(check)}; {check.detail}" for check in failed]
-        if not failed and model.reason:
-            lines.append(f"  {model.reason}")
+        lines += [f"  {line}" for line in explained(model)]
         if model.offenders:
             lines.append("  worst items:")
             lines += [f"    {o.item_id:<24} {o.metric:<18} {fmt(o.value):>10}  {o.detail}" for o in model.offenders]
-        if failed and model.min_passing:
-            need = ", ".join(f"{k} {fmt(v)}" for k, v in model.min_passing.items())
-            lines.append(f"  would pass with: {need}")
+        if model.failed_checks and model.min_passing:
+            lines.append(f"  would pass with: {would_pass(model)}")
     changes = [dataclasses.asdict(c) for c in data.env_changes]
     if changes:
         groups, unclassified = group_changes(changes)
