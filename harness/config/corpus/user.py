@@ -103,7 +103,7 @@ def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Op
             raise CorpusError(f"{where}: '{key}' must be a non-empty string")
     if role != "pairs" and not isinstance(settings["allow_empty"], bool):
         raise CorpusError(f"{where}: 'allow_empty' must be true or false")
-    return _FileSpec(file, fmt, columns, settings["allow_empty"] is True)
+    return _FileSpec(file, str(fmt), columns, settings["allow_empty"] is True)
 
 
 @dataclass(frozen=True)
