@@ -10,12 +10,15 @@ The whole selection is read into memory: it is meant for corpus-sized files. The
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from harness.errors import HarnessError
 from harness.results.schema import COLUMNS
+
+if TYPE_CHECKING:  # the reader imports this module when a frame is asked for
+    from harness.results.reader import ResultsFile
 
 __all__ = ["to_frame"]
 
@@ -28,9 +31,9 @@ def _pandas() -> Any:
     return pandas
 
 
-def _model_rows(results: Any, model_id: str) -> Dict[str, Any]:
+def _model_rows(results: ResultsFile, model_id: str) -> Dict[str, np.ndarray]:
     """One model's rows as column arrays (object arrays of per-row vectors for bi-encoders)."""
-    if results.models[model_id].get("kind") != "bi-encoder":
+    if results.records[model_id].kind != "bi-encoder":
         cols = results.rerank(model_id)
         n = len(cols["item_id"])
         return {"model_id": np.full(n, model_id, dtype=object), "task": np.full(n, "rerank", dtype=object),
@@ -48,15 +51,15 @@ def _model_rows(results: Any, model_id: str) -> Dict[str, Any]:
             "score": np.full(n, np.nan, dtype=np.float32), "rank": np.full(n, None, dtype=object)}
 
 
-def to_frame(results: Any, models: Optional[Sequence[str]] = None) -> Any:
+def to_frame(results: ResultsFile, models: Optional[Sequence[str]] = None) -> Any:
     """The rows of ``models`` (default: every model, in the metadata's order) of an open ``ResultsFile`` as one
     ``pandas.DataFrame``; a model that did not run (incompatible) has no rows."""
     pd = _pandas()
-    wanted = list(models) if models is not None else list(results.models)
-    unknown = [m for m in wanted if m not in results.models]
+    wanted = list(models) if models is not None else list(results.records)
+    unknown = [m for m in wanted if m not in results.records]
     if unknown:
-        raise HarnessError(f"{results.path}: has no model(s) {', '.join(unknown)} (it has: {', '.join(results.models) or 'none'})")
-    parts: List[Dict[str, Any]] = [_model_rows(results, m) for m in wanted if results.model_row_groups(m)]
+        raise HarnessError(f"{results.path}: has no model(s) {', '.join(unknown)} (it has: {', '.join(results.records) or 'none'})")
+    parts: List[Dict[str, np.ndarray]] = [_model_rows(results, m) for m in wanted if results.model_row_groups(m)]
     data = {c: np.concatenate([p[c] for p in parts]) if parts else np.array([], dtype=object) for c in COLUMNS}
     frame = pd.DataFrame({c: data[c] for c in COLUMNS if c not in ("score", "rank")})
     frame["score"] = pd.array(data["score"].astype(np.float32) if parts else [], dtype="float32")
