@@ -251,18 +251,16 @@ class ResultsFile:
 
     def vector_spec(self, model_id: str) -> Tuple[int, np.dtype]:
         """``(dim, dtype)`` of one model's vectors, checked against the vector column's width."""
-        info = self.models.get(model_id, {})
-        dim: Any = info.get("dim")
-        dtype = _vector_dtype(info.get("vector_dtype"))
+        record = self.records.get(model_id) or ModelRecord()
+        dim, dtype = record.dim, _vector_dtype(record.vector_dtype)
         if dtype is None:
             raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype "
-                                   f"{_short(info.get('vector_dtype'))} (a numeric dtype such as float32 is required)")
-        if not _positive_int(dim):
-            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} "
-                                   "(a positive integer is required)")
+                                   f"{_short(record.vector_dtype)} (a numeric dtype such as float32 is required)")
+        if dim is None or dim < 1:
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} (a positive integer is required)")
         width = self._file.schema_arrow.field("vector").type.byte_width
-        sizes: List[Tuple[Any, Optional[np.dtype]]] = [(i.get("dim"), _vector_dtype(i.get("vector_dtype"))) for i in self.models.values()]
-        widest = max((d * t.itemsize for d, t in sizes if _positive_int(d) and t is not None), default=0)
+        sizes = [(r.dim, _vector_dtype(r.vector_dtype)) for r in self.records.values()]
+        widest = max((d * t.itemsize for d, t in sizes if d is not None and d >= 1 and t is not None), default=0)
         if dim * dtype.itemsize > width or (widest and widest != width):
             raise ResultsFileError(
                 f"{self.path}: model '{model_id}' dim {dim} does not match the vector column ({width} bytes per row)"
@@ -338,22 +336,14 @@ class ResultsFile:
         return {c: arrow_to_numpy(table.column(c)) for c in cols}
 
 
-def _vector_dtype(value: Any) -> Optional[np.dtype]:
+def _vector_dtype(value: Optional[str]) -> Optional[np.dtype]:
     """The little-endian numeric dtype a ``vector_dtype`` names (float32, int8, ...; absent: float32), or None for anything else
     (an object, string or void dtype cannot be viewed from raw bytes)."""
-    if value is None:  # JSON null: the default, as for every typed field
-        value = "float32"
-    if not isinstance(value, str):
-        return None
     try:
-        dtype: np.dtype = np.dtype(value)
+        dtype: np.dtype = np.dtype("float32" if value is None else value)  # JSON null: the default, as for every typed field
     except (TypeError, ValueError, SyntaxError):
         return None
     return dtype.newbyteorder("<") if dtype.kind in "fiu" and 1 <= dtype.itemsize <= 16 else None
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _short(value: Any) -> str:
