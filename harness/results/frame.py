@@ -10,15 +10,12 @@ The whole selection is read into memory: it is meant for corpus-sized files. The
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from harness.errors import HarnessError
 from harness.results.schema import COLUMNS
-
-if TYPE_CHECKING:  # the reader imports this module when a frame is asked for
-    from harness.results.reader import ResultsFile
 
 __all__ = ["to_frame"]
 
@@ -31,7 +28,7 @@ def _pandas() -> Any:
     return pandas
 
 
-def _model_rows(results: ResultsFile, model_id: str) -> Dict[str, np.ndarray]:
+def _model_rows(results: Any, model_id: str) -> Dict[str, np.ndarray]:
     """One model's rows as column arrays (object arrays of per-row vectors for bi-encoders)."""
     if results.records[model_id].kind != "bi-encoder":
         cols = results.rerank(model_id)
@@ -51,7 +48,7 @@ def _model_rows(results: ResultsFile, model_id: str) -> Dict[str, np.ndarray]:
             "score": np.full(n, np.nan, dtype=np.float32), "rank": np.full(n, None, dtype=object)}
 
 
-def to_frame(results: ResultsFile, models: Optional[Sequence[str]] = None) -> Any:
+def to_frame(results: Any, models: Optional[Sequence[str]] = None) -> Any:
     """The rows of ``models`` (default: every model, in the metadata's order) of an open ``ResultsFile`` as one
     ``pandas.DataFrame``; a model that did not run (incompatible) has no rows."""
     pd = _pandas()
