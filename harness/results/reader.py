@@ -7,7 +7,6 @@ layout it reads is ``harness.results.schema``; ``embeddings()`` turns the raw ve
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -82,9 +81,10 @@ class ResultsFile:
             raise ResultsFileError(f"{self.path}: missing column(s) {', '.join(missing)}")
         check_column_types(self._file.schema_arrow, str(self.path))
         # every typed field checked once, on open: a wrong type is bad input in either position, never a traceback
-        ResultsMeta.from_dict(self.meta, str(self.path))
-        if self.meta.get("baseline") is not None:
-            Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
+        self.typed = ResultsMeta.from_dict(self.meta, str(self.path))
+        baseline = self.meta.get("baseline")
+        #: why this baseline exists (who, when, why, from which file); None for a plain run's results
+        self.provenance = None if baseline is None else Provenance.from_dict(baseline, str(self.path), "baseline")
         self._pure: Dict[int, str] = {}
         self._indexed = self._index_row_groups()
         self._checked_order = False  # normalized (``harness.results.normalize``) on the first read of rows
@@ -104,50 +104,34 @@ class ResultsFile:
     def fingerprint(self) -> Dict[str, Any]:
         return dict(self.meta.get("fingerprint") or {})  # JSON null: empty, as in the typed views
 
-    # typed views (``harness.results.meta``): a field of the wrong type is a ResultsFileError naming it
+    # typed views (``harness.results.meta``), checked on open
 
-    @functools.cached_property
+    @property
     def run(self) -> RunMeta:
         """How the run was made: device, dtype, batch size, TF32/threads/attention requested, peak memory."""
-        return RunMeta.from_dict(self.meta.get("run"), str(self.path), "run")
+        return self.typed.run
 
-    @functools.cached_property
+    @property
     def records(self) -> Dict[str, ModelRecord]:
         """Per-model records (kind, status, source, weights hash, dim, speed, ...), by model id."""
-        models = self.meta.get("models")
-        if models is not None and not isinstance(models, dict):
-            raise ResultsFileError(f"{self.path}: metadata 'models' must be an object, got {type(models).__name__}")
-        return {k: ModelRecord.from_dict(v, str(self.path), f"models.{k}") for k, v in (models or {}).items()}
+        return self.typed.models
 
-    @functools.cached_property
-    def provenance(self) -> Optional[Provenance]:
-        """Why this baseline exists (who, when, why, from which file); None for a plain run's results."""
-        if self.meta.get("baseline") is None:
-            return None
-        return Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
-
-    @functools.cached_property
+    @property
     def corpus_meta(self) -> CorpusMeta:
         """Which corpus the run embedded (name, version, sha256, sizes)."""
-        return CorpusMeta.from_dict(self.meta.get("corpus"), str(self.path), "corpus")
+        return self.typed.corpus
 
     @property
     def created_at(self) -> Optional[str]:
-        return self._text("created_at")
+        return self.typed.created_at
 
     @property
     def harness_version(self) -> Optional[str]:
-        return self._text("harness_version")
+        return self.typed.harness_version
 
     @property
     def cell_id(self) -> Optional[str]:
-        return self._text("cell_id")
-
-    def _text(self, key: str) -> Optional[str]:
-        value = self.meta.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ResultsFileError(f"{self.path}: metadata '{key}' must be a string, got {value!r}")
-        return value
+        return self.typed.cell_id
 
     @property
     def stored_models(self) -> List[str]:
