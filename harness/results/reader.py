@@ -83,8 +83,7 @@ class ResultsFile:
         # every typed field checked once, on open: a wrong type is bad input in either position, never a traceback
         self.typed = ResultsMeta.from_dict(self.meta, str(self.path))
         baseline = self.meta.get("baseline")
-        #: why this baseline exists (who, when, why, from which file); None for a plain run's results
-        self.provenance = None if baseline is None else Provenance.from_dict(baseline, str(self.path), "baseline")
+        self._provenance = None if baseline is None else Provenance.from_dict(baseline, str(self.path), "baseline")
         self._pure: Dict[int, str] = {}
         self._indexed = self._index_row_groups()
         self._checked_order = False  # normalized (``harness.results.normalize``) on the first read of rows
@@ -115,6 +114,11 @@ class ResultsFile:
     def records(self) -> Dict[str, ModelRecord]:
         """Per-model records (kind, status, source, weights hash, dim, speed, ...), by model id."""
         return self.typed.models
+
+    @property
+    def provenance(self) -> Optional[Provenance]:
+        """Why this baseline exists (who, when, why, from which file); None for a plain run's results."""
+        return self._provenance
 
     @property
     def corpus_meta(self) -> CorpusMeta:
