@@ -205,7 +205,7 @@ def _precision(files: Sequence[ResultsFile], model_id: Optional[str], given: Opt
         if given not in quantized.PRECISIONS:
             raise ValueError(f"precision must be one of float32, {', '.join(quantized.PRECISIONS)}, got {given!r}")
         return given
-    recorded = {f.models.get(model_id or "", {}).get("precision", "float32") for f in files}
+    recorded = {getattr(f.records.get(model_id or ""), "precision", None) or "float32" for f in files}
     recorded.discard("float32")
     if len(recorded) > 1:
         raise ValueError(f"the results files hold {' and '.join(sorted(recorded))} vectors of '{model_id}': not comparable")
@@ -382,12 +382,10 @@ def assert_model_matches(
     assert cand is not None and base is not None, "candidate and baseline must be results files"
     _only_model([base, cand], "", model_id)
     for side, results in (("candidate", cand), ("baseline", base)):
-        info = results.models[model_id]
-        if info.get("status", "ok") != "ok":
-            _fail(f"Model '{model_id}' did not run!", [
-                f"{side} {results.path}: {info.get('status')}: {info.get('reason', '')}".rstrip(": ")
-            ])
-    kind = base.models[model_id].get("kind")
+        record = results.records[model_id]
+        if (record.status or "ok") != "ok":
+            _fail(f"Model '{model_id}' did not run!", [f"{side} {results.path}: {record.status}: {record.reason or ''}".rstrip(": ")])
+    kind = base.records[model_id].kind
     if kind == "bi-encoder":
         assert_embeddings_close(cand, base, policy, model_id=model_id, tolerance_class=tolerance_class)
     else:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the runner pulls in the registry and corpus loaders: import
 
 __all__ = [
     "DEFAULT_BASELINE_DIR",
+    "BaselineEntry",
     "baseline_path",
     "baselines_dir",
     "locate_baseline",
@@ -124,8 +125,8 @@ def create_baseline(
     force: bool = False,
     reason: Optional[str] = None,
     action: str = "create",
-) -> Dict[str, Any]:
-    """Promote a results file to a baseline; returns the provenance recorded.
+) -> Provenance:
+    """Promote a results file to a baseline; returns the provenance recorded (its paths local, not portable).
 
     Raises:
         BaselineExists: ``target`` exists and neither ``force`` nor an update was asked for.
@@ -164,7 +165,7 @@ def create_baseline(
             if previous is not None:  # the baseline is unchanged: its kept copy would only be clutter
                 previous.unlink()
             raise
-    return prov.to_dict()  # local paths, for the caller's messages; the file records them portable
+    return prov  # local paths, for the caller's messages; the file records them portable
 
 
 def provenance(path: str | Path) -> Dict[str, Any]:
@@ -189,25 +190,39 @@ def provenance(path: str | Path) -> Dict[str, Any]:
     }
 
 
-def list_baselines(directory: str | Path | None = None) -> List[Dict[str, Any]]:
+@dataclasses.dataclass(frozen=True)
+class BaselineEntry:
+    """One line of ``harness baseline list``: a current baseline, its kept previous versions and fp64 reference."""
+
+    name: str
+    path: str
+    status: str = "ok"  # or "unreadable: <why>"
+    models: List[str] = dataclasses.field(default_factory=list)
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    created_at: Optional[str] = None
+    previous: List[str] = dataclasses.field(default_factory=list)
+    reference: Optional[str] = None
+
+
+def list_baselines(directory: str | Path | None = None) -> List[BaselineEntry]:
     """Current baselines in a directory (kept previous versions are listed under ``previous``)."""
-    root = Path(directory or paths.default_baseline_dir())
-    files = sorted(root.glob("*.parquet"))
+    files = sorted(Path(directory or paths.default_baseline_dir()).glob("*.parquet"))
     out = []
     for path in (f for f in files if "." not in f.stem):
-        row: Dict[str, Any] = {"name": path.stem, "path": str(path), "status": "ok", "models": [], "device": None,
-                               "dtype": None, "created_at": None}
+        reference = f"{path.stem}.reference.parquet"
+        entry = BaselineEntry(path.stem, str(path), reference=reference if path.with_name(reference).is_file() else None,
+                              previous=[f.name for f in files if f.stem.startswith(path.stem + ".")  # fp64 references apart
+                                        and not f.stem.startswith(path.stem + ".reference")])
         try:
             results = ResultsFile(path)
             prov = results.provenance
-            row.update(models=sorted(results.records), device=results.run.device, dtype=results.run.dtype,
-                       created_at=(prov.created_at if prov is not None else None) or results.created_at)
+            entry = dataclasses.replace(entry, models=sorted(results.records), device=results.run.device,
+                                        dtype=results.run.dtype,
+                                        created_at=(prov.created_at if prov is not None else None) or results.created_at)
         except HarnessError as err:
-            row["status"] = f"unreadable: {err}"
-        row["previous"] = [f.name for f in files if f.stem.startswith(path.stem + ".")
-                           and not f.stem.startswith(path.stem + ".reference")]  # fp64 references: harness.reference
-        row["reference"] = f"{path.stem}.reference.parquet" if path.with_name(f"{path.stem}.reference.parquet").is_file() else None
-        out.append(row)
+            entry = dataclasses.replace(entry, status=f"unreadable: {err}")
+        out.append(entry)
     return out
 
 

@@ -326,7 +326,7 @@ class MissingBaseline(_HarnessItem):
         source_path = Path(source) if source else self.candidates.fresh_run(self.config.getoption("harness_models"))
         prov = create_baseline(source_path, target, reason="created by pytest --harness-regen")
         raise AssertionError(
-            f"Baseline {target} did not exist and was created from {prov['source_file']}.\n"
+            f"Baseline {target} did not exist and was created from {prov.source_file}.\n"
             "Review it (harness baseline show), commit it, and run again: a new baseline is never a pass."
         )
 

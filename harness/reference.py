@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 from harness import paths
 from harness.errors import BaselineExists, HarnessError, IncompatibleInputs
@@ -27,7 +27,7 @@ from harness.results import ResultsFile
 from harness.results.meta import path_anchors, portable_metadata
 from harness.results.writer import rewrite_metadata
 
-__all__ = ["check_reference", "make_reference", "reference_path"]
+__all__ = ["MadeReference", "check_reference", "make_reference", "reference_path"]
 
 #: what must be equal between a reference and a results file, per model: weights, tokenization, truncation
 _RECORD_KEYS = ("weights_sha256", "tokenizer_class", "max_seq_length", "padding_side")
@@ -80,11 +80,21 @@ def check_reference(reference: Source, results: Source) -> None:
                 raise IncompatibleInputs(f"{where}: model '{model_id}': {what} differs ({key} {a!r} vs {b!r})")
 
 
+class MadeReference(NamedTuple):
+    """What ``make_reference`` wrote (its ``reference`` table, recorded in the file, holds the rest)."""
+
+    path: str
+    previous_file: Optional[str]
+    duration_s: float
+    baseline_duration_s: Optional[float]
+
+
 def make_reference(baseline: Path, *, force: bool = False, device: str = "cpu", batch_size: Optional[int] = None,
-                   command: Optional[str] = None, inputs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Run ``baseline``'s corpus and models at float64 on ``device`` and store the reference beside it; returns
-    the ``reference`` table recorded (what it was made for, hashes, versions, command, time taken). ``inputs``:
-    ``config``/``registry``/``corpus`` as ``rerun_options`` takes them (where the baseline's inputs are here).
+                   command: Optional[str] = None, config: str | Path | None = None, registry: str | Path | None = None,
+                   corpus: str | Path | None = None) -> MadeReference:
+    """Run ``baseline``'s corpus and models at float64 on ``device`` and store the reference beside it, with a
+    ``reference`` table (what it was made for, hashes, versions, command, time taken). ``config``,
+    ``registry``, ``corpus``: as ``rerun_options`` takes them (where the baseline's inputs are here).
 
     Raises:
         BaselineExists: the reference exists and ``force`` was not given (nothing is run).
@@ -100,7 +110,8 @@ def make_reference(baseline: Path, *, force: bool = False, device: str = "cpu", 
                              "keeping the old file)")
     base = ResultsFile(baseline)
     with tempfile.TemporaryDirectory(prefix="harness-reference-") as tmp:
-        options = rerun_options(baseline, Path(tmp) / "reference.parquet", device=device, **(inputs or {}))
+        options = rerun_options(baseline, Path(tmp) / "reference.parquet", device=device, config=config,
+                                registry=registry, corpus=corpus)
         options = dataclasses.replace(options, dtype="float64", batch_size=batch_size or options.batch_size)
         started = time.perf_counter()
         summary = run(options)
@@ -126,4 +137,4 @@ def make_reference(baseline: Path, *, force: bool = False, device: str = "cpu", 
             previous = _keep_previous(target) if target.exists() else None
             anchors = path_anchors(paths.project_root())
             rewrite_metadata(made, target, portable_metadata({**made.meta, "reference": table}, anchors))
-    return {**table, "path": str(target), "previous_file": str(previous) if previous else None}
+    return MadeReference(str(target), str(previous) if previous else None, seconds, base.run.duration_s)

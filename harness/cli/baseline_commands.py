@@ -43,7 +43,7 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
             prov = create_baseline(source, target, force=args.force, reason=args.reason)
     else:
         prov = create_baseline(source, target, force=args.force, reason=args.reason)
-    kept = f" (previous kept as {prov['previous_file']})" if prov.get("previous_file") else ""
+    kept = f" (previous kept as {prov.previous_file})" if prov.previous_file else ""
     print(f"baseline {target} written{kept}")
     _file_certificates(target)
     return ExitCode.OK
@@ -69,7 +69,7 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
     target = _target(args)
     check_outputs(args, [("--from file", args.source)], files=[("baseline", target)])
     prov = create_baseline(args.source, target, reason=args.reason, action="update")
-    print(f"baseline {target} updated (previous kept as {prov['previous_file']})")
+    print(f"baseline {target} updated (previous kept as {prov.previous_file})")
     _file_certificates(target)
     return ExitCode.OK
 
@@ -82,10 +82,10 @@ def cmd_baseline_reference(args: argparse.Namespace) -> int:
     baseline = locate_baseline(args.name, args.dir)
     check_outputs(args, [("baseline", baseline)], files=[("reference", reference_path(baseline))])
     made = make_reference(baseline, force=args.force, device=args.device, batch_size=args.batch_size,
-                          inputs={"config": args.config, "registry": args.registry, "corpus": args.corpus})
-    kept = f" (previous kept as {made['previous_file']})" if made.get("previous_file") else ""
-    ratio = f", {made['duration_s'] / made['baseline_duration_s']:.1f}x the baseline's run" if made["baseline_duration_s"] else ""
-    print(f"reference {made['path']} written in {made['duration_s']:.1f} s{ratio}{kept}")
+                          config=args.config, registry=args.registry, corpus=args.corpus)
+    kept = f" (previous kept as {made.previous_file})" if made.previous_file else ""
+    ratio = f", {made.duration_s / made.baseline_duration_s:.1f}x the baseline's run" if made.baseline_duration_s else ""
+    print(f"reference {made.path} written in {made.duration_s:.1f} s{ratio}{kept}")
     return ExitCode.OK
 
 
@@ -115,9 +115,9 @@ def cmd_baseline_list(args: argparse.Namespace) -> int:
 
         print(f"no baselines in {directory or paths.default_baseline_dir()}")
     for row in rows:
-        prev = (f", {len(row['previous'])} previous" if row["previous"] else "") + (", fp64 reference" if row["reference"] else "")
-        print(f"{row['name']:<28} {row['device'] or '-':<6} {row['dtype'] or '-':<9} {row['created_at'] or '-':<26} "
-              f"{', '.join(row['models'])}{prev}" + ("" if row["status"] == "ok" else f"  [{row['status']}]"))
+        prev = (f", {len(row.previous)} previous" if row.previous else "") + (", fp64 reference" if row.reference else "")
+        print(f"{row.name:<28} {row.device or '-':<6} {row.dtype or '-':<9} {row.created_at or '-':<26} "
+              f"{', '.join(row.models)}{prev}" + ("" if row.status == "ok" else f"  [{row.status}]"))
     return ExitCode.OK
 
 

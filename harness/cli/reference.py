@@ -235,8 +235,7 @@ def _type_name(annotation: Any) -> str:
 
 
 def _model_table(model: Any) -> List[str]:
-    rows = ["| key | type | must | ", "|---|---|---|"]
-    rows[0] = "| key | type | must |"
+    rows = ["| key | type | must |", "|---|---|---|"]
     for name, info in model.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         must = str(extra.get("expect", "")) if extra else ""

@@ -144,7 +144,7 @@ class Project:
     path: Path
     models: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     sets: Dict[str, List[str]] = field(default_factory=dict)
-    corpus: Optional[Dict[str, Any]] = None
+    has_corpus: bool = False  # a [corpus] table (checked when the corpus is loaded)
     registry_path: Optional[Path] = None
     baselines: str = BASELINES_DIR
     index: Optional[IndexSettings] = None  # None: no [index] table
@@ -153,10 +153,6 @@ class Project:
     def baselines_dir(self) -> Path:
         """Where this project's baselines live: ``baselines`` relative to the config file."""
         return Path(self.baselines) if os.path.isabs(self.baselines) else self.path.parent / self.baselines
-
-    @property
-    def has_corpus(self) -> bool:
-        return self.corpus is not None
 
     @one_line_errors
     def registry(self, base: Optional[Registry] = None) -> Registry:
@@ -227,7 +223,7 @@ def load_project(path: str | os.PathLike[str]) -> Project:
         path=path,
         models=dict(models),
         sets={name: list(ids) for name, ids in sets.items()},
-        corpus=corpus_table(path, data),
+        has_corpus=corpus_table(path, data) is not None,
         registry_path=registry_path,
         baselines=table.get("baselines") or BASELINES_DIR,
         index=_index(path, table.get("index")),

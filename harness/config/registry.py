@@ -53,26 +53,11 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 QUANTIZATIONS = ("corpus", "encode")
 
 #: Per-model settings that change the numbers (recorded per model, passed to encode()/predict() where the
-#: installed sentence-transformers supports them), with the kinds they apply to and their types.
-_BOTH = ("bi-encoder", "cross-encoder")
-_BI = ("bi-encoder",)
-_SETTINGS: Dict[str, Tuple[Tuple[str, ...], type]] = {
-    "backend": (_BOTH, str),
-    "batch_size": (_BOTH, int),
-    "max_seq_length": (_BOTH, int),
-    "prompt": (_BOTH, str),
-    "prompt_name": (_BOTH, str),
-    "query_prompt": (_BI, str),
-    "query_prompt_name": (_BI, str),
-    "document_prompt": (_BI, str),
-    "document_prompt_name": (_BI, str),
-    "normalize_embeddings": (_BI, bool),
-    "truncate_dim": (_BI, int),
-    "precision": (_BI, str),
-    "quantization": (_BI, str),
-    "logits": (("cross-encoder",), bool),
-}
-ENCODE_KEYS = tuple(_SETTINGS)
+#: installed sentence-transformers supports them); ``_ONE_KIND``: those that apply to one kind only.
+ENCODE_KEYS = ("backend", "batch_size", "max_seq_length", "prompt", "prompt_name", "query_prompt", "query_prompt_name",
+               "document_prompt", "document_prompt_name", "normalize_embeddings", "truncate_dim", "precision",
+               "quantization", "logits")
+_ONE_KIND = {**dict.fromkeys(ENCODE_KEYS[5:13], "bi-encoder"), "logits": "cross-encoder"}
 #: Model ids the runner derives from one cross-encoder: ``<id>@logits``, ``<id>@label<i>``, ``<id>@label<i>@logits``.
 _DERIVED_ID = re.compile(r"^(?P<base>.+?)@(?:logits|label\d+(?:@logits)?)$")
 
@@ -177,10 +162,6 @@ class ModelSpec:
 
     def describe(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
-
-    def settings(self) -> Dict[str, Any]:
-        """The encode settings this entry sets (not the library defaults it leaves alone)."""
-        return {k: getattr(self, k) for k in ENCODE_KEYS if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -336,9 +317,9 @@ def _check_settings(where: str, entry: Dict[str, Any]) -> None:
     """Which kinds each encode setting applies to, and settings that exclude each other (types and ranges
     are ``ModelEntry``'s), each problem as one line naming the key."""
     kind = entry["kind"]
-    for key, (kinds, _) in _SETTINGS.items():
-        if key in entry and kind not in kinds:
-            raise ModelLoadError(f"{where}: '{key}' applies to {' and '.join(kinds)}s only, this is a {kind}")
+    for key, only in _ONE_KIND.items():
+        if key in entry and kind != only:
+            raise ModelLoadError(f"{where}: '{key}' applies to {only}s only, this is a {kind}")
     for prefix in ("", "query_", "document_"):
         if f"{prefix}prompt" in entry and f"{prefix}prompt_name" in entry:
             raise ModelLoadError(f"{where}: set '{prefix}prompt' or '{prefix}prompt_name', not both")

@@ -28,9 +28,9 @@ def _pandas() -> Any:
     return pandas
 
 
-def _model_rows(results: Any, model_id: str) -> Dict[str, Any]:
+def _model_rows(results: Any, model_id: str) -> Dict[str, np.ndarray]:
     """One model's rows as column arrays (object arrays of per-row vectors for bi-encoders)."""
-    if results.models[model_id].get("kind") != "bi-encoder":
+    if results.records[model_id].kind != "bi-encoder":
         cols = results.rerank(model_id)
         n = len(cols["item_id"])
         return {"model_id": np.full(n, model_id, dtype=object), "task": np.full(n, "rerank", dtype=object),
@@ -52,11 +52,11 @@ def to_frame(results: Any, models: Optional[Sequence[str]] = None) -> Any:
     """The rows of ``models`` (default: every model, in the metadata's order) of an open ``ResultsFile`` as one
     ``pandas.DataFrame``; a model that did not run (incompatible) has no rows."""
     pd = _pandas()
-    wanted = list(models) if models is not None else list(results.models)
-    unknown = [m for m in wanted if m not in results.models]
+    wanted = list(models) if models is not None else list(results.records)
+    unknown = [m for m in wanted if m not in results.records]
     if unknown:
-        raise HarnessError(f"{results.path}: has no model(s) {', '.join(unknown)} (it has: {', '.join(results.models) or 'none'})")
-    parts: List[Dict[str, Any]] = [_model_rows(results, m) for m in wanted if results.model_row_groups(m)]
+        raise HarnessError(f"{results.path}: has no model(s) {', '.join(unknown)} (it has: {', '.join(results.records) or 'none'})")
+    parts: List[Dict[str, np.ndarray]] = [_model_rows(results, m) for m in wanted if results.model_row_groups(m)]
     data = {c: np.concatenate([p[c] for p in parts]) if parts else np.array([], dtype=object) for c in COLUMNS}
     frame = pd.DataFrame({c: data[c] for c in COLUMNS if c not in ("score", "rank")})
     frame["score"] = pd.array(data["score"].astype(np.float32) if parts else [], dtype="float32")

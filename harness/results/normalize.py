@@ -52,7 +52,8 @@ IN_MEMORY_BYTES = 512 << 20
 
 
 def _task(results: ResultsFile, model_id: str) -> str:
-    return "embed" if results.models.get(model_id, {}).get("kind") == "bi-encoder" else "rerank"
+    record = results.records.get(model_id)
+    return "embed" if record is not None and record.kind == "bi-encoder" else "rerank"
 
 
 def _keys(task: str) -> List[str]:

@@ -7,7 +7,6 @@ layout it reads is ``harness.results.schema``; ``embeddings()`` turns the raw ve
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -82,9 +81,9 @@ class ResultsFile:
             raise ResultsFileError(f"{self.path}: missing column(s) {', '.join(missing)}")
         check_column_types(self._file.schema_arrow, str(self.path))
         # every typed field checked once, on open: a wrong type is bad input in either position, never a traceback
-        ResultsMeta.from_dict(self.meta, str(self.path))
-        if self.meta.get("baseline") is not None:
-            Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
+        self.typed = ResultsMeta.from_dict(self.meta, str(self.path))
+        baseline = self.meta.get("baseline")
+        self._provenance = None if baseline is None else Provenance.from_dict(baseline, str(self.path), "baseline")
         self._pure: Dict[int, str] = {}
         self._indexed = self._index_row_groups()
         self._checked_order = False  # normalized (``harness.results.normalize``) on the first read of rows
@@ -104,50 +103,39 @@ class ResultsFile:
     def fingerprint(self) -> Dict[str, Any]:
         return dict(self.meta.get("fingerprint") or {})  # JSON null: empty, as in the typed views
 
-    # typed views (``harness.results.meta``): a field of the wrong type is a ResultsFileError naming it
+    # typed views (``harness.results.meta``), checked on open
 
-    @functools.cached_property
+    @property
     def run(self) -> RunMeta:
         """How the run was made: device, dtype, batch size, TF32/threads/attention requested, peak memory."""
-        return RunMeta.from_dict(self.meta.get("run"), str(self.path), "run")
+        return self.typed.run
 
-    @functools.cached_property
+    @property
     def records(self) -> Dict[str, ModelRecord]:
         """Per-model records (kind, status, source, weights hash, dim, speed, ...), by model id."""
-        models = self.meta.get("models")
-        if models is not None and not isinstance(models, dict):
-            raise ResultsFileError(f"{self.path}: metadata 'models' must be an object, got {type(models).__name__}")
-        return {k: ModelRecord.from_dict(v, str(self.path), f"models.{k}") for k, v in (models or {}).items()}
+        return self.typed.models
 
-    @functools.cached_property
+    @property
     def provenance(self) -> Optional[Provenance]:
         """Why this baseline exists (who, when, why, from which file); None for a plain run's results."""
-        if self.meta.get("baseline") is None:
-            return None
-        return Provenance.from_dict(self.meta["baseline"], str(self.path), "baseline")
+        return self._provenance
 
-    @functools.cached_property
+    @property
     def corpus_meta(self) -> CorpusMeta:
         """Which corpus the run embedded (name, version, sha256, sizes)."""
-        return CorpusMeta.from_dict(self.meta.get("corpus"), str(self.path), "corpus")
+        return self.typed.corpus
 
     @property
     def created_at(self) -> Optional[str]:
-        return self._text("created_at")
+        return self.typed.created_at
 
     @property
     def harness_version(self) -> Optional[str]:
-        return self._text("harness_version")
+        return self.typed.harness_version
 
     @property
     def cell_id(self) -> Optional[str]:
-        return self._text("cell_id")
-
-    def _text(self, key: str) -> Optional[str]:
-        value = self.meta.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ResultsFileError(f"{self.path}: metadata '{key}' must be a string, got {value!r}")
-        return value
+        return self.typed.cell_id
 
     @property
     def stored_models(self) -> List[str]:
@@ -251,18 +239,16 @@ class ResultsFile:
 
     def vector_spec(self, model_id: str) -> Tuple[int, np.dtype]:
         """``(dim, dtype)`` of one model's vectors, checked against the vector column's width."""
-        info = self.models.get(model_id, {})
-        dim: Any = info.get("dim")
-        dtype = _vector_dtype(info.get("vector_dtype"))
+        record = self.records.get(model_id) or ModelRecord()
+        dim, dtype = record.dim, _vector_dtype(record.vector_dtype)
         if dtype is None:
             raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid vector_dtype "
-                                   f"{_short(info.get('vector_dtype'))} (a numeric dtype such as float32 is required)")
-        if not _positive_int(dim):
-            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} "
-                                   "(a positive integer is required)")
+                                   f"{_short(record.vector_dtype)} (a numeric dtype such as float32 is required)")
+        if dim is None or dim < 1:
+            raise ResultsFileError(f"{self.path}: model '{model_id}' has an invalid dim {_short(dim)} (a positive integer is required)")
         width = self._file.schema_arrow.field("vector").type.byte_width
-        sizes: List[Tuple[Any, Optional[np.dtype]]] = [(i.get("dim"), _vector_dtype(i.get("vector_dtype"))) for i in self.models.values()]
-        widest = max((d * t.itemsize for d, t in sizes if _positive_int(d) and t is not None), default=0)
+        sizes = [(r.dim, _vector_dtype(r.vector_dtype)) for r in self.records.values()]
+        widest = max((d * t.itemsize for d, t in sizes if d is not None and d >= 1 and t is not None), default=0)
         if dim * dtype.itemsize > width or (widest and widest != width):
             raise ResultsFileError(
                 f"{self.path}: model '{model_id}' dim {dim} does not match the vector column ({width} bytes per row)"
@@ -338,22 +324,14 @@ class ResultsFile:
         return {c: arrow_to_numpy(table.column(c)) for c in cols}
 
 
-def _vector_dtype(value: Any) -> Optional[np.dtype]:
+def _vector_dtype(value: Optional[str]) -> Optional[np.dtype]:
     """The little-endian numeric dtype a ``vector_dtype`` names (float32, int8, ...; absent: float32), or None for anything else
     (an object, string or void dtype cannot be viewed from raw bytes)."""
-    if value is None:  # JSON null: the default, as for every typed field
-        value = "float32"
-    if not isinstance(value, str):
-        return None
     try:
-        dtype: np.dtype = np.dtype(value)
+        dtype: np.dtype = np.dtype("float32" if value is None else value)  # JSON null: the default, as for every typed field
     except (TypeError, ValueError, SyntaxError):
         return None
     return dtype.newbyteorder("<") if dtype.kind in "fiu" and 1 <= dtype.itemsize <= 16 else None
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _short(value: Any) -> str:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -162,7 +162,7 @@ class ResultsWriter:
                  unique_ids: bool = True, canonical: bool = True, score: str = "float32", tokens: bool = False) -> None:
         self.path = Path(path)
         self.canonical = canonical
-        self._last_key: Dict[str, Any] = {}
+        self._last_key: Dict[str, Tuple[Any, ...]] = {}
         self.width = max(int(vector_width), 1)
         self.schema = arrow_schema(self.width, score=score, tokens=tokens).with_metadata({METADATA_KEY: metadata_bytes(metadata)})
         self._stack: Optional[contextlib.ExitStack] = None

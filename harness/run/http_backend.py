@@ -271,7 +271,7 @@ class HttpModelClient:
         return values
 
     def _route(self, task: str) -> str:
-        route = self._routes.get(task)
+        route = getattr(self._routes, task)
         if route is None:
             other = "openai, infinity or tei" if task == "embed" else "infinity, tei or cohere"
             raise HttpSettingsError(f"{self.shown}: api {self.settings.api!r} has no {task} route; use {other}")
@@ -367,7 +367,7 @@ class HttpModelClient:
         others are not asked (a dead server costs one short deadline here, not one per route)."""
         info: Dict[str, Any] = {}
         silent: Optional[str] = None
-        for route in self._routes["info"]:
+        for route in self._routes.info:
             if silent is not None:
                 info[route] = {"error": f"not asked: {silent} got no answer"}
                 continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import urljoin
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from harness.config.http import APIS, RESERVED_BODY_KEYS, join_path, shown_url
 from harness.errors import HarnessError, squeeze
 
-__all__ = ["APIS", "ROUTES", "RESERVED_BODY_KEYS", "shown_url", "join_path", "embed_body", "rerank_body",
+__all__ = ["APIS", "ROUTES", "Routes", "RESERVED_BODY_KEYS", "shown_url", "join_path", "embed_body", "rerank_body",
            "read_embeddings", "read_scores", "curate_info", "parse_json", "WireError", "NotJson", "MAX_JSON_DEPTH", "retry_after",
            "RETRY_STATUSES", "status_problem", "transport_problem"]
 
@@ -78,12 +78,19 @@ def parse_json(raw: bytes) -> Any:
         raise WireError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
-#: Route per task and the informational GETs asked for the fingerprint (paths relative to the base URL).
-ROUTES: Dict[str, Dict[str, Any]] = {
-    "openai": {"embed": "/v1/embeddings", "info": ("/v1/models",)},
-    "infinity": {"embed": "/embeddings", "rerank": "/rerank", "info": ("/models", "/openapi.json")},
-    "tei": {"embed": "/embed", "rerank": "/rerank", "info": ("/info",)},
-    "cohere": {"rerank": "/v1/rerank", "info": ()},
+class Routes(NamedTuple):
+    """An API's route per task (None: it has none) and the GETs asked for the fingerprint, relative to the base URL."""
+
+    embed: Optional[str]
+    rerank: Optional[str]
+    info: Tuple[str, ...]
+
+
+ROUTES: Dict[str, Routes] = {
+    "openai": Routes("/v1/embeddings", None, ("/v1/models",)),
+    "infinity": Routes("/embeddings", "/rerank", ("/models", "/openapi.json")),
+    "tei": Routes("/embed", "/rerank", ("/info",)),
+    "cohere": Routes(None, "/v1/rerank", ()),
 }
 
 

@@ -17,7 +17,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from harness.config.registry import ModelSpec, weight_files
 from harness.errors import ModelLoadError, first_line
@@ -68,7 +68,15 @@ def saved_versions(directory: Path) -> Dict[str, str]:
     return {str(k): str(v) for k, v in versions.items()} if isinstance(versions, dict) else {}
 
 
-def weights_sha256(directory: Path) -> Dict[str, Any]:
+class WeightsHash(NamedTuple):
+    """What a model's weights are: their SHA-256, files and format (recorded as the model's ``weights_*``)."""
+
+    weights_sha256: str
+    weight_files: List[str]
+    weights_format: str  # "safetensors" when any weight file is one, else "pickle"
+
+
+def weights_sha256(directory: Path) -> WeightsHash:
     """SHA-256 over the weight files (relative name + bytes), so a silently changed upload is caught."""
     digest = hashlib.sha256()
     files = weight_files(directory)
@@ -78,11 +86,7 @@ def weights_sha256(directory: Path) -> Dict[str, Any]:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     names = [str(p.relative_to(directory)) for p in files]
-    return {
-        "weights_sha256": digest.hexdigest(),
-        "weight_files": names,
-        "weights_format": "safetensors" if any(n.endswith(".safetensors") for n in names) else "pickle",
-    }
+    return WeightsHash(digest.hexdigest(), names, "safetensors" if any(n.endswith(".safetensors") for n in names) else "pickle")
 
 
 def installed_version() -> str:
@@ -228,7 +232,7 @@ def load_model(
     load_dir, export_to = directory, None
     if backend != "torch":
         try:
-            load_dir, export_to = prepare_backend(spec, cls, directory, backend, dtype, hashes["weights_sha256"],
+            load_dir, export_to = prepare_backend(spec, cls, directory, backend, dtype, hashes.weights_sha256,
                                                   installed_version())
         except BackendUnavailable as err:
             raise Incompatible(str(err), saved) from None
@@ -265,7 +269,7 @@ def load_model(
     if spec.max_seq_length is not None:
         _apply_max_length(model, spec, encode)
     info = {**before, "loaded_dtype_before_cast": before["loaded_dtype"], **_describe(model, spec.kind)}
-    info.update(saved_versions=saved, **hashes, backend=backend)
+    info.update(saved_versions=saved, **hashes._asdict(), backend=backend)
     if backend != "torch":
         info.update(backend_record(model, load_dir, export_to, backend))
     return LoadedModel(spec=spec, directory=directory, found_via=found_via, model=model, info=info, encode=encode)

@@ -175,12 +175,12 @@ def rank_within_queries(query_ids: Sequence[str], scores: np.ndarray) -> np.ndar
     return ranks
 
 
-def _tokens(counted: List[Optional[Tuple[np.ndarray, np.ndarray]]]) -> Dict[str, Any]:
-    """``ModelRows`` keywords of the token counts of its parts, when every part has them."""
-    if not counted or any(c is None for c in counted):
-        return {}
-    return {"tokens": np.concatenate([c[0] for c in counted if c is not None]),
-            "truncated": np.concatenate([c[1] for c in counted if c is not None])}
+def _tokens(counted: List[Optional[Tuple[np.ndarray, np.ndarray]]]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """``(tokens, truncated)`` of ``ModelRows`` from the counts of its parts, when every part has them."""
+    parts = [c for c in counted if c is not None]
+    if not counted or len(parts) < len(counted):
+        return None, None
+    return np.concatenate([c[0] for c in parts]), np.concatenate([c[1] for c in parts])
 
 
 def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
@@ -192,9 +192,10 @@ def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[Li
     roles = ["document"] * len(corpus.documents) + ["query"] * len(corpus.queries)
     prompts = getattr(loaded.model, "prompts", None) or {}
     default = prompts.get(loaded.encode.get("default_prompt_name")) if isinstance(prompts, dict) else None
-    tokens = _tokens([count_tokens(loaded, [t.text for t in texts], loaded.encode.get(f"{role}_prompt", default))
+    tokens, truncated = _tokens([count_tokens(loaded, [t.text for t in texts], loaded.encode.get(f"{role}_prompt", default))
                       for role, texts in (("document", corpus.documents), ("query", corpus.queries)) if texts])
-    return [ModelRows(model_id=loaded.spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors, **tokens)], len(ids)
+    return [ModelRows(model_id=loaded.spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors,
+                      tokens=tokens, truncated=truncated)], len(ids)
 
 
 def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
@@ -205,7 +206,7 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
     outputs = score_pairs(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs],
                           batch_size=options.batch_size, progress=options.progress)
     query_ids = [p.query_id for p in pairs]
-    tokens = _tokens([count_tokens(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs])])
+    tokens, truncated = _tokens([count_tokens(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs])])
     rows = [
         ModelRows(
             model_id=loaded.spec.id + suffix,
@@ -215,7 +216,8 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
             passage_ids=[p.passage_id for p in pairs],
             scores=scores,  # numpy already (``score_pairs``): float32, or float64 in an fp64 run
             ranks=rank_within_queries(query_ids, scores),
-            **tokens,
+            tokens=tokens,
+            truncated=truncated,
         )
         for suffix, scores, _ in outputs
     ]

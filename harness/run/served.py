@@ -79,7 +79,7 @@ def _rerank(spec: ModelSpec, corpus: Corpus, batch_size: int, rank: Ranker) -> T
     texts = {t.id: t.text for t in corpus.texts()}
     pairs = [(texts[p.query_id], texts[p.passage_id]) for p in corpus.pairs]
     query_ids = [p.query_id for p in corpus.pairs]
-    passes: List[Tuple[str, Dict[str, Any]]] = [("", {})] + ([("@logits", {"raw_scores": True})] if spec.logits else [])
+    passes: List[Tuple[str, Dict[str, bool]]] = [("", {})] + ([("@logits", {"raw_scores": True})] if spec.logits else [])
     rows, records = [], {}
     for suffix, overrides in passes:
         with HttpModelClient(served_settings(spec, batch_size, **overrides)) as client:

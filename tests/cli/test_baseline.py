@@ -24,7 +24,7 @@ def test_create_refuses_overwrite_and_force_keeps_previous(tiny_results: Path, t
         create_baseline(tiny_results, target)
     assert target.read_bytes() == first
     prov = create_baseline(tiny_results, target, force=True, reason="second")
-    kept = Path(prov["previous_file"])
+    kept = Path(prov.previous_file)
     assert kept.read_bytes() == first and kept.name.startswith("base.")
     assert ResultsFile(target).meta["baseline"]["history"][0]["reason"] == "first"
 
@@ -38,7 +38,7 @@ def test_update_needs_existing_baseline_and_reason(tiny_results: Path, tmp_path:
         create_baseline(tiny_results, target, action="update")
     noisy = perturb_results(tiny_results, tmp_path / "n.parquet", "tiny-bi-encoder", vectors=add_noise_to_one(0, 1e-3))
     prov = create_baseline(noisy, target, action="update", reason="accepted torch upgrade")
-    assert prov["reason"] == "accepted torch upgrade" and prov["created_by"]
+    assert prov.reason == "accepted torch upgrade" and prov.created_by
     shown = provenance(target)
     assert shown["baseline"]["action"] == "update" and shown["fingerprint"]["torch_version"]
 
@@ -60,7 +60,7 @@ def test_cli_create_list_show(tiny_results: Path, tmp_path: Path, capsys: pytest
     assert "refusing to overwrite" in capsys.readouterr().err
     assert main(["baseline", "list", "--dir", str(tmp_path)]) == 0
     assert "mine" in capsys.readouterr().out
-    assert [b["name"] for b in list_baselines(tmp_path)] == ["mine"]
+    assert [b.name for b in list_baselines(tmp_path)] == ["mine"]
     assert main(["baseline", "show", "mine", "--dir", str(tmp_path)]) == 0
     assert '"weights_sha256"' in capsys.readouterr().out
 
@@ -80,7 +80,7 @@ def tiny_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("ref") / "tiny.parquet"
     shutil.copy(ROOT / "fixtures" / "baselines" / "tiny-cpu-float32.parquet", base)
     made = make_reference(base, command="test")
-    assert made["path"] == str(base.with_name("tiny.reference.parquet")) and made["previous_file"] is None
+    assert made.path == str(base.with_name("tiny.reference.parquet")) and made.previous_file is None
     return base
 
 
@@ -154,7 +154,7 @@ def test_a_reference_is_never_overwritten_without_force(tiny_reference: Path, ca
     assert reference_path(tiny_reference).read_bytes() == before
     assert main(["baseline", "list", "--dir", str(tiny_reference.parent)]) == 0
     listed = list_baselines(tiny_reference.parent)
-    assert [(b["name"], b["previous"], b["reference"]) for b in listed] == [("tiny", [], "tiny.reference.parquet")]
+    assert [(b.name, b.previous, b.reference) for b in listed] == [("tiny", [], "tiny.reference.parquet")]
     assert "fp64 reference" in capsys.readouterr().out
 
 

@@ -62,8 +62,8 @@ def test_v1_baseline_through_the_cli(tiny_results: Path, capsys: pytest.CaptureF
 
 
 def test_legacy_directory_is_listed_apart() -> None:
-    assert "v1-tiny" not in [b["name"] for b in list_baselines(ROOT / "fixtures" / "baselines")]
-    assert [(b["name"], b["status"]) for b in list_baselines(LEGACY)] == [("v1-tiny", "ok")]
+    assert "v1-tiny" not in [b.name for b in list_baselines(ROOT / "fixtures" / "baselines")]
+    assert [(b.name, b.status) for b in list_baselines(LEGACY)] == [("v1-tiny", "ok")]
 
 
 def test_class_selection_reads_old_fingerprints() -> None:

@@ -86,7 +86,7 @@ def test_a_new_run_and_baseline_record_portable_paths(tiny_results: Path, tmp_pa
     assert meta["models"]["tiny-bi-encoder"]["source"]["path"] == "fixtures/models/tiny-bi-encoder"
     target = tmp_path / "base.parquet"
     prov = create_baseline(tiny_results, target, reason="test")
-    assert prov["source_file"] == str(tiny_results.resolve())  # the caller's message names the real file
+    assert prov.source_file == str(tiny_results.resolve())  # the caller's message names the real file
     recorded = ResultsFile(target).meta
     assert _absolute_paths(recorded) == [] and recorded["baseline"]["source_file"].endswith("/tiny.parquet")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import AbstractSet, Any, Dict, Tuple
+from typing import AbstractSet, Any, Dict, Mapping, NamedTuple, Tuple
 
 from harness.config.corpus import (
     CORPUS_FILES,
@@ -110,7 +110,16 @@ def _parse_pairs(path: Path, data: bytes, query_ids: AbstractSet[str], document_
     return tuple(pairs)
 
 
-def _read_manifest(path: Path) -> Dict[str, Any]:
+class _Manifest(NamedTuple):
+    """``MANIFEST.json``: the corpus's name and version, its hash, and optionally each file's (name -> sha256)."""
+
+    name: str
+    version: str
+    sha256: str
+    files: Mapping[str, object]
+
+
+def _read_manifest(path: Path) -> _Manifest:
     where = display(path)
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
@@ -126,17 +135,17 @@ def _read_manifest(path: Path) -> Dict[str, Any]:
     files = manifest.get("files", {})
     if not isinstance(files, dict):
         raise CorpusError(f"{where}: 'files' must be an object of file name -> sha256")
-    return manifest
+    return _Manifest(manifest["name"], manifest["version"], manifest["sha256"], files)
 
 
-def _verify_manifest(path: Path, manifest: Dict[str, Any], contents: Dict[str, bytes], actual: str) -> None:
+def _verify_manifest(path: Path, manifest: _Manifest, contents: Dict[str, bytes], actual: str) -> None:
     """Name the changed file when the manifest lists per-file hashes, else report the corpus hash."""
     where = display(path)
-    for name, expected in sorted(manifest.get("files", {}).items()):
+    for name, expected in sorted(manifest.files.items()):
         if name in contents and hashlib.sha256(contents[name]).hexdigest() != expected:
             raise CorpusError(f"{where}: sha256 mismatch for {name}: the file changed since the manifest was written")
-    if manifest["sha256"] != actual:
-        raise CorpusError(f"{where}: sha256 mismatch: manifest says {manifest['sha256']}, files hash to {actual}")
+    if manifest.sha256 != actual:
+        raise CorpusError(f"{where}: sha256 mismatch: manifest says {manifest.sha256}, files hash to {actual}")
 
 
 def load_directory(directory: Path) -> Corpus:
@@ -163,7 +172,7 @@ def load_directory(directory: Path) -> Corpus:
     if manifest_path.is_file():
         manifest = _read_manifest(manifest_path)
         _verify_manifest(manifest_path, manifest, contents, sha)
-        name, version = manifest["name"], manifest["version"]
+        name, version = manifest.name, manifest.version
     else:
         name, version = directory.resolve().name, "unversioned"
     return Corpus(

@@ -58,7 +58,17 @@ def load_corpus_config(path: PathLike) -> Corpus:
     return load_user_corpus(path.parent, table, path)
 
 
-def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Optional[Dict[str, Any]]:
+@dataclass
+class _FileSpec:
+    """How one data file is read: where, its format, its columns (``id_column`` -> name, ...), empty texts."""
+
+    file: Path
+    format: str
+    columns: Dict[str, str]
+    allow_empty: bool = False
+
+
+def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Optional[_FileSpec]:
     """One file's reading settings: the corpus-wide defaults overlaid by the file's own inline table.
 
     ``config`` is named in errors; relative paths are relative to ``base`` (the config file's directory).
@@ -75,27 +85,25 @@ def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Op
     unknown = sorted(set(entry) - set(allowed))
     if unknown:
         raise CorpusError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})")
-    if role == "pairs":
-        spec: Dict[str, Any] = {"query_id_column": "query_id", "passage_id_column": "passage_id", "label_column": "label"}
-    else:
-        spec = {k: table.get(k, d) for k, d in (("id_column", "id"), ("text_column", "text"),
-                                                 ("kind_column", "kind"), ("allow_empty", False))}
-    spec.update({"format": table.get("format")}, **entry)
-    file_path = Path(spec["path"])
-    spec["file"] = file_path if file_path.is_absolute() else base / file_path
-    fmt = spec.get("format") or DATA_FORMATS.get(spec["file"].suffix.lower())
+    defaults = (("query_id", "query_id"), ("passage_id", "passage_id"), ("label", "label")) if role == "pairs" else \
+        tuple((k, table.get(f"{k}_column", k)) for k in ("id", "text", "kind"))
+    settings = {f"{k}_column": d for k, d in defaults}
+    settings.update({"format": table.get("format"), "allow_empty": table.get("allow_empty", False)}, **entry)
+    file_path = Path(entry["path"])
+    file = file_path if file_path.is_absolute() else base / file_path
+    fmt = settings["format"] or DATA_FORMATS.get(file.suffix.lower())
     if fmt not in DATA_FORMATS.values():
         raise CorpusError(
-            f"{display(spec['file'])}: unknown corpus file format (use one of "
+            f"{display(file)}: unknown corpus file format (use one of "
             f"{', '.join(sorted(DATA_FORMATS))}, or set format = \"csv\" ...)"
         )
-    spec["format"] = fmt
-    for key, value in spec.items():
-        if key.endswith("_column") and (not isinstance(value, str) or not value):
+    columns = {k: v for k, v in settings.items() if k.endswith("_column")}
+    for key, value in columns.items():
+        if not isinstance(value, str) or not value:
             raise CorpusError(f"{where}: '{key}' must be a non-empty string")
-    if role != "pairs" and not isinstance(spec["allow_empty"], bool):
+    if role != "pairs" and not isinstance(settings["allow_empty"], bool):
         raise CorpusError(f"{where}: 'allow_empty' must be true or false")
-    return spec
+    return _FileSpec(file, str(fmt), columns, settings["allow_empty"] is True)
 
 
 @dataclass(frozen=True)
@@ -115,21 +123,21 @@ def load_data_files(files: DataFiles) -> Corpus:
         if path is not None and (path.is_dir() or path.suffix.lower() == ".toml"):
             raise CorpusError(f"{display(path)}: --queries needs --corpus to be a data file "
                               f"({', '.join(sorted(DATA_FORMATS))}), not a directory or a TOML config")
-    table: Dict[str, Any] = {"documents": str(files.documents.resolve())}
+    table: Dict[str, str] = {"documents": str(files.documents.resolve())}
     if files.queries is not None:
         table["queries"] = str(files.queries.resolve())
     return load_user_corpus(files.documents.parent, table, files.documents)
 
 
-def _split_roles(spec: Dict[str, Any], texts: Tuple[Any, ...], roles: List[Any]) -> Tuple[Tuple[Any, ...], Tuple[Any, ...]]:
+def _split_roles(spec: _FileSpec, texts: Tuple[Any, ...], roles: List[Any]) -> Tuple[Tuple[Any, ...], Tuple[Any, ...]]:
     """A lone file's rows split into documents and queries by its ``role`` column (absent: all documents)."""
     if "query" not in roles:
         return texts, ()
     for text, role in zip(texts, roles):
         if role not in (None, "", "document", "query"):
-            raise CorpusError(f"{display(spec['file'])}: id {shown(text.id)}: {ROLE_COLUMN!r} must be 'document', 'query' "
+            raise CorpusError(f"{display(spec.file)}: id {shown(text.id)}: {ROLE_COLUMN!r} must be 'document', 'query' "
                               f"or empty, got {shown(role)}")
-    spec["role_column"] = ROLE_COLUMN  # read this way: part of the corpus hash
+    spec.columns["role_column"] = ROLE_COLUMN  # read this way: part of the corpus hash
     return (tuple(t for t, r in zip(texts, roles) if r != "query"), tuple(t for t, r in zip(texts, roles) if r == "query"))
 
 
@@ -137,50 +145,37 @@ def load_user_corpus(base: Path, table: Dict[str, Any], config: Path) -> Corpus:
     unknown = sorted(set(table) - set(_CORPUS_KEYS))
     if unknown:
         raise CorpusError(f"{display(config)}: corpus: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(_CORPUS_KEYS)})")
-    specs = {role: _file_spec(config, base, table, role) for role in ("documents", "queries", "pairs")}
-    if specs["documents"] is None:
+    docs, queries_file, pairs_file = (_file_spec(config, base, table, role) for role in ("documents", "queries", "pairs"))
+    if docs is None:
         raise CorpusError(f"{display(config)}: corpus: 'documents' (a file path) is required")
-    if specs["pairs"] is not None and specs["queries"] is None:
+    if pairs_file is not None and queries_file is None:
         raise CorpusError(f"{display(config)}: corpus: 'pairs' needs a 'queries' file (pairs name query ids)")
-    contents = {role: read_bytes(spec["file"]) for role, spec in specs.items() if spec is not None}
+    specs = {role: spec for role, spec in (("documents", docs), ("queries", queries_file), ("pairs", pairs_file)) if spec}
+    contents = {role: read_bytes(spec.file) for role, spec in specs.items()}
     seen: Dict[str, str] = {}
     roles: List[Any] = []
-    documents = _user_texts(specs["documents"], contents["documents"], seen, roles)
-    queries = _user_texts(specs["queries"], contents["queries"], seen) if specs["queries"] else ()
-    if specs["queries"] is not None and not queries:  # a named queries file that holds none: no silent "no retrieval"
-        raise CorpusError(f"{display(specs['queries']['file'])}: empty queries file (no queries)")
-    if specs["queries"] is None and specs["pairs"] is None:
-        documents, queries = _split_roles(specs["documents"], documents, roles)
+    documents = _user_texts(docs, contents["documents"], seen, roles)
+    queries = _user_texts(queries_file, contents["queries"], seen) if queries_file else ()
+    if queries_file is not None and not queries:  # a named queries file that holds none: no silent "no retrieval"
+        raise CorpusError(f"{display(queries_file.file)}: empty queries file (no queries)")
+    if queries_file is None and pairs_file is None:
+        documents, queries = _split_roles(docs, documents, roles)
     if not documents:
-        raise CorpusError(f"{display(specs['documents']['file'])}: empty corpus (no documents)")
-    pairs = (
-        _user_pairs(specs["pairs"], contents["pairs"], {q.id for q in queries}, {d.id for d in documents})
-        if specs["pairs"] else ()
-    )
-    name = table.get("name", specs["documents"]["file"].stem)
-    version = table.get("version", "unversioned")
+        raise CorpusError(f"{display(docs.file)}: empty corpus (no documents)")
+    pairs = _user_pairs(pairs_file, contents["pairs"], {q.id for q in queries}, {d.id for d in documents}) if pairs_file else ()
+    name, version = table.get("name", docs.file.stem), table.get("version", "unversioned")
     for key, value in (("name", name), ("version", version)):
         if not isinstance(value, str) or not value:
             raise CorpusError(f"{display(config)}: corpus: '{key}' must be a non-empty string")
-    return Corpus(
-        name=name,
-        version=version,
-        documents=documents,
-        queries=queries,
-        pairs=pairs,
-        sha256=_user_hash(specs, contents),
-        path=str(config),
-    )
+    return Corpus(name=name, version=version, documents=documents, queries=queries, pairs=pairs,
+                  sha256=_user_hash(specs, contents), path=str(config))
 
 
-def _user_hash(specs: Dict[str, Optional[Dict[str, Any]]], contents: Dict[str, bytes]) -> str:
+def _user_hash(specs: Dict[str, _FileSpec], contents: Dict[str, bytes]) -> str:
     """SHA-256 over each file's bytes plus how it is read (format, columns): not its name or location."""
     outer = hashlib.sha256(b"embedding-harness user corpus v1\n")
-    for role in ("documents", "queries", "pairs"):
-        spec = specs[role]
-        if spec is None:
-            continue
-        reading = {k: v for k, v in sorted(spec.items()) if k.endswith("_column") or k == "format"}
+    for role, spec in specs.items():
+        reading = {**spec.columns, "format": spec.format}
         outer.update(
             role.encode("ascii") + b"\0" + hashlib.sha256(contents[role]).hexdigest().encode("ascii") + b"\0"
             + json.dumps(reading, sort_keys=True).encode("utf-8") + b"\n"
@@ -188,12 +183,12 @@ def _user_hash(specs: Dict[str, Optional[Dict[str, Any]]], contents: Dict[str, b
     return outer.hexdigest()
 
 
-def _rows(spec: Dict[str, Any], data: bytes, needed: Tuple[str, ...],
+def _rows(spec: _FileSpec, data: bytes, needed: Tuple[str, ...],
           optional: Tuple[str, ...] = ()) -> List[Tuple[str, Dict[str, Any]]]:
     """``(location, row)`` pairs of one data file; ``needed`` columns must exist (checked on the header), the
     ``optional`` ones are read when present. A parquet file's other columns are never read: their contents
     (out-of-range timestamps, types Python cannot hold) cannot matter."""
-    path, fmt = spec["file"], spec["format"]
+    path, fmt = spec.file, spec.format
     where = display(path)
     if fmt == "parquet":
         return _parquet_rows(path, data, needed, optional)
@@ -293,9 +288,9 @@ def _id_value(location: str, row: Dict[str, Any], column: str) -> str:
     return value
 
 
-def _user_texts(spec: Dict[str, Any], data: bytes, seen: Dict[str, str], roles: Optional[List[Any]] = None) -> Tuple[Text, ...]:
+def _user_texts(spec: _FileSpec, data: bytes, seen: Dict[str, str], roles: Optional[List[Any]] = None) -> Tuple[Text, ...]:
     """The texts of one file; ``roles`` (when given) collects each row's ``role`` column value, or None."""
-    id_col, text_col, kind_col = spec["id_column"], spec["text_column"], spec["kind_column"]
+    id_col, text_col, kind_col = (spec.columns[f"{k}_column"] for k in ("id", "text", "kind"))
     texts = []
     for location, row in _rows(spec, data, (id_col, text_col), (kind_col, ROLE_COLUMN) if roles is not None else (kind_col,)):
         if roles is not None:
@@ -306,7 +301,7 @@ def _user_texts(spec: Dict[str, Any], data: bytes, seen: Dict[str, str], roles: 
             problem = "null" if text is None else f"non-string ({type(text).__name__})"
             raise CorpusError(f"{location}: {problem} {shown(text_col)} for id {shown(text_id)}")
         valid_text(location, "the text", text, text_id)
-        if not text.strip() and not spec["allow_empty"]:
+        if not text.strip() and not spec.allow_empty:
             raise CorpusError(f"{location}: empty text for id {shown(text_id)} (set allow_empty = true to embed empty texts)")
         if text_id in seen:
             raise CorpusError(f"{location}: duplicate id {shown(text_id)} (first at {seen[text_id]})")
@@ -317,8 +312,8 @@ def _user_texts(spec: Dict[str, Any], data: bytes, seen: Dict[str, str], roles: 
     return tuple(texts)
 
 
-def _user_pairs(spec: Dict[str, Any], data: bytes, query_ids: AbstractSet[str], document_ids: AbstractSet[str]) -> Tuple[RerankPair, ...]:
-    q_col, p_col, l_col = spec["query_id_column"], spec["passage_id_column"], spec["label_column"]
+def _user_pairs(spec: _FileSpec, data: bytes, query_ids: AbstractSet[str], document_ids: AbstractSet[str]) -> Tuple[RerankPair, ...]:
+    q_col, p_col, l_col = (spec.columns[f"{k}_column"] for k in ("query_id", "passage_id", "label"))
     pairs = []
     seen: Dict[Tuple[str, str], str] = {}
     for location, row in _rows(spec, data, (q_col, p_col), (l_col,)):
