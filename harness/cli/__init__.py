@@ -11,7 +11,8 @@ import contextlib
 import os
 import signal
 import sys
-from typing import NoReturn, Optional, Sequence
+import threading
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from harness import __version__
 from harness.cli import baseline_commands, commands, matrix_commands
@@ -82,6 +83,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as done:  # --help, --version (0) or a usage error (2, one line already printed)
         return done.code if isinstance(done.code, int) else ExitCode.BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     try:
         check_settings()  # every HARNESS_* number, before any model loads or any file is read
         return int(args.func(args))
@@ -103,7 +107,20 @@ def _exit_on_second_interrupt(signum: int, frame: object) -> None:
     os._exit(ExitCode.INTERRUPTED)
 
 
-def entrypoint() -> None:
+def _interrupt_again(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook that raises a lost Ctrl-C again: a KeyboardInterrupt that lands in a callback
+    run from C (a weakref callback in importlib's locks, a ``__del__``) is printed as "Exception ignored" and
+    dropped, and the command would carry on to exit 0; re-sent, it stops the command where it can."""
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):  # sent from a thread: raised here, it is lost again
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous(unraisable)
+    return hook
+
+
+def entrypoint() -> NoReturn:
+    sys.unraisablehook = _interrupt_again(sys.unraisablehook)
     try:
         code = main(sys.argv[1:])
         sys.stdout.flush()
@@ -114,7 +131,19 @@ def entrypoint() -> None:
         code = EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # between main's return and the flush
         code = ExitCode.INTERRUPTED
+    if code == ExitCode.INTERRUPTED:
+        leave_interrupted()
     # torch and others run atexit hooks; a Ctrl-C during them would print a KeyboardInterrupt traceback
     with contextlib.suppress(ValueError):  # not the main thread (embedded use)
         signal.signal(signal.SIGINT, _exit_on_second_interrupt)
     sys.exit(code)
+
+
+def leave_interrupted() -> NoReturn:
+    """Exit 130 now, skipping the interpreter's shutdown: a Ctrl-C that lands while a library runs Python code
+    from C (pybind11's exec at import, CPython's run_eval_code_obj) leaves a flag that makes the interpreter kill
+    itself with SIGINT at shutdown (status -2) even though the interrupt was handled here."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(ExitCode.INTERRUPTED)
