@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.cli import main
-from harness.compare.scenarios import retrieval_scenarios
+from harness.compare.kinds.scenarios import retrieval_scenarios
 from harness.compare.vector_index import VectorIndexError, index_scenario, parse_id_map
 from harness.config.project import IndexSettings
 

@@ -18,15 +18,17 @@ every exact pass: how the certifying step builds a certificate with this same co
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 
 from harness.compare import certificate as certs
+from harness.compare import scenarios
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
-from harness.compare.stats import TopKStream
 from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
+from harness.compare.stats.topk import Fed, TopKStream, add_shared
 from harness.compare.workers import queries_per_pass
 
 __all__ = ["Retrieval", "query_bytes"]
@@ -87,35 +89,60 @@ def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, i
     return [(s, min(len(docs), s + copy_rows)) for s in range(0, len(docs), copy_rows)]
 
 
+@dataclass
 class _Accumulators:
-    """One worker's retrieval accumulators, fed the document rows of each segment."""
+    """One worker's retrieval accumulators, fed the document rows of each segment: the exact stream (the
+    batch's queries not certified; ``whole``: all of them), the certificate's proof, and the retrieval scenarios
+    over every query of the batch (kept index, rolling re-embed: ``rolled`` says which documents are done)."""
 
-    def __init__(self, parts: List[Any]) -> None:
-        self.parts = parts
+    exact: Optional[TopKStream] = None
+    proof: Optional[CertifyStream] = None
+    keep_index: Optional[TopKStream] = None
+    rolling: Optional[TopKStream] = None
+    whole: bool = False
 
-    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray) -> None:
-        for part in self.parts:
-            part.add(positions, base, cand, bsq, dsq)
+    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray,
+            rolled: Optional[np.ndarray] = None) -> None:
+        fed: List[Fed] = []  # streams over the batch's baseline queries: one screening product for all
+        if self.exact is not None:
+            if self.whole:
+                fed.append((self.exact, None))
+            else:
+                self.exact.add(positions, base, cand, bsq, dsq)
+        if self.proof is not None:
+            self.proof.add(positions, base, cand, bsq, dsq)
+        if self.keep_index is not None and self.rolling is not None and rolled is not None:
+            fed += [(self.keep_index, np.zeros(len(base), dtype=bool)), (self.rolling, rolled)]
+        add_shared(fed, positions, base, cand, bsq, dsq)
 
     def merge(self, other: _Accumulators) -> None:
-        for mine, theirs in zip(self.parts, other.parts):
-            mine.merge(theirs)
+        for field in ("exact", "proof", "keep_index", "rolling"):
+            mine, theirs = getattr(self, field), getattr(other, field)
+            if mine is not None:
+                mine.merge(theirs)
 
 
 class Retrieval:
     """Top-k agreement of one bi-encoder: ``accumulators()`` per worker for the judge's pass (the first query
     batch; ``held_bytes`` is what that batch holds), then ``finish(merged)`` runs the other batches and gives
-    the agreement over all queries and how many were certified / scored exactly."""
+    the agreement over all queries and how many were certified / scored exactly. ``rolling_share`` (float rows
+    only): the retrieval scenarios ride along the same passes (``scenarios()`` after ``finish``)."""
 
     def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, certificate: Optional[Source] = None,
-                 scoring: Scoring = None, collect: bool = False) -> None:
+                 scoring: Scoring = None, collect: bool = False, rolling_share: Optional[float] = None) -> None:
         self.pair, self.k, self.tie, self.scoring = pair, int(k), float(tie_tolerance), scoring
         nq, self.n_docs = len(pair.queries), int(pair.documents.sum())
         self.keep = certs.width(self.k, self.n_docs)
         self.source: Optional[Source] = certificate if scoring is None else None  # quantized rows: exact only
         self.collect = collect and scoring is None  # keep the baseline's top ``keep`` of every exact pass
         self.collected: List[certs.Certificate] = []
-        self.query_bytes = query_bytes(pair, self.keep, scoring)
+        self.share = rolling_share if scoring is None else None
+        # which documents the rolling re-embed has done, hashed from their ids in the first pass, read after
+        self.rolled: Optional[np.ndarray] = np.zeros(pair.rows, dtype=bool) if self.share is not None else None
+        self.hashed = False
+        self.found: Tuple[scenarios.Scenario, ...] = ()
+        self.query_bytes = query_bytes(pair, self.keep, scoring) + (
+            0 if self.share is None else 2 * STATE_BYTES_PER_KEPT * self.k * (max(1, pair.threads) + 1))
         size = queries_per_pass(self.query_bytes, pair.segment_bytes, pair.settings.memory_mb,
                                 pair.settings.min_queries_per_pass)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
@@ -127,6 +154,9 @@ class Retrieval:
         documents are contiguous (``_document_runs``), as ``scoring`` makes them, with the segment's ``|b|^2`` and
         ``|c - b|^2`` (``squares``: ``DiffStats.add``'s, of the raw rows) or computed here."""
         docs = np.flatnonzero(self.pair.documents[position : position + len(base)])
+        done = self.rolled
+        if done is not None and accumulators.rolling is not None and not self.hashed and self.share is not None:
+            done[position + docs] = scenarios.rolled(self.pair.ids_at(position + docs), self.share)
         for a, z in _document_runs(docs):
             lo, hi = int(docs[a]), int(docs[z - 1]) + 1
             rows = slice(lo, hi) if hi - lo == z - a else docs[a:z]
@@ -134,7 +164,8 @@ class Retrieval:
             if self.scoring is not None:
                 b, c = self.scoring(b), self.scoring(c)
             bsq, dsq = (squares[0][rows], squares[1][rows]) if squares is not None else _squares(b, c)
-            accumulators.add(position + docs[a:z], b, c, bsq, dsq)
+            accumulators.add(position + docs[a:z], b, c, bsq, dsq,
+                             done[position + docs[a:z]] if done is not None else None)
 
     def pass_name(self, index: int) -> str:
         """How the progress reports name the pass of batch ``index``."""
@@ -159,7 +190,10 @@ class Retrieval:
         scored against every document."""
         nq = len(self.pair.queries)
         first, self.first = self.first, None
+        self.hashed = True  # the judge's pass saw every document
         parts: List[Tuple[np.ndarray, TopKAgreement]] = []
+        kept: List[Tuple[np.ndarray, TopKAgreement]] = []
+        rolling: List[Tuple[np.ndarray, TopKAgreement]] = []
         certified = 0
         for index, (start, stop) in enumerate(self.batches):
             if first is not None:
@@ -169,13 +203,22 @@ class Retrieval:
                 batch = _Batch(self, start, stop)
                 accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
             agreement, n_certified, top = batch.finish(accumulated)
-            accumulated.parts.clear()  # this batch's pools and vectors go before the next batch is read
-            del batch
+            rows = np.arange(start, stop)
+            if accumulated.keep_index is not None and accumulated.rolling is not None:
+                kept.append((rows, accumulated.keep_index.agreement()))
+                rolling.append((rows, accumulated.rolling.agreement()))
+            accumulated.exact = accumulated.proof = accumulated.keep_index = accumulated.rolling = None
+            del batch  # this batch's pools and vectors go before the next batch is read
             if top is not None:
                 self.collected.append(top)
-            parts.append((np.arange(start, stop), agreement))
+            parts.append((rows, agreement))
             certified += n_certified
-        return combine(nq, self.k, np.zeros(nq, bool), parts), certified, nq - certified
+        agreement = combine(nq, self.k, np.zeros(nq, bool), parts)
+        if self.share is not None:
+            found = (agreement, *(combine(nq, self.k, np.zeros(nq, bool), p) for p in (kept, rolling)))
+            titles = {**scenarios.SCENARIOS, "rolling": f"rolling re-embed ({self.share:.0%} of documents done)"}
+            self.found = tuple(scenarios.Scenario(key, titles[key], a) for key, a in zip(scenarios.SCENARIOS, found))
+        return agreement, certified, nq - certified
 
     def certificate(self) -> Optional[certs.Certificate]:
         """The baseline's top ``keep`` documents per query collected by ``finish`` (``collect``), else None."""
@@ -209,43 +252,44 @@ class _Batch:
                 self.certificate = None
 
     def accumulators(self) -> _Accumulators:
-        parts: List[object] = []
         rows, owner = self.exact_rows, self.owner
+        out = _Accumulators(whole=len(rows) == self.stop - self.start)
         if len(rows):
             keep = owner.keep if owner.collect else 0
-            parts.append(TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep))
+            out.exact = TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep)
         if self.certificate is not None:
             if self._shared is None:
                 self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
-            parts.append(CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared))
-        return _Accumulators(parts)
+            out.proof = CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared)
+        if owner.share is not None:
+            out.keep_index, out.rolling = (TopKStream(self.base_q, self.cand_q, owner.k, owner.tie) for _ in "kr")
+        return out
 
     def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, Optional[certs.Certificate]]:
         """The batch's agreement, how many of its queries were certified, and (rebuilding) its certificate rows."""
         owner, nq = self.owner, self.stop - self.start
-        parts = list(merged.parts)
-        exact = parts.pop(0) if len(self.exact_rows) else None
+        exact = merged.exact
         exact_parts = [(self.exact_rows, exact.agreement())] if exact is not None else []
-        if self.certificate is None:
+        if self.certificate is None or merged.proof is None:
             top = None
             if owner.collect and exact is not None:
                 positions, scores = exact.baseline_top()
                 top = certs.Certificate(positions=positions, scores=scores)
             return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), 0, top
-        proof: CertifyStream = parts.pop(0)
-        certified = proof.certified(self.certificate.scores, owner.k, self.moves,
-                                    self.certificate.width >= owner.n_docs)
+        certified = merged.proof.certified(self.certificate.scores, owner.k, self.moves,
+                                           self.certificate.width >= owner.n_docs)
         in_stream: np.ndarray = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True
         full = certified & ~in_stream
         if full.any():
-            exact_parts.append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), owner.k, owner.tie)))
+            exact_parts.append((np.flatnonzero(full), merged.proof.agreement(np.flatnonzero(full), owner.k, owner.tie)))
         missed = np.flatnonzero(~(full | in_stream))
         if len(missed):
-            rescored = self.own_pass(lambda: _Accumulators([TopKStream(_take(self.base_q, missed),
-                                                                       _take(self.cand_q, missed), owner.k, owner.tie)]),
+            rescored = self.own_pass(lambda: _Accumulators(TopKStream(_take(self.base_q, missed),
+                                                                      _take(self.cand_q, missed), owner.k, owner.tie)),
                                      f"one more pass: {len(missed):,} queries the bound could not clear")
-            exact_parts.append((missed, rescored.parts[0].agreement()))
+            assert rescored.exact is not None
+            exact_parts.append((missed, rescored.exact.agreement()))
         n_certified = int(full.sum())
         return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), n_certified, None
 
