@@ -18,8 +18,8 @@ every exact pass: how the certifying step builds a certificate with this same co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -89,37 +89,38 @@ def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, i
     return [(s, min(len(docs), s + copy_rows)) for s in range(0, len(docs), copy_rows)]
 
 
+#: what a batch judges: the verdict's top-k (re-embed everything) and, when asked, the kept index and the rolling
+#: re-embed, all over the same queries (the candidate side's queries), each exact or certified
+VERDICT, TRACKS = "reembed", tuple(scenarios.SCENARIOS)
+
+
 @dataclass
 class _Accumulators:
-    """One worker's retrieval accumulators, fed the document rows of each segment: the exact stream (the
-    batch's queries not certified; ``whole``: all of them), the certificate's proof, and the retrieval scenarios
-    over every query of the batch (kept index, rolling re-embed: ``rolled`` says which documents are done)."""
+    """One worker's retrieval accumulators, fed the document rows of each segment, per track: the exact stream
+    (the batch's queries the certificate will not clear) and the certificate's proof. The exact streams score
+    the same queries in the judge's passes (``shared``): one baseline screening product for all the tracks."""
 
-    exact: Optional[TopKStream] = None
-    proof: Optional[CertifyStream] = None
-    keep_index: Optional[TopKStream] = None
-    rolling: Optional[TopKStream] = None
-    whole: bool = False
+    exact: Dict[str, TopKStream] = field(default_factory=dict)
+    proofs: Dict[str, CertifyStream] = field(default_factory=dict)
+    shared: bool = True
+
+    @property
+    def tracks(self) -> Set[str]:
+        return {*self.exact, *self.proofs}
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray,
             rolled: Optional[np.ndarray] = None) -> None:
-        fed: List[Fed] = []  # streams over the batch's baseline queries: one screening product for all
-        if self.exact is not None:
-            if self.whole:
-                fed.append((self.exact, None))
-            else:
-                self.exact.add(positions, base, cand, bsq, dsq)
-        if self.proof is not None:
-            self.proof.add(positions, base, cand, bsq, dsq)
-        if self.keep_index is not None and self.rolling is not None and rolled is not None:
-            fed += [(self.keep_index, np.zeros(len(base), dtype=bool)), (self.rolling, rolled)]
-        add_shared(fed, positions, base, cand, bsq, dsq)
+        masks: Dict[str, Optional[np.ndarray]] = {VERDICT: None, "keep_index": np.zeros(len(base), dtype=bool), "rolling": rolled}
+        for key, proof in self.proofs.items():
+            proof.add(positions, base, cand, bsq, dsq, masks[key])
+        fed: List[Fed] = [(stream, masks[key]) for key, stream in self.exact.items()]
+        for group in [fed] if self.shared else [[f] for f in fed]:
+            add_shared(group, positions, base, cand, bsq, dsq)
 
     def merge(self, other: _Accumulators) -> None:
-        for field in ("exact", "proof", "keep_index", "rolling"):
-            mine, theirs = getattr(self, field), getattr(other, field)
-            if mine is not None:
-                mine.merge(theirs)
+        for mine, theirs in ((self.exact, other.exact), (self.proofs, other.proofs)):
+            for key, part in mine.items():
+                part.merge(theirs[key])  # type: ignore[arg-type]  # the same kind of part under the same key
 
 
 class Retrieval:
@@ -141,8 +142,9 @@ class Retrieval:
         self.rolled: Optional[np.ndarray] = np.zeros(pair.rows, dtype=bool) if self.share is not None else None
         self.hashed = False
         self.found: Tuple[scenarios.Scenario, ...] = ()
-        self.query_bytes = query_bytes(pair, self.keep, scoring) + (
-            0 if self.share is None else 2 * STATE_BYTES_PER_KEPT * self.k * (max(1, pair.threads) + 1))
+        self.tracks = TRACKS if self.share is not None else (VERDICT,)
+        self.query_bytes = query_bytes(pair, self.keep, scoring) + (len(self.tracks) - 1) * (
+            STATE_BYTES_PER_KEPT * self.keep * (max(1, pair.threads) + 1))
         size = queries_per_pass(self.query_bytes, pair.segment_bytes, pair.settings.memory_mb,
                                 pair.settings.min_queries_per_pass)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
@@ -155,7 +157,7 @@ class Retrieval:
         ``|c - b|^2`` (``squares``: ``DiffStats.add``'s, of the raw rows) or computed here."""
         docs = np.flatnonzero(self.pair.documents[position : position + len(base)])
         done = self.rolled
-        if done is not None and accumulators.rolling is not None and not self.hashed and self.share is not None:
+        if done is not None and "rolling" in accumulators.tracks and not self.hashed and self.share is not None:
             done[position + docs] = scenarios.rolled(self.pair.ids_at(position + docs), self.share)
         for a, z in _document_runs(docs):
             lo, hi = int(docs[a]), int(docs[z - 1]) + 1
@@ -191,9 +193,7 @@ class Retrieval:
         nq = len(self.pair.queries)
         first, self.first = self.first, None
         self.hashed = True  # the judge's pass saw every document
-        parts: List[Tuple[np.ndarray, TopKAgreement]] = []
-        kept: List[Tuple[np.ndarray, TopKAgreement]] = []
-        rolling: List[Tuple[np.ndarray, TopKAgreement]] = []
+        parts: Dict[str, List[Tuple[np.ndarray, TopKAgreement]]] = {key: [] for key in self.tracks}
         certified = 0
         for index, (start, stop) in enumerate(self.batches):
             if first is not None:
@@ -202,23 +202,20 @@ class Retrieval:
             else:
                 batch = _Batch(self, start, stop)
                 accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
-            agreement, n_certified, top = batch.finish(accumulated)
-            rows = np.arange(start, stop)
-            if accumulated.keep_index is not None and accumulated.rolling is not None:
-                kept.append((rows, accumulated.keep_index.agreement()))
-                rolling.append((rows, accumulated.rolling.agreement()))
-            accumulated.exact = accumulated.proof = accumulated.keep_index = accumulated.rolling = None
-            del batch  # this batch's pools and vectors go before the next batch is read
+            agreements, n_certified, top = batch.finish(accumulated)
+            accumulated.exact.clear()  # this batch's pools and vectors go before the next batch is read
+            accumulated.proofs.clear()
+            del batch
             if top is not None:
                 self.collected.append(top)
-            parts.append((rows, agreement))
+            for key, agreement in agreements.items():
+                parts[key].append((np.arange(start, stop), agreement))
             certified += n_certified
-        agreement = combine(nq, self.k, np.zeros(nq, bool), parts)
+        found = {key: combine(nq, self.k, np.zeros(nq, bool), p) for key, p in parts.items()}
         if self.share is not None:
-            found = (agreement, *(combine(nq, self.k, np.zeros(nq, bool), p) for p in (kept, rolling)))
             titles = {**scenarios.SCENARIOS, "rolling": f"rolling re-embed ({self.share:.0%} of documents done)"}
-            self.found = tuple(scenarios.Scenario(key, titles[key], a) for key, a in zip(scenarios.SCENARIOS, found))
-        return agreement, certified, nq - certified
+            self.found = tuple(scenarios.Scenario(key, titles[key], found[key]) for key in TRACKS)
+        return found[VERDICT], certified, nq - certified
 
     def certificate(self) -> Optional[certs.Certificate]:
         """The baseline's top ``keep`` documents per query collected by ``finish`` (``collect``), else None."""
@@ -253,45 +250,48 @@ class _Batch:
 
     def accumulators(self) -> _Accumulators:
         rows, owner = self.exact_rows, self.owner
-        out = _Accumulators(whole=len(rows) == self.stop - self.start)
-        if len(rows):
-            keep = owner.keep if owner.collect else 0
-            out.exact = TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep)
+        out = _Accumulators()
+        for key in owner.tracks if len(rows) else ():
+            keep = owner.keep if owner.collect and key == VERDICT else 0
+            out.exact[key] = TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep)
         if self.certificate is not None:
             if self._shared is None:
                 self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
-            out.proof = CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared)
-        if owner.share is not None:
-            out.keep_index, out.rolling = (TopKStream(self.base_q, self.cand_q, owner.k, owner.tie) for _ in "kr")
+            out.proofs = {key: CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared)
+                          for key in owner.tracks}
         return out
 
-    def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, Optional[certs.Certificate]]:
-        """The batch's agreement, how many of its queries were certified, and (rebuilding) its certificate rows."""
+    def finish(self, merged: _Accumulators) -> Tuple[Dict[str, TopKAgreement], int, Optional[certs.Certificate]]:
+        """Each track's agreement over the batch, how many of its queries the verdict certified, and
+        (rebuilding) its certificate rows. A query a track's proof could not clear is scored in one more pass."""
         owner, nq = self.owner, self.stop - self.start
-        exact = merged.exact
-        exact_parts = [(self.exact_rows, exact.agreement())] if exact is not None else []
-        if self.certificate is None or merged.proof is None:
-            top = None
-            if owner.collect and exact is not None:
-                positions, scores = exact.baseline_top()
-                top = certs.Certificate(positions=positions, scores=scores)
-            return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), 0, top
-        certified = merged.proof.certified(self.certificate.scores, owner.k, self.moves,
-                                           self.certificate.width >= owner.n_docs)
+        parts = {key: [(self.exact_rows, stream.agreement())] for key, stream in merged.exact.items()}
+        top = None
+        if owner.collect and VERDICT in merged.exact:
+            top = certs.Certificate(*merged.exact[VERDICT].baseline_top())
+        n_certified, missed = 0, {}
         in_stream: np.ndarray = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True
-        full = certified & ~in_stream
-        if full.any():
-            exact_parts.append((np.flatnonzero(full), merged.proof.agreement(np.flatnonzero(full), owner.k, owner.tie)))
-        missed = np.flatnonzero(~(full | in_stream))
-        if len(missed):
-            rescored = self.own_pass(lambda: _Accumulators(TopKStream(_take(self.base_q, missed),
-                                                                      _take(self.cand_q, missed), owner.k, owner.tie)),
-                                     f"one more pass: {len(missed):,} queries the bound could not clear")
-            assert rescored.exact is not None
-            exact_parts.append((missed, rescored.exact.agreement()))
-        n_certified = int(full.sum())
-        return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), n_certified, None
+        cert = self.certificate
+        for key, proof in merged.proofs.items():
+            assert cert is not None  # proofs only with a certificate
+            certified = proof.certified(cert.scores, owner.k, self.moves, cert.width >= owner.n_docs)
+            full = certified & ~in_stream
+            if full.any():
+                parts.setdefault(key, []).append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), owner.k,
+                                                                                        owner.tie)))
+            n_certified += int(full.sum()) if key == VERDICT else 0
+            if (~(full | in_stream)).any():
+                missed[key] = np.flatnonzero(~(full | in_stream))
+        if missed:
+            count = len(np.unique(np.concatenate(list(missed.values()))))
+            rescored = self.own_pass(lambda: _Accumulators({key: TopKStream(_take(self.base_q, rows), _take(
+                self.cand_q, rows), owner.k, owner.tie) for key, rows in missed.items()}, shared=False),
+                f"one more pass: {count:,} queries the bound could not clear")
+            for key, stream in rescored.exact.items():
+                parts.setdefault(key, []).append((missed[key], stream.agreement()))
+        return {key: combine(nq, owner.k, np.zeros(nq, bool), parts.get(key, [])) for key in owner.tracks}, \
+            n_certified, top
 
     def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""

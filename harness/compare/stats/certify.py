@@ -85,6 +85,16 @@ def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optiona
     return within & (kth > far_best) if far_best is not None else within
 
 
+class _Served:
+    """The candidate side's rows where ``mask``, else the baseline's, gathered only for the rows asked for."""
+
+    def __init__(self, base: np.ndarray, cand: np.ndarray, mask: np.ndarray) -> None:
+        self.base, self.cand, self.mask = base, cand, mask
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return np.where(self.mask[rows, None], self.cand[rows], self.base[rows])
+
+
 class CertifyStream:
     """What the certificate needs from the streamed documents: both sides' exact scores of each query's W
     documents (``top``: queries x W baseline positions), the largest move ``D`` of the documents not singled
@@ -118,11 +128,16 @@ class CertifyStream:
         return flat[order], rows, cols, _norms(base_queries), _norms(cand_queries)
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
-            diff_sq: np.ndarray) -> None:
+            diff_sq: np.ndarray, mask: Optional[np.ndarray] = None) -> None:
+        """``mask`` (a bool per document, None: all): which documents the candidate side takes from ``cand``;
+        the others serve the baseline's row (a kept index, a rolling re-embed half-way)."""
         m = len(base)
         if not m:
             return
         positions = np.asarray(positions, dtype=np.int64)
+        if mask is not None:
+            diff_sq = np.where(mask, diff_sq, 0)
+            cand = _Served(base, cand, mask)  # type: ignore[assignment]  # indexed like the rows it serves
         self._gather(positions, base, cand)
         moved = move_bounds(base_sq, diff_sq, self.kappa)
         # the same rule as TopKStream's screen: a few documents far beyond the block's 99th percentile
