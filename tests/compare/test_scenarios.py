@@ -118,13 +118,16 @@ def test_query_batches_give_the_same_scenarios_as_one_pass(seed: int, n_docs: in
     assert whole[1].share("same_order") != whole[0].share("same_order") or whole[2].share("same_set") < 1
 
 
-@pytest.mark.parametrize("certified", [False, True])
-def test_the_reembed_scenario_is_the_verdicts_topk_agreement(certified: bool) -> None:
+@pytest.mark.parametrize("certified, far", [(False, False), (True, False), (True, True)])
+def test_the_reembed_scenario_is_the_verdicts_topk_agreement(certified: bool, far: bool) -> None:
     """Re-embedding everything is what the verdict judges: the same lists, with or without the certificate
-    (which decides most of the verdict's queries without scoring them; the other scenarios are scored)."""
+    (which decides most queries of every scenario without scoring them), with documents that moved far (scored
+    against every query: only where the rolling re-embed serves them)."""
     rng = np.random.default_rng(5)
     base = rng.standard_normal((530, 12)).astype(np.float32)
     cand = base + np.float32(0.003) * rng.standard_normal(base.shape).astype(np.float32)
+    if far:
+        cand[[3, 77, 200]] += np.float32(0.5)
     roles = np.array(["document"] * 500 + ["query"] * 30)
     ids = [f"t{i:04d}" for i in range(530)]
     tol = Tolerance(name="t", atol=1.0, rtol=0.0, min_cosine=-1.0, topk=10, tie_tolerance=1e-6)

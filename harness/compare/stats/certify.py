@@ -146,7 +146,7 @@ class CertifyStream:
         near = np.delete(moved, far) if len(far) else moved
         self.near_move = max(self.near_move, float(near.max(initial=0.0)))
         if len(far):
-            self._score_far(positions[far], np.asarray(cand)[far])
+            self._score_far(positions[far], np.asarray(cand[far]))
 
     def _score_far(self, far_pos: np.ndarray, far_rows: np.ndarray) -> None:
         """Exact candidate scores of far documents against every query; a far document in a query's own W is
