@@ -84,7 +84,11 @@ class FilePair(EmbeddingPair):
         return str(self.plan.base_ids[position].as_py())
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
-        return [str(i) for i in self.plan.base_ids.take(positions).to_pylist()]
+        if not len(positions):
+            return []
+        lo = int(positions.min())  # a slice, not ``take``: arrow would convert the indices through pandas
+        ids = self.plan.base_ids.slice(lo, int(positions.max()) - lo + 1).to_pylist()
+        return [str(ids[i]) for i in (positions - lo).tolist()]
 
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         plan = self.plan
