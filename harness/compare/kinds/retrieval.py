@@ -28,7 +28,7 @@ from harness.compare import scenarios
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
 from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
-from harness.compare.stats.topk import Fed, TopKStream, add_shared
+from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
 from harness.compare.workers import queries_per_pass
 
 __all__ = ["Retrieval", "query_bytes"]
@@ -109,8 +109,8 @@ class _Accumulators:
         return {*self.exact, *self.proofs}
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray,
-            rolled: Optional[np.ndarray] = None) -> None:
-        masks: Dict[str, Optional[np.ndarray]] = {VERDICT: None, "keep_index": np.zeros(len(base), dtype=bool), "rolling": rolled}
+            rolled: Mask = None) -> None:
+        masks: Dict[str, Mask] = {VERDICT: None, "keep_index": np.zeros(len(base), dtype=bool), "rolling": rolled}
         for key, proof in self.proofs.items():
             proof.add(positions, base, cand, bsq, dsq, masks[key])
         fed: List[Fed] = [(stream, masks[key]) for key, stream in self.exact.items()]
@@ -138,9 +138,8 @@ class Retrieval:
         self.collect = collect and scoring is None  # keep the baseline's top ``keep`` of every exact pass
         self.collected: List[certs.Certificate] = []
         self.share = rolling_share if scoring is None else None
-        # which documents the rolling re-embed has done, hashed from their ids in the first pass, read after
-        self.rolled: Optional[np.ndarray] = np.zeros(pair.rows, dtype=bool) if self.share is not None else None
-        self.hashed = False
+        # which documents the rolling re-embed has done (1) or not (0), hashed from the ids when first asked (-1)
+        self.rolled: np.ndarray = np.full(pair.rows if self.share is not None else 0, -1, dtype=np.int8)
         self.found: Tuple[scenarios.Scenario, ...] = ()
         self.tracks = TRACKS if self.share is not None else (VERDICT,)
         self.query_bytes = query_bytes(pair, self.keep, scoring) + (len(self.tracks) - 1) * (
@@ -156,9 +155,6 @@ class Retrieval:
         documents are contiguous (``_document_runs``), as ``scoring`` makes them, with the segment's ``|b|^2`` and
         ``|c - b|^2`` (``squares``: ``DiffStats.add``'s, of the raw rows) or computed here."""
         docs = np.flatnonzero(self.pair.documents[position : position + len(base)])
-        done = self.rolled
-        if done is not None and "rolling" in accumulators.tracks and not self.hashed and self.share is not None:
-            done[position + docs] = scenarios.rolled(self.pair.ids_at(position + docs), self.share)
         for a, z in _document_runs(docs):
             lo, hi = int(docs[a]), int(docs[z - 1]) + 1
             rows = slice(lo, hi) if hi - lo == z - a else docs[a:z]
@@ -166,8 +162,16 @@ class Retrieval:
             if self.scoring is not None:
                 b, c = self.scoring(b), self.scoring(c)
             bsq, dsq = (squares[0][rows], squares[1][rows]) if squares is not None else _squares(b, c)
-            accumulators.add(position + docs[a:z], b, c, bsq, dsq,
-                             done[position + docs[a:z]] if done is not None else None)
+            accumulators.add(position + docs[a:z], b, c, bsq, dsq, LazyMask(self.done, position + docs[a:z]))
+
+    def done(self, positions: np.ndarray) -> np.ndarray:
+        """Whether the rolling re-embed has done the documents at ``positions`` (hashed once each, when first
+        asked: only the documents a screen keeps or a certificate gathers)."""
+        known = self.rolled[positions]
+        new = positions[known < 0]
+        if len(new) and self.share is not None:
+            self.rolled[new] = known[known < 0] = scenarios.rolled(self.pair.ids_at(new), self.share)
+        return known > 0
 
     def pass_name(self, index: int) -> str:
         """How the progress reports name the pass of batch ``index``."""
@@ -192,7 +196,6 @@ class Retrieval:
         scored against every document."""
         nq = len(self.pair.queries)
         first, self.first = self.first, None
-        self.hashed = True  # the judge's pass saw every document
         parts: Dict[str, List[Tuple[np.ndarray, TopKAgreement]]] = {key: [] for key in self.tracks}
         certified = 0
         for index, (start, stop) in enumerate(self.batches):

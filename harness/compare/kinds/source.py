@@ -86,9 +86,12 @@ class FilePair(EmbeddingPair):
     def ids_at(self, positions: np.ndarray) -> List[str]:
         if not len(positions):
             return []
-        lo = int(positions.min())  # a slice, not ``take``: arrow would convert the indices through pandas
-        ids = self.plan.base_ids.slice(lo, int(positions.max()) - lo + 1).to_pylist()
-        return [str(ids[i]) for i in (positions - lo).tolist()]
+        lo, ids = int(positions.min()), self.plan.base_ids  # no ``take``: arrow converts indices through pandas
+        span = int(positions.max()) - lo + 1
+        if 8 * len(positions) < span:  # a few, scattered: one by one
+            return [str(ids[i].as_py()) for i in positions.tolist()]
+        values = ids.slice(lo, span).to_pylist()
+        return [str(values[i]) for i in (positions - lo).tolist()]
 
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         plan = self.plan

@@ -31,7 +31,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement, unit_rows
-from harness.compare.stats.topk import TILE_BYTES, move_bounds
+from harness.compare.stats.topk import TILE_BYTES, LazyMask, Mask, move_bounds, moved_sq
 
 __all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
 
@@ -88,11 +88,11 @@ def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optiona
 class _Served:
     """The candidate side's rows where ``mask``, else the baseline's, gathered only for the rows asked for."""
 
-    def __init__(self, base: np.ndarray, cand: np.ndarray, mask: np.ndarray) -> None:
+    def __init__(self, base: np.ndarray, cand: np.ndarray, mask: np.ndarray | LazyMask) -> None:
         self.base, self.cand, self.mask = base, cand, mask
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        return np.where(self.mask[rows, None], self.cand[rows], self.base[rows])
+        return np.where(self.mask.take(rows)[:, None], self.cand[rows], self.base[rows])
 
 
 class CertifyStream:
@@ -128,7 +128,7 @@ class CertifyStream:
         return flat[order], rows, cols, _norms(base_queries), _norms(cand_queries)
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
-            diff_sq: np.ndarray, mask: Optional[np.ndarray] = None) -> None:
+            diff_sq: np.ndarray, mask: Mask = None) -> None:
         """``mask`` (a bool per document, None: all): which documents the candidate side takes from ``cand``;
         the others serve the baseline's row (a kept index, a rolling re-embed half-way)."""
         m = len(base)
@@ -136,7 +136,7 @@ class CertifyStream:
             return
         positions = np.asarray(positions, dtype=np.int64)
         if mask is not None:
-            diff_sq = np.where(mask, diff_sq, 0)
+            diff_sq = moved_sq(diff_sq, mask)
             cand = _Served(base, cand, mask)  # type: ignore[assignment]  # indexed like the rows it serves
         self._gather(positions, base, cand)
         moved = move_bounds(base_sq, diff_sq, self.kappa)

@@ -4,13 +4,13 @@ for a corpus that does not fit in memory (only the documents that could still be
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 
-__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "Fed", "TopKStream", "add_shared", "move_bounds", "pair_dots"]
+__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "Fed", "LazyMask", "Mask", "TopKStream", "add_shared", "moved_sq", "move_bounds", "pair_dots"]
 
 #: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
 #: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
@@ -82,9 +82,31 @@ class TopKStream:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-#: a stream fed by ``add_shared`` and which documents its candidate side takes from the candidate (a bool per
-#: document; None: every one, False rows serve the baseline's row: a kept index)
-Fed = Tuple[TopKStream, Optional[np.ndarray]]
+class LazyMask:
+    """A bool per document, decided only for the documents asked for (``decide(positions)``: the rolling
+    re-embed's hash of their ids is needed only for the few documents kept or gathered). Where it is lazy the
+    move bounds take every document's own move, an upper bound: the screen keeps more, the result is exact."""
+
+    def __init__(self, decide: Callable[[np.ndarray], np.ndarray], positions: np.ndarray) -> None:
+        self.decide, self.positions = decide, positions
+
+    def __getitem__(self, rows: slice) -> LazyMask:
+        return LazyMask(self.decide, self.positions[rows])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.decide(self.positions[rows])
+
+
+#: which documents a stream's candidate side takes from the candidate (True) or serves the baseline's row
+#: (False: a kept index); None: every one from the candidate
+Mask = Union[np.ndarray, LazyMask, None]
+#: a stream fed by ``add_shared`` and its mask
+Fed = Tuple[TopKStream, Mask]
+
+
+def moved_sq(diff_sq: np.ndarray, mask: Mask) -> np.ndarray:
+    """The squared moves the bounds use: none where the baseline's row is served, each one's own elsewhere."""
+    return np.where(mask, diff_sq, 0) if isinstance(mask, np.ndarray) else diff_sq
 
 
 def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, cand: np.ndarray,
@@ -94,7 +116,7 @@ def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, 
     stream's candidate documents are ``cand`` where its mask says so, else ``base`` (moved by nothing)."""
     if not len(base) or not streams or not len(streams[0][0].tiles[0].base_queries):
         return
-    sides = [(mask, diff_sq if mask is None else np.where(mask, diff_sq, 0)) for _, mask in streams]
+    sides = [(mask, moved_sq(diff_sq, mask)) for _, mask in streams]
     for tiles in zip(*(stream.tiles for stream, _ in streams)):
         qb = unit_rows(tiles[0].base_queries)
         qb_work_t = np.ascontiguousarray(qb.T, dtype=tiles[0].work)
@@ -158,7 +180,7 @@ class _Tile:
         return scores, self.eps
 
     def select(self, qb: np.ndarray, qc: list, scores: np.ndarray, eps: float, positions: np.ndarray,
-               base: np.ndarray, raw_base: np.ndarray, cand: np.ndarray, mask: Optional[np.ndarray],
+               base: np.ndarray, raw_base: np.ndarray, cand: np.ndarray, mask: Mask,
                base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
         """Keep, with both exact scores, the block's documents that could still be in a top-k (``screen``'s
         ``scores``; ``base`` in the work dtype; candidate rows: ``cand`` where ``mask``, else ``raw_base``)."""
@@ -201,7 +223,7 @@ class _Tile:
             qc.append(unit_rows(self.cand_queries))
         served = np.asarray(cand)[cols]
         if mask is not None:
-            served = np.where(mask[cols, None], served, np.asarray(raw_base)[cols])
+            served = np.where(mask.take(cols)[:, None], served, np.asarray(raw_base)[cols])
         sb = pair_dots(qb, qi, unit_rows(base[cols]), col_of)
         sc = pair_dots(qc[0], qi, unit_rows(served), col_of)
         self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
