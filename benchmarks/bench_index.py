@@ -34,13 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.compare.kinds.scenarios import retrieval_scenarios
 from harness.compare.scenarios import SCENARIOS, Scenario, decide, rolled
 from harness.compare.stats import TopKStream
 from harness.compare.stats.topk import add_shared
 from harness.compare.vector_index import index_scenario
 from harness.config.environment import CompareSettings
 from harness.config.project import IndexSettings
+from tests.oracles import retrieval_scenarios
 
 NOISE = 3e-4
 #: documents generated at a time

@@ -5,15 +5,19 @@ They lived in ``harness.compare.metrics`` with no caller in the package; the tes
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from harness.compare.kinds.retrieval import Retrieval
+from harness.compare.kinds.source import ArrayPair
 from harness.compare.metrics import REL_FLOOR, ElementStats, TopKAgreement
 from harness.compare.scenarios import SCENARIOS, Scenario, rolled
 from harness.compare.stats import TopKStream
+from harness.compare.streaming import Segment
+from harness.config.environment import CompareSettings
 
-__all__ = ["element_stats", "group_rows", "row_max_abs", "scenarios_apart"]
+__all__ = ["element_stats", "group_rows", "retrieval_scenarios", "row_max_abs", "scenarios_apart"]
 
 
 def element_stats(baseline: np.ndarray, candidate: np.ndarray) -> ElementStats:
@@ -74,3 +78,29 @@ def scenarios_apart(base_q: np.ndarray, cand_q: np.ndarray, base_d: np.ndarray, 
     return tuple(Scenario(key, SCENARIOS[key], TopKAgreement(k=k, **{f: np.concatenate([getattr(p, f) for p in
                                                                                          parts[key]]) for f in fields}))
                  for key in SCENARIOS)
+
+
+def retrieval_scenarios(base_queries: np.ndarray, cand_queries: np.ndarray, base_docs: np.ndarray,
+                        cand_docs: np.ndarray, doc_ids: Sequence[str], k: int, tie_tolerance: float,
+                        share: float = 0.5, settings: Optional[CompareSettings] = None) -> Tuple[Scenario, ...]:
+    """The three exact scenarios (``reembed``, ``keep_index``, ``rolling``) for documents in memory (rows aligned
+    on ``doc_ids``), by the comparator's own one-pass code (``kinds.retrieval`` over an ``ArrayPair``, in query
+    batches within ``settings``' budget); k is cut to the corpus. Tests and benchmarks call it; the package does
+    not."""
+    n, nq = len(base_docs), len(base_queries)
+    if n == 0 or len(cand_docs) != n or len(doc_ids) != n or len(cand_queries) != nq:
+        raise ValueError(f"scenarios: {n} baseline documents, {len(cand_docs)} candidate, {len(doc_ids)} ids; "
+                         f"{nq} baseline queries, {len(cand_queries)} candidate")
+    pair = ArrayPair([*map(str, doc_ids), *(f"query {i}" for i in range(nq))], ["document"] * n + ["query"] * nq,
+                     np.concatenate([base_docs, base_queries]), np.concatenate([cand_docs, cand_queries]),
+                     settings=settings)
+    retrieval = Retrieval(pair, min(int(k), n), tie_tolerance, rolling_share=share)
+    accumulators = retrieval.accumulators()
+
+    def add(segment: Segment) -> None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            retrieval.add_segment(accumulators, *segment)
+
+    pair.feed([add], held_bytes=retrieval.held_bytes)
+    retrieval.finish(accumulators)
+    return retrieval.found

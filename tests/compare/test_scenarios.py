@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.compare.kinds import ArrayPair, judge_embeddings
-from harness.compare.kinds.scenarios import ScenarioRequest, retrieval_scenarios
+from harness.compare.kinds.scenarios import ScenarioRequest
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.scenarios import Scenario, decide, rolled
 from harness.config.environment import CompareSettings
 from tests.compare.test_scale_topk import brute_certificate
-from tests.oracles import scenarios_apart
+from tests.oracles import retrieval_scenarios, scenarios_apart
 
 PROPERTY = settings(max_examples=60, deadline=None)
 

@@ -8,20 +8,17 @@ user's index does). The advice is reported beside the verdict, never gating it."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from harness.compare import scenarios, streaming, vector_index
-from harness.compare.kinds.retrieval import Retrieval
-from harness.compare.kinds.source import ArrayPair, EmbeddingPair, FilePair
+from harness.compare.kinds.source import EmbeddingPair, FilePair
 from harness.compare.policy import Tolerance
 from harness.compare.scenario_verdict import RetrievalScenarios, ScenarioShare
-from harness.compare.streaming import Segment
-from harness.config.environment import CompareSettings
 from harness.config.project import IndexSettings
 
-__all__ = ["ScenarioRequest", "retrieval_scenarios"]
+__all__ = ["ScenarioRequest"]
 
 #: why the scenario through an index did not run without an ``[index]`` table
 NO_INDEX = "no [index] configured (harness.toml, or --index FILE --id-map FILE)"
@@ -68,27 +65,3 @@ class ScenarioRequest:
                                   set_margin=decision.set_margin, served=self.served,
                                   items=[_share(s) for s in found])
 
-
-def retrieval_scenarios(base_queries: np.ndarray, cand_queries: np.ndarray, base_docs: np.ndarray,
-                        cand_docs: np.ndarray, doc_ids: Sequence[str], k: int, tie_tolerance: float,
-                        share: float = 0.5, settings: Optional[CompareSettings] = None) -> Tuple[scenarios.Scenario, ...]:
-    """The three exact scenarios (``reembed``, ``keep_index``, ``rolling``) for documents in memory (rows aligned
-    on ``doc_ids``), by the comparator's own code (``kinds.retrieval``, in query batches within ``settings``'
-    budget); k is cut to the corpus."""
-    n, nq = len(base_docs), len(base_queries)
-    if n == 0 or len(cand_docs) != n or len(doc_ids) != n or len(cand_queries) != nq:
-        raise ValueError(f"scenarios: {n} baseline documents, {len(cand_docs)} candidate, {len(doc_ids)} ids; "
-                         f"{nq} baseline queries, {len(cand_queries)} candidate")
-    pair = ArrayPair([*map(str, doc_ids), *(f"query {i}" for i in range(nq))], ["document"] * n + ["query"] * nq,
-                     np.concatenate([base_docs, base_queries]), np.concatenate([cand_docs, cand_queries]),
-                     settings=settings)
-    retrieval = Retrieval(pair, min(int(k), n), tie_tolerance, rolling_share=share)
-    accumulators = retrieval.accumulators()
-
-    def add(segment: Segment) -> None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            retrieval.add_segment(accumulators, *segment)
-
-    pair.feed([add], held_bytes=retrieval.held_bytes)
-    retrieval.finish(accumulators)
-    return retrieval.found
