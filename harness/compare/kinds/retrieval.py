@@ -13,7 +13,9 @@ queries'); the proof is checked after it with the documents' real moves. A query
 one more pass over the files (only such queries), so the verdict is exact either way; the guess only decides
 whether that pass runs. The certificate is a hint the caller hands in (read by the comparator, filed by
 ``harness.compare.certify``); nothing here reads or writes files. ``collect`` keeps the baseline's top documents of
-every exact pass: how the certifying step builds a certificate with this same code.
+every exact pass: how the certifying step builds a certificate with this same code. With ``rolling_share`` the
+retrieval scenarios (kept index, rolling re-embed) are judged in the same passes, exact or certified like the
+verdict, their exact streams sharing its baseline screening product (``stats.topk.add_shared``).
 """
 
 from __future__ import annotations
