@@ -262,8 +262,8 @@ class _Batch:
         if self.certificate is not None:
             if self._shared is None:
                 self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
-            out.proofs = {key: CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared)
-                          for key in owner.tracks}
+            out.proofs = {key: CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared,
+                                             baseline=key == VERDICT) for key in owner.tracks}  # one baseline gather
         return out
 
     def finish(self, merged: _Accumulators) -> Tuple[Dict[str, TopKAgreement], int, Optional[certs.Certificate]]:
@@ -280,6 +280,7 @@ class _Batch:
         cert = self.certificate
         for key, proof in merged.proofs.items():
             assert cert is not None  # proofs only with a certificate
+            proof.sb = merged.proofs[VERDICT].sb  # the same (query, document) pairs: gathered once
             certified = proof.certified(cert.scores, owner.k, self.moves, cert.width >= owner.n_docs)
             full = certified & ~in_stream
             if full.any():

@@ -103,7 +103,9 @@ class CertifyStream:
     and one tile of far documents' scores."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray,
-                 tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None) -> None:
+                 tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None,
+                 baseline: bool = True) -> None:
+        self.baseline = baseline  # gather the baseline's scores (False: another stream over the same pairs does)
         self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
         dim = cand_queries.shape[1]
         unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
@@ -183,8 +185,10 @@ class CertifyStream:
         for s in range(0, len(rows), PAIR_CHUNK):  # q . d / |q|: no per-pair norm of the query row
             r, c, a = rows[s : s + PAIR_CHUNK], cols[s : s + PAIR_CHUNK], at[s : s + PAIR_CHUNK]
             docs, which = np.unique(a, return_inverse=True)
-            unit_b, unit_c = unit_rows(base[docs]), unit_rows(cand[docs])  # each document once per chunk
-            self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
+            if self.baseline:  # each document once per chunk
+                unit_b = unit_rows(base[docs])
+                self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
+            unit_c = unit_rows(cand[docs])
             self.sc[r, c] = np.einsum("ij,ij->i", self.cand_queries[r].astype(np.float64), unit_c[which]) / self.norm_c[r]
 
     def merge(self, other: CertifyStream) -> None:
