@@ -59,11 +59,6 @@ class TopKStream:
         """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
         add_shared([(self, None)], positions, base, cand, base_sq, diff_sq)
 
-    @property
-    def pooled(self) -> int:
-        """Documents held in the pools, all queries together (about ``keep`` + a few per query)."""
-        return sum(len(tile.pool_q) for tile in self.tiles)
-
     def merge(self, other: TopKStream) -> None:
         """Fold in another instance's pools (same queries, other documents)."""
         for mine, theirs in zip(self.tiles, other.tiles):
