@@ -7,8 +7,8 @@ ratios to the existing top-k pass, and their figures on real results files.
     python benchmarks/bench_index.py inside --documents 1000000  # harness compare with / without the scenarios
 
 ``inside`` writes two results files as ``bench_compare.py`` does (the candidate the baseline plus N(0, 1e-7)) and
-times ``compare_files`` on them in fresh processes, alternately without the scenarios (``judge_scenarios``
-replaced by a stub: the verdict's own passes only) and with them (the default), ``--repeat`` times each.
+times ``compare_files`` on them in fresh processes, alternately without the scenarios (HARNESS_SCENARIOS=0: the
+verdict's top-k only) and with them (the default: in the verdict's pass), ``--repeat`` times each.
 
 Scale: documents generated block by block (unit vectors; the candidate the baseline plus N(0, NOISE) per element,
 about what bf16 rounding does to MiniLM's vectors), never all in memory, under the comparator's memory budget
@@ -34,13 +34,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.compare.scenarios import BLOCK_ROWS, decide, retrieval_scenarios, scenarios_over
+from harness.compare.scenarios import SCENARIOS, Scenario, decide, rolled
 from harness.compare.stats import TopKStream
+from harness.compare.stats.topk import add_shared
 from harness.compare.vector_index import index_scenario
 from harness.config.environment import CompareSettings
 from harness.config.project import IndexSettings
+from tests.oracles import retrieval_scenarios
 
 NOISE = 3e-4
+#: documents generated at a time
+BLOCK_ROWS = 16384
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -98,8 +102,16 @@ def _one_size(args: argparse.Namespace, bq: np.ndarray, cq: np.ndarray, n: int) 
         return stream.agreement()
 
     reference, _ = _timed("top-k pass (re-embed everything), bare incl.", topk)
-    _, found = _timed("three exact scenarios, bare incl.",
-                      lambda: scenarios_over(blocks, bq, cq, args.k, 1e-6, args.share), reference)
+    def three() -> List[Scenario]:  # as the comparator feeds them in its pass: one shared screening product
+        streams = [TopKStream(bq, cq, args.k, 1e-6) for _ in SCENARIOS]
+        for positions, ids, base, cand in blocks():
+            b, c = base.astype(np.float32), cand.astype(np.float32)
+            masks = [None, np.zeros(len(base), dtype=bool), rolled(ids, args.share)]
+            add_shared(list(zip(streams, masks)), positions, base, cand, np.einsum("ij,ij->i", b, b),
+                       np.einsum("ij,ij->i", c - b, c - b))
+        return [Scenario(key, title, s.agreement()) for (key, title), s in zip(SCENARIOS.items(), streams)]
+
+    _, found = _timed("three exact scenarios, bare incl.", three, reference)
     for s in found:
         print(f"    {s.title:<56} order {s.share('same_order'):.1%} set {s.share('same_set'):.1%}")
     if n != args.index_documents:
@@ -171,7 +183,7 @@ def child(args: argparse.Namespace) -> None:
     from harness.compare import comparator
 
     if args.how == "without":
-        comparator.judge_scenarios = lambda *a, **k: None  # type: ignore[assignment]
+        os.environ["HARNESS_SCENARIOS"] = "0"  # read by compare_files' settings
     cpu, wall = time.process_time(), time.perf_counter()
     comparator.compare_files(args.baseline, args.candidate)
     print(json.dumps({"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, "rss_mb": _rss_mb()}))

@@ -5,13 +5,19 @@ They lived in ``harness.compare.metrics`` with no caller in the package; the tes
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from harness.compare.metrics import REL_FLOOR, ElementStats
+from harness.compare.kinds.retrieval import Retrieval
+from harness.compare.kinds.source import ArrayPair
+from harness.compare.metrics import REL_FLOOR, ElementStats, TopKAgreement
+from harness.compare.scenarios import SCENARIOS, Scenario, rolled
+from harness.compare.stats import TopKStream
+from harness.compare.streaming import Segment
+from harness.config.environment import CompareSettings
 
-__all__ = ["element_stats", "group_rows", "row_max_abs"]
+__all__ = ["element_stats", "group_rows", "retrieval_scenarios", "row_max_abs", "scenarios_apart"]
 
 
 def element_stats(baseline: np.ndarray, candidate: np.ndarray) -> ElementStats:
@@ -43,3 +49,58 @@ def group_rows(keys: Sequence[str]) -> Dict[str, List[int]]:
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     return groups
+
+
+def scenarios_apart(base_q: np.ndarray, cand_q: np.ndarray, base_d: np.ndarray, cand_d: np.ndarray,
+                    ids: Sequence[str], k: int, tie: float, share: float = 0.5, block: int = 16384,
+                    batch: int = 1 << 30) -> Tuple[Scenario, ...]:
+    """The retrieval scenarios as the comparator computed them before they joined the verdict's pass (its
+    former ``scenarios_over``): three independent ``TopKStream`` per query batch, each scoring every document
+    block itself (the rolling mix copied), so the one-pass sharing has something independent to equal."""
+    parts: Dict[str, List[TopKAgreement]] = {key: [] for key in SCENARIOS}
+    k = min(int(k), len(base_d))
+    for start in range(0, len(base_q), batch):
+        streams = {key: TopKStream(base_q[start : start + batch], cand_q[start : start + batch], k, tie)
+                   for key in SCENARIOS}
+        for s in range(0, len(base_d), block):
+            b, c = base_d[s : s + block], cand_d[s : s + block]
+            work = np.float64 if np.result_type(b.dtype, c.dtype).itemsize > 4 else np.float32
+            bw, d = b.astype(work), c.astype(work) - b.astype(work)
+            bsq, dsq = np.einsum("ij,ij->i", bw, bw), np.einsum("ij,ij->i", d, d)
+            done, at = rolled(ids[s : s + block], share), np.arange(s, s + len(b))
+            with np.errstate(invalid="ignore", over="ignore"):
+                streams["reembed"].add(at, b, c, bsq, dsq)
+                streams["keep_index"].add(at, b, b, bsq, np.zeros_like(dsq))
+                streams["rolling"].add(at, b, np.where(done[:, None], c, b), bsq, np.where(done, dsq, 0))
+        for key, stream in streams.items():
+            parts[key].append(stream.agreement())
+    fields = ("same_order", "same_set", "overlap", "raw_same_order")
+    return tuple(Scenario(key, SCENARIOS[key], TopKAgreement(k=k, **{f: np.concatenate([getattr(p, f) for p in
+                                                                                         parts[key]]) for f in fields}))
+                 for key in SCENARIOS)
+
+
+def retrieval_scenarios(base_queries: np.ndarray, cand_queries: np.ndarray, base_docs: np.ndarray,
+                        cand_docs: np.ndarray, doc_ids: Sequence[str], k: int, tie_tolerance: float,
+                        share: float = 0.5, settings: Optional[CompareSettings] = None) -> Tuple[Scenario, ...]:
+    """The three exact scenarios (``reembed``, ``keep_index``, ``rolling``) for documents in memory (rows aligned
+    on ``doc_ids``), by the comparator's own one-pass code (``kinds.retrieval`` over an ``ArrayPair``, in query
+    batches within ``settings``' budget); k is cut to the corpus. Tests and benchmarks call it; the package does
+    not."""
+    n, nq = len(base_docs), len(base_queries)
+    if n == 0 or len(cand_docs) != n or len(doc_ids) != n or len(cand_queries) != nq:
+        raise ValueError(f"scenarios: {n} baseline documents, {len(cand_docs)} candidate, {len(doc_ids)} ids; "
+                         f"{nq} baseline queries, {len(cand_queries)} candidate")
+    pair = ArrayPair([*map(str, doc_ids), *(f"query {i}" for i in range(nq))], ["document"] * n + ["query"] * nq,
+                     np.concatenate([base_docs, base_queries]), np.concatenate([cand_docs, cand_queries]),
+                     settings=settings)
+    retrieval = Retrieval(pair, min(int(k), n), tie_tolerance, rolling_share=share)
+    accumulators = retrieval.accumulators()
+
+    def add(segment: Segment) -> None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            retrieval.add_segment(accumulators, *segment)
+
+    pair.feed([add], held_bytes=retrieval.held_bytes)
+    retrieval.finish(accumulators)
+    return retrieval.found

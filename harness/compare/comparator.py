@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from harness.compare import accuracy_check, certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
-from harness.compare.kinds.scenarios import judge_scenarios
+from harness.compare.kinds.scenarios import ScenarioRequest
 from harness.compare.policy import Policy, Tolerance, choose_class, is_served, load_policy
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.config.environment import CompareSettings
@@ -170,8 +170,8 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
         precision = kinds.file_precision(base, cand, model_id)
         return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
     pair = kinds.FilePair(base, cand, model_id, settings)
-    verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol))  # read here, not judged
-    return dataclasses.replace(verdict, scenarios=judge_scenarios(pair, tol, index, is_served(cand.models[model_id])))
+    return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read here, not judged
+                                  scenarios=ScenarioRequest(index, is_served(cand.models[model_id])))
 
 
 def compare_results(

@@ -1,5 +1,6 @@
-"""The retrieval scenarios (harness.compare.scenarios) against a numpy brute-force oracle, with ties and
-duplicate vectors, and the advice they give."""
+"""The retrieval scenarios (harness.compare.scenarios, computed in the verdict's pass by kinds.retrieval)
+against a numpy brute-force oracle and against their former separate passes (tests/oracles.scenarios_apart),
+with ties, duplicate vectors and query batches, and the advice they give."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.compare.kinds import ArrayPair, judge_embeddings
+from harness.compare.kinds.scenarios import ScenarioRequest
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
-from harness.compare.scenarios import Scenario, decide, retrieval_scenarios, rolled, scenarios_over
-from harness.compare.stats import TopKStream
+from harness.compare.scenarios import Scenario, decide, rolled
 from harness.config.environment import CompareSettings
+from tests.compare.test_scale_topk import brute_certificate
+from tests.oracles import retrieval_scenarios, scenarios_apart
 
 PROPERTY = settings(max_examples=60, deadline=None)
 
@@ -78,41 +82,67 @@ def test_scenarios_equal_the_brute_force_oracle(c: dict) -> None:
     _check(c, retrieval_scenarios(c["bq"], c["cq"], c["bd"], c["cd"], c["ids"], c["k"], c["tie"], c["share"]))
 
 
+def _lists(scenarios: Tuple[Scenario, ...]) -> list:
+    return [(s.key, *(getattr(s.agreement, f).tolist() for f in ("same_order", "same_set", "overlap",
+                                                                  "raw_same_order"))) for s in scenarios]
+
+
 @PROPERTY
-@given(c=corpora(), block=st.integers(1, 5), order=st.randoms(use_true_random=False))
-def test_any_blocks_in_any_order_give_the_same_scenarios(c: dict, block: int, order: object) -> None:
-    n = len(c["bd"])
-    starts = list(range(0, n, block))
-    order.shuffle(starts)  # type: ignore[attr-defined]
-
-    def blocks():  # type: ignore[no-untyped-def]
-        for s in starts:
-            e = min(n, s + block)
-            yield np.arange(s, e), c["ids"][s:e], c["bd"][s:e], c["cd"][s:e]
-
-    _check(c, scenarios_over(blocks, c["bq"], c["cq"], c["k"], c["tie"], c["share"]))
+@given(c=corpora(), block=st.integers(1, 5), batch=st.integers(1, 4), budget=st.sampled_from([0, 512]))
+def test_one_pass_equals_the_former_separate_passes(c: dict, block: int, batch: int, budget: int) -> None:
+    """Any query batches (a budget of 0 MB: ``batch`` queries a pass), any blocks: the shared screening product
+    gives every list the separate streams gave."""
+    settings = CompareSettings(memory_mb=budget, min_queries_per_pass=batch)
+    one = retrieval_scenarios(c["bq"], c["cq"], c["bd"], c["cd"], c["ids"], c["k"], c["tie"], c["share"], settings)
+    apart = scenarios_apart(c["bq"], c["cq"], c["bd"], c["cd"], c["ids"], c["k"], c["tie"], c["share"], block, batch)
+    assert _lists(one) == _lists(apart)
 
 
-def test_query_batches_give_the_same_scenarios_as_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """More queries than one pass holds (a tiny budget, a batch floor of 5): several passes, the same answer."""
-    rng = np.random.default_rng(3)
-    bd = rng.standard_normal((300, 8)).astype(np.float32)
-    cd = bd + 0.003 * rng.standard_normal(bd.shape).astype(np.float32)
-    bq = rng.standard_normal((23, 8)).astype(np.float32)
-    cq = bq + 0.003 * rng.standard_normal(bq.shape).astype(np.float32)
-    ids = [str(i) for i in range(300)]
+@pytest.mark.parametrize("seed, n_docs, nq, dim, dtype", [(0, 300, 23, 8, np.float32), (1, 1000, 40, 16, np.float64),
+                                                          (2, 50, 7, 4, np.float16)])
+def test_query_batches_give_the_same_scenarios_as_one_pass(seed: int, n_docs: int, nq: int, dim: int,
+                                                           dtype: type) -> None:
+    """More queries than one pass holds (a tiny budget, a batch floor of 5): several passes, the same answer,
+    as the former separate passes gave it."""
+    rng = np.random.default_rng(seed)
+    bd = rng.standard_normal((n_docs, dim)).astype(dtype)
+    bd[1::7] = bd[0]  # duplicate documents: exact ties
+    cd = (bd + 0.003 * rng.standard_normal(bd.shape)).astype(dtype)
+    bq = rng.standard_normal((nq, dim)).astype(dtype)
+    cq = (bq + 0.003 * rng.standard_normal(bq.shape)).astype(dtype)
+    ids = [str(i) for i in range(n_docs)]
     whole = retrieval_scenarios(bq, cq, bd, cd, ids, 10, 1e-6)
-    import harness.compare.scenarios as scenarios
-
-    passes = []
-    monkeypatch.setattr(scenarios, "TopKStream", lambda *a, **kw: passes.append(a) or TopKStream(*a, **kw))
     cut = retrieval_scenarios(bq, cq, bd, cd, ids, 10, 1e-6, settings=CompareSettings(memory_mb=0, min_queries_per_pass=5))
-    assert len(passes) == 3 * 5  # 23 queries in batches of 5, three scenarios each
-    for a, b in zip(whole, cut):
-        assert a.agreement is not None and b.agreement is not None
-        assert a.agreement.same_order.tolist() == b.agreement.same_order.tolist()
-        assert a.agreement.same_set.tolist() == b.agreement.same_set.tolist()
+    assert _lists(whole) == _lists(cut) == _lists(scenarios_apart(bq, cq, bd, cd, ids, 10, 1e-6, block=64))
     assert 0 < whole[0].share("same_order") < 1  # the perturbation really reorders some queries
+    assert whole[1].share("same_order") != whole[0].share("same_order") or whole[2].share("same_set") < 1
+
+
+@pytest.mark.parametrize("certified, far", [(False, False), (True, False), (True, True)])
+def test_the_reembed_scenario_is_the_verdicts_topk_agreement(certified: bool, far: bool) -> None:
+    """Re-embedding everything is what the verdict judges: the same lists, with or without the certificate
+    (which decides most queries of every scenario without scoring them), with documents that moved far (scored
+    against every query: only where the rolling re-embed serves them)."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((530, 12)).astype(np.float32)
+    cand = base + np.float32(0.003) * rng.standard_normal(base.shape).astype(np.float32)
+    if far:
+        cand[[3, 77, 200]] += np.float32(0.5)
+    roles = np.array(["document"] * 500 + ["query"] * 30)
+    ids = [f"t{i:04d}" for i in range(530)]
+    tol = Tolerance(name="t", atol=1.0, rtol=0.0, min_cosine=-1.0, topk=10, tie_tolerance=1e-6)
+    cert = brute_certificate(base, np.arange(500, 530), np.arange(500), 10) if certified else None
+    settings = CompareSettings(memory_mb=0, min_queries_per_pass=8)  # four query batches
+    verdict = judge_embeddings("m", tol, ArrayPair(ids, roles, base, cand, settings=settings), certificate=cert,
+                               scenarios=ScenarioRequest())
+    assert verdict.scenarios is not None and (verdict.evidence["topk"]["certified"] > 0) == certified
+    reembed = {s.key: s for s in verdict.scenarios.items}["reembed"]
+    assert (reembed.same_order, reembed.same_set) == (verdict.metrics["topk_order_agreement"],
+                                                      verdict.metrics["topk_set_agreement"])
+    expected = retrieval_scenarios(base[500:], cand[500:], base[:500], cand[:500], ids[:500], 10, 1e-6)
+    assert [(s.key, s.same_order, s.same_set) for s in verdict.scenarios.items[:3]] == \
+        [(s.key, s.share("same_order"), s.share("same_set")) for s in expected]
+    assert 0 < reembed.same_order < 1  # the move really reorders some queries
 
 
 def test_rolled_is_a_stable_hash_share() -> None:

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.cli import main
-from harness.compare.scenarios import retrieval_scenarios
 from harness.compare.vector_index import VectorIndexError, index_scenario, parse_id_map
 from harness.config.project import IndexSettings
+from tests.oracles import retrieval_scenarios
 
 faiss = pytest.importorskip("faiss")
 

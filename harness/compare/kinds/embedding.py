@@ -8,12 +8,14 @@ element, the largest relative difference, the lowest cosine, the changed queries
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
 from harness.compare.kinds.retrieval import Retrieval, Source
+from harness.compare.kinds.scenarios import ScenarioRequest
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
@@ -53,14 +55,16 @@ class _Worker:
             self.retrieval.add_segment(self.topk, position, base, cand, squares)
 
 
-def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
-                     certificate: Optional[Source] = None) -> ModelVerdict:
+def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
+                     scenarios: Optional[ScenarioRequest] = None) -> ModelVerdict:
     """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
     ``certificate``: a hint, the baseline's top ``width(k)`` per query (``harness.compare.certificate``): most
-    queries are then decided without scoring every document; the verdict is the same without it."""
+    queries are then decided without scoring every document; the verdict is the same without it.
+    ``scenarios``: the retrieval scenarios, reported beside the verdict, computed in the same passes."""
     dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
     k = retrieval_k(pair, tol.topk)
-    retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate) if k is not None else None
+    share = scenarios.share(pair) if scenarios is not None else None
+    retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
     workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
     pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
               what=retrieval.pass_name(0) if retrieval is not None else "")
@@ -76,7 +80,10 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair,
     if st.zero_base:  # zeros against zeros would pass with cosine 1: a baseline without direction proves nothing
         pair.refuse_nonfinite(st.zero_base, [], problem=ZERO_VECTORS)
     topk = retrieval.finish(first.topk) if retrieval is not None and first.topk is not None else None
-    return _verdict(model_id, tol, pair, st, topk)
+    verdict = _verdict(model_id, tol, pair, st, topk)
+    if scenarios is not None and retrieval is not None and retrieval.found:
+        verdict = dataclasses.replace(verdict, scenarios=scenarios.judge(pair, tol, retrieval.k, retrieval.found))
+    return verdict
 
 
 def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Dict[str, Any]:

@@ -13,20 +13,24 @@ queries'); the proof is checked after it with the documents' real moves. A query
 one more pass over the files (only such queries), so the verdict is exact either way; the guess only decides
 whether that pass runs. The certificate is a hint the caller hands in (read by the comparator, filed by
 ``harness.compare.certify``); nothing here reads or writes files. ``collect`` keeps the baseline's top documents of
-every exact pass: how the certifying step builds a certificate with this same code.
+every exact pass: how the certifying step builds a certificate with this same code. With ``rolling_share`` the
+retrieval scenarios (kept index, rolling re-embed) are judged in the same passes, exact or certified like the
+verdict, their exact streams sharing its baseline screening product (``stats.topk.add_shared``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
 from harness.compare import certificate as certs
+from harness.compare import scenarios
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
-from harness.compare.stats import TopKStream
 from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
+from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
 from harness.compare.workers import queries_per_pass
 
 __all__ = ["Retrieval", "query_bytes"]
@@ -87,35 +91,61 @@ def _document_runs(docs: np.ndarray, copy_rows: int = 8192) -> List[Tuple[int, i
     return [(s, min(len(docs), s + copy_rows)) for s in range(0, len(docs), copy_rows)]
 
 
+#: what a batch judges: the verdict's top-k (re-embed everything) and, when asked, the kept index and the rolling
+#: re-embed, all over the same queries (the candidate side's queries), each exact or certified
+VERDICT, TRACKS = "reembed", tuple(scenarios.SCENARIOS)
+
+
+@dataclass
 class _Accumulators:
-    """One worker's retrieval accumulators, fed the document rows of each segment."""
+    """One worker's retrieval accumulators, fed the document rows of each segment, per track: the exact stream
+    (the batch's queries the certificate will not clear) and the certificate's proof. The exact streams score
+    the same queries in the judge's passes (``shared``): one baseline screening product for all the tracks."""
 
-    def __init__(self, parts: List[Any]) -> None:
-        self.parts = parts
+    exact: Dict[str, TopKStream] = field(default_factory=dict)
+    proofs: Dict[str, CertifyStream] = field(default_factory=dict)
+    shared: bool = True
 
-    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray) -> None:
-        for part in self.parts:
-            part.add(positions, base, cand, bsq, dsq)
+    @property
+    def tracks(self) -> Set[str]:
+        return {*self.exact, *self.proofs}
+
+    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray,
+            rolled: Mask = None) -> None:
+        masks: Dict[str, Mask] = {VERDICT: None, "keep_index": np.zeros(len(base), dtype=bool), "rolling": rolled}
+        for key, proof in self.proofs.items():
+            proof.add(positions, base, cand, bsq, dsq, masks[key])
+        fed: List[Fed] = [(stream, masks[key]) for key, stream in self.exact.items()]
+        for group in [fed] if self.shared else [[f] for f in fed]:
+            add_shared(group, positions, base, cand, bsq, dsq)
 
     def merge(self, other: _Accumulators) -> None:
-        for mine, theirs in zip(self.parts, other.parts):
-            mine.merge(theirs)
+        for mine, theirs in ((self.exact, other.exact), (self.proofs, other.proofs)):
+            for key, part in mine.items():
+                part.merge(theirs[key])  # type: ignore[arg-type]  # the same kind of part under the same key
 
 
 class Retrieval:
     """Top-k agreement of one bi-encoder: ``accumulators()`` per worker for the judge's pass (the first query
     batch; ``held_bytes`` is what that batch holds), then ``finish(merged)`` runs the other batches and gives
-    the agreement over all queries and how many were certified / scored exactly."""
+    the agreement over all queries and how many were certified / scored exactly. ``rolling_share`` (float rows
+    only): the retrieval scenarios ride along the same passes (``scenarios()`` after ``finish``)."""
 
     def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, certificate: Optional[Source] = None,
-                 scoring: Scoring = None, collect: bool = False) -> None:
+                 scoring: Scoring = None, collect: bool = False, rolling_share: Optional[float] = None) -> None:
         self.pair, self.k, self.tie, self.scoring = pair, int(k), float(tie_tolerance), scoring
         nq, self.n_docs = len(pair.queries), int(pair.documents.sum())
         self.keep = certs.width(self.k, self.n_docs)
         self.source: Optional[Source] = certificate if scoring is None else None  # quantized rows: exact only
         self.collect = collect and scoring is None  # keep the baseline's top ``keep`` of every exact pass
         self.collected: List[certs.Certificate] = []
-        self.query_bytes = query_bytes(pair, self.keep, scoring)
+        self.share = rolling_share if scoring is None else None
+        # which documents the rolling re-embed has done (1) or not (0), hashed from the ids when first asked (-1)
+        self.rolled: np.ndarray = np.full(pair.rows if self.share is not None else 0, -1, dtype=np.int8)
+        self.found: Tuple[scenarios.Scenario, ...] = ()
+        self.tracks = TRACKS if self.share is not None else (VERDICT,)
+        self.query_bytes = query_bytes(pair, self.keep, scoring) + (len(self.tracks) - 1) * (
+            STATE_BYTES_PER_KEPT * self.keep * (max(1, pair.threads) + 1))
         size = queries_per_pass(self.query_bytes, pair.segment_bytes, pair.settings.memory_mb,
                                 pair.settings.min_queries_per_pass)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]
@@ -134,7 +164,16 @@ class Retrieval:
             if self.scoring is not None:
                 b, c = self.scoring(b), self.scoring(c)
             bsq, dsq = (squares[0][rows], squares[1][rows]) if squares is not None else _squares(b, c)
-            accumulators.add(position + docs[a:z], b, c, bsq, dsq)
+            accumulators.add(position + docs[a:z], b, c, bsq, dsq, LazyMask(self.done, position + docs[a:z]))
+
+    def done(self, positions: np.ndarray) -> np.ndarray:
+        """Whether the rolling re-embed has done the documents at ``positions`` (hashed once each, when first
+        asked: only the documents a screen keeps or a certificate gathers)."""
+        known = self.rolled[positions]
+        new = positions[known < 0]
+        if len(new) and self.share is not None:
+            self.rolled[new] = known[known < 0] = scenarios.rolled(self.pair.ids_at(new), self.share)
+        return known > 0
 
     def pass_name(self, index: int) -> str:
         """How the progress reports name the pass of batch ``index``."""
@@ -159,7 +198,7 @@ class Retrieval:
         scored against every document."""
         nq = len(self.pair.queries)
         first, self.first = self.first, None
-        parts: List[Tuple[np.ndarray, TopKAgreement]] = []
+        parts: Dict[str, List[Tuple[np.ndarray, TopKAgreement]]] = {key: [] for key in self.tracks}
         certified = 0
         for index, (start, stop) in enumerate(self.batches):
             if first is not None:
@@ -168,14 +207,20 @@ class Retrieval:
             else:
                 batch = _Batch(self, start, stop)
                 accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
-            agreement, n_certified, top = batch.finish(accumulated)
-            accumulated.parts.clear()  # this batch's pools and vectors go before the next batch is read
+            agreements, n_certified, top = batch.finish(accumulated)
+            accumulated.exact.clear()  # this batch's pools and vectors go before the next batch is read
+            accumulated.proofs.clear()
             del batch
             if top is not None:
                 self.collected.append(top)
-            parts.append((np.arange(start, stop), agreement))
+            for key, agreement in agreements.items():
+                parts[key].append((np.arange(start, stop), agreement))
             certified += n_certified
-        return combine(nq, self.k, np.zeros(nq, bool), parts), certified, nq - certified
+        found = {key: combine(nq, self.k, np.zeros(nq, bool), p) for key, p in parts.items()}
+        if self.share is not None:
+            titles = {**scenarios.SCENARIOS, "rolling": f"rolling re-embed ({self.share:.0%} of documents done)"}
+            self.found = tuple(scenarios.Scenario(key, titles[key], found[key]) for key in TRACKS)
+        return found[VERDICT], certified, nq - certified
 
     def certificate(self) -> Optional[certs.Certificate]:
         """The baseline's top ``keep`` documents per query collected by ``finish`` (``collect``), else None."""
@@ -209,45 +254,50 @@ class _Batch:
                 self.certificate = None
 
     def accumulators(self) -> _Accumulators:
-        parts: List[object] = []
         rows, owner = self.exact_rows, self.owner
-        if len(rows):
-            keep = owner.keep if owner.collect else 0
-            parts.append(TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep))
+        out = _Accumulators()
+        for key in owner.tracks if len(rows) else ():
+            keep = owner.keep if owner.collect and key == VERDICT else 0
+            out.exact[key] = TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep)
         if self.certificate is not None:
             if self._shared is None:
                 self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
-            parts.append(CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared))
-        return _Accumulators(parts)
+            out.proofs = {key: CertifyStream(self.base_q, self.cand_q, self.certificate.positions, shared=self._shared,
+                                             baseline=key == VERDICT) for key in owner.tracks}  # one baseline gather
+        return out
 
-    def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, Optional[certs.Certificate]]:
-        """The batch's agreement, how many of its queries were certified, and (rebuilding) its certificate rows."""
+    def finish(self, merged: _Accumulators) -> Tuple[Dict[str, TopKAgreement], int, Optional[certs.Certificate]]:
+        """Each track's agreement over the batch, how many of its queries the verdict certified, and
+        (rebuilding) its certificate rows. A query a track's proof could not clear is scored in one more pass."""
         owner, nq = self.owner, self.stop - self.start
-        parts = list(merged.parts)
-        exact = parts.pop(0) if len(self.exact_rows) else None
-        exact_parts = [(self.exact_rows, exact.agreement())] if exact is not None else []
-        if self.certificate is None:
-            top = None
-            if owner.collect and exact is not None:
-                positions, scores = exact.baseline_top()
-                top = certs.Certificate(positions=positions, scores=scores)
-            return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), 0, top
-        proof: CertifyStream = parts.pop(0)
-        certified = proof.certified(self.certificate.scores, owner.k, self.moves,
-                                    self.certificate.width >= owner.n_docs)
+        parts = {key: [(self.exact_rows, stream.agreement())] for key, stream in merged.exact.items()}
+        top = None
+        if owner.collect and VERDICT in merged.exact:
+            top = certs.Certificate(*merged.exact[VERDICT].baseline_top())
+        n_certified, missed = 0, {}
         in_stream: np.ndarray = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True
-        full = certified & ~in_stream
-        if full.any():
-            exact_parts.append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), owner.k, owner.tie)))
-        missed = np.flatnonzero(~(full | in_stream))
-        if len(missed):
-            rescored = self.own_pass(lambda: _Accumulators([TopKStream(_take(self.base_q, missed),
-                                                                       _take(self.cand_q, missed), owner.k, owner.tie)]),
-                                     f"one more pass: {len(missed):,} queries the bound could not clear")
-            exact_parts.append((missed, rescored.parts[0].agreement()))
-        n_certified = int(full.sum())
-        return combine(nq, owner.k, np.zeros(nq, bool), exact_parts), n_certified, None
+        cert = self.certificate
+        for key, proof in merged.proofs.items():
+            assert cert is not None  # proofs only with a certificate
+            proof.sb = merged.proofs[VERDICT].sb  # the same (query, document) pairs: gathered once
+            certified = proof.certified(cert.scores, owner.k, self.moves, cert.width >= owner.n_docs)
+            full = certified & ~in_stream
+            if full.any():
+                parts.setdefault(key, []).append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), owner.k,
+                                                                                        owner.tie)))
+            n_certified += int(full.sum()) if key == VERDICT else 0
+            if (~(full | in_stream)).any():
+                missed[key] = np.flatnonzero(~(full | in_stream))
+        if missed:
+            count = len(np.unique(np.concatenate(list(missed.values()))))
+            rescored = self.own_pass(lambda: _Accumulators({key: TopKStream(_take(self.base_q, rows), _take(
+                self.cand_q, rows), owner.k, owner.tie) for key, rows in missed.items()}, shared=False),
+                f"one more pass: {count:,} queries the bound could not clear")
+            for key, stream in rescored.exact.items():
+                parts.setdefault(key, []).append((missed[key], stream.agreement()))
+        return {key: combine(nq, owner.k, np.zeros(nq, bool), parts.get(key, [])) for key in owner.tracks}, \
+            n_certified, top
 
     def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""

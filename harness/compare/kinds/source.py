@@ -46,6 +46,10 @@ class EmbeddingPair:
         """The id of the text at baseline position ``position``."""
         raise NotImplementedError
 
+    def ids_at(self, positions: np.ndarray) -> List[str]:
+        """The ids of the texts at baseline ``positions`` (the rolling re-embed hashes them)."""
+        raise NotImplementedError
+
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Both sides' vectors of the queries ``start:stop`` (a query batch), in the order of ``queries``."""
         raise NotImplementedError
@@ -78,6 +82,16 @@ class FilePair(EmbeddingPair):
 
     def item_id(self, position: int) -> str:
         return str(self.plan.base_ids[position].as_py())
+
+    def ids_at(self, positions: np.ndarray) -> List[str]:
+        if not len(positions):
+            return []
+        lo, ids = int(positions.min()), self.plan.base_ids  # no ``take``: arrow converts indices through pandas
+        span = int(positions.max()) - lo + 1
+        if 8 * len(positions) < span:  # a few, scattered: one by one
+            return [str(ids[i].as_py()) for i in positions.tolist()]
+        values = ids.slice(lo, span).to_pylist()
+        return [str(values[i]) for i in (positions - lo).tolist()]
 
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         plan = self.plan
@@ -122,6 +136,9 @@ class ArrayPair(EmbeddingPair):
 
     def item_id(self, position: int) -> str:
         return str(self.ids[position])
+
+    def ids_at(self, positions: np.ndarray) -> List[str]:
+        return [str(i) for i in self.ids[positions]]
 
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         rows = self.queries[start:stop]

@@ -31,7 +31,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement, unit_rows
-from harness.compare.stats.topk import TILE_BYTES, move_bounds
+from harness.compare.stats.topk import TILE_BYTES, LazyMask, Mask, move_bounds, moved_sq
 
 __all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
 
@@ -85,6 +85,16 @@ def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optiona
     return within & (kth > far_best) if far_best is not None else within
 
 
+class _Served:
+    """The candidate side's rows where ``mask``, else the baseline's, gathered only for the rows asked for."""
+
+    def __init__(self, base: np.ndarray, cand: np.ndarray, mask: np.ndarray | LazyMask) -> None:
+        self.base, self.cand, self.mask = base, cand, mask
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return np.where(self.mask.take(rows)[:, None], self.cand[rows], self.base[rows])
+
+
 class CertifyStream:
     """What the certificate needs from the streamed documents: both sides' exact scores of each query's W
     documents (``top``: queries x W baseline positions), the largest move ``D`` of the documents not singled
@@ -93,7 +103,9 @@ class CertifyStream:
     and one tile of far documents' scores."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray,
-                 tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None) -> None:
+                 tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None,
+                 baseline: bool = True) -> None:
+        self.baseline = baseline  # gather the baseline's scores (False: another stream over the same pairs does)
         self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
         dim = cand_queries.shape[1]
         unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
@@ -118,11 +130,16 @@ class CertifyStream:
         return flat[order], rows, cols, _norms(base_queries), _norms(cand_queries)
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
-            diff_sq: np.ndarray) -> None:
+            diff_sq: np.ndarray, mask: Mask = None) -> None:
+        """``mask`` (a bool per document, None: all): which documents the candidate side takes from ``cand``;
+        the others serve the baseline's row (a kept index, a rolling re-embed half-way)."""
         m = len(base)
         if not m:
             return
         positions = np.asarray(positions, dtype=np.int64)
+        if mask is not None:
+            diff_sq = moved_sq(diff_sq, mask)
+            cand = _Served(base, cand, mask)  # type: ignore[assignment]  # indexed like the rows it serves
         self._gather(positions, base, cand)
         moved = move_bounds(base_sq, diff_sq, self.kappa)
         # the same rule as TopKStream's screen: a few documents far beyond the block's 99th percentile
@@ -131,7 +148,7 @@ class CertifyStream:
         near = np.delete(moved, far) if len(far) else moved
         self.near_move = max(self.near_move, float(near.max(initial=0.0)))
         if len(far):
-            self._score_far(positions[far], np.asarray(cand)[far])
+            self._score_far(positions[far], np.asarray(cand[far]))
 
     def _score_far(self, far_pos: np.ndarray, far_rows: np.ndarray) -> None:
         """Exact candidate scores of far documents against every query; a far document in a query's own W is
@@ -168,8 +185,10 @@ class CertifyStream:
         for s in range(0, len(rows), PAIR_CHUNK):  # q . d / |q|: no per-pair norm of the query row
             r, c, a = rows[s : s + PAIR_CHUNK], cols[s : s + PAIR_CHUNK], at[s : s + PAIR_CHUNK]
             docs, which = np.unique(a, return_inverse=True)
-            unit_b, unit_c = unit_rows(base[docs]), unit_rows(cand[docs])  # each document once per chunk
-            self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
+            if self.baseline:  # each document once per chunk
+                unit_b = unit_rows(base[docs])
+                self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
+            unit_c = unit_rows(cand[docs])
             self.sc[r, c] = np.einsum("ij,ij->i", self.cand_queries[r].astype(np.float64), unit_c[which]) / self.norm_c[r]
 
     def merge(self, other: CertifyStream) -> None:

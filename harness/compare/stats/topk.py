@@ -4,11 +4,13 @@ for a corpus that does not fit in memory (only the documents that could still be
 
 from __future__ import annotations
 
+from typing import Callable, List, Sequence, Tuple, Union
+
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 
-__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "TopKStream", "move_bounds", "pair_dots"]
+__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "Fed", "LazyMask", "Mask", "TopKStream", "add_shared", "moved_sq", "move_bounds", "pair_dots"]
 
 #: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
 #: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
@@ -55,13 +57,7 @@ class TopKStream:
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
             diff_sq: np.ndarray) -> None:
         """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
-        for tile in self.tiles:
-            tile.add(positions, base, cand, base_sq, diff_sq)
-
-    @property
-    def pooled(self) -> int:
-        """Documents held in the pools, all queries together (about ``keep`` + a few per query)."""
-        return sum(len(tile.pool_q) for tile in self.tiles)
+        add_shared([(self, None)], positions, base, cand, base_sq, diff_sq)
 
     def merge(self, other: TopKStream) -> None:
         """Fold in another instance's pools (same queries, other documents)."""
@@ -79,6 +75,54 @@ class TopKStream:
         (positions, exact scores), shape (queries, keep)."""
         parts = [tile.baseline_top() for tile in self.tiles]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class LazyMask:
+    """A bool per document, decided only for the documents asked for (``decide(positions)``: the rolling
+    re-embed's hash of their ids is needed only for the few documents kept or gathered). Where it is lazy the
+    move bounds take every document's own move, an upper bound: the screen keeps more, the result is exact."""
+
+    def __init__(self, decide: Callable[[np.ndarray], np.ndarray], positions: np.ndarray) -> None:
+        self.decide, self.positions = decide, positions
+
+    def __getitem__(self, rows: slice) -> LazyMask:
+        return LazyMask(self.decide, self.positions[rows])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.decide(self.positions[rows])
+
+
+#: which documents a stream's candidate side takes from the candidate (True) or serves the baseline's row
+#: (False: a kept index); None: every one from the candidate
+Mask = Union[np.ndarray, LazyMask, None]
+#: a stream fed by ``add_shared`` and its mask
+Fed = Tuple[TopKStream, Mask]
+
+
+def moved_sq(diff_sq: np.ndarray, mask: Mask) -> np.ndarray:
+    """The squared moves the bounds use: none where the baseline's row is served, each one's own elsewhere."""
+    return np.where(mask, diff_sq, 0) if isinstance(mask, np.ndarray) else diff_sq
+
+
+def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, cand: np.ndarray,
+               base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
+    """``TopKStream.add`` for streams over the same baseline queries (the retrieval scenarios beside the verdict's
+    top-k): the baseline screening product, the one costly step, is computed once per tile and shared; each
+    stream's candidate documents are ``cand`` where its mask says so, else ``base`` (moved by nothing)."""
+    if not len(base) or not streams or not len(streams[0][0].tiles[0].base_queries):
+        return
+    sides = [(mask, moved_sq(diff_sq, mask)) for _, mask in streams]
+    for tiles in zip(*(stream.tiles for stream, _ in streams)):
+        qb = unit_rows(tiles[0].base_queries)
+        qb_work_t = np.ascontiguousarray(qb.T, dtype=tiles[0].work)
+        qcs: List[list] = [[] for _ in tiles]  # each tile's candidate unit queries, computed when first needed
+        for s in range(0, len(base), TILE_DOC_ROWS):
+            e = s + TILE_DOC_ROWS
+            block = np.asarray(base[s:e], dtype=tiles[0].work)
+            scores, eps = tiles[0].screen(qb_work_t, block, base_sq[s:e])
+            for tile, qc, (mask, dsq) in zip(tiles, qcs, sides):
+                tile.select(qb, qc, scores, eps, positions[s:e], block, base[s:e], cand[s:e],
+                            None if mask is None else mask[s:e], base_sq[s:e], dsq[s:e])
 
 
 class _Tile:
@@ -118,32 +162,25 @@ class _Tile:
         self.kth_b = np.full(nq, -np.inf)
         self.kth_c = np.full(nq, -np.inf)
 
-    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
-            diff_sq: np.ndarray) -> None:
-        """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
-        if not len(base) or not len(self.base_queries):
-            return
-        qb = unit_rows(self.base_queries)
-        qb_work_t = np.ascontiguousarray(qb.T, dtype=self.work)
-        qc: list = []  # computed when first needed
-        for s in range(0, len(base), TILE_DOC_ROWS):
-            e = s + TILE_DOC_ROWS
-            self._add(qb, qb_work_t, qc, positions[s:e], base[s:e], cand[s:e], base_sq[s:e], diff_sq[s:e])
-
-    def _add(self, qb: np.ndarray, qb_work_t: np.ndarray, qc: list, positions: np.ndarray, base: np.ndarray,
-             cand: np.ndarray, base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
-        m = len(base)
-        base = np.asarray(base, dtype=self.work)
-        bsq: np.ndarray = base_sq.astype(np.float64)
-        norm_b = np.sqrt(bsq)
+    def screen(self, qb_work_t: np.ndarray, base: np.ndarray, base_sq: np.ndarray) -> Tuple[np.ndarray, float]:
+        """The block's baseline documents x baseline queries estimates (float32 for float32 rows) and their
+        error bound ``eps``: the costly step, shared by every stream over these queries (``add_shared``)."""
+        norm_b = np.sqrt(base_sq.astype(np.float64))
         scores = base @ qb_work_t  # (documents, queries): streams the block once, faster than Q @ B.T
         # Normalized embeddings (|b| = 1 up to rounding) skip scaling the scores: the bound widens instead.
         off_unit = float(np.abs(norm_b - 1.0).max(initial=0.0)) + self.kappa
         if off_unit <= 1e-3:
-            eps = self.eps + off_unit * (1 + 1e-6)
-        else:
-            eps = self.eps
-            scores *= (1.0 / np.maximum(norm_b, 1e-30)).astype(self.work)[:, None]
+            return scores, self.eps + off_unit * (1 + 1e-6)
+        scores *= (1.0 / np.maximum(norm_b, 1e-30)).astype(self.work)[:, None]
+        return scores, self.eps
+
+    def select(self, qb: np.ndarray, qc: list, scores: np.ndarray, eps: float, positions: np.ndarray,
+               base: np.ndarray, raw_base: np.ndarray, cand: np.ndarray, mask: Mask,
+               base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
+        """Keep, with both exact scores, the block's documents that could still be in a top-k (``screen``'s
+        ``scores``; ``base`` in the work dtype; candidate rows: ``cand`` where ``mask``, else ``raw_base``)."""
+        m = len(base)
+        bsq: np.ndarray = base_sq.astype(np.float64)
         moved = move_bounds(bsq, diff_sq, self.kappa)
         # A few documents that moved far more than the rest (a real change, or NaN rows about to be refused)
         # would loosen the screen for the whole block: they skip it and go straight to the per-document check.
@@ -179,8 +216,11 @@ class _Tile:
         cols, col_of = np.unique(dj, return_inverse=True)
         if not qc:
             qc.append(unit_rows(self.cand_queries))
+        served = np.asarray(cand)[cols]
+        if mask is not None:
+            served = np.where(mask.take(cols)[:, None], served, np.asarray(raw_base)[cols])
         sb = pair_dots(qb, qi, unit_rows(base[cols]), col_of)
-        sc = pair_dots(qc[0], qi, unit_rows(np.asarray(cand)[cols]), col_of)
+        sc = pair_dots(qc[0], qi, unit_rows(served), col_of)
         self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
 
     def _extend(self, q: np.ndarray, pos: np.ndarray, sb: np.ndarray, sc: np.ndarray) -> None:
