@@ -66,11 +66,6 @@ class Tolerance:
     max_accuracy_ratio: float = 2.0
     precision_error_ratio: float = 1.0
 
-    def quantized(self) -> Dict[str, Any]:
-        """The limits ``harness.compare.quantized.compare_quantized`` reads."""
-        return {"max_bit_flips": self.max_bit_flips, "max_int_distance": self.max_int_distance,
-                "max_changed_fraction": self.max_changed_fraction}
-
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
 

@@ -21,11 +21,12 @@ import pytest
 from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy
-from harness.compare.quantized import compare_quantized
 from harness.compare.verdict import Status
 from harness.config.environment import CompareSettings
 from harness.errors import IncompatibleInputs, PolicyError
 from harness.results import ModelRows, ResultsFile, ResultsWriter
+
+from oracles import compare_quantized
 
 MODEL = "q-model"
 N_DOCS, N_QUERIES, DIM = 3_000, 40, 64
