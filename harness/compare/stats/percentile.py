@@ -10,7 +10,19 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["TopValues", "percentile_from_top"]
+__all__ = ["P99_MAX_KEPT", "P99", "TopValues", "percentile_from_top"]
+
+#: p99 is exact (the largest 1% of |d| are kept) while that is at most this many values: up to ~26M elements,
+#: 68k texts at 384 dims. Beyond, it is the exact p99 of the rows at positions 0, s, 2s, ... (s chosen to keep
+#: this many, i.e. >= 26M sampled elements): a sample that large puts it within a fraction of a percent of the
+#: exact value (binomial rank error ~0.03% for Gaussian noise), and costs ~0.1 ns per element instead of ~2 (selecting the top 1%
+#: of every block while the running threshold is still low dominated the whole comparison).
+P99_MAX_KEPT = 1 << 18
+
+
+def _need(count: int, q: float = 99.0) -> int:
+    """How many of the largest of ``count`` values ``percentile_from_top`` needs."""
+    return count - int(np.floor((count - 1) * (q / 100.0))) if count else 1
 
 
 def percentile_from_top(top: np.ndarray, count: int, q: float = 99.0) -> float:
@@ -22,7 +34,7 @@ def percentile_from_top(top: np.ndarray, count: int, q: float = 99.0) -> float:
         return 0.0
     h = (count - 1) * (q / 100.0)
     lo = int(np.floor(h))
-    need = count - lo
+    need = _need(count, q)
     if len(top) < need:
         raise ValueError(f"percentile_from_top needs the {need} largest values, got {len(top)}")
     top = np.asarray(top, dtype=np.float64)
@@ -78,3 +90,26 @@ class TopValues:
             return np.zeros(0)
         self._compact()
         return self.parts[0]
+
+
+class P99:
+    """The p99 of |d| over rows streamed in any order (``add(position, rows)``), from the largest 1% kept
+    (``TopValues``): exact up to ``P99_MAX_KEPT`` kept values, beyond that of the rows at positions 0, s, 2s, ..."""
+
+    def __init__(self, total_rows: int, per_row: int = 1) -> None:
+        self.every = max(1, -(-_need(int(total_rows) * per_row) // P99_MAX_KEPT))
+        self.count = -(-int(total_rows) // self.every) * per_row
+        self._top = TopValues(_need(self.count))
+
+    def add(self, position: int, rows: np.ndarray) -> None:
+        """|d| of the rows at positions ``position ..`` (values left out are zeros)."""
+        self._top.add((rows if self.every == 1 else rows[(-position) % self.every :: self.every]).ravel())
+
+    def merge(self, other: P99) -> None:
+        self._top.merge(other._top)
+
+    def value(self) -> float:
+        top = self._top.values()
+        if len(top) < _need(self.count):  # zeros were never kept
+            top = np.concatenate([np.zeros(self.count - len(top)), top])
+        return percentile_from_top(top, self.count)

@@ -4,9 +4,9 @@ queries, keeps what the verdict (``kinds.rerank``) needs: a few numbers per quer
 Why a separate accumulator: 1M+ (query, passage) pairs over 10k+ queries are compared row group by row group,
 and arrays (``judge_rerank``) are fed in one chunk, so both give one verdict by construction. What it holds:
 
-* per pair nothing; the largest 1% of |d| for the exact p99 (``TopValues``; beyond ``P99_MAX_KEPT`` values, of
-  every s-th pair by baseline position, as ``DiffStats`` does), the ``WORST_N`` largest |d|, the float64 sum of |d|
-  (the mean is reported, never judged: how rows were cut moves its last bits at most);
+* per pair nothing; the largest 1% of |d| for the exact p99 (``stats.percentile.P99``, as ``DiffStats``), the
+  ``WORST_N`` largest |d|, the float64 sum of |d| (the mean is reported, never judged: how rows were cut moves
+  its last bits at most);
 * per query four numbers (first baseline position, Kendall tau, top-k order held, significant swaps) and, for
   the ``NAMED`` most reordered queries, their example swap.
 
@@ -23,8 +23,7 @@ import numpy as np
 
 from harness.compare import metrics as m
 from harness.compare.policy import Tolerance
-from harness.compare.stats.diff import P99_MAX_KEPT
-from harness.compare.stats.percentile import TopValues, percentile_from_top
+from harness.compare.stats.percentile import P99
 
 __all__ = ["RerankStats"]
 
@@ -46,10 +45,7 @@ class RerankStats:
     def __init__(self, total_pairs: int, tol: Tolerance, with_queries: bool, worst_n: int, examples: int) -> None:
         self.tol, self.with_queries, self.total = tol, with_queries, int(total_pairs)
         self.worst_n, self.keep_examples = int(worst_n), int(examples)
-        need = self.total - int(np.floor((self.total - 1) * 0.99)) if self.total else 1
-        self.p99_every = max(1, -(-need // P99_MAX_KEPT))
-        self.p99_count = -(-self.total // self.p99_every)
-        self._top = TopValues(self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)) if self.p99_count else 1)
+        self._p99 = P99(self.total)
         self.pairs = 0
         self._sum = 0.0
         self.beyond = 0
@@ -74,8 +70,7 @@ class RerankStats:
         hist = m.log_histogram(diff)
         self.histogram["counts"] += np.asarray(hist["counts"], dtype=np.int64)
         self.histogram["zeros"] += hist["zeros"][0]
-        first = (-position) % self.p99_every
-        self._top.add(diff[first :: self.p99_every].copy() if self.p99_every > 1 else diff)
+        self._p99.add(position, diff)
         i_abs, i_rel = int(np.argmax(diff)), int(np.argmax(rel))
         if self.max_abs is None or diff[i_abs] > self.max_abs[0]:  # equal values: the first position stays
             self.max_abs = (float(diff[i_abs]), position + i_abs, float(bs[i_abs]), float(cs[i_abs]))
@@ -114,13 +109,7 @@ class RerankStats:
         return out + ([self.max_abs[1]] if self.max_abs else []) + ([self.max_rel[1]] if self.max_rel else [])
 
     def p99(self) -> float:
-        if not self.pairs:
-            return 0.0
-        top = self._top.values()
-        need = self.p99_count - int(np.floor((self.p99_count - 1) * 0.99))
-        if len(top) < need:
-            top = np.concatenate([np.zeros(need - len(top)), top])
-        return percentile_from_top(top, self.p99_count)
+        return self._p99.value() if self.pairs else 0.0
 
     def mean(self) -> float:
         """The mean |d| (a float64 sum: reported, never judged)."""
