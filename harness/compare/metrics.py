@@ -13,23 +13,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = [
-    "ElementStats",
-    "row_cosine",
-    "cosine_matrix",
-    "unit_rows",
-    "kendall_tau",
-    "significant_swaps",
-    "worst_swap",
-    "topk_agreement",
-    "topk_agreement_from_lists",
-    "TopKAgreement",
-    "HISTOGRAM_EDGES",
-    "log_histogram",
-    "align",
-    "REL_FLOOR",
-    "PAIR_BLOCK",
-]
+__all__ = ["ElementStats", "row_cosine", "unit_rows", "kendall_tau", "significant_swaps", "worst_swap", "topk_agreement",
+           "topk_agreement_from_lists", "TopKAgreement", "HISTOGRAM_EDGES", "log_histogram", "align", "REL_FLOOR",
+           "PAIR_BLOCK"]
 
 #: relative differences divide by |baseline| floored to this (no division by zero)
 REL_FLOOR = 1e-12
@@ -45,8 +31,6 @@ class ElementStats:
     p99_abs: float
     max_rel: float
     argmax_row: int
-
-
 
 
 def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -210,14 +194,7 @@ def log_histogram(diff: np.ndarray) -> Dict[str, List[float]]:
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length in float64 (a zero row stays zero), as ``cosine_matrix`` scales them."""
+    """Rows scaled to unit length in float64 (a zero row stays zero): cosines are dot products of these."""
     a = np.asarray(rows, dtype=np.float64)
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
 
-
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of every row of ``a`` with every row of ``b``, in float64: the in-memory retrieval scores that
-    ``topk_agreement`` ranks and ``TopKStream`` reproduces streamed. Pair by pair (``einsum``, no BLAS): two
-    identical rows get identical scores, as in the streamed judge; a matrix product's rounding depends on where a
-    column falls in its tiles and broke exact ties of duplicated documents by an ulp in 83 of 300 random cases."""
-    return np.einsum("ik,jk->ij", unit_rows(a), unit_rows(b))
