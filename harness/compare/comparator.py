@@ -31,7 +31,7 @@ from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
 
-__all__ = ["compare_files", "compare_results", "env_changes", "same_file", "same_file_note", "WORST_N"]
+__all__ = ["compare_files", "compare_results", "env_changes", "model_env", "same_file", "same_file_note", "WORST_N"]
 
 #: fingerprint keys that differ between any two machines without meaning anything for the numbers
 _VOLATILE_KEYS = ("executable", "env.HF_HUB_OFFLINE", "env.TRANSFORMERS_OFFLINE")
@@ -70,7 +70,7 @@ def without_unserved(changes: List[EnvChange], baseline: Dict[str, Any], candida
             or not any((c.baseline, c.candidate)[i] is None for i in sides)]
 
 
-def _model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
+def model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Per-model facts worth diffing (loaded dtype, attention kernel, weights) next to the fingerprint."""
     record = results.records.get(model_id)
     keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions",
@@ -211,8 +211,8 @@ def compare_results(
                                       precision_change=precision_note)
         verdict = accuracy_check.apply(verdict, ref, base, cand, tol, policy)
         verdicts.append(verdict)
-    base_env = {**base.fingerprint, "models": {k: _model_env(base, k) for k in model_ids}}
-    cand_env = {**cand.fingerprint, "models": {k: _model_env(cand, k) for k in model_ids}}
+    base_env = {**base.fingerprint, "models": {k: model_env(base, k) for k in model_ids}}
+    cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}
     return Comparison(
         baseline=str(base.path),
         candidate=str(cand.path),

@@ -7,7 +7,7 @@ disagree with each other.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
@@ -15,7 +15,8 @@ if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile i
 
 from harness.compare.scenario_verdict import RetrievalScenarios
 
-__all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
+__all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict",
+           "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
@@ -204,19 +205,11 @@ class Comparison:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
-        models = [ModelVerdict.from_dict(m) for m in data["models"]]
-        return cls(
-            baseline=data["baseline"],
-            candidate=data["candidate"],
-            policy=data["policy"],
-            models=models,
-            env_changes=[EnvChange(**e) for e in data.get("env_changes", [])],
-            baseline_env=data.get("baseline_env", {}),
-            candidate_env=data.get("candidate_env", {}),
-            corpus=data.get("corpus", {}),
-            label=data.get("label"),
-            notes=list(data.get("notes", [])),
-        )
+        """A comparison as serialized (``serialize``; a report.json as read)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known},
+                      "models": [ModelVerdict.from_dict(m) for m in data["models"]],
+                      "env_changes": [EnvChange(**e) for e in data.get("env_changes", [])]})
 
 
 class CellStatus(str, enum.Enum):
