@@ -33,8 +33,7 @@ class Status(str, enum.Enum):
 
     @staticmethod
     def worst(statuses: List[Status]) -> Status:
-        order = [Status.PASS, Status.INCOMPATIBLE, Status.FAIL, Status.ERROR]
-        return max(statuses, key=order.index, default=Status.PASS)
+        return Status(CellStatus.worst(statuses).value)  # pass < incompatible < fail < error
 
 
 #: checks whose "nothing changed" value is not 0: an accuracy ratio of 1 is "as accurate as the baseline"
