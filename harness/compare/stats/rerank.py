@@ -17,7 +17,7 @@ baseline order, in any order of queries (results are ordered by first baseline p
 from __future__ import annotations
 
 from array import array
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -29,6 +29,18 @@ __all__ = ["RerankStats"]
 
 #: (value, baseline position, baseline score, candidate score) of one pair
 _Pair = Tuple[float, int, float, float]
+
+
+class Example(NamedTuple):
+    """A reordered query's worst swap: the rows the baseline ranked above and below, both sides' scores of the
+    two; ``key`` (-swaps, first position) orders the examples kept (most reordered first)."""
+
+    key: Tuple[int, int]
+    query: str
+    above_row: int
+    below_row: int
+    baseline: List[float]
+    actual: List[float]
 
 
 class RerankStats:
@@ -49,13 +61,14 @@ class RerankStats:
         self.pairs = 0
         self._sum = 0.0
         self.beyond = 0
-        self.histogram: Dict[str, Any] = {"counts": np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64), "zeros": 0}
+        self.counts: np.ndarray = np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64)
+        self.zeros = 0
         self.max_abs: Optional[_Pair] = None
         self.max_rel: Optional[Tuple[float, int]] = None
         self.worst: List[_Pair] = []
         self.first_pos, self.taus, self.topk_same, self.swaps = array("q"), array("d"), array("b"), array("q")
         self.min_tau: Optional[Tuple[float, str]] = None
-        self.examples: List[Tuple[int, int, str, Dict[str, Any]]] = []  # (-swaps, first position, query, example)
+        self.examples: List[Example] = []
 
     def add_scores(self, position: int, base: np.ndarray, cand: np.ndarray) -> None:
         """Aligned scores of the pairs at baseline positions ``position ..``, in float64."""
@@ -68,8 +81,8 @@ class RerankStats:
         self._sum += float(np.sum(diff, where=np.isfinite(diff)))  # non-finite: refused by the caller
         self.beyond += int((diff > self.tol.score_atol + self.tol.score_rtol * np.abs(bs)).sum())
         hist = m.log_histogram(diff)
-        self.histogram["counts"] += np.asarray(hist["counts"], dtype=np.int64)
-        self.histogram["zeros"] += hist["zeros"][0]
+        self.counts += np.asarray(hist["counts"], dtype=np.int64)
+        self.zeros += int(hist["zeros"][0])
         self._p99.add(position, diff)
         i_abs, i_rel = int(np.argmax(diff)), int(np.argmax(rel))
         if self.max_abs is None or diff[i_abs] > self.max_abs[0]:  # equal values: the first position stays
@@ -95,18 +108,22 @@ class RerankStats:
         if self.min_tau is None or (tau, query) < self.min_tau:
             self.min_tau = (tau, query)
         keep = self.keep_examples
-        if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1][:2]):
+        if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1].key):
             hi, lo = m.worst_swap(bs, cs, tol.tie_tolerance) or (0, 0)
-            example = {"above_row": int(positions[hi]), "below_row": int(positions[lo]),
-                       "baseline": [float(bs[hi]), float(bs[lo])], "actual": [float(cs[hi]), float(cs[lo])]}
-            self.examples = sorted(self.examples + [(-swaps, first, query, example)], key=lambda e: e[:2])[:keep]
+            example = Example((-swaps, first), query, int(positions[hi]), int(positions[lo]),
+                              [float(bs[hi]), float(bs[lo])], [float(cs[hi]), float(cs[lo])])
+            self.examples = sorted(self.examples + [example], key=lambda e: e.key)[:keep]
 
     # -- what the verdict reads (``kinds.rerank``) ---------------------------------------------------------
 
     def named_positions(self) -> List[int]:
         """Baseline positions of the pairs the verdict names (their ids are looked up once, at the end)."""
-        out = [w[1] for w in self.worst] + [e[3][k] for e in self.examples for k in ("above_row", "below_row")]
+        out = [w[1] for w in self.worst] + [row for e in self.examples for row in (e.above_row, e.below_row)]
         return out + ([self.max_abs[1]] if self.max_abs else []) + ([self.max_rel[1]] if self.max_rel else [])
+
+    def histogram(self) -> Dict[str, List[Any]]:
+        """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
+        return {"edges": list(m.HISTOGRAM_EDGES), "counts": self.counts.tolist(), "zeros": [self.zeros]}
 
     def p99(self) -> float:
         return self._p99.value() if self.pairs else 0.0
