@@ -1,7 +1,7 @@
 """The comparator: the loop over the models of a baseline and a candidate results file.
 
 Stages: open both files -> refuse incomparable inputs (other corpus, other models, other weights) -> per model:
-choose the tolerance class (``policy.select_class``), hand the model to its kind's judge
+choose the tolerance class (``policy.choose_class``), hand the model to its kind's judge
 (``harness.compare.kinds``: float embeddings, quantized embeddings, rerank scores) -> a ``Comparison``
 (``verdict``) with the environment changes and each side's speed. Nothing here imports torch or
 sentence-transformers: the comparator runs in the controlling environment so that it cannot drift itself.

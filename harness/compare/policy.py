@@ -22,7 +22,7 @@ from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
 
 __all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_class", "PRECISION_ORDER", "device_type",
-           "select_class", "choose_class", "is_served"]
+           "choose_class", "is_served"]
 
 DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
 
@@ -281,8 +281,3 @@ def choose_class(
     return chosen, (f"precision change: the candidate ran at {cand_precision}, the baseline at {base_precision}; judged at "
                     f"the baseline's class {chosen}. To judge it at {cand_precision}, pass --class {cand_precision} "
                     f"or set precision_change = \"candidate\" under [policy] in a --policy file")
-
-
-def select_class(*args: Any, **kwargs: Any) -> str:
-    """The tolerance class alone (``choose_class``'s arguments, without its note)."""
-    return choose_class(*args, **kwargs)[0]
