@@ -97,8 +97,7 @@ class RerankStats:
         """One whole query: its pairs' baseline positions (increasing) and both sides' scores, in float64."""
         bs, cs = np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
         tol = self.tol
-        tau = m.kendall_tau(bs, cs)
-        swaps = m.significant_swaps(bs, cs, tol.tie_tolerance)
+        tau, swaps, worst = m.rank_changes(bs, cs, tol.tie_tolerance)
         same = bool(m.topk_agreement(bs[None, :], cs[None, :], tol.topk, tol.tie_tolerance).same_order[0])
         first = int(positions[0])
         self.first_pos.append(first)
@@ -109,7 +108,7 @@ class RerankStats:
             self.min_tau = (tau, query)
         keep = self.keep_examples
         if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1].key):
-            hi, lo = m.worst_swap(bs, cs, tol.tie_tolerance) or (0, 0)
+            hi, lo = worst or (0, 0)
             example = Example((-swaps, first), query, int(positions[hi]), int(positions[lo]),
                               [float(bs[hi]), float(bs[lo])], [float(cs[hi]), float(cs[lo])])
             self.examples = sorted(self.examples + [example], key=lambda e: e.key)[:keep]
