@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
 
@@ -60,7 +60,6 @@ class Tolerance:
         return asdict(self)
 
 
-_KEYS = {f.name for f in fields(Tolerance)}
 #: The precision classes ``auto`` picks from one side's settings, strictest first (``choose_class``: the baseline's wins).
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
 
