@@ -48,11 +48,7 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str] | np.nda
     if query_ids is not None:
         for query, rows in queries_in_memory(np.asarray(query_ids, dtype=str)):
             stats.add_query(query, rows, bs[rows], cs[rows])
-
-    def pair_id(positions: Sequence[int]) -> Dict[int, str]:
-        return {p: str(ids[p]) for p in positions}
-
-    return _verdict(stats, model_id, pair_id)
+    return _verdict(stats, model_id, lambda positions: {p: str(ids[p]) for p in positions})
 
 
 def judge_rerank_files(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance) -> ModelVerdict:

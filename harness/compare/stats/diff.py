@@ -261,8 +261,7 @@ class DiffStats:
 
     def histogram(self) -> Dict[str, List[Any]]:
         """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
-        ge = [int(x) for x in self.at_least]
-        counts = [self.nonzero - ge[0]] + [ge[i] - ge[i + 1] for i in range(len(ge) - 1)] + [ge[-1]]
+        counts = (-np.diff([self.nonzero, *self.at_least.tolist(), 0])).tolist()  # at least edge i -> per bin
         return {"edges": list(HISTOGRAM_EDGES), "counts": counts, "zeros": [self.count - self.nonzero]}
 
     def summary(self) -> ElementStats:
