@@ -102,21 +102,18 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
             f"{cand.path}: no model in common with baseline {base.path} "
             f"(baseline: {', '.join(sorted(bmodels)) or '-'}; candidate: {', '.join(sorted(cmodels)) or '-'})"
         )
-    if models:
-        wanted = list(dict.fromkeys(models))
-        for side, have in ((base, bmodels), (cand, cmodels)):
-            missing = [x for x in wanted if x not in have]
-            if missing:
-                raise IncompatibleInputs(f"{side.path}: has no model(s) {', '.join(missing)}")
-    else:
-        if bmodels != cmodels:
-            only_b = ", ".join(sorted(bmodels - cmodels)) or "-"
-            only_c = ", ".join(sorted(cmodels - bmodels)) or "-"
-            raise IncompatibleInputs(
-                f"{cand.path}: different models than baseline {base.path} "
-                f"(only in baseline: {only_b}; only in candidate: {only_c}); pass --models to compare a subset"
-            )
-        wanted = sorted(bmodels)
+    wanted = list(dict.fromkeys(models)) if models else sorted(bmodels)
+    if not models and bmodels != cmodels:
+        only_b = ", ".join(sorted(bmodels - cmodels)) or "-"
+        only_c = ", ".join(sorted(cmodels - bmodels)) or "-"
+        raise IncompatibleInputs(
+            f"{cand.path}: different models than baseline {base.path} "
+            f"(only in baseline: {only_b}; only in candidate: {only_c}); pass --models to compare a subset"
+        )
+    for side, have in ((base, bmodels), (cand, cmodels)):  # --models: each must be on both sides
+        missing = [x for x in wanted if x not in have]
+        if missing:
+            raise IncompatibleInputs(f"{side.path}: has no model(s) {', '.join(missing)}")
     for model_id in wanted:
         # A served side has no weights hash (the files are the server's): it is compared as the registry model
         # its entry names (the same id), which is the user's claim; weights are checked when both sides have them.
