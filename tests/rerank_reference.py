@@ -51,7 +51,7 @@ def _reordered(pair_ids: np.ndarray, groups: Dict[str, List[int]], swaps: Dict[s
     out = []
     for qid in sorted((q for q, s in swaps.items() if s), key=lambda q: -swaps[q])[:NAMED]:
         idx = np.asarray(groups[qid])
-        hi, lo = m.worst_swap(bs[idx], cs[idx], tie) or (0, 0)
+        hi, lo = m.rank_changes(bs[idx], cs[idx], tie)[2] or (0, 0)
         hi, lo = int(idx[hi]), int(idx[lo])
         out.append({"query": str(qid), "swaps": int(swaps[qid]), "above": str(pair_ids[hi]), "above_row": hi,
                     "below": str(pair_ids[lo]), "below_row": lo,
@@ -64,8 +64,8 @@ def _query_order(tol: Tolerance, groups: Dict[str, List[int]], bs: np.ndarray, c
     taus, swaps, topk_same = [], {}, []
     for qid, rows in groups.items():
         idx = np.asarray(rows)
-        taus.append((m.kendall_tau(bs[idx], cs[idx]), qid))
-        swaps[qid] = m.significant_swaps(bs[idx], cs[idx], tol.tie_tolerance)
+        tau, swaps[qid], _ = m.rank_changes(bs[idx], cs[idx], tol.tie_tolerance)
+        taus.append((tau, qid))
         topk_same.append(bool(m.topk_agreement(bs[idx][None, :], cs[idx][None, :], tol.topk,
                                                tol.tie_tolerance).same_order[0]))
     return {"taus": taus, "swaps": swaps, "topk_same": topk_same}

@@ -79,51 +79,31 @@ READ_ROWS = 16384
 
 
 class CertificateFile:
-    """A filed certificate, read a query batch at a time (``rows``); checked whole, in batches, by ``open``."""
+    """A filed certificate (a ``.npy`` of records), read a query batch at a time (``rows``): each read maps the
+    file anew and lets go of it, so no more than a batch stays in memory."""
 
-    def __init__(self, path: Path, count: int, width: int, offset: int) -> None:
-        self.path, self.count, self.width, self.offset = path, count, width, offset
-        self.dtype = _records(width)
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     @classmethod
     def open(cls, path: Path, queries: np.ndarray, documents: np.ndarray, k: int) -> Optional[CertificateFile]:
         """The certificate at ``path`` if it is one for exactly these query rows and document rows (k's width);
-        None if it is missing, truncated, corrupt or describes something else."""
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version != (1, 0):
-                return None
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-            offset = handle.tell()
-        n_docs = int(documents.sum())
-        expected = width(k, n_docs)
-        if fortran or shape != (len(queries),) or dtype != _records(expected):
-            return None
-        cert = cls(path, len(queries), expected, offset)
-        if path.stat().st_size != offset + len(queries) * cert.dtype.itemsize:
+        None if it describes something else (a missing, truncated or corrupt file raises: ``find`` says None)."""
+        records = np.load(path, mmap_mode="r", allow_pickle=False)
+        if records.shape != (len(queries),) or records.dtype != _records(width(k, int(documents.sum()))):
             return None
         for start in range(0, len(queries), READ_ROWS):
-            stop = min(len(queries), start + READ_ROWS)
-            records = cert._read(start, stop)
-            if not np.array_equal(records["query"], queries[start:stop]):
+            part = records[start : start + READ_ROWS]
+            if not np.array_equal(part["query"], queries[start : start + READ_ROWS]):
                 return None
-            if not _plausible(records["positions"], records["scores"], documents):
+            if not _plausible(np.asarray(part["positions"]), np.asarray(part["scores"]), documents):
                 return None
-        return cert
-
-    def _read(self, start: int, stop: int) -> np.ndarray:
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset + start * self.dtype.itemsize)
-            records = np.fromfile(handle, dtype=self.dtype, count=stop - start)
-        if len(records) != stop - start:
-            raise OSError(f"{self.path}: certificate ended early")
-        return records
+        return cls(path)
 
     def rows(self, start: int, stop: int) -> Certificate:
         """The queries ``start:stop``, in memory."""
-        records = self._read(start, stop)
-        return Certificate(positions=np.ascontiguousarray(records["positions"]),
-                           scores=np.ascontiguousarray(records["scores"]))
+        part = np.load(self.path, mmap_mode="r", allow_pickle=False)[start:stop]
+        return Certificate(positions=np.array(part["positions"]), scores=np.array(part["scores"]))
 
 
 def _plausible(positions: np.ndarray, scores: np.ndarray, documents: np.ndarray) -> bool:

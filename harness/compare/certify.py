@@ -21,7 +21,7 @@ from harness.compare import quantized
 from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.retrieval import Retrieval, Source
 from harness.compare.kinds.source import FilePair
-from harness.compare.policy import Policy, Tolerance, load_policy, select_class
+from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
 from harness.compare.streaming import ZERO_VECTORS
 from harness.config.environment import CompareSettings
 from harness.results import ResultsFile
@@ -88,7 +88,7 @@ def file_certificates(path: str | Path, policy: Optional[Policy] = None,
             continue
         pair = FilePair(results, results, model_id, settings)
         info = results.models[model_id]
-        tol = policy.tolerance(model_id, select_class(policy, results.fingerprint, info, results.fingerprint, info))
+        tol = policy.tolerance(model_id, choose_class(policy, results.fingerprint, info, results.fingerprint, info)[0])
         k = retrieval_k(pair, tol.topk)
         if k is None or not certs.enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):
             continue

@@ -1,7 +1,7 @@
 """The comparator: the loop over the models of a baseline and a candidate results file.
 
 Stages: open both files -> refuse incomparable inputs (other corpus, other models, other weights) -> per model:
-choose the tolerance class (``policy.select_class``), hand the model to its kind's judge
+choose the tolerance class (``policy.choose_class``), hand the model to its kind's judge
 (``harness.compare.kinds``: float embeddings, quantized embeddings, rerank scores) -> a ``Comparison``
 (``verdict``) with the environment changes and each side's speed. Nothing here imports torch or
 sentence-transformers: the comparator runs in the controlling environment so that it cannot drift itself.
@@ -31,7 +31,7 @@ from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
 
-__all__ = ["compare_files", "compare_results", "env_changes", "same_file", "same_file_note", "WORST_N"]
+__all__ = ["compare_files", "compare_results", "env_changes", "model_env", "same_file", "same_file_note", "WORST_N"]
 
 #: fingerprint keys that differ between any two machines without meaning anything for the numbers
 _VOLATILE_KEYS = ("executable", "env.HF_HUB_OFFLINE", "env.TRANSFORMERS_OFFLINE")
@@ -40,11 +40,7 @@ _VOLATILE_KEYS = ("executable", "env.HF_HUB_OFFLINE", "env.TRANSFORMERS_OFFLINE"
 def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     flat: Dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
     return flat
 
 
@@ -70,7 +66,7 @@ def without_unserved(changes: List[EnvChange], baseline: Dict[str, Any], candida
             or not any((c.baseline, c.candidate)[i] is None for i in sides)]
 
 
-def _model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
+def model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Per-model facts worth diffing (loaded dtype, attention kernel, weights) next to the fingerprint."""
     record = results.records.get(model_id)
     keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions",
@@ -106,21 +102,18 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
             f"{cand.path}: no model in common with baseline {base.path} "
             f"(baseline: {', '.join(sorted(bmodels)) or '-'}; candidate: {', '.join(sorted(cmodels)) or '-'})"
         )
-    if models:
-        wanted = list(dict.fromkeys(models))
-        for side, have in ((base, bmodels), (cand, cmodels)):
-            missing = [x for x in wanted if x not in have]
-            if missing:
-                raise IncompatibleInputs(f"{side.path}: has no model(s) {', '.join(missing)}")
-    else:
-        if bmodels != cmodels:
-            only_b = ", ".join(sorted(bmodels - cmodels)) or "-"
-            only_c = ", ".join(sorted(cmodels - bmodels)) or "-"
-            raise IncompatibleInputs(
-                f"{cand.path}: different models than baseline {base.path} "
-                f"(only in baseline: {only_b}; only in candidate: {only_c}); pass --models to compare a subset"
-            )
-        wanted = sorted(bmodels)
+    wanted = list(dict.fromkeys(models)) if models else sorted(bmodels)
+    if not models and bmodels != cmodels:
+        only_b = ", ".join(sorted(bmodels - cmodels)) or "-"
+        only_c = ", ".join(sorted(cmodels - bmodels)) or "-"
+        raise IncompatibleInputs(
+            f"{cand.path}: different models than baseline {base.path} "
+            f"(only in baseline: {only_b}; only in candidate: {only_c}); pass --models to compare a subset"
+        )
+    for side, have in ((base, bmodels), (cand, cmodels)):  # --models: each must be on both sides
+        missing = [x for x in wanted if x not in have]
+        if missing:
+            raise IncompatibleInputs(f"{side.path}: has no model(s) {', '.join(missing)}")
     for model_id in wanted:
         # A served side has no weights hash (the files are the server's): it is compared as the registry model
         # its entry names (the same id), which is the user's claim; weights are checked when both sides have them.
@@ -211,8 +204,8 @@ def compare_results(
                                       precision_change=precision_note)
         verdict = accuracy_check.apply(verdict, ref, base, cand, tol, policy)
         verdicts.append(verdict)
-    base_env = {**base.fingerprint, "models": {k: _model_env(base, k) for k in model_ids}}
-    cand_env = {**cand.fingerprint, "models": {k: _model_env(cand, k) for k in model_ids}}
+    base_env = {**base.fingerprint, "models": {k: model_env(base, k) for k in model_ids}}
+    cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}
     return Comparison(
         baseline=str(base.path),
         candidate=str(cand.path),

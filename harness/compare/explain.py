@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from harness import paths
-from harness.compare.comparator import env_changes, without_unserved
+from harness.compare.comparator import env_changes, model_env, without_unserved
 from harness.compare.factors import FACTOR_GROUPS, factor_of_key
 from harness.compare.verdict import EnvChange
 from harness.config.tomlfile import tomllib
@@ -62,12 +62,9 @@ def factor_of(change: EnvChange) -> Optional[str]:
 
 
 def _environment(results: ResultsFile) -> Dict[str, Any]:
-    keys = ("loaded_dtype", "attn_implementation", "weights_sha256", "max_seq_length", "padding_side", "backend")
-    return {
-        **results.fingerprint,
-        "run": {"batch_size": results.run.batch_size},
-        "models": {m: {k: getattr(record, k) for k in keys} for m, record in results.records.items()},
-    }
+    """The fingerprint, the batch size and each model's facts (``model_env``, as ``harness compare`` diffs them)."""
+    return {**results.fingerprint, "run": {"batch_size": results.run.batch_size},
+            "models": {m: model_env(results, m) for m in results.records}}
 
 
 def _part_of_serving(change: EnvChange, served: set[str]) -> bool:

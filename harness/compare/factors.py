@@ -15,36 +15,15 @@ from harness.hardware import env_group
 __all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "UNORDERED_KEYS", "factor_of_key", "group_of", "group_changes", "same_setting"]
 
 #: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
-_KEY_FACTORS: Tuple[Tuple[str, str], ...] = (
-    ("packages.sentence-transformers", "sentence-transformers"),
-    ("packages.transformers", "transformers"),
-    ("packages.torch", "torch"),
-    ("torch_version", "torch"),
-    ("packages.tokenizers", "tokenizers"),
-    ("packages.numpy", "numpy"),
-    ("packages.", "packages"),
-    ("python_implementation", "python"),
-    ("python", "python"),
-    ("device", "device"),
-    ("gpu_", "device"),
-    ("cuda_", "device"),
-    ("torch_cuda", "device"),
-    ("cudnn", "device"),
-    ("dtype", "dtype"),
-    ("tf32", "tf32"),
-    ("float32_matmul_precision", "tf32"),
-    ("num_threads", "threads"),
-    ("num_interop_threads", "threads"),
-    ("torch_build.cpu_capability", "kernels"),
-    ("cpu.isa", "kernels"),
-    ("torch_build", "blas"),
-    ("blas_runtime", "blas"),
-    ("cpu.", "cpu"),
-    ("cpu_model", "cpu"),
-    ("cpu_count", "cpu"),
-    ("run.batch_size", "batch_size"),
-    ("served.", "server"),
-)
+_KEY_FACTORS: Tuple[Tuple[str, str], ...] = tuple((prefix, factor) for factor, prefixes in (
+    ("sentence-transformers", "packages.sentence-transformers"), ("transformers", "packages.transformers"),
+    ("torch", "packages.torch torch_version"), ("tokenizers", "packages.tokenizers"), ("numpy", "packages.numpy"),
+    ("packages", "packages."), ("python", "python_implementation python"),
+    ("device", "device gpu_ cuda_ torch_cuda cudnn"), ("dtype", "dtype"), ("tf32", "tf32 float32_matmul_precision"),
+    ("threads", "num_threads num_interop_threads"), ("kernels", "torch_build.cpu_capability cpu.isa"),
+    ("blas", "torch_build blas_runtime"), ("cpu", "cpu. cpu_model cpu_count"), ("batch_size", "run.batch_size"),
+    ("server", "served."),
+) for prefix in prefixes.split())
 _MODEL_FACTORS = {
     "loaded_dtype": "dtype",
     "attn_implementation": "attention",

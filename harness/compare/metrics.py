@@ -13,23 +13,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = [
-    "ElementStats",
-    "row_cosine",
-    "cosine_matrix",
-    "unit_rows",
-    "kendall_tau",
-    "significant_swaps",
-    "worst_swap",
-    "topk_agreement",
-    "topk_agreement_from_lists",
-    "TopKAgreement",
-    "HISTOGRAM_EDGES",
-    "log_histogram",
-    "align",
-    "REL_FLOOR",
-    "PAIR_BLOCK",
-]
+__all__ = ["ElementStats", "row_cosine", "unit_rows", "rank_changes", "topk_agreement",
+           "topk_agreement_from_lists", "TopKAgreement", "HISTOGRAM_EDGES", "log_histogram", "align", "REL_FLOOR",
+           "PAIR_BLOCK"]
 
 #: relative differences divide by |baseline| floored to this (no division by zero)
 REL_FLOOR = 1e-12
@@ -45,8 +31,6 @@ class ElementStats:
     p99_abs: float
     max_rel: float
     argmax_row: int
-
-
 
 
 def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -77,56 +61,31 @@ def _row_blocks(n: int) -> List[Tuple[int, int]]:
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
-def _pair_signs(x: np.ndarray, y: np.ndarray, i0: int, i1: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Rows i0..i1 of ``x_i - x_j`` and of ``sign(x_i - x_j) * sign(y_i - y_j)``."""
-    gap = x[i0:i1, None] - x[None, :]
-    return gap, np.sign(gap) * np.sign(y[i0:i1, None] - y[None, :])
-
-
-def _upper(i0: int, i1: int, n: int) -> np.ndarray:
-    return np.arange(n)[None, :] > np.arange(i0, i1)[:, None]
-
-
-def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall tau-a between two score vectors over the same items (1.0 = same order)."""
-    n = len(x)
-    if n < 2:
-        return 1.0
-    total = 0.0
-    for i0, i1 in _row_blocks(n):
-        _, sign = _pair_signs(x, y, i0, i1)
-        total += float(sign[_upper(i0, i1, n)].sum())
-    return float(total / (n * (n - 1) // 2))
-
-
-def significant_swaps(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> int:
-    """Pairs ordered one way by the baseline and the other way by the candidate, where the baseline gap
-    exceeds ``tie_tolerance`` (a swap of near-tied items is noise, not a reorder)."""
+def rank_changes(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> Tuple[float, int, Optional[Tuple[int, int]]]:
+    """How the candidate reorders the items of one query, in one pass over the pairs (``PAIR_BLOCK`` at a time):
+    Kendall tau-a (1.0 = same order); the significant swaps, pairs ordered one way by the baseline and the other
+    way by the candidate with a baseline gap beyond ``tie_tolerance`` (fp32 noise flips near-ties: not a
+    reorder); and the swap of the largest baseline gap as ``(higher, lower)``, the item the baseline ranked above
+    the other and that other (None when nothing swapped beyond ties)."""
     n = len(baseline)
     if n < 2:
-        return 0
-    count = 0
-    for i0, i1 in _row_blocks(n):
-        gap, sign = _pair_signs(baseline, candidate, i0, i1)
-        count += int(((sign < 0) & (np.abs(gap) > tie_tolerance) & _upper(i0, i1, n)).sum())
-    return count
-
-
-def worst_swap(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> Optional[Tuple[int, int]]:
-    """The significant swap with the largest baseline gap, as ``(higher, lower)``: the item the baseline ranked
-    above the other, and that other (indices into the arrays); ``None`` when nothing swapped beyond ties."""
-    n = len(baseline)
-    best, where = -1.0, None
-    for i0, i1 in _row_blocks(n):  # the first largest in row-major order, as argmax over the whole matrix
-        gap, sign = _pair_signs(baseline, candidate, i0, i1)
-        score = np.where((sign < 0) & (np.abs(gap) > tie_tolerance), np.abs(gap), -1.0)
-        flat = int(np.argmax(score))
-        if score.flat[flat] > best:
-            best, where = float(score.flat[flat]), (i0 + flat // n, flat % n)
+        return 1.0, 0, None
+    total, count, best, where = 0.0, 0, -1.0, None
+    for i0, i1 in _row_blocks(n):  # the worst: the first largest in row-major order, as argmax over the whole matrix
+        gap = baseline[i0:i1, None] - baseline[None, :]
+        sign = np.sign(gap) * np.sign(candidate[i0:i1, None] - candidate[None, :])
+        upper = np.arange(n)[None, :] > np.arange(i0, i1)[:, None]
+        total += float(sign[upper].sum())
+        gap = np.where((sign < 0) & (np.abs(gap) > tie_tolerance), np.abs(gap), -1.0)  # the swaps' gaps
+        count += int(np.count_nonzero((gap >= 0) & upper))
+        flat = int(np.argmax(gap))
+        if gap.flat[flat] > best:
+            best, where = float(gap.flat[flat]), (i0 + flat // n, flat % n)
+    tau = float(total / (n * (n - 1) // 2))
     if where is None:
-        return None
+        return tau, count, None
     i, j = where
-    return (int(i), int(j)) if baseline[i] > baseline[j] else (int(j), int(i))
+    return tau, count, ((int(i), int(j)) if baseline[i] > baseline[j] else (int(j), int(i)))
 
 
 @dataclass(frozen=True)
@@ -210,14 +169,7 @@ def log_histogram(diff: np.ndarray) -> Dict[str, List[float]]:
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length in float64 (a zero row stays zero), as ``cosine_matrix`` scales them."""
+    """Rows scaled to unit length in float64 (a zero row stays zero): cosines are dot products of these."""
     a = np.asarray(rows, dtype=np.float64)
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
 
-
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of every row of ``a`` with every row of ``b``, in float64: the in-memory retrieval scores that
-    ``topk_agreement`` ranks and ``TopKStream`` reproduces streamed. Pair by pair (``einsum``, no BLAS): two
-    identical rows get identical scores, as in the streamed judge; a matrix product's rounding depends on where a
-    column falls in its tiles and broke exact ties of duplicated documents by an ulp in 83 of 300 random cases."""
-    return np.einsum("ik,jk->ij", unit_rows(a), unit_rows(b))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
 
@@ -21,18 +21,8 @@ from harness.config.schema import Schema, one_line_errors, setting, validate, wh
 from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
 
-__all__ = [
-    "Tolerance",
-    "Policy",
-    "load_policy",
-    "DEFAULT_POLICY_PATH",
-    "auto_class",
-    "PRECISION_ORDER",
-    "device_type",
-    "select_class",
-    "choose_class",
-    "is_served",
-]
+__all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_class", "PRECISION_ORDER", "device_type",
+           "choose_class", "is_served"]
 
 DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
 
@@ -66,16 +56,10 @@ class Tolerance:
     max_accuracy_ratio: float = 2.0
     precision_error_ratio: float = 1.0
 
-    def quantized(self) -> Dict[str, Any]:
-        """The limits ``harness.compare.quantized.compare_quantized`` reads."""
-        return {"max_bit_flips": self.max_bit_flips, "max_int_distance": self.max_int_distance,
-                "max_changed_fraction": self.max_changed_fraction}
-
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
-_KEYS = {f.name for f in fields(Tolerance)}
 #: The precision classes ``auto`` picks from one side's settings, strictest first (``choose_class``: the baseline's wins).
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
 
@@ -172,21 +156,9 @@ class Policy:
             raise PolicyError(f"{self.source}: unknown tolerance class '{chosen}' (known: {', '.join(self.classes)})")
         return Tolerance(name=chosen, **{**self.classes[chosen], **overrides, **per_class.get(chosen, {})})
 
-    def device_class(self, baseline_device: str, candidate_device: str) -> Optional[str]:
+    def device_class(self, a: str, b: str) -> Optional[str]:
         """The class ``[device_classes]`` names for this pair of device types (either order), if any."""
-        a, b = _device_type(baseline_device), _device_type(candidate_device)
         return self.device_classes.get(f"{a}-vs-{b}") or self.device_classes.get(f"{b}-vs-{a}")
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {
-            "source": self.source,
-            "default_class": self.default_class,
-            "classes": self.classes,
-            "models": self.models,
-            "device_classes": self.device_classes,
-            "precision_change": self.precision_change,
-            "judge_by": self.judge_by,
-        }
 
 
 def _read_policy(path: Path, source: str) -> Dict[str, Any]:
@@ -212,7 +184,8 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         for class_name in values.get("classes", {}):
             if class_name not in classes:
                 raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
-    default_class = data.get("policy", {}).get("default_class", "auto")
+    settings = data.get("policy", {})
+    default_class = settings.get("default_class", "auto")
     if default_class != "auto" and default_class not in classes:
         raise PolicyError(f"{source}: default_class '{default_class}' is not a class")
     device_classes = data.get("device_classes", {})
@@ -221,9 +194,9 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
             raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
         if class_name not in classes:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
-    precision_change = data.get("policy", {}).get("precision_change", "baseline")
     return Policy(source=source, default_class=default_class, classes=classes, models=models, device_classes=device_classes,
-                  precision_change=precision_change, judge_by=data.get("policy", {}).get("judge_by", "tolerances"))
+                  precision_change=settings.get("precision_change", "baseline"),
+                  judge_by=settings.get("judge_by", "tolerances"))
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -253,13 +226,9 @@ def is_served(model_info: Optional[Dict[str, Any]]) -> bool:
     return bool(model_info) and (model_info or {}).get("backend") == "http"
 
 
-def _device_type(device: Any) -> str:
-    return str(device or "cpu").split(":")[0]
-
-
 def device_type(fingerprint: Dict[str, Any]) -> str:
     """The device type a run used (``cpu``, ``cuda``, ``mps``), from its fingerprint."""
-    return _device_type(fingerprint.get("device_type") or fingerprint.get("device"))
+    return str(fingerprint.get("device_type") or fingerprint.get("device") or "cpu").split(":")[0]
 
 
 def _rank(precision: str) -> int:
@@ -311,8 +280,3 @@ def choose_class(
     return chosen, (f"precision change: the candidate ran at {cand_precision}, the baseline at {base_precision}; judged at "
                     f"the baseline's class {chosen}. To judge it at {cand_precision}, pass --class {cand_precision} "
                     f"or set precision_change = \"candidate\" under [policy] in a --policy file")
-
-
-def select_class(*args: Any, **kwargs: Any) -> str:
-    """The tolerance class alone (``choose_class``'s arguments, without its note)."""
-    return choose_class(*args, **kwargs)[0]

@@ -8,13 +8,14 @@ Quantized vectors are integers, so "close" means something else than for floats:
 * int8 / uint8: one bucket index per element (``floor((x - min) / step)`` over calibrated ranges). The distance
   is the largest integer difference per text; a float drift moves an element across a bucket edge by one.
 
-``compare_quantized`` applies a tolerance (``max_bit_flips`` or ``max_int_distance`` per text, 0 meaning exact
-equality) and returns metrics plus ``passed``. No harness imports: the comparator can call it on any rows.
+``QuantizedStats`` accumulates these per-text figures over row groups (``kinds.quantized`` judges them by the
+policy's ``max_bit_flips`` / ``max_int_distance`` / ``max_changed_fraction``). No harness imports.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
@@ -22,13 +23,12 @@ __all__ = [
     "BINARY_PRECISIONS",
     "INT_PRECISIONS",
     "PRECISIONS",
-    "TOLERANCE_KEYS",
+    "QuantizedStats",
+    "QuantizedWorst",
     "bit_flips",
-    "compare_quantized",
     "int_distance",
     "is_quantized",
     "limit_key",
-    "merge_quantized",
     "scoring_floats",
 ]
 
@@ -37,8 +37,6 @@ INT_PRECISIONS = ("int8", "uint8")
 PRECISIONS = BINARY_PRECISIONS + INT_PRECISIONS
 #: the dtype each precision is stored as in a results file (``vector_dtype``)
 STORED_DTYPE = {"binary": np.dtype(np.int8), "ubinary": np.dtype(np.uint8), "int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8)}
-#: the policy keys ``compare_quantized`` reads (0 = exact equality; absent = 0)
-TOLERANCE_KEYS = ("max_bit_flips", "max_int_distance", "max_changed_fraction")
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
@@ -97,50 +95,70 @@ def int_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=1).astype(np.int64)
 
 
-def compare_quantized(
-    base: np.ndarray,
-    cand: np.ndarray,
-    precision: str,
-    tolerance: Optional[Mapping[str, Any]] = None,
-    ids: Optional[Sequence[str]] = None,
-    worst_n: int = 10,
-    row_offset: int = 0,
-) -> Dict[str, Any]:
-    """Judge quantized vectors of the same texts in the same row order (align them first).
+@dataclass
+class QuantizedWorst:
+    """One of the texts that moved most: its row, bits flipped or buckets moved, and where (``_where``)."""
 
-    ``tolerance`` keys (each optional, default 0 = exact equality):
+    row: int
+    value: int
+    dims: List[int]
 
-    * ``max_bit_flips``: binary/ubinary, the most bits one text may flip;
-    * ``max_int_distance``: int8/uint8, the largest bucket difference one element may show;
-    * ``max_changed_fraction``: the share of texts that may differ at all (default 1: not limited, the per-text
-      limit decides) — set it below 1 to also bound how widespread changes are.
 
-    Returns ``metrics`` (per precision: max/mean bit flips or max integer distance, rows and elements changed),
-    ``checks`` (name, observed, limit, passed), ``worst`` (the texts that moved most) and ``passed``.
+@dataclass
+class QuantizedStats:
+    """Per-text figures of quantized rows, accumulated: ``add`` row groups (any order, ``position`` = the group's
+    first row), ``merge`` another instance's, ``metrics`` of all of them; ``worst`` names file rows."""
 
-    Per-text figures do not depend on other rows, so a streaming caller may call this per row group (with
-    ``row_offset`` = the group's first row, so ``worst`` names file rows) and combine with ``merge_quantized``.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"compare_quantized: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    tolerance = dict(tolerance or {})
-    unknown = sorted(set(tolerance) - set(TOLERANCE_KEYS))
-    if unknown:
-        raise ValueError(f"compare_quantized: unknown tolerance key(s) {', '.join(unknown)} (known: {', '.join(TOLERANCE_KEYS)})")
-    base, cand = np.asarray(base), np.asarray(cand)
-    per_row = bit_flips(base, cand) if precision in BINARY_PRECISIONS else int_distance(base, cand)
-    key = limit_key(precision)
-    counts = {"rows": len(base), "rows_changed": int(np.count_nonzero(per_row)), key: int(per_row.max(initial=0)),
-              "bits_per_row": base.shape[1] * 8, "total_bit_flips": int(per_row.sum()), "elements": int(base.size),
-              "elements_changed": int(np.count_nonzero(base != cand))}
-    order = np.argsort(-per_row, kind="stable")[: max(0, worst_n)]
-    worst = [
-        {"row": int(i) + row_offset, "id": (str(ids[i]) if ids is not None else None), key: int(per_row[i]),
-         "dims": _where(base[i], cand[i], precision)}
-        for i in order
-        if per_row[i] > 0
-    ]
-    return _verdict(precision, _metrics(precision, [counts]), worst, tolerance)
+    precision: str
+    bits_per_row: int = 0
+    worst_n: int = 10
+    rows: int = 0
+    rows_changed: int = 0
+    most: int = 0
+    total: int = 0
+    elements: int = 0
+    elements_changed: int = 0
+    worst: List[QuantizedWorst] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"quantized: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray) -> None:
+        base, cand = np.asarray(base), np.asarray(cand)
+        per_row = bit_flips(base, cand) if self.precision in BINARY_PRECISIONS else int_distance(base, cand)
+        self.rows += len(base)
+        self.rows_changed += int(np.count_nonzero(per_row))
+        self.most = max(self.most, int(per_row.max(initial=0)))
+        self.total += int(per_row.sum())
+        self.elements += int(base.size)
+        self.elements_changed += int(np.count_nonzero(base != cand))
+        order = np.argsort(-per_row, kind="stable")[: max(0, self.worst_n)]
+        self._keep([QuantizedWorst(int(i) + position, int(per_row[i]), _where(base[i], cand[i], self.precision))
+                    for i in order if per_row[i] > 0])
+
+    def _keep(self, more: List[QuantizedWorst]) -> None:
+        self.worst = sorted(self.worst + more, key=lambda w: (-w.value, w.row))[: max(0, self.worst_n)]
+
+    def merge(self, other: QuantizedStats) -> None:
+        for name in ("rows", "rows_changed", "total", "elements", "elements_changed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.most = max(self.most, other.most)
+        self._keep(other.worst)
+
+    def metrics(self) -> Dict[str, Any]:
+        """The verdict's metrics (JSON): bits flipped (binary) or buckets moved (int), texts changed."""
+        rows, bits, total = self.rows, self.bits_per_row, self.total
+        out: Dict[str, Any] = {"precision": self.precision, "rows": rows}
+        if self.precision in BINARY_PRECISIONS:
+            out.update(bits_per_row=bits, max_bit_flips=self.most, mean_bit_flips=total / rows if rows else 0.0,
+                       total_bit_flips=total, flipped_bit_fraction=total / (rows * bits) if rows and bits else 0.0)
+        else:
+            size = self.elements
+            out.update(max_int_distance=self.most, elements=size, elements_changed=self.elements_changed,
+                       elements_changed_fraction=self.elements_changed / size if size else 0.0)
+        return {**out, "rows_changed": self.rows_changed,
+                "rows_changed_fraction": self.rows_changed / rows if rows else 0.0}
 
 
 def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) -> List[int]:
@@ -153,45 +171,3 @@ def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) ->
     moved = np.abs(base.astype(np.int16) - cand.astype(np.int16))
     order = np.argsort(-moved, kind="stable")[:most]
     return [int(d) for d in order if moved[d] > 0]
-
-
-def _verdict(precision: str, metrics: Dict[str, Any], worst: List[Dict[str, Any]], tolerance: Mapping[str, Any]) -> Dict[str, Any]:
-    key = limit_key(precision)
-    limit = tolerance.get(key, 0)
-    fraction_limit = tolerance.get("max_changed_fraction", 1.0)
-    checks = [
-        {"name": key, "observed": metrics[key], "limit": limit, "passed": metrics[key] <= limit},
-        {"name": "rows_changed_fraction", "observed": metrics["rows_changed_fraction"], "limit": fraction_limit,
-         "passed": metrics["rows_changed_fraction"] <= fraction_limit},
-    ]
-    return {"precision": precision, "metrics": metrics, "checks": checks, "worst": worst,
-            "passed": all(c["passed"] for c in checks)}
-
-
-def merge_quantized(parts: Sequence[Mapping[str, Any]], tolerance: Optional[Mapping[str, Any]] = None,
-                    worst_n: int = 10) -> Dict[str, Any]:
-    """Combine ``compare_quantized`` results of consecutive row groups into the verdict over all of them."""
-    if not parts:
-        raise ValueError("merge_quantized: nothing to merge")
-    precision = parts[0]["precision"]
-    if any(p["precision"] != precision for p in parts):
-        raise ValueError("merge_quantized: parts of different precisions")
-    key = limit_key(precision)
-    worst = sorted((w for p in parts for w in p["worst"]), key=lambda w: (-w[key], w["row"]))[: max(0, worst_n)]
-    return _verdict(precision, _metrics(precision, [p["metrics"] for p in parts]), worst, dict(tolerance or {}))
-
-
-def _metrics(precision: str, parts: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
-    """The metrics of consecutive row groups from their counts (one segment's, or the metrics of several)."""
-    rows, changed = sum(m["rows"] for m in parts), sum(m["rows_changed"] for m in parts)
-    metrics: Dict[str, Any] = {"precision": precision, "rows": rows}
-    if precision in BINARY_PRECISIONS:
-        bits, total = parts[0]["bits_per_row"], sum(m["total_bit_flips"] for m in parts)
-        metrics.update(bits_per_row=bits, max_bit_flips=max(m["max_bit_flips"] for m in parts),
-                       mean_bit_flips=total / rows if rows else 0.0, total_bit_flips=total,
-                       flipped_bit_fraction=total / (rows * bits) if rows and bits else 0.0)
-    else:
-        elements, size = sum(m["elements_changed"] for m in parts), sum(m["elements"] for m in parts)
-        metrics.update(max_int_distance=max(m["max_int_distance"] for m in parts), elements=size,
-                       elements_changed=elements, elements_changed_fraction=elements / size if size else 0.0)
-    return {**metrics, "rows_changed": changed, "rows_changed_fraction": changed / rows if rows else 0.0}

@@ -7,7 +7,7 @@ disagree with each other.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
@@ -15,25 +15,64 @@ if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile i
 
 from harness.compare.scenario_verdict import RetrievalScenarios
 
-__all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict", "EnvChange", "Comparison", "FORMAT_VERSION"]
+__all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict",
+           "EnvChange", "Comparison", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
 BUILT_IN_POLICY = "built-in default policy"
 
 
-class Status(str, enum.Enum):
-    """Per-model outcome. ``incompatible`` is a property of the environment, not drift."""
+class CellStatus(str, enum.Enum):
+    """A matrix cell's outcome, best first; cell.json and report.json hold the ``value``.
+
+    ``incompatible`` (a model cannot load there) is a fact about the environment and is only reported;
+    ``fail`` is drift; ``run-failed``, ``install-failed`` and ``error`` are equally bad: none produced a
+    trustworthy comparison. A cell that was never run counts as ``error``. A model's ``Status`` is this vocabulary
+    too, so one renders both.
+    """
 
     PASS = "pass"
-    FAIL = "fail"
     INCOMPATIBLE = "incompatible"
+    FAIL = "fail"
+    RUN_FAILED = "run-failed"
+    INSTALL_FAILED = "install-failed"
     ERROR = "error"
 
-    @staticmethod
-    def worst(statuses: List[Status]) -> Status:
-        order = [Status.PASS, Status.INCOMPATIBLE, Status.FAIL, Status.ERROR]
-        return max(statuses, key=order.index, default=Status.PASS)
+    @property
+    def severity(self) -> int:
+        """0 pass, 1 incompatible, 2 drift, 3 no trustworthy comparison."""
+        return {"pass": 0, "incompatible": 1, "fail": 2}.get(self.value, 3)
+
+    @property
+    def failing(self) -> bool:
+        """Fails the matrix (drift or not judged); ``incompatible`` does not."""
+        return self.severity >= 2
+
+    @property
+    def unjudged(self) -> bool:
+        """The cell (or model) produced no comparison to trust: install, run or comparison went wrong."""
+        return self.severity >= 3
+
+    @classmethod
+    def parse(cls, value: str | CellStatus) -> CellStatus:
+        """``value`` as a member; an unknown word raises ``ValueError`` naming the known ones."""
+        try:
+            return cls(getattr(value, "value", value))
+        except ValueError:
+            known = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown cell status {value!r} (known: {known})") from None
+
+    @classmethod
+    def worst(cls, statuses: Iterable[str | CellStatus]) -> CellStatus:
+        """The worst of ``statuses`` by severity (ties: the later in this Enum); ``PASS`` for none."""
+        members = list(cls)
+        return max((cls.parse(s) for s in statuses), key=lambda s: (s.severity, members.index(s)), default=cls.PASS)
+
+
+#: a model's outcome, in the same words (``pass``, ``fail``, ``incompatible``: a property of the environment, not
+#: drift; ``error``); a model is never ``run-failed`` or ``install-failed``, only a matrix cell is
+Status = CellStatus
 
 
 #: checks whose "nothing changed" value is not 0: an accuracy ratio of 1 is "as accurate as the baseline"
@@ -204,63 +243,8 @@ class Comparison:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
-        models = [ModelVerdict.from_dict(m) for m in data["models"]]
-        return cls(
-            baseline=data["baseline"],
-            candidate=data["candidate"],
-            policy=data["policy"],
-            models=models,
-            env_changes=[EnvChange(**e) for e in data.get("env_changes", [])],
-            baseline_env=data.get("baseline_env", {}),
-            candidate_env=data.get("candidate_env", {}),
-            corpus=data.get("corpus", {}),
-            label=data.get("label"),
-            notes=list(data.get("notes", [])),
-        )
-
-
-class CellStatus(str, enum.Enum):
-    """A matrix cell's outcome, best first; cell.json and report.json hold the ``value``.
-
-    ``incompatible`` (a model cannot load there) is a fact about the environment and is only reported;
-    ``fail`` is drift; ``run-failed``, ``install-failed`` and ``error`` are equally bad: none produced a
-    trustworthy comparison. A cell that was never run counts as ``error``. A model's ``Status`` value is a
-    ``CellStatus`` value too, so one vocabulary renders both.
-    """
-
-    PASS = "pass"
-    INCOMPATIBLE = "incompatible"
-    FAIL = "fail"
-    RUN_FAILED = "run-failed"
-    INSTALL_FAILED = "install-failed"
-    ERROR = "error"
-
-    @property
-    def severity(self) -> int:
-        """0 pass, 1 incompatible, 2 drift, 3 no trustworthy comparison."""
-        return {"pass": 0, "incompatible": 1, "fail": 2}.get(self.value, 3)
-
-    @property
-    def failing(self) -> bool:
-        """Fails the matrix (drift or not judged); ``incompatible`` does not."""
-        return self.severity >= 2
-
-    @property
-    def unjudged(self) -> bool:
-        """The cell (or model) produced no comparison to trust: install, run or comparison went wrong."""
-        return self.severity >= 3
-
-    @classmethod
-    def parse(cls, value: str | CellStatus | Status) -> CellStatus:
-        """``value`` as a member; an unknown word raises ``ValueError`` naming the known ones."""
-        try:
-            return cls(getattr(value, "value", value))
-        except ValueError:
-            known = ", ".join(s.value for s in cls)
-            raise ValueError(f"unknown cell status {value!r} (known: {known})") from None
-
-    @classmethod
-    def worst(cls, statuses: Iterable[str | CellStatus | Status]) -> CellStatus:
-        """The worst of ``statuses`` by severity (ties: the later in this Enum); ``PASS`` for none."""
-        members = list(cls)
-        return max((cls.parse(s) for s in statuses), key=lambda s: (s.severity, members.index(s)), default=cls.PASS)
+        """A comparison as serialized (``serialize``; a report.json as read)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known},
+                      "models": [ModelVerdict.from_dict(m) for m in data["models"]],
+                      "env_changes": [EnvChange(**e) for e in data.get("env_changes", [])]})

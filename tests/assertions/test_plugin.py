@@ -343,7 +343,7 @@ def test_copying_a_baseline_is_a_pass(tmp_path: Path) -> None:
     assert_model_matches(copy, TINY, BI)
 
 
-# -- device classes (harness.compare.policy.select_class, used by the plugin and the assertions) ---------------------
+# -- device classes (harness.compare.policy.choose_class, used by the plugin and the assertions) ---------------------
 
 
 def _on(device: str, **extra: object) -> Callable[[dict], dict]:
@@ -353,27 +353,27 @@ def _on(device: str, **extra: object) -> Callable[[dict], dict]:
     return update
 
 
-def test_select_class_by_device_pair_and_precision() -> None:
-    from harness.compare.policy import load_policy, select_class
+def test_choose_class_by_device_pair_and_precision() -> None:
+    from harness.compare.policy import choose_class, load_policy
 
     policy = load_policy()
     cpu, cuda = {"device_type": "cpu"}, {"device_type": "cuda"}
-    assert select_class(policy, cpu, {}, cpu, {}) == "fp32"
-    assert select_class(policy, cpu, {}, cuda, {}) == select_class(policy, cuda, {}, cpu, {}) == "cpu-vs-cuda"
-    assert select_class(policy, cuda, {}, cuda, {}) == "fp32"
-    assert select_class(policy, cpu, {}, {"device_type": "mps"}, {}) == "fp32"  # not measured: no device class
+    assert choose_class(policy, cpu, {}, cpu, {})[0] == "fp32"
+    assert choose_class(policy, cpu, {}, cuda, {})[0] == choose_class(policy, cuda, {}, cpu, {})[0] == "cpu-vs-cuda"
+    assert choose_class(policy, cuda, {}, cuda, {})[0] == "fp32"
+    assert choose_class(policy, cpu, {}, {"device_type": "mps"}, {})[0] == "fp32"  # not measured: no device class
     # a lower-precision candidate is judged at the baseline's class (never passed silently at its own) ...
-    assert select_class(policy, cpu, {}, {**cuda, "tf32_matmul": True}, {}) == "cpu-vs-cuda"
-    assert select_class(policy, cpu, {}, cuda, {"loaded_dtype": "bfloat16"}) == "cpu-vs-cuda"
+    assert choose_class(policy, cpu, {}, {**cuda, "tf32_matmul": True}, {})[0] == "cpu-vs-cuda"
+    assert choose_class(policy, cpu, {}, cuda, {"loaded_dtype": "bfloat16"})[0] == "cpu-vs-cuda"
     # ... a lower-precision baseline sets the class: its own rounding dominates the drift
-    assert select_class(policy, {**cuda, "tf32_matmul": True}, {}, cpu, {}) == "tf32"
-    assert select_class(policy, cuda, {"loaded_dtype": "bfloat16"}, cpu, {}) == "bf16"
-    assert select_class(policy, cpu, {}, cuda, {}, forced="fp16") == "fp16"
+    assert choose_class(policy, {**cuda, "tf32_matmul": True}, {}, cpu, {})[0] == "tf32"
+    assert choose_class(policy, cuda, {"loaded_dtype": "bfloat16"}, cpu, {})[0] == "bf16"
+    assert choose_class(policy, cpu, {}, cuda, {}, forced="fp16")[0] == "fp16"
     assert policy.tolerance("m", "cpu-vs-cuda").atol == policy.tolerance("m", "fp32").atol == 1e-5
 
 
 def test_policy_file_device_classes_and_per_model_class_overrides(tmp_path: Path) -> None:
-    from harness.compare.policy import load_policy, select_class
+    from harness.compare.policy import choose_class, load_policy
     from harness.errors import PolicyError
 
     path = tmp_path / "p.toml"
@@ -383,7 +383,7 @@ def test_policy_file_device_classes_and_per_model_class_overrides(tmp_path: Path
         '[models."m"]\nmin_cosine = 0.99999\n'
     )
     policy = load_policy(path)
-    assert select_class(policy, {"device": "cpu"}, {}, {"device": "mps"}, {}) == "tf32"
+    assert choose_class(policy, {"device": "cpu"}, {}, {"device": "mps"}, {})[0] == "tf32"
     assert policy.tolerance("m", "cpu-vs-cuda").atol == 3e-5 and policy.tolerance("m", "fp32").atol == 1e-5
     assert policy.tolerance("m", "fp32").min_cosine == 0.99999 == policy.tolerance("m", "cpu-vs-cuda").min_cosine
     assert policy.tolerance("other", "cpu-vs-cuda").atol == 1e-5

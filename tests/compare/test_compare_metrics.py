@@ -27,12 +27,12 @@ def test_row_cosine_identical_orthogonal_and_zero() -> None:
 
 def test_kendall_tau_and_swaps() -> None:
     x = np.array([0.9, 0.5, 0.1])
-    assert m.kendall_tau(x, x) == 1.0
-    assert m.kendall_tau(x, -x) == -1.0
-    # a near-tie that swaps is noise; a real swap is counted
+    assert m.rank_changes(x, x, 1e-6) == (1.0, 0, None)
+    assert m.rank_changes(x, -x, 1e-6)[0] == -1.0
+    # a near-tie that swaps is noise; a real swap is counted, and named (the higher item first)
     near = np.array([0.5, 0.5000001, 0.1])
-    assert m.significant_swaps(np.array([0.5000001, 0.5, 0.1]), near, tie_tolerance=1e-6) == 0
-    assert m.significant_swaps(x, np.array([0.4, 0.5, 0.1]), tie_tolerance=1e-6) == 1
+    assert m.rank_changes(np.array([0.5000001, 0.5, 0.1]), near, tie_tolerance=1e-6)[1:] == (0, None)
+    assert m.rank_changes(x, np.array([0.4, 0.5, 0.1]), tie_tolerance=1e-6)[1:] == (1, (0, 1))
 
 
 def test_topk_agreement_order_set_and_ties() -> None:

@@ -19,6 +19,8 @@ from harness.compare.kinds.source import ArrayPair
 from harness.compare.policy import Tolerance
 from harness.config.environment import CompareSettings
 
+import oracles
+
 
 def _tolerance(k: int, tie: float) -> Tolerance:
     # only the retrieval limits matter here; everything else as loose as it gets
@@ -27,7 +29,7 @@ def _tolerance(k: int, tie: float) -> Tolerance:
 
 def brute_certificate(base: np.ndarray, queries: np.ndarray, docs: np.ndarray, k: int) -> certs.Certificate:
     """The baseline's exact top-(k+1) by the in-memory scores (ties by position)."""
-    scores = m.cosine_matrix(base[queries], base[docs])
+    scores = oracles.cosine_matrix(base[queries], base[docs])
     width = certs.width(k, len(docs))
     order = np.lexsort((np.broadcast_to(np.arange(len(docs)), scores.shape), -scores), axis=1)[:, :width]
     return certs.Certificate(positions=docs[order].astype(np.int64),
@@ -55,7 +57,7 @@ def _judge(base: np.ndarray, cand: np.ndarray, roles: np.ndarray, k: int, tie: f
 
 def _expected(base: np.ndarray, cand: np.ndarray, roles: np.ndarray, k: int, tie: float) -> m.TopKAgreement:
     q, d = np.flatnonzero(roles == "query"), np.flatnonzero(roles == "document")
-    return m.topk_agreement(m.cosine_matrix(base[q], base[d]), m.cosine_matrix(cand[q], cand[d]), k, tie)
+    return m.topk_agreement(oracles.cosine_matrix(base[q], base[d]), oracles.cosine_matrix(cand[q], cand[d]), k, tie)
 
 
 def _same(got: Dict[str, Any], expected: m.TopKAgreement) -> None:
@@ -70,7 +72,7 @@ def _same(got: Dict[str, Any], expected: m.TopKAgreement) -> None:
 
 
 # Exact ties of duplicated documents (found by CI's random search): the brute force's matrix product broke them by
-# an ulp, the certified path kept them; the reference now scores pair by pair (``metrics.cosine_matrix``).
+# an ulp, the certified path kept them; the reference now scores pair by pair (``oracles.cosine_matrix``).
 @example(seed=0, n_docs=5, nq=5, dim=8, k=1, move=1e-7, far=0.0, dup=True, tie=0.0)
 @example(seed=0, n_docs=5, nq=5, dim=8, k=1, move=1e-7, far=0.0, dup=True, tie=1e-7)
 @example(seed=3487, n_docs=5, nq=7, dim=8, k=2, move=1e-7, far=0.0, dup=True, tie=0.0)
@@ -127,7 +129,7 @@ def test_tiled_queries_give_the_untiled_agreement() -> None:
     cand = (docs + rng.normal(0, 1e-3, docs.shape)).astype(np.float32)
     queries = rng.standard_normal((300, 8)).astype(np.float32)
     cand_q = (queries + rng.normal(0, 1e-4, queries.shape)).astype(np.float32)
-    expected = m.topk_agreement(m.cosine_matrix(queries, docs), m.cosine_matrix(cand_q, cand), 10, 1e-6)
+    expected = m.topk_agreement(oracles.cosine_matrix(queries, docs), oracles.cosine_matrix(cand_q, cand), 10, 1e-6)
     tile_bytes = 16 * stats.topk.TILE_DOC_ROWS * 4  # 16 queries per tile: 19 tiles
     stream = stats.TopKStream(queries, cand_q, 10, 1e-6, tile_bytes=tile_bytes)
     assert len(stream.tiles) == 19
@@ -141,7 +143,7 @@ def test_tiled_queries_give_the_untiled_agreement() -> None:
         np.testing.assert_array_equal(getattr(got, field), getattr(expected, field), err_msg=field)
     positions, scores = stream.baseline_top()
     assert positions.shape == (300, 10)
-    np.testing.assert_allclose(scores, np.sort(m.cosine_matrix(queries, docs), axis=1)[:, ::-1][:, :10], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(scores, np.sort(oracles.cosine_matrix(queries, docs), axis=1)[:, ::-1][:, :10], rtol=0, atol=1e-15)
 
 
 # -- certificates: filed by an explicit step, read by the comparator, never trusted over the data ------------
@@ -211,7 +213,7 @@ def test_certificate_is_filed_by_the_certify_step_then_used_and_a_stale_or_corru
     assert changed["evidence"]["topk"]["certified"] == 0
     q, d = slice(len(moved) - nq, None), slice(0, len(moved) - nq)
     cv = np.asarray(ResultsFileVectors(cand))
-    expected = m.topk_agreement(m.cosine_matrix(moved[q], moved[d]), m.cosine_matrix(cv[q], cv[d]), 10, 1e-6)
+    expected = m.topk_agreement(oracles.cosine_matrix(moved[q], moved[d]), oracles.cosine_matrix(cv[q], cv[d]), 10, 1e-6)
     assert changed["metrics"]["topk_order_agreement"] == expected.share("same_order")
     assert changed["metrics"]["topk_set_agreement"] == expected.share("same_set")
 
@@ -251,7 +253,7 @@ def test_pairwise_rank_metrics_in_row_blocks_are_the_whole_matrix_ones(seed: int
     old = m.PAIR_BLOCK
     m.PAIR_BLOCK = block
     try:
-        got = (m.kendall_tau(x, y), m.significant_swaps(x, y, tie), m.worst_swap(x, y, tie))
+        got = m.rank_changes(x, y, tie)
     finally:
         m.PAIR_BLOCK = old
     tau, swaps, worst = _pairwise_reference(x, y, tie)

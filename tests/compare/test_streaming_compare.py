@@ -27,7 +27,7 @@ from harness.compare.comparator import compare_files
 from harness.compare.kinds import retrieval
 from harness.compare.kinds.common import share, significant
 from harness.compare.policy import Tolerance, load_policy
-from harness.compare.stats import diff as diff_stats
+from harness.compare.stats import percentile as p99_module
 from harness.compare.verdict import Status
 from harness.config.environment import CompareSettings
 from harness.errors import IncompatibleInputs, ResultsFileError
@@ -88,7 +88,7 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
     }
     q, d = roles == "query", roles == "document"
     if q.any() and d.any():
-        agree = m.topk_agreement(m.cosine_matrix(bv[q], bv[d]), m.cosine_matrix(cv[q], cv[d]), tol.topk, tol.tie_tolerance)
+        agree = m.topk_agreement(oracles.cosine_matrix(bv[q], bv[d]), oracles.cosine_matrix(cv[q], cv[d]), tol.topk, tol.tie_tolerance)
         out["metrics"].update(topk=agree.k, topk_order_agreement=agree.share("same_order"),
                               topk_set_agreement=agree.share("same_set"),
                               topk_raw_order_agreement=agree.share("raw_same_order"),
@@ -257,7 +257,7 @@ def test_p99_is_exact_below_the_cap_and_sampled_above(synthetic: Dict[str, Any],
     exact = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
     diff = np.abs(s["cand"].astype(np.float64) - s["base"].astype(np.float64))
     assert exact == float(np.percentile(diff, 99))
-    monkeypatch.setattr(diff_stats, "P99_MAX_KEPT", 4_000)  # keeps every 5th row
+    monkeypatch.setattr(p99_module, "P99_MAX_KEPT", 4_000)  # keeps every 5th row
     sampled = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
     assert sampled != exact and sampled == pytest.approx(exact, rel=0.03)
 
@@ -338,7 +338,7 @@ def test_topk_stream_equals_topk_agreement(seed: int) -> None:
     queries = rng.standard_normal((nq, dim)).astype(np.float32)
     cand_q = (queries + rng.normal(0, 1e-6, queries.shape)).astype(np.float32)
     tie = [1e-6, 2e-4, 0.0, 1e-2][seed]
-    expected = m.topk_agreement(m.cosine_matrix(queries, docs), m.cosine_matrix(cand_q, cand), 10, tie)
+    expected = m.topk_agreement(oracles.cosine_matrix(queries, docs), oracles.cosine_matrix(cand_q, cand), 10, tie)
     streams = [stats.TopKStream(queries, cand_q, 10, tie) for _ in range(2)]
     order = rng.permutation(n // 100)
     for i, block in enumerate(order):  # blocks out of order, split between two instances

@@ -11,7 +11,7 @@ import pytest
 from harness.baselines import list_baselines, provenance
 from harness.cli import main
 from harness.compare.comparator import compare_files
-from harness.compare.policy import load_policy, select_class
+from harness.compare.policy import choose_class, load_policy
 from harness.compare.verdict import Status
 from harness.results import SCHEMA_VERSION, ResultsFile
 
@@ -70,9 +70,9 @@ def test_class_selection_reads_old_fingerprints() -> None:
     """Fingerprints of older files may lack ``device_type``: the device string is used instead."""
     policy = load_policy()
     old_cpu = {"device": "cpu", "dtype": "float32"}
-    assert select_class(policy, old_cpu, {}, {"device": "cuda:0", "dtype": "float32"}, {}) == "cpu-vs-cuda"
-    assert select_class(policy, old_cpu, None, old_cpu, None) == "fp32"
-    assert select_class(policy, ResultsFile(V1).fingerprint, {}, ResultsFile(V1).fingerprint, {}) == "fp32"
+    assert choose_class(policy, old_cpu, {}, {"device": "cuda:0", "dtype": "float32"}, {})[0] == "cpu-vs-cuda"
+    assert choose_class(policy, old_cpu, None, old_cpu, None)[0] == "fp32"
+    assert choose_class(policy, ResultsFile(V1).fingerprint, {}, ResultsFile(V1).fingerprint, {})[0] == "fp32"
 
 
 def test_baseline_diff_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

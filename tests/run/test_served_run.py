@@ -155,16 +155,16 @@ def test_bad_http_entries_are_one_line_errors_naming_file_and_model(tmp_path, ca
 def test_the_served_class_is_chosen_at_full_precision_only():
     import dataclasses
 
-    from harness.compare.policy import load_policy, select_class
+    from harness.compare.policy import choose_class, load_policy
 
     policy, cpu, http = load_policy(), {"device_type": "cpu", "dtype": "float32"}, {"device_type": "http", "dtype": "float32"}
     served, library = {"backend": "http"}, {"loaded_dtype": "float32"}
-    assert select_class(policy, cpu, library, http, served) == "served"
-    assert select_class(policy, http, served, cpu, library) == "served"
-    assert select_class(policy, cpu, {"loaded_dtype": "float16"}, http, served) == "fp16"  # reduced precision dominates
-    assert select_class(policy, cpu, library, cpu, library) == "fp32"
+    assert choose_class(policy, cpu, library, http, served)[0] == "served"
+    assert choose_class(policy, http, served, cpu, library)[0] == "served"
+    assert choose_class(policy, cpu, {"loaded_dtype": "float16"}, http, served)[0] == "fp16"  # reduced precision dominates
+    assert choose_class(policy, cpu, library, cpu, library)[0] == "fp32"
     without = dataclasses.replace(policy, classes={k: v for k, v in policy.classes.items() if k != "served"})
-    assert select_class(without, cpu, library, http, served) == "fp32"
+    assert choose_class(without, cpu, library, http, served)[0] == "fp32"
 
 
 def test_an_ad_hoc_served_model_url_names_the_registry_model(serve, answers, tmp_path, capsys):

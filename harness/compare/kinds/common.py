@@ -8,7 +8,7 @@ is, named by id. It stays small (``NAMED`` ids per list, counts beside them) and
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender, Status, not_judged_note
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "named", "not_judged_note", "ratio_check", "retrieval_not_judged", "share", "significant", "topk_checks"]
+__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "retrieval_not_judged", "share", "significant", "topk_checks"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
@@ -72,11 +72,6 @@ def share(count: int, total: int) -> str:
 def ratio_check(name: str, observed: float, limit: float, detail: str) -> Check:
     """A share that must reach ``limit`` (agreements: 1.0 = every query unchanged)."""
     return Check(name=name, observed=observed, limit=limit, op=">=", passed=observed >= limit, detail=detail)
-
-
-def named(ids: Sequence[Any]) -> Dict[str, Any]:
-    """A count and the first ``NAMED`` of ``ids``, as evidence."""
-    return {"count": len(ids), "ids": [str(i) for i in list(ids)[:NAMED]]}
 
 
 def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], str], metrics: Dict[str, Any],

@@ -5,7 +5,7 @@ retrieval by the quantized scores (Hamming distance for bits). Files and arrays 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -42,20 +42,18 @@ def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
 
 
 class _Worker:
-    """One thread's accumulators: per-segment ``compare_quantized`` results, and the top-k agreement of
+    """One thread's accumulators: the per-text figures (``QuantizedStats``), and the top-k agreement of
     retrieval by the quantized scores (the first query batch's: ``kinds.retrieval`` runs the others)."""
 
-    def __init__(self, pair: EmbeddingPair, tol: Tolerance, precision: str, retrieval: Optional[Retrieval]) -> None:
-        self.retrieval, self.tol, self.precision = retrieval, tol, precision
-        self.parts: List[Dict[str, Any]] = []
+    def __init__(self, pair: EmbeddingPair, precision: str, retrieval: Optional[Retrieval]) -> None:
+        self.retrieval = retrieval
+        self.stats = quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N)
         self.topk = retrieval.accumulators() if retrieval is not None else None
 
     def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-        position, base, cand = segment
-        self.parts.append(quantized.compare_quantized(base, cand, self.precision, self.tol.quantized(),
-                                                      worst_n=WORST_N, row_offset=position))
+        self.stats.add(*segment)
         if self.retrieval is not None and self.topk is not None:  # the rows as retrieval scores them
-            self.retrieval.add_segment(self.topk, position, base, cand)
+            self.retrieval.add_segment(self.topk, *segment)
 
 
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
@@ -63,45 +61,40 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     k = retrieval_k(pair, tol.topk)
     retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
-    workers = [_Worker(pair, tol, precision, retrieval) for _ in range(max(1, pair.threads))]
+    workers = [_Worker(pair, precision, retrieval) for _ in range(max(1, pair.threads))]
     pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
               what=retrieval.pass_name(0) if retrieval is not None else "")
-    parts = [part for w in workers for part in w.parts]
-    empty: np.ndarray = np.zeros((0, 1), np.int8)
-    result = (quantized.merge_quantized(parts, tol.quantized(), worst_n=WORST_N) if parts
-              else quantized.compare_quantized(empty, empty, precision, tol.quantized()))
-    merged = workers[0].topk
+    stats, merged = workers[0].stats, workers[0].topk
     for other in workers[1:]:
+        stats.merge(other.stats)
         if merged is not None and other.topk is not None:
             merged.merge(other.topk)
     agreement = retrieval.finish(merged)[0] if retrieval is not None and merged is not None else None
     limit_key = quantized.limit_key(precision)
+    limit = getattr(tol, limit_key)
     bits = limit_key == "max_bit_flips"
     unit = "bits flipped" if bits else "bucket(s) moved"
-    metrics: Dict[str, Any] = {"texts": pair.rows, "dim": pair.dim, **result["metrics"]}
-    rows_changed = metrics["rows_changed"]
+    metrics: Dict[str, Any] = {"texts": pair.rows, "dim": pair.dim, **stats.metrics()}
+    changed, fraction = stats.rows_changed, metrics["rows_changed_fraction"]
     checks = [
-        Check(name=limit_key, observed=float(metrics[limit_key]), limit=float(getattr(tol, limit_key)), op="<=",
-              passed=metrics[limit_key] <= getattr(tol, limit_key),
-              detail=f"{rows_changed} / {pair.rows} texts changed; the most in one text: {metrics[limit_key]} {unit}"),
-        Check(name="changed_fraction", observed=metrics["rows_changed_fraction"], limit=tol.max_changed_fraction,
-              op="<=", passed=metrics["rows_changed_fraction"] <= tol.max_changed_fraction,
-              detail=f"{rows_changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
+        Check(name=limit_key, observed=float(stats.most), limit=float(limit), op="<=", passed=stats.most <= limit,
+              detail=f"{changed} / {pair.rows} texts changed; the most in one text: {stats.most} {unit}"),
+        Check(name="changed_fraction", observed=fraction, limit=tol.max_changed_fraction,
+              op="<=", passed=fraction <= tol.max_changed_fraction,
+              detail=f"{changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
     ]
     evidence: Dict[str, Any] = {
         "kind": "quantized", "precision": precision, "limit_key": limit_key,
-        "worst": [{"id": pair.item_id(w["row"]), "row": int(w["row"]), "value": int(w[limit_key]),
-                   "dims": [int(d) for d in w["dims"]]} for w in result["worst"]],
+        "worst": [{"id": pair.item_id(w.row), "row": w.row, "value": w.value, "dims": w.dims} for w in stats.worst],
     }
     if agreement is not None:
         more, evidence["topk"] = topk_checks(tol, agreement, lambda i: pair.item_id(int(pair.queries[i])),
                                              metrics, quantized_scores=True)
         checks += more
     where = "bit(s)" if bits else "dimension(s)"
-    offenders = [Offender(item_id=pair.item_id(w["row"]), value=float(w[limit_key]), metric=limit_key,
-                          detail=f"{unit}; {where} {', '.join(map(str, w['dims']))}") for w in result["worst"]]
-    min_passing: Dict[str, float] = {limit_key: float(metrics[limit_key]),
-                                     "max_changed_fraction": metrics["rows_changed_fraction"]}
+    offenders = [Offender(item_id=pair.item_id(w.row), value=float(w.value), metric=limit_key,
+                          detail=f"{unit}; {where} {', '.join(map(str, w.dims))}") for w in stats.worst]
+    min_passing: Dict[str, float] = {limit_key: float(stats.most), "max_changed_fraction": fraction}
     if "topk" in metrics:
         min_passing.update(min_quantized_topk_order_agreement=metrics["topk_order_agreement"],
                            min_quantized_topk_set_agreement=metrics["topk_set_agreement"])

@@ -14,7 +14,6 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from harness.compare import metrics as m
 from harness.compare.kinds import rerank_source as source
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
 from harness.compare.policy import Tolerance
@@ -49,11 +48,7 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str] | np.nda
     if query_ids is not None:
         for query, rows in queries_in_memory(np.asarray(query_ids, dtype=str)):
             stats.add_query(query, rows, bs[rows], cs[rows])
-
-    def pair_id(positions: Sequence[int]) -> Dict[int, str]:
-        return {p: str(ids[p]) for p in positions}
-
-    return _verdict(stats, model_id, pair_id)
+    return _verdict(stats, model_id, lambda positions: {p: str(ids[p]) for p in positions})
 
 
 def judge_rerank_files(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance) -> ModelVerdict:
@@ -105,16 +100,14 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
             "topk": tol.topk,
             "topk_order_agreement": float(np.mean(same)) if queries else 1.0,
         })
-        examples = [{"query": str(q), "swaps": -s, "above": ids[e["above_row"]], "above_row": e["above_row"],
-                     "below": ids[e["below_row"]], "below_row": e["below_row"], "baseline": e["baseline"],
-                     "actual": e["actual"]} for s, _, q, e in stats.examples]
+        examples = [{"query": str(e.query), "swaps": -e.key[0], "above": ids[e.above_row], "above_row": e.above_row,
+                     "below": ids[e.below_row], "below_row": e.below_row, "baseline": e.baseline, "actual": e.actual}
+                    for e in stats.examples]
         evidence.update(queries=queries, reordered_count=reordered, reordered=examples[:NAMED])
         if stats.min_tau:
             evidence["min_kendall_tau"] = {"query": str(stats.min_tau[1]), "value": float(stats.min_tau[0])}
-        offenders += [Offender(item_id=q, value=float(-s), metric="significant_swaps",
-                               detail="candidate pairs swapped") for s, _, q, _ in stats.examples[:WORST_N]]
+        offenders += [Offender(item_id=e.query, value=float(-e.key[0]), metric="significant_swaps",
+                               detail="candidate pairs swapped") for e in stats.examples[:WORST_N]]
         min_passing["min_rerank_order_agreement"] = agreement
-    edges = list(m.HISTOGRAM_EDGES)
-    metrics["abs_diff_histogram"] = {"edges": edges, "counts": [int(c) for c in stats.histogram["counts"]],
-                                     "zeros": [int(stats.histogram["zeros"])]}
+    metrics["abs_diff_histogram"] = stats.histogram()
     return build_verdict(model_id, "cross-encoder", tol, checks, metrics, offenders, min_passing, evidence)

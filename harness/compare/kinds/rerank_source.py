@@ -37,9 +37,9 @@ def _scores(table: pa.Table) -> np.ndarray:
     return arrow_to_numpy(table.column("score")).astype(np.float64)
 
 
-def _first_sorted(values: pa.Array, n: int = 3) -> List[str]:
-    """The ``n`` smallest strings (arrow sorts bytewise: the code point order of Python and numpy)."""
-    return values.take(pc.sort_indices(values)[:n]).to_pylist() if len(values) else []
+def _sorted(values: pa.Array) -> pa.Array:
+    """Strings sorted (arrow sorts bytewise: the code point order of Python and numpy)."""
+    return values.take(pc.sort_indices(values))
 
 
 class _QueryRuns:
@@ -142,15 +142,14 @@ class RerankPair:
             side_ids = single_chunk(table.column("item_id")).cast(pa.string())
             counts = pc.value_counts(side_ids)
             if len(counts) != len(side_ids):
-                dups = _first_sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)))
+                dups = _sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)))[:3].to_pylist()
                 raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups)}")
             wrong = ~np.isfinite(_scores(table))
             first = side_ids[int(np.argmax(wrong))].as_py() if wrong.any() else None
             _refuse_nonfinite(results, self.model_id, int(wrong.sum()), first)
             ids.append(side_ids)
         only = [a.filter(pc.invert(pc.is_in(a, value_set=b))) for a, b in ((ids[0], ids[1]), (ids[1], ids[0]))]
-        streaming.refuse_id_mismatch(self.model_id, _Firsts(len(only[0]), _first_sorted(only[0])),
-                                     _Firsts(len(only[1]), _first_sorted(only[1])), self.cand.path)
+        streaming.refuse_id_mismatch(self.model_id, _sorted(only[0]), _sorted(only[1]), self.cand.path)
 
     def pair_ids(self, positions: Sequence[int]) -> Dict[int, str]:
         """The baseline's pair ids at these positions, reading only the row groups that hold them."""
@@ -162,19 +161,6 @@ class RerankPair:
                 if at == g:
                     out[p] = str(ids[p - int(self.starts[g])].as_py())
         return out
-
-
-class _Firsts:
-    """The ids only on one side, as ``refuse_id_mismatch`` reads them: how many, and the first few (sorted)."""
-
-    def __init__(self, count: int, first: List[str]) -> None:
-        self.count, self.first = count, first
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: slice) -> List[str]:
-        return self.first[index]
 
 
 def _refuse_nonfinite(results: ResultsFile, model_id: str, count: int, first: Optional[str]) -> None:

@@ -20,18 +20,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from harness.compare.metrics import HISTOGRAM_EDGES, REL_FLOOR, ElementStats, row_cosine
-from harness.compare.stats.percentile import TopValues, percentile_from_top
+from harness.compare.stats.percentile import P99
 
-__all__ = ["BLOCK_VALUES", "P99_MAX_KEPT", "DiffStats", "Worst"]
+__all__ = ["BLOCK_VALUES", "DiffStats", "Worst"]
 
 #: values per block of the element kernel (2 MiB of float32: the block's scratch arrays stay in cache)
 BLOCK_VALUES = 1 << 19
-#: p99 is exact (the largest 1% of |d| are kept) while that is at most this many values: up to ~26M elements,
-#: 68k texts at 384 dims. Beyond, it is the exact p99 of the rows at positions 0, s, 2s, ... (s chosen to keep
-#: this many, i.e. >= 26M sampled elements): a sample that large puts it within a fraction of a percent of the
-#: exact value (binomial rank error ~0.03% for Gaussian noise), and costs ~0.1 ns per element instead of ~2 (selecting the top 1%
-#: of every block while the running threshold is still low dominated the whole comparison).
-P99_MAX_KEPT = 1 << 18
 
 
 def _ceil_value(dtype: np.dtype, value: float) -> Any:
@@ -86,13 +80,7 @@ class DiffStats:
         # rows whose largest |d| reaches this may have elements beyond atol: they get the exact check
         self._atol_screen = ft.type(self.atol * (1 - 8 * eps))
         self._cos_gap = (1.0 - self.min_cosine) - 1e-12  # rows with 1 - cos provably <= this pass the limit
-        # exact p99 from the largest 1% (every s-th row beyond P99_MAX_KEPT kept values)
-        total = int(total_rows) * self.dim
-        need = total - int(np.floor((total - 1) * 0.99)) if total else 1
-        self.p99_every = max(1, -(-need // P99_MAX_KEPT))
-        sampled_rows = -(-int(total_rows) // self.p99_every)
-        self.p99_count = sampled_rows * self.dim
-        self._top = TopValues(self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)) if self.p99_count else 1)
+        self._p99 = P99(total_rows, self.dim)
         # accumulators
         self.rows = 0
         self.count = 0
@@ -166,11 +154,7 @@ class DiffStats:
             if count == nonzero:
                 self.at_least[:i] += nonzero
                 break
-        if self.p99_every == 1:
-            self._top.add(ad.ravel())
-        else:
-            first = (-position) % self.p99_every
-            self._top.add(ad[first :: self.p99_every].ravel())
+        self._p99.add(position, ad)
         # rows that may decide a metric, screened with float32 bounds, then recomputed exactly
         exact_rows: Dict[int, Tuple[float, ...]] = {}
 
@@ -273,20 +257,11 @@ class DiffStats:
         self.nonfinite_base += other.nonfinite_base
         self.nonfinite_cand += other.nonfinite_cand
         self.zero_base += other.zero_base
-        self._top.merge(other._top)
-
-    def p99(self) -> float:
-        if not self.count:
-            return 0.0
-        top = self._top.values()
-        if len(top) < self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)):  # zeros were never kept
-            top = np.concatenate([np.zeros(self.p99_count - len(top)), top])
-        return percentile_from_top(top, self.p99_count)
+        self._p99.merge(other._p99)
 
     def histogram(self) -> Dict[str, List[Any]]:
         """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
-        ge = [int(x) for x in self.at_least]
-        counts = [self.nonzero - ge[0]] + [ge[i] - ge[i + 1] for i in range(len(ge) - 1)] + [ge[-1]]
+        counts = (-np.diff([self.nonzero, *self.at_least.tolist(), 0])).tolist()  # at least edge i -> per bin
         return {"edges": list(HISTOGRAM_EDGES), "counts": counts, "zeros": [self.count - self.nonzero]}
 
     def summary(self) -> ElementStats:
@@ -298,7 +273,7 @@ class DiffStats:
             count=self.count,
             max_abs=worst.value,
             mean_abs=self.sum_abs / self.count,
-            p99_abs=self.p99(),
+            p99_abs=self._p99.value(),
             max_rel=self.max_rel,
             argmax_row=worst.position,
         )

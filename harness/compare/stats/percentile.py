@@ -1,4 +1,4 @@
-"""The exact 99th percentile of |d| over a stream, from the largest values only (``DiffStats.p99``).
+"""The exact 99th percentile of |d| over a stream, from the largest values only (``P99``: ``DiffStats``, ``RerankStats``).
 
 Keeping the largest 1% of the values is enough to reproduce ``np.percentile`` exactly, in memory a hundredth of
 the data's.
@@ -10,7 +10,19 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["TopValues", "percentile_from_top"]
+__all__ = ["P99_MAX_KEPT", "P99", "percentile_from_top"]
+
+#: p99 is exact (the largest 1% of |d| are kept) while that is at most this many values: up to ~26M elements,
+#: 68k texts at 384 dims. Beyond, it is the exact p99 of the rows at positions 0, s, 2s, ... (s chosen to keep
+#: this many, i.e. >= 26M sampled elements): a sample that large puts it within a fraction of a percent of the
+#: exact value (binomial rank error ~0.03% for Gaussian noise), and costs ~0.1 ns per element instead of ~2 (selecting the top 1%
+#: of every block while the running threshold is still low dominated the whole comparison).
+P99_MAX_KEPT = 1 << 18
+
+
+def _need(count: int, q: float = 99.0) -> int:
+    """How many of the largest of ``count`` values ``percentile_from_top`` needs."""
+    return count - int(np.floor((count - 1) * (q / 100.0))) if count else 1
 
 
 def percentile_from_top(top: np.ndarray, count: int, q: float = 99.0) -> float:
@@ -22,7 +34,7 @@ def percentile_from_top(top: np.ndarray, count: int, q: float = 99.0) -> float:
         return 0.0
     h = (count - 1) * (q / 100.0)
     lo = int(np.floor(h))
-    need = count - lo
+    need = _need(count, q)
     if len(top) < need:
         raise ValueError(f"percentile_from_top needs the {need} largest values, got {len(top)}")
     top = np.asarray(top, dtype=np.float64)
@@ -38,16 +50,22 @@ def percentile_from_top(top: np.ndarray, count: int, q: float = 99.0) -> float:
     return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 
 
-class TopValues:
-    """The ``keep`` largest values seen (in any order), in memory proportional to ``keep``."""
+class P99:
+    """The p99 of |d| over rows streamed in any order (``add(position, rows)``, ``merge``), from the largest 1%
+    of the values kept (memory a hundredth of the data's): exact up to ``P99_MAX_KEPT`` kept values, beyond that
+    of the rows at positions 0, s, 2s, ..."""
 
-    def __init__(self, keep: int) -> None:
-        self.keep = max(int(keep), 1)
+    def __init__(self, total_rows: int, per_row: int = 1) -> None:
+        self.every = max(1, -(-_need(int(total_rows) * per_row) // P99_MAX_KEPT))
+        self.count = -(-int(total_rows) // self.every) * per_row
+        self.keep = _need(self.count)
         self.parts: List[np.ndarray] = []
         self.size = 0
         self.floor: Optional[float] = None  # values <= floor can no longer be among the kept ones
 
-    def add(self, values: np.ndarray) -> None:
+    def add(self, position: int, rows: np.ndarray) -> None:
+        """|d| of the rows at positions ``position ..`` (values left out are zeros)."""
+        values = (rows if self.every == 1 else rows[(-position) % self.every :: self.every]).ravel()
         if self.floor is not None:
             values = values[values > values.dtype.type(self.floor)]
         elif values.base is not None or not values.flags.owndata:
@@ -65,7 +83,7 @@ class TopValues:
             self.floor = float(data.min())
         self.parts, self.size = [data], len(data)
 
-    def merge(self, other: TopValues) -> None:
+    def merge(self, other: P99) -> None:
         self.parts += other.parts
         self.size += other.size
         if other.floor is not None:
@@ -73,8 +91,10 @@ class TopValues:
         if self.parts:
             self._compact()
 
-    def values(self) -> np.ndarray:
-        if not self.parts:
-            return np.zeros(0)
-        self._compact()
-        return self.parts[0]
+    def value(self) -> float:
+        if self.parts:
+            self._compact()
+        top = self.parts[0] if self.parts else np.zeros(0)
+        if len(top) < self.keep:  # zeros were never kept
+            top = np.concatenate([np.zeros(self.count - len(top)), top])
+        return percentile_from_top(top, self.count)

@@ -4,9 +4,9 @@ queries, keeps what the verdict (``kinds.rerank``) needs: a few numbers per quer
 Why a separate accumulator: 1M+ (query, passage) pairs over 10k+ queries are compared row group by row group,
 and arrays (``judge_rerank``) are fed in one chunk, so both give one verdict by construction. What it holds:
 
-* per pair nothing; the largest 1% of |d| for the exact p99 (``TopValues``; beyond ``P99_MAX_KEPT`` values, of
-  every s-th pair by baseline position, as ``DiffStats`` does), the ``WORST_N`` largest |d|, the float64 sum of |d|
-  (the mean is reported, never judged: how rows were cut moves its last bits at most);
+* per pair nothing; the largest 1% of |d| for the exact p99 (``stats.percentile.P99``, as ``DiffStats``), the
+  ``WORST_N`` largest |d|, the float64 sum of |d| (the mean is reported, never judged: how rows were cut moves
+  its last bits at most);
 * per query four numbers (first baseline position, Kendall tau, top-k order held, significant swaps) and, for
   the ``NAMED`` most reordered queries, their example swap.
 
@@ -17,19 +17,30 @@ baseline order, in any order of queries (results are ordered by first baseline p
 from __future__ import annotations
 
 from array import array
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from harness.compare import metrics as m
 from harness.compare.policy import Tolerance
-from harness.compare.stats.diff import P99_MAX_KEPT
-from harness.compare.stats.percentile import TopValues, percentile_from_top
+from harness.compare.stats.percentile import P99
 
 __all__ = ["RerankStats"]
 
 #: (value, baseline position, baseline score, candidate score) of one pair
 _Pair = Tuple[float, int, float, float]
+
+
+class Example(NamedTuple):
+    """A reordered query's worst swap: the rows the baseline ranked above and below, both sides' scores of the
+    two; ``key`` (-swaps, first position) orders the examples kept (most reordered first)."""
+
+    key: Tuple[int, int]
+    query: str
+    above_row: int
+    below_row: int
+    baseline: List[float]
+    actual: List[float]
 
 
 class RerankStats:
@@ -46,20 +57,18 @@ class RerankStats:
     def __init__(self, total_pairs: int, tol: Tolerance, with_queries: bool, worst_n: int, examples: int) -> None:
         self.tol, self.with_queries, self.total = tol, with_queries, int(total_pairs)
         self.worst_n, self.keep_examples = int(worst_n), int(examples)
-        need = self.total - int(np.floor((self.total - 1) * 0.99)) if self.total else 1
-        self.p99_every = max(1, -(-need // P99_MAX_KEPT))
-        self.p99_count = -(-self.total // self.p99_every)
-        self._top = TopValues(self.p99_count - int(np.floor((self.p99_count - 1) * 0.99)) if self.p99_count else 1)
+        self._p99 = P99(self.total)
         self.pairs = 0
         self._sum = 0.0
         self.beyond = 0
-        self.histogram: Dict[str, Any] = {"counts": np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64), "zeros": 0}
+        self.counts: np.ndarray = np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64)
+        self.zeros = 0
         self.max_abs: Optional[_Pair] = None
         self.max_rel: Optional[Tuple[float, int]] = None
         self.worst: List[_Pair] = []
         self.first_pos, self.taus, self.topk_same, self.swaps = array("q"), array("d"), array("b"), array("q")
         self.min_tau: Optional[Tuple[float, str]] = None
-        self.examples: List[Tuple[int, int, str, Dict[str, Any]]] = []  # (-swaps, first position, query, example)
+        self.examples: List[Example] = []
 
     def add_scores(self, position: int, base: np.ndarray, cand: np.ndarray) -> None:
         """Aligned scores of the pairs at baseline positions ``position ..``, in float64."""
@@ -72,10 +81,9 @@ class RerankStats:
         self._sum += float(np.sum(diff, where=np.isfinite(diff)))  # non-finite: refused by the caller
         self.beyond += int((diff > self.tol.score_atol + self.tol.score_rtol * np.abs(bs)).sum())
         hist = m.log_histogram(diff)
-        self.histogram["counts"] += np.asarray(hist["counts"], dtype=np.int64)
-        self.histogram["zeros"] += hist["zeros"][0]
-        first = (-position) % self.p99_every
-        self._top.add(diff[first :: self.p99_every].copy() if self.p99_every > 1 else diff)
+        self.counts += np.asarray(hist["counts"], dtype=np.int64)
+        self.zeros += int(hist["zeros"][0])
+        self._p99.add(position, diff)
         i_abs, i_rel = int(np.argmax(diff)), int(np.argmax(rel))
         if self.max_abs is None or diff[i_abs] > self.max_abs[0]:  # equal values: the first position stays
             self.max_abs = (float(diff[i_abs]), position + i_abs, float(bs[i_abs]), float(cs[i_abs]))
@@ -89,8 +97,7 @@ class RerankStats:
         """One whole query: its pairs' baseline positions (increasing) and both sides' scores, in float64."""
         bs, cs = np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
         tol = self.tol
-        tau = m.kendall_tau(bs, cs)
-        swaps = m.significant_swaps(bs, cs, tol.tie_tolerance)
+        tau, swaps, worst = m.rank_changes(bs, cs, tol.tie_tolerance)
         same = bool(m.topk_agreement(bs[None, :], cs[None, :], tol.topk, tol.tie_tolerance).same_order[0])
         first = int(positions[0])
         self.first_pos.append(first)
@@ -100,27 +107,25 @@ class RerankStats:
         if self.min_tau is None or (tau, query) < self.min_tau:
             self.min_tau = (tau, query)
         keep = self.keep_examples
-        if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1][:2]):
-            hi, lo = m.worst_swap(bs, cs, tol.tie_tolerance) or (0, 0)
-            example = {"above_row": int(positions[hi]), "below_row": int(positions[lo]),
-                       "baseline": [float(bs[hi]), float(bs[lo])], "actual": [float(cs[hi]), float(cs[lo])]}
-            self.examples = sorted(self.examples + [(-swaps, first, query, example)], key=lambda e: e[:2])[:keep]
+        if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1].key):
+            hi, lo = worst or (0, 0)
+            example = Example((-swaps, first), query, int(positions[hi]), int(positions[lo]),
+                              [float(bs[hi]), float(bs[lo])], [float(cs[hi]), float(cs[lo])])
+            self.examples = sorted(self.examples + [example], key=lambda e: e.key)[:keep]
 
     # -- what the verdict reads (``kinds.rerank``) ---------------------------------------------------------
 
     def named_positions(self) -> List[int]:
         """Baseline positions of the pairs the verdict names (their ids are looked up once, at the end)."""
-        out = [w[1] for w in self.worst] + [e[3][k] for e in self.examples for k in ("above_row", "below_row")]
+        out = [w[1] for w in self.worst] + [row for e in self.examples for row in (e.above_row, e.below_row)]
         return out + ([self.max_abs[1]] if self.max_abs else []) + ([self.max_rel[1]] if self.max_rel else [])
 
+    def histogram(self) -> Dict[str, List[Any]]:
+        """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
+        return {"edges": list(m.HISTOGRAM_EDGES), "counts": self.counts.tolist(), "zeros": [self.zeros]}
+
     def p99(self) -> float:
-        if not self.pairs:
-            return 0.0
-        top = self._top.values()
-        need = self.p99_count - int(np.floor((self.p99_count - 1) * 0.99))
-        if len(top) < need:
-            top = np.concatenate([np.zeros(need - len(top)), top])
-        return percentile_from_top(top, self.p99_count)
+        return self._p99.value() if self.pairs else 0.0
 
     def mean(self) -> float:
         """The mean |d| (a float64 sum: reported, never judged)."""
