@@ -5,7 +5,7 @@
 by id (a few texts may be checked against a whole baseline), refuses NaN/Inf and shapes that cannot match.
 Judging is the comparator's: two results files go through ``compare_results`` (corpus and weights checks
 included), arrays through the same judges (``harness.compare.kinds``) with the tolerance class chosen by the
-same function (``policy.select_class``). On failure the ``AssertionError`` is rendered from the verdict's
+same function (``policy.choose_class``). On failure the ``AssertionError`` is rendered from the verdict's
 evidence (``harness.report.assertion``)::
 
     Embeddings are not close!
@@ -221,7 +221,7 @@ def _precision(files: Sequence[ResultsFile], model_id: Optional[str], given: Opt
 
 
 def _settings(side: _Side, other: _Side, model_id: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-    """What ``select_class`` reads of one side: a file's fingerprint and model metadata; for an array, a
+    """What ``choose_class`` reads of one side: a file's fingerprint and model metadata; for an array, a
     fingerprint derived from it (its dtype; its device is unknown, so it is taken to be the other side's)."""
     if side.results is not None:
         return side.results.fingerprint, side.results.models.get(model_id)
