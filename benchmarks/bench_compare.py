@@ -134,6 +134,19 @@ def write_pair(directory: Path, n: int, dim: int, queries: int, perturbed: int =
     return paths
 
 
+def recompress(path: Path, codec: str) -> None:
+    """Rewrite a results file with ``codec`` (snappy: as harness versions before the uncompressed writer, and other
+    tools' defaults, wrote them), row group by row group, schema metadata and page checksums kept."""
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(str(path))
+    tmp = path.with_suffix(".recompressed")
+    with pq.ParquetWriter(str(tmp), source.schema_arrow, compression=codec, write_page_checksum=True) as writer:
+        for group in range(source.num_row_groups):
+            writer.write_table(source.read_row_group(group), row_group_size=source.metadata.row_group(group).num_rows)
+    tmp.replace(path)
+
+
 def write_list_pair(directory: Path, n: int, dim: int, seed: int = 0) -> List[Path]:
     """The same vectors with the vector column as fixed_size_list<float32, dim> (everything else alike)."""
     import pyarrow as pa
@@ -240,6 +253,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--floor", action="store_true", help="ratio of the bare read (floor) to compare, one run")
     parser.add_argument("--floor-queries", type=int, nargs="+", default=[0, 100], help="query counts for --floor")
+    parser.add_argument("--compression", choices=("none", "snappy"), default="none",
+                        help="--floor: the files' codec (none: as the writer writes; snappy: as older versions did)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -306,7 +321,7 @@ def main(argv: List[str]) -> int:
 def floor(args: argparse.Namespace) -> int:
     """``compare_files`` against the bare read of the same files (both in fresh processes, alternating)."""
     print(f"# {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), dim {args.dim}, files as the writer "
-          f"writes them (uncompressed, {CHUNK}-row groups); ratio = floor wall / compare wall (target >= 0.9); "
+          f"writes them ({args.compression}, {CHUNK}-row groups); ratio = floor wall / compare wall (target >= 0.9); "
           "CPU s: all threads (on a shared machine the CPU ratio is the steadier one)")
     print(f"{'N':>9} {'queries':>7} {'floor s':>8} {'compare s':>9} {'ratio':>6} {'floor CPU':>9} {'compare CPU':>11} "
           f"{'CPU ratio':>9} {'RSS MB':>7} {'load':>5}  verdict")
@@ -315,6 +330,9 @@ def floor(args: argparse.Namespace) -> int:
         for n in args.sizes:
             for queries in args.floor_queries:
                 base, cand = write_pair(tmp, n, args.dim, min(queries, n // 2))
+                if args.compression != "none":
+                    recompress(base, args.compression)
+                    recompress(cand, args.compression)
                 for _ in range(args.repeat):
                     bare = _spawn("minimal", str(base), str(cand), "binary")
                     r = _spawn("compare", str(base), str(cand), threads=args.threads)
