@@ -4,7 +4,7 @@ for a corpus that does not fit in memory (only the documents that could still be
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,12 +47,10 @@ class TopKStream:
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float,
                  keep: int = 0, tile_bytes: int = TILE_BYTES) -> None:
-        self.k = int(k)
-        nq = len(base_queries)
+        self.k, nq = int(k), len(base_queries)
         per_tile = max(1, int(tile_bytes) // (TILE_DOC_ROWS * max(1, base_queries.dtype.itemsize)))
-        self.starts = list(range(0, nq, per_tile)) or [0]
         self.tiles = [_Tile(base_queries[s : s + per_tile], cand_queries[s : s + per_tile], max(self.k, keep),
-                            tie_tolerance) for s in self.starts]
+                            tie_tolerance) for s in range(0, nq, per_tile) or [0]]
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
             diff_sq: np.ndarray) -> None:
@@ -107,22 +105,47 @@ def moved_sq(diff_sq: np.ndarray, mask: Mask) -> np.ndarray:
 def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, cand: np.ndarray,
                base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
     """``TopKStream.add`` for streams over the same baseline queries (the retrieval scenarios beside the verdict's
-    top-k): the baseline screening product, the one costly step, is computed once per tile and shared; each
-    stream's candidate documents are ``cand`` where its mask says so, else ``base`` (moved by nothing)."""
+    top-k): per block the screening product, one comparison with it, the move bounds and the exact baseline scores
+    serve them all; a stream's candidate rows are ``cand`` where its mask says so, else ``base`` (moved by nothing)."""
     if not len(base) or not streams or not len(streams[0][0].tiles[0].base_queries):
         return
-    sides = [(mask, moved_sq(diff_sq, mask)) for _, mask in streams]
+    bsq: np.ndarray = base_sq.astype(np.float64)
+    own = move_bounds(bsq, diff_sq, kappa := streams[0][0].tiles[0].kappa)  # every document's own move: the verdict's and a lazy mask's
+    moves = [move_bounds(bsq, moved_sq(diff_sq, m), kappa) if isinstance(m, np.ndarray) else own for _, m in streams]
     for tiles in zip(*(stream.tiles for stream, _ in streams)):
         qb = unit_rows(tiles[0].base_queries)
         qb_work_t = np.ascontiguousarray(qb.T, dtype=tiles[0].work)
         qcs: List[list] = [[] for _ in tiles]  # each tile's candidate unit queries, computed when first needed
         for s in range(0, len(base), TILE_DOC_ROWS):
-            e = s + TILE_DOC_ROWS
+            e, nq = s + TILE_DOC_ROWS, len(qb)
             block = np.asarray(base[s:e], dtype=tiles[0].work)
             scores, eps = tiles[0].screen(qb_work_t, block, base_sq[s:e])
-            for tile, qc, (mask, dsq) in zip(tiles, qcs, sides):
-                tile.select(qb, qc, scores, eps, positions[s:e], block, base[s:e], cand[s:e],
-                            None if mask is None else mask[s:e], base_sq[s:e], dsq[s:e])
+            spreads = {id(moved): _spread(moved[s:e]) for moved in {id(mv): mv for mv in moves}.values()}
+            limits = [tile.limit(scores, eps, spreads[id(moved)]) for tile, moved in zip(tiles, moves)]
+            dj, qi = np.divmod(np.flatnonzero(scores >= np.minimum.reduce([lim[0] for lim in limits])[None, :]), nq)
+            est = scores[dj, qi]  # one comparison for every stream (1-d: much faster than a 2-d nonzero)
+            picks = [tile.pick(scores, eps, spreads[id(moved)], lim, dj[est >= lim[0][qi]], qi[est >= lim[0][qi]])
+                     for tile, moved, lim in zip(tiles, moves, limits)]
+            keys = np.unique(np.concatenate([d * nq + q for d, q in picks]))  # one exact baseline score per pair
+            cols, col_of = np.unique(keys // nq, return_inverse=True)
+            sb = pair_dots(qb, keys % nq, unit_rows(block[cols]), col_of)
+            for tile, qc, (_, mask), (d, q) in zip(tiles, qcs, streams, picks):
+                if len(q):
+                    tile.store(qc, q, d, sb[np.searchsorted(keys, d * nq + q)], positions[s:e], base[s:e], cand[s:e],
+                               None if mask is None else mask[s:e])
+
+
+Spread = Tuple[np.ndarray, float, np.ndarray, float, Dict[int, np.ndarray]]
+
+
+def _spread(moved: np.ndarray) -> Spread:
+    """A block's move bounds, the cut above which a document skips the screen (``far``), those documents, the largest
+    other move and the block's k-th estimates per k (filled by ``_Tile.limit``, shared by the streams): a few documents that moved far more than the rest (a real change, or NaN rows about to be
+    refused) would loosen the screen for the whole block, they go straight to the per-document check instead."""
+    m = len(moved)
+    cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
+    far = np.flatnonzero(moved > cut)
+    return moved, cut, far, float(moved.max()) if not len(far) else float(moved[moved <= cut].max(initial=0.0)), {}
 
 
 class _Tile:
@@ -142,25 +165,18 @@ class _Tile:
     """
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float) -> None:
-        dim = base_queries.shape[1]
         self.work = np.dtype(np.float64 if base_queries.dtype.itemsize > 4 else np.float32)
         unit = float(np.finfo(self.work).eps) / 2
-        self.eps = (2 * dim + 16) * unit + 1e-12
-        self.kappa = (dim + 4) * unit
-        self.k = int(k)  # documents kept per query (the agreement's k or more)
-        self.tie_tolerance = float(tie_tolerance)
+        self.eps, self.kappa = (2 * base_queries.shape[1] + 16) * unit + 1e-12, (base_queries.shape[1] + 4) * unit
+        self.k, self.tie_tolerance = int(k), float(tie_tolerance)  # k: documents kept per query (>= the agreement's)
         # the raw query rows (views, not copies); their unit rows are recomputed per ``add`` (queries x dim, next
         # to the documents x queries x dim product): 80k queries' float64 unit rows would be 0.5 GB per side
         self.base_queries, self.cand_queries = base_queries, cand_queries
         self.dq = np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
         nq = len(base_queries)
-        self.pool_q: np.ndarray = np.zeros(0, dtype=np.intp)
-        self.pool_pos: np.ndarray = np.zeros(0, dtype=np.int64)
-        self.pool_sb = np.zeros(0)
-        self.pool_sc = np.zeros(0)
-        self.counts: np.ndarray = np.zeros(nq, dtype=np.int64)
-        self.kth_b = np.full(nq, -np.inf)
-        self.kth_c = np.full(nq, -np.inf)
+        self.pool_q, self.pool_pos = np.zeros(0).astype(np.intp), np.zeros(0).astype(np.int64)
+        self.pool_sb, self.pool_sc, self.counts = np.zeros(0), np.zeros(0), np.zeros(nq).astype(np.int64)
+        self.kth_b, self.kth_c = np.full(nq, -np.inf), np.full(nq, -np.inf)
 
     def screen(self, qb_work_t: np.ndarray, base: np.ndarray, base_sq: np.ndarray) -> Tuple[np.ndarray, float]:
         """The block's baseline documents x baseline queries estimates (float32 for float32 rows) and their
@@ -174,60 +190,49 @@ class _Tile:
         scores *= (1.0 / np.maximum(norm_b, 1e-30)).astype(self.work)[:, None]
         return scores, self.eps
 
-    def select(self, qb: np.ndarray, qc: list, scores: np.ndarray, eps: float, positions: np.ndarray,
-               base: np.ndarray, raw_base: np.ndarray, cand: np.ndarray, mask: Mask,
-               base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
-        """Keep, with both exact scores, the block's documents that could still be in a top-k (``screen``'s
-        ``scores``; ``base`` in the work dtype; candidate rows: ``cand`` where ``mask``, else ``raw_base``)."""
-        m = len(base)
-        bsq: np.ndarray = base_sq.astype(np.float64)
-        moved = move_bounds(bsq, diff_sq, self.kappa)
-        # A few documents that moved far more than the rest (a real change, or NaN rows about to be refused)
-        # would loosen the screen for the whole block: they skip it and go straight to the per-document check.
-        cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
-        far = np.flatnonzero(moved > cut)
-        near_most = float(moved.max()) if not len(far) else float(moved[moved <= cut].max(initial=0.0))
+    def limit(self, scores: np.ndarray, eps: float, spread: Spread) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query, the lowest estimate (work dtype) a document of the block (``screen``'s ``scores``) needs to be
+        looked at, and the bounds on each side's k-th score."""
+        moved, _, far, near_most, kths = spread
         lb_b, lb_c = self.kth_b.copy(), self.kth_c.copy()
-        short = np.flatnonzero(self.counts < self.k)
-        near = m - len(far)
+        short, near = np.flatnonzero(self.counts < self.k), len(moved) - len(far)
         if len(short) and near >= self.k:  # k near documents score at least the k-th estimate, minus eps
-            pool = scores[:, short] if not len(far) else np.delete(scores, far, axis=0)[:, short]
-            kth = np.partition(pool, near - self.k, axis=0)[near - self.k].astype(np.float64)
+            if self.k not in kths:
+                pool = scores if not len(far) else np.delete(scores, far, axis=0)
+                kths[self.k] = np.partition(pool, near - self.k, axis=0)[near - self.k].astype(np.float64)
+            kth = kths[self.k][short]
             lb_b[short] = np.maximum(lb_b[short], kth - eps)
             lb_c[short] = np.maximum(lb_c[short], kth - eps - self.dq[short] - near_most)
         limit = np.minimum(lb_b, lb_c - self.dq - near_most) - eps
-        limit_work = limit.astype(self.work)
-        limit_work = np.where(limit_work.astype(np.float64) > limit, np.nextafter(limit_work, self.work.type(-np.inf)),
-                              limit_work)
-        hits = np.flatnonzero(scores >= limit_work[None, :])  # 1-d: much faster than a 2-d nonzero
-        nq = len(qb)
-        dj, qi = np.divmod(hits, nq)
+        work = limit.astype(self.work)  # rounded down: a score at the limit in float64 is still at it in ``work``
+        return np.where(work.astype(np.float64) > limit, np.nextafter(work, self.work.type(-np.inf)), work), lb_b, lb_c
+
+    def pick(self, scores: np.ndarray, eps: float, spread: Spread, limits: Tuple[np.ndarray, ...], dj: np.ndarray,
+             qi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The pairs that could still be in a top-k: the near documents' screen hits and the far ones' every query."""
+        (moved, cut, far, _, _), (_, lb_b, lb_c) = spread, limits
         if len(far):
             keep_near = moved[dj] <= cut
-            dj = np.concatenate([dj[keep_near], np.repeat(far, nq)])
-            qi = np.concatenate([qi[keep_near], np.tile(np.arange(nq), len(far))])
-        if not len(qi):
-            return
+            dj = np.concatenate([dj[keep_near], np.repeat(far, len(self.dq))])
+            qi = np.concatenate([qi[keep_near], np.tile(np.arange(len(self.dq)), len(far))])
         est = scores[dj, qi].astype(np.float64)
         keep = (est + eps >= lb_b[qi]) | (est + eps + self.dq[qi] + moved[dj] >= lb_c[qi])
-        qi, dj = qi[keep], dj[keep]
-        if not len(qi):
-            return
+        return dj[keep], qi[keep]
+
+    def store(self, qc: list, qi: np.ndarray, dj: np.ndarray, sb: np.ndarray, positions: np.ndarray,
+              raw_base: np.ndarray, cand: np.ndarray, mask: Mask) -> None:
+        """Keep the picked pairs with both exact scores (``sb``: the baseline's; candidate rows: ``cand`` where
+        ``mask``, else ``raw_base``)."""
         cols, col_of = np.unique(dj, return_inverse=True)
-        if not qc:
-            qc.append(unit_rows(self.cand_queries))
-        served = np.asarray(cand)[cols]
-        if mask is not None:
-            served = np.where(mask.take(cols)[:, None], served, np.asarray(raw_base)[cols])
-        sb = pair_dots(qb, qi, unit_rows(base[cols]), col_of)
+        qc[:] = qc or [unit_rows(self.cand_queries)]
+        served = np.asarray(cand)[cols] if mask is None else np.where(
+            mask.take(cols)[:, None], np.asarray(cand)[cols], np.asarray(raw_base)[cols])
         sc = pair_dots(qc[0], qi, unit_rows(served), col_of)
         self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
 
     def _extend(self, q: np.ndarray, pos: np.ndarray, sb: np.ndarray, sc: np.ndarray) -> None:
-        self.pool_q = np.concatenate([self.pool_q, q])
-        self.pool_pos = np.concatenate([self.pool_pos, pos])
-        self.pool_sb = np.concatenate([self.pool_sb, sb])
-        self.pool_sc = np.concatenate([self.pool_sc, sc])
+        self.pool_q, self.pool_pos = np.concatenate([self.pool_q, q]), np.concatenate([self.pool_pos, pos])
+        self.pool_sb, self.pool_sc = np.concatenate([self.pool_sb, sb]), np.concatenate([self.pool_sc, sc])
         self._prune()
 
     def _kth(self, scores: np.ndarray) -> np.ndarray:
@@ -245,14 +250,13 @@ class _Tile:
         self.kth_c = np.maximum(self.kth_c, self._kth(self.pool_sc))
         keep = (self.pool_sb >= self.kth_b[self.pool_q]) | (self.pool_sc >= self.kth_c[self.pool_q])
         if not keep.all():
-            self.pool_q, self.pool_pos = self.pool_q[keep], self.pool_pos[keep]
-            self.pool_sb, self.pool_sc = self.pool_sb[keep], self.pool_sc[keep]
+            self.pool_q, self.pool_pos, self.pool_sb, self.pool_sc = (
+                a[keep] for a in (self.pool_q, self.pool_pos, self.pool_sb, self.pool_sc))
             self.counts = np.bincount(self.pool_q, minlength=len(self.counts)).astype(np.int64)
 
     def merge(self, other: _Tile) -> None:
         """Fold in another instance's pools (same queries, other documents)."""
-        self.kth_b = np.maximum(self.kth_b, other.kth_b)
-        self.kth_c = np.maximum(self.kth_c, other.kth_c)
+        self.kth_b, self.kth_c = np.maximum(self.kth_b, other.kth_b), np.maximum(self.kth_c, other.kth_c)
         self._extend(other.pool_q, other.pool_pos, other.pool_sb, other.pool_sc)
 
     def _sorted(self, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,17 +267,13 @@ class _Tile:
         return by_b, by_c
 
     def baseline_top(self) -> tuple[np.ndarray, np.ndarray]:
-        keep = int(min(self.k, self.counts.min(initial=self.k)))
-        by_b = self._sorted(keep)[0]
+        by_b = self._sorted(int(min(self.k, self.counts.min(initial=self.k))))[0]
         return self.pool_pos[by_b], self.pool_sb[by_b]
 
     def agreement(self, k: int) -> TopKAgreement:
         """``topk_agreement`` over every document added (needs at least k documents)."""
-        nq = len(self.counts)
-        if nq and self.counts.min() < k:
+        if len(self.counts) and self.counts.min() < k:
             raise ValueError(f"TopKStream: a query has {self.counts.min()} documents in its pool, fewer than k={k}")
         by_b, by_c = self._sorted(k)
-        return topk_agreement_from_lists(
-            self.pool_pos[by_b], self.pool_pos[by_c], self.pool_sb[by_c], self.pool_sb[by_b[:, -1]], k,
-            self.tie_tolerance,
-        )
+        return topk_agreement_from_lists(self.pool_pos[by_b], self.pool_pos[by_c], self.pool_sb[by_c],
+                                         self.pool_sb[by_b[:, -1]], k, self.tie_tolerance)
