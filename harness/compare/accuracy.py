@@ -9,8 +9,8 @@ result passes when its error against fp64 is at most ``m`` times the reference i
 
 Pure numpy, one model at a time, block by block (sums of squares accumulated, a bounded list of worst texts), so
 a baseline of a million rows needs memory for one block. ``Accumulator.add`` takes aligned blocks;
-``accuracy`` runs it over whole arrays; ``harness.compare.accuracy_check`` feeds it three files and puts the
-``AccuracyVerdict`` in the model's verdict.
+``accuracy`` runs it over whole arrays; ``harness.compare.accuracy_check`` feeds it the verdict's own pass (the
+reference read alongside) and puts the ``AccuracyVerdict`` in the model's verdict.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The fp64 reference in the verdict: each side's error against it, the ratio check, and the gate.
 
 The comparator calls ``find`` once (the reference beside the baseline, ``NAME.reference.parquet``, or the one
-given; ``check_reference`` refuses a wrong one) and ``apply`` per model. ``apply`` reads the three files block by
-block in their canonical order (each model's rows by id), so memory is a row group per file whatever the size,
-and adds the ``accuracy_ratio`` check: candidate RMSE / baseline RMSE against fp64 at most the class's
+given; ``check_reference`` refuses a wrong one), then per model ``tap``, which the verdict's own pass feeds (the
+reference's rows read alongside each segment of baseline and candidate: one read of each file, a row group of
+each in memory), and ``apply``, which adds the ``accuracy_ratio`` check: candidate RMSE / baseline RMSE against fp64 at most the class's
 ``max_accuracy_ratio`` (PyTorch's fp64 rule, m = 2 for fp32, 3 for fp16/bf16) times ``scale``. ``scale`` is 1
 unless the candidate is judged at its own class, lower than the baseline's: then it is the ratio of the two
 classes' measured ``precision_error_ratio`` (bf16 14,698x fp32's error on an H100), since that loss is expected.
@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
+import pyarrow as pa
 
 from harness.compare import quantized
 from harness.compare.accuracy import Accumulator, AccuracyVerdict
 from harness.compare.kinds.common import significant
 from harness.compare.policy import Policy, Tolerance, auto_class, is_served
 from harness.compare.verdict import Check, ModelVerdict, Status
+from harness.compare.workers import Segment
 from harness.errors import IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
-from harness.results import ResultsFile
-from harness.results.reader import arrow_to_numpy
+from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["NO_REFERENCE", "apply", "find"]
+__all__ = ["NO_REFERENCE", "Tap", "apply", "find", "tap"]
 
 NO_REFERENCE = "no fp64 reference: accuracy not measured (harness baseline reference NAME makes one)"
-Block = Dict[str, np.ndarray]
 
 
 def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], None] = None) -> Optional[ResultsFile]:
@@ -47,48 +47,42 @@ def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], Non
     return ref
 
 
-def _blocks(results: ResultsFile, model_id: str, column: str) -> Iterator[Block]:
-    """One model's ids, values and (where recorded) token counts and truncation flags, row group by row group."""
-    names = results.arrow_schema.names
-    extra = [c for c in ("tokens", "truncated") if c in names]
-    for table in results.model_table(model_id, ["item_id", column, *extra]):
-        values = (results._vectors(model_id, table.column(column)) if column == "vector"
-                  else arrow_to_numpy(table.column(column)))
-        block = {"ids": arrow_to_numpy(table.column("item_id")), "values": values}
-        block.update({c: arrow_to_numpy(table.column(c)) for c in extra if not table.column(c).null_count})
-        yield block
+class Tap:
+    """One model's ``Accumulator`` fed from the verdict's own pass: each aligned segment of baseline and candidate
+    values (in order) with the reference's rows for it, read alongside, so nothing is read twice (memory: the ids
+    and truncation flags, and a row group of each file). Reference rows other than the baseline's (ids, order,
+    number) are refused when it is made, before the pass."""
 
+    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+        self.ref, self.model_id, self.acc, self.offset = ref, model_id, Accumulator(), 0
+        self.column = "vector" if base.records[model_id].kind == "bi-encoder" else "score"
+        self.tokens = "tokens" in ref.arrow_schema.names
+        self.tables, self.head = ref.model_table(model_id, [self.column, *["tokens"][: self.tokens]]), pa.table({})
+        self.ids, base_ids = (f.model_columns(model_id, ["item_id"])["item_id"] for f in (ref, base))
+        if not self.ids.equals(base_ids):
+            differ = (lambda: arrow_to_numpy(single_chunk(self.ids)) != arrow_to_numpy(single_chunk(base_ids)))  # noqa: E731
+            where = (f"at '{self.ids[int(np.flatnonzero(differ())[0])]}'" if len(self.ids) == len(base_ids)
+                     else f"{len(self.ids)} rows, the baseline {len(base_ids)}")
+            raise IncompatibleInputs(f"{ref.path}: model '{model_id}': rows differ from {base.path} ({where})")
+        flags = [f.model_columns(model_id, ["truncated"])["truncated"] if "truncated" in f.arrow_schema.names else None
+                 for f in (ref, base, cand)]
+        self.flags = [arrow_to_numpy(single_chunk(f)) for f in flags if f is not None and not f.null_count]
 
-def _aligned(streams: Sequence[Iterator[Block]]) -> Iterator[List[Block]]:
-    """Cut three streams of blocks (row groups of different sizes) into aligned blocks of equal length."""
-    heads: List[Optional[Block]] = [None] * len(streams)
-    while True:
-        for i, stream in enumerate(streams):
-            while heads[i] is None or not len(heads[i]["ids"]):  # type: ignore[index]
-                heads[i] = next(stream, None)
-                if heads[i] is None:
-                    break
-        if any(h is None for h in heads):
-            if not all(h is None for h in heads):
-                raise IncompatibleInputs("the reference, baseline and candidate have different numbers of rows")
-            return
-        n = min(len(h["ids"]) for h in heads)  # type: ignore[index]
-        yield [{k: v[:n] for k, v in h.items()} for h in heads]  # type: ignore[union-attr]
-        heads = [{k: v[n:] for k, v in h.items()} for h in heads]  # type: ignore[union-attr]
-
-
-def _measure(ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str, column: str) -> Accumulator:
-    acc = Accumulator()
-    files = (ref, base, cand)
-    for blocks in _aligned([_blocks(f, model_id, column) for f in files]):
-        for f, block in zip(files[1:], blocks[1:]):
-            if not np.array_equal(block["ids"], blocks[0]["ids"]):
-                first = block["ids"][np.flatnonzero(block["ids"] != blocks[0]["ids"])[0]]
-                raise IncompatibleInputs(f"{ref.path}: model '{model_id}': rows differ from {f.path} (at '{first}')")
-        flags = tuple(b.get("truncated") for b in blocks)
-        acc.add(blocks[0]["ids"], *(b["values"] for b in blocks), tokens=blocks[0].get("tokens"),
-                truncated=flags if all(f is not None for f in flags) else None)  # type: ignore[arg-type]
-    return acc
+    def __call__(self, segment: Segment) -> None:
+        position, rows = segment[0], len(segment[1])
+        parts: List[pa.Table] = []
+        while sum(len(part) for part in parts) < rows:  # the reference's next rows, across its row groups
+            if self.offset == len(self.head):
+                self.head, self.offset = next(self.tables), 0
+            parts.append(self.head.slice(self.offset, rows - sum(len(part) for part in parts)))
+            self.offset += len(parts[-1])
+        table, at = pa.concat_tables(parts), slice(position, position + rows)
+        tokens = table.column("tokens") if self.tokens and not table.column("tokens").null_count else None
+        values = (self.ref._vectors(self.model_id, table.column(self.column)) if self.column == "vector"
+                  else arrow_to_numpy(table.column(self.column)))
+        self.acc.add(arrow_to_numpy(single_chunk(self.ids.slice(position, rows))), values, segment[1], segment[2],
+                     tokens=None if tokens is None else arrow_to_numpy(tokens),
+                     truncated=tuple(f[at] for f in self.flags) if len(self.flags) == 3 else None)  # type: ignore[arg-type]
 
 
 def _scale(policy: Policy, model_id: str, tol: Tolerance, base: ResultsFile, cand: ResultsFile) -> float:
@@ -107,17 +101,20 @@ def _sides(base: ResultsFile, cand: ResultsFile, model_id: str) -> Tuple[str, st
     return "the baseline", "the candidate"
 
 
-def apply(verdict: ModelVerdict, ref: Optional[ResultsFile], base: ResultsFile, cand: ResultsFile, tol: Tolerance,
+def tap(ref: Optional[ResultsFile], base: ResultsFile, cand: ResultsFile, model_id: str) -> Optional[Tap]:
+    """The ``Tap`` the verdict's pass feeds; None without a reference and for quantized vectors (judged in bits)."""
+    precisions = {f.records[model_id].precision for f in (base, cand)}
+    return None if ref is None or precisions & set(quantized.PRECISIONS) else Tap(ref, base, cand, model_id)
+
+
+def apply(verdict: ModelVerdict, fed: Optional[Tap], base: ResultsFile, cand: ResultsFile, tol: Tolerance,
           policy: Policy) -> ModelVerdict:
-    """``verdict`` with its accuracy against ``ref`` and the ``accuracy_ratio`` check (the status re-judged);
-    unchanged without a reference, for a model not compared, and for quantized vectors (judged in bits)."""
+    """``verdict`` with its accuracy against the reference (what the pass ``fed``) and the ``accuracy_ratio`` check
+    (the status re-judged); unchanged without a reference, for a model not compared, and for quantized vectors."""
     model_id = verdict.model_id
-    record = base.records[model_id]
-    if (ref is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.quantized
-            or record.precision in quantized.PRECISIONS):
+    if fed is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.quantized:
         return verdict
-    column = "vector" if record.kind == "bi-encoder" else "score"
-    measured = _measure(ref, base, cand, model_id, column).result()
+    measured, ref = fed.acc.result(), fed.ref
     scale = _scale(policy, model_id, tol, base, cand)
     limit = tol.max_accuracy_ratio * scale
     gate = policy.judge_by == "accuracy"

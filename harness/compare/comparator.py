@@ -154,17 +154,17 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
 
 
 def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings,
-           index: Optional[IndexSettings] = None) -> ModelVerdict:
-    """The kind's judge for one model that both sides ran."""
+           index: Optional[IndexSettings] = None, tap: Optional[accuracy_check.Tap] = None) -> ModelVerdict:
+    """The kind's judge for one model that both sides ran (its pass feeds ``tap``, the accuracy against fp64)."""
     rec_b, rec_c = base.records[model_id], cand.records[model_id]
     if rec_b.kind != "bi-encoder":
-        return kinds.judge_rerank_files(base, cand, model_id, tol)
+        return kinds.judge_rerank_files(base, cand, model_id, tol, tap)
     if rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS:
         precision = kinds.file_precision(base, cand, model_id)
         return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
     pair = kinds.FilePair(base, cand, model_id, settings)
     return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read here, not judged
-                                  scenarios=ScenarioRequest(index, is_served(cand.models[model_id])))
+                                  scenarios=ScenarioRequest(index, is_served(cand.models[model_id])), tap=tap)
 
 
 def compare_results(
@@ -197,12 +197,13 @@ def compare_results(
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
+        tap = None if verdict else accuracy_check.tap(ref, base, cand, model_id)
         if verdict is None:
-            verdict = _judge(base, cand, model_id, tol, settings, index)
+            verdict = _judge(base, cand, model_id, tol, settings, index, tap)
         verdict = dataclasses.replace(verdict, performance={"baseline": _performance(base, model_id),
                                                             "candidate": _performance(cand, model_id)},
                                       precision_change=precision_note)
-        verdict = accuracy_check.apply(verdict, ref, base, cand, tol, policy)
+        verdict = accuracy_check.apply(verdict, tap, base, cand, tol, policy)
         verdicts.append(verdict)
     base_env = {**base.fingerprint, "models": {k: model_env(base, k) for k in model_ids}}
     cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}

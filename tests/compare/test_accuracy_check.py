@@ -154,3 +154,23 @@ def test_a_served_side_is_named_the_server(tmp_path: Path) -> None:
     verdict = compare_files(TINY, cand, models=[BI]).models[0]
     assert verdict.accuracy is not None and verdict.accuracy.sides == ("the library", "the server")
     assert any(line.strip().startswith("further from fp64: the server on ") for line in lines(verdict))
+
+
+@pytest.mark.parametrize("model", [BI, CE])
+def test_a_reference_whose_rows_differ_is_refused_naming_where(tmp_path: Path, model: str) -> None:
+    """The verdict's pass reads the reference alongside: a reference missing a row, or with another id in a row,
+    is refused (exit 2) naming the reference, the model and where, never measured against the wrong rows."""
+    table = pq.read_table(REF)
+    rows = np.flatnonzero(np.asarray(table.column("model_id").to_pylist()) == model)
+    copy = tmp_path / "base.parquet"
+    shutil.copy(TINY, copy)
+    pq.write_table(table.filter(pa.array(np.arange(len(table)) != rows[-1])), reference_path(copy))
+    with pytest.raises(IncompatibleInputs, match=rf"{model}.*rows differ from .*\({len(rows) - 1} rows, the baseline {len(rows)}\)"):
+        compare_files(copy, TINY, models=[model])
+    ids = table.column("item_id").to_pylist()
+    renamed = ids[rows[-1]] + "~"  # still the last row in canonical order
+    ids[rows[-1]] = renamed
+    pq.write_table(table.set_column(table.column_names.index("item_id"), "item_id", pa.array(ids)), reference_path(copy))
+    with pytest.raises(IncompatibleInputs, match=rf"rows differ from .*at '{renamed}'"):
+        compare_files(copy, TINY, models=[model])
+    assert compare_files(copy, TINY, models=[BI if model == CE else CE]).models[0].accuracy is not None

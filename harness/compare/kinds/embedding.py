@@ -16,7 +16,7 @@ import numpy as np
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
 from harness.compare.kinds.retrieval import Retrieval, Source
 from harness.compare.kinds.scenarios import ScenarioRequest
-from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.kinds.source import EmbeddingPair, Worker
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats
@@ -56,18 +56,19 @@ class _Worker:
 
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
-                     scenarios: Optional[ScenarioRequest] = None) -> ModelVerdict:
+                     scenarios: Optional[ScenarioRequest] = None, tap: Optional[Worker] = None) -> ModelVerdict:
     """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
     ``certificate``: a hint, the baseline's top ``width(k)`` per query (``harness.compare.certificate``): most
     queries are then decided without scoring every document; the verdict is the same without it.
-    ``scenarios``: the retrieval scenarios, reported beside the verdict, computed in the same passes."""
+    ``scenarios``: the retrieval scenarios, reported beside the verdict, computed in the same passes.
+    ``tap``: also fed every segment of the verdict's pass, in order (the accuracy against an fp64 reference)."""
     dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
     k = retrieval_k(pair, tol.topk)
     share = scenarios.share(pair) if scenarios is not None else None
     retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
     workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
     pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
-              what=retrieval.pass_name(0) if retrieval is not None else "")
+              what=retrieval.pass_name(0) if retrieval is not None else "", tap=tap)
     first, *others = workers
     for other in others:
         first.stats.merge(other.stats)

@@ -10,7 +10,7 @@ aligned arrays in one chunk; ``judge_rerank_files`` feeds two results files row 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_ch
 from harness.compare.policy import Tolerance
 from harness.compare.stats.rerank import RerankStats
 from harness.compare.verdict import Check, ModelVerdict, Offender
+from harness.compare.workers import Segment
 from harness.results import ResultsFile
 
 __all__ = ["judge_rerank", "judge_rerank_files", "queries_in_memory"]
@@ -51,11 +52,13 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str] | np.nda
     return _verdict(stats, model_id, lambda positions: {p: str(ids[p]) for p in positions})
 
 
-def judge_rerank_files(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance) -> ModelVerdict:
-    """One cross-encoder of two results files, streamed: refuse broken input, align by pair id, judge."""
+def judge_rerank_files(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance,
+                       tap: Optional[Callable[[Segment], None]] = None) -> ModelVerdict:
+    """One cross-encoder of two results files, streamed: refuse broken input, align by pair id, judge (``tap``: fed
+    the scores too, in order)."""
     pairs = source.RerankPair(base, cand, model_id)
     stats = RerankStats(pairs.rows, tol, with_queries=True, worst_n=WORST_N, examples=max(NAMED, WORST_N))
-    pairs.feed(stats)
+    pairs.feed(stats, tap)
     return _verdict(stats, model_id, pairs.pair_ids)
 
 

@@ -11,7 +11,7 @@ both sides' ids (in memory: only broken files take it).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from harness.compare import streaming
 from harness.compare.stats.rerank import RerankStats
+from harness.compare.workers import Segment
 from harness.errors import ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 from harness.results.schema import in_canonical_order
@@ -82,12 +83,15 @@ class RerankPair:
         self.starts = np.cumsum([0] + [count for _, count in self.groups])
         self.rows = int(self.starts[-1])
 
-    def feed(self, stats: RerankStats) -> None:
-        """Every pair's scores once, every query whole once; refuses broken input (one line, file named)."""
+    def feed(self, stats: RerankStats, tap: Optional[Callable[[Segment], None]] = None) -> None:
+        """Every pair's scores once, every query whole once (``tap``: each chunk's, in order); refuses broken
+        input (one line, file named)."""
         runs = _QueryRuns(stats)
         try:
             for position, queries, bs, cs in self._chunks():
                 stats.add_scores(position, bs, cs)
+                if tap is not None:
+                    tap((position, bs, cs))
                 runs.add(position, queries, bs, cs)
         except _Broken:
             self._refuse()
@@ -99,8 +103,7 @@ class RerankPair:
         sides = [self.base.model_table(self.model_id, ["item_id", "query_id", "passage_id", "score"]),
                  self.cand.model_table(self.model_id, ["item_id", "score"])]
         current: List[Optional[pa.Table]] = [next(sides[0], None), next(sides[1], None)]
-        offset, position, last = [0, 0], 0, None
-        bad: List[List[Any]] = [[0, None], [0, None]]
+        offset, position, last, nonfinite = [0, 0], 0, None, False
         while True:
             for side in (0, 1):
                 while current[side] is not None and offset[side] >= len(current[side]):  # type: ignore[arg-type]
@@ -120,19 +123,16 @@ class RerankPair:
                 raise _Broken()
             last = (keys.column(0)[take - 1].as_py(), keys.column(1)[take - 1].as_py())
             bs, cs = _scores(b), _scores(c)
-            for side, values in enumerate((bs, cs)):
+            for values in (bs, cs):
                 wrong = ~np.isfinite(values)
-                if wrong.any():
-                    bad[side][0] += int(wrong.sum())
-                    if bad[side][1] is None:
-                        bad[side][1] = ids[int(np.argmax(wrong))].as_py()
-                    values[wrong] = 0.0  # refused once counted: the statistics meanwhile stay finite
+                nonfinite |= bool(wrong.any())
+                values[wrong] = 0.0  # refused at the end (``_refuse`` counts them): the statistics stay finite
             yield position, b.column("query_id"), bs, cs
             position += take
             offset[0] += take
             offset[1] += take
-        for results, (count, first_bad) in zip((self.base, self.cand), bad):
-            _refuse_nonfinite(results, self.model_id, count, first_bad)
+        if nonfinite:
+            self._refuse()
 
     def _refuse(self) -> None:
         """Broken input, each side in turn (duplicates, then non-finite scores), then ids on one side only."""
@@ -146,7 +146,7 @@ class RerankPair:
                 raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups)}")
             wrong = ~np.isfinite(_scores(table))
             first = side_ids[int(np.argmax(wrong))].as_py() if wrong.any() else None
-            _refuse_nonfinite(results, self.model_id, int(wrong.sum()), first)
+            streaming.refuse_nonfinite(results, self.model_id, int(wrong.sum()), first, "non-finite scores")
             ids.append(side_ids)
         only = [a.filter(pc.invert(pc.is_in(a, value_set=b))) for a, b in ((ids[0], ids[1]), (ids[1], ids[0]))]
         streaming.refuse_id_mismatch(self.model_id, _sorted(only[0]), _sorted(only[1]), self.cand.path)
@@ -161,9 +161,3 @@ class RerankPair:
                 if at == g:
                     out[p] = str(ids[p - int(self.starts[g])].as_py())
         return out
-
-
-def _refuse_nonfinite(results: ResultsFile, model_id: str, count: int, first: Optional[str]) -> None:
-    if count:
-        raise ResultsFileError(f"{results.path}: model '{model_id}' has non-finite scores in {count} row(s) "
-                               f"(first: '{first}')")

@@ -54,10 +54,10 @@ class EmbeddingPair:
         """Both sides' vectors of the queries ``start:stop`` (a query batch), in the order of ``queries``."""
         raise NotImplementedError
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
         """Call the workers on aligned segments covering every row once (``held_bytes``: what the caller holds
         for the whole pass, the query batch, counted against the memory budget before any row group is read;
-        ``what``: the pass, as its progress reports name it)."""
+        ``what``: the pass, as its progress reports name it; ``tap``: also called on every segment, in order)."""
         raise NotImplementedError
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
@@ -98,17 +98,16 @@ class FilePair(EmbeddingPair):
         rows = plan.queries[start:stop]
         return streaming.read_rows(self.base, self.model_id, rows), streaming.read_rows(self.cand, self.model_id, rows)
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
         counter = progress.tracker(self.settings.listener, self.model_id, what or "one pass", self.rows)
         streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes, self.settings.memory_mb,
-                         on_rows=counter.add if counter is not None else None)
+                         on_rows=counter.add if counter is not None else None, tap=tap)
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
         """The baseline first; each file's first bad row in its own file order."""
-        if base_rows:
-            streaming.refuse_nonfinite(self.base, self.model_id, len(base_rows), self.item_id(min(base_rows)), problem)
-        if cand_rows:
-            streaming.refuse_nonfinite(self.cand, self.model_id, len(cand_rows), self.item_id(min(cand_rows)), problem)
+        for results, rows in ((self.base, base_rows), (self.cand, cand_rows)):
+            if rows:
+                streaming.refuse_nonfinite(results, self.model_id, len(rows), self.item_id(min(rows)), problem)
 
 
 class ArrayPair(EmbeddingPair):
@@ -144,10 +143,11 @@ class ArrayPair(EmbeddingPair):
         rows = self.queries[start:stop]
         return self.base[rows], self.cand[rows]
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "") -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
         for start in range(0, self.rows, self.SEGMENT_ROWS):
             stop = min(self.rows, start + self.SEGMENT_ROWS)
-            workers[0]((start, self.base[start:stop], self.cand[start:stop]))
+            for worker in (tap, workers[0]) if tap is not None else workers[:1]:
+                worker((start, self.base[start:stop], self.cand[start:stop]))
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
         for label, rows in zip(self.labels, (base_rows, cand_rows)):
