@@ -80,13 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a crash file): only a verdict a command computed returns 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as done:  # --help, --version (0) or a usage error (2, one line already printed)
-        return done.code if isinstance(done.code, int) else ExitCode.BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version (0) or a usage error (2, one line already printed)
+            return done.code if isinstance(done.code, int) else ExitCode.BAD_INPUT
         check_settings()  # every HARNESS_* number, before any model loads or any file is read
         return int(args.func(args))
     except HarnessError as err:

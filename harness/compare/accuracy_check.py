@@ -60,9 +60,10 @@ class Tap:
         self.tables, self.head = ref.model_table(model_id, [self.column, *["tokens"][: self.tokens]]), pa.table({})
         self.ids, base_ids = (f.model_columns(model_id, ["item_id"])["item_id"] for f in (ref, base))
         if not self.ids.equals(base_ids):
-            differ = (lambda: arrow_to_numpy(single_chunk(self.ids)) != arrow_to_numpy(single_chunk(base_ids)))  # noqa: E731
-            where = (f"at '{self.ids[int(np.flatnonzero(differ())[0])]}'" if len(self.ids) == len(base_ids)
-                     else f"{len(self.ids)} rows, the baseline {len(base_ids)}")
+            where = f"{len(self.ids)} rows, the baseline {len(base_ids)}"
+            if len(self.ids) == len(base_ids):
+                differ = arrow_to_numpy(single_chunk(self.ids)) != arrow_to_numpy(single_chunk(base_ids))
+                where = f"at '{self.ids[int(np.flatnonzero(differ)[0])]}'"
             raise IncompatibleInputs(f"{ref.path}: model '{model_id}': rows differ from {base.path} ({where})")
         flags = [f.model_columns(model_id, ["truncated"])["truncated"] if "truncated" in f.arrow_schema.names else None
                  for f in (ref, base, cand)]
@@ -71,11 +72,13 @@ class Tap:
     def __call__(self, segment: Segment) -> None:
         position, rows = segment[0], len(segment[1])
         parts: List[pa.Table] = []
-        while sum(len(part) for part in parts) < rows:  # the reference's next rows, across its row groups
+        taken = 0
+        while taken < rows:  # the reference's next rows, across its row groups
             if self.offset == len(self.head):
                 self.head, self.offset = next(self.tables), 0
-            parts.append(self.head.slice(self.offset, rows - sum(len(part) for part in parts)))
+            parts.append(self.head.slice(self.offset, rows - taken))
             self.offset += len(parts[-1])
+            taken += len(parts[-1])
         table, at = pa.concat_tables(parts), slice(position, position + rows)
         tokens = table.column("tokens") if self.tokens and not table.column("tokens").null_count else None
         values = (self.ref._vectors(self.model_id, table.column(self.column)) if self.column == "vector"
