@@ -29,7 +29,7 @@ from harness.compare import certificate as certs
 from harness.compare import scenarios
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
-from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
+from harness.compare.stats.certify import ROUNDING, CertifyStream, add_proofs, certifiable, combine, query_moves
 from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
 from harness.compare.workers import queries_per_pass
 
@@ -113,8 +113,8 @@ class _Accumulators:
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray,
             rolled: Mask = None) -> None:
         masks: Dict[str, Mask] = {VERDICT: None, "keep_index": np.zeros(len(base), dtype=bool), "rolling": rolled}
-        for key, proof in self.proofs.items():
-            proof.add(positions, base, cand, bsq, dsq, masks[key])
+        if self.proofs:
+            add_proofs([(proof, masks[key]) for key, proof in self.proofs.items()], positions, base, cand, bsq, dsq)
         fed: List[Fed] = [(stream, masks[key]) for key, stream in self.exact.items()]
         for group in [fed] if self.shared else [[f] for f in fed]:
             add_shared(group, positions, base, cand, bsq, dsq)

@@ -33,7 +33,7 @@ import numpy as np
 from harness.compare.metrics import TopKAgreement, topk_agreement, unit_rows
 from harness.compare.stats.topk import TILE_BYTES, LazyMask, Mask, move_bounds, moved_sq
 
-__all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
+__all__ = ["ROUNDING", "CertifyStream", "add_proofs", "certifiable", "query_moves", "combine"]
 
 #: slack for the float64 rounding of the cosines compared (a dot product of unit rows is off by at most
 #: ~dim * 2**-53; this covers dim up to ~10^4 with a wide margin)
@@ -133,14 +133,15 @@ class CertifyStream:
             diff_sq: np.ndarray, mask: Mask = None) -> None:
         """``mask`` (a bool per document, None: all): which documents the candidate side takes from ``cand``;
         the others serve the baseline's row (a kept index, a rolling re-embed half-way)."""
+        add_proofs([(self, mask)], positions, base, cand, base_sq, diff_sq)
+
+    def _moves(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
+               diff_sq: np.ndarray, mask: Mask) -> None:
+        """The largest move of the documents not singled out, and the exact scores of those that were (far)."""
         m = len(base)
-        if not m:
-            return
-        positions = np.asarray(positions, dtype=np.int64)
         if mask is not None:
             diff_sq = moved_sq(diff_sq, mask)
             cand = _Served(base, cand, mask)  # type: ignore[assignment]  # indexed like the rows it serves
-        self._gather(positions, base, cand)
         moved = move_bounds(base_sq, diff_sq, self.kappa)
         # the same rule as TopKStream's screen: a few documents far beyond the block's 99th percentile
         cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
@@ -168,29 +169,6 @@ class CertifyStream:
                 scores[owners[mine] - s, which[mine] - f] = -np.inf
                 self.far_best[s : s + len(qc)] = np.fmax(self.far_best[s : s + len(qc)], scores.max(axis=1))
 
-    def _gather(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray) -> None:
-        """Both sides' exact scores of the certificate's (query, document) pairs among these documents
-        (``positions`` ascending, as the segments hand them), pair by pair (``pair_dots``: the same bits in any
-        batch)."""
-        bounds: Any = np.searchsorted(self.req_pos, [positions[0], positions[-1] + 1])  # two positions
-        lo, hi = bounds
-        if hi <= lo:
-            return
-        want = self.req_pos[lo:hi]
-        at = np.minimum(np.searchsorted(positions, want), len(positions) - 1)
-        hit = positions[at] == want
-        rows, cols, at = self.req_row[lo:hi][hit], self.req_col[lo:hi][hit], at[hit]
-        if not len(rows):
-            return
-        for s in range(0, len(rows), PAIR_CHUNK):  # q . d / |q|: no per-pair norm of the query row
-            r, c, a = rows[s : s + PAIR_CHUNK], cols[s : s + PAIR_CHUNK], at[s : s + PAIR_CHUNK]
-            docs, which = np.unique(a, return_inverse=True)
-            if self.baseline:  # each document once per chunk
-                unit_b = unit_rows(base[docs])
-                self.sb[r, c] = np.einsum("ij,ij->i", self.base_queries[r].astype(np.float64), unit_b[which]) / self.norm_b[r]
-            unit_c = unit_rows(cand[docs])
-            self.sc[r, c] = np.einsum("ij,ij->i", self.cand_queries[r].astype(np.float64), unit_c[which]) / self.norm_c[r]
-
     def merge(self, other: CertifyStream) -> None:
         self.near_move = max(self.near_move, other.near_move)
         self.far_best = np.fmax(self.far_best, other.far_best)
@@ -213,6 +191,61 @@ class CertifyStream:
         by_pos = np.argsort(self.pos[rows], axis=1, kind="stable")
         idx = np.asarray(rows)[:, None]
         return topk_agreement(self.sb[idx, by_pos], self.sc[idx, by_pos], k, tie_tolerance)
+
+
+def add_proofs(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, base: np.ndarray,
+               cand: np.ndarray, base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
+    """Feed one segment to proofs over the same certificate pairs (a batch's tracks, built with one ``shared``),
+    each with the mask of the rows its candidate side serves. The pairs' exact scores are computed once for all
+    of them: the baseline's, the candidate's queries against the candidate's documents and against the
+    baseline's; a track serving a pair's baseline row takes the latter (the same bits as scoring the served row)."""
+    if not len(base):
+        return
+    positions = np.asarray(positions, dtype=np.int64)
+    if any(proof.req_pos is not fed[0][0].req_pos for proof, _ in fed):
+        for proof, mask in fed:  # not one certificate's pairs: each on its own
+            add_proofs([(proof, mask)], positions, base, cand, base_sq, diff_sq)
+        return
+    _gather(fed, positions, base, cand)
+    for proof, mask in fed:
+        proof._moves(positions, base, cand, base_sq, diff_sq, mask)
+
+
+def _gather(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, base: np.ndarray,
+            cand: np.ndarray) -> None:
+    """The exact scores of the certificate's (query, document) pairs among these documents (``positions``
+    ascending, as the segments hand them), pair by pair (the same bits in any batch), into every proof fed."""
+    first = fed[0][0]
+    bounds: Any = np.searchsorted(first.req_pos, [positions[0], positions[-1] + 1])  # two positions
+    lo, hi = bounds
+    if hi <= lo:
+        return
+    want = first.req_pos[lo:hi]
+    at = np.minimum(np.searchsorted(positions, want), len(positions) - 1)
+    hit = positions[at] == want
+    rows, cols, at = first.req_row[lo:hi][hit], first.req_col[lo:hi][hit], at[hit]
+    baseline = any(proof.baseline for proof, _ in fed)
+    for s in range(0, len(rows), PAIR_CHUNK):  # q . d / |q|: no per-pair norm of the query row
+        r, c, a = rows[s : s + PAIR_CHUNK], cols[s : s + PAIR_CHUNK], at[s : s + PAIR_CHUNK]
+        docs, which = np.unique(a, return_inverse=True)  # each document once per chunk
+        # per proof and pair: whether its candidate side serves the candidate's row (None: every pair does)
+        served = [None if mask is None else np.asarray(mask.take(docs))[which] for _, mask in fed]
+        from_base = any(t is not None and not t.all() for t in served)
+        cand_q = first.cand_queries[r].astype(np.float64)
+        of_cand = of_base = base_scores = None
+        if any(t is None or t.any() for t in served):
+            of_cand = np.einsum("ij,ij->i", cand_q, unit_rows(cand[docs])[which]) / first.norm_c[r]
+        if baseline or from_base:
+            unit_b = unit_rows(base[docs])[which]
+            if from_base:
+                of_base = np.einsum("ij,ij->i", cand_q, unit_b) / first.norm_c[r]
+            if baseline:
+                base_scores = np.einsum("ij,ij->i", first.base_queries[r].astype(np.float64), unit_b) / first.norm_b[r]
+        for (proof, _), take in zip(fed, served):
+            if proof.baseline:
+                proof.sb[r, c] = base_scores
+            proof.sc[r, c] = (of_cand if take is None or take.all() else of_base if not take.any()
+                              else np.where(take, of_cand, of_base))
 
 
 def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence[tuple[np.ndarray, TopKAgreement]]) -> TopKAgreement:
