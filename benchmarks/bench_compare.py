@@ -26,6 +26,10 @@ both walls and the ratio floor / compare (target >= 0.9: the comparator costs at
 
     python benchmarks/bench_compare.py --floor --sizes 1000000 --floor-queries 0 100 --repeat 2
 
+With ``--certified`` the baseline is certified first (the top-k certificate ``harness baseline create`` files:
+what a comparison against a stored baseline finds); without it there is none (two files compared as they are, the
+top-k screened against every document). Each (size, queries) gets its own certificate cache directory.
+
 The layout variant writes the same vectors as ``fixed_size_list<float32>`` and times the naive read of that
 layout (``read_row_group`` + ``values.to_numpy()``, max |d| only) against the same minimal loop over the
 ``fixed_size_binary`` layout the results schema uses, and reports the ratio.
@@ -255,6 +259,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--floor-queries", type=int, nargs="+", default=[0, 100], help="query counts for --floor")
     parser.add_argument("--compression", choices=("none", "snappy"), default="none",
                         help="--floor: the files' codec (none: as the writer writes; snappy: as older versions did)")
+    parser.add_argument("--certified", action="store_true",
+                        help="--floor: certify the baseline first, as `harness baseline create` does (warm top-k)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -321,7 +327,8 @@ def main(argv: List[str]) -> int:
 def floor(args: argparse.Namespace) -> int:
     """``compare_files`` against the bare read of the same files (both in fresh processes, alternating)."""
     print(f"# {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), dim {args.dim}, files as the writer "
-          f"writes them ({args.compression}, {CHUNK}-row groups); ratio = floor wall / compare wall (target >= 0.9); "
+          f"writes them ({args.compression}, {CHUNK}-row groups), baseline "
+          f"{'certified (as baseline create leaves it)' if args.certified else 'not certified'}; ratio = floor wall / compare wall (target >= 0.9); "
           "CPU s: all threads (on a shared machine the CPU ratio is the steadier one)")
     print(f"{'N':>9} {'queries':>7} {'floor s':>8} {'compare s':>9} {'ratio':>6} {'floor CPU':>9} {'compare CPU':>11} "
           f"{'CPU ratio':>9} {'RSS MB':>7} {'load':>5}  verdict")
@@ -333,9 +340,12 @@ def floor(args: argparse.Namespace) -> int:
                 if args.compression != "none":
                     recompress(base, args.compression)
                     recompress(cand, args.compression)
+                env = {"HARNESS_CACHE_DIR": str(tmp / f"cache-{n}-{queries}")}  # no certificate unless --certified
+                if args.certified and queries:
+                    _spawn("certify", str(base), env_extra=env)
                 for _ in range(args.repeat):
                     bare = _spawn("minimal", str(base), str(cand), "binary")
-                    r = _spawn("compare", str(base), str(cand), threads=args.threads)
+                    r = _spawn("compare", str(base), str(cand), threads=args.threads, env_extra=env)
                     print(f"{n:>9} {queries:>7} {bare['wall_s']:>8.2f} {r['wall_s']:>9.2f} "
                           f"{bare['wall_s'] / r['wall_s']:>6.2f} {bare['cpu_s']:>9.2f} {r['cpu_s']:>11.2f} "
                           f"{bare['cpu_s'] / r['cpu_s']:>9.2f} {r['rss_mb']:>7.0f} {os.getloadavg()[0]:>5.1f}  "
