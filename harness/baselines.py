@@ -236,9 +236,10 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], 
     recorded encode settings (prompts, normalize, precision, backend, ...); one it does not know is rebuilt
     from the recorded source.
     """
-    from harness.config.registry import ENCODE_KEYS, ModelSpec, base_model_id
+    from harness.config.registry import ENCODE_KEYS, ModelSpec, base_model_id, entry_label
+    from harness.config.schema import validate
 
-    fields = set(ModelSpec.__dataclass_fields__) - {"id"}
+    fields = set(ModelSpec.model_fields) - {"id"}
     source = results.records[model_id].source
     recorded = {k: v for k, v in (source or {}).items() if k in fields}
     local = known.get(base_model_id(model_id)) or known.get(model_id)
@@ -246,7 +247,7 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], 
         if source is None or recorded.get("kind") != local.kind:
             return None  # nothing recorded (or another model by that id here): the registry's entry as it is
         settings: Dict[str, Any] = {k: recorded.get(k) for k in ENCODE_KEYS}
-        return dataclasses.replace(local, **settings)
+        return local.model_copy(update=settings)
     if not recorded.get("kind") or not recorded.get("source"):
         raise ModelLoadError(
             f"{results.path}: model '{model_id}' is not in the registry {registry_path} "
@@ -255,7 +256,8 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], 
     for key in ("path", "cache_dir"):  # recorded relative to the checkout, site-packages or home (portable_path)
         if isinstance(recorded.get(key), str):
             recorded[key] = local_path(recorded[key], path_anchors(paths.project_root()))
-    return ModelSpec(id=model_id, **recorded)
+    return validate(ModelSpec, {"id": model_id, **recorded}, source=str(results.path), error=ModelLoadError,
+                    at=("models", model_id), label=entry_label)
 
 
 def _check_corpus(results: ResultsFile, corpus_source: Path) -> None:
