@@ -27,7 +27,8 @@ _MAX_NAMED = 5
 
 
 class NonFiniteInput(HarnessError, AssertionError):
-    """NaN or Inf in an array: bad input (a ``HarnessError``) that fails a test like any assertion."""
+    """NaN or Inf in an array given to an assertion: bad input (a ``HarnessError``), which fails a test like
+    any assertion does (an ``AssertionError``)."""
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------
