@@ -54,10 +54,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def with_hub_ids(registry: Registry, names: Optional[List[str]],
                  allow_network: bool = False) -> Tuple[Registry, Optional[List[str]]]:
-    """``--models org/name``: a hub id the registry does not know as an id, set or directory. A registry entry with
-    that ``hub_id`` runs under its own id; any other is resolved offline-first here (the local Hugging Face cache,
-    ``HF_HOME`` / ``HF_HUB_CACHE``; the network only with ``allow_network``), entered under the hub id, its kind
-    read from its files. Not cached: one ``ModelLoadError`` line saying how to supply it."""
+    """``--models org/name``: a hub id the registry does not know. An entry with that ``hub_id`` runs under its
+    own id; any other is resolved offline-first (the network only with ``allow_network``) and entered under it."""
     if not names:
         return registry, names
     models, chosen = dict(registry.models), []
