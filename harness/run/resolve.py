@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -72,7 +71,7 @@ def with_hub_ids(registry: Registry, names: Optional[List[str]],
                 raise ModelLoadError(f"'{name}' is not a model id, set or directory here, and as a "
                                      f"{str(err).split(': ', 1)[1]}") from None
             known = name
-            models[name] = replace(spec, kind=guess_kind(directory))
+            models[name] = spec.model_copy(update={"kind": guess_kind(directory)})
         chosen.append(known)
     return Registry(path=registry.path, models=models, sets=dict(registry.sets)), chosen
 
