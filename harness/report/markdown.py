@@ -77,17 +77,10 @@ def _header(report: MatrixReport) -> List[str]:
 
 def _summary_row(cell: ReportCell, model: ModelVerdict) -> List[str]:
     metrics = model.metrics
-    return [
-        _code(cell.cell_id),
-        _code(model.model_id),
-        _status(model.status),
-        fmt_drift(metrics),
-        fmt_cosine(metrics.get("min_cosine")),
-        md_escape(order_shown(model)),
-        md_escape(model.tolerance_class),
-        _worst_check(model),
-        md_escape(accuracy_lines.ratio_text(model.accuracy.measured.ratio)) if model.accuracy else "-",
-    ]
+    return [_code(cell.cell_id), _code(model.model_id), _status(model.status), fmt_drift(metrics),
+            fmt_cosine(metrics.get("min_cosine")), md_escape(order_shown(model)), md_escape(model.tolerance_class),
+            _worst_check(model),
+            md_escape(accuracy_lines.ratio_text(model.accuracy.measured.ratio)) if model.accuracy else "-"]
 
 
 def _worst_check(model: ModelVerdict) -> str:
