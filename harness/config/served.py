@@ -61,6 +61,6 @@ def with_timeout(registry: Registry, timeout_s: Optional[float]) -> Registry:
     per-run deadline follows it unless the entry sets ``run_timeout_s`` (``HttpSettings.deadline_s``)."""
     if timeout_s is None:
         return registry
-    models = {mid: spec.model_copy(update={"http": {**spec.http, "timeout_s": timeout_s}}) if spec.backend == "http" and spec.http else spec
-              for mid, spec in registry.models.items()}
+    models = {mid: spec.model_copy(update={"http": {**spec.http, "timeout_s": timeout_s}})
+              if spec.backend == "http" and spec.http else spec for mid, spec in registry.models.items()}
     return replace(registry, models=models)
