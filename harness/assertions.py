@@ -1,22 +1,7 @@
 """Assertions for tests and release checklists, with failure messages that read like ``numpy.testing``.
 
-``assert_embeddings_close`` and ``assert_rerank_stable`` take numpy arrays or results files (paths or
-``ResultsFile``) on either side. This module only adapts inputs: it reads files, converts tensors, aligns rows
-by id (a few texts may be checked against a whole baseline), refuses NaN/Inf and shapes that cannot match.
-Judging is the comparator's: two results files go through ``compare_results`` (corpus and weights checks
-included), arrays through the same judges (``harness.compare.kinds``) with the tolerance class chosen by the
-same function (``policy.choose_class``). On failure the ``AssertionError`` is rendered from the verdict's
-evidence (``harness.report.assertion``)::
-
-    Embeddings are not close!
-
-    Mismatched elements: 7 / 24576 (0.03%)
-    Greatest absolute difference: 1.20e-04 at text 'd0012' dim 17 (up to 1e-05 allowed)
-    Greatest relative difference: 3.41e-03 at text 'd0012' dim 17 (up to 0 allowed)
-    actual value 0.0352200121, baseline value 0.0351000014
-    ...
-
-Only numpy, pyarrow and the comparator are imported: no torch (the comparator must not drift itself).
+This module only adapts inputs (files, tensors, rows aligned by id, NaN/Inf refused): judging is the
+comparator's one judge, so a test and ``harness compare`` agree. No torch: the comparator must not drift itself.
 """
 
 from __future__ import annotations
@@ -50,9 +35,7 @@ class NonFiniteInput(HarnessError, AssertionError):
 
 
 def _as_policy(policy: PolicyLike) -> Policy:
-    if isinstance(policy, Policy):
-        return policy
-    return load_policy(policy)
+    return policy if isinstance(policy, Policy) else load_policy(policy)
 
 
 def _as_results(value: Any) -> Optional[ResultsFile]:
@@ -143,11 +126,8 @@ def _names(ids: Union[Sequence[Any], np.ndarray]) -> str:
 
 
 def _align(title: str, actual: _Side, baseline: _Side, subset: bool = False) -> Tuple[_Side, _Side]:
-    """Put both sides in the baseline's row order by id; fail on missing, extra or duplicate ids or shapes.
-
-    With ``subset`` (an array whose ids were given, against a results file), baseline rows the array does not
-    name are left out instead of failing: checking a few texts against a full baseline is allowed.
-    """
+    """Put both sides in the baseline's row order by id; fail on missing, extra or duplicate ids or shapes
+    (``subset``: a few texts may be checked against a full baseline)."""
     __tracebackhide__ = True
     if actual.ids is None and baseline.ids is not None:
         actual.ids = baseline.ids if len(actual.values) == len(baseline.values) else None
@@ -221,8 +201,7 @@ def _precision(files: Sequence[ResultsFile], model_id: Optional[str], given: Opt
 
 
 def _settings(side: _Side, other: _Side, model_id: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
-    """What ``choose_class`` reads of one side: a file's fingerprint and model metadata; for an array, a
-    fingerprint derived from it (its dtype; its device is unknown, so it is taken to be the other side's)."""
+    """What ``choose_class`` reads of one side; an array's device is unknown, so it is taken to be the other's."""
     if side.results is not None:
         return side.results.fingerprint, side.results.models.get(model_id)
     derived: Dict[str, Any] = {"dtype": "float16"} if side.values.dtype == np.float16 else {}
@@ -312,9 +291,8 @@ def assert_embeddings_close(
             if side.results is None and len(side.values) == len(roles):
                 side.roles = np.asarray(roles, dtype=str)
     kind = _precision(files, model_id, precision, a_side.values, b_side.values)
-    if kind is None:
-        _require_finite(a_side, model_id or "", "value")
-        _require_finite(b_side, model_id or "", "value")
+    for side in (a_side, b_side) if kind is None else ():
+        _require_finite(side, model_id or "", "value")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
     tol, note = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
     pair = kinds.ArrayPair(cast(np.ndarray, b_side.ids), b_side.roles if b_side.roles is not None else a_side.roles, b_side.values,
@@ -357,8 +335,8 @@ def assert_rerank_stable(
     b_side = _rerank_side(baseline_scores if b_file is None else b_file, "baseline", model_id or "", None, None)
     if b_side.results is None and query_ids is not None and len(b_side.values) == len(query_ids):
         b_side.query_ids = np.asarray(query_ids, dtype=str)
-    _require_finite(a_side, model_id or "", "score")
-    _require_finite(b_side, model_id or "", "score")
+    for side in (a_side, b_side):
+        _require_finite(side, model_id or "", "score")
     a_side, b_side = _align(title, a_side, b_side, subset=ids is not None and a_file is None and b_file is not None)
     tol, note = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
     queries = b_side.query_ids if b_side.query_ids is not None else a_side.query_ids
@@ -377,8 +355,7 @@ def assert_model_matches(
 ) -> None:
     """One model of a candidate results file against a baseline, whatever its kind (what the plugin runs)."""
     __tracebackhide__ = True
-    cand = _as_results(candidate)
-    base = _as_results(baseline)
+    cand, base = _as_results(candidate), _as_results(baseline)
     assert cand is not None and base is not None, "candidate and baseline must be results files"
     _only_model([base, cand], "", model_id)
     for side, results in (("candidate", cand), ("baseline", base)):

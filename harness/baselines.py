@@ -1,9 +1,7 @@
 """Baselines: results files promoted to references, never overwritten silently, and re-run the way they were made.
 
-A baseline is a results file plus provenance (who, when, why, from which file) in its metadata. Creating one
-refuses to replace an existing file unless forced; a forced create or an update first keeps the previous file
-beside it with a timestamp, then writes the new one atomically. ``rerun_options`` is the one way to repeat a
-baseline's run in this environment: ``harness check`` and the pytest plugin (``--harness-baseline``) both use it.
+A replaced baseline is kept beside the new one with a timestamp. ``rerun_options`` is the one way to repeat a
+baseline's run here: ``harness check`` and the pytest plugin both use it.
 """
 
 from __future__ import annotations
@@ -126,12 +124,7 @@ def create_baseline(
     reason: Optional[str] = None,
     action: str = "create",
 ) -> Provenance:
-    """Promote a results file to a baseline; returns the provenance recorded (its paths local, not portable).
-
-    Raises:
-        BaselineExists: ``target`` exists and neither ``force`` nor an update was asked for.
-        BaselineMissing: an update of a baseline that does not exist.
-    """
+    """Promote a results file to a baseline; returns the provenance recorded (its paths local, not portable)."""
     results = ResultsFile(source)  # validates the source before anything is touched
     target = Path(target)
     previous: Optional[Path] = None
@@ -230,15 +223,13 @@ def list_baselines(directory: str | Path | None = None) -> List[BaselineEntry]:
 
 
 def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], registry_path: Path) -> Optional[ModelSpec]:
-    """The spec that re-runs ``model_id`` with the settings the baseline recorded (None: nothing to change).
+    """The spec that re-runs ``model_id`` with the settings the baseline recorded (None: nothing to change): a
+    model the registry knows where the registry says (paths differ between machines), else from the recorded
+    source."""
+    from harness.config.registry import ENCODE_KEYS, ModelSpec, base_model_id, entry_label
+    from harness.config.schema import validate
 
-    A model the registry knows is found where the registry says (paths differ between machines) and given the
-    recorded encode settings (prompts, normalize, precision, backend, ...); one it does not know is rebuilt
-    from the recorded source.
-    """
-    from harness.config.registry import ENCODE_KEYS, ModelSpec, base_model_id
-
-    fields = set(ModelSpec.__dataclass_fields__) - {"id"}
+    fields = set(ModelSpec.model_fields) - {"id"}
     source = results.records[model_id].source
     recorded = {k: v for k, v in (source or {}).items() if k in fields}
     local = known.get(base_model_id(model_id)) or known.get(model_id)
@@ -246,7 +237,7 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], 
         if source is None or recorded.get("kind") != local.kind:
             return None  # nothing recorded (or another model by that id here): the registry's entry as it is
         settings: Dict[str, Any] = {k: recorded.get(k) for k in ENCODE_KEYS}
-        return dataclasses.replace(local, **settings)
+        return local.model_copy(update=settings)
     if not recorded.get("kind") or not recorded.get("source"):
         raise ModelLoadError(
             f"{results.path}: model '{model_id}' is not in the registry {registry_path} "
@@ -255,7 +246,8 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], 
     for key in ("path", "cache_dir"):  # recorded relative to the checkout, site-packages or home (portable_path)
         if isinstance(recorded.get(key), str):
             recorded[key] = local_path(recorded[key], path_anchors(paths.project_root()))
-    return ModelSpec(id=model_id, **recorded)
+    return validate(ModelSpec, {"id": model_id, **recorded}, source=str(results.path), error=ModelLoadError,
+                    at=("models", model_id), label=entry_label)
 
 
 def _check_corpus(results: ResultsFile, corpus_source: Path) -> None:
@@ -286,17 +278,8 @@ def rerun_options(
     """``RunOptions`` that repeat a baseline's run here: its models with the settings they ran with, and its
     device, dtype, batch size, TF32, threads and attention implementation.
 
-    The registry and corpus are found as ``harness run`` finds them (``config``, ``registry`` and ``corpus``
-    as its ``--config/--registry/--corpus``, else ``./harness.toml`` or the shipped ones); see ``_spec_for``
-    for how each model is located. ``device`` overrides the recorded device (``cuda`` against a CPU baseline);
-    ``models`` re-runs only those of the baseline's models. The network stays off and remote code refused,
-    whatever the baseline was made with: callers opt in with ``dataclasses.replace``.
-
-    Raises:
-        BaselineMissing / ResultsFileError: ``path`` is not a readable baseline.
-        HarnessError: ``models`` names a model the baseline does not have.
-        ModelLoadError: a model is neither in the registry nor recorded with its source.
-        IncompatibleInputs: the corpus here is not the one the baseline embedded.
+    Inputs are found as ``harness run`` finds them; ``device`` overrides the recorded one. The network stays off
+    and remote code refused whatever the baseline was made with: callers opt in with ``dataclasses.replace``.
     """
     from harness.config.project import run_inputs
     from harness.config.registry import Registry

@@ -1,8 +1,7 @@
 """Errors the harness raises on bad input, and the exit codes the CLI maps them to.
 
-Every ``HarnessError`` renders as one user-facing line (``str(err)``) that names the file or model and the
-problem. Anything else that escapes a command is a bug: the CLI writes its traceback to a crash file and exits
-3 (``ExitCode.INTERNAL``), never 1, which only a drift verdict may return.
+Every ``HarnessError`` is one line naming the file or model and the problem; anything else escaping a command
+is a bug (exit 3, never 1, which only a drift verdict may return).
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
 """Every file the harness writes goes through here: atomic replacement, one writer at a time per file.
 
-``atomic_output`` writes ``.<name>.<random>.tmp`` beside the target and renames it into place, so a
-reader never sees a partial file. A writer killed with SIGKILL (or a power cut) between those two steps leaves
-its temp file behind, and nothing can tell a dead writer's temp file from a live one's by name alone. So
-writers of the same target take an exclusive ``flock`` on ``.<name>.lock`` while they write: whoever holds
-the lock knows that every other ``.<name>.*.tmp`` belongs to a writer that died, and removes it. The kernel
-drops the lock of a killed process, so a crash can never leave the lock held.
+``atomic_output`` renames ``.<name>.<random>.tmp`` into place, so a reader never sees a partial file. Writers of
+one target hold an exclusive ``flock`` on ``.<name>.lock`` (the kernel drops a killed writer's lock), so the
+holder knows every other temp file belongs to a dead writer and removes it; without ``fcntl`` it is a no-op.
 
-Concurrent writers of the same target (two matrix cells given the same ``--out``) are serialized; the last one
-to finish wins and the file is always complete. Where ``fcntl`` does not exist (Windows) the lock is a no-op
-and stale temp files are left (they are hidden, and never read).
-
-Directories built whole (a derived model, a backend export's copy) go through ``atomic_directory``: built in a
-hidden temp directory beside the target and renamed into place, so nobody ever loads half a model.
-
-An output never replaces what it should not: ``check_output`` refuses, before any work, a target that is a
-directory, lies under a file, cannot be written, is a symbolic link or not a regular file (a device node, a
-pipe), or is one of the command's own inputs (same inode); ``atomic_output`` refuses the last three again at the
-rename, so no path bypasses it.
+An output never replaces what it should not: ``check_output`` refuses, before any work, a directory, a path
+under a file, an unwritable one, a symbolic link, a non-regular file (device node, pipe) or one of the
+command's own inputs (same inode); ``atomic_output`` refuses the last three again at the rename.
 
 Stdlib only: imported by the runner inside old matrix environments.
 """
@@ -92,11 +81,7 @@ def check_output(path: str | os.PathLike[str], what: str, inputs: Iterable[Tuple
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it.
-
-    The rename is atomic on POSIX, so readers (and a later run after Ctrl-C or kill) see either the old file or
-    the complete new one, never a partial file.
-    """
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent))
@@ -119,12 +104,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary directory beside ``path``; on success rename it onto ``path``.
-
-    For directories whose content is decided by their inputs (a derived model, a copied model): when another
-    process renamed its own copy into place first, that one is kept and ours dropped. On any error the
-    temporary directory is removed and ``path`` is left as it was.
-    """
+    """Yield an empty temporary directory beside ``path``; on success rename it onto ``path`` (when another
+    process renamed its own copy first, that one is kept); on error ``path`` is left as it was."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmpdir", dir=str(target.parent)))
@@ -174,12 +155,8 @@ def _lock_within(fd: int, target: Path, deadline: float) -> None:
 
 @contextlib.contextmanager
 def output_lock(target: str | os.PathLike[str], timeout_s: Optional[float] = None) -> Iterator[None]:
-    """Hold the exclusive write lock of ``target`` (waiting at most ``timeout_s``, default ``LOCK_TIMEOUT_S``);
-    on entry, remove dead writers' temp files.
-
-    The lock file is removed on exit while still locked; a waiter that then gets the lock of the removed
-    file notices (its inode is no longer the one at the path) and locks the new file instead.
-    """
+    """Hold the exclusive write lock of ``target`` (at most ``timeout_s``); on entry, remove dead writers' temp
+    files. The lock file is removed while still locked: a waiter then sees a new inode and locks that one."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if fcntl is None:  # pragma: no cover - Windows

@@ -1,9 +1,6 @@
 """What the kernels see: the CPU as numerics see it, and every environment variable known to change kernels.
-
-The runner records these facts in every results file (``harness.run.fingerprint``); the comparator and
-``harness explain`` group the differences they find by the same table (``ENV_VAR_GROUPS``), so that a change of
-CPU, instruction set or kernel-selecting variable is never hidden behind "other differences". Stdlib only: it is
-imported on both sides of the pipeline, inside old matrix environments too.
+One table (``ENV_VAR_GROUPS``) for the runner's record and the comparator's grouping, so such a change is never
+hidden behind "other differences". Stdlib only.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """Where the harness finds what it ships, and where it keeps what it builds: every default path, named once.
 
-Package data (``harness/data``: policy, drift magnitudes) always travels with the code. The fixtures the CLI
-defaults to (corpus, tiny models, model registry, committed baselines) are looked up in this order:
-
-1. ``$HARNESS_HOME/fixtures`` when ``HARNESS_HOME`` names a checkout of embedding-harness;
-2. the checkout the package lives in (a source tree or an editable install);
-3. the copy a wheel ships inside the package (``harness/_fixtures``, see ``pyproject.toml``), so an installed
-   harness runs ``harness check`` from any working directory;
-4. ``./fixtures``, where a missing file is then reported.
-
-A missing default is a one-line ``HarnessError`` saying what is missing and how to point at it
-(``missing_message``). ``matrix.toml`` and the matrix machinery need a checkout (``project_root``).
+Fixtures are looked up in ``$HARNESS_HOME``, the checkout the package lives in, the copy a wheel ships
+(``harness/_fixtures``), then ``./fixtures``; a missing default is one ``HarnessError`` line saying how to point
+at it.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """pytest plugin (entry point ``pytest11: harness``): baselines as release-checklist test items.
 
-``pytest -m harness --harness-baseline fixtures/baselines/default-cpu-float32.parquet`` adds one test item per
-model of that baseline. The first item to run re-runs the baseline's models here, once per session and per
-set of run options (``harness.baselines.rerun_options``, as ``harness check`` does: the models with their
-recorded settings, device, dtype, batch size, TF32, threads, attention), and every item then judges
-its model with the tolerance policy, failing with a numpy.testing-style report (``harness.assertions``).
+One test item per model of each ``--harness-baseline``; the baseline's models are re-run here once per session
+and set of run options (as ``harness check`` does) and kept as ``<name>.obtained.parquet`` for review.
 
-Baselines, policy and class can live in the project's configuration instead of every command line
-(``[tool.pytest.ini_options]``: ``harness_baseline = ["fixtures/baselines/x.parquet"]``, ``harness_policy``,
-``harness_class``; paths relative to that file); a command-line option wins over its ini key. A run made here is
-kept beside its baseline as ``<name>.obtained.parquet`` (pytest-regressions' convention), so a failure's
-"accept it: harness baseline update ..." command names a file that exists and can be reviewed first.
-
-This module is imported by every pytest run in an environment where embedding-harness is installed, so it
-holds only options, the small item/collector classes, and fixtures; everything heavy (numpy, pyarrow, torch,
-the runner, the comparator) is imported when a check actually runs.
+Every pytest run where embedding-harness is installed imports this module: everything heavy is imported only
+when a check runs.
 """
 
 from __future__ import annotations
@@ -83,8 +73,7 @@ _PATH_OPTIONS = ("--harness-baseline", "--harness-policy", "--harness-candidate"
 
 
 def _rootdir_without_option_values(config: pytest.Config) -> Optional[Path]:
-    """The rootdir pytest would have chosen had no harness path option been read as a test path (None: cannot
-    tell on this pytest, or none was given as a separate argument)."""
+    """The rootdir pytest would have chosen had no harness path option been read as a test path (None: unknown)."""
     raw = list(config.invocation_params.args)
     if not any(arg in _PATH_OPTIONS for arg in raw[:-1]):
         return None
@@ -137,8 +126,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def _display(config: pytest.Config, path: Path) -> str:
-    """A node id that names the file: relative to the rootdir inside it, absolute outside (never a relative path
-    that points nowhere from the rootdir)."""
+    """A node id that names the file: relative to the rootdir inside it, absolute outside."""
     resolved = path.resolve()
     try:
         return resolved.relative_to(config.rootpath).as_posix()
@@ -182,10 +170,7 @@ class _Candidates:
         kept = obtained_path(baseline)  # beside the baseline, for review and promotion
         if key not in self._done:
             self._done[key] = self._run(dataclasses.replace(options, out=kept))
-        path, error = self._done[key]
-        if error is not None:
-            raise error
-        assert path is not None
+        path = _path_or_raise(self._done[key])
         if path.resolve() != kept.resolve():  # one run shared by baselines with the same options: each keeps a copy
             import shutil
 
@@ -203,11 +188,7 @@ class _Candidates:
         registry, corpus, _ = run_inputs(None, None, None)
         options = RunOptions(out=self._tmp() / "candidate.parquet", corpus_dir=corpus, registry=registry,
                              models=models, device=self.config.getoption("harness_device") or "auto")
-        path, error = self._run(options)
-        if error is not None:
-            raise error
-        assert path is not None
-        return path
+        return _path_or_raise(self._run(options))
 
     def _run(self, options: Any) -> Tuple[Optional[Path], Optional[BaseException]]:
         from harness.errors import HarnessError
@@ -223,6 +204,14 @@ class _Candidates:
         self.runs.append(f"candidate {summary.path} ({options.device} {options.dtype}, batch {options.batch_size}; "
                          f"{statuses}; {time.perf_counter() - started:.1f} s)")
         return summary.path, None
+
+
+def _path_or_raise(outcome: Tuple[Optional[Path], Optional[BaseException]]) -> Path:
+    path, error = outcome
+    if error is not None:
+        raise error
+    assert path is not None
+    return path
 
 
 class BaselineChecks(pytest.Collector):
@@ -280,10 +269,8 @@ class _HarnessItem(pytest.Item):
 
 
 class ModelCheck(_HarnessItem):
-    """One model of a baseline, judged against this environment's run.
-
-    The run and the judging happen in ``setup``: anything that goes wrong there (bad input, a bug) is reported
-    as an *error* of the item, and only a verdict that failed its tolerance is a *failed* test."""
+    """One model of a baseline, run and judged in ``setup``: bad input or a bug there is an *error* of the item,
+    and only a verdict that failed its tolerance is a *failed* test."""
 
     _failure: Optional[AssertionError] = None
 

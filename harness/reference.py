@@ -1,11 +1,7 @@
 """fp64 references: a baseline's corpus and models run once at float64 on a CPU, stored beside the baseline.
 
-Two fp32 runs differ by rounding and neither is right; an fp64 run of the same weights, texts and tokenization
-is right to about 1e-16, so it says which side of a drift lost accuracy (``harness.compare.accuracy``). The
-reference is an ordinary results file (vectors and scores stored as float64, token counts per text) named
-``NAME.reference.parquet`` beside ``NAME.parquet``, with a ``reference`` table recording what it was made for.
-It is never overwritten without ``force`` (the previous one is kept, as for baselines), and ``check_reference``
-refuses a reference that does not fit a results file: another corpus, other weights, tokenization or truncation.
+Two fp32 runs differ by rounding and neither is right; an fp64 run of the same weights and texts says which side
+of a drift lost accuracy. ``check_reference`` refuses a reference that does not fit a results file.
 """
 
 from __future__ import annotations
@@ -93,14 +89,7 @@ def make_reference(baseline: Path, *, force: bool = False, device: str = "cpu", 
                    command: Optional[str] = None, config: str | Path | None = None, registry: str | Path | None = None,
                    corpus: str | Path | None = None) -> MadeReference:
     """Run ``baseline``'s corpus and models at float64 on ``device`` and store the reference beside it, with a
-    ``reference`` table (what it was made for, hashes, versions, command, time taken). ``config``,
-    ``registry``, ``corpus``: as ``rerun_options`` takes them (where the baseline's inputs are here).
-
-    Raises:
-        BaselineExists: the reference exists and ``force`` was not given (nothing is run).
-        IncompatibleInputs / ModelLoadError: the baseline cannot be re-run here (``rerun_options``).
-        HarnessError: a model did not run, or the run does not fit the baseline (``check_reference``).
-    """
+    ``reference`` table (what it was made for); never over an existing one without ``force``."""
     from harness.baselines import _keep_previous, rerun_options
     from harness.run.runner import run
 

@@ -32,16 +32,14 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
         from harness.errors import BaselineExists
 
         raise BaselineExists(f"{target}: baseline exists; refusing to overwrite (use --force to replace it, keeping the old file)")
-    source = args.source
-    if source is None:
-        import tempfile
+    import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="harness-baseline-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="harness-baseline-") as tmp:
+        source = args.source
+        if source is None:
             source = Path(tmp) / "run.parquet"
             if not execute_run(args, source, wrote=False):  # the temporary file is not what the user gets
                 raise HarnessError(f"{target}: not created, the run did not finish cleanly for every model")
-            prov = create_baseline(source, target, force=args.force, reason=args.reason)
-    else:
         prov = create_baseline(source, target, force=args.force, reason=args.reason)
     kept = f" (previous kept as {prov.previous_file})" if prov.previous_file else ""
     print(f"baseline {target} written{kept}")
@@ -55,10 +53,12 @@ def _file_certificates(target: Path) -> None:
     from harness.compare.certify import file_certificates
 
     try:
-        filed = file_certificates(target, settings=progress_settings())
+        _print_filed(file_certificates(target, settings=progress_settings()))
     except HarnessError as err:  # the baseline is written and complete; the first comparison will say why
         print(f"top-k certificate not filed: {err}", file=sys.stderr)
-        return
+
+
+def _print_filed(filed: Any) -> None:
     for model_id, queries in filed:
         print(f"top-k certificate filed for {model_id} ({queries:,} queries)")
 
@@ -98,8 +98,7 @@ def cmd_baseline_certify(args: argparse.Namespace) -> int:
 
     target = locate_baseline(args.name, args.dir)
     filed = file_certificates(target, load_policy(args.policy), progress_settings())
-    for model_id, queries in filed:
-        print(f"top-k certificate filed for {model_id} ({queries:,} queries)")
+    _print_filed(filed)
     if not filed:
         print(f"{target}: no bi-encoder large enough to need a top-k certificate")
     return ExitCode.OK
@@ -150,16 +149,9 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
 
     first, second = locate_baseline(args.a, args.dir), locate_baseline(args.b, args.dir)
     check_outputs(args, [("baseline A", first), ("baseline B", second), ("policy", args.policy)])
-    comparison = compare_files(
-        first,
-        second,
-        load_policy(args.policy),
-        tolerance_class=args.tolerance_class,
-        models=args.models,
-        allow_model_change=args.allow_model_change,
-        label=f"baseline diff {first.stem} {second.stem}",
-        settings=progress_settings(),
-    )
+    comparison = compare_files(first, second, load_policy(args.policy), tolerance_class=args.tolerance_class,
+                               models=args.models, allow_model_change=args.allow_model_change,
+                               label=f"baseline diff {first.stem} {second.stem}", settings=progress_settings())
     data = comparison.serialize()
     write_outputs(args, data, comparison.status)
     human = human_stream(args)

@@ -52,11 +52,8 @@ def execute_run(args: argparse.Namespace, out: Path, wrote: bool = True) -> bool
 
 
 def _execute(options: Any, args: argparse.Namespace, prefix: str = "harness run", wrote: bool = True) -> bool:
-    """Run with the progress display of ``--progress`` (``harness.cli.progress``) and report each model.
-
-    Per-model lines and ``wrote PATH`` are progress: they go to stderr, so that stdout carries only a command's
-    result (``harness check | head -1`` is the verdict). ``wrote=False``: the file is an intermediate one
-    (``baseline create`` runs into a temporary file and reports the baseline it writes instead)."""
+    """Run with the progress display of ``--progress`` and report each model on stderr, so stdout carries only a
+    command's result; ``wrote=False``: the file is an intermediate one."""
     import dataclasses
 
     from harness.cli.progress import make_listener

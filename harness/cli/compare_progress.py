@@ -1,8 +1,5 @@
-"""How ``harness compare``, ``check`` and ``baseline create/update/diff`` show a long comparison: one line on
-stderr every ``HARNESS_PROGRESS_INTERVAL`` seconds (default 30; 0: never) of a pass over a model's rows, with the
-share done and the time left, and nothing at all for a comparison that ends sooner (the committed baselines
-compare in about a second). The comparator reports to the listener of the settings it is handed
-(``harness.compare.progress``); only the CLI prints."""
+"""How ``compare``, ``check`` and ``baseline create/update/diff`` show a long comparison: one stderr line every
+``HARNESS_PROGRESS_INTERVAL`` seconds of a pass, nothing for one that ends sooner. Only the CLI prints."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """What the CLI does with a bug: the traceback goes to a crash file, the terminal gets one line, the exit is 3.
 
-A bug must never look like drift (exit 1) to the CI job that reads the exit code, and a traceback on stderr is
-noise to the person reading the job's log. So ``harness`` writes the traceback, the command line and the
-versions to ``$HARNESS_CRASH_DIR`` (default: ``<tmp>/embedding-harness-crashes``) and prints
-``internal error: <type>: <message>; details in <file>``. Both are scrubbed of what looks like a secret: a URL's
-``user:password@`` and the values of environment variables named like a token, key, secret or password.
+A bug must never look like drift (exit 1) to CI. The crash file and the line are scrubbed of what looks like a
+secret: a URL's ``user:password@`` and the values of environment variables named like a token, key or password.
 """
 
 from __future__ import annotations

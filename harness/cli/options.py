@@ -183,23 +183,11 @@ def run_options(args: argparse.Namespace, out: Path) -> RunOptions:
         from harness.config.corpus.user import DataFiles
 
         corpus = DataFiles(Path(corpus), args.queries)
-    return RunOptions(
-        out=out,
-        corpus_dir=corpus,
-        registry=registry,
-        models=models,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        tf32=_tf32(args.tf32),
-        threads=args.threads,
-        attn_implementation=args.attn_implementation,
-        allow_network=args.allow_network,
-        trust_remote_code=args.trust_remote_code,
-        progress=_progress(args),
-        cell_id=args.cell_id,
-        record_incompatible=args.record_incompatible,
-    )
+    return RunOptions(out=out, corpus_dir=corpus, registry=registry, models=models, device=args.device,
+                      dtype=args.dtype, batch_size=args.batch_size, tf32=_tf32(args.tf32), threads=args.threads,
+                      attn_implementation=args.attn_implementation, allow_network=args.allow_network,
+                      trust_remote_code=args.trust_remote_code, progress=_progress(args), cell_id=args.cell_id,
+                      record_incompatible=args.record_incompatible)
 
 
 def rerun_options(args: argparse.Namespace, baseline: Path, out: Path) -> RunOptions:

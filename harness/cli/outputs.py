@@ -1,10 +1,7 @@
 """Where a verdict goes besides the terminal: ``--json``, ``--markdown``, ``--junit`` files, or ``-`` for stdout.
 
-``-`` means standard output, as in most Unix tools: ``harness compare A B --json - | jq .status``. When stdout
-carries a machine-readable verdict, the human verdict moves to stderr, so the pipe reads one document only.
-Files are written atomically (``harness.fsio.write_text``), after the verdict is computed: a comparison that
-fails on bad input writes nothing. Every output path is checked before any work (``check_outputs``): not a
-directory, not under a file, writable, not a link or device, and not one of the command's inputs.
+When stdout carries a machine-readable verdict the human one moves to stderr, so a pipe reads one document. Every
+output path is checked before any work (``check_outputs``) and written atomically after the verdict.
 """
 
 from __future__ import annotations

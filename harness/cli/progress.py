@@ -1,11 +1,6 @@
-"""How ``harness run`` and ``harness check`` show progress: the runner's events (``harness.run.progress``) on stderr.
-
-* On a terminal (or ``--progress``): a tqdm bar over the models, ``[N/M] model (roles)`` with texts/s of the
-  last finished model; sentence-transformers draws its batch bars beneath it.
-* Elsewhere (CI logs): one line when each model starts and one when it finishes, with the elapsed time and
-  texts/s, plus a "still running" line every ``HARNESS_PROGRESS_INTERVAL`` seconds (default 30) of a long
-  model, so a log never goes silent for minutes.
-* ``--no-progress``: nothing but the per-model status lines at the end.
+"""How ``harness run`` and ``harness check`` show progress: the runner's events (``harness.run.progress``) on stderr:
+bars on a terminal, else a line per model start and finish plus a "still running" line every
+``HARNESS_PROGRESS_INTERVAL`` seconds, so a CI log never goes silent for minutes.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The reference pages of the docs site, generated from the code: every CLI command and flag (the argparse tree),
-exit codes (``harness.errors.ExitCode``), environment variables (every ``HARNESS_*`` name in the sources, with the
-numeric ones' defaults from ``harness.config.environment.SETTINGS``), the keys of every TOML file (the pydantic
-schemas) and the Python API (``__all__`` of the public modules).
+exit codes, environment variables, the keys of every TOML file and the Python API.
 
-``python -m harness.cli.reference`` rewrites ``docs/reference/*.md``; ``--check`` exits 1 naming each stale page
-(``tests/docs/test_docs_reference.py`` and ``nox -s docs`` run it). A ``HARNESS_*`` variable that appears in the code
-without a line in ``ENV_HELP`` below fails the generation: a new variable cannot go undocumented.
+``--check`` exits 1 naming each stale page. A ``HARNESS_*`` variable in the code without a line in ``ENV_HELP``
+fails the generation: a new variable cannot go undocumented.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Numeric settings read from environment variables (``HARNESS_COMPARE_MEMORY_MB`` and the like), parsed in one
-place: a value that is not a number, or is out of range, is refused in one line naming the variable (exit 2),
-never a traceback from deep inside the comparator. ``SETTINGS`` lists every one of them, so the CLI checks them all
-before any work starts (``check_settings``): a bad value is refused at once, not after an hour-long run.
-
-Nothing reads them at import: an entry point builds one ``CompareSettings`` (``from_environment``) when a
-comparison starts and passes it down (a pair or comparison given none builds its own the same way, at call time),
-so tests and callers pass settings instead of patching module constants."""
+place and all checked before any work (``check_settings``): a bad value is one line naming the variable (exit
+2), not a traceback after an hour-long run. Nothing reads them at import: tests pass settings instead of patching.
+"""
 
 from __future__ import annotations
 
@@ -85,19 +81,13 @@ def check_settings() -> None:
 
 @dataclass(frozen=True)
 class CompareSettings:
-    """What a comparison may use, handed down from its entry point to the comparator's streaming, its query
-    batches and its certificate lookup (nothing below reads the environment).
+    """What a comparison may use, handed down from its entry point (nothing below reads the environment).
 
-    threads: worker threads (0: up to 2, by CPU count; each holds up to a row group pair, ~0.2 GB at 384 dims).
-    memory_mb: what the streamed comparison holds at once for its rows: a query batch and the row group pairs
-        read ahead and in use (at 384 float32 dims a pair is 192 MiB: 512 keeps two while the queries are few).
-    certify_min_pairs: query x document pairs from which a filed top-k certificate is used (below, scoring
-        every pair is cheap: 100 queries x 500k documents ~0.4 s).
-    certificates: False turns the certificate lookup off (every query scored exactly; the same verdict).
-    min_queries_per_pass: the smallest query batch whatever the budget (each batch is a pass over the files).
-    scenarios: False skips the "must I re-embed?" retrieval scenarios (reported, never judged; at 1M documents
-        they cost about 1.9x the rest of the comparison's CPU: docs/performance.md).
-    listener: called with each ``harness.compare.progress.PassProgress`` (from worker threads); None: untracked.
+    threads: worker threads (0: up to 2, by CPU count). memory_mb: what the streamed comparison holds at once for
+    its rows. certify_min_pairs: query x document pairs from which a filed top-k certificate is used.
+    certificates/scenarios: False turns the certificate lookup / the retrieval scenarios off. min_queries_per_pass:
+    the smallest query batch. listener: called with each ``PassProgress`` (from worker threads). Costs:
+    docs/performance.md.
     """
 
     threads: int = 0

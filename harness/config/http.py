@@ -1,7 +1,5 @@
-"""How to reach one served model (``backend = "http"``): the ``http`` table of a registry or config entry.
-
-This is configuration, read and validated when an entry is read (``harness.config.registry``); the client that
-uses it is ``harness.run.http_backend`` (which re-exports these names). Stdlib only: no httpx, no numpy here.
+"""How to reach one served model (``backend = "http"``): the ``http`` table of a registry or config entry,
+validated when the entry is read. Stdlib only: no httpx, no numpy here.
 """
 
 from __future__ import annotations
@@ -165,14 +163,9 @@ def query_secrets(query: str) -> List[str]:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """How to reach one served model. ``headers`` maps a name to ``"env:VAR"`` or ``"<prefix>env:VAR"``
-    (``"Bearer env:TOKEN"``); ``body`` adds fields to every request (recorded); ``raw_scores`` asks
-    Infinity/TEI for logits instead of sigmoid scores; ``expected_dim`` refuses vectors of another width;
-    ``check_model`` refuses answers that echo another model name than ``model``.
-
-    Limits: ``timeout_s`` is the wall-clock deadline of one request (connect, send, wait and the whole body);
-    ``run_timeout_s`` bounds one client's whole pass (every request, retry and wait; ``deadline_s()``);
-    ``max_response_mb`` caps an answer's decoded size."""
+    """How to reach one served model (keys: docs/served-endpoints.md). ``headers`` values name environment
+    variables (``"Bearer env:TOKEN"``), never the secret itself; ``timeout_s`` is one request's wall-clock
+    deadline and ``run_timeout_s`` the whole pass's (``deadline_s()``)."""
 
     url: str
     api: str = "openai"

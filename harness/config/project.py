@@ -1,37 +1,9 @@
 """Project configuration: the user's own models, encode settings and corpus, as data.
 
-A project config is ``harness.toml`` in the working directory, or the ``[tool.harness]`` table of its
-``pyproject.toml``, or any file named with ``--config FILE``. It has the registry's shape plus a corpus::
-
-    [models.my-embedder]                 # same keys as fixtures/models/registry.toml entries
-    kind = "bi-encoder"
-    source = "path"                      # or "package" / "hub" (resolved offline-first from the local cache)
-    path = "models/my-embedder"          # relative to this file
-    query_prompt = "query: "             # encode settings: see harness.config.registry.ENCODE_KEYS
-    normalize_embeddings = true
-
-    [models.tiny-bi-encoder]             # no 'source': overrides settings of the built-in entry
-    batch_size = 8
-
-    [sets]
-    nightly = ["my-embedder"]            # optional; without a "default" set, the default is every model here
-
-    [corpus]                             # optional: see harness.config.corpus (documents / queries / pairs files)
-    documents = "corpus/faq.csv"
-
-    registry = "other-registry.toml"     # optional: the built-in registry to extend (default: the shipped one)
-    baselines = "baselines"              # optional: where this project's baselines live (relative to this file)
-
-    [index]                              # optional: the vector index the retrieval scenarios go through
-    type = "hnsw"                        # flat | hnsw | ivf-flat | ivf-pq (IndexSettings below)
-
-A project's baselines live in the project: ``baselines``, relative to the config file, default ``baselines``
-beside it (``./baselines`` for a ``harness.toml`` in the working directory). ``--dir`` overrides it; without a
-project config the shipped ``fixtures/baselines`` is used (``baseline_dir``).
-
-Project models extend the built-in registry and override its entries of the same id. Everything here is stdlib
-and harness-internal, so ``harness run --config FILE`` works inside old matrix cells too, and the matrix code
-can build a cell's model list with ``project_registry(FILE)``.
+``harness.toml``, ``[tool.harness]`` of ``pyproject.toml``, or ``--config FILE``: the registry's shape (entries
+extend or override the built-in registry) plus ``[corpus]``, ``[index]``, ``registry`` and ``baselines``
+(docs/configuration.md). Stdlib and harness-internal only, so ``harness run --config FILE`` works in old matrix
+cells too.
 """
 
 from __future__ import annotations
@@ -183,8 +155,8 @@ class Project:
 
 
 def find_config(directory: str | os.PathLike[str] | None = None) -> Optional[Path]:
-    """``harness.toml`` in ``directory`` (default: the working directory), else its ``pyproject.toml`` when that
-    has a ``[tool.harness]`` table, else None."""
+    """``harness.toml`` in ``directory`` (default: the working directory), else a ``pyproject.toml`` with a
+    ``[tool.harness]`` table, else None."""
     root = Path(directory) if directory is not None else Path.cwd()
     candidate = root / CONFIG_FILE
     if candidate.is_file():
@@ -213,21 +185,12 @@ def load_project(path: str | os.PathLike[str]) -> Project:
             raise ProjectError(f"{path}: no [tool.harness] table")
     else:
         validate(ProjectFile, data, source=str(path), error=ProjectError, label=_label)
-    models = table.get("models") or {}
-    sets = table.get("sets") or {}
     registry = table.get("registry")
-    registry_path = None
-    if registry:
-        registry_path = Path(registry) if os.path.isabs(registry) else path.parent / registry
-    return Project(
-        path=path,
-        models=dict(models),
-        sets={name: list(ids) for name, ids in sets.items()},
-        has_corpus=corpus_table(path, data) is not None,
-        registry_path=registry_path,
-        baselines=table.get("baselines") or BASELINES_DIR,
-        index=_index(path, table.get("index")),
-    )
+    return Project(path=path, models=dict(table.get("models") or {}),
+                   sets={name: list(ids) for name, ids in (table.get("sets") or {}).items()},
+                   has_corpus=corpus_table(path, data) is not None,
+                   registry_path=(path.parent / registry) if registry else None,  # an absolute one stays itself
+                   baselines=table.get("baselines") or BASELINES_DIR, index=_index(path, table.get("index")))
 
 
 def _index(path: Path, table: Any) -> Optional[IndexSettings]:
@@ -242,48 +205,37 @@ def _index(path: Path, table: Any) -> Optional[IndexSettings]:
 
 
 def baseline_dir(config: str | os.PathLike[str] | None = None) -> Optional[Path]:
-    """The project's baselines directory (``--config``, else ``harness.toml`` / ``[tool.harness]`` in the working
-    directory); None without a project config (the shipped baselines directory is then the default)."""
+    """The project's baselines directory (``--config``, else the working directory's config); None without one."""
     path = Path(config) if config is not None else find_config()
     return None if path is None else load_project(path).baselines_dir
+
+
+def _registry_and_project(config: str | os.PathLike[str] | None,
+                          registry: str | os.PathLike[str] | None) -> Tuple[Registry, Optional[Project]]:
+    """The registry with ``config``'s models merged in (None: the working directory's config, if any)."""
+    path = Path(config) if config is not None else find_config()
+    if path is None:
+        return load_registry(registry), None
+    project = load_project(path)
+    return project.registry(load_registry(registry if registry is not None else project.registry_path)), project
 
 
 @one_line_errors
 def project_registry(config: str | os.PathLike[str] | None = None,
                      registry: str | os.PathLike[str] | None = None) -> Registry:
-    """The registry a run with ``--config config`` (and ``--registry registry``) sees; for matrix code.
-
-    Without ``config`` the working directory's config is used when there is one, else the plain registry.
-    """
-    path = Path(config) if config is not None else find_config()
-    if path is None:
-        return load_registry(registry)
-    project = load_project(path)
-    base = load_registry(registry if registry is not None else project.registry_path)
-    return project.registry(base)
+    """The registry a run with ``--config config`` (and ``--registry registry``) sees; for matrix code."""
+    return _registry_and_project(config, registry)[0]
 
 
 @one_line_errors
 def run_inputs(config: str | os.PathLike[str] | None, registry: str | os.PathLike[str] | None,
                corpus: str | os.PathLike[str] | None) -> Tuple[Registry, Path, Optional[Project]]:
-    """What ``harness run/check/baseline create`` run with: the registry (project models merged in), the corpus
-    source (``--corpus``, else the project's ``[corpus]``, else the shipped fixture corpus), and the project.
-
-    ``config`` None means: look for ``harness.toml`` / ``[tool.harness]`` in the working directory.
-    """
-    path = Path(config) if config is not None else find_config()
-    if path is None:
-        return load_registry(registry), Path(corpus) if corpus is not None else _shipped_corpus(), None
-    project = load_project(path)
-    base = load_registry(registry if registry is not None else project.registry_path)
-    merged = project.registry(base)
+    """What ``harness run/check/baseline create`` run with: the merged registry, the corpus source (``--corpus``,
+    else the project's ``[corpus]``, else the shipped fixture corpus), and the project."""
+    merged, project = _registry_and_project(config, registry)
     if corpus is not None:
-        source = Path(corpus)
-    elif project.has_corpus:
-        source = project.path
-    else:
-        source = _shipped_corpus()
-    return merged, source, project
+        return merged, Path(corpus), project
+    return merged, project.path if project is not None and project.has_corpus else _shipped_corpus(), project
 
 
 def _shipped_corpus() -> Path:

@@ -123,42 +123,15 @@ def entry_label(loc: Loc) -> Optional[str]:
     return None
 
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One registry entry."""
+class ModelSpec(ModelEntry):
+    """One checked registry entry: ``ModelEntry``'s keys (one field list for both), its id, kind and source set."""
 
     id: str
     kind: str
     source: str
-    path: Optional[str] = None
-    package: Optional[str] = None
     subdir: str = ""
-    hub_id: Optional[str] = None
-    cache_dir: Optional[str] = None
-    revision: Optional[str] = None
     trust_remote_code: bool = False
-    base: Optional[str] = None  # "derived": the registry id of the bi-encoder whose weights are reused
-    seed: Optional[int] = None
     note: str = ""
-    # Settings that change the numbers (see ENCODE_KEYS); None means "the library's default".
-    backend: Optional[str] = None  # "torch" (default), "onnx", "openvino" (sentence-transformers >= 3.2)
-    batch_size: Optional[int] = None  # overrides the run's --batch-size for this model
-    max_seq_length: Optional[int] = None  # set on the model after loading
-    prompt: Optional[str] = None  # both roles (bi-encoder) / every pair (cross-encoder)
-    prompt_name: Optional[str] = None
-    query_prompt: Optional[str] = None  # bi-encoder: queries only (overrides prompt)
-    query_prompt_name: Optional[str] = None
-    document_prompt: Optional[str] = None  # bi-encoder: documents only (overrides prompt)
-    document_prompt_name: Optional[str] = None
-    normalize_embeddings: Optional[bool] = None
-    truncate_dim: Optional[int] = None  # Matryoshka truncation (sentence-transformers >= 2.7)
-    precision: Optional[str] = None  # float32 | int8 | uint8 | binary | ubinary
-    quantization: Optional[str] = None  # int8/uint8 calibration: "corpus" (default) or "encode"
-    logits: Optional[bool] = None  # cross-encoder: also record raw logits as "<id>@logits"
-    # backend = "http": how to reach the server (``harness.config.http.HttpSettings`` keys: url, api, model,
-    # headers, concurrency, timeout_s, retries, ...); validated when the entry is read
-    http: Optional[Dict[str, Any]] = None
 
     def describe(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
@@ -190,7 +163,7 @@ class Registry:
             if base in self.models or Path(base).is_dir():
                 name = base
             elif name in self.models:  # an entry rebuilt from a baseline's recorded source: run its model
-                return replace(self.models[name], id=base)
+                return self.models[name].model_copy(update={"id": base})
         if name in self.models:
             return self.models[name]
         candidate = Path(name)

@@ -1,17 +1,10 @@
 """One typed schema layer for every TOML file a user writes (policy, model registry, harness.toml /
 ``[tool.harness]``, matrix.toml).
 
-Hand-written checks missed cases (``atol = nan`` passed every drift, ``classes = 5`` was a traceback, a typo'd
-key was ignored), so each file is described once as pydantic models built on ``Schema``: strict types (no
-"5" -> 5, a bool is not a number), finite floats only, ranges as constraints, unknown keys refused. ``validate``
-turns pydantic's multi-line ``ValidationError`` into the loader's own one-line ``HarnessError``::
-
-    <file>: <where>: '<key>' must be <what>, got <value>
-    <file>: <where>: unknown key(s) default_clas (did you mean 'default_class'?)
-
-``<where>`` is the dotted TOML path of the table holding the key (``models."m".classes.fp32``), or the loader's
-own name for it (``model 'x'``, ``matrix 'm' cell 2``). Cross-references (a class that does not exist, a set
-naming an unknown model) stay with the loaders: they need the whole file.
+Hand-written checks missed cases (``atol = nan`` passed every drift), so each file is a pydantic model on
+``Schema`` (strict types, finite floats, unknown keys refused), and ``validate`` turns pydantic's multi-line
+error into the loader's one line: ``<file>: <where>: '<key>' must be <what>, got <value>``. Cross-references
+stay with the loaders: they need the whole file.
 """
 
 from __future__ import annotations
@@ -236,11 +229,8 @@ def _message(err: ValidationError, model: Type[BaseModel], data: Any, at: Loc, l
 
 def validate(model: Type[M], data: Any, *, source: str, error: Type[HarnessError], at: Loc = (),
              label: Optional[Label] = None, quote_keys: bool = False) -> M:
-    """``model`` from ``data`` (one parsed table), or ``error("<source>: <where>: <problem>")``.
-
-    ``at`` is where ``data`` sits in the file (``("tool", "harness")``), ``label`` the loader's names for tables,
-    ``quote_keys`` quotes unknown keys in the message (matrix.toml's wording).
-    """
+    """``model`` from ``data`` (one parsed table, at ``at`` in the file), or ``error("<source>: <where>:
+    <problem>")``; ``label`` gives the loader's names for tables."""
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -1,11 +1,8 @@
 """Ad hoc served models: ``harness run --model http://HOST:PORT[/PREFIX]/MODEL --api infinity``.
 
-The last path segment is the model name the server is asked for (and the results id); the rest is the base
-URL. When the name is a registry model, the served entry keeps that entry's kind and source (so ``harness
-compare`` judges it as the registry model it names); otherwise it is a bi-encoder (a cross-encoder for the
-rerank-only ``cohere`` api). A URL is checked before it is split (port, brackets, control characters,
-credentials) and shown in errors without credentials or query. ``with_timeout`` applies ``--timeout`` to every
-served entry. Stdlib only.
+The last path segment is the model name (and results id): a registry model keeps its entry's kind and source,
+so ``compare`` judges it as that model. A URL is checked before it is split and shown without credentials or
+query. Stdlib only.
 """
 
 from __future__ import annotations
@@ -64,6 +61,6 @@ def with_timeout(registry: Registry, timeout_s: Optional[float]) -> Registry:
     per-run deadline follows it unless the entry sets ``run_timeout_s`` (``HttpSettings.deadline_s``)."""
     if timeout_s is None:
         return registry
-    models = {mid: replace(spec, http={**spec.http, "timeout_s": timeout_s}) if spec.backend == "http" and spec.http else spec
-              for mid, spec in registry.models.items()}
+    models = {mid: spec.model_copy(update={"http": {**spec.http, "timeout_s": timeout_s}})
+              if spec.backend == "http" and spec.http else spec for mid, spec in registry.models.items()}
     return replace(registry, models=models)

@@ -1,9 +1,5 @@
-"""TOML files the harness reads (registries, project configs, corpora, policies): one parser import for every
-Python the matrix runs on, and one reader whose errors are a single line naming the file.
-
-Whatever the path is (a directory, an unreadable file, bytes that are not UTF-8, bad TOML, arrays nested 5,000
-deep), the caller gets its own ``HarnessError`` subclass with one line, never a traceback: CI reads a traceback's
-exit code as drift.
+"""TOML files the harness reads: one parser import for every Python the matrix runs on, and one reader whose
+errors are a single line naming the file, never a traceback (CI reads a traceback's exit code as drift).
 """
 
 from __future__ import annotations

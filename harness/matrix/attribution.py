@@ -1,13 +1,8 @@
 """Drift attribution by experiment: walk from the baseline environment to the candidate one factor at a time.
 
-Package factors (python, torch, transformers, sentence-transformers, numpy, tokenizers) change through matrix
-cells (one virtualenv each); runtime factors (dtype, attention implementation, TF32, batch size, threads,
-device) change through runner flags inside the candidate's environment. Each step is run and compared with the
-previous one, so the total drift is split into the steps that caused it. Where package requirements forbid a
-single-factor step (e.g. torch 2.2 does not exist for Python 3.13), factors are grouped and the plan says why.
-
-Pure planning and bookkeeping, stdlib only (nox's own Python may plan): running the steps is
-``harness.matrix.attribution_run``'s job (``harness attribute run``, ``nox -s attribute``).
+Package factors change through matrix cells, runtime factors through runner flags; each step is compared with
+the previous one, so the total drift is split into the steps that caused it. Planning and bookkeeping only,
+stdlib only: running the steps is ``harness.matrix.attribution_run``'s job.
 """
 
 from __future__ import annotations
@@ -205,11 +200,7 @@ def waterfall(
     failures: Optional[Dict[str, str]] = None,
 ) -> Waterfall:
     """Compare each step with the previous one and with the baseline; name the step that moved most.
-
-    ``steps`` are ``Step`` objects or their ``describe()`` dicts (as saved in a plan file); ``results`` maps step
-    ids to results files (None when the step did not run); ``compare`` judges two of them (the comparator, in
-    the controlling environment), so this module stays free of I/O and policy.
-    """
+    ``compare`` judges two results files, so this module stays free of I/O and policy."""
     failures = failures or {}
     described = [s.describe() if isinstance(s, Step) else dict(s) for s in steps]
     rows: List[StepDrift] = []

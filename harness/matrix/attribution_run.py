@@ -1,10 +1,7 @@
 """Running an attribution walk and judging it: the steps ``plan.plan_path`` planned, then the waterfall.
 
-Package steps are matrix cells (one virtualenv each, built by ``cellrun``); runtime steps rerun ``harness run``
-with different flags in the last package step's virtualenv. What each step produced is recorded in
-``plan.json`` beside the report, so ``harness attribute report PLAN.json`` can judge (or re-judge, with another
-tolerance class) without running anything. Judging runs in the controlling environment: every comparison is
-``harness.compare.comparator.compare_files``.
+What each step produced is recorded in ``plan.json``, so ``harness attribute report PLAN.json`` can judge again
+without running anything.
 """
 
 from __future__ import annotations
@@ -44,12 +41,8 @@ def run_attribution(
     *,
     runtime_from: str = "",
 ) -> Path:
-    """Plan the walk, run every step, write ``out_dir/plan.json`` (replacing ``out_dir``); its path.
-
-    A package step that installs but does not run (transformers 5.23 does not import under torch 2.4.1) has the
-    rest of the walk planned again around it (``plan.Walk``; ``orders`` lists every order tried and why it was
-    given up); any other failing step is recorded with its reason (``error``) and the walk goes on.
-    """
+    """Plan the walk, run every step, write ``out_dir/plan.json`` (replacing ``out_dir``); its path. A step that
+    installs but does not run has the rest planned again around it (``plan.Walk``); other failures are recorded."""
     walk = Walk(base, base_runtime, cand, cand_runtime, resolves)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)

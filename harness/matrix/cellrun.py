@@ -1,12 +1,8 @@
 """Running one matrix cell: build (or reuse) its virtualenv, install its pins, run ``harness run`` inside it.
 
-Everything a cell did is kept in its run directory (``<runs>/<matrix>/<cell-id>/``): ``requirements.txt``,
-``setup.log`` and ``run.log`` (every command and its whole output), ``results.parquet`` and ``cell.json``
-(``cells.CellState``: stage, reason with the failing command's last lines, setup/run seconds). An install or run
-failure is recorded, not raised, so the next cell still runs. The caller says where output goes (``log`` for
-what happens, ``echo`` for each line of a command's output): this module prints nothing itself.
-
-Stdlib only: nox's own Python runs the matrix cells.
+Everything a cell did is kept in its run directory; a failure is recorded (``cell.json``), not raised, so the
+next cell still runs. This module prints nothing itself (``log``/``echo`` callbacks). Stdlib only: nox's own
+Python runs the matrix cells.
 """
 
 from __future__ import annotations
@@ -91,12 +87,8 @@ class Workspace:
 
 
 def _stream(ws: Workspace, cmd: Sequence[str], log: Path, env: Dict[str, str], capture: Optional[List[str]] = None) -> Ran:
-    """Run ``cmd`` (cwd: the checkout), echo and log its output; exit code, last lines and the command's CPU.
-
-    The CPU seconds come from ``wait4`` of this one process (its own and its waited-for children's), so cells
-    running side by side (``--jobs``) are not charged each other's work. ``capture`` collects every line instead
-    of echoing it (``pip freeze``).
-    """
+    """Run ``cmd`` (cwd: the checkout), echo and log its output; exit code, last lines and the command's CPU
+    (``wait4`` of this one process, so cells side by side are not charged each other's work)."""
     shown = " ".join(shlex.quote(str(c)) for c in cmd)
     ws.log(shown)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -172,10 +164,7 @@ def _run_harness(ws: Workspace, venv: Path, run_args: Sequence[str], results: Pa
 
 
 def run_cell(ws: Workspace, matrix: Matrix, cell: Cell, run_args: Optional[List[str]] = None) -> CellState:
-    """Create the cell's virtualenv, install its pins, run ``harness run`` inside it; write ``cell.json``.
-
-    ``run_args`` default to the matrix's (``Matrix.run_args``); the attribution walk passes its step's flags.
-    """
+    """Create the cell's virtualenv, install its pins, run ``harness run`` inside it; write ``cell.json``."""
     venv = ws.venvs / matrix.name / cell.cell_id  # per matrix: smoke and default share cell ids, not model packages
     with venvs.cell_lock(venv, ws.log):
         return _run_locked(ws, matrix, cell, venv, matrix.run_args() if run_args is None else run_args)

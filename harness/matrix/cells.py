@@ -1,12 +1,8 @@
 """``cell.json``: what the runner stage of one matrix cell did, written by the cell runner, read by the report.
 
-The runner stage (virtualenv, install, ``harness run``) only knows whether it got as far as results; the
-verdict is decided later, in the controlling environment, by comparing those results with the baseline. So
-``cell.json`` records the stage (``ok``, ``install-failed``, ``run-failed``), the reason, timings and
-what was installed. Values are plain JSON (statuses as their Enum's value), so files from older runs read.
-
-Stdlib only at import time: nox's own Python writes these files. Reading one from object storage
-(``s3://.../<cell-id>``) imports ``harness.results.storage`` (pyarrow) inside the function that does it.
+The stage knows only whether it got as far as results (the verdict comes later, in the controlling
+environment). Plain JSON, so files from older runs read. Stdlib only at import time: nox's own Python writes
+these files.
 """
 
 from __future__ import annotations

@@ -51,15 +51,9 @@ def cell_record(
     state: Optional[CellState] = _UNREAD,
     index: Any = None,
 ) -> ReportCell:
-    """The report's record of one cell: its stage outcome from ``cell.json`` and, when it produced results, the
-    comparison with the baseline (``Comparison.serialize()``).
-
-    Status: ``install-failed`` / ``run-failed`` from the runner stage; otherwise the comparison's status
-    (``pass``, ``fail``, ``incompatible`` when a model could not be loaded there, ``error``); ``error`` too when the
-    results cannot be compared at all (missing baseline, different corpus or models) or the cell never ran.
-    ``state``: the ``cell.json`` a caller already read (None: never ran), so object storage is asked once.
-    ``index``: the project config's ``[index]`` (``IndexSettings``) the retrieval scenarios search through.
-    """
+    """The report's record of one cell: its stage outcome and, when it produced results, the comparison with the
+    baseline; ``error`` when they cannot be compared at all or the cell never ran. ``state``: the ``cell.json``
+    a caller already read, so object storage is asked once."""
     location: Union[Path, str] = cast(str, run_dir) if storage.is_uri(run_dir) else Path(run_dir)
     if state is _UNREAD:
         state = read_cell_state(location)
@@ -93,12 +87,8 @@ def collect_matrix(
     baseline: str | os.PathLike[str] | None = None,
     include_missing: bool = True,
 ) -> MatrixReport:
-    """Compare every (selected) cell's results with the baseline: the matrix report.
-
-    ``runs_dir`` holds ``<cell-id>/cell.json`` and ``<cell-id>/results.parquet``, as a directory or a URI.
-    ``include_missing``: cells that were never run count as ``error``; otherwise they are left out (re-rendering
-    a partial run), and none run at all is a ``MatrixError``.
-    """
+    """Compare every (selected) cell's results with the baseline: the matrix report. ``include_missing``: cells
+    never run count as ``error``; otherwise they are left out, and none run at all is a ``MatrixError``."""
     base = Path(baseline) if baseline else baseline_file(matrix.baseline)
     runs: Union[Path, str] = cast(str, runs_dir) if storage.is_uri(runs_dir) else Path(runs_dir)
     records: List[ReportCell] = []

@@ -1,12 +1,8 @@
 """A lenient read of ``matrix.toml`` for the noxfile: valid cells stay sessions, broken parts are named.
 
-Nox fixes its session list when it imports the noxfile, so a strict load that fails on one typo leaves no
-``matrix_cell`` session at all (``nox -l`` shows it as a no-op, ``nox -s "matrix_cell(...)"`` answers "Sessions
-not found" even for valid cells). Here each matrix, and within it each cell, is validated on its own by the same
-parser as ``load_matrix_file``; what fails becomes a ``MatrixProblem`` carrying the one-line error (file, matrix,
-cell, problem) that the noxfile turns into a session of its own and a warning in every matrix session.
-
-Stdlib and ``harness.matrix.spec`` (so pydantic) only: nox's own Python imports this module.
+Nox fixes its session list when it imports the noxfile, so one typo in a strict load would leave no
+``matrix_cell`` session at all; here each matrix and cell is validated on its own, and what fails becomes a
+``MatrixProblem`` (a session of its own). nox's own Python imports this module.
 """
 
 from __future__ import annotations
@@ -24,11 +20,8 @@ __all__ = ["MatrixProblem", "load_lenient"]
 
 @dataclass(frozen=True)
 class MatrixProblem:
-    """One part of a matrix file that did not validate.
-
-    ``cell`` is 1-based, as in the error text; None when the matrix table itself is at fault (and ``matrix`` None
-    too when the whole file is). ``message`` is the ``MatrixError`` line: file, where, problem.
-    """
+    """One part of a matrix file that did not validate: ``cell`` 1-based as in the error text (None: the matrix
+    table, and ``matrix`` None too: the whole file); ``message`` the ``MatrixError`` line."""
 
     matrix: Optional[str]
     cell: Optional[int]

@@ -1,10 +1,7 @@
 """Attribution planning by search: the finest walk from a baseline cell to a candidate cell that installs.
 
-Changing one package at a time in a fixed order fails as soon as that order needs an environment no resolver
-accepts (python 3.10 before transformers 5 is gone), and grouping on in that order hides steps another order
-could isolate. Here each environment on the way is a subset of the package factors already moved to the
-candidate's value (at most 2^n of them for n differing factors; n is small), its installability is asked of a
-resolver callback once and remembered, and a shortest-path search picks, in this order of importance:
+A fixed package order fails as soon as it needs an environment no resolver accepts, so each environment is a
+subset of the moved factors (2^n for small n), asked of the resolver once, and a shortest path picks:
 
 1. the smallest largest step (single factors wherever any order allows it);
 2. the fewest steps that move several factors;
@@ -15,9 +12,7 @@ resolver callback once and remembered, and a shortest-path search picks, in this
    step);
 6. the factors' own order (``attribution.PACKAGE_FACTORS``, then ``extra``), so plans are reproducible.
 
-Runtime factors (device, dtype, attention, TF32, batch size, threads) follow as single steps in the last
-package environment, as the fixed-order planner did. Stdlib and ``packaging`` only: nox's own Python imports
-this module.
+Runtime factors follow as single steps. Stdlib and ``packaging`` only: nox's own Python imports this module.
 """
 
 from __future__ import annotations
@@ -26,12 +21,12 @@ import dataclasses
 import heapq
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
+from harness.matrix import venvs
 from harness.matrix.attribution import PACKAGE_FACTORS, RUNTIME_FACTORS, RuntimeSettings, Step
 from harness.matrix.spec import Cell
 
@@ -51,8 +46,6 @@ Resolver = Callable[[Cell], Optional[str]]
 
 #: the factors users ask about most: a plan that moves them inside a group is worse than one that does not
 _ISOLATE = ("torch", "python")
-#: where the local CPU wheels live on the development machine (the noxfile sets UV_FIND_LINKS to it too)
-_LOCAL_WHEELS = Path("/opt/wheels")
 #: a uv dry run normally takes seconds; one that hangs (a dead network) must not stall the plan forever
 _UV_TIMEOUT_S = 300.0
 #: how many times one walk is planned again around a step that installs but does not run: each try costs a
@@ -155,12 +148,8 @@ def _best_path(states: _States, largest: int) -> Optional[List[int]]:
 
 
 def _group_note(states: _States, before: int, sub: int) -> str:
-    """Why ``sub`` moves together: every finer alternative from ``before``, with the resolver's own line.
-
-    Every proper subset is asked (once). None of them installs on a best walk: splitting a group at an
-    installable subset never makes the largest step bigger, and with the seven factors a Cell has no second group is
-    big enough to make the split cost more, so each alternative gets its "does not install" line.
-    """
+    """Why ``sub`` moves together: every finer alternative from ``before`` (none installs on a best walk), with
+    the resolver's own line."""
     alternatives = sorted(_submasks(sub, bin(sub).count("1") - 1),
                           key=lambda s: (bin(s).count("1"), [i for i in range(len(states.factors)) if s >> i & 1]))
     reasons = []
@@ -189,13 +178,8 @@ def plan_path(
     resolves: Resolver,
     start: int = 0,
 ) -> List[Step]:
-    """The walk from baseline to candidate with the finest steps any order allows (it replaced the fixed-order ``plan_steps``).
-
-    ``start`` numbers the steps from there (a walk planned again from its step ``start``).
-
-    Raises:
-        AttributionPlanError: the resolver rejects the candidate's or the baseline's own pins, so no walk installs.
-    """
+    """The walk from baseline to candidate with the finest steps any order allows, numbered from ``start``;
+    ``AttributionPlanError`` when the resolver rejects either end's own pins."""
     steps = [Step(start, (), dataclasses.replace(base, id=f"step{start:02d}-baseline", matrix="attribute"), base_runtime)]
     differing = [(n, a) for n, a in package_factors() if getattr(base, a) != getattr(cand, a)]
     current = steps[0].cell
@@ -232,14 +216,8 @@ def _environment(cell: Cell) -> Tuple[str, Tuple[str, ...]]:
 
 
 class Walk:
-    """The steps still to run, planned again from the last step when a package step installs but does not run.
-
-    The resolver cannot see that transformers 5.23 does not import under torch 2.4.1 (it declares no bound that
-    excludes it); only running the step shows it. Such an environment is then treated as one that does not
-    install and the rest of the walk is searched again from the step before it (another order of the remaining
-    factors, e.g. the libraries first, then torch alone), at most ``REPLANS`` times. Every order tried is kept
-    with why it was given up (``orders``), for the report.
-    """
+    """The steps still to run, planned again (at most ``REPLANS`` times) around a package step that installs but
+    does not run: the resolver cannot see an undeclared incompatibility. ``orders`` keeps each order tried and why."""
 
     def __init__(self, base: Cell, base_runtime: RuntimeSettings, cand: Cell, cand_runtime: RuntimeSettings,
                  resolves: Resolver, replans: int = REPLANS) -> None:
@@ -257,11 +235,8 @@ class Walk:
         return [s.name for s in self.steps[1:]]
 
     def failed(self, index: int, reason: str) -> bool:
-        """Step ``index`` installed but did not run (``reason``): True when the rest was planned again around it.
-
-        False (the step stays, its change is in the next step's number) for the baseline, the candidate's own
-        environment (every walk ends there), a runtime step, or when the re-plans are used up.
-        """
+        """Step ``index`` installed but did not run: True when the rest was planned again around it (never for the
+        baseline, the candidate's environment, a runtime step, or with no re-plan left)."""
         step, cand = self.steps[index], self._args[0]
         if index == 0 or step.factors[0] in RUNTIME_FACTORS or _environment(step.cell) == _environment(cand):
             return False
@@ -281,25 +256,8 @@ class Walk:
 # -- the resolver: a `uv pip compile` dry run, installing nothing ------------------------------------------------
 
 
-def _find_uv() -> Optional[str]:
-    """nox's own uv (the one its uv backend uses), else uv on PATH: the uv the cells install with."""
-    try:
-        from nox.virtualenv import find_uv  # nox >= 2024.3
-    except ImportError:
-        find_uv = None
-    if find_uv is not None:
-        has_uv, uv, *_ = find_uv()
-        if has_uv:
-            return str(uv)
-    return shutil.which("uv")
-
-
 def uv_reason(stderr: str, returncode: int) -> str:
-    """The one line of a failed ``uv pip compile`` that names the conflict.
-
-    uv ends with "And because you require X, we can conclude that your requirements are unsatisfiable." or a
-    ``hint:``; the ``cause:`` line before them says which requirement forbids which, so that one is kept.
-    """
+    """The one line of a failed ``uv pip compile`` that names the conflict (its ``cause:``, not the summary)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in lines:
         text = line.lstrip("╰─▶ ").strip()
@@ -319,23 +277,18 @@ def uv_resolver(
     uv: Optional[str] = None,
     timeout_s: float = _UV_TIMEOUT_S,
 ) -> Resolver:
-    """``uv pip compile`` of a cell's requirements for its Python: None when they resolve, else uv's reason.
-
-    Resolves against what the cells install from: ``HARNESS_TORCH_INDEX_URL`` as ``--index`` (as the noxfile's
-    ``uv pip install`` gets it) and ``UV_FIND_LINKS`` (default ``/opt/wheels`` where it exists, as the noxfile
-    sets it). Where uv is missing the answer is None ("try it": the install decides). ``cache`` (shared between
-    calls if given) keys on Python, requirements, index and find-links.
-    """
+    """``uv pip compile`` of a cell's requirements against the index and wheels cells install from: None when
+    they resolve (or uv is missing: the install decides), else uv's reason; ``cache`` may be shared."""
     answers: Dict[str, Optional[str]] = {} if cache is None else cache
 
     def resolves(cell: Cell) -> Optional[str]:
-        exe = uv or _find_uv()
+        exe = uv or venvs.find_uv()
         if exe is None:
             return None
-        index = os.environ.get("HARNESS_TORCH_INDEX_URL")
+        index = os.environ.get(venvs.TORCH_INDEX_VARIABLE)
         env = dict(os.environ)
-        if _LOCAL_WHEELS.is_dir():
-            env.setdefault("UV_FIND_LINKS", str(_LOCAL_WHEELS))
+        if Path(venvs.LOCAL_WHEELS).is_dir():
+            env.setdefault("UV_FIND_LINKS", venvs.LOCAL_WHEELS)
         requirements = cell.requirements()
         key = json.dumps([cell.python, requirements, index, env.get("UV_FIND_LINKS")])
         if key in answers:

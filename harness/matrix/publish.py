@@ -1,14 +1,8 @@
 """Writing what the matrix produces: the report files, the history log, attribution pages and plans.
 
-``harness.report`` only renders text; this module decides file names and writes every file through
-``harness.fsio`` (a temp file renamed into place under the file's lock), so a reader never sees half a report
-and two runs writing the same file take turns. The history log is rewritten the same way on each append: read,
-add one line, replace (it holds one short line per run); ``history.parquet`` beside it is the same log in long
-format, rewritten with it.
-
-A ``--cells`` run (a ``partial`` report) never replaces a whole-matrix report: where ``--out`` holds the last
-full report of the same matrix, baseline and policy, the re-run cells are merged into it and the report says so
-(``merged``); otherwise it is written as the partial report it is. Its history line is marked ``partial``.
+Every file goes through ``harness.fsio`` (renamed into place under its lock), so a reader never sees half a
+report. A ``--cells`` run never replaces a whole-matrix report: it is merged into the last full one of the same
+matrix, baseline and policy (``merged``), else written as the partial report it is.
 """
 
 from __future__ import annotations
@@ -127,11 +121,8 @@ def publish_matrix_report(
     out_dir: str | os.PathLike[str],
     history: str | os.PathLike[str] | None = None,
 ) -> Dict[str, Path]:
-    """Append the run to ``history`` (if given; the trend then includes it) and write the report files.
-
-    The log (and an existing report a ``--cells`` run merges into) is read first, so a corrupt one fails before
-    anything is written.
-    """
+    """Append the run to ``history`` (if given) and write the report files; whatever is read is read first, so
+    a corrupt log fails before anything is written."""
     past: Optional[List[Dict[str, Any]]] = None
     full = _full_report(Path(out_dir), report) if report.partial else False
     if full is True:
@@ -153,10 +144,8 @@ def _kept_lines(text: str) -> str:
 
 
 def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -> Dict[str, Any]:
-    """Add one JSON line for this run: under the log's lock, read it, write it back with the line added, rename.
-
-    Concurrent runs take turns, so lines never interleave and none is lost; a kill leaves the old log whole.
-    """
+    """Add one JSON line for this run: under the log's lock, read, add, rename, so concurrent runs never lose or
+    interleave a line and a kill leaves the old log whole."""
     entry = report.history_entry()
     line = json.dumps(entry, sort_keys=True, default=str) + "\n"
     path = Path(history_path)
@@ -168,11 +157,8 @@ def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -
 
 
 def load_history(path: str | os.PathLike[str]) -> List[Dict[str, Any]]:
-    """Every run in the log, oldest first; a missing file is an empty history.
-
-    A torn last line (a run killed mid-append, without its newline) is skipped; a malformed line anywhere else
-    means the log was edited or corrupted: a ``MatrixError`` naming the line.
-    """
+    """Every run in the log, oldest first; a torn last line (a killed append) is skipped, a malformed line
+    elsewhere is a ``MatrixError`` naming it."""
     target = Path(path)
     if not target.is_file():
         return []

@@ -1,19 +1,7 @@
 """Running a matrix's cells one after another or side by side (``--jobs N``), with one progress line per step.
 
-CI logs must never be long silence, so every step of every cell says what it took as soon as it ends::
-
-    cell 1/2 torch-2.13.0_st-3.0.1_tf-4.41.2_py3.11: setup 1.4 s (reused)
-    cell 1/2 torch-2.13.0_st-3.0.1_tf-4.41.2_py3.11: run 6.2 s (compute 0.9 s) · ETA 8 s
-    ...
-    cell 1/2 torch-2.13.0_st-3.0.1_tf-4.41.2_py3.11: verdict PASS
-
-The verdicts come last: the one judge runs once, in the controlling environment, over every cell
-(``harness matrix report``); these lines are read back from its ``report.json``.
-
-Side by side, each cell's thread pools get an equal share of the cores (``OMP_NUM_THREADS`` and friends), so
-two cells do not fight over the same cores with spinning threads; command output is then kept in each cell's
-logs only (interleaved output from two cells would be unreadable).
-
+CI logs must never be long silence, so every step says what it took as soon as it ends; verdicts come last,
+from the one judge's ``report.json``. Side by side, each cell's thread pools get an equal share of the cores.
 Stdlib only: nox's own Python runs the matrix cells.
 """
 

@@ -1,23 +1,9 @@
 """Run a server cell: start the cell's server on its model directories, run ``harness run`` through it, stop it.
 
-A server cell (``server = "infinity-emb"`` in ``matrix.toml``, ``harness.matrix.servers``) is installed like
-any cell (``harness.matrix.cellrun``: its virtualenv holds the server package at its pinned version, and this
-project). Then, instead of loading the models in-process, the cell:
-
-1. finds the matrix's model directories with the cell's own Python (``python -m harness.run.model_dirs``, so
-   a ``source = "package"`` model is the copy installed in the cell);
-2. starts the server from the cell's ``bin`` on 127.0.0.1 on a free port with those directories and every
-   number-moving option explicit (``harness.matrix.server_process``: its batch is ``server_batch_size``, else the
-   matrix's ``batch_size``), and waits for its health URL;
-3. runs ``harness run --models http://127.0.0.1:PORT/<id> ... --api <api> --batch-size <matrix batch>``
-   in the cell: the request batch and the server's own batch are both recorded (the results' ``http``
-   records and ``served`` fingerprint; ``server.json`` in the run directory keeps the server's argv);
-4. stops the server on every path: results written, ``harness run`` failed, an exception, Ctrl-C (within
-   2 s); a harness killed outright takes the server along (``harness.matrix.server_lifetime``).
-
-A server that does not start is a failed run of the cell with the server log's last lines as its reason
-(``server.log`` in the run directory). The attribution walk's per-step flags do not apply to a server cell.
-Stdlib only: nox's own Python runs the matrix cells.
+The model directories are found by the cell's own Python (a ``package`` model is the copy installed there); the
+server's batch and the request batch are both recorded; the server stops on every path (docs/served-endpoints.md).
+A server that does not start is a failed run with the log's last lines as its reason. Stdlib only: nox's own
+Python runs the matrix cells.
 """
 
 from __future__ import annotations
@@ -89,11 +75,8 @@ def server_options(matrix: Matrix, cell: Cell) -> InfinityOptions:
 def run(matrix: Matrix, cell: Cell, venv: Path, run_dir: Path, env: Mapping[str, str], harness: HarnessRun,
         *, bin_dir: Path, cwd: Path, say: Callable[[str], None] = lambda _: None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S) -> Tuple[int, str]:
-    """Serve the matrix's models from the cell at ``venv`` and call ``harness(run_args)`` while the server is up.
-
-    Returns ``harness``'s exit code and output tail, or the failing step's (model lookup, server start) with a
-    headline the cell's reason shows. The server is stopped before this returns or raises (Ctrl-C included).
-    """
+    """Serve the matrix's models from the cell at ``venv`` and call ``harness(run_args)`` while the server is up:
+    its exit code and output tail, or the failing step's; the server is stopped before this returns or raises."""
     kind = SERVERS[cell.server or ""]
     log = run_dir / "run.log"
     try:

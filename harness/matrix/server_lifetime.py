@@ -1,18 +1,9 @@
 """A model server dies with the harness that started it; one a dead harness left behind dies at the next start.
 
-A CI timeout kills the harness with SIGKILL: no ``finally``, no ``atexit`` runs, and a server in its own
-process group would keep its port and memory forever (parent 1). Two layers, because either can be missed:
-
-1. **Parent-death signal** (Linux): ``spawn`` arms ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` in the child before
-   exec, so the kernel kills the server the moment its parent goes. The kernel's "parent" is the *thread*
-   that forked, so servers are forked from the main thread or from one spawner thread that lives as long as
-   the process; the child re-checks ``getppid()`` after arming it, because a parent that died just before
-   would otherwise never be noticed.
-2. **Sweep** (every platform; the only layer where there is no prctl, e.g. macOS): ``ServerLedger`` records
-   each server (pid, start time, process group, the owning harness's pid and start time, the command, a token
-   put into the server's environment) as one small file under the cache directory. At the next start, a
-   record whose owner is dead is swept: the server is killed only if its identity (pid + start time) still
-   matches, never a recycled pid; any process still carrying the token (a server's own children) goes too.
+A SIGKILLed harness runs no ``finally``, so two layers (docs/server-lifetime.md), because either can be missed:
+the kernel's parent-death signal (Linux; the "parent" is the forking *thread*, hence one long-lived spawner
+thread), and a sweep of ``ServerLedger`` records whose owner is dead, killing a server only while its pid and
+start time still match (never a recycled pid), and any process carrying its token.
 
 Stdlib only: nox's own Python runs the matrix cells.
 """
@@ -20,6 +11,7 @@ Stdlib only: nox's own Python runs the matrix cells.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import json
 import os
@@ -207,10 +199,7 @@ class ServerLedger:
         return record
 
     def remove(self, record: ServerRecord) -> None:
-        try:
-            (self.directory / record.file_name).unlink()
-        except FileNotFoundError:
-            pass
+        (self.directory / record.file_name).unlink(missing_ok=True)
 
     def records(self) -> List[Tuple[Path, Optional[ServerRecord]]]:
         """Every record file and what it says (None: unreadable, which a rename-written record never is)."""
@@ -237,18 +226,12 @@ class ServerLedger:
                 continue
             if record is not None:
                 done.append(_kill_orphan(record))
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            path.unlink(missing_ok=True)
         for tmp in self.directory.glob(".server-*.tmp"):
             writer = tmp.name.rsplit(".", 2)[-2]
             pid, _, start = writer.partition("_")
             if not pid.isdigit() or _safe(start_time(int(pid)) or "-") != start:
-                try:
-                    tmp.unlink()
-                except FileNotFoundError:
-                    pass
+                tmp.unlink(missing_ok=True)
         return done
 
 
@@ -256,17 +239,13 @@ def _kill_orphan(record: ServerRecord) -> str:
     """SIGKILL an orphaned server's group if its leader is still the process recorded, and its token's holders."""
     killed: List[int] = []
     if record.start and start_time(record.pid) == record.start:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(record.pgid, signal.SIGKILL)  # a live leader's group is its own: nobody can reuse the id
             killed.append(record.pid)
-        except OSError:
-            pass
     for pid in _token_holders(record.token):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
-        except OSError:
-            pass
     command = " ".join(record.argv[:2])
     if killed:
         return f"killed server {command} (pid {', '.join(map(str, sorted(set(killed))))}) left by dead harness {record.owner_pid}"

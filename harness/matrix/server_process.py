@@ -1,19 +1,13 @@
 """Start a model server for a run on 127.0.0.1, wait until it is healthy, and always stop it.
 
-``ServerProcess`` is a context manager around one server process: it starts it in its own process group
-with its output in a log file, polls a health URL with a bounded timeout (a process that exits first is a
-``ServerStartError`` carrying the log's last lines), and on leaving terminates the group, then kills it after
-a grace period: ``stop_grace_s`` on a normal exit, ``interrupt_grace_s`` (1 s) on an error or Ctrl-C, so
-Ctrl-C is done within 2 s whatever the server does. Every wait has a deadline. A harness that dies without
-stopping it (SIGKILL) takes it along (``harness.matrix.server_lifetime``: the parent-death signal, and a
-sweep of recorded servers at the next start). ``infinity_server`` builds the command for
-infinity-emb (``infinity_emb v2``) from a virtualenv's executable. The server's environment is offline (no
-hub downloads, no telemetry): the only network it is given is the loopback address it listens on.
-Imports only the stdlib.
+Every wait has a deadline (Ctrl-C is done within 2 s whatever the server does); a SIGKILLed harness takes its
+server along (``server_lifetime``). The server's environment is offline: its only network is the loopback
+address it listens on. Stdlib only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -129,10 +123,8 @@ def _exited(proc: subprocess.Popen[bytes]) -> bool:
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     if proc.returncode is not None:  # reaped: its group id may belong to someone else by now
         return
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(proc.pid, sig)
-    except OSError:
-        pass
 
 
 class ServerProcess:
@@ -225,17 +217,17 @@ class ServerProcess:
         while True:
             if _exited(self._proc):
                 code = self._finish(self._proc)
-                tail = _tail(self.log_path)
-                raise ServerStartError(f"{Path(self.argv[0]).name} exited with code {code} before {health} answered "
-                                       f"(log {self.log_path}): {_summary(tail)}", tail)
+                raise self._failed(f"{Path(self.argv[0]).name} exited with code {code} before {health} answered")
             if _healthy(health, timeout_s=2.0):
                 self.startup_s = round(time.monotonic() - started, 2)
                 return
             if time.monotonic() > deadline:
-                tail = _tail(self.log_path)
-                raise ServerStartError(f"{health} did not answer within {self.startup_timeout_s:g}s "
-                                       f"(log {self.log_path}): {_summary(tail)}", tail)
+                raise self._failed(f"{health} did not answer within {self.startup_timeout_s:g}s")
             time.sleep(0.25)
+
+    def _failed(self, what: str) -> ServerStartError:
+        tail = _tail(self.log_path)
+        return ServerStartError(f"{what} (log {self.log_path}): {_summary(tail)}", tail)
 
     def alive(self) -> bool:
         return self._proc is not None and not _exited(self._proc)

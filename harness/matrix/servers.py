@@ -1,11 +1,6 @@
 """Server cells of a matrix: which embedding servers a cell may install, and what each needs besides its package.
 
-A cell with ``server = "infinity-emb"`` and ``server_version = "0.0.77"`` is a served environment: its
-virtualenv gets the server package at that version (with the cell's own torch / sentence-transformers /
-numpy pins, which the server may cap: infinity-emb wants sentence-transformers < 4 and numpy < 2), and
-``harness.matrix.served_cell`` starts the server there around the cell's ``harness run``. This module is
-data plus validation; it raises ``ValueError`` with the problem and ``harness.matrix.spec`` adds file and cell.
-
+Data plus validation: a ``ValueError`` with the problem, to which ``harness.matrix.spec`` adds file and cell.
 Stdlib only: nox's own Python imports it (through ``spec``).
 """
 
@@ -47,11 +42,8 @@ SERVERS: Dict[str, ServerKind] = {
 
 
 def parse_server_keys(data: Mapping[str, Any]) -> Dict[str, Optional[Any]]:
-    """``server``, ``server_version`` and ``server_batch_size`` of a cell table (all None for a library cell).
-
-    Raises ``ValueError`` naming the key: an unknown server, a version that is not one exact version, a
-    batch size that is not a positive integer, or one of the keys without ``server``.
-    """
+    """``server``, ``server_version`` and ``server_batch_size`` of a cell table (all None for a library cell);
+    ``ValueError`` naming the key when one is wrong or given without ``server``."""
     from packaging.version import InvalidVersion, Version
 
     server, version, batch = data.get("server"), data.get("server_version"), data.get("server_batch_size")

@@ -1,14 +1,6 @@
 """Version matrices: ``matrix.toml`` parsed and validated into matrices and their cells.
 
-A matrix is data (``matrix.toml`` at the repository root): named matrices, each with the models to run, the
-baseline to compare with, run options, and cells that pin python, torch, sentence-transformers and transformers
-(optionally numpy, tokenizers and extra requirements). A server cell (``server = "infinity-emb"``,
-``server_version``: ``harness.matrix.servers``) installs that server instead and is run through it.
-``harness.matrix.cellrun`` turns a cell into a virtualenv and runs ``harness run`` inside it;
-``harness.matrix.collect`` compares the cells' results with the baseline.
-
-Stdlib, ``packaging``, ``pydantic`` (``harness.config.schema``), stdlib-only harness modules: nox's own Python
-imports this module (no numpy, no torch there).
+Stdlib, ``packaging``, ``pydantic`` and stdlib-only harness modules: nox's own Python imports this module.
 """
 
 from __future__ import annotations
@@ -188,11 +180,8 @@ class Cell:
         return lines + list(server.requirements if server else ()) + list(self.extra)
 
     def requirements(self, runner: Optional[Sequence[str]] = None) -> List[str]:
-        """Every requirement line the cell installs: its pins plus the runner's needs (numpy, pyarrow, ...).
-
-        A runner requirement on a package the cell also pins (``numpy>=1.21`` and ``numpy<2``) is merged into one
-        line, so neither pip nor uv sees the same name twice.
-        """
+        """Every requirement line the cell installs: its pins plus the runner's needs, a name the cell also pins
+        merged into one line so neither pip nor uv sees it twice."""
         merged = merge_requirements(self.pins(), runner if runner is not None else runner_requirements())
         return merge_requirements(merged, implied_requirements(merged))
 

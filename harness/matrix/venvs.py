@@ -1,19 +1,9 @@
 """Matrix-cell virtualenvs: which installer, the commands that build one, when one can be reused, one user at a time.
 
-Cells are plain virtualenvs under ``.nox/matrix-cells/<matrix>/<cell-id>``, built with ``uv venv`` + ``uv pip install``
-(or ``virtualenv`` + pip: backend ``pip``, automatic when uv is missing), because one nox session cannot own
-several nox-managed virtualenvs. A cell gets only what the runner needs: its pins, the runner's core
-dependencies, this project with ``--no-deps`` and model packages with ``--no-deps``.
-
-Reuse is keyed by the resolved lock, not only the pins: with uv, every setup first runs ``uv pip compile`` of the
-cell's requirements (~1 s from uv's cache) and installs from that lock; the virtualenv is kept when the install
-stamp *and the lock* are what it was built from, and ``pip freeze`` of it still equals what was recorded after
-the install (nothing added, removed or upgraded by hand). A new release of an unpinned dependency changes the
-lock, so the cell is rebuilt. With pip there is no compile step: the key is the pins and the recorded freeze.
-Nothing is byte-compiled at install (``UV_COMPILE_BYTECODE=0``, ``pip --no-compile``): compiling ~10k files
-took 18-37 s per fresh cell; Python writes the ``.pyc`` of what a run imports on its first import instead.
-
-Stdlib only: nox's own Python imports this module.
+Plain virtualenvs (uv, else virtualenv + pip), because one nox session cannot own several nox-managed ones. Reuse
+is keyed by the resolved lock (``uv pip compile``) and ``pip freeze`` after the install, not only the pins: a new
+release of an unpinned dependency rebuilds the cell. Nothing is byte-compiled at install (18-37 s a fresh cell):
+a run compiles what it imports. Stdlib only: nox's own Python imports this module.
 """
 
 from __future__ import annotations
@@ -188,11 +178,8 @@ def reusable(venv: Path, stamp: str) -> bool:
 
 @contextlib.contextmanager
 def cell_lock(venv: Path, on_wait: Callable[[str], None]) -> Iterator[None]:
-    """One run at a time per cell virtualenv: a second run of the same cell (another terminal) waits.
-
-    The lock is ``<venv>.lock`` beside the virtualenv (the virtualenv itself is deleted and recreated under it);
-    ``on_wait`` is told when another run holds it. Without ``fcntl`` (Windows) there is no lock.
-    """
+    """One run at a time per cell virtualenv (``<venv>.lock`` beside it, as the virtualenv is recreated under it);
+    ``on_wait`` is told when another run holds it. Without ``fcntl`` there is no lock."""
     try:
         import fcntl
     except ImportError:  # Windows: no lock

@@ -1,9 +1,5 @@
-"""How every report shows a verdict's accuracy against the fp64 reference (``ModelVerdict.accuracy``).
-
-One wording for all renderers: ``lines`` (terminal, Markdown, JUnit, assertion messages, HTML), ``headline`` (the
-status line's "14,700x the baseline's error against fp64"), ``bucket_svg`` (the HTML chart of the error by token
-count, inline SVG like ``html_svg``) and ``error_columns`` (verdicts.parquet). A verdict without a reference has
-none of it; the comparison's notes say "no fp64 reference" once.
+"""How every report shows a verdict's accuracy against the fp64 reference (``ModelVerdict.accuracy``): one wording
+for all renderers, and none of it for a verdict without a reference.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
 """The ``AssertionError`` text of ``harness.assertions``, rendered from a verdict's evidence (numpy.testing style).
 
-Nothing is computed here: counts come from the verdict's metrics, locations and values from its ``evidence``
-(``harness.compare.kinds``), limits from its ``tolerance``. The same verdict renders the same message whether
-the two sides were arrays or results files::
-
-    Embeddings are not close!
-
-    Mismatched elements: 7 / 24576 (0.03%)
-    Greatest absolute difference: 1.20e-04 at text 'd0012' dim 17 (up to 1e-05 allowed)
-    Greatest relative difference: 3.41e-03 at text 'd0012' dim 17 (up to 0 allowed)
-    actual value 0.0352200121, baseline value 0.0351000014
-    ...
+Nothing is computed here, so the same verdict renders the same message whether the sides were arrays or files.
 """
 
 from __future__ import annotations
@@ -174,16 +164,8 @@ def _env_lines(comparison: Comparison) -> List[str]:
 
 def render_failure(title: str, verdict: ModelVerdict, *, policy: str, positional: bool = False,
                    comparison: Optional[Comparison] = None) -> str:
-    """The message for a verdict that did not pass.
-
-    Args:
-        title: the first line (``Embeddings are not close!``).
-        verdict: one model's verdict.
-        policy: where the tolerance came from (``Policy.source``), for the Tolerance line.
-        positional: the rows have no ids (two bare arrays): name them by position, as numpy does.
-        comparison: the comparison of two results files, for the environment lines and the
-            ``harness baseline update`` hint (None for arrays).
-    """
+    """The message for a verdict that did not pass; ``positional``: two bare arrays, rows named by position as
+    numpy does; ``comparison``: two results files, for the environment lines and the update hint."""
     evidence = verdict.evidence
     kind = evidence.get("kind") or ("embedding" if verdict.kind == "bi-encoder" else "rerank")
     lines: List[str] = []

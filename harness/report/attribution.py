@@ -1,7 +1,5 @@
-"""Render an attribution waterfall (a ``harness.matrix.attribution.Waterfall``) as Markdown, JSON and HTML.
-
-The waterfall reads top to bottom: baseline -> +torch -> +transformers -> ... -> candidate, each row the drift
-that step alone caused (vs the previous step) and the drift accumulated so far (vs the baseline).
+"""Render an attribution waterfall (a ``harness.matrix.attribution.Waterfall``) as Markdown, JSON and HTML: each
+row the drift that step alone caused, and the drift accumulated so far.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Self-contained HTML rendering of a matrix report: one file with inline CSS and inline SVG, no scripts.
 
-It has to open from disk, from a CI artifact or an air-gapped machine, so nothing is loaded from anywhere: no
-JS, no web fonts, no plotting library. Plots are SVG built from the numbers already in the report. Every piece
-of text from the data goes through ``html.escape``.
+It has to open from disk, a CI artifact or an air-gapped machine, so nothing is loaded from anywhere; every
+piece of text from the data goes through ``html.escape``.
 """
 
 from __future__ import annotations
@@ -146,23 +145,13 @@ def _tau(value: Optional[float]) -> str:
 
 
 _METRIC_ROWS: Tuple[Tuple[str, str], ...] = (
-    ("max_abs_diff", "max |Δ|"),
-    ("mean_abs_diff", "mean |Δ|"),
-    ("p99_abs_diff", "p99 |Δ|"),
-    ("max_rel_diff", "max relative Δ"),
-    ("min_cosine", "min cosine"),
-    ("elements_beyond_tolerance", "elements beyond tolerance"),
-    ("max_bit_flips", "max bits flipped per text"),
-    ("mean_bit_flips", "mean bits flipped per text"),
-    ("max_int_distance", "max buckets moved"),
-    ("elements_changed", "elements changed"),
-    ("rows_changed", "texts changed"),
-    ("rows_changed_fraction", "share of texts changed"),
-    ("texts_beyond_tolerance", "texts beyond tolerance"),
-    ("texts", "texts"),
-    ("dim", "dim"),
-    ("pairs", "pairs"),
-    ("queries", "queries"),
+    ("max_abs_diff", "max |Δ|"), ("mean_abs_diff", "mean |Δ|"), ("p99_abs_diff", "p99 |Δ|"),
+    ("max_rel_diff", "max relative Δ"), ("min_cosine", "min cosine"),
+    ("elements_beyond_tolerance", "elements beyond tolerance"), ("max_bit_flips", "max bits flipped per text"),
+    ("mean_bit_flips", "mean bits flipped per text"), ("max_int_distance", "max buckets moved"),
+    ("elements_changed", "elements changed"), ("rows_changed", "texts changed"),
+    ("rows_changed_fraction", "share of texts changed"), ("texts_beyond_tolerance", "texts beyond tolerance"),
+    ("texts", "texts"), ("dim", "dim"), ("pairs", "pairs"), ("queries", "queries"),
 )
 
 
@@ -185,17 +174,11 @@ def _metrics_list(model: ModelVerdict) -> str:
 
 
 def _checks_table(model: ModelVerdict) -> str:
-    rows = [
-        [
-            f"<td><code>{_e(c.name)}</code></td>",
-            _td(fmt(c.observed) if "cosine" not in c.name else fmt_cosine(c.observed), "num"),
-            _td(f"{c.op} {fmt(c.limit)}", "num"),
-            _td(fmt_used(c), "num used"),
-            _td("pass" if c.passed else "FAIL", "res-pass" if c.passed else "res-fail"),
-            _td(c.detail),
-        ]
-        for c in model.checks
-    ]
+    rows = [[f"<td><code>{_e(c.name)}</code></td>",
+             _td(fmt(c.observed) if "cosine" not in c.name else fmt_cosine(c.observed), "num"),
+             _td(f"{c.op} {fmt(c.limit)}", "num"), _td(fmt_used(c), "num used"),
+             _td("pass" if c.passed else "FAIL", "res-pass" if c.passed else "res-fail"), _td(c.detail)]
+            for c in model.checks]
     if not rows:
         return ""
     table = _table(["Check", "Observed", "Limit", "Limit used", "Result", "Detail"], rows, "checks")

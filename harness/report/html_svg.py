@@ -1,8 +1,5 @@
-"""The plots of the HTML matrix report, as inline SVG built from the numbers already in the report.
-
-No plotting library and no scripts: the page has to open from disk, from a CI artifact or an air-gapped machine.
-``histogram_svg`` draws one model's decade histogram of absolute differences with its tolerance line;
-``sparkline`` draws one cell and model's max abs diff over the last runs of the history log.
+"""The plots of the HTML matrix report, as inline SVG built from the numbers already in the report (no plotting
+library, no scripts: the page opens from disk).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """JUnit XML rendering of a matrix report, so CI systems show each cell x model as a test.
 
-One ``<testsuite>`` per cell (its params as properties), one ``<testcase>`` per model. Drift is a
-``<failure>``, an incompatible model or cell is ``<skipped>`` (a property of the environment, not a regression),
-and install/run failures are ``<error>``. A cell that never produced a comparison gets one testcase named
-``setup``, so it still shows up. Built with ElementTree, which escapes; characters XML 1.0 forbids (terminal
-escape codes in a pip log) are replaced first, because ElementTree would write them through verbatim.
+Drift is a ``<failure>``, an incompatible model or cell ``<skipped>`` (the environment, not a regression),
+install/run failures ``<error>``. Characters XML 1.0 forbids (terminal escapes in a pip log) are replaced
+first: ElementTree would write them through verbatim.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Markdown rendering of a matrix report: for PR comments and CI job summaries, where there is no HTML or JS.
 
-Renders only from the matrix report (``MatrixReport``, see ``harness.report.matrix_report``), so it cannot disagree with the
-JSON, JUnit or HTML rendering of the same run.
+Renders only from ``MatrixReport``, so it cannot disagree with the JSON, JUnit or HTML rendering of the run.
 """
 
 from __future__ import annotations
@@ -54,6 +53,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     return lines
 
 
+def _section(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    """A ``##`` section holding one table; nothing at all without rows."""
+    return ["", f"## {title}", ""] + _table(header, rows) if rows else []
+
+
 # -- sections ---------------------------------------------------------------------------------------------------
 
 
@@ -73,17 +77,10 @@ def _header(report: MatrixReport) -> List[str]:
 
 def _summary_row(cell: ReportCell, model: ModelVerdict) -> List[str]:
     metrics = model.metrics
-    return [
-        _code(cell.cell_id),
-        _code(model.model_id),
-        _status(model.status),
-        fmt_drift(metrics),
-        fmt_cosine(metrics.get("min_cosine")),
-        md_escape(order_shown(model)),
-        md_escape(model.tolerance_class),
-        _worst_check(model),
-        md_escape(accuracy_lines.ratio_text(model.accuracy.measured.ratio)) if model.accuracy else "-",
-    ]
+    return [_code(cell.cell_id), _code(model.model_id), _status(model.status), fmt_drift(metrics),
+            fmt_cosine(metrics.get("min_cosine")), md_escape(order_shown(model)), md_escape(model.tolerance_class),
+            _worst_check(model),
+            md_escape(accuracy_lines.ratio_text(model.accuracy.measured.ratio)) if model.accuracy else "-"]
 
 
 def _worst_check(model: ModelVerdict) -> str:
@@ -191,37 +188,27 @@ def _not_run(report: MatrixReport) -> List[str]:
     """Cells without a comparison, or whose status says setup, install or the run itself went wrong."""
     rows = [[_code(c.cell_id), _status(c.status), md_escape(c.reason or "-"), fmt_seconds(c.setup_s)]
             for c in report.cells if c.incomplete]
-    if not rows:
-        return []
-    return ["", "## Cells that did not run (or not completely)", ""] + _table(["Cell", "Status", "Reason", "Setup"], rows)
+    return _section("Cells that did not run (or not completely)", ["Cell", "Status", "Reason", "Setup"], rows)
 
 
 def _trend(trend: Sequence[TrendRow]) -> List[str]:
     rows = [[_code(row.cell_id), _code(row.model_id), str(len(row.points)),
              " → ".join(f"**{fmt(v)}**" if s is CellStatus.FAIL else fmt(v) for _, s, v in row.points)] for row in trend]
-    if not rows:
-        return []
-    return (
-        ["", f"## Trend (max abs diff, last {TREND_RUNS} runs, oldest → newest; failing runs in bold)", ""]
-        + _table(["Cell", "Model", "Runs", "Max abs diff"], rows)
-    )
+    return _section(f"Trend (max abs diff, last {TREND_RUNS} runs, oldest → newest; failing runs in bold)",
+                    ["Cell", "Model", "Runs", "Max abs diff"], rows)
 
 
 def _speed(report: MatrixReport) -> List[str]:
     """Throughput and memory per cell and model: how each environment (CPU, GPU type) runs the models."""
     rows = [[_code(cell.cell_id), _code(model.model_id), *(md_escape(c) for c in speed_cells(model))]
             for cell, model in report.verdicts if model.performance]
-    if not rows:
-        return []
     header = ["Cell", "Model", "Device", "Texts/s", "vs baseline", "CUDA peak", "Run peak RSS"]
-    return ["", "## Speed and memory (reported, not judged)", ""] + _table(header, rows)
+    return _section("Speed and memory (reported, not judged)", header, rows)
 
 
 def render_markdown(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
-    """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend.
-
-    ``history`` is rendered as given (``load_history`` output; include the current run by appending first).
-    """
+    """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend
+    (``history`` as ``load_history`` gives it; include the current run by appending first)."""
     trend = report.trend(history)
     lines = _header(report) + _summary(report) + scenario_lines.markdown_lines(
         [(c.cell_id, m) for c, m in report.verdicts], md_escape, _code) + _notes(report) + _checks(report)

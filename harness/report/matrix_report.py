@@ -1,12 +1,6 @@
-"""The matrix report: ``MatrixReport`` of ``ReportCell``s for a whole version matrix, the single source every
-format renders from (``report.json`` is its ``to_dict()``).
-
-``build_matrix_report`` assembles it from per-cell outcomes (each carrying ``Comparison.serialize()`` data or
-``None``); ``MatrixReport.history_entry`` is the compact record of one run kept in the history log, and
-``history_series`` reads a trend back out of that log. The report and its cells carry what the renderers read
-(scope, counts, every model verdict, a cell's notes and env changes by group), computed once when they are made,
-so each renderer reads fields and returns. Data only: writing the files (and the log) is
-``harness.matrix.publish``'s job.
+"""The matrix report: ``MatrixReport`` of ``ReportCell``s, the single source every format renders from
+(``report.json`` is its ``to_dict()``), with what renderers read computed once. Data only: writing the files
+is ``harness.matrix.publish``'s job.
 """
 
 from __future__ import annotations
@@ -62,12 +56,8 @@ _STORED = ("cell_id", "params", "status", "reason", "setup_s", "run_s", "compute
 
 @dataclass
 class ReportCell:
-    """One cell of a matrix report: its stage outcome and, when it was judged, its comparison.
-
-    ``comparison`` is ``Comparison.serialize()`` data as report.json holds it; what every renderer reads of it
-    (the model verdicts, notes, env changes by factor group, whether the cell is incomplete) is typed once here,
-    when the cell is made, so no format asks again.
-    """
+    """One cell of a matrix report: its stage outcome and, when it was judged, its comparison (``serialize()``
+    data, as report.json holds it), typed once here so no format asks again."""
 
     cell_id: str
     params: Dict[str, Any] = field(default_factory=dict)
@@ -124,13 +114,8 @@ class ReportCell:
 
 @dataclass
 class MatrixReport:
-    """A whole version matrix's outcome, the single source every format renders from (``report.json`` is
-    ``to_dict()``). ``partial``: fewer cells than ``matrix_cells`` (a ``--cells`` run), never a passing whole
-    matrix; ``merged``: such a run merged into the last full report (``harness.matrix.publish``).
-
-    What the renderers read (status, counts, every (cell, model verdict) pair, the model ids, the scope line)
-    is computed once, when the report is made; ``merged`` is set through ``merge`` so the scope follows it.
-    """
+    """A whole version matrix's outcome. ``partial``: fewer cells than ``matrix_cells`` (a ``--cells`` run),
+    never a passing whole matrix; ``merged`` (set through ``merge``): such a run merged into the last full report."""
 
     matrix: str
     baseline: str
@@ -232,11 +217,8 @@ def build_matrix_report(
     created_at: Optional[str] = None,
     matrix_cells: Optional[Sequence[str]] = None,
 ) -> MatrixReport:
-    """The matrix report of ``cells`` (records or ``ReportCell``s), with the policy they were judged by.
-
-    ``matrix_cells``: every cell id of the matrix; a report of fewer cells (``--cells``) is ``partial``, so it
-    never passes for a whole-matrix run (``harness.matrix.publish`` merges it into the last full report).
-    """
+    """The matrix report of ``cells`` (records or ``ReportCell``s), with the policy they were judged by; fewer
+    cells than ``matrix_cells`` make it ``partial``."""
     typed = [ReportCell.of(c) for c in cells]
     ids = [c.cell_id for c in typed]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})

@@ -1,9 +1,5 @@
 """Flat tables of a matrix report for notebooks and dashboards: one ``pd.read_parquet`` / ``read_csv`` each.
-
-``verdicts_table``: one row per cell x model x check (``MatrixReport.verdict_rows``: observed, limit, the
-share of the limit used, status; each side's RMSE against the fp64 reference where there is one). ``history_table``: the history log in long format, one row per run x cell x
-model (the nested JSON lines need no unpacking). Data only, typed columns; ``harness.matrix.publish`` writes
-them. These are report tables, not results files (``harness.results`` owns those and their schema).
+Report tables, not results files (``harness.results`` owns those and their schema).
 """
 
 from __future__ import annotations

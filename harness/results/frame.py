@@ -1,11 +1,7 @@
 """A results file as one tidy pandas DataFrame, for notebooks and ad hoc analysis.
 
-One row per results row, the file's columns, with the raw vector bytes decoded to numpy arrays (each row's
-``vector`` an array of the model's ``dim`` in its ``vector_dtype``; None on rerank rows), ``score`` float32 and
-``rank`` a nullable integer (``Int32``: embed rows have none). pandas is imported here only, when a frame is
-asked for: the runner and the comparator never need it, and ``harness.results`` imports without it.
-
-The whole selection is read into memory: it is meant for corpus-sized files. The comparator streams instead.
+pandas is imported here only, when a frame is asked for. The whole selection is read into memory: it is meant
+for corpus-sized files (the comparator streams instead).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Typed views of a results file's ``harness`` metadata: one place that knows its keys.
 
-The runner builds its metadata from these types (``ResultsMeta(...).to_dict()``) and every reader reads them
-(``ResultsFile.run``, ``.records``, ``.provenance``) instead of digging in the raw dict. ``from_dict`` is
-lenient about what is missing, because files written by older harness versions (``fixtures/baselines/legacy``)
-lack keys added since and must stay readable, and it keeps keys it does not know in ``extra``, so a file from a
-newer harness round-trips. It is strict about types: a field of the wrong type is a ``ResultsFileError`` naming
-the file and the field, never a ``TypeError`` deep inside the comparator.
-
-Stdlib only, besides ``harness.errors``: the runner imports this inside old matrix environments.
+``from_dict`` is lenient about missing keys (older files must stay readable) and keeps unknown ones in
+``extra`` (a newer file round-trips), but strict about types: a wrong one is a ``ResultsFileError`` naming the
+file and field. Stdlib only, besides ``harness.errors``: the runner imports this inside old matrix environments.
 """
 
 from __future__ import annotations
@@ -158,9 +153,7 @@ class RunMeta(_Record):
 class ModelRecord(_Record):
     """One results entry's record (``models.<id>``): what ran, how it was loaded and called, how fast.
 
-    ``status`` is ``ok`` or ``incompatible`` (with ``reason``); ``source`` is the registry entry it ran from
-    (``ModelSpec.describe()``), which a re-run elsewhere rebuilds it from; ``encode`` the settings applied.
-    Keys the loaders add beyond these (backend files, tokenizer class, ...) stay in ``extra``.
+    ``source`` is the registry entry it ran from, which a re-run elsewhere rebuilds it from.
     """
 
     _OMIT_NONE: typing.ClassVar[bool] = True
@@ -203,10 +196,7 @@ class ModelRecord(_Record):
 
 @dataclass(frozen=True)
 class Provenance(_Record):
-    """Why a baseline exists (the ``baseline`` table ``harness.baselines.create_baseline`` writes).
-
-    ``history`` holds the provenance of every version it replaced, oldest first (without their own history).
-    """
+    """Why a baseline exists (the ``baseline`` table ``harness.baselines.create_baseline`` writes)."""
 
     name: Optional[str] = None
     action: Optional[str] = None
@@ -287,10 +277,8 @@ def local_path(recorded: str, anchors: Anchors) -> str:
 
 
 def portable_metadata(meta: Mapping[str, Any], anchors: Anchors) -> Dict[str, Any]:
-    """A copy of a results file's metadata with every machine path it records made portable: each model's
-    ``source.path``/``cache_dir`` and ``directory``, the baseline's ``source_file``/``previous_file`` (and its
-    history's), and the
-    fingerprint's ``executable``. Everything else is left exactly as it is."""
+    """A copy of a results file's metadata with every machine path it records made portable (model sources and
+    directories, the baseline's files and its history's, the fingerprint's ``executable``); nothing else changes."""
     out: Dict[str, Any] = dict(meta)
     models = out.get("models")
     if isinstance(models, dict):

@@ -1,7 +1,5 @@
-"""The metadata JSON of a results file, read back: checked once, when the file opens, so that no reader meets a
-surprise (a RecursionError while flattening a fingerprint, an AttributeError on a model record that is null).
-Anything wrong is one ``ResultsFileError`` line naming the file. Stdlib only: the runner reads results in old
-matrix environments too.
+"""The metadata JSON of a results file, checked once when the file opens, so no reader meets a surprise: anything
+wrong is one ``ResultsFileError`` line naming the file. Stdlib only: read in old matrix environments too.
 """
 
 from __future__ import annotations

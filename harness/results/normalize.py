@@ -1,15 +1,9 @@
 """Putting a results file in the canonical row order (``harness.results.schema``), once, where it is read.
 
-Files this harness writes are canonical already. Files written before the order was canonical (the committed
-baselines' cross-encoders, ``fixtures/baselines/legacy``) or by other tools are not: ``normalized`` gives a
-``ResultsFile`` reads such a file from a canonical copy (a temporary file written on its first read of rows), so
-every reader sees one order and the comparator has one path (both sides streamed side by side) instead of
-realigning one side on every comparison. ``harness baseline create/update`` writes baselines through
-``write_canonical``: a baseline is normalized once, for good.
-
-The copy needs no more memory than a row group per output row group when a model is larger than
-``IN_MEMORY_BYTES`` (each output row group gathers its rows from the input row groups that hold them: a shuffled
-file is read once per output row group then), else the model is read whole once.
+Files written before the order was canonical, or by other tools, are read from a canonical temporary copy, so
+the comparator has one streaming path instead of realigning a side on every comparison; baselines are written
+canonical once (``write_canonical``). Memory: a row group per output row group for a model over
+``IN_MEMORY_BYTES``, else the model once.
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """The results file format: columns, the arrow schema, the metadata key and the rows one model contributes.
 
-A results file is one parquet file per run, long format:
-
-* one ``task="embed"`` row per text per bi-encoder, the vector in ``vector``;
-* one ``task="rerank"`` row per (query, candidate) pair per cross-encoder, with ``score`` and ``rank``.
-
-Rows are in one canonical order, so that two files of one corpus line up row for row and the comparator streams
-them side by side: each model's rows together, a bi-encoder's by ``item_id``, a cross-encoder's by ``query_id``
-then ``passage_id``, strings compared as UTF-8 bytes (code point order: Python's and arrow's). The writer sorts;
-the reader checks it in one vectorized pass over the ids (``in_canonical_order``) and normalizes a file that is not
-(older versions, other tools) once, when it is opened for a comparison (``harness.results.normalize``).
-
-The vector column is ``fixed_size_binary`` holding raw little-endian values (float32 unless the model's
-metadata says otherwise). A ``fixed_size_list<float32>`` column decodes 3-7x slower in pyarrow because parquet
-stores a repetition level per element (measured, see ``benchmarks/``), so the raw layout is what lets the
-comparator stream large files. The column width is the widest model's vector; each model's ``dim`` and
-``vector_dtype`` live in the file metadata.
-
-Everything else about a run (environment fingerprint, corpus hash, per-model weight hashes and status) is JSON
-in the parquet schema metadata under the key ``harness`` (typed views: ``harness.results.meta``). The package
-needs only numpy and pyarrow: it is imported inside old matrix environments (runner) and in the controlling one
-(comparator).
+One parquet file per run, long format, rows in one canonical order (docs/reference/results-file.md) so two files
+of one corpus line up row for row and the comparator streams them side by side. Vectors are raw little-endian
+``fixed_size_binary``: a ``fixed_size_list<float32>`` decodes 3-7x slower (``benchmarks/``). Everything else is
+JSON under the schema metadata key ``harness`` (``harness.results.meta``). numpy and pyarrow only: imported in
+old matrix environments too.
 """
 
 from __future__ import annotations
@@ -162,11 +146,8 @@ def in_canonical_order(table: pa.Table, task: str) -> bool:
 
 
 def metadata_bytes(metadata: Mapping[str, Any], *, rewrite: bool = False) -> bytes:
-    """The ``harness`` schema metadata for ``metadata``: sorted JSON with a ``schema_version``.
-
-    A new file gets this ``SCHEMA_VERSION``; a ``rewrite`` (same rows, new metadata) keeps the version the
-    metadata already names, because its rows are still laid out the way that version wrote them.
-    """
+    """The ``harness`` schema metadata for ``metadata``: sorted JSON with a ``schema_version`` (a rewrite keeps
+    the version its metadata names: its rows are still laid out that way)."""
     payload = {"schema_version": SCHEMA_VERSION, **metadata} if rewrite else {**metadata, "schema_version": SCHEMA_VERSION}
     return json.dumps(payload, sort_keys=True).encode()
 

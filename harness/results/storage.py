@@ -1,10 +1,6 @@
 """Where results live: local paths, or URIs of object stores, so that matrix cells run on many machines can be
-compared and reported where they were gathered (``s3://bucket/nightly/...``) without copying them first.
-
-A ``scheme://`` string is opened with pyarrow's own filesystems first (``s3``, ``gs``, ``hdfs``, ``abfs``,
-``file``); a scheme pyarrow does not know goes through fsspec (``memory://``, ``az://`` with adlfs, ...) when
-fsspec and that filesystem's package are installed. Anything else is a local path. pyarrow is imported only
-when a URI is used: ``harness.matrix.spec`` imports this module in the Python that runs nox.
+compared where they were gathered without copying them first. pyarrow's filesystems first, then fsspec; pyarrow
+is imported only when a URI is used (``harness.matrix.spec`` imports this module in the Python that runs nox).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """The only code that writes results files: whole runs, chunked runs, and rewrites of existing files.
 
-Files are written whole (``write_results``) or in chunks (``ResultsWriter``, for files larger than memory).
-An existing file is rewritten row group by row group (bounded memory): under new metadata
-(``rewrite_metadata``, how a run becomes a baseline) or with one model's vectors or scores replaced
-(``rewrite_model``, how tests make known perturbations). Every write is atomic (``harness.fsio.atomic_output``):
-the file appears complete at its path or not at all. Callers that may race for one path hold
-``harness.fsio.output_lock`` around the write (the runner does; ``harness.baselines`` does).
+Every write is atomic (``harness.fsio.atomic_output``) and bounded in memory (row group by row group);
+callers that may race for one path hold ``harness.fsio.output_lock``.
 """
 
 from __future__ import annotations
@@ -139,23 +135,10 @@ def _model_table(rows: ModelRows, file_schema: pa.Schema, width: int) -> pa.Tabl
 class ResultsWriter:
     """Write one results file in chunks, atomically, holding at most about one row group in memory.
 
-    ``vector_width`` is the vector column's width in bytes: the widest model's ``dim * itemsize`` (1536 for 384
-    float32 values); ``score`` the score column's type (``schema.SCORE_TYPES``), ``tokens`` whether the file
-    has the ``schema.OPTIONAL_COLUMNS``. ``metadata`` is written as the ``harness`` JSON, as ``write_results`` does; it must be
-    complete when the writer opens (parquet stores it in the schema). Chunks of one model are buffered into
-    full row groups of ``ROW_GROUP_ROWS`` rows, and a row group never mixes models, so a model's rows may
-    arrive in any number of ``write`` calls; the file appears at ``path`` only when the ``with`` block
-    succeeds. A model's item ids must be unique (the comparator aligns rows by them): a duplicate is a
-    ``ResultsFileError`` and no file (``unique_ids=False`` lets tests make such broken files on purpose).
-
-    Rows are written in the canonical order (``schema``): each ``write`` call's rows are sorted, and a model's
-    chunks must come in that order (a chunk starting before the previous one ended is a ``ValueError``: a file
-    larger than memory is not sorted here). ``canonical=False`` writes rows as given: only for tests that make
-    files the way older versions and other tools did::
-
-        with ResultsWriter(path, metadata, vector_width=384 * 4) as writer:
-            for chunk in chunks:
-                writer.write(ModelRows("my-model", "embed", ids, roles=roles, vectors=chunk))
+    ``metadata`` must be complete when the writer opens (parquet stores it in the schema). A row group never
+    mixes models; a model's chunks must come in canonical order (a file larger than memory is not sorted here),
+    and a duplicate item id is a ``ResultsFileError`` (the comparator aligns rows by id). ``canonical=False`` and
+    ``unique_ids=False`` are for tests that make old-style or broken files on purpose.
     """
 
     def __init__(self, path: str | os.PathLike[str], metadata: Mapping[str, Any], vector_width: int, *,
@@ -274,11 +257,7 @@ def rewrite_metadata(source: Source, target: str | os.PathLike[str], metadata: M
     """Copy a results file to ``target`` under new ``harness`` metadata, atomically, its rows in canonical order
     (how a baseline is normalized once: ``harness.results.normalize``).
 
-    Page checksums are written, as for every results file: a baseline lives for years, and bit rot must read
-    as a broken file, never as model drift.
-
-    Raises:
-        ResultsFileError: ``source`` is not a readable results file (nothing is written then).
+    Page checksums are written: a baseline lives for years, and bit rot must read as a broken file, not drift.
     """
     from harness.results.normalize import write_canonical
 
@@ -315,8 +294,7 @@ def rewrite_model(
 ) -> Path:
     """Copy a results file with one model's ``vectors`` (n, dim) or ``scores`` (n,) replaced, atomically.
 
-    The new values are in the model's row order in the file (the order ``embeddings``/``rerank`` read them);
-    ``metadata`` replaces the file's own when given. Other models' rows are copied as they are.
+    The new values are in the model's row order in the file; other models' rows are copied as they are.
     """
     results = _open(source)
     meta: Dict[str, Any] = dict(results.meta if metadata is None else metadata)

@@ -1,8 +1,5 @@
 """Non-torch backends (ONNX Runtime, OpenVINO): exported offline into a cache, never into the model's directory.
-
-sentence-transformers (>= 3.2 for bi-encoders, >= 4.1 for cross-encoders) loads a model with ``backend=`` and
-exports it on first use. The export decides the numbers, so it is cached per weights and library versions
-(``harness.paths.cache_dir()``), and what ran is recorded: the graph files, their hash, the versions.
+The export decides the numbers, so it is cached per weights and library versions, and what ran is recorded.
 """
 
 from __future__ import annotations
@@ -75,13 +72,8 @@ def prepare_backend(spec: ModelSpec, cls: Any, directory: Path, backend: str, dt
                     st_version: str) -> Tuple[Path, Optional[Path]]:
     """The directory to load ``backend`` from, and where to keep the export when one is made now (else None).
 
-    A model that ships its exported files is loaded in place. Otherwise the model directory is copied into
-    the cache (keyed by weights and library versions, because the exporter decides the numbers) and
-    sentence-transformers exports it there, so nothing is ever written into a fixture or site-packages.
-
-    Raises:
-        BackendUnavailable: the installed sentence-transformers has no ``backend=``, the backend's packages are
-            missing, or a dtype other than float32 was asked for.
+    A model that ships its exported files is loaded in place; otherwise it is copied into the cache and exported
+    there, so nothing is ever written into a fixture or site-packages (``BackendUnavailable`` when it cannot).
     """
     if "backend" not in inspect.signature(cls.__init__).parameters:
         raise BackendUnavailable(

@@ -1,10 +1,8 @@
 """Build a real-size cross-encoder offline: a bi-encoder's BERT weights under a seeded classification head.
 
-No trained reranker can be fetched here, yet reranking must be exercised on the real compute path (6 layers,
-384 hidden, 512 tokens), on every run and in every matrix cell. So the all-MiniLM-L6-v2 encoder is reused
-as ``BertForSequenceClassification`` with ``num_labels=1`` and a classifier drawn from a fixed seed. Its
-scores test numerical stability, not relevance. Only numpy and safetensors are used, so every environment
-builds byte-identical files; the directory is built atomically (``fsio.atomic_directory``) on first use.
+No trained reranker can be fetched here, yet reranking must run on the real compute path in every cell: its
+scores test numerical stability, not relevance. numpy and safetensors only, so every environment builds
+byte-identical files.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The calls: ``encode()`` and ``predict()`` with a registry entry's settings, filtered by the installed signatures.
 
-A setting the installed sentence-transformers lacks is recorded under ``encode.unsupported`` (with why) instead
-of crashing; what was applied is collected in ``LoadedModel.encode``, which the runner records per model.
-``embed_texts`` returns the vectors (float32, or int8/uint8 for a quantized ``precision``), ``score_pairs`` one
-entry per cross-encoder output (activated scores, ``@logits``, ``@label<i>``).
+A setting the installed sentence-transformers lacks is recorded under ``encode.unsupported`` instead of
+crashing; what was applied is collected in ``LoadedModel.encode``.
 """
 
 from __future__ import annotations
@@ -98,11 +96,8 @@ def _check_prompt_name(spec: ModelSpec, model: Any, name: str) -> None:
 
 def embed_texts(loaded: LoadedModel, documents: Sequence[str], queries: Sequence[str], *, batch_size: int,
                 progress: bool = False) -> Any:
-    """Embed documents then queries (two ``encode`` calls, as a search system does) with the entry's settings.
-
-    Returns one ``(len(documents) + len(queries), dim)`` array: float32, or int8/uint8 for a quantized
-    ``precision`` (binary/ubinary: packed bits, ``dim / 8`` bytes). ``loaded.encode`` records what was applied.
-    """
+    """Embed documents then queries (two ``encode`` calls, as a search system does) with the entry's settings:
+    float32, or int8/uint8 for a quantized ``precision`` (binary: packed bits)."""
     import numpy as np
 
     spec, model, enc = loaded.spec, loaded.model, loaded.encode
@@ -201,12 +196,8 @@ def _callable_name(fn: Any) -> Optional[str]:
 
 def score_pairs(loaded: LoadedModel, pairs: Sequence[Tuple[str, str]], *, batch_size: int,
                 progress: bool = False) -> List[Tuple[str, Any, Dict[str, Any]]]:
-    """Score every pair with ``predict``; returns ``(id suffix, scores, per-entry settings)`` per results entry.
-
-    One label: ``("", activated scores)`` and, with ``logits = true``, ``("@logits", raw logits)`` from a second
-    ``predict`` with an identity activation. ``num_labels > 1``: ``("@label<i>", activated[:, i])`` per label
-    (and ``"@label<i>@logits"``), so each label is compared on its own.
-    """
+    """Score every pair with ``predict``: ``(id suffix, scores, settings)`` per results entry, so ``@logits``
+    and each ``@label<i>`` of a multi-label model is compared on its own."""
     import torch
 
     spec, model, enc = loaded.spec, loaded.model, loaded.encode

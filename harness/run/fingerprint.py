@@ -1,8 +1,5 @@
-"""The environment fingerprint recorded in every results file.
-
-It lists everything known to move embedding numbers (library versions, device, BLAS/oneDNN, TF32 and
-deterministic flags, threads), so that a drift can be traced to what changed. Runs inside matrix cells:
-imports torch lazily and tolerates old versions that lack a flag (recorded as ``None``).
+"""The environment fingerprint recorded in every results file: everything known to move embedding numbers, so
+a drift can be traced to what changed. Imports torch lazily; a flag an old version lacks is ``None``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """Embeddings and rerank scores from a served model, so that a serving stack is judged like a library upgrade.
 
-``HttpModelClient`` talks to one server in a wire format of ``harness.run.http_wire`` and returns float32
-arrays in input order plus a ``record()`` for the results metadata. Every failure is a ``HarnessError``: one
-line naming the URL (without credentials or query). Secrets (header values from the environment, URL query
-values) become ``***`` in every text the client hands out, in raw, percent-encoded and decoded forms.
-
-Limits, because a gate must not hang: each request runs in a daemon thread, and its caller waits at most
-``timeout_s`` of wall clock (connect, send, wait, the whole body: a drip ends there too), never past the run
-deadline (``HttpSettings.deadline_s``); answers over ``max_response_mb`` (decoded) are refused as they arrive;
-redirects are refused, naming both URLs. Nothing joins a request thread: Ctrl-C is never waited on.
-
-Retries: connect errors, dropped connections and HTTP 429/502/503/504, at most ``retries`` times, waiting
-``backoff_s * 2**n`` (at least ``Retry-After``, at most ``max_backoff_s``); no complete answer in time: once at
-most. httpx is imported inside functions (the runner's import diet); the settings (``harness.config.http``)
-are re-exported here.
+Every failure is one ``HarnessError`` line naming the URL; secrets (header values, URL query values) become
+``***`` in every text the client hands out, raw, percent-encoded and decoded. A gate must not hang: a caller
+waits at most ``timeout_s`` per request and never past the run deadline, request threads are never joined
+(Ctrl-C is never waited on), oversized answers and redirects are refused. Retries and limits:
+docs/served-endpoints.md. httpx is imported inside functions (the runner's import diet).
 """
 
 from __future__ import annotations
@@ -66,10 +57,7 @@ class _Attempt:
 
 class HttpModelClient:
     """Embeds texts and scores pairs through one server; a context manager that closes its connections.
-
-    ``sleep`` is the backoff wait (tests pass a recorder). Counters are shared by the request threads. The run
-    deadline starts when the client is made.
-    """
+    ``sleep`` is the backoff wait (tests pass a recorder); the run deadline starts when the client is made."""
 
     def __init__(self, settings: HttpSettings, *, sleep: Optional[Callable[[float], None]] = None) -> None:
         import httpx

@@ -1,13 +1,9 @@
 """The wire formats of embedding servers: routes, request bodies, and strict readers of their answers.
 
-Pure functions (no I/O) so that every bad-answer rule is tested (and fuzzed) without a server. A reader
-raises ``WireError`` (a ``HarnessError`` and a ``ValueError``) with the problem, never another exception; the
-client adds the URL and turns it into a ``ServerError``. ``parse_json`` bounds what a server can make the
-client build: nesting depth, integer size; ``curate_info`` keeps only server facts of a conforming shape.
-
-Order rule: ``index`` fields are required. An answer that lists every index ``0..n-1`` exactly once is put
-back in input order (OpenAI's ``index`` is the input position; rerank servers sort by score by design) and
-reported as reordered; a missing, duplicate, out-of-range or non-integer index is an error.
+Pure functions, so every bad-answer rule is tested (and fuzzed) without a server; a reader raises only
+``WireError``, and ``parse_json`` bounds what a server can make the client build (depth, integer size).
+``index`` fields are required: a permutation of ``0..n-1`` is put back in input order (reported as reordered),
+anything else is an error.
 """
 
 from __future__ import annotations

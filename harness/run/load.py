@@ -1,11 +1,8 @@
 """Load a resolved model directory with sentence-transformers 2.7 .. newest, and report what was loaded.
 
-Version differences are handled here and nowhere else: constructor keywords are filtered against the installed
-signature, and a model saved by a newer sentence-transformers major or minor release than the installed one is
-reported as ``incompatible`` (with both versions) instead of crashing deep inside the library; one saved by a newer
-patch release is tried, with a warning, and incompatible only if it fails to load. The settings of a registry or
-project entry that act on loading (``max_seq_length``, ``backend``) are applied here; those of the calls
-themselves in ``harness.run.encode``, non-torch backends in ``harness.run.backends``.
+Version differences are handled here and nowhere else: keywords filtered against the installed signature, and
+a model saved by a newer major/minor release is ``incompatible`` (both versions named) instead of crashing deep
+inside the library.
 """
 
 from __future__ import annotations
@@ -102,11 +99,8 @@ def installed_version() -> str:
 
 
 def _check_compatible(directory: Path, model_id: str = "") -> Tuple[Dict[str, str], Optional[str]]:
-    """The saved versions, and a note when the model was saved by a newer patch release than the installed one.
-
-    A newer major or minor release of sentence-transformers is the known risk (new config keys, modules): the
-    model is ``incompatible`` without trying. A newer patch release (6.3.1 saved, 6.3.0 installed) rarely changes
-    the files: warn on stderr and try; only a failing load makes it incompatible (``load_model``)."""
+    """The saved versions, and a note when a newer patch release saved the model: that one is tried with a
+    warning (it rarely changes the files); a newer major/minor release is ``incompatible`` without trying."""
     from packaging.version import InvalidVersion, Version
 
     saved = saved_versions(directory)
@@ -137,10 +131,8 @@ def _supported_kwargs(cls: Any, wanted: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def hf_model(model: Any) -> Any:
-    """The underlying ``transformers.PreTrainedModel`` (its location differs across ST versions).
-
-    A sentence-transformers < 4 ``CrossEncoder`` is not a torch module: it holds the model in ``.model``.
-    """
+    """The underlying ``transformers.PreTrainedModel`` (a sentence-transformers < 4 ``CrossEncoder`` holds it in
+    ``.model``)."""
     from transformers import PreTrainedModel
 
     if isinstance(getattr(model, "model", None), PreTrainedModel):
@@ -204,13 +196,8 @@ def load_model(
     attn_implementation: Optional[str] = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load a bi-encoder or cross-encoder from a local directory, offline, on ``device`` in ``dtype``.
-
-    Raises:
-        Incompatible: the installed sentence-transformers is an older major/minor release than the one that saved
-            the model, or an older patch release and the model failed to load.
-        ModelLoadError: the model needs remote code that was not allowed, or the files cannot be loaded.
-    """
+    """Load a bi-encoder or cross-encoder from a local directory, offline, on ``device`` in ``dtype``
+    (``Incompatible`` or ``ModelLoadError`` when it cannot)."""
     import torch
 
     saved, patch_note = _check_compatible(directory, spec.id)

@@ -1,12 +1,7 @@
 """Where a matrix cell finds its models' files, as one JSON line: ``python -m harness.run.model_dirs CONFIG ID...``.
 
-A server cell (``harness.matrix.served_cell``) starts its server on the model directories the *cell* sees (a
-``source = "package"`` model is the copy installed in the cell), so it asks the cell's own Python. The matrix
-never imports the runner (nox's Python has none of its dependencies): it runs this module by subprocess, and
-this module is an ordinary, linted part of the package instead of a program kept in a string.
-
-``CONFIG`` is the matrix's ``--config`` ("" for none). Prints ``{"<id>": "<directory>", ...}``; bad input
-(an unknown model, a missing package) is one ``error: ...`` line and exit code 2.
+A server cell serves the directories the *cell* sees, so it asks the cell's own Python; the matrix never imports
+the runner, so it runs this module by subprocess. Bad input is one ``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations

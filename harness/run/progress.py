@@ -1,8 +1,5 @@
 """What the runner tells a listener while it runs: one event when a model starts, one when it finishes.
-
-The runner never prints (only the CLI does): it calls ``RunOptions.on_progress`` with these events, and the CLI
-turns them into a progress bar on a terminal or one line per event in CI logs (``harness.cli.progress``).
-A listener that raises does not stop the run: progress is a courtesy, never a reason for a missing result.
+The runner never prints; a listener that raises does not stop the run (progress is a courtesy).
 """
 
 from __future__ import annotations
@@ -15,12 +12,8 @@ __all__ = ["ProgressEvent", "ProgressListener", "notify"]
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """``stage`` is ``start`` or ``finish``; ``index`` counts models from 1 to ``total``.
-
-    ``roles`` names what the model embeds or scores and how many of each (``document``/``query`` for a
-    bi-encoder, ``pair`` for a cross-encoder); a finish carries the model's ``status``, the seconds it took
-    (load included) and its measured throughput (texts or pairs per second of compute).
-    """
+    """``stage`` is ``start`` or ``finish``; ``index`` counts models from 1 to ``total``; ``roles`` what the
+    model embeds or scores and how many; a finish carries the status, seconds and throughput."""
 
     stage: str
     model_id: str

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -54,10 +53,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def with_hub_ids(registry: Registry, names: Optional[List[str]],
                  allow_network: bool = False) -> Tuple[Registry, Optional[List[str]]]:
-    """``--models org/name``: a hub id the registry does not know as an id, set or directory. A registry entry with
-    that ``hub_id`` runs under its own id; any other is resolved offline-first here (the local Hugging Face cache,
-    ``HF_HOME`` / ``HF_HUB_CACHE``; the network only with ``allow_network``), entered under the hub id, its kind
-    read from its files. Not cached: one ``ModelLoadError`` line saying how to supply it."""
+    """``--models org/name``: a hub id the registry does not know. An entry with that ``hub_id`` runs under its
+    own id; any other is resolved offline-first (the network only with ``allow_network``) and entered under it."""
     if not names:
         return registry, names
     models, chosen = dict(registry.models), []
@@ -74,7 +71,7 @@ def with_hub_ids(registry: Registry, names: Optional[List[str]],
                 raise ModelLoadError(f"'{name}' is not a model id, set or directory here, and as a "
                                      f"{str(err).split(': ', 1)[1]}") from None
             known = name
-            models[name] = replace(spec, kind=guess_kind(directory))
+            models[name] = spec.model_copy(update={"kind": guess_kind(directory)})
         chosen.append(known)
     return Registry(path=registry.path, models=models, sets=dict(registry.sets)), chosen
 

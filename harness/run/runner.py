@@ -1,10 +1,7 @@
 """The runner: embed and rerank the fixed corpus in the current environment, write one results file.
 
-Stages: load corpus -> configure torch -> for each model: resolve, load, embed or rerank -> write results.
-A served model (``backend = "http"``, ``harness.run.served``) is not loaded: its server embeds or scores, and
-torch is not imported for a run of served models only.
-Runs inside matrix cells with old libraries, so it imports only the stdlib, numpy and pyarrow at module level
-(torch and sentence-transformers inside functions) and nothing from the comparator.
+Runs inside matrix cells with old libraries: stdlib, numpy and pyarrow at module level (torch and
+sentence-transformers inside functions, and not at all for served models only), nothing from the comparator.
 """
 
 from __future__ import annotations
@@ -82,11 +79,8 @@ _OFFLINE_FLAGS = (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("transformer
 
 
 def _go_offline() -> None:
-    """Offline by default: nothing in transformers or huggingface_hub may reach for the network.
-
-    The environment variables cover libraries imported from now on; libraries already imported in this
-    process (a notebook, the pytest plugin) read them at import time, so their cached flags are set too.
-    """
+    """Offline by default: libraries imported later read the environment, those already imported (a notebook,
+    the pytest plugin) have their cached flags set too."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     for module_name, attr in _OFFLINE_FLAGS:
@@ -96,11 +90,8 @@ def _go_offline() -> None:
 
 
 def _peak_rss_bytes() -> Optional[int]:
-    """This process's peak resident memory so far: ``VmHWM`` on Linux, else ``getrusage`` (None without it).
-
-    On Linux ``ru_maxrss`` survives ``fork`` + ``exec``: a run started by a large parent (nox, pytest) would
-    report the parent's size. ``VmHWM`` belongs to this program's own address space.
-    """
+    """This process's peak resident memory: ``VmHWM`` on Linux (``ru_maxrss`` survives fork + exec, so a large
+    parent's size would show), else ``getrusage`` (None without it)."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
@@ -121,10 +112,8 @@ _DRIVER_SIGNS = ("/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
 
 
 def refuse_absent_cuda(requested: str, signs: Optional[Sequence[str]] = None) -> None:
-    """``--device cuda`` where no GPU driver can be there, refused before torch is imported (seconds earlier).
-
-    Only on Linux, and only when none of ``signs`` exists and no ``libcuda`` is found (``ctypes.util``): torch
-    could then not see a CUDA device either. Anything else is left to ``pick_device`` (torch's own check)."""
+    """``--device cuda`` where no GPU driver can be there (Linux, none of ``signs``, no ``libcuda``), refused
+    before torch is imported; anything else is left to ``pick_device``."""
     if not requested.startswith("cuda") or not sys.platform.startswith("linux"):
         return
     if any(os.path.exists(sign) for sign in (_DRIVER_SIGNS if signs is None else signs)):

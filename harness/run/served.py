@@ -1,10 +1,7 @@
 """Run one served model (``backend = "http"``) over the corpus: the runner's stage for a model behind a server.
 
-Nothing is loaded here: documents and queries are embedded (two calls, as a search system embeds them), or
-every (query, candidate) pair scored, through ``harness.run.http_backend.HttpModelClient``. The per-model
-record keeps the client's record (settings, counters, echoed model names, server facts; header names only,
-never their values) and ``server_facts`` what the fingerprint shows of it (no URL: a port is not a factor).
-Any ``ServerError`` propagates: the runner writes no results file. httpx is imported by the client only.
+Nothing is loaded here. The record keeps header names only, never their values, and ``server_facts`` no URL (a
+port is not a factor). A ``ServerError`` propagates: the runner writes no results file.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Where a run's time goes: process startup, library imports, model loads, the model compute, the results write.
 
-A matrix cell's wall time is mostly not the model's work: the interpreter starting, ``import torch`` (seconds;
-a CUDA build maps several GB of libraries), ``import sentence_transformers``/``transformers``, loading weights.
-The cell runner runs in nox's own Python (no pyarrow: it cannot read the results metadata), so when
-``HARNESS_TIMINGS_FILE`` names a file the run writes this breakdown there as JSON, atomically; the cell runner
-puts it into ``cell.json`` and the report shows the compute part beside the wall time. Per-model ``load_s`` and
-``compute_s`` are in the results metadata as well (``ModelRecord``).
-
-Stdlib only: imported by the runner inside old matrix environments.
+A cell's wall time is mostly not the model's work, and the cell runner (nox's Python, no pyarrow) cannot read
+the results metadata, so with ``HARNESS_TIMINGS_FILE`` the run writes this breakdown there as JSON. Stdlib
+only: imported by the runner inside old matrix environments.
 """
 
 from __future__ import annotations

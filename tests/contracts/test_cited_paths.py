@@ -25,7 +25,6 @@ _PATH = re.compile(
 #: cited on purpose though not in the repository
 _NOT_FILES = {
     "fixtures/baselines/NAME.parquet": "placeholder for a baseline name",
-    "fixtures/baselines/x.parquet": "example in the plugin's docstring",
     "harness/_fixtures": "the copy a wheel ships inside the package (built from pyproject.toml)",
     "harness/bare": "prose: harness / bare rounds, not a path",
 }

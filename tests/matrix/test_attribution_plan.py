@@ -301,9 +301,9 @@ def test_uv_resolver_uses_the_torch_index_and_the_local_wheels_as_the_cells_do(f
     uv, log = fake_uv
     monkeypatch.setenv("HARNESS_TORCH_INDEX_URL", "https://download.pytorch.org/whl/cpu")
     monkeypatch.delenv("UV_FIND_LINKS", raising=False)
-    monkeypatch.setattr(plan, "_LOCAL_WHEELS", tmp_path)
+    monkeypatch.setattr(plan.venvs, "LOCAL_WHEELS", str(tmp_path))
     uv_resolver(uv=uv)(NEW)
-    monkeypatch.setattr(plan, "_LOCAL_WHEELS", tmp_path / "absent")
+    monkeypatch.setattr(plan.venvs, "LOCAL_WHEELS", str(tmp_path / "absent"))
     monkeypatch.delenv("HARNESS_TORCH_INDEX_URL")
     uv_resolver(uv=uv)(NEW)
     with_index, without = _calls(log)
@@ -326,7 +326,7 @@ def test_uv_resolver_answers_each_environment_once_per_index(fake_uv, monkeypatc
 
 
 def test_uv_resolver_without_uv_says_try_it(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(plan, "_find_uv", lambda: None)
+    monkeypatch.setattr(plan.venvs, "find_uv", lambda: None)
     assert uv_resolver()(OLD) is None
     assert uv_resolver(uv=str(tmp_path / "no-such-uv"))(OLD) is None
 

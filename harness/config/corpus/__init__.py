@@ -1,34 +1,10 @@
 """The corpus: documents, queries and rerank pairs, loaded and validated.
 
-The corpus is the input every environment embeds and reranks, so two results files are only comparable
-when they were produced from byte-identical corpus files. ``corpus_sha256`` pins those bytes, and
-``load_corpus`` refuses anything malformed with a one-line ``CorpusError`` (``file:line: problem``) rather
-than letting a bad row surface later as a confusing numeric difference.
+Two results files are only comparable when made from byte-identical corpus files: ``corpus_sha256`` pins those
+bytes, and ``load_corpus`` refuses anything malformed with a one-line ``CorpusError`` (``file:line: problem``)
+rather than letting a bad row surface later as numeric drift. Formats: docs/how-to/own-models.md.
 
-``load_corpus`` takes one of:
-
-* a directory holding ``documents.jsonl``, ``queries.jsonl`` and ``rerank.jsonl`` (the shipped fixture corpus,
-  strict keys, optional ``MANIFEST.json``);
-* one data file (``.jsonl``, ``.csv``, ``.tsv`` or ``.parquet``) with ``id`` and ``text`` columns: documents only;
-* a TOML file with a ``[corpus]`` table (``harness.toml``; ``[tool.harness.corpus]`` in ``pyproject.toml``) naming
-  a documents file and optionally a queries file and a rerank pairs file, with configurable column names::
-
-      [corpus]
-      name = "faq"                       # default: the documents file's stem
-      version = "2024-06"                # default: "unversioned"
-      documents = "faq.csv"              # relative to the TOML file
-      queries = { path = "questions.jsonl", id_column = "qid", text_column = "question" }
-      pairs = "judgements.csv"           # query_id, passage_id[, label]
-      id_column = "id"                   # defaults for every file
-      text_column = "text"
-      allow_empty = false                # empty texts are errors unless declared
-
-User files may have extra columns (ignored); ids may be strings or integers; a ``kind`` column is used when
-present. Their hash covers each file's bytes and the columns read from it, not its name or location.
-
-Stdlib only (``pyarrow`` is imported for parquet files alone): this package is imported by the comparator, which
-must run in any matrix cell. The types and the file helpers live here; ``directory`` loads the committed format,
-``user`` users' data files and TOML configs.
+Stdlib only (``pyarrow`` for parquet files alone): the comparator imports this package in any matrix cell.
 """
 
 from __future__ import annotations
@@ -178,12 +154,8 @@ class _DuplicateKey(ValueError):
 
 
 def json_lines(path: Path, data: bytes) -> List[Tuple[int, Dict[str, Any]]]:
-    """Parse a JSONL file into (line number, object) pairs; blank lines are errors, not skipped.
-
-    A leading UTF-8 byte order mark is skipped (editors on Windows add one). Whatever a line holds (nesting
-    deeper than the parser's stack, numbers too long to convert, a key twice) ends as a ``CorpusError`` naming
-    the line, never another exception.
-    """
+    """Parse a JSONL file into (line number, object) pairs; blank lines are errors, a UTF-8 BOM is skipped, and
+    whatever a line holds ends as a ``CorpusError`` naming the line, never another exception."""
     where = display(path)
     try:
         text = data.decode("utf-8-sig")
@@ -226,10 +198,7 @@ from harness.config.corpus.user import (  # noqa: E402
 
 
 def load_corpus(source: PathLike) -> Corpus:
-    """Load and validate a corpus (a directory, a data file, or a TOML file with a ``[corpus]`` table).
-
-    Raises ``CorpusError`` on the first problem, naming the file and line (or row).
-    """
+    """Load and validate a corpus (a directory, a data file, or a TOML file with a ``[corpus]`` table)."""
     if isinstance(source, DataFiles):  # --corpus FILE --queries FILE
         return load_data_files(source)
     path = Path(source)

@@ -1,8 +1,5 @@
-"""The committed corpus format: a directory of ``documents.jsonl``, ``queries.jsonl`` and ``rerank.jsonl``.
-
-Strict keys, ids unique across documents and queries, 0/1 labels, and an optional ``MANIFEST.json`` whose
-hashes pin the files' bytes (``corpus_sha256``). Rows are validated before the manifest hash is checked, so an
-edited file reports its actual problem, with a line number, rather than only "hash mismatch".
+"""The committed corpus format: a directory of ``documents.jsonl``, ``queries.jsonl`` and ``rerank.jsonl``,
+strict keys, and an optional ``MANIFEST.json`` whose hashes pin the files' bytes.
 """
 
 from __future__ import annotations
@@ -149,11 +146,8 @@ def _verify_manifest(path: Path, manifest: _Manifest, contents: Dict[str, bytes]
 
 
 def load_directory(directory: Path) -> Corpus:
-    """Load and validate the fixture-style corpus in ``directory``.
-
-    Rows are validated before the manifest hash is checked, so an edited file reports its actual
-    problem (with a line number) rather than only "hash mismatch".
-    """
+    """Load and validate the fixture-style corpus in ``directory``: rows before the manifest hash, so an edited
+    file reports its actual problem (with a line number), not only "hash mismatch"."""
     contents = {name: read_bytes(directory / name) for name in CORPUS_FILES}
     seen: Dict[str, str] = {}
     documents = _parse_texts(directory / DOCUMENTS_FILE, contents[DOCUMENTS_FILE], seen)

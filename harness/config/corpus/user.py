@@ -1,8 +1,5 @@
 """Users' corpora: JSONL / CSV / TSV / parquet files, alone or described by a ``[corpus]`` table in a TOML file.
-
-User files may have extra columns (ignored); ids may be strings or integers; a ``kind`` column is used when
-present; column names are configurable per file. Their hash covers each file's bytes and the columns read from
-it, not its name or location. ``pyarrow`` is imported for parquet files alone.
+Their hash covers each file's bytes and the columns read, not its name or location.
 """
 
 from __future__ import annotations
@@ -69,10 +66,8 @@ class _FileSpec:
 
 
 def _file_spec(config: Path, base: Path, table: Dict[str, Any], role: str) -> Optional[_FileSpec]:
-    """One file's reading settings: the corpus-wide defaults overlaid by the file's own inline table.
-
-    ``config`` is named in errors; relative paths are relative to ``base`` (the config file's directory).
-    """
+    """One file's reading settings: the corpus-wide defaults overlaid by the file's own inline table (paths
+    relative to ``base``)."""
     where = f"{display(config)}: corpus {role}"
     entry = table.get(role)
     if entry is None:
