@@ -100,6 +100,9 @@ class DiffStats:
         self.nonfinite_cand: List[int] = []
         self.zero_base: List[int] = []  # baseline positions of all-zero rows (no direction: cosine undefined)
         self._block_rows = max(1, BLOCK_VALUES // max(self.dim, 1))
+        # a float's bits without the sign bit, as an integer of its width: ordered as the magnitudes are
+        self._bits: np.dtype = np.dtype(np.int32 if ft.itemsize == 4 else np.int64)
+        self._magnitude = self._bits.type(np.iinfo(self._bits).max)
         self._d: np.ndarray = np.empty((self._block_rows, self.dim), dtype=ft)
         self._a: np.ndarray = np.empty((self._block_rows, self.dim), dtype=ft)
         self._mask: np.ndarray = np.empty((self._block_rows, self.dim), dtype=bool)
@@ -136,12 +139,12 @@ class DiffStats:
         self.rows += m
         self.count += d.size
         ad = np.abs(d, out=d)
-        rmax = ad.max(axis=1)
+        rmax = ad.view(self._bits).max(axis=1).view(self.ft)  # non-negative floats order as their bits: 2x faster
         top = float(rmax.max()) if m else 0.0
         if top == 0.0:  # bit-identical rows: nothing moved, every statistic stays as it is
             self._worst_candidates(position, b, c, rmax)
             return
-        self.sum_abs += float(ad.sum(axis=1, dtype=np.float64).sum())
+        self.sum_abs += float(np.einsum("ij->", ad, dtype=np.float64))
         mask = self._mask[:m]
         # highest edge first: once every nonzero value reaches an edge, it reaches all lower ones too
         nonzero = int(np.count_nonzero(np.greater_equal(ad, self._tiny, out=mask)))
@@ -180,7 +183,8 @@ class DiffStats:
             dev = np.where(denom > 0, dd / np.where(denom > 0, denom, 1.0), 2.0) * (1 + 1e-9)
         dev[dd == 0] = 0.0
         # relative: |d_i| / max(|b_i|, 1e-12) <= max|d| / max(min|b|, 1e-12)
-        bmin = np.abs(b, out=self._a[:m]).min(axis=1).astype(np.float64)
+        magnitudes = np.bitwise_and(b.view(self._bits), self._magnitude, out=self._a[:m].view(self._bits))  # |b|
+        bmin = magnitudes.min(axis=1).view(self.ft).astype(np.float64)
         rel = rmax.astype(np.float64) * (1 + 4 * self._unit) / np.maximum(bmin, REL_FLOOR)
         below = np.flatnonzero(dev > self._cos_gap)  # may be below min_cosine: count exactly
         first = np.union1d(below, _top_rows(dev, 4, above=1.0 - self.min_cos))
