@@ -161,13 +161,14 @@ class CertifyStream:
         which: np.ndarray = np.repeat(np.arange(len(far_pos)), hi - lo)
         units = unit_rows(far_rows)
         for s in range(0, len(self.cand_queries), QUERY_CHUNK):
-            qc = unit_rows(self.cand_queries[s : s + QUERY_CHUNK])
+            qc: np.ndarray = self.cand_queries[s : s + QUERY_CHUNK].astype(np.float64)  # raw rows: the best divided by |q|
+            norms = self.norm_c[s : s + len(qc)]
             inside = (owners >= s) & (owners < s + len(qc))
             for f in range(0, len(far_pos), self.tile_rows):
                 scores = qc @ units[f : f + self.tile_rows].T
                 mine = inside & (which >= f) & (which < f + self.tile_rows)
                 scores[owners[mine] - s, which[mine] - f] = -np.inf
-                self.far_best[s : s + len(qc)] = np.fmax(self.far_best[s : s + len(qc)], scores.max(axis=1))
+                self.far_best[s : s + len(qc)] = np.fmax(self.far_best[s : s + len(qc)], scores.max(axis=1) / norms)
 
     def merge(self, other: CertifyStream) -> None:
         self.near_move = max(self.near_move, other.near_move)
