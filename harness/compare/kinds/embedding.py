@@ -14,12 +14,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
-from harness.compare.kinds.retrieval import Retrieval, Source
+from harness.compare.kinds.retrieval import Retrieval
 from harness.compare.kinds.scenarios import ScenarioRequest
 from harness.compare.kinds.source import EmbeddingPair, Worker
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats
+from harness.compare.stats.certify import Source
 from harness.compare.streaming import ZERO_VECTORS
 from harness.compare.verdict import Check, ModelVerdict, Offender
 
@@ -58,7 +59,7 @@ class _Worker:
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
                      scenarios: Optional[ScenarioRequest] = None, tap: Optional[Worker] = None) -> ModelVerdict:
     """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
-    ``certificate``: a hint, the baseline's top ``width(k)`` per query (``harness.compare.certificate``): most
+    ``certificate``: a hint, the baseline's top ``width(k)`` per query (``harness.compare.certify``): most
     queries are then decided without scoring every document; the verdict is the same without it.
     ``scenarios``: the retrieval scenarios, reported beside the verdict, computed in the same passes.
     ``tap``: also fed every segment of the verdict's pass, in order (the accuracy against an fp64 reference)."""

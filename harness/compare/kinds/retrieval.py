@@ -21,15 +21,14 @@ verdict, their exact streams sharing its baseline screening product (``stats.top
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
-from harness.compare import certificate as certs
 from harness.compare import scenarios
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
-from harness.compare.stats.certify import ROUNDING, CertifyStream, certifiable, combine, query_moves
+from harness.compare.stats.certify import ROUNDING, Certificate, CertifyStream, Source, certifiable, combine, query_moves, width
 from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
 from harness.compare.workers import queries_per_pass
 
@@ -39,10 +38,6 @@ __all__ = ["Retrieval", "query_bytes"]
 #: exact pool's entries (query, position, both scores: 32 B, twice while a block's hits are merged and pruned), or
 #: the certificate's position and score, both sides' gathered scores and the sorted request arrays
 STATE_BYTES_PER_KEPT = 64
-
-#: a certificate in memory, or a filed one read a query batch at a time
-Source = Union[certs.Certificate, certs.CertificateFile]
-
 
 #: rows as retrieval scores them (quantized rows: ``quantized.scoring_floats``), None for float vectors as they are
 Scoring = Optional[Callable[[np.ndarray], np.ndarray]]
@@ -135,10 +130,10 @@ class Retrieval:
                  scoring: Scoring = None, collect: bool = False, rolling_share: Optional[float] = None) -> None:
         self.pair, self.k, self.tie, self.scoring = pair, int(k), float(tie_tolerance), scoring
         nq, self.n_docs = len(pair.queries), int(pair.documents.sum())
-        self.keep = certs.width(self.k, self.n_docs)
+        self.keep = width(self.k, self.n_docs)
         self.source: Optional[Source] = certificate if scoring is None else None  # quantized rows: exact only
         self.collect = collect and scoring is None  # keep the baseline's top ``keep`` of every exact pass
-        self.collected: List[certs.Certificate] = []
+        self.collected: List[Certificate] = []
         self.share = rolling_share if scoring is None else None
         # which documents the rolling re-embed has done (1) or not (0), hashed from the ids when first asked (-1)
         self.rolled: np.ndarray = np.full(pair.rows if self.share is not None else 0, -1, dtype=np.int8)
@@ -222,11 +217,11 @@ class Retrieval:
             self.found = tuple(scenarios.Scenario(key, titles[key], found[key]) for key in TRACKS)
         return found[VERDICT], certified, nq - certified
 
-    def certificate(self) -> Optional[certs.Certificate]:
+    def certificate(self) -> Optional[Certificate]:
         """The baseline's top ``keep`` documents per query collected by ``finish`` (``collect``), else None."""
         if not self.collect or len(self.collected) != len(self.batches):
             return None
-        return certs.Certificate(positions=np.concatenate([c.positions for c in self.collected]),
+        return Certificate(positions=np.concatenate([c.positions for c in self.collected]),
                                  scores=np.concatenate([c.scores for c in self.collected]))
 
 
@@ -266,14 +261,14 @@ class _Batch:
                                              baseline=key == VERDICT) for key in owner.tracks}  # one baseline gather
         return out
 
-    def finish(self, merged: _Accumulators) -> Tuple[Dict[str, TopKAgreement], int, Optional[certs.Certificate]]:
+    def finish(self, merged: _Accumulators) -> Tuple[Dict[str, TopKAgreement], int, Optional[Certificate]]:
         """Each track's agreement over the batch, how many of its queries the verdict certified, and
         (rebuilding) its certificate rows. A query a track's proof could not clear is scored in one more pass."""
         owner, nq = self.owner, self.stop - self.start
         parts = {key: [(self.exact_rows, stream.agreement())] for key, stream in merged.exact.items()}
         top = None
         if owner.collect and VERDICT in merged.exact:
-            top = certs.Certificate(*merged.exact[VERDICT].baseline_top())
+            top = Certificate(*merged.exact[VERDICT].baseline_top())
         n_certified, missed = 0, {}
         in_stream: np.ndarray = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True

@@ -1,6 +1,6 @@
 """Deciding top-k agreement without scoring every query against every document.
 
-The baseline's certificate (``harness.compare.certificate``) holds each query's best W documents (W = k + 11)
+The baseline's certificate (``Certificate``, filed by ``harness.compare.certify``) holds each query's best W documents (W = k + 11)
 with their exact scores ``s_1 >= ... >= s_W``. While the files stream, both sides' exact scores of just those
 W documents are gathered (W per query, whatever the number of documents), and a bound proves that no other
 document can enter the candidate's top-k. With unit vectors (all cosines are computed on ``unit_rows``), for a
@@ -26,14 +26,20 @@ wrong verdict.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement, unit_rows
 from harness.compare.stats.topk import TILE_BYTES, LazyMask, Mask, move_bounds, moved_sq
 
-__all__ = ["ROUNDING", "CertifyStream", "certifiable", "query_moves", "combine"]
+__all__ = ["EXTRA", "ROUNDING", "Certificate", "CertifyStream", "Source", "certifiable", "combine", "query_moves",
+           "width"]
+
+#: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is
+#: still decided when its k-th clears the last of these
+EXTRA = 10
 
 #: slack for the float64 rounding of the cosines compared (a dot product of unit rows is off by at most
 #: ~dim * 2**-53; this covers dim up to ~10^4 with a wide margin)
@@ -51,6 +57,34 @@ QUERY_CHUNK = 4096
 
 #: gathered (query, document) pairs scored at a time
 PAIR_CHUNK = 4096
+
+
+def width(k: int, documents: int) -> int:
+    """Documents a certificate keeps per query: the best k + 1 + ``EXTRA``, or all there are."""
+    return min(int(k) + 1 + EXTRA, int(documents))
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Per query (in the order of the baseline's query rows), the baseline's best ``width(k, documents)``
+    documents, best first with ties by position: baseline positions and exact cosines."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return int(self.scores.shape[1]) if self.scores.ndim == 2 else 0
+
+    def rows(self, start: int, stop: int) -> Certificate:
+        """The queries ``start:stop`` (a query batch)."""
+        return Certificate(positions=self.positions[start:stop], scores=self.scores[start:stop])
+
+
+class Source(Protocol):
+    """A certificate in memory, or a filed one read a query batch at a time."""
+
+    def rows(self, start: int, stop: int) -> Certificate: ...
 
 
 def _norms(rows: np.ndarray) -> np.ndarray:

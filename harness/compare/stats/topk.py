@@ -43,7 +43,7 @@ class TopKStream:
     """Exact top-k agreement over many queries: the queries cut into tiles of ``tile_bytes`` worth of scores
     per ``TILE_DOC_ROWS`` documents, each tile a ``_Tile`` (below); peak memory is one tile's scores, not
     queries x documents. ``keep`` (>= k) documents per query are kept exactly: ``keep = k + 1`` gives the
-    baseline's top-(k+1) (``baseline_top``) that certifies later comparisons (``harness.compare.certificate``)."""
+    baseline's top-(k+1) (``baseline_top``) that certifies later comparisons (``harness.compare.certify``)."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float,
                  keep: int = 0, tile_bytes: int = TILE_BYTES) -> None:
