@@ -1,16 +1,9 @@
 """Accuracy against an fp64 reference: is a drift normal rounding, or a loss of accuracy, and which side is wrong?
 
-Two fp32 runs differ by rounding; neither is "right". An fp64 run of the same model and texts is right to about
-1e-16, so each side's error against it can be measured: the **accuracy ratio** (candidate RMSE / baseline RMSE
-against the reference) is about 1 for another fp32 device, batch size or kernel, and hundreds to thousands for
-fp16/bf16 (measured on an H100: ``docs/how-to/reference.md``). PyTorch's compiler tests use the same rule: a
-result passes when its error against fp64 is at most ``m`` times the reference implementation's own
-(``MULTIPLIERS``: 2 for fp32, 3 for fp16/bf16).
-
-Pure numpy, one model at a time, block by block (sums of squares accumulated, a bounded list of worst texts), so
-a baseline of a million rows needs memory for one block. ``Accumulator.add`` takes aligned blocks;
-``accuracy`` runs it over whole arrays; ``harness.compare.accuracy_check`` feeds it the verdict's own pass (the
-reference read alongside) and puts the ``AccuracyVerdict`` in the model's verdict.
+Two fp32 runs differ by rounding and neither is "right"; an fp64 run is right to about 1e-16, so each side's error
+against it can be measured. The accuracy ratio (candidate RMSE / baseline RMSE) is about 1 for another fp32
+device or kernel, hundreds and more for fp16/bf16 (``docs/how-to/reference.md``). PyTorch's compiler tests use
+the same rule (``MULTIPLIERS``). Fed block by block: memory of one block.
 """
 
 from __future__ import annotations

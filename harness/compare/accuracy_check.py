@@ -1,13 +1,8 @@
-"""The fp64 reference in the verdict: each side's error against it, the ratio check, and the gate.
+"""The fp64 reference in the verdict: each side's error against it, the ``accuracy_ratio`` check, and the gate.
 
-The comparator calls ``find`` once (the reference beside the baseline, ``NAME.reference.parquet``, or the one
-given; ``check_reference`` refuses a wrong one), then per model ``tap``, which the verdict's own pass feeds (the
-reference's rows read alongside each segment of baseline and candidate: one read of each file, a row group of
-each in memory), and ``apply``, which adds the ``accuracy_ratio`` check: candidate RMSE / baseline RMSE against fp64 at most the class's
-``max_accuracy_ratio`` (PyTorch's fp64 rule, m = 2 for fp32, 3 for fp16/bf16) times ``scale``. ``scale`` is 1
-unless the candidate is judged at its own class, lower than the baseline's: then it is the ratio of the two
-classes' measured ``precision_error_ratio`` (bf16 14,698x fp32's error on an H100), since that loss is expected.
-With ``judge_by = "accuracy"`` the ratio decides the status and the tolerance checks are reported, not judged.
+The ratio may be at most the class's ``max_accuracy_ratio`` times ``scale``: 1, unless the candidate is judged at
+its own lower class, whose expected loss (``precision_error_ratio``) it is then allowed. With
+``judge_by = "accuracy"`` the ratio decides the status and the tolerance checks are reported, not judged.
 """
 
 from __future__ import annotations

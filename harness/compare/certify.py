@@ -20,7 +20,7 @@ import numpy as np
 
 from harness.compare import quantized
 from harness.compare.kinds.embedding import retrieval_k
-from harness.compare.kinds.retrieval import Retrieval
+from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import FilePair
 from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
 from harness.compare.stats.certify import Certificate, width
@@ -151,29 +151,22 @@ def build(pair: FilePair, k: int, tie_tolerance: float) -> Certificate:
     """The baseline's best ``width(k)`` documents per query, by one exact pass per query batch over ``pair``;
     rows without a direction (NaN/Inf, all zeros) are refused as the judge refuses them."""
     retrieval = Retrieval(pair, k, tie_tolerance, collect=True)
-    accumulators = [retrieval.accumulators() for _ in range(max(1, pair.threads))]
     nonfinite: List[int] = []
     zeros: List[int] = []
 
-    def worker(acc: object) -> object:
-        def add(segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-            position, rows = segment[0], segment[1]
-            nonfinite.extend((position + np.flatnonzero(~np.isfinite(rows).all(axis=1))).tolist())
-            zeros.extend((position + np.flatnonzero(~rows.any(axis=1))).tolist())
-            with np.errstate(invalid="ignore", over="ignore"):
-                retrieval.add_segment(acc, *segment)  # type: ignore[arg-type]
-        return add
+    class Checked(RetrievalWorker):
+        def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
+            nonfinite.extend((position + np.flatnonzero(~np.isfinite(base).all(axis=1))).tolist())
+            zeros.extend((position + np.flatnonzero(~base.any(axis=1))).tolist())
+            super().add(position, base, cand)
 
-    pair.feed([worker(a) for a in accumulators], held_bytes=retrieval.held_bytes,  # type: ignore[misc]
-              what=retrieval.pass_name(0))
+    first = run_pass(pair, [Checked(retrieval) for _ in range(max(1, pair.threads))], retrieval)
     if nonfinite:
         pair.refuse_nonfinite(nonfinite, [])
     if zeros:
         pair.refuse_nonfinite(zeros, [], problem=ZERO_VECTORS)
-    first, *others = accumulators
-    for other in others:
-        first.merge(other)
-    retrieval.finish(first)
+    assert first.topk is not None
+    retrieval.finish(first.topk)
     cert = retrieval.certificate()
     assert cert is not None, "certify: an exact pass kept no top documents"
     return cert

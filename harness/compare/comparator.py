@@ -1,15 +1,8 @@
 """The comparator: the loop over the models of a baseline and a candidate results file.
 
-Stages: open both files -> refuse incomparable inputs (other corpus, other models, other weights) -> per model:
-choose the tolerance class (``policy.choose_class``), hand the model to its kind's judge
-(``harness.compare.kinds``: float embeddings, quantized embeddings, rerank scores) -> a ``Comparison``
-(``verdict``) with the environment changes and each side's speed. Nothing here imports torch or
-sentence-transformers: the comparator runs in the controlling environment so that it cannot drift itself.
-
-Bi-encoders are compared streaming (``harness.compare.streaming``): row group by row group, in two threads, memory
-independent of the file size (1M x 384 on 2 cores: ~0.8 GB peak, 460-610 MB/s with 100 queries; measured in
-``benchmarks/README.md``). Cross-encoder scores, one float per pair, are compared in memory. Nothing here imports
-pandas either (pyarrow's ``to_numpy`` would: +0.4 s, +50 MB).
+Refuse incomparable inputs (other corpus, models or weights), then per model choose the tolerance class and hand
+it to its kind's judge (``harness.compare.kinds``). Nothing here imports torch or sentence-transformers (the
+comparator must not drift itself), nor pandas (+0.4 s, +50 MB).
 """
 
 from __future__ import annotations

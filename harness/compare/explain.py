@@ -1,11 +1,5 @@
-"""``harness explain``: which environment factors differ between two runs, and what each is known to cause.
-
-A served run (``backend = "http"``) adds the ``server`` factor: the server's version, its settings (``/models``,
-``/info``, version headers) and the request batch size, recorded under ``served`` in the fingerprint.
-Every fingerprint difference is mapped to a factor (torch, transformers, device, dtype, TF32, attention,
-batch size, weights, ...) and paired with the drift that factor is known to cause, from a table of measured
-magnitudes (``harness/data/drift_magnitudes.toml``). With the observed drift beside it, a user sees at once
-which factors could explain it: a 1e-4 drift cannot come from a batch-size change known to cause 3e-7.
+"""``harness explain``: which environment factors differ between two runs, and the drift each is known to cause
+(``harness/data/drift_magnitudes.toml``): a 1e-4 drift cannot come from a change known to cause 3e-7.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Which factor a fingerprint difference belongs to, and which group of factors: one table for every report.
-
-``harness explain`` attaches measured magnitudes to factors; the CLI verdict, summary.md, the HTML report and
-JUnit show environment changes grouped the same way, so a CPU, instruction-set or kernel-variable change is its
-own group ("hardware and kernels") and never hidden as noise. Stdlib only.
-"""
+"""Which factor a fingerprint difference belongs to, and its group: one table for every report. Stdlib only."""
 
 from __future__ import annotations
 

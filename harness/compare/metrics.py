@@ -1,9 +1,7 @@
-"""Pure numpy drift metrics between aligned baseline and candidate arrays (no I/O, no policy, no logging).
+"""Pure numpy drift metrics between aligned baseline and candidate arrays (no I/O, no policy).
 
-Rank metrics are tie-aware: two items whose baseline scores differ by no more than ``tie_tolerance`` may swap
-without counting as a reorder, because fp32 noise (~1e-7) legitimately flips exact near-ties. Raw Kendall tau
-is reported alongside so nothing is hidden. The same metrics over files larger than memory, fed block by block,
-are the accumulators of ``harness.compare.stats``.
+Rank metrics are tie-aware: items whose baseline scores differ by at most ``tie_tolerance`` may swap without
+counting as a reorder (fp32 noise flips near-ties); raw figures are reported alongside.
 """
 
 from __future__ import annotations

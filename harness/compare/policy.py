@@ -1,8 +1,5 @@
-"""Tolerance policies: named classes of limits (data in TOML), chosen per model and per candidate environment.
-
-The built-in classes live in ``harness/data/default_policy.toml`` with the measurements that justify them; a
-user's ``--policy`` file overlays it key by key. Everything is validated when the file is loaded, so a typo
-fails before any comparison runs.
+"""Tolerance policies: named classes of limits (``harness/data/default_policy.toml``, with the measurements behind
+them), overlaid by a user's ``--policy`` key by key, validated on load, chosen per model and environment.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""Comparison rules for quantized embeddings (``precision`` int8 / uint8 / binary / ubinary): pure numpy.
+"""Comparison rules for quantized embeddings (precision int8 / uint8 / binary / ubinary): pure numpy.
 
-Quantized vectors are integers, so "close" means something else than for floats:
-
-* binary / ubinary: packed sign bits (``np.packbits(x > 0)``; ``binary`` stores ``packed - 128`` as int8). The
-  distance between two runs is the number of bits that flipped per text (Hamming distance); a float drift of
-  1e-7 flips the bit of any element within 1e-7 of zero, so a few flips are normal across environments.
-* int8 / uint8: one bucket index per element (``floor((x - min) / step)`` over calibrated ranges). The distance
-  is the largest integer difference per text; a float drift moves an element across a bucket edge by one.
-
-``QuantizedStats`` accumulates these per-text figures over row groups (``kinds.quantized`` judges them by the
-policy's ``max_bit_flips`` / ``max_int_distance`` / ``max_changed_fraction``). No harness imports.
+Quantized vectors are integers: for packed sign bits the distance is the number of bits flipped per text (a
+float drift flips any element near zero, so a few flips are normal); for int buckets it is the largest bucket
+move per text (a drift moves an element across a bucket edge by one).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""The retrieval scenarios as a verdict carries them (``ModelVerdict.scenarios``): plain shares and the advice,
-serializable (``Comparison.serialize`` / ``from_dict``) and rendered alike by every report. Reported, never
-gating: the verdict's status is the checks'. Computed by ``harness.compare.kinds.scenarios``; no imports here, so
-that ``verdict`` can hold it."""
+"""The retrieval scenarios as a verdict carries them (``ModelVerdict.scenarios``): shares and advice, reported,
+never gating. No imports, so that ``verdict`` can hold it.
+"""
 
 from __future__ import annotations
 

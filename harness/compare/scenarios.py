@@ -1,18 +1,8 @@
-""""Must I re-embed?": the retrieval scenarios of an upgrade for one bi-encoder, judged by the harness's own
-exact top-k rules (``TopKStream``: order, set, tie-aware, ties by document position).
+""""Must I re-embed?": the retrieval scenarios of an upgrade for one bi-encoder, judged by the exact top-k rules.
 
-The baseline ranking is always the old environment's (baseline queries x baseline documents). What serves the
-queries after the upgrade differs by scenario:
-
-- ``reembed``: re-embed everything (candidate queries x candidate documents), what the verdict judges today;
-- ``keep_index``: keep the index built with the old environment and embed only the queries anew (candidate
-  queries x baseline documents);
-- ``rolling``: a rolling re-embed caught half-way (candidate queries x one index mixing both sides' documents:
-  a deterministic share of documents, chosen by a hash of their id, is re-embedded).
-
-``decide`` turns them into advice within the policy's top-k limits. They are computed in the verdict's own
-passes (``harness.compare.kinds.retrieval``: the three share one baseline screening product; re-embedding
-everything is the verdict's top-k agreement); ``kinds.scenarios.retrieval_scenarios`` for arrays in memory.
+Against the old ranking, the queries are served by: ``reembed`` (everything re-embedded: what the verdict
+judges), ``keep_index`` (new queries against the old index) or ``rolling`` (a re-embed caught half-way: a share
+of documents, chosen by a hash of their id, re-embedded). ``decide`` turns them into advice.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
-"""The "keep the index" scenario through a real vector index (FAISS), configured like the user's own.
+"""The "keep the index" scenario through a real FAISS index, configured like the user's own (or read from the
+user's index file and id map: a JSON array of corpus ids, one per index position).
 
-The index is built from the baseline's documents (``[index]``: Flat, HNSW, IVF-Flat, IVF-PQ; inner product or L2
-as the model's vectors are meant to be compared), or read from the user's own index file with an id map, and
-queried with the baseline's and the candidate's queries. The two result lists per query are judged by the
-harness's top-k rules (``topk_agreement_from_lists``), each list in the order the exact scores of the index's
-metric give it (ties by corpus position, so a Flat index gives exactly the in-memory ``keep_index`` scenario;
-an IVF-PQ index is judged as if its candidates were re-ranked exactly). Beside it, the index's own recall@k
-against exact search (baseline queries; tie-aware: an item scoring within the tie tolerance of the exact k-th
-counts): what the index costs before any upgrade.
-
-FAISS is optional (``pip install embedding-harness[index]``): without it the scenario is reported as not run,
-with the reason. Deterministic: the clustering seed and the threads come from ``[index]``, and an HNSW graph is
-built on one thread (its insertion order would otherwise depend on scheduling).
-
-An id map is a JSON array of corpus ids, one per index position (``["doc-17", "doc-3", ...]``): the index's
-label ``i`` is the document ``id_map[i]``.
+Both sides' queries search the index built from the baseline's documents; the two result lists are judged by the
+top-k rules, each in the exact-score order of the index's metric (so a Flat index gives exactly the in-memory
+``keep_index`` scenario). Beside it, the index's own recall@k against exact search. FAISS is optional: without
+it the scenario is not run, with the reason. Deterministic: seeds and threads from ``[index]``, HNSW built on
+one thread.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""Verdict types: what the comparator concludes, with the evidence, in one serializable form.
-
-Every report (terminal, Markdown, JSON, JUnit, HTML) renders from ``Comparison.serialize()``, so they can never
-disagree with each other.
+"""Verdict types: what the comparator concludes, with the evidence. Every report renders from
+``Comparison.serialize()``, so they can never disagree.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Float embeddings: every element within ``atol + rtol * |baseline|``, every text's cosine above ``min_cosine``,
-and each query's top-k retrieval order and set unchanged (ties within ``tie_tolerance`` ignored).
-
-One judge for files and arrays: a pair source (``kinds.source``) feeds segments of both sides to workers, each
-with its own ``DiffStats`` and ``TopKStream`` (merged afterwards); the verdict and its evidence (the worst
-element, the largest relative difference, the lowest cosine, the changed queries) come from those alone.
+and each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored). One judge for files and
+arrays: a pair source feeds segments to workers whose accumulators are merged, and the verdict comes from those.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
-from harness.compare.kinds.retrieval import Retrieval
+from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.scenarios import ScenarioRequest
 from harness.compare.kinds.source import EmbeddingPair, Worker
 from harness.compare.metrics import TopKAgreement
@@ -36,24 +33,22 @@ def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
     return min(k, n_docs)
 
 
-class _Worker:
-    """One thread's accumulators."""
+class _Worker(RetrievalWorker):
+    """One thread's accumulators: the element statistics, and the first query batch's retrieval."""
 
     def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype, retrieval: Optional[Retrieval]) -> None:
-        self.retrieval = retrieval
+        super().__init__(retrieval)
         self.stats = DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
                                min_cosine=tol.min_cosine, worst_n=WORST_N)
-        self.topk = retrieval.accumulators() if retrieval is not None else None
 
-    def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/Inf rows: refused afterwards
-            self._add(segment)
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
+        super().add(position, base, cand, self.stats.add(position, base, cand))
 
-    def _add(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-        position, base, cand = segment
-        squares = self.stats.add(position, base, cand)
-        if self.retrieval is not None and self.topk is not None:
-            self.retrieval.add_segment(self.topk, position, base, cand, squares)
+    def merge(self, other: RetrievalWorker) -> None:
+        assert isinstance(other, _Worker)
+        self.stats.merge(other.stats)
+        other.stats = None  # type: ignore[assignment]  # merged: held no longer
+        super().merge(other)
 
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
@@ -67,15 +62,7 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certifi
     k = retrieval_k(pair, tol.topk)
     share = scenarios.share(pair) if scenarios is not None else None
     retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
-    workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
-    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
-              what=retrieval.pass_name(0) if retrieval is not None else "", tap=tap)
-    first, *others = workers
-    for other in others:
-        first.stats.merge(other.stats)
-        if first.topk is not None and other.topk is not None:
-            first.topk.merge(other.topk)
-        other.stats, other.topk = None, None  # type: ignore[assignment]  # merged: held no longer
+    first = run_pass(pair, [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
     st = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)
@@ -110,59 +97,28 @@ def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Dict[str, A
 
 def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
              topk: Optional[Tuple[TopKAgreement, int, int]]) -> ModelVerdict:
-    stats = st.summary()
-    total = st.count
-    n_bad = st.bad_elements
+    stats, n_bad = st.summary(), st.bad_elements
     min_cos = st.min_cos if pair.rows else 1.0
     checks: List[Check] = [
-        Check(
-            name="max_abs_diff",
-            observed=stats.max_abs,
-            limit=tol.atol,
-            op="<=",
-            passed=n_bad == 0,
-            detail=f"{share(n_bad, total)} elements exceed "
-                   f"atol={significant(tol.atol, stats.max_abs)} + rtol={significant(tol.rtol)}*|baseline|",
-        ),
-        Check(
-            name="min_cosine",
-            observed=min_cos,
-            limit=tol.min_cosine,
-            op=">=",
-            passed=st.below_cosine == 0,
-            detail=f"{st.below_cosine} / {pair.rows} texts below cosine {significant(tol.min_cosine, min_cos)}",
-        ),
+        Check("max_abs_diff", stats.max_abs, tol.atol, "<=", n_bad == 0, f"{share(n_bad, st.count)} elements exceed "
+              f"atol={significant(tol.atol, stats.max_abs)} + rtol={significant(tol.rtol)}*|baseline|"),
+        Check("min_cosine", min_cos, tol.min_cosine, ">=", st.below_cosine == 0,
+              f"{st.below_cosine} / {pair.rows} texts below cosine {significant(tol.min_cosine, min_cos)}"),
     ]
     metrics: Dict[str, Any] = {
-        "texts": pair.rows,
-        "dim": pair.dim,
-        "max_abs_diff": stats.max_abs,
-        "mean_abs_diff": stats.mean_abs,
-        "p99_abs_diff": stats.p99_abs,
-        "max_rel_diff": stats.max_rel,
-        "min_cosine": min_cos,
-        "elements_beyond_tolerance": n_bad,
-        "texts_beyond_tolerance": st.texts_beyond,
+        "texts": pair.rows, "dim": pair.dim, "max_abs_diff": stats.max_abs, "mean_abs_diff": stats.mean_abs,
+        "p99_abs_diff": stats.p99_abs, "max_rel_diff": stats.max_rel, "min_cosine": min_cos,
+        "elements_beyond_tolerance": n_bad, "texts_beyond_tolerance": st.texts_beyond,
         "abs_diff_histogram": st.histogram(),
     }
     evidence = _evidence(pair, tol, st)
+    min_passing = {"atol": stats.max_abs, "min_cosine": min_cos}
     if topk is not None:
         agreement, certified, scored = topk
-        more, evidence["topk"] = topk_checks(tol, agreement, lambda i: pair.item_id(int(pair.queries[i])), metrics)
+        checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing)
         evidence["topk"].update(certified=certified, scored_exactly=scored)  # how the agreement was decided
-        checks += more
     else:
         retrieval_not_judged(len(pair.queries), int(pair.documents.sum()), metrics, evidence)
-    offenders = [
-        Offender(item_id=pair.item_id(w.position), value=w.value, metric="max_abs_diff",
-                 detail=f"cosine {significant(w.cosine, tol.min_cosine)}")
-        for w in st.worst
-        if w.value > 0
-    ]
-    min_passing = {"atol": stats.max_abs, "min_cosine": metrics["min_cosine"]}
-    if "topk" in metrics:
-        min_passing.update(
-            min_topk_order_agreement=metrics["topk_order_agreement"],
-            min_topk_set_agreement=metrics["topk_set_agreement"],
-        )
+    offenders = [Offender(pair.item_id(w.position), w.value, "max_abs_diff",
+                          f"cosine {significant(w.cosine, tol.min_cosine)}") for w in st.worst if w.value > 0]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)

@@ -1,18 +1,17 @@
-"""Quantized embeddings (precision int8/uint8/binary/ubinary), judged as integers (``harness.compare.quantized``):
-bits flipped or buckets moved per text, the share of texts that changed at all, and the top-k agreement of
-retrieval by the quantized scores (Hamming distance for bits). Files and arrays alike, through a pair source.
+"""Quantized embeddings, judged as integers (``harness.compare.quantized``): bits flipped or buckets moved per
+text, the share of texts that changed, and top-k agreement of retrieval by the quantized scores.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from harness.compare import quantized
 from harness.compare.kinds.common import WORST_N, build_verdict, topk_checks
 from harness.compare.kinds.embedding import retrieval_k
-from harness.compare.kinds.retrieval import Retrieval
+from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.policy import Tolerance
 from harness.compare.verdict import Check, ModelVerdict, Offender
@@ -41,19 +40,21 @@ def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
     return precision
 
 
-class _Worker:
-    """One thread's accumulators: the per-text figures (``QuantizedStats``), and the top-k agreement of
-    retrieval by the quantized scores (the first query batch's: ``kinds.retrieval`` runs the others)."""
+class _Worker(RetrievalWorker):
+    """One thread's accumulators: the per-text figures, and the first query batch's retrieval by quantized scores."""
 
     def __init__(self, pair: EmbeddingPair, precision: str, retrieval: Optional[Retrieval]) -> None:
-        self.retrieval = retrieval
+        super().__init__(retrieval)
         self.stats = quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N)
-        self.topk = retrieval.accumulators() if retrieval is not None else None
 
-    def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-        self.stats.add(*segment)
-        if self.retrieval is not None and self.topk is not None:  # the rows as retrieval scores them
-            self.retrieval.add_segment(self.topk, *segment)
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
+        self.stats.add(position, base, cand)
+        super().add(position, base, cand)
+
+    def merge(self, other: RetrievalWorker) -> None:
+        assert isinstance(other, _Worker)
+        self.stats.merge(other.stats)
+        super().merge(other)
 
 
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
@@ -61,15 +62,9 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     k = retrieval_k(pair, tol.topk)
     retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
-    workers = [_Worker(pair, precision, retrieval) for _ in range(max(1, pair.threads))]
-    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
-              what=retrieval.pass_name(0) if retrieval is not None else "")
-    stats, merged = workers[0].stats, workers[0].topk
-    for other in workers[1:]:
-        stats.merge(other.stats)
-        if merged is not None and other.topk is not None:
-            merged.merge(other.topk)
-    agreement = retrieval.finish(merged)[0] if retrieval is not None and merged is not None else None
+    first = run_pass(pair, [_Worker(pair, precision, retrieval) for _ in range(max(1, pair.threads))], retrieval)
+    stats = first.stats
+    agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None
     limit_key = quantized.limit_key(precision)
     limit = getattr(tol, limit_key)
     bits = limit_key == "max_bit_flips"
@@ -77,25 +72,19 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     metrics: Dict[str, Any] = {"texts": pair.rows, "dim": pair.dim, **stats.metrics()}
     changed, fraction = stats.rows_changed, metrics["rows_changed_fraction"]
     checks = [
-        Check(name=limit_key, observed=float(stats.most), limit=float(limit), op="<=", passed=stats.most <= limit,
-              detail=f"{changed} / {pair.rows} texts changed; the most in one text: {stats.most} {unit}"),
-        Check(name="changed_fraction", observed=fraction, limit=tol.max_changed_fraction,
-              op="<=", passed=fraction <= tol.max_changed_fraction,
-              detail=f"{changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
+        Check(limit_key, float(stats.most), float(limit), "<=", stats.most <= limit,
+              f"{changed} / {pair.rows} texts changed; the most in one text: {stats.most} {unit}"),
+        Check("changed_fraction", fraction, tol.max_changed_fraction, "<=", fraction <= tol.max_changed_fraction,
+              f"{changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
     ]
     evidence: Dict[str, Any] = {
         "kind": "quantized", "precision": precision, "limit_key": limit_key,
         "worst": [{"id": pair.item_id(w.row), "row": w.row, "value": w.value, "dims": w.dims} for w in stats.worst],
     }
-    if agreement is not None:
-        more, evidence["topk"] = topk_checks(tol, agreement, lambda i: pair.item_id(int(pair.queries[i])),
-                                             metrics, quantized_scores=True)
-        checks += more
-    where = "bit(s)" if bits else "dimension(s)"
-    offenders = [Offender(item_id=pair.item_id(w.row), value=float(w.value), metric=limit_key,
-                          detail=f"{unit}; {where} {', '.join(map(str, w.dims))}") for w in stats.worst]
     min_passing: Dict[str, float] = {limit_key: float(stats.most), "max_changed_fraction": fraction}
-    if "topk" in metrics:
-        min_passing.update(min_quantized_topk_order_agreement=metrics["topk_order_agreement"],
-                           min_quantized_topk_set_agreement=metrics["topk_set_agreement"])
+    if agreement is not None:
+        checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing, quantized_scores=True)
+    where = "bit(s)" if bits else "dimension(s)"
+    offenders = [Offender(pair.item_id(w.row), float(w.value), limit_key, f"{unit}; {where} {', '.join(map(str, w.dims))}")
+                 for w in stats.worst]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)

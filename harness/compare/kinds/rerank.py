@@ -1,11 +1,6 @@
 """Cross-encoder scores: every score within ``score_atol + score_rtol * |baseline|``, and no query reranked
-beyond score ties (a swap of two pairs whose baseline scores differ by more than ``tie_tolerance``).
-
-One judge for arrays and files, as for bi-encoders: the statistics accumulate in ``stats.rerank.RerankStats``
-(scores in baseline order, then whole queries) and the verdict is built from it alone. ``judge_rerank`` feeds
-aligned arrays in one chunk; ``judge_rerank_files`` feeds two results files row group by row group through
-``kinds.rerank_source`` (alignment, refusals, queries cut by row groups or interleaved), in memory bounded by
-``HARNESS_COMPARE_MEMORY_MB`` plus a few numbers per query.
+beyond score ties. One judge for arrays (``judge_rerank``) and files (``judge_rerank_files``, streamed through
+``kinds.rerank_source``): the verdict is built from ``stats.rerank.RerankStats`` alone.
 """
 
 from __future__ import annotations

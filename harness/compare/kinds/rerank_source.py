@@ -1,12 +1,8 @@
-"""Where a cross-encoder's two sides come from when they are results files: scores streamed row group by row
-group side by side, each query handed to ``RerankStats`` whole, in memory of a row group of each side plus the
-query a row group boundary cuts (carried to the next chunk: a query is always whole in memory).
+"""A cross-encoder's two results files streamed side by side, each query handed to ``RerankStats`` whole (a query
+a row group boundary cuts is carried to the next chunk).
 
-Both files are in canonical order (pairs by query then passage; the comparator normalizes any other file when it
-opens it), so the same pairs are the same rows and a query's pairs are contiguous. The stream checks it as it
-goes: the pair ids equal on both sides, the baseline's (query, passage) strictly increasing. Anything else is
-broken input (a pair twice, a pair on one side only), refused in the words it always had after one more read of
-both sides' ids (in memory: only broken files take it).
+Both files are in canonical order (by query, then passage), so the same pairs are the same rows. The stream checks
+it as it goes; anything else is broken input, refused with the cause found by one more read of both sides' ids.
 """
 
 from __future__ import annotations

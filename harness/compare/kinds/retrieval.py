@@ -1,38 +1,30 @@
 """The bi-encoder's top-k retrieval judgement over streamed documents, a batch of queries at a time: exact for
-every query of a batch (``TopKStream``), or decided from the baseline's certificate for most and exact for the
-rest (``stats.certify``).
+every query (``TopKStream``), or decided from the baseline's certificate for most and exact for the rest
+(``stats.certify``). The verdict is the same for any batch size and with or without a certificate.
 
-Memory is the budget's, whatever the number of queries: the queries are cut into batches whose vectors and
-retrieval state fit beside one row group pair (``workers.queries_per_pass``; at 384 float32 dims and the default
-512 MB, ~46k queries). The first batch rides along the judge's own pass over the files (with the element
-statistics); each further batch is one more pass, retrieval only. The verdict is the same for any batch size.
-
-Which queries of a batch are scored against every document in the stream is decided before it, from the
-certificate's scores and the queries' own moves (the documents are not read yet: their moves are guessed from the
-queries'); the proof is checked after it with the documents' real moves. A query the guess missed is scored in
-one more pass over the files (only such queries), so the verdict is exact either way; the guess only decides
-whether that pass runs. The certificate is a hint the caller hands in (read by the comparator, filed by
-``harness.compare.certify``); nothing here reads or writes files. ``collect`` keeps the baseline's top documents of
-every exact pass: how the certifying step builds a certificate with this same code. With ``rolling_share`` the
-retrieval scenarios (kept index, rolling re-embed) are judged in the same passes, exact or certified like the
-verdict, their exact streams sharing its baseline screening product (``stats.topk.add_shared``).
+Batches are sized so that their vectors and retrieval state fit the memory budget beside one row group pair; the
+first rides along the judge's own pass, each further one is a pass of its own. Which queries a certificate will
+clear is guessed before the pass (from the queries' moves) and proven after it (with the documents' real moves):
+a query the guess missed is scored in one more pass, so the guess only costs time. ``collect`` keeps the
+baseline's top documents (how ``harness.compare.certify`` builds a certificate); with ``rolling_share`` the
+retrieval scenarios ride along the same passes, sharing the verdict's baseline screening product.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 import numpy as np
 
 from harness.compare import scenarios
-from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.kinds.source import EmbeddingPair, Worker
 from harness.compare.metrics import TopKAgreement
 from harness.compare.stats.certify import ROUNDING, Certificate, CertifyStream, Source, certifiable, combine, query_moves, width
 from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
-from harness.compare.workers import queries_per_pass
+from harness.compare.workers import Segment, queries_per_pass
 
-__all__ = ["Retrieval", "query_bytes"]
+__all__ = ["Retrieval", "RetrievalWorker", "query_bytes", "run_pass"]
 
 #: bytes of retrieval state per query and kept document, for each worker and once more for what they share: the
 #: exact pool's entries (query, position, both scores: 32 B, twice while a block's hits are merged and pruned), or
@@ -296,18 +288,44 @@ class _Batch:
 
     def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""
-        owner, pair = self.owner, self.owner.pair
-        accumulators = [make() for _ in range(max(1, pair.threads))]
+        workers = [RetrievalWorker(self.owner, make()) for _ in range(max(1, self.owner.pair.threads))]
+        return run_pass(self.owner.pair, workers, self.owner, held_bytes=self.owner.query_bytes * (self.stop - self.start),
+                        what=what).topk  # type: ignore[return-value]  # made above
 
-        def worker(acc: _Accumulators) -> Callable[[Tuple[int, np.ndarray, np.ndarray]], None]:
-            def add(segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-                with np.errstate(invalid="ignore", over="ignore"):
-                    owner.add_segment(acc, *segment)
-            return add
 
-        pair.feed([worker(a) for a in accumulators], held_bytes=self.owner.query_bytes * (self.stop - self.start),
-                  what=what)
-        first, *others = accumulators
-        for other in others:
-            first.merge(other)
-        return first
+class RetrievalWorker:
+    """One thread's share of a pass: the retrieval accumulators (by default the first query batch's) it feeds."""
+
+    def __init__(self, retrieval: Optional[Retrieval], topk: Optional[_Accumulators] = None) -> None:
+        self.retrieval = retrieval
+        self.topk = topk if topk is not None or retrieval is None else retrieval.accumulators()
+
+    def __call__(self, segment: Segment) -> None:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/Inf rows: refused afterwards
+            self.add(*segment)
+
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray,
+            squares: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
+        if self.retrieval is not None and self.topk is not None:
+            self.retrieval.add_segment(self.topk, position, base, cand, squares)
+
+    def merge(self, other: RetrievalWorker) -> None:
+        if self.topk is not None and other.topk is not None:
+            self.topk.merge(other.topk)
+        other.topk = None  # merged: held no longer
+
+
+W = TypeVar("W", bound=RetrievalWorker)
+
+
+def run_pass(pair: EmbeddingPair, workers: List[W], retrieval: Optional[Retrieval], tap: Optional[Worker] = None,
+             held_bytes: Optional[int] = None, what: Optional[str] = None) -> W:
+    """One pass of ``workers`` over the pair (by default the first query batch's), merged into the first."""
+    if retrieval is not None:
+        held_bytes = retrieval.held_bytes if held_bytes is None else held_bytes
+        what = retrieval.pass_name(0) if what is None else what
+    pair.feed(workers, held_bytes=held_bytes or 0, what=what or "", tap=tap)
+    first, *others = workers
+    for other in others:
+        first.merge(other)
+    return first

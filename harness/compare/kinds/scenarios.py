@@ -1,9 +1,6 @@
-"""The comparator's "must I re-embed?" for one float bi-encoder of two results files: the exact retrieval
-scenarios (``harness.compare.scenarios``), computed in the verdict's own passes over the files
-(``kinds.retrieval``: the kept index and the rolling re-embed share its screening product; re-embedding
-everything is the verdict's top-k agreement), and, with an ``[index]`` configured (or ``--index``), the scenario
-through a FAISS index (``harness.compare.vector_index``: it holds the baseline's documents in memory, as the
-user's index does). The advice is reported beside the verdict, never gating it."""
+"""The comparator's "must I re-embed?" for one float bi-encoder: the exact scenarios (computed in the verdict's own
+passes, ``kinds.retrieval``) and, with an ``[index]``, the one through a FAISS index. Reported, never gating.
+"""
 
 from __future__ import annotations
 

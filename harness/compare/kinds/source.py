@@ -1,14 +1,6 @@
-"""Where a bi-encoder's two sides come from: two results files (streamed) or two arrays (in memory).
-
-A pair source hands the judges (``kinds.embedding``, ``kinds.quantized``) what they need and nothing else: the
-rows in the baseline's order, each row's id and role, the query vectors, and aligned segments of both sides
-fed to the judge's workers. The judges, their accumulators (``harness.compare.stats``) and their verdicts are
-the same for files and arrays; only the feeding differs:
-
-* ``FilePair``: ``streaming.plan`` (ids pass, alignment) and ``streaming.stream`` (row group pairs, one
-  thread per worker, memory independent of the file size);
-* ``ArrayPair``: arrays already aligned (the caller's job: ``harness.assertions`` aligns by id), cut into a
-  few in-memory segments for one worker.
+"""Where a bi-encoder's two sides come from: two results files (``FilePair``, streamed row group pair by row group
+pair) or two aligned arrays (``ArrayPair``, in memory). The judges and their verdicts are the same for both; only
+the feeding differs.
 """
 
 from __future__ import annotations

@@ -1,17 +1,6 @@
-"""Streaming statistics of one cross-encoder: ``RerankStats``, fed aligned scores in baseline order and whole
-queries, keeps what the verdict (``kinds.rerank``) needs: a few numbers per query, never the pairs themselves.
-
-Why a separate accumulator: 1M+ (query, passage) pairs over 10k+ queries are compared row group by row group,
-and arrays (``judge_rerank``) are fed in one chunk, so both give one verdict by construction. What it holds:
-
-* per pair nothing; the largest 1% of |d| for the exact p99 (``stats.percentile.P99``, as ``DiffStats``), the
-  ``WORST_N`` largest |d|, the float64 sum of |d| (the mean is reported, never judged: how rows were cut moves
-  its last bits at most);
-* per query four numbers (first baseline position, Kendall tau, top-k order held, significant swaps) and, for
-  the ``NAMED`` most reordered queries, their example swap.
-
-Which pairs a query holds is the feeder's job (``kinds.rerank_source``): every query arrives whole, its rows in
-baseline order, in any order of queries (results are ordered by first baseline position at the end).
+"""Streaming statistics of one cross-encoder: ``RerankStats`` keeps what the verdict (``kinds.rerank``) needs,
+a few numbers per query and never the pairs, so that files (row group by row group) and arrays (one chunk) give
+one verdict by construction. Every query arrives whole, in any order of queries.
 """
 
 from __future__ import annotations
