@@ -22,13 +22,8 @@ BUILT_IN_POLICY = "built-in default policy"
 
 
 class CellStatus(str, enum.Enum):
-    """A matrix cell's outcome, best first; cell.json and report.json hold the ``value``.
-
-    ``incompatible`` (a model cannot load there) is a fact about the environment and is only reported;
-    ``fail`` is drift; ``run-failed``, ``install-failed`` and ``error`` are equally bad: none produced a
-    trustworthy comparison. A cell that was never run counts as ``error``. A model's ``Status`` is this vocabulary
-    too, so one renders both.
-    """
+    """A matrix cell's (and a model's) outcome, best first: ``incompatible`` (cannot load there) is only
+    reported, ``fail`` is drift, the rest produced no trustworthy comparison (a cell never run is ``error``)."""
 
     PASS = "pass"
     INCOMPATIBLE = "incompatible"
@@ -68,8 +63,7 @@ class CellStatus(str, enum.Enum):
         return max((cls.parse(s) for s in statuses), key=lambda s: (s.severity, members.index(s)), default=cls.PASS)
 
 
-#: a model's outcome, in the same words (``pass``, ``fail``, ``incompatible``: a property of the environment, not
-#: drift; ``error``); a model is never ``run-failed`` or ``install-failed``, only a matrix cell is
+#: a model's outcome, in the same words (never ``run-failed`` or ``install-failed``: only a matrix cell is)
 Status = CellStatus
 
 
@@ -78,15 +72,11 @@ _UNCHANGED = {"accuracy_ratio": 1.0}
 
 
 def limit_used(observed: float, limit: float, op: str, unchanged: float = 0.0) -> Optional[float]:
-    """How much of a check's allowance the drift used: 0 none, 1 all of it, above 1 over the limit.
+    """How much of a check's allowance the drift used: 0 none, 1 all of it, None over a zero allowance.
 
-    ``<=`` checks (a difference, bits, a share of texts) allow ``limit``: used is ``observed / limit``. ``>=``
-    checks are on quantities whose perfect value is 1 (cosine, agreements): they allow ``1 - limit`` of shortfall,
-    and used is ``(1 - observed) / (1 - limit)``; the plain ``observed / limit`` of a cosine of 0.9999998 against
-    0.999999 would read "100%" whatever the drift. A zero allowance (``atol = 0``, agreement 1) gives 0 when
-    nothing moved and None (no finite share: over) when something did. ``unchanged``: the value of a ``<=`` check
-    when nothing moved (1 for a ratio to the baseline's own error: a ratio of 1 uses none of a limit of 2).
-    """
+    ``>=`` checks are on quantities whose perfect value is 1 (cosine, agreements): they allow ``1 - limit`` of
+    shortfall (``observed / limit`` of a cosine would read "100%" whatever the drift). ``unchanged``: a ``<=``
+    check's value when nothing moved (1 for a ratio to the baseline's own error)."""
     used, allowed = (observed - unchanged, limit - unchanged) if op == "<=" else (1.0 - observed, 1.0 - limit)
     if allowed > 0:
         return max(float(used), 0.0) / float(allowed)
@@ -100,10 +90,8 @@ def not_judged_note(why: str) -> str:
 
 @dataclass(frozen=True)
 class Check:
-    """One tolerance check: ``observed`` compared with ``limit`` by ``op`` ("<=" or ">=").
-
-    ``used`` (``limit_used``) is derived, so every report shows the same headroom (1 - used) for it.
-    """
+    """One tolerance check: ``observed`` compared with ``limit`` by ``op``; ``used`` derived, so that every
+    report shows the same headroom."""
 
     name: str
     observed: float
@@ -140,18 +128,14 @@ class ModelVerdict:
     tolerance: Dict[str, Any] = field(default_factory=dict)
     #: the loosest limits under which this comparison would have passed (for "what would it take")
     min_passing: Dict[str, float] = field(default_factory=dict)
-    #: how fast each side ran it, on what: {"baseline": {...}, "candidate": {...}} with device, items_per_s,
-    #: compute_s, cuda_peak_memory_bytes (CUDA runs), peak_rss_bytes (the whole run); reported, never judged
+    #: how fast each side ran it, on what: {"baseline": {...}, "candidate": {...}}; reported, never judged
     performance: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    #: where the drift is, for messages that quote it (``harness.report.assertion``): the worst element's text,
-    #: dimension and both values, the largest relative difference, the lowest cosine, the queries whose top-k
-    #: or rerank order changed (a few named, with counts), an example swap. JSON values only, a few entries each;
-    #: ``kind`` says which of ``embedding``, ``quantized``, ``rerank`` it describes (empty: not compared)
+    #: where the drift is, for messages that quote it (``harness.report.assertion``): JSON values, a few entries
+    #: each; ``kind`` says which judge wrote it (empty: not compared)
     evidence: Dict[str, Any] = field(default_factory=dict)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
-    #: each side's error against the fp64 reference and the ratio limit (``harness.compare.accuracy_check``);
-    #: None without a reference
+    #: each side's error against the fp64 reference (``harness.compare.accuracy_check``); None without one
     accuracy: Optional[AccuracyVerdict] = None
     #: "must I re-embed?": the retrieval scenarios and their advice (bi-encoders with queries; reported, not judged)
     scenarios: Optional[RetrievalScenarios] = None
@@ -220,8 +204,7 @@ class Comparison:
     candidate_env: Dict[str, Any] = field(default_factory=dict)
     corpus: Dict[str, Any] = field(default_factory=dict)
     label: Optional[str] = None
-    #: what the reader must know beyond the verdicts (a file compared with itself passes by construction);
-    #: set by the comparator, rendered by every report
+    #: what the reader must know beyond the verdicts (a file compared with itself passes by construction)
     notes: List[str] = field(default_factory=list)
 
     @property
