@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from harness.compare import accuracy_check, certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
-from harness.compare.kinds.scenarios import ScenarioRequest
+from harness.compare.kinds.embedding import ScenarioRequest
 from harness.compare.policy import Policy, Tolerance, choose_class, is_served, load_policy
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.config.environment import CompareSettings
