@@ -7,7 +7,7 @@ counting as a reorder (fp32 noise flips near-ties); raw figures are reported alo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -86,6 +86,10 @@ def rank_changes(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: flo
     return tau, count, ((int(i), int(j)) if baseline[i] > baseline[j] else (int(j), int(i)))
 
 
+#: the per-query fields of ``TopKAgreement``
+AGREEMENT_FIELDS = ("same_order", "same_set", "overlap", "raw_same_order")
+
+
 @dataclass(frozen=True)
 class TopKAgreement:
     """Per-query top-k agreement between baseline and candidate scores."""
@@ -99,6 +103,11 @@ class TopKAgreement:
     def share(self, field: str) -> float:
         values = getattr(self, field)
         return float(values.mean()) if len(values) else 1.0
+
+    @staticmethod
+    def concat(k: int, parts: Sequence[TopKAgreement]) -> TopKAgreement:
+        """One agreement over the queries of ``parts``, in their order."""
+        return TopKAgreement(k, *(np.concatenate([getattr(p, f) for p in parts]) for f in AGREEMENT_FIELDS))
 
 
 def _topk(scores: np.ndarray, k: int) -> np.ndarray:

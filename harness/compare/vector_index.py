@@ -229,8 +229,6 @@ def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray
         _, exact = faiss.knn(_rows(bq, settings.metric), rows_f32, k, metric=metric)
         kth = _exact(bq, base_docs, rows, exact.ravel(), settings.metric).reshape(exact.shape).min(axis=1)
         recall.append((score_b >= kth[:, None] - tie_tolerance).mean(axis=1))
-    fields = ("same_order", "same_set", "overlap", "raw_same_order")
-    agreement = TopKAgreement(k=k, **{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})
     share = float(np.concatenate(recall).mean()) if recall else 1.0
-    return Scenario("index", title, agreement, recall=share)
+    return Scenario("index", title, TopKAgreement.concat(k, parts), recall=share)
 

@@ -1,37 +1,33 @@
 """Deciding top-k agreement without scoring every query against every document.
 
-The baseline's certificate (``Certificate``, filed by ``harness.compare.certify``) holds each query's best W documents (W = k + 11)
-with their exact scores ``s_1 >= ... >= s_W``. While the files stream, both sides' exact scores of just those
-W documents are gathered (W per query, whatever the number of documents), and a bound proves that no other
-document can enter the candidate's top-k. With unit vectors (all cosines are computed on ``unit_rows``), for a
-query q and a document d:
+The baseline's certificate (``Certificate``, filed by ``harness.compare.certify``) holds each query's best W
+documents (W = k + 11) with their exact scores ``s_1 >= ... >= s_W``. While the files stream, both sides' exact
+scores of just those W documents are gathered, and a bound proves that no other document can enter the
+candidate's top-k. With unit vectors (``unit_rows``), for a query q and a document d:
 
     |cos_c(q, d) - cos_b(q, d)| <= |ĉ_q - b̂_q| + |ĉ_d - b̂_d| =: e_q + D_d
 
-``e_q`` is computed from the query vectors (read first); ``D_d`` is bounded per document from the ``|b|^2``
-and ``|c - b|^2`` the streaming pass already computes (``move_bounds``). Documents that moved far more than
-the rest of their block (``far``) are scored exactly against every query instead, so that a handful of real
-changes does not loosen the bound for all. With ``delta_q = e_q + max D over the other documents`` (plus
+``e_q`` is computed from the query vectors; ``D_d`` is bounded per document (``move_bounds``). Documents that
+moved far more than the rest of their block (``far``) are scored exactly against every query instead, so that a
+handful of real changes does not loosen the bound for all. With ``delta_q = e_q + max D over the other documents`` (plus
 rounding): the candidate scores each of the baseline's top k at least ``s_k - delta_q``, and any document
 outside the W at most ``s_W + delta_q`` (or, if far, its exact score). So when
 
     s_k - delta_q > s_W + delta_q   and   s_k - delta_q > every far document's exact score (outside the W)
 
 the candidate's top-k lies within the W, and ``topk_agreement`` over the W documents' exact scores (in position
-order: ties broken by position as in memory) is the in-memory ``topk_agreement`` over all documents: order,
-set, overlap and raw order, ties and tie tolerance included. Such a query is *certified*; any other is scored
-exactly (``TopKStream``). The bound only decides which queries need scoring: too loose costs time, never a
-wrong verdict.
+order) is the in-memory one over all documents, ties included. Such a query is *certified*; any other is scored
+exactly (``TopKStream``): a loose bound costs time, never a wrong verdict.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from harness.compare.metrics import TopKAgreement, topk_agreement, unit_rows
+from harness.compare.metrics import AGREEMENT_FIELDS, TopKAgreement, topk_agreement, unit_rows
 from harness.compare.stats.topk import TILE_BYTES, LazyMask, Mask, move_bounds, moved_sq
 
 __all__ = ["EXTRA", "ROUNDING", "Certificate", "CertifyStream", "Source", "certifiable", "combine", "query_moves",
@@ -252,15 +248,12 @@ class CertifyStream:
 def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence[tuple[np.ndarray, TopKAgreement]]) -> TopKAgreement:
     """One ``TopKAgreement`` for all queries: certified ones unchanged, the others from exact parts (each the
     query indices it covers and its agreement over them)."""
-    same_order: np.ndarray = np.ones(nq, dtype=bool)
-    same_set: np.ndarray = np.ones(nq, dtype=bool)
-    overlap: np.ndarray = np.ones(nq, dtype=np.float64)
-    raw: np.ndarray = np.ones(nq, dtype=bool)
+    out: Dict[str, np.ndarray] = {f: np.ones(nq, dtype=float if f == "overlap" else bool) for f in AGREEMENT_FIELDS}
     covered = np.asarray(certified, dtype=bool).copy()
     for rows, agree in exact:
-        same_order[rows], same_set[rows] = agree.same_order, agree.same_set
-        overlap[rows], raw[rows] = agree.overlap, agree.raw_same_order
+        for f in AGREEMENT_FIELDS:
+            out[f][rows] = getattr(agree, f)
         covered[rows] = True
     if not covered.all():
         raise ValueError(f"combine: {int((~covered).sum())} queries neither certified nor scored")
-    return TopKAgreement(k=k, same_order=same_order, same_set=same_set, overlap=overlap, raw_same_order=raw)
+    return TopKAgreement(k=k, **out)

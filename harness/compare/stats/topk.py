@@ -65,8 +65,7 @@ class TopKStream:
     def agreement(self) -> TopKAgreement:
         """``topk_agreement`` over every document added (needs at least k documents)."""
         parts = [tile.agreement(self.k) for tile in self.tiles]
-        return TopKAgreement(k=parts[0].k, **{field: np.concatenate([getattr(p, field) for p in parts])
-                                              for field in ("same_order", "same_set", "overlap", "raw_same_order")})
+        return TopKAgreement.concat(parts[0].k, parts)
 
     def baseline_top(self) -> tuple[np.ndarray, np.ndarray]:
         """Per query, the baseline's best ``keep`` documents (or all there are), best first, ties by position:
