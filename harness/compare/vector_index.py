@@ -44,6 +44,14 @@ def faiss_or_reason() -> Tuple[Any, str]:
     return faiss, ""
 
 
+def _faiss() -> Any:
+    """The ``faiss`` module, or ``VectorIndexError`` saying why not."""
+    faiss, reason = faiss_or_reason()
+    if faiss is None:
+        raise VectorIndexError(f"index: {reason}")
+    return faiss
+
+
 def _metric(faiss: Any, metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
@@ -62,9 +70,7 @@ def _rows(x: np.ndarray, metric: str, chunk: int = 16384) -> np.ndarray:
 def build_index(docs: np.ndarray, settings: IndexSettings, prepared: bool = False) -> Any:
     """An index of ``docs`` (baseline documents; ``prepared``: already as ``_rows`` makes them) as ``settings``
     describe it; a setting the corpus cannot satisfy (PQ sub-quantizers that do not divide the dimension, too few documents to train) is an error."""
-    faiss, reason = faiss_or_reason()
-    if faiss is None:
-        raise VectorIndexError(f"index: {reason}")
+    faiss = _faiss()
     n, dim = docs.shape
     metric = _metric(faiss, settings.metric)
     faiss.omp_set_num_threads(settings.threads)
@@ -121,9 +127,7 @@ def parse_id_map(raw: bytes, source: str) -> List[str]:
 def load_index(settings: IndexSettings, dim: int, corpus_ids: Sequence[str]) -> Tuple[Any, np.ndarray]:
     """The user's index (``settings.file``) and, per index position, the corpus position of its document
     (``settings.id_map``); checked against the corpus: dimension, metric, one id per vector, ids known."""
-    faiss, reason = faiss_or_reason()
-    if faiss is None:
-        raise VectorIndexError(f"index: {reason}")
+    faiss = _faiss()
     path, map_path = str(settings.file), str(settings.id_map)
     for name, what in ((map_path, "id map"), (path, "index file")):
         if not Path(name).is_file():  # a FIFO or a device would block or never end

@@ -188,12 +188,11 @@ class Retrieval:
         parts: Dict[str, List[Tuple[np.ndarray, TopKAgreement]]] = {key: [] for key in self.tracks}
         certified = 0
         for index, (start, stop) in enumerate(self.batches):
-            if first is not None:
-                batch, accumulated = first, merged
-                first = None
-            else:
+            if index:
                 batch = _Batch(self, start, stop)
                 accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
+            else:  # the first batch's pass was the judge's
+                batch, accumulated, first = first, merged, None  # type: ignore[assignment]  # set in __init__
             agreements, n_certified, top = batch.finish(accumulated)
             accumulated.exact.clear()  # this batch's pools and vectors go before the next batch is read
             accumulated.proofs.clear()

@@ -36,7 +36,7 @@ class EmbeddingPair:
 
     def item_id(self, position: int) -> str:
         """The id of the text at baseline position ``position``."""
-        raise NotImplementedError
+        return self.ids_at(np.array([position]))[0]
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
         """The ids of the texts at baseline ``positions`` (the rolling re-embed hashes them)."""
@@ -71,9 +71,6 @@ class FilePair(EmbeddingPair):
         self.queries, self.documents = self.plan.queries, self.plan.documents
         self.threads = self.settings.workers
         self.segment_bytes = streaming.row_group_pair_bytes(base, cand, model_id)
-
-    def item_id(self, position: int) -> str:
-        return str(self.plan.base_ids[position].as_py())
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
         if not len(positions):
@@ -124,9 +121,6 @@ class ArrayPair(EmbeddingPair):
         self.documents = role == "document"
         self.threads = 1
         self.settings = settings or CompareSettings.from_environment()
-
-    def item_id(self, position: int) -> str:
-        return str(self.ids[position])
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
         return [str(i) for i in self.ids[positions]]
