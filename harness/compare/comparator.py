@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from harness.compare import accuracy_check, certify, kinds, quantized
+from harness.compare import accuracy, certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
 from harness.compare.kinds.embedding import ScenarioRequest
@@ -134,7 +134,7 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
 
 
 def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings,
-           index: Optional[IndexSettings] = None, tap: Optional[accuracy_check.Tap] = None) -> ModelVerdict:
+           index: Optional[IndexSettings] = None, tap: Optional[accuracy.Tap] = None) -> ModelVerdict:
     """The kind's judge for one model that both sides ran (its pass feeds ``tap``, the accuracy against fp64)."""
     rec_b, rec_c = base.records[model_id], cand.records[model_id]
     if rec_b.kind != "bi-encoder":
@@ -160,22 +160,22 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
-    ref = accuracy_check.find(base, reference)
+    ref = accuracy.find(base, reference)
     verdicts: List[ModelVerdict] = []
     sides = (("baseline", base), ("candidate", cand))
-    notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy_check.NO_REFERENCE])
+    notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy.NO_REFERENCE])
     for model_id in model_ids:
         cls, precision_note = choose_class(policy, base.fingerprint, base.models[model_id], cand.fingerprint,
                                            cand.models[model_id], forced=tolerance_class)
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
-        tap = None if verdict else accuracy_check.tap(ref, base, cand, model_id)
+        tap = None if verdict else accuracy.tap(ref, base, cand, model_id)
         if verdict is None:
             verdict = _judge(base, cand, model_id, tol, settings, index, tap)
         verdict = dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
                                       precision_change=precision_note)
-        verdicts.append(accuracy_check.apply(verdict, tap, base, cand, tol, policy))
+        verdicts.append(accuracy.apply(verdict, tap, base, cand, tol, policy))
     base_env = {**base.fingerprint, "models": {k: model_env(base, k) for k in model_ids}}
     cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}
     return Comparison(str(base.path), str(cand.path), policy.source, verdicts,

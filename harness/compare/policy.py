@@ -63,7 +63,7 @@ class Tolerance:
     max_changed_fraction: float = _share(1.0)
     min_quantized_topk_order_agreement: float = _share(1.0)
     min_quantized_topk_set_agreement: float = _share(1.0)
-    # the fp64 reference (``harness.compare.accuracy_check``): the RMSE ratio allowed, and this class's error
+    # the fp64 reference (``harness.compare.accuracy``): the RMSE ratio allowed, and this class's error
     # relative to fp32's (measured), which scales it for a downgrade
     max_accuracy_ratio: float = _key(2.0)
     precision_error_ratio: float = _key(1.0, "be a finite number of at least 1", low=1)

@@ -135,7 +135,7 @@ class ModelVerdict:
     evidence: Dict[str, Any] = field(default_factory=dict)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
-    #: each side's error against the fp64 reference (``harness.compare.accuracy_check``); None without one
+    #: each side's error against the fp64 reference (``harness.compare.accuracy``); None without one
     accuracy: Optional[AccuracyVerdict] = None
     #: "must I re-embed?": the retrieval scenarios and their advice (bi-encoders with queries; reported, not judged)
     scenarios: Optional[RetrievalScenarios] = None
