@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -99,16 +99,6 @@ class AccuracyVerdict:
     gate: bool
     sides: Tuple[str, str]
     reference: str
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AccuracyVerdict:
-        """As serialized (``asdict``; a report.json as read: lists where tuples were)."""
-        m = dict(data["measured"])
-        pairs = lambda items: tuple(tuple(i) for i in items)  # noqa: E731
-        side = lambda s: SideError(s["rmse"], s["max_abs"], tuple((str(i), float(e)) for i, e in s["worst"]))  # noqa: E731
-        measured = Accuracy(**{**m, "baseline": side(m["baseline"]), "candidate": side(m["candidate"]),
-                               "buckets": tuple(Bucket(**b) for b in m["buckets"]), "truncated": pairs(m["truncated"])})
-        return cls(**{**data, "measured": measured, "sides": tuple(data["sides"])})
 
 
 class _Side:

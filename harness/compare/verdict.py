@@ -5,16 +5,15 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
     from harness.compare.accuracy import AccuracyVerdict
 
-from harness.compare.scenario_verdict import RetrievalScenarios
 
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict",
-           "EnvChange", "Comparison", "FORMAT_VERSION"]
+           "EnvChange", "Comparison", "FORMAT_VERSION", "RetrievalScenarios", "ScenarioShare"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
@@ -116,6 +115,65 @@ class Offender:
 
 
 @dataclass(frozen=True)
+class ScenarioShare:
+    """One scenario's shares of queries whose top-k keeps its order / its set (None: not run, ``reason`` why);
+    ``recall``: an approximate index's own recall@k against exact search."""
+
+    key: str
+    title: str
+    same_order: Optional[float]
+    same_set: Optional[float]
+    reason: str = ""
+    recall: Optional[float] = None
+
+    @property
+    def shown(self) -> str:
+        """``keep the index ... 90.0% / 98.3%`` (same order / same set), or why it did not run."""
+        if self.same_order is None or self.same_set is None:
+            return f"{self.title}: not run ({self.reason})"
+        recall = f", index recall@k {self.recall:.1%}" if self.recall is not None else ""
+        return f"{self.title} {self.same_order:.1%} / {self.same_set:.1%}{recall}"
+
+
+@dataclass(frozen=True)
+class RetrievalScenarios:
+    """"Must I re-embed?" for one bi-encoder, reported beside its verdict, never gating: the scenarios, the advice
+    (``scenarios.decide``) with its margins and limits; ``served``: "keep the index" asks whether the server's
+    queries can be used against the library-built index."""
+
+    k: int
+    queries: int
+    min_order: float
+    min_set: float
+    advice: str
+    scenario: str
+    order_margin: float
+    set_margin: float
+    served: bool = False
+    items: List[ScenarioShare] = field(default_factory=list)
+
+    @property
+    def line(self) -> str:
+        """The one line every report shows: the advice, by how much, within which limits."""
+        by_key = {s.key: s for s in self.items}
+        chosen = by_key.get(self.scenario)
+        how = "clears" if min(self.order_margin, self.set_margin) >= 0 else "misses"
+        limits = f"policy: same order >= {self.min_order:.0%}, same set >= {self.min_set:.0%}"
+        advice = self.advice
+        if self.served:
+            answer = "yes" if self.advice == "keep your index" else "no"
+            advice = f"can the server's queries be used against the library-built index? {answer}; {self.advice}"
+        return (f"{advice}: {chosen.title if chosen else self.scenario} {how} the top-{self.k} limits by "
+                f"{self.order_margin:+.1%} (same order) and {self.set_margin:+.1%} (same set) ({limits}; "
+                f"{self.queries} queries; reported, not judged)")
+
+    @property
+    def details(self) -> str:
+        """Every scenario's shares, same order / same set."""
+        return "; ".join(s.shown for s in self.items)
+
+
+@dataclass(frozen=True)
 class ModelVerdict:
     model_id: str
     kind: str
@@ -146,13 +204,7 @@ class ModelVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
-        from harness.compare.accuracy import AccuracyVerdict
-
-        accuracy = data.get("accuracy")
-        return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
-                      "offenders": [Offender(**o) for o in data.get("offenders", [])],
-                      "accuracy": AccuracyVerdict.from_dict(accuracy) if accuracy else None,
-                      "scenarios": RetrievalScenarios.from_dict(data["scenarios"]) if data.get("scenarios") else None})
+        return _adapter(cls).validate_python(dict(data))
 
     @property
     def failed_checks(self) -> List[Check]:
@@ -225,7 +277,19 @@ class Comparison:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
         """A comparison as serialized (``serialize``; a report.json as read)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known},
-                      "models": [ModelVerdict.from_dict(m) for m in data["models"]],
-                      "env_changes": [EnvChange(**e) for e in data.get("env_changes", [])]})
+        return _adapter(cls).validate_python(dict(data))
+
+
+_ADAPTERS: Dict[type, Any] = {}
+
+
+def _adapter(cls: type) -> Any:
+    """A pydantic adapter building ``cls`` and everything nested in it from its ``asdict`` form (unknown keys
+    ignored, lists where tuples were); pydantic is imported only to read a report."""
+    from pydantic import TypeAdapter
+
+    from harness.compare.accuracy import AccuracyVerdict  # noqa: F401  # names ModelVerdict.accuracy's type
+
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]

@@ -19,11 +19,10 @@ from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import EmbeddingPair, FilePair, Worker
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
-from harness.compare.scenario_verdict import RetrievalScenarios, ScenarioShare
 from harness.compare.stats import DiffStats
 from harness.compare.stats.certify import Source
 from harness.compare.streaming import ZERO_VECTORS
-from harness.compare.verdict import Check, ModelVerdict, Offender
+from harness.compare.verdict import Check, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
 from harness.config.project import IndexSettings
 
 __all__ = ["ScenarioRequest", "judge_embeddings", "retrieval_k"]
