@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ import pyarrow as pa
 from harness.compare import quantized
 from harness.compare.kinds.common import significant
 from harness.compare.policy import Policy, Tolerance, auto_class, is_served
-from harness.compare.verdict import Check, ModelVerdict, Status
+from harness.compare.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
 from harness.compare.workers import Segment
 from harness.errors import HarnessError, IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
@@ -33,72 +33,9 @@ from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 __all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket", "SideError",
            "Tap", "accuracy", "apply", "find", "tap"]
 
-#: the largest accuracy ratio that is still rounding, by the candidate's dtype (PyTorch's fp64 reference rule)
-MULTIPLIERS: Dict[str, float] = {"float32": 2.0, "float16": 3.0, "bfloat16": 3.0}
 #: token-count bucket lower edges: 1-16, 17-32, ..., 257-512, 513 and more
 TOKEN_EDGES: Tuple[int, ...] = (0, 17, 33, 65, 129, 257, 513)
 WORST = 10
-
-
-@dataclass(frozen=True)
-class SideError:
-    """One side's error against the reference: RMSE over every value, the largest absolute difference, and the
-    texts with the largest per-text RMSE (``(id, rmse)``, worst first). Non-finite values make it ``inf``."""
-
-    rmse: float
-    max_abs: float
-    worst: Tuple[Tuple[str, float], ...]
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """The error of the texts whose token count is in ``[low, high]`` (``high`` None: no upper bound)."""
-
-    low: int
-    high: Optional[int]
-    texts: int
-    baseline_rmse: float
-    candidate_rmse: float
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """Both sides' error against the fp64 reference for one model, and what it means.
-
-    ``ratio``: candidate RMSE / baseline RMSE (1.0 when both are 0, ``inf`` when only the baseline is exact).
-    ``candidate_worse``/``baseline_worse``: texts on which that side is further from the reference.
-    ``truncated``: ``(id, side)`` of texts truncated on one side and not in the reference (first ``WORST``),
-    ``truncation_mismatches`` their count: a cause named, since a cut text differs for a reason other than rounding.
-    """
-
-    rows: int
-    baseline: SideError
-    candidate: SideError
-    ratio: float
-    candidate_worse: int
-    baseline_worse: int
-    buckets: Tuple[Bucket, ...]
-    truncation_mismatches: int
-    truncated: Tuple[Tuple[str, str], ...]
-
-    def rounding(self, dtype: str = "float32") -> bool:
-        """Whether the ratio is within what rounding in ``dtype`` explains (``MULTIPLIERS``)."""
-        return bool(self.ratio <= MULTIPLIERS[dtype])
-
-
-@dataclass(frozen=True)
-class AccuracyVerdict:
-    """What a model's verdict carries about the fp64 reference (``ModelVerdict.accuracy``): the measurement, the
-    ratio limit it was held to (the class's ``max_accuracy_ratio`` times ``scale``, the expected error ratio of the
-    candidate's precision to the baseline's when it is judged at its own lower class, else 1), whether the ratio
-    is the primary gate (``judge_by = "accuracy"``), and how reports name the two sides ("the server")."""
-
-    measured: Accuracy
-    limit: float
-    scale: float
-    gate: bool
-    sides: Tuple[str, str]
-    reference: str
 
 
 class _Side:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
-
-if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
-    from harness.compare.accuracy import AccuracyVerdict
-
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict",
-           "EnvChange", "Comparison", "FORMAT_VERSION", "RetrievalScenarios", "ScenarioShare"]
+           "EnvChange", "Comparison", "FORMAT_VERSION", "RetrievalScenarios", "ScenarioShare",
+           "MULTIPLIERS", "Accuracy", "AccuracyVerdict", "Bucket", "SideError"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
@@ -102,6 +99,71 @@ class Check:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "used", limit_used(self.observed, self.limit, self.op, _UNCHANGED.get(self.name, 0.0)))
+
+
+#: the largest accuracy ratio that is still rounding, by the candidate's dtype (PyTorch's fp64 reference rule)
+MULTIPLIERS: Dict[str, float] = {"float32": 2.0, "float16": 3.0, "bfloat16": 3.0}
+
+
+@dataclass(frozen=True)
+class SideError:
+    """One side's error against the reference: RMSE over every value, the largest absolute difference, and the
+    texts with the largest per-text RMSE (``(id, rmse)``, worst first). Non-finite values make it ``inf``."""
+
+    rmse: float
+    max_abs: float
+    worst: Tuple[Tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The error of the texts whose token count is in ``[low, high]`` (``high`` None: no upper bound)."""
+
+    low: int
+    high: Optional[int]
+    texts: int
+    baseline_rmse: float
+    candidate_rmse: float
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Both sides' error against the fp64 reference for one model, and what it means.
+
+    ``ratio``: candidate RMSE / baseline RMSE (1.0 when both are 0, ``inf`` when only the baseline is exact).
+    ``candidate_worse``/``baseline_worse``: texts on which that side is further from the reference.
+    ``truncated``: ``(id, side)`` of texts truncated on one side and not in the reference (first ``WORST``),
+    ``truncation_mismatches`` their count: a cause named, since a cut text differs for a reason other than rounding.
+    """
+
+    rows: int
+    baseline: SideError
+    candidate: SideError
+    ratio: float
+    candidate_worse: int
+    baseline_worse: int
+    buckets: Tuple[Bucket, ...]
+    truncation_mismatches: int
+    truncated: Tuple[Tuple[str, str], ...]
+
+    def rounding(self, dtype: str = "float32") -> bool:
+        """Whether the ratio is within what rounding in ``dtype`` explains (``MULTIPLIERS``)."""
+        return bool(self.ratio <= MULTIPLIERS[dtype])
+
+
+@dataclass(frozen=True)
+class AccuracyVerdict:
+    """What a model's verdict carries about the fp64 reference (``ModelVerdict.accuracy``): the measurement, the
+    ratio limit it was held to (the class's ``max_accuracy_ratio`` times ``scale``, the expected error ratio of the
+    candidate's precision to the baseline's when it is judged at its own lower class, else 1), whether the ratio
+    is the primary gate (``judge_by = "accuracy"``), and how reports name the two sides ("the server")."""
+
+    measured: Accuracy
+    limit: float
+    scale: float
+    gate: bool
+    sides: Tuple[str, str]
+    reference: str
 
 
 @dataclass(frozen=True)
@@ -287,8 +349,6 @@ def _adapter(cls: type) -> Any:
     """A pydantic adapter building ``cls`` and everything nested in it from its ``asdict`` form (unknown keys
     ignored, lists where tuples were); pydantic is imported only to read a report."""
     from pydantic import TypeAdapter
-
-    from harness.compare.accuracy import AccuracyVerdict  # noqa: F401  # names ModelVerdict.accuracy's type
 
     if cls not in _ADAPTERS:
         _ADAPTERS[cls] = TypeAdapter(cls)
