@@ -159,10 +159,8 @@ def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], Non
 
 
 class Tap:
-    """One model's ``Accumulator`` fed from the verdict's own pass: each aligned segment of baseline and candidate
-    values (in order) with the reference's rows for it, read alongside, so nothing is read twice (memory: the ids
-    and truncation flags, and a row group of each file). Reference rows other than the baseline's (ids, order,
-    number) are refused when it is made, before the pass."""
+    """One model's ``Accumulator`` fed from the verdict's own pass, the reference's rows read alongside (nothing
+    read twice); reference rows other than the baseline's are refused when it is made, before the pass."""
 
     def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
         self.ref, self.model_id, self.acc, self.offset = ref, model_id, Accumulator(), 0

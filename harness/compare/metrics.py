@@ -32,11 +32,8 @@ class ElementStats:
 
 
 def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each baseline row with the same candidate row.
-
-    Two zero rows are identical (1.0); a zero row against a non-zero one has nothing in common (0.0), so a
-    vector that collapsed to zeros can never pass a cosine limit.
-    """
+    """Cosine of each baseline row with the same candidate row; a zero row against a non-zero one is 0, so a
+    vector that collapsed to zeros never passes a cosine limit."""
     a: np.ndarray = baseline.astype(np.float64)
     b: np.ndarray = candidate.astype(np.float64)
     dot = np.einsum("ij,ij->i", a, b)
@@ -60,11 +57,8 @@ def _row_blocks(n: int) -> List[Tuple[int, int]]:
 
 
 def rank_changes(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> Tuple[float, int, Optional[Tuple[int, int]]]:
-    """How the candidate reorders the items of one query, in one pass over the pairs (``PAIR_BLOCK`` at a time):
-    Kendall tau-a (1.0 = same order); the significant swaps, pairs ordered one way by the baseline and the other
-    way by the candidate with a baseline gap beyond ``tie_tolerance`` (fp32 noise flips near-ties: not a
-    reorder); and the swap of the largest baseline gap as ``(higher, lower)``, the item the baseline ranked above
-    the other and that other (None when nothing swapped beyond ties)."""
+    """How the candidate reorders one query's items (``PAIR_BLOCK`` pairs at a time): Kendall tau-a, the swaps
+    whose baseline gap is beyond ``tie_tolerance``, and the one of the largest gap as ``(higher, lower)``."""
     n = len(baseline)
     if n < 2:
         return 1.0, 0, None
@@ -117,11 +111,9 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def topk_agreement(base_scores: np.ndarray, cand_scores: np.ndarray, k: int, tie_tolerance: float) -> TopKAgreement:
-    """Compare each row's top-k lists (rows = queries, columns = candidates).
-
-    Order: the candidate's top-k, scored by the baseline, must be non-increasing up to ``tie_tolerance``.
-    Set: any item that left the top-k must score within ``tie_tolerance`` of the baseline's k-th score.
-    """
+    """Each row's top-k lists (rows = queries): order held when the candidate's top-k, scored by the baseline,
+    never rises beyond ``tie_tolerance``; set held when no item below the baseline's k-th score (less the tie
+    tolerance) entered."""
     k = min(k, base_scores.shape[1])
     top_b = _topk(base_scores, k)
     top_c = _topk(cand_scores, k)

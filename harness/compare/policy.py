@@ -149,18 +149,15 @@ def _read_policy(path: Path, source: str) -> Dict[str, Any]:
 def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     """The default policy, overlaid with ``path`` when given (classes and models merge key by key)."""
     data = _read_policy(DEFAULT_POLICY_PATH, str(DEFAULT_POLICY_PATH))
-    source = BUILT_IN_POLICY
+    source = BUILT_IN_POLICY if path is None else str(path)
     if path is not None:
-        source = str(path)
         data = _merge(data, _read_policy(Path(path), source))
-    classes = data.get("classes", {})
-    models = data.get("models", {})
+    classes, models = data.get("classes", {}), data.get("models", {})
     for name, values in models.items():
         if "class" in values and values["class"] not in classes:
             raise PolicyError(f"{source}: model '{name}' names unknown class '{values['class']}'")
-        for class_name in values.get("classes", {}):
-            if class_name not in classes:
-                raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
+        for class_name in set(values.get("classes", {})) - set(classes):
+            raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
     settings = data.get("policy", {})
     default_class = settings.get("default_class", "auto")
     if default_class != "auto" and default_class not in classes:
@@ -171,28 +168,22 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
             raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
         if class_name not in classes:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
-    return Policy(source=source, default_class=default_class, classes=classes, models=models, device_classes=device_classes,
-                  precision_change=settings.get("precision_change", "baseline"),
-                  judge_by=settings.get("judge_by", "tolerances"))
+    return Policy(source, default_class, classes, models, device_classes,
+                  settings.get("precision_change", "baseline"), settings.get("judge_by", "tolerances"))
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
 def auto_class(fingerprint: Dict[str, Any], model_info: Optional[Dict[str, Any]] = None) -> str:
     """Pick the class the candidate's own settings call for (dtype first, then TF32 on CUDA)."""
     dtype = str((model_info or {}).get("loaded_dtype") or fingerprint.get("dtype") or "float32")
-    if dtype == "bfloat16":
-        return "bf16"
-    if dtype == "float16":
-        return "fp16"
+    if dtype in ("bfloat16", "float16"):
+        return {"bfloat16": "bf16", "float16": "fp16"}[dtype]
     on_cuda = str(fingerprint.get("device_type", "")) == "cuda"
     tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
     return "tf32" if on_cuda and tf32 else "fp32"
@@ -212,14 +203,9 @@ def _rank(precision: str) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 0
 
 
-def choose_class(
-    policy: Policy,
-    baseline_fingerprint: Dict[str, Any],
-    baseline_model: Optional[Dict[str, Any]],
-    candidate_fingerprint: Dict[str, Any],
-    candidate_model: Optional[Dict[str, Any]],
-    forced: Optional[str] = None,
-) -> Tuple[str, str]:
+def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_model: Optional[Dict[str, Any]],
+                 candidate_fingerprint: Dict[str, Any], candidate_model: Optional[Dict[str, Any]],
+                 forced: Optional[str] = None) -> Tuple[str, str]:
     """The tolerance class for one model of a (baseline, candidate) pair, and a note when the candidate ran at
     lower precision than its baseline (empty otherwise).
 

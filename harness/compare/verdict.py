@@ -1,4 +1,5 @@
-"""Verdict types: what the comparator concludes, with the evidence. Every report renders from
+"""Verdict types: what the comparator concludes, with the evidence (the fp64 accuracy and retrieval scenarios
+included). No numpy: the noxfile imports them. Every report renders from
 ``Comparison.serialize()``, so they can never disagree.
 """
 
@@ -128,13 +129,9 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Both sides' error against the fp64 reference for one model, and what it means.
-
-    ``ratio``: candidate RMSE / baseline RMSE (1.0 when both are 0, ``inf`` when only the baseline is exact).
-    ``candidate_worse``/``baseline_worse``: texts on which that side is further from the reference.
-    ``truncated``: ``(id, side)`` of texts truncated on one side and not in the reference (first ``WORST``),
-    ``truncation_mismatches`` their count: a cause named, since a cut text differs for a reason other than rounding.
-    """
+    """Both sides' error against the fp64 reference for one model (``harness.compare.accuracy``): ``ratio`` is
+    candidate RMSE / baseline RMSE (1 when both are 0); ``truncated`` names texts cut on one side only (a cause
+    other than rounding)."""
 
     rows: int
     baseline: SideError
@@ -153,10 +150,8 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class AccuracyVerdict:
-    """What a model's verdict carries about the fp64 reference (``ModelVerdict.accuracy``): the measurement, the
-    ratio limit it was held to (the class's ``max_accuracy_ratio`` times ``scale``, the expected error ratio of the
-    candidate's precision to the baseline's when it is judged at its own lower class, else 1), whether the ratio
-    is the primary gate (``judge_by = "accuracy"``), and how reports name the two sides ("the server")."""
+    """What a model's verdict carries about the fp64 reference: the measurement, the ratio limit it was held to
+    (``max_accuracy_ratio`` times ``scale``), whether the ratio is the gate, how reports name the two sides."""
 
     measured: Accuracy
     limit: float

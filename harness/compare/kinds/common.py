@@ -22,14 +22,9 @@ NAMED = 5
 
 
 def significant(value: Any, against: Optional[float] = None, digits: int = 3) -> str:
-    """A number for a reason or message, with as many significant digits as it takes to stay true.
-
-    At least ``digits`` (near 1: ``digits`` of the distance from 1, 0.99999719 and not 0.999997); more while the
-    shown value would read as a different one: a non-integer shown as an
-    integer (a min cosine of 0.99999719 is never "1"), or, next to ``against`` (its limit), a shown pair whose
-    order differs from the values' (0.9999994 against 0.999999 stays above it). The one rule for numbers in
-    verdict reasons; ``harness.report.format`` uses it for the numbers of every report.
-    """
+    """A number for a reason or message, with as many significant digits as it takes to stay true: at least
+    ``digits`` (near 1, of the distance from 1), more while it would read as an integer it is not ("1" for
+    0.99999719) or, next to ``against`` (its limit), in the other order. Every report's numbers use it."""
     if value is None:
         return "-"
     if isinstance(value, (bool, int)):

@@ -107,11 +107,9 @@ class _Worker(RetrievalWorker):
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
                      scenarios: Optional[ScenarioRequest] = None, tap: Optional[Worker] = None) -> ModelVerdict:
-    """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
-    ``certificate``: a hint, the baseline's top ``width(k)`` per query (``harness.compare.certify``): most
-    queries are then decided without scoring every document; the verdict is the same without it.
-    ``scenarios``: the retrieval scenarios, reported beside the verdict, computed in the same passes.
-    ``tap``: also fed every segment of the verdict's pass, in order (the accuracy against an fp64 reference)."""
+    """The verdict on one bi-encoder's float vectors (NaN/Inf: ``pair.refuse_nonfinite`` raises). ``certificate``:
+    a hint that spares scoring most queries (the same verdict without it); ``scenarios``: computed in the same
+    passes; ``tap``: also fed every segment, in order (the accuracy against an fp64 reference)."""
     dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
     k = retrieval_k(pair, tol.topk)
     share = scenarios.share(pair) if scenarios is not None else None

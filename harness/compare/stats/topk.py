@@ -148,11 +148,9 @@ def _spread(moved: np.ndarray) -> Spread:
 
 
 class _Tile:
-    """Exact top-k retrieval agreement with documents streamed in blocks (``topk_agreement`` semantics).
-
-    Queries are few and given first; documents arrive in blocks, in any order, from one or several instances
-    (``merge`` them). Per query a pool keeps every document that could still be in the baseline's or the
-    candidate's top-k, with both exact scores: cosines computed in float64 as the brute-force oracle (``tests/oracles.py: cosine_matrix``) does, so ties, tie tolerance and tie-breaking by document position are the in-memory ones.
+    """Exact top-k retrieval agreement with documents streamed in blocks, in any order (``topk_agreement``
+    semantics). Per query a pool keeps every document that could still be in either side's top-k, with both exact
+    float64 cosines, so ties and tie-breaking by position are the in-memory ones.
 
     Screening costs one product per block, against the baseline only: with ``s`` the exact cosine and ``S``
     the float32 estimate (raw float32 vectors, scaled by float32 norms), ``|S - s| <= eps`` with
