@@ -66,9 +66,8 @@ class CertificateFile:
             return None
         for start in range(0, len(queries), READ_ROWS):
             part = records[start : start + READ_ROWS]
-            if not np.array_equal(part["query"], queries[start : start + READ_ROWS]):
-                return None
-            if not _plausible(np.asarray(part["positions"]), np.asarray(part["scores"]), documents):
+            if not (np.array_equal(part["query"], queries[start : start + READ_ROWS])
+                    and _plausible(np.asarray(part["positions"]), np.asarray(part["scores"]), documents)):
                 return None
         return cls(path)
 
@@ -83,11 +82,9 @@ def _plausible(positions: np.ndarray, scores: np.ndarray, documents: np.ndarray)
     finite scores sorted best first."""
     if not len(positions):
         return True
-    if not np.isfinite(scores).all() or (np.diff(scores, axis=1) > 0).any():
-        return False
-    if (positions < 0).any() or (positions >= len(documents)).any() or not documents[positions].all():
-        return False
-    return not (np.diff(np.sort(positions, axis=1), axis=1) == 0).any()
+    known = (positions >= 0).all() and (positions < len(documents)).all() and documents[positions].all()
+    return bool(known and np.isfinite(scores).all() and not (np.diff(scores, axis=1) > 0).any()
+                and not (np.diff(np.sort(positions, axis=1), axis=1) == 0).any())
 
 
 def identity(path: Path) -> str:
@@ -112,8 +109,7 @@ def find(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.nd
          root: Optional[Path] = None) -> Optional[CertificateFile]:
     """The certificate filed for this baseline, model and k if there is one that describes these query rows and
     document rows; None otherwise (missing, unreadable, truncated, stale or turned off: the judge then scores)."""
-    n_docs = int(np.asarray(documents).sum())
-    if not enabled(len(queries), n_docs, path, settings):
+    if not enabled(len(queries), int(np.asarray(documents).sum()), path, settings):
         return None
     try:
         return CertificateFile.open(location(path, model_id, k, root), np.asarray(queries, dtype=np.int64), documents, k)
@@ -142,9 +138,7 @@ def _certifiable(results: ResultsFile, model_id: str) -> bool:
 def hint(pair: FilePair, tol: Tolerance) -> Optional[CertificateFile]:
     """The certificate filed for the pair's baseline at this tolerance's k, if there is a usable one."""
     k = retrieval_k(pair, tol.topk)
-    if k is None:
-        return None
-    return find(pair.base.path, pair.model_id, k, pair.queries, pair.documents, pair.settings)
+    return None if k is None else find(pair.base.path, pair.model_id, k, pair.queries, pair.documents, pair.settings)
 
 
 def build(pair: FilePair, k: int, tie_tolerance: float) -> Certificate:
@@ -189,7 +183,6 @@ def file_certificates(path: str | Path, policy: Optional[Policy] = None,
         k = retrieval_k(pair, tol.topk)
         if k is None or not enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):
             continue
-        cert = build(pair, k, tol.tie_tolerance)
-        save(Path(results.path), model_id, k, pair.queries, cert)
+        save(Path(results.path), model_id, k, pair.queries, build(pair, k, tol.tie_tolerance))
         filed.append((model_id, len(pair.queries)))
     return filed

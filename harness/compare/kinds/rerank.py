@@ -182,8 +182,7 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str] | np.nda
     """The verdict on aligned scores (row i of each side is pair ``pair_ids[i]``). Without ``query_ids`` only the
     scores are judged; with them, each query's order too (a query's rows need not be contiguous)."""
     ids = np.asarray(pair_ids, dtype=str)
-    bs = np.asarray(base_scores, dtype=np.float64)
-    cs = np.asarray(cand_scores, dtype=np.float64)
+    bs, cs = np.asarray(base_scores, dtype=np.float64), np.asarray(cand_scores, dtype=np.float64)
     stats = RerankStats(len(bs), tol, with_queries=query_ids is not None, worst_n=WORST_N, examples=max(NAMED, WORST_N))
     stats.add_scores(0, bs, cs)
     if query_ids is not None:
@@ -207,11 +206,9 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
     tol, n = stats.tol, stats.pairs
     ids = pair_id(sorted(set(stats.named_positions())))
     max_abs = stats.max_abs[0] if stats.max_abs else 0.0
-    checks: List[Check] = [Check(
-        name="max_score_diff", observed=max_abs, limit=tol.score_atol, op="<=", passed=stats.beyond == 0,
-        detail=f"{share(stats.beyond, n)} elements exceed "
-               f"atol={significant(tol.score_atol, max_abs)} + rtol={significant(tol.score_rtol)}*|baseline|",
-    )]
+    checks: List[Check] = [Check("max_score_diff", max_abs, tol.score_atol, "<=", stats.beyond == 0,
+                                 f"{share(stats.beyond, n)} elements exceed atol={significant(tol.score_atol, max_abs)}"
+                                 f" + rtol={significant(tol.score_rtol)}*|baseline|")]
     queries = len(stats.first_pos)
     metrics: Dict[str, Any] = {"pairs": n, **({"queries": queries} if stats.with_queries else {}),
                                "max_abs_diff": max_abs, "mean_abs_diff": stats.mean(),
@@ -222,27 +219,22 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
         value, at, base, cand = stats.max_abs
         evidence["max_abs"] = {"id": ids[at], "row": at, "value": value, "actual": cand, "baseline": base}
         evidence["max_rel"] = {"id": ids[stats.max_rel[1]], "row": stats.max_rel[1], "value": stats.max_rel[0]}
-    offenders = [Offender(item_id=ids[at], value=value, metric="score_abs_diff",
-                          detail=f"baseline {significant(base, cand)}, candidate {significant(cand, base)}")
-                 for value, at, base, cand in stats.worst]
+    offenders = [Offender(ids[at], value, "score_abs_diff", f"baseline {significant(base, cand)}, candidate "
+                          f"{significant(cand, base)}") for value, at, base, cand in stats.worst]
     min_passing: Dict[str, float] = {"score_atol": max_abs}
     if stats.with_queries:
         order = np.argsort(np.array(stats.first_pos, dtype=np.int64), kind="stable")
         taus = np.array(stats.taus, dtype=np.float64)[order]
         reordered = int(np.count_nonzero(np.array(stats.swaps, dtype=np.int64)))
         agreement = 1.0 - reordered / max(queries, 1)
-        checks.append(ratio_check(
-            "rerank_order_agreement", agreement, tol.min_rerank_order_agreement,
-            f"{reordered} / {queries} queries reordered beyond score ties of {significant(tol.tie_tolerance)}",
-        ))
+        checks.append(ratio_check("rerank_order_agreement", agreement, tol.min_rerank_order_agreement,
+                                  f"{reordered} / {queries} queries reordered beyond score ties of "
+                                  f"{significant(tol.tie_tolerance)}"))
         same = np.array(stats.topk_same, dtype=bool)[order]
-        metrics.update({
-            "rerank_order_agreement": agreement,
-            "min_kendall_tau": float(stats.min_tau[0]) if stats.min_tau else 1.0,
-            "mean_kendall_tau": float(np.mean(taus)) if queries else 1.0,
-            "topk": tol.topk,
-            "topk_order_agreement": float(np.mean(same)) if queries else 1.0,
-        })
+        metrics.update(rerank_order_agreement=agreement,
+                       min_kendall_tau=float(stats.min_tau[0]) if stats.min_tau else 1.0,
+                       mean_kendall_tau=float(np.mean(taus)) if queries else 1.0, topk=tol.topk,
+                       topk_order_agreement=float(np.mean(same)) if queries else 1.0)
         examples = [{"query": str(e.query), "swaps": -e.key[0], "above": ids[e.above_row], "above_row": e.above_row,
                      "below": ids[e.below_row], "below_row": e.below_row, "baseline": e.baseline, "actual": e.actual}
                     for e in stats.examples]
