@@ -30,8 +30,8 @@ from harness.errors import HarnessError, IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket", "SideError",
-           "Tap", "accuracy", "apply", "find", "tap"]
+__all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket",
+           "SideError", "Tap", "accuracy", "apply", "find", "tap"]
 
 #: token-count bucket lower edges: 1-16, 17-32, ..., 257-512, 513 and more
 TOKEN_EDGES: Tuple[int, ...] = (0, 17, 33, 65, 129, 257, 513)

@@ -126,10 +126,9 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     """A model the candidate (or baseline) could not run is incompatible/error, never compared."""
     for side, rec in (("candidate", rec_c), ("baseline", rec_b)):
         if rec.status not in (None, "ok"):  # a record without a status ran (files older than the field)
-            verdict_status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
-            return ModelVerdict(model_id=model_id, kind=rec.kind or "?", status=verdict_status,
-                                tolerance_class=tol.name, reason=f"{side}: {rec.reason or rec.status}",
-                                tolerance=tol.as_dict())
+            status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
+            return ModelVerdict(model_id, rec.kind or "?", status, tol.name,
+                                reason=f"{side}: {rec.reason or rec.status}", tolerance=tol.as_dict())
     return None
 
 

@@ -217,7 +217,8 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     k = retrieval_k(pair, tol.topk)
     retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
-    first = run_pass(pair, [_QuantizedWorker(pair, precision, retrieval) for _ in range(max(1, pair.threads))], retrieval)
+    workers = [_QuantizedWorker(pair, precision, retrieval) for _ in range(max(1, pair.threads))]
+    first = run_pass(pair, workers, retrieval)
     stats = first.stats
     agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None
     limit_key = quantized.limit_key(precision)
@@ -240,6 +241,6 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     if agreement is not None:
         checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing, quantized_scores=True)
     where = "bit(s)" if bits else "dimension(s)"
-    offenders = [Offender(pair.item_id(w.row), float(w.value), limit_key, f"{unit}; {where} {', '.join(map(str, w.dims))}")
-                 for w in stats.worst]
+    offenders = [Offender(pair.item_id(w.row), float(w.value), limit_key,
+                          f"{unit}; {where} {', '.join(map(str, w.dims))}") for w in stats.worst]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)

@@ -288,8 +288,10 @@ class _Batch:
     def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""
         workers = [RetrievalWorker(self.owner, make()) for _ in range(max(1, self.owner.pair.threads))]
-        return run_pass(self.owner.pair, workers, self.owner, held_bytes=self.owner.query_bytes * (self.stop - self.start),
-                        what=what).topk  # type: ignore[return-value]  # made above
+        held = self.owner.query_bytes * (self.stop - self.start)
+        merged = run_pass(self.owner.pair, workers, self.owner, held_bytes=held, what=what).topk
+        assert merged is not None  # made above
+        return merged
 
 
 class RetrievalWorker:

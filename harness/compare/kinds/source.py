@@ -68,8 +68,7 @@ class FilePair(EmbeddingPair):
         self.plan = streaming.plan(base, cand, model_id)
         self.rows, self.dim = self.plan.rows, self.plan.dim
         self.base_dtype, self.cand_dtype = base.vector_spec(model_id)[1], cand.vector_spec(model_id)[1]
-        self.queries, self.documents = self.plan.queries, self.plan.documents
-        self.threads = self.settings.workers
+        self.queries, self.documents, self.threads = self.plan.queries, self.plan.documents, self.settings.workers
         self.segment_bytes = streaming.row_group_pair_bytes(base, cand, model_id)
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
@@ -83,8 +82,7 @@ class FilePair(EmbeddingPair):
         return [str(values[i]) for i in (positions - lo).tolist()]
 
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        plan = self.plan
-        rows = plan.queries[start:stop]
+        rows = self.plan.queries[start:stop]
         return streaming.read_rows(self.base, self.model_id, rows), streaming.read_rows(self.cand, self.model_id, rows)
 
     def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
@@ -111,15 +109,12 @@ class ArrayPair(EmbeddingPair):
         if base.shape != cand.shape or base.ndim != 2 or len(ids) != len(base):
             raise ValueError(f"ArrayPair: expected two aligned (rows, dim) arrays and one id per row, got "
                              f"{base.shape}, {cand.shape} and {len(ids)} ids")
-        self.ids = np.asarray(ids, dtype=str)
-        self.base, self.cand = base, cand
+        self.ids, self.base, self.cand = np.asarray(ids, dtype=str), base, cand
         self.labels, self.model_id = labels, model_id
         self.rows, self.dim = int(base.shape[0]), int(base.shape[1])
         self.base_dtype, self.cand_dtype = base.dtype, cand.dtype
         role = np.asarray(roles, dtype=str) if roles is not None else np.full(self.rows, "", dtype=str)
-        self.queries = np.flatnonzero(role == "query")
-        self.documents = role == "document"
-        self.threads = 1
+        self.queries, self.documents, self.threads = np.flatnonzero(role == "query"), role == "document", 1
         self.settings = settings or CompareSettings.from_environment()
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
