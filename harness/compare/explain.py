@@ -39,10 +39,8 @@ class Factor:
 
     def can_explain(self, observed_max_abs: float) -> Optional[bool]:
         """Whether this factor alone is known to move numbers as far as observed (None: unbounded/unknown)."""
-        known = self.known_max_abs
-        if known is None:
-            return None
-        return observed_max_abs <= 10 * known  # same order of magnitude: measurements are per model
+        known = self.known_max_abs  # within 10x: the same order of magnitude (measurements are per model)
+        return None if known is None else observed_max_abs <= 10 * known
 
 
 def load_magnitudes(path: str | Path | None = None) -> Dict[str, Dict[str, Any]]:

@@ -137,17 +137,14 @@ class CertifyStream:
                  baseline: bool = True) -> None:
         self.baseline = baseline  # gather the baseline's scores (False: another stream over the same pairs does)
         self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
-        dim = cand_queries.shape[1]
         unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
-        self.kappa = (dim + 4) * unit
+        self.kappa = (cand_queries.shape[1] + 4) * unit
         self.tile_rows = max(1, int(tile_bytes) // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
-        self.near_move = 0.0
-        self.far_best = np.full(len(cand_queries), -np.inf)
+        self.near_move, self.far_best = 0.0, np.full(len(cand_queries), -np.inf)
         self.pos = np.asarray(top, dtype=np.int64)
         self.req_pos, self.req_row, self.req_col, self.norm_b, self.norm_c = shared or self.shared(
             base_queries, cand_queries, self.pos)
-        self.sb = np.full(self.pos.shape, np.nan)
-        self.sc = np.full(self.pos.shape, np.nan)
+        self.sb, self.sc = np.full(self.pos.shape, np.nan), np.full(self.pos.shape, np.nan)
 
     @staticmethod
     def shared(base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray) -> Tuple[np.ndarray, ...]:
