@@ -42,9 +42,8 @@ FACTOR_GROUPS: Dict[str, str] = {
 GROUP_ORDER = ("packages", "serving", "device and precision", "hardware and kernels", "run settings", "model files")
 
 
-#: fingerprint keys whose value is a list in no meaningful order (threadpoolctl lists BLAS libraries in load
-#: order): the same entries in another order are the same setting. Files written before the fingerprint
-#: sorted them stay comparable because the comparison, not only the writer, ignores the order.
+#: fingerprint keys whose value is a list in no meaningful order (BLAS libraries in load order): compared as sets,
+#: so that files written before the fingerprint sorted them stay comparable
 UNORDERED_KEYS = ("blas_runtime",)
 
 

@@ -43,10 +43,13 @@ class Scenario:
         """Share of queries with ``field`` (``same_order`` / ``same_set``); NaN when not run."""
         return self.agreement.share(field) if self.agreement is not None else float("nan")
 
+    def margins(self, tolerance: Tolerance) -> Tuple[float, float]:
+        """By how much it clears the policy's top-k limits (negative: falls short), order and set."""
+        return (self.share("same_order") - tolerance.min_topk_order_agreement,
+                self.share("same_set") - tolerance.min_topk_set_agreement)
+
     def within(self, tolerance: Tolerance) -> bool:
-        """Whether the scenario keeps top-k results within the policy's limits."""
-        return self.ran and self.share("same_order") >= tolerance.min_topk_order_agreement \
-            and self.share("same_set") >= tolerance.min_topk_set_agreement
+        return self.ran and min(self.margins(tolerance)) >= 0
 
 
 @dataclass(frozen=True)
@@ -70,18 +73,13 @@ def decide(scenarios: Iterable[Scenario], tolerance: Tolerance) -> Decision:
     """Keep the index when that is within the policy (it is the cheaper way), else re-embed when that is, else
     neither; the margins are the chosen scenario's (for neither: the closer of the two)."""
     by_key = {s.key: s for s in scenarios}
-
-    def margins(s: Scenario) -> Tuple[float, float]:
-        return (s.share("same_order") - tolerance.min_topk_order_agreement,
-                s.share("same_set") - tolerance.min_topk_set_agreement)
-
     keep, reembed = by_key["keep_index"], by_key["reembed"]
     if keep.within(tolerance):
-        return Decision("keep your index", keep.key, *margins(keep))
+        return Decision("keep your index", keep.key, *keep.margins(tolerance))
     if reembed.within(tolerance):
-        return Decision("re-embed", reembed.key, *margins(reembed))
-    closer = max((keep, reembed), key=lambda s: min(margins(s)))
-    return Decision("neither is within the policy", closer.key, *margins(closer))
+        return Decision("re-embed", reembed.key, *reembed.margins(tolerance))
+    closer = max((keep, reembed), key=lambda s: min(s.margins(tolerance)))
+    return Decision("neither is within the policy", closer.key, *closer.margins(tolerance))
 
 
 def rolled(ids: Sequence[str], share: float) -> np.ndarray:

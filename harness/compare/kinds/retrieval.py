@@ -26,9 +26,8 @@ from harness.compare.workers import Segment, queries_per_pass
 
 __all__ = ["Retrieval", "RetrievalWorker", "query_bytes", "run_pass"]
 
-#: bytes of retrieval state per query and kept document, for each worker and once more for what they share: the
-#: exact pool's entries (query, position, both scores: 32 B, twice while a block's hits are merged and pruned), or
-#: the certificate's position and score, both sides' gathered scores and the sorted request arrays
+#: bytes of retrieval state per query and kept document, per worker and once more for what they share (a pool
+#: entry is 32 B, twice while a block's hits are merged; a certificate entry about as much)
 STATE_BYTES_PER_KEPT = 64
 
 #: rows as retrieval scores them (quantized rows: ``quantized.scoring_floats``), None for float vectors as they are

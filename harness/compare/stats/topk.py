@@ -166,8 +166,7 @@ class _Tile:
         unit = float(np.finfo(self.work).eps) / 2
         self.eps, self.kappa = (2 * base_queries.shape[1] + 16) * unit + 1e-12, (base_queries.shape[1] + 4) * unit
         self.k, self.tie_tolerance = int(k), float(tie_tolerance)  # k: documents kept per query (>= the agreement's)
-        # the raw query rows (views, not copies); their unit rows are recomputed per ``add`` (queries x dim, next
-        # to the documents x queries x dim product): 80k queries' float64 unit rows would be 0.5 GB per side
+        # the raw query rows (views): their float64 unit rows, remade per ``add``, would be 0.5 GB per 80k queries
         self.base_queries, self.cand_queries = base_queries, cand_queries
         self.dq = np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
         nq = len(base_queries)
