@@ -114,10 +114,7 @@ class Accumulator:
         """The accuracy of every block added so far."""
         values = self.rows * self.width
         base, cand = (side.result(values) for side in self._sides)
-        if base.rmse == 0.0:
-            ratio = 1.0 if cand.rmse == 0.0 else float("inf")
-        else:
-            ratio = cand.rmse / base.rmse
+        ratio = cand.rmse / base.rmse if base.rmse else 1.0 if cand.rmse == 0.0 else float("inf")
         buckets = []
         if self._tokens:
             for i, texts in enumerate(self._bucket_texts):
