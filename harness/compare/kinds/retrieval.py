@@ -84,9 +84,8 @@ VERDICT, TRACKS = "reembed", tuple(scenarios.SCENARIOS)
 
 @dataclass
 class _Accumulators:
-    """One worker's retrieval accumulators, fed the document rows of each segment, per track: the exact stream
-    (the batch's queries the certificate will not clear) and the certificate's proof. The exact streams score
-    the same queries in the judge's passes (``shared``): one baseline screening product for all the tracks."""
+    """One worker's retrieval accumulators per track: the exact stream (the queries the certificate will not
+    clear) and the certificate's proof; the exact streams share one baseline screening product (``shared``)."""
 
     exact: Dict[str, TopKStream] = field(default_factory=dict)
     proofs: Dict[str, CertifyStream] = field(default_factory=dict)
@@ -113,9 +112,7 @@ class _Accumulators:
 
 class Retrieval:
     """Top-k agreement of one bi-encoder: ``accumulators()`` per worker for the judge's pass (the first query
-    batch; ``held_bytes`` is what that batch holds), then ``finish(merged)`` runs the other batches and gives
-    the agreement over all queries and how many were certified / scored exactly. ``rolling_share`` (float rows
-    only): the retrieval scenarios ride along the same passes (``scenarios()`` after ``finish``)."""
+    batch), then ``finish(merged)`` runs the other batches; ``rolling_share``: the scenarios ride along."""
 
     def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, certificate: Optional[Source] = None,
                  scoring: Scoring = None, collect: bool = False, rolling_share: Optional[float] = None) -> None:
@@ -139,9 +136,8 @@ class Retrieval:
 
     def add_segment(self, accumulators: _Accumulators, position: int, base: np.ndarray, cand: np.ndarray,
                     squares: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
-        """Feed a segment's document rows to one worker's ``accumulators``: views of the segment where the
-        documents are contiguous (``_document_runs``), as ``scoring`` makes them, with the segment's ``|b|^2`` and
-        ``|c - b|^2`` (``squares``: ``DiffStats.add``'s, of the raw rows) or computed here."""
+        """Feed a segment's document rows (views where contiguous) to one worker's ``accumulators``, as ``scoring``
+        makes them, with ``DiffStats.add``'s ``squares`` or ones computed here."""
         docs = np.flatnonzero(self.pair.documents[position : position + len(base)])
         for a, z in _document_runs(docs):
             lo, hi = int(docs[a]), int(docs[z - 1]) + 1
@@ -179,9 +175,7 @@ class Retrieval:
         return self.first.accumulators()
 
     def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, int]:
-        """The agreement over all queries, the number certified (the bound proves the candidate's top-k lies in
-        the certificate's W documents, decided by both sides' exact scores of those W alone) and the number
-        scored against every document."""
+        """The agreement over all queries, the number certified and the number scored against every document."""
         nq = len(self.pair.queries)
         first, self.first = self.first, None
         parts: Dict[str, List[Tuple[np.ndarray, TopKAgreement]]] = {key: [] for key in self.tracks}

@@ -40,10 +40,9 @@ def pair_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarr
 
 
 class TopKStream:
-    """Exact top-k agreement over many queries: the queries cut into tiles of ``tile_bytes`` worth of scores
-    per ``TILE_DOC_ROWS`` documents, each tile a ``_Tile`` (below); peak memory is one tile's scores, not
-    queries x documents. ``keep`` (>= k) documents per query are kept exactly: ``keep = k + 1`` gives the
-    baseline's top-(k+1) (``baseline_top``) that certifies later comparisons (``harness.compare.certify``)."""
+    """Exact top-k agreement over many queries, cut into ``_Tile``s of ``tile_bytes`` worth of scores (peak
+    memory: one tile's, not queries x documents); ``keep`` (>= k) documents per query are kept exactly, the
+    baseline's of which file a certificate (``baseline_top``)."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float,
                  keep: int = 0, tile_bytes: int = TILE_BYTES) -> None:
@@ -103,9 +102,9 @@ def moved_sq(diff_sq: np.ndarray, mask: Mask) -> np.ndarray:
 
 def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, cand: np.ndarray,
                base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
-    """``TopKStream.add`` for streams over the same baseline queries (the retrieval scenarios beside the verdict's
-    top-k): per block the screening product, one comparison with it, the move bounds and the exact baseline scores
-    serve them all; a stream's candidate rows are ``cand`` where its mask says so, else ``base`` (moved by nothing)."""
+    """``TopKStream.add`` for streams over the same baseline queries (the scenarios beside the verdict's top-k):
+    one screening product, move bounds and exact baseline scores per block serve them all; a stream's candidate
+    rows are ``cand`` where its mask says so, else ``base``."""
     if not len(base) or not streams or not len(streams[0][0].tiles[0].base_queries):
         return
     bsq: np.ndarray = base_sq.astype(np.float64)
@@ -138,9 +137,9 @@ Spread = Tuple[np.ndarray, float, np.ndarray, float, Dict[int, np.ndarray]]
 
 
 def _spread(moved: np.ndarray) -> Spread:
-    """A block's move bounds, the cut above which a document skips the screen (``far``), those documents, the largest
-    other move and the block's k-th estimates per k (filled by ``_Tile.limit``, shared by the streams): a few documents that moved far more than the rest (a real change, or NaN rows about to be
-    refused) would loosen the screen for the whole block, they go straight to the per-document check instead."""
+    """A block's move bounds, the cut and the documents beyond it (``far``), the largest other move and the k-th
+    estimates per k (filled by ``_Tile.limit``): a few documents that moved far more than the rest would loosen
+    the screen for the whole block, so they go straight to the per-document check."""
     m = len(moved)
     cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
     far = np.flatnonzero(moved > cut)
