@@ -126,11 +126,9 @@ class _Served:
 
 
 class CertifyStream:
-    """What the certificate needs from the streamed documents: both sides' exact scores of each query's W
-    documents (``top``: queries x W baseline positions), the largest move ``D`` of the documents not singled
-    out, and the best exact candidate score per query of those that were (``far``), outside the query's W.
-    Fed like ``TopKStream`` (same ``add`` arguments), mergeable across threads; memory: 2 x W floats per query
-    and one tile of far documents' scores."""
+    """What the proof needs from the streamed documents: both sides' exact scores of each query's W documents
+    (``top``), the largest move ``D`` of the others, and the best exact candidate score of the ``far`` ones. Fed
+    like ``TopKStream``, mergeable; memory: 2 x W floats per query and one tile of far documents' scores."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray,
                  tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None,
@@ -196,9 +194,8 @@ class CertifyStream:
                 self.far_best[s : s + len(qc)] = np.fmax(self.far_best[s : s + len(qc)], scores.max(axis=1))
 
     def _gather(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray) -> None:
-        """Both sides' exact scores of the certificate's (query, document) pairs among these documents
-        (``positions`` ascending, as the segments hand them), pair by pair (``pair_dots``: the same bits in any
-        batch)."""
+        """Both sides' exact scores of the certificate's (query, document) pairs among these documents (``positions``
+        ascending), pair by pair: the same bits in any batch."""
         bounds: Any = np.searchsorted(self.req_pos, [positions[0], positions[-1] + 1])  # two positions
         lo, hi = bounds
         if hi <= lo:
@@ -225,9 +222,8 @@ class CertifyStream:
         self.sc = np.where(np.isnan(self.sc), other.sc, self.sc)
 
     def certified(self, top_scores: np.ndarray, k: int, moves: np.ndarray, every_document: bool) -> np.ndarray:
-        """Per query, whether the real bound (module docstring) proves its candidate top-k within its W, all W
-        exact scores were gathered and the baseline's are the certificate's (else it describes another baseline:
-        that query is scored exactly)."""
+        """Per query, whether the bound (module docstring) proves its candidate top-k within its W, all W scores
+        were gathered and the baseline's are the certificate's (else it describes another baseline)."""
         delta = (np.asarray(moves) + self.near_move) * (1 + 1e-6) + ROUNDING
         within = certifiable(top_scores, k, delta, self.far_best, every_document)
         gathered = ~(np.isnan(self.sb).any(axis=1) | np.isnan(self.sc).any(axis=1))
