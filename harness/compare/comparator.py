@@ -46,9 +46,8 @@ def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[Env
 
 
 def without_unserved(changes: List[EnvChange], baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
-    """Drop the entries a run of served models only (fingerprint ``device = "http"``) cannot have: that process
-    loaded nothing, so its missing torch, device and model-loading facts are not changes; what its servers did
-    is under ``served``."""
+    """Drop the entries a run of served models only (``device = "http"``) cannot have: that process loaded
+    nothing; what its servers did is under ``served``."""
     sides = [i for i, fp in enumerate((baseline, candidate)) if str(fp.get("device_type")) == "http"]
     if not sides:
         return changes
@@ -152,10 +151,9 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
                     settings: Optional[CompareSettings] = None,
                     reference: Optional[ResultsFile | str | os.PathLike[str]] = None,
                     index: Optional[IndexSettings] = None) -> Comparison:
-    """Judge every shared model of two opened results files (``settings``: threads, memory, certificates and
-    progress listener; by default ``CompareSettings.from_environment()``, read now; ``reference``: the fp64
-    reference, by default ``NAME.reference.parquet`` beside the baseline when there is one; ``index``: the
-    ``[index]`` the retrieval scenarios search through, None: exact scenarios only)."""
+    """Judge every shared model of two opened results files (``settings``: by default read from the environment
+    now; ``reference``: by default ``NAME.reference.parquet`` beside the baseline; ``index``: the ``[index]`` the
+    retrieval scenarios search through, None: exact scenarios only)."""
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
