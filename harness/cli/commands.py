@@ -118,7 +118,7 @@ class CompareJob:
     @classmethod
     def of(cls, args: argparse.Namespace, baseline: Any, candidate: Any) -> CompareJob:
         """The job of ``args`` (policy and fp64 reference checked now: bad ones are refused before any run)."""
-        from harness.compare.accuracy_check import find
+        from harness.compare.accuracy import find
         from harness.compare.policy import load_policy
         from harness.results import ResultsFile
 

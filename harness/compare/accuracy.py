@@ -1,105 +1,41 @@
 """Accuracy against an fp64 reference: is a drift normal rounding, or a loss of accuracy, and which side is wrong?
 
-Two fp32 runs differ by rounding; neither is "right". An fp64 run of the same model and texts is right to about
-1e-16, so each side's error against it can be measured: the **accuracy ratio** (candidate RMSE / baseline RMSE
-against the reference) is about 1 for another fp32 device, batch size or kernel, and hundreds to thousands for
-fp16/bf16 (measured on an H100: ``docs/how-to/reference.md``). PyTorch's compiler tests use the same rule: a
-result passes when its error against fp64 is at most ``m`` times the reference implementation's own
-(``MULTIPLIERS``: 2 for fp32, 3 for fp16/bf16).
+Two fp32 runs differ by rounding and neither is "right"; an fp64 run is right to about 1e-16, so each side's error
+against it can be measured. The accuracy ratio (candidate RMSE / baseline RMSE) is about 1 for another fp32
+device or kernel, hundreds and more for fp16/bf16 (``docs/how-to/reference.md``). PyTorch's compiler tests use
+the same rule (``MULTIPLIERS``). Fed block by block: memory of one block.
 
-Pure numpy, one model at a time, block by block (sums of squares accumulated, a bounded list of worst texts), so
-a baseline of a million rows needs memory for one block. ``Accumulator.add`` takes aligned blocks;
-``accuracy`` runs it over whole arrays; ``harness.compare.accuracy_check`` feeds it the verdict's own pass (the
-reference read alongside) and puts the ``AccuracyVerdict`` in the model's verdict.
+In the verdict, the comparator finds the reference (``find``), the verdict's own pass feeds it (``tap``: the
+reference read alongside, nothing read twice) and ``apply`` adds the ``accuracy_ratio`` check: at most the class's
+``max_accuracy_ratio`` times ``scale`` (1, unless the candidate is judged at its own lower class, whose expected
+loss, ``precision_error_ratio``, it is then allowed). With ``judge_by = "accuracy"`` the ratio alone decides.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import pyarrow as pa
 
-from harness.errors import HarnessError
+from harness.compare import quantized
+from harness.compare.kinds.common import significant
+from harness.compare.policy import Policy, Tolerance, auto_class, is_served
+from harness.compare.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
+from harness.compare.workers import Segment
+from harness.errors import HarnessError, IncompatibleInputs, PolicyError
+from harness.reference import check_reference, reference_path
+from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["MULTIPLIERS", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket", "SideError", "accuracy"]
+__all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket",
+           "SideError", "Tap", "accuracy", "apply", "find", "tap"]
 
-#: the largest accuracy ratio that is still rounding, by the candidate's dtype (PyTorch's fp64 reference rule)
-MULTIPLIERS: Dict[str, float] = {"float32": 2.0, "float16": 3.0, "bfloat16": 3.0}
 #: token-count bucket lower edges: 1-16, 17-32, ..., 257-512, 513 and more
 TOKEN_EDGES: Tuple[int, ...] = (0, 17, 33, 65, 129, 257, 513)
 WORST = 10
-
-
-@dataclass(frozen=True)
-class SideError:
-    """One side's error against the reference: RMSE over every value, the largest absolute difference, and the
-    texts with the largest per-text RMSE (``(id, rmse)``, worst first). Non-finite values make it ``inf``."""
-
-    rmse: float
-    max_abs: float
-    worst: Tuple[Tuple[str, float], ...]
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """The error of the texts whose token count is in ``[low, high]`` (``high`` None: no upper bound)."""
-
-    low: int
-    high: Optional[int]
-    texts: int
-    baseline_rmse: float
-    candidate_rmse: float
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """Both sides' error against the fp64 reference for one model, and what it means.
-
-    ``ratio``: candidate RMSE / baseline RMSE (1.0 when both are 0, ``inf`` when only the baseline is exact).
-    ``candidate_worse``/``baseline_worse``: texts on which that side is further from the reference.
-    ``truncated``: ``(id, side)`` of texts truncated on one side and not in the reference (first ``WORST``),
-    ``truncation_mismatches`` their count: a cause named, since a cut text differs for a reason other than rounding.
-    """
-
-    rows: int
-    baseline: SideError
-    candidate: SideError
-    ratio: float
-    candidate_worse: int
-    baseline_worse: int
-    buckets: Tuple[Bucket, ...]
-    truncation_mismatches: int
-    truncated: Tuple[Tuple[str, str], ...]
-
-    def rounding(self, dtype: str = "float32") -> bool:
-        """Whether the ratio is within what rounding in ``dtype`` explains (``MULTIPLIERS``)."""
-        return bool(self.ratio <= MULTIPLIERS[dtype])
-
-
-@dataclass(frozen=True)
-class AccuracyVerdict:
-    """What a model's verdict carries about the fp64 reference (``ModelVerdict.accuracy``): the measurement, the
-    ratio limit it was held to (the class's ``max_accuracy_ratio`` times ``scale``, the expected error ratio of the
-    candidate's precision to the baseline's when it is judged at its own lower class, else 1), whether the ratio
-    is the primary gate (``judge_by = "accuracy"``), and how reports name the two sides ("the server")."""
-
-    measured: Accuracy
-    limit: float
-    scale: float
-    gate: bool
-    sides: Tuple[str, str]
-    reference: str
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AccuracyVerdict:
-        """As serialized (``asdict``; a report.json as read: lists where tuples were)."""
-        m = dict(data["measured"])
-        pairs = lambda items: tuple(tuple(i) for i in items)  # noqa: E731
-        side = lambda s: SideError(s["rmse"], s["max_abs"], tuple((str(i), float(e)) for i, e in s["worst"]))  # noqa: E731
-        measured = Accuracy(**{**m, "baseline": side(m["baseline"]), "candidate": side(m["candidate"]),
-                               "buckets": tuple(Bucket(**b) for b in m["buckets"]), "truncated": pairs(m["truncated"])})
-        return cls(**{**data, "measured": measured, "sides": tuple(data["sides"])})
 
 
 class _Side:
@@ -178,10 +114,7 @@ class Accumulator:
         """The accuracy of every block added so far."""
         values = self.rows * self.width
         base, cand = (side.result(values) for side in self._sides)
-        if base.rmse == 0.0:
-            ratio = 1.0 if cand.rmse == 0.0 else float("inf")
-        else:
-            ratio = cand.rmse / base.rmse
+        ratio = cand.rmse / base.rmse if base.rmse else 1.0 if cand.rmse == 0.0 else float("inf")
         buckets = []
         if self._tokens:
             for i, texts in enumerate(self._bucket_texts):
@@ -204,3 +137,112 @@ def accuracy(ids: Sequence[str], reference: np.ndarray, baseline: np.ndarray, ca
         acc.add(np.asarray(ids)[part], reference[part], baseline[part], candidate[part],
                 tokens=None if tokens is None else np.asarray(tokens)[part], truncated=flags)
     return acc.result()
+
+
+NO_REFERENCE = "no fp64 reference: accuracy not measured (harness baseline reference NAME makes one)"
+
+
+def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], None] = None) -> Optional[ResultsFile]:
+    """The reference to use: ``given``, else ``NAME.reference.parquet`` beside the baseline, else None; refused
+    (``IncompatibleInputs``, exit 2) when it is not an fp64 run of the baseline's corpus and models."""
+    if given is None:
+        beside = reference_path(base.path)
+        if not beside.is_file():
+            return None
+        given = beside
+    ref = given if isinstance(given, ResultsFile) else ResultsFile(given)
+    check_reference(ref, base)
+    return ref
+
+
+class Tap:
+    """One model's ``Accumulator`` fed from the verdict's own pass, the reference's rows read alongside (nothing
+    read twice); reference rows other than the baseline's are refused when it is made, before the pass."""
+
+    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+        self.ref, self.model_id, self.acc, self.offset = ref, model_id, Accumulator(), 0
+        self.column = "vector" if base.records[model_id].kind == "bi-encoder" else "score"
+        self.tokens = "tokens" in ref.arrow_schema.names
+        self.tables, self.head = ref.model_table(model_id, [self.column, *["tokens"][: self.tokens]]), pa.table({})
+        self.ids, base_ids = (f.model_columns(model_id, ["item_id"])["item_id"] for f in (ref, base))
+        if not self.ids.equals(base_ids):
+            where = f"{len(self.ids)} rows, the baseline {len(base_ids)}"
+            if len(self.ids) == len(base_ids):
+                differ = arrow_to_numpy(single_chunk(self.ids)) != arrow_to_numpy(single_chunk(base_ids))
+                where = f"at '{self.ids[int(np.flatnonzero(differ)[0])]}'"
+            raise IncompatibleInputs(f"{ref.path}: model '{model_id}': rows differ from {base.path} ({where})")
+        flags = [f.model_columns(model_id, ["truncated"])["truncated"] if "truncated" in f.arrow_schema.names else None
+                 for f in (ref, base, cand)]
+        self.flags = [arrow_to_numpy(single_chunk(f)) for f in flags if f is not None and not f.null_count]
+
+    def __call__(self, segment: Segment) -> None:
+        position, rows = segment[0], len(segment[1])
+        parts: List[pa.Table] = []
+        taken = 0
+        while taken < rows:  # the reference's next rows, across its row groups
+            if self.offset == len(self.head):
+                self.head, self.offset = next(self.tables), 0
+            parts.append(self.head.slice(self.offset, rows - taken))
+            self.offset += len(parts[-1])
+            taken += len(parts[-1])
+        table, at = pa.concat_tables(parts), slice(position, position + rows)
+        tokens = table.column("tokens") if self.tokens and not table.column("tokens").null_count else None
+        values = (self.ref._vectors(self.model_id, table.column(self.column)) if self.column == "vector"
+                  else arrow_to_numpy(table.column(self.column)))
+        self.acc.add(arrow_to_numpy(single_chunk(self.ids.slice(position, rows))), values, segment[1], segment[2],
+                     tokens=None if tokens is None else arrow_to_numpy(tokens),
+                     truncated=tuple(f[at] for f in self.flags) if len(self.flags) == 3 else None)  # type: ignore[arg-type]
+
+
+def _scale(policy: Policy, model_id: str, tol: Tolerance, base: ResultsFile, cand: ResultsFile) -> float:
+    """The expected error ratio of the class judged at over the baseline's precision class (1 when the same)."""
+    try:
+        own = policy.tolerance(model_id, auto_class(base.fingerprint, base.models.get(model_id)))
+    except PolicyError:  # a policy without the baseline's precision class: no expected loss known
+        return 1.0
+    return max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)
+
+
+def _sides(base: ResultsFile, cand: ResultsFile, model_id: str) -> Tuple[str, str]:
+    served = [is_served(f.models.get(model_id)) for f in (base, cand)]
+    if served[0] != served[1]:
+        return ("the server", "the library") if served[0] else ("the library", "the server")
+    return "the baseline", "the candidate"
+
+
+def tap(ref: Optional[ResultsFile], base: ResultsFile, cand: ResultsFile, model_id: str) -> Optional[Tap]:
+    """The ``Tap`` the verdict's pass feeds; None without a reference and for quantized vectors (judged in bits)."""
+    precisions = {f.records[model_id].precision for f in (base, cand)}
+    return None if ref is None or precisions & set(quantized.PRECISIONS) else Tap(ref, base, cand, model_id)
+
+
+def apply(verdict: ModelVerdict, fed: Optional[Tap], base: ResultsFile, cand: ResultsFile, tol: Tolerance,
+          policy: Policy) -> ModelVerdict:
+    """``verdict`` with its accuracy against the reference (what the pass ``fed``) and the ``accuracy_ratio`` check
+    (the status re-judged); unchanged without a reference, for a model not compared, and for quantized vectors."""
+    model_id = verdict.model_id
+    if fed is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.quantized:
+        return verdict
+    measured, ref = fed.acc.result(), fed.ref
+    scale = _scale(policy, model_id, tol, base, cand)
+    limit = tol.max_accuracy_ratio * scale
+    gate = policy.judge_by == "accuracy"
+    detail = (f"candidate RMSE {measured.candidate.rmse:.3g} / baseline RMSE {measured.baseline.rmse:.3g} against "
+              f"fp64" + (f"; limit {tol.max_accuracy_ratio:g} x {scale:,.0f} (judged at its own class)" if scale != 1 else ""))
+    check = Check("accuracy_ratio", measured.ratio, limit, "<=", bool(measured.ratio <= limit), detail)
+    checks = [*verdict.checks, check]
+    judged = [check] if gate else checks
+    min_passing = dict(verdict.min_passing)
+    ratio = f"accuracy_ratio {significant(check.observed, limit)} (limit <= {significant(limit, check.observed)})"
+    reason = [verdict.reason] if verdict.reason and not gate else []
+    if not check.passed:
+        min_passing["max_accuracy_ratio"] = measured.ratio / scale
+        reason.append(f"{ratio}: less accurate than the baseline, {detail}")
+    elif verdict.status is Status.FAIL:
+        reason.append(f"other rounding, equally accurate: {ratio}" + ("; the tolerance checks are reported, not judged "
+                                                                       "(judge_by = \"accuracy\")" if gate
+                                                                       else "; the gate stays the tolerances"))
+    return dataclasses.replace(
+        verdict, checks=checks, min_passing=min_passing, reason="; ".join(reason),
+        status=Status.PASS if all(c.passed for c in judged) else Status.FAIL,
+        accuracy=AccuracyVerdict(measured, limit, scale, gate, _sides(base, cand, model_id), str(ref.path)))

@@ -1,32 +1,132 @@
-"""Filing a baseline's top-k certificates: the explicit step (``harness baseline certify``, and after
-``harness baseline create/update``) that makes later comparisons against a large baseline prove most queries'
-top-k instead of scoring every query against every document (``harness.compare.certificate``).
+"""Top-k certificates: the baseline's exact top-(k+1+EXTRA) per query (``stats.certify.Certificate``), filed by an
+explicit step (``harness baseline certify``, and after ``harness baseline create/update``) so that later comparisons
+prove most queries' top-k (``stats.certify``) instead of scoring every query against every document.
 
-The certificate is built by the judge's own retrieval code (``kinds.retrieval.Retrieval`` with ``collect``): the
-baseline streamed against itself, every query scored exactly, its best ``width(k)`` documents kept, with k from the
-policy's class for the baseline's own environment. A comparison that selects a class with another k finds no
-certificate and scores exactly (the same verdict). The comparator reads certificates (``hint``); the judge never
-does.
+Built by the judge's own retrieval code (``Retrieval`` with ``collect``: the baseline streamed against itself), with
+k from the policy's class for the baseline's own environment; another k finds no certificate and scores exactly
+(the same verdict). Keyed by the baseline's identity (size and parquet footer: any rewrite gives another key), the
+model and k; read a query batch at a time. The comparator reads certificates (``hint``), the judge never does. A
+cache is never trusted over the data: one that does not describe these queries and documents is not used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from harness.compare import certificate as certs
 from harness.compare import quantized
 from harness.compare.kinds.embedding import retrieval_k
-from harness.compare.kinds.retrieval import Retrieval, Source
+from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import FilePair
 from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
+from harness.compare.stats.certify import Certificate, width
 from harness.compare.streaming import ZERO_VECTORS
 from harness.config.environment import CompareSettings
+from harness.fsio import atomic_output
+from harness.paths import cache_dir
 from harness.results import ResultsFile
 
-__all__ = ["build", "file_certificates", "hint"]
+__all__ = ["Certificate", "CertificateFile", "build", "enabled", "file_certificates", "find", "hint", "identity",
+           "save", "width"]
+
+FORMAT = 3
+
+
+def enabled(queries: int, documents: int, path: Any, settings: CompareSettings) -> bool:
+    """Whether a comparison of this size against this baseline uses certificates (local files only)."""
+    return settings.certificates and isinstance(path, Path) and queries * documents >= settings.certify_min_pairs
+
+
+def _records(width: int) -> np.dtype:
+    """One query's record in the certificate file."""
+    return np.dtype([("query", "<i8"), ("positions", "<i8", (width,)), ("scores", "<f8", (width,))])
+
+
+#: queries read (or checked) at a time from a certificate file
+READ_ROWS = 16384
+
+
+class CertificateFile:
+    """A filed certificate (a ``.npy`` of records), read a query batch at a time (``rows``): each read maps the
+    file anew and lets go of it, so no more than a batch stays in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, queries: np.ndarray, documents: np.ndarray, k: int) -> Optional[CertificateFile]:
+        """The certificate at ``path`` if it is one for exactly these query rows and document rows (k's width);
+        None if it describes something else (a missing, truncated or corrupt file raises: ``find`` says None)."""
+        records = np.load(path, mmap_mode="r", allow_pickle=False)
+        if records.shape != (len(queries),) or records.dtype != _records(width(k, int(documents.sum()))):
+            return None
+        for start in range(0, len(queries), READ_ROWS):
+            part = records[start : start + READ_ROWS]
+            if not (np.array_equal(part["query"], queries[start : start + READ_ROWS])
+                    and _plausible(np.asarray(part["positions"]), np.asarray(part["scores"]), documents)):
+                return None
+        return cls(path)
+
+    def rows(self, start: int, stop: int) -> Certificate:
+        """The queries ``start:stop``, in memory."""
+        part = np.load(self.path, mmap_mode="r", allow_pickle=False)[start:stop]
+        return Certificate(positions=np.array(part["positions"]), scores=np.array(part["scores"]))
+
+
+def _plausible(positions: np.ndarray, scores: np.ndarray, documents: np.ndarray) -> bool:
+    """Whether these rows could be a baseline's top documents: known document positions, distinct per query,
+    finite scores sorted best first."""
+    if not len(positions):
+        return True
+    known = (positions >= 0).all() and (positions < len(documents)).all() and documents[positions].all()
+    return bool(known and np.isfinite(scores).all() and not (np.diff(scores, axis=1) > 0).any()
+                and not (np.diff(np.sort(positions, axis=1), axis=1) == 0).any())
+
+
+def identity(path: Path) -> str:
+    """The baseline's key: SHA-256 of its size and parquet footer (the footer's length is in the last 8 bytes)."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - 8))
+        tail = handle.read(8)
+        length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
+        handle.seek(max(0, size - 8 - length))
+        footer = handle.read(length + 8)
+    return hashlib.sha256(str(size).encode() + b"\0" + footer).hexdigest()
+
+
+def location(path: Path, model_id: str, k: int, root: Optional[Path] = None) -> Path:
+    """Where the certificate of one baseline file, model and k is filed."""
+    model = hashlib.sha256(model_id.encode()).hexdigest()[:32]
+    return (root or cache_dir()) / "topk-certificates" / identity(path) / f"{model}-k{int(k)}.v{FORMAT}.npy"
+
+
+def find(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray, settings: CompareSettings,
+         root: Optional[Path] = None) -> Optional[CertificateFile]:
+    """The certificate filed for this baseline, model and k if there is one that describes these query rows and
+    document rows; None otherwise (missing, unreadable, truncated, stale or turned off: the judge then scores)."""
+    if not enabled(len(queries), int(np.asarray(documents).sum()), path, settings):
+        return None
+    try:
+        return CertificateFile.open(location(path, model_id, k, root), np.asarray(queries, dtype=np.int64), documents, k)
+    except Exception:  # noqa: BLE001 - a cache: anything wrong with it means no certificate
+        return None
+
+
+def save(path: Path, model_id: str, k: int, queries: np.ndarray, cert: Certificate,
+         root: Optional[Path] = None) -> Path:
+    """File ``cert`` (the baseline's top ``width(k)`` per query, in the order of ``queries``), atomically."""
+    target = location(path, model_id, k, root)
+    records = np.empty(len(queries), dtype=_records(cert.width))
+    records["query"], records["positions"], records["scores"] = queries, cert.positions, cert.scores
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, records, allow_pickle=False)
+    return target
 
 
 def _certifiable(results: ResultsFile, model_id: str) -> bool:
@@ -35,41 +135,32 @@ def _certifiable(results: ResultsFile, model_id: str) -> bool:
             and not quantized.is_quantized(info))
 
 
-def hint(pair: FilePair, tol: Tolerance) -> Optional[Source]:
+def hint(pair: FilePair, tol: Tolerance) -> Optional[CertificateFile]:
     """The certificate filed for the pair's baseline at this tolerance's k, if there is a usable one."""
     k = retrieval_k(pair, tol.topk)
-    if k is None:
-        return None
-    return certs.find(pair.base.path, pair.model_id, k, pair.queries, pair.documents, pair.settings)
+    return None if k is None else find(pair.base.path, pair.model_id, k, pair.queries, pair.documents, pair.settings)
 
 
-def build(pair: FilePair, k: int, tie_tolerance: float) -> certs.Certificate:
+def build(pair: FilePair, k: int, tie_tolerance: float) -> Certificate:
     """The baseline's best ``width(k)`` documents per query, by one exact pass per query batch over ``pair``;
     rows without a direction (NaN/Inf, all zeros) are refused as the judge refuses them."""
     retrieval = Retrieval(pair, k, tie_tolerance, collect=True)
-    accumulators = [retrieval.accumulators() for _ in range(max(1, pair.threads))]
     nonfinite: List[int] = []
     zeros: List[int] = []
 
-    def worker(acc: object) -> object:
-        def add(segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-            position, rows = segment[0], segment[1]
-            nonfinite.extend((position + np.flatnonzero(~np.isfinite(rows).all(axis=1))).tolist())
-            zeros.extend((position + np.flatnonzero(~rows.any(axis=1))).tolist())
-            with np.errstate(invalid="ignore", over="ignore"):
-                retrieval.add_segment(acc, *segment)  # type: ignore[arg-type]
-        return add
+    class Checked(RetrievalWorker):
+        def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
+            nonfinite.extend((position + np.flatnonzero(~np.isfinite(base).all(axis=1))).tolist())
+            zeros.extend((position + np.flatnonzero(~base.any(axis=1))).tolist())
+            super().add(position, base, cand)
 
-    pair.feed([worker(a) for a in accumulators], held_bytes=retrieval.held_bytes,  # type: ignore[misc]
-              what=retrieval.pass_name(0))
+    first = run_pass(pair, [Checked(retrieval) for _ in range(max(1, pair.threads))], retrieval)
     if nonfinite:
         pair.refuse_nonfinite(nonfinite, [])
     if zeros:
         pair.refuse_nonfinite(zeros, [], problem=ZERO_VECTORS)
-    first, *others = accumulators
-    for other in others:
-        first.merge(other)
-    retrieval.finish(first)
+    assert first.topk is not None
+    retrieval.finish(first.topk)
     cert = retrieval.certificate()
     assert cert is not None, "certify: an exact pass kept no top documents"
     return cert
@@ -90,9 +181,8 @@ def file_certificates(path: str | Path, policy: Optional[Policy] = None,
         info = results.models[model_id]
         tol = policy.tolerance(model_id, choose_class(policy, results.fingerprint, info, results.fingerprint, info)[0])
         k = retrieval_k(pair, tol.topk)
-        if k is None or not certs.enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):
+        if k is None or not enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):
             continue
-        cert = build(pair, k, tol.tie_tolerance)
-        certs.save(Path(results.path), model_id, k, pair.queries, cert)
+        save(Path(results.path), model_id, k, pair.queries, build(pair, k, tol.tie_tolerance))
         filed.append((model_id, len(pair.queries)))
     return filed

@@ -1,15 +1,8 @@
 """The comparator: the loop over the models of a baseline and a candidate results file.
 
-Stages: open both files -> refuse incomparable inputs (other corpus, other models, other weights) -> per model:
-choose the tolerance class (``policy.choose_class``), hand the model to its kind's judge
-(``harness.compare.kinds``: float embeddings, quantized embeddings, rerank scores) -> a ``Comparison``
-(``verdict``) with the environment changes and each side's speed. Nothing here imports torch or
-sentence-transformers: the comparator runs in the controlling environment so that it cannot drift itself.
-
-Bi-encoders are compared streaming (``harness.compare.streaming``): row group by row group, in two threads, memory
-independent of the file size (1M x 384 on 2 cores: ~0.8 GB peak, 460-610 MB/s with 100 queries; measured in
-``benchmarks/README.md``). Cross-encoder scores, one float per pair, are compared in memory. Nothing here imports
-pandas either (pyarrow's ``to_numpy`` would: +0.4 s, +50 MB).
+Refuse incomparable inputs (other corpus, models or weights), then per model choose the tolerance class and hand
+it to its kind's judge (``harness.compare.kinds``). Nothing here imports torch or sentence-transformers (the
+comparator must not drift itself), nor pandas (+0.4 s, +50 MB).
 """
 
 from __future__ import annotations
@@ -19,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from harness.compare import accuracy_check, certify, kinds, quantized
+from harness.compare import accuracy, certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
-from harness.compare.kinds.scenarios import ScenarioRequest
+from harness.compare.kinds.embedding import ScenarioRequest
 from harness.compare.policy import Policy, Tolerance, choose_class, is_served, load_policy
 from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.config.environment import CompareSettings
@@ -47,18 +40,14 @@ def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
     """Fingerprint entries that differ (package versions, device, dtype, flags, threads, ...)."""
     fb, fc = _flatten(baseline), _flatten(candidate)
-    keys = sorted(set(fb) | set(fc))
-    return [
-        EnvChange(key=k, baseline=fb.get(k), candidate=fc.get(k))
-        for k in keys
-        if not same_setting(k, fb.get(k), fc.get(k)) and k not in _VOLATILE_KEYS
-    ]
+    keys = sorted({*fb, *fc})
+    return [EnvChange(k, fb.get(k), fc.get(k)) for k in keys if not same_setting(k, fb.get(k), fc.get(k))
+            and k not in _VOLATILE_KEYS]
 
 
 def without_unserved(changes: List[EnvChange], baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
-    """Drop the entries a run of served models only (fingerprint ``device = "http"``) cannot have: that process
-    loaded nothing, so its missing torch, device and model-loading facts are not changes; what its servers did
-    is under ``served``."""
+    """Drop the entries a run of served models only (``device = "http"``) cannot have: that process loaded
+    nothing; what its servers did is under ``served``."""
     sides = [i for i, fp in enumerate((baseline, candidate)) if str(fp.get("device_type")) == "http"]
     if not sides:
         return changes
@@ -91,38 +80,28 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
     """Refuse different corpora or model sets; return the model ids to compare."""
     bsha, csha = base.corpus.get("sha256"), cand.corpus.get("sha256")
     if bsha != csha:
-        raise IncompatibleInputs(
-            f"{cand.path}: corpus differs from baseline {base.path} "
-            f"({cand.corpus.get('name')} {str(csha)[:12]} vs {base.corpus.get('name')} {str(bsha)[:12]}); "
-            "results from different corpora cannot be compared"
-        )
+        raise IncompatibleInputs(f"{cand.path}: corpus differs from baseline {base.path} ({cand.corpus.get('name')} "
+                                 f"{str(csha)[:12]} vs {base.corpus.get('name')} {str(bsha)[:12]}); "
+                                 "results from different corpora cannot be compared")
     bmodels, cmodels = set(base.records), set(cand.records)
+    names = lambda ids: ", ".join(sorted(ids)) or "-"  # noqa: E731
     if not bmodels & cmodels:
-        raise IncompatibleInputs(
-            f"{cand.path}: no model in common with baseline {base.path} "
-            f"(baseline: {', '.join(sorted(bmodels)) or '-'}; candidate: {', '.join(sorted(cmodels)) or '-'})"
-        )
+        raise IncompatibleInputs(f"{cand.path}: no model in common with baseline {base.path} "
+                                 f"(baseline: {names(bmodels)}; candidate: {names(cmodels)})")
     wanted = list(dict.fromkeys(models)) if models else sorted(bmodels)
     if not models and bmodels != cmodels:
-        only_b = ", ".join(sorted(bmodels - cmodels)) or "-"
-        only_c = ", ".join(sorted(cmodels - bmodels)) or "-"
-        raise IncompatibleInputs(
-            f"{cand.path}: different models than baseline {base.path} "
-            f"(only in baseline: {only_b}; only in candidate: {only_c}); pass --models to compare a subset"
-        )
+        raise IncompatibleInputs(f"{cand.path}: different models than baseline {base.path} (only in baseline: "
+                                 f"{names(bmodels - cmodels)}; only in candidate: {names(cmodels - bmodels)}); "
+                                 "pass --models to compare a subset")
     for side, have in ((base, bmodels), (cand, cmodels)):  # --models: each must be on both sides
         missing = [x for x in wanted if x not in have]
         if missing:
             raise IncompatibleInputs(f"{side.path}: has no model(s) {', '.join(missing)}")
-    for model_id in wanted:
-        # A served side has no weights hash (the files are the server's): it is compared as the registry model
-        # its entry names (the same id), which is the user's claim; weights are checked when both sides have them.
+    for model_id in wanted:  # a served side has no weights hash: it is the registry model its entry names
         bw, cw = base.records[model_id].weights_sha256, cand.records[model_id].weights_sha256
         if bw and cw and bw != cw and not allow_model_change:
-            raise IncompatibleInputs(
-                f"{cand.path}: model '{model_id}' weights differ from the baseline's "
-                f"({cw[:12]} vs {bw[:12]}); pass --allow-model-change to compare anyway"
-            )
+            raise IncompatibleInputs(f"{cand.path}: model '{model_id}' weights differ from the baseline's "
+                                     f"({cw[:12]} vs {bw[:12]}); pass --allow-model-change to compare anyway")
     return wanted
 
 
@@ -146,15 +125,14 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     """A model the candidate (or baseline) could not run is incompatible/error, never compared."""
     for side, rec in (("candidate", rec_c), ("baseline", rec_b)):
         if rec.status not in (None, "ok"):  # a record without a status ran (files older than the field)
-            verdict_status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
-            return ModelVerdict(model_id=model_id, kind=rec.kind or "?", status=verdict_status,
-                                tolerance_class=tol.name, reason=f"{side}: {rec.reason or rec.status}",
-                                tolerance=tol.as_dict())
+            status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
+            return ModelVerdict(model_id, rec.kind or "?", status, tol.name,
+                                reason=f"{side}: {rec.reason or rec.status}", tolerance=tol.as_dict())
     return None
 
 
 def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings,
-           index: Optional[IndexSettings] = None, tap: Optional[accuracy_check.Tap] = None) -> ModelVerdict:
+           index: Optional[IndexSettings] = None, tap: Optional[accuracy.Tap] = None) -> ModelVerdict:
     """The kind's judge for one model that both sides ran (its pass feeds ``tap``, the accuracy against fp64)."""
     rec_b, rec_c = base.records[model_id], cand.records[model_id]
     if rec_b.kind != "bi-encoder":
@@ -167,58 +145,39 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
                                   scenarios=ScenarioRequest(index, is_served(cand.models[model_id])), tap=tap)
 
 
-def compare_results(
-    base: ResultsFile,
-    cand: ResultsFile,
-    policy: Optional[Policy] = None,
-    *,
-    tolerance_class: Optional[str] = None,
-    models: Optional[Iterable[str]] = None,
-    allow_model_change: bool = False,
-    label: Optional[str] = None,
-    settings: Optional[CompareSettings] = None,
-    reference: Optional[ResultsFile | str | os.PathLike[str]] = None,
-    index: Optional[IndexSettings] = None,
-) -> Comparison:
-    """Judge every shared model of two opened results files (``settings``: threads, memory, certificates and
-    progress listener; by default ``CompareSettings.from_environment()``, read now; ``reference``: the fp64
-    reference, by default ``NAME.reference.parquet`` beside the baseline when there is one; ``index``: the
-    ``[index]`` the retrieval scenarios search through, None: exact scenarios only)."""
+def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Policy] = None, *,
+                    tolerance_class: Optional[str] = None, models: Optional[Iterable[str]] = None,
+                    allow_model_change: bool = False, label: Optional[str] = None,
+                    settings: Optional[CompareSettings] = None,
+                    reference: Optional[ResultsFile | str | os.PathLike[str]] = None,
+                    index: Optional[IndexSettings] = None) -> Comparison:
+    """Judge every shared model of two opened results files (``settings``: by default read from the environment
+    now; ``reference``: by default ``NAME.reference.parquet`` beside the baseline; ``index``: the ``[index]`` the
+    retrieval scenarios search through, None: exact scenarios only)."""
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
-    ref = accuracy_check.find(base, reference)
+    ref = accuracy.find(base, reference)
     verdicts: List[ModelVerdict] = []
-    notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy_check.NO_REFERENCE])
+    sides = (("baseline", base), ("candidate", cand))
+    notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy.NO_REFERENCE])
     for model_id in model_ids:
-        # the class is chosen from the metadata as read (``choose_class`` reads it as a mapping)
         cls, precision_note = choose_class(policy, base.fingerprint, base.models[model_id], cand.fingerprint,
                                            cand.models[model_id], forced=tolerance_class)
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
-        tap = None if verdict else accuracy_check.tap(ref, base, cand, model_id)
+        tap = None if verdict else accuracy.tap(ref, base, cand, model_id)
         if verdict is None:
             verdict = _judge(base, cand, model_id, tol, settings, index, tap)
-        verdict = dataclasses.replace(verdict, performance={"baseline": _performance(base, model_id),
-                                                            "candidate": _performance(cand, model_id)},
+        verdict = dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
                                       precision_change=precision_note)
-        verdict = accuracy_check.apply(verdict, tap, base, cand, tol, policy)
-        verdicts.append(verdict)
+        verdicts.append(accuracy.apply(verdict, tap, base, cand, tol, policy))
     base_env = {**base.fingerprint, "models": {k: model_env(base, k) for k in model_ids}}
     cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}
-    return Comparison(
-        baseline=str(base.path),
-        candidate=str(cand.path),
-        policy=policy.source,
-        models=verdicts,
-        env_changes=without_unserved(env_changes(base_env, cand_env), base.fingerprint, cand.fingerprint),
-        baseline_env=base.fingerprint,
-        candidate_env=cand.fingerprint,
-        corpus=base.corpus,
-        label=label,
-        notes=notes,
-    )
+    return Comparison(str(base.path), str(cand.path), policy.source, verdicts,
+                      without_unserved(env_changes(base_env, cand_env), base.fingerprint, cand.fingerprint),
+                      base.fingerprint, cand.fingerprint, base.corpus, label, notes)
 
 
 def compare_files(baseline: str | os.PathLike[str], candidate: str | os.PathLike[str], policy: Optional[Policy] = None, **kwargs: Any) -> Comparison:

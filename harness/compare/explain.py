@@ -1,11 +1,5 @@
-"""``harness explain``: which environment factors differ between two runs, and what each is known to cause.
-
-A served run (``backend = "http"``) adds the ``server`` factor: the server's version, its settings (``/models``,
-``/info``, version headers) and the request batch size, recorded under ``served`` in the fingerprint.
-Every fingerprint difference is mapped to a factor (torch, transformers, device, dtype, TF32, attention,
-batch size, weights, ...) and paired with the drift that factor is known to cause, from a table of measured
-magnitudes (``harness/data/drift_magnitudes.toml``). With the observed drift beside it, a user sees at once
-which factors could explain it: a 1e-4 drift cannot come from a batch-size change known to cause 3e-7.
+"""``harness explain``: which environment factors differ between two runs, and the drift each is known to cause
+(``harness/data/drift_magnitudes.toml``): a 1e-4 drift cannot come from a change known to cause 3e-7.
 """
 
 from __future__ import annotations
@@ -45,10 +39,8 @@ class Factor:
 
     def can_explain(self, observed_max_abs: float) -> Optional[bool]:
         """Whether this factor alone is known to move numbers as far as observed (None: unbounded/unknown)."""
-        known = self.known_max_abs
-        if known is None:
-            return None
-        return observed_max_abs <= 10 * known  # same order of magnitude: measurements are per model
+        known = self.known_max_abs  # within 10x: the same order of magnitude (measurements are per model)
+        return None if known is None else observed_max_abs <= 10 * known
 
 
 def load_magnitudes(path: str | Path | None = None) -> Dict[str, Dict[str, Any]]:

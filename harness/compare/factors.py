@@ -1,9 +1,4 @@
-"""Which factor a fingerprint difference belongs to, and which group of factors: one table for every report.
-
-``harness explain`` attaches measured magnitudes to factors; the CLI verdict, summary.md, the HTML report and
-JUnit show environment changes grouped the same way, so a CPU, instruction-set or kernel-variable change is its
-own group ("hardware and kernels") and never hidden as noise. Stdlib only.
-"""
+"""Which factor a fingerprint difference belongs to, and its group: one table for every report. Stdlib only."""
 
 from __future__ import annotations
 
@@ -47,9 +42,8 @@ FACTOR_GROUPS: Dict[str, str] = {
 GROUP_ORDER = ("packages", "serving", "device and precision", "hardware and kernels", "run settings", "model files")
 
 
-#: fingerprint keys whose value is a list in no meaningful order (threadpoolctl lists BLAS libraries in load
-#: order): the same entries in another order are the same setting. Files written before the fingerprint
-#: sorted them stay comparable because the comparison, not only the writer, ignores the order.
+#: fingerprint keys whose value is a list in no meaningful order (BLAS libraries in load order): compared as sets,
+#: so that files written before the fingerprint sorted them stay comparable
 UNORDERED_KEYS = ("blas_runtime",)
 
 

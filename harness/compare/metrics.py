@@ -1,15 +1,13 @@
-"""Pure numpy drift metrics between aligned baseline and candidate arrays (no I/O, no policy, no logging).
+"""Pure numpy drift metrics between aligned baseline and candidate arrays (no I/O, no policy).
 
-Rank metrics are tie-aware: two items whose baseline scores differ by no more than ``tie_tolerance`` may swap
-without counting as a reorder, because fp32 noise (~1e-7) legitimately flips exact near-ties. Raw Kendall tau
-is reported alongside so nothing is hidden. The same metrics over files larger than memory, fed block by block,
-are the accumulators of ``harness.compare.stats``.
+Rank metrics are tie-aware: items whose baseline scores differ by at most ``tie_tolerance`` may swap without
+counting as a reorder (fp32 noise flips near-ties); raw figures are reported alongside.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,11 +32,8 @@ class ElementStats:
 
 
 def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each baseline row with the same candidate row.
-
-    Two zero rows are identical (1.0); a zero row against a non-zero one has nothing in common (0.0), so a
-    vector that collapsed to zeros can never pass a cosine limit.
-    """
+    """Cosine of each baseline row with the same candidate row; a zero row against a non-zero one is 0, so a
+    vector that collapsed to zeros never passes a cosine limit."""
     a: np.ndarray = baseline.astype(np.float64)
     b: np.ndarray = candidate.astype(np.float64)
     dot = np.einsum("ij,ij->i", a, b)
@@ -62,11 +57,8 @@ def _row_blocks(n: int) -> List[Tuple[int, int]]:
 
 
 def rank_changes(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> Tuple[float, int, Optional[Tuple[int, int]]]:
-    """How the candidate reorders the items of one query, in one pass over the pairs (``PAIR_BLOCK`` at a time):
-    Kendall tau-a (1.0 = same order); the significant swaps, pairs ordered one way by the baseline and the other
-    way by the candidate with a baseline gap beyond ``tie_tolerance`` (fp32 noise flips near-ties: not a
-    reorder); and the swap of the largest baseline gap as ``(higher, lower)``, the item the baseline ranked above
-    the other and that other (None when nothing swapped beyond ties)."""
+    """How the candidate reorders one query's items (``PAIR_BLOCK`` pairs at a time): Kendall tau-a, the swaps
+    whose baseline gap is beyond ``tie_tolerance``, and the one of the largest gap as ``(higher, lower)``."""
     n = len(baseline)
     if n < 2:
         return 1.0, 0, None
@@ -88,6 +80,10 @@ def rank_changes(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: flo
     return tau, count, ((int(i), int(j)) if baseline[i] > baseline[j] else (int(j), int(i)))
 
 
+#: the per-query fields of ``TopKAgreement``
+AGREEMENT_FIELDS = ("same_order", "same_set", "overlap", "raw_same_order")
+
+
 @dataclass(frozen=True)
 class TopKAgreement:
     """Per-query top-k agreement between baseline and candidate scores."""
@@ -102,6 +98,11 @@ class TopKAgreement:
         values = getattr(self, field)
         return float(values.mean()) if len(values) else 1.0
 
+    @staticmethod
+    def concat(k: int, parts: Sequence[TopKAgreement]) -> TopKAgreement:
+        """One agreement over the queries of ``parts``, in their order."""
+        return TopKAgreement(k, *(np.concatenate([getattr(p, f) for p in parts]) for f in AGREEMENT_FIELDS))
+
 
 def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest scores per row, best first; ties broken by index for determinism."""
@@ -110,11 +111,9 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def topk_agreement(base_scores: np.ndarray, cand_scores: np.ndarray, k: int, tie_tolerance: float) -> TopKAgreement:
-    """Compare each row's top-k lists (rows = queries, columns = candidates).
-
-    Order: the candidate's top-k, scored by the baseline, must be non-increasing up to ``tie_tolerance``.
-    Set: any item that left the top-k must score within ``tie_tolerance`` of the baseline's k-th score.
-    """
+    """Each row's top-k lists (rows = queries): order held when the candidate's top-k, scored by the baseline,
+    never rises beyond ``tie_tolerance``; set held when no item below the baseline's k-th score (less the tie
+    tolerance) entered."""
     k = min(k, base_scores.shape[1])
     top_b = _topk(base_scores, k)
     top_c = _topk(cand_scores, k)

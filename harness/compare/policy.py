@@ -1,19 +1,16 @@
-"""Tolerance policies: named classes of limits (data in TOML), chosen per model and per candidate environment.
-
-The built-in classes live in ``harness/data/default_policy.toml`` with the measurements that justify them; a
-user's ``--policy`` file overlays it key by key. Everything is validated when the file is loaded, so a typo
-fails before any comparison runs.
+"""Tolerance policies: named classes of limits (``harness/data/default_policy.toml``, with the measurements behind
+them), overlaid by a user's ``--policy`` key by key, validated on load, chosen per model and environment.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
 
-from pydantic import field_validator
+from pydantic import create_model, field_validator
 
 from harness import paths
 from harness.compare.verdict import BUILT_IN_POLICY
@@ -27,34 +24,49 @@ __all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_cl
 DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
 
 
+_LIMIT = "be a finite, non-negative number"
+_SHARE = "be a finite, non-negative number at most 1"
+
+
+def _key(default: Any, expect: str = _LIMIT, low: float = 0, top: Optional[float] = None) -> Any:
+    """A tolerance key: its default, and its range in a policy file (``ToleranceValues``)."""
+    return field(default=default, metadata={"schema": setting(None, expect=expect, ge=low, le=top)})
+
+
+def _share(default: float) -> Any:
+    return _key(default, _SHARE, top=1)
+
+
+def _whole(default: int, top: int) -> Any:
+    return _key(default, f"be a non-negative whole number at most {top}", top=top)
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """The limits one model is judged by. See the default policy file for why each default is what it is."""
 
     name: str
-    description: str = ""
-    atol: float = 1e-5
-    rtol: float = 0.0
-    min_cosine: float = 0.999999
-    score_atol: float = 1e-5
-    score_rtol: float = 0.0
-    topk: int = 10
-    tie_tolerance: float = 1e-6
-    min_topk_order_agreement: float = 1.0
-    min_topk_set_agreement: float = 1.0
-    min_rerank_order_agreement: float = 1.0
-    # quantized embeddings (precision int8/uint8/binary/ubinary, ``harness.compare.quantized``): integers, not floats
-    max_bit_flips: int = 2
-    max_int_distance: int = 1
-    max_changed_fraction: float = 1.0
-    # top-k retrieval by quantized scores (Hamming distance, int8 dot products) is coarser than by floats: one
-    # flipped bit or moved bucket reorders near neighbours, so it has its own limits
-    min_quantized_topk_order_agreement: float = 1.0
-    min_quantized_topk_set_agreement: float = 1.0
-    # the fp64 reference (``harness.compare.accuracy_check``): candidate/baseline RMSE against fp64 allowed, and
-    # the error of this class's precision relative to fp32's (measured), which scales it for a downgrade
-    max_accuracy_ratio: float = 2.0
-    precision_error_ratio: float = 1.0
+    description: str = field(default="", metadata={"schema": setting(None, expect="be a string")})
+    atol: float = _key(1e-5)
+    rtol: float = _key(0.0)
+    min_cosine: float = _share(0.999999)
+    score_atol: float = _key(1e-5)
+    score_rtol: float = _key(0.0)
+    topk: int = _key(10, "be a positive whole number at most 100000", low=1, top=100_000)
+    tie_tolerance: float = _key(1e-6)
+    min_topk_order_agreement: float = _share(1.0)
+    min_topk_set_agreement: float = _share(1.0)
+    min_rerank_order_agreement: float = _share(1.0)
+    # quantized embeddings (``harness.compare.quantized``): integers; top-k by quantized scores is coarser
+    max_bit_flips: int = _whole(2, 1 << 24)
+    max_int_distance: int = _whole(1, 255)
+    max_changed_fraction: float = _share(1.0)
+    min_quantized_topk_order_agreement: float = _share(1.0)
+    min_quantized_topk_set_agreement: float = _share(1.0)
+    # the fp64 reference (``harness.compare.accuracy``): the RMSE ratio allowed, and this class's error
+    # relative to fp32's (measured), which scales it for a downgrade
+    max_accuracy_ratio: float = _key(2.0)
+    precision_error_ratio: float = _key(1.0, "be a finite number of at least 1", low=1)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -63,41 +75,10 @@ class Tolerance:
 #: The precision classes ``auto`` picks from one side's settings, strictest first (``choose_class``: the baseline's wins).
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
 
-# -- the file's schema (harness.config.schema): types and ranges of every key --------------------------------------
-
-_LIMIT = "be a finite, non-negative number"
-_SHARE = "be a finite, non-negative number at most 1"
-
-
-def _number(expect: str = _LIMIT, top: Optional[float] = None) -> Any:
-    return setting(None, expect=expect, ge=0, le=top)
-
-
-def _whole(top: int) -> Any:
-    return setting(None, expect=f"be a non-negative whole number at most {top}", ge=0, le=top)
-
-
-class ToleranceValues(Schema):
+class ToleranceValues(create_model(  # type: ignore[misc]  # its fields are Tolerance's, each optional
+        "ToleranceKeys", __base__=Schema, **{f.name: (Optional[type(f.default)], f.metadata["schema"])
+                                             for f in fields(Tolerance) if f.metadata})):
     """The tolerance keys of one class (or of one model's overrides): every one optional, each in its range."""
-
-    description: Optional[str] = setting(None, expect="be a string")
-    atol: Optional[float] = _number()
-    rtol: Optional[float] = _number()
-    min_cosine: Optional[float] = _number(_SHARE, 1)
-    score_atol: Optional[float] = _number()
-    score_rtol: Optional[float] = _number()
-    topk: Optional[int] = setting(None, expect="be a positive whole number at most 100000", ge=1, le=100_000)
-    tie_tolerance: Optional[float] = _number()
-    min_topk_order_agreement: Optional[float] = _number(_SHARE, 1)
-    min_topk_set_agreement: Optional[float] = _number(_SHARE, 1)
-    min_rerank_order_agreement: Optional[float] = _number(_SHARE, 1)
-    max_bit_flips: Optional[int] = _whole(1 << 24)
-    max_int_distance: Optional[int] = _whole(255)
-    max_changed_fraction: Optional[float] = _number(_SHARE, 1)
-    min_quantized_topk_order_agreement: Optional[float] = _number(_SHARE, 1)
-    min_quantized_topk_set_agreement: Optional[float] = _number(_SHARE, 1)
-    max_accuracy_ratio: Optional[float] = _number()
-    precision_error_ratio: Optional[float] = setting(None, expect="be a finite number of at least 1", ge=1)
 
     @field_validator("topk", "max_bit_flips", "max_int_distance", mode="before")
     @classmethod
@@ -137,18 +118,14 @@ class Policy:
     models: Dict[str, Dict[str, Any]]
     #: ``"<device type>-vs-<device type>"`` -> class for full-precision comparisons (order-insensitive)
     device_classes: Dict[str, str] = field(default_factory=dict)
-    #: a candidate at lower precision than its baseline is judged at the baseline's class ("baseline", the
-    #: default: a downgrade never passes silently) or at its own ("candidate")
+    #: a candidate at lower precision is judged at the baseline's class ("baseline") or at its own ("candidate")
     precision_change: str = "baseline"
-    #: what decides a status when an fp64 reference is there: the tolerance checks and the accuracy ratio
-    #: ("tolerances"), or the accuracy ratio alone ("accuracy": the tolerance checks are reported, not judged)
+    #: with an fp64 reference, what decides a status: the checks and the accuracy ratio, or the ratio alone
     judge_by: str = "tolerances"
 
     def tolerance(self, model_id: str, class_name: str) -> Tolerance:
-        """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides.
-
-        Model overrides apply in every class; ``[models."<id>".classes.<class>]`` ones only in that class.
-        """
+        """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides
+        (``[models."<id>"]`` in every class, ``[models."<id>".classes.<class>]`` in that one)."""
         overrides = dict(self.models.get(model_id, {}))
         chosen = overrides.pop("class", class_name)
         per_class = overrides.pop("classes", {})
@@ -172,18 +149,15 @@ def _read_policy(path: Path, source: str) -> Dict[str, Any]:
 def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     """The default policy, overlaid with ``path`` when given (classes and models merge key by key)."""
     data = _read_policy(DEFAULT_POLICY_PATH, str(DEFAULT_POLICY_PATH))
-    source = BUILT_IN_POLICY
+    source = BUILT_IN_POLICY if path is None else str(path)
     if path is not None:
-        source = str(path)
         data = _merge(data, _read_policy(Path(path), source))
-    classes = data.get("classes", {})
-    models = data.get("models", {})
+    classes, models = data.get("classes", {}), data.get("models", {})
     for name, values in models.items():
         if "class" in values and values["class"] not in classes:
             raise PolicyError(f"{source}: model '{name}' names unknown class '{values['class']}'")
-        for class_name in values.get("classes", {}):
-            if class_name not in classes:
-                raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
+        for class_name in set(values.get("classes", {})) - set(classes):
+            raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
     settings = data.get("policy", {})
     default_class = settings.get("default_class", "auto")
     if default_class != "auto" and default_class not in classes:
@@ -194,28 +168,22 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
             raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
         if class_name not in classes:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
-    return Policy(source=source, default_class=default_class, classes=classes, models=models, device_classes=device_classes,
-                  precision_change=settings.get("precision_change", "baseline"),
-                  judge_by=settings.get("judge_by", "tolerances"))
+    return Policy(source, default_class, classes, models, device_classes,
+                  settings.get("precision_change", "baseline"), settings.get("judge_by", "tolerances"))
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
 def auto_class(fingerprint: Dict[str, Any], model_info: Optional[Dict[str, Any]] = None) -> str:
     """Pick the class the candidate's own settings call for (dtype first, then TF32 on CUDA)."""
     dtype = str((model_info or {}).get("loaded_dtype") or fingerprint.get("dtype") or "float32")
-    if dtype == "bfloat16":
-        return "bf16"
-    if dtype == "float16":
-        return "fp16"
+    if dtype in ("bfloat16", "float16"):
+        return {"bfloat16": "bf16", "float16": "fp16"}[dtype]
     on_cuda = str(fingerprint.get("device_type", "")) == "cuda"
     tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
     return "tf32" if on_cuda and tf32 else "fp32"
@@ -235,26 +203,16 @@ def _rank(precision: str) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 0
 
 
-def choose_class(
-    policy: Policy,
-    baseline_fingerprint: Dict[str, Any],
-    baseline_model: Optional[Dict[str, Any]],
-    candidate_fingerprint: Dict[str, Any],
-    candidate_model: Optional[Dict[str, Any]],
-    forced: Optional[str] = None,
-) -> Tuple[str, str]:
+def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_model: Optional[Dict[str, Any]],
+                 candidate_fingerprint: Dict[str, Any], candidate_model: Optional[Dict[str, Any]],
+                 forced: Optional[str] = None) -> Tuple[str, str]:
     """The tolerance class for one model of a (baseline, candidate) pair, and a note when the candidate ran at
     lower precision than its baseline (empty otherwise).
 
-    A forced class wins, then a ``default_class`` other than ``auto``. ``auto`` judges at the baseline's
-    precision (``auto_class``: fp32 < tf32 < fp16 < bf16): a candidate of lower precision than its baseline is
-    held to the baseline's class, so a downgrade never passes silently, unless the policy says
-    ``precision_change = "candidate"`` (or the class is forced); the note names the change and how to judge it
-    at its own class. A baseline of lower precision than the candidate sets the (looser) class itself. When both
-    sides ran at full precision it is the ``[device_classes]`` entry for the two device types (e.g.
-    ``cpu-vs-cuda``), falling back to ``fp32``. A full-precision comparison in which either side's model was served
-    (``backend = "http"``) gets the ``served`` class (when the policy has one): the server's batching and library
-    versions, not the device, set that drift, and the reports name it apart.
+    A forced class wins, then a ``default_class`` other than ``auto``. ``auto`` holds a candidate of lower
+    precision to the baseline's class (a downgrade never passes silently) unless ``precision_change =
+    "candidate"``; at full precision it is the ``[device_classes]`` entry (else ``fp32``), or ``served`` when
+    either side was served: the server's batching, not the device, sets that drift.
     """
     base_precision = auto_class(baseline_fingerprint, baseline_model)
     cand_precision = auto_class(candidate_fingerprint, candidate_model)

@@ -1,9 +1,5 @@
-"""Progress of a long comparison, for whoever shows it: the comparator reports how far each pass over the files
-has come, it never prints (the CLI does: ``harness.cli.progress.ComparePrinter``).
-
-A comparison of 80,000 queries against 1M documents scores every pair once per baseline (minutes); without a
-word in between a user cannot tell it from a hang. Passes report to the listener of the comparison's settings
-(``CompareSettings.listener``; none: nothing is tracked); each report is one ``PassProgress``.
+"""Progress of a long comparison: each pass over the files reports to the settings' listener
+(``CompareSettings.listener``), so that minutes of scoring are not taken for a hang; the CLI prints it.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""Comparison rules for quantized embeddings (``precision`` int8 / uint8 / binary / ubinary): pure numpy.
+"""Comparison rules for quantized embeddings (precision int8 / uint8 / binary / ubinary): pure numpy.
 
-Quantized vectors are integers, so "close" means something else than for floats:
-
-* binary / ubinary: packed sign bits (``np.packbits(x > 0)``; ``binary`` stores ``packed - 128`` as int8). The
-  distance between two runs is the number of bits that flipped per text (Hamming distance); a float drift of
-  1e-7 flips the bit of any element within 1e-7 of zero, so a few flips are normal across environments.
-* int8 / uint8: one bucket index per element (``floor((x - min) / step)`` over calibrated ranges). The distance
-  is the largest integer difference per text; a float drift moves an element across a bucket edge by one.
-
-``QuantizedStats`` accumulates these per-text figures over row groups (``kinds.quantized`` judges them by the
-policy's ``max_bit_flips`` / ``max_int_distance`` / ``max_changed_fraction``). No harness imports.
+Quantized vectors are integers: for packed sign bits the distance is the number of bits flipped per text (a
+float drift flips any element near zero, so a few flips are normal); for int buckets it is the largest bucket
+move per text (a drift moves an element across a bucket edge by one).
 """
 
 from __future__ import annotations
@@ -19,24 +12,14 @@ from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
-__all__ = [
-    "BINARY_PRECISIONS",
-    "INT_PRECISIONS",
-    "PRECISIONS",
-    "QuantizedStats",
-    "QuantizedWorst",
-    "bit_flips",
-    "int_distance",
-    "is_quantized",
-    "limit_key",
-    "scoring_floats",
-]
+__all__ = ["BINARY_PRECISIONS", "INT_PRECISIONS", "PRECISIONS", "QuantizedStats", "QuantizedWorst", "bit_flips",
+           "int_distance", "is_quantized", "limit_key", "scoring_floats"]
 
 BINARY_PRECISIONS = ("binary", "ubinary")
 INT_PRECISIONS = ("int8", "uint8")
 PRECISIONS = BINARY_PRECISIONS + INT_PRECISIONS
 #: the dtype each precision is stored as in a results file (``vector_dtype``)
-STORED_DTYPE = {"binary": np.dtype(np.int8), "ubinary": np.dtype(np.uint8), "int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8)}
+STORED_DTYPE = {p: np.dtype(np.int8 if p in ("binary", "int8") else np.uint8) for p in PRECISIONS}
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
@@ -53,9 +36,8 @@ def limit_key(precision: str) -> str:
 
 
 def scoring_floats(rows: np.ndarray, precision: str) -> np.ndarray:
-    """Quantized rows as the floats retrieval ranks by: packed bits as +-1 per bit (so the dot product is
-    ``bits - 2 * hamming`` and cosine ranks exactly as Hamming distance does), int buckets as numbers (uint8
-    centred like int8)."""
+    """Quantized rows as the floats retrieval ranks by: packed bits as +-1 (cosine ranks as Hamming distance
+    does), int buckets as numbers (uint8 centred like int8)."""
     if precision in BINARY_PRECISIONS:
         packed = rows.view(np.uint8) ^ np.uint8(0x80) if precision == "binary" else rows.view(np.uint8)
         return np.unpackbits(packed, axis=1).astype(np.float32) * 2 - 1
@@ -73,11 +55,8 @@ def _pair(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 
 def bit_flips(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per row, how many bits differ between two packed-bit matrices (int8 ``binary`` or uint8 ``ubinary``).
-
-    ``binary`` is ``packed - 128``, i.e. the packed byte with its top bit inverted, on both sides alike, so the
-    XOR of the raw bytes is the XOR of the packed bits either way.
-    """
+    """Per row, how many bits differ between two packed-bit matrices (``binary``, ``packed - 128``, inverts the
+    top bit of both sides alike: the XOR of the raw bytes is that of the packed bits)."""
     a, b = np.asarray(a), np.asarray(b)
     _pair(a, b, "bit_flips")
     xor = np.bitwise_xor(a.view(np.uint8), b.view(np.uint8))
@@ -162,9 +141,8 @@ class QuantizedStats:
 
 
 def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) -> List[int]:
-    """Where one text moved: the flipped bit positions (binary), or the elements (dimensions) that moved most
-    (int), largest first; at most ``most``. Dimensions that keep moving across texts point at the calibration
-    (e.g. a dimension the model leaves near zero, whose tiny range turns noise into many buckets)."""
+    """Where one text moved: the flipped bits (binary), or the dimensions that moved most (int), at most ``most``
+    (dimensions that keep moving across texts point at the calibration)."""
     if precision in BINARY_PRECISIONS:
         xor = np.bitwise_xor(base.view(np.uint8), cand.view(np.uint8))
         return [int(b) for b in np.flatnonzero(np.unpackbits(xor))[:most]]

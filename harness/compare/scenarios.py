@@ -1,18 +1,8 @@
-""""Must I re-embed?": the retrieval scenarios of an upgrade for one bi-encoder, judged by the harness's own
-exact top-k rules (``TopKStream``: order, set, tie-aware, ties by document position).
+""""Must I re-embed?": the retrieval scenarios of an upgrade for one bi-encoder, judged by the exact top-k rules.
 
-The baseline ranking is always the old environment's (baseline queries x baseline documents). What serves the
-queries after the upgrade differs by scenario:
-
-- ``reembed``: re-embed everything (candidate queries x candidate documents), what the verdict judges today;
-- ``keep_index``: keep the index built with the old environment and embed only the queries anew (candidate
-  queries x baseline documents);
-- ``rolling``: a rolling re-embed caught half-way (candidate queries x one index mixing both sides' documents:
-  a deterministic share of documents, chosen by a hash of their id, is re-embedded).
-
-``decide`` turns them into advice within the policy's top-k limits. They are computed in the verdict's own
-passes (``harness.compare.kinds.retrieval``: the three share one baseline screening product; re-embedding
-everything is the verdict's top-k agreement); ``kinds.scenarios.retrieval_scenarios`` for arrays in memory.
+Against the old ranking, the queries are served by: ``reembed`` (everything re-embedded: what the verdict
+judges), ``keep_index`` (new queries against the old index) or ``rolling`` (a re-embed caught half-way: a share
+of documents, chosen by a hash of their id, re-embedded). ``decide`` turns them into advice.
 """
 
 from __future__ import annotations
@@ -53,10 +43,13 @@ class Scenario:
         """Share of queries with ``field`` (``same_order`` / ``same_set``); NaN when not run."""
         return self.agreement.share(field) if self.agreement is not None else float("nan")
 
+    def margins(self, tolerance: Tolerance) -> Tuple[float, float]:
+        """By how much it clears the policy's top-k limits (negative: falls short), order and set."""
+        return (self.share("same_order") - tolerance.min_topk_order_agreement,
+                self.share("same_set") - tolerance.min_topk_set_agreement)
+
     def within(self, tolerance: Tolerance) -> bool:
-        """Whether the scenario keeps top-k results within the policy's limits."""
-        return self.ran and self.share("same_order") >= tolerance.min_topk_order_agreement \
-            and self.share("same_set") >= tolerance.min_topk_set_agreement
+        return self.ran and min(self.margins(tolerance)) >= 0
 
 
 @dataclass(frozen=True)
@@ -80,18 +73,13 @@ def decide(scenarios: Iterable[Scenario], tolerance: Tolerance) -> Decision:
     """Keep the index when that is within the policy (it is the cheaper way), else re-embed when that is, else
     neither; the margins are the chosen scenario's (for neither: the closer of the two)."""
     by_key = {s.key: s for s in scenarios}
-
-    def margins(s: Scenario) -> Tuple[float, float]:
-        return (s.share("same_order") - tolerance.min_topk_order_agreement,
-                s.share("same_set") - tolerance.min_topk_set_agreement)
-
     keep, reembed = by_key["keep_index"], by_key["reembed"]
     if keep.within(tolerance):
-        return Decision("keep your index", keep.key, *margins(keep))
+        return Decision("keep your index", keep.key, *keep.margins(tolerance))
     if reembed.within(tolerance):
-        return Decision("re-embed", reembed.key, *margins(reembed))
-    closer = max((keep, reembed), key=lambda s: min(margins(s)))
-    return Decision("neither is within the policy", closer.key, *margins(closer))
+        return Decision("re-embed", reembed.key, *reembed.margins(tolerance))
+    closer = max((keep, reembed), key=lambda s: min(s.margins(tolerance)))
+    return Decision("neither is within the policy", closer.key, *closer.margins(tolerance))
 
 
 def rolled(ids: Sequence[str], share: float) -> np.ndarray:

@@ -1,20 +1,11 @@
-"""The "keep the index" scenario through a real vector index (FAISS), configured like the user's own.
+"""The "keep the index" scenario through a real FAISS index, configured like the user's own (or read from the
+user's index file and id map: a JSON array of corpus ids, one per index position).
 
-The index is built from the baseline's documents (``[index]``: Flat, HNSW, IVF-Flat, IVF-PQ; inner product or L2
-as the model's vectors are meant to be compared), or read from the user's own index file with an id map, and
-queried with the baseline's and the candidate's queries. The two result lists per query are judged by the
-harness's top-k rules (``topk_agreement_from_lists``), each list in the order the exact scores of the index's
-metric give it (ties by corpus position, so a Flat index gives exactly the in-memory ``keep_index`` scenario;
-an IVF-PQ index is judged as if its candidates were re-ranked exactly). Beside it, the index's own recall@k
-against exact search (baseline queries; tie-aware: an item scoring within the tie tolerance of the exact k-th
-counts): what the index costs before any upgrade.
-
-FAISS is optional (``pip install embedding-harness[index]``): without it the scenario is reported as not run,
-with the reason. Deterministic: the clustering seed and the threads come from ``[index]``, and an HNSW graph is
-built on one thread (its insertion order would otherwise depend on scheduling).
-
-An id map is a JSON array of corpus ids, one per index position (``["doc-17", "doc-3", ...]``): the index's
-label ``i`` is the document ``id_map[i]``.
+Both sides' queries search the index built from the baseline's documents; the two result lists are judged by the
+top-k rules, each in the exact-score order of the index's metric (so a Flat index gives exactly the in-memory
+``keep_index`` scenario). Beside it, the index's own recall@k against exact search. FAISS is optional: without
+it the scenario is not run, with the reason. Deterministic: seeds and threads from ``[index]``, HNSW built on
+one thread.
 """
 
 from __future__ import annotations
@@ -53,6 +44,14 @@ def faiss_or_reason() -> Tuple[Any, str]:
     return faiss, ""
 
 
+def _faiss() -> Any:
+    """The ``faiss`` module, or ``VectorIndexError`` saying why not."""
+    faiss, reason = faiss_or_reason()
+    if faiss is None:
+        raise VectorIndexError(f"index: {reason}")
+    return faiss
+
+
 def _metric(faiss: Any, metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
@@ -71,9 +70,7 @@ def _rows(x: np.ndarray, metric: str, chunk: int = 16384) -> np.ndarray:
 def build_index(docs: np.ndarray, settings: IndexSettings, prepared: bool = False) -> Any:
     """An index of ``docs`` (baseline documents; ``prepared``: already as ``_rows`` makes them) as ``settings``
     describe it; a setting the corpus cannot satisfy (PQ sub-quantizers that do not divide the dimension, too few documents to train) is an error."""
-    faiss, reason = faiss_or_reason()
-    if faiss is None:
-        raise VectorIndexError(f"index: {reason}")
+    faiss = _faiss()
     n, dim = docs.shape
     metric = _metric(faiss, settings.metric)
     faiss.omp_set_num_threads(settings.threads)
@@ -130,9 +127,7 @@ def parse_id_map(raw: bytes, source: str) -> List[str]:
 def load_index(settings: IndexSettings, dim: int, corpus_ids: Sequence[str]) -> Tuple[Any, np.ndarray]:
     """The user's index (``settings.file``) and, per index position, the corpus position of its document
     (``settings.id_map``); checked against the corpus: dimension, metric, one id per vector, ids known."""
-    faiss, reason = faiss_or_reason()
-    if faiss is None:
-        raise VectorIndexError(f"index: {reason}")
+    faiss = _faiss()
     path, map_path = str(settings.file), str(settings.id_map)
     for name, what in ((map_path, "id map"), (path, "index file")):
         if not Path(name).is_file():  # a FIFO or a device would block or never end
@@ -238,8 +233,6 @@ def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray
         _, exact = faiss.knn(_rows(bq, settings.metric), rows_f32, k, metric=metric)
         kth = _exact(bq, base_docs, rows, exact.ravel(), settings.metric).reshape(exact.shape).min(axis=1)
         recall.append((score_b >= kth[:, None] - tie_tolerance).mean(axis=1))
-    fields = ("same_order", "same_set", "overlap", "raw_same_order")
-    agreement = TopKAgreement(k=k, **{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})
     share = float(np.concatenate(recall).mean()) if recall else 1.0
-    return Scenario("index", title, agreement, recall=share)
+    return Scenario("index", title, TopKAgreement.concat(k, parts), recall=share)
 

@@ -1,22 +1,17 @@
-"""Verdict types: what the comparator concludes, with the evidence, in one serializable form.
-
-Every report (terminal, Markdown, JSON, JUnit, HTML) renders from ``Comparison.serialize()``, so they can never
-disagree with each other.
+"""Verdict types: what the comparator concludes, with the evidence (the fp64 accuracy and retrieval scenarios
+included). No numpy: the noxfile imports them. Every report renders from
+``Comparison.serialize()``, so they can never disagree.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple
-
-if TYPE_CHECKING:  # numpy is not imported with the verdict types (the noxfile imports them)
-    from harness.compare.accuracy import AccuracyVerdict
-
-from harness.compare.scenario_verdict import RetrievalScenarios
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict",
-           "EnvChange", "Comparison", "FORMAT_VERSION"]
+           "EnvChange", "Comparison", "FORMAT_VERSION", "RetrievalScenarios", "ScenarioShare",
+           "MULTIPLIERS", "Accuracy", "AccuracyVerdict", "Bucket", "SideError"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
@@ -24,13 +19,8 @@ BUILT_IN_POLICY = "built-in default policy"
 
 
 class CellStatus(str, enum.Enum):
-    """A matrix cell's outcome, best first; cell.json and report.json hold the ``value``.
-
-    ``incompatible`` (a model cannot load there) is a fact about the environment and is only reported;
-    ``fail`` is drift; ``run-failed``, ``install-failed`` and ``error`` are equally bad: none produced a
-    trustworthy comparison. A cell that was never run counts as ``error``. A model's ``Status`` is this vocabulary
-    too, so one renders both.
-    """
+    """A matrix cell's (and a model's) outcome, best first: ``incompatible`` (cannot load there) is only
+    reported, ``fail`` is drift, the rest produced no trustworthy comparison (a cell never run is ``error``)."""
 
     PASS = "pass"
     INCOMPATIBLE = "incompatible"
@@ -70,8 +60,7 @@ class CellStatus(str, enum.Enum):
         return max((cls.parse(s) for s in statuses), key=lambda s: (s.severity, members.index(s)), default=cls.PASS)
 
 
-#: a model's outcome, in the same words (``pass``, ``fail``, ``incompatible``: a property of the environment, not
-#: drift; ``error``); a model is never ``run-failed`` or ``install-failed``, only a matrix cell is
+#: a model's outcome, in the same words (never ``run-failed`` or ``install-failed``: only a matrix cell is)
 Status = CellStatus
 
 
@@ -80,15 +69,11 @@ _UNCHANGED = {"accuracy_ratio": 1.0}
 
 
 def limit_used(observed: float, limit: float, op: str, unchanged: float = 0.0) -> Optional[float]:
-    """How much of a check's allowance the drift used: 0 none, 1 all of it, above 1 over the limit.
+    """How much of a check's allowance the drift used: 0 none, 1 all of it, None over a zero allowance.
 
-    ``<=`` checks (a difference, bits, a share of texts) allow ``limit``: used is ``observed / limit``. ``>=``
-    checks are on quantities whose perfect value is 1 (cosine, agreements): they allow ``1 - limit`` of shortfall,
-    and used is ``(1 - observed) / (1 - limit)``; the plain ``observed / limit`` of a cosine of 0.9999998 against
-    0.999999 would read "100%" whatever the drift. A zero allowance (``atol = 0``, agreement 1) gives 0 when
-    nothing moved and None (no finite share: over) when something did. ``unchanged``: the value of a ``<=`` check
-    when nothing moved (1 for a ratio to the baseline's own error: a ratio of 1 uses none of a limit of 2).
-    """
+    ``>=`` checks are on quantities whose perfect value is 1 (cosine, agreements): they allow ``1 - limit`` of
+    shortfall (``observed / limit`` of a cosine would read "100%" whatever the drift). ``unchanged``: a ``<=``
+    check's value when nothing moved (1 for a ratio to the baseline's own error)."""
     used, allowed = (observed - unchanged, limit - unchanged) if op == "<=" else (1.0 - observed, 1.0 - limit)
     if allowed > 0:
         return max(float(used), 0.0) / float(allowed)
@@ -102,10 +87,8 @@ def not_judged_note(why: str) -> str:
 
 @dataclass(frozen=True)
 class Check:
-    """One tolerance check: ``observed`` compared with ``limit`` by ``op`` ("<=" or ">=").
-
-    ``used`` (``limit_used``) is derived, so every report shows the same headroom (1 - used) for it.
-    """
+    """One tolerance check: ``observed`` compared with ``limit`` by ``op``; ``used`` derived, so that every
+    report shows the same headroom."""
 
     name: str
     observed: float
@@ -119,6 +102,65 @@ class Check:
         object.__setattr__(self, "used", limit_used(self.observed, self.limit, self.op, _UNCHANGED.get(self.name, 0.0)))
 
 
+#: the largest accuracy ratio that is still rounding, by the candidate's dtype (PyTorch's fp64 reference rule)
+MULTIPLIERS: Dict[str, float] = {"float32": 2.0, "float16": 3.0, "bfloat16": 3.0}
+
+
+@dataclass(frozen=True)
+class SideError:
+    """One side's error against the reference: RMSE over every value, the largest absolute difference, and the
+    texts with the largest per-text RMSE (``(id, rmse)``, worst first). Non-finite values make it ``inf``."""
+
+    rmse: float
+    max_abs: float
+    worst: Tuple[Tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The error of the texts whose token count is in ``[low, high]`` (``high`` None: no upper bound)."""
+
+    low: int
+    high: Optional[int]
+    texts: int
+    baseline_rmse: float
+    candidate_rmse: float
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Both sides' error against the fp64 reference for one model (``harness.compare.accuracy``): ``ratio`` is
+    candidate RMSE / baseline RMSE (1 when both are 0); ``truncated`` names texts cut on one side only (a cause
+    other than rounding)."""
+
+    rows: int
+    baseline: SideError
+    candidate: SideError
+    ratio: float
+    candidate_worse: int
+    baseline_worse: int
+    buckets: Tuple[Bucket, ...]
+    truncation_mismatches: int
+    truncated: Tuple[Tuple[str, str], ...]
+
+    def rounding(self, dtype: str = "float32") -> bool:
+        """Whether the ratio is within what rounding in ``dtype`` explains (``MULTIPLIERS``)."""
+        return bool(self.ratio <= MULTIPLIERS[dtype])
+
+
+@dataclass(frozen=True)
+class AccuracyVerdict:
+    """What a model's verdict carries about the fp64 reference: the measurement, the ratio limit it was held to
+    (``max_accuracy_ratio`` times ``scale``), whether the ratio is the gate, how reports name the two sides."""
+
+    measured: Accuracy
+    limit: float
+    scale: float
+    gate: bool
+    sides: Tuple[str, str]
+    reference: str
+
+
 @dataclass(frozen=True)
 class Offender:
     """One of the texts, pairs or queries that moved most."""
@@ -127,6 +169,65 @@ class Offender:
     value: float
     metric: str
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class ScenarioShare:
+    """One scenario's shares of queries whose top-k keeps its order / its set (None: not run, ``reason`` why);
+    ``recall``: an approximate index's own recall@k against exact search."""
+
+    key: str
+    title: str
+    same_order: Optional[float]
+    same_set: Optional[float]
+    reason: str = ""
+    recall: Optional[float] = None
+
+    @property
+    def shown(self) -> str:
+        """``keep the index ... 90.0% / 98.3%`` (same order / same set), or why it did not run."""
+        if self.same_order is None or self.same_set is None:
+            return f"{self.title}: not run ({self.reason})"
+        recall = f", index recall@k {self.recall:.1%}" if self.recall is not None else ""
+        return f"{self.title} {self.same_order:.1%} / {self.same_set:.1%}{recall}"
+
+
+@dataclass(frozen=True)
+class RetrievalScenarios:
+    """"Must I re-embed?" for one bi-encoder, reported beside its verdict, never gating: the scenarios, the advice
+    (``scenarios.decide``) with its margins and limits; ``served``: "keep the index" asks whether the server's
+    queries can be used against the library-built index."""
+
+    k: int
+    queries: int
+    min_order: float
+    min_set: float
+    advice: str
+    scenario: str
+    order_margin: float
+    set_margin: float
+    served: bool = False
+    items: List[ScenarioShare] = field(default_factory=list)
+
+    @property
+    def line(self) -> str:
+        """The one line every report shows: the advice, by how much, within which limits."""
+        by_key = {s.key: s for s in self.items}
+        chosen = by_key.get(self.scenario)
+        how = "clears" if min(self.order_margin, self.set_margin) >= 0 else "misses"
+        limits = f"policy: same order >= {self.min_order:.0%}, same set >= {self.min_set:.0%}"
+        advice = self.advice
+        if self.served:
+            answer = "yes" if self.advice == "keep your index" else "no"
+            advice = f"can the server's queries be used against the library-built index? {answer}; {self.advice}"
+        return (f"{advice}: {chosen.title if chosen else self.scenario} {how} the top-{self.k} limits by "
+                f"{self.order_margin:+.1%} (same order) and {self.set_margin:+.1%} (same set) ({limits}; "
+                f"{self.queries} queries; reported, not judged)")
+
+    @property
+    def details(self) -> str:
+        """Every scenario's shares, same order / same set."""
+        return "; ".join(s.shown for s in self.items)
 
 
 @dataclass(frozen=True)
@@ -142,18 +243,14 @@ class ModelVerdict:
     tolerance: Dict[str, Any] = field(default_factory=dict)
     #: the loosest limits under which this comparison would have passed (for "what would it take")
     min_passing: Dict[str, float] = field(default_factory=dict)
-    #: how fast each side ran it, on what: {"baseline": {...}, "candidate": {...}} with device, items_per_s,
-    #: compute_s, cuda_peak_memory_bytes (CUDA runs), peak_rss_bytes (the whole run); reported, never judged
+    #: how fast each side ran it, on what: {"baseline": {...}, "candidate": {...}}; reported, never judged
     performance: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    #: where the drift is, for messages that quote it (``harness.report.assertion``): the worst element's text,
-    #: dimension and both values, the largest relative difference, the lowest cosine, the queries whose top-k
-    #: or rerank order changed (a few named, with counts), an example swap. JSON values only, a few entries each;
-    #: ``kind`` says which of ``embedding``, ``quantized``, ``rerank`` it describes (empty: not compared)
+    #: where the drift is, for messages that quote it (``harness.report.assertion``): JSON values, a few entries
+    #: each; ``kind`` says which judge wrote it (empty: not compared)
     evidence: Dict[str, Any] = field(default_factory=dict)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
-    #: each side's error against the fp64 reference and the ratio limit (``harness.compare.accuracy_check``);
-    #: None without a reference
+    #: each side's error against the fp64 reference (``harness.compare.accuracy``); None without one
     accuracy: Optional[AccuracyVerdict] = None
     #: "must I re-embed?": the retrieval scenarios and their advice (bi-encoders with queries; reported, not judged)
     scenarios: Optional[RetrievalScenarios] = None
@@ -164,13 +261,7 @@ class ModelVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
-        from harness.compare.accuracy import AccuracyVerdict
-
-        accuracy = data.get("accuracy")
-        return cls(**{**data, "status": Status(data["status"]), "checks": [Check(**c) for c in data.get("checks", [])],
-                      "offenders": [Offender(**o) for o in data.get("offenders", [])],
-                      "accuracy": AccuracyVerdict.from_dict(accuracy) if accuracy else None,
-                      "scenarios": RetrievalScenarios.from_dict(data["scenarios"]) if data.get("scenarios") else None})
+        return _adapter(cls).validate_python(dict(data))
 
     @property
     def failed_checks(self) -> List[Check]:
@@ -222,8 +313,7 @@ class Comparison:
     candidate_env: Dict[str, Any] = field(default_factory=dict)
     corpus: Dict[str, Any] = field(default_factory=dict)
     label: Optional[str] = None
-    #: what the reader must know beyond the verdicts (a file compared with itself passes by construction);
-    #: set by the comparator, rendered by every report
+    #: what the reader must know beyond the verdicts (a file compared with itself passes by construction)
     notes: List[str] = field(default_factory=list)
 
     @property
@@ -244,7 +334,17 @@ class Comparison:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
         """A comparison as serialized (``serialize``; a report.json as read)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in data.items() if k in known},
-                      "models": [ModelVerdict.from_dict(m) for m in data["models"]],
-                      "env_changes": [EnvChange(**e) for e in data.get("env_changes", [])]})
+        return _adapter(cls).validate_python(dict(data))
+
+
+_ADAPTERS: Dict[type, Any] = {}
+
+
+def _adapter(cls: type) -> Any:
+    """A pydantic adapter building ``cls`` and everything nested in it from its ``asdict`` form (unknown keys
+    ignored, lists where tuples were); pydantic is imported only to read a report."""
+    from pydantic import TypeAdapter
+
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]

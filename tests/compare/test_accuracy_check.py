@@ -1,4 +1,4 @@
-"""The fp64 reference in the verdict (``harness.compare.accuracy_check``): perturbations of the shipped tiny baseline
+"""The fp64 reference in the verdict (``harness.compare.accuracy``): perturbations of the shipped tiny baseline
 judged against its shipped reference, per kind (bi-encoder vectors, cross-encoder scores).
 
 Noise at the baseline's own error level passes the ratio check; a planted loss that atol 1e-5 lets through fails
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.compare.accuracy_check import NO_REFERENCE
+from harness.compare.accuracy import NO_REFERENCE
 from harness.compare.comparator import compare_files
 from harness.compare.policy import load_policy
 from harness.errors import IncompatibleInputs

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_scale_topk import MODEL, _write
 
-from harness.compare import certificate as certs
+from harness.compare import certify as certs
 from harness.compare import workers
 from harness.config.environment import CompareSettings
 from harness.results import ResultsFile

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from harness.compare import certificate as certs
+from harness.compare import certify as certs
 from harness.compare import metrics as m
 from harness.compare import stats
 from harness.compare.kinds.embedding import judge_embeddings

@@ -14,8 +14,7 @@ import pytest
 
 from harness.cli import main
 from harness.compare.comparator import compare_files
-from harness.compare.scenario_verdict import RetrievalScenarios
-from harness.compare.verdict import Comparison, ModelVerdict, Status
+from harness.compare.verdict import Comparison, ModelVerdict, RetrievalScenarios, Status
 from harness.config.project import IndexSettings
 from harness.report import scenario_lines
 from harness.report.html import render_html

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.compare.kinds import ArrayPair, judge_embeddings
-from harness.compare.kinds.scenarios import ScenarioRequest
+from harness.compare.kinds.embedding import ScenarioRequest
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.scenarios import Scenario, decide, rolled

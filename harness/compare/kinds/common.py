@@ -1,14 +1,11 @@
-"""What every kind of output shares: ratio checks, the top-k retrieval checks with their evidence, the verdict.
-
-Evidence (``ModelVerdict.evidence``) is what a message quotes beyond the checks and metrics: where the drift
-is, named by id. It stays small (``NAMED`` ids per list, counts beside them) and JSON-serializable (plain
-``str``/``int``/``float``/lists/dicts), because it travels in every report.
+"""What every kind of output shares: ratio checks, the top-k checks with their evidence, the verdict. Evidence
+stays small (``NAMED`` ids per list) and JSON-serializable: it travels in every report.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -25,14 +22,9 @@ NAMED = 5
 
 
 def significant(value: Any, against: Optional[float] = None, digits: int = 3) -> str:
-    """A number for a reason or message, with as many significant digits as it takes to stay true.
-
-    At least ``digits`` (near 1: ``digits`` of the distance from 1, 0.99999719 and not 0.999997); more while the
-    shown value would read as a different one: a non-integer shown as an
-    integer (a min cosine of 0.99999719 is never "1"), or, next to ``against`` (its limit), a shown pair whose
-    order differs from the values' (0.9999994 against 0.999999 stays above it). The one rule for numbers in
-    verdict reasons; ``harness.report.format`` uses it for the numbers of every report.
-    """
+    """A number for a reason or message, with as many significant digits as it takes to stay true: at least
+    ``digits`` (near 1, of the distance from 1), more while it would read as an integer it is not ("1" for
+    0.99999719) or, next to ``against`` (its limit), in the other order. Every report's numbers use it."""
     if value is None:
         return "-"
     if isinstance(value, (bool, int)):
@@ -74,42 +66,26 @@ def ratio_check(name: str, observed: float, limit: float, detail: str) -> Check:
     return Check(name=name, observed=observed, limit=limit, op=">=", passed=observed >= limit, detail=detail)
 
 
-def topk_checks(tol: Tolerance, agree: TopKAgreement, query_id: Callable[[int], str], metrics: Dict[str, Any],
-                quantized_scores: bool = False) -> Tuple[List[Check], Dict[str, Any]]:
-    """Top-k retrieval agreement: its metrics added to ``metrics``; the order and set checks, and the evidence
-    (k, queries, the changed ones named; ``query_id(i)`` names query ``i``)."""
-    order_limit, set_limit = (
-        (tol.min_quantized_topk_order_agreement, tol.min_quantized_topk_set_agreement) if quantized_scores
-        else (tol.min_topk_order_agreement, tol.min_topk_set_agreement)
-    )
-    k = agree.k
-    metrics.update(
-        topk=k,
-        topk_order_agreement=agree.share("same_order"),
-        topk_set_agreement=agree.share("same_set"),
-        topk_raw_order_agreement=agree.share("raw_same_order"),
-        topk_mean_overlap=agree.share("overlap"),
-    )
-    n_q = len(agree.same_order)
-    changed_order = np.flatnonzero(~agree.same_order)
-    changed_set = np.flatnonzero(~agree.same_set)
-    checks = [
-        ratio_check(
-            f"top{k}_order_agreement", agree.share("same_order"), order_limit,
-            f"{len(changed_order)} / {n_q} queries changed their top-{k} order (ties within {significant(tol.tie_tolerance)} ignored)",
-        ),
-        ratio_check(
-            f"top{k}_set_agreement", agree.share("same_set"), set_limit,
-            f"{len(changed_set)} / {n_q} queries changed their top-{k} set",
-        ),
-    ]
-    evidence = {
-        "k": k,
-        "queries": n_q,
-        "order_changed": {"count": len(changed_order), "ids": [query_id(int(i)) for i in changed_order[:NAMED]]},
-        "set_changed": {"count": len(changed_set), "ids": [query_id(int(i)) for i in changed_set[:NAMED]]},
-    }
-    return checks, evidence
+def topk_checks(tol: Tolerance, agree: TopKAgreement, pair: Any, metrics: Dict[str, Any], evidence: Dict[str, Any],
+                min_passing: Dict[str, float], quantized_scores: bool = False) -> List[Check]:
+    """The top-k order and set checks; the agreement's metrics, evidence (the changed queries named through
+    ``pair.item_id``) and loosest passing limits are added to the verdict's."""
+    prefix = "min_quantized_topk" if quantized_scores else "min_topk"
+    limits = {f"{prefix}_{what}_agreement": getattr(tol, f"{prefix}_{what}_agreement") for what in ("order", "set")}
+    k, n_q = agree.k, len(agree.same_order)
+    metrics.update(topk=k, topk_order_agreement=agree.share("same_order"), topk_set_agreement=agree.share("same_set"),
+                   topk_raw_order_agreement=agree.share("raw_same_order"), topk_mean_overlap=agree.share("overlap"))
+    min_passing.update(zip(limits, (metrics["topk_order_agreement"], metrics["topk_set_agreement"])))
+    changed = {what: np.flatnonzero(~getattr(agree, f"same_{what}")) for what in ("order", "set")}
+    evidence["topk"] = {"k": k, "queries": n_q, **{
+        f"{what}_changed": {"count": len(rows), "ids": [pair.item_id(int(pair.queries[i])) for i in rows[:NAMED]]}
+        for what, rows in changed.items()}}
+    order_limit, set_limit = limits.values()
+    return [ratio_check(f"top{k}_order_agreement", agree.share("same_order"), order_limit,
+                        f"{len(changed['order'])} / {n_q} queries changed their top-{k} order "
+                        f"(ties within {significant(tol.tie_tolerance)} ignored)"),
+            ratio_check(f"top{k}_set_agreement", agree.share("same_set"), set_limit,
+                        f"{len(changed['set'])} / {n_q} queries changed their top-{k} set")]
 
 
 def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], evidence: Dict[str, Any]) -> str:
@@ -129,16 +105,5 @@ def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check],
     reason = "; ".join(
         [f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): {c.detail}"
          for c in failed] + notes)
-    return ModelVerdict(
-        model_id=model_id,
-        kind=kind,
-        status=Status.FAIL if failed else Status.PASS,
-        tolerance_class=tol.name,
-        checks=checks,
-        metrics=metrics,
-        offenders=offenders,
-        reason=reason,
-        tolerance=tol.as_dict(),
-        min_passing=min_passing,
-        evidence=evidence,
-    )
+    return ModelVerdict(model_id, kind, Status.FAIL if failed else Status.PASS, tol.name, checks, metrics, offenders,
+                        reason, tol.as_dict(), min_passing, evidence=evidence)

@@ -1,29 +1,81 @@
 """Float embeddings: every element within ``atol + rtol * |baseline|``, every text's cosine above ``min_cosine``,
-and each query's top-k retrieval order and set unchanged (ties within ``tie_tolerance`` ignored).
-
-One judge for files and arrays: a pair source (``kinds.source``) feeds segments of both sides to workers, each
-with its own ``DiffStats`` and ``TopKStream`` (merged afterwards); the verdict and its evidence (the worst
-element, the largest relative difference, the lowest cosine, the changed queries) come from those alone.
+and each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored). One judge for files and
+arrays: a pair source feeds segments to workers whose accumulators are merged, and the verdict comes from those.
+Quantized vectors (int8/uint8/binary/ubinary, ``harness.compare.quantized``) are judged as integers: bits flipped
+or buckets moved per text, the share of texts changed, top-k by the quantized scores. Beside a float verdict,
+"must I re-embed?": the retrieval scenarios (``harness.compare.scenarios``) computed in the same passes
+and, with an ``[index]``, the one through a FAISS index; reported, never gating.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from harness.compare import quantized, scenarios, streaming, vector_index
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
-from harness.compare.kinds.retrieval import Retrieval, Source
-from harness.compare.kinds.scenarios import ScenarioRequest
-from harness.compare.kinds.source import EmbeddingPair, Worker
+from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
+from harness.compare.kinds.source import EmbeddingPair, FilePair, Worker
 from harness.compare.metrics import TopKAgreement
 from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats
+from harness.compare.stats.certify import Source
 from harness.compare.streaming import ZERO_VECTORS
-from harness.compare.verdict import Check, ModelVerdict, Offender
+from harness.compare.verdict import Check, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
+from harness.config.project import IndexSettings
+from harness.errors import IncompatibleInputs, ResultsFileError
+from harness.results import ResultsFile
 
-__all__ = ["judge_embeddings", "retrieval_k"]
+__all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized", "retrieval_k"]
+
+
+#: why the scenario through an index did not run without an ``[index]`` table
+NO_INDEX = "no [index] configured (harness.toml, or --index FILE --id-map FILE)"
+
+
+def _through_index(pair: EmbeddingPair, k: int, tol: Tolerance, index: Optional[IndexSettings]) -> scenarios.Scenario:
+    """Through the index: the documents and every query in memory, as the index holds them."""
+    if index is None or not isinstance(pair, FilePair):
+        return scenarios.Scenario("index", "keep the index, through a FAISS index", None, reason=NO_INDEX)
+    base_q, cand_q = pair.query_vectors()
+    at = np.flatnonzero(pair.documents)
+    docs = streaming.read_rows(pair.base, pair.model_id, at)
+    return vector_index.index_scenario(base_q, cand_q, docs, pair.ids_at(at), k, tol.tie_tolerance, index)
+
+
+def _scenario_share(s: scenarios.Scenario) -> ScenarioShare:
+    order, same = (s.share("same_order"), s.share("same_set")) if s.ran else (None, None)
+    return ScenarioShare(s.key, s.title, order, same, s.reason, s.recall)
+
+
+@dataclass(frozen=True)
+class ScenarioRequest:
+    """The comparator's ask for the scenarios beside a verdict: the ``[index]`` to search through (None: exact
+    scenarios only) and whether the candidate came from a server (the keep-the-index line then asks about its
+    queries). Skipped when the settings say so (``CompareSettings.scenarios``, HARNESS_SCENARIOS=0)."""
+
+    index: Optional[IndexSettings] = None
+    served: bool = False
+
+    def share(self, pair: EmbeddingPair) -> Optional[float]:
+        """The rolling re-embed's share of documents done, None when the scenarios are skipped."""
+        if not pair.settings.scenarios:
+            return None
+        return self.index.rolling_share if self.index is not None else 0.5
+
+    def judge(self, pair: EmbeddingPair, tol: Tolerance, k: int,
+              exact: Tuple[scenarios.Scenario, ...]) -> RetrievalScenarios:
+        """The exact scenarios (and the one through the index) judged by ``tol``'s top-k rules and limits."""
+        found: List[scenarios.Scenario] = [*exact, _through_index(pair, k, tol, self.index)]
+        decision = scenarios.decide(found, tol)
+        return RetrievalScenarios(k=k, queries=len(pair.queries), min_order=tol.min_topk_order_agreement,
+                                  min_set=tol.min_topk_set_agreement, advice=decision.advice,
+                                  scenario=decision.scenario, order_margin=decision.order_margin,
+                                  set_margin=decision.set_margin, served=self.served,
+                                  items=[_scenario_share(s) for s in found])
 
 
 def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
@@ -35,46 +87,34 @@ def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
     return min(k, n_docs)
 
 
-class _Worker:
-    """One thread's accumulators."""
+class _Worker(RetrievalWorker):
+    """One thread's accumulators: the element statistics, and the first query batch's retrieval."""
 
     def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype, retrieval: Optional[Retrieval]) -> None:
-        self.retrieval = retrieval
+        super().__init__(retrieval)
         self.stats = DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
                                min_cosine=tol.min_cosine, worst_n=WORST_N)
-        self.topk = retrieval.accumulators() if retrieval is not None else None
 
-    def __call__(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/Inf rows: refused afterwards
-            self._add(segment)
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
+        super().add(position, base, cand, self.stats.add(position, base, cand))
 
-    def _add(self, segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-        position, base, cand = segment
-        squares = self.stats.add(position, base, cand)
-        if self.retrieval is not None and self.topk is not None:
-            self.retrieval.add_segment(self.topk, position, base, cand, squares)
+    def merge(self, other: RetrievalWorker) -> None:
+        assert isinstance(other, _Worker)
+        self.stats.merge(other.stats)
+        other.stats = None  # type: ignore[assignment]  # merged: held no longer
+        super().merge(other)
 
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
                      scenarios: Optional[ScenarioRequest] = None, tap: Optional[Worker] = None) -> ModelVerdict:
-    """The verdict on one bi-encoder's float vectors (NaN/Inf anywhere: ``pair.refuse_nonfinite`` raises).
-    ``certificate``: a hint, the baseline's top ``width(k)`` per query (``harness.compare.certificate``): most
-    queries are then decided without scoring every document; the verdict is the same without it.
-    ``scenarios``: the retrieval scenarios, reported beside the verdict, computed in the same passes.
-    ``tap``: also fed every segment of the verdict's pass, in order (the accuracy against an fp64 reference)."""
+    """The verdict on one bi-encoder's float vectors (NaN/Inf: ``pair.refuse_nonfinite`` raises). ``certificate``:
+    a hint that spares scoring most queries (the same verdict without it); ``scenarios``: computed in the same
+    passes; ``tap``: also fed every segment, in order (the accuracy against an fp64 reference)."""
     dtype = np.result_type(pair.base_dtype, pair.cand_dtype)
     k = retrieval_k(pair, tol.topk)
     share = scenarios.share(pair) if scenarios is not None else None
     retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
-    workers = [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))]
-    pair.feed(workers, held_bytes=retrieval.held_bytes if retrieval is not None else 0,
-              what=retrieval.pass_name(0) if retrieval is not None else "", tap=tap)
-    first, *others = workers
-    for other in others:
-        first.stats.merge(other.stats)
-        if first.topk is not None and other.topk is not None:
-            first.topk.merge(other.topk)
-        other.stats, other.topk = None, None  # type: ignore[assignment]  # merged: held no longer
+    first = run_pass(pair, [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
     st = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)
@@ -109,59 +149,98 @@ def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Dict[str, A
 
 def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
              topk: Optional[Tuple[TopKAgreement, int, int]]) -> ModelVerdict:
-    stats = st.summary()
-    total = st.count
-    n_bad = st.bad_elements
+    stats, n_bad = st.summary(), st.bad_elements
     min_cos = st.min_cos if pair.rows else 1.0
     checks: List[Check] = [
-        Check(
-            name="max_abs_diff",
-            observed=stats.max_abs,
-            limit=tol.atol,
-            op="<=",
-            passed=n_bad == 0,
-            detail=f"{share(n_bad, total)} elements exceed "
-                   f"atol={significant(tol.atol, stats.max_abs)} + rtol={significant(tol.rtol)}*|baseline|",
-        ),
-        Check(
-            name="min_cosine",
-            observed=min_cos,
-            limit=tol.min_cosine,
-            op=">=",
-            passed=st.below_cosine == 0,
-            detail=f"{st.below_cosine} / {pair.rows} texts below cosine {significant(tol.min_cosine, min_cos)}",
-        ),
+        Check("max_abs_diff", stats.max_abs, tol.atol, "<=", n_bad == 0, f"{share(n_bad, st.count)} elements exceed "
+              f"atol={significant(tol.atol, stats.max_abs)} + rtol={significant(tol.rtol)}*|baseline|"),
+        Check("min_cosine", min_cos, tol.min_cosine, ">=", st.below_cosine == 0,
+              f"{st.below_cosine} / {pair.rows} texts below cosine {significant(tol.min_cosine, min_cos)}"),
     ]
     metrics: Dict[str, Any] = {
-        "texts": pair.rows,
-        "dim": pair.dim,
-        "max_abs_diff": stats.max_abs,
-        "mean_abs_diff": stats.mean_abs,
-        "p99_abs_diff": stats.p99_abs,
-        "max_rel_diff": stats.max_rel,
-        "min_cosine": min_cos,
-        "elements_beyond_tolerance": n_bad,
-        "texts_beyond_tolerance": st.texts_beyond,
+        "texts": pair.rows, "dim": pair.dim, "max_abs_diff": stats.max_abs, "mean_abs_diff": stats.mean_abs,
+        "p99_abs_diff": stats.p99_abs, "max_rel_diff": stats.max_rel, "min_cosine": min_cos,
+        "elements_beyond_tolerance": n_bad, "texts_beyond_tolerance": st.texts_beyond,
         "abs_diff_histogram": st.histogram(),
     }
     evidence = _evidence(pair, tol, st)
+    min_passing = {"atol": stats.max_abs, "min_cosine": min_cos}
     if topk is not None:
         agreement, certified, scored = topk
-        more, evidence["topk"] = topk_checks(tol, agreement, lambda i: pair.item_id(int(pair.queries[i])), metrics)
+        checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing)
         evidence["topk"].update(certified=certified, scored_exactly=scored)  # how the agreement was decided
-        checks += more
     else:
         retrieval_not_judged(len(pair.queries), int(pair.documents.sum()), metrics, evidence)
-    offenders = [
-        Offender(item_id=pair.item_id(w.position), value=w.value, metric="max_abs_diff",
-                 detail=f"cosine {significant(w.cosine, tol.min_cosine)}")
-        for w in st.worst
-        if w.value > 0
-    ]
-    min_passing = {"atol": stats.max_abs, "min_cosine": metrics["min_cosine"]}
-    if "topk" in metrics:
-        min_passing.update(
-            min_topk_order_agreement=metrics["topk_order_agreement"],
-            min_topk_set_agreement=metrics["topk_set_agreement"],
+    offenders = [Offender(pair.item_id(w.position), w.value, "max_abs_diff",
+                          f"cosine {significant(w.cosine, tol.min_cosine)}") for w in st.worst if w.value > 0]
+    return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)
+
+
+def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
+    """The precision both files' vectors of ``model_id`` have; refuses different ones, or vectors stored in
+    another dtype than their precision's."""
+    precisions = [f.records[model_id].precision or "float32" for f in (base, cand)]
+    if precisions[0] != precisions[1]:
+        raise IncompatibleInputs(
+            f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's {precisions[0]}: "
+            "compare a quantized run only with a baseline of the same precision"
         )
+    precision = precisions[0]
+    expected = quantized.STORED_DTYPE[precision]
+    for side in (base, cand):
+        stored = side.vector_spec(model_id)[1]
+        if stored != expected:
+            raise ResultsFileError(f"{side.path}: model '{model_id}' is {precision} but its vectors are stored as "
+                                   f"{stored} (expected {expected})")
+    return precision
+
+
+class _QuantizedWorker(RetrievalWorker):
+    """One thread's accumulators: the per-text figures, and the first query batch's retrieval by quantized scores."""
+
+    def __init__(self, pair: EmbeddingPair, precision: str, retrieval: Optional[Retrieval]) -> None:
+        super().__init__(retrieval)
+        self.stats = quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N)
+
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
+        self.stats.add(position, base, cand)
+        super().add(position, base, cand)
+
+    def merge(self, other: RetrievalWorker) -> None:
+        assert isinstance(other, _QuantizedWorker)
+        self.stats.merge(other.stats)
+        super().merge(other)
+
+
+def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
+    """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
+    k = retrieval_k(pair, tol.topk)
+    retrieval = (Retrieval(pair, k, tol.tie_tolerance,
+                           scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
+    workers = [_QuantizedWorker(pair, precision, retrieval) for _ in range(max(1, pair.threads))]
+    first = run_pass(pair, workers, retrieval)
+    stats = first.stats
+    agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None
+    limit_key = quantized.limit_key(precision)
+    limit = getattr(tol, limit_key)
+    bits = limit_key == "max_bit_flips"
+    unit = "bits flipped" if bits else "bucket(s) moved"
+    metrics: Dict[str, Any] = {"texts": pair.rows, "dim": pair.dim, **stats.metrics()}
+    changed, fraction = stats.rows_changed, metrics["rows_changed_fraction"]
+    checks = [
+        Check(limit_key, float(stats.most), float(limit), "<=", stats.most <= limit,
+              f"{changed} / {pair.rows} texts changed; the most in one text: {stats.most} {unit}"),
+        Check("changed_fraction", fraction, tol.max_changed_fraction, "<=", fraction <= tol.max_changed_fraction,
+              f"{changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
+    ]
+    evidence: Dict[str, Any] = {
+        "kind": "quantized", "precision": precision, "limit_key": limit_key,
+        "worst": [{"id": pair.item_id(w.row), "row": w.row, "value": w.value, "dims": w.dims} for w in stats.worst],
+    }
+    min_passing: Dict[str, float] = {limit_key: float(stats.most), "max_changed_fraction": fraction}
+    if agreement is not None:
+        checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing, quantized_scores=True)
+    where = "bit(s)" if bits else "dimension(s)"
+    offenders = [Offender(pair.item_id(w.row), float(w.value), limit_key,
+                          f"{unit}; {where} {', '.join(map(str, w.dims))}") for w in stats.worst]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)

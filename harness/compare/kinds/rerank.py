@@ -1,11 +1,10 @@
 """Cross-encoder scores: every score within ``score_atol + score_rtol * |baseline|``, and no query reranked
-beyond score ties (a swap of two pairs whose baseline scores differ by more than ``tie_tolerance``).
+beyond score ties. One judge for arrays (``judge_rerank``) and files (``judge_rerank_files``, streamed through
+``RerankPair``): the verdict is built from ``stats.rerank.RerankStats`` alone.
 
-One judge for arrays and files, as for bi-encoders: the statistics accumulate in ``stats.rerank.RerankStats``
-(scores in baseline order, then whole queries) and the verdict is built from it alone. ``judge_rerank`` feeds
-aligned arrays in one chunk; ``judge_rerank_files`` feeds two results files row group by row group through
-``kinds.rerank_source`` (alignment, refusals, queries cut by row groups or interleaved), in memory bounded by
-``HARNESS_COMPARE_MEMORY_MB`` plus a few numbers per query.
+Files are in canonical order (by query, then passage), so the same pairs are the same rows: streamed side by
+side, each query handed over whole (a query a row group cuts is carried to the next chunk). Anything else is
+broken input, refused with the cause found by one more read of both sides' ids.
 """
 
 from __future__ import annotations
@@ -13,16 +12,157 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from harness.compare.kinds import rerank_source as source
+from harness.compare import streaming
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
 from harness.compare.policy import Tolerance
 from harness.compare.stats.rerank import RerankStats
 from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.compare.workers import Segment
-from harness.results import ResultsFile
+from harness.errors import ResultsFileError
+from harness.results import ResultsFile, arrow_to_numpy, single_chunk
+from harness.results.schema import in_canonical_order
 
 __all__ = ["judge_rerank", "judge_rerank_files", "queries_in_memory"]
+
+
+#: one aligned chunk: (baseline position of its first pair, query ids, baseline scores, candidate scores)
+Chunk = Tuple[int, pa.Array, np.ndarray, np.ndarray]
+
+
+class _Broken(Exception):
+    """The sides do not line up pair for pair: a duplicate or an id on one side only."""
+
+
+def _scores(table: pa.Table) -> np.ndarray:
+    return arrow_to_numpy(table.column("score")).astype(np.float64)
+
+
+def _sorted(values: pa.Array) -> pa.Array:
+    """Strings sorted (arrow sorts bytewise: the code point order of Python and numpy)."""
+    return values.take(pc.sort_indices(values))
+
+
+class _QueryRuns:
+    """Queries as runs of equal query ids in baseline order; the last run of a chunk is carried to the next."""
+
+    def __init__(self, stats: RerankStats) -> None:
+        self.stats = stats
+        self.open: Optional[Tuple[str, int, List[np.ndarray], List[np.ndarray]]] = None
+
+    def add(self, position: int, queries: pa.Array, bs: np.ndarray, cs: np.ndarray) -> None:
+        if not len(bs):
+            return
+        encoded = single_chunk(queries).dictionary_encode()
+        codes, names = arrow_to_numpy(encoded.indices), encoded.dictionary.to_pylist()
+        starts = np.concatenate([[0], np.flatnonzero(codes[1:] != codes[:-1]) + 1, [len(codes)]]).tolist()
+        for s, e in zip(starts, starts[1:]):
+            query = str(names[codes[s]])
+            if self.open is not None and self.open[0] == query:
+                self.open[2].append(bs[s:e])
+                self.open[3].append(cs[s:e])
+                continue
+            self.close()
+            self.open = (query, position + s, [bs[s:e]], [cs[s:e]])
+
+    def close(self) -> None:
+        if self.open is None:
+            return
+        query, first, bs, cs = self.open
+        self.open = None
+        b, c = (np.concatenate(bs), np.concatenate(cs)) if len(bs) > 1 else (bs[0], cs[0])
+        self.stats.add_query(query, np.arange(first, first + len(b)), b, c)
+
+
+class RerankPair:
+    """One cross-encoder of two results files, fed to ``RerankStats`` (see the module's docstring)."""
+
+    def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+        self.base, self.cand, self.model_id = base, cand, model_id
+        self.groups = base.model_row_groups(model_id)
+        self.starts = np.cumsum([0] + [count for _, count in self.groups])
+        self.rows = int(self.starts[-1])
+
+    def feed(self, stats: RerankStats, tap: Optional[Callable[[Segment], None]] = None) -> None:
+        """Every pair's scores once, every query whole once (``tap``: each chunk's, in order); refuses broken
+        input (one line, file named)."""
+        runs = _QueryRuns(stats)
+        try:
+            for position, queries, bs, cs in self._chunks():
+                stats.add_scores(position, bs, cs)
+                if tap is not None:
+                    tap((position, bs, cs))
+                runs.add(position, queries, bs, cs)
+        except _Broken:
+            self._refuse()
+            raise ResultsFileError(f"{self.cand.path}: model '{self.model_id}' pairs are not in canonical order") from None
+        runs.close()
+
+    def _chunks(self) -> Iterator[Chunk]:
+        """Both files side by side in equal-length slices (row groups may be cut differently on each side)."""
+        sides = [self.base.model_table(self.model_id, ["item_id", "query_id", "passage_id", "score"]),
+                 self.cand.model_table(self.model_id, ["item_id", "score"])]
+        current: List[Optional[pa.Table]] = [next(sides[0], None), next(sides[1], None)]
+        offset, position, last, nonfinite = [0, 0], 0, None, False
+        while True:
+            for side in (0, 1):
+                while current[side] is not None and offset[side] >= len(current[side]):  # type: ignore[arg-type]
+                    current[side], offset[side] = next(sides[side], None), 0
+            if current[0] is None or current[1] is None:
+                if current[0] is not None or current[1] is not None:
+                    raise _Broken()
+                break
+            take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
+            b, c = current[0].slice(offset[0], take), current[1].slice(offset[1], take)
+            ids = single_chunk(b.column("item_id"))
+            keys = b.select(["query_id", "passage_id"])
+            if not ids.equals(single_chunk(c.column("item_id"))) or not in_canonical_order(keys, "rerank"):
+                raise _Broken()
+            first = (keys.column(0)[0].as_py(), keys.column(1)[0].as_py())
+            if last is not None and not first > last:
+                raise _Broken()
+            last = (keys.column(0)[take - 1].as_py(), keys.column(1)[take - 1].as_py())
+            bs, cs = _scores(b), _scores(c)
+            for values in (bs, cs):
+                wrong = ~np.isfinite(values)
+                nonfinite |= bool(wrong.any())
+                values[wrong] = 0.0  # refused at the end (``_refuse`` counts them): the statistics stay finite
+            yield position, b.column("query_id"), bs, cs
+            position += take
+            offset[0] += take
+            offset[1] += take
+        if nonfinite:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        """Broken input, each side in turn (duplicates, then non-finite scores), then ids on one side only."""
+        ids: List[pa.Array] = []
+        for results in (self.base, self.cand):
+            table = pa.concat_tables(list(results.model_table(self.model_id, ["item_id", "score"])))
+            side_ids = single_chunk(table.column("item_id")).cast(pa.string())
+            counts = pc.value_counts(side_ids)
+            if len(counts) != len(side_ids):
+                dups = _sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)))[:3].to_pylist()
+                raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups)}")
+            wrong = ~np.isfinite(_scores(table))
+            first = side_ids[int(np.argmax(wrong))].as_py() if wrong.any() else None
+            streaming.refuse_nonfinite(results, self.model_id, int(wrong.sum()), first, "non-finite scores")
+            ids.append(side_ids)
+        only = [a.filter(pc.invert(pc.is_in(a, value_set=b))) for a, b in ((ids[0], ids[1]), (ids[1], ids[0]))]
+        streaming.refuse_id_mismatch(self.model_id, _sorted(only[0]), _sorted(only[1]), self.cand.path)
+
+    def pair_ids(self, positions: Sequence[int]) -> Dict[int, str]:
+        """The baseline's pair ids at these positions, reading only the row groups that hold them."""
+        out: Dict[int, str] = {}
+        where = np.searchsorted(self.starts, np.asarray(positions, dtype=np.int64), side="right") - 1
+        for g in sorted(set(where.tolist())):
+            ids = self.base.read_model_group(self.model_id, self.groups[g][0], ["item_id"]).column("item_id")
+            for p, at in zip(positions, where.tolist()):
+                if at == g:
+                    out[p] = str(ids[p - int(self.starts[g])].as_py())
+        return out
 
 
 def queries_in_memory(query_ids: np.ndarray) -> Iterator[Tuple[str, np.ndarray]]:
@@ -42,8 +182,7 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str] | np.nda
     """The verdict on aligned scores (row i of each side is pair ``pair_ids[i]``). Without ``query_ids`` only the
     scores are judged; with them, each query's order too (a query's rows need not be contiguous)."""
     ids = np.asarray(pair_ids, dtype=str)
-    bs = np.asarray(base_scores, dtype=np.float64)
-    cs = np.asarray(cand_scores, dtype=np.float64)
+    bs, cs = np.asarray(base_scores, dtype=np.float64), np.asarray(cand_scores, dtype=np.float64)
     stats = RerankStats(len(bs), tol, with_queries=query_ids is not None, worst_n=WORST_N, examples=max(NAMED, WORST_N))
     stats.add_scores(0, bs, cs)
     if query_ids is not None:
@@ -56,7 +195,7 @@ def judge_rerank_files(base: ResultsFile, cand: ResultsFile, model_id: str, tol:
                        tap: Optional[Callable[[Segment], None]] = None) -> ModelVerdict:
     """One cross-encoder of two results files, streamed: refuse broken input, align by pair id, judge (``tap``: fed
     the scores too, in order)."""
-    pairs = source.RerankPair(base, cand, model_id)
+    pairs = RerankPair(base, cand, model_id)
     stats = RerankStats(pairs.rows, tol, with_queries=True, worst_n=WORST_N, examples=max(NAMED, WORST_N))
     pairs.feed(stats, tap)
     return _verdict(stats, model_id, pairs.pair_ids)
@@ -67,11 +206,9 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
     tol, n = stats.tol, stats.pairs
     ids = pair_id(sorted(set(stats.named_positions())))
     max_abs = stats.max_abs[0] if stats.max_abs else 0.0
-    checks: List[Check] = [Check(
-        name="max_score_diff", observed=max_abs, limit=tol.score_atol, op="<=", passed=stats.beyond == 0,
-        detail=f"{share(stats.beyond, n)} elements exceed "
-               f"atol={significant(tol.score_atol, max_abs)} + rtol={significant(tol.score_rtol)}*|baseline|",
-    )]
+    checks: List[Check] = [Check("max_score_diff", max_abs, tol.score_atol, "<=", stats.beyond == 0,
+                                 f"{share(stats.beyond, n)} elements exceed atol={significant(tol.score_atol, max_abs)}"
+                                 f" + rtol={significant(tol.score_rtol)}*|baseline|")]
     queries = len(stats.first_pos)
     metrics: Dict[str, Any] = {"pairs": n, **({"queries": queries} if stats.with_queries else {}),
                                "max_abs_diff": max_abs, "mean_abs_diff": stats.mean(),
@@ -82,27 +219,22 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
         value, at, base, cand = stats.max_abs
         evidence["max_abs"] = {"id": ids[at], "row": at, "value": value, "actual": cand, "baseline": base}
         evidence["max_rel"] = {"id": ids[stats.max_rel[1]], "row": stats.max_rel[1], "value": stats.max_rel[0]}
-    offenders = [Offender(item_id=ids[at], value=value, metric="score_abs_diff",
-                          detail=f"baseline {significant(base, cand)}, candidate {significant(cand, base)}")
-                 for value, at, base, cand in stats.worst]
+    offenders = [Offender(ids[at], value, "score_abs_diff", f"baseline {significant(base, cand)}, candidate "
+                          f"{significant(cand, base)}") for value, at, base, cand in stats.worst]
     min_passing: Dict[str, float] = {"score_atol": max_abs}
     if stats.with_queries:
         order = np.argsort(np.array(stats.first_pos, dtype=np.int64), kind="stable")
         taus = np.array(stats.taus, dtype=np.float64)[order]
         reordered = int(np.count_nonzero(np.array(stats.swaps, dtype=np.int64)))
         agreement = 1.0 - reordered / max(queries, 1)
-        checks.append(ratio_check(
-            "rerank_order_agreement", agreement, tol.min_rerank_order_agreement,
-            f"{reordered} / {queries} queries reordered beyond score ties of {significant(tol.tie_tolerance)}",
-        ))
+        checks.append(ratio_check("rerank_order_agreement", agreement, tol.min_rerank_order_agreement,
+                                  f"{reordered} / {queries} queries reordered beyond score ties of "
+                                  f"{significant(tol.tie_tolerance)}"))
         same = np.array(stats.topk_same, dtype=bool)[order]
-        metrics.update({
-            "rerank_order_agreement": agreement,
-            "min_kendall_tau": float(stats.min_tau[0]) if stats.min_tau else 1.0,
-            "mean_kendall_tau": float(np.mean(taus)) if queries else 1.0,
-            "topk": tol.topk,
-            "topk_order_agreement": float(np.mean(same)) if queries else 1.0,
-        })
+        metrics.update(rerank_order_agreement=agreement,
+                       min_kendall_tau=float(stats.min_tau[0]) if stats.min_tau else 1.0,
+                       mean_kendall_tau=float(np.mean(taus)) if queries else 1.0, topk=tol.topk,
+                       topk_order_agreement=float(np.mean(same)) if queries else 1.0)
         examples = [{"query": str(e.query), "swaps": -e.key[0], "above": ids[e.above_row], "above_row": e.above_row,
                      "below": ids[e.below_row], "below_row": e.below_row, "baseline": e.baseline, "actual": e.actual}
                     for e in stats.examples]

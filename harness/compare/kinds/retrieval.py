@@ -1,48 +1,44 @@
 """The bi-encoder's top-k retrieval judgement over streamed documents, a batch of queries at a time: exact for
-every query of a batch (``TopKStream``), or decided from the baseline's certificate for most and exact for the
-rest (``stats.certify``).
+every query (``TopKStream``), or decided from the baseline's certificate for most and exact for the rest
+(``stats.certify``). The verdict is the same for any batch size and with or without a certificate.
 
-Memory is the budget's, whatever the number of queries: the queries are cut into batches whose vectors and
-retrieval state fit beside one row group pair (``workers.queries_per_pass``; at 384 float32 dims and the default
-512 MB, ~46k queries). The first batch rides along the judge's own pass over the files (with the element
-statistics); each further batch is one more pass, retrieval only. The verdict is the same for any batch size.
-
-Which queries of a batch are scored against every document in the stream is decided before it, from the
-certificate's scores and the queries' own moves (the documents are not read yet: their moves are guessed from the
-queries'); the proof is checked after it with the documents' real moves. A query the guess missed is scored in
-one more pass over the files (only such queries), so the verdict is exact either way; the guess only decides
-whether that pass runs. The certificate is a hint the caller hands in (read by the comparator, filed by
-``harness.compare.certify``); nothing here reads or writes files. ``collect`` keeps the baseline's top documents of
-every exact pass: how the certifying step builds a certificate with this same code. With ``rolling_share`` the
-retrieval scenarios (kept index, rolling re-embed) are judged in the same passes, exact or certified like the
-verdict, their exact streams sharing its baseline screening product (``stats.topk.add_shared``).
+Batches are sized so that their vectors and retrieval state fit the memory budget beside one row group pair; the
+first rides along the judge's own pass, each further one is a pass of its own. Which queries a certificate will
+clear is guessed before the pass (from the queries' moves) and proven after it (with the documents' real moves):
+a query the guess missed is scored in one more pass, so the guess only costs time. ``collect`` keeps the
+baseline's top documents (how ``harness.compare.certify`` builds a certificate); with ``rolling_share`` the
+retrieval scenarios ride along the same passes, sharing the verdict's baseline screening product.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 import numpy as np
 
-from harness.compare import certificate as certs
 from harness.compare import scenarios
-from harness.compare.kinds.source import EmbeddingPair
+from harness.compare.kinds.source import EmbeddingPair, Worker
 from harness.compare.metrics import TopKAgreement
-from harness.compare.stats.certify import ROUNDING, CertifyStream, add_proofs, certifiable, combine, query_moves
+from harness.compare.stats.certify import (
+    ROUNDING,
+    Certificate,
+    CertifyStream,
+    Source,
+    add_proofs,
+    certifiable,
+    combine,
+    query_moves,
+    width,
+)
 from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
-from harness.compare.workers import queries_per_pass
+from harness.compare.workers import Segment, queries_per_pass
 
-__all__ = ["Retrieval", "query_bytes"]
+__all__ = ["Retrieval", "RetrievalWorker", "query_bytes", "run_pass"]
 
-#: bytes of retrieval state per query and kept document, for each worker and once more for what they share: the
-#: exact pool's entries (query, position, both scores: 32 B, twice while a block's hits are merged and pruned), or
-#: the certificate's position and score, both sides' gathered scores and the sorted request arrays
+#: bytes of retrieval state per query and kept document, per worker and once more for what they share (a pool
+#: entry is 32 B, twice while a block's hits are merged; a certificate entry about as much)
 STATE_BYTES_PER_KEPT = 64
-
-#: a certificate in memory, or a filed one read a query batch at a time
-Source = Union[certs.Certificate, certs.CertificateFile]
-
 
 #: rows as retrieval scores them (quantized rows: ``quantized.scoring_floats``), None for float vectors as they are
 Scoring = Optional[Callable[[np.ndarray], np.ndarray]]
@@ -98,9 +94,8 @@ VERDICT, TRACKS = "reembed", tuple(scenarios.SCENARIOS)
 
 @dataclass
 class _Accumulators:
-    """One worker's retrieval accumulators, fed the document rows of each segment, per track: the exact stream
-    (the batch's queries the certificate will not clear) and the certificate's proof. The exact streams score
-    the same queries in the judge's passes (``shared``): one baseline screening product for all the tracks."""
+    """One worker's retrieval accumulators per track: the exact stream (the queries the certificate will not
+    clear) and the certificate's proof; the exact streams share one baseline screening product (``shared``)."""
 
     exact: Dict[str, TopKStream] = field(default_factory=dict)
     proofs: Dict[str, CertifyStream] = field(default_factory=dict)
@@ -127,18 +122,16 @@ class _Accumulators:
 
 class Retrieval:
     """Top-k agreement of one bi-encoder: ``accumulators()`` per worker for the judge's pass (the first query
-    batch; ``held_bytes`` is what that batch holds), then ``finish(merged)`` runs the other batches and gives
-    the agreement over all queries and how many were certified / scored exactly. ``rolling_share`` (float rows
-    only): the retrieval scenarios ride along the same passes (``scenarios()`` after ``finish``)."""
+    batch), then ``finish(merged)`` runs the other batches; ``rolling_share``: the scenarios ride along."""
 
     def __init__(self, pair: EmbeddingPair, k: int, tie_tolerance: float, certificate: Optional[Source] = None,
                  scoring: Scoring = None, collect: bool = False, rolling_share: Optional[float] = None) -> None:
         self.pair, self.k, self.tie, self.scoring = pair, int(k), float(tie_tolerance), scoring
         nq, self.n_docs = len(pair.queries), int(pair.documents.sum())
-        self.keep = certs.width(self.k, self.n_docs)
+        self.keep = width(self.k, self.n_docs)
         self.source: Optional[Source] = certificate if scoring is None else None  # quantized rows: exact only
         self.collect = collect and scoring is None  # keep the baseline's top ``keep`` of every exact pass
-        self.collected: List[certs.Certificate] = []
+        self.collected: List[Certificate] = []
         self.share = rolling_share if scoring is None else None
         # which documents the rolling re-embed has done (1) or not (0), hashed from the ids when first asked (-1)
         self.rolled: np.ndarray = np.full(pair.rows if self.share is not None else 0, -1, dtype=np.int8)
@@ -153,9 +146,8 @@ class Retrieval:
 
     def add_segment(self, accumulators: _Accumulators, position: int, base: np.ndarray, cand: np.ndarray,
                     squares: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
-        """Feed a segment's document rows to one worker's ``accumulators``: views of the segment where the
-        documents are contiguous (``_document_runs``), as ``scoring`` makes them, with the segment's ``|b|^2`` and
-        ``|c - b|^2`` (``squares``: ``DiffStats.add``'s, of the raw rows) or computed here."""
+        """Feed a segment's document rows (views where contiguous) to one worker's ``accumulators``, as ``scoring``
+        makes them, with ``DiffStats.add``'s ``squares`` or ones computed here."""
         docs = np.flatnonzero(self.pair.documents[position : position + len(base)])
         for a, z in _document_runs(docs):
             lo, hi = int(docs[a]), int(docs[z - 1]) + 1
@@ -193,20 +185,17 @@ class Retrieval:
         return self.first.accumulators()
 
     def finish(self, merged: _Accumulators) -> Tuple[TopKAgreement, int, int]:
-        """The agreement over all queries, the number certified (the bound proves the candidate's top-k lies in
-        the certificate's W documents, decided by both sides' exact scores of those W alone) and the number
-        scored against every document."""
+        """The agreement over all queries, the number certified and the number scored against every document."""
         nq = len(self.pair.queries)
         first, self.first = self.first, None
         parts: Dict[str, List[Tuple[np.ndarray, TopKAgreement]]] = {key: [] for key in self.tracks}
         certified = 0
         for index, (start, stop) in enumerate(self.batches):
-            if first is not None:
-                batch, accumulated = first, merged
-                first = None
-            else:
+            if index:
                 batch = _Batch(self, start, stop)
                 accumulated = batch.own_pass(batch.accumulators, self.pass_name(index))
+            else:  # the first batch's pass was the judge's
+                batch, accumulated, first = first, merged, None  # type: ignore[assignment]  # set in __init__
             agreements, n_certified, top = batch.finish(accumulated)
             accumulated.exact.clear()  # this batch's pools and vectors go before the next batch is read
             accumulated.proofs.clear()
@@ -222,11 +211,11 @@ class Retrieval:
             self.found = tuple(scenarios.Scenario(key, titles[key], found[key]) for key in TRACKS)
         return found[VERDICT], certified, nq - certified
 
-    def certificate(self) -> Optional[certs.Certificate]:
+    def certificate(self) -> Optional[Certificate]:
         """The baseline's top ``keep`` documents per query collected by ``finish`` (``collect``), else None."""
         if not self.collect or len(self.collected) != len(self.batches):
             return None
-        return certs.Certificate(positions=np.concatenate([c.positions for c in self.collected]),
+        return Certificate(positions=np.concatenate([c.positions for c in self.collected]),
                                  scores=np.concatenate([c.scores for c in self.collected]))
 
 
@@ -266,14 +255,14 @@ class _Batch:
                                              baseline=key == VERDICT) for key in owner.tracks}  # one baseline gather
         return out
 
-    def finish(self, merged: _Accumulators) -> Tuple[Dict[str, TopKAgreement], int, Optional[certs.Certificate]]:
+    def finish(self, merged: _Accumulators) -> Tuple[Dict[str, TopKAgreement], int, Optional[Certificate]]:
         """Each track's agreement over the batch, how many of its queries the verdict certified, and
         (rebuilding) its certificate rows. A query a track's proof could not clear is scored in one more pass."""
         owner, nq = self.owner, self.stop - self.start
         parts = {key: [(self.exact_rows, stream.agreement())] for key, stream in merged.exact.items()}
         top = None
         if owner.collect and VERDICT in merged.exact:
-            top = certs.Certificate(*merged.exact[VERDICT].baseline_top())
+            top = Certificate(*merged.exact[VERDICT].baseline_top())
         n_certified, missed = 0, {}
         in_stream: np.ndarray = np.zeros(nq, dtype=bool)
         in_stream[self.exact_rows] = True
@@ -301,18 +290,46 @@ class _Batch:
 
     def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""
-        owner, pair = self.owner, self.owner.pair
-        accumulators = [make() for _ in range(max(1, pair.threads))]
+        workers = [RetrievalWorker(self.owner, make()) for _ in range(max(1, self.owner.pair.threads))]
+        held = self.owner.query_bytes * (self.stop - self.start)
+        merged = run_pass(self.owner.pair, workers, self.owner, held_bytes=held, what=what).topk
+        assert merged is not None  # made above
+        return merged
 
-        def worker(acc: _Accumulators) -> Callable[[Tuple[int, np.ndarray, np.ndarray]], None]:
-            def add(segment: Tuple[int, np.ndarray, np.ndarray]) -> None:
-                with np.errstate(invalid="ignore", over="ignore"):
-                    owner.add_segment(acc, *segment)
-            return add
 
-        pair.feed([worker(a) for a in accumulators], held_bytes=self.owner.query_bytes * (self.stop - self.start),
-                  what=what)
-        first, *others = accumulators
-        for other in others:
-            first.merge(other)
-        return first
+class RetrievalWorker:
+    """One thread's share of a pass: the retrieval accumulators (by default the first query batch's) it feeds."""
+
+    def __init__(self, retrieval: Optional[Retrieval], topk: Optional[_Accumulators] = None) -> None:
+        self.retrieval = retrieval
+        self.topk = topk if topk is not None or retrieval is None else retrieval.accumulators()
+
+    def __call__(self, segment: Segment) -> None:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/Inf rows: refused afterwards
+            self.add(*segment)
+
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray,
+            squares: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
+        if self.retrieval is not None and self.topk is not None:
+            self.retrieval.add_segment(self.topk, position, base, cand, squares)
+
+    def merge(self, other: RetrievalWorker) -> None:
+        if self.topk is not None and other.topk is not None:
+            self.topk.merge(other.topk)
+        other.topk = None  # merged: held no longer
+
+
+W = TypeVar("W", bound=RetrievalWorker)
+
+
+def run_pass(pair: EmbeddingPair, workers: List[W], retrieval: Optional[Retrieval], tap: Optional[Worker] = None,
+             held_bytes: Optional[int] = None, what: Optional[str] = None) -> W:
+    """One pass of ``workers`` over the pair (by default the first query batch's), merged into the first."""
+    if retrieval is not None:
+        held_bytes = retrieval.held_bytes if held_bytes is None else held_bytes
+        what = retrieval.pass_name(0) if what is None else what
+    pair.feed(workers, held_bytes=held_bytes or 0, what=what or "", tap=tap)
+    first, *others = workers
+    for other in others:
+        first.merge(other)
+    return first

@@ -1,14 +1,6 @@
-"""Where a bi-encoder's two sides come from: two results files (streamed) or two arrays (in memory).
-
-A pair source hands the judges (``kinds.embedding``, ``kinds.quantized``) what they need and nothing else: the
-rows in the baseline's order, each row's id and role, the query vectors, and aligned segments of both sides
-fed to the judge's workers. The judges, their accumulators (``harness.compare.stats``) and their verdicts are
-the same for files and arrays; only the feeding differs:
-
-* ``FilePair``: ``streaming.plan`` (ids pass, alignment) and ``streaming.stream`` (row group pairs, one
-  thread per worker, memory independent of the file size);
-* ``ArrayPair``: arrays already aligned (the caller's job: ``harness.assertions`` aligns by id), cut into a
-  few in-memory segments for one worker.
+"""Where a bi-encoder's two sides come from: two results files (``FilePair``, streamed row group pair by row group
+pair) or two aligned arrays (``ArrayPair``, in memory). The judges and their verdicts are the same for both; only
+the feeding differs.
 """
 
 from __future__ import annotations
@@ -44,7 +36,7 @@ class EmbeddingPair:
 
     def item_id(self, position: int) -> str:
         """The id of the text at baseline position ``position``."""
-        raise NotImplementedError
+        return self.ids_at(np.array([position]))[0]
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
         """The ids of the texts at baseline ``positions`` (the rolling re-embed hashes them)."""
@@ -76,12 +68,8 @@ class FilePair(EmbeddingPair):
         self.plan = streaming.plan(base, cand, model_id)
         self.rows, self.dim = self.plan.rows, self.plan.dim
         self.base_dtype, self.cand_dtype = base.vector_spec(model_id)[1], cand.vector_spec(model_id)[1]
-        self.queries, self.documents = self.plan.queries, self.plan.documents
-        self.threads = self.settings.workers
+        self.queries, self.documents, self.threads = self.plan.queries, self.plan.documents, self.settings.workers
         self.segment_bytes = streaming.row_group_pair_bytes(base, cand, model_id)
-
-    def item_id(self, position: int) -> str:
-        return str(self.plan.base_ids[position].as_py())
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
         if not len(positions):
@@ -94,8 +82,7 @@ class FilePair(EmbeddingPair):
         return [str(values[i]) for i in (positions - lo).tolist()]
 
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        plan = self.plan
-        rows = plan.queries[start:stop]
+        rows = self.plan.queries[start:stop]
         return streaming.read_rows(self.base, self.model_id, rows), streaming.read_rows(self.cand, self.model_id, rows)
 
     def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
@@ -122,19 +109,13 @@ class ArrayPair(EmbeddingPair):
         if base.shape != cand.shape or base.ndim != 2 or len(ids) != len(base):
             raise ValueError(f"ArrayPair: expected two aligned (rows, dim) arrays and one id per row, got "
                              f"{base.shape}, {cand.shape} and {len(ids)} ids")
-        self.ids = np.asarray(ids, dtype=str)
-        self.base, self.cand = base, cand
+        self.ids, self.base, self.cand = np.asarray(ids, dtype=str), base, cand
         self.labels, self.model_id = labels, model_id
         self.rows, self.dim = int(base.shape[0]), int(base.shape[1])
         self.base_dtype, self.cand_dtype = base.dtype, cand.dtype
         role = np.asarray(roles, dtype=str) if roles is not None else np.full(self.rows, "", dtype=str)
-        self.queries = np.flatnonzero(role == "query")
-        self.documents = role == "document"
-        self.threads = 1
+        self.queries, self.documents, self.threads = np.flatnonzero(role == "query"), role == "document", 1
         self.settings = settings or CompareSettings.from_environment()
-
-    def item_id(self, position: int) -> str:
-        return str(self.ids[position])
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
         return [str(i) for i in self.ids[positions]]

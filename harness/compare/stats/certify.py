@@ -1,39 +1,41 @@
 """Deciding top-k agreement without scoring every query against every document.
 
-The baseline's certificate (``harness.compare.certificate``) holds each query's best W documents (W = k + 11)
-with their exact scores ``s_1 >= ... >= s_W``. While the files stream, both sides' exact scores of just those
-W documents are gathered (W per query, whatever the number of documents), and a bound proves that no other
-document can enter the candidate's top-k. With unit vectors (all cosines are computed on ``unit_rows``), for a
-query q and a document d:
+The baseline's certificate (``Certificate``, filed by ``harness.compare.certify``) holds each query's best W
+documents (W = k + 11) with their exact scores ``s_1 >= ... >= s_W``. While the files stream, both sides' exact
+scores of just those W documents are gathered, and a bound proves that no other document can enter the
+candidate's top-k. With unit vectors (``unit_rows``), for a query q and a document d:
 
     |cos_c(q, d) - cos_b(q, d)| <= |ĉ_q - b̂_q| + |ĉ_d - b̂_d| =: e_q + D_d
 
-``e_q`` is computed from the query vectors (read first); ``D_d`` is bounded per document from the ``|b|^2``
-and ``|c - b|^2`` the streaming pass already computes (``move_bounds``). Documents that moved far more than
-the rest of their block (``far``) are scored exactly against every query instead, so that a handful of real
-changes does not loosen the bound for all. With ``delta_q = e_q + max D over the other documents`` (plus
+``e_q`` is computed from the query vectors; ``D_d`` is bounded per document (``move_bounds``). Documents that
+moved far more than the rest of their block (``far``) are scored exactly against every query instead, so that a
+handful of real changes does not loosen the bound for all. With ``delta_q = e_q + max D over the other documents`` (plus
 rounding): the candidate scores each of the baseline's top k at least ``s_k - delta_q``, and any document
 outside the W at most ``s_W + delta_q`` (or, if far, its exact score). So when
 
     s_k - delta_q > s_W + delta_q   and   s_k - delta_q > every far document's exact score (outside the W)
 
 the candidate's top-k lies within the W, and ``topk_agreement`` over the W documents' exact scores (in position
-order: ties broken by position as in memory) is the in-memory ``topk_agreement`` over all documents: order,
-set, overlap and raw order, ties and tie tolerance included. Such a query is *certified*; any other is scored
-exactly (``TopKStream``). The bound only decides which queries need scoring: too loose costs time, never a
-wrong verdict.
+order) is the in-memory one over all documents, ties included. Such a query is *certified*; any other is scored
+exactly (``TopKStream``): a loose bound costs time, never a wrong verdict.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from harness.compare.metrics import TopKAgreement, topk_agreement, unit_rows
+from harness.compare.metrics import AGREEMENT_FIELDS, TopKAgreement, topk_agreement, unit_rows
 from harness.compare.stats.topk import TILE_BYTES, LazyMask, Mask, move_bounds, moved_sq
 
-__all__ = ["ROUNDING", "CertifyStream", "add_proofs", "certifiable", "query_moves", "combine"]
+__all__ = ["EXTRA", "ROUNDING", "Certificate", "CertifyStream", "Source", "add_proofs", "certifiable", "combine",
+           "query_moves", "width"]
+
+#: documents kept per query beyond k + 1: a query whose k-th and (k+1)-th scores are too close for the bound is
+#: still decided when its k-th clears the last of these
+EXTRA = 10
 
 #: slack for the float64 rounding of the cosines compared (a dot product of unit rows is off by at most
 #: ~dim * 2**-53; this covers dim up to ~10^4 with a wide margin)
@@ -51,6 +53,34 @@ QUERY_CHUNK = 4096
 
 #: gathered (query, document) pairs scored at a time (each chunk's float64 rows, ~1.5 MB per side, stay in cache)
 PAIR_CHUNK = 512
+
+
+def width(k: int, documents: int) -> int:
+    """Documents a certificate keeps per query: the best k + 1 + ``EXTRA``, or all there are."""
+    return min(int(k) + 1 + EXTRA, int(documents))
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Per query (in the order of the baseline's query rows), the baseline's best ``width(k, documents)``
+    documents, best first with ties by position: baseline positions and exact cosines."""
+
+    positions: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return int(self.scores.shape[1]) if self.scores.ndim == 2 else 0
+
+    def rows(self, start: int, stop: int) -> Certificate:
+        """The queries ``start:stop`` (a query batch)."""
+        return Certificate(positions=self.positions[start:stop], scores=self.scores[start:stop])
+
+
+class Source(Protocol):
+    """A certificate in memory, or a filed one read a query batch at a time."""
+
+    def rows(self, start: int, stop: int) -> Certificate: ...
 
 
 def _norms(rows: np.ndarray) -> np.ndarray:
@@ -96,28 +126,23 @@ class _Served:
 
 
 class CertifyStream:
-    """What the certificate needs from the streamed documents: both sides' exact scores of each query's W
-    documents (``top``: queries x W baseline positions), the largest move ``D`` of the documents not singled
-    out, and the best exact candidate score per query of those that were (``far``), outside the query's W.
-    Fed like ``TopKStream`` (same ``add`` arguments), mergeable across threads; memory: 2 x W floats per query
-    and one tile of far documents' scores."""
+    """What the proof needs from the streamed documents: both sides' exact scores of each query's W documents
+    (``top``), the largest move ``D`` of the others, and the best exact candidate score of the ``far`` ones. Fed
+    like ``TopKStream``, mergeable; memory: 2 x W floats per query and one tile of far documents' scores."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray,
                  tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None,
                  baseline: bool = True) -> None:
         self.baseline = baseline  # gather the baseline's scores (False: another stream over the same pairs does)
         self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
-        dim = cand_queries.shape[1]
         unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
-        self.kappa = (dim + 4) * unit
+        self.kappa = (cand_queries.shape[1] + 4) * unit
         self.tile_rows = max(1, int(tile_bytes) // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
-        self.near_move = 0.0
-        self.far_best = np.full(len(cand_queries), -np.inf)
+        self.near_move, self.far_best = 0.0, np.full(len(cand_queries), -np.inf)
         self.pos = np.asarray(top, dtype=np.int64)
         self.req_pos, self.req_row, self.req_col, self.norm_b, self.norm_c = shared or self.shared(
             base_queries, cand_queries, self.pos)
-        self.sb = np.full(self.pos.shape, np.nan)
-        self.sc = np.full(self.pos.shape, np.nan)
+        self.sb, self.sc = np.full(self.pos.shape, np.nan), np.full(self.pos.shape, np.nan)
 
     @staticmethod
     def shared(base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray) -> Tuple[np.ndarray, ...]:
@@ -177,9 +202,8 @@ class CertifyStream:
         self.sc = np.where(np.isnan(self.sc), other.sc, self.sc)
 
     def certified(self, top_scores: np.ndarray, k: int, moves: np.ndarray, every_document: bool) -> np.ndarray:
-        """Per query, whether the real bound (module docstring) proves its candidate top-k within its W, all W
-        exact scores were gathered and the baseline's are the certificate's (else it describes another baseline:
-        that query is scored exactly)."""
+        """Per query, whether the bound (module docstring) proves its candidate top-k within its W, all W scores
+        were gathered and the baseline's are the certificate's (else it describes another baseline)."""
         delta = (np.asarray(moves) + self.near_move) * (1 + 1e-6) + ROUNDING
         within = certifiable(top_scores, k, delta, self.far_best, every_document)
         gathered = ~(np.isnan(self.sb).any(axis=1) | np.isnan(self.sc).any(axis=1))
@@ -252,15 +276,12 @@ def _gather(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, ba
 def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence[tuple[np.ndarray, TopKAgreement]]) -> TopKAgreement:
     """One ``TopKAgreement`` for all queries: certified ones unchanged, the others from exact parts (each the
     query indices it covers and its agreement over them)."""
-    same_order: np.ndarray = np.ones(nq, dtype=bool)
-    same_set: np.ndarray = np.ones(nq, dtype=bool)
-    overlap: np.ndarray = np.ones(nq, dtype=np.float64)
-    raw: np.ndarray = np.ones(nq, dtype=bool)
+    out: Dict[str, np.ndarray] = {f: np.ones(nq, dtype=float if f == "overlap" else bool) for f in AGREEMENT_FIELDS}
     covered = np.asarray(certified, dtype=bool).copy()
     for rows, agree in exact:
-        same_order[rows], same_set[rows] = agree.same_order, agree.same_set
-        overlap[rows], raw[rows] = agree.overlap, agree.raw_same_order
+        for f in AGREEMENT_FIELDS:
+            out[f][rows] = getattr(agree, f)
         covered[rows] = True
     if not covered.all():
         raise ValueError(f"combine: {int((~covered).sum())} queries neither certified nor scored")
-    return TopKAgreement(k=k, same_order=same_order, same_set=same_set, overlap=overlap, raw_same_order=raw)
+    return TopKAgreement(k=k, **out)

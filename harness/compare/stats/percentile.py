@@ -1,8 +1,4 @@
-"""The exact 99th percentile of |d| over a stream, from the largest values only (``P99``: ``DiffStats``, ``RerankStats``).
-
-Keeping the largest 1% of the values is enough to reproduce ``np.percentile`` exactly, in memory a hundredth of
-the data's.
-"""
+"""The exact 99th percentile of |d| over a stream, from the largest 1% of the values only."""
 
 from __future__ import annotations
 
@@ -12,11 +8,8 @@ import numpy as np
 
 __all__ = ["P99_MAX_KEPT", "P99", "percentile_from_top"]
 
-#: p99 is exact (the largest 1% of |d| are kept) while that is at most this many values: up to ~26M elements,
-#: 68k texts at 384 dims. Beyond, it is the exact p99 of the rows at positions 0, s, 2s, ... (s chosen to keep
-#: this many, i.e. >= 26M sampled elements): a sample that large puts it within a fraction of a percent of the
-#: exact value (binomial rank error ~0.03% for Gaussian noise), and costs ~0.1 ns per element instead of ~2 (selecting the top 1%
-#: of every block while the running threshold is still low dominated the whole comparison).
+#: p99 is exact while the largest 1% of |d| is at most this many values (~26M elements); beyond, it is the exact
+#: p99 of the rows at positions 0, s, 2s, ...: a sample of >= 26M elements, within a fraction of a percent
 P99_MAX_KEPT = 1 << 18
 
 

@@ -1,17 +1,6 @@
-"""Streaming statistics of one cross-encoder: ``RerankStats``, fed aligned scores in baseline order and whole
-queries, keeps what the verdict (``kinds.rerank``) needs: a few numbers per query, never the pairs themselves.
-
-Why a separate accumulator: 1M+ (query, passage) pairs over 10k+ queries are compared row group by row group,
-and arrays (``judge_rerank``) are fed in one chunk, so both give one verdict by construction. What it holds:
-
-* per pair nothing; the largest 1% of |d| for the exact p99 (``stats.percentile.P99``, as ``DiffStats``), the
-  ``WORST_N`` largest |d|, the float64 sum of |d| (the mean is reported, never judged: how rows were cut moves
-  its last bits at most);
-* per query four numbers (first baseline position, Kendall tau, top-k order held, significant swaps) and, for
-  the ``NAMED`` most reordered queries, their example swap.
-
-Which pairs a query holds is the feeder's job (``kinds.rerank_source``): every query arrives whole, its rows in
-baseline order, in any order of queries (results are ordered by first baseline position at the end).
+"""Streaming statistics of one cross-encoder: ``RerankStats`` keeps what the verdict (``kinds.rerank``) needs,
+a few numbers per query and never the pairs, so that files (row group by row group) and arrays (one chunk) give
+one verdict by construction. Every query arrives whole, in any order of queries.
 """
 
 from __future__ import annotations
@@ -44,25 +33,15 @@ class Example(NamedTuple):
 
 
 class RerankStats:
-    """The rerank verdict's statistics, accumulated: ``add_scores`` (aligned scores, baseline positions
-    ``position ..``) over every pair once, ``add_query`` over every query once (with ``with_queries``).
-
-    Args:
-        total_pairs: pairs that will be added in all (for the exact p99).
-        tol: the tolerance judged against (score atol/rtol, top-k, tie tolerance).
-        with_queries: whether queries are judged (``judge_rerank`` without query ids judges scores only).
-        worst_n: the largest |d| pairs kept; examples: the most reordered queries whose example swap is kept.
-    """
+    """The rerank verdict's statistics: ``add_scores`` over every pair once (``total_pairs`` in all, for the
+    exact p99), ``add_query`` over every query once (``with_queries``); the ``worst_n`` largest |d| and the
+    ``examples`` most reordered queries' worst swaps are kept."""
 
     def __init__(self, total_pairs: int, tol: Tolerance, with_queries: bool, worst_n: int, examples: int) -> None:
         self.tol, self.with_queries, self.total = tol, with_queries, int(total_pairs)
         self.worst_n, self.keep_examples = int(worst_n), int(examples)
-        self._p99 = P99(self.total)
-        self.pairs = 0
-        self._sum = 0.0
-        self.beyond = 0
+        self._p99, self.pairs, self._sum, self.beyond, self.zeros = P99(self.total), 0, 0.0, 0, 0
         self.counts: np.ndarray = np.zeros(len(m.HISTOGRAM_EDGES) - 1, dtype=np.int64)
-        self.zeros = 0
         self.max_abs: Optional[_Pair] = None
         self.max_rel: Optional[Tuple[float, int]] = None
         self.worst: List[_Pair] = []
@@ -113,8 +92,6 @@ class RerankStats:
                               [float(bs[hi]), float(bs[lo])], [float(cs[hi]), float(cs[lo])])
             self.examples = sorted(self.examples + [example], key=lambda e: e.key)[:keep]
 
-    # -- what the verdict reads (``kinds.rerank``) ---------------------------------------------------------
-
     def named_positions(self) -> List[int]:
         """Baseline positions of the pairs the verdict names (their ids are looked up once, at the end)."""
         out = [w[1] for w in self.worst] + [row for e in self.examples for row in (e.above_row, e.below_row)]
@@ -127,6 +104,5 @@ class RerankStats:
     def p99(self) -> float:
         return self._p99.value() if self.pairs else 0.0
 
-    def mean(self) -> float:
-        """The mean |d| (a float64 sum: reported, never judged)."""
+    def mean(self) -> float:  # a float64 sum: reported, never judged
         return self._sum / self.pairs if self.pairs else 0.0

@@ -40,10 +40,9 @@ def pair_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarr
 
 
 class TopKStream:
-    """Exact top-k agreement over many queries: the queries cut into tiles of ``tile_bytes`` worth of scores
-    per ``TILE_DOC_ROWS`` documents, each tile a ``_Tile`` (below); peak memory is one tile's scores, not
-    queries x documents. ``keep`` (>= k) documents per query are kept exactly: ``keep = k + 1`` gives the
-    baseline's top-(k+1) (``baseline_top``) that certifies later comparisons (``harness.compare.certificate``)."""
+    """Exact top-k agreement over many queries, cut into ``_Tile``s of ``tile_bytes`` worth of scores (peak
+    memory: one tile's, not queries x documents); ``keep`` (>= k) documents per query are kept exactly, the
+    baseline's of which file a certificate (``baseline_top``)."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float,
                  keep: int = 0, tile_bytes: int = TILE_BYTES) -> None:
@@ -65,8 +64,7 @@ class TopKStream:
     def agreement(self) -> TopKAgreement:
         """``topk_agreement`` over every document added (needs at least k documents)."""
         parts = [tile.agreement(self.k) for tile in self.tiles]
-        return TopKAgreement(k=parts[0].k, **{field: np.concatenate([getattr(p, field) for p in parts])
-                                              for field in ("same_order", "same_set", "overlap", "raw_same_order")})
+        return TopKAgreement.concat(parts[0].k, parts)
 
     def baseline_top(self) -> tuple[np.ndarray, np.ndarray]:
         """Per query, the baseline's best ``keep`` documents (or all there are), best first, ties by position:
@@ -104,9 +102,9 @@ def moved_sq(diff_sq: np.ndarray, mask: Mask) -> np.ndarray:
 
 def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, cand: np.ndarray,
                base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
-    """``TopKStream.add`` for streams over the same baseline queries (the retrieval scenarios beside the verdict's
-    top-k): per block the screening product, one comparison with it, the move bounds and the exact baseline scores
-    serve them all; a stream's candidate rows are ``cand`` where its mask says so, else ``base`` (moved by nothing)."""
+    """``TopKStream.add`` for streams over the same baseline queries (the scenarios beside the verdict's top-k):
+    one screening product, move bounds and exact baseline scores per block serve them all; a stream's candidate
+    rows are ``cand`` where its mask says so, else ``base``."""
     if not len(base) or not streams or not len(streams[0][0].tiles[0].base_queries):
         return
     bsq: np.ndarray = base_sq.astype(np.float64)
@@ -139,9 +137,9 @@ Spread = Tuple[np.ndarray, float, np.ndarray, float, Dict[int, np.ndarray]]
 
 
 def _spread(moved: np.ndarray) -> Spread:
-    """A block's move bounds, the cut above which a document skips the screen (``far``), those documents, the largest
-    other move and the block's k-th estimates per k (filled by ``_Tile.limit``, shared by the streams): a few documents that moved far more than the rest (a real change, or NaN rows about to be
-    refused) would loosen the screen for the whole block, they go straight to the per-document check instead."""
+    """A block's move bounds, the cut and the documents beyond it (``far``), the largest other move and the k-th
+    estimates per k (filled by ``_Tile.limit``): a few documents that moved far more than the rest would loosen
+    the screen for the whole block, so they go straight to the per-document check."""
     m = len(moved)
     cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
     far = np.flatnonzero(moved > cut)
@@ -149,11 +147,9 @@ def _spread(moved: np.ndarray) -> Spread:
 
 
 class _Tile:
-    """Exact top-k retrieval agreement with documents streamed in blocks (``topk_agreement`` semantics).
-
-    Queries are few and given first; documents arrive in blocks, in any order, from one or several instances
-    (``merge`` them). Per query a pool keeps every document that could still be in the baseline's or the
-    candidate's top-k, with both exact scores: cosines computed in float64 as the brute-force oracle (``tests/oracles.py: cosine_matrix``) does, so ties, tie tolerance and tie-breaking by document position are the in-memory ones.
+    """Exact top-k retrieval agreement with documents streamed in blocks, in any order (``topk_agreement``
+    semantics). Per query a pool keeps every document that could still be in either side's top-k, with both exact
+    float64 cosines, so ties and tie-breaking by position are the in-memory ones.
 
     Screening costs one product per block, against the baseline only: with ``s`` the exact cosine and ``S``
     the float32 estimate (raw float32 vectors, scaled by float32 norms), ``|S - s| <= eps`` with
@@ -169,8 +165,7 @@ class _Tile:
         unit = float(np.finfo(self.work).eps) / 2
         self.eps, self.kappa = (2 * base_queries.shape[1] + 16) * unit + 1e-12, (base_queries.shape[1] + 4) * unit
         self.k, self.tie_tolerance = int(k), float(tie_tolerance)  # k: documents kept per query (>= the agreement's)
-        # the raw query rows (views, not copies); their unit rows are recomputed per ``add`` (queries x dim, next
-        # to the documents x queries x dim product): 80k queries' float64 unit rows would be 0.5 GB per side
+        # the raw query rows (views): their float64 unit rows, remade per ``add``, would be 0.5 GB per 80k queries
         self.base_queries, self.cand_queries = base_queries, cand_queries
         self.dq = np.linalg.norm(unit_rows(cand_queries) - unit_rows(base_queries), axis=1) * (1 + 1e-9) + 1e-12
         nq = len(base_queries)
