@@ -5,6 +5,7 @@ only: what any comparison has to pay), for each Q of --queries.
     python benchmarks/bench_scale.py                       # 1M documents, Q = 100, 10k, 80k (80k cold: ~25 min)
     python benchmarks/bench_scale.py --queries 100 10000 --workdir /tmp/harness-scale --keep
     python benchmarks/bench_scale.py --size 100000 --queries 100 1000   # quick: 100k rows per file in all
+    python benchmarks/bench_scale.py --queries 10000 --keep --workdir W --cache C --warm-only   # warm again, no cold
 
 Per Q, in fresh processes: the bare read; ``exact`` (certificates off: every query scored against every
 document, the queries tiled in a fixed byte budget); ``cold`` (no certificate yet: the same exact pass; the judge
@@ -58,6 +59,8 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the generated files")
     parser.add_argument("--skip-exact", action="store_true", help="leave out the certificates-off run")
+    parser.add_argument("--warm-only", action="store_true", help="only the bare read and warm runs (certifying first "
+                        "unless --cache already holds a certificate): warm timings without the cold passes")
     parser.add_argument("--cache", type=Path, help="certificate cache directory, kept (default: a fresh one per Q, "
                         "removed); with a certificate already there, 'cold' is warm too")
     args = parser.parse_args(argv)
@@ -72,10 +75,12 @@ def main(argv: List[str]) -> int:
             print(f"Q = {q} ({base.stat().st_size / 1e6:.0f} MB per file)", flush=True)
             bare = _spawn("minimal", str(base), str(cand), "binary")
             print(f"  {'bare':<6} {bare['wall_s']:>8.2f} {'':>7} {1.0:>8.2f} {bare['rss_mb']:>8.0f}", flush=True)
-            runs = [] if args.skip_exact else [("exact", {"HARNESS_TOPK_CERTIFICATES": "0"})]
-            runs += [("cold", {"HARNESS_CACHE_DIR": str(cache)}), ("warm", {"HARNESS_CACHE_DIR": str(cache)})]
+            runs = [] if args.skip_exact or args.warm_only else [("exact", {"HARNESS_TOPK_CERTIFICATES": "0"})]
+            runs += [] if args.warm_only else [("cold", {"HARNESS_CACHE_DIR": str(cache)})]
+            runs += [("warm", {"HARNESS_CACHE_DIR": str(cache)})]
+            filed = args.warm_only and any((cache / "topk-certificates").glob("*/*.npy"))
             for label, env in runs:
-                if label == "warm":
+                if label == "warm" and not filed:
                     print(_row("certify", _spawn("certify", str(base), env_extra=env), bare), flush=True)
                 print(_row(label, _spawn("compare", str(base), str(cand), env_extra=env), bare), flush=True)
         finally:
