@@ -131,8 +131,8 @@ def test_installed_wheel_checks_from_any_directory(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import harness, harness.paths as p; "
-                            "print(harness.__file__); print(p.fixtures_dir())"],
-                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
+                            "print(harness.__file__); print(p.fixtures_dir())"], cwd=elsewhere, capture_output=True,
+                           text=True, check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}).stdout.split()
     assert Path(where[0]).is_relative_to(venv) and not Path(where[0]).is_relative_to(ROOT), where  # the wheel, not the checkout
     assert Path(where[1]) == Path(where[0]).parent / "_fixtures"
 
