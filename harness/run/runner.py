@@ -228,22 +228,10 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
 
 
 def _entries(spec: ModelSpec, rows: List[ModelRows], record: ModelRecord, encode: Dict[str, Any]) -> Dict[str, ModelRecord]:
-    """The record of each results entry: the settings applied (``encode``), the stored vector dtype and width
-    (``dim`` is the packed length for binary precisions), and for ``<id>@logits``/``<id>@label<i>`` entries
-    the model they were derived from."""
+    """The record of each results entry (``ModelRecord.for_entry``) with the settings applied to it (``encode``)."""
     per_entry = encode.pop("entries", {})
-    out: Dict[str, ModelRecord] = {}
-    for entry in rows:
-        vectors = entry.vectors
-        out[entry.model_id] = dataclasses.replace(
-            record,
-            encode={**encode, **per_entry.get(entry.model_id, {})},
-            dim=int(vectors.shape[1]) if vectors is not None else None,
-            vector_dtype=str(vectors.dtype) if vectors is not None else None,
-            precision=encode.get("precision", "float32") if vectors is not None else None,
-            derived_from=spec.id if entry.model_id != spec.id else None,
-        )
-    return out
+    return {entry.model_id: record.for_entry(entry, spec.id, encode.get("precision", "float32"),
+                                             {**encode, **per_entry.get(entry.model_id, {})}) for entry in rows}
 
 
 def _import_libraries() -> None:

@@ -7,7 +7,7 @@ port is not a factor). A ``ServerError`` propagates: the runner writes no result
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -91,18 +91,10 @@ def run_served(spec: ModelSpec, corpus: Corpus,
     started = time.perf_counter()
     rows, client_record, count = (_embed if spec.kind == "bi-encoder" else _rerank)(spec, corpus, batch_size)
     elapsed = time.perf_counter() - started
-    records: Dict[str, ModelRecord] = {}
-    for entry in rows:
-        vectors: Optional[np.ndarray] = entry.vectors
-        records[entry.model_id] = ModelRecord.of(
-            kind=spec.kind, status="ok", source=recorded_source(spec), found_via="server", backend="http",
-            encode={"backend": "http", "request_batch_size": client_record.get("request_batch_size"),
-                    **({"raw_scores": True} if entry.model_id.endswith("@logits") else {})},
-            dim=int(vectors.shape[1]) if vectors is not None else None,
-            vector_dtype=str(vectors.dtype) if vectors is not None else None,
-            precision="float32" if vectors is not None else None,
-            derived_from=spec.id if entry.model_id != spec.id else None,
-            compute_s=round(elapsed, 4), items=count, items_per_s=round(count / elapsed, 2) if elapsed > 0 else None,
-            http=client_record,
-        )
+    record = ModelRecord.of(kind=spec.kind, status="ok", source=recorded_source(spec), found_via="server",
+                            backend="http", compute_s=round(elapsed, 4), items=count,
+                            items_per_s=round(count / elapsed, 2) if elapsed > 0 else None, http=client_record)
+    encode = {"backend": "http", "request_batch_size": client_record.get("request_batch_size")}
+    records = {entry.model_id: record.for_entry(entry, spec.id, "float32", {
+        **encode, **({"raw_scores": True} if entry.model_id.endswith("@logits") else {})}) for entry in rows}
     return rows, records, server_facts(client_record)
