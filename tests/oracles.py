@@ -15,10 +15,19 @@ from harness.compare.metrics import REL_FLOOR, ElementStats, TopKAgreement, unit
 from harness.compare.scenarios import SCENARIOS, Scenario, rolled
 from harness.compare.stats import TopKStream
 from harness.compare.streaming import Segment
+from harness.config.corpus import Corpus, RerankPair
 from harness.config.environment import CompareSettings
 
-__all__ = ["compare_quantized", "cosine_matrix", "element_stats", "group_rows", "retrieval_scenarios", "row_max_abs",
-           "scenarios_apart"]
+__all__ = ["compare_quantized", "cosine_matrix", "element_stats", "group_rows", "pairs_by_query", "retrieval_scenarios",
+           "row_max_abs", "scenarios_apart"]
+
+
+def pairs_by_query(corpus: Corpus) -> Dict[str, List[RerankPair]]:
+    """Rerank pairs grouped by query id, queries and pairs both in file order (was ``Corpus.pairs_by_query``)."""
+    grouped: Dict[str, List[RerankPair]] = {}
+    for pair in corpus.pairs:
+        grouped.setdefault(pair.query_id, []).append(pair)
+    return grouped
 
 
 def element_stats(baseline: np.ndarray, candidate: np.ndarray) -> ElementStats:

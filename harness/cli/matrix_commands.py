@@ -26,13 +26,9 @@ _DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _shown(path: Path | str) -> str:
-    """A path relative to the checkout where it lies inside it."""
-    from harness.matrix.spec import ROOT
+    from harness.matrix.collect import checkout_relative  # the report's own modules: loaded when a command runs
 
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    return checkout_relative(path)
 
 
 def _first_line(text: str) -> str:

@@ -9,7 +9,7 @@ import os
 import re
 from collections import abc
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 from harness.errors import HarnessError
@@ -136,13 +136,11 @@ def secret_forms(secret: str) -> List[str]:
 
 def resolve_headers(headers: Mapping[str, str], where: str) -> Tuple[Dict[str, str], List[str]]:
     """Header values read from the environment (checked: they must be sendable), and every form of them to
-    scrub from text. Errors name the header and the variable, never the value."""
+    scrub from text; ``headers`` are an ``HttpSettings``' (their form checked). Errors name the header and the
+    variable, never the value."""
     resolved, secrets = {}, []
     for name, spec in headers.items():
-        match = ENV_VALUE.match(spec) if isinstance(spec, str) else None
-        if match is None:  # never echo the value: it may be a pasted token
-            raise HttpSettingsError(f"{where}: header {name!r} must be 'env:VARIABLE' or '<prefix>env:VARIABLE' "
-                                    "(values come from the environment, never from a config)")
+        match = cast(re.Match, ENV_VALUE.match(spec))  # HttpSettings refused any other form
         value = os.environ.get(match["var"], "")
         if not value:
             raise HttpSettingsError(f"{where}: header {name!r} reads environment variable {match['var']}, which is not set")

@@ -22,13 +22,13 @@ from harness.matrix.spec import ROOT, Cell, Matrix, MatrixError, baseline_file
 from harness.report.matrix_report import MatrixReport, ReportCell, build_matrix_report
 from harness.results import storage
 
-__all__ = ["RESULTS_FILE", "cell_record", "collect_matrix"]
+__all__ = ["RESULTS_FILE", "cell_record", "checkout_relative", "collect_matrix"]
 
 RESULTS_FILE = "results.parquet"
 _UNREAD: Any = object()
 
 
-def _relative(path: Path | str) -> str:
+def checkout_relative(path: Path | str) -> str:
     """A local path relative to the checkout (shorter in reports); a URI as it is."""
     if storage.is_uri(path):
         return str(path)
@@ -61,15 +61,15 @@ def cell_record(
     written = storage.is_file(results)
     record = ReportCell(cell.cell_id, dict(cell.params), setup_s=state.setup_s if state else None,
                         run_s=state.run_s if state else None, compute_s=state.compute_s if state else None,
-                        results=_relative(results) if written else None)
+                        results=checkout_relative(results) if written else None)
     if state is None:
-        return dataclasses.replace(record, reason=f"not run: no {_relative(storage.join(location, CELL_FILE))}")
+        return dataclasses.replace(record, reason=f"not run: no {checkout_relative(storage.join(location, CELL_FILE))}")
     decided = state.status.cell_status
     if decided is not None:
         return dataclasses.replace(record, status=decided, reason=state.reason)
     if not written:
         return dataclasses.replace(record, status=CellStatus.RUN_FAILED,
-                                   reason=state.reason or f"{_relative(results)} was not written")
+                                   reason=state.reason or f"{checkout_relative(results)} was not written")
     try:
         comparison = comparator.compare_files(baseline, results, load_policy(policy), label=cell.cell_id,
                                              index=index).serialize()
@@ -101,4 +101,4 @@ def collect_matrix(
         records.append(cell_record(cell, run_dir, base, matrix.policy, state=state, index=index))
     if not records:
         raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
-    return build_matrix_report(matrix.name, _relative(base), records, matrix_cells=[c.cell_id for c in matrix.cells])
+    return build_matrix_report(matrix.name, checkout_relative(base), records, matrix_cells=[c.cell_id for c in matrix.cells])

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-__all__ = ["TOKEN_VARIABLE", "has_parent_death_signal", "spawn", "start_time", "new_token", "ServerRecord",
+__all__ = ["TOKEN_VARIABLE", "spawn", "start_time", "new_token", "ServerRecord",
            "ServerLedger", "default_state_dir"]
 
 #: put into every server's environment: names the processes of one server, children included
@@ -49,11 +49,6 @@ def _load_prctl() -> Optional[Callable[..., int]]:
 
 
 _PRCTL = _load_prctl()  # resolved before any fork: the child only calls it
-
-
-def has_parent_death_signal() -> bool:
-    """Whether servers get the kernel's parent-death signal here (Linux); elsewhere only the sweep."""
-    return _PRCTL is not None
 
 
 def _child_setup(parent: int) -> Callable[[], None]:

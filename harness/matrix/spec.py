@@ -277,22 +277,16 @@ def _string(path: Path, where: str, data: Mapping[str, Any], key: str, required:
     return value.strip() if value is not None else None
 
 
-def _exact_version(path: Path, where: str, key: str, value: str) -> str:
+def _version(path: Path, where: str, key: str, value: str, specifier: bool) -> str:
+    """``value`` if it is one exact version, or with ``specifier`` also a specifier (``<2``)."""
     try:
-        Version(value)
-    except InvalidVersion:
-        raise _fail(path, where, f"'{key}' must be one exact version like '2.4.1', got {value!r}") from None
-    return value
-
-
-def _version_or_specifier(path: Path, where: str, key: str, value: str) -> str:
-    try:
-        if value[:1] in "<>=!~":
+        if specifier and value[:1] in "<>=!~":
             SpecifierSet(value)
         else:
             Version(value)
     except (InvalidVersion, InvalidSpecifier):
-        raise _fail(path, where, f"'{key}' must be a version ('1.26.4') or a specifier ('<2'), got {value!r}") from None
+        wanted = "a version ('1.26.4') or a specifier ('<2')" if specifier else "one exact version like '2.4.1'"
+        raise _fail(path, where, f"'{key}' must be {wanted}, got {value!r}") from None
     return value
 
 
@@ -310,13 +304,13 @@ def _parse_cell(path: Path, matrix: str, index: int, data: Any) -> Cell:
     pins = {}
     for key, _ in CORE_PINS:  # a server cell: exact torch; its sentence-transformers/transformers may be specifiers
         value = _string(path, where, data, key, required=not served["server"] or key == "torch")
-        check = _version_or_specifier if served["server"] and key != "torch" else _exact_version
-        pins[key] = check(path, where, key, value) if value is not None else ""
+        specifier = bool(served["server"]) and key != "torch"
+        pins[key] = _version(path, where, key, value, specifier) if value is not None else ""
     optional = {}
     for key in OPTIONAL_PINS:
         value = _string(path, where, data, key, required=False)
         if value is not None:
-            optional[key] = _version_or_specifier(path, where, key, value)
+            optional[key] = _version(path, where, key, value, specifier=True)
     extra = data.get("extra", [])
     for line in extra:
         try:

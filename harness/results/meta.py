@@ -193,6 +193,15 @@ class ModelRecord(_Record):
     def ok(self) -> bool:
         return self.status == "ok"
 
+    def for_entry(self, rows: Any, model_id: str, precision: str, encode: Dict[str, Any]) -> ModelRecord:
+        """This record for one results entry (``rows``: its ``ModelRows``) of model ``model_id``: the entry's
+        settings, its stored vectors' width and dtype (``dim`` is the packed length for binary precisions) and,
+        for ``<id>@logits``/``<id>@label<i>`` entries, the model they were derived from."""
+        vectors = rows.vectors
+        stored = (int(vectors.shape[1]), str(vectors.dtype), precision) if vectors is not None else (None, None, None)
+        return dataclasses.replace(self, encode=encode, dim=stored[0], vector_dtype=stored[1], precision=stored[2],
+                                   derived_from=model_id if rows.model_id != model_id else None)
+
 
 @dataclass(frozen=True)
 class Provenance(_Record):

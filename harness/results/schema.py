@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ __all__ = [
     "in_canonical_order",
     "metadata_bytes",
     "pair_item_id",
+    "rank_within_queries",
     "split_pair_item_id",
 ]
 
@@ -167,6 +168,35 @@ class ModelRows:
     ranks: Optional[np.ndarray] = None
     tokens: Optional[np.ndarray] = None  # (n,) token counts without truncation (``OPTIONAL_COLUMNS``)
     truncated: Optional[np.ndarray] = None  # (n,) whether the model cut the text
+
+    @classmethod
+    def embedded(cls, model_id: str, documents: Sequence[Any], queries: Sequence[Any], vectors: np.ndarray,
+                 **counts: Any) -> ModelRows:
+        """An embed entry: ``documents`` then ``queries`` (corpus texts), one vector each, as every runner lays them out."""
+        ids = [t.id for t in documents] + [t.id for t in queries]
+        roles = ["document"] * len(documents) + ["query"] * len(queries)
+        return cls(model_id=model_id, task="embed", item_ids=ids, roles=roles, vectors=vectors, **counts)
+
+    @classmethod
+    def reranked(cls, model_id: str, pairs: Sequence[Any], scores: np.ndarray, **counts: Any) -> ModelRows:
+        """A rerank entry: one score per corpus pair (``query_id``, ``passage_id``), ranked within its query."""
+        query_ids = [p.query_id for p in pairs]
+        return cls(model_id=model_id, task="rerank", item_ids=[pair_item_id(p.query_id, p.passage_id) for p in pairs],
+                   query_ids=query_ids, passage_ids=[p.passage_id for p in pairs], scores=scores,
+                   ranks=rank_within_queries(query_ids, scores), **counts)
+
+
+def rank_within_queries(query_ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
+    """1-based rank of each candidate within its query by descending score; ties keep file order."""
+    ranks: np.ndarray = np.zeros(len(scores), dtype=np.int32)
+    groups: Dict[str, List[int]] = {}
+    for i, qid in enumerate(query_ids):
+        groups.setdefault(qid, []).append(i)
+    for rows in groups.values():
+        idx = np.asarray(rows)
+        order = idx[np.argsort(-scores[idx], kind="stable")]
+        ranks[order] = np.arange(1, len(idx) + 1, dtype=np.int32)
+    return ranks
 
 
 def is_unicode_text(text: str) -> bool:

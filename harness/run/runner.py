@@ -24,7 +24,7 @@ from harness.config.registry import ModelSpec, Registry
 from harness.errors import HarnessError, ModelLoadError
 from harness.fsio import output_lock
 from harness.results.meta import CorpusMeta, ModelRecord, ResultsMeta, RunMeta, path_anchors, portable_metadata
-from harness.results.schema import ModelRows, pair_item_id
+from harness.results.schema import ModelRows, rank_within_queries
 from harness.results.writer import write_results
 from harness.run.encode import check_corpus_fits, count_tokens, embed_texts, score_pairs
 from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
@@ -151,19 +151,6 @@ def _configure_torch(options: RunOptions) -> None:
         torch.backends.cudnn.allow_tf32 = options.tf32
 
 
-def rank_within_queries(query_ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
-    """1-based rank of each candidate within its query by descending score; ties keep file order."""
-    ranks: np.ndarray = np.zeros(len(scores), dtype=np.int32)
-    groups: Dict[str, List[int]] = {}
-    for i, qid in enumerate(query_ids):
-        groups.setdefault(qid, []).append(i)
-    for rows in groups.values():
-        idx = np.asarray(rows)
-        order = idx[np.argsort(-scores[idx], kind="stable")]
-        ranks[order] = np.arange(1, len(idx) + 1, dtype=np.int32)
-    return ranks
-
-
 def _tokens(counted: List[Optional[Tuple[np.ndarray, np.ndarray]]]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """``(tokens, truncated)`` of ``ModelRows`` from the counts of its parts, when every part has them."""
     parts = [c for c in counted if c is not None]
@@ -177,14 +164,13 @@ def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[Li
     settings (prompts, normalize, truncate_dim, precision: see ``harness.run.encode.embed_texts``)."""
     vectors = embed_texts(loaded, [t.text for t in corpus.documents], [t.text for t in corpus.queries],
                           batch_size=options.batch_size, progress=options.progress)
-    ids = [t.id for t in corpus.documents] + [t.id for t in corpus.queries]
-    roles = ["document"] * len(corpus.documents) + ["query"] * len(corpus.queries)
     prompts = getattr(loaded.model, "prompts", None) or {}
     default = prompts.get(loaded.encode.get("default_prompt_name")) if isinstance(prompts, dict) else None
     tokens, truncated = _tokens([count_tokens(loaded, [t.text for t in texts], loaded.encode.get(f"{role}_prompt", default))
                       for role, texts in (("document", corpus.documents), ("query", corpus.queries)) if texts])
-    return [ModelRows(model_id=loaded.spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors,
-                      tokens=tokens, truncated=truncated)], len(ids)
+    rows = ModelRows.embedded(loaded.spec.id, corpus.documents, corpus.queries, vectors, tokens=tokens,
+                              truncated=truncated)
+    return [rows], len(rows.item_ids)
 
 
 def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[List[ModelRows], int]:
@@ -194,22 +180,10 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
     pairs = corpus.pairs
     outputs = score_pairs(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs],
                           batch_size=options.batch_size, progress=options.progress)
-    query_ids = [p.query_id for p in pairs]
     tokens, truncated = _tokens([count_tokens(loaded, [(texts[p.query_id], texts[p.passage_id]) for p in pairs])])
-    rows = [
-        ModelRows(
-            model_id=loaded.spec.id + suffix,
-            task="rerank",
-            item_ids=[pair_item_id(p.query_id, p.passage_id) for p in pairs],
-            query_ids=query_ids,
-            passage_ids=[p.passage_id for p in pairs],
-            scores=scores,  # numpy already (``score_pairs``): float32, or float64 in an fp64 run
-            ranks=rank_within_queries(query_ids, scores),
-            tokens=tokens,
-            truncated=truncated,
-        )
-        for suffix, scores, _ in outputs
-    ]
+    # scores are numpy already (``score_pairs``): float32, or float64 in an fp64 run
+    rows = [ModelRows.reranked(loaded.spec.id + suffix, pairs, scores, tokens=tokens, truncated=truncated)
+            for suffix, scores, _ in outputs]
     loaded.encode["entries"] = {loaded.spec.id + suffix: extra for suffix, _, extra in outputs}
     return rows, len(pairs)
 
@@ -254,22 +228,10 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
 
 
 def _entries(spec: ModelSpec, rows: List[ModelRows], record: ModelRecord, encode: Dict[str, Any]) -> Dict[str, ModelRecord]:
-    """The record of each results entry: the settings applied (``encode``), the stored vector dtype and width
-    (``dim`` is the packed length for binary precisions), and for ``<id>@logits``/``<id>@label<i>`` entries
-    the model they were derived from."""
+    """The record of each results entry (``ModelRecord.for_entry``) with the settings applied to it (``encode``)."""
     per_entry = encode.pop("entries", {})
-    out: Dict[str, ModelRecord] = {}
-    for entry in rows:
-        vectors = entry.vectors
-        out[entry.model_id] = dataclasses.replace(
-            record,
-            encode={**encode, **per_entry.get(entry.model_id, {})},
-            dim=int(vectors.shape[1]) if vectors is not None else None,
-            vector_dtype=str(vectors.dtype) if vectors is not None else None,
-            precision=encode.get("precision", "float32") if vectors is not None else None,
-            derived_from=spec.id if entry.model_id != spec.id else None,
-        )
-    return out
+    return {entry.model_id: record.for_entry(entry, spec.id, encode.get("precision", "float32"),
+                                             {**encode, **per_entry.get(entry.model_id, {})}) for entry in rows}
 
 
 def _import_libraries() -> None:
@@ -316,7 +278,7 @@ def run(options: RunOptions) -> RunSummary:
         notify(options.on_progress, event)
         model_started = time.perf_counter()
         if is_served(spec):  # a ServerError propagates: no results file is written
-            rows, entries, served[spec.id] = run_served(spec, corpus, options.batch_size, rank_within_queries)
+            rows, entries, served[spec.id] = run_served(spec, corpus, options.batch_size)
         else:
             rows, entries = _run_model(spec, corpus, options, device)
         first = next(iter(entries.values()), None)

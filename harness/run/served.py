@@ -7,14 +7,14 @@ port is not a factor). A ``ServerError`` propagates: the runner writes no result
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from harness.config.corpus import Corpus
 from harness.config.registry import ModelSpec
 from harness.results.meta import ModelRecord
-from harness.results.schema import ModelRows, pair_item_id
+from harness.results.schema import ModelRows
 
 __all__ = ["is_served", "run_served", "served_settings", "server_facts", "recorded_source"]
 
@@ -51,10 +51,7 @@ def recorded_source(spec: ModelSpec) -> Dict[str, Any]:
     return source
 
 
-Ranker = Callable[[List[str], np.ndarray], np.ndarray]
-
-
-def _embed(spec: ModelSpec, corpus: Corpus, batch_size: int, rank: Ranker) -> Tuple[List[ModelRows], Dict[str, Any], int]:
+def _embed(spec: ModelSpec, corpus: Corpus, batch_size: int) -> Tuple[List[ModelRows], Dict[str, Any], int]:
     from harness.run.http_backend import HttpModelClient
 
     with HttpModelClient(served_settings(spec, batch_size)) as client:
@@ -63,19 +60,17 @@ def _embed(spec: ModelSpec, corpus: Corpus, batch_size: int, rank: Ranker) -> Tu
         queries = client.embed([t.text for t in corpus.queries])
         record = client.record()
     vectors = np.concatenate([documents, queries]) if len(queries) else documents
-    ids = [t.id for t in corpus.documents] + [t.id for t in corpus.queries]
-    roles = ["document"] * len(corpus.documents) + ["query"] * len(corpus.queries)
-    return [ModelRows(model_id=spec.id, task="embed", item_ids=ids, roles=roles, vectors=vectors)], record, len(ids)
+    rows = ModelRows.embedded(spec.id, corpus.documents, corpus.queries, vectors)
+    return [rows], record, len(rows.item_ids)
 
 
-def _rerank(spec: ModelSpec, corpus: Corpus, batch_size: int, rank: Ranker) -> Tuple[List[ModelRows], Dict[str, Any], int]:
+def _rerank(spec: ModelSpec, corpus: Corpus, batch_size: int) -> Tuple[List[ModelRows], Dict[str, Any], int]:
     """Scores as the server returns them (Infinity/TEI: the sigmoid of a one-label model, as ``predict``);
     ``logits = true`` adds ``<id>@logits`` from a second pass with ``raw_scores``."""
     from harness.run.http_backend import HttpModelClient
 
     texts = {t.id: t.text for t in corpus.texts()}
     pairs = [(texts[p.query_id], texts[p.passage_id]) for p in corpus.pairs]
-    query_ids = [p.query_id for p in corpus.pairs]
     passes: List[Tuple[str, Dict[str, bool]]] = [("", {})] + ([("@logits", {"raw_scores": True})] if spec.logits else [])
     rows, records = [], {}
     for suffix, overrides in passes:
@@ -83,35 +78,23 @@ def _rerank(spec: ModelSpec, corpus: Corpus, batch_size: int, rank: Ranker) -> T
             client.server_info()
             scores = client.score_pairs(pairs)
             records[suffix] = client.record()
-        rows.append(ModelRows(model_id=spec.id + suffix, task="rerank",
-                              item_ids=[pair_item_id(p.query_id, p.passage_id) for p in corpus.pairs], query_ids=query_ids,
-                              passage_ids=[p.passage_id for p in corpus.pairs], scores=scores,
-                              ranks=rank(query_ids, scores)))
+        rows.append(ModelRows.reranked(spec.id + suffix, corpus.pairs, scores))
     record = records[""]
     if "@logits" in records:
         record = {**record, "logits_pass": records["@logits"]}
     return rows, record, len(pairs) * len(passes)
 
 
-def run_served(spec: ModelSpec, corpus: Corpus, batch_size: int,
-               rank: Ranker) -> Tuple[List[ModelRows], Dict[str, ModelRecord], Dict[str, Any]]:
-    """The rows and records of one served model, and its server facts for the fingerprint; ``rank`` ranks
-    scores within queries (the runner's ``rank_within_queries``)."""
+def run_served(spec: ModelSpec, corpus: Corpus,
+               batch_size: int) -> Tuple[List[ModelRows], Dict[str, ModelRecord], Dict[str, Any]]:
+    """The rows and records of one served model, and its server facts for the fingerprint."""
     started = time.perf_counter()
-    rows, client_record, count = (_embed if spec.kind == "bi-encoder" else _rerank)(spec, corpus, batch_size, rank)
+    rows, client_record, count = (_embed if spec.kind == "bi-encoder" else _rerank)(spec, corpus, batch_size)
     elapsed = time.perf_counter() - started
-    records: Dict[str, ModelRecord] = {}
-    for entry in rows:
-        vectors: Optional[np.ndarray] = entry.vectors
-        records[entry.model_id] = ModelRecord.of(
-            kind=spec.kind, status="ok", source=recorded_source(spec), found_via="server", backend="http",
-            encode={"backend": "http", "request_batch_size": client_record.get("request_batch_size"),
-                    **({"raw_scores": True} if entry.model_id.endswith("@logits") else {})},
-            dim=int(vectors.shape[1]) if vectors is not None else None,
-            vector_dtype=str(vectors.dtype) if vectors is not None else None,
-            precision="float32" if vectors is not None else None,
-            derived_from=spec.id if entry.model_id != spec.id else None,
-            compute_s=round(elapsed, 4), items=count, items_per_s=round(count / elapsed, 2) if elapsed > 0 else None,
-            http=client_record,
-        )
+    record = ModelRecord.of(kind=spec.kind, status="ok", source=recorded_source(spec), found_via="server",
+                            backend="http", compute_s=round(elapsed, 4), items=count,
+                            items_per_s=round(count / elapsed, 2) if elapsed > 0 else None, http=client_record)
+    encode = {"backend": "http", "request_batch_size": client_record.get("request_batch_size")}
+    records = {entry.model_id: record.for_entry(entry, spec.id, "float32", {
+        **encode, **({"raw_scores": True} if entry.model_id.endswith("@logits") else {})}) for entry in rows}
     return rows, records, server_facts(client_record)

