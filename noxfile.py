@@ -259,10 +259,11 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session(venv_backend=VENV_BACKEND)
 def lint(session: nox.Session) -> None:
-    """ruff on the package, the tests, the benchmarks and this file, then mypy on the package (both configured in
-    pyproject.toml, pinned in .ci/constraints.txt). ``-- --fix`` lets ruff fix what it can."""
+    """ruff on the package, the tests, the benchmarks, the docs generator and this file, then mypy on the package and
+    the docs generator (both configured in pyproject.toml, pinned in .ci/constraints.txt). ``-- --fix`` lets ruff fix
+    what it can."""
     session.install("-c", str(ROOT / ".ci" / "constraints.txt"), "ruff", "mypy", "pytest", "httpx", "-e", str(ROOT))
-    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "docs", "noxfile.py", *session.posargs)
     session.run("python", "-m", "mypy")
 
 
@@ -294,11 +295,11 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site into site/ in strict mode (a broken link, a missing page or a stale page fails).
 
     The reference pages generated from the code (``docs/reference/``) are checked first: ``-- --regenerate``
-    rewrites them instead (the same as ``python -m harness.cli.reference``); ``-- --serve`` previews the site."""
+    rewrites them instead (the same as ``python docs/reference_pages.py``); ``-- --serve`` previews the site."""
     session.install("-c", str(ROOT / ".ci" / "constraints.txt"), "-e", f"{ROOT}[docs]")
     env = {"NO_MKDOCS_2_WARNING": "1"}
     regenerate = "--regenerate" in session.posargs
-    session.run("python", "-m", "harness.cli.reference", *([] if regenerate else ["--check"]))
+    session.run("python", str(ROOT / "docs" / "reference_pages.py"), *([] if regenerate else ["--check"]))
     if "--serve" in session.posargs:
         session.run("python", "-m", "mkdocs", "serve", "-f", str(ROOT / "mkdocs.yml"), env=env)
         return
