@@ -104,7 +104,7 @@ def order_shown(model: ModelVerdict, labelled: bool = True) -> str:
 
 
 def topk_decided(model: ModelVerdict) -> str:
-    """How the top-k agreement was decided, when a certificate proved some of it (``harness.compare.certificate``):
+    """How the top-k agreement was decided, when a certificate proved some of it (``harness.compare.certify``):
     "top-10: 10,000 queries, 9,990 certified by the bound, 10 scored exactly"; "" otherwise."""
     topk = model.evidence.get("topk") or {}
     certified, exact = topk.get("certified"), topk.get("scored_exactly")
