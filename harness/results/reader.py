@@ -87,6 +87,7 @@ class ResultsFile:
         self._pure: Dict[int, str] = {}
         self._indexed = self._index_row_groups()
         self._checked_order = False  # normalized (``harness.results.normalize``) on the first read of rows
+        self._kept: Dict[Tuple[str, str], pa.ChunkedArray] = {}  # (model, column) -> string column, read once
 
     # -- metadata -------------------------------------------------------------------------------------------
 
@@ -161,7 +162,7 @@ class ResultsFile:
             self._checked_order = True  # the check itself reads rows through here
             copy = canonical_copy(self)
             if copy is not None:
-                self._file, self._pure = copy, {}
+                self._file, self._pure, self._kept = copy, {}, {}
                 self._indexed = self._index_row_groups()
         return self._indexed
 
@@ -227,13 +228,16 @@ class ResultsFile:
         return out
 
     def model_columns(self, model_id: str, columns: Sequence[str]) -> Dict[str, pa.ChunkedArray]:
-        """Whole columns of one model's rows (ids, roles: small next to the vectors), one chunk per row group."""
-        tables = list(self.model_table(model_id, columns))
+        """Whole columns of one model's rows (ids, roles: small next to the vectors), one chunk per row group.
+        String columns are kept once read: the order check, the ids pass and the accuracy pass all need them."""
+        self._groups  # noqa: B018 - in canonical order first (the check reads ids through here)
         schema = self._file.schema_arrow
-        return {
-            c: pa.chunked_array([single_chunk(t.column(c)) for t in tables], type=schema.field(c).type)
-            for c in columns
-        }
+        missing = [c for c in columns if (model_id, c) not in self._kept]
+        tables = list(self.model_table(model_id, missing)) if missing else []
+        read = {c: pa.chunked_array([single_chunk(t.column(c)) for t in tables], type=schema.field(c).type)
+                for c in missing}
+        self._kept.update({(model_id, c): col for c, col in read.items() if pa.types.is_string(col.type)})
+        return {c: read[c] if c in read else self._kept[(model_id, c)] for c in columns}
 
     # -- data -----------------------------------------------------------------------------------------------
 
