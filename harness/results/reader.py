@@ -46,7 +46,8 @@ class ResultsFile:
             self.path = shown
         if self._fs is None:
             if not Path(inner).is_file():
-                raise ResultsFileError(f"{self.path}: no such file")
+                what = "not a regular file" if Path(inner).exists() else "no such file"  # a directory, a device node
+                raise ResultsFileError(f"{self.path}: {what}")
         else:
             import pyarrow.fs as pafs
 

@@ -165,6 +165,18 @@ def test_corrupt_vector_page_is_a_results_file_error_at_compare_time(tmp_path: P
         compare_files(tiny_results, bad)
 
 
+def test_a_directory_or_a_device_node_is_not_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Refused by name, one line, exit 2: a path that exists but is no file is not reported as missing."""
+    good = _synthetic(tmp_path / "good.parquet")
+    fifo = tmp_path / "pipe.parquet"
+    os.mkfifo(fifo)
+    for odd in (tmp_path, fifo, Path("/dev/null")):
+        _compare_refused(good, odd, capsys, str(odd), "not a regular file")
+        _compare_refused(odd, good, capsys, str(odd), "not a regular file")
+    _compare_refused(good, tmp_path / "absent.parquet", capsys, "absent.parquet", "no such file")
+    assert Path("/dev/null").is_char_device() and fifo.is_fifo()
+
+
 def test_foreign_parquet(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     foreign = tmp_path / "sales.parquet"
     pq.write_table(pa.table({"region": ["eu"], "revenue": [1.0]}), str(foreign))
