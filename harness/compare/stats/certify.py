@@ -226,11 +226,8 @@ def add_proofs(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray,
     baseline's; a track serving a pair's baseline row takes the latter (the same bits as scoring the served row)."""
     if not len(base):
         return
+    assert all(proof.req_pos is fed[0][0].req_pos for proof, _ in fed), "add_proofs: proofs of other pairs"
     positions = np.asarray(positions, dtype=np.int64)
-    if any(proof.req_pos is not fed[0][0].req_pos for proof, _ in fed):
-        for proof, mask in fed:  # not one certificate's pairs: each on its own
-            add_proofs([(proof, mask)], positions, base, cand, base_sq, diff_sq)
-        return
     _gather(fed, positions, base, cand)
     for proof, mask in fed:
         proof._moves(positions, base, cand, base_sq, diff_sq, mask)
