@@ -56,7 +56,8 @@ class ResultsFile:
             except (pa.ArrowException, OSError) as err:
                 raise ResultsFileError(f"{self.path}: cannot open ({first_line(err)})") from None
             if info.type != pafs.FileType.File:
-                raise ResultsFileError(f"{self.path}: no such file")
+                what = "no such file" if info.type == pafs.FileType.NotFound else "not a regular file"
+                raise ResultsFileError(f"{self.path}: {what}")
         try:
             # Local files: no pre-buffering (it holds a second copy of each column chunk while decoding), read
             # through a 4 MiB buffer instead; remote ones keep pre-buffering, which coalesces small requests.

@@ -175,6 +175,16 @@ def test_a_directory_or_a_device_node_is_not_a_regular_file(tmp_path: Path, caps
         _compare_refused(odd, good, capsys, str(odd), "not a regular file")
     _compare_refused(good, tmp_path / "absent.parquet", capsys, "absent.parquet", "no such file")
     assert Path("/dev/null").is_char_device() and fifo.is_fifo()
+    fsspec = pytest.importorskip("fsspec")
+    remote = f"harness-test-{os.getpid()}-odd"
+    fsspec.filesystem("memory").pipe(f"/{remote}/inside/x.txt", b"x")  # a directory on remote storage
+    try:
+        _bad_input(["compare", str(good), f"memory://{remote}/inside"], capsys, f"memory://{remote}/inside",
+                   "not a regular file")
+        _bad_input(["compare", str(good), f"memory://{remote}/absent.parquet"], capsys, "absent.parquet",
+                   "no such file")
+    finally:
+        fsspec.filesystem("memory").rm(f"/{remote}", recursive=True)
 
 
 def test_foreign_parquet(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
