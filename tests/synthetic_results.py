@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from harness.compare.comparator import compare_files
 from harness.report.matrix_report import MatrixReport, build_matrix_report
 from harness.results import ModelRows, ResultsFile, write_results
+from harness.results.schema import rank_within_queries
 
 from conftest import ROOT
 
@@ -60,15 +61,6 @@ def _model_info(kind: str, **extra: Any) -> Dict[str, Any]:
         info.update(dim=DIM, vector_dtype="float32")
     info.update(extra)
     return info
-
-
-def rank_within_queries(query_ids: List[str], scores: np.ndarray) -> np.ndarray:
-    """1-based rank per query by descending score (what the runner writes)."""
-    ranks = np.zeros(len(scores), dtype=np.int32)
-    for qid in dict.fromkeys(query_ids):
-        idx = np.array([i for i, q in enumerate(query_ids) if q == qid])
-        ranks[idx[np.argsort(-scores[idx], kind="stable")]] = np.arange(1, len(idx) + 1)
-    return ranks
 
 
 def write_synthetic_baseline(path: Path) -> Path:
