@@ -156,8 +156,9 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     for name, values in models.items():
         if "class" in values and values["class"] not in classes:
             raise PolicyError(f"{source}: model '{name}' names unknown class '{values['class']}'")
-        for class_name in set(values.get("classes", {})) - set(classes):
-            raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
+        for class_name in values.get("classes", {}):  # in file order: the message names the first
+            if class_name not in classes:
+                raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
     settings = data.get("policy", {})
     default_class = settings.get("default_class", "auto")
     if default_class != "auto" and default_class not in classes:
