@@ -128,7 +128,7 @@ def _one_size(args: argparse.Namespace, bq: np.ndarray, cq: np.ndarray, n: int) 
 def measure(args: argparse.Namespace) -> None:
     """The scenarios on two real results files (one bi-encoder with queries), as docs/explanation/reindex.md
     reports them; the policy's limits from ``--class``."""
-    from harness.compare.policy import load_policy
+    from harness.config.policy import load_policy
     from harness.results import read_frame
 
     def vectors(path: str, role: str) -> Tuple[List[str], np.ndarray]:

@@ -241,7 +241,7 @@ def _model_table(model: Any) -> List[str]:
 
 
 def config_keys_page() -> str:
-    from harness.compare.policy import ModelOverrides, PolicyFile, PolicySettings, ToleranceValues
+    from harness.config.policy import ModelOverrides, PolicyFile, PolicySettings, ToleranceValues
     from harness.config.project import IndexSettings, ProjectFile
     from harness.config.registry import ModelEntry, RegistryFile
     from harness.matrix.spec import CellTable, MatrixTable

@@ -14,10 +14,10 @@ import numpy as np
 
 from harness.compare import kinds, quantized
 from harness.compare.metrics import align
-from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
-from harness.compare.verdict import Comparison, ModelVerdict
+from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.errors import HarnessError, IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
+from harness.verdict import Comparison, ModelVerdict
 
 __all__ = ["assert_embeddings_close", "assert_rerank_stable", "assert_model_matches", "NonFiniteInput"]
 

@@ -337,7 +337,7 @@ class BrokenBaseline(_HarnessItem):
 @pytest.fixture(scope="session")
 def harness_policy(pytestconfig: pytest.Config) -> Any:
     """The tolerance ``Policy`` of this session (``--harness-policy`` overlaying the defaults)."""
-    from harness.compare.policy import load_policy
+    from harness.config.policy import load_policy
 
     return load_policy(_policy(pytestconfig))
 

@@ -10,10 +10,10 @@ import numpy as np
 from harness.compare import metrics as m
 from harness.compare import streaming
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
-from harness.compare.policy import Tolerance
-from harness.compare.verdict import Check, ModelVerdict, Offender
+from harness.config.policy import Tolerance
 from harness.errors import ResultsFileError
 from harness.results import ResultsFile
+from harness.verdict import Check, ModelVerdict, Offender
 
 import oracles
 

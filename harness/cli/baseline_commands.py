@@ -94,7 +94,7 @@ def cmd_baseline_certify(args: argparse.Namespace) -> int:
     from harness.baselines import locate_baseline
     from harness.cli.compare_progress import progress_settings
     from harness.compare.certify import file_certificates
-    from harness.compare.policy import load_policy
+    from harness.config.policy import load_policy
 
     target = locate_baseline(args.name, args.dir)
     filed = file_certificates(target, load_policy(args.policy), progress_settings())
@@ -144,7 +144,7 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     from harness.baselines import locate_baseline
     from harness.cli.compare_progress import progress_settings
     from harness.compare.comparator import compare_files
-    from harness.compare.policy import load_policy
+    from harness.config.policy import load_policy
     from harness.report.text import render_comparison
 
     first, second = locate_baseline(args.a, args.dir), locate_baseline(args.b, args.dir)

@@ -119,7 +119,7 @@ class CompareJob:
     def of(cls, args: argparse.Namespace, baseline: Any, candidate: Any) -> CompareJob:
         """The job of ``args`` (policy and fp64 reference checked now: bad ones are refused before any run)."""
         from harness.compare.accuracy import find
-        from harness.compare.policy import load_policy
+        from harness.config.policy import load_policy
         from harness.results import ResultsFile
 
         return cls(baseline, candidate, load_policy(args.policy), args.tolerance_class, args.models,

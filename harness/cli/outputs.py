@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.fsio import check_output, write_text
 
 if TYPE_CHECKING:
-    from harness.compare.verdict import Status
+    from harness.verdict import Status
 
 __all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
 
@@ -73,10 +73,10 @@ def _render(option: str, data: Dict[str, Any], status: Status) -> str:
     report with one cell (so a comparison reads as a matrix cell does)."""
     if option == "--json":
         return json.dumps(data, indent=2, default=str) + "\n"
-    from harness.compare.verdict import CellStatus
     from harness.report.junit import render_junit
     from harness.report.markdown import render_markdown
     from harness.report.matrix_report import ReportCell, build_matrix_report
+    from harness.verdict import CellStatus
 
     cell = ReportCell(data.get("label") or "compare", status=CellStatus.parse(status), comparison=data)
     report = build_matrix_report("compare", data["baseline"], [cell])

@@ -23,12 +23,12 @@ import pyarrow as pa
 
 from harness.compare import quantized
 from harness.compare.kinds.common import significant
-from harness.compare.policy import Policy, Tolerance, auto_class, is_served
-from harness.compare.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
 from harness.compare.workers import Segment
+from harness.config.policy import Policy, Tolerance, auto_class, is_served
 from harness.errors import HarnessError, IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
+from harness.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
 
 __all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket",
            "SideError", "Tap", "accuracy", "apply", "find", "tap"]

@@ -22,10 +22,10 @@ from harness.compare import quantized
 from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import FilePair
-from harness.compare.policy import Policy, Tolerance, choose_class, load_policy
 from harness.compare.stats.certify import Certificate, width
 from harness.compare.streaming import ZERO_VECTORS
 from harness.config.environment import CompareSettings
+from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.fsio import atomic_output
 from harness.paths import cache_dir
 from harness.results import ResultsFile

@@ -16,13 +16,13 @@ from harness.compare import accuracy, certify, kinds, quantized
 from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
 from harness.compare.kinds.embedding import ScenarioRequest
-from harness.compare.policy import Policy, Tolerance, choose_class, is_served, load_policy
-from harness.compare.verdict import Comparison, EnvChange, ModelVerdict, Status
 from harness.config.environment import CompareSettings
+from harness.config.policy import Policy, Tolerance, choose_class, is_served, load_policy
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
+from harness.verdict import Comparison, EnvChange, ModelVerdict, Status
 
 __all__ = ["compare_files", "compare_results", "env_changes", "model_env", "same_file", "same_file_note", "WORST_N"]
 

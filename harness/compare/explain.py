@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Optional
 from harness import paths
 from harness.compare.comparator import env_changes, model_env, without_unserved
 from harness.compare.factors import FACTOR_GROUPS, factor_of_key
-from harness.compare.verdict import EnvChange
 from harness.config.tomlfile import tomllib
 from harness.results import ResultsFile
+from harness.verdict import EnvChange
 
 __all__ = ["Factor", "explain", "factor_of", "load_magnitudes", "MAGNITUDES_PATH"]
 

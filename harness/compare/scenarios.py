@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence, Tuple
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement
-from harness.compare.policy import Tolerance
+from harness.config.policy import Tolerance
 
 __all__ = ["SCENARIOS", "Decision", "Scenario", "decide", "rolled"]
 

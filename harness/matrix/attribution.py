@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from harness.matrix.spec import Cell
 
 if TYPE_CHECKING:  # judging imports the comparator; planning (nox's own Python) does not
-    from harness.compare.verdict import Comparison, ModelVerdict
+    from harness.verdict import Comparison, ModelVerdict
 
 __all__ = [
     "PACKAGE_FACTORS",

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from harness.compare.verdict import CellStatus
 from harness.fsio import write_text
 from harness.matrix.spec import MatrixError
+from harness.verdict import CellStatus
 
 __all__ = ["CELL_FILE", "StageStatus", "CellState", "read_cell_state", "write_cell_state", "parse_cell_state"]
 

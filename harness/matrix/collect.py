@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union, cast
 
 from harness.compare import comparator
-from harness.compare.policy import load_policy
-from harness.compare.verdict import CellStatus, Status
+from harness.config.policy import load_policy
 from harness.config.project import load_project
 from harness.errors import HarnessError
 from harness.matrix.cells import CELL_FILE, CellState, read_cell_state
 from harness.matrix.spec import ROOT, Cell, Matrix, MatrixError, baseline_file
 from harness.report.matrix_report import MatrixReport, ReportCell, build_matrix_report
 from harness.results import storage
+from harness.verdict import CellStatus, Status
 
 __all__ = ["RESULTS_FILE", "cell_record", "checkout_relative", "collect_matrix"]
 

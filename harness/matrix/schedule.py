@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from harness.compare.verdict import CellStatus
 from harness.matrix.cellrun import Workspace, run_cell
 from harness.matrix.cells import CellState, StageStatus
 from harness.matrix.spec import Cell, Matrix, MatrixError
+from harness.verdict import CellStatus
 
 __all__ = ["thread_share", "Progress", "run_cells", "verdict_lines", "report_status"]
 

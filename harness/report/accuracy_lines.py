@@ -7,10 +7,9 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Sequence
 
-from harness.compare.accuracy import AccuracyVerdict, Bucket
-from harness.compare.verdict import ModelVerdict, Status
 from harness.report.format import fmt
 from harness.report.html_style import escape as _e
+from harness.verdict import AccuracyVerdict, Bucket, ModelVerdict, Status
 
 __all__ = ["bucket_svg", "error_columns", "error_columns_none", "headline", "lines", "ratio_text"]
 

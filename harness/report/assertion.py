@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Optional, Sequence
 
-from harness.compare.verdict import Comparison, ModelVerdict
 from harness.report import accuracy_lines
+from harness.verdict import Comparison, ModelVerdict
 
 __all__ = ["render_failure"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS
@@ -19,6 +18,7 @@ from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
 from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided, would_pass
+from harness.verdict import CellStatus, ModelVerdict, Status
 
 __all__ = ["render_html"]
 

@@ -9,7 +9,7 @@ import html
 import re
 from typing import Any
 
-from harness.compare.verdict import CellStatus
+from harness.verdict import CellStatus
 
 __all__ = ["CSS", "escape", "status_class", "badge"]
 

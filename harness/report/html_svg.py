@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from harness.compare.verdict import CellStatus
 from harness.report.format import fmt
 from harness.report.html_style import escape as _e
+from harness.verdict import CellStatus
 
 __all__ = ["histogram_svg", "sparkline", "histogram_zeros"]
 

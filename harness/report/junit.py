@@ -11,11 +11,11 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt
 from harness.report.matrix_report import MatrixReport, ReportCell
 from harness.report.text import check_line, explained, would_pass
+from harness.verdict import CellStatus, ModelVerdict, Status
 
 __all__ = ["render_junit", "xml_safe"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence
 
-from harness.compare.verdict import CellStatus, ModelVerdict, Status
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
 from harness.report.matrix_report import TREND_RUNS, MatrixReport, ReportCell, TrendRow
@@ -22,6 +21,7 @@ from harness.report.text import (
     topk_decided,
     would_pass,
 )
+from harness.verdict import CellStatus, ModelVerdict, Status
 
 __all__ = ["render_markdown", "md_escape"]
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")

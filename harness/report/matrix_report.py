@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
-from harness.compare.verdict import CellStatus, EnvChange, ModelVerdict
 from harness.report import accuracy_lines, scenario_lines
+from harness.verdict import CellStatus, EnvChange, ModelVerdict
 
 __all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "Merged", "ReportCell", "TREND_RUNS", "TrendRow",
            "build_matrix_report", "history_series"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any, List, Sequence, Tuple
 
-from harness.compare.verdict import ModelVerdict
+from harness.verdict import ModelVerdict
 
 __all__ = ["HEADING", "COLUMNS", "text_lines", "markdown_lines", "html_section", "junit_properties", "verdict_rows"]
 

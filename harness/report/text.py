@@ -6,9 +6,9 @@ import dataclasses
 from typing import Any, Callable, Dict, List, Mapping
 
 from harness.compare.factors import group_changes
-from harness.compare.verdict import Check, Comparison, ModelVerdict, Status
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_percent
+from harness.verdict import Check, Comparison, ModelVerdict, Status
 
 __all__ = ["render_comparison", "render_explanation", "format_env", "fmt_drift", "speed_cells", "fmt_used", "check_line",
            "explained", "would_pass", "order_shown", "ORDER_FIGURES_NOTE"]

@@ -343,7 +343,7 @@ def test_copying_a_baseline_is_a_pass(tmp_path: Path) -> None:
     assert_model_matches(copy, TINY, BI)
 
 
-# -- device classes (harness.compare.policy.choose_class, used by the plugin and the assertions) ---------------------
+# -- device classes (harness.config.policy.choose_class, used by the plugin and the assertions) ---------------------
 
 
 def _on(device: str, **extra: object) -> Callable[[dict], dict]:
@@ -354,7 +354,7 @@ def _on(device: str, **extra: object) -> Callable[[dict], dict]:
 
 
 def test_choose_class_by_device_pair_and_precision() -> None:
-    from harness.compare.policy import choose_class, load_policy
+    from harness.config.policy import choose_class, load_policy
 
     policy = load_policy()
     cpu, cuda = {"device_type": "cpu"}, {"device_type": "cuda"}
@@ -373,7 +373,7 @@ def test_choose_class_by_device_pair_and_precision() -> None:
 
 
 def test_policy_file_device_classes_and_per_model_class_overrides(tmp_path: Path) -> None:
-    from harness.compare.policy import choose_class, load_policy
+    from harness.config.policy import choose_class, load_policy
     from harness.errors import PolicyError
 
     path = tmp_path / "p.toml"

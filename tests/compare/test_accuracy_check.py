@@ -20,7 +20,7 @@ import pytest
 
 from harness.compare.accuracy import NO_REFERENCE
 from harness.compare.comparator import compare_files
-from harness.compare.policy import load_policy
+from harness.config.policy import load_policy
 from harness.errors import IncompatibleInputs
 from harness.reference import reference_path
 from harness.report.accuracy_lines import lines

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from harness.compare.comparator import compare_files
-from harness.compare.verdict import Comparison, Status
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
+from harness.verdict import Comparison, Status
 
 BI, CE = "tiny-bi-encoder", "tiny-cross-encoder"
 

@@ -61,7 +61,7 @@ def test_worst_texts_are_decided_by_exact_values_where_float32_maxima_tie() -> N
     """|d| rounded to float32 ties at 0.5 for every row; the exact ones differ (0.5 + 7.45e-9 for the last row).
     Found by the arrays-vs-files property test: the worst texts must be the exact worst, whatever the row order."""
     from harness.compare import kinds
-    from harness.compare.policy import load_policy
+    from harness.config.policy import load_policy
 
     # tiny rows, not zeros (a baseline row of zeros is bad input): their |d| still rounds to 0.5 in float32
     base = np.array([[0.999], [1e-9], [2e-9], [3e-9], [4e-9], [-0.05116857]], dtype=np.float32)

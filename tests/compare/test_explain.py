@@ -8,8 +8,8 @@ import pytest
 
 from harness.cli import main
 from harness.compare.explain import explain, factor_of, load_magnitudes
-from harness.compare.verdict import EnvChange
 from harness.testing import perturb_results, tf32_round
+from harness.verdict import EnvChange
 
 
 def _env_changed(meta: dict) -> dict:

@@ -15,7 +15,7 @@ import pytest
 
 from harness.cli import main
 from harness.compare.comparator import compare_files
-from harness.compare.policy import choose_class, load_policy
+from harness.config.policy import choose_class, load_policy
 from harness.testing import bf16_round, perturb_results
 
 from conftest import ROOT

@@ -20,11 +20,11 @@ import pytest
 
 from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
-from harness.compare.policy import load_policy
-from harness.compare.verdict import Status
 from harness.config.environment import CompareSettings
+from harness.config.policy import load_policy
 from harness.errors import IncompatibleInputs, PolicyError
 from harness.results import ModelRows, ResultsFile, ResultsWriter
+from harness.verdict import Status
 
 import oracles
 from oracles import compare_quantized

@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from harness.compare import kinds
 from harness.compare.comparator import compare_files
-from harness.compare.policy import Tolerance
-from harness.compare.verdict import ModelVerdict
+from harness.config.policy import Tolerance
 from harness.errors import HarnessError
 from harness.results import ModelRows, ResultsFile, schema, write_results
+from harness.verdict import ModelVerdict
 
 import rerank_reference as reference
 

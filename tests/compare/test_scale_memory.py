@@ -96,9 +96,9 @@ def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:
 
 
 def test_the_verdict_says_how_many_queries_were_certified(pair: List[Path], cache: Path) -> None:
-    from harness.compare.verdict import ModelVerdict
     from harness.report.html import _agreement_bars
     from harness.report.text import render_comparison
+    from harness.verdict import ModelVerdict
 
     data = _two_comparisons(pair)
     (model,) = data["models"]

@@ -16,8 +16,8 @@ from harness.compare import metrics as m
 from harness.compare import stats
 from harness.compare.kinds.embedding import judge_embeddings
 from harness.compare.kinds.source import ArrayPair
-from harness.compare.policy import Tolerance
 from harness.config.environment import CompareSettings
+from harness.config.policy import Tolerance
 
 import oracles
 

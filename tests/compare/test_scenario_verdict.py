@@ -14,7 +14,6 @@ import pytest
 
 from harness.cli import main
 from harness.compare.comparator import compare_files
-from harness.compare.verdict import Comparison, ModelVerdict, RetrievalScenarios, Status
 from harness.config.project import IndexSettings
 from harness.report import scenario_lines
 from harness.report.html import render_html
@@ -24,6 +23,7 @@ from harness.report.matrix_report import build_matrix_report
 from harness.report.text import render_comparison
 from harness.results import ResultsFile
 from harness.testing import perturb_results
+from harness.verdict import Comparison, ModelVerdict, RetrievalScenarios, Status
 
 from conftest import ROOT
 

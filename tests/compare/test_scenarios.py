@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from harness.compare.kinds import ArrayPair, judge_embeddings
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.compare.metrics import TopKAgreement
-from harness.compare.policy import Tolerance
 from harness.compare.scenarios import Scenario, decide, rolled
 from harness.config.environment import CompareSettings
+from harness.config.policy import Tolerance
 from tests.compare.test_scale_topk import brute_certificate
 from tests.oracles import retrieval_scenarios, scenarios_apart
 

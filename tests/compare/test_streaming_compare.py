@@ -26,13 +26,13 @@ from harness.compare import stats
 from harness.compare.comparator import compare_files
 from harness.compare.kinds import retrieval
 from harness.compare.kinds.common import share, significant
-from harness.compare.policy import Tolerance, load_policy
 from harness.compare.stats import percentile as p99_module
-from harness.compare.verdict import Status
 from harness.config.environment import CompareSettings
+from harness.config.policy import Tolerance, load_policy
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ModelRows, ResultsFile, ResultsWriter, normalize
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
+from harness.verdict import Status
 
 import oracles
 

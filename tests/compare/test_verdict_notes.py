@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from harness.cli import main
 from harness.compare.kinds import ArrayPair, judge_embeddings, judge_rerank
 from harness.compare.kinds.common import share, significant
-from harness.compare.policy import load_policy
 from harness.config.corpus import load_corpus
 from harness.config.corpus.user import DataFiles
+from harness.config.policy import load_policy
 from harness.errors import CorpusError
 from harness.report.format import fmt
 
@@ -141,8 +141,8 @@ def test_harness_run_with_queries_gets_top_k_checks(tmp_path: Path, capsys: pyte
 
 def _no_query_report(with_queries: bool = False) -> Any:
     """A one-cell matrix report of a bi-encoder compared over a corpus without queries (or with one)."""
-    from harness.compare.verdict import Comparison
     from harness.report.matrix_report import build_matrix_report
+    from harness.verdict import Comparison
 
     base = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     roles = ["document"] * 3 + ["query"] if with_queries else ["document"] * 4

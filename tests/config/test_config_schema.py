@@ -11,7 +11,7 @@ from typing import Callable, Union
 import pytest
 
 from harness.cli import main
-from harness.compare.policy import load_policy
+from harness.config.policy import load_policy
 from harness.config.project import load_project, project_registry
 from harness.config.registry import load_registry
 from harness.errors import HarnessError, PolicyError
@@ -249,7 +249,7 @@ def test_hostile_matrix_files_are_one_line_naming_the_key(tmp_path: Path, text: 
 
 def test_schemas_cover_the_dataclasses_they_build() -> None:
     """A key added to ``Tolerance`` without its schema field would be refused as unknown."""
-    from harness.compare.policy import Tolerance, ToleranceValues
+    from harness.config.policy import Tolerance, ToleranceValues
     from harness.matrix.pins import CORE_PINS, OPTIONAL_PINS
     from harness.matrix.servers import SERVER_KEYS
     from harness.matrix.spec import CellTable

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.compare.policy import Tolerance, load_policy
+from harness.config.policy import Tolerance, load_policy
 from harness.config.project import load_project, project_registry
 from harness.config.registry import ModelEntry, load_registry
 from harness.errors import HarnessError

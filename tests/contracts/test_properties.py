@@ -26,9 +26,9 @@ from harness.assertions import assert_embeddings_close, assert_rerank_stable
 from harness.compare import kinds
 from harness.compare import metrics as m
 from harness.compare.comparator import compare_files
-from harness.compare.policy import Policy, load_policy
-from harness.compare.verdict import ModelVerdict, Status
+from harness.config.policy import Policy, load_policy
 from harness.results import ModelRows, write_results
+from harness.verdict import ModelVerdict, Status
 
 import oracles
 

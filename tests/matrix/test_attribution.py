@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 from harness.compare.comparator import compare_files
-from harness.compare.verdict import Comparison, ModelVerdict, Status
 from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.plan import plan_path
 from harness.matrix.spec import Cell
+from harness.verdict import Comparison, ModelVerdict, Status
 
 from conftest import run_tiny
 

@@ -11,7 +11,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
-from harness.compare.verdict import Comparison, ModelVerdict, Status
 from harness.matrix import attribution_run
 from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace
@@ -20,6 +19,7 @@ from harness.matrix.plan import Walk
 from harness.matrix.spec import Cell, load_matrix_file
 from harness.report.attribution import render_attribution_markdown
 from harness.results import write_results
+from harness.verdict import Comparison, ModelVerdict, Status
 
 from conftest import ROOT
 

@@ -22,7 +22,6 @@ import pytest
 from packaging.requirements import Requirement
 
 from harness.cli import main as harness_main
-from harness.compare.verdict import CellStatus
 from harness.errors import HarnessError
 from harness.matrix import spec as hm
 from harness.matrix.cells import CellState, StageStatus, read_cell_state, write_cell_state
@@ -30,6 +29,7 @@ from harness.matrix.collect import cell_record, collect_matrix
 from harness.matrix.pins import runner_requirements
 from harness.matrix.pythons import find_python
 from harness.results import ModelRows, write_results
+from harness.verdict import CellStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")

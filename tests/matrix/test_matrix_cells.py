@@ -10,12 +10,12 @@ from typing import List
 import pytest
 from test_matrix import MINIMAL, _write
 
-from harness.compare.verdict import CellStatus
 from harness.matrix import spec as hm
 from harness.matrix import venvs
 from harness.matrix.cellrun import Workspace, run_cell
 from harness.matrix.cells import StageStatus, read_cell_state
 from harness.matrix.collect import cell_record
+from harness.verdict import CellStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,10 +21,10 @@ from typing import Dict, List
 import pytest
 
 import harness.matrix.spec as hm
-from harness.compare.verdict import CellStatus
 from harness.matrix import cellrun, served_cell, venvs
 from harness.matrix.cells import StageStatus, read_cell_state
 from harness.matrix.pythons import find_python
+from harness.verdict import CellStatus
 
 from conftest import ROOT, pid_gone
 

@@ -15,7 +15,6 @@ import pytest
 
 from harness.cli import main
 from harness.compare.comparator import compare_files
-from harness.compare.verdict import Comparison
 from harness.report.assertion import render_failure
 from harness.report.html import render_html
 from harness.report.junit import render_junit
@@ -24,6 +23,7 @@ from harness.report.matrix_report import build_matrix_report
 from harness.report.tables import verdicts_table
 from harness.report.text import render_comparison
 from harness.testing import bf16_round, perturb_results
+from harness.verdict import Comparison
 
 from conftest import ROOT
 

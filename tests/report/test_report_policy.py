@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from harness.compare.comparator import compare_files
-from harness.compare.policy import load_policy
-from harness.compare.verdict import BUILT_IN_POLICY, Check, Comparison, limit_used
+from harness.config.policy import load_policy
 from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.matrix_report import MatrixReport, build_matrix_report
 from harness.report.text import render_comparison
+from harness.verdict import BUILT_IN_POLICY, Check, Comparison, limit_used
 
 from synthetic_results import BI, perturb_results, synthetic_matrix, write_synthetic_baseline
 

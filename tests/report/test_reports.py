@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from harness.compare.comparator import compare_files
-from harness.compare.verdict import CellStatus, Comparison
 from harness.matrix.publish import append_history, load_history, publish_matrix_report, write_matrix_report
 from harness.matrix.spec import MatrixError
 from harness.report.format import fmt, fmt_cosine
@@ -29,6 +28,7 @@ from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.matrix_report import MatrixReport, build_matrix_report
+from harness.verdict import CellStatus, Comparison
 
 from synthetic_results import (
     BI,

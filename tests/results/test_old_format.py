@@ -11,9 +11,9 @@ import pytest
 from harness.baselines import list_baselines, provenance
 from harness.cli import main
 from harness.compare.comparator import compare_files
-from harness.compare.policy import choose_class, load_policy
-from harness.compare.verdict import Status
+from harness.config.policy import choose_class, load_policy
 from harness.results import SCHEMA_VERSION, ResultsFile
+from harness.verdict import Status
 
 from conftest import ROOT
 

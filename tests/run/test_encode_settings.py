@@ -375,7 +375,7 @@ def test_quantized_runs_compare_across_batch_sizes(tmp_path: Path) -> None:
     """Real runs of int8 and binary outputs through the comparator: batch 32 vs 1 (fp32 noise, ~1e-7) passes the
     fp32 class; a real bfloat16 run fails it, named by the integer checks; the bf16 class judges it."""
     from harness.compare.comparator import compare_files
-    from harness.compare.verdict import Status
+    from harness.verdict import Status
 
     plain = plain_bi_encoder(tmp_path / "plain")
     specs = [_bi("int8", plain, precision="int8"), _bi("binary", plain, precision="binary")]

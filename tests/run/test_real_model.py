@@ -8,9 +8,9 @@ import pytest
 
 from harness.baselines import DEFAULT_BASELINE_DIR
 from harness.compare.comparator import compare_files
-from harness.compare.verdict import Status
 from harness.results import ResultsFile
 from harness.testing import perturb_results, tf32_round
+from harness.verdict import Status
 
 from conftest import run_tiny
 

@@ -155,7 +155,7 @@ def test_bad_http_entries_are_one_line_errors_naming_file_and_model(tmp_path, ca
 def test_the_served_class_is_chosen_at_full_precision_only():
     import dataclasses
 
-    from harness.compare.policy import choose_class, load_policy
+    from harness.config.policy import choose_class, load_policy
 
     policy, cpu, http = load_policy(), {"device_type": "cpu", "dtype": "float32"}, {"device_type": "http", "dtype": "float32"}
     served, library = {"backend": "http"}, {"loaded_dtype": "float32"}

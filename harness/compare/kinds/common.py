@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement
-from harness.compare.policy import Tolerance
-from harness.compare.verdict import Check, ModelVerdict, Offender, Status, not_judged_note
+from harness.config.policy import Tolerance
+from harness.verdict import Check, ModelVerdict, Offender, Status, not_judged_note
 
 __all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "retrieval_not_judged", "share", "significant", "topk_checks"]
 

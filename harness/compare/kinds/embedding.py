@@ -20,14 +20,14 @@ from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieva
 from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import EmbeddingPair, FilePair, Worker
 from harness.compare.metrics import TopKAgreement
-from harness.compare.policy import Tolerance
 from harness.compare.stats import DiffStats
 from harness.compare.stats.certify import Source
 from harness.compare.streaming import ZERO_VECTORS
-from harness.compare.verdict import Check, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
+from harness.config.policy import Tolerance
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
+from harness.verdict import Check, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
 
 __all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized", "retrieval_k"]
 

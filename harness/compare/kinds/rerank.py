@@ -17,13 +17,13 @@ import pyarrow.compute as pc
 
 from harness.compare import streaming
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
-from harness.compare.policy import Tolerance
 from harness.compare.stats.rerank import RerankStats
-from harness.compare.verdict import Check, ModelVerdict, Offender
 from harness.compare.workers import Segment
+from harness.config.policy import Tolerance
 from harness.errors import ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 from harness.results.schema import in_canonical_order
+from harness.verdict import Check, ModelVerdict, Offender
 
 __all__ = ["judge_rerank", "judge_rerank_files", "queries_in_memory"]
 

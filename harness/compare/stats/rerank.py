@@ -11,8 +11,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from harness.compare import metrics as m
-from harness.compare.policy import Tolerance
 from harness.compare.stats.percentile import P99
+from harness.config.policy import Tolerance
 
 __all__ = ["RerankStats"]
 

@@ -13,10 +13,10 @@ from typing import Any, Dict, Literal, Optional, Tuple
 from pydantic import create_model, field_validator
 
 from harness import paths
-from harness.compare.verdict import BUILT_IN_POLICY
 from harness.config.schema import Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
+from harness.verdict import BUILT_IN_POLICY
 
 __all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_class", "PRECISION_ORDER", "device_type",
            "choose_class", "is_served"]
