@@ -38,10 +38,7 @@ def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     b: np.ndarray = candidate.astype(np.float64)
     dot = np.einsum("ij,ij->i", a, b)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    both_zero = (na == 0) & (nb == 0)
-    one_zero = (na == 0) ^ (nb == 0)
-    out = np.divide(dot, na * nb, out=np.ones_like(dot), where=~(both_zero | one_zero))
-    out[one_zero] = 0.0
+    out = np.divide(dot, na * nb, out=np.where((na == 0) & (nb == 0), 1.0, 0.0), where=(na != 0) & (nb != 0))
     return np.clip(out, -1.0, 1.0)
 
 
@@ -106,8 +103,7 @@ class TopKAgreement:
 
 def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest scores per row, best first; ties broken by index for determinism."""
-    order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)
-    return order[:, :k]
+    return np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)[:, :k]
 
 
 def topk_agreement(base_scores: np.ndarray, cand_scores: np.ndarray, k: int, tie_tolerance: float) -> TopKAgreement:
@@ -115,8 +111,7 @@ def topk_agreement(base_scores: np.ndarray, cand_scores: np.ndarray, k: int, tie
     never rises beyond ``tie_tolerance``; set held when no item below the baseline's k-th score (less the tie
     tolerance) entered."""
     k = min(k, base_scores.shape[1])
-    top_b = _topk(base_scores, k)
-    top_c = _topk(cand_scores, k)
+    top_b, top_c = _topk(base_scores, k), _topk(cand_scores, k)
     rows = np.arange(len(base_scores))[:, None]
     kth = base_scores[rows[:, 0], top_b[:, -1]] if k else np.zeros(len(base_scores))
     return topk_agreement_from_lists(top_b, top_c, base_scores[rows, top_c], kth, k, tie_tolerance)
@@ -143,7 +138,6 @@ def topk_agreement_from_lists(top_b: np.ndarray, top_c: np.ndarray, base_of_cand
     )
 
 
-
 def align(base_ids: np.ndarray, cand_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Index arrays putting both sides in the baseline's order, plus ids only in baseline / only in candidate."""
     if len(base_ids) == len(cand_ids) and np.array_equal(base_ids, cand_ids):
@@ -152,6 +146,7 @@ def align(base_ids: np.ndarray, cand_ids: np.ndarray) -> Tuple[np.ndarray, np.nd
     common, bi, ci = np.intersect1d(base_ids, cand_ids, assume_unique=True, return_indices=True)
     order = np.argsort(bi, kind="stable")
     return bi[order], ci[order], np.setdiff1d(base_ids, common), np.setdiff1d(cand_ids, common)
+
 
 #: decade edges of ``abs_diff_histogram`` (values outside are clipped into the first and last bins)
 HISTOGRAM_EDGES: Tuple[float, ...] = tuple(10.0 ** e for e in range(-12, 2))

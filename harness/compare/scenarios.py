@@ -62,22 +62,15 @@ class Decision:
     order_margin: float
     set_margin: float
 
-    @property
-    def text(self) -> str:
-        how = "clears" if min(self.order_margin, self.set_margin) >= 0 else "misses"
-        return (f"{self.advice}: {SCENARIOS.get(self.scenario, self.scenario)} {how} the policy's top-k limits by "
-                f"{self.order_margin:+.1%} (same order) and {self.set_margin:+.1%} (same set)")
-
 
 def decide(scenarios: Iterable[Scenario], tolerance: Tolerance) -> Decision:
     """Keep the index when that is within the policy (it is the cheaper way), else re-embed when that is, else
     neither; the margins are the chosen scenario's (for neither: the closer of the two)."""
     by_key = {s.key: s for s in scenarios}
     keep, reembed = by_key["keep_index"], by_key["reembed"]
-    if keep.within(tolerance):
-        return Decision("keep your index", keep.key, *keep.margins(tolerance))
-    if reembed.within(tolerance):
-        return Decision("re-embed", reembed.key, *reembed.margins(tolerance))
+    for scenario, advice in ((keep, "keep your index"), (reembed, "re-embed")):
+        if scenario.within(tolerance):
+            return Decision(advice, scenario.key, *scenario.margins(tolerance))
     closer = max((keep, reembed), key=lambda s: min(s.margins(tolerance)))
     return Decision("neither is within the policy", closer.key, *closer.margins(tolerance))
 

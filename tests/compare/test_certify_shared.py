@@ -42,10 +42,10 @@ def test_proofs_fed_together_hold_what_each_holds_alone(seed: int) -> None:
         fed: List[Tuple[CertifyStream, Mask]] = list(zip(together, masks))
         add_proofs(fed, positions, base[s:e], cand[s:e], bsq[s:e], dsq[s:e])
         for proof, mask in zip(alone, masks):
-            proof.add(positions, base[s:e], cand[s:e], bsq[s:e], dsq[s:e], mask)
+            add_proofs([(proof, mask)], positions, base[s:e], cand[s:e], bsq[s:e], dsq[s:e])
         for proof, take in zip(served, [np.ones(e - s, bool), np.zeros(e - s, bool), rolled[s:e]]):
             rows = np.where(take[:, None], cand[s:e], base[s:e])
-            proof.add(positions, base[s:e], rows, bsq[s:e], np.where(take, dsq[s:e], 0))
+            add_proofs([(proof, None)], positions, base[s:e], rows, bsq[s:e], np.where(take, dsq[s:e], 0))
     for shared, single, own in zip(together, alone, served):
         for field in ("sb", "sc", "far_best"):
             assert getattr(shared, field).tobytes() == getattr(single, field).tobytes(), field

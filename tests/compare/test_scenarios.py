@@ -174,7 +174,6 @@ def test_decide_prefers_keeping_the_index_within_the_policy(keep: tuple, reembed
     chosen = reembed if on == "reembed" else keep
     assert decision.order_margin == pytest.approx(chosen[0] - 0.9)
     assert decision.set_margin == pytest.approx(chosen[1] - 0.95)
-    assert advice in decision.text
 
 
 def test_a_scenario_not_run_is_never_within_the_policy() -> None:

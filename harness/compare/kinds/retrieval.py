@@ -13,7 +13,7 @@ retrieval scenarios ride along the same passes, sharing the verdict's baseline s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -55,10 +55,8 @@ def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None) -> int:
 
 
 def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``rows_of[rows]``, but the array itself (no copy) when ``rows`` is every row."""
-    if len(rows) == len(rows_of) and (not len(rows) or (rows[0] == 0 and (np.diff(rows) == 1).all())):
-        return rows_of
-    return rows_of[rows]
+    """``rows_of[rows]`` for ascending distinct ``rows``, but the array itself (no copy) when they are all."""
+    return rows_of if len(rows) == len(rows_of) else rows_of[rows]
 
 
 def _squares(base: np.ndarray, cand: np.ndarray, chunk: int = 8192) -> Tuple[np.ndarray, np.ndarray]:
@@ -100,10 +98,6 @@ class _Accumulators:
     exact: Dict[str, TopKStream] = field(default_factory=dict)
     proofs: Dict[str, CertifyStream] = field(default_factory=dict)
     shared: bool = True
-
-    @property
-    def tracks(self) -> Set[str]:
-        return {*self.exact, *self.proofs}
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, bsq: np.ndarray, dsq: np.ndarray,
             rolled: Mask = None) -> None:
@@ -188,7 +182,7 @@ class Retrieval:
         """The agreement over all queries, the number certified and the number scored against every document."""
         nq = len(self.pair.queries)
         first, self.first = self.first, None
-        parts: Dict[str, List[Tuple[np.ndarray, TopKAgreement]]] = {key: [] for key in self.tracks}
+        parts: Dict[str, List[TopKAgreement]] = {key: [] for key in self.tracks}
         certified = 0
         for index, (start, stop) in enumerate(self.batches):
             if index:
@@ -203,9 +197,9 @@ class Retrieval:
             if top is not None:
                 self.collected.append(top)
             for key, agreement in agreements.items():
-                parts[key].append((np.arange(start, stop), agreement))
+                parts[key].append(agreement)
             certified += n_certified
-        found = {key: combine(nq, self.k, np.zeros(nq, bool), p) for key, p in parts.items()}
+        found = {key: TopKAgreement.concat(self.k, p) for key, p in parts.items()}  # the batches, in query order
         if self.share is not None:
             titles = {**scenarios.SCENARIOS, "rolling": f"rolling re-embed ({self.share:.0%} of documents done)"}
             self.found = tuple(scenarios.Scenario(key, titles[key], found[key]) for key in TRACKS)
@@ -285,8 +279,7 @@ class _Batch:
                 f"one more pass: {count:,} queries the bound could not clear")
             for key, stream in rescored.exact.items():
                 parts.setdefault(key, []).append((missed[key], stream.agreement()))
-        return {key: combine(nq, owner.k, np.zeros(nq, bool), parts.get(key, [])) for key in owner.tracks}, \
-            n_certified, top
+        return {key: combine(nq, owner.k, parts.get(key, [])) for key in owner.tracks}, n_certified, top
 
     def own_pass(self, make: Callable[[], _Accumulators], what: str) -> _Accumulators:
         """One more pass over the pair, retrieval only: ``make()``'s accumulators per worker, merged."""

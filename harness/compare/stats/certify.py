@@ -23,12 +23,12 @@ exactly (``TopKStream``): a loose bound costs time, never a wrong verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from harness.compare.metrics import AGREEMENT_FIELDS, TopKAgreement, topk_agreement, unit_rows
-from harness.compare.stats.topk import TILE_BYTES, LazyMask, Mask, move_bounds, moved_sq
+from harness.compare.stats.topk import TILE_BYTES, Mask, far_cut, move_bounds, moved_sq, served
 
 __all__ = ["EXTRA", "ROUNDING", "Certificate", "CertifyStream", "Source", "add_proofs", "certifiable", "combine",
            "query_moves", "width"]
@@ -83,21 +83,22 @@ class Source(Protocol):
     def rows(self, start: int, stop: int) -> Certificate: ...
 
 
+def _by_chunk(per_row: Callable[..., np.ndarray], *rows: np.ndarray) -> np.ndarray:
+    """``per_row(*rows)`` computed ``QUERY_CHUNK`` rows at a time (its float64 temporaries stay small)."""
+    n = len(rows[0])
+    return np.concatenate([per_row(*(r[s : s + QUERY_CHUNK] for r in rows)) for s in range(0, n, QUERY_CHUNK)]
+                          or [np.zeros(0)])
+
+
 def _norms(rows: np.ndarray) -> np.ndarray:
     """Float64 row norms as ``unit_rows`` floors them (a zero row stays zero)."""
-    out = np.empty(len(rows))
-    for s in range(0, len(rows), QUERY_CHUNK):
-        out[s : s + QUERY_CHUNK] = np.linalg.norm(np.asarray(rows[s : s + QUERY_CHUNK], dtype=np.float64), axis=1)
-    return np.maximum(out, 1e-30)
+    return np.maximum(_by_chunk(lambda r: np.linalg.norm(np.asarray(r, dtype=np.float64), axis=1), rows), 1e-30)
 
 
 def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarray:
     """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up), as ``TopKStream`` computes it."""
-    out = np.zeros(len(base_queries))
-    for s in range(0, len(base_queries), QUERY_CHUNK):
-        e = s + QUERY_CHUNK
-        out[s:e] = np.linalg.norm(unit_rows(cand_queries[s:e]) - unit_rows(base_queries[s:e]), axis=1)
-    return out * (1 + 1e-9) + 1e-12
+    moves = _by_chunk(lambda b, c: np.linalg.norm(unit_rows(c) - unit_rows(b), axis=1), base_queries, cand_queries)
+    return moves * (1 + 1e-9) + 1e-12
 
 
 def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optional[np.ndarray] = None,
@@ -115,29 +116,18 @@ def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optiona
     return within & (kth > far_best) if far_best is not None else within
 
 
-class _Served:
-    """The candidate side's rows where ``mask``, else the baseline's, gathered only for the rows asked for."""
-
-    def __init__(self, base: np.ndarray, cand: np.ndarray, mask: np.ndarray | LazyMask) -> None:
-        self.base, self.cand, self.mask = base, cand, mask
-
-    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        return np.where(self.mask.take(rows)[:, None], self.cand[rows], self.base[rows])
-
-
 class CertifyStream:
     """What the proof needs from the streamed documents: both sides' exact scores of each query's W documents
     (``top``), the largest move ``D`` of the others, and the best exact candidate score of the ``far`` ones. Fed
     like ``TopKStream``, mergeable; memory: 2 x W floats per query and one tile of far documents' scores."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray,
-                 tile_bytes: int = TILE_BYTES, shared: Optional[Tuple[np.ndarray, ...]] = None,
-                 baseline: bool = True) -> None:
+                 shared: Optional[Tuple[np.ndarray, ...]] = None, baseline: bool = True) -> None:
         self.baseline = baseline  # gather the baseline's scores (False: another stream over the same pairs does)
         self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
         unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
         self.kappa = (cand_queries.shape[1] + 4) * unit
-        self.tile_rows = max(1, int(tile_bytes) // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
+        self.tile_rows = max(1, TILE_BYTES // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
         self.near_move, self.far_best = 0.0, np.full(len(cand_queries), -np.inf)
         self.pos = np.asarray(top, dtype=np.int64)
         self.req_pos, self.req_row, self.req_col, self.norm_b, self.norm_c = shared or self.shared(
@@ -154,27 +144,15 @@ class CertifyStream:
         rows, cols = np.divmod(order, max(width, 1))
         return flat[order], rows, cols, _norms(base_queries), _norms(cand_queries)
 
-    def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
-            diff_sq: np.ndarray, mask: Mask = None) -> None:
-        """``mask`` (a bool per document, None: all): which documents the candidate side takes from ``cand``;
-        the others serve the baseline's row (a kept index, a rolling re-embed half-way)."""
-        add_proofs([(self, mask)], positions, base, cand, base_sq, diff_sq)
-
     def _moves(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
                diff_sq: np.ndarray, mask: Mask) -> None:
-        """The largest move of the documents not singled out, and the exact scores of those that were (far)."""
-        m = len(base)
-        if mask is not None:
-            diff_sq = moved_sq(diff_sq, mask)
-            cand = _Served(base, cand, mask)  # type: ignore[assignment]  # indexed like the rows it serves
-        moved = move_bounds(base_sq, diff_sq, self.kappa)
-        # the same rule as TopKStream's screen: a few documents far beyond the block's 99th percentile
-        cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
-        far = np.flatnonzero(~(moved <= cut))  # NaN rows too (refused afterwards)
+        """The largest move of the documents not singled out (``far_cut``), and the exact scores of those that were."""
+        moved = move_bounds(base_sq, moved_sq(diff_sq, mask), self.kappa)
+        far = np.flatnonzero(~(moved <= far_cut(moved)))  # NaN rows too (refused afterwards)
         near = np.delete(moved, far) if len(far) else moved
         self.near_move = max(self.near_move, float(near.max(initial=0.0)))
         if len(far):
-            self._score_far(positions[far], np.asarray(cand[far]))
+            self._score_far(positions[far], served(base, cand, mask, far))
 
     def _score_far(self, far_pos: np.ndarray, far_rows: np.ndarray) -> None:
         """Exact candidate scores of far documents against every query; a far document in a query's own W is
@@ -270,15 +248,11 @@ def _gather(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, ba
                               else np.where(take, of_cand, of_base))
 
 
-def combine(nq: int, k: int, certified: np.ndarray, exact: Sequence[tuple[np.ndarray, TopKAgreement]]) -> TopKAgreement:
-    """One ``TopKAgreement`` for all queries: certified ones unchanged, the others from exact parts (each the
-    query indices it covers and its agreement over them)."""
-    out: Dict[str, np.ndarray] = {f: np.ones(nq, dtype=float if f == "overlap" else bool) for f in AGREEMENT_FIELDS}
-    covered = np.asarray(certified, dtype=bool).copy()
-    for rows, agree in exact:
-        for f in AGREEMENT_FIELDS:
-            out[f][rows] = getattr(agree, f)
-        covered[rows] = True
-    if not covered.all():
-        raise ValueError(f"combine: {int((~covered).sum())} queries neither certified nor scored")
-    return TopKAgreement(k=k, **out)
+def combine(nq: int, k: int, parts: Sequence[tuple[np.ndarray, TopKAgreement]]) -> TopKAgreement:
+    """One ``TopKAgreement`` over the queries ``0:nq`` from parts (the query indices each covers and its
+    agreement over them) that cover every query once."""
+    rows = np.concatenate([np.zeros(0, np.intp), *(r for r, _ in parts)])
+    if not np.array_equal(np.sort(rows), np.arange(nq)):
+        raise ValueError(f"combine: parts cover {len(np.unique(rows))} of {nq} queries, or some twice")
+    joined, order = TopKAgreement.concat(k, [a for _, a in parts]), np.argsort(rows)
+    return TopKAgreement(k, *(getattr(joined, f)[order] for f in AGREEMENT_FIELDS))

@@ -50,20 +50,9 @@ class Worst:
 
 
 class DiffStats:
-    """Streaming statistics of ``cand - base`` over aligned blocks of rows (one pass, bounded memory).
-
-    Feed ``add(position, base, cand)`` blocks in any order (``position`` = index of the block's first row in
-    the baseline), from one or several threads each with its own instance, then ``merge`` the instances.
-    Produces what the in-memory ``element_stats``/``row_cosine``/``row_max_abs`` give: see ``summary``.
-
-    Args:
-        dim: values per row.
-        dtype: the rows' dtype (float16/float32 computed in float32, float64 in float64).
-        total_rows: rows that will be added in all (all instances together), for the exact p99.
-        atol, rtol: element tolerance ``|d| <= atol + rtol * |base|`` (``rtol >= 0``).
-        min_cosine: per-row cosine limit.
-        worst_n: how many worst rows to keep.
-    """
+    """``add(position, base, cand)`` blocks in any order (``position``: the block's first baseline row), one
+    instance per thread, then ``merge``. ``total_rows``: rows added by all instances together (the exact p99);
+    ``|d| <= atol + rtol * |base|`` per element, ``min_cosine`` per row; the ``worst_n`` rows are kept."""
 
     def __init__(self, dim: int, dtype: np.dtype | type, total_rows: int, *, atol: float, rtol: float,
                  min_cosine: float, worst_n: int = 5) -> None:
@@ -112,12 +101,7 @@ class DiffStats:
     def add(self, position: int, base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Add aligned rows ``position ..``; returns per-row ``(|base|^2, |cand - base|^2)`` in the work dtype
         (relative error <= ``(dim + 4) * unit roundoff``), which the streaming top-k uses to bound scores."""
-        base = np.asarray(base)
-        cand = np.asarray(cand)
-        if base.dtype != self.ft:
-            base = base.astype(self.ft)
-        if cand.dtype != self.ft:
-            cand = cand.astype(self.ft)
+        base, cand = np.asarray(base, dtype=self.ft), np.asarray(cand, dtype=self.ft)
         n = len(base)
         bsq: np.ndarray = np.empty(n, dtype=self.ft)
         dsq: np.ndarray = np.empty(n, dtype=self.ft)
@@ -162,15 +146,12 @@ class DiffStats:
         exact_rows: Dict[int, Tuple[float, ...]] = {}
 
         def exact(rows: np.ndarray) -> None:
-            rows = np.asarray([r for r in rows.tolist() if r not in exact_rows], dtype=np.intp)
-            if len(rows):
-                for r, values in zip(rows.tolist(), zip(*_exact_rows(b[rows], c[rows]))):
-                    exact_rows[r] = values
-                    at = position + r  # equal values: the first row, as np.argmin / np.argmax would name
-                    if values[2] < self.min_cos or (values[2] == self.min_cos and 0 <= at < self.min_cos_position):
-                        self.min_cos, self.min_cos_position = values[2], at
-                    if values[1] > self.max_rel or (values[1] == self.max_rel > 0 and at < self.max_rel_position):
-                        self.max_rel, self.max_rel_position, self.max_rel_dim = values[1], at, int(values[4])
+            for r in _fill_exact(exact_rows, b, c, rows):
+                values, at = exact_rows[r], position + r  # equal values: the first row, as np.argmin/argmax name
+                if values[2] < self.min_cos or (values[2] == self.min_cos and 0 <= at < self.min_cos_position):
+                    self.min_cos, self.min_cos_position = values[2], at
+                if values[1] > self.max_rel or (values[1] == self.max_rel > 0 and at < self.max_rel_position):
+                    self.max_rel, self.max_rel_position, self.max_rel_dim = values[1], at, int(values[4])
 
         beyond = np.flatnonzero(rmax >= self._atol_screen)
         if len(beyond):
@@ -222,13 +203,9 @@ class DiffStats:
             # rounding of the n-th largest is a candidate, decided by its exact value below
             rows = np.flatnonzero(r64 >= cut * (1 - 8 * self._unit))
         else:
-            rows = _top_rows(r64, n, above=-1.0, ties=True)
+            rows = _top_rows(r64, n, above=-1.0)
         exact_rows = exact_rows or {}
-        missing = [r for r in rows.tolist() if r not in exact_rows]
-        if missing:
-            idx = np.asarray(missing, dtype=np.intp)
-            for r, values in zip(missing, zip(*_exact_rows(b[idx], c[idx]))):
-                exact_rows[r] = values
+        _fill_exact(exact_rows, b, c, rows)
         self.worst += [Worst(exact_rows[r][0], position + r, exact_rows[r][2], int(exact_rows[r][3]),
                              float(exact_rows[r][5]), float(exact_rows[r][6])) for r in rows.tolist()]
         self.worst = sorted(self.worst, key=lambda w: (-w.value, w.position))[:n]
@@ -242,9 +219,8 @@ class DiffStats:
         self.nonfinite_base += (position + rows[bad_b]).tolist()
         self.nonfinite_cand += (position + rows[bad_c]).tolist()
         bad = rows[bad_b | bad_c]  # finite rows that overflowed a sum of squares stay
-        d[bad] = 0
-        dsq[bad] = 0
-        bsq[bad] = 0
+        for zeroed in (d, dsq, bsq):
+            zeroed[bad] = 0
 
     # -- results ------------------------------------------------------------------------------------------
 
@@ -283,21 +259,26 @@ class DiffStats:
         )
 
 
-def _top_rows(values: np.ndarray, n: int, above: float, ties: bool = False) -> np.ndarray:
-    """Indices of the ``n`` largest values that exceed ``above`` (with ``ties``: lowest index first among equal
-    values, as a stable descending sort would pick)."""
+def _top_rows(values: np.ndarray, n: int, above: float) -> np.ndarray:
+    """Indices of the ``n`` largest values that exceed ``above`` (lowest index first among values equal to the
+    n-th largest, as a stable descending sort would pick)."""
     if not len(values) or n <= 0:
         return np.zeros(0, dtype=np.intp)
     if len(values) > n:
         cut = np.partition(values, len(values) - n)[len(values) - n]
-        idx = np.flatnonzero(values > cut)
-        if ties:
-            idx = np.concatenate([idx, np.flatnonzero(values == cut)[: n - len(idx)]])
-        else:
-            idx = np.concatenate([idx, np.flatnonzero(values == cut)])[:n]
+        idx = np.flatnonzero(values > cut)  # fewer than n: ``cut`` is the n-th largest
+        idx = np.concatenate([idx, np.flatnonzero(values == cut)[: n - len(idx)]])
     else:
         idx = np.arange(len(values))
     return idx[values[idx] > above]
+
+
+def _fill_exact(known: Dict[int, Tuple[float, ...]], b: np.ndarray, c: np.ndarray, rows: np.ndarray) -> List[int]:
+    """``_exact_rows`` of the ``rows`` not yet in ``known``, into it; returns those rows."""
+    new = [r for r in rows.tolist() if r not in known]
+    if new:
+        known.update(zip(new, zip(*_exact_rows(b[new], c[new]))))
+    return new
 
 
 def _exact_rows(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, ...]:

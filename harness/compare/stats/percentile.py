@@ -25,20 +25,15 @@ def percentile_from_top(top: np.ndarray, count: int, q: float = 99.0) -> float:
     """
     if count == 0:
         return 0.0
-    h = (count - 1) * (q / 100.0)
-    lo = int(np.floor(h))
-    need = _need(count, q)
+    h, need = (count - 1) * (q / 100.0), _need(count, q)
     if len(top) < need:
         raise ValueError(f"percentile_from_top needs the {need} largest values, got {len(top)}")
-    top = np.asarray(top, dtype=np.float64)
     first = len(top) - need
-    picks = [first, first + 1] if need > 1 else [first]
-    part = np.partition(top, picks)
+    part = np.partition(np.asarray(top, dtype=np.float64), [first, first + 1] if need > 1 else [first])
     a = part[first]
-    if h >= count - 1 or need == 1:
-        return float(part[-1] if need == 1 else a)
-    b = part[first + 1]
-    gamma = h - lo
+    if need == 1:  # h = count - 1: the largest
+        return float(a)
+    b, gamma = part[first + 1], h - int(np.floor(h))
     diff = b - a
     return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 

@@ -10,7 +10,8 @@ import numpy as np
 
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 
-__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "Fed", "LazyMask", "Mask", "TopKStream", "add_shared", "moved_sq", "move_bounds", "pair_dots"]
+__all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "Fed", "LazyMask", "Mask", "TopKStream", "add_shared", "far_cut", "moved_sq",
+           "move_bounds", "pair_dots", "served"]
 
 #: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
 #: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
@@ -27,6 +28,13 @@ def move_bounds(base_sq: np.ndarray, diff_sq: np.ndarray, kappa: float) -> np.nd
     with np.errstate(divide="ignore", invalid="ignore"):
         moved = np.where(low_b > 0, 2 * np.sqrt(diff_sq.astype(np.float64) * (1 + kappa)) / low_b, 2.0)
     return np.minimum(moved, 2.0) * (1 + 1e-6) + 1e-12
+
+
+def far_cut(moved: np.ndarray) -> float:
+    """The move beyond which a document is ``far``: a few documents that moved far more than the rest of their
+    block (4x its 99th percentile) would loosen the bound for all, so they are scored against every query."""
+    at = (len(moved) - 1) * 99 // 100
+    return 4 * float(np.partition(moved, at)[at]) + 1e-9
 
 
 def pair_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -53,7 +61,6 @@ class TopKStream:
 
     def add(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
             diff_sq: np.ndarray) -> None:
-        """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``."""
         add_shared([(self, None)], positions, base, cand, base_sq, diff_sq)
 
     def merge(self, other: TopKStream) -> None:
@@ -69,8 +76,8 @@ class TopKStream:
     def baseline_top(self) -> tuple[np.ndarray, np.ndarray]:
         """Per query, the baseline's best ``keep`` documents (or all there are), best first, ties by position:
         (positions, exact scores), shape (queries, keep)."""
-        parts = [tile.baseline_top() for tile in self.tiles]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        positions, scores = zip(*(tile.baseline_top() for tile in self.tiles))
+        return np.concatenate(positions), np.concatenate(scores)
 
 
 class LazyMask:
@@ -100,11 +107,18 @@ def moved_sq(diff_sq: np.ndarray, mask: Mask) -> np.ndarray:
     return np.where(mask, diff_sq, 0) if isinstance(mask, np.ndarray) else diff_sq
 
 
+def served(base: np.ndarray, cand: np.ndarray, mask: Mask, rows: np.ndarray) -> np.ndarray:
+    """The candidate side's ``rows``: ``cand``'s where ``mask``, else ``base``'s."""
+    if mask is None:
+        return np.asarray(cand)[rows]
+    return np.where(mask.take(rows)[:, None], np.asarray(cand)[rows], np.asarray(base)[rows])
+
+
 def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, cand: np.ndarray,
                base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
-    """``TopKStream.add`` for streams over the same baseline queries (the scenarios beside the verdict's top-k):
-    one screening product, move bounds and exact baseline scores per block serve them all; a stream's candidate
-    rows are ``cand`` where its mask says so, else ``base``."""
+    """Documents at baseline ``positions``, with ``DiffStats.add``'s ``|base|^2`` and ``|cand - base|^2``, into
+    streams over the same baseline queries (the scenarios beside the verdict's top-k): one screening product, move
+    bounds and exact baseline scores per block serve them all; each stream's candidate rows are ``served``."""
     if not len(base) or not streams or not len(streams[0][0].tiles[0].base_queries):
         return
     bsq: np.ndarray = base_sq.astype(np.float64)
@@ -138,10 +152,8 @@ Spread = Tuple[np.ndarray, float, np.ndarray, float, Dict[int, np.ndarray]]
 
 def _spread(moved: np.ndarray) -> Spread:
     """A block's move bounds, the cut and the documents beyond it (``far``), the largest other move and the k-th
-    estimates per k (filled by ``_Tile.limit``): a few documents that moved far more than the rest would loosen
-    the screen for the whole block, so they go straight to the per-document check."""
-    m = len(moved)
-    cut = 4 * float(np.partition(moved, (m - 1) * 99 // 100)[(m - 1) * 99 // 100]) + 1e-9
+    estimates per k (filled by ``_Tile.limit``)."""
+    cut = far_cut(moved)
     far = np.flatnonzero(moved > cut)
     return moved, cut, far, float(moved.max()) if not len(far) else float(moved[moved <= cut].max(initial=0.0)), {}
 
@@ -220,9 +232,7 @@ class _Tile:
         ``mask``, else ``raw_base``)."""
         cols, col_of = np.unique(dj, return_inverse=True)
         qc[:] = qc or [unit_rows(self.cand_queries)]
-        served = np.asarray(cand)[cols] if mask is None else np.where(
-            mask.take(cols)[:, None], np.asarray(cand)[cols], np.asarray(raw_base)[cols])
-        sc = pair_dots(qc[0], qi, unit_rows(served), col_of)
+        sc = pair_dots(qc[0], qi, unit_rows(served(raw_base, cand, mask, cols)), col_of)
         self._extend(qi, np.asarray(positions, dtype=np.int64)[cols][col_of], sb, sc)
 
     def _extend(self, q: np.ndarray, pos: np.ndarray, sb: np.ndarray, sc: np.ndarray) -> None:
