@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
@@ -50,26 +51,12 @@ def _records(width: int) -> np.dtype:
 READ_ROWS = 16384
 
 
+@dataclass(frozen=True)
 class CertificateFile:
     """A filed certificate (a ``.npy`` of records), read a query batch at a time (``rows``): each read maps the
     file anew and lets go of it, so no more than a batch stays in memory."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @classmethod
-    def open(cls, path: Path, queries: np.ndarray, documents: np.ndarray, k: int) -> Optional[CertificateFile]:
-        """The certificate at ``path`` if it is one for exactly these query rows and document rows (k's width);
-        None if it describes something else (a missing, truncated or corrupt file raises: ``find`` says None)."""
-        records = np.load(path, mmap_mode="r", allow_pickle=False)
-        if records.shape != (len(queries),) or records.dtype != _records(width(k, int(documents.sum()))):
-            return None
-        for start in range(0, len(queries), READ_ROWS):
-            part = records[start : start + READ_ROWS]
-            if not (np.array_equal(part["query"], queries[start : start + READ_ROWS])
-                    and _plausible(np.asarray(part["positions"]), np.asarray(part["scores"]), documents)):
-                return None
-        return cls(path)
+    path: Path
 
     def rows(self, start: int, stop: int) -> Certificate:
         """The queries ``start:stop``, in memory."""
@@ -107,14 +94,23 @@ def location(path: Path, model_id: str, k: int, root: Optional[Path] = None) -> 
 
 def find(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray, settings: CompareSettings,
          root: Optional[Path] = None) -> Optional[CertificateFile]:
-    """The certificate filed for this baseline, model and k if there is one that describes these query rows and
+    """The certificate filed for this baseline, model and k if there is one for exactly these query rows and
     document rows; None otherwise (missing, unreadable, truncated, stale or turned off: the judge then scores)."""
     if not enabled(len(queries), int(np.asarray(documents).sum()), path, settings):
         return None
     try:
-        return CertificateFile.open(location(path, model_id, k, root), np.asarray(queries, dtype=np.int64), documents, k)
+        target, queries = location(path, model_id, k, root), np.asarray(queries, dtype=np.int64)
+        records = np.load(target, mmap_mode="r", allow_pickle=False)
+        if records.shape != (len(queries),) or records.dtype != _records(width(k, int(documents.sum()))):
+            return None
+        for start in range(0, len(queries), READ_ROWS):
+            part = records[start : start + READ_ROWS]
+            if not (np.array_equal(part["query"], queries[start : start + READ_ROWS])
+                    and _plausible(np.asarray(part["positions"]), np.asarray(part["scores"]), documents)):
+                return None
     except Exception:  # noqa: BLE001 - a cache: anything wrong with it means no certificate
         return None
+    return CertificateFile(target)
 
 
 def save(path: Path, model_id: str, k: int, queries: np.ndarray, cert: Certificate,
@@ -123,16 +119,9 @@ def save(path: Path, model_id: str, k: int, queries: np.ndarray, cert: Certifica
     target = location(path, model_id, k, root)
     records = np.empty(len(queries), dtype=_records(cert.width))
     records["query"], records["positions"], records["scores"] = queries, cert.positions, cert.scores
-    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp, open(tmp, "wb") as handle:
         np.save(handle, records, allow_pickle=False)
     return target
-
-
-def _certifiable(results: ResultsFile, model_id: str) -> bool:
-    info = results.models.get(model_id, {})
-    return (info.get("kind") == "bi-encoder" and info.get("status", "ok") == "ok"
-            and not quantized.is_quantized(info))
 
 
 def hint(pair: FilePair, tol: Tolerance) -> Optional[CertificateFile]:
@@ -175,10 +164,10 @@ def file_certificates(path: str | Path, policy: Optional[Policy] = None,
     settings = settings or CompareSettings.from_environment()
     filed = []
     for model_id in sorted(results.models):
-        if not _certifiable(results, model_id):
+        info = results.models[model_id]
+        if info.get("kind") != "bi-encoder" or info.get("status", "ok") != "ok" or quantized.is_quantized(info):
             continue
         pair = FilePair(results, results, model_id, settings)
-        info = results.models[model_id]
         tol = policy.tolerance(model_id, choose_class(policy, results.fingerprint, info, results.fingerprint, info)[0])
         k = retrieval_k(pair, tol.topk)
         if k is None or not enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):

@@ -47,20 +47,15 @@ def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 PAIR_BLOCK = 1 << 22
 
 
-def _row_blocks(n: int) -> List[Tuple[int, int]]:
-    """Rows of the n x n pair matrix, cut so that each block holds at most ``PAIR_BLOCK`` pairs."""
-    step = max(1, PAIR_BLOCK // max(n, 1))
-    return [(i, min(n, i + step)) for i in range(0, n, step)]
-
-
 def rank_changes(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> Tuple[float, int, Optional[Tuple[int, int]]]:
     """How the candidate reorders one query's items (``PAIR_BLOCK`` pairs at a time): Kendall tau-a, the swaps
     whose baseline gap is beyond ``tie_tolerance``, and the one of the largest gap as ``(higher, lower)``."""
     n = len(baseline)
     if n < 2:
         return 1.0, 0, None
-    total, count, best, where = 0.0, 0, -1.0, None
-    for i0, i1 in _row_blocks(n):  # the worst: the first largest in row-major order, as argmax over the whole matrix
+    total, count, best, where, step = 0.0, 0, -1.0, None, max(1, PAIR_BLOCK // n)
+    for i0 in range(0, n, step):  # the worst: the first largest in row-major order, as argmax over the whole matrix
+        i1 = min(n, i0 + step)
         gap = baseline[i0:i1, None] - baseline[None, :]
         sign = np.sign(gap) * np.sign(candidate[i0:i1, None] - candidate[None, :])
         upper = np.arange(n)[None, :] > np.arange(i0, i1)[:, None]

@@ -44,14 +44,14 @@ STATE_BYTES_PER_KEPT = 64
 Scoring = Optional[Callable[[np.ndarray], np.ndarray]]
 
 
-def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None) -> int:
-    """What one query of a batch costs: both sides' vectors as scored and its retrieval state (``keep``
+def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None, tracks: int = 1) -> int:
+    """What one query of a batch costs: both sides' vectors as scored and each track's retrieval state (``keep``
     documents)."""
     if scoring is None:
         vectors = pair.dim * (pair.base_dtype.itemsize + pair.cand_dtype.itemsize)
     else:
         vectors = 2 * scoring(np.zeros((1, pair.dim), dtype=pair.base_dtype)).nbytes
-    return vectors + STATE_BYTES_PER_KEPT * keep * (max(1, pair.threads) + 1) + 64
+    return vectors + STATE_BYTES_PER_KEPT * keep * (max(1, pair.threads) + 1) * tracks + 64
 
 
 def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -131,8 +131,7 @@ class Retrieval:
         self.rolled: np.ndarray = np.full(pair.rows if self.share is not None else 0, -1, dtype=np.int8)
         self.found: Tuple[scenarios.Scenario, ...] = ()
         self.tracks = TRACKS if self.share is not None else (VERDICT,)
-        self.query_bytes = query_bytes(pair, self.keep, scoring) + (len(self.tracks) - 1) * (
-            STATE_BYTES_PER_KEPT * self.keep * (max(1, pair.threads) + 1))
+        self.query_bytes = query_bytes(pair, self.keep, scoring, len(self.tracks))
         size = queries_per_pass(self.query_bytes, pair.segment_bytes, pair.settings.memory_mb,
                                 pair.settings.min_queries_per_pass)
         self.batches = [(s, min(nq, s + size)) for s in range(0, nq, size)]

@@ -41,15 +41,12 @@ EXTRA = 10
 #: ~dim * 2**-53; this covers dim up to ~10^4 with a wide margin)
 ROUNDING = 1e-11
 
-
 #: a baseline score gathered in the stream and the certificate's for it differ by float64 rounding at most (the
 #: same cosine computed in another order); more means the certificate describes another baseline
 SAME_SCORE = 1e-9
 
-
 #: queries whose float64 unit rows are made at a time (memory: QUERY_CHUNK x dim x 8 bytes per side)
 QUERY_CHUNK = 4096
-
 
 #: gathered (query, document) pairs scored at a time (each chunk's float64 rows, ~1.5 MB per side, stay in cache)
 PAIR_CHUNK = 512
