@@ -57,12 +57,10 @@ class DiffStats:
     def __init__(self, dim: int, dtype: np.dtype | type, total_rows: int, *, atol: float, rtol: float,
                  min_cosine: float, worst_n: int = 5) -> None:
         self.dim = int(dim)
-        self.ft = np.dtype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32)
+        ft = self.ft = np.dtype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32)
         self.atol, self.rtol, self.min_cosine, self.worst_n = float(atol), float(rtol), float(min_cosine), int(worst_n)
-        ft = self.ft
-        eps = float(np.finfo(ft).eps) / 2  # unit roundoff
+        self._unit = eps = float(np.finfo(ft).eps) / 2  # unit roundoff
         self._kappa = (self.dim + 4) * eps  # bound on the relative error of a row's sum of squares
-        self._unit = eps
         # x >= T[e]  <=>  x >= HISTOGRAM_EDGES[e] for x of dtype ft (edges 1e-11 .. 1; 1e-12 and 10 are clip ends)
         self._edges = [_ceil_value(ft, e) for e in HISTOGRAM_EDGES[1:-1]]
         self._tiny = np.finfo(ft).smallest_subnormal
@@ -70,7 +68,6 @@ class DiffStats:
         self._atol_screen = ft.type(self.atol * (1 - 8 * eps))
         self._cos_gap = (1.0 - self.min_cosine) - 1e-12  # rows with 1 - cos provably <= this pass the limit
         self._p99 = P99(total_rows, self.dim)
-        # accumulators
         self.rows = 0
         self.count = 0
         self.sum_abs = 0.0
@@ -147,11 +144,8 @@ class DiffStats:
 
         def exact(rows: np.ndarray) -> None:
             for r in _fill_exact(exact_rows, b, c, rows):
-                values, at = exact_rows[r], position + r  # equal values: the first row, as np.argmin/argmax name
-                if values[2] < self.min_cos or (values[2] == self.min_cos and 0 <= at < self.min_cos_position):
-                    self.min_cos, self.min_cos_position = values[2], at
-                if values[1] > self.max_rel or (values[1] == self.max_rel > 0 and at < self.max_rel_position):
-                    self.max_rel, self.max_rel_position, self.max_rel_dim = values[1], at, int(values[4])
+                values = exact_rows[r]
+                self._extremes(values[2], position + r, values[1], position + r, int(values[4]))
 
         beyond = np.flatnonzero(rmax >= self._atol_screen)
         if len(beyond):
@@ -177,6 +171,14 @@ class DiffStats:
         # every other row that could still lower the minimum cosine or raise the maximum relative difference
         exact(np.flatnonzero((dev > 1.0 - self.min_cos) | (rel > self.max_rel)))
         self._worst_candidates(position, b, c, rmax, exact_rows)
+
+    def _extremes(self, cos: float, cos_at: int, rel: float, rel_at: int, rel_dim: int) -> None:
+        """Keep the lowest cosine and the largest relative difference seen (equal values: the first position, as
+        np.argmin / np.argmax would name)."""
+        if (cos, cos_at) < (self.min_cos, self.min_cos_position) and cos_at >= 0:
+            self.min_cos, self.min_cos_position = cos, cos_at
+        if rel > self.max_rel or (rel == self.max_rel > 0 and rel_at < self.max_rel_position):
+            self.max_rel, self.max_rel_position, self.max_rel_dim = rel, rel_at, rel_dim
 
     def _beyond(self, b: np.ndarray, c: np.ndarray) -> None:
         """Rows whose largest difference reaches atol: exact element count and text count (float64)."""
@@ -229,10 +231,7 @@ class DiffStats:
         for name in ("rows", "count", "sum_abs", "nonzero", "bad_elements", "texts_beyond", "below_cosine"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.at_least += other.at_least
-        if other.max_rel > self.max_rel or (other.max_rel == self.max_rel > 0 and other.max_rel_position < self.max_rel_position):
-            self.max_rel, self.max_rel_position, self.max_rel_dim = other.max_rel, other.max_rel_position, other.max_rel_dim
-        if (other.min_cos, other.min_cos_position) < (self.min_cos, self.min_cos_position) and other.min_cos_position >= 0:
-            self.min_cos, self.min_cos_position = other.min_cos, other.min_cos_position
+        self._extremes(other.min_cos, other.min_cos_position, other.max_rel, other.max_rel_position, other.max_rel_dim)
         self.worst = sorted(self.worst + other.worst, key=lambda w: (-w.value, w.position))[: self.worst_n]
         self.nonfinite_base += other.nonfinite_base
         self.nonfinite_cand += other.nonfinite_cand
