@@ -23,7 +23,7 @@ exactly (``TopKStream``): a loose bound costs time, never a wrong verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -87,11 +87,6 @@ def _by_chunk(per_row: Callable[..., np.ndarray], *rows: np.ndarray) -> np.ndarr
                           or [np.zeros(0)])
 
 
-def _norms(rows: np.ndarray) -> np.ndarray:
-    """Float64 row norms as ``unit_rows`` floors them (a zero row stays zero)."""
-    return np.maximum(_by_chunk(lambda r: np.linalg.norm(np.asarray(r, dtype=np.float64), axis=1), rows), 1e-30)
-
-
 def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarray:
     """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up), as ``TopKStream`` computes it."""
     moves = _by_chunk(lambda b, c: np.linalg.norm(unit_rows(c) - unit_rows(b), axis=1), base_queries, cand_queries)
@@ -119,7 +114,7 @@ class CertifyStream:
     like ``TopKStream``, mergeable; memory: 2 x W floats per query and one tile of far documents' scores."""
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray,
-                 shared: Optional[Tuple[np.ndarray, ...]] = None, baseline: bool = True) -> None:
+                 shared: Tuple[np.ndarray, ...], baseline: bool = True) -> None:
         self.baseline = baseline  # gather the baseline's scores (False: another stream over the same pairs does)
         self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
         unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
@@ -127,19 +122,20 @@ class CertifyStream:
         self.tile_rows = max(1, TILE_BYTES // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
         self.near_move, self.far_best = 0.0, np.full(len(cand_queries), -np.inf)
         self.pos = np.asarray(top, dtype=np.int64)
-        self.req_pos, self.req_row, self.req_col, self.norm_b, self.norm_c = shared or self.shared(
-            base_queries, cand_queries, self.pos)
+        self.req_pos, self.req_row, self.req_col, self.norm_b, self.norm_c = shared
         self.sb, self.sc = np.full(self.pos.shape, np.nan), np.full(self.pos.shape, np.nan)
 
     @staticmethod
     def shared(base_queries: np.ndarray, cand_queries: np.ndarray, top: np.ndarray) -> Tuple[np.ndarray, ...]:
-        """What every worker's instance reads and none writes (pass it as ``shared``: one copy, ~0.1 GB at 80k
-        queries): the certificate's (query, document) pairs sorted by document position, the query norms."""
+        """What every worker's instance reads and none writes (``shared``: one copy, ~0.1 GB at 80k queries): the
+        certificate's (query, document) pairs sorted by document position, the query norms."""
         width = top.shape[1] if top.ndim == 2 else 0
         flat = np.asarray(top, dtype=np.int64).ravel()
         order = np.argsort(flat, kind="stable")
         rows, cols = np.divmod(order, max(width, 1))
-        return flat[order], rows, cols, _norms(base_queries), _norms(cand_queries)
+        norms = [np.maximum(_by_chunk(lambda r: np.linalg.norm(np.asarray(r, dtype=np.float64), axis=1), side), 1e-30)
+                 for side in (base_queries, cand_queries)]  # as ``unit_rows`` floors them
+        return flat[order], rows, cols, *norms
 
     def _moves(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
                diff_sq: np.ndarray, mask: Mask) -> None:
@@ -154,14 +150,14 @@ class CertifyStream:
     def _score_far(self, far_pos: np.ndarray, far_rows: np.ndarray) -> None:
         """Exact candidate scores of far documents against every query; a far document in a query's own W is
         left out of that query's best (its exact scores are gathered)."""
-        lo: np.ndarray
-        hi: np.ndarray
-        lo, hi = np.searchsorted(self.req_pos, far_pos, "left"), np.searchsorted(self.req_pos, far_pos, "right")  # type: ignore[assignment]  # arrays: far_pos is an array
-        owners = np.concatenate([self.req_row[a:b] for a, b in zip(lo, hi)]) if (hi > lo).any() else np.zeros(0, np.intp)
-        which: np.ndarray = np.repeat(np.arange(len(far_pos)), hi - lo)
+        lo, hi = np.searchsorted(self.req_pos, far_pos[0]), np.searchsorted(self.req_pos, far_pos[-1], "right")
+        span = self.req_pos[lo:hi]  # the pairs in the far documents' range (far_pos ascending), then theirs
+        inside_far = np.isin(span, far_pos)
+        owners = self.req_row[lo:hi][inside_far]
+        which = np.asarray(np.searchsorted(far_pos, span[inside_far]))
         units = unit_rows(far_rows)
         for s in range(0, len(self.cand_queries), QUERY_CHUNK):
-            qc: np.ndarray = self.cand_queries[s : s + QUERY_CHUNK].astype(np.float64)  # raw rows: the best divided by |q|
+            qc: np.ndarray = self.cand_queries[s : s + QUERY_CHUNK].astype(np.float64)  # raw rows: the best / |q|
             norms = self.norm_c[s : s + len(qc)]
             inside = (owners >= s) & (owners < s + len(qc))
             for f in range(0, len(far_pos), self.tile_rows):
@@ -213,8 +209,7 @@ def _gather(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, ba
     """The exact scores of the certificate's (query, document) pairs among these documents (``positions``
     ascending, as the segments hand them), pair by pair (the same bits in any batch), into every proof fed."""
     first = fed[0][0]
-    bounds: Any = np.searchsorted(first.req_pos, [positions[0], positions[-1] + 1])  # two positions
-    lo, hi = bounds
+    lo, hi = np.searchsorted(first.req_pos, positions[0]), np.searchsorted(first.req_pos, positions[-1], "right")
     if hi <= lo:
         return
     want = first.req_pos[lo:hi]
