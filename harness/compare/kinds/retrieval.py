@@ -1,13 +1,9 @@
-"""The bi-encoder's top-k retrieval judgement over streamed documents, a batch of queries at a time: exact for
-every query (``TopKStream``), or decided from the baseline's certificate for most and exact for the rest
-(``stats.certify``). The verdict is the same for any batch size and with or without a certificate.
-
-Batches are sized so that their vectors and retrieval state fit the memory budget beside one row group pair; the
-first rides along the judge's own pass, each further one is a pass of its own. Which queries a certificate will
-clear is guessed before the pass (from the queries' moves) and proven after it (with the documents' real moves):
-a query the guess missed is scored in one more pass, so the guess only costs time. ``collect`` keeps the
-baseline's top documents (how ``harness.compare.certify`` builds a certificate); with ``rolling_share`` the
-retrieval scenarios ride along the same passes, sharing the verdict's baseline screening product.
+"""The bi-encoder's top-k retrieval judgement over streamed documents, a query batch at a time (sized to the
+memory budget; the first rides along the judge's pass): exact (``TopKStream``), or proven from the baseline's
+certificate (``stats.certify``) with the rest exact; the verdict is the same either way and for any batch size.
+Which queries a certificate clears is guessed before a pass and proven after it: a miss costs one more pass, never
+a wrong verdict. ``collect`` keeps the baseline's top documents (a certificate); ``rolling_share``: the retrieval
+scenarios ride along, sharing the verdict's screening product.
 """
 
 from __future__ import annotations
@@ -209,7 +205,7 @@ class Retrieval:
         if not self.collect or len(self.collected) != len(self.batches):
             return None
         return Certificate(positions=np.concatenate([c.positions for c in self.collected]),
-                                 scores=np.concatenate([c.scores for c in self.collected]))
+                           scores=np.concatenate([c.scores for c in self.collected]))
 
 
 class _Batch:
@@ -240,7 +236,8 @@ class _Batch:
         out = _Accumulators()
         for key in owner.tracks if len(rows) else ():
             keep = owner.keep if owner.collect and key == VERDICT else 0
-            out.exact[key] = TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie, keep=keep)
+            out.exact[key] = TopKStream(_take(self.base_q, rows), _take(self.cand_q, rows), owner.k, owner.tie,
+                                        keep=keep)
         if self.certificate is not None:
             if self._shared is None:
                 self._shared = CertifyStream.shared(self.base_q, self.cand_q, self.certificate.positions)
@@ -253,24 +250,19 @@ class _Batch:
         (rebuilding) its certificate rows. A query a track's proof could not clear is scored in one more pass."""
         owner, nq = self.owner, self.stop - self.start
         parts = {key: [(self.exact_rows, stream.agreement())] for key, stream in merged.exact.items()}
-        top = None
-        if owner.collect and VERDICT in merged.exact:
-            top = Certificate(*merged.exact[VERDICT].baseline_top())
-        n_certified, missed = 0, {}
-        in_stream: np.ndarray = np.zeros(nq, dtype=bool)
-        in_stream[self.exact_rows] = True
-        cert = self.certificate
+        top = Certificate(*merged.exact[VERDICT].baseline_top()) if owner.collect and VERDICT in merged.exact else None
+        n_certified, missed, cert = 0, {}, self.certificate
+        in_stream = np.isin(np.arange(nq), self.exact_rows)
         for key, proof in merged.proofs.items():
             assert cert is not None  # proofs only with a certificate
             proof.sb = merged.proofs[VERDICT].sb  # the same (query, document) pairs: gathered once
             certified = proof.certified(cert.scores, owner.k, self.moves, cert.width >= owner.n_docs)
-            full = certified & ~in_stream
-            if full.any():
-                parts.setdefault(key, []).append((np.flatnonzero(full), proof.agreement(np.flatnonzero(full), owner.k,
-                                                                                        owner.tie)))
-            n_certified += int(full.sum()) if key == VERDICT else 0
-            if (~(full | in_stream)).any():
-                missed[key] = np.flatnonzero(~(full | in_stream))
+            full, left = np.flatnonzero(certified & ~in_stream), np.flatnonzero(~(certified | in_stream))
+            if len(full):
+                parts.setdefault(key, []).append((full, proof.agreement(full, owner.k, owner.tie)))
+            n_certified += len(full) if key == VERDICT else 0
+            if len(left):
+                missed[key] = left
         if missed:
             count = len(np.unique(np.concatenate(list(missed.values()))))
             rescored = self.own_pass(lambda: _Accumulators({key: TopKStream(_take(self.base_q, rows), _take(
