@@ -24,7 +24,7 @@ from harness.compare.kinds.embedding import retrieval_k
 from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import FilePair
 from harness.compare.stats.certify import Certificate, width
-from harness.compare.streaming import ZERO_VECTORS
+from harness.compare.streaming import ZERO_VECTORS, Segment
 from harness.config.environment import CompareSettings
 from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.fsio import atomic_output
@@ -137,13 +137,12 @@ def build(pair: FilePair, k: int, tie_tolerance: float) -> Certificate:
     nonfinite: List[int] = []
     zeros: List[int] = []
 
-    class Checked(RetrievalWorker):
-        def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
-            nonfinite.extend((position + np.flatnonzero(~np.isfinite(base).all(axis=1))).tolist())
-            zeros.extend((position + np.flatnonzero(~base.any(axis=1))).tolist())
-            super().add(position, base, cand)
+    def check(segment: Segment) -> None:  # every segment, in the reading thread
+        position, base, _ = segment
+        nonfinite.extend((position + np.flatnonzero(~np.isfinite(base).all(axis=1))).tolist())
+        zeros.extend((position + np.flatnonzero(~base.any(axis=1))).tolist())
 
-    first = run_pass(pair, [Checked(retrieval) for _ in range(max(1, pair.threads))], retrieval)
+    first = run_pass(pair, [RetrievalWorker(retrieval) for _ in range(max(1, pair.threads))], retrieval, check)
     if nonfinite:
         pair.refuse_nonfinite(nonfinite, [])
     if zeros:

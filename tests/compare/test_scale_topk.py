@@ -179,6 +179,19 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.mark.parametrize("bad, problem", [(np.nan, "non-finite vector values"), (0.0, "all-zero vectors")])
+def test_certifying_a_baseline_with_rows_without_a_direction_is_refused_and_files_nothing(
+        tmp_path: Path, cache: Path, bad: float, problem: str) -> None:
+    from harness.compare.certify import file_certificates
+    from harness.errors import HarnessError
+
+    vectors = np.random.default_rng(5).standard_normal((3000, 8)).astype(np.float32)
+    vectors[[17, 2500]] = bad  # a document and a query
+    with pytest.raises(HarnessError, match=f"{problem}.*2 row.*t000017"):
+        file_certificates(_write(tmp_path / "base.parquet", vectors, 40))
+    assert not list(cache.glob("topk-certificates/*/*.npy"))
+
+
 def test_certificate_is_filed_by_the_certify_step_then_used_and_a_stale_or_corrupt_one_ignored(
         tmp_path: Path, cache: Path) -> None:
     from harness.compare.certify import file_certificates
