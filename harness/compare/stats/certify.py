@@ -23,7 +23,7 @@ exactly (``TopKStream``): a loose bound costs time, never a wrong verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -93,19 +93,16 @@ def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarra
     return moves * (1 + 1e-9) + 1e-12
 
 
-def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: Optional[np.ndarray] = None,
+def certifiable(scores: np.ndarray, k: int, delta: np.ndarray, far_best: np.ndarray | float = -np.inf,
                 every_document: bool = False) -> np.ndarray:
     """Per query, from the baseline's top scores ``scores`` (queries x W, best first; ``every_document``: the W
     are all the documents there are): whether the bound proves the candidate's top-k lies within these W
     (``far_best``: per query, the best exact candidate score of far documents outside its W)."""
-    s = np.asarray(scores, dtype=np.float64)
-    nq, width = s.shape if s.ndim == 2 else (0, 0)
-    if not nq:
+    s, d = np.asarray(scores, dtype=np.float64), np.asarray(delta, dtype=np.float64)
+    if s.ndim != 2 or not len(s):
         return np.zeros(0, dtype=bool)
-    d = np.asarray(delta, dtype=np.float64)
-    kth = s[:, k - 1] - d
-    within = np.isfinite(kth) if every_document else kth > s[:, width - 1] + d
-    return within & (kth > far_best) if far_best is not None else within
+    kth = s[:, k - 1] - d  # -inf and NaN beat no far document: never certified
+    return (np.isfinite(kth) if every_document else kth > s[:, -1] + d) & (kth > far_best)
 
 
 class CertifyStream:

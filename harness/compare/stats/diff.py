@@ -28,14 +28,6 @@ __all__ = ["BLOCK_VALUES", "DiffStats", "Worst"]
 BLOCK_VALUES = 1 << 19
 
 
-def _ceil_value(dtype: np.dtype, value: float) -> Any:
-    """The smallest ``dtype`` value >= ``value``: for x of that dtype, ``x >= value`` iff ``x >= result``."""
-    out = dtype.type(value)
-    if float(out) < value:
-        out = np.nextafter(out, dtype.type(np.inf))
-    return out
-
-
 @dataclass
 class Worst:
     """One of the rows that moved most, with its exact (float64) largest element difference and cosine, and
@@ -61,8 +53,9 @@ class DiffStats:
         self.atol, self.rtol, self.min_cosine, self.worst_n = float(atol), float(rtol), float(min_cosine), int(worst_n)
         self._unit = eps = float(np.finfo(ft).eps) / 2  # unit roundoff
         self._kappa = (self.dim + 4) * eps  # bound on the relative error of a row's sum of squares
-        # x >= T[e]  <=>  x >= HISTOGRAM_EDGES[e] for x of dtype ft (edges 1e-11 .. 1; 1e-12 and 10 are clip ends)
-        self._edges = [_ceil_value(ft, e) for e in HISTOGRAM_EDGES[1:-1]]
+        # each edge rounded up to ft: x >= T[e] <=> x >= HISTOGRAM_EDGES[e] (edges 1e-11 .. 1; 1e-12, 10: clip ends)
+        self._edges = [np.nextafter(ft.type(e), ft.type(np.inf)) if float(ft.type(e)) < e else ft.type(e)
+                       for e in HISTOGRAM_EDGES[1:-1]]
         self._tiny = np.finfo(ft).smallest_subnormal
         # rows whose largest |d| reaches this may have elements beyond atol: they get the exact check
         self._atol_screen = ft.type(self.atol * (1 - 8 * eps))
@@ -287,9 +280,6 @@ def _exact_rows(base: np.ndarray, cand: np.ndarray) -> Tuple[np.ndarray, ...]:
     c64: np.ndarray = cand.astype(np.float64)
     diff = np.abs(c64 - b64)
     rel = diff / np.maximum(np.abs(b64), REL_FLOOR)
-    rows = np.arange(len(diff))
-    dim_abs = diff.argmax(axis=1) if diff.shape[1] else np.zeros(len(diff), dtype=np.intp)
-    dim_rel = rel.argmax(axis=1) if rel.shape[1] else dim_abs
-    return (diff.max(axis=1, initial=0.0), rel.max(axis=1, initial=0.0), row_cosine(b64, c64), dim_abs, dim_rel,
-            b64[rows, dim_abs] if diff.shape[1] else np.zeros(len(diff)),
-            c64[rows, dim_abs] if diff.shape[1] else np.zeros(len(diff)))
+    rows, dim_abs = np.arange(len(diff)), diff.argmax(axis=1)  # dim >= 1: ``_block`` has taken a row maximum
+    return (diff.max(axis=1, initial=0.0), rel.max(axis=1, initial=0.0), row_cosine(b64, c64), dim_abs,
+            rel.argmax(axis=1), b64[rows, dim_abs], c64[rows, dim_abs])

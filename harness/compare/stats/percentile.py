@@ -74,8 +74,7 @@ class P99:
     def merge(self, other: P99) -> None:
         self.parts += other.parts
         self.size += other.size
-        if other.floor is not None:
-            self.floor = other.floor if self.floor is None else max(self.floor, other.floor)
+        self.floor = max((f for f in (self.floor, other.floor) if f is not None), default=None)
         if self.parts:
             self._compact()
 
