@@ -188,28 +188,20 @@ class CertifyStream:
 
 def add_proofs(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, base: np.ndarray,
                cand: np.ndarray, base_sq: np.ndarray, diff_sq: np.ndarray) -> None:
-    """Feed one segment to proofs over the same certificate pairs (a batch's tracks, built with one ``shared``),
-    each with the mask of the rows its candidate side serves. The pairs' exact scores are computed once for all
-    of them: the baseline's, the candidate's queries against the candidate's documents and against the
-    baseline's; a track serving a pair's baseline row takes the latter (the same bits as scoring the served row)."""
+    """Feed one segment (``positions`` ascending, as the segments hand them) to proofs over the same certificate
+    pairs (a batch's tracks, built with one ``shared``), each with the mask of the rows its candidate side serves.
+    The pairs' exact scores are computed once for all of them, pair by pair (the same bits in any batch): the
+    baseline's, the candidate's queries against the candidate's documents and against the baseline's; a track
+    serving a pair's baseline row takes the latter (the same bits as scoring the served row)."""
     if not len(base):
         return
-    assert all(proof.req_pos is fed[0][0].req_pos for proof, _ in fed), "add_proofs: proofs of other pairs"
+    first = fed[0][0]
+    assert all(proof.req_pos is first.req_pos for proof, _ in fed), "add_proofs: proofs of other pairs"
     positions = np.asarray(positions, dtype=np.int64)
-    _gather(fed, positions, base, cand)
     for proof, mask in fed:
         proof._moves(positions, base, cand, base_sq, diff_sq, mask)
-
-
-def _gather(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, base: np.ndarray,
-            cand: np.ndarray) -> None:
-    """The exact scores of the certificate's (query, document) pairs among these documents (``positions``
-    ascending, as the segments hand them), pair by pair (the same bits in any batch), into every proof fed."""
-    first = fed[0][0]
     lo, hi = np.searchsorted(first.req_pos, positions[0]), np.searchsorted(first.req_pos, positions[-1], "right")
-    if hi <= lo:
-        return
-    want = first.req_pos[lo:hi]
+    want = first.req_pos[lo:hi]  # the pairs among these documents
     at = np.minimum(np.searchsorted(positions, want), len(positions) - 1)
     hit = positions[at] == want
     rows, cols, at = first.req_row[lo:hi][hit], first.req_col[lo:hi][hit], at[hit]
@@ -217,12 +209,12 @@ def _gather(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, ba
     for s in range(0, len(rows), PAIR_CHUNK):  # q . d / |q|: no per-pair norm of the query row
         r, c, a = rows[s : s + PAIR_CHUNK], cols[s : s + PAIR_CHUNK], at[s : s + PAIR_CHUNK]
         docs, which = np.unique(a, return_inverse=True)  # each document once per chunk
-        # per proof and pair: whether its candidate side serves the candidate's row (None: every pair does)
-        served = [None if mask is None else np.asarray(mask.take(docs))[which] for _, mask in fed]
-        from_base = any(t is not None and not t.all() for t in served)
+        # per proof and pair: whether its candidate side serves the candidate's row
+        served = [np.ones(len(r), bool) if mask is None else np.asarray(mask.take(docs))[which] for _, mask in fed]
+        from_base = not all(take.all() for take in served)
         cand_q = first.cand_queries[r].astype(np.float64)
         of_cand = of_base = base_scores = None
-        if any(t is None or t.any() for t in served):
+        if any(take.any() for take in served):
             of_cand = np.einsum("ij,ij->i", cand_q, unit_rows(cand[docs])[which]) / first.norm_c[r]
         if baseline or from_base:
             unit_b = unit_rows(base[docs])[which]
@@ -233,8 +225,7 @@ def _gather(fed: Sequence[Tuple[CertifyStream, Mask]], positions: np.ndarray, ba
         for (proof, _), take in zip(fed, served):
             if proof.baseline:
                 proof.sb[r, c] = base_scores
-            proof.sc[r, c] = (of_cand if take is None or take.all() else of_base if not take.any()
-                              else np.where(take, of_cand, of_base))
+            proof.sc[r, c] = of_cand if take.all() else of_base if not take.any() else np.where(take, of_cand, of_base)
 
 
 def combine(nq: int, k: int, parts: Sequence[tuple[np.ndarray, TopKAgreement]]) -> TopKAgreement:
