@@ -47,7 +47,8 @@ def row_cosine(baseline: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 PAIR_BLOCK = 1 << 22
 
 
-def rank_changes(baseline: np.ndarray, candidate: np.ndarray, tie_tolerance: float) -> Tuple[float, int, Optional[Tuple[int, int]]]:
+def rank_changes(baseline: np.ndarray, candidate: np.ndarray,
+                 tie_tolerance: float) -> Tuple[float, int, Optional[Tuple[int, int]]]:
     """How the candidate reorders one query's items (``PAIR_BLOCK`` pairs at a time): Kendall tau-a, the swaps
     whose baseline gap is beyond ``tie_tolerance``, and the one of the largest gap as ``(higher, lower)``."""
     n = len(baseline)
@@ -124,13 +125,8 @@ def topk_agreement_from_lists(top_b: np.ndarray, top_c: np.ndarray, base_of_cand
     # ids are distinct within a list: the overlap is the number of equal (baseline, candidate) entries per row
     overlap = (np.asarray(top_b)[:, :, None] == np.asarray(top_c)[:, None, :]).sum(axis=(1, 2)).astype(np.float64) \
         / max(k, 1)
-    return TopKAgreement(
-        k=k,
-        same_order=same_set & ~rises.any(axis=1),
-        same_set=same_set,
-        overlap=overlap,
-        raw_same_order=(top_b == top_c).all(axis=1),
-    )
+    return TopKAgreement(k=k, same_order=same_set & ~rises.any(axis=1), same_set=same_set, overlap=overlap,
+                         raw_same_order=(top_b == top_c).all(axis=1))
 
 
 def align(base_ids: np.ndarray, cand_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -61,19 +61,11 @@ class DiffStats:
         self._atol_screen = ft.type(self.atol * (1 - 8 * eps))
         self._cos_gap = (1.0 - self.min_cosine) - 1e-12  # rows with 1 - cos provably <= this pass the limit
         self._p99 = P99(total_rows, self.dim)
-        self.rows = 0
-        self.count = 0
+        self.rows, self.count, self.nonzero, self.bad_elements, self.texts_beyond, self.below_cosine = 0, 0, 0, 0, 0, 0
         self.sum_abs = 0.0
-        self.nonzero = 0
         self.at_least: np.ndarray = np.zeros(len(self._edges), dtype=np.int64)
-        self.bad_elements = 0
-        self.texts_beyond = 0
-        self.max_rel = 0.0
-        self.max_rel_position = -1  # where the largest relative difference is: baseline row and dimension
-        self.max_rel_dim = -1
-        self.min_cos = 1.0
-        self.min_cos_position = -1
-        self.below_cosine = 0
+        self.max_rel, self.max_rel_position, self.max_rel_dim = 0.0, -1, -1  # where: baseline row and dimension
+        self.min_cos, self.min_cos_position = 1.0, -1
         self.worst: List[Worst] = []
         self.nonfinite_base: List[int] = []  # baseline positions of rows with NaN/Inf
         self.nonfinite_cand: List[int] = []
@@ -241,14 +233,8 @@ class DiffStats:
         if not self.count:
             return ElementStats(0, 0.0, 0.0, 0.0, 0.0, -1)
         worst = self.worst[0] if self.worst else Worst(0.0, -1, 1.0)
-        return ElementStats(
-            count=self.count,
-            max_abs=worst.value,
-            mean_abs=self.sum_abs / self.count,
-            p99_abs=self._p99.value(),
-            max_rel=self.max_rel,
-            argmax_row=worst.position,
-        )
+        return ElementStats(count=self.count, max_abs=worst.value, mean_abs=self.sum_abs / self.count,
+                            p99_abs=self._p99.value(), max_rel=self.max_rel, argmax_row=worst.position)
 
 
 def _top_rows(values: np.ndarray, n: int, above: float) -> np.ndarray:
