@@ -114,8 +114,8 @@ class CertifyStream:
                  shared: Tuple[np.ndarray, ...], baseline: bool = True) -> None:
         self.baseline = baseline  # gather the baseline's scores (False: another stream over the same pairs does)
         self.base_queries, self.cand_queries = base_queries, cand_queries  # raw rows, unit rows made per chunk
-        unit = float(np.finfo(np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64).eps) / 2
-        self.kappa = (cand_queries.shape[1] + 4) * unit
+        work = np.float32 if cand_queries.dtype.itemsize <= 4 else np.float64
+        self.kappa = (cand_queries.shape[1] + 4) * (float(np.finfo(work).eps) / 2)  # as ``_Tile``'s
         self.tile_rows = max(1, TILE_BYTES // (8 * min(QUERY_CHUNK, max(1, len(cand_queries)))))
         self.near_move, self.far_best = 0.0, np.full(len(cand_queries), -np.inf)
         self.pos = np.asarray(top, dtype=np.int64)

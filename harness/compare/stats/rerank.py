@@ -70,14 +70,14 @@ class RerankStats:
             self.max_rel = (float(rel[i_rel]), position + i_rel)
         top = np.argsort(-diff, kind="stable")[: self.worst_n]
         self.worst = sorted(self.worst + [(float(diff[i]), position + int(i), float(bs[i]), float(cs[i]))
-                                          for i in top.tolist() if diff[i] > 0], key=lambda w: (-w[0], w[1]))[: self.worst_n]
+                                          for i in top.tolist() if diff[i] > 0], key=lambda w: (-w[0], w[1]))
+        del self.worst[self.worst_n :]
 
     def add_query(self, query: str, positions: np.ndarray, base: np.ndarray, cand: np.ndarray) -> None:
         """One whole query: its pairs' baseline positions (increasing) and both sides' scores, in float64."""
         bs, cs = np.asarray(base, dtype=np.float64), np.asarray(cand, dtype=np.float64)
-        tol = self.tol
-        tau, swaps, worst = m.rank_changes(bs, cs, tol.tie_tolerance)
-        same = bool(m.topk_agreement(bs[None, :], cs[None, :], tol.topk, tol.tie_tolerance).same_order[0])
+        tau, swaps, worst = m.rank_changes(bs, cs, self.tol.tie_tolerance)
+        same = bool(m.topk_agreement(bs[None, :], cs[None, :], self.tol.topk, self.tol.tie_tolerance).same_order[0])
         first = int(positions[0])
         self.first_pos.append(first)
         self.taus.append(tau)
@@ -85,12 +85,11 @@ class RerankStats:
         self.swaps.append(swaps)
         if self.min_tau is None or (tau, query) < self.min_tau:
             self.min_tau = (tau, query)
-        keep = self.keep_examples
-        if swaps and (len(self.examples) < keep or (-swaps, first) < self.examples[-1].key):
+        if swaps and (len(self.examples) < self.keep_examples or (-swaps, first) < self.examples[-1].key):
             hi, lo = worst or (0, 0)
             example = Example((-swaps, first), query, int(positions[hi]), int(positions[lo]),
                               [float(bs[hi]), float(bs[lo])], [float(cs[hi]), float(cs[lo])])
-            self.examples = sorted(self.examples + [example], key=lambda e: e.key)[:keep]
+            self.examples = sorted(self.examples + [example], key=lambda e: e.key)[: self.keep_examples]
 
     def named_positions(self) -> List[int]:
         """Baseline positions of the pairs the verdict names (their ids are looked up once, at the end)."""

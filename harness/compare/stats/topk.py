@@ -122,7 +122,8 @@ def add_shared(streams: Sequence[Fed], positions: np.ndarray, base: np.ndarray, 
     if not len(base) or not streams or not len(streams[0][0].tiles[0].base_queries):
         return
     bsq: np.ndarray = base_sq.astype(np.float64)
-    own = move_bounds(bsq, diff_sq, kappa := streams[0][0].tiles[0].kappa)  # every document's own move: the verdict's and a lazy mask's
+    # every document's own move: the verdict's bounds and a lazy mask's
+    own = move_bounds(bsq, diff_sq, kappa := streams[0][0].tiles[0].kappa)
     moves = [move_bounds(bsq, moved_sq(diff_sq, m), kappa) if isinstance(m, np.ndarray) else own for _, m in streams]
     for tiles in zip(*(stream.tiles for stream, _ in streams)):
         qb = unit_rows(tiles[0].base_queries)
@@ -267,8 +268,7 @@ class _Tile:
     def _sorted(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool indices of each query's best ``k`` by the baseline and by the candidate (ties by position)."""
         starts = (np.cumsum(self.counts) - self.counts)[:, None] + np.arange(k)[None, :]
-        by_b = np.lexsort((self.pool_pos, -self.pool_sb, self.pool_q))[starts]
-        by_c = np.lexsort((self.pool_pos, -self.pool_sc, self.pool_q))[starts]
+        by_b, by_c = (np.lexsort((self.pool_pos, -side, self.pool_q))[starts] for side in (self.pool_sb, self.pool_sc))
         return by_b, by_c
 
     def baseline_top(self) -> tuple[np.ndarray, np.ndarray]:
