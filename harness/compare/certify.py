@@ -1,12 +1,7 @@
-"""Top-k certificates: the baseline's exact top-(k+1+EXTRA) per query (``stats.certify.Certificate``), filed by an
-explicit step (``harness baseline certify``, and after ``harness baseline create/update``) so that later comparisons
-prove most queries' top-k (``stats.certify``) instead of scoring every query against every document.
-
-Built by the judge's own retrieval code (``Retrieval`` with ``collect``: the baseline streamed against itself), with
-k from the policy's class for the baseline's own environment; another k finds no certificate and scores exactly
-(the same verdict). Keyed by the baseline's identity (size and parquet footer: any rewrite gives another key), the
-model and k; read a query batch at a time. The comparator reads certificates (``hint``), the judge never does. A
-cache is never trusted over the data: one that does not describe these queries and documents is not used.
+"""Filing and finding top-k certificates (``stats.certify.Certificate``; docs/explanation/judge.md): built by the
+judge's own retrieval code (the baseline streamed against itself, k from the policy's class for its own
+environment), keyed by the baseline's identity, the model and k, read a query batch at a time; the comparator reads
+them (``hint``), the judge never does, and one that does not describe these queries and documents is not used.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Streaming statistics of one cross-encoder: ``RerankStats`` keeps what the verdict (``kinds.rerank``) needs,
-a few numbers per query and never the pairs, so that files (row group by row group) and arrays (one chunk) give
-one verdict by construction. Every query arrives whole, in any order of queries.
+"""Streaming statistics of one cross-encoder: what the verdict (``kinds.rerank``) needs, a few numbers per query
+(each arriving whole, in any order) and never the pairs: files and arrays give one verdict by construction.
 """
 
 from __future__ import annotations

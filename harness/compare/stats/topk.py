@@ -165,12 +165,11 @@ class _Tile:
     float64 cosines, so ties and tie-breaking by position are the in-memory ones.
 
     Screening costs one product per block, against the baseline only: with ``s`` the exact cosine and ``S``
-    the float32 estimate (raw float32 vectors, scaled by float32 norms), ``|S - s| <= eps`` with
-    ``eps = (2 dim + 16) u`` (``u = 2**-24``; a dot product's rounding is at most ``dim u |q||b|``); and the
-    candidate's cosine of the same pair is within ``|ĉ_q - b̂_q| + |ĉ_d - b̂_d|`` of the baseline's (unit
-    vectors), with ``|ĉ - b̂| <= 2 |c - b| / |b|``. A document is dropped when neither side can reach the
-    best k-th score known so far (``kth_b``/``kth_c``: exact k-th scores of the pool, or from the block's own
-    top-k estimates before the pool has k documents). Memory: about ``k`` + a few documents per query.
+    the float32 estimate (raw float32 vectors, scaled by float32 norms), ``|S - s| <= eps = (2 dim + 16) u``
+    (``u = 2**-24``; a dot product's rounding is at most ``dim u |q||b|``); the candidate's cosine of the same pair
+    is within ``|ĉ_q - b̂_q| + |ĉ_d - b̂_d|`` of the baseline's (``move_bounds``). A document is dropped when
+    neither side can reach the best k-th score known so far (``kth_b``/``kth_c``: the pool's exact k-th scores,
+    or the block's own top-k estimates before the pool has k). Memory: about ``k`` + a few documents per query.
     """
 
     def __init__(self, base_queries: np.ndarray, cand_queries: np.ndarray, k: int, tie_tolerance: float) -> None:
