@@ -23,12 +23,12 @@ exactly (``TopKStream``): a loose bound costs time, never a wrong verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, Tuple
+from typing import Protocol, Sequence, Tuple
 
 import numpy as np
 
 from harness.compare.metrics import AGREEMENT_FIELDS, TopKAgreement, topk_agreement, unit_rows
-from harness.compare.stats.topk import TILE_BYTES, Mask, far_cut, move_bounds, moved_sq, served
+from harness.compare.stats.topk import TILE_BYTES, Mask, by_chunk, far_cut, move_bounds, moved_sq, served
 
 __all__ = ["EXTRA", "ROUNDING", "Certificate", "CertifyStream", "Source", "add_proofs", "certifiable", "combine",
            "query_moves", "width"]
@@ -80,16 +80,16 @@ class Source(Protocol):
     def rows(self, start: int, stop: int) -> Certificate: ...
 
 
-def _by_chunk(per_row: Callable[..., np.ndarray], *rows: np.ndarray) -> np.ndarray:
-    """``per_row(*rows)`` computed ``QUERY_CHUNK`` rows at a time (its float64 temporaries stay small)."""
-    n = len(rows[0])
-    return np.concatenate([per_row(*(r[s : s + QUERY_CHUNK] for r in rows)) for s in range(0, n, QUERY_CHUNK)]
-                          or [np.zeros(0)])
+def _norms(rows: np.ndarray) -> np.ndarray:
+    """Float64 row norms, floored as ``unit_rows`` floors them."""
+    norms = by_chunk(lambda r: np.linalg.norm(np.asarray(r, np.float64), axis=1), rows, chunk=QUERY_CHUNK)
+    return np.maximum(norms, 1e-30)
 
 
 def query_moves(base_queries: np.ndarray, cand_queries: np.ndarray) -> np.ndarray:
     """``e_q = |ĉ_q - b̂_q|`` per query (computed unit rows, rounded up), as ``TopKStream`` computes it."""
-    moves = _by_chunk(lambda b, c: np.linalg.norm(unit_rows(c) - unit_rows(b), axis=1), base_queries, cand_queries)
+    moves = by_chunk(lambda b, c: np.linalg.norm(unit_rows(c) - unit_rows(b), axis=1), base_queries, cand_queries,
+                     chunk=QUERY_CHUNK)
     return moves * (1 + 1e-9) + 1e-12
 
 
@@ -130,9 +130,7 @@ class CertifyStream:
         flat = np.asarray(top, dtype=np.int64).ravel()
         order = np.argsort(flat, kind="stable")
         rows, cols = np.divmod(order, max(width, 1))
-        norms = [np.maximum(_by_chunk(lambda r: np.linalg.norm(np.asarray(r, dtype=np.float64), axis=1), side), 1e-30)
-                 for side in (base_queries, cand_queries)]  # as ``unit_rows`` floors them
-        return flat[order], rows, cols, *norms
+        return flat[order], rows, cols, _norms(base_queries), _norms(cand_queries)
 
     def _moves(self, positions: np.ndarray, base: np.ndarray, cand: np.ndarray, base_sq: np.ndarray,
                diff_sq: np.ndarray, mask: Mask) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 
 __all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "Fed", "LazyMask", "Mask", "TopKStream", "add_shared", "far_cut", "moved_sq",
-           "move_bounds", "pair_dots", "served"]
+           "move_bounds", "pair_dots", "served", "by_chunk"]
 
 #: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
 #: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
@@ -37,14 +37,17 @@ def far_cut(moved: np.ndarray) -> float:
     return 4 * float(np.partition(moved, at)[at]) + 1e-9
 
 
-def pair_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def by_chunk(per_row: Callable[..., np.ndarray], *rows: np.ndarray, chunk: int) -> np.ndarray:
+    """``per_row(*rows)`` computed ``chunk`` rows at a time (its temporaries stay small)."""
+    parts = [per_row(*(r[s : s + chunk] for r in rows)) for s in range(0, len(rows[0]), chunk)]
+    return np.concatenate(parts or [np.zeros(0)])
+
+
+def pair_dots(a: np.ndarray, a_rows: np.ndarray, b: np.ndarray, b_rows: np.ndarray) -> np.ndarray:
     """``a[a_rows[i]] . b[b_rows[i]]`` for each i, one pair at a time: the same two rows give the same bits in
     any batch (a matrix product's rounding depends on where a column falls in its tiles, so duplicated documents
     scored in different blocks could differ by an ulp and break their tie differently)."""
-    out = np.empty(len(a_rows))
-    for s in range(0, len(a_rows), chunk):
-        out[s : s + chunk] = np.einsum("ij,ij->i", a[a_rows[s : s + chunk]], b[b_rows[s : s + chunk]])
-    return out
+    return by_chunk(lambda i, j: np.einsum("ij,ij->i", a[i], b[j]), a_rows, b_rows, chunk=8192)
 
 
 class TopKStream:
