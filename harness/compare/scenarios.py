@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Iterable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,8 +52,7 @@ class Scenario:
         return self.ran and min(self.margins(tolerance)) >= 0
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What to do: ``advice`` ("keep your index", "re-embed", "neither is within the policy"), the scenario it
     rests on, and by how much it clears the limits (negative: falls short), order and set."""
 

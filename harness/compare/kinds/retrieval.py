@@ -139,8 +139,7 @@ class Retrieval:
         makes them, with ``DiffStats.add``'s ``squares`` or ones computed here."""
         docs = np.flatnonzero(self.pair.documents[position : position + len(base)])
         for a, z in _document_runs(docs):
-            lo, hi = int(docs[a]), int(docs[z - 1]) + 1
-            rows = slice(lo, hi) if hi - lo == z - a else docs[a:z]
+            rows = slice(int(docs[a]), int(docs[z - 1]) + 1) if docs[z - 1] - docs[a] == z - a - 1 else docs[a:z]
             b, c = base[rows], cand[rows]
             if self.scoring is not None:
                 b, c = self.scoring(b), self.scoring(c)
@@ -186,8 +185,7 @@ class Retrieval:
             else:  # the first batch's pass was the judge's
                 batch, accumulated, first = first, merged, None  # type: ignore[assignment]  # set in __init__
             agreements, n_certified, top = batch.finish(accumulated)
-            accumulated.exact.clear()  # this batch's pools and vectors go before the next batch is read
-            accumulated.proofs.clear()
+            accumulated.exact, accumulated.proofs = {}, {}  # this batch's pools and vectors go before the next's
             del batch
             if top is not None:
                 self.collected.append(top)

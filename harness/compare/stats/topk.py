@@ -13,8 +13,7 @@ from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, un
 __all__ = ["TILE_BYTES", "TILE_DOC_ROWS", "Fed", "LazyMask", "Mask", "TopKStream", "add_shared", "far_cut", "moved_sq",
            "move_bounds", "pair_dots", "served", "by_chunk"]
 
-#: bytes of the (documents x queries) score tile one ``add`` holds at a time (float32: TILE_DOC_ROWS x
-#: TILE_BYTES / (4 TILE_DOC_ROWS) queries): memory is this budget whatever the number of queries or documents
+#: bytes of the (documents x queries) score tile held at a time, whatever the number of queries or documents
 TILE_BYTES = 16 << 20
 #: documents per score tile (a block is cut into pieces of this many rows)
 TILE_DOC_ROWS = 16384
