@@ -82,6 +82,6 @@ class P99:
         if self.parts:
             self._compact()
         top = self.parts[0] if self.parts else np.zeros(0)
-        if len(top) < self.keep:  # zeros were never kept
-            top = np.concatenate([np.zeros(self.count - len(top)), top])
+        if len(top) < self.keep:  # zeros were never kept: the largest ``keep`` need only that many
+            top = np.concatenate([np.zeros(self.keep - len(top)), top])
         return percentile_from_top(top, self.count)
