@@ -9,6 +9,7 @@ broken input, refused with the cause found by one more read of both sides' ids.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,10 +31,6 @@ __all__ = ["judge_rerank", "judge_rerank_files", "queries_in_memory"]
 
 #: one aligned chunk: (baseline position of its first pair, query ids, baseline scores, candidate scores)
 Chunk = Tuple[int, pa.Array, np.ndarray, np.ndarray]
-
-
-class _Broken(Exception):
-    """The sides do not line up pair for pair: a duplicate or an id on one side only."""
 
 
 def _scores(table: pa.Table) -> np.ndarray:
@@ -95,7 +92,7 @@ class RerankPair:
                 if tap is not None:
                     tap((position, bs, cs))
                 runs.add(position, queries, bs, cs)
-        except _Broken:
+        except streaming.Misaligned:  # a duplicate or an id on one side only
             self._refuse()
             raise ResultsFileError(f"{self.cand.path}: model '{self.model_id}' pairs are not in canonical order") from None
         runs.close()
@@ -104,35 +101,22 @@ class RerankPair:
         """Both files side by side in equal-length slices (row groups may be cut differently on each side)."""
         sides = [self.base.model_table(self.model_id, ["item_id", "query_id", "passage_id", "score"]),
                  self.cand.model_table(self.model_id, ["item_id", "score"])]
-        current: List[Optional[pa.Table]] = [next(sides[0], None), next(sides[1], None)]
-        offset, position, last, nonfinite = [0, 0], 0, None, False
-        while True:
-            for side in (0, 1):
-                while current[side] is not None and offset[side] >= len(current[side]):  # type: ignore[arg-type]
-                    current[side], offset[side] = next(sides[side], None), 0
-            if current[0] is None or current[1] is None:
-                if current[0] is not None or current[1] is not None:
-                    raise _Broken()
-                break
-            take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
-            b, c = current[0].slice(offset[0], take), current[1].slice(offset[1], take)
-            ids = single_chunk(b.column("item_id"))
+        last, nonfinite = None, False
+        for position, b, c in streaming.aligned([partial(next, side, None) for side in sides]):
             keys = b.select(["query_id", "passage_id"])
-            if not ids.equals(single_chunk(c.column("item_id"))) or not in_canonical_order(keys, "rerank"):
-                raise _Broken()
+            if not single_chunk(b.column("item_id")).equals(single_chunk(c.column("item_id"))) or \
+                    not in_canonical_order(keys, "rerank"):
+                raise streaming.Misaligned()
             first = (keys.column(0)[0].as_py(), keys.column(1)[0].as_py())
             if last is not None and not first > last:
-                raise _Broken()
-            last = (keys.column(0)[take - 1].as_py(), keys.column(1)[take - 1].as_py())
+                raise streaming.Misaligned()
+            last = (keys.column(0)[len(b) - 1].as_py(), keys.column(1)[len(b) - 1].as_py())
             bs, cs = _scores(b), _scores(c)
             for values in (bs, cs):
                 wrong = ~np.isfinite(values)
                 nonfinite |= bool(wrong.any())
                 values[wrong] = 0.0  # refused at the end (``_refuse`` counts them): the statistics stay finite
             yield position, b.column("query_id"), bs, cs
-            position += take
-            offset[0] += take
-            offset[1] += take
         if nonfinite:
             self._refuse()
 
