@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from harness.compare import accuracy, certify, kinds, quantized
-from harness.compare.factors import same_setting
+from harness.compare.factors import env_changes, environment_changes
 from harness.compare.kinds.common import WORST_N
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
@@ -22,46 +22,9 @@ from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
-from harness.verdict import Comparison, EnvChange, ModelVerdict, Status
+from harness.verdict import Comparison, ModelVerdict, Status
 
-__all__ = ["compare_files", "compare_results", "env_changes", "model_env", "same_file", "same_file_note", "WORST_N"]
-
-#: fingerprint keys that differ between any two machines without meaning anything for the numbers
-_VOLATILE_KEYS = ("executable", "env.HF_HUB_OFFLINE", "env.TRANSFORMERS_OFFLINE")
-
-
-def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    flat: Dict[str, Any] = {}
-    for key, value in data.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
-
-
-def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
-    """Fingerprint entries that differ (package versions, device, dtype, flags, threads, ...)."""
-    fb, fc = _flatten(baseline), _flatten(candidate)
-    keys = sorted({*fb, *fc})
-    return [EnvChange(k, fb.get(k), fc.get(k)) for k in keys if not same_setting(k, fb.get(k), fc.get(k))
-            and k not in _VOLATILE_KEYS]
-
-
-def without_unserved(changes: List[EnvChange], baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
-    """Drop the entries a run of served models only (``device = "http"``) cannot have: that process loaded
-    nothing; what its servers did is under ``served``."""
-    sides = [i for i, fp in enumerate((baseline, candidate)) if str(fp.get("device_type")) == "http"]
-    if not sides:
-        return changes
-    return [c for c in changes if c.key.startswith("served.") or c.key in ("device", "device_type")
-            or not any((c.baseline, c.candidate)[i] is None for i in sides)]
-
-
-def model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
-    """Per-model facts worth diffing (loaded dtype, attention kernel, weights) next to the fingerprint."""
-    record = results.records.get(model_id)
-    keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions",
-            "backend")
-    return {k: getattr(record, k) for k in keys if record is not None and getattr(record, k) is not None}
-
+__all__ = ["compare_files", "compare_results", "env_changes", "same_file_note", "WORST_N"]
 
 def _performance(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Speed and memory of one side's run of one model, with the device it ran on (for the reports)."""
@@ -105,17 +68,13 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
     return wanted
 
 
-def same_file(baseline: str | Path, candidate: str | Path) -> bool:
-    """Both sides are one file (one path, or two names of it): such a comparison passes by construction."""
-    try:
-        return os.path.samefile(str(baseline), str(candidate))
-    except OSError:  # URIs, files gone since they were opened
-        return str(baseline) == str(candidate)
-
-
 def same_file_note(baseline: str | Path, candidate: str | Path) -> List[str]:
-    """The note a comparison of a file with itself carries: it proves nothing."""
-    if not same_file(baseline, candidate):
+    """The note a comparison of a file with itself (one path, or two names of it) carries: it proves nothing."""
+    try:
+        same = os.path.samefile(str(baseline), str(candidate))
+    except OSError:  # URIs, files gone since they were opened
+        same = str(baseline) == str(candidate)
+    if not same:
         return []
     return [f"baseline and candidate are the same file ({candidate}): it passes by construction, "
             "this comparison cannot detect drift"]
@@ -173,10 +132,8 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
         verdict = dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
                                       precision_change=precision_note)
         verdicts.append(accuracy.apply(verdict, tap, base, cand, tol, policy))
-    base_env = {**base.fingerprint, "models": {k: model_env(base, k) for k in model_ids}}
-    cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}
-    return Comparison(str(base.path), str(cand.path), policy.source, verdicts,
-                      without_unserved(env_changes(base_env, cand_env), base.fingerprint, cand.fingerprint),
+    changes = environment_changes(base, cand, model_ids)
+    return Comparison(str(base.path), str(cand.path), policy.source, verdicts, changes,
                       base.fingerprint, cand.fingerprint, base.corpus, label, notes)
 
 

@@ -197,6 +197,7 @@ def stream(base: ResultsFile, cand: ResultsFile, model_id: str, workers: Sequenc
     current one (+30% at 1M): at most ``pairs_in_flight`` pairs in memory (``held_bytes``: the query batch)."""
     pairs = pairs_in_flight(row_group_pair_bytes(base, cand, model_id), held_bytes, memory_mb)
     reads = [partial(next, _vectors(f, model_id), None) for f in (base, cand)]
-    with ThreadPoolExecutor(1, thread_name_prefix="harness-compare-read") if len(workers) > 1 else nullcontext() as pool:
+    reader = ThreadPoolExecutor(1, thread_name_prefix="harness-compare-read") if len(workers) > 1 else nullcontext()
+    with reader as pool:
         with closing(aligned(reads, pool)) as segments:
             run_segments(segments, workers, pairs, on_rows, tap)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -88,12 +88,12 @@ def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
 
 
 class _Worker(RetrievalWorker):
-    """One thread's accumulators: the element statistics, and the first query batch's retrieval."""
+    """One thread's accumulators: ``stats`` (element statistics or quantized figures), and the first query batch's
+    retrieval (fed the squared norms ``stats.add`` returns, if any)."""
 
-    def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype, retrieval: Optional[Retrieval]) -> None:
+    def __init__(self, stats: Any, retrieval: Optional[Retrieval]) -> None:
         super().__init__(retrieval)
-        self.stats = DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
-                               min_cosine=tol.min_cosine, worst_n=WORST_N)
+        self.stats = stats
 
     def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
         super().add(position, base, cand, self.stats.add(position, base, cand))
@@ -101,8 +101,14 @@ class _Worker(RetrievalWorker):
     def merge(self, other: RetrievalWorker) -> None:
         assert isinstance(other, _Worker)
         self.stats.merge(other.stats)
-        other.stats = None  # type: ignore[assignment]  # merged: held no longer
+        other.stats = None  # merged: held no longer
         super().merge(other)
+
+
+def _first_pass(pair: EmbeddingPair, stats: Callable[[], Any], retrieval: Optional[Retrieval],
+                tap: Optional[Worker] = None) -> _Worker:
+    """The verdict's pass: one worker per thread, each with its own ``stats()``, merged into the first."""
+    return run_pass(pair, [_Worker(stats(), retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
 
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
@@ -114,8 +120,9 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certifi
     k = retrieval_k(pair, tol.topk)
     share = scenarios.share(pair) if scenarios is not None else None
     retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
-    first = run_pass(pair, [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
-    st = first.stats
+    first = _first_pass(pair, lambda: DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
+                                                min_cosine=tol.min_cosine, worst_n=WORST_N), retrieval, tap)
+    st: DiffStats = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)
     if st.zero_base:  # zeros against zeros would pass with cosine 1: a baseline without direction proves nothing
@@ -195,31 +202,14 @@ def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
     return precision
 
 
-class _QuantizedWorker(RetrievalWorker):
-    """One thread's accumulators: the per-text figures, and the first query batch's retrieval by quantized scores."""
-
-    def __init__(self, pair: EmbeddingPair, precision: str, retrieval: Optional[Retrieval]) -> None:
-        super().__init__(retrieval)
-        self.stats = quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N)
-
-    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
-        self.stats.add(position, base, cand)
-        super().add(position, base, cand)
-
-    def merge(self, other: RetrievalWorker) -> None:
-        assert isinstance(other, _QuantizedWorker)
-        self.stats.merge(other.stats)
-        super().merge(other)
-
-
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
     """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
     k = retrieval_k(pair, tol.topk)
     retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
-    workers = [_QuantizedWorker(pair, precision, retrieval) for _ in range(max(1, pair.threads))]
-    first = run_pass(pair, workers, retrieval)
-    stats = first.stats
+    first = _first_pass(pair, lambda: quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N),
+                        retrieval)
+    stats: quantized.QuantizedStats = first.stats
     agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None
     limit_key = quantized.limit_key(precision)
     limit = getattr(tol, limit_key)

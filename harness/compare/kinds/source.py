@@ -73,7 +73,8 @@ class FilePair(_Pair):
         rows = self.plan.queries[start:stop]
         return streaming.read_rows(self.base, self.model_id, rows), streaming.read_rows(self.cand, self.model_id, rows)
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "",
+             tap: Optional[Worker] = None) -> None:
         """Call the workers on aligned segments covering every row once (``held_bytes``: what the caller holds for
         the whole pass, counted against the memory budget; ``what``: the pass, for its progress reports; ``tap``:
         also called on every segment, in order)."""
@@ -116,7 +117,8 @@ class ArrayPair(_Pair):
         rows = self.queries[start:stop]
         return self.base[rows], self.cand[rows]
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "",
+             tap: Optional[Worker] = None) -> None:
         bounds = range(0, self.rows, self.SEGMENT_ROWS)
         run_segments(((s, self.base[s : s + self.SEGMENT_ROWS], self.cand[s : s + self.SEGMENT_ROWS]) for s in bounds),
                      workers[:1], tap=tap)
