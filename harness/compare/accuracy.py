@@ -1,14 +1,8 @@
 """Accuracy against an fp64 reference: is a drift normal rounding, or a loss of accuracy, and which side is wrong?
 
 Two fp32 runs differ by rounding and neither is "right"; an fp64 run is right to about 1e-16, so each side's error
-against it can be measured. The accuracy ratio (candidate RMSE / baseline RMSE) is about 1 for another fp32
-device or kernel, hundreds and more for fp16/bf16 (``docs/how-to/reference.md``). PyTorch's compiler tests use
-the same rule (``MULTIPLIERS``). Fed block by block: memory of one block.
-
-In the verdict, the comparator finds the reference (``find``), the verdict's own pass feeds it (``tap``: the
-reference read alongside, nothing read twice) and ``apply`` adds the ``accuracy_ratio`` check: at most the class's
-``max_accuracy_ratio`` times ``scale`` (1, unless the candidate is judged at its own lower class, whose expected
-loss, ``precision_error_ratio``, it is then allowed). With ``judge_by = "accuracy"`` the ratio alone decides.
+against it can be measured (``docs/how-to/reference.md``). The verdict's own pass feeds the ``Tap`` (nothing read
+twice) and ``apply`` adds the ``accuracy_ratio`` check (candidate RMSE / baseline RMSE, PyTorch's rule).
 """
 
 from __future__ import annotations

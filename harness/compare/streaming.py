@@ -24,8 +24,8 @@ from harness.compare.workers import Segment, pairs_in_flight, run_segments
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["Misaligned", "Plan", "Segment", "aligned", "plan", "read_rows", "refuse_id_mismatch",
-           "refuse_nonfinite", "row_group_pair_bytes", "stream"]
+__all__ = ["Misaligned", "Plan", "Segment", "aligned", "one_sided", "plan", "read_rows", "refuse_duplicates",
+           "refuse_id_mismatch", "refuse_nonfinite", "row_group_pair_bytes", "stream"]
 
 
 def refuse_id_mismatch(model_id: str, only_base: Any, only_cand: Any,
@@ -49,17 +49,25 @@ class Plan:
     documents: np.ndarray  # bool per baseline position, role "document"
 
 
-def _duplicates(ids: pa.ChunkedArray) -> List[str]:
-    """Ids that occur more than once, sorted. Strictly increasing ids (canonical order) need one comparison
-    pass; others a hash pass (~10x slower)."""
+def refuse_duplicates(results: ResultsFile, model_id: str, ids: pa.ChunkedArray | pa.Array) -> None:
+    """Refuse ids that occur more than once (the first three, sorted). Strictly increasing ids (canonical order)
+    need one comparison pass; others a hash pass (~10x slower)."""
     flat = single_chunk(ids)
     if len(flat) < 2 or pc.all(pc.greater(flat.slice(1), flat.slice(0, len(flat) - 1))).as_py():
-        return []
+        return
     counts = pc.value_counts(flat)
-    if len(counts) == len(ids):
-        return []
-    values = counts.field("values").to_pylist()
-    return sorted(values[i] for i in np.flatnonzero(arrow_to_numpy(counts.field("counts")) > 1))
+    if len(counts) < len(flat):
+        values = counts.field("values").to_pylist()
+        dup = sorted(values[i] for i in np.flatnonzero(arrow_to_numpy(counts.field("counts")) > 1))
+        raise ResultsFileError(f"{results.path}: model '{model_id}' has duplicate id(s) {', '.join(dup[:3])}")
+
+
+def one_sided(base_ids: pa.ChunkedArray | pa.Array, cand_ids: pa.ChunkedArray | pa.Array) -> Tuple[pa.Array, pa.Array]:
+    """The ids only the baseline has, and those only the candidate has, each sorted (arrow sorts bytewise: the
+    code point order of Python and numpy)."""
+    b, c = single_chunk(base_ids), single_chunk(cand_ids)
+    only_b, only_c = (a.filter(pc.invert(pc.is_in(a, value_set=other))) for a, other in ((b, c), (c, b)))
+    return only_b.take(pc.sort_indices(only_b)), only_c.take(pc.sort_indices(only_c))
 
 
 def _role_mask(roles: pa.ChunkedArray, role: str) -> np.ndarray:
@@ -101,23 +109,16 @@ def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
     the same ids are the same order: anything else is a duplicate or an id on one side only."""
     cols = base.model_columns(model_id, ["item_id", "role"])
     b_ids, c_ids = cols["item_id"], cand.model_columns(model_id, ["item_id"])["item_id"]
-    dup = _duplicates(b_ids)
-    if dup:
-        raise ResultsFileError(f"{base.path}: model '{model_id}' has duplicate id(s) {', '.join(dup[:3])}")
+    refuse_duplicates(base, model_id, b_ids)
     same_order = b_ids.equals(c_ids)
     b_dim, c_dim = base.vector_spec(model_id)[0], cand.vector_spec(model_id)[0]
     if not same_order or b_dim != c_dim:
-        c_dup = [] if same_order else _duplicates(c_ids)
         _scan_nonfinite(base, model_id, b_ids)
-        if c_dup:
-            raise ResultsFileError(f"{cand.path}: model '{model_id}' has duplicate id(s) {', '.join(c_dup[:3])}")
+        refuse_duplicates(cand, model_id, c_ids)
         _scan_nonfinite(cand, model_id, c_ids)
         if b_dim != c_dim:
             raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors have dim {c_dim}, baseline {b_dim}")
-        c_flat, b_flat = c_ids.combine_chunks(), b_ids.combine_chunks()
-        only_b = np.sort(arrow_to_numpy(b_flat.filter(pc.invert(pc.is_in(b_flat, value_set=c_flat)))))
-        only_c = np.sort(arrow_to_numpy(c_flat.filter(pc.invert(pc.is_in(c_flat, value_set=b_flat)))))
-        refuse_id_mismatch(model_id, only_b, only_c, cand.path)
+        refuse_id_mismatch(model_id, *one_sided(b_ids, c_ids), cand.path)
         raise ResultsFileError(f"{cand.path}: model '{model_id}' rows are not in canonical order")  # normalized: never
     roles = cols["role"]
     return Plan(

@@ -13,7 +13,7 @@ from harness.compare.metrics import TopKAgreement
 from harness.config.policy import Tolerance
 from harness.verdict import Check, ModelVerdict, Offender, Status, not_judged_note
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "retrieval_not_judged", "share", "significant", "topk_checks"]
+__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
@@ -86,15 +86,6 @@ def topk_checks(tol: Tolerance, agree: TopKAgreement, pair: Any, metrics: Dict[s
                         f"(ties within {significant(tol.tie_tolerance)} ignored)"),
             ratio_check(f"top{k}_set_agreement", agree.share("same_set"), set_limit,
                         f"{len(changed['set'])} / {n_q} queries changed their top-{k} set")]
-
-
-def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], evidence: Dict[str, Any]) -> str:
-    """Say why no top-k check ran (a corpus without queries, or without documents), in the metrics and the
-    evidence, instead of leaving the retrieval columns silently empty; returns the note."""
-    why = "no queries" if not queries else "no documents"
-    metrics["topk_not_judged"] = why
-    evidence["topk_not_judged"] = {"why": why, "queries": queries, "documents": documents}
-    return not_judged_note(why)
 
 
 def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],

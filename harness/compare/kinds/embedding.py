@@ -1,10 +1,7 @@
 """Float embeddings: every element within ``atol + rtol * |baseline|``, every text's cosine above ``min_cosine``,
-and each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored). One judge for files and
-arrays: a pair source feeds segments to workers whose accumulators are merged, and the verdict comes from those.
-Quantized vectors (int8/uint8/binary/ubinary, ``harness.compare.quantized``) are judged as integers: bits flipped
-or buckets moved per text, the share of texts changed, top-k by the quantized scores. Beside a float verdict,
-"must I re-embed?": the retrieval scenarios (``harness.compare.scenarios``) computed in the same passes
-and, with an ``[index]``, the one through a FAISS index; reported, never gating.
+each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored); quantized vectors as integers
+(``harness.compare.quantized``). One judge for files and arrays: workers' accumulators, merged. Beside a float
+verdict, the retrieval scenarios ("must I re-embed?", ``harness.compare.scenarios``): reported, never gating.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from harness.compare import quantized, scenarios, streaming, vector_index
-from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, share, significant, topk_checks
 from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import EmbeddingPair, FilePair, Worker
 from harness.compare.metrics import TopKAgreement
@@ -46,11 +43,6 @@ def _through_index(pair: EmbeddingPair, k: int, tol: Tolerance, index: Optional[
     return vector_index.index_scenario(base_q, cand_q, docs, pair.ids_at(at), k, tol.tie_tolerance, index)
 
 
-def _scenario_share(s: scenarios.Scenario) -> ScenarioShare:
-    order, same = (s.share("same_order"), s.share("same_set")) if s.ran else (None, None)
-    return ScenarioShare(s.key, s.title, order, same, s.reason, s.recall)
-
-
 @dataclass(frozen=True)
 class ScenarioRequest:
     """The comparator's ask for the scenarios beside a verdict: the ``[index]`` to search through (None: exact
@@ -75,7 +67,9 @@ class ScenarioRequest:
                                   min_set=tol.min_topk_set_agreement, advice=decision.advice,
                                   scenario=decision.scenario, order_margin=decision.order_margin,
                                   set_margin=decision.set_margin, served=self.served,
-                                  items=[_scenario_share(s) for s in found])
+                                  items=[ScenarioShare(s.key, s.title, s.share("same_order") if s.ran else None,
+                                                       s.share("same_set") if s.ran else None, s.reason, s.recall)
+                                         for s in found])
 
 
 def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
@@ -176,8 +170,10 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
         agreement, certified, scored = topk
         checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing)
         evidence["topk"].update(certified=certified, scored_exactly=scored)  # how the agreement was decided
-    else:
-        retrieval_not_judged(len(pair.queries), int(pair.documents.sum()), metrics, evidence)
+    else:  # say why no top-k check ran instead of leaving the retrieval columns silently empty
+        why = "no queries" if not len(pair.queries) else "no documents"
+        metrics["topk_not_judged"] = why
+        evidence["topk_not_judged"] = {"why": why, "queries": len(pair.queries), "documents": int(pair.documents.sum())}
     offenders = [Offender(pair.item_id(w.position), w.value, "max_abs_diff",
                           f"cosine {significant(w.cosine, tol.min_cosine)}") for w in st.worst if w.value > 0]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)

@@ -1,10 +1,7 @@
 """Cross-encoder scores: every score within ``score_atol + score_rtol * |baseline|``, and no query reranked
-beyond score ties. One judge for arrays (``judge_rerank``) and files (``judge_rerank_files``, streamed through
-``RerankPair``): the verdict is built from ``stats.rerank.RerankStats`` alone.
-
-Files are in canonical order (by query, then passage), so the same pairs are the same rows: streamed side by
-side, each query handed over whole (a query a row group cuts is carried to the next chunk). Anything else is
-broken input, refused with the cause found by one more read of both sides' ids.
+beyond score ties. One judge for arrays (``judge_rerank``) and files (``judge_rerank_files``): the verdict is built
+from ``stats.rerank.RerankStats`` alone. Files are in canonical order (by query, then passage), so the same pairs
+are the same rows; anything else is broken input, refused with its cause.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from harness.compare import streaming
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
@@ -35,11 +31,6 @@ Chunk = Tuple[int, pa.Array, np.ndarray, np.ndarray]
 
 def _scores(table: pa.Table) -> np.ndarray:
     return arrow_to_numpy(table.column("score")).astype(np.float64)
-
-
-def _sorted(values: pa.Array) -> pa.Array:
-    """Strings sorted (arrow sorts bytewise: the code point order of Python and numpy)."""
-    return values.take(pc.sort_indices(values))
 
 
 class _QueryRuns:
@@ -126,16 +117,12 @@ class RerankPair:
         for results in (self.base, self.cand):
             table = pa.concat_tables(list(results.model_table(self.model_id, ["item_id", "score"])))
             side_ids = single_chunk(table.column("item_id")).cast(pa.string())
-            counts = pc.value_counts(side_ids)
-            if len(counts) != len(side_ids):
-                dups = _sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)))[:3].to_pylist()
-                raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups)}")
+            streaming.refuse_duplicates(results, self.model_id, side_ids)
             wrong = ~np.isfinite(_scores(table))
             first = side_ids[int(np.argmax(wrong))].as_py() if wrong.any() else None
             streaming.refuse_nonfinite(results, self.model_id, int(wrong.sum()), first, "non-finite scores")
             ids.append(side_ids)
-        only = [a.filter(pc.invert(pc.is_in(a, value_set=b))) for a, b in ((ids[0], ids[1]), (ids[1], ids[0]))]
-        streaming.refuse_id_mismatch(self.model_id, _sorted(only[0]), _sorted(only[1]), self.cand.path)
+        streaming.refuse_id_mismatch(self.model_id, *streaming.one_sided(*ids), self.cand.path)
 
     def pair_ids(self, positions: Sequence[int]) -> Dict[int, str]:
         """The baseline's pair ids at these positions, reading only the row groups that hold them."""

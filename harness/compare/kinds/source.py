@@ -79,8 +79,7 @@ class FilePair(_Pair):
         the whole pass, counted against the memory budget; ``what``: the pass, for its progress reports; ``tap``:
         also called on every segment, in order)."""
         counter = progress.tracker(self.settings.listener, self.model_id, what or "one pass", self.rows)
-        streaming.stream(self.base, self.cand, self.model_id, workers, held_bytes, self.settings.memory_mb,
-                         on_rows=counter.add if counter is not None else None, tap=tap)
+        streaming.stream(self.base, self.cand, self.model_id, workers, held_bytes, self.settings.memory_mb, counter, tap)
 
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
         """Raise for NaN/Inf rows (baseline positions) or all-zero baseline rows (``problem``): bad input, never a
