@@ -151,7 +151,8 @@ def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], Non
 
 class Tap:
     """One model's ``Accumulator`` fed from the verdict's own pass, the reference's rows read alongside (nothing
-    read twice); reference rows other than the baseline's are refused when it is made, before the pass."""
+    read twice); reference rows other than the baseline's are refused when it is made, before the pass. What
+    ``apply`` needs of the two runs is taken here too: the baseline's own class, and who each side is."""
 
     def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
         self.ref, self.model_id, self.acc, self.offset = ref, model_id, Accumulator(), 0
@@ -168,6 +169,11 @@ class Tap:
         flags = [f.model_columns(model_id, ["truncated"])["truncated"] if "truncated" in f.arrow_schema.names else None
                  for f in (ref, base, cand)]
         self.flags = [arrow_to_numpy(single_chunk(f)) for f in flags if f is not None and not f.null_count]
+        self.baseline_class = auto_class(base.fingerprint, base.models.get(model_id))
+        served = [is_served(f.models.get(model_id)) for f in (base, cand)]
+        self.sides = ("the baseline", "the candidate")
+        if served[0] != served[1]:
+            self.sides = ("the server", "the library") if served[0] else ("the library", "the server")
 
     def __call__(self, segment: Segment) -> None:
         position, rows = segment[0], len(segment[1])
@@ -188,37 +194,24 @@ class Tap:
                      truncated=tuple(f[at] for f in self.flags) if len(self.flags) == 3 else None)  # type: ignore[arg-type]
 
 
-def _scale(policy: Policy, model_id: str, tol: Tolerance, base: ResultsFile, cand: ResultsFile) -> float:
-    """The expected error ratio of the class judged at over the baseline's precision class (1 when the same)."""
-    try:
-        own = policy.tolerance(model_id, auto_class(base.fingerprint, base.models.get(model_id)))
-    except PolicyError:  # a policy without the baseline's precision class: no expected loss known
-        return 1.0
-    return max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)
-
-
-def _sides(base: ResultsFile, cand: ResultsFile, model_id: str) -> Tuple[str, str]:
-    served = [is_served(f.models.get(model_id)) for f in (base, cand)]
-    if served[0] != served[1]:
-        return ("the server", "the library") if served[0] else ("the library", "the server")
-    return "the baseline", "the candidate"
-
-
 def tap(ref: Optional[ResultsFile], base: ResultsFile, cand: ResultsFile, model_id: str) -> Optional[Tap]:
     """The ``Tap`` the verdict's pass feeds; None without a reference and for quantized vectors (judged in bits)."""
     precisions = {f.records[model_id].precision for f in (base, cand)}
     return None if ref is None or precisions & set(quantized.PRECISIONS) else Tap(ref, base, cand, model_id)
 
 
-def apply(verdict: ModelVerdict, fed: Optional[Tap], base: ResultsFile, cand: ResultsFile, tol: Tolerance,
-          policy: Policy) -> ModelVerdict:
+def apply(verdict: ModelVerdict, fed: Optional[Tap], tol: Tolerance, policy: Policy) -> ModelVerdict:
     """``verdict`` with its accuracy against the reference (what the pass ``fed``) and the ``accuracy_ratio`` check
     (the status re-judged); unchanged without a reference, for a model not compared, and for quantized vectors."""
     model_id = verdict.model_id
     if fed is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.quantized:
         return verdict
     measured, ref = fed.acc.result(), fed.ref
-    scale = _scale(policy, model_id, tol, base, cand)
+    try:  # the expected error ratio of the class judged at over the baseline's own (1 when the same)
+        own = policy.tolerance(model_id, fed.baseline_class)
+        scale = max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)
+    except PolicyError:  # a policy without the baseline's precision class: no expected loss known
+        scale = 1.0
     limit = tol.max_accuracy_ratio * scale
     gate = policy.judge_by == "accuracy"
     detail = (f"candidate RMSE {measured.candidate.rmse:.3g} / baseline RMSE {measured.baseline.rmse:.3g} against "
@@ -239,4 +232,4 @@ def apply(verdict: ModelVerdict, fed: Optional[Tap], base: ResultsFile, cand: Re
     return dataclasses.replace(
         verdict, checks=checks, min_passing=min_passing, reason="; ".join(reason),
         status=Status.PASS if all(c.passed for c in judged) else Status.FAIL,
-        accuracy=AccuracyVerdict(measured, limit, scale, gate, _sides(base, cand, model_id), str(ref.path)))
+        accuracy=AccuracyVerdict(measured, limit, scale, gate, fed.sides, str(ref.path)))

@@ -131,7 +131,7 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
             verdict = _judge(base, cand, model_id, tol, settings, index, tap)
         verdict = dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
                                       precision_change=precision_note)
-        verdicts.append(accuracy.apply(verdict, tap, base, cand, tol, policy))
+        verdicts.append(accuracy.apply(verdict, tap, tol, policy))
     changes = environment_changes(base, cand, model_ids)
     return Comparison(str(base.path), str(cand.path), policy.source, verdicts, changes,
                       base.fingerprint, cand.fingerprint, base.corpus, label, notes)
