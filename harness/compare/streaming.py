@@ -93,15 +93,9 @@ def refuse_nonfinite(results: ResultsFile, model_id: str, rows: int, first: Opti
 
 def _scan_nonfinite(results: ResultsFile, model_id: str, ids: pa.ChunkedArray) -> None:
     """Refuse a file with NaN/Inf vectors (a separate pass, only taken when the files are not compared)."""
-    bad, first, position = 0, None, 0
-    for group, count in results.model_row_groups(model_id):
-        vectors = results.read_vectors(model_id, group)
-        rows = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-        if len(rows) and first is None:
-            first = ids[position + int(rows[0])].as_py()
-        bad += len(rows)
-        position += count
-    refuse_nonfinite(results, model_id, bad, first)
+    finite = [np.isfinite(vectors).all(axis=1) for vectors in _vectors(results, model_id)]  # a bool per row
+    bad = np.flatnonzero(~np.concatenate(finite)) if finite else []
+    refuse_nonfinite(results, model_id, len(bad), ids[int(bad[0])].as_py() if len(bad) else None)
 
 
 def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:

@@ -33,9 +33,6 @@ def significant(value: Any, against: Optional[float] = None, digits: int = 3) ->
     if not math.isfinite(value) or value == 0:
         return "0" if value == 0 else str(value)
 
-    def order(a: float, b: float) -> int:
-        return (a > b) - (a < b)
-
     start = digits
     if 0.5 < abs(value) < 2 and abs(value) != 1:  # near 1 what drifts is the distance from 1: keep its digits
         start += max(0, math.ceil(-math.log10(abs(abs(value) - 1))))
@@ -45,7 +42,7 @@ def significant(value: Any, against: Optional[float] = None, digits: int = 3) ->
             continue
         if against is not None and math.isfinite(against):
             other = f"{float(against):.{width}g}"
-            if order(float(shown), float(other)) != order(value, float(against)):
+            if np.sign(float(shown) - float(other)) != np.sign(value - float(against)):
                 continue
         return shown
     return repr(value)

@@ -5,7 +5,7 @@ the feeding differs.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from harness.compare import progress, streaming
 from harness.compare.streaming import NONFINITE
 from harness.compare.workers import run_segments
 from harness.config.environment import CompareSettings
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ResultsFileError
 from harness.results import ResultsFile
 
 __all__ = ["ArrayPair", "EmbeddingPair", "FilePair", "Worker"]
@@ -35,6 +35,8 @@ class _Pair:
     settings: CompareSettings  # the comparison's memory budget, certificate use, progress listener
     segment_bytes: int = 0  # bytes of the largest segment pair ``feed`` reads (0: both sides already in memory)
     model_id: str
+    labels: Tuple[str, str]  # the sides as bad input is refused naming them
+    error: Type[HarnessError] = HarnessError
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
         raise NotImplementedError
@@ -43,13 +45,25 @@ class _Pair:
         """The id of the text at baseline position ``position``."""
         return self.ids_at(np.array([position]))[0]
 
+    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
+        """Raise for NaN/Inf rows (baseline positions) or all-zero baseline rows (``problem``): bad input, never a
+        verdict. The baseline first; each side's first bad row in its own order."""
+        for label, rows in zip(self.labels, (base_rows, cand_rows)):
+            if rows:
+                model = f" model '{self.model_id}'" if self.model_id else ""
+                first = self.item_id(min(rows))
+                raise self.error(f"{label}:{model} has {problem} in {len(rows)} row(s) (first: '{first}')")
+
 
 class FilePair(_Pair):
     """One bi-encoder of two results files, streamed row group by row group."""
 
+    error = ResultsFileError
+
     def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str,
                  settings: Optional[CompareSettings] = None) -> None:
         self.base, self.cand, self.model_id = base, cand, model_id
+        self.labels = (str(base.path), str(cand.path))
         self.settings = settings or CompareSettings.from_environment()
         self.plan = streaming.plan(base, cand, model_id)
         self.rows, self.dim = self.plan.rows, self.plan.dim
@@ -79,14 +93,8 @@ class FilePair(_Pair):
         the whole pass, counted against the memory budget; ``what``: the pass, for its progress reports; ``tap``:
         also called on every segment, in order)."""
         counter = progress.tracker(self.settings.listener, self.model_id, what or "one pass", self.rows)
-        streaming.stream(self.base, self.cand, self.model_id, workers, held_bytes, self.settings.memory_mb, counter, tap)
-
-    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
-        """Raise for NaN/Inf rows (baseline positions) or all-zero baseline rows (``problem``): bad input, never a
-        verdict. The baseline first; each file's first bad row in its own file order."""
-        for results, rows in ((self.base, base_rows), (self.cand, cand_rows)):
-            if rows:
-                streaming.refuse_nonfinite(results, self.model_id, len(rows), self.item_id(min(rows)), problem)
+        streaming.stream(self.base, self.cand, self.model_id, workers, held_bytes, self.settings.memory_mb,
+                         counter, tap)
 
 
 class ArrayPair(_Pair):
@@ -121,13 +129,6 @@ class ArrayPair(_Pair):
         bounds = range(0, self.rows, self.SEGMENT_ROWS)
         run_segments(((s, self.base[s : s + self.SEGMENT_ROWS], self.cand[s : s + self.SEGMENT_ROWS]) for s in bounds),
                      workers[:1], tap=tap)
-
-    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
-        for label, rows in zip(self.labels, (base_rows, cand_rows)):
-            if rows:
-                model = f" model '{self.model_id}'" if self.model_id else ""
-                raise HarnessError(f"{label}:{model} has {problem} in {len(rows)} row(s) "
-                                   f"(first: '{self.item_id(min(rows))}')")
 
 
 #: both sides of one bi-encoder, from files or arrays
