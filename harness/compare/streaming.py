@@ -115,13 +115,7 @@ def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
         refuse_id_mismatch(model_id, *one_sided(b_ids, c_ids), cand.path)
         raise ResultsFileError(f"{cand.path}: model '{model_id}' rows are not in canonical order")  # normalized: never
     roles = cols["role"]
-    return Plan(
-        rows=len(b_ids),
-        dim=b_dim,
-        base_ids=b_ids,
-        queries=np.flatnonzero(_role_mask(roles, "query")),
-        documents=_role_mask(roles, "document"),
-    )
+    return Plan(len(b_ids), b_dim, b_ids, np.flatnonzero(_role_mask(roles, "query")), _role_mask(roles, "document"))
 
 
 def read_rows(results: ResultsFile, model_id: str, positions: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from harness.compare.scenarios import Scenario
 from harness.config.project import IndexSettings
 from harness.errors import HarnessError, first_line
 
-__all__ = ["VectorIndexError", "build_index", "faiss_or_reason", "index_scenario", "load_index", "parse_id_map"]
+__all__ = ["VectorIndexError", "build_index", "index_scenario", "load_index", "parse_id_map"]
 
 #: queries searched at a time (their results and exact scores: a few KB each)
 QUERY_BATCH = 4096
@@ -29,15 +29,6 @@ ID_MAP_MAX_BYTES = 1 << 30
 
 class VectorIndexError(HarnessError):
     """A vector index file, its id map or the ``[index]`` settings cannot be used (exit 2)."""
-
-
-def faiss_or_reason() -> Tuple[Any, str]:
-    """The ``faiss`` module, or None and why the index scenario does not run."""
-    try:
-        import faiss
-    except ImportError as err:
-        return None, f"faiss is not installed ({first_line(err)}): pip install 'embedding-harness[index]'"
-    return faiss, ""
 
 
 def _metric(faiss: Any, metric: str) -> int:
@@ -196,10 +187,12 @@ def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray
     """Keep the index, through the index: built from ``base_docs`` (or the user's file), searched with both
     sides' queries in batches; not run (with the reason) without FAISS. Bad settings or files raise
     ``VectorIndexError``."""
-    faiss, reason = faiss_or_reason()
     title = f"keep the index, through a FAISS {settings.type if settings.file is None else 'index file'}"
-    if faiss is None:
-        return Scenario("index", title, None, reason=reason)
+    try:
+        import faiss
+    except ImportError as err:
+        return Scenario("index", title, None, reason=f"faiss is not installed ({first_line(err)}): "
+                                                   "pip install 'embedding-harness[index]'")
     k = min(int(k), len(base_docs))
     rows_f32 = _rows(base_docs, settings.metric)  # what the index holds; exact search for the recall (faiss.knn)
     if settings.file is not None:

@@ -6,14 +6,14 @@ a budget of segments in memory, the first error stopping all, BLAS limited to on
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-__all__ = ["Segment", "blas_threads", "pairs_in_flight", "queries_per_pass", "run_segments"]
+__all__ = ["Segment", "pairs_in_flight", "queries_per_pass", "run_segments"]
 
 Segment = Tuple[int, np.ndarray, np.ndarray]
 
@@ -29,16 +29,6 @@ def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: int, minimum:
     ``memory_mb`` leaves beside one row group pair of ``pair_bytes``, at least ``minimum`` (a pass over the
     documents per batch: tiny batches would read the files over and over)."""
     return max(minimum, ((memory_mb << 20) - max(0, int(pair_bytes))) // max(1, int(query_bytes)))
-
-
-def blas_threads(limit: Optional[int]) -> Any:
-    """Limit BLAS threads while the workers run (threadpoolctl, skipped if missing): an idle OpenBLAS thread spins
-    (``docs/performance.md``: two workers with two BLAS threads each ran 40% longer)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=limit, user_api="blas") if limit else contextlib.nullcontext()
 
 
 def _pieces(count: int, pieces: int) -> List[Tuple[int, int]]:
@@ -67,7 +57,7 @@ def run_segments(segments: Iterable[Segment], workers: Sequence[Callable[[Segmen
     pools = [ThreadPoolExecutor(1, thread_name_prefix=f"harness-compare-{i}") for i in range(len(workers))]
     pending: Deque[List[Future[None]]] = deque()
     try:
-        with blas_threads(1):
+        with threadpool_limits(limits=1, user_api="blas"):  # an idle OpenBLAS thread spins (docs/performance.md)
             for segment in segments:
                 if tap is not None:
                     tap(segment)
