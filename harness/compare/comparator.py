@@ -1,8 +1,6 @@
-"""The comparator: the loop over the models of a baseline and a candidate results file.
-
-Refuse incomparable inputs (other corpus, models or weights), then per model choose the tolerance class and hand
-it to its kind's judge (``harness.compare.kinds``). Nothing here imports torch or sentence-transformers (the
-comparator must not drift itself), nor pandas (+0.4 s, +50 MB).
+"""The comparator: refuse incomparable inputs (other corpus, models or weights), then per model choose the tolerance
+class and hand it to its kind's judge (``harness.compare.kinds``). No torch here (the comparator must not drift
+itself), nor pandas (+0.4 s, +50 MB).
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from harness.compare import accuracy, certify, kinds, quantized
 from harness.compare.factors import env_changes, environment_changes
-from harness.compare.kinds.common import WORST_N
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
 from harness.config.policy import Policy, Tolerance, choose_class, is_served, load_policy
@@ -24,7 +21,7 @@ from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
 from harness.verdict import Comparison, ModelVerdict, Status
 
-__all__ = ["compare_files", "compare_results", "env_changes", "same_file_note", "WORST_N"]
+__all__ = ["compare_files", "compare_results", "env_changes", "same_file_note"]
 
 def _performance(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Speed and memory of one side's run of one model, with the device it ran on (for the reports)."""

@@ -1,7 +1,5 @@
-"""Running workers over a stream of segments: each worker on its own thread, the next segment read meanwhile, at most
-a budget of segments in memory, the first error stopping all, BLAS limited to one thread each.
-
-``harness.compare.streaming`` decides what the segments are; this module only runs them.
+"""Running workers over a stream of segments (``harness.compare.streaming`` decides what they are): each worker on
+its own thread, the next segment read meanwhile, a budget of segments in memory, the first error stopping all.
 """
 
 from __future__ import annotations

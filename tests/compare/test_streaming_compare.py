@@ -19,13 +19,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import harness.compare.comparator as comparator
 import harness.results.schema as results_mod
 from harness.compare import metrics as m
 from harness.compare import stats
 from harness.compare.comparator import compare_files
 from harness.compare.kinds import retrieval
-from harness.compare.kinds.common import share, significant
+from harness.compare.kinds.common import WORST_N, share, significant
 from harness.compare.stats import percentile as p99_module
 from harness.config.environment import CompareSettings
 from harness.config.policy import Tolerance, load_policy
@@ -84,7 +83,7 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
                                    "zeros": [int((diff == 0).sum())]},
         },
         "offenders": [(str(ids[i]), float(per_row[i]), f"cosine {significant(cosine[i], tol.min_cosine)}")
-                      for i in np.argsort(-per_row, kind="stable")[:comparator.WORST_N] if per_row[i] > 0],
+                      for i in np.argsort(-per_row, kind="stable")[:WORST_N] if per_row[i] > 0],
     }
     q, d = roles == "query", roles == "document"
     if q.any() and d.any():

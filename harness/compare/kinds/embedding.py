@@ -46,8 +46,7 @@ def _through_index(pair: EmbeddingPair, k: int, tol: Tolerance, index: Optional[
 @dataclass(frozen=True)
 class ScenarioRequest:
     """The comparator's ask for the scenarios beside a verdict: the ``[index]`` to search through (None: exact
-    scenarios only) and whether the candidate came from a server (the keep-the-index line then asks about its
-    queries). Skipped when the settings say so (``CompareSettings.scenarios``, HARNESS_SCENARIOS=0)."""
+    only) and whether the candidate was served (the advice then asks about its queries). HARNESS_SCENARIOS=0 skips."""
 
     index: Optional[IndexSettings] = None
     served: bool = False
@@ -76,9 +75,7 @@ def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
     """The k to compare (at most the documents there are); None when there are no queries or no documents (no
     retrieval to judge)."""
     n_docs = int(pair.documents.sum())
-    if not len(pair.queries) or not n_docs:
-        return None
-    return min(k, n_docs)
+    return min(k, n_docs) if len(pair.queries) and n_docs else None
 
 
 class _Worker(RetrievalWorker):
@@ -184,10 +181,8 @@ def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
     another dtype than their precision's."""
     precisions = [f.records[model_id].precision or "float32" for f in (base, cand)]
     if precisions[0] != precisions[1]:
-        raise IncompatibleInputs(
-            f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's {precisions[0]}: "
-            "compare a quantized run only with a baseline of the same precision"
-        )
+        raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's "
+                                 f"{precisions[0]}: compare a quantized run only with a baseline of the same precision")
     precision = precisions[0]
     expected = quantized.STORED_DTYPE[precision]
     for side in (base, cand):

@@ -25,10 +25,6 @@ from harness.verdict import Check, ModelVerdict, Offender
 __all__ = ["judge_rerank", "judge_rerank_files", "queries_in_memory"]
 
 
-#: one aligned chunk: (baseline position of its first pair, query ids, baseline scores, candidate scores)
-Chunk = Tuple[int, pa.Array, np.ndarray, np.ndarray]
-
-
 def _scores(table: pa.Table) -> np.ndarray:
     return arrow_to_numpy(table.column("score")).astype(np.float64)
 
@@ -88,8 +84,9 @@ class RerankPair:
             raise ResultsFileError(f"{self.cand.path}: model '{self.model_id}' pairs are not in canonical order") from None
         runs.close()
 
-    def _chunks(self) -> Iterator[Chunk]:
-        """Both files side by side in equal-length slices (row groups may be cut differently on each side)."""
+    def _chunks(self) -> Iterator[Tuple[int, pa.Array, np.ndarray, np.ndarray]]:
+        """Both files side by side in equal-length slices (row groups may be cut differently on each side):
+        (baseline position of the first pair, query ids, baseline scores, candidate scores)."""
         sides = [self.base.model_table(self.model_id, ["item_id", "query_id", "passage_id", "score"]),
                  self.cand.model_table(self.model_id, ["item_id", "score"])]
         last, nonfinite = None, False
