@@ -15,17 +15,16 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from harness.compare import quantized
 from harness.compare.kinds.common import significant
 from harness.compare.workers import Segment
-from harness.config.policy import Policy, Tolerance, auto_class, is_served
+from harness.config.policy import Policy, Tolerance
 from harness.errors import HarnessError, IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 from harness.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
 
 __all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket",
-           "SideError", "Tap", "accuracy", "apply", "find", "tap"]
+           "SideError", "Tap", "accuracy", "apply", "find"]
 
 #: token-count bucket lower edges: 1-16, 17-32, ..., 257-512, 513 and more
 TOKEN_EDGES: Tuple[int, ...] = (0, 17, 33, 65, 129, 257, 513)
@@ -151,10 +150,11 @@ def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], Non
 
 class Tap:
     """One model's ``Accumulator`` fed from the verdict's own pass, the reference's rows read alongside (nothing
-    read twice); reference rows other than the baseline's are refused when it is made, before the pass. What
-    ``apply`` needs of the two runs is taken here too: the baseline's own class, and who each side is."""
+    read twice); reference rows other than the baseline's are refused when it is made, before the pass. It carries
+    what ``apply`` needs of the two runs, taken by the comparator: the baseline's own class, which side is served."""
 
-    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str, baseline_class: str,
+                 served: Tuple[bool, bool]) -> None:
         self.ref, self.model_id, self.acc, self.offset = ref, model_id, Accumulator(), 0
         self.column = "vector" if base.records[model_id].kind == "bi-encoder" else "score"
         self.tokens = "tokens" in ref.arrow_schema.names
@@ -169,8 +169,7 @@ class Tap:
         flags = [f.model_columns(model_id, ["truncated"])["truncated"] if "truncated" in f.arrow_schema.names else None
                  for f in (ref, base, cand)]
         self.flags = [arrow_to_numpy(single_chunk(f)) for f in flags if f is not None and not f.null_count]
-        self.baseline_class = auto_class(base.fingerprint, base.models.get(model_id))
-        served = [is_served(f.models.get(model_id)) for f in (base, cand)]
+        self.baseline_class = baseline_class
         self.sides = ("the baseline", "the candidate")
         if served[0] != served[1]:
             self.sides = ("the server", "the library") if served[0] else ("the library", "the server")
@@ -192,12 +191,6 @@ class Tap:
         self.acc.add(arrow_to_numpy(single_chunk(self.ids.slice(position, rows))), values, segment[1], segment[2],
                      tokens=None if tokens is None else arrow_to_numpy(tokens),
                      truncated=tuple(f[at] for f in self.flags) if len(self.flags) == 3 else None)  # type: ignore[arg-type]
-
-
-def tap(ref: Optional[ResultsFile], base: ResultsFile, cand: ResultsFile, model_id: str) -> Optional[Tap]:
-    """The ``Tap`` the verdict's pass feeds; None without a reference and for quantized vectors (judged in bits)."""
-    precisions = {f.records[model_id].precision for f in (base, cand)}
-    return None if ref is None or precisions & set(quantized.PRECISIONS) else Tap(ref, base, cand, model_id)
 
 
 def apply(verdict: ModelVerdict, fed: Optional[Tap], tol: Tolerance, policy: Policy) -> ModelVerdict:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from harness.compare import accuracy, certify, kinds, quantized
 from harness.compare.factors import env_changes, environment_changes
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
-from harness.config.policy import Policy, Tolerance, choose_class, is_served, load_policy
+from harness.config.policy import Policy, Tolerance, auto_class, choose_class, is_served, load_policy
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
@@ -87,18 +87,24 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     return None
 
 
-def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings,
-           index: Optional[IndexSettings] = None, tap: Optional[accuracy.Tap] = None) -> ModelVerdict:
-    """The kind's judge for one model that both sides ran (its pass feeds ``tap``, the accuracy against fp64)."""
+def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
+           settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
+           served: Tuple[bool, bool]) -> ModelVerdict:
+    """The kind's judge for one model that both sides ran, with the accuracy against ``ref`` (fp64) its pass feeds
+    (none for quantized vectors, judged in bits); ``own_class``, ``served``: the runs' facts, read by the caller."""
     rec_b, rec_c = base.records[model_id], cand.records[model_id]
+    quantized_run = rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS
+    tap = accuracy.Tap(ref, base, cand, model_id, own_class, served) if ref and not quantized_run else None
     if rec_b.kind != "bi-encoder":
-        return kinds.judge_rerank_files(base, cand, model_id, tol, tap)
-    if rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS:
+        verdict = kinds.judge_rerank_files(base, cand, model_id, tol, tap)
+    elif quantized_run:
         precision = kinds.file_precision(base, cand, model_id)
-        return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
-    pair = kinds.FilePair(base, cand, model_id, settings)
-    return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read here, not judged
-                                  scenarios=ScenarioRequest(index, is_served(cand.models[model_id])), tap=tap)
+        verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
+    else:
+        pair = kinds.FilePair(base, cand, model_id, settings)
+        verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read, not judged
+                                         scenarios=ScenarioRequest(index, served[1]), tap=tap)
+    return accuracy.apply(verdict, tap, tol, policy)
 
 
 def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Policy] = None, *,
@@ -113,22 +119,23 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
+    notes = same_file_note(base.path, cand.path)
     ref = accuracy.find(base, reference)
+    notes += [] if ref else [accuracy.NO_REFERENCE]
     verdicts: List[ModelVerdict] = []
     sides = (("baseline", base), ("candidate", cand))
-    notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy.NO_REFERENCE])
-    for model_id in model_ids:
-        cls, precision_note = choose_class(policy, base.fingerprint, base.models[model_id], cand.fingerprint,
-                                           cand.models[model_id], forced=tolerance_class)
+    for model_id in model_ids:  # the facts of the model's two runs, read once, handed down
+        info_b, info_c = base.models[model_id], cand.models[model_id]
+        cls, precision_note = choose_class(policy, base.fingerprint, info_b, cand.fingerprint, info_c,
+                                           forced=tolerance_class)
+        own_class, served = auto_class(base.fingerprint, info_b), (is_served(info_b), is_served(info_c))
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
-        tap = None if verdict else accuracy.tap(ref, base, cand, model_id)
         if verdict is None:
-            verdict = _judge(base, cand, model_id, tol, settings, index, tap)
-        verdict = dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
-                                      precision_change=precision_note)
-        verdicts.append(accuracy.apply(verdict, tap, tol, policy))
+            verdict = _judge(base, cand, model_id, tol, policy, settings, index, ref, own_class, served)
+        verdicts.append(dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
+                                            precision_change=precision_note))
     changes = environment_changes(base, cand, model_ids)
     return Comparison(str(base.path), str(cand.path), policy.source, verdicts, changes,
                       base.fingerprint, cand.fingerprint, base.corpus, label, notes)
