@@ -135,6 +135,14 @@ class Misaligned(Exception):
     """The two sides' rows do not line up: one side ended before the other (the caller says why)."""
 
 
+def _next_rows(read: Callable[[], Any]) -> Any:
+    """The next block that has rows (empty ones skipped), None at the end."""
+    block = read()
+    while block is not None and not len(block):
+        block = read()
+    return block
+
+
 def aligned(reads: Sequence[Callable[[], Any]], reader: Optional[Executor] = None) -> Generator[Tuple[int, Any, Any], None, None]:
     """Both sides side by side in equal-length slices of their blocks (``reads``: the next block of each side, None
     at its end; blocks may be cut differently on each side). With a ``reader``, a pair of blocks needed together
@@ -150,13 +158,13 @@ def aligned(reads: Sequence[Callable[[], Any]], reader: Optional[Executor] = Non
             continue
         blocks = [None if empty[side] else blocks[side] for side in (0, 1)]  # let go before reading the next
         if all(empty) and reader is not None:
-            later = reader.submit(reads[1])
+            later = reader.submit(_next_rows, reads[1])
             try:
-                blocks[0] = reads[0]()
+                blocks[0] = _next_rows(reads[0])
             finally:
                 blocks[1] = later.result()
         else:
-            blocks = [reads[side]() if empty[side] else blocks[side] for side in (0, 1)]
+            blocks = [_next_rows(reads[side]) if empty[side] else blocks[side] for side in (0, 1)]
         offset = [0 if empty[side] else offset[side] for side in (0, 1)]
         if blocks[0] is None or blocks[1] is None:
             if blocks[0] is not None or blocks[1] is not None:
