@@ -29,12 +29,6 @@ def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: int, minimum:
     return max(minimum, ((memory_mb << 20) - max(0, int(pair_bytes))) // max(1, int(query_bytes)))
 
 
-def _pieces(count: int, pieces: int) -> List[Tuple[int, int]]:
-    """``count`` rows cut into ``pieces`` nearly equal ranges."""
-    bounds = [count * i // pieces for i in range(pieces + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
 def run_segments(segments: Iterable[Segment], workers: Sequence[Callable[[Segment], None]], in_flight: int = 1,
         on_rows: Optional[Callable[[int], None]] = None, tap: Optional[Callable[[Segment], None]] = None) -> None:
     """Hand each segment to ``tap`` (on this thread, in order) and, one piece per worker, to the workers: each on
@@ -60,8 +54,9 @@ def run_segments(segments: Iterable[Segment], workers: Sequence[Callable[[Segmen
                 if tap is not None:
                     tap(segment)
                 position, base, cand = segment
+                cuts = [len(base) * i // len(workers) for i in range(len(workers) + 1)]  # nearly equal pieces
                 pending.append([pool.submit(call, worker, (position + a, base[a:b], cand[a:b]))
-                                for pool, worker, (a, b) in zip(pools, workers, _pieces(len(base), len(workers)))])
+                                for pool, worker, a, b in zip(pools, workers, cuts, cuts[1:]) if b > a])
                 del segment, base, cand  # the pieces hold the rows only as long as their workers need them
                 while pending and (len(pending) >= in_flight or all(f.done() for f in pending[0])):
                     for future in pending.popleft():

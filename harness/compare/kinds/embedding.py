@@ -29,14 +29,11 @@ from harness.verdict import Check, ModelVerdict, Offender, RetrievalScenarios, S
 __all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized", "retrieval_k"]
 
 
-#: why the scenario through an index did not run without an ``[index]`` table
-NO_INDEX = "no [index] configured (harness.toml, or --index FILE --id-map FILE)"
-
-
 def _through_index(pair: EmbeddingPair, k: int, tol: Tolerance, index: Optional[IndexSettings]) -> scenarios.Scenario:
     """Through the index: the documents and every query in memory, as the index holds them."""
     if index is None or not isinstance(pair, FilePair):
-        return scenarios.Scenario("index", "keep the index, through a FAISS index", None, reason=NO_INDEX)
+        return scenarios.Scenario("index", "keep the index, through a FAISS index", None,
+                                  reason="no [index] configured (harness.toml, or --index FILE --id-map FILE)")
     base_q, cand_q = pair.query_vectors()
     at = np.flatnonzero(pair.documents)
     docs = streaming.read_rows(pair.base, pair.model_id, at)
