@@ -1,14 +1,8 @@
 """Accuracy against an fp64 reference: is a drift normal rounding, or a loss of accuracy, and which side is wrong?
 
 Two fp32 runs differ by rounding and neither is "right"; an fp64 run is right to about 1e-16, so each side's error
-against it can be measured. The accuracy ratio (candidate RMSE / baseline RMSE) is about 1 for another fp32
-device or kernel, hundreds and more for fp16/bf16 (``docs/how-to/reference.md``). PyTorch's compiler tests use
-the same rule (``MULTIPLIERS``). Fed block by block: memory of one block.
-
-In the verdict, the comparator finds the reference (``find``), the verdict's own pass feeds it (``tap``: the
-reference read alongside, nothing read twice) and ``apply`` adds the ``accuracy_ratio`` check: at most the class's
-``max_accuracy_ratio`` times ``scale`` (1, unless the candidate is judged at its own lower class, whose expected
-loss, ``precision_error_ratio``, it is then allowed). With ``judge_by = "accuracy"`` the ratio alone decides.
+against it can be measured (``docs/how-to/reference.md``). The verdict's own pass feeds the ``Tap`` (nothing read
+twice) and ``apply`` adds the ``accuracy_ratio`` check (candidate RMSE / baseline RMSE, PyTorch's rule).
 """
 
 from __future__ import annotations
@@ -21,17 +15,16 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pyarrow as pa
 
-from harness.compare import quantized
 from harness.compare.kinds.common import significant
 from harness.compare.workers import Segment
-from harness.config.policy import Policy, Tolerance, auto_class, is_served
+from harness.config.policy import Policy, Tolerance
 from harness.errors import HarnessError, IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 from harness.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
 
 __all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket",
-           "SideError", "Tap", "accuracy", "apply", "find", "tap"]
+           "SideError", "Tap", "accuracy", "apply", "find"]
 
 #: token-count bucket lower edges: 1-16, 17-32, ..., 257-512, 513 and more
 TOKEN_EDGES: Tuple[int, ...] = (0, 17, 33, 65, 129, 257, 513)
@@ -157,9 +150,11 @@ def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], Non
 
 class Tap:
     """One model's ``Accumulator`` fed from the verdict's own pass, the reference's rows read alongside (nothing
-    read twice); reference rows other than the baseline's are refused when it is made, before the pass."""
+    read twice); reference rows other than the baseline's are refused when it is made, before the pass. It carries
+    what ``apply`` needs of the two runs, taken by the comparator: the baseline's own class, which side is served."""
 
-    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str, baseline_class: str,
+                 served: Tuple[bool, bool]) -> None:
         self.ref, self.model_id, self.acc, self.offset = ref, model_id, Accumulator(), 0
         self.column = "vector" if base.records[model_id].kind == "bi-encoder" else "score"
         self.tokens = "tokens" in ref.arrow_schema.names
@@ -174,6 +169,10 @@ class Tap:
         flags = [f.model_columns(model_id, ["truncated"])["truncated"] if "truncated" in f.arrow_schema.names else None
                  for f in (ref, base, cand)]
         self.flags = [arrow_to_numpy(single_chunk(f)) for f in flags if f is not None and not f.null_count]
+        self.baseline_class = baseline_class
+        self.sides = ("the baseline", "the candidate")
+        if served[0] != served[1]:
+            self.sides = ("the server", "the library") if served[0] else ("the library", "the server")
 
     def __call__(self, segment: Segment) -> None:
         position, rows = segment[0], len(segment[1])
@@ -194,37 +193,18 @@ class Tap:
                      truncated=tuple(f[at] for f in self.flags) if len(self.flags) == 3 else None)  # type: ignore[arg-type]
 
 
-def _scale(policy: Policy, model_id: str, tol: Tolerance, base: ResultsFile, cand: ResultsFile) -> float:
-    """The expected error ratio of the class judged at over the baseline's precision class (1 when the same)."""
-    try:
-        own = policy.tolerance(model_id, auto_class(base.fingerprint, base.models.get(model_id)))
-    except PolicyError:  # a policy without the baseline's precision class: no expected loss known
-        return 1.0
-    return max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)
-
-
-def _sides(base: ResultsFile, cand: ResultsFile, model_id: str) -> Tuple[str, str]:
-    served = [is_served(f.models.get(model_id)) for f in (base, cand)]
-    if served[0] != served[1]:
-        return ("the server", "the library") if served[0] else ("the library", "the server")
-    return "the baseline", "the candidate"
-
-
-def tap(ref: Optional[ResultsFile], base: ResultsFile, cand: ResultsFile, model_id: str) -> Optional[Tap]:
-    """The ``Tap`` the verdict's pass feeds; None without a reference and for quantized vectors (judged in bits)."""
-    precisions = {f.records[model_id].precision for f in (base, cand)}
-    return None if ref is None or precisions & set(quantized.PRECISIONS) else Tap(ref, base, cand, model_id)
-
-
-def apply(verdict: ModelVerdict, fed: Optional[Tap], base: ResultsFile, cand: ResultsFile, tol: Tolerance,
-          policy: Policy) -> ModelVerdict:
+def apply(verdict: ModelVerdict, fed: Optional[Tap], tol: Tolerance, policy: Policy) -> ModelVerdict:
     """``verdict`` with its accuracy against the reference (what the pass ``fed``) and the ``accuracy_ratio`` check
     (the status re-judged); unchanged without a reference, for a model not compared, and for quantized vectors."""
     model_id = verdict.model_id
     if fed is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.quantized:
         return verdict
     measured, ref = fed.acc.result(), fed.ref
-    scale = _scale(policy, model_id, tol, base, cand)
+    try:  # the expected error ratio of the class judged at over the baseline's own (1 when the same)
+        own = policy.tolerance(model_id, fed.baseline_class)
+        scale = max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)
+    except PolicyError:  # a policy without the baseline's precision class: no expected loss known
+        scale = 1.0
     limit = tol.max_accuracy_ratio * scale
     gate = policy.judge_by == "accuracy"
     detail = (f"candidate RMSE {measured.candidate.rmse:.3g} / baseline RMSE {measured.baseline.rmse:.3g} against "
@@ -245,4 +225,4 @@ def apply(verdict: ModelVerdict, fed: Optional[Tap], base: ResultsFile, cand: Re
     return dataclasses.replace(
         verdict, checks=checks, min_passing=min_passing, reason="; ".join(reason),
         status=Status.PASS if all(c.passed for c in judged) else Status.FAIL,
-        accuracy=AccuracyVerdict(measured, limit, scale, gate, _sides(base, cand, model_id), str(ref.path)))
+        accuracy=AccuracyVerdict(measured, limit, scale, gate, fed.sides, str(ref.path)))

@@ -1,8 +1,6 @@
-"""The comparator: the loop over the models of a baseline and a candidate results file.
-
-Refuse incomparable inputs (other corpus, models or weights), then per model choose the tolerance class and hand
-it to its kind's judge (``harness.compare.kinds``). Nothing here imports torch or sentence-transformers (the
-comparator must not drift itself), nor pandas (+0.4 s, +50 MB).
+"""The comparator: refuse incomparable inputs (other corpus, models or weights), then per model choose the tolerance
+class and hand it to its kind's judge (``harness.compare.kinds``). No torch here (the comparator must not drift
+itself), nor pandas (+0.4 s, +50 MB).
 """
 
 from __future__ import annotations
@@ -10,58 +8,20 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from harness.compare import accuracy, certify, kinds, quantized
-from harness.compare.factors import same_setting
-from harness.compare.kinds.common import WORST_N
+from harness.compare.factors import env_changes, environment_changes
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
-from harness.config.policy import Policy, Tolerance, choose_class, is_served, load_policy
+from harness.config.policy import Policy, Tolerance, auto_class, choose_class, is_served, load_policy
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
-from harness.verdict import Comparison, EnvChange, ModelVerdict, Status
+from harness.verdict import Comparison, ModelVerdict, Status
 
-__all__ = ["compare_files", "compare_results", "env_changes", "model_env", "same_file", "same_file_note", "WORST_N"]
-
-#: fingerprint keys that differ between any two machines without meaning anything for the numbers
-_VOLATILE_KEYS = ("executable", "env.HF_HUB_OFFLINE", "env.TRANSFORMERS_OFFLINE")
-
-
-def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    flat: Dict[str, Any] = {}
-    for key, value in data.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
-
-
-def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
-    """Fingerprint entries that differ (package versions, device, dtype, flags, threads, ...)."""
-    fb, fc = _flatten(baseline), _flatten(candidate)
-    keys = sorted({*fb, *fc})
-    return [EnvChange(k, fb.get(k), fc.get(k)) for k in keys if not same_setting(k, fb.get(k), fc.get(k))
-            and k not in _VOLATILE_KEYS]
-
-
-def without_unserved(changes: List[EnvChange], baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
-    """Drop the entries a run of served models only (``device = "http"``) cannot have: that process loaded
-    nothing; what its servers did is under ``served``."""
-    sides = [i for i, fp in enumerate((baseline, candidate)) if str(fp.get("device_type")) == "http"]
-    if not sides:
-        return changes
-    return [c for c in changes if c.key.startswith("served.") or c.key in ("device", "device_type")
-            or not any((c.baseline, c.candidate)[i] is None for i in sides)]
-
-
-def model_env(results: ResultsFile, model_id: str) -> Dict[str, Any]:
-    """Per-model facts worth diffing (loaded dtype, attention kernel, weights) next to the fingerprint."""
-    record = results.records.get(model_id)
-    keys = ("loaded_dtype", "attn_implementation", "max_seq_length", "padding_side", "weights_sha256", "saved_versions",
-            "backend")
-    return {k: getattr(record, k) for k in keys if record is not None and getattr(record, k) is not None}
-
+__all__ = ["compare_files", "compare_results", "env_changes", "same_file_note"]
 
 def _performance(results: ResultsFile, model_id: str) -> Dict[str, Any]:
     """Speed and memory of one side's run of one model, with the device it ran on (for the reports)."""
@@ -105,17 +65,13 @@ def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Ite
     return wanted
 
 
-def same_file(baseline: str | Path, candidate: str | Path) -> bool:
-    """Both sides are one file (one path, or two names of it): such a comparison passes by construction."""
-    try:
-        return os.path.samefile(str(baseline), str(candidate))
-    except OSError:  # URIs, files gone since they were opened
-        return str(baseline) == str(candidate)
-
-
 def same_file_note(baseline: str | Path, candidate: str | Path) -> List[str]:
-    """The note a comparison of a file with itself carries: it proves nothing."""
-    if not same_file(baseline, candidate):
+    """The note a comparison of a file with itself (one path, or two names of it) carries: it proves nothing."""
+    try:
+        same = os.path.samefile(str(baseline), str(candidate))
+    except OSError:  # URIs, files gone since they were opened
+        same = str(baseline) == str(candidate)
+    if not same:
         return []
     return [f"baseline and candidate are the same file ({candidate}): it passes by construction, "
             "this comparison cannot detect drift"]
@@ -131,18 +87,24 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     return None
 
 
-def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, settings: CompareSettings,
-           index: Optional[IndexSettings] = None, tap: Optional[accuracy.Tap] = None) -> ModelVerdict:
-    """The kind's judge for one model that both sides ran (its pass feeds ``tap``, the accuracy against fp64)."""
+def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
+           settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
+           served: Tuple[bool, bool]) -> ModelVerdict:
+    """The kind's judge for one model that both sides ran, with the accuracy against ``ref`` (fp64) its pass feeds
+    (none for quantized vectors, judged in bits); ``own_class``, ``served``: the runs' facts, read by the caller."""
     rec_b, rec_c = base.records[model_id], cand.records[model_id]
+    quantized_run = rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS
+    tap = accuracy.Tap(ref, base, cand, model_id, own_class, served) if ref and not quantized_run else None
     if rec_b.kind != "bi-encoder":
-        return kinds.judge_rerank_files(base, cand, model_id, tol, tap)
-    if rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS:
+        verdict = kinds.judge_rerank_files(base, cand, model_id, tol, tap)
+    elif quantized_run:
         precision = kinds.file_precision(base, cand, model_id)
-        return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
-    pair = kinds.FilePair(base, cand, model_id, settings)
-    return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read here, not judged
-                                  scenarios=ScenarioRequest(index, is_served(cand.models[model_id])), tap=tap)
+        verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
+    else:
+        pair = kinds.FilePair(base, cand, model_id, settings)
+        verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read, not judged
+                                         scenarios=ScenarioRequest(index, served[1]), tap=tap)
+    return accuracy.apply(verdict, tap, tol, policy)
 
 
 def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Policy] = None, *,
@@ -157,26 +119,25 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
+    notes = same_file_note(base.path, cand.path)
     ref = accuracy.find(base, reference)
+    notes += [] if ref else [accuracy.NO_REFERENCE]
     verdicts: List[ModelVerdict] = []
     sides = (("baseline", base), ("candidate", cand))
-    notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy.NO_REFERENCE])
-    for model_id in model_ids:
-        cls, precision_note = choose_class(policy, base.fingerprint, base.models[model_id], cand.fingerprint,
-                                           cand.models[model_id], forced=tolerance_class)
+    for model_id in model_ids:  # the facts of the model's two runs, read once, handed down
+        info_b, info_c = base.models[model_id], cand.models[model_id]
+        cls, precision_note = choose_class(policy, base.fingerprint, info_b, cand.fingerprint, info_c,
+                                           forced=tolerance_class)
+        own_class, served = auto_class(base.fingerprint, info_b), (is_served(info_b), is_served(info_c))
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
-        tap = None if verdict else accuracy.tap(ref, base, cand, model_id)
         if verdict is None:
-            verdict = _judge(base, cand, model_id, tol, settings, index, tap)
-        verdict = dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
-                                      precision_change=precision_note)
-        verdicts.append(accuracy.apply(verdict, tap, base, cand, tol, policy))
-    base_env = {**base.fingerprint, "models": {k: model_env(base, k) for k in model_ids}}
-    cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}
-    return Comparison(str(base.path), str(cand.path), policy.source, verdicts,
-                      without_unserved(env_changes(base_env, cand_env), base.fingerprint, cand.fingerprint),
+            verdict = _judge(base, cand, model_id, tol, policy, settings, index, ref, own_class, served)
+        verdicts.append(dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
+                                            precision_change=precision_note))
+    changes = environment_changes(base, cand, model_ids)
+    return Comparison(str(base.path), str(cand.path), policy.source, verdicts, changes,
                       base.fingerprint, cand.fingerprint, base.corpus, label, notes)
 
 

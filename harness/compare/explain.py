@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from harness import paths
-from harness.compare.comparator import env_changes, model_env, without_unserved
-from harness.compare.factors import FACTOR_GROUPS, factor_of_key
+from harness.compare.factors import FACTOR_GROUPS, environment_changes, factor_of_key
 from harness.config.tomlfile import tomllib
 from harness.results import ResultsFile
 from harness.verdict import EnvChange
@@ -53,12 +52,6 @@ def factor_of(change: EnvChange) -> Optional[str]:
     return factor_of_key(change.key, change.baseline, change.candidate)
 
 
-def _environment(results: ResultsFile) -> Dict[str, Any]:
-    """The fingerprint, the batch size and each model's facts (``model_env``, as ``harness compare`` diffs them)."""
-    return {**results.fingerprint, "run": {"batch_size": results.run.batch_size},
-            "models": {m: model_env(results, m) for m in results.records}}
-
-
 def _part_of_serving(change: EnvChange, served: set[str]) -> bool:
     """A difference that only says one side was served: its ``device = "http"``, or a served model's weights
     (absent on the server's side)."""
@@ -72,7 +65,7 @@ def explain(baseline: str | Path, candidate: str | Path, magnitudes: Optional[Di
     """Factors that differ between two results files, largest known drift first."""
     table = magnitudes if magnitudes is not None else load_magnitudes()
     base, cand = ResultsFile(baseline), ResultsFile(candidate)
-    changes = without_unserved(env_changes(_environment(base), _environment(cand)), base.fingerprint, cand.fingerprint)
+    changes = environment_changes(base, cand, batch_size=True)
     served = {c.key.split(".")[1] for c in changes if c.key.startswith("models.") and c.key.endswith(".backend")
               and "http" in (c.baseline, c.candidate)}
     grouped: Dict[str, List[EnvChange]] = {}

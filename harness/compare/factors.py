@@ -1,13 +1,19 @@
-"""Which factor a fingerprint difference belongs to, and its group: one table for every report. Stdlib only."""
+"""What differs between two runs' environments, which factor each difference belongs to, and its group: one table
+for every report and ``harness explain``."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from harness.hardware import env_group
+from harness.verdict import EnvChange
 
-__all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "UNORDERED_KEYS", "factor_of_key", "group_of", "group_changes", "same_setting"]
+if TYPE_CHECKING:
+    from harness.results import ResultsFile
+
+__all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "UNORDERED_KEYS", "env_changes", "environment_changes", "factor_of_key",
+           "group_of", "group_changes", "same_setting"]
 
 #: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
 _KEY_FACTORS: Tuple[Tuple[str, str], ...] = tuple((prefix, factor) for factor, prefixes in (
@@ -28,6 +34,8 @@ _MODEL_FACTORS = {
     "saved_versions": "weights",
     "backend": "server",
 }
+#: fingerprint keys that differ between any two machines without meaning anything for the numbers
+_VOLATILE_KEYS = ("executable", "env.HF_HUB_OFFLINE", "env.TRANSFORMERS_OFFLINE")
 _ENV_GROUP_FACTORS = {"kernels": "kernels", "threads": "threads", "cuda": "device", "device": "device"}
 
 #: factor -> the group a report shows it under
@@ -58,6 +66,36 @@ def same_setting(key: str, baseline: Any, candidate: Any) -> bool:
     if key in UNORDERED_KEYS:
         return _canonical(baseline) == _canonical(candidate)
     return baseline == candidate
+
+
+def _flatten(data: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def env_changes(baseline: Dict[str, Any], candidate: Dict[str, Any]) -> List[EnvChange]:
+    """Fingerprint entries that differ (package versions, device, dtype, flags, threads, ...)."""
+    fb, fc = _flatten(baseline), _flatten(candidate)
+    return [EnvChange(k, fb.get(k), fc.get(k)) for k in sorted({*fb, *fc})
+            if not same_setting(k, fb.get(k), fc.get(k)) and k not in _VOLATILE_KEYS]
+
+
+def environment_changes(base: ResultsFile, cand: ResultsFile, models: Optional[Sequence[str]] = None,
+                        batch_size: bool = False) -> List[EnvChange]:
+    """What differs between two runs: fingerprints and the facts of ``models`` (None: each side's own), with the
+    batch size if asked; less what a run of served models only (``device = "http"``) cannot have: it loaded
+    nothing, what its servers did is under ``served``."""
+    def environment(results: ResultsFile) -> Dict[str, Any]:
+        records = {m: results.records.get(m) for m in (results.records if models is None else models)}
+        return {**results.fingerprint, **({"run": {"batch_size": results.run.batch_size}} if batch_size else {}),
+                "models": {m: {k: getattr(r, k) for k in _MODEL_FACTORS if r is not None and getattr(r, k) is not None}
+                           for m, r in records.items()}}
+
+    served = [i for i, f in enumerate((base, cand)) if str(f.fingerprint.get("device_type")) == "http"]
+    return [c for c in env_changes(environment(base), environment(cand)) if not served or c.key.startswith("served.")
+            or c.key in ("device", "device_type") or not any((c.baseline, c.candidate)[i] is None for i in served)]
 
 
 def factor_of_key(key: str, baseline: Any = None, candidate: Any = None) -> Optional[str]:

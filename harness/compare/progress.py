@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-__all__ = ["Listener", "PassProgress", "PassTracker", "tracker"]
+__all__ = ["Listener", "PassProgress", "tracker"]
 
 
 @dataclass(frozen=True)
@@ -26,22 +26,17 @@ class PassProgress:
 Listener = Callable[[PassProgress], None]
 
 
-class PassTracker:
-    """Counts the rows of one pass as the workers finish them (any thread) and reports each step."""
+def tracker(listener: Optional[Listener], model_id: str, what: str, rows: int) -> Optional[Callable[[int], None]]:
+    """A counter of one pass's rows as the workers finish them (any thread), reporting each step; None when nobody
+    listens (nothing is counted then)."""
+    if listener is None:
+        return None
+    lock, done, started = threading.Lock(), [0], time.monotonic()
 
-    def __init__(self, listener: Listener, model_id: str, what: str, rows: int) -> None:
-        self.listener, self.model_id, self.what, self.rows = listener, model_id, what, int(rows)
-        self.done = 0
-        self.started = time.monotonic()
-        self._lock = threading.Lock()
+    def add(count: int) -> None:
+        with lock:
+            done[0] += int(count)
+            event = PassProgress(model_id, what, done[0], int(rows), time.monotonic() - started)
+        listener(event)
 
-    def add(self, rows: int) -> None:
-        with self._lock:
-            self.done += int(rows)
-            event = PassProgress(self.model_id, self.what, self.done, self.rows, time.monotonic() - self.started)
-        self.listener(event)
-
-
-def tracker(listener: Optional[Listener], model_id: str, what: str, rows: int) -> Optional[PassTracker]:
-    """A tracker for one pass, or None when nobody listens (nothing is counted then)."""
-    return PassTracker(listener, model_id, what, rows) if listener is not None else None
+    return add

@@ -133,9 +133,8 @@ class QuantizedStats:
             out.update(bits_per_row=bits, max_bit_flips=self.most, mean_bit_flips=total / rows if rows else 0.0,
                        total_bit_flips=total, flipped_bit_fraction=total / (rows * bits) if rows and bits else 0.0)
         else:
-            size = self.elements
-            out.update(max_int_distance=self.most, elements=size, elements_changed=self.elements_changed,
-                       elements_changed_fraction=self.elements_changed / size if size else 0.0)
+            out.update(max_int_distance=self.most, elements=self.elements, elements_changed=self.elements_changed,
+                       elements_changed_fraction=self.elements_changed / self.elements if self.elements else 0.0)
         return {**out, "rows_changed": self.rows_changed,
                 "rows_changed_fraction": self.rows_changed / rows if rows else 0.0}
 

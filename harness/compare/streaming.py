@@ -1,39 +1,31 @@
 """Streaming two results files side by side: aligned row segments of one model, fed to worker threads.
 
-The comparator judges; this module only moves rows. Both files are read row group by row group, so memory is a
-few row groups whatever the file size. Only ids and roles are read whole (small next to vectors):
-
-1. ids pass (``plan``): item_id + role of both sides; duplicates, missing ids and the alignment are decided.
-2. queries (``read_rows``): the rows with role "query", read from the row groups holding them.
-3. vectors (``stream``): aligned segments of both files go to the workers (``CompareSettings.threads``) (reads serialized,
-   compute in parallel: numpy and pyarrow release the GIL), each with its own accumulators, merged by the caller
-   (the threads themselves: ``harness.compare.workers``).
-
-Results files are in canonical order (``harness.results.schema``; the comparator normalizes any other file when
-it opens it), so the two sides of a corpus line up row for row: both files are streamed side by side, even when
-their row groups are cut differently. Works for any stored vector dtype (float32/float16/float64 and the
-int8/uint8 of quantized runs).
+The comparator judges; this module only moves rows, row group by row group (memory: a few row groups whatever the
+file size; only ids and roles are read whole). ``plan`` reads the ids and decides duplicates, missing ids and the
+alignment; ``read_rows`` the queries; ``stream`` hands aligned segments to the workers (``harness.compare.workers``).
+Results files are in canonical order (``harness.results.schema``), so the two sides line up row for row, even when
+their row groups are cut differently.
 """
 
 from __future__ import annotations
 
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Generator, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.compare.workers import Budget, Prefetch, Segment, blas_threads, pairs_in_flight, run_segments
+from harness.compare.workers import Segment, pairs_in_flight, run_segments
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
-__all__ = ["Plan", "Segment", "plan", "read_rows", "refuse_id_mismatch",
-           "refuse_nonfinite", "row_group_pair_bytes", "stream"]
+__all__ = ["Misaligned", "Plan", "Segment", "aligned", "one_sided", "plan", "read_rows", "refuse_duplicates",
+           "refuse_id_mismatch", "refuse_nonfinite", "row_group_pair_bytes", "stream"]
 
 
 def refuse_id_mismatch(model_id: str, only_base: Any, only_cand: Any,
@@ -57,17 +49,25 @@ class Plan:
     documents: np.ndarray  # bool per baseline position, role "document"
 
 
-def _duplicates(ids: pa.ChunkedArray) -> List[str]:
-    """Ids that occur more than once, sorted. Strictly increasing ids (canonical order) need one comparison
-    pass; others a hash pass (~10x slower)."""
+def refuse_duplicates(results: ResultsFile, model_id: str, ids: pa.ChunkedArray | pa.Array) -> None:
+    """Refuse ids that occur more than once (the first three, sorted). Strictly increasing ids (canonical order)
+    need one comparison pass; others a hash pass (~10x slower)."""
     flat = single_chunk(ids)
     if len(flat) < 2 or pc.all(pc.greater(flat.slice(1), flat.slice(0, len(flat) - 1))).as_py():
-        return []
+        return
     counts = pc.value_counts(flat)
-    if len(counts) == len(ids):
-        return []
-    values = counts.field("values").to_pylist()
-    return sorted(values[i] for i in np.flatnonzero(arrow_to_numpy(counts.field("counts")) > 1))
+    if len(counts) < len(flat):
+        values = counts.field("values").to_pylist()
+        dup = sorted(values[i] for i in np.flatnonzero(arrow_to_numpy(counts.field("counts")) > 1))
+        raise ResultsFileError(f"{results.path}: model '{model_id}' has duplicate id(s) {', '.join(dup[:3])}")
+
+
+def one_sided(base_ids: pa.ChunkedArray | pa.Array, cand_ids: pa.ChunkedArray | pa.Array) -> Tuple[pa.Array, pa.Array]:
+    """The ids only the baseline has, and those only the candidate has, each sorted (arrow sorts bytewise: the
+    code point order of Python and numpy)."""
+    b, c = single_chunk(base_ids), single_chunk(cand_ids)
+    only_b, only_c = (a.filter(pc.invert(pc.is_in(a, value_set=other))) for a, other in ((b, c), (c, b)))
+    return only_b.take(pc.sort_indices(only_b)), only_c.take(pc.sort_indices(only_c))
 
 
 def _role_mask(roles: pa.ChunkedArray, role: str) -> np.ndarray:
@@ -93,15 +93,9 @@ def refuse_nonfinite(results: ResultsFile, model_id: str, rows: int, first: Opti
 
 def _scan_nonfinite(results: ResultsFile, model_id: str, ids: pa.ChunkedArray) -> None:
     """Refuse a file with NaN/Inf vectors (a separate pass, only taken when the files are not compared)."""
-    bad, first, position = 0, None, 0
-    for group, count in results.model_row_groups(model_id):
-        vectors = results.read_vectors(model_id, group)
-        rows = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-        if len(rows) and first is None:
-            first = ids[position + int(rows[0])].as_py()
-        bad += len(rows)
-        position += count
-    refuse_nonfinite(results, model_id, bad, first)
+    finite = [np.isfinite(vectors).all(axis=1) for vectors in _vectors(results, model_id)]  # a bool per row
+    bad = np.flatnonzero(~np.concatenate(finite)) if finite else []
+    refuse_nonfinite(results, model_id, len(bad), ids[int(bad[0])].as_py() if len(bad) else None)
 
 
 def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
@@ -109,32 +103,19 @@ def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
     the same ids are the same order: anything else is a duplicate or an id on one side only."""
     cols = base.model_columns(model_id, ["item_id", "role"])
     b_ids, c_ids = cols["item_id"], cand.model_columns(model_id, ["item_id"])["item_id"]
-    dup = _duplicates(b_ids)
-    if dup:
-        raise ResultsFileError(f"{base.path}: model '{model_id}' has duplicate id(s) {', '.join(dup[:3])}")
+    refuse_duplicates(base, model_id, b_ids)
     same_order = b_ids.equals(c_ids)
     b_dim, c_dim = base.vector_spec(model_id)[0], cand.vector_spec(model_id)[0]
     if not same_order or b_dim != c_dim:
-        c_dup = [] if same_order else _duplicates(c_ids)
         _scan_nonfinite(base, model_id, b_ids)
-        if c_dup:
-            raise ResultsFileError(f"{cand.path}: model '{model_id}' has duplicate id(s) {', '.join(c_dup[:3])}")
+        refuse_duplicates(cand, model_id, c_ids)
         _scan_nonfinite(cand, model_id, c_ids)
         if b_dim != c_dim:
             raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors have dim {c_dim}, baseline {b_dim}")
-        c_flat, b_flat = c_ids.combine_chunks(), b_ids.combine_chunks()
-        only_b = np.sort(arrow_to_numpy(b_flat.filter(pc.invert(pc.is_in(b_flat, value_set=c_flat)))))
-        only_c = np.sort(arrow_to_numpy(c_flat.filter(pc.invert(pc.is_in(c_flat, value_set=b_flat)))))
-        refuse_id_mismatch(model_id, only_b, only_c, cand.path)
+        refuse_id_mismatch(model_id, *one_sided(b_ids, c_ids), cand.path)
         raise ResultsFileError(f"{cand.path}: model '{model_id}' rows are not in canonical order")  # normalized: never
     roles = cols["role"]
-    return Plan(
-        rows=len(b_ids),
-        dim=b_dim,
-        base_ids=b_ids,
-        queries=np.flatnonzero(_role_mask(roles, "query")),
-        documents=_role_mask(roles, "document"),
-    )
+    return Plan(len(b_ids), b_dim, b_ids, np.flatnonzero(_role_mask(roles, "query")), _role_mask(roles, "document"))
 
 
 def read_rows(results: ResultsFile, model_id: str, positions: np.ndarray) -> np.ndarray:
@@ -150,84 +131,49 @@ def read_rows(results: ResultsFile, model_id: str, positions: np.ndarray) -> np.
     return out
 
 
-def _read_counted(results: ResultsFile, model_id: str, group: int, budget: Optional[Budget],
-                  taken: bool = False) -> np.ndarray:
-    """``read_vectors``, first taking one of ``budget``'s tokens (unless ``taken``: already held for it), given
-    back when the rows are freed (by whichever thread drops the last slice): the read-ahead never holds more
-    than ``budget`` baseline row groups (row group pairs: the candidate's is read under the same token)."""
-    if budget is None:
-        return results.read_vectors(model_id, group)
-    if not taken:
-        budget.acquire()
-    try:
-        rows = results.read_vectors(model_id, group)
-    except BaseException:
-        budget.release()
-        raise
-    owner = rows
-    while isinstance(owner.base, np.ndarray):  # slices keep the array that owns the memory alive
-        owner = owner.base
-    weakref.finalize(owner, budget.release)
-    return rows
+class Misaligned(Exception):
+    """The two sides' rows do not line up: one side ended before the other (the caller says why)."""
 
 
-def _same_order_segments(base: ResultsFile, cand: ResultsFile, model_id: str, pieces: int = 1,
-                         budget: Optional[Budget] = None, parallel_reads: bool = False) -> Iterator[Segment]:
-    """Both files side by side, in equal-length slices (row groups may be cut differently on each side), each
-    cut into ``pieces``. With ``parallel_reads``, a row group pair needed at the same time (equal cuts: the
-    normal case) is read on two threads: reading and checksumming is half the work at 1M x 384, and pyarrow
-    releases the GIL while it decodes."""
-    files = (base, cand)
-    groups = [iter(f.model_row_groups(model_id)) for f in files]
-    current: List[np.ndarray] = [np.zeros((0, 0)), np.zeros((0, 0))]
-    offset = [0, 0]
-    position = 0
-    pool = ThreadPoolExecutor(1, thread_name_prefix="harness-compare-read-candidate") if parallel_reads else None
-    try:
-        while True:
-            if pool is not None and offset[0] >= len(current[0]) and offset[1] >= len(current[1]):
-                current = [np.zeros((0, 0)), np.zeros((0, 0))]  # let go of the finished pair first
-                nxt = [next(groups[0], None), next(groups[1], None)]
-                if nxt[0] is None or nxt[1] is None:
-                    return
-                if budget is not None:
-                    budget.acquire()  # one token for the pair: the candidate's read starts only once it is held
-                other = pool.submit(_read_counted, cand, model_id, nxt[1][0], None)
-                try:
-                    current[0] = _read_counted(base, model_id, nxt[0][0], budget, taken=True)
-                except BaseException:
-                    futures_wait([other])
-                    raise
-                current[1] = other.result()
-                offset = [0, 0]
-            for side in (0, 1):
-                while offset[side] >= len(current[side]):
-                    current[side] = np.zeros((0, 0))  # let go of a finished row group before reading the next
-                    nxt_group = next(groups[side], None)
-                    if nxt_group is None:
-                        return
-                    current[side] = _read_counted(files[side], model_id, nxt_group[0], budget if side == 0 else None)
-                    offset[side] = 0
-            take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
-            for start, stop in _pieces(take, pieces):  # the workers share a row group instead of holding one each
-                yield (position + start, current[0][offset[0] + start : offset[0] + stop],
-                       current[1][offset[1] + start : offset[1] + stop])
-            offset[0] += take
-            offset[1] += take
-            position += take
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+def _next_rows(read: Callable[[], Any]) -> Any:
+    """The next block that has rows (empty ones skipped), None at the end."""
+    block = read()
+    while block is not None and not len(block):
+        block = read()
+    return block
 
 
-def _pieces(count: int, pieces: int) -> List[Tuple[int, int]]:
-    """``count`` rows cut into ``pieces`` nearly equal ranges."""
-    bounds = [count * i // pieces for i in range(pieces + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+def aligned(reads: Sequence[Callable[[], Any]], reader: Optional[Executor] = None) -> Generator[Tuple[int, Any, Any], None, None]:
+    """Both sides side by side in equal-length slices of their blocks (``reads``: the next block of each side, None
+    at its end; blocks may be cut differently on each side). With a ``reader``, a pair of blocks needed together
+    (equal cuts: the normal case) is read on two threads: pyarrow releases the GIL while it decodes."""
+    blocks: List[Any] = [None, None]
+    offset, position = [0, 0], 0
+    while True:
+        empty = [blocks[side] is None or offset[side] >= len(blocks[side]) for side in (0, 1)]
+        if not any(empty):
+            take = min(len(blocks[0]) - offset[0], len(blocks[1]) - offset[1])
+            yield position, blocks[0][offset[0] : offset[0] + take], blocks[1][offset[1] : offset[1] + take]
+            offset, position = [offset[0] + take, offset[1] + take], position + take
+            continue
+        blocks = [None if empty[side] else blocks[side] for side in (0, 1)]  # let go before reading the next
+        if all(empty) and reader is not None:
+            later = reader.submit(_next_rows, reads[1])
+            try:
+                blocks[0] = _next_rows(reads[0])
+            finally:
+                blocks[1] = later.result()
+        else:
+            blocks = [_next_rows(reads[side]) if empty[side] else blocks[side] for side in (0, 1)]
+        offset = [0 if empty[side] else offset[side] for side in (0, 1)]
+        if blocks[0] is None or blocks[1] is None:
+            if blocks[0] is not None or blocks[1] is not None:
+                raise Misaligned()
+            return
 
 
 def row_group_pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) -> int:
-    """Bytes of the largest row group of each side, together (what one budget token stands for)."""
+    """Bytes of the largest row group of each side, together (one of ``pairs_in_flight``)."""
     total = 0
     for results in (base, cand):
         dim, dtype = results.vector_spec(model_id)
@@ -236,22 +182,19 @@ def row_group_pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) ->
     return total
 
 
-def stream(base: ResultsFile, cand: ResultsFile, model_id: str, layout: Plan,
-           workers: Sequence[Callable[[Segment], None]], held_bytes: int, memory_mb: int,
-           on_rows: Optional[Callable[[int], None]] = None, tap: Optional[Callable[[Segment], None]] = None) -> None:
-    """Call the workers (one thread each) on aligned segments covering every row of ``model_id`` once, and
-    ``tap`` on each of them in order, as they are read (the reading thread: the accuracy against fp64).
+def _vectors(results: ResultsFile, model_id: str) -> Iterator[np.ndarray]:
+    return (results.read_vectors(model_id, group) for group, _ in results.model_row_groups(model_id))
 
-    With several workers, the next row group pair is read while the workers share the current one, the read
-    overlapping the compute (+30% throughput at 1M with two pairs): at most ``pairs_in_flight`` pairs in memory
-    (``memory_mb``, ``held_bytes`` counted in it: the caller's query batch), whatever the number of rows."""
+
+def stream(base: ResultsFile, cand: ResultsFile, model_id: str, workers: Sequence[Callable[[Segment], None]],
+           held_bytes: int, memory_mb: int, on_rows: Optional[Callable[[int], None]] = None,
+           tap: Optional[Callable[[Segment], None]] = None) -> None:
+    """Call the workers on aligned segments covering every row of ``model_id`` once, and ``tap`` on each of them in
+    order (the accuracy against fp64). With several workers the next row group pair is read while they share the
+    current one (+30% at 1M): at most ``pairs_in_flight`` pairs in memory (``held_bytes``: the query batch)."""
     pairs = pairs_in_flight(row_group_pair_bytes(base, cand, model_id), held_bytes, memory_mb)
-    budget = Budget(pairs) if len(workers) > 1 else None
-    segments: Iterator[Segment] = _same_order_segments(base, cand, model_id, len(workers), budget,
-                                                       parallel_reads=budget is not None)
-    if tap is not None:
-        segments = (segment for segment in segments if tap(segment) or True)
-    if budget is not None:
-        segments = Prefetch(segments, depth=len(workers), stop=budget.abandoned)
-    with blas_threads(1 if len(workers) > 1 else None):
-        run_segments(segments, workers, on_rows)
+    reads = [partial(next, _vectors(f, model_id), None) for f in (base, cand)]
+    reader = ThreadPoolExecutor(1, thread_name_prefix="harness-compare-read") if len(workers) > 1 else nullcontext()
+    with reader as pool:
+        with closing(aligned(reads, pool)) as segments:
+            run_segments(segments, workers, pairs, on_rows, tap)

@@ -1,11 +1,7 @@
 """The "keep the index" scenario through a real FAISS index, configured like the user's own (or read from the
-user's index file and id map: a JSON array of corpus ids, one per index position).
-
-Both sides' queries search the index built from the baseline's documents; the two result lists are judged by the
-top-k rules, each in the exact-score order of the index's metric (so a Flat index gives exactly the in-memory
-``keep_index`` scenario). Beside it, the index's own recall@k against exact search. FAISS is optional: without
-it the scenario is not run, with the reason. Deterministic: seeds and threads from ``[index]``, HNSW built on
-one thread.
+user's index file and id map: a JSON array of corpus ids, one per index position). Both sides' queries search the
+index of the baseline's documents; the two result lists are judged by the top-k rules in the exact-score order of
+the index's metric (a Flat index gives exactly the in-memory scenario), with the index's own recall@k beside them.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from harness.compare.scenarios import Scenario
 from harness.config.project import IndexSettings
 from harness.errors import HarnessError, first_line
 
-__all__ = ["VectorIndexError", "build_index", "faiss_or_reason", "index_scenario", "load_index", "parse_id_map"]
+__all__ = ["VectorIndexError", "build_index", "index_scenario", "load_index", "parse_id_map"]
 
 #: queries searched at a time (their results and exact scores: a few KB each)
 QUERY_BATCH = 4096
@@ -33,23 +29,6 @@ ID_MAP_MAX_BYTES = 1 << 30
 
 class VectorIndexError(HarnessError):
     """A vector index file, its id map or the ``[index]`` settings cannot be used (exit 2)."""
-
-
-def faiss_or_reason() -> Tuple[Any, str]:
-    """The ``faiss`` module, or None and why the index scenario does not run."""
-    try:
-        import faiss
-    except ImportError as err:
-        return None, f"faiss is not installed ({first_line(err)}): pip install 'embedding-harness[index]'"
-    return faiss, ""
-
-
-def _faiss() -> Any:
-    """The ``faiss`` module, or ``VectorIndexError`` saying why not."""
-    faiss, reason = faiss_or_reason()
-    if faiss is None:
-        raise VectorIndexError(f"index: {reason}")
-    return faiss
 
 
 def _metric(faiss: Any, metric: str) -> int:
@@ -67,11 +46,10 @@ def _rows(x: np.ndarray, metric: str, chunk: int = 16384) -> np.ndarray:
     return out
 
 
-def build_index(docs: np.ndarray, settings: IndexSettings, prepared: bool = False) -> Any:
-    """An index of ``docs`` (baseline documents; ``prepared``: already as ``_rows`` makes them) as ``settings``
-    describe it; a setting the corpus cannot satisfy (PQ sub-quantizers that do not divide the dimension, too few documents to train) is an error."""
-    faiss = _faiss()
-    n, dim = docs.shape
+def build_index(faiss: Any, rows: np.ndarray, settings: IndexSettings) -> Any:
+    """An index of ``rows`` (baseline documents as ``_rows`` makes them) as ``settings`` describe it; a setting the
+    corpus cannot satisfy (PQ sub-quantizers that do not divide the dimension, too few documents) is an error."""
+    n, dim = rows.shape
     metric = _metric(faiss, settings.metric)
     faiss.omp_set_num_threads(settings.threads)
     if settings.type == "flat":
@@ -97,7 +75,6 @@ def build_index(docs: np.ndarray, settings: IndexSettings, prepared: bool = Fals
             index.pq.cp.seed, index.pq.cp.min_points_per_centroid = settings.seed, 1
         index.cp.seed, index.nprobe = settings.seed, settings.nprobe
         index.cp.min_points_per_centroid = 1  # a small corpus trains quietly (FAISS would warn on stderr)
-    rows = docs if prepared else _rows(docs, settings.metric)
     try:
         if not index.is_trained:
             index.train(rows)
@@ -124,10 +101,9 @@ def parse_id_map(raw: bytes, source: str) -> List[str]:
     return ids
 
 
-def load_index(settings: IndexSettings, dim: int, corpus_ids: Sequence[str]) -> Tuple[Any, np.ndarray]:
+def load_index(faiss: Any, settings: IndexSettings, dim: int, corpus_ids: Sequence[str]) -> Tuple[Any, np.ndarray]:
     """The user's index (``settings.file``) and, per index position, the corpus position of its document
     (``settings.id_map``); checked against the corpus: dimension, metric, one id per vector, ids known."""
-    faiss = _faiss()
     path, map_path = str(settings.file), str(settings.id_map)
     for name, what in ((map_path, "id map"), (path, "index file")):
         if not Path(name).is_file():  # a FIFO or a device would block or never end
@@ -211,16 +187,18 @@ def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray
     """Keep the index, through the index: built from ``base_docs`` (or the user's file), searched with both
     sides' queries in batches; not run (with the reason) without FAISS. Bad settings or files raise
     ``VectorIndexError``."""
-    faiss, reason = faiss_or_reason()
     title = f"keep the index, through a FAISS {settings.type if settings.file is None else 'index file'}"
-    if faiss is None:
-        return Scenario("index", title, None, reason=reason)
+    try:
+        import faiss
+    except ImportError as err:
+        return Scenario("index", title, None, reason=f"faiss is not installed ({first_line(err)}): "
+                                                   "pip install 'embedding-harness[index]'")
     k = min(int(k), len(base_docs))
     rows_f32 = _rows(base_docs, settings.metric)  # what the index holds; exact search for the recall (faiss.knn)
     if settings.file is not None:
-        index, positions = load_index(settings, base_docs.shape[1], doc_ids)
+        index, positions = load_index(faiss, settings, base_docs.shape[1], doc_ids)
     else:
-        index, positions = build_index(rows_f32, settings, prepared=True), np.arange(len(base_docs), dtype=np.int64)
+        index, positions = build_index(faiss, rows_f32, settings), np.arange(len(base_docs), dtype=np.int64)
     metric = _metric(faiss, settings.metric)
     parts, recall = [], []
     for s in range(0, len(base_q), QUERY_BATCH):

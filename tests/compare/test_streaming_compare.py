@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-import harness.compare.comparator as comparator
 import harness.results.schema as results_mod
 from harness.compare import metrics as m
-from harness.compare import stats
+from harness.compare import stats, streaming
 from harness.compare.comparator import compare_files
 from harness.compare.kinds import retrieval
-from harness.compare.kinds.common import share, significant
+from harness.compare.kinds.common import WORST_N, share, significant
 from harness.compare.stats import percentile as p99_module
 from harness.config.environment import CompareSettings
 from harness.config.policy import Tolerance, load_policy
@@ -84,7 +88,7 @@ def _reference(base: Path, cand: Path, model_id: str, tol: Tolerance) -> Dict[st
                                    "zeros": [int((diff == 0).sum())]},
         },
         "offenders": [(str(ids[i]), float(per_row[i]), f"cosine {significant(cosine[i], tol.min_cosine)}")
-                      for i in np.argsort(-per_row, kind="stable")[:comparator.WORST_N] if per_row[i] > 0],
+                      for i in np.argsort(-per_row, kind="stable")[:WORST_N] if per_row[i] > 0],
     }
     q, d = roles == "query", roles == "document"
     if q.any() and d.any():
@@ -237,6 +241,25 @@ def test_row_groups_cut_differently_match_the_reference(synthetic: Dict[str, Any
     monkeypatch.undo()
     assert pq.ParquetFile(recut).metadata.num_row_groups == 4
     assert_same(s["base_path"], recut, SYN)
+
+
+@given(st.lists(st.integers(0, 9), max_size=8), st.lists(st.integers(0, 9), max_size=8), st.booleans())
+def test_aligned_slices_cover_both_sides_row_for_row(cuts_b: List[int], cuts_c: List[int], reader: bool) -> None:
+    """``streaming.aligned`` against concatenation: however each side is cut (empty blocks too), the slices
+    cover both sides once, in order, each pair of equal length; a side with more rows is refused."""
+    blocks = [[np.arange(sum(cuts[:i]), sum(cuts[: i + 1])) for i in range(len(cuts))] for cuts in (cuts_b, cuts_c)]
+    reads = [partial(next, iter(side), None) for side in blocks]
+    with ThreadPoolExecutor(1) if reader else nullcontext() as pool:
+        if sum(cuts_b) != sum(cuts_c):
+            with pytest.raises(streaming.Misaligned):
+                list(streaming.aligned(reads, pool))
+            return
+        slices = list(streaming.aligned(reads, pool))
+    assert [p for p, _, _ in slices] == list(np.cumsum([0] + [len(b) for _, b, _ in slices])[:-1])
+    assert all(len(b) == len(c) and len(b) for _, b, c in slices)
+    for side in (1, 2):
+        got = np.concatenate([s[side] for s in slices]) if slices else np.zeros(0, int)
+        assert got.tolist() == list(range(sum(cuts_b)))
 
 
 def test_retrieval_changes_are_found_like_the_reference(synthetic: Dict[str, Any], tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from harness.compare.metrics import TopKAgreement
 from harness.config.policy import Tolerance
 from harness.verdict import Check, ModelVerdict, Offender, Status, not_judged_note
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "retrieval_not_judged", "share", "significant", "topk_checks"]
+__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
@@ -33,9 +33,6 @@ def significant(value: Any, against: Optional[float] = None, digits: int = 3) ->
     if not math.isfinite(value) or value == 0:
         return "0" if value == 0 else str(value)
 
-    def order(a: float, b: float) -> int:
-        return (a > b) - (a < b)
-
     start = digits
     if 0.5 < abs(value) < 2 and abs(value) != 1:  # near 1 what drifts is the distance from 1: keep its digits
         start += max(0, math.ceil(-math.log10(abs(abs(value) - 1))))
@@ -45,7 +42,7 @@ def significant(value: Any, against: Optional[float] = None, digits: int = 3) ->
             continue
         if against is not None and math.isfinite(against):
             other = f"{float(against):.{width}g}"
-            if order(float(shown), float(other)) != order(value, float(against)):
+            if np.sign(float(shown) - float(other)) != np.sign(value - float(against)):
                 continue
         return shown
     return repr(value)
@@ -86,15 +83,6 @@ def topk_checks(tol: Tolerance, agree: TopKAgreement, pair: Any, metrics: Dict[s
                         f"(ties within {significant(tol.tie_tolerance)} ignored)"),
             ratio_check(f"top{k}_set_agreement", agree.share("same_set"), set_limit,
                         f"{len(changed['set'])} / {n_q} queries changed their top-{k} set")]
-
-
-def retrieval_not_judged(queries: int, documents: int, metrics: Dict[str, Any], evidence: Dict[str, Any]) -> str:
-    """Say why no top-k check ran (a corpus without queries, or without documents), in the metrics and the
-    evidence, instead of leaving the retrieval columns silently empty; returns the note."""
-    why = "no queries" if not queries else "no documents"
-    metrics["topk_not_judged"] = why
-    evidence["topk_not_judged"] = {"why": why, "queries": queries, "documents": documents}
-    return not_judged_note(why)
 
 
 def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],

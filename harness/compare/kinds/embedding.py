@@ -1,22 +1,19 @@
 """Float embeddings: every element within ``atol + rtol * |baseline|``, every text's cosine above ``min_cosine``,
-and each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored). One judge for files and
-arrays: a pair source feeds segments to workers whose accumulators are merged, and the verdict comes from those.
-Quantized vectors (int8/uint8/binary/ubinary, ``harness.compare.quantized``) are judged as integers: bits flipped
-or buckets moved per text, the share of texts changed, top-k by the quantized scores. Beside a float verdict,
-"must I re-embed?": the retrieval scenarios (``harness.compare.scenarios``) computed in the same passes
-and, with an ``[index]``, the one through a FAISS index; reported, never gating.
+each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored); quantized vectors as integers
+(``harness.compare.quantized``). One judge for files and arrays: workers' accumulators, merged. Beside a float
+verdict, the retrieval scenarios ("must I re-embed?", ``harness.compare.scenarios``): reported, never gating.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from harness.compare import quantized, scenarios, streaming, vector_index
-from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, retrieval_not_judged, share, significant, topk_checks
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, share, significant, topk_checks
 from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
 from harness.compare.kinds.source import EmbeddingPair, FilePair, Worker
 from harness.compare.metrics import TopKAgreement
@@ -32,30 +29,21 @@ from harness.verdict import Check, ModelVerdict, Offender, RetrievalScenarios, S
 __all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized", "retrieval_k"]
 
 
-#: why the scenario through an index did not run without an ``[index]`` table
-NO_INDEX = "no [index] configured (harness.toml, or --index FILE --id-map FILE)"
-
-
 def _through_index(pair: EmbeddingPair, k: int, tol: Tolerance, index: Optional[IndexSettings]) -> scenarios.Scenario:
     """Through the index: the documents and every query in memory, as the index holds them."""
     if index is None or not isinstance(pair, FilePair):
-        return scenarios.Scenario("index", "keep the index, through a FAISS index", None, reason=NO_INDEX)
+        return scenarios.Scenario("index", "keep the index, through a FAISS index", None,
+                                  reason="no [index] configured (harness.toml, or --index FILE --id-map FILE)")
     base_q, cand_q = pair.query_vectors()
     at = np.flatnonzero(pair.documents)
     docs = streaming.read_rows(pair.base, pair.model_id, at)
     return vector_index.index_scenario(base_q, cand_q, docs, pair.ids_at(at), k, tol.tie_tolerance, index)
 
 
-def _scenario_share(s: scenarios.Scenario) -> ScenarioShare:
-    order, same = (s.share("same_order"), s.share("same_set")) if s.ran else (None, None)
-    return ScenarioShare(s.key, s.title, order, same, s.reason, s.recall)
-
-
 @dataclass(frozen=True)
 class ScenarioRequest:
     """The comparator's ask for the scenarios beside a verdict: the ``[index]`` to search through (None: exact
-    scenarios only) and whether the candidate came from a server (the keep-the-index line then asks about its
-    queries). Skipped when the settings say so (``CompareSettings.scenarios``, HARNESS_SCENARIOS=0)."""
+    only) and whether the candidate was served (the advice then asks about its queries). HARNESS_SCENARIOS=0 skips."""
 
     index: Optional[IndexSettings] = None
     served: bool = False
@@ -75,25 +63,25 @@ class ScenarioRequest:
                                   min_set=tol.min_topk_set_agreement, advice=decision.advice,
                                   scenario=decision.scenario, order_margin=decision.order_margin,
                                   set_margin=decision.set_margin, served=self.served,
-                                  items=[_scenario_share(s) for s in found])
+                                  items=[ScenarioShare(s.key, s.title, s.share("same_order") if s.ran else None,
+                                                       s.share("same_set") if s.ran else None, s.reason, s.recall)
+                                         for s in found])
 
 
 def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
     """The k to compare (at most the documents there are); None when there are no queries or no documents (no
     retrieval to judge)."""
     n_docs = int(pair.documents.sum())
-    if not len(pair.queries) or not n_docs:
-        return None
-    return min(k, n_docs)
+    return min(k, n_docs) if len(pair.queries) and n_docs else None
 
 
 class _Worker(RetrievalWorker):
-    """One thread's accumulators: the element statistics, and the first query batch's retrieval."""
+    """One thread's accumulators: ``stats`` (element statistics or quantized figures), and the first query batch's
+    retrieval (fed the squared norms ``stats.add`` returns, if any)."""
 
-    def __init__(self, pair: EmbeddingPair, tol: Tolerance, dtype: np.dtype, retrieval: Optional[Retrieval]) -> None:
+    def __init__(self, stats: Any, retrieval: Optional[Retrieval]) -> None:
         super().__init__(retrieval)
-        self.stats = DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
-                               min_cosine=tol.min_cosine, worst_n=WORST_N)
+        self.stats = stats
 
     def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
         super().add(position, base, cand, self.stats.add(position, base, cand))
@@ -101,8 +89,14 @@ class _Worker(RetrievalWorker):
     def merge(self, other: RetrievalWorker) -> None:
         assert isinstance(other, _Worker)
         self.stats.merge(other.stats)
-        other.stats = None  # type: ignore[assignment]  # merged: held no longer
+        other.stats = None  # merged: held no longer
         super().merge(other)
+
+
+def _first_pass(pair: EmbeddingPair, stats: Callable[[], Any], retrieval: Optional[Retrieval],
+                tap: Optional[Worker] = None) -> _Worker:
+    """The verdict's pass: one worker per thread, each with its own ``stats()``, merged into the first."""
+    return run_pass(pair, [_Worker(stats(), retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
 
 
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
@@ -114,8 +108,9 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certifi
     k = retrieval_k(pair, tol.topk)
     share = scenarios.share(pair) if scenarios is not None else None
     retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
-    first = run_pass(pair, [_Worker(pair, tol, dtype, retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
-    st = first.stats
+    first = _first_pass(pair, lambda: DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
+                                                min_cosine=tol.min_cosine, worst_n=WORST_N), retrieval, tap)
+    st: DiffStats = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)
     if st.zero_base:  # zeros against zeros would pass with cosine 1: a baseline without direction proves nothing
@@ -169,8 +164,10 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
         agreement, certified, scored = topk
         checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing)
         evidence["topk"].update(certified=certified, scored_exactly=scored)  # how the agreement was decided
-    else:
-        retrieval_not_judged(len(pair.queries), int(pair.documents.sum()), metrics, evidence)
+    else:  # say why no top-k check ran instead of leaving the retrieval columns silently empty
+        why = "no queries" if not len(pair.queries) else "no documents"
+        metrics["topk_not_judged"] = why
+        evidence["topk_not_judged"] = {"why": why, "queries": len(pair.queries), "documents": int(pair.documents.sum())}
     offenders = [Offender(pair.item_id(w.position), w.value, "max_abs_diff",
                           f"cosine {significant(w.cosine, tol.min_cosine)}") for w in st.worst if w.value > 0]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)
@@ -181,10 +178,8 @@ def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
     another dtype than their precision's."""
     precisions = [f.records[model_id].precision or "float32" for f in (base, cand)]
     if precisions[0] != precisions[1]:
-        raise IncompatibleInputs(
-            f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's {precisions[0]}: "
-            "compare a quantized run only with a baseline of the same precision"
-        )
+        raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's "
+                                 f"{precisions[0]}: compare a quantized run only with a baseline of the same precision")
     precision = precisions[0]
     expected = quantized.STORED_DTYPE[precision]
     for side in (base, cand):
@@ -195,31 +190,14 @@ def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
     return precision
 
 
-class _QuantizedWorker(RetrievalWorker):
-    """One thread's accumulators: the per-text figures, and the first query batch's retrieval by quantized scores."""
-
-    def __init__(self, pair: EmbeddingPair, precision: str, retrieval: Optional[Retrieval]) -> None:
-        super().__init__(retrieval)
-        self.stats = quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N)
-
-    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
-        self.stats.add(position, base, cand)
-        super().add(position, base, cand)
-
-    def merge(self, other: RetrievalWorker) -> None:
-        assert isinstance(other, _QuantizedWorker)
-        self.stats.merge(other.stats)
-        super().merge(other)
-
-
 def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
     """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
     k = retrieval_k(pair, tol.topk)
     retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
-    workers = [_QuantizedWorker(pair, precision, retrieval) for _ in range(max(1, pair.threads))]
-    first = run_pass(pair, workers, retrieval)
-    stats = first.stats
+    first = _first_pass(pair, lambda: quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N),
+                        retrieval)
+    stats: quantized.QuantizedStats = first.stats
     agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None
     limit_key = quantized.limit_key(precision)
     limit = getattr(tol, limit_key)

@@ -1,19 +1,16 @@
 """Cross-encoder scores: every score within ``score_atol + score_rtol * |baseline|``, and no query reranked
-beyond score ties. One judge for arrays (``judge_rerank``) and files (``judge_rerank_files``, streamed through
-``RerankPair``): the verdict is built from ``stats.rerank.RerankStats`` alone.
-
-Files are in canonical order (by query, then passage), so the same pairs are the same rows: streamed side by
-side, each query handed over whole (a query a row group cuts is carried to the next chunk). Anything else is
-broken input, refused with the cause found by one more read of both sides' ids.
+beyond score ties. One judge for arrays (``judge_rerank``) and files (``judge_rerank_files``): the verdict is built
+from ``stats.rerank.RerankStats`` alone. Files are in canonical order (by query, then passage), so the same pairs
+are the same rows; anything else is broken input, refused with its cause.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from harness.compare import streaming
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
@@ -28,21 +25,8 @@ from harness.verdict import Check, ModelVerdict, Offender
 __all__ = ["judge_rerank", "judge_rerank_files", "queries_in_memory"]
 
 
-#: one aligned chunk: (baseline position of its first pair, query ids, baseline scores, candidate scores)
-Chunk = Tuple[int, pa.Array, np.ndarray, np.ndarray]
-
-
-class _Broken(Exception):
-    """The sides do not line up pair for pair: a duplicate or an id on one side only."""
-
-
 def _scores(table: pa.Table) -> np.ndarray:
     return arrow_to_numpy(table.column("score")).astype(np.float64)
-
-
-def _sorted(values: pa.Array) -> pa.Array:
-    """Strings sorted (arrow sorts bytewise: the code point order of Python and numpy)."""
-    return values.take(pc.sort_indices(values))
 
 
 class _QueryRuns:
@@ -95,44 +79,32 @@ class RerankPair:
                 if tap is not None:
                     tap((position, bs, cs))
                 runs.add(position, queries, bs, cs)
-        except _Broken:
+        except streaming.Misaligned:  # a duplicate or an id on one side only
             self._refuse()
             raise ResultsFileError(f"{self.cand.path}: model '{self.model_id}' pairs are not in canonical order") from None
         runs.close()
 
-    def _chunks(self) -> Iterator[Chunk]:
-        """Both files side by side in equal-length slices (row groups may be cut differently on each side)."""
+    def _chunks(self) -> Iterator[Tuple[int, pa.Array, np.ndarray, np.ndarray]]:
+        """Both files side by side in equal-length slices (row groups may be cut differently on each side):
+        (baseline position of the first pair, query ids, baseline scores, candidate scores)."""
         sides = [self.base.model_table(self.model_id, ["item_id", "query_id", "passage_id", "score"]),
                  self.cand.model_table(self.model_id, ["item_id", "score"])]
-        current: List[Optional[pa.Table]] = [next(sides[0], None), next(sides[1], None)]
-        offset, position, last, nonfinite = [0, 0], 0, None, False
-        while True:
-            for side in (0, 1):
-                while current[side] is not None and offset[side] >= len(current[side]):  # type: ignore[arg-type]
-                    current[side], offset[side] = next(sides[side], None), 0
-            if current[0] is None or current[1] is None:
-                if current[0] is not None or current[1] is not None:
-                    raise _Broken()
-                break
-            take = min(len(current[0]) - offset[0], len(current[1]) - offset[1])
-            b, c = current[0].slice(offset[0], take), current[1].slice(offset[1], take)
-            ids = single_chunk(b.column("item_id"))
+        last, nonfinite = None, False
+        for position, b, c in streaming.aligned([partial(next, side, None) for side in sides]):
             keys = b.select(["query_id", "passage_id"])
-            if not ids.equals(single_chunk(c.column("item_id"))) or not in_canonical_order(keys, "rerank"):
-                raise _Broken()
+            if not single_chunk(b.column("item_id")).equals(single_chunk(c.column("item_id"))) or \
+                    not in_canonical_order(keys, "rerank"):
+                raise streaming.Misaligned()
             first = (keys.column(0)[0].as_py(), keys.column(1)[0].as_py())
             if last is not None and not first > last:
-                raise _Broken()
-            last = (keys.column(0)[take - 1].as_py(), keys.column(1)[take - 1].as_py())
+                raise streaming.Misaligned()
+            last = (keys.column(0)[len(b) - 1].as_py(), keys.column(1)[len(b) - 1].as_py())
             bs, cs = _scores(b), _scores(c)
             for values in (bs, cs):
                 wrong = ~np.isfinite(values)
                 nonfinite |= bool(wrong.any())
                 values[wrong] = 0.0  # refused at the end (``_refuse`` counts them): the statistics stay finite
             yield position, b.column("query_id"), bs, cs
-            position += take
-            offset[0] += take
-            offset[1] += take
         if nonfinite:
             self._refuse()
 
@@ -142,16 +114,12 @@ class RerankPair:
         for results in (self.base, self.cand):
             table = pa.concat_tables(list(results.model_table(self.model_id, ["item_id", "score"])))
             side_ids = single_chunk(table.column("item_id")).cast(pa.string())
-            counts = pc.value_counts(side_ids)
-            if len(counts) != len(side_ids):
-                dups = _sorted(counts.field("values").filter(pc.greater(counts.field("counts"), 1)))[:3].to_pylist()
-                raise ResultsFileError(f"{results.path}: model '{self.model_id}' has duplicate id(s) {', '.join(dups)}")
+            streaming.refuse_duplicates(results, self.model_id, side_ids)
             wrong = ~np.isfinite(_scores(table))
             first = side_ids[int(np.argmax(wrong))].as_py() if wrong.any() else None
             streaming.refuse_nonfinite(results, self.model_id, int(wrong.sum()), first, "non-finite scores")
             ids.append(side_ids)
-        only = [a.filter(pc.invert(pc.is_in(a, value_set=b))) for a, b in ((ids[0], ids[1]), (ids[1], ids[0]))]
-        streaming.refuse_id_mismatch(self.model_id, _sorted(only[0]), _sorted(only[1]), self.cand.path)
+        streaming.refuse_id_mismatch(self.model_id, *streaming.one_sided(*ids), self.cand.path)
 
     def pair_ids(self, positions: Sequence[int]) -> Dict[int, str]:
         """The baseline's pair ids at these positions, reading only the row groups that hold them."""

@@ -5,14 +5,15 @@ the feeding differs.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 
 from harness.compare import progress, streaming
 from harness.compare.streaming import NONFINITE
+from harness.compare.workers import run_segments
 from harness.config.environment import CompareSettings
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ResultsFileError
 from harness.results import ResultsFile
 
 __all__ = ["ArrayPair", "EmbeddingPair", "FilePair", "Worker"]
@@ -21,8 +22,8 @@ __all__ = ["ArrayPair", "EmbeddingPair", "FilePair", "Worker"]
 Worker = Callable[[streaming.Segment], None]
 
 
-class EmbeddingPair:
-    """Both sides of one bi-encoder, in the baseline's row order."""
+class _Pair:
+    """What both sources share: sizes, roles and the settings, in the baseline's row order."""
 
     rows: int
     dim: int
@@ -33,37 +34,36 @@ class EmbeddingPair:
     threads: int  # how many workers ``feed`` keeps busy
     settings: CompareSettings  # the comparison's memory budget, certificate use, progress listener
     segment_bytes: int = 0  # bytes of the largest segment pair ``feed`` reads (0: both sides already in memory)
+    model_id: str
+    labels: Tuple[str, str]  # the sides as bad input is refused naming them
+    error: Type[HarnessError] = HarnessError
+
+    def ids_at(self, positions: np.ndarray) -> List[str]:
+        raise NotImplementedError
 
     def item_id(self, position: int) -> str:
         """The id of the text at baseline position ``position``."""
         return self.ids_at(np.array([position]))[0]
 
-    def ids_at(self, positions: np.ndarray) -> List[str]:
-        """The ids of the texts at baseline ``positions`` (the rolling re-embed hashes them)."""
-        raise NotImplementedError
-
-    def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Both sides' vectors of the queries ``start:stop`` (a query batch), in the order of ``queries``."""
-        raise NotImplementedError
-
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
-        """Call the workers on aligned segments covering every row once (``held_bytes``: what the caller holds
-        for the whole pass, the query batch, counted against the memory budget before any row group is read;
-        ``what``: the pass, as its progress reports name it; ``tap``: also called on every segment, in order)."""
-        raise NotImplementedError
-
     def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
-        """Raise for NaN/Inf rows (baseline positions) found while feeding, or all-zero baseline rows
-        (``problem``): bad input, never a verdict."""
-        raise NotImplementedError
+        """Raise for NaN/Inf rows (baseline positions) or all-zero baseline rows (``problem``): bad input, never a
+        verdict. The baseline first; each side's first bad row in its own order."""
+        for label, rows in zip(self.labels, (base_rows, cand_rows)):
+            if rows:
+                model = f" model '{self.model_id}'" if self.model_id else ""
+                first = self.item_id(min(rows))
+                raise self.error(f"{label}:{model} has {problem} in {len(rows)} row(s) (first: '{first}')")
 
 
-class FilePair(EmbeddingPair):
+class FilePair(_Pair):
     """One bi-encoder of two results files, streamed row group by row group."""
+
+    error = ResultsFileError
 
     def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str,
                  settings: Optional[CompareSettings] = None) -> None:
         self.base, self.cand, self.model_id = base, cand, model_id
+        self.labels = (str(base.path), str(cand.path))
         self.settings = settings or CompareSettings.from_environment()
         self.plan = streaming.plan(base, cand, model_id)
         self.rows, self.dim = self.plan.rows, self.plan.dim
@@ -72,6 +72,7 @@ class FilePair(EmbeddingPair):
         self.segment_bytes = streaming.row_group_pair_bytes(base, cand, model_id)
 
     def ids_at(self, positions: np.ndarray) -> List[str]:
+        """The ids of the texts at baseline ``positions`` (the rolling re-embed hashes them)."""
         if not len(positions):
             return []
         lo, ids = int(positions.min()), self.plan.base_ids  # no ``take``: arrow converts indices through pandas
@@ -82,29 +83,28 @@ class FilePair(EmbeddingPair):
         return [str(values[i]) for i in (positions - lo).tolist()]
 
     def query_vectors(self, start: int = 0, stop: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Both sides' vectors of the queries ``start:stop`` (a query batch), in the order of ``queries``."""
         rows = self.plan.queries[start:stop]
         return streaming.read_rows(self.base, self.model_id, rows), streaming.read_rows(self.cand, self.model_id, rows)
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "",
+             tap: Optional[Worker] = None) -> None:
+        """Call the workers on aligned segments covering every row once (``held_bytes``: what the caller holds for
+        the whole pass, counted against the memory budget; ``what``: the pass, for its progress reports; ``tap``:
+        also called on every segment, in order)."""
         counter = progress.tracker(self.settings.listener, self.model_id, what or "one pass", self.rows)
-        streaming.stream(self.base, self.cand, self.model_id, self.plan, workers, held_bytes, self.settings.memory_mb,
-                         on_rows=counter.add if counter is not None else None, tap=tap)
-
-    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
-        """The baseline first; each file's first bad row in its own file order."""
-        for results, rows in ((self.base, base_rows), (self.cand, cand_rows)):
-            if rows:
-                streaming.refuse_nonfinite(results, self.model_id, len(rows), self.item_id(min(rows)), problem)
+        streaming.stream(self.base, self.cand, self.model_id, workers, held_bytes, self.settings.memory_mb,
+                         counter, tap)
 
 
-class ArrayPair(EmbeddingPair):
+class ArrayPair(_Pair):
     """Two aligned in-memory arrays (row i of each is the same text), with the rows' ids and roles."""
 
     #: rows per segment handed to the worker (the accumulators are fed as from a file's row groups)
     SEGMENT_ROWS = 1 << 16
 
-    def __init__(self, ids: Sequence[str] | np.ndarray, roles: Sequence[str] | np.ndarray | None, base: np.ndarray, cand: np.ndarray,
-                 labels: Tuple[str, str] = ("baseline", "candidate"), model_id: str = "",
+    def __init__(self, ids: Sequence[str] | np.ndarray, roles: Sequence[str] | np.ndarray | None, base: np.ndarray,
+                 cand: np.ndarray, labels: Tuple[str, str] = ("baseline", "candidate"), model_id: str = "",
                  settings: Optional[CompareSettings] = None) -> None:
         if base.shape != cand.shape or base.ndim != 2 or len(ids) != len(base):
             raise ValueError(f"ArrayPair: expected two aligned (rows, dim) arrays and one id per row, got "
@@ -124,15 +124,12 @@ class ArrayPair(EmbeddingPair):
         rows = self.queries[start:stop]
         return self.base[rows], self.cand[rows]
 
-    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "", tap: Optional[Worker] = None) -> None:
-        for start in range(0, self.rows, self.SEGMENT_ROWS):
-            stop = min(self.rows, start + self.SEGMENT_ROWS)
-            for worker in (tap, workers[0]) if tap is not None else workers[:1]:
-                worker((start, self.base[start:stop], self.cand[start:stop]))
+    def feed(self, workers: Sequence[Worker], held_bytes: int = 0, what: str = "",
+             tap: Optional[Worker] = None) -> None:
+        bounds = range(0, self.rows, self.SEGMENT_ROWS)
+        run_segments(((s, self.base[s : s + self.SEGMENT_ROWS], self.cand[s : s + self.SEGMENT_ROWS]) for s in bounds),
+                     workers[:1], tap=tap)
 
-    def refuse_nonfinite(self, base_rows: List[int], cand_rows: List[int], problem: str = NONFINITE) -> None:
-        for label, rows in zip(self.labels, (base_rows, cand_rows)):
-            if rows:
-                model = f" model '{self.model_id}'" if self.model_id else ""
-                raise HarnessError(f"{label}:{model} has {problem} in {len(rows)} row(s) "
-                                   f"(first: '{self.item_id(min(rows))}')")
+
+#: both sides of one bi-encoder, from files or arrays
+EmbeddingPair = Union[FilePair, ArrayPair]
