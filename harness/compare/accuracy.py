@@ -24,7 +24,7 @@ import pyarrow as pa
 from harness.compare import quantized
 from harness.compare.kinds.common import significant
 from harness.compare.workers import Segment
-from harness.config.policy import Policy, Tolerance, auto_class, is_served
+from harness.config.policy import Policy, Tolerance, auto_class
 from harness.errors import HarnessError, IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
@@ -197,14 +197,14 @@ class Tap:
 def _scale(policy: Policy, model_id: str, tol: Tolerance, base: ResultsFile, cand: ResultsFile) -> float:
     """The expected error ratio of the class judged at over the baseline's precision class (1 when the same)."""
     try:
-        own = policy.tolerance(model_id, auto_class(base.fingerprint, base.models.get(model_id)))
+        own = policy.tolerance(model_id, auto_class(base.fingerprint, base.records.get(model_id)))
     except PolicyError:  # a policy without the baseline's precision class: no expected loss known
         return 1.0
     return max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)
 
 
 def _sides(base: ResultsFile, cand: ResultsFile, model_id: str) -> Tuple[str, str]:
-    served = [is_served(f.models.get(model_id)) for f in (base, cand)]
+    served = [f.records[model_id].served if model_id in f.records else False for f in (base, cand)]
     if served[0] != served[1]:
         return ("the server", "the library") if served[0] else ("the library", "the server")
     return "the baseline", "the candidate"

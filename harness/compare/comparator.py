@@ -17,7 +17,7 @@ from harness.compare.factors import same_setting
 from harness.compare.kinds.common import WORST_N
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
-from harness.config.policy import Policy, Tolerance, choose_class, is_served, load_policy
+from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
@@ -78,10 +78,10 @@ def _performance(results: ResultsFile, model_id: str) -> Dict[str, Any]:
 
 def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Iterable[str]], allow_model_change: bool) -> List[str]:
     """Refuse different corpora or model sets; return the model ids to compare."""
-    bsha, csha = base.corpus.get("sha256"), cand.corpus.get("sha256")
+    bsha, csha = base.corpus_meta.sha256, cand.corpus_meta.sha256
     if bsha != csha:
-        raise IncompatibleInputs(f"{cand.path}: corpus differs from baseline {base.path} ({cand.corpus.get('name')} "
-                                 f"{str(csha)[:12]} vs {base.corpus.get('name')} {str(bsha)[:12]}); "
+        raise IncompatibleInputs(f"{cand.path}: corpus differs from baseline {base.path} ({cand.corpus_meta.name} "
+                                 f"{str(csha)[:12]} vs {base.corpus_meta.name} {str(bsha)[:12]}); "
                                  "results from different corpora cannot be compared")
     bmodels, cmodels = set(base.records), set(cand.records)
     names = lambda ids: ", ".join(sorted(ids)) or "-"  # noqa: E731
@@ -142,7 +142,7 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
         return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
     pair = kinds.FilePair(base, cand, model_id, settings)
     return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read here, not judged
-                                  scenarios=ScenarioRequest(index, is_served(cand.models[model_id])), tap=tap)
+                                  scenarios=ScenarioRequest(index, cand.records[model_id].served), tap=tap)
 
 
 def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Policy] = None, *,
@@ -162,8 +162,8 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     sides = (("baseline", base), ("candidate", cand))
     notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy.NO_REFERENCE])
     for model_id in model_ids:
-        cls, precision_note = choose_class(policy, base.fingerprint, base.models[model_id], cand.fingerprint,
-                                           cand.models[model_id], forced=tolerance_class)
+        cls, precision_note = choose_class(policy, base.fingerprint, base.records[model_id], cand.fingerprint,
+                                           cand.records[model_id], forced=tolerance_class)
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
@@ -177,7 +177,7 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     cand_env = {**cand.fingerprint, "models": {k: model_env(cand, k) for k in model_ids}}
     return Comparison(str(base.path), str(cand.path), policy.source, verdicts,
                       without_unserved(env_changes(base_env, cand_env), base.fingerprint, cand.fingerprint),
-                      base.fingerprint, cand.fingerprint, base.corpus, label, notes)
+                      base.fingerprint, cand.fingerprint, dict(base.meta.get("corpus") or {}), label, notes)
 
 
 def compare_files(baseline: str | os.PathLike[str], candidate: str | os.PathLike[str], policy: Optional[Policy] = None, **kwargs: Any) -> Comparison:

@@ -16,10 +16,11 @@ from harness import paths
 from harness.config.schema import Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
+from harness.results.meta import ModelRecord
 from harness.verdict import BUILT_IN_POLICY
 
 __all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_class", "PRECISION_ORDER", "device_type",
-           "choose_class", "is_served"]
+           "choose_class"]
 
 DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
 
@@ -180,19 +181,14 @@ def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def auto_class(fingerprint: Dict[str, Any], model_info: Optional[Dict[str, Any]] = None) -> str:
+def auto_class(fingerprint: Dict[str, Any], record: Optional[ModelRecord] = None) -> str:
     """Pick the class the candidate's own settings call for (dtype first, then TF32 on CUDA)."""
-    dtype = str((model_info or {}).get("loaded_dtype") or fingerprint.get("dtype") or "float32")
+    dtype = str(record and record.loaded_dtype or fingerprint.get("dtype") or "float32")
     if dtype in ("bfloat16", "float16"):
         return {"bfloat16": "bf16", "float16": "fp16"}[dtype]
     on_cuda = str(fingerprint.get("device_type", "")) == "cuda"
     tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
     return "tf32" if on_cuda and tf32 else "fp32"
-
-
-def is_served(model_info: Optional[Dict[str, Any]]) -> bool:
-    """Whether a results entry came from a server (``backend = "http"``) rather than a library in-process."""
-    return bool(model_info) and (model_info or {}).get("backend") == "http"
 
 
 def device_type(fingerprint: Dict[str, Any]) -> str:
@@ -204,8 +200,8 @@ def _rank(precision: str) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 0
 
 
-def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_model: Optional[Dict[str, Any]],
-                 candidate_fingerprint: Dict[str, Any], candidate_model: Optional[Dict[str, Any]],
+def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_model: Optional[ModelRecord],
+                 candidate_fingerprint: Dict[str, Any], candidate_model: Optional[ModelRecord],
                  forced: Optional[str] = None) -> Tuple[str, str]:
     """The tolerance class for one model of a (baseline, candidate) pair, and a note when the candidate ran at
     lower precision than its baseline (empty otherwise).
@@ -230,7 +226,7 @@ def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_
     precision = max(base_precision, cand_precision, key=_rank) if not downgrade else base_precision
     if precision != "fp32":
         chosen = precision
-    elif "served" in policy.classes and any(is_served(m) for m in (baseline_model, candidate_model)):
+    elif "served" in policy.classes and any(m and m.served for m in (baseline_model, candidate_model)):
         chosen = "served"
     else:
         chosen = policy.device_class(device_type(baseline_fingerprint), device_type(candidate_fingerprint)) or "fp32"

@@ -90,12 +90,12 @@ def _none_ran(results: Path) -> str:
     from harness.results import ResultsFile
 
     try:
-        infos = list(ResultsFile(results).models.values())
+        infos = list(ResultsFile(results).records.values())
     except HarnessError:  # not a results file: the comparison of the step says so
         return ""
-    if not infos or any(info.get("status", "ok") == "ok" for info in infos):
+    if not infos or any((info.status or "ok") == "ok" for info in infos):
         return ""
-    return str(infos[0].get("reason") or infos[0].get("status"))
+    return str(infos[0].reason or infos[0].status)
 
 
 def load_plan(path: str | os.PathLike[str]) -> Dict[str, Any]:

@@ -193,6 +193,11 @@ class ModelRecord(_Record):
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def served(self) -> bool:
+        """It came from a server (``backend = "http"``) rather than a library in-process."""
+        return self.backend == "http"
+
     def for_entry(self, rows: Any, model_id: str, precision: str, encode: Dict[str, Any]) -> ModelRecord:
         """This record for one results entry (``rows``: its ``ModelRows``) of model ``model_id``: the entry's
         settings, its stored vectors' width and dtype (``dim`` is the packed length for binary precisions) and,

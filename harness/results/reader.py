@@ -94,15 +94,6 @@ class ResultsFile:
     # -- metadata -------------------------------------------------------------------------------------------
 
     @property
-    def models(self) -> Dict[str, Dict[str, Any]]:
-        """Per-model metadata (kind, status, weights hash, dim, ...), by model id."""
-        return dict(self.meta.get("models") or {})  # JSON null: empty, as in the typed views
-
-    @property
-    def corpus(self) -> Dict[str, Any]:
-        return dict(self.meta.get("corpus") or {})  # JSON null: empty, as in the typed views
-
-    @property
     def fingerprint(self) -> Dict[str, Any]:
         return dict(self.meta.get("fingerprint") or {})  # JSON null: empty, as in the typed views
 
