@@ -115,8 +115,8 @@ class Policy:
 
     source: str
     default_class: str
-    classes: Dict[str, Dict[str, Any]]
-    models: Dict[str, Dict[str, Any]]
+    classes: Dict[str, ToleranceValues]
+    models: Dict[str, ModelOverrides]
     #: ``"<device type>-vs-<device type>"`` -> class for full-precision comparisons (order-insensitive)
     device_classes: Dict[str, str] = field(default_factory=dict)
     #: a candidate at lower precision is judged at the baseline's class ("baseline") or at its own ("candidate")
@@ -127,12 +127,13 @@ class Policy:
     def tolerance(self, model_id: str, class_name: str) -> Tolerance:
         """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides
         (``[models."<id>"]`` in every class, ``[models."<id>".classes.<class>]`` in that one)."""
-        overrides = dict(self.models.get(model_id, {}))
-        chosen = overrides.pop("class", class_name)
-        per_class = overrides.pop("classes", {})
+        overrides = self.models.get(model_id) or ModelOverrides()
+        chosen = overrides.class_ or class_name
         if chosen not in self.classes:
             raise PolicyError(f"{self.source}: unknown tolerance class '{chosen}' (known: {', '.join(self.classes)})")
-        return Tolerance(name=chosen, **{**self.classes[chosen], **overrides, **per_class.get(chosen, {})})
+        layers = (self.classes[chosen], overrides, (overrides.classes or {}).get(chosen) or ToleranceValues())
+        return Tolerance(name=chosen, **{k: v for layer in layers for k, v in
+                                         layer.model_dump(exclude_unset=True, exclude={"class_", "classes"}).items()})
 
     def device_class(self, a: str, b: str) -> Optional[str]:
         """The class ``[device_classes]`` names for this pair of device types (either order), if any."""
@@ -140,7 +141,8 @@ class Policy:
 
 
 def _read_policy(path: Path, source: str) -> Dict[str, Any]:
-    """One policy file validated by ``PolicyFile``, as the plain tables it set (keys it leaves out stay out)."""
+    """One policy file validated by ``PolicyFile``, as the plain TOML tables it set (keys it leaves out stay out),
+    to be merged key by key before the merged tables are read into ``PolicyFile`` once more."""
     data = read_toml(path, PolicyError, "policy file not found", shown=source)
     model = validate(PolicyFile, data, source=source, error=PolicyError)
     return model.model_dump(exclude_unset=True, by_alias=True)
@@ -153,25 +155,25 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     source = BUILT_IN_POLICY if path is None else str(path)
     if path is not None:
         data = _merge(data, _read_policy(Path(path), source))
-    classes, models = data.get("classes", {}), data.get("models", {})
+    merged = validate(PolicyFile, data, source=source, error=PolicyError)
+    classes, models, settings = merged.classes or {}, merged.models or {}, merged.policy or PolicySettings()
     for name, values in models.items():
-        if "class" in values and values["class"] not in classes:
-            raise PolicyError(f"{source}: model '{name}' names unknown class '{values['class']}'")
-        for class_name in values.get("classes", {}):  # in file order: the message names the first
+        if values.class_ is not None and values.class_ not in classes:
+            raise PolicyError(f"{source}: model '{name}' names unknown class '{values.class_}'")
+        for class_name in values.classes or {}:  # in file order: the message names the first
             if class_name not in classes:
                 raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
-    settings = data.get("policy", {})
-    default_class = settings.get("default_class", "auto")
+    default_class = settings.default_class or "auto"
     if default_class != "auto" and default_class not in classes:
         raise PolicyError(f"{source}: default_class '{default_class}' is not a class")
-    device_classes = data.get("device_classes", {})
+    device_classes = merged.device_classes or {}
     for pair, class_name in device_classes.items():
         if len(pair.split("-vs-")) != 2 or not all(pair.split("-vs-")):
             raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
         if class_name not in classes:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
-    return Policy(source, default_class, classes, models, device_classes,
-                  settings.get("precision_change", "baseline"), settings.get("judge_by", "tolerances"))
+    return Policy(source, default_class, classes, models, device_classes, settings.precision_change or "baseline",
+                  settings.judge_by or "tolerances")
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
