@@ -24,7 +24,7 @@ import pyarrow as pa
 from harness.compare import quantized
 from harness.compare.kinds.common import significant
 from harness.compare.workers import Segment
-from harness.config.policy import Policy, Tolerance, auto_class
+from harness.config.policy import Policy, Tolerance
 from harness.errors import HarnessError, IncompatibleInputs, PolicyError
 from harness.reference import check_reference, reference_path
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
@@ -197,7 +197,7 @@ class Tap:
 def _scale(policy: Policy, model_id: str, tol: Tolerance, base: ResultsFile, cand: ResultsFile) -> float:
     """The expected error ratio of the class judged at over the baseline's precision class (1 when the same)."""
     try:
-        own = policy.tolerance(model_id, auto_class(base.fingerprint, base.records.get(model_id)))
+        own = policy.tolerance(model_id, base.side(model_id).precision)
     except PolicyError:  # a policy without the baseline's precision class: no expected loss known
         return 1.0
     return max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)

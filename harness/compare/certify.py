@@ -178,8 +178,7 @@ def file_certificates(path: str | Path, policy: Optional[Policy] = None,
         if not _certifiable(results, model_id):
             continue
         pair = FilePair(results, results, model_id, settings)
-        info = results.records[model_id]
-        tol = policy.tolerance(model_id, choose_class(policy, results.fingerprint, info, results.fingerprint, info)[0])
+        tol = policy.tolerance(model_id, choose_class(policy, results.side(model_id), results.side(model_id))[0])
         k = retrieval_k(pair, tol.topk)
         if k is None or not enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):
             continue

@@ -162,8 +162,8 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     sides = (("baseline", base), ("candidate", cand))
     notes = same_file_note(base.path, cand.path) + ([] if ref else [accuracy.NO_REFERENCE])
     for model_id in model_ids:
-        cls, precision_note = choose_class(policy, base.fingerprint, base.records[model_id], cand.fingerprint,
-                                           cand.records[model_id], forced=tolerance_class)
+        cls, precision_note = choose_class(policy, base.side(model_id), cand.side(model_id),
+                                           forced=tolerance_class)
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)

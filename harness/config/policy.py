@@ -16,11 +16,10 @@ from harness import paths
 from harness.config.schema import Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
-from harness.results.meta import ModelRecord
+from harness.results.meta import SideSettings
 from harness.verdict import BUILT_IN_POLICY
 
-__all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_class", "PRECISION_ORDER", "device_type",
-           "choose_class"]
+__all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "PRECISION_ORDER", "choose_class"]
 
 DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
 
@@ -183,27 +182,11 @@ def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def auto_class(fingerprint: Dict[str, Any], record: Optional[ModelRecord] = None) -> str:
-    """Pick the class the candidate's own settings call for (dtype first, then TF32 on CUDA)."""
-    dtype = str(record and record.loaded_dtype or fingerprint.get("dtype") or "float32")
-    if dtype in ("bfloat16", "float16"):
-        return {"bfloat16": "bf16", "float16": "fp16"}[dtype]
-    on_cuda = str(fingerprint.get("device_type", "")) == "cuda"
-    tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
-    return "tf32" if on_cuda and tf32 else "fp32"
-
-
-def device_type(fingerprint: Dict[str, Any]) -> str:
-    """The device type a run used (``cpu``, ``cuda``, ``mps``), from its fingerprint."""
-    return str(fingerprint.get("device_type") or fingerprint.get("device") or "cpu").split(":")[0]
-
-
 def _rank(precision: str) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 0
 
 
-def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_model: Optional[ModelRecord],
-                 candidate_fingerprint: Dict[str, Any], candidate_model: Optional[ModelRecord],
+def choose_class(policy: Policy, baseline: SideSettings, candidate: SideSettings,
                  forced: Optional[str] = None) -> Tuple[str, str]:
     """The tolerance class for one model of a (baseline, candidate) pair, and a note when the candidate ran at
     lower precision than its baseline (empty otherwise).
@@ -213,8 +196,7 @@ def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_
     "candidate"``; at full precision it is the ``[device_classes]`` entry (else ``fp32``), or ``served`` when
     either side was served: the server's batching, not the device, sets that drift.
     """
-    base_precision = auto_class(baseline_fingerprint, baseline_model)
-    cand_precision = auto_class(candidate_fingerprint, candidate_model)
+    base_precision, cand_precision = baseline.precision, candidate.precision
     downgrade = _rank(cand_precision) > _rank(base_precision)
     explicit = forced or (policy.default_class if policy.default_class != "auto" else None)
     if explicit:
@@ -228,10 +210,10 @@ def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_
     precision = max(base_precision, cand_precision, key=_rank) if not downgrade else base_precision
     if precision != "fp32":
         chosen = precision
-    elif "served" in policy.classes and any(m and m.served for m in (baseline_model, candidate_model)):
+    elif "served" in policy.classes and (baseline.served or candidate.served):
         chosen = "served"
     else:
-        chosen = policy.device_class(device_type(baseline_fingerprint), device_type(candidate_fingerprint)) or "fp32"
+        chosen = policy.device_class(baseline.device, candidate.device) or "fp32"
     if not downgrade:
         return chosen, ""
     return chosen, (f"precision change: the candidate ran at {cand_precision}, the baseline at {base_precision}; judged at "

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 from harness.errors import ResultsFileError
 
-__all__ = ["CorpusMeta", "RunMeta", "ModelRecord", "Provenance", "ResultsMeta", "path_anchors",
+__all__ = ["CorpusMeta", "RunMeta", "ModelRecord", "Provenance", "ResultsMeta", "SideSettings", "path_anchors",
            "portable_metadata", "portable_path", "local_path"]
 
 T = TypeVar("T", bound="_Record")
@@ -206,6 +206,29 @@ class ModelRecord(_Record):
         stored = (int(vectors.shape[1]), str(vectors.dtype), precision) if vectors is not None else (None, None, None)
         return dataclasses.replace(self, encode=encode, dim=stored[0], vector_dtype=stored[1], precision=stored[2],
                                    derived_from=model_id if rows.model_id != model_id else None)
+
+
+class SideSettings(typing.NamedTuple):
+    """One side's settings its tolerance class is chosen from (``harness.config.policy.choose_class``): its device
+    type, the dtype the model ran in, whether float32 matmuls ran in TF32 on CUDA, whether it was served."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    tf32: bool = False
+    served: bool = False
+
+    @classmethod
+    def of(cls, fingerprint: Mapping[str, Any], record: Optional[ModelRecord] = None) -> SideSettings:
+        """From a results file's fingerprint (an open JSON table; older ones lack ``device_type``) and a model's record."""
+        tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
+        return cls(str(fingerprint.get("device_type") or fingerprint.get("device") or "cpu").split(":")[0],
+                   str(record and record.loaded_dtype or fingerprint.get("dtype") or "float32"),
+                   str(fingerprint.get("device_type", "")) == "cuda" and bool(tf32), bool(record and record.served))
+
+    @property
+    def precision(self) -> str:
+        """The precision class these settings call for (dtype first, then TF32 on CUDA)."""
+        return {"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype) or ("tf32" if self.tf32 else "fp32")
 
 
 @dataclass(frozen=True)

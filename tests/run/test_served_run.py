@@ -19,7 +19,7 @@ pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)"
 from test_http_backend import FakeServer, Reply
 
 from harness.cli import main
-from harness.results import ModelRecord, ResultsFile
+from harness.results import ModelRecord, ResultsFile, SideSettings
 
 from conftest import ROOT
 from synthetic_results import baseline_answers
@@ -158,13 +158,16 @@ def test_the_served_class_is_chosen_at_full_precision_only():
     from harness.config.policy import choose_class, load_policy
 
     policy, cpu, http = load_policy(), {"device_type": "cpu", "dtype": "float32"}, {"device_type": "http", "dtype": "float32"}
-    served, library = ModelRecord(backend="http"), ModelRecord(loaded_dtype="float32")
-    assert choose_class(policy, cpu, library, http, served)[0] == "served"
-    assert choose_class(policy, http, served, cpu, library)[0] == "served"
-    assert choose_class(policy, cpu, ModelRecord(loaded_dtype="float16"), http, served)[0] == "fp16"  # reduced precision dominates
-    assert choose_class(policy, cpu, library, cpu, library)[0] == "fp32"
+    served = SideSettings.of(http, ModelRecord(backend="http"))
+    library = SideSettings.of(cpu, ModelRecord(loaded_dtype="float32"))
+    assert served.served and not library.served
+    assert choose_class(policy, library, served)[0] == "served"
+    assert choose_class(policy, served, library)[0] == "served"
+    half = SideSettings.of(cpu, ModelRecord(loaded_dtype="float16"))
+    assert choose_class(policy, half, served)[0] == "fp16"  # reduced precision dominates
+    assert choose_class(policy, library, library)[0] == "fp32"
     without = dataclasses.replace(policy, classes={k: v for k, v in policy.classes.items() if k != "served"})
-    assert choose_class(without, cpu, library, http, served)[0] == "fp32"
+    assert choose_class(without, library, served)[0] == "fp32"
 
 
 def test_an_ad_hoc_served_model_url_names_the_registry_model(serve, answers, tmp_path, capsys):
