@@ -152,14 +152,13 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     comparison = compare_files(first, second, load_policy(args.policy), tolerance_class=args.tolerance_class,
                                models=args.models, allow_model_change=args.allow_model_change,
                                label=f"baseline diff {first.stem} {second.stem}", settings=progress_settings())
-    data = comparison.serialize()
-    write_outputs(args, data, comparison.status)
+    write_outputs(args, comparison)
     human = human_stream(args)
     print(_provenance_line("A", first), file=human)
     print(_provenance_line("B", second), file=human)
     print(file=human)
-    print(render_comparison(data).replace("harness compare:", "harness baseline diff:", 1), file=human)
-    for note in data.get("notes", []):  # the verdict's own notes (a file compared with itself)
+    print(render_comparison(comparison).replace("harness compare:", "harness baseline diff:", 1), file=human)
+    for note in comparison.notes:  # the verdict's own notes (a file compared with itself)
         print(f"note: {note}", file=human)
     return ExitCode.OK if comparison else ExitCode.DRIFT
 

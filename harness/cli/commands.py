@@ -159,8 +159,7 @@ def judge(job: CompareJob) -> int:
     comparison = compare_files(job.baseline, job.candidate, job.policy, tolerance_class=job.tolerance_class,
                                models=job.models, allow_model_change=job.allow_model_change,
                                settings=progress_settings(), reference=job.reference, index=job.index)
-    data = comparison.serialize()
-    write_outputs(job.outputs, data, comparison.status)
+    write_outputs(job.outputs, comparison)
     hint = (
         f'To accept the candidate as the new baseline: harness baseline update {job.baseline} '
         f'--from {job.candidate} --reason "..."'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List
 
 from harness.compare.factors import group_changes
 from harness.report import accuracy_lines, scenario_lines
@@ -115,10 +115,9 @@ def topk_decided(model: ModelVerdict) -> str:
             f"{exact:,} scored exactly")
 
 
-def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: str = "") -> str:
-    """The verdict as text: summary table, failure explanations with worst offenders, environment changes.
-    ``comparison``: a ``Comparison``, or one as serialized (a JSON verdict as read)."""
-    data = comparison if isinstance(comparison, Comparison) else Comparison.from_dict(comparison)
+def render_comparison(data: Comparison, regen_hint: str = "") -> str:
+    """The verdict as text: summary table, failure explanations with worst offenders, environment changes (a JSON
+    verdict as read: ``Comparison.from_dict`` first)."""
     models = data.models
     failing = [m for m in models if m.status is not Status.PASS]
     lowered = sorted({m.tolerance_class for m in models if m.precision_change})
