@@ -65,7 +65,7 @@ def _verdict_td(model: Optional[ModelVerdict]) -> str:
         return '<td class="verdict">-</td>'
     return (
         f'<td class="verdict {_status_class(model.status)}"><span class="big">{_e(model.status.value)}</span>'
-        f'<span class="small">max |Δ| {_e(fmt_drift(model.metrics))}</span></td>'
+        f'<span class="small">max |Δ| {_e(fmt_drift(model))}</span></td>'
     )
 
 

@@ -22,8 +22,9 @@ ORDER_FIGURES_NOTE = (
 )
 
 
-def fmt_drift(metrics: Dict[str, Any]) -> str:
+def fmt_drift(model: ModelVerdict) -> str:
     """A model's largest drift in its own unit: max |diff| for floats, bits or buckets for quantized vectors."""
+    metrics = model.metrics
     if "max_bit_flips" in metrics:
         return f"{metrics['max_bit_flips']} bit(s)"
     if "max_int_distance" in metrics:
@@ -131,7 +132,7 @@ def render_comparison(data: Comparison, regen_hint: str = "") -> str:
         "",
     ]
     rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX DRIFT", "MIN COSINE", "ORDER AGREEMENT"]]
-    rows += [[model.model_id, model.kind, model.tolerance_class, model.status.value.upper(), fmt_drift(model.metrics),
+    rows += [[model.model_id, model.kind, model.tolerance_class, model.status.value.upper(), fmt_drift(model),
               fmt_cosine(model.metrics.get("min_cosine")), order_shown(model, labelled=False)] for model in models]
     lines += _table(rows)
     lines += [f"  {model.model_id} {topk_decided(model)}" for model in models if topk_decided(model)]
