@@ -204,7 +204,7 @@ def _scale(policy: Policy, model_id: str, tol: Tolerance, base: ResultsFile, can
 
 
 def _sides(base: ResultsFile, cand: ResultsFile, model_id: str) -> Tuple[str, str]:
-    served = [f.records[model_id].served if model_id in f.records else False for f in (base, cand)]
+    served = [f.side(model_id).served for f in (base, cand)]
     if served[0] != served[1]:
         return ("the server", "the library") if served[0] else ("the library", "the server")
     return "the baseline", "the candidate"

@@ -142,7 +142,7 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
         return kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
     pair = kinds.FilePair(base, cand, model_id, settings)
     return kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read here, not judged
-                                  scenarios=ScenarioRequest(index, cand.records[model_id].served), tap=tap)
+                                  scenarios=ScenarioRequest(index, cand.side(model_id).served), tap=tap)
 
 
 def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Policy] = None, *,

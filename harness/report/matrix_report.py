@@ -73,7 +73,6 @@ class HistoryEntry(NamedTuple):
     status: str
     partial: bool  # a --cells run: never a whole-matrix line
     cells: Dict[str, HistoryCell]
-    format_version: int = MATRIX_FORMAT_VERSION
 
     @classmethod
     def from_json(cls, line: str) -> HistoryEntry:
@@ -84,13 +83,12 @@ class HistoryEntry(NamedTuple):
         return cls(str(data.get("created_at", "")), str(data.get("matrix", "")), str(data.get("status", "")),
                    bool(data.get("partial", False)),
                    {str(k): HistoryCell(str(c.get("status", "")), _numbers(c.get("max_abs_diff")),
-                                        _numbers(c.get("min_cosine"))) for k, c in cells.items()},
-                   data.get("format_version", MATRIX_FORMAT_VERSION))
+                                        _numbers(c.get("min_cosine"))) for k, c in cells.items()})
 
     def to_json(self) -> str:
         """The log line (keys sorted, as it has always been written)."""
         out = {**self._asdict(), "cells": {k: c._asdict() for k, c in self.cells.items()}}
-        return json.dumps(out, sort_keys=True, default=str)
+        return json.dumps({**out, "format_version": MATRIX_FORMAT_VERSION}, sort_keys=True, default=str)
 
 
 _STATUS_WORDS = {s.value for s in CellStatus}

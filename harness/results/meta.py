@@ -193,11 +193,6 @@ class ModelRecord(_Record):
     def ok(self) -> bool:
         return self.status == "ok"
 
-    @property
-    def served(self) -> bool:
-        """It came from a server (``backend = "http"``) rather than a library in-process."""
-        return self.backend == "http"
-
     def for_entry(self, rows: Any, model_id: str, precision: str, encode: Dict[str, Any]) -> ModelRecord:
         """This record for one results entry (``rows``: its ``ModelRows``) of model ``model_id``: the entry's
         settings, its stored vectors' width and dtype (``dim`` is the packed length for binary precisions) and,
@@ -223,7 +218,7 @@ class SideSettings(typing.NamedTuple):
         tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
         return cls(str(fingerprint.get("device_type") or fingerprint.get("device") or "cpu").split(":")[0],
                    str(record and record.loaded_dtype or fingerprint.get("dtype") or "float32"),
-                   str(fingerprint.get("device_type", "")) == "cuda" and bool(tf32), bool(record and record.served))
+                   str(fingerprint.get("device_type", "")) == "cuda" and bool(tf32), bool(record and record.backend == "http"))
 
     @property
     def precision(self) -> str:
