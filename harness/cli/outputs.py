@@ -12,13 +12,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, TextIO, Tuple
 
-from harness.errors import HarnessError
+from harness.errors import ExitCode, HarnessError
 from harness.fsio import check_output, write_text
 
 if TYPE_CHECKING:
     from harness.verdict import Comparison
 
-__all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
+__all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "emit_verdict", "human_stream", "write_outputs"]
 
 #: the path that means standard output
 STDOUT = "-"
@@ -82,6 +82,15 @@ def _render(option: str, comparison: Comparison) -> str:
                       comparison=comparison.serialize())
     report = build_matrix_report("compare", comparison.baseline, [cell])
     return render_markdown(report) if option == "--markdown" else render_junit(report)
+
+
+def emit_verdict(args: argparse.Namespace, comparison: Comparison, text: str, head: Iterable[str] = ()) -> int:
+    """Write the outputs asked for, print ``head``, the verdict ``text`` and its notes (a file compared with
+    itself) to the human stream; the exit code of the verdict."""
+    write_outputs(args, comparison)
+    for line in [*head, text, *(f"note: {note}" for note in comparison.notes)]:
+        print(line, file=human_stream(args))
+    return ExitCode.OK if comparison else ExitCode.DRIFT
 
 
 def write_outputs(args: argparse.Namespace, comparison: Comparison, stdout: Optional[TextIO] = None) -> None:

@@ -273,20 +273,10 @@ def _policy_of(cells: Sequence[ReportCell]) -> str:
     return "; ".join(sources) if sources else "-"
 
 
-def history_series(
-    history: Sequence[HistoryEntry],
-    matrix: str,
-    cell_id: str,
-    model_id: str,
-    last: int = 10,
-) -> List[Tuple[str, Optional[CellStatus], Optional[float]]]:
-    """``(created_at, cell status, max abs diff)`` of the last ``last`` runs of one cell and model, oldest first."""
-    points = []
-    for entry in history:
-        cell = entry.cells.get(cell_id) if entry.matrix == matrix else None
-        if cell is None:
-            continue
-        # a missing or unknown word (a hand-edited or newer log): no status
-        status = CellStatus(cell.status) if cell.status in _STATUS_WORDS else None
-        points.append((entry.created_at, status, cell.max_abs_diff.get(model_id)))
+def history_series(history: Sequence[HistoryEntry], matrix: str, cell_id: str, model_id: str,
+                   last: int = 10) -> List[Tuple[str, Optional[CellStatus], Optional[float]]]:
+    """``(created_at, cell status, max abs diff)`` of the last ``last`` runs of one cell and model, oldest first (a
+    missing or unknown status word, from a hand-edited or newer log: no status)."""
+    points = [(e.created_at, CellStatus(c.status) if c.status in _STATUS_WORDS else None, c.max_abs_diff.get(model_id))
+              for e in history if e.matrix == matrix for c in [e.cells.get(cell_id)] if c is not None]
     return points[-last:] if last > 0 else points
