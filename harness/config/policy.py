@@ -140,8 +140,7 @@ class Policy:
 
 
 def _read_policy(path: Path, source: str) -> Dict[str, Any]:
-    """One policy file validated by ``PolicyFile``, as the plain TOML tables it set (keys it leaves out stay out),
-    to be merged key by key before the merged tables are read into ``PolicyFile`` once more."""
+    """One policy file validated by ``PolicyFile``, as the TOML tables it set (to merge key by key, then type)."""
     data = read_toml(path, PolicyError, "policy file not found", shown=source)
     model = validate(PolicyFile, data, source=source, error=PolicyError)
     return model.model_dump(exclude_unset=True, by_alias=True)

@@ -81,9 +81,8 @@ class HistoryEntry(NamedTuple):
         if not isinstance(cells, dict) or not all(isinstance(c, dict) for c in cells.values()):
             raise ValueError("not a history record (a JSON object with a table of cells)")
         return cls(str(data.get("created_at", "")), str(data.get("matrix", "")), str(data.get("status", "")),
-                   bool(data.get("partial", False)),
-                   {str(k): HistoryCell(str(c.get("status", "")), _numbers(c.get("max_abs_diff")),
-                                        _numbers(c.get("min_cosine"))) for k, c in cells.items()})
+                   bool(data.get("partial")), {str(k): HistoryCell(str(c.get("status", "")), _numbers(c.get("max_abs_diff")),
+                                                                    _numbers(c.get("min_cosine"))) for k, c in cells.items()})
 
     def to_json(self) -> str:
         """The log line (keys sorted, as it has always been written)."""

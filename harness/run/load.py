@@ -261,8 +261,7 @@ def load_model(
     info.update(saved_versions=saved, **hashes._asdict(), backend=backend)
     if backend != "torch":
         info.update(backend_record(model, load_dir, export_to, backend))
-    return LoadedModel(spec=spec, directory=directory, found_via=found_via, model=model, info=ModelRecord.of(**info),
-                       encode=encode)
+    return LoadedModel(spec, directory, found_via, model, ModelRecord.of(**info), encode)
 
 
 def _apply_max_length(model: Any, spec: ModelSpec, encode: Dict[str, Any]) -> None:
