@@ -176,7 +176,7 @@ def test_verdicts_carry_each_sides_speed_and_memory(tiny_results: Path, tiny_res
         assert base["items_per_s"] == ResultsFile(tiny_results).meta["models"][verdict.model_id]["items_per_s"]
         assert cand["peak_rss_bytes"] > 0 and "cuda_peak_memory_bytes" not in cand  # a CPU run
     data = comparison.serialize()
-    text = render_comparison(data)
+    text = render_comparison(Comparison.from_dict(data))
     assert "Speed and memory of the candidate run" in text
     rate = data["models"][0]["performance"]["candidate"]["items_per_s"]
     assert f"{rate:,.0f}" in text or f"{rate:.3g}" in text
