@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from harness.compare import kinds, quantized
 from harness.compare.metrics import align
 from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.errors import HarnessError, IncompatibleInputs, ResultsFileError
-from harness.results import ResultsFile
+from harness.results import ResultsFile, SideSettings
 from harness.verdict import Comparison, ModelVerdict
 
 __all__ = ["assert_embeddings_close", "assert_rerank_stable", "assert_model_matches", "NonFiniteInput"]
@@ -50,10 +50,10 @@ def _only_model(files: List[ResultsFile], kind: str, model_id: Optional[str]) ->
     """The model to check: the one given, else the only ``kind`` model the files have."""
     if model_id is not None:
         for results in files:
-            if model_id not in results.models:
-                raise IncompatibleInputs(f"{results.path}: has no model '{model_id}' (has: {', '.join(results.models) or 'none'})")
+            if model_id not in results.records:
+                raise IncompatibleInputs(f"{results.path}: has no model '{model_id}' (has: {', '.join(results.records) or 'none'})")
         return model_id
-    found = sorted({k for r in files for k, v in r.models.items() if v.get("kind") == kind})
+    found = sorted({k for r in files for k, v in r.records.items() if v.kind == kind})
     if len(found) != 1:
         where = ", ".join(str(r.path) for r in files)
         raise ValueError(f"model_id= is required: {where} hold {len(found)} {kind} model(s) ({', '.join(found) or 'none'})")
@@ -200,22 +200,19 @@ def _precision(files: Sequence[ResultsFile], model_id: Optional[str], given: Opt
 # -- judging --------------------------------------------------------------------------------------------------
 
 
-def _settings(side: _Side, other: _Side, model_id: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+def _settings(side: _Side, other: _Side, model_id: str) -> SideSettings:
     """What ``choose_class`` reads of one side; an array's device is unknown, so it is taken to be the other's."""
     if side.results is not None:
-        return side.results.fingerprint, side.results.models.get(model_id)
-    derived: Dict[str, Any] = {"dtype": "float16"} if side.values.dtype == np.float16 else {}
-    if other.results is not None:
-        derived.update({k: v for k, v in other.results.fingerprint.items() if k in ("device", "device_type")})
-    return derived, None
+        return side.results.side(model_id)
+    return SideSettings(other.results.side(model_id).device if other.results is not None else "cpu",
+                        "float16" if side.values.dtype == np.float16 else "float32")
 
 
 def _array_tolerance(policy: Policy, model_id: str, forced: Optional[str], actual: _Side,
                      baseline: _Side) -> Tuple[Tolerance, str]:
     """The tolerance (``policy.choose_class``, as the comparator chooses) and its precision-change note."""
-    fb, mb = _settings(baseline, actual, model_id)
-    fc, mc = _settings(actual, baseline, model_id)
-    name, note = choose_class(policy, fb, mb, fc, mc, forced=forced)
+    name, note = choose_class(policy, _settings(baseline, actual, model_id), _settings(actual, baseline, model_id),
+                              forced=forced)
     return policy.tolerance(model_id, name), note
 
 

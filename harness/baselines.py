@@ -236,8 +236,7 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], 
     if local is not None:
         if source is None or recorded.get("kind") != local.kind:
             return None  # nothing recorded (or another model by that id here): the registry's entry as it is
-        settings: Dict[str, Any] = {k: recorded.get(k) for k in ENCODE_KEYS}
-        return local.model_copy(update=settings)
+        return local.model_copy(update={k: recorded.get(k) for k in ENCODE_KEYS})
     if not recorded.get("kind") or not recorded.get("source"):
         raise ModelLoadError(
             f"{results.path}: model '{model_id}' is not in the registry {registry_path} "

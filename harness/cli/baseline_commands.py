@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.cli.commands import execute_run, run_inputs
 from harness.cli.options import _BATCH, _add_check_inputs, add_run_options, device
-from harness.cli.outputs import add_output_options, check_outputs, human_stream, write_outputs
+from harness.cli.outputs import add_output_options, check_outputs, emit_verdict
 from harness.errors import ExitCode, HarnessError
 
 __all__ = ["register"]
@@ -152,16 +152,8 @@ def cmd_baseline_diff(args: argparse.Namespace) -> int:
     comparison = compare_files(first, second, load_policy(args.policy), tolerance_class=args.tolerance_class,
                                models=args.models, allow_model_change=args.allow_model_change,
                                label=f"baseline diff {first.stem} {second.stem}", settings=progress_settings())
-    data = comparison.serialize()
-    write_outputs(args, data, comparison.status)
-    human = human_stream(args)
-    print(_provenance_line("A", first), file=human)
-    print(_provenance_line("B", second), file=human)
-    print(file=human)
-    print(render_comparison(data).replace("harness compare:", "harness baseline diff:", 1), file=human)
-    for note in data.get("notes", []):  # the verdict's own notes (a file compared with itself)
-        print(f"note: {note}", file=human)
-    return ExitCode.OK if comparison else ExitCode.DRIFT
+    return emit_verdict(args, comparison, render_comparison(comparison).replace("harness compare:", "harness baseline diff:", 1),
+                        head=[_provenance_line("A", first), _provenance_line("B", second), ""])
 
 
 _DIR_HELP = ("baseline directory for names (default: the project's, when a harness.toml / [tool.harness] is in use: "

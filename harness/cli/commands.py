@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
-from harness.cli.outputs import OUTPUT_DESTS, check_outputs, human_stream, write_outputs
+from harness.cli.outputs import OUTPUT_DESTS, check_outputs, emit_verdict
 from harness.errors import ExitCode, HarnessError
 from harness.reference import reference_path
 
@@ -159,17 +159,9 @@ def judge(job: CompareJob) -> int:
     comparison = compare_files(job.baseline, job.candidate, job.policy, tolerance_class=job.tolerance_class,
                                models=job.models, allow_model_change=job.allow_model_change,
                                settings=progress_settings(), reference=job.reference, index=job.index)
-    data = comparison.serialize()
-    write_outputs(job.outputs, data, comparison.status)
-    hint = (
-        f'To accept the candidate as the new baseline: harness baseline update {job.baseline} '
-        f'--from {job.candidate} --reason "..."'
-    )
-    human = human_stream(job.outputs)
-    print(render_comparison(comparison, regen_hint=hint), file=human)
-    for note in comparison.notes:  # the verdict's own notes (a file compared with itself)
-        print(f"note: {note}", file=human)
-    return ExitCode.OK if comparison else ExitCode.DRIFT
+    hint = (f'To accept the candidate as the new baseline: harness baseline update {job.baseline} '
+            f'--from {job.candidate} --reason "..."')
+    return emit_verdict(job.outputs, comparison, render_comparison(comparison, regen_hint=hint))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -58,10 +58,7 @@ def cmd_matrix_report(args: argparse.Namespace) -> int:
         check_output(args.history, "--history", inputs)
     matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)
     report = collect_matrix(matrix, args.runs, cells=args.cells, baseline=args.baseline, include_missing=not args.skip_missing)
-    written = publish_matrix_report(report, args.out, args.history)
-    print(written["markdown"].read_text(encoding="utf-8"))
-    for kind, path in written.items():
-        print(f"wrote {kind}: {_shown(path)}", file=sys.stderr)
+    _print_written(publish_matrix_report(report, args.out, args.history))
     failing = [c for c in report.cells if c.status.failing]
     for cell in failing:
         print(f"{cell.status.value.upper()}: {cell.cell_id}: {_first_line(cell.reason)}", file=sys.stderr)
@@ -176,11 +173,15 @@ def _write_attribution(plan: Path, out_dir: Path, tolerance_class: str) -> int:
     from harness.matrix.attribution_run import judge_plan
     from harness.matrix.publish import write_attribution
 
-    written = write_attribution(judge_plan(plan, tolerance_class), out_dir)
+    _print_written(write_attribution(judge_plan(plan, tolerance_class), out_dir))
+    return ExitCode.OK
+
+
+def _print_written(written: Dict[str, Path]) -> None:
+    """The Markdown report on stdout, every file written on stderr."""
     print(written["markdown"].read_text(encoding="utf-8"))
     for kind, path in written.items():
         print(f"wrote {kind}: {_shown(path)}", file=sys.stderr)
-    return ExitCode.OK
 
 
 def cmd_attribute_run(args: argparse.Namespace) -> int:

@@ -12,13 +12,13 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, TextIO, Tuple
 
-from harness.errors import HarnessError
+from harness.errors import ExitCode, HarnessError
 from harness.fsio import check_output, write_text
 
 if TYPE_CHECKING:
-    from harness.verdict import Status
+    from harness.verdict import Comparison
 
-__all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "human_stream", "write_outputs"]
+__all__ = ["OUTPUT_DESTS", "STDOUT", "add_output_options", "check_outputs", "emit_verdict", "human_stream", "write_outputs"]
 
 #: the path that means standard output
 STDOUT = "-"
@@ -68,25 +68,35 @@ def human_stream(args: argparse.Namespace) -> TextIO:
     return sys.stderr if any(str(path) == STDOUT for _, path in _given(args)) else sys.stdout
 
 
-def _render(option: str, data: Dict[str, Any], status: Status) -> str:
-    """``--json``: the verdict document as it is; ``--markdown``, ``--junit``: the matrix report's renderers, of a
-    report with one cell (so a comparison reads as a matrix cell does)."""
+def _render(option: str, comparison: Comparison) -> str:
+    """``--json``: the verdict document (``Comparison.serialize()``); ``--markdown``, ``--junit``: the matrix
+    report's renderers, of a report with one cell (so a comparison reads as a matrix cell does)."""
     if option == "--json":
-        return json.dumps(data, indent=2, default=str) + "\n"
+        return json.dumps(comparison.serialize(), indent=2, default=str) + "\n"
     from harness.report.junit import render_junit
     from harness.report.markdown import render_markdown
     from harness.report.matrix_report import ReportCell, build_matrix_report
     from harness.verdict import CellStatus
 
-    cell = ReportCell(data.get("label") or "compare", status=CellStatus.parse(status), comparison=data)
-    report = build_matrix_report("compare", data["baseline"], [cell])
+    cell = ReportCell(comparison.label or "compare", status=CellStatus.parse(comparison.status),
+                      comparison=comparison.serialize())
+    report = build_matrix_report("compare", comparison.baseline, [cell])
     return render_markdown(report) if option == "--markdown" else render_junit(report)
 
 
-def write_outputs(args: argparse.Namespace, data: Dict[str, Any], status: Status, stdout: Optional[TextIO] = None) -> None:
-    """Write every output asked for (``data``: ``Comparison.serialize()``): to its file, or to stdout for ``-``."""
+def emit_verdict(args: argparse.Namespace, comparison: Comparison, text: str, head: Iterable[str] = ()) -> int:
+    """Write the outputs asked for, print ``head``, the verdict ``text`` and its notes (a file compared with
+    itself) to the human stream; the exit code of the verdict."""
+    write_outputs(args, comparison)
+    for line in [*head, text, *(f"note: {note}" for note in comparison.notes)]:
+        print(line, file=human_stream(args))
+    return ExitCode.OK if comparison else ExitCode.DRIFT
+
+
+def write_outputs(args: argparse.Namespace, comparison: Comparison, stdout: Optional[TextIO] = None) -> None:
+    """Write every output asked for: to its file, or to stdout for ``-``."""
     for option, path in _given(args):
-        text = _render(option, data, status)
+        text = _render(option, comparison)
         if str(path) == STDOUT:
             (stdout or sys.stdout).write(text)
         else:

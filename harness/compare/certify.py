@@ -24,7 +24,7 @@ from harness.config.environment import CompareSettings
 from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.fsio import atomic_output
 from harness.paths import cache_dir
-from harness.results import ResultsFile
+from harness.results import ModelRecord, ResultsFile
 
 __all__ = ["Certificate", "CertificateFile", "build", "enabled", "file_certificates", "find", "hint", "identity",
            "save", "width"]
@@ -119,6 +119,12 @@ def save(path: Path, model_id: str, k: int, queries: np.ndarray, cert: Certifica
     return target
 
 
+def _certifiable(results: ResultsFile, model_id: str) -> bool:
+    info = results.records.get(model_id, ModelRecord())
+    return (info.kind == "bi-encoder" and (info.status or "ok") == "ok"
+            and info.precision not in quantized.PRECISIONS)
+
+
 def hint(pair: FilePair, tol: Tolerance) -> Optional[CertificateFile]:
     """The certificate filed for the pair's baseline at this tolerance's k, if there is a usable one."""
     k = retrieval_k(pair, tol.topk)
@@ -157,12 +163,11 @@ def file_certificates(path: str | Path, policy: Optional[Policy] = None,
     policy = policy or load_policy()
     settings = settings or CompareSettings.from_environment()
     filed = []
-    for model_id in sorted(results.models):
-        info = results.models[model_id]
-        if info.get("kind") != "bi-encoder" or info.get("status", "ok") != "ok" or quantized.is_quantized(info):
+    for model_id in sorted(results.records):
+        if not _certifiable(results, model_id):
             continue
         pair = FilePair(results, results, model_id, settings)
-        tol = policy.tolerance(model_id, choose_class(policy, results.fingerprint, info, results.fingerprint, info)[0])
+        tol = policy.tolerance(model_id, choose_class(policy, results.side(model_id), results.side(model_id))[0])
         k = retrieval_k(pair, tol.topk)
         if k is None or not enabled(len(pair.queries), int(pair.documents.sum()), results.path, settings):
             continue

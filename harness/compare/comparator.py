@@ -14,7 +14,7 @@ from harness.compare import accuracy, certify, kinds, quantized
 from harness.compare.factors import env_changes, environment_changes
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
-from harness.config.policy import Policy, Tolerance, auto_class, choose_class, is_served, load_policy
+from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.results import ResultsFile
@@ -38,10 +38,10 @@ def _performance(results: ResultsFile, model_id: str) -> Dict[str, Any]:
 
 def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Iterable[str]], allow_model_change: bool) -> List[str]:
     """Refuse different corpora or model sets; return the model ids to compare."""
-    bsha, csha = base.corpus.get("sha256"), cand.corpus.get("sha256")
+    bsha, csha = base.corpus_meta.sha256, cand.corpus_meta.sha256
     if bsha != csha:
-        raise IncompatibleInputs(f"{cand.path}: corpus differs from baseline {base.path} ({cand.corpus.get('name')} "
-                                 f"{str(csha)[:12]} vs {base.corpus.get('name')} {str(bsha)[:12]}); "
+        raise IncompatibleInputs(f"{cand.path}: corpus differs from baseline {base.path} ({cand.corpus_meta.name} "
+                                 f"{str(csha)[:12]} vs {base.corpus_meta.name} {str(bsha)[:12]}); "
                                  "results from different corpora cannot be compared")
     bmodels, cmodels = set(base.records), set(cand.records)
     names = lambda ids: ", ".join(sorted(ids)) or "-"  # noqa: E731
@@ -125,10 +125,9 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     verdicts: List[ModelVerdict] = []
     sides = (("baseline", base), ("candidate", cand))
     for model_id in model_ids:  # the facts of the model's two runs, read once, handed down
-        info_b, info_c = base.models[model_id], cand.models[model_id]
-        cls, precision_note = choose_class(policy, base.fingerprint, info_b, cand.fingerprint, info_c,
-                                           forced=tolerance_class)
-        own_class, served = auto_class(base.fingerprint, info_b), (is_served(info_b), is_served(info_c))
+        side_b, side_c = base.side(model_id), cand.side(model_id)
+        cls, precision_note = choose_class(policy, side_b, side_c, forced=tolerance_class)
+        own_class, served = side_b.precision, (side_b.served, side_c.served)
         notes += [f"{model_id}: {precision_note}"] if precision_note else []
         tol = policy.tolerance(model_id, cls)
         verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
@@ -138,7 +137,7 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
                                             precision_change=precision_note))
     changes = environment_changes(base, cand, model_ids)
     return Comparison(str(base.path), str(cand.path), policy.source, verdicts, changes,
-                      base.fingerprint, cand.fingerprint, base.corpus, label, notes)
+                      base.fingerprint, cand.fingerprint, dict(base.meta.get("corpus") or {}), label, notes)
 
 
 def compare_files(baseline: str | os.PathLike[str], candidate: str | os.PathLike[str], policy: Optional[Policy] = None, **kwargs: Any) -> Comparison:

@@ -8,12 +8,12 @@ move per text (a drift moves an element across a bucket edge by one).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List
 
 import numpy as np
 
 __all__ = ["BINARY_PRECISIONS", "INT_PRECISIONS", "PRECISIONS", "QuantizedStats", "QuantizedWorst", "bit_flips",
-           "int_distance", "is_quantized", "limit_key", "scoring_floats"]
+           "int_distance", "limit_key", "scoring_floats"]
 
 BINARY_PRECISIONS = ("binary", "ubinary")
 INT_PRECISIONS = ("int8", "uint8")
@@ -22,11 +22,6 @@ PRECISIONS = BINARY_PRECISIONS + INT_PRECISIONS
 STORED_DTYPE = {p: np.dtype(np.int8 if p in ("binary", "int8") else np.uint8) for p in PRECISIONS}
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def is_quantized(model_info: Mapping[str, Any]) -> bool:
-    """Whether a results file's model metadata says its vectors are quantized (``precision`` key)."""
-    return model_info.get("precision") in PRECISIONS
 
 
 def limit_key(precision: str) -> str:

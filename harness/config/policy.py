@@ -16,10 +16,10 @@ from harness import paths
 from harness.config.schema import Schema, one_line_errors, setting, validate, whole_number
 from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
+from harness.results.meta import SideSettings
 from harness.verdict import BUILT_IN_POLICY
 
-__all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "auto_class", "PRECISION_ORDER", "device_type",
-           "choose_class", "is_served"]
+__all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "PRECISION_ORDER", "choose_class"]
 
 DEFAULT_POLICY_PATH = paths.DEFAULT_POLICY
 
@@ -114,8 +114,8 @@ class Policy:
 
     source: str
     default_class: str
-    classes: Dict[str, Dict[str, Any]]
-    models: Dict[str, Dict[str, Any]]
+    classes: Dict[str, ToleranceValues]
+    models: Dict[str, ModelOverrides]
     #: ``"<device type>-vs-<device type>"`` -> class for full-precision comparisons (order-insensitive)
     device_classes: Dict[str, str] = field(default_factory=dict)
     #: a candidate at lower precision is judged at the baseline's class ("baseline") or at its own ("candidate")
@@ -126,12 +126,13 @@ class Policy:
     def tolerance(self, model_id: str, class_name: str) -> Tolerance:
         """The tolerance for one model: its class (model override, else ``class_name``) plus its overrides
         (``[models."<id>"]`` in every class, ``[models."<id>".classes.<class>]`` in that one)."""
-        overrides = dict(self.models.get(model_id, {}))
-        chosen = overrides.pop("class", class_name)
-        per_class = overrides.pop("classes", {})
+        overrides = self.models.get(model_id) or ModelOverrides()
+        chosen = overrides.class_ or class_name
         if chosen not in self.classes:
             raise PolicyError(f"{self.source}: unknown tolerance class '{chosen}' (known: {', '.join(self.classes)})")
-        return Tolerance(name=chosen, **{**self.classes[chosen], **overrides, **per_class.get(chosen, {})})
+        layers = (self.classes[chosen], overrides, (overrides.classes or {}).get(chosen) or ToleranceValues())
+        return Tolerance(name=chosen, **{k: v for layer in layers for k, v in
+                                         layer.model_dump(exclude_unset=True, exclude={"class_", "classes"}).items()})
 
     def device_class(self, a: str, b: str) -> Optional[str]:
         """The class ``[device_classes]`` names for this pair of device types (either order), if any."""
@@ -139,7 +140,7 @@ class Policy:
 
 
 def _read_policy(path: Path, source: str) -> Dict[str, Any]:
-    """One policy file validated by ``PolicyFile``, as the plain tables it set (keys it leaves out stay out)."""
+    """One policy file validated by ``PolicyFile``, as the TOML tables it set (to merge key by key, then type)."""
     data = read_toml(path, PolicyError, "policy file not found", shown=source)
     model = validate(PolicyFile, data, source=source, error=PolicyError)
     return model.model_dump(exclude_unset=True, by_alias=True)
@@ -152,25 +153,25 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
     source = BUILT_IN_POLICY if path is None else str(path)
     if path is not None:
         data = _merge(data, _read_policy(Path(path), source))
-    classes, models = data.get("classes", {}), data.get("models", {})
+    merged = validate(PolicyFile, data, source=source, error=PolicyError)
+    classes, models, settings = merged.classes or {}, merged.models or {}, merged.policy or PolicySettings()
     for name, values in models.items():
-        if "class" in values and values["class"] not in classes:
-            raise PolicyError(f"{source}: model '{name}' names unknown class '{values['class']}'")
-        for class_name in values.get("classes", {}):  # in file order: the message names the first
+        if values.class_ is not None and values.class_ not in classes:
+            raise PolicyError(f"{source}: model '{name}' names unknown class '{values.class_}'")
+        for class_name in values.classes or {}:  # in file order: the message names the first
             if class_name not in classes:
                 raise PolicyError(f"{source}: model '{name}' has overrides for unknown class '{class_name}'")
-    settings = data.get("policy", {})
-    default_class = settings.get("default_class", "auto")
+    default_class = settings.default_class or "auto"
     if default_class != "auto" and default_class not in classes:
         raise PolicyError(f"{source}: default_class '{default_class}' is not a class")
-    device_classes = data.get("device_classes", {})
+    device_classes = merged.device_classes or {}
     for pair, class_name in device_classes.items():
         if len(pair.split("-vs-")) != 2 or not all(pair.split("-vs-")):
             raise PolicyError(f"{source}: device_classes key '{pair}' must look like \"cpu-vs-cuda\"")
         if class_name not in classes:
             raise PolicyError(f"{source}: device_classes '{pair}' names unknown class '{class_name}'")
-    return Policy(source, default_class, classes, models, device_classes,
-                  settings.get("precision_change", "baseline"), settings.get("judge_by", "tolerances"))
+    return Policy(source, default_class, classes, models, device_classes, settings.precision_change or "baseline",
+                  settings.judge_by or "tolerances")
 
 
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
@@ -180,32 +181,11 @@ def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def auto_class(fingerprint: Dict[str, Any], model_info: Optional[Dict[str, Any]] = None) -> str:
-    """Pick the class the candidate's own settings call for (dtype first, then TF32 on CUDA)."""
-    dtype = str((model_info or {}).get("loaded_dtype") or fingerprint.get("dtype") or "float32")
-    if dtype in ("bfloat16", "float16"):
-        return {"bfloat16": "bf16", "float16": "fp16"}[dtype]
-    on_cuda = str(fingerprint.get("device_type", "")) == "cuda"
-    tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
-    return "tf32" if on_cuda and tf32 else "fp32"
-
-
-def is_served(model_info: Optional[Dict[str, Any]]) -> bool:
-    """Whether a results entry came from a server (``backend = "http"``) rather than a library in-process."""
-    return bool(model_info) and (model_info or {}).get("backend") == "http"
-
-
-def device_type(fingerprint: Dict[str, Any]) -> str:
-    """The device type a run used (``cpu``, ``cuda``, ``mps``), from its fingerprint."""
-    return str(fingerprint.get("device_type") or fingerprint.get("device") or "cpu").split(":")[0]
-
-
 def _rank(precision: str) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else 0
 
 
-def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_model: Optional[Dict[str, Any]],
-                 candidate_fingerprint: Dict[str, Any], candidate_model: Optional[Dict[str, Any]],
+def choose_class(policy: Policy, baseline: SideSettings, candidate: SideSettings,
                  forced: Optional[str] = None) -> Tuple[str, str]:
     """The tolerance class for one model of a (baseline, candidate) pair, and a note when the candidate ran at
     lower precision than its baseline (empty otherwise).
@@ -215,8 +195,7 @@ def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_
     "candidate"``; at full precision it is the ``[device_classes]`` entry (else ``fp32``), or ``served`` when
     either side was served: the server's batching, not the device, sets that drift.
     """
-    base_precision = auto_class(baseline_fingerprint, baseline_model)
-    cand_precision = auto_class(candidate_fingerprint, candidate_model)
+    base_precision, cand_precision = baseline.precision, candidate.precision
     downgrade = _rank(cand_precision) > _rank(base_precision)
     explicit = forced or (policy.default_class if policy.default_class != "auto" else None)
     if explicit:
@@ -230,10 +209,10 @@ def choose_class(policy: Policy, baseline_fingerprint: Dict[str, Any], baseline_
     precision = max(base_precision, cand_precision, key=_rank) if not downgrade else base_precision
     if precision != "fp32":
         chosen = precision
-    elif "served" in policy.classes and any(is_served(m) for m in (baseline_model, candidate_model)):
+    elif "served" in policy.classes and (baseline.served or candidate.served):
         chosen = "served"
     else:
-        chosen = policy.device_class(device_type(baseline_fingerprint), device_type(candidate_fingerprint)) or "fp32"
+        chosen = policy.device_class(baseline.device, candidate.device) or "fp32"
     if not downgrade:
         return chosen, ""
     return chosen, (f"precision change: the candidate ran at {cand_precision}, the baseline at {base_precision}; judged at "

@@ -57,8 +57,7 @@ class RuntimeSettings:
     @classmethod
     def from_run_options(cls, options: Any) -> RuntimeSettings:
         """The settings of a ``RunOptions`` (e.g. ``harness.baselines.rerun_options``: how a baseline was run)."""
-        values: Dict[str, Any] = {name: getattr(options, name, None) for name in RUNTIME_FACTORS if hasattr(options, name)}
-        return cls(**values)
+        return cls(**{name: getattr(options, name) for name in RUNTIME_FACTORS if hasattr(options, name)})
 
     def run_args(self) -> List[str]:
         """The ``harness run`` flags that pin these settings."""

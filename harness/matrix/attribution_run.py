@@ -47,8 +47,7 @@ def run_attribution(
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     plan: Dict[str, Any] = {"matrix": matrix.name, "baseline_cell": base.cell_id, "candidate_cell": cand.cell_id,
-                            "models": list(matrix.models), "runtime_from": runtime_from, "steps": [],
-                            "orders": walk.orders}
+                            "models": list(matrix.models), "runtime_from": runtime_from, "steps": []}
     venv: Optional[Path] = None
     index = 0
     while index < len(walk.steps):
@@ -65,7 +64,7 @@ def run_attribution(
             if state.status is not StageStatus.OK or not results.is_file() or not_run:
                 entry["error"] = f"{state.status.value}: {state.reason}" if not not_run else f"no model ran: {not_run}"
                 if (state.status is StageStatus.RUN_FAILED or not_run) and walk.failed(index, not_run or state.reason):
-                    ws.log(f"{step.step_id} installs but does not run: planned again -> {', '.join(walk.orders[-1]['order'])}")
+                    ws.log(f"{step.step_id} installs but does not run: planned again -> {', '.join(walk.orders[-1].order)}")
                     continue  # the same index now holds the re-planned next step
             venv = Path(state.venv)
         else:  # runtime factor: same packages, the previous step's venv, different runner flags
@@ -79,7 +78,7 @@ def run_attribution(
         entry["results"] = str(results)
         plan["steps"].append(entry)
         index += 1
-    return write_json(out_dir / PLAN_FILE, plan)
+    return write_json(out_dir / PLAN_FILE, {**plan, "orders": [dataclasses.asdict(o) for o in walk.orders]})
 
 
 def _none_ran(results: Path) -> str:
@@ -90,12 +89,12 @@ def _none_ran(results: Path) -> str:
     from harness.results import ResultsFile
 
     try:
-        infos = list(ResultsFile(results).models.values())
+        infos = list(ResultsFile(results).records.values())
     except HarnessError:  # not a results file: the comparison of the step says so
         return ""
-    if not infos or any(info.get("status", "ok") == "ok" for info in infos):
+    if not infos or any((info.status or "ok") == "ok" for info in infos):
         return ""
-    return str(infos[0].get("reason") or infos[0].get("status"))
+    return str(infos[0].reason or infos[0].status)
 
 
 def load_plan(path: str | os.PathLike[str]) -> Dict[str, Any]:

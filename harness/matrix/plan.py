@@ -23,7 +23,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
 from harness.matrix import venvs
@@ -215,6 +215,14 @@ def _environment(cell: Cell) -> Tuple[str, Tuple[str, ...]]:
     return cell.python, tuple(cell.requirements())
 
 
+@dataclasses.dataclass
+class Order:
+    """One order of the steps tried (their names, after the baseline) and why it was given up (empty: it stood)."""
+
+    order: List[str]
+    rejected: str = ""
+
+
 class Walk:
     """The steps still to run, planned again (at most ``REPLANS`` times) around a package step that installs but
     does not run: the resolver cannot see an undeclared incompatibility. ``orders`` keeps each order tried and why."""
@@ -225,7 +233,7 @@ class Walk:
         self._args = (cand, cand_runtime)
         self._resolves, self._left = resolves, replans
         self.steps = plan_path(base, base_runtime, cand, cand_runtime, self.resolves)
-        self.orders: List[Dict[str, Any]] = [{"order": self._order(), "rejected": ""}]
+        self.orders = [Order(self._order())]
 
     def resolves(self, cell: Cell) -> Optional[str]:
         """The resolver's answer, or why an environment that installed did not run."""
@@ -242,14 +250,14 @@ class Walk:
             return False
         problem = f"installs but does not run ({(reason.strip().splitlines() or ['no reason given'])[0]})"
         if self._left <= 0:
-            self.orders[-1]["rejected"] = f"{step.name} {problem}; no re-plan left, so its change is in the next step's number"
+            self.orders[-1].rejected = f"{step.name} {problem}; no re-plan left, so its change is in the next step's number"
             return False
         self._left -= 1
         self._failed[_environment(step.cell)] = problem
-        self.orders[-1]["rejected"] = f"{step.name} {problem}"
+        self.orders[-1].rejected = f"{step.name} {problem}"
         before = self.steps[index - 1]
         self.steps = self.steps[:index] + plan_path(before.cell, before.runtime, *self._args, self.resolves, index - 1)[1:]
-        self.orders.append({"order": self._order(), "rejected": ""})
+        self.orders.append(Order(self._order()))
         return True
 
 

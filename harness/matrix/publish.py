@@ -20,7 +20,7 @@ from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import MatrixReport, Merged, build_matrix_report
+from harness.report.matrix_report import HistoryEntry, MatrixReport, Merged, build_matrix_report
 from harness.report.tables import history_table, verdicts_table
 
 __all__ = [
@@ -57,7 +57,7 @@ def write_matrix_report(
     report: MatrixReport,
     out_dir: str | os.PathLike[str],
     *,
-    history: Optional[List[Dict[str, Any]]] = None,
+    history: Optional[List[HistoryEntry]] = None,
 ) -> Dict[str, Path]:
     """Render every format from the same report and write each file atomically; the paths written, by format."""
     rendered = {
@@ -123,7 +123,7 @@ def publish_matrix_report(
 ) -> Dict[str, Path]:
     """Append the run to ``history`` (if given) and write the report files; whatever is read is read first, so
     a corrupt log fails before anything is written."""
-    past: Optional[List[Dict[str, Any]]] = None
+    past: Optional[List[HistoryEntry]] = None
     full = _full_report(Path(out_dir), report) if report.partial else False
     if full is True:
         out_dir, full = Path(out_dir) / "partial", False
@@ -143,11 +143,11 @@ def _kept_lines(text: str) -> str:
     return text[: text.rfind("\n") + 1]
 
 
-def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -> Dict[str, Any]:
+def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -> HistoryEntry:
     """Add one JSON line for this run: under the log's lock, read, add, rename, so concurrent runs never lose or
     interleave a line and a kill leaves the old log whole."""
     entry = report.history_entry()
-    line = json.dumps(entry, sort_keys=True, default=str) + "\n"
+    line = entry.to_json() + "\n"
     path = Path(history_path)
     with output_lock(path):
         old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
@@ -156,26 +156,25 @@ def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -
     return entry
 
 
-def load_history(path: str | os.PathLike[str]) -> List[Dict[str, Any]]:
+def load_history(path: str | os.PathLike[str]) -> List[HistoryEntry]:
     """Every run in the log, oldest first; a torn last line (a killed append) is skipped, a malformed line
     elsewhere is a ``MatrixError`` naming it."""
     target = Path(path)
     if not target.is_file():
         return []
     lines = target.read_text(encoding="utf-8", errors="replace").split("\n")
-    entries: List[Dict[str, Any]] = []
+    entries: List[HistoryEntry] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-        except ValueError as err:
+            entries.append(HistoryEntry.from_json(line))
+        except json.JSONDecodeError as err:
             if number == len(lines):  # no trailing newline: an interrupted append
                 break
             raise MatrixError(f"{target}:{number}: not a JSON history line ({err})") from None
-        if not isinstance(entry, dict):
-            raise MatrixError(f"{target}:{number}: not a history record (a JSON object)")
-        entries.append(entry)
+        except ValueError as err:
+            raise MatrixError(f"{target}:{number}: {err}") from None
     return entries
 
 

@@ -7,7 +7,7 @@ piece of text from the data goes through ``html.escape``.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
@@ -16,7 +16,7 @@ from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
-from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
+from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, HistoryEntry, MatrixReport, ReportCell, TrendRow
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided, would_pass
 from harness.verdict import CellStatus, ModelVerdict, Status
 
@@ -65,7 +65,7 @@ def _verdict_td(model: Optional[ModelVerdict]) -> str:
         return '<td class="verdict">-</td>'
     return (
         f'<td class="verdict {_status_class(model.status)}"><span class="big">{_e(model.status.value)}</span>'
-        f'<span class="small">max |Δ| {_e(fmt_drift(model.metrics))}</span></td>'
+        f'<span class="small">max |Δ| {_e(fmt_drift(model))}</span></td>'
     )
 
 
@@ -299,7 +299,7 @@ def _trend(trend: Sequence[TrendRow]) -> str:
     return f'<section id="trend"><h2>Trend</h2>{table}</section>'
 
 
-def render_html(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
+def render_html(report: MatrixReport, history: Optional[Sequence[HistoryEntry]] = None) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
     body = [_header(report), _overview(report),
             scenario_lines.html_section([(c.cell_id, m) for c, m in report.verdicts]), _trend(report.trend(history))]

@@ -6,11 +6,11 @@ Renders only from ``MatrixReport``, so it cannot disagree with the JSON, JUnit o
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
-from harness.report.matrix_report import TREND_RUNS, MatrixReport, ReportCell, TrendRow
+from harness.report.matrix_report import TREND_RUNS, HistoryEntry, MatrixReport, ReportCell, TrendRow
 from harness.report.text import (
     ORDER_FIGURES_NOTE,
     check_line,
@@ -77,7 +77,7 @@ def _header(report: MatrixReport) -> List[str]:
 
 def _summary_row(cell: ReportCell, model: ModelVerdict) -> List[str]:
     metrics = model.metrics
-    return [_code(cell.cell_id), _code(model.model_id), _status(model.status), fmt_drift(metrics),
+    return [_code(cell.cell_id), _code(model.model_id), _status(model.status), fmt_drift(model),
             fmt_cosine(metrics.get("min_cosine")), md_escape(order_shown(model)), md_escape(model.tolerance_class),
             _worst_check(model),
             md_escape(accuracy_lines.ratio_text(model.accuracy.measured.ratio)) if model.accuracy else "-"]
@@ -206,7 +206,7 @@ def _speed(report: MatrixReport) -> List[str]:
     return _section("Speed and memory (reported, not judged)", header, rows)
 
 
-def render_markdown(report: MatrixReport, history: Optional[Sequence[Dict[str, Any]]] = None) -> str:
+def render_markdown(report: MatrixReport, history: Optional[Sequence[HistoryEntry]] = None) -> str:
     """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend
     (``history`` as ``load_history`` gives it; include the current run by appending first)."""
     trend = report.trend(history)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -15,8 +16,8 @@ from harness.compare.factors import group_changes
 from harness.report import accuracy_lines, scenario_lines
 from harness.verdict import CellStatus, EnvChange, ModelVerdict
 
-__all__ = ["MATRIX_FORMAT_VERSION", "MatrixReport", "Merged", "ReportCell", "TREND_RUNS", "TrendRow",
-           "build_matrix_report", "history_series"]
+__all__ = ["MATRIX_FORMAT_VERSION", "HistoryCell", "HistoryEntry", "MatrixReport", "Merged", "ReportCell", "TREND_RUNS",
+           "TrendRow", "build_matrix_report", "history_series"]
 
 MATRIX_FORMAT_VERSION = 1
 #: how many past runs the trend sections show per cell and model
@@ -47,6 +48,46 @@ class Merged(NamedTuple):
     def of(cls, data: Optional[Mapping[str, Any]]) -> Optional[Merged]:
         """``merged`` of a report.json as read (None: not a merged report)."""
         return cls(list(data["cells"]), str(data["created_at"]), str(data["full_run_created_at"])) if data else None
+
+
+def _numbers(value: object) -> Dict[str, Optional[float]]:
+    """A history table of numbers by model id; anything else in it (a hand-edited log) reads as no number."""
+    items = value.items() if isinstance(value, dict) else ()
+    return {str(k): v if isinstance(v, (int, float)) and not isinstance(v, bool) else None for k, v in items}
+
+
+class HistoryCell(NamedTuple):
+    """One cell of one run in the history log: its status word and each model's headline numbers."""
+
+    status: str
+    max_abs_diff: Dict[str, Optional[float]]
+    min_cosine: Dict[str, Optional[float]]
+
+
+class HistoryEntry(NamedTuple):
+    """One run's line in the history log (numbers only, no offenders or environments). Read leniently: missing
+    keys are empty, a wrong-typed table is a ``ValueError`` (``publish.load_history`` names the line)."""
+
+    created_at: str
+    matrix: str
+    status: str
+    partial: bool  # a --cells run: never a whole-matrix line
+    cells: Dict[str, HistoryCell]
+
+    @classmethod
+    def from_json(cls, line: str) -> HistoryEntry:
+        data = json.loads(line)
+        cells = data.get("cells") or {} if isinstance(data, dict) else None
+        if not isinstance(cells, dict) or not all(isinstance(c, dict) for c in cells.values()):
+            raise ValueError("not a history record (a JSON object with a table of cells)")
+        return cls(str(data.get("created_at", "")), str(data.get("matrix", "")), str(data.get("status", "")),
+                   bool(data.get("partial")), {str(k): HistoryCell(str(c.get("status", "")), _numbers(c.get("max_abs_diff")),
+                                                                    _numbers(c.get("min_cosine"))) for k, c in cells.items()})
+
+    def to_json(self) -> str:
+        """The log line (keys sorted, as it has always been written)."""
+        out = {**self._asdict(), "cells": {k: c._asdict() for k, c in self.cells.items()}}
+        return json.dumps({**out, "format_version": MATRIX_FORMAT_VERSION}, sort_keys=True, default=str)
 
 
 _STATUS_WORDS = {s.value for s in CellStatus}
@@ -163,18 +204,14 @@ class MatrixReport:
                    partial=bool(data.get("partial")), matrix_cells=list(data.get("matrix_cells") or []),
                    merged=Merged.of(data.get("merged")))
 
-    def history_entry(self) -> Dict[str, Any]:
-        """The compact per-run record kept in the history log (numbers only, no offenders or environments):
-        per cell its status and each model's headline numbers."""
-        cells = {c.cell_id: {"status": c.status.value,
-                             "max_abs_diff": {m.model_id: m.metrics.get("max_abs_diff") for m in c.models},
-                             "min_cosine": {m.model_id: m.metrics["min_cosine"] for m in c.models if "min_cosine" in m.metrics}}
+    def history_entry(self) -> HistoryEntry:
+        """This run's line in the history log: per cell its status and each model's headline numbers."""
+        cells = {c.cell_id: HistoryCell(c.status.value, {m.model_id: m.metrics.get("max_abs_diff") for m in c.models},
+                                        {m.model_id: m.metrics["min_cosine"] for m in c.models if "min_cosine" in m.metrics})
                  for c in self.cells}
-        return {"format_version": MATRIX_FORMAT_VERSION, "created_at": self.created_at, "matrix": self.matrix,
-                "status": self.status.value, "partial": self.partial,  # a --cells run: never a whole-matrix line
-                "cells": cells}
+        return HistoryEntry(self.created_at, self.matrix, self.status.value, self.partial, cells)
 
-    def trend(self, history: Optional[Sequence[Dict[str, Any]]]) -> List[TrendRow]:
+    def trend(self, history: Optional[Sequence[HistoryEntry]]) -> List[TrendRow]:
         """Every (cell, model) with runs in ``history`` (the log as read): its last ``TREND_RUNS`` of them."""
         rows = [TrendRow(c.cell_id, m.model_id, history_series(history or [], self.matrix, c.cell_id, m.model_id,
                                                                 TREND_RUNS)) for c, m in self.verdicts]
@@ -235,22 +272,10 @@ def _policy_of(cells: Sequence[ReportCell]) -> str:
     return "; ".join(sources) if sources else "-"
 
 
-def history_series(
-    history: Sequence[Dict[str, Any]],
-    matrix: str,
-    cell_id: str,
-    model_id: str,
-    last: int = 10,
-) -> List[Tuple[str, Optional[CellStatus], Optional[float]]]:
-    """``(created_at, cell status, max abs diff)`` of the last ``last`` runs of one cell and model, oldest first."""
-    points = []
-    for entry in history:
-        if entry.get("matrix") != matrix:
-            continue
-        cell = entry.get("cells", {}).get(cell_id)
-        if cell is None:
-            continue
-        word = str(cell.get("status"))  # a missing or unknown word (a hand-edited or newer log): no status
-        status = CellStatus(word) if word in _STATUS_WORDS else None
-        points.append((str(entry.get("created_at", "")), status, cell.get("max_abs_diff", {}).get(model_id)))
+def history_series(history: Sequence[HistoryEntry], matrix: str, cell_id: str, model_id: str,
+                   last: int = 10) -> List[Tuple[str, Optional[CellStatus], Optional[float]]]:
+    """``(created_at, cell status, max abs diff)`` of the last ``last`` runs of one cell and model, oldest first (a
+    missing or unknown status word, from a hand-edited or newer log: no status)."""
+    points = [(e.created_at, CellStatus(c.status) if c.status in _STATUS_WORDS else None, c.max_abs_diff.get(model_id))
+              for e in history if e.matrix == matrix for c in [e.cells.get(cell_id)] if c is not None]
     return points[-last:] if last > 0 else points

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Sequence
 
 import pyarrow as pa
 
-from harness.report.matrix_report import MatrixReport
+from harness.report.matrix_report import HistoryEntry, MatrixReport
 
 __all__ = ["verdicts_table", "history_table", "VERDICTS_SCHEMA", "HISTORY_SCHEMA"]
 
@@ -39,16 +39,14 @@ def verdicts_table(report: MatrixReport) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=VERDICTS_SCHEMA)
 
 
-def history_table(history: Sequence[Dict[str, Any]]) -> pa.Table:
+def history_table(history: Sequence[HistoryEntry]) -> pa.Table:
     """The history log (``publish.load_history``) in long format: one row per run, cell and model."""
     rows: List[Dict[str, Any]] = []
     for entry in history:
-        head = {"created_at": str(entry.get("created_at", "")), "matrix": str(entry.get("matrix", "")),
-                "run_status": str(entry.get("status", "")), "partial": bool(entry.get("partial", False))}
-        for cell_id, cell in (entry.get("cells") or {}).items():
-            diffs, cosines = cell.get("max_abs_diff") or {}, cell.get("min_cosine") or {}
-            base = {**head, "cell_id": str(cell_id), "cell_status": str(cell.get("status", ""))}
-            models = list(dict.fromkeys([*diffs, *cosines])) or [""]
-            rows += [{**base, "model_id": m, "max_abs_diff": _number(diffs.get(m)), "min_cosine": _number(cosines.get(m))}
-                     for m in models]
+        head = {"created_at": entry.created_at, "matrix": entry.matrix, "run_status": entry.status, "partial": entry.partial}
+        for cell_id, cell in entry.cells.items():
+            base = {**head, "cell_id": cell_id, "cell_status": cell.status}
+            models = list(dict.fromkeys([*cell.max_abs_diff, *cell.min_cosine])) or [""]
+            rows += [{**base, "model_id": m, "max_abs_diff": _number(cell.max_abs_diff.get(m)),
+                      "min_cosine": _number(cell.min_cosine.get(m))} for m in models]
     return pa.Table.from_pylist(rows, schema=HISTORY_SCHEMA)

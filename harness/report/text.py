@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List
 
 from harness.compare.factors import group_changes
 from harness.report import accuracy_lines, scenario_lines
@@ -22,8 +22,9 @@ ORDER_FIGURES_NOTE = (
 )
 
 
-def fmt_drift(metrics: Dict[str, Any]) -> str:
+def fmt_drift(model: ModelVerdict) -> str:
     """A model's largest drift in its own unit: max |diff| for floats, bits or buckets for quantized vectors."""
+    metrics = model.metrics
     if "max_bit_flips" in metrics:
         return f"{metrics['max_bit_flips']} bit(s)"
     if "max_int_distance" in metrics:
@@ -115,10 +116,9 @@ def topk_decided(model: ModelVerdict) -> str:
             f"{exact:,} scored exactly")
 
 
-def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: str = "") -> str:
-    """The verdict as text: summary table, failure explanations with worst offenders, environment changes.
-    ``comparison``: a ``Comparison``, or one as serialized (a JSON verdict as read)."""
-    data = comparison if isinstance(comparison, Comparison) else Comparison.from_dict(comparison)
+def render_comparison(data: Comparison, regen_hint: str = "") -> str:
+    """The verdict as text: summary table, failure explanations with worst offenders, environment changes (a JSON
+    verdict as read: ``Comparison.from_dict`` first)."""
     models = data.models
     failing = [m for m in models if m.status is not Status.PASS]
     lowered = sorted({m.tolerance_class for m in models if m.precision_change})
@@ -132,7 +132,7 @@ def render_comparison(comparison: Comparison | Mapping[str, Any], regen_hint: st
         "",
     ]
     rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX DRIFT", "MIN COSINE", "ORDER AGREEMENT"]]
-    rows += [[model.model_id, model.kind, model.tolerance_class, model.status.value.upper(), fmt_drift(model.metrics),
+    rows += [[model.model_id, model.kind, model.tolerance_class, model.status.value.upper(), fmt_drift(model),
               fmt_cosine(model.metrics.get("min_cosine")), order_shown(model, labelled=False)] for model in models]
     lines += _table(rows)
     lines += [f"  {model.model_id} {topk_decided(model)}" for model in models if topk_decided(model)]

@@ -11,7 +11,7 @@ from typing import Optional as _Optional
 from typing import Sequence as _Sequence
 
 from harness.fsio import atomic_output
-from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta, SideSettings
 from harness.results.reader import ResultsFile, arrow_to_numpy, single_chunk
 from harness.results.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, ModelRows, pair_item_id, split_pair_item_id
 from harness.results.writer import ResultsWriter, rewrite_metadata, rewrite_model, write_results
@@ -28,6 +28,7 @@ __all__ = [
     "ResultsMeta",
     "ResultsWriter",
     "RunMeta",
+    "SideSettings",
     "arrow_to_numpy",
     "atomic_output",
     "pair_item_id",

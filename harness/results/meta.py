@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 from harness.errors import ResultsFileError
 
-__all__ = ["CorpusMeta", "RunMeta", "ModelRecord", "Provenance", "ResultsMeta", "path_anchors",
+__all__ = ["CorpusMeta", "RunMeta", "ModelRecord", "Provenance", "ResultsMeta", "SideSettings", "path_anchors",
            "portable_metadata", "portable_path", "local_path"]
 
 T = TypeVar("T", bound="_Record")
@@ -203,6 +203,29 @@ class ModelRecord(_Record):
                                    derived_from=model_id if rows.model_id != model_id else None)
 
 
+class SideSettings(typing.NamedTuple):
+    """One side's settings its tolerance class is chosen from (``harness.config.policy.choose_class``): its device
+    type, the dtype the model ran in, whether float32 matmuls ran in TF32 on CUDA, whether it was served."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    tf32: bool = False
+    served: bool = False
+
+    @classmethod
+    def of(cls, fingerprint: Mapping[str, Any], record: Optional[ModelRecord] = None) -> SideSettings:
+        """From a results file's fingerprint (an open JSON table; older ones lack ``device_type``) and a model's record."""
+        tf32 = fingerprint.get("tf32_matmul") or fingerprint.get("float32_matmul_precision") in ("high", "medium")
+        return cls(str(fingerprint.get("device_type") or fingerprint.get("device") or "cpu").split(":")[0],
+                   str(record and record.loaded_dtype or fingerprint.get("dtype") or "float32"),
+                   str(fingerprint.get("device_type", "")) == "cuda" and bool(tf32), bool(record and record.backend == "http"))
+
+    @property
+    def precision(self) -> str:
+        """The precision class these settings call for (dtype first, then TF32 on CUDA)."""
+        return {"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype) or ("tf32" if self.tf32 else "fp32")
+
+
 @dataclass(frozen=True)
 class Provenance(_Record):
     """Why a baseline exists (the ``baseline`` table ``harness.baselines.create_baseline`` writes)."""
@@ -288,31 +311,24 @@ def local_path(recorded: str, anchors: Anchors) -> str:
 def portable_metadata(meta: Mapping[str, Any], anchors: Anchors) -> Dict[str, Any]:
     """A copy of a results file's metadata with every machine path it records made portable (model sources and
     directories, the baseline's files and its history's, the fingerprint's ``executable``); nothing else changes."""
-    out: Dict[str, Any] = dict(meta)
-    models = out.get("models")
-    if isinstance(models, dict):
-        fixed = {}
-        for model_id, record in models.items():
-            record = dict(record) if isinstance(record, dict) else record
-            if isinstance(record, dict):
-                if isinstance(record.get("source"), dict):
-                    record["source"] = {k: portable_path(v, anchors) if k in ("path", "cache_dir") else v
-                                        for k, v in record["source"].items()}
-                if "directory" in record:
-                    record["directory"] = portable_path(record["directory"], anchors)
-            fixed[model_id] = record
-        out["models"] = fixed
-    if isinstance(out.get("fingerprint"), dict) and "executable" in out["fingerprint"]:
-        out["fingerprint"] = {**out["fingerprint"], "executable": portable_path(out["fingerprint"]["executable"], anchors)}
+    def port(table: Any, keys: Tuple[str, ...]) -> Any:  # a JSON object's ``keys`` made portable; anything else as it is
+        return {k: portable_path(v, anchors) if k in keys else v for k, v in table.items()} if isinstance(table, dict) else table
+
+    def model(record: Any) -> Any:
+        record = port(record, ("directory",))
+        source = port(record.get("source"), ("path", "cache_dir")) if isinstance(record, dict) else None
+        return {**record, "source": source} if isinstance(source, dict) else record
 
     def provenance(entry: Any) -> Any:
-        if not isinstance(entry, dict):
-            return entry
-        entry = {k: portable_path(v, anchors) if k in ("source_file", "previous_file") else v for k, v in entry.items()}
-        if isinstance(entry.get("history"), list):
-            entry["history"] = [provenance(h) for h in entry["history"]]
-        return entry
+        entry = port(entry, ("source_file", "previous_file"))
+        history = entry.get("history") if isinstance(entry, dict) else None
+        return {**entry, "history": [provenance(h) for h in history]} if isinstance(history, list) else entry
 
+    out = dict(meta)
+    if isinstance(out.get("models"), dict):
+        out["models"] = {model_id: model(record) for model_id, record in out["models"].items()}
+    if "fingerprint" in out:
+        out["fingerprint"] = port(out["fingerprint"], ("executable",))
     if out.get("baseline") is not None:
         out["baseline"] = provenance(out["baseline"])
     return out

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from harness.errors import ResultsFileError, SchemaMismatch, StorageError, first_line
 from harness.results import storage
-from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta
+from harness.results.meta import CorpusMeta, ModelRecord, Provenance, ResultsMeta, RunMeta, SideSettings
 from harness.results.metadata_json import parse_metadata
 from harness.results.schema import COLUMNS, METADATA_KEY, OPTIONAL_COLUMNS, SCHEMA_VERSION, check_column_types
 
@@ -94,15 +94,6 @@ class ResultsFile:
     # -- metadata -------------------------------------------------------------------------------------------
 
     @property
-    def models(self) -> Dict[str, Dict[str, Any]]:
-        """Per-model metadata (kind, status, weights hash, dim, ...), by model id."""
-        return dict(self.meta.get("models") or {})  # JSON null: empty, as in the typed views
-
-    @property
-    def corpus(self) -> Dict[str, Any]:
-        return dict(self.meta.get("corpus") or {})  # JSON null: empty, as in the typed views
-
-    @property
     def fingerprint(self) -> Dict[str, Any]:
         return dict(self.meta.get("fingerprint") or {})  # JSON null: empty, as in the typed views
 
@@ -112,6 +103,10 @@ class ResultsFile:
     def run(self) -> RunMeta:
         """How the run was made: device, dtype, batch size, TF32/threads/attention requested, peak memory."""
         return self.typed.run
+
+    def side(self, model_id: str) -> SideSettings:
+        """What ``policy.choose_class`` reads of this file for one model: device type, dtype, TF32, served."""
+        return SideSettings.of(self.fingerprint, self.records.get(model_id))
 
     @property
     def records(self) -> Dict[str, ModelRecord]:

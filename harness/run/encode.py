@@ -54,7 +54,7 @@ def count_tokens(loaded: LoadedModel, inputs: Sequence[Any], prompt: Optional[st
     max length the model cuts at; None where the model has no tokenizer or no max length to say it."""
     import numpy as np
 
-    tokenizer, limit = getattr(loaded.model, "tokenizer", None), loaded.info.get("max_seq_length")
+    tokenizer, limit = getattr(loaded.model, "tokenizer", None), loaded.info.max_seq_length
     if not callable(tokenizer) or not isinstance(limit, int):
         return None
     counts: Any = np.zeros(len(inputs), dtype=np.int32)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from harness.config.registry import ModelSpec, weight_files
 from harness.errors import ModelLoadError, first_line
+from harness.results.meta import ModelRecord
 from harness.run.backends import BackendUnavailable, backend_record, prepare_backend
 
 __all__ = [
@@ -49,7 +50,8 @@ class LoadedModel:
     directory: Path
     found_via: str
     model: Any
-    info: Dict[str, Any] = field(default_factory=dict)
+    #: what it is and how it loaded (dtype before and after the cast, attention, weights hash, backend, ...)
+    info: ModelRecord = field(default_factory=ModelRecord)
     #: the settings applied to this model's calls (recorded as the model's ``encode`` metadata), with
     #: ``unsupported``: setting -> why the installed sentence-transformers could not apply it
     encode: Dict[str, Any] = field(default_factory=dict)
@@ -259,7 +261,7 @@ def load_model(
     info.update(saved_versions=saved, **hashes._asdict(), backend=backend)
     if backend != "torch":
         info.update(backend_record(model, load_dir, export_to, backend))
-    return LoadedModel(spec=spec, directory=directory, found_via=found_via, model=model, info=info, encode=encode)
+    return LoadedModel(spec, directory, found_via, model, ModelRecord.of(**info), encode)
 
 
 def _apply_max_length(model: Any, spec: ModelSpec, encode: Dict[str, Any]) -> None:

@@ -194,7 +194,7 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
 
     started = time.perf_counter()
     directory, found_via = resolve_model_dir(spec, allow_network=options.allow_network, registry=options.registry)
-    located = {"kind": spec.kind, "source": spec.describe(), "directory": str(directory), "found_via": found_via}
+    located = ModelRecord(kind=spec.kind, source=spec.describe(), directory=str(directory), found_via=found_via)
     try:
         loaded = load_model(
             spec,
@@ -206,7 +206,7 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
             trust_remote_code=options.trust_remote_code,
         )
     except Incompatible as err:
-        return [], {spec.id: ModelRecord.of(**located, status="incompatible", reason=err.reason, saved_versions=err.saved)}
+        return [], {spec.id: dataclasses.replace(located, status="incompatible", reason=err.reason, saved_versions=err.saved)}
     load_s = round(time.perf_counter() - started, 4)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)  # of the device this run uses (cuda:N), not the current one
@@ -214,16 +214,10 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
     with torch.inference_mode():
         rows, count = (_embed if spec.kind == "bi-encoder" else _rerank)(loaded, corpus, options)
     elapsed = time.perf_counter() - compute_started
-    record = ModelRecord.of(**{
-        **located,
-        **loaded.info,
-        "load_s": load_s,
-        "status": "ok",
-        "compute_s": round(elapsed, 4),
-        "items": count,
-        "items_per_s": round(count / elapsed, 2) if elapsed > 0 else None,
-        "cuda_peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)) if device.startswith("cuda") else None,
-    })
+    record = dataclasses.replace(
+        loaded.info, kind=spec.kind, source=located.source, directory=located.directory, found_via=found_via, load_s=load_s, status="ok", compute_s=round(elapsed, 4), items=count,
+        items_per_s=round(count / elapsed, 2) if elapsed > 0 else None,
+        cuda_peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if device.startswith("cuda") else None)
     return rows, _entries(spec, rows, record, loaded.encode)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from harness.assertions import assert_embeddings_close, assert_model_matches, assert_rerank_stable
 from harness.errors import IncompatibleInputs
-from harness.results import ResultsFile
+from harness.results import ModelRecord, ResultsFile, SideSettings
 from harness.testing import add_noise_to_one, perturb_results, tf32_round
 
 from conftest import ROOT
@@ -191,7 +191,7 @@ def test_regen_without_candidate_runs_the_models(pytester: pytest.Pytester, tmp_
     result = pytester.runpytest("-m", "harness", f"--harness-baseline={target}", "--harness-regen", "--harness-models", "tiny")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*was created from*candidate.parquet.*"])
-    assert sorted(ResultsFile(target).models) == [BI, CE]
+    assert sorted(ResultsFile(target).records) == [BI, CE]
 
 
 def test_unreadable_baseline_is_an_error_and_never_regenerated(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -357,18 +357,22 @@ def test_choose_class_by_device_pair_and_precision() -> None:
     from harness.config.policy import choose_class, load_policy
 
     policy = load_policy()
-    cpu, cuda = {"device_type": "cpu"}, {"device_type": "cuda"}
-    assert choose_class(policy, cpu, {}, cpu, {})[0] == "fp32"
-    assert choose_class(policy, cpu, {}, cuda, {})[0] == choose_class(policy, cuda, {}, cpu, {})[0] == "cpu-vs-cuda"
-    assert choose_class(policy, cuda, {}, cuda, {})[0] == "fp32"
-    assert choose_class(policy, cpu, {}, {"device_type": "mps"}, {})[0] == "fp32"  # not measured: no device class
+    cpu, cuda = SideSettings("cpu"), SideSettings("cuda")
+    tf32, bf16 = SideSettings.of({"device_type": "cuda", "tf32_matmul": True}), SideSettings.of({"device_type": "cuda"},
+                                                                                                 ModelRecord(loaded_dtype="bfloat16"))
+    assert (tf32.precision, bf16.precision, SideSettings.of({"device_type": "cpu", "tf32_matmul": True}).precision) == (
+        "tf32", "bf16", "fp32"), "TF32 only counts on CUDA"
+    assert choose_class(policy, cpu, cpu)[0] == "fp32"
+    assert choose_class(policy, cpu, cuda)[0] == choose_class(policy, cuda, cpu)[0] == "cpu-vs-cuda"
+    assert choose_class(policy, cuda, cuda)[0] == "fp32"
+    assert choose_class(policy, cpu, SideSettings("mps"))[0] == "fp32"  # not measured: no device class
     # a lower-precision candidate is judged at the baseline's class (never passed silently at its own) ...
-    assert choose_class(policy, cpu, {}, {**cuda, "tf32_matmul": True}, {})[0] == "cpu-vs-cuda"
-    assert choose_class(policy, cpu, {}, cuda, {"loaded_dtype": "bfloat16"})[0] == "cpu-vs-cuda"
+    assert choose_class(policy, cpu, tf32)[0] == "cpu-vs-cuda"
+    assert choose_class(policy, cpu, bf16)[0] == "cpu-vs-cuda"
     # ... a lower-precision baseline sets the class: its own rounding dominates the drift
-    assert choose_class(policy, {**cuda, "tf32_matmul": True}, {}, cpu, {})[0] == "tf32"
-    assert choose_class(policy, cuda, {"loaded_dtype": "bfloat16"}, cpu, {})[0] == "bf16"
-    assert choose_class(policy, cpu, {}, cuda, {}, forced="fp16")[0] == "fp16"
+    assert choose_class(policy, tf32, cpu)[0] == "tf32"
+    assert choose_class(policy, bf16, cpu)[0] == "bf16"
+    assert choose_class(policy, cpu, cuda, forced="fp16")[0] == "fp16"
     assert policy.tolerance("m", "cpu-vs-cuda").atol == policy.tolerance("m", "fp32").atol == 1e-5
 
 
@@ -383,7 +387,7 @@ def test_policy_file_device_classes_and_per_model_class_overrides(tmp_path: Path
         '[models."m"]\nmin_cosine = 0.99999\n'
     )
     policy = load_policy(path)
-    assert choose_class(policy, {"device": "cpu"}, {}, {"device": "mps"}, {})[0] == "tf32"
+    assert choose_class(policy, SideSettings.of({"device": "cpu"}), SideSettings.of({"device": "mps"}))[0] == "tf32"
     assert policy.tolerance("m", "cpu-vs-cuda").atol == 3e-5 and policy.tolerance("m", "fp32").atol == 1e-5
     assert policy.tolerance("m", "fp32").min_cosine == 0.99999 == policy.tolerance("m", "cpu-vs-cuda").min_cosine
     assert policy.tolerance("other", "cpu-vs-cuda").atol == 1e-5

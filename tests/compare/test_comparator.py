@@ -92,7 +92,7 @@ def test_real_bf16_run_is_judged_at_fp32_unless_asked(tiny_results: Path, tmp_pa
     from conftest import run_tiny
 
     bf16 = run_tiny(tmp_path / "bf16-run.parquet", dtype="bfloat16")
-    meta = ResultsFile(bf16).models[BI]
+    meta = ResultsFile(bf16).meta["models"][BI]
     assert meta["loaded_dtype"] == "bfloat16"
     auto = _by_model(compare_files(tiny_results, bf16))
     assert auto[BI].tolerance_class == "fp32" and auto[BI].status is Status.FAIL
@@ -171,12 +171,12 @@ def test_verdicts_carry_each_sides_speed_and_memory(tiny_results: Path, tiny_res
     comparison = compare_files(tiny_results, tiny_results_again)
     for verdict in comparison.models:
         base, cand = verdict.performance["baseline"], verdict.performance["candidate"]
-        recorded = ResultsFile(tiny_results_again).models[verdict.model_id]
+        recorded = ResultsFile(tiny_results_again).meta["models"][verdict.model_id]
         assert cand["items_per_s"] == recorded["items_per_s"] > 0 and cand["device"] == "cpu"
-        assert base["items_per_s"] == ResultsFile(tiny_results).models[verdict.model_id]["items_per_s"]
+        assert base["items_per_s"] == ResultsFile(tiny_results).meta["models"][verdict.model_id]["items_per_s"]
         assert cand["peak_rss_bytes"] > 0 and "cuda_peak_memory_bytes" not in cand  # a CPU run
     data = comparison.serialize()
-    text = render_comparison(data)
+    text = render_comparison(Comparison.from_dict(data))
     assert "Speed and memory of the candidate run" in text
     rate = data["models"][0]["performance"]["candidate"]["items_per_s"]
     assert f"{rate:,.0f}" in text or f"{rate:.3g}" in text

@@ -16,6 +16,7 @@ import pytest
 from harness.cli import main
 from harness.compare.comparator import compare_files
 from harness.config.policy import choose_class, load_policy
+from harness.results import SideSettings
 from harness.testing import bf16_round, perturb_results
 
 from conftest import ROOT
@@ -65,11 +66,11 @@ def test_its_own_class_only_when_asked_and_the_status_line_says_so(bf16_candidat
 
 def test_an_upgrade_or_equal_precision_carries_no_note() -> None:
     policy = load_policy()
-    fp32, bf16 = {"dtype": "float32", "device_type": "cpu"}, {"dtype": "bfloat16", "device_type": "cpu"}
-    assert choose_class(policy, fp32, None, fp32, None) == ("fp32", "")
-    assert choose_class(policy, bf16, None, bf16, None) == ("bf16", "")
-    assert choose_class(policy, bf16, None, fp32, None) == ("bf16", "")  # a bf16 baseline sets the looser class
-    assert choose_class(policy, fp32, None, bf16, None)[0] == "fp32"
+    fp32, bf16 = SideSettings("cpu", "float32"), SideSettings("cpu", "bfloat16")
+    assert choose_class(policy, fp32, fp32) == ("fp32", "")
+    assert choose_class(policy, bf16, bf16) == ("bf16", "")
+    assert choose_class(policy, bf16, fp32) == ("bf16", "")  # a bf16 baseline sets the looser class
+    assert choose_class(policy, fp32, bf16)[0] == "fp32"
 
 
 def test_a_misspelt_setting_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -216,7 +216,7 @@ def test_cli_reports_quantized_checks(tmp_path: Path) -> None:
     report: Dict[str, Any] = json.loads((tmp_path / "verdict.json").read_text())
     model = report["models"][0]
     assert model["metrics"]["max_int_distance"] >= 2 and model["status"] == "fail"
-    assert ResultsFile(base).models[MODEL]["precision"] == "int8"
+    assert ResultsFile(base).meta["models"][MODEL]["precision"] == "int8"
 
 
 def test_collapsed_calibration_range_is_named_by_dimension(tmp_path: Path) -> None:

@@ -98,14 +98,14 @@ def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:
 def test_the_verdict_says_how_many_queries_were_certified(pair: List[Path], cache: Path) -> None:
     from harness.report.html import _agreement_bars
     from harness.report.text import render_comparison
-    from harness.verdict import ModelVerdict
+    from harness.verdict import Comparison, ModelVerdict
 
     data = _two_comparisons(pair)
     (model,) = data["models"]
     topk = model["evidence"]["topk"]
     assert topk["certified"] > 0 and topk["certified"] + topk["scored_exactly"] == 40
     line = f"top-10: 40 queries, {topk['certified']} certified by the bound, {topk['scored_exactly']} scored exactly"
-    assert line in render_comparison(data)
+    assert line in render_comparison(Comparison.from_dict(data))
     assert line in _agreement_bars(ModelVerdict.from_dict(model))
 
 
@@ -125,7 +125,7 @@ def test_no_count_line_without_certified_queries(pair: List[Path], monkeypatch: 
     from harness.report.text import render_comparison
 
     monkeypatch.setenv("HARNESS_TOPK_CERTIFICATES", "0")
-    assert "certified by the bound" not in render_comparison(compare_files(*pair).serialize())
+    assert "certified by the bound" not in render_comparison(compare_files(*pair))
 
 
 def test_baseline_create_files_the_certificate(pair: List[Path], cache: Path, tmp_path: Path,

@@ -107,7 +107,7 @@ def test_every_renderer_shows_the_line(moved_documents: Path) -> None:
                                                    "status": comparison.status.value}])
     assert f"- `cell_a` / `{MODEL}`:" in render_markdown(report)  # identifiers as code, not escaped prose
     assert line in render_comparison(comparison)
-    assert line in render_comparison(json.loads(json.dumps(comparison.serialize())))
+    assert line in render_comparison(Comparison.from_dict(json.loads(json.dumps(comparison.serialize()))))
     assert line.replace("<", "\\<").replace(">", "\\>") in render_markdown(report) or line in render_markdown(report)
     html = render_html(report)
     assert "Must I re-embed?" in html and "keep your index" in html

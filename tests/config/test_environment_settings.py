@@ -48,7 +48,7 @@ def test_a_good_setting_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_settings_are_read_when_a_comparison_starts_not_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
     """A variable set after the comparator was imported still applies (nothing is read at import)."""
     results = ResultsFile(BASELINE)
-    model = next(m for m, info in results.models.items() if info.get("kind") == "bi-encoder")
+    model = next(m for m, info in results.meta["models"].items() if info.get("kind") == "bi-encoder")
     for threads in ("3", "1"):
         monkeypatch.setenv("HARNESS_COMPARE_THREADS", threads)
         assert FilePair(results, results, model).threads == int(threads)

@@ -306,12 +306,12 @@ def test_example_end_to_end_run_baseline_check_compare(tmp_path: Path, capsys: p
                  "--device", "cpu", "--reason", "example"])
     assert code == 0, capsys.readouterr().err
     baseline = ResultsFile(baselines / "mine.parquet")
-    assert baseline.corpus["name"] == "example-faq" and baseline.corpus["sha256"] == load_corpus(EXAMPLE_CONFIG).sha256
-    assert sorted(baseline.models) == ["faq-embedder", "faq-reranker", "faq-reranker@logits"]
-    embedder = baseline.models["faq-embedder"]
+    assert baseline.meta["corpus"]["name"] == "example-faq" and baseline.meta["corpus"]["sha256"] == load_corpus(EXAMPLE_CONFIG).sha256
+    assert sorted(baseline.meta["models"]) == ["faq-embedder", "faq-reranker", "faq-reranker@logits"]
+    embedder = baseline.meta["models"]["faq-embedder"]
     assert embedder["encode"]["query_prompt"] == "query: " and embedder["encode"]["document_prompt"] == "passage: "
     assert embedder["encode"]["batch_size"] == 16 and embedder["max_seq_length"] == 128
-    assert baseline.models["faq-reranker@logits"]["derived_from"] == "faq-reranker"
+    assert baseline.meta["models"]["faq-reranker@logits"]["derived_from"] == "faq-reranker"
     capsys.readouterr()
 
     monkeypatch.chdir(EXAMPLES)  # harness.toml found in the working directory, no --config
@@ -331,7 +331,7 @@ def test_ad_hoc_corpus_file_and_model_directory(tmp_path: Path, capsys: pytest.C
     out = tmp_path / "run.parquet"
     assert main(["run", "--corpus", str(docs), "--model", str(MODELS / "tiny-bi-encoder"), "--device", "cpu", "--out", str(out)]) == 0
     results = ResultsFile(out)
-    assert results.corpus["queries"] == 0 and results.corpus["documents"] == 12
+    assert results.meta["corpus"]["queries"] == 0 and results.meta["corpus"]["documents"] == 12
     assert main(["compare", str(out), str(out)]) == 0
     capsys.readouterr()
     # a cross-encoder needs pairs: refused before anything runs, one line, nothing written

@@ -103,10 +103,10 @@ def mutated(draw: Any, meta: dict) -> bytes:
 def _read_everything(results: ResultsFile) -> None:
     """What the comparator, the reports and a re-run read of a file's metadata and rows."""
     read = (results.run, results.records, results.provenance, results.corpus_meta, results.created_at,
-            results.harness_version, results.cell_id, results.corpus, results.fingerprint)
-    assert len(read) == 9
-    for model_id, record in results.models.items():
-        if model_id == "bi" or record.get("kind") == "bi-encoder":
+            results.harness_version, results.cell_id, results.fingerprint)
+    assert len(read) == 8
+    for model_id, record in results.records.items():
+        if model_id == "bi" or record.kind == "bi-encoder":
             results.vector_spec(model_id)
             results.embeddings(model_id)
         else:

@@ -371,7 +371,7 @@ def test_remote_code_runs_when_opted_in(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "harness", "run", "--models", str(custom), "--device", "cpu",
                            "--trust-remote-code", "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert ResultsFile(out).models["custom-code"]["architecture"] == "CustomBert"
+    assert ResultsFile(out).meta["models"]["custom-code"]["architecture"] == "CustomBert"
 
 
 # -- security defaults ----------------------------------------------------------------------------------------
@@ -409,7 +409,7 @@ def test_safetensors_preferred_over_pickle(tmp_path: Path, tiny_results: Path) -
     marker = tmp_path / "pickle-was-loaded"
     (both / "pytorch_model.bin").write_bytes(_booby_trapped_pickle(marker))
     out = run_tiny(tmp_path / "both.parquet", models=[str(both)])
-    info = ResultsFile(out).models["both-formats"]
+    info = ResultsFile(out).meta["models"]["both-formats"]
     assert info["weights_format"] == "safetensors" and "pytorch_model.bin" in info["weight_files"]
     assert not marker.exists()
     np.testing.assert_array_equal(ResultsFile(out).embeddings("both-formats")[2], ResultsFile(tiny_results).embeddings(BI)[2])
@@ -501,7 +501,7 @@ def test_stale_temp_file_of_a_killed_writer_is_removed(tmp_path: Path) -> None:
     assert not out.exists() and len(stale_temp_files(out)) == 1  # readers never see it: it is not the target
     run_tiny(out)
     assert stale_temp_files(out) == [] and _leftovers(tmp_path) == ["run.parquet"]
-    assert sorted(ResultsFile(out).models) == [BI, CE]
+    assert sorted(ResultsFile(out).records) == [BI, CE]
 
 
 _WRITER = """

@@ -159,7 +159,7 @@ def door_arrays(base: Path, cand: Path, models: Dict[str, str]) -> Dict[str, Out
         cids, _, vc = c.embeddings(model)
         order = np.argsort(cids)[np.argsort(np.argsort(ids))]
         out[model] = _assertion(functools.partial(assert_embeddings_close, vc[order], vb, model_id=model, ids=ids,
-                                                  roles=list(roles), precision=b.models[model].get("precision")))
+                                                  roles=list(roles), precision=b.meta["models"][model].get("precision")))
     return out
 
 

@@ -43,7 +43,7 @@ VALUE = st.floats(-10, 10, allow_nan=False, width=32)
 def _policy(**overrides: float) -> Policy:
     """The default policy with one class, ``prop``: the fp32 limits with rtol 0 and the given overrides."""
     base = load_policy()
-    values = {**base.classes["fp32"], "rtol": 0.0, "score_rtol": 0.0, **overrides}
+    values = base.classes["fp32"].model_copy(update={"rtol": 0.0, "score_rtol": 0.0, **overrides})
     return Policy(source="property test", default_class="prop", classes={**base.classes, "prop": values}, models={})
 
 

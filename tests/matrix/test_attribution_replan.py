@@ -158,9 +158,9 @@ def test_replans_are_bounded_and_the_last_failure_is_folded_and_reported() -> No
     assert walk.failed(2, NAME_ERROR)
     assert [s.name for s in walk.steps][2:] == ["+transformers+sentence-transformers", "+python", "+torch"]
     assert not walk.failed(3, "ImportError: x")  # +python fails too: no re-plan left
-    assert walk.orders[-1]["rejected"] == ("+python installs but does not run (ImportError: x); no re-plan left, so its "
+    assert walk.orders[-1].rejected == ("+python installs but does not run (ImportError: x); no re-plan left, so its "
                                            "change is in the next step's number")
     assert len(walk.orders) == 2 and not walk.failed(0, "boom") and not walk.failed(4, "candidate")
-    md = render_attribution_markdown(Waterfall([], {"orders": walk.orders}))
+    md = render_attribution_markdown(Waterfall([], {"orders": [vars(o) for o in walk.orders]}))
     assert "1. +numpy, +torch, +transformers+sentence-transformers, +python: given up, +torch installs" in md
     assert "2. +numpy, +transformers+sentence-transformers, +python, +torch: run, but +python installs" in md

@@ -55,7 +55,7 @@ def test_text_json_and_assertion_show_the_ratio(lost: Comparison) -> None:
     data = json.loads(json.dumps(lost.serialize()))
     assert data["models"][0]["accuracy"]["measured"]["buckets"], "the error by token count is in the JSON"
     assert Comparison.from_dict(data) == lost
-    assert render_comparison(data) == text
+    assert render_comparison(Comparison.from_dict(data)) == text
     message = render_failure("Embeddings are not close!", lost.models[0], policy="p", comparison=lost)
     assert f"Accuracy against fp64: {ratio} the baseline's error" in message
     assert re.search(r"^Would pass with: .*max_accuracy_ratio \d", message, re.M)

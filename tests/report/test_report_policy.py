@@ -74,7 +74,7 @@ def test_a_policy_file_is_named_and_its_limits_shown(tmp_path: Path) -> None:
     policy_file = tmp_path / "loose.toml"
     policy_file.write_text("[classes.fp32]\natol = 4e-5\n", encoding="utf-8")
     comparison = compare_files(base, cand, load_policy(policy_file))
-    text = render_comparison(comparison.serialize())
+    text = render_comparison(Comparison.from_dict(comparison.serialize()))
     assert f"policy:    {policy_file}" in text
     bi = next(m for m in comparison.models if m.model_id == BI)
     check = next(c for c in bi.checks if c.name == "max_abs_diff")

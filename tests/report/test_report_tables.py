@@ -47,8 +47,8 @@ def test_a_cells_run_merges_into_the_full_report_and_says_so(full: MatrixReport,
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert f"re-run at {partial.created_at} (--cells) and merged in" in summary
     lines = load_history(history)
-    assert [entry["partial"] for entry in lines] == [False, True]
-    assert list(lines[1]["cells"]) == [full.cells[1].cell_id]  # only the cell that ran
+    assert [entry.partial for entry in lines] == [False, True]
+    assert list(lines[1].cells) == [full.cells[1].cell_id]  # only the cell that ran
     points = history_series(lines, full.matrix, full.cells[1].cell_id, full.cells[0].comparison["models"][0]["model_id"])
     assert [str(s.value) for _, s, _ in points] == ["fail", "pass"]
 

@@ -27,7 +27,7 @@ from harness.report.html_svg import histogram_svg
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import MatrixReport, build_matrix_report
+from harness.report.matrix_report import HistoryEntry, MatrixReport, build_matrix_report
 from harness.verdict import CellStatus, Comparison
 
 from synthetic_results import (
@@ -203,7 +203,7 @@ def test_json_round_trips(report: MatrixReport) -> None:
     text = render_json(report)
     loaded = json.loads(text)
     assert loaded == json.loads(json.dumps(report.to_dict(), default=str))
-    assert text == render_json(loaded), "stable: sorted keys, same indent"
+    assert text == render_json(MatrixReport.from_dict(loaded)), "read and rendered again: unchanged"
     for cell in loaded["cells"]:
         if cell["comparison"]:
             again = Comparison.from_dict(cell["comparison"]).serialize()
@@ -287,14 +287,16 @@ def test_history_appends_two_runs_and_renders_a_trend(report: MatrixReport, tmp_
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
     history = load_history(path)
-    assert [h["created_at"] for h in history] == [report.created_at, later.created_at]
+    assert [h.created_at for h in history] == [report.created_at, later.created_at]
     first = history[0]
-    assert first["matrix"] == "smoke" and first["status"] == "install-failed"
-    failing = first["cells"]["py3.11-torch2.14.0-st6.3.0"]
-    assert failing["status"] == "fail"
-    assert failing["max_abs_diff"][BI] == report.cells[1].comparison["models"][0]["metrics"]["max_abs_diff"]
-    assert set(failing["min_cosine"]) == {BI}, "cross-encoders have no cosine"
-    assert first["cells"]["py3.13-torch1.13.1-st2.7.0"] == {"status": "incompatible", "max_abs_diff": {}, "min_cosine": {}}
+    assert first.matrix == "smoke" and first.status == "install-failed"
+    failing = first.cells["py3.11-torch2.14.0-st6.3.0"]
+    assert failing.status == "fail"
+    assert failing.max_abs_diff[BI] == report.cells[1].comparison["models"][0]["metrics"]["max_abs_diff"]
+    assert set(failing.min_cosine) == {BI}, "cross-encoders have no cosine"
+    assert json.loads(lines[0])["cells"]["py3.13-torch1.13.1-st2.7.0"] == {"status": "incompatible", "max_abs_diff": {},
+                                                                          "min_cosine": {}}
+    assert [HistoryEntry.from_json(line).to_json() for line in lines] == lines, "a log line reads back and writes as it was"
     markdown = render_markdown(later, history=history)
     assert "## Trend" in markdown and " → " in markdown
     page = render_html(later, history=history)
@@ -309,6 +311,12 @@ def test_load_history_skips_a_torn_last_line_but_not_corruption(tmp_path: Path) 
     path.write_text('{"matrix": "m"}\nnot json\n{"matrix": "m"}\n', encoding="utf-8")
     with pytest.raises(MatrixError, match=r"history.jsonl:2"):
         load_history(path)
+    for wrong in ('[1]', '{"cells": [1]}', '{"cells": {"c": "pass"}}'):
+        path.write_text(f'{{"matrix": "m"}}\n{wrong}\n', encoding="utf-8")
+        with pytest.raises(MatrixError, match=r"history.jsonl:2: not a history record"):
+            load_history(path)
+    path.write_text('{"cells": {"c": {"status": 1, "max_abs_diff": {"x": "big", "y": 0.5}}}}\n', encoding="utf-8")
+    assert load_history(path)[0].cells["c"] == ("1", {"x": None, "y": 0.5}, {}), "a hand-edited number reads as none"
 
 
 def test_append_after_a_torn_last_line_keeps_the_log_readable(report: MatrixReport, tmp_path: Path) -> None:
@@ -316,7 +324,7 @@ def test_append_after_a_torn_last_line_keeps_the_log_readable(report: MatrixRepo
     path = tmp_path / "history.jsonl"
     path.write_text('{"matrix": "m", "cells": {}}\n{"matrix": "m", "cel', encoding="utf-8")
     append_history(report, path)
-    assert [h["matrix"] for h in load_history(path)] == ["m", "smoke"]
+    assert [h.matrix for h in load_history(path)] == ["m", "smoke"]
     assert path.read_text(encoding="utf-8").endswith("\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"], "no temp or lock file left behind"
 

@@ -12,7 +12,7 @@ from harness.baselines import list_baselines, provenance
 from harness.cli import main
 from harness.compare.comparator import compare_files
 from harness.config.policy import choose_class, load_policy
-from harness.results import SCHEMA_VERSION, ResultsFile
+from harness.results import SCHEMA_VERSION, ResultsFile, SideSettings
 from harness.verdict import Status
 
 from conftest import ROOT
@@ -69,10 +69,11 @@ def test_legacy_directory_is_listed_apart() -> None:
 def test_class_selection_reads_old_fingerprints() -> None:
     """Fingerprints of older files may lack ``device_type``: the device string is used instead."""
     policy = load_policy()
-    old_cpu = {"device": "cpu", "dtype": "float32"}
-    assert choose_class(policy, old_cpu, {}, {"device": "cuda:0", "dtype": "float32"}, {})[0] == "cpu-vs-cuda"
-    assert choose_class(policy, old_cpu, None, old_cpu, None)[0] == "fp32"
-    assert choose_class(policy, ResultsFile(V1).fingerprint, {}, ResultsFile(V1).fingerprint, {})[0] == "fp32"
+    old_cpu = SideSettings.of({"device": "cpu", "dtype": "float32"})
+    assert choose_class(policy, old_cpu, SideSettings.of({"device": "cuda:0", "dtype": "float32"}))[0] == "cpu-vs-cuda"
+    assert choose_class(policy, old_cpu, old_cpu)[0] == "fp32"
+    v1 = SideSettings.of(ResultsFile(V1).fingerprint)
+    assert choose_class(policy, v1, v1)[0] == "fp32"
 
 
 def test_baseline_diff_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -119,7 +120,7 @@ def test_committed_baselines_hold_the_pair_ids_the_runner_writes_today() -> None
     checked = 0
     for path in files:
         results = ResultsFile(path)
-        for model_id, record in results.models.items():
+        for model_id, record in results.meta["models"].items():
             if record.get("kind") != "cross-encoder" or record.get("status") != "ok":
                 continue
             data = results.rerank(model_id)
@@ -146,7 +147,7 @@ def test_ids_with_a_bar_stay_distinct_end_to_end(tmp_path: Path, capsys: pytest.
     config = str(tmp_path / "harness.toml")
     assert main(["run", "--models", "tiny", "--device", "cpu", "--corpus", config, "--out", str(out)]) == 0
     results = ResultsFile(out)
-    rerankers = [m for m, r in results.models.items() if r.get("kind") == "cross-encoder"]
+    rerankers = [m for m, r in results.meta["models"].items() if r.get("kind") == "cross-encoder"]
     assert rerankers
     for model_id in rerankers:
         data = results.rerank(model_id)

@@ -166,7 +166,7 @@ def test_typed_views_read_what_the_runner_wrote(tiny_results: Path) -> None:
     assert bi.ok and bi.kind == "bi-encoder" and bi.dim == 32 and bi.vector_dtype == "float32"
     assert bi.source and bi.source["kind"] == "bi-encoder" and bi.items_per_s and bi.encode is not None
     assert results.records["tiny-cross-encoder"].dim is None and results.provenance is None
-    assert results.corpus_meta.sha256 == results.corpus["sha256"] and results.harness_version
+    assert results.corpus_meta.sha256 == results.meta["corpus"]["sha256"] and results.harness_version
 
 
 def test_metadata_round_trips_and_keeps_unknown_keys() -> None:
@@ -242,7 +242,7 @@ def test_the_results_package_reads_and_writes_without_pandas(tmp_path: Path) -> 
             "for dtype in (np.float32, np.float64):\n"
             "    rows = [r.ModelRows('ce', 'rerank', list(d['item_id']), query_ids=list(d['query_id']),\n"
             "            passage_ids=list(d['passage_id']), scores=d['score'].astype(dtype), ranks=d['rank'])]\n"
-            "    r.write_results(sys.argv[2] + dtype.__name__, rows, {'corpus': f.corpus, 'fingerprint': {}, 'run': {},\n"
+            "    r.write_results(sys.argv[2] + dtype.__name__, rows, {'corpus': f.meta['corpus'], 'fingerprint': {}, 'run': {},\n"
             "                    'models': {'ce': {'kind': 'cross-encoder', 'status': 'ok'}}})\n"
             "perturb_results(sys.argv[1], sys.argv[2] + 'moved', 'tiny-cross-encoder', scores=lambda s: s + 1e-6)\n"
             "try:\n    f.to_pandas()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")

@@ -60,10 +60,10 @@ def test_missing_backend_packages_are_incompatible_not_a_crash(tmp_path: Path, m
                       '[models.torch-one]\nkind = "bi-encoder"\nsource = "path"\n'
                       f'path = "{MODELS / "tiny-bi-encoder"}"\n')
     results = _run_in_process(config, tmp_path / "r.parquet", corpus=EXAMPLE_CONFIG)
-    onnx, openvino = results.models["tiny-bi-encoder"], results.models["tiny-cross-encoder"]
+    onnx, openvino = results.meta["models"]["tiny-bi-encoder"], results.meta["models"]["tiny-cross-encoder"]
     assert onnx["status"] == "incompatible" and "backend onnx needs onnxruntime/optimum" in onnx["reason"]
     assert openvino["status"] == "incompatible" and "backend openvino needs openvino/optimum-intel" in openvino["reason"]
-    assert results.models["torch-one"]["status"] == "ok"  # the other models still ran
+    assert results.meta["models"]["torch-one"]["status"] == "ok"  # the other models still ran
 
 
 def test_this_environment_reports_its_own_missing_backends(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_this_environment_reports_its_own_missing_backends(tmp_path: Path) -> No
     results = _run_in_process(_config(tmp_path / "harness.toml", backend, logits=False), tmp_path / "r.parquet",
                               corpus=EXAMPLE_CONFIG)
     for model_id in ("tiny-bi-encoder", "tiny-cross-encoder"):
-        info = results.models[model_id]
+        info = results.meta["models"][model_id]
         assert info["status"] == "incompatible" and (reasons[backend] in info["reason"] or "backend=" in info["reason"])
 
 
@@ -85,7 +85,7 @@ def test_backend_runs_float32_only(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(backends, "backend_missing", lambda backend: None)
     results = _run_in_process(_config(tmp_path / "harness.toml", "onnx", logits=False), tmp_path / "r.parquet",
                               corpus=EXAMPLE_CONFIG, dtype="bfloat16")
-    info = results.models["tiny-bi-encoder"]
+    info = results.meta["models"]["tiny-bi-encoder"]
     assert info["status"] == "incompatible" and "exported float32 graph; --dtype bfloat16" in info["reason"]
 
 
@@ -165,8 +165,8 @@ def test_onnx_matches_torch_within_the_onnx_class(torch_and_onnx: Dict[str, obje
 
     torch_results, onnx_results = torch_and_onnx["torch"], torch_and_onnx["onnx"]
     for model_id in ("tiny-bi-encoder", "tiny-cross-encoder", "tiny-cross-encoder@logits"):
-        assert onnx_results.models[model_id]["status"] == "ok", onnx_results.models[model_id].get("reason")
-        assert onnx_results.models[model_id]["backend"] == "onnx" and torch_results.models[model_id]["backend"] == "torch"
+        assert onnx_results.meta["models"][model_id]["status"] == "ok", onnx_results.meta["models"][model_id].get("reason")
+        assert onnx_results.meta["models"][model_id]["backend"] == "onnx" and torch_results.meta["models"][model_id]["backend"] == "torch"
     comparison = compare_files(torch_results.path, onnx_results.path, tolerance_class="onnx")
     assert comparison, comparison.serialize()
     assert {v.model_id for v in comparison.models} == {"tiny-bi-encoder", "tiny-cross-encoder", "tiny-cross-encoder@logits"}
@@ -179,11 +179,11 @@ def test_onnx_export_goes_to_the_cache_and_is_reused(torch_and_onnx: Dict[str, o
     assert torch_and_onnx["before"] == torch_and_onnx["after"]  # nothing written into the fixtures
     cache = Path(torch_and_onnx["cache"])  # type: ignore[arg-type]
     first, again = torch_and_onnx["onnx"], torch_and_onnx["again"]
-    info = first.models["tiny-bi-encoder"]
+    info = first.meta["models"]["tiny-bi-encoder"]
     assert Path(info["backend_dir"]).is_relative_to(cache) and info["backend_files"] == ["onnx/model.onnx"]
     assert info["backend_exported_now"] is True and len(info["backend_sha256"]) == 64
-    assert info["weights_sha256"] == torch_and_onnx["torch"].models["tiny-bi-encoder"]["weights_sha256"]
-    reused = again.models["tiny-bi-encoder"]
+    assert info["weights_sha256"] == torch_and_onnx["torch"].meta["models"]["tiny-bi-encoder"]["weights_sha256"]
+    reused = again.meta["models"]["tiny-bi-encoder"]
     assert reused["backend_exported_now"] is False and reused["backend_sha256"] == info["backend_sha256"]
     np.testing.assert_array_equal(first.embeddings("tiny-bi-encoder")[2], again.embeddings("tiny-bi-encoder")[2])
     np.testing.assert_array_equal(first.rerank("tiny-cross-encoder")["score"], again.rerank("tiny-cross-encoder")["score"])

@@ -14,7 +14,7 @@ from typing import Any, List
 import numpy as np
 import pytest
 
-from harness.compare.quantized import QuantizedStats, bit_flips, int_distance, is_quantized
+from harness.compare.quantized import PRECISIONS, QuantizedStats, bit_flips, int_distance
 from harness.config.registry import ModelSpec, Registry
 from harness.errors import ModelLoadError
 from harness.results import ResultsFile
@@ -102,7 +102,7 @@ def _split(results: ResultsFile, model_id: str):
 
 
 def test_defaults_are_recorded(bi_run: ResultsFile) -> None:
-    info = bi_run.models["raw"]
+    info = bi_run.meta["models"]["raw"]
     assert info["encode"] == {"backend": "torch", "batch_size": 32, "unsupported": {}}
     assert info["vector_dtype"] == "float32" and info["precision"] == "float32" and info["dim"] == 32
     assert info["backend"] == "torch"
@@ -113,7 +113,7 @@ def test_normalize_embeddings(bi_run: ResultsFile) -> None:
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)
     np.testing.assert_allclose(np.linalg.norm(normalized, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(normalized, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
-    assert bi_run.models["normalized"]["encode"]["normalize_embeddings"] is True
+    assert bi_run.meta["models"]["normalized"]["encode"]["normalize_embeddings"] is True
 
 
 def test_prompts_per_role_and_by_name(bi_run: ResultsFile) -> None:
@@ -124,11 +124,11 @@ def test_prompts_per_role_and_by_name(bi_run: ResultsFile) -> None:
     named_docs, named_queries = _split(bi_run, "named-prompt")
     np.testing.assert_array_equal(named_queries, queries)  # prompt_name "query" is the text "query: "
     np.testing.assert_array_equal(named_docs, raw_docs)
-    assert bi_run.models["prompted"]["encode"]["query_prompt"] == "query: "
-    assert "document_prompt" not in bi_run.models["prompted"]["encode"]
-    named = bi_run.models["named-prompt"]["encode"]
+    assert bi_run.meta["models"]["prompted"]["encode"]["query_prompt"] == "query: "
+    assert "document_prompt" not in bi_run.meta["models"]["prompted"]["encode"]
+    named = bi_run.meta["models"]["named-prompt"]["encode"]
     assert named["query_prompt_name"] == "query" and named["query_prompt"] == "query: "
-    both = bi_run.models["both-prompted"]["encode"]
+    both = bi_run.meta["models"]["both-prompted"]["encode"]
     assert both["document_prompt_name"] == both["query_prompt_name"] == "doc" and both["query_prompt"] == "passage: "
 
 
@@ -141,9 +141,9 @@ def test_unknown_prompt_name_is_an_input_error(tmp_path: Path) -> None:
 
 def test_truncate_dim(bi_run: ResultsFile) -> None:
     truncated = _vectors(bi_run, "truncated")
-    assert truncated.shape[1] == 8 and bi_run.models["truncated"]["dim"] == 8
+    assert truncated.shape[1] == 8 and bi_run.meta["models"]["truncated"]["dim"] == 8
     np.testing.assert_array_equal(truncated, _vectors(bi_run, "raw")[:, :8])
-    assert bi_run.models["truncated"]["encode"]["truncate_dim"] == 8
+    assert bi_run.meta["models"]["truncated"]["encode"]["truncate_dim"] == 8
 
 
 def test_max_seq_length(bi_run: ResultsFile) -> None:
@@ -153,9 +153,9 @@ def test_max_seq_length(bi_run: ResultsFile) -> None:
 
     ids, _, raw = bi_run.embeddings("raw")
     short = _vectors(bi_run, "short")
-    info = bi_run.models["short"]
+    info = bi_run.meta["models"]["short"]
     assert info["max_seq_length"] == 16 and info["encode"]["max_seq_length"] == 16
-    assert bi_run.models["raw"]["max_seq_length"] != 16
+    assert bi_run.meta["models"]["raw"]["max_seq_length"] != 16
     tokenizer = AutoTokenizer.from_pretrained(str(MODELS / "tiny-bi-encoder"))
     tokens = {t.id: len(tokenizer(t.text)["input_ids"]) for t in load_corpus(EXAMPLE_CONFIG).texts()}
     cut = [i for i, item in enumerate(ids) if tokens[item] > 16]
@@ -167,7 +167,7 @@ def test_max_seq_length(bi_run: ResultsFile) -> None:
 
 def test_per_model_batch_size_overrides_the_run(bi_run: ResultsFile) -> None:
     assert bi_run.meta["run"]["batch_size"] == 32
-    assert bi_run.models["batch-1"]["encode"]["batch_size"] == 1
+    assert bi_run.meta["models"]["batch-1"]["encode"]["batch_size"] == 1
     np.testing.assert_allclose(_vectors(bi_run, "batch-1"), _vectors(bi_run, "raw"), atol=1e-5)
 
 
@@ -175,18 +175,18 @@ def test_int8_is_calibrated_on_the_whole_corpus(bi_run: ResultsFile) -> None:
     quantize_embeddings = _quantize_function()
     raw = _vectors(bi_run, "raw")
     int8 = _vectors(bi_run, "int8")
-    info = bi_run.models["int8"]
+    info = bi_run.meta["models"]["int8"]
     assert int8.dtype == np.int8 and info["vector_dtype"] == "int8" and info["dim"] == 32 and info["precision"] == "int8"
     assert info["encode"]["quantization"] == "corpus" and "calibration_embeddings" in info["encode"]["calibration"]
     np.testing.assert_array_equal(int8, quantize_embeddings(raw, precision="int8", calibration_embeddings=raw))
-    assert is_quantized(info) and not is_quantized(bi_run.models["raw"])
+    assert bi_run.records["int8"].precision in PRECISIONS and bi_run.records["raw"].precision not in PRECISIONS
 
 
 def test_uint8_through_encode_calibrates_each_call(bi_run: ResultsFile) -> None:
     quantize_embeddings = _quantize_function()
     raw_docs, raw_queries = _split(bi_run, "raw")
     docs, queries = _split(bi_run, "uint8-encode")
-    info = bi_run.models["uint8-encode"]
+    info = bi_run.meta["models"]["uint8-encode"]
     assert docs.dtype == np.uint8 and info["vector_dtype"] == "uint8" and info["encode"]["quantization"] == "encode"
     np.testing.assert_array_equal(docs, quantize_embeddings(raw_docs, precision="uint8"))
     np.testing.assert_array_equal(queries, quantize_embeddings(raw_queries, precision="uint8"))
@@ -196,8 +196,8 @@ def test_binary_precisions_are_packed_bits(bi_run: ResultsFile) -> None:
     raw = _vectors(bi_run, "raw")
     packed = np.packbits(raw > 0, axis=-1)
     binary, ubinary = _vectors(bi_run, "binary"), _vectors(bi_run, "ubinary")
-    assert bi_run.models["binary"]["dim"] == 4 and bi_run.models["binary"]["vector_dtype"] == "int8"
-    assert bi_run.models["ubinary"]["dim"] == 4 and bi_run.models["ubinary"]["vector_dtype"] == "uint8"
+    assert bi_run.meta["models"]["binary"]["dim"] == 4 and bi_run.meta["models"]["binary"]["vector_dtype"] == "int8"
+    assert bi_run.meta["models"]["ubinary"]["dim"] == 4 and bi_run.meta["models"]["ubinary"]["vector_dtype"] == "uint8"
     np.testing.assert_array_equal(ubinary, packed)
     np.testing.assert_array_equal(binary, (packed.astype(np.int16) - 128).astype(np.int8))
     # the same sign bits stored two ways: "binary" is each packed byte with its top bit inverted
@@ -257,23 +257,23 @@ def ce_run(tmp_path_factory: pytest.TempPathFactory) -> ResultsFile:
 
 
 def test_logits_are_a_second_entry(ce_run: ResultsFile) -> None:
-    assert sorted(m for m in ce_run.models if m.startswith("ce") and "multi" not in m) == ["ce", "ce-plain", "ce@logits"]
+    assert sorted(m for m in ce_run.meta["models"] if m.startswith("ce") and "multi" not in m) == ["ce", "ce-plain", "ce@logits"]
     scores, logits = ce_run.rerank("ce"), ce_run.rerank("ce@logits")
-    assert ce_run.models["ce"]["encode"]["activation"] == "Sigmoid"
+    assert ce_run.meta["models"]["ce"]["encode"]["activation"] == "Sigmoid"
     np.testing.assert_allclose(scores["score"], 1 / (1 + np.exp(-logits["score"].astype(np.float64))), atol=1e-6)
     np.testing.assert_array_equal(scores["rank"], logits["rank"])  # a monotonic activation keeps the order
     np.testing.assert_array_equal(scores["score"], ce_run.rerank("ce-plain")["score"])  # the default output is unchanged
-    info = ce_run.models["ce@logits"]
+    info = ce_run.meta["models"]["ce@logits"]
     assert info["kind"] == "cross-encoder" and info["derived_from"] == "ce" and info["encode"]["output"] == "logits"
-    assert ce_run.models["ce"]["encode"]["output"] == "activated" and "derived_from" not in ce_run.models["ce"]
+    assert ce_run.meta["models"]["ce"]["encode"]["output"] == "activated" and "derived_from" not in ce_run.meta["models"]["ce"]
 
 
 def test_multi_label_cross_encoder_one_entry_per_label(ce_run: ResultsFile) -> None:
-    ids = sorted(m for m in ce_run.models if m.startswith("ce-multi"))
+    ids = sorted(m for m in ce_run.meta["models"] if m.startswith("ce-multi"))
     assert ids == ["ce-multi@label0", "ce-multi@label0@logits", "ce-multi@label1", "ce-multi@label1@logits",
                    "ce-multi@label2", "ce-multi@label2@logits"]
-    assert "ce-multi" not in ce_run.models
-    info = ce_run.models["ce-multi@label1"]
+    assert "ce-multi" not in ce_run.meta["models"]
+    info = ce_run.meta["models"]["ce-multi@label1"]
     assert info["num_labels"] == 3 and info["encode"]["label"] == 1 and info["encode"]["label_name"] == "LABEL_1"
     assert info["max_seq_length"] == 64 and info["derived_from"] == "ce-multi"
     activation = info["encode"]["activation"]
@@ -288,7 +288,7 @@ def test_multi_label_cross_encoder_one_entry_per_label(ce_run: ResultsFile) -> N
 def test_multi_label_results_compare_per_label(ce_run: ResultsFile) -> None:
     from harness.compare.comparator import compare_files
 
-    comparison = compare_files(ce_run.path, ce_run.path, models=[m for m in ce_run.models if m.startswith("ce-multi")])
+    comparison = compare_files(ce_run.path, ce_run.path, models=[m for m in ce_run.meta["models"] if m.startswith("ce-multi")])
     assert comparison and len(comparison.models) == 6
 
 
@@ -317,7 +317,7 @@ def test_cross_encoder_prompt(tmp_path: Path) -> None:
     spec = ModelSpec(id="ce-prompt", kind="cross-encoder", source="path", path=str(MODELS / "tiny-cross-encoder"), prompt="rerank: ")
     plain = ModelSpec(id="ce-plain", kind="cross-encoder", source="path", path=str(MODELS / "tiny-cross-encoder"))
     results = run_specs(tmp_path / "p.parquet", [spec, plain])
-    encode = results.models["ce-prompt"]["encode"]
+    encode = results.meta["models"]["ce-prompt"]["encode"]
     if "prompt" in encode["unsupported"]:
         pytest.skip("this sentence-transformers has no CrossEncoder prompts")
     assert encode["prompt"] == "rerank: "
@@ -384,7 +384,7 @@ def test_quantized_runs_compare_across_batch_sizes(tmp_path: Path) -> None:
     for model_id in ("int8", "binary"):
         ids, _, a = first.embeddings(model_id)
         _, _, b = second.embeddings(model_id)
-        precision = first.models[model_id]["precision"]
+        precision = first.meta["models"][model_id]["precision"]
         assert compare_quantized(a, a, precision)["passed"]
         verdict = compare_quantized(a, b, precision, {"max_bit_flips": 2, "max_int_distance": 1}, ids=ids)
         assert verdict["passed"], verdict  # batch-size noise (~1e-7) moves at most one bucket / a few bits

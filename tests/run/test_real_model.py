@@ -23,7 +23,7 @@ def test_committed_baselines_were_made_by_the_runner() -> None:
         results = ResultsFile(path)
         assert results.meta["baseline"]["reason"]
         assert results.fingerprint["device"] == "cpu" and results.fingerprint["dtype"] == "float32"
-        assert all(info["status"] == "ok" for info in results.models.values())
+        assert all(info["status"] == "ok" for info in results.meta["models"].values())
 
 
 def test_this_environment_matches_the_tiny_baseline(tiny_results: Path) -> None:
@@ -35,7 +35,7 @@ def test_this_environment_matches_the_tiny_baseline(tiny_results: Path) -> None:
 def test_real_minilm_matches_baseline_and_catches_tf32_rounding(tmp_path: Path) -> None:
     out = run_tiny(tmp_path / "default.parquet", models=["default"])
     results = ResultsFile(out)
-    info = results.models["all-MiniLM-L6-v2"]
+    info = results.meta["models"]["all-MiniLM-L6-v2"]
     assert info["dim"] == 384 and info["found_via"] == "package" and info["max_seq_length"] == 256
     comparison = compare_files(DEFAULT_BASELINE, out)
     assert comparison.status is Status.PASS, comparison.serialize()["models"]

@@ -32,21 +32,21 @@ def test_results_record_fingerprint_corpus_and_model_facts(tiny_results: Path) -
     for pkg in ("torch", "transformers", "sentence-transformers", "tokenizers", "numpy"):
         assert fp["packages"][pkg], pkg
     assert fp["torch_build"]["blas_info"]
-    corpus = results.corpus
+    corpus = results.meta["corpus"]
     manifest = json.loads((ROOT / "fixtures" / "corpus" / "MANIFEST.json").read_text())
     assert corpus["sha256"] == manifest["sha256"]
-    bi = results.models["tiny-bi-encoder"]
+    bi = results.meta["models"]["tiny-bi-encoder"]
     assert bi["status"] == "ok" and bi["dim"] == 32 and len(bi["weights_sha256"]) == 64
     assert bi["loaded_dtype"] == "float32" and bi["attn_implementation"]
     assert bi["saved_versions"]["sentence_transformers"] == "2.7.0"
-    ce = results.models["tiny-cross-encoder"]
+    ce = results.meta["models"]["tiny-cross-encoder"]
     assert ce["items"] == corpus["pairs"] and ce["items_per_s"] > 0
 
 
 def test_vectors_are_normalized_and_ranks_are_consistent(tiny_results: Path) -> None:
     results = ResultsFile(tiny_results)
     ids, roles, vectors = results.embeddings("tiny-bi-encoder")
-    assert len(ids) == results.corpus["documents"] + results.corpus["queries"]
+    assert len(ids) == results.meta["corpus"]["documents"] + results.meta["corpus"]["queries"]
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     rr = results.rerank("tiny-cross-encoder")
     for qid in np.unique(rr["query_id"]):
@@ -85,7 +85,7 @@ def test_model_saved_by_newer_sentence_transformers_is_incompatible_not_a_crash(
     summary = run(RunOptions(out=tmp_path / "r.parquet", corpus_dir=DEFAULT_CORPUS_DIR, registry=load_registry(),
                              models=[str(future), "tiny-cross-encoder"], device="cpu"))
     assert summary.statuses == {"from-the-future": "incompatible", "tiny-cross-encoder": "ok"}
-    info = ResultsFile(summary.path).models["from-the-future"]
+    info = ResultsFile(summary.path).meta["models"]["from-the-future"]
     assert "99.0.0" in info["reason"] and info["saved_versions"]["sentence_transformers"] == "99.0.0"
 
 
@@ -114,7 +114,7 @@ def test_pickle_only_cache_loads_and_is_recorded(tmp_path: Path) -> None:
     """A cache holding only pytorch_model.bin (no safetensors) still loads, and the format is recorded."""
     out = run_tiny(tmp_path / "bin.parquet", models=[str(MODELS / "incomplete-cache"), "tiny-bi-encoder"])
     results = ResultsFile(out)
-    assert results.models["incomplete-cache"]["weights_format"] == "pickle"
+    assert results.meta["models"]["incomplete-cache"]["weights_format"] == "pickle"
     np.testing.assert_array_equal(results.embeddings("incomplete-cache")[2], results.embeddings("tiny-bi-encoder")[2])
 
 
@@ -269,7 +269,7 @@ def test_a_model_saved_by_a_newer_patch_release_is_tried_with_a_warning(
     assert summary.statuses == {"next-patch": "ok", "next-patch-broken": "incompatible"}, summary.reasons
     err = capsys.readouterr().err
     assert "warning: model 'next-patch': model saved by sentence-transformers" in err and "trying to load it" in err
-    reason = ResultsFile(summary.path).models["next-patch-broken"]["reason"]
+    reason = ResultsFile(summary.path).meta["models"]["next-patch-broken"]["reason"]
     assert "is older, and loading failed" in reason, reason
 
 
@@ -332,5 +332,5 @@ def test_a_library_that_installs_but_does_not_import_is_incompatible_not_an_inte
     kept = subprocess.run([*base, "--out", str(tmp_path / "b.parquet"), "--record-incompatible"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert kept.returncode == 0, kept.stderr
-    info = ResultsFile(tmp_path / "b.parquet").models["tiny-bi-encoder"]
+    info = ResultsFile(tmp_path / "b.parquet").meta["models"]["tiny-bi-encoder"]
     assert info["status"] == "incompatible" and "NameError" in info["reason"]

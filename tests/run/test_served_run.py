@@ -19,7 +19,7 @@ pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx)"
 from test_http_backend import FakeServer, Reply
 
 from harness.cli import main
-from harness.results import ResultsFile
+from harness.results import ModelRecord, ResultsFile, SideSettings
 
 from conftest import ROOT
 from synthetic_results import baseline_answers
@@ -85,11 +85,11 @@ def test_a_served_run_reproduces_the_baseline_and_compare_judges_it_as_served(se
     assert main(["run", "--config", str(config(tmp_path, server.url)), "--out", str(out)]) == 0
     assert "s3cret-token-value" not in out.read_bytes().decode("latin-1")
     results = ResultsFile(out)
-    record = results.models["tiny-bi-encoder"]
+    record = results.meta["models"]["tiny-bi-encoder"]
     assert record["backend"] == "http" and "weights_sha256" not in record and record["found_via"] == "server"
     assert record["http"]["model"] == "tiny-bi-encoder" and record["http"]["request_batch_size"] == 16
     assert record["http"]["header_names"] == ["Authorization"] and record["source"]["source"] == "path"
-    assert results.models["tiny-cross-encoder"]["http"]["reordered_responses"] > 0
+    assert results.meta["models"]["tiny-cross-encoder"]["http"]["reordered_responses"] > 0
     served = results.fingerprint["served"]
     assert served["tiny-bi-encoder"]["server"]["headers"]["x-infinity-version"] == "0.0.77-stand-in"
     assert "url" not in served["tiny-bi-encoder"] and results.fingerprint["device"] == "http"
@@ -158,20 +158,23 @@ def test_the_served_class_is_chosen_at_full_precision_only():
     from harness.config.policy import choose_class, load_policy
 
     policy, cpu, http = load_policy(), {"device_type": "cpu", "dtype": "float32"}, {"device_type": "http", "dtype": "float32"}
-    served, library = {"backend": "http"}, {"loaded_dtype": "float32"}
-    assert choose_class(policy, cpu, library, http, served)[0] == "served"
-    assert choose_class(policy, http, served, cpu, library)[0] == "served"
-    assert choose_class(policy, cpu, {"loaded_dtype": "float16"}, http, served)[0] == "fp16"  # reduced precision dominates
-    assert choose_class(policy, cpu, library, cpu, library)[0] == "fp32"
+    served = SideSettings.of(http, ModelRecord(backend="http"))
+    library = SideSettings.of(cpu, ModelRecord(loaded_dtype="float32"))
+    assert served.served and not library.served
+    assert choose_class(policy, library, served)[0] == "served"
+    assert choose_class(policy, served, library)[0] == "served"
+    half = SideSettings.of(cpu, ModelRecord(loaded_dtype="float16"))
+    assert choose_class(policy, half, served)[0] == "fp16"  # reduced precision dominates
+    assert choose_class(policy, library, library)[0] == "fp32"
     without = dataclasses.replace(policy, classes={k: v for k, v in policy.classes.items() if k != "served"})
-    assert choose_class(without, cpu, library, http, served)[0] == "fp32"
+    assert choose_class(without, library, served)[0] == "fp32"
 
 
 def test_an_ad_hoc_served_model_url_names_the_registry_model(serve, answers, tmp_path, capsys):
     server = serve(infinity_like(*answers))
     out = tmp_path / "adhoc.parquet"
     assert main(["run", "--model", f"{server.url}/tiny-bi-encoder", "--api", "infinity", "--out", str(out)]) == 0
-    record = ResultsFile(out).models["tiny-bi-encoder"]
+    record = ResultsFile(out).meta["models"]["tiny-bi-encoder"]
     assert record["backend"] == "http" and record["source"]["source"] == "path" and record["http"]["url"] == server.url
     assert main(["compare", str(BASELINE), str(out), "--models", "tiny-bi-encoder"]) == 0
     capsys.readouterr()
@@ -189,7 +192,7 @@ def test_a_url_query_value_never_reaches_the_results_file(serve, answers, tmp_pa
     assert main(["run", "--config", str(path), "--out", str(out)]) == 0
     assert server.posts()[0]["query"] == "api_key=query-secret-77"  # it was used
     assert b"query-secret-77" not in out.read_bytes()
-    assert ResultsFile(out).models["tiny-bi-encoder"]["source"]["http"]["url"] == server.url
+    assert ResultsFile(out).meta["models"]["tiny-bi-encoder"]["source"]["http"]["url"] == server.url
     assert "query-secret-77" not in capsys.readouterr().out
 
 
@@ -228,10 +231,10 @@ def test_timeout_reaches_every_served_model_of_run_and_check(serve, answers, tmp
     served_config = config(tmp_path, server.url)
     baseline = tmp_path / "served-baseline.parquet"
     assert main(["run", "--config", str(served_config), "--timeout", "7", "--out", str(baseline)]) == 0
-    records = ResultsFile(baseline).models
+    records = ResultsFile(baseline).meta["models"]
     assert {m: (r["http"]["timeout_s"], r["http"]["run_timeout_s"]) for m, r in records.items()} == {
         "tiny-bi-encoder": (7.0, 600.0), "tiny-cross-encoder": (7.0, 600.0)}
     again = tmp_path / "again.parquet"
     assert main(["check", str(baseline), "--config", str(served_config), "--timeout", "30", "--out", str(again)]) == 0
-    assert ResultsFile(again).models["tiny-bi-encoder"]["http"]["run_timeout_s"] == 1800.0
+    assert ResultsFile(again).meta["models"]["tiny-bi-encoder"]["http"]["run_timeout_s"] == 1800.0
     capsys.readouterr()
