@@ -247,9 +247,10 @@ def test_reports_show_quantized_drift_in_its_own_units(tmp_path: Path) -> None:
     from harness.report.text import render_comparison
 
     base, drifted, _, _ = _pair(tmp_path, "binary", _half_precision_drift)
-    comparison = compare_files(base, drifted, tolerance_class="fp32").serialize()
+    judged = compare_files(base, drifted, tolerance_class="fp32")
+    comparison = judged.serialize()
     flips = comparison["models"][0]["metrics"]["max_bit_flips"]
-    text = render_comparison(comparison)
+    text = render_comparison(judged)
     assert f"{flips} bit(s)" in text and "max_bit_flips" in text and "bit(s) " in text
     cell = {"cell_id": "c", "status": comparison["status"], "setup_s": 1.0, "run_s": 1.0, "reason": "",
             "results": str(drifted), "comparison": comparison, "params": {"torch": "2.13.0"}}

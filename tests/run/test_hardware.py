@@ -95,10 +95,10 @@ def test_summary_and_cli_verdict_show_a_cpu_capability_change(tmp_path, tiny_res
         return {**meta, "fingerprint": fp}
 
     base = perturb_results(tiny_results, tmp_path / "base.parquet", "tiny-bi-encoder", meta_update=other_cpu)
-    comparison = compare_files(base, tiny_results).serialize()
+    comparison = compare_files(base, tiny_results)
     text = render_comparison(comparison)
     assert "hardware and kernels:" in text and "torch_build.cpu_capability: ZVECTOR ->" in text
-    cell = {"cell_id": "control", "status": "pass", "params": {}, "comparison": comparison}
+    cell = {"cell_id": "control", "status": "pass", "params": {}, "comparison": comparison.serialize()}
     summary = render_markdown(build_matrix_report("m", str(base), [cell]))
     assert "| hardware and kernels | `torch_build.cpu_capability` | ZVECTOR |" in summary
     assert "| hardware and kernels | `cpu_model` | IBM z15 |" in summary
