@@ -236,14 +236,14 @@ def _spec_for(results: ResultsFile, model_id: str, known: Dict[str, ModelSpec], 
     if local is not None:
         if source is None or recorded.get("kind") != local.kind:
             return None  # nothing recorded (or another model by that id here): the registry's entry as it is
-        return local.model_copy(update={k: recorded.get(k) for k in ENCODE_KEYS})
-    if not recorded.get("kind") or not recorded.get("source"):
+        recorded = {**local.model_dump(exclude_unset=True), **{k: recorded.get(k) for k in ENCODE_KEYS}, "id": local.id}
+    elif not recorded.get("kind") or not recorded.get("source"):
         raise ModelLoadError(
             f"{results.path}: model '{model_id}' is not in the registry {registry_path} "
             "and the baseline does not record where it came from"
         )
     for key in ("path", "cache_dir"):  # recorded relative to the checkout, site-packages or home (portable_path)
-        if isinstance(recorded.get(key), str):
+        if local is None and isinstance(recorded.get(key), str):
             recorded[key] = local_path(recorded[key], path_anchors(paths.project_root()))
     return validate(ModelSpec, {"id": model_id, **recorded}, source=str(results.path), error=ModelLoadError,
                     at=("models", model_id), label=entry_label)

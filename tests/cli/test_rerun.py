@@ -132,3 +132,17 @@ def test_check_verdict_is_the_first_line_of_stdout(recorded: Path, runs: List[An
     assert main(["run", "--models", "tiny-bi-encoder", "--out", str(tmp_path / "run.parquet")]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and "wrote " in captured.err
+
+
+@pytest.mark.parametrize("bad", ["lots", -3, 2.5])
+def test_a_recorded_setting_of_the_wrong_type_is_refused_before_running(tmp_path: Path, runs: List[Any], bad: Any,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """A registry model's recorded encode settings are validated like the registry's own (a tampered baseline)."""
+    meta = ResultsFile(TINY).meta
+    source = {**meta["models"][BI]["source"], "batch_size": bad}
+    tampered = rewrite_metadata(TINY, tmp_path / "tampered.parquet",
+                                {**meta, "models": {**meta["models"], BI: {**meta["models"][BI], "source": source}}})
+    assert main(["check", str(tampered), "--out", str(tmp_path / "c.parquet")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tampered}") and "batch_size" in err and len(err.splitlines()) == 1
+    assert not runs and not (tmp_path / "c.parquet").exists()
