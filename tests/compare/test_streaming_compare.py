@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List
@@ -243,18 +241,17 @@ def test_row_groups_cut_differently_match_the_reference(synthetic: Dict[str, Any
     assert_same(s["base_path"], recut, SYN)
 
 
-@given(st.lists(st.integers(0, 9), max_size=8), st.lists(st.integers(0, 9), max_size=8), st.booleans())
-def test_aligned_slices_cover_both_sides_row_for_row(cuts_b: List[int], cuts_c: List[int], reader: bool) -> None:
+@given(st.lists(st.integers(0, 9), max_size=8), st.lists(st.integers(0, 9), max_size=8))
+def test_aligned_slices_cover_both_sides_row_for_row(cuts_b: List[int], cuts_c: List[int]) -> None:
     """``streaming.aligned`` against concatenation: however each side is cut (empty blocks too), the slices
     cover both sides once, in order, each pair of equal length; a side with more rows is refused."""
     blocks = [[np.arange(sum(cuts[:i]), sum(cuts[: i + 1])) for i in range(len(cuts))] for cuts in (cuts_b, cuts_c)]
     reads = [partial(next, iter(side), None) for side in blocks]
-    with ThreadPoolExecutor(1) if reader else nullcontext() as pool:
-        if sum(cuts_b) != sum(cuts_c):
-            with pytest.raises(streaming.Misaligned):
-                list(streaming.aligned(reads, pool))
-            return
-        slices = list(streaming.aligned(reads, pool))
+    if sum(cuts_b) != sum(cuts_c):
+        with pytest.raises(streaming.Misaligned):
+            list(streaming.aligned(reads))
+        return
+    slices = list(streaming.aligned(reads))
     assert [p for p, _, _ in slices] == list(np.cumsum([0] + [len(b) for _, b, _ in slices])[:-1])
     assert all(len(b) == len(c) and len(b) for _, b, c in slices)
     for side in (1, 2):
