@@ -45,6 +45,7 @@ def run_segments(segments: Iterable[Segment], workers: Sequence[Callable[[Segmen
             if tap is not None:
                 tap(segment)
             call(workers[0], segment)
+            del segment  # not held while the next pair is read
         return
     pools = [ThreadPoolExecutor(1, thread_name_prefix=f"harness-compare-{i}") for i in range(len(workers))]
     pending: Deque[List[Future[None]]] = deque()
