@@ -107,7 +107,8 @@ def plan(base: ResultsFile, cand: ResultsFile, model_id: str) -> Plan:
     b_dim, c_dim = base.vector_spec(model_id)[0], cand.vector_spec(model_id)[0]
     if not same_order or b_dim != c_dim:
         _scan_nonfinite(base, model_id, b_ids)
-        refuse_duplicates(cand, model_id, c_ids)
+        if not same_order:  # the same ids as the baseline's, already checked
+            refuse_duplicates(cand, model_id, c_ids)
         _scan_nonfinite(cand, model_id, c_ids)
         if b_dim != c_dim:
             raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors have dim {c_dim}, baseline {b_dim}")
