@@ -184,7 +184,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     """List the factors that differ between two runs with their known drift, next to the observed drift."""
     from harness.compare.comparator import compare_files
-    from harness.compare.explain import explain
+    from harness.explain import explain
     from harness.report.text import render_explanation
 
     factors = explain(args.baseline, args.candidate)

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from harness.compare import accuracy, certify, kinds, quantized
-from harness.compare.factors import env_changes, environment_changes
 from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
 from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
+from harness.explain import env_changes, environment_changes
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
 from harness.verdict import Comparison, ModelVerdict, Status

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from harness.compare.factors import group_changes
+from harness.explain import group_changes
 from harness.report import accuracy_lines, scenario_lines
 from harness.verdict import CellStatus, EnvChange, ModelVerdict
 
@@ -112,7 +112,7 @@ class ReportCell:
     models: List[ModelVerdict] = field(init=False, repr=False, compare=False)
     notes: List[str] = field(init=False, repr=False, compare=False)
     env_changes: List[EnvChange] = field(init=False, repr=False, compare=False)
-    #: the env changes that belong to a factor (``harness.compare.factors``) with their group, in group order;
+    #: the env changes that belong to a factor (``harness.explain``) with their group, in group order;
     #: ``env_hidden`` counts the others (platform strings, paths: they stay in report.json)
     env_shown: List[Tuple[str, EnvChange]] = field(init=False, repr=False, compare=False)
     env_hidden: int = field(init=False, repr=False, compare=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, List
 
-from harness.compare.factors import group_changes
+from harness.explain import group_changes
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_percent
 from harness.verdict import Check, Comparison, ModelVerdict, Status

@@ -15,7 +15,7 @@ from typing import Dict, List, Set
 
 import pytest
 
-from harness.compare.explain import MAGNITUDES_PATH, load_magnitudes
+from harness.explain import MAGNITUDES_PATH, load_magnitudes
 
 ROOT = Path(__file__).resolve().parents[2]
 _PATH = re.compile(

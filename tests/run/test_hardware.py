@@ -64,7 +64,7 @@ def test_the_fingerprint_records_kernel_variables_and_the_cpu(monkeypatch: pytes
 
 
 def test_cpu_isa_and_kernel_variables_are_the_hardware_group() -> None:
-    from harness.compare.factors import factor_of_key, group_changes, group_of
+    from harness.explain import factor_of_key, group_changes, group_of
 
     assert factor_of_key("torch_build.cpu_capability") == "kernels"
     assert factor_of_key("env.ATEN_CPU_CAPABILITY") == "kernels"
@@ -150,7 +150,7 @@ def test_blas_runtime_is_recorded_in_one_order(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_reordered_blas_runtime_is_no_change_even_in_old_files() -> None:
-    from harness.compare.factors import factor_of_key, group_changes, same_setting
+    from harness.explain import factor_of_key, group_changes, same_setting
 
     a = [{"library": "libgomp.so", "user_api": "openmp"}, {"library": "libopenblas.so", "user_api": "blas"}]
     change = {"key": "blas_runtime", "baseline": a, "candidate": a[::-1]}  # what comparing two old files lists

@@ -1,19 +1,29 @@
-"""What differs between two runs' environments, which factor each difference belongs to, and its group: one table
-for every report and ``harness explain``."""
+"""What differs between two runs' environments, which factor each difference belongs to, and the drift each factor
+is known to cause (``harness/data/drift_magnitudes.toml``): one table for the comparator's environment diff, every
+report's grouping and ``harness explain`` (a 1e-4 drift cannot come from a change known to cause 3e-7). It reads
+fingerprints, never vectors: the comparator and the reports both use it, neither owns it.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from harness import paths
+from harness.config.tomlfile import tomllib
 from harness.hardware import env_group
 from harness.verdict import EnvChange
 
 if TYPE_CHECKING:
     from harness.results import ResultsFile
 
-__all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "UNORDERED_KEYS", "env_changes", "environment_changes", "factor_of_key",
-           "group_of", "group_changes", "same_setting"]
+__all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "MAGNITUDES_PATH", "UNORDERED_KEYS", "Factor", "env_changes",
+           "environment_changes", "explain", "factor_of", "factor_of_key", "group_changes", "group_of",
+           "load_magnitudes", "same_setting"]
+
+MAGNITUDES_PATH = paths.DRIFT_MAGNITUDES
 
 #: flattened fingerprint key prefix -> factor name (first match wins; more specific keys first)
 _KEY_FACTORS: Tuple[Tuple[str, str], ...] = tuple((prefix, factor) for factor, prefixes in (
@@ -136,3 +146,66 @@ def group_changes(changes: Sequence[Mapping[str, Any]]) -> Tuple[List[Tuple[str,
         else:
             groups.setdefault(group, []).append(change)
     return [(g, groups[g]) for g in GROUP_ORDER if g in groups], unclassified
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor that differs, the fingerprint entries behind it, and its known drift."""
+
+    name: str
+    changes: List[EnvChange]
+    known: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        """The report group (``FACTOR_GROUPS``): packages, hardware and kernels, ..."""
+        return FACTOR_GROUPS.get(self.name, "other")
+
+    @property
+    def known_max_abs(self) -> Optional[float]:
+        value = self.known.get("max_abs")
+        return float(value) if value is not None else None
+
+    def can_explain(self, observed_max_abs: float) -> Optional[bool]:
+        """Whether this factor alone is known to move numbers as far as observed (None: unbounded/unknown)."""
+        known = self.known_max_abs  # within 10x: the same order of magnitude (measurements are per model)
+        return None if known is None else observed_max_abs <= 10 * known
+
+
+def load_magnitudes(path: str | Path | None = None) -> Dict[str, Dict[str, Any]]:
+    data = tomllib.loads(Path(path or MAGNITUDES_PATH).read_text(encoding="utf-8"))
+    return dict(data.get("factors", {}))
+
+
+def factor_of(change: EnvChange) -> Optional[str]:
+    """The factor a flattened fingerprint key belongs to (None for keys that do not affect numbers)."""
+    return factor_of_key(change.key, change.baseline, change.candidate)
+
+
+def _part_of_serving(change: EnvChange, served: set[str]) -> bool:
+    """A difference that only says one side was served: its ``device = "http"``, or a served model's weights
+    (absent on the server's side)."""
+    if change.key in ("device", "device_type"):
+        return "http" in (change.baseline, change.candidate)
+    parts = change.key.split(".")
+    return len(parts) >= 3 and parts[0] == "models" and parts[1] in served and parts[2] in ("weights_sha256", "saved_versions")
+
+
+def explain(baseline: str | Path, candidate: str | Path, magnitudes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Factor]:
+    """Factors that differ between two results files, largest known drift first."""
+    table = magnitudes if magnitudes is not None else load_magnitudes()
+    from harness.results import ResultsFile
+
+    base, cand = ResultsFile(baseline), ResultsFile(candidate)
+    changes = environment_changes(base, cand, batch_size=True)
+    served = {c.key.split(".")[1] for c in changes if c.key.startswith("models.") and c.key.endswith(".backend")
+              and "http" in (c.baseline, c.candidate)}
+    grouped: Dict[str, List[EnvChange]] = {}
+    for change in changes:
+        factor = factor_of(change)
+        if served and _part_of_serving(change, served):
+            factor = "server"  # the served side has no local device or weights hash: the server stands for both
+        if factor:
+            grouped.setdefault(factor, []).append(change)
+    factors = [Factor(name=name, changes=items, known=table.get(name, {})) for name, items in grouped.items()]
+    return sorted(factors, key=lambda f: -(f.known_max_abs if f.known_max_abs is not None else float("inf")))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.compare.explain import explain, factor_of, load_magnitudes
+from harness.explain import explain, factor_of, load_magnitudes
 from harness.testing import perturb_results, tf32_round
 from harness.verdict import EnvChange
 
