@@ -15,7 +15,7 @@ from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
 from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.config.project import IndexSettings
-from harness.errors import IncompatibleInputs
+from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.explain import env_changes, environment_changes
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
@@ -87,6 +87,11 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     return None
 
 
+def _verify(base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+    for results in (base, cand):
+        results.verify_vectors(model_id)
+
+
 def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
            settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
            served: Tuple[bool, bool]) -> ModelVerdict:
@@ -96,14 +101,20 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
     quantized_run = rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS
     tap = accuracy.Tap(ref, base, cand, model_id, own_class, served) if ref and not quantized_run else None
     if rec_b.kind != "bi-encoder":
-        verdict = kinds.judge_rerank_files(base, cand, model_id, tol, tap)
-    elif quantized_run:
-        precision = kinds.file_precision(base, cand, model_id)
-        verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
-    else:
-        pair = kinds.FilePair(base, cand, model_id, settings)
-        verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read, not judged
-                                         scenarios=ScenarioRequest(index, served[1]), tap=tap)
+        return accuracy.apply(kinds.judge_rerank_files(base, cand, model_id, tol, tap), tap, tol, policy)
+    try:  # the vectors are streamed without their page checksums: verified before a difference is called drift
+        if quantized_run:
+            precision = kinds.file_precision(base, cand, model_id)
+            verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
+        else:
+            pair = kinds.FilePair(base, cand, model_id, settings)
+            verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read, not judged
+                                             scenarios=ScenarioRequest(index, served[1]), tap=tap)
+    except ResultsFileError:  # non-finite or zero rows: a corrupted page is named as such
+        _verify(base, cand, model_id)
+        raise
+    if verdict.status is Status.FAIL:  # bit rot reads as a broken file (exit 2), never as drift
+        _verify(base, cand, model_id)
     return accuracy.apply(verdict, tap, tol, policy)
 
 

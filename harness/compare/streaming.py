@@ -175,8 +175,8 @@ def row_group_pair_bytes(base: ResultsFile, cand: ResultsFile, model_id: str) ->
     return total
 
 
-def _vectors(results: ResultsFile, model_id: str) -> Iterator[np.ndarray]:
-    return (results.read_vectors(model_id, group) for group, _ in results.model_row_groups(model_id))
+def _vectors(results: ResultsFile, model_id: str, verified: bool = True) -> Iterator[np.ndarray]:
+    return (results.read_vectors(model_id, group, verified) for group, _ in results.model_row_groups(model_id))
 
 
 def stream(base: ResultsFile, cand: ResultsFile, model_id: str, workers: Sequence[Callable[[Segment], None]],
@@ -184,8 +184,9 @@ def stream(base: ResultsFile, cand: ResultsFile, model_id: str, workers: Sequenc
            tap: Optional[Callable[[Segment], None]] = None) -> None:
     """Call the workers on aligned segments covering every row of ``model_id`` once, and ``tap`` on each of them in
     order (the accuracy against fp64). With several workers the next row group pair is read while they share the
-    current one (+30% at 1M): at most ``pairs_in_flight`` pairs in memory (``held_bytes``: the query batch)."""
+    current one (+30% at 1M): at most ``pairs_in_flight`` pairs in memory (``held_bytes``: the query batch).
+    Page checksums are not verified here: the comparator verifies them before it calls a difference drift."""
     pairs = pairs_in_flight(row_group_pair_bytes(base, cand, model_id), held_bytes, memory_mb)
-    reads = [partial(next, _vectors(f, model_id), None) for f in (base, cand)]
+    reads = [partial(next, _vectors(f, model_id, verified=False), None) for f in (base, cand)]
     with closing(aligned(reads)) as segments:
         run_segments(segments, workers, pairs, on_rows, tap)

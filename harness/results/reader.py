@@ -61,9 +61,13 @@ class ResultsFile:
         try:
             # Local files: no pre-buffering (it holds a second copy of each column chunk while decoding), read
             # through a 4 MiB buffer instead; remote ones keep pre-buffering, which coalesces small requests.
+            # One open file under two readers: every page's checksum verified, and one that skips the checks
+            # for the bulk of a comparison's vectors (``read_vectors(verified=False)``, ``verify_vectors``).
             remote = self._fs is not None
-            self._file = pq.ParquetFile(inner, filesystem=self._fs, pre_buffer=remote, buffer_size=0 if remote else 1 << 22,
-                                        page_checksum_verification=True)
+            source = self._fs.open_input_file(inner) if remote else pa.OSFile(inner)
+            options = dict(pre_buffer=remote, buffer_size=0 if remote else 1 << 22)
+            self._file = pq.ParquetFile(source, page_checksum_verification=True, **options)
+            self._unchecked = pq.ParquetFile(source, metadata=self._file.metadata, **options)
         except (pa.ArrowException, OSError) as err:
             raise ResultsFileError(f"{self.path}: not a readable parquet file ({first_line(err)})") from None
         raw = (self._file.schema_arrow.metadata or {}).get(METADATA_KEY)
@@ -159,7 +163,7 @@ class ResultsFile:
             self._checked_order = True  # the check itself reads rows through here
             copy = canonical_copy(self)
             if copy is not None:
-                self._file, self._pure, self._kept = copy, {}, {}
+                self._file, self._unchecked, self._pure, self._kept = copy, copy, {}, {}
                 self._indexed = self._index_row_groups()
         return self._indexed
 
@@ -186,18 +190,19 @@ class ResultsFile:
                     self._pure[i] = ids[0]
         return index
 
-    def _read_group(self, index: int, columns: List[str]) -> pa.Table:
+    def _read_group(self, index: int, columns: List[str], verified: bool = True) -> pa.Table:
         try:
             # one column at a time in practice: pyarrow's decoding threads would only add contention
-            return self._file.read_row_group(index, columns=columns, use_threads=len(columns) > 1)
+            source = self._file if verified else self._unchecked
+            return source.read_row_group(index, columns=columns, use_threads=len(columns) > 1)
         except (pa.ArrowException, OSError) as err:
             raise ResultsFileError(f"{self.path}: row group {index} is unreadable ({first_line(err)})") from None
 
-    def _model_group(self, model_id: str, index: int, columns: Sequence[str]) -> pa.Table:
+    def _model_group(self, model_id: str, index: int, columns: Sequence[str], verified: bool = True) -> pa.Table:
         """One row group's rows of one model (rows of other models filtered out in files that mix them)."""
         if self._pure.get(index) == model_id:
-            return self._read_group(index, list(columns))
-        table = self._read_group(index, list({"model_id", *columns}))
+            return self._read_group(index, list(columns), verified)
+        table = self._read_group(index, list({"model_id", *columns}), verified)
         if table.column("model_id").unique().to_pylist() != [model_id]:
             import pyarrow.compute as pc
 
@@ -275,9 +280,16 @@ class ResultsFile:
         rows = buf.reshape(-1, width)[vec.offset :, :need]
         return np.ascontiguousarray(rows).view(dtype).reshape(len(vec), dim)
 
-    def read_vectors(self, model_id: str, group: int) -> np.ndarray:
-        """One row group's vectors of one bi-encoder, (n, dim) in the model's vector dtype (may be read-only)."""
-        return self._vectors(model_id, self._model_group(model_id, group, ["vector"]).column("vector"))
+    def read_vectors(self, model_id: str, group: int, verified: bool = True) -> np.ndarray:
+        """One row group's vectors of one bi-encoder, (n, dim) in the model's vector dtype (may be read-only);
+        ``verified=False`` skips the page checksums (as much CPU as the read itself: ``verify_vectors`` later)."""
+        return self._vectors(model_id, self._model_group(model_id, group, ["vector"], verified).column("vector"))
+
+    def verify_vectors(self, model_id: str) -> None:
+        """Check every page checksum of one model's vectors (``ResultsFileError`` naming the row group): what a
+        comparison that read them unverified does before it calls a difference drift."""
+        for group in self._groups.get(model_id, []):
+            self._model_group(model_id, group, ["vector"])
 
     def iter_embeddings(self, model_id: str) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(item_ids, roles, vectors)`` per row group for one bi-encoder; vectors are (n, dim)."""

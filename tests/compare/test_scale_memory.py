@@ -44,8 +44,8 @@ def test_row_groups_in_flight_never_exceed_the_budget(pair: List[Path], monkeypa
     lock, live, peak = threading.Lock(), [0], [0]
     read = ResultsFile.read_vectors
 
-    def counted(self: ResultsFile, model_id: str, group: int) -> np.ndarray:
-        rows = read(self, model_id, group)
+    def counted(self: ResultsFile, model_id: str, group: int, verified: bool = True) -> np.ndarray:
+        rows = read(self, model_id, group, verified)
         owner = rows
         while isinstance(owner.base, np.ndarray):
             owner = owner.base

@@ -165,6 +165,22 @@ def test_corrupt_vector_page_is_a_results_file_error_at_compare_time(tmp_path: P
         compare_files(tiny_results, bad)
 
 
+def test_corrupt_vector_page_is_named_as_corruption_not_as_its_values(tmp_path: Path) -> None:
+    """Vectors stream without their page checksums; a comparison that fails or refuses the values verifies them
+    first, so bytes that decode as NaN (or as a drift) read as a broken page of the file that has it. (No query:
+    nothing else reads the page with its checksum first.)"""
+    from harness.compare.comparator import compare_files
+
+    documents = [f"d{i}" for i in range(64)]
+    good = _synthetic(tmp_path / "good.parquet", dim=32, ids=documents)
+    assert compare_files(good, good).models[0].status.value == "pass"
+    for fill, side in ((b"\xff", 0), (b"\x00", 1)):  # NaN floats: refused; zeros: a drift
+        bad = _corrupt_middle(_synthetic(tmp_path / f"run{side}.parquet", dim=32, ids=documents), "vector",
+                              length=8, fill=fill)
+        with pytest.raises(ResultsFileError, match=f"run{side}.parquet: row group 0 is unreadable .*CRC"):
+            compare_files(*((bad, good) if side == 0 else (good, bad)))
+
+
 def test_a_directory_or_a_device_node_is_not_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Refused by name, one line, exit 2: a path that exists but is no file is not reported as missing."""
     good = _synthetic(tmp_path / "good.parquet")
