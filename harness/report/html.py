@@ -16,7 +16,7 @@ from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
-from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, HistoryEntry, MatrixReport, ReportCell, TrendRow
+from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided, would_pass
 from harness.verdict import CellStatus, ModelVerdict, Status
 
@@ -299,10 +299,10 @@ def _trend(trend: Sequence[TrendRow]) -> str:
     return f'<section id="trend"><h2>Trend</h2>{table}</section>'
 
 
-def render_html(report: MatrixReport, history: Optional[Sequence[HistoryEntry]] = None) -> str:
+def render_html(report: MatrixReport) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
     body = [_header(report), _overview(report),
-            scenario_lines.html_section([(c.cell_id, m) for c, m in report.verdicts]), _trend(report.trend(history))]
+            scenario_lines.html_section([(c.cell_id, m) for c, m in report.verdicts]), _trend(report.trend)]
     body += [_cell_section(i, c) for i, c in enumerate(report.cells)]
     body.append(
         f"<footer>Rendered from the matrix report (format_version {MATRIX_FORMAT_VERSION}); "

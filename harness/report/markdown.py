@@ -6,11 +6,11 @@ Renders only from ``MatrixReport``, so it cannot disagree with the JSON, JUnit o
 from __future__ import annotations
 
 import re
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from harness.report import accuracy_lines, scenario_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
-from harness.report.matrix_report import TREND_RUNS, HistoryEntry, MatrixReport, ReportCell, TrendRow
+from harness.report.matrix_report import TREND_RUNS, MatrixReport, ReportCell, TrendRow
 from harness.report.text import (
     ORDER_FIGURES_NOTE,
     check_line,
@@ -206,11 +206,10 @@ def _speed(report: MatrixReport) -> List[str]:
     return _section("Speed and memory (reported, not judged)", header, rows)
 
 
-def render_markdown(report: MatrixReport, history: Optional[Sequence[HistoryEntry]] = None) -> str:
-    """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend
-    (``history`` as ``load_history`` gives it; include the current run by appending first)."""
-    trend = report.trend(history)
+def render_markdown(report: MatrixReport) -> str:
+    """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend (the
+    history log's, read when the report was built)."""
     lines = _header(report) + _summary(report) + scenario_lines.markdown_lines(
         [(c.cell_id, m) for c, m in report.verdicts], md_escape, _code) + _notes(report) + _checks(report)
-    lines += _env_section(report) + _failures(report) + _not_run(report) + _speed(report) + _trend(trend)
+    lines += _env_section(report) + _failures(report) + _not_run(report) + _speed(report) + _trend(report.trend)
     return "\n".join(lines) + "\n"

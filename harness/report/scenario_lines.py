@@ -9,7 +9,7 @@ from typing import Any, List, Sequence, Tuple
 
 from harness.verdict import ModelVerdict
 
-__all__ = ["HEADING", "COLUMNS", "text_lines", "markdown_lines", "html_section", "junit_properties", "verdict_rows"]
+__all__ = ["HEADING", "COLUMNS", "text_lines", "markdown_lines", "html_section", "junit_properties"]
 
 HEADING = "Must I re-embed? (retrieval scenarios: same order / same set; reported, not judged)"
 #: scenario key -> overview column
@@ -69,16 +69,3 @@ def junit_properties(models: Sequence[ModelVerdict]) -> List[Tuple[str, str]]:
     pairs = [(f"scenarios.{m.model_id}", m.scenarios.line) for m in models if m.scenarios]
     pairs += [(f"scenarios.{m.model_id}.{key}", _cell(m, key)) for m in models if m.scenarios for key in COLUMNS]
     return pairs
-
-
-def verdict_rows(head: dict, model: ModelVerdict) -> List[dict]:
-    """verdicts.parquet rows: per scenario that ran, its same-order and same-set shares against the policy's
-    limits, as checks named ``scenario.<key>.same_order`` / ``.same_set`` (``passed`` empty: not judged)."""
-    found = model.scenarios
-    if found is None:
-        return []
-    return [{**head, "check": f"scenario.{s.key}.{name}", "op": ">=", "observed": value, "limit": limit,
-             "used": None, "passed": None}
-            for s in found.items if s.same_order is not None
-            for name, value, limit in (("same_order", s.same_order, found.min_order),
-                                       ("same_set", s.same_set, found.min_set))]
