@@ -102,13 +102,13 @@ def publish_matrix_report(
     history: str | os.PathLike[str] | None = None,
 ) -> Dict[str, Path]:
     """Read what is there (the last full report a ``--cells`` run merges into, the history log: a corrupt one fails
-    before anything is written), build the report to write once, then append the run's line and write the files."""
+    before anything is written), build the report once, write its files, then add the run's line to the log."""
     out, full = _previous(Path(out_dir), report)
     log = [] if history is None else [*load_history(history), report.history_line]
-    final = published(report, full, log)
+    written = write_matrix_report(published(report, full, log), out)
     if history is not None:
         _write_table(history_table(append_history(report, history)), Path(history).with_suffix(".parquet"))
-    return write_matrix_report(final, out)
+    return written
 
 
 def _kept_lines(text: str) -> str:
