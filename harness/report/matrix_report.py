@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from harness.compare.factors import group_changes
+from harness.report import scenario_lines
 from harness.verdict import CellStatus, EnvChange, ModelVerdict
 
 __all__ = ["MATRIX_FORMAT_VERSION", "HistoryCell", "HistoryEntry", "MatrixReport", "Merged", "ReportCell", "TREND_RUNS",
@@ -119,6 +120,8 @@ class ReportCell:
     incomplete: bool = field(init=False, repr=False, compare=False)
     #: setup plus run time; None when neither was recorded
     seconds: Optional[float] = field(init=False, repr=False, compare=False)
+    #: "must I re-embed?": the overview row of each model whose retrieval scenarios ran
+    scenarios: List[scenario_lines.ScenarioRow] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         data = self.comparison or {}
@@ -131,6 +134,7 @@ class ReportCell:
         self.incomplete = self.comparison is None or self.status is CellStatus.INCOMPATIBLE or self.status.unjudged
         times = [float(t) for t in (self.setup_s, self.run_s) if t is not None]
         self.seconds = sum(times) if times else None
+        self.scenarios = scenario_lines.rows(self.models)
 
     @classmethod
     def of(cls, cell: Mapping[str, Any] | ReportCell) -> ReportCell:

@@ -121,7 +121,7 @@ def test_every_renderer_shows_the_line(moved_documents: Path) -> None:
 
 def test_a_verdict_without_scenarios_renders_none() -> None:
     plain = ModelVerdict(model_id="x", kind="cross-encoder", status=Status.PASS, tolerance_class="fp32")
-    assert scenario_lines.text_lines([plain]) == [] and scenario_lines.junit_properties([plain]) == []
+    assert scenario_lines.text_lines([plain]) == [] and scenario_lines.rows([plain]) == []
 
 
 def _faiss_index(tmp: Path, dim: int, metric: Any, n: int) -> Dict[str, Path]:
