@@ -310,8 +310,7 @@ def _trend(trend: Sequence[TrendRow]) -> str:
 
 def render_html(report: MatrixReport) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
-    body = [_header(report), _overview(report),
-            _scenarios(report), _trend(report.trend)]
+    body = [_header(report), _overview(report), _scenarios(report), _trend(report.trend)]
     body += [_cell_section(i, c) for i, c in enumerate(report.cells)]
     body.append(
         f"<footer>Rendered from the matrix report (format_version {MATRIX_FORMAT_VERSION}); "
