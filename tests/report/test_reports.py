@@ -342,6 +342,17 @@ def test_publish_refuses_a_corrupt_history_before_writing_anything(report: Matri
     assert len(load_history(tmp_path / "fresh.jsonl")) == 1
 
 
+def test_a_report_that_cannot_be_written_adds_no_history_line(report: MatrixReport, tmp_path: Path) -> None:
+    """The run's line is added after the report's files: a run that published nothing is not in the trend."""
+    path, blocked = tmp_path / "history.jsonl", tmp_path / "out"
+    publish_matrix_report(report, tmp_path / "first", path)
+    blocked.write_text("a file where the report's folder should be", encoding="utf-8")
+    with pytest.raises(OSError):
+        publish_matrix_report(dataclasses.replace(report, created_at="2026-11-25T09:00:00+00:00"), blocked, path)
+    assert [h.created_at for h in load_history(path)] == [report.created_at]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "history.jsonl", "history.parquet", "out"]
+
+
 def test_concurrent_appends_never_interleave(report: MatrixReport, tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
     threads = [threading.Thread(target=append_history, args=(report, path)) for _ in range(16)]
