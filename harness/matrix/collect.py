@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union, cast
 
 from harness.compare import comparator
-from harness.config.policy import load_policy
+from harness.config.policy import Policy, load_policy
 from harness.config.project import load_project
 from harness.errors import HarnessError
 from harness.matrix.cells import CELL_FILE, CellState, read_cell_state
@@ -47,13 +47,14 @@ def cell_record(
     cell: Cell,
     run_dir: str | os.PathLike[str],
     baseline: str | os.PathLike[str],
-    policy: str | os.PathLike[str] | None = None,
+    policy: Optional[Policy] = None,
     state: Optional[CellState] = _UNREAD,
     index: Any = None,
 ) -> ReportCell:
     """The report's record of one cell: its stage outcome and, when it produced results, the comparison with the
-    baseline; ``error`` when they cannot be compared at all or the cell never ran. ``state``: the ``cell.json``
-    a caller already read, so object storage is asked once."""
+    baseline, judged by ``policy`` (the matrix's, read once: None, the default); ``error`` when they cannot be
+    compared at all or the cell never ran. ``state``: the ``cell.json`` a caller already read, so object storage
+    is asked once."""
     location: Union[Path, str] = cast(str, run_dir) if storage.is_uri(run_dir) else Path(run_dir)
     if state is _UNREAD:
         state = read_cell_state(location)
@@ -71,7 +72,7 @@ def cell_record(
         return dataclasses.replace(record, status=CellStatus.RUN_FAILED,
                                    reason=state.reason or f"{checkout_relative(results)} was not written")
     try:
-        comparison = comparator.compare_files(baseline, results, load_policy(policy), label=cell.cell_id,
+        comparison = comparator.compare_files(baseline, results, policy, label=cell.cell_id,
                                              index=index).serialize()
     except HarnessError as err:
         return dataclasses.replace(record, reason=str(err))
@@ -87,18 +88,20 @@ def collect_matrix(
     baseline: str | os.PathLike[str] | None = None,
     include_missing: bool = True,
 ) -> MatrixReport:
-    """Compare every (selected) cell's results with the baseline: the matrix report. ``include_missing``: cells
-    never run count as ``error``; otherwise they are left out, and none run at all is a ``MatrixError``."""
+    """Compare every (selected) cell's results with the baseline: the matrix report. The project and the policy
+    are read once, first (a bad one is bad input before any cell is judged). ``include_missing``: cells never run
+    count as ``error``; otherwise they are left out, and none run at all is a ``MatrixError``."""
     base = Path(baseline) if baseline else baseline_file(matrix.baseline)
     runs: Union[Path, str] = cast(str, runs_dir) if storage.is_uri(runs_dir) else Path(runs_dir)
     records: List[ReportCell] = []
     index = load_project(matrix.config).index if matrix.config else None  # the project's [index], as run finds it
+    policy = load_policy(matrix.policy)
     for cell in matrix.select(cells):
         run_dir = storage.join(runs, cell.cell_id)
         state = read_cell_state(run_dir)
         if not include_missing and state is None:
             continue
-        records.append(cell_record(cell, run_dir, base, matrix.policy, state=state, index=index))
+        records.append(cell_record(cell, run_dir, base, policy, state=state, index=index))
     if not records:
         raise MatrixError(f"{runs}: no cell of matrix '{matrix.name}' has been run (no */cell.json)")
     return build_matrix_report(matrix.name, checkout_relative(base), records, matrix_cells=[c.cell_id for c in matrix.cells])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from harness.fsio import atomic_output, output_lock, write_text
 from harness.matrix.attribution import Waterfall
@@ -20,7 +20,7 @@ from harness.report.html import render_html
 from harness.report.json_report import render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import HistoryEntry, MatrixReport, Merged, build_matrix_report
+from harness.report.matrix_report import HistoryEntry, MatrixReport, published
 from harness.report.tables import history_table, verdicts_table
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "load_history",
     "write_attribution",
     "write_json",
-    "merge_into_full",
     "TABLE_FILES",
 ]
 
@@ -53,18 +52,13 @@ ATTRIBUTION_FILES: Dict[str, str] = {
 }
 
 
-def write_matrix_report(
-    report: MatrixReport,
-    out_dir: str | os.PathLike[str],
-    *,
-    history: Optional[List[HistoryEntry]] = None,
-) -> Dict[str, Path]:
+def write_matrix_report(report: MatrixReport, out_dir: str | os.PathLike[str]) -> Dict[str, Path]:
     """Render every format from the same report and write each file atomically; the paths written, by format."""
     rendered = {
-        "markdown": render_markdown(report, history=history),
+        "markdown": render_markdown(report),
         "json": render_json(report),
         "junit": render_junit(report),
-        "html": render_html(report, history=history),
+        "html": render_html(report),
     }
     written = {name: write_text(Path(out_dir) / OUTPUT_FILES[name], text) for name, text in rendered.items()}
     return {**written, **_write_table(verdicts_table(report), Path(out_dir) / TABLE_FILES["parquet"], csv=True)}
@@ -86,34 +80,20 @@ def _write_table(table: Any, path: Path, *, csv: bool = False) -> Dict[str, Path
     return written
 
 
-def _full_report(out_dir: Path, report: MatrixReport) -> Optional[MatrixReport] | bool:
-    """The whole-matrix report already in ``out_dir`` that a ``--cells`` run of ``report`` merges into; False when
-    there is none (the partial report may be written there); True when there is one it cannot merge into (another
-    baseline or policy: it is kept, and the partial report goes to ``<out>/partial/``)."""
+def _previous(out_dir: Path, report: MatrixReport) -> Tuple[Path, Optional[MatrixReport]]:
+    """Where ``report`` is written, and the whole-matrix report there that a ``--cells`` run merges into (None: a
+    whole run, or nothing to merge into). One of another baseline or policy is kept: the run goes to ``<out>/partial/``."""
     path = out_dir / OUTPUT_FILES["json"]
-    if not path.is_file():
-        return False
+    if not report.partial or not path.is_file():
+        return out_dir, None
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise MatrixError(f"{path}: not a JSON matrix report ({err}); move it away to write a new one") from None
     if not isinstance(old, dict) or old.get("partial") or not isinstance(old.get("cells"), list):
-        return False
+        return out_dir, None
     same = [old.get("matrix"), old.get("baseline"), old.get("policy")] == [report.matrix, report.baseline, report.policy]
-    return MatrixReport.from_dict(old) if same else True
-
-
-def merge_into_full(full: MatrixReport, partial: MatrixReport) -> MatrixReport:
-    """The full report with ``partial``'s cells replacing its own (matrix order), status recomputed, marked merged."""
-    fresh = {c.cell_id: c for c in partial.cells}
-    order = list(partial.matrix_cells or full.matrix_cells or [c.cell_id for c in full.cells])
-    by_id = {**{c.cell_id: c for c in full.cells}, **fresh}
-    cells = [by_id[i] for i in order if i in by_id] + [c for i, c in by_id.items() if i not in order]
-    merged = build_matrix_report(full.matrix, full.baseline, cells, created_at=partial.created_at, matrix_cells=order)
-    previous = full.merged
-    merged.merge(Merged(sorted(set(previous.cells if previous else []) | set(fresh)), partial.created_at,
-                        (previous.full_run_created_at if previous else "") or full.created_at))
-    return merged
+    return (out_dir, MatrixReport.from_dict(old)) if same else (out_dir / "partial", None)
 
 
 def publish_matrix_report(
@@ -121,19 +101,14 @@ def publish_matrix_report(
     out_dir: str | os.PathLike[str],
     history: str | os.PathLike[str] | None = None,
 ) -> Dict[str, Path]:
-    """Append the run to ``history`` (if given) and write the report files; whatever is read is read first, so
-    a corrupt log fails before anything is written."""
-    past: Optional[List[HistoryEntry]] = None
-    full = _full_report(Path(out_dir), report) if report.partial else False
-    if full is True:
-        out_dir, full = Path(out_dir) / "partial", False
+    """Read what is there (the last full report a ``--cells`` run merges into, the history log: a corrupt one fails
+    before anything is written), build the report once, write its files, then add the run's line to the log."""
+    out, full = _previous(Path(out_dir), report)
+    log = [] if history is None else [*load_history(history), report.history_line]
+    written = write_matrix_report(published(report, full, log), out)
     if history is not None:
-        load_history(history)
-        append_history(report, history)
-        past = load_history(history)
-        _write_table(history_table(past), Path(history).with_suffix(".parquet"))
-    return write_matrix_report(merge_into_full(full, report) if isinstance(full, MatrixReport) else report, out_dir,
-                               history=past)
+        _write_table(history_table(append_history(report, history)), Path(history).with_suffix(".parquet"))
+    return written
 
 
 def _kept_lines(text: str) -> str:
@@ -143,26 +118,27 @@ def _kept_lines(text: str) -> str:
     return text[: text.rfind("\n") + 1]
 
 
-def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -> HistoryEntry:
-    """Add one JSON line for this run: under the log's lock, read, add, rename, so concurrent runs never lose or
-    interleave a line and a kill leaves the old log whole."""
-    entry = report.history_entry()
-    line = entry.to_json() + "\n"
+def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -> List[HistoryEntry]:
+    """Add the run's JSON line (``report.history_line``) under the log's lock: read, add, rename, so concurrent runs
+    never lose or interleave a line and a kill leaves the old log whole; the log as it now stands."""
     path = Path(history_path)
     with output_lock(path):
         old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        entries = _entries(old, path)
         with atomic_output(path) as tmp:
-            tmp.write_text(_kept_lines(old) + line, encoding="utf-8")
-    return entry
+            tmp.write_text(_kept_lines(old) + report.history_line.to_json() + "\n", encoding="utf-8")
+    return [*entries, report.history_line]
 
 
 def load_history(path: str | os.PathLike[str]) -> List[HistoryEntry]:
     """Every run in the log, oldest first; a torn last line (a killed append) is skipped, a malformed line
     elsewhere is a ``MatrixError`` naming it."""
     target = Path(path)
-    if not target.is_file():
-        return []
-    lines = target.read_text(encoding="utf-8", errors="replace").split("\n")
+    return _entries(target.read_text(encoding="utf-8", errors="replace"), target) if target.is_file() else []
+
+
+def _entries(text: str, target: Path) -> List[HistoryEntry]:
+    lines = text.split("\n")
     entries: List[HistoryEntry] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -5,13 +5,13 @@ for all renderers, and none of it for a verdict without a reference.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Sequence
+from typing import List, Sequence
 
 from harness.report.format import fmt
 from harness.report.html_style import escape as _e
 from harness.verdict import AccuracyVerdict, Bucket, ModelVerdict, Status
 
-__all__ = ["bucket_svg", "error_columns", "error_columns_none", "headline", "lines", "ratio_text"]
+__all__ = ["bucket_svg", "headline", "lines", "ratio_text"]
 
 
 def ratio_text(ratio: float) -> str:
@@ -70,17 +70,6 @@ def lines(model: ModelVerdict) -> List[str]:
         out.append(f"  cause: {m.truncation_mismatches:,} text(s) truncated on one side only, not in the reference: "
                    f"{named}")
     return out
-
-
-#: ``error_columns`` of a row without a model (a cell that did not run)
-error_columns_none: Dict[str, Any] = {"baseline_rmse_fp64": None, "candidate_rmse_fp64": None}
-
-
-def error_columns(model: ModelVerdict) -> Dict[str, Any]:
-    """verdicts.parquet's columns for one model: each side's RMSE against fp64 (None without a reference)."""
-    acc = model.accuracy
-    return {"baseline_rmse_fp64": acc.measured.baseline.rmse if acc else None,
-            "candidate_rmse_fp64": acc.measured.candidate.rmse if acc else None}
 
 
 def bucket_svg(model: ModelVerdict) -> str:

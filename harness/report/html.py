@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any, List, Optional, Sequence, Tuple
 
-from harness.report import accuracy_lines, scenario_lines
+from harness.report import accuracy_lines
 from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
 from harness.report.html_style import CSS
 from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
 from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
-from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, HistoryEntry, MatrixReport, ReportCell, TrendRow
+from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
+from harness.report.scenario_lines import COLUMNS, HEADING
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided, would_pass
 from harness.verdict import CellStatus, ModelVerdict, Status
 
@@ -90,6 +91,14 @@ def _overview(report: MatrixReport) -> str:
     header = ["Cell", *params, "Status", *(models or ["Models"]), "Time (setup + run)"]
     rows = [_overview_row(i, c, params, models) for i, c in enumerate(report.cells)]
     return f'<section id="overview"><h2>Overview</h2>{_table(header, rows, "overview")}</section>'
+
+
+def _scenarios(report: MatrixReport) -> str:
+    """"Must I re-embed?": the overview (a column per scenario), each row's line as its last column."""
+    rows = [[_td(text) for text in (cell.cell_id, row.model_id, row.advice, *row.shares, row.line)]
+            for cell in report.cells for row in cell.scenarios]
+    table = _table(["Cell", "Model", "Advice", *COLUMNS.values(), "Why"], rows, "scenarios")
+    return f'<section id="scenarios"><h2>{_e(HEADING)}</h2>{table}</section>' if rows else ""
 
 
 # -- per model --------------------------------------------------------------------------------------------------
@@ -299,10 +308,9 @@ def _trend(trend: Sequence[TrendRow]) -> str:
     return f'<section id="trend"><h2>Trend</h2>{table}</section>'
 
 
-def render_html(report: MatrixReport, history: Optional[Sequence[HistoryEntry]] = None) -> str:
+def render_html(report: MatrixReport) -> str:
     """The whole matrix as one self-contained page: overview, trend, then every cell in detail."""
-    body = [_header(report), _overview(report),
-            scenario_lines.html_section([(c.cell_id, m) for c, m in report.verdicts]), _trend(report.trend(history))]
+    body = [_header(report), _overview(report), _scenarios(report), _trend(report.trend)]
     body += [_cell_section(i, c) for i, c in enumerate(report.cells)]
     body.append(
         f"<footer>Rendered from the matrix report (format_version {MATRIX_FORMAT_VERSION}); "

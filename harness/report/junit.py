@@ -11,9 +11,10 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.report import accuracy_lines, scenario_lines
+from harness.report import accuracy_lines
 from harness.report.format import fmt
 from harness.report.matrix_report import MatrixReport, ReportCell
+from harness.report.scenario_lines import COLUMNS
 from harness.report.text import check_line, explained, would_pass
 from harness.verdict import CellStatus, ModelVerdict, Status
 
@@ -107,7 +108,8 @@ def _properties(suite: ET.Element, cell: ReportCell, policy: str) -> None:
     props = ET.SubElement(suite, "properties")
     pairs: List[Tuple[str, Any]] = list(cell.params.items()) + [("policy", policy)]
     pairs += [("cell.status", cell.status.value), ("cell.reason", cell.reason), ("cell.results", cell.results)]
-    pairs += [("note", note) for note in cell.notes] + scenario_lines.junit_properties(cell.models)
+    pairs += [("note", note) for note in cell.notes] + [(f"scenarios.{row.model_id}", row.line) for row in cell.scenarios]
+    pairs += [(f"scenarios.{row.model_id}.{key}", share) for row in cell.scenarios for key, share in zip(COLUMNS, row.shares)]
     for name, value in pairs:
         if value not in (None, ""):
             ET.SubElement(props, "property", {"name": xml_safe(name), "value": xml_safe(value)})

@@ -6,11 +6,12 @@ Renders only from ``MatrixReport``, so it cannot disagree with the JSON, JUnit o
 from __future__ import annotations
 
 import re
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
-from harness.report import accuracy_lines, scenario_lines
+from harness.report import accuracy_lines
 from harness.report.format import fmt, fmt_cosine, fmt_seconds
-from harness.report.matrix_report import TREND_RUNS, HistoryEntry, MatrixReport, ReportCell, TrendRow
+from harness.report.matrix_report import TREND_RUNS, MatrixReport, ReportCell, TrendRow
+from harness.report.scenario_lines import COLUMNS, HEADING
 from harness.report.text import (
     ORDER_FIGURES_NOTE,
     check_line,
@@ -41,10 +42,9 @@ def _code(text: Any) -> str:
     return f"{fence} {flat} {fence}" if fence == "``" else f"`{flat}`"
 
 
-def _status(status: str | CellStatus | Status) -> str:
-    """A cell's or model's status word; bold and upper case where someone needs to act."""
-    word = CellStatus.parse(status)
-    return f"**{word.value.upper()}**" if word.failing else word.value
+def _status(status: CellStatus) -> str:
+    """A cell's or model's status word (one vocabulary); bold and upper case where someone needs to act."""
+    return f"**{status.value.upper()}**" if status.failing else status.value
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
@@ -110,6 +110,14 @@ def _summary(report: MatrixReport) -> List[str]:
     decided = [f"- {_code(cell.cell_id)} / {_code(m.model_id)}: {md_escape(topk_decided(m))}"
                for cell, m in report.verdicts if topk_decided(m)]
     return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
+
+
+def _scenarios(report: MatrixReport) -> List[str]:
+    """"Must I re-embed?": the overview (a column per scenario), then the line per cell and model."""
+    found = [(cell.cell_id, row) for cell in report.cells for row in cell.scenarios]
+    rows = [[md_escape(text) for text in (cell_id, row.model_id, row.advice, *row.shares)] for cell_id, row in found]
+    lines = [f"- {_code(cell_id)} / {_code(row.model_id)}: {md_escape(row.line)}" for cell_id, row in found]
+    return ["", f"## {HEADING}", "", *_table(["Cell", "Model", "Advice", *COLUMNS.values()], rows), "", *lines] if found else []
 
 
 def _notes(report: MatrixReport) -> List[str]:
@@ -206,11 +214,9 @@ def _speed(report: MatrixReport) -> List[str]:
     return _section("Speed and memory (reported, not judged)", header, rows)
 
 
-def render_markdown(report: MatrixReport, history: Optional[Sequence[HistoryEntry]] = None) -> str:
-    """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend
-    (``history`` as ``load_history`` gives it; include the current run by appending first)."""
-    trend = report.trend(history)
-    lines = _header(report) + _summary(report) + scenario_lines.markdown_lines(
-        [(c.cell_id, m) for c, m in report.verdicts], md_escape, _code) + _notes(report) + _checks(report)
-    lines += _env_section(report) + _failures(report) + _not_run(report) + _speed(report) + _trend(trend)
+def render_markdown(report: MatrixReport) -> str:
+    """The whole matrix as GitHub-flavoured Markdown: summary, env changes, failures, not-run cells, trend (the
+    history log's, read when the report was built)."""
+    lines = _header(report) + _summary(report) + _scenarios(report) + _notes(report) + _checks(report)
+    lines += _env_section(report) + _failures(report) + _not_run(report) + _speed(report) + _trend(report.trend)
     return "\n".join(lines) + "\n"

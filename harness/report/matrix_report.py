@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from harness.explain import group_changes
-from harness.report import accuracy_lines, scenario_lines
+from harness.report import scenario_lines
 from harness.verdict import CellStatus, EnvChange, ModelVerdict
 
 __all__ = ["MATRIX_FORMAT_VERSION", "HistoryCell", "HistoryEntry", "MatrixReport", "Merged", "ReportCell", "TREND_RUNS",
-           "TrendRow", "build_matrix_report", "history_series"]
+           "TrendRow", "build_matrix_report", "history_series", "published"]
 
 MATRIX_FORMAT_VERSION = 1
 #: how many past runs the trend sections show per cell and model
@@ -120,6 +120,8 @@ class ReportCell:
     incomplete: bool = field(init=False, repr=False, compare=False)
     #: setup plus run time; None when neither was recorded
     seconds: Optional[float] = field(init=False, repr=False, compare=False)
+    #: "must I re-embed?": the overview row of each model whose retrieval scenarios ran
+    scenarios: List[scenario_lines.ScenarioRow] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         data = self.comparison or {}
@@ -132,6 +134,7 @@ class ReportCell:
         self.incomplete = self.comparison is None or self.status is CellStatus.INCOMPATIBLE or self.status.unjudged
         times = [float(t) for t in (self.setup_s, self.run_s) if t is not None]
         self.seconds = sum(times) if times else None
+        self.scenarios = scenario_lines.rows(self.models)
 
     @classmethod
     def of(cls, cell: Mapping[str, Any] | ReportCell) -> ReportCell:
@@ -156,7 +159,8 @@ class ReportCell:
 @dataclass
 class MatrixReport:
     """A whole version matrix's outcome. ``partial``: fewer cells than ``matrix_cells`` (a ``--cells`` run),
-    never a passing whole matrix; ``merged`` (set through ``merge``): such a run merged into the last full report."""
+    never a passing whole matrix; ``merged``: such a run merged into the last full report (``published``);
+    ``trend``: its cells' last runs in the history log, read when it was built (empty: no log)."""
 
     matrix: str
     baseline: str
@@ -166,6 +170,7 @@ class MatrixReport:
     partial: bool = False
     matrix_cells: List[str] = field(default_factory=list)
     merged: Optional[Merged] = None
+    trend: List[TrendRow] = field(default_factory=list, repr=False, compare=False)
     status: CellStatus = field(init=False, repr=False, compare=False)
     #: cells per status, every status named
     counts: Dict[str, int] = field(init=False, repr=False, compare=False)
@@ -175,18 +180,15 @@ class MatrixReport:
     model_ids: List[str] = field(init=False, repr=False, compare=False)
     #: what it covers: the whole matrix, a ``--cells`` run, or a run merged into the last full report
     scope: str = field(init=False, repr=False, compare=False)
+    #: this run's line in the history log: per cell its status and each model's headline numbers
+    history_line: HistoryEntry = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.status = CellStatus.worst(c.status for c in self.cells)
         self.counts = {s.value: sum(c.status is s for c in self.cells) for s in CellStatus}
         self.verdicts = [(c, m) for c in self.cells for m in c.models]
         self.model_ids = list(dict.fromkeys(m.model_id for _, m in self.verdicts))
-        self.merge(self.merged)
-
-    def merge(self, merged: Optional[Merged]) -> None:
-        """Mark it as a ``--cells`` run merged into a full report (``merged``: which cells, when) and say so."""
-        self.merged = merged
-        total = len(self.matrix_cells or self.cells)
+        total, merged = len(self.matrix_cells or self.cells), self.merged
         if merged:
             self.scope = (f"full matrix ({total} cells) from the run of {merged.full_run_created_at}, with "
                           f"{', '.join(merged.cells)} re-run at {merged.created_at} (--cells) and merged in")
@@ -194,6 +196,10 @@ class MatrixReport:
             self.scope = f"partial: {len(self.cells)} of {total} cells (--cells); not a whole-matrix run"
         else:
             self.scope = f"full matrix ({total} cells)"
+        self.history_line = HistoryEntry(self.created_at, self.matrix, self.status.value, self.partial, {
+            c.cell_id: HistoryCell(c.status.value, {m.model_id: m.metrics.get("max_abs_diff") for m in c.models},
+                                   {m.model_id: m.metrics["min_cosine"] for m in c.models if "min_cosine" in m.metrics})
+            for c in self.cells})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MatrixReport:
@@ -204,47 +210,6 @@ class MatrixReport:
                    partial=bool(data.get("partial")), matrix_cells=list(data.get("matrix_cells") or []),
                    merged=Merged.of(data.get("merged")))
 
-    def history_entry(self) -> HistoryEntry:
-        """This run's line in the history log: per cell its status and each model's headline numbers."""
-        cells = {c.cell_id: HistoryCell(c.status.value, {m.model_id: m.metrics.get("max_abs_diff") for m in c.models},
-                                        {m.model_id: m.metrics["min_cosine"] for m in c.models if "min_cosine" in m.metrics})
-                 for c in self.cells}
-        return HistoryEntry(self.created_at, self.matrix, self.status.value, self.partial, cells)
-
-    def trend(self, history: Optional[Sequence[HistoryEntry]]) -> List[TrendRow]:
-        """Every (cell, model) with runs in ``history`` (the log as read): its last ``TREND_RUNS`` of them."""
-        rows = [TrendRow(c.cell_id, m.model_id, history_series(history or [], self.matrix, c.cell_id, m.model_id,
-                                                                TREND_RUNS)) for c, m in self.verdicts]
-        return [row for row in rows if row.points]
-
-    def verdict_rows(self) -> List[Dict[str, Any]]:
-        """Every check of every model of every cell as one flat record (``tables.VERDICTS_SCHEMA``'s columns), for
-        dataframes: a cell or model without checks is one row with an empty ``check``."""
-        top = {"matrix": self.matrix, "created_at": self.created_at, "policy": self.policy}
-        none = {"check": "", "op": "", "observed": None, "limit": None, "used": None, "passed": None}
-        rows: List[Dict[str, Any]] = []
-        for cell in self.cells:
-            base = {**top, "cell_id": cell.cell_id, "cell_status": cell.status.value}
-            if not cell.models:
-                rows.append({**base, "model_id": "", "kind": "", "model_status": cell.status.value,
-                             "tolerance_class": "", **none, **accuracy_lines.error_columns_none})
-            for model in cell.models:
-                head = {**base, "model_id": model.model_id, "kind": model.kind, "model_status": model.status.value,
-                        "tolerance_class": model.tolerance_class, **accuracy_lines.error_columns(model)}
-                rows += [{**head, "check": c.name, "op": c.op, "observed": c.observed, "limit": c.limit, "used": c.used,
-                          "passed": c.passed} for c in model.checks]
-                rows += scenario_lines.verdict_rows(head, model)
-                rows += [] if model.checks else [{**head, **none}]
-        return rows
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The report.json document (keys in the order it has always had)."""
-        out = {"format_version": MATRIX_FORMAT_VERSION, "matrix": self.matrix, "created_at": self.created_at,
-               "baseline": self.baseline, "policy": self.policy, "status": self.status.value, "counts": self.counts,
-               "partial": self.partial, "matrix_cells": list(self.matrix_cells),
-               "cells": [c.to_dict() for c in self.cells]}
-        return {**out, "merged": self.merged._asdict()} if self.merged is not None else out
-
 
 def build_matrix_report(
     matrix_name: str,
@@ -253,17 +218,39 @@ def build_matrix_report(
     *,
     created_at: Optional[str] = None,
     matrix_cells: Optional[Sequence[str]] = None,
+    merged: Optional[Merged] = None,
+    history: Sequence[HistoryEntry] = (),
 ) -> MatrixReport:
-    """The matrix report of ``cells`` (records or ``ReportCell``s), with the policy they were judged by; fewer
-    cells than ``matrix_cells`` make it ``partial``."""
+    """The matrix report of ``cells`` (records or ``ReportCell``s), with the policy they were judged by and their
+    trend over ``history`` (the log as read, this run's line included); fewer cells than ``matrix_cells`` make it
+    ``partial``."""
     typed = [ReportCell.of(c) for c in cells]
     ids = [c.cell_id for c in typed]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ValueError(f"duplicate cell id(s): {', '.join(duplicates)}")
+    rows = [TrendRow(c.cell_id, m.model_id, history_series(history, matrix_name, c.cell_id, m.model_id, TREND_RUNS))
+            for c in typed for m in c.models]
     return MatrixReport(matrix=matrix_name, baseline=str(baseline), cells=typed, created_at=created_at or _now(),
                         policy=_policy_of(typed), partial=matrix_cells is not None and not set(matrix_cells) <= set(ids),
-                        matrix_cells=list(matrix_cells) if matrix_cells is not None else ids)
+                        matrix_cells=list(matrix_cells) if matrix_cells is not None else ids, merged=merged,
+                        trend=[row for row in rows if row.points])
+
+
+def published(run: MatrixReport, full: Optional[MatrixReport], history: Sequence[HistoryEntry] = ()) -> MatrixReport:
+    """The report as it is written, with its trend over ``history``: ``run``, or for a ``--cells`` run ``full`` (the
+    last whole-matrix report) with the run's cells replacing its own (matrix order, status recomputed, marked merged)."""
+    base, cells, order, merged = full or run, run.cells, run.matrix_cells, run.merged
+    if full is not None:
+        fresh = {c.cell_id: c for c in run.cells}
+        order = list(run.matrix_cells or full.matrix_cells or [c.cell_id for c in full.cells])
+        by_id = {**{c.cell_id: c for c in full.cells}, **fresh}
+        cells = [by_id[i] for i in order if i in by_id] + [c for i, c in by_id.items() if i not in order]
+        previous = full.merged
+        merged = Merged(sorted(set(previous.cells if previous else []) | set(fresh)), run.created_at,
+                        (previous.full_run_created_at if previous else "") or full.created_at)
+    return build_matrix_report(base.matrix, base.baseline, cells, created_at=run.created_at,
+                               matrix_cells=order or None, merged=merged, history=history)
 
 
 def _policy_of(cells: Sequence[ReportCell]) -> str:

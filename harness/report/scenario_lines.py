@@ -1,15 +1,14 @@
-""""Must I re-embed?" in every report: the one line per model (``RetrievalScenarios.line``) and the overview with
-a column per scenario (same order / same set), one call per renderer. Reported, not judged: nothing here changes
-a status."""
+""""Must I re-embed?" in every report: the one line per model (``RetrievalScenarios.line``) and the overview's
+shares, a column per scenario (same order / same set). A matrix report's cells carry their ``ScenarioRow``s,
+made once here; each format lays them out. Reported, not judged: nothing here changes a status."""
 
 from __future__ import annotations
 
-from html import escape
-from typing import Any, List, Sequence, Tuple
+from typing import List, NamedTuple, Sequence
 
 from harness.verdict import ModelVerdict
 
-__all__ = ["HEADING", "COLUMNS", "text_lines", "markdown_lines", "html_section", "junit_properties", "verdict_rows"]
+__all__ = ["HEADING", "COLUMNS", "ScenarioRow", "rows", "text_lines"]
 
 HEADING = "Must I re-embed? (retrieval scenarios: same order / same set; reported, not judged)"
 #: scenario key -> overview column
@@ -17,7 +16,16 @@ COLUMNS = {"reembed": "Re-embed everything", "keep_index": "Keep the index", "ro
            "index": "Through a FAISS index"}
 
 
-def _cell(model: ModelVerdict, key: str) -> str:
+class ScenarioRow(NamedTuple):
+    """One model's overview row: its advice, its shares in ``COLUMNS`` order and its line."""
+
+    model_id: str
+    advice: str
+    shares: List[str]
+    line: str
+
+
+def _shares(model: ModelVerdict, key: str) -> str:
     found = {s.key: s for s in model.scenarios.items} if model.scenarios else {}
     s = found.get(key)
     if s is None or s.same_order is None or s.same_set is None:
@@ -26,59 +34,13 @@ def _cell(model: ModelVerdict, key: str) -> str:
     return f"{s.same_order:.1%} / {s.same_set:.1%}{recall}"
 
 
-def _rows(verdicts: Sequence[Tuple[str, ModelVerdict]]) -> List[List[str]]:
-    return [[cell, m.model_id, m.scenarios.advice, *(_cell(m, k) for k in COLUMNS)]
-            for cell, m in verdicts if m.scenarios is not None]
+def rows(models: Sequence[ModelVerdict]) -> List[ScenarioRow]:
+    """The overview row of every model whose scenarios were run."""
+    return [ScenarioRow(m.model_id, m.scenarios.advice, [_shares(m, k) for k in COLUMNS], m.scenarios.line)
+            for m in models if m.scenarios is not None]
 
 
 def text_lines(models: Sequence[ModelVerdict]) -> List[str]:
     """The terminal verdict's section: per model the line, then every scenario's shares."""
     lines = [f"  {m.model_id}: {m.scenarios.line}\n    {m.scenarios.details}" for m in models if m.scenarios]
     return ["", HEADING + ":", *lines] if lines else []
-
-
-def markdown_lines(verdicts: Sequence[Tuple[str, ModelVerdict]], escape_md: Any, code: Any) -> List[str]:
-    """The Markdown section: the overview table (a column per scenario), then the line per cell and model
-    (``escape_md`` for prose, ``code`` for identifiers: the Markdown report's own)."""
-    rows = _rows(verdicts)
-    if not rows:
-        return []
-    header = ["Cell", "Model", "Advice", *COLUMNS.values()]
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(escape_md(c) for c in row) + " |" for row in rows]
-    lines = [f"- {code(cell)} / {code(m.model_id)}: {escape_md(m.scenarios.line)}"
-             for cell, m in verdicts if m.scenarios is not None]
-    return ["", f"## {HEADING}", "", *table, "", *lines]
-
-
-def html_section(verdicts: Sequence[Tuple[str, ModelVerdict]]) -> str:
-    """The HTML overview of the scenarios (a column per scenario), each row's line as its last column."""
-    rows = _rows(verdicts)
-    if not rows:
-        return ""
-    lines = [m.scenarios.line for _, m in verdicts if m.scenarios is not None]
-    head = "".join(f"<th>{escape(h)}</th>" for h in ["Cell", "Model", "Advice", *COLUMNS.values(), "Why"])
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in [*row, line]) + "</tr>"
-                   for row, line in zip(rows, lines))
-    return (f'<section id="scenarios"><h2>{escape(HEADING)}</h2>'
-            f'<table class="scenarios"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>')
-
-
-def junit_properties(models: Sequence[ModelVerdict]) -> List[Tuple[str, str]]:
-    """JUnit ``<property>`` pairs: the line per model, and each scenario's shares."""
-    pairs = [(f"scenarios.{m.model_id}", m.scenarios.line) for m in models if m.scenarios]
-    pairs += [(f"scenarios.{m.model_id}.{key}", _cell(m, key)) for m in models if m.scenarios for key in COLUMNS]
-    return pairs
-
-
-def verdict_rows(head: dict, model: ModelVerdict) -> List[dict]:
-    """verdicts.parquet rows: per scenario that ran, its same-order and same-set shares against the policy's
-    limits, as checks named ``scenario.<key>.same_order`` / ``.same_set`` (``passed`` empty: not judged)."""
-    found = model.scenarios
-    if found is None:
-        return []
-    return [{**head, "check": f"scenario.{s.key}.{name}", "op": ">=", "observed": value, "limit": limit,
-             "used": None, "passed": None}
-            for s in found.items if s.same_order is not None
-            for name, value, limit in (("same_order", s.same_order, found.min_order),
-                                       ("same_set", s.same_set, found.min_set))]

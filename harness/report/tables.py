@@ -31,11 +31,31 @@ def _number(value: Any) -> Any:
 
 
 def verdicts_table(report: MatrixReport) -> pa.Table:
-    """Every check of the report as a row (a cell or model without checks: one row with an empty ``check``)."""
-    rows = report.verdict_rows()
-    for row in rows:
-        for key in ("observed", "limit", "used"):
-            row[key] = _number(row[key])
+    """Every check of every model of every cell as a row (``VERDICTS_SCHEMA``'s columns), for dataframes: a cell or
+    model without checks is one row with an empty ``check``; each retrieval scenario that ran adds its shares."""
+    top = {"matrix": report.matrix, "created_at": report.created_at, "policy": report.policy}
+    none = {"check": "", "op": "", "observed": None, "limit": None, "used": None, "passed": None}
+    rows: List[Dict[str, Any]] = []
+    for cell in report.cells:
+        base = {**top, "cell_id": cell.cell_id, "cell_status": cell.status.value}
+        if not cell.models:
+            rows.append({**base, "model_id": "", "kind": "", "model_status": cell.status.value, "tolerance_class": "",
+                         **none, "baseline_rmse_fp64": None, "candidate_rmse_fp64": None})
+        for model in cell.models:
+            acc = model.accuracy
+            head = {**base, "model_id": model.model_id, "kind": model.kind, "model_status": model.status.value,
+                    "tolerance_class": model.tolerance_class,
+                    "baseline_rmse_fp64": acc.measured.baseline.rmse if acc else None,
+                    "candidate_rmse_fp64": acc.measured.candidate.rmse if acc else None}
+            rows += [{**head, "check": c.name, "op": c.op, "observed": _number(c.observed), "limit": _number(c.limit),
+                      "used": _number(c.used), "passed": c.passed} for c in model.checks]
+            found = model.scenarios
+            if found is not None:  # each scenario that ran: its shares against the policy's limits, not judged
+                rows += [{**head, "check": f"scenario.{s.key}.{name}", "op": ">=", "observed": value, "limit": limit,
+                          "used": None, "passed": None} for s in found.items if s.same_order is not None
+                         for name, value, limit in (("same_order", s.same_order, found.min_order),
+                                                    ("same_set", s.same_set, found.min_set))]
+            rows += [] if model.checks else [{**head, **none}]
     return pa.Table.from_pylist(rows, schema=VERDICTS_SCHEMA)
 
 

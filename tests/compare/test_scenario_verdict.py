@@ -20,6 +20,7 @@ from harness.report.html import render_html
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.matrix_report import build_matrix_report
+from harness.report.tables import verdicts_table
 from harness.report.text import render_comparison
 from harness.results import ResultsFile
 from harness.testing import perturb_results
@@ -113,14 +114,14 @@ def test_every_renderer_shows_the_line(moved_documents: Path) -> None:
     assert "Must I re-embed?" in html and "keep your index" in html
     junit = render_junit(report)
     assert f'name="scenarios.{MODEL}"' in junit and "keep your index" in junit
-    rows = [r for r in report.verdict_rows() if r["check"].startswith("scenario.")]
+    rows = [r for r in verdicts_table(report).to_pylist() if r["check"].startswith("scenario.")]
     assert {r["check"] for r in rows} >= {"scenario.keep_index.same_order", "scenario.reembed.same_set"}
     assert all(r["passed"] is None for r in rows)
 
 
 def test_a_verdict_without_scenarios_renders_none() -> None:
     plain = ModelVerdict(model_id="x", kind="cross-encoder", status=Status.PASS, tolerance_class="fp32")
-    assert scenario_lines.text_lines([plain]) == [] and scenario_lines.junit_properties([plain]) == []
+    assert scenario_lines.text_lines([plain]) == [] and scenario_lines.rows([plain]) == []
 
 
 def _faiss_index(tmp: Path, dim: int, metric: Any, n: int) -> Dict[str, Path]:

@@ -543,3 +543,25 @@ def test_a_numpy_1_cell_caps_pyarrow_which_does_not_declare_its_numpy_2_need() -
     assert "pyarrow>=14" in two.requirements(["numpy>=1.21", "pyarrow>=14"])
     assert implied_requirements(["numpy==1.26.4"]) == ["pyarrow<26"]
     assert implied_requirements(["numpy>=1.21"]) == [] and implied_requirements(["numpy==2.4.6"]) == []
+
+
+def test_report_reads_the_matrix_policy_once_before_any_cell_is_judged(tmp_path: Path, baseline: Path) -> None:
+    """A policy that does not parse is bad input of the whole report (one PolicyError), not an error per cell; a
+    valid one judges every cell (its limits reach the comparisons)."""
+    import dataclasses
+
+    from harness.errors import PolicyError
+
+    matrix = _two_cell_matrix(tmp_path)
+    runs = tmp_path / "runs"
+    for cell in matrix.cells:
+        write_cell_state(runs / cell.cell_id, CellState(status=StageStatus.OK))
+        _results(runs / cell.cell_id / "results.parquet")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[classes.fp32\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match="broken.toml"):
+        collect_matrix(dataclasses.replace(matrix, policy=broken), runs, baseline=baseline)
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[classes.fp32]\natol = 1e-5\n", encoding="utf-8")
+    report = collect_matrix(dataclasses.replace(matrix, policy=policy), runs, baseline=baseline)
+    assert [c.status.value for c in report.cells] == ["pass", "pass"] and report.policy == str(policy)

@@ -257,6 +257,7 @@ def test_the_report_shows_each_cells_compute_beside_its_run_time(tmp_path: Path)
 
     from harness.matrix.cells import write_cell_state
     from harness.matrix.collect import cell_record
+    from harness.report.json_report import document
     from harness.report.markdown import render_markdown
     from harness.report.matrix_report import build_matrix_report
 
@@ -265,7 +266,7 @@ def test_the_report_shows_each_cells_compute_beside_its_run_time(tmp_path: Path)
     record = cell_record(_cell(), run_dir, tmp_path / "baseline.parquet")
     assert (record.run_s, record.compute_s) == (12.5, 9.25)
     report = build_matrix_report("m", "baseline.parquet", [record])
-    assert report.to_dict()["cells"][0]["compute_s"] == 9.25
+    assert document(report)["cells"][0]["compute_s"] == 9.25
     summary = render_markdown(report)
     header = next(line for line in summary.splitlines() if line.startswith("| Cell | Model"))
     row = next(line for line in summary.splitlines() if "(not run)" in line)

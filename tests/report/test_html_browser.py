@@ -23,7 +23,8 @@ import pytest
 
 from harness.matrix.publish import append_history, load_history
 from harness.report.html import render_html
-from harness.report.matrix_report import MatrixReport
+from harness.report.json_report import document
+from harness.report.matrix_report import MatrixReport, published
 
 from conftest import find_chromium
 from synthetic_results import synthetic_matrix
@@ -59,7 +60,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     append_history(dataclasses.replace(report, created_at="2026-11-22T15:00:00+00:00"), history_path)
     append_history(report, history_path)
     target = tmp / "report.html"
-    target.write_text(render_html(report, history=load_history(history_path)), encoding="utf-8")
+    target.write_text(render_html(published(report, None, load_history(history_path))), encoding="utf-8")
     return {"html": target, "tmp": tmp}
 
 
@@ -109,7 +110,7 @@ def test_a_long_environment_value_keeps_the_page_narrow(tmp_path: Path) -> None:
            "filepath": "/opt/conda/envs/" + "x" * 400 + "/lib/python3.11/site-packages/numpy.libs/libopenblas64_p.so"}
     cell.comparison["env_changes"].append(
         {"key": "blas_runtime", "baseline": [lib] * 3, "candidate": [dict(lib, version="0.3.28")] * 3})
-    report = MatrixReport.from_dict(report.to_dict())  # a report's cells are typed when it is made
+    report = MatrixReport.from_dict(document(report))  # a report's cells are typed when it is made
     html = render_html(report).replace("</body>", "<script>document.body.setAttribute('data-page-width', "
                                                   "document.documentElement.scrollWidth)</script></body>")
     assert "blas_runtime" in html

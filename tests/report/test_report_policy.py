@@ -12,7 +12,7 @@ import pytest
 from harness.compare.comparator import compare_files
 from harness.config.policy import load_policy
 from harness.report.html import render_html
-from harness.report.json_report import render_json
+from harness.report.json_report import document, render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
 from harness.report.matrix_report import MatrixReport, build_matrix_report
@@ -41,7 +41,7 @@ def test_every_format_names_the_policy_and_each_checks_headroom(report: MatrixRe
     markdown = render_markdown(report)
     assert f"- policy: `{BUILT_IN_POLICY}`" in markdown
     # the passing bi-encoder's max_abs_diff row, with its limit and the share used (observed / limit)
-    passing = report.to_dict()["cells"][0]["comparison"]["models"][0]
+    passing = document(report)["cells"][0]["comparison"]["models"][0]
     check = next(c for c in passing["checks"] if c["name"] == "max_abs_diff")
     share = f"{check['observed'] / check['limit']:.0%}"
     assert f"| fp32 | `max_abs_diff` {share} |" in markdown  # the summary's closest check

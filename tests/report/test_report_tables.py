@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from harness.matrix.publish import load_history, publish_matrix_report
+from harness.report.json_report import document
 from harness.report.matrix_report import MatrixReport, build_matrix_report, history_series
 
 from synthetic_results import synthetic_matrix
@@ -39,8 +40,8 @@ def test_a_cells_run_merges_into_the_full_report_and_says_so(full: MatrixReport,
     assert partial.partial and not full.partial
     publish_matrix_report(partial, out, history)
     merged = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert [c["cell_id"] for c in merged["cells"]] == [c["cell_id"] for c in full.to_dict()["cells"]]  # nothing dropped
-    assert merged["cells"][1]["status"] == "pass" and merged["cells"][0] == json.loads(json.dumps(full.to_dict()["cells"][0], default=str))
+    assert [c["cell_id"] for c in merged["cells"]] == [c["cell_id"] for c in document(full)["cells"]]  # nothing dropped
+    assert merged["cells"][1]["status"] == "pass" and merged["cells"][0] == json.loads(json.dumps(document(full)["cells"][0], default=str))
     assert merged["merged"] == {"cells": [full.cells[1].cell_id], "created_at": partial.created_at,
                                 "full_run_created_at": full.created_at}
     assert merged["counts"]["fail"] == 0 and merged["status"] == "install-failed"
@@ -74,10 +75,10 @@ def test_verdict_and_history_tables_read_with_one_call(full: MatrixReport, tmp_p
     history = tmp_path / "history.jsonl"
     written = publish_matrix_report(full, tmp_path / "latest", history)
     verdicts = pd.read_parquet(written["verdicts"])
-    checks = [(c, m, k) for c in full.to_dict()["cells"] for m in (c["comparison"] or {}).get("models", []) for k in m["checks"]]
-    not_run = [c for c in full.to_dict()["cells"] if not c["comparison"]]
+    checks = [(c, m, k) for c in document(full)["cells"] for m in (c["comparison"] or {}).get("models", []) for k in m["checks"]]
+    not_run = [c for c in document(full)["cells"] if not c["comparison"]]
     scenario_rows = verdicts[verdicts.check.str.startswith("scenario.")]
-    ran = [s for c in full.to_dict()["cells"] for m in (c["comparison"] or {}).get("models", [])
+    ran = [s for c in document(full)["cells"] for m in (c["comparison"] or {}).get("models", [])
            for s in (m.get("scenarios") or {}).get("items", []) if s["same_order"] is not None]
     assert len(verdicts) - len(scenario_rows) == len(checks) + len(not_run)
     assert len(scenario_rows) == 2 * len(ran) > 0 and scenario_rows.passed.isna().all()  # reported, not judged

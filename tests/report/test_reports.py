@@ -24,10 +24,10 @@ from harness.matrix.spec import MatrixError
 from harness.report.format import fmt, fmt_cosine
 from harness.report.html import render_html
 from harness.report.html_svg import histogram_svg
-from harness.report.json_report import render_json
+from harness.report.json_report import document, render_json
 from harness.report.junit import render_junit
 from harness.report.markdown import render_markdown
-from harness.report.matrix_report import HistoryEntry, MatrixReport, build_matrix_report
+from harness.report.matrix_report import HistoryEntry, MatrixReport, build_matrix_report, published
 from harness.verdict import CellStatus, Comparison
 
 from synthetic_results import (
@@ -45,7 +45,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> MatrixReport:
 
 
 def _models(report: MatrixReport) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    return [(c, m) for c in report.to_dict()["cells"] for m in (c["comparison"] or {}).get("models", [])]
+    return [(c, m) for c in document(report)["cells"] for m in (c["comparison"] or {}).get("models", [])]
 
 
 # -- the matrix report dict -------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def test_synthetic_matrix_has_the_intended_verdicts(report: MatrixReport) -> Non
 
 
 def test_build_computes_worst_status_and_counts(report: MatrixReport) -> None:
-    assert report.to_dict()["format_version"] == 1 and report.matrix == "smoke"
+    assert document(report)["format_version"] == 1 and report.matrix == "smoke"
     assert report.status.value == "install-failed"
     assert report.counts == {"pass": 1, "incompatible": 1, "fail": 1, "run-failed": 1, "install-failed": 1, "error": 0}
     assert isinstance(report.cells[1].comparison, dict), "a live Comparison is serialized"
@@ -98,7 +98,7 @@ def test_fmt_cosine_shows_the_distance_from_one() -> None:
 def test_markdown_has_every_cell_model_status_and_number(report: MatrixReport) -> None:
     text = render_markdown(report)
     assert text.startswith("# Drift report: smoke — **INSTALL-FAILED** (2026-11-23)")
-    for cell in report.to_dict()["cells"]:
+    for cell in document(report)["cells"]:
         assert f"`{cell['cell_id']}`" in text
     for cell, model in _models(report):
         metrics = model["metrics"]
@@ -146,7 +146,7 @@ def test_junit_parses_with_right_counts(report: MatrixReport) -> None:
     assert {k: root.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
         "tests": "7", "failures": "2", "errors": "2", "skipped": "1"}
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert list(suites) == [c["cell_id"] for c in report.to_dict()["cells"]]
+    assert list(suites) == [c["cell_id"] for c in document(report)["cells"]]
     expected = {
         "py3.11-torch2.13.0-st6.2.0": ("2", "0", "0", "0"),
         "py3.11-torch2.14.0-st6.3.0": ("2", "2", "0", "0"),
@@ -202,7 +202,7 @@ def test_a_model_incompatible_inside_a_run_cell(tmp_path: Path) -> None:
 def test_json_round_trips(report: MatrixReport) -> None:
     text = render_json(report)
     loaded = json.loads(text)
-    assert loaded == json.loads(json.dumps(report.to_dict(), default=str))
+    assert loaded == json.loads(json.dumps(document(report), default=str))
     assert text == render_json(MatrixReport.from_dict(loaded)), "read and rendered again: unchanged"
     for cell in loaded["cells"]:
         if cell["comparison"]:
@@ -249,7 +249,7 @@ def test_html_is_self_contained_with_plots(report: MatrixReport) -> None:
     lowered = page.lower()
     for forbidden in ("<script", "<link", "url(", "@import", "http://", "https://", "<iframe", "<img"):
         assert forbidden not in lowered, forbidden
-    for cell in report.to_dict()["cells"]:
+    for cell in document(report)["cells"]:
         assert cell["cell_id"] in page
     assert "&lt;error&gt; &amp; &quot;quotes&quot;" in page and "<error>" not in page
     assert "torch 1.13.1 has no wheel for python 3.13" in page
@@ -297,9 +297,9 @@ def test_history_appends_two_runs_and_renders_a_trend(report: MatrixReport, tmp_
     assert json.loads(lines[0])["cells"]["py3.13-torch1.13.1-st2.7.0"] == {"status": "incompatible", "max_abs_diff": {},
                                                                           "min_cosine": {}}
     assert [HistoryEntry.from_json(line).to_json() for line in lines] == lines, "a log line reads back and writes as it was"
-    markdown = render_markdown(later, history=history)
+    markdown = render_markdown(published(later, None, history))
     assert "## Trend" in markdown and " → " in markdown
-    page = render_html(later, history=history)
+    page = render_html(published(later, None, history))
     assert 'id="trend"' in page and page.count('<svg class="sparkline"') == 4
 
 
@@ -340,6 +340,17 @@ def test_publish_refuses_a_corrupt_history_before_writing_anything(report: Matri
     written = publish_matrix_report(report, tmp_path / "out", tmp_path / "fresh.jsonl")
     assert "## Trend" in written["markdown"].read_text(encoding="utf-8"), "the run just appended is in the trend"
     assert len(load_history(tmp_path / "fresh.jsonl")) == 1
+
+
+def test_a_report_that_cannot_be_written_adds_no_history_line(report: MatrixReport, tmp_path: Path) -> None:
+    """The run's line is added after the report's files: a run that published nothing is not in the trend."""
+    path, blocked = tmp_path / "history.jsonl", tmp_path / "out"
+    publish_matrix_report(report, tmp_path / "first", path)
+    blocked.write_text("a file where the report's folder should be", encoding="utf-8")
+    with pytest.raises(OSError):
+        publish_matrix_report(dataclasses.replace(report, created_at="2026-11-25T09:00:00+00:00"), blocked, path)
+    assert [h.created_at for h in load_history(path)] == [report.created_at]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first", "history.jsonl", "history.parquet", "out"]
 
 
 def test_concurrent_appends_never_interleave(report: MatrixReport, tmp_path: Path) -> None:
@@ -388,10 +399,10 @@ def test_html_pairs_share_one_formatter_and_time_says_setup_plus_run(report: Mat
     assert fmt_pair(1e-4, 0.5) == ("1.00e-04", "5.00e-01")
     assert fmt_pair(1.0, 1.0000001) == ("1.0000000", "1.0000001")  # digits until two values read differently
     assert fmt_pair(8, 16) == ("8", "16") and fmt_pair("a", 1.5) == ("a", "1.5")
-    cell = next(c for c in report.to_dict()["cells"] if c["status"] == "fail")
+    cell = next(c for c in document(report)["cells"] if c["status"] == "fail")
     changes = [*cell["comparison"]["env_changes"], {"key": "num_threads", "baseline": 2999.998, "candidate": 3500.0},
                {"key": "blas_runtime", "baseline": "x" * 1000, "candidate": "y" * 10}]
-    page = render_html(MatrixReport.from_dict({**report.to_dict(), "cells": [{**cell, "comparison": {**cell["comparison"], "env_changes": changes}}]}))
+    page = render_html(MatrixReport.from_dict({**document(report), "cells": [{**cell, "comparison": {**cell["comparison"], "env_changes": changes}}]}))
     assert "<th>Time (setup + run)</th>" in page
     assert '<td class="num">3000</td><td class="num">3500</td>' in page
     assert f'<td class="val" title="{"x" * 1000}">{"x" * 239}…</td><td class="val">{"y" * 10}</td>' in page
