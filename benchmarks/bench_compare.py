@@ -231,11 +231,16 @@ def child_minimal(base: str, cand: str, layout: str) -> Dict:
     return {"wall_s": wall, "cpu_s": cpu, "bytes": count * 4, "max_abs_diff": worst, "rss_mb": peak_rss_mb()}
 
 
+#: what the timed children run under (``--child-prefix``)
+CHILD_PREFIX: List[str] = []
+
+
 def _spawn(*args: str, threads: int = 0, env_extra: Dict[str, str] | None = None) -> Dict:
     env = {**os.environ, **(env_extra or {})}
     if threads:
         env["HARNESS_COMPARE_THREADS"] = str(threads)
-    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([*CHILD_PREFIX, sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                          env=env)
     if done.returncode:
         raise SystemExit(f"child {args} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -261,8 +266,13 @@ def main(argv: List[str]) -> int:
                         help="--floor: the files' codec (none: as the writer writes; snappy: as older versions did)")
     parser.add_argument("--certified", action="store_true",
                         help="--floor: certify the baseline first, as `harness baseline create` does (warm top-k)")
+    parser.add_argument("--perturbed", type=int, default=5, help="--floor: candidate rows moved by N(0, 1e-5), "
+                        "beyond the fp32 tolerance (0: a comparison that passes)")
+    parser.add_argument("--child-prefix", default="", help="a command the timed children run under, e.g. "
+                        "'chrt -f 10' (Linux, root): other jobs on a shared machine stay out of the timings")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    CHILD_PREFIX[:] = args.child_prefix.split()
     if args.child:
         kind, *rest = args.child
         children = {"compare": child_compare, "certify": child_certify, "minimal": child_minimal}
@@ -328,7 +338,10 @@ def floor(args: argparse.Namespace) -> int:
     """``compare_files`` against the bare read of the same files (both in fresh processes, alternating)."""
     print(f"# {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), dim {args.dim}, files as the writer "
           f"writes them ({args.compression}, {CHUNK}-row groups), baseline "
-          f"{'certified (as baseline create leaves it)' if args.certified else 'not certified'}; ratio = floor wall / compare wall (target >= 0.9); "
+          f"{'certified (as baseline create leaves it)' if args.certified else 'not certified'}, "
+          f"{args.perturbed} rows beyond the tolerance{' (passes)' if not args.perturbed else ''}"
+          f"{f', children under {args.child_prefix!r}' if args.child_prefix else ''}; "
+          "ratio = floor wall / compare wall (target >= 0.9); "
           "CPU s: all threads (on a shared machine the CPU ratio is the steadier one)")
     print(f"{'N':>9} {'queries':>7} {'floor s':>8} {'compare s':>9} {'ratio':>6} {'floor CPU':>9} {'compare CPU':>11} "
           f"{'CPU ratio':>9} {'RSS MB':>7} {'load':>5}  verdict")
@@ -336,7 +349,7 @@ def floor(args: argparse.Namespace) -> int:
     try:
         for n in args.sizes:
             for queries in args.floor_queries:
-                base, cand = write_pair(tmp, n, args.dim, min(queries, n // 2))
+                base, cand = write_pair(tmp, n, args.dim, min(queries, n // 2), perturbed=args.perturbed)
                 if args.compression != "none":
                     recompress(base, args.compression)
                     recompress(cand, args.compression)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from harness import paths
 from harness.config.tomlfile import tomllib
@@ -132,15 +132,15 @@ def group_of(key: str, baseline: Any = None, candidate: Any = None) -> Optional[
     return FACTOR_GROUPS.get(factor) if factor else None
 
 
-def group_changes(changes: Sequence[Mapping[str, Any]]) -> Tuple[List[Tuple[str, List[Mapping[str, Any]]]], int]:
-    """Env changes (serialized ``EnvChange`` dicts) by group in ``GROUP_ORDER``, and how many belong to no factor
-    (platform strings, paths: left out of the reports, kept in report.json)."""
-    groups: Dict[str, List[Mapping[str, Any]]] = {}
+def group_changes(changes: Sequence[EnvChange]) -> Tuple[List[Tuple[str, List[EnvChange]]], int]:
+    """Env changes by group in ``GROUP_ORDER``, and how many belong to no factor (platform strings, paths: left
+    out of the reports, kept in report.json)."""
+    groups: Dict[str, List[EnvChange]] = {}
     unclassified = 0
     for change in changes:
-        if same_setting(str(change["key"]), change.get("baseline"), change.get("candidate")):
+        if same_setting(change.key, change.baseline, change.candidate):
             continue  # the same libraries in another order (a file from before the fingerprint sorted them)
-        group = group_of(str(change["key"]), change.get("baseline"), change.get("candidate"))
+        group = group_of(change.key, change.baseline, change.candidate)
         if group is None:
             unclassified += 1
         else:

@@ -128,9 +128,8 @@ class ReportCell:
         self.models = [ModelVerdict.from_dict(m) for m in data.get("models", [])]
         self.notes = [str(n) for n in data.get("notes", [])]
         self.env_changes = [EnvChange(c["key"], c.get("baseline"), c.get("candidate")) for c in data.get("env_changes", [])]
-        groups, self.env_hidden = group_changes(data.get("env_changes", []))
-        self.env_shown = [(group, EnvChange(c["key"], c.get("baseline"), c.get("candidate")))
-                          for group, items in groups for c in items]
+        groups, self.env_hidden = group_changes(self.env_changes)
+        self.env_shown = [(group, change) for group, items in groups for change in items]
         self.incomplete = self.comparison is None or self.status is CellStatus.INCOMPATIBLE or self.status.unjudged
         times = [float(t) for t in (self.setup_s, self.run_s) if t is not None]
         self.seconds = sum(times) if times else None

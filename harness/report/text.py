@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Dict, List
 
 from harness.explain import group_changes
@@ -156,13 +155,13 @@ def render_comparison(data: Comparison, regen_hint: str = "") -> str:
             lines += [f"    {o.item_id:<24} {o.metric:<18} {fmt(o.value):>10}  {o.detail}" for o in model.offenders]
         if model.failed_checks and model.min_passing:
             lines.append(f"  would pass with: {would_pass(model)}")
-    changes = [dataclasses.asdict(c) for c in data.env_changes]
+    changes = data.env_changes
     if changes:
         groups, unclassified = group_changes(changes)
         lines += ["", f"Environment changes vs baseline ({len(changes)}):"]
         for group, items in groups:
             lines.append(f"  {group}:")
-            lines += [f"    {c['key']}: {_short(c['baseline'], 40)} -> {_short(c['candidate'], 40)}" for c in items[:20]]
+            lines += [f"    {c.key}: {_short(c.baseline, 40)} -> {_short(c.candidate, 40)}" for c in items[:20]]
             if len(items) > 20:
                 lines.append(f"    ... {len(items) - 20} more (see the JSON report)")
         if unclassified:

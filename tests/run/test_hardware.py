@@ -65,6 +65,7 @@ def test_the_fingerprint_records_kernel_variables_and_the_cpu(monkeypatch: pytes
 
 def test_cpu_isa_and_kernel_variables_are_the_hardware_group() -> None:
     from harness.explain import factor_of_key, group_changes, group_of
+    from harness.verdict import EnvChange
 
     assert factor_of_key("torch_build.cpu_capability") == "kernels"
     assert factor_of_key("env.ATEN_CPU_CAPABILITY") == "kernels"
@@ -73,9 +74,9 @@ def test_cpu_isa_and_kernel_variables_are_the_hardware_group() -> None:
     assert factor_of_key("blas_runtime") == "blas"
     assert group_of("cpu.isa") == "hardware and kernels" and group_of("packages.torch") == "packages"
     groups, hidden = group_changes([
-        {"key": "torch_build.cpu_capability", "baseline": "AVX2", "candidate": "AVX512"},
-        {"key": "packages.torch", "baseline": "2.4.1", "candidate": "2.13.0"},
-        {"key": "platform", "baseline": "Linux-a", "candidate": "Linux-b"},
+        EnvChange("torch_build.cpu_capability", "AVX2", "AVX512"),
+        EnvChange("packages.torch", "2.4.1", "2.13.0"),
+        EnvChange("platform", "Linux-a", "Linux-b"),
     ])
     assert [g for g, _ in groups] == ["packages", "hardware and kernels"] and hidden == 1
 
@@ -151,13 +152,14 @@ def test_blas_runtime_is_recorded_in_one_order(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_reordered_blas_runtime_is_no_change_even_in_old_files() -> None:
     from harness.explain import factor_of_key, group_changes, same_setting
+    from harness.verdict import EnvChange
 
     a = [{"library": "libgomp.so", "user_api": "openmp"}, {"library": "libopenblas.so", "user_api": "blas"}]
-    change = {"key": "blas_runtime", "baseline": a, "candidate": a[::-1]}  # what comparing two old files lists
+    change = EnvChange("blas_runtime", a, a[::-1])  # what comparing two old files lists
     assert same_setting("blas_runtime", a, a[::-1]) and not same_setting("blas_runtime", a, a[:1])
     assert factor_of_key("blas_runtime", a, a[::-1]) is None and factor_of_key("blas_runtime", a, a[:1]) == "blas"
     assert group_changes([change]) == ([], 0)
-    groups, _ = group_changes([{**change, "candidate": a[:1]}])
+    groups, _ = group_changes([EnvChange("blas_runtime", a, a[:1])])
     assert [g for g, _ in groups] == ["hardware and kernels"]
     assert not same_setting("cpu.isa", ["avx2", "avx512f"], ["avx512f", "avx2"])  # other lists keep their order
 
