@@ -87,9 +87,14 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     return None
 
 
-def _verify(base: ResultsFile, cand: ResultsFile, model_id: str) -> None:
+def _verify(base: ResultsFile, cand: ResultsFile, model_id: str, verdict: Optional[ModelVerdict] = None) -> None:
+    """Verify the page checksums of the vectors behind a failure: when the largest difference failed, the pages of
+    the row that has it prove the failure (a corrupted page elsewhere changes no verdict: it can only add
+    differences that are smaller, or it would be that row); any other failure, every page."""
+    worst = [o for o in verdict.offenders if o.metric == "max_abs_diff"] if verdict is not None else []
+    proven = verdict is not None and bool(worst) and any(c.name == "max_abs_diff" for c in verdict.failed_checks)
     for results in (base, cand):
-        results.verify_vectors(model_id)
+        results.verify_vectors(model_id, [max(worst, key=lambda o: o.value).item_id] if proven else None)
 
 
 def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
@@ -114,7 +119,7 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
         _verify(base, cand, model_id)
         raise
     if verdict.status is Status.FAIL:  # bit rot reads as a broken file (exit 2), never as drift
-        _verify(base, cand, model_id)
+        _verify(base, cand, model_id, verdict)
     return accuracy.apply(verdict, tap, tol, policy)
 
 

@@ -285,10 +285,19 @@ class ResultsFile:
         ``verified=False`` skips the page checksums (as much CPU as the read itself: ``verify_vectors`` later)."""
         return self._vectors(model_id, self._model_group(model_id, group, ["vector"], verified).column("vector"))
 
-    def verify_vectors(self, model_id: str) -> None:
-        """Check every page checksum of one model's vectors (``ResultsFileError`` naming the row group): what a
-        comparison that read them unverified does before it calls a difference drift."""
-        for group in self._groups.get(model_id, []):
+    def verify_vectors(self, model_id: str, ids: Optional[Sequence[str]] = None) -> None:
+        """Check the page checksums of one model's vectors (``ResultsFileError`` naming the row group): of the row
+        groups holding ``ids``, or every one. What a comparison that read them unverified does before it calls a
+        difference drift."""
+        groups = self._groups.get(model_id, [])
+        if ids is not None:
+            import pyarrow.compute as pc
+
+            chunks = self.model_columns(model_id, ["item_id"])["item_id"].chunks  # one per row group
+            wanted = pa.array(list(ids), pa.string())
+            if len(chunks) == len(groups):
+                groups = [g for g, chunk in zip(groups, chunks) if pc.any(pc.is_in(chunk, value_set=wanted)).as_py()]
+        for group in groups:
             self._model_group(model_id, group, ["vector"])
 
     def iter_embeddings(self, model_id: str) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -181,6 +181,40 @@ def test_corrupt_vector_page_is_named_as_corruption_not_as_its_values(tmp_path: 
             compare_files(*((bad, good) if side == 0 else (good, bad)))
 
 
+def test_a_failure_is_proven_by_the_pages_of_its_largest_difference(tmp_path: Path) -> None:
+    """A failed largest difference is verified where it is: a corrupted page elsewhere, whose bytes move less,
+    changes no verdict (the drift is real); one whose bytes move most is the failure, and reads as corruption."""
+    from harness.compare.comparator import compare_files
+    from harness.results import ModelRows, ResultsWriter
+    from harness.results.schema import ROW_GROUP_ROWS
+
+    rng = np.random.default_rng(7)
+    n = 2 * ROW_GROUP_ROWS + 10  # three row groups
+    base = rng.uniform(0.5, 1.0, (n, 4)).astype(np.float32)
+
+    def write(path: Path, vectors: np.ndarray) -> Path:
+        meta = {"corpus": {"name": "c", "sha256": "e" * 64}, "fingerprint": {},
+                "models": {"m": {"kind": "bi-encoder", "status": "ok", "dim": 4, "vector_dtype": "float32"}}}
+        with ResultsWriter(path, meta, vector_width=16) as writer:
+            writer.write(ModelRows("m", "embed", [f"t{i:06d}" for i in range(n)], roles=["document"] * n,
+                                   vectors=vectors))
+        return path
+
+    drifted = base.copy()
+    drifted[5, 0] += 30.0  # row group 0: a drift larger than any zeroed value could make
+    good = write(tmp_path / "base.parquet", base)
+    cand = _corrupt_middle(write(tmp_path / "cand.parquet", drifted), "vector", row_group=2, length=8, fill=b"\x00")
+    results = ResultsFile(cand)
+    results.verify_vectors("m", ["t000005"])  # row group 0's pages are intact
+    with pytest.raises(ResultsFileError, match="row group 2 is unreadable"):
+        results.verify_vectors("m")
+    verdict = compare_files(good, cand).models[0]
+    assert verdict.status.value == "fail" and verdict.offenders[0].item_id == "t000005"
+    worse = _corrupt_middle(write(tmp_path / "worse.parquet", base), "vector", row_group=2, length=8, fill=b"\x00")
+    with pytest.raises(ResultsFileError, match="worse.parquet: row group 2 is unreadable"):
+        compare_files(good, worse)
+
+
 def test_a_directory_or_a_device_node_is_not_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Refused by name, one line, exit 2: a path that exists but is no file is not reported as missing."""
     good = _synthetic(tmp_path / "good.parquet")
