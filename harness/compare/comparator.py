@@ -87,39 +87,44 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     return None
 
 
-def _verify(base: ResultsFile, cand: ResultsFile, model_id: str, verdict: Optional[ModelVerdict] = None) -> None:
-    """Verify the page checksums of the vectors behind a failure: when the largest difference failed, the pages of
-    the row that has it prove the failure (a corrupted page elsewhere changes no verdict: it can only add
-    differences that are smaller, or it would be that row); any other failure, every page."""
-    worst = [o for o in verdict.offenders if o.metric == "max_abs_diff"] if verdict is not None else []
-    proven = verdict is not None and bool(worst) and any(c.name == "max_abs_diff" for c in verdict.failed_checks)
-    for results in (base, cand):
-        results.verify_vectors(model_id, [max(worst, key=lambda o: o.value).item_id] if proven else None)
+def _witness(verdict: ModelVerdict) -> Optional[List[str]]:
+    """The rows whose pages prove a failure: when the largest difference failed, the row that has it (a corrupted
+    page elsewhere changes no verdict: its bytes move a row less, or that row would be the largest); None for any
+    other failure (every page)."""
+    worst = [o for o in verdict.offenders if o.metric == "max_abs_diff"]
+    if worst and any(c.name == "max_abs_diff" for c in verdict.failed_checks):
+        return [max(worst, key=lambda o: o.value).item_id]
+    return None
 
 
 def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
            settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
            served: Tuple[bool, bool]) -> ModelVerdict:
     """The kind's judge for one model that both sides ran, with the accuracy against ``ref`` (fp64) its pass feeds
-    (none for quantized vectors, judged in bits); ``own_class``, ``served``: the runs' facts, read by the caller."""
+    (none for quantized vectors, judged in bits); ``own_class``, ``served``: the runs' facts, read by the caller.
+    Vectors are streamed without their page checksums: verified before a difference is called drift."""
     rec_b, rec_c = base.records[model_id], cand.records[model_id]
     quantized_run = rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS
     tap = accuracy.Tap(ref, base, cand, model_id, own_class, served) if ref and not quantized_run else None
     if rec_b.kind != "bi-encoder":
-        return accuracy.apply(kinds.judge_rerank_files(base, cand, model_id, tol, tap), tap, tol, policy)
-    try:  # the vectors are streamed without their page checksums: verified before a difference is called drift
-        if quantized_run:
-            precision = kinds.file_precision(base, cand, model_id)
-            verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
-        else:
-            pair = kinds.FilePair(base, cand, model_id, settings)
-            verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # read, not judged
-                                             scenarios=ScenarioRequest(index, served[1]), tap=tap)
-    except ResultsFileError:  # non-finite or zero rows: a corrupted page is named as such
-        _verify(base, cand, model_id)
-        raise
-    if verdict.status is Status.FAIL:  # bit rot reads as a broken file (exit 2), never as drift
-        _verify(base, cand, model_id, verdict)
+        verdict = kinds.judge_rerank_files(base, cand, model_id, tol, tap)
+    else:
+        try:
+            if quantized_run:
+                precision = kinds.file_precision(base, cand, model_id)
+                verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
+            else:
+                pair = kinds.FilePair(base, cand, model_id, settings)
+                verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # a hint
+                                                 scenarios=ScenarioRequest(index, served[1]), tap=tap)
+        except ResultsFileError:  # non-finite or zero rows: a corrupted page is named as such
+            for results in (base, cand):
+                results.verify_vectors(model_id)
+            raise
+        if verdict.status is Status.FAIL:  # bit rot reads as a broken file (exit 2), never as drift
+            witness = _witness(verdict)
+            for results in (base, cand):
+                results.verify_vectors(model_id, witness)
     return accuracy.apply(verdict, tap, tol, policy)
 
 
