@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping, Optional, Sequence
 
 from harness.report import accuracy_lines
-from harness.verdict import Comparison, ModelVerdict
+from harness.verdict import Comparison, ModelVerdict, Tolerance
 
 __all__ = ["render_failure"]
 
@@ -29,7 +29,7 @@ def _g(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _limit(value: Any) -> str:
+def _limit(value: float) -> str:
     return f"{float(value):g}"
 
 
@@ -76,57 +76,57 @@ def _topk_lines(verdict: ModelVerdict, order_key: str, set_key: str) -> List[str
     topk = verdict.evidence.get("topk")
     if not topk:
         return []
-    tol, metrics = verdict.tolerance, verdict.metrics
+    tol, metrics = verdict.tolerance or Tolerance(""), verdict.metrics
     lines = []
     for label, changed, share, limit in (
-        ("order", topk["order_changed"], metrics["topk_order_agreement"], tol[order_key]),
-        ("set", topk["set_changed"], metrics["topk_set_agreement"], tol[set_key]),
+        ("order", topk["order_changed"], metrics.topk_order_agreement or 0.0, getattr(tol, order_key)),
+        ("set", topk["set_changed"], metrics.topk_set_agreement or 0.0, getattr(tol, set_key)),
     ):
         lines.append(
             f"Top-{topk['k']} retrieval {label} agreement: {100 * share:.1f}% ({changed['count']} / {topk['queries']} "
             "queries changed" + (f": {_names(changed)}" if changed["count"] else "")
-            + f"; at least {100 * limit:g}% required, ties within {tol['tie_tolerance']:g} ignored)"
+            + f"; at least {100 * limit:g}% required, ties within {tol.tie_tolerance:g} ignored)"
         )
     return lines
 
 
 def _embedding_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance
-    where = _Where("text", positional)
-    lines = _element_lines(evidence, metrics["elements_beyond_tolerance"], evidence["elements"], "elements",
-                           tol["atol"], tol["rtol"], where)
+    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance or Tolerance("")
+    where, texts = _Where("text", positional), metrics.texts or 0
+    lines = _element_lines(evidence, metrics.elements_beyond_tolerance or 0, evidence["elements"], "elements",
+                           tol.atol, tol.rtol, where)
     low = evidence.get("min_cosine")
     if low:
-        lines.append(f"Lowest cosine similarity: {low['value']:.9f} at {where.row(low)} (at least {tol['min_cosine']:g} "
-                     f"required; {_pct(low['below'], metrics['texts'])} texts below)")
+        lines.append(f"Lowest cosine similarity: {low['value']:.9f} at {where.row(low)} (at least {tol.min_cosine:g} "
+                     f"required; {_pct(low['below'], texts)} texts below)")
     if evidence.get("texts_beyond"):
         named = ", ".join(f"{where.row(t)} ({_g(t['value'])})" for t in evidence["texts_beyond"])
-        lines.append(f"Texts beyond atol: {_pct(metrics['texts_beyond_tolerance'], metrics['texts'])}: {named}")
+        lines.append(f"Texts beyond atol: {_pct(metrics.texts_beyond_tolerance or 0, texts)}: {named}")
     return lines + _topk_lines(verdict, "min_topk_order_agreement", "min_topk_set_agreement")
 
 
 def _quantized_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance
+    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance or Tolerance("")
     key, where = evidence["limit_key"], _Where("text", positional)
     unit, dims = ("bit(s) flipped", "bits") if key == "max_bit_flips" else ("bucket(s) moved", "dims")
     lines = [
-        f"Texts changed ({evidence['precision']}): {_pct(metrics['rows_changed'], metrics['rows'])} "
-        f"(at most {100 * tol['max_changed_fraction']:g}% may change)",
-        f"Most {unit} in one text: {metrics[key]} (up to {tol[key]} allowed)",
+        f"Texts changed ({evidence['precision']}): {_pct(metrics.rows_changed or 0, metrics.rows or 0)} "
+        f"(at most {100 * tol.max_changed_fraction:g}% may change)",
+        f"Most {unit} in one text: {getattr(metrics, key)} (up to {getattr(tol, key)} allowed)",
     ]
     lines += [f"  {where.row(w)}: {w['value']} {unit}, {dims} {', '.join(map(str, w['dims']))}" for w in evidence["worst"]]
     return lines + _topk_lines(verdict, "min_quantized_topk_order_agreement", "min_quantized_topk_set_agreement")
 
 
 def _rerank_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance
+    evidence, tol = verdict.evidence, verdict.tolerance or Tolerance("")
     where = _Where("pair", positional)
-    lines = _element_lines(evidence, metrics["elements_beyond_tolerance"], evidence["pairs"], "scores",
-                           tol["score_atol"], tol["score_rtol"], where)
+    lines = _element_lines(evidence, verdict.metrics.elements_beyond_tolerance or 0, evidence["pairs"], "scores",
+                           tol.score_atol, tol.score_rtol, where)
     if "queries" not in evidence:
         return lines
     lines.append(f"Queries reordered: {_pct(evidence['reordered_count'], evidence['queries'])} beyond score ties of "
-                 f"{tol['tie_tolerance']:g} (at least {100 * tol['min_rerank_order_agreement']:g}% must keep their order)")
+                 f"{tol.tie_tolerance:g} (at least {100 * tol.min_rerank_order_agreement:g}% must keep their order)")
     for q in evidence["reordered"]:
         above = where.row({"id": q["above"], "row": q["above_row"]})
         below = where.row({"id": q["below"], "row": q["below_row"]})
@@ -140,7 +140,8 @@ def _rerank_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
 
 
 def _tolerance_line(verdict: ModelVerdict, keys: Sequence[str], policy: str) -> str:
-    limits = ", ".join(f"{k}={_limit(verdict.tolerance[k])}" for k in keys if k in verdict.tolerance)
+    tol = verdict.tolerance
+    limits = ", ".join(f"{k}={_limit(getattr(tol, k))}" for k in keys) if tol else ""
     model = f" for model '{verdict.model_id}'" if verdict.model_id else ""
     return f"Tolerance: class {verdict.tolerance_class}{model} ({policy}): {limits}"
 

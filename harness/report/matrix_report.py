@@ -206,8 +206,8 @@ class MatrixReport:
 
     def history_entry(self) -> HistoryEntry:
         """This run's line in the history log: per cell its status and each model's headline numbers."""
-        cells = {c.cell_id: HistoryCell(c.status.value, {m.model_id: m.metrics.get("max_abs_diff") for m in c.models},
-                                        {m.model_id: m.metrics["min_cosine"] for m in c.models if "min_cosine" in m.metrics})
+        cells = {c.cell_id: HistoryCell(c.status.value, {m.model_id: m.metrics.max_abs_diff for m in c.models},
+                                        {m.model_id: m.metrics.min_cosine for m in c.models if m.metrics.min_cosine is not None})
                  for c in self.cells}
         return HistoryEntry(self.created_at, self.matrix, self.status.value, self.partial, cells)
 

@@ -1,0 +1,135 @@
+"""What a verdict measured and the limits it was judged by, typed: one field per metric (``Metrics``), per
+tolerance key (``Tolerance``), per speed figure (``SidePerformance``). Their JSON is the report's (``harness.verdict``
+re-exports them); no numpy, no pydantic: the noxfile imports the verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+__all__ = ["Tolerance", "Metrics", "SidePerformance", "present", "not_judged_note"]
+
+
+def not_judged_note(why: str) -> str:
+    """The words every report uses for retrieval that no check judged (``metrics["topk_not_judged"]``)."""
+    return f"retrieval not judged: {why}"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The limits one model is judged by (``harness.config.policy`` validates and chooses them). See the default
+    policy file for why each default is what it is."""
+
+    name: str
+    description: str = ""
+    atol: float = 1e-5
+    rtol: float = 0.0
+    min_cosine: float = 0.999999
+    score_atol: float = 1e-5
+    score_rtol: float = 0.0
+    topk: int = 10
+    tie_tolerance: float = 1e-6
+    min_topk_order_agreement: float = 1.0
+    min_topk_set_agreement: float = 1.0
+    min_rerank_order_agreement: float = 1.0
+    # quantized embeddings (``harness.compare.quantized``): integers; top-k by quantized scores is coarser
+    max_bit_flips: int = 2
+    max_int_distance: int = 1
+    max_changed_fraction: float = 1.0
+    min_quantized_topk_order_agreement: float = 1.0
+    min_quantized_topk_set_agreement: float = 1.0
+    # the fp64 reference (``harness.compare.accuracy``): the RMSE ratio allowed, and this class's error
+    # relative to fp32's (measured), which scales it for a downgrade
+    max_accuracy_ratio: float = 2.0
+    precision_error_ratio: float = 1.0
+
+
+def present(obj: Any, keep: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """``obj``'s fields as JSON, in field order, those that are None left out (but ``keep``)."""
+    return {k: v for k, v in asdict(obj).items() if v is not None or k in keep}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What the judge measured, one field per metric, named as in the JSON; None where the kind has no such
+    metric (float differences: bi- and cross-encoders; bits or buckets: quantized embeddings; ranks: rerankers;
+    top-k: retrieval)."""
+
+    texts: Optional[int] = None
+    dim: Optional[int] = None
+    pairs: Optional[int] = None
+    queries: Optional[int] = None
+    max_abs_diff: Optional[float] = None
+    mean_abs_diff: Optional[float] = None
+    p99_abs_diff: Optional[float] = None
+    max_rel_diff: Optional[float] = None
+    min_cosine: Optional[float] = None
+    elements_beyond_tolerance: Optional[int] = None
+    texts_beyond_tolerance: Optional[int] = None
+    #: counts of |candidate - baseline| per decade: ``{"edges": [...], "counts": [...], "zeros": [n]}``
+    abs_diff_histogram: Optional[Dict[str, List[Union[int, float]]]] = None
+    rerank_order_agreement: Optional[float] = None
+    min_kendall_tau: Optional[float] = None
+    mean_kendall_tau: Optional[float] = None
+    precision: Optional[str] = None
+    rows: Optional[int] = None
+    bits_per_row: Optional[int] = None
+    max_bit_flips: Optional[int] = None
+    mean_bit_flips: Optional[float] = None
+    total_bit_flips: Optional[int] = None
+    flipped_bit_fraction: Optional[float] = None
+    max_int_distance: Optional[int] = None
+    elements: Optional[int] = None
+    elements_changed: Optional[int] = None
+    elements_changed_fraction: Optional[float] = None
+    rows_changed: Optional[int] = None
+    rows_changed_fraction: Optional[float] = None
+    topk: Optional[int] = None
+    topk_order_agreement: Optional[float] = None
+    topk_set_agreement: Optional[float] = None
+    topk_raw_order_agreement: Optional[float] = None
+    topk_mean_overlap: Optional[float] = None
+    #: why no top-k check ran ("no queries"), for a bi-encoder judged without one
+    topk_not_judged: Optional[str] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        """The metrics as report JSON: the kind's own keys only."""
+        return present(self)
+
+    @property
+    def quantized(self) -> bool:
+        """Judged in bits or buckets (quantized embeddings), not in float differences."""
+        return self.max_bit_flips is not None or self.max_int_distance is not None
+
+    @property
+    def moved(self) -> str:
+        """The largest move, in the kind's unit: "3 bit(s)", "1 bucket(s)", else the largest float difference."""
+        if self.max_bit_flips is not None:
+            return f"{self.max_bit_flips} bit(s)"
+        return f"{self.max_int_distance} bucket(s)" if self.max_int_distance is not None else ""
+
+    def order_agreement(self) -> Tuple[str, Optional[float]]:
+        """The headline rank metric and its label: the tie-aware reorder rate for rerankers, else top-k order."""
+        if self.rerank_order_agreement is not None:  # a cross-encoder's top-k order is reported, not its headline
+            return "rerank order", self.rerank_order_agreement
+        if self.topk_order_agreement is not None:
+            return f"top-{self.topk} order", self.topk_order_agreement
+        return "", None
+
+    def retrieval_note(self) -> Optional[str]:
+        """Why no retrieval check ran ("retrieval not judged: no queries"); None when it ran or does not apply."""
+        return not_judged_note(self.topk_not_judged) if self.topk_not_judged else None
+
+
+@dataclass(frozen=True)
+class SidePerformance:
+    """How fast one side ran a model, on what (reported, never judged); None: not recorded."""
+
+    device: str
+    hardware: Optional[str] = None
+    items_per_s: Optional[float] = None
+    items: Optional[int] = None
+    compute_s: Optional[float] = None
+    cuda_peak_memory_bytes: Optional[int] = None
+    peak_rss_bytes: Optional[int] = None
