@@ -104,7 +104,7 @@ class Metrics:
 
     @property
     def moved(self) -> str:
-        """The largest move, in the kind's unit: "3 bit(s)", "1 bucket(s)", else the largest float difference."""
+        """A quantized verdict's largest move in its unit, "3 bit(s)" or "1 bucket(s)"; "" for float differences."""
         if self.max_bit_flips is not None:
             return f"{self.max_bit_flips} bit(s)"
         return f"{self.max_int_distance} bucket(s)" if self.max_int_distance is not None else ""

@@ -273,19 +273,13 @@ class ModelVerdict:
     def failed_checks(self) -> List[Check]:
         return [c for c in self.checks if not c.passed]
 
-    @property
-    def quantized(self) -> bool:
-        """Judged in bits or buckets (quantized embeddings), not in float differences."""
-        return self.metrics.quantized
-
     def diff_limit(self) -> Optional[float]:
         """The absolute-difference limit it was judged by (its element check's, else its tolerance's)."""
         for check in self.checks:
             if check.name in ("max_abs_diff", "max_score_diff"):
                 return check.limit
-        if self.tolerance is None:
-            return None
-        return self.tolerance.score_atol if self.kind == "cross-encoder" else self.tolerance.atol
+        tol = self.tolerance
+        return None if tol is None else tol.score_atol if self.kind == "cross-encoder" else tol.atol
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ _BARS = {
 
 def _agreement_bars(model: ModelVerdict) -> str:
     """Rank agreement as horizontal bars; checked metrics are green/red with their limit marked."""
-    metrics, tol, q = model.metrics, model.tolerance, "quantized_" if model.quantized else ""
+    metrics, tol, q = model.metrics, model.tolerance, "quantized_" if model.metrics.quantized else ""
     bars = _BARS["cross-encoder" if model.kind == "cross-encoder" else "bi-encoder"]
     values = [(label, getattr(metrics, key), getattr(tol, limit.format(q=q)) if limit and tol else None, "tau" in key)
               for label, key, limit in bars]
@@ -208,7 +208,7 @@ def _model_card(model: ModelVerdict) -> str:
     if not model.metrics.to_json():
         return f'<div class="card {_status_class(status)}">{head}{reason}</div>'
     svg = histogram_svg(model.metrics.abs_diff_histogram or {}, model.diff_limit(), f"{model.model_id} differences")
-    figure = "" if model.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
+    figure = "" if model.metrics.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
     side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
     return (
         f'<div class="card {_status_class(status)}">{head}{reason}<div class="grid">{figure}{side}</div>'
