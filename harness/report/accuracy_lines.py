@@ -5,7 +5,7 @@ for all renderers, and none of it for a verdict without a reference.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from harness.report.format import fmt
 from harness.report.html_style import escape as _e
@@ -73,10 +73,10 @@ def lines(model: ModelVerdict) -> List[str]:
 
 
 #: ``error_columns`` of a row without a model (a cell that did not run)
-error_columns_none: Dict[str, Any] = {"baseline_rmse_fp64": None, "candidate_rmse_fp64": None}
+error_columns_none: Dict[str, Optional[float]] = {"baseline_rmse_fp64": None, "candidate_rmse_fp64": None}
 
 
-def error_columns(model: ModelVerdict) -> Dict[str, Any]:
+def error_columns(model: ModelVerdict) -> Dict[str, Optional[float]]:
     """verdicts.parquet's columns for one model: each side's RMSE against fp64 (None without a reference)."""
     acc = model.accuracy
     return {"baseline_rmse_fp64": acc.measured.baseline.rmse if acc else None,

@@ -59,7 +59,7 @@ class _Where:
         return f"index ({at['row']}, {at['dim']})" if self.positional else f"{self.row(at)} dim {at['dim']}"
 
 
-def _element_lines(evidence: Mapping[str, Any], mismatched: int, total: int, noun: str, atol: Any, rtol: Any,
+def _element_lines(evidence: Mapping[str, Any], mismatched: int, total: int, noun: str, atol: float, rtol: float,
                    where: _Where) -> List[str]:
     lines = [f"Mismatched {noun}: {_pct(mismatched, total)}"]
     worst, rel = evidence.get("max_abs"), evidence.get("max_rel")
