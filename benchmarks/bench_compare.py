@@ -195,8 +195,8 @@ def child_compare(base: str, cand: str) -> Dict:
                               if v is not None), None),
         "texts_beyond_tolerance": metrics.rows_changed if metrics.quantized else metrics.texts_beyond_tolerance,
         "topk_order_agreement": metrics.topk_order_agreement,
-        "certified": verdict.evidence.get("topk", {}).get("certified"),
-        "scored_exactly": verdict.evidence.get("topk", {}).get("scored_exactly"),
+        "certified": verdict.evidence.topk and verdict.evidence.topk.certified,
+        "scored_exactly": verdict.evidence.topk and verdict.evidence.topk.scored_exactly,
         "offenders": [o.item_id for o in verdict.offenders],
     }
 

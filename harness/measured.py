@@ -6,9 +6,10 @@ re-exports them); no numpy, no pydantic: the noxfile imports the verdict.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-__all__ = ["Tolerance", "Metrics", "SidePerformance", "present", "not_judged_note"]
+__all__ = ["Tolerance", "Metrics", "SidePerformance", "Evidence", "At", "Named", "TopKEvidence", "NotJudged", "Swap",
+           "TauAt", "present", "adapter", "not_judged_note"]
 
 
 def not_judged_note(why: str) -> str:
@@ -48,6 +49,25 @@ class Tolerance:
 def present(obj: Any, keep: Tuple[str, ...] = ()) -> Dict[str, Any]:
     """``obj``'s fields as JSON, in field order, those that are None left out (but ``keep``)."""
     return {k: v for k, v in asdict(obj).items() if v is not None or k in keep}
+
+
+def _no_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _no_none(v) for k, v in data.items() if v is not None}
+    return [_no_none(v) for v in data] if isinstance(data, list) else data
+
+
+_ADAPTERS: Dict[type, Any] = {}
+
+
+def adapter(cls: type) -> Any:
+    """A pydantic adapter building ``cls`` and everything nested in it from its ``asdict`` form (unknown keys
+    ignored, lists where tuples were); pydantic is imported only to read a report or type the judge's evidence."""
+    from pydantic import TypeAdapter
+
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]
 
 
 @dataclass(frozen=True)
@@ -133,3 +153,103 @@ class SidePerformance:
     compute_s: Optional[float] = None
     cuda_peak_memory_bytes: Optional[int] = None
     peak_rss_bytes: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class At:
+    """Where the evidence points: a text, pair or query (``id``, its baseline ``row``, the dimension) and the value
+    there; the worst element also both sides' values, the lowest cosine how many texts are below the limit, a
+    quantized text where it moved (``dims``)."""
+
+    id: str
+    row: int
+    dim: Optional[int] = None
+    value: Union[int, float] = 0
+    actual: Optional[float] = None
+    baseline: Optional[float] = None
+    below: Optional[int] = None
+    dims: Optional[List[int]] = None
+
+
+@dataclass(frozen=True)
+class Named:
+    """How many queries changed, and the first few of them by id."""
+
+    count: int
+    ids: List[str]
+
+
+@dataclass(frozen=True)
+class TopKEvidence:
+    """The top-k checks' queries and those that changed; with a certificate, how many it proved."""
+
+    k: int
+    queries: int
+    order_changed: Named
+    set_changed: Named
+    certified: Optional[int] = None
+    scored_exactly: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    """Why no top-k check ran, with the counts that say so."""
+
+    why: str
+    queries: int
+    documents: int
+
+
+@dataclass(frozen=True)
+class Swap:
+    """A reranked query's example swap: ``above`` was above ``below`` in the baseline, below it in the candidate."""
+
+    query: str
+    swaps: int
+    above: str
+    above_row: int
+    below: str
+    below_row: int
+    baseline: List[float]
+    actual: List[float]
+
+
+@dataclass(frozen=True)
+class TauAt:
+    """A query's Kendall tau."""
+
+    query: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where the drift is, for messages that quote it (``harness.report.assertion``): a few entries each. ``kind``
+    says which judge wrote it (``embedding``, ``quantized``, ``rerank``; None: not compared); None where that
+    judge has no such entry."""
+
+    kind: Optional[str] = None
+    elements: Optional[int] = None
+    pairs: Optional[int] = None
+    precision: Optional[str] = None
+    limit_key: Optional[str] = None
+    max_abs: Optional[At] = None
+    max_rel: Optional[At] = None
+    min_cosine: Optional[At] = None
+    texts_beyond: Optional[List[At]] = None
+    worst: Optional[List[At]] = None
+    queries: Optional[int] = None
+    reordered_count: Optional[int] = None
+    reordered: Optional[List[Swap]] = None
+    min_kendall_tau: Optional[TauAt] = None
+    topk: Optional[TopKEvidence] = None
+    topk_not_judged: Optional[NotJudged] = None
+
+    @classmethod
+    def of(cls, built: Mapping[str, Any]) -> Evidence:
+        """The judge's evidence as it built it (JSON values), typed."""
+        return adapter(cls).validate_python(built)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The evidence as report JSON: the judge's own entries only."""
+        return _no_none(asdict(self))

@@ -9,12 +9,12 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from harness.measured import Metrics, SidePerformance, Tolerance, not_judged_note, present
+from harness.measured import Evidence, Metrics, SidePerformance, Tolerance, adapter, not_judged_note, present
 
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict",
            "EnvChange", "Comparison", "FORMAT_VERSION", "RetrievalScenarios", "ScenarioShare",
            "MULTIPLIERS", "Accuracy", "AccuracyVerdict", "Bucket", "SideError", "Tolerance",
-           "Metrics", "SidePerformance"]
+           "Metrics", "SidePerformance", "Evidence"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
@@ -244,9 +244,8 @@ class ModelVerdict:
     min_passing: Dict[str, float] = field(default_factory=dict)
     #: how fast each side ran it, on what: {"baseline": ..., "candidate": ...}; reported, never judged
     performance: Dict[str, SidePerformance] = field(default_factory=dict)
-    #: where the drift is, for messages that quote it (``harness.report.assertion``): JSON values, a few entries
-    #: each; ``kind`` says which judge wrote it (empty: not compared)
-    evidence: Dict[str, Any] = field(default_factory=dict)
+    #: where the drift is, for messages that quote it (``harness.report.assertion``)
+    evidence: Evidence = field(default_factory=Evidence)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
     #: each side's error against the fp64 reference (``harness.compare.accuracy``); None without one
@@ -260,13 +259,13 @@ class ModelVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
-        return _adapter(cls).validate_python(_typed(data))
+        return adapter(cls).validate_python(_typed(data))
 
     def to_json(self) -> Dict[str, Any]:
         """The verdict as report JSON (``Comparison.serialize``): keys a kind does not have left out, as written
         since format 1."""
         return {**asdict(self), "status": self.status.value, "metrics": self.metrics.to_json(),
-                "tolerance": asdict(self.tolerance) if self.tolerance else {},
+                "evidence": self.evidence.to_json(), "tolerance": asdict(self.tolerance) if self.tolerance else {},
                 "performance": {side: present(p, ("device", "hardware")) for side, p in self.performance.items()}}
 
     @property
@@ -321,23 +320,10 @@ class Comparison:
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
         """A comparison as serialized (``serialize``; a report.json as read)."""
         models = data.get("models")
-        return _adapter(cls).validate_python({**data, "models": [_typed(m) for m in models]}
+        return adapter(cls).validate_python({**data, "models": [_typed(m) for m in models]}
                                              if isinstance(models, list) else dict(data))
 
 
 def _typed(model: Any) -> Any:
     """A serialized verdict as its dataclass reads it: an empty tolerance (not judged) is None."""
     return {**model, "tolerance": model.get("tolerance") or None} if isinstance(model, Mapping) else model
-
-
-_ADAPTERS: Dict[type, Any] = {}
-
-
-def _adapter(cls: type) -> Any:
-    """A pydantic adapter building ``cls`` and everything nested in it from its ``asdict`` form (unknown keys
-    ignored, lists where tuples were); pydantic is imported only to read a report."""
-    from pydantic import TypeAdapter
-
-    if cls not in _ADAPTERS:
-        _ADAPTERS[cls] = TypeAdapter(cls)
-    return _ADAPTERS[cls]

@@ -100,8 +100,8 @@ def order_shown(model: ModelVerdict, labelled: bool = True) -> str:
 def topk_decided(model: ModelVerdict) -> str:
     """How the top-k agreement was decided, when a certificate proved some of it (``harness.compare.certify``):
     "top-10: 10,000 queries, 9,990 certified by the bound, 10 scored exactly"; "" otherwise."""
-    topk = model.evidence.get("topk") or {}
-    certified, exact = topk.get("certified"), topk.get("scored_exactly")
+    topk = model.evidence.topk
+    certified, exact = (topk.certified, topk.scored_exactly) if topk else (None, None)
     if not certified or exact is None:
         return ""
     return (f"top-{model.metrics.topk or 'k'}: {certified + exact:,} queries, {certified:,} certified by the bound, "

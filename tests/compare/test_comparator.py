@@ -12,7 +12,7 @@ from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
-from harness.verdict import Comparison, Status
+from harness.verdict import Comparison, Evidence, Status
 
 BI, CE = "tiny-bi-encoder", "tiny-cross-encoder"
 
@@ -204,4 +204,4 @@ def test_evidence_is_small_json_and_old_reports_still_load(tiny_results: Path, t
     old = json.loads(json.dumps(data))
     for model in old["models"]:
         del model["evidence"]
-    assert all(v.evidence == {} for v in Comparison.from_dict(old).models)
+    assert all(v.evidence == Evidence() for v in Comparison.from_dict(old).models)

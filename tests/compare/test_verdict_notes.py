@@ -78,8 +78,8 @@ def test_a_corpus_without_queries_says_retrieval_was_not_judged() -> None:
     tol = load_policy().tolerance("m", "fp32")
     verdict = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 4, base, base.copy()))
     assert verdict and verdict.metrics.topk_not_judged == "no queries"
-    assert verdict.evidence["topk_not_judged"] == {"why": "no queries", "queries": 0, "documents": 4}
-    assert "topk" not in verdict.evidence  # the renderers' top-k evidence stays what it was: absent
+    assert verdict.evidence.to_json()["topk_not_judged"] == {"why": "no queries", "queries": 0, "documents": 4}
+    assert "topk" not in verdict.evidence.to_json()  # the renderers' top-k evidence stays what it was: absent
     moved = base.copy()
     moved[0, 0] += 1e-3
     failed = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 4, base, moved))

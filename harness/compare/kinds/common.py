@@ -11,7 +11,7 @@ import numpy as np
 
 from harness.compare.metrics import TopKAgreement
 from harness.config.policy import Tolerance
-from harness.verdict import Check, Metrics, ModelVerdict, Offender, Status, not_judged_note
+from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, Status, not_judged_note
 
 __all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks"]
 
@@ -94,4 +94,4 @@ def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check],
         [f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): {c.detail}"
          for c in failed] + notes)
     return ModelVerdict(model_id, kind, Status.FAIL if failed else Status.PASS, tol.name, checks, Metrics(**metrics),
-                        offenders, reason, tol, min_passing, evidence=evidence)
+                        offenders, reason, tol, min_passing, evidence=Evidence.of(evidence))
