@@ -1,11 +1,11 @@
-"""What a verdict measured and the limits it was judged by, typed: one field per metric (``Metrics``), per
-tolerance key (``Tolerance``), per speed figure (``SidePerformance``). Their JSON is the report's (``harness.verdict``
-re-exports them); no numpy, no pydantic: the noxfile imports the verdict.
+"""What a verdict measured, where, and the limits it was judged by, typed: one field per metric (``Metrics``), per
+tolerance key (``Tolerance``), per speed figure (``SidePerformance``), per piece of evidence (``Evidence``). Their
+JSON is the report's (``harness.verdict`` re-exports them); no numpy, pydantic only to read: the noxfile imports them.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 __all__ = ["Tolerance", "Metrics", "SidePerformance", "Evidence", "At", "Named", "TopKEvidence", "NotJudged", "Swap",
@@ -46,15 +46,12 @@ class Tolerance:
     precision_error_ratio: float = 1.0
 
 
-def present(obj: Any, keep: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    """``obj``'s fields as JSON, in field order, those that are None left out (but ``keep``)."""
-    return {k: v for k, v in asdict(obj).items() if v is not None or k in keep}
-
-
-def _no_none(data: Any) -> Any:
+def present(data: Any, keep: Tuple[str, ...] = ()) -> Any:
+    """A dataclass as JSON, in field order, None values left out at every depth (but the top level's ``keep``)."""
+    data = asdict(data) if is_dataclass(data) and not isinstance(data, type) else data
     if isinstance(data, dict):
-        return {k: _no_none(v) for k, v in data.items() if v is not None}
-    return [_no_none(v) for v in data] if isinstance(data, list) else data
+        return {k: present(v) for k, v in data.items() if v is not None or k in keep}
+    return [present(v) for v in data] if isinstance(data, list) else data
 
 
 _ADAPTERS: Dict[type, Any] = {}
@@ -252,4 +249,4 @@ class Evidence:
 
     def to_json(self) -> Dict[str, Any]:
         """The evidence as report JSON: the judge's own entries only."""
-        return _no_none(asdict(self))
+        return present(self)
