@@ -190,12 +190,13 @@ def child_compare(base: str, cand: str) -> Dict:
         "import_s": imported - started,
         "rss_mb": peak_rss_mb(),
         "status": verdict.status.value,
-        "texts": metrics["texts"],
-        "max_abs_diff": metrics.get("max_abs_diff", metrics.get("max_int_distance", metrics.get("max_bit_flips"))),
-        "texts_beyond_tolerance": metrics.get("texts_beyond_tolerance", metrics.get("rows_changed")),
-        "topk_order_agreement": metrics.get("topk_order_agreement"),
-        "certified": verdict.evidence.get("topk", {}).get("certified"),
-        "scored_exactly": verdict.evidence.get("topk", {}).get("scored_exactly"),
+        "texts": metrics.texts,
+        "max_abs_diff": next((v for v in (metrics.max_abs_diff, metrics.max_int_distance, metrics.max_bit_flips)
+                              if v is not None), None),
+        "texts_beyond_tolerance": metrics.rows_changed if metrics.quantized else metrics.texts_beyond_tolerance,
+        "topk_order_agreement": metrics.topk_order_agreement,
+        "certified": verdict.evidence.topk and verdict.evidence.topk.certified,
+        "scored_exactly": verdict.evidence.topk and verdict.evidence.topk.scored_exactly,
         "offenders": [o.item_id for o in verdict.offenders],
     }
 

@@ -72,8 +72,8 @@ def child_compare(base: str, cand: str) -> Dict:
     cpu = time.process_time()
     verdict = compare_files(base, cand, tolerance_class="fp32").models[0]
     return {"wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "rss_mb": peak_rss_mb(),
-            "status": verdict.status.value, "pairs": verdict.metrics.get("pairs"), "queries": verdict.metrics.get("queries"),
-            "agreement": verdict.metrics.get("rerank_order_agreement")}
+            "status": verdict.status.value, "pairs": verdict.metrics.pairs, "queries": verdict.metrics.queries,
+            "agreement": verdict.metrics.rerank_order_agreement}
 
 
 def child_bare(base: str, cand: str) -> Dict:

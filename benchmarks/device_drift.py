@@ -80,13 +80,13 @@ def main(argv: List[str]) -> int:
         strict = {v.model_id: v for v in compare_files(args.baseline, out, tolerance_class="fp32").models}
         for verdict in auto.models:
             metrics = verdict.metrics
-            cand = verdict.performance.get("candidate", {})
-            peak = cand.get("cuda_peak_memory_bytes")
-            order = metrics.get("topk_order_agreement", metrics.get("rerank_order_agreement"))
+            cand = verdict.performance.get("candidate")
+            peak, rate = (cand.cuda_peak_memory_bytes, cand.items_per_s) if cand else (None, None)
+            order = metrics.topk_order_agreement if metrics.topk_order_agreement is not None else metrics.rerank_order_agreement
             rows.append((setting, verdict.model_id, verdict.tolerance_class, verdict.status.value,
-                         strict[verdict.model_id].status.value, _fmt(metrics.get("max_abs_diff")),
-                         _fmt(metrics.get("min_cosine"), cosine=True), "-" if order is None else f"{100 * order:.1f}%",
-                         _fmt(cand.get("items_per_s")), "-" if peak is None else f"{peak / 2**20:.0f}"))
+                         strict[verdict.model_id].status.value, _fmt(metrics.max_abs_diff),
+                         _fmt(metrics.min_cosine, cosine=True), "-" if order is None else f"{100 * order:.1f}%",
+                         _fmt(rate), "-" if peak is None else f"{peak / 2**20:.0f}"))
             expected = "cpu-vs-cuda" if setting == "fp32" and on_cuda else SETTINGS[setting][1]
             if verdict.tolerance_class != expected:
                 problems.append(f"{setting} {verdict.model_id}: judged by class {verdict.tolerance_class}, expected {expected}")

@@ -9,9 +9,12 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from harness.measured import Evidence, Metrics, SidePerformance, Tolerance, adapter, not_judged_note, present
+
 __all__ = ["Status", "CellStatus", "Check", "limit_used", "not_judged_note", "BUILT_IN_POLICY", "Offender", "ModelVerdict",
            "EnvChange", "Comparison", "FORMAT_VERSION", "RetrievalScenarios", "ScenarioShare",
-           "MULTIPLIERS", "Accuracy", "AccuracyVerdict", "Bucket", "SideError"]
+           "MULTIPLIERS", "Accuracy", "AccuracyVerdict", "Bucket", "SideError", "Tolerance",
+           "Metrics", "SidePerformance", "Evidence"]
 
 FORMAT_VERSION = 1
 #: ``Comparison.policy`` when no policy file was given: the built-in classes (``harness/data/default_policy.toml``)
@@ -78,11 +81,6 @@ def limit_used(observed: float, limit: float, op: str, unchanged: float = 0.0) -
     if allowed > 0:
         return max(float(used), 0.0) / float(allowed)
     return 0.0 if used <= 0 else None
-
-
-def not_judged_note(why: str) -> str:
-    """The words every report uses for retrieval that no check judged (``metrics["topk_not_judged"]``)."""
-    return f"retrieval not judged: {why}"
 
 
 @dataclass(frozen=True)
@@ -237,17 +235,17 @@ class ModelVerdict:
     status: Status
     tolerance_class: str
     checks: List[Check] = field(default_factory=list)
-    metrics: Dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     offenders: List[Offender] = field(default_factory=list)
     reason: str = ""
-    tolerance: Dict[str, Any] = field(default_factory=dict)
+    #: the limits it was judged by (None: not judged)
+    tolerance: Optional[Tolerance] = None
     #: the loosest limits under which this comparison would have passed (for "what would it take")
     min_passing: Dict[str, float] = field(default_factory=dict)
-    #: how fast each side ran it, on what: {"baseline": {...}, "candidate": {...}}; reported, never judged
-    performance: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    #: where the drift is, for messages that quote it (``harness.report.assertion``): JSON values, a few entries
-    #: each; ``kind`` says which judge wrote it (empty: not compared)
-    evidence: Dict[str, Any] = field(default_factory=dict)
+    #: how fast each side ran it, on what: {"baseline": ..., "candidate": ...}; reported, never judged
+    performance: Dict[str, SidePerformance] = field(default_factory=dict)
+    #: where the drift is, for messages that quote it (``harness.report.assertion``)
+    evidence: Evidence = field(default_factory=Evidence)
     #: the candidate ran at lower precision than its baseline: what was done about it (``policy.choose_class``)
     precision_change: str = ""
     #: each side's error against the fp64 reference (``harness.compare.accuracy``); None without one
@@ -261,36 +259,26 @@ class ModelVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelVerdict:
         """A verdict as serialized (``Comparison.serialize()``; a report.json as read)."""
-        return _adapter(cls).validate_python(dict(data))
+        return adapter(cls).validate_python(_typed(data))
+
+    def to_json(self) -> Dict[str, Any]:
+        """The verdict as report JSON (``Comparison.serialize``): keys a kind does not have left out, as written
+        since format 1."""
+        return {**asdict(self), "status": self.status.value, "metrics": self.metrics.to_json(),
+                "evidence": self.evidence.to_json(), "tolerance": asdict(self.tolerance) if self.tolerance else {},
+                "performance": {side: present(p, ("device", "hardware")) for side, p in self.performance.items()}}
 
     @property
     def failed_checks(self) -> List[Check]:
         return [c for c in self.checks if not c.passed]
-
-    @property
-    def quantized(self) -> bool:
-        """Judged in bits or buckets (quantized embeddings), not in float differences."""
-        return "max_bit_flips" in self.metrics or "max_int_distance" in self.metrics
-
-    def order_agreement(self) -> Tuple[str, Optional[float]]:
-        """The headline rank metric and its label: the tie-aware reorder rate for rerankers, else top-k order."""
-        if "rerank_order_agreement" in self.metrics:  # a cross-encoder's top-k order is reported, not its headline
-            return "rerank order", self.metrics["rerank_order_agreement"]
-        if "topk_order_agreement" in self.metrics:
-            return f"top-{self.metrics.get('topk', '?')} order", self.metrics["topk_order_agreement"]
-        return "", None
-
-    def retrieval_note(self) -> Optional[str]:
-        """Why no retrieval check ran ("retrieval not judged: no queries"); None when it ran or does not apply."""
-        why = self.metrics.get("topk_not_judged")
-        return not_judged_note(why) if why else None
 
     def diff_limit(self) -> Optional[float]:
         """The absolute-difference limit it was judged by (its element check's, else its tolerance's)."""
         for check in self.checks:
             if check.name in ("max_abs_diff", "max_score_diff"):
                 return check.limit
-        return self.tolerance.get("score_atol" if self.kind == "cross-encoder" else "atol")
+        tol = self.tolerance
+        return None if tol is None else tol.score_atol if self.kind == "cross-encoder" else tol.atol
 
 
 @dataclass(frozen=True)
@@ -325,26 +313,17 @@ class Comparison:
 
     def serialize(self) -> Dict[str, Any]:
         data = asdict(self)
-        data["format_version"] = FORMAT_VERSION
-        data["status"] = self.status.value
-        for model in data["models"]:
-            model["status"] = Status(model["status"]).value
+        data.update(format_version=FORMAT_VERSION, status=self.status.value, models=[m.to_json() for m in self.models])
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
         """A comparison as serialized (``serialize``; a report.json as read)."""
-        return _adapter(cls).validate_python(dict(data))
+        models = data.get("models")
+        return adapter(cls).validate_python({**data, "models": [_typed(m) for m in models]}
+                                             if isinstance(models, list) else dict(data))
 
 
-_ADAPTERS: Dict[type, Any] = {}
-
-
-def _adapter(cls: type) -> Any:
-    """A pydantic adapter building ``cls`` and everything nested in it from its ``asdict`` form (unknown keys
-    ignored, lists where tuples were); pydantic is imported only to read a report."""
-    from pydantic import TypeAdapter
-
-    if cls not in _ADAPTERS:
-        _ADAPTERS[cls] = TypeAdapter(cls)
-    return _ADAPTERS[cls]
+def _typed(model: Any) -> Any:
+    """A serialized verdict as its dataclass reads it: an empty tolerance (not judged) is None."""
+    return {**model, "tolerance": model.get("tolerance") or None} if isinstance(model, Mapping) else model

@@ -197,7 +197,7 @@ def apply(verdict: ModelVerdict, fed: Optional[Tap], tol: Tolerance, policy: Pol
     """``verdict`` with its accuracy against the reference (what the pass ``fed``) and the ``accuracy_ratio`` check
     (the status re-judged); unchanged without a reference, for a model not compared, and for quantized vectors."""
     model_id = verdict.model_id
-    if fed is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.quantized:
+    if fed is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.metrics.quantized:
         return verdict
     measured, ref = fed.acc.result(), fed.ref
     try:  # the expected error ratio of the class judged at over the baseline's own (1 when the same)

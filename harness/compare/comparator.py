@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 from harness.compare import accuracy, certify, kinds, quantized
 from harness.compare.kinds.embedding import ScenarioRequest
@@ -19,21 +19,17 @@ from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.explain import env_changes, environment_changes
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
-from harness.verdict import Comparison, ModelVerdict, Status
+from harness.verdict import Comparison, ModelVerdict, SidePerformance, Status
 
 __all__ = ["compare_files", "compare_results", "env_changes", "same_file_note"]
 
-def _performance(results: ResultsFile, model_id: str) -> Dict[str, Any]:
+def _performance(results: ResultsFile, model_id: str) -> SidePerformance:
     """Speed and memory of one side's run of one model, with the device it ran on (for the reports)."""
     record, fp, run = results.records.get(model_id), results.fingerprint, results.run
     device = str(run.device or fp.get("device") or "?")
     hardware = fp.get("gpu_name") if device.startswith("cuda") else fp.get("cpu_model")
-    out = {"device": device, "hardware": hardware,
-           **{k: getattr(record, k) for k in ("items_per_s", "items", "compute_s", "cuda_peak_memory_bytes")
-              if record is not None and getattr(record, k) is not None}}
-    if run.peak_rss_bytes is not None:
-        out["peak_rss_bytes"] = run.peak_rss_bytes
-    return out
+    return SidePerformance(device, hardware, **{k: getattr(record, k) for k in ("items_per_s", "items", "compute_s",
+                           "cuda_peak_memory_bytes") if record is not None}, peak_rss_bytes=run.peak_rss_bytes)
 
 
 def _check_comparable(base: ResultsFile, cand: ResultsFile, models: Optional[Iterable[str]], allow_model_change: bool) -> List[str]:
@@ -83,7 +79,7 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
         if rec.status not in (None, "ok"):  # a record without a status ran (files older than the field)
             status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
             return ModelVerdict(model_id, rec.kind or "?", status, tol.name,
-                                reason=f"{side}: {rec.reason or rec.status}", tolerance=tol.as_dict())
+                                reason=f"{side}: {rec.reason or rec.status}", tolerance=tol)
     return None
 
 

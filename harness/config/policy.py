@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
 
@@ -17,7 +17,7 @@ from harness.config.schema import Schema, one_line_errors, setting, validate, wh
 from harness.config.tomlfile import read_toml
 from harness.errors import PolicyError
 from harness.results.meta import SideSettings
-from harness.verdict import BUILT_IN_POLICY
+from harness.verdict import BUILT_IN_POLICY, Tolerance
 
 __all__ = ["Tolerance", "Policy", "load_policy", "DEFAULT_POLICY_PATH", "PRECISION_ORDER", "choose_class"]
 
@@ -28,56 +28,28 @@ _LIMIT = "be a finite, non-negative number"
 _SHARE = "be a finite, non-negative number at most 1"
 
 
-def _key(default: Any, expect: str = _LIMIT, low: float = 0, top: Optional[float] = None) -> Any:
-    """A tolerance key: its default, and its range in a policy file (``ToleranceValues``)."""
-    return field(default=default, metadata={"schema": setting(None, expect=expect, ge=low, le=top)})
+def _key(expect: str = _LIMIT, low: float = 0, top: Optional[float] = None) -> Any:
+    """A tolerance key's range in a policy file (``ToleranceValues``); its default is ``Tolerance``'s."""
+    return setting(None, expect=expect, ge=low, le=top)
 
 
-def _share(default: float) -> Any:
-    return _key(default, _SHARE, top=1)
-
-
-def _whole(default: int, top: int) -> Any:
-    return _key(default, f"be a non-negative whole number at most {top}", top=top)
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """The limits one model is judged by. See the default policy file for why each default is what it is."""
-
-    name: str
-    description: str = field(default="", metadata={"schema": setting(None, expect="be a string")})
-    atol: float = _key(1e-5)
-    rtol: float = _key(0.0)
-    min_cosine: float = _share(0.999999)
-    score_atol: float = _key(1e-5)
-    score_rtol: float = _key(0.0)
-    topk: int = _key(10, "be a positive whole number at most 100000", low=1, top=100_000)
-    tie_tolerance: float = _key(1e-6)
-    min_topk_order_agreement: float = _share(1.0)
-    min_topk_set_agreement: float = _share(1.0)
-    min_rerank_order_agreement: float = _share(1.0)
-    # quantized embeddings (``harness.compare.quantized``): integers; top-k by quantized scores is coarser
-    max_bit_flips: int = _whole(2, 1 << 24)
-    max_int_distance: int = _whole(1, 255)
-    max_changed_fraction: float = _share(1.0)
-    min_quantized_topk_order_agreement: float = _share(1.0)
-    min_quantized_topk_set_agreement: float = _share(1.0)
-    # the fp64 reference (``harness.compare.accuracy``): the RMSE ratio allowed, and this class's error
-    # relative to fp32's (measured), which scales it for a downgrade
-    max_accuracy_ratio: float = _key(2.0)
-    precision_error_ratio: float = _key(1.0, "be a finite number of at least 1", low=1)
-
-    def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+#: the keys whose range is not "a finite, non-negative number"
+_RANGES: Dict[str, object] = {
+    "description": setting(None, expect="be a string"),
+    "topk": _key("be a positive whole number at most 100000", low=1, top=100_000),
+    "max_bit_flips": _key(f"be a non-negative whole number at most {1 << 24}", top=1 << 24),
+    "max_int_distance": _key("be a non-negative whole number at most 255", top=255),
+    "precision_error_ratio": _key("be a finite number of at least 1", low=1),
+    **{f.name: _key(_SHARE, top=1) for f in fields(Tolerance) if f.name.startswith("min_") or f.name == "max_changed_fraction"},
+}
 
 
 #: The precision classes ``auto`` picks from one side's settings, strictest first (``choose_class``: the baseline's wins).
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16")
 
 class ToleranceValues(create_model(  # type: ignore[misc]  # its fields are Tolerance's, each optional
-        "ToleranceKeys", __base__=Schema, **{f.name: (Optional[type(f.default)], f.metadata["schema"])
-                                             for f in fields(Tolerance) if f.metadata})):
+        "ToleranceKeys", __base__=Schema, **{f.name: (Optional[type(f.default)], _RANGES.get(f.name, _key()))
+                                             for f in fields(Tolerance) if f.name != "name"})):
     """The tolerance keys of one class (or of one model's overrides): every one optional, each in its range."""
 
     @field_validator("topk", "max_bit_flips", "max_int_distance", mode="before")

@@ -117,8 +117,7 @@ class Drift:
     def of(cls, verdict: ModelVerdict) -> Drift:
         """A model verdict's numbers (the first judged order agreement, not the raw one)."""
         metrics = verdict.metrics
-        order = next((v for k, v in metrics.items() if k.endswith("order_agreement") and not k.startswith("topk_raw")), None)
-        return cls(verdict.status.value, metrics.get("max_abs_diff"), metrics.get("min_cosine"), order, verdict.reason)
+        return cls(verdict.status.value, metrics.max_abs_diff, metrics.min_cosine, metrics.order_agreement()[1], verdict.reason)
 
 
 @dataclass

@@ -131,12 +131,14 @@ _BARS = {
 
 def _agreement_bars(model: ModelVerdict) -> str:
     """Rank agreement as horizontal bars; checked metrics are green/red with their limit marked."""
-    metrics, tol, q = model.metrics, model.tolerance, "quantized_" if model.quantized else ""
+    metrics, tol, q = model.metrics, model.tolerance, "quantized_" if model.metrics.quantized else ""
     bars = _BARS["cross-encoder" if model.kind == "cross-encoder" else "bi-encoder"]
-    rows = [_bar_row(label.format(k=metrics.get("topk", "k")), metrics.get(key), tol.get(limit.format(q=q)) if limit else None,
-                     _tau(metrics.get(key)) if "tau" in key else fmt_percent(metrics.get(key))) for label, key, limit in bars]
+    values = [(label, getattr(metrics, key), getattr(tol, limit.format(q=q)) if limit and tol else None, "tau" in key)
+              for label, key, limit in bars]
+    rows = [_bar_row(label.format(k=metrics.topk or "k"), value, limit, _tau(value) if tau else fmt_percent(value))
+            for label, value, limit, tau in values]
     body = "".join(rows)
-    why = model.retrieval_note()
+    why = metrics.retrieval_note()
     if why and not body:  # said, not left out: a card without bars would read as "nothing to judge"
         return f'<h4>Rank agreement</h4><p class="note not-judged">{_e(why)}</p>'
     if not body:
@@ -165,11 +167,11 @@ _METRIC_ROWS: Tuple[Tuple[str, str], ...] = (
 
 
 def _metrics_list(model: ModelVerdict) -> str:
-    metrics = model.metrics
     rows = []
     for key, label in _METRIC_ROWS:
-        if key in metrics:
-            shown = fmt_cosine(metrics[key]) if key == "min_cosine" else fmt(metrics[key])
+        value = getattr(model.metrics, key)
+        if value is not None:
+            shown = fmt_cosine(value) if key == "min_cosine" else fmt(value)
             rows.append(f"<dt>{_e(label)}</dt><dd>{_e(shown)}</dd>")
     tolerance = model.diff_limit()
     if tolerance is not None:
@@ -212,10 +214,10 @@ def _model_card(model: ModelVerdict) -> str:
     reason = ""
     if status is not Status.PASS and model.reason and not model.failed_checks:
         reason = f'<div class="callout {_status_class(status)}"><pre>{_e(model.reason)}</pre></div>'
-    if not model.metrics:
+    if not model.metrics.to_json():
         return f'<div class="card {_status_class(status)}">{head}{reason}</div>'
-    svg = histogram_svg(model.metrics.get("abs_diff_histogram") or {}, model.diff_limit(), f"{model.model_id} differences")
-    figure = "" if model.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
+    svg = histogram_svg(model.metrics.abs_diff_histogram or {}, model.diff_limit(), f"{model.model_id} differences")
+    figure = "" if model.metrics.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
     side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
     return (
         f'<div class="card {_status_class(status)}">{head}{reason}<div class="grid">{figure}{side}</div>'
@@ -231,10 +233,9 @@ def _accuracy(model: ModelVerdict) -> str:
 
 
 def _hist_caption(model: ModelVerdict) -> str:
-    metrics = model.metrics
-    hist = metrics.get("abs_diff_histogram") or {}
+    hist = model.metrics.abs_diff_histogram or {}
     total = histogram_zeros(hist) + sum(int(c) for c in hist.get("counts", []))
-    beyond = metrics.get("elements_beyond_tolerance")
+    beyond = model.metrics.elements_beyond_tolerance
     return f"{total} values, {histogram_zeros(hist)} exactly equal" + ("" if beyond is None else f", {beyond} beyond tolerance")
 
 

@@ -69,7 +69,7 @@ def _model_case(suite: ET.Element, cell_id: str, model: ModelVerdict) -> CellSta
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
-    out = "\n".join(filter(None, [_checks_out(model), model.retrieval_note(), *accuracy_lines.lines(model)]))
+    out = "\n".join(filter(None, [_checks_out(model), model.metrics.retrieval_note(), *accuracy_lines.lines(model)]))
     if out:
         ET.SubElement(case, "system-out").text = xml_safe(out)
     return CellStatus.parse(status)

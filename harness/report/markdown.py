@@ -76,9 +76,8 @@ def _header(report: MatrixReport) -> List[str]:
 
 
 def _summary_row(cell: ReportCell, model: ModelVerdict) -> List[str]:
-    metrics = model.metrics
     return [_code(cell.cell_id), _code(model.model_id), _status(model.status), fmt_drift(model),
-            fmt_cosine(metrics.get("min_cosine")), md_escape(order_shown(model)), md_escape(model.tolerance_class),
+            fmt_cosine(model.metrics.min_cosine), md_escape(order_shown(model)), md_escape(model.tolerance_class),
             _worst_check(model),
             md_escape(accuracy_lines.ratio_text(model.accuracy.measured.ratio)) if model.accuracy else "-"]
 

@@ -196,8 +196,8 @@ class MatrixReport:
         else:
             self.scope = f"full matrix ({total} cells)"
         self.history_line = HistoryEntry(self.created_at, self.matrix, self.status.value, self.partial, {
-            c.cell_id: HistoryCell(c.status.value, {m.model_id: m.metrics.get("max_abs_diff") for m in c.models},
-                                   {m.model_id: m.metrics["min_cosine"] for m in c.models if "min_cosine" in m.metrics})
+            c.cell_id: HistoryCell(c.status.value, {m.model_id: m.metrics.max_abs_diff for m in c.models},
+                                   {m.model_id: m.metrics.min_cosine for m in c.models if m.metrics.min_cosine is not None})
             for c in self.cells})
 
     @classmethod

@@ -23,12 +23,7 @@ ORDER_FIGURES_NOTE = (
 
 def fmt_drift(model: ModelVerdict) -> str:
     """A model's largest drift in its own unit: max |diff| for floats, bits or buckets for quantized vectors."""
-    metrics = model.metrics
-    if "max_bit_flips" in metrics:
-        return f"{metrics['max_bit_flips']} bit(s)"
-    if "max_int_distance" in metrics:
-        return f"{metrics['max_int_distance']} bucket(s)"
-    return fmt(metrics.get("max_abs_diff"))
+    return model.metrics.moved or fmt(model.metrics.max_abs_diff)
 
 
 def fmt_used(check: Check) -> str:
@@ -67,16 +62,14 @@ def _mb(value: Any) -> str:
 def speed_cells(model: ModelVerdict) -> List[str]:
     """``[device, texts/s, vs baseline, CUDA peak, run peak RSS]`` of a verdict's candidate, as shown in every
     report (never judged: speed depends on the machine, not on correctness)."""
-    perf = model.performance
-    cand, base = perf.get("candidate") or {}, perf.get("baseline") or {}
-    if not cand:
+    cand, base = model.performance.get("candidate"), model.performance.get("baseline")
+    if cand is None:
         return ["-"] * 5
-    device = str(cand.get("device", "?")) + (f" ({cand['hardware']})" if cand.get("hardware") else "")
-    rate, base_rate = cand.get("items_per_s"), base.get("items_per_s")
+    device = cand.device + (f" ({cand.hardware})" if cand.hardware else "")
+    rate, base_rate = cand.items_per_s, base.items_per_s if base else None
     ratio = f"{rate / base_rate:.2f}x" if rate and base_rate else "-"
     shown = "-" if not rate else f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
-    return [device, shown, ratio, _mb(cand.get("cuda_peak_memory_bytes")),
-            _mb(cand.get("peak_rss_bytes"))]
+    return [device, shown, ratio, _mb(cand.cuda_peak_memory_bytes), _mb(cand.peak_rss_bytes)]
 
 
 def format_env(env: Dict[str, Any]) -> str:
@@ -98,20 +91,19 @@ def _table(rows: List[List[str]]) -> List[str]:
 def order_shown(model: ModelVerdict, labelled: bool = True) -> str:
     """What every report's order-agreement column shows: the headline agreement (with its label), or why retrieval
     was not judged (never a bare "-" that reads as "nothing to say"); "-" only for a model without either."""
-    label, value = model.order_agreement()
+    label, value = model.metrics.order_agreement()
     shown = (f"{fmt_percent(value)} ({label})" if labelled else fmt_percent(value)) if label else "-"
-    return model.retrieval_note() or shown
+    return model.metrics.retrieval_note() or shown
 
 
 def topk_decided(model: ModelVerdict) -> str:
     """How the top-k agreement was decided, when a certificate proved some of it (``harness.compare.certify``):
     "top-10: 10,000 queries, 9,990 certified by the bound, 10 scored exactly"; "" otherwise."""
-    topk = model.evidence.get("topk") or {}
-    certified, exact = topk.get("certified"), topk.get("scored_exactly")
+    topk = model.evidence.topk
+    certified, exact = (topk.certified, topk.scored_exactly) if topk else (None, None)
     if not certified or exact is None:
         return ""
-    k = model.metrics.get("topk", "k")
-    return (f"top-{k}: {certified + exact:,} queries, {certified:,} certified by the bound, "
+    return (f"top-{model.metrics.topk or 'k'}: {certified + exact:,} queries, {certified:,} certified by the bound, "
             f"{exact:,} scored exactly")
 
 
@@ -132,7 +124,7 @@ def render_comparison(data: Comparison, regen_hint: str = "") -> str:
     ]
     rows = [["MODEL", "KIND", "CLASS", "STATUS", "MAX DRIFT", "MIN COSINE", "ORDER AGREEMENT"]]
     rows += [[model.model_id, model.kind, model.tolerance_class, model.status.value.upper(), fmt_drift(model),
-              fmt_cosine(model.metrics.get("min_cosine")), order_shown(model, labelled=False)] for model in models]
+              fmt_cosine(model.metrics.min_cosine), order_shown(model, labelled=False)] for model in models]
     lines += _table(rows)
     lines += [f"  {model.model_id} {topk_decided(model)}" for model in models if topk_decided(model)]
     lines += scenario_lines.text_lines(models)
@@ -176,7 +168,7 @@ def render_explanation(factors: List[Any], comparison: Comparison) -> str:
     lines = ["Observed drift:"]
     observed = 0.0
     for model in comparison.models:
-        value = model.metrics.get("max_abs_diff")
+        value = model.metrics.max_abs_diff
         observed = max(observed, value or 0.0)
         lines.append(f"  {model.model_id:<24} {model.status.value.upper():<12} max abs diff {fmt(value)}")
     if not factors:

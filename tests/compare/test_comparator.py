@@ -12,7 +12,7 @@ from harness.compare.comparator import compare_files
 from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.results import ResultsFile
 from harness.testing import add_noise_to_one, bf16_round, perturb_results, tf32_round
-from harness.verdict import Comparison, Status
+from harness.verdict import Comparison, Evidence, Status
 
 BI, CE = "tiny-bi-encoder", "tiny-cross-encoder"
 
@@ -25,7 +25,7 @@ def test_identical_runs_pass(tiny_results: Path) -> None:
     comparison = compare_files(tiny_results, tiny_results)
     assert comparison.status is Status.PASS
     for verdict in comparison.models:
-        assert verdict.metrics["max_abs_diff"] == 0.0
+        assert verdict.metrics.max_abs_diff == 0.0
         assert all(c.passed for c in verdict.checks)
 
 
@@ -44,7 +44,7 @@ def test_noise_of_1e4_on_one_vector_fails_and_names_the_text(tiny_results: Path,
     failed = {c.name for c in verdict.failed_checks}
     assert "max_abs_diff" in failed
     assert verdict.offenders[0].item_id == ids[row]
-    assert verdict.metrics["texts_beyond_tolerance"] == 1
+    assert verdict.metrics.texts_beyond_tolerance == 1
     assert "elements" in verdict.failed_checks[0].detail
     # the other model is untouched and still passes
     assert _by_model(compare_files(tiny_results, noisy))[CE].status is Status.PASS
@@ -60,7 +60,7 @@ def test_tf32_like_rounding_fails_fp32_but_passes_tf32_class(tiny_results: Path,
     rounded = perturb_results(tiny_results, tmp_path / "tf32.parquet", BI, vectors=tf32_round)
     strict = _by_model(compare_files(tiny_results, rounded))[BI]
     assert strict.status is Status.FAIL and strict.tolerance_class == "fp32"
-    assert 1e-5 < strict.metrics["max_abs_diff"] < 5e-4
+    assert 1e-5 < strict.metrics.max_abs_diff < 5e-4
     loose = _by_model(compare_files(tiny_results, rounded, tolerance_class="tf32"))[BI]
     assert loose.status is Status.PASS
 
@@ -69,7 +69,7 @@ def test_bf16_like_rounding_fails_and_reorders(tiny_results: Path, tmp_path: Pat
     rounded = perturb_results(tiny_results, tmp_path / "bf16.parquet", BI, vectors=bf16_round)
     verdict = _by_model(compare_files(tiny_results, rounded))[BI]
     assert verdict.status is Status.FAIL
-    assert verdict.metrics["max_abs_diff"] > 1e-4
+    assert verdict.metrics.max_abs_diff > 1e-4
 
 
 def test_rerank_score_shift_fails_and_reorder_is_explained(tiny_results: Path, tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_real_bf16_run_is_judged_at_fp32_unless_asked(tiny_results: Path, tmp_pa
     assert meta["loaded_dtype"] == "bfloat16"
     auto = _by_model(compare_files(tiny_results, bf16))
     assert auto[BI].tolerance_class == "fp32" and auto[BI].status is Status.FAIL
-    assert auto[BI].metrics["max_abs_diff"] > 1e-3 and "candidate ran at bf16" in auto[BI].precision_change
+    assert auto[BI].metrics.max_abs_diff > 1e-3 and "candidate ran at bf16" in auto[BI].precision_change
     forced = _by_model(compare_files(tiny_results, bf16, tolerance_class="bf16"))
     assert forced[BI].tolerance_class == "bf16" and "forced by --class" in forced[BI].precision_change
 
@@ -172,13 +172,14 @@ def test_verdicts_carry_each_sides_speed_and_memory(tiny_results: Path, tiny_res
     for verdict in comparison.models:
         base, cand = verdict.performance["baseline"], verdict.performance["candidate"]
         recorded = ResultsFile(tiny_results_again).meta["models"][verdict.model_id]
-        assert cand["items_per_s"] == recorded["items_per_s"] > 0 and cand["device"] == "cpu"
-        assert base["items_per_s"] == ResultsFile(tiny_results).meta["models"][verdict.model_id]["items_per_s"]
-        assert cand["peak_rss_bytes"] > 0 and "cuda_peak_memory_bytes" not in cand  # a CPU run
+        assert cand.items_per_s == recorded["items_per_s"] > 0 and cand.device == "cpu"
+        assert base.items_per_s == ResultsFile(tiny_results).meta["models"][verdict.model_id]["items_per_s"]
+        assert (cand.peak_rss_bytes or 0) > 0 and cand.cuda_peak_memory_bytes is None  # a CPU run
     data = comparison.serialize()
     text = render_comparison(Comparison.from_dict(data))
     assert "Speed and memory of the candidate run" in text
     rate = data["models"][0]["performance"]["candidate"]["items_per_s"]
+    assert "cuda_peak_memory_bytes" not in data["models"][0]["performance"]["candidate"]  # None: left out, as ever
     assert f"{rate:,.0f}" in text or f"{rate:.3g}" in text
     cell = {"cell_id": "c", "status": data["status"], "setup_s": 1.0, "run_s": 1.0, "reason": "", "results": "r",
             "comparison": data, "params": {}}
@@ -203,4 +204,4 @@ def test_evidence_is_small_json_and_old_reports_still_load(tiny_results: Path, t
     old = json.loads(json.dumps(data))
     for model in old["models"]:
         del model["evidence"]
-    assert all(v.evidence == {} for v in Comparison.from_dict(old).models)
+    assert all(v.evidence == Evidence() for v in Comparison.from_dict(old).models)

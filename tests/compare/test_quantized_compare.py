@@ -103,8 +103,8 @@ def test_identical_quantized_runs_pass_with_integer_checks(tmp_path: Path, preci
     key = "max_bit_flips" if "binary" in precision else "max_int_distance"
     assert verdict.status is Status.PASS
     assert [c.name for c in verdict.checks] == [key, "changed_fraction", "top10_order_agreement", "top10_set_agreement"]
-    assert verdict.metrics[key] == 0 and verdict.metrics["rows_changed"] == 0
-    assert "max_abs_diff" not in verdict.metrics  # float checks do not apply to integers
+    assert getattr(verdict.metrics, key) == 0 and verdict.metrics.rows_changed == 0
+    assert "max_abs_diff" not in verdict.metrics.to_json()  # float checks do not apply to integers
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -112,7 +112,8 @@ def test_fp32_noise_passes_and_half_precision_drift_fails(tmp_path: Path, precis
     base, noisy, b, c = _pair(tmp_path, precision, _fp32_noise)
     verdict = _verdict(base, noisy)
     assert verdict.status is Status.PASS, verdict.reason
-    assert verdict.metrics == pytest.approx({**verdict.metrics, **compare_quantized(b, c, precision)["metrics"]})
+    got = verdict.metrics.to_json()
+    assert got == pytest.approx({**got, **compare_quantized(b, c, precision)["metrics"]})
     (tmp_path / "b").mkdir()
     base, drifted, b, c = _pair(tmp_path / "b", precision, _half_precision_drift)
     failed = _verdict(base, drifted)
@@ -122,7 +123,7 @@ def test_fp32_noise_passes_and_half_precision_drift_fails(tmp_path: Path, precis
     assert failed.offenders and failed.offenders[0].metric == key
     worst = compare_quantized(b, c, precision, worst_n=1)["worst"][0]
     assert failed.offenders[0].item_id == f"t{worst['row']:05d}" and failed.offenders[0].value == worst[key]
-    assert failed.min_passing[key] == failed.metrics[key]
+    assert failed.min_passing[key] == getattr(failed.metrics, key)
 
 
 @pytest.mark.parametrize("batch", [0, 7])
@@ -151,10 +152,10 @@ def test_streamed_and_realigned_equal_one_pass(tmp_path: Path, precision: str, t
                              tol.topk, tol.tie_tolerance)
     for candidate in (cand, shuffled):
         verdict = _verdict(base, candidate, settings=settings)
-        assert {k: verdict.metrics[k] for k in reference} == pytest.approx(reference)
-        assert verdict.metrics["topk_order_agreement"] == agree.share("same_order")
-        assert verdict.metrics["topk_set_agreement"] == agree.share("same_set")
-        assert verdict.metrics["topk_mean_overlap"] == pytest.approx(agree.share("overlap"))
+        assert {k: getattr(verdict.metrics, k) for k in reference} == pytest.approx(reference)
+        assert verdict.metrics.topk_order_agreement == agree.share("same_order")
+        assert verdict.metrics.topk_set_agreement == agree.share("same_set")
+        assert verdict.metrics.topk_mean_overlap == pytest.approx(agree.share("overlap"))
 
 
 def test_binary_hamming_ties_are_ties(tmp_path: Path) -> None:
@@ -168,7 +169,7 @@ def test_binary_hamming_ties_are_ties(tmp_path: Path) -> None:
     swapped[[0, 1]] = swapped[[1, 0]]
     a = _write(tmp_path / "a.parquet", duplicate, roles, "ubinary")
     b = _write(tmp_path / "b.parquet", swapped, roles, "ubinary")
-    assert _verdict(a, b).metrics["topk_order_agreement"] == 1.0
+    assert _verdict(a, b).metrics.topk_order_agreement == 1.0
 
 
 def test_precision_mismatch_is_refused(tmp_path: Path) -> None:
@@ -233,7 +234,7 @@ def test_collapsed_calibration_range_is_named_by_dimension(tmp_path: Path) -> No
     a = _write(tmp_path / "a.parquet", base, roles, "int8")
     b = _write(tmp_path / "b.parquet", cand, roles, "int8")
     verdict = _verdict(a, b, tolerance_class="fp16")
-    assert verdict.status is Status.FAIL and verdict.metrics["max_int_distance"] > 100
+    assert verdict.status is Status.FAIL and verdict.metrics.max_int_distance > 100
     for offender in verdict.offenders:
         named = offender.detail.split("dimension(s) ")[1].split(", ")
         assert set(named[:2]) <= {"5", "40"}, offender.detail

@@ -69,12 +69,13 @@ def _layout(group_rows: int, path: str) -> Iterator[None]:
 def _same(streamed: ModelVerdict, expected: ModelVerdict, exact_mean: bool = False) -> None:
     for field in ("status", "checks", "offenders", "min_passing", "evidence", "reason", "tolerance_class"):
         assert getattr(streamed, field) == getattr(expected, field), field
-    assert list(streamed.metrics) == list(expected.metrics)
-    for key, value in streamed.metrics.items():
+    got, want = streamed.metrics.to_json(), expected.metrics.to_json()
+    assert list(got) == list(want)
+    for key, value in got.items():
         if key == "mean_abs_diff" and not exact_mean:  # float64 sums in other cuts: last bits only
-            assert value == pytest.approx(expected.metrics[key], rel=1e-12, abs=1e-300)
+            assert value == pytest.approx(want[key], rel=1e-12, abs=1e-300)
         else:
-            assert value == expected.metrics[key], key
+            assert value == want[key], key
 
 
 @st.composite
@@ -173,7 +174,7 @@ sys.path.insert(0, sys.argv[3])
 from bench_compare import peak_rss_mb
 from harness.compare.comparator import compare_files
 verdict = compare_files(sys.argv[1], sys.argv[2], tolerance_class="fp32").models[0]
-print(json.dumps({"rss_mb": peak_rss_mb(), "pairs": verdict.metrics["pairs"], "queries": verdict.metrics["queries"]}))
+print(json.dumps({"rss_mb": peak_rss_mb(), "pairs": verdict.metrics.pairs, "queries": verdict.metrics.queries}))
 """
 
 

@@ -52,7 +52,7 @@ def _judge(base: np.ndarray, cand: np.ndarray, roles: np.ndarray, k: int, tie: f
            cert: certs.Certificate | None, settings: CompareSettings | None = None) -> Dict[str, Any]:
     pair = ArrayPair([f"t{i:05d}" for i in range(len(base))], roles, base, cand, settings=settings)
     verdict = judge_embeddings("m", _tolerance(k, tie), pair, certificate=cert)
-    return {"metrics": verdict.metrics, "topk": verdict.evidence["topk"]}
+    return {"metrics": verdict.metrics.to_json(), "topk": verdict.evidence.to_json()["topk"]}
 
 
 def _expected(base: np.ndarray, cand: np.ndarray, roles: np.ndarray, k: int, tie: float) -> m.TopKAgreement:

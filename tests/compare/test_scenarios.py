@@ -135,10 +135,10 @@ def test_the_reembed_scenario_is_the_verdicts_topk_agreement(certified: bool, fa
     settings = CompareSettings(memory_mb=0, min_queries_per_pass=8)  # four query batches
     verdict = judge_embeddings("m", tol, ArrayPair(ids, roles, base, cand, settings=settings), certificate=cert,
                                scenarios=ScenarioRequest())
-    assert verdict.scenarios is not None and (verdict.evidence["topk"]["certified"] > 0) == certified
+    assert verdict.scenarios is not None and ((verdict.evidence.topk.certified or 0) > 0) == certified
     reembed = {s.key: s for s in verdict.scenarios.items}["reembed"]
-    assert (reembed.same_order, reembed.same_set) == (verdict.metrics["topk_order_agreement"],
-                                                      verdict.metrics["topk_set_agreement"])
+    assert (reembed.same_order, reembed.same_set) == (verdict.metrics.topk_order_agreement,
+                                                      verdict.metrics.topk_set_agreement)
     expected = retrieval_scenarios(base[500:], cand[500:], base[:500], cand[:500], ids[:500], 10, 1e-6)
     assert [(s.key, s.same_order, s.same_set) for s in verdict.scenarios.items[:3]] == \
         [(s.key, s.share("same_order"), s.share("same_set")) for s in expected]

@@ -112,7 +112,7 @@ def assert_same(base: Path, cand: Path, model_id: str, tolerance_class: str = "f
     ref = reference(base, cand, model_id, tol)
     verdict = next(v for v in compare_files(base, cand, tolerance_class=tolerance_class, models=[model_id],
                                             **kwargs).models if v.model_id == model_id)
-    got = verdict.metrics
+    got = verdict.metrics.to_json()
     exp = ref["metrics"]
     assert list(got) == list(exp)  # same keys, same order: reports depend on them
     for key in ("texts", "dim", "elements_beyond_tolerance", "texts_beyond_tolerance", "abs_diff_histogram",
@@ -274,11 +274,11 @@ def test_retrieval_changes_are_found_like_the_reference(synthetic: Dict[str, Any
 def test_p99_is_exact_below_the_cap_and_sampled_above(synthetic: Dict[str, Any],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     s = synthetic
-    exact = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
+    exact = compare_files(s["base_path"], s["cand_path"]).models[0].metrics.p99_abs_diff
     diff = np.abs(s["cand"].astype(np.float64) - s["base"].astype(np.float64))
     assert exact == float(np.percentile(diff, 99))
     monkeypatch.setattr(p99_module, "P99_MAX_KEPT", 4_000)  # keeps every 5th row
-    sampled = compare_files(s["base_path"], s["cand_path"]).models[0].metrics["p99_abs_diff"]
+    sampled = compare_files(s["base_path"], s["cand_path"]).models[0].metrics.p99_abs_diff
     assert sampled != exact and sampled == pytest.approx(exact, rel=0.03)
 
 

@@ -46,7 +46,7 @@ def test_a_min_cosine_just_below_its_limit_keeps_its_digits_in_the_reason() -> N
     base, cand = _rotated(0.99999719)
     tol = load_policy().tolerance("m", "fp32")
     verdict = judge_embeddings("m", tol, ArrayPair(["a", "b"], ["document", "document"], base, cand))
-    observed = verdict.metrics["min_cosine"]
+    observed = verdict.metrics.min_cosine
     assert 0.9999970 < observed < 0.9999974 and not verdict
     shown = re.search(r"min_cosine (\S+) \(limit >= (\S+)\)", verdict.reason)
     assert shown is not None, verdict.reason
@@ -77,15 +77,15 @@ def test_a_corpus_without_queries_says_retrieval_was_not_judged() -> None:
     base = rng.standard_normal((4, 8)).astype(np.float32)
     tol = load_policy().tolerance("m", "fp32")
     verdict = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 4, base, base.copy()))
-    assert verdict and verdict.metrics["topk_not_judged"] == "no queries"
-    assert verdict.evidence["topk_not_judged"] == {"why": "no queries", "queries": 0, "documents": 4}
-    assert "topk" not in verdict.evidence  # the renderers' top-k evidence stays what it was: absent
+    assert verdict and verdict.metrics.topk_not_judged == "no queries"
+    assert verdict.evidence.to_json()["topk_not_judged"] == {"why": "no queries", "queries": 0, "documents": 4}
+    assert "topk" not in verdict.evidence.to_json()  # the renderers' top-k evidence stays what it was: absent
     moved = base.copy()
     moved[0, 0] += 1e-3
     failed = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 4, base, moved))
     assert not failed and failed.reason.endswith("retrieval not judged: no queries")
     with_queries = judge_embeddings("m", tol, ArrayPair(list("abcd"), ["document"] * 3 + ["query"], base, base.copy()))
-    assert "topk_not_judged" not in with_queries.metrics and with_queries.metrics["topk_order_agreement"] == 1.0
+    assert with_queries.metrics.topk_not_judged is None and with_queries.metrics.topk_order_agreement == 1.0
 
 
 def _files(tmp_path: Path) -> tuple:
@@ -213,4 +213,4 @@ def test_an_offender_cosine_is_not_rounded_to_one() -> None:
     verdict = judge_embeddings("m", load_policy().tolerance("m", "fp32"), ArrayPair(["a", "b"], ["document"] * 2, base, cand))
     (offender,) = verdict.offenders
     shown = float(offender.detail.removeprefix("cosine "))
-    assert shown < 1 and abs(shown - verdict.metrics["min_cosine"]) < 1e-15, offender.detail
+    assert shown < 1 and abs(shown - verdict.metrics.min_cosine) < 1e-15, offender.detail

@@ -12,7 +12,7 @@ from harness.compare.comparator import compare_files
 from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
 from harness.matrix.plan import plan_path
 from harness.matrix.spec import Cell
-from harness.verdict import Comparison, ModelVerdict, Status
+from harness.verdict import Comparison, Metrics, ModelVerdict, Status
 
 from conftest import run_tiny
 
@@ -102,7 +102,7 @@ def test_waterfall_renders_in_markdown_json_and_html() -> None:
     newer = Cell(matrix="m", python="3.11", torch="2.14.1", sentence_transformers="6.2.0", transformers="5.23.0")
     steps = plan_path(cell, RuntimeSettings(), newer, RuntimeSettings(dtype="float16"), _all_install)
     verdict = ModelVerdict("m1", "bi-encoder", Status.FAIL, "fp32",
-                           metrics={"max_abs_diff": 4e-4, "min_cosine": 0.9999, "topk_order_agreement": 0.9})
+                           metrics=Metrics(max_abs_diff=4e-4, min_cosine=0.9999, topk_order_agreement=0.9))
     data = waterfall(steps, {s.step_id: Path(f"/r/{s.step_id}") for s in steps},
                      lambda a, b: Comparison(str(a), str(b), "p", [verdict]))
     md = render_attribution_markdown(data)

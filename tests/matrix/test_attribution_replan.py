@@ -19,7 +19,7 @@ from harness.matrix.plan import Walk
 from harness.matrix.spec import Cell, load_matrix_file
 from harness.report.attribution import render_attribution_markdown
 from harness.results import write_results
-from harness.verdict import Comparison, ModelVerdict, Status
+from harness.verdict import Comparison, Metrics, ModelVerdict, Status
 
 from conftest import ROOT
 
@@ -74,7 +74,7 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: Callable[[Cel
     def compare(a: Path, b: Path) -> Comparison:
         pa, pb = (json.loads(p.read_text(encoding="utf-8")) for p in (a, b))
         moved = sum(DRIFT[f] for f in DRIFT if pa[f] != pb[f])
-        return Comparison(str(a), str(b), "p", [ModelVerdict("m", "bi-encoder", Status.PASS, "fp32", metrics={"max_abs_diff": moved})])
+        return Comparison(str(a), str(b), "p", [ModelVerdict("m", "bi-encoder", Status.PASS, "fp32", metrics=Metrics(max_abs_diff=moved))])
 
     monkeypatch.setattr(attribution_run, "run_cell", run_cell)
     ws = Workspace(root=ROOT, runs=tmp_path / "runs", venvs=tmp_path / "venvs", backend="uv")

@@ -40,7 +40,7 @@ def test_real_minilm_matches_baseline_and_catches_tf32_rounding(tmp_path: Path) 
     comparison = compare_files(DEFAULT_BASELINE, out)
     assert comparison.status is Status.PASS, comparison.serialize()["models"]
     minilm = next(v for v in comparison.models if v.model_id == "all-MiniLM-L6-v2")
-    assert minilm.metrics["max_abs_diff"] < 1e-5
+    assert minilm.metrics.max_abs_diff < 1e-5
     rounded = perturb_results(out, tmp_path / "tf32.parquet", "all-MiniLM-L6-v2", vectors=tf32_round)
     drifted = next(v for v in compare_files(DEFAULT_BASELINE, rounded).models if v.model_id == "all-MiniLM-L6-v2")
-    assert drifted.status is Status.FAIL and drifted.metrics["max_abs_diff"] > 1e-5
+    assert drifted.status is Status.FAIL and drifted.metrics.max_abs_diff > 1e-5

@@ -11,7 +11,7 @@ import numpy as np
 
 from harness.compare.metrics import TopKAgreement
 from harness.config.policy import Tolerance
-from harness.verdict import Check, ModelVerdict, Offender, Status, not_judged_note
+from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, Status, not_judged_note
 
 __all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks"]
 
@@ -93,5 +93,5 @@ def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check],
     reason = "; ".join(
         [f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): {c.detail}"
          for c in failed] + notes)
-    return ModelVerdict(model_id, kind, Status.FAIL if failed else Status.PASS, tol.name, checks, metrics, offenders,
-                        reason, tol.as_dict(), min_passing, evidence=evidence)
+    return ModelVerdict(model_id, kind, Status.FAIL if failed else Status.PASS, tol.name, checks, Metrics(**metrics),
+                        offenders, reason, tol, min_passing, evidence=Evidence.of(evidence))
