@@ -351,6 +351,7 @@ def floor(args: argparse.Namespace) -> int:
         for n in args.sizes:
             for queries in args.floor_queries:
                 base, cand = write_pair(tmp, n, args.dim, min(queries, n // 2), perturbed=args.perturbed)
+                os.sync()  # the 3 GB just written go to disk now, not during the timed runs
                 if args.compression != "none":
                     recompress(base, args.compression)
                     recompress(cand, args.compression)
