@@ -7,10 +7,12 @@ move per text (a drift moves an element across a bucket edge by one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from dataclasses import dataclass, field, replace
+from typing import List
 
 import numpy as np
+
+from harness.verdict import Metrics
 
 __all__ = ["BINARY_PRECISIONS", "INT_PRECISIONS", "PRECISIONS", "QuantizedStats", "QuantizedWorst", "bit_flips",
            "int_distance", "limit_key", "scoring_floats"]
@@ -120,18 +122,17 @@ class QuantizedStats:
         self.most = max(self.most, other.most)
         self._keep(other.worst)
 
-    def metrics(self) -> Dict[str, Any]:
-        """The verdict's metrics (JSON): bits flipped (binary) or buckets moved (int), texts changed."""
+    def metrics(self) -> Metrics:
+        """The verdict's metrics: bits flipped (binary) or buckets moved (int), texts changed."""
         rows, bits, total = self.rows, self.bits_per_row, self.total
-        out: Dict[str, Any] = {"precision": self.precision, "rows": rows}
+        common = Metrics(precision=self.precision, rows=rows, rows_changed=self.rows_changed,
+                         rows_changed_fraction=self.rows_changed / rows if rows else 0.0)
         if self.precision in BINARY_PRECISIONS:
-            out.update(bits_per_row=bits, max_bit_flips=self.most, mean_bit_flips=total / rows if rows else 0.0,
-                       total_bit_flips=total, flipped_bit_fraction=total / (rows * bits) if rows and bits else 0.0)
-        else:
-            out.update(max_int_distance=self.most, elements=self.elements, elements_changed=self.elements_changed,
+            return replace(common, bits_per_row=bits, max_bit_flips=self.most, mean_bit_flips=total / rows if rows
+                           else 0.0, total_bit_flips=total, flipped_bit_fraction=total / (rows * bits) if rows and bits
+                           else 0.0)
+        return replace(common, max_int_distance=self.most, elements=self.elements, elements_changed=self.elements_changed,
                        elements_changed_fraction=self.elements_changed / self.elements if self.elements else 0.0)
-        return {**out, "rows_changed": self.rows_changed,
-                "rows_changed_fraction": self.rows_changed / rows if rows else 0.0}
 
 
 def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) -> List[int]:

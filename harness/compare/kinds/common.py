@@ -4,13 +4,15 @@ stays small (``NAMED`` ids per list) and JSON-serializable: it travels in every 
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement
 from harness.config.policy import Tolerance
+from harness.measured import Named, TopKEvidence
 from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, Status, not_judged_note
 
 __all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks"]
@@ -63,35 +65,37 @@ def ratio_check(name: str, observed: float, limit: float, detail: str) -> Check:
     return Check(name=name, observed=observed, limit=limit, op=">=", passed=observed >= limit, detail=detail)
 
 
-def topk_checks(tol: Tolerance, agree: TopKAgreement, pair: Any, metrics: Dict[str, Any], evidence: Dict[str, Any],
-                min_passing: Dict[str, float], quantized_scores: bool = False) -> List[Check]:
-    """The top-k order and set checks; the agreement's metrics, evidence (the changed queries named through
-    ``pair.item_id``) and loosest passing limits are added to the verdict's."""
+def topk_checks(tol: Tolerance, agree: TopKAgreement, pair: Any, metrics: Metrics, min_passing: Dict[str, float],
+                quantized_scores: bool = False) -> Tuple[List[Check], Metrics, TopKEvidence]:
+    """The top-k order and set checks, ``metrics`` with the agreement's, its evidence (the changed queries named
+    through ``pair.item_id``); the loosest passing limits are added to ``min_passing``."""
     prefix = "min_quantized_topk" if quantized_scores else "min_topk"
     limits = {f"{prefix}_{what}_agreement": getattr(tol, f"{prefix}_{what}_agreement") for what in ("order", "set")}
     k, n_q = agree.k, len(agree.same_order)
-    metrics.update(topk=k, topk_order_agreement=agree.share("same_order"), topk_set_agreement=agree.share("same_set"),
-                   topk_raw_order_agreement=agree.share("raw_same_order"), topk_mean_overlap=agree.share("overlap"))
-    min_passing.update(zip(limits, (metrics["topk_order_agreement"], metrics["topk_set_agreement"])))
+    order, same_set = agree.share("same_order"), agree.share("same_set")
+    metrics = dataclasses.replace(metrics, topk=k, topk_order_agreement=order, topk_set_agreement=same_set,
+                                  topk_raw_order_agreement=agree.share("raw_same_order"),
+                                  topk_mean_overlap=agree.share("overlap"))
+    min_passing.update(zip(limits, (order, same_set)))
     changed = {what: np.flatnonzero(~getattr(agree, f"same_{what}")) for what in ("order", "set")}
-    evidence["topk"] = {"k": k, "queries": n_q, **{
-        f"{what}_changed": {"count": len(rows), "ids": [pair.item_id(int(pair.queries[i])) for i in rows[:NAMED]]}
-        for what, rows in changed.items()}}
+    named = {what: Named(len(rows), [pair.item_id(int(pair.queries[i])) for i in rows[:NAMED]])
+             for what, rows in changed.items()}
     order_limit, set_limit = limits.values()
-    return [ratio_check(f"top{k}_order_agreement", agree.share("same_order"), order_limit,
-                        f"{len(changed['order'])} / {n_q} queries changed their top-{k} order "
-                        f"(ties within {significant(tol.tie_tolerance)} ignored)"),
-            ratio_check(f"top{k}_set_agreement", agree.share("same_set"), set_limit,
-                        f"{len(changed['set'])} / {n_q} queries changed their top-{k} set")]
+    checks = [ratio_check(f"top{k}_order_agreement", order, order_limit,
+                          f"{len(changed['order'])} / {n_q} queries changed their top-{k} order "
+                          f"(ties within {significant(tol.tie_tolerance)} ignored)"),
+              ratio_check(f"top{k}_set_agreement", same_set, set_limit,
+                          f"{len(changed['set'])} / {n_q} queries changed their top-{k} set")]
+    return checks, metrics, TopKEvidence(k, n_q, named["order"], named["set"])
 
 
-def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Dict[str, Any],
-                  offenders: List[Offender], min_passing: Dict[str, float], evidence: Dict[str, Any]) -> ModelVerdict:
+def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check], metrics: Metrics,
+                  offenders: List[Offender], min_passing: Dict[str, float], evidence: Evidence) -> ModelVerdict:
     """The verdict: fail when any check failed, with those checks spelled out as the reason."""
     failed = [c for c in checks if not c.passed]
-    notes = [not_judged_note(metrics["topk_not_judged"])] if failed and metrics.get("topk_not_judged") else []
+    notes = [not_judged_note(metrics.topk_not_judged)] if failed and metrics.topk_not_judged else []
     reason = "; ".join(
         [f"{c.name} {significant(c.observed, c.limit)} (limit {c.op} {significant(c.limit, c.observed)}): {c.detail}"
          for c in failed] + notes)
-    return ModelVerdict(model_id, kind, Status.FAIL if failed else Status.PASS, tol.name, checks, Metrics(**metrics),
-                        offenders, reason, tol, min_passing, evidence=Evidence.of(evidence))
+    return ModelVerdict(model_id, kind, Status.FAIL if failed else Status.PASS, tol.name, checks, metrics,
+                        offenders, reason, tol, min_passing, evidence=evidence)

@@ -23,8 +23,9 @@ from harness.compare.streaming import ZERO_VECTORS
 from harness.config.policy import Tolerance
 from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs, ResultsFileError
+from harness.measured import At, NotJudged
 from harness.results import ResultsFile
-from harness.verdict import Check, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
+from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
 
 __all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized", "retrieval_k"]
 
@@ -122,24 +123,38 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certifi
     return verdict
 
 
-def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Dict[str, Any]:
+def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Evidence:
     """Where the elements moved: the worst element, the largest relative difference, the lowest cosine (each
     the first in baseline order among equals, as numpy's argmax/argmin name them), the texts beyond atol."""
-    evidence: Dict[str, Any] = {"kind": "embedding", "elements": st.count}
+    max_abs = max_rel = min_cosine = None
     if st.worst:
         w = st.worst[0]
-        evidence["max_abs"] = {"id": pair.item_id(w.position), "row": w.position, "dim": max(w.dim, 0),
-                               "value": float(w.value), "actual": float(w.cand_value), "baseline": float(w.base_value)}
+        max_abs = At(pair.item_id(w.position), w.position, max(w.dim, 0), float(w.value), actual=float(w.cand_value),
+                     baseline=float(w.base_value))
         row = st.max_rel_position if st.max_rel_position >= 0 else 0  # nothing moved relatively: the first
-        evidence["max_rel"] = {"id": pair.item_id(row), "row": row, "dim": max(st.max_rel_dim, 0),
-                               "value": float(st.max_rel)}
+        max_rel = At(pair.item_id(row), row, max(st.max_rel_dim, 0), float(st.max_rel))
     if pair.rows:
         row = st.min_cos_position if st.min_cos_position >= 0 else 0  # every cosine exactly 1: the first
-        evidence["min_cosine"] = {"id": pair.item_id(row), "row": row, "value": float(st.min_cos),
-                                 "below": int(st.below_cosine)}
-    evidence["texts_beyond"] = [{"id": pair.item_id(w.position), "row": w.position, "value": float(w.value)}
-                                for w in st.worst if w.value > tol.atol][:NAMED]
-    return evidence
+        min_cosine = At(pair.item_id(row), row, value=float(st.min_cos), below=int(st.below_cosine))
+    beyond = [At(pair.item_id(w.position), w.position, value=float(w.value)) for w in st.worst if w.value > tol.atol]
+    return Evidence("embedding", elements=st.count, max_abs=max_abs, max_rel=max_rel, min_cosine=min_cosine,
+                    texts_beyond=beyond[:NAMED])
+
+
+def _with_topk(tol: Tolerance, pair: EmbeddingPair, metrics: Metrics, evidence: Evidence, checks: List[Check],
+               min_passing: Dict[str, float], agreement: Optional[TopKAgreement], quantized_scores: bool = False,
+               certified: Optional[Tuple[int, int]] = None) -> Tuple[Metrics, Evidence]:
+    """The top-k checks added to ``checks`` with their metrics and evidence (``certified``: how many queries the
+    certificate proved and how many were scored); without an agreement, why no top-k check ran."""
+    if agreement is None:  # say why instead of leaving the retrieval columns silently empty
+        why = "no queries" if not len(pair.queries) else "no documents"
+        return (dataclasses.replace(metrics, topk_not_judged=why),
+                dataclasses.replace(evidence, topk_not_judged=NotJudged(why, len(pair.queries), int(pair.documents.sum()))))
+    more, metrics, topk = topk_checks(tol, agreement, pair, metrics, min_passing, quantized_scores)
+    checks += more
+    if certified is not None:  # how the agreement was decided
+        topk = dataclasses.replace(topk, certified=certified[0], scored_exactly=certified[1])
+    return metrics, dataclasses.replace(evidence, topk=topk)
 
 
 def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
@@ -152,22 +167,14 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
         Check("min_cosine", min_cos, tol.min_cosine, ">=", st.below_cosine == 0,
               f"{st.below_cosine} / {pair.rows} texts below cosine {significant(tol.min_cosine, min_cos)}"),
     ]
-    metrics: Dict[str, Any] = {
-        "texts": pair.rows, "dim": pair.dim, "max_abs_diff": stats.max_abs, "mean_abs_diff": stats.mean_abs,
-        "p99_abs_diff": stats.p99_abs, "max_rel_diff": stats.max_rel, "min_cosine": min_cos,
-        "elements_beyond_tolerance": n_bad, "texts_beyond_tolerance": st.texts_beyond,
-        "abs_diff_histogram": st.histogram(),
-    }
-    evidence = _evidence(pair, tol, st)
+    metrics = Metrics(texts=pair.rows, dim=pair.dim, max_abs_diff=stats.max_abs, mean_abs_diff=stats.mean_abs,
+                      p99_abs_diff=stats.p99_abs, max_rel_diff=stats.max_rel, min_cosine=min_cos,
+                      elements_beyond_tolerance=n_bad, texts_beyond_tolerance=st.texts_beyond,
+                      abs_diff_histogram=st.histogram())
     min_passing = {"atol": stats.max_abs, "min_cosine": min_cos}
-    if topk is not None:
-        agreement, certified, scored = topk
-        checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing)
-        evidence["topk"].update(certified=certified, scored_exactly=scored)  # how the agreement was decided
-    else:  # say why no top-k check ran instead of leaving the retrieval columns silently empty
-        why = "no queries" if not len(pair.queries) else "no documents"
-        metrics["topk_not_judged"] = why
-        evidence["topk_not_judged"] = {"why": why, "queries": len(pair.queries), "documents": int(pair.documents.sum())}
+    metrics, evidence = _with_topk(tol, pair, metrics, _evidence(pair, tol, st), checks, min_passing,
+                                   topk[0] if topk is not None else None,
+                                   certified=(topk[1], topk[2]) if topk is not None else None)
     offenders = [Offender(pair.item_id(w.position), w.value, "max_abs_diff",
                           f"cosine {significant(w.cosine, tol.min_cosine)}") for w in st.worst if w.value > 0]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)
@@ -203,21 +210,20 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     limit = getattr(tol, limit_key)
     bits = limit_key == "max_bit_flips"
     unit = "bits flipped" if bits else "bucket(s) moved"
-    metrics: Dict[str, Any] = {"texts": pair.rows, "dim": pair.dim, **stats.metrics()}
-    changed, fraction = stats.rows_changed, metrics["rows_changed_fraction"]
+    metrics = dataclasses.replace(stats.metrics(), texts=pair.rows, dim=pair.dim)
+    changed, fraction = stats.rows_changed, float(metrics.rows_changed_fraction or 0.0)
     checks = [
         Check(limit_key, float(stats.most), float(limit), "<=", stats.most <= limit,
               f"{changed} / {pair.rows} texts changed; the most in one text: {stats.most} {unit}"),
         Check("changed_fraction", fraction, tol.max_changed_fraction, "<=", fraction <= tol.max_changed_fraction,
               f"{changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
     ]
-    evidence: Dict[str, Any] = {
-        "kind": "quantized", "precision": precision, "limit_key": limit_key,
-        "worst": [{"id": pair.item_id(w.row), "row": w.row, "value": w.value, "dims": w.dims} for w in stats.worst],
-    }
+    evidence = Evidence("quantized", precision=precision, limit_key=limit_key,
+                        worst=[At(pair.item_id(w.row), w.row, value=w.value, dims=w.dims) for w in stats.worst])
     min_passing: Dict[str, float] = {limit_key: float(stats.most), "max_changed_fraction": fraction}
     if agreement is not None:
-        checks += topk_checks(tol, agreement, pair, metrics, evidence, min_passing, quantized_scores=True)
+        metrics, evidence = _with_topk(tol, pair, metrics, evidence, checks, min_passing, agreement,
+                                       quantized_scores=True)
     where = "bit(s)" if bits else "dimension(s)"
     offenders = [Offender(pair.item_id(w.row), float(w.value), limit_key,
                           f"{unit}; {where} {', '.join(map(str, w.dims))}") for w in stats.worst]

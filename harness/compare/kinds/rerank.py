@@ -6,8 +6,9 @@ are the same rows; anything else is broken input, refused with its cause.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +19,10 @@ from harness.compare.stats.rerank import RerankStats
 from harness.compare.workers import Segment
 from harness.config.policy import Tolerance
 from harness.errors import ResultsFileError
+from harness.measured import At, Swap, TauAt
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 from harness.results.schema import in_canonical_order
-from harness.verdict import Check, ModelVerdict, Offender
+from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender
 
 __all__ = ["judge_rerank", "judge_rerank_files", "queries_in_memory"]
 
@@ -178,15 +180,15 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
                                  f"{share(stats.beyond, n)} elements exceed atol={significant(tol.score_atol, max_abs)}"
                                  f" + rtol={significant(tol.score_rtol)}*|baseline|")]
     queries = len(stats.first_pos)
-    metrics: Dict[str, Any] = {"pairs": n, **({"queries": queries} if stats.with_queries else {}),
-                               "max_abs_diff": max_abs, "mean_abs_diff": stats.mean(),
-                               "p99_abs_diff": stats.p99(), "max_rel_diff": stats.max_rel[0] if stats.max_rel else 0.0,
-                               "elements_beyond_tolerance": stats.beyond}
-    evidence: Dict[str, Any] = {"kind": "rerank", "pairs": n}
+    metrics = Metrics(pairs=n, queries=queries if stats.with_queries else None, max_abs_diff=max_abs,
+                      mean_abs_diff=stats.mean(), p99_abs_diff=stats.p99(),
+                      max_rel_diff=stats.max_rel[0] if stats.max_rel else 0.0, elements_beyond_tolerance=stats.beyond,
+                      abs_diff_histogram=stats.histogram())
+    evidence = Evidence("rerank", pairs=n)
     if stats.max_abs and stats.max_rel:
         value, at, base, cand = stats.max_abs
-        evidence["max_abs"] = {"id": ids[at], "row": at, "value": value, "actual": cand, "baseline": base}
-        evidence["max_rel"] = {"id": ids[stats.max_rel[1]], "row": stats.max_rel[1], "value": stats.max_rel[0]}
+        evidence = dataclasses.replace(evidence, max_abs=At(ids[at], at, value=value, actual=cand, baseline=base),
+                                       max_rel=At(ids[stats.max_rel[1]], stats.max_rel[1], value=stats.max_rel[0]))
     offenders = [Offender(ids[at], value, "score_abs_diff", f"baseline {significant(base, cand)}, candidate "
                           f"{significant(cand, base)}") for value, at, base, cand in stats.worst]
     min_passing: Dict[str, float] = {"score_atol": max_abs}
@@ -199,18 +201,16 @@ def _verdict(stats: RerankStats, model_id: str, pair_id: Callable[[Sequence[int]
                                   f"{reordered} / {queries} queries reordered beyond score ties of "
                                   f"{significant(tol.tie_tolerance)}"))
         same = np.array(stats.topk_same, dtype=bool)[order]
-        metrics.update(rerank_order_agreement=agreement,
-                       min_kendall_tau=float(stats.min_tau[0]) if stats.min_tau else 1.0,
-                       mean_kendall_tau=float(np.mean(taus)) if queries else 1.0, topk=tol.topk,
-                       topk_order_agreement=float(np.mean(same)) if queries else 1.0)
-        examples = [{"query": str(e.query), "swaps": -e.key[0], "above": ids[e.above_row], "above_row": e.above_row,
-                     "below": ids[e.below_row], "below_row": e.below_row, "baseline": e.baseline, "actual": e.actual}
-                    for e in stats.examples]
-        evidence.update(queries=queries, reordered_count=reordered, reordered=examples[:NAMED])
-        if stats.min_tau:
-            evidence["min_kendall_tau"] = {"query": str(stats.min_tau[1]), "value": float(stats.min_tau[0])}
+        metrics = dataclasses.replace(metrics, rerank_order_agreement=agreement,
+                                      min_kendall_tau=float(stats.min_tau[0]) if stats.min_tau else 1.0,
+                                      mean_kendall_tau=float(np.mean(taus)) if queries else 1.0, topk=tol.topk,
+                                      topk_order_agreement=float(np.mean(same)) if queries else 1.0)
+        examples = [Swap(str(e.query), -e.key[0], ids[e.above_row], e.above_row, ids[e.below_row], e.below_row,
+                         e.baseline, e.actual) for e in stats.examples]
+        evidence = dataclasses.replace(
+            evidence, queries=queries, reordered_count=reordered, reordered=examples[:NAMED],
+            min_kendall_tau=TauAt(str(stats.min_tau[1]), float(stats.min_tau[0])) if stats.min_tau else None)
         offenders += [Offender(item_id=e.query, value=float(-e.key[0]), metric="significant_swaps",
                                detail="candidate pairs swapped") for e in stats.examples[:WORST_N]]
         min_passing["min_rerank_order_agreement"] = agreement
-    metrics["abs_diff_histogram"] = stats.histogram()
     return build_verdict(model_id, "cross-encoder", tol, checks, metrics, offenders, min_passing, evidence)
