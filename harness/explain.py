@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from harness.results import ResultsFile
 
 __all__ = ["FACTOR_GROUPS", "GROUP_ORDER", "MAGNITUDES_PATH", "UNORDERED_KEYS", "Factor", "env_changes",
-           "environment_changes", "explain", "factor_of", "factor_of_key", "group_changes", "group_of",
+           "KnownDrift", "environment_changes", "explain", "factor_of", "factor_of_key", "group_changes", "group_of",
            "load_magnitudes", "same_setting"]
 
 MAGNITUDES_PATH = paths.DRIFT_MAGNITUDES
@@ -149,12 +149,24 @@ def group_changes(changes: Sequence[EnvChange]) -> Tuple[List[Tuple[str, List[En
 
 
 @dataclass(frozen=True)
+class KnownDrift:
+    """What one factor is known to cause (an entry of ``harness/data/drift_magnitudes.toml``): the largest element
+    difference, the lowest cosine, the share of top-10 lists reordered, and the measurement that says so."""
+
+    description: str = ""
+    max_abs: Optional[float] = None
+    min_cosine: Optional[float] = None
+    topk_reordered: Optional[float] = None
+    source: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Factor:
     """One factor that differs, the fingerprint entries behind it, and its known drift."""
 
     name: str
     changes: List[EnvChange]
-    known: Dict[str, Any] = field(default_factory=dict)
+    known: KnownDrift = field(default_factory=KnownDrift)
 
     @property
     def group(self) -> str:
@@ -163,8 +175,7 @@ class Factor:
 
     @property
     def known_max_abs(self) -> Optional[float]:
-        value = self.known.get("max_abs")
-        return float(value) if value is not None else None
+        return self.known.max_abs
 
     def can_explain(self, observed_max_abs: float) -> Optional[bool]:
         """Whether this factor alone is known to move numbers as far as observed (None: unbounded/unknown)."""
@@ -172,9 +183,10 @@ class Factor:
         return None if known is None else observed_max_abs <= 10 * known
 
 
-def load_magnitudes(path: str | Path | None = None) -> Dict[str, Dict[str, Any]]:
+def load_magnitudes(path: str | Path | None = None) -> Dict[str, KnownDrift]:
+    """The table of known drift per factor (the package's own data: an entry it cannot type is a bug, exit 3)."""
     data = tomllib.loads(Path(path or MAGNITUDES_PATH).read_text(encoding="utf-8"))
-    return dict(data.get("factors", {}))
+    return {str(name): KnownDrift(**entry) for name, entry in data.get("factors", {}).items()}
 
 
 def factor_of(change: EnvChange) -> Optional[str]:
@@ -191,7 +203,7 @@ def _part_of_serving(change: EnvChange, served: set[str]) -> bool:
     return len(parts) >= 3 and parts[0] == "models" and parts[1] in served and parts[2] in ("weights_sha256", "saved_versions")
 
 
-def explain(baseline: str | Path, candidate: str | Path, magnitudes: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Factor]:
+def explain(baseline: str | Path, candidate: str | Path, magnitudes: Optional[Dict[str, KnownDrift]] = None) -> List[Factor]:
     """Factors that differ between two results files, largest known drift first."""
     table = magnitudes if magnitudes is not None else load_magnitudes()
     from harness.results import ResultsFile
@@ -207,5 +219,5 @@ def explain(baseline: str | Path, candidate: str | Path, magnitudes: Optional[Di
             factor = "server"  # the served side has no local device or weights hash: the server stands for both
         if factor:
             grouped.setdefault(factor, []).append(change)
-    factors = [Factor(name=name, changes=items, known=table.get(name, {})) for name, items in grouped.items()]
+    factors = [Factor(name=name, changes=items, known=table.get(name, KnownDrift())) for name, items in grouped.items()]
     return sorted(factors, key=lambda f: -(f.known_max_abs if f.known_max_abs is not None else float("inf")))

@@ -186,7 +186,7 @@ def render_explanation(factors: List[Any], comparison: Comparison) -> str:
             f"{_short(change.baseline)} -> {_short(change.candidate)}{more}",
             fmt(factor.known_max_abs) if factor.known_max_abs is not None else "unbounded",
             {True: "yes", False: "no (too small)", None: "possibly"}[verdict],
-            str(factor.known.get("source", "not measured yet")),
+            factor.known.source or "not measured yet",
         ])
     lines += _table(rows)
     names = {f.name for f in factors}

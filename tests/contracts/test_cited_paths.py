@@ -77,6 +77,6 @@ def test_the_exceptions_are_still_cited_and_still_absent() -> None:
 @pytest.mark.parametrize("factor", sorted(load_magnitudes()))
 def test_explain_cites_only_files_that_exist(factor: str) -> None:
     """``harness explain``'s MEASURED BY column prints each factor's ``source``."""
-    source = str(load_magnitudes()[factor].get("source", ""))
+    source = load_magnitudes()[factor].source or ""
     for path in cited_paths(source):
         assert (ROOT / path).exists(), f"{MAGNITUDES_PATH}: factor '{factor}' cites {path}"

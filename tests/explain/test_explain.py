@@ -39,7 +39,7 @@ def test_identical_runs_have_no_factors(tiny_results: Path) -> None:
 def test_every_mapped_factor_has_a_measured_entry() -> None:
     table = load_magnitudes()
     for name, entry in table.items():
-        assert entry.get("source"), name
+        assert entry.source, name
     for key in ("packages.torch", "dtype", "tf32_matmul", "models.m.attn_implementation", "models.m.weights_sha256",
                 "run.batch_size", "num_threads", "device_type", "packages.sentence-transformers"):
         factor = factor_of(EnvChange(key=key, baseline="a", candidate="b"))
