@@ -83,13 +83,15 @@ def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol:
     return None
 
 
-def _witness(verdict: ModelVerdict) -> Optional[List[str]]:
-    """The rows whose pages prove a failure: when the largest difference failed, the row that has it (a corrupted
-    page elsewhere changes no verdict: its bytes move a row less, or that row would be the largest); None for any
-    other failure (every page)."""
-    worst = [o for o in verdict.offenders if o.metric == "max_abs_diff"]
-    if worst and any(c.name == "max_abs_diff" for c in verdict.failed_checks):
-        return [max(worst, key=lambda o: o.value).item_id]
+def _witness(verdict: ModelVerdict, tol: Tolerance) -> Optional[List[str]]:
+    """The rows whose pages prove a failure: the row of the largest difference when that element is itself beyond
+    its allowance (``atol + rtol * |baseline|``): a corrupted page elsewhere changes no verdict then, its bytes move
+    a row less or that row would be the largest. None for any other failure (every page): with ``rtol`` the failing
+    element need not be the largest difference."""
+    at = verdict.evidence.max_abs
+    failed = any(c.name == "max_abs_diff" for c in verdict.failed_checks)
+    if failed and at is not None and at.baseline is not None and at.value > tol.atol + tol.rtol * abs(at.baseline):
+        return [at.id]
     return None
 
 
@@ -118,7 +120,7 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
                 results.verify_vectors(model_id)
             raise
         if verdict.status is Status.FAIL:  # bit rot reads as a broken file (exit 2), never as drift
-            witness = _witness(verdict)
+            witness = _witness(verdict, tol)
             for results in (base, cand):
                 results.verify_vectors(model_id, witness)
     return accuracy.apply(verdict, tap, tol, policy)

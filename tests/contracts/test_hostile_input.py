@@ -213,6 +213,18 @@ def test_a_failure_is_proven_by_the_pages_of_its_largest_difference(tmp_path: Pa
     worse = _corrupt_middle(write(tmp_path / "worse.parquet", base), "vector", row_group=2, length=8, fill=b"\x00")
     with pytest.raises(ResultsFileError, match="worse.parquet: row group 2 is unreadable"):
         compare_files(good, worse)
+    # with rtol the largest difference may be within its own allowance, the failing element elsewhere: every page
+    from harness.config.policy import load_policy
+
+    policy = tmp_path / "rtol.toml"
+    policy.write_text("[classes.fp32]\natol = 1e-5\nrtol = 1.0\n")
+    big, moved = base.copy(), base.copy()
+    big[5, 0] = moved[5, 0] = 100.0
+    moved[5, 0] += 50.0  # the largest difference, within atol + rtol * 100
+    allowed = write(tmp_path / "big.parquet", big)
+    hidden = _corrupt_middle(write(tmp_path / "hidden.parquet", moved), "vector", row_group=2, length=8, fill=b"\x41")
+    with pytest.raises(ResultsFileError, match="hidden.parquet: row group 2 is unreadable"):  # 12.1 where ~0.75 was
+        compare_files(allowed, hidden, load_policy(policy))
 
 
 def test_a_directory_or_a_device_node_is_not_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
