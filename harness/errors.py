@@ -14,6 +14,7 @@ __all__ = [
     "HarnessError",
     "CorpusError",
     "ResultsFileError",
+    "UnusableValues",
     "SchemaMismatch",
     "BaselineMissing",
     "BaselineExists",
@@ -57,6 +58,10 @@ class ResultsFileError(HarnessError):
 
 class SchemaMismatch(ResultsFileError):
     """A results file was written with a schema version this harness cannot read."""
+
+
+class UnusableValues(ResultsFileError):
+    """Rows whose values cannot be judged (NaN/Inf, all-zero vectors): what a corrupted page can also look like."""
 
 
 class BaselineMissing(HarnessError):

@@ -15,7 +15,7 @@ from harness.compare.kinds.embedding import ScenarioRequest
 from harness.config.environment import CompareSettings
 from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.config.project import IndexSettings
-from harness.errors import IncompatibleInputs, ResultsFileError
+from harness.errors import IncompatibleInputs, UnusableValues
 from harness.explain import env_changes, environment_changes
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
@@ -115,7 +115,7 @@ def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, 
                 pair = kinds.FilePair(base, cand, model_id, settings)
                 verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # a hint
                                                  scenarios=ScenarioRequest(index, served[1]), tap=tap)
-        except ResultsFileError:  # non-finite or zero rows: a corrupted page is named as such
+        except UnusableValues:  # non-finite or zero rows: a corrupted page is named as such
             for results in (base, cand):
                 results.verify_vectors(model_id)
             raise

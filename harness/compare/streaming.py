@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.compare.workers import Segment, pairs_in_flight, run_segments
-from harness.errors import IncompatibleInputs, ResultsFileError
+from harness.errors import IncompatibleInputs, ResultsFileError, UnusableValues
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 
 __all__ = ["Misaligned", "Plan", "Segment", "aligned", "one_sided", "plan", "read_rows", "refuse_duplicates",
@@ -87,7 +87,7 @@ ZERO_VECTORS = "all-zero vectors (no direction: cosine is undefined, so nothing 
 
 def refuse_nonfinite(results: ResultsFile, model_id: str, rows: int, first: Optional[str], problem: str = NONFINITE) -> None:
     if rows:
-        raise ResultsFileError(f"{results.path}: model '{model_id}' has {problem} in {rows} row(s) (first: '{first}')")
+        raise UnusableValues(f"{results.path}: model '{model_id}' has {problem} in {rows} row(s) (first: '{first}')")
 
 
 def _scan_nonfinite(results: ResultsFile, model_id: str, ids: pa.ChunkedArray) -> None:

@@ -13,7 +13,7 @@ from harness.compare import progress, streaming
 from harness.compare.streaming import NONFINITE
 from harness.compare.workers import run_segments
 from harness.config.environment import CompareSettings
-from harness.errors import HarnessError, ResultsFileError
+from harness.errors import HarnessError, UnusableValues
 from harness.results import ResultsFile
 
 __all__ = ["ArrayPair", "EmbeddingPair", "FilePair", "Worker"]
@@ -58,7 +58,7 @@ class _Pair:
 class FilePair(_Pair):
     """One bi-encoder of two results files, streamed row group by row group."""
 
-    error = ResultsFileError
+    error = UnusableValues
 
     def __init__(self, base: ResultsFile, cand: ResultsFile, model_id: str,
                  settings: Optional[CompareSettings] = None) -> None:
