@@ -38,6 +38,11 @@ def _pct(count: int, total: int) -> str:
     return f"{count} / {total} ({100.0 * count / max(total, 1):.{2 if total >= 1000 else 1}f}%)"
 
 
+def _limits(verdict: ModelVerdict) -> Tolerance:
+    """The limits it was judged by (a verdict with evidence always has them; defaults for one read without)."""
+    return verdict.tolerance or Tolerance("")
+
+
 def _names(named: Named) -> str:
     """``'a', 'b' and 3 more`` from evidence ``{"count": 5, "ids": ["a", "b"]}``."""
     shown = ", ".join(f"'{i}'" for i in named.ids)
@@ -77,7 +82,7 @@ def _topk_lines(verdict: ModelVerdict, order_key: str, set_key: str) -> List[str
     topk = verdict.evidence.topk
     if not topk:
         return []
-    tol, metrics = verdict.tolerance or Tolerance(""), verdict.metrics
+    tol, metrics = _limits(verdict), verdict.metrics
     lines = []
     for label, changed, share, limit in (
         ("order", topk.order_changed, metrics.topk_order_agreement or 0.0, getattr(tol, order_key)),
@@ -92,7 +97,7 @@ def _topk_lines(verdict: ModelVerdict, order_key: str, set_key: str) -> List[str
 
 
 def _embedding_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance or Tolerance("")
+    evidence, metrics, tol = verdict.evidence, verdict.metrics, _limits(verdict)
     where, texts = _Where("text", positional), metrics.texts or 0
     lines = _element_lines(evidence, metrics.elements_beyond_tolerance or 0, evidence.elements or 0, "elements",
                            tol.atol, tol.rtol, where)
@@ -107,7 +112,7 @@ def _embedding_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
 
 
 def _quantized_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
-    evidence, metrics, tol = verdict.evidence, verdict.metrics, verdict.tolerance or Tolerance("")
+    evidence, metrics, tol = verdict.evidence, verdict.metrics, _limits(verdict)
     key, where = evidence.limit_key or "max_int_distance", _Where("text", positional)
     unit, dims = ("bit(s) flipped", "bits") if key == "max_bit_flips" else ("bucket(s) moved", "dims")
     lines = [
@@ -120,7 +125,7 @@ def _quantized_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
 
 
 def _rerank_lines(verdict: ModelVerdict, positional: bool) -> List[str]:
-    evidence, tol = verdict.evidence, verdict.tolerance or Tolerance("")
+    evidence, tol = verdict.evidence, _limits(verdict)
     where = _Where("pair", positional)
     lines = _element_lines(evidence, verdict.metrics.elements_beyond_tolerance or 0, evidence.pairs or 0, "scores",
                            tol.score_atol, tol.score_rtol, where)
