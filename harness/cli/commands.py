@@ -118,13 +118,13 @@ class CompareJob:
     @classmethod
     def of(cls, args: argparse.Namespace, baseline: Any, candidate: Any) -> CompareJob:
         """The job of ``args`` (policy and fp64 reference checked now: bad ones are refused before any run)."""
-        from harness.compare.accuracy import find
+        from harness.compare.accuracy import reference_for
         from harness.config.policy import load_policy
         from harness.results import ResultsFile
 
         return cls(baseline, candidate, load_policy(args.policy), args.tolerance_class, args.models,
                    args.allow_model_change, argparse.Namespace(**{k: getattr(args, k, None) for k in OUTPUT_DESTS}),
-                   find(ResultsFile(baseline), args.reference), index_settings(args))
+                   reference_for(ResultsFile(baseline), args.reference), index_settings(args))
 
 
 def index_settings(args: argparse.Namespace) -> Any:

@@ -24,7 +24,7 @@ from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 from harness.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
 
 __all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket",
-           "SideError", "Tap", "accuracy", "apply", "find"]
+           "SideError", "Tap", "accuracy", "apply", "reference_for"]
 
 #: token-count bucket lower edges: 1-16, 17-32, ..., 257-512, 513 and more
 TOKEN_EDGES: Tuple[int, ...] = (0, 17, 33, 65, 129, 257, 513)
@@ -135,7 +135,7 @@ def accuracy(ids: Sequence[str], reference: np.ndarray, baseline: np.ndarray, ca
 NO_REFERENCE = "no fp64 reference: accuracy not measured (harness baseline reference NAME makes one)"
 
 
-def find(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], None] = None) -> Optional[ResultsFile]:
+def reference_for(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], None] = None) -> Optional[ResultsFile]:
     """The reference to use: ``given``, else ``NAME.reference.parquet`` beside the baseline, else None; refused
     (``IncompatibleInputs``, exit 2) when it is not an fp64 run of the baseline's corpus and models."""
     if given is None:

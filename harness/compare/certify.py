@@ -26,7 +26,7 @@ from harness.fsio import atomic_output
 from harness.paths import cache_dir
 from harness.results import ModelRecord, ResultsFile
 
-__all__ = ["Certificate", "CertificateFile", "build", "enabled", "file_certificates", "find", "hint", "identity",
+__all__ = ["Certificate", "CertificateFile", "build", "enabled", "file_certificates", "filed", "hint", "identity",
            "save", "width"]
 
 FORMAT = 3
@@ -87,7 +87,7 @@ def location(path: Path, model_id: str, k: int, root: Optional[Path] = None) -> 
     return (root or cache_dir()) / "topk-certificates" / identity(path) / f"{model}-k{int(k)}.v{FORMAT}.npy"
 
 
-def find(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray, settings: CompareSettings,
+def filed(path: Any, model_id: str, k: int, queries: np.ndarray, documents: np.ndarray, settings: CompareSettings,
          root: Optional[Path] = None) -> Optional[CertificateFile]:
     """The certificate filed for this baseline, model and k if there is one for exactly these query rows and
     document rows; None otherwise (missing, unreadable, truncated, stale or turned off: the judge then scores)."""
@@ -128,7 +128,7 @@ def _certifiable(results: ResultsFile, model_id: str) -> bool:
 def hint(pair: FilePair, tol: Tolerance) -> Optional[CertificateFile]:
     """The certificate filed for the pair's baseline at this tolerance's k, if there is a usable one."""
     k = retrieval_k(pair, tol.topk)
-    return None if k is None else find(pair.base.path, pair.model_id, k, pair.queries, pair.documents, pair.settings)
+    return None if k is None else filed(pair.base.path, pair.model_id, k, pair.queries, pair.documents, pair.settings)
 
 
 def build(pair: FilePair, k: int, tie_tolerance: float) -> Certificate:

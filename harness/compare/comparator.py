@@ -1,5 +1,5 @@
 """The comparator: refuse incomparable inputs (other corpus, models or weights), then per model choose the tolerance
-class and hand it to its kind's judge (``harness.compare.kinds``). No torch here (the comparator must not drift
+class and hand it to the judge (``harness.compare.judge``), then the environment changes. No torch here (the comparator must not drift
 itself), nor pandas (+0.4 s, +50 MB).
 """
 
@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from harness.compare import accuracy, certify, kinds, quantized
-from harness.compare.kinds.embedding import ScenarioRequest
+from harness.compare import accuracy
+from harness.compare.judge import judge_model
 from harness.config.environment import CompareSettings
 from harness.config.policy import Policy, Tolerance, choose_class, load_policy
 from harness.config.project import IndexSettings
-from harness.errors import IncompatibleInputs, UnusableValues
+from harness.errors import IncompatibleInputs
 from harness.explain import env_changes, environment_changes
 from harness.results import ResultsFile
-from harness.results.meta import ModelRecord
 from harness.verdict import Comparison, ModelVerdict, SidePerformance, Status
 
 __all__ = ["compare_files", "compare_results", "env_changes", "same_file_note"]
@@ -73,57 +73,32 @@ def same_file_note(baseline: str | Path, candidate: str | Path) -> List[str]:
             "this comparison cannot detect drift"]
 
 
-def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol: Tolerance) -> Optional[ModelVerdict]:
-    """A model the candidate (or baseline) could not run is incompatible/error, never compared."""
-    for side, rec in (("candidate", rec_c), ("baseline", rec_b)):
-        if rec.status not in (None, "ok"):  # a record without a status ran (files older than the field)
+@dataclass(frozen=True)
+class _Planned:
+    """One model's comparison as the two runs' records decide it, before any vector is read: its tolerance, the
+    precision note, the baseline's own class, which side was served, the verdict of a model a side could not run."""
+
+    model_id: str
+    tol: Tolerance
+    precision_note: str
+    own_class: str
+    served: Tuple[bool, bool]
+    not_run: Optional[ModelVerdict]
+    performance: Dict[str, SidePerformance]
+
+
+def _plan(base: ResultsFile, cand: ResultsFile, model_id: str, policy: Policy, forced: Optional[str]) -> _Planned:
+    side_b, side_c = base.side(model_id), cand.side(model_id)
+    cls, precision_note = choose_class(policy, side_b, side_c, forced=forced)
+    tol = policy.tolerance(model_id, cls)
+    not_run = None
+    for side, rec in (("candidate", cand.records[model_id]), ("baseline", base.records[model_id])):
+        if not_run is None and rec.status not in (None, "ok"):  # no status: a file older than the field, it ran
             status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
-            return ModelVerdict(model_id, rec.kind or "?", status, tol.name,
-                                reason=f"{side}: {rec.reason or rec.status}", tolerance=tol)
-    return None
-
-
-def _witness(verdict: ModelVerdict, tol: Tolerance) -> Optional[List[str]]:
-    """The rows whose pages prove a failure: the row of the largest difference when that element is itself beyond
-    its allowance (``atol + rtol * |baseline|``): a corrupted page elsewhere changes no verdict then, its bytes move
-    a row less or that row would be the largest. None for any other failure (every page): with ``rtol`` the failing
-    element need not be the largest difference."""
-    at = verdict.evidence.max_abs
-    failed = any(c.name == "max_abs_diff" for c in verdict.failed_checks)
-    if failed and at is not None and at.baseline is not None and at.value > tol.atol + tol.rtol * abs(at.baseline):
-        return [at.id]
-    return None
-
-
-def _judge(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
-           settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
-           served: Tuple[bool, bool]) -> ModelVerdict:
-    """The kind's judge for one model that both sides ran, with the accuracy against ``ref`` (fp64) its pass feeds
-    (none for quantized vectors, judged in bits); ``own_class``, ``served``: the runs' facts, read by the caller.
-    Vectors are streamed without their page checksums: verified before a difference is called drift."""
-    rec_b, rec_c = base.records[model_id], cand.records[model_id]
-    quantized_run = rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS
-    tap = accuracy.Tap(ref, base, cand, model_id, own_class, served) if ref and not quantized_run else None
-    if rec_b.kind != "bi-encoder":
-        verdict = kinds.judge_rerank_files(base, cand, model_id, tol, tap)
-    else:
-        try:
-            if quantized_run:
-                precision = kinds.file_precision(base, cand, model_id)
-                verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
-            else:
-                pair = kinds.FilePair(base, cand, model_id, settings)
-                verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # a hint
-                                                 scenarios=ScenarioRequest(index, served[1]), tap=tap)
-        except UnusableValues:  # non-finite or zero rows: a corrupted page is named as such
-            for results in (base, cand):
-                results.verify_vectors(model_id)
-            raise
-        if verdict.status is Status.FAIL:  # bit rot reads as a broken file (exit 2), never as drift
-            witness = _witness(verdict, tol)
-            for results in (base, cand):
-                results.verify_vectors(model_id, witness)
-    return accuracy.apply(verdict, tap, tol, policy)
+            not_run = ModelVerdict(model_id, rec.kind or "?", status, tol.name, reason=f"{side}: {rec.reason or rec.status}",
+                                   tolerance=tol)
+    return _Planned(model_id, tol, precision_note, side_b.precision, (side_b.served, side_c.served), not_run,
+                    {"baseline": _performance(base, model_id), "candidate": _performance(cand, model_id)})
 
 
 def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Policy] = None, *,
@@ -139,21 +114,15 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     settings = settings or CompareSettings.from_environment()
     model_ids = _check_comparable(base, cand, models, allow_model_change)
     notes = same_file_note(base.path, cand.path)
-    ref = accuracy.find(base, reference)
-    notes += [] if ref else [accuracy.NO_REFERENCE]
+    planned = [_plan(base, cand, model_id, policy, tolerance_class) for model_id in model_ids]
+    ref = accuracy.reference_for(base, reference)
+    notes += ([] if ref else [accuracy.NO_REFERENCE]) + [f"{p.model_id}: {p.precision_note}" for p in planned
+                                                         if p.precision_note]
     verdicts: List[ModelVerdict] = []
-    sides = (("baseline", base), ("candidate", cand))
-    for model_id in model_ids:  # the facts of the model's two runs, read once, handed down
-        side_b, side_c = base.side(model_id), cand.side(model_id)
-        cls, precision_note = choose_class(policy, side_b, side_c, forced=tolerance_class)
-        own_class, served = side_b.precision, (side_b.served, side_c.served)
-        notes += [f"{model_id}: {precision_note}"] if precision_note else []
-        tol = policy.tolerance(model_id, cls)
-        verdict = _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol)
-        if verdict is None:
-            verdict = _judge(base, cand, model_id, tol, policy, settings, index, ref, own_class, served)
-        verdicts.append(dataclasses.replace(verdict, performance={side: _performance(f, model_id) for side, f in sides},
-                                            precision_change=precision_note))
+    for p in planned:  # a model both sides ran goes to the judge, with the facts of its runs read above
+        verdict = p.not_run if p.not_run is not None else judge_model(base, cand, p.model_id, p.tol, policy,
+                                                                      settings, index, ref, p.own_class, p.served)
+        verdicts.append(dataclasses.replace(verdict, performance=p.performance, precision_change=p.precision_note))
     changes = environment_changes(base, cand, model_ids)
     return Comparison(str(base.path), str(cand.path), policy.source, verdicts, changes,
                       base.fingerprint, cand.fingerprint, dict(base.meta.get("corpus") or {}), label, notes)
