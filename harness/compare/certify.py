@@ -15,8 +15,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 
 from harness.compare import quantized
-from harness.compare.kinds.embedding import retrieval_k
-from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
+from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, retrieval_k, run_pass
 from harness.compare.kinds.source import FilePair
 from harness.compare.stats.certify import Certificate, width
 from harness.compare.streaming import ZERO_VECTORS, Segment

@@ -11,7 +11,7 @@ from typing import Callable, Deque, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-__all__ = ["Segment", "pairs_in_flight", "queries_per_pass", "run_segments"]
+__all__ = ["Segment", "pairs_in_flight", "run_segments"]
 
 Segment = Tuple[int, np.ndarray, np.ndarray]
 
@@ -20,13 +20,6 @@ def pairs_in_flight(pair_bytes: int, held_bytes: int, memory_mb: int) -> int:
     """Row group pairs of ``pair_bytes`` (both sides) that fit in ``memory_mb`` (``CompareSettings.memory_mb``)
     next to ``held_bytes`` already held for the whole pass (the query batch); always at least one."""
     return max(1, ((memory_mb << 20) - max(0, int(held_bytes))) // max(1, int(pair_bytes)))
-
-
-def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: int, minimum: int) -> int:
-    """Queries of ``query_bytes`` each (vectors and state) that one pass over the documents holds: what
-    ``memory_mb`` leaves beside one row group pair of ``pair_bytes``, at least ``minimum`` (a pass over the
-    documents per batch: tiny batches would read the files over and over)."""
-    return max(minimum, ((memory_mb << 20) - max(0, int(pair_bytes))) // max(1, int(query_bytes)))
 
 
 def run_segments(segments: Iterable[Segment], workers: Sequence[Callable[[Segment], None]], in_flight: int = 1,

@@ -14,6 +14,7 @@ from test_scale_topk import MODEL, _write
 
 from harness.compare import certify as certs
 from harness.compare import workers
+from harness.compare.kinds import retrieval
 from harness.config.environment import CompareSettings
 from harness.results import ResultsFile
 from harness.results.schema import ROW_GROUP_ROWS
@@ -82,9 +83,9 @@ def test_queries_per_pass_fill_what_one_row_group_pair_leaves() -> None:
 
     pair = 2 * 65_536 * 384 * 4
     per_query = 2 * 384 * 4 + STATE_BYTES_PER_KEPT * 21 * 3 + 64  # vectors + state of W = 21, 2 workers
-    assert workers.queries_per_pass(per_query, pair, 512, 1024) == (320 << 20) // per_query  # ~46.8k
-    assert workers.queries_per_pass(per_query, pair, 4096, 1024) == (3904 << 20) // per_query
-    assert workers.queries_per_pass(per_query, pair, 64, 1024) == 1024  # the floor
+    assert retrieval.queries_per_pass(per_query, pair, 512, 1024) == (320 << 20) // per_query  # ~46.8k
+    assert retrieval.queries_per_pass(per_query, pair, 4096, 1024) == (3904 << 20) // per_query
+    assert retrieval.queries_per_pass(per_query, pair, 64, 1024) == 1024  # the floor
 
 
 def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:

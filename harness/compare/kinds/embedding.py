@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from harness.compare import quantized, scenarios, streaming, vector_index
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, share, significant, topk_checks
-from harness.compare.kinds.retrieval import Retrieval, RetrievalWorker, run_pass
+from harness.compare.kinds.retrieval import Retrieval, first_pass, retrieval_k
 from harness.compare.kinds.source import EmbeddingPair, FilePair, Worker
 from harness.compare.metrics import TopKAgreement
 from harness.compare.stats import DiffStats
@@ -27,7 +27,7 @@ from harness.measured import At, NotJudged
 from harness.results import ResultsFile
 from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
 
-__all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized", "retrieval_k"]
+__all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized"]
 
 
 def _through_index(pair: EmbeddingPair, k: int, tol: Tolerance, index: Optional[IndexSettings]) -> scenarios.Scenario:
@@ -69,37 +69,6 @@ class ScenarioRequest:
                                          for s in found])
 
 
-def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
-    """The k to compare (at most the documents there are); None when there are no queries or no documents (no
-    retrieval to judge)."""
-    n_docs = int(pair.documents.sum())
-    return min(k, n_docs) if len(pair.queries) and n_docs else None
-
-
-class _Worker(RetrievalWorker):
-    """One thread's accumulators: ``stats`` (element statistics or quantized figures), and the first query batch's
-    retrieval (fed the squared norms ``stats.add`` returns, if any)."""
-
-    def __init__(self, stats: Any, retrieval: Optional[Retrieval]) -> None:
-        super().__init__(retrieval)
-        self.stats = stats
-
-    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
-        super().add(position, base, cand, self.stats.add(position, base, cand))
-
-    def merge(self, other: RetrievalWorker) -> None:
-        assert isinstance(other, _Worker)
-        self.stats.merge(other.stats)
-        other.stats = None  # merged: held no longer
-        super().merge(other)
-
-
-def _first_pass(pair: EmbeddingPair, stats: Callable[[], Any], retrieval: Optional[Retrieval],
-                tap: Optional[Worker] = None) -> _Worker:
-    """The verdict's pass: one worker per thread, each with its own ``stats()``, merged into the first."""
-    return run_pass(pair, [_Worker(stats(), retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
-
-
 def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certificate: Optional[Source] = None,
                      scenarios: Optional[ScenarioRequest] = None, tap: Optional[Worker] = None) -> ModelVerdict:
     """The verdict on one bi-encoder's float vectors (NaN/Inf: ``pair.refuse_nonfinite`` raises). ``certificate``:
@@ -109,7 +78,7 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certifi
     k = retrieval_k(pair, tol.topk)
     share = scenarios.share(pair) if scenarios is not None else None
     retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
-    first = _first_pass(pair, lambda: DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
+    first = first_pass(pair, lambda: DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
                                                 min_cosine=tol.min_cosine, worst_n=WORST_N), retrieval, tap)
     st: DiffStats = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
@@ -202,7 +171,7 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     k = retrieval_k(pair, tol.topk)
     retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
-    first = _first_pass(pair, lambda: quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N),
+    first = first_pass(pair, lambda: quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N),
                         retrieval)
     stats: quantized.QuantizedStats = first.stats
     agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None

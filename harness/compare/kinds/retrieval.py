@@ -9,7 +9,7 @@ scenarios ride along, sharing the verdict's screening product.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -28,9 +28,10 @@ from harness.compare.stats.certify import (
     width,
 )
 from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
-from harness.compare.workers import Segment, queries_per_pass
+from harness.compare.workers import Segment
 
-__all__ = ["Retrieval", "RetrievalWorker", "query_bytes", "run_pass"]
+__all__ = ["Retrieval", "RetrievalWorker", "StatsWorker", "first_pass", "queries_per_pass", "query_bytes", "retrieval_k",
+           "run_pass"]
 
 #: bytes of retrieval state per query and kept document, per worker and once more for what they share (a pool
 #: entry is 32 B, twice while a block's hits are merged; a certificate entry about as much)
@@ -48,6 +49,20 @@ def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None, tracks:
     else:
         vectors = 2 * scoring(np.zeros((1, pair.dim), dtype=pair.base_dtype)).nbytes
     return vectors + STATE_BYTES_PER_KEPT * keep * (max(1, pair.threads) + 1) * tracks + 64
+
+
+def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
+    """The k to compare (at most the documents there are); None when there are no queries or no documents (no
+    retrieval to judge)."""
+    n_docs = int(pair.documents.sum())
+    return min(k, n_docs) if len(pair.queries) and n_docs else None
+
+
+def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: int, minimum: int) -> int:
+    """Queries of ``query_bytes`` each (vectors and state) that one pass over the documents holds: what
+    ``memory_mb`` leaves beside one row group pair of ``pair_bytes``, at least ``minimum`` (a pass over the
+    documents per batch: tiny batches would read the files over and over)."""
+    return max(minimum, ((memory_mb << 20) - max(0, int(pair_bytes))) // max(1, int(query_bytes)))
 
 
 def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -315,3 +330,27 @@ def run_pass(pair: EmbeddingPair, workers: List[W], retrieval: Optional[Retrieva
     for other in others:
         first.merge(other)
     return first
+
+
+class StatsWorker(RetrievalWorker):
+    """One thread's accumulators in a judge's pass: ``stats`` (element statistics or quantized figures), and the
+    first query batch's retrieval (fed the squared norms ``stats.add`` returns, if any)."""
+
+    def __init__(self, stats: Any, retrieval: Optional[Retrieval]) -> None:
+        super().__init__(retrieval)
+        self.stats = stats
+
+    def add(self, position: int, base: np.ndarray, cand: np.ndarray, squares: Any = None) -> None:
+        super().add(position, base, cand, self.stats.add(position, base, cand))
+
+    def merge(self, other: RetrievalWorker) -> None:
+        assert isinstance(other, StatsWorker)
+        self.stats.merge(other.stats)
+        other.stats = None  # merged: held no longer
+        super().merge(other)
+
+
+def first_pass(pair: EmbeddingPair, stats: Callable[[], Any], retrieval: Optional[Retrieval],
+                tap: Optional[Worker] = None) -> StatsWorker:
+    """The verdict's pass: one worker per thread, each with its own ``stats()``, merged into the first."""
+    return run_pass(pair, [StatsWorker(stats(), retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
