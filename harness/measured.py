@@ -8,13 +8,27 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-__all__ = ["Tolerance", "Metrics", "SidePerformance", "Evidence", "At", "Named", "TopKEvidence", "NotJudged", "Swap",
+__all__ = ["Histogram", "Tolerance", "Metrics", "SidePerformance", "Evidence", "At", "Named", "TopKEvidence", "NotJudged", "Swap",
            "TauAt", "present", "adapter", "not_judged_note"]
 
 
 def not_judged_note(why: str) -> str:
     """The words every report uses for retrieval that no check judged (``metrics["topk_not_judged"]``)."""
     return f"retrieval not judged: {why}"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of |candidate - baseline| per decade (``edges``, values outside clipped into the end bins), the
+    exactly equal values apart: ``zeros`` is one count, a list in the report JSON since its first version."""
+
+    edges: List[float]
+    counts: List[int]
+    zeros: List[int]
+
+    @property
+    def equal(self) -> int:
+        return int(sum(self.zeros))
 
 
 @dataclass(frozen=True)
@@ -84,8 +98,7 @@ class Metrics:
     min_cosine: Optional[float] = None
     elements_beyond_tolerance: Optional[int] = None
     texts_beyond_tolerance: Optional[int] = None
-    #: counts of |candidate - baseline| per decade: ``{"edges": [...], "counts": [...], "zeros": [n]}``
-    abs_diff_histogram: Optional[Dict[str, List[Union[int, float]]]] = None
+    abs_diff_histogram: Optional[Histogram] = None
     rerank_order_agreement: Optional[float] = None
     min_kendall_tau: Optional[float] = None
     mean_kendall_tau: Optional[float] = None

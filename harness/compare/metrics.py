@@ -7,9 +7,11 @@ counting as a reorder (fp32 noise flips near-ties); raw figures are reported alo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from harness.measured import Histogram
 
 __all__ = ["ElementStats", "row_cosine", "unit_rows", "rank_changes", "topk_agreement",
            "topk_agreement_from_lists", "TopKAgreement", "HISTOGRAM_EDGES", "log_histogram", "align", "REL_FLOOR",
@@ -143,14 +145,14 @@ def align(base_ids: np.ndarray, cand_ids: np.ndarray) -> Tuple[np.ndarray, np.nd
 HISTOGRAM_EDGES: Tuple[float, ...] = tuple(10.0 ** e for e in range(-12, 2))
 
 
-def log_histogram(diff: np.ndarray) -> Dict[str, List[float]]:
+def log_histogram(diff: np.ndarray) -> Histogram:
     """Counts of absolute differences per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart: the
     reports' distribution plot."""
     flat = np.asarray(diff).ravel()
     nonzero = flat[flat > 0]
     edges = list(HISTOGRAM_EDGES)
     counts, _ = np.histogram(np.clip(nonzero, edges[0], edges[-1]), bins=edges)
-    return {"edges": edges, "counts": [int(c) for c in counts], "zeros": [int((flat == 0).sum())]}
+    return Histogram(edges, [int(c) for c in counts], [int((flat == 0).sum())])
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:

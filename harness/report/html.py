@@ -15,7 +15,7 @@ from harness.report.html_style import CSS
 from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
-from harness.report.html_svg import histogram_svg, histogram_zeros, sparkline
+from harness.report.html_svg import histogram_svg, sparkline
 from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
 from harness.report.scenario_lines import COLUMNS, HEADING
 from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided, would_pass
@@ -216,7 +216,7 @@ def _model_card(model: ModelVerdict) -> str:
         reason = f'<div class="callout {_status_class(status)}"><pre>{_e(model.reason)}</pre></div>'
     if not model.metrics.to_json():
         return f'<div class="card {_status_class(status)}">{head}{reason}</div>'
-    svg = histogram_svg(model.metrics.abs_diff_histogram or {}, model.diff_limit(), f"{model.model_id} differences")
+    svg = histogram_svg(model.metrics.abs_diff_histogram, model.diff_limit(), f"{model.model_id} differences")
     figure = "" if model.metrics.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
     side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
     return (
@@ -233,10 +233,11 @@ def _accuracy(model: ModelVerdict) -> str:
 
 
 def _hist_caption(model: ModelVerdict) -> str:
-    hist = model.metrics.abs_diff_histogram or {}
-    total = histogram_zeros(hist) + sum(int(c) for c in hist.get("counts", []))
+    hist = model.metrics.abs_diff_histogram
+    equal = hist.equal if hist is not None else 0
+    total = equal + (sum(hist.counts) if hist is not None else 0)
     beyond = model.metrics.elements_beyond_tolerance
-    return f"{total} values, {histogram_zeros(hist)} exactly equal" + ("" if beyond is None else f", {beyond} beyond tolerance")
+    return f"{total} values, {equal} exactly equal" + ("" if beyond is None else f", {beyond} beyond tolerance")
 
 
 # -- per cell ---------------------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from harness.measured import Histogram
 from harness.report.format import fmt
 from harness.report.html_style import escape as _e
 from harness.verdict import CellStatus
 
-__all__ = ["histogram_svg", "sparkline", "histogram_zeros"]
+__all__ = ["histogram_svg", "sparkline"]
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -23,25 +24,18 @@ def _power(value: float) -> str:
     return fmt(value)
 
 
-def histogram_zeros(hist: Dict[str, Any]) -> int:
-    """The comparator stores ``zeros`` as a one-element list; accept a plain int too."""
-    zeros = hist.get("zeros", 0)
-    return int(sum(zeros)) if isinstance(zeros, (list, tuple)) else int(zeros or 0)
-
-
 def _bar_class(low: float, high: float, tolerance: Optional[float]) -> str:
     if tolerance is None or high <= tolerance:
         return "#3b6fd8"
     return "#cf222e" if low >= tolerance else "#d4a72c"
 
 
-def histogram_svg(hist: Dict[str, Any], tolerance: Optional[float], title: str = "") -> str:
+def histogram_svg(hist: Optional[Histogram], tolerance: Optional[float], title: str = "") -> str:
     """Decade histogram of |candidate - baseline| (log x, log y) with the tolerance as a dashed vertical line."""
-    edges = [float(e) for e in hist.get("edges", [])]
-    counts = [int(c) for c in hist.get("counts", [])]
-    if len(edges) < 2 or len(counts) != len(edges) - 1 or min(edges) <= 0:
+    edges, counts = ([float(e) for e in hist.edges], [int(c) for c in hist.counts]) if hist is not None else ([], [])
+    if hist is None or len(edges) < 2 or len(counts) != len(edges) - 1 or min(edges) <= 0:
         return '<p class="note">no difference histogram in this comparison</p>'
-    zeros = histogram_zeros(hist)
+    zeros = hist.equal
     width, height, left, right, top, bottom = 520, 230, 50, 14, 36, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     slot = plot_w / (len(counts) + 1.6)

@@ -21,6 +21,7 @@ import pytest
 from harness.compare.comparator import compare_files
 from harness.matrix.publish import append_history, load_history, publish_matrix_report, write_matrix_report
 from harness.matrix.spec import MatrixError
+from harness.measured import Histogram
 from harness.report.format import fmt, fmt_cosine
 from harness.report.html import render_html
 from harness.report.html_svg import histogram_svg
@@ -257,13 +258,14 @@ def test_html_is_self_contained_with_plots(report: MatrixReport) -> None:
     assert "packages.torch" in page and "2.14.0+cpu" in page
 
 
-def test_histogram_svg_accepts_both_zero_shapes_and_marks_bins_beyond_tolerance() -> None:
-    hist = {"edges": [10.0 ** e for e in range(-12, 2)], "counts": [0] * 6 + [5, 0, 2] + [0] * 4, "zeros": [9]}
+def test_histogram_svg_marks_bins_beyond_tolerance() -> None:
+    hist = Histogram([10.0 ** e for e in range(-12, 2)], [0] * 6 + [5, 0, 2] + [0] * 4, [9])
     svg = histogram_svg(hist, 1e-5)
     assert svg.startswith("<svg") and "exactly equal: 9" in svg and "tolerance 1.00e-05" in svg
     assert len(re.findall(r'<rect[^>]*fill="#cf222e"', svg)) == 1, "only the bin at 1e-4 lies beyond the tolerance"
-    assert "exactly equal: 9" in histogram_svg({**hist, "zeros": 9}, None)
-    assert "no difference histogram" in histogram_svg({}, 1e-5)
+    assert "exactly equal: 9" in histogram_svg(hist, None)
+    assert "no difference histogram" in histogram_svg(None, 1e-5)
+    assert "no difference histogram" in histogram_svg(Histogram([1e-3], [], [0]), 1e-5)
 
 
 # -- files and history ------------------------------------------------------------------------------------------

@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.measured import At, Evidence, Named, NotJudged, Swap, TauAt, TopKEvidence
+from harness.measured import At, Evidence, Histogram, Named, NotJudged, Swap, TauAt, TopKEvidence
 from harness.verdict import Check, Comparison, Metrics, ModelVerdict, SidePerformance, Status, Tolerance
 
 _NUMBER = {"int": st.integers(-(2**53), 2**53), "float": st.floats(allow_nan=False, allow_infinity=False),
            "str": st.text(max_size=12)}
-_HISTOGRAM = st.fixed_dictionaries({"edges": st.lists(st.floats(1e-12, 1.0), max_size=4),
-                                    "counts": st.lists(st.integers(0, 10**9), max_size=4), "zeros": st.just([0])})
+_HISTOGRAM = st.builds(Histogram, edges=st.lists(st.floats(1e-12, 1.0), max_size=4),
+                       counts=st.lists(st.integers(0, 10**9), max_size=4), zeros=st.lists(st.integers(0, 10**9),
+                                                                                            min_size=1, max_size=1))
 
 
 def _fields(cls: type, required: Dict[str, Any]) -> Any:

@@ -15,12 +15,13 @@ functions, so checks, counts, offenders, max and min metrics are the in-memory o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from harness.compare.metrics import HISTOGRAM_EDGES, REL_FLOOR, ElementStats, row_cosine
 from harness.compare.stats.percentile import P99
+from harness.measured import Histogram
 
 __all__ = ["BLOCK_VALUES", "DiffStats", "Worst"]
 
@@ -223,10 +224,10 @@ class DiffStats:
         self.zero_base += other.zero_base
         self._p99.merge(other._p99)
 
-    def histogram(self) -> Dict[str, List[Any]]:
+    def histogram(self) -> Histogram:
         """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
         counts = (-np.diff([self.nonzero, *self.at_least.tolist(), 0])).tolist()  # at least edge i -> per bin
-        return {"edges": list(HISTOGRAM_EDGES), "counts": counts, "zeros": [self.count - self.nonzero]}
+        return Histogram(list(HISTOGRAM_EDGES), counts, [self.count - self.nonzero])
 
     def summary(self) -> ElementStats:
         """The ``element_stats`` of everything added (``argmax_row`` = baseline position of the worst row)."""

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 from array import array
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from harness.compare import metrics as m
 from harness.compare.stats.percentile import P99
 from harness.config.policy import Tolerance
+from harness.measured import Histogram
 
 __all__ = ["RerankStats"]
 
@@ -59,8 +60,8 @@ class RerankStats:
         self._sum += float(np.sum(diff, where=np.isfinite(diff)))  # non-finite: refused by the caller
         self.beyond += int((diff > self.tol.score_atol + self.tol.score_rtol * np.abs(bs)).sum())
         hist = m.log_histogram(diff)
-        self.counts += np.asarray(hist["counts"], dtype=np.int64)
-        self.zeros += int(hist["zeros"][0])
+        self.counts += np.asarray(hist.counts, dtype=np.int64)
+        self.zeros += hist.equal
         self._p99.add(position, diff)
         i_abs, i_rel = int(np.argmax(diff)), int(np.argmax(rel))
         if self.max_abs is None or diff[i_abs] > self.max_abs[0]:  # equal values: the first position stays
@@ -95,9 +96,9 @@ class RerankStats:
         out = [w[1] for w in self.worst] + [row for e in self.examples for row in (e.above_row, e.below_row)]
         return out + ([self.max_abs[1]] if self.max_abs else []) + ([self.max_rel[1]] if self.max_rel else [])
 
-    def histogram(self) -> Dict[str, List[Any]]:
+    def histogram(self) -> Histogram:
         """Counts of |d| per decade (``HISTOGRAM_EDGES``, clipped at both ends), zeros apart."""
-        return {"edges": list(m.HISTOGRAM_EDGES), "counts": self.counts.tolist(), "zeros": [self.zeros]}
+        return Histogram(list(m.HISTOGRAM_EDGES), self.counts.tolist(), [self.zeros])
 
     def p99(self) -> float:
         return self._p99.value() if self.pairs else 0.0
