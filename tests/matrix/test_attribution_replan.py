@@ -82,9 +82,11 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: Callable[[Cel
     plan_file = attribution_run.run_attribution(ws, matrix, NEW, RuntimeSettings(), OLD, RuntimeSettings(), resolves,
                                                 tmp_path / "out")
     plan = json.loads(plan_file.read_text(encoding="utf-8"))
-    results = {s["step_id"]: Path(s["results"]) if Path(s["results"]).is_file() else None for s in plan["steps"]}
-    failures = {s["step_id"]: s["error"] for s in plan["steps"] if s.get("error")}
-    plan["waterfall"] = waterfall(plan["steps"], results, compare, failures).to_dict()
+    steps = attribution_run.load_plan(plan_file).steps  # the typed plan reads back what was written
+    assert [s.to_dict() for s in steps] == plan["steps"]
+    results = {s.step_id: Path(s.results) if s.results and Path(s.results).is_file() else None for s in steps}
+    failures = {s.step_id: s.error for s in steps if s.error}
+    plan["waterfall"] = waterfall(steps, results, compare, failures).to_dict()
     plan["ran"] = ran
     return plan
 
