@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.matrix.spec import Cell, Pins
 
@@ -158,13 +158,6 @@ class StepDrift:
         return {**self.planned, "results": self.results, "models": models, "note": self.note,
                 **{k: v for k, v in optional.items() if v is not None}}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StepDrift:
-        models = {m: (Drift(**e["step"]), e["cumulative"] and Drift(**e["cumulative"])) for m, e in data["models"].items()}
-        planned = {k: v for k, v in data.items() if k not in ("results", "models", "error", "number_of", "includes", "note")}
-        return cls(planned, data.get("results"), models, data.get("error"), data.get("number_of"), data.get("includes"),
-                   data.get("note", ""))
-
 
 @dataclass(frozen=True)
 class MainCause:
@@ -197,11 +190,6 @@ class Waterfall:
         out = {"format_version": 1, "steps": [s.to_dict() for s in self.steps],
                "main_cause": {m: dataclasses.asdict(c) for m, c in self.main_cause.items()}}
         return {**out, "plan": self.plan} if self.plan else out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Waterfall:
-        """An attribution.json as read."""
-        return cls([StepDrift.from_dict(s) for s in data["steps"]], dict(data.get("plan") or {}))
 
 
 def waterfall(

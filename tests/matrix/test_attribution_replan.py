@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
+from test_attribution import waterfall_from_dict
 
 from harness.matrix import attribution_run
 from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
@@ -112,7 +113,7 @@ def test_torch_that_cannot_import_alone_moves_after_the_libraries_with_its_own_n
     assert _own_number(by_name["+torch"]) == DRIFT["torch"]
     assert _own_number(by_name["+transformers+sentence-transformers"]) == DRIFT["transformers"] + DRIFT["sentence_transformers"]
     assert by_name["+torch"]["number_of"] == ["torch"] and plan["waterfall"]["main_cause"]["m"]["factors"] == ["torch"]
-    md = render_attribution_markdown(Waterfall.from_dict({**plan["waterfall"], "plan": {"orders": plan["orders"]}}))
+    md = render_attribution_markdown(waterfall_from_dict({**plan["waterfall"], "plan": {"orders": plan["orders"]}}))
     assert f"1. {', '.join(first['order'])}: given up, +torch installs but does not run" in md
     assert f"2. {', '.join(second['order'])}: run" in md
 
