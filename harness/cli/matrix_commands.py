@@ -19,6 +19,7 @@ from harness.errors import ExitCode
 
 if TYPE_CHECKING:
     from harness.matrix.attribution import RuntimeSettings
+    from harness.matrix.spec import Cell, Matrix
 
 __all__ = ["register"]
 
@@ -73,7 +74,7 @@ def _matrix_file_arg(args: argparse.Namespace) -> Path | None:
     return Path(env) if env else None
 
 
-def _listed(args: argparse.Namespace) -> List[Tuple[Any, int, Any]]:
+def _listed(args: argparse.Namespace) -> List[Tuple[Matrix, int, Cell]]:
     """(matrix, index within it, cell) for the matrix asked for, or every matrix of the file."""
     from harness.matrix.spec import load_matrix_file
 
@@ -82,8 +83,8 @@ def _listed(args: argparse.Namespace) -> List[Tuple[Any, int, Any]]:
     return [(matrix, index, cell) for matrix in chosen for index, cell in enumerate(matrix.cells)]
 
 
-def cell_entry(matrix: Any, index: int, cell: Any) -> Dict[str, Any]:
-    """One cell as ``--format json|github`` prints it (the keys a CI job's ``matrix.*`` expressions read)."""
+def cell_entry(matrix: Matrix, index: int, cell: Cell) -> Dict[str, Any]:
+    """One cell as ``--format json|github`` prints it (JSON out: the keys a CI job's ``matrix.*`` expressions read)."""
     return {"matrix": matrix.name, "index": index, "cell": cell.cell_id, "label": cell.label,
             "python": cell.python, "params": cell.params, "note": cell.note or ""}
 

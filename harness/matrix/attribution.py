@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from harness.matrix.spec import Cell
+from harness.matrix.spec import Cell, Pins
 
 if TYPE_CHECKING:  # judging imports the comparator; planning (nox's own Python) does not
     from harness.verdict import Comparison, ModelVerdict
@@ -22,6 +22,7 @@ __all__ = [
     "RUNTIME_FACTORS",
     "RuntimeSettings",
     "Step",
+    "PlannedStep",
     "Drift",
     "StepDrift",
     "MainCause",
@@ -91,16 +92,28 @@ class Step:
     def step_id(self) -> str:
         return f"step{self.index:02d}-" + ("baseline" if not self.factors else "-".join(self.factors))
 
-    def describe(self) -> Dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "step_id": self.step_id,
-            "factors": list(self.factors),
-            "params": self.cell.params,
-            "runtime": dataclasses.asdict(self.runtime),
-            "note": self.note,
-        }
+    def describe(self) -> PlannedStep:
+        return PlannedStep(self.index, self.name, self.step_id, self.factors, self.cell.params, self.runtime, self.note)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step as plan.json records it: what it changes, and what running it gave (``results``, or ``error``)."""
+
+    index: int
+    name: str
+    step_id: str
+    factors: Tuple[str, ...]
+    params: Pins
+    runtime: RuntimeSettings
+    note: str = ""
+    error: Optional[str] = None
+    results: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The plan.json entry (JSON out): ``error`` and ``results`` only where known."""
+        data = {**dataclasses.asdict(self), "factors": list(self.factors)}
+        return {k: v for k, v in data.items() if v is not None or k not in ("error", "results")}
 
 
 @dataclass(frozen=True)
@@ -122,8 +135,8 @@ class Drift:
 
 @dataclass
 class StepDrift:
-    """A step of the waterfall: the step as planned (``Step.describe()``, a plan.json entry, kept as written) and
-    what it measured per model, ``(this step alone, from the baseline)``; ``error`` when it did not run."""
+    """A step of the waterfall: the step as planned (a ``PlannedStep``'s JSON, less what it produced) and what it
+    measured per model, ``(this step alone, from the baseline)``; ``error`` when it did not run."""
 
     planned: Dict[str, Any]
     results: Optional[str] = None
@@ -144,13 +157,6 @@ class StepDrift:
         optional = {"error": self.error, "number_of": self.number_of, "includes": self.includes}
         return {**self.planned, "results": self.results, "models": models, "note": self.note,
                 **{k: v for k, v in optional.items() if v is not None}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StepDrift:
-        models = {m: (Drift(**e["step"]), e["cumulative"] and Drift(**e["cumulative"])) for m, e in data["models"].items()}
-        planned = {k: v for k, v in data.items() if k not in ("results", "models", "error", "number_of", "includes", "note")}
-        return cls(planned, data.get("results"), models, data.get("error"), data.get("number_of"), data.get("includes"),
-                   data.get("note", ""))
 
 
 @dataclass(frozen=True)
@@ -185,14 +191,9 @@ class Waterfall:
                "main_cause": {m: dataclasses.asdict(c) for m, c in self.main_cause.items()}}
         return {**out, "plan": self.plan} if self.plan else out
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Waterfall:
-        """An attribution.json as read."""
-        return cls([StepDrift.from_dict(s) for s in data["steps"]], dict(data.get("plan") or {}))
-
 
 def waterfall(
-    steps: Sequence[Step | Dict[str, Any]],
+    steps: Sequence[Step | PlannedStep],
     results: Dict[str, Optional[Path]],
     compare: Callable[[Path, Path], Comparison],
     failures: Optional[Dict[str, str]] = None,
@@ -200,19 +201,19 @@ def waterfall(
     """Compare each step with the previous one and with the baseline; name the step that moved most.
     ``compare`` judges two results files, so this module stays free of I/O and policy."""
     failures = failures or {}
-    described = [s.describe() if isinstance(s, Step) else dict(s) for s in steps]
+    described = [s.describe() if isinstance(s, Step) else s for s in steps]
     rows: List[StepDrift] = []
-    base_path = results.get(described[0]["step_id"])
+    base_path = results.get(described[0].step_id)
     previous: Optional[Path] = base_path
     skipped: List[StepDrift] = []  # steps since the last one that ran: their change is inside the next step's delta
     for step in described:
-        path = results.get(step["step_id"])
-        planned = {k: v for k, v in step.items() if k not in ("results", "error", "note")}
-        row = StepDrift(planned, str(path) if path else None, error=step.get("error"), note=step.get("note", ""))
+        path = results.get(step.step_id)
+        planned = {k: v for k, v in step.to_dict().items() if k not in ("results", "error", "note")}
+        row = StepDrift(planned, str(path) if path else None, error=step.error, note=step.note)
         if path is None:
-            row.error = failures.get(step["step_id"], "step did not produce results")
+            row.error = failures.get(step.step_id, "step did not produce results")
             skipped.append(row)
-        elif step["index"] > 0 and previous is not None and base_path is not None:
+        elif step.index > 0 and previous is not None and base_path is not None:
             row.number_of = [factor for s in (*skipped, row) for factor in s.planned["factors"]]
             if skipped:
                 row.includes = [s.name for s in skipped]

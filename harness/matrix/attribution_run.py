@@ -11,22 +11,41 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
+from harness.config.schema import dotted
+from harness.errors import escape_breaks
+from harness.matrix.attribution import PlannedStep, RuntimeSettings, Waterfall, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
 from harness.matrix.cells import StageStatus
-from harness.matrix.plan import Resolver, Walk, package_factors
+from harness.matrix.plan import Order, Resolver, Walk, package_factors
 from harness.matrix.publish import write_json
 from harness.matrix.spec import Cell, Matrix, MatrixError
 
-__all__ = ["PLAN_FILE", "STEP_MATRIX", "run_attribution", "load_plan", "judge_plan"]
+__all__ = ["PLAN_FILE", "STEP_MATRIX", "Plan", "run_attribution", "load_plan", "judge_plan"]
 
 PLAN_FILE = "plan.json"
 #: package steps run as cells of this pseudo-matrix (run directories ``<runs>/attribute/<step-id>``)
 STEP_MATRIX = "attribute"
-_STEP_KEYS = ("step_id", "index", "name", "factors", "params", "runtime")
 _PACKAGES = {name for name, _ in package_factors()}  # extra included
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """plan.json: the walk's cells and models, every step as it ran, and the orders tried (None: not recorded)."""
+
+    matrix: Optional[str] = None
+    baseline_cell: Optional[str] = None
+    candidate_cell: Optional[str] = None
+    models: Optional[Tuple[str, ...]] = None
+    runtime_from: Optional[str] = None
+    steps: Tuple[PlannedStep, ...] = ()
+    orders: Optional[Tuple[Order, ...]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """plan.json (JSON out), keys as ``run_attribution`` always wrote them."""
+        data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {**data, "steps": [s.to_dict() for s in self.steps]}
 
 
 def run_attribution(
@@ -46,13 +65,12 @@ def run_attribution(
     walk = Walk(base, base_runtime, cand, cand_runtime, resolves)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    plan: Dict[str, Any] = {"matrix": matrix.name, "baseline_cell": base.cell_id, "candidate_cell": cand.cell_id,
-                            "models": list(matrix.models), "runtime_from": runtime_from, "steps": []}
+    steps: List[PlannedStep] = []
     venv: Optional[Path] = None
     index = 0
     while index < len(walk.steps):
         step = walk.steps[index]
-        entry = step.describe()
+        error: Optional[str] = None
         ws.log(f"{step.step_id}: {step.name} {step.note}".rstrip())
         run_args = [*matrix.model_args(), *step.runtime.run_args()]
         if not step.factors or step.factors[0] in _PACKAGES:
@@ -62,7 +80,7 @@ def run_attribution(
             results = ws.run_dir(STEP_MATRIX, step.cell.cell_id) / RESULTS_FILE
             not_run = _none_ran(results)  # e.g. sentence-transformers does not import: every model incompatible
             if state.status is not StageStatus.OK or not results.is_file() or not_run:
-                entry["error"] = f"{state.status.value}: {state.reason}" if not not_run else f"no model ran: {not_run}"
+                error = f"{state.status.value}: {state.reason}" if not not_run else f"no model ran: {not_run}"
                 if (state.status is StageStatus.RUN_FAILED or not_run) and walk.failed(index, not_run or state.reason):
                     ws.log(f"{step.step_id} installs but does not run: planned again -> {', '.join(walk.orders[-1].order)}")
                     continue  # the same index now holds the re-planned next step
@@ -74,11 +92,11 @@ def run_attribution(
             results = run_dir / RESULTS_FILE
             code, tail = run_harness(ws, venv, run_args, results, run_dir / "run.log")
             if not results.is_file():
-                entry["error"] = failure(ws, "`harness run`", code, tail, run_dir / "run.log")
-        entry["results"] = str(results)
-        plan["steps"].append(entry)
+                error = failure(ws, "`harness run`", code, tail, run_dir / "run.log")
+        steps.append(dataclasses.replace(step.describe(), error=error, results=str(results)))
         index += 1
-    return write_json(out_dir / PLAN_FILE, {**plan, "orders": [dataclasses.asdict(o) for o in walk.orders]})
+    plan = Plan(matrix.name, base.cell_id, cand.cell_id, tuple(matrix.models), runtime_from, tuple(steps), tuple(walk.orders))
+    return write_json(out_dir / PLAN_FILE, plan.to_dict())
 
 
 def _none_ran(results: Path) -> str:
@@ -97,11 +115,14 @@ def _none_ran(results: Path) -> str:
     return str(infos[0].reason or infos[0].status)
 
 
-def load_plan(path: str | os.PathLike[str]) -> Dict[str, Any]:
+def load_plan(path: str | os.PathLike[str]) -> Plan:
     """A ``plan.json`` as written by ``run_attribution``; anything else is a one-line ``MatrixError``."""
+    from pydantic import TypeAdapter, ValidationError
+
     source = Path(path)
     try:
-        plan = json.loads(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
+        plan = json.loads(text)
     except FileNotFoundError:
         raise MatrixError(f"{source}: no such plan file") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -110,20 +131,22 @@ def load_plan(path: str | os.PathLike[str]) -> Dict[str, Any]:
         raise MatrixError(f"{source}: not valid JSON ({err})") from None
     if not isinstance(plan, dict) or not isinstance(plan.get("steps"), list) or not plan["steps"]:
         raise MatrixError(f"{source}: not an attribution plan (an object with a non-empty 'steps' list)")
-    for number, step in enumerate(plan["steps"], start=1):
-        if not isinstance(step, dict):
-            raise MatrixError(f"{source}: step {number} is not an object")
-        missing = [key for key in _STEP_KEYS if key not in step]
-        if missing:
-            raise MatrixError(f"{source}: step {number}: missing {', '.join(repr(k) for k in missing)}")
-    return plan
+    try:  # strict JSON types: a string is no index, a number no name
+        return TypeAdapter(Plan).validate_json(text, strict=True)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        loc = tuple(first["loc"])
+        step, key = (f"step {int(loc[1]) + 1}: ", loc[2:4]) if loc[:1] == ("steps",) and len(loc) > 2 else ("", loc)
+        said = first["msg"][:1].lower() + first["msg"][1:]
+        problem = f"missing '{dotted(key)}'" if first["type"] == "missing" else f"{dotted(key)}: {said}"
+        raise MatrixError(escape_breaks(f"{source}: {step}{problem}")) from None
 
 
-def _results_of(step: Dict[str, Any], base: Path) -> Optional[Path]:
+def _results_of(step: PlannedStep, base: Path) -> Optional[Path]:
     """The step's results file if it exists; a relative path is taken from the plan's directory."""
-    if not step.get("results"):
+    if not step.results:
         return None
-    path = Path(step["results"])
+    path = Path(step.results)
     path = path if path.is_absolute() else base / path
     return path if path.is_file() else None
 
@@ -134,11 +157,10 @@ def judge_plan(plan_path: str | os.PathLike[str], tolerance_class: str = "fp32")
 
     plan = load_plan(plan_path)
     where = Path(plan_path).parent
-    results = {s["step_id"]: _results_of(s, where) for s in plan["steps"]}
-    failures = {s["step_id"]: s.get("error", "") for s in plan["steps"] if s.get("error")}
+    results = {s.step_id: _results_of(s, where) for s in plan.steps}
+    failures = {s.step_id: s.error for s in plan.steps if s.error}
 
-    data = waterfall(plan["steps"], results, lambda a, b: comparator.compare_files(
+    data = waterfall(plan.steps, results, lambda a, b: comparator.compare_files(
         a, b, tolerance_class=tolerance_class, allow_model_change=True), failures)
-    data.plan = {k: v for k, v in plan.items() if k != "steps"}
+    data.plan = {k: v for k, v in plan.to_dict().items() if k != "steps"}
     return data
-

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from harness.fsio import write_text
-from harness.matrix.spec import MatrixError
+from harness.matrix.spec import MatrixError, Pins
 from harness.verdict import CellStatus
 
 __all__ = ["CELL_FILE", "StageStatus", "CellState", "read_cell_state", "write_cell_state", "parse_cell_state"]
@@ -48,7 +48,7 @@ class CellState:
     reason: str = ""
     cell_id: str = ""
     matrix: str = ""
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: Pins = field(default_factory=dict)
     models: List[str] = field(default_factory=list)
     baseline: str = ""
     backend: str = ""
@@ -64,7 +64,8 @@ class CellState:
     setup_note: str = ""
     #: the model compute part of ``run_s`` (encode/predict calls, summed over models), as the run measured it
     compute_s: Optional[float] = None
-    #: the run's own breakdown (``harness.run.timings``): startup, imports, model loads, compute, write
+    #: the run's own breakdown (``harness.run.timings``): startup, imports, model loads, compute, write; JSON as the
+    #: run wrote it (a cell's harness may be older or newer), kept for cell.json, of which only ``compute_s`` is read
     timings: Dict[str, Any] = field(default_factory=dict)
     #: the thread pools' limit the run had (``--jobs`` gives each cell a share of the cores); None: not limited
     threads: Optional[int] = None
@@ -97,7 +98,7 @@ class CellState:
         values["reason"] = values.get("reason") or ""
         values["output_tail"] = values.get("output_tail") or ""
         values["setup_note"] = values.get("setup_note") or ""
-        values["timings"] = values.get("timings") if isinstance(values.get("timings"), dict) else {}
+        values.update({k: values.get(k) if isinstance(values.get(k), dict) else {} for k in ("params", "timings")})
         return cls(**values)
 
 

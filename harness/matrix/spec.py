@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -31,6 +31,7 @@ __all__ = [
     "Matrix",
     "MatrixError",
     "MatrixFile",
+    "Pins",
     "baseline_file",
     "load_matrix_file",
 ]
@@ -38,6 +39,8 @@ __all__ = [
 ROOT = paths.project_root()
 DEFAULT_MATRIX_FILE = paths.default_matrix_file()
 DEFAULT_BASELINE_DIR = paths.default_baseline_dir()
+#: a cell's pins as reports and plan.json show them: name -> version (``extra``: lines, ``server-batch-size``: int)
+Pins = Dict[str, Union[str, int, List[str]]]
 
 _DTYPES = ("float32", "float16", "bfloat16")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -155,14 +158,14 @@ class Cell:
         return f"{self.matrix}/{self.cell_id}"
 
     @property
-    def params(self) -> Dict[str, Any]:
+    def params(self) -> Pins:
         """The pins as the report shows them (only the ones this cell sets)."""
-        out: Dict[str, Any] = {"python": self.python}
+        shown: Dict[str, Union[str, int, None]] = {"python": self.python}
         if self.server:
-            out.update({"server": self.server, "server-version": self.server_version,
-                        "server-batch-size": self.server_batch_size})
-        out.update({"torch": self.torch, "sentence-transformers": self.sentence_transformers, "transformers": self.transformers})
-        out = {k: v for k, v in out.items() if v not in (None, "")}
+            shown.update({"server": self.server, "server-version": self.server_version,
+                          "server-batch-size": self.server_batch_size})
+        shown.update({"torch": self.torch, "sentence-transformers": self.sentence_transformers, "transformers": self.transformers})
+        out: Pins = {k: v for k, v in shown.items() if v is not None and v != ""}
         for key in OPTIONAL_PINS:
             if getattr(self, key):
                 out[key] = getattr(self, key)

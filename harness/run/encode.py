@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from harness.config.registry import ModelSpec
 from harness.errors import ModelLoadError
-from harness.run.load import LoadedModel, hf_model, installed_version
+from harness.run.load import EntryOutput, LoadedModel, hf_model, installed_version
 
 __all__ = ["LOGITS_SUFFIX", "check_corpus_fits", "count_tokens", "embed_texts", "score_pairs"]
 
@@ -101,7 +101,7 @@ def embed_texts(loaded: LoadedModel, documents: Sequence[str], queries: Sequence
     import numpy as np
 
     spec, model, enc = loaded.spec, loaded.model, loaded.encode
-    unsupported = enc.setdefault("unsupported", {})
+    unsupported = enc.unsupported
     params = _named_params(model.encode)
     version = installed_version()
 
@@ -113,14 +113,14 @@ def embed_texts(loaded: LoadedModel, documents: Sequence[str], queries: Sequence
 
     size = spec.batch_size or batch_size
     common: Dict[str, Any] = {"batch_size": size, "show_progress_bar": progress, "convert_to_tensor": True}
-    enc["batch_size"] = size
+    enc.batch_size = size
     if spec.normalize_embeddings is not None and supported("normalize_embeddings"):
-        common["normalize_embeddings"] = enc["normalize_embeddings"] = spec.normalize_embeddings
+        common["normalize_embeddings"] = enc.normalize_embeddings = spec.normalize_embeddings
     if spec.truncate_dim is not None:
         if "truncate_dim" in params:
-            common["truncate_dim"] = enc["truncate_dim"] = spec.truncate_dim
+            common["truncate_dim"] = enc.truncate_dim = spec.truncate_dim
         elif hasattr(model, "truncate_dim"):  # sentence-transformers 2.7: a model attribute encode() reads
-            model.truncate_dim = enc["truncate_dim"] = spec.truncate_dim
+            model.truncate_dim = enc.truncate_dim = spec.truncate_dim
         else:
             supported("truncate_dim")
     precision = spec.precision or "float32"
@@ -129,32 +129,32 @@ def embed_texts(loaded: LoadedModel, documents: Sequence[str], queries: Sequence
         mode = spec.quantization or "corpus"
         if mode == "encode":
             if supported("precision"):
-                common["precision"] = precision
-                enc.update(precision=precision, quantization="encode",
-                           calibration="int8/uint8 ranges from each encode() call (documents and queries apart)"
-                           if precision.endswith("int8") else "sign (no calibration)")
+                common["precision"] = enc.precision = precision
+                enc.quantization = "encode"
+                enc.calibration = ("int8/uint8 ranges from each encode() call (documents and queries apart)"
+                                   if precision.endswith("int8") else "sign (no calibration)")
         else:
             quantize = _quantize_function()
             if quantize is None:
                 unsupported["precision"] = f"sentence-transformers {version} has no quantize_embeddings (needs >= 2.6)"
             else:
-                enc.update(precision=precision, quantization="corpus",
-                           calibration="quantize_embeddings(calibration_embeddings=float embeddings of the whole corpus)"
-                           if precision.endswith("int8") else "sign (no calibration)")
-    default_name = getattr(model, "default_prompt_name", None)
-    if default_name:
-        enc["default_prompt_name"] = default_name
+                enc.precision, enc.quantization = precision, "corpus"
+                enc.calibration = ("quantize_embeddings(calibration_embeddings=float embeddings of the whole corpus)"
+                                   if precision.endswith("int8") else "sign (no calibration)")
+    enc.default_prompt_name = getattr(model, "default_prompt_name", None) or None
     parts = []
     for role, texts in (("document", documents), ("query", queries)):
         kwargs = dict(common)
         own = getattr(spec, f"{role}_prompt"), getattr(spec, f"{role}_prompt_name")
         prompt, name = own if own != (None, None) else (spec.prompt, spec.prompt_name)
         if prompt is not None and supported("prompt"):
-            kwargs["prompt"] = enc[f"{role}_prompt"] = prompt
+            kwargs["prompt"] = prompt
+            setattr(enc, f"{role}_prompt", prompt)  # document_prompt, query_prompt
         if name is not None and supported("prompt_name"):
             _check_prompt_name(spec, model, name)
-            kwargs["prompt_name"] = enc[f"{role}_prompt_name"] = name
-            enc[f"{role}_prompt"] = (_prompt_names(model) or {}).get(name)
+            kwargs["prompt_name"] = name
+            setattr(enc, f"{role}_prompt_name", name)
+            setattr(enc, f"{role}_prompt", (_prompt_names(model) or {}).get(name))
         if len(texts):
             parts.append(_to_numpy(model.encode(list(texts), **kwargs)))
     vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -195,18 +195,18 @@ def _callable_name(fn: Any) -> Optional[str]:
 
 
 def score_pairs(loaded: LoadedModel, pairs: Sequence[Tuple[str, str]], *, batch_size: int,
-                progress: bool = False) -> List[Tuple[str, Any, Dict[str, Any]]]:
+                progress: bool = False) -> List[Tuple[str, Any, EntryOutput]]:
     """Score every pair with ``predict``: ``(id suffix, scores, settings)`` per results entry, so ``@logits``
     and each ``@label<i>`` of a multi-label model is compared on its own."""
     import torch
 
     spec, model, enc = loaded.spec, loaded.model, loaded.encode
-    unsupported = enc.setdefault("unsupported", {})
+    unsupported = enc.unsupported
     params = _named_params(model.predict)
     version = installed_version()
     size = spec.batch_size or batch_size
     kwargs: Dict[str, Any] = {"batch_size": size, "show_progress_bar": progress, "convert_to_tensor": True}
-    enc["batch_size"] = size
+    enc.batch_size = size
     for key in ("prompt", "prompt_name"):
         value = getattr(spec, key)
         if value is None:
@@ -216,9 +216,9 @@ def score_pairs(loaded: LoadedModel, pairs: Sequence[Tuple[str, str]], *, batch_
             continue
         if key == "prompt_name":
             _check_prompt_name(spec, model, value)
-        kwargs[key] = enc[key] = value
-    activation = _activation(model)
-    enc["activation"] = _callable_name(activation)
+        kwargs[key] = value
+        setattr(enc, key, value)  # prompt, prompt_name
+    enc.activation = _callable_name(_activation(model))
     inputs = [tuple(p) for p in pairs]
     activated = _to_numpy(model.predict(inputs, **kwargs))
     raw = None
@@ -232,16 +232,16 @@ def score_pairs(loaded: LoadedModel, pairs: Sequence[Tuple[str, str]], *, batch_
         activated = activated[:, 0]
         raw = raw[:, 0] if raw is not None else None
     if activated.ndim == 1:
-        entries: List[Tuple[str, Any, Dict[str, Any]]] = [("", activated, {"output": "activated"})]
+        entries = [("", activated, EntryOutput("activated"))]
         if raw is not None:
-            entries.append((LOGITS_SUFFIX, raw, {"output": "logits"}))
+            entries.append((LOGITS_SUFFIX, raw, EntryOutput("logits")))
         return entries
     labels = _label_names(model, activated.shape[1])
     entries = []
     for i in range(activated.shape[1]):
-        entries.append((f"@label{i}", activated[:, i], {"output": "activated", "label": i, "label_name": labels[i]}))
+        entries.append((f"@label{i}", activated[:, i], EntryOutput("activated", i, labels[i])))
         if raw is not None:
-            entries.append((f"@label{i}{LOGITS_SUFFIX}", raw[:, i], {"output": "logits", "label": i, "label_name": labels[i]}))
+            entries.append((f"@label{i}{LOGITS_SUFFIX}", raw[:, i], EntryOutput("logits", i, labels[i])))
     return entries
 
 

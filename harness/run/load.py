@@ -7,6 +7,7 @@ inside the library.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -23,6 +24,8 @@ from harness.run.backends import BackendUnavailable, backend_record, prepare_bac
 
 __all__ = [
     "DTYPES",
+    "EncodeSettings",
+    "EntryOutput",
     "Incompatible",
     "LoadedModel",
     "hf_model",
@@ -44,6 +47,52 @@ class Incompatible(Exception):
         self.saved = saved
 
 
+class EntryOutput(NamedTuple):
+    """Which output of a cross-encoder a results entry holds (``activated`` or ``logits``; of which label)."""
+
+    output: str
+    label: Optional[int] = None
+    label_name: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Its keys in the entry's ``encode`` record (JSON out): the label and its name only for a multi-label model."""
+        return {"output": self.output, **({"label": self.label, "label_name": self.label_name} if self.label is not None else {})}
+
+
+@dataclass
+class EncodeSettings:
+    """The settings applied to a model's calls, filled in as they are applied; each results entry records them as
+    its ``encode`` metadata (``to_dict``: a field left at its default was not applied and is not recorded)."""
+
+    backend: str
+    #: setting -> why the installed sentence-transformers could not apply it
+    unsupported: Dict[str, str] = field(default_factory=dict)
+    max_seq_length: Optional[int] = None
+    batch_size: Optional[int] = None
+    normalize_embeddings: Optional[bool] = None
+    truncate_dim: Optional[int] = None
+    precision: Optional[str] = None
+    quantization: Optional[str] = None
+    calibration: Optional[str] = None
+    default_prompt_name: Optional[str] = None
+    prompt: Optional[str] = None
+    prompt_name: Optional[str] = None
+    document_prompt: Optional[str] = None
+    document_prompt_name: Optional[str] = None
+    query_prompt: Optional[str] = None
+    query_prompt_name: Optional[str] = None
+    #: the activation ``predict`` applied (None: none); "" where nothing was predicted
+    activation: Optional[str] = ""
+    #: a cross-encoder's results entries (``<id>``, ``<id>@logits``, ``<id>@label<i>``) and the output each holds
+    entries: Dict[str, EntryOutput] = field(default_factory=dict)
+
+    def to_dict(self, entry: str = "") -> Dict[str, Any]:
+        """The ``encode`` record of results entry ``entry`` (JSON out)."""
+        applied = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+        own = self.entries[entry].to_dict() if entry in self.entries else {}
+        return {**{k: v for k, v in applied.items() if k != "entries"}, **own}
+
+
 @dataclass
 class LoadedModel:
     spec: ModelSpec
@@ -52,9 +101,8 @@ class LoadedModel:
     model: Any
     #: what it is and how it loaded (dtype before and after the cast, attention, weights hash, backend, ...)
     info: ModelRecord = field(default_factory=ModelRecord)
-    #: the settings applied to this model's calls (recorded as the model's ``encode`` metadata), with
-    #: ``unsupported``: setting -> why the installed sentence-transformers could not apply it
-    encode: Dict[str, Any] = field(default_factory=dict)
+    #: the settings applied to this model's calls (recorded as each entry's ``encode`` metadata)
+    encode: EncodeSettings = field(default_factory=lambda: EncodeSettings("torch"))
 
 
 def saved_versions(directory: Path) -> Dict[str, str]:
@@ -254,7 +302,7 @@ def load_model(
         if any(p.dtype != target for p in module.parameters()):
             module.to(target)
         module.eval()
-    encode: Dict[str, Any] = {"backend": backend, "unsupported": {}}
+    encode = EncodeSettings(backend)
     if spec.max_seq_length is not None:
         _apply_max_length(model, spec, encode)
     info = {**before, "loaded_dtype_before_cast": before["loaded_dtype"], **_describe(model, spec.kind)}
@@ -264,16 +312,16 @@ def load_model(
     return LoadedModel(spec, directory, found_via, model, ModelRecord.of(**info), encode)
 
 
-def _apply_max_length(model: Any, spec: ModelSpec, encode: Dict[str, Any]) -> None:
+def _apply_max_length(model: Any, spec: ModelSpec, encode: EncodeSettings) -> None:
     """``max_seq_length`` on a bi-encoder, ``max_length`` on a cross-encoder (all versions have a setter)."""
     attr = "max_seq_length" if spec.kind == "bi-encoder" else "max_length"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if not hasattr(model, attr):
-            encode["unsupported"]["max_seq_length"] = f"{type(model).__name__} has no '{attr}' to set"
+            encode.unsupported["max_seq_length"] = f"{type(model).__name__} has no '{attr}' to set"
             return
         setattr(model, attr, spec.max_seq_length)
-        encode["max_seq_length"] = getattr(model, attr)
+        encode.max_seq_length = getattr(model, attr)
 
 
 def _needs_remote_code(directory: Path) -> bool:

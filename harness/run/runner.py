@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from harness.results.schema import ModelRows, rank_within_queries
 from harness.results.writer import write_results
 from harness.run.encode import check_corpus_fits, count_tokens, embed_texts, score_pairs
 from harness.run.fingerprint import collect_client_fingerprint, collect_fingerprint
-from harness.run.load import DTYPES, Incompatible, LoadedModel, load_model
+from harness.run.load import DTYPES, EncodeSettings, Incompatible, LoadedModel, load_model
 from harness.run.progress import ProgressEvent, ProgressListener, notify
 from harness.run.resolve import resolve_model_dir
 from harness.run.served import is_served, run_served
@@ -165,9 +165,10 @@ def _embed(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[Li
     vectors = embed_texts(loaded, [t.text for t in corpus.documents], [t.text for t in corpus.queries],
                           batch_size=options.batch_size, progress=options.progress)
     prompts = getattr(loaded.model, "prompts", None) or {}
-    default = prompts.get(loaded.encode.get("default_prompt_name")) if isinstance(prompts, dict) else None
-    tokens, truncated = _tokens([count_tokens(loaded, [t.text for t in texts], loaded.encode.get(f"{role}_prompt", default))
-                      for role, texts in (("document", corpus.documents), ("query", corpus.queries)) if texts])
+    enc = loaded.encode
+    default = prompts.get(enc.default_prompt_name) if isinstance(prompts, dict) else None
+    tokens, truncated = _tokens([count_tokens(loaded, [t.text for t in texts], default if applied is None else applied)
+                      for texts, applied in ((corpus.documents, enc.document_prompt), (corpus.queries, enc.query_prompt)) if texts])
     rows = ModelRows.embedded(loaded.spec.id, corpus.documents, corpus.queries, vectors, tokens=tokens,
                               truncated=truncated)
     return [rows], len(rows.item_ids)
@@ -184,7 +185,7 @@ def _rerank(loaded: LoadedModel, corpus: Corpus, options: RunOptions) -> Tuple[L
     # scores are numpy already (``score_pairs``): float32, or float64 in an fp64 run
     rows = [ModelRows.reranked(loaded.spec.id + suffix, pairs, scores, tokens=tokens, truncated=truncated)
             for suffix, scores, _ in outputs]
-    loaded.encode["entries"] = {loaded.spec.id + suffix: extra for suffix, _, extra in outputs}
+    loaded.encode.entries = {loaded.spec.id + suffix: output for suffix, _, output in outputs}
     return rows, len(pairs)
 
 
@@ -221,11 +222,10 @@ def _run_model(spec: ModelSpec, corpus: Corpus, options: RunOptions, device: str
     return rows, _entries(spec, rows, record, loaded.encode)
 
 
-def _entries(spec: ModelSpec, rows: List[ModelRows], record: ModelRecord, encode: Dict[str, Any]) -> Dict[str, ModelRecord]:
+def _entries(spec: ModelSpec, rows: List[ModelRows], record: ModelRecord, encode: EncodeSettings) -> Dict[str, ModelRecord]:
     """The record of each results entry (``ModelRecord.for_entry``) with the settings applied to it (``encode``)."""
-    per_entry = encode.pop("entries", {})
-    return {entry.model_id: record.for_entry(entry, spec.id, encode.get("precision", "float32"),
-                                             {**encode, **per_entry.get(entry.model_id, {})}) for entry in rows}
+    return {entry.model_id: record.for_entry(entry, spec.id, encode.precision or "float32", encode.to_dict(entry.model_id))
+            for entry in rows}
 
 
 def _import_libraries() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
+from test_attribution import waterfall_from_dict
 
 from harness.matrix import attribution_run
 from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
@@ -82,9 +83,11 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imports: Callable[[Cel
     plan_file = attribution_run.run_attribution(ws, matrix, NEW, RuntimeSettings(), OLD, RuntimeSettings(), resolves,
                                                 tmp_path / "out")
     plan = json.loads(plan_file.read_text(encoding="utf-8"))
-    results = {s["step_id"]: Path(s["results"]) if Path(s["results"]).is_file() else None for s in plan["steps"]}
-    failures = {s["step_id"]: s["error"] for s in plan["steps"] if s.get("error")}
-    plan["waterfall"] = waterfall(plan["steps"], results, compare, failures).to_dict()
+    steps = attribution_run.load_plan(plan_file).steps  # the typed plan reads back what was written
+    assert [s.to_dict() for s in steps] == plan["steps"]
+    results = {s.step_id: Path(s.results) if s.results and Path(s.results).is_file() else None for s in steps}
+    failures = {s.step_id: s.error for s in steps if s.error}
+    plan["waterfall"] = waterfall(steps, results, compare, failures).to_dict()
     plan["ran"] = ran
     return plan
 
@@ -110,7 +113,7 @@ def test_torch_that_cannot_import_alone_moves_after_the_libraries_with_its_own_n
     assert _own_number(by_name["+torch"]) == DRIFT["torch"]
     assert _own_number(by_name["+transformers+sentence-transformers"]) == DRIFT["transformers"] + DRIFT["sentence_transformers"]
     assert by_name["+torch"]["number_of"] == ["torch"] and plan["waterfall"]["main_cause"]["m"]["factors"] == ["torch"]
-    md = render_attribution_markdown(Waterfall.from_dict({**plan["waterfall"], "plan": {"orders": plan["orders"]}}))
+    md = render_attribution_markdown(waterfall_from_dict({**plan["waterfall"], "plan": {"orders": plan["orders"]}}))
     assert f"1. {', '.join(first['order'])}: given up, +torch installs but does not run" in md
     assert f"2. {', '.join(second['order'])}: run" in md
 

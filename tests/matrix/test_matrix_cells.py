@@ -30,6 +30,15 @@ def test_cell_state_reads_files_written_before_the_typed_state(tmp_path: Path) -
     assert state.status.cell_status is CellStatus.RUN_FAILED and state.cleanup_s is None and not state.ran_cleanly
 
 
+def test_cell_state_tables_of_another_type_read_as_empty(tmp_path: Path) -> None:
+    """``params`` and ``timings`` are tables; a hand-edited cell.json with anything else there reads as unknown."""
+    (tmp_path / "cell.json").write_text(json.dumps({"status": "ok", "params": ["torch"], "timings": 3}), encoding="utf-8")
+    state = read_cell_state(tmp_path)
+    assert state is not None and state.params == {} and state.timings == {}
+    (tmp_path / "cell.json").write_text(json.dumps({"status": "ok", "params": {"torch": "2.13.0"}}), encoding="utf-8")
+    assert read_cell_state(tmp_path).params == {"torch": "2.13.0"}  # type: ignore[union-attr]
+
+
 def test_install_commands_follow_the_backend_and_the_torch_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HARNESS_TORCH_INDEX_URL", raising=False)
     req, venv = tmp_path / "requirements.txt", tmp_path / "venv"

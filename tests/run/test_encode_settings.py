@@ -226,19 +226,21 @@ class _OldCrossEncoder:
 def test_unsupported_settings_are_recorded_not_fatal() -> None:
     spec = ModelSpec(id="old", kind="bi-encoder", source="path", path=".", normalize_embeddings=True,
                      query_prompt="query: ", truncate_dim=2, precision="int8", quantization="encode")
-    loaded = LoadedModel(spec=spec, directory=Path("."), found_via="path", model=_OldBiEncoder(), encode={"unsupported": {}})
+    loaded = LoadedModel(spec=spec, directory=Path("."), found_via="path", model=_OldBiEncoder())
     vectors = embed_texts(loaded, ["a", "bb"], ["ccc"], batch_size=8)
     assert vectors.shape == (3, 4) and vectors.dtype == np.float32  # ran as the old library runs
-    unsupported = loaded.encode["unsupported"]
+    unsupported = loaded.encode.unsupported
     assert set(unsupported) == {"normalize_embeddings", "prompt", "truncate_dim", "precision"}
     assert "has no 'truncate_dim'" in unsupported["truncate_dim"]
-    assert "precision" not in loaded.encode and loaded.encode["batch_size"] == 8
+    assert "precision" not in loaded.encode.to_dict() and loaded.encode.to_dict()["batch_size"] == 8
 
     cross = ModelSpec(id="old-ce", kind="cross-encoder", source="path", path=".", logits=True, prompt="p: ")
-    loaded = LoadedModel(spec=cross, directory=Path("."), found_via="path", model=_OldCrossEncoder(), encode={"unsupported": {}})
+    loaded = LoadedModel(spec=cross, directory=Path("."), found_via="path", model=_OldCrossEncoder())
     entries = score_pairs(loaded, [("a", "bb"), ("ccc", "d")], batch_size=4)
     assert [suffix for suffix, _, _ in entries] == [""]
-    assert set(loaded.encode["unsupported"]) == {"logits", "prompt"}
+    assert set(loaded.encode.unsupported) == {"logits", "prompt"}
+    assert loaded.encode.to_dict() == {"backend": "torch", "unsupported": loaded.encode.unsupported, "batch_size": 4,
+                                       "activation": None}  # predicted, with no activation function to name
 
 
 # -- cross-encoders: activated scores, raw logits, one entry per label, rank() ----------------------------------------
