@@ -23,6 +23,8 @@ __all__ = [
     "RuntimeSettings",
     "Step",
     "PlannedStep",
+    "Order",
+    "Plan",
     "Drift",
     "StepDrift",
     "MainCause",
@@ -116,6 +118,32 @@ class PlannedStep:
         return {k: v for k, v in data.items() if v is not None or k not in ("error", "results")}
 
 
+@dataclass
+class Order:
+    """One order of the steps tried (their names, after the baseline) and why it was given up (empty: it stood)."""
+
+    order: List[str]
+    rejected: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """plan.json: the walk's cells and models, every step as it ran, and the orders tried (None: not recorded)."""
+
+    matrix: Optional[str] = None
+    baseline_cell: Optional[str] = None
+    candidate_cell: Optional[str] = None
+    models: Optional[Tuple[str, ...]] = None
+    runtime_from: Optional[str] = None
+    steps: Tuple[PlannedStep, ...] = ()
+    orders: Optional[Tuple[Order, ...]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """plan.json (JSON out), keys as ``run_attribution`` always wrote them."""
+        data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {**data, "steps": [s.to_dict() for s in self.steps]}
+
+
 @dataclass(frozen=True)
 class Drift:
     """One model's drift over one step (or from the baseline to it): the headline numbers of its verdict."""
@@ -135,10 +163,10 @@ class Drift:
 
 @dataclass
 class StepDrift:
-    """A step of the waterfall: the step as planned (a ``PlannedStep``'s JSON, less what it produced) and what it
-    measured per model, ``(this step alone, from the baseline)``; ``error`` when it did not run."""
+    """A step of the waterfall: the step as planned and what it measured per model, ``(this step alone, from the
+    baseline)``; ``error`` when it did not run."""
 
-    planned: Dict[str, Any]
+    planned: PlannedStep
     results: Optional[str] = None
     models: Dict[str, Tuple[Drift, Optional[Drift]]] = field(default_factory=dict)
     error: Optional[str] = None
@@ -150,12 +178,13 @@ class StepDrift:
 
     @property
     def name(self) -> str:
-        return str(self.planned["name"])
+        return self.planned.name
 
     def to_dict(self) -> Dict[str, Any]:
         models = {m: {"step": dataclasses.asdict(s), "cumulative": c and dataclasses.asdict(c)} for m, (s, c) in self.models.items()}
         optional = {"error": self.error, "number_of": self.number_of, "includes": self.includes}
-        return {**self.planned, "results": self.results, "models": models, "note": self.note,
+        planned = {k: v for k, v in self.planned.to_dict().items() if k not in ("results", "error", "note")}
+        return {**planned, "results": self.results, "models": models, "note": self.note,
                 **{k: v for k, v in optional.items() if v is not None}}
 
 
@@ -175,7 +204,7 @@ class Waterfall:
     without its steps: the orders tried). ``to_dict`` is attribution.json."""
 
     steps: List[StepDrift]
-    plan: Dict[str, Any] = field(default_factory=dict)
+    plan: Optional[Plan] = None
 
     @property
     def main_cause(self) -> Dict[str, MainCause]:
@@ -183,13 +212,13 @@ class Waterfall:
         for row in self.steps:
             for model_id, (step, _) in row.models.items():
                 if step.max_abs_diff is not None and (model_id not in best or step.max_abs_diff > best[model_id].max_abs_diff):
-                    best[model_id] = MainCause(row.name, list(row.planned["factors"]), step.max_abs_diff, row.note)
+                    best[model_id] = MainCause(row.name, list(row.planned.factors), step.max_abs_diff, row.note)
         return best
 
     def to_dict(self) -> Dict[str, Any]:
         out = {"format_version": 1, "steps": [s.to_dict() for s in self.steps],
                "main_cause": {m: dataclasses.asdict(c) for m, c in self.main_cause.items()}}
-        return {**out, "plan": self.plan} if self.plan else out
+        return {**out, "plan": {k: v for k, v in self.plan.to_dict().items() if k != "steps"}} if self.plan else out
 
 
 def waterfall(
@@ -208,13 +237,12 @@ def waterfall(
     skipped: List[StepDrift] = []  # steps since the last one that ran: their change is inside the next step's delta
     for step in described:
         path = results.get(step.step_id)
-        planned = {k: v for k, v in step.to_dict().items() if k not in ("results", "error", "note")}
-        row = StepDrift(planned, str(path) if path else None, error=step.error, note=step.note)
+        row = StepDrift(step, str(path) if path else None, error=step.error, note=step.note)
         if path is None:
             row.error = failures.get(step.step_id, "step did not produce results")
             skipped.append(row)
         elif step.index > 0 and previous is not None and base_path is not None:
-            row.number_of = [factor for s in (*skipped, row) for factor in s.planned["factors"]]
+            row.number_of = [factor for s in (*skipped, row) for factor in s.planned.factors]
             if skipped:
                 row.includes = [s.name for s in skipped]
                 also = f"also holds the change of {', '.join(row.includes)}, which did not run"

@@ -11,14 +11,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional
 
 from harness.config.schema import dotted
 from harness.errors import escape_breaks
-from harness.matrix.attribution import PlannedStep, RuntimeSettings, Waterfall, waterfall
+from harness.matrix.attribution import Plan, PlannedStep, RuntimeSettings, Waterfall, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace, failure, run_cell, run_harness
 from harness.matrix.cells import StageStatus
-from harness.matrix.plan import Order, Resolver, Walk, package_factors
+from harness.matrix.plan import Resolver, Walk, package_factors
 from harness.matrix.publish import write_json
 from harness.matrix.spec import Cell, Matrix, MatrixError
 
@@ -28,24 +28,6 @@ PLAN_FILE = "plan.json"
 #: package steps run as cells of this pseudo-matrix (run directories ``<runs>/attribute/<step-id>``)
 STEP_MATRIX = "attribute"
 _PACKAGES = {name for name, _ in package_factors()}  # extra included
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """plan.json: the walk's cells and models, every step as it ran, and the orders tried (None: not recorded)."""
-
-    matrix: Optional[str] = None
-    baseline_cell: Optional[str] = None
-    candidate_cell: Optional[str] = None
-    models: Optional[Tuple[str, ...]] = None
-    runtime_from: Optional[str] = None
-    steps: Tuple[PlannedStep, ...] = ()
-    orders: Optional[Tuple[Order, ...]] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        """plan.json (JSON out), keys as ``run_attribution`` always wrote them."""
-        data = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        return {**data, "steps": [s.to_dict() for s in self.steps]}
 
 
 def run_attribution(
@@ -162,5 +144,5 @@ def judge_plan(plan_path: str | os.PathLike[str], tolerance_class: str = "fp32")
 
     data = waterfall(plan.steps, results, lambda a, b: comparator.compare_files(
         a, b, tolerance_class=tolerance_class, allow_model_change=True), failures)
-    data.plan = {k: v for k, v in plan.to_dict().items() if k != "steps"}
+    data.plan = plan
     return data

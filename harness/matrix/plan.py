@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from harness.errors import HarnessError
 from harness.matrix import venvs
-from harness.matrix.attribution import PACKAGE_FACTORS, RUNTIME_FACTORS, RuntimeSettings, Step
+from harness.matrix.attribution import PACKAGE_FACTORS, RUNTIME_FACTORS, Order, RuntimeSettings, Step
 from harness.matrix.spec import Cell
 
 __all__ = [
@@ -213,14 +213,6 @@ def plan_path(
 
 def _environment(cell: Cell) -> Tuple[str, Tuple[str, ...]]:
     return cell.python, tuple(cell.requirements())
-
-
-@dataclasses.dataclass
-class Order:
-    """One order of the steps tried (their names, after the baseline) and why it was given up (empty: it stood)."""
-
-    order: List[str]
-    rejected: str = ""
 
 
 class Walk:

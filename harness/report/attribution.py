@@ -18,12 +18,13 @@ __all__ = ["render_attribution_markdown", "render_attribution_json", "render_att
 
 
 def _change(row: StepDrift, previous: Optional[StepDrift]) -> str:
-    params, runtime = row.planned["params"], row.planned["runtime"]
+    params, runtime = row.planned.params, row.planned.runtime
     if previous is None:
-        return ", ".join(f"{k} {v}" for k, v in params.items() if k != "extra") + f", {runtime['dtype']}"
+        return ", ".join(f"{k} {v}" for k, v in params.items() if k != "extra") + f", {runtime.dtype}"
     before = previous.planned
-    return "; ".join(f"{f} {before['params'].get(f, '-')} -> {params[f]}" if f in params
-                     else f"{f} {before['runtime'].get(f)} -> {runtime.get(f)}" for f in row.planned["factors"])
+    return "; ".join(f"{f} {before.params.get(f, '-')} -> {params[f]}" if f in params
+                     else f"{f} {getattr(before.runtime, f, None)} -> {getattr(runtime, f, None)}"
+                     for f in row.planned.factors)
 
 
 def _rows(data: Waterfall) -> List[List[str]]:
@@ -50,11 +51,11 @@ def render_attribution_markdown(data: Waterfall) -> str:
     if causes:
         lines += ["", "Main cause per model (the step that alone moved the numbers most):", ""]
         lines += [f"- **{m}**: `{c.step}` (max abs diff {fmt(c.max_abs_diff)})" for m, c in causes.items()]
-    orders = data.plan.get("orders", [])
+    orders = (data.plan.orders if data.plan is not None else None) or ()
     if len(orders) > 1:  # a step installed but did not run, and the walk was planned again around it
         lines += ["", "Orders tried (a step that installs but does not run has the rest planned again around it):", ""]
-        lines += [f"{i}. {', '.join(o['order'])}: " + ("run" if not o["rejected"] else
-                  f"given up, {o['rejected']}" if i < len(orders) else f"run, but {o['rejected']}")
+        lines += [f"{i}. {', '.join(o.order)}: " + ("run" if not o.rejected else
+                  f"given up, {o.rejected}" if i < len(orders) else f"run, but {o.rejected}")
                   for i, o in enumerate(orders, start=1)]
     return "\n".join(lines) + "\n"
 

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from pydantic import TypeAdapter
+
 from harness.compare.comparator import compare_files
-from harness.matrix.attribution import Drift, RuntimeSettings, StepDrift, Waterfall, waterfall
+from harness.matrix.attribution import Drift, Plan, PlannedStep, RuntimeSettings, StepDrift, Waterfall, waterfall
 from harness.matrix.plan import plan_path
 from harness.matrix.spec import Cell
 from harness.verdict import Comparison, Metrics, ModelVerdict, Status
@@ -25,9 +27,11 @@ def waterfall_from_dict(data: Mapping[str, Any]) -> Waterfall:
     def row(d: Mapping[str, Any]) -> StepDrift:
         models = {m: (Drift(**e["step"]), e["cumulative"] and Drift(**e["cumulative"])) for m, e in d["models"].items()}
         planned = {k: v for k, v in d.items() if k not in ("results", "models", "error", "number_of", "includes", "note")}
-        return StepDrift(planned, d.get("results"), models, d.get("error"), d.get("number_of"), d.get("includes"), d.get("note", ""))
+        step = TypeAdapter(PlannedStep).validate_python({**planned, "note": d.get("note", "")})
+        return StepDrift(step, d.get("results"), models, d.get("error"), d.get("number_of"), d.get("includes"), d.get("note", ""))
 
-    return Waterfall([row(s) for s in data["steps"]], dict(data.get("plan") or {}))
+    plan = data.get("plan")
+    return Waterfall([row(s) for s in data["steps"]], TypeAdapter(Plan).validate_python(plan) if plan else None)
 
 
 def _all_install(cell: Cell) -> Optional[str]:

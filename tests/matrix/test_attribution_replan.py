@@ -13,7 +13,7 @@ import pytest
 from test_attribution import waterfall_from_dict
 
 from harness.matrix import attribution_run
-from harness.matrix.attribution import RuntimeSettings, Waterfall, waterfall
+from harness.matrix.attribution import Plan, RuntimeSettings, Waterfall, waterfall
 from harness.matrix.cellrun import RESULTS_FILE, Workspace
 from harness.matrix.cells import CellState, StageStatus
 from harness.matrix.plan import Walk
@@ -164,6 +164,6 @@ def test_replans_are_bounded_and_the_last_failure_is_folded_and_reported() -> No
     assert walk.orders[-1].rejected == ("+python installs but does not run (ImportError: x); no re-plan left, so its "
                                            "change is in the next step's number")
     assert len(walk.orders) == 2 and not walk.failed(0, "boom") and not walk.failed(4, "candidate")
-    md = render_attribution_markdown(Waterfall([], {"orders": [vars(o) for o in walk.orders]}))
+    md = render_attribution_markdown(Waterfall([], Plan(orders=tuple(walk.orders))))
     assert "1. +numpy, +torch, +transformers+sentence-transformers, +python: given up, +torch installs" in md
     assert "2. +numpy, +transformers+sentence-transformers, +python, +torch: run, but +python installs" in md
