@@ -202,3 +202,23 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with locked_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write a binary file (a report table) atomically under the target's lock."""
+    with locked_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> Path:
+    """Add ``line`` to a log of lines (the matrix history) under its lock: read, add, rename, so concurrent writers
+    never lose or interleave a line and a kill leaves the old log whole. A torn last line (a writer killed mid-append
+    by an older version, which appended in place) is dropped."""
+    target = Path(path)
+    with output_lock(target):
+        old = target.read_text(encoding="utf-8", errors="replace") if target.is_file() else ""
+        kept = old if not old or old.endswith("\n") else old[: old.rfind("\n") + 1]
+        with atomic_output(target) as tmp:
+            tmp.write_text(kept + line + "\n", encoding="utf-8")
+    return target

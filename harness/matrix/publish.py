@@ -12,38 +12,22 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.fsio import atomic_output, output_lock, write_text
+from harness.fsio import append_line, write_bytes, write_text
 from harness.matrix.attribution import Waterfall
 from harness.matrix.spec import MatrixError
 from harness.report.attribution import render_attribution_html, render_attribution_json, render_attribution_markdown
-from harness.report.html import render_html
-from harness.report.json_report import render_json
-from harness.report.junit import render_junit
-from harness.report.markdown import render_markdown
+from harness.report.files import REPORT_FILES, report_files
 from harness.report.matrix_report import HistoryEntry, MatrixReport, published
-from harness.report.tables import history_table, verdicts_table
 
 __all__ = [
-    "OUTPUT_FILES",
+    "REPORT_FILES",
     "ATTRIBUTION_FILES",
-    "write_matrix_report",
     "publish_matrix_report",
-    "append_history",
     "load_history",
     "write_attribution",
     "write_json",
-    "TABLE_FILES",
 ]
 
-#: the matrix report's files in ``--out``, by format
-OUTPUT_FILES: Dict[str, str] = {
-    "markdown": "summary.md",
-    "json": "report.json",
-    "junit": "junit.xml",
-    "html": "report.html",
-}
-#: the flat verdict table beside the report (one row per cell x model x check), by format
-TABLE_FILES: Dict[str, str] = {"parquet": "verdicts.parquet", "csv": "verdicts.csv"}
 #: the attribution report's files, by format
 ATTRIBUTION_FILES: Dict[str, str] = {
     "markdown": "attribution.md",
@@ -52,38 +36,10 @@ ATTRIBUTION_FILES: Dict[str, str] = {
 }
 
 
-def write_matrix_report(report: MatrixReport, out_dir: str | os.PathLike[str]) -> Dict[str, Path]:
-    """Render every format from the same report and write each file atomically; the paths written, by format."""
-    rendered = {
-        "markdown": render_markdown(report),
-        "json": render_json(report),
-        "junit": render_junit(report),
-        "html": render_html(report),
-    }
-    written = {name: write_text(Path(out_dir) / OUTPUT_FILES[name], text) for name, text in rendered.items()}
-    return {**written, **_write_table(verdicts_table(report), Path(out_dir) / TABLE_FILES["parquet"], csv=True)}
-
-
-def _write_table(table: Any, path: Path, *, csv: bool = False) -> Dict[str, Path]:
-    """A report table as parquet (and CSV beside it), each written atomically."""
-    import pyarrow.csv as pa_csv
-    import pyarrow.parquet as pq
-
-    written: Dict[str, Path] = {}
-    with atomic_output(path) as tmp:
-        pq.write_table(table, str(tmp))
-    written[path.stem] = path
-    if csv:
-        with atomic_output(path.with_suffix(".csv")) as tmp:
-            pa_csv.write_csv(table, str(tmp))
-        written[f"{path.stem} csv"] = path.with_suffix(".csv")
-    return written
-
-
 def _previous(out_dir: Path, report: MatrixReport) -> Tuple[Path, Optional[MatrixReport]]:
     """Where ``report`` is written, and the whole-matrix report there that a ``--cells`` run merges into (None: a
     whole run, or nothing to merge into). One of another baseline or policy is kept: the run goes to ``<out>/partial/``."""
-    path = out_dir / OUTPUT_FILES["json"]
+    path = out_dir / REPORT_FILES["json"]
     if not report.partial or not path.is_file():
         return out_dir, None
     try:
@@ -102,32 +58,18 @@ def publish_matrix_report(
     history: str | os.PathLike[str] | None = None,
 ) -> Dict[str, Path]:
     """Read what is there (the last full report a ``--cells`` run merges into, the history log: a corrupt one fails
-    before anything is written), build the report once, write its files, then add the run's line to the log."""
+    before anything is written), build the report once, render every file, write them, then add the run's line to
+    the log; the paths written, by name (``REPORT_FILES``'s, and ``history``: the log's table beside it)."""
     out, full = _previous(Path(out_dir), report)
-    log = [] if history is None else [*load_history(history), report.history_line]
-    written = write_matrix_report(published(report, full, log), out)
+    log = None if history is None else [*load_history(history), report.history_line]
+    files = report_files(published(report, full, log or []), log)
+    paths = {key: out / name for key, name in REPORT_FILES.items()}
     if history is not None:
-        _write_table(history_table(append_history(report, history)), Path(history).with_suffix(".parquet"))
+        paths["history"] = Path(history).with_suffix(".parquet")
+    written = {key: write_bytes(paths[key], data) for key, data in files.items()}
+    if history is not None:
+        append_line(history, report.history_line.to_json())
     return written
-
-
-def _kept_lines(text: str) -> str:
-    """The log's complete lines; a torn last line (a run killed mid-append by an older harness) is dropped."""
-    if not text or text.endswith("\n"):
-        return text
-    return text[: text.rfind("\n") + 1]
-
-
-def append_history(report: MatrixReport, history_path: str | os.PathLike[str]) -> List[HistoryEntry]:
-    """Add the run's JSON line (``report.history_line``) under the log's lock: read, add, rename, so concurrent runs
-    never lose or interleave a line and a kill leaves the old log whole; the log as it now stands."""
-    path = Path(history_path)
-    with output_lock(path):
-        old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        entries = _entries(old, path)
-        with atomic_output(path) as tmp:
-            tmp.write_text(_kept_lines(old) + report.history_line.to_json() + "\n", encoding="utf-8")
-    return [*entries, report.history_line]
 
 
 def load_history(path: str | os.PathLike[str]) -> List[HistoryEntry]:

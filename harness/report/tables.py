@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from harness.report.matrix_report import HistoryEntry, MatrixReport
 
-__all__ = ["verdicts_table", "history_table", "VERDICTS_SCHEMA", "HISTORY_SCHEMA"]
+__all__ = ["verdicts_table", "history_table", "parquet_bytes", "csv_bytes", "VERDICTS_SCHEMA", "HISTORY_SCHEMA"]
 
 VERDICTS_SCHEMA = pa.schema([
     ("matrix", pa.string()), ("created_at", pa.string()), ("policy", pa.string()), ("cell_id", pa.string()),
@@ -60,7 +60,7 @@ def verdicts_table(report: MatrixReport) -> pa.Table:
 
 
 def history_table(history: Sequence[HistoryEntry]) -> pa.Table:
-    """The history log (``publish.load_history``) in long format: one row per run, cell and model."""
+    """The history log (``history.load_history``) in long format: one row per run, cell and model."""
     rows: List[Dict[str, Any]] = []
     for entry in history:
         head = {"created_at": entry.created_at, "matrix": entry.matrix, "run_status": entry.status, "partial": entry.partial}
@@ -70,3 +70,21 @@ def history_table(history: Sequence[HistoryEntry]) -> pa.Table:
             rows += [{**base, "model_id": m, "max_abs_diff": _number(cell.max_abs_diff.get(m)),
                       "min_cosine": _number(cell.min_cosine.get(m))} for m in models]
     return pa.Table.from_pylist(rows, schema=HISTORY_SCHEMA)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as a parquet file's bytes (pyarrow's defaults: snappy)."""
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def csv_bytes(table: pa.Table) -> bytes:
+    """``table`` as CSV with a header row."""
+    import pyarrow.csv as pa_csv
+
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink)
+    return bytes(sink.getvalue().to_pybytes())

@@ -44,6 +44,22 @@ def runs(tmp_path: Path) -> Dict[str, Any]:
     return {"args": args, "runs": runs_dir, "cells": [first, second], "tmp": tmp_path, "file": matrix_file}
 
 
+@pytest.mark.parametrize("link", ["latest/verdicts.parquet", "h/history.parquet"])
+def test_a_symlink_where_a_report_table_goes_is_refused_before_anything_is_written(
+        runs: Dict[str, Any], capsys: pytest.CaptureFixture[str], link: str) -> None:
+    """The tables beside the report and beside the history log are outputs too: refused up front (exit 2), not
+    after the other files were written."""
+    target = runs["tmp"] / "precious.bin"
+    target.write_bytes(b"keep me")
+    (runs["tmp"] / link).parent.mkdir(parents=True, exist_ok=True)
+    (runs["tmp"] / link).symlink_to(target)
+    code = main([*runs["args"], "--out", str(runs["tmp"] / "latest"), "--history", str(runs["tmp"] / "h" / "history.jsonl")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "symbolic link" in err[0] and link.split("/")[1] in err[0]
+    assert target.read_bytes() == b"keep me" and (runs["tmp"] / link).is_symlink()
+    assert not (runs["tmp"] / "latest" / "summary.md").exists() and not (runs["tmp"] / "h" / "history.jsonl").exists()
+
+
 def test_report_of_a_drifted_cell_exits_1_and_says_which(runs: Dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     out = runs["tmp"] / "latest"
     code = main([*runs["args"], "--out", str(out), "--history", str(runs["tmp"] / "h" / "history.jsonl")])
@@ -57,7 +73,8 @@ def test_report_of_a_drifted_cell_exits_1_and_says_which(runs: Dict[str, Any], c
     assert [c["status"] for c in report["cells"]] == ["pass", "fail"] and report["counts"]["fail"] == 1
     err = captured.err.splitlines()
     assert {line.split(":")[0] for line in err if line.startswith("wrote ")} == {"wrote markdown", "wrote json", "wrote junit", "wrote html",
-                                                                                "wrote verdicts", "wrote verdicts csv"}
+                                                                                "wrote verdicts", "wrote verdicts csv",
+                                                                                "wrote history"}
     assert f"FAIL: {runs['cells'][1]}: bi: " in captured.err and "max_abs_diff" in captured.err
     assert len((runs["tmp"] / "h" / "history.jsonl").read_text(encoding="utf-8").splitlines()) == 1
 

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from harness.matrix.publish import append_history, load_history
+from harness.fsio import append_line
+from harness.matrix.publish import load_history
 from harness.report.html import render_html
 from harness.report.json_report import document
 from harness.report.matrix_report import MatrixReport, published
@@ -57,8 +58,8 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     tmp = tmp_path_factory.mktemp("browser")
     report = synthetic_matrix(tmp)
     history_path = tmp / "history.jsonl"
-    append_history(dataclasses.replace(report, created_at="2026-11-22T15:00:00+00:00"), history_path)
-    append_history(report, history_path)
+    append_line(history_path, dataclasses.replace(report, created_at="2026-11-22T15:00:00+00:00").history_line.to_json())
+    append_line(history_path, report.history_line.to_json())
     target = tmp / "report.html"
     target.write_text(render_html(published(report, None, load_history(history_path))), encoding="utf-8")
     return {"html": target, "tmp": tmp}

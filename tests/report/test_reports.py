@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from harness.compare.comparator import compare_files
-from harness.matrix.publish import append_history, load_history, publish_matrix_report, write_matrix_report
+from harness.fsio import append_line
+from harness.matrix.publish import load_history, publish_matrix_report
 from harness.matrix.spec import MatrixError
 from harness.measured import Histogram
 from harness.report.format import fmt, fmt_cosine
@@ -271,8 +272,8 @@ def test_histogram_svg_marks_bins_beyond_tolerance() -> None:
 # -- files and history ------------------------------------------------------------------------------------------
 
 
-def test_write_matrix_report_writes_four_formats(report: MatrixReport, tmp_path: Path) -> None:
-    paths = write_matrix_report(report, tmp_path / "out")
+def test_publish_writes_four_formats_and_the_verdict_table(report: MatrixReport, tmp_path: Path) -> None:
+    paths = publish_matrix_report(report, tmp_path / "out")
     files = ["junit.xml", "report.html", "report.json", "summary.md", "verdicts.csv", "verdicts.parquet"]
     assert sorted(p.name for p in paths.values()) == files  # four formats plus the flat verdict table
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == files
@@ -284,8 +285,8 @@ def test_write_matrix_report_writes_four_formats(report: MatrixReport, tmp_path:
 def test_history_appends_two_runs_and_renders_a_trend(report: MatrixReport, tmp_path: Path) -> None:
     path = tmp_path / "deep" / "history.jsonl"
     later = dataclasses.replace(report, created_at="2026-11-24T15:00:00+00:00")
-    append_history(report, path)
-    append_history(later, path)
+    append_line(path, report.history_line.to_json())
+    append_line(path, later.history_line.to_json())
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
     history = load_history(path)
@@ -325,7 +326,7 @@ def test_append_after_a_torn_last_line_keeps_the_log_readable(report: MatrixRepo
     """A run killed mid-append by an older harness left half a line; the next append must not glue onto it."""
     path = tmp_path / "history.jsonl"
     path.write_text('{"matrix": "m", "cells": {}}\n{"matrix": "m", "cel', encoding="utf-8")
-    append_history(report, path)
+    append_line(path, report.history_line.to_json())
     assert [h.matrix for h in load_history(path)] == ["m", "smoke"]
     assert path.read_text(encoding="utf-8").endswith("\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"], "no temp or lock file left behind"
@@ -357,7 +358,7 @@ def test_a_report_that_cannot_be_written_adds_no_history_line(report: MatrixRepo
 
 def test_concurrent_appends_never_interleave(report: MatrixReport, tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
-    threads = [threading.Thread(target=append_history, args=(report, path)) for _ in range(16)]
+    threads = [threading.Thread(target=append_line, args=(path, report.history_line.to_json())) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -382,7 +383,7 @@ def test_real_tiny_runs_render_in_every_format(tiny_results: Path, tiny_results_
     ]
     assert [c["comparison"].status.value for c in cells] == ["pass", "fail"]
     report = build_matrix_report("tiny-real", base, cells)
-    paths = write_matrix_report(report, tmp_path / "out")
+    paths = publish_matrix_report(report, tmp_path / "out")
     root = ET.parse(paths["junit"]).getroot()
     assert (root.get("tests"), root.get("failures")) == ("4", "1")
     page = paths["html"].read_text(encoding="utf-8")
