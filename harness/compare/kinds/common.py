@@ -10,12 +10,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from harness.compare.kinds.source import EmbeddingPair
 from harness.compare.metrics import TopKAgreement
 from harness.config.policy import Tolerance
-from harness.measured import Named, TopKEvidence
+from harness.measured import Named, NotJudged, TopKEvidence
 from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, Status, not_judged_note
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks"]
+__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks", "with_topk"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
@@ -99,3 +100,19 @@ def build_verdict(model_id: str, kind: str, tol: Tolerance, checks: List[Check],
          for c in failed] + notes)
     return ModelVerdict(model_id, kind, Status.FAIL if failed else Status.PASS, tol.name, checks, metrics,
                         offenders, reason, tol, min_passing, evidence=evidence)
+
+
+def with_topk(tol: Tolerance, pair: EmbeddingPair, metrics: Metrics, evidence: Evidence, checks: List[Check],
+              min_passing: Dict[str, float], agreement: Optional[TopKAgreement], quantized_scores: bool = False,
+              certified: Optional[Tuple[int, int]] = None) -> Tuple[Metrics, Evidence]:
+    """The top-k checks added to ``checks`` with their metrics and evidence (``certified``: how many queries the
+    certificate proved and how many were scored); without an agreement, why no top-k check ran."""
+    if agreement is None:  # say why instead of leaving the retrieval columns silently empty
+        why = "no queries" if not len(pair.queries) else "no documents"
+        return (dataclasses.replace(metrics, topk_not_judged=why),
+                dataclasses.replace(evidence, topk_not_judged=NotJudged(why, len(pair.queries), int(pair.documents.sum()))))
+    more, metrics, topk = topk_checks(tol, agreement, pair, metrics, min_passing, quantized_scores)
+    checks += more
+    if certified is not None:  # how the agreement was decided
+        topk = dataclasses.replace(topk, certified=certified[0], scored_exactly=certified[1])
+    return metrics, dataclasses.replace(evidence, topk=topk)

@@ -1,6 +1,6 @@
 """Float embeddings: every element within ``atol + rtol * |baseline|``, every text's cosine above ``min_cosine``,
-each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored); quantized vectors as integers
-(``harness.compare.quantized``). One judge for files and arrays: workers' accumulators, merged. Beside a float
+each query's top-k order and set unchanged (ties within ``tie_tolerance`` ignored); quantized vectors:
+``kinds.quantized``. One judge for files and arrays: workers' accumulators, merged. Beside a float
 verdict, the retrieval scenarios ("must I re-embed?", ``harness.compare.scenarios``): reported, never gating.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-from harness.compare import quantized, scenarios, streaming, vector_index
-from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, share, significant, topk_checks
+from harness.compare import scenarios, streaming, vector_index
+from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, share, significant, with_topk
 from harness.compare.kinds.retrieval import Retrieval, first_pass, retrieval_k
 from harness.compare.kinds.source import EmbeddingPair, FilePair, Worker
 from harness.compare.metrics import TopKAgreement
@@ -22,12 +22,10 @@ from harness.compare.stats.certify import Source
 from harness.compare.streaming import ZERO_VECTORS
 from harness.config.policy import Tolerance
 from harness.config.project import IndexSettings
-from harness.errors import IncompatibleInputs, ResultsFileError
-from harness.measured import At, NotJudged
-from harness.results import ResultsFile
+from harness.measured import At
 from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, RetrievalScenarios, ScenarioShare
 
-__all__ = ["ScenarioRequest", "file_precision", "judge_embeddings", "judge_quantized"]
+__all__ = ["ScenarioRequest", "judge_embeddings"]
 
 
 def _through_index(pair: EmbeddingPair, k: int, tol: Tolerance, index: Optional[IndexSettings]) -> scenarios.Scenario:
@@ -110,22 +108,6 @@ def _evidence(pair: EmbeddingPair, tol: Tolerance, st: DiffStats) -> Evidence:
                     texts_beyond=beyond[:NAMED])
 
 
-def _with_topk(tol: Tolerance, pair: EmbeddingPair, metrics: Metrics, evidence: Evidence, checks: List[Check],
-               min_passing: Dict[str, float], agreement: Optional[TopKAgreement], quantized_scores: bool = False,
-               certified: Optional[Tuple[int, int]] = None) -> Tuple[Metrics, Evidence]:
-    """The top-k checks added to ``checks`` with their metrics and evidence (``certified``: how many queries the
-    certificate proved and how many were scored); without an agreement, why no top-k check ran."""
-    if agreement is None:  # say why instead of leaving the retrieval columns silently empty
-        why = "no queries" if not len(pair.queries) else "no documents"
-        return (dataclasses.replace(metrics, topk_not_judged=why),
-                dataclasses.replace(evidence, topk_not_judged=NotJudged(why, len(pair.queries), int(pair.documents.sum()))))
-    more, metrics, topk = topk_checks(tol, agreement, pair, metrics, min_passing, quantized_scores)
-    checks += more
-    if certified is not None:  # how the agreement was decided
-        topk = dataclasses.replace(topk, certified=certified[0], scored_exactly=certified[1])
-    return metrics, dataclasses.replace(evidence, topk=topk)
-
-
 def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
              topk: Optional[Tuple[TopKAgreement, int, int]]) -> ModelVerdict:
     stats, n_bad = st.summary(), st.bad_elements
@@ -141,59 +123,10 @@ def _verdict(model_id: str, tol: Tolerance, pair: EmbeddingPair, st: DiffStats,
                       elements_beyond_tolerance=n_bad, texts_beyond_tolerance=st.texts_beyond,
                       abs_diff_histogram=st.histogram())
     min_passing = {"atol": stats.max_abs, "min_cosine": min_cos}
-    metrics, evidence = _with_topk(tol, pair, metrics, _evidence(pair, tol, st), checks, min_passing,
-                                   topk[0] if topk is not None else None,
-                                   certified=(topk[1], topk[2]) if topk is not None else None)
+    evidence = _evidence(pair, tol, st)
+    metrics, evidence = with_topk(tol, pair, metrics, evidence, checks, min_passing,
+                                  topk[0] if topk is not None else None,
+                                  certified=(topk[1], topk[2]) if topk is not None else None)
     offenders = [Offender(pair.item_id(w.position), w.value, "max_abs_diff",
                           f"cosine {significant(w.cosine, tol.min_cosine)}") for w in st.worst if w.value > 0]
-    return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)
-
-
-def file_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> str:
-    """The precision both files' vectors of ``model_id`` have; refuses different ones, or vectors stored in
-    another dtype than their precision's."""
-    precisions = [f.records[model_id].precision or "float32" for f in (base, cand)]
-    if precisions[0] != precisions[1]:
-        raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's "
-                                 f"{precisions[0]}: compare a quantized run only with a baseline of the same precision")
-    precision = precisions[0]
-    expected = quantized.STORED_DTYPE[precision]
-    for side in (base, cand):
-        stored = side.vector_spec(model_id)[1]
-        if stored != expected:
-            raise ResultsFileError(f"{side.path}: model '{model_id}' is {precision} but its vectors are stored as "
-                                   f"{stored} (expected {expected})")
-    return precision
-
-
-def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precision: str) -> ModelVerdict:
-    """The verdict on one bi-encoder's quantized vectors (both sides of ``precision``, aligned by the pair)."""
-    k = retrieval_k(pair, tol.topk)
-    retrieval = (Retrieval(pair, k, tol.tie_tolerance,
-                           scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
-    first = first_pass(pair, lambda: quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N),
-                        retrieval)
-    stats: quantized.QuantizedStats = first.stats
-    agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None
-    limit_key = quantized.limit_key(precision)
-    limit = getattr(tol, limit_key)
-    bits = limit_key == "max_bit_flips"
-    unit = "bits flipped" if bits else "bucket(s) moved"
-    metrics = dataclasses.replace(stats.metrics(), texts=pair.rows, dim=pair.dim)
-    changed, fraction = stats.rows_changed, float(metrics.rows_changed_fraction or 0.0)
-    checks = [
-        Check(limit_key, float(stats.most), float(limit), "<=", stats.most <= limit,
-              f"{changed} / {pair.rows} texts changed; the most in one text: {stats.most} {unit}"),
-        Check("changed_fraction", fraction, tol.max_changed_fraction, "<=", fraction <= tol.max_changed_fraction,
-              f"{changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
-    ]
-    evidence = Evidence("quantized", precision=precision, limit_key=limit_key,
-                        worst=[At(pair.item_id(w.row), w.row, value=w.value, dims=w.dims) for w in stats.worst])
-    min_passing: Dict[str, float] = {limit_key: float(stats.most), "max_changed_fraction": fraction}
-    if agreement is not None:
-        metrics, evidence = _with_topk(tol, pair, metrics, evidence, checks, min_passing, agreement,
-                                       quantized_scores=True)
-    where = "bit(s)" if bits else "dimension(s)"
-    offenders = [Offender(pair.item_id(w.row), float(w.value), limit_key,
-                          f"{unit}; {where} {', '.join(map(str, w.dims))}") for w in stats.worst]
     return build_verdict(model_id, "bi-encoder", tol, checks, metrics, offenders, min_passing, evidence)
