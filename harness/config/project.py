@@ -126,10 +126,20 @@ class Project:
         """Where this project's baselines live: ``baselines`` relative to the config file."""
         return Path(self.baselines) if os.path.isabs(self.baselines) else self.path.parent / self.baselines
 
+    def registry_file(self) -> Registry:
+        """The registry this config's ``registry`` key names (None: the built-in one); a bad one says which config
+        named it (the path alone may be far from it)."""
+        try:
+            return load_registry(self.registry_path)
+        except HarnessError as err:
+            if self.registry_path is None:
+                raise
+            raise type(err)(f"{self.path}: registry: {err}") from None
+
     @one_line_errors
     def registry(self, base: Optional[Registry] = None) -> Registry:
         """The built-in registry (or ``base``) extended and overridden by this project's models and sets."""
-        base = base if base is not None else load_registry(self.registry_path)
+        base = base if base is not None else self.registry_file()
         models = dict(base.models)
         for model_id, entry in self.models.items():
             if not isinstance(entry, dict):
@@ -217,7 +227,7 @@ def _registry_and_project(config: str | os.PathLike[str] | None,
     if path is None:
         return load_registry(registry), None
     project = load_project(path)
-    return project.registry(load_registry(registry if registry is not None else project.registry_path)), project
+    return project.registry(load_registry(registry) if registry is not None else project.registry_file()), project
 
 
 @one_line_errors

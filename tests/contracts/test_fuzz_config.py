@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from harness.config.policy import Tolerance, load_policy
@@ -154,6 +154,8 @@ def test_registry_loader(workdir: Path, doc: Dict[str, Any]) -> None:
 
 
 @given(doc=document(PROJECT))
+@example(doc={"registry": "/"})  # a registry path far from the config: the message must still name the config
+@example(doc={"registry": "/nonexistent/registry.toml"})
 def test_project_loader(workdir: Path, doc: Dict[str, Any]) -> None:
     _check(workdir / "project", "harness.toml", doc, project_registry)
 

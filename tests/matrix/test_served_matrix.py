@@ -41,8 +41,9 @@ def values(flag):
     return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
 port, batch = int(values("--port")[0]), int(values("--batch-size")[0])
 models = dict(zip(values("--served-model-name"), values("--model-id")))
-with open(os.environ["STAND_IN_SEEN"], "w") as f:
+with open(os.environ["STAND_IN_SEEN"] + ".tmp", "w") as f:  # renamed into place: a reader never sees it empty
     json.dump({"argv": argv, "pid": os.getpid()}, f)
+os.replace(os.environ["STAND_IN_SEEN"] + ".tmp", os.environ["STAND_IN_SEEN"])
 if os.environ.get("STAND_IN_MODE") == "crash":
     sys.exit("OSError: stand-in cannot load " + ", ".join(models))
 import time
