@@ -19,6 +19,7 @@ from harness.config.project import IndexSettings
 from harness.errors import IncompatibleInputs
 from harness.explain import env_changes, environment_changes
 from harness.results import ResultsFile
+from harness.results.meta import ModelRecord
 from harness.verdict import Comparison, ModelVerdict, SidePerformance, Status
 
 __all__ = ["compare_files", "compare_results", "env_changes", "same_file_note"]
@@ -87,17 +88,22 @@ class _Planned:
     performance: Dict[str, SidePerformance]
 
 
+def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol: Tolerance) -> Optional[ModelVerdict]:
+    """A model the candidate (or baseline) could not run is incompatible/error, never compared."""
+    for side, rec in (("candidate", rec_c), ("baseline", rec_b)):
+        if rec.status not in (None, "ok"):  # a record without a status ran (files older than the field)
+            status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
+            return ModelVerdict(model_id, rec.kind or "?", status, tol.name,
+                                reason=f"{side}: {rec.reason or rec.status}", tolerance=tol)
+    return None
+
+
 def _plan(base: ResultsFile, cand: ResultsFile, model_id: str, policy: Policy, forced: Optional[str]) -> _Planned:
     side_b, side_c = base.side(model_id), cand.side(model_id)
     cls, precision_note = choose_class(policy, side_b, side_c, forced=forced)
     tol = policy.tolerance(model_id, cls)
-    not_run = None
-    for side, rec in (("candidate", cand.records[model_id]), ("baseline", base.records[model_id])):
-        if not_run is None and rec.status not in (None, "ok"):  # no status: a file older than the field, it ran
-            status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
-            not_run = ModelVerdict(model_id, rec.kind or "?", status, tol.name, reason=f"{side}: {rec.reason or rec.status}",
-                                   tolerance=tol)
-    return _Planned(model_id, tol, precision_note, side_b.precision, (side_b.served, side_c.served), not_run,
+    return _Planned(model_id, tol, precision_note, side_b.precision, (side_b.served, side_c.served),
+                    _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol),
                     {"baseline": _performance(base, model_id), "candidate": _performance(cand, model_id)})
 
 

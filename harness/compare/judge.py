@@ -31,10 +31,9 @@ def _witness(verdict: ModelVerdict, tol: Tolerance) -> Optional[List[str]]:
     return None
 
 
-
 def judge_model(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
-           settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
-           served: Tuple[bool, bool]) -> ModelVerdict:
+                settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
+                served: Tuple[bool, bool]) -> ModelVerdict:
     """The verdict on one model that both sides ran: its kind's judge, with the accuracy against ``ref`` (fp64) its
     pass feeds (none for quantized vectors, judged in bits); ``own_class``, ``served``: the runs' facts, read by the
     comparator. Vectors are streamed without their page checksums: verified before a difference is called drift."""

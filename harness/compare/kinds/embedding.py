@@ -77,7 +77,7 @@ def judge_embeddings(model_id: str, tol: Tolerance, pair: EmbeddingPair, certifi
     share = scenarios.share(pair) if scenarios is not None else None
     retrieval = Retrieval(pair, k, tol.tie_tolerance, certificate, rolling_share=share) if k is not None else None
     first = first_pass(pair, lambda: DiffStats(pair.dim, dtype, pair.rows, atol=tol.atol, rtol=tol.rtol,
-                                                min_cosine=tol.min_cosine, worst_n=WORST_N), retrieval, tap)
+                                               min_cosine=tol.min_cosine, worst_n=WORST_N), retrieval, tap)
     st: DiffStats = first.stats
     if st.nonfinite_base or st.nonfinite_cand:
         pair.refuse_nonfinite(st.nonfinite_base, st.nonfinite_cand)

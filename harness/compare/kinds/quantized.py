@@ -44,7 +44,7 @@ def judge_quantized(model_id: str, tol: Tolerance, pair: EmbeddingPair, precisio
     retrieval = (Retrieval(pair, k, tol.tie_tolerance,
                            scoring=lambda rows: quantized.scoring_floats(rows, precision)) if k is not None else None)
     first = first_pass(pair, lambda: quantized.QuantizedStats(precision, bits_per_row=pair.dim * 8, worst_n=WORST_N),
-                        retrieval)
+                       retrieval)
     stats: quantized.QuantizedStats = first.stats
     agreement = retrieval.finish(first.topk)[0] if retrieval is not None and first.topk is not None else None
     limit_key = quantized.limit_key(precision)

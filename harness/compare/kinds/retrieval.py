@@ -351,6 +351,6 @@ class StatsWorker(RetrievalWorker):
 
 
 def first_pass(pair: EmbeddingPair, stats: Callable[[], Any], retrieval: Optional[Retrieval],
-                tap: Optional[Worker] = None) -> StatsWorker:
+               tap: Optional[Worker] = None) -> StatsWorker:
     """The verdict's pass: one worker per thread, each with its own ``stats()``, merged into the first."""
     return run_pass(pair, [StatsWorker(stats(), retrieval) for _ in range(max(1, pair.threads))], retrieval, tap)
