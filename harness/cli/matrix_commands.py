@@ -49,14 +49,14 @@ def cmd_matrix_report(args: argparse.Namespace) -> int:
     """Compare every cell with the baseline, write the report; 1 when a cell drifted or could not be judged."""
     from harness.fsio import check_output
     from harness.matrix.collect import collect_matrix
-    from harness.matrix.publish import REPORT_FILES, publish_matrix_report
+    from harness.matrix.publish import REPORT_FILES, history_table_path, publish_matrix_report
     from harness.matrix.spec import load_matrix_file
 
     inputs = [("--baseline", args.baseline), ("--file", args.file)]
     for name in REPORT_FILES.values():  # before any cell is judged: a report that cannot be written is bad input
         check_output(Path(args.out) / name, "--out", inputs)
     if args.history is not None:  # the log and its table beside it
-        for path in (args.history, Path(args.history).with_suffix(".parquet")):
+        for path in (args.history, history_table_path(args.history)):
             check_output(path, "--history", inputs)
     matrix = load_matrix_file(_matrix_file_arg(args)).select(args.matrix)
     report = collect_matrix(matrix, args.runs, cells=args.cells, baseline=args.baseline, include_missing=not args.skip_missing)

@@ -23,6 +23,7 @@ __all__ = [
     "REPORT_FILES",
     "ATTRIBUTION_FILES",
     "publish_matrix_report",
+    "history_table_path",
     "load_history",
     "write_attribution",
     "write_json",
@@ -65,11 +66,16 @@ def publish_matrix_report(
     files = report_files(published(report, full, log or []), log)
     paths = {key: out / name for key, name in REPORT_FILES.items()}
     if history is not None:
-        paths["history"] = Path(history).with_suffix(".parquet")
+        paths["history"] = history_table_path(history)
     written = {key: write_bytes(paths[key], data) for key, data in files.items()}
     if history is not None:
         append_line(history, report.history_line.to_json())
     return written
+
+
+def history_table_path(history: str | os.PathLike[str]) -> Path:
+    """Where the history log's long table is written: beside the log, ``.parquet`` for its suffix."""
+    return Path(history).with_suffix(".parquet")
 
 
 def load_history(path: str | os.PathLike[str]) -> List[HistoryEntry]:
