@@ -173,13 +173,9 @@ class Factor:
         """The report group (``FACTOR_GROUPS``): packages, hardware and kernels, ..."""
         return FACTOR_GROUPS.get(self.name, "other")
 
-    @property
-    def known_max_abs(self) -> Optional[float]:
-        return self.known.max_abs
-
     def can_explain(self, observed_max_abs: float) -> Optional[bool]:
         """Whether this factor alone is known to move numbers as far as observed (None: unbounded/unknown)."""
-        known = self.known_max_abs  # within 10x: the same order of magnitude (measurements are per model)
+        known = self.known.max_abs  # within 10x: the same order of magnitude (measurements are per model)
         return None if known is None else observed_max_abs <= 10 * known
 
 
@@ -220,4 +216,4 @@ def explain(baseline: str | Path, candidate: str | Path, magnitudes: Optional[Di
         if factor:
             grouped.setdefault(factor, []).append(change)
     factors = [Factor(name=name, changes=items, known=table.get(name, KnownDrift())) for name, items in grouped.items()]
-    return sorted(factors, key=lambda f: -(f.known_max_abs if f.known_max_abs is not None else float("inf")))
+    return sorted(factors, key=lambda f: -(f.known.max_abs if f.known.max_abs is not None else float("inf")))

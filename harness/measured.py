@@ -6,7 +6,7 @@ JSON is the report's (``harness.verdict`` re-exports them); no numpy, pydantic o
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 __all__ = ["Histogram", "Tolerance", "Metrics", "SidePerformance", "Evidence", "At", "Named", "TopKEvidence", "NotJudged", "Swap",
            "TauAt", "present", "adapter", "not_judged_note"]
@@ -254,11 +254,6 @@ class Evidence:
     min_kendall_tau: Optional[TauAt] = None
     topk: Optional[TopKEvidence] = None
     topk_not_judged: Optional[NotJudged] = None
-
-    @classmethod
-    def of(cls, built: Mapping[str, Any]) -> Evidence:
-        """The judge's evidence as it built it (JSON values), typed."""
-        return adapter(cls).validate_python(built)
 
     def to_json(self) -> Dict[str, Any]:
         """The evidence as report JSON: the judge's own entries only."""

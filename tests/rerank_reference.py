@@ -12,6 +12,7 @@ from harness.compare import streaming
 from harness.compare.kinds.common import NAMED, WORST_N, build_verdict, ratio_check, share, significant
 from harness.config.policy import Tolerance
 from harness.errors import ResultsFileError
+from harness.measured import adapter
 from harness.results import ResultsFile
 from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender
 
@@ -133,4 +134,4 @@ def judge_rerank(model_id: str, tol: Tolerance, pair_ids: Sequence[str], query_i
         min_passing["min_rerank_order_agreement"] = agreement
     metrics["abs_diff_histogram"] = m.log_histogram(diff)
     return build_verdict(model_id, "cross-encoder", tol, checks, Metrics(**metrics), offenders, min_passing,
-                         Evidence.of(evidence))
+                         adapter(Evidence).validate_python(evidence))

@@ -44,7 +44,7 @@ def _limits(verdict: ModelVerdict) -> Tolerance:
 
 
 def _names(named: Named) -> str:
-    """``'a', 'b' and 3 more`` from evidence ``{"count": 5, "ids": ["a", "b"]}``."""
+    """``'a', 'b' and 3 more`` from evidence ``Named(count=5, ids=["a", "b"])``."""
     shown = ", ".join(f"'{i}'" for i in named.ids)
     more = named.count - len(named.ids)
     return (shown + (f" and {more} more" if more > 0 else "")) or "-"

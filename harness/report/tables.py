@@ -60,7 +60,7 @@ def verdicts_table(report: MatrixReport) -> pa.Table:
 
 
 def history_table(history: Sequence[HistoryEntry]) -> pa.Table:
-    """The history log (``history.load_history``) in long format: one row per run, cell and model."""
+    """The history log (``publish.load_history``) in long format: one row per run, cell and model."""
     rows: List[Dict[str, Any]] = []
     for entry in history:
         head = {"created_at": entry.created_at, "matrix": entry.matrix, "run_status": entry.status, "partial": entry.partial}

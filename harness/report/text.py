@@ -184,7 +184,7 @@ def render_explanation(factors: List[Any], comparison: Comparison) -> str:
             factor.name,
             factor.group,
             f"{_short(change.baseline)} -> {_short(change.candidate)}{more}",
-            fmt(factor.known_max_abs) if factor.known_max_abs is not None else "unbounded",
+            fmt(factor.known.max_abs) if factor.known.max_abs is not None else "unbounded",
             {True: "yes", False: "no (too small)", None: "possibly"}[verdict],
             factor.known.source or "not measured yet",
         ])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.measured import At, Evidence, Histogram, Named, NotJudged, Swap, TauAt, TopKEvidence
+from harness.measured import At, Evidence, Histogram, Named, NotJudged, Swap, TauAt, TopKEvidence, adapter
 from harness.verdict import Check, Comparison, Metrics, ModelVerdict, SidePerformance, Status, Tolerance
 
 _NUMBER = {"int": st.integers(-(2**53), 2**53), "float": st.floats(allow_nan=False, allow_infinity=False),
@@ -75,7 +75,7 @@ def test_a_verdict_written_as_json_reads_back_the_same(models: list[ModelVerdict
         assert ModelVerdict.from_dict(data) == model
         assert data["metrics"] == {k: v for k, v in dataclasses.asdict(model.metrics).items() if v is not None}
         assert data["tolerance"] == (dataclasses.asdict(model.tolerance) if model.tolerance else {})
-        assert not _has_none(data["evidence"]) and Evidence.of(data["evidence"]) == model.evidence
+        assert not _has_none(data["evidence"]) and adapter(Evidence).validate_python(data["evidence"]) == model.evidence
         for side in model.performance:  # the device and its hardware always said, None or not
             assert list(data["performance"][side])[:2] == ["device", "hardware"]
             assert all(v is not None for k, v in data["performance"][side].items() if k != "hardware")
