@@ -7,12 +7,12 @@ without running anything.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import List, Optional
 
+from harness import jsontext
 from harness.config.schema import dotted
 from harness.errors import escape_breaks
 from harness.matrix.attribution import Plan, PlannedStep, RuntimeSettings, Waterfall, waterfall
@@ -104,7 +104,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     source = Path(path)
     try:
         text = source.read_text(encoding="utf-8")
-        plan = json.loads(text)
+        plan = jsontext.loads(text)
     except FileNotFoundError:
         raise MatrixError(f"{source}: no such plan file") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
-import json
 import os
 import re
 import shlex
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from harness import jsontext
 from harness.fsio import write_text
 from harness.matrix import venvs
 from harness.matrix.cells import CellState, StageStatus, write_cell_state
@@ -321,7 +321,7 @@ def _run(ws: Workspace, state: CellState, venv: Path, run_args: List[str], run_d
 def read_timings(path: Path) -> Dict[str, Any]:
     """The run's own timings (empty when it wrote none: an older harness, or it failed before the end)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

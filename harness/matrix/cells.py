@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from harness import jsontext
 from harness.fsio import write_text
 from harness.matrix.spec import MatrixError, Pins
 from harness.verdict import CellStatus
@@ -105,7 +106,7 @@ class CellState:
 def parse_cell_state(text: str, where: str) -> CellState:
     """``cell.json`` text as a state; bad JSON or a non-object is a one-line ``MatrixError`` naming ``where``."""
     try:
-        data = json.loads(text)
+        data = jsontext.loads(text)
     except ValueError as err:
         raise MatrixError(f"{where}: not valid JSON ({err})") from None
     if not isinstance(data, dict):

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from harness import jsontext
 from harness.fsio import append_line, write_bytes, write_text
 from harness.matrix.attribution import Waterfall
 from harness.matrix.spec import MatrixError
@@ -44,7 +45,7 @@ def _previous(out_dir: Path, report: MatrixReport) -> Tuple[Path, Optional[Matri
     if not report.partial or not path.is_file():
         return out_dir, None
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = jsontext.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise MatrixError(f"{path}: not a JSON matrix report ({err}); move it away to write a new one") from None
     if not isinstance(old, dict) or old.get("partial") or not isinstance(old.get("cells"), list):

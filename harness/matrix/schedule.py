@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from harness import jsontext
 from harness.matrix.cellrun import Workspace, run_cell
 from harness.matrix.cells import CellState, StageStatus
 from harness.matrix.spec import Cell, Matrix, MatrixError
@@ -84,7 +84,7 @@ def run_cells(ws: Workspace, matrix: Matrix, cells: Sequence[Cell], jobs: int,
 
 def _report(report_json: Path) -> Dict[str, Any]:
     try:
-        data = json.loads(report_json.read_text(encoding="utf-8"))
+        data = jsontext.loads(report_json.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise MatrixError(f"{report_json}: cannot read the matrix report ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):

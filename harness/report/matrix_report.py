@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from harness import jsontext
 from harness.explain import group_changes
 from harness.report import scenario_lines
 from harness.verdict import CellStatus, EnvChange, ModelVerdict
@@ -76,7 +77,7 @@ class HistoryEntry(NamedTuple):
 
     @classmethod
     def from_json(cls, line: str) -> HistoryEntry:
-        data = json.loads(line)
+        data = jsontext.loads(line)
         cells = data.get("cells") or {} if isinstance(data, dict) else None
         if not isinstance(cells, dict) or not all(isinstance(c, dict) for c in cells.values()):
             raise ValueError("not a history record (a JSON object with a table of cells)")

@@ -28,6 +28,7 @@ Where each case is covered (cases already tested elsewhere at the library level 
 | Ctrl-C / SIGKILL during a run                     | test_results_file::test_atomic_output_leaves_no_partial_file | test_interrupted_run_leaves_nothing |
 | SIGKILL during the write: stale temp file         | -                                                          | test_stale_temp_file_of_a_killed_writer_is_removed |
 | two writers of the same results file              | -                                                          | test_concurrent_writers_*, test_two_concurrent_cli_runs |
+| JSON the matrix reads nested too deeply (plan.json, cell.json, a history line, report.json to merge into) | test_json_nested_too_deeply_is_bad_input | test_a_plan_nested_too_deeply |
 """
 
 from __future__ import annotations
@@ -738,3 +739,55 @@ def test_a_metadata_field_of_the_wrong_type(tmp_path: Path, capsys: pytest.Captu
     pair = (bad, good) if side == "baseline" else (good, bad)
     shown = field.split(".", 1)[0] if field in ("corpus", "run", "models", "fingerprint") else field
     _compare_refused(*pair, capsys, str(bad), f"metadata '{shown}", "must be")
+
+
+_DEEP = "[" * 100_000 + "]" * 100_000  # beyond Python's recursion limit, a few hundred kB
+
+
+def _deep_history(tmp_path: Path) -> None:
+    from harness.matrix.publish import load_history
+
+    (tmp_path / "history.jsonl").write_text('{"matrix": "m", "cells": {}}\n' + _DEEP + "\n", encoding="utf-8")
+    load_history(tmp_path / "history.jsonl")
+
+
+def _deep_cell(tmp_path: Path) -> None:
+    from harness.matrix.cells import parse_cell_state
+
+    parse_cell_state(_DEEP, str(tmp_path / "cell.json"))
+
+
+def _deep_plan(tmp_path: Path) -> None:
+    from harness.matrix.attribution_run import load_plan
+
+    (tmp_path / "plan.json").write_text(_DEEP, encoding="utf-8")
+    load_plan(tmp_path / "plan.json")
+
+
+def _deep_report_to_merge(tmp_path: Path) -> None:
+    from harness.matrix.publish import publish_matrix_report
+    from harness.report.matrix_report import build_matrix_report
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text(_DEEP, encoding="utf-8")
+    partial = build_matrix_report("m", "baseline.parquet", [], matrix_cells=["c"])
+    assert partial.partial
+    publish_matrix_report(partial, tmp_path / "out")
+
+
+@pytest.mark.parametrize("read", [_deep_history, _deep_cell, _deep_plan, _deep_report_to_merge])
+def test_json_nested_too_deeply_is_bad_input(tmp_path: Path, read: Callable[[Path], None]) -> None:
+    """Python's JSON parser raises RecursionError on deep nesting: every matrix reader says "malformed" (exit 2)."""
+    from harness.matrix.spec import MatrixError
+
+    with pytest.raises(MatrixError, match="nested too deeply"):
+        read(tmp_path)
+
+
+def test_a_plan_nested_too_deeply(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "plan.json").write_text(_DEEP, encoding="utf-8")
+    assert main(["attribute", "report", str(tmp_path / "plan.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plan.json" in err[0] and "nested too deeply" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"], "nothing written"
+
