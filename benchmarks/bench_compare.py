@@ -203,7 +203,7 @@ def child_compare(base: str, cand: str) -> Dict:
 
 def child_certify(base: str) -> Dict:
     """The explicit certifying step on ``base`` (what ``harness baseline certify`` runs)."""
-    from harness.compare.certify import file_certificates
+    from harness.certificates import file_certificates
 
     started, cpu = time.perf_counter(), time.process_time()
     filed = file_certificates(base)

@@ -294,8 +294,7 @@ def assert_embeddings_close(
     tol, note = _array_tolerance(pol, model_id or "", tolerance_class, a_side, b_side)
     pair = kinds.ArrayPair(cast(np.ndarray, b_side.ids), b_side.roles if b_side.roles is not None else a_side.roles, b_side.values,
                            a_side.values, labels=(b_side.label, a_side.label), model_id=model_id or "")
-    verdict = (kinds.judge_embeddings(model_id or "", tol, pair) if kind is None
-               else kinds.judge_quantized(model_id or "", tol, pair, kind))
+    verdict = kinds.judge_embeddings(model_id or "", tol, pair, kind)
     if not verdict:
         _raise(title, replace(verdict, precision_change=note), pol, positional=a_side.positional)
 

@@ -1,7 +1,7 @@
 """Baselines: results files promoted to references, never overwritten silently, and re-run the way they were made.
 
 A replaced baseline is kept beside the new one with a timestamp. ``rerun_options`` is the one way to repeat a
-baseline's run here: ``harness check`` and the pytest plugin both use it.
+baseline's run here: ``harness check``, the pytest plugin and ``make_reference`` (a baseline's fp64 reference) use it.
 """
 
 from __future__ import annotations
@@ -9,10 +9,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import getpass
+import hashlib
+import shlex
 import shutil
 import socket
+import sys
+import tempfile
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence
 
 from harness import paths
 from harness.errors import BaselineExists, BaselineMissing, HarnessError, IncompatibleInputs, ModelLoadError
@@ -35,6 +40,8 @@ __all__ = [
     "default_check_path",
     "find_baseline",
     "list_baselines",
+    "MadeReference",
+    "make_reference",
     "provenance",
     "rerun_options",
 ]
@@ -312,3 +319,66 @@ def rerun_options(
         threads=run.threads_requested,
         attn_implementation=run.attn_implementation_requested,
     )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MadeReference(NamedTuple):
+    """What ``make_reference`` wrote (its ``reference`` table, recorded in the file, holds the rest)."""
+
+    path: str
+    previous_file: Optional[str]
+    duration_s: float
+    baseline_duration_s: Optional[float]
+
+
+def make_reference(baseline: Path, *, force: bool = False, device: str = "cpu", batch_size: Optional[int] = None,
+                   command: Optional[str] = None, config: str | Path | None = None, registry: str | Path | None = None,
+                   corpus: str | Path | None = None) -> MadeReference:
+    """Run ``baseline``'s corpus and models at float64 on ``device`` and store the reference beside it, with a
+    ``reference`` table (what it was made for); never over an existing one without ``force``. Two fp32 runs differ
+    by rounding and neither is right; an fp64 run of the same weights and texts says which side of a drift lost
+    accuracy (``harness.compare.reference`` finds it for a comparison and refuses one that does not fit)."""
+    from harness.compare.reference import check_reference, reference_path
+    from harness.run.runner import run
+
+    target = reference_path(baseline)
+    if target.exists() and not force:
+        raise BaselineExists(f"{target}: reference exists; refusing to overwrite (use --force to replace it, "
+                             "keeping the old file)")
+    base = ResultsFile(baseline)
+    with tempfile.TemporaryDirectory(prefix="harness-reference-") as tmp:
+        options = rerun_options(baseline, Path(tmp) / "reference.parquet", device=device, config=config,
+                                registry=registry, corpus=corpus)
+        options = dataclasses.replace(options, dtype="float64", batch_size=batch_size or options.batch_size)
+        started = time.perf_counter()
+        summary = run(options)
+        seconds = round(time.perf_counter() - started, 3)
+        if not summary.ok:
+            raise HarnessError(f"{target}: not made, a model did not run ({'; '.join(summary.reasons.values())})")
+        made = ResultsFile(summary.path, shown=target)
+        check_reference(made, base)
+        table = {
+            "baseline": base.provenance.name if base.provenance is not None and base.provenance.name else baseline.stem,
+            "baseline_file": baseline.name,
+            "baseline_sha256": _sha256(baseline),
+            "corpus_sha256": made.corpus_meta.sha256,
+            "models": {m: {k: r.to_dict().get(k) for k in ("weights_sha256", "tokenizer_class", "max_seq_length")}
+                       for m, r in made.records.items()},
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command or shlex.join(["harness", *sys.argv[1:]]),
+            "duration_s": seconds,
+            "baseline_duration_s": base.run.duration_s,
+            "versions": {k: v for k, v in made.fingerprint.items() if k in ("python", "torch_version", "packages")},
+        }
+        with output_lock(target):
+            previous = _keep_previous(target) if target.exists() else None
+            anchors = path_anchors(paths.project_root())
+            rewrite_metadata(made, target, portable_metadata({**made.meta, "reference": table}, anchors))
+    return MadeReference(str(target), str(previous) if previous else None, seconds, base.run.duration_s)

@@ -117,7 +117,7 @@ def retrieval_scenarios(base_queries: np.ndarray, cand_queries: np.ndarray, base
 def compare_quantized(base: np.ndarray, cand: np.ndarray, precision: str, tolerance: Optional[Mapping[str, Any]] = None,
                       ids: Optional[Sequence[str]] = None, worst_n: int = 10) -> Dict[str, Any]:
     """Quantized rows judged whole (bits by ``np.unpackbits``, buckets in int16): the metrics, worst texts and
-    pass/fail that the streamed ``QuantizedStats`` with ``kinds.quantized.judge_quantized`` must reproduce. ``tolerance``:
+    pass/fail that the streamed ``QuantizedStats`` with ``kinds.judge_embeddings`` (a quantized precision) must reproduce. ``tolerance``:
     ``max_bit_flips`` / ``max_int_distance`` (default 0) and ``max_changed_fraction`` (default 1)."""
     base, cand = np.asarray(base), np.asarray(cand)
     binary = precision in ("binary", "ubinary")

@@ -49,8 +49,8 @@ def cmd_baseline_create(args: argparse.Namespace) -> int:
 
 def _file_certificates(target: Path) -> None:
     """The new baseline's top-k certificates, so that the first comparison against it is the certified one."""
+    from harness.certificates import file_certificates
     from harness.cli.compare_progress import progress_settings
-    from harness.compare.certify import file_certificates
 
     try:
         _print_filed(file_certificates(target, settings=progress_settings()))
@@ -75,9 +75,9 @@ def cmd_baseline_update(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline_reference(args: argparse.Namespace) -> int:
-    """Make (or, with --force, remake) a baseline's fp64 reference beside it (``harness.reference``)."""
-    from harness.baselines import locate_baseline
-    from harness.reference import make_reference, reference_path
+    """Make (or, with --force, remake) a baseline's fp64 reference beside it (``harness.baselines.make_reference``)."""
+    from harness.baselines import locate_baseline, make_reference
+    from harness.compare.reference import reference_path
 
     baseline = locate_baseline(args.name, args.dir)
     check_outputs(args, [("baseline", baseline)], files=[("reference", reference_path(baseline))])
@@ -92,8 +92,8 @@ def cmd_baseline_reference(args: argparse.Namespace) -> int:
 def cmd_baseline_certify(args: argparse.Namespace) -> int:
     """File (or refile) a baseline's top-k certificates: the explicit step comparisons read them from."""
     from harness.baselines import locate_baseline
+    from harness.certificates import file_certificates
     from harness.cli.compare_progress import progress_settings
-    from harness.compare.certify import file_certificates
     from harness.config.policy import load_policy
 
     target = locate_baseline(args.name, args.dir)

@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from harness.cli.options import add_check_options, add_compare_options, add_run_options, rerun_options, run_options
 from harness.cli.outputs import OUTPUT_DESTS, check_outputs, emit_verdict
+from harness.compare.reference import reference_path
 from harness.errors import ExitCode, HarnessError
-from harness.reference import reference_path
 
 __all__ = ["CompareJob", "register", "execute_run", "cmd_compare", "judge"]
 
@@ -118,7 +118,7 @@ class CompareJob:
     @classmethod
     def of(cls, args: argparse.Namespace, baseline: Any, candidate: Any) -> CompareJob:
         """The job of ``args`` (policy and fp64 reference checked now: bad ones are refused before any run)."""
-        from harness.compare.accuracy import reference_for
+        from harness.compare.reference import reference_for
         from harness.config.policy import load_policy
         from harness.results import ResultsFile
 

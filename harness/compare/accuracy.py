@@ -8,23 +8,21 @@ twice) and ``apply`` adds the ``accuracy_ratio`` check (candidate RMSE / baselin
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 
 from harness.compare.kinds.common import significant
 from harness.compare.workers import Segment
-from harness.config.policy import Policy, Tolerance
-from harness.errors import HarnessError, IncompatibleInputs, PolicyError
-from harness.reference import check_reference, reference_path
+from harness.config.policy import Tolerance
+from harness.errors import HarnessError, IncompatibleInputs
 from harness.results import ResultsFile, arrow_to_numpy, single_chunk
 from harness.verdict import MULTIPLIERS, Accuracy, AccuracyVerdict, Bucket, Check, ModelVerdict, SideError, Status
 
-__all__ = ["MULTIPLIERS", "NO_REFERENCE", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket",
-           "SideError", "Tap", "accuracy", "apply", "reference_for"]
+__all__ = ["MULTIPLIERS", "TOKEN_EDGES", "Accumulator", "Accuracy", "AccuracyVerdict", "Bucket", "SideError", "Tap",
+           "accuracy", "apply"]
 
 #: token-count bucket lower edges: 1-16, 17-32, ..., 257-512, 513 and more
 TOKEN_EDGES: Tuple[int, ...] = (0, 17, 33, 65, 129, 257, 513)
@@ -132,29 +130,14 @@ def accuracy(ids: Sequence[str], reference: np.ndarray, baseline: np.ndarray, ca
     return acc.result()
 
 
-NO_REFERENCE = "no fp64 reference: accuracy not measured (harness baseline reference NAME makes one)"
-
-
-def reference_for(base: ResultsFile, given: Union[ResultsFile, str, os.PathLike[str], None] = None) -> Optional[ResultsFile]:
-    """The reference to use: ``given``, else ``NAME.reference.parquet`` beside the baseline, else None; refused
-    (``IncompatibleInputs``, exit 2) when it is not an fp64 run of the baseline's corpus and models."""
-    if given is None:
-        beside = reference_path(base.path)
-        if not beside.is_file():
-            return None
-        given = beside
-    ref = given if isinstance(given, ResultsFile) else ResultsFile(given)
-    check_reference(ref, base)
-    return ref
-
-
 class Tap:
     """One model's ``Accumulator`` fed from the verdict's own pass, the reference's rows read alongside (nothing
     read twice); reference rows other than the baseline's are refused when it is made, before the pass. It carries
-    what ``apply`` needs of the two runs, taken by the comparator: the baseline's own class, which side is served."""
+    what ``apply`` needs of the two runs, planned by the comparator: the class's expected error ``scale``, whether
+    the accuracy alone is the ``gate`` (``judge_by = "accuracy"``), which side is ``served``."""
 
-    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str, baseline_class: str,
-                 served: Tuple[bool, bool]) -> None:
+    def __init__(self, ref: ResultsFile, base: ResultsFile, cand: ResultsFile, model_id: str, *, scale: float,
+                 gate: bool, served: Tuple[bool, bool]) -> None:
         self.ref, self.model_id, self.acc, self.offset = ref, model_id, Accumulator(), 0
         self.column = "vector" if base.records[model_id].kind == "bi-encoder" else "score"
         self.tokens = "tokens" in ref.arrow_schema.names
@@ -169,7 +152,7 @@ class Tap:
         flags = [f.model_columns(model_id, ["truncated"])["truncated"] if "truncated" in f.arrow_schema.names else None
                  for f in (ref, base, cand)]
         self.flags = [arrow_to_numpy(single_chunk(f)) for f in flags if f is not None and not f.null_count]
-        self.baseline_class = baseline_class
+        self.scale, self.gate = scale, gate
         self.sides = ("the baseline", "the candidate")
         if served[0] != served[1]:
             self.sides = ("the server", "the library") if served[0] else ("the library", "the server")
@@ -193,20 +176,14 @@ class Tap:
                      truncated=tuple(f[at] for f in self.flags) if len(self.flags) == 3 else None)  # type: ignore[arg-type]
 
 
-def apply(verdict: ModelVerdict, fed: Optional[Tap], tol: Tolerance, policy: Policy) -> ModelVerdict:
+def apply(verdict: ModelVerdict, fed: Optional[Tap], tol: Tolerance) -> ModelVerdict:
     """``verdict`` with its accuracy against the reference (what the pass ``fed``) and the ``accuracy_ratio`` check
     (the status re-judged); unchanged without a reference, for a model not compared, and for quantized vectors."""
-    model_id = verdict.model_id
     if fed is None or verdict.status not in (Status.PASS, Status.FAIL) or verdict.metrics.quantized:
         return verdict
-    measured, ref = fed.acc.result(), fed.ref
-    try:  # the expected error ratio of the class judged at over the baseline's own (1 when the same)
-        own = policy.tolerance(model_id, fed.baseline_class)
-        scale = max(tol.precision_error_ratio / own.precision_error_ratio, 1.0)
-    except PolicyError:  # a policy without the baseline's precision class: no expected loss known
-        scale = 1.0
+    measured, ref, scale = fed.acc.result(), fed.ref, fed.scale
     limit = tol.max_accuracy_ratio * scale
-    gate = policy.judge_by == "accuracy"
+    gate = fed.gate
     detail = (f"candidate RMSE {measured.candidate.rmse:.3g} / baseline RMSE {measured.baseline.rmse:.3g} against "
               f"fp64" + (f"; limit {tol.max_accuracy_ratio:g} x {scale:,.0f} (judged at its own class)" if scale != 1 else ""))
     check = Check("accuracy_ratio", measured.ratio, limit, "<=", bool(measured.ratio <= limit), detail)

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from harness.compare import accuracy
-from harness.compare.judge import judge_model
+from harness.compare import quantized
+from harness.compare.judge import ModelPlan, judge_model
+from harness.compare.reference import NO_REFERENCE, reference_for
 from harness.config.environment import CompareSettings
-from harness.config.policy import Policy, Tolerance, choose_class, load_policy
+from harness.config.policy import Policy, choose_class, load_policy
 from harness.config.project import IndexSettings
-from harness.errors import IncompatibleInputs
+from harness.errors import IncompatibleInputs, ResultsFileError
 from harness.explain import env_changes, environment_changes
 from harness.results import ResultsFile
 from harness.results.meta import ModelRecord
@@ -76,34 +77,54 @@ def same_file_note(baseline: str | Path, candidate: str | Path) -> List[str]:
 
 @dataclass(frozen=True)
 class _Planned:
-    """One model's comparison as the two runs' records decide it, before any vector is read: its tolerance, the
-    precision note, the baseline's own class, which side was served, the verdict of a model a side could not run."""
+    """One model's comparison as the two runs' records decide it, before any vector is read: what the judge is
+    given (``ModelPlan``), the precision note, the verdict of a model a side could not run, each side's speed."""
 
-    model_id: str
-    tol: Tolerance
+    plan: ModelPlan
     precision_note: str
-    own_class: str
-    served: Tuple[bool, bool]
     not_run: Optional[ModelVerdict]
     performance: Dict[str, SidePerformance]
 
 
-def _not_run_verdict(model_id: str, rec_b: ModelRecord, rec_c: ModelRecord, tol: Tolerance) -> Optional[ModelVerdict]:
-    """A model the candidate (or baseline) could not run is incompatible/error, never compared."""
+def _not_run(rec_b: ModelRecord, rec_c: ModelRecord) -> Optional[Tuple[Status, str, str]]:
+    """A model the candidate (or baseline) could not run is incompatible/error, never compared: the status, the
+    kind that side recorded and why; None when both ran."""
     for side, rec in (("candidate", rec_c), ("baseline", rec_b)):
         if rec.status not in (None, "ok"):  # a record without a status ran (files older than the field)
             status = Status.INCOMPATIBLE if rec.status == Status.INCOMPATIBLE.value else Status.ERROR
-            return ModelVerdict(model_id, rec.kind or "?", status, tol.name,
-                                reason=f"{side}: {rec.reason or rec.status}", tolerance=tol)
+            return status, rec.kind or "?", f"{side}: {rec.reason or rec.status}"
     return None
 
 
+def _quantized_precision(base: ResultsFile, cand: ResultsFile, model_id: str) -> Optional[str]:
+    """The quantized precision both files' vectors of a bi-encoder have, None for float vectors; refuses a quantized
+    run against another precision, or vectors stored in another dtype than their precision's."""
+    precisions = [f.records[model_id].precision or "float32" for f in (base, cand)]
+    if base.records[model_id].kind != "bi-encoder" or not set(precisions) & set(quantized.PRECISIONS):
+        return None
+    if precisions[0] != precisions[1]:
+        raise IncompatibleInputs(f"{cand.path}: model '{model_id}' vectors are {precisions[1]}, the baseline's "
+                                 f"{precisions[0]}: compare a quantized run only with a baseline of the same precision")
+    expected = quantized.STORED_DTYPE[precisions[0]]
+    for side in (base, cand):
+        stored = side.vector_spec(model_id)[1]
+        if stored != expected:
+            raise ResultsFileError(f"{side.path}: model '{model_id}' is {precisions[0]} but its vectors are stored as "
+                                   f"{stored} (expected {expected})")
+    return precisions[0]
+
+
 def _plan(base: ResultsFile, cand: ResultsFile, model_id: str, policy: Policy, forced: Optional[str]) -> _Planned:
+    not_run = _not_run(base.records[model_id], cand.records[model_id])
+    precision = None if not_run is not None else _quantized_precision(base, cand, model_id)
     side_b, side_c = base.side(model_id), cand.side(model_id)
     cls, precision_note = choose_class(policy, side_b, side_c, forced=forced)
     tol = policy.tolerance(model_id, cls)
-    return _Planned(model_id, tol, precision_note, side_b.precision, (side_b.served, side_c.served),
-                    _not_run_verdict(model_id, base.records[model_id], cand.records[model_id], tol),
+    plan = ModelPlan(model_id, tol, precision, policy.error_scale(model_id, tol, side_b.precision),
+                     policy.judge_by == "accuracy", (side_b.served, side_c.served))
+    verdict = None if not_run is None else ModelVerdict(model_id, not_run[1], not_run[0], tol.name, reason=not_run[2],
+                                                        tolerance=tol)
+    return _Planned(plan, precision_note, verdict,
                     {"baseline": _performance(base, model_id), "candidate": _performance(cand, model_id)})
 
 
@@ -121,13 +142,12 @@ def compare_results(base: ResultsFile, cand: ResultsFile, policy: Optional[Polic
     model_ids = _check_comparable(base, cand, models, allow_model_change)
     notes = same_file_note(base.path, cand.path)
     planned = [_plan(base, cand, model_id, policy, tolerance_class) for model_id in model_ids]
-    ref = accuracy.reference_for(base, reference)
-    notes += ([] if ref else [accuracy.NO_REFERENCE]) + [f"{p.model_id}: {p.precision_note}" for p in planned
-                                                         if p.precision_note]
+    ref = reference_for(base, reference)
+    notes += ([] if ref else [NO_REFERENCE]) + [f"{p.plan.model_id}: {p.precision_note}" for p in planned
+                                                 if p.precision_note]
     verdicts: List[ModelVerdict] = []
     for p in planned:  # a model both sides ran goes to the judge, with the facts of its runs read above
-        verdict = p.not_run if p.not_run is not None else judge_model(base, cand, p.model_id, p.tol, policy,
-                                                                      settings, index, ref, p.own_class, p.served)
+        verdict = p.not_run if p.not_run is not None else judge_model(base, cand, p.plan, settings, index, ref)
         verdicts.append(dataclasses.replace(verdict, performance=p.performance, precision_change=p.precision_note))
     changes = environment_changes(base, cand, model_ids)
     return Comparison(str(base.path), str(cand.path), policy.source, verdicts, changes,

@@ -5,58 +5,65 @@ the fp64 reference the judge's pass fed (``harness.compare.accuracy``).
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
-from harness.compare import accuracy, certify, kinds, quantized
-from harness.compare.kinds.embedding import ScenarioRequest
+from harness.compare import accuracy, certify
+from harness.compare.kinds.embedding import judge_embeddings
+from harness.compare.kinds.rerank import judge_rerank_files
+from harness.compare.kinds.source import FilePair
+from harness.compare.scenarios import ScenarioRequest
 from harness.config.environment import CompareSettings
-from harness.config.policy import Policy, Tolerance
+from harness.config.policy import Tolerance
 from harness.config.project import IndexSettings
 from harness.errors import UnusableValues
 from harness.results import ResultsFile
 from harness.verdict import ModelVerdict, Status
 
-__all__ = ["judge_model"]
+__all__ = ["ModelPlan", "judge_model"]
 
 
-def _witness(verdict: ModelVerdict, tol: Tolerance) -> Optional[List[str]]:
-    """The rows whose pages prove a failure: the row of the largest difference when that element is itself beyond
-    its allowance (``atol + rtol * |baseline|``): a corrupted page elsewhere changes no verdict then, its bytes move
-    a row less or that row would be the largest. None for any other failure (every page): with ``rtol`` the failing
-    element need not be the largest difference."""
-    at = verdict.evidence.max_abs
-    failed = any(c.name == "max_abs_diff" for c in verdict.failed_checks)
-    if failed and at is not None and at.baseline is not None and at.value > tol.atol + tol.rtol * abs(at.baseline):
-        return [at.id]
-    return None
+@dataclass(frozen=True)
+class ModelPlan:
+    """What the two runs' records decide of one model before any vector is read (the comparator plans it): the
+    tolerance it is judged by, the quantized precision both sides' vectors have (None: float vectors), how much
+    larger an error against fp64 the judged class expects than the baseline's own (>= 1), whether the policy
+    judges by that accuracy alone (``judge_by = "accuracy"``), which side was served."""
+
+    model_id: str
+    tol: Tolerance
+    precision: Optional[str]
+    accuracy_scale: float
+    judge_by_accuracy: bool
+    served: Tuple[bool, bool]
 
 
-def judge_model(base: ResultsFile, cand: ResultsFile, model_id: str, tol: Tolerance, policy: Policy,
-                settings: CompareSettings, index: Optional[IndexSettings], ref: Optional[ResultsFile], own_class: str,
-                served: Tuple[bool, bool]) -> ModelVerdict:
+def judge_model(base: ResultsFile, cand: ResultsFile, plan: ModelPlan, settings: CompareSettings,
+                index: Optional[IndexSettings], ref: Optional[ResultsFile]) -> ModelVerdict:
     """The verdict on one model that both sides ran: its kind's judge, with the accuracy against ``ref`` (fp64) its
-    pass feeds (none for quantized vectors, judged in bits); ``own_class``, ``served``: the runs' facts, read by the
-    comparator. Vectors are streamed without their page checksums: verified before a difference is called drift."""
-    rec_b, rec_c = base.records[model_id], cand.records[model_id]
-    quantized_run = rec_b.precision in quantized.PRECISIONS or rec_c.precision in quantized.PRECISIONS
-    tap = accuracy.Tap(ref, base, cand, model_id, own_class, served) if ref and not quantized_run else None
-    if rec_b.kind != "bi-encoder":
-        verdict = kinds.judge_rerank_files(base, cand, model_id, tol, tap)
+    pass feeds (none for quantized vectors, judged in bits). Vectors are streamed without their page checksums:
+    verified before a difference is called drift."""
+    model_id, tol = plan.model_id, plan.tol
+    tap = (accuracy.Tap(ref, base, cand, model_id, scale=plan.accuracy_scale, gate=plan.judge_by_accuracy,
+                        served=plan.served) if ref and not plan.precision else None)
+    if base.records[model_id].kind != "bi-encoder":
+        verdict = judge_rerank_files(base, cand, model_id, tol, tap)
     else:
         try:
-            if quantized_run:
-                precision = kinds.file_precision(base, cand, model_id)
-                verdict = kinds.judge_quantized(model_id, tol, kinds.FilePair(base, cand, model_id, settings), precision)
-            else:
-                pair = kinds.FilePair(base, cand, model_id, settings)
-                verdict = kinds.judge_embeddings(model_id, tol, pair, certificate=certify.hint(pair, tol),  # a hint
-                                                 scenarios=ScenarioRequest(index, served[1]), tap=tap)
+            pair = FilePair(base, cand, model_id, settings)
+            verdict = judge_embeddings(model_id, tol, pair, plan.precision, tap=tap,
+                                       certificate=None if plan.precision else certify.hint(pair, tol),
+                                       scenarios=ScenarioRequest(index, plan.served[1]))
         except UnusableValues:  # non-finite or zero rows: a corrupted page is named as such
             for results in (base, cand):
                 results.verify_vectors(model_id)
             raise
         if verdict.status is Status.FAIL:  # bit rot reads as a broken file (exit 2), never as drift
-            witness = _witness(verdict, tol)
+            # the pages that prove it: the largest difference's row when it is beyond its own allowance (a corrupted
+            # page elsewhere changes no verdict then), else every page (with rtol it need not be the largest)
+            at = verdict.evidence.max_abs
+            alone = (at is not None and at.baseline is not None and at.value > tol.atol + tol.rtol * abs(at.baseline)
+                     and any(c.name == "max_abs_diff" for c in verdict.failed_checks))
             for results in (base, cand):
-                results.verify_vectors(model_id, witness)
-    return accuracy.apply(verdict, tap, tol, policy)
+                results.verify_vectors(model_id, [at.id] if alone and at is not None else None)
+    return accuracy.apply(verdict, tap, tol)

@@ -1,4 +1,4 @@
-"""Comparison rules for quantized embeddings (precision int8 / uint8 / binary / ubinary): pure numpy.
+"""Comparison rules for quantized embeddings (precision int8 / uint8 / binary / ubinary), and their checks: pure numpy.
 
 Quantized vectors are integers: for packed sign bits the distance is the number of bits flipped per text (a
 float drift flips any element near zero, so a few flips are normal); for int buckets it is the largest bucket
@@ -8,14 +8,20 @@ move per text (a drift moves an element across a bucket edge by one).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import numpy as np
 
-from harness.verdict import Metrics
+from harness.compare.kinds.common import Checked
+from harness.measured import At
+from harness.verdict import Check, Evidence, Metrics, Offender
+
+if TYPE_CHECKING:
+    from harness.compare.kinds.source import EmbeddingPair
+    from harness.config.policy import Tolerance
 
 __all__ = ["BINARY_PRECISIONS", "INT_PRECISIONS", "PRECISIONS", "QuantizedStats", "QuantizedWorst", "bit_flips",
-           "int_distance", "limit_key", "scoring_floats"]
+           "int_distance", "limit_key", "quantized_checks", "scoring_floats"]
 
 BINARY_PRECISIONS = ("binary", "ubinary")
 INT_PRECISIONS = ("int8", "uint8")
@@ -144,3 +150,26 @@ def _where(base: np.ndarray, cand: np.ndarray, precision: str, most: int = 8) ->
     moved = np.abs(base.astype(np.int16) - cand.astype(np.int16))
     order = np.argsort(-moved, kind="stable")[:most]
     return [int(d) for d in order if moved[d] > 0]
+
+
+def quantized_checks(tol: Tolerance, pair: EmbeddingPair, stats: QuantizedStats, precision: str) -> Checked:
+    """The quantized vectors' checks on ``stats`` (the pass's): the most bits flipped or buckets moved in one text,
+    the share of texts changed."""
+    key = limit_key(precision)
+    limit = getattr(tol, key)
+    bits = key == "max_bit_flips"
+    unit = "bits flipped" if bits else "bucket(s) moved"
+    metrics = replace(stats.metrics(), texts=pair.rows, dim=pair.dim)
+    changed, fraction = stats.rows_changed, float(metrics.rows_changed_fraction or 0.0)
+    checks = [
+        Check(key, float(stats.most), float(limit), "<=", stats.most <= limit,
+              f"{changed} / {pair.rows} texts changed; the most in one text: {stats.most} {unit}"),
+        Check("changed_fraction", fraction, tol.max_changed_fraction, "<=", fraction <= tol.max_changed_fraction,
+              f"{changed} / {pair.rows} texts differ in at least one {'bit' if bits else 'element'}"),
+    ]
+    evidence = Evidence("quantized", precision=precision, limit_key=key,
+                        worst=[At(pair.item_id(w.row), w.row, value=w.value, dims=w.dims) for w in stats.worst])
+    where = "bit(s)" if bits else "dimension(s)"
+    offenders = [Offender(pair.item_id(w.row), float(w.value), key,
+                          f"{unit}; {where} {', '.join(map(str, w.dims))}") for w in stats.worst]
+    return Checked(checks, metrics, evidence, {key: float(stats.most), "max_changed_fraction": fraction}, offenders)

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from harness.compare.metrics import TopKAgreement
 from harness.config.policy import Tolerance
+from harness.config.project import IndexSettings
+from harness.verdict import RetrievalScenarios, ScenarioShare
 
-__all__ = ["SCENARIOS", "Decision", "Scenario", "decide", "rolled"]
+if TYPE_CHECKING:
+    from harness.compare.kinds.source import EmbeddingPair
+
+__all__ = ["SCENARIOS", "Decision", "Scenario", "ScenarioRequest", "decide", "rolled"]
 
 #: scenario key -> how reports name it
 SCENARIOS = {"reembed": "re-embed everything", "keep_index": "keep the index, re-embed queries only",
@@ -81,3 +86,30 @@ def rolled(ids: Sequence[str], share: float) -> np.ndarray:
         return np.zeros(len(ids), dtype=bool)
     digests = b"".join(hashlib.blake2b(str(i).encode("utf-8"), digest_size=8).digest() for i in ids)
     return np.frombuffer(digests, dtype=">u8").astype(np.float64) / 2.0**64 < share
+
+
+@dataclass(frozen=True)
+class ScenarioRequest:
+    """The judge's ask for the scenarios beside a verdict: the ``[index]`` to search through (None: exact
+    only) and whether the candidate was served (the advice then asks about its queries). HARNESS_SCENARIOS=0 skips."""
+
+    index: Optional[IndexSettings] = None
+    served: bool = False
+
+    def share(self, pair: EmbeddingPair) -> Optional[float]:
+        """The rolling re-embed's share of documents done, None when the scenarios are skipped."""
+        if not pair.settings.scenarios:
+            return None
+        return self.index.rolling_share if self.index is not None else 0.5
+
+    def judge(self, pair: EmbeddingPair, tol: Tolerance, k: int,
+              found: Sequence[Scenario]) -> RetrievalScenarios:
+        """The scenarios (exact, and through the index) judged by ``tol``'s top-k rules and limits."""
+        decision = decide(found, tol)
+        return RetrievalScenarios(k=k, queries=len(pair.queries), min_order=tol.min_topk_order_agreement,
+                                  min_set=tol.min_topk_set_agreement, advice=decision.advice,
+                                  scenario=decision.scenario, order_margin=decision.order_margin,
+                                  set_margin=decision.set_margin, served=self.served,
+                                  items=[ScenarioShare(s.key, s.title, s.share("same_order") if s.ran else None,
+                                                       s.share("same_set") if s.ran else None, s.reason, s.recall)
+                                         for s in found])

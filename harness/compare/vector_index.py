@@ -10,16 +10,18 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from harness.compare.kinds.source import EmbeddingPair, FilePair
 from harness.compare.metrics import TopKAgreement, topk_agreement_from_lists, unit_rows
 from harness.compare.scenarios import Scenario
+from harness.compare.streaming import read_rows
 from harness.config.project import IndexSettings
 from harness.errors import HarnessError, first_line
 
-__all__ = ["VectorIndexError", "build_index", "index_scenario", "load_index", "parse_id_map"]
+__all__ = ["VectorIndexError", "build_index", "index_scenario", "load_index", "parse_id_map", "through_index"]
 
 #: queries searched at a time (their results and exact scores: a few KB each)
 QUERY_BATCH = 4096
@@ -207,10 +209,21 @@ def index_scenario(base_q: np.ndarray, cand_q: np.ndarray, base_docs: np.ndarray
         top_c, _ = _ranked(index, positions, cq, base_docs, k, settings.metric)
         rows: np.ndarray = np.repeat(np.arange(len(bq)), k)
         base_of_cand = _exact(bq, base_docs, rows, top_c.ravel(), settings.metric).reshape(top_c.shape)
-        parts.append(_judged(top_b, score_b, top_c, base_of_cand, k, tie_tolerance))
         _, exact = faiss.knn(_rows(bq, settings.metric), rows_f32, k, metric=metric)
         kth = _exact(bq, base_docs, rows, exact.ravel(), settings.metric).reshape(exact.shape).min(axis=1)
         recall.append((score_b >= kth[:, None] - tie_tolerance).mean(axis=1))
+        parts.append(_judged(top_b, score_b, top_c, base_of_cand, k, tie_tolerance))
     share = float(np.concatenate(recall).mean()) if recall else 1.0
     return Scenario("index", title, TopKAgreement.concat(k, parts), recall=share)
 
+
+def through_index(pair: EmbeddingPair, k: int, tie_tolerance: float, index: Optional[IndexSettings]) -> Scenario:
+    """Keep the index, through the index (``index_scenario``): the documents and every query in memory, as the
+    index holds them; not run without an ``[index]`` or for arrays."""
+    if index is None or not isinstance(pair, FilePair):
+        return Scenario("index", "keep the index, through a FAISS index", None,
+                        reason="no [index] configured (harness.toml, or --index FILE --id-map FILE)")
+    base_q, cand_q = pair.query_vectors()
+    at = np.flatnonzero(pair.documents)
+    docs = read_rows(pair.base, pair.model_id, at)
+    return index_scenario(base_q, cand_q, docs, pair.ids_at(at), k, tie_tolerance, index)

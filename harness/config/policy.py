@@ -106,6 +106,15 @@ class Policy:
         return Tolerance(name=chosen, **{k: v for layer in layers for k, v in
                                          layer.model_dump(exclude_unset=True, exclude={"class_", "classes"}).items()})
 
+    def error_scale(self, model_id: str, judged: Tolerance, own_class: str) -> float:
+        """How much larger an error against fp64 the ``judged`` tolerance's class expects than the baseline's own
+        (``precision_error_ratio`` over ``precision_error_ratio``; 1 when the same, or when the policy has no class
+        for the baseline's precision: no expected loss known)."""
+        try:
+            return max(judged.precision_error_ratio / self.tolerance(model_id, own_class).precision_error_ratio, 1.0)
+        except PolicyError:
+            return 1.0
+
     def device_class(self, a: str, b: str) -> Optional[str]:
         """The class ``[device_classes]`` names for this pair of device types (either order), if any."""
         return self.device_classes.get(f"{a}-vs-{b}") or self.device_classes.get(f"{b}-vs-{a}")

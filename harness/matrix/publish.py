@@ -64,10 +64,11 @@ def publish_matrix_report(
     the log; the paths written, by name (``REPORT_FILES``'s, and ``history``: the log's table beside it)."""
     out, full = _previous(Path(out_dir), report)
     log = None if history is None else [*load_history(history), report.history_line]
-    files = report_files(published(report, full, log or []), log)
     paths = {key: out / name for key, name in REPORT_FILES.items()}
     if history is not None:
         paths["history"] = history_table_path(history)
+    built = published(report, full, log or [])
+    files = report_files(built, log)
     written = {key: write_bytes(paths[key], data) for key, data in files.items()}
     if history is not None:
         append_line(history, report.history_line.to_json())

@@ -8,10 +8,9 @@ import math
 from typing import List, Sequence
 
 from harness.report.format import fmt
-from harness.report.html_style import escape as _e
 from harness.verdict import AccuracyVerdict, Bucket, ModelVerdict, Status
 
-__all__ = ["bucket_svg", "headline", "lines", "ratio_text"]
+__all__ = ["headline", "lines", "ratio_text"]
 
 
 def ratio_text(ratio: float) -> str:
@@ -70,34 +69,3 @@ def lines(model: ModelVerdict) -> List[str]:
         out.append(f"  cause: {m.truncation_mismatches:,} text(s) truncated on one side only, not in the reference: "
                    f"{named}")
     return out
-
-
-def bucket_svg(model: ModelVerdict) -> str:
-    """Each side's RMSE against fp64 per token-count bucket, two bars each, log scale (empty without buckets)."""
-    acc = model.accuracy
-    buckets = [b for b in (acc.measured.buckets if acc else ()) if b.texts]
-    values = [v for b in buckets for v in (b.baseline_rmse, b.candidate_rmse) if v > 0 and math.isfinite(v)]
-    if acc is None or not values:
-        return ""
-    low, high = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values))) + (min(values) == max(values))
-    width, height, left, top, bottom = 60 + 56 * len(buckets), 200, 50, 20, 40
-    plot = height - top - bottom
-
-    def bar_h(value: float) -> float:
-        return 0.0 if value <= 0 else plot * (math.log10(min(value, 10.0 ** high)) - low + 0.05) / (high - low + 0.05)
-
-    parts = [f'<svg class="accuracy" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{_e(model.model_id)} error against fp64 by token count">',
-             f'<text x="4" y="{top - 6}" font-size="10" fill="#59636e">RMSE vs fp64 (1e{low} to 1e{high})</text>']
-    for i, b in enumerate(buckets):
-        x = left + 56 * i
-        for j, (value, color, side) in enumerate(((b.baseline_rmse, "#8c959f", acc.sides[0]),
-                                                  (b.candidate_rmse, "#3b6fd8", acc.sides[1]))):
-            h = bar_h(value)
-            parts.append(f'<rect x="{x + 20 * j}" y="{top + plot - h:.1f}" width="18" height="{h:.1f}" fill="{color}">'
-                         f'<title>{_e(side)}: {fmt(value)} ({b.texts} texts)</title></rect>')
-        label = f"{b.low}-{b.high}" if b.high is not None else f"{b.low}+"
-        parts.append(f'<text x="{x + 19}" y="{top + plot + 14}" font-size="10" text-anchor="middle">{label}</text>')
-    parts.append(f'<text x="{left}" y="{height - 6}" font-size="10" fill="#59636e">tokens; grey {_e(acc.sides[0])}, '
-                 f'blue {_e(acc.sides[1])}</text></svg>')
-    return "".join(parts)

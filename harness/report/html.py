@@ -9,16 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any, List, Optional, Sequence, Tuple
 
-from harness.report import accuracy_lines
-from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent, fmt_seconds
+from harness.report.format import fmt, fmt_cosine, fmt_pair, fmt_percent
 from harness.report.html_style import CSS
 from harness.report.html_style import badge as _badge
 from harness.report.html_style import escape as _e
 from harness.report.html_style import status_class as _status_class
-from harness.report.html_svg import histogram_svg, sparkline
-from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ReportCell, TrendRow
+from harness.report.html_svg import bucket_svg, histogram_svg, sparkline
+from harness.report.matrix_report import MATRIX_FORMAT_VERSION, TREND_RUNS, MatrixReport, ModelWords, ReportCell, TrendRow
 from harness.report.scenario_lines import COLUMNS, HEADING
-from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, topk_decided, would_pass
+from harness.report.text import ORDER_FIGURES_NOTE, fmt_drift, fmt_used, speed_cells, would_pass
 from harness.verdict import CellStatus, ModelVerdict, Status
 
 __all__ = ["render_html"]
@@ -82,7 +81,7 @@ def _overview_row(index: int, cell: ReportCell, params: List[str], models: List[
     else:
         by_id = {m.model_id: m for m in cell.models}
         row += [_verdict_td(by_id.get(model_id)) for model_id in models] or ['<td class="verdict">-</td>']
-    row.append(_td("-" if cell.seconds is None else fmt_seconds(cell.seconds), "num"))
+    row.append(_td(cell.times.total, "num"))
     return row
 
 
@@ -129,7 +128,7 @@ _BARS = {
 }
 
 
-def _agreement_bars(model: ModelVerdict) -> str:
+def _agreement_bars(model: ModelVerdict, decided: str) -> str:
     """Rank agreement as horizontal bars; checked metrics are green/red with their limit marked."""
     metrics, tol, q = model.metrics, model.tolerance, "quantized_" if model.metrics.quantized else ""
     bars = _BARS["cross-encoder" if model.kind == "cross-encoder" else "bi-encoder"]
@@ -143,7 +142,6 @@ def _agreement_bars(model: ModelVerdict) -> str:
         return f'<h4>Rank agreement</h4><p class="note not-judged">{_e(why)}</p>'
     if not body:
         return ""
-    decided = topk_decided(model)
     if decided:
         body += f'<p class="note topk-decided">{_e(decided)}</p>'
     note = f'<p class="note order-note">Green/red bars are judged against their limit (the mark); blue ones are reported, not judged: {_e(ORDER_FIGURES_NOTE)}</p>'
@@ -205,7 +203,7 @@ def _offenders_table(model: ModelVerdict) -> str:
     return f"<h4>Worst items</h4>{_table(['Item', 'Metric', 'Value', 'Detail'], rows)}" if rows else ""
 
 
-def _model_card(model: ModelVerdict) -> str:
+def _model_card(model: ModelVerdict, words: ModelWords) -> str:
     status = model.status
     head = (
         f'<h3><code>{_e(model.model_id)}</code> {_badge(status)}'
@@ -218,18 +216,16 @@ def _model_card(model: ModelVerdict) -> str:
         return f'<div class="card {_status_class(status)}">{head}{reason}</div>'
     svg = histogram_svg(model.metrics.abs_diff_histogram, model.diff_limit(), f"{model.model_id} differences")
     figure = "" if model.metrics.quantized else f"<figure>{svg}<figcaption>{_e(_hist_caption(model))}</figcaption></figure>"
-    side = f"<div>{_metrics_list(model)}{_agreement_bars(model)}</div>"
+    side = f"<div>{_metrics_list(model)}{_agreement_bars(model, words.decided)}</div>"
     return (
         f'<div class="card {_status_class(status)}">{head}{reason}<div class="grid">{figure}{side}</div>'
-        f"{_checks_table(model)}{_offenders_table(model)}{_accuracy(model)}</div>"
+        f"{_checks_table(model)}{_offenders_table(model)}{_accuracy(model, words.accuracy)}</div>"
     )
 
 
-def _accuracy(model: ModelVerdict) -> str:
-    """Each side's error against the fp64 reference, and the chart of it by token count."""
-    text = accuracy_lines.lines(model)
-    return (f"<h4>Accuracy against fp64</h4><pre class='wrap'>{_e(chr(10).join(text))}</pre>{accuracy_lines.bucket_svg(model)}"
-            if text else "")
+def _accuracy(model: ModelVerdict, text: List[str]) -> str:
+    """Each side's error against the fp64 reference (``text``: its lines), and the chart of it by token count."""
+    return f"<h4>Accuracy against fp64</h4><pre class='wrap'>{_e(chr(10).join(text))}</pre>{bucket_svg(model)}" if text else ""
 
 
 def _hist_caption(model: ModelVerdict) -> str:
@@ -274,7 +270,7 @@ def _value_tds(baseline: Any, candidate: Any) -> List[str]:
 
 def _cell_meta(cell: ReportCell) -> str:
     params = " · ".join(f"{_e(k)} <code>{_e(v)}</code>" for k, v in cell.params.items())
-    timing = f"setup {fmt_seconds(cell.setup_s)} · run {fmt_seconds(cell.run_s)}"
+    timing = f"setup {cell.times.setup} · run {cell.times.run}"
     results = f" · results <code>{_e(cell.results)}</code>" if cell.results else ""
     return f'<p class="meta">{params}</p><p class="meta">{timing}{results}</p>'
 
@@ -291,7 +287,7 @@ def _cell_section(index: int, cell: ReportCell) -> str:
         what = "did not run" if cell.comparison is None else "did not complete"
         parts.append(f'<div class="callout {_status_class(status)}"><strong>{_e(what)}: {_e(status.value)}</strong><pre>{_e(cell.reason)}</pre></div>')
     if cell.comparison is not None:
-        parts += [_model_card(m) for m in cell.models]
+        parts += [_model_card(m, cell.words[m.model_id]) for m in cell.models]
         parts.append(_env_block(cell))
     parts.append("</section>")
     return "".join(parts)

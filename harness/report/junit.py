@@ -11,9 +11,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness.report import accuracy_lines
 from harness.report.format import fmt
-from harness.report.matrix_report import MatrixReport, ReportCell
+from harness.report.matrix_report import MatrixReport, ModelWords, ReportCell
 from harness.report.scenario_lines import COLUMNS
 from harness.report.text import check_line, explained, would_pass
 from harness.verdict import CellStatus, ModelVerdict, Status
@@ -41,7 +40,7 @@ def _outcome(parent: ET.Element, tag: str, message: str, kind: str, body: str = 
         element.text = xml_safe(body)
 
 
-def _failure_body(model: ModelVerdict) -> str:
+def _failure_body(model: ModelVerdict, accuracy: List[str]) -> str:
     """Failed checks with their detail, then the worst offenders: what a CI viewer shows when expanded."""
     lines = explained(model)
     if model.offenders:
@@ -49,7 +48,7 @@ def _failure_body(model: ModelVerdict) -> str:
         lines += [f"  {o.item_id}  {o.metric} {fmt(o.value)}  {o.detail}" for o in model.offenders]
     if model.min_passing:
         lines.append(f"would pass with: {would_pass(model)}")
-    lines += accuracy_lines.lines(model)
+    lines += accuracy
     lines.append(f"tolerance class: {model.tolerance_class}")
     return "\n".join(lines)
 
@@ -59,17 +58,17 @@ def _checks_out(model: ModelVerdict) -> str:
     return "\n".join(check_line(c) + ("" if c.passed else " FAILED") for c in model.checks)
 
 
-def _model_case(suite: ET.Element, cell_id: str, model: ModelVerdict) -> CellStatus:
+def _model_case(suite: ET.Element, cell_id: str, model: ModelVerdict, words: ModelWords) -> CellStatus:
     case = ET.SubElement(suite, "testcase", {"classname": _classname(cell_id), "name": xml_safe(model.model_id)})
     status = model.status
     reason = model.reason or status.value
     if status is Status.FAIL:
-        _outcome(case, "failure", reason, "drift", _failure_body(model))
+        _outcome(case, "failure", reason, "drift", _failure_body(model, words.accuracy))
     elif status is Status.INCOMPATIBLE:
         _outcome(case, "skipped", reason, status.value)
     elif status is not Status.PASS:
         _outcome(case, "error", reason, status.value, reason)
-    out = "\n".join(filter(None, [_checks_out(model), model.metrics.retrieval_note(), *accuracy_lines.lines(model)]))
+    out = "\n".join(filter(None, [_checks_out(model), model.metrics.retrieval_note(), *words.accuracy]))
     if out:
         ET.SubElement(case, "system-out").text = xml_safe(out)
     return CellStatus.parse(status)
@@ -136,7 +135,7 @@ def _count(statuses: List[CellStatus]) -> Dict[str, int]:
 def _suite(root: ET.Element, cell: ReportCell, timestamp: str, policy: str) -> Tuple[List[CellStatus], float]:
     suite = ET.SubElement(root, "testsuite", {"name": xml_safe(cell.cell_id), "timestamp": xml_safe(timestamp)})
     _properties(suite, cell, policy)
-    statuses = [_model_case(suite, cell.cell_id, m) for m in cell.models]
+    statuses = [_model_case(suite, cell.cell_id, m, cell.words[m.model_id]) for m in cell.models]
     if _needs_setup_case(cell, statuses):
         statuses.append(_setup_case(suite, cell))
     env = _env_out(cell)

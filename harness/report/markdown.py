@@ -9,7 +9,7 @@ import re
 from typing import Any, List, Sequence
 
 from harness.report import accuracy_lines
-from harness.report.format import fmt, fmt_cosine, fmt_seconds
+from harness.report.format import fmt, fmt_cosine
 from harness.report.matrix_report import TREND_RUNS, MatrixReport, ReportCell, TrendRow
 from harness.report.scenario_lines import COLUMNS, HEADING
 from harness.report.text import (
@@ -19,7 +19,6 @@ from harness.report.text import (
     fmt_used,
     order_shown,
     speed_cells,
-    topk_decided,
     would_pass,
 )
 from harness.verdict import CellStatus, ModelVerdict, Status
@@ -92,9 +91,8 @@ def _worst_check(model: ModelVerdict) -> str:
 
 def _run_time(cell: ReportCell) -> str:
     """The cell's run seconds and the model compute part of them (the rest is imports and model loading)."""
-    if cell.run_s is None:
-        return "-"
-    return fmt_seconds(cell.run_s) + (f" ({fmt_seconds(cell.compute_s)})" if cell.compute_s is not None else "")
+    times = cell.times
+    return times.run + (f" ({times.compute})" if cell.run_s is not None and times.compute is not None else "")
 
 
 def _summary(report: MatrixReport) -> List[str]:
@@ -106,8 +104,8 @@ def _summary(report: MatrixReport) -> List[str]:
                          _run_time(cell)])
     header = ["Cell", "Model", "Verdict", "Max drift", "Min cosine", "Order agreement", "Class", "Closest check (limit used)",
               "Error vs fp64 (of the baseline's)", "Run (compute)"]
-    decided = [f"- {_code(cell.cell_id)} / {_code(m.model_id)}: {md_escape(topk_decided(m))}"
-               for cell, m in report.verdicts if topk_decided(m)]
+    decided = [f"- {_code(cell.cell_id)} / {_code(m.model_id)}: {md_escape(cell.words[m.model_id].decided)}"
+               for cell, m in report.verdicts if cell.words[m.model_id].decided]
     return ["", "## Summary", ""] + _table(header, rows) + (["", *decided] if decided else [])
 
 
@@ -178,7 +176,7 @@ def _failed_model(cell: ReportCell, model: ModelVerdict) -> List[str]:
         lines.append(f"- {md_escape(model.reason)}")
     if failed and model.min_passing:
         lines.append(f"- would pass with: {would_pass(model, md_escape)}")
-    lines += [f"- {md_escape(line.strip())}" for line in accuracy_lines.lines(model)]
+    lines += [f"- {md_escape(line.strip())}" for line in cell.words[model.model_id].accuracy]
     if model.offenders:
         rows = [[_code(o.item_id), md_escape(o.metric), fmt(o.value), md_escape(o.detail)] for o in model.offenders]
         lines += ["", "Worst items:", ""] + _table(["Item", "Metric", "Value", "Detail"], rows)
@@ -193,7 +191,7 @@ def _failures(report: MatrixReport) -> List[str]:
 
 def _not_run(report: MatrixReport) -> List[str]:
     """Cells without a comparison, or whose status says setup, install or the run itself went wrong."""
-    rows = [[_code(c.cell_id), _status(c.status), md_escape(c.reason or "-"), fmt_seconds(c.setup_s)]
+    rows = [[_code(c.cell_id), _status(c.status), md_escape(c.reason or "-"), c.times.setup]
             for c in report.cells if c.incomplete]
     return _section("Cells that did not run (or not completely)", ["Cell", "Status", "Reason", "Setup"], rows)
 

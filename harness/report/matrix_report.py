@@ -14,11 +14,13 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 
 from harness import jsontext
 from harness.explain import group_changes
-from harness.report import scenario_lines
+from harness.report import accuracy_lines, scenario_lines
+from harness.report.format import fmt_seconds
+from harness.report.text import topk_decided
 from harness.verdict import CellStatus, EnvChange, ModelVerdict
 
-__all__ = ["MATRIX_FORMAT_VERSION", "HistoryCell", "HistoryEntry", "MatrixReport", "Merged", "ReportCell", "TREND_RUNS",
-           "TrendRow", "build_matrix_report", "history_series", "published"]
+__all__ = ["MATRIX_FORMAT_VERSION", "CellTimes", "HistoryCell", "HistoryEntry", "MatrixReport", "Merged", "ModelWords",
+           "ReportCell", "TREND_RUNS", "TrendRow", "build_matrix_report", "history_series", "published"]
 
 MATRIX_FORMAT_VERSION = 1
 #: how many past runs the trend sections show per cell and model
@@ -96,6 +98,24 @@ _STATUS_WORDS = {s.value for s in CellStatus}
 _STORED = ("cell_id", "params", "status", "reason", "setup_s", "run_s", "compute_s", "results", "comparison")
 
 
+class ModelWords(NamedTuple):
+    """What every format says of one model in the same words: how its top-k was decided (``text.topk_decided``; ""
+    when no certificate proved any of it) and its accuracy against fp64 (``accuracy_lines.lines``)."""
+
+    decided: str
+    accuracy: List[str]
+
+
+class CellTimes(NamedTuple):
+    """A cell's times as every format shows them (``format.fmt_seconds``: "12.3 s", "-" when unknown): setup, run,
+    the models' compute part of the run (None: not recorded), setup plus run."""
+
+    setup: str
+    run: str
+    compute: Optional[str]
+    total: str
+
+
 @dataclass
 class ReportCell:
     """One cell of a matrix report: its stage outcome and, when it was judged, its comparison (``serialize()``
@@ -123,6 +143,9 @@ class ReportCell:
     seconds: Optional[float] = field(init=False, repr=False, compare=False)
     #: "must I re-embed?": the overview row of each model whose retrieval scenarios ran
     scenarios: List[scenario_lines.ScenarioRow] = field(init=False, repr=False, compare=False)
+    #: each model's words every format shares, by model id, and the cell's times as shown
+    words: Dict[str, ModelWords] = field(init=False, repr=False, compare=False)
+    times: CellTimes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         data = self.comparison or {}
@@ -135,6 +158,9 @@ class ReportCell:
         times = [float(t) for t in (self.setup_s, self.run_s) if t is not None]
         self.seconds = sum(times) if times else None
         self.scenarios = scenario_lines.rows(self.models)
+        self.words = {m.model_id: ModelWords(topk_decided(m), accuracy_lines.lines(m)) for m in self.models}
+        self.times = CellTimes(fmt_seconds(self.setup_s), fmt_seconds(self.run_s),
+                               None if self.compute_s is None else fmt_seconds(self.compute_s), fmt_seconds(self.seconds))
 
     @classmethod
     def of(cls, cell: Mapping[str, Any] | ReportCell) -> ReportCell:

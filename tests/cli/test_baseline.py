@@ -65,7 +65,7 @@ def test_cli_create_list_show(tiny_results: Path, tmp_path: Path, capsys: pytest
     assert '"weights_sha256"' in capsys.readouterr().out
 
 
-# -- fp64 references (harness.reference) -----------------------------------------------------------------------
+# -- fp64 references (harness.baselines.make_reference) --------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def tiny_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped tiny baseline copied to a directory of its own, with a freshly made fp64 reference."""
     import shutil
 
-    from harness.reference import make_reference
+    from harness.baselines import make_reference
 
     from conftest import ROOT
 
@@ -85,7 +85,7 @@ def tiny_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_reference_is_an_fp64_results_file_with_provenance(tiny_reference: Path) -> None:
-    from harness.reference import check_reference, reference_path
+    from harness.compare.reference import check_reference, reference_path
 
     ref = ResultsFile(reference_path(tiny_reference))
     assert ref.run.dtype == "float64" and ref.run.device == "cpu"
@@ -103,9 +103,9 @@ def test_a_reference_is_an_fp64_results_file_with_provenance(tiny_reference: Pat
 def test_token_counts_are_the_tokenizers_and_truncation_is_real(tiny_reference: Path) -> None:
     from transformers import AutoTokenizer
 
+    from harness.compare.reference import reference_path
     from harness.config.corpus import DEFAULT_CORPUS_DIR, load_corpus
     from harness.config.registry import load_registry
-    from harness.reference import reference_path
     from harness.run.resolve import resolve_model_dir
 
     ref = ResultsFile(reference_path(tiny_reference))
@@ -126,7 +126,7 @@ def test_token_counts_are_the_tokenizers_and_truncation_is_real(tiny_reference: 
 def test_the_reference_says_a_fp32_rerun_is_rounding_and_bf16_is_not(tiny_reference: Path, tiny_results_again: Path,
                                                                        tmp_path: Path) -> None:
     from harness.compare.accuracy import accuracy
-    from harness.reference import check_reference, reference_path
+    from harness.compare.reference import check_reference, reference_path
     from harness.testing import bf16_round
 
     ref = ResultsFile(reference_path(tiny_reference))
@@ -143,7 +143,8 @@ def test_the_reference_says_a_fp32_rerun_is_rounding_and_bf16_is_not(tiny_refere
 
 
 def test_a_reference_is_never_overwritten_without_force(tiny_reference: Path, capsys: pytest.CaptureFixture) -> None:
-    from harness.reference import make_reference, reference_path
+    from harness.baselines import make_reference
+    from harness.compare.reference import reference_path
 
     before = reference_path(tiny_reference).read_bytes()
     with pytest.raises(BaselineExists, match="reference exists; refusing to overwrite"):
@@ -168,8 +169,8 @@ def test_a_reference_is_never_overwritten_without_force(tiny_reference: Path, ca
 ])
 def test_check_reference_refuses_a_reference_that_does_not_fit(tiny_reference: Path, tmp_path: Path, where: str,
                                                                value: object, message: str) -> None:
+    from harness.compare.reference import check_reference, reference_path
     from harness.errors import IncompatibleInputs
-    from harness.reference import check_reference, reference_path
     from harness.results import rewrite_metadata
 
     ref = ResultsFile(reference_path(tiny_reference))

@@ -18,11 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.compare.accuracy import NO_REFERENCE
 from harness.compare.comparator import compare_files
+from harness.compare.reference import NO_REFERENCE, reference_path
 from harness.config.policy import load_policy
 from harness.errors import IncompatibleInputs
-from harness.reference import reference_path
 from harness.report.accuracy_lines import lines
 from harness.results import ResultsFile
 from harness.testing import perturb_results

@@ -77,7 +77,7 @@ def test_files_in_batches_give_the_one_pass_verdict_and_the_same_certificate(tmp
                                                                              batches_of: Any) -> None:
     """No certificate (every query scored), a certificate filed a batch at a time (byte for byte the one-pass
     one), certified batch by batch, and a certificate removed: the verdict of one pass every time."""
-    from harness.compare.certify import file_certificates
+    from harness.certificates import file_certificates
 
     base, cand = _files(tmp_path)
     exact = _compare(base, cand)  # default budget: one batch

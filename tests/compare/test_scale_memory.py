@@ -89,7 +89,7 @@ def test_queries_per_pass_fill_what_one_row_group_pair_leaves() -> None:
 
 
 def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:
-    from harness.compare.certify import file_certificates
+    from harness.certificates import file_certificates
     from harness.compare.comparator import compare_files
 
     file_certificates(pair[0])  # the explicit step (the judge files nothing)
@@ -97,9 +97,10 @@ def _two_comparisons(pair: List[Path]) -> Dict[str, Any]:
 
 
 def test_the_verdict_says_how_many_queries_were_certified(pair: List[Path], cache: Path) -> None:
-    from harness.report.html import _agreement_bars
+    from harness.report.html import render_html
+    from harness.report.matrix_report import MatrixReport
     from harness.report.text import render_comparison
-    from harness.verdict import Comparison, ModelVerdict
+    from harness.verdict import Comparison
 
     data = _two_comparisons(pair)
     (model,) = data["models"]
@@ -107,7 +108,9 @@ def test_the_verdict_says_how_many_queries_were_certified(pair: List[Path], cach
     assert topk["certified"] > 0 and topk["certified"] + topk["scored_exactly"] == 40
     line = f"top-10: 40 queries, {topk['certified']} certified by the bound, {topk['scored_exactly']} scored exactly"
     assert line in render_comparison(Comparison.from_dict(data))
-    assert line in _agreement_bars(ModelVerdict.from_dict(model))
+    report = MatrixReport.from_dict({"matrix": "m", "cells": [{"cell_id": "c1", "status": "pass",
+                                                               "comparison": {"models": [model]}}]})
+    assert f'<p class="note topk-decided">{line}</p>' in render_html(report)
 
 
 def test_the_summary_markdown_says_how_many_queries_were_certified(pair: List[Path], cache: Path) -> None:

@@ -182,7 +182,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.parametrize("bad, problem", [(np.nan, "non-finite vector values"), (0.0, "all-zero vectors")])
 def test_certifying_a_baseline_with_rows_without_a_direction_is_refused_and_files_nothing(
         tmp_path: Path, cache: Path, bad: float, problem: str) -> None:
-    from harness.compare.certify import file_certificates
+    from harness.certificates import file_certificates
     from harness.errors import HarnessError
 
     vectors = np.random.default_rng(5).standard_normal((3000, 8)).astype(np.float32)
@@ -194,7 +194,7 @@ def test_certifying_a_baseline_with_rows_without_a_direction_is_refused_and_file
 
 def test_certificate_is_filed_by_the_certify_step_then_used_and_a_stale_or_corrupt_one_ignored(
         tmp_path: Path, cache: Path) -> None:
-    from harness.compare.certify import file_certificates
+    from harness.certificates import file_certificates
 
     rng = np.random.default_rng(3)
     nq = 60

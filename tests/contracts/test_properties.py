@@ -263,7 +263,7 @@ def test_quantized_arrays_and_files_get_one_verdict(precision: str, n_docs: int,
         b = write_results(tmp / "b.parquet", [ModelRows("q", "embed", list(np.array(ids)[order]),
                                                         roles=list(np.array(roles)[order]), vectors=cand[order])], meta)
         by_file = compare_files(a, b, policy).models[0]
-    by_arrays = kinds.judge_quantized("q", policy.tolerance("q", "prop"), kinds.ArrayPair(ids, roles, base, cand), precision)
+    by_arrays = kinds.judge_embeddings("q", policy.tolerance("q", "prop"), kinds.ArrayPair(ids, roles, base, cand), precision)
     _same_verdict(by_file, by_arrays)
     assert _raises(lambda: assert_embeddings_close(cand, base, policy, model_id="q", ids=ids, roles=roles,
                                                    precision=precision)) is (by_arrays.status is Status.FAIL)

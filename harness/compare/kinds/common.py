@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -16,12 +16,23 @@ from harness.config.policy import Tolerance
 from harness.measured import Named, NotJudged, TopKEvidence
 from harness.verdict import Check, Evidence, Metrics, ModelVerdict, Offender, Status, not_judged_note
 
-__all__ = ["NAMED", "WORST_N", "build_verdict", "ratio_check", "share", "significant", "topk_checks", "with_topk"]
+__all__ = ["NAMED", "WORST_N", "Checked", "build_verdict", "ratio_check", "share", "significant", "topk_checks", "with_topk"]
 
 #: offenders kept per verdict (texts, pairs or queries that moved most)
 WORST_N = 5
 #: ids named per evidence list (changed queries, texts beyond atol, reordered queries)
 NAMED = 5
+
+
+class Checked(NamedTuple):
+    """A kind's own checks of what its pass measured, before the top-k checks join them and the verdict is built:
+    the checks, the metrics, the evidence, the loosest passing limits, the worst items."""
+
+    checks: List[Check]
+    metrics: Metrics
+    evidence: Evidence
+    min_passing: Dict[str, float]
+    offenders: List[Offender]
 
 
 def significant(value: Any, against: Optional[float] = None, digits: int = 3) -> str:

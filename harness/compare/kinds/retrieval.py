@@ -30,8 +30,7 @@ from harness.compare.stats.certify import (
 from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
 from harness.compare.workers import Segment
 
-__all__ = ["Retrieval", "RetrievalWorker", "StatsWorker", "first_pass", "queries_per_pass", "query_bytes", "retrieval_k",
-           "run_pass"]
+__all__ = ["Retrieval", "RetrievalWorker", "StatsWorker", "first_pass", "queries_per_pass", "query_bytes", "run_pass"]
 
 #: bytes of retrieval state per query and kept document, per worker and once more for what they share (a pool
 #: entry is 32 B, twice while a block's hits are merged; a certificate entry about as much)
@@ -49,13 +48,6 @@ def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None, tracks:
     else:
         vectors = 2 * scoring(np.zeros((1, pair.dim), dtype=pair.base_dtype)).nbytes
     return vectors + STATE_BYTES_PER_KEPT * keep * (max(1, pair.threads) + 1) * tracks + 64
-
-
-def retrieval_k(pair: EmbeddingPair, k: int) -> Optional[int]:
-    """The k to compare (at most the documents there are); None when there are no queries or no documents (no
-    retrieval to judge)."""
-    n_docs = int(pair.documents.sum())
-    return min(k, n_docs) if len(pair.queries) and n_docs else None
 
 
 def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: int, minimum: int) -> int:

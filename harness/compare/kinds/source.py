@@ -41,6 +41,12 @@ class _Pair:
     def ids_at(self, positions: np.ndarray) -> List[str]:
         raise NotImplementedError
 
+    def retrieval_k(self, k: int) -> Optional[int]:
+        """The k to compare (at most the documents there are); None when there are no queries or no documents (no
+        retrieval to judge)."""
+        n_docs = int(self.documents.sum())
+        return min(k, n_docs) if len(self.queries) and n_docs else None
+
     def item_id(self, position: int) -> str:
         """The id of the text at baseline position ``position``."""
         return self.ids_at(np.array([position]))[0]
