@@ -198,10 +198,8 @@ def locked_output(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file (JSON, HTML, Markdown, cell.json) atomically under the target's lock."""
-    with locked_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+    """Write a text file (JSON, HTML, Markdown, cell.json) atomically under the target's lock, as UTF-8."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -122,8 +122,10 @@ def _plan(base: ResultsFile, cand: ResultsFile, model_id: str, policy: Policy, f
     tol = policy.tolerance(model_id, cls)
     plan = ModelPlan(model_id, tol, precision, policy.error_scale(model_id, tol, side_b.precision),
                      policy.judge_by == "accuracy", (side_b.served, side_c.served))
-    verdict = None if not_run is None else ModelVerdict(model_id, not_run[1], not_run[0], tol.name, reason=not_run[2],
-                                                        tolerance=tol)
+    verdict = None
+    if not_run is not None:
+        status, kind, reason = not_run
+        verdict = ModelVerdict(model_id, kind, status, tol.name, reason=reason, tolerance=tol)
     return _Planned(plan, precision_note, verdict,
                     {"baseline": _performance(base, model_id), "candidate": _performance(cand, model_id)})
 

@@ -28,7 +28,7 @@ from harness.compare.stats.certify import (
     width,
 )
 from harness.compare.stats.topk import Fed, LazyMask, Mask, TopKStream, add_shared
-from harness.compare.workers import Segment
+from harness.compare.workers import Segment, pairs_in_flight
 
 __all__ = ["Retrieval", "RetrievalWorker", "StatsWorker", "first_pass", "queries_per_pass", "query_bytes", "run_pass"]
 
@@ -53,8 +53,9 @@ def query_bytes(pair: EmbeddingPair, keep: int, scoring: Scoring = None, tracks:
 def queries_per_pass(query_bytes: int, pair_bytes: int, memory_mb: int, minimum: int) -> int:
     """Queries of ``query_bytes`` each (vectors and state) that one pass over the documents holds: what
     ``memory_mb`` leaves beside one row group pair of ``pair_bytes``, at least ``minimum`` (a pass over the
-    documents per batch: tiny batches would read the files over and over)."""
-    return max(minimum, ((memory_mb << 20) - max(0, int(pair_bytes))) // max(1, int(query_bytes)))
+    documents per batch: tiny batches would read the files over and over): what ``pairs_in_flight`` reckons for
+    row group pairs, reckoned for queries."""
+    return max(minimum, pairs_in_flight(query_bytes, pair_bytes, memory_mb))
 
 
 def _take(rows_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
